@@ -1,0 +1,152 @@
+//! The controller <-> agent protocol. Level-triggered: the agent long-polls its whole assignment
+//! list and makes its engine match it; it reports the whole actual state of its instances in every
+//! heartbeat. A lost message is healed by the next poll or heartbeat, never by a retry path.
+//!
+//! Endpoints (all under `/v1/agent`, bearer auth):
+//! - `POST /register` with the join token -> [`RegisterResponse`] (a node credential)
+//! - `POST /heartbeat` [`Heartbeat`] with the node credential
+//! - `GET /assignments?after=VERSION` -> [`Assignments`]; answers at once when the list's version
+//!   differs from `after`, else holds up to ~25 s and answers with the unchanged list
+//! - `GET /droplets/{sha256}` -> the droplet tar
+//! - `POST /logs` [`LogBatch`]
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use crate::api::InstanceState;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeCapacity {
+    pub memory_mb: u64,
+    pub disk_mb: u64,
+    pub instance_slots: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    pub node_name: String,
+    /// The address instances are published on and the router connects to.
+    pub address: String,
+    pub zone: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub capacity: NodeCapacity,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    pub node_name: String,
+    /// The node's own credential, sent as bearer token on every later call.
+    pub node_token: String,
+    pub heartbeat_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub capacity: NodeCapacity,
+    /// Every instance the agent owns, in any state. An assigned instance missing from this list
+    /// is one the agent has not started yet.
+    pub instances: Vec<InstanceReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    /// The assignment version the controller holds now; a differing version tells the agent to
+    /// fetch its assignments at once.
+    pub assignments_version: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceReport {
+    pub instance_id: String,
+    pub state: InstanceState,
+    pub container_id: Option<String>,
+    /// Port on the node address the instance's `PORT` is published on.
+    pub host_port: Option<u16>,
+    /// Restarts since the instance was assigned.
+    pub restarts: u32,
+    /// Why the last run ended, e.g. "exited with code 1", "OOM-killed", "health check failed".
+    pub last_exit: Option<String>,
+    /// When the instance entered its current state.
+    pub since: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Assignments {
+    pub version: u64,
+    pub instances: Vec<Assignment>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum HealthCheck {
+    /// A TCP connect to `PORT` succeeds.
+    Port,
+    /// `GET endpoint` on `PORT` answers 2xx.
+    Http { endpoint: String },
+    /// The process is alive.
+    Process,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HealthSettings {
+    pub check: HealthCheck,
+    /// Per attempt.
+    pub invocation_timeout_secs: u64,
+    /// How long an instance may take to pass its first check before it counts as crashed.
+    pub start_timeout_secs: u64,
+    /// Between checks while starting.
+    pub start_interval_secs: u64,
+    /// Between checks once running.
+    pub interval_secs: u64,
+}
+
+impl Default for HealthSettings {
+    /// Cloud Foundry's defaults.
+    fn default() -> Self {
+        Self {
+            check: HealthCheck::Port,
+            invocation_timeout_secs: 1,
+            start_timeout_secs: 60,
+            start_interval_secs: 2,
+            interval_secs: 30,
+        }
+    }
+}
+
+/// One instance the controller wants running on this node. Everything the agent needs to run it
+/// is here; an assignment never changes in place (a new revision is a new instance id).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Assignment {
+    pub instance_id: String,
+    pub app: String,
+    pub process_type: String,
+    pub index: u32,
+    /// sha256 of the droplet tar in the blobstore; download from `/v1/agent/droplets/{sha256}`.
+    pub droplet: String,
+    /// Run with `/bin/sh -c` in the app directory (`/app`), as the unprivileged user.
+    pub command: String,
+    pub env: BTreeMap<String, String>,
+    pub memory_mb: u64,
+    pub disk_mb: u64,
+    pub cpu_shares: u64,
+    pub pids_limit: i64,
+    pub health: HealthSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentLogLine {
+    pub instance_id: String,
+    pub timestamp: DateTime<Utc>,
+    /// `APP/<process>/<index>` or `CELL`.
+    pub source: String,
+    /// `stdout`, `stderr`, or `out` for platform lines.
+    pub stream: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogBatch {
+    pub lines: Vec<AgentLogLine>,
+}

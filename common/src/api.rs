@@ -1,0 +1,172 @@
+//! REST DTOs under `/v1`, used by the CLI, the dashboard and CI pipelines.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginResponse {
+    /// A bearer JWT for `Authorization: Bearer ...`.
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What the user asked for: the app should run or not.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AppState {
+    Started,
+    Stopped,
+}
+
+impl AppState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppState::Started => "started",
+            AppState::Stopped => "stopped",
+        }
+    }
+}
+
+/// The actual state of one instance, as last reported by its node (or `pending` while the
+/// scheduler has not placed it yet).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceState {
+    /// Desired, but not yet placed on a node or not yet reported by it.
+    Pending,
+    /// Container created and started; health check not yet passed.
+    Starting,
+    /// Health check passed; the router sends traffic here.
+    Running,
+    /// The process exited or failed its health check; the node restarts it with backoff.
+    Crashed,
+    /// Being stopped (removed from routes first).
+    Stopping,
+}
+
+impl InstanceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Pending => "pending",
+            InstanceState::Starting => "starting",
+            InstanceState::Running => "running",
+            InstanceState::Crashed => "crashed",
+            InstanceState::Stopping => "stopping",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => InstanceState::Pending,
+            "starting" => InstanceState::Starting,
+            "running" => InstanceState::Running,
+            "crashed" => InstanceState::Crashed,
+            "stopping" => InstanceState::Stopping,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceInfo {
+    pub index: u32,
+    pub state: InstanceState,
+    /// Node name, once placed.
+    pub node: Option<String>,
+    /// `host:port` the instance is published on, once started.
+    pub address: Option<String>,
+    pub restarts: u32,
+    /// Why the last run ended: "exited with code 1", "OOM-killed", "health check failed".
+    pub last_exit: Option<String>,
+    /// Why the instance is not placed, when it is pending (e.g. no node is available).
+    pub placement_error: Option<String>,
+    /// When the instance entered its current state.
+    pub since: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppSummary {
+    pub name: String,
+    pub state: AppState,
+    pub desired_instances: u32,
+    pub running_instances: u32,
+    pub memory_mb: u64,
+    pub revision: Option<i64>,
+    pub url: String,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevisionInfo {
+    pub number: i64,
+    pub droplet: String,
+    pub command: String,
+    pub detected: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppDetail {
+    pub name: String,
+    pub state: AppState,
+    pub url: String,
+    pub desired_instances: u32,
+    pub memory_mb: u64,
+    pub revision: Option<RevisionInfo>,
+    pub instances: Vec<InstanceInfo>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppList {
+    pub apps: Vec<AppSummary>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub name: String,
+    pub address: String,
+    pub zone: String,
+    /// ready | lost
+    pub state: String,
+    pub memory_mb: u64,
+    pub memory_used_mb: u64,
+    pub instance_slots: u32,
+    pub instances: u32,
+    pub last_heartbeat: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeList {
+    pub nodes: Vec<NodeInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogLine {
+    pub timestamp: DateTime<Utc>,
+    /// `APP/<process>/<index>`, `STG`, `RTR`, `API` or `CELL`.
+    pub source: String,
+    /// `stdout` or `stderr` for app lines, `out` otherwise.
+    pub stream: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogList {
+    pub lines: Vec<LogLine>,
+}
+
+/// Optional settings sent with a push (multipart text fields of the same names).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PushSettings {
+    pub instances: Option<u32>,
+    pub memory_mb: Option<u64>,
+    pub command: Option<String>,
+}

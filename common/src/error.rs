@@ -1,0 +1,103 @@
+//! The one error shape of the REST API: `{"code": "app_not_found", "message": "..."}`.
+//! The server builds it from its error enums in one place; the CLI parses the same type.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApiError {
+    /// Stable, snake_case, for scripts: see [`ErrorCode`].
+    pub code: String,
+    /// For humans; never contains internal causes.
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code: code.as_str().to_string(), message: message.into() }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// Every code the API can answer with. Codes are part of the interface: add, never rename.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadRequest,
+    InvalidName,
+    InvalidArchive,
+    NotAnApp,
+    PayloadTooLarge,
+    Unauthorized,
+    InvalidCredentials,
+    Forbidden,
+    AppNotFound,
+    NodeNotFound,
+    DropletNotFound,
+    NotFound,
+    Conflict,
+    NoNodeAvailable,
+    RouteNotFound,
+    NoHealthyInstance,
+    UpstreamError,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::InvalidName => "invalid_name",
+            ErrorCode::InvalidArchive => "invalid_archive",
+            ErrorCode::NotAnApp => "not_an_app",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::InvalidCredentials => "invalid_credentials",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::AppNotFound => "app_not_found",
+            ErrorCode::NodeNotFound => "node_not_found",
+            ErrorCode::DropletNotFound => "droplet_not_found",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::NoNodeAvailable => "no_node_available",
+            ErrorCode::RouteNotFound => "route_not_found",
+            ErrorCode::NoHealthyInstance => "no_healthy_instance",
+            ErrorCode::UpstreamError => "upstream_error",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status that goes with the code; kept here so every server answers alike.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest
+            | ErrorCode::InvalidName
+            | ErrorCode::InvalidArchive
+            | ErrorCode::NotAnApp => 400,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::Unauthorized | ErrorCode::InvalidCredentials => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::AppNotFound
+            | ErrorCode::NodeNotFound
+            | ErrorCode::DropletNotFound
+            | ErrorCode::NotFound
+            | ErrorCode::RouteNotFound => 404,
+            ErrorCode::Conflict => 409,
+            ErrorCode::NoNodeAvailable | ErrorCode::NoHealthyInstance => 503,
+            ErrorCode::UpstreamError => 502,
+            ErrorCode::Internal => 500,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,23 @@
+//! Wire types shared by every paas binary. A field that crosses the network is named once, here:
+//! the REST DTOs the CLI and dashboard use (`api`), the controller <-> agent protocol (`agent`),
+//! the one error shape every API error takes (`error`), and the validated names and sizes that
+//! both sides parse the same way (`domain`).
+
+pub mod agent;
+pub mod api;
+pub mod domain;
+pub mod error;
+
+pub use error::{ApiError, ErrorCode};
+
+/// Labels every container the platform owns carries; the agent finds and re-adopts its containers
+/// by these, and never touches a container without `LABEL_NODE` equal to its own node name.
+pub mod labels {
+    pub const MANAGED: &str = "paas.managed";
+    pub const APP: &str = "paas.app";
+    pub const INSTANCE: &str = "paas.instance";
+    pub const INDEX: &str = "paas.index";
+    pub const NODE: &str = "paas.node";
+    pub const PROCESS: &str = "paas.process";
+    pub const DROPLET: &str = "paas.droplet";
+}

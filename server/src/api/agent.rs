@@ -1,0 +1,177 @@
+//! The agent side of the API: register, heartbeat, assignment long-poll, droplet download, logs.
+//! A node sees and reports only its own instances.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Utc;
+use paas_common::agent::{
+    Assignment, Assignments, HealthSettings, Heartbeat, HeartbeatResponse, LogBatch, RegisterRequest, RegisterResponse,
+};
+use paas_common::api::LogLine;
+use paas_common::ErrorCode;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use super::Ctx;
+use crate::auth::{random_token, secure_eq, sha256_hex, AgentNode};
+use crate::error::{ApiResult, Error};
+use crate::store::{Event, NodeRecord};
+
+const LONG_POLL: Duration = Duration::from_secs(25);
+
+pub async fn register(ctx: Ctx, req: HttpRequest, body: web::Json<RegisterRequest>) -> ApiResult<web::Json<RegisterResponse>> {
+    let presented = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !secure_eq(presented.trim(), &ctx.join_token) {
+        return Err(Error::api(ErrorCode::Unauthorized, "invalid join token"));
+    }
+    let body = body.into_inner();
+    let name_ok = !body.node_name.is_empty()
+        && body.node_name.len() <= 63
+        && body.node_name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    if !name_ok {
+        return Err(Error::api(ErrorCode::InvalidName, format!("invalid node name {:?}", body.node_name)));
+    }
+    let token = random_token(48);
+    let now = Utc::now();
+    ctx.store
+        .upsert_node(&NodeRecord {
+            name: body.node_name.clone(),
+            address: body.address,
+            zone: body.zone,
+            labels: body.labels,
+            capacity: body.capacity,
+            token_hash: sha256_hex(&token),
+            state: "ready".into(),
+            last_heartbeat: now,
+            registered_at: now,
+        })
+        .await?;
+    ctx.store
+        .add_event(&Event {
+            app_name: None,
+            actor: format!("node:{}", body.node_name),
+            kind: "node.register".into(),
+            message: format!("node {} registered", body.node_name),
+        })
+        .await?;
+    tracing::info!(node = %body.node_name, "node registered");
+    ctx.converge.notify_one();
+    Ok(web::Json(RegisterResponse { node_name: body.node_name, node_token: token, heartbeat_interval_secs: 2 }))
+}
+
+pub async fn heartbeat(ctx: Ctx, node: AgentNode, body: web::Json<Heartbeat>) -> ApiResult<web::Json<HeartbeatResponse>> {
+    ctx.store.heartbeat_node(&node.name, &body.capacity, Utc::now()).await?;
+    let mut changed = false;
+    for report in &body.instances {
+        changed |= ctx.store.report_instance(&node.name, report).await?;
+    }
+    if changed {
+        crate::router::refresh(&ctx).await?;
+    }
+    Ok(web::Json(HeartbeatResponse { assignments_version: *ctx.assignments.borrow() }))
+}
+
+#[derive(Deserialize)]
+pub struct AssignmentQuery {
+    pub after: Option<u64>,
+}
+
+pub async fn assignments(ctx: Ctx, node: AgentNode, q: web::Query<AssignmentQuery>) -> ApiResult<web::Json<Assignments>> {
+    let mut rx = ctx.assignments.subscribe();
+    if q.after == Some(*rx.borrow_and_update()) {
+        let _ = tokio::time::timeout(LONG_POLL, rx.changed()).await;
+    }
+    let version = *rx.borrow();
+    Ok(web::Json(Assignments { version, instances: assignments_for(&ctx, &node.name).await? }))
+}
+
+async fn assignments_for(ctx: &Ctx, node: &str) -> ApiResult<Vec<Assignment>> {
+    let apps: HashMap<String, _> = ctx.store.list_apps().await?.into_iter().map(|a| (a.id.clone(), a)).collect();
+    let mut out = Vec::new();
+    for inst in ctx.store.list_instances().await? {
+        if inst.node_name.as_deref() != Some(node) {
+            continue;
+        }
+        let Some(app) = apps.get(&inst.app_id) else { continue };
+        let Some(rev) = ctx.store.revision(&app.id, inst.revision).await? else { continue };
+        let mut env: BTreeMap<String, String> = rev.env.clone();
+        env.insert("PAAS_APP_REVISION".into(), rev.number.to_string());
+        out.push(Assignment {
+            instance_id: inst.id,
+            app: app.name.clone(),
+            process_type: inst.process_type,
+            index: inst.index,
+            droplet: rev.droplet,
+            command: rev.command,
+            env,
+            memory_mb: app.memory_mb,
+            disk_mb: app.disk_mb,
+            cpu_shares: (app.memory_mb * 1024 / 1024).clamp(2, 1024 * 4),
+            pids_limit: 1024,
+            health: HealthSettings::default(),
+        });
+    }
+    Ok(out)
+}
+
+pub async fn droplet(ctx: Ctx, node: AgentNode, sha: web::Path<String>) -> ApiResult<HttpResponse> {
+    // Only droplets of instances assigned to this node.
+    let assigned = assignments_for(&ctx, &node.name).await?.iter().any(|a| a.droplet == *sha);
+    if !assigned {
+        return Err(Error::api(ErrorCode::DropletNotFound, "no such droplet assigned to this node"));
+    }
+    let path = ctx
+        .blobs
+        .path(&sha)
+        .map_err(|_| Error::api(ErrorCode::DropletNotFound, format!("droplet {sha} not found")))?;
+    let file = tokio::fs::File::open(&path).await.map_err(Error::internal)?;
+    let len = file.metadata().await.map_err(Error::internal)?.len();
+    let stream = tokio_util_stream(file);
+    Ok(HttpResponse::Ok()
+        .content_type("application/x-tar")
+        .insert_header((actix_web::http::header::CONTENT_LENGTH, len))
+        .streaming(stream))
+}
+
+fn tokio_util_stream(
+    file: tokio::fs::File,
+) -> impl futures_util::Stream<Item = Result<actix_web::web::Bytes, std::io::Error>> {
+    futures_util::stream::unfold(file, |mut f| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 64 * 1024];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(actix_web::web::Bytes::from(buf)), f))
+            }
+            Err(e) => Some((Err(e), f)),
+        }
+    })
+}
+
+pub async fn logs(ctx: Ctx, node: AgentNode, body: web::Json<LogBatch>) -> ApiResult<HttpResponse> {
+    let mut app_of: HashMap<String, Option<String>> = HashMap::new();
+    let mut lines = Vec::with_capacity(body.lines.len());
+    for l in &body.lines {
+        if !app_of.contains_key(&l.instance_id) {
+            let app = ctx.store.app_name_of_instance(&l.instance_id, &node.name).await?;
+            app_of.insert(l.instance_id.clone(), app);
+        }
+        let Some(Some(app)) = app_of.get(&l.instance_id) else { continue };
+        let source = if l.source == "CELL" || l.source.starts_with("APP/") { l.source.clone() } else { "APP".into() };
+        lines.push((
+            app.clone(),
+            LogLine { timestamp: l.timestamp, source, stream: l.stream.clone(), message: l.message.clone() },
+        ));
+    }
+    if !lines.is_empty() {
+        ctx.store.append_logs(&lines).await?;
+    }
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,325 @@
+use actix_multipart::Multipart;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Utc;
+use futures_util::StreamExt;
+use paas_common::api::{AppDetail, AppList, AppState, AppSummary, InstanceInfo, InstanceState, LogLine, LogList, RevisionInfo};
+use paas_common::domain::{parse_memory_mb, AppName};
+use paas_common::ErrorCode;
+use serde::Deserialize;
+use std::io::Write;
+
+use super::Ctx;
+use crate::archive::{self, Limits};
+use crate::auth::AuthUser;
+use crate::error::{ApiResult, Error};
+use crate::staging;
+use crate::store::{AppRecord, Event};
+
+fn parse_name(s: &str) -> ApiResult<AppName> {
+    AppName::parse(s).map_err(|m| Error::api(ErrorCode::InvalidName, m))
+}
+
+pub(crate) async fn find_app(ctx: &Ctx, name: &str) -> ApiResult<AppRecord> {
+    ctx.store
+        .app_by_name(name)
+        .await?
+        .ok_or_else(|| Error::api(ErrorCode::AppNotFound, format!("app {name:?} not found")))
+}
+
+pub(crate) async fn detail(ctx: &Ctx, app: &AppRecord) -> ApiResult<AppDetail> {
+    let revision = match app.current_revision {
+        Some(n) => ctx.store.revision(&app.id, n).await?.map(|r| RevisionInfo {
+            number: r.number,
+            droplet: r.droplet,
+            command: r.command,
+            detected: r.detected,
+            created_at: r.created_at,
+        }),
+        None => None,
+    };
+    let instances = ctx
+        .store
+        .app_instances(&app.id)
+        .await?
+        .into_iter()
+        .map(|i| InstanceInfo {
+            index: i.index,
+            state: i.state,
+            address: i.host_port.map(|p| format!("{}:{p}", i.node_name.as_deref().unwrap_or("?"))),
+            node: i.node_name,
+            restarts: i.restarts,
+            last_exit: i.last_exit,
+            placement_error: i.placement_error,
+            since: Some(i.since),
+        })
+        .collect();
+    Ok(AppDetail {
+        name: app.name.clone(),
+        state: app.state,
+        url: ctx.app_url(&app.name),
+        desired_instances: app.desired_instances,
+        memory_mb: app.memory_mb,
+        revision,
+        instances,
+        created_at: app.created_at,
+        updated_at: app.updated_at,
+    })
+}
+
+pub async fn list(ctx: Ctx, _user: AuthUser) -> ApiResult<web::Json<AppList>> {
+    let apps = ctx.store.list_apps().await?;
+    let instances = ctx.store.list_instances().await?;
+    let apps = apps
+        .into_iter()
+        .map(|a| AppSummary {
+            running_instances: instances
+                .iter()
+                .filter(|i| i.app_id == a.id && i.state == InstanceState::Running)
+                .count() as u32,
+            url: ctx.app_url(&a.name),
+            name: a.name,
+            state: a.state,
+            desired_instances: a.desired_instances,
+            memory_mb: a.memory_mb,
+            revision: a.current_revision,
+            updated_at: a.updated_at,
+        })
+        .collect();
+    Ok(web::Json(AppList { apps }))
+}
+
+pub async fn get(ctx: Ctx, _user: AuthUser, name: web::Path<String>) -> ApiResult<web::Json<AppDetail>> {
+    let app = find_app(&ctx, &name).await?;
+    Ok(web::Json(detail(&ctx, &app).await?))
+}
+
+pub async fn delete(ctx: Ctx, user: AuthUser, name: web::Path<String>) -> ApiResult<HttpResponse> {
+    let app = find_app(&ctx, &name).await?;
+    let event = Event {
+        app_name: Some(app.name.clone()),
+        actor: user.username,
+        kind: "app.delete".into(),
+        message: format!("deleted app {}", app.name),
+    };
+    ctx.store.delete_app(&app.id, &event).await?;
+    // The router forgets the app at once; agents remove its containers on their next poll.
+    crate::router::refresh(&ctx).await?;
+    ctx.bump_assignments();
+    ctx.converge.notify_one();
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize)]
+pub struct LogQuery {
+    #[serde(default)]
+    pub recent: Option<bool>,
+    pub limit: Option<i64>,
+}
+
+pub async fn logs(ctx: Ctx, _user: AuthUser, name: web::Path<String>, q: web::Query<LogQuery>) -> ApiResult<web::Json<LogList>> {
+    let app = find_app(&ctx, &name).await?;
+    let _ = q.recent;
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    Ok(web::Json(LogList { lines: ctx.store.recent_logs(&app.name, limit).await? }))
+}
+
+#[derive(serde::Serialize)]
+pub struct EventOut {
+    pub time: chrono::DateTime<Utc>,
+    pub actor: String,
+    pub kind: String,
+    pub message: String,
+}
+
+pub async fn events(ctx: Ctx, _user: AuthUser, name: web::Path<String>) -> ApiResult<web::Json<serde_json::Value>> {
+    let app = find_app(&ctx, &name).await?;
+    let events: Vec<EventOut> = ctx
+        .store
+        .recent_events(&app.name, 200)
+        .await?
+        .into_iter()
+        .map(|(time, e)| EventOut { time, actor: e.actor, kind: e.kind, message: e.message })
+        .collect();
+    Ok(web::Json(serde_json::json!({ "events": events })))
+}
+
+async fn log_platform(ctx: &Ctx, app: &str, source: &str, message: String) {
+    let line = LogLine { timestamp: Utc::now(), source: source.into(), stream: "out".into(), message };
+    if let Err(e) = ctx.store.append_logs(&[(app.to_string(), line)]).await {
+        tracing::warn!(error = %e, "could not record a platform log line");
+    }
+}
+
+/// `POST /v1/apps/{name}/push`: multipart with the zip as `archive` and optional text fields
+/// `instances`, `memory_mb` (or `memory`, e.g. "256M") and `command`. Creates the app if needed,
+/// stores the package, stages it into a droplet, makes a new revision and starts it.
+pub async fn push(
+    ctx: Ctx,
+    user: AuthUser,
+    name: web::Path<String>,
+    req: HttpRequest,
+    mut payload: Multipart,
+) -> ApiResult<HttpResponse> {
+    let name = parse_name(&name)?;
+    let max_upload = ctx.settings.max_upload_mb * 1024 * 1024;
+    let too_large = || Error::api(ErrorCode::PayloadTooLarge, format!("the upload is larger than {} MB", ctx.settings.max_upload_mb));
+    // Refuse an announced oversize body before reading a byte of it.
+    let announced = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > max_upload + 64 * 1024) {
+        return Err(too_large());
+    }
+
+    let mut package = None;
+    let mut instances: Option<u32> = None;
+    let mut memory_mb: Option<u64> = None;
+    let mut command: Option<String> = None;
+    while let Some(field) = payload.next().await {
+        let mut field = field.map_err(|e| Error::api(ErrorCode::BadRequest, format!("malformed multipart body: {e}")))?;
+        let fname = field.name().unwrap_or_default().to_string();
+        if fname == "archive" {
+            let mut w = ctx.blobs.writer()?;
+            while let Some(chunk) = field.next().await {
+                let chunk = chunk.map_err(|e| Error::api(ErrorCode::BadRequest, format!("upload interrupted: {e}")))?;
+                if w.size() + chunk.len() as u64 > max_upload {
+                    return Err(too_large());
+                }
+                w.write_all(&chunk).map_err(Error::internal)?;
+            }
+            package = Some(w);
+        } else {
+            let mut text = Vec::new();
+            while let Some(chunk) = field.next().await {
+                let chunk = chunk.map_err(|e| Error::api(ErrorCode::BadRequest, format!("upload interrupted: {e}")))?;
+                text.extend_from_slice(&chunk);
+                if text.len() > 4096 {
+                    return Err(Error::api(ErrorCode::BadRequest, format!("field {fname:?} is too long")));
+                }
+            }
+            let text = String::from_utf8(text)
+                .map_err(|_| Error::api(ErrorCode::BadRequest, format!("field {fname:?} is not UTF-8")))?;
+            let text = text.trim().to_string();
+            if text.is_empty() {
+                continue;
+            }
+            match fname.as_str() {
+                "instances" => {
+                    let n: u32 = text.parse().map_err(|_| {
+                        Error::api(ErrorCode::BadRequest, format!("instances must be a whole number from 0 to 100, not {text:?}"))
+                    })?;
+                    if n > 100 {
+                        return Err(Error::api(ErrorCode::BadRequest, "instances must be from 0 to 100"));
+                    }
+                    instances = Some(n);
+                }
+                "memory_mb" | "memory" => {
+                    memory_mb = Some(parse_memory_mb(&text).map_err(|m| Error::api(ErrorCode::BadRequest, m))?);
+                }
+                "command" => command = Some(text),
+                other => {
+                    return Err(Error::api(ErrorCode::BadRequest, format!("unknown form field {other:?}")));
+                }
+            }
+        }
+    }
+    let package = package.ok_or_else(|| Error::api(ErrorCode::BadRequest, "missing the `archive` field (a zip of the app)"))?;
+    let package_size = package.size();
+
+    // Check and stage off the async workers: unzipping is blocking work.
+    let mut package = package;
+    package.flush().map_err(Error::internal)?;
+    let limits = Limits {
+        max_entries: ctx.settings.max_archive_entries,
+        max_unpacked_bytes: ctx.settings.max_unpacked_mb * 1024 * 1024,
+    };
+    let blobs = ctx.blobs.clone();
+    let cmd = command.clone();
+    let (package, droplet_w, unpacked, staged) = web::block(move || {
+        let mut droplet = blobs.writer()?;
+        let unpacked = archive::zip_to_droplet_tar(package.path(), &limits, &mut droplet);
+        Ok::<_, Error>((package, droplet, unpacked, cmd))
+    })
+    .await
+    .map_err(Error::internal)??;
+    let unpacked = unpacked.map_err(|e| {
+        if e.is_client_error() {
+            Error::api(ErrorCode::InvalidArchive, e.to_string())
+        } else {
+            Error::internal(e)
+        }
+    })?;
+    let staged = staging::detect(unpacked.procfile.as_deref(), &unpacked.top_level, staged.as_deref())
+        .map_err(|e| Error::api(ErrorCode::NotAnApp, e.to_string()))?;
+
+    // Durable blobs first, then the rows that name them.
+    let blobs = ctx.blobs.clone();
+    let ((package_sha, _), (droplet_sha, droplet_size)) =
+        web::block(move || Ok::<_, Error>((blobs.commit(package)?, blobs.commit(droplet_w)?)))
+            .await
+            .map_err(Error::internal)??;
+
+    let app = match ctx.store.app_by_name(name.as_str()).await? {
+        Some(a) => a,
+        None => {
+            let now = Utc::now();
+            let rec = AppRecord {
+                id: uuid::Uuid::new_v4().to_string(),
+                name: name.to_string(),
+                state: AppState::Started,
+                desired_instances: 1,
+                memory_mb: ctx.settings.default_memory_mb,
+                disk_mb: ctx.settings.default_disk_mb,
+                current_revision: None,
+                created_at: now,
+                updated_at: now,
+            };
+            let ev = Event {
+                app_name: Some(rec.name.clone()),
+                actor: user.username.clone(),
+                kind: "app.create".into(),
+                message: format!("created app {}", rec.name),
+            };
+            match ctx.store.create_app(&rec, &ev).await {
+                Ok(()) => rec,
+                // Another push created it meanwhile.
+                Err(crate::store::StoreError::Conflict(_)) => find_app(&ctx, name.as_str()).await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    let desired = instances.unwrap_or(app.desired_instances);
+    let memory = memory_mb.unwrap_or(app.memory_mb);
+    log_platform(
+        &ctx,
+        &app.name,
+        "STG",
+        format!(
+            "Staged {} files ({} bytes) with {}: web: {} (droplet {} bytes)",
+            unpacked.files, unpacked.bytes, staged.detected, staged.command, droplet_size
+        ),
+    )
+    .await;
+    let ev = Event {
+        app_name: Some(app.name.clone()),
+        actor: user.username.clone(),
+        kind: "app.push".into(),
+        message: format!("pushed package {} ({package_size} bytes)", &package_sha[..12]),
+    };
+    let number = ctx
+        .store
+        .deploy_revision(&app.id, &package_sha, &droplet_sha, &staged.command, &staged.detected, desired, memory, &ev)
+        .await?;
+    log_platform(
+        &ctx,
+        &app.name,
+        "API",
+        format!("{} pushed revision {number}: {desired} instance(s) of {memory} MB", user.username),
+    )
+    .await;
+    ctx.converge.notify_one();
+    let app = find_app(&ctx, name.as_str()).await?;
+    Ok(HttpResponse::Created().json(detail(&ctx, &app).await?))
+}

@@ -1,0 +1,48 @@
+//! REST API under `/v1`. Handlers are thin: parse, call the store, answer DTOs from
+//! `paas_common::api`. Errors go through `crate::error::Error`, mapped to HTTP in one place.
+
+mod agent;
+mod apps;
+mod auth;
+mod nodes;
+
+use actix_web::web;
+
+use crate::error::{Error, ApiResult};
+use crate::state::AppCtx;
+use paas_common::ErrorCode;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/v1")
+            .route("/auth/login", web::post().to(auth::login))
+            .route("/apps", web::get().to(apps::list))
+            .route("/apps/{name}", web::get().to(apps::get))
+            .route("/apps/{name}", web::delete().to(apps::delete))
+            .route("/apps/{name}/push", web::post().to(apps::push))
+            .route("/apps/{name}/logs", web::get().to(apps::logs))
+            .route("/apps/{name}/events", web::get().to(apps::events))
+            .route("/nodes", web::get().to(nodes::list))
+            .route("/agent/register", web::post().to(agent::register))
+            .route("/agent/heartbeat", web::post().to(agent::heartbeat))
+            .route("/agent/assignments", web::get().to(agent::assignments))
+            .route("/agent/droplets/{sha}", web::get().to(agent::droplet))
+            .route("/agent/logs", web::post().to(agent::logs))
+            .default_service(web::to(not_found)),
+    )
+    .app_data(web::JsonConfig::default().limit(8 * 1024 * 1024).error_handler(|err, _| {
+        Error::api(ErrorCode::BadRequest, format!("invalid JSON body: {err}")).into()
+    }))
+    .app_data(web::QueryConfig::default().error_handler(|err, _| {
+        Error::api(ErrorCode::BadRequest, format!("invalid query: {err}")).into()
+    }))
+    .app_data(web::PathConfig::default().error_handler(|err, _| {
+        Error::api(ErrorCode::BadRequest, format!("invalid path: {err}")).into()
+    }));
+}
+
+async fn not_found() -> ApiResult<&'static str> {
+    Err(Error::api(ErrorCode::NotFound, "no such API endpoint"))
+}
+
+pub type Ctx = web::Data<AppCtx>;

@@ -1,0 +1,39 @@
+use actix_web::web;
+use paas_common::api::{NodeInfo, NodeList};
+use std::collections::HashMap;
+
+use super::Ctx;
+use crate::auth::AuthUser;
+use crate::error::ApiResult;
+
+pub async fn list(ctx: Ctx, _user: AuthUser) -> ApiResult<web::Json<NodeList>> {
+    let nodes = ctx.store.list_nodes().await?;
+    let apps = ctx.store.list_apps().await?;
+    let mem: HashMap<&str, u64> = apps.iter().map(|a| (a.id.as_str(), a.memory_mb)).collect();
+    let mut used: HashMap<String, (u64, u32)> = HashMap::new();
+    for i in ctx.store.list_instances().await? {
+        if let Some(n) = i.node_name {
+            let e = used.entry(n).or_default();
+            e.0 += mem.get(i.app_id.as_str()).copied().unwrap_or(0);
+            e.1 += 1;
+        }
+    }
+    let nodes = nodes
+        .into_iter()
+        .map(|n| {
+            let (memory_used_mb, instances) = used.get(&n.name).copied().unwrap_or_default();
+            NodeInfo {
+                name: n.name,
+                address: n.address,
+                zone: n.zone,
+                state: n.state,
+                memory_mb: n.capacity.memory_mb,
+                memory_used_mb,
+                instance_slots: n.capacity.instance_slots,
+                instances,
+                last_heartbeat: n.last_heartbeat,
+            }
+        })
+        .collect();
+    Ok(web::Json(NodeList { nodes }))
+}

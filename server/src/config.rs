@@ -1,0 +1,117 @@
+//! The controller's one typed configuration: defaults that work on one machine, then an optional
+//! TOML file (`PAAS_CONFIG`), then `PAAS_*` environment variables. Loaded once in `main`.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::PathBuf;
+
+/// A string that never prints: passwords and keys.
+#[derive(Clone, Serialize, Default, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+/// Env values that look like numbers (`PAAS_ADMIN_PASSWORD=123456`) reach us as numbers; a
+/// secret takes any scalar as its text.
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Secret;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Settings {
+    /// Address of the API, dashboard and (by default) router: `PAAS_LISTEN`.
+    pub listen: String,
+    /// Database, blobstore, keys, join token and admin password live here: `PAAS_DATA_DIR`.
+    pub data_dir: PathBuf,
+    /// Password of the bootstrap `admin` user; generated into `data_dir/admin-password` if unset.
+    pub admin_password: Option<Secret>,
+    /// Apps are served at `NAME.<apps_domain>`: `PAAS_APPS_DOMAIN`.
+    pub apps_domain: String,
+    /// Scheme and port used when printing app URLs; defaults to the listener's port.
+    pub public_port: Option<u16>,
+    /// How long a login token lives.
+    pub token_ttl_secs: u64,
+    /// Largest accepted upload body.
+    pub max_upload_mb: u64,
+    /// Largest total size an archive may unpack to.
+    pub max_unpacked_mb: u64,
+    /// Most entries an archive may hold.
+    pub max_archive_entries: usize,
+    /// A node that has not sent a heartbeat for this long is lost.
+    pub node_grace_secs: u64,
+    /// Defaults for a new app.
+    pub default_memory_mb: u64,
+    pub default_disk_mb: u64,
+    /// Log lines kept per app.
+    pub log_retention_lines: i64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from(".paas-data"),
+            admin_password: None,
+            apps_domain: "localhost".into(),
+            public_port: None,
+            token_ttl_secs: 12 * 3600,
+            max_upload_mb: 1024,
+            max_unpacked_mb: 2048,
+            max_archive_entries: 100_000,
+            node_grace_secs: 10,
+            default_memory_mb: 256,
+            default_disk_mb: 1024,
+            log_retention_lines: 10_000,
+        }
+    }
+}
+
+impl Settings {
+    pub fn load() -> Result<Self, figment::Error> {
+        let mut fig = Figment::from(Serialized::defaults(Settings::default()));
+        if let Ok(path) = std::env::var("PAAS_CONFIG") {
+            fig = fig.merge(Toml::file(path));
+        }
+        fig.merge(Env::prefixed("PAAS_")).extract()
+    }
+}

@@ -1,0 +1,16 @@
+//! The paas controller as a library, so integration tests start exactly what `main` starts.
+
+pub mod api;
+pub mod archive;
+pub mod auth;
+pub mod blobstore;
+pub mod config;
+pub mod convergence;
+pub mod error;
+pub mod router;
+pub mod scheduler;
+pub mod staging;
+pub mod startup;
+pub mod state;
+pub mod store;
+pub mod web;

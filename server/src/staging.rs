@@ -1,0 +1,79 @@
+//! Minimal staging: decides how to run an app from what its archive holds. A `Procfile` with a
+//! `web:` process runs that command; otherwise an `app.py` runs with `python3 app.py`. Buildpacks
+//! (detect/compile/release in a staging container) replace this in their own issue; the result
+//! they produce has the same shape, [`Staged`].
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staged {
+    /// What was detected, for humans: "procfile" or "python".
+    pub detected: String,
+    /// The web process's start command.
+    pub command: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StagingError {
+    #[error("the Procfile has no `web:` process")]
+    NoWebProcess,
+    #[error("this folder is not an app: no Procfile with a web process and no app.py (nothing to run)")]
+    NotAnApp,
+}
+
+/// Parses Procfile lines `type: command`, ignoring blanks and comments.
+pub fn parse_procfile(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            let (t, c) = l.split_once(':')?;
+            let (t, c) = (t.trim(), c.trim());
+            (!t.is_empty() && !c.is_empty()).then(|| (t.to_string(), c.to_string()))
+        })
+        .collect()
+}
+
+pub fn detect(procfile: Option<&str>, top_level: &[String], command_override: Option<&str>) -> Result<Staged, StagingError> {
+    let has_app_py = top_level.iter().any(|f| f == "app.py");
+    let detected = if procfile.is_some() {
+        "procfile"
+    } else if has_app_py {
+        "python"
+    } else {
+        "command"
+    };
+    if let Some(cmd) = command_override.filter(|c| !c.trim().is_empty()) {
+        return Ok(Staged { detected: detected.into(), command: cmd.trim().to_string() });
+    }
+    if let Some(text) = procfile {
+        let web = parse_procfile(text).into_iter().find(|(t, _)| t == "web").ok_or(StagingError::NoWebProcess)?;
+        return Ok(Staged { detected: detected.into(), command: web.1 });
+    }
+    if has_app_py {
+        return Ok(Staged { detected: detected.into(), command: "python3 app.py".into() });
+    }
+    Err(StagingError::NotAnApp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn procfile_web_wins() {
+        let s = detect(Some("# c\nworker: x\nweb: python3 -m http.server $PORT\n"), &["app.py".into()], None).unwrap();
+        assert_eq!(s.command, "python3 -m http.server $PORT");
+        assert_eq!(s.detected, "procfile");
+    }
+
+    #[test]
+    fn app_py_runs_with_python() {
+        assert_eq!(detect(None, &["app.py".into()], None).unwrap().command, "python3 app.py");
+    }
+
+    #[test]
+    fn not_an_app() {
+        assert_eq!(detect(None, &["README.md".into()], None), Err(StagingError::NotAnApp));
+        assert_eq!(detect(Some("worker: x"), &[], None), Err(StagingError::NoWebProcess));
+        assert_eq!(detect(None, &["README.md".into()], Some("./run")).unwrap().command, "./run");
+    }
+}

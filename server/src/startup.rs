@@ -1,0 +1,132 @@
+//! Building and running the controller: open the store and blobstore, bootstrap the admin user
+//! and secrets, bind the listener (port 0 allowed, see [`Application::port`]), then serve the API,
+//! dashboard and router side by side with the convergence loop.
+
+use actix_web::{guard, web, App, HttpServer};
+use anyhow::Context;
+use chrono::Utc;
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use crate::auth::{self, Keys};
+use crate::blobstore::Blobstore;
+use crate::config::Settings;
+use crate::router::{self, RouteTable};
+use crate::state::AppCtx;
+use crate::store::{SqliteStore, Store, User};
+
+pub struct Application {
+    listener: TcpListener,
+    port: u16,
+    ctx: Arc<AppCtx>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&settings.data_dir)
+            .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
+        let store = SqliteStore::open(&settings.data_dir.join("paas.db")).await.context("opening the database")?;
+        let blobs = Blobstore::open(&settings.data_dir).context("opening the blobstore")?;
+        let jwt_secret = auth::load_or_create_secret(&settings.data_dir.join("jwt-secret"), || auth::random_token(64))?;
+        let join_token = auth::load_or_create_secret(&settings.data_dir.join("join-token"), || auth::random_token(40))?;
+        bootstrap_admin(&store, &settings).await?;
+
+        let listener = TcpListener::bind(&settings.listen).with_context(|| format!("binding {}", settings.listen))?;
+        let port = listener.local_addr()?.port();
+        let public_port = settings.public_port.unwrap_or(port);
+        let start_version = Utc::now().timestamp_millis() as u64;
+        let (assignments, _) = tokio::sync::watch::channel(start_version);
+        let ctx = Arc::new(AppCtx {
+            keys: Keys::new(jwt_secret.as_bytes(), settings.token_ttl_secs),
+            settings,
+            store: Arc::new(store),
+            blobs,
+            join_token,
+            routes: RouteTable::default(),
+            assignments,
+            converge: tokio::sync::Notify::new(),
+            public_port,
+        });
+        router::refresh(&ctx).await.context("loading the route table")?;
+        Ok(Self { listener, port, ctx })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn context(&self) -> Arc<AppCtx> {
+        self.ctx.clone()
+    }
+
+    /// Serves until the HTTP server stops (Ctrl-C / SIGTERM) or the convergence loop dies.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let data = web::Data::from(self.ctx.clone());
+        let domain = self.ctx.settings.apps_domain.clone();
+        let server = HttpServer::new(move || {
+            let domain = domain.clone();
+            App::new()
+                .app_data(data.clone())
+                .app_data(web::Data::new(awc::Client::builder().disable_redirects().finish()))
+                .wrap(actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms").log_target("paas::http"))
+                // App traffic first: any Host of the form NAME.<apps domain> goes to the router,
+                // whatever its path.
+                .service(
+                    web::scope("")
+                        .guard(guard::fn_guard(move |g| {
+                            router::request_host(g.head()).is_some_and(|h| router::app_for_host(h, &domain).is_some())
+                        }))
+                        .default_service(web::to(router::proxy)),
+                )
+                .route("/healthz", web::get().to(healthz))
+                .route("/readyz", web::get().to(readyz))
+                .configure(crate::api::configure)
+                .configure(crate::web::configure)
+        })
+        .listen(self.listener)?
+        .run();
+        tracing::info!(port = self.port, "paas-server listening");
+        let converge = tokio::spawn(crate::convergence::run(self.ctx.clone()));
+        tokio::select! {
+            r = server => r.context("HTTP server failed"),
+            r = converge => Err(anyhow::anyhow!("convergence loop stopped: {r:?}")),
+        }
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(ctx: web::Data<AppCtx>) -> actix_web::HttpResponse {
+    match ctx.store.ping().await {
+        Ok(()) => actix_web::HttpResponse::Ok().body("ready"),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            actix_web::HttpResponse::ServiceUnavailable().body("database unavailable")
+        }
+    }
+}
+
+async fn bootstrap_admin(store: &SqliteStore, settings: &Settings) -> anyhow::Result<()> {
+    if store.user_by_name("admin").await?.is_some() {
+        return Ok(());
+    }
+    let password = match &settings.admin_password {
+        Some(p) if !p.expose().is_empty() => p.expose().to_string(),
+        _ => {
+            let path = settings.data_dir.join("admin-password");
+            let p = auth::load_or_create_secret(&path, || auth::random_token(24))?;
+            tracing::info!(file = %path.display(), "generated the admin password");
+            p
+        }
+    };
+    let user = User {
+        id: uuid::Uuid::new_v4().to_string(),
+        username: "admin".into(),
+        password_hash: auth::hash_password(&password)?,
+        created_at: Utc::now(),
+    };
+    store.create_user_if_missing(&user).await?;
+    Ok(())
+}

@@ -1,0 +1,39 @@
+//! The shared state every handler and background loop sees.
+
+use std::sync::Arc;
+use tokio::sync::{watch, Notify};
+
+use crate::auth::Keys;
+use crate::blobstore::Blobstore;
+use crate::config::Settings;
+use crate::router::RouteTable;
+use crate::store::Store;
+
+pub struct AppCtx {
+    pub settings: Settings,
+    pub store: Arc<dyn Store>,
+    pub blobs: Blobstore,
+    pub keys: Keys,
+    pub join_token: String,
+    pub routes: RouteTable,
+    /// Version of the assignment lists; bumped on every placement change. Agents long-poll it.
+    pub assignments: watch::Sender<u64>,
+    /// Wakes the convergence loop early (after a push, delete, scale or a node report).
+    pub converge: Notify,
+    /// Port shown in app URLs.
+    pub public_port: u16,
+}
+
+impl AppCtx {
+    pub fn bump_assignments(&self) {
+        self.assignments.send_modify(|v| *v += 1);
+    }
+
+    pub fn app_url(&self, name: &str) -> String {
+        if self.public_port == 80 {
+            format!("http://{name}.{}", self.settings.apps_domain)
+        } else {
+            format!("http://{name}.{}:{}", self.settings.apps_domain, self.public_port)
+        }
+    }
+}
