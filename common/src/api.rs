@@ -76,6 +76,9 @@ impl InstanceState {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InstanceInfo {
     pub index: u32,
+    /// The revision this instance runs.
+    #[serde(default)]
+    pub revision: Option<i64>,
     pub state: InstanceState,
     /// Node name, once placed.
     pub node: Option<String>,

@@ -32,7 +32,12 @@ impl Application {
         bootstrap_admin(&store, &settings).await?;
 
         let listener = TcpListener::bind(&settings.listen).with_context(|| format!("binding {}", settings.listen))?;
-        let port = listener.local_addr()?.port();
+        let addr = listener.local_addr()?;
+        let port = addr.port();
+        // Tell scripts and tests which port was bound (PAAS_LISTEN may say port 0).
+        let tmp = settings.data_dir.join("listen-addr.tmp");
+        std::fs::write(&tmp, format!("{addr}\n"))?;
+        std::fs::rename(&tmp, settings.data_dir.join("listen-addr"))?;
         let public_port = settings.public_port.unwrap_or(port);
         let start_version = Utc::now().timestamp_millis() as u64;
         let (assignments, _) = tokio::sync::watch::channel(start_version);

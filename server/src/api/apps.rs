@@ -44,6 +44,7 @@ pub(crate) async fn detail(ctx: &Ctx, app: &AppRecord) -> ApiResult<AppDetail> {
         .into_iter()
         .map(|i| InstanceInfo {
             index: i.index,
+            revision: Some(i.revision),
             state: i.state,
             address: i.host_port.map(|p| format!("{}:{p}", i.node_name.as_deref().unwrap_or("?"))),
             node: i.node_name,

@@ -1,0 +1,240 @@
+//! The running agent: startup (engine, stack image, network, registration) and the loops that
+//! run side by side until shutdown: assignment long-poll, reconcile, heartbeat and log shipping.
+//! They talk through watch channels that always hold the latest value, so a slow or absent
+//! controller never blocks the reconciler: instances keep running on the last known list.
+
+use crate::client::{ClientError, ControllerClient, RETRY_MAX, RETRY_MIN};
+use crate::config::{ConfigError, Settings};
+use crate::logs::{self, LogSink};
+use crate::reconcile::Reconciler;
+use crate::runtime::{self, Runtime, RuntimeError, RuntimeSettings};
+use crate::stack::{self, StackError};
+use futures_util::StreamExt;
+use paas_common::agent::{Assignments, Heartbeat, InstanceReport, RegisterRequest};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+
+/// Periodic pass even without news, to catch exits and drift the events stream missed.
+const RECONCILE_TICK: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot reach the docker engine: {0}")]
+    Docker(#[from] bollard::errors::Error),
+    #[error("stack image: {0}")]
+    Stack(#[from] StackError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("{0} loop ended unexpectedly")]
+    LoopEnded(&'static str),
+}
+
+/// Builds the stack image (only), for `paas-agent stack build` and CI.
+pub async fn build_stack(
+    settings: &Settings,
+    force: bool,
+) -> Result<stack::StackOutcome, AgentError> {
+    let docker = runtime::connect_docker().await?;
+    Ok(stack::ensure_stack_image(
+        &docker,
+        &settings.stack_image,
+        &settings.debian_mirror,
+        force,
+    )
+    .await?)
+}
+
+/// Runs the agent until one of its loops fails; the caller races this against shutdown signals.
+/// Containers are never stopped on exit: they keep serving and are re-adopted on restart.
+pub async fn run(settings: Settings) -> Result<(), AgentError> {
+    let join_token = settings.resolve_join_token()?;
+    let docker = runtime::connect_docker().await?;
+    stack::ensure_stack_image(
+        &docker,
+        &settings.stack_image,
+        &settings.debian_mirror,
+        false,
+    )
+    .await?;
+    let runtime = Arc::new(Runtime::new(
+        docker,
+        RuntimeSettings::from_settings(&settings),
+    ));
+    runtime.ensure_network().await?;
+
+    let request = RegisterRequest {
+        node_name: settings.node_name.clone(),
+        address: settings.node_address.clone(),
+        zone: settings.zone.clone(),
+        labels: Default::default(),
+        capacity: settings.capacity(),
+    };
+    let client = Arc::new(ControllerClient::new(
+        &settings.controller,
+        join_token,
+        request,
+    )?);
+    let registered = client.register_until_ok().await;
+    // Beat at least as often as the controller expects, or it may think the node is lost.
+    let mut interval = Duration::from_millis(settings.heartbeat_interval_ms.max(100));
+    if registered.heartbeat_interval_secs > 0 {
+        interval = interval.min(Duration::from_secs(registered.heartbeat_interval_secs));
+    }
+
+    let (assignments_tx, assignments_rx) = watch::channel(None::<Assignments>);
+    let (reports_tx, reports_rx) = watch::channel(Vec::<InstanceReport>::new());
+    let refetch = Arc::new(Notify::new());
+    let (sink, log_rx) = LogSink::channel();
+    let reconciler = Reconciler::new(runtime.clone(), client.clone(), sink);
+
+    tokio::select! {
+        () = poll_assignments(client.clone(), assignments_tx, refetch.clone()) => Err(AgentError::LoopEnded("assignments")),
+        () = reconcile_loop(reconciler, assignments_rx.clone(), reports_tx) => Err(AgentError::LoopEnded("reconcile")),
+        () = heartbeat_loop(client.clone(), settings.capacity(), interval, reports_rx, assignments_rx, refetch) => Err(AgentError::LoopEnded("heartbeat")),
+        () = logs::ship(log_rx, client.clone()) => Err(AgentError::LoopEnded("log shipping")),
+    }
+}
+
+/// Publishes every new assignment list. On failure the last list stays published.
+async fn poll_assignments(
+    client: Arc<ControllerClient>,
+    tx: watch::Sender<Option<Assignments>>,
+    refetch: Arc<Notify>,
+) {
+    let mut delay = RETRY_MIN;
+    loop {
+        let after = tx.borrow().as_ref().map(|a| a.version);
+        let result = tokio::select! {
+            r = client.assignments(after) => r,
+            // The heartbeat saw a newer version: drop the held poll and ask again at once.
+            () = refetch.notified() => continue,
+        };
+        match result {
+            Ok(list) => {
+                delay = RETRY_MIN;
+                tx.send_if_modified(|current| {
+                    let changed = current.as_ref().map(|c| c.version) != Some(list.version);
+                    if changed {
+                        tracing::info!(
+                            version = list.version,
+                            instances = list.instances.len(),
+                            "new assignments"
+                        );
+                    }
+                    *current = Some(list);
+                    changed
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "cannot fetch assignments, keeping the last list");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = refetch.notified() => {}
+                }
+                delay = (delay * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
+async fn reconcile_loop(
+    mut reconciler: Reconciler,
+    mut assignments: watch::Receiver<Option<Assignments>>,
+    reports: watch::Sender<Vec<InstanceReport>>,
+) {
+    let mut exits = Box::pin(reconciler.runtime().exit_events());
+    let mut events_alive = true;
+    loop {
+        // Until the first list arrives we know nothing: acting on "no assignments" would stop
+        // every running instance after an agent restart.
+        let desired = assignments.borrow_and_update().clone();
+        if let Some(desired) = desired {
+            if let Err(e) = reconciler.reconcile(&desired.instances).await {
+                tracing::warn!(error = %e, "reconcile pass failed");
+            }
+            let fresh = reconciler.reports();
+            reports.send_if_modified(|current| {
+                let changed = !same_reports(current, &fresh);
+                *current = fresh;
+                changed
+            });
+        }
+        let wake = reconciler
+            .next_due()
+            .map_or(Instant::now() + RECONCILE_TICK, |due| {
+                due.min(Instant::now() + RECONCILE_TICK)
+            });
+        tokio::select! {
+            changed = assignments.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep_until(wake) => {}
+            event = exits.next(), if events_alive => {
+                if event.is_none() {
+                    // The periodic pass still catches exits, just later.
+                    tracing::warn!("docker event stream ended");
+                    events_alive = false;
+                }
+            }
+        }
+    }
+}
+
+/// Equal as far as the controller cares; `since` changes only with the state.
+fn same_reports(a: &[InstanceReport], b: &[InstanceReport]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.instance_id == y.instance_id
+                && x.state == y.state
+                && x.container_id == y.container_id
+                && x.host_port == y.host_port
+                && x.restarts == y.restarts
+                && x.last_exit == y.last_exit
+                && x.since == y.since
+        })
+}
+
+async fn heartbeat_loop(
+    client: Arc<ControllerClient>,
+    capacity: paas_common::agent::NodeCapacity,
+    interval: Duration,
+    mut reports: watch::Receiver<Vec<InstanceReport>>,
+    assignments: watch::Receiver<Option<Assignments>>,
+    refetch: Arc<Notify>,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            changed = reports.changed() => if changed.is_err() { return },
+        }
+        let heartbeat = Heartbeat {
+            capacity: capacity.clone(),
+            instances: reports.borrow_and_update().clone(),
+        };
+        match client.heartbeat(&heartbeat).await {
+            Ok(resp) => {
+                if failing {
+                    tracing::info!("heartbeat recovered");
+                    failing = false;
+                }
+                let known = assignments.borrow().as_ref().map(|a| a.version);
+                if known != Some(resp.assignments_version) {
+                    refetch.notify_one();
+                }
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "heartbeat failed");
+                }
+                failing = true;
+            }
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! The HTTP client for the controller's agent API (`/v1/agent/*`, see `paas_common::agent`).
+//! It owns the node credential: registers with the join token, sends the node token on every
+//! later call, and registers again when the controller stops accepting it (401), e.g. after the
+//! controller lost its database or revoked the node.
+
+use crate::config::Secret;
+use async_trait::async_trait;
+use paas_common::agent::{
+    Assignments, Heartbeat, HeartbeatResponse, LogBatch, RegisterRequest, RegisterResponse,
+};
+use paas_common::ApiError;
+use reqwest::{RequestBuilder, Response, StatusCode};
+use std::time::Duration;
+use tokio::sync::{Mutex, RwLock};
+
+/// Longer than the controller's ~25 s long-poll hold, so a held request is not cut short.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(40);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const RETRY_MIN: Duration = Duration::from_secs(1);
+pub const RETRY_MAX: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("controller unreachable: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("controller answered {status}: {message}")]
+    Status { status: StatusCode, message: String },
+    #[error("invalid controller url: {0}")]
+    Url(String),
+}
+
+impl ClientError {
+    /// Worth retrying later: the controller is down, overloaded or restarting.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Http(_) => true,
+            ClientError::Status { status, .. } => status.is_server_error(),
+            ClientError::Url(_) => false,
+        }
+    }
+}
+
+pub struct ControllerClient {
+    http: reqwest::Client,
+    base: String,
+    join_token: Secret,
+    request: RegisterRequest,
+    node_token: RwLock<Option<Secret>>,
+    registering: Mutex<()>,
+}
+
+impl ControllerClient {
+    pub fn new(
+        controller: &str,
+        join_token: Secret,
+        request: RegisterRequest,
+    ) -> Result<Self, ClientError> {
+        let base = controller.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(ClientError::Url(base));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("paas-agent/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            http,
+            base,
+            join_token,
+            request,
+            node_token: RwLock::new(None),
+            registering: Mutex::new(()),
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/v1/agent{path}", self.base)
+    }
+
+    /// Registers, retrying with backoff for as long as the controller is unreachable or failing.
+    /// A rejected join token is retried too (slowly): the operator may be fixing it.
+    pub async fn register_until_ok(&self) -> RegisterResponse {
+        let mut delay = RETRY_MIN;
+        let mut attempt = 1u32;
+        loop {
+            match self.register().await {
+                Ok(resp) => return resp,
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(attempt, error = %e, retry_in_s = delay.as_secs(), "cannot register with the controller");
+                }
+                Err(e) => {
+                    tracing::error!(attempt, error = %e, retry_in_s = delay.as_secs(), "controller refused registration");
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(RETRY_MAX);
+            attempt += 1;
+        }
+    }
+
+    pub async fn register(&self) -> Result<RegisterResponse, ClientError> {
+        let resp = self
+            .http
+            .post(self.url("/register"))
+            .bearer_auth(self.join_token.expose())
+            .json(&self.request)
+            .send()
+            .await?;
+        let resp: RegisterResponse = check(resp).await?.json().await?;
+        *self.node_token.write().await = Some(Secret::new(resp.node_token.clone()));
+        tracing::info!(node = %resp.node_name, controller = %self.base, "registered with the controller");
+        Ok(resp)
+    }
+
+    /// Sends an authenticated request; on 401 registers once more and retries once.
+    async fn send(
+        &self,
+        build: impl Fn(&reqwest::Client) -> RequestBuilder,
+    ) -> Result<Response, ClientError> {
+        let current = self.node_token.read().await.clone();
+        let token = match current {
+            Some(t) => t,
+            None => self.refresh_token(None).await?,
+        };
+        let resp = build(&self.http).bearer_auth(token.expose()).send().await?;
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return check(resp).await;
+        }
+        tracing::warn!("controller rejected the node token, registering again");
+        let fresh = self.refresh_token(Some(&token)).await?;
+        check(build(&self.http).bearer_auth(fresh.expose()).send().await?).await
+    }
+
+    /// Registers unless another task already replaced the `stale` token: the loops share one
+    /// credential, and registering once per loop would make them invalidate each other's.
+    async fn refresh_token(&self, stale: Option<&Secret>) -> Result<Secret, ClientError> {
+        let _one_at_a_time = self.registering.lock().await;
+        if let Some(current) = self.node_token.read().await.clone() {
+            if Some(&current) != stale {
+                return Ok(current);
+            }
+        }
+        Ok(Secret::new(self.register().await?.node_token))
+    }
+
+    pub async fn heartbeat(&self, heartbeat: &Heartbeat) -> Result<HeartbeatResponse, ClientError> {
+        let url = self.url("/heartbeat");
+        Ok(self
+            .send(|http| http.post(&url).json(heartbeat))
+            .await?
+            .json()
+            .await?)
+    }
+
+    /// Long-polls the assignment list; `after: None` asks for the current list at once.
+    pub async fn assignments(&self, after: Option<u64>) -> Result<Assignments, ClientError> {
+        let url = match after {
+            Some(v) => self.url(&format!("/assignments?after={v}")),
+            None => self.url("/assignments"),
+        };
+        Ok(self.send(|http| http.get(&url)).await?.json().await?)
+    }
+
+    pub async fn droplet(&self, sha256: &str) -> Result<bytes::Bytes, ClientError> {
+        let url = self.url(&format!("/droplets/{sha256}"));
+        Ok(self.send(|http| http.get(&url)).await?.bytes().await?)
+    }
+
+    pub async fn upload_logs(&self, batch: &LogBatch) -> Result<(), ClientError> {
+        let url = self.url("/logs");
+        self.send(|http| http.post(&url).json(batch)).await?;
+        Ok(())
+    }
+}
+
+async fn check(resp: Response) -> Result<Response, ClientError> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let body = resp.text().await.unwrap_or_default();
+    let message = serde_json::from_str::<ApiError>(&body)
+        .map(|e| e.to_string())
+        .unwrap_or_else(|_| body.chars().take(300).collect());
+    Err(ClientError::Status { status, message })
+}
+
+#[async_trait]
+impl crate::runtime::DropletSource for ControllerClient {
+    async fn fetch(&self, sha256: &str) -> Result<bytes::Bytes, String> {
+        self.droplet(sha256).await.map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait]
+impl crate::logs::LogUploader for ControllerClient {
+    async fn upload(&self, batch: &LogBatch) -> Result<(), String> {
+        self.upload_logs(batch).await.map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use paas_common::agent::NodeCapacity;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A controller that issues `node-N` on the N-th registration and accepts only the newest.
+    async fn fake_controller() -> (String, Arc<AtomicU32>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let registrations = Arc::new(AtomicU32::new(0));
+        let count = registrations.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let mut len = 0;
+                    // Requests here are small: read until the body has fully arrived.
+                    loop {
+                        let n = sock.read(&mut buf[len..]).await.unwrap_or(0);
+                        len += n;
+                        let text = String::from_utf8_lossy(&buf[..len]).to_string();
+                        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                            let want = head
+                                .lines()
+                                .find_map(|l| {
+                                    l.to_ascii_lowercase()
+                                        .strip_prefix("content-length: ")
+                                        .map(|v| v.trim().parse::<usize>().unwrap())
+                                })
+                                .unwrap_or(0);
+                            if body.len() >= want || n == 0 {
+                                break;
+                            }
+                        }
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                    let req = String::from_utf8_lossy(&buf[..len]).to_string();
+                    let auth = req
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("authorization: bearer ")
+                                .map(str::to_string)
+                        })
+                        .unwrap_or_default();
+                    let current = format!("node-{}", count.load(Ordering::SeqCst));
+                    let (status, body) = if req.starts_with("POST /v1/agent/register ") {
+                        if auth != "join" {
+                            (
+                                "401 Unauthorized",
+                                r#"{"code":"unauthorized","message":"bad join token"}"#.to_string(),
+                            )
+                        } else {
+                            let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+                            (
+                                "200 OK",
+                                format!(
+                                    r#"{{"node_name":"n1","node_token":"node-{n}","heartbeat_interval_secs":5}}"#
+                                ),
+                            )
+                        }
+                    } else if auth != current {
+                        (
+                            "401 Unauthorized",
+                            r#"{"code":"unauthorized","message":"stale token"}"#.to_string(),
+                        )
+                    } else {
+                        ("200 OK", r#"{"assignments_version":7}"#.to_string())
+                    };
+                    let resp = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = sock.write_all(resp.as_bytes()).await;
+                });
+            }
+        });
+        (url, registrations)
+    }
+
+    fn request() -> RegisterRequest {
+        RegisterRequest {
+            node_name: "n1".into(),
+            address: "127.0.0.1".into(),
+            zone: "default".into(),
+            labels: Default::default(),
+            capacity: NodeCapacity {
+                memory_mb: 1,
+                disk_mb: 1,
+                instance_slots: 1,
+            },
+        }
+    }
+
+    fn heartbeat() -> Heartbeat {
+        Heartbeat {
+            capacity: request().capacity,
+            instances: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn registers_lazily_and_again_after_401() {
+        let (url, registrations) = fake_controller().await;
+        let client = ControllerClient::new(&url, Secret::new("join"), request()).unwrap();
+        // No token yet: the first call registers.
+        assert_eq!(
+            client
+                .heartbeat(&heartbeat())
+                .await
+                .unwrap()
+                .assignments_version,
+            7
+        );
+        assert_eq!(registrations.load(Ordering::SeqCst), 1);
+        // The controller forgets the node (e.g. lost its database): the token goes stale.
+        registrations.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(
+            client
+                .heartbeat(&heartbeat())
+                .await
+                .unwrap()
+                .assignments_version,
+            7
+        );
+        assert_eq!(registrations.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn rejected_join_token_is_not_transient() {
+        let (url, _) = fake_controller().await;
+        let client = ControllerClient::new(&url, Secret::new("wrong"), request()).unwrap();
+        let err = client.register().await.unwrap_err();
+        assert!(!err.is_transient(), "{err}");
+        assert!(err.to_string().contains("bad join token"), "{err}");
+        let unreachable =
+            ControllerClient::new("http://127.0.0.1:1", Secret::new("join"), request()).unwrap();
+        assert!(unreachable.register().await.unwrap_err().is_transient());
+        assert!(ControllerClient::new("ftp://x", Secret::new("join"), request()).is_err());
+    }
+}

@@ -1,0 +1,299 @@
+//! The agent's one typed configuration: loaded once at startup from an optional TOML file
+//! (`PAAS_AGENT_CONFIG`) and then `PAAS_*` environment variables, with defaults that work on one
+//! machine. Nothing else in the agent reads environment variables.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] Box<figment::Error>),
+    #[error("no join token: set PAAS_JOIN_TOKEN or PAAS_JOIN_TOKEN_FILE")]
+    MissingJoinToken,
+    #[error("cannot read join token file {path}: {source}")]
+    JoinTokenFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("join token file {0} is empty")]
+    EmptyJoinTokenFile(PathBuf),
+}
+
+/// A credential that never shows up in logs or `Debug` output.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Settings {
+    /// Base URL of the controller.
+    pub controller: String,
+    pub join_token: Option<Secret>,
+    pub join_token_file: Option<PathBuf>,
+    pub node_name: String,
+    pub data_dir: PathBuf,
+    /// Read from `PAAS_NODE_ZONE`.
+    pub zone: String,
+    /// The address instances are published on; the router and health checks connect here.
+    pub node_address: String,
+    pub stack_image: String,
+    pub docker_network: String,
+    /// Capacity offered to the scheduler; read from `PAAS_NODE_MEMORY_MB`.
+    pub memory_mb: u64,
+    pub disk_mb: u64,
+    /// Read from `PAAS_NODE_INSTANCE_SLOTS`.
+    pub instance_slots: u32,
+    pub heartbeat_interval_ms: u64,
+    /// Debian mirror debootstrap uses to build the stack image.
+    pub debian_mirror: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            controller: "http://127.0.0.1:8080".into(),
+            join_token: None,
+            join_token_file: None,
+            node_name: default_hostname(),
+            data_dir: PathBuf::from("/var/lib/paas-agent"),
+            zone: "default".into(),
+            node_address: "127.0.0.1".into(),
+            stack_image: crate::stack::DEFAULT_STACK_IMAGE.into(),
+            docker_network: "paas-sandbox".into(),
+            memory_mb: host_memory_mb().unwrap_or(4096),
+            disk_mb: 10240,
+            instance_slots: 64,
+            heartbeat_interval_ms: 2000,
+            debian_mirror: default_debian_mirror(),
+        }
+    }
+}
+
+impl Settings {
+    /// Defaults, then the TOML file named by `PAAS_AGENT_CONFIG`, then `PAAS_*` variables.
+    pub fn load() -> Result<Self, ConfigError> {
+        let file = std::env::var_os("PAAS_AGENT_CONFIG").map(PathBuf::from);
+        Self::from_figment(Self::figment(file.as_deref()))
+    }
+
+    pub fn figment(file: Option<&Path>) -> Figment {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file(file));
+        }
+        // Some variables carry a `NODE_` prefix to read well next to the server's own variables;
+        // map them onto the field names. Unknown `PAAS_*` variables (PAAS_API, ...) are ignored.
+        figment.merge(Env::prefixed("PAAS_").map(|key| {
+            match key.as_str().to_ascii_lowercase().as_str() {
+                "node_zone" => "zone".into(),
+                "node_memory_mb" => "memory_mb".into(),
+                "node_instance_slots" => "instance_slots".into(),
+                "node_disk_mb" => "disk_mb".into(),
+                _ => key.into(),
+            }
+        }))
+    }
+
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(Box::new(e)))
+    }
+
+    /// The join token from `join_token`, or else read from `join_token_file`.
+    pub fn resolve_join_token(&self) -> Result<Secret, ConfigError> {
+        if let Some(token) = self
+            .join_token
+            .as_ref()
+            .filter(|t| !t.expose().trim().is_empty())
+        {
+            return Ok(Secret::new(token.expose().trim()));
+        }
+        let path = self
+            .join_token_file
+            .as_ref()
+            .ok_or(ConfigError::MissingJoinToken)?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::JoinTokenFile {
+            path: path.clone(),
+            source,
+        })?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(ConfigError::EmptyJoinTokenFile(path.clone()));
+        }
+        Ok(Secret::new(token))
+    }
+
+    pub fn capacity(&self) -> paas_common::agent::NodeCapacity {
+        paas_common::agent::NodeCapacity {
+            memory_mb: self.memory_mb,
+            disk_mb: self.disk_mb,
+            instance_slots: self.instance_slots,
+        }
+    }
+}
+
+fn default_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn host_memory_mb() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    parse_meminfo_total_mb(&meminfo)
+}
+
+fn parse_meminfo_total_mb(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024)
+}
+
+const FALLBACK_MIRROR: &str = "http://deb.debian.org/debian";
+
+/// The mirror the host's own apt uses, so a machine behind a local mirror builds the stack
+/// without reaching the internet.
+fn default_debian_mirror() -> String {
+    let deb822 =
+        std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources").unwrap_or_default();
+    let classic = std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default();
+    mirror_from_deb822(&deb822)
+        .or_else(|| mirror_from_sources_list(&classic))
+        .unwrap_or_else(|| FALLBACK_MIRROR.into())
+}
+
+fn is_debian_http(uri: &str) -> bool {
+    (uri.starts_with("http://") || uri.starts_with("https://")) && !uri.contains("security")
+}
+
+fn mirror_from_deb822(text: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("URIs:"))
+        .flat_map(|uris| uris.split_whitespace())
+        .find(|uri| is_debian_http(uri))
+        .map(|uri| uri.trim_end_matches('/').to_string())
+}
+
+fn mirror_from_sources_list(text: &str) -> Option<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("deb "))
+        .filter_map(|l| {
+            // `deb [options] uri suite components`: skip the bracketed options.
+            l.split_whitespace()
+                .skip(1)
+                .find(|w| !w.starts_with('[') && !w.ends_with(']'))
+        })
+        .find(|uri| is_debian_http(uri))
+        .map(|uri| uri.trim_end_matches('/').to_string())
+}
+
+#[cfg(test)]
+// figment's Jail closures return its (large) error type; not ours to shrink.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn defaults_then_file_then_env() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "agent.toml",
+                "controller = \"http://ctl:9000\"\nnode_name = \"from-file\"\nzone = \"z1\"\n",
+            )?;
+            jail.set_env("PAAS_NODE_NAME", "from-env");
+            jail.set_env("PAAS_NODE_MEMORY_MB", "2048");
+            jail.set_env("PAAS_NODE_INSTANCE_SLOTS", "8");
+            jail.set_env("PAAS_JOIN_TOKEN", "s3cret");
+            // Variables meant for other binaries must not break the agent.
+            jail.set_env("PAAS_API", "http://elsewhere");
+            let settings =
+                Settings::from_figment(Settings::figment(Some(Path::new("agent.toml")))).unwrap();
+            assert_eq!(settings.controller, "http://ctl:9000");
+            assert_eq!(settings.node_name, "from-env");
+            assert_eq!(settings.zone, "z1");
+            assert_eq!(settings.memory_mb, 2048);
+            assert_eq!(settings.instance_slots, 8);
+            assert_eq!(settings.stack_image, "paas-stack:bookworm");
+            assert_eq!(settings.docker_network, "paas-sandbox");
+            assert_eq!(settings.heartbeat_interval_ms, 2000);
+            assert_eq!(settings.resolve_join_token().unwrap().expose(), "s3cret");
+            assert!(!format!("{settings:?}").contains("s3cret"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn join_token_from_file_or_missing() {
+        Jail::expect_with(|jail| {
+            let settings = Settings::from_figment(Settings::figment(None)).unwrap();
+            assert!(matches!(
+                settings.resolve_join_token(),
+                Err(ConfigError::MissingJoinToken)
+            ));
+            jail.create_file("token", "  tok-from-file\n")?;
+            jail.set_env("PAAS_JOIN_TOKEN_FILE", "token");
+            let settings = Settings::from_figment(Settings::figment(None)).unwrap();
+            assert_eq!(
+                settings.resolve_join_token().unwrap().expose(),
+                "tok-from-file"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_value_is_an_error() {
+        Jail::expect_with(|jail| {
+            jail.set_env("PAAS_NODE_MEMORY_MB", "lots");
+            assert!(Settings::from_figment(Settings::figment(None)).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn mirror_detection() {
+        let deb822 = "Types: deb\nURIs: http://mirror.local/debian\nSuites: bookworm\n\n\
+                      Types: deb\nURIs: http://deb.debian.org/debian-security\n";
+        assert_eq!(
+            mirror_from_deb822(deb822).as_deref(),
+            Some("http://mirror.local/debian")
+        );
+        let classic =
+            "# comment\ndeb [arch=amd64] http://ftp.de.debian.org/debian/ bookworm main\n";
+        assert_eq!(
+            mirror_from_sources_list(classic).as_deref(),
+            Some("http://ftp.de.debian.org/debian")
+        );
+        assert_eq!(mirror_from_sources_list(""), None);
+        assert_eq!(
+            parse_meminfo_total_mb("MemTotal:       8048640 kB\n"),
+            Some(7860)
+        );
+    }
+}

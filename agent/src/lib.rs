@@ -1,0 +1,21 @@
+//! paas-agent: the node agent. It registers with the controller, long-polls this node's
+//! assignment list and makes the local Docker engine match it (level-triggered: see
+//! `paas_common::agent`), running each instance in a sandboxed container, checking its health,
+//! restarting it with backoff when it crashes, and shipping its logs and state back.
+//!
+//! Code map: `config` (settings), `stack` (the base image, built with debootstrap), `runtime`
+//! (everything that talks to Docker), `reconcile` (the per-instance state machine), `health`
+//! (one check attempt), `backoff` (the crash restart schedule), `logs` (followers and shipper),
+//! `client` (the controller API), `agent` (startup and the loops that tie them together).
+
+pub mod agent;
+pub mod backoff;
+pub mod client;
+pub mod config;
+pub mod health;
+pub mod logs;
+pub mod reconcile;
+pub mod runtime;
+pub mod stack;
+
+pub use config::Settings;

@@ -1,0 +1,263 @@
+//! Log shipping: followers turn each instance container's stdout/stderr into [`AgentLogLine`]s,
+//! the reconciler adds `CELL` lines for starts, health and crashes, and one shipper batches them
+//! all to the controller. While the controller is unreachable lines wait in a bounded buffer; the
+//! oldest are dropped (and counted) rather than letting memory grow without limit.
+
+use async_trait::async_trait;
+use bollard::container::{LogOutput, LogsOptions};
+use bollard::Docker;
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use paas_common::agent::{AgentLogLine, LogBatch};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+pub const MAX_BATCH: usize = 500;
+pub const BATCH_WINDOW: Duration = Duration::from_millis(200);
+pub const MAX_BUFFERED: usize = 10_000;
+const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// Where batches go: the controller in production, a vector in tests.
+#[async_trait]
+pub trait LogUploader: Send + Sync {
+    async fn upload(&self, batch: &LogBatch) -> Result<(), String>;
+}
+
+/// A cheap handle every producer of log lines holds.
+#[derive(Clone)]
+pub struct LogSink {
+    tx: mpsc::Sender<AgentLogLine>,
+}
+
+impl LogSink {
+    pub fn channel() -> (Self, mpsc::Receiver<AgentLogLine>) {
+        let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
+        (Self { tx }, rx)
+    }
+
+    /// Sends without waiting: a slow controller must never stall the reconciler or a follower's
+    /// container; the shipper's buffer is the only place lines wait.
+    pub fn send(&self, line: AgentLogLine) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(line) {
+            tracing::debug!("log channel full, dropping a line");
+        }
+    }
+
+    /// A platform line about one instance.
+    pub fn cell(&self, instance_id: &str, message: impl Into<String>) {
+        self.send(AgentLogLine {
+            instance_id: instance_id.to_string(),
+            timestamp: Utc::now(),
+            source: "CELL".into(),
+            stream: "out".into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// The newest app line already shipped for an instance, shared across its successive followers
+/// so a restart of the same container does not ship the previous run's lines again.
+pub type LastSeen = Arc<Mutex<Option<DateTime<Utc>>>>;
+
+/// Follows one container's output until the container stops.
+pub async fn follow(
+    docker: Docker,
+    container_id: String,
+    instance_id: String,
+    source: String,
+    since: i64,
+    last_seen: LastSeen,
+    sink: LogSink,
+) {
+    let options = LogsOptions {
+        follow: true,
+        stdout: true,
+        stderr: true,
+        since,
+        timestamps: true,
+        tail: "all".to_string(),
+        ..Default::default()
+    };
+    let mut stream = docker.logs(&container_id, Some(options));
+    while let Some(item) = stream.next().await {
+        let (stream_name, message) = match item {
+            Ok(LogOutput::StdOut { message }) => ("stdout", message),
+            Ok(LogOutput::StdErr { message }) => ("stderr", message),
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::debug!(container = %container_id, error = %e, "log stream ended");
+                break;
+            }
+        };
+        for raw in String::from_utf8_lossy(&message).lines() {
+            let Some((timestamp, text)) = parse_line(raw) else {
+                continue;
+            };
+            {
+                let mut last = last_seen.lock().unwrap_or_else(|p| p.into_inner());
+                if last.is_some_and(|l| timestamp <= l) {
+                    continue;
+                }
+                *last = Some(timestamp);
+            }
+            sink.send(AgentLogLine {
+                instance_id: instance_id.clone(),
+                timestamp,
+                source: source.clone(),
+                stream: stream_name.into(),
+                message: text.to_string(),
+            });
+        }
+    }
+}
+
+/// Splits docker's `<RFC 3339 timestamp> <text>`.
+fn parse_line(raw: &str) -> Option<(DateTime<Utc>, &str)> {
+    let (ts, text) = raw.split_once(' ').unwrap_or((raw, ""));
+    let ts = DateTime::parse_from_rfc3339(ts).ok()?.with_timezone(&Utc);
+    Some((ts, text.trim_end_matches('\r')))
+}
+
+/// Batches lines (up to [`MAX_BATCH`] or [`BATCH_WINDOW`]) and uploads them, retrying with
+/// backoff. Returns when every sink is dropped and the buffer is empty.
+pub async fn ship(mut rx: mpsc::Receiver<AgentLogLine>, uploader: Arc<dyn LogUploader>) {
+    let mut buffer = Buffer::default();
+    let mut retry = RETRY_MIN;
+    let mut failing = false;
+    let mut closed = false;
+    let mut next_send: Option<Instant> = None;
+    loop {
+        if buffer.lines.is_empty() {
+            if closed {
+                return;
+            }
+            match rx.recv().await {
+                Some(line) => buffer.push(line),
+                None => return,
+            }
+        }
+        let deadline = *next_send.get_or_insert_with(|| Instant::now() + BATCH_WINDOW);
+        while !closed && (buffer.lines.len() < MAX_BATCH || failing) {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(line)) => buffer.push(line),
+                Ok(None) => closed = true,
+                Err(_) => break,
+            }
+        }
+        if closed && failing {
+            // Nobody will produce more; a dead controller must not keep the process alive.
+            tracing::warn!(
+                lines = buffer.lines.len(),
+                "dropping unsent log lines at shutdown"
+            );
+            return;
+        }
+        let batch = LogBatch {
+            lines: buffer.lines.iter().take(MAX_BATCH).cloned().collect(),
+        };
+        match uploader.upload(&batch).await {
+            Ok(()) => {
+                buffer.lines.drain(..batch.lines.len());
+                if failing {
+                    tracing::info!(dropped = buffer.dropped, "log upload recovered");
+                    buffer.dropped = 0;
+                }
+                failing = false;
+                retry = RETRY_MIN;
+                next_send = None;
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "log upload failed, buffering");
+                }
+                failing = true;
+                next_send = Some(Instant::now() + retry);
+                retry = (retry * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Buffer {
+    lines: VecDeque<AgentLogLine>,
+    dropped: u64,
+}
+
+impl Buffer {
+    fn push(&mut self, line: AgentLogLine) {
+        if self.lines.len() >= MAX_BUFFERED {
+            self.lines.pop_front();
+            self.dropped += 1;
+            if self.dropped.is_power_of_two() {
+                tracing::warn!(
+                    dropped = self.dropped,
+                    "log buffer full, dropping oldest lines"
+                );
+            }
+        }
+        self.lines.push_back(line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn parses_docker_timestamps() {
+        let (ts, text) = parse_line("2024-05-01T10:00:00.123456789Z hello world\r").unwrap();
+        assert_eq!(text, "hello world");
+        assert_eq!(ts.timestamp(), 1714557600);
+        assert!(parse_line("garbage").is_none());
+    }
+
+    struct Flaky {
+        fail_first: AtomicUsize,
+        got: Mutex<Vec<AgentLogLine>>,
+    }
+
+    #[async_trait]
+    impl LogUploader for Flaky {
+        async fn upload(&self, batch: &LogBatch) -> Result<(), String> {
+            if self.fail_first.load(Ordering::SeqCst) > 0 {
+                self.fail_first.fetch_sub(1, Ordering::SeqCst);
+                return Err("controller down".into());
+            }
+            assert!(batch.lines.len() <= MAX_BATCH);
+            self.got.lock().unwrap().extend(batch.lines.iter().cloned());
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batches_and_retries_without_loss() {
+        let uploader = Arc::new(Flaky {
+            fail_first: AtomicUsize::new(2),
+            got: Mutex::default(),
+        });
+        let (sink, rx) = LogSink::channel();
+        let shipper = tokio::spawn(ship(rx, uploader.clone()));
+        for i in 0..1200 {
+            sink.cell("i1", format!("line {i}"));
+            if i % 100 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        // Keep the sink until everything has been sent, then close.
+        while uploader.got.lock().unwrap().len() < 1200 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        drop(sink);
+        shipper.await.unwrap();
+        let got = uploader.got.lock().unwrap();
+        let messages: Vec<_> = got.iter().map(|l| l.message.clone()).collect();
+        let expected: Vec<_> = (0..1200).map(|i| format!("line {i}")).collect();
+        assert_eq!(messages, expected);
+    }
+}

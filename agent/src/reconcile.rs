@@ -1,0 +1,544 @@
+//! The reconciler: makes this node's containers match its assignment list, and owns each
+//! instance's life (`Starting` -> `Running` -> `Crashed` -> `Starting` ..., or `Stopping`).
+//!
+//! Every pass starts from what the engine lists under this node's labels, not from memory, so a
+//! restarted agent re-adopts its running containers (same id, no restart) and a container removed
+//! behind its back is simply recreated. Crashed instances restart in place (`docker start` on the
+//! same container, which keeps its id, its logs and its `/app` volume) with Cloud Foundry's backoff.
+
+use crate::backoff;
+use crate::health;
+use crate::logs::{self, LastSeen, LogSink};
+use crate::runtime::{ContainerStatus, DropletSource, Runtime, RuntimeError, APP_PORT};
+use chrono::{DateTime, Utc};
+use futures_util::future::join_all;
+use paas_common::agent::{Assignment, InstanceReport};
+use paas_common::api::InstanceState;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+pub const HEALTH_CHECK_FAILED: &str = "health check failed";
+/// How long a killed container may take to be reported stopped before we restart it anyway.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    Starting {
+        started: Instant,
+        next_check: Instant,
+    },
+    Running {
+        healthy_since: Instant,
+        next_check: Instant,
+    },
+    Crashed {
+        restart_at: Instant,
+    },
+}
+
+impl Phase {
+    fn state(&self) -> InstanceState {
+        match self {
+            Phase::Starting { .. } => InstanceState::Starting,
+            Phase::Running { .. } => InstanceState::Running,
+            Phase::Crashed { .. } => InstanceState::Crashed,
+        }
+    }
+
+    fn next_due(&self) -> Instant {
+        match *self {
+            Phase::Starting { next_check, .. } | Phase::Running { next_check, .. } => next_check,
+            Phase::Crashed { restart_at } => restart_at,
+        }
+    }
+}
+
+struct Instance {
+    assignment: Assignment,
+    container_id: String,
+    host_port: Option<u16>,
+    container_ip: Option<String>,
+    restarts: u32,
+    /// Consecutive crashes, for the backoff; forgiven after a healthy stretch.
+    crash_count: u32,
+    last_exit: Option<String>,
+    since: DateTime<Utc>,
+    phase: Phase,
+    last_seen: LastSeen,
+    follower: Option<JoinHandle<()>>,
+}
+
+struct Stopping {
+    instance_id: String,
+    container_id: String,
+    since: DateTime<Utc>,
+    task: JoinHandle<Result<(), RuntimeError>>,
+}
+
+/// Shared, read-only things a pass needs while it holds `&mut` to individual instances.
+struct Ctx<'a> {
+    runtime: &'a Runtime,
+    http: &'a reqwest::Client,
+    logs: &'a LogSink,
+}
+
+pub struct Reconciler {
+    runtime: Arc<Runtime>,
+    droplets: Arc<dyn DropletSource>,
+    logs: LogSink,
+    http: reqwest::Client,
+    instances: HashMap<String, Instance>,
+    stopping: HashMap<String, Stopping>,
+}
+
+impl Reconciler {
+    pub fn new(runtime: Arc<Runtime>, droplets: Arc<dyn DropletSource>, logs: LogSink) -> Self {
+        // Health checks go straight to the node address, never through a configured proxy.
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap_or_default();
+        Self {
+            runtime,
+            droplets,
+            logs,
+            http,
+            instances: HashMap::new(),
+            stopping: HashMap::new(),
+        }
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// One pass: adopt, create, remove, check health, detect crashes and restart what is due.
+    pub async fn reconcile(&mut self, desired: &[Assignment]) -> Result<(), RuntimeError> {
+        self.reap_stopped();
+        let containers = self.runtime.list_owned().await?;
+        let wanted: HashMap<&str, &Assignment> = desired
+            .iter()
+            .map(|a| (a.instance_id.as_str(), a))
+            .collect();
+        let mut listed = HashMap::new();
+
+        for c in &containers {
+            if self.stopping.contains_key(&c.instance_id) || self.stopping.contains_key(&c.id) {
+                continue;
+            }
+            let tracked_id = self
+                .instances
+                .get(&c.instance_id)
+                .map(|i| i.container_id.clone());
+            match (wanted.get(c.instance_id.as_str()), tracked_id) {
+                (Some(_), Some(id)) if id != c.id => self.stop(&c.instance_id, &c.id, "duplicate"),
+                (Some(a), None) => match self.adopt(a, &c.id).await {
+                    Ok(instance) => {
+                        listed.insert(c.instance_id.clone(), c.running);
+                        self.instances.insert(c.instance_id.clone(), instance);
+                    }
+                    Err(e) => {
+                        tracing::warn!(container = %c.id, error = %e, "cannot adopt container")
+                    }
+                },
+                (Some(_), Some(_)) => {
+                    listed.insert(c.instance_id.clone(), c.running);
+                }
+                (None, _) => self.stop(&c.instance_id, &c.id, "no longer assigned"),
+            }
+        }
+
+        // Assigned instances whose container vanished (removed by hand) are recreated below.
+        let vanished: Vec<String> = self
+            .instances
+            .keys()
+            .filter(|id| !listed.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in vanished {
+            if let Some(instance) = self.instances.remove(&id) {
+                if wanted.contains_key(id.as_str()) {
+                    tracing::warn!(instance = %id, container = %instance.container_id, "container disappeared");
+                }
+                abort_follower(instance);
+            }
+        }
+
+        let missing: Vec<&Assignment> = desired
+            .iter()
+            .filter(|a| !self.instances.contains_key(&a.instance_id))
+            .filter(|a| !self.stopping.contains_key(&a.instance_id))
+            .collect();
+        let launched = join_all(missing.iter().map(|a| self.launch(a))).await;
+        for (a, result) in missing.iter().zip(launched) {
+            match result {
+                Ok(instance) => {
+                    listed.insert(a.instance_id.clone(), true);
+                    self.instances.insert(a.instance_id.clone(), instance);
+                }
+                Err(e) => {
+                    tracing::warn!(instance = %a.instance_id, app = %a.app, error = %e, "cannot start instance")
+                }
+            }
+        }
+
+        let ctx = Ctx {
+            runtime: &self.runtime,
+            http: &self.http,
+            logs: &self.logs,
+        };
+        let now = Instant::now();
+        join_all(self.instances.iter_mut().filter_map(|(id, instance)| {
+            let running = listed.get(id).copied().unwrap_or(false);
+            // Only touch instances with something to do: a due check, a restart, or an exit.
+            let exited = !running && !matches!(instance.phase, Phase::Crashed { .. });
+            (exited || instance.phase.next_due() <= now).then(|| instance.step(&ctx, running))
+        }))
+        .await;
+        Ok(())
+    }
+
+    /// The earliest moment an instance needs attention (a check or a restart).
+    pub fn next_due(&self) -> Option<Instant> {
+        self.instances.values().map(|i| i.phase.next_due()).min()
+    }
+
+    /// What the heartbeat reports: every instance this node owns.
+    pub fn reports(&self) -> Vec<InstanceReport> {
+        let mut reports: Vec<InstanceReport> = self
+            .instances
+            .iter()
+            .map(|(id, i)| InstanceReport {
+                instance_id: id.clone(),
+                state: i.phase.state(),
+                container_id: Some(i.container_id.clone()),
+                host_port: i.host_port,
+                restarts: i.restarts,
+                last_exit: i.last_exit.clone(),
+                since: i.since,
+            })
+            // A duplicate being stopped is not news to the controller: its instance is reported.
+            .chain(
+                self.stopping
+                    .values()
+                    .filter(|s| !self.instances.contains_key(&s.instance_id))
+                    .map(|s| InstanceReport {
+                        instance_id: s.instance_id.clone(),
+                        state: InstanceState::Stopping,
+                        container_id: Some(s.container_id.clone()),
+                        host_port: None,
+                        restarts: 0,
+                        last_exit: None,
+                        since: s.since,
+                    }),
+            )
+            .collect();
+        reports.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+        reports
+    }
+
+    /// Waits for every stop in progress to finish (used by tests and tools).
+    pub async fn wait_stopped(&mut self) {
+        for (id, s) in self.stopping.drain() {
+            match s.task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(instance = %id, error = %e, "stop failed"),
+                Err(e) => tracing::warn!(instance = %id, error = %e, "stop task failed"),
+            }
+        }
+    }
+
+    fn reap_stopped(&mut self) {
+        let done: Vec<String> = self
+            .stopping
+            .iter()
+            .filter(|(_, s)| s.task.is_finished())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in done {
+            if let Some(s) = self.stopping.remove(&id) {
+                // A failed stop leaves the container listed, so the next pass tries again.
+                if let Some(Ok(Err(e))) = futures_util::FutureExt::now_or_never(s.task) {
+                    tracing::warn!(instance = %id, container = %s.container_id, error = %e, "stop failed");
+                }
+            }
+        }
+    }
+
+    fn stop(&mut self, instance_id: &str, container_id: &str, why: &str) {
+        tracing::info!(
+            instance = instance_id,
+            container = container_id,
+            why,
+            "stopping instance"
+        );
+        if let Some(instance) = self.instances.remove(instance_id) {
+            if instance.container_id != container_id {
+                self.instances.insert(instance_id.to_string(), instance);
+            } else {
+                self.logs.cell(
+                    instance_id,
+                    format!("Stopping instance {}", instance.assignment.index),
+                );
+                abort_follower(instance);
+            }
+        }
+        let runtime = self.runtime.clone();
+        let id = container_id.to_string();
+        let task = tokio::spawn(async move { runtime.stop_and_remove(&id).await });
+        // A duplicate's stop is keyed by its container so it does not hide the real instance.
+        let key = if self.instances.contains_key(instance_id) {
+            container_id
+        } else {
+            instance_id
+        };
+        self.stopping.insert(
+            key.to_string(),
+            Stopping {
+                instance_id: instance_id.to_string(),
+                container_id: container_id.to_string(),
+                since: Utc::now(),
+                task,
+            },
+        );
+    }
+
+    async fn adopt(&self, a: &Assignment, container_id: &str) -> Result<Instance, RuntimeError> {
+        let status = self.runtime.inspect(container_id).await?;
+        tracing::info!(instance = %a.instance_id, container = container_id, running = status.running, "adopted container");
+        let now = Instant::now();
+        let mut instance = Instance::new(a.clone(), container_id.to_string(), &status, now);
+        instance.since = status
+            .started_at
+            .filter(|_| status.running)
+            .unwrap_or_else(Utc::now);
+        // Lines before now were shipped by the previous agent process.
+        let started = Utc::now();
+        *instance.last_seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(started);
+        if status.running {
+            instance.follow(&self.runtime, &self.logs, started.timestamp());
+        }
+        Ok(instance)
+    }
+
+    async fn launch(&self, a: &Assignment) -> Result<Instance, RuntimeError> {
+        let image = self
+            .runtime
+            .ensure_droplet_image(&a.droplet, self.droplets.as_ref())
+            .await?;
+        let id = self.runtime.create_instance(a, &image).await?;
+        self.logs
+            .cell(&a.instance_id, format!("Starting instance {}", a.index));
+        self.runtime.start(&id).await?;
+        let status = self.runtime.inspect(&id).await?;
+        tracing::info!(instance = %a.instance_id, app = %a.app, index = a.index, container = %id, host_port = ?status.host_port, "started instance");
+        let mut instance = Instance::new(a.clone(), id, &status, Instant::now());
+        instance.follow(&self.runtime, &self.logs, 0);
+        Ok(instance)
+    }
+}
+
+fn abort_follower(instance: Instance) {
+    if let Some(f) = instance.follower {
+        f.abort();
+    }
+}
+
+impl Instance {
+    fn new(
+        assignment: Assignment,
+        container_id: String,
+        status: &ContainerStatus,
+        now: Instant,
+    ) -> Self {
+        Self {
+            assignment,
+            container_id,
+            host_port: status.host_port,
+            container_ip: status.ip.clone(),
+            restarts: 0,
+            crash_count: 0,
+            last_exit: None,
+            since: Utc::now(),
+            phase: Phase::Starting {
+                started: now,
+                next_check: now,
+            },
+            last_seen: LastSeen::default(),
+            follower: None,
+        }
+    }
+
+    fn follow(&mut self, runtime: &Runtime, sink: &LogSink, since: i64) {
+        if let Some(old) = self.follower.take() {
+            old.abort();
+        }
+        let a = &self.assignment;
+        self.follower = Some(tokio::spawn(logs::follow(
+            runtime.docker().clone(),
+            self.container_id.clone(),
+            a.instance_id.clone(),
+            format!("APP/{}/{}", a.process_type, a.index),
+            since,
+            self.last_seen.clone(),
+            sink.clone(),
+        )));
+    }
+
+    fn set_phase(&mut self, phase: Phase) {
+        if phase.state() != self.phase.state() {
+            self.since = Utc::now();
+        }
+        self.phase = phase;
+    }
+
+    /// Advances the state machine by one step; `running` is what the engine listed this pass.
+    async fn step(&mut self, ctx: &Ctx<'_>, running: bool) {
+        let now = Instant::now();
+        let health = self.assignment.health.clone();
+        if !running && !matches!(self.phase, Phase::Crashed { .. }) {
+            let reason = match ctx.runtime.inspect(&self.container_id).await {
+                Ok(status) => status.exit_reason(),
+                Err(e) => format!("unknown exit ({e})"),
+            };
+            self.crash(ctx, reason, now);
+            return;
+        }
+        match self.phase {
+            Phase::Starting { started, .. } => match self.check(ctx, running).await {
+                Ok(()) => {
+                    ctx.logs.cell(
+                        &self.assignment.instance_id,
+                        format!("Instance {} is healthy", self.assignment.index),
+                    );
+                    self.set_phase(Phase::Running {
+                        healthy_since: now,
+                        next_check: now + secs(health.interval_secs),
+                    });
+                }
+                Err(e) if now.duration_since(started) >= secs(health.start_timeout_secs) => {
+                    self.health_failed(ctx, &e, now).await;
+                }
+                Err(e) => {
+                    tracing::debug!(instance = %self.assignment.instance_id, error = %e, "not healthy yet");
+                    self.phase = Phase::Starting {
+                        started,
+                        next_check: now + secs(health.start_interval_secs),
+                    };
+                }
+            },
+            Phase::Running { healthy_since, .. } => {
+                if self.crash_count > 0 && now.duration_since(healthy_since) >= backoff::RESET_AFTER
+                {
+                    self.crash_count = 0;
+                }
+                match self.check(ctx, running).await {
+                    Ok(()) => {
+                        self.phase = Phase::Running {
+                            healthy_since,
+                            next_check: now + secs(health.interval_secs),
+                        };
+                    }
+                    Err(e) => self.health_failed(ctx, &e, now).await,
+                }
+            }
+            Phase::Crashed { restart_at } if restart_at <= now => self.restart(ctx).await,
+            Phase::Crashed { .. } => {}
+        }
+    }
+
+    async fn check(&self, ctx: &Ctx<'_>, running: bool) -> Result<(), health::HealthError> {
+        let h = &self.assignment.health;
+        health::check(
+            ctx.http,
+            &h.check,
+            health::Target {
+                address: &ctx.runtime.settings().node_address,
+                host_port: self.host_port,
+                container: self.container_ip.as_deref().map(|ip| (ip, APP_PORT)),
+            },
+            running,
+            secs(h.invocation_timeout_secs),
+        )
+        .await
+    }
+
+    async fn health_failed(&mut self, ctx: &Ctx<'_>, error: &health::HealthError, now: Instant) {
+        let a = &self.assignment;
+        tracing::info!(instance = %a.instance_id, error = %error, "health check failed");
+        ctx.logs.cell(
+            &a.instance_id,
+            format!("Instance {} failed its health check: {error}", a.index),
+        );
+        if let Err(e) = ctx.runtime.kill(&self.container_id).await {
+            tracing::warn!(container = %self.container_id, error = %e, "cannot kill unhealthy instance");
+        }
+        wait_not_running(ctx.runtime, &self.container_id).await;
+        self.crash(ctx, HEALTH_CHECK_FAILED.into(), now);
+    }
+
+    fn crash(&mut self, ctx: &Ctx<'_>, reason: String, now: Instant) {
+        let a = &self.assignment;
+        self.crash_count = self.crash_count.saturating_add(1);
+        let delay = backoff::restart_delay(self.crash_count);
+        tracing::info!(instance = %a.instance_id, app = %a.app, index = a.index, %reason, crashes = self.crash_count, delay_s = delay.as_secs(), "instance crashed");
+        ctx.logs.cell(
+            &a.instance_id,
+            format!("Instance {} crashed: {reason}", a.index),
+        );
+        self.last_exit = Some(reason);
+        self.set_phase(Phase::Crashed {
+            restart_at: now + delay,
+        });
+    }
+
+    async fn restart(&mut self, ctx: &Ctx<'_>) {
+        let a = &self.assignment;
+        ctx.logs
+            .cell(&a.instance_id, format!("Starting instance {}", a.index));
+        let started = async {
+            ctx.runtime.start(&self.container_id).await?;
+            ctx.runtime.inspect(&self.container_id).await
+        }
+        .await;
+        match started {
+            Ok(status) => {
+                self.restarts = self.restarts.saturating_add(1);
+                // The engine may publish on a different random port after a restart.
+                self.host_port = status.host_port;
+                self.container_ip = status.ip;
+                let now = Instant::now();
+                self.set_phase(Phase::Starting {
+                    started: now,
+                    next_check: now,
+                });
+                let since = self
+                    .last_seen
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .map_or(0, |t| t.timestamp());
+                self.follow(ctx.runtime, ctx.logs, since);
+            }
+            Err(e) => {
+                tracing::warn!(instance = %a.instance_id, error = %e, "restart failed, retrying on the next pass");
+            }
+        }
+    }
+}
+
+async fn wait_not_running(runtime: &Runtime, container_id: &str) {
+    let deadline = Instant::now() + KILL_WAIT;
+    while Instant::now() < deadline {
+        match runtime.inspect(container_id).await {
+            Ok(status) if status.running => tokio::time::sleep(Duration::from_millis(100)).await,
+            _ => return,
+        }
+    }
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}

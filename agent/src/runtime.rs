@@ -1,0 +1,504 @@
+//! The Docker side of the agent: droplet images, the sandboxed instance containers and their
+//! network. Every container this module creates carries the platform labels with this node's
+//! name, and every listing filters on them, so several agents can share one engine without ever
+//! touching each other's (or anyone else's) containers.
+
+use async_trait::async_trait;
+use bollard::container::{
+    Config, CreateContainerOptions, KillContainerOptions, ListContainersOptions,
+    RemoveContainerOptions, StartContainerOptions, StopContainerOptions, UploadToContainerOptions,
+};
+use bollard::image::CommitContainerOptions;
+use bollard::models::{
+    HostConfig, HostConfigLogConfig, Mount, MountTypeEnum, PortBinding, RestartPolicy,
+    RestartPolicyNameEnum,
+};
+use bollard::network::CreateNetworkOptions;
+use bollard::Docker;
+use chrono::{DateTime, Utc};
+use paas_common::agent::Assignment;
+use paas_common::labels;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// The port every app listens on inside its container (`PORT`).
+pub const APP_PORT: u16 = 8080;
+const APP_PORT_KEY: &str = "8080/tcp";
+const APP_DIR: &str = "/app";
+const APP_USER: &str = "2000:2000";
+/// Grace period between SIGTERM and SIGKILL when an instance is stopped.
+const STOP_GRACE_SECS: i64 = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("docker: {0}")]
+    Docker(#[from] bollard::errors::Error),
+    #[error("downloading droplet {sha}: {message}")]
+    DropletFetch { sha: String, message: String },
+    #[error("droplet {expected} arrived with digest {actual}")]
+    DropletDigest { expected: String, actual: String },
+    #[error("container {0} has no state")]
+    NoState(String),
+}
+
+/// Where droplet tars come from: the controller in production, a map in tests.
+#[async_trait]
+pub trait DropletSource: Send + Sync {
+    async fn fetch(&self, sha256: &str) -> Result<bytes::Bytes, String>;
+}
+
+#[derive(Debug, Clone)]
+pub struct RuntimeSettings {
+    pub node_name: String,
+    /// Host IP instance ports are published on.
+    pub node_address: String,
+    pub network: String,
+    pub stack_image: String,
+}
+
+impl RuntimeSettings {
+    pub fn from_settings(settings: &crate::config::Settings) -> Self {
+        Self {
+            node_name: settings.node_name.clone(),
+            node_address: settings.node_address.clone(),
+            network: settings.docker_network.clone(),
+            stack_image: settings.stack_image.clone(),
+        }
+    }
+}
+
+/// One of this node's instance containers, as listed by the engine.
+#[derive(Debug, Clone)]
+pub struct OwnedContainer {
+    pub id: String,
+    pub instance_id: String,
+    pub running: bool,
+}
+
+/// What the engine knows about one container's current or last run.
+#[derive(Debug, Clone)]
+pub struct ContainerStatus {
+    pub running: bool,
+    pub exit_code: i64,
+    pub oom_killed: bool,
+    pub host_port: Option<u16>,
+    /// The container's address on the instance network.
+    pub ip: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+}
+
+impl ContainerStatus {
+    /// The reason shown to users for a run that ended.
+    pub fn exit_reason(&self) -> String {
+        if self.oom_killed {
+            "OOM-killed".into()
+        } else {
+            format!("exited with code {}", self.exit_code)
+        }
+    }
+}
+
+pub struct Runtime {
+    docker: Docker,
+    settings: RuntimeSettings,
+    /// One lock per droplet so concurrent instances of one app prepare its image once.
+    droplet_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Connects to the local engine, settling on an API version it accepts.
+pub async fn connect_docker() -> Result<Docker, bollard::errors::Error> {
+    // bollard's default API version is newer than some engines in use (20.10 speaks 1.41).
+    Docker::connect_with_local_defaults()?
+        .negotiate_version()
+        .await
+}
+
+impl Runtime {
+    pub fn new(docker: Docker, settings: RuntimeSettings) -> Self {
+        Self {
+            docker,
+            settings,
+            droplet_locks: Mutex::default(),
+        }
+    }
+
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    pub fn settings(&self) -> &RuntimeSettings {
+        &self.settings
+    }
+
+    /// Creates the instance network with inter-container traffic disabled, so apps reach each
+    /// other only through the router.
+    pub async fn ensure_network(&self) -> Result<(), RuntimeError> {
+        let name = self.settings.network.as_str();
+        match self.docker.inspect_network::<String>(name, None).await {
+            Ok(_) => return Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let options = CreateNetworkOptions {
+            name,
+            check_duplicate: true,
+            driver: "bridge",
+            options: HashMap::from([("com.docker.network.bridge.enable_icc", "false")]),
+            labels: HashMap::from([(labels::MANAGED, "true")]),
+            ..Default::default()
+        };
+        match self.docker.create_network(options).await {
+            Ok(_) => {
+                tracing::info!(network = name, "created instance network");
+                Ok(())
+            }
+            // Another agent created it first.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn droplet_image_name(sha256: &str) -> String {
+        format!("paas-droplet:{}", &sha256[..sha256.len().min(16)])
+    }
+
+    /// The droplet's image, built from the stack image and the droplet tar unpacked in `/app`.
+    pub async fn ensure_droplet_image(
+        &self,
+        sha256: &str,
+        source: &dyn DropletSource,
+    ) -> Result<String, RuntimeError> {
+        let image = Self::droplet_image_name(sha256);
+        let lock = {
+            let mut locks = self.droplet_locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(sha256.to_string()).or_default().clone()
+        };
+        let _guard = lock.lock().await;
+        if crate::stack::image_exists(&self.docker, &image).await? {
+            return Ok(image);
+        }
+        let tar = source
+            .fetch(sha256)
+            .await
+            .map_err(|message| RuntimeError::DropletFetch {
+                sha: sha256.into(),
+                message,
+            })?;
+        let actual = hex::encode(Sha256::digest(&tar));
+        if !actual.eq_ignore_ascii_case(sha256) {
+            return Err(RuntimeError::DropletDigest {
+                expected: sha256.into(),
+                actual,
+            });
+        }
+        tracing::info!(droplet = sha256, %image, bytes = tar.len(), "preparing droplet image");
+
+        let config = Config {
+            image: Some(self.settings.stack_image.clone()),
+            // Never started; the engine only insists on a command.
+            cmd: Some(vec!["/bin/true".to_string()]),
+            labels: Some(HashMap::from([(
+                labels::MANAGED.to_string(),
+                "true".to_string(),
+            )])),
+            ..Default::default()
+        };
+        let temp = self
+            .docker
+            .create_container::<String, String>(None, config)
+            .await?
+            .id;
+        let result = self.commit_droplet(&temp, sha256, &image, tar).await;
+        let remove = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        if let Err(e) = self.docker.remove_container(&temp, Some(remove)).await {
+            tracing::warn!(container = %temp, error = %e, "could not remove droplet build container");
+        }
+        result.map(|()| image)
+    }
+
+    async fn commit_droplet(
+        &self,
+        container: &str,
+        sha256: &str,
+        image: &str,
+        tar: bytes::Bytes,
+    ) -> Result<(), RuntimeError> {
+        let upload = UploadToContainerOptions {
+            path: APP_DIR,
+            ..Default::default()
+        };
+        self.docker
+            .upload_to_container(container, Some(upload), tar)
+            .await?;
+        let (repo, tag) = image.rsplit_once(':').unwrap_or((image, "latest"));
+        let changes = format!(
+            "LABEL {}=true\nLABEL {}={sha256}",
+            labels::MANAGED,
+            labels::DROPLET
+        );
+        let options = CommitContainerOptions {
+            container,
+            repo,
+            tag,
+            changes: Some(changes.as_str()),
+            ..Default::default()
+        };
+        self.docker
+            .commit_container(options, Config::<String>::default())
+            .await?;
+        Ok(())
+    }
+
+    /// This node's instance containers, running or not.
+    pub async fn list_owned(&self) -> Result<Vec<OwnedContainer>, RuntimeError> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("{}=true", labels::MANAGED),
+                format!("{}={}", labels::NODE, self.settings.node_name),
+            ],
+        )]);
+        let options = ListContainersOptions {
+            all: true,
+            filters,
+            ..Default::default()
+        };
+        let containers = self.docker.list_containers(Some(options)).await?;
+        Ok(containers
+            .into_iter()
+            .filter_map(|c| {
+                let labels = c.labels.unwrap_or_default();
+                // Defence in depth: the engine filtered already, but never act on a stranger.
+                if labels.get(labels::NODE) != Some(&self.settings.node_name) {
+                    return None;
+                }
+                Some(OwnedContainer {
+                    id: c.id?,
+                    instance_id: labels.get(labels::INSTANCE)?.clone(),
+                    running: c.state.as_deref() == Some("running"),
+                })
+            })
+            .collect())
+    }
+
+    pub fn container_name(&self, a: &Assignment) -> String {
+        let raw = format!(
+            "paas-{}-{}-{}-{}",
+            self.settings.node_name,
+            a.app,
+            a.index,
+            a.instance_id.chars().take(8).collect::<String>()
+        );
+        raw.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect()
+    }
+
+    /// Creates (does not start) the sandboxed container for one assignment.
+    pub async fn create_instance(
+        &self,
+        a: &Assignment,
+        image: &str,
+    ) -> Result<String, RuntimeError> {
+        let s = &self.settings;
+        let mut env = vec![
+            format!("PORT={APP_PORT}"),
+            format!("HOME={APP_DIR}"),
+            format!("PAAS_APP={}", a.app),
+            format!("PAAS_INSTANCE_INDEX={}", a.index),
+            format!("CF_INSTANCE_INDEX={}", a.index),
+        ];
+        env.extend(a.env.iter().map(|(k, v)| format!("{k}={v}")));
+        let container_labels = HashMap::from([
+            (labels::MANAGED.to_string(), "true".to_string()),
+            (labels::APP.to_string(), a.app.clone()),
+            (labels::INSTANCE.to_string(), a.instance_id.clone()),
+            (labels::INDEX.to_string(), a.index.to_string()),
+            (labels::NODE.to_string(), s.node_name.clone()),
+            (labels::PROCESS.to_string(), a.process_type.clone()),
+            (labels::DROPLET.to_string(), a.droplet.clone()),
+        ]);
+        let memory = i64::try_from(a.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX);
+        let host_config = HostConfig {
+            port_bindings: Some(HashMap::from([(
+                APP_PORT_KEY.to_string(),
+                Some(vec![PortBinding {
+                    host_ip: Some(s.node_address.clone()),
+                    // Empty: the engine picks a free port; read back with `inspect`.
+                    host_port: Some(String::new()),
+                }]),
+            )])),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            memory: Some(memory),
+            memory_swap: Some(memory),
+            cpu_shares: Some(i64::try_from(a.cpu_shares).unwrap_or(i64::MAX)),
+            pids_limit: Some(a.pids_limit),
+            readonly_rootfs: Some(true),
+            tmpfs: Some(HashMap::from([(
+                "/tmp".into(),
+                "rw,noexec,nosuid,size=64m".into(),
+            )])),
+            // Anonymous volume: writable, filled from the image's /app on first start.
+            mounts: Some(vec![Mount {
+                target: Some(APP_DIR.into()),
+                typ: Some(MountTypeEnum::VOLUME),
+                read_only: Some(false),
+                ..Default::default()
+            }]),
+            init: Some(true),
+            network_mode: Some(s.network.clone()),
+            privileged: Some(false),
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::NO),
+                maximum_retry_count: None,
+            }),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(HashMap::from([
+                    ("max-size".into(), "10m".into()),
+                    ("max-file".into(), "2".into()),
+                ])),
+            }),
+            ..Default::default()
+        };
+        let config = Config {
+            image: Some(image.to_string()),
+            cmd: Some(vec!["/bin/sh".into(), "-c".into(), a.command.clone()]),
+            working_dir: Some(APP_DIR.into()),
+            user: Some(APP_USER.into()),
+            env: Some(env),
+            labels: Some(container_labels),
+            exposed_ports: Some(HashMap::from([(APP_PORT_KEY.to_string(), HashMap::new())])),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let name = self.container_name(a);
+        let options = CreateContainerOptions {
+            name: name.as_str(),
+            platform: None,
+        };
+        let id = self
+            .docker
+            .create_container(Some(options), config)
+            .await?
+            .id;
+        tracing::debug!(container = %id, %name, "created instance container");
+        Ok(id)
+    }
+
+    pub async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        self.docker
+            .start_container(id, None::<StartContainerOptions<String>>)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn inspect(&self, id: &str) -> Result<ContainerStatus, RuntimeError> {
+        let info = self.docker.inspect_container(id, None).await?;
+        let state = info.state.ok_or_else(|| RuntimeError::NoState(id.into()))?;
+        let network = info.network_settings.unwrap_or_default();
+        let ip = network
+            .networks
+            .as_ref()
+            .and_then(|n| n.get(&self.settings.network))
+            .and_then(|n| n.ip_address.clone())
+            .filter(|ip| !ip.is_empty());
+        let host_port = network
+            .ports
+            .and_then(|mut ports| ports.remove(APP_PORT_KEY))
+            .flatten()
+            .and_then(|bindings| bindings.into_iter().find_map(|b| b.host_port?.parse().ok()));
+        Ok(ContainerStatus {
+            running: state.running.unwrap_or(false),
+            exit_code: state.exit_code.unwrap_or(0),
+            oom_killed: state.oom_killed.unwrap_or(false),
+            host_port,
+            ip,
+            started_at: state
+                .started_at
+                .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+                .map(|t| t.with_timezone(&Utc)),
+        })
+    }
+
+    /// A stream that yields whenever one of this node's containers exits, so a crash is handled
+    /// at once rather than on the next periodic pass.
+    pub fn exit_events(
+        &self,
+    ) -> impl futures_util::Stream<Item = Result<bollard::models::EventMessage, bollard::errors::Error>>
+    {
+        let filters = HashMap::from([
+            ("type".to_string(), vec!["container".to_string()]),
+            ("event".to_string(), vec!["die".to_string()]),
+            (
+                "label".to_string(),
+                vec![format!("{}={}", labels::NODE, self.settings.node_name)],
+            ),
+        ]);
+        self.docker.events(Some(bollard::system::EventsOptions {
+            filters,
+            ..Default::default()
+        }))
+    }
+
+    /// SIGKILL, for an instance that failed its liveness check.
+    pub async fn kill(&self, id: &str) -> Result<(), RuntimeError> {
+        match self
+            .docker
+            .kill_container(id, Some(KillContainerOptions { signal: "SIGKILL" }))
+            .await
+        {
+            Ok(()) => Ok(()),
+            // 409: not running any more, which is what we wanted.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// SIGTERM with a grace period, then removal with the container's anonymous volumes.
+    pub async fn stop_and_remove(&self, id: &str) -> Result<(), RuntimeError> {
+        match self
+            .docker
+            .stop_container(id, Some(StopContainerOptions { t: STOP_GRACE_SECS }))
+            .await
+        {
+            Ok(()) => {}
+            // 304: already stopped; 404: already gone.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304 | 404,
+                ..
+            }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let options = RemoveContainerOptions {
+            v: true,
+            force: true,
+            ..Default::default()
+        };
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,366 @@
+//! The typed HTTP client for the paas REST API (`/v1`). It owns the bearer token, the mapping of
+//! every failure to a [`ClientError`], and nothing else: commands decide what to print.
+//!
+//! Non-2xx answers carry the shared [`ApiError`] JSON; its `Display` ("message (code)") is the
+//! user-facing text. A body that is not that JSON becomes [`ClientError::Status`] with an excerpt.
+
+use paas_common::api::{
+    AppDetail, AppList, LogList, LoginRequest, LoginResponse, NodeList, PushSettings,
+};
+use paas_common::ApiError;
+use reqwest::blocking::{multipart, RequestBuilder, Response};
+use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
+use std::io::Read;
+use std::time::Duration;
+
+/// How long a plain API call may take. Pushes get [`UPLOAD_TIMEOUT`], because the controller may
+/// stream a large archive to the blobstore before it answers.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("not logged in: run `paas login URL` or set PAAS_API and PAAS_TOKEN")]
+    NotLoggedIn,
+    /// The API answered with its error JSON.
+    #[error("{error}")]
+    Api { status: StatusCode, error: ApiError },
+    /// A non-2xx answer without the error JSON (a proxy, a crash, a wrong URL).
+    #[error("the paas API at {api} answered {status}: {excerpt}")]
+    Status {
+        api: String,
+        status: StatusCode,
+        excerpt: String,
+    },
+    #[error("cannot reach the paas API at {api}: {cause}")]
+    Connect { api: String, cause: String },
+    #[error("the paas API at {api} did not answer in time")]
+    Timeout { api: String },
+    #[error("unexpected answer from the paas API at {api}: {cause}")]
+    Decode { api: String, cause: String },
+    #[error("request to the paas API at {api} failed: {cause}")]
+    Transport { api: String, cause: String },
+    #[error("invalid API URL {0:?}: use e.g. http://127.0.0.1:8080")]
+    InvalidUrl(String),
+}
+
+impl ClientError {
+    /// The API's error code, when the API sent one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { error, .. } => Some(&error.code),
+            _ => None,
+        }
+    }
+}
+
+/// A decoded answer together with the body exactly as received (for `--json`).
+#[derive(Debug, Clone)]
+pub struct Fetched<T> {
+    pub value: T,
+    pub raw: String,
+}
+
+pub struct Client {
+    api: String,
+    token: Option<String>,
+    http: reqwest::blocking::Client,
+}
+
+impl Client {
+    /// A client for `api` (e.g. `http://127.0.0.1:8080`), authenticated when `token` is given.
+    pub fn new(api: &str, token: Option<String>) -> Result<Self, ClientError> {
+        let api = crate::config::normalize_api(api);
+        if !(api.starts_with("http://") || api.starts_with("https://"))
+            || reqwest::Url::parse(&api).is_err()
+        {
+            return Err(ClientError::InvalidUrl(api));
+        }
+        let http = reqwest::blocking::Client::builder()
+            .user_agent(concat!("paas-cli/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|e| ClientError::Transport {
+                api: api.clone(),
+                cause: root_cause(&e),
+            })?;
+        Ok(Client { api, token, http })
+    }
+
+    /// A client from the saved login, or [`ClientError::NotLoggedIn`].
+    pub fn from_config(cfg: Option<crate::config::Config>) -> Result<Self, ClientError> {
+        let cfg = cfg.ok_or(ClientError::NotLoggedIn)?;
+        Client::new(&cfg.api, Some(cfg.token))
+    }
+
+    pub fn api(&self) -> &str {
+        &self.api
+    }
+
+    /// `POST /v1/auth/login`.
+    pub fn login(&self, req: &LoginRequest) -> Result<LoginResponse, ClientError> {
+        let rb = self.http.post(self.url("/v1/auth/login")).json(req);
+        self.json(self.send(rb)?)
+    }
+
+    /// `GET /v1/apps`.
+    pub fn list_apps(&self) -> Result<AppList, ClientError> {
+        let rb = self.authed(self.http.get(self.url("/v1/apps")));
+        self.json(self.send(rb)?)
+    }
+
+    /// `GET /v1/apps/NAME`.
+    pub fn get_app(&self, name: &str) -> Result<AppDetail, ClientError> {
+        Ok(self.get_app_raw(name)?.value)
+    }
+
+    /// `GET /v1/apps/NAME`, keeping the body as received.
+    pub fn get_app_raw(&self, name: &str) -> Result<Fetched<AppDetail>, ClientError> {
+        let rb = self.authed(self.http.get(self.url(&format!("/v1/apps/{}", seg(name)))));
+        self.fetched(self.send(rb)?)
+    }
+
+    /// `DELETE /v1/apps/NAME` (204).
+    pub fn delete_app(&self, name: &str) -> Result<(), ClientError> {
+        let rb = self.authed(
+            self.http
+                .delete(self.url(&format!("/v1/apps/{}", seg(name)))),
+        );
+        self.send(rb).map(drop)
+    }
+
+    /// `GET /v1/apps/NAME/logs?recent=true&limit=N`.
+    pub fn recent_logs(&self, name: &str, limit: u32) -> Result<LogList, ClientError> {
+        let url = self.url(&format!(
+            "/v1/apps/{}/logs?recent=true&limit={limit}",
+            seg(name)
+        ));
+        let rb = self.authed(self.http.get(url));
+        self.json(self.send(rb)?)
+    }
+
+    /// `GET /v1/nodes`.
+    pub fn list_nodes(&self) -> Result<NodeList, ClientError> {
+        let rb = self.authed(self.http.get(self.url("/v1/nodes")));
+        self.json(self.send(rb)?)
+    }
+
+    /// `POST /v1/apps/NAME/push`, multipart: file field `archive` (app.zip, application/zip) read
+    /// from `archive` (`len` bytes), and the text fields of `settings` that are set.
+    pub fn push<R: Read + Send + 'static>(
+        &self,
+        name: &str,
+        archive: R,
+        len: u64,
+        settings: &PushSettings,
+    ) -> Result<AppDetail, ClientError> {
+        let part = multipart::Part::reader_with_length(archive, len)
+            .file_name("app.zip")
+            .mime_str("application/zip")
+            .map_err(|e| self.transport(e))?;
+        let mut form = multipart::Form::new().part("archive", part);
+        if let Some(n) = settings.instances {
+            form = form.text("instances", n.to_string());
+        }
+        if let Some(mb) = settings.memory_mb {
+            form = form.text("memory_mb", mb.to_string());
+        }
+        if let Some(cmd) = &settings.command {
+            form = form.text("command", cmd.clone());
+        }
+        let rb = self
+            .authed(
+                self.http
+                    .post(self.url(&format!("/v1/apps/{}/push", seg(name)))),
+            )
+            .timeout(UPLOAD_TIMEOUT)
+            .multipart(form);
+        self.json(self.send(rb)?)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.api)
+    }
+
+    fn authed(&self, rb: RequestBuilder) -> RequestBuilder {
+        match &self.token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        }
+    }
+
+    /// Sends and turns every non-2xx answer into a [`ClientError`].
+    fn send(&self, rb: RequestBuilder) -> Result<Response, ClientError> {
+        let resp = rb.send().map_err(|e| self.transport(e))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body = resp.text().unwrap_or_default();
+        Err(error_from_body(&self.api, status, &body))
+    }
+
+    fn json<T: DeserializeOwned>(&self, resp: Response) -> Result<T, ClientError> {
+        Ok(self.fetched(resp)?.value)
+    }
+
+    fn fetched<T: DeserializeOwned>(&self, resp: Response) -> Result<Fetched<T>, ClientError> {
+        let raw = resp.text().map_err(|e| self.transport(e))?;
+        let value = serde_json::from_str(&raw).map_err(|e| ClientError::Decode {
+            api: self.api.clone(),
+            cause: format!("{e}: {}", excerpt(&raw)),
+        })?;
+        Ok(Fetched { value, raw })
+    }
+
+    fn transport(&self, e: reqwest::Error) -> ClientError {
+        let api = self.api.clone();
+        if e.is_connect() {
+            ClientError::Connect {
+                api,
+                cause: root_cause(&e),
+            }
+        } else if e.is_timeout() {
+            ClientError::Timeout { api }
+        } else {
+            ClientError::Transport {
+                api,
+                cause: root_cause(&e),
+            }
+        }
+    }
+}
+
+/// The error for a non-2xx answer: the API's own error JSON when the body is that, else the
+/// status with a short excerpt of the body.
+pub fn error_from_body(api: &str, status: StatusCode, body: &str) -> ClientError {
+    match serde_json::from_str::<ApiError>(body) {
+        Ok(error) => ClientError::Api { status, error },
+        Err(_) => ClientError::Status {
+            api: api.to_string(),
+            status,
+            excerpt: excerpt(body),
+        },
+    }
+}
+
+/// At most 200 characters of `body` on one line, or "(empty body)".
+pub fn excerpt(body: &str) -> String {
+    let flat = crate::output::one_line(body.trim());
+    if flat.is_empty() {
+        return "(empty body)".into();
+    }
+    let mut s: String = flat.chars().take(200).collect();
+    if flat.chars().count() > 200 {
+        s.push_str("...");
+    }
+    s
+}
+
+/// The innermost cause ("Connection refused (os error 111)"): reqwest's own message only names
+/// the URL, which the caller already prints.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// Percent-encodes a path segment; app names are DNS labels, but a user can type anything.
+fn seg(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_error_json_becomes_message_and_code() {
+        let e = error_from_body(
+            "http://x",
+            StatusCode::NOT_FOUND,
+            r#"{"code":"app_not_found","message":"app \"foo\" not found"}"#,
+        );
+        assert_eq!(e.to_string(), r#"app "foo" not found (app_not_found)"#);
+        assert_eq!(e.code(), Some("app_not_found"));
+    }
+
+    #[test]
+    fn other_bodies_become_status_and_excerpt() {
+        let e = error_from_body(
+            "http://x",
+            StatusCode::BAD_GATEWAY,
+            "<html>\n<b>Bad gateway</b>\n</html>",
+        );
+        assert_eq!(
+            e.to_string(),
+            "the paas API at http://x answered 502 Bad Gateway: <html> <b>Bad gateway</b> </html>"
+        );
+        let e = error_from_body("http://x", StatusCode::INTERNAL_SERVER_ERROR, "");
+        assert!(e
+            .to_string()
+            .ends_with("500 Internal Server Error: (empty body)"));
+        let long = "x".repeat(1000);
+        let e = error_from_body("http://x", StatusCode::INTERNAL_SERVER_ERROR, &long);
+        assert!(e.to_string().len() < 300);
+    }
+
+    #[test]
+    fn not_logged_in_message() {
+        let e = Client::from_config(None).err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            "not logged in: run `paas login URL` or set PAAS_API and PAAS_TOKEN"
+        );
+    }
+
+    #[test]
+    fn urls_are_checked_and_normalized() {
+        assert!(matches!(
+            Client::new("localhost:8080", None),
+            Err(ClientError::InvalidUrl(_))
+        ));
+        assert_eq!(
+            Client::new("http://127.0.0.1:8080/", None).unwrap().api(),
+            "http://127.0.0.1:8080"
+        );
+    }
+
+    #[test]
+    fn connection_refused_says_cannot_reach() {
+        // Bind then drop to find a port nobody listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let c = Client::new(&format!("http://127.0.0.1:{port}"), Some("t".into())).unwrap();
+        let msg = c.list_apps().unwrap_err().to_string();
+        assert!(
+            msg.starts_with(&format!(
+                "cannot reach the paas API at http://127.0.0.1:{port}: "
+            )),
+            "{msg}"
+        );
+        assert!(!msg.contains('\n'));
+    }
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(seg("my-app"), "my-app");
+        assert_eq!(seg("a/b c"), "a%2Fb%20c");
+    }
+}

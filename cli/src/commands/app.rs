@@ -1,0 +1,155 @@
+//! `paas app NAME [--json]`: `GET /v1/apps/NAME`.
+
+use crate::client::Client;
+use crate::output::{age, memory, or_dash, table};
+use chrono::{DateTime, Utc};
+use paas_common::api::{AppDetail, InstanceState};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// App name
+    pub name: String,
+    /// Print the app as JSON, exactly as the API sent it
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args, client: &Client) -> anyhow::Result<()> {
+    let fetched = client.get_app_raw(&args.name)?;
+    if args.json {
+        println!("{}", fetched.raw.trim_end());
+    } else {
+        print!("{}", render(&fetched.value, Utc::now()));
+    }
+    Ok(())
+}
+
+/// The human view: a few `key: value` lines, then one row per instance.
+pub fn render(d: &AppDetail, now: DateTime<Utc>) -> String {
+    let running = d
+        .instances
+        .iter()
+        .filter(|i| i.state == InstanceState::Running)
+        .count();
+    let revision = match &d.revision {
+        Some(r) => format!("{} ({}, command: {})", r.number, r.detected, r.command),
+        None => "none yet".to_string(),
+    };
+    let mut out = String::new();
+    out.push_str(&format!("name:       {}\n", d.name));
+    out.push_str(&format!("state:      {}\n", d.state.as_str()));
+    out.push_str(&format!("url:        {}\n", d.url));
+    out.push_str(&format!("revision:   {revision}\n"));
+    out.push_str(&format!("memory:     {}\n", memory(d.memory_mb)));
+    out.push_str(&format!(
+        "instances:  {running}/{} running\n",
+        d.desired_instances
+    ));
+    if d.instances.is_empty() {
+        return out;
+    }
+    out.push('\n');
+    let rows: Vec<Vec<String>> = d
+        .instances
+        .iter()
+        .map(|i| {
+            let why = i.last_exit.clone().or_else(|| i.placement_error.clone());
+            vec![
+                i.index.to_string(),
+                i.state.as_str().to_string(),
+                or_dash(i.node.as_ref()),
+                or_dash(i.address.as_ref()),
+                i.restarts.to_string(),
+                or_dash(i.since.map(|s| age(s, now))),
+                or_dash(why),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "INDEX",
+            "STATE",
+            "NODE",
+            "ADDRESS",
+            "RESTARTS",
+            "SINCE",
+            "LAST-EXIT",
+        ],
+        &rows,
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use paas_common::api::{AppState, InstanceInfo, RevisionInfo};
+
+    #[test]
+    fn renders_app_and_instances() {
+        let now = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
+        let d = AppDetail {
+            name: "web".into(),
+            state: AppState::Started,
+            url: "http://web.localhost:8080".into(),
+            desired_instances: 2,
+            memory_mb: 256,
+            revision: Some(RevisionInfo {
+                number: 3,
+                droplet: "d".into(),
+                command: "python app.py".into(),
+                detected: "python".into(),
+                created_at: now,
+            }),
+            instances: vec![
+                InstanceInfo {
+                    revision: None,
+                    index: 0,
+                    state: InstanceState::Running,
+                    node: Some("node-1".into()),
+                    address: Some("10.0.0.1:61000".into()),
+                    restarts: 0,
+                    last_exit: None,
+                    placement_error: None,
+                    since: Some(now - chrono::Duration::seconds(90)),
+                },
+                InstanceInfo {
+                    revision: None,
+                    index: 1,
+                    state: InstanceState::Crashed,
+                    node: Some("node-2".into()),
+                    address: None,
+                    restarts: 2,
+                    last_exit: Some("exited with code 1".into()),
+                    placement_error: None,
+                    since: None,
+                },
+            ],
+            created_at: now,
+            updated_at: now,
+        };
+        let text = render(&d, now);
+        assert!(
+            text.contains("revision:   3 (python, command: python app.py)"),
+            "{text}"
+        );
+        assert!(text.contains("instances:  1/2 running"));
+        assert!(
+            text.contains(
+                "INDEX   STATE     NODE     ADDRESS          RESTARTS   SINCE   LAST-EXIT"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("0       running   node-1   10.0.0.1:61000   0          1m      -"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "1       crashed   node-2   -                2          -       exited with code 1"
+            ),
+            "{text}"
+        );
+    }
+}

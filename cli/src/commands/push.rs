@@ -1,0 +1,454 @@
+//! `paas push [NAME] [-p PATH] [-i N] [-m MEM] [-c CMD] [--timeout SECS]`.
+//!
+//! Zips the folder ([`crate::archive`]), uploads it as multipart `POST /v1/apps/NAME/push`, then
+//! polls `GET /v1/apps/NAME` every 500 ms until all desired instances run, one crashes, or the
+//! timeout passes. On failure it prints each instance's state and why, the last 20 log lines
+//! (`GET /v1/apps/NAME/logs?recent=true&limit=20`), and one `error:` line.
+
+use crate::archive;
+use crate::client::Client;
+use crate::output::{human_size, log_line};
+use anyhow::{anyhow, bail, Context};
+use chrono::{DateTime, Utc};
+use indicatif::{ProgressBar, ProgressStyle};
+use paas_common::api::{AppDetail, InstanceInfo, InstanceState, PushSettings};
+use paas_common::domain::{parse_memory_mb, AppName};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const POLL_EVERY: Duration = Duration::from_millis(500);
+const FAILURE_LOG_LINES: u32 = 20;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// App name (default: the folder's name, lowercased, other characters turned into '-')
+    #[arg(value_parser = parse_name)]
+    pub name: Option<AppName>,
+    /// Folder to push
+    #[arg(short = 'p', long, default_value = ".")]
+    pub path: PathBuf,
+    /// Number of instances
+    #[arg(short = 'i', long)]
+    pub instances: Option<u32>,
+    /// Memory per instance, e.g. 256M or 1G
+    #[arg(short = 'm', long, value_parser = parse_memory_mb)]
+    pub memory: Option<u64>,
+    /// Start command (default: the one the buildpack detects)
+    #[arg(short = 'c', long)]
+    pub command: Option<String>,
+    /// Seconds to wait, after the upload, for all instances to run
+    #[arg(long, default_value_t = 180)]
+    pub timeout: u64,
+}
+
+fn parse_name(s: &str) -> Result<AppName, String> {
+    AppName::parse(s)
+}
+
+pub fn run(args: Args, client: &Client) -> anyhow::Result<()> {
+    let started = Instant::now();
+    archive::check_root(&args.path)?;
+    let name = match args.name {
+        Some(n) => n,
+        None => derive_name(&args.path)?,
+    };
+    let archive = archive::build(&args.path)?;
+    for s in &archive.skipped {
+        eprintln!("warning: skipping {}: {}", s.path, s.reason);
+    }
+    println!(
+        "Uploading {name} ({}, {} files)",
+        human_size(archive.size),
+        archive.files
+    );
+    let bar = progress_bar(archive.size);
+    let settings = PushSettings {
+        instances: args.instances,
+        memory_mb: args.memory,
+        command: args.command,
+    };
+    let pushed = client.push(
+        name.as_str(),
+        bar.wrap_read(archive.file),
+        archive.size,
+        &settings,
+    );
+    bar.finish_and_clear();
+    let pushed = pushed?;
+    wait_until_running(
+        client,
+        &name,
+        pushed,
+        started,
+        Duration::from_secs(args.timeout),
+    )
+}
+
+/// The folder's name, lowercased, with every character an app name cannot hold turned into '-'.
+pub fn derive_name(path: &Path) -> anyhow::Result<AppName> {
+    let abs =
+        std::fs::canonicalize(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let folder = abs
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .ok_or_else(|| {
+            anyhow!(
+                "cannot derive an app name from {}: give NAME",
+                abs.display()
+            )
+        })?;
+    let candidate = name_from_folder(&folder);
+    AppName::parse(&candidate)
+        .map_err(|e| anyhow!("cannot use folder name {folder:?} as the app name: {e}; give NAME"))
+}
+
+fn name_from_folder(folder: &str) -> String {
+    folder
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// A byte progress bar on stderr, or a hidden one when stderr is not a terminal.
+fn progress_bar(len: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
+    {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// Where a push stands, judged from one `AppDetail`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// Every desired instance runs.
+    Running,
+    /// An instance of this push crashed; the message says which and why.
+    Crashed(String),
+    /// Not there yet; the status line to show.
+    Waiting(String),
+}
+
+/// Judges `d`. Instances of another revision than the pushed one are from before this push:
+/// they neither count as running nor as crashed. (Servers that do not report an instance's
+/// revision: instances whose `since` is well before `fresh_after`, the revision's creation.)
+pub fn assess(d: &AppDetail, fresh_after: Option<DateTime<Utc>>) -> Progress {
+    let current = d.revision.as_ref().map(|r| r.number);
+    let fresh = |i: &&InstanceInfo| match (i.revision, current, i.since, fresh_after) {
+        (Some(rev), Some(cur), _, _) => rev == cur,
+        (_, _, Some(since), Some(after)) => since >= after - chrono::Duration::seconds(2),
+        _ => true,
+    };
+    if let Some(i) =
+        d.instances.iter().filter(fresh).find(|i| {
+            i.state == InstanceState::Crashed && (i.restarts >= 1 || i.last_exit.is_some())
+        })
+    {
+        let why = i
+            .last_exit
+            .clone()
+            .unwrap_or_else(|| format!("restarted {} times", i.restarts));
+        return Progress::Crashed(format!(
+            "{} failed to start: instance {} crashed ({why})",
+            d.name, i.index
+        ));
+    }
+    let desired = d.desired_instances;
+    let running = d
+        .instances
+        .iter()
+        .filter(fresh)
+        .filter(|i| i.state == InstanceState::Running)
+        .count() as u32;
+    if running >= desired {
+        return Progress::Running;
+    }
+    let mut others: Vec<String> = Vec::new();
+    for st in [
+        InstanceState::Starting,
+        InstanceState::Pending,
+        InstanceState::Crashed,
+        InstanceState::Stopping,
+    ] {
+        let n = d.instances.iter().filter(|i| i.state == st).count();
+        if n > 0 {
+            others.push(format!("{n} {}", st.as_str()));
+        }
+    }
+    let plural = if desired == 1 {
+        "instance"
+    } else {
+        "instances"
+    };
+    let mut line = format!("Starting {desired} {plural} ... {running}/{desired} running");
+    if !others.is_empty() {
+        line.push_str(&format!(" ({})", others.join(", ")));
+    }
+    Progress::Waiting(line)
+}
+
+/// The one-line error after the timeout: the server's placement error if an instance could not be
+/// placed (it says "no node is available" when no node is ready), else the running count.
+pub fn timeout_message(d: &AppDetail, timeout: Duration) -> String {
+    let secs = timeout.as_secs();
+    let unplaced = d
+        .instances
+        .iter()
+        .find(|i| i.state == InstanceState::Pending && i.placement_error.is_some());
+    if let Some(msg) = unplaced.and_then(|i| i.placement_error.as_deref()) {
+        return format!("{} did not start within {secs} s: {msg}", d.name);
+    }
+    let running = d
+        .instances
+        .iter()
+        .filter(|i| i.state == InstanceState::Running)
+        .count();
+    format!(
+        "{} did not start within {secs} s: {running}/{} instances running",
+        d.name, d.desired_instances
+    )
+}
+
+/// One line per instance: index, state, and why (last exit or placement error).
+pub fn instance_report(d: &AppDetail) -> Vec<String> {
+    if d.instances.is_empty() {
+        return vec![format!(
+            "  no instances reported (desired: {})",
+            d.desired_instances
+        )];
+    }
+    d.instances
+        .iter()
+        .map(|i| {
+            let mut s = format!("  instance {}: {}", i.index, i.state.as_str());
+            if let Some(node) = &i.node {
+                s.push_str(&format!(" on {node}"));
+            }
+            match i.restarts {
+                0 => {}
+                1 => s.push_str(", 1 restart"),
+                n => s.push_str(&format!(", {n} restarts")),
+            }
+            if let Some(e) = i.last_exit.as_ref().or(i.placement_error.as_ref()) {
+                s.push_str(&format!(": {e}"));
+            }
+            s
+        })
+        .collect()
+}
+
+fn wait_until_running(
+    client: &Client,
+    name: &AppName,
+    pushed: AppDetail,
+    started: Instant,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let fresh_after = pushed.revision.as_ref().map(|r| r.created_at);
+    let mut detail = pushed;
+    let mut last_line = String::new();
+    loop {
+        match assess(&detail, fresh_after) {
+            Progress::Running => {
+                let secs = started.elapsed().as_secs_f64();
+                match &detail.revision {
+                    Some(r) => println!(
+                        "{name} is running at {} (revision {}, {secs:.1} s)",
+                        detail.url, r.number
+                    ),
+                    None => println!("{name} is running at {} ({secs:.1} s)", detail.url),
+                }
+                return Ok(());
+            }
+            Progress::Crashed(msg) => return fail(client, &detail, msg),
+            Progress::Waiting(line) => {
+                if line != last_line {
+                    println!("{line}");
+                    last_line = line;
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            let msg = timeout_message(&detail, timeout);
+            return fail(client, &detail, msg);
+        }
+        std::thread::sleep(POLL_EVERY);
+        detail = client.get_app(name.as_str())?;
+    }
+}
+
+/// Prints why (to stdout, so stderr keeps its one `error:` line), then the recent logs.
+fn fail(client: &Client, d: &AppDetail, msg: String) -> anyhow::Result<()> {
+    println!("Instances of {}:", d.name);
+    for line in instance_report(d) {
+        println!("{line}");
+    }
+    match client.recent_logs(&d.name, FAILURE_LOG_LINES) {
+        Ok(list) if list.lines.is_empty() => println!("No log lines yet."),
+        Ok(list) => {
+            println!("Last {} log lines:", list.lines.len());
+            for l in &list.lines {
+                println!("{}", log_line(l));
+            }
+        }
+        Err(e) => println!("Cannot fetch the logs: {e}"),
+    }
+    bail!(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use paas_common::api::{AppState, RevisionInfo};
+
+    fn inst(index: u32, state: InstanceState) -> InstanceInfo {
+        InstanceInfo {
+            index,
+            revision: None,
+            state,
+            node: None,
+            address: None,
+            restarts: 0,
+            last_exit: None,
+            placement_error: None,
+            since: None,
+        }
+    }
+
+    fn app(desired: u32, instances: Vec<InstanceInfo>) -> AppDetail {
+        let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        AppDetail {
+            name: "web".into(),
+            state: AppState::Started,
+            url: "http://web.localhost:8080".into(),
+            desired_instances: desired,
+            memory_mb: 256,
+            revision: Some(RevisionInfo {
+                number: 2,
+                droplet: "d".into(),
+                command: "c".into(),
+                detected: "python".into(),
+                created_at: t,
+            }),
+            instances,
+            created_at: t,
+            updated_at: t,
+        }
+    }
+
+    #[test]
+    fn names_from_folders() {
+        assert_eq!(name_from_folder("My_App.v2"), "my-app-v2");
+        assert_eq!(name_from_folder("web"), "web");
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("Hello World");
+        std::fs::create_dir(&p).unwrap();
+        assert_eq!(derive_name(&p).unwrap().as_str(), "hello-world");
+        let bad = d.path().join("1app");
+        std::fs::create_dir(&bad).unwrap();
+        let msg = derive_name(&bad).unwrap_err().to_string();
+        assert!(msg.contains("give NAME"), "{msg}");
+    }
+
+    #[test]
+    fn waiting_then_running() {
+        let d = app(
+            2,
+            vec![
+                inst(0, InstanceState::Running),
+                inst(1, InstanceState::Starting),
+            ],
+        );
+        assert_eq!(
+            assess(&d, None),
+            Progress::Waiting("Starting 2 instances ... 1/2 running (1 starting)".into())
+        );
+        let d = app(
+            2,
+            vec![
+                inst(0, InstanceState::Running),
+                inst(1, InstanceState::Running),
+            ],
+        );
+        assert_eq!(assess(&d, None), Progress::Running);
+        let d = app(1, vec![]);
+        assert_eq!(
+            assess(&d, None),
+            Progress::Waiting("Starting 1 instance ... 0/1 running".into())
+        );
+    }
+
+    #[test]
+    fn a_crash_after_a_restart_or_with_an_exit_fails() {
+        let mut c = inst(1, InstanceState::Crashed);
+        // Crashed without restarts or exit reason yet: keep waiting.
+        let d = app(2, vec![inst(0, InstanceState::Running), c.clone()]);
+        assert!(matches!(assess(&d, None), Progress::Waiting(_)));
+        c.last_exit = Some("exited with code 1".into());
+        let d = app(2, vec![inst(0, InstanceState::Running), c.clone()]);
+        assert_eq!(
+            assess(&d, None),
+            Progress::Crashed(
+                "web failed to start: instance 1 crashed (exited with code 1)".into()
+            )
+        );
+        c.last_exit = None;
+        c.restarts = 1;
+        assert!(matches!(
+            assess(&app(2, vec![c]), None),
+            Progress::Crashed(_)
+        ));
+    }
+
+    #[test]
+    fn instances_from_before_the_push_do_not_count() {
+        let rev_at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let mut old = inst(0, InstanceState::Running);
+        old.since = Some(rev_at - chrono::Duration::minutes(10));
+        let d = app(1, vec![old.clone()]);
+        assert!(matches!(assess(&d, Some(rev_at)), Progress::Waiting(_)));
+        old.since = Some(rev_at + chrono::Duration::seconds(3));
+        assert_eq!(assess(&app(1, vec![old]), Some(rev_at)), Progress::Running);
+    }
+
+    #[test]
+    fn timeout_names_the_placement_error() {
+        let mut p = inst(0, InstanceState::Pending);
+        p.placement_error = Some("no node is available with 256 MB free".into());
+        let d = app(1, vec![p]);
+        assert_eq!(
+            timeout_message(&d, Duration::from_secs(3)),
+            "web did not start within 3 s: no node is available with 256 MB free"
+        );
+        assert_eq!(
+            instance_report(&d),
+            ["  instance 0: pending: no node is available with 256 MB free"]
+        );
+        let d = app(
+            2,
+            vec![
+                inst(0, InstanceState::Running),
+                inst(1, InstanceState::Starting),
+            ],
+        );
+        assert_eq!(
+            timeout_message(&d, Duration::from_secs(180)),
+            "web did not start within 180 s: 1/2 instances running"
+        );
+    }
+}

@@ -1,0 +1,327 @@
+//! Test harness that starts the real binaries: a `paas-server` on a random port with its own data
+//! dir, any number of `paas-agent`s with unique node names on the local Docker engine, and the
+//! `paas` CLI with its own home. Everything a test starts is stopped and removed on drop
+//! (processes, containers labelled with the test's node names, temp dirs), so tests run in
+//! parallel and leave nothing behind. Set TEST_LOG=1 to see the binaries' output live.
+//!
+//! The binaries must be built first (`cargo build --workspace --bins`); `scripts/test` does that.
+
+use anyhow::{bail, Context, Result};
+use rand::Rng;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join(name);
+    assert!(p.exists(), "{} is missing: build the binaries first with `cargo build --workspace --bins`", p.display());
+    p
+}
+
+pub fn unique(prefix: &str) -> String {
+    let n: u32 = rand::thread_rng().gen();
+    format!("{prefix}-{n:08x}")
+}
+
+/// Polls `f` every 200 ms until it returns `Some`, or fails after `timeout` with `what`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> Result<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if start.elapsed() > timeout {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+pub struct CliOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOutput {
+    fn from(o: Output) -> Self {
+        Self {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    pub fn ok(&self) -> bool {
+        self.code == 0
+    }
+}
+
+impl std::fmt::Debug for CliOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+struct Proc {
+    name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub struct Options {
+    pub node_grace_secs: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { node_grace_secs: 10 }
+    }
+}
+
+pub struct Platform {
+    pub dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+    pub admin_password: String,
+    server: Proc,
+    agents: Vec<Proc>,
+    node_names: Vec<String>,
+    cli_home: PathBuf,
+}
+
+fn spawn(cmd: &mut Command, log: &Path) -> Result<Child> {
+    if std::env::var_os("TEST_LOG").is_some() {
+        cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
+    } else {
+        let f = std::fs::File::create(log)?;
+        cmd.stdout(f.try_clone()?).stderr(f);
+    }
+    Ok(cmd.spawn()?)
+}
+
+impl Platform {
+    /// A server and no agent.
+    pub fn start_server(opts: Options) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("paas-e2e-").tempdir()?;
+        let data = dir.path().join("server");
+        let admin_password = unique("pw");
+        let log = dir.path().join("server.log");
+        let mut cmd = Command::new(bin("paas-server"));
+        cmd.env("PAAS_DATA_DIR", &data)
+            .env("PAAS_LISTEN", "127.0.0.1:0")
+            .env("PAAS_ADMIN_PASSWORD", &admin_password)
+            .env("PAAS_NODE_GRACE_SECS", opts.node_grace_secs.to_string())
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+        let child = spawn(&mut cmd, &log)?;
+        let mut server = Proc { name: "paas-server".into(), child: Some(child), log };
+        let addr_file = data.join("listen-addr");
+        let addr: SocketAddr = match wait_for(Duration::from_secs(30), "paas-server to listen", || {
+            std::fs::read_to_string(&addr_file).ok().and_then(|s| s.trim().parse().ok())
+        }) {
+            Ok(a) => a,
+            Err(e) => {
+                server.kill();
+                let log = std::fs::read_to_string(&server.log).unwrap_or_default();
+                bail!("{e}\n{log}");
+            }
+        };
+        let cli_home = dir.path().join("cli-home");
+        std::fs::create_dir_all(&cli_home)?;
+        let p = Platform { dir, addr, admin_password, server, agents: Vec::new(), node_names: Vec::new(), cli_home };
+        let url = format!("{}/readyz", p.api_url());
+        wait_for(Duration::from_secs(30), "paas-server to be ready", || {
+            reqwest::blocking::get(&url).ok().filter(|r| r.status().is_success())
+        })?;
+        Ok(p)
+    }
+
+    /// A server and one agent, logged in with the CLI.
+    pub fn start() -> Result<Self> {
+        let mut p = Self::start_server(Options::default())?;
+        p.start_agent(&unique("e2e-node"), "zone-a")?;
+        p.login()?;
+        Ok(p)
+    }
+
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("server")
+    }
+
+    pub fn node_names(&self) -> &[String] {
+        &self.node_names
+    }
+
+    /// Starts an agent with the given node name and waits until the controller lists it ready.
+    pub fn start_agent(&mut self, name: &str, zone: &str) -> Result<usize> {
+        let token = std::fs::read_to_string(self.data_dir().join("join-token"))?.trim().to_string();
+        let data = self.dir.path().join(format!("agent-{name}"));
+        let log = self.dir.path().join(format!("agent-{name}.log"));
+        let mut cmd = Command::new(bin("paas-agent"));
+        cmd.env("PAAS_CONTROLLER", self.api_url())
+            .env("PAAS_JOIN_TOKEN", token)
+            .env("PAAS_NODE_NAME", name)
+            .env("PAAS_NODE_ZONE", zone)
+            .env("PAAS_DATA_DIR", &data)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+        let child = spawn(&mut cmd, &log)?;
+        if !self.node_names.iter().any(|n| n == name) {
+            self.node_names.push(name.to_string());
+        }
+        self.agents.push(Proc { name: format!("paas-agent {name}"), child: Some(child), log });
+        let idx = self.agents.len() - 1;
+        // The first agent on a fresh machine may build the stack image (about a minute).
+        let url = format!("{}/v1/nodes", self.api_url());
+        let token = self.admin_token()?;
+        let client = reqwest::blocking::Client::new();
+        wait_for(Duration::from_secs(240), &format!("node {name} to be ready"), || {
+            let v: serde_json::Value = client.get(&url).bearer_auth(&token).send().ok()?.json().ok()?;
+            v["nodes"].as_array()?.iter().find(|n| n["name"] == name && n["state"] == "ready").map(|_| ())
+        })
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", self.logs()))?;
+        Ok(idx)
+    }
+
+    /// `kill -9` of an agent; its containers keep running (as on a real node failure).
+    pub fn kill_agent(&mut self, idx: usize) {
+        self.agents[idx].kill();
+    }
+
+    pub fn admin_token(&self) -> Result<String> {
+        let res: serde_json::Value = reqwest::blocking::Client::new()
+            .post(format!("{}/v1/auth/login", self.api_url()))
+            .json(&serde_json::json!({"username": "admin", "password": self.admin_password}))
+            .send()?
+            .error_for_status()?
+            .json()?;
+        Ok(res["token"].as_str().context("token")?.to_string())
+    }
+
+    /// Runs the real CLI with this platform's home and no inherited PAAS_API/PAAS_TOKEN.
+    pub fn cli(&self, args: &[&str]) -> CliOutput {
+        self.cli_in(args, None)
+    }
+
+    pub fn cli_in(&self, args: &[&str], cwd: Option<&Path>) -> CliOutput {
+        let mut cmd = Command::new(bin("paas"));
+        cmd.args(args).env("PAAS_HOME", &self.cli_home).env_remove("PAAS_API").env_remove("PAAS_TOKEN");
+        if let Some(d) = cwd {
+            cmd.current_dir(d);
+        }
+        CliOutput::from(cmd.stdin(Stdio::null()).output().expect("run paas"))
+    }
+
+    pub fn login(&self) -> Result<()> {
+        let out = self.cli(&["login", &self.api_url(), "-u", "admin", "-p", &self.admin_password]);
+        if !out.ok() {
+            bail!("login failed: {out:?}");
+        }
+        Ok(())
+    }
+
+    /// GET http://APP.localhost:PORT/PATH through the router, resolving the name to the server.
+    pub fn get_app(&self, app: &str, path: &str) -> Result<(u16, String)> {
+        let host = format!("{app}.localhost");
+        let client = reqwest::blocking::Client::builder()
+            .resolve(&host, self.addr)
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        let res = client.get(format!("http://{host}:{}{path}", self.addr.port())).send()?;
+        let status = res.status().as_u16();
+        Ok((status, res.text()?))
+    }
+
+    pub fn app_json(&self, app: &str) -> Result<serde_json::Value> {
+        let out = self.cli(&["app", app, "--json"]);
+        if !out.ok() {
+            bail!("paas app {app} --json failed: {out:?}");
+        }
+        Ok(serde_json::from_str(&out.stdout)?)
+    }
+
+    /// Ids of containers on the engine that belong to this platform's nodes and the given app.
+    pub fn containers_of(&self, app: &str) -> Vec<String> {
+        let mut ids = Vec::new();
+        for node in &self.node_names {
+            let out = Command::new("docker")
+                .args(["ps", "-aq", "--filter"])
+                .arg(format!("label=paas.node={node}"))
+                .arg("--filter")
+                .arg(format!("label=paas.app={app}"))
+                .output();
+            if let Ok(o) = out {
+                ids.extend(String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_string));
+            }
+        }
+        ids
+    }
+
+    /// The tail of every process log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        for p in std::iter::once(&self.server).chain(&self.agents) {
+            let text = std::fs::read_to_string(&p.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            s.push_str(&format!("\n===== {} (last {} lines)\n{}\n", p.name, tail.len(), tail.join("\n")));
+        }
+        s
+    }
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+        for a in &mut self.agents {
+            a.kill();
+        }
+        self.server.kill();
+        for node in &self.node_names {
+            let out = Command::new("docker").args(["ps", "-aq", "--filter"]).arg(format!("label=paas.node={node}")).output();
+            if let Ok(o) = out {
+                let ids: Vec<String> = String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_string).collect();
+                if !ids.is_empty() {
+                    let _ = Command::new("docker").args(["rm", "-f", "-v"]).args(&ids).output();
+                }
+            }
+        }
+    }
+}
+
+/// The repository's examples/ folder.
+pub fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("examples").join(name)
+}
+
+/// Builds a zip in memory from (name, bytes, unix mode) entries, for hostile-input tests.
+pub fn zip_of(entries: &[(&str, &[u8], u32)]) -> Vec<u8> {
+    use std::io::Write;
+    let mut buf = std::io::Cursor::new(Vec::new());
+    {
+        let mut w = zip::ZipWriter::new(&mut buf);
+        for (name, data, mode) in entries {
+            let opts = zip::write::SimpleFileOptions::default().unix_permissions(*mode);
+            w.start_file(*name, opts).expect("zip entry");
+            w.write_all(data).expect("zip write");
+        }
+        w.finish().expect("zip finish");
+    }
+    buf.into_inner()
+}
