@@ -424,9 +424,13 @@ impl Instance {
                 }
                 Err(e) => {
                     tracing::debug!(instance = %self.assignment.instance_id, error = %e, "not healthy yet");
+                    // Check eagerly right after start (most apps listen within a second),
+                    // backing off to the configured start interval: push-to-serving time is
+                    // mostly this wait.
+                    let eager = (now.duration_since(started) / 4).max(Duration::from_millis(100));
                     self.phase = Phase::Starting {
                         started,
-                        next_check: now + secs(health.start_interval_secs),
+                        next_check: now + eager.min(secs(health.start_interval_secs)),
                     };
                 }
             },

@@ -194,7 +194,7 @@ pub fn zip_to_droplet_tar<W: Write>(zip_path: &Path, limits: &Limits, out: W) ->
         scratch.seek(SeekFrom::Start(0))?;
         if name == "Procfile" && written <= 64 * 1024 {
             let mut s = String::new();
-            (&mut scratch).read_to_string(&mut s).ok();
+            scratch.read_to_string(&mut s).ok();
             found.procfile = Some(s);
             scratch.seek(SeekFrom::Start(0))?;
         }

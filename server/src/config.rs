@@ -107,11 +107,11 @@ impl Default for Settings {
 }
 
 impl Settings {
-    pub fn load() -> Result<Self, figment::Error> {
+    pub fn load() -> Result<Self, Box<figment::Error>> {
         let mut fig = Figment::from(Serialized::defaults(Settings::default()));
         if let Ok(path) = std::env::var("PAAS_CONFIG") {
             fig = fig.merge(Toml::file(path));
         }
-        fig.merge(Env::prefixed("PAAS_")).extract()
+        fig.merge(Env::prefixed("PAAS_")).extract().map_err(Box::new)
     }
 }

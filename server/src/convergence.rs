@@ -30,7 +30,7 @@ pub async fn run(ctx: std::sync::Arc<AppCtx>) {
             Err(e) => tracing::error!(error = %e, "convergence pass failed"),
         }
         passes += 1;
-        if passes % 60 == 0 {
+        if passes.is_multiple_of(60) {
             if let Err(e) = ctx.store.trim_logs(ctx.settings.log_retention_lines).await {
                 tracing::warn!(error = %e, "log trim failed");
             }

@@ -1,7 +1,7 @@
 //! `paas push [NAME] [-p PATH] [-i N] [-m MEM] [-c CMD] [--timeout SECS]`.
 //!
 //! Zips the folder ([`crate::archive`]), uploads it as multipart `POST /v1/apps/NAME/push`, then
-//! polls `GET /v1/apps/NAME` every 500 ms until all desired instances run, one crashes, or the
+//! polls `GET /v1/apps/NAME` every 150 ms until all desired instances run, one crashes, or the
 //! timeout passes. On failure it prints each instance's state and why, the last 20 log lines
 //! (`GET /v1/apps/NAME/logs?recent=true&limit=20`), and one `error:` line.
 
@@ -17,7 +17,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-const POLL_EVERY: Duration = Duration::from_millis(500);
+const POLL_EVERY: Duration = Duration::from_millis(150);
 const FAILURE_LOG_LINES: u32 = 20;
 
 #[derive(Debug, clap::Args)]

@@ -13,7 +13,7 @@ use crate::archive::{self, Limits};
 use crate::auth::AuthUser;
 use crate::error::{ApiResult, Error};
 use crate::staging;
-use crate::store::{AppRecord, Event};
+use crate::store::{AppRecord, Event, NewRevision};
 
 fn parse_name(s: &str) -> ApiResult<AppName> {
     AppName::parse(s).map_err(|m| Error::api(ErrorCode::InvalidName, m))
@@ -37,6 +37,8 @@ pub(crate) async fn detail(ctx: &Ctx, app: &AppRecord) -> ApiResult<AppDetail> {
         }),
         None => None,
     };
+    let nodes: std::collections::HashMap<String, String> =
+        ctx.store.list_nodes().await?.into_iter().map(|n| (n.name, n.address)).collect();
     let instances = ctx
         .store
         .app_instances(&app.id)
@@ -46,7 +48,10 @@ pub(crate) async fn detail(ctx: &Ctx, app: &AppRecord) -> ApiResult<AppDetail> {
             index: i.index,
             revision: Some(i.revision),
             state: i.state,
-            address: i.host_port.map(|p| format!("{}:{p}", i.node_name.as_deref().unwrap_or("?"))),
+            address: match (i.host_port, i.node_name.as_ref().and_then(|n| nodes.get(n))) {
+                (Some(port), Some(addr)) => Some(format!("{addr}:{port}")),
+                _ => None,
+            },
             node: i.node_name,
             restarts: i.restarts,
             last_exit: i.last_exit,
@@ -311,7 +316,18 @@ pub async fn push(
     };
     let number = ctx
         .store
-        .deploy_revision(&app.id, &package_sha, &droplet_sha, &staged.command, &staged.detected, desired, memory, &ev)
+        .deploy_revision(
+            &app.id,
+            &NewRevision {
+                package: package_sha.clone(),
+                droplet: droplet_sha,
+                command: staged.command.clone(),
+                detected: staged.detected.clone(),
+                desired_instances: desired,
+                memory_mb: memory,
+            },
+            &ev,
+        )
         .await?;
     log_platform(
         &ctx,

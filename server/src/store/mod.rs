@@ -75,6 +75,17 @@ pub struct RevisionRecord {
     pub created_at: DateTime<Utc>,
 }
 
+/// A revision about to be made, with the process settings it starts with.
+#[derive(Debug, Clone)]
+pub struct NewRevision {
+    pub package: String,
+    pub droplet: String,
+    pub command: String,
+    pub detected: String,
+    pub desired_instances: u32,
+    pub memory_mb: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct InstanceRecord {
     pub id: String,
@@ -126,17 +137,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a new revision, makes it current, applies the process settings and records the
     /// event, in one transaction. Returns the revision number.
-    async fn deploy_revision(
-        &self,
-        app_id: &str,
-        package: &str,
-        droplet: &str,
-        command: &str,
-        detected: &str,
-        desired_instances: u32,
-        memory_mb: u64,
-        event: &Event,
-    ) -> StoreResult<i64>;
+    async fn deploy_revision(&self, app_id: &str, rev: &NewRevision, event: &Event) -> StoreResult<i64>;
     async fn revision(&self, app_id: &str, number: i64) -> StoreResult<Option<RevisionRecord>>;
     async fn list_revisions(&self) -> StoreResult<Vec<RevisionRecord>>;
 

@@ -272,17 +272,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn deploy_revision(
-        &self,
-        app_id: &str,
-        package: &str,
-        droplet: &str,
-        command: &str,
-        detected: &str,
-        desired_instances: u32,
-        memory_mb: u64,
-        event: &Event,
-    ) -> StoreResult<i64> {
+    async fn deploy_revision(&self, app_id: &str, rev: &NewRevision, event: &Event) -> StoreResult<i64> {
         let mut tx = self.pool.begin().await?;
         let number: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(number), 0) + 1 FROM revisions WHERE app_id = ?")
             .bind(app_id)
@@ -294,10 +284,10 @@ impl Store for SqliteStore {
         )
         .bind(app_id)
         .bind(number)
-        .bind(package)
-        .bind(droplet)
-        .bind(command)
-        .bind(detected)
+        .bind(&rev.package)
+        .bind(&rev.droplet)
+        .bind(&rev.command)
+        .bind(&rev.detected)
         .bind(now)
         .execute(&mut *tx)
         .await?;
@@ -305,8 +295,8 @@ impl Store for SqliteStore {
             "UPDATE apps SET current_revision = ?, desired_instances = ?, memory_mb = ?, state = 'started', updated_at = ? WHERE id = ?",
         )
         .bind(number)
-        .bind(desired_instances as i64)
-        .bind(memory_mb as i64)
+        .bind(rev.desired_instances as i64)
+        .bind(rev.memory_mb as i64)
         .bind(now)
         .bind(app_id)
         .execute(&mut *tx)
