@@ -83,11 +83,13 @@ impl Proc {
 
 pub struct Options {
     pub node_grace_secs: u64,
+    /// Extra environment for the server, e.g. `PAAS_MAX_UPLOAD_MB`.
+    pub server_env: Vec<(String, String)>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { node_grace_secs: 10 }
+        Self { node_grace_secs: 10, server_env: Vec::new() }
     }
 }
 
@@ -123,6 +125,7 @@ impl Platform {
             .env("PAAS_LISTEN", "127.0.0.1:0")
             .env("PAAS_ADMIN_PASSWORD", &admin_password)
             .env("PAAS_NODE_GRACE_SECS", opts.node_grace_secs.to_string())
+            .envs(opts.server_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
         let child = spawn(&mut cmd, &log)?;
         let mut server = Proc { name: "paas-server".into(), child: Some(child), log };
@@ -153,6 +156,11 @@ impl Platform {
         p.start_agent(&unique("e2e-node"), "zone-a")?;
         p.login()?;
         Ok(p)
+    }
+
+    /// The server's process id, e.g. to read its memory use from /proc.
+    pub fn server_pid(&self) -> Option<u32> {
+        self.server.child.as_ref().map(Child::id)
     }
 
     pub fn api_url(&self) -> String {

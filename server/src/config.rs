@@ -84,6 +84,8 @@ pub struct Settings {
     pub default_disk_mb: u64,
     /// Log lines kept per app.
     pub log_retention_lines: i64,
+    /// Most processes (and threads) one instance may run: stops fork bombs.
+    pub instance_pids_limit: i64,
 }
 
 impl Default for Settings {
@@ -102,6 +104,7 @@ impl Default for Settings {
             default_memory_mb: 256,
             default_disk_mb: 1024,
             log_retention_lines: 10_000,
+            instance_pids_limit: 1024,
         }
     }
 }

@@ -112,7 +112,7 @@ async fn assignments_for(ctx: &Ctx, node: &str) -> ApiResult<Vec<Assignment>> {
             memory_mb: app.memory_mb,
             disk_mb: app.disk_mb,
             cpu_shares: (app.memory_mb * 1024 / 1024).clamp(2, 1024 * 4),
-            pids_limit: 1024,
+            pids_limit: ctx.settings.instance_pids_limit,
             health: HealthSettings::default(),
         });
     }
