@@ -133,7 +133,7 @@ fn bad_input_gets_clear_errors() {
 
 #[test]
 fn dead_agent_at_push_time_means_no_node_available() {
-    let mut p = Platform::start_server(Options { node_grace_secs: 2 }).expect("server");
+    let mut p = Platform::start_server(Options { node_grace_secs: 2, ..Options::default() }).expect("server");
     let idx = p.start_agent(&unique("e2e-dead"), "zone-a").unwrap();
     p.login().unwrap();
     p.kill_agent(idx);
