@@ -66,6 +66,7 @@ pub struct Fetched<T> {
 pub struct Client {
     api: String,
     token: Option<String>,
+    space: Option<String>,
     http: reqwest::blocking::Client,
 }
 
@@ -87,13 +88,15 @@ impl Client {
                 api: api.clone(),
                 cause: root_cause(&e),
             })?;
-        Ok(Client { api, token, http })
+        Ok(Client { api, token, space: None, http })
     }
 
     /// A client from the saved login, or [`ClientError::NotLoggedIn`].
     pub fn from_config(cfg: Option<crate::config::Config>) -> Result<Self, ClientError> {
         let cfg = cfg.ok_or(ClientError::NotLoggedIn)?;
-        Client::new(&cfg.api, Some(cfg.token))
+        let mut c = Client::new(&cfg.api, Some(cfg.token))?;
+        c.space = cfg.space;
+        Ok(c)
     }
 
     pub fn api(&self) -> &str {
@@ -186,10 +189,38 @@ impl Client {
     }
 
     fn authed(&self, rb: RequestBuilder) -> RequestBuilder {
+        let rb = match &self.space {
+            Some(s) => rb.header("X-Paas-Space", s),
+            None => rb,
+        };
         match &self.token {
             Some(t) => rb.bearer_auth(t),
             None => rb,
         }
+    }
+
+    /// `GET path`, decoded.
+    pub fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let rb = self.authed(self.http.get(self.url(path)));
+        self.json(self.send(rb)?)
+    }
+
+    /// `POST path` with a JSON body, decoded.
+    pub fn post_json<B: serde::Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+        let rb = self.authed(self.http.post(self.url(path))).json(body);
+        self.json(self.send(rb)?)
+    }
+
+    /// `PUT path` with a JSON body, decoded.
+    pub fn put_json<B: serde::Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+        let rb = self.authed(self.http.put(self.url(path))).json(body);
+        self.json(self.send(rb)?)
+    }
+
+    /// `DELETE path`, expecting any 2xx.
+    pub fn delete_path(&self, path: &str) -> Result<(), ClientError> {
+        let rb = self.authed(self.http.delete(self.url(path)));
+        self.send(rb).map(drop)
     }
 
     /// Sends and turns every non-2xx answer into a [`ClientError`].

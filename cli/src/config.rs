@@ -15,6 +15,9 @@ use std::path::{Path, PathBuf};
 pub struct Config {
     pub api: String,
     pub token: String,
+    /// The target space `ORG/SPACE` (`paas target`); the server's default space when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub space: Option<String>,
 }
 
 impl fmt::Debug for Config {
@@ -32,6 +35,8 @@ impl fmt::Debug for Config {
 pub struct Env {
     pub api: Option<String>,
     pub token: Option<String>,
+    /// `PAAS_SPACE`: the target space for CI, with PAAS_API and PAAS_TOKEN.
+    pub space: Option<String>,
     /// `PAAS_HOME`, or `~/.paas`.
     pub home: PathBuf,
 }
@@ -48,6 +53,7 @@ impl Env {
         Env {
             api: var("PAAS_API"),
             token: var("PAAS_TOKEN"),
+            space: var("PAAS_SPACE"),
             home,
         }
     }
@@ -62,6 +68,7 @@ impl Env {
             return Ok(Some(Config {
                 api: normalize_api(api),
                 token: token.clone(),
+                space: self.space.clone(),
             }));
         }
         let path = self.config_path();
@@ -131,6 +138,7 @@ mod tests {
         Env {
             api: None,
             token: None,
+            space: None,
             home: dir.join("home"),
         }
     }
@@ -148,6 +156,7 @@ mod tests {
         let cfg = Config {
             api: "http://127.0.0.1:8080".into(),
             token: "t0k".into(),
+            space: None,
         };
         let path = env.save(&cfg).unwrap();
         assert_eq!(env.load().unwrap(), Some(cfg.clone()));
@@ -161,6 +170,7 @@ mod tests {
         let cfg2 = Config {
             api: "http://other/".into(),
             token: "t2".into(),
+            space: None,
         };
         env.save(&cfg2).unwrap();
         assert_eq!(env.load().unwrap().unwrap().api, "http://other");
@@ -173,6 +183,7 @@ mod tests {
         env.save(&Config {
             api: "http://file".into(),
             token: "file".into(),
+            space: None,
         })
         .unwrap();
         env.api = Some("http://env:1/".into());
@@ -181,7 +192,8 @@ mod tests {
             env.load().unwrap(),
             Some(Config {
                 api: "http://env:1".into(),
-                token: "envtok".into()
+                token: "envtok".into(),
+                space: None,
             })
         );
         // Only one of the two set: the file wins.
@@ -204,6 +216,7 @@ mod tests {
         let cfg = Config {
             api: "a".into(),
             token: "secret".into(),
+            space: None,
         };
         assert!(!format!("{cfg:?}").contains("secret"));
     }

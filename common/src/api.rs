@@ -173,3 +173,97 @@ pub struct PushSettings {
     pub memory_mb: Option<u64>,
     pub command: Option<String>,
 }
+
+/// `POST /v1/tokens`: an API token for CI.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenCreateRequest {
+    pub name: String,
+    /// read | deploy | admin
+    pub scope: String,
+    /// Restricts the token to one app.
+    #[serde(default)]
+    pub app: Option<String>,
+    /// Lifetime such as `30d`, `12h`, `90m` or seconds; default 30 days, at most 365 days.
+    #[serde(default)]
+    pub expires_in: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub id: String,
+    pub name: String,
+    pub scope: String,
+    pub app: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked: bool,
+}
+
+/// The answer to a token creation: the only time the token itself is shown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenCreated {
+    pub token: String,
+    #[serde(flatten)]
+    pub info: TokenInfo,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenList {
+    pub tokens: Vec<TokenInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SpaceRole {
+    /// `ORG/SPACE`
+    pub space: String,
+    /// admin | developer | viewer
+    pub role: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserInfo {
+    pub username: String,
+    pub operator: bool,
+    pub roles: Vec<SpaceRole>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserList {
+    pub users: Vec<UserInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateUserRequest {
+    pub username: String,
+    pub password: String,
+    #[serde(default)]
+    pub operator: bool,
+}
+
+/// `PUT /v1/users/NAME/roles`: sets the user's role in a space; `role: null` removes it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetRoleRequest {
+    /// `ORG/SPACE`
+    pub space: String,
+    pub role: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SpaceInfo {
+    pub org: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SpaceList {
+    pub spaces: Vec<SpaceInfo>,
+}
+
+/// `POST /v1/spaces`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateSpaceRequest {
+    pub org: String,
+    pub name: String,
+}

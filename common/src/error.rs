@@ -47,6 +47,10 @@ pub enum ErrorCode {
     NoHealthyInstance,
     UpstreamError,
     Internal,
+    TooManyRequests,
+    SpaceNotFound,
+    UserNotFound,
+    TokenNotFound,
 }
 
 impl ErrorCode {
@@ -70,6 +74,10 @@ impl ErrorCode {
             ErrorCode::NoHealthyInstance => "no_healthy_instance",
             ErrorCode::UpstreamError => "upstream_error",
             ErrorCode::Internal => "internal",
+            ErrorCode::TooManyRequests => "too_many_requests",
+            ErrorCode::SpaceNotFound => "space_not_found",
+            ErrorCode::UserNotFound => "user_not_found",
+            ErrorCode::TokenNotFound => "token_not_found",
         }
     }
 
@@ -87,7 +95,11 @@ impl ErrorCode {
             | ErrorCode::NodeNotFound
             | ErrorCode::DropletNotFound
             | ErrorCode::NotFound
-            | ErrorCode::RouteNotFound => 404,
+            | ErrorCode::RouteNotFound
+            | ErrorCode::SpaceNotFound
+            | ErrorCode::UserNotFound
+            | ErrorCode::TokenNotFound => 404,
+            ErrorCode::TooManyRequests => 429,
             ErrorCode::Conflict => 409,
             ErrorCode::NoNodeAvailable | ErrorCode::NoHealthyInstance => 503,
             ErrorCode::UpstreamError => 502,

@@ -225,9 +225,18 @@ impl Platform {
         self.cli_in(args, None)
     }
 
+    /// Runs the real CLI as someone else: its own home, plus extra environment (e.g. PAAS_API and
+    /// PAAS_TOKEN for a CI token).
+    pub fn cli_as(&self, home: &Path, env: &[(&str, &str)], args: &[&str]) -> CliOutput {
+        let mut cmd = Command::new(bin("paas"));
+        cmd.args(args).env("PAAS_HOME", home).env_remove("PAAS_API").env_remove("PAAS_TOKEN").env_remove("PAAS_SPACE");
+        cmd.envs(env.iter().copied());
+        CliOutput::from(cmd.stdin(Stdio::null()).output().expect("run paas"))
+    }
+
     pub fn cli_in(&self, args: &[&str], cwd: Option<&Path>) -> CliOutput {
         let mut cmd = Command::new(bin("paas"));
-        cmd.args(args).env("PAAS_HOME", &self.cli_home).env_remove("PAAS_API").env_remove("PAAS_TOKEN");
+        cmd.args(args).env("PAAS_HOME", &self.cli_home).env_remove("PAAS_API").env_remove("PAAS_TOKEN").env_remove("PAAS_SPACE");
         if let Some(d) = cwd {
             cmd.current_dir(d);
         }

@@ -31,9 +31,21 @@ pub struct Claims {
     pub exp: i64,
     pub iat: i64,
     pub jti: String,
+    /// `ci` for API tokens (checked against the token table on every use); absent for logins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub typ: Option<String>,
+    /// For API tokens: read | deploy | admin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// For API tokens restricted to one app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
 }
 
 pub struct Keys {
+    /// Key id, in every token's header; a token naming another key is refused, so the algorithm
+    /// and key are chosen by the server, never by the token.
+    kid: String,
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
@@ -53,6 +65,7 @@ impl Keys {
         validation.validate_nbf = false;
         validation.leeway = 5;
         Self {
+            kid: sha256_hex(&hex::encode(secret))[..16].to_string(),
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
@@ -70,12 +83,47 @@ impl Keys {
             exp: exp.timestamp(),
             iat: now.timestamp(),
             jti: uuid::Uuid::new_v4().to_string(),
+            typ: None,
+            scope: None,
+            app: None,
         };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(Error::internal)?;
-        Ok((token, exp))
+        Ok((self.sign(&claims)?, exp))
+    }
+
+    /// An API token for CI: its own `jti`, a scope, optionally one app, an expiry.
+    pub fn issue_ci(
+        &self,
+        username: &str,
+        jti: &str,
+        scope: &str,
+        app: Option<&str>,
+        exp: DateTime<Utc>,
+    ) -> Result<String, Error> {
+        let claims = Claims {
+            sub: username.to_string(),
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            exp: exp.timestamp(),
+            iat: Utc::now().timestamp(),
+            jti: jti.to_string(),
+            typ: Some("ci".into()),
+            scope: Some(scope.into()),
+            app: app.map(str::to_string),
+        };
+        self.sign(&claims)
+    }
+
+    fn sign(&self, claims: &Claims) -> Result<String, Error> {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.encoding).map_err(Error::internal)
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, jsonwebtoken::errors::Error> {
+        let header = jsonwebtoken::decode_header(token)?;
+        if header.kid.as_deref() != Some(self.kid.as_str()) || header.alg != Algorithm::HS256 {
+            return Err(jsonwebtoken::errors::ErrorKind::InvalidToken.into());
+        }
         jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map(|d| d.claims)
     }
 }
@@ -127,7 +175,7 @@ pub fn load_or_create_secret(path: &Path, make: impl FnOnce() -> String) -> std:
     }
 }
 
-fn bearer(req: &HttpRequest) -> Option<String> {
+pub(crate) fn bearer(req: &HttpRequest) -> Option<String> {
     let h = req.headers().get(actix_web::http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = h.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
@@ -137,7 +185,7 @@ fn ctx(req: &HttpRequest) -> Result<web::Data<AppCtx>, Error> {
     req.app_data::<web::Data<AppCtx>>().cloned().ok_or_else(|| Error::internal("application state missing"))
 }
 
-/// A user authenticated by a valid login JWT.
+/// A user authenticated by the `authz` middleware (login JWT or API token).
 #[derive(Debug, Clone)]
 pub struct AuthUser {
     pub username: String,
@@ -148,16 +196,13 @@ impl FromRequest for AuthUser {
     type Future = std::future::Ready<Result<Self, Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready((|| {
-            let ctx = ctx(req)?;
-            let token = bearer(req)
-                .ok_or_else(|| Error::api(ErrorCode::Unauthorized, "missing bearer token; log in first"))?;
-            let claims = ctx.keys.verify(&token).map_err(|e| {
-                tracing::debug!(error = %e, "token refused");
-                Error::api(ErrorCode::Unauthorized, "invalid or expired token; log in again")
-            })?;
-            Ok(AuthUser { username: claims.sub })
-        })())
+        use actix_web::HttpMessage;
+        std::future::ready(
+            req.extensions()
+                .get::<crate::authz::Principal>()
+                .map(|p| AuthUser { username: p.username.clone() })
+                .ok_or_else(|| Error::api(ErrorCode::Unauthorized, "missing bearer token; log in first")),
+        )
     }
 }
 
@@ -197,7 +242,8 @@ mod tests {
         Keys::new(b"test-secret-test-secret-test-secret", 3600)
     }
 
-    fn forge(header: Header, claims: serde_json::Value, secret: &[u8]) -> String {
+    fn forge(mut header: Header, claims: serde_json::Value, secret: &[u8]) -> String {
+        header.kid = Some(keys().kid.clone());
         encode(&header, &claims, &EncodingKey::from_secret(secret)).unwrap()
     }
 
@@ -239,6 +285,10 @@ mod tests {
         }
         assert!(k.verify(&forge(Header::new(Algorithm::HS384), good.clone(), s)).is_err(), "HS384 accepted");
         assert!(k.verify(&forge(Header::new(Algorithm::HS256), good.clone(), b"other")).is_err(), "wrong key accepted");
+        let mut no_kid = Header::new(Algorithm::HS256);
+        no_kid.kid = None;
+        let t = encode(&no_kid, &good, &EncodingKey::from_secret(s)).unwrap();
+        assert!(k.verify(&t).is_err(), "token without kid accepted");
         // alg: none, hand-built: header {"alg":"none","typ":"JWT"}
         use base64::Engine;
         let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);

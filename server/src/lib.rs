@@ -3,6 +3,7 @@
 pub mod api;
 pub mod archive;
 pub mod auth;
+pub mod authz;
 pub mod blobstore;
 pub mod config;
 pub mod convergence;

@@ -30,6 +30,7 @@ impl Application {
         let jwt_secret = auth::load_or_create_secret(&settings.data_dir.join("jwt-secret"), || auth::random_token(64))?;
         let join_token = auth::load_or_create_secret(&settings.data_dir.join("join-token"), || auth::random_token(40))?;
         bootstrap_admin(&store, &settings).await?;
+        bootstrap_tenancy(&store).await?;
 
         let listener = TcpListener::bind(&settings.listen).with_context(|| format!("binding {}", settings.listen))?;
         let addr = listener.local_addr()?;
@@ -51,6 +52,7 @@ impl Application {
             assignments,
             converge: tokio::sync::Notify::new(),
             public_port,
+            login_failures: Default::default(),
         });
         router::refresh(&ctx).await.context("loading the route table")?;
         Ok(Self { listener, port, ctx })
@@ -113,6 +115,23 @@ async fn readyz(ctx: web::Data<AppCtx>) -> actix_web::HttpResponse {
     }
 }
 
+/// The default org and space, so a single user never has to think about them; apps from before
+/// tenancy go there, and the bootstrap admin is its admin.
+async fn bootstrap_tenancy(store: &SqliteStore) -> anyhow::Result<()> {
+    use crate::authz::{DEFAULT_ORG, DEFAULT_SPACE};
+    let space = store
+        .space(DEFAULT_ORG, DEFAULT_SPACE, true)
+        .await?
+        .context("creating the default space")?;
+    store.adopt_spaceless_apps(&space.id).await?;
+    if let Some(admin) = store.user_by_name("admin").await? {
+        if store.user_roles(&admin.id).await?.is_empty() {
+            store.set_role(&admin.id, &space.id, Some("admin")).await?;
+        }
+    }
+    Ok(())
+}
+
 async fn bootstrap_admin(store: &SqliteStore, settings: &Settings) -> anyhow::Result<()> {
     if store.user_by_name("admin").await?.is_some() {
         return Ok(());
@@ -131,6 +150,7 @@ async fn bootstrap_admin(store: &SqliteStore, settings: &Settings) -> anyhow::Re
         username: "admin".into(),
         password_hash: auth::hash_password(&password)?,
         created_at: Utc::now(),
+        operator: true,
     };
     store.create_user_if_missing(&user).await?;
     Ok(())

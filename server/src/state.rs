@@ -22,6 +22,8 @@ pub struct AppCtx {
     pub converge: Notify,
     /// Port shown in app URLs.
     pub public_port: u16,
+    /// Failed logins per (client address, username), to slow password guessing.
+    pub login_failures: std::sync::Mutex<std::collections::HashMap<String, (u32, std::time::Instant)>>,
 }
 
 impl AppCtx {

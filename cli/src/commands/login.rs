@@ -41,6 +41,7 @@ pub fn run(args: Args, env: &Env) -> anyhow::Result<()> {
     env.save(&Config {
         api: api.clone(),
         token: resp.token,
+        space: None,
     })?;
     println!("Logged in to {api} as {}", args.username);
     Ok(())

@@ -8,6 +8,7 @@ pub mod login;
 pub mod logs;
 pub mod nodes;
 pub mod push;
+pub mod tenancy;
 
 use crate::client::Client;
 use crate::config::Env;
@@ -40,22 +41,62 @@ pub enum Command {
     Logs(logs::Args),
     /// List the nodes that run app instances.
     Nodes(nodes::Args),
+    /// Manage API tokens for CI: create, list, revoke.
+    #[command(subcommand)]
+    Tokens(tenancy::TokensCmd),
+    /// List users and their roles (operators only).
+    Users {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a user (operators only).
+    AddUser {
+        username: String,
+        /// Password; read from stdin (one line) when left out
+        #[arg(short = 'p', long)]
+        password: Option<String>,
+        /// Make the user an operator (nodes, buildpacks, users, spaces)
+        #[arg(long)]
+        operator: bool,
+    },
+    /// Give a user a role in a space: admin, developer, viewer, or none.
+    SetRole {
+        username: String,
+        role: String,
+        /// ORG/SPACE (default: default/default)
+        #[arg(long)]
+        space: Option<String>,
+    },
+    /// List spaces.
+    Spaces,
+    /// Create a space ORG/SPACE (operators only).
+    CreateSpace { space: String },
+    /// Show or set the space that commands act in (ORG/SPACE).
+    Target { space: Option<String> },
 }
 
 /// Runs one command. Every command but `login` needs a saved login or PAAS_API + PAAS_TOKEN.
 pub fn dispatch(cli: Cli, env: &Env) -> anyhow::Result<()> {
-    if let Command::Login(args) = cli.command {
-        return login::run(args, env);
+    match cli.command {
+        Command::Login(args) => return login::run(args, env),
+        Command::Target { space } => return tenancy::target(space, env),
+        _ => {}
     }
     let client = Client::from_config(env.load()?)?;
     match cli.command {
-        Command::Login(_) => unreachable!("handled above"),
+        Command::Login(_) | Command::Target { .. } => unreachable!("handled above"),
         Command::Push(args) => push::run(args, &client),
         Command::Apps(args) => apps::run(args, &client),
         Command::App(args) => app::run(args, &client),
         Command::Delete(args) => delete::run(args, &client),
         Command::Logs(args) => logs::run(args, &client),
         Command::Nodes(args) => nodes::run(args, &client),
+        Command::Tokens(cmd) => tenancy::tokens(cmd, &client),
+        Command::Users { json } => tenancy::users(json, &client),
+        Command::AddUser { username, password, operator } => tenancy::add_user(username, password, operator, &client),
+        Command::SetRole { username, role, space } => tenancy::set_role(username, role, space, &client),
+        Command::Spaces => tenancy::spaces(&client),
+        Command::CreateSpace { space } => tenancy::create_space(space, &client),
     }
 }
 

@@ -72,8 +72,14 @@ pub(crate) async fn detail(ctx: &Ctx, app: &AppRecord) -> ApiResult<AppDetail> {
     })
 }
 
-pub async fn list(ctx: Ctx, _user: AuthUser) -> ApiResult<web::Json<AppList>> {
-    let apps = ctx.store.list_apps().await?;
+pub async fn list(ctx: Ctx, who: crate::authz::Principal) -> ApiResult<web::Json<AppList>> {
+    let mut apps = Vec::new();
+    for a in ctx.store.list_apps().await? {
+        let space = ctx.store.app_space(&a.id).await?;
+        if who.can_see(&a.name, space.as_deref()) {
+            apps.push(a);
+        }
+    }
     let instances = ctx.store.list_instances().await?;
     let apps = apps
         .into_iter()

@@ -7,7 +7,17 @@ use crate::auth::verify_password;
 use crate::error::{ApiResult, Error};
 use crate::store::Event;
 
-pub async fn login(ctx: Ctx, body: web::Json<LoginRequest>) -> ApiResult<web::Json<LoginResponse>> {
+const MAX_FAILURES: u32 = 5;
+const FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+pub async fn login(ctx: Ctx, req: actix_web::HttpRequest, body: web::Json<LoginRequest>) -> ApiResult<web::Json<LoginResponse>> {
+    let key = format!("{}|{}", req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default(), body.username.to_lowercase());
+    if let Some(wait) = locked_out(&ctx, &key) {
+        return Err(Error::api(
+            ErrorCode::TooManyRequests,
+            format!("too many failed logins; try again in {} s", wait.as_secs().max(1)),
+        ));
+    }
     let user = ctx.store.user_by_name(&body.username).await?;
     let hash = user.as_ref().map(|u| u.password_hash.clone());
     let password = body.password.clone();
@@ -23,11 +33,40 @@ pub async fn login(ctx: Ctx, body: web::Json<LoginRequest>) -> ApiResult<web::Js
     .await
     .map_err(Error::internal)?;
     if !ok {
+        record_failure(&ctx, &key);
         return Err(Error::api(ErrorCode::InvalidCredentials, "wrong username or password"));
+    }
+    if let Ok(mut f) = ctx.login_failures.lock() {
+        f.remove(&key);
     }
     let (token, expires_at) = ctx.keys.issue(&body.username)?;
     ctx.store
         .add_event(&Event { app_name: None, actor: body.username.clone(), kind: "login".into(), message: "logged in".into() })
         .await?;
     Ok(web::Json(LoginResponse { token, expires_at }))
+}
+
+/// How long `key` must still wait, if it failed too often within the window.
+fn locked_out(ctx: &Ctx, key: &str) -> Option<std::time::Duration> {
+    let mut failures = ctx.login_failures.lock().ok()?;
+    let (count, since) = *failures.get(key)?;
+    let elapsed = since.elapsed();
+    if elapsed >= FAILURE_WINDOW {
+        failures.remove(key);
+        return None;
+    }
+    (count >= MAX_FAILURES).then(|| FAILURE_WINDOW - elapsed)
+}
+
+fn record_failure(ctx: &Ctx, key: &str) {
+    let Ok(mut failures) = ctx.login_failures.lock() else { return };
+    // Bound the map: a flood of distinct keys only costs memory up to this size.
+    if failures.len() > 100_000 {
+        failures.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+    }
+    let entry = failures.entry(key.to_string()).or_insert((0, std::time::Instant::now()));
+    if entry.1.elapsed() >= FAILURE_WINDOW {
+        *entry = (0, std::time::Instant::now());
+    }
+    entry.0 += 1;
 }

@@ -5,6 +5,7 @@ mod agent;
 mod apps;
 mod auth;
 mod nodes;
+mod tenancy;
 
 use actix_web::web;
 
@@ -15,6 +16,7 @@ use paas_common::ErrorCode;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/v1")
+            .wrap(actix_web::middleware::from_fn(crate::authz::middleware))
             .route("/auth/login", web::post().to(auth::login))
             .route("/apps", web::get().to(apps::list))
             .route("/apps/{name}", web::get().to(apps::get))
@@ -28,6 +30,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/agent/assignments", web::get().to(agent::assignments))
             .route("/agent/droplets/{sha}", web::get().to(agent::droplet))
             .route("/agent/logs", web::post().to(agent::logs))
+            .route("/tokens", web::post().to(tenancy::create_token))
+            .route("/tokens", web::get().to(tenancy::list_tokens))
+            .route("/tokens/{id}", web::delete().to(tenancy::revoke_token))
+            .route("/users", web::get().to(tenancy::list_users))
+            .route("/users", web::post().to(tenancy::create_user))
+            .route("/users/{name}/roles", web::put().to(tenancy::set_role))
+            .route("/spaces", web::get().to(tenancy::list_spaces))
+            .route("/spaces", web::post().to(tenancy::create_space))
             .default_service(web::to(not_found)),
     )
     .app_data(web::JsonConfig::default().limit(8 * 1024 * 1024).error_handler(|err, _| {

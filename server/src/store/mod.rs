@@ -34,6 +34,30 @@ pub struct User {
     pub username: String,
     pub password_hash: String,
     pub created_at: DateTime<Utc>,
+    /// Operators manage nodes, buildpacks, users and spaces platform-wide.
+    pub operator: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpaceRecord {
+    pub id: String,
+    pub org: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenRecord {
+    /// The JWT's `jti`.
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    pub scope: String,
+    pub app_name: Option<String>,
+    pub token_hash: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone)]
@@ -159,4 +183,24 @@ pub trait Store: Send + Sync + 'static {
     async fn recent_logs(&self, app_name: &str, limit: i64) -> StoreResult<Vec<LogLine>>;
     /// Keeps the newest `keep` lines of each app.
     async fn trim_logs(&self, keep: i64) -> StoreResult<()>;
+
+    // --- tenancy and tokens ---
+    async fn list_users(&self) -> StoreResult<Vec<User>>;
+    async fn set_operator(&self, user_id: &str, operator: bool) -> StoreResult<()>;
+    /// The space `org/name`, created (with its org) if `create` and missing.
+    async fn space(&self, org: &str, name: &str, create: bool) -> StoreResult<Option<SpaceRecord>>;
+    async fn list_spaces(&self) -> StoreResult<Vec<SpaceRecord>>;
+    /// Every space role of a user: (space id, role).
+    async fn user_roles(&self, user_id: &str) -> StoreResult<Vec<(String, String)>>;
+    /// Sets (or with `None` removes) a user's role in a space.
+    async fn set_role(&self, user_id: &str, space_id: &str, role: Option<&str>) -> StoreResult<()>;
+    async fn app_space(&self, app_id: &str) -> StoreResult<Option<String>>;
+    async fn set_app_space(&self, app_id: &str, space_id: &str) -> StoreResult<()>;
+    /// Puts apps that have no space into `space_id` (apps from before tenancy).
+    async fn adopt_spaceless_apps(&self, space_id: &str) -> StoreResult<u64>;
+    async fn insert_token(&self, t: &TokenRecord) -> StoreResult<()>;
+    async fn token(&self, id: &str) -> StoreResult<Option<TokenRecord>>;
+    async fn list_tokens(&self, user_id: &str) -> StoreResult<Vec<TokenRecord>>;
+    async fn revoke_token(&self, id: &str, user_id: &str) -> StoreResult<bool>;
+    async fn touch_token(&self, id: &str, at: DateTime<Utc>) -> StoreResult<()>;
 }

@@ -113,6 +113,35 @@ fn instance_from_row(r: &SqliteRow) -> StoreResult<InstanceRecord> {
     })
 }
 
+fn user_from_row(r: &SqliteRow) -> StoreResult<User> {
+    Ok(User {
+        id: r.try_get("id")?,
+        username: r.try_get("username")?,
+        password_hash: r.try_get("password_hash")?,
+        created_at: r.try_get("created_at")?,
+        operator: r.try_get::<i64, _>("operator")? != 0,
+    })
+}
+
+fn space_from_row(r: &SqliteRow) -> StoreResult<SpaceRecord> {
+    Ok(SpaceRecord { id: r.try_get("id")?, org: r.try_get("org")?, name: r.try_get("name")? })
+}
+
+fn token_from_row(r: &SqliteRow) -> StoreResult<TokenRecord> {
+    Ok(TokenRecord {
+        id: r.try_get("id")?,
+        user_id: r.try_get("user_id")?,
+        name: r.try_get("name")?,
+        scope: r.try_get("scope")?,
+        app_name: r.try_get("app_name")?,
+        token_hash: r.try_get("token_hash")?,
+        created_at: r.try_get("created_at")?,
+        expires_at: r.try_get("expires_at")?,
+        last_used_at: r.try_get("last_used_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+    })
+}
+
 fn log_from_row(r: &SqliteRow) -> StoreResult<LogLine> {
     Ok(LogLine {
         timestamp: r.try_get("timestamp")?,
@@ -144,24 +173,20 @@ impl Store for SqliteStore {
     async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>> {
         let row = sqlx::query("SELECT * FROM users WHERE username = ?").bind(username).fetch_optional(&self.pool).await?;
         row.map(|r| {
-            Ok(User {
-                id: r.try_get("id")?,
-                username: r.try_get("username")?,
-                password_hash: r.try_get("password_hash")?,
-                created_at: r.try_get("created_at")?,
-            })
+            user_from_row(&r)
         })
         .transpose()
     }
 
     async fn create_user_if_missing(&self, u: &User) -> StoreResult<bool> {
         let res = sqlx::query(
-            "INSERT INTO users (id, username, password_hash, created_at) VALUES (?, ?, ?, ?) ON CONFLICT(username) DO NOTHING",
+            "INSERT INTO users (id, username, password_hash, created_at, operator) VALUES (?, ?, ?, ?, ?) ON CONFLICT(username) DO NOTHING",
         )
         .bind(&u.id)
         .bind(&u.username)
         .bind(&u.password_hash)
         .bind(u.created_at)
+        .bind(u.operator as i64)
         .execute(&self.pool)
         .await?;
         Ok(res.rows_affected() == 1)
@@ -469,6 +494,142 @@ impl Store for SqliteStore {
         .bind(keep)
         .execute(&self.pool)
         .await?;
+        Ok(())
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        let rows = sqlx::query("SELECT * FROM users ORDER BY username").fetch_all(&self.pool).await?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    async fn set_operator(&self, user_id: &str, operator: bool) -> StoreResult<()> {
+        sqlx::query("UPDATE users SET operator = ? WHERE id = ?").bind(operator as i64).bind(user_id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn space(&self, org: &str, name: &str, create: bool) -> StoreResult<Option<SpaceRecord>> {
+        const Q: &str = "SELECT s.id, o.name AS org, s.name FROM spaces s JOIN orgs o ON o.id = s.org_id WHERE o.name = ? AND s.name = ?";
+        if let Some(r) = sqlx::query(Q).bind(org).bind(name).fetch_optional(&self.pool).await? {
+            return Ok(Some(space_from_row(&r)?));
+        }
+        if !create {
+            return Ok(None);
+        }
+        let now = Utc::now();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING")
+            .bind(uuid::Uuid::new_v4().to_string())
+            .bind(org)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO spaces (id, org_id, name, created_at) SELECT ?, id, ?, ? FROM orgs WHERE name = ?
+             ON CONFLICT(org_id, name) DO NOTHING",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(name)
+        .bind(now)
+        .bind(org)
+        .execute(&mut *tx)
+        .await?;
+        let r = sqlx::query(Q).bind(org).bind(name).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(Some(space_from_row(&r)?))
+    }
+
+    async fn list_spaces(&self) -> StoreResult<Vec<SpaceRecord>> {
+        let rows = sqlx::query("SELECT s.id, o.name AS org, s.name FROM spaces s JOIN orgs o ON o.id = s.org_id ORDER BY o.name, s.name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(space_from_row).collect()
+    }
+
+    async fn user_roles(&self, user_id: &str) -> StoreResult<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT space_id, role FROM space_roles WHERE user_id = ?").bind(user_id).fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok((r.try_get("space_id")?, r.try_get("role")?))).collect()
+    }
+
+    async fn set_role(&self, user_id: &str, space_id: &str, role: Option<&str>) -> StoreResult<()> {
+        match role {
+            Some(role) => {
+                sqlx::query(
+                    "INSERT INTO space_roles (user_id, space_id, role) VALUES (?, ?, ?)
+                     ON CONFLICT(user_id, space_id) DO UPDATE SET role = excluded.role",
+                )
+                .bind(user_id)
+                .bind(space_id)
+                .bind(role)
+                .execute(&self.pool)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM space_roles WHERE user_id = ? AND space_id = ?")
+                    .bind(user_id)
+                    .bind(space_id)
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn app_space(&self, app_id: &str) -> StoreResult<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT space_id FROM apps WHERE id = ?").bind(app_id).fetch_optional(&self.pool).await?.flatten())
+    }
+
+    async fn set_app_space(&self, app_id: &str, space_id: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE apps SET space_id = ? WHERE id = ?").bind(space_id).bind(app_id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn adopt_spaceless_apps(&self, space_id: &str) -> StoreResult<u64> {
+        let r = sqlx::query("UPDATE apps SET space_id = ? WHERE space_id IS NULL").bind(space_id).execute(&self.pool).await?;
+        Ok(r.rows_affected())
+    }
+
+    async fn insert_token(&self, t: &TokenRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO api_tokens (id, user_id, name, scope, app_name, token_hash, created_at, expires_at, last_used_at, revoked_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&t.id)
+        .bind(&t.user_id)
+        .bind(&t.name)
+        .bind(&t.scope)
+        .bind(&t.app_name)
+        .bind(&t.token_hash)
+        .bind(t.created_at)
+        .bind(t.expires_at)
+        .bind(t.last_used_at)
+        .bind(t.revoked_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn token(&self, id: &str) -> StoreResult<Option<TokenRecord>> {
+        let row = sqlx::query("SELECT * FROM api_tokens WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn list_tokens(&self, user_id: &str) -> StoreResult<Vec<TokenRecord>> {
+        let rows = sqlx::query("SELECT * FROM api_tokens WHERE user_id = ? ORDER BY created_at").bind(user_id).fetch_all(&self.pool).await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn revoke_token(&self, id: &str, user_id: &str) -> StoreResult<bool> {
+        let r = sqlx::query("UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND user_id = ? AND revoked_at IS NULL")
+            .bind(Utc::now())
+            .bind(id)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn touch_token(&self, id: &str, at: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query("UPDATE api_tokens SET last_used_at = ? WHERE id = ?").bind(at).bind(id).execute(&self.pool).await?;
         Ok(())
     }
 }

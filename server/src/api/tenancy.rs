@@ -1,0 +1,259 @@
+//! Users, roles, spaces and API tokens. Who may call what is decided by `crate::authz`; these
+//! handlers only act.
+
+use actix_web::{web, HttpResponse};
+use chrono::{Duration, Utc};
+use paas_common::api::{
+    CreateSpaceRequest, CreateUserRequest, SetRoleRequest, SpaceInfo, SpaceList, SpaceRole, TokenCreateRequest,
+    TokenCreated, TokenInfo, TokenList, UserInfo, UserList,
+};
+use paas_common::domain::AppName;
+use paas_common::ErrorCode;
+use std::collections::HashMap;
+
+use super::Ctx;
+use crate::auth::{hash_password, sha256_hex};
+use crate::authz::{Principal, Role, Scope};
+use crate::error::{ApiResult, Error};
+use crate::store::{Event, TokenRecord, User};
+
+const MAX_TOKEN_DAYS: i64 = 365;
+
+/// `30d`, `12h`, `90m`, `45s` or plain seconds.
+pub fn parse_lifetime(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: i64 = num.parse().map_err(|_| format!("invalid lifetime {s:?}: use e.g. 30d, 12h or 90m"))?;
+    let d = match unit {
+        "d" => Duration::days(n),
+        "h" => Duration::hours(n),
+        "m" => Duration::minutes(n),
+        "s" => Duration::seconds(n),
+        _ => return Err(format!("invalid lifetime {s:?}: use e.g. 30d, 12h or 90m")),
+    };
+    if d <= Duration::zero() || d > Duration::days(MAX_TOKEN_DAYS) {
+        return Err(format!("lifetime {s:?} must be between 1s and {MAX_TOKEN_DAYS}d"));
+    }
+    Ok(d)
+}
+
+fn token_info(t: &TokenRecord) -> TokenInfo {
+    TokenInfo {
+        id: t.id.clone(),
+        name: t.name.clone(),
+        scope: t.scope.clone(),
+        app: t.app_name.clone(),
+        created_at: t.created_at,
+        expires_at: t.expires_at,
+        last_used_at: t.last_used_at,
+        revoked: t.revoked_at.is_some(),
+    }
+}
+
+pub async fn create_token(ctx: Ctx, who: Principal, body: web::Json<TokenCreateRequest>) -> ApiResult<HttpResponse> {
+    let body = body.into_inner();
+    if body.name.trim().is_empty() || body.name.len() > 100 {
+        return Err(Error::api(ErrorCode::BadRequest, "a token needs a name of 1 to 100 characters"));
+    }
+    Scope::parse(&body.scope).ok_or_else(|| {
+        Error::api(ErrorCode::BadRequest, format!("invalid scope {:?}: use read, deploy or admin", body.scope))
+    })?;
+    if let Some(app) = &body.app {
+        AppName::parse(app).map_err(|m| Error::api(ErrorCode::InvalidName, m))?;
+    }
+    let lifetime = match &body.expires_in {
+        Some(s) => parse_lifetime(s).map_err(|m| Error::api(ErrorCode::BadRequest, m))?,
+        None => Duration::days(30),
+    };
+    let now = Utc::now();
+    let id = uuid::Uuid::new_v4().to_string();
+    let expires_at = now + lifetime;
+    let token = ctx.keys.issue_ci(&who.username, &id, &body.scope, body.app.as_deref(), expires_at)?;
+    let rec = TokenRecord {
+        id,
+        user_id: who.user_id.clone(),
+        name: body.name.trim().to_string(),
+        scope: body.scope,
+        app_name: body.app,
+        token_hash: sha256_hex(&token),
+        created_at: now,
+        expires_at,
+        last_used_at: None,
+        revoked_at: None,
+    };
+    ctx.store.insert_token(&rec).await?;
+    ctx.store
+        .add_event(&Event {
+            app_name: rec.app_name.clone(),
+            actor: who.username,
+            kind: "token.create".into(),
+            message: format!("created API token {:?} ({} scope)", rec.name, rec.scope),
+        })
+        .await?;
+    Ok(HttpResponse::Created().json(TokenCreated { token, info: token_info(&rec) }))
+}
+
+pub async fn list_tokens(ctx: Ctx, who: Principal) -> ApiResult<web::Json<TokenList>> {
+    let tokens = ctx.store.list_tokens(&who.user_id).await?.iter().map(token_info).collect();
+    Ok(web::Json(TokenList { tokens }))
+}
+
+pub async fn revoke_token(ctx: Ctx, who: Principal, id: web::Path<String>) -> ApiResult<HttpResponse> {
+    if !ctx.store.revoke_token(&id, &who.user_id).await? {
+        return Err(Error::api(ErrorCode::TokenNotFound, format!("no active token {id:?} of yours")));
+    }
+    ctx.store
+        .add_event(&Event {
+            app_name: None,
+            actor: who.username,
+            kind: "token.revoke".into(),
+            message: format!("revoked API token {id}"),
+        })
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn space_names(ctx: &Ctx) -> ApiResult<HashMap<String, String>> {
+    Ok(ctx.store.list_spaces().await?.into_iter().map(|s| (s.id, format!("{}/{}", s.org, s.name))).collect())
+}
+
+async fn user_info(ctx: &Ctx, u: &User, spaces: &HashMap<String, String>) -> ApiResult<UserInfo> {
+    let mut roles: Vec<SpaceRole> = ctx
+        .store
+        .user_roles(&u.id)
+        .await?
+        .into_iter()
+        .filter_map(|(space, role)| spaces.get(&space).map(|s| SpaceRole { space: s.clone(), role }))
+        .collect();
+    roles.sort_by(|a, b| a.space.cmp(&b.space));
+    Ok(UserInfo { username: u.username.clone(), operator: u.operator, roles, created_at: u.created_at })
+}
+
+pub async fn list_users(ctx: Ctx) -> ApiResult<web::Json<UserList>> {
+    let spaces = space_names(&ctx).await?;
+    let mut users = Vec::new();
+    for u in ctx.store.list_users().await? {
+        users.push(user_info(&ctx, &u, &spaces).await?);
+    }
+    Ok(web::Json(UserList { users }))
+}
+
+fn valid_username(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+}
+
+pub async fn create_user(ctx: Ctx, who: Principal, body: web::Json<CreateUserRequest>) -> ApiResult<HttpResponse> {
+    let body = body.into_inner();
+    if !valid_username(&body.username) {
+        return Err(Error::api(ErrorCode::InvalidName, format!("invalid username {:?}", body.username)));
+    }
+    if body.password.chars().count() < 8 {
+        return Err(Error::api(ErrorCode::BadRequest, "the password must have at least 8 characters"));
+    }
+    let password = body.password.clone();
+    let hash = web::block(move || hash_password(&password)).await.map_err(Error::internal)??;
+    let user = User {
+        id: uuid::Uuid::new_v4().to_string(),
+        username: body.username.clone(),
+        password_hash: hash,
+        created_at: Utc::now(),
+        operator: body.operator,
+    };
+    if !ctx.store.create_user_if_missing(&user).await? {
+        return Err(Error::api(ErrorCode::Conflict, format!("user {:?} already exists", body.username)));
+    }
+    ctx.store
+        .add_event(&Event {
+            app_name: None,
+            actor: who.username,
+            kind: "user.create".into(),
+            message: format!("created user {}{}", user.username, if user.operator { " (operator)" } else { "" }),
+        })
+        .await?;
+    let spaces = space_names(&ctx).await?;
+    Ok(HttpResponse::Created().json(user_info(&ctx, &user, &spaces).await?))
+}
+
+pub async fn set_role(
+    ctx: Ctx,
+    who: Principal,
+    name: web::Path<String>,
+    body: web::Json<SetRoleRequest>,
+) -> ApiResult<web::Json<UserInfo>> {
+    let user = ctx
+        .store
+        .user_by_name(&name)
+        .await?
+        .ok_or_else(|| Error::api(ErrorCode::UserNotFound, format!("user {name:?} not found")))?;
+    let (org, space) = body
+        .space
+        .split_once('/')
+        .ok_or_else(|| Error::api(ErrorCode::BadRequest, format!("space {:?} must be ORG/SPACE", body.space)))?;
+    let space = ctx
+        .store
+        .space(org, space, false)
+        .await?
+        .ok_or_else(|| Error::api(ErrorCode::SpaceNotFound, format!("space {} not found", body.space)))?;
+    let role = match body.role.as_deref() {
+        None | Some("none") => None,
+        Some(r) => Some(
+            Role::parse(r)
+                .ok_or_else(|| Error::api(ErrorCode::BadRequest, format!("invalid role {r:?}: use admin, developer or viewer")))?,
+        ),
+    };
+    ctx.store.set_role(&user.id, &space.id, role.map(Role::as_str)).await?;
+    ctx.store
+        .add_event(&Event {
+            app_name: None,
+            actor: who.username,
+            kind: "user.role".into(),
+            message: format!("{} is now {} in {}", user.username, role.map_or("nothing", Role::as_str), body.space),
+        })
+        .await?;
+    let spaces = space_names(&ctx).await?;
+    Ok(web::Json(user_info(&ctx, &user, &spaces).await?))
+}
+
+pub async fn list_spaces(ctx: Ctx) -> ApiResult<web::Json<SpaceList>> {
+    let spaces = ctx.store.list_spaces().await?.into_iter().map(|s| SpaceInfo { org: s.org, name: s.name }).collect();
+    Ok(web::Json(SpaceList { spaces }))
+}
+
+pub async fn create_space(ctx: Ctx, who: Principal, body: web::Json<CreateSpaceRequest>) -> ApiResult<HttpResponse> {
+    for n in [&body.org, &body.name] {
+        AppName::parse(n).map_err(|_| Error::api(ErrorCode::InvalidName, format!("invalid org or space name {n:?}")))?;
+    }
+    let space = ctx
+        .store
+        .space(&body.org, &body.name, true)
+        .await?
+        .ok_or_else(|| Error::internal("space creation returned nothing"))?;
+    ctx.store
+        .add_event(&Event {
+            app_name: None,
+            actor: who.username,
+            kind: "space.create".into(),
+            message: format!("created space {}/{}", space.org, space.name),
+        })
+        .await?;
+    Ok(HttpResponse::Created().json(SpaceInfo { org: space.org, name: space.name }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifetimes() {
+        assert_eq!(parse_lifetime("30d").unwrap(), Duration::days(30));
+        assert_eq!(parse_lifetime("12h").unwrap(), Duration::hours(12));
+        assert_eq!(parse_lifetime("90").unwrap(), Duration::seconds(90));
+        assert!(parse_lifetime("0s").is_err());
+        assert!(parse_lifetime("400d").is_err());
+        assert!(parse_lifetime("soon").is_err());
+        assert!(parse_lifetime("-5d").is_err());
+    }
+}
