@@ -46,6 +46,8 @@ pub struct Keys {
     /// Key id, in every token's header; a token naming another key is refused, so the algorithm
     /// and key are chosen by the server, never by the token.
     kid: String,
+    /// Also keys the dashboard's CSRF tokens.
+    secret: Vec<u8>,
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
@@ -66,6 +68,7 @@ impl Keys {
         validation.leeway = 5;
         Self {
             kid: sha256_hex(&hex::encode(secret))[..16].to_string(),
+            secret: secret.to_vec(),
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
@@ -111,6 +114,17 @@ impl Keys {
             app: app.map(str::to_string),
         };
         self.sign(&claims)
+    }
+
+    /// The CSRF token that goes with a dashboard session (the session JWT's `jti`): forms and
+    /// scripts must echo it, which a cross-site page cannot read.
+    pub fn csrf_token(&self, jti: &str) -> String {
+        let mut h = Sha256::new();
+        h.update(b"paas-csrf\0");
+        h.update(&self.secret);
+        h.update(b"\0");
+        h.update(jti.as_bytes());
+        hex::encode(h.finalize())
     }
 
     fn sign(&self, claims: &Claims) -> Result<String, Error> {

@@ -169,7 +169,7 @@ fn classify(method: &actix_web::http::Method, path: &str) -> Need {
     }
 }
 
-async fn resolve(ctx: &AppCtx, token: &str) -> Result<Principal, Error> {
+pub async fn resolve(ctx: &AppCtx, token: &str) -> Result<Principal, Error> {
     let unauthorized = || Error::api(ErrorCode::Unauthorized, "invalid or expired token; log in again");
     let claims = ctx.keys.verify(token).map_err(|e| {
         tracing::debug!(error = %e, "token refused");
@@ -215,6 +215,28 @@ pub async fn target_space(ctx: &AppCtx, req: &HttpRequest) -> Result<crate::stor
         .ok_or_else(|| Error::api(ErrorCode::SpaceNotFound, format!("space {org}/{space} not found")))
 }
 
+/// Name of the dashboard's session cookie (HttpOnly, SameSite=Strict; it holds a login JWT).
+pub const SESSION_COOKIE: &str = "paas_session";
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The login JWT in the session cookie, checked for CSRF on requests that change something.
+fn session_token(ctx: &AppCtx, req: &HttpRequest) -> Result<String, Error> {
+    let missing = || Error::api(ErrorCode::Unauthorized, "missing bearer token; log in first");
+    let token = req.cookie(SESSION_COOKIE).map(|c| c.value().to_string()).ok_or_else(missing)?;
+    let claims = ctx.keys.verify(&token).map_err(|_| missing())?;
+    if claims.typ.is_some() {
+        return Err(missing());
+    }
+    let safe = req.method() == actix_web::http::Method::GET || req.method() == actix_web::http::Method::HEAD;
+    if !safe {
+        let sent = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        if !crate::auth::secure_eq(sent, &ctx.keys.csrf_token(&claims.jti)) {
+            return Err(Error::api(ErrorCode::Forbidden, "missing or wrong CSRF token; reload the page"));
+        }
+    }
+    Ok(token)
+}
+
 fn forbidden(what: &str) -> Error {
     Error::api(ErrorCode::Forbidden, format!("not allowed: {what}"))
 }
@@ -229,7 +251,12 @@ pub async fn middleware(req: ServiceRequest, next: Next<impl MessageBody>) -> Re
         .app_data::<web::Data<AppCtx>>()
         .cloned()
         .ok_or_else(|| Error::internal("application state missing"))?;
-    let token = bearer(req.request()).ok_or_else(|| Error::api(ErrorCode::Unauthorized, "missing bearer token; log in first"))?;
+    let token = match bearer(req.request()) {
+        Some(t) => t,
+        // The dashboard calls the API with its session cookie; then every change must carry the
+        // session's CSRF token, which a cross-site page cannot read.
+        None => session_token(&ctx, req.request())?,
+    };
     let principal = resolve(&ctx, &token).await?;
 
     // An app created by this request goes into the caller's target space once the handler made it.

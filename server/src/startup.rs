@@ -89,6 +89,7 @@ impl Application {
                 .route("/readyz", web::get().to(readyz))
                 .configure(crate::api::configure)
                 .configure(crate::web::configure)
+                .default_service(web::to(crate::web::not_found))
         })
         .listen(self.listener)?
         .run();

@@ -1,0 +1,164 @@
+//! The dashboard in a real headless Chromium (Debian's chromium + chromium-driver), driven over
+//! WebDriver: log in, deploy a zip through the upload form, watch it become healthy, see a live
+//! log line, delete it, and get the dashboard's own error page. Set PAAS_SCREENSHOTS_DIR to save
+//! screenshots of the main pages (docs/screenshots is made that way).
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use paas_e2e::{example, unique, zip_of, Platform};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn browser() -> (Driver, Client) {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver (Debian package chromium-driver) must be installed");
+    let driver = Driver(child);
+    let caps = serde_json::json!({
+        "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900"]
+        }
+    });
+    let caps = caps.as_object().unwrap().clone();
+    let start = Instant::now();
+    loop {
+        let conn = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await;
+        match conn {
+            Ok(c) => return (driver, c),
+            Err(e) if start.elapsed() > Duration::from_secs(30) => panic!("cannot start a browser session: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// Polls the page until `css` matches an element whose text contains `needle`.
+async fn wait_text(c: &Client, css: &str, needle: &str, timeout: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        if let Ok(e) = c.find(Locator::Css(css)).await {
+            if let Ok(t) = e.text().await {
+                if t.contains(needle) {
+                    return t;
+                }
+                if start.elapsed() > timeout {
+                    panic!("{css} never contained {needle:?}; last text: {t}");
+                }
+            }
+        } else if start.elapsed() > timeout {
+            panic!("{css} never appeared (waiting for {needle:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn wait_path(c: &Client, path: &str) {
+    let start = Instant::now();
+    while c.current_url().await.unwrap().path() != path {
+        assert!(start.elapsed() < Duration::from_secs(30), "never reached {path}: at {}", c.current_url().await.unwrap());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn shot(c: &Client, name: &str) {
+    if let Ok(dir) = std::env::var("PAAS_SCREENSHOTS_DIR") {
+        let png = c.screenshot().await.unwrap();
+        std::fs::write(std::path::Path::new(&dir).join(format!("{name}.png")), png).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_login_deploy_watch_delete() {
+    let p = tokio::task::spawn_blocking(Platform::start).await.unwrap().expect("platform");
+    let app = unique("dash");
+    let zip_dir = tempfile::tempdir().unwrap();
+    let zip_path = zip_dir.path().join("app.zip");
+    let app_py = std::fs::read(example("python-app").join("app.py")).unwrap();
+    std::fs::write(&zip_path, zip_of(&[("app.py", &app_py, 0o644)])).unwrap();
+    let base = p.api_url();
+    let (_driver, c) = browser().await;
+
+    // Not logged in: the dashboard sends us to the login page.
+    c.goto(&format!("{base}/")).await.unwrap();
+    wait_path(&c, "/login").await;
+    shot(&c, "login").await;
+    c.find(Locator::Id("username")).await.unwrap().send_keys("admin").await.unwrap();
+    c.find(Locator::Id("password")).await.unwrap().send_keys("wrong password").await.unwrap();
+    c.find(Locator::Css("form button[type=submit]")).await.unwrap().click().await.unwrap();
+    wait_text(&c, ".alert", "Wrong username or password", Duration::from_secs(10)).await;
+    c.find(Locator::Id("password")).await.unwrap().send_keys(&p.admin_password).await.unwrap();
+    c.find(Locator::Css("form button[type=submit]")).await.unwrap().click().await.unwrap();
+    wait_path(&c, "/").await;
+    wait_text(&c, "h1", "Apps", Duration::from_secs(10)).await;
+
+    // Deploy through the upload form.
+    c.find(Locator::Id("deploy-name")).await.unwrap().send_keys(&app).await.unwrap();
+    c.find(Locator::Id("deploy-file")).await.unwrap().send_keys(zip_path.to_str().unwrap()).await.unwrap();
+    c.find(Locator::Css("#deploy button[type=submit]")).await.unwrap().click().await.unwrap();
+    wait_path(&c, &format!("/apps/{app}")).await;
+
+    // It becomes healthy without a reload.
+    wait_text(&c, "#app-instances", "1/1 running", Duration::from_secs(60)).await;
+    wait_text(&c, "#instances tbody", "running", Duration::from_secs(10)).await;
+
+    // A request through the router shows up in the live log view.
+    let marker = unique("live-check");
+    let app2 = app.clone();
+    let marker2 = marker.clone();
+    let p = tokio::task::spawn_blocking(move || {
+        let (status, _) = p.get_app(&app2, &format!("/{marker2}")).unwrap();
+        assert_eq!(status, 200);
+        p
+    })
+    .await
+    .unwrap();
+    wait_text(&c, "#logs", &marker, Duration::from_secs(15)).await;
+    shot(&c, "app").await;
+
+    // The apps list shows it; other pages render.
+    c.goto(&format!("{base}/")).await.unwrap();
+    wait_text(&c, "#apps", &app, Duration::from_secs(10)).await;
+    shot(&c, "apps").await;
+    c.goto(&format!("{base}/nodes")).await.unwrap();
+    wait_text(&c, "#nodes", p.node_names()[0].as_str(), Duration::from_secs(10)).await;
+    shot(&c, "nodes").await;
+    c.goto(&format!("{base}/tokens")).await.unwrap();
+    wait_text(&c, "h1", "API tokens", Duration::from_secs(10)).await;
+    shot(&c, "tokens").await;
+
+    // Delete with confirmation.
+    c.goto(&format!("{base}/apps/{app}")).await.unwrap();
+    c.find(Locator::Id("delete-confirm")).await.unwrap().send_keys(&app).await.unwrap();
+    c.find(Locator::Css("#delete button[type=submit]")).await.unwrap().click().await.unwrap();
+    wait_path(&c, "/").await;
+    let list = c.find(Locator::Css("#apps")).await.unwrap().text().await.unwrap();
+    assert!(!list.contains(&app), "{list}");
+
+    // The dashboard's own error page, without internals.
+    c.goto(&format!("{base}/apps/{app}")).await.unwrap();
+    let body = wait_text(&c, "main", "App not found", Duration::from_secs(10)).await;
+    assert!(body.contains("404"), "{body}");
+
+    // Log out.
+    c.goto(&format!("{base}/")).await.unwrap();
+    c.find(Locator::Css("form.logout button")).await.unwrap().click().await.unwrap();
+    wait_path(&c, "/login").await;
+    c.close().await.unwrap();
+    tokio::task::spawn_blocking(move || drop(p)).await.unwrap();
+}

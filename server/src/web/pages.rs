@@ -1,0 +1,379 @@
+//! The dashboard's pages. Each handler reads through the store with the viewer's rights (the same
+//! checks as the API: apps of spaces the user has a role in), renders a template, and leaves
+//! changes to the API, which the page's script calls.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+use chrono::{DateTime, Utc};
+use paas_common::api::InstanceState;
+use std::collections::HashMap;
+
+use super::session::{to_login, Session};
+use crate::authz::Role;
+use crate::state::AppCtx;
+
+/// "3s", "5m", "2h", "4d".
+pub fn ago(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let s = (now - t).num_seconds().max(0);
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86399 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+pub fn internal(e: impl std::fmt::Display) -> HttpResponse {
+    tracing::error!(error = %e, "dashboard page failed");
+    error_page(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", "The error was logged on the controller. Please try again.")
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    status: u16,
+    title: &'a str,
+    message: &'a str,
+}
+
+/// An error page in the dashboard's style; never a stack trace.
+pub fn error_page(status: StatusCode, title: &str, message: &str) -> HttpResponse {
+    let html = ErrorPage { status: status.as_u16(), title, message }
+        .render()
+        .unwrap_or_else(|_| format!("{} {title}", status.as_u16()));
+    HttpResponse::build(status).content_type("text/html; charset=utf-8").body(html)
+}
+
+fn html(page: impl Template) -> HttpResponse {
+    match page.render() {
+        Ok(body) => HttpResponse::Ok()
+            .content_type("text/html; charset=utf-8")
+            .insert_header(("cache-control", "no-store"))
+            .insert_header(("x-frame-options", "DENY"))
+            .insert_header(("content-security-policy", "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'"))
+            .body(body),
+        Err(e) => internal(e),
+    }
+}
+
+/// What every page's layout shows.
+pub struct Layout {
+    pub user: String,
+    pub operator: bool,
+    pub csrf: String,
+    pub section: &'static str,
+}
+
+impl Layout {
+    fn of(s: &Session, section: &'static str) -> Self {
+        Layout { user: s.principal.username.clone(), operator: s.principal.is_operator(), csrf: s.csrf.clone(), section }
+    }
+}
+
+pub struct AppRow {
+    pub name: String,
+    pub state: String,
+    pub running: u32,
+    pub desired: u32,
+    pub revision: String,
+    pub url: String,
+    pub updated: String,
+    pub memory_mb: u64,
+}
+
+#[derive(Template)]
+#[template(path = "apps.html")]
+struct AppsPage {
+    layout: Layout,
+    apps: Vec<AppRow>,
+    can_deploy: bool,
+}
+
+macro_rules! session_or_login {
+    ($ctx:expr, $req:expr) => {
+        match Session::of(&$ctx, &$req).await {
+            Some(s) => s,
+            None => return to_login(&$req),
+        }
+    };
+}
+
+pub async fn apps(ctx: web::Data<AppCtx>, req: HttpRequest) -> HttpResponse {
+    let s = session_or_login!(ctx, req);
+    let result: Result<Vec<AppRow>, crate::store::StoreError> = async {
+        let now = Utc::now();
+        let instances = ctx.store.list_instances().await?;
+        let mut running: HashMap<&str, u32> = HashMap::new();
+        for i in instances.iter().filter(|i| i.state == InstanceState::Running) {
+            *running.entry(i.app_id.as_str()).or_default() += 1;
+        }
+        let mut rows = Vec::new();
+        for a in ctx.store.list_apps().await? {
+            let space = ctx.store.app_space(&a.id).await?;
+            if !s.principal.can_see(&a.name, space.as_deref()) {
+                continue;
+            }
+            rows.push(AppRow {
+                running: running.get(a.id.as_str()).copied().unwrap_or(0),
+                url: ctx.app_url(&a.name),
+                state: a.state.as_str().to_string(),
+                desired: a.desired_instances,
+                revision: a.current_revision.map_or("-".into(), |r| r.to_string()),
+                updated: ago(a.updated_at, now),
+                memory_mb: a.memory_mb,
+                name: a.name,
+            });
+        }
+        Ok(rows)
+    }
+    .await;
+    match result {
+        Ok(apps) => {
+            let can_deploy = s.principal.is_operator() || s.principal.roles.values().any(|r| *r >= Role::Developer);
+            html(AppsPage { layout: Layout::of(&s, "apps"), apps, can_deploy })
+        }
+        Err(e) => internal(e),
+    }
+}
+
+pub struct InstanceRow {
+    pub index: u32,
+    pub state: String,
+    pub node: String,
+    pub address: String,
+    pub restarts: u32,
+    pub since: String,
+    pub last_exit: String,
+}
+
+pub struct EventRow {
+    pub time: String,
+    pub actor: String,
+    pub kind: String,
+    pub message: String,
+}
+
+pub struct LogRow {
+    pub time: String,
+    pub source: String,
+    pub message: String,
+}
+
+#[derive(Template)]
+#[template(path = "app.html")]
+struct AppPage {
+    layout: Layout,
+    app: AppRow,
+    command: String,
+    detected: String,
+    instances: Vec<InstanceRow>,
+    events: Vec<EventRow>,
+    logs: Vec<LogRow>,
+    can_write: bool,
+}
+
+pub async fn app(ctx: web::Data<AppCtx>, req: HttpRequest, name: web::Path<String>) -> HttpResponse {
+    let s = session_or_login!(ctx, req);
+    let not_found = || error_page(StatusCode::NOT_FOUND, "App not found", &format!("There is no app named {name:?} that you can see."));
+    let app = match ctx.store.app_by_name(&name).await {
+        Ok(Some(a)) => a,
+        Ok(None) => return not_found(),
+        Err(e) => return internal(e),
+    };
+    let space = match ctx.store.app_space(&app.id).await {
+        Ok(sp) => sp,
+        Err(e) => return internal(e),
+    };
+    if !s.principal.can_see(&app.name, space.as_deref()) {
+        return not_found();
+    }
+    let can_write = space.as_deref().and_then(|sp| s.principal.role_in(sp)).is_some_and(|r| r >= Role::Developer);
+    let result: Result<AppPage, crate::store::StoreError> = async {
+        let now = Utc::now();
+        let nodes: HashMap<String, String> = ctx.store.list_nodes().await?.into_iter().map(|n| (n.name, n.address)).collect();
+        let rev = match app.current_revision {
+            Some(n) => ctx.store.revision(&app.id, n).await?,
+            None => None,
+        };
+        let instances = ctx
+            .store
+            .app_instances(&app.id)
+            .await?
+            .into_iter()
+            .map(|i| InstanceRow {
+                index: i.index,
+                state: i.state.as_str().to_string(),
+                address: match (i.host_port, i.node_name.as_ref().and_then(|n| nodes.get(n))) {
+                    (Some(p), Some(a)) => format!("{a}:{p}"),
+                    _ => "-".into(),
+                },
+                node: i.node_name.unwrap_or_else(|| "-".into()),
+                restarts: i.restarts,
+                since: ago(i.since, now),
+                last_exit: i.last_exit.or(i.placement_error).unwrap_or_default(),
+            })
+            .collect::<Vec<_>>();
+        let running = instances.iter().filter(|i| i.state == "running").count() as u32;
+        let events = ctx
+            .store
+            .recent_events(&app.name, 30)
+            .await?
+            .into_iter()
+            .rev()
+            .map(|(t, e)| EventRow { time: ago(t, now), actor: e.actor, kind: e.kind, message: e.message })
+            .collect();
+        let logs = ctx
+            .store
+            .recent_logs(&app.name, 100)
+            .await?
+            .into_iter()
+            .map(|l| LogRow { time: l.timestamp.format("%H:%M:%S%.3f").to_string(), source: l.source, message: l.message })
+            .collect();
+        Ok(AppPage {
+            layout: Layout::of(&s, "apps"),
+            command: rev.as_ref().map(|r| r.command.clone()).unwrap_or_default(),
+            detected: rev.as_ref().map(|r| r.detected.clone()).unwrap_or_default(),
+            app: AppRow {
+                name: app.name.clone(),
+                state: app.state.as_str().to_string(),
+                running,
+                desired: app.desired_instances,
+                revision: app.current_revision.map_or("-".into(), |r| r.to_string()),
+                url: ctx.app_url(&app.name),
+                updated: ago(app.updated_at, now),
+                memory_mb: app.memory_mb,
+            },
+            instances,
+            events,
+            logs,
+            can_write,
+        })
+    }
+    .await;
+    match result {
+        Ok(page) => html(page),
+        Err(e) => internal(e),
+    }
+}
+
+pub struct NodeRow {
+    pub name: String,
+    pub zone: String,
+    pub state: String,
+    pub address: String,
+    pub memory_used_mb: u64,
+    pub memory_mb: u64,
+    pub memory_pct: u64,
+    pub instances: u32,
+    pub slots: u32,
+    pub heartbeat: String,
+}
+
+#[derive(Template)]
+#[template(path = "nodes.html")]
+struct NodesPage {
+    layout: Layout,
+    nodes: Vec<NodeRow>,
+}
+
+pub async fn nodes(ctx: web::Data<AppCtx>, req: HttpRequest) -> HttpResponse {
+    let s = session_or_login!(ctx, req);
+    let result: Result<Vec<NodeRow>, crate::store::StoreError> = async {
+        let now = Utc::now();
+        let apps: HashMap<String, u64> = ctx.store.list_apps().await?.into_iter().map(|a| (a.id, a.memory_mb)).collect();
+        let mut used: HashMap<String, (u64, u32)> = HashMap::new();
+        for i in ctx.store.list_instances().await? {
+            if let Some(n) = i.node_name {
+                let e = used.entry(n).or_default();
+                e.0 += apps.get(&i.app_id).copied().unwrap_or(0);
+                e.1 += 1;
+            }
+        }
+        Ok(ctx
+            .store
+            .list_nodes()
+            .await?
+            .into_iter()
+            .map(|n| {
+                let (mem, count) = used.get(&n.name).copied().unwrap_or_default();
+                NodeRow {
+                    memory_pct: (mem * 100).checked_div(n.capacity.memory_mb).unwrap_or(0).min(100),
+                    zone: n.zone,
+                    state: n.state,
+                    address: n.address,
+                    memory_used_mb: mem,
+                    memory_mb: n.capacity.memory_mb,
+                    instances: count,
+                    slots: n.capacity.instance_slots,
+                    heartbeat: ago(n.last_heartbeat, now),
+                    name: n.name,
+                }
+            })
+            .collect())
+    }
+    .await;
+    match result {
+        Ok(nodes) => html(NodesPage { layout: Layout::of(&s, "nodes"), nodes }),
+        Err(e) => internal(e),
+    }
+}
+
+pub struct TokenRow {
+    pub id: String,
+    pub name: String,
+    pub scope: String,
+    pub app: String,
+    pub expires: String,
+    pub last_used: String,
+    pub revoked: bool,
+}
+
+#[derive(Template)]
+#[template(path = "tokens.html")]
+struct TokensPage {
+    layout: Layout,
+    tokens: Vec<TokenRow>,
+}
+
+pub async fn tokens(ctx: web::Data<AppCtx>, req: HttpRequest) -> HttpResponse {
+    let s = session_or_login!(ctx, req);
+    match ctx.store.list_tokens(&s.principal.user_id).await {
+        Ok(list) => {
+            let tokens = list
+                .into_iter()
+                .map(|t| TokenRow {
+                    id: t.id,
+                    name: t.name,
+                    scope: t.scope,
+                    app: t.app_name.unwrap_or_else(|| "-".into()),
+                    expires: t.expires_at.format("%Y-%m-%d").to_string(),
+                    last_used: t.last_used_at.map_or("never".into(), |d| d.format("%Y-%m-%d %H:%M").to_string()),
+                    revoked: t.revoked_at.is_some(),
+                })
+                .collect();
+            html(TokensPage { layout: Layout::of(&s, "tokens"), tokens })
+        }
+        Err(e) => internal(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_pages_render_without_details() {
+        let res = error_page(StatusCode::NOT_FOUND, "Not found", "There is no page at /x.");
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn ages() {
+        let now = Utc::now();
+        assert_eq!(ago(now - chrono::Duration::seconds(5), now), "5s");
+        assert_eq!(ago(now - chrono::Duration::minutes(5), now), "5m");
+        assert_eq!(ago(now - chrono::Duration::hours(3), now), "3h");
+        assert_eq!(ago(now - chrono::Duration::days(2), now), "2d");
+    }
+}
