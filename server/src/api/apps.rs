@@ -73,13 +73,14 @@ pub(crate) async fn detail(ctx: &Ctx, app: &AppRecord) -> ApiResult<AppDetail> {
 }
 
 pub async fn list(ctx: Ctx, who: crate::authz::Principal) -> ApiResult<web::Json<AppList>> {
-    let mut apps = Vec::new();
-    for a in ctx.store.list_apps().await? {
-        let space = ctx.store.app_space(&a.id).await?;
-        if who.can_see(&a.name, space.as_deref()) {
-            apps.push(a);
-        }
-    }
+    let spaces = ctx.store.app_spaces().await?;
+    let apps: Vec<_> = ctx
+        .store
+        .list_apps()
+        .await?
+        .into_iter()
+        .filter(|a| who.can_see(&a.name, spaces.get(&a.id).map(String::as_str)))
+        .collect();
     let instances = ctx.store.list_instances().await?;
     let apps = apps
         .into_iter()

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use paas_common::agent::{InstanceReport, NodeCapacity};
 use paas_common::api::{AppState, InstanceState, LogLine};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -203,4 +203,6 @@ pub trait Store: Send + Sync + 'static {
     async fn list_tokens(&self, user_id: &str) -> StoreResult<Vec<TokenRecord>>;
     async fn revoke_token(&self, id: &str, user_id: &str) -> StoreResult<bool>;
     async fn touch_token(&self, id: &str, at: DateTime<Utc>) -> StoreResult<()>;
+    /// Every app's space: app id -> space id (apps without a space are absent).
+    async fn app_spaces(&self) -> StoreResult<HashMap<String, String>>;
 }

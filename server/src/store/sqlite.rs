@@ -22,6 +22,13 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// A write transaction that takes the write lock up front (`BEGIN IMMEDIATE`): a deferred
+    /// transaction that reads first fails with SQLITE_BUSY_SNAPSHOT, past any busy timeout, when
+    /// another writer commits in between.
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
     #[tracing::instrument]
     pub async fn open(path: &Path) -> StoreResult<Self> {
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
@@ -260,7 +267,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_app(&self, a: &AppRecord, event: &Event) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let res = sqlx::query(
             "INSERT INTO apps (id, name, state, desired_instances, memory_mb, disk_mb, current_revision, created_at, updated_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO NOTHING",
@@ -285,7 +292,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_app(&self, app_id: &str, event: &Event) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let name: Option<String> =
             sqlx::query_scalar("DELETE FROM apps WHERE id = ? RETURNING name").bind(app_id).fetch_optional(&mut *tx).await?;
         let Some(name) = name else {
@@ -298,7 +305,7 @@ impl Store for SqliteStore {
     }
 
     async fn deploy_revision(&self, app_id: &str, rev: &NewRevision, event: &Event) -> StoreResult<i64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let number: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(number), 0) + 1 FROM revisions WHERE app_id = ?")
             .bind(app_id)
             .fetch_one(&mut *tx)
@@ -460,7 +467,7 @@ impl Store for SqliteStore {
     }
 
     async fn append_logs(&self, lines: &[(String, LogLine)]) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for (app, l) in lines {
             sqlx::query("INSERT INTO log_lines (app_name, timestamp, source, stream, message) VALUES (?, ?, ?, ?, ?)")
                 .bind(app)
@@ -516,7 +523,7 @@ impl Store for SqliteStore {
             return Ok(None);
         }
         let now = Utc::now();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING")
             .bind(uuid::Uuid::new_v4().to_string())
             .bind(org)
@@ -631,5 +638,10 @@ impl Store for SqliteStore {
     async fn touch_token(&self, id: &str, at: DateTime<Utc>) -> StoreResult<()> {
         sqlx::query("UPDATE api_tokens SET last_used_at = ? WHERE id = ?").bind(at).bind(id).execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn app_spaces(&self) -> StoreResult<HashMap<String, String>> {
+        let rows = sqlx::query("SELECT id, space_id FROM apps WHERE space_id IS NOT NULL").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok((r.try_get("id")?, r.try_get("space_id")?))).collect()
     }
 }

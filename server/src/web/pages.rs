@@ -108,10 +108,10 @@ pub async fn apps(ctx: web::Data<AppCtx>, req: HttpRequest) -> HttpResponse {
         for i in instances.iter().filter(|i| i.state == InstanceState::Running) {
             *running.entry(i.app_id.as_str()).or_default() += 1;
         }
+        let spaces = ctx.store.app_spaces().await?;
         let mut rows = Vec::new();
         for a in ctx.store.list_apps().await? {
-            let space = ctx.store.app_space(&a.id).await?;
-            if !s.principal.can_see(&a.name, space.as_deref()) {
+            if !s.principal.can_see(&a.name, spaces.get(&a.id).map(String::as_str)) {
                 continue;
             }
             rows.push(AppRow {
