@@ -154,7 +154,10 @@ fn classify(method: &actix_web::http::Method, path: &str) -> Need {
     let segs: Vec<&str> = rest.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
     match segs.as_slice() {
         ["auth", "login"] => Need::Public,
-        ["agent", ..] => Need::Agent,
+        // Agents and standalone routers authenticate with their own credentials.
+        ["agent", ..] | ["router", ..] => Need::Agent,
+        // Incremental upload: any user asks which of their files the controller holds.
+        ["resources", "match"] => Need::Authenticated,
         ["apps"] if read => Need::Authenticated,
         ["apps", name, tail @ ..] => Need::App {
             name: (*name).to_string(),
@@ -323,6 +326,8 @@ mod tests {
     fn classifies_routes() {
         assert_eq!(classify(&Method::POST, "/v1/auth/login"), Need::Public);
         assert_eq!(classify(&Method::POST, "/v1/agent/heartbeat"), Need::Agent);
+        assert_eq!(classify(&Method::GET, "/v1/router/table"), Need::Agent);
+        assert_eq!(classify(&Method::POST, "/v1/resources/match"), Need::Authenticated);
         assert_eq!(classify(&Method::GET, "/v1/apps"), Need::Authenticated);
         assert_eq!(
             classify(&Method::POST, "/v1/apps/web/push"),

@@ -137,7 +137,8 @@ function setupApp() {
   source.addEventListener("change", applyFilter);
   logs.scrollTop = logs.scrollHeight;
   setInterval(refreshApp, 2000);
-  setInterval(refreshLogs, 2000);
+  followLogs(base, logs, applyFilter, refreshLogs);
+  setupAppActions(name, base, refreshApp);
 
   const del = document.getElementById("delete");
   if (del) {
@@ -153,6 +154,185 @@ function setupApp() {
       } catch (e) {
         toast("Delete failed: " + e.message);
       }
+    });
+  }
+}
+
+function appendLog(logs, l) {
+  const atBottom = logs.scrollTop + logs.clientHeight >= logs.scrollHeight - 8;
+  const s = el("span", l.timestamp.substring(11, 23) + " [" + l.source + "] " + l.message + "\n", "log");
+  s.dataset.source = l.source;
+  logs.append(s);
+  while (logs.children.length > 1000) logs.firstElementChild.remove();
+  if (atBottom) logs.scrollTop = logs.scrollHeight;
+  return s;
+}
+
+// Live logs over Server-Sent Events; falls back to polling where the stream is unavailable.
+function followLogs(base, logs, applyFilter, refreshLogs) {
+  const live = document.getElementById("log-live");
+  if (!window.EventSource) {
+    setInterval(refreshLogs, 2000);
+    return;
+  }
+  let opened = false;
+  const es = new EventSource(base + "/logs/stream?recent=false");
+  es.onopen = () => { opened = true; live.textContent = "live"; };
+  es.onmessage = (ev) => {
+    try {
+      const span = appendLog(logs, JSON.parse(ev.data));
+      const want = document.getElementById("log-source").value;
+      span.hidden = want !== "" && !span.dataset.source.startsWith(want);
+    } catch (_) {}
+  };
+  es.addEventListener("dropped", (ev) => {
+    try { toast(JSON.parse(ev.data).dropped + " log lines were skipped to keep up."); } catch (_) {}
+  });
+  es.onerror = () => {
+    if (!opened) {
+      es.close();
+      setInterval(refreshLogs, 2000);
+    } else {
+      live.textContent = "reconnecting …";
+    }
+  };
+}
+
+function parseMemoryMb(s) {
+  const m = /^\s*(\d+)\s*(m|mb|g|gb)?\s*$/i.exec(s);
+  if (!m) return null;
+  const n = parseInt(m[1], 10);
+  return m[2] && m[2].toLowerCase().startsWith("g") ? n * 1024 : n;
+}
+
+function setupAppActions(name, base, refreshApp) {
+  const scale = document.getElementById("scale");
+  if (scale) {
+    scale.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const memory = parseMemoryMb(document.getElementById("scale-memory").value);
+      if (memory === null) { toast("Memory must be like 256M or 1G."); return; }
+      try {
+        await api("PATCH", base, { instances: parseInt(document.getElementById("scale-instances").value, 10), memory_mb: memory });
+        toast("Scaling " + name + " …");
+        refreshApp();
+      } catch (e) { toast("Scale failed: " + e.message); }
+    });
+  }
+  const lifecycle = (id, path, msg) => {
+    const b = document.getElementById(id);
+    if (!b) return;
+    b.addEventListener("click", async () => {
+      try {
+        await api("POST", base + path, {});
+        toast(msg);
+        if (id !== "restart") setTimeout(() => location.reload(), 300);
+      } catch (e) { toast(id + " failed: " + e.message); }
+    });
+  };
+  lifecycle("restart", "/restart", "Restarting " + name + " one instance at a time …");
+  lifecycle("stop", "/stop", "Stopping " + name + " …");
+  lifecycle("start", "/start", "Starting " + name + " …");
+
+  // Revisions with one-click rollback.
+  (async () => {
+    try {
+      const list = await api("GET", base + "/revisions");
+      const tbody = document.querySelector("#revisions tbody");
+      tbody.replaceChildren(...list.revisions.map((r) => {
+        const tr = el("tr");
+        tr.dataset.revision = r.number;
+        tr.append(el("td", r.number + (r.current ? " (current)" : "")), el("td", r.description), el("td", r.created_by),
+          el("td", r.env_keys.join(", ")));
+        const td = el("td");
+        if (!r.current && r.droplet_available && document.getElementById("scale")) {
+          const b = el("button", "Roll back to " + r.number, "small rollback");
+          b.type = "button";
+          b.addEventListener("click", async () => {
+            try {
+              await api("POST", base + "/rollback", { to: r.number });
+              toast("Rolling back to revision " + r.number + " …");
+              setTimeout(() => location.reload(), 500);
+            } catch (e) { toast("Rollback failed: " + e.message); }
+          });
+          td.append(b);
+        }
+        tr.append(td);
+        return tr;
+      }));
+      document.getElementById("revisions-section").hidden = false;
+    } catch (_) { /* no revisions API on this controller */ }
+  })();
+
+  // Environment; values are shown masked until asked for.
+  (async () => {
+    try {
+      const env = await api("GET", base + "/env");
+      const tbody = document.querySelector("#env tbody");
+      tbody.replaceChildren(...Object.entries(env.env).map(([k, v]) => {
+        const tr = el("tr");
+        const val = el("td", "•••••");
+        const show = el("button", "Show", "small");
+        show.type = "button";
+        show.addEventListener("click", () => { val.textContent = v; show.remove(); });
+        val.append(" ", show);
+        tr.append(el("td", k), val);
+        const td = el("td");
+        if (document.getElementById("env-set")) {
+          const b = el("button", "Unset", "small danger");
+          b.type = "button";
+          b.addEventListener("click", async () => {
+            try { await api("PATCH", base + "/env", { unset: [k] }); location.reload(); } catch (e) { toast("Unset failed: " + e.message); }
+          });
+          td.append(b);
+        }
+        tr.append(td);
+        return tr;
+      }));
+      document.getElementById("env-section").hidden = false;
+    } catch (_) { /* no env API on this controller */ }
+  })();
+  const envSet = document.getElementById("env-set");
+  if (envSet) {
+    envSet.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const set = {};
+      set[document.getElementById("env-key").value.trim()] = document.getElementById("env-value").value;
+      try { await api("PATCH", base + "/env", { set }); location.reload(); } catch (e) { toast("Set failed: " + e.message); }
+    });
+  }
+
+  // Routes.
+  (async () => {
+    try {
+      const list = await api("GET", base + "/routes");
+      const ul = document.getElementById("routes");
+      ul.replaceChildren(...list.routes.map((r) => {
+        const li = el("li", r.host + (r.path || "") + (r.default ? " (default)" : ""));
+        if (!r.default && document.getElementById("route-map")) {
+          const b = el("button", "Unmap", "small danger");
+          b.type = "button";
+          b.addEventListener("click", async () => {
+            try {
+              await api("DELETE", base + "/routes?route=" + encodeURIComponent(r.host + (r.path || "")));
+              location.reload();
+            } catch (e) { toast("Unmap failed: " + e.message); }
+          });
+          li.append(" ", b);
+        }
+        return li;
+      }));
+      document.getElementById("routes-section").hidden = false;
+    } catch (_) { /* no routes API on this controller */ }
+  })();
+  const routeMap = document.getElementById("route-map");
+  if (routeMap) {
+    routeMap.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      try {
+        await api("POST", base + "/routes", { route: document.getElementById("route-value").value.trim() });
+        location.reload();
+      } catch (e) { toast("Map failed: " + e.message); }
     });
   }
 }
