@@ -47,6 +47,8 @@ pub enum ErrorCode {
     NoHealthyInstance,
     UpstreamError,
     Internal,
+    InstanceNotFound,
+    AppStopped,
 }
 
 impl ErrorCode {
@@ -70,6 +72,8 @@ impl ErrorCode {
             ErrorCode::NoHealthyInstance => "no_healthy_instance",
             ErrorCode::UpstreamError => "upstream_error",
             ErrorCode::Internal => "internal",
+            ErrorCode::InstanceNotFound => "instance_not_found",
+            ErrorCode::AppStopped => "app_stopped",
         }
     }
 
@@ -92,6 +96,8 @@ impl ErrorCode {
             ErrorCode::NoNodeAvailable | ErrorCode::NoHealthyInstance => 503,
             ErrorCode::UpstreamError => 502,
             ErrorCode::Internal => 500,
+            ErrorCode::InstanceNotFound => 404,
+            ErrorCode::AppStopped => 409,
         }
     }
 }

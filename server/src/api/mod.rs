@@ -4,6 +4,7 @@
 mod agent;
 mod apps;
 mod auth;
+mod lifecycle;
 mod nodes;
 
 use actix_web::web;
@@ -28,6 +29,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/agent/assignments", web::get().to(agent::assignments))
             .route("/agent/droplets/{sha}", web::get().to(agent::droplet))
             .route("/agent/logs", web::post().to(agent::logs))
+            .route("/apps/{name}", web::patch().to(lifecycle::update))
+            .route("/apps/{name}/restart", web::post().to(lifecycle::restart))
+            .route("/apps/{name}/stop", web::post().to(lifecycle::stop))
+            .route("/apps/{name}/start", web::post().to(lifecycle::start))
+            .route("/apps/{name}/instances/{index}/restart", web::post().to(lifecycle::restart_instance))
+            .route("/nodes/{name}/drain", web::post().to(lifecycle::drain))
             .default_service(web::to(not_found)),
     )
     .app_data(web::JsonConfig::default().limit(8 * 1024 * 1024).error_handler(|err, _| {
