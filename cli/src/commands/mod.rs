@@ -4,6 +4,7 @@
 pub mod app;
 pub mod apps;
 pub mod delete;
+pub mod lifecycle;
 pub mod login;
 pub mod logs;
 pub mod nodes;
@@ -40,6 +41,18 @@ pub enum Command {
     Logs(logs::Args),
     /// List the nodes that run app instances.
     Nodes(nodes::Args),
+    /// Change an app's instances, memory, rolling width or health check.
+    Scale(lifecycle::ScaleArgs),
+    /// Restart an app's instances one at a time (or --max-in-flight K at a time).
+    Restart(lifecycle::RestartArgs),
+    /// Stop every instance of an app (it keeps its settings and route).
+    Stop(lifecycle::NameArgs),
+    /// Start a stopped app.
+    Start(lifecycle::NameArgs),
+    /// Replace one instance of an app (the new one runs before the old one stops).
+    RestartInstance(lifecycle::RestartInstanceArgs),
+    /// Manage one node.
+    Node(lifecycle::NodeArgs),
 }
 
 /// Runs one command. Every command but `login` needs a saved login or PAAS_API + PAAS_TOKEN.
@@ -56,6 +69,12 @@ pub fn dispatch(cli: Cli, env: &Env) -> anyhow::Result<()> {
         Command::Delete(args) => delete::run(args, &client),
         Command::Logs(args) => logs::run(args, &client),
         Command::Nodes(args) => nodes::run(args, &client),
+        Command::Scale(args) => lifecycle::scale(args, &client),
+        Command::Restart(args) => lifecycle::restart(args, &client),
+        Command::Stop(args) => lifecycle::stop(args, &client),
+        Command::Start(args) => lifecycle::start(args, &client),
+        Command::RestartInstance(args) => lifecycle::restart_instance(args, &client),
+        Command::Node(args) => lifecycle::node(args, &client),
     }
 }
 
