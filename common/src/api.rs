@@ -175,8 +175,8 @@ pub struct PushSettings {
 }
 
 /// `PATCH /v1/apps/{name}`: change an app's settings; absent fields keep their value. Changing
-/// `instances` starts or stops only the instances above the kept ones; changing `memory_mb`
-/// replaces every instance in a rolling deploy.
+/// `instances` starts or stops only the instances above the kept ones; changing `memory_mb` or
+/// the health check replaces every instance in a rolling deploy.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AppUpdateRequest {
     #[serde(default)]
@@ -193,7 +193,7 @@ pub struct AppUpdateRequest {
     pub placement_labels: Option<std::collections::BTreeMap<String, String>>,
 }
 
-/// The health check of an app's instances. Applies to instances started after the change.
+/// The health check of an app's instances. A change replaces the instances (rolling).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct HealthCheckUpdate {
     /// `port`, `http` or `process`.

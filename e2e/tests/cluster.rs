@@ -206,6 +206,31 @@ fn drain_rolling_restart_scale_stop_start_without_failed_requests() {
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("instance_not_found") && out.stderr.trim().lines().count() == 1, "{out:?}");
 
+    // A memory and health check change is a rolling deploy: every container replaced, with the
+    // new limit, and no request fails.
+    let before = containers(&p, &app);
+    let requests = RequestLoop::start(p.addr, &app);
+    let out = p.cli(&["scale", &app, "-m", "96M", "--health-check", "http", "--health-endpoint", "/env", "--json"]);
+    assert!(out.ok(), "{out:?}");
+    let s: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!((s["rolling"].clone(), s["memory_mb"].clone()), (Value::Bool(true), Value::from(96)), "{s}");
+    assert_eq!(s["health"]["check"], serde_json::json!({"type": "http", "endpoint": "/env"}), "{s}");
+    wait_for(Duration::from_secs(120), "every instance replaced with 96 MB", || {
+        let now = containers(&p, &app);
+        (now.len() == 3 && now.is_disjoint(&before)).then_some(())?;
+        all_running(&p, &app, 3)
+    })
+    .unwrap();
+    let seen = requests.stop();
+    assert!(seen.failed.is_empty(), "failed requests during the memory change: {:?}", seen.failed);
+    for id in containers(&p, &app) {
+        let out = std::process::Command::new("docker").args(["inspect", "-f", "{{.HostConfig.Memory}}", &id]).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), (96u64 * 1024 * 1024).to_string());
+    }
+    let out = p.cli(&["scale", &app, "--health-check", "http"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("bad_request") && out.stderr.trim().lines().count() == 1, "{out:?}");
+
     // Stop: no instance, the route answers 503; start brings them back.
     let out = p.cli(&["stop", &app]);
     assert!(out.ok(), "{out:?}");

@@ -20,7 +20,7 @@ pub struct ScaleArgs {
     /// Instances replaced at once by rolling deploys and restarts
     #[arg(long)]
     pub max_in_flight: Option<u32>,
-    /// Health check type: port, http or process
+    /// Health check type: port, http or process (replaces every instance, one at a time)
     #[arg(long = "health-check", value_parser = ["port", "http", "process"])]
     pub health_check: Option<String>,
     /// Path an http health check requests, e.g. /health

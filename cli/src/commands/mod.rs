@@ -125,4 +125,19 @@ mod tests {
         assert!(Cli::try_parse_from(["paas", "push", "Bad_Name"]).is_err());
         assert!(Cli::try_parse_from(["paas", "push", "-m", "lots"]).is_err());
     }
+
+    #[test]
+    fn parses_lifecycle_commands() {
+        let cli = Cli::try_parse_from(["paas", "scale", "web", "-i", "3", "-m", "512M", "--health-check", "http", "--health-endpoint", "/h"]).unwrap();
+        let Command::Scale(a) = cli.command else { panic!("not scale") };
+        assert_eq!((a.instances, a.memory, a.health_check.as_deref()), (Some(3), Some(512), Some("http")));
+        assert!(Cli::try_parse_from(["paas", "scale", "web", "--health-check", "tcp"]).is_err());
+        let cli = Cli::try_parse_from(["paas", "restart", "web", "--max-in-flight", "2"]).unwrap();
+        assert!(matches!(cli.command, Command::Restart(a) if a.max_in_flight == Some(2)));
+        let cli = Cli::try_parse_from(["paas", "restart-instance", "web", "1"]).unwrap();
+        assert!(matches!(cli.command, Command::RestartInstance(a) if a.index == 1));
+        let cli = Cli::try_parse_from(["paas", "node", "drain", "n1"]).unwrap();
+        assert!(matches!(cli.command, Command::Node(lifecycle::NodeArgs { command: lifecycle::NodeCommand::Drain { name } }) if name == "n1"));
+        assert!(Cli::try_parse_from(["paas", "restart-instance", "web", "x"]).is_err());
+    }
 }

@@ -190,9 +190,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Lifecycle settings of every app, by app id (apps without a row here have the defaults).
     async fn app_lifecycles(&self) -> StoreResult<HashMap<String, AppLifecycle>>;
-    /// Applies `update` and records `event` in one transaction. A memory change marks every
-    /// instance of the app for replacement (a rolling deploy), since a running container's limit
-    /// cannot change in place. Returns whether it did.
+    /// Applies `update` and records `event` in one transaction. A memory or health check change
+    /// marks every instance of the app for replacement (a rolling deploy), since a running
+    /// container's limit and its check are fixed at start. Returns whether it did.
     async fn update_app(&self, app_id: &str, update: &AppUpdate, event: &Event) -> StoreResult<bool>;
     /// Marks the app's instances (or those of one index) for rolling replacement; returns how many.
     async fn retire_instances(&self, app_id: &str, index: Option<u32>, event: &Event) -> StoreResult<u64>;

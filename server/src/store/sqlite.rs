@@ -496,11 +496,17 @@ impl Store for SqliteStore {
 
     async fn update_app(&self, app_id: &str, u: &AppUpdate, event: &Event) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await?;
-        let current: Option<i64> =
-            sqlx::query_scalar("SELECT memory_mb FROM apps WHERE id = ?").bind(app_id).fetch_optional(&mut *tx).await?;
-        let Some(current) = current else {
+        let current: Option<(i64, Option<String>)> = sqlx::query_as("SELECT memory_mb, health FROM apps WHERE id = ?")
+            .bind(app_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some((current, current_health)) = current else {
             return Err(StoreError::NotFound("app".into()));
         };
+        let current_health: paas_common::agent::HealthSettings = current_health
+            .map(|h| serde_json::from_str(&h).map_err(|e| StoreError::Corrupt(format!("health json: {e}"))))
+            .transpose()?
+            .unwrap_or_default();
         let health = u
             .health
             .as_ref()
@@ -528,7 +534,9 @@ impl Store for SqliteStore {
         .bind(app_id)
         .execute(&mut *tx)
         .await?;
-        let redeploy = u.memory_mb.is_some_and(|m| m as i64 != current);
+        // A container's memory limit and its agent's health check are fixed at start.
+        let redeploy =
+            u.memory_mb.is_some_and(|m| m as i64 != current) || u.health.as_ref().is_some_and(|h| *h != current_health);
         if redeploy {
             sqlx::query("UPDATE instances SET retire = 1 WHERE app_id = ?").bind(app_id).execute(&mut *tx).await?;
         }
