@@ -137,7 +137,7 @@ pub struct NodeInfo {
     pub name: String,
     pub address: String,
     pub zone: String,
-    /// ready | lost
+    /// ready | draining | drained | lost
     pub state: String,
     pub memory_mb: u64,
     pub memory_used_mb: u64,
