@@ -91,7 +91,8 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
     let (reports_tx, reports_rx) = watch::channel(Vec::<InstanceReport>::new());
     let refetch = Arc::new(Notify::new());
     let (sink, log_rx) = LogSink::channel();
-    let reconciler = Reconciler::new(runtime.clone(), client.clone(), sink);
+    let reconciler =
+        Reconciler::new(runtime.clone(), client.clone(), sink).with_crash_ledger(&settings.data_dir.join("crashes.json"));
 
     tokio::select! {
         () = poll_assignments(client.clone(), assignments_tx, refetch.clone()) => Err(AgentError::LoopEnded("assignments")),

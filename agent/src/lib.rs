@@ -5,13 +5,15 @@
 //!
 //! Code map: `config` (settings), `stack` (the base image, built with debootstrap), `runtime`
 //! (everything that talks to Docker), `reconcile` (the per-instance state machine), `health`
-//! (one check attempt), `backoff` (the crash restart schedule), `logs` (followers and shipper),
+//! (one check attempt), `backoff` (the crash restart schedule), `crashes` (restart counts kept across
+//! agent restarts), `logs` (followers and shipper),
 //! `client` (the controller API), `agent` (startup and the loops that tie them together).
 
 pub mod agent;
 pub mod backoff;
 pub mod client;
 pub mod config;
+pub mod crashes;
 pub mod health;
 pub mod logs;
 pub mod reconcile;

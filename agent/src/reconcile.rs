@@ -7,6 +7,7 @@
 //! same container, which keeps its id, its logs and its `/app` volume) with Cloud Foundry's backoff.
 
 use crate::backoff;
+use crate::crashes::{CrashLedger, CrashRecord};
 use crate::health;
 use crate::logs::{self, LastSeen, LogSink};
 use crate::runtime::{ContainerStatus, DropletSource, Runtime, RuntimeError, APP_PORT};
@@ -21,6 +22,11 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 pub const HEALTH_CHECK_FAILED: &str = "health check failed";
+/// After this many consecutive crashes the instance stays crashed for good (Cloud Foundry's
+/// limit); its `last_exit` says so. A restart of the app or instance replaces it.
+pub const MAX_CRASHES: u32 = 200;
+/// "Never" for a restart deadline: far enough, and small enough not to overflow an `Instant`.
+const GIVE_UP_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// How long a killed container may take to be reported stopped before we restart it anyway.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
@@ -92,9 +98,35 @@ pub struct Reconciler {
     http: reqwest::Client,
     instances: HashMap<String, Instance>,
     stopping: HashMap<String, Stopping>,
+    ledger: Option<CrashLedger>,
 }
 
 impl Reconciler {
+    /// Keeps restart counts in the ledger file at `path`, so they survive an agent restart.
+    pub fn with_crash_ledger(mut self, path: &std::path::Path) -> Self {
+        self.ledger = Some(CrashLedger::load(path));
+        self
+    }
+
+    /// Writes the counts of the instances tracked now (forgetting the others) to the ledger.
+    fn sync_ledger(&mut self) {
+        let Some(ledger) = self.ledger.as_mut() else { return };
+        let records = self
+            .instances
+            .iter()
+            .filter(|(_, i)| i.restarts > 0 || i.crash_count > 0 || i.last_exit.is_some())
+            .map(|(id, i)| {
+                (
+                    id.clone(),
+                    CrashRecord { restarts: i.restarts, crash_count: i.crash_count, last_exit: i.last_exit.clone() },
+                )
+            })
+            .collect();
+        if let Err(e) = ledger.sync(records) {
+            tracing::warn!(error = %e, "cannot write the crash ledger");
+        }
+    }
+
     pub fn new(runtime: Arc<Runtime>, droplets: Arc<dyn DropletSource>, logs: LogSink) -> Self {
         // Health checks go straight to the node address, never through a configured proxy.
         let http = reqwest::Client::builder()
@@ -108,6 +140,7 @@ impl Reconciler {
             http,
             instances: HashMap::new(),
             stopping: HashMap::new(),
+            ledger: None,
         }
     }
 
@@ -198,6 +231,7 @@ impl Reconciler {
             (exited || instance.phase.next_due() <= now).then(|| instance.step(&ctx, running))
         }))
         .await;
+        self.sync_ledger();
         Ok(())
     }
 
@@ -311,6 +345,11 @@ impl Reconciler {
         tracing::info!(instance = %a.instance_id, container = container_id, running = status.running, "adopted container");
         let now = Instant::now();
         let mut instance = Instance::new(a.clone(), container_id.to_string(), &status, now);
+        if let Some(rec) = self.ledger.as_ref().and_then(|l| l.get(&a.instance_id)) {
+            instance.restarts = rec.restarts;
+            instance.crash_count = rec.crash_count;
+            instance.last_exit = rec.last_exit.clone();
+        }
         instance.since = status
             .started_at
             .filter(|_| status.running)
@@ -487,6 +526,16 @@ impl Instance {
     fn crash(&mut self, ctx: &Ctx<'_>, reason: String, now: Instant) {
         let a = &self.assignment;
         self.crash_count = self.crash_count.saturating_add(1);
+        if self.crash_count >= MAX_CRASHES {
+            tracing::warn!(instance = %a.instance_id, app = %a.app, index = a.index, %reason, "instance crashed {MAX_CRASHES} times: giving up");
+            ctx.logs.cell(
+                &a.instance_id,
+                format!("Instance {} crashed {MAX_CRASHES} times; not restarting it again: {reason}", a.index),
+            );
+            self.last_exit = Some(format!("gave up after {MAX_CRASHES} crashes: {reason}"));
+            self.set_phase(Phase::Crashed { restart_at: now + GIVE_UP_WAIT });
+            return;
+        }
         let delay = backoff::restart_delay(self.crash_count);
         tracing::info!(instance = %a.instance_id, app = %a.app, index = a.index, %reason, crashes = self.crash_count, delay_s = delay.as_secs(), "instance crashed");
         ctx.logs.cell(

@@ -314,6 +314,39 @@ fn seg(s: &str) -> String {
     out
 }
 
+/// Lifecycle calls: scale and settings, restarts, stop/start, node drain.
+impl Client {
+    /// `PATCH /v1/apps/NAME`.
+    pub fn update_app(
+        &self,
+        name: &str,
+        req: &paas_common::api::AppUpdateRequest,
+    ) -> Result<paas_common::api::AppSettings, ClientError> {
+        let rb = self.authed(self.http.patch(self.url(&format!("/v1/apps/{}", seg(name))))).json(req);
+        self.json(self.send(rb)?)
+    }
+
+    /// `POST /v1/apps/NAME/ACTION` with a JSON body (`restart`, `stop`, `start`,
+    /// `instances/INDEX/restart`).
+    pub fn app_action<B: serde::Serialize>(
+        &self,
+        name: &str,
+        action: &str,
+        body: &B,
+    ) -> Result<paas_common::api::AppSettings, ClientError> {
+        let rb = self
+            .authed(self.http.post(self.url(&format!("/v1/apps/{}/{action}", seg(name)))))
+            .json(body);
+        self.json(self.send(rb)?)
+    }
+
+    /// `POST /v1/nodes/NAME/drain`.
+    pub fn drain_node(&self, name: &str) -> Result<paas_common::api::NodeStateResponse, ClientError> {
+        let rb = self.authed(self.http.post(self.url(&format!("/v1/nodes/{}/drain", seg(name)))));
+        self.json(self.send(rb)?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

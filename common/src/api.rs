@@ -137,7 +137,7 @@ pub struct NodeInfo {
     pub name: String,
     pub address: String,
     pub zone: String,
-    /// ready | lost
+    /// ready | draining | drained | lost
     pub state: String,
     pub memory_mb: u64,
     pub memory_used_mb: u64,
@@ -266,4 +266,72 @@ pub struct SpaceList {
 pub struct CreateSpaceRequest {
     pub org: String,
     pub name: String,
+}
+
+/// `PATCH /v1/apps/{name}`: change an app's settings; absent fields keep their value. Changing
+/// `instances` starts or stops only the instances above the kept ones; changing `memory_mb` or
+/// the health check replaces every instance in a rolling deploy.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AppUpdateRequest {
+    #[serde(default)]
+    pub instances: Option<u32>,
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
+    /// Indices replaced at once by rolling deploys and restarts (default 1).
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
+    #[serde(default)]
+    pub health_check: Option<HealthCheckUpdate>,
+    /// Labels a node must carry to run the app; replaces the whole set.
+    #[serde(default)]
+    pub placement_labels: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// The health check of an app's instances. A change replaces the instances (rolling).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HealthCheckUpdate {
+    /// `port`, `http` or `process`.
+    #[serde(rename = "type")]
+    pub check_type: String,
+    /// For `http`: the path that must answer 2xx, e.g. `/health`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Seconds per attempt (default 1).
+    #[serde(default)]
+    pub invocation_timeout_secs: Option<u64>,
+    /// Seconds an instance may take to pass its first check (default 60).
+    #[serde(default)]
+    pub start_timeout_secs: Option<u64>,
+}
+
+/// An app's lifecycle settings, answered by the update and lifecycle endpoints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppSettings {
+    pub name: String,
+    pub state: AppState,
+    pub desired_instances: u32,
+    pub memory_mb: u64,
+    pub max_in_flight: u32,
+    pub health: crate::agent::HealthSettings,
+    #[serde(default)]
+    pub placement_labels: std::collections::BTreeMap<String, String>,
+    /// Whether this change replaces instances (rolling), e.g. after a memory change or a restart.
+    #[serde(default)]
+    pub rolling: bool,
+}
+
+/// `POST /v1/apps/{name}/restart`: a rolling restart.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RestartRequest {
+    /// Indices replaced at once; also kept as the app's setting. Default: the app's setting (1).
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
+}
+
+/// `POST /v1/nodes/{name}/drain` answers the node's new state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeStateResponse {
+    pub name: String,
+    /// ready | draining | drained | lost
+    pub state: String,
 }

@@ -51,6 +51,8 @@ pub enum ErrorCode {
     SpaceNotFound,
     UserNotFound,
     TokenNotFound,
+    InstanceNotFound,
+    AppStopped,
 }
 
 impl ErrorCode {
@@ -78,6 +80,8 @@ impl ErrorCode {
             ErrorCode::SpaceNotFound => "space_not_found",
             ErrorCode::UserNotFound => "user_not_found",
             ErrorCode::TokenNotFound => "token_not_found",
+            ErrorCode::InstanceNotFound => "instance_not_found",
+            ErrorCode::AppStopped => "app_stopped",
         }
     }
 
@@ -104,6 +108,8 @@ impl ErrorCode {
             ErrorCode::NoNodeAvailable | ErrorCode::NoHealthyInstance => 503,
             ErrorCode::UpstreamError => 502,
             ErrorCode::Internal => 500,
+            ErrorCode::InstanceNotFound => 404,
+            ErrorCode::AppStopped => 409,
         }
     }
 }

@@ -70,6 +70,8 @@ struct Proc {
     name: String,
     child: Option<Child>,
     log: PathBuf,
+    /// For an agent: its node name and zone, to start it again.
+    node: Option<(String, String)>,
 }
 
 impl Proc {
@@ -101,6 +103,7 @@ pub struct Platform {
     agents: Vec<Proc>,
     node_names: Vec<String>,
     cli_home: PathBuf,
+    node_grace_secs: u64,
 }
 
 fn spawn(cmd: &mut Command, log: &Path) -> Result<Child> {
@@ -128,7 +131,7 @@ impl Platform {
             .envs(opts.server_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
         let child = spawn(&mut cmd, &log)?;
-        let mut server = Proc { name: "paas-server".into(), child: Some(child), log };
+        let mut server = Proc { name: "paas-server".into(), child: Some(child), log, node: None };
         let addr_file = data.join("listen-addr");
         let addr: SocketAddr = match wait_for(Duration::from_secs(30), "paas-server to listen", || {
             std::fs::read_to_string(&addr_file).ok().and_then(|s| s.trim().parse().ok())
@@ -142,7 +145,16 @@ impl Platform {
         };
         let cli_home = dir.path().join("cli-home");
         std::fs::create_dir_all(&cli_home)?;
-        let p = Platform { dir, addr, admin_password, server, agents: Vec::new(), node_names: Vec::new(), cli_home };
+        let p = Platform {
+            dir,
+            addr,
+            admin_password,
+            server,
+            agents: Vec::new(),
+            node_names: Vec::new(),
+            cli_home,
+            node_grace_secs: opts.node_grace_secs,
+        };
         let url = format!("{}/readyz", p.api_url());
         wait_for(Duration::from_secs(30), "paas-server to be ready", || {
             reqwest::blocking::get(&url).ok().filter(|r| r.status().is_success())
@@ -177,6 +189,65 @@ impl Platform {
 
     /// Starts an agent with the given node name and waits until the controller lists it ready.
     pub fn start_agent(&mut self, name: &str, zone: &str) -> Result<usize> {
+        let proc = self.spawn_agent(name, zone)?;
+        self.agents.push(proc);
+        let idx = self.agents.len() - 1;
+        self.wait_node_ready(name)?;
+        Ok(idx)
+    }
+
+    /// `kill -9` of agent `idx`, then the same agent (name, zone, data dir) again; waits until
+    /// the controller lists it ready.
+    pub fn restart_agent(&mut self, idx: usize) -> Result<()> {
+        self.agents[idx].kill();
+        let (name, zone) = self.agents[idx].node.clone().context("not an agent")?;
+        self.agents[idx] = self.spawn_agent(&name, &zone)?;
+        self.wait_node_ready(&name)
+    }
+
+    /// `kill -9` of the controller, then a new one on the same address and data dir.
+    pub fn restart_server(&mut self) -> Result<()> {
+        self.server.kill();
+        let data = self.data_dir();
+        let log = self.dir.path().join("server-2.log");
+        let mut cmd = Command::new(bin("paas-server"));
+        cmd.env("PAAS_DATA_DIR", &data)
+            .env("PAAS_LISTEN", self.addr.to_string())
+            .env("PAAS_ADMIN_PASSWORD", &self.admin_password)
+            .env("PAAS_NODE_GRACE_SECS", self.node_grace_secs.to_string())
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+        self.server = Proc { name: "paas-server (restarted)".into(), child: Some(spawn(&mut cmd, &log)?), log, node: None };
+        let url = format!("{}/readyz", self.api_url());
+        wait_for(Duration::from_secs(30), "the restarted paas-server to be ready", || {
+            reqwest::blocking::get(&url).ok().filter(|r| r.status().is_success())
+        })?;
+        Ok(())
+    }
+
+    /// Removes every container of node `name` from the engine (as when a machine dies).
+    pub fn remove_node_containers(&self, name: &str) {
+        let out = Command::new("docker").args(["ps", "-aq", "--filter"]).arg(format!("label=paas.node={name}")).output();
+        if let Ok(o) = out {
+            let ids: Vec<String> = String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_string).collect();
+            if !ids.is_empty() {
+                let _ = Command::new("docker").args(["rm", "-f", "-v"]).args(&ids).output();
+            }
+        }
+    }
+
+    fn wait_node_ready(&self, name: &str) -> Result<()> {
+        // The first agent on a fresh machine may build the stack image (about a minute).
+        let url = format!("{}/v1/nodes", self.api_url());
+        let token = self.admin_token()?;
+        let client = reqwest::blocking::Client::new();
+        wait_for(Duration::from_secs(240), &format!("node {name} to be ready"), || {
+            let v: serde_json::Value = client.get(&url).bearer_auth(&token).send().ok()?.json().ok()?;
+            v["nodes"].as_array()?.iter().find(|n| n["name"] == name && n["state"] == "ready").map(|_| ())
+        })
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", self.logs()))
+    }
+
+    fn spawn_agent(&mut self, name: &str, zone: &str) -> Result<Proc> {
         let token = std::fs::read_to_string(self.data_dir().join("join-token"))?.trim().to_string();
         let data = self.dir.path().join(format!("agent-{name}"));
         let log = self.dir.path().join(format!("agent-{name}.log"));
@@ -187,22 +258,18 @@ impl Platform {
             .env("PAAS_NODE_ZONE", zone)
             .env("PAAS_DATA_DIR", &data)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
-        let child = spawn(&mut cmd, &log)?;
+        // A restarted agent appends to its log, so a failure shows both lives.
+        let child = if std::env::var_os("TEST_LOG").is_some() {
+            spawn(&mut cmd, &log)?
+        } else {
+            let f = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+            cmd.stdout(f.try_clone()?).stderr(f);
+            cmd.spawn()?
+        };
         if !self.node_names.iter().any(|n| n == name) {
             self.node_names.push(name.to_string());
         }
-        self.agents.push(Proc { name: format!("paas-agent {name}"), child: Some(child), log });
-        let idx = self.agents.len() - 1;
-        // The first agent on a fresh machine may build the stack image (about a minute).
-        let url = format!("{}/v1/nodes", self.api_url());
-        let token = self.admin_token()?;
-        let client = reqwest::blocking::Client::new();
-        wait_for(Duration::from_secs(240), &format!("node {name} to be ready"), || {
-            let v: serde_json::Value = client.get(&url).bearer_auth(&token).send().ok()?.json().ok()?;
-            v["nodes"].as_array()?.iter().find(|n| n["name"] == name && n["state"] == "ready").map(|_| ())
-        })
-        .map_err(|e| anyhow::anyhow!("{e}\n{}", self.logs()))?;
-        Ok(idx)
+        Ok(Proc { name: format!("paas-agent {name}"), child: Some(child), log, node: Some((name.to_string(), zone.to_string())) })
     }
 
     /// `kill -9` of an agent; its containers keep running (as on a real node failure).
@@ -341,4 +408,72 @@ pub fn zip_of(entries: &[(&str, &[u8], u32)]) -> Vec<u8> {
         w.finish().expect("zip finish");
     }
     buf.into_inner()
+}
+
+/// What a [`RequestLoop`] saw.
+#[derive(Debug, Default)]
+pub struct LoopResult {
+    pub ok: usize,
+    /// One line per failed request: status and body, or the transport error.
+    pub failed: Vec<String>,
+    /// The most failed requests in a row.
+    pub longest_failed_run: usize,
+}
+
+/// Sends GET requests to an app through the router, one after the other, until stopped.
+pub struct RequestLoop {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<LoopResult>>,
+}
+
+impl RequestLoop {
+    pub fn start(addr: SocketAddr, app: &str) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let host = format!("{app}.localhost");
+        let handle = std::thread::spawn(move || {
+            let mut r = LoopResult::default();
+            let Ok(client) =
+                reqwest::blocking::Client::builder().resolve(&host, addr).timeout(Duration::from_secs(10)).build()
+            else {
+                r.failed.push("cannot build the HTTP client".into());
+                return r;
+            };
+            let url = format!("http://{host}:{}/", addr.port());
+            let mut run = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let outcome = match client.get(&url).send() {
+                    Ok(res) if res.status().is_success() => Ok(()),
+                    Ok(res) => Err(format!("{} {}", res.status(), res.text().unwrap_or_default())),
+                    Err(e) => Err(format!("transport: {e}")),
+                };
+                match outcome {
+                    Ok(()) => {
+                        r.ok += 1;
+                        run = 0;
+                    }
+                    Err(e) => {
+                        r.failed.push(e);
+                        run += 1;
+                        r.longest_failed_run = r.longest_failed_run.max(run);
+                    }
+                }
+                // Pace the loop so it measures availability without hogging the shared cores.
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            r
+        });
+        Self { stop, handle: Some(handle) }
+    }
+
+    pub fn stop(mut self) -> LoopResult {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.take().and_then(|h| h.join().ok()).unwrap_or_default()
+    }
+}
+
+impl Drop for RequestLoop {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }

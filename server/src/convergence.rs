@@ -1,16 +1,28 @@
 //! The convergence loop: compares what should run (started apps x desired instances of their
-//! current revision) with the instance rows, and creates, places, replaces and removes rows until
-//! they match. Level-triggered: it looks at the whole state every pass, so a missed wake-up or a
+//! current revision) with the instance rows, and creates, places and removes rows until they
+//! match. Level-triggered: it looks at the whole state every pass, so a missed wake-up or a
 //! controller restart is healed by the next pass. Agents make their engines follow the rows.
+//!
+//! **Replacement first, removal after.** A row is never changed in app, revision or node; a row
+//! that should run somewhere else or differently is *stale*: an old revision, marked `retire`
+//! (restart, restart-instance, memory change), or on a node that is not ready (draining, drained,
+//! lost). For each index the loop keeps one *fresh* row; while the index has only stale rows it
+//! creates a fresh one, and it removes the stale rows only once the fresh one reports `running`.
+//! Replacing a still-serving row is a rolling step, at most `max_in_flight` indices of an app at
+//! a time; replacing a row that does not serve (lost node, crashed, never started) happens at once.
+//!
+//! **Routes before stops.** A removed row leaves the route table (`router::refresh`) before the
+//! assignment version is bumped, which is what tells the row's agent to stop the container, so
+//! the router never sends a request to an instance that is being stopped on purpose.
 
 use chrono::{Duration, Utc};
 use paas_common::api::{AppState, InstanceState};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration as StdDuration;
 
-use crate::scheduler::{self, NodeView};
+use crate::scheduler::{self, Ask, NodeView, Spread};
 use crate::state::AppCtx;
-use crate::store::{Event, InstanceRecord, StoreResult};
+use crate::store::{AppLifecycle, AppRecord, Event, InstanceRecord, StoreResult};
 
 const TICK: StdDuration = StdDuration::from_secs(1);
 
@@ -20,11 +32,13 @@ pub async fn run(ctx: std::sync::Arc<AppCtx>) {
     loop {
         match converge_once(&ctx).await {
             Ok(changed) => {
-                if changed {
-                    ctx.bump_assignments();
-                }
+                // Routes first: a removed instance must be out of the table before its agent
+                // learns (through the version bump) that it should stop it.
                 if let Err(e) = crate::router::refresh(&ctx).await {
                     tracing::warn!(error = %e, "route table refresh failed");
+                }
+                if changed {
+                    ctx.bump_assignments();
                 }
             }
             Err(e) => tracing::error!(error = %e, "convergence pass failed"),
@@ -39,6 +53,122 @@ pub async fn run(ctx: std::sync::Arc<AppCtx>) {
             _ = ctx.converge.notified() => {}
             _ = tokio::time::sleep(TICK) => {}
         }
+    }
+}
+
+/// What one pass decided, before any of it is written. Pure output of [`plan`].
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Rows to remove, with the reason recorded in the event.
+    pub remove: Vec<(InstanceRecord, String)>,
+    /// (app id, index, reason) of fresh rows to create.
+    pub create: Vec<(String, u32, String)>,
+}
+
+/// A row is fresh when it runs the app's current revision, is not marked for replacement, and
+/// is unplaced or on a node that is ready.
+fn is_fresh(i: &InstanceRecord, rev: i64, retiring: &HashSet<String>, ready: &HashSet<&str>) -> bool {
+    i.revision == rev && !retiring.contains(&i.id) && i.node_name.as_deref().is_none_or(|n| ready.contains(n))
+}
+
+/// Decides which rows to create and remove. Pure, so the rolling rules are unit-tested.
+pub fn plan(
+    apps: &[AppRecord],
+    lifecycles: &HashMap<String, AppLifecycle>,
+    instances: &[InstanceRecord],
+    retiring: &HashSet<String>,
+    ready: &HashSet<&str>,
+    lost: &HashSet<&str>,
+) -> Plan {
+    let mut out = Plan::default();
+    let app_by_id: HashMap<&str, &AppRecord> = apps.iter().map(|a| (a.id.as_str(), a)).collect();
+    let mut by_app: HashMap<&str, BTreeMap<u32, Vec<&InstanceRecord>>> = HashMap::new();
+    for i in instances {
+        let wanted = app_by_id
+            .get(i.app_id.as_str())
+            .and_then(|a| (a.state == AppState::Started).then_some(a.current_revision).flatten())
+            .is_some();
+        if wanted {
+            by_app.entry(i.app_id.as_str()).or_default().entry(i.index).or_default().push(i);
+        } else {
+            out.remove.push((i.clone(), "app stopped or deleted".into()));
+        }
+    }
+    for app in apps {
+        let (AppState::Started, Some(rev)) = (app.state, app.current_revision) else { continue };
+        let max_in_flight = lifecycles.get(&app.id).map_or(1, |l| l.max_in_flight.max(1)) as usize;
+        let empty = BTreeMap::new();
+        let rows = by_app.get(app.id.as_str()).unwrap_or(&empty);
+        for (idx, list) in rows.range(app.desired_instances..) {
+            for i in list {
+                out.remove.push(((*i).clone(), format!("scaled down below index {idx}")));
+            }
+        }
+        // Indices with a fresh row still starting next to a stale one: rolling steps in flight.
+        let mut in_flight = 0usize;
+        let mut need: Vec<(u32, bool, String)> = Vec::new();
+        for idx in 0..app.desired_instances {
+            let list = rows.get(&idx).map(Vec::as_slice).unwrap_or(&[]);
+            let (fresh, stale): (Vec<&InstanceRecord>, Vec<&InstanceRecord>) =
+                list.iter().partition(|i| is_fresh(i, rev, retiring, ready));
+            // More than one fresh row (a lost node came back beside its replacement): keep the
+            // newest running one, else the newest.
+            let keep = fresh
+                .iter()
+                .rev()
+                .find(|i| i.state == InstanceState::Running)
+                .or_else(|| fresh.last())
+                .copied();
+            for f in &fresh {
+                if keep.is_some_and(|k| k.id != f.id) {
+                    out.remove.push(((*f).clone(), format!("duplicate of instance {idx}")));
+                }
+            }
+            match keep {
+                Some(k) if k.state == InstanceState::Running => {
+                    for s in &stale {
+                        out.remove.push(((*s).clone(), format!("replaced by a running instance {idx}")));
+                    }
+                }
+                Some(_) => {
+                    if stale.iter().any(|s| serving(s, lost)) {
+                        in_flight += 1;
+                    }
+                }
+                None if stale.is_empty() => need.push((idx, true, "desired".into())),
+                None => {
+                    let why = stale_reason(stale[0], rev, retiring, lost);
+                    need.push((idx, !stale.iter().any(|s| serving(s, lost)), why));
+                }
+            }
+        }
+        for (idx, urgent, why) in need {
+            if urgent {
+                out.create.push((app.id.clone(), idx, why));
+            } else if in_flight < max_in_flight {
+                in_flight += 1;
+                out.create.push((app.id.clone(), idx, format!("rolling: {why}")));
+            }
+        }
+    }
+    out
+}
+
+/// A row that may be carrying traffic: running, and not on a lost node.
+fn serving(i: &InstanceRecord, lost: &HashSet<&str>) -> bool {
+    i.state == InstanceState::Running && i.node_name.as_deref().is_none_or(|n| !lost.contains(n))
+}
+
+fn stale_reason(s: &InstanceRecord, rev: i64, retiring: &HashSet<String>, lost: &HashSet<&str>) -> String {
+    let node = s.node_name.as_deref().unwrap_or("?");
+    if lost.contains(node) {
+        format!("replacing instance {} on lost node {node}", s.index)
+    } else if s.revision != rev {
+        format!("replacing instance {} of revision {} with revision {rev}", s.index, s.revision)
+    } else if retiring.contains(&s.id) {
+        format!("replacing instance {} (restart)", s.index)
+    } else {
+        format!("moving instance {} off node {node} (draining)", s.index)
     }
 }
 
@@ -60,116 +190,115 @@ pub async fn converge_once(ctx: &AppCtx) -> StoreResult<bool> {
 
     let nodes = store.list_nodes().await?;
     let apps = store.list_apps().await?;
+    let lifecycles = store.app_lifecycles().await?;
+    let retiring = store.retiring_instances().await?;
     let mut instances = store.list_instances().await?;
     let ready: HashSet<&str> = nodes.iter().filter(|n| n.state == "ready").map(|n| n.name.as_str()).collect();
-    let app_by_id: HashMap<&str, _> = apps.iter().map(|a| (a.id.as_str(), a)).collect();
+    let lost: HashSet<&str> = nodes.iter().filter(|n| n.state == "lost").map(|n| n.name.as_str()).collect();
+    let app_by_id: HashMap<&str, &AppRecord> = apps.iter().map(|a| (a.id.as_str(), a)).collect();
+    let app_name = |id: &str| app_by_id.get(id).map(|a| a.name.clone());
     let mut changed = false;
 
-    // Remove rows that should not exist: app stopped or gone, old revision, index beyond the
-    // desired count, or on a lost node (a replacement row is created below).
-    let mut keep = Vec::with_capacity(instances.len());
-    for inst in instances.drain(..) {
-        let wanted = app_by_id.get(inst.app_id.as_str()).is_some_and(|a| {
-            a.state == AppState::Started && a.current_revision == Some(inst.revision) && inst.index < a.desired_instances
-        });
-        let on_lost_node = inst.node_name.as_deref().is_some_and(|n| !ready.contains(n));
-        if wanted && !on_lost_node {
-            keep.push(inst);
-            continue;
-        }
-        if on_lost_node && wanted {
-            let app = app_by_id.get(inst.app_id.as_str()).map(|a| a.name.clone());
-            store
-                .add_event(&Event {
-                    app_name: app,
-                    actor: "platform".into(),
-                    kind: "instance.reschedule".into(),
-                    message: format!(
-                        "instance {} was on lost node {}; placing a replacement",
-                        inst.index,
-                        inst.node_name.as_deref().unwrap_or("?")
-                    ),
-                })
-                .await?;
-        }
+    let decided = plan(&apps, &lifecycles, &instances, &retiring, &ready, &lost);
+    let removed: HashSet<String> = decided.remove.iter().map(|(i, _)| i.id.clone()).collect();
+    for (inst, why) in &decided.remove {
         store.delete_instance(&inst.id).await?;
+        tracing::info!(instance = %inst.id, index = inst.index, node = ?inst.node_name, why = %why, "removed instance");
+        store
+            .add_event(&Event {
+                app_name: app_name(&inst.app_id),
+                actor: "platform".into(),
+                kind: "instance.remove".into(),
+                message: format!("removed instance {} on {}: {why}", inst.index, inst.node_name.as_deref().unwrap_or("no node")),
+            })
+            .await?;
         changed = true;
     }
-    let mut instances = keep;
+    instances.retain(|i| !removed.contains(&i.id));
+    for (app_id, idx, why) in &decided.create {
+        let Some(app) = app_by_id.get(app_id.as_str()) else { continue };
+        let Some(rev) = app.current_revision else { continue };
+        let now = Utc::now();
+        let row = InstanceRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            app_id: app.id.clone(),
+            revision: rev,
+            process_type: "web".into(),
+            index: *idx,
+            node_name: None,
+            state: InstanceState::Pending,
+            container_id: None,
+            host_port: None,
+            restarts: 0,
+            last_exit: None,
+            placement_error: None,
+            since: now,
+            created_at: now,
+        };
+        store.insert_instance(&row).await?;
+        store
+            .add_event(&Event {
+                app_name: Some(app.name.clone()),
+                actor: "platform".into(),
+                kind: "instance.create".into(),
+                message: format!("new instance {idx} (revision {rev}): {why}"),
+            })
+            .await?;
+        instances.push(row);
+    }
 
-    // Memory and slots in use per node, for placement.
+    // Resource use per node counts every remaining row, stale ones too: they still run.
     let mut views: Vec<NodeView> = nodes
         .iter()
         .map(|n| NodeView {
             name: n.name.clone(),
             zone: n.zone.clone(),
             ready: n.state == "ready",
+            labels: n.labels.clone(),
             memory_mb: n.capacity.memory_mb,
             used_memory_mb: 0,
+            disk_mb: n.capacity.disk_mb,
+            used_disk_mb: 0,
             slots: n.capacity.instance_slots,
             used_slots: 0,
-            same_app: 0,
+            starting: 0,
         })
         .collect();
+    let node_idx: HashMap<String, usize> = views.iter().enumerate().map(|(i, v)| (v.name.clone(), i)).collect();
+    // Spread counts only fresh rows: a replacement should not avoid the node its stale
+    // predecessor is leaving.
+    let mut spreads: HashMap<String, Spread> = HashMap::new();
     for inst in &instances {
-        if let (Some(node), Some(app)) = (&inst.node_name, app_by_id.get(inst.app_id.as_str())) {
-            if let Some(v) = views.iter_mut().find(|v| &v.name == node) {
-                v.used_memory_mb += app.memory_mb;
-                v.used_slots += 1;
-            }
+        let (Some(node), Some(app)) = (&inst.node_name, app_by_id.get(inst.app_id.as_str())) else { continue };
+        let Some(&vi) = node_idx.get(node) else { continue };
+        let v = &mut views[vi];
+        v.used_memory_mb += app.memory_mb;
+        v.used_disk_mb += app.disk_mb;
+        v.used_slots += 1;
+        if matches!(inst.state, InstanceState::Pending | InstanceState::Starting) {
+            v.starting += 1;
+        }
+        if app.current_revision.is_some_and(|rev| is_fresh(inst, rev, &retiring, &ready)) {
+            spreads.entry(inst.app_id.clone()).or_insert_with(|| Spread::new(views.len())).add(&views, vi);
         }
     }
 
-    for app in &apps {
-        let Some(rev) = app.current_revision else { continue };
-        if app.state != AppState::Started {
-            continue;
-        }
-        let present: HashSet<u32> = instances.iter().filter(|i| i.app_id == app.id).map(|i| i.index).collect();
-        for idx in 0..app.desired_instances {
-            if !present.contains(&idx) {
-                let now = Utc::now();
-                let row = InstanceRecord {
-                    id: uuid::Uuid::new_v4().to_string(),
-                    app_id: app.id.clone(),
-                    revision: rev,
-                    process_type: "web".into(),
-                    index: idx,
-                    node_name: None,
-                    state: InstanceState::Pending,
-                    container_id: None,
-                    host_port: None,
-                    restarts: 0,
-                    last_exit: None,
-                    placement_error: None,
-                    since: now,
-                    created_at: now,
-                };
-                store.insert_instance(&row).await?;
-                instances.push(row);
-            }
-        }
-    }
     // Place every unplaced row (new ones and ones that found no node before); instance 0 of
     // every app before further instances, so one app cannot starve another.
+    let no_labels = BTreeMap::new();
     let mut unplaced: Vec<&mut InstanceRecord> = instances.iter_mut().filter(|i| i.node_name.is_none()).collect();
     unplaced.sort_by_key(|i| (i.index, i.created_at));
     for inst in unplaced {
         let Some(app) = app_by_id.get(inst.app_id.as_str()) else { continue };
-        let result = {
-            let counts = same_app_counts(ctx, &inst.app_id).await?;
-            for v in views.iter_mut() {
-                v.same_app = counts.get(&v.name).copied().unwrap_or(0);
-            }
-            scheduler::place(&views, app.memory_mb).map(|n| n.name.clone())
-        };
-        match result {
-            Ok(node) => {
+        let labels = lifecycles.get(&app.id).map_or(&no_labels, |l| &l.placement_labels);
+        let ask = Ask { memory_mb: app.memory_mb, disk_mb: app.disk_mb, labels };
+        let spread = spreads.entry(app.id.clone()).or_insert_with(|| Spread::new(views.len()));
+        match scheduler::place(&views, &ask, spread, scheduler::DEFAULT_MAX_STARTING) {
+            Ok(vi) => {
+                let node = views[vi].name.clone();
                 store.place_instance(&inst.id, Some(&node), None).await?;
-                if let Some(v) = views.iter_mut().find(|v| v.name == node) {
-                    v.used_memory_mb += app.memory_mb;
-                    v.used_slots += 1;
-                }
+                views[vi].book(&ask);
+                spread.add(&views, vi);
                 tracing::info!(app = %app.name, index = inst.index, node = %node, "placed instance");
                 inst.node_name = Some(node);
                 changed = true;
@@ -183,15 +312,153 @@ pub async fn converge_once(ctx: &AppCtx) -> StoreResult<bool> {
             }
         }
     }
+
+    // A draining node with nothing left on it is drained.
+    for n in nodes.iter().filter(|n| n.state == "draining") {
+        if !instances.iter().any(|i| i.node_name.as_deref() == Some(n.name.as_str())) {
+            let ev = Event {
+                app_name: None,
+                actor: "platform".into(),
+                kind: "node.drained".into(),
+                message: format!("node {} is drained: every instance runs elsewhere", n.name),
+            };
+            store.set_node_state(&n.name, "drained", &ev).await?;
+            tracing::info!(node = %n.name, "node drained");
+        }
+    }
     Ok(changed)
 }
 
-async fn same_app_counts(ctx: &AppCtx, app_id: &str) -> StoreResult<HashMap<String, u32>> {
-    let mut counts = HashMap::new();
-    for i in ctx.store.app_instances(app_id).await? {
-        if let Some(n) = i.node_name {
-            *counts.entry(n).or_insert(0) += 1;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(desired: u32, rev: i64) -> AppRecord {
+        let now = Utc::now();
+        AppRecord {
+            id: "app".into(),
+            name: "web".into(),
+            state: AppState::Started,
+            desired_instances: desired,
+            memory_mb: 128,
+            disk_mb: 256,
+            current_revision: Some(rev),
+            created_at: now,
+            updated_at: now,
         }
     }
-    Ok(counts)
+
+    fn row(id: &str, index: u32, rev: i64, node: &str, state: InstanceState) -> InstanceRecord {
+        let now = Utc::now();
+        InstanceRecord {
+            id: id.into(),
+            app_id: "app".into(),
+            revision: rev,
+            process_type: "web".into(),
+            index,
+            node_name: Some(node.into()),
+            state,
+            container_id: None,
+            host_port: None,
+            restarts: 0,
+            last_exit: None,
+            placement_error: None,
+            since: now,
+            created_at: now,
+        }
+    }
+
+    fn run_plan(a: &AppRecord, rows: &[InstanceRecord], retiring: &[&str], ready: &[&str], lost: &[&str]) -> Plan {
+        let retiring: HashSet<String> = retiring.iter().map(|s| s.to_string()).collect();
+        let mut lc = HashMap::new();
+        lc.insert("app".to_string(), AppLifecycle { max_in_flight: 1, ..Default::default() });
+        plan(
+            std::slice::from_ref(a),
+            &lc,
+            rows,
+            &retiring,
+            &ready.iter().copied().collect(),
+            &lost.iter().copied().collect(),
+        )
+    }
+
+    fn removed(p: &Plan) -> Vec<&str> {
+        let mut v: Vec<&str> = p.remove.iter().map(|(i, _)| i.id.as_str()).collect();
+        v.sort();
+        v
+    }
+
+    fn created(p: &Plan) -> Vec<u32> {
+        p.create.iter().map(|(_, i, _)| *i).collect()
+    }
+
+    use InstanceState::*;
+
+    #[test]
+    fn new_revision_rolls_one_index_at_a_time() {
+        let a = app(3, 2);
+        let old = [row("o0", 0, 1, "n1", Running), row("o1", 1, 1, "n1", Running), row("o2", 2, 1, "n1", Running)];
+        let p = run_plan(&a, &old, &[], &["n1"], &[]);
+        assert_eq!(created(&p), [0], "one index in flight");
+        assert!(p.remove.is_empty(), "nothing removed before its replacement runs");
+
+        // The replacement starts: still in flight, nothing else starts, nothing removed.
+        let mut rows = old.to_vec();
+        rows.push(row("n0", 0, 2, "n1", Starting));
+        let p = run_plan(&a, &rows, &[], &["n1"], &[]);
+        assert!(p.create.is_empty() && p.remove.is_empty(), "{p:?}");
+
+        // It runs: the old one goes, and the next index starts.
+        rows.last_mut().unwrap().state = Running;
+        let p = run_plan(&a, &rows, &[], &["n1"], &[]);
+        assert_eq!(removed(&p), ["o0"]);
+        assert_eq!(created(&p), [1]);
+    }
+
+    #[test]
+    fn lost_node_is_replaced_at_once_and_removed_after() {
+        let a = app(2, 1);
+        let rows = [row("a", 0, 1, "dead", Running), row("b", 1, 1, "dead", Running)];
+        let p = run_plan(&a, &rows, &[], &["n2"], &["dead"]);
+        assert_eq!(created(&p), [0, 1], "not limited by max_in_flight: the lost rows do not serve");
+        assert!(p.remove.is_empty());
+        let mut rows = rows.to_vec();
+        rows.push(row("a2", 0, 1, "n2", Running));
+        rows.push(row("b2", 1, 1, "n2", Starting));
+        let p = run_plan(&a, &rows, &[], &["n2"], &["dead"]);
+        assert_eq!(removed(&p), ["a"]);
+        assert!(p.create.is_empty());
+    }
+
+    #[test]
+    fn restart_and_drain_roll_and_crashed_rows_are_replaced_at_once() {
+        let a = app(2, 1);
+        let rows = [row("a", 0, 1, "n1", Running), row("b", 1, 1, "n1", Running)];
+        let p = run_plan(&a, &rows, &["a", "b"], &["n1"], &[]);
+        assert_eq!(created(&p), [0]);
+        // Draining: n1 is not ready.
+        let p = run_plan(&a, &rows, &[], &["n2"], &[]);
+        assert_eq!(created(&p), [0]);
+        // A crashed row does not serve, so its replacement does not wait for a rolling slot.
+        let rows = [row("a", 0, 1, "n1", Crashed), row("b", 1, 1, "n1", Running)];
+        let p = run_plan(&a, &rows, &["a", "b"], &["n1"], &[]);
+        assert_eq!(created(&p), [0, 1]);
+    }
+
+    #[test]
+    fn scale_down_stop_and_duplicates() {
+        let mut a = app(1, 1);
+        let rows = [row("a", 0, 1, "n1", Running), row("b", 1, 1, "n1", Running)];
+        let p = run_plan(&a, &rows, &[], &["n1"], &[]);
+        assert_eq!(removed(&p), ["b"]);
+        assert!(p.create.is_empty(), "scaling does not restart the others");
+        a.state = AppState::Stopped;
+        let p = run_plan(&a, &rows, &[], &["n1"], &[]);
+        assert_eq!(removed(&p), ["a", "b"]);
+        // A lost node came back beside its running replacement: one of them goes.
+        let a = app(1, 1);
+        let rows = [row("old", 0, 1, "n1", Running), row("new", 0, 1, "n2", Running)];
+        let p = run_plan(&a, &rows, &[], &["n1", "n2"], &[]);
+        assert_eq!(removed(&p), ["old"]);
+    }
 }

@@ -73,7 +73,9 @@ pub async fn refresh(ctx: &AppCtx) -> StoreResult<()> {
     let apps = ctx.store.list_apps().await?;
     let nodes = ctx.store.list_nodes().await?;
     let instances = ctx.store.list_instances().await?;
-    let node_addr: HashMap<&str, &str> = nodes.iter().map(|n| (n.name.as_str(), n.address.as_str())).collect();
+    // A lost node's instances are not reported any more and probably gone: no traffic there.
+    let node_addr: HashMap<&str, &str> =
+        nodes.iter().filter(|n| n.state != "lost").map(|n| (n.name.as_str(), n.address.as_str())).collect();
     let names: HashMap<&str, &str> = apps.iter().map(|a| (a.id.as_str(), a.name.as_str())).collect();
     let mut table: HashMap<String, Vec<Backend>> = apps.iter().map(|a| (a.name.clone(), Vec::new())).collect();
     for i in instances.iter().filter(|i| i.state == InstanceState::Running) {

@@ -1,88 +1,302 @@
-//! Placement: a pure function from the cluster's state to a node for one instance. Filter first
-//! (ready, enough free memory and instance slots), then score: fewest instances of the same app on
-//! the node (spread), then the least loaded node, then the name, so the result is deterministic
-//! for a given input.
+//! Placement: a pure function from the cluster's state to a node for one instance. No I/O and no
+//! clock, so it is deterministic for a given input and cheap enough to run for every instance of
+//! every pass (see `benches/scheduler.rs`).
+//!
+//! Filter first: the node is ready (not draining, drained or lost), carries every placement label
+//! the app asks for, has the memory, disk and an instance slot free, and is not already starting
+//! `max_starting` containers (a node busy starting many containers starts each of them slower;
+//! the instance waits for the next pass instead). Then score, lowest wins: fewest instances of the
+//! same app in the node's zone (so a zone's loss leaves the app up), then on the node, then the
+//! least used resource share, then the name.
+//!
+//! Instance 0 of every app before further instances is the caller's ordering (see
+//! `convergence`), since it concerns the sequence of calls, not one call.
 
+use std::collections::{BTreeMap, HashMap};
+
+/// One node as the scheduler sees it.
 #[derive(Debug, Clone)]
 pub struct NodeView {
     pub name: String,
     pub zone: String,
+    /// Accepts new instances (state `ready`).
     pub ready: bool,
+    pub labels: BTreeMap<String, String>,
     pub memory_mb: u64,
     pub used_memory_mb: u64,
+    pub disk_mb: u64,
+    pub used_disk_mb: u64,
     pub slots: u32,
     pub used_slots: u32,
-    /// Instances of the app being placed already on this node.
-    pub same_app: u32,
+    /// Instances placed here that are not yet running (pending or starting).
+    pub starting: u32,
 }
+
+impl NodeView {
+    /// The node's most used resource, in thousandths.
+    fn load(&self) -> u64 {
+        let share = |used: u64, cap: u64| used.saturating_mul(1000) / cap.max(1);
+        share(self.used_memory_mb, self.memory_mb)
+            .max(share(self.used_disk_mb, self.disk_mb))
+            .max(share(u64::from(self.used_slots), u64::from(self.slots)))
+    }
+
+    /// Books an instance on the node, so the next placement in the same pass sees it.
+    pub fn book(&mut self, ask: &Ask<'_>) {
+        self.used_memory_mb += ask.memory_mb;
+        self.used_disk_mb += ask.disk_mb;
+        self.used_slots += 1;
+        self.starting += 1;
+    }
+}
+
+/// What one instance needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask<'a> {
+    pub memory_mb: u64,
+    pub disk_mb: u64,
+    /// Labels the node must carry with these values.
+    pub labels: &'a BTreeMap<String, String>,
+}
+
+/// Where the app being placed already runs: instances per node (indexed like the node slice)
+/// and per zone.
+#[derive(Debug, Clone, Default)]
+pub struct Spread {
+    pub per_node: Vec<u32>,
+    pub per_zone: HashMap<String, u32>,
+}
+
+impl Spread {
+    pub fn new(node_count: usize) -> Self {
+        Self { per_node: vec![0; node_count], per_zone: HashMap::new() }
+    }
+
+    /// Counts an instance of the app on node `i`.
+    pub fn add(&mut self, nodes: &[NodeView], i: usize) {
+        if let Some(n) = self.per_node.get_mut(i) {
+            *n += 1;
+        }
+        if let Some(node) = nodes.get(i) {
+            *self.per_zone.entry(node.zone.clone()).or_insert(0) += 1;
+        }
+    }
+}
+
+/// Starts in flight per node by default.
+pub const DEFAULT_MAX_STARTING: u32 = 8;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlacementError {
     #[error("no node is available: no node has registered")]
     NoNodes,
-    #[error("no node is available: every node is lost or draining")]
+    #[error("no node is available: every node is lost, draining or drained")]
     NoReadyNodes,
-    #[error("no node is available with {0} MB of free memory and a free instance slot")]
-    NoCapacity(u64),
+    #[error("no node is available with the placement labels {0}")]
+    NoMatchingLabels(String),
+    #[error("no node is available with {0} MB of free memory, {1} MB of free disk and a free instance slot")]
+    NoCapacity(u64, u64),
+    #[error("no node is available right now: every node that fits is busy starting {0} instances")]
+    Busy(u32),
 }
 
-/// Picks the node for one instance needing `memory_mb`.
-pub fn place(nodes: &[NodeView], memory_mb: u64) -> Result<&NodeView, PlacementError> {
+/// Picks the node (its index in `nodes`) for one instance.
+pub fn place(nodes: &[NodeView], ask: &Ask<'_>, spread: &Spread, max_starting: u32) -> Result<usize, PlacementError> {
     if nodes.is_empty() {
         return Err(PlacementError::NoNodes);
     }
-    let ready: Vec<&NodeView> = nodes.iter().filter(|n| n.ready).collect();
-    if ready.is_empty() {
-        return Err(PlacementError::NoReadyNodes);
+    // One pass that remembers the furthest filter any node got through, for the error.
+    let mut furthest = 0u8;
+    let mut best: Option<(usize, (u32, u32, u64))> = None;
+    for (i, n) in nodes.iter().enumerate() {
+        if !n.ready {
+            continue;
+        }
+        furthest = furthest.max(1);
+        if !ask.labels.iter().all(|(k, v)| n.labels.get(k) == Some(v)) {
+            continue;
+        }
+        furthest = furthest.max(2);
+        let fits = n.used_slots < n.slots
+            && n.used_memory_mb + ask.memory_mb <= n.memory_mb
+            && n.used_disk_mb + ask.disk_mb <= n.disk_mb;
+        if !fits {
+            continue;
+        }
+        furthest = furthest.max(3);
+        if n.starting >= max_starting {
+            continue;
+        }
+        let zone = spread.per_zone.get(&n.zone).copied().unwrap_or(0);
+        let score = (zone, spread.per_node.get(i).copied().unwrap_or(0), n.load());
+        let better = match &best {
+            None => true,
+            Some((j, s)) => (score, &n.name) < (*s, &nodes[*j].name),
+        };
+        if better {
+            best = Some((i, score));
+        }
     }
-    ready
-        .into_iter()
-        .filter(|n| n.used_slots < n.slots && n.used_memory_mb + memory_mb <= n.memory_mb)
-        .min_by(|a, b| {
-            let load = |n: &NodeView| (n.used_memory_mb * 1000) / n.memory_mb.max(1);
-            (a.same_app, load(a), &a.name).cmp(&(b.same_app, load(b), &b.name))
-        })
-        .ok_or(PlacementError::NoCapacity(memory_mb))
+    match (best, furthest) {
+        (Some((i, _)), _) => Ok(i),
+        (None, 0) => Err(PlacementError::NoReadyNodes),
+        (None, 1) => Err(PlacementError::NoMatchingLabels(
+            ask.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+        )),
+        (None, 2) => Err(PlacementError::NoCapacity(ask.memory_mb, ask.disk_mb)),
+        (None, _) => Err(PlacementError::Busy(max_starting)),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn node(name: &str, used: u64, same: u32) -> NodeView {
+    fn node(name: &str, zone: &str) -> NodeView {
         NodeView {
             name: name.into(),
-            zone: "z".into(),
+            zone: zone.into(),
             ready: true,
+            labels: BTreeMap::new(),
             memory_mb: 1024,
-            used_memory_mb: used,
+            used_memory_mb: 0,
+            disk_mb: 4096,
+            used_disk_mb: 0,
             slots: 10,
             used_slots: 0,
-            same_app: same,
+            starting: 0,
         }
     }
 
+    const NO_LABELS: &BTreeMap<String, String> = &BTreeMap::new();
+
+    fn ask(memory_mb: u64) -> Ask<'static> {
+        Ask { memory_mb, disk_mb: 512, labels: NO_LABELS }
+    }
+
+    /// Places `count` instances of one app, booking each, and returns the chosen node names.
+    fn place_many(nodes: &mut [NodeView], count: usize) -> Vec<String> {
+        let mut spread = Spread::new(nodes.len());
+        (0..count)
+            .map(|_| {
+                let i = place(nodes, &ask(128), &spread, DEFAULT_MAX_STARTING).unwrap();
+                nodes[i].book(&ask(128));
+                spread.add(nodes, i);
+                nodes[i].name.clone()
+            })
+            .collect()
+    }
+
     #[test]
-    fn spreads_instances_of_one_app_first() {
-        let nodes = [node("a", 0, 1), node("b", 512, 0)];
-        assert_eq!(place(&nodes, 256).unwrap().name, "b");
+    fn fit_filters_memory_disk_and_slots() {
+        let mut low_mem = node("a", "z");
+        low_mem.used_memory_mb = 900;
+        let mut low_disk = node("b", "z");
+        low_disk.used_disk_mb = 3800;
+        let mut no_slot = node("c", "z");
+        no_slot.used_slots = 10;
+        let spread = Spread::new(4);
+        let nodes = [low_mem.clone(), low_disk.clone(), no_slot.clone()];
+        assert_eq!(place(&nodes, &ask(256), &spread, 8).unwrap_err(), PlacementError::NoCapacity(256, 512));
+        let nodes = [low_mem, low_disk, no_slot, node("d", "z")];
+        assert_eq!(place(&nodes, &ask(256), &spread, 8).unwrap(), 3);
+        // Exactly full still fits.
+        let mut exact = node("e", "z");
+        exact.used_memory_mb = 768;
+        assert_eq!(place(&[exact], &ask(256), &Spread::new(1), 8).unwrap(), 0);
+    }
+
+    #[test]
+    fn unready_and_empty_clusters_say_why() {
+        assert_eq!(place(&[], &ask(1), &Spread::default(), 8).unwrap_err(), PlacementError::NoNodes);
+        let mut draining = node("a", "z");
+        draining.ready = false;
+        let err = place(&[draining], &ask(1), &Spread::new(1), 8).unwrap_err();
+        assert_eq!(err, PlacementError::NoReadyNodes);
+        assert!(err.to_string().starts_with("no node is available"));
+    }
+
+    #[test]
+    fn spreads_over_nodes_before_load() {
+        let mut a = node("a", "z");
+        a.used_memory_mb = 0;
+        let mut b = node("b", "z");
+        b.used_memory_mb = 512; // busier, but without an instance of this app
+        let mut spread = Spread::new(2);
+        spread.add(&[a.clone(), b.clone()], 0);
+        assert_eq!(place(&[a, b], &ask(128), &spread, 8).unwrap(), 1);
+    }
+
+    #[test]
+    fn spreads_over_zones_first() {
+        // Two nodes in zone-a, one in zone-b: the zone with fewer instances wins even though its
+        // node already has one and a zone-a node has none.
+        let mut nodes = vec![node("a1", "zone-a"), node("a2", "zone-a"), node("b1", "zone-b")];
+        let placed = place_many(&mut nodes, 4);
+        let zone_b = placed.iter().filter(|n| *n == "b1").count();
+        assert_eq!(zone_b, 2, "{placed:?}");
+        assert_eq!(placed.iter().filter(|n| n.starts_with('a')).count(), 2, "{placed:?}");
+        // 4 over 2 zones of 2 nodes each: 2/2 per zone and 1 per node.
+        let mut nodes = vec![node("a1", "za"), node("a2", "za"), node("b1", "zb"), node("b2", "zb")];
+        let mut placed = place_many(&mut nodes, 4);
+        placed.sort();
+        assert_eq!(placed, ["a1", "a2", "b1", "b2"]);
     }
 
     #[test]
     fn balances_load_then_name() {
-        assert_eq!(place(&[node("a", 512, 0), node("b", 0, 0)], 256).unwrap().name, "b");
-        assert_eq!(place(&[node("b", 0, 0), node("a", 0, 0)], 256).unwrap().name, "a");
+        let mut a = node("a", "z");
+        a.used_memory_mb = 512;
+        let b = node("b", "z");
+        assert_eq!(place(&[a, b.clone()], &ask(128), &Spread::new(2), 8).unwrap(), 1);
+        // The slot share counts too: a node with few free slots is busier.
+        let mut c = node("c", "z");
+        c.used_slots = 9;
+        assert_eq!(place(&[c, b.clone()], &ask(128), &Spread::new(2), 8).unwrap(), 1);
+        // Ties go to the name, whatever the input order.
+        assert_eq!(place(&[node("y", "z"), node("x", "z")], &ask(128), &Spread::new(2), 8).unwrap(), 1);
     }
 
     #[test]
-    fn filters_unfit_and_unready_nodes() {
-        let mut lost = node("a", 0, 0);
-        lost.ready = false;
-        assert_eq!(place(&[lost.clone()], 256).unwrap_err(), PlacementError::NoReadyNodes);
-        assert_eq!(place(&[], 256).unwrap_err(), PlacementError::NoNodes);
-        assert_eq!(place(&[node("a", 900, 0)], 256).unwrap_err(), PlacementError::NoCapacity(256));
-        let mut full = node("c", 0, 0);
-        full.used_slots = 10;
-        assert_eq!(place(&[lost, full, node("d", 0, 0)], 256).unwrap().name, "d");
+    fn labels_must_all_match() {
+        let mut ssd = node("ssd", "z");
+        ssd.labels.insert("disk".into(), "ssd".into());
+        ssd.used_memory_mb = 800; // busier, but the only one with the label
+        let plain = node("plain", "z");
+        let want: BTreeMap<String, String> = [("disk".to_string(), "ssd".to_string())].into();
+        let a = Ask { memory_mb: 128, disk_mb: 0, labels: &want };
+        assert_eq!(place(&[plain.clone(), ssd], &a, &Spread::new(2), 8).unwrap(), 1);
+        let err = place(&[plain], &a, &Spread::new(1), 8).unwrap_err();
+        assert_eq!(err, PlacementError::NoMatchingLabels("disk=ssd".into()));
+        let mut wrong = node("hdd", "z");
+        wrong.labels.insert("disk".into(), "hdd".into());
+        assert!(place(&[wrong], &a, &Spread::new(1), 8).is_err());
+    }
+
+    #[test]
+    fn limits_starts_in_flight_per_node() {
+        let mut a = node("a", "z");
+        a.starting = 2;
+        let mut b = node("b", "z");
+        b.used_memory_mb = 900; // worse on every other score, but not busy starting
+        b.starting = 0;
+        assert_eq!(place(&[a.clone(), b], &ask(64), &Spread::new(2), 2).unwrap(), 1);
+        assert_eq!(place(&[a.clone()], &ask(64), &Spread::new(1), 2).unwrap_err(), PlacementError::Busy(2));
+        // Booking counts as a start.
+        let mut nodes = vec![node("only", "z")];
+        let spread = Spread::new(1);
+        for _ in 0..3 {
+            let i = place(&nodes, &ask(64), &spread, 3).unwrap();
+            nodes[i].book(&ask(64));
+        }
+        assert_eq!(place(&nodes, &ask(64), &spread, 3).unwrap_err(), PlacementError::Busy(3));
+    }
+
+    #[test]
+    fn deterministic_for_the_same_input() {
+        let build = || (0..20).map(|i| node(&format!("n{i:02}"), &format!("z{}", i % 3))).collect::<Vec<_>>();
+        let mut x = build();
+        let mut y = build();
+        assert_eq!(place_many(&mut x, 50), place_many(&mut y, 50));
     }
 }

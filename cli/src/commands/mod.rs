@@ -4,6 +4,7 @@
 pub mod app;
 pub mod apps;
 pub mod delete;
+pub mod lifecycle;
 pub mod login;
 pub mod logs;
 pub mod nodes;
@@ -73,6 +74,18 @@ pub enum Command {
     CreateSpace { space: String },
     /// Show or set the space that commands act in (ORG/SPACE).
     Target { space: Option<String> },
+    /// Change an app's instances, memory, rolling width or health check.
+    Scale(lifecycle::ScaleArgs),
+    /// Restart an app's instances one at a time (or --max-in-flight K at a time).
+    Restart(lifecycle::RestartArgs),
+    /// Stop every instance of an app (it keeps its settings and route).
+    Stop(lifecycle::NameArgs),
+    /// Start a stopped app.
+    Start(lifecycle::NameArgs),
+    /// Replace one instance of an app (the new one runs before the old one stops).
+    RestartInstance(lifecycle::RestartInstanceArgs),
+    /// Manage one node.
+    Node(lifecycle::NodeArgs),
 }
 
 /// Runs one command. Every command but `login` needs a saved login or PAAS_API + PAAS_TOKEN.
@@ -97,6 +110,12 @@ pub fn dispatch(cli: Cli, env: &Env) -> anyhow::Result<()> {
         Command::SetRole { username, role, space } => tenancy::set_role(username, role, space, &client),
         Command::Spaces => tenancy::spaces(&client),
         Command::CreateSpace { space } => tenancy::create_space(space, &client),
+        Command::Scale(args) => lifecycle::scale(args, &client),
+        Command::Restart(args) => lifecycle::restart(args, &client),
+        Command::Stop(args) => lifecycle::stop(args, &client),
+        Command::Start(args) => lifecycle::start(args, &client),
+        Command::RestartInstance(args) => lifecycle::restart_instance(args, &client),
+        Command::Node(args) => lifecycle::node(args, &client),
     }
 }
 
@@ -146,5 +165,20 @@ mod tests {
         assert_eq!(a.timeout, 5);
         assert!(Cli::try_parse_from(["paas", "push", "Bad_Name"]).is_err());
         assert!(Cli::try_parse_from(["paas", "push", "-m", "lots"]).is_err());
+    }
+
+    #[test]
+    fn parses_lifecycle_commands() {
+        let cli = Cli::try_parse_from(["paas", "scale", "web", "-i", "3", "-m", "512M", "--health-check", "http", "--health-endpoint", "/h"]).unwrap();
+        let Command::Scale(a) = cli.command else { panic!("not scale") };
+        assert_eq!((a.instances, a.memory, a.health_check.as_deref()), (Some(3), Some(512), Some("http")));
+        assert!(Cli::try_parse_from(["paas", "scale", "web", "--health-check", "tcp"]).is_err());
+        let cli = Cli::try_parse_from(["paas", "restart", "web", "--max-in-flight", "2"]).unwrap();
+        assert!(matches!(cli.command, Command::Restart(a) if a.max_in_flight == Some(2)));
+        let cli = Cli::try_parse_from(["paas", "restart-instance", "web", "1"]).unwrap();
+        assert!(matches!(cli.command, Command::RestartInstance(a) if a.index == 1));
+        let cli = Cli::try_parse_from(["paas", "node", "drain", "n1"]).unwrap();
+        assert!(matches!(cli.command, Command::Node(lifecycle::NodeArgs { command: lifecycle::NodeCommand::Drain { name } }) if name == "n1"));
+        assert!(Cli::try_parse_from(["paas", "restart-instance", "web", "x"]).is_err());
     }
 }

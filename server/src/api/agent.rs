@@ -4,7 +4,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use paas_common::agent::{
-    Assignment, Assignments, HealthSettings, Heartbeat, HeartbeatResponse, LogBatch, RegisterRequest, RegisterResponse,
+    Assignment, Assignments, Heartbeat, HeartbeatResponse, LogBatch, RegisterRequest, RegisterResponse,
 };
 use paas_common::api::LogLine;
 use paas_common::ErrorCode;
@@ -92,6 +92,7 @@ pub async fn assignments(ctx: Ctx, node: AgentNode, q: web::Query<AssignmentQuer
 
 async fn assignments_for(ctx: &Ctx, node: &str) -> ApiResult<Vec<Assignment>> {
     let apps: HashMap<String, _> = ctx.store.list_apps().await?.into_iter().map(|a| (a.id.clone(), a)).collect();
+    let lifecycles = ctx.store.app_lifecycles().await?;
     let mut out = Vec::new();
     for inst in ctx.store.list_instances().await? {
         if inst.node_name.as_deref() != Some(node) {
@@ -113,7 +114,7 @@ async fn assignments_for(ctx: &Ctx, node: &str) -> ApiResult<Vec<Assignment>> {
             disk_mb: app.disk_mb,
             cpu_shares: (app.memory_mb * 1024 / 1024).clamp(2, 1024 * 4),
             pids_limit: ctx.settings.instance_pids_limit,
-            health: HealthSettings::default(),
+            health: lifecycles.get(&app.id).and_then(|l| l.health.clone()).unwrap_or_default(),
         });
     }
     Ok(out)

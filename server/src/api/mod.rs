@@ -4,6 +4,7 @@
 mod agent;
 mod apps;
 mod auth;
+mod lifecycle;
 mod nodes;
 mod tenancy;
 
@@ -38,6 +39,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/users/{name}/roles", web::put().to(tenancy::set_role))
             .route("/spaces", web::get().to(tenancy::list_spaces))
             .route("/spaces", web::post().to(tenancy::create_space))
+            .route("/apps/{name}", web::patch().to(lifecycle::update))
+            .route("/apps/{name}/restart", web::post().to(lifecycle::restart))
+            .route("/apps/{name}/stop", web::post().to(lifecycle::stop))
+            .route("/apps/{name}/start", web::post().to(lifecycle::start))
+            .route("/apps/{name}/instances/{index}/restart", web::post().to(lifecycle::restart_instance))
+            .route("/nodes/{name}/drain", web::post().to(lifecycle::drain))
             .default_service(web::to(not_found)),
     )
     .app_data(web::JsonConfig::default().limit(8 * 1024 * 1024).error_handler(|err, _| {

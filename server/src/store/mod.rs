@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use paas_common::agent::{InstanceReport, NodeCapacity};
 use paas_common::api::{AppState, InstanceState, LogLine};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -68,7 +68,7 @@ pub struct NodeRecord {
     pub labels: BTreeMap<String, String>,
     pub capacity: NodeCapacity,
     pub token_hash: String,
-    /// ready | lost
+    /// ready | draining | drained | lost
     pub state: String,
     pub last_heartbeat: DateTime<Utc>,
     pub registered_at: DateTime<Utc>,
@@ -134,6 +134,34 @@ pub struct Event {
     pub actor: String,
     pub kind: String,
     pub message: String,
+}
+
+/// An app's lifecycle settings, kept beside [`AppRecord`] so that record's shape stays as it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppLifecycle {
+    /// Indices replaced at once by a rolling deploy or restart.
+    pub max_in_flight: u32,
+    /// `None`: Cloud Foundry's defaults.
+    pub health: Option<paas_common::agent::HealthSettings>,
+    /// Labels a node must carry to run the app.
+    pub placement_labels: BTreeMap<String, String>,
+}
+
+impl Default for AppLifecycle {
+    fn default() -> Self {
+        Self { max_in_flight: 1, health: None, placement_labels: BTreeMap::new() }
+    }
+}
+
+/// A change to an app's settings; `None` keeps the current value.
+#[derive(Debug, Clone, Default)]
+pub struct AppUpdate {
+    pub desired_instances: Option<u32>,
+    pub memory_mb: Option<u64>,
+    pub state: Option<AppState>,
+    pub max_in_flight: Option<u32>,
+    pub health: Option<paas_common::agent::HealthSettings>,
+    pub placement_labels: Option<BTreeMap<String, String>>,
 }
 
 #[async_trait]
@@ -205,4 +233,16 @@ pub trait Store: Send + Sync + 'static {
     async fn touch_token(&self, id: &str, at: DateTime<Utc>) -> StoreResult<()>;
     /// Every app's space: app id -> space id (apps without a space are absent).
     async fn app_spaces(&self) -> StoreResult<HashMap<String, String>>;
+    /// Lifecycle settings of every app, by app id (apps without a row here have the defaults).
+    async fn app_lifecycles(&self) -> StoreResult<HashMap<String, AppLifecycle>>;
+    /// Applies `update` and records `event` in one transaction. A memory or health check change
+    /// marks every instance of the app for replacement (a rolling deploy), since a running
+    /// container's limit and its check are fixed at start. Returns whether it did.
+    async fn update_app(&self, app_id: &str, update: &AppUpdate, event: &Event) -> StoreResult<bool>;
+    /// Marks the app's instances (or those of one index) for rolling replacement; returns how many.
+    async fn retire_instances(&self, app_id: &str, index: Option<u32>, event: &Event) -> StoreResult<u64>;
+    /// Ids of instance rows marked for replacement.
+    async fn retiring_instances(&self) -> StoreResult<HashSet<String>>;
+    /// Sets a node's state (ready | draining | drained | lost) with its event; NotFound if unknown.
+    async fn set_node_state(&self, name: &str, state: &str, event: &Event) -> StoreResult<()>;
 }

@@ -206,7 +206,8 @@ impl Store for SqliteStore {
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT(name) DO UPDATE SET address = excluded.address, zone = excluded.zone, labels = excluded.labels,
                memory_mb = excluded.memory_mb, disk_mb = excluded.disk_mb, instance_slots = excluded.instance_slots,
-               token_hash = excluded.token_hash, state = excluded.state, last_heartbeat = excluded.last_heartbeat",
+               token_hash = excluded.token_hash, last_heartbeat = excluded.last_heartbeat,
+               state = CASE WHEN nodes.state IN ('draining', 'drained') THEN nodes.state ELSE excluded.state END",
         )
         .bind(&n.name)
         .bind(&n.address)
@@ -231,7 +232,8 @@ impl Store for SqliteStore {
 
     async fn heartbeat_node(&self, name: &str, c: &NodeCapacity, at: DateTime<Utc>) -> StoreResult<()> {
         sqlx::query(
-            "UPDATE nodes SET memory_mb = ?, disk_mb = ?, instance_slots = ?, last_heartbeat = ?, state = 'ready' WHERE name = ?",
+            "UPDATE nodes SET memory_mb = ?, disk_mb = ?, instance_slots = ?, last_heartbeat = ?,
+               state = CASE WHEN state = 'lost' THEN 'ready' ELSE state END WHERE name = ?",
         )
         .bind(c.memory_mb as i64)
         .bind(c.disk_mb as i64)
@@ -643,5 +645,104 @@ impl Store for SqliteStore {
     async fn app_spaces(&self) -> StoreResult<HashMap<String, String>> {
         let rows = sqlx::query("SELECT id, space_id FROM apps WHERE space_id IS NOT NULL").fetch_all(&self.pool).await?;
         rows.iter().map(|r| Ok((r.try_get("id")?, r.try_get("space_id")?))).collect()
+    }
+    async fn app_lifecycles(&self) -> StoreResult<HashMap<String, AppLifecycle>> {
+        let rows = sqlx::query("SELECT id, max_in_flight, health, placement_labels FROM apps").fetch_all(&self.pool).await?;
+        let mut out = HashMap::with_capacity(rows.len());
+        for r in &rows {
+            let health: Option<String> = r.try_get("health")?;
+            let health = health
+                .map(|h| serde_json::from_str(&h).map_err(|e| StoreError::Corrupt(format!("health json: {e}"))))
+                .transpose()?;
+            out.insert(
+                r.try_get("id")?,
+                AppLifecycle {
+                    max_in_flight: r.try_get::<i64, _>("max_in_flight")?.max(1) as u32,
+                    health,
+                    placement_labels: json_map(r.try_get("placement_labels")?)?,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    async fn update_app(&self, app_id: &str, u: &AppUpdate, event: &Event) -> StoreResult<bool> {
+        let mut tx = self.write_tx().await?;
+        let current: Option<(i64, Option<String>)> = sqlx::query_as("SELECT memory_mb, health FROM apps WHERE id = ?")
+            .bind(app_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some((current, current_health)) = current else {
+            return Err(StoreError::NotFound("app".into()));
+        };
+        let current_health: paas_common::agent::HealthSettings = current_health
+            .map(|h| serde_json::from_str(&h).map_err(|e| StoreError::Corrupt(format!("health json: {e}"))))
+            .transpose()?
+            .unwrap_or_default();
+        let health = u
+            .health
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let labels = u
+            .placement_labels
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query(
+            "UPDATE apps SET desired_instances = COALESCE(?, desired_instances), memory_mb = COALESCE(?, memory_mb),
+               state = COALESCE(?, state), max_in_flight = COALESCE(?, max_in_flight), health = COALESCE(?, health),
+               placement_labels = COALESCE(?, placement_labels), updated_at = ? WHERE id = ?",
+        )
+        .bind(u.desired_instances.map(i64::from))
+        .bind(u.memory_mb.map(|m| m as i64))
+        .bind(u.state.map(AppState::as_str))
+        .bind(u.max_in_flight.map(i64::from))
+        .bind(health)
+        .bind(labels)
+        .bind(Utc::now())
+        .bind(app_id)
+        .execute(&mut *tx)
+        .await?;
+        // A container's memory limit and its agent's health check are fixed at start.
+        let redeploy =
+            u.memory_mb.is_some_and(|m| m as i64 != current) || u.health.as_ref().is_some_and(|h| *h != current_health);
+        if redeploy {
+            sqlx::query("UPDATE instances SET retire = 1 WHERE app_id = ?").bind(app_id).execute(&mut *tx).await?;
+        }
+        insert_event(&mut *tx, event).await?;
+        tx.commit().await?;
+        Ok(redeploy)
+    }
+
+    async fn retire_instances(&self, app_id: &str, index: Option<u32>, event: &Event) -> StoreResult<u64> {
+        let mut tx = self.write_tx().await?;
+        let res = sqlx::query("UPDATE instances SET retire = 1 WHERE app_id = ? AND (? IS NULL OR idx = ?)")
+            .bind(app_id)
+            .bind(index.map(i64::from))
+            .bind(index.map(i64::from))
+            .execute(&mut *tx)
+            .await?;
+        insert_event(&mut *tx, event).await?;
+        tx.commit().await?;
+        Ok(res.rows_affected())
+    }
+
+    async fn retiring_instances(&self) -> StoreResult<HashSet<String>> {
+        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM instances WHERE retire = 1").fetch_all(&self.pool).await?;
+        Ok(ids.into_iter().collect())
+    }
+
+    async fn set_node_state(&self, name: &str, state: &str, event: &Event) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        let res = sqlx::query("UPDATE nodes SET state = ? WHERE name = ?").bind(state).bind(name).execute(&mut *tx).await?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("node {name:?} not found")));
+        }
+        insert_event(&mut *tx, event).await?;
+        tx.commit().await?;
+        Ok(())
     }
 }

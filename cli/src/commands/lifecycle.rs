@@ -1,0 +1,158 @@
+//! App and node lifecycle: `paas scale`, `restart`, `stop`, `start`, `restart-instance` and
+//! `node drain`. Each records intent with the controller and returns at once; the controller
+//! replaces instances (new one running first, old one removed after). Follow with `paas app NAME`.
+
+use crate::client::Client;
+use crate::output::memory;
+use paas_common::api::{AppSettings, AppUpdateRequest, HealthCheckUpdate, RestartRequest};
+use paas_common::domain::parse_memory_mb;
+
+#[derive(Debug, clap::Args)]
+pub struct ScaleArgs {
+    /// App name
+    pub name: String,
+    /// Number of instances (the others keep running)
+    #[arg(short = 'i', long)]
+    pub instances: Option<u32>,
+    /// Memory per instance, e.g. 256M or 1G (replaces every instance, one at a time)
+    #[arg(short = 'm', long, value_parser = parse_memory_mb)]
+    pub memory: Option<u64>,
+    /// Instances replaced at once by rolling deploys and restarts
+    #[arg(long)]
+    pub max_in_flight: Option<u32>,
+    /// Health check type: port, http or process (replaces every instance, one at a time)
+    #[arg(long = "health-check", value_parser = ["port", "http", "process"])]
+    pub health_check: Option<String>,
+    /// Path an http health check requests, e.g. /health
+    #[arg(long)]
+    pub health_endpoint: Option<String>,
+    /// Seconds per health check attempt
+    #[arg(long)]
+    pub health_timeout: Option<u64>,
+    /// Seconds an instance may take to pass its first health check
+    #[arg(long)]
+    pub start_timeout: Option<u64>,
+    /// Print the resulting settings as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RestartArgs {
+    /// App name
+    pub name: String,
+    /// Instances replaced at once (kept as the app's setting)
+    #[arg(long)]
+    pub max_in_flight: Option<u32>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct NameArgs {
+    /// App name
+    pub name: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RestartInstanceArgs {
+    /// App name
+    pub name: String,
+    /// Instance index
+    pub index: u32,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct NodeArgs {
+    #[command(subcommand)]
+    pub command: NodeCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum NodeCommand {
+    /// Move every instance off a node (each replacement runs before its old instance stops),
+    /// then mark the node drained. It gets no new instances.
+    Drain {
+        /// Node name
+        name: String,
+    },
+}
+
+fn summary(s: &AppSettings) -> String {
+    format!(
+        "{}: {}, {} instance(s) of {}, max in flight {}, health check {}",
+        s.name,
+        s.state.as_str(),
+        s.desired_instances,
+        memory(s.memory_mb),
+        s.max_in_flight,
+        match &s.health.check {
+            paas_common::agent::HealthCheck::Port => "port".to_string(),
+            paas_common::agent::HealthCheck::Process => "process".to_string(),
+            paas_common::agent::HealthCheck::Http { endpoint } => format!("http {endpoint}"),
+        }
+    )
+}
+
+pub fn scale(args: ScaleArgs, client: &Client) -> anyhow::Result<()> {
+    let health_given = args.health_endpoint.is_some() || args.health_timeout.is_some() || args.start_timeout.is_some();
+    let health_check = match args.health_check {
+        Some(t) => Some(HealthCheckUpdate {
+            check_type: t,
+            endpoint: args.health_endpoint,
+            invocation_timeout_secs: args.health_timeout,
+            start_timeout_secs: args.start_timeout,
+        }),
+        None if health_given => anyhow::bail!("give --health-check port|http|process with the other health options"),
+        None => None,
+    };
+    let req = AppUpdateRequest {
+        instances: args.instances,
+        memory_mb: args.memory,
+        max_in_flight: args.max_in_flight,
+        health_check,
+        placement_labels: None,
+    };
+    let s = client.update_app(&args.name, &req)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        println!("{}", summary(&s));
+        if s.rolling {
+            println!("Replacing instances {} at a time; follow with `paas app {}`", s.max_in_flight, s.name);
+        }
+    }
+    Ok(())
+}
+
+pub fn restart(args: RestartArgs, client: &Client) -> anyhow::Result<()> {
+    let s = client.app_action(&args.name, "restart", &RestartRequest { max_in_flight: args.max_in_flight })?;
+    println!("Restarting {} ({} at a time); follow with `paas app {}`", s.name, s.max_in_flight, s.name);
+    Ok(())
+}
+
+pub fn stop(args: NameArgs, client: &Client) -> anyhow::Result<()> {
+    let s = client.app_action(&args.name, "stop", &serde_json::json!({}))?;
+    println!("Stopped {}", s.name);
+    Ok(())
+}
+
+pub fn start(args: NameArgs, client: &Client) -> anyhow::Result<()> {
+    let s = client.app_action(&args.name, "start", &serde_json::json!({}))?;
+    println!("Started {}: {} instance(s)", s.name, s.desired_instances);
+    Ok(())
+}
+
+pub fn restart_instance(args: RestartInstanceArgs, client: &Client) -> anyhow::Result<()> {
+    let s = client.app_action(&args.name, &format!("instances/{}/restart", args.index), &serde_json::json!({}))?;
+    println!("Restarting instance {} of {}", args.index, s.name);
+    Ok(())
+}
+
+pub fn node(args: NodeArgs, client: &Client) -> anyhow::Result<()> {
+    match args.command {
+        NodeCommand::Drain { name } => {
+            let r = client.drain_node(&name)?;
+            println!("Node {} is {}; its instances move to other nodes", r.name, r.state);
+        }
+    }
+    Ok(())
+}
