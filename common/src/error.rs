@@ -47,6 +47,10 @@ pub enum ErrorCode {
     NoHealthyInstance,
     UpstreamError,
     Internal,
+    /// The instance did not answer in time (connect or response header timeout).
+    UpstreamTimeout,
+    /// `X-Paas-App-Instance` named an instance that is not ready (or an app the host does not route to).
+    InstanceNotFound,
 }
 
 impl ErrorCode {
@@ -70,6 +74,8 @@ impl ErrorCode {
             ErrorCode::NoHealthyInstance => "no_healthy_instance",
             ErrorCode::UpstreamError => "upstream_error",
             ErrorCode::Internal => "internal",
+            ErrorCode::UpstreamTimeout => "upstream_timeout",
+            ErrorCode::InstanceNotFound => "instance_not_found",
         }
     }
 
@@ -92,6 +98,8 @@ impl ErrorCode {
             ErrorCode::NoNodeAvailable | ErrorCode::NoHealthyInstance => 503,
             ErrorCode::UpstreamError => 502,
             ErrorCode::Internal => 500,
+            ErrorCode::UpstreamTimeout => 504,
+            ErrorCode::InstanceNotFound => 404,
         }
     }
 }

@@ -84,6 +84,29 @@ pub struct Settings {
     pub default_disk_mb: u64,
     /// Log lines kept per app.
     pub log_retention_lines: i64,
+    /// How long a request for an app with no ready instance waits for one (a deploy or restart
+    /// in progress) before the router answers 503.
+    #[serde(default = "default_router_wait_ms")]
+    pub router_wait_ms: u64,
+    /// Connecting to an instance longer than this is a failure (retried on another instance).
+    #[serde(default = "default_router_connect_timeout_ms")]
+    pub router_connect_timeout_ms: u64,
+    /// An instance that sends no response header for this long gets a 504.
+    #[serde(default = "default_router_response_timeout_secs")]
+    pub router_response_timeout_secs: u64,
+    /// `round_robin` (default) or `least_connections`.
+    #[serde(default)]
+    pub router_balance: crate::router::Balance,
+}
+
+fn default_router_wait_ms() -> u64 {
+    5000
+}
+fn default_router_connect_timeout_ms() -> u64 {
+    2000
+}
+fn default_router_response_timeout_secs() -> u64 {
+    300
 }
 
 impl Default for Settings {
@@ -102,6 +125,10 @@ impl Default for Settings {
             default_memory_mb: 256,
             default_disk_mb: 1024,
             log_retention_lines: 10_000,
+            router_wait_ms: default_router_wait_ms(),
+            router_connect_timeout_ms: default_router_connect_timeout_ms(),
+            router_response_timeout_secs: default_router_response_timeout_secs(),
+            router_balance: crate::router::Balance::default(),
         }
     }
 }

@@ -20,11 +20,13 @@ pub async fn run(ctx: std::sync::Arc<AppCtx>) {
     loop {
         match converge_once(&ctx).await {
             Ok(changed) => {
-                if changed {
-                    ctx.bump_assignments();
-                }
+                // Routes first: a removed instance must leave the route table before agents hear
+                // of it and stop its container, or requests would be sent to a stopping instance.
                 if let Err(e) = crate::router::refresh(&ctx).await {
                     tracing::warn!(error = %e, "route table refresh failed");
+                }
+                if changed {
+                    ctx.bump_assignments();
                 }
             }
             Err(e) => tracing::error!(error = %e, "convergence pass failed"),

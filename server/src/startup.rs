@@ -68,11 +68,12 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let data = web::Data::from(self.ctx.clone());
         let domain = self.ctx.settings.apps_domain.clone();
+        let settings = self.ctx.settings.clone();
         let server = HttpServer::new(move || {
             let domain = domain.clone();
             App::new()
                 .app_data(data.clone())
-                .app_data(web::Data::new(awc::Client::builder().disable_redirects().finish()))
+                .app_data(web::Data::new(router::proxy::client(&settings)))
                 .wrap(actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms").log_target("paas::http"))
                 // App traffic first: any Host of the form NAME.<apps domain> goes to the router,
                 // whatever its path.
@@ -92,6 +93,7 @@ impl Application {
         .run();
         tracing::info!(port = self.port, "paas-server listening");
         let converge = tokio::spawn(crate::convergence::run(self.ctx.clone()));
+        tokio::spawn(router::access_log::run(self.ctx.clone()));
         tokio::select! {
             r = server => r.context("HTTP server failed"),
             r = converge => Err(anyhow::anyhow!("convergence loop stopped: {r:?}")),

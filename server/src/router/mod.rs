@@ -1,0 +1,250 @@
+//! The HTTP router: requests whose Host is `NAME.<apps domain>` go to a ready instance of app
+//! NAME. This module owns the route table (app -> ready backends), rebuilt from the store whenever
+//! instance state changes; only instances whose health check passed (state `running`) are in it.
+//!
+//! - [`proxy`]: the request path (pick, retry, wait, headers, streaming, timeouts, errors).
+//! - [`ws`]: WebSocket upgrades, bridged frame by frame.
+//! - [`access_log`]: RTR lines, batched into the app's log stream off the hot path.
+//! - [`stats`]: counters (atomics) for a later `/metrics`.
+//!
+//! Ordering invariant: callers that remove instances must [`refresh`] the table *before* telling
+//! agents (`bump_assignments`), so an instance leaves the table before its container is stopped.
+
+pub mod access_log;
+pub mod proxy;
+pub mod stats;
+pub mod ws;
+
+use actix_web::http::header;
+use paas_common::api::InstanceState;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use tokio::sync::watch;
+
+pub use proxy::proxy;
+pub use stats::RouterStats;
+
+use crate::state::AppCtx;
+use crate::store::StoreResult;
+
+/// How the router spreads requests over an app's ready instances.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    /// Fewest requests in flight; ties go round-robin.
+    LeastConnections,
+}
+
+#[derive(Debug)]
+pub struct Backend {
+    pub address: String,
+    pub index: u32,
+    /// Requests in flight to this instance (until their response body ends); kept across table
+    /// rebuilds for the same address so least-connections sees the truth.
+    pub inflight: Arc<AtomicUsize>,
+}
+
+#[derive(Debug, Default)]
+pub struct AppRoutes {
+    pub backends: Vec<Arc<Backend>>,
+    next: AtomicUsize,
+}
+
+impl AppRoutes {
+    /// The next backend whose address is not in `skip` (instances that already refused this
+    /// request), or `None`.
+    pub fn pick(&self, balance: Balance, skip: &[String]) -> Option<Arc<Backend>> {
+        let n = self.backends.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let candidates = (0..n).map(|k| &self.backends[(start + k) % n]).filter(|b| !skip.contains(&b.address));
+        match balance {
+            Balance::RoundRobin => candidates.into_iter().next().cloned(),
+            Balance::LeastConnections => candidates.min_by_key(|b| b.inflight.load(Ordering::Relaxed)).cloned(),
+        }
+    }
+
+    /// The backend with this instance index (`X-Paas-App-Instance`).
+    pub fn by_index(&self, index: u32, skip: &[String]) -> Option<Arc<Backend>> {
+        self.backends.iter().find(|b| b.index == index && !skip.contains(&b.address)).cloned()
+    }
+}
+
+/// The router's shared state: app name -> ready backends, a version that changes on every
+/// rebuild (requests waiting for an instance watch it), the counters and the access-log queue.
+/// Apps that exist but have no ready instance map to an empty list, so the router can tell
+/// "unknown app" (404) from "no ready instance" (503).
+pub struct RouteTable {
+    inner: RwLock<HashMap<String, Arc<AppRoutes>>>,
+    version: watch::Sender<u64>,
+    pub stats: RouterStats,
+    pub access_log: access_log::AccessLog,
+}
+
+impl Default for RouteTable {
+    fn default() -> Self {
+        Self {
+            inner: RwLock::default(),
+            version: watch::channel(0).0,
+            stats: RouterStats::default(),
+            access_log: access_log::AccessLog::new(),
+        }
+    }
+}
+
+impl RouteTable {
+    pub fn get(&self, app: &str) -> Option<Arc<AppRoutes>> {
+        self.inner.read().ok()?.get(app).cloned()
+    }
+
+    /// A receiver that sees every later rebuild.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    /// Replaces the table; `table` lists (address, index) per app.
+    pub fn replace(&self, table: HashMap<String, Vec<(String, u32)>>) {
+        let Ok(mut inner) = self.inner.write() else { return };
+        let old_inflight: HashMap<&str, &Arc<AtomicUsize>> =
+            inner.values().flat_map(|r| r.backends.iter()).map(|b| (b.address.as_str(), &b.inflight)).collect();
+        let mut next = HashMap::with_capacity(table.len());
+        for (app, list) in table {
+            // Keep the round-robin position when nothing changed for this app.
+            let same = inner.get(&app).filter(|old| {
+                old.backends.len() == list.len()
+                    && old.backends.iter().zip(&list).all(|(a, (addr, idx))| &a.address == addr && a.index == *idx)
+            });
+            let routes = match same {
+                Some(old) => old.clone(),
+                None => {
+                    let backends = list
+                        .into_iter()
+                        .map(|(address, index)| {
+                            let inflight = old_inflight.get(address.as_str()).map_or_else(Default::default, |c| (*c).clone());
+                            Arc::new(Backend { address, index, inflight })
+                        })
+                        .collect();
+                    Arc::new(AppRoutes { backends, next: AtomicUsize::new(0) })
+                }
+            };
+            next.insert(app, routes);
+        }
+        drop(old_inflight);
+        *inner = next;
+        drop(inner);
+        self.version.send_modify(|v| *v += 1);
+    }
+}
+
+/// Rebuilds the route table from the store.
+pub async fn refresh(ctx: &AppCtx) -> StoreResult<()> {
+    let apps = ctx.store.list_apps().await?;
+    let nodes = ctx.store.list_nodes().await?;
+    let instances = ctx.store.list_instances().await?;
+    let node_addr: HashMap<&str, &str> = nodes.iter().map(|n| (n.name.as_str(), n.address.as_str())).collect();
+    let names: HashMap<&str, &str> = apps.iter().map(|a| (a.id.as_str(), a.name.as_str())).collect();
+    let mut table: HashMap<String, Vec<(String, u32)>> = apps.iter().map(|a| (a.name.clone(), Vec::new())).collect();
+    for i in instances.iter().filter(|i| i.state == InstanceState::Running) {
+        let (Some(node), Some(port), Some(app)) = (&i.node_name, i.host_port, names.get(i.app_id.as_str())) else {
+            continue;
+        };
+        let Some(addr) = node_addr.get(node.as_str()) else { continue };
+        if let Some(list) = table.get_mut(*app) {
+            list.push((format!("{addr}:{port}"), i.index));
+        }
+    }
+    for list in table.values_mut() {
+        list.sort_by_key(|b| b.1);
+    }
+    ctx.routes.replace(table);
+    Ok(())
+}
+
+/// The app name a Host header addresses, if it is `NAME.<domain>` (any port).
+pub fn app_for_host(host: &str, domain: &str) -> Option<String> {
+    let host = host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let name = host.strip_suffix(domain)?.strip_suffix('.')?;
+    (!name.is_empty() && !name.contains('.')).then(|| name.to_string())
+}
+
+pub fn request_host(req: &actix_web::dev::RequestHead) -> Option<&str> {
+    req.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri.host())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_map_to_apps() {
+        assert_eq!(app_for_host("myapp.localhost:8080", "localhost").as_deref(), Some("myapp"));
+        assert_eq!(app_for_host("MyApp.localhost", "localhost").as_deref(), Some("myapp"));
+        assert_eq!(app_for_host("a.apps.example.com", "apps.example.com").as_deref(), Some("a"));
+        assert_eq!(app_for_host("localhost:8080", "localhost"), None);
+        assert_eq!(app_for_host("127.0.0.1:8080", "localhost"), None);
+        assert_eq!(app_for_host("a.b.localhost", "localhost"), None);
+        assert_eq!(app_for_host("evillocalhost", "localhost"), None);
+    }
+
+    fn table(list: &[(&str, u32)]) -> RouteTable {
+        let t = RouteTable::default();
+        t.replace(HashMap::from([("a".to_string(), list.iter().map(|(a, i)| (a.to_string(), *i)).collect())]));
+        t
+    }
+
+    #[test]
+    fn round_robin_visits_every_backend_and_skips_refused_ones() {
+        let t = table(&[("h:1", 0), ("h:2", 1), ("h:3", 2)]);
+        let r = t.get("a").unwrap();
+        let mut seen: Vec<u32> = (0..3).map(|_| r.pick(Balance::RoundRobin, &[]).unwrap().index).collect();
+        seen.sort();
+        assert_eq!(seen, [0, 1, 2]);
+        let skip = vec!["h:1".to_string(), "h:3".to_string()];
+        for _ in 0..5 {
+            assert_eq!(r.pick(Balance::RoundRobin, &skip).unwrap().index, 1);
+        }
+        let all: Vec<String> = ["h:1", "h:2", "h:3"].map(String::from).into();
+        assert!(r.pick(Balance::RoundRobin, &all).is_none());
+    }
+
+    #[test]
+    fn least_connections_prefers_the_idle_instance_and_counts_survive_rebuilds() {
+        let t = table(&[("h:1", 0), ("h:2", 1)]);
+        let r = t.get("a").unwrap();
+        r.backends[0].inflight.store(5, Ordering::Relaxed);
+        for _ in 0..4 {
+            assert_eq!(r.pick(Balance::LeastConnections, &[]).unwrap().index, 1);
+        }
+        // A rebuild with one more instance keeps h:1's count.
+        t.replace(HashMap::from([("a".to_string(), vec![("h:1".into(), 0), ("h:2".into(), 1), ("h:3".into(), 2)])]));
+        let r = t.get("a").unwrap();
+        assert_eq!(r.backends[0].inflight.load(Ordering::Relaxed), 5);
+        assert_ne!(r.pick(Balance::LeastConnections, &[]).unwrap().index, 0);
+    }
+
+    #[test]
+    fn targeting_by_index() {
+        let t = table(&[("h:1", 0), ("h:2", 1)]);
+        let r = t.get("a").unwrap();
+        assert_eq!(r.by_index(1, &[]).unwrap().address, "h:2");
+        assert!(r.by_index(2, &[]).is_none());
+        assert!(r.by_index(1, &["h:2".to_string()]).is_none());
+    }
+
+    #[tokio::test]
+    async fn waiters_see_rebuilds() {
+        let t = table(&[]);
+        let mut rx = t.subscribe();
+        rx.borrow_and_update();
+        t.replace(HashMap::from([("a".to_string(), vec![("h:1".into(), 0)])]));
+        tokio::time::timeout(std::time::Duration::from_secs(1), rx.changed()).await.unwrap().unwrap();
+        assert_eq!(t.get("a").unwrap().backends.len(), 1);
+    }
+}
