@@ -114,6 +114,11 @@ fn spawn(cmd: &mut Command, log: &Path) -> Result<Child> {
 impl Platform {
     /// A server and no agent.
     pub fn start_server(opts: Options) -> Result<Self> {
+        Self::start_server_env(opts, &[])
+    }
+
+    /// A server with extra environment (e.g. `PAAS_ROUTER_WAIT_MS`) and no agent.
+    pub fn start_server_env(opts: Options, env: &[(&str, &str)]) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("paas-e2e-").tempdir()?;
         let data = dir.path().join("server");
         let admin_password = unique("pw");
@@ -123,7 +128,8 @@ impl Platform {
             .env("PAAS_LISTEN", "127.0.0.1:0")
             .env("PAAS_ADMIN_PASSWORD", &admin_password)
             .env("PAAS_NODE_GRACE_SECS", opts.node_grace_secs.to_string())
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .envs(env.iter().copied());
         let child = spawn(&mut cmd, &log)?;
         let mut server = Proc { name: "paas-server".into(), child: Some(child), log };
         let addr_file = data.join("listen-addr");

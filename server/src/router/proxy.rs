@@ -131,12 +131,10 @@ pub async fn proxy(req: HttpRequest, payload: web::Payload, ctx: web::Data<AppCt
     if super::ws::is_websocket(&req) {
         return super::ws::bridge(req, payload, ctx, client, meta, target, headers).await;
     }
-    let has_body = req.headers().contains_key("transfer-encoding")
-        || req
-            .headers()
-            .get("content-length")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim() != "0");
+    // The body's framing is re-made on the instance side: a known length stays a length
+    // (awc writes Content-Length from the sized body), anything else is chunked.
+    let length: Option<u64> = req.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
+    let has_body = req.headers().contains_key("transfer-encoding") || length.is_some_and(|n| n > 0);
     let idempotent = matches!(meta.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE);
     let body = Lendable::new(payload.into_inner());
     let deadline = meta.started + Duration::from_millis(ctx.settings.router_wait_ms);
@@ -170,7 +168,11 @@ pub async fn proxy(req: HttpRequest, payload: web::Payload, ctx: web::Data<AppCt
         for (name, value) in &headers {
             fwd = fwd.append_header((name.clone(), value.clone()));
         }
-        let sent = if has_body { fwd.send_stream(body.lend()).await } else { fwd.send().await };
+        let sent = match (has_body, length) {
+            (false, _) => fwd.send().await,
+            (true, Some(n)) => fwd.send_body(SizedStream::new(n, body.lend())).await,
+            (true, None) => fwd.send_stream(body.lend()).await,
+        };
         match sent {
             Ok(res) => return respond(&ctx, meta, backend, guard, res),
             Err(e) => {
@@ -243,7 +245,10 @@ fn upstream_headers(h: &HeaderMap, meta: &Meta) -> Vec<(HeaderName, HeaderValue)
             let n = n.as_str();
             !HOP_BY_HOP.contains(&n)
                 && !named_by_connection.iter().any(|c| c == n)
-                && !matches!(n, "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host" | "x-request-id" | "x-paas-app-instance")
+                && !matches!(
+                    n,
+                    "content-length" | "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host" | "x-request-id" | "x-paas-app-instance"
+                )
         })
         .map(|(n, v)| (n.clone(), v.clone()))
         .collect();

@@ -26,6 +26,10 @@ pub fn is_websocket(req: &HttpRequest) -> bool {
 
 /// Headers the instance's handshake must not get from the client: awc writes its own key,
 /// version and (no) extensions, since the two legs are separate WebSockets.
+/// Largest single frame either leg accepts (the crates' default, 64 KiB, is too small for apps
+/// that send one big message unfragmented).
+const MAX_FRAME: usize = 16 * 1024 * 1024;
+
 const HANDSHAKE: [&str; 3] = ["sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions"];
 
 pub(super) async fn bridge(
@@ -48,7 +52,7 @@ pub(super) async fn bridge(
             };
             return fail(&ctx, &meta, code, reason, format!("no instance of {:?} took the WebSocket", meta.app));
         };
-        let mut wsreq = client.ws(format!("ws://{}{}", backend.address, meta.path));
+        let mut wsreq = client.ws(format!("ws://{}{}", backend.address, meta.path)).max_frame_size(MAX_FRAME);
         for (name, value) in &headers {
             if !HANDSHAKE.contains(&name.as_str()) {
                 wsreq = wsreq.header(name.clone(), value.clone());
@@ -70,7 +74,7 @@ pub(super) async fn bridge(
         }
     };
 
-    let (mut response, mut session, mut from_client) = match actix_ws::handle(&req, payload) {
+    let (mut response, mut session, from_client) = match actix_ws::handle(&req, payload) {
         Ok(parts) => parts,
         Err(e) => return fail(&ctx, &meta, ErrorCode::BadRequest, "bad_websocket_handshake", e.to_string()),
     };
@@ -86,16 +90,20 @@ pub(super) async fn bridge(
     ctx.routes.stats.websockets.fetch_add(1, Ordering::Relaxed);
     ctx.routes.stats.count_status(101);
 
+    let mut from_client = from_client.max_frame_size(MAX_FRAME);
     let guard = InFlight::new(backend.clone());
     actix_web::rt::spawn(async move {
         let _guard = guard;
         let (mut to_upstream, mut from_upstream) = upstream.split();
+        // After the client's Close goes up, only the instance's answering Close is awaited, and
+        // passed down, so both sides see a clean closing handshake.
+        let mut client_closed = false;
         loop {
             tokio::select! {
-                m = from_client.recv() => {
+                m = from_client.recv(), if !client_closed => {
                     let Some(Ok(m)) = m else { let _ = to_upstream.close().await; break };
-                    let close = matches!(m, Message::Close(_));
-                    if to_upstream.send(m).await.is_err() || close {
+                    client_closed = matches!(m, Message::Close(_));
+                    if to_upstream.send(m).await.is_err() {
                         break;
                     }
                 }
