@@ -51,6 +51,8 @@ pub enum ErrorCode {
     UpstreamTimeout,
     /// `X-Paas-App-Instance` named an instance that is not ready (or an app the host does not route to).
     InstanceNotFound,
+    /// A route (`HOST[/PATH]`) that does not parse.
+    InvalidRoute,
 }
 
 impl ErrorCode {
@@ -76,6 +78,7 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::UpstreamTimeout => "upstream_timeout",
             ErrorCode::InstanceNotFound => "instance_not_found",
+            ErrorCode::InvalidRoute => "invalid_route",
         }
     }
 
@@ -100,6 +103,7 @@ impl ErrorCode {
             ErrorCode::Internal => 500,
             ErrorCode::UpstreamTimeout => 504,
             ErrorCode::InstanceNotFound => 404,
+            ErrorCode::InvalidRoute => 400,
         }
     }
 }

@@ -237,3 +237,62 @@ fn redeploy_from_three_to_one_instance_under_load_fails_no_request() {
     let (ok, failures) = load.finish();
     assert!(failures.is_empty(), "{} of {} requests failed: {:?}", failures.len(), ok + failures.len(), &failures[..failures.len().min(10)]);
 }
+
+#[test]
+fn routes_map_unmap_and_longest_prefix_wins() {
+    let p = Platform::start().expect("platform");
+    let (web, api) = (unique("web"), unique("api"));
+    push(&p, &web, 1);
+    push(&p, &api, 1);
+    let host = format!("{}.example.test", unique("shop"));
+    let out = p.cli(&["map-route", &web, &host]);
+    assert!(out.ok(), "{out:?}");
+    let out = p.cli(&["map-route", &api, &format!("{host}/api/")]);
+    assert!(out.ok(), "{out:?}");
+    assert!(out.stdout.contains(&format!("Mapped {host}/api to {api}")), "{out:?}");
+
+    let c = reqwest::blocking::Client::builder().resolve(&host, p.addr).timeout(Duration::from_secs(20)).build().unwrap();
+    let app_of = |path: &str| {
+        let r = c.get(format!("http://{host}:{}{path}", p.addr.port())).send().unwrap();
+        (r.status().as_u16(), header(&r, "x-paas-app"))
+    };
+    assert_eq!(app_of("/"), (200, web.clone()));
+    assert_eq!(app_of("/apix"), (200, web.clone()), "prefixes match whole segments");
+    assert_eq!(app_of("/api"), (200, api.clone()));
+    assert_eq!(app_of("/api/users?x=1"), (200, api.clone()));
+    // The default route keeps working beside mapped ones.
+    assert_eq!(p.get_app(&api, "/").unwrap().0, 200);
+
+    let out = p.cli(&["routes", "--json"]);
+    assert!(out.ok(), "{out:?}");
+    let routes: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let has = |h: &str, path: &str, app: &str, default: bool| {
+        routes.as_array().unwrap().iter().any(|r| r["host"] == h && r["path"] == path && r["app"] == app && r["default"] == default)
+    };
+    assert!(has(&host, "", &web, false) && has(&host, "/api", &api, false), "{routes}");
+    assert!(has(&format!("{web}.localhost"), "", &web, true), "{routes}");
+    let out = p.cli(&["routes"]);
+    assert!(out.ok() && out.stdout.contains("HOST") && out.stdout.contains(&host), "{out:?}");
+
+    // Errors: one line each, with a stable code, exit 1.
+    for (args, code) in [
+        (vec!["map-route", web.as_str(), "not a host"], "(invalid_route)"),
+        (vec!["map-route", web.as_str(), host.as_str()], "(conflict)"),
+        (vec!["map-route", web.as_str(), &format!("{api}.localhost")], "(conflict)"),
+        (vec!["unmap-route", web.as_str(), &format!("{host}/nothing")], "(not_found)"),
+        (vec!["map-route", "no-such-app", "x.example.test"], "(app_not_found)"),
+    ] {
+        let out = p.cli(&args);
+        assert_eq!(out.code, 1, "{args:?}: {out:?}");
+        assert!(out.stderr.contains(code) && out.stderr.trim().lines().count() == 1, "{args:?}: {out:?}");
+    }
+
+    // Unmapped: /api falls back to the host's shorter route.
+    let out = p.cli(&["unmap-route", &api, &format!("{host}/api")]);
+    assert!(out.ok(), "{out:?}");
+    assert_eq!(app_of("/api/users"), (200, web.clone()));
+    let out = p.cli(&["unmap-route", &web, &host]);
+    assert!(out.ok(), "{out:?}");
+    // The host is no app's any more (it falls through to the controller's own pages).
+    assert_eq!(app_of("/").1, "");
+}

@@ -8,6 +8,7 @@ pub mod login;
 pub mod logs;
 pub mod nodes;
 pub mod push;
+pub mod routes;
 
 use crate::client::Client;
 use crate::config::Env;
@@ -40,6 +41,12 @@ pub enum Command {
     Logs(logs::Args),
     /// List the nodes that run app instances.
     Nodes(nodes::Args),
+    /// List routes (all apps, or one with --app).
+    Routes(routes::ListArgs),
+    /// Send requests for HOST[/PATH] to an app (the longest matching path prefix wins).
+    MapRoute(routes::MapArgs),
+    /// Stop sending requests for HOST[/PATH] to an app.
+    UnmapRoute(routes::MapArgs),
 }
 
 /// Runs one command. Every command but `login` needs a saved login or PAAS_API + PAAS_TOKEN.
@@ -56,6 +63,9 @@ pub fn dispatch(cli: Cli, env: &Env) -> anyhow::Result<()> {
         Command::Delete(args) => delete::run(args, &client),
         Command::Logs(args) => logs::run(args, &client),
         Command::Nodes(args) => nodes::run(args, &client),
+        Command::Routes(args) => routes::list(args, &client),
+        Command::MapRoute(args) => routes::map(args, &client),
+        Command::UnmapRoute(args) => routes::unmap(args, &client),
     }
 }
 

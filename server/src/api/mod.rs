@@ -5,6 +5,7 @@ mod agent;
 mod apps;
 mod auth;
 mod nodes;
+mod routes;
 
 use actix_web::web;
 
@@ -28,6 +29,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/agent/assignments", web::get().to(agent::assignments))
             .route("/agent/droplets/{sha}", web::get().to(agent::droplet))
             .route("/agent/logs", web::post().to(agent::logs))
+            .route("/routes", web::get().to(routes::list))
+            .route("/apps/{name}/routes", web::get().to(routes::list_for_app))
+            .route("/apps/{name}/routes", web::post().to(routes::map))
+            .route("/apps/{name}/routes", web::delete().to(routes::unmap))
+            .route("/router/table", web::get().to(routes::table))
+            .route("/router/logs", web::post().to(routes::logs))
             .default_service(web::to(not_found)),
     )
     .app_data(web::JsonConfig::default().limit(8 * 1024 * 1024).error_handler(|err, _| {

@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-use crate::state::AppCtx;
+use crate::store::Store;
+
+use super::RouteTable;
 
 const QUEUE: usize = 16_384;
 const BATCH: usize = 1_000;
@@ -51,7 +53,7 @@ pub struct Entry<'a> {
 }
 
 /// Queues one RTR line; never waits.
-pub fn record(ctx: &AppCtx, e: Entry<'_>) {
+pub fn record(table: &RouteTable, e: Entry<'_>) {
     let instance = e.instance.map_or_else(|| "-".to_string(), |(i, a)| format!("{i}@{a}"));
     let message = format!(
         "\"{} {}\" {} bytes={} duration_ms={:.3} instance={} request_id={} peer={}",
@@ -65,14 +67,31 @@ pub fn record(ctx: &AppCtx, e: Entry<'_>) {
         e.peer
     );
     let line = LogLine { timestamp: Utc::now(), source: "RTR".into(), stream: "out".into(), message };
-    if ctx.routes.access_log.tx.try_send((e.app.to_string(), line)).is_err() {
-        ctx.routes.stats.access_log_dropped.fetch_add(1, Ordering::Relaxed);
+    if table.access_log.tx.try_send((e.app.to_string(), line)).is_err() {
+        table.stats.access_log_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Where batches of RTR lines go: the store (router in the controller) or the controller's API
+/// (standalone router).
+#[async_trait::async_trait]
+pub trait Sink: Send + Sync {
+    async fn write(&self, lines: &[(String, LogLine)]) -> Result<(), String>;
+}
+
+/// The controller's own store.
+pub struct StoreSink(pub Arc<dyn Store>);
+
+#[async_trait::async_trait]
+impl Sink for StoreSink {
+    async fn write(&self, lines: &[(String, LogLine)]) -> Result<(), String> {
+        self.0.append_logs(lines).await.map_err(|e| e.to_string())
     }
 }
 
 /// The writer task; runs until the process ends. Started once (a second call returns at once).
-pub async fn run(ctx: Arc<AppCtx>) {
-    let rx = ctx.routes.access_log.rx.lock().ok().and_then(|mut r| r.take());
+pub async fn run(table: Arc<RouteTable>, sink: impl Sink) {
+    let rx = table.access_log.rx.lock().ok().and_then(|mut r| r.take());
     let Some(mut rx) = rx else { return };
     let mut batch = Vec::with_capacity(BATCH);
     while let Some(first) = rx.recv().await {
@@ -84,7 +103,7 @@ pub async fn run(ctx: Arc<AppCtx>) {
                 Ok(None) | Err(_) => break,
             }
         }
-        if let Err(e) = ctx.store.append_logs(&batch).await {
+        if let Err(e) = sink.write(&batch).await {
             tracing::warn!(error = %e, lines = batch.len(), "writing RTR access-log lines failed");
         }
         batch.clear();

@@ -12,11 +12,13 @@
 
 pub mod access_log;
 pub mod proxy;
+
 pub mod stats;
 pub mod ws;
 
 use actix_web::http::header;
 use paas_common::api::InstanceState;
+use paas_common::route::{RouteInfo, RouteSpec, RouterBackend, RouterTable};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,6 +30,21 @@ pub use stats::RouterStats;
 
 use crate::state::AppCtx;
 use crate::store::StoreResult;
+
+/// What the proxy handlers see (as `web::Data`): the table and the few settings of the request
+/// path. The same in the controller and in a standalone router.
+pub struct Router {
+    pub table: Arc<RouteTable>,
+    /// How long a request waits for a ready instance.
+    pub wait: std::time::Duration,
+    pub balance: Balance,
+}
+
+impl Router {
+    pub fn new(table: Arc<RouteTable>, settings: &crate::config::Settings) -> Self {
+        Self { table, wait: std::time::Duration::from_millis(settings.router_wait_ms), balance: settings.router_balance }
+    }
+}
 
 /// How the router spreads requests over an app's ready instances.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,15 +93,25 @@ impl AppRoutes {
     }
 }
 
-/// The router's shared state: app name -> ready backends, a version that changes on every
-/// rebuild (requests waiting for an instance watch it), the counters and the access-log queue.
-/// Apps that exist but have no ready instance map to an empty list, so the router can tell
+/// The router's shared state: the routes (host -> path prefixes -> app), each app's ready
+/// backends, a version that changes on every rebuild (requests waiting for an instance, and
+/// standalone routers long-polling the controller, watch it), the counters and the access-log
+/// queue. Apps that exist but have no ready instance map to an empty list, so the router can tell
 /// "unknown app" (404) from "no ready instance" (503).
 pub struct RouteTable {
-    inner: RwLock<HashMap<String, Arc<AppRoutes>>>,
+    inner: RwLock<Tables>,
     version: watch::Sender<u64>,
     pub stats: RouterStats,
     pub access_log: access_log::AccessLog,
+}
+
+#[derive(Default)]
+struct Tables {
+    /// Host -> (path prefix, app), longest prefix first.
+    hosts: HashMap<String, Vec<(String, String)>>,
+    apps: HashMap<String, Arc<AppRoutes>>,
+    /// The same table in wire form, for `GET /v1/router/table`.
+    wire: Arc<RouterTable>,
 }
 
 impl Default for RouteTable {
@@ -100,7 +127,31 @@ impl Default for RouteTable {
 
 impl RouteTable {
     pub fn get(&self, app: &str) -> Option<Arc<AppRoutes>> {
-        self.inner.read().ok()?.get(app).cloned()
+        self.inner.read().ok()?.apps.get(app).cloned()
+    }
+
+    /// The app a request for `host` (a Host header, port allowed) and `path` goes to: the route
+    /// on that host with the longest matching path prefix.
+    pub fn resolve(&self, host: &str, path: &str) -> Option<String> {
+        let host = normalize_host(host);
+        let inner = self.inner.read().ok()?;
+        let routes = inner.hosts.get(host.as_str())?;
+        routes.iter().find(|(prefix, _)| RouteSpec::matches_path(prefix, path)).map(|(_, app)| app.clone())
+    }
+
+    /// Whether any route is on this host (the listener's guard: app traffic vs API).
+    pub fn has_host(&self, host: &str) -> bool {
+        let host = normalize_host(host);
+        self.inner.read().is_ok_and(|i| i.hosts.contains_key(host.as_str()))
+    }
+
+    /// The whole table in wire form, and its version.
+    pub fn snapshot(&self) -> Arc<RouterTable> {
+        self.inner.read().map(|i| i.wire.clone()).unwrap_or_default()
+    }
+
+    pub fn version(&self) -> u64 {
+        *self.version.borrow()
     }
 
     /// A receiver that sees every later rebuild.
@@ -108,60 +159,96 @@ impl RouteTable {
         self.version.subscribe()
     }
 
-    /// Replaces the table; `table` lists (address, index) per app.
-    pub fn replace(&self, table: HashMap<String, Vec<(String, u32)>>) {
+    /// Replaces the table. Unchanged apps keep their round-robin position; in-flight counts
+    /// follow their address.
+    pub fn replace(&self, mut table: RouterTable) {
         let Ok(mut inner) = self.inner.write() else { return };
         let old_inflight: HashMap<&str, &Arc<AtomicUsize>> =
-            inner.values().flat_map(|r| r.backends.iter()).map(|b| (b.address.as_str(), &b.inflight)).collect();
-        let mut next = HashMap::with_capacity(table.len());
-        for (app, list) in table {
-            // Keep the round-robin position when nothing changed for this app.
-            let same = inner.get(&app).filter(|old| {
+            inner.apps.values().flat_map(|r| r.backends.iter()).map(|b| (b.address.as_str(), &b.inflight)).collect();
+        let mut apps = HashMap::with_capacity(table.apps.len());
+        for (app, list) in &table.apps {
+            let same = inner.apps.get(app).filter(|old| {
                 old.backends.len() == list.len()
-                    && old.backends.iter().zip(&list).all(|(a, (addr, idx))| &a.address == addr && a.index == *idx)
+                    && old.backends.iter().zip(list).all(|(a, b)| a.address == b.address && a.index == b.index)
             });
             let routes = match same {
                 Some(old) => old.clone(),
                 None => {
                     let backends = list
-                        .into_iter()
-                        .map(|(address, index)| {
-                            let inflight = old_inflight.get(address.as_str()).map_or_else(Default::default, |c| (*c).clone());
-                            Arc::new(Backend { address, index, inflight })
+                        .iter()
+                        .map(|b| {
+                            let inflight = old_inflight.get(b.address.as_str()).map_or_else(Default::default, |c| (*c).clone());
+                            Arc::new(Backend { address: b.address.clone(), index: b.index, inflight })
                         })
                         .collect();
                     Arc::new(AppRoutes { backends, next: AtomicUsize::new(0) })
                 }
             };
-            next.insert(app, routes);
+            apps.insert(app.clone(), routes);
         }
         drop(old_inflight);
-        *inner = next;
+        let mut hosts: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        for r in &table.routes {
+            hosts.entry(r.host.clone()).or_default().push((r.path.clone(), r.app.clone()));
+        }
+        for list in hosts.values_mut() {
+            list.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        }
+        let version = *self.version.borrow() + 1;
+        if table.version == 0 {
+            table.version = version;
+        }
+        *inner = Tables { hosts, apps, wire: Arc::new(table) };
         drop(inner);
-        self.version.send_modify(|v| *v += 1);
+        self.version.send_modify(|v| *v = version);
     }
 }
 
-/// Rebuilds the route table from the store.
-pub async fn refresh(ctx: &AppCtx) -> StoreResult<()> {
+fn normalize_host(host: &str) -> String {
+    let host = host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// The table as the store says it is now: every app's default route `NAME.<apps domain>` and
+/// its mapped routes, and its running instances at their node's address.
+pub async fn build(ctx: &AppCtx) -> StoreResult<RouterTable> {
     let apps = ctx.store.list_apps().await?;
     let nodes = ctx.store.list_nodes().await?;
     let instances = ctx.store.list_instances().await?;
+    let mapped = ctx.store.list_routes().await?;
     let node_addr: HashMap<&str, &str> = nodes.iter().map(|n| (n.name.as_str(), n.address.as_str())).collect();
     let names: HashMap<&str, &str> = apps.iter().map(|a| (a.id.as_str(), a.name.as_str())).collect();
-    let mut table: HashMap<String, Vec<(String, u32)>> = apps.iter().map(|a| (a.name.clone(), Vec::new())).collect();
+    let mut table = RouterTable::default();
+    for a in &apps {
+        table.apps.insert(a.name.clone(), Vec::new());
+        table.routes.push(RouteInfo {
+            host: format!("{}.{}", a.name, ctx.settings.apps_domain),
+            path: String::new(),
+            app: a.name.clone(),
+            default: true,
+        });
+    }
+    for r in mapped {
+        table.routes.push(RouteInfo { host: r.host, path: r.path, app: r.app_name, default: false });
+    }
     for i in instances.iter().filter(|i| i.state == InstanceState::Running) {
         let (Some(node), Some(port), Some(app)) = (&i.node_name, i.host_port, names.get(i.app_id.as_str())) else {
             continue;
         };
         let Some(addr) = node_addr.get(node.as_str()) else { continue };
-        if let Some(list) = table.get_mut(*app) {
-            list.push((format!("{addr}:{port}"), i.index));
+        if let Some(list) = table.apps.get_mut(*app) {
+            list.push(RouterBackend { address: format!("{addr}:{port}"), index: i.index });
         }
     }
-    for list in table.values_mut() {
-        list.sort_by_key(|b| b.1);
+    for list in table.apps.values_mut() {
+        list.sort_by_key(|b| b.index);
     }
+    Ok(table)
+}
+
+/// Rebuilds the route table from the store.
+pub async fn refresh(ctx: &AppCtx) -> StoreResult<()> {
+    let table = build(ctx).await?;
     ctx.routes.replace(table);
     Ok(())
 }
@@ -193,10 +280,36 @@ mod tests {
         assert_eq!(app_for_host("evillocalhost", "localhost"), None);
     }
 
+    fn wire(list: &[(&str, u32)]) -> RouterTable {
+        RouterTable {
+            version: 0,
+            routes: vec![RouteInfo { host: "a.localhost".into(), path: String::new(), app: "a".into(), default: true }],
+            apps: [("a".to_string(), list.iter().map(|(a, i)| RouterBackend { address: a.to_string(), index: *i }).collect())]
+                .into(),
+        }
+    }
+
     fn table(list: &[(&str, u32)]) -> RouteTable {
         let t = RouteTable::default();
-        t.replace(HashMap::from([("a".to_string(), list.iter().map(|(a, i)| (a.to_string(), *i)).collect())]));
+        t.replace(wire(list));
         t
+    }
+
+    #[test]
+    fn longest_path_prefix_wins() {
+        let t = RouteTable::default();
+        let r = |host: &str, path: &str, app: &str| RouteInfo { host: host.into(), path: path.into(), app: app.into(), default: false };
+        t.replace(RouterTable {
+            version: 0,
+            routes: vec![r("shop.example.com", "", "web"), r("shop.example.com", "/api", "api"), r("shop.example.com", "/api/v2", "api2")],
+            apps: Default::default(),
+        });
+        assert_eq!(t.resolve("Shop.Example.com:8080", "/").as_deref(), Some("web"));
+        assert_eq!(t.resolve("shop.example.com", "/apix").as_deref(), Some("web"));
+        assert_eq!(t.resolve("shop.example.com", "/api/users?x=1").as_deref(), Some("api"));
+        assert_eq!(t.resolve("shop.example.com", "/api/v2/users").as_deref(), Some("api2"));
+        assert_eq!(t.resolve("other.example.com", "/"), None);
+        assert!(t.has_host("shop.example.com:80") && !t.has_host("example.com"));
     }
 
     #[test]
@@ -223,7 +336,7 @@ mod tests {
             assert_eq!(r.pick(Balance::LeastConnections, &[]).unwrap().index, 1);
         }
         // A rebuild with one more instance keeps h:1's count.
-        t.replace(HashMap::from([("a".to_string(), vec![("h:1".into(), 0), ("h:2".into(), 1), ("h:3".into(), 2)])]));
+        t.replace(wire(&[("h:1", 0), ("h:2", 1), ("h:3", 2)]));
         let r = t.get("a").unwrap();
         assert_eq!(r.backends[0].inflight.load(Ordering::Relaxed), 5);
         assert_ne!(r.pick(Balance::LeastConnections, &[]).unwrap().index, 0);
@@ -243,7 +356,7 @@ mod tests {
         let t = table(&[]);
         let mut rx = t.subscribe();
         rx.borrow_and_update();
-        t.replace(HashMap::from([("a".to_string(), vec![("h:1".into(), 0)])]));
+        t.replace(wire(&[("h:1", 0)]));
         tokio::time::timeout(std::time::Duration::from_secs(1), rx.changed()).await.unwrap().unwrap();
         assert_eq!(t.get("a").unwrap().backends.len(), 1);
     }

@@ -29,10 +29,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use super::access_log::{self, Entry};
-use super::{app_for_host, request_host, Backend};
+use super::{request_host, Backend, Router};
 use crate::config::Settings;
 use crate::error::error_response;
-use crate::state::AppCtx;
 
 /// Most instances one request tries (each only once per address).
 const MAX_ATTEMPTS: usize = 4;
@@ -95,10 +94,11 @@ fn classify(e: &SendRequestError, replay_safe: bool) -> Failure {
 }
 
 /// Proxies one request to an instance of the app its Host names.
-pub async fn proxy(req: HttpRequest, payload: web::Payload, ctx: web::Data<AppCtx>, client: web::Data<awc::Client>) -> HttpResponse {
-    let stats = &ctx.routes.stats;
+pub async fn proxy(req: HttpRequest, payload: web::Payload, ctx: web::Data<Router>, client: web::Data<awc::Client>) -> HttpResponse {
+    let stats = &ctx.table.stats;
     stats.requests.fetch_add(1, Ordering::Relaxed);
     let host = request_host(req.head()).unwrap_or_default().to_string();
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
     let request_id = req
         .headers()
         .get("x-request-id")
@@ -106,19 +106,18 @@ pub async fn proxy(req: HttpRequest, payload: web::Payload, ctx: web::Data<AppCt
         .filter(|v| !v.is_empty() && v.len() <= 200)
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
     let meta = Meta {
-        app: app_for_host(&host, &ctx.settings.apps_domain).unwrap_or_default(),
+        app: ctx.table.resolve(&host, req.uri().path()).unwrap_or_default(),
         host,
         method: req.method().clone(),
-        path: req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string(),
+        path,
         request_id,
         peer: req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default(),
         started: Instant::now(),
     };
-    let Some(routes) = ctx.routes.get(&meta.app) else {
-        let msg = format!("no app named {:?} on this platform (host {:?})", meta.app, meta.host);
+    if meta.app.is_empty() || ctx.table.get(&meta.app).is_none() {
+        let msg = format!("no route for {}{} on this platform", meta.host, req.uri().path());
         return fail(&ctx, &meta, ErrorCode::RouteNotFound, "unknown_route", msg);
-    };
-    drop(routes);
+    }
 
     // `X-Paas-App-Instance: NAME:INDEX` pins the request to one instance of this host's app.
     let target = match req.headers().get("x-paas-app-instance").map(|v| parse_target(v, &meta.app)) {
@@ -137,7 +136,7 @@ pub async fn proxy(req: HttpRequest, payload: web::Payload, ctx: web::Data<AppCt
     let has_body = req.headers().contains_key("transfer-encoding") || length.is_some_and(|n| n > 0);
     let idempotent = matches!(meta.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE);
     let body = Lendable::new(payload.into_inner());
-    let deadline = meta.started + Duration::from_millis(ctx.settings.router_wait_ms);
+    let deadline = meta.started + ctx.wait;
     let mut tried: Vec<String> = Vec::new();
     let mut last: Option<Failure> = None;
 
@@ -191,27 +190,27 @@ pub async fn proxy(req: HttpRequest, payload: web::Payload, ctx: web::Data<AppCt
 
 /// The instance to try next, waiting (until `deadline`) for the route table to offer one.
 pub(super) async fn next_backend(
-    ctx: &AppCtx,
+    ctx: &Router,
     app: &str,
     target: Option<u32>,
     tried: &[String],
     deadline: Instant,
     retrying: bool,
 ) -> Option<Arc<Backend>> {
-    let mut rx = ctx.routes.subscribe();
+    let mut rx = ctx.table.subscribe();
     let mut waited = false;
     loop {
         rx.borrow_and_update();
-        let routes = ctx.routes.get(app)?;
+        let routes = ctx.table.get(app)?;
         let pick = match target {
             Some(i) => routes.by_index(i, tried),
-            None => routes.pick(ctx.settings.router_balance, tried),
+            None => routes.pick(ctx.balance, tried),
         };
         if pick.is_some() {
             return pick;
         }
         if !waited && !retrying {
-            ctx.routes.stats.waited_for_instance.fetch_add(1, Ordering::Relaxed);
+            ctx.table.stats.waited_for_instance.fetch_add(1, Ordering::Relaxed);
         }
         waited = true;
         let left = deadline.checked_duration_since(Instant::now())?;
@@ -267,7 +266,7 @@ fn upstream_headers(h: &HeaderMap, meta: &Meta) -> Vec<(HeaderName, HeaderValue)
 }
 
 fn respond(
-    ctx: &web::Data<AppCtx>,
+    ctx: &web::Data<Router>,
     meta: Meta,
     backend: Arc<Backend>,
     guard: InFlight,
@@ -288,7 +287,7 @@ fn respond(
     out.insert_header(("x-request-id", meta.request_id.as_str()));
     out.insert_header(("x-paas-app", meta.app.as_str()));
     out.insert_header(("x-paas-instance", backend.index.to_string()));
-    ctx.routes.stats.count_status(status.as_u16());
+    ctx.table.stats.count_status(status.as_u16());
     let body = Tracked { inner: res, bytes: 0, done: Some(Done { ctx: ctx.clone(), meta, backend, status: status.as_u16(), _guard: guard }) };
     let bodiless = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED || status.is_informational();
     match length {
@@ -299,19 +298,19 @@ fn respond(
 }
 
 /// An answer from the router itself: JSON error, reason header, counted and access-logged.
-pub(super) fn fail(ctx: &AppCtx, meta: &Meta, code: ErrorCode, reason: &'static str, message: String) -> HttpResponse {
+pub(super) fn fail(ctx: &Router, meta: &Meta, code: ErrorCode, reason: &'static str, message: String) -> HttpResponse {
     let mut res = error_response(code, message);
     let h = res.headers_mut();
     h.insert(HeaderName::from_static("x-paas-router-error"), HeaderValue::from_static(reason));
     if let Ok(v) = HeaderValue::from_str(&meta.request_id) {
         h.insert(HeaderName::from_static("x-request-id"), v);
     }
-    let stats = &ctx.routes.stats;
+    let stats = &ctx.table.stats;
     stats.router_errors.fetch_add(1, Ordering::Relaxed);
     stats.count_status(res.status().as_u16());
     if !meta.app.is_empty() {
         access_log::record(
-            ctx,
+            &ctx.table,
             Entry {
                 app: &meta.app,
                 method: meta.method.as_str(),
@@ -383,7 +382,7 @@ impl Stream for Lent {
 /// Finishing a proxied response: access log and in-flight count, when the body ends or the
 /// client goes away.
 struct Done {
-    ctx: web::Data<AppCtx>,
+    ctx: web::Data<Router>,
     meta: Meta,
     backend: Arc<Backend>,
     status: u16,
@@ -415,7 +414,7 @@ impl<S> Drop for Tracked<S> {
     fn drop(&mut self) {
         if let Some(d) = self.done.take() {
             access_log::record(
-                &d.ctx,
+                &d.ctx.table,
                 Entry {
                     app: &d.meta.app,
                     method: d.meta.method.as_str(),

@@ -12,10 +12,9 @@ use awc::ws::{Frame, Message};
 use futures_util::{SinkExt, StreamExt};
 use paas_common::ErrorCode;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use super::proxy::{fail, next_backend, InFlight, Meta};
-use crate::state::AppCtx;
+use super::Router;
 
 pub fn is_websocket(req: &HttpRequest) -> bool {
     req.headers()
@@ -35,13 +34,13 @@ const HANDSHAKE: [&str; 3] = ["sec-websocket-key", "sec-websocket-version", "sec
 pub(super) async fn bridge(
     req: HttpRequest,
     payload: web::Payload,
-    ctx: web::Data<AppCtx>,
+    ctx: web::Data<Router>,
     client: web::Data<awc::Client>,
     meta: Meta,
     target: Option<u32>,
     headers: Vec<(HeaderName, HeaderValue)>,
 ) -> HttpResponse {
-    let deadline = meta.started + Duration::from_millis(ctx.settings.router_wait_ms);
+    let deadline = meta.started + ctx.wait;
     let mut tried: Vec<String> = Vec::new();
     let (backend, upstream, protocol) = loop {
         let Some(backend) = next_backend(&ctx, &meta.app, target, &tried, deadline, !tried.is_empty()).await else {
@@ -65,7 +64,7 @@ pub(super) async fn bridge(
             }
             Err(WsClientError::SendRequest(SendRequestError::Connect(e))) => {
                 tracing::warn!(app = %meta.app, backend = %backend.address, error = %e, "WebSocket connect failed; trying another instance");
-                ctx.routes.stats.retries.fetch_add(1, Ordering::Relaxed);
+                ctx.table.stats.retries.fetch_add(1, Ordering::Relaxed);
                 tried.push(backend.address.clone());
             }
             Err(e) => {
@@ -87,8 +86,8 @@ pub(super) async fn bridge(
     if let Ok(v) = HeaderValue::from_str(&meta.request_id) {
         h.insert(HeaderName::from_static("x-request-id"), v);
     }
-    ctx.routes.stats.websockets.fetch_add(1, Ordering::Relaxed);
-    ctx.routes.stats.count_status(101);
+    ctx.table.stats.websockets.fetch_add(1, Ordering::Relaxed);
+    ctx.table.stats.count_status(101);
 
     let mut from_client = from_client.max_frame_size(MAX_FRAME);
     let guard = InFlight::new(backend.clone());

@@ -159,4 +159,20 @@ pub trait Store: Send + Sync + 'static {
     async fn recent_logs(&self, app_name: &str, limit: i64) -> StoreResult<Vec<LogLine>>;
     /// Keeps the newest `keep` lines of each app.
     async fn trim_logs(&self, keep: i64) -> StoreResult<()>;
+
+    /// Every stored route (default routes are implicit), with its app's name.
+    async fn list_routes(&self) -> StoreResult<Vec<RouteRecord>>;
+    /// Maps `host` + `path` to the app; `Conflict` if that route is taken (by any app).
+    async fn add_route(&self, app_id: &str, host: &str, path: &str, event: &Event) -> StoreResult<()>;
+    /// Unmaps the route from the app; `NotFound` if the app has no such route.
+    async fn delete_route(&self, app_id: &str, host: &str, path: &str, event: &Event) -> StoreResult<()>;
+}
+
+/// A stored route (see `migrations/sqlite/0003_issue5.sql`).
+#[derive(Debug, Clone)]
+pub struct RouteRecord {
+    pub host: String,
+    pub path: String,
+    pub app_id: String,
+    pub app_name: String,
 }
