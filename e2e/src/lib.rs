@@ -208,6 +208,11 @@ impl Platform {
         self.agents[idx].kill();
     }
 
+    /// `kill -9` of the controller (agents and containers keep running).
+    pub fn kill_server(&mut self) {
+        self.server.kill();
+    }
+
     pub fn admin_token(&self) -> Result<String> {
         let res: serde_json::Value = reqwest::blocking::Client::new()
             .post(format!("{}/v1/auth/login", self.api_url()))

@@ -296,3 +296,90 @@ fn routes_map_unmap_and_longest_prefix_wins() {
     // The host is no app's any more (it falls through to the controller's own pages).
     assert_eq!(app_of("/").1, "");
 }
+
+/// A `paas-server router` process, killed on drop.
+struct StandaloneRouter {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    log: PathBuf,
+}
+
+impl StandaloneRouter {
+    fn start(p: &Platform) -> Self {
+        let dir = p.dir.path().join("router");
+        let log = p.dir.path().join("router.log");
+        let f = std::fs::File::create(&log).unwrap();
+        let child = std::process::Command::new(paas_e2e::bin("paas-server"))
+            .arg("router")
+            .env("PAAS_LISTEN", "127.0.0.1:0")
+            .env("PAAS_DATA_DIR", &dir)
+            .env("PAAS_CONTROLLER", p.api_url())
+            .env("PAAS_JOIN_TOKEN_FILE", p.data_dir().join("join-token"))
+            .env("RUST_LOG", "info")
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .unwrap();
+        let addr_file = dir.join("listen-addr");
+        let addr = wait_for(Duration::from_secs(20), "the standalone router to listen", || {
+            std::fs::read_to_string(&addr_file).ok().and_then(|s| s.trim().parse().ok())
+        })
+        .unwrap();
+        Self { child, addr, log }
+    }
+
+    fn get(&self, host: &str, path: &str) -> Option<(u16, String)> {
+        let c = reqwest::blocking::Client::builder().resolve(host, self.addr).timeout(Duration::from_secs(10)).build().ok()?;
+        let r = c.get(format!("http://{host}:{}{path}", self.addr.port())).send().ok()?;
+        Some((r.status().as_u16(), header(&r, "x-paas-app")))
+    }
+}
+
+impl Drop for StandaloneRouter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if thread::panicking() {
+            eprintln!("===== standalone router\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+        }
+    }
+}
+
+#[test]
+fn standalone_router_follows_the_controller_and_outlives_it() {
+    let mut p = Platform::start().expect("platform");
+    let app = unique("solo");
+    push(&p, &app, 2);
+    let router = StandaloneRouter::start(&p);
+    let default_host = format!("{app}.localhost");
+    wait_for(Duration::from_secs(20), "the standalone router to serve the app", || {
+        (router.get(&default_host, "/")? == (200, app.clone())).then_some(())
+    })
+    .unwrap();
+
+    // A route mapped on the controller reaches the standalone router (long-poll, not a restart).
+    let host = format!("{}.example.test", unique("solo"));
+    let out = p.cli(&["map-route", &app, &host]);
+    assert!(out.ok(), "{out:?}");
+    wait_for(Duration::from_secs(5), "the mapped route on the standalone router", || {
+        (router.get(&host, "/")? == (200, app.clone())).then_some(())
+    })
+    .unwrap();
+
+    // Its RTR lines reach the app's log stream through the controller.
+    wait_for(Duration::from_secs(15), "the standalone router's RTR lines", || {
+        let out = p.cli(&["logs", &app, "--recent"]);
+        (out.ok() && out.stdout.contains("[RTR]") && out.stdout.contains("\"GET /\" 200")).then_some(())
+    })
+    .unwrap();
+
+    // The controller dies; the router keeps serving the last table it had.
+    p.kill_server();
+    assert!(reqwest::blocking::get(format!("{}/healthz", p.api_url())).is_err(), "the controller is down");
+    for _ in 0..40 {
+        assert_eq!(router.get(&default_host, "/"), Some((200, app.clone())));
+        assert_eq!(router.get(&host, "/"), Some((200, app.clone())));
+    }
+    let other = format!("{}.localhost", unique("nope"));
+    assert_eq!(router.get(&other, "/").map(|r| r.0), Some(404));
+}

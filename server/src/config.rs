@@ -97,6 +97,19 @@ pub struct Settings {
     /// `round_robin` (default) or `least_connections`.
     #[serde(default)]
     pub router_balance: crate::router::Balance,
+    /// Standalone router (`paas-server router`) only: the controller to follow.
+    #[serde(default = "default_controller")]
+    pub controller: String,
+    /// Standalone router only: the router credential (the controller's join token), inline or
+    /// from a file.
+    #[serde(default)]
+    pub join_token: Option<Secret>,
+    #[serde(default)]
+    pub join_token_file: Option<PathBuf>,
+}
+
+fn default_controller() -> String {
+    "http://127.0.0.1:8080".into()
 }
 
 fn default_router_wait_ms() -> u64 {
@@ -129,6 +142,9 @@ impl Default for Settings {
             router_connect_timeout_ms: default_router_connect_timeout_ms(),
             router_response_timeout_secs: default_router_response_timeout_secs(),
             router_balance: crate::router::Balance::default(),
+            controller: default_controller(),
+            join_token: None,
+            join_token_file: None,
         }
     }
 }

@@ -1,18 +1,21 @@
-//! The HTTP router: requests whose Host is `NAME.<apps domain>` go to a ready instance of app
-//! NAME. This module owns the route table (app -> ready backends), rebuilt from the store whenever
-//! instance state changes; only instances whose health check passed (state `running`) are in it.
+//! The HTTP router: a request goes to a ready instance of the app its route names (Host, then the
+//! longest matching path prefix; every app has the default route `NAME.<apps domain>`). This
+//! module owns the route table (routes, and app -> ready backends), rebuilt from the store
+//! whenever routes or instance states change; only instances whose health check passed (state
+//! `running`) are in it.
 //!
 //! - [`proxy`]: the request path (pick, retry, wait, headers, streaming, timeouts, errors).
 //! - [`ws`]: WebSocket upgrades, bridged frame by frame.
 //! - [`access_log`]: RTR lines, batched into the app's log stream off the hot path.
 //! - [`stats`]: counters (atomics) for a later `/metrics`.
+//! - [`standalone`]: `paas-server router`, the router alone, following the controller's table.
 //!
 //! Ordering invariant: callers that remove instances must [`refresh`] the table *before* telling
 //! agents (`bump_assignments`), so an instance leaves the table before its container is stopped.
 
 pub mod access_log;
 pub mod proxy;
-
+pub mod standalone;
 pub mod stats;
 pub mod ws;
 
@@ -118,7 +121,9 @@ impl Default for RouteTable {
     fn default() -> Self {
         Self {
             inner: RwLock::default(),
-            version: watch::channel(0).0,
+            // Versions start at the clock, so a restarted controller never hands a standalone
+            // router a version it already holds for a different table.
+            version: watch::channel(chrono::Utc::now().timestamp_millis().unsigned_abs()).0,
             stats: RouterStats::default(),
             access_log: access_log::AccessLog::new(),
         }
