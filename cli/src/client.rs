@@ -265,6 +265,32 @@ impl Client {
     }
 }
 
+/// Routes (issue 5).
+impl Client {
+    /// `GET /v1/routes`, or `GET /v1/apps/NAME/routes`.
+    pub fn list_routes(&self, app: Option<&str>) -> Result<paas_common::route::RouteList, ClientError> {
+        let path = match app {
+            Some(a) => format!("/v1/apps/{}/routes", seg(a)),
+            None => "/v1/routes".to_string(),
+        };
+        let rb = self.authed(self.http.get(self.url(&path)));
+        self.json(self.send(rb)?)
+    }
+
+    /// `POST /v1/apps/NAME/routes` `{"route": "HOST[/PATH]"}`.
+    pub fn map_route(&self, app: &str, route: &str) -> Result<paas_common::route::RouteInfo, ClientError> {
+        let body = paas_common::route::MapRoute { route: route.to_string() };
+        let rb = self.authed(self.http.post(self.url(&format!("/v1/apps/{}/routes", seg(app)))).json(&body));
+        self.json(self.send(rb)?)
+    }
+
+    /// `DELETE /v1/apps/NAME/routes?route=HOST[/PATH]` (204).
+    pub fn unmap_route(&self, app: &str, route: &str) -> Result<(), ClientError> {
+        let rb = self.authed(self.http.delete(self.url(&format!("/v1/apps/{}/routes", seg(app)))).query(&[("route", route)]));
+        self.send(rb).map(drop)
+    }
+}
+
 /// The error for a non-2xx answer: the API's own error JSON when the body is that, else the
 /// status with a short excerpt of the body.
 pub fn error_from_body(api: &str, status: StatusCode, body: &str) -> ClientError {

@@ -53,6 +53,10 @@ pub enum ErrorCode {
     TokenNotFound,
     InstanceNotFound,
     AppStopped,
+    /// The instance did not answer in time (connect or response header timeout).
+    UpstreamTimeout,
+    /// A route (`HOST[/PATH]`) that does not parse.
+    InvalidRoute,
 }
 
 impl ErrorCode {
@@ -82,6 +86,8 @@ impl ErrorCode {
             ErrorCode::TokenNotFound => "token_not_found",
             ErrorCode::InstanceNotFound => "instance_not_found",
             ErrorCode::AppStopped => "app_stopped",
+            ErrorCode::UpstreamTimeout => "upstream_timeout",
+            ErrorCode::InvalidRoute => "invalid_route",
         }
     }
 
@@ -110,6 +116,8 @@ impl ErrorCode {
             ErrorCode::Internal => 500,
             ErrorCode::InstanceNotFound => 404,
             ErrorCode::AppStopped => 409,
+            ErrorCode::UpstreamTimeout => 504,
+            ErrorCode::InvalidRoute => 400,
         }
     }
 }

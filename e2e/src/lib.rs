@@ -119,6 +119,11 @@ fn spawn(cmd: &mut Command, log: &Path) -> Result<Child> {
 impl Platform {
     /// A server and no agent.
     pub fn start_server(opts: Options) -> Result<Self> {
+        Self::start_server_env(opts, &[])
+    }
+
+    /// A server with extra environment (e.g. `PAAS_ROUTER_WAIT_MS`) and no agent.
+    pub fn start_server_env(opts: Options, env: &[(&str, &str)]) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("paas-e2e-").tempdir()?;
         let data = dir.path().join("server");
         let admin_password = unique("pw");
@@ -128,8 +133,9 @@ impl Platform {
             .env("PAAS_LISTEN", "127.0.0.1:0")
             .env("PAAS_ADMIN_PASSWORD", &admin_password)
             .env("PAAS_NODE_GRACE_SECS", opts.node_grace_secs.to_string())
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .envs(opts.server_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+            .envs(env.iter().copied());
         let child = spawn(&mut cmd, &log)?;
         let mut server = Proc { name: "paas-server".into(), child: Some(child), log, node: None };
         let addr_file = data.join("listen-addr");
@@ -275,6 +281,11 @@ impl Platform {
     /// `kill -9` of an agent; its containers keep running (as on a real node failure).
     pub fn kill_agent(&mut self, idx: usize) {
         self.agents[idx].kill();
+    }
+
+    /// `kill -9` of the controller (agents and containers keep running).
+    pub fn kill_server(&mut self) {
+        self.server.kill();
     }
 
     pub fn admin_token(&self) -> Result<String> {

@@ -86,6 +86,42 @@ pub struct Settings {
     pub log_retention_lines: i64,
     /// Most processes (and threads) one instance may run: stops fork bombs.
     pub instance_pids_limit: i64,
+    /// How long a request for an app with no ready instance waits for one (a deploy or restart
+    /// in progress) before the router answers 503.
+    #[serde(default = "default_router_wait_ms")]
+    pub router_wait_ms: u64,
+    /// Connecting to an instance longer than this is a failure (retried on another instance).
+    #[serde(default = "default_router_connect_timeout_ms")]
+    pub router_connect_timeout_ms: u64,
+    /// An instance that sends no response header for this long gets a 504.
+    #[serde(default = "default_router_response_timeout_secs")]
+    pub router_response_timeout_secs: u64,
+    /// `round_robin` (default) or `least_connections`.
+    #[serde(default)]
+    pub router_balance: crate::router::Balance,
+    /// Standalone router (`paas-server router`) only: the controller to follow.
+    #[serde(default = "default_controller")]
+    pub controller: String,
+    /// Standalone router only: the router credential (the controller's join token), inline or
+    /// from a file.
+    #[serde(default)]
+    pub join_token: Option<Secret>,
+    #[serde(default)]
+    pub join_token_file: Option<PathBuf>,
+}
+
+fn default_controller() -> String {
+    "http://127.0.0.1:8080".into()
+}
+
+fn default_router_wait_ms() -> u64 {
+    5000
+}
+fn default_router_connect_timeout_ms() -> u64 {
+    2000
+}
+fn default_router_response_timeout_secs() -> u64 {
+    300
 }
 
 impl Default for Settings {
@@ -105,6 +141,13 @@ impl Default for Settings {
             default_disk_mb: 1024,
             log_retention_lines: 10_000,
             instance_pids_limit: 1024,
+            router_wait_ms: default_router_wait_ms(),
+            router_connect_timeout_ms: default_router_connect_timeout_ms(),
+            router_response_timeout_secs: default_router_response_timeout_secs(),
+            router_balance: crate::router::Balance::default(),
+            controller: default_controller(),
+            join_token: None,
+            join_token_file: None,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! `paas-server`: loads the configuration, sets up logging and runs the controller.
+//! `paas-server`: loads the configuration, sets up logging and runs the controller, or with
+//! `paas-server router` only the router (following a controller's route table).
 
 use paas_server::config::Settings;
 use paas_server::startup::Application;
@@ -10,6 +11,13 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
     let settings = Settings::load()?;
+    if std::env::args().nth(1).as_deref() == Some("router") {
+        if let Err(e) = paas_server::router::standalone::run(settings).await {
+            tracing::error!(error = ?e, "paas router stopped");
+            return Err(e);
+        }
+        return Ok(());
+    }
     let app = Application::build(settings).await?;
     if let Err(e) = app.run_until_stopped().await {
         tracing::error!(error = ?e, "paas-server stopped");

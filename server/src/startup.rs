@@ -48,7 +48,7 @@ impl Application {
             store: Arc::new(store),
             blobs,
             join_token,
-            routes: RouteTable::default(),
+            routes: Arc::new(RouteTable::default()),
             assignments,
             converge: tokio::sync::Notify::new(),
             public_port,
@@ -70,18 +70,24 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let data = web::Data::from(self.ctx.clone());
         let domain = self.ctx.settings.apps_domain.clone();
+        let settings = self.ctx.settings.clone();
+        let routes = self.ctx.routes.clone();
+        let proxy_data = web::Data::new(router::Router::new(self.ctx.routes.clone(), &self.ctx.settings));
         let server = HttpServer::new(move || {
             let domain = domain.clone();
+            let routes = routes.clone();
             App::new()
                 .app_data(data.clone())
-                .app_data(web::Data::new(awc::Client::builder().disable_redirects().finish()))
+                .app_data(proxy_data.clone())
+                .app_data(web::Data::new(router::proxy::client(&settings)))
                 .wrap(actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms").log_target("paas::http"))
                 // App traffic first: any Host of the form NAME.<apps domain> goes to the router,
                 // whatever its path.
                 .service(
                     web::scope("")
                         .guard(guard::fn_guard(move |g| {
-                            router::request_host(g.head()).is_some_and(|h| router::app_for_host(h, &domain).is_some())
+                            router::request_host(g.head())
+                                .is_some_and(|h| router::app_for_host(h, &domain).is_some() || routes.has_host(h))
                         }))
                         .default_service(web::to(router::proxy)),
                 )
@@ -95,6 +101,10 @@ impl Application {
         .run();
         tracing::info!(port = self.port, "paas-server listening");
         let converge = tokio::spawn(crate::convergence::run(self.ctx.clone()));
+        tokio::spawn(router::access_log::run(
+            self.ctx.routes.clone(),
+            router::access_log::StoreSink(self.ctx.store.clone()),
+        ));
         tokio::select! {
             r = server => r.context("HTTP server failed"),
             r = converge => Err(anyhow::anyhow!("convergence loop stopped: {r:?}")),

@@ -15,7 +15,8 @@ pub struct AppCtx {
     pub blobs: Blobstore,
     pub keys: Keys,
     pub join_token: String,
-    pub routes: RouteTable,
+    /// Shared with the router's handlers (`router::Router`).
+    pub routes: Arc<RouteTable>,
     /// Version of the assignment lists; bumped on every placement change. Agents long-poll it.
     pub assignments: watch::Sender<u64>,
     /// Wakes the convergence loop early (after a push, delete, scale or a node report).

@@ -10,6 +10,7 @@ pub mod logs;
 pub mod nodes;
 pub mod push;
 pub mod tenancy;
+pub mod routes;
 
 use crate::client::Client;
 use crate::config::Env;
@@ -86,6 +87,12 @@ pub enum Command {
     RestartInstance(lifecycle::RestartInstanceArgs),
     /// Manage one node.
     Node(lifecycle::NodeArgs),
+    /// List routes (all apps, or one with --app).
+    Routes(routes::ListArgs),
+    /// Send requests for HOST[/PATH] to an app (the longest matching path prefix wins).
+    MapRoute(routes::MapArgs),
+    /// Stop sending requests for HOST[/PATH] to an app.
+    UnmapRoute(routes::MapArgs),
 }
 
 /// Runs one command. Every command but `login` needs a saved login or PAAS_API + PAAS_TOKEN.
@@ -116,6 +123,9 @@ pub fn dispatch(cli: Cli, env: &Env) -> anyhow::Result<()> {
         Command::Start(args) => lifecycle::start(args, &client),
         Command::RestartInstance(args) => lifecycle::restart_instance(args, &client),
         Command::Node(args) => lifecycle::node(args, &client),
+        Command::Routes(args) => routes::list(args, &client),
+        Command::MapRoute(args) => routes::map(args, &client),
+        Command::UnmapRoute(args) => routes::unmap(args, &client),
     }
 }
 

@@ -7,6 +7,7 @@ mod auth;
 mod lifecycle;
 mod nodes;
 mod tenancy;
+mod routes;
 
 use actix_web::web;
 
@@ -45,6 +46,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/apps/{name}/start", web::post().to(lifecycle::start))
             .route("/apps/{name}/instances/{index}/restart", web::post().to(lifecycle::restart_instance))
             .route("/nodes/{name}/drain", web::post().to(lifecycle::drain))
+            .route("/routes", web::get().to(routes::list))
+            .route("/apps/{name}/routes", web::get().to(routes::list_for_app))
+            .route("/apps/{name}/routes", web::post().to(routes::map))
+            .route("/apps/{name}/routes", web::delete().to(routes::unmap))
+            .route("/router/table", web::get().to(routes::table))
+            .route("/router/logs", web::post().to(routes::logs))
             .default_service(web::to(not_found)),
     )
     .app_data(web::JsonConfig::default().limit(8 * 1024 * 1024).error_handler(|err, _| {

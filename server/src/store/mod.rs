@@ -245,4 +245,19 @@ pub trait Store: Send + Sync + 'static {
     async fn retiring_instances(&self) -> StoreResult<HashSet<String>>;
     /// Sets a node's state (ready | draining | drained | lost) with its event; NotFound if unknown.
     async fn set_node_state(&self, name: &str, state: &str, event: &Event) -> StoreResult<()>;
+    /// Every stored route (default routes are implicit), with its app's name.
+    async fn list_routes(&self) -> StoreResult<Vec<RouteRecord>>;
+    /// Maps `host` + `path` to the app; `Conflict` if that route is taken (by any app).
+    async fn add_route(&self, app_id: &str, host: &str, path: &str, event: &Event) -> StoreResult<()>;
+    /// Unmaps the route from the app; `NotFound` if the app has no such route.
+    async fn delete_route(&self, app_id: &str, host: &str, path: &str, event: &Event) -> StoreResult<()>;
+}
+
+/// A stored route (see `migrations/sqlite/0003_issue5.sql`).
+#[derive(Debug, Clone)]
+pub struct RouteRecord {
+    pub host: String,
+    pub path: String,
+    pub app_id: String,
+    pub app_name: String,
 }

@@ -745,4 +745,50 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok(())
     }
+
+    async fn list_routes(&self) -> StoreResult<Vec<RouteRecord>> {
+        let rows = sqlx::query(
+            "SELECT r.host, r.path, r.app_id, a.name FROM routes r JOIN apps a ON a.id = r.app_id ORDER BY r.host, r.path",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RouteRecord { host: r.try_get(0)?, path: r.try_get(1)?, app_id: r.try_get(2)?, app_name: r.try_get(3)? })
+            })
+            .collect()
+    }
+
+    async fn add_route(&self, app_id: &str, host: &str, path: &str, event: &Event) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query("INSERT INTO routes (host, path, app_id, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING")
+            .bind(host)
+            .bind(path)
+            .bind(app_id)
+            .bind(Utc::now())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!("route {host}{path} is already mapped")));
+        }
+        insert_event(&mut *tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_route(&self, app_id: &str, host: &str, path: &str, event: &Event) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query("DELETE FROM routes WHERE host = ? AND path = ? AND app_id = ?")
+            .bind(host)
+            .bind(path)
+            .bind(app_id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("route {host}{path} is not mapped to this app")));
+        }
+        insert_event(&mut *tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
 }

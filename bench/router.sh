@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# Router throughput, latency and CPU against nginx, in one run, alternating:
+#   (a) direct  - wrk straight at the upstream (a static nginx serving a 612-byte page)
+#   (b) nginx   - an nginx reverse proxy (keep-alive pool to the upstream) in front of it
+#   (c) router  - paas-server's router in front of the same upstream, reached as APP.localhost
+# The upstream is cheap on purpose, so the proxy is what is measured. The router gets its route
+# the real way: the app is pushed to a real controller, and a stand-in node (bench/fake_node.py,
+# the real agent protocol) reports the instance running on the upstream's port.
+#
+#   cargo build --release -p paas-server && bench/router.sh [ROUNDS] [DURATION] [CONNECTIONS]
+#   (defaults: 3 rounds, 10s, 64 connections; wrk with 2 threads)
+#
+# CPU time per 10k requests is the proxy's own utime+stime from /proc/PID/stat (all nginx
+# processes of that instance; the whole paas-server process, controller included).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+ROUNDS=${1:-3}
+DUR=${2:-10s}
+CONNS=${3:-64}
+THREADS=2
+BIN=$ROOT/target/release
+[ -x "$BIN/paas-server" ] || { echo "build first: cargo build --release -p paas-server" >&2; exit 1; }
+CLI=$BIN/paas
+[ -x "$CLI" ] || CLI=$ROOT/target/debug/paas
+[ -x "$CLI" ] || { echo "build the CLI first: cargo build -p paas" >&2; exit 1; }
+command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "needs wrk and nginx (Debian: wrk nginx-light)" >&2; exit 1; }
+
+WORK=$(mktemp -d /tmp/paas-rtr-bench.XXXX)
+chmod 755 "$WORK"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+UP=$(free_port)
+NG=$(free_port)
+USER_LINE=""
+[ "$(id -u)" = 0 ] && USER_LINE="user root;"
+
+mkdir -p "$WORK/www" "$WORK/up" "$WORK/ng"
+head -c 612 /dev/zero | tr '\0' 'x' >"$WORK/www/index.html"
+common_http="client_body_temp_path $WORK/tmp-body; proxy_temp_path $WORK/tmp-proxy; fastcgi_temp_path $WORK/tmp-fcgi; uwsgi_temp_path $WORK/tmp-uwsgi; scgi_temp_path $WORK/tmp-scgi; keepalive_requests 1000000;"
+cat >"$WORK/up/nginx.conf" <<EOF
+$USER_LINE
+worker_processes 1;
+daemon off;
+pid $WORK/up/nginx.pid;
+error_log $WORK/up/error.log;
+events { worker_connections 4096; }
+http { $common_http access_log off; server { listen 127.0.0.1:$UP; root $WORK/www; } }
+EOF
+# The nginx proxy: one worker per core, as the router runs one actix worker per core; an access
+# log (buffered), as the router writes one RTR line per request.
+cat >"$WORK/ng/nginx.conf" <<EOF
+$USER_LINE
+worker_processes $(nproc);
+daemon off;
+pid $WORK/ng/nginx.pid;
+error_log $WORK/ng/error.log;
+events { worker_connections 4096; }
+http {
+  $common_http
+  access_log $WORK/ng/access.log combined buffer=64k flush=1s;
+  upstream app { server 127.0.0.1:$UP; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NG;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Host \$host;
+      proxy_set_header X-Request-Id \$request_id;
+    }
+  }
+}
+EOF
+nginx -p "$WORK/up" -e "$WORK/up/error.log" -c "$WORK/up/nginx.conf" &
+PIDS+=($!)
+UP_PID=$!
+nginx -p "$WORK/ng" -e "$WORK/ng/error.log" -c "$WORK/ng/nginx.conf" &
+PIDS+=($!)
+NG_PID=$!
+
+# The router: a release paas-server. Its per-request `paas::http` line is turned off, since the
+# RTR access-log line (written in batches to the store) is the router's access log.
+PAAS_DATA_DIR=$WORK/server PAAS_LISTEN=127.0.0.1:0 PAAS_ADMIN_PASSWORD=bench RUST_LOG="info,paas::http=warn" \
+  "$BIN/paas-server" >"$WORK/server.log" 2>&1 &
+PIDS+=($!)
+SRV_PID=$!
+for _ in $(seq 1 200); do [ -f "$WORK/server/listen-addr" ] && break; sleep 0.05; done
+ADDR=$(cat "$WORK/server/listen-addr")
+python3 bench/fake_node.py "http://$ADDR" "$(cat "$WORK/server/join-token")" "bench-$$" "$UP" >"$WORK/node.log" 2>&1 &
+PIDS+=($!)
+export PAAS_HOME=$WORK/cli
+"$CLI" login "http://$ADDR" -u admin -p bench >/dev/null
+for _ in $(seq 1 100); do "$CLI" nodes 2>/dev/null | grep -q ' ready' && break; sleep 0.1; done
+"$CLI" push bench -p examples/python-app >/dev/null
+
+check() { # URL [Host]
+  curl -sf -o /dev/null --max-time 2 ${2:+-H "Host: $2"} "$1" || { echo "no 200 from $1 ${2:-}" >&2; cat "$WORK/server.log" >&2; exit 1; }
+}
+check "http://127.0.0.1:$UP/"
+check "http://127.0.0.1:$NG/"
+check "http://$ADDR/" "bench.localhost"
+
+ticks() { # total utime+stime of the given pids and their children (nginx workers)
+  local t=0 p
+  for p in "$@" $(for q in "$@"; do pgrep -P "$q" || true; done); do
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$t"
+}
+
+RESULTS=$WORK/results.tsv
+run() { # NAME URL HOST PIDS...
+  local name=$1 url=$2 host=$3; shift 3
+  local t0 t1 out
+  t0=$(ticks "$@")
+  out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DUR" --latency -H "Host: $host" "$url")
+  t1=$(ticks "$@")
+  echo "$out" | python3 -c '
+import re, sys
+name, ticks, clk = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+text = sys.stdin.read()
+def ms(v):
+    n, u = re.match(r"([\d.]+)(us|ms|s)", v).groups()
+    return float(n) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[u]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+reqs = int(re.search(r"(\d+) requests in", text).group(1))
+p50 = ms(re.search(r"\s50%\s+(\S+)", text).group(1))
+p99 = ms(re.search(r"\s99%\s+(\S+)", text).group(1))
+errs = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+sock = re.search(r"Socket errors: (.*)", text)
+cpu = ticks / clk / reqs * 10000
+print(f"{name}\t{rps:.0f}\t{p50:.3f}\t{p99:.3f}\t{cpu:.3f}\t{errs.group(1) if errs else 0}\t{sock.group(1) if sock else \"-\"}")
+' "$name" "$((t1 - t0))" "$(getconf CLK_TCK)" | tee -a "$RESULTS"
+}
+
+echo "# wrk -t$THREADS -c$CONNS -d$DUR, $ROUNDS rounds, $(nproc) cores"
+printf 'target\treq/s\tp50_ms\tp99_ms\tcpu_s_per_10k\tnon2xx\tsocket_errors\n'
+for r in $(seq 1 "$ROUNDS"); do
+  run direct "http://127.0.0.1:$UP/" "127.0.0.1" "$UP_PID"
+  run nginx "http://127.0.0.1:$NG/" "bench.localhost" "$NG_PID"
+  run router "http://$ADDR/" "bench.localhost" "$SRV_PID"
+done
+
+python3 - "$RESULTS" <<'EOF'
+import statistics, sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
+med = {}
+for name in ("direct", "nginx", "router"):
+    rs = [r for r in rows if r[0] == name]
+    med[name] = [statistics.median(float(r[i]) for r in rs) for i in (1, 2, 3, 4)]
+d, n, r = med["direct"], med["nginx"], med["router"]
+print("\n| target | req/s | p50 ms | p99 ms | CPU s per 10k req |")
+print("| --- | --- | --- | --- | --- |")
+for name in ("direct", "nginx", "router"):
+    m = med[name]
+    print(f"| {name} | {m[0]:.0f} | {m[1]:.3f} | {m[2]:.3f} | {m[3]:.3f} |")
+print()
+print(f"router/nginx throughput: {r[0] / n[0]:.2f}")
+print(f"added p50 (vs direct): router {r[1] - d[1]:.3f} ms, nginx {n[1] - d[1]:.3f} ms")
+print(f"added p99 (vs direct): router {r[2] - d[2]:.3f} ms, nginx {n[2] - d[2]:.3f} ms")
+print(f"router/nginx CPU per 10k requests: {r[3] / n[3]:.2f}")
+EOF

@@ -1,0 +1,169 @@
+//! Routes: which requests reach which app. A route is a host and an optional path prefix; every
+//! app also has the default route `NAME.<apps domain>` (implicit, never stored). The longest
+//! matching path prefix on a host wins. Also the route table the controller hands to standalone
+//! routers.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A parsed, normalised `HOST[/PATH]`: lower-case DNS host (no port, no IP address), path prefix
+/// empty or `/seg/seg` (no trailing slash, no `.`/`..` segments, no query).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RouteSpec {
+    pub host: String,
+    #[serde(default)]
+    pub path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteError {
+    pub input: String,
+    pub reason: &'static str,
+}
+
+impl fmt::Display for RouteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid route {:?}: {}", self.input, self.reason)
+    }
+}
+
+impl std::error::Error for RouteError {}
+
+impl RouteSpec {
+    pub fn parse(input: &str) -> Result<Self, RouteError> {
+        let err = |reason| RouteError { input: input.to_string(), reason };
+        let s = input.trim();
+        let s = s.strip_prefix("http://").or_else(|| s.strip_prefix("https://")).unwrap_or(s);
+        let (host, path) = match s.find('/') {
+            Some(i) => (&s[..i], &s[i..]),
+            None => (s, ""),
+        };
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        if host.is_empty() || host.len() > 253 {
+            return Err(err("the host must be 1 to 253 characters"));
+        }
+        let labels: Vec<&str> = host.split('.').collect();
+        if labels.len() < 2 {
+            return Err(err("the host needs a domain (like app.example.com)"));
+        }
+        for l in &labels {
+            let ok = !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-');
+            if !ok {
+                return Err(err("host labels are letters, digits and inner dashes"));
+            }
+        }
+        // An address would let a route capture the API's own listener.
+        if labels.last().is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit())) {
+            return Err(err("the host must be a name, not an IP address"));
+        }
+        let mut segs = Vec::new();
+        for seg in path.split('/').filter(|s| !s.is_empty()) {
+            if seg == "." || seg == ".." || seg.contains(['?', '#', '%', ' ']) {
+                return Err(err("path segments must be plain (no ., .., ?, #, % or spaces)"));
+            }
+            segs.push(seg);
+        }
+        let path = if segs.is_empty() { String::new() } else { format!("/{}", segs.join("/")) };
+        Ok(Self { host, path })
+    }
+
+    /// Whether a request path falls under this route's prefix (whole segments only:
+    /// `/api` matches `/api` and `/api/x`, not `/apix`).
+    pub fn matches_path(prefix: &str, path: &str) -> bool {
+        prefix.is_empty()
+            || path
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'))
+    }
+}
+
+impl fmt::Display for RouteSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", self.host, self.path)
+    }
+}
+
+/// One route as the API lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RouteInfo {
+    pub host: String,
+    #[serde(default)]
+    pub path: String,
+    pub app: String,
+    /// The implicit `NAME.<apps domain>` route (cannot be unmapped).
+    #[serde(default)]
+    pub default: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RouteList {
+    pub routes: Vec<RouteInfo>,
+}
+
+/// Body of `POST /v1/apps/{name}/routes`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MapRoute {
+    /// `HOST[/PATH]`.
+    pub route: String,
+}
+
+/// One ready instance in a [`RouterTable`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RouterBackend {
+    pub address: String,
+    pub index: u32,
+}
+
+/// The whole route table, as `GET /v1/router/table` hands it to standalone routers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RouterTable {
+    /// Changes whenever the table does; long-poll with `?after=VERSION`.
+    pub version: u64,
+    /// Every route (default ones included).
+    pub routes: Vec<RouteInfo>,
+    /// App name -> its ready instances (an app with none is listed with an empty list).
+    pub apps: BTreeMap<String, Vec<RouterBackend>>,
+}
+
+/// Body of `POST /v1/router/logs`: RTR lines a standalone router wrote, for the apps' streams.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RouterLogs {
+    pub lines: Vec<RouterLogLine>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RouterLogLine {
+    pub app: String,
+    pub line: crate::api::LogLine,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_normalises() {
+        let r = RouteSpec::parse("Shop.Example.com/api/v1/").unwrap();
+        assert_eq!((r.host.as_str(), r.path.as_str()), ("shop.example.com", "/api/v1"));
+        assert_eq!(RouteSpec::parse("a.localhost").unwrap().path, "");
+        assert_eq!(RouteSpec::parse("http://a.localhost//x").unwrap().to_string(), "a.localhost/x");
+        for bad in ["", "localhost", "127.0.0.1", "a..b", "-a.b", "a.b/../c", "a.b/x?y", "a_b.c", "a.b:80"] {
+            assert!(RouteSpec::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn prefixes_match_whole_segments() {
+        assert!(RouteSpec::matches_path("", "/anything"));
+        assert!(RouteSpec::matches_path("/api", "/api"));
+        assert!(RouteSpec::matches_path("/api", "/api/x"));
+        assert!(RouteSpec::matches_path("/api", "/api?q=1"));
+        assert!(!RouteSpec::matches_path("/api", "/apix"));
+        assert!(!RouteSpec::matches_path("/api", "/"));
+    }
+}

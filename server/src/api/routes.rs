@@ -1,0 +1,116 @@
+//! Routes as data (`paas routes`, `map-route`, `unmap-route`) and the two endpoints standalone
+//! routers use with the join token: the route table long-poll and RTR log lines.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use paas_common::route::{MapRoute, RouteInfo, RouteList, RouteSpec, RouterLogs, RouterTable};
+use paas_common::ErrorCode;
+use serde::Deserialize;
+use std::time::Duration;
+
+use super::apps::find_app;
+use super::Ctx;
+use crate::auth::{secure_eq, AuthUser};
+use crate::error::{ApiResult, Error};
+use crate::store::Event;
+
+const LONG_POLL: Duration = Duration::from_secs(25);
+
+pub async fn list(ctx: Ctx, _user: AuthUser) -> ApiResult<web::Json<RouteList>> {
+    let mut routes = crate::router::build(&ctx).await?.routes;
+    routes.sort_by(|a, b| (&a.app, &a.host, &a.path).cmp(&(&b.app, &b.host, &b.path)));
+    Ok(web::Json(RouteList { routes }))
+}
+
+pub async fn list_for_app(ctx: Ctx, _user: AuthUser, name: web::Path<String>) -> ApiResult<web::Json<RouteList>> {
+    let app = find_app(&ctx, &name).await?;
+    let mut routes: Vec<RouteInfo> = crate::router::build(&ctx).await?.routes.into_iter().filter(|r| r.app == app.name).collect();
+    routes.sort_by(|a, b| (!a.default, &a.host, &a.path).cmp(&(!b.default, &b.host, &b.path)));
+    Ok(web::Json(RouteList { routes }))
+}
+
+fn parse(route: &str) -> ApiResult<RouteSpec> {
+    RouteSpec::parse(route).map_err(|e| Error::api(ErrorCode::InvalidRoute, e.to_string()))
+}
+
+pub async fn map(ctx: Ctx, user: AuthUser, name: web::Path<String>, body: web::Json<MapRoute>) -> ApiResult<HttpResponse> {
+    let app = find_app(&ctx, &name).await?;
+    let spec = parse(&body.route)?;
+    // A host under the apps domain whose first label names an app is that app's default route
+    // (and a future app of that name would get it): only a longer path may be mapped there.
+    if spec.path.is_empty() {
+        if let Some(owner) = crate::router::app_for_host(&spec.host, &ctx.settings.apps_domain) {
+            return Err(Error::api(
+                ErrorCode::Conflict,
+                format!("{} is the default route of app {owner:?}; map a path under it or another host", spec.host),
+            ));
+        }
+    }
+    let event = Event {
+        app_name: Some(app.name.clone()),
+        actor: user.username,
+        kind: "route.map".into(),
+        message: format!("mapped route {spec} to {}", app.name),
+    };
+    ctx.store.add_route(&app.id, &spec.host, &spec.path, &event).await?;
+    crate::router::refresh(&ctx).await?;
+    Ok(HttpResponse::Created().json(RouteInfo { host: spec.host, path: spec.path, app: app.name, default: false }))
+}
+
+#[derive(Deserialize)]
+pub struct RouteQuery {
+    pub route: String,
+}
+
+pub async fn unmap(ctx: Ctx, user: AuthUser, name: web::Path<String>, q: web::Query<RouteQuery>) -> ApiResult<HttpResponse> {
+    let app = find_app(&ctx, &name).await?;
+    let spec = parse(&q.route)?;
+    let event = Event {
+        app_name: Some(app.name.clone()),
+        actor: user.username,
+        kind: "route.unmap".into(),
+        message: format!("unmapped route {spec} from {}", app.name),
+    };
+    ctx.store.delete_route(&app.id, &spec.host, &spec.path, &event).await.map_err(|e| match e {
+        crate::store::StoreError::NotFound(m) => Error::api(ErrorCode::NotFound, m),
+        e => e.into(),
+    })?;
+    crate::router::refresh(&ctx).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Standalone routers authenticate with the join token (they hold no user or node identity).
+fn check_join_token(ctx: &Ctx, req: &HttpRequest) -> ApiResult<()> {
+    let presented = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !secure_eq(presented.trim(), &ctx.join_token) {
+        return Err(Error::api(ErrorCode::Unauthorized, "invalid router credential (the join token)"));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+pub struct TableQuery {
+    pub after: Option<u64>,
+}
+
+/// The whole table; with `?after=VERSION` equal to the current version, holds up to 25 s for a
+/// change (a long-poll), so routers follow changes within a round trip.
+pub async fn table(ctx: Ctx, req: HttpRequest, q: web::Query<TableQuery>) -> ApiResult<web::Json<RouterTable>> {
+    check_join_token(&ctx, &req)?;
+    let mut rx = ctx.routes.subscribe();
+    if q.after == Some(*rx.borrow_and_update()) {
+        let _ = tokio::time::timeout(LONG_POLL, rx.changed()).await;
+    }
+    Ok(web::Json((*ctx.routes.snapshot()).clone()))
+}
+
+pub async fn logs(ctx: Ctx, req: HttpRequest, body: web::Json<RouterLogs>) -> ApiResult<HttpResponse> {
+    check_join_token(&ctx, &req)?;
+    let lines: Vec<_> = body.into_inner().lines.into_iter().map(|l| (l.app, l.line)).collect();
+    ctx.store.append_logs(&lines).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,111 @@
+//! RTR access-log lines: one per proxied request, in the app's log stream. The request path only
+//! does a non-blocking `try_send` into a bounded queue; one background task drains it and writes
+//! batches with `Store::append_logs`, so a slow database never slows a request (a full queue
+//! drops the line and counts it in `access_log_dropped`).
+
+use chrono::Utc;
+use paas_common::api::LogLine;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+use crate::store::Store;
+
+use super::RouteTable;
+
+const QUEUE: usize = 16_384;
+const BATCH: usize = 1_000;
+/// How long the writer gathers lines after the first one, so a busy app costs one transaction per
+/// interval rather than one per request.
+const LINGER: Duration = Duration::from_millis(200);
+
+pub struct AccessLog {
+    tx: mpsc::Sender<(String, LogLine)>,
+    rx: Mutex<Option<mpsc::Receiver<(String, LogLine)>>>,
+}
+
+impl AccessLog {
+    pub fn new() -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        Self { tx, rx: Mutex::new(Some(rx)) }
+    }
+}
+
+impl Default for AccessLog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What one RTR line says.
+pub struct Entry<'a> {
+    pub app: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    pub bytes: u64,
+    pub duration: Duration,
+    /// `index@address`, or `-` when no instance answered.
+    pub instance: Option<(u32, &'a str)>,
+    pub request_id: &'a str,
+    pub peer: &'a str,
+}
+
+/// Queues one RTR line; never waits.
+pub fn record(table: &RouteTable, e: Entry<'_>) {
+    let instance = e.instance.map_or_else(|| "-".to_string(), |(i, a)| format!("{i}@{a}"));
+    let message = format!(
+        "\"{} {}\" {} bytes={} duration_ms={:.3} instance={} request_id={} peer={}",
+        e.method,
+        e.path,
+        e.status,
+        e.bytes,
+        e.duration.as_secs_f64() * 1000.0,
+        instance,
+        e.request_id,
+        e.peer
+    );
+    let line = LogLine { timestamp: Utc::now(), source: "RTR".into(), stream: "out".into(), message };
+    if table.access_log.tx.try_send((e.app.to_string(), line)).is_err() {
+        table.stats.access_log_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Where batches of RTR lines go: the store (router in the controller) or the controller's API
+/// (standalone router).
+#[async_trait::async_trait]
+pub trait Sink: Send + Sync {
+    async fn write(&self, lines: &[(String, LogLine)]) -> Result<(), String>;
+}
+
+/// The controller's own store.
+pub struct StoreSink(pub Arc<dyn Store>);
+
+#[async_trait::async_trait]
+impl Sink for StoreSink {
+    async fn write(&self, lines: &[(String, LogLine)]) -> Result<(), String> {
+        self.0.append_logs(lines).await.map_err(|e| e.to_string())
+    }
+}
+
+/// The writer task; runs until the process ends. Started once (a second call returns at once).
+pub async fn run(table: Arc<RouteTable>, sink: impl Sink) {
+    let rx = table.access_log.rx.lock().ok().and_then(|mut r| r.take());
+    let Some(mut rx) = rx else { return };
+    let mut batch = Vec::with_capacity(BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        let deadline = tokio::time::Instant::now() + LINGER;
+        while batch.len() < BATCH {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(l)) => batch.push(l),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if let Err(e) = sink.write(&batch).await {
+            tracing::warn!(error = %e, lines = batch.len(), "writing RTR access-log lines failed");
+        }
+        batch.clear();
+    }
+}

@@ -1,0 +1,370 @@
+//! The HTTP router: a request goes to a ready instance of the app its route names (Host, then the
+//! longest matching path prefix; every app has the default route `NAME.<apps domain>`). This
+//! module owns the route table (routes, and app -> ready backends), rebuilt from the store
+//! whenever routes or instance states change; only instances whose health check passed (state
+//! `running`) are in it.
+//!
+//! - [`proxy`]: the request path (pick, retry, wait, headers, streaming, timeouts, errors).
+//! - [`ws`]: WebSocket upgrades, bridged frame by frame.
+//! - [`access_log`]: RTR lines, batched into the app's log stream off the hot path.
+//! - [`stats`]: counters (atomics) for a later `/metrics`.
+//! - [`standalone`]: `paas-server router`, the router alone, following the controller's table.
+//!
+//! Ordering invariant: callers that remove instances must [`refresh`] the table *before* telling
+//! agents (`bump_assignments`), so an instance leaves the table before its container is stopped.
+
+pub mod access_log;
+pub mod proxy;
+pub mod standalone;
+pub mod stats;
+pub mod ws;
+
+use actix_web::http::header;
+use paas_common::api::InstanceState;
+use paas_common::route::{RouteInfo, RouteSpec, RouterBackend, RouterTable};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use tokio::sync::watch;
+
+pub use proxy::proxy;
+pub use stats::RouterStats;
+
+use crate::state::AppCtx;
+use crate::store::StoreResult;
+
+/// What the proxy handlers see (as `web::Data`): the table and the few settings of the request
+/// path. The same in the controller and in a standalone router.
+pub struct Router {
+    pub table: Arc<RouteTable>,
+    /// How long a request waits for a ready instance.
+    pub wait: std::time::Duration,
+    pub balance: Balance,
+}
+
+impl Router {
+    pub fn new(table: Arc<RouteTable>, settings: &crate::config::Settings) -> Self {
+        Self { table, wait: std::time::Duration::from_millis(settings.router_wait_ms), balance: settings.router_balance }
+    }
+}
+
+/// How the router spreads requests over an app's ready instances.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    /// Fewest requests in flight; ties go round-robin.
+    LeastConnections,
+}
+
+#[derive(Debug)]
+pub struct Backend {
+    pub address: String,
+    pub index: u32,
+    /// Requests in flight to this instance (until their response body ends); kept across table
+    /// rebuilds for the same address so least-connections sees the truth.
+    pub inflight: Arc<AtomicUsize>,
+}
+
+#[derive(Debug, Default)]
+pub struct AppRoutes {
+    pub backends: Vec<Arc<Backend>>,
+    next: AtomicUsize,
+}
+
+impl AppRoutes {
+    /// The next backend whose address is not in `skip` (instances that already refused this
+    /// request), or `None`.
+    pub fn pick(&self, balance: Balance, skip: &[String]) -> Option<Arc<Backend>> {
+        let n = self.backends.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let candidates = (0..n).map(|k| &self.backends[(start + k) % n]).filter(|b| !skip.contains(&b.address));
+        match balance {
+            Balance::RoundRobin => candidates.into_iter().next().cloned(),
+            Balance::LeastConnections => candidates.min_by_key(|b| b.inflight.load(Ordering::Relaxed)).cloned(),
+        }
+    }
+
+    /// The backend with this instance index (`X-Paas-App-Instance`).
+    pub fn by_index(&self, index: u32, skip: &[String]) -> Option<Arc<Backend>> {
+        self.backends.iter().find(|b| b.index == index && !skip.contains(&b.address)).cloned()
+    }
+}
+
+/// The router's shared state: the routes (host -> path prefixes -> app), each app's ready
+/// backends, a version that changes on every rebuild (requests waiting for an instance, and
+/// standalone routers long-polling the controller, watch it), the counters and the access-log
+/// queue. Apps that exist but have no ready instance map to an empty list, so the router can tell
+/// "unknown app" (404) from "no ready instance" (503).
+pub struct RouteTable {
+    inner: RwLock<Tables>,
+    version: watch::Sender<u64>,
+    pub stats: RouterStats,
+    pub access_log: access_log::AccessLog,
+}
+
+#[derive(Default)]
+struct Tables {
+    /// Host -> (path prefix, app), longest prefix first.
+    hosts: HashMap<String, Vec<(String, String)>>,
+    apps: HashMap<String, Arc<AppRoutes>>,
+    /// The same table in wire form, for `GET /v1/router/table`.
+    wire: Arc<RouterTable>,
+}
+
+impl Default for RouteTable {
+    fn default() -> Self {
+        Self {
+            inner: RwLock::default(),
+            // Versions start at the clock, so a restarted controller never hands a standalone
+            // router a version it already holds for a different table.
+            version: watch::channel(chrono::Utc::now().timestamp_millis().unsigned_abs()).0,
+            stats: RouterStats::default(),
+            access_log: access_log::AccessLog::new(),
+        }
+    }
+}
+
+impl RouteTable {
+    pub fn get(&self, app: &str) -> Option<Arc<AppRoutes>> {
+        self.inner.read().ok()?.apps.get(app).cloned()
+    }
+
+    /// The app a request for `host` (a Host header, port allowed) and `path` goes to: the route
+    /// on that host with the longest matching path prefix.
+    pub fn resolve(&self, host: &str, path: &str) -> Option<String> {
+        let host = normalize_host(host);
+        let inner = self.inner.read().ok()?;
+        let routes = inner.hosts.get(host.as_str())?;
+        routes.iter().find(|(prefix, _)| RouteSpec::matches_path(prefix, path)).map(|(_, app)| app.clone())
+    }
+
+    /// Whether any route is on this host (the listener's guard: app traffic vs API).
+    pub fn has_host(&self, host: &str) -> bool {
+        let host = normalize_host(host);
+        self.inner.read().is_ok_and(|i| i.hosts.contains_key(host.as_str()))
+    }
+
+    /// The whole table in wire form, and its version.
+    pub fn snapshot(&self) -> Arc<RouterTable> {
+        self.inner.read().map(|i| i.wire.clone()).unwrap_or_default()
+    }
+
+    pub fn version(&self) -> u64 {
+        *self.version.borrow()
+    }
+
+    /// A receiver that sees every later rebuild.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    /// Replaces the table. Unchanged apps keep their round-robin position; in-flight counts
+    /// follow their address.
+    pub fn replace(&self, mut table: RouterTable) {
+        let Ok(mut inner) = self.inner.write() else { return };
+        let old_inflight: HashMap<&str, &Arc<AtomicUsize>> =
+            inner.apps.values().flat_map(|r| r.backends.iter()).map(|b| (b.address.as_str(), &b.inflight)).collect();
+        let mut apps = HashMap::with_capacity(table.apps.len());
+        for (app, list) in &table.apps {
+            let same = inner.apps.get(app).filter(|old| {
+                old.backends.len() == list.len()
+                    && old.backends.iter().zip(list).all(|(a, b)| a.address == b.address && a.index == b.index)
+            });
+            let routes = match same {
+                Some(old) => old.clone(),
+                None => {
+                    let backends = list
+                        .iter()
+                        .map(|b| {
+                            let inflight = old_inflight.get(b.address.as_str()).map_or_else(Default::default, |c| (*c).clone());
+                            Arc::new(Backend { address: b.address.clone(), index: b.index, inflight })
+                        })
+                        .collect();
+                    Arc::new(AppRoutes { backends, next: AtomicUsize::new(0) })
+                }
+            };
+            apps.insert(app.clone(), routes);
+        }
+        drop(old_inflight);
+        let mut hosts: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        for r in &table.routes {
+            hosts.entry(r.host.clone()).or_default().push((r.path.clone(), r.app.clone()));
+        }
+        for list in hosts.values_mut() {
+            list.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        }
+        let version = *self.version.borrow() + 1;
+        if table.version == 0 {
+            table.version = version;
+        }
+        *inner = Tables { hosts, apps, wire: Arc::new(table) };
+        drop(inner);
+        self.version.send_modify(|v| *v = version);
+    }
+}
+
+fn normalize_host(host: &str) -> String {
+    let host = host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// The table as the store says it is now: every app's default route `NAME.<apps domain>` and
+/// its mapped routes, and its running instances at their node's address.
+pub async fn build(ctx: &AppCtx) -> StoreResult<RouterTable> {
+    let apps = ctx.store.list_apps().await?;
+    let nodes = ctx.store.list_nodes().await?;
+    let instances = ctx.store.list_instances().await?;
+    let mapped = ctx.store.list_routes().await?;
+    // A lost node's instances are not reported any more and probably gone: no traffic there.
+    let node_addr: HashMap<&str, &str> =
+        nodes.iter().filter(|n| n.state != "lost").map(|n| (n.name.as_str(), n.address.as_str())).collect();
+    let names: HashMap<&str, &str> = apps.iter().map(|a| (a.id.as_str(), a.name.as_str())).collect();
+    let mut table = RouterTable::default();
+    for a in &apps {
+        table.apps.insert(a.name.clone(), Vec::new());
+        table.routes.push(RouteInfo {
+            host: format!("{}.{}", a.name, ctx.settings.apps_domain),
+            path: String::new(),
+            app: a.name.clone(),
+            default: true,
+        });
+    }
+    for r in mapped {
+        table.routes.push(RouteInfo { host: r.host, path: r.path, app: r.app_name, default: false });
+    }
+    for i in instances.iter().filter(|i| i.state == InstanceState::Running) {
+        let (Some(node), Some(port), Some(app)) = (&i.node_name, i.host_port, names.get(i.app_id.as_str())) else {
+            continue;
+        };
+        let Some(addr) = node_addr.get(node.as_str()) else { continue };
+        if let Some(list) = table.apps.get_mut(*app) {
+            list.push(RouterBackend { address: format!("{addr}:{port}"), index: i.index });
+        }
+    }
+    for list in table.apps.values_mut() {
+        list.sort_by_key(|b| b.index);
+    }
+    Ok(table)
+}
+
+/// Rebuilds the route table from the store.
+pub async fn refresh(ctx: &AppCtx) -> StoreResult<()> {
+    let table = build(ctx).await?;
+    ctx.routes.replace(table);
+    Ok(())
+}
+
+/// The app name a Host header addresses, if it is `NAME.<domain>` (any port).
+pub fn app_for_host(host: &str, domain: &str) -> Option<String> {
+    let host = host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let name = host.strip_suffix(domain)?.strip_suffix('.')?;
+    (!name.is_empty() && !name.contains('.')).then(|| name.to_string())
+}
+
+pub fn request_host(req: &actix_web::dev::RequestHead) -> Option<&str> {
+    req.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri.host())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_map_to_apps() {
+        assert_eq!(app_for_host("myapp.localhost:8080", "localhost").as_deref(), Some("myapp"));
+        assert_eq!(app_for_host("MyApp.localhost", "localhost").as_deref(), Some("myapp"));
+        assert_eq!(app_for_host("a.apps.example.com", "apps.example.com").as_deref(), Some("a"));
+        assert_eq!(app_for_host("localhost:8080", "localhost"), None);
+        assert_eq!(app_for_host("127.0.0.1:8080", "localhost"), None);
+        assert_eq!(app_for_host("a.b.localhost", "localhost"), None);
+        assert_eq!(app_for_host("evillocalhost", "localhost"), None);
+    }
+
+    fn wire(list: &[(&str, u32)]) -> RouterTable {
+        RouterTable {
+            version: 0,
+            routes: vec![RouteInfo { host: "a.localhost".into(), path: String::new(), app: "a".into(), default: true }],
+            apps: [("a".to_string(), list.iter().map(|(a, i)| RouterBackend { address: a.to_string(), index: *i }).collect())]
+                .into(),
+        }
+    }
+
+    fn table(list: &[(&str, u32)]) -> RouteTable {
+        let t = RouteTable::default();
+        t.replace(wire(list));
+        t
+    }
+
+    #[test]
+    fn longest_path_prefix_wins() {
+        let t = RouteTable::default();
+        let r = |host: &str, path: &str, app: &str| RouteInfo { host: host.into(), path: path.into(), app: app.into(), default: false };
+        t.replace(RouterTable {
+            version: 0,
+            routes: vec![r("shop.example.com", "", "web"), r("shop.example.com", "/api", "api"), r("shop.example.com", "/api/v2", "api2")],
+            apps: Default::default(),
+        });
+        assert_eq!(t.resolve("Shop.Example.com:8080", "/").as_deref(), Some("web"));
+        assert_eq!(t.resolve("shop.example.com", "/apix").as_deref(), Some("web"));
+        assert_eq!(t.resolve("shop.example.com", "/api/users?x=1").as_deref(), Some("api"));
+        assert_eq!(t.resolve("shop.example.com", "/api/v2/users").as_deref(), Some("api2"));
+        assert_eq!(t.resolve("other.example.com", "/"), None);
+        assert!(t.has_host("shop.example.com:80") && !t.has_host("example.com"));
+    }
+
+    #[test]
+    fn round_robin_visits_every_backend_and_skips_refused_ones() {
+        let t = table(&[("h:1", 0), ("h:2", 1), ("h:3", 2)]);
+        let r = t.get("a").unwrap();
+        let mut seen: Vec<u32> = (0..3).map(|_| r.pick(Balance::RoundRobin, &[]).unwrap().index).collect();
+        seen.sort();
+        assert_eq!(seen, [0, 1, 2]);
+        let skip = vec!["h:1".to_string(), "h:3".to_string()];
+        for _ in 0..5 {
+            assert_eq!(r.pick(Balance::RoundRobin, &skip).unwrap().index, 1);
+        }
+        let all: Vec<String> = ["h:1", "h:2", "h:3"].map(String::from).into();
+        assert!(r.pick(Balance::RoundRobin, &all).is_none());
+    }
+
+    #[test]
+    fn least_connections_prefers_the_idle_instance_and_counts_survive_rebuilds() {
+        let t = table(&[("h:1", 0), ("h:2", 1)]);
+        let r = t.get("a").unwrap();
+        r.backends[0].inflight.store(5, Ordering::Relaxed);
+        for _ in 0..4 {
+            assert_eq!(r.pick(Balance::LeastConnections, &[]).unwrap().index, 1);
+        }
+        // A rebuild with one more instance keeps h:1's count.
+        t.replace(wire(&[("h:1", 0), ("h:2", 1), ("h:3", 2)]));
+        let r = t.get("a").unwrap();
+        assert_eq!(r.backends[0].inflight.load(Ordering::Relaxed), 5);
+        assert_ne!(r.pick(Balance::LeastConnections, &[]).unwrap().index, 0);
+    }
+
+    #[test]
+    fn targeting_by_index() {
+        let t = table(&[("h:1", 0), ("h:2", 1)]);
+        let r = t.get("a").unwrap();
+        assert_eq!(r.by_index(1, &[]).unwrap().address, "h:2");
+        assert!(r.by_index(2, &[]).is_none());
+        assert!(r.by_index(1, &["h:2".to_string()]).is_none());
+    }
+
+    #[tokio::test]
+    async fn waiters_see_rebuilds() {
+        let t = table(&[]);
+        let mut rx = t.subscribe();
+        rx.borrow_and_update();
+        t.replace(wire(&[("h:1", 0)]));
+        tokio::time::timeout(std::time::Duration::from_secs(1), rx.changed()).await.unwrap().unwrap();
+        assert_eq!(t.get("a").unwrap().backends.len(), 1);
+    }
+}

@@ -1,0 +1,138 @@
+//! `paas-server router`: the router alone, for scale-out. It serves every Host on its listener
+//! with the same proxy as the controller's, follows the controller's route table by long-polling
+//! `GET /v1/router/table?after=VERSION` (join token as bearer), and keeps serving the last table it
+//! had while the controller is unreachable. The table is also saved to
+//! `$PAAS_DATA_DIR/router-table.json` (temp + rename), so a router restarted during a controller
+//! outage serves the last known routes too. RTR lines go to the controller in batches
+//! (`POST /v1/router/logs`); while the controller is down they are dropped (counted).
+
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+use paas_common::api::LogLine;
+use paas_common::route::{RouterLogLine, RouterLogs, RouterTable};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::access_log::{self, Sink};
+use super::{RouteTable, Router};
+use crate::config::Settings;
+
+/// Longer than the controller's 25 s hold, so a quiet long-poll is not mistaken for an outage.
+const POLL_TIMEOUT: Duration = Duration::from_secs(35);
+
+struct Controller {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Controller {
+    async fn table(&self, after: Option<u64>) -> anyhow::Result<RouterTable> {
+        let mut rb = self.http.get(format!("{}/v1/router/table", self.base)).bearer_auth(&self.token).timeout(POLL_TIMEOUT);
+        if let Some(v) = after {
+            rb = rb.query(&[("after", v)]);
+        }
+        let res = rb.send().await?;
+        let status = res.status();
+        if !status.is_success() {
+            anyhow::bail!("controller answered {status}: {}", res.text().await.unwrap_or_default());
+        }
+        Ok(res.json().await?)
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for Arc<Controller> {
+    async fn write(&self, lines: &[(String, LogLine)]) -> Result<(), String> {
+        let body = RouterLogs { lines: lines.iter().map(|(app, line)| RouterLogLine { app: app.clone(), line: line.clone() }).collect() };
+        let res = self
+            .http
+            .post(format!("{}/v1/router/logs", self.base))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(10))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !res.status().is_success() {
+            return Err(format!("controller answered {}", res.status()));
+        }
+        Ok(())
+    }
+}
+
+fn save(path: &Path, table: &RouterTable) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(table)?)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Follows the controller's table forever; errors only delay the next attempt.
+async fn follow(table: Arc<RouteTable>, ctl: Arc<Controller>, saved: PathBuf, mut version: Option<u64>) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match ctl.table(version).await {
+            Ok(t) => {
+                backoff = Duration::from_millis(200);
+                if Some(t.version) != version {
+                    tracing::info!(version = t.version, routes = t.routes.len(), "route table updated from the controller");
+                    version = Some(t.version);
+                    if let Err(e) = save(&saved, &t) {
+                        tracing::warn!(error = %e, "saving the route table failed");
+                    }
+                    table.replace(t);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "cannot reach the controller; serving the last route table");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&settings.data_dir).with_context(|| format!("creating {}", settings.data_dir.display()))?;
+    let token = match (&settings.join_token, &settings.join_token_file) {
+        (Some(t), _) if !t.expose().is_empty() => t.expose().trim().to_string(),
+        (_, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?.trim().to_string(),
+        _ => anyhow::bail!("the router needs PAAS_JOIN_TOKEN or PAAS_JOIN_TOKEN_FILE (the controller's join token)"),
+    };
+    let ctl = Arc::new(Controller { http: reqwest::Client::new(), base: settings.controller.trim_end_matches('/').to_string(), token });
+    let table = Arc::new(RouteTable::default());
+    let saved = settings.data_dir.join("router-table.json");
+    let mut version = None;
+    if let Ok(bytes) = std::fs::read(&saved) {
+        match serde_json::from_slice::<RouterTable>(&bytes) {
+            Ok(t) => {
+                tracing::info!(version = t.version, "serving the saved route table until the controller answers");
+                version = Some(t.version);
+                table.replace(t);
+            }
+            Err(e) => tracing::warn!(error = %e, "ignoring an unreadable saved route table"),
+        }
+    }
+
+    let listener = TcpListener::bind(&settings.listen).with_context(|| format!("binding {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    let tmp = settings.data_dir.join("listen-addr.tmp");
+    std::fs::write(&tmp, format!("{addr}\n"))?;
+    std::fs::rename(&tmp, settings.data_dir.join("listen-addr"))?;
+
+    tokio::spawn(follow(table.clone(), ctl.clone(), saved, version));
+    tokio::spawn(access_log::run(table.clone(), ctl));
+    let data = web::Data::new(Router::new(table, &settings));
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::Data::new(super::proxy::client(&settings)))
+            .default_service(web::to(super::proxy))
+    })
+    .listen(listener)?
+    .run();
+    tracing::info!(%addr, "paas router listening");
+    server.await.context("router HTTP server failed")
+}
