@@ -5,7 +5,8 @@
 //!
 //! Code map: `config` (settings), `stack` (the base image, built with debootstrap), `runtime`
 //! (everything that talks to Docker), `reconcile` (the per-instance state machine), `health`
-//! (one check attempt), `backoff` (the crash restart schedule), `logs` (followers and shipper),
+//! (one check attempt), `backoff` (the crash restart schedule), `logs` (followers with the per-app
+//! rate limit, and the shipper), `stats` (resource samples for the heartbeat), `metrics` (`/metrics`),
 //! `client` (the controller API), `agent` (startup and the loops that tie them together).
 
 pub mod agent;
@@ -14,8 +15,10 @@ pub mod client;
 pub mod config;
 pub mod health;
 pub mod logs;
+pub mod metrics;
 pub mod reconcile;
 pub mod runtime;
 pub mod stack;
+pub mod stats;
 
 pub use config::Settings;

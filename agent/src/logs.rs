@@ -2,6 +2,11 @@
 //! the reconciler adds `CELL` lines for starts, health and crashes, and one shipper batches them
 //! all to the controller. While the controller is unreachable lines wait in a bounded buffer; the
 //! oldest are dropped (and counted) rather than letting memory grow without limit.
+//!
+//! Backpressure: a follower waits for room in the shipper's channel instead of dropping, so a
+//! slow controller slows the reading of `docker logs` (the engine keeps the lines meanwhile), and
+//! nothing below the rate limit is lost. The per-app rate limit ([`RateLimit`]) is the only place
+//! app lines are dropped on purpose, and each second's drops are reported in one `CELL` line.
 
 use async_trait::async_trait;
 use bollard::container::{LogOutput, LogsOptions};
@@ -9,13 +14,14 @@ use bollard::Docker;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use paas_common::agent::{AgentLogLine, LogBatch};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-pub const MAX_BATCH: usize = 500;
+pub const MAX_BATCH: usize = 2000;
 pub const BATCH_WINDOW: Duration = Duration::from_millis(200);
 pub const MAX_BUFFERED: usize = 10_000;
 const RETRY_MIN: Duration = Duration::from_secs(1);
@@ -27,16 +33,109 @@ pub trait LogUploader: Send + Sync {
     async fn upload(&self, batch: &LogBatch) -> Result<(), String>;
 }
 
+/// Per-app limits; 0 means unlimited.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RateLimit {
+    pub lines_per_sec: u64,
+    pub bytes_per_sec: u64,
+}
+
+/// One app's fixed one-second window.
+struct Window {
+    start: Instant,
+    lines: u64,
+    bytes: u64,
+    dropped: u64,
+}
+
+/// Counters of what happened to app lines on this node (exported as metrics).
+#[derive(Debug, Default)]
+pub struct ShipCounters {
+    pub lines_read: AtomicU64,
+    pub lines_rate_limited: AtomicU64,
+    pub lines_shipped: AtomicU64,
+    pub lines_buffer_dropped: AtomicU64,
+}
+
 /// A cheap handle every producer of log lines holds.
 #[derive(Clone)]
 pub struct LogSink {
     tx: mpsc::Sender<AgentLogLine>,
+    limit: RateLimit,
+    windows: Arc<Mutex<HashMap<String, Window>>>,
+    pub counters: Arc<ShipCounters>,
 }
 
 impl LogSink {
+    /// A sink without a rate limit.
     pub fn channel() -> (Self, mpsc::Receiver<AgentLogLine>) {
+        Self::with_limits(RateLimit::default())
+    }
+
+    pub fn with_limits(limit: RateLimit) -> (Self, mpsc::Receiver<AgentLogLine>) {
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
-        (Self { tx }, rx)
+        (Self { tx, limit, windows: Arc::default(), counters: Arc::default() }, rx)
+    }
+
+    /// Counts a line of `app` against its limit: whether to keep it, and the drops of a finished
+    /// window to report.
+    fn admit(&self, app: &str, bytes: u64) -> (bool, Option<u64>) {
+        if self.limit.lines_per_sec == 0 && self.limit.bytes_per_sec == 0 {
+            return (true, None);
+        }
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let w = windows.entry(app.to_string()).or_insert(Window { start: now, lines: 0, bytes: 0, dropped: 0 });
+        let mut report = None;
+        if now.duration_since(w.start) >= Duration::from_secs(1) {
+            report = (w.dropped > 0).then_some(w.dropped);
+            *w = Window { start: now, lines: 0, bytes: 0, dropped: 0 };
+        }
+        let over = (self.limit.lines_per_sec > 0 && w.lines + 1 > self.limit.lines_per_sec)
+            || (self.limit.bytes_per_sec > 0 && w.bytes + bytes > self.limit.bytes_per_sec);
+        if over {
+            w.dropped += 1;
+            return (false, report);
+        }
+        w.lines += 1;
+        w.bytes += bytes;
+        (true, report)
+    }
+
+    /// Drops of a window that ended while the app was quiet.
+    fn take_finished_drops(&self, app: &str) -> Option<u64> {
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let w = windows.get_mut(app)?;
+        if w.start.elapsed() < Duration::from_secs(1) || w.dropped == 0 {
+            return None;
+        }
+        let n = w.dropped;
+        w.dropped = 0;
+        Some(n)
+    }
+
+    fn dropped_line(&self, instance_id: &str, n: u64) {
+        self.counters.lines_rate_limited.fetch_add(n, Ordering::Relaxed);
+        self.cell(
+            instance_id,
+            format!(
+                "dropped {n} log lines: the app exceeded its log rate limit of {} lines/s, {} bytes/s",
+                self.limit.lines_per_sec, self.limit.bytes_per_sec
+            ),
+        );
+    }
+
+    /// An app line: rate limited per app, then waits for room (backpressure).
+    pub async fn send_app(&self, app: &str, line: AgentLogLine) {
+        self.counters.lines_read.fetch_add(1, Ordering::Relaxed);
+        let (keep, report) = self.admit(app, line.message.len() as u64);
+        if let Some(n) = report {
+            self.dropped_line(&line.instance_id, n);
+        }
+        if keep {
+            // Err only when the shipper is gone (shutdown).
+            let _ = self.tx.send(line).await;
+        }
     }
 
     /// Sends without waiting: a slow controller must never stall the reconciler or a follower's
@@ -64,10 +163,12 @@ impl LogSink {
 pub type LastSeen = Arc<Mutex<Option<DateTime<Utc>>>>;
 
 /// Follows one container's output until the container stops.
+#[allow(clippy::too_many_arguments)]
 pub async fn follow(
     docker: Docker,
     container_id: String,
     instance_id: String,
+    app: String,
     source: String,
     since: i64,
     last_seen: LastSeen,
@@ -83,7 +184,18 @@ pub async fn follow(
         ..Default::default()
     };
     let mut stream = docker.logs(&container_id, Some(options));
-    while let Some(item) = stream.next().await {
+    loop {
+        // Wake up at least every second so a flood that just stopped still gets its drop count.
+        let item = match tokio::time::timeout(Duration::from_secs(1), stream.next()).await {
+            Ok(Some(item)) => item,
+            Ok(None) => break,
+            Err(_) => {
+                if let Some(n) = sink.take_finished_drops(&app) {
+                    sink.dropped_line(&instance_id, n);
+                }
+                continue;
+            }
+        };
         let (stream_name, message) = match item {
             Ok(LogOutput::StdOut { message }) => ("stdout", message),
             Ok(LogOutput::StdErr { message }) => ("stderr", message),
@@ -104,14 +216,21 @@ pub async fn follow(
                 }
                 *last = Some(timestamp);
             }
-            sink.send(AgentLogLine {
-                instance_id: instance_id.clone(),
-                timestamp,
-                source: source.clone(),
-                stream: stream_name.into(),
-                message: text.to_string(),
-            });
+            sink.send_app(
+                &app,
+                AgentLogLine {
+                    instance_id: instance_id.clone(),
+                    timestamp,
+                    source: source.clone(),
+                    stream: stream_name.into(),
+                    message: text.to_string(),
+                },
+            )
+            .await;
         }
+    }
+    if let Some(n) = sink.take_finished_drops(&app) {
+        sink.dropped_line(&instance_id, n);
     }
 }
 
@@ -125,7 +244,12 @@ fn parse_line(raw: &str) -> Option<(DateTime<Utc>, &str)> {
 /// Batches lines (up to [`MAX_BATCH`] or [`BATCH_WINDOW`]) and uploads them, retrying with
 /// backoff. Returns when every sink is dropped and the buffer is empty.
 pub async fn ship(mut rx: mpsc::Receiver<AgentLogLine>, uploader: Arc<dyn LogUploader>) {
-    let mut buffer = Buffer::default();
+    ship_counted(&mut rx, uploader, Arc::default()).await
+}
+
+/// [`ship`], counting shipped and dropped lines in `counters`.
+pub async fn ship_counted(rx: &mut mpsc::Receiver<AgentLogLine>, uploader: Arc<dyn LogUploader>, counters: Arc<ShipCounters>) {
+    let mut buffer = Buffer { counters: counters.clone(), ..Buffer::default() };
     let mut retry = RETRY_MIN;
     let mut failing = false;
     let mut closed = false;
@@ -162,6 +286,7 @@ pub async fn ship(mut rx: mpsc::Receiver<AgentLogLine>, uploader: Arc<dyn LogUpl
         match uploader.upload(&batch).await {
             Ok(()) => {
                 buffer.lines.drain(..batch.lines.len());
+                counters.lines_shipped.fetch_add(batch.lines.len() as u64, Ordering::Relaxed);
                 if failing {
                     tracing::info!(dropped = buffer.dropped, "log upload recovered");
                     buffer.dropped = 0;
@@ -186,6 +311,7 @@ pub async fn ship(mut rx: mpsc::Receiver<AgentLogLine>, uploader: Arc<dyn LogUpl
 struct Buffer {
     lines: VecDeque<AgentLogLine>,
     dropped: u64,
+    counters: Arc<ShipCounters>,
 }
 
 impl Buffer {
@@ -193,6 +319,7 @@ impl Buffer {
         if self.lines.len() >= MAX_BUFFERED {
             self.lines.pop_front();
             self.dropped += 1;
+            self.counters.lines_buffer_dropped.fetch_add(1, Ordering::Relaxed);
             if self.dropped.is_power_of_two() {
                 tracing::warn!(
                     dropped = self.dropped,

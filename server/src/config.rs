@@ -84,6 +84,20 @@ pub struct Settings {
     pub default_disk_mb: u64,
     /// Log lines kept per app.
     pub log_retention_lines: i64,
+    /// Stored log lines older than this are deleted (default 7 days): `PAAS_LOG_RETENTION_SECS`.
+    #[serde(default = "default_log_retention_secs")]
+    pub log_retention_secs: u64,
+    /// Newest lines per app kept in memory for new stream subscribers.
+    #[serde(default = "default_log_memory_lines")]
+    pub log_memory_lines: usize,
+}
+
+fn default_log_retention_secs() -> u64 {
+    7 * 24 * 3600
+}
+
+fn default_log_memory_lines() -> usize {
+    1000
 }
 
 impl Default for Settings {
@@ -102,6 +116,8 @@ impl Default for Settings {
             default_memory_mb: 256,
             default_disk_mb: 1024,
             log_retention_lines: 10_000,
+            log_retention_secs: default_log_retention_secs(),
+            log_memory_lines: default_log_memory_lines(),
         }
     }
 }

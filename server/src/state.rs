@@ -6,6 +6,8 @@ use tokio::sync::{watch, Notify};
 use crate::auth::Keys;
 use crate::blobstore::Blobstore;
 use crate::config::Settings;
+use crate::loghub::LogHub;
+use crate::metrics::Metrics;
 use crate::router::RouteTable;
 use crate::store::Store;
 
@@ -22,6 +24,10 @@ pub struct AppCtx {
     pub converge: Notify,
     /// Port shown in app URLs.
     pub public_port: u16,
+    /// Every log line goes through here: `ctx.logs.publish(app, line)`.
+    pub logs: Arc<LogHub>,
+    /// Prometheus registry and the server's own counters.
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppCtx {

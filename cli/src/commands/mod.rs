@@ -4,6 +4,8 @@
 pub mod app;
 pub mod apps;
 pub mod delete;
+pub mod events;
+pub mod log_drain;
 pub mod login;
 pub mod logs;
 pub mod nodes;
@@ -40,6 +42,10 @@ pub enum Command {
     Logs(logs::Args),
     /// List the nodes that run app instances.
     Nodes(nodes::Args),
+    /// Show an app's audit trail: who did what, and what the platform did (crashes, reschedules).
+    Events(events::Args),
+    /// List, add or remove an app's log drains (syslog:// or http://).
+    LogDrain(log_drain::Args),
 }
 
 /// Runs one command. Every command but `login` needs a saved login or PAAS_API + PAAS_TOKEN.
@@ -56,6 +62,8 @@ pub fn dispatch(cli: Cli, env: &Env) -> anyhow::Result<()> {
         Command::Delete(args) => delete::run(args, &client),
         Command::Logs(args) => logs::run(args, &client),
         Command::Nodes(args) => nodes::run(args, &client),
+        Command::Events(args) => events::run(args, &client),
+        Command::LogDrain(args) => log_drain::run(args, &client),
     }
 }
 

@@ -4,6 +4,8 @@
 mod agent;
 mod apps;
 mod auth;
+mod drains;
+mod logs;
 mod nodes;
 
 use actix_web::web;
@@ -20,7 +22,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/apps/{name}", web::get().to(apps::get))
             .route("/apps/{name}", web::delete().to(apps::delete))
             .route("/apps/{name}/push", web::post().to(apps::push))
-            .route("/apps/{name}/logs", web::get().to(apps::logs))
+            .route("/apps/{name}/logs", web::get().to(logs::recent))
             .route("/apps/{name}/events", web::get().to(apps::events))
             .route("/nodes", web::get().to(nodes::list))
             .route("/agent/register", web::post().to(agent::register))
@@ -28,6 +30,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/agent/assignments", web::get().to(agent::assignments))
             .route("/agent/droplets/{sha}", web::get().to(agent::droplet))
             .route("/agent/logs", web::post().to(agent::logs))
+            .route("/apps/{name}/logs/stream", web::get().to(logs::stream))
+            .route("/apps/{name}/log-drains", web::get().to(drains::list))
+            .route("/apps/{name}/log-drains", web::post().to(drains::add))
+            .route("/apps/{name}/log-drains", web::delete().to(drains::remove))
             .default_service(web::to(not_found)),
     )
     .app_data(web::JsonConfig::default().limit(8 * 1024 * 1024).error_handler(|err, _| {
