@@ -99,6 +99,31 @@ pub struct Platform {
     agents: Vec<Proc>,
     node_names: Vec<String>,
     cli_home: PathBuf,
+    node_grace_secs: u64,
+    restarts: u32,
+}
+
+/// Starts `paas-server` and waits for it to write its bound address.
+fn spawn_server(data: &Path, listen: &str, admin_password: &str, grace: u64, log: PathBuf) -> Result<(Proc, SocketAddr)> {
+    let mut cmd = Command::new(bin("paas-server"));
+    cmd.env("PAAS_DATA_DIR", data)
+        .env("PAAS_LISTEN", listen)
+        .env("PAAS_ADMIN_PASSWORD", admin_password)
+        .env("PAAS_NODE_GRACE_SECS", grace.to_string())
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+    let child = spawn(&mut cmd, &log)?;
+    let mut server = Proc { name: "paas-server".into(), child: Some(child), log };
+    let addr_file = data.join("listen-addr");
+    match wait_for(Duration::from_secs(30), "paas-server to listen", || {
+        std::fs::read_to_string(&addr_file).ok().and_then(|s| s.trim().parse().ok())
+    }) {
+        Ok(a) => Ok((server, a)),
+        Err(e) => {
+            server.kill();
+            let log = std::fs::read_to_string(&server.log).unwrap_or_default();
+            bail!("{e}\n{log}");
+        }
+    }
 }
 
 fn spawn(cmd: &mut Command, log: &Path) -> Result<Child> {
@@ -118,33 +143,46 @@ impl Platform {
         let data = dir.path().join("server");
         let admin_password = unique("pw");
         let log = dir.path().join("server.log");
-        let mut cmd = Command::new(bin("paas-server"));
-        cmd.env("PAAS_DATA_DIR", &data)
-            .env("PAAS_LISTEN", "127.0.0.1:0")
-            .env("PAAS_ADMIN_PASSWORD", &admin_password)
-            .env("PAAS_NODE_GRACE_SECS", opts.node_grace_secs.to_string())
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
-        let child = spawn(&mut cmd, &log)?;
-        let mut server = Proc { name: "paas-server".into(), child: Some(child), log };
-        let addr_file = data.join("listen-addr");
-        let addr: SocketAddr = match wait_for(Duration::from_secs(30), "paas-server to listen", || {
-            std::fs::read_to_string(&addr_file).ok().and_then(|s| s.trim().parse().ok())
-        }) {
-            Ok(a) => a,
-            Err(e) => {
-                server.kill();
-                let log = std::fs::read_to_string(&server.log).unwrap_or_default();
-                bail!("{e}\n{log}");
-            }
-        };
+        let (server, addr) = spawn_server(&data, "127.0.0.1:0", &admin_password, opts.node_grace_secs, log)?;
         let cli_home = dir.path().join("cli-home");
         std::fs::create_dir_all(&cli_home)?;
-        let p = Platform { dir, addr, admin_password, server, agents: Vec::new(), node_names: Vec::new(), cli_home };
-        let url = format!("{}/readyz", p.api_url());
+        let p = Platform {
+            dir,
+            addr,
+            admin_password,
+            server,
+            agents: Vec::new(),
+            node_names: Vec::new(),
+            cli_home,
+            node_grace_secs: opts.node_grace_secs,
+            restarts: 0,
+        };
+        p.wait_ready()?;
+        Ok(p)
+    }
+
+    fn wait_ready(&self) -> Result<()> {
+        let url = format!("{}/readyz", self.api_url());
         wait_for(Duration::from_secs(30), "paas-server to be ready", || {
             reqwest::blocking::get(&url).ok().filter(|r| r.status().is_success())
         })?;
-        Ok(p)
+        Ok(())
+    }
+
+    /// `kill -9` of the server, then a new one on the same port and data dir (agents keep
+    /// running and reconnect by themselves).
+    pub fn restart_server(&mut self) -> Result<()> {
+        self.server.kill();
+        self.restarts += 1;
+        let data = self.data_dir();
+        let _ = std::fs::remove_file(data.join("listen-addr"));
+        let log = self.dir.path().join(format!("server-{}.log", self.restarts));
+        // The old listener's port is free at once after SIGKILL (no TIME_WAIT on a listener).
+        let listen = self.addr.to_string();
+        let (server, addr) = spawn_server(&data, &listen, &self.admin_password, self.node_grace_secs, log)?;
+        self.server = server;
+        self.addr = addr;
+        self.wait_ready()
     }
 
     /// A server and one agent, logged in with the CLI.
@@ -169,6 +207,11 @@ impl Platform {
 
     /// Starts an agent with the given node name and waits until the controller lists it ready.
     pub fn start_agent(&mut self, name: &str, zone: &str) -> Result<usize> {
+        self.start_agent_with(name, zone, &[])
+    }
+
+    /// [`Platform::start_agent`] with extra environment variables (e.g. agent settings).
+    pub fn start_agent_with(&mut self, name: &str, zone: &str, env: &[(&str, &str)]) -> Result<usize> {
         let token = std::fs::read_to_string(self.data_dir().join("join-token"))?.trim().to_string();
         let data = self.dir.path().join(format!("agent-{name}"));
         let log = self.dir.path().join(format!("agent-{name}.log"));
@@ -179,6 +222,9 @@ impl Platform {
             .env("PAAS_NODE_ZONE", zone)
             .env("PAAS_DATA_DIR", &data)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         let child = spawn(&mut cmd, &log)?;
         if !self.node_names.iter().any(|n| n == name) {
             self.node_names.push(name.to_string());

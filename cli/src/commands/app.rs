@@ -154,17 +154,17 @@ mod tests {
         assert!(text.contains("instances:  1/2 running"));
         assert!(
             text.contains(
-                "INDEX   STATE     NODE     ADDRESS          RESTARTS   SINCE   CPU    MEMORY      DISK   LAST-EXIT"
+                "INDEX   STATE     NODE     ADDRESS          RESTARTS   SINCE   CPU    MEMORY     DISK   LAST-EXIT"
             ),
             "{text}"
         );
         assert!(
-            text.contains("0       running   node-1   10.0.0.1:61000   0          1m      3.2%   41M/256M    2M     -"),
+            text.contains("0       running   node-1   10.0.0.1:61000   0          1m      3.2%   41M/256M   2M     -"),
             "{text}"
         );
         assert!(
             text.contains(
-                "1       crashed   node-2   -                2          -       -      -           -      exited with code 1"
+                "1       crashed   node-2   -                2          -       -      -          -      exited with code 1"
             ),
             "{text}"
         );
