@@ -104,12 +104,20 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         crate::metrics::serve(listen, counters.clone()).await?;
     }
     let mut log_rx = log_rx;
+    let spool = match crate::spool::Spool::open(settings.data_dir.join("log-spool.jsonl"), settings.log_spool_mb * 1024 * 1024) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            // Shipping still works; only an outage longer than the memory buffer loses lines.
+            tracing::warn!(error = %e, "no disk log spool");
+            None
+        }
+    };
 
     tokio::select! {
         () = poll_assignments(client.clone(), assignments_tx, refetch.clone()) => Err(AgentError::LoopEnded("assignments")),
         () = reconcile_loop(reconciler, assignments_rx.clone(), reports_tx) => Err(AgentError::LoopEnded("reconcile")),
         () = heartbeat_loop(client.clone(), settings.capacity(), interval, reports_rx, assignments_rx, refetch, usage) => Err(AgentError::LoopEnded("heartbeat")),
-        () = logs::ship_counted(&mut log_rx, client.clone(), counters) => Err(AgentError::LoopEnded("log shipping")),
+        () = logs::ship_counted(&mut log_rx, client.clone(), counters, spool) => Err(AgentError::LoopEnded("log shipping")),
     }
 }
 

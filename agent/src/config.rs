@@ -78,6 +78,14 @@ pub struct Settings {
     /// when unset.
     #[serde(default)]
     pub metrics_listen: Option<String>,
+    /// Bound of the disk spool that holds log lines while the controller is unreachable
+    /// (`PAAS_LOG_SPOOL_MB`); lines beyond it are dropped and counted.
+    #[serde(default = "default_log_spool_mb")]
+    pub log_spool_mb: u64,
+}
+
+fn default_log_spool_mb() -> u64 {
+    64
 }
 
 fn default_log_rate_lines() -> u64 {
@@ -108,6 +116,7 @@ impl Default for Settings {
             log_rate_limit_lines: default_log_rate_lines(),
             log_rate_limit_bytes: default_log_rate_bytes(),
             metrics_listen: None,
+            log_spool_mb: default_log_spool_mb(),
         }
     }
 }

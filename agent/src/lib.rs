@@ -6,7 +6,7 @@
 //! Code map: `config` (settings), `stack` (the base image, built with debootstrap), `runtime`
 //! (everything that talks to Docker), `reconcile` (the per-instance state machine), `health`
 //! (one check attempt), `backoff` (the crash restart schedule), `logs` (followers with the per-app
-//! rate limit, and the shipper), `stats` (resource samples for the heartbeat), `metrics` (`/metrics`),
+//! rate limit, and the shipper), `spool` (the shipper's bounded disk overflow), `stats` (resource samples for the heartbeat), `metrics` (`/metrics`),
 //! `client` (the controller API), `agent` (startup and the loops that tie them together).
 
 pub mod agent;
@@ -18,6 +18,7 @@ pub mod logs;
 pub mod metrics;
 pub mod reconcile;
 pub mod runtime;
+pub mod spool;
 pub mod stack;
 pub mod stats;
 

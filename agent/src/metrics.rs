@@ -52,3 +52,32 @@ pub async fn serve(listen: &str, counters: Arc<ShipCounters>) -> Result<(), Metr
         .map_err(|e| err(e.to_string()))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_log_counters() {
+        let c = ShipCounters::default();
+        c.lines_shipped.store(42, Ordering::Relaxed);
+        c.lines_rate_limited.store(7, Ordering::Relaxed);
+        let text = render(&c);
+        assert!(text.contains("paas_agent_log_lines_shipped_total 42"), "{text}");
+        assert!(text.contains("paas_agent_log_lines_rate_limited_total 7"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn serves_metrics_over_http() {
+        let c = Arc::new(ShipCounters::default());
+        c.lines_read.store(5, Ordering::Relaxed);
+        // Find a free port, then serve on it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        serve(&format!("127.0.0.1:{port}"), c).await.unwrap();
+        let body = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap().text().await.unwrap();
+        assert!(body.contains("paas_agent_log_lines_read_total 5"), "{body}");
+        let missing = reqwest::get(format!("http://127.0.0.1:{port}/other")).await.unwrap();
+        assert_eq!(missing.status(), 404);
+    }
+}
