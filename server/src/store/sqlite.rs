@@ -1,6 +1,10 @@
 //! SQLite implementation of [`Store`]: WAL mode, foreign keys on, migrations from
 //! `migrations/sqlite` run at open. Runtime queries (not the `query!` macros) so the build needs no
 //! database and a PostgreSQL twin can mirror each function.
+//!
+//! Every transaction starts with `BEGIN IMMEDIATE`: a deferred transaction that reads and then
+//! writes fails at once with "database is locked" when another connection wrote in between (the
+//! busy timeout does not apply to that upgrade), which the log hub's steady writes made common.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -237,7 +241,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_app(&self, a: &AppRecord, event: &Event) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let res = sqlx::query(
             "INSERT INTO apps (id, name, state, desired_instances, memory_mb, disk_mb, current_revision, created_at, updated_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO NOTHING",
@@ -262,7 +266,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_app(&self, app_id: &str, event: &Event) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let name: Option<String> =
             sqlx::query_scalar("DELETE FROM apps WHERE id = ? RETURNING name").bind(app_id).fetch_optional(&mut *tx).await?;
         let Some(name) = name else {
@@ -275,7 +279,7 @@ impl Store for SqliteStore {
     }
 
     async fn deploy_revision(&self, app_id: &str, rev: &NewRevision, event: &Event) -> StoreResult<i64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let number: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(number), 0) + 1 FROM revisions WHERE app_id = ?")
             .bind(app_id)
             .fetch_one(&mut *tx)
@@ -439,7 +443,7 @@ impl Store for SqliteStore {
     async fn append_logs(&self, lines: &[(String, LogLine)]) -> StoreResult<()> {
         // Multi-row statements: one statement per row costs most of the time at high rates.
         // 8 columns x 100 rows stays far below SQLite's bound-variable limit.
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for chunk in lines.chunks(100) {
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                 "INSERT INTO log_lines (id, app_name, timestamp, source, stream, message, process, instance_index) ",
@@ -550,7 +554,7 @@ impl Store for SqliteStore {
     }
 
     async fn add_log_drain(&self, app_name: &str, url: &str, event: &Event) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("INSERT OR IGNORE INTO log_drains (app_name, url, created_at) VALUES (?, ?, ?)")
             .bind(app_name)
             .bind(url)
@@ -563,7 +567,7 @@ impl Store for SqliteStore {
     }
 
     async fn remove_log_drain(&self, app_name: &str, url: &str, event: &Event) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let r = sqlx::query("DELETE FROM log_drains WHERE app_name = ? AND url = ?")
             .bind(app_name)
             .bind(url)
