@@ -31,6 +31,8 @@ pub enum AgentError {
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
     Client(#[from] ClientError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
     #[error("{0} loop ended unexpectedly")]
     LoopEnded(&'static str),
 }
@@ -90,15 +92,33 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
     let (assignments_tx, assignments_rx) = watch::channel(None::<Assignments>);
     let (reports_tx, reports_rx) = watch::channel(Vec::<InstanceReport>::new());
     let refetch = Arc::new(Notify::new());
-    let (sink, log_rx) = LogSink::channel();
+    let (sink, log_rx) = LogSink::with_limits(logs::RateLimit {
+        lines_per_sec: settings.log_rate_limit_lines,
+        bytes_per_sec: settings.log_rate_limit_bytes,
+    });
+    let counters = sink.counters.clone();
     let reconciler =
         Reconciler::new(runtime.clone(), client.clone(), sink).with_crash_ledger(&settings.data_dir.join("crashes.json"));
+    let usage = crate::stats::UsageMap::default();
+    tokio::spawn(crate::stats::run(runtime.docker().clone(), reports_rx.clone(), usage.clone()));
+    if let Some(listen) = settings.metrics_listen.as_deref().filter(|l| !l.is_empty()) {
+        crate::metrics::serve(listen, counters.clone()).await?;
+    }
+    let mut log_rx = log_rx;
+    let spool = match crate::spool::Spool::open(settings.data_dir.join("log-spool.jsonl"), settings.log_spool_mb * 1024 * 1024) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            // Shipping still works; only an outage longer than the memory buffer loses lines.
+            tracing::warn!(error = %e, "no disk log spool");
+            None
+        }
+    };
 
     tokio::select! {
         () = poll_assignments(client.clone(), assignments_tx, refetch.clone()) => Err(AgentError::LoopEnded("assignments")),
         () = reconcile_loop(reconciler, assignments_rx.clone(), reports_tx) => Err(AgentError::LoopEnded("reconcile")),
-        () = heartbeat_loop(client.clone(), settings.capacity(), interval, reports_rx, assignments_rx, refetch) => Err(AgentError::LoopEnded("heartbeat")),
-        () = logs::ship(log_rx, client.clone()) => Err(AgentError::LoopEnded("log shipping")),
+        () = heartbeat_loop(client.clone(), settings.capacity(), interval, reports_rx, assignments_rx, refetch, usage) => Err(AgentError::LoopEnded("heartbeat")),
+        () = logs::ship_counted(&mut log_rx, client.clone(), counters, spool) => Err(AgentError::LoopEnded("log shipping")),
     }
 }
 
@@ -206,6 +226,7 @@ async fn heartbeat_loop(
     mut reports: watch::Receiver<Vec<InstanceReport>>,
     assignments: watch::Receiver<Option<Assignments>>,
     refetch: Arc<Notify>,
+    usage: crate::stats::UsageMap,
 ) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -215,9 +236,16 @@ async fn heartbeat_loop(
             _ = ticker.tick() => {}
             changed = reports.changed() => if changed.is_err() { return },
         }
+        let mut instances = reports.borrow_and_update().clone();
+        {
+            let usage = usage.lock().unwrap_or_else(|p| p.into_inner());
+            for r in &mut instances {
+                r.usage = usage.get(&r.instance_id).cloned();
+            }
+        }
         let heartbeat = Heartbeat {
             capacity: capacity.clone(),
-            instances: reports.borrow_and_update().clone(),
+            instances,
         };
         match client.heartbeat(&heartbeat).await {
             Ok(resp) => {

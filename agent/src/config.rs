@@ -66,6 +66,34 @@ pub struct Settings {
     pub heartbeat_interval_ms: u64,
     /// Debian mirror debootstrap uses to build the stack image.
     pub debian_mirror: String,
+    /// Per-app log rate limit on this node, like Cloud Foundry's `log-rate-limit-per-second`:
+    /// lines per second (`PAAS_LOG_RATE_LIMIT_LINES`, 0 = unlimited); the excess is dropped and
+    /// counted in one `CELL` line per second.
+    #[serde(default = "default_log_rate_lines")]
+    pub log_rate_limit_lines: u64,
+    /// The same in bytes per second (`PAAS_LOG_RATE_LIMIT_BYTES`, 0 = unlimited).
+    #[serde(default = "default_log_rate_bytes")]
+    pub log_rate_limit_bytes: u64,
+    /// Where to serve Prometheus `/metrics` (`PAAS_METRICS_LISTEN`, e.g. `127.0.0.1:9101`); off
+    /// when unset.
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
+    /// Bound of the disk spool that holds log lines while the controller is unreachable
+    /// (`PAAS_LOG_SPOOL_MB`); lines beyond it are dropped and counted.
+    #[serde(default = "default_log_spool_mb")]
+    pub log_spool_mb: u64,
+}
+
+fn default_log_spool_mb() -> u64 {
+    64
+}
+
+fn default_log_rate_lines() -> u64 {
+    20_000
+}
+
+fn default_log_rate_bytes() -> u64 {
+    8 * 1024 * 1024
 }
 
 impl Default for Settings {
@@ -85,6 +113,10 @@ impl Default for Settings {
             instance_slots: 64,
             heartbeat_interval_ms: 2000,
             debian_mirror: default_debian_mirror(),
+            log_rate_limit_lines: default_log_rate_lines(),
+            log_rate_limit_bytes: default_log_rate_bytes(),
+            metrics_listen: None,
+            log_spool_mb: default_log_spool_mb(),
         }
     }
 }

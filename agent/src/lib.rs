@@ -6,7 +6,9 @@
 //! Code map: `config` (settings), `stack` (the base image, built with debootstrap), `runtime`
 //! (everything that talks to Docker), `reconcile` (the per-instance state machine), `health`
 //! (one check attempt), `backoff` (the crash restart schedule), `crashes` (restart counts kept across
-//! agent restarts), `logs` (followers and shipper),
+//! agent restarts), `logs` (followers with the per-app rate limit, and the shipper), `spool` (the
+//! shipper's bounded disk overflow), `stats` (resource samples for the heartbeat), `metrics`
+//! (`/metrics`),
 //! `client` (the controller API), `agent` (startup and the loops that tie them together).
 
 pub mod agent;
@@ -16,8 +18,11 @@ pub mod config;
 pub mod crashes;
 pub mod health;
 pub mod logs;
+pub mod metrics;
 pub mod reconcile;
 pub mod runtime;
+pub mod spool;
 pub mod stack;
+pub mod stats;
 
 pub use config::Settings;

@@ -2,6 +2,11 @@
 //! the reconciler adds `CELL` lines for starts, health and crashes, and one shipper batches them
 //! all to the controller. While the controller is unreachable lines wait in a bounded buffer; the
 //! oldest are dropped (and counted) rather than letting memory grow without limit.
+//!
+//! Backpressure: a follower waits for room in the shipper's channel instead of dropping, so a
+//! slow controller slows the reading of `docker logs` (the engine keeps the lines meanwhile), and
+//! nothing below the rate limit is lost. The per-app rate limit ([`RateLimit`]) is the only place
+//! app lines are dropped on purpose, and each second's drops are reported in one `CELL` line.
 
 use async_trait::async_trait;
 use bollard::container::{LogOutput, LogsOptions};
@@ -9,13 +14,15 @@ use bollard::Docker;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use paas_common::agent::{AgentLogLine, LogBatch};
-use std::collections::VecDeque;
+use crate::spool::Spool;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-pub const MAX_BATCH: usize = 500;
+pub const MAX_BATCH: usize = 2000;
 pub const BATCH_WINDOW: Duration = Duration::from_millis(200);
 pub const MAX_BUFFERED: usize = 10_000;
 const RETRY_MIN: Duration = Duration::from_secs(1);
@@ -27,16 +34,109 @@ pub trait LogUploader: Send + Sync {
     async fn upload(&self, batch: &LogBatch) -> Result<(), String>;
 }
 
+/// Per-app limits; 0 means unlimited.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RateLimit {
+    pub lines_per_sec: u64,
+    pub bytes_per_sec: u64,
+}
+
+/// One app's fixed one-second window.
+struct Window {
+    start: Instant,
+    lines: u64,
+    bytes: u64,
+    dropped: u64,
+}
+
+/// Counters of what happened to app lines on this node (exported as metrics).
+#[derive(Debug, Default)]
+pub struct ShipCounters {
+    pub lines_read: AtomicU64,
+    pub lines_rate_limited: AtomicU64,
+    pub lines_shipped: AtomicU64,
+    pub lines_buffer_dropped: AtomicU64,
+}
+
 /// A cheap handle every producer of log lines holds.
 #[derive(Clone)]
 pub struct LogSink {
     tx: mpsc::Sender<AgentLogLine>,
+    limit: RateLimit,
+    windows: Arc<Mutex<HashMap<String, Window>>>,
+    pub counters: Arc<ShipCounters>,
 }
 
 impl LogSink {
+    /// A sink without a rate limit.
     pub fn channel() -> (Self, mpsc::Receiver<AgentLogLine>) {
+        Self::with_limits(RateLimit::default())
+    }
+
+    pub fn with_limits(limit: RateLimit) -> (Self, mpsc::Receiver<AgentLogLine>) {
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
-        (Self { tx }, rx)
+        (Self { tx, limit, windows: Arc::default(), counters: Arc::default() }, rx)
+    }
+
+    /// Counts a line of `app` against its limit: whether to keep it, and the drops of a finished
+    /// window to report.
+    fn admit(&self, app: &str, bytes: u64) -> (bool, Option<u64>) {
+        if self.limit.lines_per_sec == 0 && self.limit.bytes_per_sec == 0 {
+            return (true, None);
+        }
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let w = windows.entry(app.to_string()).or_insert(Window { start: now, lines: 0, bytes: 0, dropped: 0 });
+        let mut report = None;
+        if now.duration_since(w.start) >= Duration::from_secs(1) {
+            report = (w.dropped > 0).then_some(w.dropped);
+            *w = Window { start: now, lines: 0, bytes: 0, dropped: 0 };
+        }
+        let over = (self.limit.lines_per_sec > 0 && w.lines + 1 > self.limit.lines_per_sec)
+            || (self.limit.bytes_per_sec > 0 && w.bytes + bytes > self.limit.bytes_per_sec);
+        if over {
+            w.dropped += 1;
+            return (false, report);
+        }
+        w.lines += 1;
+        w.bytes += bytes;
+        (true, report)
+    }
+
+    /// Drops of a window that ended while the app was quiet.
+    fn take_finished_drops(&self, app: &str) -> Option<u64> {
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let w = windows.get_mut(app)?;
+        if w.start.elapsed() < Duration::from_secs(1) || w.dropped == 0 {
+            return None;
+        }
+        let n = w.dropped;
+        w.dropped = 0;
+        Some(n)
+    }
+
+    fn dropped_line(&self, instance_id: &str, n: u64) {
+        self.counters.lines_rate_limited.fetch_add(n, Ordering::Relaxed);
+        self.cell(
+            instance_id,
+            format!(
+                "dropped {n} log lines: the app exceeded its log rate limit of {} lines/s, {} bytes/s",
+                self.limit.lines_per_sec, self.limit.bytes_per_sec
+            ),
+        );
+    }
+
+    /// An app line: rate limited per app, then waits for room (backpressure).
+    pub async fn send_app(&self, app: &str, line: AgentLogLine) {
+        self.counters.lines_read.fetch_add(1, Ordering::Relaxed);
+        let (keep, report) = self.admit(app, line.message.len() as u64);
+        if let Some(n) = report {
+            self.dropped_line(&line.instance_id, n);
+        }
+        if keep {
+            // Err only when the shipper is gone (shutdown).
+            let _ = self.tx.send(line).await;
+        }
     }
 
     /// Sends without waiting: a slow controller must never stall the reconciler or a follower's
@@ -64,10 +164,12 @@ impl LogSink {
 pub type LastSeen = Arc<Mutex<Option<DateTime<Utc>>>>;
 
 /// Follows one container's output until the container stops.
+#[allow(clippy::too_many_arguments)]
 pub async fn follow(
     docker: Docker,
     container_id: String,
     instance_id: String,
+    app: String,
     source: String,
     since: i64,
     last_seen: LastSeen,
@@ -83,7 +185,18 @@ pub async fn follow(
         ..Default::default()
     };
     let mut stream = docker.logs(&container_id, Some(options));
-    while let Some(item) = stream.next().await {
+    loop {
+        // Wake up at least every second so a flood that just stopped still gets its drop count.
+        let item = match tokio::time::timeout(Duration::from_secs(1), stream.next()).await {
+            Ok(Some(item)) => item,
+            Ok(None) => break,
+            Err(_) => {
+                if let Some(n) = sink.take_finished_drops(&app) {
+                    sink.dropped_line(&instance_id, n);
+                }
+                continue;
+            }
+        };
         let (stream_name, message) = match item {
             Ok(LogOutput::StdOut { message }) => ("stdout", message),
             Ok(LogOutput::StdErr { message }) => ("stderr", message),
@@ -104,14 +217,21 @@ pub async fn follow(
                 }
                 *last = Some(timestamp);
             }
-            sink.send(AgentLogLine {
-                instance_id: instance_id.clone(),
-                timestamp,
-                source: source.clone(),
-                stream: stream_name.into(),
-                message: text.to_string(),
-            });
+            sink.send_app(
+                &app,
+                AgentLogLine {
+                    instance_id: instance_id.clone(),
+                    timestamp,
+                    source: source.clone(),
+                    stream: stream_name.into(),
+                    message: text.to_string(),
+                },
+            )
+            .await;
         }
+    }
+    if let Some(n) = sink.take_finished_drops(&app) {
+        sink.dropped_line(&instance_id, n);
     }
 }
 
@@ -125,43 +245,81 @@ fn parse_line(raw: &str) -> Option<(DateTime<Utc>, &str)> {
 /// Batches lines (up to [`MAX_BATCH`] or [`BATCH_WINDOW`]) and uploads them, retrying with
 /// backoff. Returns when every sink is dropped and the buffer is empty.
 pub async fn ship(mut rx: mpsc::Receiver<AgentLogLine>, uploader: Arc<dyn LogUploader>) {
-    let mut buffer = Buffer::default();
+    ship_counted(&mut rx, uploader, Arc::default(), None).await
+}
+
+/// [`ship`], counting shipped and dropped lines in `counters`, and moving the overflow of the
+/// memory buffer to `spool` (when given) while the controller is unreachable.
+pub async fn ship_counted(
+    rx: &mut mpsc::Receiver<AgentLogLine>,
+    uploader: Arc<dyn LogUploader>,
+    counters: Arc<ShipCounters>,
+    mut spool: Option<Spool>,
+) {
+    let mut buffer = Buffer { counters: counters.clone(), ..Buffer::default() };
     let mut retry = RETRY_MIN;
     let mut failing = false;
     let mut closed = false;
     let mut next_send: Option<Instant> = None;
     loop {
-        if buffer.lines.is_empty() {
+        let spooled = spool.as_ref().is_some_and(|s| !s.is_empty());
+        if buffer.lines.is_empty() && !spooled {
             if closed {
                 return;
             }
             match rx.recv().await {
-                Some(line) => buffer.push(line),
+                Some(line) => buffer.push(line, &mut spool),
                 None => return,
             }
         }
         let deadline = *next_send.get_or_insert_with(|| Instant::now() + BATCH_WINDOW);
         while !closed && (buffer.lines.len() < MAX_BATCH || failing) {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(line)) => buffer.push(line),
+                Ok(Some(line)) => buffer.push(line, &mut spool),
                 Ok(None) => closed = true,
                 Err(_) => break,
             }
         }
         if closed && failing {
-            // Nobody will produce more; a dead controller must not keep the process alive.
+            // Nobody will produce more; a dead controller must not keep the process alive. What
+            // is in the spool is sent after the next start.
             tracing::warn!(
                 lines = buffer.lines.len(),
                 "dropping unsent log lines at shutdown"
             );
             return;
         }
+        // The spool holds the oldest lines: send them first.
+        let mut from_spool = None;
+        if let Some(s) = spool.as_mut().filter(|s| !s.is_empty()) {
+            match s.peek(MAX_BATCH) {
+                Ok((lines, end)) => from_spool = Some((lines, end)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the log spool; discarding it");
+                    spool = None;
+                }
+            }
+        }
         let batch = LogBatch {
-            lines: buffer.lines.iter().take(MAX_BATCH).cloned().collect(),
+            lines: match &from_spool {
+                Some((lines, _)) => lines.clone(),
+                None => buffer.lines.iter().take(MAX_BATCH).cloned().collect(),
+            },
         };
         match uploader.upload(&batch).await {
             Ok(()) => {
-                buffer.lines.drain(..batch.lines.len());
+                match from_spool {
+                    Some((_, end)) => {
+                        if let Some(Err(e)) = spool.as_mut().map(|s| s.consume(end)) {
+                            tracing::warn!(error = %e, "cannot truncate the log spool; discarding it");
+                            spool = None;
+                        }
+                    }
+                    None => {
+                        buffer.lines.drain(..batch.lines.len());
+                    }
+                }
+                counters.lines_shipped.fetch_add(batch.lines.len() as u64, Ordering::Relaxed);
                 if failing {
                     tracing::info!(dropped = buffer.dropped, "log upload recovered");
                     buffer.dropped = 0;
@@ -186,21 +344,47 @@ pub async fn ship(mut rx: mpsc::Receiver<AgentLogLine>, uploader: Arc<dyn LogUpl
 struct Buffer {
     lines: VecDeque<AgentLogLine>,
     dropped: u64,
+    counters: Arc<ShipCounters>,
 }
 
 impl Buffer {
-    fn push(&mut self, line: AgentLogLine) {
+    fn push(&mut self, line: AgentLogLine, spool: &mut Option<Spool>) {
         if self.lines.len() >= MAX_BUFFERED {
-            self.lines.pop_front();
-            self.dropped += 1;
-            if self.dropped.is_power_of_two() {
-                tracing::warn!(
-                    dropped = self.dropped,
-                    "log buffer full, dropping oldest lines"
-                );
+            if let Some(s) = spool.as_mut() {
+                // Move the older half to disk in one write; order is kept because the spool is
+                // always sent before memory.
+                let half = self.lines.len() / 2;
+                match s.append(self.lines.drain(..half)) {
+                    Ok(dropped) => {
+                        self.note_dropped(dropped);
+                        self.lines.push_back(line);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot write the log spool; keeping lines in memory only");
+                        *spool = None;
+                    }
+                }
             }
         }
+        if self.lines.len() >= MAX_BUFFERED {
+            self.lines.pop_front();
+            self.note_dropped(1);
+        }
         self.lines.push_back(line);
+    }
+
+    fn note_dropped(&mut self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let before = self.dropped;
+        self.dropped += n;
+        self.counters.lines_buffer_dropped.fetch_add(n, Ordering::Relaxed);
+        // Log at powers of two so a long outage does not flood the agent's own log.
+        if before.leading_zeros() != self.dropped.leading_zeros() {
+            tracing::warn!(dropped = self.dropped, "log buffer full, dropping oldest lines");
+        }
     }
 }
 
@@ -259,5 +443,120 @@ mod tests {
         let messages: Vec<_> = got.iter().map(|l| l.message.clone()).collect();
         let expected: Vec<_> = (0..1200).map(|i| format!("line {i}")).collect();
         assert_eq!(messages, expected);
+    }
+
+    fn app_line(i: usize) -> AgentLogLine {
+        AgentLogLine {
+            instance_id: "i1".into(),
+            timestamp: Utc::now(),
+            source: "APP/web/0".into(),
+            stream: "stdout".into(),
+            message: format!("line {i}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_longer_than_memory_spills_to_disk_without_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path().join("spool.jsonl"), 64 * 1024 * 1024).unwrap();
+        let uploader = Arc::new(Flaky { fail_first: AtomicUsize::new(4), got: Mutex::default() });
+        let (sink, mut rx) = LogSink::channel();
+        let counters = sink.counters.clone();
+        let up = uploader.clone();
+        let shipper = tokio::spawn(async move { ship_counted(&mut rx, up, counters, Some(spool)).await });
+        let total = MAX_BUFFERED * 3;
+        for i in 0..total {
+            sink.send_app("web", app_line(i)).await;
+        }
+        while uploader.got.lock().unwrap().len() < total {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let counters = sink.counters.clone();
+        drop(sink);
+        shipper.await.unwrap();
+        let got = uploader.got.lock().unwrap();
+        let messages: Vec<_> = got.iter().map(|l| l.message.clone()).collect();
+        let expected: Vec<_> = (0..total).map(|i| format!("line {i}")).collect();
+        assert!(messages == expected, "lines lost or out of order");
+        assert_eq!(counters.lines_buffer_dropped.load(Ordering::SeqCst), 0);
+        assert_eq!(counters.lines_shipped.load(Ordering::SeqCst), total as u64);
+        // The spool was emptied once sent.
+        assert_eq!(std::fs::metadata(dir.path().join("spool.jsonl")).unwrap().len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_spool_drops_and_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        // Room for a few thousand lines only.
+        let spool = Spool::open(dir.path().join("spool.jsonl"), 300 * 1024).unwrap();
+        let uploader = Arc::new(Flaky { fail_first: AtomicUsize::new(5), got: Mutex::default() });
+        let (sink, mut rx) = LogSink::channel();
+        let counters = sink.counters.clone();
+        let up = uploader.clone();
+        let shipper = tokio::spawn(async move { ship_counted(&mut rx, up, counters, Some(spool)).await });
+        let total = MAX_BUFFERED * 4;
+        for i in 0..total {
+            sink.send_app("web", app_line(i)).await;
+        }
+        let counters = sink.counters.clone();
+        loop {
+            let got = uploader.got.lock().unwrap().len() as u64;
+            if got + counters.lines_buffer_dropped.load(Ordering::SeqCst) >= total as u64 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        drop(sink);
+        shipper.await.unwrap();
+        let dropped = counters.lines_buffer_dropped.load(Ordering::SeqCst);
+        let got = uploader.got.lock().unwrap();
+        assert!(dropped > 0);
+        assert_eq!(got.len() as u64 + dropped, total as u64);
+        // What arrived is still in order.
+        let ns: Vec<usize> = got.iter().map(|l| l.message[5..].parse().unwrap()).collect();
+        assert!(ns.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_limit_keeps_the_limit_and_reports_the_rest() {
+        let (sink, mut rx) = LogSink::with_limits(RateLimit { lines_per_sec: 100, bytes_per_sec: 0 });
+        for i in 0..1000 {
+            sink.send_app("web", app_line(i)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(1001)).await;
+        assert_eq!(sink.take_finished_drops("web"), Some(900));
+        assert_eq!(sink.take_finished_drops("web"), None);
+        let mut kept = 0;
+        while let Ok(l) = rx.try_recv() {
+            assert_eq!(l.message, format!("line {kept}"));
+            kept += 1;
+        }
+        assert_eq!(kept, 100);
+        // Another app has its own budget; a new window admits again.
+        sink.send_app("api", app_line(0)).await;
+        sink.send_app("web", app_line(1000)).await;
+        assert_eq!(rx.try_recv().unwrap().message, "line 0");
+        assert_eq!(rx.try_recv().unwrap().message, "line 1000");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_byte_limit_counts_too() {
+        let (sink, mut rx) = LogSink::with_limits(RateLimit { lines_per_sec: 0, bytes_per_sec: 66 });
+        for i in 0..20 {
+            sink.send_app("web", app_line(i)).await;
+        }
+        // "line 0".."line 9" are 6 bytes each, then 7: 66 bytes hold ten lines and no more.
+        let mut kept = 0;
+        while rx.try_recv().is_ok() {
+            kept += 1;
+        }
+        assert_eq!(kept, 10);
+        tokio::time::sleep(Duration::from_millis(1001)).await;
+        sink.send_app("web", app_line(99)).await;
+        // The next admitted line first reports the previous window's drops as a CELL line.
+        let report = rx.try_recv().unwrap();
+        assert_eq!(report.source, "CELL");
+        assert!(report.message.starts_with("dropped 10 log lines"), "{}", report.message);
+        assert_eq!(rx.try_recv().unwrap().message, "line 99");
     }
 }

@@ -253,6 +253,7 @@ impl Reconciler {
                 restarts: i.restarts,
                 last_exit: i.last_exit.clone(),
                 since: i.since,
+                usage: None,
             })
             // A duplicate being stopped is not news to the controller: its instance is reported.
             .chain(
@@ -267,6 +268,7 @@ impl Reconciler {
                         restarts: 0,
                         last_exit: None,
                         since: s.since,
+                        usage: None,
                     }),
             )
             .collect();
@@ -420,6 +422,7 @@ impl Instance {
             runtime.docker().clone(),
             self.container_id.clone(),
             a.instance_id.clone(),
+            a.app.clone(),
             format!("APP/{}/{}", a.process_type, a.index),
             since,
             self.last_seen.clone(),

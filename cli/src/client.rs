@@ -5,6 +5,7 @@
 //! user-facing text. A body that is not that JSON becomes [`ClientError::Status`] with an excerpt.
 
 use paas_common::api::{
+    EventList, LogLine,
     AppDetail, AppList, LogList, LoginRequest, LoginResponse, NodeList, PushSettings,
 };
 use paas_common::ApiError;
@@ -18,6 +19,7 @@ use std::time::Duration;
 /// stream a large archive to the blobstore before it answers.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const UPLOAD_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+const STREAM_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +65,7 @@ pub struct Fetched<T> {
     pub raw: String,
 }
 
+#[derive(Clone)]
 pub struct Client {
     api: String,
     token: Option<String>,
@@ -143,6 +146,91 @@ impl Client {
         ));
         let rb = self.authed(self.http.get(url));
         self.json(self.send(rb)?)
+    }
+
+    /// `GET /v1/apps/NAME/logs` with filters (`source`, `instance`, `since`, `grep`, `limit`).
+    pub fn query_logs(&self, name: &str, filters: &[(&str, String)]) -> Result<LogList, ClientError> {
+        let url = self.url(&format!("/v1/apps/{}/logs", seg(name)));
+        let rb = self.authed(self.http.get(url).query(filters));
+        self.json(self.send(rb)?)
+    }
+
+    /// `GET /v1/apps/NAME/logs/stream` (Server-Sent Events): calls `on_line` for every line
+    /// (recent, then live) and `on_dropped` when the server says this client missed lines.
+    /// Returns when the server ends the stream or `on_line` answers false.
+    pub fn stream_logs(
+        &self,
+        name: &str,
+        filters: &[(&str, String)],
+        mut on_line: impl FnMut(LogLine) -> bool,
+        mut on_dropped: impl FnMut(u64),
+    ) -> Result<(), ClientError> {
+        use std::io::BufRead;
+        let url = self.url(&format!("/v1/apps/{}/logs/stream", seg(name)));
+        // A stream stays open as long as the user watches.
+        let rb = self.authed(self.http.get(url).query(filters)).timeout(STREAM_TIMEOUT);
+        let resp = self.send(rb)?;
+        let mut reader = std::io::BufReader::new(resp);
+        let mut event = String::new();
+        let mut data = String::new();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = reader.read_line(&mut line).map_err(|e| ClientError::Transport {
+                api: self.api.clone(),
+                cause: e.to_string(),
+            })?;
+            if n == 0 {
+                return Ok(());
+            }
+            let l = line.trim_end_matches(['\n', '\r']);
+            if l.is_empty() {
+                // End of one event.
+                if event == "dropped" {
+                    let v: serde_json::Value = serde_json::from_str(&data).unwrap_or_default();
+                    on_dropped(v["dropped"].as_u64().unwrap_or(0));
+                } else if !data.is_empty() {
+                    match serde_json::from_str::<LogLine>(&data) {
+                        Ok(ll) => {
+                            if !on_line(ll) {
+                                return Ok(());
+                            }
+                        }
+                        Err(e) => {
+                            return Err(ClientError::Decode { api: self.api.clone(), cause: format!("{e}: {}", excerpt(&data)) })
+                        }
+                    }
+                }
+                event.clear();
+                data.clear();
+            } else if let Some(v) = l.strip_prefix("data:") {
+                data.push_str(v.strip_prefix(' ').unwrap_or(v));
+            } else if let Some(v) = l.strip_prefix("event:") {
+                event = v.trim().to_string();
+            }
+            // `id:` and `: comments` need nothing: ids are in the JSON too.
+        }
+    }
+
+    /// `GET /v1/apps/NAME/events`.
+    pub fn events(&self, name: &str) -> Result<EventList, ClientError> {
+        let rb = self.authed(self.http.get(self.url(&format!("/v1/apps/{}/events", seg(name)))));
+        self.json(self.send(rb)?)
+    }
+
+    /// `GET /v1/apps/NAME/log-drains` -> the drain URLs.
+    pub fn log_drains(&self, name: &str) -> Result<Vec<String>, ClientError> {
+        let rb = self.authed(self.http.get(self.url(&format!("/v1/apps/{}/log-drains", seg(name)))));
+        let v: serde_json::Value = self.json(self.send(rb)?)?;
+        Ok(v["drains"].as_array().into_iter().flatten().filter_map(|u| u.as_str().map(str::to_string)).collect())
+    }
+
+    /// `POST` (add) or `DELETE` (remove) `/v1/apps/NAME/log-drains` with `{"url": URL}`.
+    pub fn set_log_drain(&self, name: &str, url: &str, remove: bool) -> Result<(), ClientError> {
+        let path = self.url(&format!("/v1/apps/{}/log-drains", seg(name)));
+        let rb = if remove { self.http.delete(path) } else { self.http.post(path) };
+        let rb = self.authed(rb.json(&serde_json::json!({ "url": url })));
+        self.send(rb).map(drop)
     }
 
     /// `GET /v1/nodes`.

@@ -109,6 +109,7 @@ mod tests {
             source: source.into(),
             stream: stream.into(),
             message: msg.into(),
+            id: 1,
         }
     }
 

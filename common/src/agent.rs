@@ -70,6 +70,9 @@ pub struct InstanceReport {
     pub last_exit: Option<String>,
     /// When the instance entered its current state.
     pub since: DateTime<Utc>,
+    /// Resource use sampled from the engine every few seconds; absent until the first sample.
+    #[serde(default)]
+    pub usage: Option<crate::api::InstanceUsage>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -91,6 +91,39 @@ pub struct InstanceInfo {
     pub placement_error: Option<String>,
     /// When the instance entered its current state.
     pub since: Option<DateTime<Utc>>,
+    /// Resource use last sampled by the node, when it is running.
+    #[serde(default)]
+    pub usage: Option<InstanceUsage>,
+}
+
+/// Resource use of one instance, sampled from the engine by its node.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct InstanceUsage {
+    /// Percent of one CPU core (200.0 = two cores busy).
+    pub cpu_percent: f64,
+    pub memory_bytes: u64,
+    pub memory_limit_bytes: u64,
+    /// Bytes written in the container's writable layer and app dir.
+    pub disk_bytes: u64,
+    /// Seconds since the container's current run started.
+    pub uptime_secs: u64,
+    pub sampled_at: Option<DateTime<Utc>>,
+}
+
+/// One entry of an app's audit trail (`GET /v1/apps/NAME/events`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventInfo {
+    pub time: DateTime<Utc>,
+    /// A user name, `node:NAME` or `platform`.
+    pub actor: String,
+    /// e.g. `app.push`, `app.delete`, `instance.crash`, `instance.reschedule`.
+    pub kind: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventList {
+    pub events: Vec<EventInfo>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -159,6 +192,10 @@ pub struct LogLine {
     /// `stdout` or `stderr` for app lines, `out` otherwise.
     pub stream: String,
     pub message: String,
+    /// The hub's sequence number: increasing per controller (and across its restarts), so a
+    /// client can tell which lines it already has. 0 for a line not yet through the hub.
+    #[serde(default)]
+    pub id: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -72,6 +72,8 @@ struct Proc {
     log: PathBuf,
     /// For an agent: its node name and zone, to start it again.
     node: Option<(String, String)>,
+    /// For an agent: extra environment, kept for restarts.
+    env: Vec<(String, String)>,
 }
 
 impl Proc {
@@ -137,7 +139,7 @@ impl Platform {
             .envs(opts.server_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .envs(env.iter().copied());
         let child = spawn(&mut cmd, &log)?;
-        let mut server = Proc { name: "paas-server".into(), child: Some(child), log, node: None };
+        let mut server = Proc { name: "paas-server".into(), child: Some(child), log, node: None, env: Vec::new() };
         let addr_file = data.join("listen-addr");
         let addr: SocketAddr = match wait_for(Duration::from_secs(30), "paas-server to listen", || {
             std::fs::read_to_string(&addr_file).ok().and_then(|s| s.trim().parse().ok())
@@ -195,7 +197,13 @@ impl Platform {
 
     /// Starts an agent with the given node name and waits until the controller lists it ready.
     pub fn start_agent(&mut self, name: &str, zone: &str) -> Result<usize> {
-        let proc = self.spawn_agent(name, zone)?;
+        self.start_agent_with(name, zone, &[])
+    }
+
+    /// An agent with extra environment (e.g. a lower log rate limit).
+    pub fn start_agent_with(&mut self, name: &str, zone: &str, env: &[(&str, &str)]) -> Result<usize> {
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let proc = self.spawn_agent(name, zone, &env)?;
         self.agents.push(proc);
         let idx = self.agents.len() - 1;
         self.wait_node_ready(name)?;
@@ -207,7 +215,8 @@ impl Platform {
     pub fn restart_agent(&mut self, idx: usize) -> Result<()> {
         self.agents[idx].kill();
         let (name, zone) = self.agents[idx].node.clone().context("not an agent")?;
-        self.agents[idx] = self.spawn_agent(&name, &zone)?;
+        let env = self.agents[idx].env.clone();
+        self.agents[idx] = self.spawn_agent(&name, &zone, &env)?;
         self.wait_node_ready(&name)
     }
 
@@ -222,7 +231,7 @@ impl Platform {
             .env("PAAS_ADMIN_PASSWORD", &self.admin_password)
             .env("PAAS_NODE_GRACE_SECS", self.node_grace_secs.to_string())
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
-        self.server = Proc { name: "paas-server (restarted)".into(), child: Some(spawn(&mut cmd, &log)?), log, node: None };
+        self.server = Proc { name: "paas-server (restarted)".into(), child: Some(spawn(&mut cmd, &log)?), log, node: None, env: Vec::new() };
         let url = format!("{}/readyz", self.api_url());
         wait_for(Duration::from_secs(30), "the restarted paas-server to be ready", || {
             reqwest::blocking::get(&url).ok().filter(|r| r.status().is_success())
@@ -253,7 +262,7 @@ impl Platform {
         .map_err(|e| anyhow::anyhow!("{e}\n{}", self.logs()))
     }
 
-    fn spawn_agent(&mut self, name: &str, zone: &str) -> Result<Proc> {
+    fn spawn_agent(&mut self, name: &str, zone: &str, env: &[(String, String)]) -> Result<Proc> {
         let token = std::fs::read_to_string(self.data_dir().join("join-token"))?.trim().to_string();
         let data = self.dir.path().join(format!("agent-{name}"));
         let log = self.dir.path().join(format!("agent-{name}.log"));
@@ -263,7 +272,8 @@ impl Platform {
             .env("PAAS_NODE_NAME", name)
             .env("PAAS_NODE_ZONE", zone)
             .env("PAAS_DATA_DIR", &data)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         // A restarted agent appends to its log, so a failure shows both lives.
         let child = if std::env::var_os("TEST_LOG").is_some() {
             spawn(&mut cmd, &log)?
@@ -275,7 +285,13 @@ impl Platform {
         if !self.node_names.iter().any(|n| n == name) {
             self.node_names.push(name.to_string());
         }
-        Ok(Proc { name: format!("paas-agent {name}"), child: Some(child), log, node: Some((name.to_string(), zone.to_string())) })
+        Ok(Proc {
+            name: format!("paas-agent {name}"),
+            child: Some(child),
+            log,
+            node: Some((name.to_string(), zone.to_string())),
+            env: env.to_vec(),
+        })
     }
 
     /// `kill -9` of an agent; its containers keep running (as on a real node failure).

@@ -108,6 +108,12 @@ pub struct Settings {
     pub join_token: Option<Secret>,
     #[serde(default)]
     pub join_token_file: Option<PathBuf>,
+    /// Stored log lines older than this are deleted (default 7 days): `PAAS_LOG_RETENTION_SECS`.
+    #[serde(default = "default_log_retention_secs")]
+    pub log_retention_secs: u64,
+    /// Newest lines per app kept in memory for new stream subscribers.
+    #[serde(default = "default_log_memory_lines")]
+    pub log_memory_lines: usize,
 }
 
 fn default_controller() -> String {
@@ -122,6 +128,14 @@ fn default_router_connect_timeout_ms() -> u64 {
 }
 fn default_router_response_timeout_secs() -> u64 {
     300
+}
+
+fn default_log_retention_secs() -> u64 {
+    7 * 24 * 3600
+}
+
+fn default_log_memory_lines() -> usize {
+    1000
 }
 
 impl Default for Settings {
@@ -148,6 +162,8 @@ impl Default for Settings {
             controller: default_controller(),
             join_token: None,
             join_token_file: None,
+            log_retention_secs: default_log_retention_secs(),
+            log_memory_lines: default_log_memory_lines(),
         }
     }
 }

@@ -15,3 +15,7 @@ pub mod startup;
 pub mod state;
 pub mod store;
 pub mod web;
+pub mod loghub;
+pub mod metrics;
+pub mod drains;
+pub mod events;

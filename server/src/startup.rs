@@ -11,6 +11,8 @@ use std::sync::Arc;
 use crate::auth::{self, Keys};
 use crate::blobstore::Blobstore;
 use crate::config::Settings;
+use crate::loghub::{HubSettings, LogHub};
+use crate::metrics::Metrics;
 use crate::router::{self, RouteTable};
 use crate::state::AppCtx;
 use crate::store::{SqliteStore, Store, User};
@@ -42,10 +44,22 @@ impl Application {
         let public_port = settings.public_port.unwrap_or(port);
         let start_version = Utc::now().timestamp_millis() as u64;
         let (assignments, _) = tokio::sync::watch::channel(start_version);
+        let store: Arc<dyn Store> = Arc::new(store);
+        let logs = LogHub::start(
+            store.clone(),
+            HubSettings {
+                memory_lines: settings.log_memory_lines,
+                retention_lines: settings.log_retention_lines,
+                retention_secs: settings.log_retention_secs,
+            },
+        )
+        .await
+        .context("starting the log hub")?;
+        let metrics = Arc::new(Metrics::new(logs.counters.clone()));
         let ctx = Arc::new(AppCtx {
             keys: Keys::new(jwt_secret.as_bytes(), settings.token_ttl_secs),
             settings,
-            store: Arc::new(store),
+            store,
             blobs,
             join_token,
             routes: Arc::new(RouteTable::default()),
@@ -53,6 +67,8 @@ impl Application {
             converge: tokio::sync::Notify::new(),
             public_port,
             login_failures: Default::default(),
+            logs,
+            metrics,
         });
         router::refresh(&ctx).await.context("loading the route table")?;
         Ok(Self { listener, port, ctx })
@@ -80,6 +96,7 @@ impl Application {
                 .app_data(data.clone())
                 .app_data(proxy_data.clone())
                 .app_data(web::Data::new(router::proxy::client(&settings)))
+                .wrap(actix_web::middleware::from_fn(crate::metrics::track_requests))
                 .wrap(actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms").log_target("paas::http"))
                 // App traffic first: any Host of the form NAME.<apps domain> goes to the router,
                 // whatever its path.
@@ -93,6 +110,7 @@ impl Application {
                 )
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))
+                .route("/metrics", web::get().to(crate::metrics::serve))
                 .configure(crate::api::configure)
                 .configure(crate::web::configure)
                 .default_service(web::to(crate::web::not_found))
@@ -103,8 +121,9 @@ impl Application {
         let converge = tokio::spawn(crate::convergence::run(self.ctx.clone()));
         tokio::spawn(router::access_log::run(
             self.ctx.routes.clone(),
-            router::access_log::StoreSink(self.ctx.store.clone()),
+            router::access_log::HubSink(self.ctx.logs.clone()),
         ));
+        tokio::spawn(crate::drains::run(self.ctx.clone()));
         tokio::select! {
             r = server => r.context("HTTP server failed"),
             r = converge => Err(anyhow::anyhow!("convergence loop stopped: {r:?}")),

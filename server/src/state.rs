@@ -6,6 +6,8 @@ use tokio::sync::{watch, Notify};
 use crate::auth::Keys;
 use crate::blobstore::Blobstore;
 use crate::config::Settings;
+use crate::loghub::LogHub;
+use crate::metrics::Metrics;
 use crate::router::RouteTable;
 use crate::store::Store;
 
@@ -25,6 +27,10 @@ pub struct AppCtx {
     pub public_port: u16,
     /// Failed logins per (client address, username), to slow password guessing.
     pub login_failures: std::sync::Mutex<std::collections::HashMap<String, (u32, std::time::Instant)>>,
+    /// Every log line goes through here: `ctx.logs.publish(app, line)`.
+    pub logs: Arc<LogHub>,
+    /// Prometheus registry and the server's own counters.
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppCtx {

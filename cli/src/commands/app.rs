@@ -61,6 +61,11 @@ pub fn render(d: &AppDetail, now: DateTime<Utc>) -> String {
                 or_dash(i.address.as_ref()),
                 i.restarts.to_string(),
                 or_dash(i.since.map(|s| age(s, now))),
+                or_dash(i.usage.as_ref().map(|u| format!("{:.1}%", u.cpu_percent))),
+                or_dash(i.usage.as_ref().map(|u| {
+                    format!("{}/{}", memory(u.memory_bytes / (1024 * 1024)), memory(u.memory_limit_bytes / (1024 * 1024)))
+                })),
+                or_dash(i.usage.as_ref().map(|u| memory(u.disk_bytes / (1024 * 1024)))),
                 or_dash(why),
             ]
         })
@@ -73,6 +78,9 @@ pub fn render(d: &AppDetail, now: DateTime<Utc>) -> String {
             "ADDRESS",
             "RESTARTS",
             "SINCE",
+            "CPU",
+            "MEMORY",
+            "DISK",
             "LAST-EXIT",
         ],
         &rows,
@@ -113,6 +121,14 @@ mod tests {
                     last_exit: None,
                     placement_error: None,
                     since: Some(now - chrono::Duration::seconds(90)),
+                    usage: Some(paas_common::api::InstanceUsage {
+                        cpu_percent: 3.25,
+                        memory_bytes: 41 * 1024 * 1024,
+                        memory_limit_bytes: 256 * 1024 * 1024,
+                        disk_bytes: 2 * 1024 * 1024,
+                        uptime_secs: 90,
+                        sampled_at: Some(now),
+                    }),
                 },
                 InstanceInfo {
                     revision: None,
@@ -124,6 +140,7 @@ mod tests {
                     last_exit: Some("exited with code 1".into()),
                     placement_error: None,
                     since: None,
+                    usage: None,
                 },
             ],
             created_at: now,
@@ -137,17 +154,17 @@ mod tests {
         assert!(text.contains("instances:  1/2 running"));
         assert!(
             text.contains(
-                "INDEX   STATE     NODE     ADDRESS          RESTARTS   SINCE   LAST-EXIT"
+                "INDEX   STATE     NODE     ADDRESS          RESTARTS   SINCE   CPU    MEMORY     DISK   LAST-EXIT"
             ),
             "{text}"
         );
         assert!(
-            text.contains("0       running   node-1   10.0.0.1:61000   0          1m      -"),
+            text.contains("0       running   node-1   10.0.0.1:61000   0          1m      3.2%   41M/256M   2M     -"),
             "{text}"
         );
         assert!(
             text.contains(
-                "1       crashed   node-2   -                2          -       exited with code 1"
+                "1       crashed   node-2   -                2          -       -      -          -      exited with code 1"
             ),
             "{text}"
         );

@@ -5,6 +5,8 @@ pub mod app;
 pub mod apps;
 pub mod delete;
 pub mod lifecycle;
+pub mod events;
+pub mod log_drain;
 pub mod login;
 pub mod logs;
 pub mod nodes;
@@ -93,6 +95,10 @@ pub enum Command {
     MapRoute(routes::MapArgs),
     /// Stop sending requests for HOST[/PATH] to an app.
     UnmapRoute(routes::MapArgs),
+    /// Show an app's audit trail: who did what, and what the platform did (crashes, reschedules).
+    Events(events::Args),
+    /// List, add or remove an app's log drains (syslog:// or http://).
+    LogDrain(log_drain::Args),
 }
 
 /// Runs one command. Every command but `login` needs a saved login or PAAS_API + PAAS_TOKEN.
@@ -126,6 +132,8 @@ pub fn dispatch(cli: Cli, env: &Env) -> anyhow::Result<()> {
         Command::Routes(args) => routes::list(args, &client),
         Command::MapRoute(args) => routes::map(args, &client),
         Command::UnmapRoute(args) => routes::unmap(args, &client),
+        Command::Events(args) => events::run(args, &client),
+        Command::LogDrain(args) => log_drain::run(args, &client),
     }
 }
 

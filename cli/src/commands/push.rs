@@ -62,6 +62,7 @@ pub fn run(args: Args, client: &Client) -> anyhow::Result<()> {
         human_size(archive.size),
         archive.files
     );
+    let push_started = chrono::Utc::now();
     let bar = progress_bar(archive.size);
     let settings = PushSettings {
         instances: args.instances,
@@ -76,13 +77,17 @@ pub fn run(args: Args, client: &Client) -> anyhow::Result<()> {
     );
     bar.finish_and_clear();
     let pushed = pushed?;
-    wait_until_running(
+    // Staging and cell lines of this push, live while we wait.
+    let stop = super::logs::spawn_follow(client, name.as_str(), "STG,CELL", push_started);
+    let result = wait_until_running(
         client,
         &name,
         pushed,
         started,
         Duration::from_secs(args.timeout),
-    )
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    result
 }
 
 /// The folder's name, lowercased, with every character an app name cannot hold turned into '-'.
@@ -327,6 +332,7 @@ mod tests {
             last_exit: None,
             placement_error: None,
             since: None,
+            usage: None,
         }
     }
 

@@ -66,9 +66,21 @@ pub async fn register(ctx: Ctx, req: HttpRequest, body: web::Json<RegisterReques
 
 pub async fn heartbeat(ctx: Ctx, node: AgentNode, body: web::Json<Heartbeat>) -> ApiResult<web::Json<HeartbeatResponse>> {
     ctx.store.heartbeat_node(&node.name, &body.capacity, Utc::now()).await?;
+    let before: HashMap<String, (u32, Option<String>, u32)> = ctx
+        .store
+        .list_instances()
+        .await?
+        .into_iter()
+        .filter(|i| i.node_name.as_deref() == Some(node.name.as_str()))
+        .map(|i| (i.id, (i.restarts, i.last_exit, i.index)))
+        .collect();
     let mut changed = false;
     for report in &body.instances {
         changed |= ctx.store.report_instance(&node.name, report).await?;
+        if let Some(usage) = &report.usage {
+            ctx.store.record_usage(&node.name, &report.instance_id, usage).await?;
+        }
+        crate::events::record_crash(&ctx, &node.name, report, before.get(&report.instance_id)).await;
     }
     if changed {
         crate::router::refresh(&ctx).await?;
@@ -168,11 +180,11 @@ pub async fn logs(ctx: Ctx, node: AgentNode, body: web::Json<LogBatch>) -> ApiRe
         let source = if l.source == "CELL" || l.source.starts_with("APP/") { l.source.clone() } else { "APP".into() };
         lines.push((
             app.clone(),
-            LogLine { timestamp: l.timestamp, source, stream: l.stream.clone(), message: l.message.clone() },
+            LogLine { timestamp: l.timestamp, source, stream: l.stream.clone(), message: l.message.clone(), id: 0 },
         ));
     }
-    if !lines.is_empty() {
-        ctx.store.append_logs(&lines).await?;
-    }
+    // Waits when the hub's writer is behind: the agent's request takes longer and its shipper
+    // buffers, which is the backpressure we want.
+    ctx.logs.publish_batch(lines).await;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -2,10 +2,9 @@ use actix_multipart::Multipart;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use futures_util::StreamExt;
-use paas_common::api::{AppDetail, AppList, AppState, AppSummary, InstanceInfo, InstanceState, LogLine, LogList, RevisionInfo};
+use paas_common::api::{AppDetail, AppList, AppState, AppSummary, EventInfo, EventList, InstanceInfo, InstanceState, LogLine, RevisionInfo};
 use paas_common::domain::{parse_memory_mb, AppName};
 use paas_common::ErrorCode;
-use serde::Deserialize;
 use std::io::Write;
 
 use super::Ctx;
@@ -39,6 +38,7 @@ pub(crate) async fn detail(ctx: &Ctx, app: &AppRecord) -> ApiResult<AppDetail> {
     };
     let nodes: std::collections::HashMap<String, String> =
         ctx.store.list_nodes().await?.into_iter().map(|n| (n.name, n.address)).collect();
+    let mut usage = ctx.store.app_usage(&app.id).await?;
     let instances = ctx
         .store
         .app_instances(&app.id)
@@ -57,6 +57,8 @@ pub(crate) async fn detail(ctx: &Ctx, app: &AppRecord) -> ApiResult<AppDetail> {
             last_exit: i.last_exit,
             placement_error: i.placement_error,
             since: Some(i.since),
+            // Only a running instance's sample means anything.
+            usage: usage.remove(&i.id).filter(|_| i.state == InstanceState::Running),
         })
         .collect();
     Ok(AppDetail {
@@ -115,6 +117,7 @@ pub async fn delete(ctx: Ctx, user: AuthUser, name: web::Path<String>) -> ApiRes
         message: format!("deleted app {}", app.name),
     };
     ctx.store.delete_app(&app.id, &event).await?;
+    ctx.logs.forget(&app.name).await;
     // The router forgets the app at once; agents remove its containers on their next poll.
     crate::router::refresh(&ctx).await?;
     ctx.bump_assignments();
@@ -122,45 +125,21 @@ pub async fn delete(ctx: Ctx, user: AuthUser, name: web::Path<String>) -> ApiRes
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Deserialize)]
-pub struct LogQuery {
-    #[serde(default)]
-    pub recent: Option<bool>,
-    pub limit: Option<i64>,
-}
-
-pub async fn logs(ctx: Ctx, _user: AuthUser, name: web::Path<String>, q: web::Query<LogQuery>) -> ApiResult<web::Json<LogList>> {
+pub async fn events(ctx: Ctx, _user: AuthUser, name: web::Path<String>) -> ApiResult<web::Json<EventList>> {
     let app = find_app(&ctx, &name).await?;
-    let _ = q.recent;
-    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
-    Ok(web::Json(LogList { lines: ctx.store.recent_logs(&app.name, limit).await? }))
-}
-
-#[derive(serde::Serialize)]
-pub struct EventOut {
-    pub time: chrono::DateTime<Utc>,
-    pub actor: String,
-    pub kind: String,
-    pub message: String,
-}
-
-pub async fn events(ctx: Ctx, _user: AuthUser, name: web::Path<String>) -> ApiResult<web::Json<serde_json::Value>> {
-    let app = find_app(&ctx, &name).await?;
-    let events: Vec<EventOut> = ctx
+    let events = ctx
         .store
         .recent_events(&app.name, 200)
         .await?
         .into_iter()
-        .map(|(time, e)| EventOut { time, actor: e.actor, kind: e.kind, message: e.message })
+        .map(|(time, e)| EventInfo { time, actor: e.actor, kind: e.kind, message: e.message })
         .collect();
-    Ok(web::Json(serde_json::json!({ "events": events })))
+    Ok(web::Json(EventList { events }))
 }
 
 async fn log_platform(ctx: &Ctx, app: &str, source: &str, message: String) {
-    let line = LogLine { timestamp: Utc::now(), source: source.into(), stream: "out".into(), message };
-    if let Err(e) = ctx.store.append_logs(&[(app.to_string(), line)]).await {
-        tracing::warn!(error = %e, "could not record a platform log line");
-    }
+    let line = LogLine { timestamp: Utc::now(), source: source.into(), stream: "out".into(), message, id: 0 };
+    ctx.logs.publish(app, line).await;
 }
 
 /// `POST /v1/apps/{name}/push`: multipart with the zip as `archive` and optional text fields

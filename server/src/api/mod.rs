@@ -5,6 +5,8 @@ mod agent;
 mod apps;
 mod auth;
 mod lifecycle;
+mod drains;
+mod logs;
 mod nodes;
 mod tenancy;
 mod routes;
@@ -24,7 +26,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/apps/{name}", web::get().to(apps::get))
             .route("/apps/{name}", web::delete().to(apps::delete))
             .route("/apps/{name}/push", web::post().to(apps::push))
-            .route("/apps/{name}/logs", web::get().to(apps::logs))
+            .route("/apps/{name}/logs", web::get().to(logs::recent))
             .route("/apps/{name}/events", web::get().to(apps::events))
             .route("/nodes", web::get().to(nodes::list))
             .route("/agent/register", web::post().to(agent::register))
@@ -52,6 +54,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/apps/{name}/routes", web::delete().to(routes::unmap))
             .route("/router/table", web::get().to(routes::table))
             .route("/router/logs", web::post().to(routes::logs))
+            .route("/apps/{name}/logs/stream", web::get().to(logs::stream))
+            .route("/apps/{name}/log-drains", web::get().to(drains::list))
+            .route("/apps/{name}/log-drains", web::post().to(drains::add))
+            .route("/apps/{name}/log-drains", web::delete().to(drains::remove))
             .default_service(web::to(not_found)),
     )
     .app_data(web::JsonConfig::default().limit(8 * 1024 * 1024).error_handler(|err, _| {

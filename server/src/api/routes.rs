@@ -111,6 +111,6 @@ pub async fn table(ctx: Ctx, req: HttpRequest, q: web::Query<TableQuery>) -> Api
 pub async fn logs(ctx: Ctx, req: HttpRequest, body: web::Json<RouterLogs>) -> ApiResult<HttpResponse> {
     check_join_token(&ctx, &req)?;
     let lines: Vec<_> = body.into_inner().lines.into_iter().map(|l| (l.app, l.line)).collect();
-    ctx.store.append_logs(&lines).await?;
+    ctx.logs.publish_batch(lines).await;
     Ok(HttpResponse::NoContent().finish())
 }

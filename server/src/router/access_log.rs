@@ -66,7 +66,7 @@ pub fn record(table: &RouteTable, e: Entry<'_>) {
         e.request_id,
         e.peer
     );
-    let line = LogLine { timestamp: Utc::now(), source: "RTR".into(), stream: "out".into(), message };
+    let line = LogLine { id: 0, timestamp: Utc::now(), source: "RTR".into(), stream: "out".into(), message };
     if table.access_log.tx.try_send((e.app.to_string(), line)).is_err() {
         table.stats.access_log_dropped.fetch_add(1, Ordering::Relaxed);
     }
@@ -86,6 +86,17 @@ pub struct StoreSink(pub Arc<dyn Store>);
 impl Sink for StoreSink {
     async fn write(&self, lines: &[(String, LogLine)]) -> Result<(), String> {
         self.0.append_logs(lines).await.map_err(|e| e.to_string())
+    }
+}
+
+/// The controller's log hub: RTR lines are stored and reach live `logs -f` streams like any other.
+pub struct HubSink(pub Arc<crate::loghub::LogHub>);
+
+#[async_trait::async_trait]
+impl Sink for HubSink {
+    async fn write(&self, lines: &[(String, LogLine)]) -> Result<(), String> {
+        self.0.publish_batch(lines.to_vec()).await;
+        Ok(())
     }
 }
 

@@ -9,7 +9,7 @@ pub use sqlite::SqliteStore;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use paas_common::agent::{InstanceReport, NodeCapacity};
-use paas_common::api::{AppState, InstanceState, LogLine};
+use paas_common::api::{AppState, InstanceState, InstanceUsage, LogLine};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 #[derive(Debug, thiserror::Error)]
@@ -251,6 +251,23 @@ pub trait Store: Send + Sync + 'static {
     async fn add_route(&self, app_id: &str, host: &str, path: &str, event: &Event) -> StoreResult<()>;
     /// Unmaps the route from the app; `NotFound` if the app has no such route.
     async fn delete_route(&self, app_id: &str, host: &str, path: &str, event: &Event) -> StoreResult<()>;
+    /// Lines of one app matching `filter`, oldest first, at most the newest `limit`.
+    async fn query_logs(&self, app_name: &str, filter: &LogQuery, limit: i64) -> StoreResult<Vec<LogLine>>;
+    /// The highest log line id stored (0 when none), so the hub's ids keep increasing across
+    /// restarts.
+    async fn max_log_id(&self) -> StoreResult<i64>;
+    /// Retention by age: deletes lines older than `before`; returns how many.
+    async fn trim_logs_before(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+    /// Keeps the node's last resource sample of an instance assigned to it.
+    async fn record_usage(&self, node: &str, instance_id: &str, usage: &InstanceUsage) -> StoreResult<()>;
+    /// The last resource samples of an app's instances, by instance id.
+    async fn app_usage(&self, app_id: &str) -> StoreResult<HashMap<String, InstanceUsage>>;
+    /// Adds a log drain (idempotent) and records the event.
+    async fn add_log_drain(&self, app_name: &str, url: &str, event: &Event) -> StoreResult<()>;
+    /// Removes a log drain; returns whether it existed.
+    async fn remove_log_drain(&self, app_name: &str, url: &str, event: &Event) -> StoreResult<bool>;
+    /// Every drain as (app name, url).
+    async fn list_log_drains(&self) -> StoreResult<Vec<(String, String)>>;
 }
 
 /// A stored route (see `migrations/sqlite/0003_issue5.sql`).
@@ -260,4 +277,27 @@ pub struct RouteRecord {
     pub path: String,
     pub app_id: String,
     pub app_name: String,
+}
+
+/// Filters of a log query, parsed once from the API's query string.
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    /// Source prefixes: `APP` matches `APP/web/0`; empty means all.
+    pub sources: Vec<String>,
+    pub instance: Option<u32>,
+    pub since: Option<DateTime<Utc>>,
+    /// Plain substring of the message.
+    pub grep: Option<String>,
+}
+
+impl LogQuery {
+    pub fn matches(&self, l: &LogLine) -> bool {
+        (self.sources.is_empty()
+            || self.sources.iter().any(|s| {
+                l.source == *s || (l.source.starts_with(s.as_str()) && l.source.as_bytes().get(s.len()) == Some(&b'/'))
+            }))
+            && self.instance.is_none_or(|i| crate::loghub::split_app_source(&l.source).1 == Some(i))
+            && self.since.is_none_or(|t| l.timestamp >= t)
+            && self.grep.as_ref().is_none_or(|g| l.message.contains(g.as_str()))
+    }
 }

@@ -1,0 +1,378 @@
+//! Logs, metrics and events end to end, with the real engine: an app that prints numbered lines
+//! reaches `logs -f` (the SSE stream) within a second, in order per instance, tagged; staging
+//! lines show during `paas push`; crashes (exit code and OOM) show as CELL lines and events; lines
+//! survive a `kill -9` of the controller; a flooding app is cut at its rate limit with a
+//! dropped-count line while the API stays responsive; a syslog drain receives RFC 5424 frames.
+
+use paas_e2e::{bin, unique, wait_for, Platform};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// One small app, four behaviours chosen by its first argument.
+const APP_PY: &str = r#"
+import os, socket, sys, threading, time
+mode = sys.argv[1] if len(sys.argv) > 1 else "ticker"
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(os.environ["PORT"])))
+s.listen(16)
+def serve():
+    while True:
+        c, _ = s.accept()
+        try:
+            c.recv(4096)
+            c.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        finally:
+            c.close()
+threading.Thread(target=serve, daemon=True).start()
+print("app started in mode " + mode, flush=True)
+if mode == "ticker":
+    n = 0
+    while True:
+        n += 1
+        print("tick %d %d" % (n, int(time.time() * 1000)), flush=True)
+        time.sleep(0.05)
+elif mode == "crash":
+    time.sleep(1)
+    print("about to exit with code 3", flush=True)
+    sys.exit(3)
+elif mode == "oom":
+    time.sleep(1)
+    hog = []
+    while True:
+        hog.append(bytearray(16 * 1024 * 1024))
+elif mode == "flood":
+    time.sleep(1)
+    n = 0
+    out = sys.stdout
+    while True:
+        n += 1
+        out.write("flood %d xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n" % n)
+        if n % 100 == 0:
+            out.flush()
+            # About 5000 lines/s: ten times the test's limit, gentle on the shared engine.
+            time.sleep(0.02)
+"#;
+
+fn app_dir(root: &Path) -> std::path::PathBuf {
+    let dir = root.join("logapp");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("app.py"), APP_PY).unwrap();
+    std::fs::write(dir.join("Procfile"), "web: python3 -u app.py ticker\n").unwrap();
+    dir
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// Reads the SSE stream on a thread: (time received in ms, the line's JSON) per `data:` frame.
+fn open_stream(p: &Platform, app: &str, query: &str) -> mpsc::Receiver<(i64, Value)> {
+    let url = format!("{}/v1/apps/{app}/logs/stream?{query}", p.api_url());
+    let token = token(p);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let client = reqwest::blocking::Client::builder().timeout(None).build().unwrap();
+        let Ok(resp) = client.get(&url).bearer_auth(token).send() else { return };
+        assert!(resp.status().is_success(), "stream answered {}", resp.status());
+        assert_eq!(resp.headers()["content-type"], "text/event-stream");
+        for line in BufReader::new(resp).lines() {
+            let Ok(line) = line else { return };
+            if let Some(data) = line.strip_prefix("data: ") {
+                let v: Value = serde_json::from_str(data).unwrap();
+                if tx.send((now_ms(), v)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Logins cost an argon2 hash; one token per platform (and server restart) is enough.
+fn token(p: &Platform) -> String {
+    use std::sync::Mutex;
+    static TOKENS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+    let key = format!("{}{}", p.api_url(), p.data_dir().display());
+    if let Some((_, t)) = TOKENS.lock().unwrap().iter().find(|(k, _)| *k == key) {
+        return t.clone();
+    }
+    let t = p.admin_token().unwrap();
+    TOKENS.lock().unwrap().push((key, t.clone()));
+    t
+}
+
+fn recent(p: &Platform, app: &str, query: &str) -> Vec<Value> {
+    let url = format!("{}/v1/apps/{app}/logs?{query}", p.api_url());
+    let v: Value = reqwest::blocking::Client::new().get(url).bearer_auth(token(p)).send().unwrap().json().unwrap();
+    v["lines"].as_array().cloned().unwrap_or_default()
+}
+
+/// `tick N T` -> (N, T).
+fn tick(msg: &str) -> Option<(u64, i64)> {
+    let mut it = msg.strip_prefix("tick ")?.split(' ');
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+#[test]
+fn follow_is_fast_ordered_tagged_and_survives_a_controller_restart() {
+    let mut p = Platform::start().expect("platform");
+    let app = unique("ticker");
+    let dir = app_dir(p.dir.path());
+
+    // Staging output streams while the CLI waits.
+    let out = p.cli(&["push", &app, "-p", dir.to_str().unwrap(), "-i", "2", "-m", "128M"]);
+    assert!(out.ok(), "push failed: {out:?}{}", p.logs());
+    assert!(out.stdout.contains("[STG] "), "no staging line during push: {out:?}");
+
+    // Live lines: within a second of being printed, consecutive per instance, tagged.
+    let rx = open_stream(&p, &app, "source=APP&limit=0");
+    let mut seen: std::collections::HashMap<String, Vec<u64>> = Default::default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.len() < 2 || seen.values().any(|v| v.len() < 40) {
+        assert!(Instant::now() < deadline, "not enough lines from both instances: {seen:?}{}", p.logs());
+        let Ok((at, v)) = rx.recv_timeout(Duration::from_secs(30)) else { panic!("stream stalled{}", p.logs()) };
+        let source = v["source"].as_str().unwrap().to_string();
+        assert!(source == "APP/web/0" || source == "APP/web/1", "{v}");
+        let Some((n, printed)) = tick(v["message"].as_str().unwrap()) else { continue };
+        assert_eq!(v["stream"], "stdout", "{v}");
+        let latency = at - printed;
+        assert!(latency < 1000, "line {v} took {latency} ms to arrive");
+        seen.entry(source).or_default().push(n);
+    }
+    for (source, ns) in &seen {
+        assert!(ns.windows(2).all(|w| w[1] == w[0] + 1), "{source} out of order or with gaps: {ns:?}");
+    }
+    drop(rx);
+
+    // The CLI follows too: recent lines first, then live ones.
+    let mut child = Command::new(bin("paas"))
+        .args(["logs", &app, "--source", "APP/web/1"])
+        .env("PAAS_HOME", p.dir.path().join("cli-home"))
+        .env_remove("PAAS_API")
+        .env_remove("PAAS_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut got = 0;
+    while got < 120 {
+        let l = lines.next().expect("paas logs ended").unwrap();
+        assert!(l.contains("[APP/web/1] OUT "), "{l}");
+        got += 1;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Filters on the snapshot.
+    let stg = recent(&p, &app, "source=STG");
+    assert!(!stg.is_empty() && stg.iter().all(|l| l["source"] == "STG"), "{stg:?}");
+    let cell = recent(&p, &app, "source=CELL&grep=healthy");
+    assert!(cell.iter().any(|l| l["message"].as_str().unwrap().contains("is healthy")), "{cell:?}");
+    let inst1 = recent(&p, &app, "instance=1&limit=50");
+    assert!(inst1.len() == 50 && inst1.iter().all(|l| l["source"] == "APP/web/1"), "{inst1:?}");
+    assert!(recent(&p, &app, "since=2m").len() > 10);
+    let bad = reqwest::blocking::Client::new()
+        .get(format!("{}/v1/apps/{app}/logs?since=lately", p.api_url()))
+        .bearer_auth(p.admin_token().unwrap())
+        .send()
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert_eq!(bad.json::<Value>().unwrap()["code"], "bad_request");
+
+    // Metrics: resource samples in `paas app`, Prometheus text at /metrics.
+    let v = wait_for(Duration::from_secs(30), "resource samples", || {
+        let v = p.app_json(&app).ok()?;
+        v["instances"].as_array()?.iter().all(|i| i["usage"]["memory_bytes"].as_u64().unwrap_or(0) > 0).then_some(v)
+    })
+    .unwrap();
+    let u = &v["instances"][0]["usage"];
+    assert_eq!(u["memory_limit_bytes"], 128 * 1024 * 1024, "{u}");
+    let shown = p.cli(&["app", &app]).stdout;
+    assert!(shown.contains("/128M"), "{shown}");
+    let metrics = reqwest::blocking::get(format!("{}/metrics", p.api_url())).unwrap().text().unwrap();
+    assert!(metrics.contains("paas_instances{state=\"running\"} 2"), "{metrics}");
+    assert!(metrics.contains("paas_http_requests_total{method=\"GET\",route=\"/v1/apps/{name}\",status=\"200\"}"), "{metrics}");
+    let received: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("paas_log_lines_received_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(received > 100, "{metrics}");
+
+    // kill -9 of the controller: the stored history stays, and new lines keep coming.
+    let before = recent(&p, &app, "source=APP&limit=20");
+    let last_id = before.last().unwrap()["id"].as_i64().unwrap();
+    wait_for(Duration::from_secs(5), "lines to be stored", || {
+        // The hub writes in batches; the metric says when the database has caught up.
+        let m = reqwest::blocking::get(format!("{}/metrics", p.api_url())).ok()?.text().ok()?;
+        let get = |k: &str| m.lines().find_map(|l| l.strip_prefix(k)).and_then(|n| n.trim().parse::<u64>().ok());
+        (get("paas_log_lines_stored_total ")? >= get("paas_log_lines_received_total ")?).then_some(())
+    })
+    .unwrap();
+    let stored = recent(&p, &app, "source=APP&limit=1000");
+    p.restart_server().expect("restart");
+    let after = recent(&p, &app, "source=APP&limit=1000");
+    let after_ids: std::collections::HashSet<i64> = after.iter().map(|l| l["id"].as_i64().unwrap()).collect();
+    let lost: Vec<_> = stored.iter().filter(|l| !after_ids.contains(&l["id"].as_i64().unwrap())).collect();
+    // The oldest of the 1000 may have been pushed out by lines that arrived meanwhile.
+    assert!(lost.iter().all(|l| l["id"].as_i64().unwrap() < after[0]["id"].as_i64().unwrap()), "lost: {lost:?}");
+    assert!(after_ids.contains(&last_id), "line {last_id} is gone after the restart");
+    wait_for(Duration::from_secs(30), "new lines after the restart", || {
+        let l = recent(&p, &app, "source=APP&limit=1");
+        (l.first()?["id"].as_i64()? > last_id + 200).then_some(())
+    })
+    .map_err(|e| anyhow::anyhow!("{e}{}", p.logs()))
+    .unwrap();
+
+    assert!(p.cli(&["delete", &app, "-f"]).ok());
+}
+
+#[test]
+fn crashes_and_oom_kills_show_as_cell_lines_and_events() {
+    let p = Platform::start().expect("platform");
+    let dir = app_dir(p.dir.path());
+    let crash = unique("crash");
+    // The push itself reports the crash and fails; that is fine here.
+    let pushed = p.cli(&["push", &crash, "-p", dir.to_str().unwrap(), "-c", "python3 -u app.py crash", "--timeout", "20"]);
+    let oom = unique("oom");
+    let _ = p.cli(&["push", &oom, "-p", dir.to_str().unwrap(), "-m", "64M", "-c", "python3 -u app.py oom", "--timeout", "20"]);
+
+    wait_for(Duration::from_secs(60), "a CELL line with the exit code", || {
+        recent(&p, &crash, "source=CELL&grep=crashed")
+            .iter()
+            .any(|l| l["message"].as_str().is_some_and(|m| m.contains("exited with code 3")))
+            .then_some(())
+    })
+    .map_err(|e| anyhow::anyhow!("{e}\npush: {pushed:?}\nlogs: {:?}{}", recent(&p, &crash, ""), p.logs()))
+    .unwrap();
+    let app_lines = recent(&p, &crash, "source=APP");
+    assert!(app_lines.iter().any(|l| l["message"] == "about to exit with code 3"), "{app_lines:?}");
+    wait_for(Duration::from_secs(60), "a CELL line saying OOM-killed", || {
+        recent(&p, &oom, "source=CELL").iter().any(|l| l["message"].as_str().is_some_and(|m| m.contains("OOM-killed"))).then_some(())
+    })
+    .map_err(|e| anyhow::anyhow!("{e}{:?}{}", recent(&p, &oom, ""), p.logs()))
+    .unwrap();
+
+    // The audit trail has who pushed and what the platform saw.
+    let events = wait_for(Duration::from_secs(30), "a crash event", || {
+        let out = p.cli(&["events", &crash]);
+        (out.ok() && out.stdout.contains("instance.crash")).then_some(out.stdout)
+    })
+    .unwrap();
+    assert!(events.contains("admin") && events.contains("app.push"), "{events}");
+    assert!(events.contains("exited with code 3"), "{events}");
+    let json: Value = serde_json::from_str(&p.cli(&["events", &oom, "--json"]).stdout).unwrap();
+    let kinds: Vec<&str> = json["events"].as_array().unwrap().iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert!(kinds.contains(&"app.create") && kinds.contains(&"app.push"), "{json}");
+    wait_for(Duration::from_secs(30), "an OOM crash event", || {
+        p.cli(&["events", &oom]).stdout.contains("OOM-killed").then_some(())
+    })
+    .unwrap();
+    let out = p.cli(&["events", "no-such-app"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("app_not_found"), "{out:?}");
+
+    assert!(p.cli(&["delete", &crash, "-f"]).ok());
+    assert!(p.cli(&["delete", &oom, "-f"]).ok());
+}
+
+#[test]
+fn a_flood_is_cut_at_the_rate_limit_and_the_api_stays_responsive() {
+    let mut p = Platform::start_server(Default::default()).expect("server");
+    p.start_agent_with(&unique("e2e-node"), "zone-a", &[("PAAS_LOG_RATE_LIMIT_LINES", "500")]).unwrap();
+    p.login().unwrap();
+    let dir = app_dir(p.dir.path());
+    let app = unique("flood");
+    let out = p.cli(&["push", &app, "-p", dir.to_str().unwrap(), "-c", "python3 -u app.py flood"]);
+    assert!(out.ok(), "push failed: {out:?}{}", p.logs());
+
+    let line = wait_for(Duration::from_secs(30), "a dropped-count line", || {
+        recent(&p, &app, "source=CELL&grep=dropped")
+            .into_iter()
+            .find(|l| l["message"].as_str().is_some_and(|m| m.contains("log rate limit of 500 lines/s")))
+    })
+    .map_err(|e| anyhow::anyhow!("{e}{}", p.logs()))
+    .unwrap();
+    let dropped: u64 = line["message"].as_str().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    assert!(dropped > 0, "{line}");
+
+    // While the flood goes on the API answers quickly.
+    let token = p.admin_token().unwrap();
+    let client = reqwest::blocking::Client::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        let r = client.get(format!("{}/v1/apps/{app}", p.api_url())).bearer_auth(&token).send().unwrap();
+        assert!(r.status().is_success());
+        assert!(t.elapsed() < Duration::from_secs(2), "the API took {:?} during the flood", t.elapsed());
+    }
+    // What got through is at most the limit per second (plus one window of slack).
+    let rx = open_stream(&p, &app, "source=APP&limit=0");
+    let start = now_ms();
+    let mut n = 0;
+    while now_ms() - start < 3000 {
+        if rx.recv_timeout(Duration::from_millis(200)).is_ok() {
+            n += 1;
+        }
+    }
+    assert!(n <= 500 * 4, "{n} app lines in 3 s with a limit of 500/s");
+    assert!(n > 0, "nothing got through");
+    assert!(p.cli(&["delete", &app, "-f"]).ok());
+}
+
+#[test]
+fn a_syslog_drain_receives_rfc5424_frames() {
+    let p = Platform::start().expect("platform");
+    let dir = app_dir(p.dir.path());
+    let app = unique("drained");
+    let out = p.cli(&["push", &app, "-p", dir.to_str().unwrap()]);
+    assert!(out.ok(), "push failed: {out:?}{}", p.logs());
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("syslog://{}", listener.local_addr().unwrap());
+    let out = p.cli(&["log-drain", &app, &url]);
+    assert!(out.ok(), "{out:?}");
+    assert_eq!(p.cli(&["log-drain", &app]).stdout.trim(), url);
+    let bad = p.cli(&["log-drain", &app, "ftp://nowhere"]);
+    assert_eq!(bad.code, 1);
+    assert!(bad.stderr.contains("bad_request"), "{bad:?}");
+
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut acc = Vec::new();
+        while let Ok(n) = conn.read(&mut buf) {
+            if n == 0 {
+                return;
+            }
+            acc.extend_from_slice(&buf[..n]);
+            if tx.send(String::from_utf8_lossy(&acc).to_string()).is_err() {
+                return;
+            }
+        }
+    });
+    let text = wait_for(Duration::from_secs(30), "a tick line at the drain", || {
+        let t = rx.recv_timeout(Duration::from_secs(1)).ok()?;
+        t.contains(" tick ").then_some(t)
+    })
+    .map_err(|e| anyhow::anyhow!("{e}{}", p.logs()))
+    .unwrap();
+    // Octet-counted RFC 5424: `LEN <14>1 TIMESTAMP paas APP [APP/web/0] - - tick ...`.
+    let (len, rest) = text.split_once(' ').unwrap();
+    let len: usize = len.parse().unwrap();
+    let frame = &rest[..len];
+    assert!(frame.starts_with("<14>1 "), "{frame}");
+    assert!(frame.contains(&format!(" paas {app} [")), "{frame}");
+    let tick_frame = text.split(" <14>1 ").chain(std::iter::once(text.as_str())).find(|f| f.contains(" tick ")).unwrap();
+    assert!(tick_frame.contains("[APP/web/0] - - tick "), "{tick_frame}");
+
+    assert!(p.cli(&["log-drain", &app, &url, "--delete"]).ok());
+    assert!(p.cli(&["log-drain", &app]).stdout.trim().is_empty());
+    assert!(p.cli(&["delete", &app, "-f"]).ok());
+}

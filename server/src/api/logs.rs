@@ -1,0 +1,159 @@
+//! Log endpoints, both served from the hub with the same filters:
+//! - `GET /v1/apps/{name}/logs` -> [`LogList`], the newest lines (`limit`, default 100);
+//! - `GET /v1/apps/{name}/logs/stream` (or `/logs?follow=true`) -> Server-Sent Events: the recent
+//!   lines, then live ones. Each line is `id: N` + `data: <LogLine JSON>`; when this client fell
+//!   behind, an `event: dropped` with `data: {"dropped": N}` says how many it missed; a comment
+//!   every 15 s keeps proxies from closing an idle stream.
+//!
+//! Filters: `source` (comma separated prefixes: `APP`, `APP/web/0`, `STG`, `RTR`, `API`, `CELL`),
+//! `instance` (index), `since` (RFC 3339 or a duration back from now: `5m`), `grep` (substring).
+
+use actix_web::web::Bytes;
+use actix_web::{web, HttpResponse};
+use paas_common::api::{LogLine, LogList};
+use paas_common::ErrorCode;
+use serde::Deserialize;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+
+use super::Ctx;
+use crate::auth::AuthUser;
+use crate::error::{ApiResult, Error};
+use crate::loghub::parse_since;
+use crate::store::LogQuery;
+
+const KEEPALIVE: Duration = Duration::from_secs(15);
+/// Frames coalesced into one chunk when lines arrive faster than the client reads.
+const MAX_COALESCE: usize = 512;
+
+#[derive(Deserialize)]
+pub struct LogParams {
+    pub recent: Option<bool>,
+    pub follow: Option<bool>,
+    pub limit: Option<i64>,
+    pub source: Option<String>,
+    pub instance: Option<u32>,
+    pub since: Option<String>,
+    pub grep: Option<String>,
+}
+
+impl LogParams {
+    fn query(&self) -> ApiResult<LogQuery> {
+        let since = match self.since.as_deref().filter(|s| !s.is_empty()) {
+            Some(s) => Some(parse_since(s).ok_or_else(|| {
+                Error::api(ErrorCode::BadRequest, format!("since must be a time (RFC 3339) or a duration like 5m, not {s:?}"))
+            })?),
+            None => None,
+        };
+        let sources = self
+            .source
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        Ok(LogQuery { sources, instance: self.instance, since, grep: self.grep.clone().filter(|g| !g.is_empty()) })
+    }
+}
+
+pub async fn recent(ctx: Ctx, user: AuthUser, name: web::Path<String>, q: web::Query<LogParams>) -> ApiResult<HttpResponse> {
+    if q.follow == Some(true) {
+        return stream(ctx, user, name, q).await;
+    }
+    let app = super::apps::find_app(&ctx, &name).await?;
+    let _ = q.recent;
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let lines = ctx.logs.recent(&app.name, &q.query()?, limit).await?;
+    Ok(HttpResponse::Ok().json(LogList { lines }))
+}
+
+pub async fn stream(ctx: Ctx, _user: AuthUser, name: web::Path<String>, q: web::Query<LogParams>) -> ApiResult<HttpResponse> {
+    let app = super::apps::find_app(&ctx, &name).await?;
+    let filter = q.query()?;
+    let limit = q.limit.unwrap_or(100).clamp(0, 10_000);
+    // Subscribe before reading the recent lines, so nothing falls between the two; ids drop
+    // the overlap.
+    let live = ctx.logs.subscribe(&app.name).await;
+    let recent = if limit > 0 { ctx.logs.recent(&app.name, &filter, limit).await? } else { Vec::new() };
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    tokio::spawn(pump(ctx.clone(), recent, live, filter, tx));
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        // Tells nginx-style proxies not to buffer the stream.
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(body))
+}
+
+fn frame(out: &mut String, l: &LogLine) {
+    match serde_json::to_string(l) {
+        Ok(json) => {
+            let _ = write!(out, "id: {}\ndata: {json}\n\n", l.id);
+        }
+        Err(e) => tracing::warn!(error = %e, "unencodable log line"),
+    }
+}
+
+/// Feeds one SSE client until it goes away (its channel closes).
+async fn pump(
+    ctx: Ctx,
+    recent: Vec<LogLine>,
+    mut live: broadcast::Receiver<Arc<LogLine>>,
+    filter: LogQuery,
+    tx: mpsc::Sender<Bytes>,
+) {
+    let mut last = 0;
+    let mut out = String::from(": paas log stream\n\n");
+    for l in &recent {
+        last = l.id;
+        frame(&mut out, l);
+    }
+    if tx.send(Bytes::from(out)).await.is_err() {
+        return;
+    }
+    let mut keepalive = tokio::time::interval(KEEPALIVE);
+    keepalive.tick().await;
+    loop {
+        let mut out = String::new();
+        tokio::select! {
+            r = live.recv() => {
+                let mut next = Some(r);
+                let mut n = 0;
+                while let Some(r) = next.take() {
+                    match r {
+                        Ok(l) => {
+                            if l.id > last && filter.matches(&l) {
+                                last = l.id;
+                                frame(&mut out, &l);
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Lagged(k)) => {
+                            ctx.logs.note_lagged(k);
+                            let _ = write!(out, "event: dropped\ndata: {{\"dropped\":{k}}}\n\n");
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    }
+                    n += 1;
+                    if n < MAX_COALESCE {
+                        next = match live.try_recv() {
+                            Ok(l) => Some(Ok(l)),
+                            Err(broadcast::error::TryRecvError::Lagged(k)) => Some(Err(broadcast::error::RecvError::Lagged(k))),
+                            Err(_) => None,
+                        };
+                    }
+                }
+            }
+            _ = keepalive.tick() => out.push_str(": keepalive\n\n"),
+        }
+        if !out.is_empty() && tx.send(Bytes::from(out)).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! The log hub: every log line of every app goes through [`LogHub::publish`] (agent batches, API
+//! and STG lines, and the router's RTR lines). The hub stamps each line with an increasing id,
+//! keeps the newest lines of each app in memory, fans them out to live subscribers (one tokio
+//! broadcast channel per app) and hands them to one writer task that stores them in batches.
+//!
+//! Why this shape: streaming must not wait for the database, and the database must not take one
+//! transaction per line (that caps throughput at a few thousand lines per second). Publishers wait
+//! only when the writer is behind by [`WRITE_QUEUE`] batches: that is the backpressure that reaches
+//! the agent's HTTP request, and through it the agent's bounded buffer; a line the hub accepted is
+//! never dropped on the way to the database.
+//!
+//! Ids continue from the largest stored id after a restart, so "lines after id N" stays meaningful
+//! to clients across controller restarts.
+
+use chrono::{Duration as ChronoDuration, Utc};
+use paas_common::api::LogLine;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, Mutex};
+
+use crate::store::{LogQuery, Store, StoreResult};
+
+/// Batches waiting for the writer before publishers wait.
+const WRITE_QUEUE: usize = 64;
+/// Lines a slow live subscriber may fall behind before it is told it missed some.
+const SUBSCRIBER_BUFFER: usize = 16 * 1024;
+/// How often retention runs.
+const RETENTION_EVERY: Duration = Duration::from_secs(30);
+
+/// What the hub was told to keep; from the server's `Settings`.
+#[derive(Debug, Clone)]
+pub struct HubSettings {
+    /// Lines per app kept in memory for new subscribers.
+    pub memory_lines: usize,
+    /// Stored lines kept per app.
+    pub retention_lines: i64,
+    /// Stored lines older than this are deleted.
+    pub retention_secs: u64,
+}
+
+/// Counters exported at `/metrics`.
+#[derive(Debug, Default)]
+pub struct HubCounters {
+    pub lines_received: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub lines_stored: AtomicU64,
+    /// Lines a batch write failed to store (database errors), never silently.
+    pub lines_store_failed: AtomicU64,
+    /// Lines live subscribers missed because they read too slowly.
+    pub lines_subscriber_lagged: AtomicU64,
+    pub lines_expired: AtomicU64,
+}
+
+struct AppLog {
+    ring: VecDeque<Arc<LogLine>>,
+    tx: broadcast::Sender<Arc<LogLine>>,
+}
+
+struct HubState {
+    next_id: i64,
+    apps: HashMap<String, AppLog>,
+}
+
+pub struct LogHub {
+    state: Mutex<HubState>,
+    writer: mpsc::Sender<Vec<(String, LogLine)>>,
+    store: Arc<dyn Store>,
+    settings: HubSettings,
+    pub counters: Arc<HubCounters>,
+}
+
+/// Splits `APP/<process>/<index>` into its process and index; other sources have neither.
+pub fn split_app_source(source: &str) -> (Option<&str>, Option<u32>) {
+    let mut parts = source.splitn(3, '/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("APP"), Some(p), Some(i)) => (Some(p), i.parse().ok()),
+        (Some("APP"), Some(p), None) => (Some(p), None),
+        _ => (None, None),
+    }
+}
+
+impl LogHub {
+    /// Starts the hub and its writer and retention tasks.
+    pub async fn start(store: Arc<dyn Store>, settings: HubSettings) -> StoreResult<Arc<Self>> {
+        let next_id = store.max_log_id().await? + 1;
+        let (writer, rx) = mpsc::channel(WRITE_QUEUE);
+        let counters = Arc::new(HubCounters::default());
+        let hub = Arc::new(Self {
+            state: Mutex::new(HubState { next_id, apps: HashMap::new() }),
+            writer,
+            store: store.clone(),
+            settings: settings.clone(),
+            counters: counters.clone(),
+        });
+        tokio::spawn(write_loop(rx, store.clone(), counters.clone()));
+        tokio::spawn(retention_loop(store, settings, counters));
+        Ok(hub)
+    }
+
+    /// Publishes one line of `app`.
+    pub async fn publish(&self, app: &str, line: LogLine) {
+        self.publish_batch(vec![(app.to_string(), line)]).await
+    }
+
+    /// Publishes lines (of any apps), in order. Waits only when the database writer is behind.
+    pub async fn publish_batch(&self, mut lines: Vec<(String, LogLine)>) {
+        if lines.is_empty() {
+            return;
+        }
+        // One lock for id assignment, fan-out and the hand-off to the writer keeps ids, stream
+        // order and storage order the same.
+        let mut st = self.state.lock().await;
+        let mut bytes = 0u64;
+        for (app, line) in &mut lines {
+            line.id = st.next_id;
+            st.next_id += 1;
+            bytes += line.message.len() as u64;
+            let entry = st.apps.entry(app.clone()).or_insert_with(|| AppLog {
+                ring: VecDeque::new(),
+                tx: broadcast::channel(SUBSCRIBER_BUFFER).0,
+            });
+            let shared = Arc::new(line.clone());
+            if entry.ring.len() >= self.settings.memory_lines.max(1) {
+                entry.ring.pop_front();
+            }
+            entry.ring.push_back(shared.clone());
+            // No subscriber is not an error.
+            let _ = entry.tx.send(shared);
+        }
+        self.counters.lines_received.fetch_add(lines.len() as u64, Ordering::Relaxed);
+        self.counters.bytes_received.fetch_add(bytes, Ordering::Relaxed);
+        if self.writer.send(lines).await.is_err() {
+            tracing::error!("the log writer has stopped; lines are streamed but not stored");
+        }
+        drop(st);
+    }
+
+    /// A live feed of `app`'s lines from now on.
+    pub async fn subscribe(&self, app: &str) -> broadcast::Receiver<Arc<LogLine>> {
+        let mut st = self.state.lock().await;
+        st.apps
+            .entry(app.to_string())
+            .or_insert_with(|| AppLog { ring: VecDeque::new(), tx: broadcast::channel(SUBSCRIBER_BUFFER).0 })
+            .tx
+            .subscribe()
+    }
+
+    /// The newest `limit` lines of `app` matching `q`, oldest first: stored lines, plus the ones
+    /// still on their way to the database.
+    pub async fn recent(&self, app: &str, q: &LogQuery, limit: i64) -> StoreResult<Vec<LogLine>> {
+        let mut lines = self.store.query_logs(app, q, limit).await?;
+        let last = lines.last().map_or(0, |l| l.id);
+        {
+            let st = self.state.lock().await;
+            if let Some(a) = st.apps.get(app) {
+                lines.extend(a.ring.iter().filter(|l| l.id > last && q.matches(l)).map(|l| (**l).clone()));
+            }
+        }
+        let excess = lines.len().saturating_sub(limit.max(0) as usize);
+        lines.drain(..excess);
+        Ok(lines)
+    }
+
+    /// Forgets the in-memory lines of a deleted app (the store deletes the stored ones).
+    pub async fn forget(&self, app: &str) {
+        self.state.lock().await.apps.remove(app);
+    }
+
+    /// A subscriber fell behind by `n` lines.
+    pub fn note_lagged(&self, n: u64) {
+        self.counters.lines_subscriber_lagged.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+async fn write_loop(mut rx: mpsc::Receiver<Vec<(String, LogLine)>>, store: Arc<dyn Store>, counters: Arc<HubCounters>) {
+    let mut batches = Vec::with_capacity(WRITE_QUEUE);
+    while rx.recv_many(&mut batches, WRITE_QUEUE).await > 0 {
+        let lines: Vec<(String, LogLine)> = batches.drain(..).flatten().collect();
+        let n = lines.len() as u64;
+        // A transient database error (busy) is retried a few times before the lines count as
+        // failed; the stream already delivered them.
+        let mut attempt = 0;
+        loop {
+            match store.append_logs(&lines).await {
+                Ok(()) => {
+                    counters.lines_stored.fetch_add(n, Ordering::Relaxed);
+                    break;
+                }
+                Err(e) if attempt < 3 => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, "storing log lines failed, retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                }
+                Err(e) => {
+                    counters.lines_store_failed.fetch_add(n, Ordering::Relaxed);
+                    tracing::error!(error = %e, lines = n, "could not store log lines");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn retention_loop(store: Arc<dyn Store>, settings: HubSettings, counters: Arc<HubCounters>) {
+    let mut tick = tokio::time::interval(RETENTION_EVERY);
+    loop {
+        tick.tick().await;
+        let before = Utc::now() - ChronoDuration::seconds(settings.retention_secs.min(i64::MAX as u64) as i64);
+        match store.trim_logs_before(before).await {
+            Ok(n) => {
+                counters.lines_expired.fetch_add(n, Ordering::Relaxed);
+            }
+            Err(e) => tracing::warn!(error = %e, "log retention by age failed"),
+        }
+        if let Err(e) = store.trim_logs(settings.retention_lines).await {
+            tracing::warn!(error = %e, "log retention by size failed");
+        }
+    }
+}
+
+/// Parses `since`: an RFC 3339 time, or a duration back from now such as `90s`, `5m`, `2h`, `1d`.
+pub fn parse_since(s: &str) -> Option<chrono::DateTime<Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    let d = humantime::parse_duration(s).ok()?;
+    Some(Utc::now() - ChronoDuration::from_std(d).ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_app_sources() {
+        assert_eq!(split_app_source("APP/web/3"), (Some("web"), Some(3)));
+        assert_eq!(split_app_source("APP/worker"), (Some("worker"), None));
+        assert_eq!(split_app_source("STG"), (None, None));
+        assert_eq!(split_app_source("RTR"), (None, None));
+    }
+
+    #[test]
+    fn parses_since() {
+        let t = parse_since("5m").unwrap();
+        let ago = Utc::now() - t;
+        assert!(ago.num_seconds() >= 299 && ago.num_seconds() <= 301, "{ago}");
+        assert_eq!(parse_since("2026-01-02T03:04:05Z").unwrap().to_rfc3339(), "2026-01-02T03:04:05+00:00");
+        assert!(parse_since("yesterday-ish").is_none());
+    }
+
+    fn line(source: &str, msg: &str) -> LogLine {
+        LogLine { timestamp: Utc::now(), source: source.into(), stream: "stdout".into(), message: msg.into(), id: 0 }
+    }
+
+    #[test]
+    fn filters_match_by_source_prefix_instance_and_text() {
+        let q = LogQuery { sources: vec!["APP".into()], ..Default::default() };
+        assert!(q.matches(&line("APP/web/0", "x")));
+        assert!(!q.matches(&line("APPX", "x")));
+        assert!(!q.matches(&line("STG", "x")));
+        let q = LogQuery { sources: vec!["APP/web/1".into(), "CELL".into()], ..Default::default() };
+        assert!(q.matches(&line("APP/web/1", "x")));
+        assert!(!q.matches(&line("APP/web/10", "x")));
+        assert!(q.matches(&line("CELL", "x")));
+        let q = LogQuery { instance: Some(2), grep: Some("boom".into()), ..Default::default() };
+        assert!(q.matches(&line("APP/web/2", "a boom here")));
+        assert!(!q.matches(&line("APP/web/2", "quiet")));
+        assert!(!q.matches(&line("APP/web/1", "boom")));
+    }
+}
