@@ -23,7 +23,8 @@ pub async fn list(ctx: Ctx, _user: AuthUser) -> ApiResult<web::Json<RouteList>> 
 
 pub async fn list_for_app(ctx: Ctx, _user: AuthUser, name: web::Path<String>) -> ApiResult<web::Json<RouteList>> {
     let app = find_app(&ctx, &name).await?;
-    let mut routes: Vec<RouteInfo> = crate::router::build(&ctx).await?.routes.into_iter().filter(|r| r.app == app.name).collect();
+    let mut routes: Vec<RouteInfo> =
+        crate::router::build(&ctx).await?.routes.into_iter().filter(|r| r.app == app.name).collect();
     routes.sort_by(|a, b| (!a.default, &a.host, &a.path).cmp(&(!b.default, &b.host, &b.path)));
     Ok(web::Json(RouteList { routes }))
 }
@@ -32,7 +33,12 @@ fn parse(route: &str) -> ApiResult<RouteSpec> {
     RouteSpec::parse(route).map_err(|e| Error::api(ErrorCode::InvalidRoute, e.to_string()))
 }
 
-pub async fn map(ctx: Ctx, user: AuthUser, name: web::Path<String>, body: web::Json<MapRoute>) -> ApiResult<HttpResponse> {
+pub async fn map(
+    ctx: Ctx,
+    user: AuthUser,
+    name: web::Path<String>,
+    body: web::Json<MapRoute>,
+) -> ApiResult<HttpResponse> {
     let app = find_app(&ctx, &name).await?;
     let spec = parse(&body.route)?;
     // A host under the apps domain whose first label names an app is that app's default route
@@ -61,7 +67,12 @@ pub struct RouteQuery {
     pub route: String,
 }
 
-pub async fn unmap(ctx: Ctx, user: AuthUser, name: web::Path<String>, q: web::Query<RouteQuery>) -> ApiResult<HttpResponse> {
+pub async fn unmap(
+    ctx: Ctx,
+    user: AuthUser,
+    name: web::Path<String>,
+    q: web::Query<RouteQuery>,
+) -> ApiResult<HttpResponse> {
     let app = find_app(&ctx, &name).await?;
     let spec = parse(&q.route)?;
     let event = Event {
