@@ -307,6 +307,20 @@ fn routes_map_unmap_and_longest_prefix_wins() {
         assert!(out.stderr.contains(code) && out.stderr.trim().lines().count() == 1, "{args:?}: {out:?}");
     }
 
+    // The controller's own host cannot become an app's route.
+    let ctl = format!("{}.example.test", unique("ctl"));
+    let res = reqwest::blocking::Client::builder()
+        .resolve(&ctl, p.addr)
+        .build()
+        .unwrap()
+        .post(format!("http://{ctl}:{}/v1/apps/{web}/routes", p.addr.port()))
+        .bearer_auth(p.admin_token().unwrap())
+        .json(&serde_json::json!({ "route": ctl }))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 409);
+    assert_eq!(res.json::<serde_json::Value>().unwrap()["code"], "conflict");
+
     // Unmapped: /api falls back to the host's shorter route.
     let out = p.cli(&["unmap-route", &api, &format!("{host}/api")]);
     assert!(out.ok(), "{out:?}");

@@ -36,11 +36,18 @@ fn parse(route: &str) -> ApiResult<RouteSpec> {
 pub async fn map(
     ctx: Ctx,
     user: AuthUser,
+    req: HttpRequest,
     name: web::Path<String>,
     body: web::Json<MapRoute>,
 ) -> ApiResult<HttpResponse> {
     let app = find_app(&ctx, &name).await?;
     let spec = parse(&body.route)?;
+    // The router sees a mapped host before the API does: a route on the controller's own host
+    // would take the API and dashboard away from everyone.
+    let api_host = crate::router::request_host(req.head()).map(|h| h.rsplit_once(':').map_or(h, |(h, _)| h));
+    if api_host.is_some_and(|h| h.trim_end_matches('.').eq_ignore_ascii_case(&spec.host)) {
+        return Err(Error::api(ErrorCode::Conflict, format!("{} is the controller's own host", spec.host)));
+    }
     // A host under the apps domain whose first label names an app is that app's default route
     // (and a future app of that name would get it): only a longer path may be mapped there.
     if spec.path.is_empty() {
