@@ -140,7 +140,9 @@ p99 = ms(re.search(r"\s99%\s+(\S+)", text).group(1))
 errs = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
 sock = re.search(r"Socket errors: (.*)", text)
 cpu = ticks / clk / reqs * 10000
-print(f"{name}\t{rps:.0f}\t{p50:.3f}\t{p99:.3f}\t{cpu:.3f}\t{errs.group(1) if errs else 0}\t{sock.group(1) if sock else \"-\"}")
+non2xx = errs.group(1) if errs else "0"
+sockerr = sock.group(1) if sock else "-"
+print("\t".join([name, f"{rps:.0f}", f"{p50:.3f}", f"{p99:.3f}", f"{cpu:.3f}", non2xx, sockerr]))
 ' "$name" "$((t1 - t0))" "$(getconf CLK_TCK)" | tee -a "$RESULTS"
 }
 

@@ -217,7 +217,13 @@ fn killed_instance_mid_load_fails_no_request() {
     })
     .unwrap();
     let (ok, failures) = load.finish();
-    assert!(failures.is_empty(), "{} of {} requests failed: {:?}", failures.len(), ok + failures.len(), &failures[..failures.len().min(10)]);
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failures.len(),
+        ok + failures.len(),
+        &failures[..failures.len().min(10)]
+    );
 }
 
 #[test]
@@ -230,12 +236,21 @@ fn redeploy_from_three_to_one_instance_under_load_fails_no_request() {
     // `paas push -i 1` makes a new revision with one instance: the three old instances go, one
     // new one comes; requests in between wait for it rather than fail.
     push(&p, &app, 1);
-    wait_for(Duration::from_secs(60), "old containers to be removed", || (p.containers_of(&app).len() == 1).then_some(()))
-        .unwrap();
+    wait_for(Duration::from_secs(60), "old containers to be removed", || {
+        (p.containers_of(&app).len() == 1).then_some(())
+    })
+    .unwrap();
     let now = load.ok();
-    wait_for(Duration::from_secs(20), "traffic on the new instance", || (load.ok() >= now + 100).then_some(())).unwrap();
+    wait_for(Duration::from_secs(20), "traffic on the new instance", || (load.ok() >= now + 100).then_some(()))
+        .unwrap();
     let (ok, failures) = load.finish();
-    assert!(failures.is_empty(), "{} of {} requests failed: {:?}", failures.len(), ok + failures.len(), &failures[..failures.len().min(10)]);
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failures.len(),
+        ok + failures.len(),
+        &failures[..failures.len().min(10)]
+    );
 }
 
 #[test]
@@ -251,7 +266,8 @@ fn routes_map_unmap_and_longest_prefix_wins() {
     assert!(out.ok(), "{out:?}");
     assert!(out.stdout.contains(&format!("Mapped {host}/api to {api}")), "{out:?}");
 
-    let c = reqwest::blocking::Client::builder().resolve(&host, p.addr).timeout(Duration::from_secs(20)).build().unwrap();
+    let c =
+        reqwest::blocking::Client::builder().resolve(&host, p.addr).timeout(Duration::from_secs(20)).build().unwrap();
     let app_of = |path: &str| {
         let r = c.get(format!("http://{host}:{}{path}", p.addr.port())).send().unwrap();
         (r.status().as_u16(), header(&r, "x-paas-app"))
@@ -267,7 +283,11 @@ fn routes_map_unmap_and_longest_prefix_wins() {
     assert!(out.ok(), "{out:?}");
     let routes: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     let has = |h: &str, path: &str, app: &str, default: bool| {
-        routes.as_array().unwrap().iter().any(|r| r["host"] == h && r["path"] == path && r["app"] == app && r["default"] == default)
+        routes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["host"] == h && r["path"] == path && r["app"] == app && r["default"] == default)
     };
     assert!(has(&host, "", &web, false) && has(&host, "/api", &api, false), "{routes}");
     assert!(has(&format!("{web}.localhost"), "", &web, true), "{routes}");
@@ -286,6 +306,20 @@ fn routes_map_unmap_and_longest_prefix_wins() {
         assert_eq!(out.code, 1, "{args:?}: {out:?}");
         assert!(out.stderr.contains(code) && out.stderr.trim().lines().count() == 1, "{args:?}: {out:?}");
     }
+
+    // The controller's own host cannot become an app's route.
+    let ctl = format!("{}.example.test", unique("ctl"));
+    let res = reqwest::blocking::Client::builder()
+        .resolve(&ctl, p.addr)
+        .build()
+        .unwrap()
+        .post(format!("http://{ctl}:{}/v1/apps/{web}/routes", p.addr.port()))
+        .bearer_auth(p.admin_token().unwrap())
+        .json(&serde_json::json!({ "route": ctl }))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 409);
+    assert_eq!(res.json::<serde_json::Value>().unwrap()["code"], "conflict");
 
     // Unmapped: /api falls back to the host's shorter route.
     let out = p.cli(&["unmap-route", &api, &format!("{host}/api")]);
@@ -329,7 +363,11 @@ impl StandaloneRouter {
     }
 
     fn get(&self, host: &str, path: &str) -> Option<(u16, String)> {
-        let c = reqwest::blocking::Client::builder().resolve(host, self.addr).timeout(Duration::from_secs(10)).build().ok()?;
+        let c = reqwest::blocking::Client::builder()
+            .resolve(host, self.addr)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .ok()?;
         let r = c.get(format!("http://{host}:{}{path}", self.addr.port())).send().ok()?;
         Some((r.status().as_u16(), header(&r, "x-paas-app")))
     }

@@ -36,8 +36,21 @@ pub fn list(args: ListArgs, client: &Client) -> anyhow::Result<()> {
         .routes
         .iter()
         .map(|r| {
-            let path = if r.path.is_empty() { "/".to_string() } else { r.path.clone() };
-            vec![r.host.clone(), path, r.app.clone(), if r.default { "default".into() } else { "mapped".into() }]
+            let path = if r.path.is_empty() {
+                "/".to_string()
+            } else {
+                r.path.clone()
+            };
+            vec![
+                r.host.clone(),
+                path,
+                r.app.clone(),
+                if r.default {
+                    "default".into()
+                } else {
+                    "mapped".into()
+                },
+            ]
         })
         .collect();
     print!("{}", table(&["HOST", "PATH", "APP", "KIND"], &rows));

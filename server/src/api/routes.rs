@@ -23,7 +23,8 @@ pub async fn list(ctx: Ctx, _user: AuthUser) -> ApiResult<web::Json<RouteList>> 
 
 pub async fn list_for_app(ctx: Ctx, _user: AuthUser, name: web::Path<String>) -> ApiResult<web::Json<RouteList>> {
     let app = find_app(&ctx, &name).await?;
-    let mut routes: Vec<RouteInfo> = crate::router::build(&ctx).await?.routes.into_iter().filter(|r| r.app == app.name).collect();
+    let mut routes: Vec<RouteInfo> =
+        crate::router::build(&ctx).await?.routes.into_iter().filter(|r| r.app == app.name).collect();
     routes.sort_by(|a, b| (!a.default, &a.host, &a.path).cmp(&(!b.default, &b.host, &b.path)));
     Ok(web::Json(RouteList { routes }))
 }
@@ -32,9 +33,21 @@ fn parse(route: &str) -> ApiResult<RouteSpec> {
     RouteSpec::parse(route).map_err(|e| Error::api(ErrorCode::InvalidRoute, e.to_string()))
 }
 
-pub async fn map(ctx: Ctx, user: AuthUser, name: web::Path<String>, body: web::Json<MapRoute>) -> ApiResult<HttpResponse> {
+pub async fn map(
+    ctx: Ctx,
+    user: AuthUser,
+    req: HttpRequest,
+    name: web::Path<String>,
+    body: web::Json<MapRoute>,
+) -> ApiResult<HttpResponse> {
     let app = find_app(&ctx, &name).await?;
     let spec = parse(&body.route)?;
+    // The router sees a mapped host before the API does: a route on the controller's own host
+    // would take the API and dashboard away from everyone.
+    let api_host = crate::router::request_host(req.head()).map(|h| h.rsplit_once(':').map_or(h, |(h, _)| h));
+    if api_host.is_some_and(|h| h.trim_end_matches('.').eq_ignore_ascii_case(&spec.host)) {
+        return Err(Error::api(ErrorCode::Conflict, format!("{} is the controller's own host", spec.host)));
+    }
     // A host under the apps domain whose first label names an app is that app's default route
     // (and a future app of that name would get it): only a longer path may be mapped there.
     if spec.path.is_empty() {
@@ -61,7 +74,12 @@ pub struct RouteQuery {
     pub route: String,
 }
 
-pub async fn unmap(ctx: Ctx, user: AuthUser, name: web::Path<String>, q: web::Query<RouteQuery>) -> ApiResult<HttpResponse> {
+pub async fn unmap(
+    ctx: Ctx,
+    user: AuthUser,
+    name: web::Path<String>,
+    q: web::Query<RouteQuery>,
+) -> ApiResult<HttpResponse> {
     let app = find_app(&ctx, &name).await?;
     let spec = parse(&q.route)?;
     let event = Event {

@@ -45,7 +45,11 @@ pub struct Router {
 
 impl Router {
     pub fn new(table: Arc<RouteTable>, settings: &crate::config::Settings) -> Self {
-        Self { table, wait: std::time::Duration::from_millis(settings.router_wait_ms), balance: settings.router_balance }
+        Self {
+            table,
+            wait: std::time::Duration::from_millis(settings.router_wait_ms),
+            balance: settings.router_balance,
+        }
     }
 }
 
@@ -182,7 +186,8 @@ impl RouteTable {
                     let backends = list
                         .iter()
                         .map(|b| {
-                            let inflight = old_inflight.get(b.address.as_str()).map_or_else(Default::default, |c| (*c).clone());
+                            let inflight =
+                                old_inflight.get(b.address.as_str()).map_or_else(Default::default, |c| (*c).clone());
                             Arc::new(Backend { address: b.address.clone(), index: b.index, inflight })
                         })
                         .collect();
@@ -291,8 +296,11 @@ mod tests {
         RouterTable {
             version: 0,
             routes: vec![RouteInfo { host: "a.localhost".into(), path: String::new(), app: "a".into(), default: true }],
-            apps: [("a".to_string(), list.iter().map(|(a, i)| RouterBackend { address: a.to_string(), index: *i }).collect())]
-                .into(),
+            apps: [(
+                "a".to_string(),
+                list.iter().map(|(a, i)| RouterBackend { address: a.to_string(), index: *i }).collect(),
+            )]
+            .into(),
         }
     }
 
@@ -305,10 +313,19 @@ mod tests {
     #[test]
     fn longest_path_prefix_wins() {
         let t = RouteTable::default();
-        let r = |host: &str, path: &str, app: &str| RouteInfo { host: host.into(), path: path.into(), app: app.into(), default: false };
+        let r = |host: &str, path: &str, app: &str| RouteInfo {
+            host: host.into(),
+            path: path.into(),
+            app: app.into(),
+            default: false,
+        };
         t.replace(RouterTable {
             version: 0,
-            routes: vec![r("shop.example.com", "", "web"), r("shop.example.com", "/api", "api"), r("shop.example.com", "/api/v2", "api2")],
+            routes: vec![
+                r("shop.example.com", "", "web"),
+                r("shop.example.com", "/api", "api"),
+                r("shop.example.com", "/api/v2", "api2"),
+            ],
             apps: Default::default(),
         });
         assert_eq!(t.resolve("Shop.Example.com:8080", "/").as_deref(), Some("web"));

@@ -15,9 +15,9 @@
 use actix_web::body::SizedStream;
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
+use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use awc::error::{ConnectError, SendRequestError};
-use actix_web::web::Bytes;
 use futures_util::Stream;
 use paas_common::ErrorCode;
 use std::cell::{Cell, RefCell};
@@ -94,7 +94,12 @@ fn classify(e: &SendRequestError, replay_safe: bool) -> Failure {
 }
 
 /// Proxies one request to an instance of the app its Host names.
-pub async fn proxy(req: HttpRequest, payload: web::Payload, ctx: web::Data<Router>, client: web::Data<awc::Client>) -> HttpResponse {
+pub async fn proxy(
+    req: HttpRequest,
+    payload: web::Payload,
+    ctx: web::Data<Router>,
+    client: web::Data<awc::Client>,
+) -> HttpResponse {
     let stats = &ctx.table.stats;
     stats.requests.fetch_add(1, Ordering::Relaxed);
     let host = request_host(req.head()).unwrap_or_default().to_string();
@@ -132,9 +137,13 @@ pub async fn proxy(req: HttpRequest, payload: web::Payload, ctx: web::Data<Route
     }
     // The body's framing is re-made on the instance side: a known length stays a length
     // (awc writes Content-Length from the sized body), anything else is chunked.
-    let length: Option<u64> = req.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
+    let length: Option<u64> =
+        req.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
     let has_body = req.headers().contains_key("transfer-encoding") || length.is_some_and(|n| n > 0);
-    let idempotent = matches!(meta.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE);
+    let idempotent = matches!(
+        meta.method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    );
     let body = Lendable::new(payload.into_inner());
     let deadline = meta.started + ctx.wait;
     let mut tried: Vec<String> = Vec::new();
@@ -179,7 +188,13 @@ pub async fn proxy(req: HttpRequest, payload: web::Payload, ctx: web::Data<Route
                 tracing::warn!(app = %meta.app, instance = backend.index, backend = %backend.address, error = %e, retry = f.retry, "upstream attempt failed");
                 tried.push(backend.address.clone());
                 if !f.retry || tried.len() >= MAX_ATTEMPTS {
-                    return fail(&ctx, &meta, f.code, f.reason, format!("instance {} of {:?}: {}", backend.index, meta.app, f.message));
+                    return fail(
+                        &ctx,
+                        &meta,
+                        f.code,
+                        f.reason,
+                        format!("instance {} of {:?}: {}", backend.index, meta.app, f.message),
+                    );
                 }
                 stats.retries.fetch_add(1, Ordering::Relaxed);
                 last = Some(f);
@@ -222,7 +237,8 @@ pub(super) async fn next_backend(
 
 fn parse_target(v: &HeaderValue, app: &str) -> Result<u32, String> {
     let s = v.to_str().unwrap_or_default().trim();
-    let (name, index) = s.rsplit_once(':').ok_or_else(|| format!("X-Paas-App-Instance must be NAME:INDEX, got {s:?}"))?;
+    let (name, index) =
+        s.rsplit_once(':').ok_or_else(|| format!("X-Paas-App-Instance must be NAME:INDEX, got {s:?}"))?;
     if !name.eq_ignore_ascii_case(app) {
         return Err(format!("X-Paas-App-Instance names app {name:?} but the host routes to {app:?}"));
     }
@@ -246,7 +262,12 @@ fn upstream_headers(h: &HeaderMap, meta: &Meta) -> Vec<(HeaderName, HeaderValue)
                 && !named_by_connection.iter().any(|c| c == n)
                 && !matches!(
                     n,
-                    "content-length" | "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host" | "x-request-id" | "x-paas-app-instance"
+                    "content-length"
+                        | "x-forwarded-for"
+                        | "x-forwarded-proto"
+                        | "x-forwarded-host"
+                        | "x-request-id"
+                        | "x-paas-app-instance"
                 )
         })
         .map(|(n, v)| (n.clone(), v.clone()))
@@ -288,7 +309,11 @@ fn respond(
     out.insert_header(("x-paas-app", meta.app.as_str()));
     out.insert_header(("x-paas-instance", backend.index.to_string()));
     ctx.table.stats.count_status(status.as_u16());
-    let body = Tracked { inner: res, bytes: 0, done: Some(Done { ctx: ctx.clone(), meta, backend, status: status.as_u16(), _guard: guard }) };
+    let body = Tracked {
+        inner: res,
+        bytes: 0,
+        done: Some(Done { ctx: ctx.clone(), meta, backend, status: status.as_u16(), _guard: guard }),
+    };
     let bodiless = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED || status.is_informational();
     match length {
         Some(n) => out.body(SizedStream::new(n, body)),

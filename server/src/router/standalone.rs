@@ -30,7 +30,8 @@ struct Controller {
 
 impl Controller {
     async fn table(&self, after: Option<u64>) -> anyhow::Result<RouterTable> {
-        let mut rb = self.http.get(format!("{}/v1/router/table", self.base)).bearer_auth(&self.token).timeout(POLL_TIMEOUT);
+        let mut rb =
+            self.http.get(format!("{}/v1/router/table", self.base)).bearer_auth(&self.token).timeout(POLL_TIMEOUT);
         if let Some(v) = after {
             rb = rb.query(&[("after", v)]);
         }
@@ -46,7 +47,9 @@ impl Controller {
 #[async_trait::async_trait]
 impl Sink for Arc<Controller> {
     async fn write(&self, lines: &[(String, LogLine)]) -> Result<(), String> {
-        let body = RouterLogs { lines: lines.iter().map(|(app, line)| RouterLogLine { app: app.clone(), line: line.clone() }).collect() };
+        let body = RouterLogs {
+            lines: lines.iter().map(|(app, line)| RouterLogLine { app: app.clone(), line: line.clone() }).collect(),
+        };
         let res = self
             .http
             .post(format!("{}/v1/router/logs", self.base))
@@ -77,7 +80,11 @@ async fn follow(table: Arc<RouteTable>, ctl: Arc<Controller>, saved: PathBuf, mu
             Ok(t) => {
                 backoff = Duration::from_millis(200);
                 if Some(t.version) != version {
-                    tracing::info!(version = t.version, routes = t.routes.len(), "route table updated from the controller");
+                    tracing::info!(
+                        version = t.version,
+                        routes = t.routes.len(),
+                        "route table updated from the controller"
+                    );
                     version = Some(t.version);
                     if let Err(e) = save(&saved, &t) {
                         tracing::warn!(error = %e, "saving the route table failed");
@@ -98,10 +105,16 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     std::fs::create_dir_all(&settings.data_dir).with_context(|| format!("creating {}", settings.data_dir.display()))?;
     let token = match (&settings.join_token, &settings.join_token_file) {
         (Some(t), _) if !t.expose().is_empty() => t.expose().trim().to_string(),
-        (_, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?.trim().to_string(),
+        (_, Some(f)) => {
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?.trim().to_string()
+        }
         _ => anyhow::bail!("the router needs PAAS_JOIN_TOKEN or PAAS_JOIN_TOKEN_FILE (the controller's join token)"),
     };
-    let ctl = Arc::new(Controller { http: reqwest::Client::new(), base: settings.controller.trim_end_matches('/').to_string(), token });
+    let ctl = Arc::new(Controller {
+        http: reqwest::Client::new(),
+        base: settings.controller.trim_end_matches('/').to_string(),
+        token,
+    });
     let table = Arc::new(RouteTable::default());
     let saved = settings.data_dir.join("router-table.json");
     let mut version = None;

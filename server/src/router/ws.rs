@@ -17,10 +17,7 @@ use super::proxy::{fail, next_backend, InFlight, Meta};
 use super::Router;
 
 pub fn is_websocket(req: &HttpRequest) -> bool {
-    req.headers()
-        .get("upgrade")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+    req.headers().get("upgrade").and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
 /// Headers the instance's handshake must not get from the client: awc writes its own key,
@@ -68,7 +65,13 @@ pub(super) async fn bridge(
                 tried.push(backend.address.clone());
             }
             Err(e) => {
-                return fail(&ctx, &meta, ErrorCode::UpstreamError, "websocket_handshake_failed", format!("instance {}: {e}", backend.index));
+                return fail(
+                    &ctx,
+                    &meta,
+                    ErrorCode::UpstreamError,
+                    "websocket_handshake_failed",
+                    format!("instance {}: {e}", backend.index),
+                );
             }
         }
     };
@@ -81,7 +84,10 @@ pub(super) async fn bridge(
     if let Some(p) = protocol {
         h.insert(HeaderName::from_static("sec-websocket-protocol"), p);
     }
-    h.insert(HeaderName::from_static("x-paas-app"), HeaderValue::from_str(&meta.app).unwrap_or(HeaderValue::from_static("")));
+    h.insert(
+        HeaderName::from_static("x-paas-app"),
+        HeaderValue::from_str(&meta.app).unwrap_or(HeaderValue::from_static("")),
+    );
     h.insert(HeaderName::from_static("x-paas-instance"), HeaderValue::from(backend.index));
     if let Ok(v) = HeaderValue::from_str(&meta.request_id) {
         h.insert(HeaderName::from_static("x-request-id"), v);
