@@ -5,7 +5,8 @@
 //! user-facing text. A body that is not that JSON becomes [`ClientError::Status`] with an excerpt.
 
 use paas_common::api::{
-    AppDetail, AppList, LogList, LoginRequest, LoginResponse, NodeList, PushSettings,
+    AppDetail, AppEnv, AppList, EnvUpdate, LogList, LoginRequest, LoginResponse, NodeList,
+    PushSettings, RevisionList, RollbackRequest,
 };
 use paas_common::ApiError;
 use reqwest::blocking::{multipart, RequestBuilder, Response};
@@ -171,6 +172,7 @@ impl Client {
         if let Some(cmd) = &settings.command {
             form = form.text("command", cmd.clone());
         }
+        form = push_extra_fields(form, settings)?;
         let rb = self
             .authed(
                 self.http
@@ -178,6 +180,30 @@ impl Client {
             )
             .timeout(UPLOAD_TIMEOUT)
             .multipart(form);
+        self.json(self.send(rb)?)
+    }
+
+    /// `GET /v1/apps/NAME/env`.
+    pub fn get_env(&self, name: &str) -> Result<Fetched<AppEnv>, ClientError> {
+        let rb = self.authed(self.http.get(self.url(&format!("/v1/apps/{}/env", seg(name)))));
+        self.fetched(self.send(rb)?)
+    }
+
+    /// `PATCH /v1/apps/NAME/env`: a new revision with the changed env.
+    pub fn update_env(&self, name: &str, update: &EnvUpdate) -> Result<AppDetail, ClientError> {
+        let rb = self.authed(self.http.patch(self.url(&format!("/v1/apps/{}/env", seg(name))))).json(update);
+        self.json(self.send(rb)?)
+    }
+
+    /// `GET /v1/apps/NAME/revisions`.
+    pub fn list_revisions(&self, name: &str) -> Result<Fetched<RevisionList>, ClientError> {
+        let rb = self.authed(self.http.get(self.url(&format!("/v1/apps/{}/revisions", seg(name)))));
+        self.fetched(self.send(rb)?)
+    }
+
+    /// `POST /v1/apps/NAME/rollback`.
+    pub fn rollback(&self, name: &str, req: &RollbackRequest) -> Result<AppDetail, ClientError> {
+        let rb = self.authed(self.http.post(self.url(&format!("/v1/apps/{}/rollback", seg(name))))).json(req);
         self.json(self.send(rb)?)
     }
 
@@ -232,6 +258,32 @@ impl Client {
             }
         }
     }
+}
+
+/// The manifest-only push settings, each as one multipart text field (JSON where structured).
+fn push_extra_fields(mut form: multipart::Form, s: &PushSettings) -> Result<multipart::Form, ClientError> {
+    let enc = |v: serde_json::Result<String>| {
+        v.map_err(|e| ClientError::Transport { api: String::new(), cause: e.to_string() })
+    };
+    if !s.env.is_empty() {
+        form = form.text("env", enc(serde_json::to_string(&s.env))?);
+    }
+    if let Some(mb) = s.disk_mb {
+        form = form.text("disk_mb", mb.to_string());
+    }
+    if !s.buildpacks.is_empty() {
+        form = form.text("buildpacks", enc(serde_json::to_string(&s.buildpacks))?);
+    }
+    if !s.routes.is_empty() {
+        form = form.text("routes", enc(serde_json::to_string(&s.routes))?);
+    }
+    if let Some(h) = &s.health {
+        form = form.text("health", enc(serde_json::to_string(h))?);
+    }
+    if !s.processes.is_empty() {
+        form = form.text("processes", enc(serde_json::to_string(&s.processes))?);
+    }
+    Ok(form)
 }
 
 /// The error for a non-2xx answer: the API's own error JSON when the body is that, else the

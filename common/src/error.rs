@@ -47,6 +47,10 @@ pub enum ErrorCode {
     NoHealthyInstance,
     UpstreamError,
     Internal,
+    /// An env var name or value the platform refuses (issue 3).
+    InvalidEnv,
+    /// No revision of that number, or nothing to roll back to (issue 3).
+    RevisionNotFound,
 }
 
 impl ErrorCode {
@@ -70,6 +74,8 @@ impl ErrorCode {
             ErrorCode::NoHealthyInstance => "no_healthy_instance",
             ErrorCode::UpstreamError => "upstream_error",
             ErrorCode::Internal => "internal",
+            ErrorCode::InvalidEnv => "invalid_env",
+            ErrorCode::RevisionNotFound => "revision_not_found",
         }
     }
 
@@ -92,6 +98,8 @@ impl ErrorCode {
             ErrorCode::NoNodeAvailable | ErrorCode::NoHealthyInstance => 503,
             ErrorCode::UpstreamError => 502,
             ErrorCode::Internal => 500,
+            ErrorCode::InvalidEnv => 400,
+            ErrorCode::RevisionNotFound => 404,
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod agent;
 pub mod api;
 pub mod domain;
 pub mod error;
+pub mod manifest;
 
 pub use error::{ApiError, ErrorCode};
 

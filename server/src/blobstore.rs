@@ -107,6 +107,27 @@ impl Blobstore {
         self.path(sha).is_ok()
     }
 
+    /// Every blob this store holds, with its last modification time: only files under
+    /// `blobs/<2 hex>/` named by a sha256, so nothing else in the directory is ever touched.
+    pub fn list(&self) -> Result<Vec<(String, std::time::SystemTime)>, BlobError> {
+        let mut out = Vec::new();
+        for shard in std::fs::read_dir(&self.root)? {
+            let shard = shard?;
+            if !shard.file_type()?.is_dir() {
+                continue;
+            }
+            for entry in std::fs::read_dir(shard.path())? {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let meta = entry.metadata()?;
+                if meta.is_file() && self.path_of(&name).is_ok_and(|p| p == entry.path()) {
+                    out.push((name, meta.modified()?));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub fn delete(&self, sha: &str) -> Result<(), BlobError> {
         match std::fs::remove_file(self.path_of(sha)?) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),

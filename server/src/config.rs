@@ -84,6 +84,14 @@ pub struct Settings {
     pub default_disk_mb: u64,
     /// Log lines kept per app.
     pub log_retention_lines: i64,
+    /// Droplets (and their packages) kept per app: those of its newest N revisions and its
+    /// current one; older ones are collected (`PAAS_KEEP_DROPLETS`).
+    #[serde(default = "default_keep_droplets")]
+    pub keep_droplets: usize,
+}
+
+fn default_keep_droplets() -> usize {
+    5
 }
 
 impl Default for Settings {
@@ -102,6 +110,7 @@ impl Default for Settings {
             default_memory_mb: 256,
             default_disk_mb: 1024,
             log_retention_lines: 10_000,
+            keep_droplets: default_keep_droplets(),
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod blobstore;
 pub mod config;
 pub mod convergence;
+pub mod droplets;
 pub mod error;
 pub mod router;
 pub mod scheduler;

@@ -4,10 +4,12 @@
 pub mod app;
 pub mod apps;
 pub mod delete;
+pub mod env;
 pub mod login;
 pub mod logs;
 pub mod nodes;
 pub mod push;
+pub mod revisions;
 
 use crate::client::Client;
 use crate::config::Env;
@@ -40,6 +42,16 @@ pub enum Command {
     Logs(logs::Args),
     /// List the nodes that run app instances.
     Nodes(nodes::Args),
+    /// Show an app's env vars (those of its current revision).
+    Env(env::Args),
+    /// Set an env var: a new revision with the same droplet, redeployed without rebuilding.
+    SetEnv(env::SetArgs),
+    /// Remove an env var: a new revision with the same droplet, redeployed without rebuilding.
+    UnsetEnv(env::UnsetArgs),
+    /// List an app's revisions, newest first (* marks the current one).
+    Revisions(revisions::Args),
+    /// Redeploy an earlier revision's droplet and env as a new revision (default: the previous).
+    Rollback(revisions::RollbackArgs),
 }
 
 /// Runs one command. Every command but `login` needs a saved login or PAAS_API + PAAS_TOKEN.
@@ -56,6 +68,11 @@ pub fn dispatch(cli: Cli, env: &Env) -> anyhow::Result<()> {
         Command::Delete(args) => delete::run(args, &client),
         Command::Logs(args) => logs::run(args, &client),
         Command::Nodes(args) => nodes::run(args, &client),
+        Command::Env(args) => env::run(args, &client),
+        Command::SetEnv(args) => env::run_set(args, &client),
+        Command::UnsetEnv(args) => env::run_unset(args, &client),
+        Command::Revisions(args) => revisions::run(args, &client),
+        Command::Rollback(args) => revisions::run_rollback(args, &client),
     }
 }
 

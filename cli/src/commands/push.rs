@@ -22,12 +22,13 @@ const FAILURE_LOG_LINES: u32 = 20;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// App name (default: the folder's name, lowercased, other characters turned into '-')
+    /// App name (default: the folder's name, lowercased, other characters turned into '-'); with
+    /// a manifest, pushes only that app of it
     #[arg(value_parser = parse_name)]
     pub name: Option<AppName>,
-    /// Folder to push
-    #[arg(short = 'p', long, default_value = ".")]
-    pub path: PathBuf,
+    /// Folder to push (default: the current folder, or each app's `path` from the manifest)
+    #[arg(short = 'p', long)]
+    pub path: Option<PathBuf>,
     /// Number of instances
     #[arg(short = 'i', long)]
     pub instances: Option<u32>,
@@ -37,23 +38,146 @@ pub struct Args {
     /// Start command (default: the one the buildpack detects)
     #[arg(short = 'c', long)]
     pub command: Option<String>,
+    /// Buildpack to use instead of detecting one (staticfile, python, node, binary, procfile)
+    #[arg(short = 'b', long, value_parser = parse_buildpack)]
+    pub buildpack: Option<String>,
+    /// Manifest to read (default: paas.yml, manifest.yml or manifest.yaml in the folder)
+    #[arg(short = 'f', long)]
+    pub manifest: Option<PathBuf>,
+    /// Ignore any manifest in the folder
+    #[arg(long, conflicts_with = "manifest")]
+    pub no_manifest: bool,
     /// Seconds to wait, after the upload, for all instances to run
     #[arg(long, default_value_t = 180)]
     pub timeout: u64,
+}
+
+fn parse_buildpack(s: &str) -> Result<String, String> {
+    paas_common::manifest::buildpack_name(s).map(str::to_string).ok_or_else(|| {
+        format!(
+            "unknown buildpack {s:?}: known are {}",
+            paas_common::manifest::BUILTIN_BUILDPACKS.join(", ")
+        )
+    })
 }
 
 fn parse_name(s: &str) -> Result<AppName, String> {
     AppName::parse(s)
 }
 
+/// Manifest names looked for in the folder, in this order.
+const MANIFEST_NAMES: &[&str] = &["paas.yml", "manifest.yml", "manifest.yaml"];
+
+/// One app to push: where from and with what settings.
+struct Plan {
+    name: AppName,
+    path: PathBuf,
+    settings: PushSettings,
+}
+
 pub fn run(args: Args, client: &Client) -> anyhow::Result<()> {
-    let started = Instant::now();
-    archive::check_root(&args.path)?;
-    let name = match args.name {
-        Some(n) => n,
-        None => derive_name(&args.path)?,
+    let timeout = Duration::from_secs(args.timeout);
+    for plan in plans(&args)? {
+        push_one(client, plan, timeout)?;
+    }
+    Ok(())
+}
+
+/// The manifest to read, if any: `-f`, else the first of [`MANIFEST_NAMES`] in the folder.
+fn find_manifest(args: &Args) -> Option<PathBuf> {
+    if args.no_manifest {
+        return None;
+    }
+    if let Some(f) = &args.manifest {
+        return Some(f.clone());
+    }
+    let dir = args.path.clone().unwrap_or_else(|| PathBuf::from("."));
+    MANIFEST_NAMES.iter().map(|n| dir.join(n)).find(|p| p.is_file())
+}
+
+/// What to push: the manifest's apps (or the one named), with command-line flags on top; or the
+/// one folder without a manifest.
+fn plans(args: &Args) -> anyhow::Result<Vec<Plan>> {
+    let flags = PushSettings {
+        instances: args.instances,
+        memory_mb: args.memory,
+        command: args.command.clone(),
+        buildpacks: args.buildpack.iter().cloned().collect(),
+        ..Default::default()
     };
-    let archive = archive::build(&args.path)?;
+    let Some(file) = find_manifest(args) else {
+        let path = args.path.clone().unwrap_or_else(|| PathBuf::from("."));
+        let name = match &args.name {
+            Some(n) => n.clone(),
+            None => derive_name(&path)?,
+        };
+        return Ok(vec![Plan { name, path, settings: flags }]);
+    };
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("cannot read the manifest {}", file.display()))?;
+    let manifest = paas_common::manifest::parse(&text)
+        .map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    for w in &manifest.warnings {
+        eprintln!("warning: {}: {w}", file.display());
+    }
+    let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let apps: Vec<_> = match &args.name {
+        Some(n) => {
+            let found: Vec<_> = manifest.applications.iter().filter(|a| &a.name == n).collect();
+            if found.is_empty() {
+                bail!("{}: no application named {} (it lists {})", file.display(), n.as_str(), names(&manifest));
+            }
+            found
+        }
+        None => manifest.applications.iter().collect(),
+    };
+    let has_flags = flags.instances.is_some()
+        || flags.memory_mb.is_some()
+        || flags.command.is_some()
+        || !flags.buildpacks.is_empty()
+        || args.path.is_some() && args.manifest.is_some();
+    if apps.len() > 1 && has_flags {
+        bail!(
+            "{} lists {} apps: command-line flags apply to one app, give its NAME ({})",
+            file.display(),
+            apps.len(),
+            names(&manifest)
+        );
+    }
+    Ok(apps
+        .into_iter()
+        .map(|a| {
+            let path = match (&args.path, &a.path) {
+                (Some(p), _) if args.manifest.is_some() => p.clone(),
+                (_, Some(rel)) => base.join(rel),
+                (Some(p), None) => p.clone(),
+                (None, None) => base.clone(),
+            };
+            let settings = PushSettings {
+                instances: flags.instances.or(a.instances),
+                memory_mb: flags.memory_mb.or(a.memory),
+                command: flags.command.clone().or_else(|| a.command.clone()),
+                env: a.env.clone(),
+                disk_mb: a.disk_quota,
+                buildpacks: if flags.buildpacks.is_empty() { a.buildpacks.clone() } else { flags.buildpacks.clone() },
+                routes: a.routes.iter().map(|r| r.route.clone()).collect(),
+                health: a.health().to_settings(),
+                processes: a.processes.iter().map(|p| p.to_settings()).collect(),
+            };
+            Plan { name: a.name.clone(), path, settings }
+        })
+        .collect())
+}
+
+fn names(m: &paas_common::manifest::Manifest) -> String {
+    m.applications.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+fn push_one(client: &Client, plan: Plan, timeout: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let Plan { name, path, settings } = plan;
+    archive::check_root(&path)?;
+    let archive = archive::build(&path)?;
     for s in &archive.skipped {
         eprintln!("warning: skipping {}: {}", s.path, s.reason);
     }
@@ -63,11 +187,6 @@ pub fn run(args: Args, client: &Client) -> anyhow::Result<()> {
         archive.files
     );
     let bar = progress_bar(archive.size);
-    let settings = PushSettings {
-        instances: args.instances,
-        memory_mb: args.memory,
-        command: args.command,
-    };
     let pushed = client.push(
         name.as_str(),
         bar.wrap_read(archive.file),
@@ -76,13 +195,7 @@ pub fn run(args: Args, client: &Client) -> anyhow::Result<()> {
     );
     bar.finish_and_clear();
     let pushed = pushed?;
-    wait_until_running(
-        client,
-        &name,
-        pushed,
-        started,
-        Duration::from_secs(args.timeout),
-    )
+    wait_until_running(client, &name, pushed, started, timeout)
 }
 
 /// The folder's name, lowercased, with every character an app name cannot hold turned into '-'.
@@ -250,7 +363,7 @@ pub fn instance_report(d: &AppDetail) -> Vec<String> {
         .collect()
 }
 
-fn wait_until_running(
+pub(crate) fn wait_until_running(
     client: &Client,
     name: &AppName,
     pushed: AppDetail,

@@ -149,7 +149,7 @@ pub async fn events(ctx: Ctx, _user: AuthUser, name: web::Path<String>) -> ApiRe
     Ok(web::Json(serde_json::json!({ "events": events })))
 }
 
-async fn log_platform(ctx: &Ctx, app: &str, source: &str, message: String) {
+pub(crate) async fn log_platform(ctx: &Ctx, app: &str, source: &str, message: String) {
     let line = LogLine { timestamp: Utc::now(), source: source.into(), stream: "out".into(), message };
     if let Err(e) = ctx.store.append_logs(&[(app.to_string(), line)]).await {
         tracing::warn!(error = %e, "could not record a platform log line");
@@ -183,6 +183,8 @@ pub async fn push(
     let mut instances: Option<u32> = None;
     let mut memory_mb: Option<u64> = None;
     let mut command: Option<String> = None;
+    // Issue 3: manifest settings; stored now, acted on by later work where noted in PushSettings.
+    let mut extra = paas_common::api::PushSettings::default();
     while let Some(field) = payload.next().await {
         let mut field = field.map_err(|e| Error::api(ErrorCode::BadRequest, format!("malformed multipart body: {e}")))?;
         let fname = field.name().unwrap_or_default().to_string();
@@ -201,7 +203,7 @@ pub async fn push(
             while let Some(chunk) = field.next().await {
                 let chunk = chunk.map_err(|e| Error::api(ErrorCode::BadRequest, format!("upload interrupted: {e}")))?;
                 text.extend_from_slice(&chunk);
-                if text.len() > 4096 {
+                if text.len() > 64 * 1024 {
                     return Err(Error::api(ErrorCode::BadRequest, format!("field {fname:?} is too long")));
                 }
             }
@@ -225,6 +227,9 @@ pub async fn push(
                     memory_mb = Some(parse_memory_mb(&text).map_err(|m| Error::api(ErrorCode::BadRequest, m))?);
                 }
                 "command" => command = Some(text),
+                "env" | "disk_mb" | "disk_quota" | "buildpacks" | "routes" | "health" | "processes" => {
+                    super::push_settings::apply_field(&mut extra, &fname, &text)?;
+                }
                 other => {
                     return Err(Error::api(ErrorCode::BadRequest, format!("unknown form field {other:?}")));
                 }
@@ -314,9 +319,17 @@ pub async fn push(
         kind: "app.push".into(),
         message: format!("pushed package {} ({package_size} bytes)", &package_sha[..12]),
     };
+    // Env carries over from the current revision (like Heroku config vars); the push's own
+    // `env` field is applied on top.
+    let mut env = match app.current_revision {
+        Some(n) => ctx.store.revision(&app.id, n).await?.map(|r| r.env).unwrap_or_default(),
+        None => Default::default(),
+    };
+    env.extend(std::mem::take(&mut extra.env));
+    let stored = super::push_settings::stored_json(&extra)?;
     let number = ctx
         .store
-        .deploy_revision(
+        .deploy_revision_with(
             &app.id,
             &NewRevision {
                 package: package_sha.clone(),
@@ -326,9 +339,17 @@ pub async fn push(
                 desired_instances: desired,
                 memory_mb: memory,
             },
+            &crate::store::RevisionExtra {
+                env,
+                created_by: user.username.clone(),
+                description: "push".into(),
+                disk_mb: extra.disk_mb,
+                push_settings: Some(stored),
+            },
             &ev,
         )
         .await?;
+    crate::droplets::collect_soon(&ctx);
     log_platform(
         &ctx,
         &app.name,

@@ -5,6 +5,8 @@ mod agent;
 mod apps;
 mod auth;
 mod nodes;
+mod push_settings;
+mod revisions;
 
 use actix_web::web;
 
@@ -28,6 +30,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/agent/assignments", web::get().to(agent::assignments))
             .route("/agent/droplets/{sha}", web::get().to(agent::droplet))
             .route("/agent/logs", web::post().to(agent::logs))
+            .route("/apps/{name}/env", web::get().to(revisions::get_env))
+            .route("/apps/{name}/env", web::patch().to(revisions::update_env))
+            .route("/apps/{name}/revisions", web::get().to(revisions::list))
+            .route("/apps/{name}/rollback", web::post().to(revisions::rollback))
             .default_service(web::to(not_found)),
     )
     .app_data(web::JsonConfig::default().limit(8 * 1024 * 1024).error_handler(|err, _| {

@@ -73,6 +73,22 @@ pub struct RevisionRecord {
     pub detected: String,
     pub env: BTreeMap<String, String>,
     pub created_at: DateTime<Utc>,
+    /// Who made it (a username); empty for revisions made before this was recorded.
+    pub created_by: String,
+    /// What made it: "push", "set-env KEY", "rollback to N".
+    pub description: String,
+}
+
+/// What a revision records beyond [`NewRevision`]: its env and its provenance.
+#[derive(Debug, Clone, Default)]
+pub struct RevisionExtra {
+    pub env: BTreeMap<String, String>,
+    pub created_by: String,
+    pub description: String,
+    /// Disk per instance to apply to the app, when given.
+    pub disk_mb: Option<u64>,
+    /// JSON of the push settings to store on the app, when given.
+    pub push_settings: Option<String>,
 }
 
 /// A revision about to be made, with the process settings it starts with.
@@ -159,4 +175,12 @@ pub trait Store: Send + Sync + 'static {
     async fn recent_logs(&self, app_name: &str, limit: i64) -> StoreResult<Vec<LogLine>>;
     /// Keeps the newest `keep` lines of each app.
     async fn trim_logs(&self, keep: i64) -> StoreResult<()>;
+
+    /// [`Store::deploy_revision`] with an env, provenance and optional stored settings: every
+    /// push, env change and rollback goes through here (issue 3).
+    async fn deploy_revision_with(&self, app_id: &str, rev: &NewRevision, extra: &RevisionExtra, event: &Event) -> StoreResult<i64>;
+    /// The app's revisions, newest first.
+    async fn app_revisions(&self, app_id: &str) -> StoreResult<Vec<RevisionRecord>>;
+    /// The push settings JSON stored on the app (`{}` when none).
+    async fn app_push_settings(&self, app_id: &str) -> StoreResult<String>;
 }
