@@ -93,11 +93,13 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
     let (sink, log_rx) = LogSink::channel();
     let reconciler = Reconciler::new(runtime.clone(), client.clone(), sink);
 
+    let build_assignments = assignments_rx.clone();
     tokio::select! {
         () = poll_assignments(client.clone(), assignments_tx, refetch.clone()) => Err(AgentError::LoopEnded("assignments")),
         () = reconcile_loop(reconciler, assignments_rx.clone(), reports_tx) => Err(AgentError::LoopEnded("reconcile")),
         () = heartbeat_loop(client.clone(), settings.capacity(), interval, reports_rx, assignments_rx, refetch) => Err(AgentError::LoopEnded("heartbeat")),
         () = logs::ship(log_rx, client.clone()) => Err(AgentError::LoopEnded("log shipping")),
+        () = crate::staging::run_builds(runtime.clone(), client.clone(), build_assignments) => Err(AgentError::LoopEnded("staging")),
     }
 }
 

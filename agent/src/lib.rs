@@ -6,7 +6,7 @@
 //! Code map: `config` (settings), `stack` (the base image, built with debootstrap), `runtime`
 //! (everything that talks to Docker), `reconcile` (the per-instance state machine), `health`
 //! (one check attempt), `backoff` (the crash restart schedule), `logs` (followers and shipper),
-//! `client` (the controller API), `agent` (startup and the loops that tie them together).
+//! `client` (the controller API), `staging` (buildpack builds in sandboxed containers), `agent` (startup and the loops that tie them together).
 
 pub mod agent;
 pub mod backoff;
@@ -17,5 +17,6 @@ pub mod logs;
 pub mod reconcile;
 pub mod runtime;
 pub mod stack;
+pub mod staging;
 
 pub use config::Settings;

@@ -101,6 +101,10 @@ impl Client {
         &self.api
     }
 
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     /// `POST /v1/auth/login`.
     pub fn login(&self, req: &LoginRequest) -> Result<LoginResponse, ClientError> {
         let rb = self.http.post(self.url("/v1/auth/login")).json(req);

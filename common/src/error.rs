@@ -51,6 +51,8 @@ pub enum ErrorCode {
     InvalidEnv,
     /// No revision of that number, or nothing to roll back to (issue 3).
     RevisionNotFound,
+    /// Staging (buildpacks) failed; the STG log lines say why (issue 3).
+    StagingFailed,
 }
 
 impl ErrorCode {
@@ -76,6 +78,7 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::InvalidEnv => "invalid_env",
             ErrorCode::RevisionNotFound => "revision_not_found",
+            ErrorCode::StagingFailed => "staging_failed",
         }
     }
 
@@ -100,6 +103,7 @@ impl ErrorCode {
             ErrorCode::Internal => 500,
             ErrorCode::InvalidEnv => 400,
             ErrorCode::RevisionNotFound => 404,
+            ErrorCode::StagingFailed => 422,
         }
     }
 }

@@ -88,6 +88,19 @@ pub struct Settings {
     /// current one; older ones are collected (`PAAS_KEEP_DROPLETS`).
     #[serde(default = "default_keep_droplets")]
     pub keep_droplets: usize,
+    /// Limits of a staging container on a node (`PAAS_STAGING_*`).
+    #[serde(default = "default_staging_timeout")]
+    pub staging_timeout_secs: u64,
+    #[serde(default = "default_staging_memory")]
+    pub staging_memory_mb: u64,
+}
+
+fn default_staging_timeout() -> u64 {
+    900
+}
+
+fn default_staging_memory() -> u64 {
+    1024
 }
 
 fn default_keep_droplets() -> usize {
@@ -111,6 +124,8 @@ impl Default for Settings {
             default_disk_mb: 1024,
             log_retention_lines: 10_000,
             keep_droplets: default_keep_droplets(),
+            staging_timeout_secs: default_staging_timeout(),
+            staging_memory_mb: default_staging_memory(),
         }
     }
 }

@@ -4,6 +4,7 @@ pub mod api;
 pub mod archive;
 pub mod auth;
 pub mod blobstore;
+pub mod builds;
 pub mod config;
 pub mod convergence;
 pub mod droplets;

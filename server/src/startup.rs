@@ -51,6 +51,7 @@ impl Application {
             assignments,
             converge: tokio::sync::Notify::new(),
             public_port,
+            builds: Default::default(),
         });
         router::refresh(&ctx).await.context("loading the route table")?;
         Ok(Self { listener, port, ctx })

@@ -22,6 +22,8 @@ pub struct AppCtx {
     pub converge: Notify,
     /// Port shown in app URLs.
     pub public_port: u16,
+    /// Staging runs in flight on nodes (issue 3).
+    pub builds: crate::builds::Builds,
 }
 
 impl AppCtx {

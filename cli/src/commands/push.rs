@@ -187,6 +187,7 @@ fn push_one(client: &Client, plan: Plan, timeout: Duration) -> anyhow::Result<()
         archive.files
     );
     let bar = progress_bar(archive.size);
+    let staging = StagingLines::follow(client, &name);
     let pushed = client.push(
         name.as_str(),
         bar.wrap_read(archive.file),
@@ -194,8 +195,52 @@ fn push_one(client: &Client, plan: Plan, timeout: Duration) -> anyhow::Result<()
         &settings,
     );
     bar.finish_and_clear();
+    staging.stop();
     let pushed = pushed?;
     wait_until_running(client, &name, pushed, started, timeout)
+}
+
+/// Prints the app's `STG` lines while the push request stages it on a node: the controller
+/// answers only when staging is over, so a second connection polls the recent logs.
+struct StagingLines {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StagingLines {
+    fn follow(client: &Client, name: &AppName) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let since = Utc::now() - chrono::Duration::seconds(1);
+        let thread = Client::new(client.api(), client.token().map(str::to_string)).ok().map(|c| {
+            let (stop, name) = (stop.clone(), name.as_str().to_string());
+            std::thread::spawn(move || {
+                let mut seen: std::collections::HashSet<(DateTime<Utc>, String)> = Default::default();
+                loop {
+                    let last = stop.load(std::sync::atomic::Ordering::SeqCst);
+                    if let Ok(list) = c.recent_logs(&name, 200) {
+                        for l in list.lines.iter().filter(|l| l.source == "STG" && l.timestamp >= since) {
+                            if seen.insert((l.timestamp, l.message.clone())) {
+                                println!("{}", log_line(l));
+                            }
+                        }
+                    }
+                    if last {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+            })
+        });
+        Self { stop, thread }
+    }
+
+    /// Prints what is left and ends the poller.
+    fn stop(mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// The folder's name, lowercased, with every character an app name cannot hold turned into '-'.

@@ -262,8 +262,12 @@ pub async fn push(
             Error::internal(e)
         }
     })?;
-    let staged = staging::detect(unpacked.procfile.as_deref(), &unpacked.top_level, staged.as_deref())
-        .map_err(|e| Error::api(ErrorCode::NotAnApp, e.to_string()))?;
+    let staged = match staging::detect(unpacked.procfile.as_deref(), &unpacked.top_level, staged.as_deref()) {
+        Ok(s) => s,
+        // A buildpack named by the user decides for itself on the node.
+        Err(_) if !extra.buildpacks.is_empty() => staging::Staged { detected: extra.buildpacks[0].clone(), command: String::new() },
+        Err(e) => return Err(Error::api(ErrorCode::NotAnApp, e.to_string())),
+    };
 
     // Durable blobs first, then the rows that name them.
     let blobs = ctx.blobs.clone();
@@ -301,6 +305,22 @@ pub async fn push(
             }
         }
     };
+    // Issue 3: buildpacks run on a node (after the app exists, so its STG lines can be read
+    // while staging runs); the checked app tar above is their source. With no
+    // ready node, the tar itself is the droplet and the detected command runs it (the fallback).
+    let (droplet_sha, droplet_size, staged) =
+        match super::builds::stage_on_node(&ctx, name.as_str(), &droplet_sha, &extra.buildpacks).await? {
+            Some(built) => {
+                let command = command.clone().or_else(|| built.processes.get("web").cloned()).ok_or_else(|| {
+                    Error::api(
+                        ErrorCode::StagingFailed,
+                        format!("staging found no `web` process (found: {})", built.processes.keys().cloned().collect::<Vec<_>>().join(", ")),
+                    )
+                })?;
+                (built.droplet, built.size, staging::Staged { detected: built.buildpack, command })
+            }
+            None => (droplet_sha, droplet_size, staged),
+        };
     let desired = instances.unwrap_or(app.desired_instances);
     let memory = memory_mb.unwrap_or(app.memory_mb);
     log_platform(

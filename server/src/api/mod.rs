@@ -4,6 +4,7 @@
 mod agent;
 mod apps;
 mod auth;
+mod builds;
 mod nodes;
 mod push_settings;
 mod revisions;
@@ -34,6 +35,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/apps/{name}/env", web::patch().to(revisions::update_env))
             .route("/apps/{name}/revisions", web::get().to(revisions::list))
             .route("/apps/{name}/rollback", web::post().to(revisions::rollback))
+            .route("/agent/builds/{id}/source", web::get().to(builds::source))
+            .route("/agent/builds/{id}/logs", web::post().to(builds::logs))
+            .route("/agent/builds/{id}/droplet", web::put().to(builds::droplet))
+            .route("/agent/builds/{id}/result", web::post().to(builds::result))
             .default_service(web::to(not_found)),
     )
     .app_data(web::JsonConfig::default().limit(8 * 1024 * 1024).error_handler(|err, _| {
