@@ -6,7 +6,7 @@
 
 use paas_common::api::{
     AppDetail, AppEnv, AppList, EnvUpdate, LogList, LoginRequest, LoginResponse, NodeList,
-    PushSettings, RevisionList, RollbackRequest,
+    PushSettings, ResourceMatch, ResourceMatchResult, RevisionList, RollbackRequest,
 };
 use paas_common::ApiError;
 use reqwest::blocking::{multipart, RequestBuilder, Response};
@@ -187,6 +187,12 @@ impl Client {
         self.json(self.send(rb)?)
     }
 
+    /// `POST /v1/resources/match`: which files the server already holds for us.
+    pub fn match_resources(&self, req: &ResourceMatch) -> Result<ResourceMatchResult, ClientError> {
+        let rb = self.authed(self.http.post(self.url("/v1/resources/match"))).json(req);
+        self.json(self.send(rb)?)
+    }
+
     /// `GET /v1/apps/NAME/env`.
     pub fn get_env(&self, name: &str) -> Result<Fetched<AppEnv>, ClientError> {
         let rb = self.authed(self.http.get(self.url(&format!("/v1/apps/{}/env", seg(name)))));
@@ -286,6 +292,9 @@ fn push_extra_fields(mut form: multipart::Form, s: &PushSettings) -> Result<mult
     }
     if !s.processes.is_empty() {
         form = form.text("processes", enc(serde_json::to_string(&s.processes))?);
+    }
+    if !s.resources.is_empty() {
+        form = form.text("resources", enc(serde_json::to_string(&s.resources))?);
     }
     Ok(form)
 }

@@ -192,6 +192,9 @@ pub struct PushSettings {
     /// Manifest `processes` besides the web one (multipart `processes`, JSON list); stored.
     #[serde(default)]
     pub processes: Vec<ProcessSettings>,
+    /// Files left out of the zip because the controller holds them (multipart `resources`).
+    #[serde(default)]
+    pub resources: Vec<PushResource>,
 }
 
 /// Health-check settings as a manifest states them; every field optional (server defaults apply).
@@ -283,4 +286,34 @@ pub struct RevisionList {
 pub struct RollbackRequest {
     #[serde(default)]
     pub to: Option<i64>,
+}
+
+/// A file the CLI is about to push, by content (incremental upload, issue 3).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub struct FileHash {
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// `POST /v1/resources/match`: which of these files the controller already holds for the caller.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ResourceMatch {
+    pub resources: Vec<FileHash>,
+}
+
+/// The answer: the sha256 of every file the caller need not upload.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ResourceMatchResult {
+    pub known: Vec<String>,
+}
+
+/// A file of the app left out of the upload because the controller holds it (multipart field
+/// `resources` of a push: a JSON list of these).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PushResource {
+    pub path: String,
+    pub sha256: String,
+    pub size: u64,
+    #[serde(default)]
+    pub executable: bool,
 }

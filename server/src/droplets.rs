@@ -34,7 +34,8 @@ pub async fn kept_blobs(store: &dyn Store, keep: usize) -> Result<HashSet<String
     let mut revisions = store.list_revisions().await?;
     // Newest first within each app.
     revisions.sort_by(|a, b| a.app_id.cmp(&b.app_id).then(b.number.cmp(&a.number)));
-    let mut out = HashSet::new();
+    // Files of the incremental-upload cache stay: a later push refers to them.
+    let mut out: HashSet<String> = store.cached_file_blobs().await?.into_iter().collect();
     let mut seen_in_app: Option<(String, usize)> = None;
     for r in revisions {
         let rank = match &mut seen_in_app {

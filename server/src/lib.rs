@@ -9,6 +9,7 @@ pub mod config;
 pub mod convergence;
 pub mod droplets;
 pub mod error;
+pub mod resources;
 pub mod router;
 pub mod scheduler;
 pub mod staging;

@@ -11,7 +11,10 @@ use crate::output::{human_size, log_line};
 use anyhow::{anyhow, bail, Context};
 use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
-use paas_common::api::{AppDetail, InstanceInfo, InstanceState, PushSettings};
+use paas_common::api::{
+    AppDetail, FileHash, InstanceInfo, InstanceState, PushResource, PushSettings, ResourceMatch,
+};
+use std::collections::HashSet;
 use paas_common::domain::{parse_memory_mb, AppName};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -163,6 +166,7 @@ fn plans(args: &Args) -> anyhow::Result<Vec<Plan>> {
                 routes: a.routes.iter().map(|r| r.route.clone()).collect(),
                 health: a.health().to_settings(),
                 processes: a.processes.iter().map(|p| p.to_settings()).collect(),
+                resources: Vec::new(),
             };
             Plan { name: a.name.clone(), path, settings }
         })
@@ -175,16 +179,38 @@ fn names(m: &paas_common::manifest::Manifest) -> String {
 
 fn push_one(client: &Client, plan: Plan, timeout: Duration) -> anyhow::Result<()> {
     let started = Instant::now();
-    let Plan { name, path, settings } = plan;
+    let Plan { name, path, mut settings } = plan;
     archive::check_root(&path)?;
-    let archive = archive::build(&path)?;
+    // Incremental upload: send hashes first, then only the files the server lacks. A server
+    // that cannot match (or fails to) just gets everything.
+    let scanned = archive::scan(&path)?;
+    let request = ResourceMatch {
+        resources: scanned.iter().map(|f| FileHash { sha256: f.sha256.clone(), size: f.size }).collect(),
+    };
+    let known: HashSet<String> = match client.match_resources(&request) {
+        Ok(r) => r.known.into_iter().collect(),
+        Err(e) => {
+            tracing_free_warning(&e);
+            HashSet::new()
+        }
+    };
+    let held: Vec<&archive::ScannedFile> = scanned.iter().filter(|f| known.contains(&f.sha256)).collect();
+    let exclude: HashSet<String> = held.iter().map(|f| f.path.clone()).collect();
+    settings.resources = held
+        .iter()
+        .map(|f| PushResource { path: f.path.clone(), sha256: f.sha256.clone(), size: f.size, executable: f.executable })
+        .collect();
+    let archive = archive::build_excluding(&path, &exclude)?;
     for s in &archive.skipped {
         eprintln!("warning: skipping {}: {}", s.path, s.reason);
     }
+    let held_bytes: u64 = held.iter().map(|f| f.size).sum();
     println!(
-        "Uploading {name} ({}, {} files)",
+        "Uploading {name} ({}, {} files; {} files, {}, already on the server)",
         human_size(archive.size),
-        archive.files
+        archive.files,
+        held.len(),
+        human_size(held_bytes)
     );
     let bar = progress_bar(archive.size);
     let staging = StagingLines::follow(client, &name);
@@ -198,6 +224,11 @@ fn push_one(client: &Client, plan: Plan, timeout: Duration) -> anyhow::Result<()
     staging.stop();
     let pushed = pushed?;
     wait_until_running(client, &name, pushed, started, timeout)
+}
+
+/// Says once why the push falls back to a full upload.
+fn tracing_free_warning(e: &crate::client::ClientError) {
+    eprintln!("warning: cannot match files with the server ({e}); uploading everything");
 }
 
 /// Prints the app's `STG` lines while the push request stages it on a node: the controller

@@ -7,6 +7,7 @@ mod auth;
 mod builds;
 mod nodes;
 mod push_settings;
+mod resources;
 mod revisions;
 
 use actix_web::web;
@@ -39,6 +40,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/agent/builds/{id}/logs", web::post().to(builds::logs))
             .route("/agent/builds/{id}/droplet", web::put().to(builds::droplet))
             .route("/agent/builds/{id}/result", web::post().to(builds::result))
+            .route("/resources/match", web::post().to(resources::match_files))
             .default_service(web::to(not_found)),
     )
     .app_data(web::JsonConfig::default().limit(8 * 1024 * 1024).error_handler(|err, _| {

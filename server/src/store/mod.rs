@@ -183,4 +183,10 @@ pub trait Store: Send + Sync + 'static {
     async fn app_revisions(&self, app_id: &str) -> StoreResult<Vec<RevisionRecord>>;
     /// The push settings JSON stored on the app (`{}` when none).
     async fn app_push_settings(&self, app_id: &str) -> StoreResult<String>;
+    /// Of `files`, those `owner` has uploaded before (incremental upload).
+    async fn known_files(&self, owner: &str, files: &[(String, u64)]) -> StoreResult<Vec<String>>;
+    /// Records files `owner` uploaded.
+    async fn remember_files(&self, owner: &str, files: &[(String, u64)]) -> StoreResult<()>;
+    /// Every cached file's blob, so collection keeps them.
+    async fn cached_file_blobs(&self) -> StoreResult<Vec<String>>;
 }

@@ -531,4 +531,45 @@ impl Store for SqliteStore {
             .await?;
         s.ok_or_else(|| StoreError::NotFound("app".into()))
     }
+
+    async fn known_files(&self, owner: &str, files: &[(String, u64)]) -> StoreResult<Vec<String>> {
+        let mut known = Vec::new();
+        // Chunks keep each statement under SQLite's bound-parameter limit.
+        for chunk in files.chunks(500) {
+            let placeholders = vec!["?"; chunk.len()].join(",");
+            let sql = format!("SELECT sha256, size FROM file_cache WHERE owner = ? AND sha256 IN ({placeholders})");
+            let mut q = sqlx::query(&sql).bind(owner);
+            for (sha, _) in chunk {
+                q = q.bind(sha);
+            }
+            let sizes: std::collections::HashMap<String, i64> = q
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| Ok::<_, sqlx::Error>((r.try_get::<String, _>("sha256")?, r.try_get::<i64, _>("size")?)))
+                .collect::<Result<_, _>>()?;
+            known.extend(chunk.iter().filter(|(sha, size)| sizes.get(sha) == Some(&(*size as i64))).map(|(sha, _)| sha.clone()));
+        }
+        Ok(known)
+    }
+
+    async fn remember_files(&self, owner: &str, files: &[(String, u64)]) -> StoreResult<()> {
+        let now = Utc::now();
+        let mut tx = self.pool.begin().await?;
+        for (sha, size) in files {
+            sqlx::query("INSERT OR IGNORE INTO file_cache (owner, sha256, size, created_at) VALUES (?, ?, ?, ?)")
+                .bind(owner)
+                .bind(sha)
+                .bind(*size as i64)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn cached_file_blobs(&self) -> StoreResult<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT DISTINCT sha256 FROM file_cache").fetch_all(&self.pool).await?)
+    }
 }
