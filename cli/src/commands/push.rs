@@ -189,6 +189,8 @@ fn push_one(client: &Client, plan: Plan, timeout: Duration) -> anyhow::Result<()
     };
     let known: HashSet<String> = match client.match_resources(&request) {
         Ok(r) => r.known.into_iter().collect(),
+        // A server without incremental upload answers 404: nothing to say, upload everything.
+        Err(crate::client::ClientError::Api { status, .. }) if status.as_u16() == 404 => HashSet::new(),
         Err(e) => {
             tracing_free_warning(&e);
             HashSet::new()
@@ -205,12 +207,15 @@ fn push_one(client: &Client, plan: Plan, timeout: Duration) -> anyhow::Result<()
         eprintln!("warning: skipping {}: {}", s.path, s.reason);
     }
     let held_bytes: u64 = held.iter().map(|f| f.size).sum();
+    let already = if held.is_empty() {
+        String::new()
+    } else {
+        format!("; {} files, {}, already on the server", held.len(), human_size(held_bytes))
+    };
     println!(
-        "Uploading {name} ({}, {} files; {} files, {}, already on the server)",
+        "Uploading {name} ({}, {} files{already})",
         human_size(archive.size),
         archive.files,
-        held.len(),
-        human_size(held_bytes)
     );
     let bar = progress_bar(archive.size);
     let staging = StagingLines::follow(client, &name);
