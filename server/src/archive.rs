@@ -130,7 +130,7 @@ pub fn zip_to_droplet_tar<W: Write>(zip_path: &Path, limits: &Limits, out: W) ->
     let mut tar = tar::Builder::new(out);
     let mut dirs = HashSet::new();
     let mut found = Unpacked::default();
-    append_zip(zip_path, limits, &mut tar, &mut dirs, &mut found, &mut |_, _, _| Ok(()))?;
+    append_zip(zip_path, limits, &mut tar, &mut dirs, &mut found, &mut |_, _, _, _| Ok(()))?;
     if found.files == 0 {
         return Err(ArchiveError::Empty);
     }
@@ -170,15 +170,15 @@ pub fn append_file<W: Write>(tar: &mut tar::Builder<W>, name: &str, exec: bool, 
 }
 
 /// Checks `zip_path` and appends its entries to `tar`, counting into `found`. `on_file` sees each
-/// regular file once written (name, its bytes at the start of the scratch file, size), e.g. to
-/// keep it for incremental uploads. Does not finish the tar, so more entries may follow.
+/// regular file once written (name, its bytes at the start of the scratch file, size, whether it
+/// is executable), e.g. to keep it for incremental uploads. Does not finish the tar, so more entries may follow.
 pub fn append_zip<W: Write>(
     zip_path: &Path,
     limits: &Limits,
     tar: &mut tar::Builder<W>,
     dirs: &mut HashSet<String>,
     found: &mut Unpacked,
-    on_file: &mut dyn FnMut(&str, &mut File, u64) -> Result<(), ArchiveError>,
+    on_file: &mut dyn FnMut(&str, &mut File, u64, bool) -> Result<(), ArchiveError>,
 ) -> Result<(), ArchiveError> {
     let mut file = File::open(zip_path)?;
     let declared = declared_entries(&mut file)?;
@@ -233,9 +233,9 @@ pub fn append_zip<W: Write>(
         if !name.contains('/') {
             found.top_level.push(name.clone());
         }
-        on_file(&name, &mut scratch, written)?;
-        scratch.seek(SeekFrom::Start(0))?;
         let exec = mode.is_some_and(|m| m & 0o111 != 0);
+        on_file(&name, &mut scratch, written, exec)?;
+        scratch.seek(SeekFrom::Start(0))?;
         append_file(tar, &name, exec, written, (&mut scratch).take(written))?;
     }
     Ok(())

@@ -2,7 +2,9 @@
 //! waits for its result; the build is listed in its node's assignments until the node reports the
 //! result (level-triggered like instances: an agent that restarts sees it again). Builds live in
 //! memory only, because the push request that waits for one does not outlive the controller
-//! either; a push that found no build result within its time limit cancels its build.
+//! either; a push that found no build result within its time limit cancels its build. Finished
+//! builds are remembered by source tree and buildpacks, so pushing the same files again reuses
+//! the droplet instead of staging it again.
 
 use paas_common::agent::{BuildAssignment, BuildResult};
 use std::collections::HashMap;
@@ -16,9 +18,21 @@ struct Build {
     done: oneshot::Sender<BuildResult>,
 }
 
+/// A finished build, kept to skip rebuilding the same files with the same buildpacks.
+#[derive(Debug, Clone)]
+pub struct CachedBuild {
+    pub droplet: String,
+    pub buildpack: String,
+    pub processes: std::collections::BTreeMap<String, String>,
+}
+
+/// Most finished builds remembered; the oldest is forgotten first (a forgotten one is rebuilt).
+const CACHE_ENTRIES: usize = 256;
+
 #[derive(Default)]
 pub struct Builds {
     inner: Mutex<HashMap<String, Build>>,
+    done: Mutex<(HashMap<String, CachedBuild>, std::collections::VecDeque<String>)>,
 }
 
 impl Builds {
@@ -68,6 +82,23 @@ impl Builds {
                 true
             }
             None => false,
+        }
+    }
+
+    /// The finished build for `key` (source tree digest and buildpacks), if remembered.
+    pub fn cached(&self, key: &str) -> Option<CachedBuild> {
+        self.done.lock().unwrap_or_else(|p| p.into_inner()).0.get(key).cloned()
+    }
+
+    pub fn remember(&self, key: String, build: CachedBuild) {
+        let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        if done.0.insert(key.clone(), build).is_none() {
+            done.1.push_back(key);
+        }
+        while done.1.len() > CACHE_ENTRIES {
+            if let Some(old) = done.1.pop_front() {
+                done.0.remove(&old);
+            }
         }
     }
 

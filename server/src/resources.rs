@@ -14,25 +14,37 @@ use std::path::Path;
 use crate::archive::{self, ArchiveError, Limits, Unpacked};
 use crate::blobstore::Blobstore;
 
-/// Writes the source tar of the uploaded zip plus `resources` to `out`. Returns what was
-/// unpacked and the (sha256, size) of every file the zip brought, now cached.
+/// What [`build_source_tar`] produced besides the tar.
+pub struct Source {
+    pub unpacked: Unpacked,
+    /// (sha256, size) of every file the zip brought, now in the file cache.
+    pub cached: Vec<(String, u64)>,
+    /// Digest of the sorted (path, content, executable) list: equal for equal app folders however
+    /// the files arrived (zipped or from the cache), so an identical build can be reused.
+    pub tree: String,
+}
+
+/// Writes the source tar of the uploaded zip plus `resources` to `out`.
 pub fn build_source_tar<W: Write>(
     zip_path: &Path,
     resources: &[PushResource],
     limits: &Limits,
     blobs: &Blobstore,
     out: W,
-) -> Result<(Unpacked, Vec<(String, u64)>), ArchiveError> {
+) -> Result<Source, ArchiveError> {
     let mut tar = tar::Builder::new(out);
     let mut dirs = HashSet::new();
     let mut found = Unpacked::default();
     let mut cached = Vec::new();
     let mut paths: HashSet<String> = HashSet::new();
-    archive::append_zip(zip_path, limits, &mut tar, &mut dirs, &mut found, &mut |name, scratch, size| {
+    let mut tree: Vec<(String, String, bool)> = Vec::new();
+    archive::append_zip(zip_path, limits, &mut tar, &mut dirs, &mut found, &mut |name, scratch, size, exec| {
         paths.insert(name.to_string());
         let mut w = blobs.writer().map_err(io::Error::other)?;
         io::copy(&mut scratch.take(size), &mut w)?;
-        cached.push(blobs.commit_unsynced(w).map_err(io::Error::other)?);
+        let (sha, n) = blobs.commit_unsynced(w).map_err(io::Error::other)?;
+        tree.push((name.to_string(), sha.clone(), exec));
+        cached.push((sha, n));
         Ok(())
     })?;
     if found.files + resources.len() as u64 > limits.max_entries as u64 {
@@ -57,6 +69,7 @@ pub fn build_source_tar<W: Write>(
         f.seek(SeekFrom::Start(0))?;
         archive::add_parents(&mut tar, &mut dirs, &name, false)?;
         archive::append_file(&mut tar, &name, r.executable, n, f.take(n))?;
+        tree.push((name.clone(), r.sha256.clone(), r.executable));
         found.bytes += n;
         found.files += 1;
         if !name.contains('/') {
@@ -70,7 +83,12 @@ pub fn build_source_tar<W: Write>(
         return Err(ArchiveError::Empty);
     }
     tar.into_inner()?.flush()?;
-    Ok((found, cached))
+    tree.sort();
+    let mut h = Sha256::new();
+    for (name, sha, exec) in &tree {
+        h.update(format!("{} {sha} {name}\n", u8::from(*exec)));
+    }
+    Ok(Source { unpacked: found, cached, tree: hex::encode(h.finalize()) })
 }
 
 fn missing(name: &str) -> ArchiveError {
@@ -104,7 +122,8 @@ mod tests {
         let limits = Limits { max_entries: 100, max_unpacked_bytes: 1 << 20 };
         let first = zip_with(&[("app.py", b"print(1)"), ("lib/util.py", b"X = 1")]);
         let mut tar = Vec::new();
-        let (u, cached) = build_source_tar(first.path(), &[], &limits, &blobs, &mut tar).unwrap();
+        let src = build_source_tar(first.path(), &[], &limits, &blobs, &mut tar).unwrap();
+        let (u, cached) = (src.unpacked, src.cached);
         assert_eq!((u.files, cached.len()), (2, 2));
         let util = cached.iter().find(|(_, n)| *n == 5).unwrap().0.clone();
 
@@ -112,8 +131,13 @@ mod tests {
         let second = zip_with(&[("app.py", b"print(2)")]);
         let res = [PushResource { path: "lib/util.py".into(), sha256: util.clone(), size: 5, executable: false }];
         let mut tar = Vec::new();
-        let (u, _) = build_source_tar(second.path(), &res, &limits, &blobs, &mut tar).unwrap();
-        assert_eq!(u.files, 2);
+        let src2 = build_source_tar(second.path(), &res, &limits, &blobs, &mut tar).unwrap();
+        assert_eq!(src2.unpacked.files, 2);
+        assert_ne!(src.tree, src2.tree, "app.py changed");
+        // The same folder sent whole again has the same tree digest as sent from the cache.
+        let whole = zip_with(&[("lib/util.py", b"X = 1"), ("app.py", b"print(2)")]);
+        let src3 = build_source_tar(whole.path(), &[], &limits, &blobs, Vec::new()).unwrap();
+        assert_eq!(src2.tree, src3.tree);
         let n = names(&tar);
         assert!(n.contains(&"lib/util.py".to_string()) && n.contains(&"lib/".to_string()), "{n:?}");
 

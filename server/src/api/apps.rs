@@ -274,9 +274,9 @@ pub async fn push(
     })
     .await
     .map_err(Error::internal)??;
-    let (unpacked, cached) = match unpacked {
-        Ok((u, c)) => (Ok(u), c),
-        Err(e) => (Err(e), Vec::new()),
+    let (unpacked, cached, tree) = match unpacked {
+        Ok(src) => (Ok(src.unpacked), src.cached, src.tree),
+        Err(e) => (Err(e), Vec::new(), String::new()),
     };
     ctx.store.remember_files(&user.username, &cached).await?;
     let unpacked = unpacked.map_err(|e| {
@@ -333,7 +333,7 @@ pub async fn push(
     // while staging runs); the checked app tar above is their source. With no
     // ready node, the tar itself is the droplet and the detected command runs it (the fallback).
     let (droplet_sha, droplet_size, staged) =
-        match super::builds::stage_on_node(&ctx, name.as_str(), &droplet_sha, &extra.buildpacks).await? {
+        match super::builds::stage_on_node(&ctx, name.as_str(), &droplet_sha, &tree, &extra.buildpacks).await? {
             Some(built) => {
                 let command = command.clone().or_else(|| built.processes.get("web").cloned()).ok_or_else(|| {
                     Error::api(

@@ -87,7 +87,16 @@ pub(crate) struct Built {
 
 /// Stages `source` (a tar blob) for `app` on the least busy ready node and waits for the result.
 /// `Ok(None)` when no node is ready (the caller falls back to the source as droplet).
-pub(crate) async fn stage_on_node(ctx: &Ctx, app: &str, source: &str, buildpacks: &[String]) -> ApiResult<Option<Built>> {
+pub(crate) async fn stage_on_node(ctx: &Ctx, app: &str, source: &str, tree: &str, buildpacks: &[String]) -> ApiResult<Option<Built>> {
+    // The same files with the same buildpacks stage to the same droplet: reuse it (an unchanged
+    // re-push then costs no build and its node already has the droplet's image).
+    let key = format!("{tree} {}", buildpacks.join(","));
+    if let Some(hit) = ctx.builds.cached(&key).filter(|h| ctx.blobs.exists(&h.droplet)) {
+        super::apps::log_platform(ctx, app, "STG", format!("No files changed: reusing droplet {} (buildpack {})", &hit.droplet[..12], hit.buildpack))
+            .await;
+        let size = std::fs::metadata(ctx.blobs.path(&hit.droplet)?).map(|m| m.len()).unwrap_or(0);
+        return Ok(Some(Built { droplet: hit.droplet, size, buildpack: hit.buildpack, processes: hit.processes }));
+    }
     let nodes = ctx.store.list_nodes().await?;
     let Some(node) = nodes.iter().filter(|n| n.state == "ready").min_by_key(|n| (ctx.builds.count_on(&n.name), n.name.clone())) else {
         return Ok(None);
@@ -121,5 +130,10 @@ pub(crate) async fn stage_on_node(ctx: &Ctx, app: &str, source: &str, buildpacks
     }
     let droplet = result.droplet.ok_or_else(|| Error::api(ErrorCode::StagingFailed, "staging produced no droplet"))?;
     let size = std::fs::metadata(ctx.blobs.path(&droplet)?).map(|m| m.len()).unwrap_or(0);
-    Ok(Some(Built { droplet, size, buildpack: result.buildpack.unwrap_or_else(|| "custom".into()), processes: result.processes }))
+    let buildpack = result.buildpack.unwrap_or_else(|| "custom".into());
+    ctx.builds.remember(
+        key,
+        crate::builds::CachedBuild { droplet: droplet.clone(), buildpack: buildpack.clone(), processes: result.processes.clone() },
+    );
+    Ok(Some(Built { droplet, size, buildpack, processes: result.processes }))
 }
