@@ -169,6 +169,9 @@ pub fn append_file<W: Write>(tar: &mut tar::Builder<W>, name: &str, exec: bool, 
     tar.append_data(&mut h, name, content)
 }
 
+/// Called for each regular file of a zip: (name, scratch file at its start, size, executable).
+pub type OnFile<'a> = dyn FnMut(&str, &mut File, u64, bool) -> Result<(), ArchiveError> + 'a;
+
 /// Checks `zip_path` and appends its entries to `tar`, counting into `found`. `on_file` sees each
 /// regular file once written (name, its bytes at the start of the scratch file, size, whether it
 /// is executable), e.g. to keep it for incremental uploads. Does not finish the tar, so more entries may follow.
@@ -178,7 +181,7 @@ pub fn append_zip<W: Write>(
     tar: &mut tar::Builder<W>,
     dirs: &mut HashSet<String>,
     found: &mut Unpacked,
-    on_file: &mut dyn FnMut(&str, &mut File, u64, bool) -> Result<(), ArchiveError>,
+    on_file: &mut OnFile<'_>,
 ) -> Result<(), ArchiveError> {
     let mut file = File::open(zip_path)?;
     let declared = declared_entries(&mut file)?;

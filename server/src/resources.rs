@@ -149,4 +149,20 @@ mod tests {
         std::fs::write(blobs.path(&util).unwrap(), b"Y = 2").unwrap();
         assert!(build_source_tar(second.path(), &res, &limits, &blobs, Vec::new()).is_err());
     }
+
+    #[tokio::test]
+    async fn file_matches_never_cross_owners() {
+        use crate::store::{SqliteStore, Store};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db.sqlite")).await.unwrap();
+        let f = ("a".repeat(64), 10u64);
+        store.remember_files("alice", std::slice::from_ref(&f)).await.unwrap();
+        store.remember_files("alice", std::slice::from_ref(&f)).await.unwrap();
+        assert_eq!(store.known_files("alice", std::slice::from_ref(&f)).await.unwrap(), vec![f.0.clone()]);
+        assert!(store.known_files("bob", std::slice::from_ref(&f)).await.unwrap().is_empty(), "bob never uploaded it");
+        assert!(store.known_files("alice", &[(f.0.clone(), 11)]).await.unwrap().is_empty(), "size must match");
+        let many: Vec<(String, u64)> = (0..1200).map(|i| (format!("{i:064x}"), 1)).collect();
+        store.remember_files("alice", &many).await.unwrap();
+        assert_eq!(store.known_files("alice", &many).await.unwrap().len(), 1200, "chunked past SQLite's parameter limit");
+    }
 }
