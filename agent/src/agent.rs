@@ -114,11 +114,13 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         }
     };
 
+    let build_assignments = assignments_rx.clone();
     tokio::select! {
         () = poll_assignments(client.clone(), assignments_tx, refetch.clone()) => Err(AgentError::LoopEnded("assignments")),
         () = reconcile_loop(reconciler, assignments_rx.clone(), reports_tx) => Err(AgentError::LoopEnded("reconcile")),
         () = heartbeat_loop(client.clone(), settings.capacity(), interval, reports_rx, assignments_rx, refetch, usage) => Err(AgentError::LoopEnded("heartbeat")),
         () = logs::ship_counted(&mut log_rx, client.clone(), counters, spool) => Err(AgentError::LoopEnded("log shipping")),
+        () = crate::staging::run_builds(runtime.clone(), client.clone(), build_assignments) => Err(AgentError::LoopEnded("staging")),
     }
 }
 

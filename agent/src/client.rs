@@ -6,7 +6,8 @@
 use crate::config::Secret;
 use async_trait::async_trait;
 use paas_common::agent::{
-    Assignments, Heartbeat, HeartbeatResponse, LogBatch, RegisterRequest, RegisterResponse,
+    Assignments, BuildResult, DropletUploaded, Heartbeat, HeartbeatResponse, LogBatch,
+    RegisterRequest, RegisterResponse,
 };
 use paas_common::ApiError;
 use reqwest::{RequestBuilder, Response, StatusCode};
@@ -165,6 +166,34 @@ impl ControllerClient {
     pub async fn droplet(&self, sha256: &str) -> Result<bytes::Bytes, ClientError> {
         let url = self.url(&format!("/droplets/{sha256}"));
         Ok(self.send(|http| http.get(&url)).await?.bytes().await?)
+    }
+
+    /// The source tar of a build assigned to this node.
+    pub async fn build_source(&self, build_id: &str) -> Result<bytes::Bytes, ClientError> {
+        let url = self.url(&format!("/builds/{build_id}/source"));
+        Ok(self.send(|http| http.get(&url)).await?.bytes().await?)
+    }
+
+    pub async fn build_logs(&self, build_id: &str, batch: &LogBatch) -> Result<(), ClientError> {
+        let url = self.url(&format!("/builds/{build_id}/logs"));
+        self.send(|http| http.post(&url).json(batch)).await?;
+        Ok(())
+    }
+
+    pub async fn upload_build_droplet(&self, build_id: &str, tar: Vec<u8>) -> Result<DropletUploaded, ClientError> {
+        let url = self.url(&format!("/builds/{build_id}/droplet"));
+        let body = bytes::Bytes::from(tar);
+        Ok(self
+            .send(|http| http.put(&url).timeout(Duration::from_secs(600)).body(body.clone()))
+            .await?
+            .json()
+            .await?)
+    }
+
+    pub async fn build_result(&self, build_id: &str, result: &BuildResult) -> Result<(), ClientError> {
+        let url = self.url(&format!("/builds/{build_id}/result"));
+        self.send(|http| http.post(&url).json(result)).await?;
+        Ok(())
     }
 
     pub async fn upload_logs(&self, batch: &LogBatch) -> Result<(), ClientError> {

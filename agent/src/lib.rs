@@ -8,8 +8,8 @@
 //! (one check attempt), `backoff` (the crash restart schedule), `crashes` (restart counts kept across
 //! agent restarts), `logs` (followers with the per-app rate limit, and the shipper), `spool` (the
 //! shipper's bounded disk overflow), `stats` (resource samples for the heartbeat), `metrics`
-//! (`/metrics`),
-//! `client` (the controller API), `agent` (startup and the loops that tie them together).
+//! (`/metrics`), `client` (the controller API), `staging` (buildpack builds in sandboxed
+//! containers), `agent` (startup and the loops that tie them together).
 
 pub mod agent;
 pub mod backoff;
@@ -24,5 +24,6 @@ pub mod runtime;
 pub mod spool;
 pub mod stack;
 pub mod stats;
+pub mod staging;
 
 pub use config::Settings;

@@ -7,6 +7,8 @@
 
 use anyhow::{bail, Context};
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
 use std::fs::{File, Metadata};
 use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -38,22 +40,36 @@ pub struct Skipped {
     pub reason: String,
 }
 
+/// One file the push would send, by content (for incremental upload).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScannedFile {
+    /// `a/b/c`, as in the zip.
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+    pub executable: bool,
+}
+
+/// Hashes every file `build` would zip, with the same ignore rules, without zipping anything.
+pub fn scan(root: &Path) -> anyhow::Result<Vec<ScannedFile>> {
+    check_root(root)?;
+    let mut b = Builder::new(root, None, HashSet::new())?;
+    b.walk(Path::new(""))?;
+    Ok(b.scanned)
+}
+
 /// Zips `root` into a temp file. Fails at once if `root` is missing, not a directory, or empty.
 pub fn build(root: &Path) -> anyhow::Result<Archive> {
+    build_excluding(root, &HashSet::new())
+}
+
+/// Like [`build`], leaving out the files whose paths are in `exclude` (the server holds them).
+pub fn build_excluding(root: &Path, exclude: &HashSet<String>) -> anyhow::Result<Archive> {
     check_root(root)?;
-    let ignore = load_ignores(root)?;
     let tmp = tempfile::tempfile().context("cannot create a temp file for the archive")?;
-    let mut b = Builder {
-        root: root.to_path_buf(),
-        ignore,
-        zip: ZipWriter::new(tmp),
-        files: 0,
-        dirs: 0,
-        content_bytes: 0,
-        skipped: Vec::new(),
-    };
+    let mut b = Builder::new(root, Some(ZipWriter::new(tmp)), exclude.clone())?;
     b.walk(Path::new(""))?;
-    if b.files == 0 {
+    if b.files + b.excluded == 0 {
         bail!(
             "nothing to push: every file in {} is ignored or not a regular file",
             root.display()
@@ -67,6 +83,7 @@ pub fn build(root: &Path) -> anyhow::Result<Archive> {
         skipped,
         ..
     } = b;
+    let zip = zip.context("the archive writer is missing")?;
     let mut file = zip.finish().context("cannot finish the archive")?;
     let size = file.seek(SeekFrom::End(0))?;
     file.seek(SeekFrom::Start(0))?;
@@ -119,14 +136,33 @@ fn load_ignores(root: &Path) -> anyhow::Result<Gitignore> {
 struct Builder {
     root: PathBuf,
     ignore: Gitignore,
-    zip: ZipWriter<File>,
+    /// `None`: only hash files into `scanned`.
+    zip: Option<ZipWriter<File>>,
     files: u64,
     dirs: u64,
     content_bytes: u64,
     skipped: Vec<Skipped>,
+    exclude: HashSet<String>,
+    excluded: u64,
+    scanned: Vec<ScannedFile>,
 }
 
 impl Builder {
+    fn new(root: &Path, zip: Option<ZipWriter<File>>, exclude: HashSet<String>) -> anyhow::Result<Self> {
+        Ok(Builder {
+            root: root.to_path_buf(),
+            ignore: load_ignores(root)?,
+            zip,
+            files: 0,
+            dirs: 0,
+            content_bytes: 0,
+            skipped: Vec::new(),
+            exclude,
+            excluded: 0,
+            scanned: Vec::new(),
+        })
+    }
+
     /// Adds everything under `rel` (relative to the root), in name order so archives are stable.
     fn walk(&mut self, rel: &Path) -> anyhow::Result<()> {
         let dir = self.root.join(rel);
@@ -166,20 +202,38 @@ impl Builder {
             };
             let options = options_for(&meta);
             if ft.is_dir() {
-                self.zip.add_directory(format!("{zip_name}/"), options)?;
+                if let Some(zip) = self.zip.as_mut() {
+                    zip.add_directory(format!("{zip_name}/"), options)?;
+                }
                 self.dirs += 1;
                 self.walk(&rel)?;
-            } else {
-                let path = self.root.join(&rel);
-                let mut src =
-                    File::open(&path).with_context(|| format!("cannot read {}", path.display()))?;
-                let large = meta.len() >= u64::from(u32::MAX);
-                self.zip.start_file(zip_name, options.large_file(large))?;
-                let n = std::io::copy(&mut src, &mut self.zip)
-                    .with_context(|| format!("cannot add {} to the archive", path.display()))?;
-                self.files += 1;
-                self.content_bytes += n;
+                continue;
             }
+            let path = self.root.join(&rel);
+            let mut src =
+                File::open(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let Some(zip) = self.zip.as_mut() else {
+                let mut h = Sha256::new();
+                let size = std::io::copy(&mut src, &mut h)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                self.scanned.push(ScannedFile {
+                    path: zip_name,
+                    size,
+                    sha256: hex::encode(h.finalize()),
+                    executable: is_executable(&meta),
+                });
+                continue;
+            };
+            if self.exclude.contains(&zip_name) {
+                self.excluded += 1;
+                continue;
+            }
+            let large = meta.len() >= u64::from(u32::MAX);
+            zip.start_file(zip_name, options.large_file(large))?;
+            let n = std::io::copy(&mut src, zip)
+                .with_context(|| format!("cannot add {} to the archive", path.display()))?;
+            self.files += 1;
+            self.content_bytes += n;
         }
         Ok(())
     }
@@ -196,6 +250,10 @@ impl Builder {
 fn zip_name(rel: &Path) -> Option<String> {
     let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
     Some(parts?.join("/"))
+}
+
+fn is_executable(meta: &Metadata) -> bool {
+    mode_of(meta) & 0o111 != 0
 }
 
 fn options_for(meta: &Metadata) -> SimpleFileOptions {

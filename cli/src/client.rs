@@ -6,7 +6,8 @@
 
 use paas_common::api::{
     EventList, LogLine,
-    AppDetail, AppList, LogList, LoginRequest, LoginResponse, NodeList, PushSettings,
+    AppDetail, AppEnv, AppList, EnvUpdate, LogList, LoginRequest, LoginResponse, NodeList,
+    PushSettings, ResourceMatch, ResourceMatchResult, RevisionList, RollbackRequest,
 };
 use paas_common::ApiError;
 use reqwest::blocking::{multipart, RequestBuilder, Response};
@@ -104,6 +105,10 @@ impl Client {
 
     pub fn api(&self) -> &str {
         &self.api
+    }
+
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
     }
 
     /// `POST /v1/auth/login`.
@@ -262,6 +267,7 @@ impl Client {
         if let Some(cmd) = &settings.command {
             form = form.text("command", cmd.clone());
         }
+        form = push_extra_fields(form, settings)?;
         let rb = self
             .authed(
                 self.http
@@ -269,6 +275,36 @@ impl Client {
             )
             .timeout(UPLOAD_TIMEOUT)
             .multipart(form);
+        self.json(self.send(rb)?)
+    }
+
+    /// `POST /v1/resources/match`: which files the server already holds for us.
+    pub fn match_resources(&self, req: &ResourceMatch) -> Result<ResourceMatchResult, ClientError> {
+        let rb = self.authed(self.http.post(self.url("/v1/resources/match"))).json(req);
+        self.json(self.send(rb)?)
+    }
+
+    /// `GET /v1/apps/NAME/env`.
+    pub fn get_env(&self, name: &str) -> Result<Fetched<AppEnv>, ClientError> {
+        let rb = self.authed(self.http.get(self.url(&format!("/v1/apps/{}/env", seg(name)))));
+        self.fetched(self.send(rb)?)
+    }
+
+    /// `PATCH /v1/apps/NAME/env`: a new revision with the changed env.
+    pub fn update_env(&self, name: &str, update: &EnvUpdate) -> Result<AppDetail, ClientError> {
+        let rb = self.authed(self.http.patch(self.url(&format!("/v1/apps/{}/env", seg(name))))).json(update);
+        self.json(self.send(rb)?)
+    }
+
+    /// `GET /v1/apps/NAME/revisions`.
+    pub fn list_revisions(&self, name: &str) -> Result<Fetched<RevisionList>, ClientError> {
+        let rb = self.authed(self.http.get(self.url(&format!("/v1/apps/{}/revisions", seg(name)))));
+        self.fetched(self.send(rb)?)
+    }
+
+    /// `POST /v1/apps/NAME/rollback`.
+    pub fn rollback(&self, name: &str, req: &RollbackRequest) -> Result<AppDetail, ClientError> {
+        let rb = self.authed(self.http.post(self.url(&format!("/v1/apps/{}/rollback", seg(name))))).json(req);
         self.json(self.send(rb)?)
     }
 
@@ -377,6 +413,35 @@ impl Client {
         let rb = self.authed(self.http.delete(self.url(&format!("/v1/apps/{}/routes", seg(app)))).query(&[("route", route)]));
         self.send(rb).map(drop)
     }
+}
+
+/// The manifest-only push settings, each as one multipart text field (JSON where structured).
+fn push_extra_fields(mut form: multipart::Form, s: &PushSettings) -> Result<multipart::Form, ClientError> {
+    let enc = |v: serde_json::Result<String>| {
+        v.map_err(|e| ClientError::Transport { api: String::new(), cause: e.to_string() })
+    };
+    if !s.env.is_empty() {
+        form = form.text("env", enc(serde_json::to_string(&s.env))?);
+    }
+    if let Some(mb) = s.disk_mb {
+        form = form.text("disk_mb", mb.to_string());
+    }
+    if !s.buildpacks.is_empty() {
+        form = form.text("buildpacks", enc(serde_json::to_string(&s.buildpacks))?);
+    }
+    if !s.routes.is_empty() {
+        form = form.text("routes", enc(serde_json::to_string(&s.routes))?);
+    }
+    if let Some(h) = &s.health {
+        form = form.text("health", enc(serde_json::to_string(h))?);
+    }
+    if !s.processes.is_empty() {
+        form = form.text("processes", enc(serde_json::to_string(&s.processes))?);
+    }
+    if !s.resources.is_empty() {
+        form = form.text("resources", enc(serde_json::to_string(&s.resources))?);
+    }
+    Ok(form)
 }
 
 /// The error for a non-2xx answer: the API's own error JSON when the body is that, else the

@@ -395,7 +395,8 @@ fn push_uploads_then_waits_until_running() {
     assert_eq!(text(&out.stderr), "");
 
     let reqs = server.requests();
-    let push = &reqs[0];
+    // The file match (incremental upload) and staging-log polls go beside the push itself.
+    let push = reqs.iter().find(|r| r.path.ends_with("/push")).expect("a push request");
     assert_eq!(push.headers["authorization"], "Bearer test-token");
     assert!(push.headers["content-type"].starts_with("multipart/form-data; boundary="));
     let body = String::from_utf8_lossy(&push.body);

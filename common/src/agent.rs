@@ -9,6 +9,10 @@
 //!   differs from `after`, else holds up to ~25 s and answers with the unchanged list
 //! - `GET /droplets/{sha256}` -> the droplet tar
 //! - `POST /logs` [`LogBatch`]
+//! - `GET /builds/{id}/source` -> the source tar of a build assigned to this node (issue 3)
+//! - `POST /builds/{id}/logs` [`LogBatch`] -> `STG` lines of that build, live
+//! - `PUT /builds/{id}/droplet` the droplet tar -> [`DropletUploaded`]
+//! - `POST /builds/{id}/result` [`BuildResult`]: the build is over (staged or failed)
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -79,6 +83,47 @@ pub struct InstanceReport {
 pub struct Assignments {
     pub version: u64,
     pub instances: Vec<Assignment>,
+    /// Builds (staging) this node should run, until it reports their result. Level-triggered
+    /// like instances: a build stays listed until the controller has its result.
+    #[serde(default)]
+    pub builds: Vec<BuildAssignment>,
+}
+
+/// One staging run: unpack the source tar in `/app` of a sandboxed stack container, run the
+/// buildpacks' `bin/detect`, `bin/compile` and `bin/release`, and send back `/app` as the droplet.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BuildAssignment {
+    pub build_id: String,
+    pub app: String,
+    /// Buildpack names to try in order; empty: every built-in, first that detects wins.
+    #[serde(default)]
+    pub buildpacks: Vec<String>,
+    pub memory_mb: u64,
+    pub disk_mb: u64,
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DropletUploaded {
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// How a build ended, as the node saw it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BuildResult {
+    /// The buildpack that detected and compiled, when one did.
+    #[serde(default)]
+    pub buildpack: Option<String>,
+    /// The uploaded droplet, when staging succeeded.
+    #[serde(default)]
+    pub droplet: Option<String>,
+    /// Start command per process type (Procfile, else the buildpack's `bin/release`).
+    #[serde(default)]
+    pub processes: BTreeMap<String, String>,
+    /// Why staging failed, for the user.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -57,6 +57,12 @@ pub enum ErrorCode {
     UpstreamTimeout,
     /// A route (`HOST[/PATH]`) that does not parse.
     InvalidRoute,
+    /// An env var name or value the platform refuses (issue 3).
+    InvalidEnv,
+    /// No revision of that number, or nothing to roll back to (issue 3).
+    RevisionNotFound,
+    /// Staging (buildpacks) failed; the STG log lines say why (issue 3).
+    StagingFailed,
 }
 
 impl ErrorCode {
@@ -88,6 +94,9 @@ impl ErrorCode {
             ErrorCode::AppStopped => "app_stopped",
             ErrorCode::UpstreamTimeout => "upstream_timeout",
             ErrorCode::InvalidRoute => "invalid_route",
+            ErrorCode::InvalidEnv => "invalid_env",
+            ErrorCode::RevisionNotFound => "revision_not_found",
+            ErrorCode::StagingFailed => "staging_failed",
         }
     }
 
@@ -118,6 +127,9 @@ impl ErrorCode {
             ErrorCode::AppStopped => 409,
             ErrorCode::UpstreamTimeout => 504,
             ErrorCode::InvalidRoute => 400,
+            ErrorCode::InvalidEnv => 400,
+            ErrorCode::RevisionNotFound => 404,
+            ErrorCode::StagingFailed => 422,
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod api;
 pub mod domain;
 pub mod error;
 pub mod route;
+pub mod manifest;
 
 pub use error::{ApiError, ErrorCode};
 

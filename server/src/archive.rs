@@ -127,6 +127,62 @@ fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
 
 /// Checks `zip_path` and writes its content as a tar to `out`.
 pub fn zip_to_droplet_tar<W: Write>(zip_path: &Path, limits: &Limits, out: W) -> Result<Unpacked, ArchiveError> {
+    let mut tar = tar::Builder::new(out);
+    let mut dirs = HashSet::new();
+    let mut found = Unpacked::default();
+    append_zip(zip_path, limits, &mut tar, &mut dirs, &mut found, &mut |_, _, _, _| Ok(()))?;
+    if found.files == 0 {
+        return Err(ArchiveError::Empty);
+    }
+    tar.into_inner()?.flush()?;
+    Ok(found)
+}
+
+/// Adds every parent directory of `name` (or `name` itself when `is_dir`) not yet in `dirs`,
+/// owned by the app user; otherwise the engine would create it as root and the app could not
+/// write there.
+pub fn add_parents<W: Write>(tar: &mut tar::Builder<W>, dirs: &mut HashSet<String>, name: &str, is_dir: bool) -> io::Result<()> {
+    let mut parent = String::new();
+    let comps: Vec<&str> = name.split('/').collect();
+    let upto = if is_dir { comps.len() } else { comps.len() - 1 };
+    for c in &comps[..upto] {
+        if !parent.is_empty() {
+            parent.push('/');
+        }
+        parent.push_str(c);
+        if dirs.insert(parent.clone()) {
+            let mut h = header(tar::EntryType::Directory, 0o755, 0);
+            tar.append_data(&mut h, format!("{parent}/"), io::empty())?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks a path from the client: relative, no `..`, no backslashes; returns it normalized.
+pub fn checked_path(name: &str) -> Result<String, ArchiveError> {
+    safe_relative(name)
+}
+
+/// Appends one regular file of `size` bytes read from `content` at `name`.
+pub fn append_file<W: Write>(tar: &mut tar::Builder<W>, name: &str, exec: bool, size: u64, content: impl Read) -> io::Result<()> {
+    let mut h = header(tar::EntryType::Regular, if exec { 0o755 } else { 0o644 }, size);
+    tar.append_data(&mut h, name, content)
+}
+
+/// Called for each regular file of a zip: (name, scratch file at its start, size, executable).
+pub type OnFile<'a> = dyn FnMut(&str, &mut File, u64, bool) -> Result<(), ArchiveError> + 'a;
+
+/// Checks `zip_path` and appends its entries to `tar`, counting into `found`. `on_file` sees each
+/// regular file once written (name, its bytes at the start of the scratch file, size, whether it
+/// is executable), e.g. to keep it for incremental uploads. Does not finish the tar, so more entries may follow.
+pub fn append_zip<W: Write>(
+    zip_path: &Path,
+    limits: &Limits,
+    tar: &mut tar::Builder<W>,
+    dirs: &mut HashSet<String>,
+    found: &mut Unpacked,
+    on_file: &mut OnFile<'_>,
+) -> Result<(), ArchiveError> {
     let mut file = File::open(zip_path)?;
     let declared = declared_entries(&mut file)?;
     if declared > limits.max_entries as u64 {
@@ -137,12 +193,6 @@ pub fn zip_to_droplet_tar<W: Write>(zip_path: &Path, limits: &Limits, out: W) ->
     if zip.len() > limits.max_entries {
         return Err(ArchiveError::TooManyEntries(zip.len() as u64, limits.max_entries));
     }
-    if zip.is_empty() {
-        return Err(ArchiveError::Empty);
-    }
-    let mut tar = tar::Builder::new(out);
-    let mut dirs: HashSet<String> = HashSet::new();
-    let mut found = Unpacked::default();
     let mut scratch = tempfile::tempfile()?;
 
     for i in 0..zip.len() {
@@ -162,22 +212,7 @@ pub fn zip_to_droplet_tar<W: Write>(zip_path: &Path, limits: &Limits, out: W) ->
         if !is_dir && file_type != 0 && file_type != 0o100000 {
             return Err(ArchiveError::SpecialFile(raw_name));
         }
-
-        // Every parent directory gets an entry owned by the app user; otherwise the engine would
-        // create it as root and the app could not write there.
-        let mut parent = String::new();
-        let comps: Vec<&str> = name.split('/').collect();
-        let upto = if is_dir { comps.len() } else { comps.len() - 1 };
-        for c in &comps[..upto] {
-            if !parent.is_empty() {
-                parent.push('/');
-            }
-            parent.push_str(c);
-            if dirs.insert(parent.clone()) {
-                let mut h = header(tar::EntryType::Directory, 0o755, 0);
-                tar.append_data(&mut h, format!("{parent}/"), io::empty())?;
-            }
-        }
+        add_parents(tar, dirs, &name, is_dir)?;
         if is_dir {
             continue;
         }
@@ -202,14 +237,11 @@ pub fn zip_to_droplet_tar<W: Write>(zip_path: &Path, limits: &Limits, out: W) ->
             found.top_level.push(name.clone());
         }
         let exec = mode.is_some_and(|m| m & 0o111 != 0);
-        let mut h = header(tar::EntryType::Regular, if exec { 0o755 } else { 0o644 }, written);
-        tar.append_data(&mut h, &name, (&mut scratch).take(written))?;
+        on_file(&name, &mut scratch, written, exec)?;
+        scratch.seek(SeekFrom::Start(0))?;
+        append_file(tar, &name, exec, written, (&mut scratch).take(written))?;
     }
-    if found.files == 0 {
-        return Err(ArchiveError::Empty);
-    }
-    tar.into_inner()?.flush()?;
-    Ok(found)
+    Ok(())
 }
 
 #[cfg(test)]

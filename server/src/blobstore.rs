@@ -88,6 +88,30 @@ impl Blobstore {
         Ok((sha, size))
     }
 
+    /// Like [`Blobstore::commit`] without the fsyncs: for the incremental-upload file cache,
+    /// where thousands of small files would otherwise cost a sync each. Readers verify a cached
+    /// file's digest before use, so a file torn by a crash is detected, never served.
+    pub fn commit_unsynced(&self, w: BlobWriter) -> Result<(String, u64), BlobError> {
+        self.commit_unsynced_new(w).map(|(sha, size, _)| (sha, size))
+    }
+
+    /// [`Self::commit_unsynced`], also saying whether the blob is new (so a caller that fails
+    /// later can remove exactly what it added).
+    pub fn commit_unsynced_new(&self, w: BlobWriter) -> Result<(String, u64, bool), BlobError> {
+        let BlobWriter { mut file, hasher, size } = w;
+        file.flush()?;
+        let sha = hex::encode(hasher.finalize());
+        let dest = self.path_of(&sha)?;
+        if dest.exists() {
+            return Ok((sha, size, false));
+        }
+        if let Some(dir) = dest.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        file.persist(&dest).map_err(|e| BlobError::Io(e.error))?;
+        Ok((sha, size, true))
+    }
+
     fn path_of(&self, sha: &str) -> Result<PathBuf, BlobError> {
         if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
             return Err(BlobError::InvalidId(sha.to_string()));
@@ -105,6 +129,27 @@ impl Blobstore {
 
     pub fn exists(&self, sha: &str) -> bool {
         self.path(sha).is_ok()
+    }
+
+    /// Every blob this store holds, with its last modification time: only files under
+    /// `blobs/<2 hex>/` named by a sha256, so nothing else in the directory is ever touched.
+    pub fn list(&self) -> Result<Vec<(String, std::time::SystemTime)>, BlobError> {
+        let mut out = Vec::new();
+        for shard in std::fs::read_dir(&self.root)? {
+            let shard = shard?;
+            if !shard.file_type()?.is_dir() {
+                continue;
+            }
+            for entry in std::fs::read_dir(shard.path())? {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let meta = entry.metadata()?;
+                if meta.is_file() && self.path_of(&name).is_ok_and(|p| p == entry.path()) {
+                    out.push((name, meta.modified()?));
+                }
+            }
+        }
+        Ok(out)
     }
 
     pub fn delete(&self, sha: &str) -> Result<(), BlobError> {

@@ -114,6 +114,15 @@ pub struct Settings {
     /// Newest lines per app kept in memory for new stream subscribers.
     #[serde(default = "default_log_memory_lines")]
     pub log_memory_lines: usize,
+    /// Droplets (and their packages) kept per app: those of its newest N revisions and its
+    /// current one; older ones are collected (`PAAS_KEEP_DROPLETS`).
+    #[serde(default = "default_keep_droplets")]
+    pub keep_droplets: usize,
+    /// Limits of a staging container on a node (`PAAS_STAGING_*`).
+    #[serde(default = "default_staging_timeout")]
+    pub staging_timeout_secs: u64,
+    #[serde(default = "default_staging_memory")]
+    pub staging_memory_mb: u64,
 }
 
 fn default_controller() -> String {
@@ -136,6 +145,18 @@ fn default_log_retention_secs() -> u64 {
 
 fn default_log_memory_lines() -> usize {
     1000
+}
+
+fn default_staging_timeout() -> u64 {
+    900
+}
+
+fn default_staging_memory() -> u64 {
+    1024
+}
+
+fn default_keep_droplets() -> usize {
+    5
 }
 
 impl Default for Settings {
@@ -164,6 +185,9 @@ impl Default for Settings {
             join_token_file: None,
             log_retention_secs: default_log_retention_secs(),
             log_memory_lines: default_log_memory_lines(),
+            keep_droplets: default_keep_droplets(),
+            staging_timeout_secs: default_staging_timeout(),
+            staging_memory_mb: default_staging_memory(),
         }
     }
 }

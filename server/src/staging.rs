@@ -15,7 +15,7 @@ pub struct Staged {
 pub enum StagingError {
     #[error("the Procfile has no `web:` process")]
     NoWebProcess,
-    #[error("this folder is not an app: no Procfile with a web process and no app.py (nothing to run)")]
+    #[error("this folder is not an app: no Procfile with a web process, app.py, index.html or package.json (nothing to run)")]
     NotAnApp,
 }
 
@@ -33,11 +33,19 @@ pub fn parse_procfile(text: &str) -> Vec<(String, String)> {
 }
 
 pub fn detect(procfile: Option<&str>, top_level: &[String], command_override: Option<&str>) -> Result<Staged, StagingError> {
-    let has_app_py = top_level.iter().any(|f| f == "app.py");
+    let has = |name: &str| top_level.iter().any(|f| f == name);
+    let has_app_py = has("app.py");
+    // Issue 3: the built-in buildpacks' detections, so an app any of them stages is an app.
+    let has_static = has("index.html") || has("Staticfile");
+    let has_node = has("package.json");
     let detected = if procfile.is_some() {
         "procfile"
     } else if has_app_py {
         "python"
+    } else if has_static {
+        "staticfile"
+    } else if has_node {
+        "node"
     } else {
         "command"
     };
@@ -50,6 +58,16 @@ pub fn detect(procfile: Option<&str>, top_level: &[String], command_override: Op
     }
     if has_app_py {
         return Ok(Staged { detected: detected.into(), command: "python3 app.py".into() });
+    }
+    // Without a node to run the buildpacks on, these commands run the app files as they are.
+    if has_static {
+        return Ok(Staged { detected: detected.into(), command: "exec python3 -m http.server \"$PORT\"".into() });
+    }
+    if has_node {
+        return Ok(Staged {
+            detected: detected.into(),
+            command: "exec sh -c \"$(node -p 'require(\\\"./package.json\\\").scripts.start')\"".into(),
+        });
     }
     Err(StagingError::NotAnApp)
 }

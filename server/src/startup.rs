@@ -69,6 +69,7 @@ impl Application {
             login_failures: Default::default(),
             logs,
             metrics,
+            builds: Default::default(),
         });
         router::refresh(&ctx).await.context("loading the route table")?;
         Ok(Self { listener, port, ctx })

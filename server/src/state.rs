@@ -31,6 +31,8 @@ pub struct AppCtx {
     pub logs: Arc<LogHub>,
     /// Prometheus registry and the server's own counters.
     pub metrics: Arc<Metrics>,
+    /// Staging runs in flight on nodes (issue 3).
+    pub builds: crate::builds::Builds,
 }
 
 impl AppCtx {

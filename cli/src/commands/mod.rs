@@ -7,12 +7,14 @@ pub mod delete;
 pub mod lifecycle;
 pub mod events;
 pub mod log_drain;
+pub mod env;
 pub mod login;
 pub mod logs;
 pub mod nodes;
 pub mod push;
 pub mod tenancy;
 pub mod routes;
+pub mod revisions;
 
 use crate::client::Client;
 use crate::config::Env;
@@ -99,6 +101,16 @@ pub enum Command {
     Events(events::Args),
     /// List, add or remove an app's log drains (syslog:// or http://).
     LogDrain(log_drain::Args),
+    /// Show an app's env vars (those of its current revision).
+    Env(env::Args),
+    /// Set an env var: a new revision with the same droplet, redeployed without rebuilding.
+    SetEnv(env::SetArgs),
+    /// Remove an env var: a new revision with the same droplet, redeployed without rebuilding.
+    UnsetEnv(env::UnsetArgs),
+    /// List an app's revisions, newest first (* marks the current one).
+    Revisions(revisions::Args),
+    /// Redeploy an earlier revision's droplet and env as a new revision (default: the previous).
+    Rollback(revisions::RollbackArgs),
 }
 
 /// Runs one command. Every command but `login` needs a saved login or PAAS_API + PAAS_TOKEN.
@@ -134,6 +146,11 @@ pub fn dispatch(cli: Cli, env: &Env) -> anyhow::Result<()> {
         Command::UnmapRoute(args) => routes::unmap(args, &client),
         Command::Events(args) => events::run(args, &client),
         Command::LogDrain(args) => log_drain::run(args, &client),
+        Command::Env(args) => env::run(args, &client),
+        Command::SetEnv(args) => env::run_set(args, &client),
+        Command::UnsetEnv(args) => env::run_unset(args, &client),
+        Command::Revisions(args) => revisions::run(args, &client),
+        Command::Rollback(args) => revisions::run_rollback(args, &client),
     }
 }
 

@@ -11,7 +11,10 @@ use crate::output::{human_size, log_line};
 use anyhow::{anyhow, bail, Context};
 use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
-use paas_common::api::{AppDetail, InstanceInfo, InstanceState, PushSettings};
+use paas_common::api::{
+    AppDetail, FileHash, InstanceInfo, InstanceState, PushResource, PushSettings, ResourceMatch,
+};
+use std::collections::HashSet;
 use paas_common::domain::{parse_memory_mb, AppName};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -22,12 +25,13 @@ const FAILURE_LOG_LINES: u32 = 20;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// App name (default: the folder's name, lowercased, other characters turned into '-')
+    /// App name (default: the folder's name, lowercased, other characters turned into '-'); with
+    /// a manifest, pushes only that app of it
     #[arg(value_parser = parse_name)]
     pub name: Option<AppName>,
-    /// Folder to push
-    #[arg(short = 'p', long, default_value = ".")]
-    pub path: PathBuf,
+    /// Folder to push (default: the current folder, or each app's `path` from the manifest)
+    #[arg(short = 'p', long)]
+    pub path: Option<PathBuf>,
     /// Number of instances
     #[arg(short = 'i', long)]
     pub instances: Option<u32>,
@@ -37,38 +41,184 @@ pub struct Args {
     /// Start command (default: the one the buildpack detects)
     #[arg(short = 'c', long)]
     pub command: Option<String>,
+    /// Buildpack to use instead of detecting one (staticfile, python, node, binary, procfile)
+    #[arg(short = 'b', long, value_parser = parse_buildpack)]
+    pub buildpack: Option<String>,
+    /// Manifest to read (default: paas.yml, manifest.yml or manifest.yaml in the folder)
+    #[arg(short = 'f', long)]
+    pub manifest: Option<PathBuf>,
+    /// Ignore any manifest in the folder
+    #[arg(long, conflicts_with = "manifest")]
+    pub no_manifest: bool,
     /// Seconds to wait, after the upload, for all instances to run
     #[arg(long, default_value_t = 180)]
     pub timeout: u64,
+}
+
+fn parse_buildpack(s: &str) -> Result<String, String> {
+    paas_common::manifest::buildpack_name(s).map(str::to_string).ok_or_else(|| {
+        format!(
+            "unknown buildpack {s:?}: known are {}",
+            paas_common::manifest::BUILTIN_BUILDPACKS.join(", ")
+        )
+    })
 }
 
 fn parse_name(s: &str) -> Result<AppName, String> {
     AppName::parse(s)
 }
 
+/// Manifest names looked for in the folder, in this order.
+const MANIFEST_NAMES: &[&str] = &["paas.yml", "manifest.yml", "manifest.yaml"];
+
+/// One app to push: where from and with what settings.
+struct Plan {
+    name: AppName,
+    path: PathBuf,
+    settings: PushSettings,
+}
+
 pub fn run(args: Args, client: &Client) -> anyhow::Result<()> {
-    let started = Instant::now();
-    archive::check_root(&args.path)?;
-    let name = match args.name {
-        Some(n) => n,
-        None => derive_name(&args.path)?,
+    let timeout = Duration::from_secs(args.timeout);
+    for plan in plans(&args)? {
+        push_one(client, plan, timeout)?;
+    }
+    Ok(())
+}
+
+/// The manifest to read, if any: `-f`, else the first of [`MANIFEST_NAMES`] in the folder.
+fn find_manifest(args: &Args) -> Option<PathBuf> {
+    if args.no_manifest {
+        return None;
+    }
+    if let Some(f) = &args.manifest {
+        return Some(f.clone());
+    }
+    let dir = args.path.clone().unwrap_or_else(|| PathBuf::from("."));
+    MANIFEST_NAMES.iter().map(|n| dir.join(n)).find(|p| p.is_file())
+}
+
+/// What to push: the manifest's apps (or the one named), with command-line flags on top; or the
+/// one folder without a manifest.
+fn plans(args: &Args) -> anyhow::Result<Vec<Plan>> {
+    let flags = PushSettings {
+        instances: args.instances,
+        memory_mb: args.memory,
+        command: args.command.clone(),
+        buildpacks: args.buildpack.iter().cloned().collect(),
+        ..Default::default()
     };
-    let archive = archive::build(&args.path)?;
+    let Some(file) = find_manifest(args) else {
+        let path = args.path.clone().unwrap_or_else(|| PathBuf::from("."));
+        let name = match &args.name {
+            Some(n) => n.clone(),
+            None => derive_name(&path)?,
+        };
+        return Ok(vec![Plan { name, path, settings: flags }]);
+    };
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("cannot read the manifest {}", file.display()))?;
+    let manifest = paas_common::manifest::parse(&text)
+        .map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    for w in &manifest.warnings {
+        eprintln!("warning: {}: {w}", file.display());
+    }
+    let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let apps: Vec<_> = match &args.name {
+        Some(n) => {
+            let found: Vec<_> = manifest.applications.iter().filter(|a| &a.name == n).collect();
+            if found.is_empty() {
+                bail!("{}: no application named {} (it lists {})", file.display(), n.as_str(), names(&manifest));
+            }
+            found
+        }
+        None => manifest.applications.iter().collect(),
+    };
+    let has_flags = flags.instances.is_some()
+        || flags.memory_mb.is_some()
+        || flags.command.is_some()
+        || !flags.buildpacks.is_empty()
+        || args.path.is_some() && args.manifest.is_some();
+    if apps.len() > 1 && has_flags {
+        bail!(
+            "{} lists {} apps: command-line flags apply to one app, give its NAME ({})",
+            file.display(),
+            apps.len(),
+            names(&manifest)
+        );
+    }
+    Ok(apps
+        .into_iter()
+        .map(|a| {
+            let path = match (&args.path, &a.path) {
+                (Some(p), _) if args.manifest.is_some() => p.clone(),
+                (_, Some(rel)) => base.join(rel),
+                (Some(p), None) => p.clone(),
+                (None, None) => base.clone(),
+            };
+            let settings = PushSettings {
+                instances: flags.instances.or(a.instances),
+                memory_mb: flags.memory_mb.or(a.memory),
+                command: flags.command.clone().or_else(|| a.command.clone()),
+                env: a.env.clone(),
+                disk_mb: a.disk_quota,
+                buildpacks: if flags.buildpacks.is_empty() { a.buildpacks.clone() } else { flags.buildpacks.clone() },
+                routes: a.routes.iter().map(|r| r.route.clone()).collect(),
+                health: a.health().to_settings(),
+                processes: a.processes.iter().map(|p| p.to_settings()).collect(),
+                resources: Vec::new(),
+            };
+            Plan { name: a.name.clone(), path, settings }
+        })
+        .collect())
+}
+
+fn names(m: &paas_common::manifest::Manifest) -> String {
+    m.applications.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+fn push_one(client: &Client, plan: Plan, timeout: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let Plan { name, path, mut settings } = plan;
+    archive::check_root(&path)?;
+    // Incremental upload: send hashes first, then only the files the server lacks. A server
+    // that cannot match (or fails to) just gets everything.
+    let scanned = archive::scan(&path)?;
+    let request = ResourceMatch {
+        resources: scanned.iter().map(|f| FileHash { sha256: f.sha256.clone(), size: f.size }).collect(),
+    };
+    let known: HashSet<String> = match client.match_resources(&request) {
+        Ok(r) => r.known.into_iter().collect(),
+        // A server without incremental upload answers 404: nothing to say, upload everything.
+        Err(crate::client::ClientError::Api { status, .. }) if status.as_u16() == 404 => HashSet::new(),
+        Err(e) => {
+            tracing_free_warning(&e);
+            HashSet::new()
+        }
+    };
+    let held: Vec<&archive::ScannedFile> = scanned.iter().filter(|f| known.contains(&f.sha256)).collect();
+    let exclude: HashSet<String> = held.iter().map(|f| f.path.clone()).collect();
+    settings.resources = held
+        .iter()
+        .map(|f| PushResource { path: f.path.clone(), sha256: f.sha256.clone(), size: f.size, executable: f.executable })
+        .collect();
+    let archive = archive::build_excluding(&path, &exclude)?;
     for s in &archive.skipped {
         eprintln!("warning: skipping {}: {}", s.path, s.reason);
     }
-    println!(
-        "Uploading {name} ({}, {} files)",
-        human_size(archive.size),
-        archive.files
-    );
-    let push_started = chrono::Utc::now();
-    let bar = progress_bar(archive.size);
-    let settings = PushSettings {
-        instances: args.instances,
-        memory_mb: args.memory,
-        command: args.command,
+    let held_bytes: u64 = held.iter().map(|f| f.size).sum();
+    let already = if held.is_empty() {
+        String::new()
+    } else {
+        format!("; {} files, {}, already on the server", held.len(), human_size(held_bytes))
     };
+    println!(
+        "Uploading {name} ({}, {} files{already})",
+        human_size(archive.size),
+        archive.files,
+    );
+    let bar = progress_bar(archive.size);
+    let staging = StagingLines::follow(client, &name);
     let pushed = client.push(
         name.as_str(),
         bar.wrap_read(archive.file),
@@ -76,18 +226,62 @@ pub fn run(args: Args, client: &Client) -> anyhow::Result<()> {
         &settings,
     );
     bar.finish_and_clear();
+    staging.stop();
     let pushed = pushed?;
-    // Staging and cell lines of this push, live while we wait.
-    let stop = super::logs::spawn_follow(client, name.as_str(), "STG,CELL", push_started);
-    let result = wait_until_running(
-        client,
-        &name,
-        pushed,
-        started,
-        Duration::from_secs(args.timeout),
-    );
+    // Cell lines (crashes, health) of this push, live while we wait; staging lines were shown
+    // while the push request ran.
+    let stop = super::logs::spawn_follow(client, name.as_str(), "CELL", chrono::Utc::now());
+    let result = wait_until_running(client, &name, pushed, started, timeout);
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     result
+}
+
+/// Says once why the push falls back to a full upload.
+fn tracing_free_warning(e: &crate::client::ClientError) {
+    eprintln!("warning: cannot match files with the server ({e}); uploading everything");
+}
+
+/// Prints the app's `STG` lines while the push request stages it on a node: the controller
+/// answers only when staging is over, so a second connection polls the recent logs.
+struct StagingLines {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StagingLines {
+    fn follow(client: &Client, name: &AppName) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let since = Utc::now() - chrono::Duration::seconds(1);
+        let thread = Client::new(client.api(), client.token().map(str::to_string)).ok().map(|c| {
+            let (stop, name) = (stop.clone(), name.as_str().to_string());
+            std::thread::spawn(move || {
+                let mut seen: std::collections::HashSet<(DateTime<Utc>, String)> = Default::default();
+                loop {
+                    let last = stop.load(std::sync::atomic::Ordering::SeqCst);
+                    if let Ok(list) = c.recent_logs(&name, 200) {
+                        for l in list.lines.iter().filter(|l| l.source == "STG" && l.timestamp >= since) {
+                            if seen.insert((l.timestamp, l.message.clone())) {
+                                println!("{}", log_line(l));
+                            }
+                        }
+                    }
+                    if last {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+            })
+        });
+        Self { stop, thread }
+    }
+
+    /// Prints what is left and ends the poller.
+    fn stop(mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// The folder's name, lowercased, with every character an app name cannot hold turned into '-'.
@@ -255,7 +449,7 @@ pub fn instance_report(d: &AppDetail) -> Vec<String> {
         .collect()
 }
 
-fn wait_until_running(
+pub(crate) fn wait_until_running(
     client: &Client,
     name: &AppName,
     pushed: AppDetail,

@@ -99,7 +99,11 @@ pub async fn assignments(ctx: Ctx, node: AgentNode, q: web::Query<AssignmentQuer
         let _ = tokio::time::timeout(LONG_POLL, rx.changed()).await;
     }
     let version = *rx.borrow();
-    Ok(web::Json(Assignments { version, instances: assignments_for(&ctx, &node.name).await? }))
+    Ok(web::Json(Assignments {
+        version,
+        instances: assignments_for(&ctx, &node.name).await?,
+        builds: ctx.builds.for_node(&node.name),
+    }))
 }
 
 async fn assignments_for(ctx: &Ctx, node: &str) -> ApiResult<Vec<Assignment>> {

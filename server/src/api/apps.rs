@@ -8,7 +8,7 @@ use paas_common::ErrorCode;
 use std::io::Write;
 
 use super::Ctx;
-use crate::archive::{self, Limits};
+use crate::archive::Limits;
 use crate::auth::AuthUser;
 use crate::error::{ApiResult, Error};
 use crate::staging;
@@ -137,7 +137,7 @@ pub async fn events(ctx: Ctx, _user: AuthUser, name: web::Path<String>) -> ApiRe
     Ok(web::Json(EventList { events }))
 }
 
-async fn log_platform(ctx: &Ctx, app: &str, source: &str, message: String) {
+pub(crate) async fn log_platform(ctx: &Ctx, app: &str, source: &str, message: String) {
     let line = LogLine { timestamp: Utc::now(), source: source.into(), stream: "out".into(), message, id: 0 };
     ctx.logs.publish(app, line).await;
 }
@@ -169,6 +169,9 @@ pub async fn push(
     let mut instances: Option<u32> = None;
     let mut memory_mb: Option<u64> = None;
     let mut command: Option<String> = None;
+    // Issue 3: manifest settings; stored now, acted on by later work where noted in PushSettings.
+    let mut extra = paas_common::api::PushSettings::default();
+    let mut resources: Vec<paas_common::api::PushResource> = Vec::new();
     while let Some(field) = payload.next().await {
         let mut field = field.map_err(|e| Error::api(ErrorCode::BadRequest, format!("malformed multipart body: {e}")))?;
         let fname = field.name().unwrap_or_default().to_string();
@@ -187,7 +190,9 @@ pub async fn push(
             while let Some(chunk) = field.next().await {
                 let chunk = chunk.map_err(|e| Error::api(ErrorCode::BadRequest, format!("upload interrupted: {e}")))?;
                 text.extend_from_slice(&chunk);
-                if text.len() > 4096 {
+                // The incremental upload's file list can be long; every other field is short.
+                let max_text = if fname == "resources" { 32 << 20 } else { 64 << 10 };
+                if text.len() > max_text {
                     return Err(Error::api(ErrorCode::BadRequest, format!("field {fname:?} is too long")));
                 }
             }
@@ -211,6 +216,13 @@ pub async fn push(
                     memory_mb = Some(parse_memory_mb(&text).map_err(|m| Error::api(ErrorCode::BadRequest, m))?);
                 }
                 "command" => command = Some(text),
+                "resources" => {
+                    resources = serde_json::from_str(&text)
+                        .map_err(|e| Error::api(ErrorCode::BadRequest, format!("field \"resources\": {e}")))?;
+                }
+                "env" | "disk_mb" | "disk_quota" | "buildpacks" | "routes" | "health" | "processes" => {
+                    super::push_settings::apply_field(&mut extra, &fname, &text)?;
+                }
                 other => {
                     return Err(Error::api(ErrorCode::BadRequest, format!("unknown form field {other:?}")));
                 }
@@ -227,15 +239,32 @@ pub async fn push(
         max_entries: ctx.settings.max_archive_entries,
         max_unpacked_bytes: ctx.settings.max_unpacked_mb * 1024 * 1024,
     };
+    // Files left out of the zip must be ones this user uploaded before: a match never crosses
+    // tenants, and a guessed digest of someone else's file gets nothing.
+    if !resources.is_empty() {
+        let wanted: Vec<(String, u64)> = resources.iter().map(|r| (r.sha256.clone(), r.size)).collect();
+        let known: std::collections::HashSet<String> = ctx.store.known_files(&user.username, &wanted).await?.into_iter().collect();
+        if let Some(r) = resources.iter().find(|r| !known.contains(&r.sha256)) {
+            return Err(Error::api(
+                ErrorCode::InvalidArchive,
+                format!("{} was left out of the upload but the server does not hold it for you: push again", r.path),
+            ));
+        }
+    }
     let blobs = ctx.blobs.clone();
     let cmd = command.clone();
     let (package, droplet_w, unpacked, staged) = web::block(move || {
         let mut droplet = blobs.writer()?;
-        let unpacked = archive::zip_to_droplet_tar(package.path(), &limits, &mut droplet);
+        let unpacked = crate::resources::build_source_tar(package.path(), &resources, &limits, &blobs, &mut droplet);
         Ok::<_, Error>((package, droplet, unpacked, cmd))
     })
     .await
     .map_err(Error::internal)??;
+    let (unpacked, cached, tree) = match unpacked {
+        Ok(src) => (Ok(src.unpacked), src.cached, src.tree),
+        Err(e) => (Err(e), Vec::new(), String::new()),
+    };
+    ctx.store.remember_files(&user.username, &cached).await?;
     let unpacked = unpacked.map_err(|e| {
         if e.is_client_error() {
             Error::api(ErrorCode::InvalidArchive, e.to_string())
@@ -243,8 +272,12 @@ pub async fn push(
             Error::internal(e)
         }
     })?;
-    let staged = staging::detect(unpacked.procfile.as_deref(), &unpacked.top_level, staged.as_deref())
-        .map_err(|e| Error::api(ErrorCode::NotAnApp, e.to_string()))?;
+    let staged = match staging::detect(unpacked.procfile.as_deref(), &unpacked.top_level, staged.as_deref()) {
+        Ok(s) => s,
+        // A buildpack named by the user decides for itself on the node.
+        Err(_) if !extra.buildpacks.is_empty() => staging::Staged { detected: extra.buildpacks[0].clone(), command: String::new() },
+        Err(e) => return Err(Error::api(ErrorCode::NotAnApp, e.to_string())),
+    };
 
     // Durable blobs first, then the rows that name them.
     let blobs = ctx.blobs.clone();
@@ -282,6 +315,22 @@ pub async fn push(
             }
         }
     };
+    // Issue 3: buildpacks run on a node (after the app exists, so its STG lines can be read
+    // while staging runs); the checked app tar above is their source. With no
+    // ready node, the tar itself is the droplet and the detected command runs it (the fallback).
+    let (droplet_sha, droplet_size, staged) =
+        match super::builds::stage_on_node(&ctx, name.as_str(), &droplet_sha, &tree, &extra.buildpacks).await? {
+            Some(built) => {
+                let command = command.clone().or_else(|| built.processes.get("web").cloned()).ok_or_else(|| {
+                    Error::api(
+                        ErrorCode::StagingFailed,
+                        format!("staging found no `web` process (found: {})", built.processes.keys().cloned().collect::<Vec<_>>().join(", ")),
+                    )
+                })?;
+                (built.droplet, built.size, staging::Staged { detected: built.buildpack, command })
+            }
+            None => (droplet_sha, droplet_size, staged),
+        };
     let desired = instances.unwrap_or(app.desired_instances);
     let memory = memory_mb.unwrap_or(app.memory_mb);
     log_platform(
@@ -300,9 +349,17 @@ pub async fn push(
         kind: "app.push".into(),
         message: format!("pushed package {} ({package_size} bytes)", &package_sha[..12]),
     };
+    // Env carries over from the current revision (like Heroku config vars); the push's own
+    // `env` field is applied on top.
+    let mut env = match app.current_revision {
+        Some(n) => ctx.store.revision(&app.id, n).await?.map(|r| r.env).unwrap_or_default(),
+        None => Default::default(),
+    };
+    env.extend(std::mem::take(&mut extra.env));
+    let stored = super::push_settings::stored_json(&extra)?;
     let number = ctx
         .store
-        .deploy_revision(
+        .deploy_revision_with(
             &app.id,
             &NewRevision {
                 package: package_sha.clone(),
@@ -312,9 +369,17 @@ pub async fn push(
                 desired_instances: desired,
                 memory_mb: memory,
             },
+            &crate::store::RevisionExtra {
+                env,
+                created_by: user.username.clone(),
+                description: "push".into(),
+                disk_mb: extra.disk_mb,
+                push_settings: Some(stored),
+            },
             &ev,
         )
         .await?;
+    crate::droplets::collect_soon(&ctx);
     log_platform(
         &ctx,
         &app.name,

@@ -10,6 +10,10 @@ mod logs;
 mod nodes;
 mod tenancy;
 mod routes;
+mod builds;
+mod push_settings;
+mod resources;
+mod revisions;
 
 use actix_web::web;
 
@@ -58,6 +62,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/apps/{name}/log-drains", web::get().to(drains::list))
             .route("/apps/{name}/log-drains", web::post().to(drains::add))
             .route("/apps/{name}/log-drains", web::delete().to(drains::remove))
+            .route("/apps/{name}/env", web::get().to(revisions::get_env))
+            .route("/apps/{name}/env", web::patch().to(revisions::update_env))
+            .route("/apps/{name}/revisions", web::get().to(revisions::list))
+            .route("/apps/{name}/rollback", web::post().to(revisions::rollback))
+            .route("/agent/builds/{id}/source", web::get().to(builds::source))
+            .route("/agent/builds/{id}/logs", web::post().to(builds::logs))
+            .route("/agent/builds/{id}/droplet", web::put().to(builds::droplet))
+            .route("/agent/builds/{id}/result", web::post().to(builds::result))
+            .route("/resources/match", web::post().to(resources::match_files))
             .default_service(web::to(not_found)),
     )
     .app_data(web::JsonConfig::default().limit(8 * 1024 * 1024).error_handler(|err, _| {

@@ -97,6 +97,22 @@ pub struct RevisionRecord {
     pub detected: String,
     pub env: BTreeMap<String, String>,
     pub created_at: DateTime<Utc>,
+    /// Who made it (a username); empty for revisions made before this was recorded.
+    pub created_by: String,
+    /// What made it: "push", "set-env KEY", "rollback to N".
+    pub description: String,
+}
+
+/// What a revision records beyond [`NewRevision`]: its env and its provenance.
+#[derive(Debug, Clone, Default)]
+pub struct RevisionExtra {
+    pub env: BTreeMap<String, String>,
+    pub created_by: String,
+    pub description: String,
+    /// Disk per instance to apply to the app, when given.
+    pub disk_mb: Option<u64>,
+    /// JSON of the push settings to store on the app, when given.
+    pub push_settings: Option<String>,
 }
 
 /// A revision about to be made, with the process settings it starts with.
@@ -268,6 +284,19 @@ pub trait Store: Send + Sync + 'static {
     async fn remove_log_drain(&self, app_name: &str, url: &str, event: &Event) -> StoreResult<bool>;
     /// Every drain as (app name, url).
     async fn list_log_drains(&self) -> StoreResult<Vec<(String, String)>>;
+    /// [`Store::deploy_revision`] with an env, provenance and optional stored settings: every
+    /// push, env change and rollback goes through here (issue 3).
+    async fn deploy_revision_with(&self, app_id: &str, rev: &NewRevision, extra: &RevisionExtra, event: &Event) -> StoreResult<i64>;
+    /// The app's revisions, newest first.
+    async fn app_revisions(&self, app_id: &str) -> StoreResult<Vec<RevisionRecord>>;
+    /// The push settings JSON stored on the app (`{}` when none).
+    async fn app_push_settings(&self, app_id: &str) -> StoreResult<String>;
+    /// Of `files`, those `owner` has uploaded before (incremental upload).
+    async fn known_files(&self, owner: &str, files: &[(String, u64)]) -> StoreResult<Vec<String>>;
+    /// Records files `owner` uploaded.
+    async fn remember_files(&self, owner: &str, files: &[(String, u64)]) -> StoreResult<()>;
+    /// Every cached file's blob, so collection keeps them.
+    async fn cached_file_blobs(&self) -> StoreResult<Vec<String>>;
 }
 
 /// A stored route (see `migrations/sqlite/0003_issue5.sql`).

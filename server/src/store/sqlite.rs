@@ -97,6 +97,8 @@ fn revision_from_row(r: &SqliteRow) -> StoreResult<RevisionRecord> {
         detected: r.try_get("detected")?,
         env: json_map(r.try_get("env")?)?,
         created_at: r.try_get("created_at")?,
+        created_by: r.try_get("created_by")?,
+        description: r.try_get("description")?,
     })
 }
 
@@ -514,6 +516,105 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn deploy_revision_with(&self, app_id: &str, rev: &NewRevision, extra: &RevisionExtra, event: &Event) -> StoreResult<i64> {
+        let env = serde_json::to_string(&extra.env).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut tx = self.write_tx().await?;
+        let number: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(number), 0) + 1 FROM revisions WHERE app_id = ?")
+            .bind(app_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let now = Utc::now();
+        sqlx::query(
+            "INSERT INTO revisions (app_id, number, package, droplet, command, detected, env, created_at, created_by, description)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(app_id)
+        .bind(number)
+        .bind(&rev.package)
+        .bind(&rev.droplet)
+        .bind(&rev.command)
+        .bind(&rev.detected)
+        .bind(&env)
+        .bind(now)
+        .bind(&extra.created_by)
+        .bind(&extra.description)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE apps SET current_revision = ?, desired_instances = ?, memory_mb = ?, disk_mb = COALESCE(?, disk_mb),
+             push_settings = COALESCE(?, push_settings), state = 'started', updated_at = ? WHERE id = ?",
+        )
+        .bind(number)
+        .bind(rev.desired_instances as i64)
+        .bind(rev.memory_mb as i64)
+        .bind(extra.disk_mb.map(|d| d as i64))
+        .bind(&extra.push_settings)
+        .bind(now)
+        .bind(app_id)
+        .execute(&mut *tx)
+        .await?;
+        insert_event(&mut *tx, event).await?;
+        tx.commit().await?;
+        Ok(number)
+    }
+
+    async fn app_revisions(&self, app_id: &str) -> StoreResult<Vec<RevisionRecord>> {
+        let rows = sqlx::query("SELECT * FROM revisions WHERE app_id = ? ORDER BY number DESC")
+            .bind(app_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(revision_from_row).collect()
+    }
+
+    async fn app_push_settings(&self, app_id: &str) -> StoreResult<String> {
+        let s: Option<String> = sqlx::query_scalar("SELECT push_settings FROM apps WHERE id = ?")
+            .bind(app_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        s.ok_or_else(|| StoreError::NotFound("app".into()))
+    }
+
+    async fn known_files(&self, owner: &str, files: &[(String, u64)]) -> StoreResult<Vec<String>> {
+        let mut known = Vec::new();
+        // Chunks keep each statement under SQLite's bound-parameter limit.
+        for chunk in files.chunks(500) {
+            let placeholders = vec!["?"; chunk.len()].join(",");
+            let sql = format!("SELECT sha256, size FROM file_cache WHERE owner = ? AND sha256 IN ({placeholders})");
+            let mut q = sqlx::query(&sql).bind(owner);
+            for (sha, _) in chunk {
+                q = q.bind(sha);
+            }
+            let sizes: std::collections::HashMap<String, i64> = q
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| Ok::<_, sqlx::Error>((r.try_get::<String, _>("sha256")?, r.try_get::<i64, _>("size")?)))
+                .collect::<Result<_, _>>()?;
+            known.extend(chunk.iter().filter(|(sha, size)| sizes.get(sha) == Some(&(*size as i64))).map(|(sha, _)| sha.clone()));
+        }
+        Ok(known)
+    }
+
+    async fn remember_files(&self, owner: &str, files: &[(String, u64)]) -> StoreResult<()> {
+        let now = Utc::now();
+        let mut tx = self.write_tx().await?;
+        for (sha, size) in files {
+            sqlx::query("INSERT OR IGNORE INTO file_cache (owner, sha256, size, created_at) VALUES (?, ?, ?, ?)")
+                .bind(owner)
+                .bind(sha)
+                .bind(*size as i64)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn cached_file_blobs(&self) -> StoreResult<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT DISTINCT sha256 FROM file_cache").fetch_all(&self.pool).await?)
     }
 
     async fn query_logs(&self, app_name: &str, f: &LogQuery, limit: i64) -> StoreResult<Vec<LogLine>> {

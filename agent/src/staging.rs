@@ -1,0 +1,378 @@
+//! Staging on this node (issue 3): runs the builds the controller assigns, each in a sandboxed
+//! stack container (no network, no capabilities, memory, pids and time limits, the app user),
+//! with the built-in buildpacks (`agent/buildpacks/`, compiled into the agent) following the
+//! Heroku / Cloud Foundry contract. Output goes to the controller live as `STG` lines; the
+//! result is `/app` as the droplet tar plus the start command per process type.
+//!
+//! Level-triggered like instances: a build listed in the assignments and not yet running here is
+//! started; the controller lists it until it has the result, so an agent restart runs it again.
+
+use bollard::container::{
+    Config, CreateContainerOptions, DownloadFromContainerOptions, LogOutput, LogsOptions, RemoveContainerOptions,
+    StartContainerOptions, UploadToContainerOptions, WaitContainerOptions,
+};
+use bollard::models::HostConfig;
+use chrono::Utc;
+use futures_util::StreamExt;
+use paas_common::agent::{AgentLogLine, Assignments, BuildAssignment, BuildResult, LogBatch};
+use paas_common::labels;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+use crate::client::ControllerClient;
+use crate::runtime::Runtime;
+
+/// Label on staging containers, so they are never mistaken for instances.
+pub const LABEL_BUILD: &str = "paas.build";
+const APP_USER: &str = "2000:2000";
+const APP_UID: u64 = 2000;
+
+/// The built-in buildpacks, as (path under /buildpacks, mode, bytes).
+const FILES: &[(&str, u32, &[u8])] = &[
+    ("stage.sh", 0o755, include_bytes!("../buildpacks/stage.sh")),
+    ("staticfile/bin/detect", 0o755, include_bytes!("../buildpacks/staticfile/bin/detect")),
+    ("staticfile/bin/compile", 0o755, include_bytes!("../buildpacks/staticfile/bin/compile")),
+    ("staticfile/bin/release", 0o755, include_bytes!("../buildpacks/staticfile/bin/release")),
+    ("staticfile/lib/serve.py", 0o644, include_bytes!("../buildpacks/staticfile/lib/serve.py")),
+    ("python/bin/detect", 0o755, include_bytes!("../buildpacks/python/bin/detect")),
+    ("python/bin/compile", 0o755, include_bytes!("../buildpacks/python/bin/compile")),
+    ("python/bin/release", 0o755, include_bytes!("../buildpacks/python/bin/release")),
+    ("node/bin/detect", 0o755, include_bytes!("../buildpacks/node/bin/detect")),
+    ("node/bin/compile", 0o755, include_bytes!("../buildpacks/node/bin/compile")),
+    ("node/bin/release", 0o755, include_bytes!("../buildpacks/node/bin/release")),
+    ("binary/bin/detect", 0o755, include_bytes!("../buildpacks/binary/bin/detect")),
+    ("binary/bin/compile", 0o755, include_bytes!("../buildpacks/binary/bin/compile")),
+    ("binary/bin/release", 0o755, include_bytes!("../buildpacks/binary/bin/release")),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StagingError {
+    #[error("docker: {0}")]
+    Docker(#[from] bollard::errors::Error),
+    #[error("controller: {0}")]
+    Controller(#[from] crate::client::ClientError),
+    #[error("tar: {0}")]
+    Tar(#[from] std::io::Error),
+}
+
+/// The buildpacks as a tar to unpack at `/`: `buildpacks/...`, owned by root, read-only to apps.
+pub fn buildpacks_tar() -> Result<Vec<u8>, std::io::Error> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut dirs = std::collections::BTreeSet::new();
+    for (path, _, _) in FILES {
+        let mut p = std::path::Path::new(path).parent();
+        while let Some(d) = p.filter(|d| !d.as_os_str().is_empty()) {
+            dirs.insert(d.to_path_buf());
+            p = d.parent();
+        }
+    }
+    let dir = |b: &mut tar::Builder<Vec<u8>>, path: &str| -> std::io::Result<()> {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        h.set_mtime(0);
+        b.append_data(&mut h, path, std::io::empty())
+    };
+    dir(&mut b, "buildpacks")?;
+    for d in &dirs {
+        dir(&mut b, &format!("buildpacks/{}", d.display()))?;
+    }
+    for (path, mode, bytes) in FILES {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(*mode);
+        h.set_size(bytes.len() as u64);
+        h.set_mtime(0);
+        b.append_data(&mut h, format!("buildpacks/{path}"), *bytes)?;
+    }
+    b.into_inner()
+}
+
+/// Runs every assigned build once; forgets builds no longer listed (so a re-listed one reruns).
+pub async fn run_builds(runtime: Arc<Runtime>, client: Arc<ControllerClient>, mut assignments: watch::Receiver<Option<Assignments>>) {
+    let mut running: HashSet<String> = HashSet::new();
+    loop {
+        let builds: Vec<BuildAssignment> =
+            assignments.borrow_and_update().as_ref().map(|a| a.builds.clone()).unwrap_or_default();
+        let listed: HashSet<&str> = builds.iter().map(|b| b.build_id.as_str()).collect();
+        running.retain(|id| listed.contains(id.as_str()));
+        for b in builds {
+            if !running.insert(b.build_id.clone()) {
+                continue;
+            }
+            let (runtime, client) = (runtime.clone(), client.clone());
+            tokio::spawn(async move {
+                let id = b.build_id.clone();
+                tracing::info!(build = %id, app = %b.app, "staging");
+                let result = match stage(&runtime, &client, &b).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(build = %id, error = %e, "staging failed on this node");
+                        failed(format!("the node could not stage: {e}"))
+                    }
+                };
+                if let Err(e) = client.build_result(&id, &result).await {
+                    tracing::warn!(build = %id, error = %e, "could not report a build result");
+                }
+            });
+        }
+        if assignments.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+fn failed(why: String) -> BuildResult {
+    BuildResult { error: Some(why), ..Default::default() }
+}
+
+/// One build, start to end; the container is always removed.
+async fn stage(runtime: &Runtime, client: &Arc<ControllerClient>, b: &BuildAssignment) -> Result<BuildResult, StagingError> {
+    let docker = runtime.docker();
+    let s = runtime.settings();
+    let source = client.build_source(&b.build_id).await?;
+    let memory = i64::try_from(b.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX);
+    let mut env = vec!["HOME=/app".to_string(), format!("PAAS_APP={}", b.app)];
+    if !b.buildpacks.is_empty() {
+        env.push(format!("PAAS_BUILDPACKS={}", b.buildpacks.join(" ")));
+    }
+    let config = Config {
+        image: Some(s.stack_image.clone()),
+        cmd: Some(vec!["/bin/sh".into(), "/buildpacks/stage.sh".into()]),
+        user: Some(APP_USER.into()),
+        working_dir: Some("/app".into()),
+        env: Some(env),
+        labels: Some(HashMap::from([
+            (labels::MANAGED.to_string(), "true".to_string()),
+            (labels::NODE.to_string(), s.node_name.clone()),
+            (labels::APP.to_string(), b.app.clone()),
+            (LABEL_BUILD.to_string(), b.build_id.clone()),
+        ])),
+        host_config: Some(HostConfig {
+            // Buildpacks work offline; without a network a build cannot reach anything.
+            network_mode: Some("none".into()),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            memory: Some(memory),
+            memory_swap: Some(memory),
+            pids_limit: Some(512),
+            privileged: Some(false),
+            tmpfs: Some(HashMap::from([("/tmp".into(), format!("rw,nosuid,size={}m", b.disk_mb.max(64)))])),
+            init: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let name = format!("paas-stg-{}-{}", s.node_name, &b.build_id[..b.build_id.len().min(8)]);
+    let id = docker.create_container(Some(CreateContainerOptions { name: name.as_str(), platform: None }), config).await?.id;
+    let outcome = run_in(runtime, client, b, &id, source).await;
+    let remove = RemoveContainerOptions { force: true, v: true, ..Default::default() };
+    if let Err(e) = docker.remove_container(&id, Some(remove)).await {
+        tracing::warn!(container = %id, error = %e, "could not remove a staging container");
+    }
+    outcome
+}
+
+async fn run_in(
+    runtime: &Runtime,
+    client: &Arc<ControllerClient>,
+    b: &BuildAssignment,
+    id: &str,
+    source: bytes::Bytes,
+) -> Result<BuildResult, StagingError> {
+    let docker = runtime.docker();
+    docker.upload_to_container(id, Some(UploadToContainerOptions { path: "/app", ..Default::default() }), source).await?;
+    docker
+        .upload_to_container(id, Some(UploadToContainerOptions { path: "/", ..Default::default() }), buildpacks_tar()?.into())
+        .await?;
+    docker.start_container(id, None::<StartContainerOptions<String>>).await?;
+
+    // Follow the output while waiting, so lines reach the user as they happen.
+    let last_line = Arc::new(Mutex::new(String::new()));
+    let follower = tokio::spawn(follow(docker.clone(), client.clone(), id.to_string(), b.build_id.clone(), last_line.clone()));
+    let wait = async { docker.wait_container(id, None::<WaitContainerOptions<String>>).next().await };
+    let code = match tokio::time::timeout(Duration::from_secs(b.timeout_secs), wait).await {
+        Err(_) => {
+            let _ = docker.kill_container::<String>(id, None).await;
+            let _ = follower.await;
+            return Ok(failed(format!("staging exceeded its time limit of {} s", b.timeout_secs)));
+        }
+        Ok(Some(Ok(r))) => r.status_code,
+        Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => code,
+        Ok(Some(Err(e))) => return Err(e.into()),
+        Ok(None) => -1,
+    };
+    // The follower ends with the container's output, so every line is sent before the result.
+    let _ = follower.await;
+    let oom = docker.inspect_container(id, None).await?.state.and_then(|s| s.oom_killed).unwrap_or(false);
+    if oom {
+        return Ok(failed(format!("staging ran out of memory (limit {} MB)", b.memory_mb)));
+    }
+    if code != 0 {
+        let last = last_line.lock().unwrap_or_else(|p| p.into_inner()).trim().to_string();
+        // The driver's exit codes (agent/buildpacks/stage.sh) say which step failed.
+        let why = match code {
+            222 | 223 => last,
+            224 => format!("the buildpack's compile step failed: {last}"),
+            225 => format!("the buildpack's release step failed: {last}"),
+            _ => format!("{last} (exit code {code})"),
+        };
+        return Ok(failed(why));
+    }
+    let limit = b.disk_mb.saturating_mul(1024 * 1024) as usize;
+    let mut raw = Vec::new();
+    let mut stream = docker.download_from_container(id, Some(DownloadFromContainerOptions { path: "/app" }));
+    while let Some(chunk) = stream.next().await {
+        raw.extend_from_slice(&chunk?);
+        if raw.len() > limit {
+            return Ok(failed(format!("the staged app is larger than the disk limit of {} MB", b.disk_mb)));
+        }
+    }
+    let (droplet, processes, buildpack) = tokio::task::spawn_blocking(move || reroot(&raw))
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
+    let up = client.upload_build_droplet(&b.build_id, droplet).await?;
+    Ok(BuildResult { buildpack, droplet: Some(up.sha256), processes, error: None })
+}
+
+/// Sends the container's output as `STG` lines, one batch per chunk the engine hands over.
+async fn follow(docker: bollard::Docker, client: Arc<ControllerClient>, id: String, build_id: String, last: Arc<Mutex<String>>) {
+    let opts = LogsOptions::<String> { follow: true, stdout: true, stderr: true, tail: "all".into(), ..Default::default() };
+    let mut stream = docker.logs(&id, Some(opts));
+    let mut partial = String::new();
+    while let Some(item) = stream.next().await {
+        let (stream_name, bytes) = match item {
+            Ok(LogOutput::StdOut { message }) => ("stdout", message),
+            Ok(LogOutput::StdErr { message }) => ("stderr", message),
+            Ok(_) => continue,
+            Err(_) => break,
+        };
+        partial.push_str(&String::from_utf8_lossy(&bytes));
+        let mut lines = Vec::new();
+        while let Some(pos) = partial.find('\n') {
+            let line: String = partial.drain(..=pos).collect();
+            let line = line.trim_end().to_string();
+            if !line.is_empty() {
+                lines.push(line);
+            }
+        }
+        if let Some(l) = lines.last() {
+            *last.lock().unwrap_or_else(|p| p.into_inner()) = l.clone();
+        }
+        if lines.is_empty() {
+            continue;
+        }
+        let batch = LogBatch {
+            lines: lines
+                .into_iter()
+                .map(|message| AgentLogLine {
+                    instance_id: build_id.clone(),
+                    timestamp: Utc::now(),
+                    source: "STG".into(),
+                    stream: stream_name.into(),
+                    message,
+                })
+                .collect(),
+        };
+        if let Err(e) = client.build_logs(&build_id, &batch).await {
+            tracing::debug!(build = %build_id, error = %e, "could not send staging lines");
+        }
+    }
+}
+
+/// `/app` as the engine hands it over (entries under `app/`) re-rooted to the droplet layout
+/// (entries relative to `/app`), with what the driver recorded in `.paas/`.
+#[allow(clippy::type_complexity)]
+fn reroot(raw: &[u8]) -> Result<(Vec<u8>, BTreeMap<String, String>, Option<String>), std::io::Error> {
+    let mut out = tar::Builder::new(Vec::new());
+    let mut processes = BTreeMap::new();
+    let mut buildpack = None;
+    let mut archive = tar::Archive::new(raw);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.into_owned();
+        let Ok(rel) = path.strip_prefix("app") else { continue };
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
+        let rel = rel.to_path_buf();
+        let mut header = entry.header().clone();
+        if entry.header().entry_type().is_file() {
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data)?;
+            if rel == std::path::Path::new(".paas/processes") {
+                for line in String::from_utf8_lossy(&data).lines() {
+                    if let Some((t, c)) = line.split_once(':') {
+                        processes.entry(t.trim().to_string()).or_insert_with(|| c.trim().to_string());
+                    }
+                }
+            } else if rel == std::path::Path::new(".paas/buildpack") {
+                buildpack = Some(String::from_utf8_lossy(&data).trim().to_string());
+            }
+            out.append_data(&mut header, &rel, data.as_slice())?;
+        } else if entry.header().entry_type().is_symlink() || entry.header().entry_type().is_hard_link() {
+            let target = entry.link_name()?.map(|t| t.into_owned()).unwrap_or_default();
+            header.set_size(0);
+            out.append_link(&mut header, &rel, &target)?;
+        } else {
+            header.set_uid(header.uid().unwrap_or(APP_UID));
+            out.append_data(&mut header, &rel, std::io::empty())?;
+        }
+    }
+    Ok((out.into_inner()?, processes, buildpack))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buildpacks_tar_holds_every_script_executable() {
+        let tar = buildpacks_tar().unwrap();
+        let mut a = tar::Archive::new(tar.as_slice());
+        let mut names = Vec::new();
+        for e in a.entries().unwrap() {
+            let e = e.unwrap();
+            let p = e.path().unwrap().display().to_string();
+            if p.contains("/bin/") {
+                assert_eq!(e.header().mode().unwrap() & 0o111, 0o111, "{p}");
+            }
+            names.push(p);
+        }
+        for bp in ["staticfile", "python", "node", "binary"] {
+            for step in ["detect", "compile", "release"] {
+                assert!(names.contains(&format!("buildpacks/{bp}/bin/{step}")), "{bp} {step}: {names:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn reroot_strips_app_and_reads_processes() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut dir = tar::Header::new_gnu();
+        dir.set_entry_type(tar::EntryType::Directory);
+        dir.set_mode(0o755);
+        dir.set_size(0);
+        b.append_data(&mut dir.clone(), "app", std::io::empty()).unwrap();
+        b.append_data(&mut dir, "app/.paas", std::io::empty()).unwrap();
+        for (p, body) in [("app/app.py", "print(1)\n"), ("app/.paas/processes", "web: python3 app.py\nworker: python3 w.py\n"), ("app/.paas/buildpack", "python\n")] {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            h.set_size(body.len() as u64);
+            b.append_data(&mut h, p, body.as_bytes()).unwrap();
+        }
+        let (tar, procs, bp) = reroot(&b.into_inner().unwrap()).unwrap();
+        assert_eq!(procs["web"], "python3 app.py");
+        assert_eq!(procs["worker"], "python3 w.py");
+        assert_eq!(bp.as_deref(), Some("python"));
+        let names: Vec<String> = tar::Archive::new(tar.as_slice())
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert!(names.contains(&"app.py".to_string()) && !names.iter().any(|n| n.starts_with("app/")), "{names:?}");
+    }
+}

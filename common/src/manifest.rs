@@ -1,0 +1,511 @@
+//! App manifests: `paas.yml`, or a Cloud Foundry `manifest.yml` as it is. Parsed here so the CLI
+//! and the server read them alike. An unknown field is a warning (CF manifests carry fields we do
+//! not use, such as `stack` or `services`); a wrong type or value is an error that names the
+//! field and the line.
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::api::{HealthCheckSettings, ProcessSettings};
+use crate::domain::{parse_memory_mb, AppName};
+
+/// Buildpacks the platform ships; Cloud Foundry's `<name>_buildpack` spellings are accepted too.
+pub const BUILTIN_BUILDPACKS: &[&str] = &["staticfile", "python", "node", "binary", "procfile"];
+
+/// The platform name of buildpack `name` (`python_buildpack` -> `python`), if it is known.
+pub fn buildpack_name(name: &str) -> Option<&'static str> {
+    let n = name.trim().to_ascii_lowercase();
+    let n = n.strip_suffix("_buildpack").or_else(|| n.strip_suffix("-buildpack")).unwrap_or(&n);
+    let n = if n == "nodejs" { "node" } else { n };
+    BUILTIN_BUILDPACKS.iter().copied().find(|b| *b == n)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestError {
+    /// 1-based line of the offending value, when the parser knows it.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "line {l}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for ManifestError {}
+
+/// A parsed manifest and the warnings it raised (unknown fields, by path).
+#[derive(Debug, Clone, Default)]
+pub struct Manifest {
+    pub applications: Vec<AppManifest>,
+    pub warnings: Vec<String>,
+}
+
+/// One entry of `applications`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct AppManifest {
+    #[serde(deserialize_with = "app_name")]
+    pub name: AppName,
+    #[serde(default, deserialize_with = "count")]
+    pub instances: Option<u32>,
+    #[serde(default, deserialize_with = "memory")]
+    pub memory: Option<u64>,
+    #[serde(default, deserialize_with = "disk_quota")]
+    pub disk_quota: Option<u64>,
+    #[serde(default)]
+    pub command: Option<String>,
+    #[serde(default, deserialize_with = "buildpacks")]
+    pub buildpacks: Vec<String>,
+    #[serde(default, deserialize_with = "env_map")]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub routes: Vec<RouteEntry>,
+    /// Relative to the manifest's folder.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    #[serde(default, rename = "health-check-type", deserialize_with = "check_type")]
+    pub health_check_type: Option<String>,
+    #[serde(default, rename = "health-check-http-endpoint")]
+    pub health_check_http_endpoint: Option<String>,
+    #[serde(default, rename = "health-check-invocation-timeout", deserialize_with = "count_u64")]
+    pub health_check_invocation_timeout: Option<u64>,
+    #[serde(default, deserialize_with = "count_u64")]
+    pub timeout: Option<u64>,
+    #[serde(default, rename = "readiness-health-check-type", deserialize_with = "check_type")]
+    pub readiness_health_check_type: Option<String>,
+    #[serde(default, rename = "readiness-health-check-http-endpoint")]
+    pub readiness_health_check_http_endpoint: Option<String>,
+    #[serde(default, rename = "readiness-health-check-invocation-timeout", deserialize_with = "count_u64")]
+    pub readiness_health_check_invocation_timeout: Option<u64>,
+    #[serde(default, rename = "readiness-health-check-interval", deserialize_with = "count_u64")]
+    pub readiness_health_check_interval: Option<u64>,
+    #[serde(default)]
+    pub processes: Vec<ProcessManifest>,
+}
+
+impl Default for AppName {
+    fn default() -> Self {
+        AppName::parse("app").unwrap_or_else(|_| unreachable!("\"app\" is a valid name"))
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct RouteEntry {
+    pub route: String,
+}
+
+/// The health-check fields an app or a process may state, in Cloud Foundry's spelling. Inlined
+/// into [`AppManifest`] and [`ProcessManifest`] rather than `#[serde(flatten)]`, because
+/// flattening buffers the map and loses the line of a bad value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HealthFields {
+    pub health_check_type: Option<String>,
+    pub health_check_http_endpoint: Option<String>,
+    pub health_check_invocation_timeout: Option<u64>,
+    pub timeout: Option<u64>,
+    pub readiness_health_check_type: Option<String>,
+    pub readiness_health_check_http_endpoint: Option<String>,
+    pub readiness_health_check_invocation_timeout: Option<u64>,
+    pub readiness_health_check_interval: Option<u64>,
+}
+
+macro_rules! health_of {
+    ($s:expr) => {
+        HealthFields {
+            health_check_type: $s.health_check_type.clone(),
+            health_check_http_endpoint: $s.health_check_http_endpoint.clone(),
+            health_check_invocation_timeout: $s.health_check_invocation_timeout,
+            timeout: $s.timeout,
+            readiness_health_check_type: $s.readiness_health_check_type.clone(),
+            readiness_health_check_http_endpoint: $s.readiness_health_check_http_endpoint.clone(),
+            readiness_health_check_invocation_timeout: $s.readiness_health_check_invocation_timeout,
+            readiness_health_check_interval: $s.readiness_health_check_interval,
+        }
+    };
+}
+
+impl AppManifest {
+    pub fn health(&self) -> HealthFields {
+        health_of!(self)
+    }
+}
+
+impl HealthFields {
+    /// The wire form, or `None` when the manifest states nothing about health.
+    pub fn to_settings(&self) -> Option<HealthCheckSettings> {
+        let s = HealthCheckSettings {
+            check_type: self.health_check_type.clone(),
+            http_endpoint: self.health_check_http_endpoint.clone(),
+            invocation_timeout_secs: self.health_check_invocation_timeout,
+            start_timeout_secs: self.timeout,
+            readiness_type: self.readiness_health_check_type.clone(),
+            readiness_http_endpoint: self.readiness_health_check_http_endpoint.clone(),
+            readiness_invocation_timeout_secs: self.readiness_health_check_invocation_timeout,
+            readiness_interval_secs: self.readiness_health_check_interval,
+        };
+        (s != HealthCheckSettings::default()).then_some(s)
+    }
+}
+
+/// One entry of `processes`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ProcessManifest {
+    #[serde(rename = "type")]
+    pub process_type: String,
+    #[serde(default)]
+    pub command: Option<String>,
+    #[serde(default, deserialize_with = "count")]
+    pub instances: Option<u32>,
+    #[serde(default, deserialize_with = "memory")]
+    pub memory: Option<u64>,
+    #[serde(default, deserialize_with = "disk_quota")]
+    pub disk_quota: Option<u64>,
+
+    #[serde(default, rename = "health-check-type", deserialize_with = "check_type")]
+    pub health_check_type: Option<String>,
+    #[serde(default, rename = "health-check-http-endpoint")]
+    pub health_check_http_endpoint: Option<String>,
+    #[serde(default, rename = "health-check-invocation-timeout", deserialize_with = "count_u64")]
+    pub health_check_invocation_timeout: Option<u64>,
+    #[serde(default, deserialize_with = "count_u64")]
+    pub timeout: Option<u64>,
+    #[serde(default, rename = "readiness-health-check-type", deserialize_with = "check_type")]
+    pub readiness_health_check_type: Option<String>,
+    #[serde(default, rename = "readiness-health-check-http-endpoint")]
+    pub readiness_health_check_http_endpoint: Option<String>,
+    #[serde(default, rename = "readiness-health-check-invocation-timeout", deserialize_with = "count_u64")]
+    pub readiness_health_check_invocation_timeout: Option<u64>,
+    #[serde(default, rename = "readiness-health-check-interval", deserialize_with = "count_u64")]
+    pub readiness_health_check_interval: Option<u64>,
+}
+
+impl ProcessManifest {
+    pub fn to_settings(&self) -> ProcessSettings {
+        ProcessSettings {
+            process_type: self.process_type.clone(),
+            command: self.command.clone(),
+            instances: self.instances,
+            memory_mb: self.memory,
+            disk_mb: self.disk_quota,
+            health: health_of!(self).to_settings(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Top {
+    #[serde(default)]
+    applications: Vec<AppManifest>,
+    /// Cloud Foundry's manifest schema version; accepted and ignored.
+    #[serde(default)]
+    #[allow(dead_code)]
+    version: Option<serde_norway::Value>,
+}
+
+/// Parses manifest text. Errors carry the line; warnings list every field that was ignored.
+pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
+    let mut warnings = Vec::new();
+    let de = serde_norway::Deserializer::from_str(text);
+    let top: Top = serde_ignored::deserialize(de, |path| {
+        warnings.push(format!("unknown field {} ignored", cf_path(&path.to_string())));
+    })
+    .map_err(|e| {
+        let message = strip_location(&e.to_string());
+        let line = e.location().map(|l| refine_line(text, l.line(), &message));
+        ManifestError { line, message }
+    })?;
+    if top.applications.is_empty() {
+        return Err(ManifestError { line: None, message: "the manifest lists no `applications`".into() });
+    }
+    let mut seen = std::collections::HashSet::new();
+    for a in &top.applications {
+        if !seen.insert(a.name.as_str().to_string()) {
+            return Err(ManifestError { line: line_of(text, a.name.as_str()), message: format!("application {} is listed twice", a.name.as_str()) });
+        }
+        let mut types = std::collections::HashSet::new();
+        for p in &a.processes {
+            if p.process_type.is_empty() || !types.insert(p.process_type.clone()) {
+                return Err(ManifestError {
+                    line: line_of(text, &p.process_type),
+                    message: format!("applications.{}.processes: process type {:?} is empty or listed twice", a.name.as_str(), p.process_type),
+                });
+            }
+        }
+    }
+    Ok(Manifest { applications: top.applications, warnings })
+}
+
+/// serde_ignored's `applications.0.stack` as `applications[0].stack`.
+fn cf_path(p: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in p.split('.').enumerate() {
+        if part.chars().all(|c| c.is_ascii_digit()) && !part.is_empty() {
+            out.push_str(&format!("[{part}]"));
+        } else {
+            if i > 0 {
+                out.push('.');
+            }
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+/// The parser appends " at line L column C"; the line is reported on its own.
+fn strip_location(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+/// A value our own checks refuse is reported by the parser at the start of its mapping; the
+/// message starts with the field (`applications[0]: memory: ...`), so find that field's line at
+/// or after the mapping's.
+fn refine_line(text: &str, line: usize, message: &str) -> usize {
+    let after_path = message.split_once(": ").map(|(_, rest)| rest).unwrap_or(message);
+    let Some((field, _)) = after_path.split_once(": ") else { return line };
+    if field.is_empty() || !field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        return line;
+    }
+    let key = format!("{field}:");
+    text.lines()
+        .enumerate()
+        .skip(line.saturating_sub(1))
+        .find(|(_, l)| {
+            let t = l.trim_start().trim_start_matches("- ");
+            t.starts_with(&key)
+        })
+        .map(|(i, _)| i + 1)
+        .unwrap_or(line)
+}
+
+fn line_of(text: &str, needle: &str) -> Option<usize> {
+    text.lines().position(|l| l.contains(needle)).map(|i| i + 1)
+}
+
+/// A YAML scalar as text: CF manifests write `PORT: 8080` and `DEBUG: true` in `env`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    S(String),
+    I(i64),
+    F(f64),
+    B(bool),
+}
+
+impl Scalar {
+    fn text(self) -> String {
+        match self {
+            Scalar::S(s) => s,
+            Scalar::I(i) => i.to_string(),
+            Scalar::F(f) => f.to_string(),
+            Scalar::B(b) => b.to_string(),
+        }
+    }
+}
+
+fn app_name<'de, D: Deserializer<'de>>(d: D) -> Result<AppName, D::Error> {
+    let s = String::deserialize(d)?;
+    AppName::parse(&s).map_err(|m| de::Error::custom(format!("name: {m}")))
+}
+
+fn count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let n = Option::<i64>::deserialize(d)?;
+    match n {
+        None => Ok(None),
+        Some(n) if (0..=100).contains(&n) => Ok(Some(n as u32)),
+        Some(n) => Err(de::Error::custom(format!("instances: must be from 0 to 100, not {n}"))),
+    }
+}
+
+fn count_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let n = Option::<i64>::deserialize(d)?;
+    match n {
+        None => Ok(None),
+        Some(n) if n > 0 => Ok(Some(n as u64)),
+        Some(n) => Err(de::Error::custom(format!("timeout: must be a positive number of seconds, not {n}"))),
+    }
+}
+
+fn memory<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    size_mb(d).map_err(|e| de::Error::custom(format!("memory: {e}")))
+}
+
+fn disk_quota<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    size_mb(d).map_err(|e| de::Error::custom(format!("disk_quota: {e}")))
+}
+
+fn size_mb<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match Option::<Scalar>::deserialize(d)? {
+        None => Ok(None),
+        Some(Scalar::I(n)) if n > 0 => parse_memory_mb(&format!("{n}M")).map(Some).map_err(de::Error::custom),
+        Some(Scalar::S(s)) => parse_memory_mb(&s).map(Some).map_err(de::Error::custom),
+        Some(other) => Err(de::Error::custom(format!("invalid size {:?}: use e.g. 256M or 1G", other.text()))),
+    }
+}
+
+fn check_type<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = Option::<String>::deserialize(d)?;
+    match s.as_deref() {
+        None => Ok(None),
+        // CF's older names for the same checks.
+        Some("port" | "none") => Ok(Some("port".into())),
+        Some("http") => Ok(Some("http".into())),
+        Some("process") => Ok(Some("process".into())),
+        Some(other) => Err(de::Error::custom(format!("health-check-type: unknown health check type {other:?}: use port, http or process"))),
+    }
+}
+
+fn buildpacks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let names = Vec::<String>::deserialize(d)?;
+    names
+        .into_iter()
+        .map(|n| {
+            buildpack_name(&n).map(str::to_string).ok_or_else(|| {
+                de::Error::custom(format!("buildpacks: unknown buildpack {n:?}: known are {}", BUILTIN_BUILDPACKS.join(", ")))
+            })
+        })
+        .collect()
+}
+
+fn env_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    let m = Option::<BTreeMap<String, Scalar>>::deserialize(d)?;
+    Ok(m.unwrap_or_default().into_iter().map(|(k, v)| (k, v.text())).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CF: &str = "---
+version: 1
+applications:
+- name: web-one
+  instances: 2
+  memory: 256M
+  disk_quota: 1G
+  command: python3 app.py
+  buildpacks:
+  - python_buildpack
+  env:
+    GREETING: hi
+    WORKERS: 4
+    DEBUG: true
+  routes:
+  - route: web-one.example.com
+  path: ./one
+  health-check-type: http
+  health-check-http-endpoint: /health
+  health-check-invocation-timeout: 5
+  timeout: 90
+  readiness-health-check-type: http
+  readiness-health-check-http-endpoint: /ready
+  stack: cflinuxfs4
+  processes:
+  - type: worker
+    command: python3 worker.py
+    instances: 1
+    memory: 128M
+- name: web-two
+  memory: 512
+";
+
+    #[test]
+    fn a_cloud_foundry_manifest_as_it_is() {
+        let m = parse(CF).unwrap();
+        assert_eq!(m.applications.len(), 2);
+        let a = &m.applications[0];
+        assert_eq!(a.name.as_str(), "web-one");
+        assert_eq!(a.instances, Some(2));
+        assert_eq!(a.memory, Some(256));
+        assert_eq!(a.disk_quota, Some(1024));
+        assert_eq!(a.buildpacks, vec!["python".to_string()]);
+        assert_eq!(a.env["WORKERS"], "4");
+        assert_eq!(a.env["DEBUG"], "true");
+        assert_eq!(a.routes[0].route, "web-one.example.com");
+        assert_eq!(a.path.as_deref(), Some(std::path::Path::new("./one")));
+        let h = a.health().to_settings().unwrap();
+        assert_eq!(h.check_type.as_deref(), Some("http"));
+        assert_eq!(h.http_endpoint.as_deref(), Some("/health"));
+        assert_eq!(h.invocation_timeout_secs, Some(5));
+        assert_eq!(h.start_timeout_secs, Some(90));
+        assert_eq!(h.readiness_http_endpoint.as_deref(), Some("/ready"));
+        assert_eq!(a.processes[0].to_settings().memory_mb, Some(128));
+        assert_eq!(m.applications[1].memory, Some(512), "a bare number is megabytes");
+        assert_eq!(m.warnings, vec!["unknown field applications[0].stack ignored".to_string()]);
+    }
+
+    fn err(text: &str) -> ManifestError {
+        parse(text).expect_err("must be refused")
+    }
+
+    #[test]
+    fn memory_lots_names_field_and_line() {
+        let e = err("applications:\n- name: a\n  memory: lots\n");
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message.contains("memory") && e.message.contains("lots"), "{e}");
+    }
+
+    #[test]
+    fn negative_instances() {
+        let e = err("applications:\n- name: a\n  instances: -1\n");
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message.contains("instances") && e.message.contains("-1"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types() {
+        let e = err("applications:\n- name: a\n  instances: many\n");
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message.contains("instances"), "{e}");
+        let e = err("applications:\n- name: a\n  env: [A, B]\n");
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message.contains("env"), "{e}");
+        let e = err("applications:\n- name: a\n  routes: web.example.com\n");
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message.contains("routes"), "{e}");
+        let e = err("applications:\n- name: a\n  processes:\n  - type: worker\n    instances: {}\n");
+        assert_eq!(e.line, Some(5), "{e}");
+        let e = err("applications: yes\n");
+        assert_eq!(e.line, Some(1), "{e}");
+    }
+
+    #[test]
+    fn unknown_buildpack() {
+        let e = err("applications:\n- name: a\n  buildpacks:\n  - cobol_buildpack\n");
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message.contains("unknown buildpack \"cobol_buildpack\""), "{e}");
+    }
+
+    #[test]
+    fn bad_names_and_values() {
+        let e = err("applications:\n- name: Bad_Name\n");
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.message.contains("invalid app name"), "{e}");
+        let e = err("applications:\n- name: a\n  health-check-type: ping\n");
+        assert!(e.message.contains("health check type"), "{e}");
+        let e = err("applications:\n- name: a\n  timeout: 0\n");
+        assert!(e.message.contains("timeout"), "{e}");
+        let e = err("applications:\n- instances: 1\n");
+        assert!(e.message.contains("name"), "{e}");
+        assert!(err("applications: []\n").message.contains("no `applications`"));
+        assert!(err("applications:\n- name: a\n- name: a\n").message.contains("twice"));
+        assert!(err(": : :\n  - [").line.is_some());
+    }
+
+    #[test]
+    fn buildpack_aliases() {
+        assert_eq!(buildpack_name("nodejs_buildpack"), Some("node"));
+        assert_eq!(buildpack_name("staticfile_buildpack"), Some("staticfile"));
+        assert_eq!(buildpack_name("binary"), Some("binary"));
+        assert_eq!(buildpack_name("cobol"), None);
+    }
+}

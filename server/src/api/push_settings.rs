@@ -1,0 +1,57 @@
+//! The push's optional settings beyond instances/memory/command (issue 3): each arrives as one
+//! multipart text field and is checked here, with the field named in the error.
+
+use paas_common::api::{HealthCheckSettings, ProcessSettings, PushSettings};
+use paas_common::domain::parse_memory_mb;
+use paas_common::ErrorCode;
+use std::collections::BTreeMap;
+
+use crate::error::{ApiResult, Error};
+
+fn json<T: serde::de::DeserializeOwned>(field: &str, text: &str) -> ApiResult<T> {
+    serde_json::from_str(text).map_err(|e| Error::api(ErrorCode::BadRequest, format!("field {field:?}: {e}")))
+}
+
+/// Parses field `name` into `s`.
+pub fn apply_field(s: &mut PushSettings, name: &str, text: &str) -> ApiResult<()> {
+    match name {
+        "env" => {
+            let env: BTreeMap<String, String> = json(name, text)?;
+            for (k, v) in &env {
+                super::revisions::check_env(k, Some(v))?;
+            }
+            s.env = env;
+        }
+        "disk_mb" | "disk_quota" => {
+            s.disk_mb = Some(parse_memory_mb(text).map_err(|m| Error::api(ErrorCode::BadRequest, format!("{name}: {m}")))?);
+        }
+        "buildpacks" => {
+            let names: Vec<String> = json(name, text)?;
+            for n in &names {
+                if paas_common::manifest::buildpack_name(n).is_none() {
+                    return Err(Error::api(
+                        ErrorCode::BadRequest,
+                        format!("unknown buildpack {n:?}: known are {}", paas_common::manifest::BUILTIN_BUILDPACKS.join(", ")),
+                    ));
+                }
+            }
+            s.buildpacks = names;
+        }
+        "routes" => s.routes = json(name, text)?,
+        "health" => s.health = Some(json::<HealthCheckSettings>(name, text)?),
+        "processes" => s.processes = json::<Vec<ProcessSettings>>(name, text)?,
+        _ => return Err(Error::api(ErrorCode::BadRequest, format!("unknown form field {name:?}"))),
+    }
+    Ok(())
+}
+
+/// The settings stored on the app for later work (buildpacks, routes, health, processes).
+pub fn stored_json(s: &PushSettings) -> ApiResult<String> {
+    serde_json::to_string(&serde_json::json!({
+        "buildpacks": s.buildpacks,
+        "routes": s.routes,
+        "health": s.health,
+        "processes": s.processes,
+    }))
+    .map_err(Error::internal)
+}
