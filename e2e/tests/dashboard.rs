@@ -129,7 +129,43 @@ async fn dashboard_login_deploy_watch_delete() {
     .await
     .unwrap();
     wait_text(&c, "#logs", &marker, Duration::from_secs(15)).await;
+
+    // Scale to two instances from the dashboard.
+    let inst = c.find(Locator::Id("scale-instances")).await.unwrap();
+    inst.clear().await.unwrap();
+    inst.send_keys("2").await.unwrap();
+    c.find(Locator::Css("#scale button[type=submit]")).await.unwrap().click().await.unwrap();
+    wait_text(&c, "#app-instances", "2/2 running", Duration::from_secs(90)).await;
+
+    // A new revision through the env form, then one-click rollback to revision 1.
+    wait_text(&c, "#revisions", "(current)", Duration::from_secs(10)).await;
+    c.find(Locator::Id("env-key")).await.unwrap().send_keys("GREETING").await.unwrap();
+    c.find(Locator::Id("env-value")).await.unwrap().send_keys("Hola from the dashboard").await.unwrap();
+    c.find(Locator::Css("#env-set button[type=submit]")).await.unwrap().click().await.unwrap();
+    wait_text(&c, "#revisions", "2 (current)", Duration::from_secs(30)).await;
+    let app3 = app.clone();
+    let p = tokio::task::spawn_blocking(move || {
+        paas_e2e::wait_for(Duration::from_secs(90), "the new env to serve", || {
+            p.get_app(&app3, "/").ok().filter(|(_, b)| b.contains("Hola from the dashboard")).map(|_| ())
+        })
+        .unwrap();
+        p
+    })
+    .await
+    .unwrap();
     shot(&c, "app").await;
+    c.find(Locator::Css("#revisions tr[data-revision='1'] button.rollback")).await.unwrap().click().await.unwrap();
+    wait_text(&c, "#revisions", "3 (current)", Duration::from_secs(30)).await;
+    let app4 = app.clone();
+    let p = tokio::task::spawn_blocking(move || {
+        paas_e2e::wait_for(Duration::from_secs(90), "revision 1's content to serve again", || {
+            p.get_app(&app4, "/").ok().filter(|(_, b)| b.contains("Hello from paas")).map(|_| ())
+        })
+        .unwrap();
+        p
+    })
+    .await
+    .unwrap();
 
     // The apps list shows it; other pages render.
     c.goto(&format!("{base}/")).await.unwrap();
