@@ -81,6 +81,24 @@ function setupDeploy() {
   });
 }
 
+// A small inline SVG line of the last samples (0..max), for CPU and memory.
+function spark(values, max, label) {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("width", "60");
+  svg.setAttribute("height", "16");
+  svg.setAttribute("class", "spark");
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", label);
+  const top = Math.max(max, ...values);
+  const pts = values.map((v, i) => (values.length < 2 ? 0 : (i * 60) / (values.length - 1)).toFixed(1) + "," + (15 - (v / top) * 14).toFixed(1));
+  const line = document.createElementNS(ns, "polyline");
+  line.setAttribute("points", pts.join(" "));
+  svg.append(line);
+  return svg;
+}
+const history = {};
+
 // App page: instances and logs refresh without reloading.
 function setupApp() {
   const root = document.getElementById("app");
@@ -104,7 +122,18 @@ function setupApp() {
         tr.append(el("td", i.index));
         const st = el("td");
         st.append(el("span", i.state, "state state-" + i.state));
-        tr.append(st, el("td", i.node || "-"), el("td", i.address || "-"), el("td", i.restarts),
+        const key = i.index + "@" + (i.node || "");
+        const u = i.usage;
+        const h = history[key] || (history[key] = { cpu: [], mem: [] });
+        if (u) {
+          h.cpu.push(u.cpu_percent);
+          h.mem.push(u.memory_limit_bytes ? 100 * u.memory_bytes / u.memory_limit_bytes : 0);
+          if (h.cpu.length > 30) { h.cpu.shift(); h.mem.shift(); }
+        }
+        const cpu = el("td", u ? u.cpu_percent.toFixed(1) + "% " : "-");
+        const mem = el("td", u ? Math.round(u.memory_bytes / 1048576) + "M / " + Math.round(u.memory_limit_bytes / 1048576) + "M " : "-");
+        if (u) { cpu.append(spark(h.cpu, 100, "CPU history")); mem.append(spark(h.mem, 100, "memory history")); }
+        tr.append(st, el("td", i.node || "-"), el("td", i.address || "-"), cpu, mem, el("td", i.restarts),
           el("td", ago(i.since)), el("td", i.last_exit || i.placement_error || ""));
         return tr;
       }));
@@ -369,7 +398,20 @@ function setupTokens() {
   }
 }
 
+function setupNodes() {
+  for (const b of document.querySelectorAll("button.drain")) {
+    b.addEventListener("click", async () => {
+      try {
+        await api("POST", "/v1/nodes/" + encodeURIComponent(b.dataset.node) + "/drain", {});
+        toast("Draining " + b.dataset.node + ": its instances move elsewhere first.");
+        setTimeout(() => location.reload(), 800);
+      } catch (e) { toast("Drain failed: " + e.message); }
+    });
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  setupNodes();
   setupDeploy();
   setupApp();
   setupTokens();

@@ -139,6 +139,8 @@ pub async fn apps(ctx: web::Data<AppCtx>, req: HttpRequest) -> HttpResponse {
 
 pub struct InstanceRow {
     pub index: u32,
+    pub cpu: String,
+    pub memory: String,
     pub state: String,
     pub node: String,
     pub address: String,
@@ -192,6 +194,7 @@ pub async fn app(ctx: web::Data<AppCtx>, req: HttpRequest, name: web::Path<Strin
     let result: Result<AppPage, crate::store::StoreError> = async {
         let now = Utc::now();
         let nodes: HashMap<String, String> = ctx.store.list_nodes().await?.into_iter().map(|n| (n.name, n.address)).collect();
+        let usage = ctx.store.app_usage(&app.id).await?;
         let rev = match app.current_revision {
             Some(n) => ctx.store.revision(&app.id, n).await?,
             None => None,
@@ -202,6 +205,10 @@ pub async fn app(ctx: web::Data<AppCtx>, req: HttpRequest, name: web::Path<Strin
             .await?
             .into_iter()
             .map(|i| InstanceRow {
+                cpu: usage.get(&i.id).map_or("-".into(), |u| format!("{:.1}%", u.cpu_percent)),
+                memory: usage.get(&i.id).map_or("-".into(), |u| {
+                    format!("{}M / {}M", u.memory_bytes / (1 << 20), u.memory_limit_bytes / (1 << 20))
+                }),
                 index: i.index,
                 state: i.state.as_str().to_string(),
                 address: match (i.host_port, i.node_name.as_ref().and_then(|n| nodes.get(n))) {
