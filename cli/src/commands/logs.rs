@@ -60,7 +60,9 @@ impl Args {
 pub fn run(args: Args, client: &Client) -> anyhow::Result<()> {
     let color = !args.json && std::io::stdout().is_terminal();
     if args.recent {
-        let list = client.query_logs(&args.name, &args.filters())?;
+        let mut filters = vec![("recent", "true".to_string())];
+        filters.extend(args.filters());
+        let list = client.query_logs(&args.name, &filters)?;
         for l in &list.lines {
             print_line(l, args.json, color);
         }
