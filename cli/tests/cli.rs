@@ -338,7 +338,7 @@ fn logs_are_formatted() {
     );
     assert_eq!(
         server.requests()[0].path,
-        "/v1/apps/web/logs?limit=5"
+        "/v1/apps/web/logs?recent=true&limit=5"
     );
 }
 
