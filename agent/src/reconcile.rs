@@ -366,11 +366,14 @@ impl Reconciler {
     }
 
     async fn launch(&self, a: &Assignment) -> Result<Instance, RuntimeError> {
-        let image = self
-            .runtime
-            .ensure_droplet_image(&a.droplet, self.droplets.as_ref())
-            .await?;
-        let id = self.runtime.create_instance(a, &image).await?;
+        let tar = self.runtime.droplet_tar(&a.droplet, self.droplets.as_ref()).await?;
+        let stack = self.runtime.settings().stack_image.clone();
+        let id = self.runtime.create_instance(a, &stack).await?;
+        if let Err(e) = self.runtime.install_droplet(&id, tar).await {
+            // A created container without its app must not linger: the next pass tries again.
+            let _ = self.runtime.stop_and_remove(&id).await;
+            return Err(e);
+        }
         self.logs
             .cell(&a.instance_id, format!("Starting instance {}", a.index));
         self.runtime.start(&id).await?;

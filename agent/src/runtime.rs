@@ -8,7 +8,6 @@ use bollard::container::{
     Config, CreateContainerOptions, KillContainerOptions, ListContainersOptions,
     RemoveContainerOptions, StartContainerOptions, StopContainerOptions, UploadToContainerOptions,
 };
-use bollard::image::CommitContainerOptions;
 use bollard::models::{
     HostConfig, HostConfigLogConfig, Mount, MountTypeEnum, PortBinding, RestartPolicy,
     RestartPolicyNameEnum,
@@ -102,9 +101,14 @@ impl ContainerStatus {
 pub struct Runtime {
     docker: Docker,
     settings: RuntimeSettings,
-    /// One lock per droplet so concurrent instances of one app prepare its image once.
+    /// One lock per droplet so concurrent instances of one app fetch it once.
     droplet_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Droplets this node fetched, newest last, bounded by [`DROPLET_CACHE_BYTES`].
+    droplet_cache: Mutex<Vec<(String, bytes::Bytes)>>,
 }
+
+/// Droplets kept in memory per node; an evicted one is fetched again when next needed.
+const DROPLET_CACHE_BYTES: usize = 512 << 20;
 
 /// Connects to the local engine, settling on an API version it accepts.
 pub async fn connect_docker() -> Result<Docker, bollard::errors::Error> {
@@ -120,6 +124,7 @@ impl Runtime {
             docker,
             settings,
             droplet_locks: Mutex::default(),
+            droplet_cache: Mutex::default(),
         }
     }
 
@@ -163,98 +168,49 @@ impl Runtime {
         }
     }
 
-    pub fn droplet_image_name(sha256: &str) -> String {
-        format!("paas-droplet:{}", &sha256[..sha256.len().min(16)])
-    }
-
-    /// The droplet's image, built from the stack image and the droplet tar unpacked in `/app`.
-    pub async fn ensure_droplet_image(
-        &self,
-        sha256: &str,
-        source: &dyn DropletSource,
-    ) -> Result<String, RuntimeError> {
-        let image = Self::droplet_image_name(sha256);
+    /// The droplet tar, fetched from the controller once per node and checked against its digest.
+    ///
+    /// Instances run from the stack image with the droplet unpacked into their own writable `/app`
+    /// volume just before they start, rather than from a committed per-droplet image: on
+    /// overlay-on-FUSE engines a commit costs seconds per new droplet, an upload milliseconds.
+    pub async fn droplet_tar(&self, sha256: &str, source: &dyn DropletSource) -> Result<bytes::Bytes, RuntimeError> {
         let lock = {
             let mut locks = self.droplet_locks.lock().unwrap_or_else(|p| p.into_inner());
             locks.entry(sha256.to_string()).or_default().clone()
         };
         let _guard = lock.lock().await;
-        if crate::stack::image_exists(&self.docker, &image).await? {
-            return Ok(image);
+        if let Some(tar) = self.cached_droplet(sha256) {
+            return Ok(tar);
         }
-        let tar = source
-            .fetch(sha256)
-            .await
-            .map_err(|message| RuntimeError::DropletFetch {
-                sha: sha256.into(),
-                message,
-            })?;
+        let tar = source.fetch(sha256).await.map_err(|message| RuntimeError::DropletFetch { sha: sha256.into(), message })?;
         let actual = hex::encode(Sha256::digest(&tar));
         if !actual.eq_ignore_ascii_case(sha256) {
-            return Err(RuntimeError::DropletDigest {
-                expected: sha256.into(),
-                actual,
-            });
+            return Err(RuntimeError::DropletDigest { expected: sha256.into(), actual });
         }
-        tracing::info!(droplet = sha256, %image, bytes = tar.len(), "preparing droplet image");
-
-        let config = Config {
-            image: Some(self.settings.stack_image.clone()),
-            // Never started; the engine only insists on a command.
-            cmd: Some(vec!["/bin/true".to_string()]),
-            labels: Some(HashMap::from([(
-                labels::MANAGED.to_string(),
-                "true".to_string(),
-            )])),
-            ..Default::default()
-        };
-        let temp = self
-            .docker
-            .create_container::<String, String>(None, config)
-            .await?
-            .id;
-        let result = self.commit_droplet(&temp, sha256, &image, tar).await;
-        let remove = RemoveContainerOptions {
-            force: true,
-            v: true,
-            ..Default::default()
-        };
-        if let Err(e) = self.docker.remove_container(&temp, Some(remove)).await {
-            tracing::warn!(container = %temp, error = %e, "could not remove droplet build container");
+        tracing::info!(droplet = sha256, bytes = tar.len(), "fetched droplet");
+        let mut cache = self.droplet_cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.push((sha256.to_string(), tar.clone()));
+        while cache.len() > 1 && cache.iter().map(|(_, t)| t.len()).sum::<usize>() > DROPLET_CACHE_BYTES {
+            cache.remove(0);
         }
-        result.map(|()| image)
+        Ok(tar)
     }
 
-    async fn commit_droplet(
-        &self,
-        container: &str,
-        sha256: &str,
-        image: &str,
-        tar: bytes::Bytes,
-    ) -> Result<(), RuntimeError> {
-        let upload = UploadToContainerOptions {
-            path: APP_DIR,
-            ..Default::default()
-        };
-        self.docker
-            .upload_to_container(container, Some(upload), tar)
-            .await?;
-        let (repo, tag) = image.rsplit_once(':').unwrap_or((image, "latest"));
-        let changes = format!(
-            "LABEL {}=true\nLABEL {}={sha256}",
-            labels::MANAGED,
-            labels::DROPLET
-        );
-        let options = CommitContainerOptions {
-            container,
-            repo,
-            tag,
-            changes: Some(changes.as_str()),
-            ..Default::default()
-        };
-        self.docker
-            .commit_container(options, Config::<String>::default())
-            .await?;
+    fn cached_droplet(&self, sha256: &str) -> Option<bytes::Bytes> {
+        let mut cache = self.droplet_cache.lock().unwrap_or_else(|p| p.into_inner());
+        let pos = cache.iter().position(|(s, _)| s == sha256)?;
+        // Most recently used last.
+        let entry = cache.remove(pos);
+        let tar = entry.1.clone();
+        cache.push(entry);
+        Some(tar)
+    }
+
+    /// Unpacks the droplet into a created (not yet started) instance's `/app` volume. The root
+    /// file system is read-only; the engine allows this because `/app` is a volume.
+    pub async fn install_droplet(&self, container: &str, tar: bytes::Bytes) -> Result<(), RuntimeError> {
+        let upload = UploadToContainerOptions { path: APP_DIR, ..Default::default() };
+        self.docker.upload_to_container(container, Some(upload), tar).await?;
         Ok(())
     }
 

@@ -96,10 +96,8 @@ impl TestNode {
             },
         ));
         runtime.ensure_network().await?;
-        let images = droplets
-            .keys()
-            .map(|sha| Runtime::droplet_image_name(sha))
-            .collect();
+        // Instances run from the stack image; no per-droplet image is made.
+        let images = Vec::new();
         let (sink, logs) = LogSink::channel();
         let reconciler = Reconciler::new(runtime.clone(), Arc::new(StaticDroplets(droplets)), sink);
         Ok(Self {
