@@ -5,24 +5,34 @@ use paas_common::ErrorCode;
 use super::Ctx;
 use crate::auth::verify_password;
 use crate::error::{ApiResult, Error};
+use crate::state::AppCtx;
 use crate::store::Event;
+
+pub async fn login(ctx: Ctx, req: actix_web::HttpRequest, body: web::Json<LoginRequest>) -> ApiResult<web::Json<LoginResponse>> {
+    check_credentials(&ctx, &req, &body.username, &body.password).await?;
+    let (token, expires_at) = ctx.keys.issue(&body.username)?;
+    ctx.store
+        .add_event(&Event { app_name: None, actor: body.username.clone(), kind: "login".into(), message: "logged in".into() })
+        .await?;
+    Ok(web::Json(LoginResponse { token, expires_at }))
+}
 
 const MAX_FAILURES: u32 = 5;
 const FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 
-pub async fn login(ctx: Ctx, req: actix_web::HttpRequest, body: web::Json<LoginRequest>) -> ApiResult<web::Json<LoginResponse>> {
-    let key = format!("{}|{}", req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default(), body.username.to_lowercase());
-    if let Some(wait) = locked_out(&ctx, &key) {
+/// Checks a username and password for the API and the dashboard alike: rate-limited per client
+/// address and username, argon2 off the async workers, the same time spent on unknown users.
+pub async fn check_credentials(ctx: &AppCtx, req: &actix_web::HttpRequest, username: &str, password: &str) -> ApiResult<()> {
+    let key = format!("{}|{}", req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default(), username.to_lowercase());
+    if let Some(wait) = locked_out(ctx, &key) {
         return Err(Error::api(
             ErrorCode::TooManyRequests,
             format!("too many failed logins; try again in {} s", wait.as_secs().max(1)),
         ));
     }
-    let user = ctx.store.user_by_name(&body.username).await?;
+    let user = ctx.store.user_by_name(username).await?;
     let hash = user.as_ref().map(|u| u.password_hash.clone());
-    let password = body.password.clone();
-    // argon2 is deliberately slow: keep it off the async workers. Unknown users are checked
-    // against a dummy hash so timing does not tell which usernames exist.
+    let password = password.to_string();
     let ok = web::block(move || match hash {
         Some(h) => verify_password(&password, &h),
         None => {
@@ -33,21 +43,17 @@ pub async fn login(ctx: Ctx, req: actix_web::HttpRequest, body: web::Json<LoginR
     .await
     .map_err(Error::internal)?;
     if !ok {
-        record_failure(&ctx, &key);
+        record_failure(ctx, &key);
         return Err(Error::api(ErrorCode::InvalidCredentials, "wrong username or password"));
     }
     if let Ok(mut f) = ctx.login_failures.lock() {
         f.remove(&key);
     }
-    let (token, expires_at) = ctx.keys.issue(&body.username)?;
-    ctx.store
-        .add_event(&Event { app_name: None, actor: body.username.clone(), kind: "login".into(), message: "logged in".into() })
-        .await?;
-    Ok(web::Json(LoginResponse { token, expires_at }))
+    Ok(())
 }
 
 /// How long `key` must still wait, if it failed too often within the window.
-fn locked_out(ctx: &Ctx, key: &str) -> Option<std::time::Duration> {
+fn locked_out(ctx: &AppCtx, key: &str) -> Option<std::time::Duration> {
     let mut failures = ctx.login_failures.lock().ok()?;
     let (count, since) = *failures.get(key)?;
     let elapsed = since.elapsed();
@@ -58,7 +64,7 @@ fn locked_out(ctx: &Ctx, key: &str) -> Option<std::time::Duration> {
     (count >= MAX_FAILURES).then(|| FAILURE_WINDOW - elapsed)
 }
 
-fn record_failure(ctx: &Ctx, key: &str) {
+fn record_failure(ctx: &AppCtx, key: &str) {
     let Ok(mut failures) = ctx.login_failures.lock() else { return };
     // Bound the map: a flood of distinct keys only costs memory up to this size.
     if failures.len() > 100_000 {

@@ -3,7 +3,7 @@
 
 mod agent;
 mod apps;
-mod auth;
+pub(crate) mod auth;
 mod lifecycle;
 mod drains;
 mod logs;

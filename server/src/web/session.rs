@@ -8,7 +8,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
 
-use crate::auth::{random_token, secure_eq, verify_password};
+use crate::auth::{random_token, secure_eq};
 use crate::authz::{self, Principal, SESSION_COOKIE};
 use crate::state::AppCtx;
 use crate::store::Event;
@@ -117,23 +117,15 @@ pub async fn login(ctx: web::Data<AppCtx>, req: HttpRequest, form: web::Form<Log
     if cookie.is_empty() || !secure_eq(&cookie, &form.csrf) {
         return render_login(&req, actix_web::http::StatusCode::FORBIDDEN, &next, Some("The form expired; please try again."), &form.username);
     }
-    let user = match ctx.store.user_by_name(&form.username).await {
-        Ok(u) => u,
-        Err(e) => return super::pages::internal(e),
-    };
-    let hash = user.as_ref().map(|u| u.password_hash.clone());
-    let password = form.password.clone();
-    let ok = web::block(move || match hash {
-        Some(h) => verify_password(&password, &h),
-        None => {
-            let _ = verify_password(&password, crate::auth::dummy_hash());
-            false
+    match crate::api::auth::check_credentials(&ctx, &req, &form.username, &form.password).await {
+        Ok(()) => {}
+        Err(crate::error::Error::Api { code: paas_common::ErrorCode::TooManyRequests, message }) => {
+            return render_login(&req, actix_web::http::StatusCode::TOO_MANY_REQUESTS, &next, Some(&message), &form.username);
         }
-    })
-    .await
-    .unwrap_or(false);
-    if !ok {
-        return render_login(&req, actix_web::http::StatusCode::UNAUTHORIZED, &next, Some("Wrong username or password."), &form.username);
+        Err(crate::error::Error::Api { code: paas_common::ErrorCode::InvalidCredentials, .. }) => {
+            return render_login(&req, actix_web::http::StatusCode::UNAUTHORIZED, &next, Some("Wrong username or password."), &form.username);
+        }
+        Err(e) => return super::pages::internal(e),
     }
     let Ok((token, _)) = ctx.keys.issue(&form.username) else {
         return super::pages::internal("cannot issue a session");
