@@ -86,8 +86,12 @@ fn env_changes_and_rollback_restore_code_and_env() {
     assert_eq!(revs[0]["number"], 5);
     assert_eq!(revs[0]["description"], "rollback to 2");
     assert_eq!(revs[0]["droplet"], revs[3]["droplet"], "the rollback runs v1's droplet");
-    let v = p.app_json(&app).unwrap();
-    assert!(v["instances"].as_array().unwrap().iter().all(|i| i["revision"] == 5), "{v}");
+    // Replacement first, removal after: the older revisions' instances go once revision 5 runs.
+    wait_for(Duration::from_secs(30), "only revision 5's instances", || {
+        let v = p.app_json(&app).ok()?;
+        v["instances"].as_array()?.iter().all(|i| i["revision"] == 5).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}", p.app_json(&app)));
 
     // Without --to: the revision before the current one (4: v2 with v2's env).
     let out = p.cli(&["rollback", &app]);
