@@ -3,7 +3,7 @@
 use crate::client::Client;
 use crate::output::{age, memory, or_dash, table};
 use chrono::{DateTime, Utc};
-use paas_common::api::{AppDetail, InstanceState};
+use paas_common::api::{AppDetail, InstanceInfo, InstanceState};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -48,9 +48,43 @@ pub fn render(d: &AppDetail, now: DateTime<Utc>) -> String {
     if d.instances.is_empty() {
         return out;
     }
+    // Several process types: one section per type, `web` first, each with its own table.
+    let only_web = d.processes.len() <= 1 && d.instances.iter().all(|i| i.process_type == "web");
+    if !only_web {
+        let mut types: Vec<&str> = d.processes.iter().map(|p| p.process_type.as_str()).collect();
+        for i in &d.instances {
+            if !types.contains(&i.process_type.as_str()) {
+                types.push(&i.process_type);
+            }
+        }
+        for t in types {
+            let list: Vec<&InstanceInfo> = d.instances.iter().filter(|i| i.process_type == t).collect();
+            let up = list.iter().filter(|i| i.state == InstanceState::Running).count();
+            let head = match d.processes.iter().find(|p| p.process_type == t) {
+                Some(p) => format!(
+                    "\n{t}: {up}/{} running, {} each, {} check, command: {}\n",
+                    p.instances,
+                    memory(p.memory_mb),
+                    p.health_check,
+                    p.command
+                ),
+                None => format!("\n{t}: {up} running (no longer in the current revision)\n"),
+            };
+            out.push_str(&head);
+            if !list.is_empty() {
+                out.push_str(&instance_table(&list, now));
+            }
+        }
+        return out;
+    }
     out.push('\n');
-    let rows: Vec<Vec<String>> = d
-        .instances
+    let list: Vec<&InstanceInfo> = d.instances.iter().collect();
+    out.push_str(&instance_table(&list, now));
+    out
+}
+
+fn instance_table(list: &[&InstanceInfo], now: DateTime<Utc>) -> String {
+    let rows: Vec<Vec<String>> = list
         .iter()
         .map(|i| {
             let why = i.last_exit.clone().or_else(|| i.placement_error.clone());
@@ -70,7 +104,7 @@ pub fn render(d: &AppDetail, now: DateTime<Utc>) -> String {
             ]
         })
         .collect();
-    out.push_str(&table(
+    table(
         &[
             "INDEX",
             "STATE",
@@ -84,15 +118,14 @@ pub fn render(d: &AppDetail, now: DateTime<Utc>) -> String {
             "LAST-EXIT",
         ],
         &rows,
-    ));
-    out
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::TimeZone;
-    use paas_common::api::{AppState, InstanceInfo, RevisionInfo};
+    use paas_common::api::{AppState, RevisionInfo};
 
     #[test]
     fn renders_app_and_instances() {
@@ -112,6 +145,7 @@ mod tests {
             }),
             instances: vec![
                 InstanceInfo {
+                    process_type: "web".into(),
                     revision: None,
                     index: 0,
                     state: InstanceState::Running,
@@ -131,6 +165,7 @@ mod tests {
                     }),
                 },
                 InstanceInfo {
+                    process_type: "web".into(),
                     revision: None,
                     index: 1,
                     state: InstanceState::Crashed,

@@ -14,6 +14,7 @@ mod builds;
 mod push_settings;
 mod resources;
 mod revisions;
+mod processes;
 
 use actix_web::web;
 
