@@ -503,4 +503,22 @@ mod tests {
         let p = run_plan(&a, &rows, &[], &["n1", "n2"], &[]);
         assert_eq!(removed(&p), ["old"]);
     }
+
+    #[test]
+    fn process_types_have_their_own_indices_and_a_gone_type_is_removed() {
+        let a = app(1, 1);
+        let mut worker = row("w0", 0, 1, "n1", Running);
+        worker.process_type = "worker".into();
+        let rows = [row("a", 0, 1, "n1", Running), worker];
+        let procs: ProcessCounts = [("app".to_string(), vec![("worker".to_string(), 2)])].into_iter().collect();
+        let lc = HashMap::new();
+        let p = plan(std::slice::from_ref(&a), &procs, &lc, &rows, &HashSet::new(), &["n1"].into_iter().collect(), &HashSet::new());
+        let made: Vec<(&str, u32)> = p.create.iter().map(|(_, t, i, _)| (t.as_str(), *i)).collect();
+        assert_eq!(made, [("worker", 1)], "web index 0 and worker index 0 both exist already");
+        assert!(p.remove.is_empty());
+        // The droplet has no worker any more.
+        let p = plan(std::slice::from_ref(&a), &HashMap::new(), &lc, &rows, &HashSet::new(), &["n1"].into_iter().collect(), &HashSet::new());
+        assert_eq!(removed(&p), ["w0"]);
+        assert!(p.create.is_empty());
+    }
 }

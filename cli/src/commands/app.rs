@@ -136,6 +136,7 @@ mod tests {
             url: "http://web.localhost:8080".into(),
             desired_instances: 2,
             memory_mb: 256,
+            processes: Vec::new(),
             revision: Some(RevisionInfo {
                 number: 3,
                 droplet: "d".into(),
@@ -203,5 +204,47 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn groups_instances_by_process_type() {
+        let now = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
+        let inst = |t: &str, index: u32| InstanceInfo {
+            process_type: t.into(),
+            index,
+            revision: Some(1),
+            state: InstanceState::Running,
+            node: Some("n1".into()),
+            address: None,
+            restarts: 0,
+            last_exit: None,
+            placement_error: None,
+            since: Some(now),
+            usage: None,
+        };
+        let proc = |t: &str, n: u32, check: &str| paas_common::api::ProcessInfo {
+            process_type: t.into(),
+            instances: n,
+            memory_mb: 128,
+            command: format!("run-{t}"),
+            health_check: check.into(),
+        };
+        let d = AppDetail {
+            name: "a".into(),
+            state: AppState::Started,
+            url: "http://a.localhost".into(),
+            desired_instances: 1,
+            memory_mb: 128,
+            revision: None,
+            instances: vec![inst("web", 0), inst("worker", 0), inst("worker", 1)],
+            created_at: now,
+            updated_at: now,
+            processes: vec![proc("web", 1, "port"), proc("worker", 2, "process")],
+        };
+        let out = render(&d, now);
+        let web = out.find("web: 1/1 running, 128M each, port check, command: run-web").expect(&out);
+        let worker = out.find("worker: 2/2 running, 128M each, process check, command: run-worker").expect(&out);
+        assert!(web < worker, "web first: {out}");
+        assert_eq!(out[worker..].lines().filter(|l| l.contains("running") && l.contains("n1")).count(), 2, "{out}");
     }
 }
