@@ -541,3 +541,25 @@ pub struct NodeStateResponse {
     /// ready | draining | drained | lost
     pub state: String,
 }
+
+/// One buildpack in detection order (`GET /v1/buildpacks`, issue 3).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BuildpackInfo {
+    pub name: String,
+    /// 1-based place in detection order.
+    pub position: u32,
+    /// Compiled into the agent; cannot be deleted.
+    pub builtin: bool,
+    /// sha256 of the stored buildpack tar (added ones only).
+    #[serde(default)]
+    pub sha256: Option<String>,
+    #[serde(default)]
+    pub created_by: Option<String>,
+    #[serde(default)]
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuildpackList {
+    pub buildpacks: Vec<BuildpackInfo>,
+}

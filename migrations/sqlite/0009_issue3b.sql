@@ -18,3 +18,13 @@ CREATE TABLE app_processes (
     health       TEXT,
     PRIMARY KEY (app_id, process_type)
 );
+
+-- Buildpacks an operator added (after the built-ins in detection order, by position). `blob` is
+-- the sha256 of a tar holding bin/detect, bin/compile and bin/release in the blobstore.
+CREATE TABLE buildpacks (
+    name       TEXT PRIMARY KEY,
+    position   INTEGER NOT NULL,
+    blob       TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);

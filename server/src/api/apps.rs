@@ -279,6 +279,10 @@ pub async fn push(
         Ok(s) => s,
         // A buildpack named by the user decides for itself on the node.
         Err(_) if !extra.buildpacks.is_empty() => staging::Staged { detected: extra.buildpacks[0].clone(), command: String::new() },
+        // An operator-added buildpack may detect what the built-ins do not: the node decides.
+        Err(_) if !ctx.store.list_buildpacks().await?.is_empty() => {
+            staging::Staged { detected: "(added buildpacks)".into(), command: String::new() }
+        }
         Err(e) => return Err(Error::api(ErrorCode::NotAnApp, e.to_string())),
     };
 

@@ -306,6 +306,22 @@ pub trait Store: Send + Sync + 'static {
     /// Creates or replaces one non-web process type's settings and records `event`. A memory or
     /// health change marks that type's instances for rolling replacement; returns whether it did.
     async fn upsert_process(&self, app_id: &str, p: &ProcessRecord, event: &Event) -> StoreResult<bool>;
+    /// Operator-added buildpacks in detection order.
+    async fn list_buildpacks(&self) -> StoreResult<Vec<BuildpackRecord>>;
+    /// Adds a buildpack last in order; `Conflict` if the name is taken.
+    async fn add_buildpack(&self, name: &str, blob: &str, created_by: &str, event: &Event) -> StoreResult<()>;
+    /// Removes a buildpack; `NotFound` if there is none of that name.
+    async fn delete_buildpack(&self, name: &str, event: &Event) -> StoreResult<()>;
+}
+
+/// An operator-added buildpack (`migrations/sqlite/0009_issue3b.sql`).
+#[derive(Debug, Clone)]
+pub struct BuildpackRecord {
+    pub name: String,
+    pub position: i64,
+    pub blob: String,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
 }
 
 /// Settings of one non-web process type of an app (`migrations/sqlite/0009_issue3b.sql`).

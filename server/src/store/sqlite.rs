@@ -1082,6 +1082,48 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok(redeploy)
     }
+
+    async fn list_buildpacks(&self) -> StoreResult<Vec<BuildpackRecord>> {
+        let rows: Vec<(String, i64, String, String, DateTime<Utc>)> =
+            sqlx::query_as("SELECT name, position, blob, created_by, created_at FROM buildpacks ORDER BY position")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, position, blob, created_by, created_at)| BuildpackRecord { name, position, blob, created_by, created_at })
+            .collect())
+    }
+
+    async fn add_buildpack(&self, name: &str, blob: &str, created_by: &str, event: &Event) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(
+            "INSERT INTO buildpacks (name, position, blob, created_by, created_at)
+             VALUES (?, (SELECT COALESCE(MAX(position), 0) + 1 FROM buildpacks), ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(name)
+        .bind(blob)
+        .bind(created_by)
+        .bind(Utc::now())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!("a buildpack named {name:?} exists")));
+        }
+        insert_event(&mut *tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_buildpack(&self, name: &str, event: &Event) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query("DELETE FROM buildpacks WHERE name = ?").bind(name).execute(&mut *tx).await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("no buildpack named {name:?}")));
+        }
+        insert_event(&mut *tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
 }
 
 fn before_differs(old: Option<i64>, new: Option<u64>) -> bool {
