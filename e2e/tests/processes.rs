@@ -99,3 +99,38 @@ fn web_and_worker_run_side_by_side_and_only_web_is_routed() {
     let out = p.cli(&["scale", &app, "-p", "clock", "-i", "1"]);
     assert!(!out.ok() && out.stderr.contains("no process \"clock\""), "{out:?}");
 }
+
+#[test]
+fn a_manifest_process_gets_its_own_command_instances_and_memory() {
+    let p = Platform::start().expect("platform");
+    let dir = tempfile::tempdir().unwrap();
+    let app = unique("mproc");
+    std::fs::write(dir.path().join("index.txt"), "web\n").unwrap();
+    std::fs::write(dir.path().join("Procfile"), "web: exec python3 -m http.server \"$PORT\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("manifest.yml"),
+        format!(
+            "applications:\n- name: {app}\n  processes:\n  - type: clock\n    command: while true; do echo clock-tick; sleep 1; done\n    instances: 2\n    memory: 64M\n"
+        ),
+    )
+    .unwrap();
+    let out = p.cli_in(&["push"], Some(dir.path()));
+    assert!(out.ok(), "{out:?}");
+    let ids = wait_for(Duration::from_secs(60), "two clock containers", || {
+        let ids = containers(&p, &app, "clock");
+        (ids.len() == 2).then_some(ids)
+    })
+    .unwrap();
+    for id in ids {
+        let out = Command::new("docker").args(["inspect", "-f", "{{.HostConfig.Memory}}", &id]).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), (64u64 << 20).to_string(), "the manifest's memory for the process");
+    }
+    assert_eq!(containers(&p, &app, "web").len(), 1);
+    let d = p.app_json(&app).unwrap();
+    let clock = d["processes"].as_array().unwrap().iter().find(|p| p["type"] == "clock").cloned().unwrap();
+    assert_eq!((clock["instances"].as_u64(), clock["memory_mb"].as_u64()), (Some(2), Some(64)));
+    wait_for(Duration::from_secs(30), "clock lines", || {
+        p.cli(&["logs", &app, "--recent", "--source", "APP/clock"]).stdout.contains("clock-tick").then_some(())
+    })
+    .unwrap();
+}
