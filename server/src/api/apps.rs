@@ -338,6 +338,10 @@ pub async fn push(
                 })?;
                 (built.droplet, built.size, staging::Staged { detected: built.buildpack, command })
             }
+            // Only a node runs added buildpacks: without one, an app only they detect cannot run.
+            None if staged.command.is_empty() => {
+                return Err(Error::api(ErrorCode::NotAnApp, "no built-in detects this app and no node is ready to try the added buildpacks"));
+            }
             None => (droplet_sha, droplet_size, staged),
         };
     let desired = instances.unwrap_or(app.desired_instances);
