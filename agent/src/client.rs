@@ -168,6 +168,12 @@ impl ControllerClient {
         Ok(self.send(|http| http.get(&url)).await?.bytes().await?)
     }
 
+    /// The tar of an operator-added buildpack a build names.
+    pub async fn buildpack(&self, sha256: &str) -> Result<bytes::Bytes, ClientError> {
+        let url = self.url(&format!("/buildpacks/{sha256}"));
+        Ok(self.send(|http| http.get(&url)).await?.bytes().await?)
+    }
+
     /// The source tar of a build assigned to this node.
     pub async fn build_source(&self, build_id: &str) -> Result<bytes::Bytes, ClientError> {
         let url = self.url(&format!("/builds/{build_id}/source"));

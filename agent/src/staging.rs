@@ -91,6 +91,40 @@ pub fn buildpacks_tar() -> Result<Vec<u8>, std::io::Error> {
     b.into_inner()
 }
 
+/// The built-ins plus operator-added buildpacks (each a tar of `bin/...` from the controller) at
+/// `buildpacks/NAME/`, owned by root; files under `bin/` executable whatever the zip said.
+pub fn buildpacks_tar_with(custom: &[(String, bytes::Bytes)]) -> Result<Vec<u8>, std::io::Error> {
+    let base = buildpacks_tar()?;
+    let mut b = tar::Builder::new(Vec::new());
+    let mut base = tar::Archive::new(base.as_slice());
+    for e in base.entries()? {
+        let mut e = e?;
+        let mut h = e.header().clone();
+        let path = e.path()?.into_owned();
+        b.append_data(&mut h, path, &mut e)?;
+    }
+    for (name, bytes) in custom {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        h.set_mtime(0);
+        b.append_data(&mut h, format!("buildpacks/{name}"), std::io::empty())?;
+        let mut a = tar::Archive::new(bytes.as_ref());
+        for e in a.entries()? {
+            let mut e = e?;
+            let rel = e.path()?.into_owned();
+            let mut h = e.header().clone();
+            h.set_uid(0);
+            h.set_gid(0);
+            let dir = h.entry_type() == tar::EntryType::Directory;
+            h.set_mode(if dir || rel.starts_with("bin") { 0o755 } else { 0o644 });
+            b.append_data(&mut h, std::path::Path::new("buildpacks").join(name).join(rel), &mut e)?;
+        }
+    }
+    b.into_inner()
+}
+
 /// Runs every assigned build once; forgets builds no longer listed (so a re-listed one reruns).
 pub async fn run_builds(runtime: Arc<Runtime>, client: Arc<ControllerClient>, mut assignments: watch::Receiver<Option<Assignments>>) {
     let mut running: HashSet<String> = HashSet::new();
@@ -134,10 +168,18 @@ async fn stage(runtime: &Runtime, client: &Arc<ControllerClient>, b: &BuildAssig
     let docker = runtime.docker();
     let s = runtime.settings();
     let source = client.build_source(&b.build_id).await?;
+    let mut custom = Vec::new();
+    for c in &b.custom_buildpacks {
+        custom.push((c.name.clone(), client.buildpack(&c.sha256).await?));
+    }
     let memory = i64::try_from(b.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX);
     let mut env = vec!["HOME=/app".to_string(), format!("PAAS_APP={}", b.app)];
     if !b.buildpacks.is_empty() {
         env.push(format!("PAAS_BUILDPACKS={}", b.buildpacks.join(" ")));
+    } else if !custom.is_empty() {
+        // Detection order: the built-ins, then the added ones in the operator's order.
+        let names: Vec<&str> = custom.iter().map(|(n, _)| n.as_str()).collect();
+        env.push(format!("PAAS_BUILDPACKS=staticfile python node binary {}", names.join(" ")));
     }
     let config = Config {
         image: Some(s.stack_image.clone()),
@@ -168,7 +210,7 @@ async fn stage(runtime: &Runtime, client: &Arc<ControllerClient>, b: &BuildAssig
     };
     let name = format!("paas-stg-{}-{}", s.node_name, &b.build_id[..b.build_id.len().min(8)]);
     let id = docker.create_container(Some(CreateContainerOptions { name: name.as_str(), platform: None }), config).await?.id;
-    let outcome = run_in(runtime, client, b, &id, source).await;
+    let outcome = run_in(runtime, client, b, &id, source, &custom).await;
     let remove = RemoveContainerOptions { force: true, v: true, ..Default::default() };
     if let Err(e) = docker.remove_container(&id, Some(remove)).await {
         tracing::warn!(container = %id, error = %e, "could not remove a staging container");
@@ -182,11 +224,12 @@ async fn run_in(
     b: &BuildAssignment,
     id: &str,
     source: bytes::Bytes,
+    custom: &[(String, bytes::Bytes)],
 ) -> Result<BuildResult, StagingError> {
     let docker = runtime.docker();
     docker.upload_to_container(id, Some(UploadToContainerOptions { path: "/app", ..Default::default() }), source).await?;
     docker
-        .upload_to_container(id, Some(UploadToContainerOptions { path: "/", ..Default::default() }), buildpacks_tar()?.into())
+        .upload_to_container(id, Some(UploadToContainerOptions { path: "/", ..Default::default() }), buildpacks_tar_with(custom)?.into())
         .await?;
     docker.start_container(id, None::<StartContainerOptions<String>>).await?;
 

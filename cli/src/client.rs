@@ -526,6 +526,36 @@ impl Client {
     }
 }
 
+/// Operator buildpacks (issue 3).
+impl Client {
+    /// `GET /v1/buildpacks`: built-ins and added ones in detection order.
+    pub fn list_buildpacks(&self) -> Result<Fetched<paas_common::api::BuildpackList>, ClientError> {
+        let rb = self.authed(self.http.get(self.url("/v1/buildpacks")));
+        self.fetched(self.send(rb)?)
+    }
+
+    /// `POST /v1/buildpacks`: multipart `name` and the zip as `archive`.
+    pub fn create_buildpack<R: Read + Send + 'static>(
+        &self,
+        name: &str,
+        archive: R,
+        len: u64,
+    ) -> Result<paas_common::api::BuildpackInfo, ClientError> {
+        let part = multipart::Part::reader_with_length(archive, len)
+            .file_name("buildpack.zip")
+            .mime_str("application/zip")
+            .map_err(|e| self.transport(e))?;
+        let form = multipart::Form::new().text("name", name.to_string()).part("archive", part);
+        let rb = self.authed(self.http.post(self.url("/v1/buildpacks"))).timeout(UPLOAD_TIMEOUT).multipart(form);
+        self.json(self.send(rb)?)
+    }
+
+    /// `DELETE /v1/buildpacks/{name}`.
+    pub fn delete_buildpack(&self, name: &str) -> Result<(), ClientError> {
+        self.delete_path(&format!("/v1/buildpacks/{}", seg(name)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

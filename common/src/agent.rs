@@ -13,6 +13,7 @@
 //! - `POST /builds/{id}/logs` [`LogBatch`] -> `STG` lines of that build, live
 //! - `PUT /builds/{id}/droplet` the droplet tar -> [`DropletUploaded`]
 //! - `POST /builds/{id}/result` [`BuildResult`]: the build is over (staged or failed)
+//! - `GET /buildpacks/{sha256}` -> the tar of an operator-added buildpack a build names
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -101,6 +102,17 @@ pub struct BuildAssignment {
     pub memory_mb: u64,
     pub disk_mb: u64,
     pub timeout_secs: u64,
+    /// Operator-added buildpacks, tried after the built-ins in this order; fetch each from
+    /// `GET /v1/agent/buildpacks/{sha256}` (a tar with `bin/detect`, `bin/compile`, `bin/release`).
+    #[serde(default)]
+    pub custom_buildpacks: Vec<CustomBuildpack>,
+}
+
+/// An operator-added buildpack as a build assignment names it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CustomBuildpack {
+    pub name: String,
+    pub sha256: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -94,6 +94,25 @@ pub struct InstanceInfo {
     /// Resource use last sampled by the node, when it is running.
     #[serde(default)]
     pub usage: Option<InstanceUsage>,
+    /// The process type this instance runs (`web`, `worker`, ...).
+    #[serde(default = "web_process")]
+    pub process_type: String,
+}
+
+fn web_process() -> String {
+    "web".into()
+}
+
+/// One process type of an app's current revision, as `GET /v1/apps/NAME` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProcessInfo {
+    #[serde(rename = "type")]
+    pub process_type: String,
+    pub instances: u32,
+    pub memory_mb: u64,
+    pub command: String,
+    /// `port`, `http` or `process`.
+    pub health_check: String,
 }
 
 /// Resource use of one instance, sampled from the engine by its node.
@@ -157,6 +176,9 @@ pub struct AppDetail {
     pub revision: Option<RevisionInfo>,
     pub instances: Vec<InstanceInfo>,
     pub created_at: DateTime<Utc>,
+    /// Process types of the current revision, `web` first (issue 3).
+    #[serde(default)]
+    pub processes: Vec<ProcessInfo>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -466,6 +488,9 @@ pub struct AppUpdateRequest {
     /// Labels a node must carry to run the app; replaces the whole set.
     #[serde(default)]
     pub placement_labels: Option<std::collections::BTreeMap<String, String>>,
+    /// The process type `instances` and `memory_mb` apply to; absent: `web`.
+    #[serde(default)]
+    pub process: Option<String>,
 }
 
 /// The health check of an app's instances. A change replaces the instances (rolling).
@@ -515,4 +540,26 @@ pub struct NodeStateResponse {
     pub name: String,
     /// ready | draining | drained | lost
     pub state: String,
+}
+
+/// One buildpack in detection order (`GET /v1/buildpacks`, issue 3).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BuildpackInfo {
+    pub name: String,
+    /// 1-based place in detection order.
+    pub position: u32,
+    /// Compiled into the agent; cannot be deleted.
+    pub builtin: bool,
+    /// sha256 of the stored buildpack tar (added ones only).
+    #[serde(default)]
+    pub sha256: Option<String>,
+    #[serde(default)]
+    pub created_by: Option<String>,
+    #[serde(default)]
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuildpackList {
+    pub buildpacks: Vec<BuildpackInfo>,
 }

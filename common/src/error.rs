@@ -63,6 +63,8 @@ pub enum ErrorCode {
     RevisionNotFound,
     /// Staging (buildpacks) failed; the STG log lines say why (issue 3).
     StagingFailed,
+    /// The app's current revision has no process of that type (issue 3, processes).
+    ProcessNotFound,
 }
 
 impl ErrorCode {
@@ -97,6 +99,7 @@ impl ErrorCode {
             ErrorCode::InvalidEnv => "invalid_env",
             ErrorCode::RevisionNotFound => "revision_not_found",
             ErrorCode::StagingFailed => "staging_failed",
+            ErrorCode::ProcessNotFound => "process_not_found",
         }
     }
 
@@ -130,6 +133,7 @@ impl ErrorCode {
             ErrorCode::InvalidEnv => 400,
             ErrorCode::RevisionNotFound => 404,
             ErrorCode::StagingFailed => 422,
+            ErrorCode::ProcessNotFound => 404,
         }
     }
 }

@@ -61,9 +61,12 @@ pub async fn run(ctx: std::sync::Arc<AppCtx>) {
 pub struct Plan {
     /// Rows to remove, with the reason recorded in the event.
     pub remove: Vec<(InstanceRecord, String)>,
-    /// (app id, index, reason) of fresh rows to create.
-    pub create: Vec<(String, u32, String)>,
+    /// (app id, process type, index, reason) of fresh rows to create.
+    pub create: Vec<(String, String, u32, String)>,
 }
+
+/// Desired instances of an app's non-web process types, by app id (web's are on the app).
+pub type ProcessCounts = HashMap<String, Vec<(String, u32)>>;
 
 /// A row is fresh when it runs the app's current revision, is not marked for replacement, and
 /// is unplaced or on a node that is ready.
@@ -74,6 +77,7 @@ fn is_fresh(i: &InstanceRecord, rev: i64, retiring: &HashSet<String>, ready: &Ha
 /// Decides which rows to create and remove. Pure, so the rolling rules are unit-tested.
 pub fn plan(
     apps: &[AppRecord],
+    procs: &ProcessCounts,
     lifecycles: &HashMap<String, AppLifecycle>,
     instances: &[InstanceRecord],
     retiring: &HashSet<String>,
@@ -82,14 +86,15 @@ pub fn plan(
 ) -> Plan {
     let mut out = Plan::default();
     let app_by_id: HashMap<&str, &AppRecord> = apps.iter().map(|a| (a.id.as_str(), a)).collect();
-    let mut by_app: HashMap<&str, BTreeMap<u32, Vec<&InstanceRecord>>> = HashMap::new();
+    // Keyed by app and process type: each type has its own indices and its own rolling steps.
+    let mut by_app: HashMap<(&str, &str), BTreeMap<u32, Vec<&InstanceRecord>>> = HashMap::new();
     for i in instances {
         let wanted = app_by_id
             .get(i.app_id.as_str())
             .and_then(|a| (a.state == AppState::Started).then_some(a.current_revision).flatten())
             .is_some();
         if wanted {
-            by_app.entry(i.app_id.as_str()).or_default().entry(i.index).or_default().push(i);
+            by_app.entry((i.app_id.as_str(), i.process_type.as_str())).or_default().entry(i.index).or_default().push(i);
         } else {
             out.remove.push((i.clone(), "app stopped or deleted".into()));
         }
@@ -97,9 +102,41 @@ pub fn plan(
     for app in apps {
         let (AppState::Started, Some(rev)) = (app.state, app.current_revision) else { continue };
         let max_in_flight = lifecycles.get(&app.id).map_or(1, |l| l.max_in_flight.max(1)) as usize;
+        let mut wanted: Vec<(&str, u32)> = vec![("web", app.desired_instances)];
+        wanted.extend(procs.get(&app.id).into_iter().flatten().map(|(t, n)| (t.as_str(), *n)));
+        // Rows of a process type the current droplet no longer has.
+        for ((app_id, ptype), rows) in &by_app {
+            if *app_id == app.id && !wanted.iter().any(|(t, _)| t == ptype) {
+                for i in rows.values().flatten() {
+                    out.remove.push(((*i).clone(), format!("process type {ptype} is gone")));
+                }
+            }
+        }
+        for (ptype, desired) in wanted {
+            plan_process(&mut out, app, ptype, desired, rev, max_in_flight, by_app.get(&(app.id.as_str(), ptype)), retiring, ready, lost);
+        }
+    }
+    out
+}
+
+/// The rolling rules for one process type of one started app.
+#[allow(clippy::too_many_arguments)]
+fn plan_process(
+    out: &mut Plan,
+    app: &AppRecord,
+    ptype: &str,
+    desired: u32,
+    rev: i64,
+    max_in_flight: usize,
+    rows: Option<&BTreeMap<u32, Vec<&InstanceRecord>>>,
+    retiring: &HashSet<String>,
+    ready: &HashSet<&str>,
+    lost: &HashSet<&str>,
+) {
+    {
         let empty = BTreeMap::new();
-        let rows = by_app.get(app.id.as_str()).unwrap_or(&empty);
-        for (idx, list) in rows.range(app.desired_instances..) {
+        let rows = rows.unwrap_or(&empty);
+        for (idx, list) in rows.range(desired..) {
             for i in list {
                 out.remove.push(((*i).clone(), format!("scaled down below index {idx}")));
             }
@@ -107,7 +144,7 @@ pub fn plan(
         // Indices with a fresh row still starting next to a stale one: rolling steps in flight.
         let mut in_flight = 0usize;
         let mut need: Vec<(u32, bool, String)> = Vec::new();
-        for idx in 0..app.desired_instances {
+        for idx in 0..desired {
             let list = rows.get(&idx).map(Vec::as_slice).unwrap_or(&[]);
             let (fresh, stale): (Vec<&InstanceRecord>, Vec<&InstanceRecord>) =
                 list.iter().partition(|i| is_fresh(i, rev, retiring, ready));
@@ -144,14 +181,13 @@ pub fn plan(
         }
         for (idx, urgent, why) in need {
             if urgent {
-                out.create.push((app.id.clone(), idx, why));
+                out.create.push((app.id.clone(), ptype.to_string(), idx, why));
             } else if in_flight < max_in_flight {
                 in_flight += 1;
-                out.create.push((app.id.clone(), idx, format!("rolling: {why}")));
+                out.create.push((app.id.clone(), ptype.to_string(), idx, format!("rolling: {why}")));
             }
         }
     }
-    out
 }
 
 /// A row that may be carrying traffic: running, and not on a lost node.
@@ -199,7 +235,12 @@ pub async fn converge_once(ctx: &AppCtx) -> StoreResult<bool> {
     let app_name = |id: &str| app_by_id.get(id).map(|a| a.name.clone());
     let mut changed = false;
 
-    let decided = plan(&apps, &lifecycles, &instances, &retiring, &ready, &lost);
+    let specs = crate::processes::specs(store.as_ref(), &apps).await?;
+    let counts: ProcessCounts = specs
+        .iter()
+        .map(|(id, list)| (id.clone(), list.iter().filter(|p| p.process_type != "web").map(|p| (p.process_type.clone(), p.instances)).collect()))
+        .collect();
+    let decided = plan(&apps, &counts, &lifecycles, &instances, &retiring, &ready, &lost);
     let removed: HashSet<String> = decided.remove.iter().map(|(i, _)| i.id.clone()).collect();
     for (inst, why) in &decided.remove {
         store.delete_instance(&inst.id).await?;
@@ -215,7 +256,7 @@ pub async fn converge_once(ctx: &AppCtx) -> StoreResult<bool> {
         changed = true;
     }
     instances.retain(|i| !removed.contains(&i.id));
-    for (app_id, idx, why) in &decided.create {
+    for (app_id, ptype, idx, why) in &decided.create {
         let Some(app) = app_by_id.get(app_id.as_str()) else { continue };
         let Some(rev) = app.current_revision else { continue };
         let now = Utc::now();
@@ -223,7 +264,7 @@ pub async fn converge_once(ctx: &AppCtx) -> StoreResult<bool> {
             id: uuid::Uuid::new_v4().to_string(),
             app_id: app.id.clone(),
             revision: rev,
-            process_type: "web".into(),
+            process_type: ptype.clone(),
             index: *idx,
             node_name: None,
             state: InstanceState::Pending,
@@ -241,7 +282,7 @@ pub async fn converge_once(ctx: &AppCtx) -> StoreResult<bool> {
                 app_name: Some(app.name.clone()),
                 actor: "platform".into(),
                 kind: "instance.create".into(),
-                message: format!("new instance {idx} (revision {rev}): {why}"),
+                message: format!("new {ptype} instance {idx} (revision {rev}): {why}"),
             })
             .await?;
         instances.push(row);
@@ -272,7 +313,7 @@ pub async fn converge_once(ctx: &AppCtx) -> StoreResult<bool> {
         let (Some(node), Some(app)) = (&inst.node_name, app_by_id.get(inst.app_id.as_str())) else { continue };
         let Some(&vi) = node_idx.get(node) else { continue };
         let v = &mut views[vi];
-        v.used_memory_mb += app.memory_mb;
+        v.used_memory_mb += crate::processes::memory_of(&specs, app, &inst.process_type);
         v.used_disk_mb += app.disk_mb;
         v.used_slots += 1;
         if matches!(inst.state, InstanceState::Pending | InstanceState::Starting) {
@@ -291,7 +332,7 @@ pub async fn converge_once(ctx: &AppCtx) -> StoreResult<bool> {
     for inst in unplaced {
         let Some(app) = app_by_id.get(inst.app_id.as_str()) else { continue };
         let labels = lifecycles.get(&app.id).map_or(&no_labels, |l| &l.placement_labels);
-        let ask = Ask { memory_mb: app.memory_mb, disk_mb: app.disk_mb, labels };
+        let ask = Ask { memory_mb: crate::processes::memory_of(&specs, app, &inst.process_type), disk_mb: app.disk_mb, labels };
         let spread = spreads.entry(app.id.clone()).or_insert_with(|| Spread::new(views.len()));
         match scheduler::place(&views, &ask, spread, scheduler::DEFAULT_MAX_STARTING) {
             Ok(vi) => {
@@ -374,6 +415,7 @@ mod tests {
         lc.insert("app".to_string(), AppLifecycle { max_in_flight: 1, ..Default::default() });
         plan(
             std::slice::from_ref(a),
+            &HashMap::new(),
             &lc,
             rows,
             &retiring,
@@ -389,7 +431,7 @@ mod tests {
     }
 
     fn created(p: &Plan) -> Vec<u32> {
-        p.create.iter().map(|(_, i, _)| *i).collect()
+        p.create.iter().map(|(_, _, i, _)| *i).collect()
     }
 
     use InstanceState::*;
@@ -460,5 +502,23 @@ mod tests {
         let rows = [row("old", 0, 1, "n1", Running), row("new", 0, 1, "n2", Running)];
         let p = run_plan(&a, &rows, &[], &["n1", "n2"], &[]);
         assert_eq!(removed(&p), ["old"]);
+    }
+
+    #[test]
+    fn process_types_have_their_own_indices_and_a_gone_type_is_removed() {
+        let a = app(1, 1);
+        let mut worker = row("w0", 0, 1, "n1", Running);
+        worker.process_type = "worker".into();
+        let rows = [row("a", 0, 1, "n1", Running), worker];
+        let procs: ProcessCounts = [("app".to_string(), vec![("worker".to_string(), 2)])].into_iter().collect();
+        let lc = HashMap::new();
+        let p = plan(std::slice::from_ref(&a), &procs, &lc, &rows, &HashSet::new(), &["n1"].into_iter().collect(), &HashSet::new());
+        let made: Vec<(&str, u32)> = p.create.iter().map(|(_, t, i, _)| (t.as_str(), *i)).collect();
+        assert_eq!(made, [("worker", 1)], "web index 0 and worker index 0 both exist already");
+        assert!(p.remove.is_empty());
+        // The droplet has no worker any more.
+        let p = plan(std::slice::from_ref(&a), &HashMap::new(), &lc, &rows, &HashSet::new(), &["n1"].into_iter().collect(), &HashSet::new());
+        assert_eq!(removed(&p), ["w0"]);
+        assert!(p.create.is_empty());
     }
 }

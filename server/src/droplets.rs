@@ -36,6 +36,8 @@ pub async fn kept_blobs(store: &dyn Store, keep: usize) -> Result<HashSet<String
     revisions.sort_by(|a, b| a.app_id.cmp(&b.app_id).then(b.number.cmp(&a.number)));
     // Files of the incremental-upload cache stay: a later push refers to them.
     let mut out: HashSet<String> = store.cached_file_blobs().await?.into_iter().collect();
+    // Operator-added buildpacks live in the blobstore too.
+    out.extend(store.list_buildpacks().await?.into_iter().map(|b| b.blob));
     let mut seen_in_app: Option<(String, usize)> = None;
     for r in revisions {
         let rank = match &mut seen_in_app {

@@ -3,7 +3,7 @@
 use crate::client::Client;
 use crate::output::{age, memory, or_dash, table};
 use chrono::{DateTime, Utc};
-use paas_common::api::{AppDetail, InstanceState};
+use paas_common::api::{AppDetail, InstanceInfo, InstanceState};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -48,9 +48,43 @@ pub fn render(d: &AppDetail, now: DateTime<Utc>) -> String {
     if d.instances.is_empty() {
         return out;
     }
+    // Several process types: one section per type, `web` first, each with its own table.
+    let only_web = d.processes.len() <= 1 && d.instances.iter().all(|i| i.process_type == "web");
+    if !only_web {
+        let mut types: Vec<&str> = d.processes.iter().map(|p| p.process_type.as_str()).collect();
+        for i in &d.instances {
+            if !types.contains(&i.process_type.as_str()) {
+                types.push(&i.process_type);
+            }
+        }
+        for t in types {
+            let list: Vec<&InstanceInfo> = d.instances.iter().filter(|i| i.process_type == t).collect();
+            let up = list.iter().filter(|i| i.state == InstanceState::Running).count();
+            let head = match d.processes.iter().find(|p| p.process_type == t) {
+                Some(p) => format!(
+                    "\n{t}: {up}/{} running, {} each, {} check, command: {}\n",
+                    p.instances,
+                    memory(p.memory_mb),
+                    p.health_check,
+                    p.command
+                ),
+                None => format!("\n{t}: {up} running (no longer in the current revision)\n"),
+            };
+            out.push_str(&head);
+            if !list.is_empty() {
+                out.push_str(&instance_table(&list, now));
+            }
+        }
+        return out;
+    }
     out.push('\n');
-    let rows: Vec<Vec<String>> = d
-        .instances
+    let list: Vec<&InstanceInfo> = d.instances.iter().collect();
+    out.push_str(&instance_table(&list, now));
+    out
+}
+
+fn instance_table(list: &[&InstanceInfo], now: DateTime<Utc>) -> String {
+    let rows: Vec<Vec<String>> = list
         .iter()
         .map(|i| {
             let why = i.last_exit.clone().or_else(|| i.placement_error.clone());
@@ -70,7 +104,7 @@ pub fn render(d: &AppDetail, now: DateTime<Utc>) -> String {
             ]
         })
         .collect();
-    out.push_str(&table(
+    table(
         &[
             "INDEX",
             "STATE",
@@ -84,15 +118,14 @@ pub fn render(d: &AppDetail, now: DateTime<Utc>) -> String {
             "LAST-EXIT",
         ],
         &rows,
-    ));
-    out
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::TimeZone;
-    use paas_common::api::{AppState, InstanceInfo, RevisionInfo};
+    use paas_common::api::{AppState, RevisionInfo};
 
     #[test]
     fn renders_app_and_instances() {
@@ -103,6 +136,7 @@ mod tests {
             url: "http://web.localhost:8080".into(),
             desired_instances: 2,
             memory_mb: 256,
+            processes: Vec::new(),
             revision: Some(RevisionInfo {
                 number: 3,
                 droplet: "d".into(),
@@ -112,6 +146,7 @@ mod tests {
             }),
             instances: vec![
                 InstanceInfo {
+                    process_type: "web".into(),
                     revision: None,
                     index: 0,
                     state: InstanceState::Running,
@@ -131,6 +166,7 @@ mod tests {
                     }),
                 },
                 InstanceInfo {
+                    process_type: "web".into(),
                     revision: None,
                     index: 1,
                     state: InstanceState::Crashed,
@@ -168,5 +204,47 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn groups_instances_by_process_type() {
+        let now = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
+        let inst = |t: &str, index: u32| InstanceInfo {
+            process_type: t.into(),
+            index,
+            revision: Some(1),
+            state: InstanceState::Running,
+            node: Some("n1".into()),
+            address: None,
+            restarts: 0,
+            last_exit: None,
+            placement_error: None,
+            since: Some(now),
+            usage: None,
+        };
+        let proc = |t: &str, n: u32, check: &str| paas_common::api::ProcessInfo {
+            process_type: t.into(),
+            instances: n,
+            memory_mb: 128,
+            command: format!("run-{t}"),
+            health_check: check.into(),
+        };
+        let d = AppDetail {
+            name: "a".into(),
+            state: AppState::Started,
+            url: "http://a.localhost".into(),
+            desired_instances: 1,
+            memory_mb: 128,
+            revision: None,
+            instances: vec![inst("web", 0), inst("worker", 0), inst("worker", 1)],
+            created_at: now,
+            updated_at: now,
+            processes: vec![proc("web", 1, "port"), proc("worker", 2, "process")],
+        };
+        let out = render(&d, now);
+        let web = out.find("web: 1/1 running, 128M each, port check, command: run-web").expect(&out);
+        let worker = out.find("worker: 2/2 running, 128M each, process check, command: run-worker").expect(&out);
+        assert!(web < worker, "web first: {out}");
+        assert_eq!(out[worker..].lines().filter(|l| l.contains("running") && l.contains("n1")).count(), 2, "{out}");
     }
 }

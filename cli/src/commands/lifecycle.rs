@@ -35,6 +35,9 @@ pub struct ScaleArgs {
     /// Print the resulting settings as JSON
     #[arg(long)]
     pub json: bool,
+    /// Process type to scale (web, worker, ...); default web
+    #[arg(short = 'p', long)]
+    pub process: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -110,10 +113,24 @@ pub fn scale(args: ScaleArgs, client: &Client) -> anyhow::Result<()> {
         max_in_flight: args.max_in_flight,
         health_check,
         placement_labels: None,
+        process: args.process.clone(),
     };
     let s = client.update_app(&args.name, &req)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
+    } else if let Some(p) = args.process.as_deref().filter(|p| *p != "web") {
+        // The answer's instances and memory are web's; say what changed for the process.
+        let mut what = Vec::new();
+        if let Some(n) = args.instances {
+            what.push(format!("{n} instance(s)"));
+        }
+        if let Some(m) = args.memory {
+            what.push(format!("{} each", memory(m)));
+        }
+        println!("{}: process {p} scaled to {}", s.name, what.join(", "));
+        if s.rolling {
+            println!("Replacing {p} instances {} at a time; follow with `paas app {}`", s.max_in_flight, s.name);
+        }
     } else {
         println!("{}", summary(&s));
         if s.rolling {

@@ -15,6 +15,7 @@ pub mod push;
 pub mod tenancy;
 pub mod routes;
 pub mod revisions;
+pub mod buildpacks;
 
 use crate::client::Client;
 use crate::config::Env;
@@ -111,6 +112,12 @@ pub enum Command {
     Revisions(revisions::Args),
     /// Redeploy an earlier revision's droplet and env as a new revision (default: the previous).
     Rollback(revisions::RollbackArgs),
+    /// List buildpacks in detection order: the built-ins, then those an operator added.
+    Buildpacks(buildpacks::ListArgs),
+    /// Add a buildpack (operators): a folder or zip with bin/detect, bin/compile, bin/release.
+    CreateBuildpack(buildpacks::CreateArgs),
+    /// Remove an added buildpack (operators).
+    DeleteBuildpack(buildpacks::DeleteArgs),
 }
 
 /// Runs one command. Every command but `login` needs a saved login or PAAS_API + PAAS_TOKEN.
@@ -151,6 +158,9 @@ pub fn dispatch(cli: Cli, env: &Env) -> anyhow::Result<()> {
         Command::UnsetEnv(args) => env::run_unset(args, &client),
         Command::Revisions(args) => revisions::run(args, &client),
         Command::Rollback(args) => revisions::run_rollback(args, &client),
+        Command::Buildpacks(args) => buildpacks::list(args, &client),
+        Command::CreateBuildpack(args) => buildpacks::create(args, &client),
+        Command::DeleteBuildpack(args) => buildpacks::delete(args, &client),
     }
 }
 

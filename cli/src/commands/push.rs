@@ -370,7 +370,8 @@ pub fn assess(d: &AppDetail, fresh_after: Option<DateTime<Utc>>) -> Progress {
         .instances
         .iter()
         .filter(fresh)
-        .filter(|i| i.state == InstanceState::Running)
+        // `desired_instances` counts web; other process types have their own counts.
+        .filter(|i| i.state == InstanceState::Running && i.process_type == "web")
         .count() as u32;
     if running >= desired {
         return Progress::Running;
@@ -517,6 +518,7 @@ mod tests {
 
     fn inst(index: u32, state: InstanceState) -> InstanceInfo {
         InstanceInfo {
+            process_type: "web".into(),
             index,
             revision: None,
             state,
@@ -533,6 +535,7 @@ mod tests {
     fn app(desired: u32, instances: Vec<InstanceInfo>) -> AppDetail {
         let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         AppDetail {
+            processes: Vec::new(),
             name: "web".into(),
             state: AppState::Started,
             url: "http://web.localhost:8080".into(),

@@ -109,6 +109,8 @@ pub async fn assignments(ctx: Ctx, node: AgentNode, q: web::Query<AssignmentQuer
 async fn assignments_for(ctx: &Ctx, node: &str) -> ApiResult<Vec<Assignment>> {
     let apps: HashMap<String, _> = ctx.store.list_apps().await?.into_iter().map(|a| (a.id.clone(), a)).collect();
     let lifecycles = ctx.store.app_lifecycles().await?;
+    let declared = ctx.store.droplet_processes().await?;
+    let configured = ctx.store.app_processes().await?;
     let mut out = Vec::new();
     for inst in ctx.store.list_instances().await? {
         if inst.node_name.as_deref() != Some(node) {
@@ -118,19 +120,31 @@ async fn assignments_for(ctx: &Ctx, node: &str) -> ApiResult<Vec<Assignment>> {
         let Some(rev) = ctx.store.revision(&app.id, inst.revision).await? else { continue };
         let mut env: BTreeMap<String, String> = rev.env.clone();
         env.insert("PAAS_APP_REVISION".into(), rev.number.to_string());
+        // A non-web row runs its type's command from the droplet it was created for.
+        let (command, memory_mb, health) = if inst.process_type == "web" {
+            (rev.command, app.memory_mb, lifecycles.get(&app.id).and_then(|l| l.health.clone()).unwrap_or_default())
+        } else {
+            let specs = crate::processes::resolve(
+                app,
+                declared.get(&rev.droplet),
+                configured.get(&app.id).map(Vec::as_slice).unwrap_or(&[]),
+            );
+            let Some(p) = specs.into_iter().find(|p| p.process_type == inst.process_type) else { continue };
+            (p.command, p.memory_mb, p.health)
+        };
         out.push(Assignment {
             instance_id: inst.id,
             app: app.name.clone(),
             process_type: inst.process_type,
             index: inst.index,
             droplet: rev.droplet,
-            command: rev.command,
+            command,
             env,
-            memory_mb: app.memory_mb,
+            memory_mb,
             disk_mb: app.disk_mb,
-            cpu_shares: (app.memory_mb * 1024 / 1024).clamp(2, 1024 * 4),
+            cpu_shares: (memory_mb * 1024 / 1024).clamp(2, 1024 * 4),
             pids_limit: ctx.settings.instance_pids_limit,
-            health: lifecycles.get(&app.id).and_then(|l| l.health.clone()).unwrap_or_default(),
+            health,
         });
     }
     Ok(out)

@@ -59,8 +59,10 @@ pub(crate) async fn detail(ctx: &Ctx, app: &AppRecord) -> ApiResult<AppDetail> {
             since: Some(i.since),
             // Only a running instance's sample means anything.
             usage: usage.remove(&i.id).filter(|_| i.state == InstanceState::Running),
+            process_type: i.process_type,
         })
         .collect();
+    let processes = super::processes::infos(ctx, app, revision.as_ref().map(|r| r.command.as_str())).await?;
     Ok(AppDetail {
         name: app.name.clone(),
         state: app.state,
@@ -71,6 +73,7 @@ pub(crate) async fn detail(ctx: &Ctx, app: &AppRecord) -> ApiResult<AppDetail> {
         instances,
         created_at: app.created_at,
         updated_at: app.updated_at,
+        processes,
     })
 }
 
@@ -276,6 +279,10 @@ pub async fn push(
         Ok(s) => s,
         // A buildpack named by the user decides for itself on the node.
         Err(_) if !extra.buildpacks.is_empty() => staging::Staged { detected: extra.buildpacks[0].clone(), command: String::new() },
+        // An operator-added buildpack may detect what the built-ins do not: the node decides.
+        Err(_) if !ctx.store.list_buildpacks().await?.is_empty() => {
+            staging::Staged { detected: "(added buildpacks)".into(), command: String::new() }
+        }
         Err(e) => return Err(Error::api(ErrorCode::NotAnApp, e.to_string())),
     };
 
@@ -318,9 +325,11 @@ pub async fn push(
     // Issue 3: buildpacks run on a node (after the app exists, so its STG lines can be read
     // while staging runs); the checked app tar above is their source. With no
     // ready node, the tar itself is the droplet and the detected command runs it (the fallback).
+    let mut declared = unpacked.procfile.as_deref().map(crate::processes::from_procfile).unwrap_or_default();
     let (droplet_sha, droplet_size, staged) =
         match super::builds::stage_on_node(&ctx, name.as_str(), &droplet_sha, &tree, &extra.buildpacks).await? {
             Some(built) => {
+                declared = built.processes.clone();
                 let command = command.clone().or_else(|| built.processes.get("web").cloned()).ok_or_else(|| {
                     Error::api(
                         ErrorCode::StagingFailed,
@@ -328,6 +337,10 @@ pub async fn push(
                     )
                 })?;
                 (built.droplet, built.size, staging::Staged { detected: built.buildpack, command })
+            }
+            // Only a node runs added buildpacks: without one, an app only they detect cannot run.
+            None if staged.command.is_empty() => {
+                return Err(Error::api(ErrorCode::NotAnApp, "no built-in detects this app and no node is ready to try the added buildpacks"));
             }
             None => (droplet_sha, droplet_size, staged),
         };
@@ -357,6 +370,9 @@ pub async fn push(
     };
     env.extend(std::mem::take(&mut extra.env));
     let stored = super::push_settings::stored_json(&extra)?;
+    // Process types: the droplet's commands first, so no revision runs without them.
+    ctx.store.set_droplet_processes(&droplet_sha, &declared).await?;
+    crate::api::processes::apply_manifest(&ctx, &app, &user.username, &extra.processes).await?;
     let number = ctx
         .store
         .deploy_revision_with(

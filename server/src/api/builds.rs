@@ -91,7 +91,10 @@ pub(crate) struct Built {
 pub(crate) async fn stage_on_node(ctx: &Ctx, app: &str, source: &str, tree: &str, buildpacks: &[String]) -> ApiResult<Option<Built>> {
     // The same files with the same buildpacks stage to the same droplet: reuse it (an unchanged
     // re-push then costs no build and its node already has the droplet's image).
-    let key = format!("{tree} {}", buildpacks.join(","));
+    // Added buildpacks take part in detection, so they are part of what a build depends on.
+    let custom = super::buildpacks::custom(ctx).await?;
+    let custom_key: Vec<String> = custom.iter().map(|c| format!("{}={}", c.name, c.sha256)).collect();
+    let key = format!("{tree} {} {}", buildpacks.join(","), custom_key.join(","));
     if let Some(hit) = ctx.builds.cached(&key).filter(|h| ctx.blobs.exists(&h.droplet)) {
         super::apps::log_platform(ctx, app, "STG", format!("No files changed: reusing droplet {} (buildpack {})", &hit.droplet[..12], hit.buildpack))
             .await;
@@ -111,6 +114,7 @@ pub(crate) async fn stage_on_node(ctx: &Ctx, app: &str, source: &str, tree: &str
         memory_mb: ctx.settings.staging_memory_mb,
         disk_mb: ctx.settings.default_disk_mb * 4,
         timeout_secs: timeout,
+        custom_buildpacks: custom,
     };
     let rx = ctx.builds.start(&node.name, source, assignment);
     ctx.bump_assignments();

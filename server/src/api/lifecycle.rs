@@ -22,7 +22,7 @@ fn bad(msg: impl Into<String>) -> Error {
 }
 
 /// Checks a health check request and fills the rest from Cloud Foundry's defaults.
-fn health_settings(h: &HealthCheckUpdate) -> ApiResult<HealthSettings> {
+pub(super) fn health_settings(h: &HealthCheckUpdate) -> ApiResult<HealthSettings> {
     let d = HealthSettings::default();
     let check = match (h.check_type.as_str(), &h.endpoint) {
         ("port", None) => HealthCheck::Port,
@@ -45,7 +45,7 @@ fn health_settings(h: &HealthCheckUpdate) -> ApiResult<HealthSettings> {
     Ok(HealthSettings { check, invocation_timeout_secs, start_timeout_secs, ..d })
 }
 
-async fn settings(ctx: &Ctx, app: &AppRecord, rolling: bool) -> ApiResult<AppSettings> {
+pub(super) async fn settings(ctx: &Ctx, app: &AppRecord, rolling: bool) -> ApiResult<AppSettings> {
     let app = find_app(ctx, &app.name).await?;
     let lc = ctx.store.app_lifecycles().await?.remove(&app.id).unwrap_or_default();
     Ok(AppSettings {
@@ -73,6 +73,9 @@ pub async fn update(
 ) -> ApiResult<web::Json<AppSettings>> {
     let app = find_app(&ctx, &name).await?;
     let req = body.into_inner();
+    if let Some(p) = req.process.as_deref().filter(|p| *p != "web") {
+        return super::processes::scale(&ctx, &user, &app, p, &req).await;
+    }
     if req.instances.is_some_and(|n| n > MAX_INSTANCES) {
         return Err(bad(format!("instances must be from 0 to {MAX_INSTANCES}")));
     }

@@ -14,6 +14,8 @@ mod builds;
 mod push_settings;
 mod resources;
 mod revisions;
+mod processes;
+mod buildpacks;
 
 use actix_web::web;
 
@@ -71,6 +73,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/agent/builds/{id}/droplet", web::put().to(builds::droplet))
             .route("/agent/builds/{id}/result", web::post().to(builds::result))
             .route("/resources/match", web::post().to(resources::match_files))
+            .route("/buildpacks", web::get().to(buildpacks::list))
+            .route("/buildpacks", web::post().to(buildpacks::create))
+            .route("/buildpacks/{name}", web::delete().to(buildpacks::delete))
+            .route("/agent/buildpacks/{sha}", web::get().to(buildpacks::agent_fetch))
             .default_service(web::to(not_found)),
     )
     .app_data(web::JsonConfig::default().limit(8 * 1024 * 1024).error_handler(|err, _| {

@@ -243,7 +243,8 @@ pub async fn build(ctx: &AppCtx) -> StoreResult<RouterTable> {
     for r in mapped {
         table.routes.push(RouteInfo { host: r.host, path: r.path, app: r.app_name, default: false });
     }
-    for i in instances.iter().filter(|i| i.state == InstanceState::Running) {
+    // Only `web` instances serve HTTP; a worker is never routed.
+    for i in instances.iter().filter(|i| i.state == InstanceState::Running && i.process_type == "web") {
         let (Some(node), Some(port), Some(app)) = (&i.node_name, i.host_port, names.get(i.app_id.as_str())) else {
             continue;
         };

@@ -297,6 +297,58 @@ pub trait Store: Send + Sync + 'static {
     async fn remember_files(&self, owner: &str, files: &[(String, u64)]) -> StoreResult<()>;
     /// Every cached file's blob, so collection keeps them.
     async fn cached_file_blobs(&self) -> StoreResult<Vec<String>>;
+    /// Records the start command per process type of a droplet (issue 3, processes).
+    async fn set_droplet_processes(&self, droplet: &str, processes: &BTreeMap<String, String>) -> StoreResult<()>;
+    /// Start commands per process type of every droplet that has them, by droplet sha256.
+    async fn droplet_processes(&self) -> StoreResult<HashMap<String, BTreeMap<String, String>>>;
+    /// Settings of every app's non-web process types, by app id.
+    async fn app_processes(&self) -> StoreResult<HashMap<String, Vec<ProcessRecord>>>;
+    /// Creates or replaces one non-web process type's settings and records `event`. A memory or
+    /// health change marks that type's instances for rolling replacement; returns whether it did.
+    async fn upsert_process(&self, app_id: &str, p: &ProcessRecord, event: &Event) -> StoreResult<bool>;
+    /// Operator-added buildpacks in detection order.
+    async fn list_buildpacks(&self) -> StoreResult<Vec<BuildpackRecord>>;
+    /// Adds a buildpack last in order; `Conflict` if the name is taken.
+    async fn add_buildpack(&self, name: &str, blob: &str, created_by: &str, event: &Event) -> StoreResult<()>;
+    /// Removes a buildpack; `NotFound` if there is none of that name.
+    async fn delete_buildpack(&self, name: &str, event: &Event) -> StoreResult<()>;
+}
+
+/// An operator-added buildpack (`migrations/sqlite/0009_issue3b.sql`).
+#[derive(Debug, Clone)]
+pub struct BuildpackRecord {
+    pub name: String,
+    pub position: i64,
+    pub blob: String,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Settings of one non-web process type of an app (`migrations/sqlite/0009_issue3b.sql`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessRecord {
+    pub process_type: String,
+    pub instances: u32,
+    /// `None`: the app's memory.
+    pub memory_mb: Option<u64>,
+    /// `None`: the droplet's command for this type.
+    pub command: Option<String>,
+    /// `None`: a process check (a worker listens on no port).
+    pub health: Option<paas_common::agent::HealthSettings>,
+}
+
+impl ProcessRecord {
+    /// A process type the droplet declares and nobody has configured yet.
+    pub fn default_for(process_type: &str) -> Self {
+        Self { process_type: process_type.into(), instances: 1, memory_mb: None, command: None, health: None }
+    }
+
+    pub fn health_or_default(&self) -> paas_common::agent::HealthSettings {
+        self.health.clone().unwrap_or(paas_common::agent::HealthSettings {
+            check: paas_common::agent::HealthCheck::Process,
+            ..Default::default()
+        })
+    }
 }
 
 /// A stored route (see `migrations/sqlite/0003_issue5.sql`).

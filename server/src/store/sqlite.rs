@@ -1000,4 +1000,132 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok(())
     }
+
+    async fn set_droplet_processes(&self, droplet: &str, processes: &BTreeMap<String, String>) -> StoreResult<()> {
+        let json = serde_json::to_string(processes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut tx = self.write_tx().await?;
+        sqlx::query("INSERT INTO droplet_processes (droplet, processes) VALUES (?, ?) ON CONFLICT (droplet) DO UPDATE SET processes = excluded.processes")
+            .bind(droplet)
+            .bind(json)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn droplet_processes(&self) -> StoreResult<HashMap<String, BTreeMap<String, String>>> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT droplet, processes FROM droplet_processes").fetch_all(&self.pool).await?;
+        rows.into_iter()
+            .map(|(d, p)| {
+                let p = serde_json::from_str(&p).map_err(|e| StoreError::Corrupt(format!("droplet processes json: {e}")))?;
+                Ok((d, p))
+            })
+            .collect()
+    }
+
+    async fn app_processes(&self) -> StoreResult<HashMap<String, Vec<ProcessRecord>>> {
+        let rows: Vec<(String, String, i64, Option<i64>, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT app_id, process_type, instances, memory_mb, command, health FROM app_processes ORDER BY app_id, process_type",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: HashMap<String, Vec<ProcessRecord>> = HashMap::new();
+        for (app_id, process_type, instances, memory_mb, command, health) in rows {
+            let health = health
+                .map(|h| serde_json::from_str(&h).map_err(|e| StoreError::Corrupt(format!("process health json: {e}"))))
+                .transpose()?;
+            out.entry(app_id).or_default().push(ProcessRecord {
+                process_type,
+                instances: instances as u32,
+                memory_mb: memory_mb.map(|m| m as u64),
+                command,
+                health,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn upsert_process(&self, app_id: &str, p: &ProcessRecord, event: &Event) -> StoreResult<bool> {
+        let mut tx = self.write_tx().await?;
+        let before: Option<(Option<i64>, Option<String>)> =
+            sqlx::query_as("SELECT memory_mb, health FROM app_processes WHERE app_id = ? AND process_type = ?")
+                .bind(app_id)
+                .bind(&p.process_type)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let health = p.health.as_ref().map(serde_json::to_string).transpose().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO app_processes (app_id, process_type, instances, memory_mb, command, health) VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (app_id, process_type) DO UPDATE SET instances = excluded.instances, memory_mb = excluded.memory_mb,
+               command = excluded.command, health = excluded.health",
+        )
+        .bind(app_id)
+        .bind(&p.process_type)
+        .bind(i64::from(p.instances))
+        .bind(p.memory_mb.map(|m| m as i64))
+        .bind(&p.command)
+        .bind(&health)
+        .execute(&mut *tx)
+        .await?;
+        // A container's memory limit, command and health check are fixed at start.
+        let (old_mem, old_health) = before.unwrap_or((None, None));
+        let redeploy = before_differs(old_mem, p.memory_mb) || old_health != health;
+        if redeploy {
+            sqlx::query("UPDATE instances SET retire = 1 WHERE app_id = ? AND process_type = ?")
+                .bind(app_id)
+                .bind(&p.process_type)
+                .execute(&mut *tx)
+                .await?;
+        }
+        insert_event(&mut *tx, event).await?;
+        tx.commit().await?;
+        Ok(redeploy)
+    }
+
+    async fn list_buildpacks(&self) -> StoreResult<Vec<BuildpackRecord>> {
+        let rows: Vec<(String, i64, String, String, DateTime<Utc>)> =
+            sqlx::query_as("SELECT name, position, blob, created_by, created_at FROM buildpacks ORDER BY position")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, position, blob, created_by, created_at)| BuildpackRecord { name, position, blob, created_by, created_at })
+            .collect())
+    }
+
+    async fn add_buildpack(&self, name: &str, blob: &str, created_by: &str, event: &Event) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(
+            "INSERT INTO buildpacks (name, position, blob, created_by, created_at)
+             VALUES (?, (SELECT COALESCE(MAX(position), 0) + 1 FROM buildpacks), ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(name)
+        .bind(blob)
+        .bind(created_by)
+        .bind(Utc::now())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!("a buildpack named {name:?} exists")));
+        }
+        insert_event(&mut *tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_buildpack(&self, name: &str, event: &Event) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query("DELETE FROM buildpacks WHERE name = ?").bind(name).execute(&mut *tx).await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("no buildpack named {name:?}")));
+        }
+        insert_event(&mut *tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+fn before_differs(old: Option<i64>, new: Option<u64>) -> bool {
+    old != new.map(|m| m as i64)
 }
