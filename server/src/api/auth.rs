@@ -10,6 +10,7 @@ use crate::store::Event;
 const MAX_FAILURES: u32 = 5;
 const FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 
+#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", summary = "Log in with a username and password; answers an access JWT", request_body = paas_common::api::LoginRequest, security(()), responses((status = 200, body = paas_common::api::LoginResponse), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn login(ctx: Ctx, req: actix_web::HttpRequest, body: web::Json<LoginRequest>) -> ApiResult<web::Json<LoginResponse>> {
     let key = format!("{}|{}", req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default(), body.username.to_lowercase());
     if let Some(wait) = locked_out(&ctx, &key) {

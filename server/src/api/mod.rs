@@ -14,6 +14,7 @@ mod builds;
 mod push_settings;
 mod resources;
 mod revisions;
+pub(crate) mod openapi;
 
 use actix_web::web;
 
@@ -71,6 +72,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/agent/builds/{id}/droplet", web::put().to(builds::droplet))
             .route("/agent/builds/{id}/result", web::post().to(builds::result))
             .route("/resources/match", web::post().to(resources::match_files))
+            .route("/openapi.json", web::get().to(openapi::serve))
             .default_service(web::to(not_found)),
     )
     .app_data(web::JsonConfig::default().limit(8 * 1024 * 1024).error_handler(|err, _| {

@@ -63,6 +63,7 @@ fn summary(ctx: &Ctx, app: &AppRecord, r: RevisionRecord) -> RevisionSummary {
 }
 
 /// `GET /v1/apps/{name}/env`.
+#[utoipa::path(get, path = "/v1/apps/{name}/env", tag = "env", summary = "The app's environment", params(("name" = String, Path, description = "The app's name")), responses((status = 200, body = paas_common::api::AppEnv), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn get_env(ctx: Ctx, _user: AuthUser, name: web::Path<String>) -> ApiResult<web::Json<AppEnv>> {
     let app = find_app(&ctx, &name).await?;
     let rev = current(&ctx, &app).await?;
@@ -103,6 +104,7 @@ async fn redeploy(
 }
 
 /// `PATCH /v1/apps/{name}/env` with [`EnvUpdate`]: a new revision, same droplet, new env.
+#[utoipa::path(patch, path = "/v1/apps/{name}/env", tag = "env", summary = "Set or unset env vars: a new revision", params(("name" = String, Path, description = "The app's name")), request_body = paas_common::api::EnvUpdate, responses((status = 200, body = paas_common::api::AppDetail), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn update_env(ctx: Ctx, user: AuthUser, name: web::Path<String>, body: web::Json<EnvUpdate>) -> ApiResult<HttpResponse> {
     let app = find_app(&ctx, &name).await?;
     let body = body.into_inner();
@@ -130,6 +132,7 @@ pub async fn update_env(ctx: Ctx, user: AuthUser, name: web::Path<String>, body:
 }
 
 /// `GET /v1/apps/{name}/revisions`, newest first.
+#[utoipa::path(get, path = "/v1/apps/{name}/revisions", tag = "revisions", summary = "Revisions, newest first", params(("name" = String, Path, description = "The app's name")), responses((status = 200, body = paas_common::api::RevisionList), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn list(ctx: Ctx, _user: AuthUser, name: web::Path<String>) -> ApiResult<web::Json<RevisionList>> {
     let app = find_app(&ctx, &name).await?;
     let revisions = ctx.store.app_revisions(&app.id).await?.into_iter().map(|r| summary(&ctx, &app, r)).collect();
@@ -138,6 +141,7 @@ pub async fn list(ctx: Ctx, _user: AuthUser, name: web::Path<String>) -> ApiResu
 
 /// `POST /v1/apps/{name}/rollback` with [`RollbackRequest`]: a new revision with the droplet,
 /// command and env of revision `to` (default: the one before the current).
+#[utoipa::path(post, path = "/v1/apps/{name}/rollback", tag = "revisions", summary = "Roll back to an earlier revision", params(("name" = String, Path, description = "The app's name")), request_body = paas_common::api::RollbackRequest, responses((status = 200, body = paas_common::api::AppDetail), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn rollback(ctx: Ctx, user: AuthUser, name: web::Path<String>, body: web::Json<RollbackRequest>) -> ApiResult<HttpResponse> {
     let app = find_app(&ctx, &name).await?;
     let cur = app
