@@ -310,6 +310,9 @@ pub struct EnvUpdate {
     pub set: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     pub unset: Vec<String>,
+    /// Keys of `set` whose values are secret: sealed at rest and shown as `***` (issue 7).
+    #[serde(default)]
+    pub secret: Vec<String>,
 }
 
 /// One revision in `GET /v1/apps/{name}/revisions`.

@@ -22,3 +22,4 @@ pub mod loghub;
 pub mod metrics;
 pub mod drains;
 pub mod events;
+pub mod secrets;
