@@ -290,6 +290,12 @@ impl Client {
         self.fetched(self.send(rb)?)
     }
 
+    /// `GET /v1/apps/NAME/env?reveal=BOOL`: with `reveal`, secret values in plain (issue 7).
+    pub fn get_env_revealed(&self, name: &str, reveal: bool) -> Result<Fetched<AppEnv>, ClientError> {
+        let rb = self.authed(self.http.get(self.url(&format!("/v1/apps/{}/env", seg(name)))).query(&[("reveal", reveal)]));
+        self.fetched(self.send(rb)?)
+    }
+
     /// `PATCH /v1/apps/NAME/env`: a new revision with the changed env.
     pub fn update_env(&self, name: &str, update: &EnvUpdate) -> Result<AppDetail, ClientError> {
         let rb = self.authed(self.http.patch(self.url(&format!("/v1/apps/{}/env", seg(name))))).json(update);

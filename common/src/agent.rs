@@ -139,6 +139,7 @@ pub struct BuildResult {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case", tag = "type")]
 pub enum HealthCheck {
     /// A TCP connect to `PORT` succeeds.
@@ -150,6 +151,7 @@ pub enum HealthCheck {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthSettings {
     pub check: HealthCheck,
     /// Per attempt.

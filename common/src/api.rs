@@ -4,12 +4,14 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoginRequest {
     pub username: String,
     pub password: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoginResponse {
     /// A bearer JWT for `Authorization: Bearer ...`.
     pub token: String,
@@ -18,6 +20,7 @@ pub struct LoginResponse {
 
 /// What the user asked for: the app should run or not.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AppState {
     Started,
@@ -36,6 +39,7 @@ impl AppState {
 /// The actual state of one instance, as last reported by its node (or `pending` while the
 /// scheduler has not placed it yet).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum InstanceState {
     /// Desired, but not yet placed on a node or not yet reported by it.
@@ -74,6 +78,7 @@ impl InstanceState {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InstanceInfo {
     pub index: u32,
     /// The revision this instance runs.
@@ -104,6 +109,7 @@ fn web_process() -> String {
 }
 
 /// One process type of an app's current revision, as `GET /v1/apps/NAME` shows it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ProcessInfo {
     #[serde(rename = "type")]
@@ -117,6 +123,7 @@ pub struct ProcessInfo {
 
 /// Resource use of one instance, sampled from the engine by its node.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InstanceUsage {
     /// Percent of one CPU core (200.0 = two cores busy).
     pub cpu_percent: f64,
@@ -131,6 +138,7 @@ pub struct InstanceUsage {
 
 /// One entry of an app's audit trail (`GET /v1/apps/NAME/events`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventInfo {
     pub time: DateTime<Utc>,
     /// A user name, `node:NAME` or `platform`.
@@ -141,11 +149,13 @@ pub struct EventInfo {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventList {
     pub events: Vec<EventInfo>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AppSummary {
     pub name: String,
     pub state: AppState,
@@ -158,6 +168,7 @@ pub struct AppSummary {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RevisionInfo {
     pub number: i64,
     pub droplet: String,
@@ -167,6 +178,7 @@ pub struct RevisionInfo {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AppDetail {
     pub name: String,
     pub state: AppState,
@@ -183,11 +195,13 @@ pub struct AppDetail {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AppList {
     pub apps: Vec<AppSummary>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeInfo {
     pub name: String,
     pub address: String,
@@ -202,11 +216,13 @@ pub struct NodeInfo {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeList {
     pub nodes: Vec<NodeInfo>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogLine {
     pub timestamp: DateTime<Utc>,
     /// `APP/<process>/<index>`, `STG`, `RTR`, `API` or `CELL`.
@@ -221,12 +237,14 @@ pub struct LogLine {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogList {
     pub lines: Vec<LogLine>,
 }
 
 /// Optional settings sent with a push (multipart text fields of the same names).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PushSettings {
     pub instances: Option<u32>,
     pub memory_mb: Option<u64>,
@@ -258,6 +276,7 @@ pub struct PushSettings {
 
 /// Health-check settings as a manifest states them; every field optional (server defaults apply).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthCheckSettings {
     /// `port`, `http` or `process`.
     #[serde(default)]
@@ -282,6 +301,7 @@ pub struct HealthCheckSettings {
 
 /// One process type's settings from a manifest's `processes`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProcessSettings {
     #[serde(rename = "type")]
     pub process_type: String,
@@ -299,6 +319,7 @@ pub struct ProcessSettings {
 
 /// `GET /v1/apps/{name}/env`: the env of the current revision.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AppEnv {
     pub revision: Option<i64>,
     pub env: std::collections::BTreeMap<String, String>,
@@ -306,15 +327,20 @@ pub struct AppEnv {
 
 /// `PATCH /v1/apps/{name}/env`: set and unset keys; makes a new revision with the same droplet.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EnvUpdate {
     #[serde(default)]
     pub set: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     pub unset: Vec<String>,
+    /// Keys of `set` whose values are secret: sealed at rest and shown as `***` (issue 7).
+    #[serde(default)]
+    pub secret: Vec<String>,
 }
 
 /// One revision in `GET /v1/apps/{name}/revisions`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RevisionSummary {
     pub number: i64,
     pub droplet: String,
@@ -335,6 +361,7 @@ pub struct RevisionSummary {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RevisionList {
     /// Newest first.
     pub revisions: Vec<RevisionSummary>,
@@ -342,6 +369,7 @@ pub struct RevisionList {
 
 /// `POST /v1/apps/{name}/rollback`: to revision `to`, or the one before the current when absent.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RollbackRequest {
     #[serde(default)]
     pub to: Option<i64>,
@@ -349,6 +377,7 @@ pub struct RollbackRequest {
 
 /// A file the CLI is about to push, by content (incremental upload, issue 3).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FileHash {
     pub sha256: String,
     pub size: u64,
@@ -356,12 +385,14 @@ pub struct FileHash {
 
 /// `POST /v1/resources/match`: which of these files the controller already holds for the caller.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ResourceMatch {
     pub resources: Vec<FileHash>,
 }
 
 /// The answer: the sha256 of every file the caller need not upload.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ResourceMatchResult {
     pub known: Vec<String>,
 }
@@ -369,6 +400,7 @@ pub struct ResourceMatchResult {
 /// A file of the app left out of the upload because the controller holds it (multipart field
 /// `resources` of a push: a JSON list of these).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PushResource {
     pub path: String,
     pub sha256: String,
@@ -379,6 +411,7 @@ pub struct PushResource {
 
 /// `POST /v1/tokens`: an API token for CI.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenCreateRequest {
     pub name: String,
     /// read | deploy | admin
@@ -392,6 +425,7 @@ pub struct TokenCreateRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenInfo {
     pub id: String,
     pub name: String,
@@ -405,6 +439,7 @@ pub struct TokenInfo {
 
 /// The answer to a token creation: the only time the token itself is shown.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenCreated {
     pub token: String,
     #[serde(flatten)]
@@ -412,11 +447,13 @@ pub struct TokenCreated {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenList {
     pub tokens: Vec<TokenInfo>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SpaceRole {
     /// `ORG/SPACE`
     pub space: String,
@@ -425,6 +462,7 @@ pub struct SpaceRole {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserInfo {
     pub username: String,
     pub operator: bool,
@@ -433,11 +471,13 @@ pub struct UserInfo {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserList {
     pub users: Vec<UserInfo>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateUserRequest {
     pub username: String,
     pub password: String,
@@ -447,6 +487,7 @@ pub struct CreateUserRequest {
 
 /// `PUT /v1/users/NAME/roles`: sets the user's role in a space; `role: null` removes it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SetRoleRequest {
     /// `ORG/SPACE`
     pub space: String,
@@ -454,18 +495,21 @@ pub struct SetRoleRequest {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SpaceInfo {
     pub org: String,
     pub name: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SpaceList {
     pub spaces: Vec<SpaceInfo>,
 }
 
 /// `POST /v1/spaces`
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateSpaceRequest {
     pub org: String,
     pub name: String,
@@ -475,6 +519,7 @@ pub struct CreateSpaceRequest {
 /// `instances` starts or stops only the instances above the kept ones; changing `memory_mb` or
 /// the health check replaces every instance in a rolling deploy.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AppUpdateRequest {
     #[serde(default)]
     pub instances: Option<u32>,
@@ -495,6 +540,7 @@ pub struct AppUpdateRequest {
 
 /// The health check of an app's instances. A change replaces the instances (rolling).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthCheckUpdate {
     /// `port`, `http` or `process`.
     #[serde(rename = "type")]
@@ -512,6 +558,7 @@ pub struct HealthCheckUpdate {
 
 /// An app's lifecycle settings, answered by the update and lifecycle endpoints.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AppSettings {
     pub name: String,
     pub state: AppState,
@@ -528,6 +575,7 @@ pub struct AppSettings {
 
 /// `POST /v1/apps/{name}/restart`: a rolling restart.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RestartRequest {
     /// Indices replaced at once; also kept as the app's setting. Default: the app's setting (1).
     #[serde(default)]
@@ -536,6 +584,7 @@ pub struct RestartRequest {
 
 /// `POST /v1/nodes/{name}/drain` answers the node's new state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeStateResponse {
     pub name: String,
     /// ready | draining | drained | lost
@@ -543,6 +592,7 @@ pub struct NodeStateResponse {
 }
 
 /// One buildpack in detection order (`GET /v1/buildpacks`, issue 3).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BuildpackInfo {
     pub name: String,
@@ -559,6 +609,7 @@ pub struct BuildpackInfo {
     pub created_at: Option<DateTime<Utc>>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BuildpackList {
     pub buildpacks: Vec<BuildpackInfo>,

@@ -10,6 +10,7 @@ use std::fmt;
 /// A parsed, normalised `HOST[/PATH]`: lower-case DNS host (no port, no IP address), path prefix
 /// empty or `/seg/seg` (no trailing slash, no `.`/`..` segments, no query).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RouteSpec {
     pub host: String,
     #[serde(default)]
@@ -90,6 +91,7 @@ impl fmt::Display for RouteSpec {
 
 /// One route as the API lists it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RouteInfo {
     pub host: String,
     #[serde(default)]
@@ -101,12 +103,14 @@ pub struct RouteInfo {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RouteList {
     pub routes: Vec<RouteInfo>,
 }
 
 /// Body of `POST /v1/apps/{name}/routes`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MapRoute {
     /// `HOST[/PATH]`.
     pub route: String,
@@ -114,6 +118,7 @@ pub struct MapRoute {
 
 /// One ready instance in a [`RouterTable`].
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RouterBackend {
     pub address: String,
     pub index: u32,
@@ -121,6 +126,7 @@ pub struct RouterBackend {
 
 /// The whole route table, as `GET /v1/router/table` hands it to standalone routers.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RouterTable {
     /// Changes whenever the table does; long-poll with `?after=VERSION`.
     pub version: u64,
@@ -132,11 +138,13 @@ pub struct RouterTable {
 
 /// Body of `POST /v1/router/logs`: RTR lines a standalone router wrote, for the apps' streams.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RouterLogs {
     pub lines: Vec<RouterLogLine>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RouterLogLine {
     pub app: String,
     pub line: crate::api::LogLine,

@@ -154,6 +154,8 @@ fn classify(method: &actix_web::http::Method, path: &str) -> Need {
     let segs: Vec<&str> = rest.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
     match segs.as_slice() {
         ["auth", "login"] => Need::Public,
+        // The API description: CI tools fetch it before they have a token.
+        ["openapi.json"] if read => Need::Public,
         // Agents and standalone routers authenticate with their own credentials.
         ["agent", ..] | ["router", ..] => Need::Agent,
         // Incremental upload: any user asks which of their files the controller holds.

@@ -23,3 +23,4 @@ pub mod metrics;
 pub mod drains;
 pub mod events;
 pub mod processes;
+pub mod secrets;

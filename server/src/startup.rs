@@ -56,6 +56,8 @@ impl Application {
         .await
         .context("starting the log hub")?;
         let metrics = Arc::new(Metrics::new(logs.counters.clone()));
+        let secrets = crate::secrets::SecretBox::load_or_create(&settings.data_dir.join("secret-key"))
+            .context("loading the secret-env key")?;
         let ctx = Arc::new(AppCtx {
             keys: Keys::new(jwt_secret.as_bytes(), settings.token_ttl_secs),
             settings,
@@ -70,6 +72,7 @@ impl Application {
             logs,
             metrics,
             builds: Default::default(),
+            secrets,
         });
         router::refresh(&ctx).await.context("loading the route table")?;
         Ok(Self { listener, port, ctx })

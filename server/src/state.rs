@@ -33,6 +33,8 @@ pub struct AppCtx {
     pub metrics: Arc<Metrics>,
     /// Staging runs in flight on nodes (issue 3).
     pub builds: crate::builds::Builds,
+    /// Seals and opens secret env values (issue 7).
+    pub secrets: crate::secrets::SecretBox,
 }
 
 impl AppCtx {

@@ -13,6 +13,9 @@ pub struct Args {
     /// Print the env as JSON, exactly as the API sent it
     #[arg(long)]
     pub json: bool,
+    /// Show secret values in plain rather than `***` (needs the developer role)
+    #[arg(long)]
+    pub reveal: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -24,6 +27,9 @@ pub struct SetArgs {
     pub key: String,
     /// Value
     pub value: String,
+    /// Store the value encrypted and show it as `***` in `paas env` and the API
+    #[arg(long)]
+    pub secret: bool,
     /// Seconds to wait for the new revision's instances to run
     #[arg(long, default_value_t = 180)]
     pub timeout: u64,
@@ -42,7 +48,7 @@ pub struct UnsetArgs {
 }
 
 pub fn run(args: Args, client: &Client) -> anyhow::Result<()> {
-    let fetched = client.get_env(&args.name)?;
+    let fetched = client.get_env_revealed(&args.name, args.reveal)?;
     if args.json {
         println!("{}", fetched.raw.trim_end());
         return Ok(());
@@ -65,6 +71,9 @@ pub fn run_set(args: SetArgs, client: &Client) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut update = EnvUpdate::default();
     update.set.insert(args.key.clone(), args.value);
+    if args.secret {
+        update.secret.push(args.key.clone());
+    }
     let detail = client.update_env(args.name.as_str(), &update)?;
     println!("Set {} on {}; redeploying without rebuilding", args.key, args.name.as_str());
     super::push::wait_until_running(client, &args.name, detail, started, Duration::from_secs(args.timeout))

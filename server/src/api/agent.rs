@@ -118,7 +118,16 @@ async fn assignments_for(ctx: &Ctx, node: &str) -> ApiResult<Vec<Assignment>> {
         }
         let Some(app) = apps.get(&inst.app_id) else { continue };
         let Some(rev) = ctx.store.revision(&app.id, inst.revision).await? else { continue };
-        let mut env: BTreeMap<String, String> = rev.env.clone();
+        let mut env: BTreeMap<String, String> = BTreeMap::new();
+        for (k, v) in &rev.env {
+            // Secret values are sealed in the store; the node needs them plain.
+            match ctx.secrets.open(&app.id, v) {
+                Ok(plain) => {
+                    env.insert(k.clone(), plain);
+                }
+                Err(e) => tracing::error!(app = %app.name, key = %k, error = %e, "secret env value left out"),
+            }
+        }
         env.insert("PAAS_APP_REVISION".into(), rev.number.to_string());
         // A non-web row runs its type's command from the droplet it was created for.
         let (command, memory_mb, health) = if inst.process_type == "web" {

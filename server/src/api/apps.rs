@@ -77,6 +77,7 @@ pub(crate) async fn detail(ctx: &Ctx, app: &AppRecord) -> ApiResult<AppDetail> {
     })
 }
 
+#[utoipa::path(get, path = "/v1/apps", tag = "apps", summary = "The apps the caller can see", responses((status = 200, body = paas_common::api::AppList), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn list(ctx: Ctx, who: crate::authz::Principal) -> ApiResult<web::Json<AppList>> {
     let spaces = ctx.store.app_spaces().await?;
     let apps: Vec<_> = ctx
@@ -106,11 +107,13 @@ pub async fn list(ctx: Ctx, who: crate::authz::Principal) -> ApiResult<web::Json
     Ok(web::Json(AppList { apps }))
 }
 
+#[utoipa::path(get, path = "/v1/apps/{name}", tag = "apps", summary = "One app with its instances", params(("name" = String, Path, description = "The app's name")), responses((status = 200, body = paas_common::api::AppDetail), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn get(ctx: Ctx, _user: AuthUser, name: web::Path<String>) -> ApiResult<web::Json<AppDetail>> {
     let app = find_app(&ctx, &name).await?;
     Ok(web::Json(detail(&ctx, &app).await?))
 }
 
+#[utoipa::path(delete, path = "/v1/apps/{name}", tag = "apps", summary = "Delete an app, its instances and routes", params(("name" = String, Path, description = "The app's name")), responses((status = 204, description = "Deleted"), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn delete(ctx: Ctx, user: AuthUser, name: web::Path<String>) -> ApiResult<HttpResponse> {
     let app = find_app(&ctx, &name).await?;
     let event = Event {
@@ -128,6 +131,7 @@ pub async fn delete(ctx: Ctx, user: AuthUser, name: web::Path<String>) -> ApiRes
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(get, path = "/v1/apps/{name}/events", tag = "events", summary = "The app's audit events", params(("name" = String, Path, description = "The app's name")), responses((status = 200, body = paas_common::api::EventList), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn events(ctx: Ctx, _user: AuthUser, name: web::Path<String>) -> ApiResult<web::Json<EventList>> {
     let app = find_app(&ctx, &name).await?;
     let events = ctx
@@ -148,6 +152,7 @@ pub(crate) async fn log_platform(ctx: &Ctx, app: &str, source: &str, message: St
 /// `POST /v1/apps/{name}/push`: multipart with the zip as `archive` and optional text fields
 /// `instances`, `memory_mb` (or `memory`, e.g. "256M") and `command`. Creates the app if needed,
 /// stores the package, stages it into a droplet, makes a new revision and starts it.
+#[utoipa::path(post, path = "/v1/apps/{name}/push", tag = "apps", summary = "Single-request deploy: the zip as multipart field `archive`", params(("name" = String, Path, description = "The app's name")), request_body(content = crate::api::openapi::PushForm, content_type = "multipart/form-data"), responses((status = 201, body = paas_common::api::AppDetail), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn push(
     ctx: Ctx,
     user: AuthUser,

@@ -8,6 +8,7 @@ use crate::error::{ApiResult, Error};
 use crate::state::AppCtx;
 use crate::store::Event;
 
+#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", summary = "Log in with a username and password; answers an access JWT", request_body = paas_common::api::LoginRequest, security(()), responses((status = 200, body = paas_common::api::LoginResponse), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn login(ctx: Ctx, req: actix_web::HttpRequest, body: web::Json<LoginRequest>) -> ApiResult<web::Json<LoginResponse>> {
     check_credentials(&ctx, &req, &body.username, &body.password).await?;
     let (token, expires_at) = ctx.keys.issue(&body.username)?;

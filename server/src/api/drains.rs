@@ -10,22 +10,24 @@ use crate::drains::parse_drain;
 use crate::error::{ApiResult, Error};
 use crate::store::Event;
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DrainBody {
     pub url: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DrainList {
     pub drains: Vec<String>,
 }
 
+#[utoipa::path(get, path = "/v1/apps/{name}/log-drains", tag = "drains", summary = "The app's log drains", params(("name" = String, Path, description = "The app's name")), responses((status = 200, body = DrainList), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn list(ctx: Ctx, _user: AuthUser, name: web::Path<String>) -> ApiResult<web::Json<DrainList>> {
     let app = super::apps::find_app(&ctx, &name).await?;
     let drains = ctx.store.list_log_drains().await?.into_iter().filter(|(a, _)| *a == app.name).map(|(_, u)| u).collect();
     Ok(web::Json(DrainList { drains }))
 }
 
+#[utoipa::path(post, path = "/v1/apps/{name}/log-drains", tag = "drains", summary = "Add a log drain", params(("name" = String, Path, description = "The app's name")), request_body = DrainBody, responses((status = 201, body = DrainBody), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn add(ctx: Ctx, user: AuthUser, name: web::Path<String>, body: web::Json<DrainBody>) -> ApiResult<HttpResponse> {
     let app = super::apps::find_app(&ctx, &name).await?;
     parse_drain(&body.url).map_err(|m| Error::api(ErrorCode::BadRequest, m))?;
@@ -39,6 +41,7 @@ pub async fn add(ctx: Ctx, user: AuthUser, name: web::Path<String>, body: web::J
     Ok(HttpResponse::Created().json(DrainBody { url: body.url.clone() }))
 }
 
+#[utoipa::path(delete, path = "/v1/apps/{name}/log-drains", tag = "drains", summary = "Remove a log drain", params(("name" = String, Path, description = "The app's name")), request_body = DrainBody, responses((status = 204, description = "Removed"), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn remove(ctx: Ctx, user: AuthUser, name: web::Path<String>, body: web::Json<DrainBody>) -> ApiResult<HttpResponse> {
     let app = super::apps::find_app(&ctx, &name).await?;
     let event = Event {

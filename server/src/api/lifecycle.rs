@@ -65,6 +65,7 @@ fn event(user: &AuthUser, app: &AppRecord, kind: &str, message: String) -> Event
 }
 
 /// `PATCH /v1/apps/{name}` with [`AppUpdateRequest`].
+#[utoipa::path(patch, path = "/v1/apps/{name}", tag = "lifecycle", summary = "Scale, resize, change health check or placement", params(("name" = String, Path, description = "The app's name")), request_body = paas_common::api::AppUpdateRequest, responses((status = 200, body = paas_common::api::AppSettings), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn update(
     ctx: Ctx,
     user: AuthUser,
@@ -121,6 +122,7 @@ pub async fn update(
 }
 
 /// `POST /v1/apps/{name}/restart` with an optional [`RestartRequest`]: a rolling restart.
+#[utoipa::path(post, path = "/v1/apps/{name}/restart", tag = "lifecycle", summary = "Rolling restart", params(("name" = String, Path, description = "The app's name")), request_body = Option<paas_common::api::RestartRequest>, responses((status = 200, body = paas_common::api::AppSettings), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn restart(
     ctx: Ctx,
     user: AuthUser,
@@ -156,16 +158,19 @@ async fn set_state(ctx: Ctx, user: AuthUser, name: &str, state: AppState) -> Api
 }
 
 /// `POST /v1/apps/{name}/stop`: every instance stops (routes first); the app and its settings stay.
+#[utoipa::path(post, path = "/v1/apps/{name}/stop", tag = "lifecycle", summary = "Stop every instance", params(("name" = String, Path, description = "The app's name")), responses((status = 200, body = paas_common::api::AppSettings), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn stop(ctx: Ctx, user: AuthUser, name: web::Path<String>) -> ApiResult<web::Json<AppSettings>> {
     set_state(ctx, user, &name, AppState::Stopped).await
 }
 
 /// `POST /v1/apps/{name}/start`.
+#[utoipa::path(post, path = "/v1/apps/{name}/start", tag = "lifecycle", summary = "Start a stopped app", params(("name" = String, Path, description = "The app's name")), responses((status = 200, body = paas_common::api::AppSettings), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn start(ctx: Ctx, user: AuthUser, name: web::Path<String>) -> ApiResult<web::Json<AppSettings>> {
     set_state(ctx, user, &name, AppState::Started).await
 }
 
 /// `POST /v1/apps/{name}/instances/{index}/restart`: replaces one instance, new one first.
+#[utoipa::path(post, path = "/v1/apps/{name}/instances/{index}/restart", tag = "lifecycle", summary = "Replace one instance, new one first", params(("name" = String, Path, description = "The app's name"), ("index" = u32, Path, description = "Instance index")), responses((status = 200, body = paas_common::api::AppSettings), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn restart_instance(
     ctx: Ctx,
     user: AuthUser,
@@ -190,6 +195,7 @@ pub async fn restart_instance(
 
 /// `POST /v1/nodes/{name}/drain`: the node gets no new instances; each of its instances gets a
 /// replacement elsewhere and is removed once that runs; then the node is `drained`.
+#[utoipa::path(post, path = "/v1/nodes/{name}/drain", tag = "nodes", summary = "Drain a node (operator)", params(("name" = String, Path, description = "Node name")), responses((status = 200, body = paas_common::api::NodeStateResponse), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn drain(ctx: Ctx, user: AuthUser, name: web::Path<String>) -> ApiResult<web::Json<NodeStateResponse>> {
     let ev = Event {
         app_name: None,

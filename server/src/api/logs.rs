@@ -28,7 +28,8 @@ const KEEPALIVE: Duration = Duration::from_secs(15);
 /// Frames coalesced into one chunk when lines arrive faster than the client reads.
 const MAX_COALESCE: usize = 512;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogParams {
     pub recent: Option<bool>,
     pub follow: Option<bool>,
@@ -60,6 +61,7 @@ impl LogParams {
     }
 }
 
+#[utoipa::path(get, path = "/v1/apps/{name}/logs", tag = "logs", summary = "The newest log lines", params(("name" = String, Path, description = "The app's name"), LogParams), responses((status = 200, body = paas_common::api::LogList, description = "JSON; with `follow=true` a text/event-stream as for /logs/stream"), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn recent(ctx: Ctx, user: AuthUser, name: web::Path<String>, q: web::Query<LogParams>) -> ApiResult<HttpResponse> {
     if q.follow == Some(true) {
         return stream(ctx, user, name, q).await;
@@ -71,6 +73,7 @@ pub async fn recent(ctx: Ctx, user: AuthUser, name: web::Path<String>, q: web::Q
     Ok(HttpResponse::Ok().json(LogList { lines }))
 }
 
+#[utoipa::path(get, path = "/v1/apps/{name}/logs/stream", tag = "logs", summary = "Server-Sent Events: recent lines, then live ones; each `data:` is a LogLine", params(("name" = String, Path, description = "The app's name"), LogParams), responses((status = 200, content_type = "text/event-stream", body = String, description = "`id: N` + `data: <LogLine JSON>` frames"), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn stream(ctx: Ctx, _user: AuthUser, name: web::Path<String>, q: web::Query<LogParams>) -> ApiResult<HttpResponse> {
     let app = super::apps::find_app(&ctx, &name).await?;
     let filter = q.query()?;

@@ -16,6 +16,7 @@ mod resources;
 mod revisions;
 mod processes;
 mod buildpacks;
+pub(crate) mod openapi;
 
 use actix_web::web;
 
@@ -77,6 +78,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/buildpacks", web::post().to(buildpacks::create))
             .route("/buildpacks/{name}", web::delete().to(buildpacks::delete))
             .route("/agent/buildpacks/{sha}", web::get().to(buildpacks::agent_fetch))
+            .route("/openapi.json", web::get().to(openapi::serve))
             .default_service(web::to(not_found)),
     )
     .app_data(web::JsonConfig::default().limit(8 * 1024 * 1024).error_handler(|err, _| {

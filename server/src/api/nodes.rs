@@ -6,6 +6,7 @@ use super::Ctx;
 use crate::auth::AuthUser;
 use crate::error::ApiResult;
 
+#[utoipa::path(get, path = "/v1/nodes", tag = "nodes", summary = "Nodes with capacity and state", responses((status = 200, body = paas_common::api::NodeList), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn list(ctx: Ctx, _user: AuthUser) -> ApiResult<web::Json<NodeList>> {
     let nodes = ctx.store.list_nodes().await?;
     let apps = ctx.store.list_apps().await?;

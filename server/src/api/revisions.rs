@@ -63,10 +63,37 @@ fn summary(ctx: &Ctx, app: &AppRecord, r: RevisionRecord) -> RevisionSummary {
 }
 
 /// `GET /v1/apps/{name}/env`.
-pub async fn get_env(ctx: Ctx, _user: AuthUser, name: web::Path<String>) -> ApiResult<web::Json<AppEnv>> {
+#[utoipa::path(get, path = "/v1/apps/{name}/env", tag = "env", summary = "The app's environment; secret values as `***` unless `reveal=true` (developer)", params(("name" = String, Path, description = "The app's name"), EnvQuery), responses((status = 200, body = paas_common::api::AppEnv), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
+pub async fn get_env(ctx: Ctx, who: crate::authz::Principal, name: web::Path<String>, q: web::Query<EnvQuery>) -> ApiResult<web::Json<AppEnv>> {
     let app = find_app(&ctx, &name).await?;
     let rev = current(&ctx, &app).await?;
-    Ok(web::Json(AppEnv { revision: rev.as_ref().map(|r| r.number), env: rev.map(|r| r.env).unwrap_or_default() }))
+    let mut env = rev.as_ref().map(|r| r.env.clone()).unwrap_or_default();
+    let reveal = q.reveal.unwrap_or(false);
+    if reveal {
+        // Secrets are for those who may change the app: a viewer (or a read token) sees `***`.
+        let space = ctx.store.app_space(&app.id).await?;
+        let role = space.as_deref().and_then(|s| who.role_in(s));
+        if role.is_none_or(|r| r < crate::authz::Role::Developer) {
+            return Err(Error::api(ErrorCode::Forbidden, "revealing secret env values needs the developer role"));
+        }
+    }
+    for v in env.values_mut() {
+        if crate::secrets::is_sealed(v) {
+            *v = if reveal {
+                ctx.secrets.open(&app.id, v).map_err(|e| Error::Internal(e.to_string()))?
+            } else {
+                crate::secrets::MASK.to_string()
+            };
+        }
+    }
+    Ok(web::Json(AppEnv { revision: rev.as_ref().map(|r| r.number), env }))
+}
+
+/// `GET /v1/apps/{name}/env?reveal=true`: secret values in plain (developer role or better).
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EnvQuery {
+    pub reveal: Option<bool>,
 }
 
 /// Makes a new revision from `base` with `env`, keeping the app's process settings.
@@ -103,6 +130,7 @@ async fn redeploy(
 }
 
 /// `PATCH /v1/apps/{name}/env` with [`EnvUpdate`]: a new revision, same droplet, new env.
+#[utoipa::path(patch, path = "/v1/apps/{name}/env", tag = "env", summary = "Set or unset env vars: a new revision", params(("name" = String, Path, description = "The app's name")), request_body = paas_common::api::EnvUpdate, responses((status = 200, body = paas_common::api::AppDetail), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn update_env(ctx: Ctx, user: AuthUser, name: web::Path<String>, body: web::Json<EnvUpdate>) -> ApiResult<HttpResponse> {
     let app = find_app(&ctx, &name).await?;
     let body = body.into_inner();
@@ -113,9 +141,16 @@ pub async fn update_env(ctx: Ctx, user: AuthUser, name: web::Path<String>, body:
         .await?
         .ok_or_else(|| Error::api(ErrorCode::RevisionNotFound, format!("{} has no revision yet: push it first", app.name)))?;
     let mut env = base.env.clone();
+    for k in &body.secret {
+        if !body.set.contains_key(k) {
+            return Err(Error::api(ErrorCode::InvalidEnv, format!("secret names {k}, which `set` does not")));
+        }
+    }
     for (k, v) in &body.set {
         check_env(k, Some(v))?;
-        env.insert(k.clone(), v.clone());
+        // A secret is sealed before it reaches the store; the event names only the key.
+        let v = if body.secret.contains(k) { ctx.secrets.seal(&app.id, v) } else { v.clone() };
+        env.insert(k.clone(), v);
     }
     for k in &body.unset {
         if env.remove(k).is_none() {
@@ -130,6 +165,7 @@ pub async fn update_env(ctx: Ctx, user: AuthUser, name: web::Path<String>, body:
 }
 
 /// `GET /v1/apps/{name}/revisions`, newest first.
+#[utoipa::path(get, path = "/v1/apps/{name}/revisions", tag = "revisions", summary = "Revisions, newest first", params(("name" = String, Path, description = "The app's name")), responses((status = 200, body = paas_common::api::RevisionList), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn list(ctx: Ctx, _user: AuthUser, name: web::Path<String>) -> ApiResult<web::Json<RevisionList>> {
     let app = find_app(&ctx, &name).await?;
     let revisions = ctx.store.app_revisions(&app.id).await?.into_iter().map(|r| summary(&ctx, &app, r)).collect();
@@ -138,6 +174,7 @@ pub async fn list(ctx: Ctx, _user: AuthUser, name: web::Path<String>) -> ApiResu
 
 /// `POST /v1/apps/{name}/rollback` with [`RollbackRequest`]: a new revision with the droplet,
 /// command and env of revision `to` (default: the one before the current).
+#[utoipa::path(post, path = "/v1/apps/{name}/rollback", tag = "revisions", summary = "Roll back to an earlier revision", params(("name" = String, Path, description = "The app's name")), request_body = paas_common::api::RollbackRequest, responses((status = 200, body = paas_common::api::AppDetail), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn rollback(ctx: Ctx, user: AuthUser, name: web::Path<String>, body: web::Json<RollbackRequest>) -> ApiResult<HttpResponse> {
     let app = find_app(&ctx, &name).await?;
     let cur = app

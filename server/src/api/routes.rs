@@ -15,12 +15,14 @@ use crate::store::Event;
 
 const LONG_POLL: Duration = Duration::from_secs(25);
 
+#[utoipa::path(get, path = "/v1/routes", tag = "routes", summary = "Every route", responses((status = 200, body = paas_common::route::RouteList), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn list(ctx: Ctx, _user: AuthUser) -> ApiResult<web::Json<RouteList>> {
     let mut routes = crate::router::build(&ctx).await?.routes;
     routes.sort_by(|a, b| (&a.app, &a.host, &a.path).cmp(&(&b.app, &b.host, &b.path)));
     Ok(web::Json(RouteList { routes }))
 }
 
+#[utoipa::path(get, path = "/v1/apps/{name}/routes", tag = "routes", summary = "The app's routes", params(("name" = String, Path, description = "The app's name")), responses((status = 200, body = paas_common::route::RouteList), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn list_for_app(ctx: Ctx, _user: AuthUser, name: web::Path<String>) -> ApiResult<web::Json<RouteList>> {
     let app = find_app(&ctx, &name).await?;
     let mut routes: Vec<RouteInfo> =
@@ -33,6 +35,7 @@ fn parse(route: &str) -> ApiResult<RouteSpec> {
     RouteSpec::parse(route).map_err(|e| Error::api(ErrorCode::InvalidRoute, e.to_string()))
 }
 
+#[utoipa::path(post, path = "/v1/apps/{name}/routes", tag = "routes", summary = "Map a route to the app", params(("name" = String, Path, description = "The app's name")), request_body = paas_common::route::MapRoute, responses((status = 201, body = paas_common::route::RouteInfo), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn map(
     ctx: Ctx,
     user: AuthUser,
@@ -69,11 +72,13 @@ pub async fn map(
     Ok(HttpResponse::Created().json(RouteInfo { host: spec.host, path: spec.path, app: app.name, default: false }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RouteQuery {
     pub route: String,
 }
 
+#[utoipa::path(delete, path = "/v1/apps/{name}/routes", tag = "routes", summary = "Unmap a route from the app", params(("name" = String, Path, description = "The app's name"), RouteQuery), responses((status = 204, description = "Unmapped"), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn unmap(
     ctx: Ctx,
     user: AuthUser,

@@ -53,6 +53,7 @@ fn token_info(t: &TokenRecord) -> TokenInfo {
     }
 }
 
+#[utoipa::path(post, path = "/v1/tokens", tag = "tokens", summary = "Create a CI token (shown once)", request_body = paas_common::api::TokenCreateRequest, responses((status = 201, body = paas_common::api::TokenCreated), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn create_token(ctx: Ctx, who: Principal, body: web::Json<TokenCreateRequest>) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
     if body.name.trim().is_empty() || body.name.len() > 100 {
@@ -96,11 +97,13 @@ pub async fn create_token(ctx: Ctx, who: Principal, body: web::Json<TokenCreateR
     Ok(HttpResponse::Created().json(TokenCreated { token, info: token_info(&rec) }))
 }
 
+#[utoipa::path(get, path = "/v1/tokens", tag = "tokens", summary = "The caller's tokens", responses((status = 200, body = paas_common::api::TokenList), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn list_tokens(ctx: Ctx, who: Principal) -> ApiResult<web::Json<TokenList>> {
     let tokens = ctx.store.list_tokens(&who.user_id).await?.iter().map(token_info).collect();
     Ok(web::Json(TokenList { tokens }))
 }
 
+#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens", summary = "Revoke a token", params(("id" = String, Path, description = "Token id (jti)")), responses((status = 204, description = "Revoked"), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn revoke_token(ctx: Ctx, who: Principal, id: web::Path<String>) -> ApiResult<HttpResponse> {
     if !ctx.store.revoke_token(&id, &who.user_id).await? {
         return Err(Error::api(ErrorCode::TokenNotFound, format!("no active token {id:?} of yours")));
@@ -132,6 +135,7 @@ async fn user_info(ctx: &Ctx, u: &User, spaces: &HashMap<String, String>) -> Api
     Ok(UserInfo { username: u.username.clone(), operator: u.operator, roles, created_at: u.created_at })
 }
 
+#[utoipa::path(get, path = "/v1/users", tag = "users", summary = "Users and their roles (operator)", responses((status = 200, body = paas_common::api::UserList), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn list_users(ctx: Ctx) -> ApiResult<web::Json<UserList>> {
     let spaces = space_names(&ctx).await?;
     let mut users = Vec::new();
@@ -145,6 +149,7 @@ fn valid_username(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
 }
 
+#[utoipa::path(post, path = "/v1/users", tag = "users", summary = "Add a user (operator)", request_body = paas_common::api::CreateUserRequest, responses((status = 201, body = paas_common::api::UserInfo), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn create_user(ctx: Ctx, who: Principal, body: web::Json<CreateUserRequest>) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
     if !valid_username(&body.username) {
@@ -177,6 +182,7 @@ pub async fn create_user(ctx: Ctx, who: Principal, body: web::Json<CreateUserReq
     Ok(HttpResponse::Created().json(user_info(&ctx, &user, &spaces).await?))
 }
 
+#[utoipa::path(put, path = "/v1/users/{name}/roles", tag = "users", summary = "Set a user's role in a space (operator)", params(("name" = String, Path, description = "Username")), request_body = paas_common::api::SetRoleRequest, responses((status = 200, body = paas_common::api::UserInfo), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn set_role(
     ctx: Ctx,
     who: Principal,
@@ -217,11 +223,13 @@ pub async fn set_role(
     Ok(web::Json(user_info(&ctx, &user, &spaces).await?))
 }
 
+#[utoipa::path(get, path = "/v1/spaces", tag = "spaces", summary = "Orgs and spaces", responses((status = 200, body = paas_common::api::SpaceList), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn list_spaces(ctx: Ctx) -> ApiResult<web::Json<SpaceList>> {
     let spaces = ctx.store.list_spaces().await?.into_iter().map(|s| SpaceInfo { org: s.org, name: s.name }).collect();
     Ok(web::Json(SpaceList { spaces }))
 }
 
+#[utoipa::path(post, path = "/v1/spaces", tag = "spaces", summary = "Create a space (operator)", request_body = paas_common::api::CreateSpaceRequest, responses((status = 201, body = paas_common::api::SpaceInfo), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn create_space(ctx: Ctx, who: Principal, body: web::Json<CreateSpaceRequest>) -> ApiResult<HttpResponse> {
     for n in [&body.org, &body.name] {
         AppName::parse(n).map_err(|_| Error::api(ErrorCode::InvalidName, format!("invalid org or space name {n:?}")))?;
