@@ -9,6 +9,8 @@
 #
 #   cargo build --release -p paas-server && bench/router.sh [ROUNDS] [DURATION] [CONNECTIONS]
 #   (defaults: 3 rounds, 10s, 64 connections; wrk with 2 threads)
+#   PAAS_SERVER=/path/to/paas-server bench/router.sh ...   (measure another build, e.g. a baseline)
+#   PERF_DATA=/tmp/rtr.perf bench/router.sh 1              (profile the router while it is measured)
 #
 # CPU time per 10k requests is the proxy's own utime+stime from /proc/PID/stat (all nginx
 # processes of that instance; the whole paas-server process, controller included).
@@ -20,7 +22,8 @@ DUR=${2:-10s}
 CONNS=${3:-64}
 THREADS=2
 BIN=$ROOT/target/release
-[ -x "$BIN/paas-server" ] || { echo "build first: cargo build --release -p paas-server" >&2; exit 1; }
+SERVER=${PAAS_SERVER:-$BIN/paas-server}
+[ -x "$SERVER" ] || { echo "build first: cargo build --release -p paas-server" >&2; exit 1; }
 CLI=$BIN/paas
 [ -x "$CLI" ] || CLI=$ROOT/target/debug/paas
 [ -x "$CLI" ] || { echo "build the CLI first: cargo build -p paas" >&2; exit 1; }
@@ -92,7 +95,7 @@ NG_PID=$!
 # The router: a release paas-server. Its per-request `paas::http` line is turned off, since the
 # RTR access-log line (written in batches to the store) is the router's access log.
 PAAS_DATA_DIR=$WORK/server PAAS_LISTEN=127.0.0.1:0 PAAS_ADMIN_PASSWORD=bench RUST_LOG="info,paas::http=warn" \
-  "$BIN/paas-server" >"$WORK/server.log" 2>&1 &
+  "$SERVER" >"$WORK/server.log" 2>&1 &
 PIDS+=($!)
 SRV_PID=$!
 for _ in $(seq 1 200); do [ -f "$WORK/server/listen-addr" ] && break; sleep 0.05; done
@@ -124,8 +127,16 @@ run() { # NAME URL HOST PIDS...
   local name=$1 url=$2 host=$3; shift 3
   local t0 t1 out
   t0=$(ticks "$@")
+  # PERF_DATA=FILE: also sample the router's CPU (flat profile by symbol) during its runs, to see
+  # where the time goes (`perf report -i FILE --no-children --sort dso,sym`). Slows it a little.
+  local perf_pid=""
+  if [ -n "${PERF_DATA:-}" ] && [ "$name" = router ]; then
+    perf record -q -F 997 -p "$1" -o "$PERF_DATA" -- sleep "${DUR%s}" >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
   out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DUR" --latency -H "Host: $host" "$url")
   t1=$(ticks "$@")
+  [ -z "$perf_pid" ] || wait "$perf_pid" || true
   echo "$out" | python3 -c '
 import re, sys
 name, ticks, clk = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])

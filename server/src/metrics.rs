@@ -118,8 +118,21 @@ impl Metrics {
         hub.register("lines_store_failed", "Log lines the database refused", c(&h.lines_store_failed));
         hub.register("lines_subscriber_lagged", "Log lines slow stream clients missed", c(&h.lines_subscriber_lagged));
         hub.register("lines_expired", "Stored log lines deleted by age", c(&h.lines_expired));
+        // The router's counters, the same way: its requests skip the request middleware (hot
+        // path), so these are its request metrics.
+        let mut rtr = Registry::with_prefix("paas");
+        for (name, value) in ctx.routes.stats.snapshot() {
+            let name = name.strip_suffix("_total").unwrap_or(name);
+            rtr.register(name, "Router counter (see router::stats)", ConstCounter::new(value));
+        }
         let mut tail = String::new();
         if prometheus_client::encoding::text::encode(&mut tail, &hub).is_ok() {
+            let mut more = String::new();
+            if prometheus_client::encoding::text::encode(&mut more, &rtr).is_ok() {
+                if let Some(body) = tail.strip_suffix("# EOF\n") {
+                    tail = format!("{body}{more}");
+                }
+            }
             // Both end in `# EOF`; keep only the last one.
             if let Some(body) = out.strip_suffix("# EOF\n") {
                 out = format!("{body}{tail}");
