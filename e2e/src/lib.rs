@@ -404,13 +404,25 @@ impl Drop for Platform {
             a.kill();
         }
         self.server.kill();
-        for node in &self.node_names {
-            let out = Command::new("docker").args(["ps", "-aq", "--filter"]).arg(format!("label=paas.node={node}")).output();
-            if let Ok(o) = out {
-                let ids: Vec<String> = String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_string).collect();
-                if !ids.is_empty() {
-                    let _ = Command::new("docker").args(["rm", "-f", "-v"]).args(&ids).output();
+        // A create the killed agent had sent may still land after a first sweep: sweep until
+        // two listings in a row are empty (at most a few seconds).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut quiet = 0;
+        while quiet < 2 && Instant::now() < deadline {
+            let mut found = false;
+            for node in &self.node_names {
+                let out = Command::new("docker").args(["ps", "-aq", "--filter"]).arg(format!("label=paas.node={node}")).output();
+                if let Ok(o) = out {
+                    let ids: Vec<String> = String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_string).collect();
+                    if !ids.is_empty() {
+                        found = true;
+                        let _ = Command::new("docker").args(["rm", "-f", "-v"]).args(&ids).output();
+                    }
                 }
+            }
+            quiet = if found { 0 } else { quiet + 1 };
+            if quiet < 2 {
+                std::thread::sleep(Duration::from_millis(250));
             }
         }
     }
