@@ -97,15 +97,22 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         bytes_per_sec: settings.log_rate_limit_bytes,
     });
     let counters = sink.counters.clone();
-    let reconciler =
-        Reconciler::new(runtime.clone(), client.clone(), sink).with_crash_ledger(&settings.data_dir.join("crashes.json"));
+    let reconciler = Reconciler::new(runtime.clone(), client.clone(), sink)
+        .with_crash_ledger(&settings.data_dir.join("crashes.json"));
     let usage = crate::stats::UsageMap::default();
-    tokio::spawn(crate::stats::run(runtime.docker().clone(), reports_rx.clone(), usage.clone()));
+    tokio::spawn(crate::stats::run(
+        runtime.docker().clone(),
+        reports_rx.clone(),
+        usage.clone(),
+    ));
     if let Some(listen) = settings.metrics_listen.as_deref().filter(|l| !l.is_empty()) {
         crate::metrics::serve(listen, counters.clone()).await?;
     }
     let mut log_rx = log_rx;
-    let spool = match crate::spool::Spool::open(settings.data_dir.join("log-spool.jsonl"), settings.log_spool_mb * 1024 * 1024) {
+    let spool = match crate::spool::Spool::open(
+        settings.data_dir.join("log-spool.jsonl"),
+        settings.log_spool_mb * 1024 * 1024,
+    ) {
         Ok(s) => Some(s),
         Err(e) => {
             // Shipping still works; only an outage longer than the memory buffer loses lines.

@@ -186,17 +186,29 @@ impl ControllerClient {
         Ok(())
     }
 
-    pub async fn upload_build_droplet(&self, build_id: &str, tar: Vec<u8>) -> Result<DropletUploaded, ClientError> {
+    pub async fn upload_build_droplet(
+        &self,
+        build_id: &str,
+        tar: Vec<u8>,
+    ) -> Result<DropletUploaded, ClientError> {
         let url = self.url(&format!("/builds/{build_id}/droplet"));
         let body = bytes::Bytes::from(tar);
         Ok(self
-            .send(|http| http.put(&url).timeout(Duration::from_secs(600)).body(body.clone()))
+            .send(|http| {
+                http.put(&url)
+                    .timeout(Duration::from_secs(600))
+                    .body(body.clone())
+            })
             .await?
             .json()
             .await?)
     }
 
-    pub async fn build_result(&self, build_id: &str, result: &BuildResult) -> Result<(), ClientError> {
+    pub async fn build_result(
+        &self,
+        build_id: &str,
+        result: &BuildResult,
+    ) -> Result<(), ClientError> {
         let url = self.url(&format!("/builds/{build_id}/result"));
         self.send(|http| http.post(&url).json(result)).await?;
         Ok(())

@@ -35,7 +35,10 @@ impl CrashLedger {
                 }
             })
             .unwrap_or_default();
-        Self { path: path.to_path_buf(), records }
+        Self {
+            path: path.to_path_buf(),
+            records,
+        }
     }
 
     pub fn get(&self, instance_id: &str) -> Option<&CrashRecord> {
@@ -68,7 +71,11 @@ mod tests {
         let path = dir.path().join("crashes.json");
         let mut l = CrashLedger::load(&path);
         assert!(l.get("i1").is_none());
-        let rec = CrashRecord { restarts: 4, crash_count: 5, last_exit: Some("exited with code 3".into()) };
+        let rec = CrashRecord {
+            restarts: 4,
+            crash_count: 5,
+            last_exit: Some("exited with code 3".into()),
+        };
         l.sync([("i1".to_string(), rec.clone())].into()).unwrap();
         assert_eq!(CrashLedger::load(&path).get("i1"), Some(&rec));
         std::fs::write(&path, b"not json").unwrap();

@@ -23,7 +23,7 @@ pub mod reconcile;
 pub mod runtime;
 pub mod spool;
 pub mod stack;
-pub mod stats;
 pub mod staging;
+pub mod stats;
 
 pub use config::Settings;

@@ -8,13 +8,13 @@
 //! nothing below the rate limit is lost. The per-app rate limit ([`RateLimit`]) is the only place
 //! app lines are dropped on purpose, and each second's drops are reported in one `CELL` line.
 
+use crate::spool::Spool;
 use async_trait::async_trait;
 use bollard::container::{LogOutput, LogsOptions};
 use bollard::Docker;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use paas_common::agent::{AgentLogLine, LogBatch};
-use crate::spool::Spool;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -75,7 +75,15 @@ impl LogSink {
 
     pub fn with_limits(limit: RateLimit) -> (Self, mpsc::Receiver<AgentLogLine>) {
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
-        (Self { tx, limit, windows: Arc::default(), counters: Arc::default() }, rx)
+        (
+            Self {
+                tx,
+                limit,
+                windows: Arc::default(),
+                counters: Arc::default(),
+            },
+            rx,
+        )
     }
 
     /// Counts a line of `app` against its limit: whether to keep it, and the drops of a finished
@@ -86,11 +94,21 @@ impl LogSink {
         }
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        let w = windows.entry(app.to_string()).or_insert(Window { start: now, lines: 0, bytes: 0, dropped: 0 });
+        let w = windows.entry(app.to_string()).or_insert(Window {
+            start: now,
+            lines: 0,
+            bytes: 0,
+            dropped: 0,
+        });
         let mut report = None;
         if now.duration_since(w.start) >= Duration::from_secs(1) {
             report = (w.dropped > 0).then_some(w.dropped);
-            *w = Window { start: now, lines: 0, bytes: 0, dropped: 0 };
+            *w = Window {
+                start: now,
+                lines: 0,
+                bytes: 0,
+                dropped: 0,
+            };
         }
         let over = (self.limit.lines_per_sec > 0 && w.lines + 1 > self.limit.lines_per_sec)
             || (self.limit.bytes_per_sec > 0 && w.bytes + bytes > self.limit.bytes_per_sec);
@@ -116,7 +134,9 @@ impl LogSink {
     }
 
     fn dropped_line(&self, instance_id: &str, n: u64) {
-        self.counters.lines_rate_limited.fetch_add(n, Ordering::Relaxed);
+        self.counters
+            .lines_rate_limited
+            .fetch_add(n, Ordering::Relaxed);
         self.cell(
             instance_id,
             format!(
@@ -256,7 +276,10 @@ pub async fn ship_counted(
     counters: Arc<ShipCounters>,
     mut spool: Option<Spool>,
 ) {
-    let mut buffer = Buffer { counters: counters.clone(), ..Buffer::default() };
+    let mut buffer = Buffer {
+        counters: counters.clone(),
+        ..Buffer::default()
+    };
     let mut retry = RETRY_MIN;
     let mut failing = false;
     let mut closed = false;
@@ -319,7 +342,9 @@ pub async fn ship_counted(
                         buffer.lines.drain(..batch.lines.len());
                     }
                 }
-                counters.lines_shipped.fetch_add(batch.lines.len() as u64, Ordering::Relaxed);
+                counters
+                    .lines_shipped
+                    .fetch_add(batch.lines.len() as u64, Ordering::Relaxed);
                 if failing {
                     tracing::info!(dropped = buffer.dropped, "log upload recovered");
                     buffer.dropped = 0;
@@ -380,10 +405,15 @@ impl Buffer {
         }
         let before = self.dropped;
         self.dropped += n;
-        self.counters.lines_buffer_dropped.fetch_add(n, Ordering::Relaxed);
+        self.counters
+            .lines_buffer_dropped
+            .fetch_add(n, Ordering::Relaxed);
         // Log at powers of two so a long outage does not flood the agent's own log.
         if before.leading_zeros() != self.dropped.leading_zeros() {
-            tracing::warn!(dropped = self.dropped, "log buffer full, dropping oldest lines");
+            tracing::warn!(
+                dropped = self.dropped,
+                "log buffer full, dropping oldest lines"
+            );
         }
     }
 }
@@ -459,11 +489,15 @@ mod tests {
     async fn an_outage_longer_than_memory_spills_to_disk_without_loss() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path().join("spool.jsonl"), 64 * 1024 * 1024).unwrap();
-        let uploader = Arc::new(Flaky { fail_first: AtomicUsize::new(4), got: Mutex::default() });
+        let uploader = Arc::new(Flaky {
+            fail_first: AtomicUsize::new(4),
+            got: Mutex::default(),
+        });
         let (sink, mut rx) = LogSink::channel();
         let counters = sink.counters.clone();
         let up = uploader.clone();
-        let shipper = tokio::spawn(async move { ship_counted(&mut rx, up, counters, Some(spool)).await });
+        let shipper =
+            tokio::spawn(async move { ship_counted(&mut rx, up, counters, Some(spool)).await });
         let total = MAX_BUFFERED * 3;
         for i in 0..total {
             sink.send_app("web", app_line(i)).await;
@@ -481,7 +515,12 @@ mod tests {
         assert_eq!(counters.lines_buffer_dropped.load(Ordering::SeqCst), 0);
         assert_eq!(counters.lines_shipped.load(Ordering::SeqCst), total as u64);
         // The spool was emptied once sent.
-        assert_eq!(std::fs::metadata(dir.path().join("spool.jsonl")).unwrap().len(), 0);
+        assert_eq!(
+            std::fs::metadata(dir.path().join("spool.jsonl"))
+                .unwrap()
+                .len(),
+            0
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -489,11 +528,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // Room for a few thousand lines only.
         let spool = Spool::open(dir.path().join("spool.jsonl"), 300 * 1024).unwrap();
-        let uploader = Arc::new(Flaky { fail_first: AtomicUsize::new(5), got: Mutex::default() });
+        let uploader = Arc::new(Flaky {
+            fail_first: AtomicUsize::new(5),
+            got: Mutex::default(),
+        });
         let (sink, mut rx) = LogSink::channel();
         let counters = sink.counters.clone();
         let up = uploader.clone();
-        let shipper = tokio::spawn(async move { ship_counted(&mut rx, up, counters, Some(spool)).await });
+        let shipper =
+            tokio::spawn(async move { ship_counted(&mut rx, up, counters, Some(spool)).await });
         let total = MAX_BUFFERED * 4;
         for i in 0..total {
             sink.send_app("web", app_line(i)).await;
@@ -513,13 +556,19 @@ mod tests {
         assert!(dropped > 0);
         assert_eq!(got.len() as u64 + dropped, total as u64);
         // What arrived is still in order.
-        let ns: Vec<usize> = got.iter().map(|l| l.message[5..].parse().unwrap()).collect();
+        let ns: Vec<usize> = got
+            .iter()
+            .map(|l| l.message[5..].parse().unwrap())
+            .collect();
         assert!(ns.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_rate_limit_keeps_the_limit_and_reports_the_rest() {
-        let (sink, mut rx) = LogSink::with_limits(RateLimit { lines_per_sec: 100, bytes_per_sec: 0 });
+        let (sink, mut rx) = LogSink::with_limits(RateLimit {
+            lines_per_sec: 100,
+            bytes_per_sec: 0,
+        });
         for i in 0..1000 {
             sink.send_app("web", app_line(i)).await;
         }
@@ -541,7 +590,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_byte_limit_counts_too() {
-        let (sink, mut rx) = LogSink::with_limits(RateLimit { lines_per_sec: 0, bytes_per_sec: 66 });
+        let (sink, mut rx) = LogSink::with_limits(RateLimit {
+            lines_per_sec: 0,
+            bytes_per_sec: 66,
+        });
         for i in 0..20 {
             sink.send_app("web", app_line(i)).await;
         }
@@ -556,7 +608,11 @@ mod tests {
         // The next admitted line first reports the previous window's drops as a CELL line.
         let report = rx.try_recv().unwrap();
         assert_eq!(report.source, "CELL");
-        assert!(report.message.starts_with("dropped 10 log lines"), "{}", report.message);
+        assert!(
+            report.message.starts_with("dropped 10 log lines"),
+            "{}",
+            report.message
+        );
         assert_eq!(rx.try_recv().unwrap().message, "line 99");
     }
 }

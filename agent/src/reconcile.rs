@@ -110,7 +110,9 @@ impl Reconciler {
 
     /// Writes the counts of the instances tracked now (forgetting the others) to the ledger.
     fn sync_ledger(&mut self) {
-        let Some(ledger) = self.ledger.as_mut() else { return };
+        let Some(ledger) = self.ledger.as_mut() else {
+            return;
+        };
         let records = self
             .instances
             .iter()
@@ -118,7 +120,11 @@ impl Reconciler {
             .map(|(id, i)| {
                 (
                     id.clone(),
-                    CrashRecord { restarts: i.restarts, crash_count: i.crash_count, last_exit: i.last_exit.clone() },
+                    CrashRecord {
+                        restarts: i.restarts,
+                        crash_count: i.crash_count,
+                        last_exit: i.last_exit.clone(),
+                    },
                 )
             })
             .collect();
@@ -366,7 +372,10 @@ impl Reconciler {
     }
 
     async fn launch(&self, a: &Assignment) -> Result<Instance, RuntimeError> {
-        let tar = self.runtime.droplet_tar(&a.droplet, self.droplets.as_ref()).await?;
+        let tar = self
+            .runtime
+            .droplet_tar(&a.droplet, self.droplets.as_ref())
+            .await?;
         let stack = self.runtime.settings().stack_image.clone();
         let id = self.runtime.create_instance(a, &stack).await?;
         if let Err(e) = self.runtime.install_droplet(&id, tar).await {
@@ -536,10 +545,15 @@ impl Instance {
             tracing::warn!(instance = %a.instance_id, app = %a.app, index = a.index, %reason, "instance crashed {MAX_CRASHES} times: giving up");
             ctx.logs.cell(
                 &a.instance_id,
-                format!("Instance {} crashed {MAX_CRASHES} times; not restarting it again: {reason}", a.index),
+                format!(
+                    "Instance {} crashed {MAX_CRASHES} times; not restarting it again: {reason}",
+                    a.index
+                ),
             );
             self.last_exit = Some(format!("gave up after {MAX_CRASHES} crashes: {reason}"));
-            self.set_phase(Phase::Crashed { restart_at: now + GIVE_UP_WAIT });
+            self.set_phase(Phase::Crashed {
+                restart_at: now + GIVE_UP_WAIT,
+            });
             return;
         }
         let delay = backoff::restart_delay(self.crash_count);

@@ -173,7 +173,11 @@ impl Runtime {
     /// Instances run from the stack image with the droplet unpacked into their own writable `/app`
     /// volume just before they start, rather than from a committed per-droplet image: on
     /// overlay-on-FUSE engines a commit costs seconds per new droplet, an upload milliseconds.
-    pub async fn droplet_tar(&self, sha256: &str, source: &dyn DropletSource) -> Result<bytes::Bytes, RuntimeError> {
+    pub async fn droplet_tar(
+        &self,
+        sha256: &str,
+        source: &dyn DropletSource,
+    ) -> Result<bytes::Bytes, RuntimeError> {
         let lock = {
             let mut locks = self.droplet_locks.lock().unwrap_or_else(|p| p.into_inner());
             locks.entry(sha256.to_string()).or_default().clone()
@@ -182,15 +186,26 @@ impl Runtime {
         if let Some(tar) = self.cached_droplet(sha256) {
             return Ok(tar);
         }
-        let tar = source.fetch(sha256).await.map_err(|message| RuntimeError::DropletFetch { sha: sha256.into(), message })?;
+        let tar = source
+            .fetch(sha256)
+            .await
+            .map_err(|message| RuntimeError::DropletFetch {
+                sha: sha256.into(),
+                message,
+            })?;
         let actual = hex::encode(Sha256::digest(&tar));
         if !actual.eq_ignore_ascii_case(sha256) {
-            return Err(RuntimeError::DropletDigest { expected: sha256.into(), actual });
+            return Err(RuntimeError::DropletDigest {
+                expected: sha256.into(),
+                actual,
+            });
         }
         tracing::info!(droplet = sha256, bytes = tar.len(), "fetched droplet");
         let mut cache = self.droplet_cache.lock().unwrap_or_else(|p| p.into_inner());
         cache.push((sha256.to_string(), tar.clone()));
-        while cache.len() > 1 && cache.iter().map(|(_, t)| t.len()).sum::<usize>() > DROPLET_CACHE_BYTES {
+        while cache.len() > 1
+            && cache.iter().map(|(_, t)| t.len()).sum::<usize>() > DROPLET_CACHE_BYTES
+        {
             cache.remove(0);
         }
         Ok(tar)
@@ -208,9 +223,18 @@ impl Runtime {
 
     /// Unpacks the droplet into a created (not yet started) instance's `/app` volume. The root
     /// file system is read-only; the engine allows this because `/app` is a volume.
-    pub async fn install_droplet(&self, container: &str, tar: bytes::Bytes) -> Result<(), RuntimeError> {
-        let upload = UploadToContainerOptions { path: APP_DIR, ..Default::default() };
-        self.docker.upload_to_container(container, Some(upload), tar).await?;
+    pub async fn install_droplet(
+        &self,
+        container: &str,
+        tar: bytes::Bytes,
+    ) -> Result<(), RuntimeError> {
+        let upload = UploadToContainerOptions {
+            path: APP_DIR,
+            ..Default::default()
+        };
+        self.docker
+            .upload_to_container(container, Some(upload), tar)
+            .await?;
         Ok(())
     }
 

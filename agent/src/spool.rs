@@ -28,13 +28,27 @@ pub struct Spool {
 
 impl Spool {
     pub fn open(path: PathBuf, max_bytes: u64) -> Result<Self, SpoolError> {
-        let err = |source| SpoolError { path: path.clone(), source };
+        let err = |source| SpoolError {
+            path: path.clone(),
+            source,
+        };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
-        let file = OpenOptions::new().create(true).read(true).append(true).open(&path).map_err(err)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)
+            .map_err(err)?;
         let len = file.metadata().map_err(err)?.len();
-        Ok(Self { path, file, len, read_at: 0, max_bytes })
+        Ok(Self {
+            path,
+            file,
+            len,
+            read_at: 0,
+            max_bytes,
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -42,11 +56,16 @@ impl Spool {
     }
 
     /// Appends lines; returns how many did not fit under the bound (dropped).
-    pub fn append(&mut self, lines: impl IntoIterator<Item = AgentLogLine>) -> Result<u64, SpoolError> {
+    pub fn append(
+        &mut self,
+        lines: impl IntoIterator<Item = AgentLogLine>,
+    ) -> Result<u64, SpoolError> {
         let mut buf = Vec::new();
         let mut dropped = 0;
         for l in lines {
-            let Ok(mut json) = serde_json::to_vec(&l) else { continue };
+            let Ok(mut json) = serde_json::to_vec(&l) else {
+                continue;
+            };
             json.push(b'\n');
             if self.len + (buf.len() + json.len()) as u64 > self.max_bytes {
                 dropped += 1;
@@ -54,14 +73,20 @@ impl Spool {
             }
             buf.extend_from_slice(&json);
         }
-        self.file.write_all(&buf).map_err(|source| SpoolError { path: self.path.clone(), source })?;
+        self.file.write_all(&buf).map_err(|source| SpoolError {
+            path: self.path.clone(),
+            source,
+        })?;
         self.len += buf.len() as u64;
         Ok(dropped)
     }
 
     /// Up to `max` of the oldest unsent lines, and where they end (for [`Spool::consume`]).
     pub fn peek(&mut self, max: usize) -> Result<(Vec<AgentLogLine>, u64), SpoolError> {
-        let err = |source| SpoolError { path: self.path.clone(), source };
+        let err = |source| SpoolError {
+            path: self.path.clone(),
+            source,
+        };
         let mut reader = BufReader::new(&self.file);
         reader.seek(SeekFrom::Start(self.read_at)).map_err(err)?;
         let mut out = Vec::new();
@@ -86,7 +111,10 @@ impl Spool {
     pub fn consume(&mut self, end: u64) -> Result<(), SpoolError> {
         self.read_at = end.min(self.len);
         if self.is_empty() {
-            self.file.set_len(0).map_err(|source| SpoolError { path: self.path.clone(), source })?;
+            self.file.set_len(0).map_err(|source| SpoolError {
+                path: self.path.clone(),
+                source,
+            })?;
             self.len = 0;
             self.read_at = 0;
         }

@@ -8,8 +8,8 @@
 //! started; the controller lists it until it has the result, so an agent restart runs it again.
 
 use bollard::container::{
-    Config, CreateContainerOptions, DownloadFromContainerOptions, LogOutput, LogsOptions, RemoveContainerOptions,
-    StartContainerOptions, UploadToContainerOptions, WaitContainerOptions,
+    Config, CreateContainerOptions, DownloadFromContainerOptions, LogOutput, LogsOptions,
+    RemoveContainerOptions, StartContainerOptions, UploadToContainerOptions, WaitContainerOptions,
 };
 use bollard::models::HostConfig;
 use chrono::Utc;
@@ -33,19 +33,71 @@ const APP_UID: u64 = 2000;
 /// The built-in buildpacks, as (path under /buildpacks, mode, bytes).
 const FILES: &[(&str, u32, &[u8])] = &[
     ("stage.sh", 0o755, include_bytes!("../buildpacks/stage.sh")),
-    ("staticfile/bin/detect", 0o755, include_bytes!("../buildpacks/staticfile/bin/detect")),
-    ("staticfile/bin/compile", 0o755, include_bytes!("../buildpacks/staticfile/bin/compile")),
-    ("staticfile/bin/release", 0o755, include_bytes!("../buildpacks/staticfile/bin/release")),
-    ("staticfile/lib/serve.py", 0o644, include_bytes!("../buildpacks/staticfile/lib/serve.py")),
-    ("python/bin/detect", 0o755, include_bytes!("../buildpacks/python/bin/detect")),
-    ("python/bin/compile", 0o755, include_bytes!("../buildpacks/python/bin/compile")),
-    ("python/bin/release", 0o755, include_bytes!("../buildpacks/python/bin/release")),
-    ("node/bin/detect", 0o755, include_bytes!("../buildpacks/node/bin/detect")),
-    ("node/bin/compile", 0o755, include_bytes!("../buildpacks/node/bin/compile")),
-    ("node/bin/release", 0o755, include_bytes!("../buildpacks/node/bin/release")),
-    ("binary/bin/detect", 0o755, include_bytes!("../buildpacks/binary/bin/detect")),
-    ("binary/bin/compile", 0o755, include_bytes!("../buildpacks/binary/bin/compile")),
-    ("binary/bin/release", 0o755, include_bytes!("../buildpacks/binary/bin/release")),
+    (
+        "staticfile/bin/detect",
+        0o755,
+        include_bytes!("../buildpacks/staticfile/bin/detect"),
+    ),
+    (
+        "staticfile/bin/compile",
+        0o755,
+        include_bytes!("../buildpacks/staticfile/bin/compile"),
+    ),
+    (
+        "staticfile/bin/release",
+        0o755,
+        include_bytes!("../buildpacks/staticfile/bin/release"),
+    ),
+    (
+        "staticfile/lib/serve.py",
+        0o644,
+        include_bytes!("../buildpacks/staticfile/lib/serve.py"),
+    ),
+    (
+        "python/bin/detect",
+        0o755,
+        include_bytes!("../buildpacks/python/bin/detect"),
+    ),
+    (
+        "python/bin/compile",
+        0o755,
+        include_bytes!("../buildpacks/python/bin/compile"),
+    ),
+    (
+        "python/bin/release",
+        0o755,
+        include_bytes!("../buildpacks/python/bin/release"),
+    ),
+    (
+        "node/bin/detect",
+        0o755,
+        include_bytes!("../buildpacks/node/bin/detect"),
+    ),
+    (
+        "node/bin/compile",
+        0o755,
+        include_bytes!("../buildpacks/node/bin/compile"),
+    ),
+    (
+        "node/bin/release",
+        0o755,
+        include_bytes!("../buildpacks/node/bin/release"),
+    ),
+    (
+        "binary/bin/detect",
+        0o755,
+        include_bytes!("../buildpacks/binary/bin/detect"),
+    ),
+    (
+        "binary/bin/compile",
+        0o755,
+        include_bytes!("../buildpacks/binary/bin/compile"),
+    ),
+    (
+        "binary/bin/release",
+        0o755,
+        include_bytes!("../buildpacks/binary/bin/release"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -118,19 +170,34 @@ pub fn buildpacks_tar_with(custom: &[(String, bytes::Bytes)]) -> Result<Vec<u8>,
             h.set_uid(0);
             h.set_gid(0);
             let dir = h.entry_type() == tar::EntryType::Directory;
-            h.set_mode(if dir || rel.starts_with("bin") { 0o755 } else { 0o644 });
-            b.append_data(&mut h, std::path::Path::new("buildpacks").join(name).join(rel), &mut e)?;
+            h.set_mode(if dir || rel.starts_with("bin") {
+                0o755
+            } else {
+                0o644
+            });
+            b.append_data(
+                &mut h,
+                std::path::Path::new("buildpacks").join(name).join(rel),
+                &mut e,
+            )?;
         }
     }
     b.into_inner()
 }
 
 /// Runs every assigned build once; forgets builds no longer listed (so a re-listed one reruns).
-pub async fn run_builds(runtime: Arc<Runtime>, client: Arc<ControllerClient>, mut assignments: watch::Receiver<Option<Assignments>>) {
+pub async fn run_builds(
+    runtime: Arc<Runtime>,
+    client: Arc<ControllerClient>,
+    mut assignments: watch::Receiver<Option<Assignments>>,
+) {
     let mut running: HashSet<String> = HashSet::new();
     loop {
-        let builds: Vec<BuildAssignment> =
-            assignments.borrow_and_update().as_ref().map(|a| a.builds.clone()).unwrap_or_default();
+        let builds: Vec<BuildAssignment> = assignments
+            .borrow_and_update()
+            .as_ref()
+            .map(|a| a.builds.clone())
+            .unwrap_or_default();
         let listed: HashSet<&str> = builds.iter().map(|b| b.build_id.as_str()).collect();
         running.retain(|id| listed.contains(id.as_str()));
         for b in builds {
@@ -160,11 +227,18 @@ pub async fn run_builds(runtime: Arc<Runtime>, client: Arc<ControllerClient>, mu
 }
 
 fn failed(why: String) -> BuildResult {
-    BuildResult { error: Some(why), ..Default::default() }
+    BuildResult {
+        error: Some(why),
+        ..Default::default()
+    }
 }
 
 /// One build, start to end; the container is always removed.
-async fn stage(runtime: &Runtime, client: &Arc<ControllerClient>, b: &BuildAssignment) -> Result<BuildResult, StagingError> {
+async fn stage(
+    runtime: &Runtime,
+    client: &Arc<ControllerClient>,
+    b: &BuildAssignment,
+) -> Result<BuildResult, StagingError> {
     let docker = runtime.docker();
     let s = runtime.settings();
     let source = client.build_source(&b.build_id).await?;
@@ -179,7 +253,10 @@ async fn stage(runtime: &Runtime, client: &Arc<ControllerClient>, b: &BuildAssig
     } else if !custom.is_empty() {
         // Detection order: the built-ins, then the added ones in the operator's order.
         let names: Vec<&str> = custom.iter().map(|(n, _)| n.as_str()).collect();
-        env.push(format!("PAAS_BUILDPACKS=staticfile python node binary {}", names.join(" ")));
+        env.push(format!(
+            "PAAS_BUILDPACKS=staticfile python node binary {}",
+            names.join(" ")
+        ));
     }
     let config = Config {
         image: Some(s.stack_image.clone()),
@@ -202,16 +279,36 @@ async fn stage(runtime: &Runtime, client: &Arc<ControllerClient>, b: &BuildAssig
             memory_swap: Some(memory),
             pids_limit: Some(512),
             privileged: Some(false),
-            tmpfs: Some(HashMap::from([("/tmp".into(), format!("rw,nosuid,size={}m", b.disk_mb.max(64)))])),
+            tmpfs: Some(HashMap::from([(
+                "/tmp".into(),
+                format!("rw,nosuid,size={}m", b.disk_mb.max(64)),
+            )])),
             init: Some(true),
             ..Default::default()
         }),
         ..Default::default()
     };
-    let name = format!("paas-stg-{}-{}", s.node_name, &b.build_id[..b.build_id.len().min(8)]);
-    let id = docker.create_container(Some(CreateContainerOptions { name: name.as_str(), platform: None }), config).await?.id;
+    let name = format!(
+        "paas-stg-{}-{}",
+        s.node_name,
+        &b.build_id[..b.build_id.len().min(8)]
+    );
+    let id = docker
+        .create_container(
+            Some(CreateContainerOptions {
+                name: name.as_str(),
+                platform: None,
+            }),
+            config,
+        )
+        .await?
+        .id;
     let outcome = run_in(runtime, client, b, &id, source, &custom).await;
-    let remove = RemoveContainerOptions { force: true, v: true, ..Default::default() };
+    let remove = RemoveContainerOptions {
+        force: true,
+        v: true,
+        ..Default::default()
+    };
     if let Err(e) = docker.remove_container(&id, Some(remove)).await {
         tracing::warn!(container = %id, error = %e, "could not remove a staging container");
     }
@@ -227,21 +324,53 @@ async fn run_in(
     custom: &[(String, bytes::Bytes)],
 ) -> Result<BuildResult, StagingError> {
     let docker = runtime.docker();
-    docker.upload_to_container(id, Some(UploadToContainerOptions { path: "/app", ..Default::default() }), source).await?;
     docker
-        .upload_to_container(id, Some(UploadToContainerOptions { path: "/", ..Default::default() }), buildpacks_tar_with(custom)?.into())
+        .upload_to_container(
+            id,
+            Some(UploadToContainerOptions {
+                path: "/app",
+                ..Default::default()
+            }),
+            source,
+        )
         .await?;
-    docker.start_container(id, None::<StartContainerOptions<String>>).await?;
+    docker
+        .upload_to_container(
+            id,
+            Some(UploadToContainerOptions {
+                path: "/",
+                ..Default::default()
+            }),
+            buildpacks_tar_with(custom)?.into(),
+        )
+        .await?;
+    docker
+        .start_container(id, None::<StartContainerOptions<String>>)
+        .await?;
 
     // Follow the output while waiting, so lines reach the user as they happen.
     let last_line = Arc::new(Mutex::new(String::new()));
-    let follower = tokio::spawn(follow(docker.clone(), client.clone(), id.to_string(), b.build_id.clone(), last_line.clone()));
-    let wait = async { docker.wait_container(id, None::<WaitContainerOptions<String>>).next().await };
+    let follower = tokio::spawn(follow(
+        docker.clone(),
+        client.clone(),
+        id.to_string(),
+        b.build_id.clone(),
+        last_line.clone(),
+    ));
+    let wait = async {
+        docker
+            .wait_container(id, None::<WaitContainerOptions<String>>)
+            .next()
+            .await
+    };
     let code = match tokio::time::timeout(Duration::from_secs(b.timeout_secs), wait).await {
         Err(_) => {
             let _ = docker.kill_container::<String>(id, None).await;
             let _ = follower.await;
-            return Ok(failed(format!("staging exceeded its time limit of {} s", b.timeout_secs)));
+            return Ok(failed(format!(
+                "staging exceeded its time limit of {} s",
+                b.timeout_secs
+            )));
         }
         Ok(Some(Ok(r))) => r.status_code,
         Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => code,
@@ -250,12 +379,24 @@ async fn run_in(
     };
     // The follower ends with the container's output, so every line is sent before the result.
     let _ = follower.await;
-    let oom = docker.inspect_container(id, None).await?.state.and_then(|s| s.oom_killed).unwrap_or(false);
+    let oom = docker
+        .inspect_container(id, None)
+        .await?
+        .state
+        .and_then(|s| s.oom_killed)
+        .unwrap_or(false);
     if oom {
-        return Ok(failed(format!("staging ran out of memory (limit {} MB)", b.memory_mb)));
+        return Ok(failed(format!(
+            "staging ran out of memory (limit {} MB)",
+            b.memory_mb
+        )));
     }
     if code != 0 {
-        let last = last_line.lock().unwrap_or_else(|p| p.into_inner()).trim().to_string();
+        let last = last_line
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .trim()
+            .to_string();
         // The driver's exit codes (agent/buildpacks/stage.sh) say which step failed.
         let why = match code {
             222 | 223 => last,
@@ -267,23 +408,44 @@ async fn run_in(
     }
     let limit = b.disk_mb.saturating_mul(1024 * 1024) as usize;
     let mut raw = Vec::new();
-    let mut stream = docker.download_from_container(id, Some(DownloadFromContainerOptions { path: "/app" }));
+    let mut stream =
+        docker.download_from_container(id, Some(DownloadFromContainerOptions { path: "/app" }));
     while let Some(chunk) = stream.next().await {
         raw.extend_from_slice(&chunk?);
         if raw.len() > limit {
-            return Ok(failed(format!("the staged app is larger than the disk limit of {} MB", b.disk_mb)));
+            return Ok(failed(format!(
+                "the staged app is larger than the disk limit of {} MB",
+                b.disk_mb
+            )));
         }
     }
     let (droplet, processes, buildpack) = tokio::task::spawn_blocking(move || reroot(&raw))
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))??;
     let up = client.upload_build_droplet(&b.build_id, droplet).await?;
-    Ok(BuildResult { buildpack, droplet: Some(up.sha256), processes, error: None })
+    Ok(BuildResult {
+        buildpack,
+        droplet: Some(up.sha256),
+        processes,
+        error: None,
+    })
 }
 
 /// Sends the container's output as `STG` lines, one batch per chunk the engine hands over.
-async fn follow(docker: bollard::Docker, client: Arc<ControllerClient>, id: String, build_id: String, last: Arc<Mutex<String>>) {
-    let opts = LogsOptions::<String> { follow: true, stdout: true, stderr: true, tail: "all".into(), ..Default::default() };
+async fn follow(
+    docker: bollard::Docker,
+    client: Arc<ControllerClient>,
+    id: String,
+    build_id: String,
+    last: Arc<Mutex<String>>,
+) {
+    let opts = LogsOptions::<String> {
+        follow: true,
+        stdout: true,
+        stderr: true,
+        tail: "all".into(),
+        ..Default::default()
+    };
     let mut stream = docker.logs(&id, Some(opts));
     let mut partial = String::new();
     while let Some(item) = stream.next().await {
@@ -329,7 +491,9 @@ async fn follow(docker: bollard::Docker, client: Arc<ControllerClient>, id: Stri
 /// `/app` as the engine hands it over (entries under `app/`) re-rooted to the droplet layout
 /// (entries relative to `/app`), with what the driver recorded in `.paas/`.
 #[allow(clippy::type_complexity)]
-fn reroot(raw: &[u8]) -> Result<(Vec<u8>, BTreeMap<String, String>, Option<String>), std::io::Error> {
+fn reroot(
+    raw: &[u8],
+) -> Result<(Vec<u8>, BTreeMap<String, String>, Option<String>), std::io::Error> {
     let mut out = tar::Builder::new(Vec::new());
     let mut processes = BTreeMap::new();
     let mut buildpack = None;
@@ -337,7 +501,9 @@ fn reroot(raw: &[u8]) -> Result<(Vec<u8>, BTreeMap<String, String>, Option<Strin
     for entry in archive.entries()? {
         let mut entry = entry?;
         let path = entry.path()?.into_owned();
-        let Ok(rel) = path.strip_prefix("app") else { continue };
+        let Ok(rel) = path.strip_prefix("app") else {
+            continue;
+        };
         if rel.as_os_str().is_empty() {
             continue;
         }
@@ -349,15 +515,22 @@ fn reroot(raw: &[u8]) -> Result<(Vec<u8>, BTreeMap<String, String>, Option<Strin
             if rel == std::path::Path::new(".paas/processes") {
                 for line in String::from_utf8_lossy(&data).lines() {
                     if let Some((t, c)) = line.split_once(':') {
-                        processes.entry(t.trim().to_string()).or_insert_with(|| c.trim().to_string());
+                        processes
+                            .entry(t.trim().to_string())
+                            .or_insert_with(|| c.trim().to_string());
                     }
                 }
             } else if rel == std::path::Path::new(".paas/buildpack") {
                 buildpack = Some(String::from_utf8_lossy(&data).trim().to_string());
             }
             out.append_data(&mut header, &rel, data.as_slice())?;
-        } else if entry.header().entry_type().is_symlink() || entry.header().entry_type().is_hard_link() {
-            let target = entry.link_name()?.map(|t| t.into_owned()).unwrap_or_default();
+        } else if entry.header().entry_type().is_symlink()
+            || entry.header().entry_type().is_hard_link()
+        {
+            let target = entry
+                .link_name()?
+                .map(|t| t.into_owned())
+                .unwrap_or_default();
             header.set_size(0);
             out.append_link(&mut header, &rel, &target)?;
         } else {
@@ -387,7 +560,10 @@ mod tests {
         }
         for bp in ["staticfile", "python", "node", "binary"] {
             for step in ["detect", "compile", "release"] {
-                assert!(names.contains(&format!("buildpacks/{bp}/bin/{step}")), "{bp} {step}: {names:?}");
+                assert!(
+                    names.contains(&format!("buildpacks/{bp}/bin/{step}")),
+                    "{bp} {step}: {names:?}"
+                );
             }
         }
     }
@@ -399,9 +575,18 @@ mod tests {
         dir.set_entry_type(tar::EntryType::Directory);
         dir.set_mode(0o755);
         dir.set_size(0);
-        b.append_data(&mut dir.clone(), "app", std::io::empty()).unwrap();
-        b.append_data(&mut dir, "app/.paas", std::io::empty()).unwrap();
-        for (p, body) in [("app/app.py", "print(1)\n"), ("app/.paas/processes", "web: python3 app.py\nworker: python3 w.py\n"), ("app/.paas/buildpack", "python\n")] {
+        b.append_data(&mut dir.clone(), "app", std::io::empty())
+            .unwrap();
+        b.append_data(&mut dir, "app/.paas", std::io::empty())
+            .unwrap();
+        for (p, body) in [
+            ("app/app.py", "print(1)\n"),
+            (
+                "app/.paas/processes",
+                "web: python3 app.py\nworker: python3 w.py\n",
+            ),
+            ("app/.paas/buildpack", "python\n"),
+        ] {
             let mut h = tar::Header::new_gnu();
             h.set_mode(0o644);
             h.set_size(body.len() as u64);
@@ -416,6 +601,9 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().path().unwrap().display().to_string())
             .collect();
-        assert!(names.contains(&"app.py".to_string()) && !names.iter().any(|n| n.starts_with("app/")), "{names:?}");
+        assert!(
+            names.contains(&"app.py".to_string()) && !names.iter().any(|n| n.starts_with("app/")),
+            "{names:?}"
+        );
     }
 }

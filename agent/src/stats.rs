@@ -53,25 +53,49 @@ pub async fn run(docker: Docker, reports: watch::Receiver<Vec<InstanceReport>>, 
                     marks.insert(container, mark);
                     fresh.insert(instance, u);
                 }
-                Err(e) => tracing::debug!(container = %container, error = %e, "stats sample failed"),
+                Err(e) => {
+                    tracing::debug!(container = %container, error = %e, "stats sample failed")
+                }
             }
         }
         // Forget containers that are gone.
-        let live: std::collections::HashSet<String> =
-            reports.borrow().iter().filter_map(|r| r.container_id.clone()).collect();
+        let live: std::collections::HashSet<String> = reports
+            .borrow()
+            .iter()
+            .filter_map(|r| r.container_id.clone())
+            .collect();
         marks.retain(|c, _| live.contains(c));
         *usage.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
     }
 }
 
-async fn sample(docker: &Docker, container: &str, prev: Option<CpuMark>) -> Result<(InstanceUsage, CpuMark), bollard::errors::Error> {
-    let mut stream = docker.stats(container, Some(StatsOptions { stream: false, one_shot: true }));
+async fn sample(
+    docker: &Docker,
+    container: &str,
+    prev: Option<CpuMark>,
+) -> Result<(InstanceUsage, CpuMark), bollard::errors::Error> {
+    let mut stream = docker.stats(
+        container,
+        Some(StatsOptions {
+            stream: false,
+            one_shot: true,
+        }),
+    );
     let stats = match stream.next().await {
         Some(s) => s?,
-        None => return Err(bollard::errors::Error::DockerStreamError { error: "no stats".into() }),
+        None => {
+            return Err(bollard::errors::Error::DockerStreamError {
+                error: "no stats".into(),
+            })
+        }
     };
-    let inspect = docker.inspect_container(container, Some(InspectContainerOptions { size: true })).await?;
-    let mark = (stats.cpu_stats.cpu_usage.total_usage, stats.cpu_stats.system_cpu_usage.unwrap_or(0));
+    let inspect = docker
+        .inspect_container(container, Some(InspectContainerOptions { size: true }))
+        .await?;
+    let mark = (
+        stats.cpu_stats.cpu_usage.total_usage,
+        stats.cpu_stats.system_cpu_usage.unwrap_or(0),
+    );
     let cpus = stats.cpu_stats.online_cpus.unwrap_or(1);
     let started: Option<DateTime<Utc>> = inspect
         .state

@@ -148,7 +148,11 @@ struct Builder {
 }
 
 impl Builder {
-    fn new(root: &Path, zip: Option<ZipWriter<File>>, exclude: HashSet<String>) -> anyhow::Result<Self> {
+    fn new(
+        root: &Path,
+        zip: Option<ZipWriter<File>>,
+        exclude: HashSet<String>,
+    ) -> anyhow::Result<Self> {
         Ok(Builder {
             root: root.to_path_buf(),
             ignore: load_ignores(root)?,

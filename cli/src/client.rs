@@ -5,9 +5,9 @@
 //! user-facing text. A body that is not that JSON becomes [`ClientError::Status`] with an excerpt.
 
 use paas_common::api::{
-    EventList, LogLine,
-    AppDetail, AppEnv, AppList, EnvUpdate, LogList, LoginRequest, LoginResponse, NodeList,
-    PushSettings, ResourceMatch, ResourceMatchResult, RevisionList, RollbackRequest,
+    AppDetail, AppEnv, AppList, EnvUpdate, EventList, LogLine, LogList, LoginRequest,
+    LoginResponse, NodeList, PushSettings, ResourceMatch, ResourceMatchResult, RevisionList,
+    RollbackRequest,
 };
 use paas_common::ApiError;
 use reqwest::blocking::{multipart, RequestBuilder, Response};
@@ -92,7 +92,12 @@ impl Client {
                 api: api.clone(),
                 cause: root_cause(&e),
             })?;
-        Ok(Client { api, token, space: None, http })
+        Ok(Client {
+            api,
+            token,
+            space: None,
+            http,
+        })
     }
 
     /// A client from the saved login, or [`ClientError::NotLoggedIn`].
@@ -154,7 +159,11 @@ impl Client {
     }
 
     /// `GET /v1/apps/NAME/logs` with filters (`source`, `instance`, `since`, `grep`, `limit`).
-    pub fn query_logs(&self, name: &str, filters: &[(&str, String)]) -> Result<LogList, ClientError> {
+    pub fn query_logs(
+        &self,
+        name: &str,
+        filters: &[(&str, String)],
+    ) -> Result<LogList, ClientError> {
         let url = self.url(&format!("/v1/apps/{}/logs", seg(name)));
         let rb = self.authed(self.http.get(url).query(filters));
         self.json(self.send(rb)?)
@@ -173,7 +182,9 @@ impl Client {
         use std::io::BufRead;
         let url = self.url(&format!("/v1/apps/{}/logs/stream", seg(name)));
         // A stream stays open as long as the user watches.
-        let rb = self.authed(self.http.get(url).query(filters)).timeout(STREAM_TIMEOUT);
+        let rb = self
+            .authed(self.http.get(url).query(filters))
+            .timeout(STREAM_TIMEOUT);
         let resp = self.send(rb)?;
         let mut reader = std::io::BufReader::new(resp);
         let mut event = String::new();
@@ -181,10 +192,12 @@ impl Client {
         let mut line = String::new();
         loop {
             line.clear();
-            let n = reader.read_line(&mut line).map_err(|e| ClientError::Transport {
-                api: self.api.clone(),
-                cause: e.to_string(),
-            })?;
+            let n = reader
+                .read_line(&mut line)
+                .map_err(|e| ClientError::Transport {
+                    api: self.api.clone(),
+                    cause: e.to_string(),
+                })?;
             if n == 0 {
                 return Ok(());
             }
@@ -202,7 +215,10 @@ impl Client {
                             }
                         }
                         Err(e) => {
-                            return Err(ClientError::Decode { api: self.api.clone(), cause: format!("{e}: {}", excerpt(&data)) })
+                            return Err(ClientError::Decode {
+                                api: self.api.clone(),
+                                cause: format!("{e}: {}", excerpt(&data)),
+                            })
                         }
                     }
                 }
@@ -219,21 +235,36 @@ impl Client {
 
     /// `GET /v1/apps/NAME/events`.
     pub fn events(&self, name: &str) -> Result<EventList, ClientError> {
-        let rb = self.authed(self.http.get(self.url(&format!("/v1/apps/{}/events", seg(name)))));
+        let rb = self.authed(
+            self.http
+                .get(self.url(&format!("/v1/apps/{}/events", seg(name)))),
+        );
         self.json(self.send(rb)?)
     }
 
     /// `GET /v1/apps/NAME/log-drains` -> the drain URLs.
     pub fn log_drains(&self, name: &str) -> Result<Vec<String>, ClientError> {
-        let rb = self.authed(self.http.get(self.url(&format!("/v1/apps/{}/log-drains", seg(name)))));
+        let rb = self.authed(
+            self.http
+                .get(self.url(&format!("/v1/apps/{}/log-drains", seg(name)))),
+        );
         let v: serde_json::Value = self.json(self.send(rb)?)?;
-        Ok(v["drains"].as_array().into_iter().flatten().filter_map(|u| u.as_str().map(str::to_string)).collect())
+        Ok(v["drains"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|u| u.as_str().map(str::to_string))
+            .collect())
     }
 
     /// `POST` (add) or `DELETE` (remove) `/v1/apps/NAME/log-drains` with `{"url": URL}`.
     pub fn set_log_drain(&self, name: &str, url: &str, remove: bool) -> Result<(), ClientError> {
         let path = self.url(&format!("/v1/apps/{}/log-drains", seg(name)));
-        let rb = if remove { self.http.delete(path) } else { self.http.post(path) };
+        let rb = if remove {
+            self.http.delete(path)
+        } else {
+            self.http.post(path)
+        };
         let rb = self.authed(rb.json(&serde_json::json!({ "url": url })));
         self.send(rb).map(drop)
     }
@@ -280,37 +311,63 @@ impl Client {
 
     /// `POST /v1/resources/match`: which files the server already holds for us.
     pub fn match_resources(&self, req: &ResourceMatch) -> Result<ResourceMatchResult, ClientError> {
-        let rb = self.authed(self.http.post(self.url("/v1/resources/match"))).json(req);
+        let rb = self
+            .authed(self.http.post(self.url("/v1/resources/match")))
+            .json(req);
         self.json(self.send(rb)?)
     }
 
     /// `GET /v1/apps/NAME/env`.
     pub fn get_env(&self, name: &str) -> Result<Fetched<AppEnv>, ClientError> {
-        let rb = self.authed(self.http.get(self.url(&format!("/v1/apps/{}/env", seg(name)))));
+        let rb = self.authed(
+            self.http
+                .get(self.url(&format!("/v1/apps/{}/env", seg(name)))),
+        );
         self.fetched(self.send(rb)?)
     }
 
     /// `GET /v1/apps/NAME/env?reveal=BOOL`: with `reveal`, secret values in plain (issue 7).
-    pub fn get_env_revealed(&self, name: &str, reveal: bool) -> Result<Fetched<AppEnv>, ClientError> {
-        let rb = self.authed(self.http.get(self.url(&format!("/v1/apps/{}/env", seg(name)))).query(&[("reveal", reveal)]));
+    pub fn get_env_revealed(
+        &self,
+        name: &str,
+        reveal: bool,
+    ) -> Result<Fetched<AppEnv>, ClientError> {
+        let rb = self.authed(
+            self.http
+                .get(self.url(&format!("/v1/apps/{}/env", seg(name))))
+                .query(&[("reveal", reveal)]),
+        );
         self.fetched(self.send(rb)?)
     }
 
     /// `PATCH /v1/apps/NAME/env`: a new revision with the changed env.
     pub fn update_env(&self, name: &str, update: &EnvUpdate) -> Result<AppDetail, ClientError> {
-        let rb = self.authed(self.http.patch(self.url(&format!("/v1/apps/{}/env", seg(name))))).json(update);
+        let rb = self
+            .authed(
+                self.http
+                    .patch(self.url(&format!("/v1/apps/{}/env", seg(name)))),
+            )
+            .json(update);
         self.json(self.send(rb)?)
     }
 
     /// `GET /v1/apps/NAME/revisions`.
     pub fn list_revisions(&self, name: &str) -> Result<Fetched<RevisionList>, ClientError> {
-        let rb = self.authed(self.http.get(self.url(&format!("/v1/apps/{}/revisions", seg(name)))));
+        let rb = self.authed(
+            self.http
+                .get(self.url(&format!("/v1/apps/{}/revisions", seg(name)))),
+        );
         self.fetched(self.send(rb)?)
     }
 
     /// `POST /v1/apps/NAME/rollback`.
     pub fn rollback(&self, name: &str, req: &RollbackRequest) -> Result<AppDetail, ClientError> {
-        let rb = self.authed(self.http.post(self.url(&format!("/v1/apps/{}/rollback", seg(name))))).json(req);
+        let rb = self
+            .authed(
+                self.http
+                    .post(self.url(&format!("/v1/apps/{}/rollback", seg(name)))),
+            )
+            .json(req);
         self.json(self.send(rb)?)
     }
 
@@ -336,13 +393,21 @@ impl Client {
     }
 
     /// `POST path` with a JSON body, decoded.
-    pub fn post_json<B: serde::Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+    pub fn post_json<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
         let rb = self.authed(self.http.post(self.url(path))).json(body);
         self.json(self.send(rb)?)
     }
 
     /// `PUT path` with a JSON body, decoded.
-    pub fn put_json<B: serde::Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+    pub fn put_json<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
         let rb = self.authed(self.http.put(self.url(path))).json(body);
         self.json(self.send(rb)?)
     }
@@ -398,7 +463,10 @@ impl Client {
 /// Routes (issue 5).
 impl Client {
     /// `GET /v1/routes`, or `GET /v1/apps/NAME/routes`.
-    pub fn list_routes(&self, app: Option<&str>) -> Result<paas_common::route::RouteList, ClientError> {
+    pub fn list_routes(
+        &self,
+        app: Option<&str>,
+    ) -> Result<paas_common::route::RouteList, ClientError> {
         let path = match app {
             Some(a) => format!("/v1/apps/{}/routes", seg(a)),
             None => "/v1/routes".to_string(),
@@ -408,23 +476,43 @@ impl Client {
     }
 
     /// `POST /v1/apps/NAME/routes` `{"route": "HOST[/PATH]"}`.
-    pub fn map_route(&self, app: &str, route: &str) -> Result<paas_common::route::RouteInfo, ClientError> {
-        let body = paas_common::route::MapRoute { route: route.to_string() };
-        let rb = self.authed(self.http.post(self.url(&format!("/v1/apps/{}/routes", seg(app)))).json(&body));
+    pub fn map_route(
+        &self,
+        app: &str,
+        route: &str,
+    ) -> Result<paas_common::route::RouteInfo, ClientError> {
+        let body = paas_common::route::MapRoute {
+            route: route.to_string(),
+        };
+        let rb = self.authed(
+            self.http
+                .post(self.url(&format!("/v1/apps/{}/routes", seg(app))))
+                .json(&body),
+        );
         self.json(self.send(rb)?)
     }
 
     /// `DELETE /v1/apps/NAME/routes?route=HOST[/PATH]` (204).
     pub fn unmap_route(&self, app: &str, route: &str) -> Result<(), ClientError> {
-        let rb = self.authed(self.http.delete(self.url(&format!("/v1/apps/{}/routes", seg(app)))).query(&[("route", route)]));
+        let rb = self.authed(
+            self.http
+                .delete(self.url(&format!("/v1/apps/{}/routes", seg(app))))
+                .query(&[("route", route)]),
+        );
         self.send(rb).map(drop)
     }
 }
 
 /// The manifest-only push settings, each as one multipart text field (JSON where structured).
-fn push_extra_fields(mut form: multipart::Form, s: &PushSettings) -> Result<multipart::Form, ClientError> {
+fn push_extra_fields(
+    mut form: multipart::Form,
+    s: &PushSettings,
+) -> Result<multipart::Form, ClientError> {
     let enc = |v: serde_json::Result<String>| {
-        v.map_err(|e| ClientError::Transport { api: String::new(), cause: e.to_string() })
+        v.map_err(|e| ClientError::Transport {
+            api: String::new(),
+            cause: e.to_string(),
+        })
     };
     if !s.env.is_empty() {
         form = form.text("env", enc(serde_json::to_string(&s.env))?);
@@ -507,7 +595,12 @@ impl Client {
         name: &str,
         req: &paas_common::api::AppUpdateRequest,
     ) -> Result<paas_common::api::AppSettings, ClientError> {
-        let rb = self.authed(self.http.patch(self.url(&format!("/v1/apps/{}", seg(name))))).json(req);
+        let rb = self
+            .authed(
+                self.http
+                    .patch(self.url(&format!("/v1/apps/{}", seg(name)))),
+            )
+            .json(req);
         self.json(self.send(rb)?)
     }
 
@@ -520,14 +613,23 @@ impl Client {
         body: &B,
     ) -> Result<paas_common::api::AppSettings, ClientError> {
         let rb = self
-            .authed(self.http.post(self.url(&format!("/v1/apps/{}/{action}", seg(name)))))
+            .authed(
+                self.http
+                    .post(self.url(&format!("/v1/apps/{}/{action}", seg(name)))),
+            )
             .json(body);
         self.json(self.send(rb)?)
     }
 
     /// `POST /v1/nodes/NAME/drain`.
-    pub fn drain_node(&self, name: &str) -> Result<paas_common::api::NodeStateResponse, ClientError> {
-        let rb = self.authed(self.http.post(self.url(&format!("/v1/nodes/{}/drain", seg(name)))));
+    pub fn drain_node(
+        &self,
+        name: &str,
+    ) -> Result<paas_common::api::NodeStateResponse, ClientError> {
+        let rb = self.authed(
+            self.http
+                .post(self.url(&format!("/v1/nodes/{}/drain", seg(name)))),
+        );
         self.json(self.send(rb)?)
     }
 }
@@ -551,8 +653,13 @@ impl Client {
             .file_name("buildpack.zip")
             .mime_str("application/zip")
             .map_err(|e| self.transport(e))?;
-        let form = multipart::Form::new().text("name", name.to_string()).part("archive", part);
-        let rb = self.authed(self.http.post(self.url("/v1/buildpacks"))).timeout(UPLOAD_TIMEOUT).multipart(form);
+        let form = multipart::Form::new()
+            .text("name", name.to_string())
+            .part("archive", part);
+        let rb = self
+            .authed(self.http.post(self.url("/v1/buildpacks")))
+            .timeout(UPLOAD_TIMEOUT)
+            .multipart(form);
         self.json(self.send(rb)?)
     }
 

@@ -396,7 +396,10 @@ fn push_uploads_then_waits_until_running() {
 
     let reqs = server.requests();
     // The file match (incremental upload) and staging-log polls go beside the push itself.
-    let push = reqs.iter().find(|r| r.path.ends_with("/push")).expect("a push request");
+    let push = reqs
+        .iter()
+        .find(|r| r.path.ends_with("/push"))
+        .expect("a push request");
     assert_eq!(push.headers["authorization"], "Bearer test-token");
     assert!(push.headers["content-type"].starts_with("multipart/form-data; boundary="));
     let body = String::from_utf8_lossy(&push.body);

@@ -11,7 +11,9 @@ pub struct AppName(String);
 
 impl AppName {
     pub fn parse(s: &str) -> Result<Self, String> {
-        let ok_chars = s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        let ok_chars = s
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         let starts = s.chars().next().is_some_and(|c| c.is_ascii_lowercase());
         if s.is_empty() || s.len() > 63 || !ok_chars || !starts || s.ends_with('-') {
             return Err(format!(
@@ -56,13 +58,14 @@ pub fn parse_memory_mb(s: &str) -> Result<u64, String> {
     } else {
         (t.as_str(), 1)
     };
-    let n: u64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("invalid memory size {s:?}: use a number with M or G, e.g. 256M or 1G"))?;
+    let n: u64 = num.trim().parse().map_err(|_| {
+        format!("invalid memory size {s:?}: use a number with M or G, e.g. 256M or 1G")
+    })?;
     let mb = n.saturating_mul(mult);
     if !(16..=65536).contains(&mb) {
-        return Err(format!("invalid memory size {s:?}: must be between 16M and 64G"));
+        return Err(format!(
+            "invalid memory size {s:?}: must be between 16M and 64G"
+        ));
     }
     Ok(mb)
 }

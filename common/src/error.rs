@@ -15,7 +15,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code: code.as_str().to_string(), message: message.into() }
+        Self {
+            code: code.as_str().to_string(),
+            message: message.into(),
+        }
     }
 }
 

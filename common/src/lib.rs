@@ -7,8 +7,8 @@ pub mod agent;
 pub mod api;
 pub mod domain;
 pub mod error;
-pub mod route;
 pub mod manifest;
+pub mod route;
 
 pub use error::{ApiError, ErrorCode};
 

@@ -18,7 +18,10 @@ pub const BUILTIN_BUILDPACKS: &[&str] = &["staticfile", "python", "node", "binar
 /// The platform name of buildpack `name` (`python_buildpack` -> `python`), if it is known.
 pub fn buildpack_name(name: &str) -> Option<&'static str> {
     let n = name.trim().to_ascii_lowercase();
-    let n = n.strip_suffix("_buildpack").or_else(|| n.strip_suffix("-buildpack")).unwrap_or(&n);
+    let n = n
+        .strip_suffix("_buildpack")
+        .or_else(|| n.strip_suffix("-buildpack"))
+        .unwrap_or(&n);
     let n = if n == "nodejs" { "node" } else { n };
     BUILTIN_BUILDPACKS.iter().copied().find(|b| *b == n)
 }
@@ -74,17 +77,33 @@ pub struct AppManifest {
     pub health_check_type: Option<String>,
     #[serde(default, rename = "health-check-http-endpoint")]
     pub health_check_http_endpoint: Option<String>,
-    #[serde(default, rename = "health-check-invocation-timeout", deserialize_with = "count_u64")]
+    #[serde(
+        default,
+        rename = "health-check-invocation-timeout",
+        deserialize_with = "count_u64"
+    )]
     pub health_check_invocation_timeout: Option<u64>,
     #[serde(default, deserialize_with = "count_u64")]
     pub timeout: Option<u64>,
-    #[serde(default, rename = "readiness-health-check-type", deserialize_with = "check_type")]
+    #[serde(
+        default,
+        rename = "readiness-health-check-type",
+        deserialize_with = "check_type"
+    )]
     pub readiness_health_check_type: Option<String>,
     #[serde(default, rename = "readiness-health-check-http-endpoint")]
     pub readiness_health_check_http_endpoint: Option<String>,
-    #[serde(default, rename = "readiness-health-check-invocation-timeout", deserialize_with = "count_u64")]
+    #[serde(
+        default,
+        rename = "readiness-health-check-invocation-timeout",
+        deserialize_with = "count_u64"
+    )]
     pub readiness_health_check_invocation_timeout: Option<u64>,
-    #[serde(default, rename = "readiness-health-check-interval", deserialize_with = "count_u64")]
+    #[serde(
+        default,
+        rename = "readiness-health-check-interval",
+        deserialize_with = "count_u64"
+    )]
     pub readiness_health_check_interval: Option<u64>,
     #[serde(default)]
     pub processes: Vec<ProcessManifest>,
@@ -172,17 +191,33 @@ pub struct ProcessManifest {
     pub health_check_type: Option<String>,
     #[serde(default, rename = "health-check-http-endpoint")]
     pub health_check_http_endpoint: Option<String>,
-    #[serde(default, rename = "health-check-invocation-timeout", deserialize_with = "count_u64")]
+    #[serde(
+        default,
+        rename = "health-check-invocation-timeout",
+        deserialize_with = "count_u64"
+    )]
     pub health_check_invocation_timeout: Option<u64>,
     #[serde(default, deserialize_with = "count_u64")]
     pub timeout: Option<u64>,
-    #[serde(default, rename = "readiness-health-check-type", deserialize_with = "check_type")]
+    #[serde(
+        default,
+        rename = "readiness-health-check-type",
+        deserialize_with = "check_type"
+    )]
     pub readiness_health_check_type: Option<String>,
     #[serde(default, rename = "readiness-health-check-http-endpoint")]
     pub readiness_health_check_http_endpoint: Option<String>,
-    #[serde(default, rename = "readiness-health-check-invocation-timeout", deserialize_with = "count_u64")]
+    #[serde(
+        default,
+        rename = "readiness-health-check-invocation-timeout",
+        deserialize_with = "count_u64"
+    )]
     pub readiness_health_check_invocation_timeout: Option<u64>,
-    #[serde(default, rename = "readiness-health-check-interval", deserialize_with = "count_u64")]
+    #[serde(
+        default,
+        rename = "readiness-health-check-interval",
+        deserialize_with = "count_u64"
+    )]
     pub readiness_health_check_interval: Option<u64>,
 }
 
@@ -214,7 +249,10 @@ pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
     let mut warnings = Vec::new();
     let de = serde_norway::Deserializer::from_str(text);
     let top: Top = serde_ignored::deserialize(de, |path| {
-        warnings.push(format!("unknown field {} ignored", cf_path(&path.to_string())));
+        warnings.push(format!(
+            "unknown field {} ignored",
+            cf_path(&path.to_string())
+        ));
     })
     .map_err(|e| {
         let message = strip_location(&e.to_string());
@@ -222,24 +260,37 @@ pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
         ManifestError { line, message }
     })?;
     if top.applications.is_empty() {
-        return Err(ManifestError { line: None, message: "the manifest lists no `applications`".into() });
+        return Err(ManifestError {
+            line: None,
+            message: "the manifest lists no `applications`".into(),
+        });
     }
     let mut seen = std::collections::HashSet::new();
     for a in &top.applications {
         if !seen.insert(a.name.as_str().to_string()) {
-            return Err(ManifestError { line: line_of(text, a.name.as_str()), message: format!("application {} is listed twice", a.name.as_str()) });
+            return Err(ManifestError {
+                line: line_of(text, a.name.as_str()),
+                message: format!("application {} is listed twice", a.name.as_str()),
+            });
         }
         let mut types = std::collections::HashSet::new();
         for p in &a.processes {
             if p.process_type.is_empty() || !types.insert(p.process_type.clone()) {
                 return Err(ManifestError {
                     line: line_of(text, &p.process_type),
-                    message: format!("applications.{}.processes: process type {:?} is empty or listed twice", a.name.as_str(), p.process_type),
+                    message: format!(
+                        "applications.{}.processes: process type {:?} is empty or listed twice",
+                        a.name.as_str(),
+                        p.process_type
+                    ),
                 });
             }
         }
     }
-    Ok(Manifest { applications: top.applications, warnings })
+    Ok(Manifest {
+        applications: top.applications,
+        warnings,
+    })
 }
 
 /// serde_ignored's `applications.0.stack` as `applications[0].stack`.
@@ -270,9 +321,18 @@ fn strip_location(msg: &str) -> String {
 /// message starts with the field (`applications[0]: memory: ...`), so find that field's line at
 /// or after the mapping's.
 fn refine_line(text: &str, line: usize, message: &str) -> usize {
-    let after_path = message.split_once(": ").map(|(_, rest)| rest).unwrap_or(message);
-    let Some((field, _)) = after_path.split_once(": ") else { return line };
-    if field.is_empty() || !field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    let after_path = message
+        .split_once(": ")
+        .map(|(_, rest)| rest)
+        .unwrap_or(message);
+    let Some((field, _)) = after_path.split_once(": ") else {
+        return line;
+    };
+    if field.is_empty()
+        || !field
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
         return line;
     }
     let key = format!("{field}:");
@@ -322,7 +382,9 @@ fn count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     match n {
         None => Ok(None),
         Some(n) if (0..=100).contains(&n) => Ok(Some(n as u32)),
-        Some(n) => Err(de::Error::custom(format!("instances: must be from 0 to 100, not {n}"))),
+        Some(n) => Err(de::Error::custom(format!(
+            "instances: must be from 0 to 100, not {n}"
+        ))),
     }
 }
 
@@ -331,7 +393,9 @@ fn count_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     match n {
         None => Ok(None),
         Some(n) if n > 0 => Ok(Some(n as u64)),
-        Some(n) => Err(de::Error::custom(format!("timeout: must be a positive number of seconds, not {n}"))),
+        Some(n) => Err(de::Error::custom(format!(
+            "timeout: must be a positive number of seconds, not {n}"
+        ))),
     }
 }
 
@@ -346,9 +410,14 @@ fn disk_quota<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> 
 fn size_mb<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     match Option::<Scalar>::deserialize(d)? {
         None => Ok(None),
-        Some(Scalar::I(n)) if n > 0 => parse_memory_mb(&format!("{n}M")).map(Some).map_err(de::Error::custom),
+        Some(Scalar::I(n)) if n > 0 => parse_memory_mb(&format!("{n}M"))
+            .map(Some)
+            .map_err(de::Error::custom),
         Some(Scalar::S(s)) => parse_memory_mb(&s).map(Some).map_err(de::Error::custom),
-        Some(other) => Err(de::Error::custom(format!("invalid size {:?}: use e.g. 256M or 1G", other.text()))),
+        Some(other) => Err(de::Error::custom(format!(
+            "invalid size {:?}: use e.g. 256M or 1G",
+            other.text()
+        ))),
     }
 }
 
@@ -360,7 +429,9 @@ fn check_type<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Erro
         Some("port" | "none") => Ok(Some("port".into())),
         Some("http") => Ok(Some("http".into())),
         Some("process") => Ok(Some("process".into())),
-        Some(other) => Err(de::Error::custom(format!("health-check-type: unknown health check type {other:?}: use port, http or process"))),
+        Some(other) => Err(de::Error::custom(format!(
+            "health-check-type: unknown health check type {other:?}: use port, http or process"
+        ))),
     }
 }
 
@@ -370,7 +441,10 @@ fn buildpacks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> 
         .into_iter()
         .map(|n| {
             buildpack_name(&n).map(str::to_string).ok_or_else(|| {
-                de::Error::custom(format!("buildpacks: unknown buildpack {n:?}: known are {}", BUILTIN_BUILDPACKS.join(", ")))
+                de::Error::custom(format!(
+                    "buildpacks: unknown buildpack {n:?}: known are {}",
+                    BUILTIN_BUILDPACKS.join(", ")
+                ))
             })
         })
         .collect()
@@ -378,7 +452,10 @@ fn buildpacks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> 
 
 fn env_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
     let m = Option::<BTreeMap<String, Scalar>>::deserialize(d)?;
-    Ok(m.unwrap_or_default().into_iter().map(|(k, v)| (k, v.text())).collect())
+    Ok(m.unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.text()))
+        .collect())
 }
 
 #[cfg(test)]
@@ -439,8 +516,15 @@ applications:
         assert_eq!(h.start_timeout_secs, Some(90));
         assert_eq!(h.readiness_http_endpoint.as_deref(), Some("/ready"));
         assert_eq!(a.processes[0].to_settings().memory_mb, Some(128));
-        assert_eq!(m.applications[1].memory, Some(512), "a bare number is megabytes");
-        assert_eq!(m.warnings, vec!["unknown field applications[0].stack ignored".to_string()]);
+        assert_eq!(
+            m.applications[1].memory,
+            Some(512),
+            "a bare number is megabytes"
+        );
+        assert_eq!(
+            m.warnings,
+            vec!["unknown field applications[0].stack ignored".to_string()]
+        );
     }
 
     fn err(text: &str) -> ManifestError {
@@ -451,14 +535,20 @@ applications:
     fn memory_lots_names_field_and_line() {
         let e = err("applications:\n- name: a\n  memory: lots\n");
         assert_eq!(e.line, Some(3), "{e}");
-        assert!(e.message.contains("memory") && e.message.contains("lots"), "{e}");
+        assert!(
+            e.message.contains("memory") && e.message.contains("lots"),
+            "{e}"
+        );
     }
 
     #[test]
     fn negative_instances() {
         let e = err("applications:\n- name: a\n  instances: -1\n");
         assert_eq!(e.line, Some(3), "{e}");
-        assert!(e.message.contains("instances") && e.message.contains("-1"), "{e}");
+        assert!(
+            e.message.contains("instances") && e.message.contains("-1"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -472,7 +562,8 @@ applications:
         let e = err("applications:\n- name: a\n  routes: web.example.com\n");
         assert_eq!(e.line, Some(3), "{e}");
         assert!(e.message.contains("routes"), "{e}");
-        let e = err("applications:\n- name: a\n  processes:\n  - type: worker\n    instances: {}\n");
+        let e =
+            err("applications:\n- name: a\n  processes:\n  - type: worker\n    instances: {}\n");
         assert_eq!(e.line, Some(5), "{e}");
         let e = err("applications: yes\n");
         assert_eq!(e.line, Some(1), "{e}");
@@ -482,7 +573,10 @@ applications:
     fn unknown_buildpack() {
         let e = err("applications:\n- name: a\n  buildpacks:\n  - cobol_buildpack\n");
         assert_eq!(e.line, Some(3), "{e}");
-        assert!(e.message.contains("unknown buildpack \"cobol_buildpack\""), "{e}");
+        assert!(
+            e.message.contains("unknown buildpack \"cobol_buildpack\""),
+            "{e}"
+        );
     }
 
     #[test]
@@ -496,8 +590,12 @@ applications:
         assert!(e.message.contains("timeout"), "{e}");
         let e = err("applications:\n- instances: 1\n");
         assert!(e.message.contains("name"), "{e}");
-        assert!(err("applications: []\n").message.contains("no `applications`"));
-        assert!(err("applications:\n- name: a\n- name: a\n").message.contains("twice"));
+        assert!(err("applications: []\n")
+            .message
+            .contains("no `applications`"));
+        assert!(err("applications:\n- name: a\n- name: a\n")
+            .message
+            .contains("twice"));
         assert!(err(": : :\n  - [").line.is_some());
     }
 

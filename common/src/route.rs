@@ -33,9 +33,15 @@ impl std::error::Error for RouteError {}
 
 impl RouteSpec {
     pub fn parse(input: &str) -> Result<Self, RouteError> {
-        let err = |reason| RouteError { input: input.to_string(), reason };
+        let err = |reason| RouteError {
+            input: input.to_string(),
+            reason,
+        };
         let s = input.trim();
-        let s = s.strip_prefix("http://").or_else(|| s.strip_prefix("https://")).unwrap_or(s);
+        let s = s
+            .strip_prefix("http://")
+            .or_else(|| s.strip_prefix("https://"))
+            .unwrap_or(s);
         let (host, path) = match s.find('/') {
             Some(i) => (&s[..i], &s[i..]),
             None => (s, ""),
@@ -51,7 +57,8 @@ impl RouteSpec {
         for l in &labels {
             let ok = !l.is_empty()
                 && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !l.starts_with('-')
                 && !l.ends_with('-');
             if !ok {
@@ -59,17 +66,26 @@ impl RouteSpec {
             }
         }
         // An address would let a route capture the API's own listener.
-        if labels.last().is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit())) {
+        if labels
+            .last()
+            .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
+        {
             return Err(err("the host must be a name, not an IP address"));
         }
         let mut segs = Vec::new();
         for seg in path.split('/').filter(|s| !s.is_empty()) {
             if seg == "." || seg == ".." || seg.contains(['?', '#', '%', ' ']) {
-                return Err(err("path segments must be plain (no ., .., ?, #, % or spaces)"));
+                return Err(err(
+                    "path segments must be plain (no ., .., ?, #, % or spaces)",
+                ));
             }
             segs.push(seg);
         }
-        let path = if segs.is_empty() { String::new() } else { format!("/{}", segs.join("/")) };
+        let path = if segs.is_empty() {
+            String::new()
+        } else {
+            format!("/{}", segs.join("/"))
+        };
         Ok(Self { host, path })
     }
 
@@ -77,9 +93,9 @@ impl RouteSpec {
     /// `/api` matches `/api` and `/api/x`, not `/apix`).
     pub fn matches_path(prefix: &str, path: &str) -> bool {
         prefix.is_empty()
-            || path
-                .strip_prefix(prefix)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'))
+            || path.strip_prefix(prefix).is_some_and(|rest| {
+                rest.is_empty() || rest.starts_with('/') || rest.starts_with('?')
+            })
     }
 }
 
@@ -157,10 +173,28 @@ mod tests {
     #[test]
     fn parses_and_normalises() {
         let r = RouteSpec::parse("Shop.Example.com/api/v1/").unwrap();
-        assert_eq!((r.host.as_str(), r.path.as_str()), ("shop.example.com", "/api/v1"));
+        assert_eq!(
+            (r.host.as_str(), r.path.as_str()),
+            ("shop.example.com", "/api/v1")
+        );
         assert_eq!(RouteSpec::parse("a.localhost").unwrap().path, "");
-        assert_eq!(RouteSpec::parse("http://a.localhost//x").unwrap().to_string(), "a.localhost/x");
-        for bad in ["", "localhost", "127.0.0.1", "a..b", "-a.b", "a.b/../c", "a.b/x?y", "a_b.c", "a.b:80"] {
+        assert_eq!(
+            RouteSpec::parse("http://a.localhost//x")
+                .unwrap()
+                .to_string(),
+            "a.localhost/x"
+        );
+        for bad in [
+            "",
+            "localhost",
+            "127.0.0.1",
+            "a..b",
+            "-a.b",
+            "a.b/../c",
+            "a.b/x?y",
+            "a_b.c",
+            "a.b:80",
+        ] {
             assert!(RouteSpec::parse(bad).is_err(), "{bad}");
         }
     }

@@ -17,7 +17,11 @@ pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let p = dir.join(name);
-    assert!(p.exists(), "{} is missing: build the binaries first with `cargo build --workspace --bins`", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: build the binaries first with `cargo build --workspace --bins`",
+        p.display()
+    );
     p
 }
 
@@ -62,7 +66,11 @@ impl CliOutput {
 
 impl std::fmt::Debug for CliOutput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
     }
 }
 
@@ -93,7 +101,10 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { node_grace_secs: 10, server_env: Vec::new() }
+        Self {
+            node_grace_secs: 10,
+            server_env: Vec::new(),
+        }
     }
 }
 
@@ -135,22 +146,38 @@ impl Platform {
             .env("PAAS_LISTEN", "127.0.0.1:0")
             .env("PAAS_ADMIN_PASSWORD", &admin_password)
             .env("PAAS_NODE_GRACE_SECS", opts.node_grace_secs.to_string())
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
-            .envs(opts.server_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .envs(
+                opts.server_env
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            )
             .envs(env.iter().copied());
         let child = spawn(&mut cmd, &log)?;
-        let mut server = Proc { name: "paas-server".into(), child: Some(child), log, node: None, env: Vec::new() };
-        let addr_file = data.join("listen-addr");
-        let addr: SocketAddr = match wait_for(Duration::from_secs(30), "paas-server to listen", || {
-            std::fs::read_to_string(&addr_file).ok().and_then(|s| s.trim().parse().ok())
-        }) {
-            Ok(a) => a,
-            Err(e) => {
-                server.kill();
-                let log = std::fs::read_to_string(&server.log).unwrap_or_default();
-                bail!("{e}\n{log}");
-            }
+        let mut server = Proc {
+            name: "paas-server".into(),
+            child: Some(child),
+            log,
+            node: None,
+            env: Vec::new(),
         };
+        let addr_file = data.join("listen-addr");
+        let addr: SocketAddr =
+            match wait_for(Duration::from_secs(30), "paas-server to listen", || {
+                std::fs::read_to_string(&addr_file)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+            }) {
+                Ok(a) => a,
+                Err(e) => {
+                    server.kill();
+                    let log = std::fs::read_to_string(&server.log).unwrap_or_default();
+                    bail!("{e}\n{log}");
+                }
+            };
         let cli_home = dir.path().join("cli-home");
         std::fs::create_dir_all(&cli_home)?;
         let p = Platform {
@@ -165,7 +192,9 @@ impl Platform {
         };
         let url = format!("{}/readyz", p.api_url());
         wait_for(Duration::from_secs(30), "paas-server to be ready", || {
-            reqwest::blocking::get(&url).ok().filter(|r| r.status().is_success())
+            reqwest::blocking::get(&url)
+                .ok()
+                .filter(|r| r.status().is_success())
         })?;
         Ok(p)
     }
@@ -201,8 +230,16 @@ impl Platform {
     }
 
     /// An agent with extra environment (e.g. a lower log rate limit).
-    pub fn start_agent_with(&mut self, name: &str, zone: &str, env: &[(&str, &str)]) -> Result<usize> {
-        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    pub fn start_agent_with(
+        &mut self,
+        name: &str,
+        zone: &str,
+        env: &[(&str, &str)],
+    ) -> Result<usize> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let proc = self.spawn_agent(name, zone, &env)?;
         self.agents.push(proc);
         let idx = self.agents.len() - 1;
@@ -230,22 +267,46 @@ impl Platform {
             .env("PAAS_LISTEN", self.addr.to_string())
             .env("PAAS_ADMIN_PASSWORD", &self.admin_password)
             .env("PAAS_NODE_GRACE_SECS", self.node_grace_secs.to_string())
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
-        self.server = Proc { name: "paas-server (restarted)".into(), child: Some(spawn(&mut cmd, &log)?), log, node: None, env: Vec::new() };
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            );
+        self.server = Proc {
+            name: "paas-server (restarted)".into(),
+            child: Some(spawn(&mut cmd, &log)?),
+            log,
+            node: None,
+            env: Vec::new(),
+        };
         let url = format!("{}/readyz", self.api_url());
-        wait_for(Duration::from_secs(30), "the restarted paas-server to be ready", || {
-            reqwest::blocking::get(&url).ok().filter(|r| r.status().is_success())
-        })?;
+        wait_for(
+            Duration::from_secs(30),
+            "the restarted paas-server to be ready",
+            || {
+                reqwest::blocking::get(&url)
+                    .ok()
+                    .filter(|r| r.status().is_success())
+            },
+        )?;
         Ok(())
     }
 
     /// Removes every container of node `name` from the engine (as when a machine dies).
     pub fn remove_node_containers(&self, name: &str) {
-        let out = Command::new("docker").args(["ps", "-aq", "--filter"]).arg(format!("label=paas.node={name}")).output();
+        let out = Command::new("docker")
+            .args(["ps", "-aq", "--filter"])
+            .arg(format!("label=paas.node={name}"))
+            .output();
         if let Ok(o) = out {
-            let ids: Vec<String> = String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_string).collect();
+            let ids: Vec<String> = String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
             if !ids.is_empty() {
-                let _ = Command::new("docker").args(["rm", "-f", "-v"]).args(&ids).output();
+                let _ = Command::new("docker")
+                    .args(["rm", "-f", "-v"])
+                    .args(&ids)
+                    .output();
             }
         }
     }
@@ -255,15 +316,31 @@ impl Platform {
         let url = format!("{}/v1/nodes", self.api_url());
         let token = self.admin_token()?;
         let client = reqwest::blocking::Client::new();
-        wait_for(Duration::from_secs(240), &format!("node {name} to be ready"), || {
-            let v: serde_json::Value = client.get(&url).bearer_auth(&token).send().ok()?.json().ok()?;
-            v["nodes"].as_array()?.iter().find(|n| n["name"] == name && n["state"] == "ready").map(|_| ())
-        })
+        wait_for(
+            Duration::from_secs(240),
+            &format!("node {name} to be ready"),
+            || {
+                let v: serde_json::Value = client
+                    .get(&url)
+                    .bearer_auth(&token)
+                    .send()
+                    .ok()?
+                    .json()
+                    .ok()?;
+                v["nodes"]
+                    .as_array()?
+                    .iter()
+                    .find(|n| n["name"] == name && n["state"] == "ready")
+                    .map(|_| ())
+            },
+        )
         .map_err(|e| anyhow::anyhow!("{e}\n{}", self.logs()))
     }
 
     fn spawn_agent(&mut self, name: &str, zone: &str, env: &[(String, String)]) -> Result<Proc> {
-        let token = std::fs::read_to_string(self.data_dir().join("join-token"))?.trim().to_string();
+        let token = std::fs::read_to_string(self.data_dir().join("join-token"))?
+            .trim()
+            .to_string();
         let data = self.dir.path().join(format!("agent-{name}"));
         let log = self.dir.path().join(format!("agent-{name}.log"));
         let mut cmd = Command::new(bin("paas-agent"));
@@ -272,13 +349,19 @@ impl Platform {
             .env("PAAS_NODE_NAME", name)
             .env("PAAS_NODE_ZONE", zone)
             .env("PAAS_DATA_DIR", &data)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         // A restarted agent appends to its log, so a failure shows both lives.
         let child = if std::env::var_os("TEST_LOG").is_some() {
             spawn(&mut cmd, &log)?
         } else {
-            let f = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)?;
             cmd.stdout(f.try_clone()?).stderr(f);
             cmd.spawn()?
         };
@@ -323,14 +406,22 @@ impl Platform {
     /// PAAS_TOKEN for a CI token).
     pub fn cli_as(&self, home: &Path, env: &[(&str, &str)], args: &[&str]) -> CliOutput {
         let mut cmd = Command::new(bin("paas"));
-        cmd.args(args).env("PAAS_HOME", home).env_remove("PAAS_API").env_remove("PAAS_TOKEN").env_remove("PAAS_SPACE");
+        cmd.args(args)
+            .env("PAAS_HOME", home)
+            .env_remove("PAAS_API")
+            .env_remove("PAAS_TOKEN")
+            .env_remove("PAAS_SPACE");
         cmd.envs(env.iter().copied());
         CliOutput::from(cmd.stdin(Stdio::null()).output().expect("run paas"))
     }
 
     pub fn cli_in(&self, args: &[&str], cwd: Option<&Path>) -> CliOutput {
         let mut cmd = Command::new(bin("paas"));
-        cmd.args(args).env("PAAS_HOME", &self.cli_home).env_remove("PAAS_API").env_remove("PAAS_TOKEN").env_remove("PAAS_SPACE");
+        cmd.args(args)
+            .env("PAAS_HOME", &self.cli_home)
+            .env_remove("PAAS_API")
+            .env_remove("PAAS_TOKEN")
+            .env_remove("PAAS_SPACE");
         if let Some(d) = cwd {
             cmd.current_dir(d);
         }
@@ -338,7 +429,14 @@ impl Platform {
     }
 
     pub fn login(&self) -> Result<()> {
-        let out = self.cli(&["login", &self.api_url(), "-u", "admin", "-p", &self.admin_password]);
+        let out = self.cli(&[
+            "login",
+            &self.api_url(),
+            "-u",
+            "admin",
+            "-p",
+            &self.admin_password,
+        ]);
         if !out.ok() {
             bail!("login failed: {out:?}");
         }
@@ -352,7 +450,9 @@ impl Platform {
             .resolve(&host, self.addr)
             .timeout(Duration::from_secs(10))
             .build()?;
-        let res = client.get(format!("http://{host}:{}{path}", self.addr.port())).send()?;
+        let res = client
+            .get(format!("http://{host}:{}{path}", self.addr.port()))
+            .send()?;
         let status = res.status().as_u16();
         Ok((status, res.text()?))
     }
@@ -376,7 +476,11 @@ impl Platform {
                 .arg(format!("label=paas.app={app}"))
                 .output();
             if let Ok(o) = out {
-                ids.extend(String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_string));
+                ids.extend(
+                    String::from_utf8_lossy(&o.stdout)
+                        .split_whitespace()
+                        .map(str::to_string),
+                );
             }
         }
         ids
@@ -389,7 +493,12 @@ impl Platform {
             let text = std::fs::read_to_string(&p.log).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
             let tail = &lines[lines.len().saturating_sub(40)..];
-            s.push_str(&format!("\n===== {} (last {} lines)\n{}\n", p.name, tail.len(), tail.join("\n")));
+            s.push_str(&format!(
+                "\n===== {} (last {} lines)\n{}\n",
+                p.name,
+                tail.len(),
+                tail.join("\n")
+            ));
         }
         s
     }
@@ -411,12 +520,21 @@ impl Drop for Platform {
         while quiet < 2 && Instant::now() < deadline {
             let mut found = false;
             for node in &self.node_names {
-                let out = Command::new("docker").args(["ps", "-aq", "--filter"]).arg(format!("label=paas.node={node}")).output();
+                let out = Command::new("docker")
+                    .args(["ps", "-aq", "--filter"])
+                    .arg(format!("label=paas.node={node}"))
+                    .output();
                 if let Ok(o) = out {
-                    let ids: Vec<String> = String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_string).collect();
+                    let ids: Vec<String> = String::from_utf8_lossy(&o.stdout)
+                        .split_whitespace()
+                        .map(str::to_string)
+                        .collect();
                     if !ids.is_empty() {
                         found = true;
-                        let _ = Command::new("docker").args(["rm", "-f", "-v"]).args(&ids).output();
+                        let _ = Command::new("docker")
+                            .args(["rm", "-f", "-v"])
+                            .args(&ids)
+                            .output();
                     }
                 }
             }
@@ -430,7 +548,10 @@ impl Drop for Platform {
 
 /// The repository's examples/ folder.
 pub fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("examples").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("examples")
+        .join(name)
 }
 
 /// Builds a zip in memory from (name, bytes, unix mode) entries, for hostile-input tests.
@@ -472,8 +593,10 @@ impl RequestLoop {
         let host = format!("{app}.localhost");
         let handle = std::thread::spawn(move || {
             let mut r = LoopResult::default();
-            let Ok(client) =
-                reqwest::blocking::Client::builder().resolve(&host, addr).timeout(Duration::from_secs(10)).build()
+            let Ok(client) = reqwest::blocking::Client::builder()
+                .resolve(&host, addr)
+                .timeout(Duration::from_secs(10))
+                .build()
             else {
                 r.failed.push("cannot build the HTTP client".into());
                 return r;
@@ -483,7 +606,11 @@ impl RequestLoop {
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
                 let outcome = match client.get(&url).send() {
                     Ok(res) if res.status().is_success() => Ok(()),
-                    Ok(res) => Err(format!("{} {}", res.status(), res.text().unwrap_or_default())),
+                    Ok(res) => Err(format!(
+                        "{} {}",
+                        res.status(),
+                        res.text().unwrap_or_default()
+                    )),
                     Err(e) => Err(format!("transport: {e}")),
                 };
                 match outcome {
@@ -502,12 +629,18 @@ impl RequestLoop {
             }
             r
         });
-        Self { stop, handle: Some(handle) }
+        Self {
+            stop,
+            handle: Some(handle),
+        }
     }
 
     pub fn stop(mut self) -> LoopResult {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.handle.take().and_then(|h| h.join().ok()).unwrap_or_default()
+        self.handle
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
     }
 }
 

@@ -8,10 +8,22 @@ use std::time::Duration;
 
 fn get(p: &Platform, app: &str, path: &str) -> (u16, String, String) {
     let host = format!("{app}.localhost");
-    let client = reqwest::blocking::Client::builder().resolve(&host, p.addr).timeout(Duration::from_secs(10)).build().unwrap();
-    let res = client.get(format!("http://{host}:{}{path}", p.addr.port())).send().unwrap();
+    let client = reqwest::blocking::Client::builder()
+        .resolve(&host, p.addr)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let res = client
+        .get(format!("http://{host}:{}{path}", p.addr.port()))
+        .send()
+        .unwrap();
     let status = res.status().as_u16();
-    let ctype = res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let ctype = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
     (status, ctype, res.text().unwrap())
 }
 
@@ -23,7 +35,10 @@ fn push(p: &Platform, app: &str, dir: &str, extra: &[&str]) -> paas_e2e::CliOutp
 }
 
 fn detected(p: &Platform, app: &str) -> String {
-    p.app_json(app).unwrap()["revision"]["detected"].as_str().unwrap_or_default().to_string()
+    p.app_json(app).unwrap()["revision"]["detected"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[test]
@@ -33,15 +48,24 @@ fn each_builtin_buildpack_stages_its_example() {
     let app = unique("static");
     let out = push(&p, &app, "static-site", &[]);
     assert!(out.ok(), "{out:?}{}", p.logs());
-    assert!(out.stdout.contains("[STG]") && out.stdout.contains("-----> staticfile buildpack"), "STG lines during the push: {out:?}");
+    assert!(
+        out.stdout.contains("[STG]") && out.stdout.contains("-----> staticfile buildpack"),
+        "STG lines during the push: {out:?}"
+    );
     assert_eq!(detected(&p, &app), "staticfile");
     let (s, ct, body) = get(&p, &app, "/");
     assert_eq!(s, 200);
     assert!(ct.starts_with("text/html"), "{ct}");
     assert!(body.contains("A static site on paas"), "{body}");
     assert!(get(&p, &app, "/style.css").1.starts_with("text/css"));
-    assert!(get(&p, &app, "/app.js").1.starts_with("application/javascript"));
-    assert_eq!(get(&p, &app, "/.paas/processes").0, 404, "the platform's files are not served");
+    assert!(get(&p, &app, "/app.js")
+        .1
+        .starts_with("application/javascript"));
+    assert_eq!(
+        get(&p, &app, "/.paas/processes").0,
+        404,
+        "the platform's files are not served"
+    );
 
     let app = unique("node");
     let out = push(&p, &app, "node-app", &[]);
@@ -62,27 +86,49 @@ fn each_builtin_buildpack_stages_its_example() {
     let app = unique("wheels");
     let out = push(&p, &app, "python-wheels", &[]);
     assert!(out.ok(), "{out:?}{}", p.logs());
-    assert!(out.stdout.contains("Installed greetlib-1.0-py3-none-any.whl"), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("Installed greetlib-1.0-py3-none-any.whl"),
+        "{out:?}"
+    );
     assert_eq!(detected(&p, &app), "python");
     let (s, _, body) = get(&p, &app, "/");
     assert_eq!(s, 200);
-    assert!(body.contains("Greetings, paas, from a vendored wheel"), "{body}");
+    assert!(
+        body.contains("Greetings, paas, from a vendored wheel"),
+        "{body}"
+    );
 
     // Detection order puts staticfile first; `-b python` picks python for a folder both detect.
     let both = tempfile::tempdir().unwrap();
-    std::fs::copy(example("python-app").join("app.py"), both.path().join("app.py")).unwrap();
+    std::fs::copy(
+        example("python-app").join("app.py"),
+        both.path().join("app.py"),
+    )
+    .unwrap();
     std::fs::write(both.path().join("index.html"), "<h1>static</h1>").unwrap();
     let app = unique("pick");
     let out = p.cli(&["push", &app, "-p", both.path().to_str().unwrap()]);
     assert!(out.ok(), "{out:?}{}", p.logs());
     assert_eq!(detected(&p, &app), "staticfile");
-    let out = p.cli(&["push", &app, "-p", both.path().to_str().unwrap(), "-b", "python"]);
+    let out = p.cli(&[
+        "push",
+        &app,
+        "-p",
+        both.path().to_str().unwrap(),
+        "-b",
+        "python",
+    ]);
     assert!(out.ok(), "{out:?}{}", p.logs());
     assert_eq!(detected(&p, &app), "python");
-    let body = wait_for(Duration::from_secs(30), "the python revision to serve", || {
-        let (s, _, b) = get(&p, &app, "/");
-        (s == 200 && b.contains("Hello from paas")).then_some(b)
-    });
+    let body = wait_for(
+        Duration::from_secs(30),
+        "the python revision to serve",
+        || {
+            let (s, _, b) = get(&p, &app, "/");
+            (s == 200 && b.contains("Hello from paas")).then_some(b)
+        },
+    );
     assert!(body.is_ok(), "{body:?}");
 }
 
@@ -108,10 +154,20 @@ fn failed_staging_shows_why_and_keeps_the_running_revision() {
     std::fs::write(dir.path().join("s.js"), "require('left-pad');\n").unwrap();
     let out = p.cli(&["push", &app, "-p", dir.path().to_str().unwrap()]);
     assert_eq!(out.code, 1, "{out:?}");
-    assert_eq!(out.stderr.trim().lines().count(), 1, "one error line: {out:?}");
+    assert_eq!(
+        out.stderr.trim().lines().count(),
+        1,
+        "one error line: {out:?}"
+    );
     assert!(out.stderr.contains("(staging_failed)"), "{out:?}");
-    assert!(out.stderr.contains("left-pad"), "the error says why: {out:?}");
-    assert!(out.stdout.contains("[STG]") && out.stdout.contains("node_modules lacks it"), "STG lines shown: {out:?}");
+    assert!(
+        out.stderr.contains("left-pad"),
+        "the error says why: {out:?}"
+    );
+    assert!(
+        out.stdout.contains("[STG]") && out.stdout.contains("node_modules lacks it"),
+        "STG lines shown: {out:?}"
+    );
 
     // Nothing changed: same revision, same content.
     let v = p.app_json(&app).unwrap();
@@ -124,8 +180,20 @@ fn failed_staging_shows_why_and_keeps_the_running_revision() {
     // pre-check.
     let docs = tempfile::tempdir().unwrap();
     std::fs::write(docs.path().join("README.md"), "docs").unwrap();
-    let out = p.cli(&["push", &app, "-p", docs.path().to_str().unwrap(), "-b", "python"]);
+    let out = p.cli(&[
+        "push",
+        &app,
+        "-p",
+        docs.path().to_str().unwrap(),
+        "-b",
+        "python",
+    ]);
     assert_eq!(out.code, 1, "{out:?}");
-    assert!(out.stderr.contains("No buildpack detected this app (tried: python)") && out.stderr.contains("(staging_failed)"), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("No buildpack detected this app (tried: python)")
+            && out.stderr.contains("(staging_failed)"),
+        "{out:?}"
+    );
     assert_eq!(p.app_json(&app).unwrap()["revision"]["number"], 1);
 }

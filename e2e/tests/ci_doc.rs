@@ -4,8 +4,14 @@
 use paas_e2e::{example, unique, Platform};
 
 fn doc_script() -> String {
-    let doc = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/CI.md")).unwrap();
-    let start = doc.find("```sh ci-deploy\n").expect("the ci-deploy block in docs/CI.md") + "```sh ci-deploy\n".len();
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/CI.md"),
+    )
+    .unwrap();
+    let start = doc
+        .find("```sh ci-deploy\n")
+        .expect("the ci-deploy block in docs/CI.md")
+        + "```sh ci-deploy\n".len();
     let len = doc[start..].find("```").unwrap();
     doc[start..start + len].to_string()
 }
@@ -14,7 +20,17 @@ fn doc_script() -> String {
 fn documented_ci_deploy_works_with_a_scoped_token() {
     let p = Platform::start().expect("platform");
     let app = unique("ci");
-    let out = p.cli(&["tokens", "create", "pipeline", "--scope", "deploy", "--app", &app, "--expires", "1d"]);
+    let out = p.cli(&[
+        "tokens",
+        "create",
+        "pipeline",
+        "--scope",
+        "deploy",
+        "--app",
+        &app,
+        "--expires",
+        "1d",
+    ]);
     assert!(out.ok(), "{out:?}");
     let token = out.stdout.trim().to_string();
     let run = |name: &str| {
@@ -29,11 +45,20 @@ fn documented_ci_deploy_works_with_a_scoped_token() {
             .unwrap()
     };
     let out = run(&app);
-    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{app} is running")));
     assert_eq!(p.get_app(&app, "/").unwrap().0, 200);
     // The same token cannot deploy another app.
     let out = run(&unique("other"));
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("forbidden"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("forbidden"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

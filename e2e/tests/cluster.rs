@@ -17,7 +17,9 @@ fn push(p: &Platform, app: &str, args: &[&str]) {
 }
 
 fn instances(p: &Platform, app: &str) -> Vec<Value> {
-    p.app_json(app).map(|v| v["instances"].as_array().cloned().unwrap_or_default()).unwrap_or_default()
+    p.app_json(app)
+        .map(|v| v["instances"].as_array().cloned().unwrap_or_default())
+        .unwrap_or_default()
 }
 
 /// Node name -> running instances of the app there, once exactly `n` instances exist and all run.
@@ -49,12 +51,22 @@ fn api_get(p: &Platform, path: &str) -> Value {
 
 fn node_state(p: &Platform, name: &str) -> String {
     let v = api_get(p, "/v1/nodes");
-    v["nodes"].as_array().unwrap().iter().find(|n| n["name"] == name).map(|n| n["state"].as_str().unwrap().to_string()).unwrap_or_default()
+    v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == name)
+        .map(|n| n["state"].as_str().unwrap().to_string())
+        .unwrap_or_default()
 }
 
 #[test]
 fn spread_over_zones_survives_agent_restart_and_node_loss() {
-    let mut p = Platform::start_server(Options { node_grace_secs: 3, ..Options::default() }).expect("server");
+    let mut p = Platform::start_server(Options {
+        node_grace_secs: 3,
+        ..Options::default()
+    })
+    .expect("server");
     let a = unique("e2e-za");
     let b = unique("e2e-zb");
     let ia = p.start_agent(&a, "zone-a").unwrap();
@@ -63,7 +75,10 @@ fn spread_over_zones_survives_agent_restart_and_node_loss() {
     let app = unique("spread");
     push(&p, &app, &["-i", "4", "-m", "64M"]);
 
-    let per_node = wait_for(Duration::from_secs(60), "4 running instances", || all_running(&p, &app, 4)).unwrap();
+    let per_node = wait_for(Duration::from_secs(60), "4 running instances", || {
+        all_running(&p, &app, 4)
+    })
+    .unwrap();
     assert_eq!(per_node.get(&a), Some(&2), "{per_node:?}");
     assert_eq!(per_node.get(&b), Some(&2), "{per_node:?}");
 
@@ -73,22 +88,34 @@ fn spread_over_zones_survives_agent_restart_and_node_loss() {
     let requests = RequestLoop::start(p.addr, &app);
     p.restart_agent(ia).unwrap();
     // Wait until the new agent process has reported (a heartbeat after its registration).
-    wait_for(Duration::from_secs(30), "the restarted agent to report its instances", || {
-        all_running(&p, &app, 4).filter(|m| m.get(&a) == Some(&2))
-    })
+    wait_for(
+        Duration::from_secs(30),
+        "the restarted agent to report its instances",
+        || all_running(&p, &app, 4).filter(|m| m.get(&a) == Some(&2)),
+    )
     .unwrap();
     let seen = requests.stop();
-    assert!(seen.failed.is_empty(), "requests failed during the agent restart: {:?}", seen.failed);
+    assert!(
+        seen.failed.is_empty(),
+        "requests failed during the agent restart: {:?}",
+        seen.failed
+    );
     assert!(seen.ok > 0);
-    assert_eq!(containers(&p, &app), before, "same containers, no duplicates, after the agent restart");
+    assert_eq!(
+        containers(&p, &app),
+        before,
+        "same containers, no duplicates, after the agent restart"
+    );
 
     // Node loss: kill -9 the other agent and remove its containers, as when a machine dies.
     let requests = RequestLoop::start(p.addr, &app);
     p.kill_agent(ib);
     p.remove_node_containers(&b);
-    let per_node = wait_for(Duration::from_secs(90), "4 instances running on the surviving node", || {
-        all_running(&p, &app, 4).filter(|m| m.get(&a) == Some(&4))
-    })
+    let per_node = wait_for(
+        Duration::from_secs(90),
+        "4 instances running on the surviving node",
+        || all_running(&p, &app, 4).filter(|m| m.get(&a) == Some(&4)),
+    )
     .map_err(|e| format!("{e}: {:?}\n{}", instances(&p, &app), p.logs()))
     .unwrap();
     let seen = requests.stop();
@@ -100,7 +127,10 @@ fn spread_over_zones_survives_agent_restart_and_node_loss() {
     assert_eq!(p.get_app(&app, "/").unwrap().0, 200);
     let events = api_get(&p, &format!("/v1/apps/{app}/events"));
     let text = events.to_string();
-    assert!(text.contains("on lost node"), "the replacement is recorded with its reason: {text}");
+    assert!(
+        text.contains("on lost node"),
+        "the replacement is recorded with its reason: {text}"
+    );
 }
 
 #[test]
@@ -111,32 +141,64 @@ fn controller_kill_and_restart_loses_and_duplicates_nothing() {
     p.login().unwrap();
     let app = unique("durable");
     push(&p, &app, &["-i", "2", "-m", "64M"]);
-    wait_for(Duration::from_secs(60), "2 running instances", || all_running(&p, &app, 2)).unwrap();
+    wait_for(Duration::from_secs(60), "2 running instances", || {
+        all_running(&p, &app, 2)
+    })
+    .unwrap();
     let before_containers = containers(&p, &app);
-    let before_events = api_get(&p, &format!("/v1/apps/{app}/events"))["events"].as_array().unwrap().clone();
-    let before: Vec<(Value, Value, Value)> =
-        instances(&p, &app).iter().map(|i| (i["index"].clone(), i["node"].clone(), i["address"].clone())).collect();
+    let before_events = api_get(&p, &format!("/v1/apps/{app}/events"))["events"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let before: Vec<(Value, Value, Value)> = instances(&p, &app)
+        .iter()
+        .map(|i| (i["index"].clone(), i["node"].clone(), i["address"].clone()))
+        .collect();
 
     p.restart_server().unwrap();
     p.login().unwrap();
     let restarted_at = chrono::Utc::now();
     // The agent kept its instances running and reports them to the new controller.
-    wait_for(Duration::from_secs(30), "the agent to heartbeat the new controller", || {
-        let v = api_get(&p, "/v1/nodes");
-        let hb: chrono::DateTime<chrono::Utc> = v["nodes"][0]["last_heartbeat"].as_str()?.parse().ok()?;
-        (hb > restarted_at && v["nodes"][0]["state"] == "ready").then_some(())
+    wait_for(
+        Duration::from_secs(30),
+        "the agent to heartbeat the new controller",
+        || {
+            let v = api_get(&p, "/v1/nodes");
+            let hb: chrono::DateTime<chrono::Utc> =
+                v["nodes"][0]["last_heartbeat"].as_str()?.parse().ok()?;
+            (hb > restarted_at && v["nodes"][0]["state"] == "ready").then_some(())
+        },
+    )
+    .unwrap();
+    wait_for(Duration::from_secs(30), "2 running instances", || {
+        all_running(&p, &app, 2)
     })
     .unwrap();
-    wait_for(Duration::from_secs(30), "2 running instances", || all_running(&p, &app, 2)).unwrap();
-    let after: Vec<(Value, Value, Value)> =
-        instances(&p, &app).iter().map(|i| (i["index"].clone(), i["node"].clone(), i["address"].clone())).collect();
-    assert_eq!(after, before, "the same instances, on the same node and port");
-    assert_eq!(containers(&p, &app), before_containers, "no container replaced or duplicated");
+    let after: Vec<(Value, Value, Value)> = instances(&p, &app)
+        .iter()
+        .map(|i| (i["index"].clone(), i["node"].clone(), i["address"].clone()))
+        .collect();
+    assert_eq!(
+        after, before,
+        "the same instances, on the same node and port"
+    );
+    assert_eq!(
+        containers(&p, &app),
+        before_containers,
+        "no container replaced or duplicated"
+    );
     let (status, body) = p.get_app(&app, "/").unwrap();
     assert_eq!(status, 200, "the route survives: {body}");
-    let after_events = api_get(&p, &format!("/v1/apps/{app}/events"))["events"].as_array().unwrap().clone();
+    let after_events = api_get(&p, &format!("/v1/apps/{app}/events"))["events"]
+        .as_array()
+        .unwrap()
+        .clone();
     assert!(after_events.len() >= before_events.len());
-    assert_eq!(&after_events[..before_events.len()], &before_events[..], "no event lost");
+    assert_eq!(
+        &after_events[..before_events.len()],
+        &before_events[..],
+        "no event lost"
+    );
     let out = p.cli(&["apps"]);
     assert!(out.ok() && out.stdout.contains(&app), "{out:?}");
 }
@@ -151,23 +213,39 @@ fn drain_rolling_restart_scale_stop_start_without_failed_requests() {
     p.login().unwrap();
     let app = unique("drain");
     push(&p, &app, &["-i", "2", "-m", "64M"]);
-    let per_node = wait_for(Duration::from_secs(60), "2 running instances", || all_running(&p, &app, 2)).unwrap();
+    let per_node = wait_for(Duration::from_secs(60), "2 running instances", || {
+        all_running(&p, &app, 2)
+    })
+    .unwrap();
     assert_eq!(per_node.len(), 2, "one per zone: {per_node:?}");
 
     // Drain: every instance moves off the node, new one first; no request fails.
     let requests = RequestLoop::start(p.addr, &app);
     let out = p.cli(&["node", "drain", &a]);
     assert!(out.ok(), "{out:?}");
-    wait_for(Duration::from_secs(90), "node drained with both instances on the other node", || {
-        (node_state(&p, &a) == "drained").then_some(())?;
-        all_running(&p, &app, 2).filter(|m| m.get(&b) == Some(&2))
-    })
+    wait_for(
+        Duration::from_secs(90),
+        "node drained with both instances on the other node",
+        || {
+            (node_state(&p, &a) == "drained").then_some(())?;
+            all_running(&p, &app, 2).filter(|m| m.get(&b) == Some(&2))
+        },
+    )
     .unwrap();
     let seen = requests.stop();
-    assert!(seen.failed.is_empty(), "failed requests during drain: {:?}", seen.failed);
+    assert!(
+        seen.failed.is_empty(),
+        "failed requests during drain: {:?}",
+        seen.failed
+    );
     assert!(seen.ok > 0);
     let out = p.cli(&["nodes"]);
-    assert!(out.stdout.lines().any(|l| l.contains(&a) && l.contains("drained") && l.contains("zone-a")), "{out:?}");
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.contains(&a) && l.contains("drained") && l.contains("zone-a")),
+        "{out:?}"
+    );
 
     // Rolling restart: every container replaced, one at a time, no request fails.
     let before = containers(&p, &app);
@@ -181,15 +259,25 @@ fn drain_rolling_restart_scale_stop_start_without_failed_requests() {
     })
     .unwrap();
     let seen = requests.stop();
-    assert!(seen.failed.is_empty(), "failed requests during the rolling restart: {:?}", seen.failed);
+    assert!(
+        seen.failed.is_empty(),
+        "failed requests during the rolling restart: {:?}",
+        seen.failed
+    );
 
     // Scaling up starts one more and restarts nobody.
     let before = containers(&p, &app);
     let out = p.cli(&["scale", &app, "-i", "3"]);
     assert!(out.ok(), "{out:?}");
-    wait_for(Duration::from_secs(60), "3 running instances", || all_running(&p, &app, 3)).unwrap();
+    wait_for(Duration::from_secs(60), "3 running instances", || {
+        all_running(&p, &app, 3)
+    })
+    .unwrap();
     let now = containers(&p, &app);
-    assert!(now.is_superset(&before) && now.len() == 3, "{before:?} -> {now:?}");
+    assert!(
+        now.is_superset(&before) && now.len() == 3,
+        "{before:?} -> {now:?}"
+    );
 
     // Restarting one instance replaces only that one.
     let index1: Vec<Value> = instances(&p, &app);
@@ -204,48 +292,102 @@ fn drain_rolling_restart_scale_stop_start_without_failed_requests() {
     .unwrap();
     let out = p.cli(&["restart-instance", &app, "7"]);
     assert_eq!(out.code, 1);
-    assert!(out.stderr.contains("instance_not_found") && out.stderr.trim().lines().count() == 1, "{out:?}");
+    assert!(
+        out.stderr.contains("instance_not_found") && out.stderr.trim().lines().count() == 1,
+        "{out:?}"
+    );
 
     // A memory and health check change is a rolling deploy: every container replaced, with the
     // new limit, and no request fails.
     let before = containers(&p, &app);
     let requests = RequestLoop::start(p.addr, &app);
-    let out = p.cli(&["scale", &app, "-m", "96M", "--health-check", "http", "--health-endpoint", "/env", "--json"]);
+    let out = p.cli(&[
+        "scale",
+        &app,
+        "-m",
+        "96M",
+        "--health-check",
+        "http",
+        "--health-endpoint",
+        "/env",
+        "--json",
+    ]);
     assert!(out.ok(), "{out:?}");
     let s: Value = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!((s["rolling"].clone(), s["memory_mb"].clone()), (Value::Bool(true), Value::from(96)), "{s}");
-    assert_eq!(s["health"]["check"], serde_json::json!({"type": "http", "endpoint": "/env"}), "{s}");
-    wait_for(Duration::from_secs(120), "every instance replaced with 96 MB", || {
-        let now = containers(&p, &app);
-        (now.len() == 3 && now.is_disjoint(&before)).then_some(())?;
-        all_running(&p, &app, 3)
-    })
+    assert_eq!(
+        (s["rolling"].clone(), s["memory_mb"].clone()),
+        (Value::Bool(true), Value::from(96)),
+        "{s}"
+    );
+    assert_eq!(
+        s["health"]["check"],
+        serde_json::json!({"type": "http", "endpoint": "/env"}),
+        "{s}"
+    );
+    wait_for(
+        Duration::from_secs(120),
+        "every instance replaced with 96 MB",
+        || {
+            let now = containers(&p, &app);
+            (now.len() == 3 && now.is_disjoint(&before)).then_some(())?;
+            all_running(&p, &app, 3)
+        },
+    )
     .unwrap();
     let seen = requests.stop();
-    assert!(seen.failed.is_empty(), "failed requests during the memory change: {:?}", seen.failed);
+    assert!(
+        seen.failed.is_empty(),
+        "failed requests during the memory change: {:?}",
+        seen.failed
+    );
     for id in containers(&p, &app) {
-        let out = std::process::Command::new("docker").args(["inspect", "-f", "{{.HostConfig.Memory}}", &id]).output().unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), (96u64 * 1024 * 1024).to_string());
+        let out = std::process::Command::new("docker")
+            .args(["inspect", "-f", "{{.HostConfig.Memory}}", &id])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            (96u64 * 1024 * 1024).to_string()
+        );
     }
     let out = p.cli(&["scale", &app, "--health-check", "http"]);
     assert_eq!(out.code, 1);
-    assert!(out.stderr.contains("bad_request") && out.stderr.trim().lines().count() == 1, "{out:?}");
+    assert!(
+        out.stderr.contains("bad_request") && out.stderr.trim().lines().count() == 1,
+        "{out:?}"
+    );
 
     // Stop: no instance, the route answers 503; start brings them back.
     let out = p.cli(&["stop", &app]);
     assert!(out.ok(), "{out:?}");
-    wait_for(Duration::from_secs(60), "the containers to be removed", || p.containers_of(&app).is_empty().then_some(())).unwrap();
+    wait_for(
+        Duration::from_secs(60),
+        "the containers to be removed",
+        || p.containers_of(&app).is_empty().then_some(()),
+    )
+    .unwrap();
     let (status, body) = p.get_app(&app, "/").unwrap();
     assert_eq!(status, 503, "{body}");
     let out = p.cli(&["restart", &app]);
     assert!(out.stderr.contains("app_stopped"), "{out:?}");
     let out = p.cli(&["start", &app]);
     assert!(out.ok(), "{out:?}");
-    wait_for(Duration::from_secs(60), "3 running instances again", || all_running(&p, &app, 3)).unwrap();
+    wait_for(Duration::from_secs(60), "3 running instances again", || {
+        all_running(&p, &app, 3)
+    })
+    .unwrap();
     assert_eq!(p.get_app(&app, "/").unwrap().0, 200);
 
     let events = api_get(&p, &format!("/v1/apps/{app}/events")).to_string();
-    for kind in ["app.restart", "app.scale", "instance.restart", "app.stop", "app.start", "instance.remove", "instance.create"] {
+    for kind in [
+        "app.restart",
+        "app.scale",
+        "instance.restart",
+        "app.stop",
+        "app.start",
+        "instance.remove",
+        "instance.create",
+    ] {
         assert!(events.contains(kind), "event {kind} missing: {events}");
     }
     assert!(events.contains("\"actor\":\"admin\""), "{events}");
@@ -256,36 +398,61 @@ fn crashing_app_backs_off_and_its_counts_survive_an_agent_restart() {
     let mut p = Platform::start().expect("platform");
     let app = unique("crashy");
     let dir = example("python-app");
-    let out = p.cli(&["push", &app, "-p", dir.to_str().unwrap(), "-c", "echo boom; exit 3", "--timeout", "5"]);
-    assert_eq!(out.code, 1, "an app that never runs fails its push: {out:?}");
+    let out = p.cli(&[
+        "push",
+        &app,
+        "-p",
+        dir.to_str().unwrap(),
+        "-c",
+        "echo boom; exit 3",
+        "--timeout",
+        "5",
+    ]);
+    assert_eq!(
+        out.code, 1,
+        "an app that never runs fails its push: {out:?}"
+    );
 
     // Three immediate restarts, then the 30 s backoff: crashed with 3 restarts.
     let crashed = |p: &Platform| {
         let list = instances(p, &app);
         let i = list.first()?.clone();
-        (i["state"] == "crashed" && i["restarts"] == 3 && i["last_exit"] == "exited with code 3").then_some(i)
+        (i["state"] == "crashed" && i["restarts"] == 3 && i["last_exit"] == "exited with code 3")
+            .then_some(i)
     };
-    wait_for(Duration::from_secs(90), "3 restarts then backoff", || crashed(&p))
-        .map_err(|e| format!("{e}: {:?}", instances(&p, &app)))
-        .unwrap();
+    wait_for(Duration::from_secs(90), "3 restarts then backoff", || {
+        crashed(&p)
+    })
+    .map_err(|e| format!("{e}: {:?}", instances(&p, &app)))
+    .unwrap();
     // The backoff is visible: it stays crashed with 3 restarts for a while (the next is 30 s away).
     for _ in 0..10 {
         assert!(crashed(&p).is_some(), "{:?}", instances(&p, &app));
         std::thread::sleep(Duration::from_millis(300));
     }
     let text = p.cli(&["app", &app]).stdout;
-    assert!(text.contains("crashed") && text.contains("exited with code 3"), "{text}");
+    assert!(
+        text.contains("crashed") && text.contains("exited with code 3"),
+        "{text}"
+    );
 
     // The agent restarts: it re-adopts the container and keeps counting from 3.
     let restarted_at = chrono::Utc::now();
     p.restart_agent(0).unwrap();
-    let i = wait_for(Duration::from_secs(30), "the new agent to report the instance", || {
-        let i = instances(&p, &app).first()?.clone();
-        let since: chrono::DateTime<chrono::Utc> = i["since"].as_str()?.parse().ok()?;
-        (since > restarted_at).then_some(i)
-    })
+    let i = wait_for(
+        Duration::from_secs(30),
+        "the new agent to report the instance",
+        || {
+            let i = instances(&p, &app).first()?.clone();
+            let since: chrono::DateTime<chrono::Utc> = i["since"].as_str()?.parse().ok()?;
+            (since > restarted_at).then_some(i)
+        },
+    )
     .unwrap();
-    assert!(i["restarts"].as_u64().unwrap() >= 3, "restart count kept: {i}");
+    assert!(
+        i["restarts"].as_u64().unwrap() >= 3,
+        "restart count kept: {i}"
+    );
     assert_eq!(i["state"], "crashed", "still backing off: {i}");
     assert_eq!(p.containers_of(&app).len(), 1);
 }

@@ -19,7 +19,11 @@ impl Drop for Driver {
 }
 
 async fn browser() -> (Driver, Client) {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let child = Command::new("chromedriver")
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
@@ -42,7 +46,9 @@ async fn browser() -> (Driver, Client) {
             .await;
         match conn {
             Ok(c) => return (driver, c),
-            Err(e) if start.elapsed() > Duration::from_secs(30) => panic!("cannot start a browser session: {e}"),
+            Err(e) if start.elapsed() > Duration::from_secs(30) => {
+                panic!("cannot start a browser session: {e}")
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
@@ -71,7 +77,11 @@ async fn wait_text(c: &Client, css: &str, needle: &str, timeout: Duration) -> St
 async fn wait_path(c: &Client, path: &str) {
     let start = Instant::now();
     while c.current_url().await.unwrap().path() != path {
-        assert!(start.elapsed() < Duration::from_secs(30), "never reached {path}: at {}", c.current_url().await.unwrap());
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "never reached {path}: at {}",
+            c.current_url().await.unwrap()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -85,7 +95,10 @@ async fn shot(c: &Client, name: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_login_deploy_watch_delete() {
-    let p = tokio::task::spawn_blocking(Platform::start).await.unwrap().expect("platform");
+    let p = tokio::task::spawn_blocking(Platform::start)
+        .await
+        .unwrap()
+        .expect("platform");
     let app = unique("dash");
     let zip_dir = tempfile::tempdir().unwrap();
     let zip_path = zip_dir.path().join("app.zip");
@@ -98,19 +111,65 @@ async fn dashboard_login_deploy_watch_delete() {
     c.goto(&format!("{base}/")).await.unwrap();
     wait_path(&c, "/login").await;
     shot(&c, "login").await;
-    c.find(Locator::Id("username")).await.unwrap().send_keys("admin").await.unwrap();
-    c.find(Locator::Id("password")).await.unwrap().send_keys("wrong password").await.unwrap();
-    c.find(Locator::Css("form button[type=submit]")).await.unwrap().click().await.unwrap();
-    wait_text(&c, ".alert", "Wrong username or password", Duration::from_secs(10)).await;
-    c.find(Locator::Id("password")).await.unwrap().send_keys(&p.admin_password).await.unwrap();
-    c.find(Locator::Css("form button[type=submit]")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Id("username"))
+        .await
+        .unwrap()
+        .send_keys("admin")
+        .await
+        .unwrap();
+    c.find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys("wrong password")
+        .await
+        .unwrap();
+    c.find(Locator::Css("form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(
+        &c,
+        ".alert",
+        "Wrong username or password",
+        Duration::from_secs(10),
+    )
+    .await;
+    c.find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys(&p.admin_password)
+        .await
+        .unwrap();
+    c.find(Locator::Css("form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     wait_path(&c, "/").await;
     wait_text(&c, "h1", "Apps", Duration::from_secs(10)).await;
 
     // Deploy through the upload form.
-    c.find(Locator::Id("deploy-name")).await.unwrap().send_keys(&app).await.unwrap();
-    c.find(Locator::Id("deploy-file")).await.unwrap().send_keys(zip_path.to_str().unwrap()).await.unwrap();
-    c.find(Locator::Css("#deploy button[type=submit]")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Id("deploy-name"))
+        .await
+        .unwrap()
+        .send_keys(&app)
+        .await
+        .unwrap();
+    c.find(Locator::Id("deploy-file"))
+        .await
+        .unwrap()
+        .send_keys(zip_path.to_str().unwrap())
+        .await
+        .unwrap();
+    c.find(Locator::Css("#deploy button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     wait_path(&c, &format!("/apps/{app}")).await;
 
     // It becomes healthy without a reload.
@@ -134,19 +193,42 @@ async fn dashboard_login_deploy_watch_delete() {
     let inst = c.find(Locator::Id("scale-instances")).await.unwrap();
     inst.clear().await.unwrap();
     inst.send_keys("2").await.unwrap();
-    c.find(Locator::Css("#scale button[type=submit]")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("#scale button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     wait_text(&c, "#app-instances", "2/2 running", Duration::from_secs(90)).await;
 
     // A new revision through the env form, then one-click rollback to revision 1.
     wait_text(&c, "#revisions", "(current)", Duration::from_secs(10)).await;
-    c.find(Locator::Id("env-key")).await.unwrap().send_keys("GREETING").await.unwrap();
-    c.find(Locator::Id("env-value")).await.unwrap().send_keys("Hola from the dashboard").await.unwrap();
-    c.find(Locator::Css("#env-set button[type=submit]")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Id("env-key"))
+        .await
+        .unwrap()
+        .send_keys("GREETING")
+        .await
+        .unwrap();
+    c.find(Locator::Id("env-value"))
+        .await
+        .unwrap()
+        .send_keys("Hola from the dashboard")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#env-set button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     wait_text(&c, "#revisions", "2 (current)", Duration::from_secs(30)).await;
     let app3 = app.clone();
     let p = tokio::task::spawn_blocking(move || {
         paas_e2e::wait_for(Duration::from_secs(90), "the new env to serve", || {
-            p.get_app(&app3, "/").ok().filter(|(_, b)| b.contains("Hola from the dashboard")).map(|_| ())
+            p.get_app(&app3, "/")
+                .ok()
+                .filter(|(_, b)| b.contains("Hola from the dashboard"))
+                .map(|_| ())
         })
         .unwrap();
         p
@@ -154,13 +236,27 @@ async fn dashboard_login_deploy_watch_delete() {
     .await
     .unwrap();
     shot(&c, "app").await;
-    c.find(Locator::Css("#revisions tr[data-revision='1'] button.rollback")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css(
+        "#revisions tr[data-revision='1'] button.rollback",
+    ))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
     wait_text(&c, "#revisions", "3 (current)", Duration::from_secs(30)).await;
     let app4 = app.clone();
     let p = tokio::task::spawn_blocking(move || {
-        paas_e2e::wait_for(Duration::from_secs(90), "revision 1's content to serve again", || {
-            p.get_app(&app4, "/").ok().filter(|(_, b)| b.contains("Hello from paas")).map(|_| ())
-        })
+        paas_e2e::wait_for(
+            Duration::from_secs(90),
+            "revision 1's content to serve again",
+            || {
+                p.get_app(&app4, "/")
+                    .ok()
+                    .filter(|(_, b)| b.contains("Hello from paas"))
+                    .map(|_| ())
+            },
+        )
         .unwrap();
         p
     })
@@ -172,7 +268,13 @@ async fn dashboard_login_deploy_watch_delete() {
     wait_text(&c, "#apps", &app, Duration::from_secs(10)).await;
     shot(&c, "apps").await;
     c.goto(&format!("{base}/nodes")).await.unwrap();
-    wait_text(&c, "#nodes", p.node_names()[0].as_str(), Duration::from_secs(10)).await;
+    wait_text(
+        &c,
+        "#nodes",
+        p.node_names()[0].as_str(),
+        Duration::from_secs(10),
+    )
+    .await;
     shot(&c, "nodes").await;
     c.goto(&format!("{base}/tokens")).await.unwrap();
     wait_text(&c, "h1", "API tokens", Duration::from_secs(10)).await;
@@ -180,10 +282,26 @@ async fn dashboard_login_deploy_watch_delete() {
 
     // Delete with confirmation.
     c.goto(&format!("{base}/apps/{app}")).await.unwrap();
-    c.find(Locator::Id("delete-confirm")).await.unwrap().send_keys(&app).await.unwrap();
-    c.find(Locator::Css("#delete button[type=submit]")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Id("delete-confirm"))
+        .await
+        .unwrap()
+        .send_keys(&app)
+        .await
+        .unwrap();
+    c.find(Locator::Css("#delete button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     wait_path(&c, "/").await;
-    let list = c.find(Locator::Css("#apps")).await.unwrap().text().await.unwrap();
+    let list = c
+        .find(Locator::Css("#apps"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(!list.contains(&app), "{list}");
 
     // The dashboard's own error page, without internals.
@@ -193,7 +311,12 @@ async fn dashboard_login_deploy_watch_delete() {
 
     // Log out.
     c.goto(&format!("{base}/")).await.unwrap();
-    c.find(Locator::Css("form.logout button")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("form.logout button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     wait_path(&c, "/login").await;
     c.close().await.unwrap();
     tokio::task::spawn_blocking(move || drop(p)).await.unwrap();

@@ -67,7 +67,10 @@ fn app_dir(root: &Path) -> std::path::PathBuf {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 /// Reads the SSE stream on a thread: (time received in ms, the line's JSON) per `data:` frame.
@@ -76,9 +79,18 @@ fn open_stream(p: &Platform, app: &str, query: &str) -> mpsc::Receiver<(i64, Val
     let token = token(p);
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let client = reqwest::blocking::Client::builder().timeout(None).build().unwrap();
-        let Ok(resp) = client.get(&url).bearer_auth(token).send() else { return };
-        assert!(resp.status().is_success(), "stream answered {}", resp.status());
+        let client = reqwest::blocking::Client::builder()
+            .timeout(None)
+            .build()
+            .unwrap();
+        let Ok(resp) = client.get(&url).bearer_auth(token).send() else {
+            return;
+        };
+        assert!(
+            resp.status().is_success(),
+            "stream answered {}",
+            resp.status()
+        );
         assert_eq!(resp.headers()["content-type"], "text/event-stream");
         for line in BufReader::new(resp).lines() {
             let Ok(line) = line else { return };
@@ -108,7 +120,13 @@ fn token(p: &Platform) -> String {
 
 fn recent(p: &Platform, app: &str, query: &str) -> Vec<Value> {
     let url = format!("{}/v1/apps/{app}/logs?{query}", p.api_url());
-    let v: Value = reqwest::blocking::Client::new().get(url).bearer_auth(token(p)).send().unwrap().json().unwrap();
+    let v: Value = reqwest::blocking::Client::new()
+        .get(url)
+        .bearer_auth(token(p))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     v["lines"].as_array().cloned().unwrap_or_default()
 }
 
@@ -125,27 +143,50 @@ fn follow_is_fast_ordered_tagged_and_survives_a_controller_restart() {
     let dir = app_dir(p.dir.path());
 
     // Staging output streams while the CLI waits.
-    let out = p.cli(&["push", &app, "-p", dir.to_str().unwrap(), "-i", "2", "-m", "128M"]);
+    let out = p.cli(&[
+        "push",
+        &app,
+        "-p",
+        dir.to_str().unwrap(),
+        "-i",
+        "2",
+        "-m",
+        "128M",
+    ]);
     assert!(out.ok(), "push failed: {out:?}{}", p.logs());
-    assert!(out.stdout.contains("[STG] "), "no staging line during push: {out:?}");
+    assert!(
+        out.stdout.contains("[STG] "),
+        "no staging line during push: {out:?}"
+    );
 
     // Live lines: within a second of being printed, consecutive per instance, tagged.
     let rx = open_stream(&p, &app, "source=APP&limit=0");
     let mut seen: std::collections::HashMap<String, Vec<u64>> = Default::default();
     let deadline = Instant::now() + Duration::from_secs(60);
     while seen.len() < 2 || seen.values().any(|v| v.len() < 40) {
-        assert!(Instant::now() < deadline, "not enough lines from both instances: {seen:?}{}", p.logs());
-        let Ok((at, v)) = rx.recv_timeout(Duration::from_secs(30)) else { panic!("stream stalled{}", p.logs()) };
+        assert!(
+            Instant::now() < deadline,
+            "not enough lines from both instances: {seen:?}{}",
+            p.logs()
+        );
+        let Ok((at, v)) = rx.recv_timeout(Duration::from_secs(30)) else {
+            panic!("stream stalled{}", p.logs())
+        };
         let source = v["source"].as_str().unwrap().to_string();
         assert!(source == "APP/web/0" || source == "APP/web/1", "{v}");
-        let Some((n, printed)) = tick(v["message"].as_str().unwrap()) else { continue };
+        let Some((n, printed)) = tick(v["message"].as_str().unwrap()) else {
+            continue;
+        };
         assert_eq!(v["stream"], "stdout", "{v}");
         let latency = at - printed;
         assert!(latency < 1000, "line {v} took {latency} ms to arrive");
         seen.entry(source).or_default().push(n);
     }
     for (source, ns) in &seen {
-        assert!(ns.windows(2).all(|w| w[1] == w[0] + 1), "{source} out of order or with gaps: {ns:?}");
+        assert!(
+            ns.windows(2).all(|w| w[1] == w[0] + 1),
+            "{source} out of order or with gaps: {ns:?}"
+        );
     }
     drop(rx);
 
@@ -171,11 +212,21 @@ fn follow_is_fast_ordered_tagged_and_survives_a_controller_restart() {
 
     // Filters on the snapshot.
     let stg = recent(&p, &app, "source=STG");
-    assert!(!stg.is_empty() && stg.iter().all(|l| l["source"] == "STG"), "{stg:?}");
+    assert!(
+        !stg.is_empty() && stg.iter().all(|l| l["source"] == "STG"),
+        "{stg:?}"
+    );
     let cell = recent(&p, &app, "source=CELL&grep=healthy");
-    assert!(cell.iter().any(|l| l["message"].as_str().unwrap().contains("is healthy")), "{cell:?}");
+    assert!(
+        cell.iter()
+            .any(|l| l["message"].as_str().unwrap().contains("is healthy")),
+        "{cell:?}"
+    );
     let inst1 = recent(&p, &app, "instance=1&limit=50");
-    assert!(inst1.len() == 50 && inst1.iter().all(|l| l["source"] == "APP/web/1"), "{inst1:?}");
+    assert!(
+        inst1.len() == 50 && inst1.iter().all(|l| l["source"] == "APP/web/1"),
+        "{inst1:?}"
+    );
     assert!(recent(&p, &app, "since=2m").len() > 10);
     let bad = reqwest::blocking::Client::new()
         .get(format!("{}/v1/apps/{app}/logs?since=lately", p.api_url()))
@@ -188,16 +239,31 @@ fn follow_is_fast_ordered_tagged_and_survives_a_controller_restart() {
     // Metrics: resource samples in `paas app`, Prometheus text at /metrics.
     let v = wait_for(Duration::from_secs(30), "resource samples", || {
         let v = p.app_json(&app).ok()?;
-        v["instances"].as_array()?.iter().all(|i| i["usage"]["memory_bytes"].as_u64().unwrap_or(0) > 0).then_some(v)
+        v["instances"]
+            .as_array()?
+            .iter()
+            .all(|i| i["usage"]["memory_bytes"].as_u64().unwrap_or(0) > 0)
+            .then_some(v)
     })
     .unwrap();
     let u = &v["instances"][0]["usage"];
     assert_eq!(u["memory_limit_bytes"], 128 * 1024 * 1024, "{u}");
     let shown = p.cli(&["app", &app]).stdout;
     assert!(shown.contains("/128M"), "{shown}");
-    let metrics = reqwest::blocking::get(format!("{}/metrics", p.api_url())).unwrap().text().unwrap();
-    assert!(metrics.contains("paas_instances{state=\"running\"} 2"), "{metrics}");
-    assert!(metrics.contains("paas_http_requests_total{method=\"GET\",route=\"/v1/apps/{name}\",status=\"200\"}"), "{metrics}");
+    let metrics = reqwest::blocking::get(format!("{}/metrics", p.api_url()))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("paas_instances{state=\"running\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "paas_http_requests_total{method=\"GET\",route=\"/v1/apps/{name}\",status=\"200\"}"
+        ),
+        "{metrics}"
+    );
     let received: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("paas_log_lines_received_total "))
@@ -210,23 +276,46 @@ fn follow_is_fast_ordered_tagged_and_survives_a_controller_restart() {
     let last_id = before.last().unwrap()["id"].as_i64().unwrap();
     wait_for(Duration::from_secs(5), "lines to be stored", || {
         // The hub writes in batches; the metric says when the database has caught up.
-        let m = reqwest::blocking::get(format!("{}/metrics", p.api_url())).ok()?.text().ok()?;
-        let get = |k: &str| m.lines().find_map(|l| l.strip_prefix(k)).and_then(|n| n.trim().parse::<u64>().ok());
-        (get("paas_log_lines_stored_total ")? >= get("paas_log_lines_received_total ")?).then_some(())
+        let m = reqwest::blocking::get(format!("{}/metrics", p.api_url()))
+            .ok()?
+            .text()
+            .ok()?;
+        let get = |k: &str| {
+            m.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+        };
+        (get("paas_log_lines_stored_total ")? >= get("paas_log_lines_received_total ")?)
+            .then_some(())
     })
     .unwrap();
     let stored = recent(&p, &app, "source=APP&limit=1000");
     p.restart_server().expect("restart");
     let after = recent(&p, &app, "source=APP&limit=1000");
-    let after_ids: std::collections::HashSet<i64> = after.iter().map(|l| l["id"].as_i64().unwrap()).collect();
-    let lost: Vec<_> = stored.iter().filter(|l| !after_ids.contains(&l["id"].as_i64().unwrap())).collect();
+    let after_ids: std::collections::HashSet<i64> =
+        after.iter().map(|l| l["id"].as_i64().unwrap()).collect();
+    let lost: Vec<_> = stored
+        .iter()
+        .filter(|l| !after_ids.contains(&l["id"].as_i64().unwrap()))
+        .collect();
     // The oldest of the 1000 may have been pushed out by lines that arrived meanwhile.
-    assert!(lost.iter().all(|l| l["id"].as_i64().unwrap() < after[0]["id"].as_i64().unwrap()), "lost: {lost:?}");
-    assert!(after_ids.contains(&last_id), "line {last_id} is gone after the restart");
-    wait_for(Duration::from_secs(30), "new lines after the restart", || {
-        let l = recent(&p, &app, "source=APP&limit=1");
-        (l.first()?["id"].as_i64()? > last_id + 200).then_some(())
-    })
+    assert!(
+        lost.iter()
+            .all(|l| l["id"].as_i64().unwrap() < after[0]["id"].as_i64().unwrap()),
+        "lost: {lost:?}"
+    );
+    assert!(
+        after_ids.contains(&last_id),
+        "line {last_id} is gone after the restart"
+    );
+    wait_for(
+        Duration::from_secs(30),
+        "new lines after the restart",
+        || {
+            let l = recent(&p, &app, "source=APP&limit=1");
+            (l.first()?["id"].as_i64()? > last_id + 200).then_some(())
+        },
+    )
     .map_err(|e| anyhow::anyhow!("{e}{}", p.logs()))
     .unwrap();
 
@@ -239,23 +328,73 @@ fn crashes_and_oom_kills_show_as_cell_lines_and_events() {
     let dir = app_dir(p.dir.path());
     let crash = unique("crash");
     // The push itself reports the crash and fails; that is fine here.
-    let pushed = p.cli(&["push", &crash, "-p", dir.to_str().unwrap(), "-c", "python3 -u app.py crash", "--timeout", "20"]);
+    let pushed = p.cli(&[
+        "push",
+        &crash,
+        "-p",
+        dir.to_str().unwrap(),
+        "-c",
+        "python3 -u app.py crash",
+        "--timeout",
+        "20",
+    ]);
     let oom = unique("oom");
-    let _ = p.cli(&["push", &oom, "-p", dir.to_str().unwrap(), "-m", "64M", "-c", "python3 -u app.py oom", "--timeout", "20"]);
+    let _ = p.cli(&[
+        "push",
+        &oom,
+        "-p",
+        dir.to_str().unwrap(),
+        "-m",
+        "64M",
+        "-c",
+        "python3 -u app.py oom",
+        "--timeout",
+        "20",
+    ]);
 
-    wait_for(Duration::from_secs(60), "a CELL line with the exit code", || {
-        recent(&p, &crash, "source=CELL&grep=crashed")
-            .iter()
-            .any(|l| l["message"].as_str().is_some_and(|m| m.contains("exited with code 3")))
-            .then_some(())
+    wait_for(
+        Duration::from_secs(60),
+        "a CELL line with the exit code",
+        || {
+            recent(&p, &crash, "source=CELL&grep=crashed")
+                .iter()
+                .any(|l| {
+                    l["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("exited with code 3"))
+                })
+                .then_some(())
+        },
+    )
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "{e}\npush: {pushed:?}\nlogs: {:?}{}",
+            recent(&p, &crash, ""),
+            p.logs()
+        )
     })
-    .map_err(|e| anyhow::anyhow!("{e}\npush: {pushed:?}\nlogs: {:?}{}", recent(&p, &crash, ""), p.logs()))
     .unwrap();
     let app_lines = recent(&p, &crash, "source=APP");
-    assert!(app_lines.iter().any(|l| l["message"] == "about to exit with code 3"), "{app_lines:?}");
-    wait_for(Duration::from_secs(60), "a CELL line saying OOM-killed", || {
-        recent(&p, &oom, "source=CELL").iter().any(|l| l["message"].as_str().is_some_and(|m| m.contains("OOM-killed"))).then_some(())
-    })
+    assert!(
+        app_lines
+            .iter()
+            .any(|l| l["message"] == "about to exit with code 3"),
+        "{app_lines:?}"
+    );
+    wait_for(
+        Duration::from_secs(60),
+        "a CELL line saying OOM-killed",
+        || {
+            recent(&p, &oom, "source=CELL")
+                .iter()
+                .any(|l| {
+                    l["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("OOM-killed"))
+                })
+                .then_some(())
+        },
+    )
     .map_err(|e| anyhow::anyhow!("{e}{:?}{}", recent(&p, &oom, ""), p.logs()))
     .unwrap();
 
@@ -265,13 +404,27 @@ fn crashes_and_oom_kills_show_as_cell_lines_and_events() {
         (out.ok() && out.stdout.contains("instance.crash")).then_some(out.stdout)
     })
     .unwrap();
-    assert!(events.contains("admin") && events.contains("app.push"), "{events}");
+    assert!(
+        events.contains("admin") && events.contains("app.push"),
+        "{events}"
+    );
     assert!(events.contains("exited with code 3"), "{events}");
     let json: Value = serde_json::from_str(&p.cli(&["events", &oom, "--json"]).stdout).unwrap();
-    let kinds: Vec<&str> = json["events"].as_array().unwrap().iter().filter_map(|e| e["kind"].as_str()).collect();
-    assert!(kinds.contains(&"app.create") && kinds.contains(&"app.push"), "{json}");
+    let kinds: Vec<&str> = json["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"app.create") && kinds.contains(&"app.push"),
+        "{json}"
+    );
     wait_for(Duration::from_secs(30), "an OOM crash event", || {
-        p.cli(&["events", &oom]).stdout.contains("OOM-killed").then_some(())
+        p.cli(&["events", &oom])
+            .stdout
+            .contains("OOM-killed")
+            .then_some(())
     })
     .unwrap();
     let out = p.cli(&["events", "no-such-app"]);
@@ -285,21 +438,44 @@ fn crashes_and_oom_kills_show_as_cell_lines_and_events() {
 #[test]
 fn a_flood_is_cut_at_the_rate_limit_and_the_api_stays_responsive() {
     let mut p = Platform::start_server(Default::default()).expect("server");
-    p.start_agent_with(&unique("e2e-node"), "zone-a", &[("PAAS_LOG_RATE_LIMIT_LINES", "500")]).unwrap();
+    p.start_agent_with(
+        &unique("e2e-node"),
+        "zone-a",
+        &[("PAAS_LOG_RATE_LIMIT_LINES", "500")],
+    )
+    .unwrap();
     p.login().unwrap();
     let dir = app_dir(p.dir.path());
     let app = unique("flood");
-    let out = p.cli(&["push", &app, "-p", dir.to_str().unwrap(), "-c", "python3 -u app.py flood"]);
+    let out = p.cli(&[
+        "push",
+        &app,
+        "-p",
+        dir.to_str().unwrap(),
+        "-c",
+        "python3 -u app.py flood",
+    ]);
     assert!(out.ok(), "push failed: {out:?}{}", p.logs());
 
     let line = wait_for(Duration::from_secs(30), "a dropped-count line", || {
         recent(&p, &app, "source=CELL&grep=dropped")
             .into_iter()
-            .find(|l| l["message"].as_str().is_some_and(|m| m.contains("log rate limit of 500 lines/s")))
+            .find(|l| {
+                l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("log rate limit of 500 lines/s"))
+            })
     })
     .map_err(|e| anyhow::anyhow!("{e}{}", p.logs()))
     .unwrap();
-    let dropped: u64 = line["message"].as_str().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let dropped: u64 = line["message"]
+        .as_str()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(dropped > 0, "{line}");
 
     // While the flood goes on the API answers quickly.
@@ -307,9 +483,17 @@ fn a_flood_is_cut_at_the_rate_limit_and_the_api_stays_responsive() {
     let client = reqwest::blocking::Client::new();
     for _ in 0..10 {
         let t = Instant::now();
-        let r = client.get(format!("{}/v1/apps/{app}", p.api_url())).bearer_auth(&token).send().unwrap();
+        let r = client
+            .get(format!("{}/v1/apps/{app}", p.api_url()))
+            .bearer_auth(&token)
+            .send()
+            .unwrap();
         assert!(r.status().is_success());
-        assert!(t.elapsed() < Duration::from_secs(2), "the API took {:?} during the flood", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "the API took {:?} during the flood",
+            t.elapsed()
+        );
     }
     // What got through is at most the limit per second (plus one window of slack).
     let rx = open_stream(&p, &app, "source=APP&limit=0");
@@ -369,7 +553,11 @@ fn a_syslog_drain_receives_rfc5424_frames() {
     let frame = &rest[..len];
     assert!(frame.starts_with("<14>1 "), "{frame}");
     assert!(frame.contains(&format!(" paas {app} [")), "{frame}");
-    let tick_frame = text.split(" <14>1 ").chain(std::iter::once(text.as_str())).find(|f| f.contains(" tick ")).unwrap();
+    let tick_frame = text
+        .split(" <14>1 ")
+        .chain(std::iter::once(text.as_str()))
+        .find(|f| f.contains(" tick "))
+        .unwrap();
     assert!(tick_frame.contains("[APP/web/0] - - tick "), "{tick_frame}");
 
     assert!(p.cli(&["log-drain", &app, &url, "--delete"]).ok());

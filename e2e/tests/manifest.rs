@@ -45,7 +45,11 @@ applications:
 
     let out = p.cli_in(&["push"], Some(dir.path()));
     assert!(out.ok(), "push: {out:?}{}", p.logs());
-    assert!(out.stderr.contains("unknown field applications[0].stack ignored"), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("unknown field applications[0].stack ignored"),
+        "{out:?}"
+    );
     for (app, want, mem) in [(&one, "Hi from one!", 128), (&two, "Hi from two!", 96)] {
         let body = wait_for(Duration::from_secs(30), "the app to serve", || {
             let (s, b) = p.get_app(app, "/").ok()?;
@@ -75,11 +79,31 @@ fn bad_manifests_are_refused_with_field_and_line() {
     let p = Platform::start().expect("platform");
     let app = unique("badmf");
     let cases = [
-        (format!("applications:\n- name: {app}\n  memory: lots\n"), "line 3", "memory"),
-        (format!("applications:\n- name: {app}\n  instances: -2\n"), "line 3", "instances"),
-        (format!("applications:\n- name: {app}\n  instances: many\n"), "line 3", "instances"),
-        (format!("applications:\n- name: {app}\n  buildpacks: [cobol_buildpack]\n"), "line 3", "unknown buildpack"),
-        (format!("applications:\n- name: {app}\n  env: [A]\n"), "line 3", "env"),
+        (
+            format!("applications:\n- name: {app}\n  memory: lots\n"),
+            "line 3",
+            "memory",
+        ),
+        (
+            format!("applications:\n- name: {app}\n  instances: -2\n"),
+            "line 3",
+            "instances",
+        ),
+        (
+            format!("applications:\n- name: {app}\n  instances: many\n"),
+            "line 3",
+            "instances",
+        ),
+        (
+            format!("applications:\n- name: {app}\n  buildpacks: [cobol_buildpack]\n"),
+            "line 3",
+            "unknown buildpack",
+        ),
+        (
+            format!("applications:\n- name: {app}\n  env: [A]\n"),
+            "line 3",
+            "env",
+        ),
     ];
     for (text, line, field) in cases {
         let dir = tempfile::tempdir().unwrap();
@@ -88,8 +112,16 @@ fn bad_manifests_are_refused_with_field_and_line() {
         let out = p.cli_in(&["push"], Some(dir.path()));
         assert_eq!(out.code, 1, "{text}: {out:?}");
         assert_eq!(out.stderr.trim().lines().count(), 1, "one line: {out:?}");
-        assert!(out.stderr.contains("manifest.yml") && out.stderr.contains(line) && out.stderr.contains(field), "{text}: {out:?}");
-        assert!(!out.stdout.contains("Uploading"), "nothing uploaded: {out:?}");
+        assert!(
+            out.stderr.contains("manifest.yml")
+                && out.stderr.contains(line)
+                && out.stderr.contains(field),
+            "{text}: {out:?}"
+        );
+        assert!(
+            !out.stdout.contains("Uploading"),
+            "nothing uploaded: {out:?}"
+        );
     }
     let out = p.cli(&["app", &app]);
     assert!(out.stderr.contains("app_not_found"), "{out:?}");

@@ -20,7 +20,11 @@ fn containers(p: &Platform, app: &str, process: &str) -> Vec<String> {
             .arg(format!("label=paas.process={process}"))
             .output()
             .expect("docker ps");
-        ids.extend(String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string));
+        ids.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_string),
+        );
     }
     ids
 }
@@ -67,28 +71,66 @@ fn web_and_worker_run_side_by_side_and_only_web_is_routed() {
         running_worker.then_some(d)
     })
     .unwrap();
-    let types: Vec<&str> = d["processes"].as_array().unwrap().iter().map(|p| p["type"].as_str().unwrap()).collect();
+    let types: Vec<&str> = d["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["type"].as_str().unwrap())
+        .collect();
     assert_eq!(types, ["web", "worker"]);
-    assert_eq!(d["processes"][1]["health_check"], "process", "a worker gets a process check by default");
-    assert_eq!(backends(&p, &app), 1, "the running worker is not in the route table");
+    assert_eq!(
+        d["processes"][1]["health_check"], "process",
+        "a worker gets a process check by default"
+    );
+    assert_eq!(
+        backends(&p, &app),
+        1,
+        "the running worker is not in the route table"
+    );
 
     // The worker's lines reach the logs under its own source.
-    wait_for(Duration::from_secs(30), "worker lines as APP/worker/0", || {
-        let out = p.cli(&["logs", &app, "--recent", "--source", "APP/worker"]);
-        (out.ok() && out.stdout.contains("APP/worker/0") && out.stdout.contains("tick from worker")).then_some(())
-    })
+    wait_for(
+        Duration::from_secs(30),
+        "worker lines as APP/worker/0",
+        || {
+            let out = p.cli(&["logs", &app, "--recent", "--source", "APP/worker"]);
+            (out.ok()
+                && out.stdout.contains("APP/worker/0")
+                && out.stdout.contains("tick from worker"))
+            .then_some(())
+        },
+    )
     .unwrap();
     let human = p.cli(&["app", &app]);
-    assert!(human.stdout.contains("web: 1/1 running") && human.stdout.contains("worker: 1/1 running"), "{human:?}");
+    assert!(
+        human.stdout.contains("web: 1/1 running") && human.stdout.contains("worker: 1/1 running"),
+        "{human:?}"
+    );
 
     // Scaling the worker leaves web alone and gives two worker containers.
     let web_before = containers(&p, &app, "web");
     let out = p.cli(&["scale", &app, "-p", "worker", "-i", "2"]);
-    assert!(out.ok() && out.stdout.contains("process worker scaled to 2 instance(s)"), "{out:?}");
-    wait_for(Duration::from_secs(60), "two worker containers", || (containers(&p, &app, "worker").len() == 2).then_some(()))
-        .unwrap();
-    assert_eq!(containers(&p, &app, "web"), web_before, "scaling the worker does not touch web");
-    assert_eq!(backends(&p, &app), 1, "three running instances, one of them web: only web is routed");
+    assert!(
+        out.ok()
+            && out
+                .stdout
+                .contains("process worker scaled to 2 instance(s)"),
+        "{out:?}"
+    );
+    wait_for(Duration::from_secs(60), "two worker containers", || {
+        (containers(&p, &app, "worker").len() == 2).then_some(())
+    })
+    .unwrap();
+    assert_eq!(
+        containers(&p, &app, "web"),
+        web_before,
+        "scaling the worker does not touch web"
+    );
+    assert_eq!(
+        backends(&p, &app),
+        1,
+        "three running instances, one of them web: only web is routed"
+    );
     wait_for(Duration::from_secs(30), "lines from worker 1", || {
         let out = p.cli(&["logs", &app, "--recent", "--source", "APP/worker/1"]);
         out.stdout.contains("tick from worker 1").then_some(())
@@ -97,7 +139,10 @@ fn web_and_worker_run_side_by_side_and_only_web_is_routed() {
 
     // An unknown process type is a clear error.
     let out = p.cli(&["scale", &app, "-p", "clock", "-i", "1"]);
-    assert!(!out.ok() && out.stderr.contains("no process \"clock\""), "{out:?}");
+    assert!(
+        !out.ok() && out.stderr.contains("no process \"clock\""),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -106,7 +151,11 @@ fn a_manifest_process_gets_its_own_command_instances_and_memory() {
     let dir = tempfile::tempdir().unwrap();
     let app = unique("mproc");
     std::fs::write(dir.path().join("index.txt"), "web\n").unwrap();
-    std::fs::write(dir.path().join("Procfile"), "web: exec python3 -m http.server \"$PORT\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("Procfile"),
+        "web: exec python3 -m http.server \"$PORT\"\n",
+    )
+    .unwrap();
     std::fs::write(
         dir.path().join("manifest.yml"),
         format!(
@@ -122,15 +171,34 @@ fn a_manifest_process_gets_its_own_command_instances_and_memory() {
     })
     .unwrap();
     for id in ids {
-        let out = Command::new("docker").args(["inspect", "-f", "{{.HostConfig.Memory}}", &id]).output().unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), (64u64 << 20).to_string(), "the manifest's memory for the process");
+        let out = Command::new("docker")
+            .args(["inspect", "-f", "{{.HostConfig.Memory}}", &id])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            (64u64 << 20).to_string(),
+            "the manifest's memory for the process"
+        );
     }
     assert_eq!(containers(&p, &app, "web").len(), 1);
     let d = p.app_json(&app).unwrap();
-    let clock = d["processes"].as_array().unwrap().iter().find(|p| p["type"] == "clock").cloned().unwrap();
-    assert_eq!((clock["instances"].as_u64(), clock["memory_mb"].as_u64()), (Some(2), Some(64)));
+    let clock = d["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["type"] == "clock")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (clock["instances"].as_u64(), clock["memory_mb"].as_u64()),
+        (Some(2), Some(64))
+    );
     wait_for(Duration::from_secs(30), "clock lines", || {
-        p.cli(&["logs", &app, "--recent", "--source", "APP/clock"]).stdout.contains("clock-tick").then_some(())
+        p.cli(&["logs", &app, "--recent", "--source", "APP/clock"])
+            .stdout
+            .contains("clock-tick")
+            .then_some(())
     })
     .unwrap();
 }

@@ -12,7 +12,10 @@ fn push_serve_logs_delete() {
     let out = p.cli(&["push", &app, "-p", example("python-app").to_str().unwrap()]);
     assert!(out.ok(), "push failed: {out:?}{}", p.logs());
     let url = format!("http://{app}.localhost:{}", p.addr.port());
-    assert!(out.stdout.contains(&format!("{app} is running at {url}")), "{out:?}");
+    assert!(
+        out.stdout.contains(&format!("{app} is running at {url}")),
+        "{out:?}"
+    );
 
     let (status, body) = p.get_app(&app, "/").expect("GET through the router");
     assert_eq!(status, 200, "{body}");
@@ -27,11 +30,17 @@ fn push_serve_logs_delete() {
     assert_eq!(inst["node"], p.node_names()[0].as_str());
 
     // What the app printed reaches `logs --recent` (its startup line and the request above).
-    wait_for(Duration::from_secs(15), "the app's output in logs --recent", || {
-        let out = p.cli(&["logs", &app, "--recent"]);
-        (out.ok() && out.stdout.contains("hello-app listening on port 8080") && out.stdout.contains("\"GET / HTTP/1.1\" 200"))
+    wait_for(
+        Duration::from_secs(15),
+        "the app's output in logs --recent",
+        || {
+            let out = p.cli(&["logs", &app, "--recent"]);
+            (out.ok()
+                && out.stdout.contains("hello-app listening on port 8080")
+                && out.stdout.contains("\"GET / HTTP/1.1\" 200"))
             .then_some(())
-    })
+        },
+    )
     .unwrap();
     let logs = p.cli(&["logs", &app, "--recent"]).stdout;
     assert!(logs.contains("[APP/web/0]"), "{logs}");
@@ -45,8 +54,12 @@ fn push_serve_logs_delete() {
     let (status, body) = p.get_app(&app, "/").unwrap();
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("route_not_found"), "{body}");
-    wait_for(Duration::from_secs(30), "the app's container to be removed", || p.containers_of(&app).is_empty().then_some(()))
-        .unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "the app's container to be removed",
+        || p.containers_of(&app).is_empty().then_some(()),
+    )
+    .unwrap();
     let out = p.cli(&["app", &app]);
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("app_not_found"), "{out:?}");
@@ -56,7 +69,16 @@ fn push_serve_logs_delete() {
 fn procfile_app_with_two_instances() {
     let p = Platform::start().expect("platform");
     let app = unique("procfile");
-    let out = p.cli(&["push", &app, "-p", example("procfile-app").to_str().unwrap(), "-i", "2", "-m", "128M"]);
+    let out = p.cli(&[
+        "push",
+        &app,
+        "-p",
+        example("procfile-app").to_str().unwrap(),
+        "-i",
+        "2",
+        "-m",
+        "128M",
+    ]);
     assert!(out.ok(), "push failed: {out:?}{}", p.logs());
     let v = p.app_json(&app).unwrap();
     assert_eq!(v["instances"].as_array().unwrap().len(), 2);
@@ -76,10 +98,18 @@ fn bad_input_gets_clear_errors() {
     // A folder that is not an app.
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("README.md"), "just docs").unwrap();
-    let out = p.cli(&["push", &unique("notapp"), "-p", dir.path().to_str().unwrap()]);
+    let out = p.cli(&[
+        "push",
+        &unique("notapp"),
+        "-p",
+        dir.path().to_str().unwrap(),
+    ]);
     assert_eq!(out.code, 1, "{out:?}");
     assert_eq!(out.stderr.trim().lines().count(), 1, "one line: {out:?}");
-    assert!(out.stderr.contains("not an app") && out.stderr.contains("(not_an_app)"), "{out:?}");
+    assert!(
+        out.stderr.contains("not an app") && out.stderr.contains("(not_an_app)"),
+        "{out:?}"
+    );
 
     // Wrong password.
     let home = tempfile::tempdir().unwrap();
@@ -90,7 +120,10 @@ fn bad_input_gets_clear_errors() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("wrong username or password") && err.contains("invalid_credentials"), "{err}");
+    assert!(
+        err.contains("wrong username or password") && err.contains("invalid_credentials"),
+        "{err}"
+    );
 
     // Unknown app.
     let out = p.cli(&["app", "no-such-app"]);
@@ -101,8 +134,10 @@ fn bad_input_gets_clear_errors() {
     let token = p.admin_token().unwrap();
     let client = reqwest::blocking::Client::new();
     let push = |app: &str, zip: Vec<u8>| {
-        let form = reqwest::blocking::multipart::Form::new()
-            .part("archive", reqwest::blocking::multipart::Part::bytes(zip).file_name("app.zip"));
+        let form = reqwest::blocking::multipart::Form::new().part(
+            "archive",
+            reqwest::blocking::multipart::Part::bytes(zip).file_name("app.zip"),
+        );
         let res = client
             .post(format!("{}/v1/apps/{app}/push", p.api_url()))
             .bearer_auth(&token)
@@ -112,7 +147,13 @@ fn bad_input_gets_clear_errors() {
         let status = res.status().as_u16();
         (status, res.json::<serde_json::Value>().unwrap())
     };
-    let (status, body) = push("slip", zip_of(&[("app.py", b"print(1)", 0o644), ("../../evil.py", b"x", 0o644)]));
+    let (status, body) = push(
+        "slip",
+        zip_of(&[
+            ("app.py", b"print(1)", 0o644),
+            ("../../evil.py", b"x", 0o644),
+        ]),
+    );
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["code"], "invalid_archive");
     let (status, body) = push("abs", zip_of(&[("/etc/cron.d/evil", b"x", 0o644)]));
@@ -123,34 +164,58 @@ fn bad_input_gets_clear_errors() {
     assert_eq!(body["code"], "invalid_archive");
     for app in ["slip", "abs", "garbage"] {
         let out = p.cli(&["app", app]);
-        assert!(out.stderr.contains("app_not_found"), "a refused push must not create {app}: {out:?}");
+        assert!(
+            out.stderr.contains("app_not_found"),
+            "a refused push must not create {app}: {out:?}"
+        );
     }
     // Without a token, the API refuses.
-    let res = client.get(format!("{}/v1/apps", p.api_url())).send().unwrap();
+    let res = client
+        .get(format!("{}/v1/apps", p.api_url()))
+        .send()
+        .unwrap();
     assert_eq!(res.status().as_u16(), 401);
-    assert_eq!(res.json::<serde_json::Value>().unwrap()["code"], "unauthorized");
+    assert_eq!(
+        res.json::<serde_json::Value>().unwrap()["code"],
+        "unauthorized"
+    );
 }
 
 #[test]
 fn dead_agent_at_push_time_means_no_node_available() {
-    let mut p = Platform::start_server(Options { node_grace_secs: 2, ..Options::default() }).expect("server");
+    let mut p = Platform::start_server(Options {
+        node_grace_secs: 2,
+        ..Options::default()
+    })
+    .expect("server");
     let idx = p.start_agent(&unique("e2e-dead"), "zone-a").unwrap();
     p.login().unwrap();
     p.kill_agent(idx);
     let token = p.admin_token().unwrap();
-    wait_for(Duration::from_secs(20), "the killed node to be marked lost", || {
-        let v: serde_json::Value = reqwest::blocking::Client::new()
-            .get(format!("{}/v1/nodes", p.api_url()))
-            .bearer_auth(&token)
-            .send()
-            .ok()?
-            .json()
-            .ok()?;
-        (v["nodes"][0]["state"] == "lost").then_some(())
-    })
+    wait_for(
+        Duration::from_secs(20),
+        "the killed node to be marked lost",
+        || {
+            let v: serde_json::Value = reqwest::blocking::Client::new()
+                .get(format!("{}/v1/nodes", p.api_url()))
+                .bearer_auth(&token)
+                .send()
+                .ok()?
+                .json()
+                .ok()?;
+            (v["nodes"][0]["state"] == "lost").then_some(())
+        },
+    )
     .unwrap();
     let app = unique("nonode");
-    let out = p.cli(&["push", &app, "-p", example("python-app").to_str().unwrap(), "--timeout", "3"]);
+    let out = p.cli(&[
+        "push",
+        &app,
+        "-p",
+        example("python-app").to_str().unwrap(),
+        "--timeout",
+        "3",
+    ]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("no node is available"), "{out:?}");
     // The push itself was kept: the app and its revision exist and wait for a node.

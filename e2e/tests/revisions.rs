@@ -22,10 +22,14 @@ ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
 /// Waits until the app answers 200 with a body containing `want` (the router follows the new
 /// revision's instances within a convergence pass).
 fn serves(p: &Platform, app: &str, want: &str) -> String {
-    wait_for(Duration::from_secs(30), &format!("{app} to serve {want:?}"), || {
-        let (status, body) = p.get_app(app, "/").ok()?;
-        (status == 200 && body.contains(want)).then_some(body)
-    })
+    wait_for(
+        Duration::from_secs(30),
+        &format!("{app} to serve {want:?}"),
+        || {
+            let (status, body) = p.get_app(app, "/").ok()?;
+            (status == 200 && body.contains(want)).then_some(body)
+        },
+    )
     .unwrap_or_else(|e| panic!("{e}{}", p.logs()))
 }
 
@@ -50,7 +54,10 @@ fn env_changes_and_rollback_restore_code_and_env() {
     assert!(out.stdout.contains("revision 2"), "{out:?}");
     serves(&p, &app, "Bonjour from v1!");
     let out = p.cli(&["env", &app]);
-    assert!(out.ok() && out.stdout.contains("GREETING=Bonjour from v1"), "{out:?}");
+    assert!(
+        out.ok() && out.stdout.contains("GREETING=Bonjour from v1"),
+        "{out:?}"
+    );
 
     // v2: other code; the env carries over until changed.
     let v2 = tempfile::tempdir().unwrap();
@@ -71,10 +78,19 @@ fn env_changes_and_rollback_restore_code_and_env() {
     assert_eq!(revs[1]["description"], "push");
     assert_eq!(revs[3]["env_keys"], serde_json::json!([]));
     assert_eq!(revs[2]["env_keys"], serde_json::json!(["GREETING"]));
-    assert_eq!(revs[2]["droplet"], revs[3]["droplet"], "an env change reuses the droplet");
-    assert_ne!(revs[1]["droplet"], revs[2]["droplet"], "v2 is another droplet");
+    assert_eq!(
+        revs[2]["droplet"], revs[3]["droplet"],
+        "an env change reuses the droplet"
+    );
+    assert_ne!(
+        revs[1]["droplet"], revs[2]["droplet"],
+        "v2 is another droplet"
+    );
     let table = p.cli(&["revisions", &app]);
-    assert!(table.ok() && table.stdout.contains("REVISION") && table.stdout.contains("4*"), "{table:?}");
+    assert!(
+        table.ok() && table.stdout.contains("REVISION") && table.stdout.contains("4*"),
+        "{table:?}"
+    );
 
     // Roll back to revision 2: v1's code with v1's env, as revision 5, nothing rebuilt.
     let out = p.cli(&["rollback", &app, "--to", "2"]);
@@ -85,12 +101,23 @@ fn env_changes_and_rollback_restore_code_and_env() {
     let revs = revisions(&p, &app);
     assert_eq!(revs[0]["number"], 5);
     assert_eq!(revs[0]["description"], "rollback to 2");
-    assert_eq!(revs[0]["droplet"], revs[3]["droplet"], "the rollback runs v1's droplet");
+    assert_eq!(
+        revs[0]["droplet"], revs[3]["droplet"],
+        "the rollback runs v1's droplet"
+    );
     // Replacement first, removal after: the older revisions' instances go once revision 5 runs.
-    wait_for(Duration::from_secs(30), "only revision 5's instances", || {
-        let v = p.app_json(&app).ok()?;
-        v["instances"].as_array()?.iter().all(|i| i["revision"] == 5).then_some(())
-    })
+    wait_for(
+        Duration::from_secs(30),
+        "only revision 5's instances",
+        || {
+            let v = p.app_json(&app).ok()?;
+            v["instances"]
+                .as_array()?
+                .iter()
+                .all(|i| i["revision"] == 5)
+                .then_some(())
+        },
+    )
     .unwrap_or_else(|e| panic!("{e}: {:?}", p.app_json(&app)));
 
     // Without --to: the revision before the current one (4: v2 with v2's env).

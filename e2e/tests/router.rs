@@ -12,12 +12,23 @@ use std::thread;
 use std::time::Duration;
 
 fn probe() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("apps").join("probe")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("apps")
+        .join("probe")
 }
 
 fn push(p: &Platform, app: &str, instances: u32) {
     let n = instances.to_string();
-    let out = p.cli(&["push", app, "-p", probe().to_str().unwrap(), "-i", &n, "-m", "64M"]);
+    let out = p.cli(&[
+        "push",
+        app,
+        "-p",
+        probe().to_str().unwrap(),
+        "-i",
+        &n,
+        "-m",
+        "64M",
+    ]);
     assert!(out.ok(), "push failed: {out:?}{}", p.logs());
 }
 
@@ -34,12 +45,17 @@ fn url(p: &Platform, app: &str, path: &str) -> String {
 }
 
 fn header(r: &reqwest::blocking::Response, name: &str) -> String {
-    r.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[test]
 fn balancing_headers_targeting_errors_and_access_log() {
-    let mut p = Platform::start_server_env(Options::default(), &[("PAAS_ROUTER_WAIT_MS", "1000")]).expect("server");
+    let mut p = Platform::start_server_env(Options::default(), &[("PAAS_ROUTER_WAIT_MS", "1000")])
+        .expect("server");
     p.start_agent(&unique("e2e-rtr"), "zone-a").unwrap();
     p.login().unwrap();
     let app = unique("rr");
@@ -55,47 +71,86 @@ fn balancing_headers_targeting_errors_and_access_log() {
         let inst = header(&r, "x-paas-instance");
         assert_eq!(header(&r, "x-paas-app"), app);
         let v: serde_json::Value = r.json().unwrap();
-        assert_eq!(v["instance"], inst.as_str(), "X-Paas-Instance names the instance that answered");
+        assert_eq!(
+            v["instance"],
+            inst.as_str(),
+            "X-Paas-Instance names the instance that answered"
+        );
         seen.insert(inst);
     }
-    assert_eq!(seen, BTreeSet::from(["0".to_string(), "1".into(), "2".into()]));
+    assert_eq!(
+        seen,
+        BTreeSet::from(["0".to_string(), "1".into(), "2".into()])
+    );
 
     // Forwarding headers as the instance sees them; a client's X-Request-Id is kept.
-    let r = c.get(&u).header("X-Forwarded-For", "203.0.113.7").header("X-Request-Id", "req-abc-123").send().unwrap();
+    let r = c
+        .get(&u)
+        .header("X-Forwarded-For", "203.0.113.7")
+        .header("X-Request-Id", "req-abc-123")
+        .send()
+        .unwrap();
     assert_eq!(header(&r, "x-request-id"), "req-abc-123");
     let h = r.json::<serde_json::Value>().unwrap()["headers"].clone();
     assert_eq!(h["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "http");
-    assert_eq!(h["x-forwarded-host"], format!("{app}.localhost:{}", p.addr.port()));
+    assert_eq!(
+        h["x-forwarded-host"],
+        format!("{app}.localhost:{}", p.addr.port())
+    );
     assert_eq!(h["x-request-id"], "req-abc-123");
     // Without one, the router makes one, the same for the instance and the client, new each time.
     let r1 = c.get(&u).send().unwrap();
     let id1 = header(&r1, "x-request-id");
-    assert_eq!(r1.json::<serde_json::Value>().unwrap()["headers"]["x-request-id"], id1.as_str());
+    assert_eq!(
+        r1.json::<serde_json::Value>().unwrap()["headers"]["x-request-id"],
+        id1.as_str()
+    );
     let id2 = header(&c.get(&u).send().unwrap(), "x-request-id");
     assert!(id1.len() >= 16 && id1 != id2, "{id1} {id2}");
 
     // Targeting one instance.
     for _ in 0..6 {
-        let r = c.get(&u).header("X-Paas-App-Instance", format!("{app}:2")).send().unwrap();
+        let r = c
+            .get(&u)
+            .header("X-Paas-App-Instance", format!("{app}:2"))
+            .send()
+            .unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(header(&r, "x-paas-instance"), "2");
     }
-    let r = c.get(&u).header("X-Paas-App-Instance", "someone-else:1").send().unwrap();
+    let r = c
+        .get(&u)
+        .header("X-Paas-App-Instance", "someone-else:1")
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 400);
     assert_eq!(header(&r, "x-paas-router-error"), "bad_instance_header");
-    assert_eq!(r.json::<serde_json::Value>().unwrap()["code"], "bad_request");
-    let r = c.get(&u).header("X-Paas-App-Instance", format!("{app}:7")).send().unwrap();
+    assert_eq!(
+        r.json::<serde_json::Value>().unwrap()["code"],
+        "bad_request"
+    );
+    let r = c
+        .get(&u)
+        .header("X-Paas-App-Instance", format!("{app}:7"))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(header(&r, "x-paas-router-error"), "instance_not_found");
-    assert_eq!(r.json::<serde_json::Value>().unwrap()["code"], "instance_not_found");
+    assert_eq!(
+        r.json::<serde_json::Value>().unwrap()["code"],
+        "instance_not_found"
+    );
 
     // Unknown app: 404 with a reason.
     let other = unique("nope");
     let r = client(&p, &other).get(url(&p, &other, "/")).send().unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(header(&r, "x-paas-router-error"), "unknown_route");
-    assert_eq!(r.json::<serde_json::Value>().unwrap()["code"], "route_not_found");
+    assert_eq!(
+        r.json::<serde_json::Value>().unwrap()["code"],
+        "route_not_found"
+    );
 
     // A request body streams through and back unchanged (2 MiB, not one chunk).
     let body: Vec<u8> = (0..2 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
@@ -104,16 +159,20 @@ fn balancing_headers_targeting_errors_and_access_log() {
     assert_eq!(r.bytes().unwrap().as_ref(), body.as_slice());
 
     // One RTR line per request in the app's log stream.
-    wait_for(Duration::from_secs(15), "RTR lines in logs --recent", || {
-        let out = p.cli(&["logs", &app, "--recent"]);
-        (out.ok()
-            && out.stdout.contains("[RTR]")
-            && out.stdout.contains("\"GET /\" 200")
-            && out.stdout.contains("request_id=req-abc-123")
-            && out.stdout.contains("instance=2@")
-            && out.stdout.contains("\"GET /\" 404"))
-        .then_some(())
-    })
+    wait_for(
+        Duration::from_secs(15),
+        "RTR lines in logs --recent",
+        || {
+            let out = p.cli(&["logs", &app, "--recent"]);
+            (out.ok()
+                && out.stdout.contains("[RTR]")
+                && out.stdout.contains("\"GET /\" 200")
+                && out.stdout.contains("request_id=req-abc-123")
+                && out.stdout.contains("instance=2@")
+                && out.stdout.contains("\"GET /\" 404"))
+            .then_some(())
+        },
+    )
     .unwrap();
 }
 
@@ -124,14 +183,23 @@ fn websocket_echo_through_the_router() {
     push(&p, &app, 1);
     use tungstenite::client::IntoClientRequest;
     use tungstenite::Message;
-    let req = format!("ws://{app}.localhost:{}/ws", p.addr.port()).into_client_request().unwrap();
+    let req = format!("ws://{app}.localhost:{}/ws", p.addr.port())
+        .into_client_request()
+        .unwrap();
     let stream = TcpStream::connect(p.addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let (mut ws, res) = tungstenite::client(req, stream).expect("WebSocket handshake through the router");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (mut ws, res) =
+        tungstenite::client(req, stream).expect("WebSocket handshake through the router");
     assert_eq!(res.status(), 101);
     assert_eq!(res.headers().get("x-paas-app").unwrap(), app.as_str());
-    ws.send(Message::Text("hello through the router".into())).unwrap();
-    assert_eq!(ws.read().unwrap(), Message::Text("hello through the router".into()));
+    ws.send(Message::Text("hello through the router".into()))
+        .unwrap();
+    assert_eq!(
+        ws.read().unwrap(),
+        Message::Text("hello through the router".into())
+    );
     let big: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
     ws.send(Message::Binary(big.clone())).unwrap();
     assert_eq!(ws.read().unwrap(), Message::Binary(big));
@@ -172,7 +240,10 @@ impl Load {
                             Ok(r) => {
                                 let s = r.status();
                                 let reason = header(&r, "x-paas-router-error");
-                                failures.lock().unwrap().push(format!("{s} {reason} {}", r.text().unwrap_or_default()));
+                                failures
+                                    .lock()
+                                    .unwrap()
+                                    .push(format!("{s} {reason} {}", r.text().unwrap_or_default()));
                             }
                             Err(e) => failures.lock().unwrap().push(format!("error: {e}")),
                         }
@@ -180,7 +251,12 @@ impl Load {
                 })
             })
             .collect();
-        Self { stop, ok, failures, handles }
+        Self {
+            stop,
+            ok,
+            failures,
+            handles,
+        }
     }
 
     fn ok(&self) -> usize {
@@ -203,18 +279,36 @@ fn killed_instance_mid_load_fails_no_request() {
     let app = unique("kill");
     push(&p, &app, 3);
     let load = Load::start(&p, &app, 4);
-    wait_for(Duration::from_secs(20), "load to flow", || (load.ok() >= 100).then_some(())).unwrap();
+    wait_for(Duration::from_secs(20), "load to flow", || {
+        (load.ok() >= 100).then_some(())
+    })
+    .unwrap();
 
     let victim = p.containers_of(&app)[0].clone();
-    let out = std::process::Command::new("docker").args(["kill", &victim]).output().unwrap();
-    assert!(out.status.success(), "docker kill: {}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new("docker")
+        .args(["kill", &victim])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker kill: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let at_kill = load.ok();
     // Keep the load on until the platform noticed (a restart is counted) and traffic went on.
-    wait_for(Duration::from_secs(60), "the killed instance to be restarted", || {
-        let v = p.app_json(&app).ok()?;
-        let restarts: u64 = v["instances"].as_array()?.iter().filter_map(|i| i["restarts"].as_u64()).sum();
-        (restarts >= 1 && load.ok() >= at_kill + 300).then_some(())
-    })
+    wait_for(
+        Duration::from_secs(60),
+        "the killed instance to be restarted",
+        || {
+            let v = p.app_json(&app).ok()?;
+            let restarts: u64 = v["instances"]
+                .as_array()?
+                .iter()
+                .filter_map(|i| i["restarts"].as_u64())
+                .sum();
+            (restarts >= 1 && load.ok() >= at_kill + 300).then_some(())
+        },
+    )
     .unwrap();
     let (ok, failures) = load.finish();
     assert!(
@@ -232,17 +326,26 @@ fn redeploy_from_three_to_one_instance_under_load_fails_no_request() {
     let app = unique("scale");
     push(&p, &app, 3);
     let load = Load::start(&p, &app, 4);
-    wait_for(Duration::from_secs(20), "load to flow", || (load.ok() >= 100).then_some(())).unwrap();
+    wait_for(Duration::from_secs(20), "load to flow", || {
+        (load.ok() >= 100).then_some(())
+    })
+    .unwrap();
     // `paas push -i 1` makes a new revision with one instance: the three old instances go, one
     // new one comes; requests in between wait for it rather than fail.
     push(&p, &app, 1);
-    wait_for(Duration::from_secs(60), "old containers to be removed", || {
-        (p.containers_of(&app).len() == 1).then_some(())
-    })
+    wait_for(
+        Duration::from_secs(60),
+        "old containers to be removed",
+        || (p.containers_of(&app).len() == 1).then_some(()),
+    )
     .unwrap();
     let now = load.ok();
-    wait_for(Duration::from_secs(20), "traffic on the new instance", || (load.ok() >= now + 100).then_some(()))
-        .unwrap();
+    wait_for(
+        Duration::from_secs(20),
+        "traffic on the new instance",
+        || (load.ok() >= now + 100).then_some(()),
+    )
+    .unwrap();
     let (ok, failures) = load.finish();
     assert!(
         failures.is_empty(),
@@ -264,16 +367,29 @@ fn routes_map_unmap_and_longest_prefix_wins() {
     assert!(out.ok(), "{out:?}");
     let out = p.cli(&["map-route", &api, &format!("{host}/api/")]);
     assert!(out.ok(), "{out:?}");
-    assert!(out.stdout.contains(&format!("Mapped {host}/api to {api}")), "{out:?}");
+    assert!(
+        out.stdout.contains(&format!("Mapped {host}/api to {api}")),
+        "{out:?}"
+    );
 
-    let c =
-        reqwest::blocking::Client::builder().resolve(&host, p.addr).timeout(Duration::from_secs(20)).build().unwrap();
+    let c = reqwest::blocking::Client::builder()
+        .resolve(&host, p.addr)
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
     let app_of = |path: &str| {
-        let r = c.get(format!("http://{host}:{}{path}", p.addr.port())).send().unwrap();
+        let r = c
+            .get(format!("http://{host}:{}{path}", p.addr.port()))
+            .send()
+            .unwrap();
         (r.status().as_u16(), header(&r, "x-paas-app"))
     };
     assert_eq!(app_of("/"), (200, web.clone()));
-    assert_eq!(app_of("/apix"), (200, web.clone()), "prefixes match whole segments");
+    assert_eq!(
+        app_of("/apix"),
+        (200, web.clone()),
+        "prefixes match whole segments"
+    );
     assert_eq!(app_of("/api"), (200, api.clone()));
     assert_eq!(app_of("/api/users?x=1"), (200, api.clone()));
     // The default route keeps working beside mapped ones.
@@ -283,28 +399,47 @@ fn routes_map_unmap_and_longest_prefix_wins() {
     assert!(out.ok(), "{out:?}");
     let routes: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     let has = |h: &str, path: &str, app: &str, default: bool| {
-        routes
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r["host"] == h && r["path"] == path && r["app"] == app && r["default"] == default)
+        routes.as_array().unwrap().iter().any(|r| {
+            r["host"] == h && r["path"] == path && r["app"] == app && r["default"] == default
+        })
     };
-    assert!(has(&host, "", &web, false) && has(&host, "/api", &api, false), "{routes}");
+    assert!(
+        has(&host, "", &web, false) && has(&host, "/api", &api, false),
+        "{routes}"
+    );
     assert!(has(&format!("{web}.localhost"), "", &web, true), "{routes}");
     let out = p.cli(&["routes"]);
-    assert!(out.ok() && out.stdout.contains("HOST") && out.stdout.contains(&host), "{out:?}");
+    assert!(
+        out.ok() && out.stdout.contains("HOST") && out.stdout.contains(&host),
+        "{out:?}"
+    );
 
     // Errors: one line each, with a stable code, exit 1.
     for (args, code) in [
-        (vec!["map-route", web.as_str(), "not a host"], "(invalid_route)"),
+        (
+            vec!["map-route", web.as_str(), "not a host"],
+            "(invalid_route)",
+        ),
         (vec!["map-route", web.as_str(), host.as_str()], "(conflict)"),
-        (vec!["map-route", web.as_str(), &format!("{api}.localhost")], "(conflict)"),
-        (vec!["unmap-route", web.as_str(), &format!("{host}/nothing")], "(not_found)"),
-        (vec!["map-route", "no-such-app", "x.example.test"], "(app_not_found)"),
+        (
+            vec!["map-route", web.as_str(), &format!("{api}.localhost")],
+            "(conflict)",
+        ),
+        (
+            vec!["unmap-route", web.as_str(), &format!("{host}/nothing")],
+            "(not_found)",
+        ),
+        (
+            vec!["map-route", "no-such-app", "x.example.test"],
+            "(app_not_found)",
+        ),
     ] {
         let out = p.cli(&args);
         assert_eq!(out.code, 1, "{args:?}: {out:?}");
-        assert!(out.stderr.contains(code) && out.stderr.trim().lines().count() == 1, "{args:?}: {out:?}");
+        assert!(
+            out.stderr.contains(code) && out.stderr.trim().lines().count() == 1,
+            "{args:?}: {out:?}"
+        );
     }
 
     // The controller's own host cannot become an app's route.
@@ -313,7 +448,10 @@ fn routes_map_unmap_and_longest_prefix_wins() {
         .resolve(&ctl, p.addr)
         .build()
         .unwrap()
-        .post(format!("http://{ctl}:{}/v1/apps/{web}/routes", p.addr.port()))
+        .post(format!(
+            "http://{ctl}:{}/v1/apps/{web}/routes",
+            p.addr.port()
+        ))
         .bearer_auth(p.admin_token().unwrap())
         .json(&serde_json::json!({ "route": ctl }))
         .send()
@@ -355,9 +493,15 @@ impl StandaloneRouter {
             .spawn()
             .unwrap();
         let addr_file = dir.join("listen-addr");
-        let addr = wait_for(Duration::from_secs(20), "the standalone router to listen", || {
-            std::fs::read_to_string(&addr_file).ok().and_then(|s| s.trim().parse().ok())
-        })
+        let addr = wait_for(
+            Duration::from_secs(20),
+            "the standalone router to listen",
+            || {
+                std::fs::read_to_string(&addr_file)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+            },
+        )
         .unwrap();
         Self { child, addr, log }
     }
@@ -368,7 +512,10 @@ impl StandaloneRouter {
             .timeout(Duration::from_secs(10))
             .build()
             .ok()?;
-        let r = c.get(format!("http://{host}:{}{path}", self.addr.port())).send().ok()?;
+        let r = c
+            .get(format!("http://{host}:{}{path}", self.addr.port()))
+            .send()
+            .ok()?;
         Some((r.status().as_u16(), header(&r, "x-paas-app")))
     }
 }
@@ -378,7 +525,10 @@ impl Drop for StandaloneRouter {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if thread::panicking() {
-            eprintln!("===== standalone router\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+            eprintln!(
+                "===== standalone router\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
         }
     }
 }
@@ -390,30 +540,42 @@ fn standalone_router_follows_the_controller_and_outlives_it() {
     push(&p, &app, 2);
     let router = StandaloneRouter::start(&p);
     let default_host = format!("{app}.localhost");
-    wait_for(Duration::from_secs(20), "the standalone router to serve the app", || {
-        (router.get(&default_host, "/")? == (200, app.clone())).then_some(())
-    })
+    wait_for(
+        Duration::from_secs(20),
+        "the standalone router to serve the app",
+        || (router.get(&default_host, "/")? == (200, app.clone())).then_some(()),
+    )
     .unwrap();
 
     // A route mapped on the controller reaches the standalone router (long-poll, not a restart).
     let host = format!("{}.example.test", unique("solo"));
     let out = p.cli(&["map-route", &app, &host]);
     assert!(out.ok(), "{out:?}");
-    wait_for(Duration::from_secs(5), "the mapped route on the standalone router", || {
-        (router.get(&host, "/")? == (200, app.clone())).then_some(())
-    })
+    wait_for(
+        Duration::from_secs(5),
+        "the mapped route on the standalone router",
+        || (router.get(&host, "/")? == (200, app.clone())).then_some(()),
+    )
     .unwrap();
 
     // Its RTR lines reach the app's log stream through the controller.
-    wait_for(Duration::from_secs(15), "the standalone router's RTR lines", || {
-        let out = p.cli(&["logs", &app, "--recent"]);
-        (out.ok() && out.stdout.contains("[RTR]") && out.stdout.contains("\"GET /\" 200")).then_some(())
-    })
+    wait_for(
+        Duration::from_secs(15),
+        "the standalone router's RTR lines",
+        || {
+            let out = p.cli(&["logs", &app, "--recent"]);
+            (out.ok() && out.stdout.contains("[RTR]") && out.stdout.contains("\"GET /\" 200"))
+                .then_some(())
+        },
+    )
     .unwrap();
 
     // The controller dies; the router keeps serving the last table it had.
     p.kill_server();
-    assert!(reqwest::blocking::get(format!("{}/healthz", p.api_url())).is_err(), "the controller is down");
+    assert!(
+        reqwest::blocking::get(format!("{}/healthz", p.api_url())).is_err(),
+        "the controller is down"
+    );
     for _ in 0..40 {
         assert_eq!(router.get(&default_host, "/"), Some((200, app.clone())));
         assert_eq!(router.get(&host, "/"), Some((200, app.clone())));

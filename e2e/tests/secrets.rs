@@ -50,7 +50,10 @@ fn secret_env_is_sealed_at_rest_masked_in_the_api_and_plain_in_the_app() {
     assert!(out.ok(), "push: {out:?}{}", p.logs());
     let out = p.cli(&["set-env", &app, "API_KEY", &secret, "--secret"]);
     assert!(out.ok(), "set-env --secret: {out:?}{}", p.logs());
-    assert!(!out.stdout.contains(&secret) && !out.stderr.contains(&secret), "{out:?}");
+    assert!(
+        !out.stdout.contains(&secret) && !out.stderr.contains(&secret),
+        "{out:?}"
+    );
 
     // The agent got it in plain: the app serves it.
     wait_for(Duration::from_secs(60), "the app to see the secret", || {
@@ -61,13 +64,24 @@ fn secret_env_is_sealed_at_rest_masked_in_the_api_and_plain_in_the_app() {
 
     // Masked in `paas env` and the API; revealed to the admin who asks.
     let out = p.cli(&["env", &app]);
-    assert!(out.ok() && out.stdout.contains("API_KEY=***") && !out.stdout.contains(&secret), "{out:?}");
+    assert!(
+        out.ok() && out.stdout.contains("API_KEY=***") && !out.stdout.contains(&secret),
+        "{out:?}"
+    );
     let out = p.cli(&["env", &app, "--reveal"]);
-    assert!(out.ok() && out.stdout.contains(&format!("API_KEY={secret}")), "{out:?}");
+    assert!(
+        out.ok() && out.stdout.contains(&format!("API_KEY={secret}")),
+        "{out:?}"
+    );
     let admin = p.admin_token().unwrap();
     let http = reqwest::blocking::Client::new();
-    let env: serde_json::Value =
-        http.get(format!("{}/v1/apps/{app}/env", p.api_url())).bearer_auth(&admin).send().unwrap().json().unwrap();
+    let env: serde_json::Value = http
+        .get(format!("{}/v1/apps/{app}/env", p.api_url()))
+        .bearer_auth(&admin)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     assert_eq!(env["env"]["API_KEY"], "***", "{env}");
 
     // A viewer sees `***` and may not reveal.
@@ -75,22 +89,53 @@ fn secret_env_is_sealed_at_rest_masked_in_the_api_and_plain_in_the_app() {
     assert!(p.cli(&["add-user", &viewer, "-p", "viewer-password"]).ok());
     assert!(p.cli(&["set-role", &viewer, "viewer"]).ok());
     let home = tempfile::tempdir().unwrap();
-    assert!(p.cli_as(home.path(), &[], &["login", &p.api_url(), "-u", &viewer, "-p", "viewer-password"]).ok());
+    assert!(p
+        .cli_as(
+            home.path(),
+            &[],
+            &[
+                "login",
+                &p.api_url(),
+                "-u",
+                &viewer,
+                "-p",
+                "viewer-password"
+            ]
+        )
+        .ok());
     let out = p.cli_as(home.path(), &[], &["env", &app]);
     assert!(out.ok() && out.stdout.contains("API_KEY=***"), "{out:?}");
     let out = p.cli_as(home.path(), &[], &["env", &app, "--reveal"]);
     assert_eq!(out.code, 1, "{out:?}");
-    assert!(out.stderr.contains("(forbidden)") && !out.stdout.contains(&secret), "{out:?}");
+    assert!(
+        out.stderr.contains("(forbidden)") && !out.stdout.contains(&secret),
+        "{out:?}"
+    );
 
     // Nowhere in the responses that describe the change, nor at rest.
     for path in ["events", "revisions", "logs?limit=1000"] {
-        let body = http.get(format!("{}/v1/apps/{app}/{path}", p.api_url())).bearer_auth(&admin).send().unwrap().text().unwrap();
+        let body = http
+            .get(format!("{}/v1/apps/{app}/{path}", p.api_url()))
+            .bearer_auth(&admin)
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
         assert!(!body.contains(&secret), "{path} shows the secret: {body}");
     }
     let db = database_bytes(&p);
-    assert!(contains(&db, "API_KEY"), "the env key is stored (the check reads the right files)");
-    assert!(!contains(&db, &secret), "the secret is in the database in plain");
+    assert!(
+        contains(&db, "API_KEY"),
+        "the env key is stored (the check reads the right files)"
+    );
+    assert!(
+        !contains(&db, &secret),
+        "the secret is in the database in plain"
+    );
     let key = p.data_dir().join("secret-key");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 }

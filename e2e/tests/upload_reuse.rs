@@ -29,23 +29,42 @@ fn incremental_upload_and_hostile_archives() {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&example("python-wheels"), dir.path());
     // Incompressible, so an upload of it would show in the zip size.
-    let big: Vec<u8> = (0..62_500u32).flat_map(|i| Sha256::digest(i.to_le_bytes())).collect();
+    let big: Vec<u8> = (0..62_500u32)
+        .flat_map(|i| Sha256::digest(i.to_le_bytes()))
+        .collect();
     std::fs::write(dir.path().join("data.bin"), &big).unwrap();
     let path = dir.path().to_str().unwrap();
 
     let out = p.cli(&["push", &app, "-p", path]);
     assert!(out.ok(), "{out:?}{}", p.logs());
-    assert!(out.stdout.contains(" 4 files)") && !out.stdout.contains("already"), "{out:?}");
+    assert!(
+        out.stdout.contains(" 4 files)") && !out.stdout.contains("already"),
+        "{out:?}"
+    );
 
     // Unchanged: every file is matched, the zip carries directories only.
     let out = p.cli(&["push", &app, "-p", path]);
     assert!(out.ok(), "{out:?}{}", p.logs());
-    assert!(out.stdout.contains("0 files; 4 files, 1.9 MiB, already on the server"), "{out:?}");
-    let line = out.stdout.lines().find(|l| l.starts_with("Uploading")).unwrap().to_string();
-    assert!(line.contains(" B, 0 files;"), "only a few hundred bytes of zip go up: {line}");
+    assert!(
+        out.stdout
+            .contains("0 files; 4 files, 1.9 MiB, already on the server"),
+        "{out:?}"
+    );
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("Uploading"))
+        .unwrap()
+        .to_string();
+    assert!(
+        line.contains(" B, 0 files;"),
+        "only a few hundred bytes of zip go up: {line}"
+    );
 
     // One changed file is the only one uploaded, and the app runs the new code with the old files.
-    let code = std::fs::read_to_string(dir.path().join("app.py")).unwrap().replace("greetlib.greet(\"paas\")", "greetlib.greet(\"again\")");
+    let code = std::fs::read_to_string(dir.path().join("app.py"))
+        .unwrap()
+        .replace("greetlib.greet(\"paas\")", "greetlib.greet(\"again\")");
     std::fs::write(dir.path().join("app.py"), code).unwrap();
     let out = p.cli(&["push", &app, "-p", path]);
     assert!(out.ok(), "{out:?}{}", p.logs());
@@ -60,28 +79,47 @@ fn incremental_upload_and_hostile_archives() {
     let token = p.admin_token().unwrap();
     let client = reqwest::blocking::Client::new();
     let push = |name: &str, zip: Vec<u8>, resources: Option<String>| {
-        let mut form = reqwest::blocking::multipart::Form::new()
-            .part("archive", reqwest::blocking::multipart::Part::bytes(zip).file_name("app.zip"));
+        let mut form = reqwest::blocking::multipart::Form::new().part(
+            "archive",
+            reqwest::blocking::multipart::Part::bytes(zip).file_name("app.zip"),
+        );
         if let Some(r) = resources {
             form = form.text("resources", r);
         }
-        let res = client.post(format!("{}/v1/apps/{name}/push", p.api_url())).bearer_auth(&token).multipart(form).send().unwrap();
-        (res.status().as_u16(), res.json::<serde_json::Value>().unwrap())
+        let res = client
+            .post(format!("{}/v1/apps/{name}/push", p.api_url()))
+            .bearer_auth(&token)
+            .multipart(form)
+            .send()
+            .unwrap();
+        (
+            res.status().as_u16(),
+            res.json::<serde_json::Value>().unwrap(),
+        )
     };
 
     // A symbolic link out of the tree.
     let mut buf = std::io::Cursor::new(Vec::new());
     {
         let mut w = zip::ZipWriter::new(&mut buf);
-        w.start_file("app.py", zip::write::SimpleFileOptions::default()).unwrap();
+        w.start_file("app.py", zip::write::SimpleFileOptions::default())
+            .unwrap();
         w.write_all(b"print(1)").unwrap();
-        w.add_symlink("secrets", "../../../etc/shadow", zip::write::SimpleFileOptions::default()).unwrap();
+        w.add_symlink(
+            "secrets",
+            "../../../etc/shadow",
+            zip::write::SimpleFileOptions::default(),
+        )
+        .unwrap();
         w.finish().unwrap();
     }
     let (status, body) = push(&unique("link"), buf.into_inner(), None);
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["code"], "invalid_archive");
-    assert!(body["message"].as_str().unwrap().contains("symbolic link"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("symbolic link"),
+        "{body}"
+    );
 
     // A bomb: 20 MB of zeros in a few KB, against an 8 MB unpack limit.
     let zeros = vec![0u8; 20 << 20];
@@ -90,21 +128,44 @@ fn incremental_upload_and_hostile_archives() {
     let (status, body) = push(&unique("bomb"), bomb, None);
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["code"], "invalid_archive");
-    assert!(body["message"].as_str().unwrap().contains("zip bomb"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("zip bomb"),
+        "{body}"
+    );
 
     // A file list naming content this user never uploaded gets nothing.
     let other = hex::encode(Sha256::digest(b"someone else's secret"));
     let list = format!(r#"[{{"path":"secret.txt","sha256":"{other}","size":21}}]"#);
-    let (status, body) = push(&unique("guess"), zip_of(&[("app.py", b"print(1)", 0o644)]), Some(list));
+    let (status, body) = push(
+        &unique("guess"),
+        zip_of(&[("app.py", b"print(1)", 0o644)]),
+        Some(list),
+    );
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["code"], "invalid_archive");
-    assert!(body["message"].as_str().unwrap().contains("does not hold it for you"), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not hold it for you"),
+        "{body}"
+    );
 
     // A held file placed out of the tree is refused like any unsafe path.
     let held = hex::encode(Sha256::digest(&big));
-    let list = format!(r#"[{{"path":"../../outside.bin","sha256":"{held}","size":{}}}]"#, big.len());
-    let (status, body) = push(&unique("escape"), zip_of(&[("app.py", b"print(1)", 0o644)]), Some(list));
+    let list = format!(
+        r#"[{{"path":"../../outside.bin","sha256":"{held}","size":{}}}]"#,
+        big.len()
+    );
+    let (status, body) = push(
+        &unique("escape"),
+        zip_of(&[("app.py", b"print(1)", 0o644)]),
+        Some(list),
+    );
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["code"], "invalid_archive");
-    assert!(body["message"].as_str().unwrap().contains("unsafe path"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("unsafe path"),
+        "{body}"
+    );
 }

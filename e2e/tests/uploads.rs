@@ -7,8 +7,10 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 fn push_zip(p: &Platform, token: &str, app: &str, zip: Vec<u8>) -> (u16, serde_json::Value) {
-    let form = reqwest::blocking::multipart::Form::new()
-        .part("archive", reqwest::blocking::multipart::Part::bytes(zip).file_name("app.zip"));
+    let form = reqwest::blocking::multipart::Form::new().part(
+        "archive",
+        reqwest::blocking::multipart::Part::bytes(zip).file_name("app.zip"),
+    );
     let res = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()
@@ -28,7 +30,13 @@ fn stored_files(p: &Platform) -> usize {
         std::fs::read_dir(dir)
             .map(|rd| {
                 rd.flatten()
-                    .map(|e| if e.path().is_dir() { count(&e.path()) } else { 1 })
+                    .map(|e| {
+                        if e.path().is_dir() {
+                            count(&e.path())
+                        } else {
+                            1
+                        }
+                    })
                     .sum()
             })
             .unwrap_or(0)
@@ -60,17 +68,32 @@ fn hostile_archives_are_refused_and_nothing_is_stored() {
     let mut buf = std::io::Cursor::new(Vec::new());
     {
         let mut w = zip::ZipWriter::new(&mut buf);
-        w.start_file("app.py", zip::write::SimpleFileOptions::default()).unwrap();
+        w.start_file("app.py", zip::write::SimpleFileOptions::default())
+            .unwrap();
         w.write_all(b"print(1)").unwrap();
-        w.add_symlink("passwd", "../../../../etc/passwd", zip::write::SimpleFileOptions::default()).unwrap();
+        w.add_symlink(
+            "passwd",
+            "../../../../etc/passwd",
+            zip::write::SimpleFileOptions::default(),
+        )
+        .unwrap();
         w.finish().unwrap();
     }
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("zip slip", zip_of(&[("app.py", b"x", 0o644), ("../../../tmp/evil", b"x", 0o644)])),
+        (
+            "zip slip",
+            zip_of(&[("app.py", b"x", 0o644), ("../../../tmp/evil", b"x", 0o644)]),
+        ),
         ("absolute path", zip_of(&[("/tmp/evil", b"x", 0o644)])),
         ("symlink", buf.into_inner()),
         // 64 MiB of zeros deflates to about 64 KiB; the server counts inflated bytes (16 MiB cap here).
-        ("zip bomb", zip_of(&[("app.py", b"x", 0o644), ("zeros", &vec![0u8; 64 << 20], 0o644)])),
+        (
+            "zip bomb",
+            zip_of(&[
+                ("app.py", b"x", 0o644),
+                ("zeros", &vec![0u8; 64 << 20], 0o644),
+            ]),
+        ),
     ];
     for (what, zip) in cases {
         let (status, body) = push_zip(&p, &token, &app, zip);
@@ -85,7 +108,11 @@ fn hostile_archives_are_refused_and_nothing_is_stored() {
         .bearer_auth(&token)
         .send()
         .unwrap();
-    assert_eq!(res.status().as_u16(), 404, "a refused push must not create the app");
+    assert_eq!(
+        res.status().as_u16(),
+        404,
+        "a refused push must not create the app"
+    );
 }
 
 #[test]
@@ -95,7 +122,8 @@ fn million_entry_archive_is_refused() {
     let mut buf = std::io::Cursor::new(Vec::with_capacity(120 << 20));
     {
         let mut w = zip::ZipWriter::new(&mut buf);
-        let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
         for i in 0..1_000_000u32 {
             w.start_file(format!("{i:x}"), opts).unwrap();
         }
@@ -104,7 +132,13 @@ fn million_entry_archive_is_refused() {
     let (status, body) = push_zip(&p, &token, &unique("many"), buf.into_inner());
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["code"], "invalid_archive");
-    assert!(body["message"].as_str().unwrap().contains("1000000 entries"), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("1000000 entries"),
+        "{body}"
+    );
     assert_eq!(stored_files(&p), 0);
 }
 
@@ -172,6 +206,9 @@ fn huge_bodies_get_413_without_growing_memory() {
     assert_eq!(&head, b"HTTP/1.1 413", "{}", String::from_utf8_lossy(&head));
     assert!(sent < 1 << 30, "the server kept reading: {sent} bytes sent");
     let after = rss_kib(pid);
-    assert!(after < before + 64 * 1024, "server memory grew from {before} KiB to {after} KiB");
+    assert!(
+        after < before + 64 * 1024,
+        "server memory grew from {before} KiB to {after} KiB"
+    );
     assert_eq!(stored_files(&p), 0, "the partial upload was left behind");
 }

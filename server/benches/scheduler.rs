@@ -33,7 +33,9 @@ fn cluster() -> Vec<NodeView> {
 }
 
 fn requests() -> Vec<(usize, u32)> {
-    let mut r: Vec<(usize, u32)> = (0..APPS).flat_map(|a| (0..PER_APP).map(move |i| (a, i))).collect();
+    let mut r: Vec<(usize, u32)> = (0..APPS)
+        .flat_map(|a| (0..PER_APP).map(move |i| (a, i)))
+        .collect();
     r.sort_by_key(|&(a, i)| (i, a));
     r
 }
@@ -42,7 +44,11 @@ fn run_new() -> (Duration, usize) {
     let mut nodes = cluster();
     let reqs = requests();
     let labels = BTreeMap::new();
-    let ask = Ask { memory_mb: 256, disk_mb: 1024, labels: &labels };
+    let ask = Ask {
+        memory_mb: 256,
+        disk_mb: 1024,
+        labels: &labels,
+    };
     let mut spreads: HashMap<usize, Spread> = HashMap::new();
     let start = Instant::now();
     let mut placed = 0;
@@ -94,7 +100,11 @@ fn run_old() -> (Duration, usize) {
             same_app: 0,
         })
         .collect();
-    let index: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect();
+    let index: HashMap<String, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.clone(), i))
+        .collect();
     let reqs = requests();
     let mut counts: HashMap<usize, HashMap<String, u32>> = HashMap::new();
     let start = Instant::now();
@@ -136,7 +146,15 @@ fn main() {
     let (n, o) = (median(new_t), median(old_t));
     let rate = |d: Duration| total as f64 / d.as_secs_f64();
     println!("placing {total} instances ({APPS} apps x {PER_APP}) on {NODES} nodes in 10 zones, median of 5:");
-    println!("  scheduler (zones, labels, disk, starts in flight): {:>8.1} ms  {:>9.0} placements/s", n.as_secs_f64() * 1e3, rate(n));
-    println!("  previous scheduler (nodes only):                   {:>8.1} ms  {:>9.0} placements/s", o.as_secs_f64() * 1e3, rate(o));
+    println!(
+        "  scheduler (zones, labels, disk, starts in flight): {:>8.1} ms  {:>9.0} placements/s",
+        n.as_secs_f64() * 1e3,
+        rate(n)
+    );
+    println!(
+        "  previous scheduler (nodes only):                   {:>8.1} ms  {:>9.0} placements/s",
+        o.as_secs_f64() * 1e3,
+        rate(o)
+    );
     println!("  ratio new/old throughput: {:.2}", rate(n) / rate(o));
 }

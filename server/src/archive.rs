@@ -84,19 +84,29 @@ pub fn declared_entries(f: &mut File) -> Result<u64, ArchiveError> {
     if loc[..4] != [0x50, 0x4b, 0x06, 0x07] {
         return Ok(total);
     }
-    let z64 = u64::from_le_bytes(loc[8..16].try_into().map_err(|_| ArchiveError::NotZip("bad locator".into()))?);
+    let z64 = u64::from_le_bytes(
+        loc[8..16]
+            .try_into()
+            .map_err(|_| ArchiveError::NotZip("bad locator".into()))?,
+    );
     let mut rec = [0u8; 40];
     f.seek(SeekFrom::Start(z64))?;
-    f.read_exact(&mut rec).map_err(|_| ArchiveError::NotZip("truncated zip64 record".into()))?;
+    f.read_exact(&mut rec)
+        .map_err(|_| ArchiveError::NotZip("truncated zip64 record".into()))?;
     if rec[..4] != [0x50, 0x4b, 0x06, 0x06] {
-        return Err(ArchiveError::NotZip("bad zip64 end of central directory".into()));
+        return Err(ArchiveError::NotZip(
+            "bad zip64 end of central directory".into(),
+        ));
     }
-    Ok(u64::from_le_bytes(rec[32..40].try_into().map_err(|_| ArchiveError::NotZip("bad zip64 record".into()))?))
+    Ok(u64::from_le_bytes(rec[32..40].try_into().map_err(
+        |_| ArchiveError::NotZip("bad zip64 record".into()),
+    )?))
 }
 
 fn safe_relative(name: &str) -> Result<String, ArchiveError> {
     let unsafe_path = || ArchiveError::UnsafePath(name.to_string());
-    if name.starts_with('/') || name.starts_with('\\') || name.contains('\\') || name.contains('\0') {
+    if name.starts_with('/') || name.starts_with('\\') || name.contains('\\') || name.contains('\0')
+    {
         return Err(unsafe_path());
     }
     let mut parts = Vec::new();
@@ -126,11 +136,22 @@ fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
 }
 
 /// Checks `zip_path` and writes its content as a tar to `out`.
-pub fn zip_to_droplet_tar<W: Write>(zip_path: &Path, limits: &Limits, out: W) -> Result<Unpacked, ArchiveError> {
+pub fn zip_to_droplet_tar<W: Write>(
+    zip_path: &Path,
+    limits: &Limits,
+    out: W,
+) -> Result<Unpacked, ArchiveError> {
     let mut tar = tar::Builder::new(out);
     let mut dirs = HashSet::new();
     let mut found = Unpacked::default();
-    append_zip(zip_path, limits, &mut tar, &mut dirs, &mut found, &mut |_, _, _, _| Ok(()))?;
+    append_zip(
+        zip_path,
+        limits,
+        &mut tar,
+        &mut dirs,
+        &mut found,
+        &mut |_, _, _, _| Ok(()),
+    )?;
     if found.files == 0 {
         return Err(ArchiveError::Empty);
     }
@@ -141,7 +162,12 @@ pub fn zip_to_droplet_tar<W: Write>(zip_path: &Path, limits: &Limits, out: W) ->
 /// Adds every parent directory of `name` (or `name` itself when `is_dir`) not yet in `dirs`,
 /// owned by the app user; otherwise the engine would create it as root and the app could not
 /// write there.
-pub fn add_parents<W: Write>(tar: &mut tar::Builder<W>, dirs: &mut HashSet<String>, name: &str, is_dir: bool) -> io::Result<()> {
+pub fn add_parents<W: Write>(
+    tar: &mut tar::Builder<W>,
+    dirs: &mut HashSet<String>,
+    name: &str,
+    is_dir: bool,
+) -> io::Result<()> {
     let mut parent = String::new();
     let comps: Vec<&str> = name.split('/').collect();
     let upto = if is_dir { comps.len() } else { comps.len() - 1 };
@@ -164,8 +190,18 @@ pub fn checked_path(name: &str) -> Result<String, ArchiveError> {
 }
 
 /// Appends one regular file of `size` bytes read from `content` at `name`.
-pub fn append_file<W: Write>(tar: &mut tar::Builder<W>, name: &str, exec: bool, size: u64, content: impl Read) -> io::Result<()> {
-    let mut h = header(tar::EntryType::Regular, if exec { 0o755 } else { 0o644 }, size);
+pub fn append_file<W: Write>(
+    tar: &mut tar::Builder<W>,
+    name: &str,
+    exec: bool,
+    size: u64,
+    content: impl Read,
+) -> io::Result<()> {
+    let mut h = header(
+        tar::EntryType::Regular,
+        if exec { 0o755 } else { 0o644 },
+        size,
+    );
     tar.append_data(&mut h, name, content)
 }
 
@@ -191,12 +227,17 @@ pub fn append_zip<W: Write>(
     file.seek(SeekFrom::Start(0))?;
     let mut zip = zip::ZipArchive::new(file).map_err(|e| ArchiveError::NotZip(e.to_string()))?;
     if zip.len() > limits.max_entries {
-        return Err(ArchiveError::TooManyEntries(zip.len() as u64, limits.max_entries));
+        return Err(ArchiveError::TooManyEntries(
+            zip.len() as u64,
+            limits.max_entries,
+        ));
     }
     let mut scratch = tempfile::tempfile()?;
 
     for i in 0..zip.len() {
-        let mut entry = zip.by_index(i).map_err(|e| ArchiveError::NotZip(e.to_string()))?;
+        let mut entry = zip
+            .by_index(i)
+            .map_err(|e| ArchiveError::NotZip(e.to_string()))?;
         let raw_name = entry.name().to_string();
         let name = safe_relative(&raw_name)?;
         // Belt and braces: the zip crate's own check must agree.
@@ -250,7 +291,10 @@ mod tests {
     use zip::write::SimpleFileOptions;
 
     fn limits() -> Limits {
-        Limits { max_entries: 1000, max_unpacked_bytes: 10 * 1024 * 1024 }
+        Limits {
+            max_entries: 1000,
+            max_unpacked_bytes: 10 * 1024 * 1024,
+        }
     }
 
     fn make_zip(build: impl FnOnce(&mut zip::ZipWriter<File>)) -> tempfile::NamedTempFile {
@@ -268,7 +312,11 @@ mod tests {
             .map(|e| {
                 let e = e.unwrap();
                 let h = e.header();
-                (e.path().unwrap().display().to_string(), h.mode().unwrap(), h.uid().unwrap())
+                (
+                    e.path().unwrap().display().to_string(),
+                    h.mode().unwrap(),
+                    h.uid().unwrap(),
+                )
             })
             .collect()
     }
@@ -276,9 +324,14 @@ mod tests {
     #[test]
     fn good_archive_becomes_tar_with_app_owner_and_masked_modes() {
         let z = make_zip(|w| {
-            w.start_file("Procfile", SimpleFileOptions::default()).unwrap();
+            w.start_file("Procfile", SimpleFileOptions::default())
+                .unwrap();
             w.write_all(b"web: python3 app.py\n").unwrap();
-            w.start_file("bin/run", SimpleFileOptions::default().unix_permissions(0o4755)).unwrap();
+            w.start_file(
+                "bin/run",
+                SimpleFileOptions::default().unix_permissions(0o4755),
+            )
+            .unwrap();
             w.write_all(b"#!/bin/sh\n").unwrap();
         });
         let mut out = Vec::new();
@@ -288,7 +341,10 @@ mod tests {
         let e = entries_of(&out);
         assert!(e.contains(&("Procfile".into(), 0o644, 2000)), "{e:?}");
         assert!(e.contains(&("bin/".into(), 0o755, 2000)), "{e:?}");
-        assert!(e.contains(&("bin/run".into(), 0o755, 2000)), "setuid must be masked: {e:?}");
+        assert!(
+            e.contains(&("bin/run".into(), 0o755, 2000)),
+            "setuid must be masked: {e:?}"
+        );
     }
 
     #[test]
@@ -306,7 +362,8 @@ mod tests {
     #[test]
     fn symlinks_are_refused() {
         let z = make_zip(|w| {
-            w.add_symlink("link", "/etc/passwd", SimpleFileOptions::default()).unwrap();
+            w.add_symlink("link", "/etc/passwd", SimpleFileOptions::default())
+                .unwrap();
         });
         let err = zip_to_droplet_tar(z.path(), &limits(), &mut Vec::new()).unwrap_err();
         assert!(matches!(err, ArchiveError::Link(_)), "{err}");
@@ -330,11 +387,15 @@ mod tests {
     fn too_many_entries_are_refused_before_parsing() {
         let z = make_zip(|w| {
             for i in 0..1001 {
-                w.start_file(format!("f{i}"), SimpleFileOptions::default()).unwrap();
+                w.start_file(format!("f{i}"), SimpleFileOptions::default())
+                    .unwrap();
             }
         });
         let err = zip_to_droplet_tar(z.path(), &limits(), &mut Vec::new()).unwrap_err();
-        assert!(matches!(err, ArchiveError::TooManyEntries(1001, 1000)), "{err}");
+        assert!(
+            matches!(err, ArchiveError::TooManyEntries(1001, 1000)),
+            "{err}"
+        );
     }
 
     #[test]

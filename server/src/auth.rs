@@ -4,7 +4,9 @@
 
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest};
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use argon2::Argon2;
 use chrono::{DateTime, Duration, Utc};
 use futures_util::future::LocalBoxFuture;
@@ -143,7 +145,11 @@ impl Keys {
 }
 
 pub fn random_token(len: usize) -> String {
-    rand::thread_rng().sample_iter(&Alphanumeric).take(len).map(char::from).collect()
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
 }
 
 pub fn sha256_hex(s: &str) -> String {
@@ -152,11 +158,18 @@ pub fn sha256_hex(s: &str) -> String {
 
 pub fn hash_password(password: &str) -> Result<String, Error> {
     let salt = SaltString::generate(&mut OsRng);
-    Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(Error::internal)
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(Error::internal)
 }
 
 pub fn verify_password(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+    PasswordHash::new(hash).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
 }
 
 /// A real hash of nothing, to spend the same time on unknown usernames as on known ones.
@@ -167,11 +180,18 @@ pub fn dummy_hash() -> &'static str {
 
 /// Constant-time comparison, for the join token.
 pub fn secure_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// Reads a secret file from the data dir, creating it (mode 0600) with `make()` if missing.
-pub fn load_or_create_secret(path: &Path, make: impl FnOnce() -> String) -> std::io::Result<String> {
+pub fn load_or_create_secret(
+    path: &Path,
+    make: impl FnOnce() -> String,
+) -> std::io::Result<String> {
     match std::fs::read_to_string(path) {
         Ok(s) => Ok(s.trim().to_string()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -190,13 +210,21 @@ pub fn load_or_create_secret(path: &Path, make: impl FnOnce() -> String) -> std:
 }
 
 pub(crate) fn bearer(req: &HttpRequest) -> Option<String> {
-    let h = req.headers().get(actix_web::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let h = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = h.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
 }
 
 fn ctx(req: &HttpRequest) -> Result<web::Data<AppCtx>, Error> {
-    req.app_data::<web::Data<AppCtx>>().cloned().ok_or_else(|| Error::internal("application state missing"))
+    req.app_data::<web::Data<AppCtx>>()
+        .cloned()
+        .ok_or_else(|| Error::internal("application state missing"))
 }
 
 /// A user authenticated by the `authz` middleware (login JWT or API token).
@@ -214,8 +242,15 @@ impl FromRequest for AuthUser {
         std::future::ready(
             req.extensions()
                 .get::<crate::authz::Principal>()
-                .map(|p| AuthUser { username: p.username.clone() })
-                .ok_or_else(|| Error::api(ErrorCode::Unauthorized, "missing bearer token; log in first")),
+                .map(|p| AuthUser {
+                    username: p.username.clone(),
+                })
+                .ok_or_else(|| {
+                    Error::api(
+                        ErrorCode::Unauthorized,
+                        "missing bearer token; log in first",
+                    )
+                }),
         )
     }
 }
@@ -235,12 +270,18 @@ impl FromRequest for AgentNode {
         let token = bearer(req);
         Box::pin(async move {
             let ctx = ctx?;
-            let token = token.ok_or_else(|| Error::api(ErrorCode::Unauthorized, "missing node credential"))?;
+            let token = token
+                .ok_or_else(|| Error::api(ErrorCode::Unauthorized, "missing node credential"))?;
             let node = ctx
                 .store
                 .node_by_token_hash(&sha256_hex(&token))
                 .await?
-                .ok_or_else(|| Error::api(ErrorCode::Unauthorized, "unknown node credential; register again"))?;
+                .ok_or_else(|| {
+                    Error::api(
+                        ErrorCode::Unauthorized,
+                        "unknown node credential; register again",
+                    )
+                })?;
             Ok(AgentNode { name: node.name })
         })
     }
@@ -274,7 +315,9 @@ mod tests {
         let s = b"test-secret-test-secret-test-secret";
         let now = Utc::now().timestamp();
         let good = json!({"sub": "admin", "iss": ISSUER, "aud": AUDIENCE, "exp": now + 600, "iat": now, "jti": "x"});
-        assert!(k.verify(&forge(Header::new(Algorithm::HS256), good.clone(), s)).is_ok());
+        assert!(k
+            .verify(&forge(Header::new(Algorithm::HS256), good.clone(), s))
+            .is_ok());
         let mut no_exp = good.clone();
         no_exp.as_object_mut().unwrap().remove("exp");
         let mut no_aud = good.clone();
@@ -295,10 +338,26 @@ mod tests {
             ("wrong iss", wrong_iss),
             ("expired", expired),
         ] {
-            assert!(k.verify(&forge(Header::new(Algorithm::HS256), claims, s)).is_err(), "{what} accepted");
+            assert!(
+                k.verify(&forge(Header::new(Algorithm::HS256), claims, s))
+                    .is_err(),
+                "{what} accepted"
+            );
         }
-        assert!(k.verify(&forge(Header::new(Algorithm::HS384), good.clone(), s)).is_err(), "HS384 accepted");
-        assert!(k.verify(&forge(Header::new(Algorithm::HS256), good.clone(), b"other")).is_err(), "wrong key accepted");
+        assert!(
+            k.verify(&forge(Header::new(Algorithm::HS384), good.clone(), s))
+                .is_err(),
+            "HS384 accepted"
+        );
+        assert!(
+            k.verify(&forge(
+                Header::new(Algorithm::HS256),
+                good.clone(),
+                b"other"
+            ))
+            .is_err(),
+            "wrong key accepted"
+        );
         let mut no_kid = Header::new(Algorithm::HS256);
         no_kid.kid = None;
         let t = encode(&no_kid, &good, &EncodingKey::from_secret(s)).unwrap();
@@ -306,7 +365,11 @@ mod tests {
         // alg: none, hand-built: header {"alg":"none","typ":"JWT"}
         use base64::Engine;
         let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-        let none = format!("{}.{}.", b64(br#"{"alg":"none","typ":"JWT"}"#), b64(good.to_string().as_bytes()));
+        let none = format!(
+            "{}.{}.",
+            b64(br#"{"alg":"none","typ":"JWT"}"#),
+            b64(good.to_string().as_bytes())
+        );
         assert!(k.verify(&none).is_err(), "alg none accepted");
     }
 

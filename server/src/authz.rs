@@ -101,7 +101,11 @@ pub struct Principal {
 impl Principal {
     /// The role the caller holds in a space, after its token's scope caps it.
     pub fn role_in(&self, space_id: &str) -> Option<Role> {
-        let role = if self.operator { Some(Role::Admin) } else { self.roles.get(space_id).copied() }?;
+        let role = if self.operator {
+            Some(Role::Admin)
+        } else {
+            self.roles.get(space_id).copied()
+        }?;
         Some(match &self.token {
             Some(t) => role.min(t.scope.cap()),
             None => role,
@@ -110,13 +114,21 @@ impl Principal {
 
     /// Whether the caller may see an app at all (for lists).
     pub fn can_see(&self, app_name: &str, space_id: Option<&str>) -> bool {
-        let app_ok = self.token.as_ref().and_then(|t| t.app.as_deref()).is_none_or(|a| a == app_name);
+        let app_ok = self
+            .token
+            .as_ref()
+            .and_then(|t| t.app.as_deref())
+            .is_none_or(|a| a == app_name);
         app_ok && space_id.is_some_and(|s| self.role_in(s).is_some())
     }
 
     /// Platform-wide administration: operators, through a login or an unrestricted admin token.
     pub fn is_operator(&self) -> bool {
-        self.operator && self.token.as_ref().is_none_or(|t| t.scope == Scope::Admin && t.app.is_none())
+        self.operator
+            && self
+                .token
+                .as_ref()
+                .is_none_or(|t| t.scope == Scope::Admin && t.app.is_none())
     }
 }
 
@@ -125,12 +137,12 @@ impl FromRequest for Principal {
     type Future = std::future::Ready<Result<Self, Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready(
-            req.extensions()
-                .get::<Principal>()
-                .cloned()
-                .ok_or_else(|| Error::api(ErrorCode::Unauthorized, "missing bearer token; log in first")),
-        )
+        std::future::ready(req.extensions().get::<Principal>().cloned().ok_or_else(|| {
+            Error::api(
+                ErrorCode::Unauthorized,
+                "missing bearer token; log in first",
+            )
+        }))
     }
 }
 
@@ -142,7 +154,11 @@ enum Need {
     Agent,
     Authenticated,
     /// A role in the app's space; `creates` when the request may create the app (push).
-    App { name: String, min: Role, creates: bool },
+    App {
+        name: String,
+        min: Role,
+        creates: bool,
+    },
     Operator,
     /// Managing one's own API tokens: a login, or an admin-scoped token.
     OwnTokens,
@@ -151,7 +167,11 @@ enum Need {
 fn classify(method: &actix_web::http::Method, path: &str) -> Need {
     let read = method == actix_web::http::Method::GET || method == actix_web::http::Method::HEAD;
     let rest = path.strip_prefix("/v1").unwrap_or(path);
-    let segs: Vec<&str> = rest.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = rest
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     match segs.as_slice() {
         ["auth", "login"] => Need::Public,
         // The API description: CI tools fetch it before they have a token.
@@ -175,26 +195,46 @@ fn classify(method: &actix_web::http::Method, path: &str) -> Need {
 }
 
 pub async fn resolve(ctx: &AppCtx, token: &str) -> Result<Principal, Error> {
-    let unauthorized = || Error::api(ErrorCode::Unauthorized, "invalid or expired token; log in again");
+    let unauthorized = || {
+        Error::api(
+            ErrorCode::Unauthorized,
+            "invalid or expired token; log in again",
+        )
+    };
     let claims = ctx.keys.verify(token).map_err(|e| {
         tracing::debug!(error = %e, "token refused");
         unauthorized()
     })?;
     let grant = if claims.typ.as_deref() == Some("ci") {
-        let rec = ctx.store.token(&claims.jti).await?.ok_or_else(unauthorized)?;
+        let rec = ctx
+            .store
+            .token(&claims.jti)
+            .await?
+            .ok_or_else(unauthorized)?;
         if rec.revoked_at.is_some() {
-            return Err(Error::api(ErrorCode::Unauthorized, "this API token was revoked"));
+            return Err(Error::api(
+                ErrorCode::Unauthorized,
+                "this API token was revoked",
+            ));
         }
         if rec.expires_at < Utc::now() || rec.token_hash != sha256_hex(token) {
             return Err(unauthorized());
         }
         let scope = Scope::parse(&rec.scope).ok_or_else(unauthorized)?;
         ctx.store.touch_token(&rec.id, Utc::now()).await?;
-        Some(TokenGrant { id: rec.id, scope, app: rec.app_name })
+        Some(TokenGrant {
+            id: rec.id,
+            scope,
+            app: rec.app_name,
+        })
     } else {
         None
     };
-    let user = ctx.store.user_by_name(&claims.sub).await?.ok_or_else(unauthorized)?;
+    let user = ctx
+        .store
+        .user_by_name(&claims.sub)
+        .await?
+        .ok_or_else(unauthorized)?;
     let roles = ctx
         .store
         .user_roles(&user.id)
@@ -202,22 +242,41 @@ pub async fn resolve(ctx: &AppCtx, token: &str) -> Result<Principal, Error> {
         .into_iter()
         .filter_map(|(space, role)| Role::parse(&role).map(|r| (space, r)))
         .collect();
-    Ok(Principal { user_id: user.id, username: user.username, operator: user.operator, roles, token: grant })
+    Ok(Principal {
+        user_id: user.id,
+        username: user.username,
+        operator: user.operator,
+        roles,
+        token: grant,
+    })
 }
 
 /// The space named by the `X-Paas-Space` header, or the default one.
-pub async fn target_space(ctx: &AppCtx, req: &HttpRequest) -> Result<crate::store::SpaceRecord, Error> {
-    let named = req.headers().get(SPACE_HEADER).and_then(|v| v.to_str().ok()).map(str::trim).filter(|s| !s.is_empty());
+pub async fn target_space(
+    ctx: &AppCtx,
+    req: &HttpRequest,
+) -> Result<crate::store::SpaceRecord, Error> {
+    let named = req
+        .headers()
+        .get(SPACE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
     let (org, space) = match named {
-        Some(s) => s
-            .split_once('/')
-            .ok_or_else(|| Error::api(ErrorCode::BadRequest, format!("space {s:?} must be ORG/SPACE")))?,
+        Some(s) => s.split_once('/').ok_or_else(|| {
+            Error::api(
+                ErrorCode::BadRequest,
+                format!("space {s:?} must be ORG/SPACE"),
+            )
+        })?,
         None => (DEFAULT_ORG, DEFAULT_SPACE),
     };
-    ctx.store
-        .space(org, space, false)
-        .await?
-        .ok_or_else(|| Error::api(ErrorCode::SpaceNotFound, format!("space {org}/{space} not found")))
+    ctx.store.space(org, space, false).await?.ok_or_else(|| {
+        Error::api(
+            ErrorCode::SpaceNotFound,
+            format!("space {org}/{space} not found"),
+        )
+    })
 }
 
 /// Name of the dashboard's session cookie (HttpOnly, SameSite=Strict; it holds a login JWT).
@@ -226,17 +285,33 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 
 /// The login JWT in the session cookie, checked for CSRF on requests that change something.
 fn session_token(ctx: &AppCtx, req: &HttpRequest) -> Result<String, Error> {
-    let missing = || Error::api(ErrorCode::Unauthorized, "missing bearer token; log in first");
-    let token = req.cookie(SESSION_COOKIE).map(|c| c.value().to_string()).ok_or_else(missing)?;
+    let missing = || {
+        Error::api(
+            ErrorCode::Unauthorized,
+            "missing bearer token; log in first",
+        )
+    };
+    let token = req
+        .cookie(SESSION_COOKIE)
+        .map(|c| c.value().to_string())
+        .ok_or_else(missing)?;
     let claims = ctx.keys.verify(&token).map_err(|_| missing())?;
     if claims.typ.is_some() {
         return Err(missing());
     }
-    let safe = req.method() == actix_web::http::Method::GET || req.method() == actix_web::http::Method::HEAD;
+    let safe = req.method() == actix_web::http::Method::GET
+        || req.method() == actix_web::http::Method::HEAD;
     if !safe {
-        let sent = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let sent = req
+            .headers()
+            .get(CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
         if !crate::auth::secure_eq(sent, &ctx.keys.csrf_token(&claims.jti)) {
-            return Err(Error::api(ErrorCode::Forbidden, "missing or wrong CSRF token; reload the page"));
+            return Err(Error::api(
+                ErrorCode::Forbidden,
+                "missing or wrong CSRF token; reload the page",
+            ));
         }
     }
     Ok(token)
@@ -247,7 +322,10 @@ fn forbidden(what: &str) -> Error {
 }
 
 /// The `/v1` authorization middleware.
-pub async fn middleware(req: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+pub async fn middleware(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let need = classify(req.method(), req.path());
     if matches!(need, Need::Public | Need::Agent) {
         return next.call(req).await;
@@ -274,8 +352,15 @@ pub async fn middleware(req: ServiceRequest, next: Next<impl MessageBody>) -> Re
             }
         }
         Need::OwnTokens => {
-            if principal.token.as_ref().is_some_and(|t| t.scope != Scope::Admin || t.app.is_some()) {
-                return Err(forbidden("API tokens can only be managed with a login or an admin token").into());
+            if principal
+                .token
+                .as_ref()
+                .is_some_and(|t| t.scope != Scope::Admin || t.app.is_some())
+            {
+                return Err(forbidden(
+                    "API tokens can only be managed with a login or an admin token",
+                )
+                .into());
             }
         }
         Need::App { name, min, creates } => {
@@ -298,7 +383,11 @@ pub async fn middleware(req: ServiceRequest, next: Next<impl MessageBody>) -> Re
                 match principal.role_in(&space) {
                     Some(role) if role >= *min => {}
                     Some(role) => {
-                        return Err(forbidden(&format!("a {} cannot change apps in this space", role.as_str())).into())
+                        return Err(forbidden(&format!(
+                            "a {} cannot change apps in this space",
+                            role.as_str()
+                        ))
+                        .into())
                     }
                     None => return Err(forbidden("you have no role in this app's space").into()),
                 }
@@ -310,8 +399,17 @@ pub async fn middleware(req: ServiceRequest, next: Next<impl MessageBody>) -> Re
     if let Some((name, space)) = adopt_into {
         if res.status().is_success() {
             if let Some(app) = ctx.store.app_by_name(&name).await.map_err(Error::from)? {
-                if ctx.store.app_space(&app.id).await.map_err(Error::from)?.is_none() {
-                    ctx.store.set_app_space(&app.id, &space).await.map_err(Error::from)?;
+                if ctx
+                    .store
+                    .app_space(&app.id)
+                    .await
+                    .map_err(Error::from)?
+                    .is_none()
+                {
+                    ctx.store
+                        .set_app_space(&app.id, &space)
+                        .await
+                        .map_err(Error::from)?;
                 }
             }
         }
@@ -329,21 +427,39 @@ mod tests {
         assert_eq!(classify(&Method::POST, "/v1/auth/login"), Need::Public);
         assert_eq!(classify(&Method::POST, "/v1/agent/heartbeat"), Need::Agent);
         assert_eq!(classify(&Method::GET, "/v1/router/table"), Need::Agent);
-        assert_eq!(classify(&Method::POST, "/v1/resources/match"), Need::Authenticated);
+        assert_eq!(
+            classify(&Method::POST, "/v1/resources/match"),
+            Need::Authenticated
+        );
         assert_eq!(classify(&Method::GET, "/v1/apps"), Need::Authenticated);
         assert_eq!(
             classify(&Method::POST, "/v1/apps/web/push"),
-            Need::App { name: "web".into(), min: Role::Developer, creates: true }
+            Need::App {
+                name: "web".into(),
+                min: Role::Developer,
+                creates: true
+            }
         );
         assert_eq!(
             classify(&Method::GET, "/v1/apps/web/logs"),
-            Need::App { name: "web".into(), min: Role::Viewer, creates: false }
+            Need::App {
+                name: "web".into(),
+                min: Role::Viewer,
+                creates: false
+            }
         );
         assert_eq!(
             classify(&Method::DELETE, "/v1/apps/web"),
-            Need::App { name: "web".into(), min: Role::Developer, creates: false }
+            Need::App {
+                name: "web".into(),
+                min: Role::Developer,
+                creates: false
+            }
         );
-        assert_eq!(classify(&Method::POST, "/v1/nodes/n1/drain"), Need::Operator);
+        assert_eq!(
+            classify(&Method::POST, "/v1/nodes/n1/drain"),
+            Need::Operator
+        );
         assert_eq!(classify(&Method::GET, "/v1/nodes"), Need::Authenticated);
         assert_eq!(classify(&Method::GET, "/v1/users"), Need::Operator);
         assert_eq!(classify(&Method::POST, "/v1/users"), Need::Operator);
@@ -351,22 +467,44 @@ mod tests {
         assert_eq!(classify(&Method::POST, "/v1/something-new"), Need::Operator);
     }
 
-    fn principal(operator: bool, role: Option<Role>, token: Option<(Scope, Option<&str>)>) -> Principal {
+    fn principal(
+        operator: bool,
+        role: Option<Role>,
+        token: Option<(Scope, Option<&str>)>,
+    ) -> Principal {
         Principal {
             user_id: "u".into(),
             username: "u".into(),
             operator,
-            roles: role.map(|r| HashMap::from([("s1".to_string(), r)])).unwrap_or_default(),
-            token: token.map(|(scope, app)| TokenGrant { id: "t".into(), scope, app: app.map(str::to_string) }),
+            roles: role
+                .map(|r| HashMap::from([("s1".to_string(), r)]))
+                .unwrap_or_default(),
+            token: token.map(|(scope, app)| TokenGrant {
+                id: "t".into(),
+                scope,
+                app: app.map(str::to_string),
+            }),
         }
     }
 
     #[test]
     fn roles_are_capped_by_token_scope() {
-        assert_eq!(principal(false, Some(Role::Admin), None).role_in("s1"), Some(Role::Admin));
-        assert_eq!(principal(false, Some(Role::Admin), Some((Scope::Read, None))).role_in("s1"), Some(Role::Viewer));
-        assert_eq!(principal(false, Some(Role::Admin), Some((Scope::Deploy, None))).role_in("s1"), Some(Role::Developer));
-        assert_eq!(principal(false, Some(Role::Viewer), Some((Scope::Admin, None))).role_in("s1"), Some(Role::Viewer));
+        assert_eq!(
+            principal(false, Some(Role::Admin), None).role_in("s1"),
+            Some(Role::Admin)
+        );
+        assert_eq!(
+            principal(false, Some(Role::Admin), Some((Scope::Read, None))).role_in("s1"),
+            Some(Role::Viewer)
+        );
+        assert_eq!(
+            principal(false, Some(Role::Admin), Some((Scope::Deploy, None))).role_in("s1"),
+            Some(Role::Developer)
+        );
+        assert_eq!(
+            principal(false, Some(Role::Viewer), Some((Scope::Admin, None))).role_in("s1"),
+            Some(Role::Viewer)
+        );
         assert_eq!(principal(false, None, None).role_in("s1"), None);
         assert_eq!(principal(true, None, None).role_in("s2"), Some(Role::Admin));
         assert!(principal(true, None, None).is_operator());
@@ -376,7 +514,11 @@ mod tests {
 
     #[test]
     fn app_tokens_see_one_app() {
-        let p = principal(false, Some(Role::Developer), Some((Scope::Deploy, Some("a"))));
+        let p = principal(
+            false,
+            Some(Role::Developer),
+            Some((Scope::Deploy, Some("a"))),
+        );
         assert!(p.can_see("a", Some("s1")));
         assert!(!p.can_see("b", Some("s1")));
         assert!(!principal(false, Some(Role::Developer), None).can_see("a", Some("s2")));

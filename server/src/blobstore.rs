@@ -68,12 +68,20 @@ impl Blobstore {
     }
 
     pub fn writer(&self) -> Result<BlobWriter, BlobError> {
-        Ok(BlobWriter { file: tempfile::NamedTempFile::new_in(&self.tmp)?, hasher: Sha256::new(), size: 0 })
+        Ok(BlobWriter {
+            file: tempfile::NamedTempFile::new_in(&self.tmp)?,
+            hasher: Sha256::new(),
+            size: 0,
+        })
     }
 
     /// Makes the written bytes durable under their sha256 and returns (sha256, size).
     pub fn commit(&self, w: BlobWriter) -> Result<(String, u64), BlobError> {
-        let BlobWriter { mut file, hasher, size } = w;
+        let BlobWriter {
+            mut file,
+            hasher,
+            size,
+        } = w;
         file.flush()?;
         file.as_file().sync_all()?;
         let sha = hex::encode(hasher.finalize());
@@ -92,13 +100,18 @@ impl Blobstore {
     /// where thousands of small files would otherwise cost a sync each. Readers verify a cached
     /// file's digest before use, so a file torn by a crash is detected, never served.
     pub fn commit_unsynced(&self, w: BlobWriter) -> Result<(String, u64), BlobError> {
-        self.commit_unsynced_new(w).map(|(sha, size, _)| (sha, size))
+        self.commit_unsynced_new(w)
+            .map(|(sha, size, _)| (sha, size))
     }
 
     /// [`Self::commit_unsynced`], also saying whether the blob is new (so a caller that fails
     /// later can remove exactly what it added).
     pub fn commit_unsynced_new(&self, w: BlobWriter) -> Result<(String, u64, bool), BlobError> {
-        let BlobWriter { mut file, hasher, size } = w;
+        let BlobWriter {
+            mut file,
+            hasher,
+            size,
+        } = w;
         file.flush()?;
         let sha = hex::encode(hasher.finalize());
         let dest = self.path_of(&sha)?;
@@ -113,7 +126,11 @@ impl Blobstore {
     }
 
     fn path_of(&self, sha: &str) -> Result<PathBuf, BlobError> {
-        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+        if sha.len() != 64
+            || !sha
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        {
             return Err(BlobError::InvalidId(sha.to_string()));
         }
         Ok(self.root.join(&sha[..2]).join(sha))
@@ -172,11 +189,18 @@ mod tests {
         w.write_all(b"hello").unwrap();
         let (sha, size) = bs.commit(w).unwrap();
         assert_eq!(size, 5);
-        assert_eq!(sha, "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+        assert_eq!(
+            sha,
+            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
         assert_eq!(std::fs::read(bs.path(&sha).unwrap()).unwrap(), b"hello");
         assert!(bs.path("../../etc/passwd").is_err());
         bs.delete(&sha).unwrap();
         assert!(!bs.exists(&sha));
-        assert_eq!(std::fs::read_dir(bs.tmp_dir()).unwrap().count(), 0, "no temp file left behind");
+        assert_eq!(
+            std::fs::read_dir(bs.tmp_dir()).unwrap().count(),
+            0,
+            "no temp file left behind"
+        );
     }
 }

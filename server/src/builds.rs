@@ -32,7 +32,10 @@ const CACHE_ENTRIES: usize = 256;
 #[derive(Default)]
 pub struct Builds {
     inner: Mutex<HashMap<String, Build>>,
-    done: Mutex<(HashMap<String, CachedBuild>, std::collections::VecDeque<String>)>,
+    done: Mutex<(
+        HashMap<String, CachedBuild>,
+        std::collections::VecDeque<String>,
+    )>,
 }
 
 impl Builds {
@@ -43,18 +46,32 @@ impl Builds {
     }
 
     /// Registers a build of the `source` tar blob on `node`; the receiver gets its result.
-    pub fn start(&self, node: &str, source: &str, assignment: BuildAssignment) -> oneshot::Receiver<BuildResult> {
+    pub fn start(
+        &self,
+        node: &str,
+        source: &str,
+        assignment: BuildAssignment,
+    ) -> oneshot::Receiver<BuildResult> {
         let (tx, rx) = oneshot::channel();
         self.lock().insert(
             assignment.build_id.clone(),
-            Build { node: node.to_string(), source: source.to_string(), assignment, done: tx },
+            Build {
+                node: node.to_string(),
+                source: source.to_string(),
+                assignment,
+                done: tx,
+            },
         );
         rx
     }
 
     pub fn for_node(&self, node: &str) -> Vec<BuildAssignment> {
-        let mut out: Vec<BuildAssignment> =
-            self.lock().values().filter(|b| b.node == node).map(|b| b.assignment.clone()).collect();
+        let mut out: Vec<BuildAssignment> = self
+            .lock()
+            .values()
+            .filter(|b| b.node == node)
+            .map(|b| b.assignment.clone())
+            .collect();
         out.sort_by(|a, b| a.build_id.cmp(&b.build_id));
         out
     }
@@ -66,7 +83,10 @@ impl Builds {
 
     /// The source blob and app of build `id`, if it is assigned to `node`.
     pub fn source_of(&self, id: &str, node: &str) -> Option<(String, String)> {
-        self.lock().get(id).filter(|b| b.node == node).map(|b| (b.source.clone(), b.assignment.app.clone()))
+        self.lock()
+            .get(id)
+            .filter(|b| b.node == node)
+            .map(|b| (b.source.clone(), b.assignment.app.clone()))
     }
 
     /// Ends build `id` of `node` with `result`; false if there is no such build (any more).
@@ -87,7 +107,12 @@ impl Builds {
 
     /// The finished build for `key` (source tree digest and buildpacks), if remembered.
     pub fn cached(&self, key: &str) -> Option<CachedBuild> {
-        self.done.lock().unwrap_or_else(|p| p.into_inner()).0.get(key).cloned()
+        self.done
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .get(key)
+            .cloned()
     }
 
     pub fn remember(&self, key: String, build: CachedBuild) {

@@ -198,6 +198,8 @@ impl Settings {
         if let Ok(path) = std::env::var("PAAS_CONFIG") {
             fig = fig.merge(Toml::file(path));
         }
-        fig.merge(Env::prefixed("PAAS_")).extract().map_err(Box::new)
+        fig.merge(Env::prefixed("PAAS_"))
+            .extract()
+            .map_err(Box::new)
     }
 }

@@ -70,8 +70,15 @@ pub type ProcessCounts = HashMap<String, Vec<(String, u32)>>;
 
 /// A row is fresh when it runs the app's current revision, is not marked for replacement, and
 /// is unplaced or on a node that is ready.
-fn is_fresh(i: &InstanceRecord, rev: i64, retiring: &HashSet<String>, ready: &HashSet<&str>) -> bool {
-    i.revision == rev && !retiring.contains(&i.id) && i.node_name.as_deref().is_none_or(|n| ready.contains(n))
+fn is_fresh(
+    i: &InstanceRecord,
+    rev: i64,
+    retiring: &HashSet<String>,
+    ready: &HashSet<&str>,
+) -> bool {
+    i.revision == rev
+        && !retiring.contains(&i.id)
+        && i.node_name.as_deref().is_none_or(|n| ready.contains(n))
 }
 
 /// Decides which rows to create and remove. Pure, so the rolling rules are unit-tested.
@@ -91,29 +98,61 @@ pub fn plan(
     for i in instances {
         let wanted = app_by_id
             .get(i.app_id.as_str())
-            .and_then(|a| (a.state == AppState::Started).then_some(a.current_revision).flatten())
+            .and_then(|a| {
+                (a.state == AppState::Started)
+                    .then_some(a.current_revision)
+                    .flatten()
+            })
             .is_some();
         if wanted {
-            by_app.entry((i.app_id.as_str(), i.process_type.as_str())).or_default().entry(i.index).or_default().push(i);
+            by_app
+                .entry((i.app_id.as_str(), i.process_type.as_str()))
+                .or_default()
+                .entry(i.index)
+                .or_default()
+                .push(i);
         } else {
-            out.remove.push((i.clone(), "app stopped or deleted".into()));
+            out.remove
+                .push((i.clone(), "app stopped or deleted".into()));
         }
     }
     for app in apps {
-        let (AppState::Started, Some(rev)) = (app.state, app.current_revision) else { continue };
-        let max_in_flight = lifecycles.get(&app.id).map_or(1, |l| l.max_in_flight.max(1)) as usize;
+        let (AppState::Started, Some(rev)) = (app.state, app.current_revision) else {
+            continue;
+        };
+        let max_in_flight = lifecycles
+            .get(&app.id)
+            .map_or(1, |l| l.max_in_flight.max(1)) as usize;
         let mut wanted: Vec<(&str, u32)> = vec![("web", app.desired_instances)];
-        wanted.extend(procs.get(&app.id).into_iter().flatten().map(|(t, n)| (t.as_str(), *n)));
+        wanted.extend(
+            procs
+                .get(&app.id)
+                .into_iter()
+                .flatten()
+                .map(|(t, n)| (t.as_str(), *n)),
+        );
         // Rows of a process type the current droplet no longer has.
         for ((app_id, ptype), rows) in &by_app {
             if *app_id == app.id && !wanted.iter().any(|(t, _)| t == ptype) {
                 for i in rows.values().flatten() {
-                    out.remove.push(((*i).clone(), format!("process type {ptype} is gone")));
+                    out.remove
+                        .push(((*i).clone(), format!("process type {ptype} is gone")));
                 }
             }
         }
         for (ptype, desired) in wanted {
-            plan_process(&mut out, app, ptype, desired, rev, max_in_flight, by_app.get(&(app.id.as_str(), ptype)), retiring, ready, lost);
+            plan_process(
+                &mut out,
+                app,
+                ptype,
+                desired,
+                rev,
+                max_in_flight,
+                by_app.get(&(app.id.as_str(), ptype)),
+                retiring,
+                ready,
+                lost,
+            );
         }
     }
     out
@@ -138,7 +177,8 @@ fn plan_process(
         let rows = rows.unwrap_or(&empty);
         for (idx, list) in rows.range(desired..) {
             for i in list {
-                out.remove.push(((*i).clone(), format!("scaled down below index {idx}")));
+                out.remove
+                    .push(((*i).clone(), format!("scaled down below index {idx}")));
             }
         }
         // Indices with a fresh row still starting next to a stale one: rolling steps in flight.
@@ -158,13 +198,17 @@ fn plan_process(
                 .copied();
             for f in &fresh {
                 if keep.is_some_and(|k| k.id != f.id) {
-                    out.remove.push(((*f).clone(), format!("duplicate of instance {idx}")));
+                    out.remove
+                        .push(((*f).clone(), format!("duplicate of instance {idx}")));
                 }
             }
             match keep {
                 Some(k) if k.state == InstanceState::Running => {
                     for s in &stale {
-                        out.remove.push(((*s).clone(), format!("replaced by a running instance {idx}")));
+                        out.remove.push((
+                            (*s).clone(),
+                            format!("replaced by a running instance {idx}"),
+                        ));
                     }
                 }
                 Some(_) => {
@@ -181,10 +225,16 @@ fn plan_process(
         }
         for (idx, urgent, why) in need {
             if urgent {
-                out.create.push((app.id.clone(), ptype.to_string(), idx, why));
+                out.create
+                    .push((app.id.clone(), ptype.to_string(), idx, why));
             } else if in_flight < max_in_flight {
                 in_flight += 1;
-                out.create.push((app.id.clone(), ptype.to_string(), idx, format!("rolling: {why}")));
+                out.create.push((
+                    app.id.clone(),
+                    ptype.to_string(),
+                    idx,
+                    format!("rolling: {why}"),
+                ));
             }
         }
     }
@@ -195,12 +245,20 @@ fn serving(i: &InstanceRecord, lost: &HashSet<&str>) -> bool {
     i.state == InstanceState::Running && i.node_name.as_deref().is_none_or(|n| !lost.contains(n))
 }
 
-fn stale_reason(s: &InstanceRecord, rev: i64, retiring: &HashSet<String>, lost: &HashSet<&str>) -> String {
+fn stale_reason(
+    s: &InstanceRecord,
+    rev: i64,
+    retiring: &HashSet<String>,
+    lost: &HashSet<&str>,
+) -> String {
     let node = s.node_name.as_deref().unwrap_or("?");
     if lost.contains(node) {
         format!("replacing instance {} on lost node {node}", s.index)
     } else if s.revision != rev {
-        format!("replacing instance {} of revision {} with revision {rev}", s.index, s.revision)
+        format!(
+            "replacing instance {} of revision {} with revision {rev}",
+            s.index, s.revision
+        )
     } else if retiring.contains(&s.id) {
         format!("replacing instance {} (restart)", s.index)
     } else {
@@ -219,7 +277,10 @@ pub async fn converge_once(ctx: &AppCtx) -> StoreResult<bool> {
                 app_name: None,
                 actor: "platform".into(),
                 kind: "node.lost".into(),
-                message: format!("node {lost} missed its heartbeats for {}s", grace.num_seconds()),
+                message: format!(
+                    "node {lost} missed its heartbeats for {}s",
+                    grace.num_seconds()
+                ),
             })
             .await?;
     }
@@ -229,8 +290,16 @@ pub async fn converge_once(ctx: &AppCtx) -> StoreResult<bool> {
     let lifecycles = store.app_lifecycles().await?;
     let retiring = store.retiring_instances().await?;
     let mut instances = store.list_instances().await?;
-    let ready: HashSet<&str> = nodes.iter().filter(|n| n.state == "ready").map(|n| n.name.as_str()).collect();
-    let lost: HashSet<&str> = nodes.iter().filter(|n| n.state == "lost").map(|n| n.name.as_str()).collect();
+    let ready: HashSet<&str> = nodes
+        .iter()
+        .filter(|n| n.state == "ready")
+        .map(|n| n.name.as_str())
+        .collect();
+    let lost: HashSet<&str> = nodes
+        .iter()
+        .filter(|n| n.state == "lost")
+        .map(|n| n.name.as_str())
+        .collect();
     let app_by_id: HashMap<&str, &AppRecord> = apps.iter().map(|a| (a.id.as_str(), a)).collect();
     let app_name = |id: &str| app_by_id.get(id).map(|a| a.name.clone());
     let mut changed = false;
@@ -238,9 +307,25 @@ pub async fn converge_once(ctx: &AppCtx) -> StoreResult<bool> {
     let specs = crate::processes::specs(store.as_ref(), &apps).await?;
     let counts: ProcessCounts = specs
         .iter()
-        .map(|(id, list)| (id.clone(), list.iter().filter(|p| p.process_type != "web").map(|p| (p.process_type.clone(), p.instances)).collect()))
+        .map(|(id, list)| {
+            (
+                id.clone(),
+                list.iter()
+                    .filter(|p| p.process_type != "web")
+                    .map(|p| (p.process_type.clone(), p.instances))
+                    .collect(),
+            )
+        })
         .collect();
-    let decided = plan(&apps, &counts, &lifecycles, &instances, &retiring, &ready, &lost);
+    let decided = plan(
+        &apps,
+        &counts,
+        &lifecycles,
+        &instances,
+        &retiring,
+        &ready,
+        &lost,
+    );
     let removed: HashSet<String> = decided.remove.iter().map(|(i, _)| i.id.clone()).collect();
     for (inst, why) in &decided.remove {
         store.delete_instance(&inst.id).await?;
@@ -250,15 +335,23 @@ pub async fn converge_once(ctx: &AppCtx) -> StoreResult<bool> {
                 app_name: app_name(&inst.app_id),
                 actor: "platform".into(),
                 kind: "instance.remove".into(),
-                message: format!("removed instance {} on {}: {why}", inst.index, inst.node_name.as_deref().unwrap_or("no node")),
+                message: format!(
+                    "removed instance {} on {}: {why}",
+                    inst.index,
+                    inst.node_name.as_deref().unwrap_or("no node")
+                ),
             })
             .await?;
         changed = true;
     }
     instances.retain(|i| !removed.contains(&i.id));
     for (app_id, ptype, idx, why) in &decided.create {
-        let Some(app) = app_by_id.get(app_id.as_str()) else { continue };
-        let Some(rev) = app.current_revision else { continue };
+        let Some(app) = app_by_id.get(app_id.as_str()) else {
+            continue;
+        };
+        let Some(rev) = app.current_revision else {
+            continue;
+        };
         let now = Utc::now();
         let row = InstanceRecord {
             id: uuid::Uuid::new_v4().to_string(),
@@ -305,13 +398,21 @@ pub async fn converge_once(ctx: &AppCtx) -> StoreResult<bool> {
             starting: 0,
         })
         .collect();
-    let node_idx: HashMap<String, usize> = views.iter().enumerate().map(|(i, v)| (v.name.clone(), i)).collect();
+    let node_idx: HashMap<String, usize> = views
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.name.clone(), i))
+        .collect();
     // Spread counts only fresh rows: a replacement should not avoid the node its stale
     // predecessor is leaving.
     let mut spreads: HashMap<String, Spread> = HashMap::new();
     for inst in &instances {
-        let (Some(node), Some(app)) = (&inst.node_name, app_by_id.get(inst.app_id.as_str())) else { continue };
-        let Some(&vi) = node_idx.get(node) else { continue };
+        let (Some(node), Some(app)) = (&inst.node_name, app_by_id.get(inst.app_id.as_str())) else {
+            continue;
+        };
+        let Some(&vi) = node_idx.get(node) else {
+            continue;
+        };
         let v = &mut views[vi];
         v.used_memory_mb += crate::processes::memory_of(&specs, app, &inst.process_type);
         v.used_disk_mb += app.disk_mb;
@@ -319,21 +420,40 @@ pub async fn converge_once(ctx: &AppCtx) -> StoreResult<bool> {
         if matches!(inst.state, InstanceState::Pending | InstanceState::Starting) {
             v.starting += 1;
         }
-        if app.current_revision.is_some_and(|rev| is_fresh(inst, rev, &retiring, &ready)) {
-            spreads.entry(inst.app_id.clone()).or_insert_with(|| Spread::new(views.len())).add(&views, vi);
+        if app
+            .current_revision
+            .is_some_and(|rev| is_fresh(inst, rev, &retiring, &ready))
+        {
+            spreads
+                .entry(inst.app_id.clone())
+                .or_insert_with(|| Spread::new(views.len()))
+                .add(&views, vi);
         }
     }
 
     // Place every unplaced row (new ones and ones that found no node before); instance 0 of
     // every app before further instances, so one app cannot starve another.
     let no_labels = BTreeMap::new();
-    let mut unplaced: Vec<&mut InstanceRecord> = instances.iter_mut().filter(|i| i.node_name.is_none()).collect();
+    let mut unplaced: Vec<&mut InstanceRecord> = instances
+        .iter_mut()
+        .filter(|i| i.node_name.is_none())
+        .collect();
     unplaced.sort_by_key(|i| (i.index, i.created_at));
     for inst in unplaced {
-        let Some(app) = app_by_id.get(inst.app_id.as_str()) else { continue };
-        let labels = lifecycles.get(&app.id).map_or(&no_labels, |l| &l.placement_labels);
-        let ask = Ask { memory_mb: crate::processes::memory_of(&specs, app, &inst.process_type), disk_mb: app.disk_mb, labels };
-        let spread = spreads.entry(app.id.clone()).or_insert_with(|| Spread::new(views.len()));
+        let Some(app) = app_by_id.get(inst.app_id.as_str()) else {
+            continue;
+        };
+        let labels = lifecycles
+            .get(&app.id)
+            .map_or(&no_labels, |l| &l.placement_labels);
+        let ask = Ask {
+            memory_mb: crate::processes::memory_of(&specs, app, &inst.process_type),
+            disk_mb: app.disk_mb,
+            labels,
+        };
+        let spread = spreads
+            .entry(app.id.clone())
+            .or_insert_with(|| Spread::new(views.len()));
         match scheduler::place(&views, &ask, spread, scheduler::DEFAULT_MAX_STARTING) {
             Ok(vi) => {
                 let node = views[vi].name.clone();
@@ -356,7 +476,10 @@ pub async fn converge_once(ctx: &AppCtx) -> StoreResult<bool> {
 
     // A draining node with nothing left on it is drained.
     for n in nodes.iter().filter(|n| n.state == "draining") {
-        if !instances.iter().any(|i| i.node_name.as_deref() == Some(n.name.as_str())) {
+        if !instances
+            .iter()
+            .any(|i| i.node_name.as_deref() == Some(n.name.as_str()))
+        {
             let ev = Event {
                 app_name: None,
                 actor: "platform".into(),
@@ -409,10 +532,22 @@ mod tests {
         }
     }
 
-    fn run_plan(a: &AppRecord, rows: &[InstanceRecord], retiring: &[&str], ready: &[&str], lost: &[&str]) -> Plan {
+    fn run_plan(
+        a: &AppRecord,
+        rows: &[InstanceRecord],
+        retiring: &[&str],
+        ready: &[&str],
+        lost: &[&str],
+    ) -> Plan {
         let retiring: HashSet<String> = retiring.iter().map(|s| s.to_string()).collect();
         let mut lc = HashMap::new();
-        lc.insert("app".to_string(), AppLifecycle { max_in_flight: 1, ..Default::default() });
+        lc.insert(
+            "app".to_string(),
+            AppLifecycle {
+                max_in_flight: 1,
+                ..Default::default()
+            },
+        );
         plan(
             std::slice::from_ref(a),
             &HashMap::new(),
@@ -439,10 +574,17 @@ mod tests {
     #[test]
     fn new_revision_rolls_one_index_at_a_time() {
         let a = app(3, 2);
-        let old = [row("o0", 0, 1, "n1", Running), row("o1", 1, 1, "n1", Running), row("o2", 2, 1, "n1", Running)];
+        let old = [
+            row("o0", 0, 1, "n1", Running),
+            row("o1", 1, 1, "n1", Running),
+            row("o2", 2, 1, "n1", Running),
+        ];
         let p = run_plan(&a, &old, &[], &["n1"], &[]);
         assert_eq!(created(&p), [0], "one index in flight");
-        assert!(p.remove.is_empty(), "nothing removed before its replacement runs");
+        assert!(
+            p.remove.is_empty(),
+            "nothing removed before its replacement runs"
+        );
 
         // The replacement starts: still in flight, nothing else starts, nothing removed.
         let mut rows = old.to_vec();
@@ -460,9 +602,16 @@ mod tests {
     #[test]
     fn lost_node_is_replaced_at_once_and_removed_after() {
         let a = app(2, 1);
-        let rows = [row("a", 0, 1, "dead", Running), row("b", 1, 1, "dead", Running)];
+        let rows = [
+            row("a", 0, 1, "dead", Running),
+            row("b", 1, 1, "dead", Running),
+        ];
         let p = run_plan(&a, &rows, &[], &["n2"], &["dead"]);
-        assert_eq!(created(&p), [0, 1], "not limited by max_in_flight: the lost rows do not serve");
+        assert_eq!(
+            created(&p),
+            [0, 1],
+            "not limited by max_in_flight: the lost rows do not serve"
+        );
         assert!(p.remove.is_empty());
         let mut rows = rows.to_vec();
         rows.push(row("a2", 0, 1, "n2", Running));
@@ -499,7 +648,10 @@ mod tests {
         assert_eq!(removed(&p), ["a", "b"]);
         // A lost node came back beside its running replacement: one of them goes.
         let a = app(1, 1);
-        let rows = [row("old", 0, 1, "n1", Running), row("new", 0, 1, "n2", Running)];
+        let rows = [
+            row("old", 0, 1, "n1", Running),
+            row("new", 0, 1, "n2", Running),
+        ];
         let p = run_plan(&a, &rows, &[], &["n1", "n2"], &[]);
         assert_eq!(removed(&p), ["old"]);
     }
@@ -510,14 +662,40 @@ mod tests {
         let mut worker = row("w0", 0, 1, "n1", Running);
         worker.process_type = "worker".into();
         let rows = [row("a", 0, 1, "n1", Running), worker];
-        let procs: ProcessCounts = [("app".to_string(), vec![("worker".to_string(), 2)])].into_iter().collect();
+        let procs: ProcessCounts = [("app".to_string(), vec![("worker".to_string(), 2)])]
+            .into_iter()
+            .collect();
         let lc = HashMap::new();
-        let p = plan(std::slice::from_ref(&a), &procs, &lc, &rows, &HashSet::new(), &["n1"].into_iter().collect(), &HashSet::new());
-        let made: Vec<(&str, u32)> = p.create.iter().map(|(_, t, i, _)| (t.as_str(), *i)).collect();
-        assert_eq!(made, [("worker", 1)], "web index 0 and worker index 0 both exist already");
+        let p = plan(
+            std::slice::from_ref(&a),
+            &procs,
+            &lc,
+            &rows,
+            &HashSet::new(),
+            &["n1"].into_iter().collect(),
+            &HashSet::new(),
+        );
+        let made: Vec<(&str, u32)> = p
+            .create
+            .iter()
+            .map(|(_, t, i, _)| (t.as_str(), *i))
+            .collect();
+        assert_eq!(
+            made,
+            [("worker", 1)],
+            "web index 0 and worker index 0 both exist already"
+        );
         assert!(p.remove.is_empty());
         // The droplet has no worker any more.
-        let p = plan(std::slice::from_ref(&a), &HashMap::new(), &lc, &rows, &HashSet::new(), &["n1"].into_iter().collect(), &HashSet::new());
+        let p = plan(
+            std::slice::from_ref(&a),
+            &HashMap::new(),
+            &lc,
+            &rows,
+            &HashSet::new(),
+            &["n1"].into_iter().collect(),
+            &HashSet::new(),
+        );
         assert_eq!(removed(&p), ["w0"]);
         assert!(p.create.is_empty());
     }

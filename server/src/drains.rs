@@ -31,23 +31,33 @@ pub enum DrainTarget {
 pub fn parse_drain(url: &str) -> Result<DrainTarget, String> {
     if let Some(rest) = url.strip_prefix("syslog://") {
         let addr = rest.trim_end_matches('/');
-        let ok = addr.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+        let ok = addr
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
         if !ok {
             return Err(format!("a syslog drain is syslog://host:port, not {url:?}"));
         }
-        return Ok(DrainTarget::Syslog { addr: addr.to_string() });
+        return Ok(DrainTarget::Syslog {
+            addr: addr.to_string(),
+        });
     }
     if url.starts_with("http://") && url.len() > "http://".len() {
-        return Ok(DrainTarget::Http { url: url.to_string() });
+        return Ok(DrainTarget::Http {
+            url: url.to_string(),
+        });
     }
-    Err(format!("a drain URL is syslog://host:port or http://host[:port]/path, not {url:?}"))
+    Err(format!(
+        "a drain URL is syslog://host:port or http://host[:port]/path, not {url:?}"
+    ))
 }
 
 /// One RFC 5424 message: facility user, severity info for stdout and error for stderr; the
 /// source goes in PROCID as Cloud Foundry does (`[APP/web/0]`).
 pub fn syslog_frame(app: &str, l: &LogLine) -> Vec<u8> {
     let pri = if l.stream == "stderr" { 8 + 3 } else { 8 + 6 };
-    let ts = l.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let ts = l
+        .timestamp
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let msg = format!("<{pri}>1 {ts} paas {app} [{}] - - {}", l.source, l.message);
     let mut out = format!("{} ", msg.len()).into_bytes();
     out.extend_from_slice(msg.as_bytes());
@@ -128,11 +138,18 @@ async fn forward(app: String, target: DrainTarget, mut live: broadcast::Receiver
     }
 }
 
-async fn send_syslog(conn: &mut Option<TcpStream>, addr: &str, app: &str, lines: &[Arc<LogLine>]) -> Result<(), String> {
+async fn send_syslog(
+    conn: &mut Option<TcpStream>,
+    addr: &str,
+    app: &str,
+    lines: &[Arc<LogLine>],
+) -> Result<(), String> {
     if conn.is_none() {
         *conn = Some(TcpStream::connect(addr).await.map_err(|e| e.to_string())?);
     }
-    let Some(c) = conn.as_mut() else { return Err("not connected".into()) };
+    let Some(c) = conn.as_mut() else {
+        return Err("not connected".into());
+    };
     let mut buf = Vec::new();
     for l in lines {
         buf.extend_from_slice(&syslog_frame(app, l));
@@ -141,7 +158,12 @@ async fn send_syslog(conn: &mut Option<TcpStream>, addr: &str, app: &str, lines:
     c.flush().await.map_err(|e| e.to_string())
 }
 
-async fn send_http(http: &reqwest::Client, url: &str, app: &str, lines: &[Arc<LogLine>]) -> Result<(), String> {
+async fn send_http(
+    http: &reqwest::Client,
+    url: &str,
+    app: &str,
+    lines: &[Arc<LogLine>],
+) -> Result<(), String> {
     let mut body = String::new();
     for l in lines {
         let mut v = serde_json::to_value(&**l).map_err(|e| e.to_string())?;
@@ -170,8 +192,16 @@ mod tests {
 
     #[test]
     fn parses_drain_urls() {
-        assert_eq!(parse_drain("syslog://logs.example:514").unwrap(), DrainTarget::Syslog { addr: "logs.example:514".into() });
-        assert!(matches!(parse_drain("http://127.0.0.1:9000/in"), Ok(DrainTarget::Http { .. })));
+        assert_eq!(
+            parse_drain("syslog://logs.example:514").unwrap(),
+            DrainTarget::Syslog {
+                addr: "logs.example:514".into()
+            }
+        );
+        assert!(matches!(
+            parse_drain("http://127.0.0.1:9000/in"),
+            Ok(DrainTarget::Http { .. })
+        ));
         assert!(parse_drain("syslog://nohost").is_err());
         assert!(parse_drain("syslog://h:0").is_err());
         assert!(parse_drain("ftp://x").is_err());
@@ -189,7 +219,10 @@ mod tests {
         let f = String::from_utf8(syslog_frame("shop", &l)).unwrap();
         let (len, msg) = f.split_once(' ').unwrap();
         assert_eq!(len.parse::<usize>().unwrap(), msg.len());
-        assert_eq!(msg, "<11>1 2026-01-02T03:04:05.000000Z paas shop [APP/web/0] - - boom");
+        assert_eq!(
+            msg,
+            "<11>1 2026-01-02T03:04:05.000000Z paas shop [APP/web/0] - - boom"
+        );
     }
     use chrono::Utc;
 }

@@ -29,8 +29,12 @@ pub struct GcReport {
 
 /// The blobs to keep: droplet and package of each app's newest `keep` revisions and its current.
 pub async fn kept_blobs(store: &dyn Store, keep: usize) -> Result<HashSet<String>, StoreError> {
-    let current: std::collections::HashMap<String, Option<i64>> =
-        store.list_apps().await?.into_iter().map(|a| (a.id, a.current_revision)).collect();
+    let current: std::collections::HashMap<String, Option<i64>> = store
+        .list_apps()
+        .await?
+        .into_iter()
+        .map(|a| (a.id, a.current_revision))
+        .collect();
     let mut revisions = store.list_revisions().await?;
     // Newest first within each app.
     revisions.sort_by(|a, b| a.app_id.cmp(&b.app_id).then(b.number.cmp(&a.number)));
@@ -61,10 +65,18 @@ pub async fn kept_blobs(store: &dyn Store, keep: usize) -> Result<HashSet<String
 
 /// Deletes every blob not kept and not modified within `grace`.
 #[tracing::instrument(skip(store, blobs))]
-pub async fn collect(store: &dyn Store, blobs: &Blobstore, keep: usize, grace: Duration) -> Result<GcReport, GcError> {
+pub async fn collect(
+    store: &dyn Store,
+    blobs: &Blobstore,
+    keep: usize,
+    grace: Duration,
+) -> Result<GcReport, GcError> {
     let kept = kept_blobs(store, keep).await?;
     let now = SystemTime::now();
-    let mut report = GcReport { kept: kept.len(), deleted: Vec::new() };
+    let mut report = GcReport {
+        kept: kept.len(),
+        deleted: Vec::new(),
+    };
     for (sha, modified) in blobs.list()? {
         if kept.contains(&sha) {
             continue;
@@ -77,7 +89,11 @@ pub async fn collect(store: &dyn Store, blobs: &Blobstore, keep: usize, grace: D
         report.deleted.push(sha);
     }
     if !report.deleted.is_empty() {
-        tracing::info!(deleted = report.deleted.len(), kept = report.kept, "collected old droplets and packages");
+        tracing::info!(
+            deleted = report.deleted.len(),
+            kept = report.kept,
+            "collected old droplets and packages"
+        );
     }
     Ok(report)
 }
@@ -114,7 +130,9 @@ mod tests {
     #[tokio::test]
     async fn keeps_the_newest_n_and_the_current_and_collects_the_rest() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("db.sqlite")).await.unwrap();
+        let store = SqliteStore::open(&dir.path().join("db.sqlite"))
+            .await
+            .unwrap();
         let blobs = Blobstore::open(dir.path()).unwrap();
         let now = Utc::now();
         let app = AppRecord {
@@ -128,7 +146,12 @@ mod tests {
             created_at: now,
             updated_at: now,
         };
-        let ev = Event { app_name: Some("gc".into()), actor: "t".into(), kind: "k".into(), message: "m".into() };
+        let ev = Event {
+            app_name: Some("gc".into()),
+            actor: "t".into(),
+            kind: "k".into(),
+            message: "m".into(),
+        };
         store.create_app(&app, &ev).await.unwrap();
         // A file that is not a blob must survive any collection.
         std::fs::write(dir.path().join("blobs").join("README"), "not a blob").unwrap();
@@ -144,13 +167,18 @@ mod tests {
                 desired_instances: 1,
                 memory_mb: 64,
             };
-            store.deploy_revision_with("a1", &rev, &RevisionExtra::default(), &ev).await.unwrap();
+            store
+                .deploy_revision_with("a1", &rev, &RevisionExtra::default(), &ev)
+                .await
+                .unwrap();
             shas.push((package, droplet));
         }
         let unrelated = put(&blobs, b"an upload that never became a revision");
 
         // Within the grace period nothing goes, kept or not.
-        let r = collect(&store, &blobs, 2, Duration::from_secs(3600)).await.unwrap();
+        let r = collect(&store, &blobs, 2, Duration::from_secs(3600))
+            .await
+            .unwrap();
         assert!(r.deleted.is_empty());
 
         let r = collect(&store, &blobs, 2, Duration::ZERO).await.unwrap();
@@ -173,9 +201,15 @@ mod tests {
             desired_instances: 1,
             memory_mb: 64,
         };
-        store.deploy_revision_with("a1", &rev, &RevisionExtra::default(), &ev).await.unwrap();
+        store
+            .deploy_revision_with("a1", &rev, &RevisionExtra::default(), &ev)
+            .await
+            .unwrap();
         let r = collect(&store, &blobs, 1, Duration::ZERO).await.unwrap();
         assert!(blobs.exists(&p0) && blobs.exists(&d0), "{r:?}");
-        assert!(!blobs.exists(&shas[2].1), "revision 3 is neither newest nor current");
+        assert!(
+            !blobs.exists(&shas[2].1),
+            "revision 3 is neither newest nor current"
+        );
     }
 }

@@ -24,7 +24,10 @@ pub type ApiResult<T> = Result<T, Error>;
 
 impl Error {
     pub fn api(code: ErrorCode, message: impl Into<String>) -> Self {
-        Error::Api { code, message: message.into() }
+        Error::Api {
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn internal(e: impl std::fmt::Display) -> Self {
@@ -37,8 +40,13 @@ impl Error {
             Error::Store(StoreError::NotFound(what)) => {
                 ApiError::new(ErrorCode::NotFound, format!("{what} not found"))
             }
-            Error::Store(StoreError::Conflict(what)) => ApiError::new(ErrorCode::Conflict, what.clone()),
-            _ => ApiError::new(ErrorCode::Internal, "internal server error; see the controller log"),
+            Error::Store(StoreError::Conflict(what)) => {
+                ApiError::new(ErrorCode::Conflict, what.clone())
+            }
+            _ => ApiError::new(
+                ErrorCode::Internal,
+                "internal server error; see the controller log",
+            ),
         }
     }
 }
@@ -65,6 +73,7 @@ impl ResponseError for Error {
 
 /// JSON error body for places that build responses by hand (router, extractor failures).
 pub fn error_response(code: ErrorCode, message: impl Into<String>) -> HttpResponse {
-    let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status =
+        StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     HttpResponse::build(status).json(ApiError::new(code, message))
 }

@@ -88,7 +88,10 @@ impl LogHub {
         let (writer, rx) = mpsc::channel(WRITE_QUEUE);
         let counters = Arc::new(HubCounters::default());
         let hub = Arc::new(Self {
-            state: Mutex::new(HubState { next_id, apps: HashMap::new() }),
+            state: Mutex::new(HubState {
+                next_id,
+                apps: HashMap::new(),
+            }),
             writer,
             store: store.clone(),
             settings: settings.clone(),
@@ -129,8 +132,12 @@ impl LogHub {
             // No subscriber is not an error.
             let _ = entry.tx.send(shared);
         }
-        self.counters.lines_received.fetch_add(lines.len() as u64, Ordering::Relaxed);
-        self.counters.bytes_received.fetch_add(bytes, Ordering::Relaxed);
+        self.counters
+            .lines_received
+            .fetch_add(lines.len() as u64, Ordering::Relaxed);
+        self.counters
+            .bytes_received
+            .fetch_add(bytes, Ordering::Relaxed);
         if self.writer.send(lines).await.is_err() {
             tracing::error!("the log writer has stopped; lines are streamed but not stored");
         }
@@ -142,7 +149,10 @@ impl LogHub {
         let mut st = self.state.lock().await;
         st.apps
             .entry(app.to_string())
-            .or_insert_with(|| AppLog { ring: VecDeque::new(), tx: broadcast::channel(SUBSCRIBER_BUFFER).0 })
+            .or_insert_with(|| AppLog {
+                ring: VecDeque::new(),
+                tx: broadcast::channel(SUBSCRIBER_BUFFER).0,
+            })
             .tx
             .subscribe()
     }
@@ -155,7 +165,12 @@ impl LogHub {
         {
             let st = self.state.lock().await;
             if let Some(a) = st.apps.get(app) {
-                lines.extend(a.ring.iter().filter(|l| l.id > last && q.matches(l)).map(|l| (**l).clone()));
+                lines.extend(
+                    a.ring
+                        .iter()
+                        .filter(|l| l.id > last && q.matches(l))
+                        .map(|l| (**l).clone()),
+                );
             }
         }
         let excess = lines.len().saturating_sub(limit.max(0) as usize);
@@ -170,11 +185,17 @@ impl LogHub {
 
     /// A subscriber fell behind by `n` lines.
     pub fn note_lagged(&self, n: u64) {
-        self.counters.lines_subscriber_lagged.fetch_add(n, Ordering::Relaxed);
+        self.counters
+            .lines_subscriber_lagged
+            .fetch_add(n, Ordering::Relaxed);
     }
 }
 
-async fn write_loop(mut rx: mpsc::Receiver<Vec<(String, LogLine)>>, store: Arc<dyn Store>, counters: Arc<HubCounters>) {
+async fn write_loop(
+    mut rx: mpsc::Receiver<Vec<(String, LogLine)>>,
+    store: Arc<dyn Store>,
+    counters: Arc<HubCounters>,
+) {
     let mut batches = Vec::with_capacity(WRITE_QUEUE);
     while rx.recv_many(&mut batches, WRITE_QUEUE).await > 0 {
         let lines: Vec<(String, LogLine)> = batches.drain(..).flatten().collect();
@@ -207,7 +228,8 @@ async fn retention_loop(store: Arc<dyn Store>, settings: HubSettings, counters: 
     let mut tick = tokio::time::interval(RETENTION_EVERY);
     loop {
         tick.tick().await;
-        let before = Utc::now() - ChronoDuration::seconds(settings.retention_secs.min(i64::MAX as u64) as i64);
+        let before = Utc::now()
+            - ChronoDuration::seconds(settings.retention_secs.min(i64::MAX as u64) as i64);
         match store.trim_logs_before(before).await {
             Ok(n) => {
                 counters.lines_expired.fetch_add(n, Ordering::Relaxed);
@@ -245,26 +267,48 @@ mod tests {
     fn parses_since() {
         let t = parse_since("5m").unwrap();
         let ago = Utc::now() - t;
-        assert!(ago.num_seconds() >= 299 && ago.num_seconds() <= 301, "{ago}");
-        assert_eq!(parse_since("2026-01-02T03:04:05Z").unwrap().to_rfc3339(), "2026-01-02T03:04:05+00:00");
+        assert!(
+            ago.num_seconds() >= 299 && ago.num_seconds() <= 301,
+            "{ago}"
+        );
+        assert_eq!(
+            parse_since("2026-01-02T03:04:05Z").unwrap().to_rfc3339(),
+            "2026-01-02T03:04:05+00:00"
+        );
         assert!(parse_since("yesterday-ish").is_none());
     }
 
     fn line(source: &str, msg: &str) -> LogLine {
-        LogLine { timestamp: Utc::now(), source: source.into(), stream: "stdout".into(), message: msg.into(), id: 0 }
+        LogLine {
+            timestamp: Utc::now(),
+            source: source.into(),
+            stream: "stdout".into(),
+            message: msg.into(),
+            id: 0,
+        }
     }
 
     #[test]
     fn filters_match_by_source_prefix_instance_and_text() {
-        let q = LogQuery { sources: vec!["APP".into()], ..Default::default() };
+        let q = LogQuery {
+            sources: vec!["APP".into()],
+            ..Default::default()
+        };
         assert!(q.matches(&line("APP/web/0", "x")));
         assert!(!q.matches(&line("APPX", "x")));
         assert!(!q.matches(&line("STG", "x")));
-        let q = LogQuery { sources: vec!["APP/web/1".into(), "CELL".into()], ..Default::default() };
+        let q = LogQuery {
+            sources: vec!["APP/web/1".into(), "CELL".into()],
+            ..Default::default()
+        };
         assert!(q.matches(&line("APP/web/1", "x")));
         assert!(!q.matches(&line("APP/web/10", "x")));
         assert!(q.matches(&line("CELL", "x")));
-        let q = LogQuery { instance: Some(2), grep: Some("boom".into()), ..Default::default() };
+        let q = LogQuery {
+            instance: Some(2),
+            grep: Some("boom".into()),
+            ..Default::default()
+        };
         assert!(q.matches(&line("APP/web/2", "a boom here")));
         assert!(!q.matches(&line("APP/web/2", "quiet")));
         assert!(!q.matches(&line("APP/web/1", "boom")));

@@ -65,11 +65,31 @@ impl Metrics {
         let placements = Family::<PlacementLabels, Gauge>::default();
         let nodes = Family::<StateLabels, Gauge>::default();
         registry.register("http_requests", "HTTP requests answered", requests.clone());
-        registry.register("http_request_duration_seconds", "Time to answer an HTTP request", latency.clone());
-        registry.register("instances", "Desired instances by actual state", instances.clone());
-        registry.register("instance_placements", "Desired instances by placement", placements.clone());
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request",
+            latency.clone(),
+        );
+        registry.register(
+            "instances",
+            "Desired instances by actual state",
+            instances.clone(),
+        );
+        registry.register(
+            "instance_placements",
+            "Desired instances by placement",
+            placements.clone(),
+        );
         registry.register("nodes", "Nodes by state", nodes.clone());
-        Self { registry: Mutex::new(registry), requests, latency, instances, placements, nodes, hub }
+        Self {
+            registry: Mutex::new(registry),
+            requests,
+            latency,
+            instances,
+            placements,
+            nodes,
+            hub,
+        }
     }
 
     fn observe(&self, labels: RequestLabels, secs: f64) {
@@ -89,16 +109,28 @@ impl Metrics {
             InstanceState::Stopping,
         ] {
             let n = instances.iter().filter(|i| i.state == s).count();
-            self.instances.get_or_create(&StateLabels { state: s.as_str().into() }).set(n as i64);
+            self.instances
+                .get_or_create(&StateLabels {
+                    state: s.as_str().into(),
+                })
+                .set(n as i64);
         }
         let placed = instances.iter().filter(|i| i.node_name.is_some()).count();
-        self.placements.get_or_create(&PlacementLabels { placement: "placed".into() }).set(placed as i64);
         self.placements
-            .get_or_create(&PlacementLabels { placement: "unplaced".into() })
+            .get_or_create(&PlacementLabels {
+                placement: "placed".into(),
+            })
+            .set(placed as i64);
+        self.placements
+            .get_or_create(&PlacementLabels {
+                placement: "unplaced".into(),
+            })
             .set((instances.len() - placed) as i64);
         for s in ["ready", "lost"] {
             let n = nodes.iter().filter(|n| n.state == s).count();
-            self.nodes.get_or_create(&StateLabels { state: s.into() }).set(n as i64);
+            self.nodes
+                .get_or_create(&StateLabels { state: s.into() })
+                .set(n as i64);
         }
         let mut out = String::new();
         {
@@ -112,18 +144,46 @@ impl Metrics {
         let mut hub = Registry::with_prefix("paas_log");
         let h = &self.hub;
         let c = |a: &std::sync::atomic::AtomicU64| ConstCounter::new(a.load(Ordering::Relaxed));
-        hub.register("lines_received", "Log lines accepted by the hub", c(&h.lines_received));
-        hub.register("bytes_received", "Log message bytes accepted by the hub", c(&h.bytes_received));
-        hub.register("lines_stored", "Log lines written to the database", c(&h.lines_stored));
-        hub.register("lines_store_failed", "Log lines the database refused", c(&h.lines_store_failed));
-        hub.register("lines_subscriber_lagged", "Log lines slow stream clients missed", c(&h.lines_subscriber_lagged));
-        hub.register("lines_expired", "Stored log lines deleted by age", c(&h.lines_expired));
+        hub.register(
+            "lines_received",
+            "Log lines accepted by the hub",
+            c(&h.lines_received),
+        );
+        hub.register(
+            "bytes_received",
+            "Log message bytes accepted by the hub",
+            c(&h.bytes_received),
+        );
+        hub.register(
+            "lines_stored",
+            "Log lines written to the database",
+            c(&h.lines_stored),
+        );
+        hub.register(
+            "lines_store_failed",
+            "Log lines the database refused",
+            c(&h.lines_store_failed),
+        );
+        hub.register(
+            "lines_subscriber_lagged",
+            "Log lines slow stream clients missed",
+            c(&h.lines_subscriber_lagged),
+        );
+        hub.register(
+            "lines_expired",
+            "Stored log lines deleted by age",
+            c(&h.lines_expired),
+        );
         // The router's counters, the same way: its requests skip the request middleware (hot
         // path), so these are its request metrics.
         let mut rtr = Registry::with_prefix("paas");
         for (name, value) in ctx.routes.stats.snapshot() {
             let name = name.strip_suffix("_total").unwrap_or(name);
-            rtr.register(name, "Router counter (see router::stats)", ConstCounter::new(value));
+            rtr.register(
+                name,
+                "Router counter (see router::stats)",
+                ConstCounter::new(value),
+            );
         }
         let mut tail = String::new();
         if prometheus_client::encoding::text::encode(&mut tail, &hub).is_ok() {
@@ -149,13 +209,25 @@ pub async fn track_requests(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let start = Instant::now();
     let method = req.method().to_string();
-    let metrics = req.app_data::<web::Data<AppCtx>>().map(|c| c.metrics.clone());
+    let metrics = req
+        .app_data::<web::Data<AppCtx>>()
+        .map(|c| c.metrics.clone());
     let res = next.call(req).await?;
     if let Some(m) = metrics {
-        let route = res.request().match_pattern().unwrap_or_else(|| "app".into());
+        let route = res
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "app".into());
         // Streams (logs) would count their whole lifetime as latency; they are counted when they
         // start.
-        m.observe(RequestLabels { method, route, status: res.status().as_u16() }, start.elapsed().as_secs_f64());
+        m.observe(
+            RequestLabels {
+                method,
+                route,
+                status: res.status().as_u16(),
+            },
+            start.elapsed().as_secs_f64(),
+        );
     }
     Ok(res)
 }

@@ -25,17 +25,36 @@ pub struct ProcessSpec {
 /// The non-web process types of an app running a droplet with `declared` commands, given the
 /// app's configured rows. A configured type with its own command runs even if the droplet does
 /// not declare it (a manifest process with a `command`).
-pub fn resolve(app: &AppRecord, declared: Option<&BTreeMap<String, String>>, configured: &[ProcessRecord]) -> Vec<ProcessSpec> {
-    let mut types: Vec<&str> = declared.into_iter().flat_map(|d| d.keys().map(String::as_str)).collect();
-    types.extend(configured.iter().filter(|p| p.command.is_some()).map(|p| p.process_type.as_str()));
+pub fn resolve(
+    app: &AppRecord,
+    declared: Option<&BTreeMap<String, String>>,
+    configured: &[ProcessRecord],
+) -> Vec<ProcessSpec> {
+    let mut types: Vec<&str> = declared
+        .into_iter()
+        .flat_map(|d| d.keys().map(String::as_str))
+        .collect();
+    types.extend(
+        configured
+            .iter()
+            .filter(|p| p.command.is_some())
+            .map(|p| p.process_type.as_str()),
+    );
     types.sort_unstable();
     types.dedup();
     types
         .into_iter()
         .filter(|t| *t != "web")
         .filter_map(|t| {
-            let rec = configured.iter().find(|p| p.process_type == t).cloned().unwrap_or_else(|| ProcessRecord::default_for(t));
-            let command = rec.command.clone().or_else(|| declared.and_then(|d| d.get(t).cloned()))?;
+            let rec = configured
+                .iter()
+                .find(|p| p.process_type == t)
+                .cloned()
+                .unwrap_or_else(|| ProcessRecord::default_for(t));
+            let command = rec
+                .command
+                .clone()
+                .or_else(|| declared.and_then(|d| d.get(t).cloned()))?;
             Some(ProcessSpec {
                 process_type: t.to_string(),
                 instances: rec.instances,
@@ -48,21 +67,36 @@ pub fn resolve(app: &AppRecord, declared: Option<&BTreeMap<String, String>>, con
 }
 
 /// Non-web process specs of every app's current revision, by app id.
-pub async fn specs(store: &dyn Store, apps: &[AppRecord]) -> StoreResult<HashMap<String, Vec<ProcessSpec>>> {
+pub async fn specs(
+    store: &dyn Store,
+    apps: &[AppRecord],
+) -> StoreResult<HashMap<String, Vec<ProcessSpec>>> {
     let declared = store.droplet_processes().await?;
     let configured = store.app_processes().await?;
     let mut out = HashMap::new();
     for app in apps {
-        let Some(n) = app.current_revision else { continue };
-        let Some(rev) = store.revision(&app.id, n).await? else { continue };
-        let list = resolve(app, declared.get(&rev.droplet), configured.get(&app.id).map(Vec::as_slice).unwrap_or(&[]));
+        let Some(n) = app.current_revision else {
+            continue;
+        };
+        let Some(rev) = store.revision(&app.id, n).await? else {
+            continue;
+        };
+        let list = resolve(
+            app,
+            declared.get(&rev.droplet),
+            configured.get(&app.id).map(Vec::as_slice).unwrap_or(&[]),
+        );
         out.insert(app.id.clone(), list);
     }
     Ok(out)
 }
 
 /// Memory per instance of one process type of an app.
-pub fn memory_of(specs: &HashMap<String, Vec<ProcessSpec>>, app: &AppRecord, process_type: &str) -> u64 {
+pub fn memory_of(
+    specs: &HashMap<String, Vec<ProcessSpec>>,
+    app: &AppRecord,
+    process_type: &str,
+) -> u64 {
     specs
         .get(&app.id)
         .and_then(|l| l.iter().find(|p| p.process_type == process_type))
@@ -71,7 +105,9 @@ pub fn memory_of(specs: &HashMap<String, Vec<ProcessSpec>>, app: &AppRecord, pro
 
 /// Parses Procfile lines `type: command` into a map, for the fallback without a staging node.
 pub fn from_procfile(procfile: &str) -> BTreeMap<String, String> {
-    crate::staging::parse_procfile(procfile).into_iter().collect()
+    crate::staging::parse_procfile(procfile)
+        .into_iter()
+        .collect()
 }
 
 #[cfg(test)]
@@ -98,17 +134,40 @@ mod tests {
 
     #[test]
     fn declared_types_run_once_with_a_process_check_and_settings_override() {
-        let declared: BTreeMap<String, String> =
-            [("web".to_string(), "serve".to_string()), ("worker".into(), "work".into())].into_iter().collect();
+        let declared: BTreeMap<String, String> = [
+            ("web".to_string(), "serve".to_string()),
+            ("worker".into(), "work".into()),
+        ]
+        .into_iter()
+        .collect();
         let s = resolve(&app(), Some(&declared), &[]);
         assert_eq!(s.len(), 1, "web is not a separate process spec");
-        assert_eq!((s[0].process_type.as_str(), s[0].instances, s[0].memory_mb), ("worker", 1, 256));
+        assert_eq!(
+            (s[0].process_type.as_str(), s[0].instances, s[0].memory_mb),
+            ("worker", 1, 256)
+        );
         assert_eq!(s[0].health.check, HealthCheck::Process);
-        let rec = ProcessRecord { instances: 3, memory_mb: Some(64), ..ProcessRecord::default_for("worker") };
-        let clock = ProcessRecord { command: Some("tick".into()), ..ProcessRecord::default_for("clock") };
+        let rec = ProcessRecord {
+            instances: 3,
+            memory_mb: Some(64),
+            ..ProcessRecord::default_for("worker")
+        };
+        let clock = ProcessRecord {
+            command: Some("tick".into()),
+            ..ProcessRecord::default_for("clock")
+        };
         let s = resolve(&app(), Some(&declared), &[rec, clock]);
-        let got: Vec<(&str, u32, u64, &str)> =
-            s.iter().map(|p| (p.process_type.as_str(), p.instances, p.memory_mb, p.command.as_str())).collect();
+        let got: Vec<(&str, u32, u64, &str)> = s
+            .iter()
+            .map(|p| {
+                (
+                    p.process_type.as_str(),
+                    p.instances,
+                    p.memory_mb,
+                    p.command.as_str(),
+                )
+            })
+            .collect();
         assert_eq!(got, [("clock", 1, 256, "tick"), ("worker", 3, 64, "work")]);
         // A configured type without a command and absent from the droplet does not run.
         assert!(resolve(&app(), None, &[ProcessRecord::default_for("worker")]).is_empty());

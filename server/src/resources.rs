@@ -57,20 +57,30 @@ fn build_source_tar_inner<W: Write>(
     let mut cached = Vec::new();
     let mut paths: HashSet<String> = HashSet::new();
     let mut tree: Vec<(String, String, bool)> = Vec::new();
-    archive::append_zip(zip_path, limits, &mut tar, &mut dirs, &mut found, &mut |name, scratch, size, exec| {
-        paths.insert(name.to_string());
-        let mut w = blobs.writer().map_err(io::Error::other)?;
-        io::copy(&mut scratch.take(size), &mut w)?;
-        let (sha, n, new) = blobs.commit_unsynced_new(w).map_err(io::Error::other)?;
-        if new {
-            added.push(sha.clone());
-        }
-        tree.push((name.to_string(), sha.clone(), exec));
-        cached.push((sha, n));
-        Ok(())
-    })?;
+    archive::append_zip(
+        zip_path,
+        limits,
+        &mut tar,
+        &mut dirs,
+        &mut found,
+        &mut |name, scratch, size, exec| {
+            paths.insert(name.to_string());
+            let mut w = blobs.writer().map_err(io::Error::other)?;
+            io::copy(&mut scratch.take(size), &mut w)?;
+            let (sha, n, new) = blobs.commit_unsynced_new(w).map_err(io::Error::other)?;
+            if new {
+                added.push(sha.clone());
+            }
+            tree.push((name.to_string(), sha.clone(), exec));
+            cached.push((sha, n));
+            Ok(())
+        },
+    )?;
     if found.files + resources.len() as u64 > limits.max_entries as u64 {
-        return Err(ArchiveError::TooManyEntries(found.files + resources.len() as u64, limits.max_entries));
+        return Err(ArchiveError::TooManyEntries(
+            found.files + resources.len() as u64,
+            limits.max_entries,
+        ));
     }
     for r in resources {
         let name = archive::checked_path(&r.path)?;
@@ -98,7 +108,8 @@ fn build_source_tar_inner<W: Write>(
             found.top_level.push(name.clone());
         }
         if name == "Procfile" && n <= 64 * 1024 {
-            found.procfile = std::fs::read_to_string(blobs.path(&r.sha256).map_err(|_| missing(&name))?).ok();
+            found.procfile =
+                std::fs::read_to_string(blobs.path(&r.sha256).map_err(|_| missing(&name))?).ok();
         }
     }
     if found.files == 0 {
@@ -110,11 +121,17 @@ fn build_source_tar_inner<W: Write>(
     for (name, sha, exec) in &tree {
         h.update(format!("{} {sha} {name}\n", u8::from(*exec)));
     }
-    Ok(Source { unpacked: found, cached, tree: hex::encode(h.finalize()) })
+    Ok(Source {
+        unpacked: found,
+        cached,
+        tree: hex::encode(h.finalize()),
+    })
 }
 
 fn missing(name: &str) -> ArchiveError {
-    ArchiveError::NotZip(format!("{name} was not uploaded and the server does not hold it: push again"))
+    ArchiveError::NotZip(format!(
+        "{name} was not uploaded and the server does not hold it: push again"
+    ))
 }
 
 #[cfg(test)]
@@ -134,14 +151,21 @@ mod tests {
     }
 
     fn names(tar: &[u8]) -> Vec<String> {
-        tar::Archive::new(tar).entries().unwrap().map(|e| e.unwrap().path().unwrap().display().to_string()).collect()
+        tar::Archive::new(tar)
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect()
     }
 
     #[test]
     fn cached_files_join_the_uploaded_ones() {
         let dir = tempfile::tempdir().unwrap();
         let blobs = Blobstore::open(dir.path()).unwrap();
-        let limits = Limits { max_entries: 100, max_unpacked_bytes: 1 << 20 };
+        let limits = Limits {
+            max_entries: 100,
+            max_unpacked_bytes: 1 << 20,
+        };
         let first = zip_with(&[("app.py", b"print(1)"), ("lib/util.py", b"X = 1")]);
         let mut tar = Vec::new();
         let src = build_source_tar(first.path(), &[], &limits, &blobs, &mut tar).unwrap();
@@ -151,7 +175,12 @@ mod tests {
 
         // Second push: only app.py changed; lib/util.py comes from the cache.
         let second = zip_with(&[("app.py", b"print(2)")]);
-        let res = [PushResource { path: "lib/util.py".into(), sha256: util.clone(), size: 5, executable: false }];
+        let res = [PushResource {
+            path: "lib/util.py".into(),
+            sha256: util.clone(),
+            size: 5,
+            executable: false,
+        }];
         let mut tar = Vec::new();
         let src2 = build_source_tar(second.path(), &res, &limits, &blobs, &mut tar).unwrap();
         assert_eq!(src2.unpacked.files, 2);
@@ -161,12 +190,28 @@ mod tests {
         let src3 = build_source_tar(whole.path(), &[], &limits, &blobs, Vec::new()).unwrap();
         assert_eq!(src2.tree, src3.tree);
         let n = names(&tar);
-        assert!(n.contains(&"lib/util.py".to_string()) && n.contains(&"lib/".to_string()), "{n:?}");
+        assert!(
+            n.contains(&"lib/util.py".to_string()) && n.contains(&"lib/".to_string()),
+            "{n:?}"
+        );
 
         // A path out of the tree, an unknown file and a tampered cache entry are refused.
-        let bad = [PushResource { path: "../etc/passwd".into(), sha256: util.clone(), size: 5, executable: false }];
-        assert!(matches!(build_source_tar(second.path(), &bad, &limits, &blobs, Vec::new()), Err(ArchiveError::UnsafePath(_))));
-        let unknown = [PushResource { path: "x".into(), sha256: "a".repeat(64), size: 5, executable: false }];
+        let bad = [PushResource {
+            path: "../etc/passwd".into(),
+            sha256: util.clone(),
+            size: 5,
+            executable: false,
+        }];
+        assert!(matches!(
+            build_source_tar(second.path(), &bad, &limits, &blobs, Vec::new()),
+            Err(ArchiveError::UnsafePath(_))
+        ));
+        let unknown = [PushResource {
+            path: "x".into(),
+            sha256: "a".repeat(64),
+            size: 5,
+            executable: false,
+        }];
         assert!(build_source_tar(second.path(), &unknown, &limits, &blobs, Vec::new()).is_err());
         std::fs::write(blobs.path(&util).unwrap(), b"Y = 2").unwrap();
         assert!(build_source_tar(second.path(), &res, &limits, &blobs, Vec::new()).is_err());
@@ -176,15 +221,47 @@ mod tests {
     async fn file_matches_never_cross_owners() {
         use crate::store::{SqliteStore, Store};
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("db.sqlite")).await.unwrap();
+        let store = SqliteStore::open(&dir.path().join("db.sqlite"))
+            .await
+            .unwrap();
         let f = ("a".repeat(64), 10u64);
-        store.remember_files("alice", std::slice::from_ref(&f)).await.unwrap();
-        store.remember_files("alice", std::slice::from_ref(&f)).await.unwrap();
-        assert_eq!(store.known_files("alice", std::slice::from_ref(&f)).await.unwrap(), vec![f.0.clone()]);
-        assert!(store.known_files("bob", std::slice::from_ref(&f)).await.unwrap().is_empty(), "bob never uploaded it");
-        assert!(store.known_files("alice", &[(f.0.clone(), 11)]).await.unwrap().is_empty(), "size must match");
+        store
+            .remember_files("alice", std::slice::from_ref(&f))
+            .await
+            .unwrap();
+        store
+            .remember_files("alice", std::slice::from_ref(&f))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .known_files("alice", std::slice::from_ref(&f))
+                .await
+                .unwrap(),
+            vec![f.0.clone()]
+        );
+        assert!(
+            store
+                .known_files("bob", std::slice::from_ref(&f))
+                .await
+                .unwrap()
+                .is_empty(),
+            "bob never uploaded it"
+        );
+        assert!(
+            store
+                .known_files("alice", &[(f.0.clone(), 11)])
+                .await
+                .unwrap()
+                .is_empty(),
+            "size must match"
+        );
         let many: Vec<(String, u64)> = (0..1200).map(|i| (format!("{i:064x}"), 1)).collect();
         store.remember_files("alice", &many).await.unwrap();
-        assert_eq!(store.known_files("alice", &many).await.unwrap().len(), 1200, "chunked past SQLite's parameter limit");
+        assert_eq!(
+            store.known_files("alice", &many).await.unwrap().len(),
+            1200,
+            "chunked past SQLite's parameter limit"
+        );
     }
 }

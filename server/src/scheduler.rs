@@ -69,7 +69,10 @@ pub struct Spread {
 
 impl Spread {
     pub fn new(node_count: usize) -> Self {
-        Self { per_node: vec![0; node_count], per_zone: HashMap::new() }
+        Self {
+            per_node: vec![0; node_count],
+            per_zone: HashMap::new(),
+        }
     }
 
     /// Counts an instance of the app on node `i`.
@@ -101,7 +104,12 @@ pub enum PlacementError {
 }
 
 /// Picks the node (its index in `nodes`) for one instance.
-pub fn place(nodes: &[NodeView], ask: &Ask<'_>, spread: &Spread, max_starting: u32) -> Result<usize, PlacementError> {
+pub fn place(
+    nodes: &[NodeView],
+    ask: &Ask<'_>,
+    spread: &Spread,
+    max_starting: u32,
+) -> Result<usize, PlacementError> {
     if nodes.is_empty() {
         return Err(PlacementError::NoNodes);
     }
@@ -141,7 +149,11 @@ pub fn place(nodes: &[NodeView], ask: &Ask<'_>, spread: &Spread, max_starting: u
         (Some((i, _)), _) => Ok(i),
         (None, 0) => Err(PlacementError::NoReadyNodes),
         (None, 1) => Err(PlacementError::NoMatchingLabels(
-            ask.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+            ask.labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
         )),
         (None, 2) => Err(PlacementError::NoCapacity(ask.memory_mb, ask.disk_mb)),
         (None, _) => Err(PlacementError::Busy(max_starting)),
@@ -171,7 +183,11 @@ mod tests {
     const NO_LABELS: &BTreeMap<String, String> = &BTreeMap::new();
 
     fn ask(memory_mb: u64) -> Ask<'static> {
-        Ask { memory_mb, disk_mb: 512, labels: NO_LABELS }
+        Ask {
+            memory_mb,
+            disk_mb: 512,
+            labels: NO_LABELS,
+        }
     }
 
     /// Places `count` instances of one app, booking each, and returns the chosen node names.
@@ -197,7 +213,10 @@ mod tests {
         no_slot.used_slots = 10;
         let spread = Spread::new(4);
         let nodes = [low_mem.clone(), low_disk.clone(), no_slot.clone()];
-        assert_eq!(place(&nodes, &ask(256), &spread, 8).unwrap_err(), PlacementError::NoCapacity(256, 512));
+        assert_eq!(
+            place(&nodes, &ask(256), &spread, 8).unwrap_err(),
+            PlacementError::NoCapacity(256, 512)
+        );
         let nodes = [low_mem, low_disk, no_slot, node("d", "z")];
         assert_eq!(place(&nodes, &ask(256), &spread, 8).unwrap(), 3);
         // Exactly full still fits.
@@ -208,7 +227,10 @@ mod tests {
 
     #[test]
     fn unready_and_empty_clusters_say_why() {
-        assert_eq!(place(&[], &ask(1), &Spread::default(), 8).unwrap_err(), PlacementError::NoNodes);
+        assert_eq!(
+            place(&[], &ask(1), &Spread::default(), 8).unwrap_err(),
+            PlacementError::NoNodes
+        );
         let mut draining = node("a", "z");
         draining.ready = false;
         let err = place(&[draining], &ask(1), &Spread::new(1), 8).unwrap_err();
@@ -231,13 +253,26 @@ mod tests {
     fn spreads_over_zones_first() {
         // Two nodes in zone-a, one in zone-b: the zone with fewer instances wins even though its
         // node already has one and a zone-a node has none.
-        let mut nodes = vec![node("a1", "zone-a"), node("a2", "zone-a"), node("b1", "zone-b")];
+        let mut nodes = vec![
+            node("a1", "zone-a"),
+            node("a2", "zone-a"),
+            node("b1", "zone-b"),
+        ];
         let placed = place_many(&mut nodes, 4);
         let zone_b = placed.iter().filter(|n| *n == "b1").count();
         assert_eq!(zone_b, 2, "{placed:?}");
-        assert_eq!(placed.iter().filter(|n| n.starts_with('a')).count(), 2, "{placed:?}");
+        assert_eq!(
+            placed.iter().filter(|n| n.starts_with('a')).count(),
+            2,
+            "{placed:?}"
+        );
         // 4 over 2 zones of 2 nodes each: 2/2 per zone and 1 per node.
-        let mut nodes = vec![node("a1", "za"), node("a2", "za"), node("b1", "zb"), node("b2", "zb")];
+        let mut nodes = vec![
+            node("a1", "za"),
+            node("a2", "za"),
+            node("b1", "zb"),
+            node("b2", "zb"),
+        ];
         let mut placed = place_many(&mut nodes, 4);
         placed.sort();
         assert_eq!(placed, ["a1", "a2", "b1", "b2"]);
@@ -248,13 +283,28 @@ mod tests {
         let mut a = node("a", "z");
         a.used_memory_mb = 512;
         let b = node("b", "z");
-        assert_eq!(place(&[a, b.clone()], &ask(128), &Spread::new(2), 8).unwrap(), 1);
+        assert_eq!(
+            place(&[a, b.clone()], &ask(128), &Spread::new(2), 8).unwrap(),
+            1
+        );
         // The slot share counts too: a node with few free slots is busier.
         let mut c = node("c", "z");
         c.used_slots = 9;
-        assert_eq!(place(&[c, b.clone()], &ask(128), &Spread::new(2), 8).unwrap(), 1);
+        assert_eq!(
+            place(&[c, b.clone()], &ask(128), &Spread::new(2), 8).unwrap(),
+            1
+        );
         // Ties go to the name, whatever the input order.
-        assert_eq!(place(&[node("y", "z"), node("x", "z")], &ask(128), &Spread::new(2), 8).unwrap(), 1);
+        assert_eq!(
+            place(
+                &[node("y", "z"), node("x", "z")],
+                &ask(128),
+                &Spread::new(2),
+                8
+            )
+            .unwrap(),
+            1
+        );
     }
 
     #[test]
@@ -264,8 +314,15 @@ mod tests {
         ssd.used_memory_mb = 800; // busier, but the only one with the label
         let plain = node("plain", "z");
         let want: BTreeMap<String, String> = [("disk".to_string(), "ssd".to_string())].into();
-        let a = Ask { memory_mb: 128, disk_mb: 0, labels: &want };
-        assert_eq!(place(&[plain.clone(), ssd], &a, &Spread::new(2), 8).unwrap(), 1);
+        let a = Ask {
+            memory_mb: 128,
+            disk_mb: 0,
+            labels: &want,
+        };
+        assert_eq!(
+            place(&[plain.clone(), ssd], &a, &Spread::new(2), 8).unwrap(),
+            1
+        );
         let err = place(&[plain], &a, &Spread::new(1), 8).unwrap_err();
         assert_eq!(err, PlacementError::NoMatchingLabels("disk=ssd".into()));
         let mut wrong = node("hdd", "z");
@@ -280,8 +337,14 @@ mod tests {
         let mut b = node("b", "z");
         b.used_memory_mb = 900; // worse on every other score, but not busy starting
         b.starting = 0;
-        assert_eq!(place(&[a.clone(), b], &ask(64), &Spread::new(2), 2).unwrap(), 1);
-        assert_eq!(place(&[a.clone()], &ask(64), &Spread::new(1), 2).unwrap_err(), PlacementError::Busy(2));
+        assert_eq!(
+            place(&[a.clone(), b], &ask(64), &Spread::new(2), 2).unwrap(),
+            1
+        );
+        assert_eq!(
+            place(&[a.clone()], &ask(64), &Spread::new(1), 2).unwrap_err(),
+            PlacementError::Busy(2)
+        );
         // Booking counts as a start.
         let mut nodes = vec![node("only", "z")];
         let spread = Spread::new(1);
@@ -289,12 +352,19 @@ mod tests {
             let i = place(&nodes, &ask(64), &spread, 3).unwrap();
             nodes[i].book(&ask(64));
         }
-        assert_eq!(place(&nodes, &ask(64), &spread, 3).unwrap_err(), PlacementError::Busy(3));
+        assert_eq!(
+            place(&nodes, &ask(64), &spread, 3).unwrap_err(),
+            PlacementError::Busy(3)
+        );
     }
 
     #[test]
     fn deterministic_for_the_same_input() {
-        let build = || (0..20).map(|i| node(&format!("n{i:02}"), &format!("z{}", i % 3))).collect::<Vec<_>>();
+        let build = || {
+            (0..20)
+                .map(|i| node(&format!("n{i:02}"), &format!("z{}", i % 3)))
+                .collect::<Vec<_>>()
+        };
         let mut x = build();
         let mut y = build();
         assert_eq!(place_many(&mut x, 50), place_many(&mut y, 50));

@@ -46,7 +46,9 @@ impl SecretBox {
         if key.len() != 32 {
             return Err(SecretError::KeyLength(path.display().to_string()));
         }
-        Ok(Self { cipher: ChaCha20Poly1305::new(Key::from_slice(&key)) })
+        Ok(Self {
+            cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
+        })
     }
 
     pub fn seal(&self, app_id: &str, plain: &str) -> String {
@@ -56,7 +58,13 @@ impl SecretBox {
         // at 32 KiB by `check_env`.
         let ct = self
             .cipher
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain.as_bytes(), aad: app_id.as_bytes() })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plain.as_bytes(),
+                    aad: app_id.as_bytes(),
+                },
+            )
             .unwrap_or_default();
         let mut out = nonce.to_vec();
         out.extend_from_slice(&ct);
@@ -65,7 +73,9 @@ impl SecretBox {
 
     /// The plain value of a sealed one; a value that is not sealed comes back as it is.
     pub fn open(&self, app_id: &str, value: &str) -> Result<String, SecretError> {
-        let Some(h) = value.strip_prefix(PREFIX) else { return Ok(value.to_string()) };
+        let Some(h) = value.strip_prefix(PREFIX) else {
+            return Ok(value.to_string());
+        };
         let raw = hex::decode(h).map_err(|_| SecretError::Open)?;
         if raw.len() < 12 {
             return Err(SecretError::Open);
@@ -73,7 +83,13 @@ impl SecretBox {
         let (nonce, ct) = raw.split_at(12);
         let plain = self
             .cipher
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: app_id.as_bytes() })
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ct,
+                    aad: app_id.as_bytes(),
+                },
+            )
             .map_err(|_| SecretError::Open)?;
         String::from_utf8(plain).map_err(|_| SecretError::Open)
     }
@@ -86,7 +102,11 @@ pub fn is_sealed(value: &str) -> bool {
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(bytes)?;
     f.sync_all()
 }
@@ -101,7 +121,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secret-key");
         let b = SecretBox::load_or_create(&path).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let sealed = b.seal("app1", "hunter2");
         assert!(is_sealed(&sealed) && !sealed.contains("hunter2"));
         assert_ne!(sealed, b.seal("app1", "hunter2"), "a fresh nonce each time");

@@ -32,7 +32,11 @@ pub fn parse_procfile(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-pub fn detect(procfile: Option<&str>, top_level: &[String], command_override: Option<&str>) -> Result<Staged, StagingError> {
+pub fn detect(
+    procfile: Option<&str>,
+    top_level: &[String],
+    command_override: Option<&str>,
+) -> Result<Staged, StagingError> {
     let has = |name: &str| top_level.iter().any(|f| f == name);
     let has_app_py = has("app.py");
     // Issue 3: the built-in buildpacks' detections, so an app any of them stages is an app.
@@ -50,23 +54,39 @@ pub fn detect(procfile: Option<&str>, top_level: &[String], command_override: Op
         "command"
     };
     if let Some(cmd) = command_override.filter(|c| !c.trim().is_empty()) {
-        return Ok(Staged { detected: detected.into(), command: cmd.trim().to_string() });
+        return Ok(Staged {
+            detected: detected.into(),
+            command: cmd.trim().to_string(),
+        });
     }
     if let Some(text) = procfile {
-        let web = parse_procfile(text).into_iter().find(|(t, _)| t == "web").ok_or(StagingError::NoWebProcess)?;
-        return Ok(Staged { detected: detected.into(), command: web.1 });
+        let web = parse_procfile(text)
+            .into_iter()
+            .find(|(t, _)| t == "web")
+            .ok_or(StagingError::NoWebProcess)?;
+        return Ok(Staged {
+            detected: detected.into(),
+            command: web.1,
+        });
     }
     if has_app_py {
-        return Ok(Staged { detected: detected.into(), command: "python3 app.py".into() });
+        return Ok(Staged {
+            detected: detected.into(),
+            command: "python3 app.py".into(),
+        });
     }
     // Without a node to run the buildpacks on, these commands run the app files as they are.
     if has_static {
-        return Ok(Staged { detected: detected.into(), command: "exec python3 -m http.server \"$PORT\"".into() });
+        return Ok(Staged {
+            detected: detected.into(),
+            command: "exec python3 -m http.server \"$PORT\"".into(),
+        });
     }
     if has_node {
         return Ok(Staged {
             detected: detected.into(),
-            command: "exec sh -c \"$(node -p 'require(\\\"./package.json\\\").scripts.start')\"".into(),
+            command: "exec sh -c \"$(node -p 'require(\\\"./package.json\\\").scripts.start')\""
+                .into(),
         });
     }
     Err(StagingError::NotAnApp)
@@ -78,20 +98,39 @@ mod tests {
 
     #[test]
     fn procfile_web_wins() {
-        let s = detect(Some("# c\nworker: x\nweb: python3 -m http.server $PORT\n"), &["app.py".into()], None).unwrap();
+        let s = detect(
+            Some("# c\nworker: x\nweb: python3 -m http.server $PORT\n"),
+            &["app.py".into()],
+            None,
+        )
+        .unwrap();
         assert_eq!(s.command, "python3 -m http.server $PORT");
         assert_eq!(s.detected, "procfile");
     }
 
     #[test]
     fn app_py_runs_with_python() {
-        assert_eq!(detect(None, &["app.py".into()], None).unwrap().command, "python3 app.py");
+        assert_eq!(
+            detect(None, &["app.py".into()], None).unwrap().command,
+            "python3 app.py"
+        );
     }
 
     #[test]
     fn not_an_app() {
-        assert_eq!(detect(None, &["README.md".into()], None), Err(StagingError::NotAnApp));
-        assert_eq!(detect(Some("worker: x"), &[], None), Err(StagingError::NoWebProcess));
-        assert_eq!(detect(None, &["README.md".into()], Some("./run")).unwrap().command, "./run");
+        assert_eq!(
+            detect(None, &["README.md".into()], None),
+            Err(StagingError::NotAnApp)
+        );
+        assert_eq!(
+            detect(Some("worker: x"), &[], None),
+            Err(StagingError::NoWebProcess)
+        );
+        assert_eq!(
+            detect(None, &["README.md".into()], Some("./run"))
+                .unwrap()
+                .command,
+            "./run"
+        );
     }
 }

@@ -27,14 +27,23 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
-        let store = SqliteStore::open(&settings.data_dir.join("paas.db")).await.context("opening the database")?;
+        let store = SqliteStore::open(&settings.data_dir.join("paas.db"))
+            .await
+            .context("opening the database")?;
         let blobs = Blobstore::open(&settings.data_dir).context("opening the blobstore")?;
-        let jwt_secret = auth::load_or_create_secret(&settings.data_dir.join("jwt-secret"), || auth::random_token(64))?;
-        let join_token = auth::load_or_create_secret(&settings.data_dir.join("join-token"), || auth::random_token(40))?;
+        let jwt_secret =
+            auth::load_or_create_secret(&settings.data_dir.join("jwt-secret"), || {
+                auth::random_token(64)
+            })?;
+        let join_token =
+            auth::load_or_create_secret(&settings.data_dir.join("join-token"), || {
+                auth::random_token(40)
+            })?;
         bootstrap_admin(&store, &settings).await?;
         bootstrap_tenancy(&store).await?;
 
-        let listener = TcpListener::bind(&settings.listen).with_context(|| format!("binding {}", settings.listen))?;
+        let listener = TcpListener::bind(&settings.listen)
+            .with_context(|| format!("binding {}", settings.listen))?;
         let addr = listener.local_addr()?;
         let port = addr.port();
         // Tell scripts and tests which port was bound (PAAS_LISTEN may say port 0).
@@ -56,8 +65,9 @@ impl Application {
         .await
         .context("starting the log hub")?;
         let metrics = Arc::new(Metrics::new(logs.counters.clone()));
-        let secrets = crate::secrets::SecretBox::load_or_create(&settings.data_dir.join("secret-key"))
-            .context("loading the secret-env key")?;
+        let secrets =
+            crate::secrets::SecretBox::load_or_create(&settings.data_dir.join("secret-key"))
+                .context("loading the secret-env key")?;
         let ctx = Arc::new(AppCtx {
             keys: Keys::new(jwt_secret.as_bytes(), settings.token_ttl_secs),
             settings,
@@ -74,8 +84,14 @@ impl Application {
             builds: Default::default(),
             secrets,
         });
-        router::refresh(&ctx).await.context("loading the route table")?;
-        Ok(Self { listener, port, ctx })
+        router::refresh(&ctx)
+            .await
+            .context("loading the route table")?;
+        Ok(Self {
+            listener,
+            port,
+            ctx,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -92,7 +108,10 @@ impl Application {
         let domain = self.ctx.settings.apps_domain.clone();
         let settings = self.ctx.settings.clone();
         let routes = self.ctx.routes.clone();
-        let proxy_data = web::Data::new(router::Router::new(self.ctx.routes.clone(), &self.ctx.settings));
+        let proxy_data = web::Data::new(router::Router::new(
+            self.ctx.routes.clone(),
+            &self.ctx.settings,
+        ));
         let server = HttpServer::new(move || {
             let domain = domain.clone();
             let routes = routes.clone();
@@ -108,15 +127,21 @@ impl Application {
                 .service(
                     web::scope("")
                         .guard(guard::fn_guard(move |g| {
-                            router::request_host(g.head())
-                                .is_some_and(|h| router::app_for_host(h, &domain).is_some() || routes.has_host(h))
+                            router::request_host(g.head()).is_some_and(|h| {
+                                router::app_for_host(h, &domain).is_some() || routes.has_host(h)
+                            })
                         }))
                         .default_service(web::to(router::proxy)),
                 )
                 .service(
                     web::scope("")
-                        .wrap(actix_web::middleware::from_fn(crate::metrics::track_requests))
-                        .wrap(actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms").log_target("paas::http"))
+                        .wrap(actix_web::middleware::from_fn(
+                            crate::metrics::track_requests,
+                        ))
+                        .wrap(
+                            actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms")
+                                .log_target("paas::http"),
+                        )
                         .route("/healthz", web::get().to(healthz))
                         .route("/readyz", web::get().to(readyz))
                         .route("/metrics", web::get().to(crate::metrics::serve))

@@ -26,7 +26,8 @@ pub struct AppCtx {
     /// Port shown in app URLs.
     pub public_port: u16,
     /// Failed logins per (client address, username), to slow password guessing.
-    pub login_failures: std::sync::Mutex<std::collections::HashMap<String, (u32, std::time::Instant)>>,
+    pub login_failures:
+        std::sync::Mutex<std::collections::HashMap<String, (u32, std::time::Instant)>>,
     /// Every log line goes through here: `ctx.logs.publish(app, line)`.
     pub logs: Arc<LogHub>,
     /// Prometheus registry and the server's own counters.
@@ -46,7 +47,10 @@ impl AppCtx {
         if self.public_port == 80 {
             format!("http://{name}.{}", self.settings.apps_domain)
         } else {
-            format!("http://{name}.{}:{}", self.settings.apps_domain, self.public_port)
+            format!(
+                "http://{name}.{}:{}",
+                self.settings.apps_domain, self.public_port
+            )
         }
     }
 }

@@ -4,16 +4,25 @@
 use chrono::Utc;
 use paas_common::agent::{HealthCheck, HealthSettings, NodeCapacity};
 use paas_common::api::{AppState, InstanceState};
-use paas_server::store::{AppRecord, AppUpdate, Event, InstanceRecord, NodeRecord, SqliteStore, Store, StoreError};
+use paas_server::store::{
+    AppRecord, AppUpdate, Event, InstanceRecord, NodeRecord, SqliteStore, Store, StoreError,
+};
 use std::collections::BTreeMap;
 
 fn ev(kind: &str) -> Event {
-    Event { app_name: Some("web".into()), actor: "admin".into(), kind: kind.into(), message: kind.into() }
+    Event {
+        app_name: Some("web".into()),
+        actor: "admin".into(),
+        kind: kind.into(),
+        message: kind.into(),
+    }
 }
 
 async fn setup() -> (tempfile::TempDir, SqliteStore, AppRecord) {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("paas.db")).await.unwrap();
+    let store = SqliteStore::open(&dir.path().join("paas.db"))
+        .await
+        .unwrap();
     let now = Utc::now();
     let app = AppRecord {
         id: "app-1".into(),
@@ -54,43 +63,140 @@ async fn setup() -> (tempfile::TempDir, SqliteStore, AppRecord) {
 #[tokio::test]
 async fn scaling_keeps_instances_and_memory_or_health_changes_roll() {
     let (_dir, store, app) = setup().await;
-    let lc = store.app_lifecycles().await.unwrap().remove(&app.id).unwrap();
+    let lc = store
+        .app_lifecycles()
+        .await
+        .unwrap()
+        .remove(&app.id)
+        .unwrap();
     assert_eq!((lc.max_in_flight, lc.health.clone()), (1, None));
 
-    let rolled = store.update_app(&app.id, &AppUpdate { desired_instances: Some(5), ..Default::default() }, &ev("app.scale")).await.unwrap();
+    let rolled = store
+        .update_app(
+            &app.id,
+            &AppUpdate {
+                desired_instances: Some(5),
+                ..Default::default()
+            },
+            &ev("app.scale"),
+        )
+        .await
+        .unwrap();
     assert!(!rolled, "scaling instances replaces nothing");
     assert!(store.retiring_instances().await.unwrap().is_empty());
-    assert_eq!(store.app_by_name("web").await.unwrap().unwrap().desired_instances, 5);
+    assert_eq!(
+        store
+            .app_by_name("web")
+            .await
+            .unwrap()
+            .unwrap()
+            .desired_instances,
+        5
+    );
 
     // Same memory: no roll. New memory: every row marked.
-    let same = AppUpdate { memory_mb: Some(128), ..Default::default() };
-    assert!(!store.update_app(&app.id, &same, &ev("app.scale")).await.unwrap());
-    let more = AppUpdate { memory_mb: Some(256), max_in_flight: Some(2), ..Default::default() };
-    assert!(store.update_app(&app.id, &more, &ev("app.scale")).await.unwrap());
+    let same = AppUpdate {
+        memory_mb: Some(128),
+        ..Default::default()
+    };
+    assert!(!store
+        .update_app(&app.id, &same, &ev("app.scale"))
+        .await
+        .unwrap());
+    let more = AppUpdate {
+        memory_mb: Some(256),
+        max_in_flight: Some(2),
+        ..Default::default()
+    };
+    assert!(store
+        .update_app(&app.id, &more, &ev("app.scale"))
+        .await
+        .unwrap());
     assert_eq!(store.retiring_instances().await.unwrap().len(), 2);
 
-    let health = HealthSettings { check: HealthCheck::Http { endpoint: "/h".into() }, ..Default::default() };
+    let health = HealthSettings {
+        check: HealthCheck::Http {
+            endpoint: "/h".into(),
+        },
+        ..Default::default()
+    };
     let labels: BTreeMap<String, String> = [("disk".to_string(), "ssd".to_string())].into();
-    let u = AppUpdate { health: Some(health.clone()), placement_labels: Some(labels.clone()), ..Default::default() };
-    assert!(store.update_app(&app.id, &u, &ev("app.scale")).await.unwrap(), "a new health check rolls");
-    assert!(!store.update_app(&app.id, &u, &ev("app.scale")).await.unwrap(), "the same one does not");
-    let lc = store.app_lifecycles().await.unwrap().remove(&app.id).unwrap();
-    assert_eq!((lc.max_in_flight, lc.health, lc.placement_labels), (2, Some(health), labels));
+    let u = AppUpdate {
+        health: Some(health.clone()),
+        placement_labels: Some(labels.clone()),
+        ..Default::default()
+    };
+    assert!(
+        store
+            .update_app(&app.id, &u, &ev("app.scale"))
+            .await
+            .unwrap(),
+        "a new health check rolls"
+    );
+    assert!(
+        !store
+            .update_app(&app.id, &u, &ev("app.scale"))
+            .await
+            .unwrap(),
+        "the same one does not"
+    );
+    let lc = store
+        .app_lifecycles()
+        .await
+        .unwrap()
+        .remove(&app.id)
+        .unwrap();
+    assert_eq!(
+        (lc.max_in_flight, lc.health, lc.placement_labels),
+        (2, Some(health), labels)
+    );
     let events = store.recent_events("web", 100).await.unwrap();
-    assert_eq!(events.iter().filter(|(_, e)| e.kind == "app.scale" && e.actor == "admin").count(), 5);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|(_, e)| e.kind == "app.scale" && e.actor == "admin")
+            .count(),
+        5
+    );
 
-    let missing = store.update_app("nope", &AppUpdate::default(), &ev("x")).await;
+    let missing = store
+        .update_app("nope", &AppUpdate::default(), &ev("x"))
+        .await;
     assert!(matches!(missing, Err(StoreError::NotFound(_))));
 }
 
 #[tokio::test]
 async fn restart_marks_rows_and_draining_survives_heartbeats() {
     let (_dir, store, app) = setup().await;
-    assert_eq!(store.retire_instances(&app.id, Some(1), &ev("instance.restart")).await.unwrap(), 1);
-    assert_eq!(store.retiring_instances().await.unwrap().into_iter().collect::<Vec<_>>(), ["i1"]);
-    assert_eq!(store.retire_instances(&app.id, None, &ev("app.restart")).await.unwrap(), 2);
+    assert_eq!(
+        store
+            .retire_instances(&app.id, Some(1), &ev("instance.restart"))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .retiring_instances()
+            .await
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        ["i1"]
+    );
+    assert_eq!(
+        store
+            .retire_instances(&app.id, None, &ev("app.restart"))
+            .await
+            .unwrap(),
+        2
+    );
 
-    let cap = NodeCapacity { memory_mb: 1024, disk_mb: 1024, instance_slots: 8 };
+    let cap = NodeCapacity {
+        memory_mb: 1024,
+        disk_mb: 1024,
+        instance_slots: 8,
+    };
     let node = NodeRecord {
         name: "n1".into(),
         address: "127.0.0.1".into(),
@@ -103,13 +209,34 @@ async fn restart_marks_rows_and_draining_survives_heartbeats() {
         registered_at: Utc::now(),
     };
     store.upsert_node(&node).await.unwrap();
-    store.set_node_state("n1", "draining", &ev("node.drain")).await.unwrap();
+    store
+        .set_node_state("n1", "draining", &ev("node.drain"))
+        .await
+        .unwrap();
     store.heartbeat_node("n1", &cap, Utc::now()).await.unwrap();
-    assert_eq!(store.list_nodes().await.unwrap()[0].state, "draining", "a heartbeat does not undo a drain");
+    assert_eq!(
+        store.list_nodes().await.unwrap()[0].state,
+        "draining",
+        "a heartbeat does not undo a drain"
+    );
     store.upsert_node(&node).await.unwrap();
-    assert_eq!(store.list_nodes().await.unwrap()[0].state, "draining", "nor does re-registration");
-    store.set_node_state("n1", "lost", &ev("node.lost")).await.unwrap();
+    assert_eq!(
+        store.list_nodes().await.unwrap()[0].state,
+        "draining",
+        "nor does re-registration"
+    );
+    store
+        .set_node_state("n1", "lost", &ev("node.lost"))
+        .await
+        .unwrap();
     store.heartbeat_node("n1", &cap, Utc::now()).await.unwrap();
-    assert_eq!(store.list_nodes().await.unwrap()[0].state, "ready", "a lost node that beats again is ready");
-    assert!(matches!(store.set_node_state("nope", "draining", &ev("x")).await, Err(StoreError::NotFound(_))));
+    assert_eq!(
+        store.list_nodes().await.unwrap()[0].state,
+        "ready",
+        "a lost node that beats again is ready"
+    );
+    assert!(matches!(
+        store.set_node_state("nope", "draining", &ev("x")).await,
+        Err(StoreError::NotFound(_))
+    ));
 }

@@ -5,12 +5,19 @@
 use chrono::Utc;
 use paas_common::api::{AppState, InstanceState};
 use paas_server::blobstore::Blobstore;
-use paas_server::store::{AppRecord, Event, InstanceRecord, ProcessRecord, SqliteStore, Store, StoreError};
+use paas_server::store::{
+    AppRecord, Event, InstanceRecord, ProcessRecord, SqliteStore, Store, StoreError,
+};
 use std::collections::BTreeMap;
 use std::io::Write;
 
 fn ev() -> Event {
-    Event { app_name: Some("web".into()), actor: "admin".into(), kind: "k".into(), message: "m".into() }
+    Event {
+        app_name: Some("web".into()),
+        actor: "admin".into(),
+        kind: "k".into(),
+        message: "m".into(),
+    }
 }
 
 fn row(id: &str, process_type: &str) -> InstanceRecord {
@@ -36,7 +43,9 @@ fn row(id: &str, process_type: &str) -> InstanceRecord {
 #[tokio::test]
 async fn process_settings_roll_only_their_type_and_buildpacks_keep_order_and_blobs() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("paas.db")).await.unwrap();
+    let store = SqliteStore::open(&dir.path().join("paas.db"))
+        .await
+        .unwrap();
     let now = Utc::now();
     let app = AppRecord {
         id: "app-1".into(),
@@ -54,17 +63,30 @@ async fn process_settings_roll_only_their_type_and_buildpacks_keep_order_and_blo
     store.insert_instance(&row("k", "worker")).await.unwrap();
 
     // Instances only: nothing rolls.
-    let rec = ProcessRecord { instances: 3, ..ProcessRecord::default_for("worker") };
+    let rec = ProcessRecord {
+        instances: 3,
+        ..ProcessRecord::default_for("worker")
+    };
     assert!(!store.upsert_process("app-1", &rec, &ev()).await.unwrap());
     assert!(store.retiring_instances().await.unwrap().is_empty());
     // Memory: the worker's instances roll, web's do not.
-    let rec = ProcessRecord { memory_mb: Some(64), ..rec };
+    let rec = ProcessRecord {
+        memory_mb: Some(64),
+        ..rec
+    };
     assert!(store.upsert_process("app-1", &rec, &ev()).await.unwrap());
     let retiring = store.retiring_instances().await.unwrap();
-    assert!(retiring.contains("k") && !retiring.contains("w"), "{retiring:?}");
+    assert!(
+        retiring.contains("k") && !retiring.contains("w"),
+        "{retiring:?}"
+    );
     assert_eq!(store.app_processes().await.unwrap()["app-1"], [rec]);
 
-    let cmds: BTreeMap<String, String> = [("web".to_string(), "serve".to_string()), ("worker".into(), "work".into())].into();
+    let cmds: BTreeMap<String, String> = [
+        ("web".to_string(), "serve".to_string()),
+        ("worker".into(), "work".into()),
+    ]
+    .into();
     store.set_droplet_processes("d1", &cmds).await.unwrap();
     assert_eq!(store.droplet_processes().await.unwrap()["d1"], cmds);
 
@@ -73,13 +95,33 @@ async fn process_settings_roll_only_their_type_and_buildpacks_keep_order_and_blo
     let mut w = blobs.writer().unwrap();
     w.write_all(b"a buildpack tar").unwrap();
     let (sha, _) = blobs.commit(w).unwrap();
-    store.add_buildpack("zeta", &sha, "admin", &ev()).await.unwrap();
-    store.add_buildpack("alpha", &sha, "admin", &ev()).await.unwrap();
-    assert!(matches!(store.add_buildpack("zeta", &sha, "admin", &ev()).await, Err(StoreError::Conflict(_))));
-    let names: Vec<String> = store.list_buildpacks().await.unwrap().into_iter().map(|b| b.name).collect();
+    store
+        .add_buildpack("zeta", &sha, "admin", &ev())
+        .await
+        .unwrap();
+    store
+        .add_buildpack("alpha", &sha, "admin", &ev())
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.add_buildpack("zeta", &sha, "admin", &ev()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let names: Vec<String> = store
+        .list_buildpacks()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
     assert_eq!(names, ["zeta", "alpha"]);
-    let r = paas_server::droplets::collect(&store, &blobs, 1, std::time::Duration::ZERO).await.unwrap();
+    let r = paas_server::droplets::collect(&store, &blobs, 1, std::time::Duration::ZERO)
+        .await
+        .unwrap();
     assert!(blobs.exists(&sha), "{r:?}");
     store.delete_buildpack("zeta", &ev()).await.unwrap();
-    assert!(matches!(store.delete_buildpack("zeta", &ev()).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        store.delete_buildpack("zeta", &ev()).await,
+        Err(StoreError::NotFound(_))
+    ));
 }

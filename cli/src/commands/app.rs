@@ -51,15 +51,23 @@ pub fn render(d: &AppDetail, now: DateTime<Utc>) -> String {
     // Several process types: one section per type, `web` first, each with its own table.
     let only_web = d.processes.len() <= 1 && d.instances.iter().all(|i| i.process_type == "web");
     if !only_web {
-        let mut types: Vec<&str> = d.processes.iter().map(|p| p.process_type.as_str()).collect();
+        let mut types: Vec<&str> = d
+            .processes
+            .iter()
+            .map(|p| p.process_type.as_str())
+            .collect();
         for i in &d.instances {
             if !types.contains(&i.process_type.as_str()) {
                 types.push(&i.process_type);
             }
         }
         for t in types {
-            let list: Vec<&InstanceInfo> = d.instances.iter().filter(|i| i.process_type == t).collect();
-            let up = list.iter().filter(|i| i.state == InstanceState::Running).count();
+            let list: Vec<&InstanceInfo> =
+                d.instances.iter().filter(|i| i.process_type == t).collect();
+            let up = list
+                .iter()
+                .filter(|i| i.state == InstanceState::Running)
+                .count();
             let head = match d.processes.iter().find(|p| p.process_type == t) {
                 Some(p) => format!(
                     "\n{t}: {up}/{} running, {} each, {} check, command: {}\n",
@@ -97,9 +105,17 @@ fn instance_table(list: &[&InstanceInfo], now: DateTime<Utc>) -> String {
                 or_dash(i.since.map(|s| age(s, now))),
                 or_dash(i.usage.as_ref().map(|u| format!("{:.1}%", u.cpu_percent))),
                 or_dash(i.usage.as_ref().map(|u| {
-                    format!("{}/{}", memory(u.memory_bytes / (1024 * 1024)), memory(u.memory_limit_bytes / (1024 * 1024)))
+                    format!(
+                        "{}/{}",
+                        memory(u.memory_bytes / (1024 * 1024)),
+                        memory(u.memory_limit_bytes / (1024 * 1024))
+                    )
                 })),
-                or_dash(i.usage.as_ref().map(|u| memory(u.disk_bytes / (1024 * 1024)))),
+                or_dash(
+                    i.usage
+                        .as_ref()
+                        .map(|u| memory(u.disk_bytes / (1024 * 1024))),
+                ),
                 or_dash(why),
             ]
         })
@@ -242,9 +258,20 @@ mod tests {
             processes: vec![proc("web", 1, "port"), proc("worker", 2, "process")],
         };
         let out = render(&d, now);
-        let web = out.find("web: 1/1 running, 128M each, port check, command: run-web").expect(&out);
-        let worker = out.find("worker: 2/2 running, 128M each, process check, command: run-worker").expect(&out);
+        let web = out
+            .find("web: 1/1 running, 128M each, port check, command: run-web")
+            .expect(&out);
+        let worker = out
+            .find("worker: 2/2 running, 128M each, process check, command: run-worker")
+            .expect(&out);
         assert!(web < worker, "web first: {out}");
-        assert_eq!(out[worker..].lines().filter(|l| l.contains("running") && l.contains("n1")).count(), 2, "{out}");
+        assert_eq!(
+            out[worker..]
+                .lines()
+                .filter(|l| l.contains("running") && l.contains("n1"))
+                .count(),
+            2,
+            "{out}"
+        );
     }
 }

@@ -42,7 +42,11 @@ pub fn list(args: ListArgs, client: &Client) -> anyhow::Result<()> {
             vec![
                 b.position.to_string(),
                 b.name.clone(),
-                if b.builtin { "built-in".into() } else { format!("added by {}", b.created_by.as_deref().unwrap_or("?")) },
+                if b.builtin {
+                    "built-in".into()
+                } else {
+                    format!("added by {}", b.created_by.as_deref().unwrap_or("?"))
+                },
             ]
         })
         .collect();
@@ -52,14 +56,18 @@ pub fn list(args: ListArgs, client: &Client) -> anyhow::Result<()> {
 
 pub fn create(args: CreateArgs, client: &Client) -> anyhow::Result<()> {
     let added = if args.path.is_file() {
-        let file = std::fs::File::open(&args.path).with_context(|| format!("cannot open {}", args.path.display()))?;
+        let file = std::fs::File::open(&args.path)
+            .with_context(|| format!("cannot open {}", args.path.display()))?;
         let len = file.metadata()?.len();
         client.create_buildpack(&args.name, file, len)?
     } else {
         let archive = crate::archive::build(&args.path)?;
         client.create_buildpack(&args.name, archive.file, archive.size)?
     };
-    println!("Added buildpack {} at position {}", added.name, added.position);
+    println!(
+        "Added buildpack {} at position {}",
+        added.name, added.position
+    );
     Ok(())
 }
 

@@ -75,14 +75,37 @@ pub fn run_set(args: SetArgs, client: &Client) -> anyhow::Result<()> {
         update.secret.push(args.key.clone());
     }
     let detail = client.update_env(args.name.as_str(), &update)?;
-    println!("Set {} on {}; redeploying without rebuilding", args.key, args.name.as_str());
-    super::push::wait_until_running(client, &args.name, detail, started, Duration::from_secs(args.timeout))
+    println!(
+        "Set {} on {}; redeploying without rebuilding",
+        args.key,
+        args.name.as_str()
+    );
+    super::push::wait_until_running(
+        client,
+        &args.name,
+        detail,
+        started,
+        Duration::from_secs(args.timeout),
+    )
 }
 
 pub fn run_unset(args: UnsetArgs, client: &Client) -> anyhow::Result<()> {
     let started = Instant::now();
-    let update = EnvUpdate { unset: vec![args.key.clone()], ..Default::default() };
+    let update = EnvUpdate {
+        unset: vec![args.key.clone()],
+        ..Default::default()
+    };
     let detail = client.update_env(args.name.as_str(), &update)?;
-    println!("Unset {} on {}; redeploying without rebuilding", args.key, args.name.as_str());
-    super::push::wait_until_running(client, &args.name, detail, started, Duration::from_secs(args.timeout))
+    println!(
+        "Unset {} on {}; redeploying without rebuilding",
+        args.key,
+        args.name.as_str()
+    );
+    super::push::wait_until_running(
+        client,
+        &args.name,
+        detail,
+        started,
+        Duration::from_secs(args.timeout),
+    )
 }

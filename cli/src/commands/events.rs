@@ -23,7 +23,14 @@ pub fn run(args: Args, client: &Client) -> anyhow::Result<()> {
     let rows: Vec<Vec<String>> = list
         .events
         .iter()
-        .map(|e| vec![e.time.to_rfc3339_opts(SecondsFormat::Secs, true), e.actor.clone(), e.kind.clone(), e.message.clone()])
+        .map(|e| {
+            vec![
+                e.time.to_rfc3339_opts(SecondsFormat::Secs, true),
+                e.actor.clone(),
+                e.kind.clone(),
+                e.message.clone(),
+            ]
+        })
         .collect();
     print!("{}", table(&["TIME", "ACTOR", "EVENT", "DETAILS"], &rows));
     Ok(())

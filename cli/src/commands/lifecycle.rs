@@ -96,7 +96,9 @@ fn summary(s: &AppSettings) -> String {
 }
 
 pub fn scale(args: ScaleArgs, client: &Client) -> anyhow::Result<()> {
-    let health_given = args.health_endpoint.is_some() || args.health_timeout.is_some() || args.start_timeout.is_some();
+    let health_given = args.health_endpoint.is_some()
+        || args.health_timeout.is_some()
+        || args.start_timeout.is_some();
     let health_check = match args.health_check {
         Some(t) => Some(HealthCheckUpdate {
             check_type: t,
@@ -104,7 +106,9 @@ pub fn scale(args: ScaleArgs, client: &Client) -> anyhow::Result<()> {
             invocation_timeout_secs: args.health_timeout,
             start_timeout_secs: args.start_timeout,
         }),
-        None if health_given => anyhow::bail!("give --health-check port|http|process with the other health options"),
+        None if health_given => {
+            anyhow::bail!("give --health-check port|http|process with the other health options")
+        }
         None => None,
     };
     let req = AppUpdateRequest {
@@ -129,20 +133,35 @@ pub fn scale(args: ScaleArgs, client: &Client) -> anyhow::Result<()> {
         }
         println!("{}: process {p} scaled to {}", s.name, what.join(", "));
         if s.rolling {
-            println!("Replacing {p} instances {} at a time; follow with `paas app {}`", s.max_in_flight, s.name);
+            println!(
+                "Replacing {p} instances {} at a time; follow with `paas app {}`",
+                s.max_in_flight, s.name
+            );
         }
     } else {
         println!("{}", summary(&s));
         if s.rolling {
-            println!("Replacing instances {} at a time; follow with `paas app {}`", s.max_in_flight, s.name);
+            println!(
+                "Replacing instances {} at a time; follow with `paas app {}`",
+                s.max_in_flight, s.name
+            );
         }
     }
     Ok(())
 }
 
 pub fn restart(args: RestartArgs, client: &Client) -> anyhow::Result<()> {
-    let s = client.app_action(&args.name, "restart", &RestartRequest { max_in_flight: args.max_in_flight })?;
-    println!("Restarting {} ({} at a time); follow with `paas app {}`", s.name, s.max_in_flight, s.name);
+    let s = client.app_action(
+        &args.name,
+        "restart",
+        &RestartRequest {
+            max_in_flight: args.max_in_flight,
+        },
+    )?;
+    println!(
+        "Restarting {} ({} at a time); follow with `paas app {}`",
+        s.name, s.max_in_flight, s.name
+    );
     Ok(())
 }
 
@@ -159,7 +178,11 @@ pub fn start(args: NameArgs, client: &Client) -> anyhow::Result<()> {
 }
 
 pub fn restart_instance(args: RestartInstanceArgs, client: &Client) -> anyhow::Result<()> {
-    let s = client.app_action(&args.name, &format!("instances/{}/restart", args.index), &serde_json::json!({}))?;
+    let s = client.app_action(
+        &args.name,
+        &format!("instances/{}/restart", args.index),
+        &serde_json::json!({}),
+    )?;
     println!("Restarting instance {} of {}", args.index, s.name);
     Ok(())
 }
@@ -168,7 +191,10 @@ pub fn node(args: NodeArgs, client: &Client) -> anyhow::Result<()> {
     match args.command {
         NodeCommand::Drain { name } => {
             let r = client.drain_node(&name)?;
-            println!("Node {} is {}; its instances move to other nodes", r.name, r.state);
+            println!(
+                "Node {} is {}; its instances move to other nodes",
+                r.name, r.state
+            );
         }
     }
     Ok(())

@@ -124,7 +124,10 @@ pub fn spawn_follow(
     let (client, name, stop2) = (client.clone(), name.to_string(), stop.clone());
     let filters = vec![
         ("source", sources.to_string()),
-        ("since", since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        (
+            "since",
+            since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        ),
         ("limit", "1000".to_string()),
     ];
     let color = std::io::stdout().is_terminal();

@@ -3,19 +3,19 @@
 
 pub mod app;
 pub mod apps;
+pub mod buildpacks;
 pub mod delete;
-pub mod lifecycle;
-pub mod events;
-pub mod log_drain;
 pub mod env;
+pub mod events;
+pub mod lifecycle;
+pub mod log_drain;
 pub mod login;
 pub mod logs;
 pub mod nodes;
 pub mod push;
-pub mod tenancy;
-pub mod routes;
 pub mod revisions;
-pub mod buildpacks;
+pub mod routes;
+pub mod tenancy;
 
 use crate::client::Client;
 use crate::config::Env;
@@ -138,8 +138,16 @@ pub fn dispatch(cli: Cli, env: &Env) -> anyhow::Result<()> {
         Command::Nodes(args) => nodes::run(args, &client),
         Command::Tokens(cmd) => tenancy::tokens(cmd, &client),
         Command::Users { json } => tenancy::users(json, &client),
-        Command::AddUser { username, password, operator } => tenancy::add_user(username, password, operator, &client),
-        Command::SetRole { username, role, space } => tenancy::set_role(username, role, space, &client),
+        Command::AddUser {
+            username,
+            password,
+            operator,
+        } => tenancy::add_user(username, password, operator, &client),
+        Command::SetRole {
+            username,
+            role,
+            space,
+        } => tenancy::set_role(username, role, space, &client),
         Command::Spaces => tenancy::spaces(&client),
         Command::CreateSpace { space } => tenancy::create_space(space, &client),
         Command::Scale(args) => lifecycle::scale(args, &client),
@@ -214,16 +222,36 @@ mod tests {
 
     #[test]
     fn parses_lifecycle_commands() {
-        let cli = Cli::try_parse_from(["paas", "scale", "web", "-i", "3", "-m", "512M", "--health-check", "http", "--health-endpoint", "/h"]).unwrap();
-        let Command::Scale(a) = cli.command else { panic!("not scale") };
-        assert_eq!((a.instances, a.memory, a.health_check.as_deref()), (Some(3), Some(512), Some("http")));
+        let cli = Cli::try_parse_from([
+            "paas",
+            "scale",
+            "web",
+            "-i",
+            "3",
+            "-m",
+            "512M",
+            "--health-check",
+            "http",
+            "--health-endpoint",
+            "/h",
+        ])
+        .unwrap();
+        let Command::Scale(a) = cli.command else {
+            panic!("not scale")
+        };
+        assert_eq!(
+            (a.instances, a.memory, a.health_check.as_deref()),
+            (Some(3), Some(512), Some("http"))
+        );
         assert!(Cli::try_parse_from(["paas", "scale", "web", "--health-check", "tcp"]).is_err());
         let cli = Cli::try_parse_from(["paas", "restart", "web", "--max-in-flight", "2"]).unwrap();
         assert!(matches!(cli.command, Command::Restart(a) if a.max_in_flight == Some(2)));
         let cli = Cli::try_parse_from(["paas", "restart-instance", "web", "1"]).unwrap();
         assert!(matches!(cli.command, Command::RestartInstance(a) if a.index == 1));
         let cli = Cli::try_parse_from(["paas", "node", "drain", "n1"]).unwrap();
-        assert!(matches!(cli.command, Command::Node(lifecycle::NodeArgs { command: lifecycle::NodeCommand::Drain { name } }) if name == "n1"));
+        assert!(
+            matches!(cli.command, Command::Node(lifecycle::NodeArgs { command: lifecycle::NodeCommand::Drain { name } }) if name == "n1")
+        );
         assert!(Cli::try_parse_from(["paas", "restart-instance", "web", "x"]).is_err());
     }
 }

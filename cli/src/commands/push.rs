@@ -14,8 +14,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use paas_common::api::{
     AppDetail, FileHash, InstanceInfo, InstanceState, PushResource, PushSettings, ResourceMatch,
 };
-use std::collections::HashSet;
 use paas_common::domain::{parse_memory_mb, AppName};
+use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -56,12 +56,14 @@ pub struct Args {
 }
 
 fn parse_buildpack(s: &str) -> Result<String, String> {
-    paas_common::manifest::buildpack_name(s).map(str::to_string).ok_or_else(|| {
-        format!(
-            "unknown buildpack {s:?}: known are {}",
-            paas_common::manifest::BUILTIN_BUILDPACKS.join(", ")
-        )
-    })
+    paas_common::manifest::buildpack_name(s)
+        .map(str::to_string)
+        .ok_or_else(|| {
+            format!(
+                "unknown buildpack {s:?}: known are {}",
+                paas_common::manifest::BUILTIN_BUILDPACKS.join(", ")
+            )
+        })
 }
 
 fn parse_name(s: &str) -> Result<AppName, String> {
@@ -95,7 +97,10 @@ fn find_manifest(args: &Args) -> Option<PathBuf> {
         return Some(f.clone());
     }
     let dir = args.path.clone().unwrap_or_else(|| PathBuf::from("."));
-    MANIFEST_NAMES.iter().map(|n| dir.join(n)).find(|p| p.is_file())
+    MANIFEST_NAMES
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
 }
 
 /// What to push: the manifest's apps (or the one named), with command-line flags on top; or the
@@ -114,21 +119,34 @@ fn plans(args: &Args) -> anyhow::Result<Vec<Plan>> {
             Some(n) => n.clone(),
             None => derive_name(&path)?,
         };
-        return Ok(vec![Plan { name, path, settings: flags }]);
+        return Ok(vec![Plan {
+            name,
+            path,
+            settings: flags,
+        }]);
     };
     let text = std::fs::read_to_string(&file)
         .with_context(|| format!("cannot read the manifest {}", file.display()))?;
-    let manifest = paas_common::manifest::parse(&text)
-        .map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    let manifest =
+        paas_common::manifest::parse(&text).map_err(|e| anyhow!("{}: {e}", file.display()))?;
     for w in &manifest.warnings {
         eprintln!("warning: {}: {w}", file.display());
     }
     let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
     let apps: Vec<_> = match &args.name {
         Some(n) => {
-            let found: Vec<_> = manifest.applications.iter().filter(|a| &a.name == n).collect();
+            let found: Vec<_> = manifest
+                .applications
+                .iter()
+                .filter(|a| &a.name == n)
+                .collect();
             if found.is_empty() {
-                bail!("{}: no application named {} (it lists {})", file.display(), n.as_str(), names(&manifest));
+                bail!(
+                    "{}: no application named {} (it lists {})",
+                    file.display(),
+                    n.as_str(),
+                    names(&manifest)
+                );
             }
             found
         }
@@ -162,45 +180,77 @@ fn plans(args: &Args) -> anyhow::Result<Vec<Plan>> {
                 command: flags.command.clone().or_else(|| a.command.clone()),
                 env: a.env.clone(),
                 disk_mb: a.disk_quota,
-                buildpacks: if flags.buildpacks.is_empty() { a.buildpacks.clone() } else { flags.buildpacks.clone() },
+                buildpacks: if flags.buildpacks.is_empty() {
+                    a.buildpacks.clone()
+                } else {
+                    flags.buildpacks.clone()
+                },
                 routes: a.routes.iter().map(|r| r.route.clone()).collect(),
                 health: a.health().to_settings(),
                 processes: a.processes.iter().map(|p| p.to_settings()).collect(),
                 resources: Vec::new(),
             };
-            Plan { name: a.name.clone(), path, settings }
+            Plan {
+                name: a.name.clone(),
+                path,
+                settings,
+            }
         })
         .collect())
 }
 
 fn names(m: &paas_common::manifest::Manifest) -> String {
-    m.applications.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
+    m.applications
+        .iter()
+        .map(|a| a.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn push_one(client: &Client, plan: Plan, timeout: Duration) -> anyhow::Result<()> {
     let started = Instant::now();
-    let Plan { name, path, mut settings } = plan;
+    let Plan {
+        name,
+        path,
+        mut settings,
+    } = plan;
     archive::check_root(&path)?;
     // Incremental upload: send hashes first, then only the files the server lacks. A server
     // that cannot match (or fails to) just gets everything.
     let scanned = archive::scan(&path)?;
     let request = ResourceMatch {
-        resources: scanned.iter().map(|f| FileHash { sha256: f.sha256.clone(), size: f.size }).collect(),
+        resources: scanned
+            .iter()
+            .map(|f| FileHash {
+                sha256: f.sha256.clone(),
+                size: f.size,
+            })
+            .collect(),
     };
     let known: HashSet<String> = match client.match_resources(&request) {
         Ok(r) => r.known.into_iter().collect(),
         // A server without incremental upload answers 404: nothing to say, upload everything.
-        Err(crate::client::ClientError::Api { status, .. }) if status.as_u16() == 404 => HashSet::new(),
+        Err(crate::client::ClientError::Api { status, .. }) if status.as_u16() == 404 => {
+            HashSet::new()
+        }
         Err(e) => {
             tracing_free_warning(&e);
             HashSet::new()
         }
     };
-    let held: Vec<&archive::ScannedFile> = scanned.iter().filter(|f| known.contains(&f.sha256)).collect();
+    let held: Vec<&archive::ScannedFile> = scanned
+        .iter()
+        .filter(|f| known.contains(&f.sha256))
+        .collect();
     let exclude: HashSet<String> = held.iter().map(|f| f.path.clone()).collect();
     settings.resources = held
         .iter()
-        .map(|f| PushResource { path: f.path.clone(), sha256: f.sha256.clone(), size: f.size, executable: f.executable })
+        .map(|f| PushResource {
+            path: f.path.clone(),
+            sha256: f.sha256.clone(),
+            size: f.size,
+            executable: f.executable,
+        })
         .collect();
     let archive = archive::build_excluding(&path, &exclude)?;
     for s in &archive.skipped {
@@ -210,7 +260,11 @@ fn push_one(client: &Client, plan: Plan, timeout: Duration) -> anyhow::Result<()
     let already = if held.is_empty() {
         String::new()
     } else {
-        format!("; {} files, {}, already on the server", held.len(), human_size(held_bytes))
+        format!(
+            "; {} files, {}, already on the server",
+            held.len(),
+            human_size(held_bytes)
+        )
     };
     println!(
         "Uploading {name} ({}, {} files{already})",
@@ -252,26 +306,33 @@ impl StagingLines {
     fn follow(client: &Client, name: &AppName) -> Self {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let since = Utc::now() - chrono::Duration::seconds(1);
-        let thread = Client::new(client.api(), client.token().map(str::to_string)).ok().map(|c| {
-            let (stop, name) = (stop.clone(), name.as_str().to_string());
-            std::thread::spawn(move || {
-                let mut seen: std::collections::HashSet<(DateTime<Utc>, String)> = Default::default();
-                loop {
-                    let last = stop.load(std::sync::atomic::Ordering::SeqCst);
-                    if let Ok(list) = c.recent_logs(&name, 200) {
-                        for l in list.lines.iter().filter(|l| l.source == "STG" && l.timestamp >= since) {
-                            if seen.insert((l.timestamp, l.message.clone())) {
-                                println!("{}", log_line(l));
+        let thread = Client::new(client.api(), client.token().map(str::to_string))
+            .ok()
+            .map(|c| {
+                let (stop, name) = (stop.clone(), name.as_str().to_string());
+                std::thread::spawn(move || {
+                    let mut seen: std::collections::HashSet<(DateTime<Utc>, String)> =
+                        Default::default();
+                    loop {
+                        let last = stop.load(std::sync::atomic::Ordering::SeqCst);
+                        if let Ok(list) = c.recent_logs(&name, 200) {
+                            for l in list
+                                .lines
+                                .iter()
+                                .filter(|l| l.source == "STG" && l.timestamp >= since)
+                            {
+                                if seen.insert((l.timestamp, l.message.clone())) {
+                                    println!("{}", log_line(l));
+                                }
                             }
                         }
+                        if last {
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(300));
                     }
-                    if last {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(300));
-                }
-            })
-        });
+                })
+            });
         Self { stop, thread }
     }
 

@@ -53,15 +53,29 @@ pub fn run(args: Args, client: &Client) -> anyhow::Result<()> {
             vec![
                 number,
                 droplet,
-                if r.env_keys.is_empty() { "-".into() } else { r.env_keys.join(",") },
+                if r.env_keys.is_empty() {
+                    "-".into()
+                } else {
+                    r.env_keys.join(",")
+                },
                 r.command.clone(),
                 format!("{} ago", age(r.created_at, now)),
-                if r.created_by.is_empty() { "-".into() } else { r.created_by.clone() },
+                if r.created_by.is_empty() {
+                    "-".into()
+                } else {
+                    r.created_by.clone()
+                },
                 r.description.clone(),
             ]
         })
         .collect();
-    print!("{}", table(&["REVISION", "DROPLET", "ENV", "COMMAND", "CREATED", "BY", "WHAT"], &rows));
+    print!(
+        "{}",
+        table(
+            &["REVISION", "DROPLET", "ENV", "COMMAND", "CREATED", "BY", "WHAT"],
+            &rows
+        )
+    );
     Ok(())
 }
 
@@ -69,7 +83,17 @@ pub fn run_rollback(args: RollbackArgs, client: &Client) -> anyhow::Result<()> {
     let started = Instant::now();
     let detail = client.rollback(args.name.as_str(), &RollbackRequest { to: args.to })?;
     if let Some(r) = &detail.revision {
-        println!("Rolled {} back: revision {} runs the earlier droplet and env", args.name.as_str(), r.number);
+        println!(
+            "Rolled {} back: revision {} runs the earlier droplet and env",
+            args.name.as_str(),
+            r.number
+        );
     }
-    super::push::wait_until_running(client, &args.name, detail, started, Duration::from_secs(args.timeout))
+    super::push::wait_until_running(
+        client,
+        &args.name,
+        detail,
+        started,
+        Duration::from_secs(args.timeout),
+    )
 }

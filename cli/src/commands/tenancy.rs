@@ -6,8 +6,8 @@ use crate::config::{Config, Env};
 use crate::output::table;
 use anyhow::{bail, Context};
 use paas_common::api::{
-    CreateSpaceRequest, CreateUserRequest, SetRoleRequest, SpaceInfo, SpaceList, TokenCreateRequest, TokenCreated,
-    TokenList, UserInfo, UserList,
+    CreateSpaceRequest, CreateUserRequest, SetRoleRequest, SpaceInfo, SpaceList,
+    TokenCreateRequest, TokenCreated, TokenList, UserInfo, UserList,
 };
 
 #[derive(Debug, clap::Subcommand)]
@@ -37,16 +37,31 @@ pub enum TokensCmd {
 
 pub fn tokens(cmd: TokensCmd, client: &Client) -> anyhow::Result<()> {
     match cmd {
-        TokensCmd::Create { name, scope, app, expires } => {
+        TokensCmd::Create {
+            name,
+            scope,
+            app,
+            expires,
+        } => {
             let created: TokenCreated = client.post_json(
                 "/v1/tokens",
-                &TokenCreateRequest { name, scope, app, expires_in: Some(expires) },
+                &TokenCreateRequest {
+                    name,
+                    scope,
+                    app,
+                    expires_in: Some(expires),
+                },
             )?;
             eprintln!(
                 "Created token {} ({} scope{}, expires {}). It is shown only now:",
                 created.info.id,
                 created.info.scope,
-                created.info.app.as_deref().map(|a| format!(", app {a}")).unwrap_or_default(),
+                created
+                    .info
+                    .app
+                    .as_deref()
+                    .map(|a| format!(", app {a}"))
+                    .unwrap_or_default(),
                 created.info.expires_at.format("%Y-%m-%d %H:%M UTC")
             );
             println!("{}", created.token);
@@ -67,12 +82,31 @@ pub fn tokens(cmd: TokensCmd, client: &Client) -> anyhow::Result<()> {
                         t.scope.clone(),
                         t.app.clone().unwrap_or_else(|| "-".into()),
                         t.expires_at.format("%Y-%m-%d").to_string(),
-                        t.last_used_at.map_or("never".into(), |d| d.format("%Y-%m-%d %H:%M").to_string()),
-                        if t.revoked { "revoked".into() } else { "active".into() },
+                        t.last_used_at
+                            .map_or("never".into(), |d| d.format("%Y-%m-%d %H:%M").to_string()),
+                        if t.revoked {
+                            "revoked".into()
+                        } else {
+                            "active".into()
+                        },
                     ]
                 })
                 .collect();
-            print!("{}", table(&["ID", "NAME", "SCOPE", "APP", "EXPIRES", "LAST USED", "STATE"], &rows));
+            print!(
+                "{}",
+                table(
+                    &[
+                        "ID",
+                        "NAME",
+                        "SCOPE",
+                        "APP",
+                        "EXPIRES",
+                        "LAST USED",
+                        "STATE"
+                    ],
+                    &rows
+                )
+            );
         }
         TokensCmd::Revoke { id } => {
             client.delete_path(&format!("/v1/tokens/{id}"))?;
@@ -92,11 +126,23 @@ pub fn users(json: bool, client: &Client) -> anyhow::Result<()> {
         .users
         .iter()
         .map(|u| {
-            let roles: Vec<String> = u.roles.iter().map(|r| format!("{}:{}", r.space, r.role)).collect();
+            let roles: Vec<String> = u
+                .roles
+                .iter()
+                .map(|r| format!("{}:{}", r.space, r.role))
+                .collect();
             vec![
                 u.username.clone(),
-                if u.operator { "yes".into() } else { "no".into() },
-                if roles.is_empty() { "-".into() } else { roles.join(", ") },
+                if u.operator {
+                    "yes".into()
+                } else {
+                    "no".into()
+                },
+                if roles.is_empty() {
+                    "-".into()
+                } else {
+                    roles.join(", ")
+                },
             ]
         })
         .collect();
@@ -104,21 +150,49 @@ pub fn users(json: bool, client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn add_user(username: String, password: Option<String>, operator: bool, client: &Client) -> anyhow::Result<()> {
+pub fn add_user(
+    username: String,
+    password: Option<String>,
+    operator: bool,
+    client: &Client,
+) -> anyhow::Result<()> {
     let password = match password {
         Some(p) => p,
-        None => super::read_line()?.filter(|p| !p.is_empty()).context("no password given: pass -p or one line on stdin")?,
+        None => super::read_line()?
+            .filter(|p| !p.is_empty())
+            .context("no password given: pass -p or one line on stdin")?,
     };
-    let u: UserInfo = client.post_json("/v1/users", &CreateUserRequest { username, password, operator })?;
-    println!("Created user {}{}", u.username, if u.operator { " (operator)" } else { "" });
+    let u: UserInfo = client.post_json(
+        "/v1/users",
+        &CreateUserRequest {
+            username,
+            password,
+            operator,
+        },
+    )?;
+    println!(
+        "Created user {}{}",
+        u.username,
+        if u.operator { " (operator)" } else { "" }
+    );
     Ok(())
 }
 
-pub fn set_role(username: String, role: String, space: Option<String>, client: &Client) -> anyhow::Result<()> {
+pub fn set_role(
+    username: String,
+    role: String,
+    space: Option<String>,
+    client: &Client,
+) -> anyhow::Result<()> {
     let space = space.unwrap_or_else(|| "default/default".into());
     let role = (role != "none").then_some(role);
-    let u: UserInfo =
-        client.put_json(&format!("/v1/users/{username}/roles"), &SetRoleRequest { space: space.clone(), role: role.clone() })?;
+    let u: UserInfo = client.put_json(
+        &format!("/v1/users/{username}/roles"),
+        &SetRoleRequest {
+            space: space.clone(),
+            role: role.clone(),
+        },
+    )?;
     match role {
         Some(r) => println!("{} is now {r} in {space}", u.username),
         None => println!("{} has no role in {space} any more", u.username),
@@ -135,31 +209,55 @@ pub fn spaces(client: &Client) -> anyhow::Result<()> {
 }
 
 pub fn create_space(space: String, client: &Client) -> anyhow::Result<()> {
-    let Some((org, name)) = space.split_once('/') else { bail!("name the space as ORG/SPACE") };
-    let s: SpaceInfo = client.post_json("/v1/spaces", &CreateSpaceRequest { org: org.into(), name: name.into() })?;
+    let Some((org, name)) = space.split_once('/') else {
+        bail!("name the space as ORG/SPACE")
+    };
+    let s: SpaceInfo = client.post_json(
+        "/v1/spaces",
+        &CreateSpaceRequest {
+            org: org.into(),
+            name: name.into(),
+        },
+    )?;
     println!("Created space {}/{}", s.org, s.name);
     Ok(())
 }
 
 /// `paas target [ORG/SPACE]`: shows or sets the space commands act in.
 pub fn target(space: Option<String>, env: &Env) -> anyhow::Result<()> {
-    let cfg: Config = env.load()?.context("not logged in: run `paas login URL` first")?;
+    let cfg: Config = env
+        .load()?
+        .context("not logged in: run `paas login URL` first")?;
     let Some(space) = space else {
-        println!("API:   {}\nSpace: {}", cfg.api, cfg.space.as_deref().unwrap_or("default/default"));
+        println!(
+            "API:   {}\nSpace: {}",
+            cfg.api,
+            cfg.space.as_deref().unwrap_or("default/default")
+        );
         return Ok(());
     };
-    if space.split_once('/').is_none_or(|(o, s)| o.is_empty() || s.is_empty()) {
+    if space
+        .split_once('/')
+        .is_none_or(|(o, s)| o.is_empty() || s.is_empty())
+    {
         bail!("name the space as ORG/SPACE");
     }
     let client = Client::from_config(Some(cfg.clone()))?;
     let list: SpaceList = client.get_json("/v1/spaces")?;
-    if !list.spaces.iter().any(|s| format!("{}/{}", s.org, s.name) == space) {
+    if !list
+        .spaces
+        .iter()
+        .any(|s| format!("{}/{}", s.org, s.name) == space)
+    {
         bail!("space {space} not found (space_not_found)");
     }
     if env.api.is_some() && env.token.is_some() {
         bail!("PAAS_API and PAAS_TOKEN are set: set PAAS_SPACE instead of `paas target`");
     }
-    env.save(&Config { space: Some(space.clone()), ..cfg })?;
+    env.save(&Config {
+        space: Some(space.clone()),
+        ..cfg
+    })?;
     println!("Targeting {space}");
     Ok(())
 }

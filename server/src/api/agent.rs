@@ -4,7 +4,8 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use paas_common::agent::{
-    Assignment, Assignments, Heartbeat, HeartbeatResponse, LogBatch, RegisterRequest, RegisterResponse,
+    Assignment, Assignments, Heartbeat, HeartbeatResponse, LogBatch, RegisterRequest,
+    RegisterResponse,
 };
 use paas_common::api::LogLine;
 use paas_common::ErrorCode;
@@ -19,7 +20,11 @@ use crate::store::{Event, NodeRecord};
 
 const LONG_POLL: Duration = Duration::from_secs(25);
 
-pub async fn register(ctx: Ctx, req: HttpRequest, body: web::Json<RegisterRequest>) -> ApiResult<web::Json<RegisterResponse>> {
+pub async fn register(
+    ctx: Ctx,
+    req: HttpRequest,
+    body: web::Json<RegisterRequest>,
+) -> ApiResult<web::Json<RegisterResponse>> {
     let presented = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
@@ -32,9 +37,15 @@ pub async fn register(ctx: Ctx, req: HttpRequest, body: web::Json<RegisterReques
     let body = body.into_inner();
     let name_ok = !body.node_name.is_empty()
         && body.node_name.len() <= 63
-        && body.node_name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+        && body
+            .node_name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
     if !name_ok {
-        return Err(Error::api(ErrorCode::InvalidName, format!("invalid node name {:?}", body.node_name)));
+        return Err(Error::api(
+            ErrorCode::InvalidName,
+            format!("invalid node name {:?}", body.node_name),
+        ));
     }
     let token = random_token(48);
     let now = Utc::now();
@@ -61,11 +72,21 @@ pub async fn register(ctx: Ctx, req: HttpRequest, body: web::Json<RegisterReques
         .await?;
     tracing::info!(node = %body.node_name, "node registered");
     ctx.converge.notify_one();
-    Ok(web::Json(RegisterResponse { node_name: body.node_name, node_token: token, heartbeat_interval_secs: 2 }))
+    Ok(web::Json(RegisterResponse {
+        node_name: body.node_name,
+        node_token: token,
+        heartbeat_interval_secs: 2,
+    }))
 }
 
-pub async fn heartbeat(ctx: Ctx, node: AgentNode, body: web::Json<Heartbeat>) -> ApiResult<web::Json<HeartbeatResponse>> {
-    ctx.store.heartbeat_node(&node.name, &body.capacity, Utc::now()).await?;
+pub async fn heartbeat(
+    ctx: Ctx,
+    node: AgentNode,
+    body: web::Json<Heartbeat>,
+) -> ApiResult<web::Json<HeartbeatResponse>> {
+    ctx.store
+        .heartbeat_node(&node.name, &body.capacity, Utc::now())
+        .await?;
     let before: HashMap<String, (u32, Option<String>, u32)> = ctx
         .store
         .list_instances()
@@ -78,14 +99,19 @@ pub async fn heartbeat(ctx: Ctx, node: AgentNode, body: web::Json<Heartbeat>) ->
     for report in &body.instances {
         changed |= ctx.store.report_instance(&node.name, report).await?;
         if let Some(usage) = &report.usage {
-            ctx.store.record_usage(&node.name, &report.instance_id, usage).await?;
+            ctx.store
+                .record_usage(&node.name, &report.instance_id, usage)
+                .await?;
         }
-        crate::events::record_crash(&ctx, &node.name, report, before.get(&report.instance_id)).await;
+        crate::events::record_crash(&ctx, &node.name, report, before.get(&report.instance_id))
+            .await;
     }
     if changed {
         crate::router::refresh(&ctx).await?;
     }
-    Ok(web::Json(HeartbeatResponse { assignments_version: *ctx.assignments.borrow() }))
+    Ok(web::Json(HeartbeatResponse {
+        assignments_version: *ctx.assignments.borrow(),
+    }))
 }
 
 #[derive(Deserialize)]
@@ -93,7 +119,11 @@ pub struct AssignmentQuery {
     pub after: Option<u64>,
 }
 
-pub async fn assignments(ctx: Ctx, node: AgentNode, q: web::Query<AssignmentQuery>) -> ApiResult<web::Json<Assignments>> {
+pub async fn assignments(
+    ctx: Ctx,
+    node: AgentNode,
+    q: web::Query<AssignmentQuery>,
+) -> ApiResult<web::Json<Assignments>> {
     let mut rx = ctx.assignments.subscribe();
     if q.after == Some(*rx.borrow_and_update()) {
         let _ = tokio::time::timeout(LONG_POLL, rx.changed()).await;
@@ -107,7 +137,13 @@ pub async fn assignments(ctx: Ctx, node: AgentNode, q: web::Query<AssignmentQuer
 }
 
 async fn assignments_for(ctx: &Ctx, node: &str) -> ApiResult<Vec<Assignment>> {
-    let apps: HashMap<String, _> = ctx.store.list_apps().await?.into_iter().map(|a| (a.id.clone(), a)).collect();
+    let apps: HashMap<String, _> = ctx
+        .store
+        .list_apps()
+        .await?
+        .into_iter()
+        .map(|a| (a.id.clone(), a))
+        .collect();
     let lifecycles = ctx.store.app_lifecycles().await?;
     let declared = ctx.store.droplet_processes().await?;
     let configured = ctx.store.app_processes().await?;
@@ -116,8 +152,12 @@ async fn assignments_for(ctx: &Ctx, node: &str) -> ApiResult<Vec<Assignment>> {
         if inst.node_name.as_deref() != Some(node) {
             continue;
         }
-        let Some(app) = apps.get(&inst.app_id) else { continue };
-        let Some(rev) = ctx.store.revision(&app.id, inst.revision).await? else { continue };
+        let Some(app) = apps.get(&inst.app_id) else {
+            continue;
+        };
+        let Some(rev) = ctx.store.revision(&app.id, inst.revision).await? else {
+            continue;
+        };
         let mut env: BTreeMap<String, String> = BTreeMap::new();
         for (k, v) in &rev.env {
             // Secret values are sealed in the store; the node needs them plain.
@@ -125,20 +165,34 @@ async fn assignments_for(ctx: &Ctx, node: &str) -> ApiResult<Vec<Assignment>> {
                 Ok(plain) => {
                     env.insert(k.clone(), plain);
                 }
-                Err(e) => tracing::error!(app = %app.name, key = %k, error = %e, "secret env value left out"),
+                Err(e) => {
+                    tracing::error!(app = %app.name, key = %k, error = %e, "secret env value left out")
+                }
             }
         }
         env.insert("PAAS_APP_REVISION".into(), rev.number.to_string());
         // A non-web row runs its type's command from the droplet it was created for.
         let (command, memory_mb, health) = if inst.process_type == "web" {
-            (rev.command, app.memory_mb, lifecycles.get(&app.id).and_then(|l| l.health.clone()).unwrap_or_default())
+            (
+                rev.command,
+                app.memory_mb,
+                lifecycles
+                    .get(&app.id)
+                    .and_then(|l| l.health.clone())
+                    .unwrap_or_default(),
+            )
         } else {
             let specs = crate::processes::resolve(
                 app,
                 declared.get(&rev.droplet),
                 configured.get(&app.id).map(Vec::as_slice).unwrap_or(&[]),
             );
-            let Some(p) = specs.into_iter().find(|p| p.process_type == inst.process_type) else { continue };
+            let Some(p) = specs
+                .into_iter()
+                .find(|p| p.process_type == inst.process_type)
+            else {
+                continue;
+            };
             (p.command, p.memory_mb, p.health)
         };
         out.push(Assignment {
@@ -161,15 +215,25 @@ async fn assignments_for(ctx: &Ctx, node: &str) -> ApiResult<Vec<Assignment>> {
 
 pub async fn droplet(ctx: Ctx, node: AgentNode, sha: web::Path<String>) -> ApiResult<HttpResponse> {
     // Only droplets of instances assigned to this node.
-    let assigned = assignments_for(&ctx, &node.name).await?.iter().any(|a| a.droplet == *sha);
+    let assigned = assignments_for(&ctx, &node.name)
+        .await?
+        .iter()
+        .any(|a| a.droplet == *sha);
     if !assigned {
-        return Err(Error::api(ErrorCode::DropletNotFound, "no such droplet assigned to this node"));
+        return Err(Error::api(
+            ErrorCode::DropletNotFound,
+            "no such droplet assigned to this node",
+        ));
     }
-    let path = ctx
-        .blobs
-        .path(&sha)
-        .map_err(|_| Error::api(ErrorCode::DropletNotFound, format!("droplet {sha} not found")))?;
-    let file = tokio::fs::File::open(&path).await.map_err(Error::internal)?;
+    let path = ctx.blobs.path(&sha).map_err(|_| {
+        Error::api(
+            ErrorCode::DropletNotFound,
+            format!("droplet {sha} not found"),
+        )
+    })?;
+    let file = tokio::fs::File::open(&path)
+        .await
+        .map_err(Error::internal)?;
     let len = file.metadata().await.map_err(Error::internal)?.len();
     let stream = tokio_util_stream(file);
     Ok(HttpResponse::Ok()
@@ -200,14 +264,29 @@ pub async fn logs(ctx: Ctx, node: AgentNode, body: web::Json<LogBatch>) -> ApiRe
     let mut lines = Vec::with_capacity(body.lines.len());
     for l in &body.lines {
         if !app_of.contains_key(&l.instance_id) {
-            let app = ctx.store.app_name_of_instance(&l.instance_id, &node.name).await?;
+            let app = ctx
+                .store
+                .app_name_of_instance(&l.instance_id, &node.name)
+                .await?;
             app_of.insert(l.instance_id.clone(), app);
         }
-        let Some(Some(app)) = app_of.get(&l.instance_id) else { continue };
-        let source = if l.source == "CELL" || l.source.starts_with("APP/") { l.source.clone() } else { "APP".into() };
+        let Some(Some(app)) = app_of.get(&l.instance_id) else {
+            continue;
+        };
+        let source = if l.source == "CELL" || l.source.starts_with("APP/") {
+            l.source.clone()
+        } else {
+            "APP".into()
+        };
         lines.push((
             app.clone(),
-            LogLine { timestamp: l.timestamp, source, stream: l.stream.clone(), message: l.message.clone(), id: 0 },
+            LogLine {
+                timestamp: l.timestamp,
+                source,
+                stream: l.stream.clone(),
+                message: l.message.clone(),
+                id: 0,
+            },
         ));
     }
     // Waits when the hub's writer is behind: the agent's request takes longer and its shipper

@@ -2,7 +2,10 @@ use actix_multipart::Multipart;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use futures_util::StreamExt;
-use paas_common::api::{AppDetail, AppList, AppState, AppSummary, EventInfo, EventList, InstanceInfo, InstanceState, LogLine, RevisionInfo};
+use paas_common::api::{
+    AppDetail, AppList, AppState, AppSummary, EventInfo, EventList, InstanceInfo, InstanceState,
+    LogLine, RevisionInfo,
+};
 use paas_common::domain::{parse_memory_mb, AppName};
 use paas_common::ErrorCode;
 use std::io::Write;
@@ -36,8 +39,13 @@ pub(crate) async fn detail(ctx: &Ctx, app: &AppRecord) -> ApiResult<AppDetail> {
         }),
         None => None,
     };
-    let nodes: std::collections::HashMap<String, String> =
-        ctx.store.list_nodes().await?.into_iter().map(|n| (n.name, n.address)).collect();
+    let nodes: std::collections::HashMap<String, String> = ctx
+        .store
+        .list_nodes()
+        .await?
+        .into_iter()
+        .map(|n| (n.name, n.address))
+        .collect();
     let mut usage = ctx.store.app_usage(&app.id).await?;
     let instances = ctx
         .store
@@ -58,11 +66,14 @@ pub(crate) async fn detail(ctx: &Ctx, app: &AppRecord) -> ApiResult<AppDetail> {
             placement_error: i.placement_error,
             since: Some(i.since),
             // Only a running instance's sample means anything.
-            usage: usage.remove(&i.id).filter(|_| i.state == InstanceState::Running),
+            usage: usage
+                .remove(&i.id)
+                .filter(|_| i.state == InstanceState::Running),
             process_type: i.process_type,
         })
         .collect();
-    let processes = super::processes::infos(ctx, app, revision.as_ref().map(|r| r.command.as_str())).await?;
+    let processes =
+        super::processes::infos(ctx, app, revision.as_ref().map(|r| r.command.as_str())).await?;
     Ok(AppDetail {
         name: app.name.clone(),
         state: app.state,
@@ -108,7 +119,11 @@ pub async fn list(ctx: Ctx, who: crate::authz::Principal) -> ApiResult<web::Json
 }
 
 #[utoipa::path(get, path = "/v1/apps/{name}", tag = "apps", summary = "One app with its instances", params(("name" = String, Path, description = "The app's name")), responses((status = 200, body = paas_common::api::AppDetail), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
-pub async fn get(ctx: Ctx, _user: AuthUser, name: web::Path<String>) -> ApiResult<web::Json<AppDetail>> {
+pub async fn get(
+    ctx: Ctx,
+    _user: AuthUser,
+    name: web::Path<String>,
+) -> ApiResult<web::Json<AppDetail>> {
     let app = find_app(&ctx, &name).await?;
     Ok(web::Json(detail(&ctx, &app).await?))
 }
@@ -132,20 +147,35 @@ pub async fn delete(ctx: Ctx, user: AuthUser, name: web::Path<String>) -> ApiRes
 }
 
 #[utoipa::path(get, path = "/v1/apps/{name}/events", tag = "events", summary = "The app's audit events", params(("name" = String, Path, description = "The app's name")), responses((status = 200, body = paas_common::api::EventList), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
-pub async fn events(ctx: Ctx, _user: AuthUser, name: web::Path<String>) -> ApiResult<web::Json<EventList>> {
+pub async fn events(
+    ctx: Ctx,
+    _user: AuthUser,
+    name: web::Path<String>,
+) -> ApiResult<web::Json<EventList>> {
     let app = find_app(&ctx, &name).await?;
     let events = ctx
         .store
         .recent_events(&app.name, 200)
         .await?
         .into_iter()
-        .map(|(time, e)| EventInfo { time, actor: e.actor, kind: e.kind, message: e.message })
+        .map(|(time, e)| EventInfo {
+            time,
+            actor: e.actor,
+            kind: e.kind,
+            message: e.message,
+        })
         .collect();
     Ok(web::Json(EventList { events }))
 }
 
 pub(crate) async fn log_platform(ctx: &Ctx, app: &str, source: &str, message: String) {
-    let line = LogLine { timestamp: Utc::now(), source: source.into(), stream: "out".into(), message, id: 0 };
+    let line = LogLine {
+        timestamp: Utc::now(),
+        source: source.into(),
+        stream: "out".into(),
+        message,
+        id: 0,
+    };
     ctx.logs.publish(app, line).await;
 }
 
@@ -162,7 +192,15 @@ pub async fn push(
 ) -> ApiResult<HttpResponse> {
     let name = parse_name(&name)?;
     let max_upload = ctx.settings.max_upload_mb * 1024 * 1024;
-    let too_large = || Error::api(ErrorCode::PayloadTooLarge, format!("the upload is larger than {} MB", ctx.settings.max_upload_mb));
+    let too_large = || {
+        Error::api(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "the upload is larger than {} MB",
+                ctx.settings.max_upload_mb
+            ),
+        )
+    };
     // Refuse an announced oversize body before reading a byte of it.
     let announced = req
         .headers()
@@ -181,12 +219,19 @@ pub async fn push(
     let mut extra = paas_common::api::PushSettings::default();
     let mut resources: Vec<paas_common::api::PushResource> = Vec::new();
     while let Some(field) = payload.next().await {
-        let mut field = field.map_err(|e| Error::api(ErrorCode::BadRequest, format!("malformed multipart body: {e}")))?;
+        let mut field = field.map_err(|e| {
+            Error::api(
+                ErrorCode::BadRequest,
+                format!("malformed multipart body: {e}"),
+            )
+        })?;
         let fname = field.name().unwrap_or_default().to_string();
         if fname == "archive" {
             let mut w = ctx.blobs.writer()?;
             while let Some(chunk) = field.next().await {
-                let chunk = chunk.map_err(|e| Error::api(ErrorCode::BadRequest, format!("upload interrupted: {e}")))?;
+                let chunk = chunk.map_err(|e| {
+                    Error::api(ErrorCode::BadRequest, format!("upload interrupted: {e}"))
+                })?;
                 if w.size() + chunk.len() as u64 > max_upload {
                     return Err(too_large());
                 }
@@ -196,16 +241,29 @@ pub async fn push(
         } else {
             let mut text = Vec::new();
             while let Some(chunk) = field.next().await {
-                let chunk = chunk.map_err(|e| Error::api(ErrorCode::BadRequest, format!("upload interrupted: {e}")))?;
+                let chunk = chunk.map_err(|e| {
+                    Error::api(ErrorCode::BadRequest, format!("upload interrupted: {e}"))
+                })?;
                 text.extend_from_slice(&chunk);
                 // The incremental upload's file list can be long; every other field is short.
-                let max_text = if fname == "resources" { 32 << 20 } else { 64 << 10 };
+                let max_text = if fname == "resources" {
+                    32 << 20
+                } else {
+                    64 << 10
+                };
                 if text.len() > max_text {
-                    return Err(Error::api(ErrorCode::BadRequest, format!("field {fname:?} is too long")));
+                    return Err(Error::api(
+                        ErrorCode::BadRequest,
+                        format!("field {fname:?} is too long"),
+                    ));
                 }
             }
-            let text = String::from_utf8(text)
-                .map_err(|_| Error::api(ErrorCode::BadRequest, format!("field {fname:?} is not UTF-8")))?;
+            let text = String::from_utf8(text).map_err(|_| {
+                Error::api(
+                    ErrorCode::BadRequest,
+                    format!("field {fname:?} is not UTF-8"),
+                )
+            })?;
             let text = text.trim().to_string();
             if text.is_empty() {
                 continue;
@@ -213,31 +271,49 @@ pub async fn push(
             match fname.as_str() {
                 "instances" => {
                     let n: u32 = text.parse().map_err(|_| {
-                        Error::api(ErrorCode::BadRequest, format!("instances must be a whole number from 0 to 100, not {text:?}"))
+                        Error::api(
+                            ErrorCode::BadRequest,
+                            format!("instances must be a whole number from 0 to 100, not {text:?}"),
+                        )
                     })?;
                     if n > 100 {
-                        return Err(Error::api(ErrorCode::BadRequest, "instances must be from 0 to 100"));
+                        return Err(Error::api(
+                            ErrorCode::BadRequest,
+                            "instances must be from 0 to 100",
+                        ));
                     }
                     instances = Some(n);
                 }
                 "memory_mb" | "memory" => {
-                    memory_mb = Some(parse_memory_mb(&text).map_err(|m| Error::api(ErrorCode::BadRequest, m))?);
+                    memory_mb = Some(
+                        parse_memory_mb(&text).map_err(|m| Error::api(ErrorCode::BadRequest, m))?,
+                    );
                 }
                 "command" => command = Some(text),
                 "resources" => {
-                    resources = serde_json::from_str(&text)
-                        .map_err(|e| Error::api(ErrorCode::BadRequest, format!("field \"resources\": {e}")))?;
+                    resources = serde_json::from_str(&text).map_err(|e| {
+                        Error::api(ErrorCode::BadRequest, format!("field \"resources\": {e}"))
+                    })?;
                 }
-                "env" | "disk_mb" | "disk_quota" | "buildpacks" | "routes" | "health" | "processes" => {
+                "env" | "disk_mb" | "disk_quota" | "buildpacks" | "routes" | "health"
+                | "processes" => {
                     super::push_settings::apply_field(&mut extra, &fname, &text)?;
                 }
                 other => {
-                    return Err(Error::api(ErrorCode::BadRequest, format!("unknown form field {other:?}")));
+                    return Err(Error::api(
+                        ErrorCode::BadRequest,
+                        format!("unknown form field {other:?}"),
+                    ));
                 }
             }
         }
     }
-    let package = package.ok_or_else(|| Error::api(ErrorCode::BadRequest, "missing the `archive` field (a zip of the app)"))?;
+    let package = package.ok_or_else(|| {
+        Error::api(
+            ErrorCode::BadRequest,
+            "missing the `archive` field (a zip of the app)",
+        )
+    })?;
     let package_size = package.size();
 
     // Check and stage off the async workers: unzipping is blocking work.
@@ -250,8 +326,16 @@ pub async fn push(
     // Files left out of the zip must be ones this user uploaded before: a match never crosses
     // tenants, and a guessed digest of someone else's file gets nothing.
     if !resources.is_empty() {
-        let wanted: Vec<(String, u64)> = resources.iter().map(|r| (r.sha256.clone(), r.size)).collect();
-        let known: std::collections::HashSet<String> = ctx.store.known_files(&user.username, &wanted).await?.into_iter().collect();
+        let wanted: Vec<(String, u64)> = resources
+            .iter()
+            .map(|r| (r.sha256.clone(), r.size))
+            .collect();
+        let known: std::collections::HashSet<String> = ctx
+            .store
+            .known_files(&user.username, &wanted)
+            .await?
+            .into_iter()
+            .collect();
         if let Some(r) = resources.iter().find(|r| !known.contains(&r.sha256)) {
             return Err(Error::api(
                 ErrorCode::InvalidArchive,
@@ -263,7 +347,13 @@ pub async fn push(
     let cmd = command.clone();
     let (package, droplet_w, unpacked, staged) = web::block(move || {
         let mut droplet = blobs.writer()?;
-        let unpacked = crate::resources::build_source_tar(package.path(), &resources, &limits, &blobs, &mut droplet);
+        let unpacked = crate::resources::build_source_tar(
+            package.path(),
+            &resources,
+            &limits,
+            &blobs,
+            &mut droplet,
+        );
         Ok::<_, Error>((package, droplet, unpacked, cmd))
     })
     .await
@@ -280,14 +370,22 @@ pub async fn push(
             Error::internal(e)
         }
     })?;
-    let staged = match staging::detect(unpacked.procfile.as_deref(), &unpacked.top_level, staged.as_deref()) {
+    let staged = match staging::detect(
+        unpacked.procfile.as_deref(),
+        &unpacked.top_level,
+        staged.as_deref(),
+    ) {
         Ok(s) => s,
         // A buildpack named by the user decides for itself on the node.
-        Err(_) if !extra.buildpacks.is_empty() => staging::Staged { detected: extra.buildpacks[0].clone(), command: String::new() },
+        Err(_) if !extra.buildpacks.is_empty() => staging::Staged {
+            detected: extra.buildpacks[0].clone(),
+            command: String::new(),
+        },
         // An operator-added buildpack may detect what the built-ins do not: the node decides.
-        Err(_) if !ctx.store.list_buildpacks().await?.is_empty() => {
-            staging::Staged { detected: "(added buildpacks)".into(), command: String::new() }
-        }
+        Err(_) if !ctx.store.list_buildpacks().await?.is_empty() => staging::Staged {
+            detected: "(added buildpacks)".into(),
+            command: String::new(),
+        },
         Err(e) => return Err(Error::api(ErrorCode::NotAnApp, e.to_string())),
     };
 
@@ -330,25 +428,57 @@ pub async fn push(
     // Issue 3: buildpacks run on a node (after the app exists, so its STG lines can be read
     // while staging runs); the checked app tar above is their source. With no
     // ready node, the tar itself is the droplet and the detected command runs it (the fallback).
-    let mut declared = unpacked.procfile.as_deref().map(crate::processes::from_procfile).unwrap_or_default();
-    let (droplet_sha, droplet_size, staged) =
-        match super::builds::stage_on_node(&ctx, name.as_str(), &droplet_sha, &tree, &extra.buildpacks).await? {
-            Some(built) => {
-                declared = built.processes.clone();
-                let command = command.clone().or_else(|| built.processes.get("web").cloned()).ok_or_else(|| {
+    let mut declared = unpacked
+        .procfile
+        .as_deref()
+        .map(crate::processes::from_procfile)
+        .unwrap_or_default();
+    let (droplet_sha, droplet_size, staged) = match super::builds::stage_on_node(
+        &ctx,
+        name.as_str(),
+        &droplet_sha,
+        &tree,
+        &extra.buildpacks,
+    )
+    .await?
+    {
+        Some(built) => {
+            declared = built.processes.clone();
+            let command = command
+                .clone()
+                .or_else(|| built.processes.get("web").cloned())
+                .ok_or_else(|| {
                     Error::api(
                         ErrorCode::StagingFailed,
-                        format!("staging found no `web` process (found: {})", built.processes.keys().cloned().collect::<Vec<_>>().join(", ")),
+                        format!(
+                            "staging found no `web` process (found: {})",
+                            built
+                                .processes
+                                .keys()
+                                .cloned()
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
                     )
                 })?;
-                (built.droplet, built.size, staging::Staged { detected: built.buildpack, command })
-            }
-            // Only a node runs added buildpacks: without one, an app only they detect cannot run.
-            None if staged.command.is_empty() => {
-                return Err(Error::api(ErrorCode::NotAnApp, "no built-in detects this app and no node is ready to try the added buildpacks"));
-            }
-            None => (droplet_sha, droplet_size, staged),
-        };
+            (
+                built.droplet,
+                built.size,
+                staging::Staged {
+                    detected: built.buildpack,
+                    command,
+                },
+            )
+        }
+        // Only a node runs added buildpacks: without one, an app only they detect cannot run.
+        None if staged.command.is_empty() => {
+            return Err(Error::api(
+                ErrorCode::NotAnApp,
+                "no built-in detects this app and no node is ready to try the added buildpacks",
+            ));
+        }
+        None => (droplet_sha, droplet_size, staged),
+    };
     let desired = instances.unwrap_or(app.desired_instances);
     let memory = memory_mb.unwrap_or(app.memory_mb);
     log_platform(
@@ -365,18 +495,28 @@ pub async fn push(
         app_name: Some(app.name.clone()),
         actor: user.username.clone(),
         kind: "app.push".into(),
-        message: format!("pushed package {} ({package_size} bytes)", &package_sha[..12]),
+        message: format!(
+            "pushed package {} ({package_size} bytes)",
+            &package_sha[..12]
+        ),
     };
     // Env carries over from the current revision (like Heroku config vars); the push's own
     // `env` field is applied on top.
     let mut env = match app.current_revision {
-        Some(n) => ctx.store.revision(&app.id, n).await?.map(|r| r.env).unwrap_or_default(),
+        Some(n) => ctx
+            .store
+            .revision(&app.id, n)
+            .await?
+            .map(|r| r.env)
+            .unwrap_or_default(),
         None => Default::default(),
     };
     env.extend(std::mem::take(&mut extra.env));
     let stored = super::push_settings::stored_json(&extra)?;
     // Process types: the droplet's commands first, so no revision runs without them.
-    ctx.store.set_droplet_processes(&droplet_sha, &declared).await?;
+    ctx.store
+        .set_droplet_processes(&droplet_sha, &declared)
+        .await?;
     crate::api::processes::apply_manifest(&ctx, &app, &user.username, &extra.processes).await?;
     let number = ctx
         .store
@@ -405,7 +545,10 @@ pub async fn push(
         &ctx,
         &app.name,
         "API",
-        format!("{} pushed revision {number}: {desired} instance(s) of {memory} MB", user.username),
+        format!(
+            "{} pushed revision {number}: {desired} instance(s) of {memory} MB",
+            user.username
+        ),
     )
     .await;
     ctx.converge.notify_one();

@@ -9,11 +9,20 @@ use crate::state::AppCtx;
 use crate::store::Event;
 
 #[utoipa::path(post, path = "/v1/auth/login", tag = "auth", summary = "Log in with a username and password; answers an access JWT", request_body = paas_common::api::LoginRequest, security(()), responses((status = 200, body = paas_common::api::LoginResponse), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
-pub async fn login(ctx: Ctx, req: actix_web::HttpRequest, body: web::Json<LoginRequest>) -> ApiResult<web::Json<LoginResponse>> {
+pub async fn login(
+    ctx: Ctx,
+    req: actix_web::HttpRequest,
+    body: web::Json<LoginRequest>,
+) -> ApiResult<web::Json<LoginResponse>> {
     check_credentials(&ctx, &req, &body.username, &body.password).await?;
     let (token, expires_at) = ctx.keys.issue(&body.username)?;
     ctx.store
-        .add_event(&Event { app_name: None, actor: body.username.clone(), kind: "login".into(), message: "logged in".into() })
+        .add_event(&Event {
+            app_name: None,
+            actor: body.username.clone(),
+            kind: "login".into(),
+            message: "logged in".into(),
+        })
         .await?;
     Ok(web::Json(LoginResponse { token, expires_at }))
 }
@@ -23,12 +32,26 @@ const FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Checks a username and password for the API and the dashboard alike: rate-limited per client
 /// address and username, argon2 off the async workers, the same time spent on unknown users.
-pub async fn check_credentials(ctx: &AppCtx, req: &actix_web::HttpRequest, username: &str, password: &str) -> ApiResult<()> {
-    let key = format!("{}|{}", req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default(), username.to_lowercase());
+pub async fn check_credentials(
+    ctx: &AppCtx,
+    req: &actix_web::HttpRequest,
+    username: &str,
+    password: &str,
+) -> ApiResult<()> {
+    let key = format!(
+        "{}|{}",
+        req.peer_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default(),
+        username.to_lowercase()
+    );
     if let Some(wait) = locked_out(ctx, &key) {
         return Err(Error::api(
             ErrorCode::TooManyRequests,
-            format!("too many failed logins; try again in {} s", wait.as_secs().max(1)),
+            format!(
+                "too many failed logins; try again in {} s",
+                wait.as_secs().max(1)
+            ),
         ));
     }
     let user = ctx.store.user_by_name(username).await?;
@@ -45,7 +68,10 @@ pub async fn check_credentials(ctx: &AppCtx, req: &actix_web::HttpRequest, usern
     .map_err(Error::internal)?;
     if !ok {
         record_failure(ctx, &key);
-        return Err(Error::api(ErrorCode::InvalidCredentials, "wrong username or password"));
+        return Err(Error::api(
+            ErrorCode::InvalidCredentials,
+            "wrong username or password",
+        ));
     }
     if let Ok(mut f) = ctx.login_failures.lock() {
         f.remove(&key);
@@ -66,12 +92,16 @@ fn locked_out(ctx: &AppCtx, key: &str) -> Option<std::time::Duration> {
 }
 
 fn record_failure(ctx: &AppCtx, key: &str) {
-    let Ok(mut failures) = ctx.login_failures.lock() else { return };
+    let Ok(mut failures) = ctx.login_failures.lock() else {
+        return;
+    };
     // Bound the map: a flood of distinct keys only costs memory up to this size.
     if failures.len() > 100_000 {
         failures.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
     }
-    let entry = failures.entry(key.to_string()).or_insert((0, std::time::Instant::now()));
+    let entry = failures
+        .entry(key.to_string())
+        .or_insert((0, std::time::Instant::now()));
     if entry.1.elapsed() >= FAILURE_WINDOW {
         *entry = (0, std::time::Instant::now());
     }

@@ -31,22 +31,44 @@ fn bad(msg: impl Into<String>) -> Error {
 
 /// Added buildpacks as a build assignment names them.
 pub(crate) async fn custom(ctx: &Ctx) -> ApiResult<Vec<CustomBuildpack>> {
-    Ok(ctx.store.list_buildpacks().await?.into_iter().map(|b| CustomBuildpack { name: b.name, sha256: b.blob }).collect())
+    Ok(ctx
+        .store
+        .list_buildpacks()
+        .await?
+        .into_iter()
+        .map(|b| CustomBuildpack {
+            name: b.name,
+            sha256: b.blob,
+        })
+        .collect())
 }
 
 pub async fn list(ctx: Ctx, _user: AuthUser) -> ApiResult<web::Json<BuildpackList>> {
     let mut out: Vec<BuildpackInfo> = BUILTIN
         .iter()
-        .map(|n| BuildpackInfo { name: n.to_string(), position: 0, builtin: true, sha256: None, created_by: None, created_at: None })
+        .map(|n| BuildpackInfo {
+            name: n.to_string(),
+            position: 0,
+            builtin: true,
+            sha256: None,
+            created_by: None,
+            created_at: None,
+        })
         .collect();
-    out.extend(ctx.store.list_buildpacks().await?.into_iter().map(|b| BuildpackInfo {
-        name: b.name,
-        position: 0,
-        builtin: false,
-        sha256: Some(b.blob),
-        created_by: Some(b.created_by),
-        created_at: Some(b.created_at),
-    }));
+    out.extend(
+        ctx.store
+            .list_buildpacks()
+            .await?
+            .into_iter()
+            .map(|b| BuildpackInfo {
+                name: b.name,
+                position: 0,
+                builtin: false,
+                sha256: Some(b.blob),
+                created_by: Some(b.created_by),
+                created_at: Some(b.created_at),
+            }),
+    );
     for (i, b) in out.iter_mut().enumerate() {
         b.position = i as u32 + 1;
     }
@@ -57,13 +79,21 @@ pub async fn list(ctx: Ctx, _user: AuthUser) -> ApiResult<web::Json<BuildpackLis
 fn check_name(name: &str) -> ApiResult<()> {
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
         && !name.starts_with('-');
     if !ok {
-        return Err(Error::api(ErrorCode::InvalidName, format!("buildpack name {name:?}: use 1-63 of a-z, 0-9, - and _")));
+        return Err(Error::api(
+            ErrorCode::InvalidName,
+            format!("buildpack name {name:?}: use 1-63 of a-z, 0-9, - and _"),
+        ));
     }
     if BUILTIN.contains(&name) {
-        return Err(Error::api(ErrorCode::Conflict, format!("{name:?} is a built-in buildpack")));
+        return Err(Error::api(
+            ErrorCode::Conflict,
+            format!("{name:?} is a built-in buildpack"),
+        ));
     }
     Ok(())
 }
@@ -80,7 +110,10 @@ pub async fn create(ctx: Ctx, user: AuthUser, mut payload: Multipart) -> ApiResu
                 while let Some(chunk) = field.next().await {
                     let chunk = chunk.map_err(|e| bad(format!("upload interrupted: {e}")))?;
                     if w.size() + chunk.len() as u64 > max {
-                        return Err(Error::api(ErrorCode::PayloadTooLarge, format!("a buildpack may be at most {MAX_BUILDPACK_MB} MB")));
+                        return Err(Error::api(
+                            ErrorCode::PayloadTooLarge,
+                            format!("a buildpack may be at most {MAX_BUILDPACK_MB} MB"),
+                        ));
                     }
                     w.write_all(&chunk).map_err(Error::internal)?;
                 }
@@ -90,14 +123,20 @@ pub async fn create(ctx: Ctx, user: AuthUser, mut payload: Multipart) -> ApiResu
             "name" => {
                 let mut text = Vec::new();
                 while let Some(chunk) = field.next().await {
-                    text.extend_from_slice(&chunk.map_err(|e| bad(format!("upload interrupted: {e}")))?);
+                    text.extend_from_slice(
+                        &chunk.map_err(|e| bad(format!("upload interrupted: {e}")))?,
+                    );
                     if text.len() > 256 {
                         return Err(bad("field \"name\" is too long"));
                     }
                 }
                 name = Some(String::from_utf8_lossy(&text).trim().to_string());
             }
-            other => return Err(bad(format!("unknown form field {other:?}: send `name` and `archive`"))),
+            other => {
+                return Err(bad(format!(
+                    "unknown form field {other:?}: send `name` and `archive`"
+                )))
+            }
         }
     }
     let name = name.ok_or_else(|| bad("missing the `name` field"))?;
@@ -142,7 +181,9 @@ pub async fn create(ctx: Ctx, user: AuthUser, mut payload: Multipart) -> ApiResu
         kind: "buildpack.create".into(),
         message: format!("{} added buildpack {name} ({})", user.username, &sha[..12]),
     };
-    ctx.store.add_buildpack(&name, &sha, &user.username, &ev).await?;
+    ctx.store
+        .add_buildpack(&name, &sha, &user.username, &ev)
+        .await?;
     tracing::info!(buildpack = %name, sha = %sha, by = %user.username, "buildpack added");
     let list = list(ctx, user).await?.into_inner();
     let added = list.buildpacks.into_iter().find(|b| b.name == name);
@@ -151,7 +192,10 @@ pub async fn create(ctx: Ctx, user: AuthUser, mut payload: Multipart) -> ApiResu
 
 pub async fn delete(ctx: Ctx, user: AuthUser, name: web::Path<String>) -> ApiResult<HttpResponse> {
     if BUILTIN.contains(&name.as_str()) {
-        return Err(Error::api(ErrorCode::Conflict, format!("{name:?} is a built-in buildpack and cannot be deleted")));
+        return Err(Error::api(
+            ErrorCode::Conflict,
+            format!("{name:?} is a built-in buildpack and cannot be deleted"),
+        ));
     }
     let ev = Event {
         app_name: None,
@@ -159,20 +203,38 @@ pub async fn delete(ctx: Ctx, user: AuthUser, name: web::Path<String>) -> ApiRes
         kind: "buildpack.delete".into(),
         message: format!("{} deleted buildpack {name}", user.username),
     };
-    ctx.store.delete_buildpack(&name, &ev).await.map_err(|e| match e {
-        crate::store::StoreError::NotFound(m) => Error::api(ErrorCode::NotFound, m),
-        e => e.into(),
-    })?;
+    ctx.store
+        .delete_buildpack(&name, &ev)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::NotFound(m) => Error::api(ErrorCode::NotFound, m),
+            e => e.into(),
+        })?;
     crate::droplets::collect_soon(&ctx);
     Ok(HttpResponse::NoContent().finish())
 }
 
 /// `GET /v1/agent/buildpacks/{sha256}`: the tar of an added buildpack, for a node's builds.
-pub async fn agent_fetch(ctx: Ctx, _node: AgentNode, sha: web::Path<String>) -> ApiResult<HttpResponse> {
-    if !ctx.store.list_buildpacks().await?.iter().any(|b| b.blob == *sha) {
+pub async fn agent_fetch(
+    ctx: Ctx,
+    _node: AgentNode,
+    sha: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    if !ctx
+        .store
+        .list_buildpacks()
+        .await?
+        .iter()
+        .any(|b| b.blob == *sha)
+    {
         return Err(Error::api(ErrorCode::NotFound, "no such buildpack"));
     }
-    let path = ctx.blobs.path(&sha).map_err(|_| Error::api(ErrorCode::NotFound, "buildpack blob missing"))?;
+    let path = ctx
+        .blobs
+        .path(&sha)
+        .map_err(|_| Error::api(ErrorCode::NotFound, "buildpack blob missing"))?;
     let bytes = tokio::fs::read(&path).await.map_err(Error::internal)?;
-    Ok(HttpResponse::Ok().content_type("application/x-tar").body(bytes))
+    Ok(HttpResponse::Ok()
+        .content_type("application/x-tar")
+        .body(bytes))
 }

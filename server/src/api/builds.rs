@@ -14,27 +14,49 @@ use crate::auth::AgentNode;
 use crate::error::{ApiResult, Error};
 
 fn not_found(id: &str) -> Error {
-    Error::api(ErrorCode::NotFound, format!("no build {id} assigned to this node"))
+    Error::api(
+        ErrorCode::NotFound,
+        format!("no build {id} assigned to this node"),
+    )
 }
 
 /// `GET /v1/agent/builds/{id}/source`: the checked source tar (app files owned by the app user).
 pub async fn source(ctx: Ctx, node: AgentNode, id: web::Path<String>) -> ApiResult<HttpResponse> {
-    let (sha, _) = ctx.builds.source_of(&id, &node.name).ok_or_else(|| not_found(&id))?;
+    let (sha, _) = ctx
+        .builds
+        .source_of(&id, &node.name)
+        .ok_or_else(|| not_found(&id))?;
     let path = ctx.blobs.path(&sha)?;
     let bytes = tokio::fs::read(&path).await.map_err(Error::internal)?;
-    Ok(HttpResponse::Ok().content_type("application/x-tar").body(bytes))
+    Ok(HttpResponse::Ok()
+        .content_type("application/x-tar")
+        .body(bytes))
 }
 
 /// `POST /v1/agent/builds/{id}/logs`: staging output, recorded as the app's `STG` lines.
-pub async fn logs(ctx: Ctx, node: AgentNode, id: web::Path<String>, body: web::Json<LogBatch>) -> ApiResult<HttpResponse> {
-    let (_, app) = ctx.builds.source_of(&id, &node.name).ok_or_else(|| not_found(&id))?;
+pub async fn logs(
+    ctx: Ctx,
+    node: AgentNode,
+    id: web::Path<String>,
+    body: web::Json<LogBatch>,
+) -> ApiResult<HttpResponse> {
+    let (_, app) = ctx
+        .builds
+        .source_of(&id, &node.name)
+        .ok_or_else(|| not_found(&id))?;
     let lines: Vec<(String, LogLine)> = body
         .lines
         .iter()
         .map(|l| {
             (
                 app.clone(),
-                LogLine { id: 0, timestamp: l.timestamp, source: "STG".into(), stream: l.stream.clone(), message: l.message.clone() },
+                LogLine {
+                    id: 0,
+                    timestamp: l.timestamp,
+                    source: "STG".into(),
+                    stream: l.stream.clone(),
+                    message: l.message.clone(),
+                },
             )
         })
         .collect();
@@ -46,28 +68,49 @@ pub async fn logs(ctx: Ctx, node: AgentNode, id: web::Path<String>, body: web::J
 }
 
 /// `PUT /v1/agent/builds/{id}/droplet`: the droplet tar, stored content-addressed.
-pub async fn droplet(ctx: Ctx, node: AgentNode, id: web::Path<String>, mut body: web::Payload) -> ApiResult<web::Json<DropletUploaded>> {
-    ctx.builds.source_of(&id, &node.name).ok_or_else(|| not_found(&id))?;
+pub async fn droplet(
+    ctx: Ctx,
+    node: AgentNode,
+    id: web::Path<String>,
+    mut body: web::Payload,
+) -> ApiResult<web::Json<DropletUploaded>> {
+    ctx.builds
+        .source_of(&id, &node.name)
+        .ok_or_else(|| not_found(&id))?;
     let max = ctx.settings.max_unpacked_mb * 1024 * 1024 * 2;
     let mut w = ctx.blobs.writer()?;
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| Error::api(ErrorCode::BadRequest, format!("upload interrupted: {e}")))?;
+        let chunk = chunk
+            .map_err(|e| Error::api(ErrorCode::BadRequest, format!("upload interrupted: {e}")))?;
         if w.size() + chunk.len() as u64 > max {
-            return Err(Error::api(ErrorCode::PayloadTooLarge, "the droplet is too large"));
+            return Err(Error::api(
+                ErrorCode::PayloadTooLarge,
+                "the droplet is too large",
+            ));
         }
         w.write_all(&chunk).map_err(Error::internal)?;
     }
     let blobs = ctx.blobs.clone();
-    let (sha256, size) = web::block(move || blobs.commit(w)).await.map_err(Error::internal)??;
+    let (sha256, size) = web::block(move || blobs.commit(w))
+        .await
+        .map_err(Error::internal)??;
     Ok(web::Json(DropletUploaded { sha256, size }))
 }
 
 /// `POST /v1/agent/builds/{id}/result`: the build is over; the waiting push goes on.
-pub async fn result(ctx: Ctx, node: AgentNode, id: web::Path<String>, body: web::Json<BuildResult>) -> ApiResult<HttpResponse> {
+pub async fn result(
+    ctx: Ctx,
+    node: AgentNode,
+    id: web::Path<String>,
+    body: web::Json<BuildResult>,
+) -> ApiResult<HttpResponse> {
     let result = body.into_inner();
     if let Some(d) = &result.droplet {
         if !ctx.blobs.exists(d) {
-            return Err(Error::api(ErrorCode::DropletNotFound, format!("droplet {d} was not uploaded")));
+            return Err(Error::api(
+                ErrorCode::DropletNotFound,
+                format!("droplet {d} was not uploaded"),
+            ));
         }
     }
     if !ctx.builds.finish(&id, &node.name, result) {
@@ -88,21 +131,54 @@ pub(crate) struct Built {
 
 /// Stages `source` (a tar blob) for `app` on the least busy ready node and waits for the result.
 /// `Ok(None)` when no node is ready (the caller falls back to the source as droplet).
-pub(crate) async fn stage_on_node(ctx: &Ctx, app: &str, source: &str, tree: &str, buildpacks: &[String]) -> ApiResult<Option<Built>> {
+pub(crate) async fn stage_on_node(
+    ctx: &Ctx,
+    app: &str,
+    source: &str,
+    tree: &str,
+    buildpacks: &[String],
+) -> ApiResult<Option<Built>> {
     // The same files with the same buildpacks stage to the same droplet: reuse it (an unchanged
     // re-push then costs no build and its node already has the droplet's image).
     // Added buildpacks take part in detection, so they are part of what a build depends on.
     let custom = super::buildpacks::custom(ctx).await?;
-    let custom_key: Vec<String> = custom.iter().map(|c| format!("{}={}", c.name, c.sha256)).collect();
+    let custom_key: Vec<String> = custom
+        .iter()
+        .map(|c| format!("{}={}", c.name, c.sha256))
+        .collect();
     let key = format!("{tree} {} {}", buildpacks.join(","), custom_key.join(","));
-    if let Some(hit) = ctx.builds.cached(&key).filter(|h| ctx.blobs.exists(&h.droplet)) {
-        super::apps::log_platform(ctx, app, "STG", format!("No files changed: reusing droplet {} (buildpack {})", &hit.droplet[..12], hit.buildpack))
-            .await;
-        let size = std::fs::metadata(ctx.blobs.path(&hit.droplet)?).map(|m| m.len()).unwrap_or(0);
-        return Ok(Some(Built { droplet: hit.droplet, size, buildpack: hit.buildpack, processes: hit.processes }));
+    if let Some(hit) = ctx
+        .builds
+        .cached(&key)
+        .filter(|h| ctx.blobs.exists(&h.droplet))
+    {
+        super::apps::log_platform(
+            ctx,
+            app,
+            "STG",
+            format!(
+                "No files changed: reusing droplet {} (buildpack {})",
+                &hit.droplet[..12],
+                hit.buildpack
+            ),
+        )
+        .await;
+        let size = std::fs::metadata(ctx.blobs.path(&hit.droplet)?)
+            .map(|m| m.len())
+            .unwrap_or(0);
+        return Ok(Some(Built {
+            droplet: hit.droplet,
+            size,
+            buildpack: hit.buildpack,
+            processes: hit.processes,
+        }));
     }
     let nodes = ctx.store.list_nodes().await?;
-    let Some(node) = nodes.iter().filter(|n| n.state == "ready").min_by_key(|n| (ctx.builds.count_on(&n.name), n.name.clone())) else {
+    let Some(node) = nodes
+        .iter()
+        .filter(|n| n.state == "ready")
+        .min_by_key(|n| (ctx.builds.count_on(&n.name), n.name.clone()))
+    else {
         return Ok(None);
     };
     let build_id = uuid::Uuid::new_v4().to_string();
@@ -118,7 +194,13 @@ pub(crate) async fn stage_on_node(ctx: &Ctx, app: &str, source: &str, tree: &str
     };
     let rx = ctx.builds.start(&node.name, source, assignment);
     ctx.bump_assignments();
-    super::apps::log_platform(ctx, app, "STG", format!("Staging on node {} (build {})", node.name, &build_id[..8])).await;
+    super::apps::log_platform(
+        ctx,
+        app,
+        "STG",
+        format!("Staging on node {} (build {})", node.name, &build_id[..8]),
+    )
+    .await;
     // The node enforces the time limit; the margin covers fetching the source and uploading.
     let waited = tokio::time::timeout(std::time::Duration::from_secs(timeout + 60), rx).await;
     let result = match waited {
@@ -126,19 +208,38 @@ pub(crate) async fn stage_on_node(ctx: &Ctx, app: &str, source: &str, tree: &str
         Ok(Err(_)) | Err(_) => {
             ctx.builds.cancel(&build_id);
             ctx.bump_assignments();
-            return Err(Error::api(ErrorCode::StagingFailed, format!("staging did not finish within {timeout} s")));
+            return Err(Error::api(
+                ErrorCode::StagingFailed,
+                format!("staging did not finish within {timeout} s"),
+            ));
         }
     };
     if let Some(e) = result.error {
         super::apps::log_platform(ctx, app, "STG", format!("Staging failed: {e}")).await;
-        return Err(Error::api(ErrorCode::StagingFailed, format!("staging failed: {e}")));
+        return Err(Error::api(
+            ErrorCode::StagingFailed,
+            format!("staging failed: {e}"),
+        ));
     }
-    let droplet = result.droplet.ok_or_else(|| Error::api(ErrorCode::StagingFailed, "staging produced no droplet"))?;
-    let size = std::fs::metadata(ctx.blobs.path(&droplet)?).map(|m| m.len()).unwrap_or(0);
+    let droplet = result
+        .droplet
+        .ok_or_else(|| Error::api(ErrorCode::StagingFailed, "staging produced no droplet"))?;
+    let size = std::fs::metadata(ctx.blobs.path(&droplet)?)
+        .map(|m| m.len())
+        .unwrap_or(0);
     let buildpack = result.buildpack.unwrap_or_else(|| "custom".into());
     ctx.builds.remember(
         key,
-        crate::builds::CachedBuild { droplet: droplet.clone(), buildpack: buildpack.clone(), processes: result.processes.clone() },
+        crate::builds::CachedBuild {
+            droplet: droplet.clone(),
+            buildpack: buildpack.clone(),
+            processes: result.processes.clone(),
+        },
     );
-    Ok(Some(Built { droplet, size, buildpack, processes: result.processes }))
+    Ok(Some(Built {
+        droplet,
+        size,
+        buildpack,
+        processes: result.processes,
+    }))
 }

@@ -21,14 +21,30 @@ pub struct DrainList {
 }
 
 #[utoipa::path(get, path = "/v1/apps/{name}/log-drains", tag = "drains", summary = "The app's log drains", params(("name" = String, Path, description = "The app's name")), responses((status = 200, body = DrainList), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
-pub async fn list(ctx: Ctx, _user: AuthUser, name: web::Path<String>) -> ApiResult<web::Json<DrainList>> {
+pub async fn list(
+    ctx: Ctx,
+    _user: AuthUser,
+    name: web::Path<String>,
+) -> ApiResult<web::Json<DrainList>> {
     let app = super::apps::find_app(&ctx, &name).await?;
-    let drains = ctx.store.list_log_drains().await?.into_iter().filter(|(a, _)| *a == app.name).map(|(_, u)| u).collect();
+    let drains = ctx
+        .store
+        .list_log_drains()
+        .await?
+        .into_iter()
+        .filter(|(a, _)| *a == app.name)
+        .map(|(_, u)| u)
+        .collect();
     Ok(web::Json(DrainList { drains }))
 }
 
 #[utoipa::path(post, path = "/v1/apps/{name}/log-drains", tag = "drains", summary = "Add a log drain", params(("name" = String, Path, description = "The app's name")), request_body = DrainBody, responses((status = 201, body = DrainBody), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
-pub async fn add(ctx: Ctx, user: AuthUser, name: web::Path<String>, body: web::Json<DrainBody>) -> ApiResult<HttpResponse> {
+pub async fn add(
+    ctx: Ctx,
+    user: AuthUser,
+    name: web::Path<String>,
+    body: web::Json<DrainBody>,
+) -> ApiResult<HttpResponse> {
     let app = super::apps::find_app(&ctx, &name).await?;
     parse_drain(&body.url).map_err(|m| Error::api(ErrorCode::BadRequest, m))?;
     let event = Event {
@@ -37,12 +53,21 @@ pub async fn add(ctx: Ctx, user: AuthUser, name: web::Path<String>, body: web::J
         kind: "app.log_drain.add".into(),
         message: format!("added log drain {}", body.url),
     };
-    ctx.store.add_log_drain(&app.name, &body.url, &event).await?;
-    Ok(HttpResponse::Created().json(DrainBody { url: body.url.clone() }))
+    ctx.store
+        .add_log_drain(&app.name, &body.url, &event)
+        .await?;
+    Ok(HttpResponse::Created().json(DrainBody {
+        url: body.url.clone(),
+    }))
 }
 
 #[utoipa::path(delete, path = "/v1/apps/{name}/log-drains", tag = "drains", summary = "Remove a log drain", params(("name" = String, Path, description = "The app's name")), request_body = DrainBody, responses((status = 204, description = "Removed"), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
-pub async fn remove(ctx: Ctx, user: AuthUser, name: web::Path<String>, body: web::Json<DrainBody>) -> ApiResult<HttpResponse> {
+pub async fn remove(
+    ctx: Ctx,
+    user: AuthUser,
+    name: web::Path<String>,
+    body: web::Json<DrainBody>,
+) -> ApiResult<HttpResponse> {
     let app = super::apps::find_app(&ctx, &name).await?;
     let event = Event {
         app_name: Some(app.name.clone()),
@@ -50,8 +75,15 @@ pub async fn remove(ctx: Ctx, user: AuthUser, name: web::Path<String>, body: web
         kind: "app.log_drain.remove".into(),
         message: format!("removed log drain {}", body.url),
     };
-    if !ctx.store.remove_log_drain(&app.name, &body.url, &event).await? {
-        return Err(Error::api(ErrorCode::NotFound, format!("app {} has no drain {}", app.name, body.url)));
+    if !ctx
+        .store
+        .remove_log_drain(&app.name, &body.url, &event)
+        .await?
+    {
+        return Err(Error::api(
+            ErrorCode::NotFound,
+            format!("app {} has no drain {}", app.name, body.url),
+        ));
     }
     Ok(HttpResponse::NoContent().finish())
 }

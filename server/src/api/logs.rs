@@ -44,7 +44,10 @@ impl LogParams {
     fn query(&self) -> ApiResult<LogQuery> {
         let since = match self.since.as_deref().filter(|s| !s.is_empty()) {
             Some(s) => Some(parse_since(s).ok_or_else(|| {
-                Error::api(ErrorCode::BadRequest, format!("since must be a time (RFC 3339) or a duration like 5m, not {s:?}"))
+                Error::api(
+                    ErrorCode::BadRequest,
+                    format!("since must be a time (RFC 3339) or a duration like 5m, not {s:?}"),
+                )
             })?),
             None => None,
         };
@@ -57,12 +60,22 @@ impl LogParams {
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect();
-        Ok(LogQuery { sources, instance: self.instance, since, grep: self.grep.clone().filter(|g| !g.is_empty()) })
+        Ok(LogQuery {
+            sources,
+            instance: self.instance,
+            since,
+            grep: self.grep.clone().filter(|g| !g.is_empty()),
+        })
     }
 }
 
 #[utoipa::path(get, path = "/v1/apps/{name}/logs", tag = "logs", summary = "The newest log lines", params(("name" = String, Path, description = "The app's name"), LogParams), responses((status = 200, body = paas_common::api::LogList, description = "JSON; with `follow=true` a text/event-stream as for /logs/stream"), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
-pub async fn recent(ctx: Ctx, user: AuthUser, name: web::Path<String>, q: web::Query<LogParams>) -> ApiResult<HttpResponse> {
+pub async fn recent(
+    ctx: Ctx,
+    user: AuthUser,
+    name: web::Path<String>,
+    q: web::Query<LogParams>,
+) -> ApiResult<HttpResponse> {
     if q.follow == Some(true) {
         return stream(ctx, user, name, q).await;
     }
@@ -74,18 +87,29 @@ pub async fn recent(ctx: Ctx, user: AuthUser, name: web::Path<String>, q: web::Q
 }
 
 #[utoipa::path(get, path = "/v1/apps/{name}/logs/stream", tag = "logs", summary = "Server-Sent Events: recent lines, then live ones; each `data:` is a LogLine", params(("name" = String, Path, description = "The app's name"), LogParams), responses((status = 200, content_type = "text/event-stream", body = String, description = "`id: N` + `data: <LogLine JSON>` frames"), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
-pub async fn stream(ctx: Ctx, _user: AuthUser, name: web::Path<String>, q: web::Query<LogParams>) -> ApiResult<HttpResponse> {
+pub async fn stream(
+    ctx: Ctx,
+    _user: AuthUser,
+    name: web::Path<String>,
+    q: web::Query<LogParams>,
+) -> ApiResult<HttpResponse> {
     let app = super::apps::find_app(&ctx, &name).await?;
     let filter = q.query()?;
     let limit = q.limit.unwrap_or(100).clamp(0, 10_000);
     // Subscribe before reading the recent lines, so nothing falls between the two; ids drop
     // the overlap.
     let live = ctx.logs.subscribe(&app.name).await;
-    let recent = if limit > 0 { ctx.logs.recent(&app.name, &filter, limit).await? } else { Vec::new() };
+    let recent = if limit > 0 {
+        ctx.logs.recent(&app.name, &filter, limit).await?
+    } else {
+        Vec::new()
+    };
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     tokio::spawn(pump(ctx.clone(), recent, live, filter, tx));
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
     });
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")

@@ -4,23 +4,23 @@
 mod agent;
 mod apps;
 pub(crate) mod auth;
-mod lifecycle;
+mod buildpacks;
+mod builds;
 mod drains;
+mod lifecycle;
 mod logs;
 mod nodes;
-mod tenancy;
-mod routes;
-mod builds;
+pub(crate) mod openapi;
+mod processes;
 mod push_settings;
 mod resources;
 mod revisions;
-mod processes;
-mod buildpacks;
-pub(crate) mod openapi;
+mod routes;
+mod tenancy;
 
 use actix_web::web;
 
-use crate::error::{Error, ApiResult};
+use crate::error::{ApiResult, Error};
 use crate::state::AppCtx;
 use paas_common::ErrorCode;
 
@@ -53,7 +53,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/apps/{name}/restart", web::post().to(lifecycle::restart))
             .route("/apps/{name}/stop", web::post().to(lifecycle::stop))
             .route("/apps/{name}/start", web::post().to(lifecycle::start))
-            .route("/apps/{name}/instances/{index}/restart", web::post().to(lifecycle::restart_instance))
+            .route(
+                "/apps/{name}/instances/{index}/restart",
+                web::post().to(lifecycle::restart_instance),
+            )
             .route("/nodes/{name}/drain", web::post().to(lifecycle::drain))
             .route("/routes", web::get().to(routes::list))
             .route("/apps/{name}/routes", web::get().to(routes::list_for_app))
@@ -77,13 +80,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/buildpacks", web::get().to(buildpacks::list))
             .route("/buildpacks", web::post().to(buildpacks::create))
             .route("/buildpacks/{name}", web::delete().to(buildpacks::delete))
-            .route("/agent/buildpacks/{sha}", web::get().to(buildpacks::agent_fetch))
+            .route(
+                "/agent/buildpacks/{sha}",
+                web::get().to(buildpacks::agent_fetch),
+            )
             .route("/openapi.json", web::get().to(openapi::serve))
             .default_service(web::to(not_found)),
     )
-    .app_data(web::JsonConfig::default().limit(8 * 1024 * 1024).error_handler(|err, _| {
-        Error::api(ErrorCode::BadRequest, format!("invalid JSON body: {err}")).into()
-    }))
+    .app_data(
+        web::JsonConfig::default()
+            .limit(8 * 1024 * 1024)
+            .error_handler(|err, _| {
+                Error::api(ErrorCode::BadRequest, format!("invalid JSON body: {err}")).into()
+            }),
+    )
     .app_data(web::QueryConfig::default().error_handler(|err, _| {
         Error::api(ErrorCode::BadRequest, format!("invalid query: {err}")).into()
     }))

@@ -75,16 +75,20 @@ pub struct ApiDoc;
 /// The document as JSON, built once: it depends only on the code.
 pub fn document() -> &'static str {
     static DOC: OnceLock<String> = OnceLock::new();
-    DOC.get_or_init(|| ApiDoc::openapi().to_pretty_json().unwrap_or_else(|e| {
-        // Serialising a value built from our own types cannot fail short of a bug; answer an
-        // empty document rather than panic in a request.
-        tracing::error!(error = %e, "openapi document did not serialise");
-        "{}".to_string()
-    }))
+    DOC.get_or_init(|| {
+        ApiDoc::openapi().to_pretty_json().unwrap_or_else(|e| {
+            // Serialising a value built from our own types cannot fail short of a bug; answer an
+            // empty document rather than panic in a request.
+            tracing::error!(error = %e, "openapi document did not serialise");
+            "{}".to_string()
+        })
+    })
 }
 
 pub async fn serve() -> HttpResponse {
-    HttpResponse::Ok().content_type("application/json").body(document())
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(document())
 }
 
 #[cfg(test)]
@@ -95,15 +99,42 @@ mod tests {
     fn document_lists_the_public_api_with_bearer_and_error_shape() {
         let doc: serde_json::Value = serde_json::from_str(document()).unwrap();
         let paths = doc["paths"].as_object().unwrap();
-        for p in ["/v1/auth/login", "/v1/apps", "/v1/apps/{name}/push", "/v1/apps/{name}/logs/stream", "/v1/tokens", "/v1/users", "/v1/spaces", "/v1/nodes/{name}/drain", "/v1/resources/match", "/v1/apps/{name}/env", "/v1/apps/{name}/rollback"] {
+        for p in [
+            "/v1/auth/login",
+            "/v1/apps",
+            "/v1/apps/{name}/push",
+            "/v1/apps/{name}/logs/stream",
+            "/v1/tokens",
+            "/v1/users",
+            "/v1/spaces",
+            "/v1/nodes/{name}/drain",
+            "/v1/resources/match",
+            "/v1/apps/{name}/env",
+            "/v1/apps/{name}/rollback",
+        ] {
             assert!(paths.contains_key(p), "{p} missing");
         }
-        assert!(!paths.keys().any(|p| p.starts_with("/v1/agent") || p.starts_with("/v1/router")));
-        assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+        assert!(!paths
+            .keys()
+            .any(|p| p.starts_with("/v1/agent") || p.starts_with("/v1/router")));
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
         assert!(doc["components"]["schemas"]["ApiError"]["properties"]["code"].is_object());
         // Login is the one operation without the bearer requirement.
-        assert_eq!(paths["/v1/auth/login"]["post"]["security"], serde_json::json!([{}]));
-        assert!(paths["/v1/apps/{name}/push"]["post"]["requestBody"]["content"]["multipart/form-data"].is_object());
-        assert!(paths["/v1/apps/{name}/logs/stream"]["get"]["responses"]["200"]["content"]["text/event-stream"].is_object());
+        assert_eq!(
+            paths["/v1/auth/login"]["post"]["security"],
+            serde_json::json!([{}])
+        );
+        assert!(
+            paths["/v1/apps/{name}/push"]["post"]["requestBody"]["content"]["multipart/form-data"]
+                .is_object()
+        );
+        assert!(
+            paths["/v1/apps/{name}/logs/stream"]["get"]["responses"]["200"]["content"]
+                ["text/event-stream"]
+                .is_object()
+        );
     }
 }

@@ -3,7 +3,9 @@
 //! convergence loop does the work; these handlers only record settings with an event.
 
 use actix_web::web;
-use paas_common::api::{AppSettings, AppUpdateRequest, HealthCheckUpdate, ProcessInfo, ProcessSettings};
+use paas_common::api::{
+    AppSettings, AppUpdateRequest, HealthCheckUpdate, ProcessInfo, ProcessSettings,
+};
 use paas_common::ErrorCode;
 
 use super::Ctx;
@@ -20,7 +22,12 @@ fn bad(msg: impl Into<String>) -> Error {
 
 /// The non-web process specs of the app's current revision.
 async fn current_specs(ctx: &Ctx, app: &AppRecord) -> ApiResult<Vec<ProcessSpec>> {
-    Ok(crate::processes::specs(ctx.store.as_ref(), std::slice::from_ref(app)).await?.remove(&app.id).unwrap_or_default())
+    Ok(
+        crate::processes::specs(ctx.store.as_ref(), std::slice::from_ref(app))
+            .await?
+            .remove(&app.id)
+            .unwrap_or_default(),
+    )
 }
 
 async fn configured(ctx: &Ctx, app: &AppRecord, process_type: &str) -> ApiResult<ProcessRecord> {
@@ -43,23 +50,37 @@ pub(super) async fn scale(
 ) -> ApiResult<web::Json<AppSettings>> {
     let specs = current_specs(ctx, app).await?;
     if !specs.iter().any(|p| p.process_type == process_type) {
-        let known: Vec<&str> =
-            std::iter::once("web").chain(specs.iter().map(|p| p.process_type.as_str())).collect();
+        let known: Vec<&str> = std::iter::once("web")
+            .chain(specs.iter().map(|p| p.process_type.as_str()))
+            .collect();
         return Err(Error::api(
             ErrorCode::ProcessNotFound,
-            format!("app {:?} has no process {process_type:?} (it has: {})", app.name, known.join(", ")),
+            format!(
+                "app {:?} has no process {process_type:?} (it has: {})",
+                app.name,
+                known.join(", ")
+            ),
         ));
     }
     if req.max_in_flight.is_some() || req.placement_labels.is_some() {
-        return Err(bad("max_in_flight and placement_labels apply to the whole app: leave out `process`"));
+        return Err(bad(
+            "max_in_flight and placement_labels apply to the whole app: leave out `process`",
+        ));
     }
     if req.instances.is_some_and(|n| n > MAX_INSTANCES) {
         return Err(bad(format!("instances must be from 0 to {MAX_INSTANCES}")));
     }
-    if req.memory_mb.is_some_and(|m| !(16..=64 * 1024).contains(&m)) {
+    if req
+        .memory_mb
+        .is_some_and(|m| !(16..=64 * 1024).contains(&m))
+    {
         return Err(bad("memory must be from 16 MB to 64 GB"));
     }
-    let health = req.health_check.as_ref().map(super::lifecycle::health_settings).transpose()?;
+    let health = req
+        .health_check
+        .as_ref()
+        .map(super::lifecycle::health_settings)
+        .transpose()?;
     let mut rec = configured(ctx, app, process_type).await?;
     let mut what = Vec::new();
     if let Some(n) = req.instances {
@@ -75,7 +96,9 @@ pub(super) async fn scale(
         rec.health = Some(h);
     }
     if what.is_empty() {
-        return Err(bad("nothing to change: give instances, memory_mb or health_check"));
+        return Err(bad(
+            "nothing to change: give instances, memory_mb or health_check",
+        ));
     }
     let ev = Event {
         app_name: Some(app.name.clone()),
@@ -86,16 +109,30 @@ pub(super) async fn scale(
     let rolling = ctx.store.upsert_process(&app.id, &rec, &ev).await?;
     tracing::info!(app = %app.name, process = %process_type, change = %what.join(", "), rolling, "process settings changed");
     ctx.converge.notify_one();
-    Ok(web::Json(super::lifecycle::settings(ctx, app, rolling).await?))
+    Ok(web::Json(
+        super::lifecycle::settings(ctx, app, rolling).await?,
+    ))
 }
 
 /// Applies a manifest's `processes` (every type but `web`, whose settings are the app's own).
-pub(super) async fn apply_manifest(ctx: &Ctx, app: &AppRecord, actor: &str, list: &[ProcessSettings]) -> ApiResult<()> {
+pub(super) async fn apply_manifest(
+    ctx: &Ctx,
+    app: &AppRecord,
+    actor: &str,
+    list: &[ProcessSettings],
+) -> ApiResult<()> {
     for p in list.iter().filter(|p| p.process_type != "web") {
         if p.instances.is_some_and(|n| n > MAX_INSTANCES) {
-            return Err(bad(format!("processes.{}.instances must be from 0 to {MAX_INSTANCES}", p.process_type)));
+            return Err(bad(format!(
+                "processes.{}.instances must be from 0 to {MAX_INSTANCES}",
+                p.process_type
+            )));
         }
-        let health = match p.health.as_ref().and_then(|h| h.check_type.clone().map(|t| (t, h))) {
+        let health = match p
+            .health
+            .as_ref()
+            .and_then(|h| h.check_type.clone().map(|t| (t, h)))
+        {
             Some((t, h)) => Some(super::lifecycle::health_settings(&HealthCheckUpdate {
                 check_type: t,
                 endpoint: h.http_endpoint.clone(),
@@ -113,7 +150,10 @@ pub(super) async fn apply_manifest(ctx: &Ctx, app: &AppRecord, actor: &str, list
             app_name: Some(app.name.clone()),
             actor: actor.into(),
             kind: "app.scale".into(),
-            message: format!("manifest set process {}: {} instance(s)", p.process_type, rec.instances),
+            message: format!(
+                "manifest set process {}: {} instance(s)",
+                p.process_type, rec.instances
+            ),
         };
         ctx.store.upsert_process(&app.id, &rec, &ev).await?;
     }
@@ -129,9 +169,21 @@ fn check_name(h: &paas_common::agent::HealthCheck) -> String {
 }
 
 /// Every process type of the app's current revision, `web` first.
-pub(super) async fn infos(ctx: &Ctx, app: &AppRecord, web_command: Option<&str>) -> ApiResult<Vec<ProcessInfo>> {
-    let Some(web_command) = web_command else { return Ok(Vec::new()) };
-    let health = ctx.store.app_lifecycles().await?.remove(&app.id).and_then(|l| l.health).unwrap_or_default();
+pub(super) async fn infos(
+    ctx: &Ctx,
+    app: &AppRecord,
+    web_command: Option<&str>,
+) -> ApiResult<Vec<ProcessInfo>> {
+    let Some(web_command) = web_command else {
+        return Ok(Vec::new());
+    };
+    let health = ctx
+        .store
+        .app_lifecycles()
+        .await?
+        .remove(&app.id)
+        .and_then(|l| l.health)
+        .unwrap_or_default();
     let mut out = vec![ProcessInfo {
         process_type: "web".into(),
         instances: app.desired_instances,
@@ -139,12 +191,17 @@ pub(super) async fn infos(ctx: &Ctx, app: &AppRecord, web_command: Option<&str>)
         command: web_command.into(),
         health_check: check_name(&health.check),
     }];
-    out.extend(current_specs(ctx, app).await?.into_iter().map(|p| ProcessInfo {
-        health_check: check_name(&p.health.check),
-        process_type: p.process_type,
-        instances: p.instances,
-        memory_mb: p.memory_mb,
-        command: p.command,
-    }));
+    out.extend(
+        current_specs(ctx, app)
+            .await?
+            .into_iter()
+            .map(|p| ProcessInfo {
+                health_check: check_name(&p.health.check),
+                process_type: p.process_type,
+                instances: p.instances,
+                memory_mb: p.memory_mb,
+                command: p.command,
+            }),
+    );
     Ok(out)
 }

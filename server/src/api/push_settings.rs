@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use crate::error::{ApiResult, Error};
 
 fn json<T: serde::de::DeserializeOwned>(field: &str, text: &str) -> ApiResult<T> {
-    serde_json::from_str(text).map_err(|e| Error::api(ErrorCode::BadRequest, format!("field {field:?}: {e}")))
+    serde_json::from_str(text)
+        .map_err(|e| Error::api(ErrorCode::BadRequest, format!("field {field:?}: {e}")))
 }
 
 /// Parses field `name` into `s`.
@@ -23,7 +24,10 @@ pub fn apply_field(s: &mut PushSettings, name: &str, text: &str) -> ApiResult<()
             s.env = env;
         }
         "disk_mb" | "disk_quota" => {
-            s.disk_mb = Some(parse_memory_mb(text).map_err(|m| Error::api(ErrorCode::BadRequest, format!("{name}: {m}")))?);
+            s.disk_mb = Some(
+                parse_memory_mb(text)
+                    .map_err(|m| Error::api(ErrorCode::BadRequest, format!("{name}: {m}")))?,
+            );
         }
         "buildpacks" => {
             let names: Vec<String> = json(name, text)?;
@@ -31,7 +35,10 @@ pub fn apply_field(s: &mut PushSettings, name: &str, text: &str) -> ApiResult<()
                 if paas_common::manifest::buildpack_name(n).is_none() {
                     return Err(Error::api(
                         ErrorCode::BadRequest,
-                        format!("unknown buildpack {n:?}: known are {}", paas_common::manifest::BUILTIN_BUILDPACKS.join(", ")),
+                        format!(
+                            "unknown buildpack {n:?}: known are {}",
+                            paas_common::manifest::BUILTIN_BUILDPACKS.join(", ")
+                        ),
                     ));
                 }
             }
@@ -40,7 +47,12 @@ pub fn apply_field(s: &mut PushSettings, name: &str, text: &str) -> ApiResult<()
         "routes" => s.routes = json(name, text)?,
         "health" => s.health = Some(json::<HealthCheckSettings>(name, text)?),
         "processes" => s.processes = json::<Vec<ProcessSettings>>(name, text)?,
-        _ => return Err(Error::api(ErrorCode::BadRequest, format!("unknown form field {name:?}"))),
+        _ => {
+            return Err(Error::api(
+                ErrorCode::BadRequest,
+                format!("unknown form field {name:?}"),
+            ))
+        }
     }
     Ok(())
 }

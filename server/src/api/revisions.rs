@@ -29,11 +29,17 @@ pub fn check_env(key: &str, value: Option<&str>) -> ApiResult<()> {
         ));
     }
     if RESERVED.contains(&key) || key.starts_with("PAAS_") || key.starts_with("CF_") {
-        return Err(Error::api(ErrorCode::InvalidEnv, format!("env var {key} is set by the platform")));
+        return Err(Error::api(
+            ErrorCode::InvalidEnv,
+            format!("env var {key} is set by the platform"),
+        ));
     }
     if let Some(v) = value {
         if v.contains('\0') || v.len() > 32 * 1024 {
-            return Err(Error::api(ErrorCode::InvalidEnv, format!("the value of {key} is too long or holds a NUL byte")));
+            return Err(Error::api(
+                ErrorCode::InvalidEnv,
+                format!("the value of {key} is too long or holds a NUL byte"),
+            ));
         }
     }
     Ok(())
@@ -64,7 +70,12 @@ fn summary(ctx: &Ctx, app: &AppRecord, r: RevisionRecord) -> RevisionSummary {
 
 /// `GET /v1/apps/{name}/env`.
 #[utoipa::path(get, path = "/v1/apps/{name}/env", tag = "env", summary = "The app's environment; secret values as `***` unless `reveal=true` (developer)", params(("name" = String, Path, description = "The app's name"), EnvQuery), responses((status = 200, body = paas_common::api::AppEnv), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
-pub async fn get_env(ctx: Ctx, who: crate::authz::Principal, name: web::Path<String>, q: web::Query<EnvQuery>) -> ApiResult<web::Json<AppEnv>> {
+pub async fn get_env(
+    ctx: Ctx,
+    who: crate::authz::Principal,
+    name: web::Path<String>,
+    q: web::Query<EnvQuery>,
+) -> ApiResult<web::Json<AppEnv>> {
     let app = find_app(&ctx, &name).await?;
     let rev = current(&ctx, &app).await?;
     let mut env = rev.as_ref().map(|r| r.env.clone()).unwrap_or_default();
@@ -74,19 +85,27 @@ pub async fn get_env(ctx: Ctx, who: crate::authz::Principal, name: web::Path<Str
         let space = ctx.store.app_space(&app.id).await?;
         let role = space.as_deref().and_then(|s| who.role_in(s));
         if role.is_none_or(|r| r < crate::authz::Role::Developer) {
-            return Err(Error::api(ErrorCode::Forbidden, "revealing secret env values needs the developer role"));
+            return Err(Error::api(
+                ErrorCode::Forbidden,
+                "revealing secret env values needs the developer role",
+            ));
         }
     }
     for v in env.values_mut() {
         if crate::secrets::is_sealed(v) {
             *v = if reveal {
-                ctx.secrets.open(&app.id, v).map_err(|e| Error::Internal(e.to_string()))?
+                ctx.secrets
+                    .open(&app.id, v)
+                    .map_err(|e| Error::Internal(e.to_string()))?
             } else {
                 crate::secrets::MASK.to_string()
             };
         }
     }
-    Ok(web::Json(AppEnv { revision: rev.as_ref().map(|r| r.number), env }))
+    Ok(web::Json(AppEnv {
+        revision: rev.as_ref().map(|r| r.number),
+        env,
+    }))
 }
 
 /// `GET /v1/apps/{name}/env?reveal=true`: secret values in plain (developer role or better).
@@ -121,9 +140,23 @@ async fn redeploy(
         disk_mb: None,
         push_settings: None,
     };
-    let ev = Event { app_name: Some(app.name.clone()), actor: user.username.clone(), kind: kind.into(), message: description.clone() };
-    let number = ctx.store.deploy_revision_with(&app.id, &rev, &extra, &ev).await?;
-    log_platform(ctx, &app.name, "API", format!("{} made revision {number}: {description}", user.username)).await;
+    let ev = Event {
+        app_name: Some(app.name.clone()),
+        actor: user.username.clone(),
+        kind: kind.into(),
+        message: description.clone(),
+    };
+    let number = ctx
+        .store
+        .deploy_revision_with(&app.id, &rev, &extra, &ev)
+        .await?;
+    log_platform(
+        ctx,
+        &app.name,
+        "API",
+        format!("{} made revision {number}: {description}", user.username),
+    )
+    .await;
     ctx.converge.notify_one();
     crate::droplets::collect_soon(ctx);
     Ok(number)
@@ -131,30 +164,51 @@ async fn redeploy(
 
 /// `PATCH /v1/apps/{name}/env` with [`EnvUpdate`]: a new revision, same droplet, new env.
 #[utoipa::path(patch, path = "/v1/apps/{name}/env", tag = "env", summary = "Set or unset env vars: a new revision", params(("name" = String, Path, description = "The app's name")), request_body = paas_common::api::EnvUpdate, responses((status = 200, body = paas_common::api::AppDetail), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
-pub async fn update_env(ctx: Ctx, user: AuthUser, name: web::Path<String>, body: web::Json<EnvUpdate>) -> ApiResult<HttpResponse> {
+pub async fn update_env(
+    ctx: Ctx,
+    user: AuthUser,
+    name: web::Path<String>,
+    body: web::Json<EnvUpdate>,
+) -> ApiResult<HttpResponse> {
     let app = find_app(&ctx, &name).await?;
     let body = body.into_inner();
     if body.set.is_empty() && body.unset.is_empty() {
-        return Err(Error::api(ErrorCode::BadRequest, "nothing to change: give `set` or `unset`"));
+        return Err(Error::api(
+            ErrorCode::BadRequest,
+            "nothing to change: give `set` or `unset`",
+        ));
     }
-    let base = current(&ctx, &app)
-        .await?
-        .ok_or_else(|| Error::api(ErrorCode::RevisionNotFound, format!("{} has no revision yet: push it first", app.name)))?;
+    let base = current(&ctx, &app).await?.ok_or_else(|| {
+        Error::api(
+            ErrorCode::RevisionNotFound,
+            format!("{} has no revision yet: push it first", app.name),
+        )
+    })?;
     let mut env = base.env.clone();
     for k in &body.secret {
         if !body.set.contains_key(k) {
-            return Err(Error::api(ErrorCode::InvalidEnv, format!("secret names {k}, which `set` does not")));
+            return Err(Error::api(
+                ErrorCode::InvalidEnv,
+                format!("secret names {k}, which `set` does not"),
+            ));
         }
     }
     for (k, v) in &body.set {
         check_env(k, Some(v))?;
         // A secret is sealed before it reaches the store; the event names only the key.
-        let v = if body.secret.contains(k) { ctx.secrets.seal(&app.id, v) } else { v.clone() };
+        let v = if body.secret.contains(k) {
+            ctx.secrets.seal(&app.id, v)
+        } else {
+            v.clone()
+        };
         env.insert(k.clone(), v);
     }
     for k in &body.unset {
         if env.remove(k).is_none() {
-            return Err(Error::api(ErrorCode::InvalidEnv, format!("env var {k} is not set on {}", app.name)));
+            return Err(Error::api(
+                ErrorCode::InvalidEnv,
+                format!("env var {k} is not set on {}", app.name),
+            ));
         }
     }
     let mut what: Vec<String> = body.set.keys().map(|k| format!("set-env {k}")).collect();
@@ -166,35 +220,66 @@ pub async fn update_env(ctx: Ctx, user: AuthUser, name: web::Path<String>, body:
 
 /// `GET /v1/apps/{name}/revisions`, newest first.
 #[utoipa::path(get, path = "/v1/apps/{name}/revisions", tag = "revisions", summary = "Revisions, newest first", params(("name" = String, Path, description = "The app's name")), responses((status = 200, body = paas_common::api::RevisionList), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
-pub async fn list(ctx: Ctx, _user: AuthUser, name: web::Path<String>) -> ApiResult<web::Json<RevisionList>> {
+pub async fn list(
+    ctx: Ctx,
+    _user: AuthUser,
+    name: web::Path<String>,
+) -> ApiResult<web::Json<RevisionList>> {
     let app = find_app(&ctx, &name).await?;
-    let revisions = ctx.store.app_revisions(&app.id).await?.into_iter().map(|r| summary(&ctx, &app, r)).collect();
+    let revisions = ctx
+        .store
+        .app_revisions(&app.id)
+        .await?
+        .into_iter()
+        .map(|r| summary(&ctx, &app, r))
+        .collect();
     Ok(web::Json(RevisionList { revisions }))
 }
 
 /// `POST /v1/apps/{name}/rollback` with [`RollbackRequest`]: a new revision with the droplet,
 /// command and env of revision `to` (default: the one before the current).
 #[utoipa::path(post, path = "/v1/apps/{name}/rollback", tag = "revisions", summary = "Roll back to an earlier revision", params(("name" = String, Path, description = "The app's name")), request_body = paas_common::api::RollbackRequest, responses((status = 200, body = paas_common::api::AppDetail), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
-pub async fn rollback(ctx: Ctx, user: AuthUser, name: web::Path<String>, body: web::Json<RollbackRequest>) -> ApiResult<HttpResponse> {
+pub async fn rollback(
+    ctx: Ctx,
+    user: AuthUser,
+    name: web::Path<String>,
+    body: web::Json<RollbackRequest>,
+) -> ApiResult<HttpResponse> {
     let app = find_app(&ctx, &name).await?;
-    let cur = app
-        .current_revision
-        .ok_or_else(|| Error::api(ErrorCode::RevisionNotFound, format!("{} has no revision yet: push it first", app.name)))?;
+    let cur = app.current_revision.ok_or_else(|| {
+        Error::api(
+            ErrorCode::RevisionNotFound,
+            format!("{} has no revision yet: push it first", app.name),
+        )
+    })?;
     let to = match body.to {
         Some(n) => n,
         None if cur > 1 => cur - 1,
         None => {
-            return Err(Error::api(ErrorCode::RevisionNotFound, format!("{} has only revision {cur}: nothing to roll back to", app.name)))
+            return Err(Error::api(
+                ErrorCode::RevisionNotFound,
+                format!(
+                    "{} has only revision {cur}: nothing to roll back to",
+                    app.name
+                ),
+            ))
         }
     };
     if to == cur {
-        return Err(Error::api(ErrorCode::Conflict, format!("revision {to} is already the current revision of {}", app.name)));
+        return Err(Error::api(
+            ErrorCode::Conflict,
+            format!(
+                "revision {to} is already the current revision of {}",
+                app.name
+            ),
+        ));
     }
-    let target = ctx
-        .store
-        .revision(&app.id, to)
-        .await?
-        .ok_or_else(|| Error::api(ErrorCode::RevisionNotFound, format!("{} has no revision {to}", app.name)))?;
+    let target = ctx.store.revision(&app.id, to).await?.ok_or_else(|| {
+        Error::api(
+            ErrorCode::RevisionNotFound,
+            format!("{} has no revision {to}", app.name),
+        )
+    })?;
     if !ctx.blobs.exists(&target.droplet) {
         return Err(Error::api(
             ErrorCode::DropletNotFound,
@@ -205,7 +290,16 @@ pub async fn rollback(ctx: Ctx, user: AuthUser, name: web::Path<String>, body: w
         ));
     }
     let env = target.env.clone();
-    redeploy(&ctx, &user, &app, &target, env, "app.rollback", format!("rollback to {to}")).await?;
+    redeploy(
+        &ctx,
+        &user,
+        &app,
+        &target,
+        env,
+        "app.rollback",
+        format!("rollback to {to}"),
+    )
+    .await?;
     let app = find_app(&ctx, &app.name).await?;
     Ok(HttpResponse::Ok().json(detail(&ctx, &app).await?))
 }
@@ -218,7 +312,15 @@ mod tests {
     fn env_names_are_checked() {
         assert!(check_env("GREETING", Some("hi")).is_ok());
         assert!(check_env("_X1", None).is_ok());
-        for bad in ["", "1X", "A-B", "A B", "PORT", "PAAS_APP_REVISION", "CF_INSTANCE_INDEX"] {
+        for bad in [
+            "",
+            "1X",
+            "A-B",
+            "A B",
+            "PORT",
+            "PAAS_APP_REVISION",
+            "CF_INSTANCE_INDEX",
+        ] {
             assert!(check_env(bad, Some("v")).is_err(), "{bad:?} accepted");
         }
         assert!(check_env("K", Some("a\0b")).is_err());

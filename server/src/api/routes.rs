@@ -23,10 +23,18 @@ pub async fn list(ctx: Ctx, _user: AuthUser) -> ApiResult<web::Json<RouteList>> 
 }
 
 #[utoipa::path(get, path = "/v1/apps/{name}/routes", tag = "routes", summary = "The app's routes", params(("name" = String, Path, description = "The app's name")), responses((status = 200, body = paas_common::route::RouteList), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
-pub async fn list_for_app(ctx: Ctx, _user: AuthUser, name: web::Path<String>) -> ApiResult<web::Json<RouteList>> {
+pub async fn list_for_app(
+    ctx: Ctx,
+    _user: AuthUser,
+    name: web::Path<String>,
+) -> ApiResult<web::Json<RouteList>> {
     let app = find_app(&ctx, &name).await?;
-    let mut routes: Vec<RouteInfo> =
-        crate::router::build(&ctx).await?.routes.into_iter().filter(|r| r.app == app.name).collect();
+    let mut routes: Vec<RouteInfo> = crate::router::build(&ctx)
+        .await?
+        .routes
+        .into_iter()
+        .filter(|r| r.app == app.name)
+        .collect();
     routes.sort_by(|a, b| (!a.default, &a.host, &a.path).cmp(&(!b.default, &b.host, &b.path)));
     Ok(web::Json(RouteList { routes }))
 }
@@ -47,9 +55,13 @@ pub async fn map(
     let spec = parse(&body.route)?;
     // The router sees a mapped host before the API does: a route on the controller's own host
     // would take the API and dashboard away from everyone.
-    let api_host = crate::router::request_host(req.head()).map(|h| h.rsplit_once(':').map_or(h, |(h, _)| h));
+    let api_host =
+        crate::router::request_host(req.head()).map(|h| h.rsplit_once(':').map_or(h, |(h, _)| h));
     if api_host.is_some_and(|h| h.trim_end_matches('.').eq_ignore_ascii_case(&spec.host)) {
-        return Err(Error::api(ErrorCode::Conflict, format!("{} is the controller's own host", spec.host)));
+        return Err(Error::api(
+            ErrorCode::Conflict,
+            format!("{} is the controller's own host", spec.host),
+        ));
     }
     // A host under the apps domain whose first label names an app is that app's default route
     // (and a future app of that name would get it): only a longer path may be mapped there.
@@ -57,7 +69,10 @@ pub async fn map(
         if let Some(owner) = crate::router::app_for_host(&spec.host, &ctx.settings.apps_domain) {
             return Err(Error::api(
                 ErrorCode::Conflict,
-                format!("{} is the default route of app {owner:?}; map a path under it or another host", spec.host),
+                format!(
+                    "{} is the default route of app {owner:?}; map a path under it or another host",
+                    spec.host
+                ),
             ));
         }
     }
@@ -67,9 +82,16 @@ pub async fn map(
         kind: "route.map".into(),
         message: format!("mapped route {spec} to {}", app.name),
     };
-    ctx.store.add_route(&app.id, &spec.host, &spec.path, &event).await?;
+    ctx.store
+        .add_route(&app.id, &spec.host, &spec.path, &event)
+        .await?;
     crate::router::refresh(&ctx).await?;
-    Ok(HttpResponse::Created().json(RouteInfo { host: spec.host, path: spec.path, app: app.name, default: false }))
+    Ok(HttpResponse::Created().json(RouteInfo {
+        host: spec.host,
+        path: spec.path,
+        app: app.name,
+        default: false,
+    }))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -93,10 +115,13 @@ pub async fn unmap(
         kind: "route.unmap".into(),
         message: format!("unmapped route {spec} from {}", app.name),
     };
-    ctx.store.delete_route(&app.id, &spec.host, &spec.path, &event).await.map_err(|e| match e {
-        crate::store::StoreError::NotFound(m) => Error::api(ErrorCode::NotFound, m),
-        e => e.into(),
-    })?;
+    ctx.store
+        .delete_route(&app.id, &spec.host, &spec.path, &event)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::NotFound(m) => Error::api(ErrorCode::NotFound, m),
+            e => e.into(),
+        })?;
     crate::router::refresh(&ctx).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -110,7 +135,10 @@ fn check_join_token(ctx: &Ctx, req: &HttpRequest) -> ApiResult<()> {
         .and_then(|h| h.strip_prefix("Bearer "))
         .unwrap_or_default();
     if !secure_eq(presented.trim(), &ctx.join_token) {
-        return Err(Error::api(ErrorCode::Unauthorized, "invalid router credential (the join token)"));
+        return Err(Error::api(
+            ErrorCode::Unauthorized,
+            "invalid router credential (the join token)",
+        ));
     }
     Ok(())
 }
@@ -122,7 +150,11 @@ pub struct TableQuery {
 
 /// The whole table; with `?after=VERSION` equal to the current version, holds up to 25 s for a
 /// change (a long-poll), so routers follow changes within a round trip.
-pub async fn table(ctx: Ctx, req: HttpRequest, q: web::Query<TableQuery>) -> ApiResult<web::Json<RouterTable>> {
+pub async fn table(
+    ctx: Ctx,
+    req: HttpRequest,
+    q: web::Query<TableQuery>,
+) -> ApiResult<web::Json<RouterTable>> {
     check_join_token(&ctx, &req)?;
     let mut rx = ctx.routes.subscribe();
     if q.after == Some(*rx.borrow_and_update()) {
@@ -131,9 +163,18 @@ pub async fn table(ctx: Ctx, req: HttpRequest, q: web::Query<TableQuery>) -> Api
     Ok(web::Json((*ctx.routes.snapshot()).clone()))
 }
 
-pub async fn logs(ctx: Ctx, req: HttpRequest, body: web::Json<RouterLogs>) -> ApiResult<HttpResponse> {
+pub async fn logs(
+    ctx: Ctx,
+    req: HttpRequest,
+    body: web::Json<RouterLogs>,
+) -> ApiResult<HttpResponse> {
     check_join_token(&ctx, &req)?;
-    let lines: Vec<_> = body.into_inner().lines.into_iter().map(|l| (l.app, l.line)).collect();
+    let lines: Vec<_> = body
+        .into_inner()
+        .lines
+        .into_iter()
+        .map(|l| (l.app, l.line))
+        .collect();
     ctx.logs.publish_batch(lines).await;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -4,8 +4,8 @@
 use actix_web::{web, HttpResponse};
 use chrono::{Duration, Utc};
 use paas_common::api::{
-    CreateSpaceRequest, CreateUserRequest, SetRoleRequest, SpaceInfo, SpaceList, SpaceRole, TokenCreateRequest,
-    TokenCreated, TokenInfo, TokenList, UserInfo, UserList,
+    CreateSpaceRequest, CreateUserRequest, SetRoleRequest, SpaceInfo, SpaceList, SpaceRole,
+    TokenCreateRequest, TokenCreated, TokenInfo, TokenList, UserInfo, UserList,
 };
 use paas_common::domain::AppName;
 use paas_common::ErrorCode;
@@ -26,7 +26,9 @@ pub fn parse_lifetime(s: &str) -> Result<Duration, String> {
         Some((i, _)) => (&s[..i], &s[i..]),
         None => (s, "s"),
     };
-    let n: i64 = num.parse().map_err(|_| format!("invalid lifetime {s:?}: use e.g. 30d, 12h or 90m"))?;
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("invalid lifetime {s:?}: use e.g. 30d, 12h or 90m"))?;
     let d = match unit {
         "d" => Duration::days(n),
         "h" => Duration::hours(n),
@@ -35,7 +37,9 @@ pub fn parse_lifetime(s: &str) -> Result<Duration, String> {
         _ => return Err(format!("invalid lifetime {s:?}: use e.g. 30d, 12h or 90m")),
     };
     if d <= Duration::zero() || d > Duration::days(MAX_TOKEN_DAYS) {
-        return Err(format!("lifetime {s:?} must be between 1s and {MAX_TOKEN_DAYS}d"));
+        return Err(format!(
+            "lifetime {s:?} must be between 1s and {MAX_TOKEN_DAYS}d"
+        ));
     }
     Ok(d)
 }
@@ -54,13 +58,23 @@ fn token_info(t: &TokenRecord) -> TokenInfo {
 }
 
 #[utoipa::path(post, path = "/v1/tokens", tag = "tokens", summary = "Create a CI token (shown once)", request_body = paas_common::api::TokenCreateRequest, responses((status = 201, body = paas_common::api::TokenCreated), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
-pub async fn create_token(ctx: Ctx, who: Principal, body: web::Json<TokenCreateRequest>) -> ApiResult<HttpResponse> {
+pub async fn create_token(
+    ctx: Ctx,
+    who: Principal,
+    body: web::Json<TokenCreateRequest>,
+) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
     if body.name.trim().is_empty() || body.name.len() > 100 {
-        return Err(Error::api(ErrorCode::BadRequest, "a token needs a name of 1 to 100 characters"));
+        return Err(Error::api(
+            ErrorCode::BadRequest,
+            "a token needs a name of 1 to 100 characters",
+        ));
     }
     Scope::parse(&body.scope).ok_or_else(|| {
-        Error::api(ErrorCode::BadRequest, format!("invalid scope {:?}: use read, deploy or admin", body.scope))
+        Error::api(
+            ErrorCode::BadRequest,
+            format!("invalid scope {:?}: use read, deploy or admin", body.scope),
+        )
     })?;
     if let Some(app) = &body.app {
         AppName::parse(app).map_err(|m| Error::api(ErrorCode::InvalidName, m))?;
@@ -72,7 +86,13 @@ pub async fn create_token(ctx: Ctx, who: Principal, body: web::Json<TokenCreateR
     let now = Utc::now();
     let id = uuid::Uuid::new_v4().to_string();
     let expires_at = now + lifetime;
-    let token = ctx.keys.issue_ci(&who.username, &id, &body.scope, body.app.as_deref(), expires_at)?;
+    let token = ctx.keys.issue_ci(
+        &who.username,
+        &id,
+        &body.scope,
+        body.app.as_deref(),
+        expires_at,
+    )?;
     let rec = TokenRecord {
         id,
         user_id: who.user_id.clone(),
@@ -94,19 +114,35 @@ pub async fn create_token(ctx: Ctx, who: Principal, body: web::Json<TokenCreateR
             message: format!("created API token {:?} ({} scope)", rec.name, rec.scope),
         })
         .await?;
-    Ok(HttpResponse::Created().json(TokenCreated { token, info: token_info(&rec) }))
+    Ok(HttpResponse::Created().json(TokenCreated {
+        token,
+        info: token_info(&rec),
+    }))
 }
 
 #[utoipa::path(get, path = "/v1/tokens", tag = "tokens", summary = "The caller's tokens", responses((status = 200, body = paas_common::api::TokenList), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn list_tokens(ctx: Ctx, who: Principal) -> ApiResult<web::Json<TokenList>> {
-    let tokens = ctx.store.list_tokens(&who.user_id).await?.iter().map(token_info).collect();
+    let tokens = ctx
+        .store
+        .list_tokens(&who.user_id)
+        .await?
+        .iter()
+        .map(token_info)
+        .collect();
     Ok(web::Json(TokenList { tokens }))
 }
 
 #[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens", summary = "Revoke a token", params(("id" = String, Path, description = "Token id (jti)")), responses((status = 204, description = "Revoked"), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
-pub async fn revoke_token(ctx: Ctx, who: Principal, id: web::Path<String>) -> ApiResult<HttpResponse> {
+pub async fn revoke_token(
+    ctx: Ctx,
+    who: Principal,
+    id: web::Path<String>,
+) -> ApiResult<HttpResponse> {
     if !ctx.store.revoke_token(&id, &who.user_id).await? {
-        return Err(Error::api(ErrorCode::TokenNotFound, format!("no active token {id:?} of yours")));
+        return Err(Error::api(
+            ErrorCode::TokenNotFound,
+            format!("no active token {id:?} of yours"),
+        ));
     }
     ctx.store
         .add_event(&Event {
@@ -120,7 +156,13 @@ pub async fn revoke_token(ctx: Ctx, who: Principal, id: web::Path<String>) -> Ap
 }
 
 async fn space_names(ctx: &Ctx) -> ApiResult<HashMap<String, String>> {
-    Ok(ctx.store.list_spaces().await?.into_iter().map(|s| (s.id, format!("{}/{}", s.org, s.name))).collect())
+    Ok(ctx
+        .store
+        .list_spaces()
+        .await?
+        .into_iter()
+        .map(|s| (s.id, format!("{}/{}", s.org, s.name)))
+        .collect())
 }
 
 async fn user_info(ctx: &Ctx, u: &User, spaces: &HashMap<String, String>) -> ApiResult<UserInfo> {
@@ -129,10 +171,20 @@ async fn user_info(ctx: &Ctx, u: &User, spaces: &HashMap<String, String>) -> Api
         .user_roles(&u.id)
         .await?
         .into_iter()
-        .filter_map(|(space, role)| spaces.get(&space).map(|s| SpaceRole { space: s.clone(), role }))
+        .filter_map(|(space, role)| {
+            spaces.get(&space).map(|s| SpaceRole {
+                space: s.clone(),
+                role,
+            })
+        })
         .collect();
     roles.sort_by(|a, b| a.space.cmp(&b.space));
-    Ok(UserInfo { username: u.username.clone(), operator: u.operator, roles, created_at: u.created_at })
+    Ok(UserInfo {
+        username: u.username.clone(),
+        operator: u.operator,
+        roles,
+        created_at: u.created_at,
+    })
 }
 
 #[utoipa::path(get, path = "/v1/users", tag = "users", summary = "Users and their roles (operator)", responses((status = 200, body = paas_common::api::UserList), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
@@ -146,20 +198,35 @@ pub async fn list_users(ctx: Ctx) -> ApiResult<web::Json<UserList>> {
 }
 
 fn valid_username(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
 }
 
 #[utoipa::path(post, path = "/v1/users", tag = "users", summary = "Add a user (operator)", request_body = paas_common::api::CreateUserRequest, responses((status = 201, body = paas_common::api::UserInfo), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
-pub async fn create_user(ctx: Ctx, who: Principal, body: web::Json<CreateUserRequest>) -> ApiResult<HttpResponse> {
+pub async fn create_user(
+    ctx: Ctx,
+    who: Principal,
+    body: web::Json<CreateUserRequest>,
+) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
     if !valid_username(&body.username) {
-        return Err(Error::api(ErrorCode::InvalidName, format!("invalid username {:?}", body.username)));
+        return Err(Error::api(
+            ErrorCode::InvalidName,
+            format!("invalid username {:?}", body.username),
+        ));
     }
     if body.password.chars().count() < 8 {
-        return Err(Error::api(ErrorCode::BadRequest, "the password must have at least 8 characters"));
+        return Err(Error::api(
+            ErrorCode::BadRequest,
+            "the password must have at least 8 characters",
+        ));
     }
     let password = body.password.clone();
-    let hash = web::block(move || hash_password(&password)).await.map_err(Error::internal)??;
+    let hash = web::block(move || hash_password(&password))
+        .await
+        .map_err(Error::internal)??;
     let user = User {
         id: uuid::Uuid::new_v4().to_string(),
         username: body.username.clone(),
@@ -168,14 +235,21 @@ pub async fn create_user(ctx: Ctx, who: Principal, body: web::Json<CreateUserReq
         operator: body.operator,
     };
     if !ctx.store.create_user_if_missing(&user).await? {
-        return Err(Error::api(ErrorCode::Conflict, format!("user {:?} already exists", body.username)));
+        return Err(Error::api(
+            ErrorCode::Conflict,
+            format!("user {:?} already exists", body.username),
+        ));
     }
     ctx.store
         .add_event(&Event {
             app_name: None,
             actor: who.username,
             kind: "user.create".into(),
-            message: format!("created user {}{}", user.username, if user.operator { " (operator)" } else { "" }),
+            message: format!(
+                "created user {}{}",
+                user.username,
+                if user.operator { " (operator)" } else { "" }
+            ),
         })
         .await?;
     let spaces = space_names(&ctx).await?;
@@ -189,34 +263,45 @@ pub async fn set_role(
     name: web::Path<String>,
     body: web::Json<SetRoleRequest>,
 ) -> ApiResult<web::Json<UserInfo>> {
-    let user = ctx
-        .store
-        .user_by_name(&name)
-        .await?
-        .ok_or_else(|| Error::api(ErrorCode::UserNotFound, format!("user {name:?} not found")))?;
-    let (org, space) = body
-        .space
-        .split_once('/')
-        .ok_or_else(|| Error::api(ErrorCode::BadRequest, format!("space {:?} must be ORG/SPACE", body.space)))?;
-    let space = ctx
-        .store
-        .space(org, space, false)
-        .await?
-        .ok_or_else(|| Error::api(ErrorCode::SpaceNotFound, format!("space {} not found", body.space)))?;
+    let user =
+        ctx.store.user_by_name(&name).await?.ok_or_else(|| {
+            Error::api(ErrorCode::UserNotFound, format!("user {name:?} not found"))
+        })?;
+    let (org, space) = body.space.split_once('/').ok_or_else(|| {
+        Error::api(
+            ErrorCode::BadRequest,
+            format!("space {:?} must be ORG/SPACE", body.space),
+        )
+    })?;
+    let space = ctx.store.space(org, space, false).await?.ok_or_else(|| {
+        Error::api(
+            ErrorCode::SpaceNotFound,
+            format!("space {} not found", body.space),
+        )
+    })?;
     let role = match body.role.as_deref() {
         None | Some("none") => None,
-        Some(r) => Some(
-            Role::parse(r)
-                .ok_or_else(|| Error::api(ErrorCode::BadRequest, format!("invalid role {r:?}: use admin, developer or viewer")))?,
-        ),
+        Some(r) => Some(Role::parse(r).ok_or_else(|| {
+            Error::api(
+                ErrorCode::BadRequest,
+                format!("invalid role {r:?}: use admin, developer or viewer"),
+            )
+        })?),
     };
-    ctx.store.set_role(&user.id, &space.id, role.map(Role::as_str)).await?;
+    ctx.store
+        .set_role(&user.id, &space.id, role.map(Role::as_str))
+        .await?;
     ctx.store
         .add_event(&Event {
             app_name: None,
             actor: who.username,
             kind: "user.role".into(),
-            message: format!("{} is now {} in {}", user.username, role.map_or("nothing", Role::as_str), body.space),
+            message: format!(
+                "{} is now {} in {}",
+                user.username,
+                role.map_or("nothing", Role::as_str),
+                body.space
+            ),
         })
         .await?;
     let spaces = space_names(&ctx).await?;
@@ -225,14 +310,32 @@ pub async fn set_role(
 
 #[utoipa::path(get, path = "/v1/spaces", tag = "spaces", summary = "Orgs and spaces", responses((status = 200, body = paas_common::api::SpaceList), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn list_spaces(ctx: Ctx) -> ApiResult<web::Json<SpaceList>> {
-    let spaces = ctx.store.list_spaces().await?.into_iter().map(|s| SpaceInfo { org: s.org, name: s.name }).collect();
+    let spaces = ctx
+        .store
+        .list_spaces()
+        .await?
+        .into_iter()
+        .map(|s| SpaceInfo {
+            org: s.org,
+            name: s.name,
+        })
+        .collect();
     Ok(web::Json(SpaceList { spaces }))
 }
 
 #[utoipa::path(post, path = "/v1/spaces", tag = "spaces", summary = "Create a space (operator)", request_body = paas_common::api::CreateSpaceRequest, responses((status = 201, body = paas_common::api::SpaceInfo), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
-pub async fn create_space(ctx: Ctx, who: Principal, body: web::Json<CreateSpaceRequest>) -> ApiResult<HttpResponse> {
+pub async fn create_space(
+    ctx: Ctx,
+    who: Principal,
+    body: web::Json<CreateSpaceRequest>,
+) -> ApiResult<HttpResponse> {
     for n in [&body.org, &body.name] {
-        AppName::parse(n).map_err(|_| Error::api(ErrorCode::InvalidName, format!("invalid org or space name {n:?}")))?;
+        AppName::parse(n).map_err(|_| {
+            Error::api(
+                ErrorCode::InvalidName,
+                format!("invalid org or space name {n:?}"),
+            )
+        })?;
     }
     let space = ctx
         .store
@@ -247,7 +350,10 @@ pub async fn create_space(ctx: Ctx, who: Principal, body: web::Json<CreateSpaceR
             message: format!("created space {}/{}", space.org, space.name),
         })
         .await?;
-    Ok(HttpResponse::Created().json(SpaceInfo { org: space.org, name: space.name }))
+    Ok(HttpResponse::Created().json(SpaceInfo {
+        org: space.org,
+        name: space.name,
+    }))
 }
 
 #[cfg(test)]

@@ -28,7 +28,10 @@ pub struct AccessLog {
 impl AccessLog {
     pub fn new() -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        Self { tx, rx: Mutex::new(Some(rx)) }
+        Self {
+            tx,
+            rx: Mutex::new(Some(rx)),
+        }
     }
 }
 
@@ -54,7 +57,9 @@ pub struct Entry<'a> {
 
 /// Queues one RTR line; never waits.
 pub fn record(table: &RouteTable, e: Entry<'_>) {
-    let instance = e.instance.map_or_else(|| "-".to_string(), |(i, a)| format!("{i}@{a}"));
+    let instance = e
+        .instance
+        .map_or_else(|| "-".to_string(), |(i, a)| format!("{i}@{a}"));
     let message = format!(
         "\"{} {}\" {} bytes={} duration_ms={:.3} instance={} request_id={} peer={}",
         e.method,
@@ -66,9 +71,23 @@ pub fn record(table: &RouteTable, e: Entry<'_>) {
         e.request_id,
         e.peer
     );
-    let line = LogLine { id: 0, timestamp: Utc::now(), source: "RTR".into(), stream: "out".into(), message };
-    if table.access_log.tx.try_send((e.app.to_string(), line)).is_err() {
-        table.stats.access_log_dropped.fetch_add(1, Ordering::Relaxed);
+    let line = LogLine {
+        id: 0,
+        timestamp: Utc::now(),
+        source: "RTR".into(),
+        stream: "out".into(),
+        message,
+    };
+    if table
+        .access_log
+        .tx
+        .try_send((e.app.to_string(), line))
+        .is_err()
+    {
+        table
+            .stats
+            .access_log_dropped
+            .fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -87,16 +87,23 @@ impl AppRoutes {
             return None;
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let candidates = (0..n).map(|k| &self.backends[(start + k) % n]).filter(|b| !skip.contains(&b.address));
+        let candidates = (0..n)
+            .map(|k| &self.backends[(start + k) % n])
+            .filter(|b| !skip.contains(&b.address));
         match balance {
             Balance::RoundRobin => candidates.into_iter().next().cloned(),
-            Balance::LeastConnections => candidates.min_by_key(|b| b.inflight.load(Ordering::Relaxed)).cloned(),
+            Balance::LeastConnections => candidates
+                .min_by_key(|b| b.inflight.load(Ordering::Relaxed))
+                .cloned(),
         }
     }
 
     /// The backend with this instance index (`X-Paas-App-Instance`).
     pub fn by_index(&self, index: u32, skip: &[String]) -> Option<Arc<Backend>> {
-        self.backends.iter().find(|b| b.index == index && !skip.contains(&b.address)).cloned()
+        self.backends
+            .iter()
+            .find(|b| b.index == index && !skip.contains(&b.address))
+            .cloned()
     }
 }
 
@@ -145,18 +152,26 @@ impl RouteTable {
         let host = normalize_host(host);
         let inner = self.inner.read().ok()?;
         let routes = inner.hosts.get(host.as_str())?;
-        routes.iter().find(|(prefix, _)| RouteSpec::matches_path(prefix, path)).map(|(_, app)| app.clone())
+        routes
+            .iter()
+            .find(|(prefix, _)| RouteSpec::matches_path(prefix, path))
+            .map(|(_, app)| app.clone())
     }
 
     /// Whether any route is on this host (the listener's guard: app traffic vs API).
     pub fn has_host(&self, host: &str) -> bool {
         let host = normalize_host(host);
-        self.inner.read().is_ok_and(|i| i.hosts.contains_key(host.as_str()))
+        self.inner
+            .read()
+            .is_ok_and(|i| i.hosts.contains_key(host.as_str()))
     }
 
     /// The whole table in wire form, and its version.
     pub fn snapshot(&self) -> Arc<RouterTable> {
-        self.inner.read().map(|i| i.wire.clone()).unwrap_or_default()
+        self.inner
+            .read()
+            .map(|i| i.wire.clone())
+            .unwrap_or_default()
     }
 
     pub fn version(&self) -> u64 {
@@ -171,14 +186,24 @@ impl RouteTable {
     /// Replaces the table. Unchanged apps keep their round-robin position; in-flight counts
     /// follow their address.
     pub fn replace(&self, mut table: RouterTable) {
-        let Ok(mut inner) = self.inner.write() else { return };
-        let old_inflight: HashMap<&str, &Arc<AtomicUsize>> =
-            inner.apps.values().flat_map(|r| r.backends.iter()).map(|b| (b.address.as_str(), &b.inflight)).collect();
+        let Ok(mut inner) = self.inner.write() else {
+            return;
+        };
+        let old_inflight: HashMap<&str, &Arc<AtomicUsize>> = inner
+            .apps
+            .values()
+            .flat_map(|r| r.backends.iter())
+            .map(|b| (b.address.as_str(), &b.inflight))
+            .collect();
         let mut apps = HashMap::with_capacity(table.apps.len());
         for (app, list) in &table.apps {
             let same = inner.apps.get(app).filter(|old| {
                 old.backends.len() == list.len()
-                    && old.backends.iter().zip(list).all(|(a, b)| a.address == b.address && a.index == b.index)
+                    && old
+                        .backends
+                        .iter()
+                        .zip(list)
+                        .all(|(a, b)| a.address == b.address && a.index == b.index)
             });
             let routes = match same {
                 Some(old) => old.clone(),
@@ -186,12 +211,20 @@ impl RouteTable {
                     let backends = list
                         .iter()
                         .map(|b| {
-                            let inflight =
-                                old_inflight.get(b.address.as_str()).map_or_else(Default::default, |c| (*c).clone());
-                            Arc::new(Backend { address: b.address.clone(), index: b.index, inflight })
+                            let inflight = old_inflight
+                                .get(b.address.as_str())
+                                .map_or_else(Default::default, |c| (*c).clone());
+                            Arc::new(Backend {
+                                address: b.address.clone(),
+                                index: b.index,
+                                inflight,
+                            })
                         })
                         .collect();
-                    Arc::new(AppRoutes { backends, next: AtomicUsize::new(0) })
+                    Arc::new(AppRoutes {
+                        backends,
+                        next: AtomicUsize::new(0),
+                    })
                 }
             };
             apps.insert(app.clone(), routes);
@@ -199,7 +232,10 @@ impl RouteTable {
         drop(old_inflight);
         let mut hosts: HashMap<String, Vec<(String, String)>> = HashMap::new();
         for r in &table.routes {
-            hosts.entry(r.host.clone()).or_default().push((r.path.clone(), r.app.clone()));
+            hosts
+                .entry(r.host.clone())
+                .or_default()
+                .push((r.path.clone(), r.app.clone()));
         }
         for list in hosts.values_mut() {
             list.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
@@ -208,14 +244,21 @@ impl RouteTable {
         if table.version == 0 {
             table.version = version;
         }
-        *inner = Tables { hosts, apps, wire: Arc::new(table) };
+        *inner = Tables {
+            hosts,
+            apps,
+            wire: Arc::new(table),
+        };
         drop(inner);
         self.version.send_modify(|v| *v = version);
     }
 }
 
 fn normalize_host(host: &str) -> String {
-    let host = host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
+    let host = host
+        .rsplit_once(':')
+        .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(host, |(h, _)| h);
     host.trim_end_matches('.').to_ascii_lowercase()
 }
 
@@ -227,9 +270,15 @@ pub async fn build(ctx: &AppCtx) -> StoreResult<RouterTable> {
     let instances = ctx.store.list_instances().await?;
     let mapped = ctx.store.list_routes().await?;
     // A lost node's instances are not reported any more and probably gone: no traffic there.
-    let node_addr: HashMap<&str, &str> =
-        nodes.iter().filter(|n| n.state != "lost").map(|n| (n.name.as_str(), n.address.as_str())).collect();
-    let names: HashMap<&str, &str> = apps.iter().map(|a| (a.id.as_str(), a.name.as_str())).collect();
+    let node_addr: HashMap<&str, &str> = nodes
+        .iter()
+        .filter(|n| n.state != "lost")
+        .map(|n| (n.name.as_str(), n.address.as_str()))
+        .collect();
+    let names: HashMap<&str, &str> = apps
+        .iter()
+        .map(|a| (a.id.as_str(), a.name.as_str()))
+        .collect();
     let mut table = RouterTable::default();
     for a in &apps {
         table.apps.insert(a.name.clone(), Vec::new());
@@ -241,16 +290,31 @@ pub async fn build(ctx: &AppCtx) -> StoreResult<RouterTable> {
         });
     }
     for r in mapped {
-        table.routes.push(RouteInfo { host: r.host, path: r.path, app: r.app_name, default: false });
+        table.routes.push(RouteInfo {
+            host: r.host,
+            path: r.path,
+            app: r.app_name,
+            default: false,
+        });
     }
     // Only `web` instances serve HTTP; a worker is never routed.
-    for i in instances.iter().filter(|i| i.state == InstanceState::Running && i.process_type == "web") {
-        let (Some(node), Some(port), Some(app)) = (&i.node_name, i.host_port, names.get(i.app_id.as_str())) else {
+    for i in instances
+        .iter()
+        .filter(|i| i.state == InstanceState::Running && i.process_type == "web")
+    {
+        let (Some(node), Some(port), Some(app)) =
+            (&i.node_name, i.host_port, names.get(i.app_id.as_str()))
+        else {
             continue;
         };
-        let Some(addr) = node_addr.get(node.as_str()) else { continue };
+        let Some(addr) = node_addr.get(node.as_str()) else {
+            continue;
+        };
         if let Some(list) = table.apps.get_mut(*app) {
-            list.push(RouterBackend { address: format!("{addr}:{port}"), index: i.index });
+            list.push(RouterBackend {
+                address: format!("{addr}:{port}"),
+                index: i.index,
+            });
         }
     }
     for list in table.apps.values_mut() {
@@ -268,14 +332,20 @@ pub async fn refresh(ctx: &AppCtx) -> StoreResult<()> {
 
 /// The app name a Host header addresses, if it is `NAME.<domain>` (any port).
 pub fn app_for_host(host: &str, domain: &str) -> Option<String> {
-    let host = host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
+    let host = host
+        .rsplit_once(':')
+        .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(host, |(h, _)| h);
     let host = host.trim_end_matches('.').to_ascii_lowercase();
     let name = host.strip_suffix(domain)?.strip_suffix('.')?;
     (!name.is_empty() && !name.contains('.')).then(|| name.to_string())
 }
 
 pub fn request_host(req: &actix_web::dev::RequestHead) -> Option<&str> {
-    req.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri.host())
+    req.headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.host())
 }
 
 #[cfg(test)]
@@ -284,9 +354,18 @@ mod tests {
 
     #[test]
     fn hosts_map_to_apps() {
-        assert_eq!(app_for_host("myapp.localhost:8080", "localhost").as_deref(), Some("myapp"));
-        assert_eq!(app_for_host("MyApp.localhost", "localhost").as_deref(), Some("myapp"));
-        assert_eq!(app_for_host("a.apps.example.com", "apps.example.com").as_deref(), Some("a"));
+        assert_eq!(
+            app_for_host("myapp.localhost:8080", "localhost").as_deref(),
+            Some("myapp")
+        );
+        assert_eq!(
+            app_for_host("MyApp.localhost", "localhost").as_deref(),
+            Some("myapp")
+        );
+        assert_eq!(
+            app_for_host("a.apps.example.com", "apps.example.com").as_deref(),
+            Some("a")
+        );
         assert_eq!(app_for_host("localhost:8080", "localhost"), None);
         assert_eq!(app_for_host("127.0.0.1:8080", "localhost"), None);
         assert_eq!(app_for_host("a.b.localhost", "localhost"), None);
@@ -296,10 +375,20 @@ mod tests {
     fn wire(list: &[(&str, u32)]) -> RouterTable {
         RouterTable {
             version: 0,
-            routes: vec![RouteInfo { host: "a.localhost".into(), path: String::new(), app: "a".into(), default: true }],
+            routes: vec![RouteInfo {
+                host: "a.localhost".into(),
+                path: String::new(),
+                app: "a".into(),
+                default: true,
+            }],
             apps: [(
                 "a".to_string(),
-                list.iter().map(|(a, i)| RouterBackend { address: a.to_string(), index: *i }).collect(),
+                list.iter()
+                    .map(|(a, i)| RouterBackend {
+                        address: a.to_string(),
+                        index: *i,
+                    })
+                    .collect(),
             )]
             .into(),
         }
@@ -329,10 +418,22 @@ mod tests {
             ],
             apps: Default::default(),
         });
-        assert_eq!(t.resolve("Shop.Example.com:8080", "/").as_deref(), Some("web"));
-        assert_eq!(t.resolve("shop.example.com", "/apix").as_deref(), Some("web"));
-        assert_eq!(t.resolve("shop.example.com", "/api/users?x=1").as_deref(), Some("api"));
-        assert_eq!(t.resolve("shop.example.com", "/api/v2/users").as_deref(), Some("api2"));
+        assert_eq!(
+            t.resolve("Shop.Example.com:8080", "/").as_deref(),
+            Some("web")
+        );
+        assert_eq!(
+            t.resolve("shop.example.com", "/apix").as_deref(),
+            Some("web")
+        );
+        assert_eq!(
+            t.resolve("shop.example.com", "/api/users?x=1").as_deref(),
+            Some("api")
+        );
+        assert_eq!(
+            t.resolve("shop.example.com", "/api/v2/users").as_deref(),
+            Some("api2")
+        );
         assert_eq!(t.resolve("other.example.com", "/"), None);
         assert!(t.has_host("shop.example.com:80") && !t.has_host("example.com"));
     }
@@ -341,7 +442,9 @@ mod tests {
     fn round_robin_visits_every_backend_and_skips_refused_ones() {
         let t = table(&[("h:1", 0), ("h:2", 1), ("h:3", 2)]);
         let r = t.get("a").unwrap();
-        let mut seen: Vec<u32> = (0..3).map(|_| r.pick(Balance::RoundRobin, &[]).unwrap().index).collect();
+        let mut seen: Vec<u32> = (0..3)
+            .map(|_| r.pick(Balance::RoundRobin, &[]).unwrap().index)
+            .collect();
         seen.sort();
         assert_eq!(seen, [0, 1, 2]);
         let skip = vec!["h:1".to_string(), "h:3".to_string()];
@@ -382,7 +485,10 @@ mod tests {
         let mut rx = t.subscribe();
         rx.borrow_and_update();
         t.replace(wire(&[("h:1", 0)]));
-        tokio::time::timeout(std::time::Duration::from_secs(1), rx.changed()).await.unwrap().unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(1), rx.changed())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(t.get("a").unwrap().backends.len(), 1);
     }
 }

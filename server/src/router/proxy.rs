@@ -85,12 +85,19 @@ struct Failure {
 
 fn classify(e: &SendRequestError, replay_safe: bool) -> Failure {
     let (code, reason, retry) = match e {
-        SendRequestError::Connect(ConnectError::Timeout) => (ErrorCode::UpstreamTimeout, "connect_timeout", true),
+        SendRequestError::Connect(ConnectError::Timeout) => {
+            (ErrorCode::UpstreamTimeout, "connect_timeout", true)
+        }
         SendRequestError::Connect(_) => (ErrorCode::UpstreamError, "connect_failed", true),
         SendRequestError::Timeout => (ErrorCode::UpstreamTimeout, "response_timeout", false),
         _ => (ErrorCode::UpstreamError, "upstream_failed", replay_safe),
     };
-    Failure { code, reason, message: e.to_string(), retry }
+    Failure {
+        code,
+        reason,
+        message: e.to_string(),
+        retry,
+    }
 }
 
 /// Proxies one request to an instance of the app its Host names.
@@ -103,7 +110,11 @@ pub async fn proxy(
     let stats = &ctx.table.stats;
     stats.requests.fetch_add(1, Ordering::Relaxed);
     let host = request_host(req.head()).unwrap_or_default().to_string();
-    let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
     let request_id = req
         .headers()
         .get("x-request-id")
@@ -111,24 +122,46 @@ pub async fn proxy(
         .filter(|v| !v.is_empty() && v.len() <= 200)
         .map_or_else(new_request_id, str::to_string);
     let meta = Meta {
-        app: ctx.table.resolve(&host, req.uri().path()).unwrap_or_default(),
+        app: ctx
+            .table
+            .resolve(&host, req.uri().path())
+            .unwrap_or_default(),
         host,
         method: req.method().clone(),
         path,
         request_id,
-        peer: req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default(),
+        peer: req
+            .peer_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default(),
         started: Instant::now(),
     };
     if meta.app.is_empty() || ctx.table.get(&meta.app).is_none() {
-        let msg = format!("no route for {}{} on this platform", meta.host, req.uri().path());
+        let msg = format!(
+            "no route for {}{} on this platform",
+            meta.host,
+            req.uri().path()
+        );
         return fail(&ctx, &meta, ErrorCode::RouteNotFound, "unknown_route", msg);
     }
 
     // `X-Paas-App-Instance: NAME:INDEX` pins the request to one instance of this host's app.
-    let target = match req.headers().get("x-paas-app-instance").map(|v| parse_target(v, &meta.app)) {
+    let target = match req
+        .headers()
+        .get("x-paas-app-instance")
+        .map(|v| parse_target(v, &meta.app))
+    {
         None => None,
         Some(Ok(i)) => Some(i),
-        Some(Err(msg)) => return fail(&ctx, &meta, ErrorCode::BadRequest, "bad_instance_header", msg),
+        Some(Err(msg)) => {
+            return fail(
+                &ctx,
+                &meta,
+                ErrorCode::BadRequest,
+                "bad_instance_header",
+                msg,
+            )
+        }
     };
 
     let headers = upstream_headers(req.headers(), &meta);
@@ -137,8 +170,11 @@ pub async fn proxy(
     }
     // The body's framing is re-made on the instance side: a known length stays a length
     // (awc writes Content-Length from the sized body), anything else is chunked.
-    let length: Option<u64> =
-        req.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
+    let length: Option<u64> = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
     let has_body = req.headers().contains_key("transfer-encoding") || length.is_some_and(|n| n > 0);
     let idempotent = matches!(
         meta.method,
@@ -150,7 +186,9 @@ pub async fn proxy(
     let mut last: Option<Failure> = None;
 
     loop {
-        let backend = match next_backend(&ctx, &meta.app, target, &tried, deadline, last.is_some()).await {
+        let backend = match next_backend(&ctx, &meta.app, target, &tried, deadline, last.is_some())
+            .await
+        {
             Some(b) => b,
             None => {
                 let f = last.unwrap_or_else(|| match target {
@@ -193,7 +231,10 @@ pub async fn proxy(
                         &meta,
                         f.code,
                         f.reason,
-                        format!("instance {} of {:?}: {}", backend.index, meta.app, f.message),
+                        format!(
+                            "instance {} of {:?}: {}",
+                            backend.index, meta.app, f.message
+                        ),
                     );
                 }
                 stats.retries.fetch_add(1, Ordering::Relaxed);
@@ -225,7 +266,10 @@ pub(super) async fn next_backend(
             return pick;
         }
         if !waited && !retrying {
-            ctx.table.stats.waited_for_instance.fetch_add(1, Ordering::Relaxed);
+            ctx.table
+                .stats
+                .waited_for_instance
+                .fetch_add(1, Ordering::Relaxed);
         }
         waited = true;
         let left = deadline.checked_duration_since(Instant::now())?;
@@ -238,17 +282,24 @@ pub(super) async fn next_backend(
 /// A random (v4) UUID from the thread-local generator: `Uuid::new_v4` asks the OS for every one
 /// (a `getrandom` syscall per request on the hot path).
 fn new_request_id() -> String {
-    uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string()
+    uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .to_string()
 }
 
 fn parse_target(v: &HeaderValue, app: &str) -> Result<u32, String> {
     let s = v.to_str().unwrap_or_default().trim();
-    let (name, index) =
-        s.rsplit_once(':').ok_or_else(|| format!("X-Paas-App-Instance must be NAME:INDEX, got {s:?}"))?;
+    let (name, index) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("X-Paas-App-Instance must be NAME:INDEX, got {s:?}"))?;
     if !name.eq_ignore_ascii_case(app) {
-        return Err(format!("X-Paas-App-Instance names app {name:?} but the host routes to {app:?}"));
+        return Err(format!(
+            "X-Paas-App-Instance names app {name:?} but the host routes to {app:?}"
+        ));
     }
-    index.parse().map_err(|_| format!("X-Paas-App-Instance index {index:?} is not a number"))
+    index
+        .parse()
+        .map_err(|_| format!("X-Paas-App-Instance index {index:?} is not a number"))
 }
 
 /// The request headers an instance sees: the client's, minus hop-by-hop ones (and those the
@@ -278,8 +329,15 @@ fn upstream_headers(h: &HeaderMap, meta: &Meta) -> Vec<(HeaderName, HeaderValue)
         })
         .map(|(n, v)| (n.clone(), v.clone()))
         .collect();
-    let prev: Vec<&str> = h.get_all("x-forwarded-for").filter_map(|v| v.to_str().ok()).collect();
-    let xff = if prev.is_empty() { meta.peer.clone() } else { format!("{}, {}", prev.join(", "), meta.peer) };
+    let prev: Vec<&str> = h
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let xff = if prev.is_empty() {
+        meta.peer.clone()
+    } else {
+        format!("{}, {}", prev.join(", "), meta.peer)
+    };
     let mut add = |name: &'static str, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
             out.push((HeaderName::from_static(name), v));
@@ -297,7 +355,9 @@ fn respond(
     meta: Meta,
     backend: Arc<Backend>,
     guard: InFlight,
-    res: awc::ClientResponse<impl Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin + 'static>,
+    res: awc::ClientResponse<
+        impl Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin + 'static,
+    >,
 ) -> HttpResponse {
     let status = res.status();
     let mut out = HttpResponse::build(status);
@@ -318,9 +378,17 @@ fn respond(
     let body = Tracked {
         inner: res,
         bytes: 0,
-        done: Some(Done { ctx: ctx.clone(), meta, backend, status: status.as_u16(), _guard: guard }),
+        done: Some(Done {
+            ctx: ctx.clone(),
+            meta,
+            backend,
+            status: status.as_u16(),
+            _guard: guard,
+        }),
     };
-    let bodiless = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED || status.is_informational();
+    let bodiless = status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+        || status.is_informational();
     match length {
         Some(n) => out.body(SizedStream::new(n, body)),
         None if bodiless => out.body(SizedStream::new(0, body)),
@@ -329,10 +397,19 @@ fn respond(
 }
 
 /// An answer from the router itself: JSON error, reason header, counted and access-logged.
-pub(super) fn fail(ctx: &Router, meta: &Meta, code: ErrorCode, reason: &'static str, message: String) -> HttpResponse {
+pub(super) fn fail(
+    ctx: &Router,
+    meta: &Meta,
+    code: ErrorCode,
+    reason: &'static str,
+    message: String,
+) -> HttpResponse {
     let mut res = error_response(code, message);
     let h = res.headers_mut();
-    h.insert(HeaderName::from_static("x-paas-router-error"), HeaderValue::from_static(reason));
+    h.insert(
+        HeaderName::from_static("x-paas-router-error"),
+        HeaderValue::from_static(reason),
+    );
     if let Ok(v) = HeaderValue::from_str(&meta.request_id) {
         h.insert(HeaderName::from_static("x-request-id"), v);
     }
@@ -383,10 +460,16 @@ struct Lendable {
 
 impl Lendable {
     fn new(p: actix_web::dev::Payload) -> Self {
-        Self { inner: Rc::new(RefCell::new(p)), touched: Rc::new(Cell::new(false)) }
+        Self {
+            inner: Rc::new(RefCell::new(p)),
+            touched: Rc::new(Cell::new(false)),
+        }
     }
     fn lend(&self) -> Lent {
-        Lent { inner: self.inner.clone(), touched: self.touched.clone() }
+        Lent {
+            inner: self.inner.clone(),
+            touched: self.touched.clone(),
+        }
     }
     fn touched(&self) -> bool {
         self.touched.get()
@@ -401,7 +484,9 @@ struct Lent {
 impl Stream for Lent {
     type Item = Result<Bytes, actix_web::error::PayloadError>;
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let Ok(mut p) = self.inner.try_borrow_mut() else { return Poll::Ready(None) };
+        let Ok(mut p) = self.inner.try_borrow_mut() else {
+            return Poll::Ready(None);
+        };
         let r = Pin::new(&mut *p).poll_next(cx);
         if matches!(r, Poll::Ready(Some(_))) {
             self.touched.set(true);
@@ -481,12 +566,28 @@ mod tests {
     #[test]
     fn forwarding_headers_append_and_hop_by_hop_go() {
         let mut h = HeaderMap::new();
-        h.append(HeaderName::from_static("x-forwarded-for"), HeaderValue::from_static("1.2.3.4"));
-        h.append(HeaderName::from_static("connection"), HeaderValue::from_static("keep-alive, x-secret"));
-        h.append(HeaderName::from_static("x-secret"), HeaderValue::from_static("s"));
-        h.append(HeaderName::from_static("x-keep"), HeaderValue::from_static("k"));
+        h.append(
+            HeaderName::from_static("x-forwarded-for"),
+            HeaderValue::from_static("1.2.3.4"),
+        );
+        h.append(
+            HeaderName::from_static("connection"),
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.append(
+            HeaderName::from_static("x-secret"),
+            HeaderValue::from_static("s"),
+        );
+        h.append(
+            HeaderName::from_static("x-keep"),
+            HeaderValue::from_static("k"),
+        );
         let out = upstream_headers(&h, &meta());
-        let get = |n: &str| out.iter().find(|(k, _)| k.as_str() == n).map(|(_, v)| v.to_str().unwrap().to_string());
+        let get = |n: &str| {
+            out.iter()
+                .find(|(k, _)| k.as_str() == n)
+                .map(|(_, v)| v.to_str().unwrap().to_string())
+        };
         assert_eq!(get("x-forwarded-for").as_deref(), Some("1.2.3.4, 10.0.0.9"));
         assert_eq!(get("x-forwarded-host").as_deref(), Some("a.localhost:8080"));
         assert_eq!(get("x-forwarded-proto").as_deref(), Some("http"));

@@ -30,15 +30,21 @@ struct Controller {
 
 impl Controller {
     async fn table(&self, after: Option<u64>) -> anyhow::Result<RouterTable> {
-        let mut rb =
-            self.http.get(format!("{}/v1/router/table", self.base)).bearer_auth(&self.token).timeout(POLL_TIMEOUT);
+        let mut rb = self
+            .http
+            .get(format!("{}/v1/router/table", self.base))
+            .bearer_auth(&self.token)
+            .timeout(POLL_TIMEOUT);
         if let Some(v) = after {
             rb = rb.query(&[("after", v)]);
         }
         let res = rb.send().await?;
         let status = res.status();
         if !status.is_success() {
-            anyhow::bail!("controller answered {status}: {}", res.text().await.unwrap_or_default());
+            anyhow::bail!(
+                "controller answered {status}: {}",
+                res.text().await.unwrap_or_default()
+            );
         }
         Ok(res.json().await?)
     }
@@ -48,7 +54,13 @@ impl Controller {
 impl Sink for Arc<Controller> {
     async fn write(&self, lines: &[(String, LogLine)]) -> Result<(), String> {
         let body = RouterLogs {
-            lines: lines.iter().map(|(app, line)| RouterLogLine { app: app.clone(), line: line.clone() }).collect(),
+            lines: lines
+                .iter()
+                .map(|(app, line)| RouterLogLine {
+                    app: app.clone(),
+                    line: line.clone(),
+                })
+                .collect(),
         };
         let res = self
             .http
@@ -73,7 +85,12 @@ fn save(path: &Path, table: &RouterTable) -> std::io::Result<()> {
 }
 
 /// Follows the controller's table forever; errors only delay the next attempt.
-async fn follow(table: Arc<RouteTable>, ctl: Arc<Controller>, saved: PathBuf, mut version: Option<u64>) {
+async fn follow(
+    table: Arc<RouteTable>,
+    ctl: Arc<Controller>,
+    saved: PathBuf,
+    mut version: Option<u64>,
+) {
     let mut backoff = Duration::from_millis(200);
     loop {
         match ctl.table(version).await {
@@ -102,7 +119,8 @@ async fn follow(table: Arc<RouteTable>, ctl: Arc<Controller>, saved: PathBuf, mu
 }
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&settings.data_dir).with_context(|| format!("creating {}", settings.data_dir.display()))?;
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating {}", settings.data_dir.display()))?;
     let token = match (&settings.join_token, &settings.join_token_file) {
         (Some(t), _) if !t.expose().is_empty() => t.expose().trim().to_string(),
         (_, Some(f)) => {
@@ -121,7 +139,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     if let Ok(bytes) = std::fs::read(&saved) {
         match serde_json::from_slice::<RouterTable>(&bytes) {
             Ok(t) => {
-                tracing::info!(version = t.version, "serving the saved route table until the controller answers");
+                tracing::info!(
+                    version = t.version,
+                    "serving the saved route table until the controller answers"
+                );
                 version = Some(t.version);
                 table.replace(t);
             }
@@ -129,7 +150,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }
     }
 
-    let listener = TcpListener::bind(&settings.listen).with_context(|| format!("binding {}", settings.listen))?;
+    let listener = TcpListener::bind(&settings.listen)
+        .with_context(|| format!("binding {}", settings.listen))?;
     let addr = listener.local_addr()?;
     let tmp = settings.data_dir.join("listen-addr.tmp");
     std::fs::write(&tmp, format!("{addr}\n"))?;

@@ -44,10 +44,16 @@ impl RouterStats {
             ("router_responses_4xx_total", get(&self.responses_4xx)),
             ("router_responses_5xx_total", get(&self.responses_5xx)),
             ("router_retries_total", get(&self.retries)),
-            ("router_waited_for_instance_total", get(&self.waited_for_instance)),
+            (
+                "router_waited_for_instance_total",
+                get(&self.waited_for_instance),
+            ),
             ("router_errors_total", get(&self.router_errors)),
             ("router_websockets_total", get(&self.websockets)),
-            ("router_access_log_dropped_total", get(&self.access_log_dropped)),
+            (
+                "router_access_log_dropped_total",
+                get(&self.access_log_dropped),
+            ),
         ]
     }
 }

@@ -17,7 +17,10 @@ use super::proxy::{fail, next_backend, InFlight, Meta};
 use super::Router;
 
 pub fn is_websocket(req: &HttpRequest) -> bool {
-    req.headers().get("upgrade").and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+    req.headers()
+        .get("upgrade")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
 /// Headers the instance's handshake must not get from the client: awc writes its own key,
@@ -26,7 +29,11 @@ pub fn is_websocket(req: &HttpRequest) -> bool {
 /// that send one big message unfragmented).
 const MAX_FRAME: usize = 16 * 1024 * 1024;
 
-const HANDSHAKE: [&str; 3] = ["sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions"];
+const HANDSHAKE: [&str; 3] = [
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+];
 
 pub(super) async fn bridge(
     req: HttpRequest,
@@ -40,15 +47,25 @@ pub(super) async fn bridge(
     let deadline = meta.started + ctx.wait;
     let mut tried: Vec<String> = Vec::new();
     let (backend, upstream, protocol) = loop {
-        let Some(backend) = next_backend(&ctx, &meta.app, target, &tried, deadline, !tried.is_empty()).await else {
+        let Some(backend) =
+            next_backend(&ctx, &meta.app, target, &tried, deadline, !tried.is_empty()).await
+        else {
             let (code, reason) = if tried.is_empty() {
                 (ErrorCode::NoHealthyInstance, "no_healthy_instance")
             } else {
                 (ErrorCode::UpstreamError, "connect_failed")
             };
-            return fail(&ctx, &meta, code, reason, format!("no instance of {:?} took the WebSocket", meta.app));
+            return fail(
+                &ctx,
+                &meta,
+                code,
+                reason,
+                format!("no instance of {:?} took the WebSocket", meta.app),
+            );
         };
-        let mut wsreq = client.ws(format!("ws://{}{}", backend.address, meta.path)).max_frame_size(MAX_FRAME);
+        let mut wsreq = client
+            .ws(format!("ws://{}{}", backend.address, meta.path))
+            .max_frame_size(MAX_FRAME);
         for (name, value) in &headers {
             if !HANDSHAKE.contains(&name.as_str()) {
                 wsreq = wsreq.header(name.clone(), value.clone());
@@ -78,7 +95,15 @@ pub(super) async fn bridge(
 
     let (mut response, mut session, from_client) = match actix_ws::handle(&req, payload) {
         Ok(parts) => parts,
-        Err(e) => return fail(&ctx, &meta, ErrorCode::BadRequest, "bad_websocket_handshake", e.to_string()),
+        Err(e) => {
+            return fail(
+                &ctx,
+                &meta,
+                ErrorCode::BadRequest,
+                "bad_websocket_handshake",
+                e.to_string(),
+            )
+        }
     };
     let h = response.headers_mut();
     if let Some(p) = protocol {
@@ -88,7 +113,10 @@ pub(super) async fn bridge(
         HeaderName::from_static("x-paas-app"),
         HeaderValue::from_str(&meta.app).unwrap_or(HeaderValue::from_static("")),
     );
-    h.insert(HeaderName::from_static("x-paas-instance"), HeaderValue::from(backend.index));
+    h.insert(
+        HeaderName::from_static("x-paas-instance"),
+        HeaderValue::from(backend.index),
+    );
     if let Ok(v) = HeaderValue::from_str(&meta.request_id) {
         h.insert(HeaderName::from_static("x-request-id"), v);
     }

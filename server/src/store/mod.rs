@@ -165,7 +165,11 @@ pub struct AppLifecycle {
 
 impl Default for AppLifecycle {
     fn default() -> Self {
-        Self { max_in_flight: 1, health: None, placement_labels: BTreeMap::new() }
+        Self {
+            max_in_flight: 1,
+            health: None,
+            placement_labels: BTreeMap::new(),
+        }
     }
 }
 
@@ -192,7 +196,12 @@ pub trait Store: Send + Sync + 'static {
     async fn upsert_node(&self, node: &NodeRecord) -> StoreResult<()>;
     async fn node_by_token_hash(&self, token_hash: &str) -> StoreResult<Option<NodeRecord>>;
     /// Records a heartbeat; a lost node becomes ready again.
-    async fn heartbeat_node(&self, name: &str, capacity: &NodeCapacity, at: DateTime<Utc>) -> StoreResult<()>;
+    async fn heartbeat_node(
+        &self,
+        name: &str,
+        capacity: &NodeCapacity,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
     async fn list_nodes(&self) -> StoreResult<Vec<NodeRecord>>;
     /// Marks ready nodes silent since `before` as lost; returns their names.
     async fn mark_lost_nodes(&self, before: DateTime<Utc>) -> StoreResult<Vec<String>>;
@@ -205,7 +214,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a new revision, makes it current, applies the process settings and records the
     /// event, in one transaction. Returns the revision number.
-    async fn deploy_revision(&self, app_id: &str, rev: &NewRevision, event: &Event) -> StoreResult<i64>;
+    async fn deploy_revision(
+        &self,
+        app_id: &str,
+        rev: &NewRevision,
+        event: &Event,
+    ) -> StoreResult<i64>;
     async fn revision(&self, app_id: &str, number: i64) -> StoreResult<Option<RevisionRecord>>;
     async fn list_revisions(&self) -> StoreResult<Vec<RevisionRecord>>;
 
@@ -213,16 +227,29 @@ pub trait Store: Send + Sync + 'static {
     async fn app_instances(&self, app_id: &str) -> StoreResult<Vec<InstanceRecord>>;
     async fn insert_instance(&self, inst: &InstanceRecord) -> StoreResult<()>;
     async fn delete_instance(&self, id: &str) -> StoreResult<()>;
-    async fn place_instance(&self, id: &str, node: Option<&str>, placement_error: Option<&str>) -> StoreResult<()>;
+    async fn place_instance(
+        &self,
+        id: &str,
+        node: Option<&str>,
+        placement_error: Option<&str>,
+    ) -> StoreResult<()>;
     /// Applies a node's report of an instance; ignored unless the instance is assigned to `node`.
     /// Returns whether anything the router cares about (state, address) changed.
     async fn report_instance(&self, node: &str, report: &InstanceReport) -> StoreResult<bool>;
 
     async fn add_event(&self, event: &Event) -> StoreResult<()>;
-    async fn recent_events(&self, app_name: &str, limit: i64) -> StoreResult<Vec<(DateTime<Utc>, Event)>>;
+    async fn recent_events(
+        &self,
+        app_name: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<(DateTime<Utc>, Event)>>;
 
     /// The app of an instance assigned to `node`.
-    async fn app_name_of_instance(&self, instance_id: &str, node: &str) -> StoreResult<Option<String>>;
+    async fn app_name_of_instance(
+        &self,
+        instance_id: &str,
+        node: &str,
+    ) -> StoreResult<Option<String>>;
     async fn append_logs(&self, lines: &[(String, LogLine)]) -> StoreResult<()>;
     async fn recent_logs(&self, app_name: &str, limit: i64) -> StoreResult<Vec<LogLine>>;
     /// Keeps the newest `keep` lines of each app.
@@ -254,9 +281,19 @@ pub trait Store: Send + Sync + 'static {
     /// Applies `update` and records `event` in one transaction. A memory or health check change
     /// marks every instance of the app for replacement (a rolling deploy), since a running
     /// container's limit and its check are fixed at start. Returns whether it did.
-    async fn update_app(&self, app_id: &str, update: &AppUpdate, event: &Event) -> StoreResult<bool>;
+    async fn update_app(
+        &self,
+        app_id: &str,
+        update: &AppUpdate,
+        event: &Event,
+    ) -> StoreResult<bool>;
     /// Marks the app's instances (or those of one index) for rolling replacement; returns how many.
-    async fn retire_instances(&self, app_id: &str, index: Option<u32>, event: &Event) -> StoreResult<u64>;
+    async fn retire_instances(
+        &self,
+        app_id: &str,
+        index: Option<u32>,
+        event: &Event,
+    ) -> StoreResult<u64>;
     /// Ids of instance rows marked for replacement.
     async fn retiring_instances(&self) -> StoreResult<HashSet<String>>;
     /// Sets a node's state (ready | draining | drained | lost) with its event; NotFound if unknown.
@@ -264,29 +301,58 @@ pub trait Store: Send + Sync + 'static {
     /// Every stored route (default routes are implicit), with its app's name.
     async fn list_routes(&self) -> StoreResult<Vec<RouteRecord>>;
     /// Maps `host` + `path` to the app; `Conflict` if that route is taken (by any app).
-    async fn add_route(&self, app_id: &str, host: &str, path: &str, event: &Event) -> StoreResult<()>;
+    async fn add_route(
+        &self,
+        app_id: &str,
+        host: &str,
+        path: &str,
+        event: &Event,
+    ) -> StoreResult<()>;
     /// Unmaps the route from the app; `NotFound` if the app has no such route.
-    async fn delete_route(&self, app_id: &str, host: &str, path: &str, event: &Event) -> StoreResult<()>;
+    async fn delete_route(
+        &self,
+        app_id: &str,
+        host: &str,
+        path: &str,
+        event: &Event,
+    ) -> StoreResult<()>;
     /// Lines of one app matching `filter`, oldest first, at most the newest `limit`.
-    async fn query_logs(&self, app_name: &str, filter: &LogQuery, limit: i64) -> StoreResult<Vec<LogLine>>;
+    async fn query_logs(
+        &self,
+        app_name: &str,
+        filter: &LogQuery,
+        limit: i64,
+    ) -> StoreResult<Vec<LogLine>>;
     /// The highest log line id stored (0 when none), so the hub's ids keep increasing across
     /// restarts.
     async fn max_log_id(&self) -> StoreResult<i64>;
     /// Retention by age: deletes lines older than `before`; returns how many.
     async fn trim_logs_before(&self, before: DateTime<Utc>) -> StoreResult<u64>;
     /// Keeps the node's last resource sample of an instance assigned to it.
-    async fn record_usage(&self, node: &str, instance_id: &str, usage: &InstanceUsage) -> StoreResult<()>;
+    async fn record_usage(
+        &self,
+        node: &str,
+        instance_id: &str,
+        usage: &InstanceUsage,
+    ) -> StoreResult<()>;
     /// The last resource samples of an app's instances, by instance id.
     async fn app_usage(&self, app_id: &str) -> StoreResult<HashMap<String, InstanceUsage>>;
     /// Adds a log drain (idempotent) and records the event.
     async fn add_log_drain(&self, app_name: &str, url: &str, event: &Event) -> StoreResult<()>;
     /// Removes a log drain; returns whether it existed.
-    async fn remove_log_drain(&self, app_name: &str, url: &str, event: &Event) -> StoreResult<bool>;
+    async fn remove_log_drain(&self, app_name: &str, url: &str, event: &Event)
+        -> StoreResult<bool>;
     /// Every drain as (app name, url).
     async fn list_log_drains(&self) -> StoreResult<Vec<(String, String)>>;
     /// [`Store::deploy_revision`] with an env, provenance and optional stored settings: every
     /// push, env change and rollback goes through here (issue 3).
-    async fn deploy_revision_with(&self, app_id: &str, rev: &NewRevision, extra: &RevisionExtra, event: &Event) -> StoreResult<i64>;
+    async fn deploy_revision_with(
+        &self,
+        app_id: &str,
+        rev: &NewRevision,
+        extra: &RevisionExtra,
+        event: &Event,
+    ) -> StoreResult<i64>;
     /// The app's revisions, newest first.
     async fn app_revisions(&self, app_id: &str) -> StoreResult<Vec<RevisionRecord>>;
     /// The push settings JSON stored on the app (`{}` when none).
@@ -298,18 +364,33 @@ pub trait Store: Send + Sync + 'static {
     /// Every cached file's blob, so collection keeps them.
     async fn cached_file_blobs(&self) -> StoreResult<Vec<String>>;
     /// Records the start command per process type of a droplet (issue 3, processes).
-    async fn set_droplet_processes(&self, droplet: &str, processes: &BTreeMap<String, String>) -> StoreResult<()>;
+    async fn set_droplet_processes(
+        &self,
+        droplet: &str,
+        processes: &BTreeMap<String, String>,
+    ) -> StoreResult<()>;
     /// Start commands per process type of every droplet that has them, by droplet sha256.
     async fn droplet_processes(&self) -> StoreResult<HashMap<String, BTreeMap<String, String>>>;
     /// Settings of every app's non-web process types, by app id.
     async fn app_processes(&self) -> StoreResult<HashMap<String, Vec<ProcessRecord>>>;
     /// Creates or replaces one non-web process type's settings and records `event`. A memory or
     /// health change marks that type's instances for rolling replacement; returns whether it did.
-    async fn upsert_process(&self, app_id: &str, p: &ProcessRecord, event: &Event) -> StoreResult<bool>;
+    async fn upsert_process(
+        &self,
+        app_id: &str,
+        p: &ProcessRecord,
+        event: &Event,
+    ) -> StoreResult<bool>;
     /// Operator-added buildpacks in detection order.
     async fn list_buildpacks(&self) -> StoreResult<Vec<BuildpackRecord>>;
     /// Adds a buildpack last in order; `Conflict` if the name is taken.
-    async fn add_buildpack(&self, name: &str, blob: &str, created_by: &str, event: &Event) -> StoreResult<()>;
+    async fn add_buildpack(
+        &self,
+        name: &str,
+        blob: &str,
+        created_by: &str,
+        event: &Event,
+    ) -> StoreResult<()>;
     /// Removes a buildpack; `NotFound` if there is none of that name.
     async fn delete_buildpack(&self, name: &str, event: &Event) -> StoreResult<()>;
 }
@@ -340,14 +421,22 @@ pub struct ProcessRecord {
 impl ProcessRecord {
     /// A process type the droplet declares and nobody has configured yet.
     pub fn default_for(process_type: &str) -> Self {
-        Self { process_type: process_type.into(), instances: 1, memory_mb: None, command: None, health: None }
+        Self {
+            process_type: process_type.into(),
+            instances: 1,
+            memory_mb: None,
+            command: None,
+            health: None,
+        }
     }
 
     pub fn health_or_default(&self) -> paas_common::agent::HealthSettings {
-        self.health.clone().unwrap_or(paas_common::agent::HealthSettings {
-            check: paas_common::agent::HealthCheck::Process,
-            ..Default::default()
-        })
+        self.health
+            .clone()
+            .unwrap_or(paas_common::agent::HealthSettings {
+                check: paas_common::agent::HealthCheck::Process,
+                ..Default::default()
+            })
     }
 }
 
@@ -375,10 +464,17 @@ impl LogQuery {
     pub fn matches(&self, l: &LogLine) -> bool {
         (self.sources.is_empty()
             || self.sources.iter().any(|s| {
-                l.source == *s || (l.source.starts_with(s.as_str()) && l.source.as_bytes().get(s.len()) == Some(&b'/'))
+                l.source == *s
+                    || (l.source.starts_with(s.as_str())
+                        && l.source.as_bytes().get(s.len()) == Some(&b'/'))
             }))
-            && self.instance.is_none_or(|i| crate::loghub::split_app_source(&l.source).1 == Some(i))
+            && self
+                .instance
+                .is_none_or(|i| crate::loghub::split_app_source(&l.source).1 == Some(i))
             && self.since.is_none_or(|t| l.timestamp >= t)
-            && self.grep.as_ref().is_none_or(|g| l.message.contains(g.as_str()))
+            && self
+                .grep
+                .as_ref()
+                .is_none_or(|g| l.message.contains(g.as_str()))
     }
 }

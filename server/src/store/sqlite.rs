@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use paas_common::agent::{InstanceReport, NodeCapacity};
 use paas_common::api::{AppState, InstanceState, InstanceUsage, LogLine};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{Row, SqlitePool};
 use std::path::Path;
 use std::str::FromStr;
@@ -37,7 +39,10 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts)
+            .await?;
         MIGRATOR.run(&pool).await?;
         Ok(Self { pool })
     }
@@ -111,7 +116,8 @@ fn instance_from_row(r: &SqliteRow) -> StoreResult<InstanceRecord> {
         process_type: r.try_get("process_type")?,
         index: r.try_get::<i64, _>("idx")? as u32,
         node_name: r.try_get("node_name")?,
-        state: InstanceState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("instance state {state:?}")))?,
+        state: InstanceState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("instance state {state:?}")))?,
         container_id: r.try_get("container_id")?,
         host_port: r.try_get::<Option<i64>, _>("host_port")?.map(|p| p as u16),
         restarts: r.try_get::<i64, _>("restarts")? as u32,
@@ -133,7 +139,11 @@ fn user_from_row(r: &SqliteRow) -> StoreResult<User> {
 }
 
 fn space_from_row(r: &SqliteRow) -> StoreResult<SpaceRecord> {
-    Ok(SpaceRecord { id: r.try_get("id")?, org: r.try_get("org")?, name: r.try_get("name")? })
+    Ok(SpaceRecord {
+        id: r.try_get("id")?,
+        org: r.try_get("org")?,
+        name: r.try_get("name")?,
+    })
 }
 
 fn token_from_row(r: &SqliteRow) -> StoreResult<TokenRecord> {
@@ -161,15 +171,20 @@ fn log_from_row(r: &SqliteRow) -> StoreResult<LogLine> {
     })
 }
 
-async fn insert_event<'c, E: sqlx::Executor<'c, Database = sqlx::Sqlite>>(ex: E, ev: &Event) -> StoreResult<()> {
-    sqlx::query("INSERT INTO events (app_name, actor, kind, message, created_at) VALUES (?, ?, ?, ?, ?)")
-        .bind(&ev.app_name)
-        .bind(&ev.actor)
-        .bind(&ev.kind)
-        .bind(&ev.message)
-        .bind(Utc::now())
-        .execute(ex)
-        .await?;
+async fn insert_event<'c, E: sqlx::Executor<'c, Database = sqlx::Sqlite>>(
+    ex: E,
+    ev: &Event,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO events (app_name, actor, kind, message, created_at) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(&ev.app_name)
+    .bind(&ev.actor)
+    .bind(&ev.kind)
+    .bind(&ev.message)
+    .bind(Utc::now())
+    .execute(ex)
+    .await?;
     Ok(())
 }
 
@@ -181,11 +196,11 @@ impl Store for SqliteStore {
     }
 
     async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>> {
-        let row = sqlx::query("SELECT * FROM users WHERE username = ?").bind(username).fetch_optional(&self.pool).await?;
-        row.map(|r| {
-            user_from_row(&r)
-        })
-        .transpose()
+        let row = sqlx::query("SELECT * FROM users WHERE username = ?")
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| user_from_row(&r)).transpose()
     }
 
     async fn create_user_if_missing(&self, u: &User) -> StoreResult<bool> {
@@ -203,7 +218,8 @@ impl Store for SqliteStore {
     }
 
     async fn upsert_node(&self, n: &NodeRecord) -> StoreResult<()> {
-        let labels = serde_json::to_string(&n.labels).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let labels =
+            serde_json::to_string(&n.labels).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         sqlx::query(
             "INSERT INTO nodes (name, address, zone, labels, memory_mb, disk_mb, instance_slots, token_hash, state, last_heartbeat, registered_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -229,11 +245,19 @@ impl Store for SqliteStore {
     }
 
     async fn node_by_token_hash(&self, token_hash: &str) -> StoreResult<Option<NodeRecord>> {
-        let row = sqlx::query("SELECT * FROM nodes WHERE token_hash = ?").bind(token_hash).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT * FROM nodes WHERE token_hash = ?")
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(node_from_row).transpose()
     }
 
-    async fn heartbeat_node(&self, name: &str, c: &NodeCapacity, at: DateTime<Utc>) -> StoreResult<()> {
+    async fn heartbeat_node(
+        &self,
+        name: &str,
+        c: &NodeCapacity,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
         sqlx::query(
             "UPDATE nodes SET memory_mb = ?, disk_mb = ?, instance_slots = ?, last_heartbeat = ?,
                state = CASE WHEN state = 'lost' THEN 'ready' ELSE state END WHERE name = ?",
@@ -249,7 +273,9 @@ impl Store for SqliteStore {
     }
 
     async fn list_nodes(&self) -> StoreResult<Vec<NodeRecord>> {
-        let rows = sqlx::query("SELECT * FROM nodes ORDER BY name").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT * FROM nodes ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(node_from_row).collect()
     }
 
@@ -262,12 +288,17 @@ impl Store for SqliteStore {
     }
 
     async fn app_by_name(&self, name: &str) -> StoreResult<Option<AppRecord>> {
-        let row = sqlx::query("SELECT * FROM apps WHERE name = ?").bind(name).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT * FROM apps WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(app_from_row).transpose()
     }
 
     async fn list_apps(&self) -> StoreResult<Vec<AppRecord>> {
-        let rows = sqlx::query("SELECT * FROM apps ORDER BY name").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT * FROM apps ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(app_from_row).collect()
     }
 
@@ -289,7 +320,10 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
         if res.rows_affected() == 0 {
-            return Err(StoreError::Conflict(format!("app {} already exists", a.name)));
+            return Err(StoreError::Conflict(format!(
+                "app {} already exists",
+                a.name
+            )));
         }
         insert_event(&mut *tx, event).await?;
         tx.commit().await?;
@@ -299,22 +333,35 @@ impl Store for SqliteStore {
     async fn delete_app(&self, app_id: &str, event: &Event) -> StoreResult<()> {
         let mut tx = self.write_tx().await?;
         let name: Option<String> =
-            sqlx::query_scalar("DELETE FROM apps WHERE id = ? RETURNING name").bind(app_id).fetch_optional(&mut *tx).await?;
+            sqlx::query_scalar("DELETE FROM apps WHERE id = ? RETURNING name")
+                .bind(app_id)
+                .fetch_optional(&mut *tx)
+                .await?;
         let Some(name) = name else {
             return Err(StoreError::NotFound("app".into()));
         };
-        sqlx::query("DELETE FROM log_lines WHERE app_name = ?").bind(&name).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM log_lines WHERE app_name = ?")
+            .bind(&name)
+            .execute(&mut *tx)
+            .await?;
         insert_event(&mut *tx, event).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn deploy_revision(&self, app_id: &str, rev: &NewRevision, event: &Event) -> StoreResult<i64> {
+    async fn deploy_revision(
+        &self,
+        app_id: &str,
+        rev: &NewRevision,
+        event: &Event,
+    ) -> StoreResult<i64> {
         let mut tx = self.write_tx().await?;
-        let number: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(number), 0) + 1 FROM revisions WHERE app_id = ?")
-            .bind(app_id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let number: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(number), 0) + 1 FROM revisions WHERE app_id = ?",
+        )
+        .bind(app_id)
+        .fetch_one(&mut *tx)
+        .await?;
         let now = Utc::now();
         sqlx::query(
             "INSERT INTO revisions (app_id, number, package, droplet, command, detected, env, created_at) VALUES (?, ?, ?, ?, ?, ?, '{}', ?)",
@@ -353,12 +400,16 @@ impl Store for SqliteStore {
     }
 
     async fn list_revisions(&self) -> StoreResult<Vec<RevisionRecord>> {
-        let rows = sqlx::query("SELECT * FROM revisions ORDER BY app_id, number").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT * FROM revisions ORDER BY app_id, number")
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(revision_from_row).collect()
     }
 
     async fn list_instances(&self) -> StoreResult<Vec<InstanceRecord>> {
-        let rows = sqlx::query("SELECT * FROM instances ORDER BY app_id, idx, created_at").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT * FROM instances ORDER BY app_id, idx, created_at")
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(instance_from_row).collect()
     }
 
@@ -395,11 +446,19 @@ impl Store for SqliteStore {
     }
 
     async fn delete_instance(&self, id: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM instances WHERE id = ?").bind(id).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM instances WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
-    async fn place_instance(&self, id: &str, node: Option<&str>, placement_error: Option<&str>) -> StoreResult<()> {
+    async fn place_instance(
+        &self,
+        id: &str,
+        node: Option<&str>,
+        placement_error: Option<&str>,
+    ) -> StoreResult<()> {
         sqlx::query("UPDATE instances SET node_name = ?, placement_error = ?, state = 'pending', since = ? WHERE id = ?")
             .bind(node)
             .bind(placement_error)
@@ -411,12 +470,15 @@ impl Store for SqliteStore {
     }
 
     async fn report_instance(&self, node: &str, r: &InstanceReport) -> StoreResult<bool> {
-        let before = sqlx::query("SELECT state, host_port FROM instances WHERE id = ? AND node_name = ?")
-            .bind(&r.instance_id)
-            .bind(node)
-            .fetch_optional(&self.pool)
-            .await?;
-        let Some(before) = before else { return Ok(false) };
+        let before =
+            sqlx::query("SELECT state, host_port FROM instances WHERE id = ? AND node_name = ?")
+                .bind(&r.instance_id)
+                .bind(node)
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(before) = before else {
+            return Ok(false);
+        };
         let old_state: String = before.try_get("state")?;
         let old_port: Option<i64> = before.try_get("host_port")?;
         sqlx::query(
@@ -439,7 +501,11 @@ impl Store for SqliteStore {
         insert_event(&self.pool, event).await
     }
 
-    async fn recent_events(&self, app_name: &str, limit: i64) -> StoreResult<Vec<(DateTime<Utc>, Event)>> {
+    async fn recent_events(
+        &self,
+        app_name: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<(DateTime<Utc>, Event)>> {
         let rows = sqlx::query("SELECT * FROM events WHERE app_name = ? ORDER BY id DESC LIMIT ?")
             .bind(app_name)
             .bind(limit)
@@ -463,7 +529,11 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    async fn app_name_of_instance(&self, instance_id: &str, node: &str) -> StoreResult<Option<String>> {
+    async fn app_name_of_instance(
+        &self,
+        instance_id: &str,
+        node: &str,
+    ) -> StoreResult<Option<String>> {
         Ok(sqlx::query_scalar("SELECT a.name FROM instances i JOIN apps a ON a.id = i.app_id WHERE i.id = ? AND i.node_name = ?")
             .bind(instance_id)
             .bind(node)
@@ -497,12 +567,16 @@ impl Store for SqliteStore {
     }
 
     async fn recent_logs(&self, app_name: &str, limit: i64) -> StoreResult<Vec<LogLine>> {
-        let rows = sqlx::query("SELECT * FROM log_lines WHERE app_name = ? ORDER BY id DESC LIMIT ?")
-            .bind(app_name)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut out = rows.iter().map(log_from_row).collect::<StoreResult<Vec<_>>>()?;
+        let rows =
+            sqlx::query("SELECT * FROM log_lines WHERE app_name = ? ORDER BY id DESC LIMIT ?")
+                .bind(app_name)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut out = rows
+            .iter()
+            .map(log_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
         out.reverse();
         Ok(out)
     }
@@ -518,13 +592,22 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn deploy_revision_with(&self, app_id: &str, rev: &NewRevision, extra: &RevisionExtra, event: &Event) -> StoreResult<i64> {
-        let env = serde_json::to_string(&extra.env).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    async fn deploy_revision_with(
+        &self,
+        app_id: &str,
+        rev: &NewRevision,
+        extra: &RevisionExtra,
+        event: &Event,
+    ) -> StoreResult<i64> {
+        let env =
+            serde_json::to_string(&extra.env).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut tx = self.write_tx().await?;
-        let number: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(number), 0) + 1 FROM revisions WHERE app_id = ?")
-            .bind(app_id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let number: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(number), 0) + 1 FROM revisions WHERE app_id = ?",
+        )
+        .bind(app_id)
+        .fetch_one(&mut *tx)
+        .await?;
         let now = Utc::now();
         sqlx::query(
             "INSERT INTO revisions (app_id, number, package, droplet, command, detected, env, created_at, created_by, description)
@@ -590,9 +673,19 @@ impl Store for SqliteStore {
                 .fetch_all(&self.pool)
                 .await?
                 .iter()
-                .map(|r| Ok::<_, sqlx::Error>((r.try_get::<String, _>("sha256")?, r.try_get::<i64, _>("size")?)))
+                .map(|r| {
+                    Ok::<_, sqlx::Error>((
+                        r.try_get::<String, _>("sha256")?,
+                        r.try_get::<i64, _>("size")?,
+                    ))
+                })
                 .collect::<Result<_, _>>()?;
-            known.extend(chunk.iter().filter(|(sha, size)| sizes.get(sha) == Some(&(*size as i64))).map(|(sha, _)| sha.clone()));
+            known.extend(
+                chunk
+                    .iter()
+                    .filter(|(sha, size)| sizes.get(sha) == Some(&(*size as i64)))
+                    .map(|(sha, _)| sha.clone()),
+            );
         }
         Ok(known)
     }
@@ -614,11 +707,19 @@ impl Store for SqliteStore {
     }
 
     async fn cached_file_blobs(&self) -> StoreResult<Vec<String>> {
-        Ok(sqlx::query_scalar("SELECT DISTINCT sha256 FROM file_cache").fetch_all(&self.pool).await?)
+        Ok(sqlx::query_scalar("SELECT DISTINCT sha256 FROM file_cache")
+            .fetch_all(&self.pool)
+            .await?)
     }
 
-    async fn query_logs(&self, app_name: &str, f: &LogQuery, limit: i64) -> StoreResult<Vec<LogLine>> {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT * FROM log_lines WHERE app_name = ");
+    async fn query_logs(
+        &self,
+        app_name: &str,
+        f: &LogQuery,
+        limit: i64,
+    ) -> StoreResult<Vec<LogLine>> {
+        let mut q =
+            sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT * FROM log_lines WHERE app_name = ");
         q.push_bind(app_name);
         if !f.sources.is_empty() {
             q.push(" AND (");
@@ -627,7 +728,10 @@ impl Store for SqliteStore {
                     q.push(" OR ");
                 }
                 // `APP` matches `APP/web/0`, `APP/web` matches `APP/web/1`.
-                q.push("source = ").push_bind(src.clone()).push(" OR source LIKE ").push_bind(format!("{src}/%"));
+                q.push("source = ")
+                    .push_bind(src.clone())
+                    .push(" OR source LIKE ")
+                    .push_bind(format!("{src}/%"));
             }
             q.push(")");
         }
@@ -638,26 +742,41 @@ impl Store for SqliteStore {
             q.push(" AND timestamp >= ").push_bind(since);
         }
         if let Some(g) = &f.grep {
-            q.push(" AND instr(message, ").push_bind(g.clone()).push(") > 0");
+            q.push(" AND instr(message, ")
+                .push_bind(g.clone())
+                .push(") > 0");
         }
         q.push(" ORDER BY id DESC LIMIT ").push_bind(limit);
         let rows = q.build().fetch_all(&self.pool).await?;
-        let mut out = rows.iter().map(log_from_row).collect::<StoreResult<Vec<_>>>()?;
+        let mut out = rows
+            .iter()
+            .map(log_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
         out.reverse();
         Ok(out)
     }
 
     async fn max_log_id(&self) -> StoreResult<i64> {
-        let id: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM log_lines").fetch_one(&self.pool).await?;
+        let id: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM log_lines")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(id.unwrap_or(0))
     }
 
     async fn trim_logs_before(&self, before: DateTime<Utc>) -> StoreResult<u64> {
-        let r = sqlx::query("DELETE FROM log_lines WHERE timestamp < ?").bind(before).execute(&self.pool).await?;
+        let r = sqlx::query("DELETE FROM log_lines WHERE timestamp < ?")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
         Ok(r.rows_affected())
     }
 
-    async fn record_usage(&self, node: &str, instance_id: &str, usage: &InstanceUsage) -> StoreResult<()> {
+    async fn record_usage(
+        &self,
+        node: &str,
+        instance_id: &str,
+        usage: &InstanceUsage,
+    ) -> StoreResult<()> {
         let json = serde_json::to_string(usage).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         sqlx::query("UPDATE instances SET usage = ? WHERE id = ? AND node_name = ?")
             .bind(json)
@@ -669,10 +788,11 @@ impl Store for SqliteStore {
     }
 
     async fn app_usage(&self, app_id: &str) -> StoreResult<HashMap<String, InstanceUsage>> {
-        let rows = sqlx::query("SELECT id, usage FROM instances WHERE app_id = ? AND usage IS NOT NULL")
-            .bind(app_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT id, usage FROM instances WHERE app_id = ? AND usage IS NOT NULL")
+                .bind(app_id)
+                .fetch_all(&self.pool)
+                .await?;
         let mut out = HashMap::new();
         for r in rows {
             let json: String = r.try_get("usage")?;
@@ -685,18 +805,25 @@ impl Store for SqliteStore {
 
     async fn add_log_drain(&self, app_name: &str, url: &str, event: &Event) -> StoreResult<()> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("INSERT OR IGNORE INTO log_drains (app_name, url, created_at) VALUES (?, ?, ?)")
-            .bind(app_name)
-            .bind(url)
-            .bind(Utc::now())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT OR IGNORE INTO log_drains (app_name, url, created_at) VALUES (?, ?, ?)",
+        )
+        .bind(app_name)
+        .bind(url)
+        .bind(Utc::now())
+        .execute(&mut *tx)
+        .await?;
         insert_event(&mut *tx, event).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn remove_log_drain(&self, app_name: &str, url: &str, event: &Event) -> StoreResult<bool> {
+    async fn remove_log_drain(
+        &self,
+        app_name: &str,
+        url: &str,
+        event: &Event,
+    ) -> StoreResult<bool> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let r = sqlx::query("DELETE FROM log_drains WHERE app_name = ? AND url = ?")
             .bind(app_name)
@@ -711,23 +838,38 @@ impl Store for SqliteStore {
     }
 
     async fn list_log_drains(&self) -> StoreResult<Vec<(String, String)>> {
-        let rows = sqlx::query("SELECT app_name, url FROM log_drains ORDER BY app_name, url").fetch_all(&self.pool).await?;
-        rows.iter().map(|r| Ok((r.try_get("app_name")?, r.try_get("url")?))).collect()
+        let rows = sqlx::query("SELECT app_name, url FROM log_drains ORDER BY app_name, url")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("app_name")?, r.try_get("url")?)))
+            .collect()
     }
 
     async fn list_users(&self) -> StoreResult<Vec<User>> {
-        let rows = sqlx::query("SELECT * FROM users ORDER BY username").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT * FROM users ORDER BY username")
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(user_from_row).collect()
     }
 
     async fn set_operator(&self, user_id: &str, operator: bool) -> StoreResult<()> {
-        sqlx::query("UPDATE users SET operator = ? WHERE id = ?").bind(operator as i64).bind(user_id).execute(&self.pool).await?;
+        sqlx::query("UPDATE users SET operator = ? WHERE id = ?")
+            .bind(operator as i64)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     async fn space(&self, org: &str, name: &str, create: bool) -> StoreResult<Option<SpaceRecord>> {
         const Q: &str = "SELECT s.id, o.name AS org, s.name FROM spaces s JOIN orgs o ON o.id = s.org_id WHERE o.name = ? AND s.name = ?";
-        if let Some(r) = sqlx::query(Q).bind(org).bind(name).fetch_optional(&self.pool).await? {
+        if let Some(r) = sqlx::query(Q)
+            .bind(org)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+        {
             return Ok(Some(space_from_row(&r)?));
         }
         if !create {
@@ -735,12 +877,14 @@ impl Store for SqliteStore {
         }
         let now = Utc::now();
         let mut tx = self.write_tx().await?;
-        sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING")
-            .bind(uuid::Uuid::new_v4().to_string())
-            .bind(org)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO orgs (id, name, created_at) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(org)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "INSERT INTO spaces (id, org_id, name, created_at) SELECT ?, id, ?, ? FROM orgs WHERE name = ?
              ON CONFLICT(org_id, name) DO NOTHING",
@@ -751,7 +895,11 @@ impl Store for SqliteStore {
         .bind(org)
         .execute(&mut *tx)
         .await?;
-        let r = sqlx::query(Q).bind(org).bind(name).fetch_one(&mut *tx).await?;
+        let r = sqlx::query(Q)
+            .bind(org)
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(Some(space_from_row(&r)?))
     }
@@ -764,8 +912,13 @@ impl Store for SqliteStore {
     }
 
     async fn user_roles(&self, user_id: &str) -> StoreResult<Vec<(String, String)>> {
-        let rows = sqlx::query("SELECT space_id, role FROM space_roles WHERE user_id = ?").bind(user_id).fetch_all(&self.pool).await?;
-        rows.iter().map(|r| Ok((r.try_get("space_id")?, r.try_get("role")?))).collect()
+        let rows = sqlx::query("SELECT space_id, role FROM space_roles WHERE user_id = ?")
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("space_id")?, r.try_get("role")?)))
+            .collect()
     }
 
     async fn set_role(&self, user_id: &str, space_id: &str, role: Option<&str>) -> StoreResult<()> {
@@ -793,16 +946,27 @@ impl Store for SqliteStore {
     }
 
     async fn app_space(&self, app_id: &str) -> StoreResult<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT space_id FROM apps WHERE id = ?").bind(app_id).fetch_optional(&self.pool).await?.flatten())
+        Ok(sqlx::query_scalar("SELECT space_id FROM apps WHERE id = ?")
+            .bind(app_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .flatten())
     }
 
     async fn set_app_space(&self, app_id: &str, space_id: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE apps SET space_id = ? WHERE id = ?").bind(space_id).bind(app_id).execute(&self.pool).await?;
+        sqlx::query("UPDATE apps SET space_id = ? WHERE id = ?")
+            .bind(space_id)
+            .bind(app_id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     async fn adopt_spaceless_apps(&self, space_id: &str) -> StoreResult<u64> {
-        let r = sqlx::query("UPDATE apps SET space_id = ? WHERE space_id IS NULL").bind(space_id).execute(&self.pool).await?;
+        let r = sqlx::query("UPDATE apps SET space_id = ? WHERE space_id IS NULL")
+            .bind(space_id)
+            .execute(&self.pool)
+            .await?;
         Ok(r.rows_affected())
     }
 
@@ -827,12 +991,18 @@ impl Store for SqliteStore {
     }
 
     async fn token(&self, id: &str) -> StoreResult<Option<TokenRecord>> {
-        let row = sqlx::query("SELECT * FROM api_tokens WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT * FROM api_tokens WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(token_from_row).transpose()
     }
 
     async fn list_tokens(&self, user_id: &str) -> StoreResult<Vec<TokenRecord>> {
-        let rows = sqlx::query("SELECT * FROM api_tokens WHERE user_id = ? ORDER BY created_at").bind(user_id).fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT * FROM api_tokens WHERE user_id = ? ORDER BY created_at")
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(token_from_row).collect()
     }
 
@@ -847,21 +1017,34 @@ impl Store for SqliteStore {
     }
 
     async fn touch_token(&self, id: &str, at: DateTime<Utc>) -> StoreResult<()> {
-        sqlx::query("UPDATE api_tokens SET last_used_at = ? WHERE id = ?").bind(at).bind(id).execute(&self.pool).await?;
+        sqlx::query("UPDATE api_tokens SET last_used_at = ? WHERE id = ?")
+            .bind(at)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     async fn app_spaces(&self) -> StoreResult<HashMap<String, String>> {
-        let rows = sqlx::query("SELECT id, space_id FROM apps WHERE space_id IS NOT NULL").fetch_all(&self.pool).await?;
-        rows.iter().map(|r| Ok((r.try_get("id")?, r.try_get("space_id")?))).collect()
+        let rows = sqlx::query("SELECT id, space_id FROM apps WHERE space_id IS NOT NULL")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("space_id")?)))
+            .collect()
     }
     async fn app_lifecycles(&self) -> StoreResult<HashMap<String, AppLifecycle>> {
-        let rows = sqlx::query("SELECT id, max_in_flight, health, placement_labels FROM apps").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT id, max_in_flight, health, placement_labels FROM apps")
+            .fetch_all(&self.pool)
+            .await?;
         let mut out = HashMap::with_capacity(rows.len());
         for r in &rows {
             let health: Option<String> = r.try_get("health")?;
             let health = health
-                .map(|h| serde_json::from_str(&h).map_err(|e| StoreError::Corrupt(format!("health json: {e}"))))
+                .map(|h| {
+                    serde_json::from_str(&h)
+                        .map_err(|e| StoreError::Corrupt(format!("health json: {e}")))
+                })
                 .transpose()?;
             out.insert(
                 r.try_get("id")?,
@@ -877,15 +1060,19 @@ impl Store for SqliteStore {
 
     async fn update_app(&self, app_id: &str, u: &AppUpdate, event: &Event) -> StoreResult<bool> {
         let mut tx = self.write_tx().await?;
-        let current: Option<(i64, Option<String>)> = sqlx::query_as("SELECT memory_mb, health FROM apps WHERE id = ?")
-            .bind(app_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let current: Option<(i64, Option<String>)> =
+            sqlx::query_as("SELECT memory_mb, health FROM apps WHERE id = ?")
+                .bind(app_id)
+                .fetch_optional(&mut *tx)
+                .await?;
         let Some((current, current_health)) = current else {
             return Err(StoreError::NotFound("app".into()));
         };
         let current_health: paas_common::agent::HealthSettings = current_health
-            .map(|h| serde_json::from_str(&h).map_err(|e| StoreError::Corrupt(format!("health json: {e}"))))
+            .map(|h| {
+                serde_json::from_str(&h)
+                    .map_err(|e| StoreError::Corrupt(format!("health json: {e}")))
+            })
             .transpose()?
             .unwrap_or_default();
         let health = u
@@ -916,37 +1103,53 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
         // A container's memory limit and its agent's health check are fixed at start.
-        let redeploy =
-            u.memory_mb.is_some_and(|m| m as i64 != current) || u.health.as_ref().is_some_and(|h| *h != current_health);
+        let redeploy = u.memory_mb.is_some_and(|m| m as i64 != current)
+            || u.health.as_ref().is_some_and(|h| *h != current_health);
         if redeploy {
-            sqlx::query("UPDATE instances SET retire = 1 WHERE app_id = ?").bind(app_id).execute(&mut *tx).await?;
+            sqlx::query("UPDATE instances SET retire = 1 WHERE app_id = ?")
+                .bind(app_id)
+                .execute(&mut *tx)
+                .await?;
         }
         insert_event(&mut *tx, event).await?;
         tx.commit().await?;
         Ok(redeploy)
     }
 
-    async fn retire_instances(&self, app_id: &str, index: Option<u32>, event: &Event) -> StoreResult<u64> {
+    async fn retire_instances(
+        &self,
+        app_id: &str,
+        index: Option<u32>,
+        event: &Event,
+    ) -> StoreResult<u64> {
         let mut tx = self.write_tx().await?;
-        let res = sqlx::query("UPDATE instances SET retire = 1 WHERE app_id = ? AND (? IS NULL OR idx = ?)")
-            .bind(app_id)
-            .bind(index.map(i64::from))
-            .bind(index.map(i64::from))
-            .execute(&mut *tx)
-            .await?;
+        let res = sqlx::query(
+            "UPDATE instances SET retire = 1 WHERE app_id = ? AND (? IS NULL OR idx = ?)",
+        )
+        .bind(app_id)
+        .bind(index.map(i64::from))
+        .bind(index.map(i64::from))
+        .execute(&mut *tx)
+        .await?;
         insert_event(&mut *tx, event).await?;
         tx.commit().await?;
         Ok(res.rows_affected())
     }
 
     async fn retiring_instances(&self) -> StoreResult<HashSet<String>> {
-        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM instances WHERE retire = 1").fetch_all(&self.pool).await?;
+        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM instances WHERE retire = 1")
+            .fetch_all(&self.pool)
+            .await?;
         Ok(ids.into_iter().collect())
     }
 
     async fn set_node_state(&self, name: &str, state: &str, event: &Event) -> StoreResult<()> {
         let mut tx = self.write_tx().await?;
-        let res = sqlx::query("UPDATE nodes SET state = ? WHERE name = ?").bind(state).bind(name).execute(&mut *tx).await?;
+        let res = sqlx::query("UPDATE nodes SET state = ? WHERE name = ?")
+            .bind(state)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
         if res.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("node {name:?} not found")));
         }
@@ -963,12 +1166,23 @@ impl Store for SqliteStore {
         .await?;
         rows.iter()
             .map(|r| {
-                Ok(RouteRecord { host: r.try_get(0)?, path: r.try_get(1)?, app_id: r.try_get(2)?, app_name: r.try_get(3)? })
+                Ok(RouteRecord {
+                    host: r.try_get(0)?,
+                    path: r.try_get(1)?,
+                    app_id: r.try_get(2)?,
+                    app_name: r.try_get(3)?,
+                })
             })
             .collect()
     }
 
-    async fn add_route(&self, app_id: &str, host: &str, path: &str, event: &Event) -> StoreResult<()> {
+    async fn add_route(
+        &self,
+        app_id: &str,
+        host: &str,
+        path: &str,
+        event: &Event,
+    ) -> StoreResult<()> {
         let mut tx = self.write_tx().await?;
         let done = sqlx::query("INSERT INTO routes (host, path, app_id, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING")
             .bind(host)
@@ -978,14 +1192,22 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::Conflict(format!("route {host}{path} is already mapped")));
+            return Err(StoreError::Conflict(format!(
+                "route {host}{path} is already mapped"
+            )));
         }
         insert_event(&mut *tx, event).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn delete_route(&self, app_id: &str, host: &str, path: &str, event: &Event) -> StoreResult<()> {
+    async fn delete_route(
+        &self,
+        app_id: &str,
+        host: &str,
+        path: &str,
+        event: &Event,
+    ) -> StoreResult<()> {
         let mut tx = self.write_tx().await?;
         let done = sqlx::query("DELETE FROM routes WHERE host = ? AND path = ? AND app_id = ?")
             .bind(host)
@@ -994,15 +1216,22 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("route {host}{path} is not mapped to this app")));
+            return Err(StoreError::NotFound(format!(
+                "route {host}{path} is not mapped to this app"
+            )));
         }
         insert_event(&mut *tx, event).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn set_droplet_processes(&self, droplet: &str, processes: &BTreeMap<String, String>) -> StoreResult<()> {
-        let json = serde_json::to_string(processes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    async fn set_droplet_processes(
+        &self,
+        droplet: &str,
+        processes: &BTreeMap<String, String>,
+    ) -> StoreResult<()> {
+        let json =
+            serde_json::to_string(processes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut tx = self.write_tx().await?;
         sqlx::query("INSERT INTO droplet_processes (droplet, processes) VALUES (?, ?) ON CONFLICT (droplet) DO UPDATE SET processes = excluded.processes")
             .bind(droplet)
@@ -1015,10 +1244,13 @@ impl Store for SqliteStore {
 
     async fn droplet_processes(&self) -> StoreResult<HashMap<String, BTreeMap<String, String>>> {
         let rows: Vec<(String, String)> =
-            sqlx::query_as("SELECT droplet, processes FROM droplet_processes").fetch_all(&self.pool).await?;
+            sqlx::query_as("SELECT droplet, processes FROM droplet_processes")
+                .fetch_all(&self.pool)
+                .await?;
         rows.into_iter()
             .map(|(d, p)| {
-                let p = serde_json::from_str(&p).map_err(|e| StoreError::Corrupt(format!("droplet processes json: {e}")))?;
+                let p = serde_json::from_str(&p)
+                    .map_err(|e| StoreError::Corrupt(format!("droplet processes json: {e}")))?;
                 Ok((d, p))
             })
             .collect()
@@ -1033,7 +1265,10 @@ impl Store for SqliteStore {
         let mut out: HashMap<String, Vec<ProcessRecord>> = HashMap::new();
         for (app_id, process_type, instances, memory_mb, command, health) in rows {
             let health = health
-                .map(|h| serde_json::from_str(&h).map_err(|e| StoreError::Corrupt(format!("process health json: {e}"))))
+                .map(|h| {
+                    serde_json::from_str(&h)
+                        .map_err(|e| StoreError::Corrupt(format!("process health json: {e}")))
+                })
                 .transpose()?;
             out.entry(app_id).or_default().push(ProcessRecord {
                 process_type,
@@ -1046,15 +1281,26 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    async fn upsert_process(&self, app_id: &str, p: &ProcessRecord, event: &Event) -> StoreResult<bool> {
+    async fn upsert_process(
+        &self,
+        app_id: &str,
+        p: &ProcessRecord,
+        event: &Event,
+    ) -> StoreResult<bool> {
         let mut tx = self.write_tx().await?;
-        let before: Option<(Option<i64>, Option<String>)> =
-            sqlx::query_as("SELECT memory_mb, health FROM app_processes WHERE app_id = ? AND process_type = ?")
-                .bind(app_id)
-                .bind(&p.process_type)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let health = p.health.as_ref().map(serde_json::to_string).transpose().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let before: Option<(Option<i64>, Option<String>)> = sqlx::query_as(
+            "SELECT memory_mb, health FROM app_processes WHERE app_id = ? AND process_type = ?",
+        )
+        .bind(app_id)
+        .bind(&p.process_type)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let health = p
+            .health
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         sqlx::query(
             "INSERT INTO app_processes (app_id, process_type, instances, memory_mb, command, health) VALUES (?, ?, ?, ?, ?, ?)
              ON CONFLICT (app_id, process_type) DO UPDATE SET instances = excluded.instances, memory_mb = excluded.memory_mb,
@@ -1084,17 +1330,32 @@ impl Store for SqliteStore {
     }
 
     async fn list_buildpacks(&self) -> StoreResult<Vec<BuildpackRecord>> {
-        let rows: Vec<(String, i64, String, String, DateTime<Utc>)> =
-            sqlx::query_as("SELECT name, position, blob, created_by, created_at FROM buildpacks ORDER BY position")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<(String, i64, String, String, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT name, position, blob, created_by, created_at FROM buildpacks ORDER BY position",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows
             .into_iter()
-            .map(|(name, position, blob, created_by, created_at)| BuildpackRecord { name, position, blob, created_by, created_at })
+            .map(
+                |(name, position, blob, created_by, created_at)| BuildpackRecord {
+                    name,
+                    position,
+                    blob,
+                    created_by,
+                    created_at,
+                },
+            )
             .collect())
     }
 
-    async fn add_buildpack(&self, name: &str, blob: &str, created_by: &str, event: &Event) -> StoreResult<()> {
+    async fn add_buildpack(
+        &self,
+        name: &str,
+        blob: &str,
+        created_by: &str,
+        event: &Event,
+    ) -> StoreResult<()> {
         let mut tx = self.write_tx().await?;
         let done = sqlx::query(
             "INSERT INTO buildpacks (name, position, blob, created_by, created_at)
@@ -1107,7 +1368,9 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::Conflict(format!("a buildpack named {name:?} exists")));
+            return Err(StoreError::Conflict(format!(
+                "a buildpack named {name:?} exists"
+            )));
         }
         insert_event(&mut *tx, event).await?;
         tx.commit().await?;
@@ -1116,7 +1379,10 @@ impl Store for SqliteStore {
 
     async fn delete_buildpack(&self, name: &str, event: &Event) -> StoreResult<()> {
         let mut tx = self.write_tx().await?;
-        let done = sqlx::query("DELETE FROM buildpacks WHERE name = ?").bind(name).execute(&mut *tx).await?;
+        let done = sqlx::query("DELETE FROM buildpacks WHERE name = ?")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("no buildpack named {name:?}")));
         }

@@ -26,7 +26,11 @@ pub fn ago(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
 
 pub fn internal(e: impl std::fmt::Display) -> HttpResponse {
     tracing::error!(error = %e, "dashboard page failed");
-    error_page(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", "The error was logged on the controller. Please try again.")
+    error_page(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Something went wrong",
+        "The error was logged on the controller. Please try again.",
+    )
 }
 
 #[derive(Template)]
@@ -39,10 +43,16 @@ struct ErrorPage<'a> {
 
 /// An error page in the dashboard's style; never a stack trace.
 pub fn error_page(status: StatusCode, title: &str, message: &str) -> HttpResponse {
-    let html = ErrorPage { status: status.as_u16(), title, message }
-        .render()
-        .unwrap_or_else(|_| format!("{} {title}", status.as_u16()));
-    HttpResponse::build(status).content_type("text/html; charset=utf-8").body(html)
+    let html = ErrorPage {
+        status: status.as_u16(),
+        title,
+        message,
+    }
+    .render()
+    .unwrap_or_else(|_| format!("{} {title}", status.as_u16()));
+    HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .body(html)
 }
 
 fn html(page: impl Template) -> HttpResponse {
@@ -67,7 +77,12 @@ pub struct Layout {
 
 impl Layout {
     fn of(s: &Session, section: &'static str) -> Self {
-        Layout { user: s.principal.username.clone(), operator: s.principal.is_operator(), csrf: s.csrf.clone(), section }
+        Layout {
+            user: s.principal.username.clone(),
+            operator: s.principal.is_operator(),
+            csrf: s.csrf.clone(),
+            section,
+        }
     }
 }
 
@@ -105,13 +120,19 @@ pub async fn apps(ctx: web::Data<AppCtx>, req: HttpRequest) -> HttpResponse {
         let now = Utc::now();
         let instances = ctx.store.list_instances().await?;
         let mut running: HashMap<&str, u32> = HashMap::new();
-        for i in instances.iter().filter(|i| i.state == InstanceState::Running) {
+        for i in instances
+            .iter()
+            .filter(|i| i.state == InstanceState::Running)
+        {
             *running.entry(i.app_id.as_str()).or_default() += 1;
         }
         let spaces = ctx.store.app_spaces().await?;
         let mut rows = Vec::new();
         for a in ctx.store.list_apps().await? {
-            if !s.principal.can_see(&a.name, spaces.get(&a.id).map(String::as_str)) {
+            if !s
+                .principal
+                .can_see(&a.name, spaces.get(&a.id).map(String::as_str))
+            {
                 continue;
             }
             rows.push(AppRow {
@@ -130,8 +151,13 @@ pub async fn apps(ctx: web::Data<AppCtx>, req: HttpRequest) -> HttpResponse {
     .await;
     match result {
         Ok(apps) => {
-            let can_deploy = s.principal.is_operator() || s.principal.roles.values().any(|r| *r >= Role::Developer);
-            html(AppsPage { layout: Layout::of(&s, "apps"), apps, can_deploy })
+            let can_deploy = s.principal.is_operator()
+                || s.principal.roles.values().any(|r| *r >= Role::Developer);
+            html(AppsPage {
+                layout: Layout::of(&s, "apps"),
+                apps,
+                can_deploy,
+            })
         }
         Err(e) => internal(e),
     }
@@ -175,9 +201,19 @@ struct AppPage {
     can_write: bool,
 }
 
-pub async fn app(ctx: web::Data<AppCtx>, req: HttpRequest, name: web::Path<String>) -> HttpResponse {
+pub async fn app(
+    ctx: web::Data<AppCtx>,
+    req: HttpRequest,
+    name: web::Path<String>,
+) -> HttpResponse {
     let s = session_or_login!(ctx, req);
-    let not_found = || error_page(StatusCode::NOT_FOUND, "App not found", &format!("There is no app named {name:?} that you can see."));
+    let not_found = || {
+        error_page(
+            StatusCode::NOT_FOUND,
+            "App not found",
+            &format!("There is no app named {name:?} that you can see."),
+        )
+    };
     let app = match ctx.store.app_by_name(&name).await {
         Ok(Some(a)) => a,
         Ok(None) => return not_found(),
@@ -190,10 +226,19 @@ pub async fn app(ctx: web::Data<AppCtx>, req: HttpRequest, name: web::Path<Strin
     if !s.principal.can_see(&app.name, space.as_deref()) {
         return not_found();
     }
-    let can_write = space.as_deref().and_then(|sp| s.principal.role_in(sp)).is_some_and(|r| r >= Role::Developer);
+    let can_write = space
+        .as_deref()
+        .and_then(|sp| s.principal.role_in(sp))
+        .is_some_and(|r| r >= Role::Developer);
     let result: Result<AppPage, crate::store::StoreError> = async {
         let now = Utc::now();
-        let nodes: HashMap<String, String> = ctx.store.list_nodes().await?.into_iter().map(|n| (n.name, n.address)).collect();
+        let nodes: HashMap<String, String> = ctx
+            .store
+            .list_nodes()
+            .await?
+            .into_iter()
+            .map(|n| (n.name, n.address))
+            .collect();
         let usage = ctx.store.app_usage(&app.id).await?;
         let rev = match app.current_revision {
             Some(n) => ctx.store.revision(&app.id, n).await?,
@@ -205,9 +250,15 @@ pub async fn app(ctx: web::Data<AppCtx>, req: HttpRequest, name: web::Path<Strin
             .await?
             .into_iter()
             .map(|i| InstanceRow {
-                cpu: usage.get(&i.id).map_or("-".into(), |u| format!("{:.1}%", u.cpu_percent)),
+                cpu: usage
+                    .get(&i.id)
+                    .map_or("-".into(), |u| format!("{:.1}%", u.cpu_percent)),
                 memory: usage.get(&i.id).map_or("-".into(), |u| {
-                    format!("{}M / {}M", u.memory_bytes / (1 << 20), u.memory_limit_bytes / (1 << 20))
+                    format!(
+                        "{}M / {}M",
+                        u.memory_bytes / (1 << 20),
+                        u.memory_limit_bytes / (1 << 20)
+                    )
                 }),
                 index: i.index,
                 state: i.state.as_str().to_string(),
@@ -228,14 +279,23 @@ pub async fn app(ctx: web::Data<AppCtx>, req: HttpRequest, name: web::Path<Strin
             .await?
             .into_iter()
             .rev()
-            .map(|(t, e)| EventRow { time: ago(t, now), actor: e.actor, kind: e.kind, message: e.message })
+            .map(|(t, e)| EventRow {
+                time: ago(t, now),
+                actor: e.actor,
+                kind: e.kind,
+                message: e.message,
+            })
             .collect();
         let logs = ctx
             .store
             .recent_logs(&app.name, 100)
             .await?
             .into_iter()
-            .map(|l| LogRow { time: l.timestamp.format("%H:%M:%S%.3f").to_string(), source: l.source, message: l.message })
+            .map(|l| LogRow {
+                time: l.timestamp.format("%H:%M:%S%.3f").to_string(),
+                source: l.source,
+                message: l.message,
+            })
             .collect();
         Ok(AppPage {
             layout: Layout::of(&s, "apps"),
@@ -288,7 +348,13 @@ pub async fn nodes(ctx: web::Data<AppCtx>, req: HttpRequest) -> HttpResponse {
     let s = session_or_login!(ctx, req);
     let result: Result<Vec<NodeRow>, crate::store::StoreError> = async {
         let now = Utc::now();
-        let apps: HashMap<String, u64> = ctx.store.list_apps().await?.into_iter().map(|a| (a.id, a.memory_mb)).collect();
+        let apps: HashMap<String, u64> = ctx
+            .store
+            .list_apps()
+            .await?
+            .into_iter()
+            .map(|a| (a.id, a.memory_mb))
+            .collect();
         let mut used: HashMap<String, (u64, u32)> = HashMap::new();
         for i in ctx.store.list_instances().await? {
             if let Some(n) = i.node_name {
@@ -305,7 +371,10 @@ pub async fn nodes(ctx: web::Data<AppCtx>, req: HttpRequest) -> HttpResponse {
             .map(|n| {
                 let (mem, count) = used.get(&n.name).copied().unwrap_or_default();
                 NodeRow {
-                    memory_pct: (mem * 100).checked_div(n.capacity.memory_mb).unwrap_or(0).min(100),
+                    memory_pct: (mem * 100)
+                        .checked_div(n.capacity.memory_mb)
+                        .unwrap_or(0)
+                        .min(100),
                     zone: n.zone,
                     state: n.state,
                     address: n.address,
@@ -321,7 +390,10 @@ pub async fn nodes(ctx: web::Data<AppCtx>, req: HttpRequest) -> HttpResponse {
     }
     .await;
     match result {
-        Ok(nodes) => html(NodesPage { layout: Layout::of(&s, "nodes"), nodes }),
+        Ok(nodes) => html(NodesPage {
+            layout: Layout::of(&s, "nodes"),
+            nodes,
+        }),
         Err(e) => internal(e),
     }
 }
@@ -355,11 +427,16 @@ pub async fn tokens(ctx: web::Data<AppCtx>, req: HttpRequest) -> HttpResponse {
                     scope: t.scope,
                     app: t.app_name.unwrap_or_else(|| "-".into()),
                     expires: t.expires_at.format("%Y-%m-%d").to_string(),
-                    last_used: t.last_used_at.map_or("never".into(), |d| d.format("%Y-%m-%d %H:%M").to_string()),
+                    last_used: t
+                        .last_used_at
+                        .map_or("never".into(), |d| d.format("%Y-%m-%d %H:%M").to_string()),
                     revoked: t.revoked_at.is_some(),
                 })
                 .collect();
-            html(TokensPage { layout: Layout::of(&s, "tokens"), tokens })
+            html(TokensPage {
+                layout: Layout::of(&s, "tokens"),
+                tokens,
+            })
         }
         Err(e) => internal(e),
     }
@@ -371,7 +448,11 @@ mod tests {
 
     #[test]
     fn error_pages_render_without_details() {
-        let res = error_page(StatusCode::NOT_FOUND, "Not found", "There is no page at /x.");
+        let res = error_page(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "There is no page at /x.",
+        );
         assert_eq!(res.status(), StatusCode::NOT_FOUND);
     }
 

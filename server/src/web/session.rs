@@ -30,7 +30,10 @@ impl Session {
             return None;
         }
         let principal = authz::resolve(ctx, &token).await.ok()?;
-        Some(Session { principal, csrf: ctx.keys.csrf_token(&claims.jti) })
+        Some(Session {
+            principal,
+            csrf: ctx.keys.csrf_token(&claims.jti),
+        })
     }
 }
 
@@ -80,9 +83,20 @@ pub struct NextQuery {
     next: Option<String>,
 }
 
-fn render_login(req: &HttpRequest, status: actix_web::http::StatusCode, next: &str, error: Option<&str>, username: &str) -> HttpResponse {
+fn render_login(
+    req: &HttpRequest,
+    status: actix_web::http::StatusCode,
+    next: &str,
+    error: Option<&str>,
+    username: &str,
+) -> HttpResponse {
     let csrf = random_token(32);
-    let page = LoginPage { csrf: &csrf, next, error, username };
+    let page = LoginPage {
+        csrf: &csrf,
+        next,
+        error,
+        username,
+    };
     match page.render() {
         Ok(html) => HttpResponse::build(status)
             .cookie(
@@ -100,7 +114,13 @@ fn render_login(req: &HttpRequest, status: actix_web::http::StatusCode, next: &s
 }
 
 pub async fn login_form(req: HttpRequest, q: web::Query<NextQuery>) -> HttpResponse {
-    render_login(&req, actix_web::http::StatusCode::OK, &safe_next(q.next.as_deref()), None, "")
+    render_login(
+        &req,
+        actix_web::http::StatusCode::OK,
+        &safe_next(q.next.as_deref()),
+        None,
+        "",
+    )
 }
 
 #[derive(Deserialize)]
@@ -111,19 +131,50 @@ pub struct LoginForm {
     next: Option<String>,
 }
 
-pub async fn login(ctx: web::Data<AppCtx>, req: HttpRequest, form: web::Form<LoginForm>) -> HttpResponse {
+pub async fn login(
+    ctx: web::Data<AppCtx>,
+    req: HttpRequest,
+    form: web::Form<LoginForm>,
+) -> HttpResponse {
     let next = safe_next(form.next.as_deref());
-    let cookie = req.cookie(LOGIN_CSRF_COOKIE).map(|c| c.value().to_string()).unwrap_or_default();
+    let cookie = req
+        .cookie(LOGIN_CSRF_COOKIE)
+        .map(|c| c.value().to_string())
+        .unwrap_or_default();
     if cookie.is_empty() || !secure_eq(&cookie, &form.csrf) {
-        return render_login(&req, actix_web::http::StatusCode::FORBIDDEN, &next, Some("The form expired; please try again."), &form.username);
+        return render_login(
+            &req,
+            actix_web::http::StatusCode::FORBIDDEN,
+            &next,
+            Some("The form expired; please try again."),
+            &form.username,
+        );
     }
     match crate::api::auth::check_credentials(&ctx, &req, &form.username, &form.password).await {
         Ok(()) => {}
-        Err(crate::error::Error::Api { code: paas_common::ErrorCode::TooManyRequests, message }) => {
-            return render_login(&req, actix_web::http::StatusCode::TOO_MANY_REQUESTS, &next, Some(&message), &form.username);
+        Err(crate::error::Error::Api {
+            code: paas_common::ErrorCode::TooManyRequests,
+            message,
+        }) => {
+            return render_login(
+                &req,
+                actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+                &next,
+                Some(&message),
+                &form.username,
+            );
         }
-        Err(crate::error::Error::Api { code: paas_common::ErrorCode::InvalidCredentials, .. }) => {
-            return render_login(&req, actix_web::http::StatusCode::UNAUTHORIZED, &next, Some("Wrong username or password."), &form.username);
+        Err(crate::error::Error::Api {
+            code: paas_common::ErrorCode::InvalidCredentials,
+            ..
+        }) => {
+            return render_login(
+                &req,
+                actix_web::http::StatusCode::UNAUTHORIZED,
+                &next,
+                Some("Wrong username or password."),
+                &form.username,
+            );
         }
         Err(e) => return super::pages::internal(e),
     }
@@ -132,7 +183,12 @@ pub async fn login(ctx: web::Data<AppCtx>, req: HttpRequest, form: web::Form<Log
     };
     let _ = ctx
         .store
-        .add_event(&Event { app_name: None, actor: form.username.clone(), kind: "login".into(), message: "logged in to the dashboard".into() })
+        .add_event(&Event {
+            app_name: None,
+            actor: form.username.clone(),
+            kind: "login".into(),
+            message: "logged in to the dashboard".into(),
+        })
         .await;
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, next))
@@ -145,7 +201,12 @@ pub async fn login(ctx: web::Data<AppCtx>, req: HttpRequest, form: web::Form<Log
                 .max_age(CookieDuration::seconds(ctx.settings.token_ttl_secs as i64))
                 .finish(),
         )
-        .cookie(Cookie::build(LOGIN_CSRF_COOKIE, "").path("/login").max_age(CookieDuration::ZERO).finish())
+        .cookie(
+            Cookie::build(LOGIN_CSRF_COOKIE, "")
+                .path("/login")
+                .max_age(CookieDuration::ZERO)
+                .finish(),
+        )
         .finish()
 }
 
@@ -154,15 +215,28 @@ pub struct LogoutForm {
     csrf: String,
 }
 
-pub async fn logout(ctx: web::Data<AppCtx>, req: HttpRequest, form: web::Form<LogoutForm>) -> HttpResponse {
+pub async fn logout(
+    ctx: web::Data<AppCtx>,
+    req: HttpRequest,
+    form: web::Form<LogoutForm>,
+) -> HttpResponse {
     if let Some(s) = Session::of(&ctx, &req).await {
         if !secure_eq(&s.csrf, &form.csrf) {
-            return super::pages::error_page(actix_web::http::StatusCode::FORBIDDEN, "Forbidden", "The form expired; reload the page.");
+            return super::pages::error_page(
+                actix_web::http::StatusCode::FORBIDDEN,
+                "Forbidden",
+                "The form expired; reload the page.",
+            );
         }
     }
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, "/login"))
-        .cookie(Cookie::build(SESSION_COOKIE, "").path("/").max_age(CookieDuration::ZERO).finish())
+        .cookie(
+            Cookie::build(SESSION_COOKIE, "")
+                .path("/")
+                .max_age(CookieDuration::ZERO)
+                .finish(),
+        )
         .finish()
 }
 
