@@ -1,7 +1,8 @@
 //! RTR access-log lines: one per proxied request, in the app's log stream. The request path only
 //! does a non-blocking `try_send` into a bounded queue; one background task drains it and writes
-//! batches with `Store::append_logs`, so a slow database never slows a request (a full queue
-//! drops the line and counts it in `access_log_dropped`).
+//! batches to a [`Sink`] (the log hub in the controller, the controller's API in a standalone
+//! router), so a slow database never slows a request (a full queue drops the line and counts it
+//! in `access_log_dropped`).
 
 use chrono::Utc;
 use paas_common::api::LogLine;
@@ -9,8 +10,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
-
-use crate::store::Store;
 
 use super::RouteTable;
 
@@ -96,16 +95,6 @@ pub fn record(table: &RouteTable, e: Entry<'_>) {
 #[async_trait::async_trait]
 pub trait Sink: Send + Sync {
     async fn write(&self, lines: &[(String, LogLine)]) -> Result<(), String>;
-}
-
-/// The controller's own store.
-pub struct StoreSink(pub Arc<dyn Store>);
-
-#[async_trait::async_trait]
-impl Sink for StoreSink {
-    async fn write(&self, lines: &[(String, LogLine)]) -> Result<(), String> {
-        self.0.append_logs(lines).await.map_err(|e| e.to_string())
-    }
 }
 
 /// The controller's log hub: RTR lines are stored and reach live `logs -f` streams like any other.
