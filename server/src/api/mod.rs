@@ -9,7 +9,7 @@ mod builds;
 mod drains;
 mod lifecycle;
 mod logs;
-mod nodes;
+pub(crate) mod nodes;
 pub(crate) mod openapi;
 mod processes;
 mod push_settings;

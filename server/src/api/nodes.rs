@@ -5,20 +5,28 @@ use std::collections::HashMap;
 use super::Ctx;
 use crate::auth::AuthUser;
 use crate::error::ApiResult;
+use crate::store::{Store, StoreResult};
 
-#[utoipa::path(get, path = "/v1/nodes", tag = "nodes", summary = "Nodes with capacity and state", responses((status = 200, body = paas_common::api::NodeList), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
-pub async fn list(ctx: Ctx, _user: AuthUser) -> ApiResult<web::Json<NodeList>> {
-    let nodes = ctx.store.list_nodes().await?;
-    let apps = ctx.store.list_apps().await?;
+/// Memory (MB, by each app's memory setting) and instance count placed on each node, by node
+/// name; the API and the dashboard show the same figures.
+pub(crate) async fn node_usage(store: &dyn Store) -> StoreResult<HashMap<String, (u64, u32)>> {
+    let apps = store.list_apps().await?;
     let mem: HashMap<&str, u64> = apps.iter().map(|a| (a.id.as_str(), a.memory_mb)).collect();
     let mut used: HashMap<String, (u64, u32)> = HashMap::new();
-    for i in ctx.store.list_instances().await? {
+    for i in store.list_instances().await? {
         if let Some(n) = i.node_name {
             let e = used.entry(n).or_default();
             e.0 += mem.get(i.app_id.as_str()).copied().unwrap_or(0);
             e.1 += 1;
         }
     }
+    Ok(used)
+}
+
+#[utoipa::path(get, path = "/v1/nodes", tag = "nodes", summary = "Nodes with capacity and state", responses((status = 200, body = paas_common::api::NodeList), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
+pub async fn list(ctx: Ctx, _user: AuthUser) -> ApiResult<web::Json<NodeList>> {
+    let nodes = ctx.store.list_nodes().await?;
+    let used = node_usage(ctx.store.as_ref()).await?;
     let nodes = nodes
         .into_iter()
         .map(|n| {

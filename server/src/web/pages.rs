@@ -348,21 +348,7 @@ pub async fn nodes(ctx: web::Data<AppCtx>, req: HttpRequest) -> HttpResponse {
     let s = session_or_login!(ctx, req);
     let result: Result<Vec<NodeRow>, crate::store::StoreError> = async {
         let now = Utc::now();
-        let apps: HashMap<String, u64> = ctx
-            .store
-            .list_apps()
-            .await?
-            .into_iter()
-            .map(|a| (a.id, a.memory_mb))
-            .collect();
-        let mut used: HashMap<String, (u64, u32)> = HashMap::new();
-        for i in ctx.store.list_instances().await? {
-            if let Some(n) = i.node_name {
-                let e = used.entry(n).or_default();
-                e.0 += apps.get(&i.app_id).copied().unwrap_or(0);
-                e.1 += 1;
-            }
-        }
+        let used = crate::api::nodes::node_usage(ctx.store.as_ref()).await?;
         Ok(ctx
             .store
             .list_nodes()
