@@ -583,3 +583,124 @@ fn standalone_router_follows_the_controller_and_outlives_it() {
     let other = format!("{}.localhost", unique("nope"));
     assert_eq!(router.get(&other, "/").map(|r| r.0), Some(404));
 }
+
+/// A self-signed certificate for `names`: (cert PEM, key PEM, cert DER).
+fn self_signed(names: &[String]) -> (String, String, Vec<u8>) {
+    let c = rcgen::generate_simple_self_signed(names.to_vec()).unwrap();
+    (
+        c.cert.pem(),
+        c.key_pair.serialize_pem(),
+        c.cert.der().to_vec(),
+    )
+}
+
+/// Writes a pair so the server never sees a new certificate beside an old key: both files are
+/// written aside and renamed in, key first.
+fn install_pair(dir: &std::path::Path, host: &str, cert: &str, key: &str) {
+    for (ext, body) in [("key", key), ("crt", cert)] {
+        let tmp = dir.join(format!(".{host}.{ext}.tmp"));
+        std::fs::write(&tmp, body).unwrap();
+        std::fs::rename(&tmp, dir.join(format!("{host}.{ext}"))).unwrap();
+    }
+}
+
+#[test]
+fn https_listener_speaks_http2_and_reloads_certificates() {
+    let certs = tempfile::tempdir().unwrap();
+    let app = unique("tls");
+    let host = format!("{app}.localhost");
+    let (cert1, key1, der1) = self_signed(&[host.clone()]);
+    install_pair(certs.path(), &host, &cert1, &key1);
+    let mut p = Platform::start_server_env(
+        Options::default(),
+        &[
+            ("PAAS_TLS_LISTEN", "127.0.0.1:0"),
+            ("PAAS_TLS_CERT_DIR", certs.path().to_str().unwrap()),
+        ],
+    )
+    .expect("server");
+    p.start_agent(&unique("e2e-tls"), "zone-a").unwrap();
+    p.login().unwrap();
+    push(&p, &app, 1);
+    let tls_addr: std::net::SocketAddr =
+        std::fs::read_to_string(p.data_dir().join("tls-listen-addr"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+    let (cert2, key2, der2) = self_signed(&[host.clone()]);
+    // A fresh client (no pooled connection) per request, trusting both certificates, so each
+    // request shows the certificate the server serves right now.
+    let https = |h: &str| {
+        reqwest::blocking::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(cert1.as_bytes()).unwrap())
+            .add_root_certificate(reqwest::Certificate::from_pem(cert2.as_bytes()).unwrap())
+            .tls_info(true)
+            .resolve(h, tls_addr)
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap()
+    };
+    let url = format!("https://{host}:{}/", tls_addr.port());
+    let served = |r: &reqwest::blocking::Response| {
+        r.extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .and_then(|t| t.peer_certificate())
+            .map(<[u8]>::to_vec)
+    };
+
+    let r = https(&host).get(&url).send().expect("https request");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.version(), reqwest::Version::HTTP_2, "ALPN picks HTTP/2");
+    assert_eq!(served(&r), Some(der1.clone()));
+    assert_eq!(header(&r, "x-paas-app"), app);
+    let h = r.json::<serde_json::Value>().unwrap()["headers"].clone();
+    assert_eq!(h["x-forwarded-proto"], "https", "{h}");
+    // The plain listener still says http.
+    let h = client(&p, &app)
+        .get(url_for(&p, &app))
+        .send()
+        .unwrap()
+        .json::<serde_json::Value>()
+        .unwrap()["headers"]
+        .clone();
+    assert_eq!(h["x-forwarded-proto"], "http");
+
+    // A name the folder has no certificate for (and no `default`) fails the handshake.
+    let other = format!("other-{app}.localhost");
+    let e = https(&other)
+        .get(format!("https://{other}:{}/", tls_addr.port()))
+        .send();
+    assert!(e.is_err(), "no certificate for {other}, yet: {e:?}");
+
+    // Renewal: new files in the folder are served on later handshakes, no restart.
+    install_pair(certs.path(), &host, &cert2, &key2);
+    wait_for(Duration::from_secs(20), "the renewed certificate", || {
+        let r = https(&host).get(&url).send().ok()?;
+        (r.status() == 200 && served(&r).as_deref() == Some(der2.as_slice())).then_some(())
+    })
+    .unwrap();
+    // A broken renewal keeps the working certificate.
+    std::fs::write(certs.path().join(format!("{host}.crt")), "garbage").unwrap();
+    // Once the server has seen (and refused) it, handshakes still get the last good one.
+    wait_for(
+        Duration::from_secs(20),
+        "the broken renewal noticed",
+        || {
+            std::fs::read_to_string(p.dir.path().join("server.log"))
+                .ok()?
+                .contains("keeping the previous certificates")
+                .then_some(())
+        },
+    )
+    .unwrap();
+    let r = https(&host).get(&url).send().expect("still served");
+    assert_eq!(served(&r), Some(der2.clone()));
+    drop(p);
+}
+
+fn url_for(p: &Platform, app: &str) -> String {
+    url(p, app, "/")
+}

@@ -123,6 +123,14 @@ pub struct Settings {
     pub staging_timeout_secs: u64,
     #[serde(default = "default_staging_memory")]
     pub staging_memory_mb: u64,
+    /// A second listener, HTTPS (HTTP/2 by ALPN), serving the same API and app traffic:
+    /// `PAAS_TLS_LISTEN` (e.g. `0.0.0.0:8443`). Off unless set; needs `tls_cert_dir`.
+    #[serde(default)]
+    pub tls_listen: Option<String>,
+    /// Certificates for the TLS listener, `HOST.crt` + `HOST.key` pairs (`_.DOMAIN` for
+    /// `*.DOMAIN`, `default` for the rest), re-read when they change: `PAAS_TLS_CERT_DIR`.
+    #[serde(default)]
+    pub tls_cert_dir: Option<PathBuf>,
 }
 
 fn default_controller() -> String {
@@ -188,6 +196,8 @@ impl Default for Settings {
             keep_droplets: default_keep_droplets(),
             staging_timeout_secs: default_staging_timeout(),
             staging_memory_mb: default_staging_memory(),
+            tls_listen: None,
+            tls_cert_dir: None,
         }
     }
 }

@@ -150,7 +150,15 @@ impl Application {
                         .default_service(web::to(crate::web::not_found)),
                 )
         })
-        .listen(self.listener)?
+        .listen(self.listener)?;
+        let server = match router::tls::bind(&self.ctx.settings)? {
+            Some((listener, certs)) => {
+                let config = certs.server_config();
+                tokio::spawn(certs.watch());
+                server.listen_rustls_0_23(listener, config)?
+            }
+            None => server,
+        }
         .run();
         tracing::info!(port = self.port, "paas-server listening");
         let converge = tokio::spawn(crate::convergence::run(self.ctx.clone()));

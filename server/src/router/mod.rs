@@ -9,6 +9,7 @@
 //! - [`access_log`]: RTR lines, batched into the app's log stream off the hot path.
 //! - [`stats`]: counters (atomics) for a later `/metrics`.
 //! - [`standalone`]: `paas-server router`, the router alone, following the controller's table.
+//! - [`tls`]: optional HTTPS (and HTTP/2) listener, certificates per host from a folder, hot-reloaded.
 //!
 //! Ordering invariant: callers that remove instances must [`refresh`] the table *before* telling
 //! agents (`bump_assignments`), so an instance leaves the table before its container is stopped.
@@ -17,6 +18,7 @@ pub mod access_log;
 pub mod proxy;
 pub mod standalone;
 pub mod stats;
+pub mod tls;
 pub mod ws;
 
 use actix_web::http::header;

@@ -72,6 +72,8 @@ pub(super) struct Meta {
     pub(super) path: String,
     pub(super) request_id: String,
     pub(super) peer: String,
+    /// The client's scheme as this listener saw it (never taken from the client's headers).
+    pub(super) proto: &'static str,
     pub(super) started: Instant,
 }
 
@@ -134,6 +136,11 @@ pub async fn proxy(
             .peer_addr()
             .map(|a| a.ip().to_string())
             .unwrap_or_default(),
+        proto: if req.app_config().secure() {
+            "https"
+        } else {
+            "http"
+        },
         started: Instant::now(),
     };
     if meta.app.is_empty() || ctx.table.get(&meta.app).is_none() {
@@ -344,7 +351,7 @@ fn upstream_headers(h: &HeaderMap, meta: &Meta) -> Vec<(HeaderName, HeaderValue)
         }
     };
     add("x-forwarded-for", &xff);
-    add("x-forwarded-proto", "http");
+    add("x-forwarded-proto", meta.proto);
     add("x-forwarded-host", &meta.host);
     add("x-request-id", &meta.request_id);
     out
@@ -559,6 +566,7 @@ mod tests {
             path: "/".into(),
             request_id: "rid".into(),
             peer: "10.0.0.9".into(),
+            proto: "http",
             started: Instant::now(),
         }
     }

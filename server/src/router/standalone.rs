@@ -160,13 +160,22 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     tokio::spawn(follow(table.clone(), ctl.clone(), saved, version));
     tokio::spawn(access_log::run(table.clone(), ctl));
     let data = web::Data::new(Router::new(table, &settings));
+    let tls_settings = settings.clone();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
             .app_data(web::Data::new(super::proxy::client(&settings)))
             .default_service(web::to(super::proxy))
     })
-    .listen(listener)?
+    .listen(listener)?;
+    let server = match super::tls::bind(&tls_settings)? {
+        Some((listener, certs)) => {
+            let config = certs.server_config();
+            tokio::spawn(certs.watch());
+            server.listen_rustls_0_23(listener, config)?
+        }
+        None => server,
+    }
     .run();
     tracing::info!(%addr, "paas router listening");
     server.await.context("router HTTP server failed")

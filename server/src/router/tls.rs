@@ -1,0 +1,303 @@
+//! Optional TLS termination for app traffic (and the API on the same listener), with rustls.
+//!
+//! Certificates come from one folder (`PAAS_TLS_CERT_DIR`): a pair `NAME.crt` (PEM chain, leaf
+//! first) + `NAME.key` (PEM private key) serves the host `NAME`; `_.DOMAIN.crt` serves the
+//! wildcard `*.DOMAIN` (one label, as browsers match); `default.crt` answers clients that send
+//! no SNI or a name no other pair covers. The folder is re-read when any file in it changes
+//! (polled every [`RELOAD_EVERY`]): a renewed certificate is served on the next handshake with
+//! no restart. A folder that fails to load keeps the previous set (and says why in the log), so
+//! a half-copied renewal never takes HTTPS down.
+//!
+//! ALPN offers `h2` and `http/1.1` (actix-http adds them), so clients get HTTP/2 over TLS; the
+//! router speaks HTTP/1.1 to instances either way.
+
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+pub const RELOAD_EVERY: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Pem { path: PathBuf, message: String },
+    #[error("{path}: unsupported private key: {message}")]
+    Key { path: PathBuf, message: String },
+    #[error("{0}: has a .crt but no .key beside it")]
+    MissingKey(PathBuf),
+}
+
+/// The certificates of one load of the folder.
+#[derive(Default, Debug)]
+struct Certs {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// `*.DOMAIN`, keyed by DOMAIN.
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    default: Option<Arc<CertifiedKey>>,
+}
+
+impl Certs {
+    fn lookup(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        if let Some(name) = sni {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            if let Some(c) = self.exact.get(&name) {
+                return Some(c.clone());
+            }
+            if let Some((_, parent)) = name.split_once('.') {
+                if let Some(c) = self.wildcard.get(parent) {
+                    return Some(c.clone());
+                }
+            }
+        }
+        self.default.clone()
+    }
+
+    fn len(&self) -> usize {
+        self.exact.len() + self.wildcard.len() + usize::from(self.default.is_some())
+    }
+}
+
+/// Picks the certificate for each handshake by SNI from the current set; [`CertStore::reload`]
+/// swaps the set under it.
+#[derive(Debug)]
+pub struct CertStore {
+    dir: PathBuf,
+    certs: RwLock<Arc<Certs>>,
+    /// What the folder looked like at the last load (names, sizes, times).
+    stamp: RwLock<Vec<(PathBuf, u64, Option<SystemTime>)>>,
+}
+
+impl CertStore {
+    /// Loads the folder once; an error here (unlike on reload) stops start-up, since the operator
+    /// asked for TLS and would otherwise get a listener that fails every handshake.
+    pub fn open(dir: &Path) -> Result<Arc<Self>, TlsError> {
+        let stamp = stamp(dir)?;
+        let certs = load(dir)?;
+        tracing::info!(dir = %dir.display(), certificates = certs.len(), "TLS certificates loaded");
+        Ok(Arc::new(Self {
+            dir: dir.to_path_buf(),
+            certs: RwLock::new(Arc::new(certs)),
+            stamp: RwLock::new(stamp),
+        }))
+    }
+
+    /// Re-reads the folder if anything in it changed. Returns whether a new set is in use.
+    pub fn reload(&self) -> bool {
+        let Ok(now) = stamp(&self.dir) else {
+            return false;
+        };
+        if self.stamp.read().is_ok_and(|s| *s == now) {
+            return false;
+        }
+        // Remember the stamp either way: a broken folder is reported once per change, not on
+        // every poll.
+        if let Ok(mut s) = self.stamp.write() {
+            *s = now;
+        }
+        match load(&self.dir) {
+            Ok(certs) => {
+                tracing::info!(dir = %self.dir.display(), certificates = certs.len(), "TLS certificates reloaded");
+                if let Ok(mut c) = self.certs.write() {
+                    *c = Arc::new(certs);
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "TLS certificate folder changed but does not load; keeping the previous certificates");
+                false
+            }
+        }
+    }
+
+    /// The rustls config for a listener: no client auth, certificates from this store.
+    pub fn server_config(self: &Arc<Self>) -> ServerConfig {
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default TLS versions")
+            .with_no_client_auth()
+            .with_cert_resolver(self.clone())
+    }
+
+    /// Polls the folder until the process ends.
+    pub async fn watch(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(RELOAD_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let me = self.clone();
+            // Reading files is blocking work.
+            let _ = tokio::task::spawn_blocking(move || me.reload()).await;
+        }
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let certs = self.certs.read().ok()?.clone();
+        certs.lookup(hello.server_name())
+    }
+}
+
+fn stamp(dir: &Path) -> Result<Vec<(PathBuf, u64, Option<SystemTime>)>, TlsError> {
+    let read = |source| TlsError::Read {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(read)? {
+        let e = e.map_err(read)?;
+        // Follow links: certificate managers often keep `live/NAME.crt -> archive/...`.
+        let Ok(meta) = std::fs::metadata(e.path()) else {
+            continue;
+        };
+        out.push((e.path(), meta.len(), meta.modified().ok()));
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn load(dir: &Path) -> Result<Certs, TlsError> {
+    let mut certs = Certs::default();
+    let entries = std::fs::read_dir(dir).map_err(|source| TlsError::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for e in entries.flatten() {
+        let path = e.path();
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".crt"))
+        else {
+            continue;
+        };
+        let name = name.to_ascii_lowercase();
+        let key_path = path.with_extension("key");
+        if !key_path.exists() {
+            return Err(TlsError::MissingKey(path));
+        }
+        let key = certified_key(&path, &key_path)?;
+        if name == "default" {
+            certs.default = Some(key);
+        } else if let Some(domain) = name.strip_prefix("_.") {
+            certs.wildcard.insert(domain.to_string(), key);
+        } else {
+            certs.exact.insert(name, key);
+        }
+    }
+    Ok(certs)
+}
+
+fn certified_key(crt: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
+    let pem = |path: &Path, e: rustls_pki_types::pem::Error| TlsError::Pem {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(crt)
+        .map_err(|e| pem(crt, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| pem(crt, e))?;
+    if chain.is_empty() {
+        return Err(TlsError::Pem {
+            path: crt.to_path_buf(),
+            message: "no CERTIFICATE block".into(),
+        });
+    }
+    let der = PrivateKeyDer::from_pem_file(key).map_err(|e| pem(key, e))?;
+    let signing =
+        rustls::crypto::ring::sign::any_supported_type(&der).map_err(|e| TlsError::Key {
+            path: key.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    Ok(Arc::new(CertifiedKey::new(chain, signing)))
+}
+
+/// The TLS listener the settings ask for, bound (port 0 allowed: the address is written to
+/// `DATA_DIR/tls-listen-addr` for scripts and tests), with its certificate store. `None` when
+/// `PAAS_TLS_LISTEN` is unset.
+pub fn bind(
+    settings: &crate::config::Settings,
+) -> anyhow::Result<Option<(std::net::TcpListener, Arc<CertStore>)>> {
+    use anyhow::Context;
+    let Some(listen) = &settings.tls_listen else {
+        return Ok(None);
+    };
+    let dir = settings
+        .tls_cert_dir
+        .clone()
+        .context("PAAS_TLS_LISTEN is set but PAAS_TLS_CERT_DIR is not")?;
+    let store = CertStore::open(&dir).context("loading TLS certificates")?;
+    let listener =
+        std::net::TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    let tmp = settings.data_dir.join("tls-listen-addr.tmp");
+    std::fs::write(&tmp, format!("{addr}\n"))?;
+    std::fs::rename(&tmp, settings.data_dir.join("tls-listen-addr"))?;
+    tracing::info!(%addr, "TLS listener bound");
+    Ok(Some((listener, store)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_pair(dir: &Path, file: &str, names: &[&str]) -> Vec<u8> {
+        let c = rcgen::generate_simple_self_signed(
+            names.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        std::fs::write(dir.join(format!("{file}.crt")), c.cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{file}.key")), c.key_pair.serialize_pem()).unwrap();
+        c.cert.der().to_vec()
+    }
+
+    fn leaf(c: &Option<Arc<CertifiedKey>>) -> Option<Vec<u8>> {
+        c.as_ref().map(|k| k.cert[0].as_ref().to_vec())
+    }
+
+    #[test]
+    fn picks_exact_then_wildcard_then_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let exact = write_pair(dir.path(), "a.apps.test", &["a.apps.test"]);
+        let wild = write_pair(dir.path(), "_.apps.test", &["*.apps.test"]);
+        let store = CertStore::open(dir.path()).unwrap();
+        let certs = store.certs.read().unwrap().clone();
+        assert_eq!(leaf(&certs.lookup(Some("A.apps.test"))), Some(exact));
+        assert_eq!(leaf(&certs.lookup(Some("b.apps.test"))), Some(wild));
+        // A wildcard covers one label only.
+        assert_eq!(leaf(&certs.lookup(Some("x.b.apps.test"))), None);
+        assert_eq!(leaf(&certs.lookup(None)), None);
+        let def = write_pair(dir.path(), "default", &["fallback.test"]);
+        assert!(store.reload());
+        let certs = store.certs.read().unwrap().clone();
+        assert_eq!(leaf(&certs.lookup(Some("other.test"))), Some(def.clone()));
+        assert_eq!(leaf(&certs.lookup(None)), Some(def));
+        // Nothing changed: no reload.
+        assert!(!store.reload());
+    }
+
+    #[test]
+    fn a_broken_folder_keeps_the_previous_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = write_pair(dir.path(), "a.test", &["a.test"]);
+        let store = CertStore::open(dir.path()).unwrap();
+        std::fs::write(dir.path().join("b.test.crt"), "not a certificate").unwrap();
+        assert!(!store.reload());
+        let certs = store.certs.read().unwrap().clone();
+        assert_eq!(leaf(&certs.lookup(Some("a.test"))), Some(good));
+        // At start-up the same folder is an error that names the file.
+        let err = CertStore::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("b.test"), "{err}");
+    }
+}
