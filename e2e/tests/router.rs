@@ -609,7 +609,7 @@ fn https_listener_speaks_http2_and_reloads_certificates() {
     let certs = tempfile::tempdir().unwrap();
     let app = unique("tls");
     let host = format!("{app}.localhost");
-    let (cert1, key1, der1) = self_signed(&[host.clone()]);
+    let (cert1, key1, der1) = self_signed(std::slice::from_ref(&host));
     install_pair(certs.path(), &host, &cert1, &key1);
     let mut p = Platform::start_server_env(
         Options::default(),
@@ -628,7 +628,7 @@ fn https_listener_speaks_http2_and_reloads_certificates() {
             .trim()
             .parse()
             .unwrap();
-    let (cert2, key2, der2) = self_signed(&[host.clone()]);
+    let (cert2, key2, der2) = self_signed(std::slice::from_ref(&host));
     // A fresh client (no pooled connection) per request, trusting both certificates, so each
     // request shows the certificate the server serves right now.
     let https = |h: &str| {
