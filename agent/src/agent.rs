@@ -225,6 +225,7 @@ fn same_reports(a: &[InstanceReport], b: &[InstanceReport]) -> bool {
                 && x.restarts == y.restarts
                 && x.last_exit == y.last_exit
                 && x.since == y.since
+                && x.ready == y.ready
         })
 }
 

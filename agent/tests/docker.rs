@@ -308,6 +308,7 @@ async fn droplet_runs_sandboxed_healthy_and_is_removed() -> Result<()> {
         start_timeout_secs: 60,
         start_interval_secs: 1,
         interval_secs: 30,
+        readiness: None,
     };
     let desired = vec![assignment(
         &format!("inst-{unique}"),

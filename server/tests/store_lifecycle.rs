@@ -53,6 +53,7 @@ async fn setup() -> (tempfile::TempDir, SqliteStore, AppRecord) {
                 placement_error: None,
                 since: now,
                 created_at: now,
+                ready: true,
             })
             .await
             .unwrap();
