@@ -225,6 +225,9 @@ pub struct NodeInfo {
     pub instance_slots: u32,
     pub instances: u32,
     pub last_heartbeat: DateTime<Utc>,
+    /// What apps can require with placement labels (the agent's `PAAS_NODE_LABELS`).
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
