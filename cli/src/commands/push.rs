@@ -553,6 +553,15 @@ pub(crate) fn wait_until_running(
                     ),
                     None => println!("{name} is running at {} ({secs:.1} s)", detail.url),
                 }
+                let unready = detail
+                    .instances
+                    .iter()
+                    .filter(|i| i.state == InstanceState::Running && !i.ready)
+                    .count();
+                if unready > 0 {
+                    // Running, but its readiness check does not pass yet: it gets no traffic.
+                    println!("{unready} instance(s) not ready yet: out of the routes until their readiness check passes");
+                }
                 return Ok(());
             }
             Progress::Crashed(msg) => return fail(client, &detail, msg),
