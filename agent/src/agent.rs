@@ -74,7 +74,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         node_name: settings.node_name.clone(),
         address: settings.node_address.clone(),
         zone: settings.zone.clone(),
-        labels: Default::default(),
+        labels: settings.labels.clone(),
         capacity: settings.capacity(),
     };
     let client = Arc::new(ControllerClient::new(
@@ -225,6 +225,7 @@ fn same_reports(a: &[InstanceReport], b: &[InstanceReport]) -> bool {
                 && x.restarts == y.restarts
                 && x.last_exit == y.last_exit
                 && x.since == y.since
+                && x.ready == y.ready
         })
 }
 

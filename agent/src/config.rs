@@ -5,6 +5,7 @@
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -54,6 +55,10 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Read from `PAAS_NODE_ZONE`.
     pub zone: String,
+    /// Labels apps can require with placement labels (`paas push --placement KEY=VALUE`): a
+    /// `[labels]` table in the file, or `PAAS_NODE_LABELS="disk=ssd,gpu=yes"`.
+    #[serde(default, deserialize_with = "labels")]
+    pub labels: BTreeMap<String, String>,
     /// The address instances are published on; the router and health checks connect here.
     pub node_address: String,
     pub stack_image: String,
@@ -105,6 +110,7 @@ impl Default for Settings {
             node_name: default_hostname(),
             data_dir: PathBuf::from("/var/lib/paas-agent"),
             zone: "default".into(),
+            labels: BTreeMap::new(),
             node_address: "127.0.0.1".into(),
             stack_image: crate::stack::DEFAULT_STACK_IMAGE.into(),
             docker_network: "paas-sandbox".into(),
@@ -138,6 +144,7 @@ impl Settings {
         figment.merge(Env::prefixed("PAAS_").map(|key| {
             match key.as_str().to_ascii_lowercase().as_str() {
                 "node_zone" => "zone".into(),
+                "node_labels" => "labels".into(),
                 "node_memory_mb" => "memory_mb".into(),
                 "node_instance_slots" => "instance_slots".into(),
                 "node_disk_mb" => "disk_mb".into(),
@@ -182,6 +189,32 @@ impl Settings {
             disk_mb: self.disk_mb,
             instance_slots: self.instance_slots,
         }
+    }
+}
+
+/// Labels as a table, or as `KEY=VALUE` pairs separated by commas (the environment's form).
+fn labels<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given {
+        Table(BTreeMap<String, String>),
+        Text(String),
+    }
+    match Given::deserialize(d)? {
+        Given::Table(t) => Ok(t),
+        Given::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|pair| match pair.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() && !v.trim().is_empty() => {
+                    Ok((k.trim().to_string(), v.trim().to_string()))
+                }
+                _ => Err(serde::de::Error::custom(format!(
+                    "node label {pair:?} is not KEY=VALUE"
+                ))),
+            })
+            .collect(),
     }
 }
 
@@ -276,6 +309,29 @@ mod tests {
             assert_eq!(settings.heartbeat_interval_ms, 2000);
             assert_eq!(settings.resolve_join_token().unwrap().expose(), "s3cret");
             assert!(!format!("{settings:?}").contains("s3cret"));
+            assert!(settings.labels.is_empty());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn labels_from_file_or_env() {
+        Jail::expect_with(|jail| {
+            jail.create_file("agent.toml", "[labels]\ndisk = \"ssd\"\n")?;
+            let settings =
+                Settings::from_figment(Settings::figment(Some(Path::new("agent.toml")))).unwrap();
+            assert_eq!(settings.labels["disk"], "ssd");
+            jail.set_env("PAAS_NODE_LABELS", "disk=hdd, gpu=yes");
+            let settings = Settings::from_figment(Settings::figment(None)).unwrap();
+            assert_eq!(
+                settings.labels,
+                BTreeMap::from([
+                    ("disk".to_string(), "hdd".to_string()),
+                    ("gpu".to_string(), "yes".to_string())
+                ])
+            );
+            jail.set_env("PAAS_NODE_LABELS", "disk");
+            assert!(Settings::from_figment(Settings::figment(None)).is_err());
             Ok(())
         });
     }

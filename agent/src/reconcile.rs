@@ -5,6 +5,11 @@
 //! restarted agent re-adopts its running containers (same id, no restart) and a container removed
 //! behind its back is simply recreated. Crashed instances restart in place (`docker start` on the
 //! same container, which keeps its id, its logs and its `/app` volume) with Cloud Foundry's backoff.
+//!
+//! Readiness is a second, independent check of a running instance (Cloud Foundry's readiness
+//! health check): its result only says whether the instance is routed. A failing readiness check
+//! never kills, restarts or counts a crash; it is reported as `ready: false` and the controller
+//! takes the instance out of the route table until the check passes again.
 
 use crate::backoff;
 use crate::crashes::{CrashLedger, CrashRecord};
@@ -73,6 +78,10 @@ struct Instance {
     last_exit: Option<String>,
     since: DateTime<Utc>,
     phase: Phase,
+    /// The last readiness result while running; without a readiness check, always true.
+    ready: bool,
+    /// When the readiness check is next due; `None`: at once (the instance just became healthy).
+    next_ready_check: Option<Instant>,
     last_seen: LastSeen,
     follower: Option<JoinHandle<()>>,
 }
@@ -234,7 +243,7 @@ impl Reconciler {
             let running = listed.get(id).copied().unwrap_or(false);
             // Only touch instances with something to do: a due check, a restart, or an exit.
             let exited = !running && !matches!(instance.phase, Phase::Crashed { .. });
-            (exited || instance.phase.next_due() <= now).then(|| instance.step(&ctx, running))
+            (exited || instance.next_due() <= now).then(|| instance.step(&ctx, running))
         }))
         .await;
         self.sync_ledger();
@@ -243,7 +252,7 @@ impl Reconciler {
 
     /// The earliest moment an instance needs attention (a check or a restart).
     pub fn next_due(&self) -> Option<Instant> {
-        self.instances.values().map(|i| i.phase.next_due()).min()
+        self.instances.values().map(Instance::next_due).min()
     }
 
     /// What the heartbeat reports: every instance this node owns.
@@ -260,6 +269,7 @@ impl Reconciler {
                 last_exit: i.last_exit.clone(),
                 since: i.since,
                 usage: None,
+                ready: i.routable(),
             })
             // A duplicate being stopped is not news to the controller: its instance is reported.
             .chain(
@@ -275,6 +285,7 @@ impl Reconciler {
                         last_exit: None,
                         since: s.since,
                         usage: None,
+                        ready: false,
                     }),
             )
             .collect();
@@ -401,12 +412,29 @@ fn abort_follower(instance: Instance) {
 }
 
 impl Instance {
+    /// Whether the router should send this instance traffic: running and ready.
+    fn routable(&self) -> bool {
+        matches!(self.phase, Phase::Running { .. }) && self.ready
+    }
+
+    /// The earliest moment this instance needs attention: its phase's, or a readiness check.
+    fn next_due(&self) -> Instant {
+        let due = self.phase.next_due();
+        match (&self.phase, &self.assignment.health.readiness) {
+            (Phase::Running { .. }, Some(_)) => {
+                self.next_ready_check.map_or(Instant::now(), |r| r.min(due))
+            }
+            _ => due,
+        }
+    }
+
     fn new(
         assignment: Assignment,
         container_id: String,
         status: &ContainerStatus,
         now: Instant,
     ) -> Self {
+        let ready = assignment.health.readiness.is_none();
         Self {
             assignment,
             container_id,
@@ -420,6 +448,8 @@ impl Instance {
                 started: now,
                 next_check: now,
             },
+            ready,
+            next_ready_check: None,
             last_seen: LastSeen::default(),
             follower: None,
         }
@@ -472,6 +502,9 @@ impl Instance {
                         healthy_since: now,
                         next_check: now + secs(health.interval_secs),
                     });
+                    // Readiness is checked at once, so a ready instance is routed without delay.
+                    self.next_ready_check = None;
+                    self.check_readiness(ctx, running, now).await;
                 }
                 Err(e) if now.duration_since(started) >= secs(health.start_timeout_secs) => {
                     self.health_failed(ctx, &e, now).await;
@@ -488,20 +521,31 @@ impl Instance {
                     };
                 }
             },
-            Phase::Running { healthy_since, .. } => {
+            Phase::Running {
+                healthy_since,
+                next_check,
+            } => {
                 if self.crash_count > 0 && now.duration_since(healthy_since) >= backoff::RESET_AFTER
                 {
                     self.crash_count = 0;
                 }
-                match self.check(ctx, running).await {
-                    Ok(()) => {
-                        self.phase = Phase::Running {
-                            healthy_since,
-                            next_check: now + secs(health.interval_secs),
-                        };
+                // Liveness and readiness run on their own schedules; a pass may be due for
+                // either one only.
+                if next_check <= now {
+                    match self.check(ctx, running).await {
+                        Ok(()) => {
+                            self.phase = Phase::Running {
+                                healthy_since,
+                                next_check: now + secs(health.interval_secs),
+                            };
+                        }
+                        Err(e) => {
+                            self.health_failed(ctx, &e, now).await;
+                            return;
+                        }
                     }
-                    Err(e) => self.health_failed(ctx, &e, now).await,
                 }
+                self.check_readiness(ctx, running, now).await;
             }
             Phase::Crashed { restart_at } if restart_at <= now => self.restart(ctx).await,
             Phase::Crashed { .. } => {}
@@ -522,6 +566,54 @@ impl Instance {
             secs(h.invocation_timeout_secs),
         )
         .await
+    }
+
+    /// Runs the readiness check when one is configured and due, and records a change of result
+    /// as a `CELL` line. Never kills or restarts: readiness only decides routing.
+    async fn check_readiness(&mut self, ctx: &Ctx<'_>, running: bool, now: Instant) {
+        let Some(r) = self.assignment.health.readiness.clone() else {
+            return;
+        };
+        if self.next_ready_check.is_some_and(|due| due > now) {
+            return;
+        }
+        let result = health::check(
+            ctx.http,
+            &r.check,
+            health::Target {
+                address: &ctx.runtime.settings().node_address,
+                host_port: self.host_port,
+                container: self.container_ip.as_deref().map(|ip| (ip, APP_PORT)),
+            },
+            running,
+            secs(r.invocation_timeout_secs),
+        )
+        .await;
+        self.next_ready_check = Some(now + secs(r.interval_secs.max(1)));
+        let a = &self.assignment;
+        match (self.ready, result) {
+            (false, Ok(())) => {
+                self.ready = true;
+                tracing::info!(instance = %a.instance_id, "instance is ready");
+                ctx.logs
+                    .cell(&a.instance_id, format!("Instance {} is ready", a.index));
+            }
+            (true, Err(e)) => {
+                self.ready = false;
+                tracing::info!(instance = %a.instance_id, error = %e, "instance is not ready");
+                ctx.logs.cell(
+                    &a.instance_id,
+                    format!(
+                        "Instance {} is not ready: {e}; out of the routes until its readiness check passes",
+                        a.index
+                    ),
+                );
+            }
+            (false, Err(e)) => {
+                tracing::debug!(instance = %a.instance_id, error = %e, "not ready yet");
+            }
+            (true, Ok(())) => {}
+        }
     }
 
     async fn health_failed(&mut self, ctx: &Ctx<'_>, error: &health::HealthError, now: Instant) {
@@ -588,6 +680,8 @@ impl Instance {
                     started: now,
                     next_check: now,
                 });
+                // A restarted process must prove its readiness again.
+                self.ready = self.assignment.health.readiness.is_none();
                 let since = self
                     .last_seen
                     .lock()

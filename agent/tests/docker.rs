@@ -14,7 +14,9 @@ use paas_agent::reconcile::Reconciler;
 use paas_agent::runtime::{connect_docker, DropletSource, Runtime, RuntimeSettings};
 use paas_agent::stack::{self, StackOutcome};
 use paas_agent::Settings;
-use paas_common::agent::{AgentLogLine, Assignment, HealthCheck, HealthSettings, InstanceReport};
+use paas_common::agent::{
+    AgentLogLine, Assignment, HealthCheck, HealthSettings, InstanceReport, ReadinessSettings,
+};
 use paas_common::api::InstanceState;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -308,6 +310,7 @@ async fn droplet_runs_sandboxed_healthy_and_is_removed() -> Result<()> {
         start_timeout_secs: 60,
         start_interval_secs: 1,
         interval_secs: 30,
+        readiness: None,
     };
     let desired = vec![assignment(
         &format!("inst-{unique}"),
@@ -431,6 +434,84 @@ async fn crashing_instance_is_reported_and_restarted_with_backoff() -> Result<()
             .iter()
             .any(|l| l.source == "APP/web/0" && l.stream == "stdout" && l.message == "boom"),
         "{lines:?}"
+    );
+    Ok(())
+}
+
+/// Answers `/ready` with 503 while `/tmp/unready` exists.
+const READY_PY: &str = r#"
+import http.server, os
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        status = 503 if self.path == "/ready" and os.path.exists("/tmp/unready") else 200
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever()
+"#;
+
+#[tokio::test]
+async fn failing_readiness_unroutes_without_restarting() -> Result<()> {
+    let unique = uuid::Uuid::new_v4().to_string();
+    let app = format!("# {unique}\n{READY_PY}");
+    let (sha, tar) = droplet_tar(&[("app.py", &app)]);
+    let mut node = TestNode::start(HashMap::from([(sha.clone(), tar)])).await?;
+    let health = HealthSettings {
+        readiness: Some(ReadinessSettings {
+            check: HealthCheck::Http {
+                endpoint: "/ready".into(),
+            },
+            invocation_timeout_secs: 1,
+            interval_secs: 1,
+        }),
+        ..HealthSettings::default()
+    };
+    let desired = vec![assignment(
+        &format!("inst-{unique}"),
+        &sha,
+        "exec python3 app.py",
+        health,
+    )];
+    let ready = node
+        .pass_until(&desired, Duration::from_secs(60), |r| {
+            r.state == InstanceState::Running && r.ready
+        })
+        .await?;
+    let container = ready.container_id.clone().context("no container id")?;
+
+    // Unready: still running, same container, no restart, no crash.
+    let (code, out) = exec(&node.runtime, &container, &["touch", "/tmp/unready"]).await?;
+    assert_eq!(code, 0, "{out}");
+    let unready = node
+        .pass_until(&desired, Duration::from_secs(10), |r| !r.ready)
+        .await?;
+    assert_eq!(unready.state, InstanceState::Running, "{unready:?}");
+    assert_eq!(unready.container_id.as_deref(), Some(container.as_str()));
+    assert_eq!((unready.restarts, unready.last_exit.clone()), (0, None));
+
+    // Ready again.
+    let (code, out) = exec(&node.runtime, &container, &["rm", "/tmp/unready"]).await?;
+    assert_eq!(code, 0, "{out}");
+    let back = node
+        .pass_until(&desired, Duration::from_secs(10), |r| r.ready)
+        .await?;
+    assert_eq!(back.container_id.as_deref(), Some(container.as_str()));
+    assert_eq!(back.restarts, 0);
+    let cell: Vec<String> = node
+        .drain_logs()
+        .into_iter()
+        .filter(|l| l.source == "CELL")
+        .map(|l| l.message)
+        .collect();
+    assert!(
+        cell.iter()
+            .any(|m| m.starts_with("Instance 0 is not ready:")),
+        "{cell:?}"
+    );
+    assert_eq!(
+        cell.iter().filter(|m| *m == "Instance 0 is ready").count(),
+        2,
+        "ready at start and again: {cell:?}"
     );
     Ok(())
 }

@@ -529,6 +529,9 @@ fn push_extra_fields(
     if let Some(h) = &s.health {
         form = form.text("health", enc(serde_json::to_string(h))?);
     }
+    if let Some(l) = &s.placement_labels {
+        form = form.text("placement_labels", enc(serde_json::to_string(l))?);
+    }
     if !s.processes.is_empty() {
         form = form.text("processes", enc(serde_json::to_string(&s.processes))?);
     }

@@ -78,6 +78,15 @@ pub struct InstanceReport {
     /// Resource use sampled from the engine every few seconds; absent until the first sample.
     #[serde(default)]
     pub usage: Option<crate::api::InstanceUsage>,
+    /// Whether the instance passes its readiness check (always true without one). Only a
+    /// running, ready instance is routed; an unready one keeps running. Absent from an older
+    /// agent, which has no readiness checks: ready.
+    #[serde(default = "ready_by_default")]
+    pub ready: bool,
+}
+
+fn ready_by_default() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -162,6 +171,26 @@ pub struct HealthSettings {
     pub start_interval_secs: u64,
     /// Between checks once running.
     pub interval_secs: u64,
+    /// A readiness check beside the liveness one above; `None`: ready whenever running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<ReadinessSettings>,
+}
+
+/// Cloud Foundry's readiness check: while it fails the instance is out of the routes, but it is
+/// neither restarted nor counted as crashed; when it passes again it is routed again.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReadinessSettings {
+    pub check: HealthCheck,
+    /// Per attempt.
+    pub invocation_timeout_secs: u64,
+    /// Between checks, from the moment the instance runs.
+    pub interval_secs: u64,
+}
+
+impl ReadinessSettings {
+    /// Seconds between readiness checks when the manifest does not say.
+    pub const DEFAULT_INTERVAL_SECS: u64 = 5;
 }
 
 impl Default for HealthSettings {
@@ -173,6 +202,7 @@ impl Default for HealthSettings {
             start_timeout_secs: 60,
             start_interval_secs: 2,
             interval_secs: 30,
+            readiness: None,
         }
     }
 }

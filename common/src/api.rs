@@ -102,10 +102,19 @@ pub struct InstanceInfo {
     /// The process type this instance runs (`web`, `worker`, ...).
     #[serde(default = "web_process")]
     pub process_type: String,
+    /// Whether a running instance passes its readiness check, i.e. the router sends it traffic
+    /// (Cloud Foundry's `routable`). A `running` instance with `ready: false` keeps running and
+    /// is not restarted; it is out of the routes until its readiness check passes again.
+    #[serde(default = "yes")]
+    pub ready: bool,
 }
 
 fn web_process() -> String {
     "web".into()
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One process type of an app's current revision, as `GET /v1/apps/NAME` shows it.
@@ -192,6 +201,9 @@ pub struct AppDetail {
     #[serde(default)]
     pub processes: Vec<ProcessInfo>,
     pub updated_at: DateTime<Utc>,
+    /// Labels a node must carry to run the app's instances (`paas push --placement KEY=VALUE`).
+    #[serde(default)]
+    pub placement_labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -213,6 +225,9 @@ pub struct NodeInfo {
     pub instance_slots: u32,
     pub instances: u32,
     pub last_heartbeat: DateTime<Utc>,
+    /// What apps can require with placement labels (the agent's `PAAS_NODE_LABELS`).
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -272,6 +287,10 @@ pub struct PushSettings {
     /// Files left out of the zip because the controller holds them (multipart `resources`).
     #[serde(default)]
     pub resources: Vec<PushResource>,
+    /// Labels a node must carry to run the app (multipart `placement_labels`, a JSON object);
+    /// absent: the app keeps its labels, `{}`: any node.
+    #[serde(default)]
+    pub placement_labels: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// Health-check settings as a manifest states them; every field optional (server defaults apply).

@@ -107,6 +107,10 @@ pub struct AppManifest {
     pub readiness_health_check_interval: Option<u64>,
     #[serde(default)]
     pub processes: Vec<ProcessManifest>,
+    /// Labels a node must carry to run the app (`placement-labels: {disk: ssd}`); a platform
+    /// field, not Cloud Foundry's. Absent: the app keeps the labels it has.
+    #[serde(default, rename = "placement-labels", deserialize_with = "label_map")]
+    pub placement_labels: Option<BTreeMap<String, String>>,
 }
 
 impl Default for AppName {
@@ -458,6 +462,12 @@ fn env_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, 
         .collect())
 }
 
+fn label_map<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    env_map(d).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -493,6 +503,9 @@ applications:
     memory: 128M
 - name: web-two
   memory: 512
+  placement-labels:
+    disk: ssd
+    rack: 7
 ";
 
     #[test]
@@ -521,6 +534,10 @@ applications:
             Some(512),
             "a bare number is megabytes"
         );
+        assert_eq!(a.placement_labels, None);
+        let labels = m.applications[1].placement_labels.clone().unwrap();
+        assert_eq!(labels["disk"], "ssd");
+        assert_eq!(labels["rack"], "7");
         assert_eq!(
             m.warnings,
             vec!["unknown field applications[0].stack ignored".to_string()]

@@ -425,6 +425,39 @@ fn crashing_app_backs_off_and_its_counts_survive_an_agent_restart() {
     })
     .map_err(|e| format!("{e}: {:?}", instances(&p, &app)))
     .unwrap();
+    // Every crash is one event with its exit reason and counts: 3 restarted, the 4th waiting.
+    let crash_events = |p: &Platform| -> Vec<String> {
+        api_get(p, &format!("/v1/apps/{app}/events"))["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "instance.crash")
+            .map(|e| e["message"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let crashes = wait_for(Duration::from_secs(10), "4 crash events", || {
+        Some(crash_events(&p)).filter(|c| c.len() >= 4)
+    })
+    .map_err(|e| format!("{e}: {:?}", crash_events(&p)))
+    .unwrap();
+    assert_eq!(crashes.len(), 4, "one event per crash: {crashes:?}");
+    for (n, m) in crashes.iter().enumerate() {
+        assert!(
+            m.starts_with("instance 0 crashed: exited with code 3")
+                && m.contains(&format!("(crash {}, restarts: ", n + 1)),
+            "{crashes:?}"
+        );
+    }
+    assert!(
+        crashes[3].ends_with("(crash 4, restarts: 3)"),
+        "{crashes:?}"
+    );
+    let listed = p.cli(&["events", &app]).stdout;
+    assert!(
+        listed.contains("instance.crash") && listed.contains("node:"),
+        "{listed}"
+    );
+
     // The backoff is visible: it stays crashed with 3 restarts for a while (the next is 30 s away).
     for _ in 0..10 {
         assert!(crashed(&p).is_some(), "{:?}", instances(&p, &app));

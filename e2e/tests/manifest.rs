@@ -59,6 +59,13 @@ applications:
         assert!(body.contains(want), "{app}: {body}");
         assert_eq!(p.app_json(app).unwrap()["memory_mb"], mem);
     }
+    // The manifest's health check is the web process's check.
+    let v = p.app_json(&one).unwrap();
+    assert_eq!(v["processes"][0]["health_check"], "http /", "{v}");
+    assert_eq!(
+        p.app_json(&two).unwrap()["processes"][0]["health_check"],
+        "port"
+    );
 
     // `paas push NAME` pushes just that app; flags override the manifest.
     let out = p.cli_in(&["push", &two, "-m", "112M"], Some(dir.path()));

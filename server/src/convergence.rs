@@ -189,11 +189,11 @@ fn plan_process(
             let (fresh, stale): (Vec<&InstanceRecord>, Vec<&InstanceRecord>) =
                 list.iter().partition(|i| is_fresh(i, rev, retiring, ready));
             // More than one fresh row (a lost node came back beside its replacement): keep the
-            // newest running one, else the newest.
+            // newest routed one, else the newest.
             let keep = fresh
                 .iter()
                 .rev()
-                .find(|i| i.state == InstanceState::Running)
+                .find(|i| routed(i))
                 .or_else(|| fresh.last())
                 .copied();
             for f in &fresh {
@@ -203,7 +203,9 @@ fn plan_process(
                 }
             }
             match keep {
-                Some(k) if k.state == InstanceState::Running => {
+                // A replacement counts once it is routed: running and, with a readiness check,
+                // ready; until then the stale row keeps serving.
+                Some(k) if routed(k) => {
                     for s in &stale {
                         out.remove.push((
                             (*s).clone(),
@@ -238,6 +240,11 @@ fn plan_process(
             }
         }
     }
+}
+
+/// A row the router sends traffic to: running and ready.
+fn routed(i: &InstanceRecord) -> bool {
+    i.state == InstanceState::Running && i.ready
 }
 
 /// A row that may be carrying traffic: running, and not on a lost node.
@@ -368,6 +375,8 @@ pub async fn converge_once(ctx: &AppCtx) -> StoreResult<bool> {
             placement_error: None,
             since: now,
             created_at: now,
+            // Not routed before its node says it runs and is ready.
+            ready: false,
         };
         store.insert_instance(&row).await?;
         store
@@ -529,6 +538,7 @@ mod tests {
             placement_error: None,
             since: now,
             created_at: now,
+            ready: true,
         }
     }
 

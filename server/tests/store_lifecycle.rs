@@ -53,6 +53,7 @@ async fn setup() -> (tempfile::TempDir, SqliteStore, AppRecord) {
                 placement_error: None,
                 since: now,
                 created_at: now,
+                ready: true,
             })
             .await
             .unwrap();
@@ -239,4 +240,63 @@ async fn restart_marks_rows_and_draining_survives_heartbeats() {
         store.set_node_state("nope", "draining", &ev("x")).await,
         Err(StoreError::NotFound(_))
     ));
+}
+
+#[tokio::test]
+async fn new_placement_labels_roll_and_reports_keep_readiness() {
+    let (_dir, store, app) = setup().await;
+    let labels = |v: &str| -> BTreeMap<String, String> { [("disk".to_string(), v.into())].into() };
+    let u = |v: &str| AppUpdate {
+        placement_labels: Some(labels(v)),
+        ..Default::default()
+    };
+    assert!(
+        store
+            .update_app(&app.id, &u("ssd"), &ev("app.scale"))
+            .await
+            .unwrap(),
+        "new labels move the instances"
+    );
+    assert_eq!(store.retiring_instances().await.unwrap().len(), 2);
+    assert!(!store
+        .update_app(&app.id, &u("ssd"), &ev("app.scale"))
+        .await
+        .unwrap());
+
+    // A report replaces the row's state and readiness, and answers what it replaced.
+    let report = paas_common::agent::InstanceReport {
+        instance_id: "i0".into(),
+        state: InstanceState::Running,
+        container_id: Some("c0".into()),
+        host_port: Some(61000),
+        restarts: 0,
+        last_exit: None,
+        since: Utc::now(),
+        usage: None,
+        ready: false,
+    };
+    let before = store.report_instance("n1", &report).await.unwrap().unwrap();
+    assert_eq!(
+        (before.app_name.as_str(), before.index, before.ready),
+        ("web", 0, true)
+    );
+    assert!(before.routing_changed(&report));
+    let row = store
+        .app_instances(&app.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| i.id == "i0")
+        .unwrap();
+    assert!(!row.ready);
+    let again = store.report_instance("n1", &report).await.unwrap().unwrap();
+    assert!(!again.routing_changed(&report), "nothing new");
+    assert!(
+        store
+            .report_instance("n2", &report)
+            .await
+            .unwrap()
+            .is_none(),
+        "another node's report of the row is ignored"
+    );
 }

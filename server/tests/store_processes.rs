@@ -37,6 +37,7 @@ fn row(id: &str, process_type: &str) -> InstanceRecord {
         placement_error: None,
         since: now,
         created_at: now,
+        ready: true,
     }
 }
 

@@ -41,8 +41,26 @@ pub fn render(d: &AppDetail, now: DateTime<Utc>) -> String {
     out.push_str(&format!("url:        {}\n", d.url));
     out.push_str(&format!("revision:   {revision}\n"));
     out.push_str(&format!("memory:     {}\n", memory(d.memory_mb)));
+    if !d.placement_labels.is_empty() {
+        let labels: Vec<String> = d
+            .placement_labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        out.push_str(&format!("placement:  {}\n", labels.join(", ")));
+    }
+    let unready = d
+        .instances
+        .iter()
+        .filter(|i| i.state == InstanceState::Running && !i.ready)
+        .count();
+    let unready = if unready > 0 {
+        format!(" ({unready} not ready: out of the routes)")
+    } else {
+        String::new()
+    };
     out.push_str(&format!(
-        "instances:  {running}/{} running\n",
+        "instances:  {running}/{} running{unready}\n",
         d.desired_instances
     ));
     if d.instances.is_empty() {
@@ -96,9 +114,16 @@ fn instance_table(list: &[&InstanceInfo], now: DateTime<Utc>) -> String {
         .iter()
         .map(|i| {
             let why = i.last_exit.clone().or_else(|| i.placement_error.clone());
+            // Cloud Foundry's `routable`: only a running instance is ready or not.
+            let ready = match (i.state, i.ready) {
+                (InstanceState::Running, true) => "yes",
+                (InstanceState::Running, false) => "no",
+                _ => "-",
+            };
             vec![
                 i.index.to_string(),
                 i.state.as_str().to_string(),
+                ready.to_string(),
                 or_dash(i.node.as_ref()),
                 or_dash(i.address.as_ref()),
                 i.restarts.to_string(),
@@ -124,6 +149,7 @@ fn instance_table(list: &[&InstanceInfo], now: DateTime<Utc>) -> String {
         &[
             "INDEX",
             "STATE",
+            "READY",
             "NODE",
             "ADDRESS",
             "RESTARTS",
@@ -147,6 +173,7 @@ mod tests {
     fn renders_app_and_instances() {
         let now = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
         let d = AppDetail {
+            placement_labels: Default::default(),
             name: "web".into(),
             state: AppState::Started,
             url: "http://web.localhost:8080".into(),
@@ -162,6 +189,7 @@ mod tests {
             }),
             instances: vec![
                 InstanceInfo {
+                    ready: true,
                     process_type: "web".into(),
                     revision: None,
                     index: 0,
@@ -182,6 +210,7 @@ mod tests {
                     }),
                 },
                 InstanceInfo {
+                    ready: true,
                     process_type: "web".into(),
                     revision: None,
                     index: 1,
@@ -206,26 +235,67 @@ mod tests {
         assert!(text.contains("instances:  1/2 running"));
         assert!(
             text.contains(
-                "INDEX   STATE     NODE     ADDRESS          RESTARTS   SINCE   CPU    MEMORY     DISK   LAST-EXIT"
+                "INDEX   STATE     READY   NODE     ADDRESS          RESTARTS   SINCE   CPU    MEMORY     DISK   LAST-EXIT"
             ),
             "{text}"
         );
         assert!(
-            text.contains("0       running   node-1   10.0.0.1:61000   0          1m      3.2%   41M/256M   2M     -"),
+            text.contains("0       running   yes     node-1   10.0.0.1:61000   0          1m      3.2%   41M/256M   2M     -"),
             "{text}"
         );
         assert!(
             text.contains(
-                "1       crashed   node-2   -                2          -       -      -          -      exited with code 1"
+                "1       crashed   -       node-2   -                2          -       -      -          -      exited with code 1"
             ),
             "{text}"
         );
     }
 
     #[test]
+    fn shows_readiness_and_placement() {
+        let now = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
+        let inst = |index: u32, ready: bool| InstanceInfo {
+            process_type: "web".into(),
+            index,
+            revision: Some(1),
+            state: InstanceState::Running,
+            node: Some("n1".into()),
+            address: None,
+            restarts: 0,
+            last_exit: None,
+            placement_error: None,
+            since: Some(now),
+            usage: None,
+            ready,
+        };
+        let d = AppDetail {
+            name: "a".into(),
+            state: AppState::Started,
+            url: "http://a.localhost".into(),
+            desired_instances: 2,
+            memory_mb: 128,
+            revision: None,
+            instances: vec![inst(0, true), inst(1, false)],
+            created_at: now,
+            updated_at: now,
+            processes: Vec::new(),
+            placement_labels: [("disk".to_string(), "ssd".to_string())].into(),
+        };
+        let out = render(&d, now);
+        assert!(out.contains("placement:  disk=ssd\n"), "{out}");
+        assert!(
+            out.contains("instances:  2/2 running (1 not ready: out of the routes)"),
+            "{out}"
+        );
+        assert!(out.contains("0       running   yes     n1"), "{out}");
+        assert!(out.contains("1       running   no      n1"), "{out}");
+    }
+
+    #[test]
     fn groups_instances_by_process_type() {
         let now = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
         let inst = |t: &str, index: u32| InstanceInfo {
+            ready: true,
             process_type: t.into(),
             index,
             revision: Some(1),
@@ -246,6 +316,7 @@ mod tests {
             health_check: check.into(),
         };
         let d = AppDetail {
+            placement_labels: Default::default(),
             name: "a".into(),
             state: AppState::Started,
             url: "http://a.localhost".into(),

@@ -34,6 +34,15 @@ pub fn run(args: Args, client: &Client) -> anyhow::Result<()> {
                 format!("{}/{}", memory(n.memory_used_mb), memory(n.memory_mb)),
                 format!("{}/{}", n.instances, n.instance_slots),
                 format!("{} ago", age(n.last_heartbeat, now)),
+                if n.labels.is_empty() {
+                    "-".to_string()
+                } else {
+                    n.labels
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                },
             ]
         })
         .collect();
@@ -47,7 +56,8 @@ pub fn run(args: Args, client: &Client) -> anyhow::Result<()> {
                 "ZONE",
                 "MEMORY",
                 "INSTANCES",
-                "HEARTBEAT"
+                "HEARTBEAT",
+                "LABELS"
             ],
             &rows
         )

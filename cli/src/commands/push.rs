@@ -53,6 +53,19 @@ pub struct Args {
     /// Seconds to wait, after the upload, for all instances to run
     #[arg(long, default_value_t = 180)]
     pub timeout: u64,
+    /// Run only on nodes carrying this label (KEY=VALUE, repeatable; replaces the app's labels
+    /// and the manifest's `placement-labels`)
+    #[arg(long = "placement", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub placement: Vec<(String, String)>,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() && !v.trim().is_empty() => {
+            Ok((k.trim().to_string(), v.trim().to_string()))
+        }
+        _ => Err(format!("expected KEY=VALUE, not {s:?}")),
+    }
 }
 
 fn parse_buildpack(s: &str) -> Result<String, String> {
@@ -111,6 +124,8 @@ fn plans(args: &Args) -> anyhow::Result<Vec<Plan>> {
         memory_mb: args.memory,
         command: args.command.clone(),
         buildpacks: args.buildpack.iter().cloned().collect(),
+        placement_labels: (!args.placement.is_empty())
+            .then(|| args.placement.iter().cloned().collect()),
         ..Default::default()
     };
     let Some(file) = find_manifest(args) else {
@@ -156,6 +171,7 @@ fn plans(args: &Args) -> anyhow::Result<Vec<Plan>> {
         || flags.memory_mb.is_some()
         || flags.command.is_some()
         || !flags.buildpacks.is_empty()
+        || flags.placement_labels.is_some()
         || args.path.is_some() && args.manifest.is_some();
     if apps.len() > 1 && has_flags {
         bail!(
@@ -189,6 +205,10 @@ fn plans(args: &Args) -> anyhow::Result<Vec<Plan>> {
                 health: a.health().to_settings(),
                 processes: a.processes.iter().map(|p| p.to_settings()).collect(),
                 resources: Vec::new(),
+                placement_labels: flags
+                    .placement_labels
+                    .clone()
+                    .or_else(|| a.placement_labels.clone()),
             };
             Plan {
                 name: a.name.clone(),
@@ -533,6 +553,15 @@ pub(crate) fn wait_until_running(
                     ),
                     None => println!("{name} is running at {} ({secs:.1} s)", detail.url),
                 }
+                let unready = detail
+                    .instances
+                    .iter()
+                    .filter(|i| i.state == InstanceState::Running && !i.ready)
+                    .count();
+                if unready > 0 {
+                    // Running, but its readiness check does not pass yet: it gets no traffic.
+                    println!("{unready} instance(s) not ready yet: out of the routes until their readiness check passes");
+                }
                 return Ok(());
             }
             Progress::Crashed(msg) => return fail(client, &detail, msg),
@@ -579,6 +608,7 @@ mod tests {
 
     fn inst(index: u32, state: InstanceState) -> InstanceInfo {
         InstanceInfo {
+            ready: true,
             process_type: "web".into(),
             index,
             revision: None,
@@ -596,6 +626,7 @@ mod tests {
     fn app(desired: u32, instances: Vec<InstanceInfo>) -> AppDetail {
         let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         AppDetail {
+            placement_labels: Default::default(),
             processes: Vec::new(),
             name: "web".into(),
             state: AppState::Started,

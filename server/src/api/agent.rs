@@ -87,24 +87,17 @@ pub async fn heartbeat(
     ctx.store
         .heartbeat_node(&node.name, &body.capacity, Utc::now())
         .await?;
-    let before: HashMap<String, (u32, Option<String>, u32)> = ctx
-        .store
-        .list_instances()
-        .await?
-        .into_iter()
-        .filter(|i| i.node_name.as_deref() == Some(node.name.as_str()))
-        .map(|i| (i.id, (i.restarts, i.last_exit, i.index)))
-        .collect();
     let mut changed = false;
     for report in &body.instances {
-        changed |= ctx.store.report_instance(&node.name, report).await?;
+        if let Some(before) = ctx.store.report_instance(&node.name, report).await? {
+            changed |= before.routing_changed(report);
+            crate::events::record(&ctx, &node.name, report, &before).await;
+        }
         if let Some(usage) = &report.usage {
             ctx.store
                 .record_usage(&node.name, &report.instance_id, usage)
                 .await?;
         }
-        crate::events::record_crash(&ctx, &node.name, report, before.get(&report.instance_id))
-            .await;
     }
     if changed {
         crate::router::refresh(&ctx).await?;

@@ -70,8 +70,16 @@ pub(crate) async fn detail(ctx: &Ctx, app: &AppRecord) -> ApiResult<AppDetail> {
                 .remove(&i.id)
                 .filter(|_| i.state == InstanceState::Running),
             process_type: i.process_type,
+            ready: i.state == InstanceState::Running && i.ready,
         })
         .collect();
+    let placement_labels = ctx
+        .store
+        .app_lifecycles()
+        .await?
+        .remove(&app.id)
+        .unwrap_or_default()
+        .placement_labels;
     let processes =
         super::processes::infos(ctx, app, revision.as_ref().map(|r| r.command.as_str())).await?;
     Ok(AppDetail {
@@ -85,6 +93,7 @@ pub(crate) async fn detail(ctx: &Ctx, app: &AppRecord) -> ApiResult<AppDetail> {
         created_at: app.created_at,
         updated_at: app.updated_at,
         processes,
+        placement_labels,
     })
 }
 
@@ -296,7 +305,7 @@ pub async fn push(
                     })?;
                 }
                 "env" | "disk_mb" | "disk_quota" | "buildpacks" | "routes" | "health"
-                | "processes" => {
+                | "processes" | "placement_labels" => {
                     super::push_settings::apply_field(&mut extra, &fname, &text)?;
                 }
                 other => {
@@ -513,6 +522,20 @@ pub async fn push(
     };
     env.extend(std::mem::take(&mut extra.env));
     let stored = super::push_settings::stored_json(&extra)?;
+    // The manifest's health (liveness and readiness) applies on top of the app's current check.
+    let health = match &extra.health {
+        Some(h) => {
+            let current = ctx
+                .store
+                .app_lifecycles()
+                .await?
+                .remove(&app.id)
+                .and_then(|l| l.health)
+                .unwrap_or_default();
+            Some(super::lifecycle::manifest_health(&current, h)?)
+        }
+        None => None,
+    };
     // Process types: the droplet's commands first, so no revision runs without them.
     ctx.store
         .set_droplet_processes(&droplet_sha, &declared)
@@ -536,6 +559,8 @@ pub async fn push(
                 description: "push".into(),
                 disk_mb: extra.disk_mb,
                 push_settings: Some(stored),
+                health,
+                placement_labels: extra.placement_labels.clone(),
             },
             &ev,
         )

@@ -4,11 +4,13 @@
 //! does the work, replacement first and removal after.
 
 use actix_web::web;
-use paas_common::agent::{HealthCheck, HealthSettings};
+use paas_common::agent::{HealthCheck, HealthSettings, ReadinessSettings};
 use paas_common::api::{
-    AppSettings, AppState, AppUpdateRequest, HealthCheckUpdate, NodeStateResponse, RestartRequest,
+    AppSettings, AppState, AppUpdateRequest, HealthCheckSettings, HealthCheckUpdate,
+    NodeStateResponse, RestartRequest,
 };
 use paas_common::ErrorCode;
+use std::collections::BTreeMap;
 
 use super::apps::find_app;
 use super::Ctx;
@@ -23,10 +25,9 @@ fn bad(msg: impl Into<String>) -> Error {
     Error::api(ErrorCode::BadRequest, msg)
 }
 
-/// Checks a health check request and fills the rest from Cloud Foundry's defaults.
-pub(super) fn health_settings(h: &HealthCheckUpdate) -> ApiResult<HealthSettings> {
-    let d = HealthSettings::default();
-    let check = match (h.check_type.as_str(), &h.endpoint) {
+/// The check `check_type` names; `what` ("health" or "readiness") prefixes the errors.
+fn check_of(what: &str, check_type: &str, endpoint: &Option<String>) -> ApiResult<HealthCheck> {
+    Ok(match (check_type, endpoint) {
         ("port", None) => HealthCheck::Port,
         ("process", None) => HealthCheck::Process,
         ("http", Some(e))
@@ -37,19 +38,33 @@ pub(super) fn health_settings(h: &HealthCheckUpdate) -> ApiResult<HealthSettings
             }
         }
         ("http", _) => {
-            return Err(bad(
-                "an http health check needs an endpoint path starting with /, e.g. /health",
-            ))
+            return Err(bad(format!(
+                "an http {what} check needs an endpoint path starting with /, e.g. /health"
+            )))
         }
         ("port" | "process", Some(_)) => {
-            return Err(bad("only an http health check takes an endpoint"))
+            return Err(bad(format!("only an http {what} check takes an endpoint")))
         }
         (other, _) => {
             return Err(bad(format!(
-                "health check type must be port, http or process, not {other:?}"
+                "{what} check type must be port, http or process, not {other:?}"
             )))
         }
-    };
+    })
+}
+
+fn check_type_name(c: &HealthCheck) -> &'static str {
+    match c {
+        HealthCheck::Port => "port",
+        HealthCheck::Http { .. } => "http",
+        HealthCheck::Process => "process",
+    }
+}
+
+/// Checks a health check request and fills the rest from Cloud Foundry's defaults.
+pub(super) fn health_settings(h: &HealthCheckUpdate) -> ApiResult<HealthSettings> {
+    let d = HealthSettings::default();
+    let check = check_of("health", &h.check_type, &h.endpoint)?;
     let invocation_timeout_secs = h
         .invocation_timeout_secs
         .unwrap_or(d.invocation_timeout_secs);
@@ -66,6 +81,117 @@ pub(super) fn health_settings(h: &HealthCheckUpdate) -> ApiResult<HealthSettings
         start_timeout_secs,
         ..d
     })
+}
+
+/// A manifest's health fields applied on top of `current`: what the manifest leaves out stays.
+/// A readiness endpoint without a type means an http readiness check; readiness fields without
+/// either mean Cloud Foundry's default readiness type, `process`.
+pub(crate) fn manifest_health(
+    current: &HealthSettings,
+    s: &HealthCheckSettings,
+) -> ApiResult<HealthSettings> {
+    let mut out = current.clone();
+    let liveness_given = s.check_type.is_some()
+        || s.http_endpoint.is_some()
+        || s.invocation_timeout_secs.is_some()
+        || s.start_timeout_secs.is_some();
+    if liveness_given {
+        let check_type = match (&s.check_type, &s.http_endpoint) {
+            (Some(t), _) => t.clone(),
+            (None, Some(_)) => "http".into(),
+            (None, None) => check_type_name(&current.check).into(),
+        };
+        let endpoint = match (&s.http_endpoint, &current.check) {
+            (Some(e), _) => Some(e.clone()),
+            (None, HealthCheck::Http { endpoint }) if check_type == "http" => {
+                Some(endpoint.clone())
+            }
+            (None, _) => None,
+        };
+        let live = health_settings(&HealthCheckUpdate {
+            check_type,
+            endpoint,
+            invocation_timeout_secs: s
+                .invocation_timeout_secs
+                .or(Some(current.invocation_timeout_secs)),
+            start_timeout_secs: s.start_timeout_secs.or(Some(current.start_timeout_secs)),
+        })?;
+        out = HealthSettings {
+            readiness: current.readiness.clone(),
+            ..live
+        };
+    }
+    let readiness_given = s.readiness_type.is_some()
+        || s.readiness_http_endpoint.is_some()
+        || s.readiness_invocation_timeout_secs.is_some()
+        || s.readiness_interval_secs.is_some();
+    if readiness_given {
+        let now = current.readiness.as_ref();
+        let check_type = match (&s.readiness_type, &s.readiness_http_endpoint) {
+            (Some(t), _) => t.clone(),
+            (None, Some(_)) => "http".into(),
+            (None, None) => now.map_or("process", |r| check_type_name(&r.check)).into(),
+        };
+        let endpoint = match (&s.readiness_http_endpoint, now.map(|r| &r.check)) {
+            (Some(e), _) => Some(e.clone()),
+            (None, Some(HealthCheck::Http { endpoint })) if check_type == "http" => {
+                Some(endpoint.clone())
+            }
+            (None, _) => None,
+        };
+        let check = check_of("readiness", &check_type, &endpoint)?;
+        let invocation_timeout_secs = s
+            .readiness_invocation_timeout_secs
+            .or(now.map(|r| r.invocation_timeout_secs))
+            .unwrap_or(1);
+        let interval_secs = s
+            .readiness_interval_secs
+            .or(now.map(|r| r.interval_secs))
+            .unwrap_or(ReadinessSettings::DEFAULT_INTERVAL_SECS);
+        if !(1..=60).contains(&invocation_timeout_secs) {
+            return Err(bad(
+                "readiness-health-check-invocation-timeout must be from 1 to 60",
+            ));
+        }
+        if !(1..=3600).contains(&interval_secs) {
+            return Err(bad(
+                "readiness-health-check-interval must be from 1 to 3600",
+            ));
+        }
+        out.readiness = Some(ReadinessSettings {
+            check,
+            invocation_timeout_secs,
+            interval_secs,
+        });
+    }
+    Ok(out)
+}
+
+/// Most placement labels an app may ask for.
+const MAX_LABELS: usize = 16;
+
+/// Checks placement labels: a few short `KEY=VALUE` pairs of letters, digits and `._-/`.
+pub(crate) fn check_labels(labels: &BTreeMap<String, String>) -> ApiResult<()> {
+    if labels.len() > MAX_LABELS {
+        return Err(bad(format!(
+            "at most {MAX_LABELS} placement labels, not {}",
+            labels.len()
+        )));
+    }
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))
+    };
+    for (k, v) in labels {
+        if !ok(k) || !ok(v) {
+            return Err(bad(format!(
+                "placement label {k:?}={v:?}: keys and values are 1 to 63 letters, digits or ._-/"
+            )));
+        }
+    }
+    Ok(())
 }
 
 pub(super) async fn settings(ctx: &Ctx, app: &AppRecord, rolling: bool) -> ApiResult<AppSettings> {
@@ -127,7 +253,20 @@ pub async fn update(
             "max_in_flight must be from 1 to {MAX_IN_FLIGHT}"
         )));
     }
-    let health = req.health_check.as_ref().map(health_settings).transpose()?;
+    let mut health = req.health_check.as_ref().map(health_settings).transpose()?;
+    if let Some(h) = health.as_mut() {
+        // The API's health check is the liveness one: a readiness check set by a manifest stays.
+        h.readiness = ctx
+            .store
+            .app_lifecycles()
+            .await?
+            .remove(&app.id)
+            .and_then(|l| l.health)
+            .and_then(|h| h.readiness);
+    }
+    if let Some(l) = &req.placement_labels {
+        check_labels(l)?;
+    }
     let mut what = Vec::new();
     if let Some(n) = req.instances {
         what.push(format!("instances {} -> {n}", app.desired_instances));
@@ -350,4 +489,86 @@ pub async fn drain(
         name: name.into_inner(),
         state: "draining".into(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(f: impl FnOnce(&mut HealthCheckSettings)) -> HealthCheckSettings {
+        let mut s = HealthCheckSettings::default();
+        f(&mut s);
+        s
+    }
+
+    #[test]
+    fn manifest_readiness_sits_beside_liveness() {
+        let d = HealthSettings::default();
+        // An endpoint alone means an http readiness check, with the defaults for the rest.
+        let h = manifest_health(
+            &d,
+            &settings(|s| s.readiness_http_endpoint = Some("/ready".into())),
+        )
+        .unwrap();
+        assert_eq!(h.check, HealthCheck::Port, "liveness untouched");
+        assert_eq!(
+            h.readiness,
+            Some(ReadinessSettings {
+                check: HealthCheck::Http {
+                    endpoint: "/ready".into()
+                },
+                invocation_timeout_secs: 1,
+                interval_secs: ReadinessSettings::DEFAULT_INTERVAL_SECS,
+            })
+        );
+        // A later liveness change keeps the readiness check; a later interval keeps the endpoint.
+        let h = manifest_health(
+            &h,
+            &settings(|s| {
+                s.check_type = Some("http".into());
+                s.http_endpoint = Some("/health".into());
+                s.readiness_interval_secs = Some(2);
+            }),
+        )
+        .unwrap();
+        assert_eq!(
+            h.check,
+            HealthCheck::Http {
+                endpoint: "/health".into()
+            }
+        );
+        let r = h.readiness.unwrap();
+        assert_eq!(
+            r.check,
+            HealthCheck::Http {
+                endpoint: "/ready".into()
+            }
+        );
+        assert_eq!(r.interval_secs, 2);
+        // Refused: a port check with an endpoint, a zero interval, an unknown type.
+        for bad in [
+            settings(|s| {
+                s.readiness_type = Some("port".into());
+                s.readiness_http_endpoint = Some("/r".into());
+            }),
+            settings(|s| s.readiness_interval_secs = Some(0)),
+            settings(|s| s.readiness_type = Some("tcp".into())),
+            settings(|s| s.check_type = Some("http".into())),
+        ] {
+            assert!(manifest_health(&d, &bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn placement_labels_are_checked() {
+        let ok: BTreeMap<String, String> = [("disk".into(), "ssd".into())].into();
+        assert!(check_labels(&ok).is_ok());
+        for (k, v) in [("", "x"), ("k", ""), ("a b", "x"), ("k", "v;rm")] {
+            let l: BTreeMap<String, String> = [(k.into(), v.into())].into();
+            assert!(check_labels(&l).is_err(), "{k:?}={v:?}");
+        }
+        let many: BTreeMap<String, String> =
+            (0..17).map(|i| (format!("k{i}"), "v".into())).collect();
+        assert!(check_labels(&many).is_err());
+    }
 }

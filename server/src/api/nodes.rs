@@ -41,6 +41,7 @@ pub async fn list(ctx: Ctx, _user: AuthUser) -> ApiResult<web::Json<NodeList>> {
                 instance_slots: n.capacity.instance_slots,
                 instances,
                 last_heartbeat: n.last_heartbeat,
+                labels: n.labels,
             }
         })
         .collect();

@@ -35,6 +35,8 @@ pub struct PushForm {
     health: Option<String>,
     /// JSON list of `ProcessSettings`.
     processes: Option<String>,
+    /// JSON object of placement labels a node must carry (`{"disk": "ssd"}`).
+    placement_labels: Option<String>,
 }
 
 /// Adds the bearer-JWT scheme every operation but login requires.

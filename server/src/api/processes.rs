@@ -3,9 +3,7 @@
 //! convergence loop does the work; these handlers only record settings with an event.
 
 use actix_web::web;
-use paas_common::api::{
-    AppSettings, AppUpdateRequest, HealthCheckUpdate, ProcessInfo, ProcessSettings,
-};
+use paas_common::api::{AppSettings, AppUpdateRequest, ProcessInfo, ProcessSettings};
 use paas_common::ErrorCode;
 
 use super::Ctx;
@@ -128,24 +126,16 @@ pub(super) async fn apply_manifest(
                 p.process_type
             )));
         }
-        let health = match p
-            .health
-            .as_ref()
-            .and_then(|h| h.check_type.clone().map(|t| (t, h)))
-        {
-            Some((t, h)) => Some(super::lifecycle::health_settings(&HealthCheckUpdate {
-                check_type: t,
-                endpoint: h.http_endpoint.clone(),
-                invocation_timeout_secs: h.invocation_timeout_secs,
-                start_timeout_secs: h.start_timeout_secs,
-            })?),
-            None => None,
-        };
         let mut rec = configured(ctx, app, &p.process_type).await?;
         rec.instances = p.instances.unwrap_or(rec.instances);
         rec.memory_mb = p.memory_mb.or(rec.memory_mb);
         rec.command = p.command.clone().or(rec.command);
-        rec.health = health.or(rec.health);
+        if let Some(h) = &p.health {
+            rec.health = Some(super::lifecycle::manifest_health(
+                &rec.health_or_default(),
+                h,
+            )?);
+        }
         let ev = Event {
             app_name: Some(app.name.clone()),
             actor: actor.into(),

@@ -45,7 +45,18 @@ pub fn apply_field(s: &mut PushSettings, name: &str, text: &str) -> ApiResult<()
             s.buildpacks = names;
         }
         "routes" => s.routes = json(name, text)?,
-        "health" => s.health = Some(json::<HealthCheckSettings>(name, text)?),
+        "health" => {
+            let h = json::<HealthCheckSettings>(name, text)?;
+            // Refused here, before the upload is staged; applied on top of the app's settings
+            // once the app is known.
+            super::lifecycle::manifest_health(&Default::default(), &h)?;
+            s.health = Some(h);
+        }
+        "placement_labels" => {
+            let labels: BTreeMap<String, String> = json(name, text)?;
+            super::lifecycle::check_labels(&labels)?;
+            s.placement_labels = Some(labels);
+        }
         "processes" => s.processes = json::<Vec<ProcessSettings>>(name, text)?,
         _ => {
             return Err(Error::api(

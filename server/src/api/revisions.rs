@@ -139,6 +139,7 @@ async fn redeploy(
         description: description.clone(),
         disk_mb: None,
         push_settings: None,
+        ..Default::default()
     };
     let ev = Event {
         app_name: Some(app.name.clone()),

@@ -265,7 +265,7 @@ fn normalize_host(host: &str) -> String {
 }
 
 /// The table as the store says it is now: every app's default route `NAME.<apps domain>` and
-/// its mapped routes, and its running instances at their node's address.
+/// its mapped routes, and its running, ready instances at their node's address.
 pub async fn build(ctx: &AppCtx) -> StoreResult<RouterTable> {
     let apps = ctx.store.list_apps().await?;
     let nodes = ctx.store.list_nodes().await?;
@@ -299,10 +299,11 @@ pub async fn build(ctx: &AppCtx) -> StoreResult<RouterTable> {
             default: false,
         });
     }
-    // Only `web` instances serve HTTP; a worker is never routed.
+    // Only `web` instances serve HTTP; a worker is never routed. A running instance whose
+    // readiness check fails keeps running but gets no traffic until it passes again.
     for i in instances
         .iter()
-        .filter(|i| i.state == InstanceState::Running && i.process_type == "web")
+        .filter(|i| i.state == InstanceState::Running && i.ready && i.process_type == "web")
     {
         let (Some(node), Some(port), Some(app)) =
             (&i.node_name, i.host_port, names.get(i.app_id.as_str()))

@@ -113,6 +113,10 @@ pub struct RevisionExtra {
     pub disk_mb: Option<u64>,
     /// JSON of the push settings to store on the app, when given.
     pub push_settings: Option<String>,
+    /// Health settings to apply to the app (web), when given.
+    pub health: Option<paas_common::agent::HealthSettings>,
+    /// Placement labels to apply to the app, when given.
+    pub placement_labels: Option<BTreeMap<String, String>>,
 }
 
 /// A revision about to be made, with the process settings it starts with.
@@ -142,6 +146,27 @@ pub struct InstanceRecord {
     pub placement_error: Option<String>,
     pub since: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
+    /// The node's last readiness result; only a running and ready instance is routed.
+    pub ready: bool,
+}
+
+/// An instance row as it was before a node's report replaced it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportedBefore {
+    pub app_name: String,
+    pub index: u32,
+    pub state: InstanceState,
+    pub host_port: Option<u16>,
+    pub restarts: u32,
+    pub last_exit: Option<String>,
+    pub ready: bool,
+}
+
+impl ReportedBefore {
+    /// Whether the report changes what the router sees of the instance.
+    pub fn routing_changed(&self, r: &InstanceReport) -> bool {
+        self.state != r.state || self.host_port != r.host_port || self.ready != r.ready
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -234,8 +259,13 @@ pub trait Store: Send + Sync + 'static {
         placement_error: Option<&str>,
     ) -> StoreResult<()>;
     /// Applies a node's report of an instance; ignored unless the instance is assigned to `node`.
-    /// Returns whether anything the router cares about (state, address) changed.
-    async fn report_instance(&self, node: &str, report: &InstanceReport) -> StoreResult<bool>;
+    /// Returns what it replaced, so the caller can tell what changed (crashes, readiness, what
+    /// the router cares about); `None` when the instance is not assigned to `node`.
+    async fn report_instance(
+        &self,
+        node: &str,
+        report: &InstanceReport,
+    ) -> StoreResult<Option<ReportedBefore>>;
 
     async fn add_event(&self, event: &Event) -> StoreResult<()>;
     async fn recent_events(

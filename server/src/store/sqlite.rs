@@ -125,6 +125,7 @@ fn instance_from_row(r: &SqliteRow) -> StoreResult<InstanceRecord> {
         placement_error: r.try_get("placement_error")?,
         since: r.try_get("since")?,
         created_at: r.try_get("created_at")?,
+        ready: r.try_get("ready")?,
     })
 }
 
@@ -423,8 +424,8 @@ impl Store for SqliteStore {
 
     async fn insert_instance(&self, i: &InstanceRecord) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO instances (id, app_id, revision, process_type, idx, node_name, state, container_id, host_port, restarts, last_exit, placement_error, since, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO instances (id, app_id, revision, process_type, idx, node_name, state, container_id, host_port, restarts, last_exit, placement_error, since, created_at, ready)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&i.id)
         .bind(&i.app_id)
@@ -440,6 +441,7 @@ impl Store for SqliteStore {
         .bind(&i.placement_error)
         .bind(i.since)
         .bind(i.created_at)
+        .bind(i.ready)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -469,20 +471,37 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn report_instance(&self, node: &str, r: &InstanceReport) -> StoreResult<bool> {
-        let before =
-            sqlx::query("SELECT state, host_port FROM instances WHERE id = ? AND node_name = ?")
-                .bind(&r.instance_id)
-                .bind(node)
-                .fetch_optional(&self.pool)
-                .await?;
+    async fn report_instance(
+        &self,
+        node: &str,
+        r: &InstanceReport,
+    ) -> StoreResult<Option<ReportedBefore>> {
+        let before = sqlx::query(
+            "SELECT i.state, i.host_port, i.restarts, i.last_exit, i.ready, i.idx, a.name AS app_name
+             FROM instances i JOIN apps a ON a.id = i.app_id WHERE i.id = ? AND i.node_name = ?",
+        )
+        .bind(&r.instance_id)
+        .bind(node)
+        .fetch_optional(&self.pool)
+        .await?;
         let Some(before) = before else {
-            return Ok(false);
+            return Ok(None);
         };
-        let old_state: String = before.try_get("state")?;
-        let old_port: Option<i64> = before.try_get("host_port")?;
+        let state: String = before.try_get("state")?;
+        let before = ReportedBefore {
+            app_name: before.try_get("app_name")?,
+            index: before.try_get::<i64, _>("idx")? as u32,
+            state: InstanceState::parse(&state)
+                .ok_or_else(|| StoreError::Corrupt(format!("instance state {state:?}")))?,
+            host_port: before
+                .try_get::<Option<i64>, _>("host_port")?
+                .map(|p| p as u16),
+            restarts: before.try_get::<i64, _>("restarts")? as u32,
+            last_exit: before.try_get("last_exit")?,
+            ready: before.try_get("ready")?,
+        };
         sqlx::query(
-            "UPDATE instances SET state = ?, container_id = ?, host_port = ?, restarts = ?, last_exit = ?, since = ? WHERE id = ? AND node_name = ?",
+            "UPDATE instances SET state = ?, container_id = ?, host_port = ?, restarts = ?, last_exit = ?, since = ?, ready = ? WHERE id = ? AND node_name = ?",
         )
         .bind(r.state.as_str())
         .bind(&r.container_id)
@@ -490,11 +509,12 @@ impl Store for SqliteStore {
         .bind(r.restarts as i64)
         .bind(&r.last_exit)
         .bind(r.since)
+        .bind(r.ready)
         .bind(&r.instance_id)
         .bind(node)
         .execute(&self.pool)
         .await?;
-        Ok(old_state != r.state.as_str() || old_port != r.host_port.map(i64::from))
+        Ok(Some(before))
     }
 
     async fn add_event(&self, event: &Event) -> StoreResult<()> {
@@ -601,6 +621,18 @@ impl Store for SqliteStore {
     ) -> StoreResult<i64> {
         let env =
             serde_json::to_string(&extra.env).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let health = extra
+            .health
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let labels = extra
+            .placement_labels
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut tx = self.write_tx().await?;
         let number: i64 = sqlx::query_scalar(
             "SELECT COALESCE(MAX(number), 0) + 1 FROM revisions WHERE app_id = ?",
@@ -627,13 +659,16 @@ impl Store for SqliteStore {
         .await?;
         sqlx::query(
             "UPDATE apps SET current_revision = ?, desired_instances = ?, memory_mb = ?, disk_mb = COALESCE(?, disk_mb),
-             push_settings = COALESCE(?, push_settings), state = 'started', updated_at = ? WHERE id = ?",
+             push_settings = COALESCE(?, push_settings), health = COALESCE(?, health),
+             placement_labels = COALESCE(?, placement_labels), state = 'started', updated_at = ? WHERE id = ?",
         )
         .bind(number)
         .bind(rev.desired_instances as i64)
         .bind(rev.memory_mb as i64)
         .bind(extra.disk_mb.map(|d| d as i64))
         .bind(&extra.push_settings)
+        .bind(health)
+        .bind(labels)
         .bind(now)
         .bind(app_id)
         .execute(&mut *tx)
@@ -1060,12 +1095,12 @@ impl Store for SqliteStore {
 
     async fn update_app(&self, app_id: &str, u: &AppUpdate, event: &Event) -> StoreResult<bool> {
         let mut tx = self.write_tx().await?;
-        let current: Option<(i64, Option<String>)> =
-            sqlx::query_as("SELECT memory_mb, health FROM apps WHERE id = ?")
+        let current: Option<(i64, Option<String>, Option<String>)> =
+            sqlx::query_as("SELECT memory_mb, health, placement_labels FROM apps WHERE id = ?")
                 .bind(app_id)
                 .fetch_optional(&mut *tx)
                 .await?;
-        let Some((current, current_health)) = current else {
+        let Some((current, current_health, current_labels)) = current else {
             return Err(StoreError::NotFound("app".into()));
         };
         let current_health: paas_common::agent::HealthSettings = current_health
@@ -1102,9 +1137,14 @@ impl Store for SqliteStore {
         .bind(app_id)
         .execute(&mut *tx)
         .await?;
-        // A container's memory limit and its agent's health check are fixed at start.
+        let current_labels = json_map(current_labels.as_deref().unwrap_or("{}"))?;
+        // A container's memory limit and its agent's health check are fixed at start; new
+        // placement labels move the instances (a rolling move, placed by the new labels).
         let redeploy = u.memory_mb.is_some_and(|m| m as i64 != current)
-            || u.health.as_ref().is_some_and(|h| *h != current_health);
+            || u.health.as_ref().is_some_and(|h| *h != current_health)
+            || u.placement_labels
+                .as_ref()
+                .is_some_and(|l| *l != current_labels);
         if redeploy {
             sqlx::query("UPDATE instances SET retire = 1 WHERE app_id = ?")
                 .bind(app_id)

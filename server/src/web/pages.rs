@@ -269,7 +269,11 @@ pub async fn app(
                 node: i.node_name.unwrap_or_else(|| "-".into()),
                 restarts: i.restarts,
                 since: ago(i.since, now),
-                last_exit: i.last_exit.or(i.placement_error).unwrap_or_default(),
+                last_exit: if i.state == InstanceState::Running && !i.ready {
+                    "not ready: out of the routes until its readiness check passes".into()
+                } else {
+                    i.last_exit.or(i.placement_error).unwrap_or_default()
+                },
             })
             .collect::<Vec<_>>();
         let running = instances.iter().filter(|i| i.state == "running").count() as u32;
