@@ -227,6 +227,7 @@ fn assignment(
         cpu_shares: 256,
         pids_limit: 64,
         health,
+        image: None,
     }
 }
 

@@ -133,7 +133,29 @@ pub async fn assignments(
         version,
         instances: assignments_for(&ctx, &node.name).await?,
         builds: ctx.builds.for_node(&node.name),
+        collected_images: collected_images(&ctx).await?,
     }))
+}
+
+/// Images of Dockerfile droplets whose blob retention collected (`droplets`): rows are written
+/// only after their blob is durable and blobs go only by collection, so a row without its blob
+/// names an image no revision kept can need. One image can back two droplets (the engine's build
+/// cache gives the same files the same image): it stays while any of them is kept.
+async fn collected_images(ctx: &Ctx) -> ApiResult<Vec<String>> {
+    let images = ctx.store.droplet_images().await?;
+    let kept: std::collections::HashSet<&str> = images
+        .iter()
+        .filter(|(droplet, _)| ctx.blobs.exists(droplet))
+        .map(|(_, i)| i.id.as_str())
+        .collect();
+    let mut out: Vec<String> = images
+        .values()
+        .filter(|i| !kept.contains(i.id.as_str()))
+        .map(|i| i.id.clone())
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
 }
 
 async fn assignments_for(ctx: &Ctx, node: &str) -> ApiResult<Vec<Assignment>> {
@@ -147,6 +169,7 @@ async fn assignments_for(ctx: &Ctx, node: &str) -> ApiResult<Vec<Assignment>> {
     let lifecycles = ctx.store.app_lifecycles().await?;
     let declared = ctx.store.droplet_processes().await?;
     let configured = ctx.store.app_processes().await?;
+    let images = ctx.store.droplet_images().await?;
     let mut out = Vec::new();
     for inst in ctx.store.list_instances().await? {
         if inst.node_name.as_deref() != Some(node) {
@@ -195,6 +218,7 @@ async fn assignments_for(ctx: &Ctx, node: &str) -> ApiResult<Vec<Assignment>> {
             };
             (p.command, p.memory_mb, p.health)
         };
+        let image = images.get(&rev.droplet).cloned();
         out.push(Assignment {
             instance_id: inst.id,
             app: app.name.clone(),
@@ -208,6 +232,7 @@ async fn assignments_for(ctx: &Ctx, node: &str) -> ApiResult<Vec<Assignment>> {
             cpu_shares: (memory_mb * 1024 / 1024).clamp(2, 1024 * 4),
             pids_limit: ctx.settings.instance_pids_limit,
             health,
+            image,
         });
     }
     Ok(out)
