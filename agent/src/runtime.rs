@@ -256,7 +256,14 @@ impl Runtime {
                 sha: droplet.into(),
                 message,
             })?;
-        let actual = hex::encode(Sha256::digest(&tar));
+        // An image tar is hundreds of MB: hashing it on the async workers would stall the
+        // agent's other loops (heartbeats among them) long enough for the node to count as lost.
+        let actual = {
+            let tar = tar.clone();
+            tokio::task::spawn_blocking(move || hex::encode(Sha256::digest(&tar)))
+                .await
+                .map_err(|e| load_error(e.to_string()))?
+        };
         if !actual.eq_ignore_ascii_case(droplet) {
             return Err(RuntimeError::DropletDigest {
                 expected: droplet.into(),
