@@ -137,25 +137,9 @@ pub async fn assignments(
     }))
 }
 
-/// Images of Dockerfile droplets whose blob retention collected (`droplets`): rows are written
-/// only after their blob is durable and blobs go only by collection, so a row without its blob
-/// names an image no revision kept can need. One image can back two droplets (the engine's build
-/// cache gives the same files the same image): it stays while any of them is kept.
+/// Images of Dockerfile droplets retention collected, for nodes to remove.
 async fn collected_images(ctx: &Ctx) -> ApiResult<Vec<String>> {
-    let images = ctx.store.droplet_images().await?;
-    let kept: std::collections::HashSet<&str> = images
-        .iter()
-        .filter(|(droplet, _)| ctx.blobs.exists(droplet))
-        .map(|(_, i)| i.id.as_str())
-        .collect();
-    let mut out: Vec<String> = images
-        .values()
-        .filter(|i| !kept.contains(i.id.as_str()))
-        .map(|i| i.id.clone())
-        .collect();
-    out.sort();
-    out.dedup();
-    Ok(out)
+    Ok(crate::droplets::collected_images(ctx.store.as_ref(), &ctx.blobs).await?)
 }
 
 async fn assignments_for(ctx: &Ctx, node: &str) -> ApiResult<Vec<Assignment>> {
