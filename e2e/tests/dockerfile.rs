@@ -3,7 +3,7 @@
 //! built on the node and serves through the router as an unprivileged user in the full sandbox.
 //! Its image is removed from the engine, and the restarted app comes up again from the image the
 //! agent loaded from the blobstore. A Dockerfile FROM an image the node lacks fails the push with
-//! its STG lines and leaves the running revision serving.
+//! its STG lines and leaves the running revision serving; `-c` replaces the image's CMD.
 
 use paas_e2e::{example, unique, wait_for, Platform};
 use std::process::Command;
@@ -173,6 +173,24 @@ fn a_dockerfile_app_is_built_on_the_node_and_reloaded_from_the_blobstore() {
     let v: serde_json::Value = serde_json::from_str(&revisions.stdout).unwrap();
     assert_eq!(v["revisions"].as_array().unwrap().len(), 1, "{v}");
     serves(&p, &app, "/", "Hello from a Dockerfile");
+
+    // A command given at push replaces the image's CMD, through the shell.
+    let command = "GREETING='Overridden by -c' exec python3 /srv/server.py";
+    let out = p.cli(&[
+        "push",
+        &app,
+        "-p",
+        example("dockerfile-app").to_str().unwrap(),
+        "-c",
+        command,
+    ]);
+    assert!(out.ok(), "{out:?}{}", p.logs());
+    let body = serves(&p, &app, "/", "Overridden by -c");
+    assert!(body.contains("(uid 2000)"), "{body}");
+    assert_eq!(
+        p.app_json(&app).unwrap()["processes"][0]["command"],
+        command
+    );
 
     let out = p.cli(&["delete", &app, "--force"]);
     assert!(out.ok(), "{out:?}");
