@@ -180,6 +180,136 @@ pub fn run_user(image_user: Option<&str>) -> String {
     }
 }
 
+/// The numeric `uid:gid` an image's `USER` means, given its `/etc/passwd` and `/etc/group`: a
+/// name can map to uid 0, so only numbers decide. Root (uid or gid 0) or unset gives the
+/// platform's unprivileged user; a name the image does not know is an error.
+pub fn resolve_user(user: Option<&str>, passwd: &str, group: &str) -> Result<String, String> {
+    let u = user.unwrap_or("").trim();
+    if u.is_empty() {
+        return Ok(UNPRIVILEGED_USER.into());
+    }
+    let (name, grp) = match u.split_once(':') {
+        Some((n, g)) => (n, Some(g)),
+        None => (u, None),
+    };
+    let entry = |file: &str, key: &str| -> Option<Vec<String>> {
+        file.lines()
+            .map(|l| l.split(':').map(str::to_string).collect::<Vec<_>>())
+            .find(|f| f.len() >= 3 && f[0] == key)
+    };
+    let by_uid = |uid: u32| -> Option<Vec<String>> {
+        passwd
+            .lines()
+            .map(|l| l.split(':').map(str::to_string).collect::<Vec<_>>())
+            .find(|f| f.len() >= 4 && f[2].parse::<u32>() == Ok(uid))
+    };
+    let (uid, passwd_gid) = match name.parse::<u32>() {
+        Ok(uid) => (uid, by_uid(uid).and_then(|f| f[3].parse::<u32>().ok())),
+        Err(_) => {
+            let f = entry(passwd, name)
+                .filter(|f| f.len() >= 4)
+                .ok_or_else(|| format!("USER {name} is not in the image's /etc/passwd"))?;
+            let uid = f[2]
+                .parse::<u32>()
+                .map_err(|_| format!("USER {name} has no numeric uid in /etc/passwd"))?;
+            (uid, f[3].parse::<u32>().ok())
+        }
+    };
+    let gid = match grp.filter(|g| !g.is_empty()) {
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => entry(group, g)
+                .and_then(|f| f[2].parse::<u32>().ok())
+                .ok_or_else(|| format!("group {g} is not in the image's /etc/group"))?,
+        },
+        // The engine would use the user's primary group, or 0 when it has none.
+        None => passwd_gid.unwrap_or(uid),
+    };
+    if uid == 0 || gid == 0 {
+        return Ok(UNPRIVILEGED_USER.into());
+    }
+    Ok(format!("{uid}:{gid}"))
+}
+
+/// One file of an image, read from a created (never started) container; empty when absent.
+async fn image_file(
+    runtime: &Runtime,
+    container: &str,
+    path: &str,
+) -> Result<String, StagingError> {
+    let mut raw = Vec::new();
+    let mut stream = runtime.docker().download_from_container(
+        container,
+        Some(bollard::container::DownloadFromContainerOptions { path }),
+    );
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(c) => raw.extend_from_slice(&c),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Ok(String::new()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut archive = tar::Archive::new(raw.as_slice());
+    let mut text = String::new();
+    if let Some(entry) = archive.entries()?.next() {
+        entry?.take(1 << 20).read_to_string(&mut text)?;
+    }
+    Ok(text)
+}
+
+/// [`resolve_user`] with the image's own `/etc/passwd` and `/etc/group`.
+async fn image_user(
+    runtime: &Runtime,
+    b: &BuildAssignment,
+    image: &str,
+    user: Option<&str>,
+) -> Result<Result<String, String>, StagingError> {
+    if user.is_none_or(|u| u.trim().is_empty()) {
+        return Ok(Ok(UNPRIVILEGED_USER.into()));
+    }
+    let docker = runtime.docker();
+    let config = bollard::container::Config {
+        image: Some(image.to_string()),
+        cmd: Some(vec!["true".to_string()]),
+        network_disabled: Some(true),
+        labels: Some(HashMap::from([
+            (labels::MANAGED.to_string(), "true".to_string()),
+            (
+                labels::NODE.to_string(),
+                runtime.settings().node_name.clone(),
+            ),
+            (labels::APP.to_string(), b.app.clone()),
+            (crate::staging::LABEL_BUILD.to_string(), b.build_id.clone()),
+        ])),
+        ..Default::default()
+    };
+    let id = docker
+        .create_container(
+            None::<bollard::container::CreateContainerOptions<String>>,
+            config,
+        )
+        .await?
+        .id;
+    let files = async {
+        let passwd = image_file(runtime, &id, "/etc/passwd").await?;
+        let group = image_file(runtime, &id, "/etc/group").await?;
+        Ok::<_, StagingError>((passwd, group))
+    }
+    .await;
+    let remove = bollard::container::RemoveContainerOptions {
+        force: true,
+        v: true,
+        ..Default::default()
+    };
+    if let Err(e) = docker.remove_container(&id, Some(remove)).await {
+        tracing::warn!(container = %id, error = %e, "could not remove a user lookup container");
+    }
+    let (passwd, group) = files?;
+    Ok(resolve_user(user, &passwd, &group))
+}
+
 /// The `Dockerfile` at the top of a source tar.
 fn read_dockerfile(source: &[u8]) -> std::io::Result<Option<String>> {
     let mut archive = tar::Archive::new(source);
@@ -371,7 +501,10 @@ pub async fn build(
     let config = inspect.config.unwrap_or_default();
     let port = image_port(&config);
     let command = start_command(&config);
-    let user = run_user(config.user.as_deref());
+    let user = match image_user(runtime, b, &id, config.user.as_deref()).await? {
+        Ok(u) => u,
+        Err(why) => return Ok(stg.fail(why).await),
+    };
     stg.line(format!(
         "Built image {}: runs as {user}, listens on port {port}, command: {}",
         short(&id),
@@ -414,7 +547,7 @@ pub async fn build(
         droplet: Some(up.sha256),
         processes,
         error: None,
-        image: Some(DropletImage { id, port }),
+        image: Some(DropletImage { id, port, user }),
     })
 }
 
@@ -517,6 +650,29 @@ mod tests {
         }
         assert_eq!(run_user(Some("app")), "app");
         assert_eq!(run_user(Some("1000:1000")), "1000:1000");
+    }
+
+    #[test]
+    fn users_resolve_to_numbers_and_never_root() {
+        let passwd = "root:x:0:0:root:/root:/bin/sh\ntoor:x:0:0::/:/bin/sh\napp:x:1000:1001::/srv:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n";
+        let group = "root:x:0:\napp:x:1001:\nstaff:x:50:\n";
+        let r = |u: &str| resolve_user(Some(u), passwd, group);
+        assert_eq!(
+            resolve_user(None, passwd, group).unwrap(),
+            UNPRIVILEGED_USER
+        );
+        assert_eq!(r("toor").unwrap(), UNPRIVILEGED_USER, "a name for uid 0");
+        assert_eq!(r("root").unwrap(), UNPRIVILEGED_USER);
+        assert_eq!(r("app").unwrap(), "1000:1001");
+        assert_eq!(r("app:staff").unwrap(), "1000:50");
+        assert_eq!(r("app:root").unwrap(), UNPRIVILEGED_USER, "group 0");
+        assert_eq!(r("1000").unwrap(), "1000:1001", "the uid's primary group");
+        assert_eq!(r("4242").unwrap(), "4242:4242", "not gid 0 when unknown");
+        assert_eq!(r("4242:0").unwrap(), UNPRIVILEGED_USER);
+        assert!(r("ghost")
+            .unwrap_err()
+            .contains("not in the image's /etc/passwd"));
+        assert!(r("app:ghosts").unwrap_err().contains("/etc/group"));
     }
 
     #[test]

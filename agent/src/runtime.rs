@@ -457,7 +457,13 @@ impl Runtime {
         };
         if let Some((_, ic)) = built {
             config.working_dir = None;
-            config.user = Some(crate::dockerfile::run_user(ic.user.as_deref()));
+            let img = a.image.as_ref().map(|i| i.user.as_str()).unwrap_or("");
+            // The numeric user resolved at build; `run_user` again, so root never gets through.
+            config.user = Some(if img.is_empty() {
+                crate::dockerfile::run_user(ic.user.as_deref())
+            } else {
+                crate::dockerfile::run_user(Some(img))
+            });
             if a.command == crate::dockerfile::start_command(ic) {
                 // The image's own ENTRYPOINT and CMD, exactly as its Dockerfile says.
                 config.cmd = None;

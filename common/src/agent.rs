@@ -107,6 +107,10 @@ pub struct DropletImage {
     /// The port the app listens on inside its container (the image's exposed port, else 8080);
     /// `PORT` is set to it.
     pub port: u16,
+    /// The numeric `uid:gid` its instances run as, resolved at build from the image's `USER`
+    /// and `/etc/passwd` (a name may map to uid 0); never root.
+    #[serde(default)]
+    pub user: String,
 }
 
 /// One staging run: unpack the source tar in `/app` of a sandboxed stack container, run the

@@ -201,3 +201,43 @@ fn a_dockerfile_app_is_built_on_the_node_and_reloaded_from_the_blobstore() {
     )
     .unwrap();
 }
+
+/// `USER` naming a user the image's own `/etc/passwd` maps to uid 0 is root all the same: the
+/// instance runs as the platform's unprivileged user. Without EXPOSE the app gets port 8080.
+#[test]
+fn a_user_name_for_uid_0_still_runs_unprivileged() {
+    let p = Platform::start().expect("platform");
+    let app = unique("dockeruser");
+    let _cleanup = Images(app.clone());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        example("dockerfile-app").join("server.py"),
+        dir.path().join("server.py"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM paas-stack:bookworm\nCOPY server.py /srv/server.py\nRUN echo 'toor:x:0:0:root by another name:/root:/bin/sh' >> /etc/passwd\nUSER toor\nCMD [\"python3\", \"/srv/server.py\"]\n",
+    )
+    .unwrap();
+    let out = p.cli(&["push", &app, "-p", dir.path().to_str().unwrap()]);
+    assert!(out.ok(), "push: {out:?}{}", p.logs());
+    let who: serde_json::Value = serde_json::from_str(&serves(&p, &app, "/whoami", "uid")).unwrap();
+    assert_eq!(
+        (
+            who["uid"].as_u64(),
+            who["gid"].as_u64(),
+            who["port"].as_u64()
+        ),
+        (Some(2000), Some(2000), Some(8080)),
+        "{who}"
+    );
+    let out = p.cli(&["delete", &app, "--force"]);
+    assert!(out.ok(), "{out:?}");
+    wait_for(
+        Duration::from_secs(60),
+        "the deleted app's container to go",
+        || p.containers_of(&app).is_empty().then_some(()),
+    )
+    .unwrap();
+}

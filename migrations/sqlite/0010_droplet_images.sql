@@ -4,5 +4,7 @@
 CREATE TABLE droplet_images (
     droplet   TEXT PRIMARY KEY,
     image_id  TEXT NOT NULL,
-    port      INTEGER NOT NULL
+    port      INTEGER NOT NULL,
+    -- Numeric uid:gid the instances run as (the image's USER resolved at build; never root).
+    run_user  TEXT NOT NULL DEFAULT ''
 );

@@ -237,6 +237,7 @@ mod tests {
         let image = |id: &str| paas_common::agent::DropletImage {
             id: id.into(),
             port: 8080,
+            user: "2000:2000".into(),
         };
         store
             .set_droplet_image(&shas[3].1, &image("sha256:four"))

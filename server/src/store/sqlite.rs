@@ -1265,10 +1265,11 @@ impl Store for SqliteStore {
         image: &paas_common::agent::DropletImage,
     ) -> StoreResult<()> {
         let mut tx = self.write_tx().await?;
-        sqlx::query("INSERT INTO droplet_images (droplet, image_id, port) VALUES (?, ?, ?) ON CONFLICT (droplet) DO UPDATE SET image_id = excluded.image_id, port = excluded.port")
+        sqlx::query("INSERT INTO droplet_images (droplet, image_id, port, run_user) VALUES (?, ?, ?, ?) ON CONFLICT (droplet) DO UPDATE SET image_id = excluded.image_id, port = excluded.port, run_user = excluded.run_user")
             .bind(droplet)
             .bind(&image.id)
             .bind(i64::from(image.port))
+            .bind(&image.user)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -1278,15 +1279,15 @@ impl Store for SqliteStore {
     async fn droplet_images(
         &self,
     ) -> StoreResult<HashMap<String, paas_common::agent::DropletImage>> {
-        let rows: Vec<(String, String, i64)> =
-            sqlx::query_as("SELECT droplet, image_id, port FROM droplet_images")
+        let rows: Vec<(String, String, i64, String)> =
+            sqlx::query_as("SELECT droplet, image_id, port, run_user FROM droplet_images")
                 .fetch_all(&self.pool)
                 .await?;
         rows.into_iter()
-            .map(|(d, id, port)| {
+            .map(|(d, id, port, user)| {
                 let port = u16::try_from(port)
                     .map_err(|_| StoreError::Corrupt(format!("droplet image port {port}")))?;
-                Ok((d, paas_common::agent::DropletImage { id, port }))
+                Ok((d, paas_common::agent::DropletImage { id, port, user }))
             })
             .collect()
     }
