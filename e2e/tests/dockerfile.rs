@@ -3,9 +3,10 @@
 //! built on the node and serves through the router as an unprivileged user in the full sandbox.
 //! Its image is removed from the engine, and the restarted app comes up again from the image the
 //! agent loaded from the blobstore. A Dockerfile FROM an image the node lacks fails the push with
-//! its STG lines and leaves the running revision serving; `-c` replaces the image's CMD.
+//! its STG lines and leaves the running revision serving; `-c` replaces the image's CMD. A
+//! name for uid 0 still runs as uid 2000, and a build over the time limit is stopped.
 
-use paas_e2e::{example, unique, wait_for, Platform};
+use paas_e2e::{example, unique, wait_for, Options, Platform};
 use std::process::Command;
 use std::time::Duration;
 
@@ -240,4 +241,41 @@ fn a_user_name_for_uid_0_still_runs_unprivileged() {
         || p.containers_of(&app).is_empty().then_some(()),
     )
     .unwrap();
+}
+
+/// A build over the staging time limit is stopped: the push fails saying so, and the engine
+/// cancelled the build (its `RUN` container does not keep running).
+#[test]
+fn a_dockerfile_build_over_the_time_limit_is_stopped() {
+    let mut p =
+        Platform::start_server_env(Options::default(), &[("PAAS_STAGING_TIMEOUT_SECS", "5")])
+            .expect("platform");
+    p.start_agent(&unique("e2e-node"), "zone-a").unwrap();
+    p.login().unwrap();
+    let app = unique("dockerslow");
+    let _cleanup = Images(app.clone());
+    let dir = tempfile::tempdir().unwrap();
+    // The app's name in the RUN line gives this build its own cache key and findable container.
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!("FROM paas-stack:bookworm\nRUN echo {app} && sleep 120\nCMD [\"true\"]\n"),
+    )
+    .unwrap();
+    let out = p.cli(&["push", &app, "-p", dir.path().to_str().unwrap()]);
+    assert!(!out.ok(), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("staging exceeded its time limit of 5 s"),
+        "{out:?}"
+    );
+    wait_for(
+        Duration::from_secs(30),
+        "the build's RUN container to go",
+        || {
+            let (_, all) = docker(&["ps", "-a", "--no-trunc", "--format", "{{.Command}}"]);
+            (!all.contains(&app)).then_some(())
+        },
+    )
+    .unwrap();
+    assert!(images_of(&app).is_empty(), "no image from a stopped build");
 }
