@@ -122,12 +122,35 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
     };
 
     let build_assignments = assignments_rx.clone();
+    let image_assignments = assignments_rx.clone();
     tokio::select! {
         () = poll_assignments(client.clone(), assignments_tx, refetch.clone()) => Err(AgentError::LoopEnded("assignments")),
         () = reconcile_loop(reconciler, assignments_rx.clone(), reports_tx) => Err(AgentError::LoopEnded("reconcile")),
         () = heartbeat_loop(client.clone(), settings.capacity(), interval, reports_rx, assignments_rx, refetch, usage) => Err(AgentError::LoopEnded("heartbeat")),
         () = logs::ship_counted(&mut log_rx, client.clone(), counters, spool) => Err(AgentError::LoopEnded("log shipping")),
         () = crate::staging::run_builds(runtime.clone(), client.clone(), build_assignments) => Err(AgentError::LoopEnded("staging")),
+        () = remove_collected_images(runtime.clone(), image_assignments) => Err(AgentError::LoopEnded("image collection")),
+    }
+}
+
+/// Removes the images of droplets the controller collected, as each assignment list names them.
+async fn remove_collected_images(
+    runtime: Arc<Runtime>,
+    mut assignments: watch::Receiver<Option<Assignments>>,
+) {
+    let mut done = std::collections::HashSet::new();
+    loop {
+        let collected = assignments
+            .borrow_and_update()
+            .as_ref()
+            .map(|a| a.collected_images.clone())
+            .unwrap_or_default();
+        // Forget what the controller no longer lists, so `done` stays as small as its list.
+        done.retain(|id| collected.contains(id));
+        crate::dockerfile::remove_collected(&runtime, &collected, &mut done).await;
+        if assignments.changed().await.is_err() {
+            return;
+        }
     }
 }
 

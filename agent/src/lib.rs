@@ -9,13 +9,15 @@
 //! agent restarts), `logs` (followers with the per-app rate limit, and the shipper), `spool` (the
 //! shipper's bounded disk overflow), `stats` (resource samples for the heartbeat), `metrics`
 //! (`/metrics`), `client` (the controller API), `staging` (buildpack builds in sandboxed
-//! containers), `agent` (startup and the loops that tie them together).
+//! containers), `dockerfile` (Dockerfile builds whose image is the droplet, and removal of
+//! collected droplets' images), `agent` (startup and the loops that tie them together).
 
 pub mod agent;
 pub mod backoff;
 pub mod client;
 pub mod config;
 pub mod crashes;
+pub mod dockerfile;
 pub mod health;
 pub mod logs;
 pub mod metrics;

@@ -383,17 +383,43 @@ impl Reconciler {
     }
 
     async fn launch(&self, a: &Assignment) -> Result<Instance, RuntimeError> {
-        let tar = self
-            .runtime
-            .droplet_tar(&a.droplet, self.droplets.as_ref())
-            .await?;
-        let stack = self.runtime.settings().stack_image.clone();
-        let id = self.runtime.create_instance(a, &stack).await?;
-        if let Err(e) = self.runtime.install_droplet(&id, tar).await {
-            // A created container without its app must not linger: the next pass tries again.
-            let _ = self.runtime.stop_and_remove(&id).await;
-            return Err(e);
-        }
+        let id = if let Some(image) = &a.image {
+            let (config, loaded) = self
+                .runtime
+                .ensure_image(&a.droplet, image, self.droplets.as_ref())
+                .await?;
+            if let Some(bytes) = loaded {
+                self.logs.cell(
+                    &a.instance_id,
+                    format!(
+                        "Loaded image {} from droplet {} ({} MB): this engine did not have it",
+                        image
+                            .id
+                            .trim_start_matches("sha256:")
+                            .get(..12)
+                            .unwrap_or(&image.id),
+                        a.droplet.get(..12).unwrap_or(&a.droplet),
+                        bytes >> 20
+                    ),
+                );
+            }
+            self.runtime
+                .create_instance(a, &image.id, Some(&config))
+                .await?
+        } else {
+            let tar = self
+                .runtime
+                .droplet_tar(&a.droplet, self.droplets.as_ref())
+                .await?;
+            let stack = self.runtime.settings().stack_image.clone();
+            let id = self.runtime.create_instance(a, &stack, None).await?;
+            if let Err(e) = self.runtime.install_droplet(&id, tar).await {
+                // A created container without its app must not linger: the next pass tries again.
+                let _ = self.runtime.stop_and_remove(&id).await;
+                return Err(e);
+            }
+            id
+        };
         self.logs
             .cell(&a.instance_id, format!("Starting instance {}", a.index));
         self.runtime.start(&id).await?;
@@ -560,7 +586,10 @@ impl Instance {
             health::Target {
                 address: &ctx.runtime.settings().node_address,
                 host_port: self.host_port,
-                container: self.container_ip.as_deref().map(|ip| (ip, APP_PORT)),
+                container: self.container_ip.as_deref().map(|ip| {
+                    let port = self.assignment.image.as_ref().map_or(APP_PORT, |i| i.port);
+                    (ip, port)
+                }),
             },
             running,
             secs(h.invocation_timeout_secs),

@@ -15,6 +15,7 @@ use bollard::models::{
 use bollard::network::CreateNetworkOptions;
 use bollard::Docker;
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
 use paas_common::agent::Assignment;
 use paas_common::labels;
 use sha2::{Digest, Sha256};
@@ -23,7 +24,6 @@ use std::sync::{Arc, Mutex};
 
 /// The port every app listens on inside its container (`PORT`).
 pub const APP_PORT: u16 = 8080;
-const APP_PORT_KEY: &str = "8080/tcp";
 const APP_DIR: &str = "/app";
 const APP_USER: &str = "2000:2000";
 /// Grace period between SIGTERM and SIGKILL when an instance is stopped.
@@ -39,6 +39,8 @@ pub enum RuntimeError {
     DropletDigest { expected: String, actual: String },
     #[error("container {0} has no state")]
     NoState(String),
+    #[error("loading the image of droplet {sha}: {message}")]
+    ImageLoad { sha: String, message: String },
 }
 
 /// Where droplet tars come from: the controller in production, a map in tests.
@@ -221,6 +223,80 @@ impl Runtime {
         Some(tar)
     }
 
+    /// Makes sure the engine has the image of a Dockerfile droplet: when it does not (another
+    /// node built it, or someone removed it), the droplet's `docker save` tar is fetched from the
+    /// controller, checked against its digest and loaded. Not kept in the droplet cache: once
+    /// loaded, the engine holds it. Returns the image's config and, when it loaded it, the size.
+    pub async fn ensure_image(
+        &self,
+        droplet: &str,
+        image: &paas_common::agent::DropletImage,
+        source: &dyn DropletSource,
+    ) -> Result<(bollard::models::ImageConfig, Option<usize>), RuntimeError> {
+        let lock = {
+            let mut locks = self.droplet_locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(droplet.to_string()).or_default().clone()
+        };
+        let _guard = lock.lock().await;
+        match self.docker.inspect_image(&image.id).await {
+            Ok(i) => return Ok((i.config.unwrap_or_default(), None)),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let load_error = |message: String| RuntimeError::ImageLoad {
+            sha: droplet.into(),
+            message,
+        };
+        let tar = source
+            .fetch(droplet)
+            .await
+            .map_err(|message| RuntimeError::DropletFetch {
+                sha: droplet.into(),
+                message,
+            })?;
+        // An image tar is hundreds of MB: hashing it on the async workers would stall the
+        // agent's other loops (heartbeats among them) long enough for the node to count as lost.
+        let actual = {
+            let tar = tar.clone();
+            tokio::task::spawn_blocking(move || hex::encode(Sha256::digest(&tar)))
+                .await
+                .map_err(|e| load_error(e.to_string()))?
+        };
+        if !actual.eq_ignore_ascii_case(droplet) {
+            return Err(RuntimeError::DropletDigest {
+                expected: droplet.into(),
+                actual,
+            });
+        }
+        let size = tar.len();
+        let mut load = self.docker.import_image(
+            bollard::image::ImportImageOptions { quiet: true },
+            tar,
+            None,
+        );
+        while let Some(item) = load.next().await {
+            if let Some(e) = item?.error {
+                return Err(load_error(e));
+            }
+        }
+        let config = match self.docker.inspect_image(&image.id).await {
+            Ok(i) => i.config.unwrap_or_default(),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {
+                return Err(load_error(format!(
+                    "the droplet does not hold image {}",
+                    image.id
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        tracing::info!(droplet, image = %image.id, bytes = size, "loaded a droplet image");
+        Ok((config, Some(size)))
+    }
+
     /// Unpacks the droplet into a created (not yet started) instance's `/app` volume. The root
     /// file system is read-only; the engine allows this because `/app` is a volume.
     pub async fn install_droplet(
@@ -289,20 +365,28 @@ impl Runtime {
             .collect()
     }
 
-    /// Creates (does not start) the sandboxed container for one assignment.
+    /// Creates (does not start) the sandboxed container for one assignment: from the stack
+    /// image with the droplet to unpack into `/app`, or, for a Dockerfile droplet, from its image
+    /// (`image_config` is that image's config) with the same sandbox and no `/app` volume.
     pub async fn create_instance(
         &self,
         a: &Assignment,
         image: &str,
+        image_config: Option<&bollard::models::ImageConfig>,
     ) -> Result<String, RuntimeError> {
         let s = &self.settings;
-        let mut env = vec![
-            format!("PORT={APP_PORT}"),
-            format!("HOME={APP_DIR}"),
+        let built = a.image.as_ref().zip(image_config);
+        let port = built.map_or(APP_PORT, |(i, _)| i.port);
+        let port_key = format!("{port}/tcp");
+        let mut env = vec![format!("PORT={port}")];
+        if built.is_none() {
+            env.push(format!("HOME={APP_DIR}"));
+        }
+        env.extend([
             format!("PAAS_APP={}", a.app),
             format!("PAAS_INSTANCE_INDEX={}", a.index),
             format!("CF_INSTANCE_INDEX={}", a.index),
-        ];
+        ]);
         env.extend(a.env.iter().map(|(k, v)| format!("{k}={v}")));
         let container_labels = HashMap::from([
             (labels::MANAGED.to_string(), "true".to_string()),
@@ -316,7 +400,7 @@ impl Runtime {
         let memory = i64::try_from(a.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX);
         let host_config = HostConfig {
             port_bindings: Some(HashMap::from([(
-                APP_PORT_KEY.to_string(),
+                port_key.clone(),
                 Some(vec![PortBinding {
                     host_ip: Some(s.node_address.clone()),
                     // Empty: the engine picks a free port; read back with `inspect`.
@@ -334,13 +418,16 @@ impl Runtime {
                 "/tmp".into(),
                 "rw,noexec,nosuid,size=64m".into(),
             )])),
-            // Anonymous volume: writable, filled from the image's /app on first start.
-            mounts: Some(vec![Mount {
-                target: Some(APP_DIR.into()),
-                typ: Some(MountTypeEnum::VOLUME),
-                read_only: Some(false),
-                ..Default::default()
-            }]),
+            // Anonymous volume: writable, filled from the image's /app on first start. An image
+            // droplet has its files in its layers and writes only to /tmp.
+            mounts: built.is_none().then(|| {
+                vec![Mount {
+                    target: Some(APP_DIR.into()),
+                    typ: Some(MountTypeEnum::VOLUME),
+                    read_only: Some(false),
+                    ..Default::default()
+                }]
+            }),
             init: Some(true),
             network_mode: Some(s.network.clone()),
             privileged: Some(false),
@@ -357,17 +444,35 @@ impl Runtime {
             }),
             ..Default::default()
         };
-        let config = Config {
+        let mut config = Config {
             image: Some(image.to_string()),
             cmd: Some(vec!["/bin/sh".into(), "-c".into(), a.command.clone()]),
             working_dir: Some(APP_DIR.into()),
             user: Some(APP_USER.into()),
             env: Some(env),
             labels: Some(container_labels),
-            exposed_ports: Some(HashMap::from([(APP_PORT_KEY.to_string(), HashMap::new())])),
+            exposed_ports: Some(HashMap::from([(port_key, HashMap::new())])),
             host_config: Some(host_config),
             ..Default::default()
         };
+        if let Some((_, ic)) = built {
+            config.working_dir = None;
+            let img = a.image.as_ref().map(|i| i.user.as_str()).unwrap_or("");
+            // The numeric user resolved at build; `run_user` again, so root never gets through.
+            config.user = Some(if img.is_empty() {
+                crate::dockerfile::run_user(ic.user.as_deref())
+            } else {
+                crate::dockerfile::run_user(Some(img))
+            });
+            if a.command == crate::dockerfile::start_command(ic) {
+                // The image's own ENTRYPOINT and CMD, exactly as its Dockerfile says.
+                config.cmd = None;
+            } else {
+                // A command from the manifest or `-c` replaces both, through the shell.
+                config.entrypoint = Some(vec!["/bin/sh".into(), "-c".into()]);
+                config.cmd = Some(vec![a.command.clone()]);
+            }
+        }
         let name = self.container_name(a);
         let options = CreateContainerOptions {
             name: name.as_str(),
@@ -399,11 +504,14 @@ impl Runtime {
             .and_then(|n| n.get(&self.settings.network))
             .and_then(|n| n.ip_address.clone())
             .filter(|ip| !ip.is_empty());
-        let host_port = network
-            .ports
-            .and_then(|mut ports| ports.remove(APP_PORT_KEY))
-            .flatten()
-            .and_then(|bindings| bindings.into_iter().find_map(|b| b.host_port?.parse().ok()));
+        // One port is published (8080, or a Dockerfile image's own): the one with a binding.
+        let host_port = network.ports.and_then(|ports| {
+            ports
+                .into_values()
+                .flatten()
+                .flatten()
+                .find_map(|b| b.host_port?.parse().ok())
+        });
         Ok(ContainerStatus {
             running: state.running.unwrap_or(false),
             exit_code: state.exit_code.unwrap_or(0),

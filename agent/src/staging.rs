@@ -242,6 +242,9 @@ async fn stage(
     let docker = runtime.docker();
     let s = runtime.settings();
     let source = client.build_source(&b.build_id).await?;
+    if b.dockerfile {
+        return crate::dockerfile::build(runtime, client, b, source).await;
+    }
     let mut custom = Vec::new();
     for c in &b.custom_buildpacks {
         custom.push((c.name.clone(), client.buildpack(&c.sha256).await?));
@@ -428,6 +431,7 @@ async fn run_in(
         droplet: Some(up.sha256),
         processes,
         error: None,
+        image: None,
     })
 }
 

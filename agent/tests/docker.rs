@@ -229,6 +229,7 @@ fn assignment(
         cpu_shares: 256,
         pids_limit: 64,
         health,
+        image: None,
     }
 }
 
@@ -513,5 +514,82 @@ async fn failing_readiness_unroutes_without_restarting() -> Result<()> {
         2,
         "ready at start and again: {cell:?}"
     );
+    Ok(())
+}
+
+/// Builds a one-layer image from the stack image with `labels`; a unique LABEL line gives each
+/// its own id. Returns the full id.
+async fn build_labelled(
+    docker: &bollard::Docker,
+    unique: &str,
+    labels: &[(&str, &str)],
+) -> Result<String> {
+    let dockerfile = format!("FROM paas-stack:bookworm\nLABEL test.unique={unique}\n");
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(dockerfile.len() as u64);
+    b.append_data(&mut h, "Dockerfile", dockerfile.as_bytes())?;
+    let options = bollard::image::BuildImageOptions::<String> {
+        dockerfile: "Dockerfile".into(),
+        rm: true,
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Default::default()
+    };
+    let mut stream = docker.build_image(options, None, Some(b.into_inner()?.into()));
+    let mut id = None;
+    while let Some(item) = stream.next().await {
+        let info = item?;
+        if let Some(e) = info.error {
+            bail!("build failed: {e}");
+        }
+        if let Some(i) = info.aux.and_then(|a| a.id) {
+            id = Some(i);
+        }
+    }
+    id.context("the build gave no image id")
+}
+
+/// A collected droplet's image goes only when it carries the platform's image label and no
+/// container uses it: a stranger's image and an image in use stay, whatever the list says.
+#[tokio::test]
+async fn collected_images_are_removed_only_when_ours_and_unused() -> Result<()> {
+    let mut node = TestNode::start(HashMap::new()).await?;
+    let docker = node.runtime.docker().clone();
+    let ours_label = [("paas.managed", "true"), ("paas.image", "droplet")];
+    let ours = build_labelled(&docker, &format!("{}-ours", node.node), &ours_label).await?;
+    node.images.push(ours.clone());
+    let stranger = build_labelled(&docker, &format!("{}-stranger", node.node), &[]).await?;
+    node.images.push(stranger.clone());
+    let used = build_labelled(&docker, &format!("{}-used", node.node), &ours_label).await?;
+    node.images.push(used.clone());
+    docker
+        .create_container(
+            None::<bollard::container::CreateContainerOptions<String>>,
+            bollard::container::Config {
+                image: Some(used.clone()),
+                cmd: Some(vec!["true".to_string()]),
+                labels: Some(HashMap::from([
+                    ("paas.managed".to_string(), "true".to_string()),
+                    ("paas.node".to_string(), node.node.clone()),
+                ])),
+                ..Default::default()
+            },
+        )
+        .await?;
+
+    let mut done = std::collections::HashSet::new();
+    let listed = [ours.clone(), stranger.clone(), used.clone()];
+    paas_agent::dockerfile::remove_collected(&node.runtime, &listed, &mut done).await;
+    assert!(
+        docker.inspect_image(&ours).await.is_err(),
+        "the platform's unused image is removed"
+    );
+    assert!(docker.inspect_image(&stranger).await.is_ok(), "not ours");
+    assert!(docker.inspect_image(&used).await.is_ok(), "in use");
+    assert!(done.contains(&ours) && done.contains(&stranger) && !done.contains(&used));
     Ok(())
 }

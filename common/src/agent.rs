@@ -14,6 +14,10 @@
 //! - `PUT /builds/{id}/droplet` the droplet tar -> [`DropletUploaded`]
 //! - `POST /builds/{id}/result` [`BuildResult`]: the build is over (staged or failed)
 //! - `GET /buildpacks/{sha256}` -> the tar of an operator-added buildpack a build names
+//!
+//! A droplet is either a tar of `/app` (buildpacks) or, for an app with a Dockerfile, the
+//! `docker save` tar of the image built from it ([`DropletImage`]); a node that lacks that image
+//! loads it from the droplet, never from a registry.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -97,6 +101,25 @@ pub struct Assignments {
     /// like instances: a build stays listed until the controller has its result.
     #[serde(default)]
     pub builds: Vec<BuildAssignment>,
+    /// Images of Dockerfile droplets the controller has collected: the node removes them from its
+    /// engine when they carry the platform's image label and no container uses them. Only these,
+    /// so an engine shared with anything else never loses an image it did not get from us.
+    #[serde(default)]
+    pub collected_images: Vec<String>,
+}
+
+/// A droplet built from the app's Dockerfile: the droplet blob is the image's `docker save` tar.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DropletImage {
+    /// The engine's image id (`sha256:...`), the same on every node that loaded the tar.
+    pub id: String,
+    /// The port the app listens on inside its container (the image's exposed port, else 8080);
+    /// `PORT` is set to it.
+    pub port: u16,
+    /// The numeric `uid:gid` its instances run as, resolved at build from the image's `USER`
+    /// and `/etc/passwd` (a name may map to uid 0); never root.
+    #[serde(default)]
+    pub user: String,
 }
 
 /// One staging run: unpack the source tar in `/app` of a sandboxed stack container, run the
@@ -115,6 +138,10 @@ pub struct BuildAssignment {
     /// `GET /v1/agent/buildpacks/{sha256}` (a tar with `bin/detect`, `bin/compile`, `bin/release`).
     #[serde(default)]
     pub custom_buildpacks: Vec<CustomBuildpack>,
+    /// Build the source's `Dockerfile` on the node's engine (local base images only, no network)
+    /// instead of running buildpacks; the image becomes the droplet.
+    #[serde(default)]
+    pub dockerfile: bool,
 }
 
 /// An operator-added buildpack as a build assignment names it.
@@ -145,6 +172,9 @@ pub struct BuildResult {
     /// Why staging failed, for the user.
     #[serde(default)]
     pub error: Option<String>,
+    /// Set when the droplet is an image built from a Dockerfile.
+    #[serde(default)]
+    pub image: Option<DropletImage>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -225,6 +255,10 @@ pub struct Assignment {
     pub cpu_shares: u64,
     pub pids_limit: i64,
     pub health: HealthSettings,
+    /// Set when the droplet is an image (Dockerfile): the instance runs that image, loaded from
+    /// the droplet when the engine lacks it, instead of the stack image with `/app` unpacked.
+    #[serde(default)]
+    pub image: Option<DropletImage>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -22,4 +22,8 @@ pub mod labels {
     pub const NODE: &str = "paas.node";
     pub const PROCESS: &str = "paas.process";
     pub const DROPLET: &str = "paas.droplet";
+    /// On images the platform built from an app's Dockerfile (value [`IMAGE_DROPLET`]): the only
+    /// images a node ever removes.
+    pub const IMAGE: &str = "paas.image";
+    pub const IMAGE_DROPLET: &str = "droplet";
 }

@@ -1,7 +1,8 @@
 //! The dashboard in a real headless Chromium (Debian's chromium + chromium-driver), driven over
-//! WebDriver: log in, deploy a zip through the upload form, watch it become healthy, see a live
-//! log line, delete it, and get the dashboard's own error page. Set PAAS_SCREENSHOTS_DIR to save
-//! screenshots of the main pages (docs/screenshots is made that way).
+//! WebDriver: log in, deploy a zip (web + worker) through the upload form, watch it become
+//! healthy with its process types listed, see a live log line, delete it, and get the
+//! dashboard's own error page. Set PAAS_SCREENSHOTS_DIR to save screenshots of the main pages
+//! (docs/screenshots is made that way).
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use paas_e2e::{example, unique, zip_of, Platform};
@@ -103,7 +104,13 @@ async fn dashboard_login_deploy_watch_delete() {
     let zip_dir = tempfile::tempdir().unwrap();
     let zip_path = zip_dir.path().join("app.zip");
     let app_py = std::fs::read(example("python-app").join("app.py")).unwrap();
-    std::fs::write(&zip_path, zip_of(&[("app.py", &app_py, 0o644)])).unwrap();
+    // A worker beside web, so the app page has two process types to show.
+    let procfile = b"web: python3 app.py\nworker: while true; do echo tick; sleep 5; done\n";
+    std::fs::write(
+        &zip_path,
+        zip_of(&[("app.py", &app_py, 0o644), ("Procfile", procfile, 0o644)]),
+    )
+    .unwrap();
     let base = p.api_url();
     let (_driver, c) = browser().await;
 
@@ -176,6 +183,30 @@ async fn dashboard_login_deploy_watch_delete() {
     wait_text(&c, "#app-instances", "1/1 running", Duration::from_secs(60)).await;
     wait_text(&c, "#instances tbody", "running", Duration::from_secs(10)).await;
 
+    // The process types with their command, instances, memory and health check.
+    let web = wait_text(
+        &c,
+        "#processes tr[data-process='web']",
+        "1/1 running",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        web.contains("python3 app.py") && web.contains("port") && web.contains("M"),
+        "{web}"
+    );
+    let worker = wait_text(
+        &c,
+        "#processes tr[data-process='worker']",
+        "1/1 running",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(
+        worker.contains("while true") && worker.contains("process"),
+        "{worker}"
+    );
+
     // A request through the router shows up in the live log view.
     let marker = unique("live-check");
     let app2 = app.clone();
@@ -200,6 +231,20 @@ async fn dashboard_login_deploy_watch_delete() {
         .await
         .unwrap();
     wait_text(&c, "#app-instances", "2/2 running", Duration::from_secs(90)).await;
+    wait_text(
+        &c,
+        "#processes tr[data-process='web']",
+        "2/2 running",
+        Duration::from_secs(10),
+    )
+    .await;
+    wait_text(
+        &c,
+        "#processes tr[data-process='worker']",
+        "1/1 running",
+        Duration::from_secs(10),
+    )
+    .await;
 
     // A new revision through the env form, then one-click rollback to revision 1.
     wait_text(&c, "#revisions", "(current)", Duration::from_secs(10)).await;

@@ -1,7 +1,8 @@
 //! Process types end to end on the real engine (issue 3): a Procfile app with a `web` process
 //! serving HTTP and a `worker` process printing a line every second. Web answers through the
 //! router, the worker's lines reach the app's logs as `APP/worker/0`, the worker is never routed,
-//! and scaling the worker with `paas scale -p worker -i 2` gives two worker containers.
+//! scaling the worker with `paas scale -p worker -i 2` gives two worker containers, and
+//! `paas restart-instance NAME 1 --process worker` replaces only that worker.
 
 use paas_e2e::{unique, wait_for, Platform};
 use std::process::Command;
@@ -136,6 +137,35 @@ fn web_and_worker_run_side_by_side_and_only_web_is_routed() {
         out.stdout.contains("tick from worker 1").then_some(())
     })
     .unwrap();
+
+    // Restarting worker 1 replaces that one worker: the other worker and web keep theirs.
+    let workers_before = containers(&p, &app, "worker");
+    let out = p.cli(&["restart-instance", &app, "1", "--process", "worker"]);
+    assert!(
+        out.ok() && out.stdout.contains("Restarting worker instance 1"),
+        "{out:?}"
+    );
+    wait_for(Duration::from_secs(90), "worker 1 replaced", || {
+        let now = containers(&p, &app, "worker");
+        let kept = now.iter().filter(|c| workers_before.contains(c)).count();
+        (now.len() == 2 && kept == 1).then_some(())
+    })
+    .unwrap();
+    assert_eq!(
+        containers(&p, &app, "web"),
+        web_before,
+        "restarting a worker does not touch web"
+    );
+    let out = p.cli(&["restart-instance", &app, "2", "--process", "worker"]);
+    assert!(
+        !out.ok() && out.stderr.contains("no worker instance 2"),
+        "{out:?}"
+    );
+    let out = p.cli(&["restart-instance", &app, "0", "--process", "clock"]);
+    assert!(
+        !out.ok() && out.stderr.contains("no process \"clock\""),
+        "{out:?}"
+    );
 
     // An unknown process type is a clear error.
     let out = p.cli(&["scale", &app, "-p", "clock", "-i", "1"]);

@@ -24,6 +24,7 @@ pub struct CachedBuild {
     pub droplet: String,
     pub buildpack: String,
     pub processes: std::collections::BTreeMap<String, String>,
+    pub image: Option<paas_common::agent::DropletImage>,
 }
 
 /// Most finished builds remembered; the oldest is forgotten first (a forgotten one is rebuilt).

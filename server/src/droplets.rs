@@ -4,7 +4,10 @@
 //! flight, whose blobs are committed a moment before the revision that names them.
 //!
 //! Only the controller's own blobstore is walked (files named by their sha256 under
-//! `blobs/<2 hex>/`); nothing outside it, and no engine image, is ever removed here.
+//! `blobs/<2 hex>/`); nothing outside it is ever removed here. Engine images are the nodes'
+//! business: a Dockerfile droplet's image is listed to every node by [`collected_images`] once
+//! its droplet blob is collected, and a node removes it only if it carries the platform's image
+//! label and no container uses it.
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
@@ -96,6 +99,30 @@ pub async fn collect(
         );
     }
     Ok(report)
+}
+
+/// Images of Dockerfile droplets whose blob was collected. A `droplet_images` row is written only
+/// after its blob is durable, and blobs go only by collection, so a row without its blob names an
+/// image no kept revision can need. One image can back two droplets (the engine's build cache
+/// gives the same files the same image): it is listed only when none of them is kept.
+pub async fn collected_images(
+    store: &dyn Store,
+    blobs: &Blobstore,
+) -> Result<Vec<String>, StoreError> {
+    let images = store.droplet_images().await?;
+    let kept: HashSet<&str> = images
+        .iter()
+        .filter(|(droplet, _)| blobs.exists(droplet))
+        .map(|(_, i)| i.id.as_str())
+        .collect();
+    let mut out: Vec<String> = images
+        .values()
+        .filter(|i| !kept.contains(i.id.as_str()))
+        .map(|i| i.id.clone())
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
 }
 
 /// How long a blob is safe from collection after it was written.
@@ -205,8 +232,32 @@ mod tests {
             .deploy_revision_with("a1", &rev, &RevisionExtra::default(), &ev)
             .await
             .unwrap();
+        // Dockerfile droplets: revision 4's droplet is an image, and an image built again into
+        // a droplet that is still kept (the same image id) must not be listed.
+        let image = |id: &str| paas_common::agent::DropletImage {
+            id: id.into(),
+            port: 8080,
+            user: "2000:2000".into(),
+        };
+        store
+            .set_droplet_image(&shas[3].1, &image("sha256:four"))
+            .await
+            .unwrap();
+        store
+            .set_droplet_image(&shas[2].1, &image("sha256:three"))
+            .await
+            .unwrap();
+        store
+            .set_droplet_image(&d0, &image("sha256:four"))
+            .await
+            .unwrap();
         let r = collect(&store, &blobs, 1, Duration::ZERO).await.unwrap();
         assert!(blobs.exists(&p0) && blobs.exists(&d0), "{r:?}");
+        assert_eq!(
+            collected_images(&store, &blobs).await.unwrap(),
+            ["sha256:three"],
+            "revision 3's image goes; revision 4's image also backs the kept revision 5"
+        );
         assert!(
             !blobs.exists(&shas[2].1),
             "revision 3 is neither newest nor current"

@@ -10,6 +10,8 @@
 use paas_common::agent::HealthSettings;
 use std::collections::{BTreeMap, HashMap};
 
+use paas_common::api::ProcessInfo;
+
 use crate::store::{AppRecord, ProcessRecord, Store, StoreResult};
 
 /// What one non-web process type of an app should run, resolved from the droplet and settings.
@@ -88,6 +90,54 @@ pub async fn specs(
         );
         out.insert(app.id.clone(), list);
     }
+    Ok(out)
+}
+
+fn check_name(h: &paas_common::agent::HealthCheck) -> String {
+    match h {
+        paas_common::agent::HealthCheck::Port => "port".into(),
+        paas_common::agent::HealthCheck::Process => "process".into(),
+        paas_common::agent::HealthCheck::Http { endpoint } => format!("http {endpoint}"),
+    }
+}
+
+/// Every process type of the app's current revision, `web` first (the app detail and the
+/// dashboard's app page); empty before the first revision, whose `web_command` is `None`.
+pub async fn infos(
+    store: &dyn Store,
+    app: &AppRecord,
+    web_command: Option<&str>,
+) -> StoreResult<Vec<ProcessInfo>> {
+    let Some(web_command) = web_command else {
+        return Ok(Vec::new());
+    };
+    let health = store
+        .app_lifecycles()
+        .await?
+        .remove(&app.id)
+        .and_then(|l| l.health)
+        .unwrap_or_default();
+    let mut out = vec![ProcessInfo {
+        process_type: "web".into(),
+        instances: app.desired_instances,
+        memory_mb: app.memory_mb,
+        command: web_command.into(),
+        health_check: check_name(&health.check),
+    }];
+    out.extend(
+        specs(store, std::slice::from_ref(app))
+            .await?
+            .remove(&app.id)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| ProcessInfo {
+                health_check: check_name(&p.health.check),
+                process_type: p.process_type,
+                instances: p.instances,
+                memory_mb: p.memory_mb,
+                command: p.command,
+            }),
+    );
     Ok(out)
 }
 

@@ -169,28 +169,70 @@ async fn scaling_keeps_instances_and_memory_or_health_changes_roll() {
 #[tokio::test]
 async fn restart_marks_rows_and_draining_survives_heartbeats() {
     let (_dir, store, app) = setup().await;
+    // A worker with the same index as a web row: restarting web 1 must leave it alone.
+    let now = Utc::now();
+    store
+        .insert_instance(&InstanceRecord {
+            id: "w1".into(),
+            app_id: app.id.clone(),
+            revision: 1,
+            process_type: "worker".into(),
+            index: 1,
+            node_name: Some("n1".into()),
+            state: InstanceState::Running,
+            container_id: None,
+            host_port: None,
+            restarts: 0,
+            last_exit: None,
+            placement_error: None,
+            since: now,
+            created_at: now,
+        })
+        .await
+        .unwrap();
+    let retiring = |store: &SqliteStore| {
+        let store = store.clone();
+        async move {
+            let mut ids: Vec<String> = store
+                .retiring_instances()
+                .await
+                .unwrap()
+                .into_iter()
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
     assert_eq!(
         store
-            .retire_instances(&app.id, Some(1), &ev("instance.restart"))
+            .retire_instances(&app.id, Some(("web", 1)), &ev("instance.restart"))
             .await
             .unwrap(),
         1
     );
+    assert_eq!(retiring(&store).await, ["i1"]);
     assert_eq!(
         store
-            .retiring_instances()
+            .retire_instances(&app.id, Some(("worker", 1)), &ev("instance.restart"))
             .await
-            .unwrap()
-            .into_iter()
-            .collect::<Vec<_>>(),
-        ["i1"]
+            .unwrap(),
+        1
+    );
+    assert_eq!(retiring(&store).await, ["i1", "w1"]);
+    assert_eq!(
+        store
+            .retire_instances(&app.id, Some(("clock", 0)), &ev("instance.restart"))
+            .await
+            .unwrap(),
+        0,
+        "no row of another type"
     );
     assert_eq!(
         store
             .retire_instances(&app.id, None, &ev("app.restart"))
             .await
             .unwrap(),
-        2
+        3
     );
 
     let cap = NodeCapacity {

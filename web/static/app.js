@@ -114,15 +114,28 @@ function setupApp() {
       const a = await api("GET", base);
       document.getElementById("app-state").textContent = a.state;
       document.getElementById("app-state").className = "state state-" + a.state;
-      const running = a.instances.filter((i) => i.state === "running").length;
-      document.getElementById("app-instances").textContent = running + "/" + a.desired_instances + " running";
+      const runningOf = (t) => a.instances.filter((i) => (i.process_type || "web") === t && i.state === "running").length;
+      document.getElementById("app-instances").textContent = runningOf("web") + "/" + a.desired_instances + " running";
+      const procs = document.querySelector("#processes tbody");
+      if (procs && a.processes) {
+        const stopped = a.state === "stopped";
+        procs.replaceChildren(...a.processes.map((p) => {
+          const tr = el("tr");
+          tr.dataset.process = p.type;
+          const cmd = el("td");
+          cmd.append(el("code", p.command));
+          tr.append(el("td", p.type), cmd, el("td", runningOf(p.type) + "/" + (stopped ? 0 : p.instances) + " running"),
+            el("td", p.memory_mb + "M"), el("td", p.health_check));
+          return tr;
+        }));
+      }
       if (a.revision) document.getElementById("app-revision").textContent = a.revision.number;
       tbody.replaceChildren(...a.instances.map((i) => {
         const tr = el("tr");
-        tr.append(el("td", i.index));
+        tr.append(el("td", i.process_type || "web"), el("td", i.index));
         const st = el("td");
         st.append(el("span", i.state, "state state-" + i.state));
-        const key = i.index + "@" + (i.node || "");
+        const key = (i.process_type || "web") + i.index + "@" + (i.node || "");
         const u = i.usage;
         const h = history[key] || (history[key] = { cpu: [], mem: [] });
         if (u) {

@@ -61,6 +61,9 @@ pub struct RestartInstanceArgs {
     pub name: String,
     /// Instance index
     pub index: u32,
+    /// Process type whose instance restarts (indices are per type)
+    #[arg(long = "process", short = 'p', default_value = "web")]
+    pub process: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -180,10 +183,17 @@ pub fn start(args: NameArgs, client: &Client) -> anyhow::Result<()> {
 pub fn restart_instance(args: RestartInstanceArgs, client: &Client) -> anyhow::Result<()> {
     let s = client.app_action(
         &args.name,
-        &format!("instances/{}/restart", args.index),
+        &format!(
+            "instances/{}/restart?process={}",
+            args.index,
+            crate::client::seg(&args.process)
+        ),
         &serde_json::json!({}),
     )?;
-    println!("Restarting instance {} of {}", args.index, s.name);
+    println!(
+        "Restarting {} instance {} of {}",
+        args.process, args.index, s.name
+    );
     Ok(())
 }
 

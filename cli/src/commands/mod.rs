@@ -247,7 +247,19 @@ mod tests {
         let cli = Cli::try_parse_from(["paas", "restart", "web", "--max-in-flight", "2"]).unwrap();
         assert!(matches!(cli.command, Command::Restart(a) if a.max_in_flight == Some(2)));
         let cli = Cli::try_parse_from(["paas", "restart-instance", "web", "1"]).unwrap();
-        assert!(matches!(cli.command, Command::RestartInstance(a) if a.index == 1));
+        assert!(
+            matches!(cli.command, Command::RestartInstance(a) if a.index == 1 && a.process == "web")
+        );
+        let cli = Cli::try_parse_from([
+            "paas",
+            "restart-instance",
+            "web",
+            "0",
+            "--process",
+            "worker",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Command::RestartInstance(a) if a.process == "worker"));
         let cli = Cli::try_parse_from(["paas", "node", "drain", "n1"]).unwrap();
         assert!(
             matches!(cli.command, Command::Node(lifecycle::NodeArgs { command: lifecycle::NodeCommand::Drain { name } }) if name == "n1")

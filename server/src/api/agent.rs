@@ -126,7 +126,13 @@ pub async fn assignments(
         version,
         instances: assignments_for(&ctx, &node.name).await?,
         builds: ctx.builds.for_node(&node.name),
+        collected_images: collected_images(&ctx).await?,
     }))
+}
+
+/// Images of Dockerfile droplets retention collected, for nodes to remove.
+async fn collected_images(ctx: &Ctx) -> ApiResult<Vec<String>> {
+    Ok(crate::droplets::collected_images(ctx.store.as_ref(), &ctx.blobs).await?)
 }
 
 async fn assignments_for(ctx: &Ctx, node: &str) -> ApiResult<Vec<Assignment>> {
@@ -140,6 +146,7 @@ async fn assignments_for(ctx: &Ctx, node: &str) -> ApiResult<Vec<Assignment>> {
     let lifecycles = ctx.store.app_lifecycles().await?;
     let declared = ctx.store.droplet_processes().await?;
     let configured = ctx.store.app_processes().await?;
+    let images = ctx.store.droplet_images().await?;
     let mut out = Vec::new();
     for inst in ctx.store.list_instances().await? {
         if inst.node_name.as_deref() != Some(node) {
@@ -188,6 +195,7 @@ async fn assignments_for(ctx: &Ctx, node: &str) -> ApiResult<Vec<Assignment>> {
             };
             (p.command, p.memory_mb, p.health)
         };
+        let image = images.get(&rev.droplet).cloned();
         out.push(Assignment {
             instance_id: inst.id,
             app: app.name.clone(),
@@ -201,6 +209,7 @@ async fn assignments_for(ctx: &Ctx, node: &str) -> ApiResult<Vec<Assignment>> {
             cpu_shares: (memory_mb * 1024 / 1024).clamp(2, 1024 * 4),
             pids_limit: ctx.settings.instance_pids_limit,
             health,
+            image,
         });
     }
     Ok(out)

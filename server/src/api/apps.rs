@@ -379,11 +379,18 @@ pub async fn push(
             Error::internal(e)
         }
     })?;
+    // Issue 3: a Dockerfile is the app's own build, unless a buildpack is named explicitly.
+    let dockerfile =
+        extra.buildpacks.is_empty() && unpacked.top_level.iter().any(|f| f == "Dockerfile");
     let staged = match staging::detect(
         unpacked.procfile.as_deref(),
         &unpacked.top_level,
         staged.as_deref(),
     ) {
+        _ if dockerfile => staging::Staged {
+            detected: "dockerfile".into(),
+            command: String::new(),
+        },
         Ok(s) => s,
         // A buildpack named by the user decides for itself on the node.
         Err(_) if !extra.buildpacks.is_empty() => staging::Staged {
@@ -437,6 +444,7 @@ pub async fn push(
     // Issue 3: buildpacks run on a node (after the app exists, so its STG lines can be read
     // while staging runs); the checked app tar above is their source. With no
     // ready node, the tar itself is the droplet and the detected command runs it (the fallback).
+    let mut image = None;
     let mut declared = unpacked
         .procfile
         .as_deref()
@@ -448,11 +456,13 @@ pub async fn push(
         &droplet_sha,
         &tree,
         &extra.buildpacks,
+        dockerfile,
     )
     .await?
     {
         Some(built) => {
             declared = built.processes.clone();
+            image = built.image.clone();
             let command = command
                 .clone()
                 .or_else(|| built.processes.get("web").cloned())
@@ -478,6 +488,12 @@ pub async fn push(
                     command,
                 },
             )
+        }
+        None if dockerfile => {
+            return Err(Error::api(
+                ErrorCode::StagingFailed,
+                "a Dockerfile is built on a node's engine and no node is ready: try again when one is",
+            ));
         }
         // Only a node runs added buildpacks: without one, an app only they detect cannot run.
         None if staged.command.is_empty() => {
@@ -540,6 +556,9 @@ pub async fn push(
     ctx.store
         .set_droplet_processes(&droplet_sha, &declared)
         .await?;
+    if let Some(image) = &image {
+        ctx.store.set_droplet_image(&droplet_sha, image).await?;
+    }
     crate::api::processes::apply_manifest(&ctx, &app, &user.username, &extra.processes).await?;
     let number = ctx
         .store

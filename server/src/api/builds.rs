@@ -127,6 +127,8 @@ pub(crate) struct Built {
     pub size: u64,
     pub buildpack: String,
     pub processes: std::collections::BTreeMap<String, String>,
+    /// Set when the droplet is an image built from a Dockerfile.
+    pub image: Option<paas_common::agent::DropletImage>,
 }
 
 /// Stages `source` (a tar blob) for `app` on the least busy ready node and waits for the result.
@@ -137,6 +139,7 @@ pub(crate) async fn stage_on_node(
     source: &str,
     tree: &str,
     buildpacks: &[String],
+    dockerfile: bool,
 ) -> ApiResult<Option<Built>> {
     // The same files with the same buildpacks stage to the same droplet: reuse it (an unchanged
     // re-push then costs no build and its node already has the droplet's image).
@@ -146,7 +149,11 @@ pub(crate) async fn stage_on_node(
         .iter()
         .map(|c| format!("{}={}", c.name, c.sha256))
         .collect();
-    let key = format!("{tree} {} {}", buildpacks.join(","), custom_key.join(","));
+    let key = format!(
+        "{tree} {} {} {dockerfile}",
+        buildpacks.join(","),
+        custom_key.join(",")
+    );
     if let Some(hit) = ctx
         .builds
         .cached(&key)
@@ -171,6 +178,7 @@ pub(crate) async fn stage_on_node(
             size,
             buildpack: hit.buildpack,
             processes: hit.processes,
+            image: hit.image,
         }));
     }
     let nodes = ctx.store.list_nodes().await?;
@@ -191,6 +199,7 @@ pub(crate) async fn stage_on_node(
         disk_mb: ctx.settings.default_disk_mb * 4,
         timeout_secs: timeout,
         custom_buildpacks: custom,
+        dockerfile,
     };
     let rx = ctx.builds.start(&node.name, source, assignment);
     ctx.bump_assignments();
@@ -234,6 +243,7 @@ pub(crate) async fn stage_on_node(
             droplet: droplet.clone(),
             buildpack: buildpack.clone(),
             processes: result.processes.clone(),
+            image: result.image.clone(),
         },
     );
     Ok(Some(Built {
@@ -241,5 +251,6 @@ pub(crate) async fn stage_on_node(
         size,
         buildpack,
         processes: result.processes,
+        image: result.image,
     }))
 }

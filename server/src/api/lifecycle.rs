@@ -421,14 +421,25 @@ pub async fn start(
     set_state(ctx, user, &name, AppState::Started).await
 }
 
-/// `POST /v1/apps/{name}/instances/{index}/restart`: replaces one instance, new one first.
-#[utoipa::path(post, path = "/v1/apps/{name}/instances/{index}/restart", tag = "lifecycle", summary = "Replace one instance, new one first", params(("name" = String, Path, description = "The app's name"), ("index" = u32, Path, description = "Instance index")), responses((status = 200, body = paas_common::api::AppSettings), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
+/// Which process type's instance `POST /v1/apps/{name}/instances/{index}/restart` replaces.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RestartInstanceQuery {
+    /// The process type (default `web`): indices are per type, so web 0 and worker 0 differ.
+    pub process: Option<String>,
+}
+
+/// `POST /v1/apps/{name}/instances/{index}/restart`: replaces one instance of one process type,
+/// new one first.
+#[utoipa::path(post, path = "/v1/apps/{name}/instances/{index}/restart", tag = "lifecycle", summary = "Replace one instance of a process type, new one first", params(("name" = String, Path, description = "The app's name"), ("index" = u32, Path, description = "Instance index"), RestartInstanceQuery), responses((status = 200, body = paas_common::api::AppSettings), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn restart_instance(
     ctx: Ctx,
     user: AuthUser,
     path: web::Path<(String, u32)>,
+    query: web::Query<RestartInstanceQuery>,
 ) -> ApiResult<web::Json<AppSettings>> {
     let (name, index) = path.into_inner();
+    let process = query.into_inner().process.unwrap_or_else(|| "web".into());
     let app = find_app(&ctx, &name).await?;
     if app.state != AppState::Started {
         return Err(Error::api(
@@ -436,12 +447,31 @@ pub async fn restart_instance(
             format!("app {:?} is stopped: start it instead", app.name),
         ));
     }
-    if index >= app.desired_instances {
+    let instances = if process == "web" {
+        app.desired_instances
+    } else {
+        let specs = super::processes::current_specs(&ctx, &app).await?;
+        let Some(spec) = specs.iter().find(|p| p.process_type == process) else {
+            let known: Vec<&str> = std::iter::once("web")
+                .chain(specs.iter().map(|p| p.process_type.as_str()))
+                .collect();
+            return Err(Error::api(
+                ErrorCode::ProcessNotFound,
+                format!(
+                    "app {:?} has no process {process:?} (it has: {})",
+                    app.name,
+                    known.join(", ")
+                ),
+            ));
+        };
+        spec.instances
+    };
+    if index >= instances {
         return Err(Error::api(
             ErrorCode::InstanceNotFound,
             format!(
-                "app {:?} has no instance {index} (it has {})",
-                app.name, app.desired_instances
+                "app {:?} has no {process} instance {index} (it has {instances})",
+                app.name
             ),
         ));
     }
@@ -449,11 +479,14 @@ pub async fn restart_instance(
         &user,
         &app,
         "instance.restart",
-        format!("{} asked to restart instance {index}", user.username),
+        format!(
+            "{} asked to restart {process} instance {index}",
+            user.username
+        ),
     );
     let n = ctx
         .store
-        .retire_instances(&app.id, Some(index), &ev)
+        .retire_instances(&app.id, Some((&process, index)), &ev)
         .await?;
     ctx.converge.notify_one();
     Ok(web::Json(settings(&ctx, &app, n > 0).await?))

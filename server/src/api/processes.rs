@@ -19,7 +19,7 @@ fn bad(msg: impl Into<String>) -> Error {
 }
 
 /// The non-web process specs of the app's current revision.
-async fn current_specs(ctx: &Ctx, app: &AppRecord) -> ApiResult<Vec<ProcessSpec>> {
+pub(super) async fn current_specs(ctx: &Ctx, app: &AppRecord) -> ApiResult<Vec<ProcessSpec>> {
     Ok(
         crate::processes::specs(ctx.store.as_ref(), std::slice::from_ref(app))
             .await?
@@ -150,48 +150,11 @@ pub(super) async fn apply_manifest(
     Ok(())
 }
 
-fn check_name(h: &paas_common::agent::HealthCheck) -> String {
-    match h {
-        paas_common::agent::HealthCheck::Port => "port".into(),
-        paas_common::agent::HealthCheck::Process => "process".into(),
-        paas_common::agent::HealthCheck::Http { endpoint } => format!("http {endpoint}"),
-    }
-}
-
 /// Every process type of the app's current revision, `web` first.
 pub(super) async fn infos(
     ctx: &Ctx,
     app: &AppRecord,
     web_command: Option<&str>,
 ) -> ApiResult<Vec<ProcessInfo>> {
-    let Some(web_command) = web_command else {
-        return Ok(Vec::new());
-    };
-    let health = ctx
-        .store
-        .app_lifecycles()
-        .await?
-        .remove(&app.id)
-        .and_then(|l| l.health)
-        .unwrap_or_default();
-    let mut out = vec![ProcessInfo {
-        process_type: "web".into(),
-        instances: app.desired_instances,
-        memory_mb: app.memory_mb,
-        command: web_command.into(),
-        health_check: check_name(&health.check),
-    }];
-    out.extend(
-        current_specs(ctx, app)
-            .await?
-            .into_iter()
-            .map(|p| ProcessInfo {
-                health_check: check_name(&p.health.check),
-                process_type: p.process_type,
-                instances: p.instances,
-                memory_mb: p.memory_mb,
-                command: p.command,
-            }),
-    );
-    Ok(out)
+    Ok(crate::processes::infos(ctx.store.as_ref(), app, web_command).await?)
 }

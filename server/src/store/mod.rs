@@ -317,11 +317,12 @@ pub trait Store: Send + Sync + 'static {
         update: &AppUpdate,
         event: &Event,
     ) -> StoreResult<bool>;
-    /// Marks the app's instances (or those of one index) for rolling replacement; returns how many.
+    /// Marks the app's instances (or those of one process type's index) for rolling replacement;
+    /// returns how many.
     async fn retire_instances(
         &self,
         app_id: &str,
-        index: Option<u32>,
+        target: Option<(&str, u32)>,
         event: &Event,
     ) -> StoreResult<u64>;
     /// Ids of instance rows marked for replacement.
@@ -401,6 +402,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// Start commands per process type of every droplet that has them, by droplet sha256.
     async fn droplet_processes(&self) -> StoreResult<HashMap<String, BTreeMap<String, String>>>;
+    /// Records that a droplet is an image built from a Dockerfile (issue 3).
+    async fn set_droplet_image(
+        &self,
+        droplet: &str,
+        image: &paas_common::agent::DropletImage,
+    ) -> StoreResult<()>;
+    /// Every droplet that is an image, by droplet sha256.
+    async fn droplet_images(
+        &self,
+    ) -> StoreResult<HashMap<String, paas_common::agent::DropletImage>>;
     /// Settings of every app's non-web process types, by app id.
     async fn app_processes(&self) -> StoreResult<HashMap<String, Vec<ProcessRecord>>>;
     /// Creates or replaces one non-web process type's settings and records `event`. A memory or

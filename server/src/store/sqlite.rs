@@ -1159,15 +1159,18 @@ impl Store for SqliteStore {
     async fn retire_instances(
         &self,
         app_id: &str,
-        index: Option<u32>,
+        target: Option<(&str, u32)>,
         event: &Event,
     ) -> StoreResult<u64> {
         let mut tx = self.write_tx().await?;
+        let (process, index) = target.unzip();
         let res = sqlx::query(
-            "UPDATE instances SET retire = 1 WHERE app_id = ? AND (? IS NULL OR idx = ?)",
+            "UPDATE instances SET retire = 1 WHERE app_id = ? \
+             AND (? IS NULL OR (process_type = ? AND idx = ?))",
         )
         .bind(app_id)
-        .bind(index.map(i64::from))
+        .bind(process)
+        .bind(process)
         .bind(index.map(i64::from))
         .execute(&mut *tx)
         .await?;
@@ -1292,6 +1295,39 @@ impl Store for SqliteStore {
                 let p = serde_json::from_str(&p)
                     .map_err(|e| StoreError::Corrupt(format!("droplet processes json: {e}")))?;
                 Ok((d, p))
+            })
+            .collect()
+    }
+
+    async fn set_droplet_image(
+        &self,
+        droplet: &str,
+        image: &paas_common::agent::DropletImage,
+    ) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("INSERT INTO droplet_images (droplet, image_id, port, run_user) VALUES (?, ?, ?, ?) ON CONFLICT (droplet) DO UPDATE SET image_id = excluded.image_id, port = excluded.port, run_user = excluded.run_user")
+            .bind(droplet)
+            .bind(&image.id)
+            .bind(i64::from(image.port))
+            .bind(&image.user)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn droplet_images(
+        &self,
+    ) -> StoreResult<HashMap<String, paas_common::agent::DropletImage>> {
+        let rows: Vec<(String, String, i64, String)> =
+            sqlx::query_as("SELECT droplet, image_id, port, run_user FROM droplet_images")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(d, id, port, user)| {
+                let port = u16::try_from(port)
+                    .map_err(|_| StoreError::Corrupt(format!("droplet image port {port}")))?;
+                Ok((d, paas_common::agent::DropletImage { id, port, user }))
             })
             .collect()
     }

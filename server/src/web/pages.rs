@@ -164,6 +164,7 @@ pub async fn apps(ctx: web::Data<AppCtx>, req: HttpRequest) -> HttpResponse {
 }
 
 pub struct InstanceRow {
+    pub process: String,
     pub index: u32,
     pub cpu: String,
     pub memory: String,
@@ -173,6 +174,16 @@ pub struct InstanceRow {
     pub restarts: u32,
     pub since: String,
     pub last_exit: String,
+}
+
+/// One process type on the app page: what it runs and how many of its instances do.
+pub struct ProcessRow {
+    pub process_type: String,
+    pub command: String,
+    pub running: u32,
+    pub desired: u32,
+    pub memory_mb: u64,
+    pub health_check: String,
 }
 
 pub struct EventRow {
@@ -195,6 +206,7 @@ struct AppPage {
     app: AppRow,
     command: String,
     detected: String,
+    processes: Vec<ProcessRow>,
     instances: Vec<InstanceRow>,
     events: Vec<EventRow>,
     logs: Vec<LogRow>,
@@ -260,6 +272,7 @@ pub async fn app(
                         u.memory_limit_bytes / (1 << 20)
                     )
                 }),
+                process: i.process_type.clone(),
                 index: i.index,
                 state: i.state.as_str().to_string(),
                 address: match (i.host_port, i.node_name.as_ref().and_then(|n| nodes.get(n))) {
@@ -276,7 +289,34 @@ pub async fn app(
                 },
             })
             .collect::<Vec<_>>();
-        let running = instances.iter().filter(|i| i.state == "running").count() as u32;
+        let running_of = |t: &str| {
+            instances
+                .iter()
+                .filter(|i| i.process == t && i.state == "running")
+                .count() as u32
+        };
+        // The app's own count is web's: workers have their own row in the processes table.
+        let running = running_of("web");
+        let processes = crate::processes::infos(
+            ctx.store.as_ref(),
+            &app,
+            rev.as_ref().map(|r| r.command.as_str()),
+        )
+        .await?
+        .into_iter()
+        .map(|p| ProcessRow {
+            running: running_of(&p.process_type),
+            desired: if app.state == paas_common::api::AppState::Stopped {
+                0
+            } else {
+                p.instances
+            },
+            process_type: p.process_type,
+            command: p.command,
+            memory_mb: p.memory_mb,
+            health_check: p.health_check,
+        })
+        .collect();
         let events = ctx
             .store
             .recent_events(&app.name, 30)
@@ -315,6 +355,7 @@ pub async fn app(
                 updated: ago(app.updated_at, now),
                 memory_mb: app.memory_mb,
             },
+            processes,
             instances,
             events,
             logs,
@@ -444,6 +485,52 @@ mod tests {
             "There is no page at /x.",
         );
         assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn app_page_lists_each_process_type() {
+        let row = |t: &str, cmd: &str, running, desired, check: &str| ProcessRow {
+            process_type: t.into(),
+            command: cmd.into(),
+            running,
+            desired,
+            memory_mb: 128,
+            health_check: check.into(),
+        };
+        let page = AppPage {
+            layout: Layout {
+                user: "admin".into(),
+                operator: true,
+                csrf: "c".into(),
+                section: "apps",
+            },
+            app: AppRow {
+                name: "shop".into(),
+                state: "started".into(),
+                running: 2,
+                desired: 2,
+                revision: "3".into(),
+                url: "http://shop.localhost".into(),
+                updated: "1m".into(),
+                memory_mb: 128,
+            },
+            command: "python3 app.py".into(),
+            detected: "python".into(),
+            processes: vec![
+                row("web", "python3 app.py", 2, 2, "http /health"),
+                row("worker", "python3 <work>.py", 0, 1, "process"),
+            ],
+            instances: Vec::new(),
+            events: Vec::new(),
+            logs: Vec::new(),
+            can_write: false,
+        };
+        let html = page.render().unwrap();
+        assert!(
+            html.contains(r#"<tr data-process="worker"><td>worker</td><td><code>python3 &lt;work&gt;.py</code></td><td>0/1 running</td><td>128M</td><td>process</td></tr>"#),
+            "{html}"
+        );
+        assert!(html.contains("2/2 running</td><td>128M</td><td>http /health</td>"));
     }
 
     #[test]
