@@ -13,9 +13,41 @@ pub struct LoginRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoginResponse {
-    /// A bearer JWT for `Authorization: Bearer ...`.
+    /// A short-lived bearer JWT for `Authorization: Bearer ...` (the access token).
     pub token: String,
     pub expires_at: DateTime<Utc>,
+    /// Opaque and single-use: `POST /v1/auth/refresh` trades it for a new access token and a new
+    /// refresh token. Absent from servers before refresh tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_expires_at: Option<DateTime<Utc>>,
+}
+
+/// `POST /v1/auth/refresh` and `POST /v1/auth/logout`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+/// One JWT signing key (`GET /v1/admin/keys`); the secret never leaves the server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SigningKeyInfo {
+    /// The `kid` in the header of every token it signed.
+    pub kid: String,
+    /// Whether it signs new tokens (exactly one key does).
+    pub active: bool,
+    pub created_at: DateTime<Utc>,
+    /// When it stopped signing; it verifies login tokens for one token lifetime after.
+    pub retired_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SigningKeyList {
+    pub keys: Vec<SigningKeyInfo>,
 }
 
 /// What the user asked for: the app should run or not.
@@ -136,16 +168,19 @@ pub struct InstanceUsage {
     pub sampled_at: Option<DateTime<Utc>>,
 }
 
-/// One entry of an app's audit trail (`GET /v1/apps/NAME/events`).
+/// One entry of the audit trail (`GET /v1/apps/NAME/events`, `GET /v1/events`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventInfo {
     pub time: DateTime<Utc>,
-    /// A user name, `node:NAME` or `platform`.
+    /// A user name, `USER (token NAME)` for what a CI token did, `node:NAME` or `platform`.
     pub actor: String,
-    /// e.g. `app.push`, `app.delete`, `instance.crash`, `instance.reschedule`.
+    /// e.g. `app.push`, `app.rollback`, `app.delete`, `instance.crash`, `login`, `token.create`.
     pub kind: String,
     pub message: String,
+    /// The app it concerns; absent for platform events (logins, tokens, keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

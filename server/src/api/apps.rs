@@ -10,12 +10,13 @@ use paas_common::domain::{parse_memory_mb, AppName};
 use paas_common::ErrorCode;
 use std::io::Write;
 
+use super::page::{self, Page};
 use super::Ctx;
 use crate::archive::Limits;
 use crate::auth::AuthUser;
 use crate::error::{ApiResult, Error};
 use crate::staging;
-use crate::store::{AppRecord, Event, NewRevision};
+use crate::store::{AppRecord, Event, EventFilter, NewRevision};
 
 fn parse_name(s: &str) -> ApiResult<AppName> {
     AppName::parse(s).map_err(|m| Error::api(ErrorCode::InvalidName, m))
@@ -88,16 +89,24 @@ pub(crate) async fn detail(ctx: &Ctx, app: &AppRecord) -> ApiResult<AppDetail> {
     })
 }
 
-#[utoipa::path(get, path = "/v1/apps", tag = "apps", summary = "The apps the caller can see", responses((status = 200, body = paas_common::api::AppList), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
-pub async fn list(ctx: Ctx, who: crate::authz::Principal) -> ApiResult<web::Json<AppList>> {
+#[utoipa::path(get, path = "/v1/apps", tag = "apps", summary = "The apps the caller can see", params(crate::api::page::PageParams), responses((status = 200, body = paas_common::api::AppList, headers(("Link" = String, description = "`<URL>; rel=\"next\"` when there is a next page"), ("X-Total-Count" = u64, description = "Items across all pages"))), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
+pub async fn list(
+    ctx: Ctx,
+    who: crate::authz::Principal,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
+    let page = Page::from_request(&req)?;
     let spaces = ctx.store.app_spaces().await?;
-    let apps: Vec<_> = ctx
+    let mut apps: Vec<_> = ctx
         .store
         .list_apps()
         .await?
         .into_iter()
         .filter(|a| who.can_see(&a.name, spaces.get(&a.id).map(String::as_str)))
         .collect();
+    apps.sort_by(|a, b| a.name.cmp(&b.name));
+    let total = apps.len() as u64;
+    let (apps, next) = page.slice(apps, |a| a.name.clone(), false);
     let instances = ctx.store.list_instances().await?;
     let apps = apps
         .into_iter()
@@ -115,7 +124,7 @@ pub async fn list(ctx: Ctx, who: crate::authz::Principal) -> ApiResult<web::Json
             updated_at: a.updated_at,
         })
         .collect();
-    Ok(web::Json(AppList { apps }))
+    Ok(page::respond(&req, &AppList { apps }, next, Some(total)))
 }
 
 #[utoipa::path(get, path = "/v1/apps/{name}", tag = "apps", summary = "One app with its instances", params(("name" = String, Path, description = "The app's name")), responses((status = 200, body = paas_common::api::AppDetail), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
@@ -133,7 +142,7 @@ pub async fn delete(ctx: Ctx, user: AuthUser, name: web::Path<String>) -> ApiRes
     let app = find_app(&ctx, &name).await?;
     let event = Event {
         app_name: Some(app.name.clone()),
-        actor: user.username,
+        actor: user.actor,
         kind: "app.delete".into(),
         message: format!("deleted app {}", app.name),
     };
@@ -146,26 +155,85 @@ pub async fn delete(ctx: Ctx, user: AuthUser, name: web::Path<String>) -> ApiRes
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[utoipa::path(get, path = "/v1/apps/{name}/events", tag = "events", summary = "The app's audit events", params(("name" = String, Path, description = "The app's name")), responses((status = 200, body = paas_common::api::EventList), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
+#[utoipa::path(get, path = "/v1/apps/{name}/events", tag = "events", summary = "The app's audit events", params(crate::api::page::PageParams, ("name" = String, Path, description = "The app's name")), responses((status = 200, body = paas_common::api::EventList, headers(("Link" = String, description = "`<URL>; rel=\"next\"` when there is a next page"), ("X-Total-Count" = u64, description = "Items across all pages"))), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn events(
     ctx: Ctx,
     _user: AuthUser,
     name: web::Path<String>,
-) -> ApiResult<web::Json<EventList>> {
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
+    let page = Page::from_request(&req)?;
     let app = find_app(&ctx, &name).await?;
-    let events = ctx
+    let filter = EventFilter {
+        app_name: Some(app.name.clone()),
+        actor: None,
+    };
+    event_page(&ctx, &req, &page, &filter).await
+}
+
+/// One page of events, oldest first (an audit trail reads forward); the cursor is the last
+/// event's id.
+pub(crate) async fn event_page(
+    ctx: &Ctx,
+    req: &HttpRequest,
+    page: &Page,
+    filter: &EventFilter,
+) -> ApiResult<HttpResponse> {
+    let after = match &page.after {
+        Some(k) => Some(k.parse::<i64>().map_err(|_| {
+            Error::api(
+                ErrorCode::InvalidPageToken,
+                "page_token is not from an event list",
+            )
+        })?),
+        None => None,
+    };
+    // One more than a page tells whether there is a next one.
+    let mut rows = ctx
         .store
-        .recent_events(&app.name, 200)
-        .await?
+        .list_events(filter, after, page.limit as i64 + 1)
+        .await?;
+    let next = (rows.len() > page.limit).then(|| {
+        rows.truncate(page.limit);
+        rows.last().map(|r| r.id.to_string()).unwrap_or_default()
+    });
+    let total = ctx.store.count_events(filter).await?;
+    let events = rows
         .into_iter()
-        .map(|(time, e)| EventInfo {
-            time,
-            actor: e.actor,
-            kind: e.kind,
-            message: e.message,
+        .map(|r| EventInfo {
+            time: r.time,
+            actor: r.event.actor,
+            kind: r.event.kind,
+            message: r.event.message,
+            app: r.event.app_name,
         })
         .collect();
-    Ok(web::Json(EventList { events }))
+    Ok(page::respond(req, &EventList { events }, next, Some(total)))
+}
+
+/// `GET /v1/events`: every event for operators (optionally `?actor=USER`), else the caller's
+/// own (logins, token use, their changes to any app).
+#[utoipa::path(get, path = "/v1/events", tag = "events", summary = "Platform events: all for operators (filter with `actor`), else the caller's own", params(crate::api::page::PageParams, ("actor" = Option<String>, Query, description = "Operators: only this user's events")), responses((status = 200, body = paas_common::api::EventList, headers(("Link" = String, description = "`<URL>; rel=\"next\"` when there is a next page"), ("X-Total-Count" = u64, description = "Items across all pages"))), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
+pub async fn all_events(
+    ctx: Ctx,
+    who: crate::authz::Principal,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
+    let page = Page::from_request(&req)?;
+    let asked = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, _)| k == "actor")
+        .map(|(_, v)| v.into_owned())
+        .filter(|v| !v.is_empty());
+    let actor = if who.is_operator() {
+        asked
+    } else {
+        Some(who.username.clone())
+    };
+    let filter = EventFilter {
+        app_name: None,
+        actor,
+    };
+    event_page(&ctx, &req, &page, &filter).await
 }
 
 pub(crate) async fn log_platform(ctx: &Ctx, app: &str, source: &str, message: String) {
@@ -413,7 +481,7 @@ pub async fn push(
             };
             let ev = Event {
                 app_name: Some(rec.name.clone()),
-                actor: user.username.clone(),
+                actor: user.actor.clone(),
                 kind: "app.create".into(),
                 message: format!("created app {}", rec.name),
             };
@@ -493,7 +561,7 @@ pub async fn push(
     .await;
     let ev = Event {
         app_name: Some(app.name.clone()),
-        actor: user.username.clone(),
+        actor: user.actor.clone(),
         kind: "app.push".into(),
         message: format!(
             "pushed package {} ({package_size} bytes)",
@@ -517,7 +585,7 @@ pub async fn push(
     ctx.store
         .set_droplet_processes(&droplet_sha, &declared)
         .await?;
-    crate::api::processes::apply_manifest(&ctx, &app, &user.username, &extra.processes).await?;
+    crate::api::processes::apply_manifest(&ctx, &app, &user.actor, &extra.processes).await?;
     let number = ctx
         .store
         .deploy_revision_with(

@@ -55,8 +55,8 @@ impl Modify for BearerAuth {
     modifiers(&BearerAuth),
     security(("bearer" = [])),
     paths(
-        auth::login,
-        apps::list, apps::get, apps::delete, apps::push, apps::events,
+        auth::login, auth::refresh, auth::logout, auth::list_keys, auth::rotate_keys,
+        apps::list, apps::get, apps::delete, apps::push, apps::events, apps::all_events,
         logs::recent, logs::stream,
         lifecycle::update, lifecycle::restart, lifecycle::stop, lifecycle::start, lifecycle::restart_instance, lifecycle::drain,
         revisions::get_env, revisions::update_env, revisions::list, revisions::rollback,
