@@ -649,3 +649,63 @@ pub struct BuildpackInfo {
 pub struct BuildpackList {
     pub buildpacks: Vec<BuildpackInfo>,
 }
+
+/// One line of a streamed push (`POST /v1/apps/NAME/push` with `Accept: application/x-ndjson`):
+/// newline-delimited JSON, each line one of these, tagged by `type`. The last line is always a
+/// `result`; its `status` says whether the push succeeded, since the HTTP status (200) is sent
+/// before the outcome is known.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum PushProgress {
+    /// The upload arrived and was stored.
+    Upload { bytes: u64 },
+    /// The archive was checked: files and unpacked bytes, and what the controller detected.
+    Archive {
+        files: u64,
+        bytes: u64,
+        detected: String,
+    },
+    /// A log line while staging (`STG`), as it is written.
+    Log { source: String, message: String },
+    /// Staging produced the droplet.
+    Droplet {
+        sha256: String,
+        bytes: u64,
+        buildpack: String,
+    },
+    /// The new revision is current; instances are being replaced.
+    Revision { number: i64 },
+    /// Instances of the new revision: running of desired, and placed on a node.
+    Instances {
+        running: u32,
+        desired: u32,
+        placed: u32,
+    },
+    /// The last line.
+    Result(PushResult),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PushResult {
+    /// `succeeded` (every desired instance of the new revision runs) or `failed`.
+    pub status: PushStatus,
+    /// When failed: the stable error code (`staging_failed`, `start_failed`, `not_an_app`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// When failed: why, for humans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When succeeded (and when the revision was made but did not start): the app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<Box<AppDetail>>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum PushStatus {
+    Succeeded,
+    Failed,
+}

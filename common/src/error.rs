@@ -73,6 +73,8 @@ pub enum ErrorCode {
     InvalidLimit,
     /// A list's `page_token` that this server did not give out (issue 7, pagination).
     InvalidPageToken,
+    /// A streamed push's new instances crashed or did not start in time (issue 7).
+    StartFailed,
 }
 
 impl ErrorCode {
@@ -110,6 +112,7 @@ impl ErrorCode {
             ErrorCode::ProcessNotFound => "process_not_found",
             ErrorCode::InvalidLimit => "invalid_limit",
             ErrorCode::InvalidPageToken => "invalid_page_token",
+            ErrorCode::StartFailed => "start_failed",
         }
     }
 
@@ -145,6 +148,7 @@ impl ErrorCode {
             ErrorCode::StagingFailed => 422,
             ErrorCode::ProcessNotFound => 404,
             ErrorCode::InvalidLimit | ErrorCode::InvalidPageToken => 400,
+            ErrorCode::StartFailed => 422,
         }
     }
 }

@@ -79,6 +79,10 @@ pub struct Settings {
     /// replaces it with a new one of the same lifetime.
     #[serde(default = "default_refresh_token_ttl")]
     pub refresh_token_ttl_secs: u64,
+    /// A streamed push waits this long for the new instances to run before its last line says
+    /// `failed` (`PAAS_PUSH_START_TIMEOUT_SECS`).
+    #[serde(default = "default_push_start_timeout")]
+    pub push_start_timeout_secs: u64,
     /// Largest accepted upload body.
     pub max_upload_mb: u64,
     /// Largest total size an archive may unpack to.
@@ -141,6 +145,10 @@ fn default_refresh_token_ttl() -> u64 {
     30 * 24 * 3600
 }
 
+fn default_push_start_timeout() -> u64 {
+    180
+}
+
 fn default_controller() -> String {
     "http://127.0.0.1:8080".into()
 }
@@ -186,6 +194,7 @@ impl Default for Settings {
             token_ttl_secs: 12 * 3600,
             access_token_ttl_secs: default_access_token_ttl(),
             refresh_token_ttl_secs: default_refresh_token_ttl(),
+            push_start_timeout_secs: default_push_start_timeout(),
             max_upload_mb: 1024,
             max_unpacked_mb: 2048,
             max_archive_entries: 100_000,

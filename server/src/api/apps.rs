@@ -4,13 +4,14 @@ use chrono::Utc;
 use futures_util::StreamExt;
 use paas_common::api::{
     AppDetail, AppList, AppState, AppSummary, EventInfo, EventList, InstanceInfo, InstanceState,
-    LogLine, RevisionInfo,
+    LogLine, PushProgress, RevisionInfo,
 };
 use paas_common::domain::{parse_memory_mb, AppName};
 use paas_common::ErrorCode;
 use std::io::Write;
 
 use super::page::{self, Page};
+use super::push_stream::Progress;
 use super::Ctx;
 use crate::archive::Limits;
 use crate::auth::AuthUser;
@@ -250,7 +251,7 @@ pub(crate) async fn log_platform(ctx: &Ctx, app: &str, source: &str, message: St
 /// `POST /v1/apps/{name}/push`: multipart with the zip as `archive` and optional text fields
 /// `instances`, `memory_mb` (or `memory`, e.g. "256M") and `command`. Creates the app if needed,
 /// stores the package, stages it into a droplet, makes a new revision and starts it.
-#[utoipa::path(post, path = "/v1/apps/{name}/push", tag = "apps", summary = "Single-request deploy: the zip as multipart field `archive`", params(("name" = String, Path, description = "The app's name")), request_body(content = crate::api::openapi::PushForm, content_type = "multipart/form-data"), responses((status = 201, body = paas_common::api::AppDetail), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
+#[utoipa::path(post, path = "/v1/apps/{name}/push", tag = "apps", summary = "Single-request deploy: the zip as multipart field `archive`", description = "With `Accept: application/x-ndjson` the answer (200) streams one JSON line per step (`PushProgress`: upload, archive, live STG lines, droplet, revision, instances) and ends with a `result` line whose `status` is `succeeded` or `failed` with a stable `code`. Errors found before the stream starts (authorization, a bad or too large archive, not an app) are the usual 4xx JSON. Without that header: 201 with the app once the revision is made.", params(("name" = String, Path, description = "The app's name"), ("Accept" = Option<String>, Header, description = "`application/x-ndjson` for the streamed answer")), request_body(content = crate::api::openapi::PushForm, content_type = "multipart/form-data"), responses((status = 201, body = paas_common::api::AppDetail), (status = 200, description = "The streamed push (newline-delimited JSON, last line `type: result`)", content_type = "application/x-ndjson", body = paas_common::api::PushProgress), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn push(
     ctx: Ctx,
     user: AuthUser,
@@ -464,6 +465,66 @@ pub async fn push(
             .await
             .map_err(Error::internal)??;
 
+    let prep = Prepared {
+        name,
+        package_sha,
+        package_size,
+        droplet_sha,
+        droplet_size,
+        unpacked,
+        tree,
+        extra,
+        instances,
+        memory_mb,
+        command,
+        staged,
+    };
+    if !super::push_stream::wanted(&req) {
+        let app = deploy(&ctx, &user, prep, &Progress::none()).await?;
+        return Ok(HttpResponse::Created().json(detail(&ctx, &app).await?));
+    }
+    // From here on the answer is a stream: errors become its last line.
+    Ok(super::push_stream::respond(ctx, user, prep))
+}
+
+/// A push whose upload and archive passed every check: what staging and deploying need.
+pub(crate) struct Prepared {
+    pub name: AppName,
+    pub package_sha: String,
+    pub package_size: u64,
+    droplet_sha: String,
+    droplet_size: u64,
+    pub unpacked: crate::archive::Unpacked,
+    tree: String,
+    extra: paas_common::api::PushSettings,
+    instances: Option<u32>,
+    memory_mb: Option<u64>,
+    command: Option<String>,
+    pub staged: staging::Staged,
+}
+
+/// Stages (on a node, or the fallback) and deploys a checked push as a new revision; returns the
+/// app. Progress goes to `progress` (a streamed push) as it happens.
+pub(crate) async fn deploy(
+    ctx: &Ctx,
+    user: &AuthUser,
+    prep: Prepared,
+    progress: &Progress,
+) -> ApiResult<AppRecord> {
+    let Prepared {
+        name,
+        package_sha,
+        package_size,
+        droplet_sha,
+        droplet_size,
+        unpacked,
+        tree,
+        mut extra,
+        instances,
+        memory_mb,
+        command,
+        staged,
+    } = prep;
     let app = match ctx.store.app_by_name(name.as_str()).await? {
         Some(a) => a,
         None => {
@@ -488,7 +549,7 @@ pub async fn push(
             match ctx.store.create_app(&rec, &ev).await {
                 Ok(()) => rec,
                 // Another push created it meanwhile.
-                Err(crate::store::StoreError::Conflict(_)) => find_app(&ctx, name.as_str()).await?,
+                Err(crate::store::StoreError::Conflict(_)) => find_app(ctx, name.as_str()).await?,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -502,7 +563,7 @@ pub async fn push(
         .map(crate::processes::from_procfile)
         .unwrap_or_default();
     let (droplet_sha, droplet_size, staged) = match super::builds::stage_on_node(
-        &ctx,
+        ctx,
         name.as_str(),
         &droplet_sha,
         &tree,
@@ -547,10 +608,15 @@ pub async fn push(
         }
         None => (droplet_sha, droplet_size, staged),
     };
+    progress.send(PushProgress::Droplet {
+        sha256: droplet_sha.clone(),
+        bytes: droplet_size,
+        buildpack: staged.detected.clone(),
+    });
     let desired = instances.unwrap_or(app.desired_instances);
     let memory = memory_mb.unwrap_or(app.memory_mb);
     log_platform(
-        &ctx,
+        ctx,
         &app.name,
         "STG",
         format!(
@@ -585,7 +651,7 @@ pub async fn push(
     ctx.store
         .set_droplet_processes(&droplet_sha, &declared)
         .await?;
-    crate::api::processes::apply_manifest(&ctx, &app, &user.actor, &extra.processes).await?;
+    crate::api::processes::apply_manifest(ctx, &app, &user.actor, &extra.processes).await?;
     let number = ctx
         .store
         .deploy_revision_with(
@@ -608,9 +674,10 @@ pub async fn push(
             &ev,
         )
         .await?;
-    crate::droplets::collect_soon(&ctx);
+    crate::droplets::collect_soon(ctx);
+    progress.send(PushProgress::Revision { number });
     log_platform(
-        &ctx,
+        ctx,
         &app.name,
         "API",
         format!(
@@ -620,6 +687,5 @@ pub async fn push(
     )
     .await;
     ctx.converge.notify_one();
-    let app = find_app(&ctx, name.as_str()).await?;
-    Ok(HttpResponse::Created().json(detail(&ctx, &app).await?))
+    find_app(ctx, name.as_str()).await
 }

@@ -14,6 +14,7 @@ pub(crate) mod openapi;
 pub(crate) mod page;
 mod processes;
 mod push_settings;
+pub(crate) mod push_stream;
 mod resources;
 mod revisions;
 mod routes;
