@@ -446,6 +446,15 @@ mod tests {
     #[test]
     fn classifies_routes() {
         assert_eq!(classify(&Method::POST, "/v1/auth/login"), Need::Public);
+        assert_eq!(classify(&Method::POST, "/v1/auth/refresh"), Need::Public);
+        assert_eq!(classify(&Method::POST, "/v1/auth/logout"), Need::Public);
+        assert_eq!(classify(&Method::GET, "/v1/admin/keys"), Need::Operator);
+        assert_eq!(
+            classify(&Method::POST, "/v1/admin/keys/rotate"),
+            Need::Operator
+        );
+        assert_eq!(classify(&Method::GET, "/v1/events"), Need::Authenticated);
+        assert_eq!(classify(&Method::DELETE, "/v1/events"), Need::Operator);
         assert_eq!(classify(&Method::POST, "/v1/agent/heartbeat"), Need::Agent);
         assert_eq!(classify(&Method::GET, "/v1/router/table"), Need::Agent);
         assert_eq!(
