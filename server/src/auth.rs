@@ -362,13 +362,19 @@ pub async fn prune_keys(ctx: &AppCtx) -> Result<Vec<String>, Error> {
     Ok(dropped)
 }
 
-/// Prunes retired keys once a minute.
+/// Once a minute: prunes retired keys and expired refresh tokens, and reloads the ring, so a key
+/// rotated through another controller sharing the database signs here too within a minute.
 pub async fn prune_loop(ctx: std::sync::Arc<AppCtx>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
     loop {
         tick.tick().await;
-        if let Err(e) = prune_keys(&ctx).await {
-            tracing::warn!(error = %e, "pruning signing keys failed");
+        let done = async {
+            prune_keys(&ctx).await?;
+            ctx.store.delete_expired_refresh_tokens(Utc::now()).await?;
+            reload_keys(ctx.store.as_ref(), &ctx.secrets, &ctx.keys).await
+        };
+        if let Err(e) = done.await {
+            tracing::warn!(error = %e, "pruning or reloading signing keys failed");
         }
     }
 }

@@ -86,6 +86,9 @@ pub async fn refresh(
     if rec.revoked_at.is_some() {
         return Err(refresh_refused("this refresh token was revoked"));
     }
+    if rec.expires_at < now && rec.used_at.is_none() {
+        return Err(refresh_refused("this refresh token expired"));
+    }
     if rec.used_at.is_some() || !ctx.store.use_refresh_token(&rec.id, now).await? {
         ctx.store.revoke_refresh_family(&rec.family, now).await?;
         let user = ctx.store.user_by_id(&rec.user_id).await?;
@@ -100,9 +103,6 @@ pub async fn refresh(
             })
             .await?;
         return Err(refresh_refused("this refresh token was already used"));
-    }
-    if rec.expires_at < now {
-        return Err(refresh_refused("this refresh token expired"));
     }
     let user = ctx
         .store

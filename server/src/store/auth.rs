@@ -73,6 +73,9 @@ pub trait AuthStore: Send + Sync + 'static {
     async fn use_refresh_token(&self, id: &str, at: DateTime<Utc>) -> StoreResult<bool>;
     /// Revokes every token of the family; returns how many were still unrevoked.
     async fn revoke_refresh_family(&self, family: &str, at: DateTime<Utc>) -> StoreResult<u64>;
+    /// Forgets refresh tokens expired before `before` (used ones are kept until then, to
+    /// recognise a replay); returns how many.
+    async fn delete_expired_refresh_tokens(&self, before: DateTime<Utc>) -> StoreResult<u64>;
 
     /// Events matching `filter`, oldest first, with ids above `after_id`, at most `limit`.
     async fn list_events(
@@ -249,6 +252,14 @@ impl AuthStore for SqliteStore {
         .bind(family)
         .execute(self.pool())
         .await?;
+        Ok(r.rows_affected())
+    }
+
+    async fn delete_expired_refresh_tokens(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let r = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < ?")
+            .bind(before)
+            .execute(self.pool())
+            .await?;
         Ok(r.rows_affected())
     }
 
