@@ -122,10 +122,32 @@ impl Client {
         self.json(self.send(rb)?)
     }
 
+    /// `POST /v1/auth/refresh`: a new access token and refresh token for a (single-use) refresh
+    /// token.
+    pub fn refresh(&self, refresh_token: &str) -> Result<LoginResponse, ClientError> {
+        let rb =
+            self.http
+                .post(self.url("/v1/auth/refresh"))
+                .json(&paas_common::api::RefreshRequest {
+                    refresh_token: refresh_token.to_string(),
+                });
+        self.json(self.send(rb)?)
+    }
+
+    /// `POST /v1/auth/logout`: revokes the refresh token (and its login).
+    pub fn logout(&self, refresh_token: &str) -> Result<(), ClientError> {
+        let rb =
+            self.http
+                .post(self.url("/v1/auth/logout"))
+                .json(&paas_common::api::RefreshRequest {
+                    refresh_token: refresh_token.to_string(),
+                });
+        self.send(rb).map(drop)
+    }
+
     /// `GET /v1/apps`.
     pub fn list_apps(&self) -> Result<AppList, ClientError> {
-        let rb = self.authed(self.http.get(self.url("/v1/apps")));
-        self.json(self.send(rb)?)
+        Ok(self.get_all("/v1/apps", "apps")?.value)
     }
 
     /// `GET /v1/apps/NAME`.
@@ -235,20 +257,26 @@ impl Client {
 
     /// `GET /v1/apps/NAME/events`.
     pub fn events(&self, name: &str) -> Result<EventList, ClientError> {
-        let rb = self.authed(
-            self.http
-                .get(self.url(&format!("/v1/apps/{}/events", seg(name)))),
-        );
-        self.json(self.send(rb)?)
+        Ok(self
+            .get_all(&format!("/v1/apps/{}/events", seg(name)), "events")?
+            .value)
+    }
+
+    /// `GET /v1/events` (every page): the caller's own events, or for an operator all of them
+    /// (or those of `actor`).
+    pub fn all_events(&self, actor: Option<&str>) -> Result<EventList, ClientError> {
+        let path = match actor {
+            Some(a) => format!("/v1/events?actor={}", seg(a)),
+            None => "/v1/events".to_string(),
+        };
+        Ok(self.get_all(&path, "events")?.value)
     }
 
     /// `GET /v1/apps/NAME/log-drains` -> the drain URLs.
     pub fn log_drains(&self, name: &str) -> Result<Vec<String>, ClientError> {
-        let rb = self.authed(
-            self.http
-                .get(self.url(&format!("/v1/apps/{}/log-drains", seg(name)))),
-        );
-        let v: serde_json::Value = self.json(self.send(rb)?)?;
+        let v: serde_json::Value = self
+            .get_all(&format!("/v1/apps/{}/log-drains", seg(name)), "drains")?
+            .value;
         Ok(v["drains"]
             .as_array()
             .into_iter()
@@ -271,8 +299,7 @@ impl Client {
 
     /// `GET /v1/nodes`.
     pub fn list_nodes(&self) -> Result<NodeList, ClientError> {
-        let rb = self.authed(self.http.get(self.url("/v1/nodes")));
-        self.json(self.send(rb)?)
+        Ok(self.get_all("/v1/nodes", "nodes")?.value)
     }
 
     /// `POST /v1/apps/NAME/push`, multipart: file field `archive` (app.zip, application/zip) read
@@ -353,11 +380,7 @@ impl Client {
 
     /// `GET /v1/apps/NAME/revisions`.
     pub fn list_revisions(&self, name: &str) -> Result<Fetched<RevisionList>, ClientError> {
-        let rb = self.authed(
-            self.http
-                .get(self.url(&format!("/v1/apps/{}/revisions", seg(name)))),
-        );
-        self.fetched(self.send(rb)?)
+        self.get_all(&format!("/v1/apps/{}/revisions", seg(name)), "revisions")
     }
 
     /// `POST /v1/apps/NAME/rollback`.
@@ -384,6 +407,56 @@ impl Client {
             Some(t) => rb.bearer_auth(t),
             None => rb,
         }
+    }
+
+    /// `GET path` and every further page (`Link: <...>; rel="next"`), with the arrays under
+    /// `field` joined into the first page's body.
+    pub fn get_all<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        field: &str,
+    ) -> Result<Fetched<T>, ClientError> {
+        let decode = |raw: &str| {
+            serde_json::from_str::<serde_json::Value>(raw).map_err(|e| ClientError::Decode {
+                api: self.api.clone(),
+                cause: format!("{e}: {}", excerpt(raw)),
+            })
+        };
+        let mut url = self.url(path);
+        let mut merged: Option<serde_json::Value> = None;
+        // Bounded, so a server that keeps answering `next` cannot keep us here forever.
+        for _ in 0..100_000 {
+            let resp = self.send(self.authed(self.http.get(&url)))?;
+            let next = next_link(resp.headers());
+            let raw = resp.text().map_err(|e| self.transport(e))?;
+            let mut page = decode(&raw)?;
+            match &mut merged {
+                None => merged = Some(page),
+                Some(all) => {
+                    let more = page
+                        .get_mut(field)
+                        .and_then(|v| v.as_array_mut())
+                        .map(std::mem::take)
+                        .unwrap_or_default();
+                    if let Some(items) = all.get_mut(field).and_then(|v| v.as_array_mut()) {
+                        items.extend(more);
+                    }
+                }
+            }
+            match next {
+                // The token goes only to our own API: follow the link's path on it, whatever
+                // host a proxy in between made the server think it has.
+                Some(link) => url = self.url(&path_and_query(&link)),
+                None => break,
+            }
+        }
+        let value = merged.unwrap_or_default();
+        let raw = value.to_string();
+        let value = serde_json::from_value(value).map_err(|e| ClientError::Decode {
+            api: self.api.clone(),
+            cause: format!("{e}: {}", excerpt(&raw)),
+        })?;
+        Ok(Fetched { value, raw })
     }
 
     /// `GET path`, decoded.
@@ -471,8 +544,7 @@ impl Client {
             Some(a) => format!("/v1/apps/{}/routes", seg(a)),
             None => "/v1/routes".to_string(),
         };
-        let rb = self.authed(self.http.get(self.url(&path)));
-        self.json(self.send(rb)?)
+        Ok(self.get_all(&path, "routes")?.value)
     }
 
     /// `POST /v1/apps/NAME/routes` `{"route": "HOST[/PATH]"}`.
@@ -539,6 +611,32 @@ fn push_extra_fields(
         form = form.text("resources", enc(serde_json::to_string(&s.resources))?);
     }
     Ok(form)
+}
+
+/// The URL of the `rel="next"` entry of a `Link` header.
+fn next_link(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    headers
+        .get_all(reqwest::header::LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find(|part| part.contains("rel=\"next\""))
+        .and_then(|part| {
+            let start = part.find('<')? + 1;
+            let end = part[start..].find('>')? + start;
+            Some(part[start..end].to_string())
+        })
+}
+
+/// `/v1/apps?page_token=x` of `http://host/v1/apps?page_token=x` (or of a relative link).
+fn path_and_query(link: &str) -> String {
+    match reqwest::Url::parse(link) {
+        Ok(u) => match u.query() {
+            Some(q) => format!("{}?{q}", u.path()),
+            None => u.path().to_string(),
+        },
+        Err(_) => link.to_string(),
+    }
 }
 
 /// The error for a non-2xx answer: the API's own error JSON when the body is that, else the
@@ -641,8 +739,7 @@ impl Client {
 impl Client {
     /// `GET /v1/buildpacks`: built-ins and added ones in detection order.
     pub fn list_buildpacks(&self) -> Result<Fetched<paas_common::api::BuildpackList>, ClientError> {
-        let rb = self.authed(self.http.get(self.url("/v1/buildpacks")));
-        self.fetched(self.send(rb)?)
+        self.get_all("/v1/buildpacks", "buildpacks")
     }
 
     /// `POST /v1/buildpacks`: multipart `name` and the zip as `archive`.
@@ -745,6 +842,20 @@ mod tests {
             "{msg}"
         );
         assert!(!msg.contains('\n'));
+    }
+
+    #[test]
+    fn next_links_are_found_and_kept_on_our_api() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(
+            reqwest::header::LINK,
+            r#"<http://elsewhere:1/v1/apps?limit=2&page_token=p1.61>; rel="next""#
+                .parse()
+                .unwrap(),
+        );
+        let link = next_link(&h).unwrap();
+        assert_eq!(path_and_query(&link), "/v1/apps?limit=2&page_token=p1.61");
+        assert!(next_link(&reqwest::header::HeaderMap::new()).is_none());
     }
 
     #[test]

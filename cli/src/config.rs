@@ -11,13 +11,20 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The saved login: which API, and the bearer token for it.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Config {
     pub api: String,
+    /// The access token (short-lived after `paas login`; a CI token from PAAS_TOKEN).
     pub token: String,
     /// The target space `ORG/SPACE` (`paas target`); the server's default space when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub space: Option<String>,
+    /// When `token` expires; the CLI renews it with `refresh_token` shortly before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Single-use: each renewal replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
 }
 
 impl fmt::Debug for Config {
@@ -26,6 +33,11 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("api", &self.api)
             .field("token", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -69,6 +81,7 @@ impl Env {
                 api: normalize_api(api),
                 token: token.clone(),
                 space: self.space.clone(),
+                ..Default::default()
             }));
         }
         let path = self.config_path();
@@ -157,6 +170,7 @@ mod tests {
             api: "http://127.0.0.1:8080".into(),
             token: "t0k".into(),
             space: None,
+            ..Default::default()
         };
         let path = env.save(&cfg).unwrap();
         assert_eq!(env.load().unwrap(), Some(cfg.clone()));
@@ -171,6 +185,7 @@ mod tests {
             api: "http://other/".into(),
             token: "t2".into(),
             space: None,
+            ..Default::default()
         };
         env.save(&cfg2).unwrap();
         assert_eq!(env.load().unwrap().unwrap().api, "http://other");
@@ -184,6 +199,7 @@ mod tests {
             api: "http://file".into(),
             token: "file".into(),
             space: None,
+            ..Default::default()
         })
         .unwrap();
         env.api = Some("http://env:1/".into());
@@ -194,6 +210,7 @@ mod tests {
                 api: "http://env:1".into(),
                 token: "envtok".into(),
                 space: None,
+                ..Default::default()
             })
         );
         // Only one of the two set: the file wins.
@@ -217,6 +234,7 @@ mod tests {
             api: "a".into(),
             token: "secret".into(),
             space: None,
+            ..Default::default()
         };
         assert!(!format!("{cfg:?}").contains("secret"));
     }

@@ -7,6 +7,7 @@ pub mod client;
 pub mod commands;
 pub mod config;
 pub mod output;
+pub mod session;
 
 pub use commands::Cli;
 

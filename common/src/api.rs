@@ -13,9 +13,41 @@ pub struct LoginRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoginResponse {
-    /// A bearer JWT for `Authorization: Bearer ...`.
+    /// A short-lived bearer JWT for `Authorization: Bearer ...` (the access token).
     pub token: String,
     pub expires_at: DateTime<Utc>,
+    /// Opaque and single-use: `POST /v1/auth/refresh` trades it for a new access token and a new
+    /// refresh token. Absent from servers before refresh tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_expires_at: Option<DateTime<Utc>>,
+}
+
+/// `POST /v1/auth/refresh` and `POST /v1/auth/logout`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+/// One JWT signing key (`GET /v1/admin/keys`); the secret never leaves the server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SigningKeyInfo {
+    /// The `kid` in the header of every token it signed.
+    pub kid: String,
+    /// Whether it signs new tokens (exactly one key does).
+    pub active: bool,
+    pub created_at: DateTime<Utc>,
+    /// When it stopped signing; it verifies login tokens for one token lifetime after.
+    pub retired_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SigningKeyList {
+    pub keys: Vec<SigningKeyInfo>,
 }
 
 /// What the user asked for: the app should run or not.
@@ -145,16 +177,19 @@ pub struct InstanceUsage {
     pub sampled_at: Option<DateTime<Utc>>,
 }
 
-/// One entry of an app's audit trail (`GET /v1/apps/NAME/events`).
+/// One entry of the audit trail (`GET /v1/apps/NAME/events`, `GET /v1/events`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventInfo {
     pub time: DateTime<Utc>,
-    /// A user name, `node:NAME` or `platform`.
+    /// A user name, `USER (token NAME)` for what a CI token did, `node:NAME` or `platform`.
     pub actor: String,
-    /// e.g. `app.push`, `app.delete`, `instance.crash`, `instance.reschedule`.
+    /// e.g. `app.push`, `app.rollback`, `app.delete`, `instance.crash`, `login`, `token.create`.
     pub kind: String,
     pub message: String,
+    /// The app it concerns; absent for platform events (logins, tokens, keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -632,4 +667,64 @@ pub struct BuildpackInfo {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BuildpackList {
     pub buildpacks: Vec<BuildpackInfo>,
+}
+
+/// One line of a streamed push (`POST /v1/apps/NAME/push` with `Accept: application/x-ndjson`):
+/// newline-delimited JSON, each line one of these, tagged by `type`. The last line is always a
+/// `result`; its `status` says whether the push succeeded, since the HTTP status (200) is sent
+/// before the outcome is known.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum PushProgress {
+    /// The upload arrived and was stored.
+    Upload { bytes: u64 },
+    /// The archive was checked: files and unpacked bytes, and what the controller detected.
+    Archive {
+        files: u64,
+        bytes: u64,
+        detected: String,
+    },
+    /// A log line while staging (`STG`), as it is written.
+    Log { source: String, message: String },
+    /// Staging produced the droplet.
+    Droplet {
+        sha256: String,
+        bytes: u64,
+        buildpack: String,
+    },
+    /// The new revision is current; instances are being replaced.
+    Revision { number: i64 },
+    /// Instances of the new revision: running of desired, and placed on a node.
+    Instances {
+        running: u32,
+        desired: u32,
+        placed: u32,
+    },
+    /// The last line.
+    Result(PushResult),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PushResult {
+    /// `succeeded` (every desired instance of the new revision runs) or `failed`.
+    pub status: PushStatus,
+    /// When failed: the stable error code (`staging_failed`, `start_failed`, `not_an_app`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// When failed: why, for humans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When succeeded (and when the revision was made but did not start): the app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<Box<AppDetail>>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum PushStatus {
+    Succeeded,
+    Failed,
 }

@@ -69,6 +69,12 @@ pub enum ErrorCode {
     StagingFailed,
     /// The app's current revision has no process of that type (issue 3, processes).
     ProcessNotFound,
+    /// A list's `limit` outside 1..=1000 or not a number (issue 7, pagination).
+    InvalidLimit,
+    /// A list's `page_token` that this server did not give out (issue 7, pagination).
+    InvalidPageToken,
+    /// A streamed push's new instances crashed or did not start in time (issue 7).
+    StartFailed,
 }
 
 impl ErrorCode {
@@ -104,6 +110,9 @@ impl ErrorCode {
             ErrorCode::RevisionNotFound => "revision_not_found",
             ErrorCode::StagingFailed => "staging_failed",
             ErrorCode::ProcessNotFound => "process_not_found",
+            ErrorCode::InvalidLimit => "invalid_limit",
+            ErrorCode::InvalidPageToken => "invalid_page_token",
+            ErrorCode::StartFailed => "start_failed",
         }
     }
 
@@ -138,6 +147,8 @@ impl ErrorCode {
             ErrorCode::RevisionNotFound => 404,
             ErrorCode::StagingFailed => 422,
             ErrorCode::ProcessNotFound => 404,
+            ErrorCode::InvalidLimit | ErrorCode::InvalidPageToken => 400,
+            ErrorCode::StartFailed => 422,
         }
     }
 }

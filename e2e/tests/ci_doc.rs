@@ -33,17 +33,18 @@ fn documented_ci_deploy_works_with_a_scoped_token() {
     ]);
     assert!(out.ok(), "{out:?}");
     let token = out.stdout.trim().to_string();
-    let run = |name: &str| {
+    let run_in = |name: &str, dir: &std::path::Path| {
         std::process::Command::new("bash")
             .arg("-c")
             .arg(doc_script())
             .env("PAAS_API", p.api_url())
             .env("PAAS_TOKEN", &token)
-            .env("APP_DIR", example("python-app"))
+            .env("APP_DIR", dir)
             .env("APP_NAME", name)
             .output()
             .unwrap()
     };
+    let run = |name: &str| run_in(name, &example("python-app"));
     let out = run(&app);
     assert!(
         out.status.success(),
@@ -59,6 +60,23 @@ fn documented_ci_deploy_works_with_a_scoped_token() {
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("forbidden"),
         "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // A push whose instances cannot start: the stream's last line says failed, and the script
+    // fails on it, naming the code.
+    let crashy = tempfile::tempdir().unwrap();
+    std::fs::write(
+        crashy.path().join("Procfile"),
+        "web: python3 -c 'import sys; sys.exit(3)'\n",
+    )
+    .unwrap();
+    std::fs::write(crashy.path().join("app.py"), "print('unused')\n").unwrap();
+    let out = run_in(&app, crashy.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("deploy failed: start_failed"),
+        "{}\n{stderr}",
         String::from_utf8_lossy(&out.stdout)
     );
 }

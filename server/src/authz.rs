@@ -82,6 +82,8 @@ impl Scope {
 #[derive(Debug, Clone)]
 pub struct TokenGrant {
     pub id: String,
+    /// The name its owner gave it, shown in the events of what it did.
+    pub name: String,
     pub scope: Scope,
     pub app: Option<String>,
 }
@@ -99,6 +101,15 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// Who did it, for events: the user, and the API token when one was used, so an audit trail
+    /// tells a CI deploy from a person's.
+    pub fn actor(&self) -> String {
+        match &self.token {
+            Some(t) => actor_with_token(&self.username, &t.name),
+            None => self.username.clone(),
+        }
+    }
+
     /// The role the caller holds in a space, after its token's scope caps it.
     pub fn role_in(&self, space_id: &str) -> Option<Role> {
         let role = if self.operator {
@@ -146,6 +157,11 @@ impl FromRequest for Principal {
     }
 }
 
+/// The actor of events caused through an API token: `USER (token NAME)`.
+pub fn actor_with_token(username: &str, token_name: &str) -> String {
+    format!("{username} (token {token_name})")
+}
+
 /// What a request needs, from its method and path.
 #[derive(Debug, PartialEq, Eq)]
 enum Need {
@@ -173,7 +189,9 @@ fn classify(method: &actix_web::http::Method, path: &str) -> Need {
         .filter(|s| !s.is_empty())
         .collect();
     match segs.as_slice() {
-        ["auth", "login"] => Need::Public,
+        // The refresh token in the body is the credential of refresh and logout.
+        ["auth", "login" | "refresh" | "logout"] => Need::Public,
+        ["admin", ..] => Need::Operator,
         // The API description: CI tools fetch it before they have a token.
         ["openapi.json"] if read => Need::Public,
         // Agents and standalone routers authenticate with their own credentials.
@@ -181,6 +199,8 @@ fn classify(method: &actix_web::http::Method, path: &str) -> Need {
         // Incremental upload: any user asks which of their files the controller holds.
         ["resources", "match"] => Need::Authenticated,
         ["apps"] if read => Need::Authenticated,
+        // Everyone sees their own events; operators see all (the handler filters).
+        ["events"] if read => Need::Authenticated,
         ["apps", name, tail @ ..] => Need::App {
             name: (*name).to_string(),
             min: if read { Role::Viewer } else { Role::Developer },
@@ -224,6 +244,7 @@ pub async fn resolve(ctx: &AppCtx, token: &str) -> Result<Principal, Error> {
         ctx.store.touch_token(&rec.id, Utc::now()).await?;
         Some(TokenGrant {
             id: rec.id,
+            name: rec.name,
             scope,
             app: rec.app_name,
         })
@@ -425,6 +446,15 @@ mod tests {
     #[test]
     fn classifies_routes() {
         assert_eq!(classify(&Method::POST, "/v1/auth/login"), Need::Public);
+        assert_eq!(classify(&Method::POST, "/v1/auth/refresh"), Need::Public);
+        assert_eq!(classify(&Method::POST, "/v1/auth/logout"), Need::Public);
+        assert_eq!(classify(&Method::GET, "/v1/admin/keys"), Need::Operator);
+        assert_eq!(
+            classify(&Method::POST, "/v1/admin/keys/rotate"),
+            Need::Operator
+        );
+        assert_eq!(classify(&Method::GET, "/v1/events"), Need::Authenticated);
+        assert_eq!(classify(&Method::DELETE, "/v1/events"), Need::Operator);
         assert_eq!(classify(&Method::POST, "/v1/agent/heartbeat"), Need::Agent);
         assert_eq!(classify(&Method::GET, "/v1/router/table"), Need::Agent);
         assert_eq!(
@@ -481,6 +511,7 @@ mod tests {
                 .unwrap_or_default(),
             token: token.map(|(scope, app)| TokenGrant {
                 id: "t".into(),
+                name: "ci".into(),
                 scope,
                 app: app.map(str::to_string),
             }),

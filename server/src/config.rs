@@ -69,8 +69,20 @@ pub struct Settings {
     pub apps_domain: String,
     /// Scheme and port used when printing app URLs; defaults to the listener's port.
     pub public_port: Option<u16>,
-    /// How long a login token lives.
+    /// How long a dashboard session lives.
     pub token_ttl_secs: u64,
+    /// How long an API access token from `POST /v1/auth/login` or `/refresh` lives
+    /// (`PAAS_ACCESS_TOKEN_TTL_SECS`); clients renew it with their refresh token.
+    #[serde(default = "default_access_token_ttl")]
+    pub access_token_ttl_secs: u64,
+    /// How long a refresh token stays usable (`PAAS_REFRESH_TOKEN_TTL_SECS`); each refresh
+    /// replaces it with a new one of the same lifetime.
+    #[serde(default = "default_refresh_token_ttl")]
+    pub refresh_token_ttl_secs: u64,
+    /// A streamed push waits this long for the new instances to run before its last line says
+    /// `failed` (`PAAS_PUSH_START_TIMEOUT_SECS`).
+    #[serde(default = "default_push_start_timeout")]
+    pub push_start_timeout_secs: u64,
     /// Largest accepted upload body.
     pub max_upload_mb: u64,
     /// Largest total size an archive may unpack to.
@@ -133,6 +145,18 @@ pub struct Settings {
     pub tls_cert_dir: Option<PathBuf>,
 }
 
+fn default_access_token_ttl() -> u64 {
+    15 * 60
+}
+
+fn default_refresh_token_ttl() -> u64 {
+    30 * 24 * 3600
+}
+
+fn default_push_start_timeout() -> u64 {
+    180
+}
+
 fn default_controller() -> String {
     "http://127.0.0.1:8080".into()
 }
@@ -176,6 +200,9 @@ impl Default for Settings {
             apps_domain: "localhost".into(),
             public_port: None,
             token_ttl_secs: 12 * 3600,
+            access_token_ttl_secs: default_access_token_ttl(),
+            refresh_token_ttl_secs: default_refresh_token_ttl(),
+            push_start_timeout_secs: default_push_start_timeout(),
             max_upload_mb: 1024,
             max_unpacked_mb: 2048,
             max_archive_entries: 100_000,

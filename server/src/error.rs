@@ -34,7 +34,8 @@ impl Error {
         Error::Internal(e.to_string())
     }
 
-    fn wire(&self) -> ApiError {
+    /// The error as the client sees it (internal causes replaced by a generic message).
+    pub fn wire(&self) -> ApiError {
         match self {
             Error::Api { code, message } => ApiError::new(*code, message.clone()),
             Error::Store(StoreError::NotFound(what)) => {

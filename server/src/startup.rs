@@ -68,8 +68,16 @@ impl Application {
         let secrets =
             crate::secrets::SecretBox::load_or_create(&settings.data_dir.join("secret-key"))
                 .context("loading the secret-env key")?;
+        let keys = Keys::new(
+            jwt_secret.as_bytes(),
+            settings.token_ttl_secs,
+            settings.access_token_ttl_secs,
+        );
+        auth::load_keys(store.as_ref(), &secrets, &keys, jwt_secret.as_bytes())
+            .await
+            .map_err(|e| anyhow::anyhow!("loading the signing keys: {e}"))?;
         let ctx = Arc::new(AppCtx {
-            keys: Keys::new(jwt_secret.as_bytes(), settings.token_ttl_secs),
+            keys,
             settings,
             store,
             blobs,
@@ -167,6 +175,7 @@ impl Application {
             router::access_log::HubSink(self.ctx.logs.clone()),
         ));
         tokio::spawn(crate::drains::run(self.ctx.clone()));
+        tokio::spawn(crate::auth::prune_loop(self.ctx.clone()));
         tokio::select! {
             r = server => r.context("HTTP server failed"),
             r = converge => Err(anyhow::anyhow!("convergence loop stopped: {r:?}")),

@@ -42,7 +42,33 @@ pub fn run(args: Args, env: &Env) -> anyhow::Result<()> {
         api: api.clone(),
         token: resp.token,
         space: None,
+        expires_at: Some(resp.expires_at),
+        refresh_token: resp.refresh_token,
     })?;
     println!("Logged in to {api} as {}", args.username);
+    Ok(())
+}
+
+/// `paas logout`: revokes the saved refresh token on the server and forgets the login.
+pub fn logout(env: &Env) -> anyhow::Result<()> {
+    let path = env.config_path();
+    let Some(cfg) = env.load()? else {
+        println!("Not logged in");
+        return Ok(());
+    };
+    if env.api.is_some() && env.token.is_some() {
+        bail!("PAAS_API and PAAS_TOKEN are set: there is no saved login to log out of");
+    }
+    if let Some(refresh) = &cfg.refresh_token {
+        let client = Client::new(&cfg.api, None)?;
+        // An already revoked or expired refresh token is as good as logged out.
+        if let Err(e) = client.logout(refresh) {
+            if e.code() != Some("unauthorized") {
+                return Err(e.into());
+            }
+        }
+    }
+    std::fs::remove_file(&path)?;
+    println!("Logged out of {}", cfg.api);
     Ok(())
 }

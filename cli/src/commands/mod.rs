@@ -36,6 +36,8 @@ pub struct Cli {
 pub enum Command {
     /// Log in to a paas API and save the token in $PAAS_HOME/config.json.
     Login(login::Args),
+    /// Revoke the saved login's refresh token and forget the login.
+    Logout,
     /// Upload a folder as an app, then wait until all its instances run.
     Push(push::Args),
     /// List apps.
@@ -48,6 +50,9 @@ pub enum Command {
     Logs(logs::Args),
     /// List the nodes that run app instances.
     Nodes(nodes::Args),
+    /// JWT signing keys (operators): list them, or rotate to a new active key.
+    #[command(subcommand)]
+    Keys(tenancy::KeysCmd),
     /// Manage API tokens for CI: create, list, revoke.
     #[command(subcommand)]
     Tokens(tenancy::TokensCmd),
@@ -124,12 +129,16 @@ pub enum Command {
 pub fn dispatch(cli: Cli, env: &Env) -> anyhow::Result<()> {
     match cli.command {
         Command::Login(args) => return login::run(args, env),
+        Command::Logout => return login::logout(env),
         Command::Target { space } => return tenancy::target(space, env),
         _ => {}
     }
-    let client = Client::from_config(env.load()?)?;
+    let client = Client::from_config(crate::session::fresh_login(env)?)?;
     match cli.command {
-        Command::Login(_) | Command::Target { .. } => unreachable!("handled above"),
+        Command::Login(_) | Command::Logout | Command::Target { .. } => {
+            unreachable!("handled above")
+        }
+        Command::Keys(cmd) => tenancy::keys(cmd, &client),
         Command::Push(args) => push::run(args, &client),
         Command::Apps(args) => apps::run(args, &client),
         Command::App(args) => app::run(args, &client),

@@ -6,7 +6,7 @@ use crate::config::{Config, Env};
 use crate::output::table;
 use anyhow::{bail, Context};
 use paas_common::api::{
-    CreateSpaceRequest, CreateUserRequest, SetRoleRequest, SpaceInfo, SpaceList,
+    CreateSpaceRequest, CreateUserRequest, SetRoleRequest, SigningKeyList, SpaceInfo, SpaceList,
     TokenCreateRequest, TokenCreated, TokenList, UserInfo, UserList,
 };
 
@@ -67,7 +67,7 @@ pub fn tokens(cmd: TokensCmd, client: &Client) -> anyhow::Result<()> {
             println!("{}", created.token);
         }
         TokensCmd::List { json } => {
-            let list: TokenList = client.get_json("/v1/tokens")?;
+            let list: TokenList = client.get_all("/v1/tokens", "tokens")?.value;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list.tokens)?);
                 return Ok(());
@@ -117,7 +117,7 @@ pub fn tokens(cmd: TokensCmd, client: &Client) -> anyhow::Result<()> {
 }
 
 pub fn users(json: bool, client: &Client) -> anyhow::Result<()> {
-    let list: UserList = client.get_json("/v1/users")?;
+    let list: UserList = client.get_all("/v1/users", "users")?.value;
     if json {
         println!("{}", serde_json::to_string_pretty(&list.users)?);
         return Ok(());
@@ -201,7 +201,7 @@ pub fn set_role(
 }
 
 pub fn spaces(client: &Client) -> anyhow::Result<()> {
-    let list: SpaceList = client.get_json("/v1/spaces")?;
+    let list: SpaceList = client.get_all("/v1/spaces", "spaces")?.value;
     for s in list.spaces {
         println!("{}/{}", s.org, s.name);
     }
@@ -243,7 +243,7 @@ pub fn target(space: Option<String>, env: &Env) -> anyhow::Result<()> {
         bail!("name the space as ORG/SPACE");
     }
     let client = Client::from_config(Some(cfg.clone()))?;
-    let list: SpaceList = client.get_json("/v1/spaces")?;
+    let list: SpaceList = client.get_all("/v1/spaces", "spaces")?.value;
     if !list
         .spaces
         .iter()
@@ -259,5 +259,49 @@ pub fn target(space: Option<String>, env: &Env) -> anyhow::Result<()> {
         ..cfg
     })?;
     println!("Targeting {space}");
+    Ok(())
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum KeysCmd {
+    /// List the signing keys: the active one and retired ones still verifying tokens.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a new active signing key. Tokens signed by the old one keep working for one token
+    /// lifetime (CI tokens: until they expire), then the old key is dropped.
+    Rotate,
+}
+
+pub fn keys(cmd: KeysCmd, client: &Client) -> anyhow::Result<()> {
+    let (list, json): (SigningKeyList, bool) = match cmd {
+        KeysCmd::List { json } => (client.get_json("/v1/admin/keys")?, json),
+        KeysCmd::Rotate => {
+            let list: SigningKeyList =
+                client.post_json("/v1/admin/keys/rotate", &serde_json::json!({}))?;
+            if let Some(k) = list.keys.iter().find(|k| k.active) {
+                println!("Rotated: new tokens are signed by key {}", k.kid);
+            }
+            (list, false)
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = list
+        .keys
+        .iter()
+        .map(|k| {
+            vec![
+                k.kid.clone(),
+                if k.active { "active" } else { "retired" }.to_string(),
+                k.created_at.to_rfc3339(),
+                k.retired_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    print!("{}", table(&["KID", "STATE", "CREATED", "RETIRED"], &rows));
     Ok(())
 }

@@ -4,18 +4,20 @@ use chrono::Utc;
 use futures_util::StreamExt;
 use paas_common::api::{
     AppDetail, AppList, AppState, AppSummary, EventInfo, EventList, InstanceInfo, InstanceState,
-    LogLine, RevisionInfo,
+    LogLine, PushProgress, RevisionInfo,
 };
 use paas_common::domain::{parse_memory_mb, AppName};
 use paas_common::ErrorCode;
 use std::io::Write;
 
+use super::page::{self, Page};
+use super::push_stream::Progress;
 use super::Ctx;
 use crate::archive::Limits;
 use crate::auth::AuthUser;
 use crate::error::{ApiResult, Error};
 use crate::staging;
-use crate::store::{AppRecord, Event, NewRevision};
+use crate::store::{AppRecord, Event, EventFilter, NewRevision};
 
 fn parse_name(s: &str) -> ApiResult<AppName> {
     AppName::parse(s).map_err(|m| Error::api(ErrorCode::InvalidName, m))
@@ -97,16 +99,24 @@ pub(crate) async fn detail(ctx: &Ctx, app: &AppRecord) -> ApiResult<AppDetail> {
     })
 }
 
-#[utoipa::path(get, path = "/v1/apps", tag = "apps", summary = "The apps the caller can see", responses((status = 200, body = paas_common::api::AppList), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
-pub async fn list(ctx: Ctx, who: crate::authz::Principal) -> ApiResult<web::Json<AppList>> {
+#[utoipa::path(get, path = "/v1/apps", tag = "apps", summary = "The apps the caller can see", params(crate::api::page::PageParams), responses((status = 200, body = paas_common::api::AppList, headers(("Link" = String, description = "`<URL>; rel=\"next\"` when there is a next page"), ("X-Total-Count" = u64, description = "Items across all pages"))), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
+pub async fn list(
+    ctx: Ctx,
+    who: crate::authz::Principal,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
+    let page = Page::from_request(&req)?;
     let spaces = ctx.store.app_spaces().await?;
-    let apps: Vec<_> = ctx
+    let mut apps: Vec<_> = ctx
         .store
         .list_apps()
         .await?
         .into_iter()
         .filter(|a| who.can_see(&a.name, spaces.get(&a.id).map(String::as_str)))
         .collect();
+    apps.sort_by(|a, b| a.name.cmp(&b.name));
+    let total = apps.len() as u64;
+    let (apps, next) = page.slice(apps, |a| a.name.clone(), false);
     let instances = ctx.store.list_instances().await?;
     let apps = apps
         .into_iter()
@@ -124,7 +134,7 @@ pub async fn list(ctx: Ctx, who: crate::authz::Principal) -> ApiResult<web::Json
             updated_at: a.updated_at,
         })
         .collect();
-    Ok(web::Json(AppList { apps }))
+    Ok(page::respond(&req, &AppList { apps }, next, Some(total)))
 }
 
 #[utoipa::path(get, path = "/v1/apps/{name}", tag = "apps", summary = "One app with its instances", params(("name" = String, Path, description = "The app's name")), responses((status = 200, body = paas_common::api::AppDetail), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
@@ -142,7 +152,7 @@ pub async fn delete(ctx: Ctx, user: AuthUser, name: web::Path<String>) -> ApiRes
     let app = find_app(&ctx, &name).await?;
     let event = Event {
         app_name: Some(app.name.clone()),
-        actor: user.username,
+        actor: user.actor,
         kind: "app.delete".into(),
         message: format!("deleted app {}", app.name),
     };
@@ -155,26 +165,85 @@ pub async fn delete(ctx: Ctx, user: AuthUser, name: web::Path<String>) -> ApiRes
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[utoipa::path(get, path = "/v1/apps/{name}/events", tag = "events", summary = "The app's audit events", params(("name" = String, Path, description = "The app's name")), responses((status = 200, body = paas_common::api::EventList), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
+#[utoipa::path(get, path = "/v1/apps/{name}/events", tag = "events", summary = "The app's audit events", params(crate::api::page::PageParams, ("name" = String, Path, description = "The app's name")), responses((status = 200, body = paas_common::api::EventList, headers(("Link" = String, description = "`<URL>; rel=\"next\"` when there is a next page"), ("X-Total-Count" = u64, description = "Items across all pages"))), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn events(
     ctx: Ctx,
     _user: AuthUser,
     name: web::Path<String>,
-) -> ApiResult<web::Json<EventList>> {
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
+    let page = Page::from_request(&req)?;
     let app = find_app(&ctx, &name).await?;
-    let events = ctx
+    let filter = EventFilter {
+        app_name: Some(app.name.clone()),
+        actor: None,
+    };
+    event_page(&ctx, &req, &page, &filter).await
+}
+
+/// One page of events, oldest first (an audit trail reads forward); the cursor is the last
+/// event's id.
+pub(crate) async fn event_page(
+    ctx: &Ctx,
+    req: &HttpRequest,
+    page: &Page,
+    filter: &EventFilter,
+) -> ApiResult<HttpResponse> {
+    let after = match &page.after {
+        Some(k) => Some(k.parse::<i64>().map_err(|_| {
+            Error::api(
+                ErrorCode::InvalidPageToken,
+                "page_token is not from an event list",
+            )
+        })?),
+        None => None,
+    };
+    // One more than a page tells whether there is a next one.
+    let mut rows = ctx
         .store
-        .recent_events(&app.name, 200)
-        .await?
+        .list_events(filter, after, page.limit as i64 + 1)
+        .await?;
+    let next = (rows.len() > page.limit).then(|| {
+        rows.truncate(page.limit);
+        rows.last().map(|r| r.id.to_string()).unwrap_or_default()
+    });
+    let total = ctx.store.count_events(filter).await?;
+    let events = rows
         .into_iter()
-        .map(|(time, e)| EventInfo {
-            time,
-            actor: e.actor,
-            kind: e.kind,
-            message: e.message,
+        .map(|r| EventInfo {
+            time: r.time,
+            actor: r.event.actor,
+            kind: r.event.kind,
+            message: r.event.message,
+            app: r.event.app_name,
         })
         .collect();
-    Ok(web::Json(EventList { events }))
+    Ok(page::respond(req, &EventList { events }, next, Some(total)))
+}
+
+/// `GET /v1/events`: every event for operators (optionally `?actor=USER`), else the caller's
+/// own (logins, token use, their changes to any app).
+#[utoipa::path(get, path = "/v1/events", tag = "events", summary = "Platform events: all for operators (filter with `actor`), else the caller's own", params(crate::api::page::PageParams, ("actor" = Option<String>, Query, description = "Operators: only this user's events")), responses((status = 200, body = paas_common::api::EventList, headers(("Link" = String, description = "`<URL>; rel=\"next\"` when there is a next page"), ("X-Total-Count" = u64, description = "Items across all pages"))), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
+pub async fn all_events(
+    ctx: Ctx,
+    who: crate::authz::Principal,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
+    let page = Page::from_request(&req)?;
+    let asked = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, _)| k == "actor")
+        .map(|(_, v)| v.into_owned())
+        .filter(|v| !v.is_empty());
+    let actor = if who.is_operator() {
+        asked
+    } else {
+        Some(who.username.clone())
+    };
+    let filter = EventFilter {
+        app_name: None,
+        actor,
+    };
+    event_page(&ctx, &req, &page, &filter).await
 }
 
 pub(crate) async fn log_platform(ctx: &Ctx, app: &str, source: &str, message: String) {
@@ -191,7 +260,7 @@ pub(crate) async fn log_platform(ctx: &Ctx, app: &str, source: &str, message: St
 /// `POST /v1/apps/{name}/push`: multipart with the zip as `archive` and optional text fields
 /// `instances`, `memory_mb` (or `memory`, e.g. "256M") and `command`. Creates the app if needed,
 /// stores the package, stages it into a droplet, makes a new revision and starts it.
-#[utoipa::path(post, path = "/v1/apps/{name}/push", tag = "apps", summary = "Single-request deploy: the zip as multipart field `archive`", params(("name" = String, Path, description = "The app's name")), request_body(content = crate::api::openapi::PushForm, content_type = "multipart/form-data"), responses((status = 201, body = paas_common::api::AppDetail), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
+#[utoipa::path(post, path = "/v1/apps/{name}/push", tag = "apps", summary = "Single-request deploy: the zip as multipart field `archive`", description = "With `Accept: application/x-ndjson` the answer (200) streams one JSON line per step (`PushProgress`: upload, archive, live STG lines, droplet, revision, instances) and ends with a `result` line whose `status` is `succeeded` or `failed` with a stable `code`. Errors found before the stream starts (authorization, a bad or too large archive, not an app) are the usual 4xx JSON. Without that header: 201 with the app once the revision is made.", params(("name" = String, Path, description = "The app's name"), ("Accept" = Option<String>, Header, description = "`application/x-ndjson` for the streamed answer")), request_body(content = crate::api::openapi::PushForm, content_type = "multipart/form-data"), responses((status = 201, body = paas_common::api::AppDetail), (status = 200, description = "The streamed push (newline-delimited JSON, last line `type: result`)", content_type = "application/x-ndjson", body = paas_common::api::PushProgress), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn push(
     ctx: Ctx,
     user: AuthUser,
@@ -412,6 +481,66 @@ pub async fn push(
             .await
             .map_err(Error::internal)??;
 
+    let prep = Prepared {
+        name,
+        package_sha,
+        package_size,
+        droplet_sha,
+        droplet_size,
+        unpacked,
+        tree,
+        extra,
+        instances,
+        memory_mb,
+        command,
+        staged,
+    };
+    if !super::push_stream::wanted(&req) {
+        let app = deploy(&ctx, &user, prep, &Progress::none()).await?;
+        return Ok(HttpResponse::Created().json(detail(&ctx, &app).await?));
+    }
+    // From here on the answer is a stream: errors become its last line.
+    Ok(super::push_stream::respond(ctx, user, prep))
+}
+
+/// A push whose upload and archive passed every check: what staging and deploying need.
+pub(crate) struct Prepared {
+    pub name: AppName,
+    pub package_sha: String,
+    pub package_size: u64,
+    droplet_sha: String,
+    droplet_size: u64,
+    pub unpacked: crate::archive::Unpacked,
+    tree: String,
+    extra: paas_common::api::PushSettings,
+    instances: Option<u32>,
+    memory_mb: Option<u64>,
+    command: Option<String>,
+    pub staged: staging::Staged,
+}
+
+/// Stages (on a node, or the fallback) and deploys a checked push as a new revision; returns the
+/// app. Progress goes to `progress` (a streamed push) as it happens.
+pub(crate) async fn deploy(
+    ctx: &Ctx,
+    user: &AuthUser,
+    prep: Prepared,
+    progress: &Progress,
+) -> ApiResult<AppRecord> {
+    let Prepared {
+        name,
+        package_sha,
+        package_size,
+        droplet_sha,
+        droplet_size,
+        unpacked,
+        tree,
+        mut extra,
+        instances,
+        memory_mb,
+        command,
+        staged,
+    } = prep;
     let app = match ctx.store.app_by_name(name.as_str()).await? {
         Some(a) => a,
         None => {
@@ -429,14 +558,14 @@ pub async fn push(
             };
             let ev = Event {
                 app_name: Some(rec.name.clone()),
-                actor: user.username.clone(),
+                actor: user.actor.clone(),
                 kind: "app.create".into(),
                 message: format!("created app {}", rec.name),
             };
             match ctx.store.create_app(&rec, &ev).await {
                 Ok(()) => rec,
                 // Another push created it meanwhile.
-                Err(crate::store::StoreError::Conflict(_)) => find_app(&ctx, name.as_str()).await?,
+                Err(crate::store::StoreError::Conflict(_)) => find_app(ctx, name.as_str()).await?,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -451,7 +580,7 @@ pub async fn push(
         .map(crate::processes::from_procfile)
         .unwrap_or_default();
     let (droplet_sha, droplet_size, staged) = match super::builds::stage_on_node(
-        &ctx,
+        ctx,
         name.as_str(),
         &droplet_sha,
         &tree,
@@ -504,10 +633,15 @@ pub async fn push(
         }
         None => (droplet_sha, droplet_size, staged),
     };
+    progress.send(PushProgress::Droplet {
+        sha256: droplet_sha.clone(),
+        bytes: droplet_size,
+        buildpack: staged.detected.clone(),
+    });
     let desired = instances.unwrap_or(app.desired_instances);
     let memory = memory_mb.unwrap_or(app.memory_mb);
     log_platform(
-        &ctx,
+        ctx,
         &app.name,
         "STG",
         format!(
@@ -518,7 +652,7 @@ pub async fn push(
     .await;
     let ev = Event {
         app_name: Some(app.name.clone()),
-        actor: user.username.clone(),
+        actor: user.actor.clone(),
         kind: "app.push".into(),
         message: format!(
             "pushed package {} ({package_size} bytes)",
@@ -559,7 +693,7 @@ pub async fn push(
     if let Some(image) = &image {
         ctx.store.set_droplet_image(&droplet_sha, image).await?;
     }
-    crate::api::processes::apply_manifest(&ctx, &app, &user.username, &extra.processes).await?;
+    crate::api::processes::apply_manifest(ctx, &app, &user.actor, &extra.processes).await?;
     let number = ctx
         .store
         .deploy_revision_with(
@@ -584,9 +718,10 @@ pub async fn push(
             &ev,
         )
         .await?;
-    crate::droplets::collect_soon(&ctx);
+    crate::droplets::collect_soon(ctx);
+    progress.send(PushProgress::Revision { number });
     log_platform(
-        &ctx,
+        ctx,
         &app.name,
         "API",
         format!(
@@ -596,6 +731,5 @@ pub async fn push(
     )
     .await;
     ctx.converge.notify_one();
-    let app = find_app(&ctx, name.as_str()).await?;
-    Ok(HttpResponse::Created().json(detail(&ctx, &app).await?))
+    find_app(ctx, name.as_str()).await
 }

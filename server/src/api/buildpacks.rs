@@ -43,7 +43,26 @@ pub(crate) async fn custom(ctx: &Ctx) -> ApiResult<Vec<CustomBuildpack>> {
         .collect())
 }
 
-pub async fn list(ctx: Ctx, _user: AuthUser) -> ApiResult<web::Json<BuildpackList>> {
+pub async fn list(
+    ctx: Ctx,
+    _user: AuthUser,
+    req: actix_web::HttpRequest,
+) -> ApiResult<HttpResponse> {
+    let page = super::page::Page::from_request(&req)?;
+    let out = all(&ctx).await?;
+    let total = out.len() as u64;
+    // Detection order is the list's order; the position is its key.
+    let (buildpacks, next) = page.slice(out, |b| super::page::num_key(b.position.into()), false);
+    Ok(super::page::respond(
+        &req,
+        &BuildpackList { buildpacks },
+        next,
+        Some(total),
+    ))
+}
+
+/// Built-ins then added buildpacks, in detection order.
+async fn all(ctx: &Ctx) -> ApiResult<Vec<BuildpackInfo>> {
     let mut out: Vec<BuildpackInfo> = BUILTIN
         .iter()
         .map(|n| BuildpackInfo {
@@ -72,7 +91,7 @@ pub async fn list(ctx: Ctx, _user: AuthUser) -> ApiResult<web::Json<BuildpackLis
     for (i, b) in out.iter_mut().enumerate() {
         b.position = i as u32 + 1;
     }
-    Ok(web::Json(BuildpackList { buildpacks: out }))
+    Ok(out)
 }
 
 /// A buildpack name: what the stage driver can use as a folder name and a word in its list.
@@ -177,7 +196,7 @@ pub async fn create(ctx: Ctx, user: AuthUser, mut payload: Multipart) -> ApiResu
     .map_err(Error::internal)??;
     let ev = Event {
         app_name: None,
-        actor: user.username.clone(),
+        actor: user.actor.clone(),
         kind: "buildpack.create".into(),
         message: format!("{} added buildpack {name} ({})", user.username, &sha[..12]),
     };
@@ -185,8 +204,7 @@ pub async fn create(ctx: Ctx, user: AuthUser, mut payload: Multipart) -> ApiResu
         .add_buildpack(&name, &sha, &user.username, &ev)
         .await?;
     tracing::info!(buildpack = %name, sha = %sha, by = %user.username, "buildpack added");
-    let list = list(ctx, user).await?.into_inner();
-    let added = list.buildpacks.into_iter().find(|b| b.name == name);
+    let added = all(&ctx).await?.into_iter().find(|b| b.name == name);
     Ok(HttpResponse::Created().json(added))
 }
 
@@ -199,7 +217,7 @@ pub async fn delete(ctx: Ctx, user: AuthUser, name: web::Path<String>) -> ApiRes
     }
     let ev = Event {
         app_name: None,
-        actor: user.username.clone(),
+        actor: user.actor.clone(),
         kind: "buildpack.delete".into(),
         message: format!("{} deleted buildpack {name}", user.username),
     };

@@ -1,9 +1,10 @@
 //! `GET|POST|DELETE /v1/apps/{name}/log-drains` with `{"url": ...}`: the app's log drains.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use paas_common::ErrorCode;
 use serde::{Deserialize, Serialize};
 
+use super::page::{self, Page};
 use super::Ctx;
 use crate::auth::AuthUser;
 use crate::drains::parse_drain;
@@ -20,14 +21,16 @@ pub struct DrainList {
     pub drains: Vec<String>,
 }
 
-#[utoipa::path(get, path = "/v1/apps/{name}/log-drains", tag = "drains", summary = "The app's log drains", params(("name" = String, Path, description = "The app's name")), responses((status = 200, body = DrainList), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
+#[utoipa::path(get, path = "/v1/apps/{name}/log-drains", tag = "drains", summary = "The app's log drains", params(crate::api::page::PageParams, ("name" = String, Path, description = "The app's name")), responses((status = 200, body = DrainList, headers(("Link" = String, description = "`<URL>; rel=\"next\"` when there is a next page"), ("X-Total-Count" = u64, description = "Items across all pages"))), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn list(
     ctx: Ctx,
     _user: AuthUser,
     name: web::Path<String>,
-) -> ApiResult<web::Json<DrainList>> {
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
+    let page = Page::from_request(&req)?;
     let app = super::apps::find_app(&ctx, &name).await?;
-    let drains = ctx
+    let mut drains: Vec<String> = ctx
         .store
         .list_log_drains()
         .await?
@@ -35,7 +38,16 @@ pub async fn list(
         .filter(|(a, _)| *a == app.name)
         .map(|(_, u)| u)
         .collect();
-    Ok(web::Json(DrainList { drains }))
+    drains.sort();
+    drains.dedup();
+    let total = drains.len() as u64;
+    let (drains, next) = page.slice(drains, String::clone, false);
+    Ok(page::respond(
+        &req,
+        &DrainList { drains },
+        next,
+        Some(total),
+    ))
 }
 
 #[utoipa::path(post, path = "/v1/apps/{name}/log-drains", tag = "drains", summary = "Add a log drain", params(("name" = String, Path, description = "The app's name")), request_body = DrainBody, responses((status = 201, body = DrainBody), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
@@ -49,7 +61,7 @@ pub async fn add(
     parse_drain(&body.url).map_err(|m| Error::api(ErrorCode::BadRequest, m))?;
     let event = Event {
         app_name: Some(app.name.clone()),
-        actor: user.username,
+        actor: user.actor,
         kind: "app.log_drain.add".into(),
         message: format!("added log drain {}", body.url),
     };
@@ -71,7 +83,7 @@ pub async fn remove(
     let app = super::apps::find_app(&ctx, &name).await?;
     let event = Event {
         app_name: Some(app.name.clone()),
-        actor: user.username,
+        actor: user.actor,
         kind: "app.log_drain.remove".into(),
         message: format!("removed log drain {}", body.url),
     };

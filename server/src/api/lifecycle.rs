@@ -217,7 +217,7 @@ pub(super) async fn settings(ctx: &Ctx, app: &AppRecord, rolling: bool) -> ApiRe
 fn event(user: &AuthUser, app: &AppRecord, kind: &str, message: String) -> Event {
     Event {
         app_name: Some(app.name.clone()),
-        actor: user.username.clone(),
+        actor: user.actor.clone(),
         kind: kind.into(),
         message,
     }
@@ -502,7 +502,7 @@ pub async fn drain(
 ) -> ApiResult<web::Json<NodeStateResponse>> {
     let ev = Event {
         app_name: None,
-        actor: user.username.clone(),
+        actor: user.actor.clone(),
         kind: "node.drain".into(),
         message: format!("{} is draining node {name}", user.username),
     };

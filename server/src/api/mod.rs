@@ -11,8 +11,10 @@ mod lifecycle;
 mod logs;
 pub(crate) mod nodes;
 pub(crate) mod openapi;
+pub(crate) mod page;
 mod processes;
 mod push_settings;
+pub(crate) mod push_stream;
 mod resources;
 mod revisions;
 mod routes;
@@ -29,12 +31,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/v1")
             .wrap(actix_web::middleware::from_fn(crate::authz::middleware))
             .route("/auth/login", web::post().to(auth::login))
+            .route("/auth/refresh", web::post().to(auth::refresh))
+            .route("/auth/logout", web::post().to(auth::logout))
+            .route("/admin/keys", web::get().to(auth::list_keys))
+            .route("/admin/keys/rotate", web::post().to(auth::rotate_keys))
             .route("/apps", web::get().to(apps::list))
             .route("/apps/{name}", web::get().to(apps::get))
             .route("/apps/{name}", web::delete().to(apps::delete))
             .route("/apps/{name}/push", web::post().to(apps::push))
             .route("/apps/{name}/logs", web::get().to(logs::recent))
             .route("/apps/{name}/events", web::get().to(apps::events))
+            .route("/events", web::get().to(apps::all_events))
             .route("/nodes", web::get().to(nodes::list))
             .route("/agent/register", web::post().to(agent::register))
             .route("/agent/heartbeat", web::post().to(agent::heartbeat))

@@ -1,7 +1,8 @@
-use actix_web::web;
+use actix_web::{HttpRequest, HttpResponse};
 use paas_common::api::{NodeInfo, NodeList};
 use std::collections::HashMap;
 
+use super::page::{self, Page};
 use super::Ctx;
 use crate::auth::AuthUser;
 use crate::error::ApiResult;
@@ -23,9 +24,13 @@ pub(crate) async fn node_usage(store: &dyn Store) -> StoreResult<HashMap<String,
     Ok(used)
 }
 
-#[utoipa::path(get, path = "/v1/nodes", tag = "nodes", summary = "Nodes with capacity and state", responses((status = 200, body = paas_common::api::NodeList), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
-pub async fn list(ctx: Ctx, _user: AuthUser) -> ApiResult<web::Json<NodeList>> {
-    let nodes = ctx.store.list_nodes().await?;
+#[utoipa::path(get, path = "/v1/nodes", tag = "nodes", summary = "Nodes with capacity and state", params(crate::api::page::PageParams), responses((status = 200, body = paas_common::api::NodeList, headers(("Link" = String, description = "`<URL>; rel=\"next\"` when there is a next page"), ("X-Total-Count" = u64, description = "Items across all pages"))), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
+pub async fn list(ctx: Ctx, _user: AuthUser, req: HttpRequest) -> ApiResult<HttpResponse> {
+    let page = Page::from_request(&req)?;
+    let mut nodes = ctx.store.list_nodes().await?;
+    nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    let total = nodes.len() as u64;
+    let (nodes, next) = page.slice(nodes, |n| n.name.clone(), false);
     let used = node_usage(ctx.store.as_ref()).await?;
     let nodes = nodes
         .into_iter()
@@ -45,5 +50,5 @@ pub async fn list(ctx: Ctx, _user: AuthUser) -> ApiResult<web::Json<NodeList>> {
             }
         })
         .collect();
-    Ok(web::Json(NodeList { nodes }))
+    Ok(page::respond(&req, &NodeList { nodes }, next, Some(total)))
 }

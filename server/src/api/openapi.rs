@@ -57,8 +57,8 @@ impl Modify for BearerAuth {
     modifiers(&BearerAuth),
     security(("bearer" = [])),
     paths(
-        auth::login,
-        apps::list, apps::get, apps::delete, apps::push, apps::events,
+        auth::login, auth::refresh, auth::logout, auth::list_keys, auth::rotate_keys,
+        apps::list, apps::get, apps::delete, apps::push, apps::events, apps::all_events,
         logs::recent, logs::stream,
         lifecycle::update, lifecycle::restart, lifecycle::stop, lifecycle::start, lifecycle::restart_instance, lifecycle::drain,
         revisions::get_env, revisions::update_env, revisions::list, revisions::rollback,
@@ -113,6 +113,11 @@ mod tests {
             "/v1/resources/match",
             "/v1/apps/{name}/env",
             "/v1/apps/{name}/rollback",
+            "/v1/auth/refresh",
+            "/v1/auth/logout",
+            "/v1/admin/keys",
+            "/v1/admin/keys/rotate",
+            "/v1/events",
         ] {
             assert!(paths.contains_key(p), "{p} missing");
         }
@@ -138,5 +143,42 @@ mod tests {
                 ["text/event-stream"]
                 .is_object()
         );
+        assert!(
+            paths["/v1/apps/{name}/push"]["post"]["responses"]["200"]["content"]
+                ["application/x-ndjson"]
+                .is_object(),
+            "the streamed push is documented"
+        );
+        // Every list documents its paging parameters and headers.
+        for p in [
+            "/v1/apps",
+            "/v1/events",
+            "/v1/apps/{name}/events",
+            "/v1/tokens",
+            "/v1/users",
+            "/v1/nodes",
+            "/v1/spaces",
+            "/v1/routes",
+            "/v1/apps/{name}/routes",
+            "/v1/apps/{name}/revisions",
+            "/v1/apps/{name}/log-drains",
+        ] {
+            let op = &paths[p]["get"];
+            let params: Vec<&str> = op["parameters"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{p} has no parameters"))
+                .iter()
+                .filter_map(|x| x["name"].as_str())
+                .collect();
+            assert!(
+                params.contains(&"limit") && params.contains(&"page_token"),
+                "{p}: {params:?}"
+            );
+            let headers = &op["responses"]["200"]["headers"];
+            assert!(
+                headers["Link"].is_object() && headers["X-Total-Count"].is_object(),
+                "{p}"
+            );
+        }
     }
 }

@@ -100,7 +100,7 @@ pub(super) async fn scale(
     }
     let ev = Event {
         app_name: Some(app.name.clone()),
-        actor: user.username.clone(),
+        actor: user.actor.clone(),
         kind: "app.scale".into(),
         message: format!("{} changed {}", user.username, what.join(", ")),
     };

@@ -8,6 +8,7 @@ use paas_common::ErrorCode;
 use std::collections::BTreeMap;
 
 use super::apps::{detail, find_app, log_platform};
+use super::page::{self, Page};
 use super::Ctx;
 use crate::auth::AuthUser;
 use crate::error::{ApiResult, Error};
@@ -143,7 +144,7 @@ async fn redeploy(
     };
     let ev = Event {
         app_name: Some(app.name.clone()),
-        actor: user.username.clone(),
+        actor: user.actor.clone(),
         kind: kind.into(),
         message: description.clone(),
     };
@@ -220,21 +221,26 @@ pub async fn update_env(
 }
 
 /// `GET /v1/apps/{name}/revisions`, newest first.
-#[utoipa::path(get, path = "/v1/apps/{name}/revisions", tag = "revisions", summary = "Revisions, newest first", params(("name" = String, Path, description = "The app's name")), responses((status = 200, body = paas_common::api::RevisionList), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
+#[utoipa::path(get, path = "/v1/apps/{name}/revisions", tag = "revisions", summary = "Revisions, newest first", params(crate::api::page::PageParams, ("name" = String, Path, description = "The app's name")), responses((status = 200, body = paas_common::api::RevisionList, headers(("Link" = String, description = "`<URL>; rel=\"next\"` when there is a next page"), ("X-Total-Count" = u64, description = "Items across all pages"))), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn list(
     ctx: Ctx,
     _user: AuthUser,
     name: web::Path<String>,
-) -> ApiResult<web::Json<RevisionList>> {
+    req: actix_web::HttpRequest,
+) -> ApiResult<HttpResponse> {
+    let page = Page::from_request(&req)?;
     let app = find_app(&ctx, &name).await?;
-    let revisions = ctx
-        .store
-        .app_revisions(&app.id)
-        .await?
-        .into_iter()
-        .map(|r| summary(&ctx, &app, r))
-        .collect();
-    Ok(web::Json(RevisionList { revisions }))
+    let mut all = ctx.store.app_revisions(&app.id).await?;
+    all.sort_by_key(|r| std::cmp::Reverse(r.number));
+    let total = all.len() as u64;
+    let (all, next) = page.slice(all, |r| page::num_key(r.number), true);
+    let revisions = all.into_iter().map(|r| summary(&ctx, &app, r)).collect();
+    Ok(page::respond(
+        &req,
+        &RevisionList { revisions },
+        next,
+        Some(total),
+    ))
 }
 
 /// `POST /v1/apps/{name}/rollback` with [`RollbackRequest`]: a new revision with the droplet,

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use std::time::Duration;
 
 use super::apps::find_app;
+use super::page::{self, Page};
 use super::Ctx;
 use crate::auth::{secure_eq, AuthUser};
 use crate::error::{ApiResult, Error};
@@ -15,19 +16,34 @@ use crate::store::Event;
 
 const LONG_POLL: Duration = Duration::from_secs(25);
 
-#[utoipa::path(get, path = "/v1/routes", tag = "routes", summary = "Every route", responses((status = 200, body = paas_common::route::RouteList), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
-pub async fn list(ctx: Ctx, _user: AuthUser) -> ApiResult<web::Json<RouteList>> {
+#[utoipa::path(get, path = "/v1/routes", tag = "routes", summary = "Every route", params(crate::api::page::PageParams), responses((status = 200, body = paas_common::route::RouteList, headers(("Link" = String, description = "`<URL>; rel=\"next\"` when there is a next page"), ("X-Total-Count" = u64, description = "Items across all pages"))), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
+pub async fn list(ctx: Ctx, _user: AuthUser, req: HttpRequest) -> ApiResult<HttpResponse> {
+    let page = Page::from_request(&req)?;
     let mut routes = crate::router::build(&ctx).await?.routes;
     routes.sort_by(|a, b| (&a.app, &a.host, &a.path).cmp(&(&b.app, &b.host, &b.path)));
-    Ok(web::Json(RouteList { routes }))
+    let total = routes.len() as u64;
+    // NUL cannot occur in app names, hosts or paths, so the key orders like the tuple.
+    let (routes, next) = page.slice(
+        routes,
+        |r| format!("{}\0{}\0{}", r.app, r.host, r.path),
+        false,
+    );
+    Ok(page::respond(
+        &req,
+        &RouteList { routes },
+        next,
+        Some(total),
+    ))
 }
 
-#[utoipa::path(get, path = "/v1/apps/{name}/routes", tag = "routes", summary = "The app's routes", params(("name" = String, Path, description = "The app's name")), responses((status = 200, body = paas_common::route::RouteList), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
+#[utoipa::path(get, path = "/v1/apps/{name}/routes", tag = "routes", summary = "The app's routes", params(crate::api::page::PageParams, ("name" = String, Path, description = "The app's name")), responses((status = 200, body = paas_common::route::RouteList, headers(("Link" = String, description = "`<URL>; rel=\"next\"` when there is a next page"), ("X-Total-Count" = u64, description = "Items across all pages"))), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn list_for_app(
     ctx: Ctx,
     _user: AuthUser,
     name: web::Path<String>,
-) -> ApiResult<web::Json<RouteList>> {
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
+    let page = Page::from_request(&req)?;
     let app = find_app(&ctx, &name).await?;
     let mut routes: Vec<RouteInfo> = crate::router::build(&ctx)
         .await?
@@ -36,7 +52,18 @@ pub async fn list_for_app(
         .filter(|r| r.app == app.name)
         .collect();
     routes.sort_by(|a, b| (!a.default, &a.host, &a.path).cmp(&(!b.default, &b.host, &b.path)));
-    Ok(web::Json(RouteList { routes }))
+    let total = routes.len() as u64;
+    let (routes, next) = page.slice(
+        routes,
+        |r| format!("{}\0{}\0{}", u8::from(!r.default), r.host, r.path),
+        false,
+    );
+    Ok(page::respond(
+        &req,
+        &RouteList { routes },
+        next,
+        Some(total),
+    ))
 }
 
 fn parse(route: &str) -> ApiResult<RouteSpec> {
@@ -78,7 +105,7 @@ pub async fn map(
     }
     let event = Event {
         app_name: Some(app.name.clone()),
-        actor: user.username,
+        actor: user.actor,
         kind: "route.map".into(),
         message: format!("mapped route {spec} to {}", app.name),
     };
@@ -111,7 +138,7 @@ pub async fn unmap(
     let spec = parse(&q.route)?;
     let event = Event {
         app_name: Some(app.name.clone()),
-        actor: user.username,
+        actor: user.actor,
         kind: "route.unmap".into(),
         message: format!("unmapped route {spec} from {}", app.name),
     };

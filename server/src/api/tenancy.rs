@@ -1,7 +1,7 @@
 //! Users, roles, spaces and API tokens. Who may call what is decided by `crate::authz`; these
 //! handlers only act.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{Duration, Utc};
 use paas_common::api::{
     CreateSpaceRequest, CreateUserRequest, SetRoleRequest, SpaceInfo, SpaceList, SpaceRole,
@@ -11,6 +11,7 @@ use paas_common::domain::AppName;
 use paas_common::ErrorCode;
 use std::collections::HashMap;
 
+use super::page::{self, Page};
 use super::Ctx;
 use crate::auth::{hash_password, sha256_hex};
 use crate::authz::{Principal, Role, Scope};
@@ -86,7 +87,7 @@ pub async fn create_token(
     let now = Utc::now();
     let id = uuid::Uuid::new_v4().to_string();
     let expires_at = now + lifetime;
-    let token = ctx.keys.issue_ci(
+    let (token, kid) = ctx.keys.issue_ci(
         &who.username,
         &id,
         &body.scope,
@@ -104,12 +105,13 @@ pub async fn create_token(
         expires_at,
         last_used_at: None,
         revoked_at: None,
+        kid: Some(kid),
     };
     ctx.store.insert_token(&rec).await?;
     ctx.store
         .add_event(&Event {
             app_name: rec.app_name.clone(),
-            actor: who.username,
+            actor: who.actor(),
             kind: "token.create".into(),
             message: format!("created API token {:?} ({} scope)", rec.name, rec.scope),
         })
@@ -120,16 +122,27 @@ pub async fn create_token(
     }))
 }
 
-#[utoipa::path(get, path = "/v1/tokens", tag = "tokens", summary = "The caller's tokens", responses((status = 200, body = paas_common::api::TokenList), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
-pub async fn list_tokens(ctx: Ctx, who: Principal) -> ApiResult<web::Json<TokenList>> {
-    let tokens = ctx
-        .store
-        .list_tokens(&who.user_id)
-        .await?
-        .iter()
-        .map(token_info)
-        .collect();
-    Ok(web::Json(TokenList { tokens }))
+#[utoipa::path(get, path = "/v1/tokens", tag = "tokens", summary = "The caller's tokens", params(crate::api::page::PageParams), responses((status = 200, body = paas_common::api::TokenList, headers(("Link" = String, description = "`<URL>; rel=\"next\"` when there is a next page"), ("X-Total-Count" = u64, description = "Items across all pages"))), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
+pub async fn list_tokens(ctx: Ctx, who: Principal, req: HttpRequest) -> ApiResult<HttpResponse> {
+    let page = Page::from_request(&req)?;
+    let mut all = ctx.store.list_tokens(&who.user_id).await?;
+    let key = |t: &TokenRecord| {
+        format!(
+            "{}\0{}",
+            page::num_key(t.created_at.timestamp_micros()),
+            t.id
+        )
+    };
+    all.sort_by_key(key);
+    let total = all.len() as u64;
+    let (all, next) = page.slice(all, key, false);
+    let tokens = all.iter().map(token_info).collect();
+    Ok(page::respond(
+        &req,
+        &TokenList { tokens },
+        next,
+        Some(total),
+    ))
 }
 
 #[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens", summary = "Revoke a token", params(("id" = String, Path, description = "Token id (jti)")), responses((status = 204, description = "Revoked"), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
@@ -147,7 +160,7 @@ pub async fn revoke_token(
     ctx.store
         .add_event(&Event {
             app_name: None,
-            actor: who.username,
+            actor: who.actor(),
             kind: "token.revoke".into(),
             message: format!("revoked API token {id}"),
         })
@@ -187,14 +200,19 @@ async fn user_info(ctx: &Ctx, u: &User, spaces: &HashMap<String, String>) -> Api
     })
 }
 
-#[utoipa::path(get, path = "/v1/users", tag = "users", summary = "Users and their roles (operator)", responses((status = 200, body = paas_common::api::UserList), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
-pub async fn list_users(ctx: Ctx) -> ApiResult<web::Json<UserList>> {
+#[utoipa::path(get, path = "/v1/users", tag = "users", summary = "Users and their roles (operator)", params(crate::api::page::PageParams), responses((status = 200, body = paas_common::api::UserList, headers(("Link" = String, description = "`<URL>; rel=\"next\"` when there is a next page"), ("X-Total-Count" = u64, description = "Items across all pages"))), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
+pub async fn list_users(ctx: Ctx, req: HttpRequest) -> ApiResult<HttpResponse> {
+    let page = Page::from_request(&req)?;
     let spaces = space_names(&ctx).await?;
+    let mut all = ctx.store.list_users().await?;
+    all.sort_by(|a, b| a.username.cmp(&b.username));
+    let total = all.len() as u64;
+    let (all, next) = page.slice(all, |u| u.username.clone(), false);
     let mut users = Vec::new();
-    for u in ctx.store.list_users().await? {
+    for u in all {
         users.push(user_info(&ctx, &u, &spaces).await?);
     }
-    Ok(web::Json(UserList { users }))
+    Ok(page::respond(&req, &UserList { users }, next, Some(total)))
 }
 
 fn valid_username(s: &str) -> bool {
@@ -243,7 +261,7 @@ pub async fn create_user(
     ctx.store
         .add_event(&Event {
             app_name: None,
-            actor: who.username,
+            actor: who.actor(),
             kind: "user.create".into(),
             message: format!(
                 "created user {}{}",
@@ -294,7 +312,7 @@ pub async fn set_role(
     ctx.store
         .add_event(&Event {
             app_name: None,
-            actor: who.username,
+            actor: who.actor(),
             kind: "user.role".into(),
             message: format!(
                 "{} is now {} in {}",
@@ -308,9 +326,10 @@ pub async fn set_role(
     Ok(web::Json(user_info(&ctx, &user, &spaces).await?))
 }
 
-#[utoipa::path(get, path = "/v1/spaces", tag = "spaces", summary = "Orgs and spaces", responses((status = 200, body = paas_common::api::SpaceList), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
-pub async fn list_spaces(ctx: Ctx) -> ApiResult<web::Json<SpaceList>> {
-    let spaces = ctx
+#[utoipa::path(get, path = "/v1/spaces", tag = "spaces", summary = "Orgs and spaces", params(crate::api::page::PageParams), responses((status = 200, body = paas_common::api::SpaceList, headers(("Link" = String, description = "`<URL>; rel=\"next\"` when there is a next page"), ("X-Total-Count" = u64, description = "Items across all pages"))), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
+pub async fn list_spaces(ctx: Ctx, req: HttpRequest) -> ApiResult<HttpResponse> {
+    let page = Page::from_request(&req)?;
+    let mut spaces: Vec<SpaceInfo> = ctx
         .store
         .list_spaces()
         .await?
@@ -320,7 +339,17 @@ pub async fn list_spaces(ctx: Ctx) -> ApiResult<web::Json<SpaceList>> {
             name: s.name,
         })
         .collect();
-    Ok(web::Json(SpaceList { spaces }))
+    // Org and space names are DNS labels: `/` cannot occur in them.
+    let key = |s: &SpaceInfo| format!("{}/{}", s.org, s.name);
+    spaces.sort_by_key(key);
+    let total = spaces.len() as u64;
+    let (spaces, next) = page.slice(spaces, key, false);
+    Ok(page::respond(
+        &req,
+        &SpaceList { spaces },
+        next,
+        Some(total),
+    ))
 }
 
 #[utoipa::path(post, path = "/v1/spaces", tag = "spaces", summary = "Create a space (operator)", request_body = paas_common::api::CreateSpaceRequest, responses((status = 201, body = paas_common::api::SpaceInfo), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
@@ -345,7 +374,7 @@ pub async fn create_space(
     ctx.store
         .add_event(&Event {
             app_name: None,
-            actor: who.username,
+            actor: who.actor(),
             kind: "space.create".into(),
             message: format!("created space {}/{}", space.org, space.name),
         })

@@ -2,8 +2,10 @@
 //! PostgreSQL implementation can join the SQLite one without touching handlers. A state change and
 //! the event that records it are written in one transaction.
 
+mod auth;
 mod sqlite;
 
+pub use auth::{AuthStore, EventFilter, EventRow, RefreshRecord, SigningKeyRecord};
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -58,6 +60,8 @@ pub struct TokenRecord {
     pub expires_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// The signing key's id, so key rotation keeps that key while the token lives.
+    pub kid: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -210,7 +214,7 @@ pub struct AppUpdate {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: AuthStore + Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
 
     async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>>;

@@ -27,7 +27,13 @@ impl SqliteStore {
     /// A write transaction that takes the write lock up front (`BEGIN IMMEDIATE`): a deferred
     /// transaction that reads first fails with SQLITE_BUSY_SNAPSHOT, past any busy timeout, when
     /// another writer commits in between.
-    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+    pub(super) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    pub(super) async fn write_tx(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
         self.pool.begin_with("BEGIN IMMEDIATE").await
     }
 
@@ -129,7 +135,7 @@ fn instance_from_row(r: &SqliteRow) -> StoreResult<InstanceRecord> {
     })
 }
 
-fn user_from_row(r: &SqliteRow) -> StoreResult<User> {
+pub(super) fn user_from_row(r: &SqliteRow) -> StoreResult<User> {
     Ok(User {
         id: r.try_get("id")?,
         username: r.try_get("username")?,
@@ -159,6 +165,7 @@ fn token_from_row(r: &SqliteRow) -> StoreResult<TokenRecord> {
         expires_at: r.try_get("expires_at")?,
         last_used_at: r.try_get("last_used_at")?,
         revoked_at: r.try_get("revoked_at")?,
+        kid: r.try_get("kid")?,
     })
 }
 
@@ -172,7 +179,7 @@ fn log_from_row(r: &SqliteRow) -> StoreResult<LogLine> {
     })
 }
 
-async fn insert_event<'c, E: sqlx::Executor<'c, Database = sqlx::Sqlite>>(
+pub(super) async fn insert_event<'c, E: sqlx::Executor<'c, Database = sqlx::Sqlite>>(
     ex: E,
     ev: &Event,
 ) -> StoreResult<()> {
@@ -1007,8 +1014,8 @@ impl Store for SqliteStore {
 
     async fn insert_token(&self, t: &TokenRecord) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO api_tokens (id, user_id, name, scope, app_name, token_hash, created_at, expires_at, last_used_at, revoked_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO api_tokens (id, user_id, name, scope, app_name, token_hash, created_at, expires_at, last_used_at, revoked_at, kid)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&t.id)
         .bind(&t.user_id)
@@ -1020,6 +1027,7 @@ impl Store for SqliteStore {
         .bind(t.expires_at)
         .bind(t.last_used_at)
         .bind(t.revoked_at)
+        .bind(&t.kid)
         .execute(&self.pool)
         .await?;
         Ok(())

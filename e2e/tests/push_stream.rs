@@ -1,0 +1,195 @@
+//! Issue 7: `POST /v1/apps/NAME/push` with `Accept: application/x-ndjson` streams its progress
+//! and ends with a `result` line that tells success from failure; errors found before the stream
+//! starts stay ordinary 4xx JSON.
+
+use paas_e2e::{example, unique, zip_of, Options, Platform};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::time::Instant;
+
+/// Pushes `zip` asking for the stream; returns the status, content type and the lines, each
+/// with the time it arrived since the request was sent.
+fn stream_push(
+    p: &Platform,
+    token: &str,
+    app: &str,
+    zip: Vec<u8>,
+) -> (u16, String, Vec<(f64, Value)>) {
+    let form = reqwest::blocking::multipart::Form::new().part(
+        "archive",
+        reqwest::blocking::multipart::Part::bytes(zip).file_name("app.zip"),
+    );
+    let started = Instant::now();
+    let res = reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(600))
+        .build()
+        .unwrap()
+        .post(format!("{}/v1/apps/{app}/push", p.api_url()))
+        .bearer_auth(token)
+        .header("Accept", "application/x-ndjson")
+        .multipart(form)
+        .send()
+        .unwrap();
+    let status = res.status().as_u16();
+    let ctype = res
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let mut lines = Vec::new();
+    for line in BufReader::new(res).lines() {
+        let line = line.unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        lines.push((started.elapsed().as_secs_f64(), v));
+    }
+    (status, ctype, lines)
+}
+
+fn zip_dir(dir: &std::path::Path) -> Vec<u8> {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            files.push((
+                e.file_name().to_string_lossy().to_string(),
+                std::fs::read(e.path()).unwrap(),
+            ));
+        }
+    }
+    let entries: Vec<(&str, &[u8], u32)> = files
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.as_slice(), 0o644))
+        .collect();
+    zip_of(&entries)
+}
+
+fn kinds(lines: &[(f64, Value)]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|(_, v)| v["type"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_push_that_cannot_start_streams_its_steps_and_ends_failed() {
+    // No node: the revision is made, nothing is placed; the stream gives up after 2 s.
+    let p = Platform::start_server(Options {
+        server_env: vec![("PAAS_PUSH_START_TIMEOUT_SECS".into(), "2".into())],
+        ..Options::default()
+    })
+    .expect("server");
+    let token = p.admin_token().unwrap();
+    let app = unique("stream");
+    let zip = zip_of(&[("app.py", b"print('hi')", 0o644)]);
+    let size = zip.len() as u64;
+    let (status, ctype, lines) = stream_push(&p, &token, &app, zip);
+    assert_eq!(status, 200);
+    assert_eq!(ctype, "application/x-ndjson");
+    let k = kinds(&lines);
+    assert_eq!(k.first().map(String::as_str), Some("upload"), "{lines:?}");
+    assert_eq!(lines[0].1["bytes"], size);
+    for want in ["archive", "droplet", "revision", "instances"] {
+        assert!(k.iter().any(|x| x == want), "{want} missing: {lines:?}");
+    }
+    let last = &lines.last().unwrap().1;
+    assert_eq!(last["type"], "result", "{lines:?}");
+    assert_eq!(last["status"], "failed");
+    assert_eq!(last["code"], "start_failed");
+    assert!(
+        last["message"]
+            .as_str()
+            .unwrap()
+            .contains("0 of 1 instances running"),
+        "{last}"
+    );
+    assert_eq!(last["app"]["name"], app.as_str());
+
+    // Errors before the stream are plain JSON with their status.
+    let bad = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/apps/{app}/push", p.api_url()))
+        .bearer_auth(&token)
+        .header("Accept", "application/x-ndjson")
+        .multipart(reqwest::blocking::multipart::Form::new().part(
+            "archive",
+            reqwest::blocking::multipart::Part::bytes(b"not a zip".to_vec()).file_name("a.zip"),
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    let body: Value = bad.json().unwrap();
+    assert_eq!(body["code"], "invalid_archive");
+    let (status, _, lines) = stream_push(&p, "not-a-token", &app, zip_of(&[("a", b"", 0o644)]));
+    assert_eq!(status, 401, "{lines:?}");
+    // Without the header: the one-answer push as before.
+    let res = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/apps/{app}/push", p.api_url()))
+        .bearer_auth(&token)
+        .multipart(
+            reqwest::blocking::multipart::Form::new().part(
+                "archive",
+                reqwest::blocking::multipart::Part::bytes(zip_of(&[(
+                    "app.py",
+                    b"print(1)",
+                    0o644,
+                )]))
+                .file_name("a.zip"),
+            ),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 201);
+}
+
+#[test]
+fn a_push_streams_staging_live_and_ends_succeeded_or_failed() {
+    let p = Platform::start().expect("platform");
+    let token = p.admin_token().unwrap();
+    let app = unique("live");
+    let (status, _, lines) = stream_push(&p, &token, &app, zip_dir(&example("python-app")));
+    assert_eq!(status, 200);
+    let k = kinds(&lines);
+    let last = &lines.last().unwrap().1;
+    assert_eq!(last["status"], "succeeded", "{lines:?}");
+    assert!(last["code"].is_null());
+    let running = last["app"]["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["state"] == "running")
+        .count();
+    assert_eq!(running, 1, "{last}");
+    // Staging output came as it was written, before the droplet and the result.
+    let stg: Vec<&(f64, Value)> = lines
+        .iter()
+        .filter(|(_, v)| v["type"] == "log" && v["source"] == "STG")
+        .collect();
+    assert!(!stg.is_empty(), "no STG lines: {lines:?}");
+    let droplet_at = k.iter().position(|x| x == "droplet").unwrap();
+    let first_stg = k.iter().position(|x| x == "log").unwrap();
+    assert!(first_stg < droplet_at, "{k:?}");
+    assert!(
+        stg[0].0 < lines.last().unwrap().0,
+        "STG lines arrived with the result, not live"
+    );
+    assert_eq!(p.get_app(&app, "/").unwrap().0, 200);
+
+    // An app whose web process exits: the last line says failed, with the reason.
+    let bad = unique("crashy");
+    let zip = zip_of(&[
+        (
+            "Procfile",
+            b"web: python3 -c 'import sys; sys.exit(3)'\n",
+            0o644,
+        ),
+        ("app.py", b"print('unused')", 0o644),
+    ]);
+    let (status, _, lines) = stream_push(&p, &token, &bad, zip);
+    assert_eq!(status, 200);
+    let last = &lines.last().unwrap().1;
+    assert_eq!(last["status"], "failed", "{lines:?}");
+    assert_eq!(last["code"], "start_failed");
+    assert!(
+        last["message"].as_str().unwrap().contains("crashed"),
+        "{last}"
+    );
+}

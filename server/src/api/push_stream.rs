@@ -1,0 +1,213 @@
+//! The streamed push: `POST /v1/apps/NAME/push` with `Accept: application/x-ndjson` answers 200
+//! once the upload and archive passed their checks (until then errors are the usual 4xx JSON),
+//! then one JSON line per step ([`PushProgress`]): upload, archive, live `STG` lines, droplet,
+//! revision, instance counts, and always last a `result` line whose `status` is `succeeded`
+//! (every desired instance of the new revision runs) or `failed` with a stable `code`
+//! (`staging_failed`, `start_failed`, ...). A CI job thus sees staging live and can still tell
+//! success from failure, although the HTTP status was sent before the outcome was known.
+//!
+//! The deploy runs in its own task: a client that disconnects does not cancel a push that was
+//! accepted.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use paas_common::api::{AppState, InstanceState, PushProgress, PushResult, PushStatus};
+use paas_common::{ApiError, ErrorCode};
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc};
+
+use super::apps::{deploy, detail, find_app, Prepared};
+use super::Ctx;
+use crate::auth::AuthUser;
+use crate::error::Error;
+
+pub const NDJSON: &str = "application/x-ndjson";
+
+/// Whether the client asked for the stream.
+pub fn wanted(req: &HttpRequest) -> bool {
+    req.headers()
+        .get_all(actix_web::http::header::ACCEPT)
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().starts_with(NDJSON)))
+}
+
+/// Where a push reports its steps; `none()` for the plain (one JSON answer) push.
+#[derive(Clone)]
+pub struct Progress {
+    tx: Option<mpsc::UnboundedSender<PushProgress>>,
+}
+
+impl Progress {
+    pub fn none() -> Self {
+        Self { tx: None }
+    }
+
+    pub fn send(&self, p: PushProgress) {
+        if let Some(tx) = &self.tx {
+            // A client that went away no longer reads; the push goes on.
+            let _ = tx.send(p);
+        }
+    }
+}
+
+pub fn respond(ctx: Ctx, user: AuthUser, prep: Prepared) -> HttpResponse {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let progress = Progress { tx: Some(tx) };
+    progress.send(PushProgress::Upload {
+        bytes: prep.package_size,
+    });
+    progress.send(PushProgress::Archive {
+        files: prep.unpacked.files,
+        bytes: prep.unpacked.bytes,
+        detected: prep.staged.detected.clone(),
+    });
+    actix_web::rt::spawn(run(ctx, user, prep, progress));
+    let lines = futures_util::stream::unfold(rx, |mut rx| async move {
+        let p = rx.recv().await?;
+        let mut line = serde_json::to_vec(&p).unwrap_or_default();
+        line.push(b'\n');
+        Some((Ok::<_, actix_web::Error>(web::Bytes::from(line)), rx))
+    });
+    HttpResponse::Ok()
+        .content_type(NDJSON)
+        // Proxies must pass each line on as it comes.
+        .insert_header(("X-Accel-Buffering", "no"))
+        .insert_header(("Cache-Control", "no-cache"))
+        .streaming(lines)
+}
+
+fn stg_line(progress: &Progress, line: &paas_common::api::LogLine) {
+    if line.source == "STG" {
+        progress.send(PushProgress::Log {
+            source: line.source.clone(),
+            message: line.message.clone(),
+        });
+    }
+}
+
+/// Forwards the app's `STG` lines until dropped.
+async fn forward_staging(
+    logs: &mut broadcast::Receiver<std::sync::Arc<paas_common::api::LogLine>>,
+    progress: &Progress,
+) {
+    loop {
+        match logs.recv().await {
+            Ok(line) => stg_line(progress, &line),
+            Err(broadcast::error::RecvError::Lagged(n)) => progress.send(PushProgress::Log {
+                source: "API".into(),
+                message: format!("{n} staging lines skipped (the stream fell behind)"),
+            }),
+            Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+        }
+    }
+}
+
+fn failed(error: ApiError, app: Option<paas_common::api::AppDetail>) -> PushProgress {
+    PushProgress::Result(PushResult {
+        status: PushStatus::Failed,
+        code: Some(error.code),
+        message: Some(error.message),
+        app: app.map(Box::new),
+    })
+}
+
+async fn run(ctx: Ctx, user: AuthUser, prep: Prepared, progress: Progress) {
+    let name = prep.name.to_string();
+    let mut logs = ctx.logs.subscribe(&name).await;
+    let deployed = tokio::select! {
+        r = deploy(&ctx, &user, prep, &progress) => r,
+        () = forward_staging(&mut logs, &progress) => Err(Error::internal("the log feed ended")),
+    };
+    // Lines published just before staging ended.
+    while let Ok(line) = logs.try_recv() {
+        stg_line(&progress, &line);
+    }
+    drop(logs);
+    let last = match deployed {
+        Ok(_) => wait_until_running(&ctx, &name, &progress).await,
+        Err(e) => {
+            if matches!(e, Error::Internal(_) | Error::Store(_) | Error::Blob(_)) {
+                tracing::error!(error = %e, app = %name, "streamed push failed");
+            }
+            failed(e.wire(), None)
+        }
+    };
+    progress.send(last);
+}
+
+/// Follows the new revision's web instances until all desired ones run (succeeded), one
+/// crashes, or the start timeout passes (failed, `start_failed`).
+async fn wait_until_running(ctx: &Ctx, name: &str, progress: &Progress) -> PushProgress {
+    let timeout = Duration::from_secs(ctx.settings.push_start_timeout_secs);
+    let deadline = Instant::now() + timeout;
+    let mut shown = None;
+    loop {
+        let step = async {
+            let app = find_app(ctx, name).await?;
+            let instances = ctx.store.app_instances(&app.id).await?;
+            Ok::<_, Error>((app, instances))
+        };
+        let (app, instances) = match step.await {
+            Ok(v) => v,
+            Err(e) => return failed(e.wire(), None),
+        };
+        let fresh: Vec<_> = instances
+            .iter()
+            .filter(|i| Some(i.revision) == app.current_revision && i.process_type == "web")
+            .collect();
+        let desired = if app.state == AppState::Stopped {
+            0
+        } else {
+            app.desired_instances
+        };
+        let running = fresh
+            .iter()
+            .filter(|i| i.state == InstanceState::Running)
+            .count() as u32;
+        let placed = fresh.iter().filter(|i| i.node_name.is_some()).count() as u32;
+        if shown != Some((running, placed, desired)) {
+            shown = Some((running, placed, desired));
+            progress.send(PushProgress::Instances {
+                running,
+                desired,
+                placed,
+            });
+        }
+        let crashed = fresh
+            .iter()
+            .find(|i| i.state == InstanceState::Crashed || i.restarts > 0);
+        let outcome = if let Some(c) = crashed {
+            Some(Err(format!(
+                "instance {} crashed: {}",
+                c.index,
+                c.last_exit.as_deref().unwrap_or("no exit reason reported")
+            )))
+        } else if running >= desired {
+            Some(Ok(()))
+        } else if Instant::now() >= deadline {
+            let why = fresh
+                .iter()
+                .find_map(|i| i.placement_error.clone())
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default();
+            Some(Err(format!(
+                "{running} of {desired} instances running after {} s{why}",
+                timeout.as_secs()
+            )))
+        } else {
+            None
+        };
+        if let Some(outcome) = outcome {
+            let detail = detail(ctx, &app).await.ok();
+            return match outcome {
+                Ok(()) => PushProgress::Result(PushResult {
+                    status: PushStatus::Succeeded,
+                    code: None,
+                    message: None,
+                    app: detail.map(Box::new),
+                }),
+                Err(message) => failed(ApiError::new(ErrorCode::StartFailed, message), detail),
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
