@@ -185,6 +185,7 @@ async fn restart_marks_rows_and_draining_survives_heartbeats() {
             restarts: 0,
             last_exit: None,
             placement_error: None,
+            ready: true,
             since: now,
             created_at: now,
         })

@@ -494,6 +494,7 @@ pub async fn push(
         memory_mb,
         command,
         staged,
+        dockerfile,
     };
     if !super::push_stream::wanted(&req) {
         let app = deploy(&ctx, &user, prep, &Progress::none()).await?;
@@ -517,6 +518,8 @@ pub(crate) struct Prepared {
     memory_mb: Option<u64>,
     command: Option<String>,
     pub staged: staging::Staged,
+    /// Build the app's Dockerfile on the node instead of running buildpacks.
+    dockerfile: bool,
 }
 
 /// Stages (on a node, or the fallback) and deploys a checked push as a new revision; returns the
@@ -540,6 +543,7 @@ pub(crate) async fn deploy(
         memory_mb,
         command,
         staged,
+        dockerfile,
     } = prep;
     let app = match ctx.store.app_by_name(name.as_str()).await? {
         Some(a) => a,
