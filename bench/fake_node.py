@@ -6,7 +6,9 @@ upstream server), so the router is measured in front of an upstream that costs n
     fake_node.py CONTROLLER_URL JOIN_TOKEN NODE_NAME UPSTREAM_PORT
 """
 import datetime
+import io
 import json
+import tarfile
 import sys
 import time
 import urllib.request
@@ -15,10 +17,11 @@ base, join_token, name, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.ar
 capacity = {"memory_mb": 65536, "disk_mb": 65536, "instance_slots": 100}
 
 
-def call(method, path, token, body=None):
-    req = urllib.request.Request(base + path, method=method, data=None if body is None else json.dumps(body).encode())
+def call(method, path, token, body=None, raw=None):
+    data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(base + path, method=method, data=data)
     req.add_header("Authorization", "Bearer " + token)
-    req.add_header("Content-Type", "application/json")
+    req.add_header("Content-Type", "application/octet-stream" if raw is not None else "application/json")
     with urllib.request.urlopen(req, timeout=30) as r:
         return json.loads(r.read() or b"null")
 
@@ -28,7 +31,18 @@ reg = call("POST", "/v1/agent/register", join_token,
 token = reg["node_token"]
 since = datetime.datetime.now(datetime.timezone.utc).isoformat()
 while True:
-    assigned = call("GET", "/v1/agent/assignments", token)["instances"]
+    got = call("GET", "/v1/agent/assignments", token)
+    for b in got.get("builds", []):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as t:
+            info = tarfile.TarInfo("app/README")
+            body = b"bench droplet\n"
+            info.size = len(body)
+            t.addfile(info, io.BytesIO(body))
+        up = call("PUT", f"/v1/agent/builds/{b['build_id']}/droplet", token, raw=buf.getvalue())
+        call("POST", f"/v1/agent/builds/{b['build_id']}/result", token,
+             {"droplet": up["sha256"], "processes": {"web": "true"}})
+    assigned = got["instances"]
     reports = [{"instance_id": a["instance_id"], "state": "running", "container_id": "bench", "host_port": port,
                 "restarts": 0, "last_exit": None, "since": since} for a in assigned]
     call("POST", "/v1/agent/heartbeat", token, {"capacity": capacity, "instances": reports})

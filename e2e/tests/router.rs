@@ -704,3 +704,56 @@ fn https_listener_speaks_http2_and_reloads_certificates() {
 fn url_for(p: &Platform, app: &str) -> String {
     url(p, app, "/")
 }
+
+fn router_requests(p: &Platform) -> u64 {
+    let text = reqwest::blocking::get(format!("{}/metrics", p.api_url()))
+        .and_then(|r| r.text())
+        .unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("paas_router_requests_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Graceful drain: a request in flight to an instance that a rolling restart retires finishes
+/// before the instance is stopped. The probe dies at once on SIGTERM, and the request is a POST
+/// (never replayed on another instance), so only the drain can save it.
+#[test]
+fn retired_instance_finishes_its_in_flight_request() {
+    let mut p = Platform::start_server(Options::default()).expect("server");
+    p.start_agent(&unique("e2e-drain"), "zone-a").unwrap();
+    p.login().unwrap();
+    let app = unique("drain");
+    push(&p, &app, 1);
+    let before = p.app_json(&app).unwrap();
+    let old_container = before["instances"][0]["container_id"].clone();
+    let c = client(&p, &app);
+    let u = url(&p, &app, "/");
+    let seen = router_requests(&p);
+    let slow = thread::spawn(move || {
+        // Longer than a replacement takes to start and pass its health check.
+        c.post(&u)
+            .header("X-Delay-Ms", "8000")
+            .body("slow body")
+            .send()
+            .map(|r| (r.status().as_u16(), r.text().unwrap_or_default()))
+    });
+    wait_for(Duration::from_secs(10), "the slow request at the router", || {
+        (router_requests(&p) > seen).then_some(())
+    })
+    .unwrap();
+    let out = p.cli(&["restart", &app]);
+    assert!(out.ok(), "restart: {out:?}");
+    let (status, body) = slow.join().unwrap().expect("slow request");
+    assert_eq!((status, body.as_str()), (200, "slow body"), "{}", p.logs());
+    // And the restart did replace the instance.
+    wait_for(Duration::from_secs(30), "the replacement alone", || {
+        let v = p.app_json(&app).ok()?;
+        let inst = v["instances"].as_array()?.clone();
+        (inst.len() == 1
+            && inst[0]["state"] == "running"
+            && inst[0]["container_id"] != old_container)
+            .then_some(())
+    })
+    .unwrap();
+}

@@ -111,6 +111,10 @@ pub struct Settings {
     /// `round_robin` (default) or `least_connections`.
     #[serde(default)]
     pub router_balance: crate::router::Balance,
+    /// How long a removed instance's in-flight requests may take before it is stopped anyway
+    /// (`PAAS_ROUTER_DRAIN_SECS`).
+    #[serde(default = "default_router_drain_secs")]
+    pub router_drain_secs: u64,
     /// Standalone router (`paas-server router`) only: the controller to follow.
     #[serde(default = "default_controller")]
     pub controller: String,
@@ -159,6 +163,10 @@ fn default_push_start_timeout() -> u64 {
 
 fn default_controller() -> String {
     "http://127.0.0.1:8080".into()
+}
+
+fn default_router_drain_secs() -> u64 {
+    10
 }
 
 fn default_router_wait_ms() -> u64 {
@@ -215,6 +223,7 @@ impl Default for Settings {
             router_connect_timeout_ms: default_router_connect_timeout_ms(),
             router_response_timeout_secs: default_router_response_timeout_secs(),
             router_balance: crate::router::Balance::default(),
+            router_drain_secs: default_router_drain_secs(),
             controller: default_controller(),
             join_token: None,
             join_token_file: None,

@@ -13,7 +13,9 @@
 //!
 //! **Routes before stops.** A removed row leaves the route table (`router::refresh`) before the
 //! assignment version is bumped, which is what tells the row's agent to stop the container, so
-//! the router never sends a request to an instance that is being stopped on purpose.
+//! the router never sends a request to an instance that is being stopped on purpose; and the bump
+//! waits until the requests the router already sent to it have finished (at most
+//! `router_drain_secs`), so a stop never cuts a request short.
 
 use chrono::{Duration, Utc};
 use paas_common::api::{AppState, InstanceState};
@@ -38,6 +40,11 @@ pub async fn run(ctx: std::sync::Arc<AppCtx>) {
                     tracing::warn!(error = %e, "route table refresh failed");
                 }
                 if changed {
+                    // Graceful drain: requests already sent to a removed instance finish before
+                    // its agent is told to stop it (bounded by `PAAS_ROUTER_DRAIN_SECS`).
+                    ctx.routes
+                        .drained(StdDuration::from_secs(ctx.settings.router_drain_secs))
+                        .await;
                     ctx.bump_assignments();
                 }
             }

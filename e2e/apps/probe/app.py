@@ -2,6 +2,8 @@
 
 GET /          -> JSON: this instance's index and the request headers it received
 GET /ws        -> WebSocket echo (RFC 6455 handshake and framing, text and binary)
+POST /         -> echoes the body, after `X-Delay-Ms` milliseconds when that header is sent
+                  (a slow request in flight; SIGTERM's default action kills it mid-way)
 Speaks HTTP/1.1 keep-alive, like most real apps, so the router's pooled connections are used.
 """
 import base64
@@ -9,6 +11,7 @@ import hashlib
 import json
 import os
 import struct
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PORT = int(os.environ.get("PORT", "8080"))
@@ -32,6 +35,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         n = int(self.headers.get("Content-Length", "0"))
         data = self.rfile.read(n)
+        delay = int(self.headers.get("X-Delay-Ms", "0"))
+        if delay:
+            time.sleep(delay / 1000)
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(len(data)))

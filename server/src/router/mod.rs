@@ -116,6 +116,8 @@ impl AppRoutes {
 /// "unknown app" (404) from "no ready instance" (503).
 pub struct RouteTable {
     inner: RwLock<Tables>,
+    /// Backends that left the table with requests still in flight (graceful drain).
+    draining: std::sync::Mutex<Vec<Arc<Backend>>>,
     version: watch::Sender<u64>,
     pub stats: RouterStats,
     pub access_log: access_log::AccessLog,
@@ -134,6 +136,7 @@ impl Default for RouteTable {
     fn default() -> Self {
         Self {
             inner: RwLock::default(),
+            draining: Default::default(),
             // Versions start at the clock, so a restarted controller never hands a standalone
             // router a version it already holds for a different table.
             version: watch::channel(chrono::Utc::now().timestamp_millis().unsigned_abs()).0,
@@ -178,6 +181,36 @@ impl RouteTable {
 
     pub fn version(&self) -> u64 {
         *self.version.borrow()
+    }
+
+    /// Waits (at most `max`) until no request is in flight to a backend that has left the table.
+    /// Polled: requests end on the proxy's threads, and a wake-up per request end would cost the
+    /// hot path for the rare moment someone is waiting.
+    pub async fn drained(&self, max: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + max;
+        loop {
+            let busy = match self.draining.lock() {
+                Ok(mut d) => {
+                    d.retain(|b| b.inflight.load(Ordering::Relaxed) > 0);
+                    d.len()
+                }
+                Err(_) => 0,
+            };
+            if busy == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    backends = busy,
+                    "stopping instances with requests still in flight: the drain time is over"
+                );
+                if let Ok(mut d) = self.draining.lock() {
+                    d.clear();
+                }
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// A receiver that sees every later rebuild.
@@ -232,6 +265,28 @@ impl RouteTable {
             apps.insert(app.clone(), routes);
         }
         drop(old_inflight);
+        // Backends that leave the table with requests in flight: `drained` waits for them, so a
+        // caller can hold back the stop of an instance until what it is serving has finished.
+        let kept: std::collections::HashSet<&str> = table
+            .apps
+            .values()
+            .flatten()
+            .map(|b| b.address.as_str())
+            .collect();
+        let leaving: Vec<Arc<Backend>> = inner
+            .apps
+            .values()
+            .flat_map(|r| r.backends.iter())
+            .filter(|b| !kept.contains(b.address.as_str()))
+            .filter(|b| b.inflight.load(Ordering::Relaxed) > 0)
+            .cloned()
+            .collect();
+        drop(kept);
+        if !leaving.is_empty() {
+            if let Ok(mut d) = self.draining.lock() {
+                d.extend(leaving);
+            }
+        }
         let mut hosts: HashMap<String, Vec<(String, String)>> = HashMap::new();
         for r in &table.routes {
             hosts

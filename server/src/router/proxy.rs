@@ -260,10 +260,13 @@ pub(super) async fn next_backend(
     deadline: Instant,
     retrying: bool,
 ) -> Option<Arc<Backend>> {
-    let mut rx = ctx.table.subscribe();
-    let mut waited = false;
+    // Only a request that finds no instance subscribes to table changes (the common case, a
+    // pick at once, skips the watch channel's bookkeeping).
+    let mut rx: Option<tokio::sync::watch::Receiver<u64>> = None;
     loop {
-        rx.borrow_and_update();
+        if let Some(rx) = rx.as_mut() {
+            rx.borrow_and_update();
+        }
         let routes = ctx.table.get(app)?;
         let pick = match target {
             Some(i) => routes.by_index(i, tried),
@@ -272,15 +275,20 @@ pub(super) async fn next_backend(
         if pick.is_some() {
             return pick;
         }
-        if !waited && !retrying {
-            ctx.table
-                .stats
-                .waited_for_instance
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        waited = true;
+        let Some(watch) = rx.as_mut() else {
+            if !retrying {
+                ctx.table
+                    .stats
+                    .waited_for_instance
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            // Subscribe, then look again before waiting: a change between the first look and
+            // the subscription must not be missed.
+            rx = Some(ctx.table.subscribe());
+            continue;
+        };
         let left = deadline.checked_duration_since(Instant::now())?;
-        if tokio::time::timeout(left, rx.changed()).await.is_err() {
+        if tokio::time::timeout(left, watch.changed()).await.is_err() {
             return None;
         }
     }
