@@ -17,6 +17,7 @@ pub mod client;
 pub mod config;
 pub mod crashes;
 pub mod health;
+pub mod logfile;
 pub mod logs;
 pub mod metrics;
 pub mod reconcile;
