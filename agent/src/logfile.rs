@@ -13,7 +13,7 @@
 //! as `PATH.1`, `PATH.2`, ...) and queues the descriptors in order. The reader finishes each file
 //! (one more read after a newer file is known, since the engine closes a file before it renames
 //! it) before it moves to the next, so order is kept. Held descriptors of deleted files keep disk
-//! in use, so at most [`MAX_HELD`] files wait; beyond that the oldest waiting file is skipped and
+//! in use, so at most [`MAX_HELD_BYTES`] wait; beyond that the oldest waiting file is skipped and
 //! its lines counted and reported in a `CELL` line, as is a rotation the watcher could not account
 //! for. Nothing is lost silently.
 //!
@@ -39,8 +39,11 @@ const WATCH_EVERY: Duration = Duration::from_millis(20);
 /// Longest idle wait between reads at the end of the file (shorter right after data).
 const IDLE_MAX: Duration = Duration::from_millis(100);
 const IDLE_MIN: Duration = Duration::from_millis(2);
-/// Rotated files waiting to be read, beyond which the oldest is skipped (and counted).
-pub const MAX_HELD: usize = 4;
+/// Bytes of files waiting to be read, beyond which the oldest waiting file is skipped (and
+/// counted): open descriptors of deleted files keep their disk space in use.
+pub const MAX_HELD_BYTES: u64 = 64 << 20;
+/// The same bound in files, so tiny rotation sizes cannot use up descriptors.
+pub const MAX_HELD_FILES: usize = 256;
 /// Bytes read per call.
 const CHUNK: usize = 256 * 1024;
 /// The engine splits lines longer than 16 KiB into partial entries; they are joined up to this.
@@ -94,6 +97,7 @@ struct Chain {
     path: PathBuf,
     newest: Option<Key>,
     pending: VecDeque<Next>,
+    max_held_bytes: u64,
 }
 
 fn rotated(path: &Path, k: usize) -> PathBuf {
@@ -163,15 +167,16 @@ impl Chain {
         self.pending.push_back(next);
     }
 
-    /// Skips the oldest waiting files beyond [`MAX_HELD`], counting their lines.
+    /// Skips the oldest waiting files beyond [`MAX_HELD_BYTES`] (or [`MAX_HELD_FILES`]),
+    /// counting their lines.
     fn bound(&mut self) {
         loop {
-            let files = self
-                .pending
-                .iter()
-                .filter(|n| matches!(n, Next::File(_)))
-                .count();
-            if files <= MAX_HELD {
+            let (files, bytes) = self.pending.iter().fold((0, 0), |(n, b), next| match next {
+                Next::File(f) => (n + 1, b + f.file.metadata().map_or(0, |m| m.len())),
+                Next::Gap(_) => (n, b),
+            });
+            // The newest file is always kept: it is the one being written.
+            if files <= 1 || (bytes <= self.max_held_bytes && files <= MAX_HELD_FILES) {
                 return;
             }
             let Some(i) = self.pending.iter().position(|n| matches!(n, Next::File(_))) else {
@@ -238,15 +243,22 @@ pub struct Tail {
     pub source: String,
     pub progress: LastSeen,
     pub sink: LogSink,
+    /// Normally [`MAX_HELD_BYTES`].
+    pub max_held_bytes: u64,
 }
 
 /// Opens the log for `start`: the file to read first (at an offset) and the chain of newer ones.
 /// `Err` when the file cannot be read (the caller falls back to the engine's API).
-fn open(path: &Path, start: Start) -> io::Result<(OpenFile, u64, Chain, Option<DateTime<Utc>>)> {
+fn open(
+    path: &Path,
+    start: Start,
+    max_held_bytes: u64,
+) -> io::Result<(OpenFile, u64, Chain, Option<DateTime<Utc>>)> {
     let mut chain = Chain {
         path: path.to_path_buf(),
         newest: None,
         pending: VecDeque::new(),
+        max_held_bytes,
     };
     match start {
         Start::End => {
@@ -298,7 +310,7 @@ fn open(path: &Path, start: Start) -> io::Result<(OpenFile, u64, Chain, Option<D
                     chain.discover();
                     Ok((OpenFile { file, key }, pos.offset, chain, None))
                 }
-                None => open(path, Start::Continue(None, after)),
+                None => open(path, Start::Continue(None, after), max_held_bytes),
             }
         }
         Start::Beginning | Start::Continue(None, _) => {
@@ -327,7 +339,7 @@ pub async fn tail(
     start: Start,
     stopped: impl std::future::Future<Output = ()>,
 ) -> io::Result<()> {
-    let (mut current, mut offset, chain, after) = open(&t.path, start)?;
+    let (mut current, mut offset, chain, after) = open(&t.path, start, t.max_held_bytes)?;
     current.file.seek(SeekFrom::Start(offset))?;
     let chain = Arc::new(Mutex::new(chain));
     let watcher = {
@@ -596,7 +608,7 @@ mod tests {
         }
     }
 
-    fn tail_of(path: &Path, sink: &LogSink, progress: &LastSeen) -> Tail {
+    fn tail_of(path: &Path, sink: &LogSink, progress: &LastSeen, max_held_bytes: u64) -> Tail {
         Tail {
             path: path.to_path_buf(),
             instance_id: "i1".into(),
@@ -604,6 +616,7 @@ mod tests {
             source: "APP/web/0".into(),
             progress: progress.clone(),
             sink: sink.clone(),
+            max_held_bytes,
         }
     }
 
@@ -617,7 +630,7 @@ mod tests {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         w.write("line 0");
         let task = tokio::spawn(tail(
-            tail_of(&path, &sink, &progress),
+            tail_of(&path, &sink, &progress, MAX_HELD_BYTES),
             Start::Beginning,
             async move {
                 let _ = stop_rx.await;
@@ -660,7 +673,7 @@ mod tests {
         }
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(tail(
-            tail_of(&path, &sink, &progress),
+            tail_of(&path, &sink, &progress, 4096),
             Start::Beginning,
             async move {
                 let _ = stop_rx.await;
@@ -669,7 +682,8 @@ mod tests {
         // The reader takes one line and blocks on the full channel.
         let first = rx.recv().await.unwrap();
         assert_eq!(first.message, "line 0");
-        // Far more rotations than MAX_HELD while it waits; give the watcher time to see each.
+        // Far more rotations than the held bound (4 KiB here) while it waits; give the watcher
+        // time to see each.
         for i in 10..2000 {
             w.write(&format!("line {i}"));
             if i % 10 == 0 {
@@ -713,7 +727,7 @@ mod tests {
         let (sink, mut rx) = LogSink::channel();
         let stopped = async {};
         tail(
-            tail_of(&path, &sink, &progress),
+            tail_of(&path, &sink, &progress, MAX_HELD_BYTES),
             Start::Continue(pos, None),
             stopped,
         )
@@ -736,7 +750,7 @@ mod tests {
         let progress = LastSeen::default();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(tail(
-            tail_of(&path, &sink, &progress),
+            tail_of(&path, &sink, &progress, MAX_HELD_BYTES),
             Start::End,
             async move {
                 let _ = stop_rx.await;

@@ -259,6 +259,7 @@ pub async fn follow(f: Follow) {
             source: f.source.clone(),
             progress: f.progress.clone(),
             sink: f.sink.clone(),
+            max_held_bytes: crate::logfile::MAX_HELD_BYTES,
         };
         let stopped = wait_stopped(f.docker.clone(), f.container_id.clone());
         match crate::logfile::tail(tail, start, stopped).await {
