@@ -14,7 +14,7 @@ use bollard::container::{LogOutput, LogsOptions};
 use bollard::Docker;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use paas_common::agent::{AgentLogLine, LogBatch};
+use paas_common::agent::AgentLogLine;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,7 +31,8 @@ const RETRY_MAX: Duration = Duration::from_secs(10);
 /// Where batches go: the controller in production, a vector in tests.
 #[async_trait]
 pub trait LogUploader: Send + Sync {
-    async fn upload(&self, batch: &LogBatch) -> Result<(), String>;
+    /// Sends one batch (in order); borrowed, so the buffer is not copied for each attempt.
+    async fn upload(&self, lines: &[AgentLogLine]) -> Result<(), String>;
 }
 
 /// Per-app limits; 0 means unlimited.
@@ -104,12 +105,21 @@ impl LogSink {
         }
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        let w = windows.entry(app.to_string()).or_insert(Window {
-            start: now,
-            lines: 0,
-            bytes: 0,
-            dropped: 0,
-        });
+        // Look up before inserting: `entry` would allocate the key for every line.
+        if !windows.contains_key(app) {
+            windows.insert(
+                app.to_string(),
+                Window {
+                    start: now,
+                    lines: 0,
+                    bytes: 0,
+                    dropped: 0,
+                },
+            );
+        }
+        let Some(w) = windows.get_mut(app) else {
+            return (true, None);
+        };
         let mut report = None;
         if now.duration_since(w.start) >= Duration::from_secs(1) {
             report = (w.dropped > 0).then_some(w.dropped);
@@ -457,13 +467,15 @@ pub async fn ship_counted(
                 }
             }
         }
-        let batch = LogBatch {
-            lines: match &from_spool {
-                Some((lines, _)) => lines.clone(),
-                None => buffer.lines.iter().take(MAX_BATCH).cloned().collect(),
-            },
+        let batch: &[AgentLogLine] = match &from_spool {
+            Some((lines, _)) => lines,
+            None => {
+                let all = buffer.lines.make_contiguous();
+                &all[..all.len().min(MAX_BATCH)]
+            }
         };
-        match uploader.upload(&batch).await {
+        let sent = batch.len();
+        match uploader.upload(batch).await {
             Ok(()) => {
                 match from_spool {
                     Some((_, end)) => {
@@ -473,12 +485,12 @@ pub async fn ship_counted(
                         }
                     }
                     None => {
-                        buffer.lines.drain(..batch.lines.len());
+                        buffer.lines.drain(..sent);
                     }
                 }
                 counters
                     .lines_shipped
-                    .fetch_add(batch.lines.len() as u64, Ordering::Relaxed);
+                    .fetch_add(sent as u64, Ordering::Relaxed);
                 if failing {
                     tracing::info!(dropped = buffer.dropped, "log upload recovered");
                     buffer.dropped = 0;
@@ -572,13 +584,13 @@ mod tests {
 
     #[async_trait]
     impl LogUploader for Flaky {
-        async fn upload(&self, batch: &LogBatch) -> Result<(), String> {
+        async fn upload(&self, batch: &[AgentLogLine]) -> Result<(), String> {
             if self.fail_first.load(Ordering::SeqCst) > 0 {
                 self.fail_first.fetch_sub(1, Ordering::SeqCst);
                 return Err("controller down".into());
             }
-            assert!(batch.lines.len() <= MAX_BATCH);
-            self.got.lock().unwrap().extend(batch.lines.iter().cloned());
+            assert!(batch.len() <= MAX_BATCH);
+            self.got.lock().unwrap().extend(batch.iter().cloned());
             Ok(())
         }
     }
