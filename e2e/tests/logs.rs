@@ -3,7 +3,8 @@
 //! lines show during `paas push`; crashes (exit code and OOM) show as CELL lines and events; lines
 //! survive a `kill -9` of the controller; a flooding app is cut at its rate limit with a
 //! dropped-count line while the API stays responsive; a syslog drain receives RFC 5424 frames;
-//! no line is lost or repeated across many log file rotations and a container restart.
+//! no line is lost or repeated across many log file rotations and a container restart; an
+//! `https://` drain trusting a private CA receives JSON lines.
 
 use paas_e2e::{bin, unique, wait_for, Platform};
 use serde_json::Value;
@@ -670,5 +671,107 @@ fn no_line_is_lost_or_repeated_across_log_rotations_and_a_restart() {
         "no rotated log file next to {log_path}"
     );
     assert!(recent(&p, &app, "source=CELL&grep=lost").is_empty());
+    assert!(p.cli(&["delete", &app, "-f"]).ok());
+}
+
+/// A TLS sink: appends every POST body to a file; prints its port.
+const HTTPS_SINK_PY: &str = r#"
+import http.server, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        with open(sys.argv[3], "ab") as f:
+            f.write(body)
+        self.send_response(204)
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+srv = http.server.HTTPServer(("127.0.0.1", 0), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+"#;
+
+/// Kills the sink however the test ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn an_https_drain_trusting_a_private_ca_receives_json_lines() {
+    // A private CA and a localhost certificate it signed; the CA is trusted only through
+    // PAAS_DRAIN_CA_FILE.
+    let tls = tempfile::tempdir().unwrap();
+    let at = |name: &str| tls.path().join(name);
+    let (ca, cert, key) = (at("ca.pem"), at("cert.pem"), at("key.pem"));
+    std::fs::write(at("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
+    for args in [
+        "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=paas-test-ca -keyout ca.key -out ca.pem",
+        "req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout key.pem -out leaf.csr",
+        "x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile ext.cnf -out cert.pem",
+    ] {
+        let made = Command::new("openssl")
+            .args(args.split(' '))
+            .current_dir(tls.path())
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "openssl {args}: {made:?}");
+    }
+    let received = tls.path().join("received.ndjson");
+    std::fs::write(tls.path().join("sink.py"), HTTPS_SINK_PY).unwrap();
+    let mut sink = KillOnDrop(
+        Command::new("python3")
+            .arg(tls.path().join("sink.py"))
+            .args([&cert, &key, &received])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut port = String::new();
+    BufReader::new(sink.0.stdout.take().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    let url = format!("https://localhost:{}/in", port.trim());
+
+    let mut p = Platform::start_server_env(
+        Default::default(),
+        &[("PAAS_DRAIN_CA_FILE", ca.to_str().unwrap())],
+    )
+    .expect("server");
+    p.start_agent(&unique("e2e-node"), "zone-a").unwrap();
+    p.login().unwrap();
+    let dir = app_dir(p.dir.path());
+    let app = unique("tlsdrain");
+    let out = p.cli(&["push", &app, "-p", dir.to_str().unwrap()]);
+    assert!(out.ok(), "push failed: {out:?}{}", p.logs());
+    let out = p.cli(&["log-drain", &app, &url]);
+    assert!(out.ok(), "{out:?}");
+
+    let line = wait_for(
+        Duration::from_secs(30),
+        "a tick line at the https sink",
+        || {
+            std::fs::read_to_string(&received)
+                .ok()?
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|v| {
+                    v["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("tick "))
+                })
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("{e}{}", p.logs()))
+    .unwrap();
+    assert_eq!(line["app"], app.as_str());
+    assert_eq!(line["source"], "APP/web/0");
     assert!(p.cli(&["delete", &app, "-f"]).ok());
 }
