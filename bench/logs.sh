@@ -68,7 +68,7 @@ pat = re.compile(rb"bench %d (\d+) " % run)
 res = {}
 def read(name, cmd):
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    seen = bytearray(lines + 1); got = 0; nbytes = 0; last = None
+    seen = bytearray(lines + 1); got = 0; nbytes = 0; last = None; other = []
     out = p.stdout
     ready.release()
     while got < lines:
@@ -76,12 +76,19 @@ def read(name, cmd):
         if not l:
             break
         m = pat.search(l)
+        if not m and len(other) < 3 and not l.startswith((b"id:", b"\n", b":")):
+            other.append(l[:200])
         if m:
             i = int(m.group(1))
             if 0 < i <= lines and not seen[i]:
                 seen[i] = 1; got += 1; last = time.time()
                 nbytes += len(m.group(0)) + len(b"the quick brown fox jumps over the lazy dog\n")
+                # A reader still waiting at the deadline reports what it got so far.
+                res[name] = (got, last, nbytes)
     p.kill(); p.wait()
+    if got < lines and other:
+        # What else the reader printed helps to tell a slow reader from a broken one.
+        sys.stderr.write("%s reader, other output: %r\n" % (name, other))
     res[name] = (got, last, nbytes)
 ready = threading.Semaphore(0)
 readers = [

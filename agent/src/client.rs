@@ -6,8 +6,8 @@
 use crate::config::Secret;
 use async_trait::async_trait;
 use paas_common::agent::{
-    Assignments, BuildResult, DropletUploaded, Heartbeat, HeartbeatResponse, LogBatch,
-    RegisterRequest, RegisterResponse,
+    AgentLogLine, Assignments, BuildResult, DropletUploaded, Heartbeat, HeartbeatResponse,
+    LogBatch, RegisterRequest, RegisterResponse,
 };
 use paas_common::ApiError;
 use reqwest::{RequestBuilder, Response, StatusCode};
@@ -28,6 +28,8 @@ pub enum ClientError {
     Status { status: StatusCode, message: String },
     #[error("invalid controller url: {0}")]
     Url(String),
+    #[error("cannot encode the request: {0}")]
+    Encode(#[from] serde_json::Error),
 }
 
 impl ClientError {
@@ -36,7 +38,7 @@ impl ClientError {
         match self {
             ClientError::Http(_) => true,
             ClientError::Status { status, .. } => status.is_server_error(),
-            ClientError::Url(_) => false,
+            ClientError::Url(_) | ClientError::Encode(_) => false,
         }
     }
 }
@@ -214,9 +216,20 @@ impl ControllerClient {
         Ok(())
     }
 
-    pub async fn upload_logs(&self, batch: &LogBatch) -> Result<(), ClientError> {
+    /// Sends lines as a [`LogBatch`], serialised once however many attempts it takes.
+    pub async fn upload_logs(&self, lines: &[AgentLogLine]) -> Result<(), ClientError> {
+        #[derive(serde::Serialize)]
+        struct BatchRef<'a> {
+            lines: &'a [AgentLogLine],
+        }
         let url = self.url("/logs");
-        self.send(|http| http.post(&url).json(batch)).await?;
+        let body = bytes::Bytes::from(serde_json::to_vec(&BatchRef { lines })?);
+        self.send(|http| {
+            http.post(&url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone())
+        })
+        .await?;
         Ok(())
     }
 }
@@ -242,8 +255,8 @@ impl crate::runtime::DropletSource for ControllerClient {
 
 #[async_trait]
 impl crate::logs::LogUploader for ControllerClient {
-    async fn upload(&self, batch: &LogBatch) -> Result<(), String> {
-        self.upload_logs(batch).await.map_err(|e| e.to_string())
+    async fn upload(&self, lines: &[AgentLogLine]) -> Result<(), String> {
+        self.upload_logs(lines).await.map_err(|e| e.to_string())
     }
 }
 

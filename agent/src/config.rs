@@ -87,6 +87,29 @@ pub struct Settings {
     /// (`PAAS_LOG_SPOOL_MB`); lines beyond it are dropped and counted.
     #[serde(default = "default_log_spool_mb")]
     pub log_spool_mb: u64,
+    /// Rotation of each instance's json-file log (`PAAS_LOG_FILE_MAX_SIZE`, docker's size syntax,
+    /// and `PAAS_LOG_FILE_MAX_FILES`). The collector holds rotated files it has not read yet, so
+    /// this bounds disk use, not loss.
+    #[serde(default = "default_log_file_max_size")]
+    pub log_file_max_size: String,
+    #[serde(default = "default_log_file_max_files")]
+    pub log_file_max_files: u32,
+    /// Read instance output from the json-file log directly (`PAAS_LOG_READ_FILES`, default
+    /// true); false, or a log file this process cannot read, uses the engine's logs API.
+    #[serde(default = "default_true")]
+    pub log_read_files: bool,
+}
+
+fn default_log_file_max_size() -> String {
+    "10m".into()
+}
+
+fn default_log_file_max_files() -> u32 {
+    2
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_log_spool_mb() -> u64 {
@@ -123,6 +146,9 @@ impl Default for Settings {
             log_rate_limit_bytes: default_log_rate_bytes(),
             metrics_listen: None,
             log_spool_mb: default_log_spool_mb(),
+            log_file_max_size: default_log_file_max_size(),
+            log_file_max_files: default_log_file_max_files(),
+            log_read_files: true,
         }
     }
 }

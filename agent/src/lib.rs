@@ -5,8 +5,9 @@
 //!
 //! Code map: `config` (settings), `stack` (the base image, built with debootstrap), `runtime`
 //! (everything that talks to Docker), `reconcile` (the per-instance state machine), `health`
-//! (one check attempt), `backoff` (the crash restart schedule), `crashes` (restart counts kept across
-//! agent restarts), `logs` (followers with the per-app rate limit, and the shipper), `spool` (the
+//! (one check attempt), `backoff` (the crash restart schedule), `crashes` (restart counts kept
+//! across agent restarts), `logfile` (the collector reading json-file logs directly across
+//! rotation), `logs` (followers with the per-app rate limit, and the shipper), `spool` (the
 //! shipper's bounded disk overflow), `stats` (resource samples for the heartbeat), `metrics`
 //! (`/metrics`), `client` (the controller API), `staging` (buildpack builds in sandboxed
 //! containers), `dockerfile` (Dockerfile builds whose image is the droplet, and removal of
@@ -19,6 +20,7 @@ pub mod config;
 pub mod crashes;
 pub mod dockerfile;
 pub mod health;
+pub mod logfile;
 pub mod logs;
 pub mod metrics;
 pub mod reconcile;

@@ -14,7 +14,7 @@ use bollard::container::{LogOutput, LogsOptions};
 use bollard::Docker;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use paas_common::agent::{AgentLogLine, LogBatch};
+use paas_common::agent::AgentLogLine;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,7 +31,8 @@ const RETRY_MAX: Duration = Duration::from_secs(10);
 /// Where batches go: the controller in production, a vector in tests.
 #[async_trait]
 pub trait LogUploader: Send + Sync {
-    async fn upload(&self, batch: &LogBatch) -> Result<(), String>;
+    /// Sends one batch (in order); borrowed, so the buffer is not copied for each attempt.
+    async fn upload(&self, lines: &[AgentLogLine]) -> Result<(), String>;
 }
 
 /// Per-app limits; 0 means unlimited.
@@ -86,6 +87,16 @@ impl LogSink {
         )
     }
 
+    /// A sink without a rate limit over a given channel (tests size it to exercise backpressure).
+    pub fn from_sender(tx: mpsc::Sender<AgentLogLine>) -> Self {
+        Self {
+            tx,
+            limit: RateLimit::default(),
+            windows: Arc::default(),
+            counters: Arc::default(),
+        }
+    }
+
     /// Counts a line of `app` against its limit: whether to keep it, and the drops of a finished
     /// window to report.
     fn admit(&self, app: &str, bytes: u64) -> (bool, Option<u64>) {
@@ -94,12 +105,21 @@ impl LogSink {
         }
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        let w = windows.entry(app.to_string()).or_insert(Window {
-            start: now,
-            lines: 0,
-            bytes: 0,
-            dropped: 0,
-        });
+        // Look up before inserting: `entry` would allocate the key for every line.
+        if !windows.contains_key(app) {
+            windows.insert(
+                app.to_string(),
+                Window {
+                    start: now,
+                    lines: 0,
+                    bytes: 0,
+                    dropped: 0,
+                },
+            );
+        }
+        let Some(w) = windows.get_mut(app) else {
+            return (true, None);
+        };
         let mut report = None;
         if now.duration_since(w.start) >= Duration::from_secs(1) {
             report = (w.dropped > 0).then_some(w.dropped);
@@ -122,7 +142,7 @@ impl LogSink {
     }
 
     /// Drops of a window that ended while the app was quiet.
-    fn take_finished_drops(&self, app: &str) -> Option<u64> {
+    pub(crate) fn take_finished_drops(&self, app: &str) -> Option<u64> {
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         let w = windows.get_mut(app)?;
         if w.start.elapsed() < Duration::from_secs(1) || w.dropped == 0 {
@@ -133,17 +153,20 @@ impl LogSink {
         Some(n)
     }
 
-    fn dropped_line(&self, instance_id: &str, n: u64) {
+    /// Reports a window's drops. Waits for room like an app line: when the channel is full the
+    /// report must not be the line that is lost.
+    pub(crate) async fn dropped_line(&self, instance_id: &str, n: u64) {
         self.counters
             .lines_rate_limited
             .fetch_add(n, Ordering::Relaxed);
-        self.cell(
+        self.cell_wait(
             instance_id,
             format!(
                 "dropped {n} log lines: the app exceeded its log rate limit of {} lines/s, {} bytes/s",
                 self.limit.lines_per_sec, self.limit.bytes_per_sec
             ),
-        );
+        )
+        .await;
     }
 
     /// An app line: rate limited per app, then waits for room (backpressure).
@@ -151,7 +174,7 @@ impl LogSink {
         self.counters.lines_read.fetch_add(1, Ordering::Relaxed);
         let (keep, report) = self.admit(app, line.message.len() as u64);
         if let Some(n) = report {
-            self.dropped_line(&line.instance_id, n);
+            self.dropped_line(&line.instance_id, n).await;
         }
         if keep {
             // Err only when the shipper is gone (shutdown).
@@ -169,23 +192,144 @@ impl LogSink {
 
     /// A platform line about one instance.
     pub fn cell(&self, instance_id: &str, message: impl Into<String>) {
-        self.send(AgentLogLine {
-            instance_id: instance_id.to_string(),
-            timestamp: Utc::now(),
-            source: "CELL".into(),
-            stream: "out".into(),
-            message: message.into(),
-        });
+        self.send(cell_line(instance_id, message.into()));
+    }
+
+    /// A platform line about one instance that waits for room in the channel.
+    pub async fn cell_wait(&self, instance_id: &str, message: impl Into<String>) {
+        // Err only when the shipper is gone (shutdown).
+        let _ = self.tx.send(cell_line(instance_id, message.into())).await;
     }
 }
 
-/// The newest app line already shipped for an instance, shared across its successive followers
-/// so a restart of the same container does not ship the previous run's lines again.
-pub type LastSeen = Arc<Mutex<Option<DateTime<Utc>>>>;
+fn cell_line(instance_id: &str, message: String) -> AgentLogLine {
+    AgentLogLine {
+        instance_id: instance_id.to_string(),
+        timestamp: Utc::now(),
+        source: "CELL".into(),
+        stream: "out".into(),
+        message,
+    }
+}
 
-/// Follows one container's output until the container stops.
+/// How far an instance's output has been handed on, shared across its successive followers so a
+/// restart of the same container neither ships the previous run's lines again nor skips any.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// The newest line's time (what the engine's API follower resumes from).
+    pub last_seen: Option<DateTime<Utc>>,
+    /// The place in the json-file log (what the file collector resumes from).
+    pub file: Option<crate::logfile::FilePosition>,
+}
+
+pub type LastSeen = Arc<Mutex<Progress>>;
+
+/// Where a new follower of an instance starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowFrom {
+    /// A new container: everything it printed.
+    Beginning,
+    /// An adopted container: what it prints from now on (the previous agent process shipped the
+    /// rest).
+    Now,
+    /// The same container started again: after the last line handed on.
+    Continue,
+}
+
+/// One instance's follower: what to read and where its lines go.
+pub struct Follow {
+    pub docker: Docker,
+    pub container_id: String,
+    /// The container's json-file log, when the collector may read it directly.
+    pub log_path: Option<std::path::PathBuf>,
+    pub instance_id: String,
+    pub app: String,
+    pub source: String,
+    pub from: FollowFrom,
+    pub progress: LastSeen,
+    pub sink: LogSink,
+}
+
+/// Follows one container's output until the container stops and its output is read: from the
+/// json-file log directly when readable (see [`crate::logfile`]), else through the engine's API.
+pub async fn follow(f: Follow) {
+    if let Some(path) = f.log_path.clone().filter(|p| !p.as_os_str().is_empty()) {
+        let start = match f.from {
+            FollowFrom::Beginning => crate::logfile::Start::Beginning,
+            FollowFrom::Now => crate::logfile::Start::End,
+            FollowFrom::Continue => {
+                let p = f.progress.lock().unwrap_or_else(|p| p.into_inner());
+                crate::logfile::Start::Continue(p.file, p.last_seen)
+            }
+        };
+        let tail = crate::logfile::Tail {
+            path: path.clone(),
+            instance_id: f.instance_id.clone(),
+            app: f.app.clone(),
+            source: f.source.clone(),
+            progress: f.progress.clone(),
+            sink: f.sink.clone(),
+            max_held_bytes: crate::logfile::MAX_HELD_BYTES,
+        };
+        let stopped = wait_stopped(f.docker.clone(), f.container_id.clone());
+        match crate::logfile::tail(tail, start, stopped).await {
+            Ok(()) => return,
+            Err(e) => {
+                // Before anything was read (the file is not readable by this process) or on a
+                // read error: the engine's API still has the lines; continue from what was
+                // handed on.
+                tracing::info!(container = %f.container_id, path = %path.display(), error = %e, "cannot read the log file, following through the engine's API");
+            }
+        }
+    }
+    let since = {
+        let mut p = f.progress.lock().unwrap_or_else(|p| p.into_inner());
+        match f.from {
+            FollowFrom::Beginning if p.last_seen.is_none() => 0,
+            FollowFrom::Now if p.last_seen.is_none() => {
+                let now = Utc::now();
+                p.last_seen = Some(now);
+                now.timestamp()
+            }
+            _ => p.last_seen.map_or(0, |t| t.timestamp()),
+        }
+    };
+    follow_api(
+        f.docker,
+        f.container_id,
+        f.instance_id,
+        f.app,
+        f.source,
+        since,
+        f.progress,
+        f.sink,
+    )
+    .await
+}
+
+/// Resolves once the container is not running (its output is then complete in the log).
+async fn wait_stopped(docker: Docker, container_id: String) {
+    loop {
+        let options = bollard::container::WaitContainerOptions {
+            condition: "not-running",
+        };
+        // Any answer, an exit code or an error, means "look again".
+        let _ = docker
+            .wait_container(&container_id, Some(options))
+            .next()
+            .await;
+        match docker.inspect_container(&container_id, None).await {
+            Ok(info) if info.state.as_ref().and_then(|s| s.running).unwrap_or(false) => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            _ => return,
+        }
+    }
+}
+
+/// Follows one container's output through the engine's API until the container stops.
 #[allow(clippy::too_many_arguments)]
-pub async fn follow(
+async fn follow_api(
     docker: Docker,
     container_id: String,
     instance_id: String,
@@ -212,7 +356,7 @@ pub async fn follow(
             Ok(None) => break,
             Err(_) => {
                 if let Some(n) = sink.take_finished_drops(&app) {
-                    sink.dropped_line(&instance_id, n);
+                    sink.dropped_line(&instance_id, n).await;
                 }
                 continue;
             }
@@ -231,11 +375,11 @@ pub async fn follow(
                 continue;
             };
             {
-                let mut last = last_seen.lock().unwrap_or_else(|p| p.into_inner());
-                if last.is_some_and(|l| timestamp <= l) {
+                let mut p = last_seen.lock().unwrap_or_else(|p| p.into_inner());
+                if p.last_seen.is_some_and(|l| timestamp <= l) {
                     continue;
                 }
-                *last = Some(timestamp);
+                p.last_seen = Some(timestamp);
             }
             sink.send_app(
                 &app,
@@ -251,7 +395,7 @@ pub async fn follow(
         }
     }
     if let Some(n) = sink.take_finished_drops(&app) {
-        sink.dropped_line(&instance_id, n);
+        sink.dropped_line(&instance_id, n).await;
     }
 }
 
@@ -323,13 +467,15 @@ pub async fn ship_counted(
                 }
             }
         }
-        let batch = LogBatch {
-            lines: match &from_spool {
-                Some((lines, _)) => lines.clone(),
-                None => buffer.lines.iter().take(MAX_BATCH).cloned().collect(),
-            },
+        let batch: &[AgentLogLine] = match &from_spool {
+            Some((lines, _)) => lines,
+            None => {
+                let all = buffer.lines.make_contiguous();
+                &all[..all.len().min(MAX_BATCH)]
+            }
         };
-        match uploader.upload(&batch).await {
+        let sent = batch.len();
+        match uploader.upload(batch).await {
             Ok(()) => {
                 match from_spool {
                     Some((_, end)) => {
@@ -339,12 +485,12 @@ pub async fn ship_counted(
                         }
                     }
                     None => {
-                        buffer.lines.drain(..batch.lines.len());
+                        buffer.lines.drain(..sent);
                     }
                 }
                 counters
                     .lines_shipped
-                    .fetch_add(batch.lines.len() as u64, Ordering::Relaxed);
+                    .fetch_add(sent as u64, Ordering::Relaxed);
                 if failing {
                     tracing::info!(dropped = buffer.dropped, "log upload recovered");
                     buffer.dropped = 0;
@@ -438,13 +584,13 @@ mod tests {
 
     #[async_trait]
     impl LogUploader for Flaky {
-        async fn upload(&self, batch: &LogBatch) -> Result<(), String> {
+        async fn upload(&self, batch: &[AgentLogLine]) -> Result<(), String> {
             if self.fail_first.load(Ordering::SeqCst) > 0 {
                 self.fail_first.fetch_sub(1, Ordering::SeqCst);
                 return Err("controller down".into());
             }
-            assert!(batch.lines.len() <= MAX_BATCH);
-            self.got.lock().unwrap().extend(batch.lines.iter().cloned());
+            assert!(batch.len() <= MAX_BATCH);
+            self.got.lock().unwrap().extend(batch.iter().cloned());
             Ok(())
         }
     }

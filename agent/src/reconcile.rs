@@ -14,7 +14,7 @@
 use crate::backoff;
 use crate::crashes::{CrashLedger, CrashRecord};
 use crate::health;
-use crate::logs::{self, LastSeen, LogSink};
+use crate::logs::{self, FollowFrom, LastSeen, LogSink};
 use crate::runtime::{ContainerStatus, DropletSource, Runtime, RuntimeError, APP_PORT};
 use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
@@ -84,6 +84,8 @@ struct Instance {
     next_ready_check: Option<Instant>,
     last_seen: LastSeen,
     follower: Option<JoinHandle<()>>,
+    /// The engine's json-file log of the container, read directly by the collector.
+    log_path: Option<std::path::PathBuf>,
 }
 
 struct Stopping {
@@ -374,10 +376,8 @@ impl Reconciler {
             .filter(|_| status.running)
             .unwrap_or_else(Utc::now);
         // Lines before now were shipped by the previous agent process.
-        let started = Utc::now();
-        *instance.last_seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(started);
         if status.running {
-            instance.follow(&self.runtime, &self.logs, started.timestamp());
+            instance.follow(&self.runtime, &self.logs, FollowFrom::Now);
         }
         Ok(instance)
     }
@@ -426,7 +426,7 @@ impl Reconciler {
         let status = self.runtime.inspect(&id).await?;
         tracing::info!(instance = %a.instance_id, app = %a.app, index = a.index, container = %id, host_port = ?status.host_port, "started instance");
         let mut instance = Instance::new(a.clone(), id, &status, Instant::now());
-        instance.follow(&self.runtime, &self.logs, 0);
+        instance.follow(&self.runtime, &self.logs, FollowFrom::Beginning);
         Ok(instance)
     }
 }
@@ -478,24 +478,30 @@ impl Instance {
             next_ready_check: None,
             last_seen: LastSeen::default(),
             follower: None,
+            log_path: status.log_path.clone(),
         }
     }
 
-    fn follow(&mut self, runtime: &Runtime, sink: &LogSink, since: i64) {
+    fn follow(&mut self, runtime: &Runtime, sink: &LogSink, from: FollowFrom) {
+        // The previous follower stops where it is; its progress is where the next one begins.
         if let Some(old) = self.follower.take() {
             old.abort();
         }
         let a = &self.assignment;
-        self.follower = Some(tokio::spawn(logs::follow(
-            runtime.docker().clone(),
-            self.container_id.clone(),
-            a.instance_id.clone(),
-            a.app.clone(),
-            format!("APP/{}/{}", a.process_type, a.index),
-            since,
-            self.last_seen.clone(),
-            sink.clone(),
-        )));
+        self.follower = Some(tokio::spawn(logs::follow(logs::Follow {
+            docker: runtime.docker().clone(),
+            container_id: self.container_id.clone(),
+            log_path: self
+                .log_path
+                .clone()
+                .filter(|_| runtime.settings().read_log_files),
+            instance_id: a.instance_id.clone(),
+            app: a.app.clone(),
+            source: format!("APP/{}/{}", a.process_type, a.index),
+            from,
+            progress: self.last_seen.clone(),
+            sink: sink.clone(),
+        })));
     }
 
     fn set_phase(&mut self, phase: Phase) {
@@ -711,12 +717,7 @@ impl Instance {
                 });
                 // A restarted process must prove its readiness again.
                 self.ready = self.assignment.health.readiness.is_none();
-                let since = self
-                    .last_seen
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .map_or(0, |t| t.timestamp());
-                self.follow(ctx.runtime, ctx.logs, since);
+                self.follow(ctx.runtime, ctx.logs, FollowFrom::Continue);
             }
             Err(e) => {
                 tracing::warn!(instance = %a.instance_id, error = %e, "restart failed, retrying on the next pass");

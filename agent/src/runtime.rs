@@ -56,6 +56,11 @@ pub struct RuntimeSettings {
     pub node_address: String,
     pub network: String,
     pub stack_image: String,
+    /// The json-file driver's rotation of each instance's output (`max-size`, `max-file`).
+    pub log_max_size: String,
+    pub log_max_files: u32,
+    /// Whether followers read the json-file log directly (else the engine's logs API).
+    pub read_log_files: bool,
 }
 
 impl RuntimeSettings {
@@ -65,6 +70,9 @@ impl RuntimeSettings {
             node_address: settings.node_address.clone(),
             network: settings.docker_network.clone(),
             stack_image: settings.stack_image.clone(),
+            log_max_size: settings.log_file_max_size.clone(),
+            log_max_files: settings.log_file_max_files.max(1),
+            read_log_files: settings.log_read_files,
         }
     }
 }
@@ -87,6 +95,8 @@ pub struct ContainerStatus {
     /// The container's address on the instance network.
     pub ip: Option<String>,
     pub started_at: Option<DateTime<Utc>>,
+    /// The json-file driver's log of the container (empty with other drivers).
+    pub log_path: Option<std::path::PathBuf>,
 }
 
 impl ContainerStatus {
@@ -438,8 +448,8 @@ impl Runtime {
             log_config: Some(HostConfigLogConfig {
                 typ: Some("json-file".into()),
                 config: Some(HashMap::from([
-                    ("max-size".into(), "10m".into()),
-                    ("max-file".into(), "2".into()),
+                    ("max-size".into(), self.settings.log_max_size.clone()),
+                    ("max-file".into(), self.settings.log_max_files.to_string()),
                 ])),
             }),
             ..Default::default()
@@ -522,6 +532,10 @@ impl Runtime {
                 .started_at
                 .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
                 .map(|t| t.with_timezone(&Utc)),
+            log_path: info
+                .log_path
+                .filter(|p| !p.is_empty())
+                .map(std::path::PathBuf::from),
         })
     }
 

@@ -95,6 +95,9 @@ impl TestNode {
                 node_address: "127.0.0.1".into(),
                 network: settings.docker_network.clone(),
                 stack_image: settings.stack_image.clone(),
+                log_max_size: "10m".into(),
+                log_max_files: 2,
+                read_log_files: true,
             },
         ));
         runtime.ensure_network().await?;

@@ -2,7 +2,9 @@
 //! reaches `logs -f` (the SSE stream) within a second, in order per instance, tagged; staging
 //! lines show during `paas push`; crashes (exit code and OOM) show as CELL lines and events; lines
 //! survive a `kill -9` of the controller; a flooding app is cut at its rate limit with a
-//! dropped-count line while the API stays responsive; a syslog drain receives RFC 5424 frames.
+//! dropped-count line while the API stays responsive; a syslog drain receives RFC 5424 frames;
+//! no line is lost or repeated across many log file rotations and a container restart; an
+//! `https://` drain trusting a private CA receives JSON lines.
 
 use paas_e2e::{bin, unique, wait_for, Platform};
 use serde_json::Value;
@@ -20,11 +22,13 @@ s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("0.0.0.0", int(os.environ["PORT"])))
 s.listen(16)
+go = threading.Event()
 def serve():
     while True:
         c, _ = s.accept()
         try:
-            c.recv(4096)
+            if b"GET /go" in c.recv(4096):
+                go.set()
             c.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
         finally:
             c.close()
@@ -45,6 +49,26 @@ elif mode == "oom":
     hog = []
     while True:
         hog.append(bytearray(16 * 1024 * 1024))
+elif mode == "rotate":
+    # Run 1 waits for GET /go, prints 20,000 numbered lines at about 10,000 lines/s (dozens of
+    # small log files' worth) and crashes; run 2 (the restarted container) prints them again.
+    # The run number lives in the app dir, which a restart keeps.
+    try:
+        run = int(open("/app/run").read()) + 1
+    except OSError:
+        run = 1
+    open("/app/run", "w").write(str(run))
+    if run == 1:
+        go.wait()
+    w = sys.stdout.write
+    for i in range(1, 20001):
+        w("rot %d %d\n" % (run, i))
+        if i % 100 == 0:
+            time.sleep(0.01)
+    if run == 1:
+        sys.exit(3)
+    while True:
+        time.sleep(1)
 elif mode == "flood":
     time.sleep(1)
     n = 0
@@ -562,5 +586,192 @@ fn a_syslog_drain_receives_rfc5424_frames() {
 
     assert!(p.cli(&["log-drain", &app, &url, "--delete"]).ok());
     assert!(p.cli(&["log-drain", &app]).stdout.trim().is_empty());
+    assert!(p.cli(&["delete", &app, "-f"]).ok());
+}
+
+#[test]
+fn no_line_is_lost_or_repeated_across_log_rotations_and_a_restart() {
+    let mut p = Platform::start_server(Default::default()).expect("server");
+    // 64 KiB files, two kept by the engine: each run below writes about 25 files' worth.
+    p.start_agent_with(
+        &unique("e2e-node"),
+        "zone-a",
+        &[
+            ("PAAS_LOG_FILE_MAX_SIZE", "64k"),
+            ("PAAS_LOG_FILE_MAX_FILES", "2"),
+        ],
+    )
+    .unwrap();
+    p.login().unwrap();
+    let dir = app_dir(p.dir.path());
+    let app = unique("rotate");
+    let out = p.cli(&[
+        "push",
+        &app,
+        "-p",
+        dir.to_str().unwrap(),
+        "-c",
+        "python3 -u app.py rotate",
+    ]);
+    assert!(out.ok(), "push failed: {out:?}{}", p.logs());
+
+    // The recent lines include the start line: once it arrives, the stream is live.
+    let rx = open_stream(&p, &app, "source=APP&limit=100");
+    wait_for(Duration::from_secs(30), "the stream", || {
+        rx.recv_timeout(Duration::from_millis(500))
+            .ok()
+            .filter(|(_, v)| v["message"] == "app started in mode rotate")
+    })
+    .unwrap();
+    let (status, _) = p.get_app(&app, "/go").unwrap();
+    assert_eq!(status, 200);
+
+    let mut runs: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while runs[0].len() + runs[1].len() < 40_000 && Instant::now() < deadline {
+        let Ok((_, v)) = rx.recv_timeout(Duration::from_secs(1)) else {
+            continue;
+        };
+        let msg = v["message"].as_str().unwrap_or_default();
+        let mut it = msg.strip_prefix("rot ").unwrap_or_default().split(' ');
+        let (Some(run), Some(n)) = (it.next(), it.next()) else {
+            continue;
+        };
+        let run: usize = run.parse().unwrap();
+        assert!(run == 1 || run == 2, "{msg}");
+        if run == 1 {
+            assert!(runs[1].is_empty(), "a line of run 1 after run 2 began");
+        }
+        runs[run - 1].push(n.parse().unwrap());
+    }
+    let expected: Vec<u32> = (1..=20_000).collect();
+    for (i, got) in runs.iter().enumerate() {
+        if *got != expected {
+            let seen: std::collections::HashSet<u32> = got.iter().copied().collect();
+            panic!(
+                "run {}: {} lines, {} distinct, {} missing, in order: {}{}",
+                i + 1,
+                got.len(),
+                seen.len(),
+                expected.iter().filter(|n| !seen.contains(n)).count(),
+                got.windows(2).all(|w| w[0] < w[1]),
+                p.logs()
+            );
+        }
+    }
+    // The engine did rotate (else this test proves nothing), and nothing was reported lost.
+    let cid = p.containers_of(&app).pop().expect("the container");
+    let out = Command::new("docker")
+        .args(["inspect", "-f", "{{.LogPath}}", &cid])
+        .output()
+        .unwrap();
+    let log_path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        Path::new(&format!("{log_path}.1")).exists(),
+        "no rotated log file next to {log_path}"
+    );
+    assert!(recent(&p, &app, "source=CELL&grep=lost").is_empty());
+    assert!(p.cli(&["delete", &app, "-f"]).ok());
+}
+
+/// A TLS sink: appends every POST body to a file; prints its port.
+const HTTPS_SINK_PY: &str = r#"
+import http.server, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        with open(sys.argv[3], "ab") as f:
+            f.write(body)
+        self.send_response(204)
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+srv = http.server.HTTPServer(("127.0.0.1", 0), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+"#;
+
+/// Kills the sink however the test ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn an_https_drain_trusting_a_private_ca_receives_json_lines() {
+    // A private CA and a localhost certificate it signed; the CA is trusted only through
+    // PAAS_DRAIN_CA_FILE.
+    let tls = tempfile::tempdir().unwrap();
+    let at = |name: &str| tls.path().join(name);
+    let (ca, cert, key) = (at("ca.pem"), at("cert.pem"), at("key.pem"));
+    std::fs::write(at("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
+    for args in [
+        "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=paas-test-ca -keyout ca.key -out ca.pem",
+        "req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout key.pem -out leaf.csr",
+        "x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile ext.cnf -out cert.pem",
+    ] {
+        let made = Command::new("openssl")
+            .args(args.split(' '))
+            .current_dir(tls.path())
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "openssl {args}: {made:?}");
+    }
+    let received = tls.path().join("received.ndjson");
+    std::fs::write(tls.path().join("sink.py"), HTTPS_SINK_PY).unwrap();
+    let mut sink = KillOnDrop(
+        Command::new("python3")
+            .arg(tls.path().join("sink.py"))
+            .args([&cert, &key, &received])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut port = String::new();
+    BufReader::new(sink.0.stdout.take().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    let url = format!("https://localhost:{}/in", port.trim());
+
+    let mut p = Platform::start_server_env(
+        Default::default(),
+        &[("PAAS_DRAIN_CA_FILE", ca.to_str().unwrap())],
+    )
+    .expect("server");
+    p.start_agent(&unique("e2e-node"), "zone-a").unwrap();
+    p.login().unwrap();
+    let dir = app_dir(p.dir.path());
+    let app = unique("tlsdrain");
+    let out = p.cli(&["push", &app, "-p", dir.to_str().unwrap()]);
+    assert!(out.ok(), "push failed: {out:?}{}", p.logs());
+    let out = p.cli(&["log-drain", &app, &url]);
+    assert!(out.ok(), "{out:?}");
+
+    let line = wait_for(
+        Duration::from_secs(30),
+        "a tick line at the https sink",
+        || {
+            std::fs::read_to_string(&received)
+                .ok()?
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|v| {
+                    v["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("tick "))
+                })
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("{e}{}", p.logs()))
+    .unwrap();
+    assert_eq!(line["app"], app.as_str());
+    assert_eq!(line["source"], "APP/web/0");
     assert!(p.cli(&["delete", &app, "-f"]).ok());
 }

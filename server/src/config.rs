@@ -127,6 +127,10 @@ pub struct Settings {
     /// Stored log lines older than this are deleted (default 7 days): `PAAS_LOG_RETENTION_SECS`.
     #[serde(default = "default_log_retention_secs")]
     pub log_retention_secs: u64,
+    /// Extra CA certificate (PEM) trusted by `https://` log drains besides the public roots, e.g.
+    /// an internal sink's self-signed certificate: `PAAS_DRAIN_CA_FILE`.
+    #[serde(default)]
+    pub drain_ca_file: Option<PathBuf>,
     /// Newest lines per app kept in memory for new stream subscribers.
     #[serde(default = "default_log_memory_lines")]
     pub log_memory_lines: usize,
@@ -229,6 +233,7 @@ impl Default for Settings {
             join_token_file: None,
             log_retention_secs: default_log_retention_secs(),
             log_memory_lines: default_log_memory_lines(),
+            drain_ca_file: None,
             keep_droplets: default_keep_droplets(),
             staging_timeout_secs: default_staging_timeout(),
             staging_memory_mb: default_staging_memory(),

@@ -65,7 +65,7 @@ struct HubState {
 
 pub struct LogHub {
     state: Mutex<HubState>,
-    writer: mpsc::Sender<Vec<(String, LogLine)>>,
+    writer: mpsc::Sender<Vec<(String, Arc<LogLine>)>>,
     store: Arc<dyn Store>,
     settings: HubSettings,
     pub counters: Arc<HubCounters>,
@@ -108,30 +108,44 @@ impl LogHub {
     }
 
     /// Publishes lines (of any apps), in order. Waits only when the database writer is behind.
-    pub async fn publish_batch(&self, mut lines: Vec<(String, LogLine)>) {
+    pub async fn publish_batch(&self, lines: Vec<(String, LogLine)>) {
         if lines.is_empty() {
             return;
         }
         // One lock for id assignment, fan-out and the hand-off to the writer keeps ids, stream
         // order and storage order the same.
         let mut st = self.state.lock().await;
+        let st = &mut *st;
         let mut bytes = 0u64;
-        for (app, line) in &mut lines {
+        let memory_lines = self.settings.memory_lines.max(1);
+        // One allocation per line, shared by the ring, every subscriber and the writer.
+        let mut shared_lines = Vec::with_capacity(lines.len());
+        // Batches are mostly runs of one app's lines: look its entry up once per run.
+        let mut current: Option<(String, &mut AppLog)> = None;
+        for (app, mut line) in lines {
             line.id = st.next_id;
             st.next_id += 1;
             bytes += line.message.len() as u64;
-            let entry = st.apps.entry(app.clone()).or_insert_with(|| AppLog {
-                ring: VecDeque::new(),
-                tx: broadcast::channel(SUBSCRIBER_BUFFER).0,
-            });
-            let shared = Arc::new(line.clone());
-            if entry.ring.len() >= self.settings.memory_lines.max(1) {
+            if current.as_ref().is_none_or(|(a, _)| *a != app) {
+                let entry = st.apps.entry(app.clone()).or_insert_with(|| AppLog {
+                    ring: VecDeque::new(),
+                    tx: broadcast::channel(SUBSCRIBER_BUFFER).0,
+                });
+                current = Some((app.clone(), entry));
+            }
+            let Some((_, entry)) = current.as_mut() else {
+                continue;
+            };
+            let shared = Arc::new(line);
+            if entry.ring.len() >= memory_lines {
                 entry.ring.pop_front();
             }
             entry.ring.push_back(shared.clone());
             // No subscriber is not an error.
-            let _ = entry.tx.send(shared);
+            let _ = entry.tx.send(shared.clone());
+            shared_lines.push((app, shared));
         }
+        let lines = shared_lines;
         self.counters
             .lines_received
             .fetch_add(lines.len() as u64, Ordering::Relaxed);
@@ -141,7 +155,6 @@ impl LogHub {
         if self.writer.send(lines).await.is_err() {
             tracing::error!("the log writer has stopped; lines are streamed but not stored");
         }
-        drop(st);
     }
 
     /// A live feed of `app`'s lines from now on.
@@ -192,13 +205,13 @@ impl LogHub {
 }
 
 async fn write_loop(
-    mut rx: mpsc::Receiver<Vec<(String, LogLine)>>,
+    mut rx: mpsc::Receiver<Vec<(String, Arc<LogLine>)>>,
     store: Arc<dyn Store>,
     counters: Arc<HubCounters>,
 ) {
     let mut batches = Vec::with_capacity(WRITE_QUEUE);
     while rx.recv_many(&mut batches, WRITE_QUEUE).await > 0 {
-        let lines: Vec<(String, LogLine)> = batches.drain(..).flatten().collect();
+        let lines: Vec<(String, Arc<LogLine>)> = batches.drain(..).flatten().collect();
         let n = lines.len() as u64;
         // A transient database error (busy) is retried a few times before the lines count as
         // failed; the stream already delivered them.

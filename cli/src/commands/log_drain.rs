@@ -1,5 +1,5 @@
 //! `paas log-drain NAME [URL] [--delete]`: list an app's log drains, add one
-//! (`syslog://host:port` or `http://host/path`), or remove one.
+//! (`syslog://host:port` or `http(s)://host/path`), or remove one.
 
 use crate::client::Client;
 
@@ -7,7 +7,7 @@ use crate::client::Client;
 pub struct Args {
     /// App name
     pub name: String,
-    /// Drain URL: syslog://host:port (RFC 5424 over TCP) or http://host[:port]/path (JSON lines)
+    /// Drain URL: syslog://host:port (RFC 5424 over TCP) or http(s)://host[:port]/path (JSON lines)
     pub url: Option<String>,
     /// Remove the drain instead of adding it
     #[arg(long, requires = "url")]

@@ -262,9 +262,11 @@ fn tokio_util_stream(
 }
 
 pub async fn logs(ctx: Ctx, node: AgentNode, body: web::Json<LogBatch>) -> ApiResult<HttpResponse> {
+    let body = body.into_inner();
     let mut app_of: HashMap<String, Option<String>> = HashMap::new();
     let mut lines = Vec::with_capacity(body.lines.len());
-    for l in &body.lines {
+    // Lines are moved, not copied: at 100k lines/s every per-line allocation shows.
+    for l in body.lines {
         if !app_of.contains_key(&l.instance_id) {
             let app = ctx
                 .store
@@ -276,7 +278,7 @@ pub async fn logs(ctx: Ctx, node: AgentNode, body: web::Json<LogBatch>) -> ApiRe
             continue;
         };
         let source = if l.source == "CELL" || l.source.starts_with("APP/") {
-            l.source.clone()
+            l.source
         } else {
             "APP".into()
         };
@@ -285,8 +287,8 @@ pub async fn logs(ctx: Ctx, node: AgentNode, body: web::Json<LogBatch>) -> ApiRe
             LogLine {
                 timestamp: l.timestamp,
                 source,
-                stream: l.stream.clone(),
-                message: l.message.clone(),
+                stream: l.stream,
+                message: l.message,
                 id: 0,
             },
         ));

@@ -13,7 +13,7 @@ use actix_web::{web, HttpResponse};
 use paas_common::api::{LogLine, LogList};
 use paas_common::ErrorCode;
 use serde::Deserialize;
-use std::fmt::Write as _;
+use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
@@ -119,12 +119,16 @@ pub async fn stream(
         .streaming(body))
 }
 
-fn frame(out: &mut String, l: &LogLine) {
-    match serde_json::to_string(l) {
-        Ok(json) => {
-            let _ = write!(out, "id: {}\ndata: {json}\n\n", l.id);
+/// Appends one SSE frame, serialising straight into the chunk (no per-line allocation).
+fn frame(out: &mut Vec<u8>, l: &LogLine) {
+    let start = out.len();
+    let _ = write!(out, "id: {}\ndata: ", l.id);
+    match serde_json::to_writer(&mut *out, l) {
+        Ok(()) => out.extend_from_slice(b"\n\n"),
+        Err(e) => {
+            out.truncate(start);
+            tracing::warn!(error = %e, "unencodable log line");
         }
-        Err(e) => tracing::warn!(error = %e, "unencodable log line"),
     }
 }
 
@@ -137,7 +141,7 @@ async fn pump(
     tx: mpsc::Sender<Bytes>,
 ) {
     let mut last = 0;
-    let mut out = String::from(": paas log stream\n\n");
+    let mut out = b": paas log stream\n\n".to_vec();
     for l in &recent {
         last = l.id;
         frame(&mut out, l);
@@ -148,7 +152,7 @@ async fn pump(
     let mut keepalive = tokio::time::interval(KEEPALIVE);
     keepalive.tick().await;
     loop {
-        let mut out = String::new();
+        let mut out = Vec::new();
         tokio::select! {
             r = live.recv() => {
                 let mut next = Some(r);
@@ -177,7 +181,7 @@ async fn pump(
                     }
                 }
             }
-            _ = keepalive.tick() => out.push_str(": keepalive\n\n"),
+            _ = keepalive.tick() => out.extend_from_slice(b": keepalive\n\n"),
         }
         if !out.is_empty() && tx.send(Bytes::from(out)).await.is_err() {
             return;

@@ -284,7 +284,7 @@ pub trait Store: AuthStore + Send + Sync + 'static {
         instance_id: &str,
         node: &str,
     ) -> StoreResult<Option<String>>;
-    async fn append_logs(&self, lines: &[(String, LogLine)]) -> StoreResult<()>;
+    async fn append_logs(&self, lines: &[(String, std::sync::Arc<LogLine>)]) -> StoreResult<()>;
     async fn recent_logs(&self, app_name: &str, limit: i64) -> StoreResult<Vec<LogLine>>;
     /// Keeps the newest `keep` lines of each app.
     async fn trim_logs(&self, keep: i64) -> StoreResult<()>;

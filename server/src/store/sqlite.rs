@@ -568,7 +568,7 @@ impl Store for SqliteStore {
             .await?)
     }
 
-    async fn append_logs(&self, lines: &[(String, LogLine)]) -> StoreResult<()> {
+    async fn append_logs(&self, lines: &[(String, std::sync::Arc<LogLine>)]) -> StoreResult<()> {
         // Multi-row statements: one statement per row costs most of the time at high rates.
         // 8 columns x 100 rows stays far below SQLite's bound-variable limit.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
