@@ -726,7 +726,8 @@ fn retired_instance_finishes_its_in_flight_request() {
     let app = unique("drain");
     push(&p, &app, 1);
     let before = p.app_json(&app).unwrap();
-    let old_container = before["instances"][0]["container_id"].clone();
+    let old_address = before["instances"][0]["address"].clone();
+    assert!(old_address.is_string(), "{before}");
     let c = client(&p, &app);
     let u = url(&p, &app, "/");
     let seen = router_requests(&p);
@@ -738,9 +739,11 @@ fn retired_instance_finishes_its_in_flight_request() {
             .send()
             .map(|r| (r.status().as_u16(), r.text().unwrap_or_default()))
     });
-    wait_for(Duration::from_secs(10), "the slow request at the router", || {
-        (router_requests(&p) > seen).then_some(())
-    })
+    wait_for(
+        Duration::from_secs(10),
+        "the slow request at the router",
+        || (router_requests(&p) > seen).then_some(()),
+    )
     .unwrap();
     let out = p.cli(&["restart", &app]);
     assert!(out.ok(), "restart: {out:?}");
@@ -750,9 +753,7 @@ fn retired_instance_finishes_its_in_flight_request() {
     wait_for(Duration::from_secs(30), "the replacement alone", || {
         let v = p.app_json(&app).ok()?;
         let inst = v["instances"].as_array()?.clone();
-        (inst.len() == 1
-            && inst[0]["state"] == "running"
-            && inst[0]["container_id"] != old_container)
+        (inst.len() == 1 && inst[0]["state"] == "running" && inst[0]["address"] != old_address)
             .then_some(())
     })
     .unwrap();
