@@ -30,7 +30,6 @@ const TICK: StdDuration = StdDuration::from_secs(1);
 
 /// Runs forever; each pass is also triggered early by `ctx.converge`.
 pub async fn run(ctx: std::sync::Arc<AppCtx>) {
-    let mut passes: u64 = 0;
     loop {
         match converge_once(&ctx).await {
             Ok(changed) => {
@@ -49,12 +48,6 @@ pub async fn run(ctx: std::sync::Arc<AppCtx>) {
                 }
             }
             Err(e) => tracing::error!(error = %e, "convergence pass failed"),
-        }
-        passes += 1;
-        if passes.is_multiple_of(60) {
-            if let Err(e) = ctx.store.trim_logs(ctx.settings.log_retention_lines).await {
-                tracing::warn!(error = %e, "log trim failed");
-            }
         }
         tokio::select! {
             _ = ctx.converge.notified() => {}

@@ -609,13 +609,22 @@ impl Store for SqliteStore {
     }
 
     async fn trim_logs(&self, keep: i64) -> StoreResult<()> {
-        sqlx::query(
-            "DELETE FROM log_lines WHERE id IN (
-               SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY app_name ORDER BY id DESC) AS rn FROM log_lines) WHERE rn > ?)",
-        )
-        .bind(keep)
-        .execute(&self.pool)
-        .await?;
+        // Per app, through the (app_name, id) index: find the newest line beyond `keep` and delete
+        // it and everything older. A window function over the whole table instead read and sorted
+        // every stored line while holding the write lock, stalling log inserts for as long.
+        let apps: Vec<String> = sqlx::query_scalar("SELECT DISTINCT app_name FROM log_lines")
+            .fetch_all(&self.pool)
+            .await?;
+        for app in apps {
+            sqlx::query(
+                "DELETE FROM log_lines WHERE app_name = ?1 AND id <= (
+                   SELECT id FROM log_lines WHERE app_name = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+            )
+            .bind(&app)
+            .bind(keep.max(0))
+            .execute(&self.pool)
+            .await?;
+        }
         Ok(())
     }
 

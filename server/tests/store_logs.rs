@@ -1,0 +1,71 @@
+//! Log retention on a real SQLite file: the per-app trim keeps each app's newest lines and no
+//! other app's, and instance filters still find their lines without an index of their own.
+
+use chrono::Utc;
+use paas_common::api::LogLine;
+use paas_server::store::{LogQuery, SqliteStore, Store};
+use std::sync::Arc;
+
+fn line(id: i64, source: &str) -> Arc<LogLine> {
+    Arc::new(LogLine {
+        id,
+        timestamp: Utc::now(),
+        source: source.into(),
+        stream: "out".into(),
+        message: format!("line {id}"),
+    })
+}
+
+#[tokio::test]
+async fn trim_keeps_each_apps_newest_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("paas.db"))
+        .await
+        .unwrap();
+    // Interleaved apps: a has 30 lines, b 5; ids rise across both, as the hub assigns them.
+    let mut lines = Vec::new();
+    for i in 1..=35 {
+        let app = if i % 7 == 0 { "b" } else { "a" };
+        lines.push((app.to_string(), line(i, &format!("APP/web/{}", i % 2))));
+    }
+    store.append_logs(&lines).await.unwrap();
+
+    store.trim_logs(10).await.unwrap();
+    let a = store.recent_logs("a", 100).await.unwrap();
+    let all: Vec<i64> = (1..=35).filter(|i| i % 7 != 0).collect();
+    let want = all[all.len() - 10..].to_vec();
+    assert_eq!(a.iter().map(|l| l.id).collect::<Vec<_>>(), want);
+    // b had fewer than the bound: untouched.
+    let b = store.recent_logs("b", 100).await.unwrap();
+    assert_eq!(
+        b.iter().map(|l| l.id).collect::<Vec<_>>(),
+        vec![7, 14, 21, 28, 35]
+    );
+    // Trimming again changes nothing; zero keeps nothing.
+    store.trim_logs(10).await.unwrap();
+    assert_eq!(store.recent_logs("a", 100).await.unwrap().len(), 10);
+    store.trim_logs(0).await.unwrap();
+    assert!(store.recent_logs("a", 100).await.unwrap().is_empty());
+    assert!(store.recent_logs("b", 100).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn instance_filter_finds_its_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("paas.db"))
+        .await
+        .unwrap();
+    let lines: Vec<(String, Arc<LogLine>)> = (1..=20)
+        .map(|i| ("a".to_string(), line(i, &format!("APP/web/{}", i % 3))))
+        .collect();
+    store.append_logs(&lines).await.unwrap();
+    let q = LogQuery {
+        instance: Some(2),
+        ..Default::default()
+    };
+    let got = store.query_logs("a", &q, 100).await.unwrap();
+    assert_eq!(
+        got.iter().map(|l| l.id).collect::<Vec<_>>(),
+        vec![2, 5, 8, 11, 14, 17, 20]
+    );
+}
