@@ -637,18 +637,8 @@ impl Store for SqliteStore {
     ) -> StoreResult<i64> {
         let env =
             serde_json::to_string(&extra.env).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let health = extra
-            .health
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let labels = extra
-            .placement_labels
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let health = opt_json(extra.health.as_ref())?;
+        let labels = opt_json(extra.placement_labels.as_ref())?;
         let mut tx = self.write_tx().await?;
         let number: i64 = sqlx::query_scalar(
             "SELECT COALESCE(MAX(number), 0) + 1 FROM revisions WHERE app_id = ?",
@@ -1127,18 +1117,8 @@ impl Store for SqliteStore {
             })
             .transpose()?
             .unwrap_or_default();
-        let health = u
-            .health
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let labels = u
-            .placement_labels
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let health = opt_json(u.health.as_ref())?;
+        let labels = opt_json(u.placement_labels.as_ref())?;
         sqlx::query(
             "UPDATE apps SET desired_instances = COALESCE(?, desired_instances), memory_mb = COALESCE(?, memory_mb),
                state = COALESCE(?, state), max_in_flight = COALESCE(?, max_in_flight), health = COALESCE(?, health),
@@ -1388,12 +1368,7 @@ impl Store for SqliteStore {
         .bind(&p.process_type)
         .fetch_optional(&mut *tx)
         .await?;
-        let health = p
-            .health
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let health = opt_json(p.health.as_ref())?;
         sqlx::query(
             "INSERT INTO app_processes (app_id, process_type, instances, memory_mb, command, health) VALUES (?, ?, ?, ?, ?, ?)
              ON CONFLICT (app_id, process_type) DO UPDATE SET instances = excluded.instances, memory_mb = excluded.memory_mb,
@@ -1487,4 +1462,11 @@ impl Store for SqliteStore {
 
 fn before_differs(old: Option<i64>, new: Option<u64>) -> bool {
     old != new.map(|m| m as i64)
+}
+
+/// An optional value as JSON text for a nullable column.
+fn opt_json<T: serde::Serialize>(v: Option<&T>) -> StoreResult<Option<String>> {
+    v.map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
 }
