@@ -758,3 +758,58 @@ fn retired_instance_finishes_its_in_flight_request() {
     })
     .unwrap();
 }
+
+/// Timeouts: an instance that sends no response header in time gets a 504 with the reason, and
+/// one that goes silent mid-body has the response cut instead of holding the client forever.
+#[test]
+fn slow_instance_gets_504_and_a_stalled_body_is_cut() {
+    let mut p = Platform::start_server_env(
+        Options::default(),
+        &[
+            ("PAAS_ROUTER_RESPONSE_TIMEOUT_SECS", "1"),
+            ("PAAS_ROUTER_IDLE_TIMEOUT_SECS", "1"),
+        ],
+    )
+    .expect("server");
+    p.start_agent(&unique("e2e-tmo"), "zone-a").unwrap();
+    p.login().unwrap();
+    let app = unique("tmo");
+    push(&p, &app, 1);
+    let c = client(&p, &app);
+
+    let started = std::time::Instant::now();
+    let r = c
+        .post(url(&p, &app, "/"))
+        .header("X-Delay-Ms", "6000")
+        .body("x")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 504);
+    assert_eq!(header(&r, "x-paas-router-error"), "response_timeout");
+    let v: serde_json::Value = r.json().unwrap();
+    assert_eq!(v["code"], "upstream_timeout", "{v}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A quick answer on the same route still works (the timeout is per request).
+    let r = c.get(url(&p, &app, "/")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+
+    let started = std::time::Instant::now();
+    let r = c
+        .get(url(&p, &app, "/stall"))
+        .header("X-Delay-Ms", "8000")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let body = r.bytes();
+    assert!(body.is_err(), "a stalled body should be cut, got {body:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+}

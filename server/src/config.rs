@@ -108,6 +108,10 @@ pub struct Settings {
     /// An instance that sends no response header for this long gets a 504.
     #[serde(default = "default_router_response_timeout_secs")]
     pub router_response_timeout_secs: u64,
+    /// A response body that stays silent this long mid-way is cut (the client sees the
+    /// connection end before the body does), so a hung instance cannot hold a request forever.
+    #[serde(default = "default_router_idle_timeout_secs")]
+    pub router_idle_timeout_secs: u64,
     /// `round_robin` (default) or `least_connections`.
     #[serde(default)]
     pub router_balance: crate::router::Balance,
@@ -182,6 +186,9 @@ fn default_router_connect_timeout_ms() -> u64 {
 fn default_router_response_timeout_secs() -> u64 {
     300
 }
+fn default_router_idle_timeout_secs() -> u64 {
+    300
+}
 
 fn default_log_retention_secs() -> u64 {
     7 * 24 * 3600
@@ -226,6 +233,7 @@ impl Default for Settings {
             router_wait_ms: default_router_wait_ms(),
             router_connect_timeout_ms: default_router_connect_timeout_ms(),
             router_response_timeout_secs: default_router_response_timeout_secs(),
+            router_idle_timeout_secs: default_router_idle_timeout_secs(),
             router_balance: crate::router::Balance::default(),
             router_drain_secs: default_router_drain_secs(),
             controller: default_controller(),

@@ -126,7 +126,7 @@ impl Application {
             App::new()
                 .app_data(data.clone())
                 .app_data(proxy_data.clone())
-                .app_data(web::Data::new(router::proxy::client(&settings)))
+                .app_data(web::Data::new(router::proxy::Clients::new(&settings)))
                 // App traffic first: any Host of the form NAME.<apps domain> goes to the router,
                 // whatever its path. It is outside the request-log and metrics middlewares on
                 // purpose: they cost an allocation-heavy pass per request on the hot path, and

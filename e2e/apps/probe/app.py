@@ -4,6 +4,8 @@ GET /          -> JSON: this instance's index and the request headers it receive
 GET /ws        -> WebSocket echo (RFC 6455 handshake and framing, text and binary)
 POST /         -> echoes the body, after `X-Delay-Ms` milliseconds when that header is sent
                   (a slow request in flight; SIGTERM's default action kills it mid-way)
+GET /stall     -> headers and half of a 10-byte body, then `X-Delay-Ms` (default 30000) of
+                  silence before the rest (a hung instance mid-body)
 Speaks HTTP/1.1 keep-alive, like most real apps, so the router's pooled connections are used.
 """
 import base64
@@ -25,6 +27,15 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/ws" and self.headers.get("Upgrade", "").lower() == "websocket":
             return self.websocket()
+        if self.path == "/stall":
+            self.send_response(200)
+            self.send_header("Content-Length", "10")
+            self.end_headers()
+            self.wfile.write(b"01234")
+            self.wfile.flush()
+            time.sleep(int(self.headers.get("X-Delay-Ms", "30000")) / 1000)
+            self.wfile.write(b"56789")
+            return
         body = json.dumps({"instance": INDEX, "headers": {k.lower(): v for k, v in self.headers.items()}}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")

@@ -1,5 +1,5 @@
-//! The request path of the router, on the API's actix listener with a pooled awc client per worker
-//! (HTTP/1.1 keep-alive both ways; bodies stream both ways, never buffered whole).
+//! The request path of the router, on the API's actix listener with a pooled hyper client per
+//! worker (HTTP/1.1 keep-alive both ways; bodies stream both ways, never buffered whole).
 //!
 //! For each request: find the app's routes; pick an instance (round-robin or least-connections,
 //! or the one `X-Paas-App-Instance: NAME:INDEX` names); if none is ready, wait for the table to
@@ -17,10 +17,13 @@ use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
-use awc::error::{ConnectError, SendRequestError};
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
+use http_body::{Body, Frame, SizeHint};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use paas_common::ErrorCode;
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -48,20 +51,47 @@ const HOP_BY_HOP: [&str; 9] = [
     "upgrade",
 ];
 
-/// The awc client the proxy uses (one per actix worker, each with its own connection pool).
-pub fn client(settings: &Settings) -> awc::Client {
-    let connector = awc::Connector::new()
-        .timeout(Duration::from_millis(settings.router_connect_timeout_ms))
-        // The default (100 per worker) would queue requests under load instead of opening
-        // connections; instances are the limit, not the router.
-        .limit(4096)
-        .conn_keep_alive(Duration::from_secs(15));
-    awc::Client::builder()
-        .connector(connector)
-        .disable_redirects()
-        .no_default_headers()
-        .timeout(Duration::from_secs(settings.router_response_timeout_secs))
-        .finish()
+/// The clients the proxy uses, one set per actix worker (each with its own connection pools, so
+/// workers never contend for a pool lock): hyper for HTTP, awc for the WebSocket leg.
+pub struct Clients {
+    http: hyper_util::client::legacy::Client<HttpConnector, ReqBody>,
+    pub(super) ws: awc::Client,
+    response_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl Clients {
+    pub fn new(settings: &Settings) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_millis(
+            settings.router_connect_timeout_ms,
+        )));
+        // Small requests and answers: Nagle would hold a response's tail for the peer's ACK.
+        connector.set_nodelay(true);
+        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(15))
+            // A request that lost the race with an instance closing an idle pooled connection
+            // (nothing of it was written) is sent again on a fresh one.
+            .retry_canceled_requests(true)
+            .build(connector);
+        let ws_connector = awc::Connector::new()
+            .timeout(Duration::from_millis(settings.router_connect_timeout_ms))
+            .limit(4096)
+            .conn_keep_alive(Duration::from_secs(15));
+        let ws = awc::Client::builder()
+            .connector(ws_connector)
+            .disable_redirects()
+            .no_default_headers()
+            .timeout(Duration::from_secs(settings.router_response_timeout_secs))
+            .finish();
+        Self {
+            http,
+            ws,
+            response_timeout: Duration::from_secs(settings.router_response_timeout_secs),
+            idle_timeout: Duration::from_secs(settings.router_idle_timeout_secs),
+        }
+    }
 }
 
 /// What the router knows of a request, for headers, errors and the access log.
@@ -85,21 +115,48 @@ struct Failure {
     retry: bool,
 }
 
-fn classify(e: &SendRequestError, replay_safe: bool) -> Failure {
-    let (code, reason, retry) = match e {
-        SendRequestError::Connect(ConnectError::Timeout) => {
+fn classify(e: &hyper_util::client::legacy::Error, replay_safe: bool) -> Failure {
+    let (code, reason, retry) = if e.is_connect() {
+        if caused_by_timeout(e) {
             (ErrorCode::UpstreamTimeout, "connect_timeout", true)
+        } else {
+            (ErrorCode::UpstreamError, "connect_failed", true)
         }
-        SendRequestError::Connect(_) => (ErrorCode::UpstreamError, "connect_failed", true),
-        SendRequestError::Timeout => (ErrorCode::UpstreamTimeout, "response_timeout", false),
-        _ => (ErrorCode::UpstreamError, "upstream_failed", replay_safe),
+    } else {
+        (ErrorCode::UpstreamError, "upstream_failed", replay_safe)
     };
     Failure {
         code,
         reason,
-        message: e.to_string(),
+        // hyper's own text is terse ("client error (Connect)"); the cause says what happened.
+        message: error_chain(e),
         retry,
     }
+}
+
+fn caused_by_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        out.push_str(": ");
+        out.push_str(&err.to_string());
+        cur = err.source();
+    }
+    out
 }
 
 /// Proxies one request to an instance of the app its Host names.
@@ -107,7 +164,7 @@ pub async fn proxy(
     req: HttpRequest,
     payload: web::Payload,
     ctx: web::Data<Router>,
-    client: web::Data<awc::Client>,
+    clients: web::Data<Clients>,
 ) -> HttpResponse {
     let stats = &ctx.table.stats;
     stats.requests.fetch_add(1, Ordering::Relaxed);
@@ -173,10 +230,10 @@ pub async fn proxy(
 
     let headers = upstream_headers(req.headers(), &meta);
     if super::ws::is_websocket(&req) {
-        return super::ws::bridge(req, payload, ctx, client, meta, target, headers).await;
+        return super::ws::bridge(req, payload, ctx, clients, meta, target, headers).await;
     }
     // The body's framing is re-made on the instance side: a known length stays a length
-    // (awc writes Content-Length from the sized body), anything else is chunked.
+    // (hyper writes Content-Length from the body's exact size), anything else is chunked.
     let length: Option<u64> = req
         .headers()
         .get("content-length")
@@ -216,21 +273,39 @@ pub async fn proxy(
             }
         };
         let guard = InFlight::new(backend.clone());
-        let url = format!("http://{}{}", backend.address, meta.path);
-        let mut fwd = client.request(meta.method.clone(), url).no_decompress();
-        for (name, value) in &headers {
-            fwd = fwd.append_header((name.clone(), value.clone()));
-        }
-        let sent = match (has_body, length) {
-            (false, _) => fwd.send().await,
-            (true, Some(n)) => fwd.send_body(SizedStream::new(n, body.lend())).await,
-            (true, None) => fwd.send_stream(body.lend()).await,
+        let req_body = if has_body {
+            body.lend(length)
+        } else {
+            ReqBody::Empty
+        };
+        let sent = match upstream_request(&meta, &backend.address, &headers, req_body) {
+            Ok(r) => tokio::time::timeout(clients.response_timeout, clients.http.request(r)).await,
+            Err(msg) => {
+                return fail(&ctx, &meta, ErrorCode::BadRequest, "bad_request", msg);
+            }
+        };
+        let sent = match sent {
+            Ok(r) => r,
+            Err(_) => {
+                return fail(
+                    &ctx,
+                    &meta,
+                    ErrorCode::UpstreamTimeout,
+                    "response_timeout",
+                    format!(
+                        "instance {} of {:?} sent no response headers within {} s",
+                        backend.index,
+                        meta.app,
+                        clients.response_timeout.as_secs()
+                    ),
+                );
+            }
         };
         match sent {
-            Ok(res) => return respond(&ctx, meta, backend, guard, res),
+            Ok(res) => return respond(&ctx, meta, backend, guard, res, clients.idle_timeout),
             Err(e) => {
                 let f = classify(&e, idempotent && !body.touched());
-                tracing::warn!(app = %meta.app, instance = backend.index, backend = %backend.address, error = %e, retry = f.retry, "upstream attempt failed");
+                tracing::warn!(app = %meta.app, instance = backend.index, backend = %backend.address, error = %f.message, retry = f.retry, "upstream attempt failed");
                 tried.push(backend.address.clone());
                 if !f.retry || tried.len() >= MAX_ATTEMPTS {
                     return fail(
@@ -249,6 +324,33 @@ pub async fn proxy(
             }
         }
     }
+}
+
+/// The request to the instance, in hyper's types (actix-web is on `http` 0.2, hyper on 1.x: names
+/// and values are carried over as bytes).
+fn upstream_request(
+    meta: &Meta,
+    address: &str,
+    headers: &[(HeaderName, HeaderValue)],
+    body: ReqBody,
+) -> Result<http::Request<ReqBody>, String> {
+    let uri = format!("http://{address}{}", meta.path);
+    let mut b = http::Request::builder()
+        .method(
+            http::Method::from_bytes(meta.method.as_str().as_bytes())
+                .map_err(|e| format!("method {}: {e}", meta.method))?,
+        )
+        .uri(uri);
+    let h = b.headers_mut().expect("a fresh builder has headers");
+    h.reserve(headers.len());
+    for (name, value) in headers {
+        let n = http::HeaderName::from_bytes(name.as_str().as_bytes())
+            .map_err(|e| format!("header {name}: {e}"))?;
+        let v = http::HeaderValue::from_bytes(value.as_bytes())
+            .map_err(|e| format!("header {name}: {e}"))?;
+        h.append(n, v);
+    }
+    b.body(body).map_err(|e| format!("request: {e}"))
 }
 
 /// The instance to try next, waiting (until `deadline`) for the route table to offer one.
@@ -370,20 +472,26 @@ fn respond(
     meta: Meta,
     backend: Arc<Backend>,
     guard: InFlight,
-    res: awc::ClientResponse<
-        impl Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin + 'static,
-    >,
+    res: http::Response<hyper::body::Incoming>,
+    idle: Duration,
 ) -> HttpResponse {
-    let status = res.status();
+    let status = StatusCode::from_u16(res.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut out = HttpResponse::build(status);
     let mut length: Option<u64> = None;
     for (name, value) in res.headers() {
-        if name.as_str() == "content-length" {
+        let n = name.as_str();
+        if n == "content-length" {
             length = value.to_str().ok().and_then(|v| v.parse().ok());
             continue;
         }
-        if !HOP_BY_HOP.contains(&name.as_str()) {
-            out.append_header((name.clone(), value.clone()));
+        if HOP_BY_HOP.contains(&n) {
+            continue;
+        }
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(n.as_bytes()),
+            HeaderValue::from_bytes(value.as_bytes()),
+        ) {
+            out.append_header((n, v));
         }
     }
     out.insert_header(("x-request-id", meta.request_id.as_str()));
@@ -391,7 +499,11 @@ fn respond(
     out.insert_header(("x-paas-instance", backend.index.to_string()));
     ctx.table.stats.count_status(status.as_u16());
     let body = Tracked {
-        inner: res,
+        inner: Incoming {
+            body: res.into_body(),
+            idle,
+            timer: None,
+        },
         bytes: 0,
         done: Some(Done {
             ctx: ctx.clone(),
@@ -408,6 +520,54 @@ fn respond(
         Some(n) => out.body(SizedStream::new(n, body)),
         None if bodiless => out.body(SizedStream::new(0, body)),
         None => out.streaming(body),
+    }
+}
+
+/// The instance's response body as a stream of data chunks (trailers are not passed on), cut
+/// when the instance stays silent for `idle` mid-body. The timer is armed only while a chunk is
+/// awaited, so a body that is already buffered (most small answers) never touches the timer
+/// wheel.
+struct Incoming {
+    body: hyper::body::Incoming,
+    idle: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("{0}")]
+    Upstream(#[from] hyper::Error),
+    #[error("the instance sent nothing for {0:?} mid-body")]
+    Idle(Duration),
+}
+
+impl Stream for Incoming {
+    type Item = Result<Bytes, BodyError>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            match Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    self.timer = None;
+                    match frame.into_data() {
+                        Ok(data) => return Poll::Ready(Some(Ok(data))),
+                        Err(_) => continue,
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => {
+                    let idle = self.idle;
+                    let timer = self
+                        .timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                    if timer.as_mut().poll(cx).is_ready() {
+                        self.timer = None;
+                        return Poll::Ready(Some(Err(BodyError::Idle(idle))));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
     }
 }
 
@@ -468,45 +628,103 @@ impl Drop for InFlight {
 
 /// The client's request body, lent to one attempt at a time: an attempt that failed before
 /// reading any of it leaves it whole for the next one, and `touched` says whether any was read.
+///
+/// hyper sends the request from its connection task, which must be `Send`, and actix's payload is
+/// not: an attempt gets a channel-fed body, and a local task pumps the payload into the channel
+/// only once hyper first asks for a chunk (so a failed connect leaves the payload untouched).
 struct Lendable {
-    inner: Rc<RefCell<actix_web::dev::Payload>>,
+    inner: Rc<RefCell<Option<actix_web::dev::Payload>>>,
     touched: Rc<Cell<bool>>,
 }
 
 impl Lendable {
     fn new(p: actix_web::dev::Payload) -> Self {
         Self {
-            inner: Rc::new(RefCell::new(p)),
+            inner: Rc::new(RefCell::new(Some(p))),
             touched: Rc::new(Cell::new(false)),
         }
     }
-    fn lend(&self) -> Lent {
-        Lent {
-            inner: self.inner.clone(),
-            touched: self.touched.clone(),
+
+    fn lend(&self, length: Option<u64>) -> ReqBody {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let (start_tx, start_rx) = tokio::sync::oneshot::channel::<()>();
+        let inner = self.inner.clone();
+        let touched = self.touched.clone();
+        actix_web::rt::spawn(async move {
+            // The attempt dropped its body unread: the payload stays for the next one.
+            if start_rx.await.is_err() {
+                return;
+            }
+            let Some(mut payload) = inner.borrow_mut().take() else {
+                let _ = tx
+                    .send(Err(std::io::Error::other(
+                        "the request body was already sent",
+                    )))
+                    .await;
+                return;
+            };
+            touched.set(true);
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|e| std::io::Error::other(e.to_string()));
+                let failed = chunk.is_err();
+                if tx.send(chunk).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        ReqBody::Channel {
+            rx,
+            start: Some(start_tx),
+            length,
         }
     }
+
     fn touched(&self) -> bool {
         self.touched.get()
     }
 }
 
-struct Lent {
-    inner: Rc<RefCell<actix_web::dev::Payload>>,
-    touched: Rc<Cell<bool>>,
+/// A request body for hyper: none, or the client's, chunk by chunk through a channel.
+pub(super) enum ReqBody {
+    Empty,
+    Channel {
+        rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+        start: Option<tokio::sync::oneshot::Sender<()>>,
+        length: Option<u64>,
+    },
 }
 
-impl Stream for Lent {
-    type Item = Result<Bytes, actix_web::error::PayloadError>;
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let Ok(mut p) = self.inner.try_borrow_mut() else {
-            return Poll::Ready(None);
-        };
-        let r = Pin::new(&mut *p).poll_next(cx);
-        if matches!(r, Poll::Ready(Some(_))) {
-            self.touched.set(true);
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        match self.get_mut() {
+            ReqBody::Empty => Poll::Ready(None),
+            ReqBody::Channel { rx, start, .. } => {
+                if let Some(s) = start.take() {
+                    let _ = s.send(());
+                }
+                rx.poll_recv(cx).map(|c| c.map(|c| c.map(Frame::data)))
+            }
         }
-        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, ReqBody::Empty)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ReqBody::Empty => SizeHint::with_exact(0),
+            ReqBody::Channel {
+                length: Some(n), ..
+            } => SizeHint::with_exact(*n),
+            ReqBody::Channel { .. } => SizeHint::default(),
+        }
     }
 }
 
@@ -526,8 +744,8 @@ struct Tracked<S> {
     done: Option<Done>,
 }
 
-impl<S: Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin> Stream for Tracked<S> {
-    type Item = Result<Bytes, awc::error::PayloadError>;
+impl<S: Stream<Item = Result<Bytes, E>> + Unpin, E: std::fmt::Display> Stream for Tracked<S> {
+    type Item = Result<Bytes, E>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let r = Pin::new(&mut self.inner).poll_next(cx);
         match &r {

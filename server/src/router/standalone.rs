@@ -164,7 +164,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
-            .app_data(web::Data::new(super::proxy::client(&settings)))
+            .app_data(web::Data::new(super::proxy::Clients::new(&settings)))
             .default_service(web::to(super::proxy))
     })
     .listen(listener)?;

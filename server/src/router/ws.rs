@@ -39,7 +39,7 @@ pub(super) async fn bridge(
     req: HttpRequest,
     payload: web::Payload,
     ctx: web::Data<Router>,
-    client: web::Data<awc::Client>,
+    clients: web::Data<super::proxy::Clients>,
     meta: Meta,
     target: Option<u32>,
     headers: Vec<(HeaderName, HeaderValue)>,
@@ -63,7 +63,8 @@ pub(super) async fn bridge(
                 format!("no instance of {:?} took the WebSocket", meta.app),
             );
         };
-        let mut wsreq = client
+        let mut wsreq = clients
+            .ws
             .ws(format!("ws://{}{}", backend.address, meta.path))
             .max_frame_size(MAX_FRAME);
         for (name, value) in &headers {
