@@ -11,6 +11,7 @@
 #   (defaults: 3 rounds, 10s, 64 connections; wrk with 2 threads)
 #   PAAS_SERVER=/path/to/paas-server bench/router.sh ...   (measure another build, e.g. a baseline)
 #   PERF_DATA=/tmp/rtr.perf bench/router.sh 1              (profile the router while it is measured)
+#   SYSCALLS=1 bench/router.sh 1                           (system calls per request, nginx and router)
 #
 # CPU time per 10k requests is the proxy's own utime+stime from /proc/PID/stat (all nginx
 # processes of that instance; the whole paas-server process, controller included).
@@ -134,9 +135,24 @@ run() { # NAME URL HOST PIDS...
     perf record -q -F 997 -p "$1" -o "$PERF_DATA" -- sleep "${DUR%s}" >/dev/null 2>&1 &
     perf_pid=$!
   fi
+  # SYSCALLS=1: also count the proxy's system calls by kind (per request, in syscalls.tsv), to
+  # compare what each proxy asks of the kernel for the same traffic.
+  local sc_pid=""
+  if [ -n "${SYSCALLS:-}" ] && [ "$name" != direct ]; then
+    local pids
+    pids=$(echo "$@" $(for q in "$@"; do pgrep -P "$q" || true; done) | tr ' ' ',')
+    perf stat -x, -e 'syscalls:sys_enter_*' -p "$pids" -o "$WORK/sc-$name.txt" -- sleep "${DUR%s}" >/dev/null 2>&1 &
+    sc_pid=$!
+  fi
   out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DUR" --latency -H "Host: $host" "$url")
   t1=$(ticks "$@")
   [ -z "$perf_pid" ] || wait "$perf_pid" || true
+  if [ -n "$sc_pid" ]; then
+    wait "$sc_pid" || true
+    reqs=$(echo "$out" | sed -n 's/^ *\([0-9]*\) requests in.*/\1/p')
+    awk -F, -v n="$name" -v r="$reqs" '$1 ~ /^[0-9]+$/ && $1 > r/100 {sub("syscalls:sys_enter_", "", $3); printf "%s\t%s\t%.2f\n", n, $3, $1 / r}' \
+      "$WORK/sc-$name.txt" | sort -k3 -rn >>"$WORK/syscalls.tsv"
+  fi
   echo "$out" | python3 -c '
 import re, sys
 name, ticks, clk = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -164,6 +180,11 @@ for r in $(seq 1 "$ROUNDS"); do
   run nginx "http://127.0.0.1:$NG/" "bench.localhost" "$NG_PID"
   run router "http://$ADDR/" "bench.localhost" "$SRV_PID"
 done
+
+if [ -n "${SYSCALLS:-}" ]; then
+  echo "# system calls per request (over 1 in 100 requests), last round"
+  cat "$WORK/syscalls.tsv"
+fi
 
 python3 - "$RESULTS" <<'EOF'
 import statistics, sys
