@@ -813,3 +813,66 @@ fn slow_instance_gets_504_and_a_stalled_body_is_cut() {
         started.elapsed()
     );
 }
+
+/// The drain is per instance: while a retired instance of one app finishes a slow request,
+/// another app's scale-up reaches its node at once, and the slow request still completes.
+#[test]
+fn a_drain_holds_back_only_its_own_instance() {
+    let mut p = Platform::start_server_env(Options::default(), &[("PAAS_ROUTER_DRAIN_SECS", "60")])
+        .expect("server");
+    p.start_agent(&unique("e2e-drain2"), "zone-a").unwrap();
+    p.login().unwrap();
+    let slow_app = unique("drainslow");
+    let other = unique("drainother");
+    push(&p, &slow_app, 1);
+    push(&p, &other, 1);
+    let old_address = p.app_json(&slow_app).unwrap()["instances"][0]["address"].clone();
+    let c = client(&p, &slow_app);
+    let u = url(&p, &slow_app, "/");
+    let seen = router_requests(&p);
+    let slow = thread::spawn(move || {
+        c.post(&u)
+            .header("X-Delay-Ms", "25000")
+            .timeout(Duration::from_secs(60))
+            .body("slow body")
+            .send()
+            .map(|r| (r.status().as_u16(), r.text().unwrap_or_default()))
+    });
+    wait_for(
+        Duration::from_secs(10),
+        "the slow request at the router",
+        || (router_requests(&p) > seen).then_some(()),
+    )
+    .unwrap();
+    let out = p.cli(&["restart", &slow_app]);
+    assert!(out.ok(), "restart: {out:?}");
+    wait_for(Duration::from_secs(30), "the old instance retired", || {
+        let v = p.app_json(&slow_app).ok()?;
+        let inst = v["instances"].as_array()?.clone();
+        (inst.len() == 1 && inst[0]["state"] == "running" && inst[0]["address"] != old_address)
+            .then_some(())
+    })
+    .unwrap();
+    let out = p.cli(&["scale", &other, "-i", "2"]);
+    assert!(out.ok(), "scale: {out:?}");
+    wait_for(
+        Duration::from_secs(30),
+        "the other app at 2 instances",
+        || {
+            let v = p.app_json(&other).ok()?;
+            let running = v["instances"]
+                .as_array()?
+                .iter()
+                .filter(|i| i["state"] == "running")
+                .count();
+            (running == 2).then_some(())
+        },
+    )
+    .unwrap();
+    assert!(
+        !slow.is_finished(),
+        "the other app's scale-up waited for the slow request's drain"
+    );
+    let (status, body) = slow.join().unwrap().expect("slow request");
+    assert_eq!((status, body.as_str()), (200, "slow body"), "{}", p.logs());
+}

@@ -13,9 +13,10 @@
 //!
 //! **Routes before stops.** A removed row leaves the route table (`router::refresh`) before the
 //! assignment version is bumped, which is what tells the row's agent to stop the container, so
-//! the router never sends a request to an instance that is being stopped on purpose; and the bump
-//! waits until the requests the router already sent to it have finished (at most
-//! `router_drain_secs`), so a stop never cuts a request short.
+//! the router never sends a request to an instance that is being stopped on purpose; and a removed
+//! row that still has requests in flight stays in its node's assignments (`AppCtx::retired`)
+//! until they have finished (at most `router_drain_secs`), so a stop never cuts a request short.
+//! The wait is per instance: the loop goes on, and other apps' changes reach their nodes at once.
 
 use chrono::{Duration, Utc};
 use paas_common::api::{AppState, InstanceState};
@@ -35,15 +36,16 @@ pub async fn run(ctx: std::sync::Arc<AppCtx>) {
             Ok(changed) => {
                 // Routes first: a removed instance must be out of the table before its agent
                 // learns (through the version bump) that it should stop it.
-                if let Err(e) = crate::router::refresh(&ctx).await {
-                    tracing::warn!(error = %e, "route table refresh failed");
+                // Graceful drain, per instance: a removed instance still serving requests stays
+                // in its node's assignments (see `AppCtx::retired`) until they end, bounded by
+                // `PAAS_ROUTER_DRAIN_SECS`; `drain_watch` bumps again when it may stop.
+                match crate::router::refresh(&ctx).await {
+                    Ok(()) => {
+                        ctx.prune_retired(true);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "route table refresh failed"),
                 }
                 if changed {
-                    // Graceful drain: requests already sent to a removed instance finish before
-                    // its agent is told to stop it (bounded by `PAAS_ROUTER_DRAIN_SECS`).
-                    ctx.routes
-                        .drained(StdDuration::from_secs(ctx.settings.router_drain_secs))
-                        .await;
                     ctx.bump_assignments();
                 }
             }
@@ -52,6 +54,18 @@ pub async fn run(ctx: std::sync::Arc<AppCtx>) {
         tokio::select! {
             _ = ctx.converge.notified() => {}
             _ = tokio::time::sleep(TICK) => {}
+        }
+    }
+}
+
+/// Tells nodes to stop retired instances as soon as their in-flight requests have ended. Polled:
+/// requests end on the proxy's threads, and a wake-up per request end would cost the hot path.
+pub async fn drain_watch(ctx: std::sync::Arc<AppCtx>) {
+    loop {
+        tokio::time::sleep(StdDuration::from_millis(20)).await;
+        let any = ctx.retired.lock().is_ok_and(|l| !l.is_empty());
+        if any && ctx.prune_retired(false) {
+            ctx.bump_assignments();
         }
     }
 }
@@ -334,8 +348,26 @@ pub async fn converge_once(ctx: &AppCtx) -> StoreResult<bool> {
         &lost,
     );
     let removed: HashSet<String> = decided.remove.iter().map(|(i, _)| i.id.clone()).collect();
+    let drain_until =
+        std::time::Instant::now() + StdDuration::from_secs(ctx.settings.router_drain_secs);
     for (inst, why) in &decided.remove {
         store.delete_instance(&inst.id).await?;
+        // A routed instance may have requests in flight: keep it for its node until they end
+        // (the next route refresh decides; one that serves nothing is forgotten at once).
+        if let (Some(node), Some(port), InstanceState::Running) =
+            (&inst.node_name, inst.host_port, inst.state)
+        {
+            if let Some(n) = nodes.iter().find(|n| &n.name == node) {
+                if let Ok(mut list) = ctx.retired.lock() {
+                    list.push(crate::state::Retired {
+                        record: inst.clone(),
+                        address: format!("{}:{port}", n.address),
+                        until: drain_until,
+                        routed_out: false,
+                    });
+                }
+            }
+        }
         tracing::info!(instance = %inst.id, index = inst.index, node = ?inst.node_name, why = %why, "removed instance");
         store
             .add_event(&Event {

@@ -91,6 +91,7 @@ impl Application {
             metrics,
             builds: Default::default(),
             secrets,
+            retired: Default::default(),
         });
         router::refresh(&ctx)
             .await
@@ -170,6 +171,7 @@ impl Application {
         .run();
         tracing::info!(port = self.port, "paas-server listening");
         let converge = tokio::spawn(crate::convergence::run(self.ctx.clone()));
+        tokio::spawn(crate::convergence::drain_watch(self.ctx.clone()));
         tokio::spawn(router::access_log::run(
             self.ctx.routes.clone(),
             router::access_log::HubSink(self.ctx.logs.clone()),

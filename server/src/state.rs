@@ -36,11 +36,63 @@ pub struct AppCtx {
     pub builds: crate::builds::Builds,
     /// Seals and opens secret env values (issue 7).
     pub secrets: crate::secrets::SecretBox,
+    /// Removed instances still serving requests the router sent them before they left the
+    /// table: their nodes keep running them (they stay in the assignments) until those requests
+    /// end or the drain time is over. Per instance, so one app's slow request never holds back
+    /// another app's changes.
+    pub retired: std::sync::Mutex<Vec<Retired>>,
+}
+
+/// A removed instance row kept for its node while its in-flight requests finish.
+pub struct Retired {
+    pub record: crate::store::InstanceRecord,
+    /// Where the router sent its requests (`NODE_ADDRESS:PORT`).
+    pub address: String,
+    pub until: std::time::Instant,
+    /// Set once the route table no longer lists it: until then its requests are not counted as
+    /// leaving, so it must not be judged idle.
+    pub routed_out: bool,
 }
 
 impl AppCtx {
     pub fn bump_assignments(&self) {
         self.assignments.send_modify(|v| *v += 1);
+    }
+
+    /// Forgets retired instances that serve nothing any more (or whose drain time is over);
+    /// whether any was forgotten, i.e. whether a node should now stop something. `refreshed`:
+    /// the route table was just rebuilt without the instances retired so far.
+    pub fn prune_retired(&self, refreshed: bool) -> bool {
+        let Ok(mut list) = self.retired.lock() else {
+            return false;
+        };
+        let before = list.len();
+        let now = std::time::Instant::now();
+        list.retain_mut(|r| {
+            r.routed_out |= refreshed;
+            if !r.routed_out {
+                return true;
+            }
+            let busy = self.routes.busy(&r.address);
+            if busy && now >= r.until {
+                tracing::warn!(instance = %r.record.id, address = %r.address, "stopping an instance with requests still in flight: the drain time is over");
+            }
+            busy && now < r.until
+        });
+        list.len() != before
+    }
+
+    /// Retired instances on `node`, for its assignment list.
+    pub fn retired_on(&self, node: &str) -> Vec<crate::store::InstanceRecord> {
+        self.retired
+            .lock()
+            .map(|l| {
+                l.iter()
+                    .filter(|r| r.record.node_name.as_deref() == Some(node))
+                    .map(|r| r.record.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     pub fn app_url(&self, name: &str) -> String {

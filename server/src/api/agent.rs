@@ -148,7 +148,9 @@ async fn assignments_for(ctx: &Ctx, node: &str) -> ApiResult<Vec<Assignment>> {
     let configured = ctx.store.app_processes().await?;
     let images = ctx.store.droplet_images().await?;
     let mut out = Vec::new();
-    for inst in ctx.store.list_instances().await? {
+    // Retired instances still finishing requests stay on their node until they are done.
+    let retired = ctx.retired_on(node);
+    for inst in ctx.store.list_instances().await?.into_iter().chain(retired) {
         if inst.node_name.as_deref() != Some(node) {
             continue;
         }

@@ -183,34 +183,13 @@ impl RouteTable {
         *self.version.borrow()
     }
 
-    /// Waits (at most `max`) until no request is in flight to a backend that has left the table.
-    /// Polled: requests end on the proxy's threads, and a wake-up per request end would cost the
-    /// hot path for the rare moment someone is waiting.
-    pub async fn drained(&self, max: std::time::Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + max;
-        loop {
-            let busy = match self.draining.lock() {
-                Ok(mut d) => {
-                    d.retain(|b| b.inflight.load(Ordering::Relaxed) > 0);
-                    d.len()
-                }
-                Err(_) => 0,
-            };
-            if busy == 0 {
-                return true;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(
-                    backends = busy,
-                    "stopping instances with requests still in flight: the drain time is over"
-                );
-                if let Ok(mut d) = self.draining.lock() {
-                    d.clear();
-                }
-                return false;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+    /// Whether requests are still in flight to a backend at `address` that has left the table.
+    pub fn busy(&self, address: &str) -> bool {
+        let Ok(mut d) = self.draining.lock() else {
+            return false;
+        };
+        d.retain(|b| b.inflight.load(Ordering::Relaxed) > 0);
+        d.iter().any(|b| b.address == address)
     }
 
     /// A receiver that sees every later rebuild.
@@ -265,8 +244,8 @@ impl RouteTable {
             apps.insert(app.clone(), routes);
         }
         drop(old_inflight);
-        // Backends that leave the table with requests in flight: `drained` waits for them, so a
-        // caller can hold back the stop of an instance until what it is serving has finished.
+        // Backends that leave the table with requests in flight: `busy` says so, so the
+        // controller can hold back the stop of an instance until what it is serving has finished.
         let kept: std::collections::HashSet<&str> = table
             .apps
             .values()
