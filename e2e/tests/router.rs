@@ -725,16 +725,24 @@ fn retired_instance_finishes_its_in_flight_request() {
     p.login().unwrap();
     let app = unique("drain");
     push(&p, &app, 1);
-    let before = p.app_json(&app).unwrap();
-    let old_address = before["instances"][0]["address"].clone();
-    assert!(old_address.is_string(), "{before}");
-    let c = client(&p, &app);
-    let u = url(&p, &app, "/");
-    let seen = router_requests(&p);
+    // Longer than a replacement takes to start and pass its health check.
+    let slow = slow_post(&p, &app, 8000);
+    restart_until_replaced(&p, &app);
+    let (status, body) = slow.join().unwrap().expect("slow request");
+    assert_eq!((status, body.as_str()), (200, "slow body"), "{}", p.logs());
+}
+
+type SlowPost = thread::JoinHandle<reqwest::Result<(u16, String)>>;
+
+/// A POST the probe answers after `delay_ms`, returned once the router has it in flight.
+fn slow_post(p: &Platform, app: &str, delay_ms: u64) -> SlowPost {
+    let c = client(p, app);
+    let u = url(p, app, "/");
+    let seen = router_requests(p);
     let slow = thread::spawn(move || {
-        // Longer than a replacement takes to start and pass its health check.
         c.post(&u)
-            .header("X-Delay-Ms", "8000")
+            .header("X-Delay-Ms", delay_ms.to_string())
+            .timeout(Duration::from_millis(delay_ms) + Duration::from_secs(30))
             .body("slow body")
             .send()
             .map(|r| (r.status().as_u16(), r.text().unwrap_or_default()))
@@ -742,16 +750,22 @@ fn retired_instance_finishes_its_in_flight_request() {
     wait_for(
         Duration::from_secs(10),
         "the slow request at the router",
-        || (router_requests(&p) > seen).then_some(()),
+        || (router_requests(p) > seen).then_some(()),
     )
     .unwrap();
-    let out = p.cli(&["restart", &app]);
+    slow
+}
+
+/// Restarts a one-instance app and waits until its only instance runs at a new address (the old
+/// row is removed: retired, possibly still draining on its node).
+fn restart_until_replaced(p: &Platform, app: &str) {
+    let before = p.app_json(app).unwrap();
+    let old_address = before["instances"][0]["address"].clone();
+    assert!(old_address.is_string(), "{before}");
+    let out = p.cli(&["restart", app]);
     assert!(out.ok(), "restart: {out:?}");
-    let (status, body) = slow.join().unwrap().expect("slow request");
-    assert_eq!((status, body.as_str()), (200, "slow body"), "{}", p.logs());
-    // And the restart did replace the instance.
     wait_for(Duration::from_secs(30), "the replacement alone", || {
-        let v = p.app_json(&app).ok()?;
+        let v = p.app_json(app).ok()?;
         let inst = v["instances"].as_array()?.clone();
         (inst.len() == 1 && inst[0]["state"] == "running" && inst[0]["address"] != old_address)
             .then_some(())
@@ -826,33 +840,8 @@ fn a_drain_holds_back_only_its_own_instance() {
     let other = unique("drainother");
     push(&p, &slow_app, 1);
     push(&p, &other, 1);
-    let old_address = p.app_json(&slow_app).unwrap()["instances"][0]["address"].clone();
-    let c = client(&p, &slow_app);
-    let u = url(&p, &slow_app, "/");
-    let seen = router_requests(&p);
-    let slow = thread::spawn(move || {
-        c.post(&u)
-            .header("X-Delay-Ms", "25000")
-            .timeout(Duration::from_secs(60))
-            .body("slow body")
-            .send()
-            .map(|r| (r.status().as_u16(), r.text().unwrap_or_default()))
-    });
-    wait_for(
-        Duration::from_secs(10),
-        "the slow request at the router",
-        || (router_requests(&p) > seen).then_some(()),
-    )
-    .unwrap();
-    let out = p.cli(&["restart", &slow_app]);
-    assert!(out.ok(), "restart: {out:?}");
-    wait_for(Duration::from_secs(30), "the old instance retired", || {
-        let v = p.app_json(&slow_app).ok()?;
-        let inst = v["instances"].as_array()?.clone();
-        (inst.len() == 1 && inst[0]["state"] == "running" && inst[0]["address"] != old_address)
-            .then_some(())
-    })
-    .unwrap();
+    let slow = slow_post(&p, &slow_app, 25000);
+    restart_until_replaced(&p, &slow_app);
     let out = p.cli(&["scale", &other, "-i", "2"]);
     assert!(out.ok(), "scale: {out:?}");
     wait_for(

@@ -5,6 +5,7 @@
 //! store; one task per drain subscribes to its app's live feed. A sink that is down is retried
 //! with backoff; lines the sink could not take while the feed ran ahead are counted and logged.
 
+use crate::error::error_chain;
 use paas_common::api::LogLine;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -212,18 +213,6 @@ async fn send_http(
         return Err(format!("sink answered {}", resp.status()));
     }
     Ok(())
-}
-
-/// An error with its causes (reqwest's own message omits why a TLS handshake failed).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -78,3 +78,15 @@ pub fn error_response(code: ErrorCode, message: impl Into<String>) -> HttpRespon
         StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     HttpResponse::build(status).json(ApiError::new(code, message))
 }
+
+/// An error with its causes, `: `-joined (many crates' own message omits the why).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use super::access_log::{self, Entry};
 use super::{request_host, Backend, Router};
 use crate::config::Settings;
-use crate::error::error_response;
+use crate::error::{error_chain, error_response};
 
 /// Most instances one request tries (each only once per address).
 const MAX_ATTEMPTS: usize = 4;
@@ -146,17 +146,6 @@ fn caused_by_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
         cur = err.source();
     }
     false
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(err) = cur {
-        out.push_str(": ");
-        out.push_str(&err.to_string());
-        cur = err.source();
-    }
-    out
 }
 
 /// Proxies one request to an instance of the app its Host names.
