@@ -98,7 +98,8 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
     });
     let counters = sink.counters.clone();
     let reconciler = Reconciler::new(runtime.clone(), client.clone(), sink)
-        .with_crash_ledger(&settings.data_dir.join("crashes.json"));
+        .with_crash_ledger(&settings.data_dir.join("crashes.json"))
+        .with_log_positions(&settings.data_dir.join("log-positions.json"));
     let usage = crate::stats::UsageMap::default();
     tokio::spawn(crate::stats::run(
         runtime.docker().clone(),

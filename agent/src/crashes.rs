@@ -1,8 +1,9 @@
-//! The crash ledger: each instance's restart count, consecutive crashes and last exit reason,
+//! Ledgers kept across agent restarts. The crash ledger: each instance's restart count, consecutive crashes and last exit reason,
 //! kept in `$PAAS_DATA_DIR/crashes.json` so an agent that restarts and re-adopts its containers
 //! keeps counting (and keeps its backoff) instead of starting from zero. Written with temp file,
 //! fsync and rename, so a crash of the agent mid-write leaves the previous ledger.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -15,22 +16,30 @@ pub struct CrashRecord {
     pub last_exit: Option<String>,
 }
 
+/// Restart counts by instance id.
+pub type CrashLedger = Ledger<CrashRecord>;
+
+/// A small map by instance id kept in a JSON file across agent restarts (the crash ledger, the
+/// log positions).
 #[derive(Debug)]
-pub struct CrashLedger {
+pub struct Ledger<T> {
     path: PathBuf,
-    records: BTreeMap<String, CrashRecord>,
+    records: BTreeMap<String, T>,
+    /// fsync before the rename: for records worth a disk flush per change. Without it a crash
+    /// of the agent (not of the machine) still leaves a whole file, old or new.
+    durable: bool,
 }
 
-impl CrashLedger {
-    /// Loads the ledger at `path`; a missing or unreadable file is an empty ledger (the counts
-    /// are diagnostics, never a reason not to run).
+impl<T: Serialize + DeserializeOwned + PartialEq> Ledger<T> {
+    /// Loads the ledger at `path`; a missing or unreadable file is an empty ledger (what it
+    /// holds is a convenience, never a reason not to run).
     pub fn load(path: &Path) -> Self {
         let records = std::fs::read(path)
             .ok()
             .and_then(|b| match serde_json::from_slice(&b) {
                 Ok(r) => Some(r),
                 Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable crash ledger");
+                    tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable ledger file");
                     None
                 }
             })
@@ -38,15 +47,22 @@ impl CrashLedger {
         Self {
             path: path.to_path_buf(),
             records,
+            durable: true,
         }
     }
 
-    pub fn get(&self, instance_id: &str) -> Option<&CrashRecord> {
+    /// Writes without fsync (records that change every few seconds).
+    pub fn lazy(mut self) -> Self {
+        self.durable = false;
+        self
+    }
+
+    pub fn get(&self, instance_id: &str) -> Option<&T> {
         self.records.get(instance_id)
     }
 
     /// Replaces the whole ledger with `records`, writing the file only when something changed.
-    pub fn sync(&mut self, records: BTreeMap<String, CrashRecord>) -> std::io::Result<()> {
+    pub fn sync(&mut self, records: BTreeMap<String, T>) -> std::io::Result<()> {
         if records == self.records {
             return Ok(());
         }
@@ -55,7 +71,9 @@ impl CrashLedger {
         std::fs::create_dir_all(dir)?;
         let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
         tmp.write_all(&serde_json::to_vec(&self.records)?)?;
-        tmp.as_file().sync_all()?;
+        if self.durable {
+            tmp.as_file().sync_all()?;
+        }
         tmp.persist(&self.path).map_err(|e| e.error)?;
         Ok(())
     }

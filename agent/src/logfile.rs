@@ -52,7 +52,7 @@ const MAX_LINE: usize = 64 * 1024;
 const MAX_CHAIN: usize = 16;
 
 /// A place in the log: which file (device, inode) and the offset after the last line handed on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FilePosition {
     pub dev: u64,
     pub ino: u64,

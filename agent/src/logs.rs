@@ -229,8 +229,8 @@ pub type LastSeen = Arc<Mutex<Progress>>;
 pub enum FollowFrom {
     /// A new container: everything it printed.
     Beginning,
-    /// An adopted container: what it prints from now on (the previous agent process shipped the
-    /// rest).
+    /// An adopted container the previous agent process left no position for: what it prints
+    /// from now on.
     Now,
     /// The same container started again: after the last line handed on.
     Continue,

@@ -12,7 +12,7 @@
 //! takes the instance out of the route table until the check passes again.
 
 use crate::backoff;
-use crate::crashes::{CrashLedger, CrashRecord};
+use crate::crashes::{CrashLedger, CrashRecord, Ledger};
 use crate::health;
 use crate::logs::{self, FollowFrom, LastSeen, LogSink};
 use crate::runtime::{ContainerStatus, DropletSource, Runtime, RuntimeError, APP_PORT};
@@ -110,6 +110,17 @@ pub struct Reconciler {
     instances: HashMap<String, Instance>,
     stopping: HashMap<String, Stopping>,
     ledger: Option<CrashLedger>,
+    positions: Option<Ledger<LogPosition>>,
+}
+
+/// Where an instance's log had been handed on, saved on every pass, so an agent that restarts
+/// and adopts the container continues its log there: the lines printed while no agent ran are
+/// shipped, not skipped. Lines handed on after the last save are shipped again (at least once).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LogPosition {
+    pub container_id: String,
+    pub file: Option<crate::logfile::FilePosition>,
+    pub last_seen: Option<DateTime<Utc>>,
 }
 
 impl Reconciler {
@@ -117,6 +128,36 @@ impl Reconciler {
     pub fn with_crash_ledger(mut self, path: &std::path::Path) -> Self {
         self.ledger = Some(CrashLedger::load(path));
         self
+    }
+
+    /// Keeps each instance's log position in the file at `path` (see [`LogPosition`]).
+    pub fn with_log_positions(mut self, path: &std::path::Path) -> Self {
+        self.positions = Some(Ledger::load(path).lazy());
+        self
+    }
+
+    fn sync_positions(&mut self) {
+        let Some(ledger) = self.positions.as_mut() else {
+            return;
+        };
+        let records = self
+            .instances
+            .iter()
+            .map(|(id, i)| {
+                let p = i.last_seen.lock().unwrap_or_else(|p| p.into_inner());
+                (
+                    id.clone(),
+                    LogPosition {
+                        container_id: i.container_id.clone(),
+                        file: p.file,
+                        last_seen: p.last_seen,
+                    },
+                )
+            })
+            .collect();
+        if let Err(e) = ledger.sync(records) {
+            tracing::warn!(error = %e, "cannot write the log positions");
+        }
     }
 
     /// Writes the counts of the instances tracked now (forgetting the others) to the ledger.
@@ -158,6 +199,7 @@ impl Reconciler {
             instances: HashMap::new(),
             stopping: HashMap::new(),
             ledger: None,
+            positions: None,
         }
     }
 
@@ -249,6 +291,7 @@ impl Reconciler {
         }))
         .await;
         self.sync_ledger();
+        self.sync_positions();
         Ok(())
     }
 
@@ -375,9 +418,25 @@ impl Reconciler {
             .started_at
             .filter(|_| status.running)
             .unwrap_or_else(Utc::now);
-        // Lines before now were shipped by the previous agent process.
+        // Continue where the previous agent process had got to; without a saved place, lines
+        // before now count as shipped by it.
+        let saved = self
+            .positions
+            .as_ref()
+            .and_then(|l| l.get(&a.instance_id))
+            .filter(|p| p.container_id == container_id);
+        let from = match saved {
+            Some(p) => {
+                let mut progress = instance.last_seen.lock().unwrap_or_else(|p| p.into_inner());
+                progress.file = p.file;
+                progress.last_seen = p.last_seen;
+                FollowFrom::Continue
+            }
+            None => FollowFrom::Now,
+        };
+        // A stopped container is followed when it is started again (from its progress).
         if status.running {
-            instance.follow(&self.runtime, &self.logs, FollowFrom::Now);
+            instance.follow(&self.runtime, &self.logs, from);
         }
         Ok(instance)
     }
