@@ -7,13 +7,14 @@
 # agent runs without a rate limit here, so every line is below it), and the CPU seconds the
 # paas-server and paas-agent processes spent per million lines (from /proc/PID/stat).
 #   bench/logs.sh [LINES] [RUNS]     (default 200000 lines, 3 runs; target/release if built)
+#   PAAS_BIN_DIR=DIR bench/logs.sh   the binaries in DIR instead (e.g. a baseline build, to compare)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 LINES=${1:-200000}
 RUNS=${2:-3}
-BIN=$ROOT/target/release
-[ -x "$BIN/paas-server" ] && [ -x "$BIN/paas-agent" ] && [ -x "$BIN/paas" ] || BIN=$ROOT/target/debug
+BIN=${PAAS_BIN_DIR:-$ROOT/target/release}
+[ -n "${PAAS_BIN_DIR:-}" ] || { [ -x "$BIN/paas-server" ] && [ -x "$BIN/paas-agent" ] && [ -x "$BIN/paas" ]; } || BIN=$ROOT/target/debug
 WORK=$(mktemp -d /tmp/paas-bench-logs.XXXX)
 NODE=bench-logs-$$
 APP=logbench$$
@@ -138,4 +139,4 @@ printf '%-4s %-7s %10s %10s %8s %6s\n' run client seconds lines/s MiB/s lost
 for run in $(seq 1 "$RUNS"); do
   python3 "$WORK/run.py" "$run" "$LINES" "$ADDR" "$APP" "$TOKEN" "$CID" "$SERVER_PID" "$AGENT_PID"
 done
-curl -s "http://$ADDR/metrics" | grep -E '^paas_log_lines_(received|stored|subscriber_lagged)' || true
+curl -s "http://$ADDR/metrics" | grep -E '^paas_log_lines_(received|stored|beyond_retention|subscriber_lagged)' || true

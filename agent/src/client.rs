@@ -216,17 +216,19 @@ impl ControllerClient {
         Ok(())
     }
 
-    /// Sends lines as a [`LogBatch`], serialised once however many attempts it takes.
+    /// Sends lines in the compact framing of [`paas_common::logwire`], encoded once however many
+    /// attempts it takes.
     pub async fn upload_logs(&self, lines: &[AgentLogLine]) -> Result<(), ClientError> {
-        #[derive(serde::Serialize)]
-        struct BatchRef<'a> {
-            lines: &'a [AgentLogLine],
-        }
         let url = self.url("/logs");
-        let body = bytes::Bytes::from(serde_json::to_vec(&BatchRef { lines })?);
+        let mut body = Vec::new();
+        paas_common::logwire::encode_batch(lines, &mut body);
+        let body = bytes::Bytes::from(body);
         self.send(|http| {
             http.post(&url)
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    paas_common::logwire::LOG_BATCH_CONTENT_TYPE,
+                )
                 .body(body.clone())
         })
         .await?;

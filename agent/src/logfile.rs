@@ -386,6 +386,11 @@ pub async fn tail(
             let used = emit(&t, current.key, offset, &buf, after, &mut partials).await;
             buf.drain(..used);
             offset += used as u64;
+            // A read hands on thousands of lines with one wait, so without this the watcher (and
+            // the shipper) could wait behind a long run of reads on this thread, and a rotation
+            // be seen too late: look for one here too, and let other tasks run.
+            chain.lock().unwrap_or_else(|p| p.into_inner()).discover();
+            tokio::task::yield_now().await;
             continue;
         }
         // End of this file. Once a newer file is known, read once more (the engine closes a
@@ -472,6 +477,10 @@ async fn report_gap(t: &Tail, g: Gap) {
 
 /// Hands on every complete entry in `buf` (which starts at file offset `base`); returns the
 /// bytes consumed (complete entries only).
+///
+/// The lines of one read go to the shipper together: handing them on one by one woke the
+/// shipper (and, when the channel was full, this reader) once per line, which cost more than
+/// reading and parsing the line.
 async fn emit(
     t: &Tail,
     key: Key,
@@ -481,6 +490,10 @@ async fn emit(
     partials: &mut [Partial; 2],
 ) -> usize {
     let mut used = 0;
+    let mut batch = Vec::new();
+    // Where a restarted follower begins once `batch` is handed on, and the newest time in it.
+    let mut resume = None;
+    let mut newest: Option<DateTime<Utc>> = None;
     while let Some(nl) = memchr(b'\n', &buf[used..]) {
         let raw = &buf[used..used + nl];
         let entry_start = base + used as u64;
@@ -507,11 +520,10 @@ async fn emit(
             partial.start.get_or_insert(entry_start);
             continue;
         }
-        let Ok(timestamp) = DateTime::parse_from_rfc3339(&entry.time) else {
+        let Some(timestamp) = paas_common::logwire::parse_rfc3339(&entry.time) else {
             tracing::debug!(time = %entry.time, "log entry without a valid time");
             continue;
         };
-        let timestamp = timestamp.with_timezone(&Utc);
         let message = if partial.text.is_empty() {
             text.trim_end_matches('\r').to_string()
         } else {
@@ -523,31 +535,50 @@ async fn emit(
         if after.is_some_and(|a| timestamp <= a) {
             continue;
         }
-        t.sink
-            .send_app(
-                &t.app,
-                AgentLogLine {
-                    instance_id: t.instance_id.clone(),
-                    timestamp,
-                    source: t.source.clone(),
-                    stream: stream.into(),
-                    message,
-                },
-            )
-            .await;
-        // A restarted follower begins again at a line still being joined, if any.
-        let resume = partials.iter().filter_map(|p| p.start).min().unwrap_or(end);
-        let mut p = t.progress.lock().unwrap_or_else(|p| p.into_inner());
-        p.file = Some(FilePosition {
-            dev: key.0,
-            ino: key.1,
-            offset: resume,
+        batch.push(AgentLogLine {
+            instance_id: t.instance_id.clone(),
+            timestamp,
+            source: t.source.clone(),
+            stream: stream.into(),
+            message,
         });
-        if p.last_seen.is_none_or(|l| timestamp > l) {
-            p.last_seen = Some(timestamp);
+        // A restarted follower begins again at a line still being joined, if any.
+        resume = Some(partials.iter().filter_map(|p| p.start).min().unwrap_or(end));
+        if newest.is_none_or(|l| timestamp > l) {
+            newest = Some(timestamp);
+        }
+        if batch.len() >= crate::logs::MAX_BATCH {
+            hand_on(t, key, &mut batch, resume, newest).await;
         }
     }
+    hand_on(t, key, &mut batch, resume, newest).await;
     used
+}
+
+/// Sends `batch` and then records how far the follower got: a line counts as read only once
+/// the shipper has it.
+async fn hand_on(
+    t: &Tail,
+    key: Key,
+    batch: &mut Vec<AgentLogLine>,
+    resume: Option<u64>,
+    newest: Option<DateTime<Utc>>,
+) {
+    if !batch.is_empty() {
+        t.sink.send_app_batch(&t.app, std::mem::take(batch)).await;
+    }
+    let Some(offset) = resume else {
+        return;
+    };
+    let mut p = t.progress.lock().unwrap_or_else(|p| p.into_inner());
+    p.file = Some(FilePosition {
+        dev: key.0,
+        ino: key.1,
+        offset,
+    });
+    if let Some(ts) = newest.filter(|&ts| p.last_seen.is_none_or(|l| ts > l)) {
+        p.last_seen = Some(ts);
+    }
 }
 
 fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {

@@ -156,17 +156,23 @@ impl LogSink {
     /// Reports a window's drops. Waits for room like an app line: when the channel is full the
     /// report must not be the line that is lost.
     pub(crate) async fn dropped_line(&self, instance_id: &str, n: u64) {
+        let line = self.drop_report(instance_id, n);
+        // Err only when the shipper is gone (shutdown).
+        let _ = self.tx.send(line).await;
+    }
+
+    /// The `CELL` line reporting a window's drops, counted.
+    fn drop_report(&self, instance_id: &str, n: u64) -> AgentLogLine {
         self.counters
             .lines_rate_limited
             .fetch_add(n, Ordering::Relaxed);
-        self.cell_wait(
+        cell_line(
             instance_id,
             format!(
                 "dropped {n} log lines: the app exceeded its log rate limit of {} lines/s, {} bytes/s",
                 self.limit.lines_per_sec, self.limit.bytes_per_sec
             ),
         )
-        .await;
     }
 
     /// An app line: rate limited per app, then waits for room (backpressure).
@@ -179,6 +185,40 @@ impl LogSink {
         if keep {
             // Err only when the shipper is gone (shutdown).
             let _ = self.tx.send(line).await;
+        }
+    }
+
+    /// App lines of one instance read together: each rate limited as by [`LogSink::send_app`],
+    /// then handed on in order with one wait for room instead of one per line. A window's
+    /// dropped-count report follows the batch: so the batch, reports included, goes whole or not
+    /// at all, and a follower stopped while it waits keeps an exact place.
+    pub async fn send_app_batch(&self, app: &str, lines: Vec<AgentLogLine>) {
+        self.counters
+            .lines_read
+            .fetch_add(lines.len() as u64, Ordering::Relaxed);
+        let mut out = Vec::with_capacity(lines.len());
+        let mut reports = Vec::new();
+        for line in lines {
+            let (admitted, report) = self.admit(app, line.message.len() as u64);
+            if let Some(n) = report {
+                reports.push(self.drop_report(&line.instance_id, n));
+            }
+            if admitted {
+                out.push(line);
+            }
+        }
+        out.extend(reports);
+        let mut lines = out.into_iter();
+        while lines.len() > 0 {
+            // One reservation for a whole batch (the channel holds MAX_BATCH * 4).
+            let n = lines.len().min(self.tx.max_capacity());
+            // Err only when the shipper is gone (shutdown).
+            let Ok(permits) = self.tx.reserve_many(n).await else {
+                return;
+            };
+            for (permit, line) in permits.zip(&mut lines) {
+                permit.send(line);
+            }
         }
     }
 
@@ -402,7 +442,7 @@ async fn follow_api(
 /// Splits docker's `<RFC 3339 timestamp> <text>`.
 fn parse_line(raw: &str) -> Option<(DateTime<Utc>, &str)> {
     let (ts, text) = raw.split_once(' ').unwrap_or((raw, ""));
-    let ts = DateTime::parse_from_rfc3339(ts).ok()?.with_timezone(&Utc);
+    let ts = paas_common::logwire::parse_rfc3339(ts)?;
     Some((ts, text.trim_end_matches('\r')))
 }
 
@@ -428,6 +468,7 @@ pub async fn ship_counted(
     let mut failing = false;
     let mut closed = false;
     let mut next_send: Option<Instant> = None;
+    let mut incoming = Vec::with_capacity(MAX_BATCH);
     loop {
         let spooled = spool.as_ref().is_some_and(|s| !s.is_empty());
         if buffer.lines.is_empty() && !spooled {
@@ -441,9 +482,14 @@ pub async fn ship_counted(
         }
         let deadline = *next_send.get_or_insert_with(|| Instant::now() + BATCH_WINDOW);
         while !closed && (buffer.lines.len() < MAX_BATCH || failing) {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(line)) => buffer.push(line, &mut spool),
-                Ok(None) => closed = true,
+            // Everything waiting at once: a wake-up per line cost more than the line.
+            match tokio::time::timeout_at(deadline, rx.recv_many(&mut incoming, MAX_BATCH)).await {
+                Ok(0) => closed = true,
+                Ok(_) => {
+                    for line in incoming.drain(..) {
+                        buffer.push(line, &mut spool);
+                    }
+                }
                 Err(_) => break,
             }
         }
@@ -760,5 +806,40 @@ mod tests {
             report.message
         );
         assert_eq!(rx.try_recv().unwrap().message, "line 99");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_is_limited_like_single_lines_and_reports_after_its_lines() {
+        let (sink, mut rx) = LogSink::with_limits(RateLimit {
+            lines_per_sec: 100,
+            bytes_per_sec: 0,
+        });
+        sink.send_app_batch("web", (0..250).map(app_line).collect())
+            .await;
+        let got: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|l| l.message)
+            .collect();
+        assert_eq!(
+            got,
+            (0..100).map(|i| format!("line {i}")).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(1001)).await;
+        sink.send_app_batch("web", (250..253).map(app_line).collect())
+            .await;
+        let got: Vec<AgentLogLine> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert_eq!(got[0].message, "line 250");
+        assert_eq!(got[2].message, "line 252");
+        assert_eq!(got[3].source, "CELL");
+        assert!(
+            got[3].message.starts_with("dropped 150 log lines"),
+            "{}",
+            got[3].message
+        );
+        assert_eq!(
+            sink.counters.lines_rate_limited.load(Ordering::Relaxed),
+            150
+        );
+        assert_eq!(sink.counters.lines_read.load(Ordering::Relaxed), 253);
     }
 }

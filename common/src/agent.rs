@@ -8,7 +8,8 @@
 //! - `GET /assignments?after=VERSION` -> [`Assignments`]; answers at once when the list's version
 //!   differs from `after`, else holds up to ~25 s and answers with the unchanged list
 //! - `GET /droplets/{sha256}` -> the droplet tar
-//! - `POST /logs` [`LogBatch`]
+//! - `POST /logs` a batch of [`AgentLogLine`]s in the compact framing of [`crate::logwire`]
+//!   (`Content-Type: application/x-paas-log-batch`), or a JSON [`LogBatch`]
 //! - `GET /builds/{id}/source` -> the source tar of a build assigned to this node (issue 3)
 //! - `POST /builds/{id}/logs` [`LogBatch`] -> `STG` lines of that build, live
 //! - `PUT /builds/{id}/droplet` the droplet tar -> [`DropletUploaded`]

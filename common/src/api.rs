@@ -274,6 +274,8 @@ pub struct NodeList {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogLine {
+    // Every streamed and listed line formats its time: chrono's formatter was a visible share.
+    #[serde(serialize_with = "crate::logwire::serialize_timestamp")]
     pub timestamp: DateTime<Utc>,
     /// `APP/<process>/<index>`, `STG`, `RTR`, `API` or `CELL`.
     pub source: String,

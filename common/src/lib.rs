@@ -1,12 +1,13 @@
 //! Wire types shared by every paas binary. A field that crosses the network is named once, here:
 //! the REST DTOs the CLI and dashboard use (`api`), the controller <-> agent protocol (`agent`),
-//! the one error shape every API error takes (`error`), and the validated names and sizes that
-//! both sides parse the same way (`domain`).
+//! the one error shape every API error takes (`error`), the validated names and sizes that
+//! both sides parse the same way (`domain`), and the compact log upload (`logwire`).
 
 pub mod agent;
 pub mod api;
 pub mod domain;
 pub mod error;
+pub mod logwire;
 pub mod manifest;
 pub mod route;
 

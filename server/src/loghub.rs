@@ -24,8 +24,10 @@ use crate::store::{LogQuery, Store, StoreResult};
 
 /// Batches waiting for the writer before publishers wait.
 const WRITE_QUEUE: usize = 64;
-/// Lines a slow live subscriber may fall behind before it is told it missed some.
-const SUBSCRIBER_BUFFER: usize = 16 * 1024;
+/// Lines a slow live subscriber may fall behind before it is told it missed some. A 200,000-line
+/// burst arrives faster than a client reads it; 16 Ki lines were not enough once the pipeline got
+/// faster. The buffer (about 40 bytes a line, 2.5 MiB) exists only while an app has subscribers.
+const SUBSCRIBER_BUFFER: usize = 64 * 1024;
 /// How often retention runs.
 const RETENTION_EVERY: Duration = Duration::from_secs(30);
 
@@ -46,6 +48,9 @@ pub struct HubCounters {
     pub lines_received: AtomicU64,
     pub bytes_received: AtomicU64,
     pub lines_stored: AtomicU64,
+    /// Lines not written because, when the writer got them, they were already beyond their app's
+    /// newest `retention_lines` (see [`drop_beyond_retention`]).
+    pub lines_beyond_retention: AtomicU64,
     /// Lines a batch write failed to store (database errors), never silently.
     pub lines_store_failed: AtomicU64,
     /// Lines live subscribers missed because they read too slowly.
@@ -53,9 +58,11 @@ pub struct HubCounters {
     pub lines_expired: AtomicU64,
 }
 
+#[derive(Default)]
 struct AppLog {
     ring: VecDeque<Arc<LogLine>>,
-    tx: broadcast::Sender<Arc<LogLine>>,
+    /// Only while someone listens: the channel's buffer is allocated whole.
+    tx: Option<broadcast::Sender<Arc<LogLine>>>,
 }
 
 struct HubState {
@@ -97,7 +104,12 @@ impl LogHub {
             settings: settings.clone(),
             counters: counters.clone(),
         });
-        tokio::spawn(write_loop(rx, store.clone(), counters.clone()));
+        tokio::spawn(write_loop(
+            rx,
+            store.clone(),
+            counters.clone(),
+            settings.retention_lines,
+        ));
         tokio::spawn(retention_loop(store, settings, counters));
         Ok(hub)
     }
@@ -127,10 +139,10 @@ impl LogHub {
             st.next_id += 1;
             bytes += line.message.len() as u64;
             if current.as_ref().is_none_or(|(a, _)| *a != app) {
-                let entry = st.apps.entry(app.clone()).or_insert_with(|| AppLog {
-                    ring: VecDeque::new(),
-                    tx: broadcast::channel(SUBSCRIBER_BUFFER).0,
-                });
+                let entry = st.apps.entry(app.clone()).or_default();
+                if entry.tx.as_ref().is_some_and(|tx| tx.receiver_count() == 0) {
+                    entry.tx = None;
+                }
                 current = Some((app.clone(), entry));
             }
             let Some((_, entry)) = current.as_mut() else {
@@ -141,8 +153,10 @@ impl LogHub {
                 entry.ring.pop_front();
             }
             entry.ring.push_back(shared.clone());
-            // No subscriber is not an error.
-            let _ = entry.tx.send(shared.clone());
+            if let Some(tx) = &entry.tx {
+                // Err only when the last subscriber just left.
+                let _ = tx.send(shared.clone());
+            }
             shared_lines.push((app, shared));
         }
         let lines = shared_lines;
@@ -162,11 +176,9 @@ impl LogHub {
         let mut st = self.state.lock().await;
         st.apps
             .entry(app.to_string())
-            .or_insert_with(|| AppLog {
-                ring: VecDeque::new(),
-                tx: broadcast::channel(SUBSCRIBER_BUFFER).0,
-            })
+            .or_default()
             .tx
+            .get_or_insert_with(|| broadcast::channel(SUBSCRIBER_BUFFER).0)
             .subscribe()
     }
 
@@ -208,10 +220,15 @@ async fn write_loop(
     mut rx: mpsc::Receiver<Vec<(String, Arc<LogLine>)>>,
     store: Arc<dyn Store>,
     counters: Arc<HubCounters>,
+    retention_lines: i64,
 ) {
     let mut batches = Vec::with_capacity(WRITE_QUEUE);
     while rx.recv_many(&mut batches, WRITE_QUEUE).await > 0 {
-        let lines: Vec<(String, Arc<LogLine>)> = batches.drain(..).flatten().collect();
+        let mut lines: Vec<(String, Arc<LogLine>)> = batches.drain(..).flatten().collect();
+        let skipped = drop_beyond_retention(&mut lines, retention_lines);
+        counters
+            .lines_beyond_retention
+            .fetch_add(skipped, Ordering::Relaxed);
         let n = lines.len() as u64;
         // A transient database error (busy) is retried a few times before the lines count as
         // failed; the stream already delivered them.
@@ -235,6 +252,31 @@ async fn write_loop(
             }
         }
     }
+}
+
+/// Removes the lines of each app beyond its newest `keep` in this write: the next size trim would
+/// delete them, so writing them cost an insert and a delete each for nothing. This happens only
+/// when the writer is behind by more than `keep` lines of one app, that is during a flood, which is
+/// when the database is the bottleneck. Returns how many were removed.
+fn drop_beyond_retention(lines: &mut Vec<(String, Arc<LogLine>)>, keep: i64) -> u64 {
+    // 0 or less keeps nothing at the next trim, but a line should reach the database first.
+    let Ok(keep) = usize::try_from(keep) else {
+        return 0;
+    };
+    if keep == 0 || lines.len() <= keep {
+        return 0;
+    }
+    let mut wanted = vec![true; lines.len()];
+    let mut newer: HashMap<&str, usize> = HashMap::new();
+    for (i, (app, _)) in lines.iter().enumerate().rev() {
+        let n = newer.entry(app.as_str()).or_insert(0);
+        *n += 1;
+        wanted[i] = *n <= keep;
+    }
+    let before = lines.len();
+    let mut wanted = wanted.into_iter();
+    lines.retain(|_| wanted.next().unwrap_or(true));
+    (before - lines.len()) as u64
 }
 
 async fn retention_loop(store: Arc<dyn Store>, settings: HubSettings, counters: Arc<HubCounters>) {
@@ -267,6 +309,26 @@ pub fn parse_since(s: &str) -> Option<chrono::DateTime<Utc>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_keeps_each_apps_newest_lines_up_to_the_bound() {
+        let mut lines: Vec<(String, Arc<LogLine>)> = (1..=10)
+            .map(|i| {
+                let app = if i % 3 == 0 { "b" } else { "a" };
+                let mut l = line("APP/web/0", &i.to_string());
+                l.id = i;
+                (app.to_string(), Arc::new(l))
+            })
+            .collect();
+        let ids = |v: &[(String, Arc<LogLine>)]| v.iter().map(|(_, l)| l.id).collect::<Vec<_>>();
+        let mut all = lines.clone();
+        assert_eq!(drop_beyond_retention(&mut all, 10), 0);
+        assert_eq!(drop_beyond_retention(&mut all, 0), 0);
+        assert_eq!(ids(&all), (1..=10).collect::<Vec<_>>());
+        // a: 1 2 4 5 7 8 10, b: 3 6 9; keep 2 each, in order.
+        assert_eq!(drop_beyond_retention(&mut lines, 2), 6);
+        assert_eq!(ids(&lines), vec![6, 8, 9, 10]);
+    }
 
     #[test]
     fn splits_app_sources() {

@@ -160,6 +160,11 @@ impl Metrics {
             c(&h.lines_stored),
         );
         hub.register(
+            "lines_beyond_retention",
+            "Log lines not written: already beyond their app's retention bound when the writer got them",
+            c(&h.lines_beyond_retention),
+        );
+        hub.register(
             "lines_store_failed",
             "Log lines the database refused",
             c(&h.lines_store_failed),

@@ -69,3 +69,37 @@ async fn instance_filter_finds_its_lines() {
         vec![2, 5, 8, 11, 14, 17, 20]
     );
 }
+
+#[tokio::test]
+async fn age_trim_deletes_the_expired_lines_in_arrival_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("paas.db"))
+        .await
+        .unwrap();
+    let now = Utc::now();
+    let at = |id: i64, mins_ago: i64, app: &str| {
+        let mut l = (*line(id, "APP/web/0")).clone();
+        l.timestamp = now - chrono::Duration::minutes(mins_ago);
+        (app.to_string(), Arc::new(l))
+    };
+    // Two apps, oldest first; line 5 arrived late with an old time.
+    let lines = vec![
+        at(1, 50, "a"),
+        at(2, 40, "b"),
+        at(3, 30, "a"),
+        at(4, 5, "a"),
+        at(5, 45, "b"),
+        at(6, 1, "b"),
+    ];
+    store.append_logs(&lines).await.unwrap();
+    let cutoff = now - chrono::Duration::minutes(20);
+    assert_eq!(store.trim_logs_before(cutoff).await.unwrap(), 3);
+    let ids = |v: Vec<LogLine>| v.iter().map(|l| l.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.recent_logs("a", 10).await.unwrap()), vec![4]);
+    // The late line waits behind line 4, which is inside the window.
+    assert_eq!(ids(store.recent_logs("b", 10).await.unwrap()), vec![5, 6]);
+    // Once everything is expired, everything goes; an empty table is fine.
+    assert_eq!(store.trim_logs_before(now).await.unwrap(), 3);
+    assert_eq!(store.trim_logs_before(now).await.unwrap(), 0);
+    assert!(store.recent_logs("b", 10).await.unwrap().is_empty());
+}

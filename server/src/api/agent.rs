@@ -8,6 +8,7 @@ use paas_common::agent::{
     RegisterResponse,
 };
 use paas_common::api::LogLine;
+use paas_common::logwire;
 use paas_common::ErrorCode;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
@@ -263,34 +264,61 @@ fn tokio_util_stream(
     })
 }
 
-pub async fn logs(ctx: Ctx, node: AgentNode, body: web::Json<LogBatch>) -> ApiResult<HttpResponse> {
-    let body = body.into_inner();
-    let mut app_of: HashMap<String, Option<String>> = HashMap::new();
-    let mut lines = Vec::with_capacity(body.lines.len());
-    // Lines are moved, not copied: at 100k lines/s every per-line allocation shows.
-    for l in body.lines {
-        if !app_of.contains_key(&l.instance_id) {
+/// `POST /v1/agent/logs`: a batch in the compact framing of [`paas_common::logwire`] (what agents
+/// send), or a JSON [`LogBatch`].
+pub async fn logs(
+    ctx: Ctx,
+    node: AgentNode,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> ApiResult<HttpResponse> {
+    let compact = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == logwire::LOG_BATCH_CONTENT_TYPE.as_bytes());
+    let json;
+    let batch = if compact {
+        logwire::decode_batch(&body)
+            .map_err(|e| Error::api(ErrorCode::BadRequest, e.to_string()))?
+    } else {
+        json = serde_json::from_slice::<LogBatch>(&body)
+            .map_err(|e| Error::api(ErrorCode::BadRequest, format!("invalid JSON body: {e}")))?;
+        json.lines
+            .iter()
+            .map(|l| logwire::LogLineRef {
+                instance_id: &l.instance_id,
+                timestamp: l.timestamp,
+                source: &l.source,
+                stream: &l.stream,
+                message: &l.message,
+            })
+            .collect()
+    };
+    let mut app_of: HashMap<&str, Option<String>> = HashMap::new();
+    let mut lines = Vec::with_capacity(batch.len());
+    for l in batch {
+        if !app_of.contains_key(l.instance_id) {
             let app = ctx
                 .store
-                .app_name_of_instance(&l.instance_id, &node.name)
+                .app_name_of_instance(l.instance_id, &node.name)
                 .await?;
-            app_of.insert(l.instance_id.clone(), app);
+            app_of.insert(l.instance_id, app);
         }
-        let Some(Some(app)) = app_of.get(&l.instance_id) else {
+        let Some(Some(app)) = app_of.get(l.instance_id) else {
             continue;
         };
         let source = if l.source == "CELL" || l.source.starts_with("APP/") {
             l.source
         } else {
-            "APP".into()
+            "APP"
         };
         lines.push((
             app.clone(),
             LogLine {
                 timestamp: l.timestamp,
-                source,
-                stream: l.stream,
-                message: l.message,
+                source: source.to_string(),
+                stream: l.stream.to_string(),
+                message: l.message.to_string(),
                 id: 0,
             },
         ));

@@ -47,7 +47,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/agent/heartbeat", web::post().to(agent::heartbeat))
             .route("/agent/assignments", web::get().to(agent::assignments))
             .route("/agent/droplets/{sha}", web::get().to(agent::droplet))
-            .route("/agent/logs", web::post().to(agent::logs))
+            .service(
+                web::resource("/agent/logs")
+                    // Read whole before decoding: an agent batch is at most 2000 lines of at most
+                    // 64 KiB each (usually far less), and must not be refused for its size.
+                    .app_data(web::PayloadConfig::new(2000 * 65 * 1024))
+                    .route(web::post().to(agent::logs)),
+            )
             .route("/tokens", web::post().to(tenancy::create_token))
             .route("/tokens", web::get().to(tenancy::list_tokens))
             .route("/tokens/{id}", web::delete().to(tenancy::revoke_token))

@@ -361,7 +361,8 @@ pub trait Store: AuthStore + Send + Sync + 'static {
     /// The highest log line id stored (0 when none), so the hub's ids keep increasing across
     /// restarts.
     async fn max_log_id(&self) -> StoreResult<i64>;
-    /// Retention by age: deletes lines older than `before`; returns how many.
+    /// Retention by age: deletes the lines older than `before` that arrived before every line
+    /// still inside the window (in arrival order, as they were appended); returns how many.
     async fn trim_logs_before(&self, before: DateTime<Utc>) -> StoreResult<u64>;
     /// Keeps the node's last resource sample of an instance assigned to it.
     async fn record_usage(

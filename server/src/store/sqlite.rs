@@ -21,6 +21,10 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite"
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// One connection that writes (and trims) log lines, with a page cache big enough for the
+    /// pages those writes touch. Through the shared pool each batch took whichever connection
+    /// was free, with a cold 2 MiB cache, and read its pages back from disk every time.
+    log_writer: SqlitePool,
 }
 
 impl SqliteStore {
@@ -47,10 +51,15 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        let log_writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(opts.pragma("cache_size", "-32768"))
+            .await?;
+        Ok(Self { pool, log_writer })
     }
 }
 
@@ -571,16 +580,20 @@ impl Store for SqliteStore {
     async fn append_logs(&self, lines: &[(String, std::sync::Arc<LogLine>)]) -> StoreResult<()> {
         // Multi-row statements: one statement per row costs most of the time at high rates.
         // 8 columns x 100 rows stays far below SQLite's bound-variable limit.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.log_writer.begin_with("BEGIN IMMEDIATE").await?;
         for chunk in lines.chunks(100) {
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                 "INSERT INTO log_lines (id, app_name, timestamp, source, stream, message, process, instance_index) ",
             );
             q.push_values(chunk, |mut b, (app, l)| {
                 let (process, index) = crate::loghub::split_app_source(&l.source);
+                // The same text sqlx writes for a DateTime (`+00:00`, so old and new rows sort
+                // together), without chrono's formatter.
+                let mut buf = [0; 40];
+                let timestamp = paas_common::logwire::format_rfc3339(&l.timestamp, false, &mut buf);
                 b.push_bind((l.id > 0).then_some(l.id))
                     .push_bind(app)
-                    .push_bind(l.timestamp)
+                    .push_bind(timestamp.to_string())
                     .push_bind(&l.source)
                     .push_bind(&l.stream)
                     .push_bind(&l.message)
@@ -612,9 +625,18 @@ impl Store for SqliteStore {
         // Per app, through the (app_name, id) index: find the newest line beyond `keep` and delete
         // it and everything older. A window function over the whole table instead read and sorted
         // every stored line while holding the write lock, stalling log inserts for as long.
-        let apps: Vec<String> = sqlx::query_scalar("SELECT DISTINCT app_name FROM log_lines")
-            .fetch_all(&self.pool)
-            .await?;
+        // The apps with stored lines, by hopping through the index from one name to the next
+        // (a few lookups per app); `SELECT DISTINCT` read every entry of the index.
+        let apps: Vec<String> = sqlx::query_scalar(
+            "WITH RECURSIVE a(name) AS (
+               SELECT MIN(app_name) FROM log_lines
+               UNION ALL
+               SELECT (SELECT MIN(app_name) FROM log_lines WHERE app_name > a.name) FROM a
+               WHERE a.name IS NOT NULL)
+             SELECT name FROM a WHERE name IS NOT NULL",
+        )
+        .fetch_all(&self.log_writer)
+        .await?;
         for app in apps {
             sqlx::query(
                 "DELETE FROM log_lines WHERE app_name = ?1 AND id <= (
@@ -622,7 +644,7 @@ impl Store for SqliteStore {
             )
             .bind(&app)
             .bind(keep.max(0))
-            .execute(&self.pool)
+            .execute(&self.log_writer)
             .await?;
         }
         Ok(())
@@ -805,10 +827,20 @@ impl Store for SqliteStore {
     }
 
     async fn trim_logs_before(&self, before: DateTime<Utc>) -> StoreResult<u64> {
-        let r = sqlx::query("DELETE FROM log_lines WHERE timestamp < ?")
-            .bind(before)
-            .execute(&self.pool)
-            .await?;
+        // Lines are stored in arrival order (the hub stamps rising ids), so the expired ones are the
+        // oldest ids: delete up to the first line still inside the window. Reading in id order
+        // stops there, so this costs about the lines it deletes, without an index on time (which
+        // cost every insert). A line that arrived late with an older time (a spool sent after an
+        // outage, a node's clock behind) goes when the lines before it do; size retention bounds
+        // it meanwhile.
+        let r = sqlx::query(
+            "DELETE FROM log_lines WHERE id < COALESCE(
+               (SELECT id FROM log_lines WHERE timestamp >= ?1 ORDER BY id LIMIT 1),
+               (SELECT MAX(id) + 1 FROM log_lines))",
+        )
+        .bind(before)
+        .execute(&self.log_writer)
+        .await?;
         Ok(r.rows_affected())
     }
 
