@@ -361,7 +361,7 @@ pub async fn converge_once(ctx: &AppCtx) -> StoreResult<bool> {
                 if let Ok(mut list) = ctx.retired.lock() {
                     list.push(crate::state::Retired {
                         record: inst.clone(),
-                        address: format!("{}:{port}", n.address),
+                        address: crate::router::backend_address(&n.address, port),
                         until: drain_until,
                         routed_out: false,
                     });

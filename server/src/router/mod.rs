@@ -349,7 +349,7 @@ pub async fn build(ctx: &AppCtx) -> StoreResult<RouterTable> {
         };
         if let Some(list) = table.apps.get_mut(*app) {
             list.push(RouterBackend {
-                address: format!("{addr}:{port}"),
+                address: backend_address(addr, port),
                 index: i.index,
             });
         }
@@ -358,6 +358,12 @@ pub async fn build(ctx: &AppCtx) -> StoreResult<RouterTable> {
         list.sort_by_key(|b| b.index);
     }
     Ok(table)
+}
+
+/// Where the router reaches an instance: its node's address and the instance's published port.
+/// The drain matches removed instances to the table's backends by this string, so both use it.
+pub fn backend_address(node_address: &str, port: u16) -> String {
+    format!("{node_address}:{port}")
 }
 
 /// Rebuilds the route table from the store.
