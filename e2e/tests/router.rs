@@ -214,6 +214,53 @@ fn websocket_echo_through_the_router() {
     }
 }
 
+#[test]
+fn any_upgrade_is_tunnelled_not_only_websocket() {
+    use std::io::{BufRead, BufReader, Write};
+    let p = Platform::start().expect("platform");
+    let app = unique("upg");
+    push(&p, &app, 1);
+    let mut stream = TcpStream::connect(p.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /line HTTP/1.1\r\nHost: {app}.localhost\r\nConnection: Upgrade\r\nUpgrade: line-echo\r\n\r\n"
+    )
+    .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut head = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        head.push(line.trim_end().to_ascii_lowercase());
+    }
+    assert!(head[0].starts_with("http/1.1 101"), "{head:?}");
+    assert!(head.contains(&"upgrade: line-echo".to_string()), "{head:?}");
+    assert!(head.contains(&format!("x-paas-app: {app}")), "{head:?}");
+    // Bytes flow both ways, several times, over the one upgraded connection.
+    for word in ["hello", "through the router", "again"] {
+        writeln!(stream, "{word}").unwrap();
+        let mut back = String::new();
+        reader.read_line(&mut back).unwrap();
+        assert_eq!(back, format!("{}\n", word.to_uppercase()));
+    }
+    writeln!(stream, "bye").unwrap();
+    let mut rest = String::new();
+    assert_eq!(reader.read_line(&mut rest).unwrap(), 0, "closed after bye");
+    drop((reader, stream));
+    // The tunnel's end is written as an RTR line with the 101.
+    wait_for(Duration::from_secs(15), "the upgrade's RTR line", || {
+        let out = p.cli(&["logs", &app, "--recent", "--source", "RTR"]);
+        out.stdout.contains("\"GET /line\" 101").then_some(())
+    })
+    .unwrap();
+}
+
 /// Requests GET / in `threads` loops until stopped; records every non-2xx or error.
 struct Load {
     stop: Arc<AtomicBool>,

@@ -115,6 +115,9 @@ pub struct Settings {
     /// `round_robin` (default) or `least_connections`.
     #[serde(default)]
     pub router_balance: crate::router::Balance,
+    /// Threads serving the public listener (`PAAS_ROUTER_THREADS`); 0 = one per core.
+    #[serde(default)]
+    pub router_threads: usize,
     /// How long a removed instance's in-flight requests may take before it is stopped anyway
     /// (`PAAS_ROUTER_DRAIN_SECS`).
     #[serde(default = "default_router_drain_secs")]
@@ -235,6 +238,7 @@ impl Default for Settings {
             router_response_timeout_secs: default_router_response_timeout_secs(),
             router_idle_timeout_secs: default_router_idle_timeout_secs(),
             router_balance: crate::router::Balance::default(),
+            router_threads: 0,
             router_drain_secs: default_router_drain_secs(),
             controller: default_controller(),
             join_token: None,

@@ -2,7 +2,7 @@
 //! and secrets, bind the listener (port 0 allowed, see [`Application::port`]), then serve the API,
 //! dashboard and router side by side with the convergence loop.
 
-use actix_web::{guard, web, App, HttpServer};
+use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use chrono::Utc;
 use std::net::TcpListener;
@@ -114,61 +114,45 @@ impl Application {
     /// Serves until the HTTP server stops (Ctrl-C / SIGTERM) or the convergence loop dies.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let data = web::Data::from(self.ctx.clone());
-        let domain = self.ctx.settings.apps_domain.clone();
-        let settings = self.ctx.settings.clone();
-        let routes = self.ctx.routes.clone();
-        let proxy_data = web::Data::new(router::Router::new(
-            self.ctx.routes.clone(),
-            &self.ctx.settings,
-        ));
+        let (api_listener, api_socket, _api_dir) =
+            router::server::bind_api_socket(&self.ctx.settings.data_dir)?;
+        // The API and dashboard, behind the public listener (router::server), which passes them
+        // every request that no route names.
         let server = HttpServer::new(move || {
-            let domain = domain.clone();
-            let routes = routes.clone();
             App::new()
                 .app_data(data.clone())
-                .app_data(proxy_data.clone())
-                .app_data(web::Data::new(router::proxy::Clients::new(&settings)))
-                // App traffic first: any Host of the form NAME.<apps domain> goes to the router,
-                // whatever its path. It is outside the request-log and metrics middlewares on
-                // purpose: they cost an allocation-heavy pass per request on the hot path, and
-                // the router has its own cheaper equivalents (the RTR line per request, atomic
-                // counters exported at `/metrics` as `paas_router_*`).
-                .service(
-                    web::scope("")
-                        .guard(guard::fn_guard(move |g| {
-                            router::request_host(g.head()).is_some_and(|h| {
-                                router::app_for_host(h, &domain).is_some() || routes.has_host(h)
-                            })
-                        }))
-                        .default_service(web::to(router::proxy)),
+                .wrap(actix_web::middleware::from_fn(
+                    crate::metrics::track_requests,
+                ))
+                .wrap(
+                    actix_web::middleware::Logger::new("%{x-paas-peer}i \"%r\" %s %b %Dms")
+                        .log_target("paas::http"),
                 )
-                .service(
-                    web::scope("")
-                        .wrap(actix_web::middleware::from_fn(
-                            crate::metrics::track_requests,
-                        ))
-                        .wrap(
-                            actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms")
-                                .log_target("paas::http"),
-                        )
-                        .route("/healthz", web::get().to(healthz))
-                        .route("/readyz", web::get().to(readyz))
-                        .route("/metrics", web::get().to(crate::metrics::serve))
-                        .configure(crate::api::configure)
-                        .configure(crate::web::configure)
-                        .default_service(web::to(crate::web::not_found)),
-                )
+                .route("/healthz", web::get().to(healthz))
+                .route("/readyz", web::get().to(readyz))
+                .route("/metrics", web::get().to(crate::metrics::serve))
+                .configure(crate::api::configure)
+                .configure(crate::web::configure)
+                .default_service(web::to(crate::web::not_found))
         })
-        .listen(self.listener)?;
-        let server = match router::tls::bind(&self.ctx.settings)? {
-            Some((listener, certs)) => {
-                let config = certs.server_config();
-                tokio::spawn(certs.watch());
-                server.listen_rustls_0_23(listener, config)?
-            }
-            None => server,
-        }
+        .listen_uds(api_listener)?
         .run();
+        let tls = router::tls::bind(&self.ctx.settings)?;
+        if let Some((_, certs)) = &tls {
+            tokio::spawn(certs.clone().watch());
+        }
+        let front = Arc::new(router::server::Front {
+            router: Arc::new(router::Router::new(
+                self.ctx.routes.clone(),
+                &self.ctx.settings,
+            )),
+            api: Some(router::server::Api {
+                socket: api_socket,
+                domain: self.ctx.settings.apps_domain.clone(),
+            }),
+            settings: self.ctx.settings.clone(),
+        });
+        let mut front_stopped = router::server::start(front, self.listener, tls)?;
         tracing::info!(port = self.port, "paas-server listening");
         let converge = tokio::spawn(crate::convergence::run(self.ctx.clone()));
         tokio::spawn(crate::convergence::drain_watch(self.ctx.clone()));
@@ -180,6 +164,7 @@ impl Application {
         tokio::spawn(crate::auth::prune_loop(self.ctx.clone()));
         tokio::select! {
             r = server => r.context("HTTP server failed"),
+            why = front_stopped.recv() => Err(anyhow::anyhow!("public listener stopped: {why:?}")),
             r = converge => Err(anyhow::anyhow!("convergence loop stopped: {r:?}")),
         }
     }

@@ -4,6 +4,8 @@ GET /          -> JSON: this instance's index and the request headers it receive
 GET /ws        -> WebSocket echo (RFC 6455 handshake and framing, text and binary)
 POST /         -> echoes the body, after `X-Delay-Ms` milliseconds when that header is sent
                   (a slow request in flight; SIGTERM's default action kills it mid-way)
+GET /line      -> with `Upgrade: line-echo`: 101, then each line sent comes back upper-cased
+                  (a protocol that is not WebSocket, the way CONNECT-style tunnels or h2c work)
 GET /stall     -> headers and half of a 10-byte body, then `X-Delay-Ms` (default 30000) of
                   silence before the rest (a hung instance mid-body)
 Speaks HTTP/1.1 keep-alive, like most real apps, so the router's pooled connections are used.
@@ -27,6 +29,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/ws" and self.headers.get("Upgrade", "").lower() == "websocket":
             return self.websocket()
+        if self.path == "/line" and self.headers.get("Upgrade", "").lower() == "line-echo":
+            return self.line_echo()
         if self.path == "/stall":
             self.send_response(200)
             self.send_header("Content-Length", "10")
@@ -93,6 +97,19 @@ class Handler(BaseHTTPRequestHandler):
                 hdr = bytes([0x80 | opcode, 127]) + struct.pack(">Q", len(data))
             wf.write(hdr + data)
             wf.flush()
+
+    def line_echo(self):
+        self.send_response(101)
+        self.send_header("Upgrade", "line-echo")
+        self.send_header("Connection", "Upgrade")
+        self.end_headers()
+        self.wfile.flush()
+        for line in self.rfile:
+            if line.strip() == b"bye":
+                break
+            self.wfile.write(line.upper())
+            self.wfile.flush()
+        self.close_connection = True
 
     def log_message(self, fmt, *args):
         pass

@@ -177,9 +177,7 @@ pub async fn check_credentials(
 ) -> ApiResult<()> {
     let key = format!(
         "{}|{}",
-        req.peer_addr()
-            .map(|a| a.ip().to_string())
-            .unwrap_or_default(),
+        crate::router::server::client_ip(req),
         username.to_lowercase()
     );
     if let Some(wait) = locked_out(ctx, &key) {

@@ -82,8 +82,11 @@ pub async fn map(
     let spec = parse(&body.route)?;
     // The router sees a mapped host before the API does: a route on the controller's own host
     // would take the API and dashboard away from everyone.
-    let api_host =
-        crate::router::request_host(req.head()).map(|h| h.rsplit_once(':').map_or(h, |(h, _)| h));
+    let api_host = req
+        .headers()
+        .get(actix_web::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| h.rsplit_once(':').map_or(h, |(h, _)| h));
     if api_host.is_some_and(|h| h.trim_end_matches('.').eq_ignore_ascii_case(&spec.host)) {
         return Err(Error::api(
             ErrorCode::Conflict,

@@ -5,7 +5,7 @@
 //! `running`) are in it.
 //!
 //! - [`proxy`]: the request path (pick, retry, wait, headers, streaming, timeouts, errors).
-//! - [`ws`]: WebSocket upgrades, bridged frame by frame.
+//! - [`server`]: the listener (hyper, HTTP/1.1 and HTTP/2, TLS), app traffic vs the API.
 //! - [`access_log`]: RTR lines, batched into the app's log stream off the hot path.
 //! - [`stats`]: counters (atomics) for a later `/metrics`.
 //! - [`standalone`]: `paas-server router`, the router alone, following the controller's table.
@@ -16,12 +16,11 @@
 
 pub mod access_log;
 pub mod proxy;
+pub mod server;
 pub mod standalone;
 pub mod stats;
 pub mod tls;
-pub mod ws;
 
-use actix_web::http::header;
 use paas_common::api::InstanceState;
 use paas_common::route::{RouteInfo, RouteSpec, RouterBackend, RouterTable};
 use serde::{Deserialize, Serialize};
@@ -72,6 +71,28 @@ pub struct Backend {
     /// Requests in flight to this instance (until their response body ends); kept across table
     /// rebuilds for the same address so least-connections sees the truth.
     pub inflight: Arc<AtomicUsize>,
+    /// `address` parsed once, for the request URI of every attempt.
+    authority: Option<http::uri::Authority>,
+}
+
+impl Backend {
+    pub fn new(address: String, index: u32, inflight: Arc<AtomicUsize>) -> Self {
+        Self {
+            authority: address.parse().ok(),
+            address,
+            index,
+            inflight,
+        }
+    }
+
+    /// `http://ADDRESS` + the client's path and query.
+    pub fn uri(&self, path: http::uri::PathAndQuery) -> http::Uri {
+        let mut p = http::uri::Parts::default();
+        p.scheme = Some(http::uri::Scheme::HTTP);
+        p.authority = self.authority.clone();
+        p.path_and_query = Some(path);
+        http::Uri::from_parts(p).unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -228,11 +249,7 @@ impl RouteTable {
                             let inflight = old_inflight
                                 .get(b.address.as_str())
                                 .map_or_else(Default::default, |c| (*c).clone());
-                            Arc::new(Backend {
-                                address: b.address.clone(),
-                                index: b.index,
-                                inflight,
-                            })
+                            Arc::new(Backend::new(b.address.clone(), b.index, inflight))
                         })
                         .collect();
                     Arc::new(AppRoutes {
@@ -384,11 +401,12 @@ pub fn app_for_host(host: &str, domain: &str) -> Option<String> {
     (!name.is_empty() && !name.contains('.')).then(|| name.to_string())
 }
 
-pub fn request_host(req: &actix_web::dev::RequestHead) -> Option<&str> {
-    req.headers
-        .get(header::HOST)
+/// The host a request names: its `Host` header, or (HTTP/2) the URI's authority.
+pub fn request_host<B>(req: &http::Request<B>) -> Option<&str> {
+    req.headers()
+        .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.host())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
 }
 
 #[cfg(test)]

@@ -1,40 +1,41 @@
-//! The request path of the router, on the API's actix listener with a pooled hyper client per
-//! worker (HTTP/1.1 keep-alive both ways; bodies stream both ways, never buffered whole).
+//! The request path of the router, on hyper both ways (the listener in [`super::server`], a pooled
+//! HTTP/1.1 client per listener thread): keep-alive to clients and to instances, bodies streamed
+//! both ways and never buffered whole, upgrades (WebSocket or any other protocol) tunnelled as
+//! bytes once the instance answered 101.
 //!
-//! For each request: find the app's routes; pick an instance (round-robin or least-connections,
-//! or the one `X-Paas-App-Instance: NAME:INDEX` names); if none is ready, wait for the table to
-//! change up to `router_wait_ms` (a deploy in progress) before answering 503. A failure before
-//! any request byte was sent (refused or timed-out connect) is retried on another instance; so is
-//! a failed send of a bodiless idempotent request (a pooled connection the instance had closed).
-//! Every error the router itself answers is `{"code","message"}` with `X-Paas-Router-Error`.
+//! For each request: find the app its route names; pick an instance (round-robin or
+//! least-connections, or the one `X-Paas-App-Instance: NAME:INDEX` names); if none is ready, wait
+//! for the table to change up to `router_wait_ms` (a deploy in progress) before answering 503. A
+//! failure before any request byte was sent (refused or timed-out connect) is retried on another
+//! instance; so is a failed send of a bodiless idempotent request (a pooled connection the
+//! instance had closed). Every error the router itself answers is `{"code","message"}` with
+//! `X-Paas-Router-Error`.
 //!
 //! Errors know their side, as in pingora: [`Failure`] says whether the instance was never reached
 //! (always retryable), failed after we sent (retryable only when replaying cannot change state),
 //! or was too slow (504, not retried: the instance may still be working on it).
 
-use actix_web::body::SizedStream;
-use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
-use actix_web::http::{Method, StatusCode};
-use actix_web::web::Bytes;
-use actix_web::{web, HttpRequest, HttpResponse};
-use futures_util::{Stream, StreamExt};
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use paas_common::ErrorCode;
-use std::cell::{Cell, RefCell};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use paas_common::{ApiError, ErrorCode};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::rc::Rc;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use super::access_log::{self, Entry};
-use super::{request_host, Backend, Router};
+use super::{Backend, RouteTable, Router};
 use crate::config::Settings;
-use crate::error::{error_chain, error_response};
+use crate::error::error_chain;
 
 /// Most instances one request tries (each only once per address).
 const MAX_ATTEMPTS: usize = 4;
@@ -51,11 +52,10 @@ const HOP_BY_HOP: [&str; 9] = [
     "upgrade",
 ];
 
-/// The clients the proxy uses, one set per actix worker (each with its own connection pools, so
-/// workers never contend for a pool lock): hyper for HTTP, awc for the WebSocket leg.
+/// The client the proxy uses to reach instances, one per listener thread (each with its own
+/// connection pools, so threads never contend for a pool lock).
 pub struct Clients {
     http: hyper_util::client::legacy::Client<HttpConnector, ReqBody>,
-    pub(super) ws: awc::Client,
     response_timeout: Duration,
     idle_timeout: Duration,
 }
@@ -74,24 +74,24 @@ impl Clients {
             // A request that lost the race with an instance closing an idle pooled connection
             // (nothing of it was written) is sent again on a fresh one.
             .retry_canceled_requests(true)
+            // The router passes the client's Host on; an HTTP/2 client sends none, and then the
+            // proxy sets it from the request's authority itself (never the instance's address).
+            .set_host(false)
             .build(connector);
-        let ws_connector = awc::Connector::new()
-            .timeout(Duration::from_millis(settings.router_connect_timeout_ms))
-            .limit(4096)
-            .conn_keep_alive(Duration::from_secs(15));
-        let ws = awc::Client::builder()
-            .connector(ws_connector)
-            .disable_redirects()
-            .no_default_headers()
-            .timeout(Duration::from_secs(settings.router_response_timeout_secs))
-            .finish();
         Self {
             http,
-            ws,
             response_timeout: Duration::from_secs(settings.router_response_timeout_secs),
             idle_timeout: Duration::from_secs(settings.router_idle_timeout_secs),
         }
     }
+}
+
+/// What the listener knows of the client's connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The client's scheme as this listener saw it (never taken from the client's headers).
+    pub proto: &'static str,
 }
 
 /// What the router knows of a request, for headers, errors and the access log.
@@ -102,7 +102,6 @@ pub(super) struct Meta {
     pub(super) path: String,
     pub(super) request_id: String,
     pub(super) peer: String,
-    /// The client's scheme as this listener saw it (never taken from the client's headers).
     pub(super) proto: &'static str,
     pub(super) started: Instant,
 }
@@ -148,21 +147,32 @@ fn caused_by_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Proxies one request to an instance of the app its Host names.
+/// Whether the client asks to switch protocols (HTTP/1.1 `Connection: upgrade` + `Upgrade`).
+pub(super) fn wants_upgrade(req: &Request<Incoming>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(http::header::UPGRADE)
+        && connection_tokens(req.headers()).any(|t| t.eq_ignore_ascii_case("upgrade"))
+}
+
+fn connection_tokens(h: &HeaderMap) -> impl Iterator<Item = &str> {
+    h.get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+}
+
+/// Proxies one request to an instance of `app` (the route the listener resolved).
 pub async fn proxy(
-    req: HttpRequest,
-    payload: web::Payload,
-    ctx: web::Data<Router>,
-    clients: web::Data<Clients>,
-) -> HttpResponse {
+    mut req: Request<Incoming>,
+    app: String,
+    host: String,
+    ctx: &Router,
+    clients: &Clients,
+    peer: Peer,
+) -> Response<RespBody> {
     let stats = &ctx.table.stats;
     stats.requests.fetch_add(1, Ordering::Relaxed);
-    let host = request_host(req.head()).unwrap_or_default().to_string();
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
     let request_id = req
         .headers()
         .get("x-request-id")
@@ -170,32 +180,28 @@ pub async fn proxy(
         .filter(|v| !v.is_empty() && v.len() <= 200)
         .map_or_else(new_request_id, str::to_string);
     let meta = Meta {
-        app: ctx
-            .table
-            .resolve(&host, req.uri().path())
-            .unwrap_or_default(),
+        app,
         host,
         method: req.method().clone(),
-        path,
+        path: req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string(),
         request_id,
-        peer: req
-            .peer_addr()
-            .map(|a| a.ip().to_string())
-            .unwrap_or_default(),
-        proto: if req.app_config().secure() {
-            "https"
-        } else {
-            "http"
-        },
+        peer: peer.addr.ip().to_string(),
+        proto: peer.proto,
         started: Instant::now(),
     };
-    if meta.app.is_empty() || ctx.table.get(&meta.app).is_none() {
-        let msg = format!(
-            "no route for {}{} on this platform",
-            meta.host,
-            req.uri().path()
+    if ctx.table.get(&meta.app).is_none() {
+        let msg = format!("no route for {}{} on this platform", meta.host, meta.path);
+        return fail(
+            &ctx.table,
+            &meta,
+            ErrorCode::RouteNotFound,
+            "unknown_route",
+            msg,
         );
-        return fail(&ctx, &meta, ErrorCode::RouteNotFound, "unknown_route", msg);
     }
 
     // `X-Paas-App-Instance: NAME:INDEX` pins the request to one instance of this host's app.
@@ -208,7 +214,7 @@ pub async fn proxy(
         Some(Ok(i)) => Some(i),
         Some(Err(msg)) => {
             return fail(
-                &ctx,
+                &ctx.table,
                 &meta,
                 ErrorCode::BadRequest,
                 "bad_instance_header",
@@ -217,29 +223,27 @@ pub async fn proxy(
         }
     };
 
-    let headers = upstream_headers(req.headers(), &meta);
-    if super::ws::is_websocket(&req) {
-        return super::ws::bridge(req, payload, ctx, clients, meta, target, headers).await;
-    }
-    // The body's framing is re-made on the instance side: a known length stays a length
-    // (hyper writes Content-Length from the body's exact size), anything else is chunked.
-    let length: Option<u64> = req
-        .headers()
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok());
-    let has_body = req.headers().contains_key("transfer-encoding") || length.is_some_and(|n| n > 0);
+    let upgrade = wants_upgrade(&req);
+    let pq = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    let mut headers = parts.headers;
+    prepare_headers(&mut headers, &meta, upgrade);
     let idempotent = matches!(
         meta.method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
     );
-    let body = Lendable::new(payload.into_inner());
+    let body = (!body.is_end_stream()).then(|| Lendable::new(body));
     let deadline = meta.started + ctx.wait;
     let mut tried: Vec<String> = Vec::new();
     let mut last: Option<Failure> = None;
 
     loop {
-        let backend = match next_backend(&ctx, &meta.app, target, &tried, deadline, last.is_some())
+        let backend = match next_backend(ctx, &meta.app, target, &tried, deadline, last.is_some())
             .await
         {
             Some(b) => b,
@@ -258,26 +262,25 @@ pub async fn proxy(
                         retry: false,
                     },
                 });
-                return fail(&ctx, &meta, f.code, f.reason, f.message);
+                return fail(&ctx.table, &meta, f.code, f.reason, f.message);
             }
         };
         let guard = InFlight::new(backend.clone());
-        let req_body = if has_body {
-            body.lend(length)
+        let mut out = Request::new(body.as_ref().map_or(ReqBody::Empty, Lendable::lend));
+        *out.method_mut() = meta.method.clone();
+        *out.uri_mut() = backend.uri(pq.clone());
+        // The last attempt takes the headers; earlier ones copy them for a possible retry.
+        *out.headers_mut() = if tried.len() + 1 >= MAX_ATTEMPTS {
+            std::mem::take(&mut headers)
         } else {
-            ReqBody::Empty
+            headers.clone()
         };
-        let sent = match upstream_request(&meta, &backend.address, &headers, req_body) {
-            Ok(r) => tokio::time::timeout(clients.response_timeout, clients.http.request(r)).await,
-            Err(msg) => {
-                return fail(&ctx, &meta, ErrorCode::BadRequest, "bad_request", msg);
-            }
-        };
+        let sent = tokio::time::timeout(clients.response_timeout, clients.http.request(out)).await;
         let sent = match sent {
             Ok(r) => r,
             Err(_) => {
                 return fail(
-                    &ctx,
+                    &ctx.table,
                     &meta,
                     ErrorCode::UpstreamTimeout,
                     "response_timeout",
@@ -291,14 +294,25 @@ pub async fn proxy(
             }
         };
         match sent {
-            Ok(res) => return respond(&ctx, meta, backend, guard, res, clients.idle_timeout),
+            Ok(res) => {
+                return respond(
+                    &ctx.table,
+                    meta,
+                    backend,
+                    guard,
+                    res,
+                    clients.idle_timeout,
+                    client_upgrade,
+                )
+            }
             Err(e) => {
-                let f = classify(&e, idempotent && !body.touched());
+                let touched = body.as_ref().is_some_and(Lendable::touched);
+                let f = classify(&e, idempotent && !touched);
                 tracing::warn!(app = %meta.app, instance = backend.index, backend = %backend.address, error = %f.message, retry = f.retry, "upstream attempt failed");
                 tried.push(backend.address.clone());
                 if !f.retry || tried.len() >= MAX_ATTEMPTS {
                     return fail(
-                        &ctx,
+                        &ctx.table,
                         &meta,
                         f.code,
                         f.reason,
@@ -313,33 +327,6 @@ pub async fn proxy(
             }
         }
     }
-}
-
-/// The request to the instance, in hyper's types (actix-web is on `http` 0.2, hyper on 1.x: names
-/// and values are carried over as bytes).
-fn upstream_request(
-    meta: &Meta,
-    address: &str,
-    headers: &[(HeaderName, HeaderValue)],
-    body: ReqBody,
-) -> Result<http::Request<ReqBody>, String> {
-    let uri = format!("http://{address}{}", meta.path);
-    let mut b = http::Request::builder()
-        .method(
-            http::Method::from_bytes(meta.method.as_str().as_bytes())
-                .map_err(|e| format!("method {}: {e}", meta.method))?,
-        )
-        .uri(uri);
-    let h = b.headers_mut().expect("a fresh builder has headers");
-    h.reserve(headers.len());
-    for (name, value) in headers {
-        let n = http::HeaderName::from_bytes(name.as_str().as_bytes())
-            .map_err(|e| format!("header {name}: {e}"))?;
-        let v = http::HeaderValue::from_bytes(value.as_bytes())
-            .map_err(|e| format!("header {name}: {e}"))?;
-        h.append(n, v);
-    }
-    b.body(body).map_err(|e| format!("request: {e}"))
 }
 
 /// The instance to try next, waiting (until `deadline`) for the route table to offer one.
@@ -408,167 +395,262 @@ fn parse_target(v: &HeaderValue, app: &str) -> Result<u32, String> {
         .map_err(|_| format!("X-Paas-App-Instance index {index:?} is not a number"))
 }
 
-/// The request headers an instance sees: the client's, minus hop-by-hop ones (and those the
-/// `Connection` header names), plus the forwarding headers.
-fn upstream_headers(h: &HeaderMap, meta: &Meta) -> Vec<(HeaderName, HeaderValue)> {
-    let named_by_connection: Vec<String> = h
-        .get_all("connection")
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .collect();
-    let mut out: Vec<(HeaderName, HeaderValue)> = h
-        .iter()
-        .filter(|(n, _)| {
-            let n = n.as_str();
-            !HOP_BY_HOP.contains(&n)
-                && !named_by_connection.iter().any(|c| c == n)
-                && !matches!(
-                    n,
-                    "content-length"
-                        | "x-forwarded-for"
-                        | "x-forwarded-proto"
-                        | "x-forwarded-host"
-                        | "x-request-id"
-                        | "x-paas-app-instance"
-                )
-        })
-        .map(|(n, v)| (n.clone(), v.clone()))
-        .collect();
-    let prev: Vec<&str> = h
+/// Removes hop-by-hop headers (and those the `Connection` header names) in place; an upgrade
+/// keeps `Upgrade` and a plain `Connection: upgrade`, which the next hop must see.
+pub(super) fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
+    if h.contains_key(http::header::CONNECTION) {
+        let named: Vec<HeaderName> = connection_tokens(h)
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for n in named {
+            if !(upgrade && n == http::header::UPGRADE) {
+                h.remove(n);
+            }
+        }
+    }
+    for n in HOP_BY_HOP {
+        if !(upgrade && n == "upgrade") {
+            h.remove(n);
+        }
+    }
+    if upgrade {
+        h.insert(
+            http::header::CONNECTION,
+            HeaderValue::from_static("upgrade"),
+        );
+    }
+}
+
+/// Appends the peer to `X-Forwarded-For` (one header, earlier hops first).
+pub(super) fn append_forwarded_for(h: &mut HeaderMap, peer: &str) {
+    let mut prev = h
         .get_all("x-forwarded-for")
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let xff = if prev.is_empty() {
-        meta.peer.clone()
-    } else {
-        format!("{}, {}", prev.join(", "), meta.peer)
-    };
-    let mut add = |name: &'static str, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            out.push((HeaderName::from_static(name), v));
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let xff = match (prev.next(), prev.next()) {
+        (None, _) => HeaderValue::from_str(peer).ok(),
+        (Some(one), None) => HeaderValue::from_str(&format!("{one}, {peer}")).ok(),
+        (Some(a), Some(b)) => {
+            let rest: Vec<&str> = prev.collect();
+            let mut all = vec![a, b];
+            all.extend(rest);
+            HeaderValue::from_str(&format!("{}, {peer}", all.join(", "))).ok()
         }
     };
-    add("x-forwarded-for", &xff);
-    add("x-forwarded-proto", meta.proto);
-    add("x-forwarded-host", &meta.host);
-    add("x-request-id", &meta.request_id);
-    out
+    if let Some(v) = xff {
+        h.insert(HeaderName::from_static("x-forwarded-for"), v);
+    }
+}
+
+/// The request headers an instance sees: the client's, minus hop-by-hop ones, plus the
+/// forwarding headers (and `Host`, which an HTTP/2 client sends as the authority instead).
+fn prepare_headers(h: &mut HeaderMap, meta: &Meta, upgrade: bool) {
+    strip_hop_by_hop(h, upgrade);
+    h.remove("x-paas-app-instance");
+    append_forwarded_for(h, &meta.peer);
+    h.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(meta.proto),
+    );
+    if let Ok(v) = HeaderValue::from_str(&meta.host) {
+        h.insert(HeaderName::from_static("x-forwarded-host"), v.clone());
+        h.entry(http::header::HOST).or_insert(v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&meta.request_id) {
+        h.insert(HeaderName::from_static("x-request-id"), v);
+    }
 }
 
 fn respond(
-    ctx: &web::Data<Router>,
+    table: &Arc<RouteTable>,
     meta: Meta,
     backend: Arc<Backend>,
     guard: InFlight,
-    res: http::Response<hyper::body::Incoming>,
+    mut res: Response<Incoming>,
     idle: Duration,
-) -> HttpResponse {
-    let status = StatusCode::from_u16(res.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let mut out = HttpResponse::build(status);
-    let mut length: Option<u64> = None;
-    for (name, value) in res.headers() {
-        let n = name.as_str();
-        if n == "content-length" {
-            length = value.to_str().ok().and_then(|v| v.parse().ok());
-            continue;
-        }
-        if HOP_BY_HOP.contains(&n) {
-            continue;
-        }
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(n.as_bytes()),
-            HeaderValue::from_bytes(value.as_bytes()),
-        ) {
-            out.append_header((n, v));
-        }
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Response<RespBody> {
+    let status = res.status();
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS && client_upgrade.is_some();
+    let upstream_upgrade = switching.then(|| hyper::upgrade::on(&mut res));
+    let (mut parts, body) = res.into_parts();
+    strip_hop_by_hop(&mut parts.headers, switching);
+    let h = &mut parts.headers;
+    if let Ok(v) = HeaderValue::from_str(&meta.request_id) {
+        h.insert(HeaderName::from_static("x-request-id"), v);
     }
-    out.insert_header(("x-request-id", meta.request_id.as_str()));
-    out.insert_header(("x-paas-app", meta.app.as_str()));
-    out.insert_header(("x-paas-instance", backend.index.to_string()));
-    ctx.table.stats.count_status(status.as_u16());
-    let body = Tracked {
-        inner: Incoming {
-            body: res.into_body(),
-            idle,
-            timer: None,
-        },
-        bytes: 0,
-        done: Some(Done {
-            ctx: ctx.clone(),
-            meta,
-            backend,
-            status: status.as_u16(),
-            _guard: guard,
-        }),
+    if let Ok(v) = HeaderValue::from_str(&meta.app) {
+        h.insert(HeaderName::from_static("x-paas-app"), v);
+    }
+    h.insert(
+        HeaderName::from_static("x-paas-instance"),
+        HeaderValue::from(backend.index),
+    );
+    table.stats.count_status(status.as_u16());
+    let done = Done {
+        table: table.clone(),
+        meta,
+        backend,
+        status: status.as_u16(),
+        _guard: guard,
     };
-    let bodiless = status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-        || status.is_informational();
-    match length {
-        Some(n) => out.body(SizedStream::new(n, body)),
-        None if bodiless => out.body(SizedStream::new(0, body)),
-        None => out.streaming(body),
+    if let (Some(client), Some(upstream)) = (client_upgrade, upstream_upgrade) {
+        table.stats.websockets.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(tunnel(client, upstream, done));
+        return Response::from_parts(parts, RespBody::Full(None));
     }
+    let body = Tracked {
+        body,
+        idle,
+        timer: None,
+        bytes: 0,
+        done: Some(done),
+    };
+    Response::from_parts(parts, RespBody::Proxied(body))
 }
 
-/// The instance's response body as a stream of data chunks (trailers are not passed on), cut
-/// when the instance stays silent for `idle` mid-body. The timer is armed only while a chunk is
-/// awaited, so a body that is already buffered (most small answers) never touches the timer
-/// wheel.
-struct Incoming {
-    body: hyper::body::Incoming,
-    idle: Duration,
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+/// Copies bytes both ways between an upgraded client connection and the instance's, until
+/// either side closes; the RTR line is written when it ends (bytes = instance to client).
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    done: Done,
+) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(both) => both,
+        Err(e) => {
+            tracing::warn!(app = %done.meta.app, error = %e, "upgrade through the router failed");
+            done.record(0);
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    let bytes = match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        Ok((_, down)) => down,
+        Err(e) => {
+            tracing::debug!(app = %done.meta.app, error = %e, "upgraded connection ended with an error");
+            0
+        }
+    };
+    done.record(bytes);
+}
+
+/// A response body from the router's listener: a proxied instance's (tracked), the API's
+/// (passed through), or the router's own (an error). Not boxed: the proxied variant is the
+/// common one, and a box would be an allocation per request.
+#[allow(clippy::large_enum_variant)]
+pub enum RespBody {
+    Full(Option<Bytes>),
+    Proxied(Tracked),
+    Passed(Incoming),
 }
 
 #[derive(Debug, thiserror::Error)]
-enum BodyError {
+pub enum BodyError {
     #[error("{0}")]
     Upstream(#[from] hyper::Error),
     #[error("the instance sent nothing for {0:?} mid-body")]
     Idle(Duration),
 }
 
-impl Stream for Incoming {
-    type Item = Result<Bytes, BodyError>;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        loop {
-            match Pin::new(&mut self.body).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    self.timer = None;
-                    match frame.into_data() {
-                        Ok(data) => return Poll::Ready(Some(Ok(data))),
-                        Err(_) => continue,
-                    }
+impl Body for RespBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            RespBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            RespBody::Proxied(t) => t.poll_frame(cx),
+            RespBody::Passed(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(BodyError::from))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RespBody::Full(b) => b.is_none(),
+            RespBody::Proxied(t) => t.body.is_end_stream(),
+            RespBody::Passed(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RespBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            RespBody::Proxied(t) => t.body.size_hint(),
+            RespBody::Passed(b) => b.size_hint(),
+        }
+    }
+}
+
+/// The instance's response body, counted, and cut when the instance stays silent for `idle`
+/// mid-body. The timer is armed only while a frame is awaited, so a body that is already
+/// buffered (most small answers) never touches the timer wheel. Dropping it (body done, or the
+/// client gone) writes the RTR line and ends the in-flight count.
+pub struct Tracked {
+    body: Incoming,
+    idle: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    bytes: u64,
+    done: Option<Done>,
+}
+
+impl Tracked {
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                self.timer = None;
+                if let Some(d) = frame.data_ref() {
+                    self.bytes += d.len() as u64;
                 }
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
-                Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending => {
-                    let idle = self.idle;
-                    let timer = self
-                        .timer
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
-                    if timer.as_mut().poll(cx).is_ready() {
-                        self.timer = None;
-                        return Poll::Ready(Some(Err(BodyError::Idle(idle))));
-                    }
-                    return Poll::Pending;
-                }
+                Poll::Ready(Some(Ok(frame)))
             }
+            Poll::Ready(Some(Err(e))) => {
+                tracing::warn!(error = %e, "upstream response body failed");
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                let idle = self.idle;
+                let timer = self
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    self.timer = None;
+                    tracing::warn!(?idle, "instance went silent mid-body; cutting the response");
+                    return Poll::Ready(Some(Err(BodyError::Idle(idle))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if let Some(d) = self.done.take() {
+            d.record(self.bytes);
         }
     }
 }
 
 /// An answer from the router itself: JSON error, reason header, counted and access-logged.
 pub(super) fn fail(
-    ctx: &Router,
+    table: &RouteTable,
     meta: &Meta,
     code: ErrorCode,
     reason: &'static str,
     message: String,
-) -> HttpResponse {
-    let mut res = error_response(code, message);
+) -> Response<RespBody> {
+    let mut res = json_error(code, message);
     let h = res.headers_mut();
     h.insert(
         HeaderName::from_static("x-paas-router-error"),
@@ -577,12 +659,12 @@ pub(super) fn fail(
     if let Ok(v) = HeaderValue::from_str(&meta.request_id) {
         h.insert(HeaderName::from_static("x-request-id"), v);
     }
-    let stats = &ctx.table.stats;
+    let stats = &table.stats;
     stats.router_errors.fetch_add(1, Ordering::Relaxed);
     stats.count_status(res.status().as_u16());
     if !meta.app.is_empty() {
         access_log::record(
-            &ctx.table,
+            table,
             Entry {
                 app: &meta.app,
                 method: meta.method.as_str(),
@@ -599,7 +681,20 @@ pub(super) fn fail(
     res
 }
 
-/// Counts a request in flight to a backend until dropped (least-connections reads it).
+/// The platform's JSON error body, `{"code","message"}`, with the code's status.
+pub fn json_error(code: ErrorCode, message: String) -> Response<RespBody> {
+    let body = serde_json::to_vec(&ApiError::new(code, message)).unwrap_or_default();
+    let mut res = Response::new(RespBody::Full(Some(Bytes::from(body))));
+    *res.status_mut() =
+        StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    res.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+/// Counts a request in flight to a backend until dropped (least-connections and the drain read it).
 pub(super) struct InFlight(Arc<Backend>);
 
 impl InFlight {
@@ -616,70 +711,45 @@ impl Drop for InFlight {
 }
 
 /// The client's request body, lent to one attempt at a time: an attempt that failed before
-/// reading any of it leaves it whole for the next one, and `touched` says whether any was read.
-///
-/// hyper sends the request from its connection task, which must be `Send`, and actix's payload is
-/// not: an attempt gets a channel-fed body, and a local task pumps the payload into the channel
-/// only once hyper first asks for a chunk (so a failed connect leaves the payload untouched).
+/// reading any of it (a refused connect) leaves it whole for the next one, and `touched` says
+/// whether any was read.
 struct Lendable {
-    inner: Rc<RefCell<Option<actix_web::dev::Payload>>>,
-    touched: Rc<Cell<bool>>,
+    slot: Arc<Mutex<Option<Incoming>>>,
+    touched: Arc<AtomicBool>,
+    hint: SizeHint,
 }
 
 impl Lendable {
-    fn new(p: actix_web::dev::Payload) -> Self {
+    fn new(body: Incoming) -> Self {
         Self {
-            inner: Rc::new(RefCell::new(Some(p))),
-            touched: Rc::new(Cell::new(false)),
+            hint: body.size_hint(),
+            slot: Arc::new(Mutex::new(Some(body))),
+            touched: Arc::default(),
         }
     }
 
-    fn lend(&self, length: Option<u64>) -> ReqBody {
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        let (start_tx, start_rx) = tokio::sync::oneshot::channel::<()>();
-        let inner = self.inner.clone();
-        let touched = self.touched.clone();
-        actix_web::rt::spawn(async move {
-            // The attempt dropped its body unread: the payload stays for the next one.
-            if start_rx.await.is_err() {
-                return;
-            }
-            let Some(mut payload) = inner.borrow_mut().take() else {
-                let _ = tx
-                    .send(Err(std::io::Error::other(
-                        "the request body was already sent",
-                    )))
-                    .await;
-                return;
-            };
-            touched.set(true);
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|e| std::io::Error::other(e.to_string()));
-                let failed = chunk.is_err();
-                if tx.send(chunk).await.is_err() || failed {
-                    break;
-                }
-            }
-        });
-        ReqBody::Channel {
-            rx,
-            start: Some(start_tx),
-            length,
+    fn lend(&self) -> ReqBody {
+        ReqBody::Lent {
+            slot: self.slot.clone(),
+            touched: self.touched.clone(),
+            body: None,
+            hint: self.hint,
         }
     }
 
     fn touched(&self) -> bool {
-        self.touched.get()
+        self.touched.load(Ordering::Relaxed)
     }
 }
 
-/// A request body for hyper: none, or the client's, chunk by chunk through a channel.
-pub(super) enum ReqBody {
+/// A request body for hyper: none, or the client's, taken from its [`Lendable`] on first read.
+pub enum ReqBody {
     Empty,
-    Channel {
-        rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
-        start: Option<tokio::sync::oneshot::Sender<()>>,
-        length: Option<u64>,
+    Lent {
+        slot: Arc<Mutex<Option<Incoming>>>,
+        touched: Arc<AtomicBool>,
+        body: Option<Incoming>,
+        hint: SizeHint,
     },
 }
 
@@ -693,79 +763,72 @@ impl Body for ReqBody {
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         match self.get_mut() {
             ReqBody::Empty => Poll::Ready(None),
-            ReqBody::Channel { rx, start, .. } => {
-                if let Some(s) = start.take() {
-                    let _ = s.send(());
+            ReqBody::Lent {
+                slot,
+                touched,
+                body,
+                ..
+            } => {
+                if body.is_none() {
+                    touched.store(true, Ordering::Relaxed);
+                    *body = slot.lock().ok().and_then(|mut s| s.take());
+                    if body.is_none() {
+                        return Poll::Ready(Some(Err(std::io::Error::other(
+                            "the request body was already sent",
+                        ))));
+                    }
                 }
-                rx.poll_recv(cx).map(|c| c.map(|c| c.map(Frame::data)))
+                let b = body.as_mut().expect("taken above");
+                Pin::new(b)
+                    .poll_frame(cx)
+                    .map(|f| f.map(|f| f.map_err(std::io::Error::other)))
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self, ReqBody::Empty)
+        match self {
+            ReqBody::Empty => true,
+            ReqBody::Lent { body: Some(b), .. } => b.is_end_stream(),
+            ReqBody::Lent { .. } => false,
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             ReqBody::Empty => SizeHint::with_exact(0),
-            ReqBody::Channel {
-                length: Some(n), ..
-            } => SizeHint::with_exact(*n),
-            ReqBody::Channel { .. } => SizeHint::default(),
+            ReqBody::Lent { body: Some(b), .. } => b.size_hint(),
+            ReqBody::Lent { hint, .. } => *hint,
         }
     }
 }
 
 /// Finishing a proxied response: access log and in-flight count, when the body ends or the
-/// client goes away.
+/// client goes away (or an upgraded connection closes).
 struct Done {
-    ctx: web::Data<Router>,
+    table: Arc<RouteTable>,
     meta: Meta,
     backend: Arc<Backend>,
     status: u16,
     _guard: InFlight,
 }
 
-struct Tracked<S> {
-    inner: S,
-    bytes: u64,
-    done: Option<Done>,
-}
-
-impl<S: Stream<Item = Result<Bytes, E>> + Unpin, E: std::fmt::Display> Stream for Tracked<S> {
-    type Item = Result<Bytes, E>;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let r = Pin::new(&mut self.inner).poll_next(cx);
-        match &r {
-            Poll::Ready(Some(Ok(b))) => self.bytes += b.len() as u64,
-            Poll::Ready(Some(Err(e))) => {
-                tracing::warn!(error = %e, "upstream response body failed");
-            }
-            _ => {}
-        }
-        r
-    }
-}
-
-impl<S> Drop for Tracked<S> {
-    fn drop(&mut self) {
-        if let Some(d) = self.done.take() {
-            access_log::record(
-                &d.ctx.table,
-                Entry {
-                    app: &d.meta.app,
-                    method: d.meta.method.as_str(),
-                    path: &d.meta.path,
-                    status: d.status,
-                    bytes: self.bytes,
-                    duration: d.meta.started.elapsed(),
-                    instance: Some((d.backend.index, &d.backend.address)),
-                    request_id: &d.meta.request_id,
-                    peer: &d.meta.peer,
-                },
-            );
-        }
+impl Done {
+    fn record(self, bytes: u64) {
+        access_log::record(
+            &self.table,
+            Entry {
+                app: &self.meta.app,
+                method: self.meta.method.as_str(),
+                path: &self.meta.path,
+                status: self.status,
+                bytes,
+                duration: self.meta.started.elapsed(),
+                instance: Some((self.backend.index, &self.backend.address)),
+                request_id: &self.meta.request_id,
+                peer: &self.meta.peer,
+            },
+        );
     }
 }
 
@@ -805,19 +868,49 @@ mod tests {
             HeaderName::from_static("x-keep"),
             HeaderValue::from_static("k"),
         );
-        let out = upstream_headers(&h, &meta());
-        let get = |n: &str| {
-            out.iter()
-                .find(|(k, _)| k.as_str() == n)
-                .map(|(_, v)| v.to_str().unwrap().to_string())
-        };
+        h.append(
+            HeaderName::from_static("x-paas-app-instance"),
+            HeaderValue::from_static("a:1"),
+        );
+        prepare_headers(&mut h, &meta(), false);
+        let get = |n: &str| h.get(n).map(|v| v.to_str().unwrap().to_string());
         assert_eq!(get("x-forwarded-for").as_deref(), Some("1.2.3.4, 10.0.0.9"));
         assert_eq!(get("x-forwarded-host").as_deref(), Some("a.localhost:8080"));
+        assert_eq!(get("host").as_deref(), Some("a.localhost:8080"));
         assert_eq!(get("x-forwarded-proto").as_deref(), Some("http"));
         assert_eq!(get("x-request-id").as_deref(), Some("rid"));
         assert_eq!(get("x-keep").as_deref(), Some("k"));
         assert_eq!(get("x-secret"), None);
         assert_eq!(get("connection"), None);
+        assert_eq!(get("x-paas-app-instance"), None);
+    }
+
+    #[test]
+    fn an_upgrade_keeps_its_headers_and_several_forwarded_for_join() {
+        let mut h = HeaderMap::new();
+        for v in ["1.1.1.1", "2.2.2.2"] {
+            h.append(
+                HeaderName::from_static("x-forwarded-for"),
+                HeaderValue::from_static(v),
+            );
+        }
+        h.append(
+            HeaderName::from_static("connection"),
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        h.append(
+            HeaderName::from_static("upgrade"),
+            HeaderValue::from_static("websocket"),
+        );
+        h.append(
+            HeaderName::from_static("keep-alive"),
+            HeaderValue::from_static("timeout=5"),
+        );
+        prepare_headers(&mut h, &meta(), true);
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+        assert!(h.get("keep-alive").is_none());
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.9");
     }
 
     #[test]

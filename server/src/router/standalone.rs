@@ -1,12 +1,11 @@
 //! `paas-server router`: the router alone, for scale-out. It serves every Host on its listener
-//! with the same proxy as the controller's, follows the controller's route table by long-polling
+//! with the same listener and proxy as the controller's, follows the controller's route table by long-polling
 //! `GET /v1/router/table?after=VERSION` (join token as bearer), and keeps serving the last table it
 //! had while the controller is unreachable. The table is also saved to
 //! `$PAAS_DATA_DIR/router-table.json` (temp + rename), so a router restarted during a controller
 //! outage serves the last known routes too. RTR lines go to the controller in batches
 //! (`POST /v1/router/logs`); while the controller is down they are dropped (counted).
 
-use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use paas_common::api::LogLine;
 use paas_common::route::{RouterLogLine, RouterLogs, RouterTable};
@@ -159,24 +158,22 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 
     tokio::spawn(follow(table.clone(), ctl.clone(), saved, version));
     tokio::spawn(access_log::run(table.clone(), ctl));
-    let data = web::Data::new(Router::new(table, &settings));
-    let tls_settings = settings.clone();
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(data.clone())
-            .app_data(web::Data::new(super::proxy::Clients::new(&settings)))
-            .default_service(web::to(super::proxy))
-    })
-    .listen(listener)?;
-    let server = match super::tls::bind(&tls_settings)? {
-        Some((listener, certs)) => {
-            let config = certs.server_config();
-            tokio::spawn(certs.watch());
-            server.listen_rustls_0_23(listener, config)?
-        }
-        None => server,
+    let tls = super::tls::bind(&settings)?;
+    if let Some((_, certs)) = &tls {
+        tokio::spawn(certs.clone().watch());
     }
-    .run();
+    let front = Arc::new(super::server::Front {
+        router: Arc::new(Router::new(table, &settings)),
+        api: None,
+        settings,
+    });
+    let mut stopped = super::server::start(front, listener, tls)?;
     tracing::info!(%addr, "paas router listening");
-    server.await.context("router HTTP server failed")
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        why = stopped.recv() => anyhow::bail!("listener stopped: {why:?}"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
+        _ = term.recv() => tracing::info!("terminated; stopping"),
+    }
+    Ok(())
 }

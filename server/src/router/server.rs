@@ -1,0 +1,340 @@
+//! The platform's public listener, on hyper: HTTP/1.1 (and HTTP/2 by prior knowledge or, with
+//! TLS, by ALPN), served by one thread per core (`PAAS_ROUTER_THREADS`), each with its own
+//! single-threaded runtime and its own client pools, all accepting from the same socket. That is
+//! nginx's shape (a worker per core, nothing shared on the request path but the route table),
+//! and what brought the router's CPU per request down to nginx's (docs/BENCHMARKS.md).
+//!
+//! A request whose Host (and path) a route names is proxied ([`super::proxy`]). In the
+//! controller every other request is the API's or the dashboard's: it is passed, streaming and
+//! with upgrades, to the actix-web server on a private Unix socket, with `X-Forwarded-*` set by
+//! this listener (the client's own are replaced, so the API can trust them) and `X-Paas-Peer` =
+//! the client's address. A standalone router has no API behind it: every host is app traffic.
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use paas_common::ErrorCode;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::TlsAcceptor;
+
+use super::proxy::{self, Clients, Peer, RespBody};
+use super::tls::CertStore;
+use super::Router;
+use crate::config::Settings;
+
+/// The header that carries the client's address (`IP:PORT`) to the API behind the listener.
+pub const PEER_HEADER: &str = "x-paas-peer";
+
+/// What the listener serves.
+pub struct Front {
+    pub router: Arc<Router>,
+    /// The API behind this listener (controller); `None` in a standalone router.
+    pub api: Option<Api>,
+    pub settings: Settings,
+}
+
+/// The controller's actix-web server, on a Unix socket only this process's user can open.
+pub struct Api {
+    pub socket: PathBuf,
+    /// `NAME.<domain>` is an app's host even when no such app exists (404, not the API).
+    pub domain: String,
+}
+
+/// One listener thread's state.
+struct Worker {
+    front: Arc<Front>,
+    clients: Clients,
+    api: Option<hyper_util::client::legacy::Client<Uds, Incoming>>,
+    http: auto::Builder<TokioExecutor>,
+}
+
+/// Starts the listener threads on `plain` (and `tls`, with its certificates). The receiver gets
+/// a message if a thread ever stops (it should not).
+pub fn start(
+    front: Arc<Front>,
+    plain: TcpListener,
+    tls: Option<(TcpListener, Arc<CertStore>)>,
+) -> anyhow::Result<tokio::sync::mpsc::UnboundedReceiver<String>> {
+    let threads = match front.settings.router_threads {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    plain.set_nonblocking(true)?;
+    let tls = match tls {
+        Some((l, certs)) => {
+            l.set_nonblocking(true)?;
+            let mut config = certs.server_config();
+            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            Some((l, TlsAcceptor::from(Arc::new(config))))
+        }
+        None => None,
+    };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    for i in 0..threads {
+        let plain = plain.try_clone()?;
+        let tls = match &tls {
+            Some((l, a)) => Some((l.try_clone()?, a.clone())),
+            None => None,
+        };
+        let front = front.clone();
+        let tx = tx.clone();
+        std::thread::Builder::new()
+            .name(format!("paas-router-{i}"))
+            .spawn(move || {
+                let why = match run(front, plain, tls) {
+                    Ok(()) => "ended".to_string(),
+                    Err(e) => format!("{e:#}"),
+                };
+                let _ = tx.send(format!("router thread {i}: {why}"));
+            })?;
+    }
+    Ok(rx)
+}
+
+fn run(
+    front: Arc<Front>,
+    plain: TcpListener,
+    tls: Option<(TcpListener, TlsAcceptor)>,
+) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let mut http = auto::Builder::new(TokioExecutor::new());
+        // The timer bounds how long a client may take to send a request's headers (slowloris).
+        http.http1().timer(TokioTimer::new());
+        http.http2().timer(TokioTimer::new());
+        let api = front.api.as_ref().map(|a| {
+            hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .set_host(false)
+                .build(Uds(Arc::new(a.socket.clone())))
+        });
+        let worker = Arc::new(Worker {
+            clients: Clients::new(&front.settings),
+            front,
+            api,
+            http,
+        });
+        let plain = tokio::net::TcpListener::from_std(plain)?;
+        let tls = match tls {
+            Some((l, a)) => Some((tokio::net::TcpListener::from_std(l)?, a)),
+            None => None,
+        };
+        loop {
+            tokio::select! {
+                r = plain.accept() => match r {
+                    Ok((stream, addr)) => {
+                        let _ = stream.set_nodelay(true);
+                        tokio::spawn(serve(worker.clone(), stream, Peer { addr, proto: "http" }));
+                    }
+                    Err(e) => accept_failed(e).await,
+                },
+                r = accept_tls(&tls) => match r {
+                    Ok((stream, addr, acceptor)) => {
+                        let _ = stream.set_nodelay(true);
+                        let worker = worker.clone();
+                        tokio::spawn(async move {
+                            // A client that never finishes its handshake must not hold a task.
+                            let hs = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await;
+                            match hs {
+                                Ok(Ok(tls)) => serve(worker, tls, Peer { addr, proto: "https" }).await,
+                                Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
+                                Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+                            }
+                        });
+                    }
+                    Err(e) => accept_failed(e).await,
+                },
+            }
+        }
+    })
+}
+
+async fn accept_tls(
+    tls: &Option<(tokio::net::TcpListener, TlsAcceptor)>,
+) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr, TlsAcceptor)> {
+    match tls {
+        Some((l, a)) => l.accept().await.map(|(s, addr)| (s, addr, a.clone())),
+        None => std::future::pending().await,
+    }
+}
+
+/// Out of file descriptors and the like: say so and back off instead of spinning.
+async fn accept_failed(e: std::io::Error) {
+    tracing::warn!(error = %e, "accepting a connection failed");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+async fn serve<I>(worker: Arc<Worker>, io: I, peer: Peer)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let w = worker.clone();
+    let svc = hyper::service::service_fn(move |req| {
+        let w = w.clone();
+        async move { Ok::<_, Infallible>(handle(req, &w, peer).await) }
+    });
+    if let Err(e) = worker
+        .http
+        .serve_connection_with_upgrades(TokioIo::new(io), svc)
+        .await
+    {
+        tracing::debug!(peer = %peer.addr, error = %e, "client connection ended with an error");
+    }
+}
+
+async fn handle(req: Request<Incoming>, w: &Worker, peer: Peer) -> Response<RespBody> {
+    let router = &w.front.router;
+    let host = super::request_host(&req).unwrap_or_default();
+    match router.table.resolve(host, req.uri().path()) {
+        Some(app) => {
+            let host = host.to_string();
+            proxy::proxy(req, app, host, router, &w.clients, peer).await
+        }
+        None => match (&w.front.api, &w.api) {
+            (Some(api), Some(client)) if super::app_for_host(host, &api.domain).is_none() => {
+                forward(req, client, peer).await
+            }
+            // An app host with no such app (or any host, standalone): the router's 404.
+            _ => {
+                let host = host.to_string();
+                proxy::proxy(req, String::new(), host, router, &w.clients, peer).await
+            }
+        },
+    }
+}
+
+/// Passes a request to the API's server and its answer back, streaming both ways.
+async fn forward(
+    mut req: Request<Incoming>,
+    client: &hyper_util::client::legacy::Client<Uds, Incoming>,
+    peer: Peer,
+) -> Response<RespBody> {
+    let upgrade = proxy::wants_upgrade(&req);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let host = super::request_host(&req).map(str::to_string);
+    let (mut parts, body) = req.into_parts();
+    let h = &mut parts.headers;
+    proxy::strip_hop_by_hop(h, upgrade);
+    proxy::append_forwarded_for(h, &peer.addr.ip().to_string());
+    h.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(peer.proto),
+    );
+    h.remove("x-forwarded-host");
+    h.remove("forwarded");
+    if let Some(v) = host.and_then(|h| HeaderValue::from_str(&h).ok()) {
+        h.entry(http::header::HOST).or_insert(v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&peer.addr.to_string()) {
+        h.insert(HeaderName::from_static(PEER_HEADER), v);
+    }
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(http::uri::Scheme::HTTP);
+    uri.authority = Some(http::uri::Authority::from_static("paas-api"));
+    uri.path_and_query = parts.uri.path_and_query().cloned();
+    parts.uri = http::Uri::from_parts(uri).unwrap_or_default();
+    parts.version = http::Version::HTTP_11;
+    let mut res = match client.request(Request::from_parts(parts, body)).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %crate::error::error_chain(&e), "the API server behind the listener is not answering");
+            return proxy::json_error(
+                ErrorCode::UpstreamError,
+                "the controller's API is not answering; try again".into(),
+            );
+        }
+    };
+    let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS && client_upgrade.is_some();
+    if let (true, Some(client)) = (switching, client_upgrade) {
+        let upstream = hyper::upgrade::on(&mut res);
+        tokio::spawn(async move {
+            if let Ok((c, u)) = tokio::try_join!(client, upstream) {
+                let _ =
+                    tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(u)).await;
+            }
+        });
+    }
+    let (mut parts, body) = res.into_parts();
+    proxy::strip_hop_by_hop(&mut parts.headers, switching);
+    let body = if switching {
+        RespBody::Full(None::<Bytes>)
+    } else {
+        RespBody::Passed(body)
+    };
+    Response::from_parts(parts, body)
+}
+
+/// hyper's connector for the API's Unix socket.
+#[derive(Clone)]
+struct Uds(Arc<PathBuf>);
+
+impl tower_service::Service<http::Uri> for Uds {
+    type Response = TokioIo<tokio::net::UnixStream>;
+    type Error = std::io::Error;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Uri) -> Self::Future {
+        let path = self.0.clone();
+        Box::pin(async move {
+            Ok(TokioIo::new(
+                tokio::net::UnixStream::connect(path.as_path()).await?,
+            ))
+        })
+    }
+}
+
+/// Binds the API's private socket: `DATA_DIR/api.sock`, or a fresh private folder when that path
+/// is too long for a socket address. Only the owner may connect (the API trusts `X-Paas-Peer`).
+pub fn bind_api_socket(
+    data_dir: &std::path::Path,
+) -> anyhow::Result<(
+    std::os::unix::net::UnixListener,
+    PathBuf,
+    Option<tempfile::TempDir>,
+)> {
+    use anyhow::Context as _;
+    use std::os::unix::fs::PermissionsExt;
+    let mut path = data_dir.join("api.sock");
+    let mut dir = None;
+    // sun_path is 108 bytes with its terminating NUL.
+    if path.as_os_str().len() > 100 {
+        let d = tempfile::Builder::new().prefix("paas-api-").tempdir()?;
+        path = d.path().join("api.sock");
+        dir = Some(d);
+    }
+    let _ = std::fs::remove_file(&path);
+    let l = std::os::unix::net::UnixListener::bind(&path)
+        .with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok((l, path, dir))
+}
+
+/// The client's IP address as the public listener saw it, for the API's handlers (the API's own
+/// peer is the listener, on a Unix socket only it can reach).
+pub fn client_ip(req: &actix_web::HttpRequest) -> String {
+    req.headers()
+        .get(PEER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<std::net::SocketAddr>().ok())
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default()
+}
