@@ -177,7 +177,7 @@ impl RouteTable {
     pub fn resolve(&self, host: &str, path: &str) -> Option<String> {
         let host = normalize_host(host);
         let inner = self.inner.read().ok()?;
-        let routes = inner.hosts.get(host.as_str())?;
+        let routes = inner.hosts.get(host.as_ref())?;
         routes
             .iter()
             .find(|(prefix, _)| RouteSpec::matches_path(prefix, path))
@@ -189,7 +189,7 @@ impl RouteTable {
         let host = normalize_host(host);
         self.inner
             .read()
-            .is_ok_and(|i| i.hosts.contains_key(host.as_str()))
+            .is_ok_and(|i| i.hosts.contains_key(host.as_ref()))
     }
 
     /// The whole table in wire form, and its version.
@@ -307,12 +307,19 @@ impl RouteTable {
     }
 }
 
-fn normalize_host(host: &str) -> String {
+/// The host without port or trailing dot, lower-case; borrowed when it already is (the common
+/// case on the request path, which then allocates nothing here).
+fn normalize_host(host: &str) -> std::borrow::Cow<'_, str> {
     let host = host
         .rsplit_once(':')
         .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
-        .map_or(host, |(h, _)| h);
-    host.trim_end_matches('.').to_ascii_lowercase()
+        .map_or(host, |(h, _)| h)
+        .trim_end_matches('.');
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(host)
+    }
 }
 
 /// The table as the store says it is now: every app's default route `NAME.<apps domain>` and
