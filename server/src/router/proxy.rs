@@ -21,13 +21,13 @@ use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use paas_common::{ApiError, ErrorCode};
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -52,36 +52,184 @@ const HOP_BY_HOP: [&str; 9] = [
     "upgrade",
 ];
 
-/// The client the proxy uses to reach instances, one per listener thread (each with its own
-/// connection pools, so threads never contend for a pool lock).
+/// How the proxy reaches instances, one per listener thread: HTTP/1.1 connections kept alive in
+/// a pool per instance address (each thread its own, so threads never contend for a pool
+/// lock). hyper's low-level client, not its pooled `legacy::Client`: that one spawns a task per
+/// request to put the connection back, and cannot hand back a request it never sent (a
+/// pooled connection the instance had just closed), so every attempt needed a copy of the
+/// headers. Here a connection goes back to the pool when its response body ended, and an
+/// unsent request comes back for the next connection.
 pub struct Clients {
-    http: hyper_util::client::legacy::Client<HttpConnector, ReqBody>,
+    pool: Arc<Pool>,
+    connect_timeout: Duration,
     response_timeout: Duration,
     idle_timeout: Duration,
 }
 
+type Sender = hyper::client::conn::http1::SendRequest<ReqBody>;
+
+/// Idle connections per instance address.
+#[derive(Default)]
+pub struct Pool {
+    idle: Mutex<HashMap<String, Vec<Sender>>>,
+    checkouts: AtomicUsize,
+}
+
+/// Idle connections kept per instance; more are closed when their response ends.
+const MAX_IDLE_PER_INSTANCE: usize = 256;
+/// Every this many checkouts, connections the instances closed are dropped from the pool
+/// (an instance that went away leaves only closed ones behind).
+const SWEEP_EVERY: usize = 4096;
+
+impl Pool {
+    fn take(&self, address: &str) -> Option<Sender> {
+        if self.checkouts.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            self.sweep();
+        }
+        let mut idle = self.idle.lock().ok()?;
+        let list = idle.get_mut(address)?;
+        while let Some(s) = list.pop() {
+            if !s.is_closed() {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    fn put(&self, address: &str, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
+        match idle.get_mut(address) {
+            Some(list) if list.len() >= MAX_IDLE_PER_INSTANCE => {}
+            Some(list) => list.push(sender),
+            None => {
+                idle.insert(address.to_string(), vec![sender]);
+            }
+        }
+    }
+
+    fn sweep(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.retain(|_, list| {
+                list.retain(|s| !s.is_closed());
+                !list.is_empty()
+            });
+        }
+    }
+}
+
 impl Clients {
     pub fn new(settings: &Settings) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_millis(
-            settings.router_connect_timeout_ms,
-        )));
-        // Small requests and answers: Nagle would hold a response's tail for the peer's ACK.
-        connector.set_nodelay(true);
-        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(15))
-            // A request that lost the race with an instance closing an idle pooled connection
-            // (nothing of it was written) is sent again on a fresh one.
-            .retry_canceled_requests(true)
-            // The router passes the client's Host on; an HTTP/2 client sends none, and then the
-            // proxy sets it from the request's authority itself (never the instance's address).
-            .set_host(false)
-            .build(connector);
         Self {
-            http,
+            pool: Arc::default(),
+            connect_timeout: Duration::from_millis(settings.router_connect_timeout_ms),
             response_timeout: Duration::from_secs(settings.router_response_timeout_secs),
             idle_timeout: Duration::from_secs(settings.router_idle_timeout_secs),
+        }
+    }
+
+    /// A new connection to `address`, its connection task spawned on this thread.
+    async fn connect(&self, address: &str) -> Result<Sender, Failure> {
+        let refused = |reason, message: String| Failure {
+            code: if reason == "connect_timeout" {
+                ErrorCode::UpstreamTimeout
+            } else {
+                ErrorCode::UpstreamError
+            },
+            reason,
+            message,
+            retry: true,
+        };
+        let stream = match tokio::time::timeout(
+            self.connect_timeout,
+            tokio::net::TcpStream::connect(address),
+        )
+        .await
+        {
+            Err(_) => {
+                return Err(refused(
+                    "connect_timeout",
+                    format!("connecting took over {:?}", self.connect_timeout),
+                ))
+            }
+            Ok(Err(e)) => return Err(refused("connect_failed", format!("connecting: {e}"))),
+            Ok(Ok(s)) => s,
+        };
+        // Small requests and answers: Nagle would hold a request's tail for the peer's ACK.
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| refused("connect_failed", error_chain(&e)))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "instance connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Sends `req` to `address` on a pooled connection (or a new one); a request that a pooled
+    /// connection could not take (closed meanwhile) is sent again on the next one. A failure
+    /// before the request was written gives it back, whole, for another instance.
+    async fn send(
+        &self,
+        address: &str,
+        mut req: Request<ReqBody>,
+        replay_safe: impl Fn() -> bool,
+    ) -> Result<(Response<Incoming>, Sender), (Failure, Option<Request<ReqBody>>)> {
+        loop {
+            let (mut sender, fresh) = match self.pool.take(address) {
+                Some(s) => (s, false),
+                None => match self.connect(address).await {
+                    Ok(s) => (s, true),
+                    Err(f) => return Err((f, Some(req))),
+                },
+            };
+            if sender.ready().await.is_err() {
+                if fresh {
+                    let f = Failure {
+                        code: ErrorCode::UpstreamError,
+                        reason: "connect_failed",
+                        message: "the instance closed the connection at once".into(),
+                        retry: true,
+                    };
+                    return Err((f, Some(req)));
+                }
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(res) => return Ok((res, sender)),
+                Err(mut e) => {
+                    let unsent = e.take_message();
+                    let message = error_chain(e.error());
+                    match unsent {
+                        // Not written: that pooled connection was gone; try the next one.
+                        Some(r) if !fresh => req = r,
+                        Some(r) => {
+                            let f = Failure {
+                                code: ErrorCode::UpstreamError,
+                                reason: "connect_failed",
+                                message,
+                                retry: true,
+                            };
+                            return Err((f, Some(r)));
+                        }
+                        None => {
+                            let f = Failure {
+                                code: ErrorCode::UpstreamError,
+                                reason: "upstream_failed",
+                                message,
+                                retry: replay_safe(),
+                            };
+                            return Err((f, None));
+                        }
+                    }
+                }
+            }
         }
     }
 }
@@ -112,39 +260,6 @@ struct Failure {
     reason: &'static str,
     message: String,
     retry: bool,
-}
-
-fn classify(e: &hyper_util::client::legacy::Error, replay_safe: bool) -> Failure {
-    let (code, reason, retry) = if e.is_connect() {
-        if caused_by_timeout(e) {
-            (ErrorCode::UpstreamTimeout, "connect_timeout", true)
-        } else {
-            (ErrorCode::UpstreamError, "connect_failed", true)
-        }
-    } else {
-        (ErrorCode::UpstreamError, "upstream_failed", replay_safe)
-    };
-    Failure {
-        code,
-        reason,
-        // hyper's own text is terse ("client error (Connect)"); the cause says what happened.
-        message: error_chain(e),
-        retry,
-    }
-}
-
-fn caused_by_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if err
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
 }
 
 /// Whether the client asks to switch protocols (HTTP/1.1 `Connection: upgrade` + `Upgrade`).
@@ -268,14 +383,20 @@ pub async fn proxy(
         let guard = InFlight::new(backend.clone());
         let mut out = Request::new(body.as_ref().map_or(ReqBody::Empty, Lendable::lend));
         *out.method_mut() = meta.method.clone();
-        *out.uri_mut() = backend.uri(pq.clone());
-        // The last attempt takes the headers; earlier ones copy them for a possible retry.
-        *out.headers_mut() = if tried.len() + 1 >= MAX_ATTEMPTS {
-            std::mem::take(&mut headers)
-        } else {
+        *out.uri_mut() = pq.clone().into();
+        // A request that reached no instance comes back with its headers; a copy is kept only
+        // for one that may be replayed after it was written (and is not on its last attempt).
+        *out.headers_mut() = if idempotent && tried.len() + 1 < MAX_ATTEMPTS {
             headers.clone()
+        } else {
+            std::mem::take(&mut headers)
         };
-        let sent = tokio::time::timeout(clients.response_timeout, clients.http.request(out)).await;
+        let replay_safe = || idempotent && !body.as_ref().is_some_and(Lendable::touched);
+        let sent = tokio::time::timeout(
+            clients.response_timeout,
+            clients.send(&backend.address, out, replay_safe),
+        )
+        .await;
         let sent = match sent {
             Ok(r) => r,
             Err(_) => {
@@ -294,20 +415,21 @@ pub async fn proxy(
             }
         };
         match sent {
-            Ok(res) => {
+            Ok((res, sender)) => {
                 return respond(
                     &ctx.table,
                     meta,
-                    backend,
                     guard,
                     res,
-                    clients.idle_timeout,
+                    sender,
+                    clients,
                     client_upgrade,
                 )
             }
-            Err(e) => {
-                let touched = body.as_ref().is_some_and(Lendable::touched);
-                let f = classify(&e, idempotent && !touched);
+            Err((f, unsent)) => {
+                if let Some(r) = unsent {
+                    headers = r.into_parts().0.headers;
+                }
                 tracing::warn!(app = %meta.app, instance = backend.index, backend = %backend.address, error = %f.message, retry = f.retry, "upstream attempt failed");
                 tried.push(backend.address.clone());
                 if !f.retry || tried.len() >= MAX_ATTEMPTS {
@@ -464,12 +586,13 @@ fn prepare_headers(h: &mut HeaderMap, meta: &Meta, upgrade: bool) {
 fn respond(
     table: &Arc<RouteTable>,
     meta: Meta,
-    backend: Arc<Backend>,
     guard: InFlight,
     mut res: Response<Incoming>,
-    idle: Duration,
+    sender: Sender,
+    clients: &Clients,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response<RespBody> {
+    let backend = guard.0.clone();
     let status = res.status();
     let switching = status == StatusCode::SWITCHING_PROTOCOLS && client_upgrade.is_some();
     let upstream_upgrade = switching.then(|| hyper::upgrade::on(&mut res));
@@ -501,10 +624,12 @@ fn respond(
     }
     let body = Tracked {
         body,
-        idle,
+        idle: clients.idle_timeout,
         timer: None,
         bytes: 0,
         done: Some(done),
+        connection: Some((clients.pool.clone(), sender)),
+        ended: false,
     };
     Response::from_parts(parts, RespBody::Proxied(body))
 }
@@ -598,6 +723,11 @@ pub struct Tracked {
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     bytes: u64,
     done: Option<Done>,
+    /// The connection the response came on, back to the pool once the body has ended (a body
+    /// cut short leaves the connection mid-response: it is dropped, and hyper closes it).
+    connection: Option<(Arc<Pool>, Sender)>,
+    /// The instance's body ended (a chunked one says so only by its last frame).
+    ended: bool,
 }
 
 impl Tracked {
@@ -617,7 +747,10 @@ impl Tracked {
                 tracing::warn!(error = %e, "upstream response body failed");
                 Poll::Ready(Some(Err(e.into())))
             }
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                self.ended = true;
+                Poll::Ready(None)
+            }
             Poll::Pending => {
                 let idle = self.idle;
                 let timer = self
@@ -637,6 +770,11 @@ impl Tracked {
 impl Drop for Tracked {
     fn drop(&mut self) {
         if let Some(d) = self.done.take() {
+            if self.ended || self.body.is_end_stream() {
+                if let Some((pool, sender)) = self.connection.take() {
+                    pool.put(&d.backend.address, sender);
+                }
+            }
             d.record(self.bytes);
         }
     }
