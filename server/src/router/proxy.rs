@@ -16,6 +16,7 @@
 //! or was too slow (504, not retried: the instance may still be working on it).
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Version};
@@ -181,25 +182,42 @@ impl Clients {
         mut req: Request<ReqBody>,
         replay_safe: impl Fn() -> bool,
     ) -> Result<(Response<Incoming>, Sender), (Failure, Option<Request<ReqBody>>)> {
+        // Pooled connections still finishing an earlier exchange (a request body the instance
+        // answered before reading it all): skipped, not waited for, and put back.
+        let mut busy: Vec<Sender> = Vec::new();
         loop {
-            let (mut sender, fresh) = match self.pool.take(address) {
-                Some(s) => (s, false),
-                None => match self.connect(address).await {
-                    Ok(s) => (s, true),
-                    Err(f) => return Err((f, Some(req))),
+            let pooled = self.pool.take(address);
+            let fresh = pooled.is_none();
+            let mut sender = match pooled {
+                Some(mut s) => match s.ready().now_or_never() {
+                    Some(Ok(())) => s,
+                    Some(Err(_)) => continue,
+                    None => {
+                        busy.push(s);
+                        continue;
+                    }
                 },
-            };
-            if sender.ready().await.is_err() {
-                if fresh {
-                    let f = Failure {
-                        code: ErrorCode::UpstreamError,
-                        reason: "connect_failed",
-                        message: "the instance closed the connection at once".into(),
-                        retry: true,
-                    };
-                    return Err((f, Some(req)));
+                None => {
+                    for s in busy.drain(..) {
+                        self.pool.put(address, s);
+                    }
+                    match self.connect(address).await {
+                        Ok(s) => s,
+                        Err(f) => return Err((f, Some(req))),
+                    }
                 }
-                continue;
+            };
+            for s in busy.drain(..) {
+                self.pool.put(address, s);
+            }
+            if fresh && sender.ready().await.is_err() {
+                let f = Failure {
+                    code: ErrorCode::UpstreamError,
+                    reason: "connect_failed",
+                    message: "the instance closed the connection at once".into(),
+                    retry: true,
+                };
+                return Err((f, Some(req)));
             }
             match sender.try_send_request(req).await {
                 Ok(res) => return Ok((res, sender)),
