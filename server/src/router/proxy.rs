@@ -563,21 +563,17 @@ pub(super) fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
 
 /// Appends the peer to `X-Forwarded-For` (one header, earlier hops first).
 pub(super) fn append_forwarded_for(h: &mut HeaderMap, peer: &str) {
-    let mut prev = h
+    let prev: Vec<&str> = h
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok());
-    let xff = match (prev.next(), prev.next()) {
-        (None, _) => HeaderValue::from_str(peer).ok(),
-        (Some(one), None) => HeaderValue::from_str(&format!("{one}, {peer}")).ok(),
-        (Some(a), Some(b)) => {
-            let rest: Vec<&str> = prev.collect();
-            let mut all = vec![a, b];
-            all.extend(rest);
-            HeaderValue::from_str(&format!("{}, {peer}", all.join(", "))).ok()
-        }
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let value = if prev.is_empty() {
+        HeaderValue::from_str(peer)
+    } else {
+        HeaderValue::from_str(&format!("{}, {peer}", prev.join(", ")))
     };
-    if let Some(v) = xff {
+    if let Ok(v) = value {
         h.insert(HeaderName::from_static("x-forwarded-for"), v);
     }
 }
@@ -1005,29 +1001,23 @@ mod tests {
         }
     }
 
+    fn headers(list: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in list {
+            h.append(HeaderName::from_static(n), HeaderValue::from_static(v));
+        }
+        h
+    }
+
     #[test]
     fn forwarding_headers_append_and_hop_by_hop_go() {
-        let mut h = HeaderMap::new();
-        h.append(
-            HeaderName::from_static("x-forwarded-for"),
-            HeaderValue::from_static("1.2.3.4"),
-        );
-        h.append(
-            HeaderName::from_static("connection"),
-            HeaderValue::from_static("keep-alive, x-secret"),
-        );
-        h.append(
-            HeaderName::from_static("x-secret"),
-            HeaderValue::from_static("s"),
-        );
-        h.append(
-            HeaderName::from_static("x-keep"),
-            HeaderValue::from_static("k"),
-        );
-        h.append(
-            HeaderName::from_static("x-paas-app-instance"),
-            HeaderValue::from_static("a:1"),
-        );
+        let mut h = headers(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("connection", "keep-alive, x-secret"),
+            ("x-secret", "s"),
+            ("x-keep", "k"),
+            ("x-paas-app-instance", "a:1"),
+        ]);
         prepare_headers(&mut h, &meta(), false);
         let get = |n: &str| h.get(n).map(|v| v.to_str().unwrap().to_string());
         assert_eq!(get("x-forwarded-for").as_deref(), Some("1.2.3.4, 10.0.0.9"));
@@ -1043,25 +1033,13 @@ mod tests {
 
     #[test]
     fn an_upgrade_keeps_its_headers_and_several_forwarded_for_join() {
-        let mut h = HeaderMap::new();
-        for v in ["1.1.1.1", "2.2.2.2"] {
-            h.append(
-                HeaderName::from_static("x-forwarded-for"),
-                HeaderValue::from_static(v),
-            );
-        }
-        h.append(
-            HeaderName::from_static("connection"),
-            HeaderValue::from_static("keep-alive, Upgrade"),
-        );
-        h.append(
-            HeaderName::from_static("upgrade"),
-            HeaderValue::from_static("websocket"),
-        );
-        h.append(
-            HeaderName::from_static("keep-alive"),
-            HeaderValue::from_static("timeout=5"),
-        );
+        let mut h = headers(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "2.2.2.2"),
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+            ("keep-alive", "timeout=5"),
+        ]);
         prepare_headers(&mut h, &meta(), true);
         assert_eq!(h["upgrade"], "websocket");
         assert_eq!(h["connection"], "upgrade");
