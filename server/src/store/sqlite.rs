@@ -688,7 +688,8 @@ impl Store for SqliteStore {
         sqlx::query(
             "UPDATE apps SET current_revision = ?, desired_instances = ?, memory_mb = ?, disk_mb = COALESCE(?, disk_mb),
              push_settings = COALESCE(?, push_settings), health = COALESCE(?, health),
-             placement_labels = COALESCE(?, placement_labels), state = 'started', updated_at = ? WHERE id = ?",
+             placement_labels = COALESCE(?, placement_labels), log_rate_limit = COALESCE(?, log_rate_limit),
+             state = 'started', updated_at = ? WHERE id = ?",
         )
         .bind(number)
         .bind(rev.desired_instances as i64)
@@ -697,6 +698,7 @@ impl Store for SqliteStore {
         .bind(&extra.push_settings)
         .bind(health)
         .bind(labels)
+        .bind(extra.log_rate_limit.map(log_rate_column))
         .bind(now)
         .bind(app_id)
         .execute(&mut *tx)
@@ -1108,9 +1110,11 @@ impl Store for SqliteStore {
             .collect()
     }
     async fn app_lifecycles(&self) -> StoreResult<HashMap<String, AppLifecycle>> {
-        let rows = sqlx::query("SELECT id, max_in_flight, health, placement_labels FROM apps")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT id, max_in_flight, health, placement_labels, log_rate_limit FROM apps",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         let mut out = HashMap::with_capacity(rows.len());
         for r in &rows {
             let health: Option<String> = r.try_get("health")?;
@@ -1126,6 +1130,8 @@ impl Store for SqliteStore {
                     max_in_flight: r.try_get::<i64, _>("max_in_flight")?.max(1) as u32,
                     health,
                     placement_labels: json_map(r.try_get("placement_labels")?)?,
+                    log_rate_limit_bytes: u64::try_from(r.try_get::<i64, _>("log_rate_limit")?)
+                        .ok(),
                 },
             );
         }
@@ -1154,7 +1160,8 @@ impl Store for SqliteStore {
         sqlx::query(
             "UPDATE apps SET desired_instances = COALESCE(?, desired_instances), memory_mb = COALESCE(?, memory_mb),
                state = COALESCE(?, state), max_in_flight = COALESCE(?, max_in_flight), health = COALESCE(?, health),
-               placement_labels = COALESCE(?, placement_labels), updated_at = ? WHERE id = ?",
+               placement_labels = COALESCE(?, placement_labels), log_rate_limit = COALESCE(?, log_rate_limit),
+               updated_at = ? WHERE id = ?",
         )
         .bind(u.desired_instances.map(i64::from))
         .bind(u.memory_mb.map(|m| m as i64))
@@ -1162,6 +1169,7 @@ impl Store for SqliteStore {
         .bind(u.max_in_flight.map(i64::from))
         .bind(health)
         .bind(labels)
+        .bind(u.log_rate_limit.map(log_rate_column))
         .bind(Utc::now())
         .bind(app_id)
         .execute(&mut *tx)
@@ -1497,6 +1505,11 @@ fn before_differs(old: Option<i64>, new: Option<u64>) -> bool {
 }
 
 /// An optional value as JSON text for a nullable column.
+/// The `apps.log_rate_limit` value of a limit: bytes/s, or -1 for the platform default.
+fn log_rate_column(limit: Option<u64>) -> i64 {
+    limit.map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX))
+}
+
 fn opt_json<T: serde::Serialize>(v: Option<&T>) -> StoreResult<Option<String>> {
     v.map(serde_json::to_string)
         .transpose()
