@@ -96,6 +96,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         lines_per_sec: settings.log_rate_limit_lines,
         bytes_per_sec: settings.log_rate_limit_bytes,
     });
+    let sink = sink.with_app_ceiling(settings.log_rate_limit_max_bytes);
     let counters = sink.counters.clone();
     let reconciler = Reconciler::new(runtime.clone(), client.clone(), sink)
         .with_crash_ledger(&settings.data_dir.join("crashes.json"))

@@ -71,14 +71,20 @@ pub struct Settings {
     pub heartbeat_interval_ms: u64,
     /// Debian mirror debootstrap uses to build the stack image.
     pub debian_mirror: String,
-    /// Per-app log rate limit on this node, like Cloud Foundry's `log-rate-limit-per-second`:
-    /// lines per second (`PAAS_LOG_RATE_LIMIT_LINES`, 0 = unlimited); the excess is dropped and
-    /// counted in one `CELL` line per second.
+    /// The default log rate limit of each instance on this node, for apps that set none of
+    /// their own (`log-rate-limit-per-second`, `paas scale -l`): lines per second
+    /// (`PAAS_LOG_RATE_LIMIT_LINES`, 0 = unlimited); the excess is dropped and counted in one
+    /// `CELL` line per second. An app's own limit replaces this default (lines and bytes).
     #[serde(default = "default_log_rate_lines")]
     pub log_rate_limit_lines: u64,
     /// The same in bytes per second (`PAAS_LOG_RATE_LIMIT_BYTES`, 0 = unlimited).
     #[serde(default = "default_log_rate_bytes")]
     pub log_rate_limit_bytes: u64,
+    /// The most bytes per second an app may set for its instances on this node
+    /// (`PAAS_LOG_RATE_LIMIT_MAX_BYTES`, 0 = no ceiling): a higher limit is cut to it, and the
+    /// dropped-count line says so.
+    #[serde(default)]
+    pub log_rate_limit_max_bytes: u64,
     /// Where to serve Prometheus `/metrics` (`PAAS_METRICS_LISTEN`, e.g. `127.0.0.1:9101`); off
     /// when unset.
     #[serde(default)]
@@ -144,6 +150,7 @@ impl Default for Settings {
             debian_mirror: default_debian_mirror(),
             log_rate_limit_lines: default_log_rate_lines(),
             log_rate_limit_bytes: default_log_rate_bytes(),
+            log_rate_limit_max_bytes: 0,
             metrics_listen: None,
             log_spool_mb: default_log_spool_mb(),
             log_file_max_size: default_log_file_max_size(),

@@ -433,8 +433,8 @@ pub async fn tail(
         if exited {
             break;
         }
-        if let Some(n) = t.sink.take_finished_drops(&t.app) {
-            t.sink.dropped_line(&t.instance_id, n).await;
+        if let Some(d) = t.sink.take_finished_drops(&t.instance_id) {
+            t.sink.dropped_line(&t.instance_id, d).await;
         }
         tokio::select! {
             () = tokio::time::sleep(idle) => {}
@@ -442,8 +442,8 @@ pub async fn tail(
         }
         idle = (idle * 2).min(IDLE_MAX);
     }
-    if let Some(n) = t.sink.take_finished_drops(&t.app) {
-        t.sink.dropped_line(&t.instance_id, n).await;
+    if let Some(d) = t.sink.take_finished_drops(&t.instance_id) {
+        t.sink.dropped_line(&t.instance_id, d).await;
     }
     Ok(())
 }
@@ -568,7 +568,9 @@ async fn hand_on(
     newest: Option<DateTime<Utc>>,
 ) {
     if !batch.is_empty() {
-        t.sink.send_app_batch(&t.app, std::mem::take(batch)).await;
+        t.sink
+            .send_app_batch(&t.instance_id, std::mem::take(batch))
+            .await;
     }
     let Some(offset) = resume else {
         return;

@@ -5,7 +5,8 @@
 //!
 //! Backpressure: a follower waits for room in the shipper's channel instead of dropping, so a
 //! slow controller slows the reading of `docker logs` (the engine keeps the lines meanwhile), and
-//! nothing below the rate limit is lost. The per-app rate limit ([`RateLimit`]) is the only place
+//! nothing below the rate limit is lost. The per-instance rate limit ([`RateLimit`]: the app's
+//! `log-rate-limit-per-second` from its assignment, else the node's default) is the only place
 //! app lines are dropped on purpose, and each second's drops are reported in one `CELL` line.
 
 use crate::spool::Spool;
@@ -15,8 +16,9 @@ use bollard::Docker;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use paas_common::agent::AgentLogLine;
+use paas_common::domain::format_log_rate_limit;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -35,19 +37,85 @@ pub trait LogUploader: Send + Sync {
     async fn upload(&self, lines: &[AgentLogLine]) -> Result<(), String>;
 }
 
-/// Per-app limits; 0 means unlimited.
-#[derive(Debug, Clone, Copy, Default)]
+/// Limits of one instance's output; 0 means unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RateLimit {
     pub lines_per_sec: u64,
     pub bytes_per_sec: u64,
 }
 
-/// One app's fixed one-second window.
+impl RateLimit {
+    fn unlimited(self) -> bool {
+        self.lines_per_sec == 0 && self.bytes_per_sec == 0
+    }
+}
+
+/// Where an instance's limit comes from, for the dropped-count line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LimitSource {
+    /// The node's `PAAS_LOG_RATE_LIMIT_*`.
+    Node,
+    /// The app's `log-rate-limit-per-second`: what it asked for (bytes/s), maybe cut to the
+    /// node's ceiling.
+    App { asked: u64 },
+}
+
+/// The limit in force for one instance and where it comes from.
+#[derive(Debug, Clone, Copy)]
+struct Applied {
+    limit: RateLimit,
+    source: LimitSource,
+}
+
+/// One instance's fixed one-second window.
 struct Window {
     start: Instant,
     lines: u64,
     bytes: u64,
     dropped: u64,
+    dropped_bytes: u64,
+    applied: Applied,
+}
+
+impl Window {
+    fn new(now: Instant, applied: Applied) -> Self {
+        Self {
+            start: now,
+            lines: 0,
+            bytes: 0,
+            dropped: 0,
+            dropped_bytes: 0,
+            applied,
+        }
+    }
+
+    /// Takes the drops counted so far as a report.
+    fn take(&mut self) -> Option<Dropped> {
+        let d = (self.dropped > 0).then_some(Dropped {
+            lines: self.dropped,
+            bytes: self.dropped_bytes,
+            applied: self.applied,
+        });
+        self.dropped = 0;
+        self.dropped_bytes = 0;
+        d
+    }
+}
+
+/// What one window dropped, reported in one `CELL` line.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Dropped {
+    lines: u64,
+    bytes: u64,
+    applied: Applied,
+}
+
+/// The windows and the developers' limits, under one lock: a line takes one lookup.
+#[derive(Default)]
+struct LimitState {
+    windows: HashMap<String, Window>,
+    /// Instance id -> the app's limit in bytes/s, from the assignments.
+    app_limits: HashMap<String, u64>,
 }
 
 /// Counters of what happened to app lines on this node (exported as metrics).
@@ -63,8 +131,14 @@ pub struct ShipCounters {
 #[derive(Clone)]
 pub struct LogSink {
     tx: mpsc::Sender<AgentLogLine>,
+    /// The node's default limit per instance.
     limit: RateLimit,
-    windows: Arc<Mutex<HashMap<String, Window>>>,
+    /// The most bytes/s an app may set for itself on this node; 0: no ceiling.
+    app_ceiling: u64,
+    state: Arc<Mutex<LimitState>>,
+    /// Whether any instance has an app limit: without one, and without a node limit, lines
+    /// skip the lock (the unlimited path is the throughput benchmark's).
+    any_app_limit: Arc<AtomicBool>,
     pub counters: Arc<ShipCounters>,
 }
 
@@ -74,66 +148,114 @@ impl LogSink {
         Self::with_limits(RateLimit::default())
     }
 
+    /// A sink whose instances get `limit` unless their app sets its own.
     pub fn with_limits(limit: RateLimit) -> (Self, mpsc::Receiver<AgentLogLine>) {
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
-        (
-            Self {
-                tx,
-                limit,
-                windows: Arc::default(),
-                counters: Arc::default(),
-            },
-            rx,
-        )
+        (Self::new(tx, limit), rx)
     }
 
-    /// A sink without a rate limit over a given channel (tests size it to exercise backpressure).
-    pub fn from_sender(tx: mpsc::Sender<AgentLogLine>) -> Self {
+    fn new(tx: mpsc::Sender<AgentLogLine>, limit: RateLimit) -> Self {
         Self {
             tx,
-            limit: RateLimit::default(),
-            windows: Arc::default(),
+            limit,
+            app_ceiling: 0,
+            state: Arc::default(),
+            any_app_limit: Arc::default(),
             counters: Arc::default(),
         }
     }
 
-    /// Counts a line of `app` against its limit: whether to keep it, and the drops of a finished
-    /// window to report.
-    fn admit(&self, app: &str, bytes: u64) -> (bool, Option<u64>) {
-        if self.limit.lines_per_sec == 0 && self.limit.bytes_per_sec == 0 {
+    /// Caps the limit an app may set for itself (bytes/s, 0: no cap).
+    pub fn with_app_ceiling(mut self, bytes_per_sec: u64) -> Self {
+        self.app_ceiling = bytes_per_sec;
+        self
+    }
+
+    /// A sink without a rate limit over a given channel (tests size it to exercise backpressure).
+    pub fn from_sender(tx: mpsc::Sender<AgentLogLine>) -> Self {
+        Self::new(tx, RateLimit::default())
+    }
+
+    /// The limit of an instance whose app sets `app` bytes/s (or nothing). The app's limit
+    /// replaces the node's whole default, lines and bytes alike: it is the developer's answer to
+    /// "how much may this print", as in Cloud Foundry, where the limit is in bytes only. The node's
+    /// ceiling, when set, still caps it.
+    fn applied(&self, app: Option<u64>) -> Applied {
+        match app {
+            None => Applied {
+                limit: self.limit,
+                source: LimitSource::Node,
+            },
+            Some(asked) => Applied {
+                limit: RateLimit {
+                    lines_per_sec: 0,
+                    bytes_per_sec: match self.app_ceiling {
+                        0 => asked,
+                        c => asked.min(c),
+                    },
+                },
+                source: LimitSource::App { asked },
+            },
+        }
+    }
+
+    /// Sets the app limits of the instances assigned now (`None`: the node's default). Called on
+    /// every pass of the reconciler; a change applies from the instance's next line, without a
+    /// restart. Windows of instances no longer assigned are forgotten once they hold nothing to
+    /// report.
+    pub fn set_app_limits<'a>(&self, limits: impl IntoIterator<Item = (&'a str, Option<u64>)>) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut assigned = std::collections::HashSet::new();
+        state.app_limits.clear();
+        for (instance, limit) in limits {
+            assigned.insert(instance.to_string());
+            if let Some(b) = limit {
+                state.app_limits.insert(instance.to_string(), b);
+            }
+        }
+        self.any_app_limit
+            .store(!state.app_limits.is_empty(), Ordering::Relaxed);
+        let LimitState {
+            windows,
+            app_limits,
+        } = &mut *state;
+        windows.retain(|id, w| {
+            assigned.contains(id) || w.dropped > 0 || w.start.elapsed() < Duration::from_secs(1)
+        });
+        for (id, w) in windows.iter_mut() {
+            w.applied = self.applied(app_limits.get(id).copied());
+        }
+    }
+
+    /// Counts a line of `instance` against its limit: whether to keep it, and the drops of a
+    /// finished window to report.
+    fn admit(&self, instance: &str, bytes: u64) -> (bool, Option<Dropped>) {
+        if self.limit.unlimited() && !self.any_app_limit.load(Ordering::Relaxed) {
             return (true, None);
         }
-        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         // Look up before inserting: `entry` would allocate the key for every line.
-        if !windows.contains_key(app) {
-            windows.insert(
-                app.to_string(),
-                Window {
-                    start: now,
-                    lines: 0,
-                    bytes: 0,
-                    dropped: 0,
-                },
-            );
+        if !state.windows.contains_key(instance) {
+            let applied = self.applied(state.app_limits.get(instance).copied());
+            state
+                .windows
+                .insert(instance.to_string(), Window::new(now, applied));
         }
-        let Some(w) = windows.get_mut(app) else {
+        let Some(w) = state.windows.get_mut(instance) else {
             return (true, None);
         };
         let mut report = None;
         if now.duration_since(w.start) >= Duration::from_secs(1) {
-            report = (w.dropped > 0).then_some(w.dropped);
-            *w = Window {
-                start: now,
-                lines: 0,
-                bytes: 0,
-                dropped: 0,
-            };
+            report = w.take();
+            *w = Window::new(now, w.applied);
         }
-        let over = (self.limit.lines_per_sec > 0 && w.lines + 1 > self.limit.lines_per_sec)
-            || (self.limit.bytes_per_sec > 0 && w.bytes + bytes > self.limit.bytes_per_sec);
+        let limit = w.applied.limit;
+        let over = (limit.lines_per_sec > 0 && w.lines + 1 > limit.lines_per_sec)
+            || (limit.bytes_per_sec > 0 && w.bytes + bytes > limit.bytes_per_sec);
         if over {
             w.dropped += 1;
+            w.dropped_bytes += bytes;
             return (false, report);
         }
         w.lines += 1;
@@ -141,46 +263,62 @@ impl LogSink {
         (true, report)
     }
 
-    /// Drops of a window that ended while the app was quiet.
-    pub(crate) fn take_finished_drops(&self, app: &str) -> Option<u64> {
-        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        let w = windows.get_mut(app)?;
-        if w.start.elapsed() < Duration::from_secs(1) || w.dropped == 0 {
+    /// Drops of a window that ended while the instance was quiet.
+    pub(crate) fn take_finished_drops(&self, instance: &str) -> Option<Dropped> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let w = state.windows.get_mut(instance)?;
+        if w.start.elapsed() < Duration::from_secs(1) {
             return None;
         }
-        let n = w.dropped;
-        w.dropped = 0;
-        Some(n)
+        w.take()
     }
 
     /// Reports a window's drops. Waits for room like an app line: when the channel is full the
     /// report must not be the line that is lost.
-    pub(crate) async fn dropped_line(&self, instance_id: &str, n: u64) {
-        let line = self.drop_report(instance_id, n);
+    pub(crate) async fn dropped_line(&self, instance_id: &str, d: Dropped) {
+        let line = self.drop_report(instance_id, d);
         // Err only when the shipper is gone (shutdown).
         let _ = self.tx.send(line).await;
     }
 
     /// The `CELL` line reporting a window's drops, counted.
-    fn drop_report(&self, instance_id: &str, n: u64) -> AgentLogLine {
+    fn drop_report(&self, instance_id: &str, d: Dropped) -> AgentLogLine {
         self.counters
             .lines_rate_limited
-            .fetch_add(n, Ordering::Relaxed);
+            .fetch_add(d.lines, Ordering::Relaxed);
+        let limit = d.applied.limit;
+        let what = match d.applied.source {
+            LimitSource::Node => format!(
+                "{} lines/s, {} bytes/s (the node's default)",
+                limit.lines_per_sec, limit.bytes_per_sec
+            ),
+            LimitSource::App { asked } if asked == limit.bytes_per_sec => format!(
+                "{} bytes/s per instance (the app's log-rate-limit-per-second, {})",
+                limit.bytes_per_sec,
+                format_log_rate_limit(asked)
+            ),
+            LimitSource::App { asked } => format!(
+                "{} bytes/s per instance (the app asked for {}, the node allows at most {})",
+                limit.bytes_per_sec,
+                format_log_rate_limit(asked),
+                format_log_rate_limit(limit.bytes_per_sec)
+            ),
+        };
         cell_line(
             instance_id,
             format!(
-                "dropped {n} log lines: the app exceeded its log rate limit of {} lines/s, {} bytes/s",
-                self.limit.lines_per_sec, self.limit.bytes_per_sec
+                "dropped {} log lines ({} bytes): the app exceeded its log rate limit of {what}",
+                d.lines, d.bytes
             ),
         )
     }
 
-    /// An app line: rate limited per app, then waits for room (backpressure).
-    pub async fn send_app(&self, app: &str, line: AgentLogLine) {
+    /// An app line: rate limited per instance, then waits for room (backpressure).
+    pub async fn send_app(&self, line: AgentLogLine) {
         self.counters.lines_read.fetch_add(1, Ordering::Relaxed);
-        let (keep, report) = self.admit(app, line.message.len() as u64);
-        if let Some(n) = report {
-            self.dropped_line(&line.instance_id, n).await;
+        let (keep, report) = self.admit(&line.instance_id, line.message.len() as u64);
+        if let Some(d) = report {
+            self.dropped_line(&line.instance_id, d).await;
         }
         if keep {
             // Err only when the shipper is gone (shutdown).
@@ -192,16 +330,16 @@ impl LogSink {
     /// then handed on in order with one wait for room instead of one per line. A window's
     /// dropped-count report follows the batch: so the batch, reports included, goes whole or not
     /// at all, and a follower stopped while it waits keeps an exact place.
-    pub async fn send_app_batch(&self, app: &str, lines: Vec<AgentLogLine>) {
+    pub async fn send_app_batch(&self, instance_id: &str, lines: Vec<AgentLogLine>) {
         self.counters
             .lines_read
             .fetch_add(lines.len() as u64, Ordering::Relaxed);
         let mut out = Vec::with_capacity(lines.len());
         let mut reports = Vec::new();
         for line in lines {
-            let (admitted, report) = self.admit(app, line.message.len() as u64);
-            if let Some(n) = report {
-                reports.push(self.drop_report(&line.instance_id, n));
+            let (admitted, report) = self.admit(instance_id, line.message.len() as u64);
+            if let Some(d) = report {
+                reports.push(self.drop_report(&line.instance_id, d));
             }
             if admitted {
                 out.push(line);
@@ -338,7 +476,6 @@ pub async fn follow(f: Follow) {
         f.docker,
         f.container_id,
         f.instance_id,
-        f.app,
         f.source,
         since,
         f.progress,
@@ -373,7 +510,6 @@ async fn follow_api(
     docker: Docker,
     container_id: String,
     instance_id: String,
-    app: String,
     source: String,
     since: i64,
     last_seen: LastSeen,
@@ -395,8 +531,8 @@ async fn follow_api(
             Ok(Some(item)) => item,
             Ok(None) => break,
             Err(_) => {
-                if let Some(n) = sink.take_finished_drops(&app) {
-                    sink.dropped_line(&instance_id, n).await;
+                if let Some(d) = sink.take_finished_drops(&instance_id) {
+                    sink.dropped_line(&instance_id, d).await;
                 }
                 continue;
             }
@@ -421,21 +557,18 @@ async fn follow_api(
                 }
                 p.last_seen = Some(timestamp);
             }
-            sink.send_app(
-                &app,
-                AgentLogLine {
-                    instance_id: instance_id.clone(),
-                    timestamp,
-                    source: source.clone(),
-                    stream: stream_name.into(),
-                    message: text.to_string(),
-                },
-            )
+            sink.send_app(AgentLogLine {
+                instance_id: instance_id.clone(),
+                timestamp,
+                source: source.clone(),
+                stream: stream_name.into(),
+                message: text.to_string(),
+            })
             .await;
         }
     }
-    if let Some(n) = sink.take_finished_drops(&app) {
-        sink.dropped_line(&instance_id, n).await;
+    if let Some(d) = sink.take_finished_drops(&instance_id) {
+        sink.dropped_line(&instance_id, d).await;
     }
 }
 
@@ -692,7 +825,7 @@ mod tests {
             tokio::spawn(async move { ship_counted(&mut rx, up, counters, Some(spool)).await });
         let total = MAX_BUFFERED * 3;
         for i in 0..total {
-            sink.send_app("web", app_line(i)).await;
+            sink.send_app(app_line(i)).await;
         }
         while uploader.got.lock().unwrap().len() < total {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -731,7 +864,7 @@ mod tests {
             tokio::spawn(async move { ship_counted(&mut rx, up, counters, Some(spool)).await });
         let total = MAX_BUFFERED * 4;
         for i in 0..total {
-            sink.send_app("web", app_line(i)).await;
+            sink.send_app(app_line(i)).await;
         }
         let counters = sink.counters.clone();
         loop {
@@ -762,20 +895,24 @@ mod tests {
             bytes_per_sec: 0,
         });
         for i in 0..1000 {
-            sink.send_app("web", app_line(i)).await;
+            sink.send_app(app_line(i)).await;
         }
         tokio::time::sleep(Duration::from_millis(1001)).await;
-        assert_eq!(sink.take_finished_drops("web"), Some(900));
-        assert_eq!(sink.take_finished_drops("web"), None);
+        assert_eq!(sink.take_finished_drops("i1").map(|d| d.lines), Some(900));
+        assert!(sink.take_finished_drops("i1").is_none());
         let mut kept = 0;
         while let Ok(l) = rx.try_recv() {
             assert_eq!(l.message, format!("line {kept}"));
             kept += 1;
         }
         assert_eq!(kept, 100);
-        // Another app has its own budget; a new window admits again.
-        sink.send_app("api", app_line(0)).await;
-        sink.send_app("web", app_line(1000)).await;
+        // Another instance has its own budget; a new window admits again.
+        sink.send_app(AgentLogLine {
+            instance_id: "i2".into(),
+            ..app_line(0)
+        })
+        .await;
+        sink.send_app(app_line(1000)).await;
         assert_eq!(rx.try_recv().unwrap().message, "line 0");
         assert_eq!(rx.try_recv().unwrap().message, "line 1000");
     }
@@ -787,7 +924,7 @@ mod tests {
             bytes_per_sec: 66,
         });
         for i in 0..20 {
-            sink.send_app("web", app_line(i)).await;
+            sink.send_app(app_line(i)).await;
         }
         // "line 0".."line 9" are 6 bytes each, then 7: 66 bytes hold ten lines and no more.
         let mut kept = 0;
@@ -796,12 +933,15 @@ mod tests {
         }
         assert_eq!(kept, 10);
         tokio::time::sleep(Duration::from_millis(1001)).await;
-        sink.send_app("web", app_line(99)).await;
+        sink.send_app(app_line(99)).await;
         // The next admitted line first reports the previous window's drops as a CELL line.
         let report = rx.try_recv().unwrap();
         assert_eq!(report.source, "CELL");
         assert!(
-            report.message.starts_with("dropped 10 log lines"),
+            report.message.starts_with("dropped 10 log lines (")
+                && report
+                    .message
+                    .ends_with("0 lines/s, 66 bytes/s (the node's default)"),
             "{}",
             report.message
         );
@@ -814,7 +954,7 @@ mod tests {
             lines_per_sec: 100,
             bytes_per_sec: 0,
         });
-        sink.send_app_batch("web", (0..250).map(app_line).collect())
+        sink.send_app_batch("i1", (0..250).map(app_line).collect())
             .await;
         let got: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
             .map(|l| l.message)
@@ -824,7 +964,7 @@ mod tests {
             (0..100).map(|i| format!("line {i}")).collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(1001)).await;
-        sink.send_app_batch("web", (250..253).map(app_line).collect())
+        sink.send_app_batch("i1", (250..253).map(app_line).collect())
             .await;
         let got: Vec<AgentLogLine> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
         assert_eq!(got.len(), 4, "{got:?}");
@@ -841,5 +981,61 @@ mod tests {
             150
         );
         assert_eq!(sink.counters.lines_read.load(Ordering::Relaxed), 253);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_app_limit_replaces_the_node_default_while_the_instance_runs() {
+        let (sink, mut rx) = LogSink::with_limits(RateLimit {
+            lines_per_sec: 1000,
+            bytes_per_sec: 0,
+        });
+        // "line 0".."line 9" are 6 bytes each: 30 bytes/s admit five lines a second.
+        sink.set_app_limits([("i1", Some(30)), ("i2", None)]);
+        for i in 0..10 {
+            sink.send_app(app_line(i)).await;
+        }
+        let kept = std::iter::from_fn(|| rx.try_recv().ok()).count();
+        assert_eq!(kept, 5);
+        tokio::time::sleep(Duration::from_millis(1001)).await;
+        let d = sink.take_finished_drops("i1").unwrap();
+        let report = sink.drop_report("i1", d);
+        assert_eq!(
+            report.message,
+            "dropped 5 log lines (30 bytes): the app exceeded its log rate limit of 30 bytes/s \
+             per instance (the app's log-rate-limit-per-second, 30B)"
+        );
+        // Raised while running: the same instance keeps everything from its next line on.
+        sink.set_app_limits([("i1", Some(1 << 20))]);
+        for i in 0..10 {
+            sink.send_app(app_line(i)).await;
+        }
+        assert_eq!(std::iter::from_fn(|| rx.try_recv().ok()).count(), 10);
+        // Back to the node's default (1000 lines/s, no byte limit), from a fresh window.
+        sink.set_app_limits([("i1", None)]);
+        tokio::time::sleep(Duration::from_millis(1001)).await;
+        for i in 0..1001 {
+            sink.send_app(app_line(i)).await;
+        }
+        assert_eq!(std::iter::from_fn(|| rx.try_recv().ok()).count(), 1000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_node_ceiling_caps_an_app_limit_and_says_so() {
+        let (sink, mut rx) = LogSink::with_limits(RateLimit::default());
+        let sink = sink.with_app_ceiling(12);
+        sink.set_app_limits([("i1", Some(1024))]);
+        for i in 0..5 {
+            sink.send_app(app_line(i)).await;
+        }
+        assert_eq!(std::iter::from_fn(|| rx.try_recv().ok()).count(), 2);
+        tokio::time::sleep(Duration::from_millis(1001)).await;
+        let d = sink.take_finished_drops("i1").unwrap();
+        let message = sink.drop_report("i1", d).message;
+        assert!(
+            message.ends_with(
+                "of 12 bytes/s per instance (the app asked for 1K, the node allows at most 12B)"
+            ),
+            "{message}"
+        );
     }
 }

@@ -210,6 +210,12 @@ impl Reconciler {
     /// One pass: adopt, create, remove, check health, detect crashes and restart what is due.
     pub async fn reconcile(&mut self, desired: &[Assignment]) -> Result<(), RuntimeError> {
         self.reap_stopped();
+        // The one setting applied in place: a new log rate limit reaches running instances.
+        self.logs.set_app_limits(
+            desired
+                .iter()
+                .map(|a| (a.instance_id.as_str(), a.log_rate_limit_bytes)),
+        );
         let containers = self.runtime.list_owned().await?;
         let wanted: HashMap<&str, &Assignment> = desired
             .iter()

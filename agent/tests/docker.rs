@@ -233,6 +233,7 @@ fn assignment(
         pids_limit: 64,
         health,
         image: None,
+        log_rate_limit_bytes: None,
     }
 }
 

@@ -601,6 +601,9 @@ fn push_extra_fields(
     if let Some(h) = &s.health {
         form = form.text("health", enc(serde_json::to_string(h))?);
     }
+    if let Some(l) = &s.log_rate_limit {
+        form = form.text("log_rate_limit", l.clone());
+    }
     if let Some(l) = &s.placement_labels {
         form = form.text("placement_labels", enc(serde_json::to_string(l))?);
     }

@@ -239,7 +239,8 @@ impl Default for HealthSettings {
 }
 
 /// One instance the controller wants running on this node. Everything the agent needs to run it
-/// is here; an assignment never changes in place (a new revision is a new instance id).
+/// is here; an assignment never changes in place (a new revision is a new instance id), but for
+/// its log rate limit.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Assignment {
     pub instance_id: String,
@@ -260,6 +261,12 @@ pub struct Assignment {
     /// the droplet when the engine lacks it, instead of the stack image with `/app` unpacked.
     #[serde(default)]
     pub image: Option<DropletImage>,
+    /// The app's log rate limit in bytes per second for this instance, set by its developer;
+    /// `None`: the node's default. The one field that may change while the instance runs (the
+    /// agent applies it to the running instance's collector, nothing restarts), so a new limit
+    /// needs no new instance.
+    #[serde(default)]
+    pub log_rate_limit_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

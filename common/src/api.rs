@@ -239,6 +239,31 @@ pub struct AppDetail {
     /// Labels a node must carry to run the app's instances (`paas push --placement KEY=VALUE`).
     #[serde(default)]
     pub placement_labels: std::collections::BTreeMap<String, String>,
+    /// The developer's log rate limit in bytes per second per instance; `None`: the platform's
+    /// default (each node's `PAAS_LOG_RATE_LIMIT_*`).
+    #[serde(default)]
+    pub log_rate_limit_bytes: Option<u64>,
+}
+
+/// A log rate limit as a request gives it, like Cloud Foundry's `log-rate-limit-per-second`:
+/// bytes per second per instance as a number (`1024`) or text (`"1K"`, `"16M"`), `-1` or `"-1"`
+/// for the platform default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(untagged)]
+pub enum LogRateLimit {
+    Bytes(i64),
+    Text(String),
+}
+
+impl LogRateLimit {
+    /// Bytes per second, `None` for the platform default; see [`crate::domain::parse_log_rate_limit`].
+    pub fn bytes(&self) -> Result<Option<u64>, String> {
+        match self {
+            LogRateLimit::Bytes(n) => crate::domain::parse_log_rate_limit(&n.to_string()),
+            LogRateLimit::Text(t) => crate::domain::parse_log_rate_limit(t),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -328,6 +353,10 @@ pub struct PushSettings {
     /// absent: the app keeps its labels, `{}`: any node.
     #[serde(default)]
     pub placement_labels: Option<std::collections::BTreeMap<String, String>>,
+    /// The log rate limit per instance (multipart `log_rate_limit`, e.g. "1K", "-1" for the
+    /// platform default); absent: the app keeps its limit.
+    #[serde(default)]
+    pub log_rate_limit: Option<String>,
 }
 
 /// Health-check settings as a manifest states them; every field optional (server defaults apply).
@@ -592,6 +621,11 @@ pub struct AppUpdateRequest {
     /// The process type `instances` and `memory_mb` apply to; absent: `web`.
     #[serde(default)]
     pub process: Option<String>,
+    /// Log bytes per second each instance may print before the excess is dropped (and counted
+    /// in a `CELL` line): `"1K"`, `"16M"`, a number of bytes, or -1 for the platform default.
+    /// Applies to the running instances without replacing them.
+    #[serde(default)]
+    pub log_rate_limit: Option<LogRateLimit>,
 }
 
 /// The health check of an app's instances. A change replaces the instances (rolling).
@@ -624,6 +658,10 @@ pub struct AppSettings {
     pub health: crate::agent::HealthSettings,
     #[serde(default)]
     pub placement_labels: std::collections::BTreeMap<String, String>,
+    /// The developer's log rate limit in bytes per second per instance; `None`: the platform's
+    /// default.
+    #[serde(default)]
+    pub log_rate_limit_bytes: Option<u64>,
     /// Whether this change replaces instances (rolling), e.g. after a memory change or a restart.
     #[serde(default)]
     pub rolling: bool,

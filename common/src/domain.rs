@@ -70,6 +70,52 @@ pub fn parse_memory_mb(s: &str) -> Result<u64, String> {
     Ok(mb)
 }
 
+/// The largest log rate limit an app may ask for (1 GiB/s per instance): far beyond what one
+/// instance's collector ships, so only a typo reaches it.
+pub const MAX_LOG_RATE_LIMIT: u64 = 1 << 30;
+
+/// Parses a log rate limit as Cloud Foundry's `log-rate-limit-per-second` and `cf scale -l`
+/// take it: bytes per second per instance, a number with an optional `B`, `K`/`KB`, `M`/`MB` or
+/// `G`/`GB` suffix (powers of 1024, any case). `-1` means the platform's default: `Ok(None)`.
+/// 0 is refused rather than read as "no logs", since a developer who types it more likely means
+/// "no limit", which is not theirs to set.
+pub fn parse_log_rate_limit(s: &str) -> Result<Option<u64>, String> {
+    let t = s.trim().to_ascii_uppercase();
+    if t == "-1" {
+        return Ok(None);
+    }
+    let t = t.strip_suffix('B').unwrap_or(&t);
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 'K')) => (&t[..i], 1u64 << 10),
+        Some((i, 'M')) => (&t[..i], 1 << 20),
+        Some((i, 'G')) => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    let bad = || {
+        format!(
+            "invalid log rate limit {s:?}: use bytes per second with K, M or G, e.g. 1K or 16M, or -1 for the platform default"
+        )
+    };
+    let n: u64 = num.trim().parse().map_err(|_| bad())?;
+    let bytes = n.checked_mul(mult).ok_or_else(bad)?;
+    if bytes == 0 || bytes > MAX_LOG_RATE_LIMIT {
+        return Err(format!(
+            "invalid log rate limit {s:?}: must be from 1 byte to 1G per second, or -1 for the platform default"
+        ));
+    }
+    Ok(Some(bytes))
+}
+
+/// The limit as [`parse_log_rate_limit`] reads it back: `1K`, `16M`, `1500B`.
+pub fn format_log_rate_limit(bytes: u64) -> String {
+    for (unit, size) in [("G", 1u64 << 30), ("M", 1 << 20), ("K", 1 << 10)] {
+        if bytes >= size && bytes.is_multiple_of(size) {
+            return format!("{}{unit}", bytes / size);
+        }
+    }
+    format!("{bytes}B")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,6 +126,36 @@ mod tests {
         for bad in ["", "My", "1app", "app-", "a_b", "a.b", &"a".repeat(64)] {
             assert!(AppName::parse(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn log_rate_limits() {
+        assert_eq!(parse_log_rate_limit("1K"), Ok(Some(1024)));
+        assert_eq!(parse_log_rate_limit("16m"), Ok(Some(16 << 20)));
+        assert_eq!(parse_log_rate_limit("2KB"), Ok(Some(2048)));
+        assert_eq!(parse_log_rate_limit("1G"), Ok(Some(1 << 30)));
+        assert_eq!(parse_log_rate_limit("500"), Ok(Some(500)));
+        assert_eq!(parse_log_rate_limit("500B"), Ok(Some(500)));
+        assert_eq!(parse_log_rate_limit("-1"), Ok(None));
+        for bad in [
+            "",
+            "0",
+            "-2",
+            "1X",
+            "K",
+            "2G",
+            "1.5M",
+            "99999999999999999999K",
+        ] {
+            assert!(
+                parse_log_rate_limit(bad).is_err(),
+                "{bad:?} should be refused"
+            );
+        }
+        for b in [1024, 16 << 20, 1 << 30, 1500, 1] {
+            assert_eq!(parse_log_rate_limit(&format_log_rate_limit(b)), Ok(Some(b)));
+        }
+        assert_eq!(format_log_rate_limit(1024), "1K");
     }
 
     #[test]

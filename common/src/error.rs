@@ -75,6 +75,8 @@ pub enum ErrorCode {
     InvalidPageToken,
     /// A streamed push's new instances crashed or did not start in time (issue 7).
     StartFailed,
+    /// A log rate limit that does not parse or is out of bounds (issue 6).
+    InvalidLogRateLimit,
 }
 
 impl ErrorCode {
@@ -113,6 +115,7 @@ impl ErrorCode {
             ErrorCode::InvalidLimit => "invalid_limit",
             ErrorCode::InvalidPageToken => "invalid_page_token",
             ErrorCode::StartFailed => "start_failed",
+            ErrorCode::InvalidLogRateLimit => "invalid_log_rate_limit",
         }
     }
 
@@ -149,6 +152,7 @@ impl ErrorCode {
             ErrorCode::ProcessNotFound => 404,
             ErrorCode::InvalidLimit | ErrorCode::InvalidPageToken => 400,
             ErrorCode::StartFailed => 422,
+            ErrorCode::InvalidLogRateLimit => 400,
         }
     }
 }

@@ -111,6 +111,14 @@ pub struct AppManifest {
     /// field, not Cloud Foundry's. Absent: the app keeps the labels it has.
     #[serde(default, rename = "placement-labels", deserialize_with = "label_map")]
     pub placement_labels: Option<BTreeMap<String, String>>,
+    /// Cloud Foundry's `log-rate-limit-per-second` (`1K`, `16M`, `-1` for the platform default),
+    /// checked here and kept as written. Absent: the app keeps the limit it has.
+    #[serde(
+        default,
+        rename = "log-rate-limit-per-second",
+        deserialize_with = "log_rate_limit"
+    )]
+    pub log_rate_limit_per_second: Option<String>,
 }
 
 impl Default for AppName {
@@ -411,6 +419,16 @@ fn disk_quota<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> 
     size_mb(d).map_err(|e| de::Error::custom(format!("disk_quota: {e}")))
 }
 
+fn log_rate_limit<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let Some(v) = Option::<Scalar>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let text = v.text();
+    crate::domain::parse_log_rate_limit(&text)
+        .map_err(|e| de::Error::custom(format!("log-rate-limit-per-second: {e}")))?;
+    Ok(Some(text))
+}
+
 fn size_mb<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     match Option::<Scalar>::deserialize(d)? {
         None => Ok(None),
@@ -503,6 +521,7 @@ applications:
     memory: 128M
 - name: web-two
   memory: 512
+  log-rate-limit-per-second: 16M
   placement-labels:
     disk: ssd
     rack: 7
@@ -535,6 +554,11 @@ applications:
             "a bare number is megabytes"
         );
         assert_eq!(a.placement_labels, None);
+        assert_eq!(a.log_rate_limit_per_second, None);
+        assert_eq!(
+            m.applications[1].log_rate_limit_per_second.as_deref(),
+            Some("16M")
+        );
         let labels = m.applications[1].placement_labels.clone().unwrap();
         assert_eq!(labels["disk"], "ssd");
         assert_eq!(labels["rack"], "7");
@@ -554,6 +578,21 @@ applications:
         assert_eq!(e.line, Some(3), "{e}");
         assert!(
             e.message.contains("memory") && e.message.contains("lots"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn log_rate_limits_are_checked_with_their_line() {
+        let m = parse("applications:\n- name: a\n  log-rate-limit-per-second: -1\n").unwrap();
+        assert_eq!(
+            m.applications[0].log_rate_limit_per_second.as_deref(),
+            Some("-1")
+        );
+        let e = err("applications:\n- name: a\n  log-rate-limit-per-second: lots\n");
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(
+            e.message.contains("log-rate-limit-per-second") && e.message.contains("lots"),
             "{e}"
         );
     }

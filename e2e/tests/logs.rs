@@ -2,7 +2,9 @@
 //! reaches `logs -f` (the SSE stream) within a second, in order per instance, tagged; staging
 //! lines show during `paas push`; crashes (exit code and OOM) show as CELL lines and events; lines
 //! survive a `kill -9` of the controller; a flooding app is cut at its rate limit with a
-//! dropped-count line while the API stays responsive; a syslog drain receives RFC 5424 frames;
+//! dropped-count line while the API stays responsive; a developer's own limit
+//! (`log-rate-limit-per-second`, `paas scale -l`) is kept, reported, and raised without a push or a
+//! restart; a syslog drain receives RFC 5424 frames;
 //! no line is lost or repeated across many log file rotations and a container restart, nor lost
 //! while the agent is down (`kill -9`, then restarted); an
 //! `https://` drain trusting a private CA receives JSON lines.
@@ -15,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// One small app, four behaviours chosen by its first argument.
+/// One small app, its behaviours chosen by its first argument.
 const APP_PY: &str = r#"
 import os, socket, sys, threading, time
 mode = sys.argv[1] if len(sys.argv) > 1 else "ticker"
@@ -70,6 +72,13 @@ elif mode == "rotate":
         sys.exit(3)
     while True:
         time.sleep(1)
+elif mode == "steady":
+    # 20 lines/s of about 100 bytes: 2 KB/s, over a 1K limit and far under a 16K one.
+    n = 0
+    while True:
+        n += 1
+        print("steady %d %s" % (n, "y" * 90), flush=True)
+        time.sleep(0.05)
 elif mode == "flood":
     time.sleep(1)
     n = 0
@@ -837,5 +846,141 @@ fn lines_printed_while_the_agent_is_down_are_not_lost() {
     // At least once: what was handed on after the last saved position comes again, no more.
     let repeated = got.len() - seen.len();
     assert!(repeated < 100, "{repeated} ticks repeated");
+    assert!(p.cli(&["delete", &app, "-f"]).ok());
+}
+
+/// `steady N ...` -> N.
+fn steady(line: &Value) -> Option<u64> {
+    line["message"]
+        .as_str()?
+        .strip_prefix("steady ")?
+        .split(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn a_developer_log_rate_limit_drops_the_excess_and_is_raised_without_a_push() {
+    let p = Platform::start().expect("platform");
+    let app = unique("ratelimited");
+    let dir = app_dir(p.dir.path());
+    let manifest = dir.join("paas.yml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "applications:\n- name: {app}\n  command: python3 -u app.py steady\n  log-rate-limit-per-second: 1K\n"
+        ),
+    )
+    .unwrap();
+    let manifest = manifest.to_str().unwrap();
+
+    // A bad value is one line and a non-zero exit, before any upload.
+    let bad = p.cli(&["push", "-f", manifest, "-l", "lots"]);
+    assert_ne!(bad.code, 0, "{bad:?}");
+    assert_eq!(bad.stderr.trim().lines().count(), 1, "{bad:?}");
+    assert!(
+        bad.stderr.contains("invalid log rate limit \"lots\""),
+        "{bad:?}"
+    );
+
+    let out = p.cli(&["push", "-f", manifest]);
+    assert!(out.ok(), "push failed: {out:?}{}", p.logs());
+    let detail = p.app_json(&app).unwrap();
+    assert_eq!(detail["log_rate_limit_bytes"], 1024, "{detail}");
+    let shown = p.cli(&["app", &app]);
+    assert!(
+        shown.stdout.contains("log rate:   1K/s per instance"),
+        "{shown:?}"
+    );
+
+    // 2 KB/s against 1 KB/s: about half is dropped, and each second's drops are one CELL line.
+    let line = wait_for(Duration::from_secs(60), "a dropped-count line", || {
+        recent(&p, &app, "source=CELL&grep=dropped")
+            .into_iter()
+            .find(|l| {
+                l["message"].as_str().is_some_and(|m| {
+                    m.contains("log rate limit of 1024 bytes/s per instance")
+                        && m.contains("log-rate-limit-per-second, 1K")
+                })
+            })
+    })
+    .map_err(|e| anyhow::anyhow!("{e}{}", p.logs()))
+    .unwrap();
+    let message = line["message"].as_str().unwrap();
+    let dropped: u64 = message.split(' ').nth(1).unwrap().parse().unwrap();
+    assert!(dropped > 0, "{message}");
+    assert!(message.contains(" bytes): "), "{message}");
+
+    // The API refuses a bad value with a stable code; the CLI in one line.
+    let token = token(&p);
+    let client = reqwest::blocking::Client::new();
+    let r = client
+        .patch(format!("{}/v1/apps/{app}", p.api_url()))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"log_rate_limit": "12Q"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["code"], "invalid_log_rate_limit", "{body}");
+    assert!(body["message"].as_str().unwrap().contains("12Q"), "{body}");
+    let bad = p.cli(&["scale", &app, "-l", "0"]);
+    assert_ne!(bad.code, 0, "{bad:?}");
+    assert_eq!(bad.stderr.trim().lines().count(), 1, "{bad:?}");
+
+    // Raised with `paas scale`: the same instance, never restarted, now ships every line.
+    let before = &detail["instances"][0];
+    let out = p.cli(&["scale", &app, "-l", "16K"]);
+    assert!(out.ok(), "{out:?}");
+    assert!(out.stdout.contains("log rate limit 16K/s"), "{out:?}");
+    let run = wait_for(
+        Duration::from_secs(60),
+        "60 lines in a row after the raise",
+        || {
+            let ns: Vec<u64> = recent(&p, &app, "source=APP&limit=200")
+                .iter()
+                .filter_map(steady)
+                .collect();
+            // The newest run of consecutive numbers; under 1K/s it never passes about 10.
+            let tail = ns.windows(2).rev().take_while(|w| w[1] == w[0] + 1).count() + 1;
+            (tail >= 60).then_some(tail)
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("{e}{}", p.logs()))
+    .unwrap();
+    assert!(run >= 60);
+    let after = p.app_json(&app).unwrap();
+    assert_eq!(after["log_rate_limit_bytes"], 16384, "{after}");
+    let instances = after["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 1, "{after}");
+    assert_eq!(
+        instances[0]["since"], before["since"],
+        "the instance was replaced: {after}"
+    );
+    assert_eq!(instances[0]["restarts"], 0, "{after}");
+    assert_eq!(after["revision"]["number"], detail["revision"]["number"]);
+
+    // The change is an event and an API line, naming who did it.
+    let api = recent(&p, &app, "source=API&grep=log%20rate%20limit");
+    assert!(
+        api.iter().any(|l| l["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("changed the log rate limit 1K/s -> 16K/s"))),
+        "{api:?}"
+    );
+    let events = p.cli(&["events", &app]);
+    assert!(
+        events.stdout.contains("log rate limit 1K/s -> 16K/s"),
+        "{events:?}"
+    );
+
+    // -1 goes back to the platform default.
+    let out = p.cli(&["scale", &app, "-l", "-1"]);
+    assert!(out.ok(), "{out:?}");
+    assert_eq!(
+        p.app_json(&app).unwrap()["log_rate_limit_bytes"],
+        Value::Null
+    );
     assert!(p.cli(&["delete", &app, "-f"]).ok());
 }

@@ -103,3 +103,32 @@ async fn age_trim_deletes_the_expired_lines_in_arrival_order() {
     assert_eq!(store.trim_logs_before(now).await.unwrap(), 0);
     assert!(store.recent_logs("b", 10).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn the_largest_id_is_found_across_apps_and_filters_by_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("paas.db"))
+        .await
+        .unwrap();
+    // An empty table: the hub starts at 1.
+    assert_eq!(store.max_log_id().await.unwrap(), 0);
+    let now = Utc::now();
+    let at = |id: i64, secs_ago: i64, app: &str| {
+        let mut l = (*line(id, "APP/web/0")).clone();
+        l.timestamp = now - chrono::Duration::seconds(secs_ago);
+        (app.to_string(), Arc::new(l))
+    };
+    // The largest id belongs to neither the first nor the last app by name.
+    let lines = vec![at(3, 30, "a"), at(9, 20, "m"), at(4, 10, "z")];
+    store.append_logs(&lines).await.unwrap();
+    assert_eq!(store.max_log_id().await.unwrap(), 9);
+    // Times survive the round trip to the nanosecond, and `since` compares them.
+    let got = store.recent_logs("m", 10).await.unwrap();
+    assert_eq!(got[0].timestamp, lines[1].1.timestamp);
+    let q = LogQuery {
+        since: Some(now - chrono::Duration::seconds(15)),
+        ..Default::default()
+    };
+    assert!(store.query_logs("m", &q, 10).await.unwrap().is_empty());
+    assert_eq!(store.query_logs("z", &q, 10).await.unwrap().len(), 1);
+}

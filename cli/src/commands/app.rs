@@ -4,6 +4,7 @@ use crate::client::Client;
 use crate::output::{age, memory, or_dash, table};
 use chrono::{DateTime, Utc};
 use paas_common::api::{AppDetail, InstanceInfo, InstanceState};
+use paas_common::domain::format_log_rate_limit;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -41,6 +42,13 @@ pub fn render(d: &AppDetail, now: DateTime<Utc>) -> String {
     out.push_str(&format!("url:        {}\n", d.url));
     out.push_str(&format!("revision:   {revision}\n"));
     out.push_str(&format!("memory:     {}\n", memory(d.memory_mb)));
+    out.push_str(&format!(
+        "log rate:   {}\n",
+        d.log_rate_limit_bytes.map_or_else(
+            || "platform default".to_string(),
+            |b| format!("{}/s per instance", format_log_rate_limit(b))
+        )
+    ));
     if !d.placement_labels.is_empty() {
         let labels: Vec<String> = d
             .placement_labels
@@ -174,6 +182,7 @@ mod tests {
         let now = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
         let d = AppDetail {
             placement_labels: Default::default(),
+            log_rate_limit_bytes: None,
             name: "web".into(),
             state: AppState::Started,
             url: "http://web.localhost:8080".into(),
@@ -280,9 +289,11 @@ mod tests {
             updated_at: now,
             processes: Vec::new(),
             placement_labels: [("disk".to_string(), "ssd".to_string())].into(),
+            log_rate_limit_bytes: Some(16 << 20),
         };
         let out = render(&d, now);
         assert!(out.contains("placement:  disk=ssd\n"), "{out}");
+        assert!(out.contains("log rate:   16M/s per instance\n"), "{out}");
         assert!(
             out.contains("instances:  2/2 running (1 not ready: out of the routes)"),
             "{out}"
@@ -317,6 +328,7 @@ mod tests {
         };
         let d = AppDetail {
             placement_labels: Default::default(),
+            log_rate_limit_bytes: None,
             name: "a".into(),
             state: AppState::Started,
             url: "http://a.localhost".into(),

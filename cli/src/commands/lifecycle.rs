@@ -4,8 +4,10 @@
 
 use crate::client::Client;
 use crate::output::memory;
-use paas_common::api::{AppSettings, AppUpdateRequest, HealthCheckUpdate, RestartRequest};
-use paas_common::domain::parse_memory_mb;
+use paas_common::api::{
+    AppSettings, AppUpdateRequest, HealthCheckUpdate, LogRateLimit, RestartRequest,
+};
+use paas_common::domain::{format_log_rate_limit, parse_log_rate_limit, parse_memory_mb};
 
 #[derive(Debug, clap::Args)]
 pub struct ScaleArgs {
@@ -38,6 +40,10 @@ pub struct ScaleArgs {
     /// Process type to scale (web, worker, ...); default web
     #[arg(short = 'p', long)]
     pub process: Option<String>,
+    /// Log bytes per second each instance may print, e.g. 1K or 16M; -1 for the platform
+    /// default. The excess is dropped and counted; applies to running instances without a restart
+    #[arg(short = 'l', long, value_name = "BYTES", allow_hyphen_values = true)]
+    pub log_rate_limit: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -84,7 +90,7 @@ pub enum NodeCommand {
 
 fn summary(s: &AppSettings) -> String {
     format!(
-        "{}: {}, {} instance(s) of {}, max in flight {}, health check {}",
+        "{}: {}, {} instance(s) of {}, max in flight {}, health check {}, log rate limit {}",
         s.name,
         s.state.as_str(),
         s.desired_instances,
@@ -94,7 +100,11 @@ fn summary(s: &AppSettings) -> String {
             paas_common::agent::HealthCheck::Port => "port".to_string(),
             paas_common::agent::HealthCheck::Process => "process".to_string(),
             paas_common::agent::HealthCheck::Http { endpoint } => format!("http {endpoint}"),
-        }
+        },
+        s.log_rate_limit_bytes.map_or_else(
+            || "platform default".to_string(),
+            |b| format!("{}/s", format_log_rate_limit(b))
+        )
     )
 }
 
@@ -114,6 +124,10 @@ pub fn scale(args: ScaleArgs, client: &Client) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // Checked here for a one-line error before any request; the controller checks it again.
+    if let Some(l) = &args.log_rate_limit {
+        parse_log_rate_limit(l).map_err(anyhow::Error::msg)?;
+    }
     let req = AppUpdateRequest {
         instances: args.instances,
         memory_mb: args.memory,
@@ -121,6 +135,7 @@ pub fn scale(args: ScaleArgs, client: &Client) -> anyhow::Result<()> {
         health_check,
         placement_labels: None,
         process: args.process.clone(),
+        log_rate_limit: args.log_rate_limit.clone().map(LogRateLimit::Text),
     };
     let s = client.update_app(&args.name, &req)?;
     if args.json {

@@ -57,6 +57,10 @@ pub struct Args {
     /// and the manifest's `placement-labels`)
     #[arg(long = "placement", value_name = "KEY=VALUE", value_parser = parse_label)]
     pub placement: Vec<(String, String)>,
+    /// Log bytes per second each instance may print, e.g. 1K or 16M; -1 for the platform
+    /// default (replaces the manifest's `log-rate-limit-per-second`)
+    #[arg(short = 'l', long, value_name = "BYTES", allow_hyphen_values = true)]
+    pub log_rate_limit: Option<String>,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -119,7 +123,12 @@ fn find_manifest(args: &Args) -> Option<PathBuf> {
 /// What to push: the manifest's apps (or the one named), with command-line flags on top; or the
 /// one folder without a manifest.
 fn plans(args: &Args) -> anyhow::Result<Vec<Plan>> {
+    // Checked here for a one-line error before the upload; the controller checks it again.
+    if let Some(l) = &args.log_rate_limit {
+        paas_common::domain::parse_log_rate_limit(l).map_err(anyhow::Error::msg)?;
+    }
     let flags = PushSettings {
+        log_rate_limit: args.log_rate_limit.clone(),
         instances: args.instances,
         memory_mb: args.memory,
         command: args.command.clone(),
@@ -172,6 +181,7 @@ fn plans(args: &Args) -> anyhow::Result<Vec<Plan>> {
         || flags.command.is_some()
         || !flags.buildpacks.is_empty()
         || flags.placement_labels.is_some()
+        || flags.log_rate_limit.is_some()
         || args.path.is_some() && args.manifest.is_some();
     if apps.len() > 1 && has_flags {
         bail!(
@@ -209,6 +219,10 @@ fn plans(args: &Args) -> anyhow::Result<Vec<Plan>> {
                     .placement_labels
                     .clone()
                     .or_else(|| a.placement_labels.clone()),
+                log_rate_limit: flags
+                    .log_rate_limit
+                    .clone()
+                    .or_else(|| a.log_rate_limit_per_second.clone()),
             };
             Plan {
                 name: a.name.clone(),
@@ -627,6 +641,7 @@ mod tests {
         let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         AppDetail {
             placement_labels: Default::default(),
+            log_rate_limit_bytes: None,
             processes: Vec::new(),
             name: "web".into(),
             state: AppState::Started,

@@ -213,6 +213,7 @@ async fn assignments_for(ctx: &Ctx, node: &str) -> ApiResult<Vec<Assignment>> {
             pids_limit: ctx.settings.instance_pids_limit,
             health,
             image,
+            log_rate_limit_bytes: lifecycles.get(&app.id).and_then(|l| l.log_rate_limit_bytes),
         });
     }
     Ok(out)

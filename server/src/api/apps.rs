@@ -75,13 +75,12 @@ pub(crate) async fn detail(ctx: &Ctx, app: &AppRecord) -> ApiResult<AppDetail> {
             ready: i.state == InstanceState::Running && i.ready,
         })
         .collect();
-    let placement_labels = ctx
+    let lifecycle = ctx
         .store
         .app_lifecycles()
         .await?
         .remove(&app.id)
-        .unwrap_or_default()
-        .placement_labels;
+        .unwrap_or_default();
     let processes =
         super::processes::infos(ctx, app, revision.as_ref().map(|r| r.command.as_str())).await?;
     Ok(AppDetail {
@@ -95,7 +94,8 @@ pub(crate) async fn detail(ctx: &Ctx, app: &AppRecord) -> ApiResult<AppDetail> {
         created_at: app.created_at,
         updated_at: app.updated_at,
         processes,
-        placement_labels,
+        placement_labels: lifecycle.placement_labels,
+        log_rate_limit_bytes: lifecycle.log_rate_limit_bytes,
     })
 }
 
@@ -374,7 +374,7 @@ pub async fn push(
                     })?;
                 }
                 "env" | "disk_mb" | "disk_quota" | "buildpacks" | "routes" | "health"
-                | "processes" | "placement_labels" => {
+                | "processes" | "placement_labels" | "log_rate_limit" => {
                     super::push_settings::apply_field(&mut extra, &fname, &text)?;
                 }
                 other => {
@@ -690,6 +690,11 @@ pub(crate) async fn deploy(
         }
         None => None,
     };
+    let log_rate_limit = extra
+        .log_rate_limit
+        .as_deref()
+        .map(super::lifecycle::log_rate_limit)
+        .transpose()?;
     // Process types: the droplet's commands first, so no revision runs without them.
     ctx.store
         .set_droplet_processes(&droplet_sha, &declared)
@@ -718,6 +723,7 @@ pub(crate) async fn deploy(
                 push_settings: Some(stored),
                 health,
                 placement_labels: extra.placement_labels.clone(),
+                log_rate_limit,
             },
             &ev,
         )
@@ -729,8 +735,12 @@ pub(crate) async fn deploy(
         &app.name,
         "API",
         format!(
-            "{} pushed revision {number}: {desired} instance(s) of {memory} MB",
-            user.username
+            "{} pushed revision {number}: {desired} instance(s) of {memory} MB{}",
+            user.username,
+            log_rate_limit.map_or_else(String::new, |l| format!(
+                ", log rate limit {}",
+                super::lifecycle::describe_log_rate_limit(l)
+            ))
         ),
     )
     .await;

@@ -9,6 +9,7 @@ use paas_common::api::{
     AppSettings, AppState, AppUpdateRequest, HealthCheckSettings, HealthCheckUpdate,
     NodeStateResponse, RestartRequest,
 };
+use paas_common::domain::{format_log_rate_limit, parse_log_rate_limit};
 use paas_common::ErrorCode;
 use std::collections::BTreeMap;
 
@@ -210,8 +211,22 @@ pub(super) async fn settings(ctx: &Ctx, app: &AppRecord, rolling: bool) -> ApiRe
         max_in_flight: lc.max_in_flight,
         health: lc.health.unwrap_or_default(),
         placement_labels: lc.placement_labels,
+        log_rate_limit_bytes: lc.log_rate_limit_bytes,
         rolling,
     })
+}
+
+/// Checks a requested log rate limit: bytes/s, `None` for the platform default.
+pub(crate) fn log_rate_limit(value: &str) -> ApiResult<Option<u64>> {
+    parse_log_rate_limit(value).map_err(|m| Error::api(ErrorCode::InvalidLogRateLimit, m))
+}
+
+/// How a log rate limit reads in events and lines: `1K/s` or `the platform default`.
+pub(crate) fn describe_log_rate_limit(limit: Option<u64>) -> String {
+    limit.map_or_else(
+        || "the platform default".to_string(),
+        |b| format!("{}/s", format_log_rate_limit(b)),
+    )
 }
 
 fn event(user: &AuthUser, app: &AppRecord, kind: &str, message: String) -> Event {
@@ -267,6 +282,14 @@ pub async fn update(
     if let Some(l) = &req.placement_labels {
         check_labels(l)?;
     }
+    let log_limit = req
+        .log_rate_limit
+        .as_ref()
+        .map(|l| {
+            l.bytes()
+                .map_err(|m| Error::api(ErrorCode::InvalidLogRateLimit, m))
+        })
+        .transpose()?;
     let mut what = Vec::new();
     if let Some(n) = req.instances {
         what.push(format!("instances {} -> {n}", app.desired_instances));
@@ -287,8 +310,26 @@ pub async fn update(
     if let Some(l) = &req.placement_labels {
         what.push(format!("placement labels {l:?}"));
     }
+    let log_limit_change = match log_limit {
+        Some(new) => {
+            let current = ctx
+                .store
+                .app_lifecycles()
+                .await?
+                .remove(&app.id)
+                .and_then(|l| l.log_rate_limit_bytes);
+            let change = format!(
+                "log rate limit {} -> {}",
+                describe_log_rate_limit(current),
+                describe_log_rate_limit(new)
+            );
+            what.push(change.clone());
+            Some(change)
+        }
+        None => None,
+    };
     if what.is_empty() {
-        return Err(bad("nothing to change: give instances, memory_mb, max_in_flight, health_check or placement_labels"));
+        return Err(bad("nothing to change: give instances, memory_mb, max_in_flight, health_check, placement_labels or log_rate_limit"));
     }
     let update = AppUpdate {
         desired_instances: req.instances,
@@ -297,6 +338,7 @@ pub async fn update(
         max_in_flight: req.max_in_flight,
         health,
         placement_labels: req.placement_labels,
+        log_rate_limit: log_limit,
     };
     let ev = event(
         &user,
@@ -306,6 +348,18 @@ pub async fn update(
     );
     let rolling = ctx.store.update_app(&app.id, &update, &ev).await?;
     tracing::info!(app = %app.name, change = %what.join(", "), rolling, "app settings changed");
+    if let Some(change) = log_limit_change {
+        // The instances keep running: only their nodes' collectors change, so the nodes must
+        // look at their assignments now, whatever convergence decides.
+        ctx.bump_assignments();
+        super::apps::log_platform(
+            &ctx,
+            &app.name,
+            "API",
+            format!("{} changed the {change}", user.username),
+        )
+        .await;
+    }
     ctx.converge.notify_one();
     Ok(web::Json(settings(&ctx, &app, rolling).await?))
 }

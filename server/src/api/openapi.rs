@@ -37,6 +37,9 @@ pub struct PushForm {
     processes: Option<String>,
     /// JSON object of placement labels a node must carry (`{"disk": "ssd"}`).
     placement_labels: Option<String>,
+    /// Log bytes per second per instance (`1K`, `16M`, `-1` for the platform default); absent:
+    /// the app keeps its limit.
+    log_rate_limit: Option<String>,
 }
 
 /// Adds the bearer-JWT scheme every operation but login requires.

@@ -60,9 +60,10 @@ pub(super) async fn scale(
             ),
         ));
     }
-    if req.max_in_flight.is_some() || req.placement_labels.is_some() {
+    if req.max_in_flight.is_some() || req.placement_labels.is_some() || req.log_rate_limit.is_some()
+    {
         return Err(bad(
-            "max_in_flight and placement_labels apply to the whole app: leave out `process`",
+            "max_in_flight, placement_labels and log_rate_limit apply to the whole app: leave out `process`",
         ));
     }
     if req.instances.is_some_and(|n| n > MAX_INSTANCES) {

@@ -58,6 +58,11 @@ pub fn apply_field(s: &mut PushSettings, name: &str, text: &str) -> ApiResult<()
             s.placement_labels = Some(labels);
         }
         "processes" => s.processes = json::<Vec<ProcessSettings>>(name, text)?,
+        "log_rate_limit" => {
+            // Refused here, before the upload is staged.
+            super::lifecycle::log_rate_limit(text)?;
+            s.log_rate_limit = Some(text.to_string());
+        }
         _ => {
             return Err(Error::api(
                 ErrorCode::BadRequest,

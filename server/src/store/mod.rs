@@ -121,6 +121,8 @@ pub struct RevisionExtra {
     pub health: Option<paas_common::agent::HealthSettings>,
     /// Placement labels to apply to the app, when given.
     pub placement_labels: Option<BTreeMap<String, String>>,
+    /// Log rate limit to apply to the app, when given (`Some(None)`: the platform default).
+    pub log_rate_limit: Option<Option<u64>>,
 }
 
 /// A revision about to be made, with the process settings it starts with.
@@ -190,6 +192,8 @@ pub struct AppLifecycle {
     pub health: Option<paas_common::agent::HealthSettings>,
     /// Labels a node must carry to run the app.
     pub placement_labels: BTreeMap<String, String>,
+    /// The developer's log rate limit per instance, bytes/s; `None`: the platform default.
+    pub log_rate_limit_bytes: Option<u64>,
 }
 
 impl Default for AppLifecycle {
@@ -198,6 +202,7 @@ impl Default for AppLifecycle {
             max_in_flight: 1,
             health: None,
             placement_labels: BTreeMap::new(),
+            log_rate_limit_bytes: None,
         }
     }
 }
@@ -211,6 +216,8 @@ pub struct AppUpdate {
     pub max_in_flight: Option<u32>,
     pub health: Option<paas_common::agent::HealthSettings>,
     pub placement_labels: Option<BTreeMap<String, String>>,
+    /// `Some(None)`: back to the platform default.
+    pub log_rate_limit: Option<Option<u64>>,
 }
 
 #[async_trait]

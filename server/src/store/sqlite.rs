@@ -181,12 +181,32 @@ fn token_from_row(r: &SqliteRow) -> StoreResult<TokenRecord> {
 fn log_from_row(r: &SqliteRow) -> StoreResult<LogLine> {
     Ok(LogLine {
         id: r.try_get("id")?,
-        timestamp: r.try_get("timestamp")?,
+        timestamp: DateTime::from_timestamp_nanos(r.try_get("ts")?),
         source: r.try_get("source")?,
         stream: r.try_get("stream")?,
         message: r.try_get("message")?,
     })
 }
+
+/// A line's time as stored: nanoseconds since the epoch (saturating past 2262).
+fn log_ts(t: &DateTime<Utc>) -> i64 {
+    t.timestamp_nanos_opt().unwrap_or(i64::MAX)
+}
+
+/// The columns a [`LogLine`] is read from.
+const LOG_COLUMNS: &str = "SELECT id, ts, source, stream, message FROM log_entries";
+
+/// The apps with stored lines, by hopping through the primary key from one name to the next (a
+/// few lookups per app; `SELECT DISTINCT` would read every line's key).
+const LOG_APPS: &str = "WITH RECURSIVE a(name) AS (
+       SELECT MIN(app_name) FROM log_entries
+       UNION ALL
+       SELECT (SELECT MIN(app_name) FROM log_entries WHERE app_name > a.name) FROM a
+       WHERE a.name IS NOT NULL)";
+
+/// Rows per INSERT statement: fewer statements per batch cost less (each is a round trip to the
+/// connection's thread), and 7 columns x 500 rows stays far below SQLite's bound-variable limit.
+const LOG_INSERT_ROWS: usize = 500;
 
 pub(super) async fn insert_event<'c, E: sqlx::Executor<'c, Database = sqlx::Sqlite>>(
     ex: E,
@@ -357,7 +377,7 @@ impl Store for SqliteStore {
         let Some(name) = name else {
             return Err(StoreError::NotFound("app".into()));
         };
-        sqlx::query("DELETE FROM log_lines WHERE app_name = ?")
+        sqlx::query("DELETE FROM log_entries WHERE app_name = ?")
             .bind(&name)
             .execute(&mut *tx)
             .await?;
@@ -579,25 +599,19 @@ impl Store for SqliteStore {
 
     async fn append_logs(&self, lines: &[(String, std::sync::Arc<LogLine>)]) -> StoreResult<()> {
         // Multi-row statements: one statement per row costs most of the time at high rates.
-        // 8 columns x 100 rows stays far below SQLite's bound-variable limit.
         let mut tx = self.log_writer.begin_with("BEGIN IMMEDIATE").await?;
-        for chunk in lines.chunks(100) {
+        for chunk in lines.chunks(LOG_INSERT_ROWS) {
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO log_lines (id, app_name, timestamp, source, stream, message, process, instance_index) ",
+                "INSERT INTO log_entries (app_name, id, ts, source, stream, message, instance_index) ",
             );
             q.push_values(chunk, |mut b, (app, l)| {
-                let (process, index) = crate::loghub::split_app_source(&l.source);
-                // The same text sqlx writes for a DateTime (`+00:00`, so old and new rows sort
-                // together), without chrono's formatter.
-                let mut buf = [0; 40];
-                let timestamp = paas_common::logwire::format_rfc3339(&l.timestamp, false, &mut buf);
-                b.push_bind((l.id > 0).then_some(l.id))
-                    .push_bind(app)
-                    .push_bind(timestamp.to_string())
+                let (_, index) = crate::loghub::split_app_source(&l.source);
+                b.push_bind(app)
+                    .push_bind(l.id)
+                    .push_bind(log_ts(&l.timestamp))
                     .push_bind(&l.source)
                     .push_bind(&l.stream)
                     .push_bind(&l.message)
-                    .push_bind(process)
                     .push_bind(index.map(i64::from));
             });
             q.build().execute(&mut *tx).await?;
@@ -607,12 +621,13 @@ impl Store for SqliteStore {
     }
 
     async fn recent_logs(&self, app_name: &str, limit: i64) -> StoreResult<Vec<LogLine>> {
-        let rows =
-            sqlx::query("SELECT * FROM log_lines WHERE app_name = ? ORDER BY id DESC LIMIT ?")
-                .bind(app_name)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(&format!(
+            "{LOG_COLUMNS} WHERE app_name = ? ORDER BY id DESC LIMIT ?"
+        ))
+        .bind(app_name)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
         let mut out = rows
             .iter()
             .map(log_from_row)
@@ -622,25 +637,18 @@ impl Store for SqliteStore {
     }
 
     async fn trim_logs(&self, keep: i64) -> StoreResult<()> {
-        // Per app, through the (app_name, id) index: find the newest line beyond `keep` and delete
+        // Per app, through the (app_name, id) key: find the newest line beyond `keep` and delete
         // it and everything older. A window function over the whole table instead read and sorted
         // every stored line while holding the write lock, stalling log inserts for as long.
-        // The apps with stored lines, by hopping through the index from one name to the next
-        // (a few lookups per app); `SELECT DISTINCT` read every entry of the index.
-        let apps: Vec<String> = sqlx::query_scalar(
-            "WITH RECURSIVE a(name) AS (
-               SELECT MIN(app_name) FROM log_lines
-               UNION ALL
-               SELECT (SELECT MIN(app_name) FROM log_lines WHERE app_name > a.name) FROM a
-               WHERE a.name IS NOT NULL)
-             SELECT name FROM a WHERE name IS NOT NULL",
-        )
+        let apps: Vec<String> = sqlx::query_scalar(&format!(
+            "{LOG_APPS} SELECT name FROM a WHERE name IS NOT NULL"
+        ))
         .fetch_all(&self.log_writer)
         .await?;
         for app in apps {
             sqlx::query(
-                "DELETE FROM log_lines WHERE app_name = ?1 AND id <= (
-                   SELECT id FROM log_lines WHERE app_name = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+                "DELETE FROM log_entries WHERE app_name = ?1 AND id <= (
+                   SELECT id FROM log_entries WHERE app_name = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
             )
             .bind(&app)
             .bind(keep.max(0))
@@ -688,7 +696,8 @@ impl Store for SqliteStore {
         sqlx::query(
             "UPDATE apps SET current_revision = ?, desired_instances = ?, memory_mb = ?, disk_mb = COALESCE(?, disk_mb),
              push_settings = COALESCE(?, push_settings), health = COALESCE(?, health),
-             placement_labels = COALESCE(?, placement_labels), state = 'started', updated_at = ? WHERE id = ?",
+             placement_labels = COALESCE(?, placement_labels), log_rate_limit = COALESCE(?, log_rate_limit),
+             state = 'started', updated_at = ? WHERE id = ?",
         )
         .bind(number)
         .bind(rev.desired_instances as i64)
@@ -697,6 +706,7 @@ impl Store for SqliteStore {
         .bind(&extra.push_settings)
         .bind(health)
         .bind(labels)
+        .bind(extra.log_rate_limit.map(log_rate_column))
         .bind(now)
         .bind(app_id)
         .execute(&mut *tx)
@@ -782,7 +792,7 @@ impl Store for SqliteStore {
         limit: i64,
     ) -> StoreResult<Vec<LogLine>> {
         let mut q =
-            sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT * FROM log_lines WHERE app_name = ");
+            sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!("{LOG_COLUMNS} WHERE app_name = "));
         q.push_bind(app_name);
         if !f.sources.is_empty() {
             q.push(" AND (");
@@ -802,7 +812,7 @@ impl Store for SqliteStore {
             q.push(" AND instance_index = ").push_bind(i64::from(i));
         }
         if let Some(since) = f.since {
-            q.push(" AND timestamp >= ").push_bind(since);
+            q.push(" AND ts >= ").push_bind(log_ts(&since));
         }
         if let Some(g) = &f.grep {
             q.push(" AND instr(message, ")
@@ -820,27 +830,50 @@ impl Store for SqliteStore {
     }
 
     async fn max_log_id(&self) -> StoreResult<i64> {
-        let id: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM log_lines")
-            .fetch_one(&self.pool)
-            .await?;
+        // The newest id of each app through the key: the table has no index on id alone.
+        let id: Option<i64> = sqlx::query_scalar(&format!(
+            "{LOG_APPS} SELECT MAX((SELECT MAX(id) FROM log_entries WHERE app_name = a.name))
+             FROM a WHERE name IS NOT NULL"
+        ))
+        .fetch_one(&self.pool)
+        .await?;
         Ok(id.unwrap_or(0))
     }
 
     async fn trim_logs_before(&self, before: DateTime<Utc>) -> StoreResult<u64> {
         // Lines are stored in arrival order (the hub stamps rising ids), so the expired ones are the
-        // oldest ids: delete up to the first line still inside the window. Reading in id order
-        // stops there, so this costs about the lines it deletes, without an index on time (which
-        // cost every insert). A line that arrived late with an older time (a spool sent after an
-        // outage, a node's clock behind) goes when the lines before it do; size retention bounds
-        // it meanwhile.
-        let r = sqlx::query(
-            "DELETE FROM log_lines WHERE id < COALESCE(
-               (SELECT id FROM log_lines WHERE timestamp >= ?1 ORDER BY id LIMIT 1),
-               (SELECT MAX(id) + 1 FROM log_lines))",
-        )
+        // oldest ids: delete up to the first line still inside the window. That line is the first
+        // inside the window of some app, so it is the smallest of each app's first; reading each
+        // app in id order stops there, so this costs about the lines it deletes, without an index
+        // on time (which cost every insert). A line that arrived late with an older time (a spool
+        // sent after an outage, a node's clock behind) goes when the lines before it do; size
+        // retention bounds it meanwhile.
+        let before = log_ts(&before);
+        let first_kept: Option<i64> = sqlx::query_scalar(&format!(
+            "{LOG_APPS} SELECT MIN((SELECT id FROM log_entries WHERE app_name = a.name AND ts >= ?1
+                                     ORDER BY id LIMIT 1))
+             FROM a WHERE name IS NOT NULL"
+        ))
         .bind(before)
-        .execute(&self.log_writer)
+        .fetch_one(&self.log_writer)
         .await?;
+        let r = match first_kept {
+            Some(id) => {
+                sqlx::query(&format!(
+                    "{LOG_APPS}, d(name) AS (SELECT name FROM a WHERE name IS NOT NULL)
+                     DELETE FROM log_entries WHERE app_name IN (SELECT name FROM d) AND id < ?1"
+                ))
+                .bind(id)
+                .execute(&self.log_writer)
+                .await?
+            }
+            // Nothing inside the window: everything has expired.
+            None => {
+                sqlx::query("DELETE FROM log_entries")
+                    .execute(&self.log_writer)
+                    .await?
+            }
+        };
         Ok(r.rows_affected())
     }
 
@@ -1108,9 +1141,11 @@ impl Store for SqliteStore {
             .collect()
     }
     async fn app_lifecycles(&self) -> StoreResult<HashMap<String, AppLifecycle>> {
-        let rows = sqlx::query("SELECT id, max_in_flight, health, placement_labels FROM apps")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT id, max_in_flight, health, placement_labels, log_rate_limit FROM apps",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         let mut out = HashMap::with_capacity(rows.len());
         for r in &rows {
             let health: Option<String> = r.try_get("health")?;
@@ -1126,6 +1161,8 @@ impl Store for SqliteStore {
                     max_in_flight: r.try_get::<i64, _>("max_in_flight")?.max(1) as u32,
                     health,
                     placement_labels: json_map(r.try_get("placement_labels")?)?,
+                    log_rate_limit_bytes: u64::try_from(r.try_get::<i64, _>("log_rate_limit")?)
+                        .ok(),
                 },
             );
         }
@@ -1154,7 +1191,8 @@ impl Store for SqliteStore {
         sqlx::query(
             "UPDATE apps SET desired_instances = COALESCE(?, desired_instances), memory_mb = COALESCE(?, memory_mb),
                state = COALESCE(?, state), max_in_flight = COALESCE(?, max_in_flight), health = COALESCE(?, health),
-               placement_labels = COALESCE(?, placement_labels), updated_at = ? WHERE id = ?",
+               placement_labels = COALESCE(?, placement_labels), log_rate_limit = COALESCE(?, log_rate_limit),
+               updated_at = ? WHERE id = ?",
         )
         .bind(u.desired_instances.map(i64::from))
         .bind(u.memory_mb.map(|m| m as i64))
@@ -1162,6 +1200,7 @@ impl Store for SqliteStore {
         .bind(u.max_in_flight.map(i64::from))
         .bind(health)
         .bind(labels)
+        .bind(u.log_rate_limit.map(log_rate_column))
         .bind(Utc::now())
         .bind(app_id)
         .execute(&mut *tx)
@@ -1497,6 +1536,11 @@ fn before_differs(old: Option<i64>, new: Option<u64>) -> bool {
 }
 
 /// An optional value as JSON text for a nullable column.
+/// The `apps.log_rate_limit` value of a limit: bytes/s, or -1 for the platform default.
+fn log_rate_column(limit: Option<u64>) -> i64 {
+    limit.map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX))
+}
+
 fn opt_json<T: serde::Serialize>(v: Option<&T>) -> StoreResult<Option<String>> {
     v.map(serde_json::to_string)
         .transpose()
