@@ -111,11 +111,22 @@ pub struct Reconciler {
     stopping: HashMap<String, Stopping>,
     ledger: Option<CrashLedger>,
     positions: Option<Ledger<LogPosition>>,
+    /// Recent passes' log positions, newest last: what is saved is the newest one at least
+    /// [`SAVE_LAG`] old (see [`LogPosition`]).
+    position_history: std::collections::VecDeque<(Instant, HashMap<String, LogPosition>)>,
 }
 
-/// Where an instance's log had been handed on, saved on every pass, so an agent that restarts
-/// and adopts the container continues its log there: the lines printed while no agent ran are
-/// shipped, not skipped. Lines handed on after the last save are shipped again (at least once).
+/// How old a log position must be before it is saved. A line is queued for upload when it is
+/// read, and shipped within the batch window (200 ms) plus the upload; a position saved at the
+/// moment of reading would skip, after a `kill -9`, the lines still queued in memory. Lines read
+/// more than this long ago have been handed to the controller (or the disk spool) in all but an
+/// outage; the price is up to this much output shipped twice after a restart.
+const SAVE_LAG: Duration = Duration::from_millis(1500);
+
+/// Where an instance's log had been handed on, saved on every pass (as it was [`SAVE_LAG`]
+/// before), so an agent that restarts and adopts the container continues its log there: the
+/// lines printed while no agent ran are shipped, not skipped. Lines handed on after the saved
+/// position are shipped again (at least once).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LogPosition {
     pub container_id: String,
@@ -140,7 +151,8 @@ impl Reconciler {
         let Some(ledger) = self.positions.as_mut() else {
             return;
         };
-        let records = self
+        let now = Instant::now();
+        let current: HashMap<String, LogPosition> = self
             .instances
             .iter()
             .map(|(id, i)| {
@@ -153,6 +165,37 @@ impl Reconciler {
                         last_seen: p.last_seen,
                     },
                 )
+            })
+            .collect();
+        let history = &mut self.position_history;
+        history.push_back((now, current));
+        // Keep the newest snapshot that is old enough, and the newer ones.
+        while history
+            .get(1)
+            .is_some_and(|(t, _)| now.duration_since(*t) >= SAVE_LAG)
+        {
+            history.pop_front();
+        }
+        let old = history
+            .front()
+            .filter(|(t, _)| now.duration_since(*t) >= SAVE_LAG)
+            .map(|(_, p)| p);
+        // An instance younger than the lag has no old-enough position: it is saved as "from
+        // its first line" (an adopting agent re-reads it all rather than skip any of it).
+        let records = self
+            .instances
+            .iter()
+            .map(|(id, i)| {
+                let saved = old
+                    .and_then(|o| o.get(id))
+                    .filter(|p| p.container_id == i.container_id)
+                    .cloned()
+                    .unwrap_or_else(|| LogPosition {
+                        container_id: i.container_id.clone(),
+                        file: None,
+                        last_seen: None,
+                    });
+                (id.clone(), saved)
             })
             .collect();
         if let Err(e) = ledger.sync(records) {
@@ -200,6 +243,7 @@ impl Reconciler {
             stopping: HashMap::new(),
             ledger: None,
             positions: None,
+            position_history: Default::default(),
         }
     }
 
