@@ -184,14 +184,6 @@ impl RouteTable {
             .map(|(_, app)| app.clone())
     }
 
-    /// Whether any route is on this host (the listener's guard: app traffic vs API).
-    pub fn has_host(&self, host: &str) -> bool {
-        let host = normalize_host(host);
-        self.inner
-            .read()
-            .is_ok_and(|i| i.hosts.contains_key(host.as_ref()))
-    }
-
     /// The whole table in wire form, and its version.
     pub fn snapshot(&self) -> Arc<RouterTable> {
         self.inner
@@ -503,7 +495,10 @@ mod tests {
             Some("api2")
         );
         assert_eq!(t.resolve("other.example.com", "/"), None);
-        assert!(t.has_host("shop.example.com:80") && !t.has_host("example.com"));
+        assert!(
+            t.resolve("shop.example.com:80", "/").is_some()
+                && t.resolve("example.com", "/").is_none()
+        );
     }
 
     #[test]

@@ -135,16 +135,8 @@ impl Clients {
 
     /// A new connection to `address`, its connection task spawned on this thread.
     async fn connect(&self, address: &str) -> Result<Sender, Failure> {
-        let refused = |reason, message: String| Failure {
-            code: if reason == "connect_timeout" {
-                ErrorCode::UpstreamTimeout
-            } else {
-                ErrorCode::UpstreamError
-            },
-            reason,
-            message,
-            retry: true,
-        };
+        let refused =
+            |reason, message| Failure::unreached(ErrorCode::UpstreamError, reason, message);
         let stream = match tokio::time::timeout(
             self.connect_timeout,
             tokio::net::TcpStream::connect(address),
@@ -152,7 +144,8 @@ impl Clients {
         .await
         {
             Err(_) => {
-                return Err(refused(
+                return Err(Failure::unreached(
+                    ErrorCode::UpstreamTimeout,
                     "connect_timeout",
                     format!("connecting took over {:?}", self.connect_timeout),
                 ))
@@ -228,12 +221,11 @@ impl Clients {
                         // Not written: that pooled connection was gone; try the next one.
                         Some(r) if !fresh => req = r,
                         Some(r) => {
-                            let f = Failure {
-                                code: ErrorCode::UpstreamError,
-                                reason: "connect_failed",
+                            let f = Failure::unreached(
+                                ErrorCode::UpstreamError,
+                                "connect_failed",
                                 message,
-                                retry: true,
-                            };
+                            );
                             return Err((f, Some(r)));
                         }
                         None => {
@@ -278,6 +270,18 @@ struct Failure {
     reason: &'static str,
     message: String,
     retry: bool,
+}
+
+impl Failure {
+    /// The instance never got the request: another one may always be tried.
+    fn unreached(code: ErrorCode, reason: &'static str, message: String) -> Self {
+        Self {
+            code,
+            reason,
+            message,
+            retry: true,
+        }
+    }
 }
 
 /// Whether the client asks to switch protocols (HTTP/1.1 `Connection: upgrade` + `Upgrade`).
@@ -655,24 +659,39 @@ async fn tunnel(
     upstream: hyper::upgrade::OnUpgrade,
     done: Done,
 ) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(both) => both,
-        Err(e) => {
+    let bytes = match splice(client, upstream).await {
+        Ok(down) => down,
+        Err(e @ SpliceError::Upgrade(_)) => {
             tracing::warn!(app = %done.meta.app, error = %e, "upgrade through the router failed");
-            done.record(0);
-            return;
+            0
         }
-    };
-    let mut client = TokioIo::new(client);
-    let mut upstream = TokioIo::new(upstream);
-    let bytes = match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        Ok((_, down)) => down,
         Err(e) => {
             tracing::debug!(app = %done.meta.app, error = %e, "upgraded connection ended with an error");
             0
         }
     };
     done.record(bytes);
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(super) enum SpliceError {
+    #[error("{0}")]
+    Upgrade(#[from] hyper::Error),
+    #[error("{0}")]
+    Copy(#[from] std::io::Error),
+}
+
+/// Waits for both sides of an upgrade, then copies bytes both ways until either side closes.
+/// Returns the bytes that went to the client.
+pub(super) async fn splice(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+) -> Result<u64, SpliceError> {
+    let (client, upstream) = tokio::try_join!(client, upstream)?;
+    let (_, down) =
+        tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(upstream))
+            .await?;
+    Ok(down)
 }
 
 /// A response body from the router's listener: a proxied instance's (tracked), the API's

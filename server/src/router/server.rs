@@ -262,9 +262,8 @@ async fn forward(
     if let (true, Some(client)) = (switching, client_upgrade) {
         let upstream = hyper::upgrade::on(&mut res);
         tokio::spawn(async move {
-            if let Ok((c, u)) = tokio::try_join!(client, upstream) {
-                let _ =
-                    tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(u)).await;
+            if let Err(e) = proxy::splice(client, upstream).await {
+                tracing::debug!(error = %e, "upgraded API connection failed or ended with an error");
             }
         });
     }

@@ -17,7 +17,8 @@ pub struct RouterStats {
     pub waited_for_instance: AtomicU64,
     /// Errors the router itself answered (502/503/504 with `X-Paas-Router-Error`).
     pub router_errors: AtomicU64,
-    /// WebSocket sessions bridged.
+    /// Upgraded connections tunnelled (WebSocket or any other protocol; the metric keeps its
+    /// first name).
     pub websockets: AtomicU64,
     /// RTR lines dropped because the access-log queue was full (SQLite slower than traffic).
     pub access_log_dropped: AtomicU64,
