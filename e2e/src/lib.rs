@@ -382,6 +382,20 @@ impl Platform {
         self.agents[idx].kill();
     }
 
+    /// SIGTERM to the controller (a clean stop); does not wait.
+    pub fn terminate_server(&self) {
+        if let Some(pid) = self.server_pid() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+    }
+
+    /// The controller's exit status, once it has exited.
+    pub fn server_exit(&mut self) -> Option<std::process::ExitStatus> {
+        self.server.child.as_mut()?.try_wait().ok()?
+    }
+
     /// `kill -9` of the controller (agents and containers keep running).
     pub fn kill_server(&mut self) {
         self.server.kill();

@@ -912,3 +912,68 @@ fn a_drain_holds_back_only_its_own_instance() {
     let (status, body) = slow.join().unwrap().expect("slow request");
     assert_eq!((status, body.as_str()), (200, "slow body"), "{}", p.logs());
 }
+
+/// A clean stop (SIGTERM) of the controller: the listener refuses new connections at once, a
+/// request already in flight through the router still gets its answer, the process then exits
+/// on its own with success, and that request's RTR line was stored on the way out (it is there
+/// after a restart, not only in the stopped process's memory).
+#[test]
+fn sigterm_finishes_requests_in_flight_and_stores_their_access_lines() {
+    let mut p = Platform::start_server(Options::default()).expect("server");
+    p.start_agent(&unique("e2e-term"), "zone-a").unwrap();
+    p.login().unwrap();
+    let app = unique("term");
+    push(&p, &app, 1);
+    let request_id = unique("slow-at-stop");
+    let c = client(&p, &app);
+    let u = url(&p, &app, "/");
+    let seen = router_requests(&p);
+    let rid = request_id.clone();
+    let slow = thread::spawn(move || {
+        c.post(&u)
+            .header("X-Delay-Ms", "3000")
+            .header("X-Request-Id", rid)
+            .timeout(Duration::from_secs(30))
+            .body("slow body")
+            .send()
+            .map(|r| (r.status().as_u16(), r.text().unwrap_or_default()))
+    });
+    wait_for(
+        Duration::from_secs(10),
+        "the slow request at the router",
+        || (router_requests(&p) > seen).then_some(()),
+    )
+    .unwrap();
+
+    p.terminate_server();
+    wait_for(Duration::from_secs(5), "new connections refused", || {
+        TcpStream::connect_timeout(&p.addr, Duration::from_millis(500))
+            .is_err()
+            .then_some(())
+    })
+    .unwrap();
+    assert!(
+        !slow.is_finished(),
+        "the slow request ended before the stop could be seen"
+    );
+    let (status, body) = slow
+        .join()
+        .unwrap()
+        .expect("the request in flight at the stop");
+    assert_eq!((status, body.as_str()), (200, "slow body"), "{}", p.logs());
+    let exit = wait_for(Duration::from_secs(15), "the server to exit", || {
+        p.server_exit()
+    })
+    .unwrap();
+    assert!(exit.success(), "exit status {exit:?}: {}", p.logs());
+
+    p.restart_server().unwrap();
+    let out = p.cli(&["logs", &app, "--recent"]);
+    assert!(
+        out.ok()
+            && out.stdout.lines().any(|l| l.contains("[RTR]")
+                && l.contains("\"POST /\" 200")
+                && l.contains(&format!("request_id={request_id}"))),
+        "no stored RTR line for the request answered during the stop: {out:?}"
+    );
+}

@@ -70,9 +70,16 @@ struct HubState {
     apps: HashMap<String, AppLog>,
 }
 
+/// What the writer task is handed: lines to store, or a flush mark (answered once everything
+/// handed before it is stored).
+enum ToWriter {
+    Lines(Vec<(String, Arc<LogLine>)>),
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 pub struct LogHub {
     state: Mutex<HubState>,
-    writer: mpsc::Sender<Vec<(String, Arc<LogLine>)>>,
+    writer: mpsc::Sender<ToWriter>,
     store: Arc<dyn Store>,
     settings: HubSettings,
     pub counters: Arc<HubCounters>,
@@ -166,8 +173,17 @@ impl LogHub {
         self.counters
             .bytes_received
             .fetch_add(bytes, Ordering::Relaxed);
-        if self.writer.send(lines).await.is_err() {
+        if self.writer.send(ToWriter::Lines(lines)).await.is_err() {
             tracing::error!("the log writer has stopped; lines are streamed but not stored");
+        }
+    }
+
+    /// Waits until every line published so far is stored (or its write has failed): a clean
+    /// stop loses no line the hub accepted.
+    pub async fn flush(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.writer.send(ToWriter::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
         }
     }
 
@@ -217,38 +233,65 @@ impl LogHub {
 }
 
 async fn write_loop(
-    mut rx: mpsc::Receiver<Vec<(String, Arc<LogLine>)>>,
+    mut rx: mpsc::Receiver<ToWriter>,
     store: Arc<dyn Store>,
     counters: Arc<HubCounters>,
     retention_lines: i64,
 ) {
     let mut batches = Vec::with_capacity(WRITE_QUEUE);
     while rx.recv_many(&mut batches, WRITE_QUEUE).await > 0 {
-        let mut lines: Vec<(String, Arc<LogLine>)> = batches.drain(..).flatten().collect();
-        let skipped = drop_beyond_retention(&mut lines, retention_lines);
-        counters
-            .lines_beyond_retention
-            .fetch_add(skipped, Ordering::Relaxed);
-        let n = lines.len() as u64;
-        // A transient database error (busy) is retried a few times before the lines count as
-        // failed; the stream already delivered them.
-        let mut attempt = 0;
-        loop {
-            match store.append_logs(&lines).await {
-                Ok(()) => {
-                    counters.lines_stored.fetch_add(n, Ordering::Relaxed);
-                    break;
+        let mut lines: Vec<(String, Arc<LogLine>)> = Vec::new();
+        for b in batches.drain(..) {
+            match b {
+                ToWriter::Lines(l) => lines.extend(l),
+                ToWriter::Flush(done) => {
+                    store_lines(
+                        std::mem::take(&mut lines),
+                        &store,
+                        &counters,
+                        retention_lines,
+                    )
+                    .await;
+                    let _ = done.send(());
                 }
-                Err(e) if attempt < 3 => {
-                    attempt += 1;
-                    tracing::warn!(error = %e, attempt, "storing log lines failed, retrying");
-                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
-                }
-                Err(e) => {
-                    counters.lines_store_failed.fetch_add(n, Ordering::Relaxed);
-                    tracing::error!(error = %e, lines = n, "could not store log lines");
-                    break;
-                }
+            }
+        }
+        store_lines(lines, &store, &counters, retention_lines).await;
+    }
+}
+
+async fn store_lines(
+    mut lines: Vec<(String, Arc<LogLine>)>,
+    store: &Arc<dyn Store>,
+    counters: &HubCounters,
+    retention_lines: i64,
+) {
+    if lines.is_empty() {
+        return;
+    }
+    let skipped = drop_beyond_retention(&mut lines, retention_lines);
+    counters
+        .lines_beyond_retention
+        .fetch_add(skipped, Ordering::Relaxed);
+    let n = lines.len() as u64;
+    // A transient database error (busy) is retried a few times before the lines count as
+    // failed; the stream already delivered them.
+    let mut attempt = 0;
+    loop {
+        match store.append_logs(&lines).await {
+            Ok(()) => {
+                counters.lines_stored.fetch_add(n, Ordering::Relaxed);
+                break;
+            }
+            Err(e) if attempt < 3 => {
+                attempt += 1;
+                tracing::warn!(error = %e, attempt, "storing log lines failed, retrying");
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            }
+            Err(e) => {
+                counters.lines_store_failed.fetch_add(n, Ordering::Relaxed);
+                tracing::error!(error = %e, lines = n, "could not store log lines");
+                break;
             }
         }
     }

@@ -7,6 +7,7 @@ use anyhow::Context;
 use chrono::Utc;
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::auth::{self, Keys};
 use crate::blobstore::Blobstore;
@@ -92,6 +93,7 @@ impl Application {
             builds: Default::default(),
             secrets,
             retired: Default::default(),
+            stopping: Default::default(),
         });
         router::refresh(&ctx)
             .await
@@ -135,8 +137,12 @@ impl Application {
                 .configure(crate::web::configure)
                 .default_service(web::to(crate::web::not_found))
         })
+        // Signals are this function's: the public listener must stop first (see below).
+        .disable_signals()
+        .shutdown_timeout(self.ctx.settings.router_drain_secs)
         .listen_uds(api_listener)?
         .run();
+        let api = server.handle();
         let tls = router::tls::bind(&self.ctx.settings)?;
         if let Some((_, certs)) = &tls {
             tokio::spawn(certs.clone().watch());
@@ -152,21 +158,43 @@ impl Application {
             }),
             settings: self.ctx.settings.clone(),
         });
-        let mut front_stopped = router::server::start(front, self.listener, tls)?;
+        let mut front = router::server::start(front, self.listener, tls)?;
         tracing::info!(port = self.port, "paas-server listening");
         let converge = tokio::spawn(crate::convergence::run(self.ctx.clone()));
         tokio::spawn(crate::convergence::drain_watch(self.ctx.clone()));
-        tokio::spawn(router::access_log::run(
+        let access_log = tokio::spawn(router::access_log::run(
             self.ctx.routes.clone(),
             router::access_log::HubSink(self.ctx.logs.clone()),
         ));
         tokio::spawn(crate::drains::run(self.ctx.clone()));
         tokio::spawn(crate::auth::prune_loop(self.ctx.clone()));
-        tokio::select! {
-            r = server => r.context("HTTP server failed"),
-            why = front_stopped.recv() => Err(anyhow::anyhow!("public listener stopped: {why:?}")),
-            r = converge => Err(anyhow::anyhow!("convergence loop stopped: {r:?}")),
-        }
+        let mut server = tokio::spawn(server);
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let why = tokio::select! {
+            r = &mut server => return Err(anyhow::anyhow!("the API server stopped: {r:?}")),
+            why = front.died() => return Err(anyhow::anyhow!("public listener stopped: {why:?}")),
+            r = converge => return Err(anyhow::anyhow!("convergence loop stopped: {r:?}")),
+            _ = tokio::signal::ctrl_c() => "interrupted",
+            _ = term.recv() => "terminated",
+        };
+        // A graceful stop, outside in: the public listener refuses new connections and lets
+        // requests in flight finish (app traffic and API calls alike, since the API is reached
+        // through it); then the API server, which has nothing left to serve; then the access-log
+        // lines of those last requests and every log line already accepted reach the store.
+        let grace = Duration::from_secs(self.ctx.settings.router_drain_secs);
+        tracing::info!(
+            ?grace,
+            "{why}; stopping: no new connections, finishing requests in flight"
+        );
+        self.ctx.stopping.cancel();
+        front.shutdown(grace).await;
+        api.stop(true).await;
+        let _ = server.await;
+        self.ctx.routes.access_log.close();
+        let _ = tokio::time::timeout(grace, access_log).await;
+        let _ = tokio::time::timeout(grace, self.ctx.logs.flush()).await;
+        tracing::info!("stopped");
+        Ok(())
     }
 }
 

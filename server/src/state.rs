@@ -41,6 +41,9 @@ pub struct AppCtx {
     /// end or the drain time is over. Per instance, so one app's slow request never holds back
     /// another app's changes.
     pub retired: std::sync::Mutex<Vec<Retired>>,
+    /// Cancelled when a graceful stop begins: long-polls answer at once and log streams end, so
+    /// the listener's wait for requests in flight is not a wait for idle clients.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 /// A removed instance row kept for its node while its in-flight requests finish.

@@ -120,7 +120,10 @@ pub async fn assignments(
 ) -> ApiResult<web::Json<Assignments>> {
     let mut rx = ctx.assignments.subscribe();
     if q.after == Some(*rx.borrow_and_update()) {
-        let _ = tokio::time::timeout(LONG_POLL, rx.changed()).await;
+        tokio::select! {
+            _ = tokio::time::timeout(LONG_POLL, rx.changed()) => {}
+            _ = ctx.stopping.cancelled() => {}
+        }
     }
     let version = *rx.borrow();
     Ok(web::Json(Assignments {

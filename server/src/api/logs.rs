@@ -182,6 +182,8 @@ async fn pump(
                 }
             }
             _ = keepalive.tick() => out.extend_from_slice(b": keepalive\n\n"),
+            // A graceful stop: end the stream (clients reconnect to the next controller).
+            _ = ctx.stopping.cancelled() => return,
         }
         if !out.is_empty() && tx.send(Bytes::from(out)).await.is_err() {
             return;

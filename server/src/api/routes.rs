@@ -188,7 +188,10 @@ pub async fn table(
     check_join_token(&ctx, &req)?;
     let mut rx = ctx.routes.subscribe();
     if q.after == Some(*rx.borrow_and_update()) {
-        let _ = tokio::time::timeout(LONG_POLL, rx.changed()).await;
+        tokio::select! {
+            _ = tokio::time::timeout(LONG_POLL, rx.changed()) => {}
+            _ = ctx.stopping.cancelled() => {}
+        }
     }
     Ok(web::Json((*ctx.routes.snapshot()).clone()))
 }

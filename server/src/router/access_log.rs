@@ -22,6 +22,7 @@ const LINGER: Duration = Duration::from_millis(200);
 pub struct AccessLog {
     tx: mpsc::Sender<(String, LogLine)>,
     rx: Mutex<Option<mpsc::Receiver<(String, LogLine)>>>,
+    closing: tokio::sync::Notify,
 }
 
 impl AccessLog {
@@ -30,7 +31,14 @@ impl AccessLog {
         Self {
             tx,
             rx: Mutex::new(Some(rx)),
+            closing: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Tells the writer to write what is queued now, without lingering, and end ([`run`] then
+    /// returns): the last step of a graceful stop, once no request is in flight.
+    pub fn close(&self) {
+        self.closing.notify_one();
     }
 }
 
@@ -113,23 +121,42 @@ impl Sink for HubSink {
     }
 }
 
-/// The writer task; runs until the process ends. Started once (a second call returns at once).
+/// The writer task; runs until [`AccessLog::close`], then writes what is queued and returns.
+/// Started once (a second call returns at once).
 pub async fn run(table: Arc<RouteTable>, sink: impl Sink) {
     let rx = table.access_log.rx.lock().ok().and_then(|mut r| r.take());
     let Some(mut rx) = rx else { return };
+    let closing = &table.access_log.closing;
     let mut batch = Vec::with_capacity(BATCH);
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
+    loop {
+        let mut closed = tokio::select! {
+            first = rx.recv() => match first {
+                Some(l) => {
+                    batch.push(l);
+                    false
+                }
+                None => return,
+            },
+            _ = closing.notified() => true,
+        };
         // Sleep through the linger, then take what queued up. Awaiting `recv` here instead would
         // have every request wake this task from the proxy's thread: a cross-thread wake-up (a
         // futex call and a context switch) per request, which cost more CPU than the line.
-        tokio::time::sleep(LINGER).await;
+        if !closed {
+            tokio::select! {
+                _ = tokio::time::sleep(LINGER) => {}
+                _ = closing.notified() => closed = true,
+            }
+        }
         loop {
             while batch.len() < BATCH {
                 match rx.try_recv() {
                     Ok(l) => batch.push(l),
                     Err(_) => break,
                 }
+            }
+            if batch.is_empty() {
+                break;
             }
             if let Err(e) = sink.write(&batch).await {
                 tracing::warn!(error = %e, lines = batch.len(), "writing RTR access-log lines failed");
@@ -139,6 +166,9 @@ pub async fn run(table: Arc<RouteTable>, sink: impl Sink) {
             if !full {
                 break;
             }
+        }
+        if closed {
+            return;
         }
     }
 }

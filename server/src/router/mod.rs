@@ -73,6 +73,8 @@ pub struct Backend {
     pub inflight: Arc<AtomicUsize>,
     /// `address` parsed once, for the request URI of every attempt.
     authority: Option<http::uri::Authority>,
+    /// `index` as the `X-Paas-Instance` header value, made once (a clone per response).
+    pub(crate) index_header: http::HeaderValue,
 }
 
 impl Backend {
@@ -82,6 +84,7 @@ impl Backend {
             address,
             index,
             inflight,
+            index_header: http::HeaderValue::from(index),
         }
     }
 
@@ -95,13 +98,26 @@ impl Backend {
     }
 }
 
-#[derive(Debug, Default)]
+/// One app's ready instances, as the request path finds them from a host.
+#[derive(Debug)]
 pub struct AppRoutes {
+    pub name: Arc<str>,
+    /// `name` as the `X-Paas-App` header value, made once per table rebuild.
+    pub(crate) name_header: Option<http::HeaderValue>,
     pub backends: Vec<Arc<Backend>>,
     next: AtomicUsize,
 }
 
 impl AppRoutes {
+    pub fn new(name: &str, backends: Vec<Arc<Backend>>) -> Self {
+        Self {
+            name: name.into(),
+            name_header: http::HeaderValue::from_str(name).ok(),
+            backends,
+            next: AtomicUsize::new(0),
+        }
+    }
+
     /// The next backend whose address is not in `skip` (instances that already refused this
     /// request), or `None`.
     pub fn pick(&self, balance: Balance, skip: &[String]) -> Option<Arc<Backend>> {
@@ -147,7 +163,7 @@ pub struct RouteTable {
 #[derive(Default)]
 struct Tables {
     /// Host -> (path prefix, app), longest prefix first.
-    hosts: HashMap<String, Vec<(String, String)>>,
+    hosts: HashMap<String, Vec<(String, Arc<AppRoutes>)>>,
     apps: HashMap<String, Arc<AppRoutes>>,
     /// The same table in wire form, for `GET /v1/router/table`.
     wire: Arc<RouterTable>,
@@ -172,9 +188,9 @@ impl RouteTable {
         self.inner.read().ok()?.apps.get(app).cloned()
     }
 
-    /// The app a request for `host` (a Host header, port allowed) and `path` goes to: the route
-    /// on that host with the longest matching path prefix.
-    pub fn resolve(&self, host: &str, path: &str) -> Option<String> {
+    /// The app a request for `host` (a Host header, port allowed) and `path` goes to (the route
+    /// on that host with the longest matching path prefix), with its ready instances as of now.
+    pub fn resolve(&self, host: &str, path: &str) -> Option<Arc<AppRoutes>> {
         let host = normalize_host(host);
         let inner = self.inner.read().ok()?;
         let routes = inner.hosts.get(host.as_ref())?;
@@ -244,10 +260,7 @@ impl RouteTable {
                             Arc::new(Backend::new(b.address.clone(), b.index, inflight))
                         })
                         .collect();
-                    Arc::new(AppRoutes {
-                        backends,
-                        next: AtomicUsize::new(0),
-                    })
+                    Arc::new(AppRoutes::new(app, backends))
                 }
             };
             apps.insert(app.clone(), routes);
@@ -275,12 +288,18 @@ impl RouteTable {
                 d.extend(leaving);
             }
         }
-        let mut hosts: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        let mut hosts: HashMap<String, Vec<(String, Arc<AppRoutes>)>> = HashMap::new();
         for r in &table.routes {
+            // A route to an app the table does not list (a store mid-change) routes to no
+            // instance: 503, as for an app with none ready.
+            let app = apps
+                .get(&r.app)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(AppRoutes::new(&r.app, Vec::new())));
             hosts
                 .entry(r.host.clone())
                 .or_default()
-                .push((r.path.clone(), r.app.clone()));
+                .push((r.path.clone(), app));
         }
         for list in hosts.values_mut() {
             list.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
@@ -479,22 +498,30 @@ mod tests {
             apps: Default::default(),
         });
         assert_eq!(
-            t.resolve("Shop.Example.com:8080", "/").as_deref(),
+            t.resolve("Shop.Example.com:8080", "/")
+                .map(|r| r.name.to_string())
+                .as_deref(),
             Some("web")
         );
         assert_eq!(
-            t.resolve("shop.example.com", "/apix").as_deref(),
+            t.resolve("shop.example.com", "/apix")
+                .map(|r| r.name.to_string())
+                .as_deref(),
             Some("web")
         );
         assert_eq!(
-            t.resolve("shop.example.com", "/api/users?x=1").as_deref(),
+            t.resolve("shop.example.com", "/api/users?x=1")
+                .map(|r| r.name.to_string())
+                .as_deref(),
             Some("api")
         );
         assert_eq!(
-            t.resolve("shop.example.com", "/api/v2/users").as_deref(),
+            t.resolve("shop.example.com", "/api/v2/users")
+                .map(|r| r.name.to_string())
+                .as_deref(),
             Some("api2")
         );
-        assert_eq!(t.resolve("other.example.com", "/"), None);
+        assert!(t.resolve("other.example.com", "/").is_none());
         assert!(
             t.resolve("shop.example.com:80", "/").is_some()
                 && t.resolve("example.com", "/").is_none()

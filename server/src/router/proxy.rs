@@ -34,24 +34,34 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use super::access_log::{self, Entry};
-use super::{Backend, RouteTable, Router};
+use super::{AppRoutes, Backend, RouteTable, Router};
 use crate::config::Settings;
 use crate::error::error_chain;
 
 /// Most instances one request tries (each only once per address).
 const MAX_ATTEMPTS: usize = 4;
 
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+const HOP_BY_HOP: [HeaderName; 9] = [
+    http::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    http::header::PROXY_AUTHENTICATE,
+    http::header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("proxy-connection"),
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
 ];
+
+// Header names made once: a lookup by `&str` parses the name every time.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_PAAS_APP: HeaderName = HeaderName::from_static("x-paas-app");
+const X_PAAS_INSTANCE: HeaderName = HeaderName::from_static("x-paas-instance");
+const X_PAAS_APP_INSTANCE: HeaderName = HeaderName::from_static("x-paas-app-instance");
+const X_PAAS_ROUTER_ERROR: HeaderName = HeaderName::from_static("x-paas-router-error");
 
 /// How the proxy reaches instances, one per listener thread: HTTP/1.1 connections kept alive in
 /// a pool per instance address (each thread its own, so threads never contend for a pool
@@ -245,23 +255,44 @@ impl Clients {
 }
 
 /// What the listener knows of the client's connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Peer {
     pub addr: SocketAddr,
     /// The client's scheme as this listener saw it (never taken from the client's headers).
     pub proto: &'static str,
+    /// The client's IP address, made once per connection (`X-Forwarded-For`, the RTR line).
+    pub ip: HeaderValue,
 }
 
-/// What the router knows of a request, for headers, errors and the access log.
+impl Peer {
+    pub fn new(addr: SocketAddr, proto: &'static str) -> Self {
+        Self {
+            addr,
+            proto,
+            ip: HeaderValue::from_str(&addr.ip().to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("-")),
+        }
+    }
+}
+
+/// What the router knows of a request, for headers, errors and the access log. Header values
+/// are kept as such: each is cloned (a reference count) into the headers that carry it.
 pub(super) struct Meta {
-    pub(super) app: String,
-    pub(super) host: String,
+    /// Empty when no route names the host.
+    pub(super) app: Arc<str>,
+    /// `Host`, or an HTTP/2 request's authority.
+    pub(super) host: HeaderValue,
     pub(super) method: Method,
-    pub(super) path: String,
-    pub(super) request_id: String,
-    pub(super) peer: String,
+    pub(super) path: PathAndQuery,
+    pub(super) request_id: HeaderValue,
+    pub(super) peer: HeaderValue,
     pub(super) proto: &'static str,
     pub(super) started: Instant,
+}
+
+/// A header value as text for a log line or message (ours are always visible ASCII).
+fn text(v: &HeaderValue) -> &str {
+    v.to_str().unwrap_or("-")
 }
 
 /// One upstream failure, classified.
@@ -299,11 +330,11 @@ fn connection_tokens(h: &HeaderMap) -> impl Iterator<Item = &str> {
         .map(str::trim)
 }
 
-/// Proxies one request to an instance of `app` (the route the listener resolved).
+/// Proxies one request to an instance of `app` (the route the listener resolved; `None` when
+/// no route names the host, which gets the router's 404).
 pub async fn proxy(
     mut req: Request<Incoming>,
-    app: String,
-    host: String,
+    app: Option<Arc<AppRoutes>>,
     ctx: &Router,
     clients: &Clients,
     peer: Peer,
@@ -312,26 +343,40 @@ pub async fn proxy(
     stats.requests.fetch_add(1, Ordering::Relaxed);
     let request_id = req
         .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 200)
-        .map_or_else(new_request_id, str::to_string);
+        .get(X_REQUEST_ID)
+        .filter(|v| !v.is_empty() && v.len() <= 200 && v.to_str().is_ok())
+        .cloned()
+        .unwrap_or_else(new_request_id);
+    let host = match req.headers().get(http::header::HOST) {
+        Some(h) => h.clone(),
+        None => req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .unwrap_or_else(|| HeaderValue::from_static("")),
+    };
     let meta = Meta {
-        app,
+        app: app
+            .as_ref()
+            .map_or_else(|| Arc::from(""), |a| a.name.clone()),
         host,
         method: req.method().clone(),
         path: req
             .uri()
             .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string(),
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
         request_id,
-        peer: peer.addr.ip().to_string(),
+        peer: peer.ip,
         proto: peer.proto,
         started: Instant::now(),
     };
-    if ctx.table.get(&meta.app).is_none() {
-        let msg = format!("no route for {}{} on this platform", meta.host, meta.path);
+    let Some(app) = app else {
+        let msg = format!(
+            "no route for {}{} on this platform",
+            text(&meta.host),
+            meta.path
+        );
         return fail(
             &ctx.table,
             &meta,
@@ -339,12 +384,12 @@ pub async fn proxy(
             "unknown_route",
             msg,
         );
-    }
+    };
 
     // `X-Paas-App-Instance: NAME:INDEX` pins the request to one instance of this host's app.
     let target = match req
         .headers()
-        .get("x-paas-app-instance")
+        .get(X_PAAS_APP_INSTANCE)
         .map(|v| parse_target(v, &meta.app))
     {
         None => None,
@@ -361,11 +406,6 @@ pub async fn proxy(
     };
 
     let upgrade = wants_upgrade(&req);
-    let pq = req
-        .uri()
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let mut headers = parts.headers;
@@ -380,8 +420,7 @@ pub async fn proxy(
     let mut last: Option<Failure> = None;
 
     loop {
-        let backend = match next_backend(ctx, &meta.app, target, &tried, deadline, last.is_some())
-            .await
+        let backend = match next_backend(ctx, &app, target, &tried, deadline, last.is_some()).await
         {
             Some(b) => b,
             None => {
@@ -405,7 +444,7 @@ pub async fn proxy(
         let guard = InFlight::new(backend.clone());
         let mut out = Request::new(body.as_ref().map_or(ReqBody::Empty, Lendable::lend));
         *out.method_mut() = meta.method.clone();
-        *out.uri_mut() = pq.clone().into();
+        *out.uri_mut() = meta.path.clone().into();
         // A request that reached no instance comes back with its headers; a copy is kept only
         // for one that may be replayed after it was written (and is not on its last attempt).
         *out.headers_mut() = if idempotent && tried.len() + 1 < MAX_ATTEMPTS {
@@ -440,6 +479,7 @@ pub async fn proxy(
             Ok((res, sender)) => {
                 return respond(
                     &ctx.table,
+                    &app,
                     meta,
                     guard,
                     res,
@@ -473,10 +513,11 @@ pub async fn proxy(
     }
 }
 
-/// The instance to try next, waiting (until `deadline`) for the route table to offer one.
+/// The instance to try next, waiting (until `deadline`) for the route table to offer one. The
+/// first pick is from `app` as the listener found it; a retry or a wait asks the table again.
 pub(super) async fn next_backend(
     ctx: &Router,
-    app: &str,
+    app: &Arc<AppRoutes>,
     target: Option<u32>,
     tried: &[String],
     deadline: Instant,
@@ -485,11 +526,16 @@ pub(super) async fn next_backend(
     // Only a request that finds no instance subscribes to table changes (the common case, a
     // pick at once, skips the watch channel's bookkeeping).
     let mut rx: Option<tokio::sync::watch::Receiver<u64>> = None;
+    let mut routes = if retrying {
+        ctx.table.get(&app.name)?
+    } else {
+        app.clone()
+    };
     loop {
         if let Some(rx) = rx.as_mut() {
             rx.borrow_and_update();
+            routes = ctx.table.get(&app.name)?;
         }
-        let routes = ctx.table.get(app)?;
         let pick = match target {
             Some(i) => routes.by_index(i, tried),
             None => routes.pick(ctx.balance, tried),
@@ -518,10 +564,11 @@ pub(super) async fn next_backend(
 
 /// A random (v4) UUID from the thread-local generator: `Uuid::new_v4` asks the OS for every one
 /// (a `getrandom` syscall per request on the hot path).
-fn new_request_id() -> String {
-    uuid::Builder::from_random_bytes(rand::random())
-        .into_uuid()
-        .to_string()
+fn new_request_id() -> HeaderValue {
+    let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf))
+        .unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 fn parse_target(v: &HeaderValue, app: &str) -> Result<u32, String> {
@@ -542,6 +589,13 @@ fn parse_target(v: &HeaderValue, app: &str) -> Result<u32, String> {
 /// Removes hop-by-hop headers (and those the `Connection` header names) in place; an upgrade
 /// keeps `Upgrade` and a plain `Connection: upgrade`, which the next hop must see.
 pub(super) fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
+    // One pass over the (few) names finds those present; most messages carry none, or only
+    // `Connection`, so removing all nine by name would mostly look up absent keys.
+    let present: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| HOP_BY_HOP.contains(k))
+        .cloned()
+        .collect();
     if h.contains_key(http::header::CONNECTION) {
         let named: Vec<HeaderName> = connection_tokens(h)
             .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
@@ -552,8 +606,8 @@ pub(super) fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
             }
         }
     }
-    for n in HOP_BY_HOP {
-        if !(upgrade && n == "upgrade") {
+    for n in present {
+        if !(upgrade && n == http::header::UPGRADE) {
             h.remove(n);
         }
     }
@@ -566,19 +620,19 @@ pub(super) fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
 }
 
 /// Appends the peer to `X-Forwarded-For` (one header, earlier hops first).
-pub(super) fn append_forwarded_for(h: &mut HeaderMap, peer: &str) {
+pub(super) fn append_forwarded_for(h: &mut HeaderMap, peer: &HeaderValue) {
     let prev: Vec<&str> = h
-        .get_all("x-forwarded-for")
+        .get_all(X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
     let value = if prev.is_empty() {
-        HeaderValue::from_str(peer)
+        Ok(peer.clone())
     } else {
-        HeaderValue::from_str(&format!("{}, {peer}", prev.join(", ")))
+        HeaderValue::from_str(&format!("{}, {}", prev.join(", "), text(peer)))
     };
     if let Ok(v) = value {
-        h.insert(HeaderName::from_static("x-forwarded-for"), v);
+        h.insert(X_FORWARDED_FOR, v);
     }
 }
 
@@ -586,23 +640,20 @@ pub(super) fn append_forwarded_for(h: &mut HeaderMap, peer: &str) {
 /// forwarding headers (and `Host`, which an HTTP/2 client sends as the authority instead).
 fn prepare_headers(h: &mut HeaderMap, meta: &Meta, upgrade: bool) {
     strip_hop_by_hop(h, upgrade);
-    h.remove("x-paas-app-instance");
+    h.remove(X_PAAS_APP_INSTANCE);
     append_forwarded_for(h, &meta.peer);
-    h.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(meta.proto),
-    );
-    if let Ok(v) = HeaderValue::from_str(&meta.host) {
-        h.insert(HeaderName::from_static("x-forwarded-host"), v.clone());
-        h.entry(http::header::HOST).or_insert(v);
+    h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(meta.proto));
+    if !meta.host.is_empty() {
+        h.insert(X_FORWARDED_HOST, meta.host.clone());
+        h.entry(http::header::HOST).or_insert(meta.host.clone());
     }
-    if let Ok(v) = HeaderValue::from_str(&meta.request_id) {
-        h.insert(HeaderName::from_static("x-request-id"), v);
-    }
+    h.insert(X_REQUEST_ID, meta.request_id.clone());
 }
 
+#[allow(clippy::too_many_arguments)]
 fn respond(
     table: &Arc<RouteTable>,
+    app: &AppRoutes,
     meta: Meta,
     guard: InFlight,
     mut res: Response<Incoming>,
@@ -617,16 +668,11 @@ fn respond(
     let (mut parts, body) = res.into_parts();
     strip_hop_by_hop(&mut parts.headers, switching);
     let h = &mut parts.headers;
-    if let Ok(v) = HeaderValue::from_str(&meta.request_id) {
-        h.insert(HeaderName::from_static("x-request-id"), v);
+    h.insert(X_REQUEST_ID, meta.request_id.clone());
+    if let Some(v) = &app.name_header {
+        h.insert(X_PAAS_APP, v.clone());
     }
-    if let Ok(v) = HeaderValue::from_str(&meta.app) {
-        h.insert(HeaderName::from_static("x-paas-app"), v);
-    }
-    h.insert(
-        HeaderName::from_static("x-paas-instance"),
-        HeaderValue::from(backend.index),
-    );
+    h.insert(X_PAAS_INSTANCE, backend.index_header.clone());
     table.stats.count_status(status.as_u16());
     let done = Done {
         table: table.clone(),
@@ -823,13 +869,8 @@ pub(super) fn fail(
 ) -> Response<RespBody> {
     let mut res = json_error(code, message);
     let h = res.headers_mut();
-    h.insert(
-        HeaderName::from_static("x-paas-router-error"),
-        HeaderValue::from_static(reason),
-    );
-    if let Ok(v) = HeaderValue::from_str(&meta.request_id) {
-        h.insert(HeaderName::from_static("x-request-id"), v);
-    }
+    h.insert(X_PAAS_ROUTER_ERROR, HeaderValue::from_static(reason));
+    h.insert(X_REQUEST_ID, meta.request_id.clone());
     let stats = &table.stats;
     stats.router_errors.fetch_add(1, Ordering::Relaxed);
     stats.count_status(res.status().as_u16());
@@ -839,13 +880,13 @@ pub(super) fn fail(
             Entry {
                 app: &meta.app,
                 method: meta.method.as_str(),
-                path: &meta.path,
+                path: meta.path.as_str(),
                 status: res.status().as_u16(),
                 bytes: 0,
                 duration: meta.started.elapsed(),
                 instance: None,
-                request_id: &meta.request_id,
-                peer: &meta.peer,
+                request_id: text(&meta.request_id),
+                peer: text(&meta.peer),
             },
         );
     }
@@ -991,13 +1032,13 @@ impl Done {
             Entry {
                 app: &self.meta.app,
                 method: self.meta.method.as_str(),
-                path: &self.meta.path,
+                path: self.meta.path.as_str(),
                 status: self.status,
                 bytes,
                 duration: self.meta.started.elapsed(),
                 instance: Some((self.backend.index, &self.backend.address)),
-                request_id: &self.meta.request_id,
-                peer: &self.meta.peer,
+                request_id: text(&self.meta.request_id),
+                peer: text(&self.meta.peer),
             },
         );
     }
@@ -1010,11 +1051,11 @@ mod tests {
     fn meta() -> Meta {
         Meta {
             app: "a".into(),
-            host: "a.localhost:8080".into(),
+            host: HeaderValue::from_static("a.localhost:8080"),
             method: Method::GET,
-            path: "/".into(),
-            request_id: "rid".into(),
-            peer: "10.0.0.9".into(),
+            path: PathAndQuery::from_static("/"),
+            request_id: HeaderValue::from_static("rid"),
+            peer: HeaderValue::from_static("10.0.0.9"),
             proto: "http",
             started: Instant::now(),
         }

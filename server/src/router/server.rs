@@ -59,13 +59,42 @@ struct Worker {
     http: auto::Builder<TokioExecutor>,
 }
 
-/// Starts the listener threads on `plain` (and `tls`, with its certificates). The receiver gets
-/// a message if a thread ever stops (it should not).
+/// The running listener threads.
+pub struct Listener {
+    died: tokio::sync::mpsc::UnboundedReceiver<String>,
+    stop: tokio::sync::watch::Sender<bool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Listener {
+    /// Resolves if a thread stops on its own (it should not), with why.
+    pub async fn died(&mut self) -> Option<String> {
+        self.died.recv().await
+    }
+
+    /// A graceful stop: every thread closes its listening sockets at once (new connections are
+    /// refused), tells its clients' connections to close once their request in flight is
+    /// answered (keep-alive connections at rest close now), and ends when they have, or after
+    /// `grace`, whichever comes first. Tunnels (upgraded connections) are not waited for.
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.stop.send(true);
+        let threads = self.threads;
+        let joined = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        });
+        // Each thread bounds its own wait by `grace`; this is a backstop.
+        let _ = tokio::time::timeout(grace + Duration::from_secs(1), joined).await;
+    }
+}
+
+/// Starts the listener threads on `plain` (and `tls`, with its certificates).
 pub fn start(
     front: Arc<Front>,
     plain: TcpListener,
     tls: Option<(TcpListener, Arc<CertStore>)>,
-) -> anyhow::Result<tokio::sync::mpsc::UnboundedReceiver<String>> {
+) -> anyhow::Result<Listener> {
     let threads = match front.settings.router_threads {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
@@ -80,7 +109,9 @@ pub fn start(
         }
         None => None,
     };
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, died) = tokio::sync::mpsc::unbounded_channel();
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let mut handles = Vec::with_capacity(threads);
     for i in 0..threads {
         let plain = plain.try_clone()?;
         let tls = match &tls {
@@ -89,24 +120,33 @@ pub fn start(
         };
         let front = front.clone();
         let tx = tx.clone();
-        std::thread::Builder::new()
-            .name(format!("paas-router-{i}"))
-            .spawn(move || {
-                let why = match run(front, plain, tls) {
-                    Ok(()) => "ended".to_string(),
-                    Err(e) => format!("{e:#}"),
-                };
-                let _ = tx.send(format!("router thread {i}: {why}"));
-            })?;
+        let stopping = stopping.clone();
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("paas-router-{i}"))
+                .spawn(move || match run(front, plain, tls, stopping) {
+                    Ok(()) => {}
+                    Err(e) => {
+                        let _ = tx.send(format!("router thread {i}: {e:#}"));
+                    }
+                })?,
+        );
     }
-    Ok(rx)
+    Ok(Listener {
+        died,
+        stop,
+        threads: handles,
+    })
 }
 
+/// One listener thread, until `stopping` turns true and its connections have closed.
 fn run(
     front: Arc<Front>,
     plain: TcpListener,
     tls: Option<(TcpListener, TlsAcceptor)>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let grace = Duration::from_secs(front.settings.router_drain_secs);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -133,12 +173,14 @@ fn run(
             Some((l, a)) => Some((tokio::net::TcpListener::from_std(l)?, a)),
             None => None,
         };
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         loop {
             tokio::select! {
+                _ = stopping.wait_for(|s| *s) => break,
                 r = plain.accept() => match r {
                     Ok((stream, addr)) => {
                         let _ = stream.set_nodelay(true);
-                        tokio::spawn(serve(worker.clone(), stream, Peer { addr, proto: "http" }));
+                        tokio::spawn(serve(worker.clone(), stream, Peer::new(addr, "http"), graceful.watcher()));
                     }
                     Err(e) => accept_failed(e).await,
                 },
@@ -146,11 +188,12 @@ fn run(
                     Ok((stream, addr, acceptor)) => {
                         let _ = stream.set_nodelay(true);
                         let worker = worker.clone();
+                        let watcher = graceful.watcher();
                         tokio::spawn(async move {
                             // A client that never finishes its handshake must not hold a task.
                             let hs = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await;
                             match hs {
-                                Ok(Ok(tls)) => serve(worker, tls, Peer { addr, proto: "https" }).await,
+                                Ok(Ok(tls)) => serve(worker, tls, Peer::new(addr, "https"), watcher).await,
                                 Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
                                 Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
                             }
@@ -160,6 +203,15 @@ fn run(
                 },
             }
         }
+        // Closing the sockets now makes new connections fail at once (another process may
+        // already be listening on the port) instead of waiting in the backlog.
+        drop(plain);
+        drop(tls);
+        let open = graceful.count();
+        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+            tracing::warn!(connections = open, ?grace, "cut connections still busy at the end of the grace period");
+        }
+        Ok(())
     })
 }
 
@@ -178,21 +230,26 @@ async fn accept_failed(e: std::io::Error) {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
-async fn serve<I>(worker: Arc<Worker>, io: I, peer: Peer)
-where
+async fn serve<I>(
+    worker: Arc<Worker>,
+    io: I,
+    peer: Peer,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let w = worker.clone();
+    let addr = peer.addr;
     let svc = hyper::service::service_fn(move |req| {
         let w = w.clone();
+        let peer = peer.clone();
         async move { Ok::<_, Infallible>(handle(req, &w, peer).await) }
     });
-    if let Err(e) = worker
+    let conn = worker
         .http
-        .serve_connection_with_upgrades(TokioIo::new(io), svc)
-        .await
-    {
-        tracing::debug!(peer = %peer.addr, error = %e, "client connection ended with an error");
+        .serve_connection_with_upgrades(TokioIo::new(io), svc);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(peer = %addr, error = %e, "client connection ended with an error");
     }
 }
 
@@ -200,19 +257,13 @@ async fn handle(req: Request<Incoming>, w: &Worker, peer: Peer) -> Response<Resp
     let router = &w.front.router;
     let host = super::request_host(&req).unwrap_or_default();
     match router.table.resolve(host, req.uri().path()) {
-        Some(app) => {
-            let host = host.to_string();
-            proxy::proxy(req, app, host, router, &w.clients, peer).await
-        }
+        Some(app) => proxy::proxy(req, Some(app), router, &w.clients, peer).await,
         None => match (&w.front.api, &w.api) {
             (Some(api), Some(client)) if super::app_for_host(host, &api.domain).is_none() => {
                 forward(req, client, peer).await
             }
             // An app host with no such app (or any host, standalone): the router's 404.
-            _ => {
-                let host = host.to_string();
-                proxy::proxy(req, String::new(), host, router, &w.clients, peer).await
-            }
+            _ => proxy::proxy(req, None, router, &w.clients, peer).await,
         },
     }
 }
@@ -229,7 +280,7 @@ async fn forward(
     let (mut parts, body) = req.into_parts();
     let h = &mut parts.headers;
     proxy::strip_hop_by_hop(h, upgrade);
-    proxy::append_forwarded_for(h, &peer.addr.ip().to_string());
+    proxy::append_forwarded_for(h, &peer.ip);
     h.insert(
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static(peer.proto),

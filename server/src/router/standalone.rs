@@ -157,23 +157,34 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     std::fs::rename(&tmp, settings.data_dir.join("listen-addr"))?;
 
     tokio::spawn(follow(table.clone(), ctl.clone(), saved, version));
-    tokio::spawn(access_log::run(table.clone(), ctl));
+    let access_log = tokio::spawn(access_log::run(table.clone(), ctl));
     let tls = super::tls::bind(&settings)?;
     if let Some((_, certs)) = &tls {
         tokio::spawn(certs.clone().watch());
     }
     let front = Arc::new(super::server::Front {
-        router: Arc::new(Router::new(table, &settings)),
+        router: Arc::new(Router::new(table.clone(), &settings)),
         api: None,
-        settings,
+        settings: settings.clone(),
     });
-    let mut stopped = super::server::start(front, listener, tls)?;
+    let mut front = super::server::start(front, listener, tls)?;
     tracing::info!(%addr, "paas router listening");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        why = stopped.recv() => anyhow::bail!("listener stopped: {why:?}"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
-        _ = term.recv() => tracing::info!("terminated; stopping"),
-    }
+    let why = tokio::select! {
+        why = front.died() => anyhow::bail!("listener stopped: {why:?}"),
+        _ = tokio::signal::ctrl_c() => "interrupted",
+        _ = term.recv() => "terminated",
+    };
+    // As the controller's listener: refuse new connections, let requests in flight finish, then
+    // send their RTR lines.
+    let grace = std::time::Duration::from_secs(settings.router_drain_secs);
+    tracing::info!(
+        ?grace,
+        "{why}; stopping: no new connections, finishing requests in flight"
+    );
+    front.shutdown(grace).await;
+    table.access_log.close();
+    let _ = tokio::time::timeout(grace, access_log).await;
+    tracing::info!("stopped");
     Ok(())
 }
