@@ -132,3 +132,141 @@ async fn the_largest_id_is_found_across_apps_and_filters_by_time() {
     assert!(store.query_logs("m", &q, 10).await.unwrap().is_empty());
     assert_eq!(store.query_logs("z", &q, 10).await.unwrap().len(), 1);
 }
+
+/// Runs of lines (same app, source and stream, consecutive ids), as the router's RTR lines
+/// arrive, are stored packed into one row each, and every read gives them back line by line:
+/// ids, times to the nanosecond and texts, under each filter, limit and retention.
+#[tokio::test]
+async fn packed_runs_read_back_line_by_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("paas.db"))
+        .await
+        .unwrap();
+    let t0 = Utc::now();
+    let mk = |id: i64, app: &str, source: &str, text: &str| {
+        (
+            app.to_string(),
+            Arc::new(LogLine {
+                id,
+                timestamp: t0 + chrono::Duration::nanoseconds(id * 100_000_007),
+                source: source.into(),
+                stream: "out".into(),
+                message: text.into(),
+            }),
+        )
+    };
+    let mut lines = Vec::new();
+    for i in 1..=6 {
+        lines.push(mk(i, "a", "RTR", &format!("\"GET /x{i}\" 200")));
+    }
+    lines.push(mk(7, "a", "APP/web/0", "app line"));
+    lines.push(mk(8, "b", "RTR", "\"GET /b8\" 200"));
+    lines.push(mk(9, "b", "RTR", "\"GET /b9\" 200"));
+    for i in 10..=12 {
+        lines.push(mk(i, "a", "RTR", &format!("\"GET /x{i}\" 200")));
+    }
+    // A line with a line break is never packed, and does not break its neighbours' reads.
+    lines.push(mk(13, "a", "RTR", "two\nrows"));
+    lines.push(mk(14, "a", "RTR", "\"GET /x14\" 200"));
+    lines.push(mk(15, "a", "RTR", "\"GET /x15\" 200"));
+    store.append_logs(&lines).await.unwrap();
+    // a's 13 lines are 5 rows: 1-6, 7 (not the router's), 10-12, 13 (a line break), 14-15.
+    let db = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("paas.db").display()
+    ))
+    .await
+    .unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM log_entries WHERE app_name = 'a'")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(rows, 5);
+
+    let of = |app: &str| -> Vec<LogLine> {
+        lines
+            .iter()
+            .filter(|(a, _)| a == app)
+            .map(|(_, l)| (**l).clone())
+            .collect()
+    };
+    let key = |v: &[LogLine]| {
+        v.iter()
+            .map(|l| {
+                (
+                    l.id,
+                    l.timestamp,
+                    l.source.clone(),
+                    l.stream.clone(),
+                    l.message.clone(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let a = of("a");
+    assert_eq!(key(&store.recent_logs("a", 100).await.unwrap()), key(&a));
+    assert_eq!(
+        key(&store.recent_logs("b", 100).await.unwrap()),
+        key(&of("b"))
+    );
+    // The newest 4 lines, though they sit in three rows of five lines.
+    assert_eq!(
+        key(&store.recent_logs("a", 4).await.unwrap()),
+        key(&a[a.len() - 4..])
+    );
+    assert_eq!(store.max_log_id().await.unwrap(), 15);
+
+    let query = |f: LogQuery, limit: i64| {
+        let store = &store;
+        async move { store.query_logs("a", &f, limit).await.unwrap() }
+    };
+    let want = |f: &LogQuery, limit: usize| {
+        let v: Vec<LogLine> = a.iter().filter(|l| f.matches(l)).cloned().collect();
+        v[v.len().saturating_sub(limit)..].to_vec()
+    };
+    let filters = [
+        LogQuery {
+            sources: vec!["RTR".into()],
+            ..Default::default()
+        },
+        // Inside a packed row: only the lines from then on.
+        LogQuery {
+            since: Some(t0 + chrono::Duration::nanoseconds(4 * 100_000_007)),
+            ..Default::default()
+        },
+        LogQuery {
+            grep: Some("/x1".into()),
+            ..Default::default()
+        },
+        // Matches only an old line: older pages are read until it is found.
+        LogQuery {
+            grep: Some("/x2\"".into()),
+            ..Default::default()
+        },
+    ];
+    for f in filters {
+        for limit in [1, 2, 3, 100] {
+            let got = query(f.clone(), limit as i64).await;
+            assert_eq!(
+                key(&got),
+                key(&want(&f, limit)),
+                "{limit} lines of {:?} / {:?} / {:?}",
+                f.sources,
+                f.since,
+                f.grep
+            );
+        }
+    }
+
+    // Size retention keeps the newest 3 lines of a (a packed row is kept whole) and all of b.
+    store.trim_logs(3).await.unwrap();
+    let kept = store.recent_logs("a", 100).await.unwrap();
+    assert_eq!(
+        kept.iter().map(|l| l.id).collect::<Vec<_>>(),
+        vec![13, 14, 15]
+    );
+    assert_eq!(store.recent_logs("b", 100).await.unwrap().len(), 2);
+    store.trim_logs(1).await.unwrap();
+    let kept = store.recent_logs("a", 100).await.unwrap();
+    assert_eq!(kept.iter().map(|l| l.id).collect::<Vec<_>>(), vec![14, 15]);
+}

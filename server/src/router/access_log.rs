@@ -98,6 +98,7 @@ pub fn record(table: &RouteTable, e: Entry<'_>) {
     {
         table
             .stats
+            .here()
             .access_log_dropped
             .fetch_add(1, Ordering::Relaxed);
     }
@@ -107,7 +108,7 @@ pub fn record(table: &RouteTable, e: Entry<'_>) {
 /// (standalone router).
 #[async_trait::async_trait]
 pub trait Sink: Send + Sync {
-    async fn write(&self, lines: &[(String, LogLine)]) -> Result<(), String>;
+    async fn write(&self, lines: Vec<(String, LogLine)>) -> Result<(), String>;
 }
 
 /// The controller's log hub: RTR lines are stored and reach live `logs -f` streams like any other.
@@ -115,8 +116,8 @@ pub struct HubSink(pub Arc<crate::loghub::LogHub>);
 
 #[async_trait::async_trait]
 impl Sink for HubSink {
-    async fn write(&self, lines: &[(String, LogLine)]) -> Result<(), String> {
-        self.0.publish_batch(lines.to_vec()).await;
+    async fn write(&self, lines: Vec<(String, LogLine)>) -> Result<(), String> {
+        self.0.publish_batch(lines).await;
         Ok(())
     }
 }
@@ -158,12 +159,15 @@ pub async fn run(table: Arc<RouteTable>, sink: impl Sink) {
             if batch.is_empty() {
                 break;
             }
-            if let Err(e) = sink.write(&batch).await {
-                tracing::warn!(error = %e, lines = batch.len(), "writing RTR access-log lines failed");
+            let n = batch.len();
+            // Each app's lines together (in their order): the store keeps a run of one app's
+            // lines as one row.
+            batch.sort_by(|a, b| a.0.cmp(&b.0));
+            let lines = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            if let Err(e) = sink.write(lines).await {
+                tracing::warn!(error = %e, lines = n, "writing RTR access-log lines failed");
             }
-            let full = batch.len() == BATCH;
-            batch.clear();
-            if !full {
+            if n < BATCH {
                 break;
             }
         }

@@ -25,7 +25,6 @@ use paas_common::api::InstanceState;
 use paas_common::route::{RouteInfo, RouteSpec, RouterBackend, RouterTable};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::sync::watch;
 
@@ -70,7 +69,7 @@ pub struct Backend {
     pub index: u32,
     /// Requests in flight to this instance (until their response body ends); kept across table
     /// rebuilds for the same address so least-connections sees the truth.
-    pub inflight: Arc<AtomicUsize>,
+    pub inflight: Arc<stats::Gauge>,
     /// `address` parsed once, for the request URI of every attempt.
     authority: Option<http::uri::Authority>,
     /// `index` as the `X-Paas-Instance` header value, made once (a clone per response).
@@ -78,7 +77,7 @@ pub struct Backend {
 }
 
 impl Backend {
-    pub fn new(address: String, index: u32, inflight: Arc<AtomicUsize>) -> Self {
+    pub fn new(address: String, index: u32, inflight: Arc<stats::Gauge>) -> Self {
         Self {
             authority: address.parse().ok(),
             address,
@@ -105,7 +104,7 @@ pub struct AppRoutes {
     /// `name` as the `X-Paas-App` header value, made once per table rebuild.
     pub(crate) name_header: Option<http::HeaderValue>,
     pub backends: Vec<Arc<Backend>>,
-    next: AtomicUsize,
+    next: stats::Turns,
 }
 
 impl AppRoutes {
@@ -114,7 +113,7 @@ impl AppRoutes {
             name: name.into(),
             name_header: http::HeaderValue::from_str(name).ok(),
             backends,
-            next: AtomicUsize::new(0),
+            next: stats::Turns::default(),
         }
     }
 
@@ -125,15 +124,13 @@ impl AppRoutes {
         if n == 0 {
             return None;
         }
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let start = self.next.next();
         let candidates = (0..n)
             .map(|k| &self.backends[(start + k) % n])
             .filter(|b| !skip.contains(&b.address));
         match balance {
             Balance::RoundRobin => candidates.into_iter().next().cloned(),
-            Balance::LeastConnections => candidates
-                .min_by_key(|b| b.inflight.load(Ordering::Relaxed))
-                .cloned(),
+            Balance::LeastConnections => candidates.min_by_key(|b| b.inflight.get()).cloned(),
         }
     }
 
@@ -217,7 +214,7 @@ impl RouteTable {
         let Ok(mut d) = self.draining.lock() else {
             return false;
         };
-        d.retain(|b| b.inflight.load(Ordering::Relaxed) > 0);
+        d.retain(|b| b.inflight.get() > 0);
         d.iter().any(|b| b.address == address)
     }
 
@@ -232,7 +229,7 @@ impl RouteTable {
         let Ok(mut inner) = self.inner.write() else {
             return;
         };
-        let old_inflight: HashMap<&str, &Arc<AtomicUsize>> = inner
+        let old_inflight: HashMap<&str, &Arc<stats::Gauge>> = inner
             .apps
             .values()
             .flat_map(|r| r.backends.iter())
@@ -279,7 +276,7 @@ impl RouteTable {
             .values()
             .flat_map(|r| r.backends.iter())
             .filter(|b| !kept.contains(b.address.as_str()))
-            .filter(|b| b.inflight.load(Ordering::Relaxed) > 0)
+            .filter(|b| b.inflight.get() > 0)
             .cloned()
             .collect();
         drop(kept);
@@ -549,14 +546,16 @@ mod tests {
     fn least_connections_prefers_the_idle_instance_and_counts_survive_rebuilds() {
         let t = table(&[("h:1", 0), ("h:2", 1)]);
         let r = t.get("a").unwrap();
-        r.backends[0].inflight.store(5, Ordering::Relaxed);
+        for _ in 0..5 {
+            r.backends[0].inflight.inc();
+        }
         for _ in 0..4 {
             assert_eq!(r.pick(Balance::LeastConnections, &[]).unwrap().index, 1);
         }
         // A rebuild with one more instance keeps h:1's count.
         t.replace(wire(&[("h:1", 0), ("h:2", 1), ("h:3", 2)]));
         let r = t.get("a").unwrap();
-        assert_eq!(r.backends[0].inflight.load(Ordering::Relaxed), 5);
+        assert_eq!(r.backends[0].inflight.get(), 5);
         assert_ne!(r.pick(Balance::LeastConnections, &[]).unwrap().index, 0);
     }
 

@@ -340,7 +340,7 @@ pub async fn proxy(
     peer: Peer,
 ) -> Response<RespBody> {
     let stats = &ctx.table.stats;
-    stats.requests.fetch_add(1, Ordering::Relaxed);
+    stats.here().requests.fetch_add(1, Ordering::Relaxed);
     let request_id = req
         .headers()
         .get(X_REQUEST_ID)
@@ -506,7 +506,7 @@ pub async fn proxy(
                         ),
                     );
                 }
-                stats.retries.fetch_add(1, Ordering::Relaxed);
+                stats.here().retries.fetch_add(1, Ordering::Relaxed);
                 last = Some(f);
             }
         }
@@ -547,6 +547,7 @@ pub(super) async fn next_backend(
             if !retrying {
                 ctx.table
                     .stats
+                    .here()
                     .waited_for_instance
                     .fetch_add(1, Ordering::Relaxed);
             }
@@ -682,7 +683,11 @@ fn respond(
         _guard: guard,
     };
     if let (Some(client), Some(upstream)) = (client_upgrade, upstream_upgrade) {
-        table.stats.websockets.fetch_add(1, Ordering::Relaxed);
+        table
+            .stats
+            .here()
+            .websockets
+            .fetch_add(1, Ordering::Relaxed);
         tokio::spawn(tunnel(client, upstream, done));
         return Response::from_parts(parts, RespBody::Full(None));
     }
@@ -872,7 +877,7 @@ pub(super) fn fail(
     h.insert(X_PAAS_ROUTER_ERROR, HeaderValue::from_static(reason));
     h.insert(X_REQUEST_ID, meta.request_id.clone());
     let stats = &table.stats;
-    stats.router_errors.fetch_add(1, Ordering::Relaxed);
+    stats.here().router_errors.fetch_add(1, Ordering::Relaxed);
     stats.count_status(res.status().as_u16());
     if !meta.app.is_empty() {
         access_log::record(
@@ -907,18 +912,18 @@ pub fn json_error(code: ErrorCode, message: String) -> Response<RespBody> {
 }
 
 /// Counts a request in flight to a backend until dropped (least-connections and the drain read it).
-pub(super) struct InFlight(Arc<Backend>);
+pub(super) struct InFlight(Arc<Backend>, usize);
 
 impl InFlight {
     pub(super) fn new(b: Arc<Backend>) -> Self {
-        b.inflight.fetch_add(1, Ordering::Relaxed);
-        Self(b)
+        let shard = b.inflight.inc();
+        Self(b, shard)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+        self.0.inflight.dec(self.1);
     }
 }
 

@@ -1,8 +1,8 @@
 //! The platform's public listener, on hyper: HTTP/1.1 (and HTTP/2 by prior knowledge or, with
-//! TLS, by ALPN), served by one thread per core (`PAAS_ROUTER_THREADS`), each with its own
-//! single-threaded runtime and its own client pools, all accepting from the same socket. That is
-//! nginx's shape (a worker per core, nothing shared on the request path but the route table),
-//! and what brought the router's CPU per request down to nginx's (docs/BENCHMARKS.md).
+//! TLS, by ALPN), served by one worker thread per core (`PAAS_ROUTER_THREADS`), each with its own
+//! single-threaded runtime and its own client pools; an acceptor thread hands each new connection
+//! to the worker with the fewest. That is nginx's shape (a worker per core, nothing shared on the
+//! request path but the route table).
 //!
 //! A request whose Host (and path) a route names is proxied ([`super::proxy`]). In the
 //! controller every other request is the API's or the dashboard's: it is passed, streaming and
@@ -22,6 +22,7 @@ use std::future::Future;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -72,10 +73,11 @@ impl Listener {
         self.died.recv().await
     }
 
-    /// A graceful stop: every thread closes its listening sockets at once (new connections are
-    /// refused), tells its clients' connections to close once their request in flight is
-    /// answered (keep-alive connections at rest close now), and ends when they have, or after
-    /// `grace`, whichever comes first. Tunnels (upgraded connections) are not waited for.
+    /// A graceful stop: the acceptor closes the listening sockets at once (new connections are
+    /// refused); each worker tells its clients' connections to close once their request in
+    /// flight is answered (keep-alive connections at rest close now), and ends when they have,
+    /// or after `grace`, whichever comes first. Tunnels (upgraded connections) are not waited
+    /// for.
     pub async fn shutdown(self, grace: Duration) {
         let _ = self.stop.send(true);
         let threads = self.threads;
@@ -89,7 +91,25 @@ impl Listener {
     }
 }
 
-/// Starts the listener threads on `plain` (and `tls`, with its certificates).
+/// A connection the acceptor hands to a worker thread.
+struct Accepted {
+    stream: std::net::TcpStream,
+    addr: std::net::SocketAddr,
+    tls: bool,
+}
+
+/// The way to one worker thread, and how many client connections it has open.
+struct Lane {
+    tx: tokio::sync::mpsc::UnboundedSender<Accepted>,
+    open: Arc<AtomicUsize>,
+}
+
+/// Starts the listener on `plain` (and `tls`, with its certificates): one acceptor thread that
+/// hands each new connection to the worker thread with the fewest open, and the worker threads
+/// (one per core by default), each serving its connections on its own single-threaded runtime.
+/// Workers that accepted from the shared socket themselves ended up uneven (a woken thread
+/// drains the accept queue: 45 of 64 keep-alive connections on one thread was typical), which
+/// left one core's worth of work on one thread while the other idled.
 pub fn start(
     front: Arc<Front>,
     plain: TcpListener,
@@ -109,29 +129,42 @@ pub fn start(
         }
         None => None,
     };
-    let (tx, died) = tokio::sync::mpsc::unbounded_channel();
+    let (died_tx, died) = tokio::sync::mpsc::unbounded_channel();
     let (stop, stopping) = tokio::sync::watch::channel(false);
-    let mut handles = Vec::with_capacity(threads);
+    let mut handles = Vec::with_capacity(threads + 1);
+    let mut lanes = Vec::with_capacity(threads);
     for i in 0..threads {
-        let plain = plain.try_clone()?;
-        let tls = match &tls {
-            Some((l, a)) => Some((l.try_clone()?, a.clone())),
-            None => None,
-        };
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let open = Arc::new(AtomicUsize::new(0));
+        lanes.push(Lane {
+            tx,
+            open: open.clone(),
+        });
         let front = front.clone();
-        let tx = tx.clone();
+        let acceptor = tls.as_ref().map(|(_, a)| a.clone());
+        let died = died_tx.clone();
         let stopping = stopping.clone();
         handles.push(
             std::thread::Builder::new()
                 .name(format!("paas-router-{i}"))
-                .spawn(move || match run(front, plain, tls, stopping) {
-                    Ok(()) => {}
-                    Err(e) => {
-                        let _ = tx.send(format!("router thread {i}: {e:#}"));
+                .spawn(move || {
+                    super::stats::use_shard(i + 1);
+                    if let Err(e) = work(front, rx, open, acceptor, stopping) {
+                        let _ = died.send(format!("router thread {i}: {e:#}"));
                     }
                 })?,
         );
     }
+    let tls = tls.map(|(l, _)| l);
+    handles.push(
+        std::thread::Builder::new()
+            .name("paas-router-accept".into())
+            .spawn(move || {
+                if let Err(e) = accept(plain, tls, lanes, stopping) {
+                    let _ = died_tx.send(format!("router acceptor: {e:#}"));
+                }
+            })?,
+    );
     Ok(Listener {
         died,
         stop,
@@ -139,11 +172,84 @@ pub fn start(
     })
 }
 
-/// One listener thread, until `stopping` turns true and its connections have closed.
-fn run(
-    front: Arc<Front>,
+/// The acceptor thread: until `stopping`, takes new connections and gives each to the lane with
+/// the fewest open. Its listening sockets close when it returns.
+fn accept(
     plain: TcpListener,
-    tls: Option<(TcpListener, TlsAcceptor)>,
+    tls: Option<TcpListener>,
+    lanes: Vec<Lane>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let plain = tokio::net::TcpListener::from_std(plain)?;
+        let tls = tls.map(tokio::net::TcpListener::from_std).transpose()?;
+        let mut next = 0usize;
+        loop {
+            let (r, is_tls) = tokio::select! {
+                _ = stopping.wait_for(|s| *s) => return Ok(()),
+                r = plain.accept() => (r, false),
+                r = accept_on(&tls) => (r, true),
+            };
+            let (stream, addr) = match r {
+                Ok(c) => c,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            // Fewest open; among equals, the next in turn.
+            next = next.wrapping_add(1);
+            let n = lanes.len();
+            let lane = (0..n)
+                .map(|k| &lanes[(next + k) % n])
+                .min_by_key(|l| l.open.load(Ordering::Relaxed))
+                .ok_or_else(|| anyhow::anyhow!("no worker threads"))?;
+            lane.open.fetch_add(1, Ordering::Relaxed);
+            let stream = stream.into_std()?;
+            if lane
+                .tx
+                .send(Accepted {
+                    stream,
+                    addr,
+                    tls: is_tls,
+                })
+                .is_err()
+            {
+                anyhow::bail!("a worker thread is gone");
+            }
+        }
+    })
+}
+
+async fn accept_on(
+    l: &Option<tokio::net::TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    match l {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Counts a worker's open connection until dropped.
+struct Open(Arc<AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One worker thread: serves the connections the acceptor gives it until `stopping` turns true,
+/// then lets them finish (up to the drain time).
+fn work(
+    front: Arc<Front>,
+    mut conns: tokio::sync::mpsc::UnboundedReceiver<Accepted>,
+    open: Arc<AtomicUsize>,
+    acceptor: Option<TlsAcceptor>,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let grace = Duration::from_secs(front.settings.router_drain_secs);
@@ -168,60 +274,68 @@ fn run(
             api,
             http,
         });
-        let plain = tokio::net::TcpListener::from_std(plain)?;
-        let tls = match tls {
-            Some((l, a)) => Some((tokio::net::TcpListener::from_std(l)?, a)),
-            None => None,
-        };
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         loop {
-            tokio::select! {
+            let c = tokio::select! {
                 _ = stopping.wait_for(|s| *s) => break,
-                r = plain.accept() => match r {
-                    Ok((stream, addr)) => {
-                        let _ = stream.set_nodelay(true);
-                        tokio::spawn(serve(worker.clone(), stream, Peer::new(addr, "http"), graceful.watcher()));
-                    }
-                    Err(e) => accept_failed(e).await,
+                c = conns.recv() => match c {
+                    Some(c) => c,
+                    None => break,
                 },
-                r = accept_tls(&tls) => match r {
-                    Ok((stream, addr, acceptor)) => {
-                        let _ = stream.set_nodelay(true);
-                        let worker = worker.clone();
-                        let watcher = graceful.watcher();
-                        tokio::spawn(async move {
-                            // A client that never finishes its handshake must not hold a task.
-                            let hs = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await;
-                            match hs {
-                                Ok(Ok(tls)) => serve(worker, tls, Peer::new(addr, "https"), watcher).await,
-                                Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
-                                Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+            };
+            let guard = Open(open.clone());
+            let stream = match tokio::net::TcpStream::from_std(c.stream) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "taking over an accepted connection failed");
+                    continue;
+                }
+            };
+            let addr = c.addr;
+            let watcher = graceful.watcher();
+            let worker = worker.clone();
+            match (c.tls, &acceptor) {
+                (false, _) => {
+                    tokio::spawn(async move {
+                        serve(worker, stream, Peer::new(addr, "http"), watcher).await;
+                        drop(guard);
+                    });
+                }
+                (true, Some(acceptor)) => {
+                    let acceptor = acceptor.clone();
+                    tokio::spawn(async move {
+                        // A client that never finishes its handshake must not hold a task.
+                        let hs =
+                            tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                                .await;
+                        match hs {
+                            Ok(Ok(tls)) => {
+                                serve(worker, tls, Peer::new(addr, "https"), watcher).await
                             }
-                        });
-                    }
-                    Err(e) => accept_failed(e).await,
-                },
+                            Ok(Err(e)) => {
+                                tracing::debug!(%addr, error = %e, "TLS handshake failed")
+                            }
+                            Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+                        }
+                        drop(guard);
+                    });
+                }
+                (true, None) => {}
             }
         }
-        // Closing the sockets now makes new connections fail at once (another process may
-        // already be listening on the port) instead of waiting in the backlog.
-        drop(plain);
-        drop(tls);
-        let open = graceful.count();
-        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-            tracing::warn!(connections = open, ?grace, "cut connections still busy at the end of the grace period");
+        let busy = graceful.count();
+        if tokio::time::timeout(grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                connections = busy,
+                ?grace,
+                "cut connections still busy at the end of the grace period"
+            );
         }
         Ok(())
     })
-}
-
-async fn accept_tls(
-    tls: &Option<(tokio::net::TcpListener, TlsAcceptor)>,
-) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr, TlsAcceptor)> {
-    match tls {
-        Some((l, a)) => l.accept().await.map(|(s, addr)| (s, addr, a.clone())),
-        None => std::future::pending().await,
-    }
 }
 
 /// Out of file descriptors and the like: say so and back off instead of spinning.

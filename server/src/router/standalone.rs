@@ -51,14 +51,11 @@ impl Controller {
 
 #[async_trait::async_trait]
 impl Sink for Arc<Controller> {
-    async fn write(&self, lines: &[(String, LogLine)]) -> Result<(), String> {
+    async fn write(&self, lines: Vec<(String, LogLine)>) -> Result<(), String> {
         let body = RouterLogs {
             lines: lines
-                .iter()
-                .map(|(app, line)| RouterLogLine {
-                    app: app.clone(),
-                    line: line.clone(),
-                })
+                .into_iter()
+                .map(|(app, line)| RouterLogLine { app, line })
                 .collect(),
         };
         let res = self

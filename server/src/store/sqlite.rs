@@ -188,13 +188,166 @@ fn log_from_row(r: &SqliteRow) -> StoreResult<LogLine> {
     })
 }
 
+impl SqliteStore {
+    /// One page of `app_name`'s rows that may hold lines matching `f`, newest first, older than
+    /// id `before` if given.
+    async fn query_log_rows(
+        &self,
+        app_name: &str,
+        f: &LogQuery,
+        before: Option<i64>,
+        limit: i64,
+    ) -> StoreResult<Vec<SqliteRow>> {
+        let mut q =
+            sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!("{LOG_COLUMNS} WHERE app_name = "));
+        q.push_bind(app_name);
+        if let Some(id) = before {
+            q.push(" AND id < ").push_bind(id);
+        }
+
+        if !f.sources.is_empty() {
+            q.push(" AND (");
+            for (i, src) in f.sources.iter().enumerate() {
+                if i > 0 {
+                    q.push(" OR ");
+                }
+                // `APP` matches `APP/web/0`, `APP/web` matches `APP/web/1`.
+                q.push("source = ")
+                    .push_bind(src.clone())
+                    .push(" OR source LIKE ")
+                    .push_bind(format!("{src}/%"));
+            }
+            q.push(")");
+        }
+        if let Some(i) = f.instance {
+            q.push(" AND instance_index = ").push_bind(i64::from(i));
+        }
+        if let Some(since) = f.since {
+            q.push(" AND ts >= ").push_bind(log_ts(&since));
+        }
+        if let Some(g) = &f.grep {
+            q.push(" AND instr(message, ")
+                .push_bind(g.clone())
+                .push(") > 0");
+        }
+        q.push(" ORDER BY id DESC LIMIT ").push_bind(limit);
+        Ok(q.build().fetch_all(&self.pool).await?)
+    }
+}
+
+/// The lines of one stored row, oldest first: the row's own line, or each line of a packed run
+/// (see [`pack_logs`]). Lines of a packed run that a filter would not select are dropped here, as
+/// the row was selected for any of them.
+fn logs_from_row(
+    r: &SqliteRow,
+    filter: Option<&LogQuery>,
+    out: &mut Vec<LogLine>,
+) -> StoreResult<()> {
+    let n: i64 = r.try_get("lines")?;
+    if n <= 1 {
+        out.push(log_from_row(r)?);
+        return Ok(());
+    }
+    let first: i64 = r.try_get("id")?;
+    let source: String = r.try_get("source")?;
+    let stream: String = r.try_get("stream")?;
+    let packed: &str = r.try_get("message")?;
+    for (k, part) in packed.split('\n').enumerate() {
+        let (ts, message) = part.split_once(' ').unwrap_or(("0", part));
+        let line = LogLine {
+            id: first + k as i64,
+            timestamp: DateTime::from_timestamp_nanos(ts.parse().unwrap_or(0)),
+            source: source.clone(),
+            stream: stream.clone(),
+            message: message.to_string(),
+        };
+        if filter.is_none_or(|f| f.matches(&line)) {
+            out.push(line);
+        }
+    }
+    Ok(())
+}
+
+/// Most lines packed into one row.
+const LOG_PACK_MAX: usize = 1000;
+/// Most time between the first and any other line of a packed row.
+const LOG_PACK_SPAN: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
+
+/// One row to store: a line, or a run of lines packed.
+struct LogRow<'a> {
+    app: &'a str,
+    first: &'a LogLine,
+    lines: i64,
+    ts: i64,
+    message: std::borrow::Cow<'a, str>,
+}
+
+/// Groups lines into rows: a run of two or more of the router's lines (`RTR`) of one app with
+/// consecutive ids, within [`LOG_PACK_SPAN`] of the first, none holding a line break, becomes
+/// one row whose message is "<ns> <text>" per line, joined by line breaks (and whose time is the
+/// newest, so age retention drops a run once all of it has expired). Other sources arrive at far
+/// lower rates and keep a row per line.
+fn pack_logs(lines: &[(String, std::sync::Arc<LogLine>)]) -> Vec<LogRow<'_>> {
+    let mut rows = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let (app, l) = &lines[i];
+        let packable = |(a, m): &(String, std::sync::Arc<LogLine>), prev: &LogLine| {
+            a == app
+                && m.id == prev.id + 1
+                && m.source == l.source
+                && m.stream == l.stream
+                && !m.message.contains('\n')
+                && (m.timestamp - l.timestamp).abs() <= LOG_PACK_SPAN
+        };
+        let mut j = i + 1;
+        if l.source == "RTR" && !l.message.contains('\n') {
+            while j < lines.len() && j - i < LOG_PACK_MAX && packable(&lines[j], &lines[j - 1].1) {
+                j += 1;
+            }
+        }
+        if j - i == 1 {
+            rows.push(LogRow {
+                app,
+                first: l,
+                lines: 1,
+                ts: log_ts(&l.timestamp),
+                message: std::borrow::Cow::Borrowed(&l.message),
+            });
+        } else {
+            use std::fmt::Write;
+            let run = &lines[i..j];
+            let mut message =
+                String::with_capacity(run.iter().map(|(_, m)| m.message.len() + 21).sum());
+            let mut newest = i64::MIN;
+            for (k, (_, m)) in run.iter().enumerate() {
+                let ts = log_ts(&m.timestamp);
+                newest = newest.max(ts);
+                if k > 0 {
+                    message.push('\n');
+                }
+                let _ = write!(message, "{ts} {}", m.message);
+            }
+            rows.push(LogRow {
+                app,
+                first: l,
+                lines: run.len() as i64,
+                ts: newest,
+                message: std::borrow::Cow::Owned(message),
+            });
+        }
+        i = j;
+    }
+    rows
+}
+
 /// A line's time as stored: nanoseconds since the epoch (saturating past 2262).
 fn log_ts(t: &DateTime<Utc>) -> i64 {
     t.timestamp_nanos_opt().unwrap_or(i64::MAX)
 }
 
 /// The columns a [`LogLine`] is read from.
-const LOG_COLUMNS: &str = "SELECT id, ts, source, stream, message FROM log_entries";
+const LOG_COLUMNS: &str = "SELECT id, ts, source, stream, message, lines FROM log_entries";
 
 /// The apps with stored lines, by hopping through the primary key from one name to the next (a
 /// few lookups per app; `SELECT DISTINCT` would read every line's key).
@@ -599,20 +752,22 @@ impl Store for SqliteStore {
 
     async fn append_logs(&self, lines: &[(String, std::sync::Arc<LogLine>)]) -> StoreResult<()> {
         // Multi-row statements: one statement per row costs most of the time at high rates.
+        let rows = pack_logs(lines);
         let mut tx = self.log_writer.begin_with("BEGIN IMMEDIATE").await?;
-        for chunk in lines.chunks(LOG_INSERT_ROWS) {
+        for chunk in rows.chunks(LOG_INSERT_ROWS) {
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO log_entries (app_name, id, ts, source, stream, message, instance_index) ",
+                "INSERT INTO log_entries (app_name, id, ts, source, stream, message, instance_index, lines) ",
             );
-            q.push_values(chunk, |mut b, (app, l)| {
-                let (_, index) = crate::loghub::split_app_source(&l.source);
-                b.push_bind(app)
-                    .push_bind(l.id)
-                    .push_bind(log_ts(&l.timestamp))
-                    .push_bind(&l.source)
-                    .push_bind(&l.stream)
-                    .push_bind(&l.message)
-                    .push_bind(index.map(i64::from));
+            q.push_values(chunk, |mut b, r| {
+                let (_, index) = crate::loghub::split_app_source(&r.first.source);
+                b.push_bind(r.app)
+                    .push_bind(r.first.id)
+                    .push_bind(r.ts)
+                    .push_bind(&r.first.source)
+                    .push_bind(&r.first.stream)
+                    .push_bind(r.message.as_ref())
+                    .push_bind(index.map(i64::from))
+                    .push_bind(r.lines);
             });
             q.build().execute(&mut *tx).await?;
         }
@@ -628,11 +783,14 @@ impl Store for SqliteStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        let mut out = rows
-            .iter()
-            .map(log_from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
-        out.reverse();
+        // Newest rows first; each row's lines oldest first. Packed rows give more lines than
+        // rows: the newest `limit` lines are kept.
+        let mut out = Vec::new();
+        for r in rows.iter().rev() {
+            logs_from_row(r, None, &mut out)?;
+        }
+        let extra = out.len().saturating_sub(limit.max(0) as usize);
+        out.drain(..extra);
         Ok(out)
     }
 
@@ -646,9 +804,14 @@ impl Store for SqliteStore {
         .fetch_all(&self.log_writer)
         .await?;
         for app in apps {
+            // The newest row all of whose lines lie beyond the newest `keep` (a packed row that
+            // straddles the line is kept whole), and every older row.
             sqlx::query(
                 "DELETE FROM log_entries WHERE app_name = ?1 AND id <= (
-                   SELECT id FROM log_entries WHERE app_name = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+                   SELECT id FROM (
+                     SELECT id, lines, SUM(lines) OVER (ORDER BY id DESC) AS newer
+                     FROM log_entries WHERE app_name = ?1)
+                   WHERE newer - lines >= ?2 ORDER BY id DESC LIMIT 1)",
             )
             .bind(&app)
             .bind(keep.max(0))
@@ -791,48 +954,38 @@ impl Store for SqliteStore {
         f: &LogQuery,
         limit: i64,
     ) -> StoreResult<Vec<LogLine>> {
-        let mut q =
-            sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!("{LOG_COLUMNS} WHERE app_name = "));
-        q.push_bind(app_name);
-        if !f.sources.is_empty() {
-            q.push(" AND (");
-            for (i, src) in f.sources.iter().enumerate() {
-                if i > 0 {
-                    q.push(" OR ");
-                }
-                // `APP` matches `APP/web/0`, `APP/web` matches `APP/web/1`.
-                q.push("source = ")
-                    .push_bind(src.clone())
-                    .push(" OR source LIKE ")
-                    .push_bind(format!("{src}/%"));
+        // A packed row is selected when any of its lines may match (its time is its newest
+        // line's, its text all of theirs); its lines are then filtered one by one, so a page of
+        // rows may give fewer lines than asked for: older pages are read until `limit` lines
+        // match or none are left.
+        let limit = limit.max(0);
+        let mut newest_first: Vec<LogLine> = Vec::new();
+        let mut before: Option<i64> = None;
+        while (newest_first.len() as i64) < limit {
+            let rows = self.query_log_rows(app_name, f, before, limit).await?;
+            let mut page = Vec::new();
+            for r in &rows {
+                let start = page.len();
+                logs_from_row(r, Some(f), &mut page)?;
+                page[start..].reverse();
             }
-            q.push(")");
+            newest_first.extend(page);
+            match rows.last() {
+                Some(r) if (rows.len() as i64) == limit => before = Some(r.try_get("id")?),
+                _ => break,
+            }
         }
-        if let Some(i) = f.instance {
-            q.push(" AND instance_index = ").push_bind(i64::from(i));
-        }
-        if let Some(since) = f.since {
-            q.push(" AND ts >= ").push_bind(log_ts(&since));
-        }
-        if let Some(g) = &f.grep {
-            q.push(" AND instr(message, ")
-                .push_bind(g.clone())
-                .push(") > 0");
-        }
-        q.push(" ORDER BY id DESC LIMIT ").push_bind(limit);
-        let rows = q.build().fetch_all(&self.pool).await?;
-        let mut out = rows
-            .iter()
-            .map(log_from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
-        out.reverse();
-        Ok(out)
+        newest_first.truncate(limit as usize);
+        newest_first.reverse();
+        Ok(newest_first)
     }
 
     async fn max_log_id(&self) -> StoreResult<i64> {
-        // The newest id of each app through the key: the table has no index on id alone.
+        // The newest id of each app through the key: the table has no index on id alone. A
+        // packed row's last line is its id + lines - 1.
         let id: Option<i64> = sqlx::query_scalar(&format!(
-            "{LOG_APPS} SELECT MAX((SELECT MAX(id) FROM log_entries WHERE app_name = a.name))
+            "{LOG_APPS} SELECT MAX((SELECT id + lines - 1 FROM log_entries WHERE app_name = a.name
+                                    ORDER BY id DESC LIMIT 1))
              FROM a WHERE name IS NOT NULL"
         ))
         .fetch_one(&self.pool)
