@@ -1,11 +1,15 @@
-//! RTR access-log lines: one per proxied request, in the app's log stream. The request path only
-//! does a non-blocking `try_send` into a bounded queue; one background task drains it and writes
-//! batches to a [`Sink`] (the log hub in the controller, the controller's API in a standalone
-//! router), so a slow database never slows a request (a full queue drops the line and counts it
-//! in `access_log_dropped`).
+//! RTR access-log lines: one per proxied request, in the app's log stream. The request path
+//! never waits: a worker thread of the listener gathers its lines in a buffer of its own and
+//! hands them over in bunches (every [`LOCAL_BATCH`] lines, and at least every [`LOCAL_FLUSH`])
+//! with a non-blocking `try_send` into a bounded queue, since a queue shared by every thread is
+//! a few contended atomic operations per line; any other thread sends each line at once. One
+//! background task drains the queue and writes batches to a [`Sink`] (the log hub in the
+//! controller, the controller's API in a standalone router), so a slow database never slows a
+//! request (a full queue drops the lines and counts them in `access_log_dropped`).
 
 use chrono::Utc;
 use paas_common::api::LogLine;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,15 +17,53 @@ use tokio::sync::mpsc;
 
 use super::RouteTable;
 
-const QUEUE: usize = 65_536;
+/// Bunches of lines the queue holds (at least 1 Ki lines, about 64 Ki from busy workers).
+const QUEUE: usize = 1_024;
 const BATCH: usize = 1_000;
+/// Lines a worker thread gathers before it hands them over.
+pub const LOCAL_BATCH: usize = 64;
+/// Longest a line waits in a worker thread's buffer.
+pub const LOCAL_FLUSH: Duration = Duration::from_millis(50);
 /// How long the writer gathers lines after the first one, so a busy app costs one transaction per
 /// interval rather than one per request.
 const LINGER: Duration = Duration::from_millis(200);
 
+type Lines = Vec<(String, LogLine)>;
+
+thread_local! {
+    /// Set on the listener's worker threads: their lines are gathered in `PENDING`.
+    static BUFFERED: Cell<bool> = const { Cell::new(false) };
+    static PENDING: RefCell<Lines> = const { RefCell::new(Vec::new()) };
+}
+
+/// Makes this thread gather its lines (a worker thread, which calls [`flush_here`] every
+/// [`LOCAL_FLUSH`] and before it ends).
+pub fn buffer_here() {
+    BUFFERED.with(|b| b.set(true));
+}
+
+/// Hands this thread's gathered lines to the writer.
+pub fn flush_here(table: &RouteTable) {
+    let lines = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    if !lines.is_empty() {
+        send(table, lines);
+    }
+}
+
+fn send(table: &RouteTable, lines: Lines) {
+    let n = lines.len() as u64;
+    if table.access_log.tx.try_send(lines).is_err() {
+        table
+            .stats
+            .here()
+            .access_log_dropped
+            .fetch_add(n, Ordering::Relaxed);
+    }
+}
+
 pub struct AccessLog {
-    tx: mpsc::Sender<(String, LogLine)>,
-    rx: Mutex<Option<mpsc::Receiver<(String, LogLine)>>>,
+    tx: mpsc::Sender<Lines>,
+    rx: Mutex<Option<mpsc::Receiver<Lines>>>,
     closing: tokio::sync::Notify,
 }
 
@@ -90,17 +132,21 @@ pub fn record(table: &RouteTable, e: Entry<'_>) {
         stream: "out".into(),
         message,
     };
-    if table
-        .access_log
-        .tx
-        .try_send((e.app.to_string(), line))
-        .is_err()
-    {
-        table
-            .stats
-            .here()
-            .access_log_dropped
-            .fetch_add(1, Ordering::Relaxed);
+    let item = (e.app.to_string(), line);
+    if !BUFFERED.with(Cell::get) {
+        send(table, vec![item]);
+        return;
+    }
+    let full = PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.capacity() == 0 {
+            p.reserve_exact(LOCAL_BATCH);
+        }
+        p.push(item);
+        p.len() >= LOCAL_BATCH
+    });
+    if full {
+        flush_here(table);
     }
 }
 
@@ -133,7 +179,7 @@ pub async fn run(table: Arc<RouteTable>, sink: impl Sink) {
         let mut closed = tokio::select! {
             first = rx.recv() => match first {
                 Some(l) => {
-                    batch.push(l);
+                    batch.extend(l);
                     false
                 }
                 None => return,
@@ -152,7 +198,7 @@ pub async fn run(table: Arc<RouteTable>, sink: impl Sink) {
         loop {
             while batch.len() < BATCH {
                 match rx.try_recv() {
-                    Ok(l) => batch.push(l),
+                    Ok(l) => batch.extend(l),
                     Err(_) => break,
                 }
             }
@@ -207,17 +253,51 @@ mod tests {
                 ..entry()
             },
         );
-        let (app, line) = rx.try_recv().unwrap();
+        let (app, line) = rx.try_recv().unwrap().remove(0);
         assert_eq!(app, "shop");
         assert_eq!(line.source, "RTR");
         assert_eq!(
             line.message,
             "\"POST /cart?x=1\" 201 bytes=512 duration_ms=12.345 instance=2@10.0.0.5:40001 request_id=rid-1 peer=10.1.2.3"
         );
-        let (_, line) = rx.try_recv().unwrap();
+        let (_, line) = rx.try_recv().unwrap().remove(0);
         assert_eq!(
             line.message,
             "\"POST /cart?x=1\" 503 bytes=0 duration_ms=0.007 instance=- request_id=rid-1 peer=10.1.2.3"
         );
+    }
+
+    #[test]
+    fn a_worker_thread_hands_its_lines_over_in_bunches() {
+        let table = RouteTable::default();
+        let mut rx = table.access_log.rx.lock().unwrap().take().unwrap();
+        let entry = Entry {
+            app: "shop",
+            method: "GET",
+            path: "/",
+            status: 200,
+            bytes: 1,
+            duration: Duration::from_micros(1),
+            instance: None,
+            request_id: "r",
+            peer: "p",
+        };
+        std::thread::scope(|t| {
+            t.spawn(|| {
+                buffer_here();
+                for _ in 0..3 {
+                    record(&table, Entry { ..entry });
+                }
+                assert!(rx.try_recv().is_err(), "nothing handed over before a flush");
+                flush_here(&table);
+                assert_eq!(rx.try_recv().unwrap().len(), 3);
+                for _ in 0..LOCAL_BATCH {
+                    record(&table, Entry { ..entry });
+                }
+                assert_eq!(rx.try_recv().unwrap().len(), LOCAL_BATCH);
+                flush_here(&table);
+                assert!(rx.try_recv().is_err(), "an empty buffer sends nothing");
+            });
+        });
     }
 }

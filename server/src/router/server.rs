@@ -29,6 +29,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
 
+use super::access_log;
 use super::proxy::{self, Clients, Peer, RespBody};
 use super::tls::CertStore;
 use super::Router;
@@ -268,12 +269,26 @@ fn work(
                 .set_host(false)
                 .build(Uds(Arc::new(a.socket.clone())))
         });
+        let table = front.router.table.clone();
         let worker = Arc::new(Worker {
             clients: Clients::new(&front.settings),
             front,
             api,
             http,
         });
+        // This thread's RTR lines are handed over in bunches; these are the "at least every".
+        access_log::buffer_here();
+        let flusher = {
+            let table = table.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(access_log::LOCAL_FLUSH);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    access_log::flush_here(&table);
+                }
+            })
+        };
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         loop {
             let c = tokio::select! {
@@ -334,6 +349,8 @@ fn work(
                 "cut connections still busy at the end of the grace period"
             );
         }
+        flusher.abort();
+        access_log::flush_here(&table);
         Ok(())
     })
 }
