@@ -783,12 +783,19 @@ type SlowPost = thread::JoinHandle<reqwest::Result<(u16, String)>>;
 
 /// A POST the probe answers after `delay_ms`, returned once the router has it in flight.
 fn slow_post(p: &Platform, app: &str, delay_ms: u64) -> SlowPost {
+    slow_post_with_id(p, app, delay_ms, &unique("slow"))
+}
+
+/// [`slow_post`] with this `X-Request-Id` (to find its RTR line).
+fn slow_post_with_id(p: &Platform, app: &str, delay_ms: u64, request_id: &str) -> SlowPost {
     let c = client(p, app);
     let u = url(p, app, "/");
     let seen = router_requests(p);
+    let request_id = request_id.to_string();
     let slow = thread::spawn(move || {
         c.post(&u)
             .header("X-Delay-Ms", delay_ms.to_string())
+            .header("X-Request-Id", request_id)
             .timeout(Duration::from_millis(delay_ms) + Duration::from_secs(30))
             .body("slow body")
             .send()
@@ -925,25 +932,7 @@ fn sigterm_finishes_requests_in_flight_and_stores_their_access_lines() {
     let app = unique("term");
     push(&p, &app, 1);
     let request_id = unique("slow-at-stop");
-    let c = client(&p, &app);
-    let u = url(&p, &app, "/");
-    let seen = router_requests(&p);
-    let rid = request_id.clone();
-    let slow = thread::spawn(move || {
-        c.post(&u)
-            .header("X-Delay-Ms", "3000")
-            .header("X-Request-Id", rid)
-            .timeout(Duration::from_secs(30))
-            .body("slow body")
-            .send()
-            .map(|r| (r.status().as_u16(), r.text().unwrap_or_default()))
-    });
-    wait_for(
-        Duration::from_secs(10),
-        "the slow request at the router",
-        || (router_requests(&p) > seen).then_some(()),
-    )
-    .unwrap();
+    let slow = slow_post_with_id(&p, &app, 3000, &request_id);
 
     p.terminate_server();
     wait_for(Duration::from_secs(5), "new connections refused", || {
