@@ -186,16 +186,33 @@ impl Application {
             ?grace,
             "{why}; stopping: no new connections, finishing requests in flight"
         );
+        second_signal_exits(term);
         self.ctx.stopping.cancel();
         front.shutdown(grace).await;
         api.stop(true).await;
         let _ = server.await;
         self.ctx.routes.access_log.close();
-        let _ = tokio::time::timeout(grace, access_log).await;
-        let _ = tokio::time::timeout(grace, self.ctx.logs.flush()).await;
+        let _ = tokio::time::timeout(FLUSH_TIMEOUT, access_log).await;
+        let _ = tokio::time::timeout(FLUSH_TIMEOUT, self.ctx.logs.flush()).await;
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// How long a graceful stop waits for the last log lines to be stored: its own bound, not the
+/// drain time (which may be 0, and a slow disk needs more than a request does).
+pub(crate) const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// During a graceful stop, a second Ctrl-C or SIGTERM ends the process at once.
+pub(crate) fn second_signal_exits(mut term: tokio::signal::unix::Signal) {
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::warn!("second stop signal: exiting now");
+        std::process::exit(130);
+    });
 }
 
 async fn healthz() -> &'static str {

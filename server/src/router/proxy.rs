@@ -710,6 +710,7 @@ async fn tunnel(
     upstream: hyper::upgrade::OnUpgrade,
     done: Done,
 ) {
+    let _open = super::server::hold_open();
     let bytes = match splice(client, upstream).await {
         Ok(down) => down,
         Err(e @ SpliceError::Upgrade(_)) => {

@@ -209,8 +209,14 @@ fn accept(
                 .map(|k| &lanes[(next + k) % n])
                 .min_by_key(|l| l.open.load(Ordering::Relaxed))
                 .ok_or_else(|| anyhow::anyhow!("no worker threads"))?;
+            let stream = match stream.into_std() {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(%addr, error = %e, "handing over an accepted connection failed");
+                    continue;
+                }
+            };
             lane.open.fetch_add(1, Ordering::Relaxed);
-            let stream = stream.into_std()?;
             if lane
                 .tx
                 .send(Accepted {
@@ -236,7 +242,7 @@ async fn accept_on(
 }
 
 /// Counts a worker's open connection until dropped.
-struct Open(Arc<AtomicUsize>);
+pub(super) struct Open(Arc<AtomicUsize>);
 
 impl Drop for Open {
     fn drop(&mut self) {
@@ -257,7 +263,9 @@ fn work(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async move {
+    let table = front.router.table.clone();
+    HOLDS_OPEN.with(|h| *h.borrow_mut() = Some(open.clone()));
+    let r = rt.block_on(async move {
         let mut http = auto::Builder::new(TokioExecutor::new());
         // The timer bounds how long a client may take to send a request's headers (slowloris).
         http.http1().timer(TokioTimer::new());
@@ -350,8 +358,30 @@ fn work(
             );
         }
         flusher.abort();
-        access_log::flush_here(&table);
         Ok(())
+    });
+    // Dropping the runtime drops what the grace period cut (connections, tunnels); their RTR
+    // lines are recorded as they go, so this thread's last lines are handed over after it.
+    drop(rt);
+    access_log::flush_here(&table);
+    r
+}
+
+thread_local! {
+    /// A worker thread's count of open client connections (see [`hold_open`]).
+    static HOLDS_OPEN: std::cell::RefCell<Option<Arc<AtomicUsize>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Counts one more open connection on this worker thread until dropped: an upgraded
+/// connection's tunnel outlives the HTTP connection it came from, and a worker busy with long
+/// WebSockets must not look empty to the acceptor. `None` off the worker threads.
+pub(super) fn hold_open() -> Option<Open> {
+    HOLDS_OPEN.with(|h| {
+        h.borrow().as_ref().map(|c| {
+            c.fetch_add(1, Ordering::Relaxed);
+            Open(c.clone())
+        })
     })
 }
 
@@ -444,6 +474,7 @@ async fn forward(
     if let (true, Some(client)) = (switching, client_upgrade) {
         let upstream = hyper::upgrade::on(&mut res);
         tokio::spawn(async move {
+            let _open = hold_open();
             if let Err(e) = proxy::splice(client, upstream).await {
                 tracing::debug!(error = %e, "upgraded API connection failed or ended with an error");
             }

@@ -179,9 +179,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         ?grace,
         "{why}; stopping: no new connections, finishing requests in flight"
     );
+    crate::startup::second_signal_exits(term);
     front.shutdown(grace).await;
     table.access_log.close();
-    let _ = tokio::time::timeout(grace, access_log).await;
+    let _ = tokio::time::timeout(crate::startup::FLUSH_TIMEOUT, access_log).await;
     tracing::info!("stopped");
     Ok(())
 }

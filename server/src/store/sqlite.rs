@@ -805,12 +805,14 @@ impl Store for SqliteStore {
         .await?;
         for app in apps {
             // The newest row all of whose lines lie beyond the newest `keep` (a packed row that
-            // straddles the line is kept whole), and every older row.
+            // straddles the line is kept whole), and every older row. Every row holds a line at
+            // least, so that row is among the newest `keep + 1`: only those are read.
             sqlx::query(
                 "DELETE FROM log_entries WHERE app_name = ?1 AND id <= (
                    SELECT id FROM (
                      SELECT id, lines, SUM(lines) OVER (ORDER BY id DESC) AS newer
-                     FROM log_entries WHERE app_name = ?1)
+                     FROM (SELECT id, lines FROM log_entries WHERE app_name = ?1
+                           ORDER BY id DESC LIMIT ?2 + 1))
                    WHERE newer - lines >= ?2 ORDER BY id DESC LIMIT 1)",
             )
             .bind(&app)
