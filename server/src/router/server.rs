@@ -277,7 +277,6 @@ fn work(
                 .set_host(false)
                 .build(Uds(Arc::new(a.socket.clone())))
         });
-        let table = front.router.table.clone();
         let worker = Arc::new(Worker {
             clients: Clients::new(&front.settings),
             front,
@@ -287,7 +286,7 @@ fn work(
         // This thread's RTR lines are handed over in bunches; these are the "at least every".
         access_log::buffer_here();
         let flusher = {
-            let table = table.clone();
+            let table = worker.front.router.table.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(access_log::LOCAL_FLUSH);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
