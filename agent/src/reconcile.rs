@@ -786,7 +786,10 @@ impl Instance {
                     a.index
                 ),
             );
-            self.last_exit = Some(format!("gave up after {MAX_CRASHES} crashes: {reason}"));
+            self.last_exit = Some(format!(
+                "{}{MAX_CRASHES} crashes: {reason}",
+                paas_common::agent::GAVE_UP_PREFIX
+            ));
             self.set_phase(Phase::Crashed {
                 restart_at: now + GIVE_UP_WAIT,
             });

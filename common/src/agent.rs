@@ -26,6 +26,15 @@ use std::collections::BTreeMap;
 
 use crate::api::InstanceState;
 
+/// How a node's `last_exit` begins once it stopped restarting a crashing instance: such an
+/// instance reserves nothing on its node any more (the scheduler's accounting skips it).
+pub const GAVE_UP_PREFIX: &str = "gave up after ";
+
+/// Whether an instance is crashed for good (see [`GAVE_UP_PREFIX`]).
+pub fn gave_up(state: InstanceState, last_exit: Option<&str>) -> bool {
+    state == InstanceState::Crashed && last_exit.is_some_and(|e| e.starts_with(GAVE_UP_PREFIX))
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct NodeCapacity {
     pub memory_mb: u64,

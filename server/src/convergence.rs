@@ -228,6 +228,7 @@ fn plan_process(
                     }
                 }
                 Some(_) => {
+                    supersede(out, &stale, idx, lost);
                     if stale.iter().any(|s| serving(s, lost)) {
                         in_flight += 1;
                     }
@@ -235,7 +236,11 @@ fn plan_process(
                 None if stale.is_empty() => need.push((idx, true, "desired".into())),
                 None => {
                     let why = stale_reason(stale[0], rev, retiring, lost);
-                    need.push((idx, !stale.iter().any(|s| serving(s, lost)), why));
+                    let urgent = !stale.iter().any(|s| serving(s, lost));
+                    // Not serving: its replacement is created in this same pass (urgent), so
+                    // nothing of it is lost by removing the stale rows now.
+                    supersede(out, &stale, idx, lost);
+                    need.push((idx, urgent, why));
                 }
             }
         }
@@ -256,14 +261,35 @@ fn plan_process(
     }
 }
 
+/// Removes the stale rows of an index that carry no traffic. A stale row that is routed keeps
+/// serving until its replacement is; one that is not (still starting for a deployment a newer
+/// one superseded, crashed, unplaced, not ready) would only hold a reservation the replacement
+/// may need, so a burst of changes cannot pile up rows of every revision on a node. Rows on a
+/// lost node stay until the replacement runs (they may come back), as before.
+fn supersede(out: &mut Plan, stale: &[&InstanceRecord], idx: u32, lost: &HashSet<&str>) {
+    for s in stale {
+        let on_lost = s.node_name.as_deref().is_some_and(|n| lost.contains(n));
+        if !routed(s) && !on_lost {
+            out.remove.push((
+                (*s).clone(),
+                format!(
+                    "superseded: instance {idx} of revision {} was {}",
+                    s.revision,
+                    s.state.as_str()
+                ),
+            ));
+        }
+    }
+}
+
 /// A row the router sends traffic to: running and ready.
 fn routed(i: &InstanceRecord) -> bool {
     i.state == InstanceState::Running && i.ready
 }
 
-/// A row that may be carrying traffic: running, and not on a lost node.
+/// A row that carries traffic: routed, and not on a lost node (the router skips those).
 fn serving(i: &InstanceRecord, lost: &HashSet<&str>) -> bool {
-    i.state == InstanceState::Running && i.node_name.as_deref().is_none_or(|n| !lost.contains(n))
+    routed(i) && i.node_name.as_deref().is_none_or(|n| !lost.contains(n))
 }
 
 fn stale_reason(
@@ -422,7 +448,8 @@ pub async fn converge_once(ctx: &AppCtx) -> StoreResult<bool> {
         instances.push(row);
     }
 
-    // Resource use per node counts every remaining row, stale ones too: they still run.
+    // Resource use per node counts every remaining row, stale ones too: they still run; but not
+    // one its node gave up restarting, which runs nothing (the node's report says so).
     let mut views: Vec<NodeView> = nodes
         .iter()
         .map(|n| NodeView {
@@ -454,6 +481,9 @@ pub async fn converge_once(ctx: &AppCtx) -> StoreResult<bool> {
         let Some(&vi) = node_idx.get(node) else {
             continue;
         };
+        if paas_common::agent::gave_up(inst.state, inst.last_exit.as_deref()) {
+            continue;
+        }
         let v = &mut views[vi];
         v.used_memory_mb += crate::processes::memory_of(&specs, app, &inst.process_type);
         v.used_disk_mb += app.disk_mb;
@@ -639,6 +669,38 @@ mod tests {
         let p = run_plan(&a, &rows, &[], &["n1"], &[]);
         assert_eq!(removed(&p), ["o0"]);
         assert_eq!(created(&p), [1]);
+    }
+
+    #[test]
+    fn superseded_rows_that_serve_nothing_go_at_once() {
+        // A burst: revision 1 serves; 2 was starting and 3 not even placed when 4 arrived.
+        let a = app(1, 4);
+        let mut unplaced = row("r3", 0, 3, "n1", Pending);
+        unplaced.node_name = None;
+        let rows = [
+            row("r1", 0, 1, "n1", Running),
+            row("r2", 0, 2, "n1", Starting),
+            unplaced,
+        ];
+        let p = run_plan(&a, &rows, &[], &["n1"], &[]);
+        assert_eq!(removed(&p), ["r2", "r3"], "only the serving row stays");
+        assert_eq!(created(&p), [0]);
+        // Revision 4's row starts; a restart (retire) now supersedes it too.
+        let rows = [
+            row("r1", 0, 1, "n1", Running),
+            row("r4", 0, 4, "n1", Starting),
+        ];
+        let p = run_plan(&a, &rows, &["r4"], &["n1"], &[]);
+        assert_eq!(removed(&p), ["r4"]);
+        assert_eq!(created(&p), [0]);
+        // A crashed old row is not kept beside a starting new one.
+        let rows = [
+            row("r1", 0, 1, "n1", Crashed),
+            row("r4", 0, 4, "n1", Starting),
+        ];
+        let p = run_plan(&a, &rows, &[], &["n1"], &[]);
+        assert_eq!(removed(&p), ["r1"]);
+        assert!(p.create.is_empty());
     }
 
     #[test]
