@@ -6,7 +6,7 @@
 //!
 //! `cargo bench -p paas-server --bench scheduler`
 
-use paas_server::scheduler::{place, Ask, NodeView, Spread};
+use paas_server::control::scheduler::{place, Ask, NodeView, Spread};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 

@@ -160,8 +160,8 @@ impl Application {
         });
         let mut front = router::server::start(front, self.listener, tls)?;
         tracing::info!(port = self.port, "paas-server listening");
-        let converge = tokio::spawn(crate::convergence::run(self.ctx.clone()));
-        tokio::spawn(crate::convergence::drain_watch(self.ctx.clone()));
+        let converge = tokio::spawn(crate::control::convergence::run(self.ctx.clone()));
+        tokio::spawn(crate::control::convergence::drain_watch(self.ctx.clone()));
         let access_log = tokio::spawn(router::access_log::run(
             self.ctx.routes.clone(),
             router::access_log::HubSink(self.ctx.logs.clone()),

@@ -23,7 +23,7 @@ use paas_common::api::{AppState, InstanceState};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration as StdDuration;
 
-use crate::scheduler::{self, Ask, NodeView, Spread};
+use crate::control::scheduler::{self, Ask, NodeView, Spread};
 use crate::state::AppCtx;
 use crate::store::{AppLifecycle, AppRecord, Event, InstanceRecord, StoreResult};
 

@@ -1,0 +1,6 @@
+//! The control plane: what should run ([`desired`]), where it runs ([`scheduler`]), and the loop
+//! that makes the instance rows match ([`convergence`]). Nothing here speaks HTTP; the deploy
+//! layer and the API only record intent in the store and wake the loop.
+
+pub mod convergence;
+pub mod scheduler;
