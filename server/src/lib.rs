@@ -14,7 +14,6 @@ pub mod error;
 pub mod events;
 pub mod loghub;
 pub mod metrics;
-pub mod processes;
 pub mod resources;
 pub mod router;
 pub mod secrets;

@@ -16,8 +16,9 @@ use std::time::Duration;
 
 use super::Ctx;
 use crate::auth::{random_token, secure_eq, sha256_hex, AgentNode};
+use crate::control::desired::DesiredState;
 use crate::error::{ApiResult, Error};
-use crate::store::{Event, NodeRecord};
+use crate::store::{AppRecord, Event, NodeRecord, RevisionRecord};
 
 const LONG_POLL: Duration = Duration::from_secs(25);
 
@@ -140,17 +141,14 @@ async fn collected_images(ctx: &Ctx) -> ApiResult<Vec<String>> {
 }
 
 async fn assignments_for(ctx: &Ctx, node: &str) -> ApiResult<Vec<Assignment>> {
-    let apps: HashMap<String, _> = ctx
-        .store
-        .list_apps()
-        .await?
-        .into_iter()
-        .map(|a| (a.id.clone(), a))
+    // The same desired state convergence reads: a row runs what its revision resolves to.
+    let desired = DesiredState::load(ctx.store.as_ref()).await?;
+    let apps: HashMap<&str, &AppRecord> = desired
+        .all_apps
+        .iter()
+        .map(|a| (a.id.as_str(), a))
         .collect();
-    let lifecycles = ctx.store.app_lifecycles().await?;
-    let declared = ctx.store.droplet_processes().await?;
-    let configured = ctx.store.app_processes().await?;
-    let images = ctx.store.droplet_images().await?;
+    let mut revisions: HashMap<(String, i64), Option<RevisionRecord>> = HashMap::new();
     let mut out = Vec::new();
     // Retired instances still finishing requests stay on their node until they are done.
     let retired = ctx.retired_on(node);
@@ -158,10 +156,18 @@ async fn assignments_for(ctx: &Ctx, node: &str) -> ApiResult<Vec<Assignment>> {
         if inst.node_name.as_deref() != Some(node) {
             continue;
         }
-        let Some(app) = apps.get(&inst.app_id) else {
+        let Some(app) = apps.get(inst.app_id.as_str()).copied() else {
             continue;
         };
-        let Some(rev) = ctx.store.revision(&app.id, inst.revision).await? else {
+        let key = (app.id.clone(), inst.revision);
+        if !revisions.contains_key(&key) {
+            let rev = ctx.store.revision(&app.id, inst.revision).await?;
+            revisions.insert(key.clone(), rev);
+        }
+        let Some(Some(rev)) = revisions.get(&key) else {
+            continue;
+        };
+        let Some(process) = desired.process_for(app, rev, &inst.process_type) else {
             continue;
         };
         let mut env: BTreeMap<String, String> = BTreeMap::new();
@@ -177,46 +183,22 @@ async fn assignments_for(ctx: &Ctx, node: &str) -> ApiResult<Vec<Assignment>> {
             }
         }
         env.insert("PAAS_APP_REVISION".into(), rev.number.to_string());
-        // A non-web row runs its type's command from the droplet it was created for.
-        let (command, memory_mb, health) = if inst.process_type == "web" {
-            (
-                rev.command,
-                app.memory_mb,
-                lifecycles
-                    .get(&app.id)
-                    .and_then(|l| l.health.clone())
-                    .unwrap_or_default(),
-            )
-        } else {
-            let specs = crate::processes::resolve(
-                app,
-                declared.get(&rev.droplet),
-                configured.get(&app.id).map(Vec::as_slice).unwrap_or(&[]),
-            );
-            let Some(p) = specs
-                .into_iter()
-                .find(|p| p.process_type == inst.process_type)
-            else {
-                continue;
-            };
-            (p.command, p.memory_mb, p.health)
-        };
-        let image = images.get(&rev.droplet).cloned();
+        let memory_mb = process.memory_mb;
         out.push(Assignment {
             instance_id: inst.id,
             app: app.name.clone(),
             process_type: inst.process_type,
             index: inst.index,
-            droplet: rev.droplet,
-            command,
+            droplet: rev.droplet.clone(),
+            command: process.command,
             env,
             memory_mb,
-            disk_mb: app.disk_mb,
+            disk_mb: process.disk_mb,
             cpu_shares: (memory_mb * 1024 / 1024).clamp(2, 1024 * 4),
             pids_limit: ctx.settings.instance_pids_limit,
-            health,
-            image,
-            log_rate_limit_bytes: lifecycles.get(&app.id).and_then(|l| l.log_rate_limit_bytes),
+            health: process.health,
+            image: desired.image(&rev.droplet).cloned(),
+            log_rate_limit_bytes: desired.lifecycle(&app.id).log_rate_limit_bytes,
         });
     }
     Ok(out)

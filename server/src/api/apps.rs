@@ -81,8 +81,7 @@ pub(crate) async fn detail(ctx: &Ctx, app: &AppRecord) -> ApiResult<AppDetail> {
         .await?
         .remove(&app.id)
         .unwrap_or_default();
-    let processes =
-        super::processes::infos(ctx, app, revision.as_ref().map(|r| r.command.as_str())).await?;
+    let processes = super::processes::infos(ctx, app).await?;
     Ok(AppDetail {
         name: app.name.clone(),
         state: app.state,
@@ -581,7 +580,7 @@ pub(crate) async fn deploy(
     let mut declared = unpacked
         .procfile
         .as_deref()
-        .map(crate::processes::from_procfile)
+        .map(|p| crate::staging::parse_procfile(p).into_iter().collect())
         .unwrap_or_default();
     let (droplet_sha, droplet_size, staged) = match super::builds::stage_on_node(
         ctx,

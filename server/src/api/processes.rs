@@ -8,8 +8,8 @@ use paas_common::ErrorCode;
 
 use super::Ctx;
 use crate::auth::AuthUser;
+use crate::control::desired::{DesiredState, ProcessDesired};
 use crate::error::{ApiResult, Error};
-use crate::processes::ProcessSpec;
 use crate::store::{AppRecord, Event, ProcessRecord};
 
 const MAX_INSTANCES: u32 = 100;
@@ -19,13 +19,16 @@ fn bad(msg: impl Into<String>) -> Error {
 }
 
 /// The non-web process specs of the app's current revision.
-pub(super) async fn current_specs(ctx: &Ctx, app: &AppRecord) -> ApiResult<Vec<ProcessSpec>> {
-    Ok(
-        crate::processes::specs(ctx.store.as_ref(), std::slice::from_ref(app))
-            .await?
-            .remove(&app.id)
-            .unwrap_or_default(),
-    )
+pub(super) async fn current_specs(ctx: &Ctx, app: &AppRecord) -> ApiResult<Vec<ProcessDesired>> {
+    Ok(DesiredState::of_app(ctx.store.as_ref(), app)
+        .await?
+        .map(|d| {
+            d.processes
+                .into_iter()
+                .filter(|p| p.process_type != "web")
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 async fn configured(ctx: &Ctx, app: &AppRecord, process_type: &str) -> ApiResult<ProcessRecord> {
@@ -152,10 +155,10 @@ pub(super) async fn apply_manifest(
 }
 
 /// Every process type of the app's current revision, `web` first.
-pub(super) async fn infos(
-    ctx: &Ctx,
-    app: &AppRecord,
-    web_command: Option<&str>,
-) -> ApiResult<Vec<ProcessInfo>> {
-    Ok(crate::processes::infos(ctx.store.as_ref(), app, web_command).await?)
+/// Empty before the first revision.
+pub(super) async fn infos(ctx: &Ctx, app: &AppRecord) -> ApiResult<Vec<ProcessInfo>> {
+    Ok(DesiredState::of_app(ctx.store.as_ref(), app)
+        .await?
+        .map(|d| d.infos())
+        .unwrap_or_default())
 }

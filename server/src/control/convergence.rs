@@ -23,6 +23,7 @@ use paas_common::api::{AppState, InstanceState};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration as StdDuration;
 
+use crate::control::desired::DesiredState;
 use crate::control::scheduler::{self, Ask, NodeView, Spread};
 use crate::state::AppCtx;
 use crate::store::{AppLifecycle, AppRecord, Event, InstanceRecord, StoreResult};
@@ -333,8 +334,10 @@ pub async fn converge_once(ctx: &AppCtx) -> StoreResult<bool> {
     }
 
     let nodes = store.list_nodes().await?;
-    let apps = store.list_apps().await?;
-    let lifecycles = store.app_lifecycles().await?;
+    // One snapshot of what should run, the same the assignments and the API read.
+    let desired = DesiredState::load(store.as_ref()).await?;
+    let apps = &desired.all_apps;
+    let lifecycles = desired.lifecycles();
     let retiring = store.retiring_instances().await?;
     let mut instances = store.list_instances().await?;
     let ready: HashSet<&str> = nodes
@@ -351,27 +354,9 @@ pub async fn converge_once(ctx: &AppCtx) -> StoreResult<bool> {
     let app_name = |id: &str| app_by_id.get(id).map(|a| a.name.clone());
     let mut changed = false;
 
-    let specs = crate::processes::specs(store.as_ref(), &apps).await?;
-    let counts: ProcessCounts = specs
-        .iter()
-        .map(|(id, list)| {
-            (
-                id.clone(),
-                list.iter()
-                    .filter(|p| p.process_type != "web")
-                    .map(|p| (p.process_type.clone(), p.instances))
-                    .collect(),
-            )
-        })
-        .collect();
+    let counts: ProcessCounts = desired.process_counts();
     let decided = plan(
-        &apps,
-        &counts,
-        &lifecycles,
-        &instances,
-        &retiring,
-        &ready,
-        &lost,
+        apps, &counts, lifecycles, &instances, &retiring, &ready, &lost,
     );
     let removed: HashSet<String> = decided.remove.iter().map(|(i, _)| i.id.clone()).collect();
     let drain_until =
@@ -485,7 +470,7 @@ pub async fn converge_once(ctx: &AppCtx) -> StoreResult<bool> {
             continue;
         }
         let v = &mut views[vi];
-        v.used_memory_mb += crate::processes::memory_of(&specs, app, &inst.process_type);
+        v.used_memory_mb += desired.memory_of(app, &inst.process_type);
         v.used_disk_mb += app.disk_mb;
         v.used_slots += 1;
         if matches!(inst.state, InstanceState::Pending | InstanceState::Starting) {
@@ -518,7 +503,7 @@ pub async fn converge_once(ctx: &AppCtx) -> StoreResult<bool> {
             .get(&app.id)
             .map_or(&no_labels, |l| &l.placement_labels);
         let ask = Ask {
-            memory_mb: crate::processes::memory_of(&specs, app, &inst.process_type),
+            memory_mb: desired.memory_of(app, &inst.process_type),
             disk_mb: app.disk_mb,
             labels,
         };

@@ -3,4 +3,5 @@
 //! layer and the API only record intent in the store and wake the loop.
 
 pub mod convergence;
+pub mod desired;
 pub mod scheduler;

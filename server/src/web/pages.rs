@@ -297,26 +297,24 @@ pub async fn app(
         };
         // The app's own count is web's: workers have their own row in the processes table.
         let running = running_of("web");
-        let processes = crate::processes::infos(
-            ctx.store.as_ref(),
-            &app,
-            rev.as_ref().map(|r| r.command.as_str()),
-        )
-        .await?
-        .into_iter()
-        .map(|p| ProcessRow {
-            running: running_of(&p.process_type),
-            desired: if app.state == paas_common::api::AppState::Stopped {
-                0
-            } else {
-                p.instances
-            },
-            process_type: p.process_type,
-            command: p.command,
-            memory_mb: p.memory_mb,
-            health_check: p.health_check,
-        })
-        .collect();
+        let processes = crate::control::desired::DesiredState::of_app(ctx.store.as_ref(), &app)
+            .await?
+            .map(|d| d.infos())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| ProcessRow {
+                running: running_of(&p.process_type),
+                desired: if app.state == paas_common::api::AppState::Stopped {
+                    0
+                } else {
+                    p.instances
+                },
+                process_type: p.process_type,
+                command: p.command,
+                memory_mb: p.memory_mb,
+                health_check: p.health_check,
+            })
+            .collect();
         let events = ctx
             .store
             .recent_events(&app.name, 30)
