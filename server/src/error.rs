@@ -22,6 +22,17 @@ pub enum Error {
 
 pub type ApiResult<T> = Result<T, Error>;
 
+/// The deploy layer's refusals keep their stable code; its store failures map like any other.
+impl From<crate::deploy::DeployError> for Error {
+    fn from(e: crate::deploy::DeployError) -> Self {
+        match (e.code(), e) {
+            (_, crate::deploy::DeployError::Store(s)) => Error::Store(s),
+            (Some(code), e) => Error::api(code, e.to_string()),
+            (None, e) => Error::internal(e),
+        }
+    }
+}
+
 impl Error {
     pub fn api(code: ErrorCode, message: impl Into<String>) -> Self {
         Error::Api {

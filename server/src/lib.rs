@@ -8,6 +8,7 @@ pub mod blobstore;
 pub mod builds;
 pub mod config;
 pub mod control;
+pub mod deploy;
 pub mod drains;
 pub mod droplets;
 pub mod error;

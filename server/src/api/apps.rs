@@ -685,14 +685,14 @@ pub(crate) async fn deploy(
                 .remove(&app.id)
                 .and_then(|l| l.health)
                 .unwrap_or_default();
-            Some(super::lifecycle::manifest_health(&current, h)?)
+            Some(crate::deploy::lifecycle::manifest_health(&current, h)?)
         }
         None => None,
     };
     let log_rate_limit = extra
         .log_rate_limit
         .as_deref()
-        .map(super::lifecycle::log_rate_limit)
+        .map(crate::deploy::lifecycle::log_rate_limit)
         .transpose()?;
     // Process types: the droplet's commands first, so no revision runs without them.
     ctx.store
@@ -701,7 +701,13 @@ pub(crate) async fn deploy(
     if let Some(image) = &image {
         ctx.store.set_droplet_image(&droplet_sha, image).await?;
     }
-    crate::api::processes::apply_manifest(ctx, &app, &user.actor, &extra.processes).await?;
+    crate::deploy::lifecycle::apply_manifest_processes(
+        ctx,
+        &app,
+        &crate::deploy::Actor::from(user),
+        &extra.processes,
+    )
+    .await?;
     let number = ctx
         .store
         .deploy_revision_with(
@@ -738,7 +744,7 @@ pub(crate) async fn deploy(
             user.username,
             log_rate_limit.map_or_else(String::new, |l| format!(
                 ", log rate limit {}",
-                super::lifecycle::describe_log_rate_limit(l)
+                crate::deploy::lifecycle::describe_log_rate_limit(l)
             ))
         ),
     )

@@ -49,18 +49,18 @@ pub fn apply_field(s: &mut PushSettings, name: &str, text: &str) -> ApiResult<()
             let h = json::<HealthCheckSettings>(name, text)?;
             // Refused here, before the upload is staged; applied on top of the app's settings
             // once the app is known.
-            super::lifecycle::manifest_health(&Default::default(), &h)?;
+            crate::deploy::lifecycle::manifest_health(&Default::default(), &h)?;
             s.health = Some(h);
         }
         "placement_labels" => {
             let labels: BTreeMap<String, String> = json(name, text)?;
-            super::lifecycle::check_labels(&labels)?;
+            crate::deploy::lifecycle::check_labels(&labels)?;
             s.placement_labels = Some(labels);
         }
         "processes" => s.processes = json::<Vec<ProcessSettings>>(name, text)?,
         "log_rate_limit" => {
             // Refused here, before the upload is staged.
-            super::lifecycle::log_rate_limit(text)?;
+            crate::deploy::lifecycle::log_rate_limit(text)?;
             s.log_rate_limit = Some(text.to_string());
         }
         _ => {
