@@ -149,18 +149,7 @@ pub async fn get(
 #[utoipa::path(delete, path = "/v1/apps/{name}", tag = "apps", summary = "Delete an app, its instances and routes", params(("name" = String, Path, description = "The app's name")), responses((status = 204, description = "Deleted"), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn delete(ctx: Ctx, user: AuthUser, name: web::Path<String>) -> ApiResult<HttpResponse> {
     let app = find_app(&ctx, &name).await?;
-    let event = Event {
-        app_name: Some(app.name.clone()),
-        actor: user.actor,
-        kind: "app.delete".into(),
-        message: format!("deleted app {}", app.name),
-    };
-    ctx.store.delete_app(&app.id, &event).await?;
-    ctx.logs.forget(&app.name).await;
-    // The router forgets the app at once; agents remove its containers on their next poll.
-    crate::router::refresh(&ctx).await?;
-    ctx.bump_assignments();
-    ctx.converge.notify_one();
+    crate::deploy::delete_app(&ctx, &crate::deploy::Actor::from(&user), &app).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -653,15 +642,6 @@ pub(crate) async fn deploy(
         ),
     )
     .await;
-    let ev = Event {
-        app_name: Some(app.name.clone()),
-        actor: user.actor.clone(),
-        kind: "app.push".into(),
-        message: format!(
-            "pushed package {} ({package_size} bytes)",
-            &package_sha[..12]
-        ),
-    };
     // Env carries over from the current revision (like Heroku config vars); the push's own
     // `env` field is applied on top.
     let mut env = match app.current_revision {
@@ -708,32 +688,35 @@ pub(crate) async fn deploy(
         &extra.processes,
     )
     .await?;
-    let number = ctx
-        .store
-        .deploy_revision_with(
-            &app.id,
-            &NewRevision {
-                package: package_sha.clone(),
-                droplet: droplet_sha,
-                command: staged.command.clone(),
-                detected: staged.detected.clone(),
-                desired_instances: desired,
-                memory_mb: memory,
-            },
-            &crate::store::RevisionExtra {
-                env,
-                created_by: user.username.clone(),
-                description: "push".into(),
-                disk_mb: extra.disk_mb,
-                push_settings: Some(stored),
-                health,
-                placement_labels: extra.placement_labels.clone(),
-                log_rate_limit,
-            },
-            &ev,
-        )
-        .await?;
-    crate::droplets::collect_soon(ctx);
+    let number = crate::deploy::revisions::deploy_revision(
+        ctx,
+        &crate::deploy::Actor::from(user),
+        &app,
+        &NewRevision {
+            package: package_sha.clone(),
+            droplet: droplet_sha,
+            command: staged.command.clone(),
+            detected: staged.detected.clone(),
+            desired_instances: desired,
+            memory_mb: memory,
+        },
+        &crate::store::RevisionExtra {
+            env,
+            created_by: user.username.clone(),
+            description: "push".into(),
+            disk_mb: extra.disk_mb,
+            push_settings: Some(stored),
+            health,
+            placement_labels: extra.placement_labels.clone(),
+            log_rate_limit,
+        },
+        "app.push",
+        format!(
+            "pushed package {} ({package_size} bytes)",
+            &package_sha[..12]
+        ),
+    )
+    .await?;
     progress.send(PushProgress::Revision { number });
     log_platform(
         ctx,

@@ -19,7 +19,7 @@ pub fn apply_field(s: &mut PushSettings, name: &str, text: &str) -> ApiResult<()
         "env" => {
             let env: BTreeMap<String, String> = json(name, text)?;
             for (k, v) in &env {
-                super::revisions::check_env(k, Some(v))?;
+                crate::deploy::revisions::check_env(k, Some(v))?;
             }
             s.env = env;
         }

@@ -9,6 +9,7 @@
 //! rolling, and a newer change supersedes one still in flight (its unrouted rows go at once).
 
 pub mod lifecycle;
+pub mod revisions;
 
 use paas_common::ErrorCode;
 
@@ -136,4 +137,21 @@ pub async fn reload(ctx: &AppCtx, app: &AppRecord) -> DeployResult<AppRecord> {
         .app_by_name(&app.name)
         .await?
         .ok_or_else(|| DeployError::AppNotFound(app.name.clone()))
+}
+
+/// Deletes an app with its instances, revisions and routes. The router forgets it at once;
+/// agents remove its containers on their next poll.
+pub async fn delete_app(ctx: &AppCtx, actor: &Actor, app: &AppRecord) -> DeployResult<()> {
+    let ev = event(
+        actor,
+        app,
+        "app.delete",
+        format!("deleted app {}", app.name),
+    );
+    ctx.store.delete_app(&app.id, &ev).await?;
+    ctx.logs.forget(&app.name).await;
+    crate::router::refresh(ctx).await?;
+    ctx.bump_assignments();
+    ctx.converge.notify_one();
+    Ok(())
 }
