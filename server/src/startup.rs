@@ -31,15 +31,6 @@ impl Application {
         let store = SqliteStore::open(&settings.data_dir.join("paas.db"))
             .await
             .context("opening the database")?;
-        let blobs = Blobstore::open(&settings.data_dir).context("opening the blobstore")?;
-        let jwt_secret =
-            auth::load_or_create_secret(&settings.data_dir.join("jwt-secret"), || {
-                auth::random_token(64)
-            })?;
-        let join_token =
-            auth::load_or_create_secret(&settings.data_dir.join("join-token"), || {
-                auth::random_token(40)
-            })?;
         bootstrap_admin(&store, &settings).await?;
         bootstrap_tenancy(&store).await?;
 
@@ -52,52 +43,7 @@ impl Application {
         std::fs::write(&tmp, format!("{addr}\n"))?;
         std::fs::rename(&tmp, settings.data_dir.join("listen-addr"))?;
         let public_port = settings.public_port.unwrap_or(port);
-        let start_version = Utc::now().timestamp_millis() as u64;
-        let (assignments, _) = tokio::sync::watch::channel(start_version);
-        let store: Arc<dyn Store> = Arc::new(store);
-        let logs = LogHub::start(
-            store.clone(),
-            HubSettings {
-                memory_lines: settings.log_memory_lines,
-                retention_lines: settings.log_retention_lines,
-                retention_secs: settings.log_retention_secs,
-            },
-        )
-        .await
-        .context("starting the log hub")?;
-        let metrics = Arc::new(Metrics::new(logs.counters.clone()));
-        let secrets =
-            crate::secrets::SecretBox::load_or_create(&settings.data_dir.join("secret-key"))
-                .context("loading the secret-env key")?;
-        let keys = Keys::new(
-            jwt_secret.as_bytes(),
-            settings.token_ttl_secs,
-            settings.access_token_ttl_secs,
-        );
-        auth::load_keys(store.as_ref(), &secrets, &keys, jwt_secret.as_bytes())
-            .await
-            .map_err(|e| anyhow::anyhow!("loading the signing keys: {e}"))?;
-        let ctx = Arc::new(AppCtx {
-            keys,
-            settings,
-            store,
-            blobs,
-            join_token,
-            routes: Arc::new(RouteTable::default()),
-            assignments,
-            converge: tokio::sync::Notify::new(),
-            public_port,
-            login_failures: Default::default(),
-            logs,
-            metrics,
-            builds: Default::default(),
-            secrets,
-            retired: Default::default(),
-            stopping: Default::default(),
-        });
-        router::refresh(&ctx)
-            .await
-            .context("loading the route table")?;
+        let ctx = context(settings, Arc::new(store), public_port).await?;
         Ok(Self {
             listener,
             port,
@@ -197,6 +143,68 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The shared state of a controller on `store`: blobstore, keys, secrets, log hub, route table.
+/// No listener and no admin bootstrap, so tests can build many cheaply (the model test does).
+pub async fn context(
+    settings: Settings,
+    store: Arc<dyn Store>,
+    public_port: u16,
+) -> anyhow::Result<Arc<AppCtx>> {
+    let blobs = Blobstore::open(&settings.data_dir).context("opening the blobstore")?;
+    let jwt_secret = auth::load_or_create_secret(&settings.data_dir.join("jwt-secret"), || {
+        auth::random_token(64)
+    })?;
+    let join_token = auth::load_or_create_secret(&settings.data_dir.join("join-token"), || {
+        auth::random_token(40)
+    })?;
+
+    let start_version = Utc::now().timestamp_millis() as u64;
+    let (assignments, _) = tokio::sync::watch::channel(start_version);
+    let logs = LogHub::start(
+        store.clone(),
+        HubSettings {
+            memory_lines: settings.log_memory_lines,
+            retention_lines: settings.log_retention_lines,
+            retention_secs: settings.log_retention_secs,
+        },
+    )
+    .await
+    .context("starting the log hub")?;
+    let metrics = Arc::new(Metrics::new(logs.counters.clone()));
+    let secrets = crate::secrets::SecretBox::load_or_create(&settings.data_dir.join("secret-key"))
+        .context("loading the secret-env key")?;
+    let keys = Keys::new(
+        jwt_secret.as_bytes(),
+        settings.token_ttl_secs,
+        settings.access_token_ttl_secs,
+    );
+    auth::load_keys(store.as_ref(), &secrets, &keys, jwt_secret.as_bytes())
+        .await
+        .map_err(|e| anyhow::anyhow!("loading the signing keys: {e}"))?;
+    let ctx = Arc::new(AppCtx {
+        keys,
+        settings,
+        store,
+        blobs,
+        join_token,
+        routes: Arc::new(RouteTable::default()),
+        assignments,
+        converge: tokio::sync::Notify::new(),
+        public_port,
+        login_failures: Default::default(),
+        logs,
+        metrics,
+        builds: Default::default(),
+        secrets,
+        retired: Default::default(),
+        stopping: Default::default(),
+    });
+    router::refresh(&ctx)
+        .await
+        .context("loading the route table")?;
+    Ok(ctx)
 }
 
 /// How long a graceful stop waits for the last log lines to be stored: its own bound, not the

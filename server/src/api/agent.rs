@@ -4,21 +4,19 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use paas_common::agent::{
-    Assignment, Assignments, Heartbeat, HeartbeatResponse, LogBatch, RegisterRequest,
-    RegisterResponse,
+    Assignments, Heartbeat, HeartbeatResponse, LogBatch, RegisterRequest, RegisterResponse,
 };
 use paas_common::api::LogLine;
 use paas_common::logwire;
 use paas_common::ErrorCode;
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use super::Ctx;
 use crate::auth::{random_token, secure_eq, sha256_hex, AgentNode};
-use crate::control::desired::DesiredState;
 use crate::error::{ApiResult, Error};
-use crate::store::{AppRecord, Event, NodeRecord, RevisionRecord};
+use crate::store::{Event, NodeRecord};
 
 const LONG_POLL: Duration = Duration::from_secs(25);
 
@@ -86,24 +84,7 @@ pub async fn heartbeat(
     node: AgentNode,
     body: web::Json<Heartbeat>,
 ) -> ApiResult<web::Json<HeartbeatResponse>> {
-    ctx.store
-        .heartbeat_node(&node.name, &body.capacity, Utc::now())
-        .await?;
-    let mut changed = false;
-    for report in &body.instances {
-        if let Some(before) = ctx.store.report_instance(&node.name, report).await? {
-            changed |= before.routing_changed(report);
-            crate::events::record(&ctx, &node.name, report, &before).await;
-        }
-        if let Some(usage) = &report.usage {
-            ctx.store
-                .record_usage(&node.name, &report.instance_id, usage)
-                .await?;
-        }
-    }
-    if changed {
-        crate::router::refresh(&ctx).await?;
-    }
+    crate::control::nodes::heartbeat(&ctx, &node.name, &body).await?;
     Ok(web::Json(HeartbeatResponse {
         assignments_version: *ctx.assignments.borrow(),
     }))
@@ -129,7 +110,7 @@ pub async fn assignments(
     let version = *rx.borrow();
     Ok(web::Json(Assignments {
         version,
-        instances: assignments_for(&ctx, &node.name).await?,
+        instances: crate::control::nodes::assignments_for(&ctx, &node.name).await?,
         builds: ctx.builds.for_node(&node.name),
         collected_images: collected_images(&ctx).await?,
     }))
@@ -140,73 +121,9 @@ async fn collected_images(ctx: &Ctx) -> ApiResult<Vec<String>> {
     Ok(crate::droplets::collected_images(ctx.store.as_ref(), &ctx.blobs).await?)
 }
 
-async fn assignments_for(ctx: &Ctx, node: &str) -> ApiResult<Vec<Assignment>> {
-    // The same desired state convergence reads: a row runs what its revision resolves to.
-    let desired = DesiredState::load(ctx.store.as_ref()).await?;
-    let apps: HashMap<&str, &AppRecord> = desired
-        .all_apps
-        .iter()
-        .map(|a| (a.id.as_str(), a))
-        .collect();
-    let mut revisions: HashMap<(String, i64), Option<RevisionRecord>> = HashMap::new();
-    let mut out = Vec::new();
-    // Retired instances still finishing requests stay on their node until they are done.
-    let retired = ctx.retired_on(node);
-    for inst in ctx.store.list_instances().await?.into_iter().chain(retired) {
-        if inst.node_name.as_deref() != Some(node) {
-            continue;
-        }
-        let Some(app) = apps.get(inst.app_id.as_str()).copied() else {
-            continue;
-        };
-        let key = (app.id.clone(), inst.revision);
-        if !revisions.contains_key(&key) {
-            let rev = ctx.store.revision(&app.id, inst.revision).await?;
-            revisions.insert(key.clone(), rev);
-        }
-        let Some(Some(rev)) = revisions.get(&key) else {
-            continue;
-        };
-        let Some(process) = desired.process_for(app, rev, &inst.process_type) else {
-            continue;
-        };
-        let mut env: BTreeMap<String, String> = BTreeMap::new();
-        for (k, v) in &rev.env {
-            // Secret values are sealed in the store; the node needs them plain.
-            match ctx.secrets.open(&app.id, v) {
-                Ok(plain) => {
-                    env.insert(k.clone(), plain);
-                }
-                Err(e) => {
-                    tracing::error!(app = %app.name, key = %k, error = %e, "secret env value left out")
-                }
-            }
-        }
-        env.insert("PAAS_APP_REVISION".into(), rev.number.to_string());
-        let memory_mb = process.memory_mb;
-        out.push(Assignment {
-            instance_id: inst.id,
-            app: app.name.clone(),
-            process_type: inst.process_type,
-            index: inst.index,
-            droplet: rev.droplet.clone(),
-            command: process.command,
-            env,
-            memory_mb,
-            disk_mb: process.disk_mb,
-            cpu_shares: (memory_mb * 1024 / 1024).clamp(2, 1024 * 4),
-            pids_limit: ctx.settings.instance_pids_limit,
-            health: process.health,
-            image: desired.image(&rev.droplet).cloned(),
-            log_rate_limit_bytes: desired.lifecycle(&app.id).log_rate_limit_bytes,
-        });
-    }
-    Ok(out)
-}
-
 pub async fn droplet(ctx: Ctx, node: AgentNode, sha: web::Path<String>) -> ApiResult<HttpResponse> {
     // Only droplets of instances assigned to this node.
-    let assigned = assignments_for(&ctx, &node.name)
+    let assigned = crate::control::nodes::assignments_for(&ctx, &node.name)
         .await?
         .iter()
         .any(|a| a.droplet == *sha);

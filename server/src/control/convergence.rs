@@ -33,30 +33,35 @@ const TICK: StdDuration = StdDuration::from_secs(1);
 /// Runs forever; each pass is also triggered early by `ctx.converge`.
 pub async fn run(ctx: std::sync::Arc<AppCtx>) {
     loop {
-        match converge_once(&ctx).await {
-            Ok(changed) => {
-                // Routes first: a removed instance must be out of the table before its agent
-                // learns (through the version bump) that it should stop it.
-                // Graceful drain, per instance: a removed instance still serving requests stays
-                // in its node's assignments (see `AppCtx::retired`) until they end, bounded by
-                // `PAAS_ROUTER_DRAIN_SECS`; `drain_watch` bumps again when it may stop.
-                match crate::router::refresh(&ctx).await {
-                    Ok(()) => {
-                        ctx.prune_retired(true);
-                    }
-                    Err(e) => tracing::warn!(error = %e, "route table refresh failed"),
-                }
-                if changed {
-                    ctx.bump_assignments();
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "convergence pass failed"),
+        if let Err(e) = pass(&ctx).await {
+            tracing::error!(error = %e, "convergence pass failed");
         }
         tokio::select! {
             _ = ctx.converge.notified() => {}
             _ = tokio::time::sleep(TICK) => {}
         }
     }
+}
+
+/// One whole pass: converge the rows, refresh the route table, tell the nodes. Returns whether
+/// any placement changed.
+pub async fn pass(ctx: &AppCtx) -> StoreResult<bool> {
+    let changed = converge_once(ctx).await?;
+    // Routes first: a removed instance must be out of the table before its agent learns
+    // (through the version bump) that it should stop it. Graceful drain, per instance: a
+    // removed instance still serving requests stays in its node's assignments (see
+    // `AppCtx::retired`) until they end, bounded by `PAAS_ROUTER_DRAIN_SECS`; `drain_watch`
+    // bumps again when it may stop.
+    match crate::router::refresh(ctx).await {
+        Ok(()) => {
+            ctx.prune_retired(true);
+        }
+        Err(e) => tracing::warn!(error = %e, "route table refresh failed"),
+    }
+    if changed {
+        ctx.bump_assignments();
+    }
+    Ok(changed)
 }
 
 /// Tells nodes to stop retired instances as soon as their in-flight requests have ended. Polled:
@@ -433,59 +438,7 @@ pub async fn converge_once(ctx: &AppCtx) -> StoreResult<bool> {
         instances.push(row);
     }
 
-    // Resource use per node counts every remaining row, stale ones too: they still run; but not
-    // one its node gave up restarting, which runs nothing (the node's report says so).
-    let mut views: Vec<NodeView> = nodes
-        .iter()
-        .map(|n| NodeView {
-            name: n.name.clone(),
-            zone: n.zone.clone(),
-            ready: n.state == "ready",
-            labels: n.labels.clone(),
-            memory_mb: n.capacity.memory_mb,
-            used_memory_mb: 0,
-            disk_mb: n.capacity.disk_mb,
-            used_disk_mb: 0,
-            slots: n.capacity.instance_slots,
-            used_slots: 0,
-            starting: 0,
-        })
-        .collect();
-    let node_idx: HashMap<String, usize> = views
-        .iter()
-        .enumerate()
-        .map(|(i, v)| (v.name.clone(), i))
-        .collect();
-    // Spread counts only fresh rows: a replacement should not avoid the node its stale
-    // predecessor is leaving.
-    let mut spreads: HashMap<String, Spread> = HashMap::new();
-    for inst in &instances {
-        let (Some(node), Some(app)) = (&inst.node_name, app_by_id.get(inst.app_id.as_str())) else {
-            continue;
-        };
-        let Some(&vi) = node_idx.get(node) else {
-            continue;
-        };
-        if paas_common::agent::gave_up(inst.state, inst.last_exit.as_deref()) {
-            continue;
-        }
-        let v = &mut views[vi];
-        v.used_memory_mb += desired.memory_of(app, &inst.process_type);
-        v.used_disk_mb += app.disk_mb;
-        v.used_slots += 1;
-        if matches!(inst.state, InstanceState::Pending | InstanceState::Starting) {
-            v.starting += 1;
-        }
-        if app
-            .current_revision
-            .is_some_and(|rev| is_fresh(inst, rev, &retiring, &ready))
-        {
-            spreads
-                .entry(inst.app_id.clone())
-                .or_insert_with(|| Spread::new(views.len()))
-                .add(&views, vi);
-        }
-    }
+    let (mut views, mut spreads) = reservations(&nodes, &desired, &instances, &retiring);
 
     // Place every unplaced row (new ones and ones that found no node before); instance 0 of
     // every app before further instances, so one app cannot starve another.
@@ -547,6 +500,81 @@ pub async fn converge_once(ctx: &AppCtx) -> StoreResult<bool> {
         }
     }
     Ok(changed)
+}
+
+/// Each node's reservations as the scheduler sees them: every row placed there counts (stale
+/// ones too: they still run), except one its node gave up restarting, which runs nothing. Also
+/// the spread of each app's fresh rows over the nodes. The model test checks these against what
+/// its nodes really run.
+pub fn reservations(
+    nodes: &[crate::store::NodeRecord],
+    desired: &DesiredState,
+    instances: &[InstanceRecord],
+    retiring: &HashSet<String>,
+) -> (Vec<NodeView>, HashMap<String, Spread>) {
+    let ready: HashSet<&str> = nodes
+        .iter()
+        .filter(|n| n.state == "ready")
+        .map(|n| n.name.as_str())
+        .collect();
+    let app_by_id: HashMap<&str, &AppRecord> = desired
+        .all_apps
+        .iter()
+        .map(|a| (a.id.as_str(), a))
+        .collect();
+    let mut views: Vec<NodeView> = nodes
+        .iter()
+        .map(|n| NodeView {
+            name: n.name.clone(),
+            zone: n.zone.clone(),
+            ready: n.state == "ready",
+            labels: n.labels.clone(),
+            memory_mb: n.capacity.memory_mb,
+            used_memory_mb: 0,
+            disk_mb: n.capacity.disk_mb,
+            used_disk_mb: 0,
+            slots: n.capacity.instance_slots,
+            used_slots: 0,
+            starting: 0,
+        })
+        .collect();
+    let node_idx: HashMap<String, usize> = views
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.name.clone(), i))
+        .collect();
+    // Spread counts only fresh rows: a replacement should not avoid the node its stale
+    // predecessor is leaving.
+    let mut spreads: HashMap<String, Spread> = HashMap::new();
+    for inst in instances {
+        let (Some(node), Some(app)) = (&inst.node_name, app_by_id.get(inst.app_id.as_str())) else {
+            continue;
+        };
+        let Some(&vi) = node_idx.get(node) else {
+            continue;
+        };
+        if paas_common::agent::gave_up(inst.state, inst.last_exit.as_deref()) {
+            continue;
+        }
+        let v = &mut views[vi];
+        v.used_memory_mb += desired.memory_of(app, &inst.process_type);
+        v.used_disk_mb += app.disk_mb;
+        v.used_slots += 1;
+        if matches!(inst.state, InstanceState::Pending | InstanceState::Starting) {
+            v.starting += 1;
+        }
+        if app
+            .current_revision
+            .is_some_and(|rev| is_fresh(inst, rev, retiring, &ready))
+        {
+            spreads
+                .entry(inst.app_id.clone())
+                .or_insert_with(|| Spread::new(views.len()))
+                .add(&views, vi);
+        }
+    }
+
+    (views, spreads)
 }
 
 #[cfg(test)]

@@ -4,4 +4,5 @@
 
 pub mod convergence;
 pub mod desired;
+pub mod nodes;
 pub mod scheduler;

@@ -61,6 +61,12 @@ impl SqliteStore {
             .await?;
         Ok(Self { pool, log_writer })
     }
+
+    /// Closes both pools (their connections and threads); later calls fail.
+    pub async fn close(&self) {
+        self.pool.close().await;
+        self.log_writer.close().await;
+    }
 }
 
 fn app_state(s: &str) -> StoreResult<AppState> {

@@ -1,0 +1,102 @@
+//! What the controller tells nodes and hears from them: each node's assignment list (the desired
+//! state of its instance rows, resolved once in [`crate::control::desired`]) and its heartbeats
+//! (capacity and the actual state of every instance it owns). The HTTP handlers in `api/agent`
+//! only authenticate the node and call these; the model test's in-process agent calls them too.
+
+use chrono::Utc;
+use paas_common::agent::{Assignment, Heartbeat};
+use std::collections::{BTreeMap, HashMap};
+
+use crate::control::desired::DesiredState;
+use crate::state::AppCtx;
+use crate::store::{AppRecord, RevisionRecord, StoreResult};
+
+/// Records a node's heartbeat: its capacity and each instance's reported state (with the events
+/// a change means); the route table follows at once when routing changed.
+pub async fn heartbeat(ctx: &AppCtx, node: &str, hb: &Heartbeat) -> StoreResult<()> {
+    ctx.store
+        .heartbeat_node(node, &hb.capacity, Utc::now())
+        .await?;
+    let mut changed = false;
+    for report in &hb.instances {
+        if let Some(before) = ctx.store.report_instance(node, report).await? {
+            changed |= before.routing_changed(report);
+            crate::events::record(ctx, node, report, &before).await;
+        }
+        if let Some(usage) = &report.usage {
+            ctx.store
+                .record_usage(node, &report.instance_id, usage)
+                .await?;
+        }
+    }
+    if changed {
+        crate::router::refresh(ctx).await?;
+    }
+    Ok(())
+}
+
+/// The instances assigned to `node`, each with everything its agent needs to run it: what its
+/// row's revision resolves to in the desired state, env with secrets opened.
+pub async fn assignments_for(ctx: &AppCtx, node: &str) -> StoreResult<Vec<Assignment>> {
+    // The same desired state convergence reads: a row runs what its revision resolves to.
+    let desired = DesiredState::load(ctx.store.as_ref()).await?;
+    let apps: HashMap<&str, &AppRecord> = desired
+        .all_apps
+        .iter()
+        .map(|a| (a.id.as_str(), a))
+        .collect();
+    let mut revisions: HashMap<(String, i64), Option<RevisionRecord>> = HashMap::new();
+    let mut out = Vec::new();
+    // Retired instances still finishing requests stay on their node until they are done.
+    let retired = ctx.retired_on(node);
+    for inst in ctx.store.list_instances().await?.into_iter().chain(retired) {
+        if inst.node_name.as_deref() != Some(node) {
+            continue;
+        }
+        let Some(app) = apps.get(inst.app_id.as_str()).copied() else {
+            continue;
+        };
+        let key = (app.id.clone(), inst.revision);
+        if !revisions.contains_key(&key) {
+            let rev = ctx.store.revision(&app.id, inst.revision).await?;
+            revisions.insert(key.clone(), rev);
+        }
+        let Some(Some(rev)) = revisions.get(&key) else {
+            continue;
+        };
+        let Some(process) = desired.process_for(app, rev, &inst.process_type) else {
+            continue;
+        };
+        let mut env: BTreeMap<String, String> = BTreeMap::new();
+        for (k, v) in &rev.env {
+            // Secret values are sealed in the store; the node needs them plain.
+            match ctx.secrets.open(&app.id, v) {
+                Ok(plain) => {
+                    env.insert(k.clone(), plain);
+                }
+                Err(e) => {
+                    tracing::error!(app = %app.name, key = %k, error = %e, "secret env value left out")
+                }
+            }
+        }
+        env.insert("PAAS_APP_REVISION".into(), rev.number.to_string());
+        let memory_mb = process.memory_mb;
+        out.push(Assignment {
+            instance_id: inst.id,
+            app: app.name.clone(),
+            process_type: inst.process_type,
+            index: inst.index,
+            droplet: rev.droplet.clone(),
+            command: process.command,
+            env,
+            memory_mb,
+            disk_mb: process.disk_mb,
+            cpu_shares: (memory_mb * 1024 / 1024).clamp(2, 1024 * 4),
+            pids_limit: ctx.settings.instance_pids_limit,
+            health: process.health,
+            image: desired.image(&rev.droplet).cloned(),
+            log_rate_limit_bytes: desired.lifecycle(&app.id).log_rate_limit_bytes,
+        });
+    }
+    Ok(out)
+}
