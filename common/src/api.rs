@@ -281,7 +281,12 @@ pub struct NodeInfo {
     /// ready | draining | drained | lost
     pub state: String,
     pub memory_mb: u64,
+    /// Reserved by the instances placed here, as the scheduler counts it.
     pub memory_used_mb: u64,
+    #[serde(default)]
+    pub disk_mb: u64,
+    #[serde(default)]
+    pub disk_used_mb: u64,
     pub instance_slots: u32,
     pub instances: u32,
     pub last_heartbeat: DateTime<Utc>,

@@ -117,6 +117,9 @@ pub struct Platform {
     node_names: Vec<String>,
     cli_home: PathBuf,
     node_grace_secs: u64,
+    /// Why this test leaves the platform unconverged on purpose; `None`: the teardown checks the
+    /// invariants of issue 17 before it stops anything.
+    unconverged: Option<String>,
 }
 
 fn spawn(cmd: &mut Command, log: &Path) -> Result<Child> {
@@ -189,6 +192,7 @@ impl Platform {
             node_names: Vec::new(),
             cli_home,
             node_grace_secs: opts.node_grace_secs,
+            unconverged: None,
         };
         let url = format!("{}/readyz", p.api_url());
         wait_for(Duration::from_secs(30), "paas-server to be ready", || {
@@ -518,11 +522,180 @@ impl Platform {
     }
 }
 
+impl Platform {
+    /// Opts this test out of the teardown's invariant check, saying why (e.g. it ends with a node
+    /// that cannot hold what is desired).
+    pub fn expect_unconverged(&mut self, why: &str) {
+        self.unconverged = Some(why.to_string());
+    }
+
+    /// Waits (up to 90 s) until the platform is quiet and the invariants of issue 17 hold:
+    /// every started app runs exactly its desired instances of its current revision per process
+    /// type, placed and running (or crashed: the app's own doing), and nothing else; a stopped app
+    /// runs nothing; on every live node each app has as many containers as rows; each node's
+    /// reservation is what its rows ask for. Returns the last broken invariant on time-out.
+    pub fn check_invariants(&self) -> Result<()> {
+        let token = self.admin_token()?;
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            match self.invariants_once(&token) {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() >= deadline => {
+                    bail!("invariants do not hold after 90 s: {e}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(500)),
+            }
+        }
+    }
+
+    fn invariants_once(&self, token: &str) -> Result<()> {
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        let get = |path: &str| -> Result<serde_json::Value> {
+            Ok(client
+                .get(format!("{}{path}", self.api_url()))
+                .bearer_auth(token)
+                .send()?
+                .error_for_status()?
+                .json()?)
+        };
+        let nodes = get("/v1/nodes?limit=1000")?;
+        let nodes = nodes["nodes"].as_array().cloned().unwrap_or_default();
+        let live: Vec<&str> = nodes
+            .iter()
+            .filter(|n| n["state"] != "lost")
+            .filter_map(|n| n["name"].as_str())
+            .collect();
+        // node -> (rows, memory asked); (node, app) -> rows
+        let mut per_node: std::collections::HashMap<String, (u64, u64)> = Default::default();
+        let mut per_app_node: std::collections::HashMap<(String, String), u64> = Default::default();
+        let apps = get("/v1/apps?limit=1000")?;
+        for a in apps["apps"].as_array().cloned().unwrap_or_default() {
+            let name = a["name"].as_str().context("app name")?;
+            let d = get(&format!("/v1/apps/{name}"))?;
+            let instances = d["instances"].as_array().cloned().unwrap_or_default();
+            let rev = d["revision"]["number"].as_i64();
+            let started = d["state"] == "started";
+            let memory: std::collections::HashMap<&str, u64> = d["processes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| Some((p["process_type"].as_str()?, p["memory_mb"].as_u64()?)))
+                .collect();
+            if !started || rev.is_none() {
+                if !instances.is_empty() {
+                    bail!(
+                        "{name} is stopped or unpushed but has {} instances",
+                        instances.len()
+                    );
+                }
+                continue;
+            }
+            let mut want: std::collections::HashMap<String, u64> = d["processes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| {
+                    Some((
+                        p["process_type"].as_str()?.to_string(),
+                        p["instances"].as_u64()?,
+                    ))
+                })
+                .collect();
+            for i in &instances {
+                let ptype = i["process_type"].as_str().unwrap_or("web");
+                let state = i["state"].as_str().unwrap_or("?");
+                let node = i["node"].as_str();
+                if i["revision"].as_i64() != rev
+                    || !matches!(state, "running" | "crashed")
+                    || node.is_none()
+                {
+                    bail!(
+                        "{name}: {ptype} #{} of revision {:?} (current {rev:?}) is {state} on {node:?}",
+                        i["index"],
+                        i["revision"]
+                    );
+                }
+                let left = want.entry(ptype.to_string()).or_insert(0);
+                if *left == 0 {
+                    bail!("{name}: more {ptype} instances than desired");
+                }
+                *left -= 1;
+                let node = node.unwrap_or_default().to_string();
+                let e = per_node.entry(node.clone()).or_default();
+                e.0 += 1;
+                e.1 += memory.get(ptype).copied().unwrap_or(0);
+                *per_app_node.entry((node, name.to_string())).or_default() += 1;
+            }
+            if let Some((t, n)) = want.iter().find(|(_, n)| **n > 0) {
+                bail!("{name}: {n} {t} instance(s) missing");
+            }
+        }
+        for n in &nodes {
+            let name = n["name"].as_str().unwrap_or_default();
+            if !live.contains(&name) {
+                continue;
+            }
+            let (rows, mem) = per_node.get(name).copied().unwrap_or_default();
+            if n["instances"].as_u64() != Some(rows) || n["memory_used_mb"].as_u64() != Some(mem) {
+                bail!(
+                    "node {name} reserves {} instances / {} MB, its rows ask {rows} / {mem} MB",
+                    n["instances"],
+                    n["memory_used_mb"]
+                );
+            }
+            // Containers of instances on the engine, by app (staging containers carry no
+            // instance label).
+            let out = Command::new("docker")
+                .args(["ps", "-a", "--filter"])
+                .arg(format!("label=paas.node={name}"))
+                .args(["--filter", "label=paas.instance"])
+                .args(["--format", "{{.Label \"paas.app\"}}"])
+                .output()?;
+            let mut on_engine: std::collections::HashMap<String, u64> = Default::default();
+            for app in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                *on_engine.entry(app.to_string()).or_default() += 1;
+            }
+            let mut apps: Vec<&String> = on_engine.keys().collect();
+            apps.extend(
+                per_app_node
+                    .keys()
+                    .filter(|(n, _)| n == name)
+                    .map(|(_, a)| a),
+            );
+            for app in apps {
+                let rows = per_app_node
+                    .get(&(name.to_string(), app.clone()))
+                    .copied()
+                    .unwrap_or(0);
+                let containers = on_engine.get(app).copied().unwrap_or(0);
+                if rows != containers {
+                    bail!("node {name}: {app} has {rows} rows and {containers} containers");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Drop for Platform {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!("{}", self.logs());
         }
+        // The shared teardown: every test ends by checking the platform converged exactly
+        // (issue 17), unless it said why it cannot, or its controller is gone.
+        let server_up = self
+            .server
+            .child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
+        let failed = if !std::thread::panicking() && self.unconverged.is_none() && server_up {
+            self.check_invariants().err()
+        } else {
+            None
+        };
         for a in &mut self.agents {
             a.kill();
         }
@@ -556,6 +729,10 @@ impl Drop for Platform {
             if quiet < 2 {
                 std::thread::sleep(Duration::from_millis(250));
             }
+        }
+        if let Some(e) = failed {
+            eprintln!("{}", self.logs());
+            panic!("teardown: {e:#}");
         }
     }
 }

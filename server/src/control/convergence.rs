@@ -502,6 +502,19 @@ pub async fn converge_once(ctx: &AppCtx) -> StoreResult<bool> {
     Ok(changed)
 }
 
+/// The scheduler's reservations per node, read from the store: what the API and the dashboard
+/// show, so they never disagree with placement.
+pub async fn node_reservations(
+    store: &dyn crate::store::Store,
+) -> StoreResult<HashMap<String, NodeView>> {
+    let nodes = store.list_nodes().await?;
+    let desired = DesiredState::load(store).await?;
+    let instances = store.list_instances().await?;
+    let retiring = store.retiring_instances().await?;
+    let (views, _) = reservations(&nodes, &desired, &instances, &retiring);
+    Ok(views.into_iter().map(|v| (v.name.clone(), v)).collect())
+}
+
 /// Each node's reservations as the scheduler sees them: every row placed there counts (stale
 /// ones too: they still run), except one its node gave up restarting, which runs nothing. Also
 /// the spread of each app's fresh rows over the nodes. The model test checks these against what

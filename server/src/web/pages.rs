@@ -391,14 +391,16 @@ pub async fn nodes(ctx: web::Data<AppCtx>, req: HttpRequest) -> HttpResponse {
     let s = session_or_login!(ctx, req);
     let result: Result<Vec<NodeRow>, crate::store::StoreError> = async {
         let now = Utc::now();
-        let used = crate::api::nodes::node_usage(ctx.store.as_ref()).await?;
+        let used = crate::control::convergence::node_reservations(ctx.store.as_ref()).await?;
         Ok(ctx
             .store
             .list_nodes()
             .await?
             .into_iter()
             .map(|n| {
-                let (mem, count) = used.get(&n.name).copied().unwrap_or_default();
+                let (mem, count) = used
+                    .get(&n.name)
+                    .map_or((0, 0), |v| (v.used_memory_mb, v.used_slots));
                 NodeRow {
                     memory_pct: (mem * 100)
                         .checked_div(n.capacity.memory_mb)
