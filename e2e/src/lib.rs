@@ -691,11 +691,19 @@ impl Drop for Platform {
             .child
             .as_mut()
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
-        let failed = if !std::thread::panicking() && self.unconverged.is_none() && server_up {
-            self.check_invariants().err()
-        } else {
-            None
-        };
+        // A controller without a live agent (an API-only test, or one that killed its only
+        // agent) places nothing: nothing to converge.
+        let agent_up = self.agents.iter_mut().any(|a| {
+            a.child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        });
+        let failed =
+            if !std::thread::panicking() && self.unconverged.is_none() && server_up && agent_up {
+                self.check_invariants().err()
+            } else {
+                None
+            };
         for a in &mut self.agents {
             a.kill();
         }
