@@ -549,100 +549,95 @@ impl Platform {
     }
 
     fn invariants_once(&self, token: &str) -> Result<()> {
+        use paas_common::api::{AppDetail, AppList, AppState, InstanceState, NodeList};
+        use std::collections::HashMap;
         let client = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()?;
-        let get = |path: &str| -> Result<serde_json::Value> {
+        fn get<T: serde::de::DeserializeOwned>(
+            client: &reqwest::blocking::Client,
+            url: String,
+            token: &str,
+        ) -> Result<T> {
             Ok(client
-                .get(format!("{}{path}", self.api_url()))
+                .get(url)
                 .bearer_auth(token)
                 .send()?
                 .error_for_status()?
                 .json()?)
-        };
-        let nodes = get("/v1/nodes?limit=1000")?;
-        let nodes = nodes["nodes"].as_array().cloned().unwrap_or_default();
-        let live: Vec<&str> = nodes
-            .iter()
-            .filter(|n| n["state"] != "lost")
-            .filter_map(|n| n["name"].as_str())
-            .collect();
+        }
+        let api = self.api_url();
+        let nodes: NodeList = get(&client, format!("{api}/v1/nodes?limit=1000"), token)?;
         // node -> (rows, memory asked); (node, app) -> rows
-        let mut per_node: std::collections::HashMap<String, (u64, u64)> = Default::default();
-        let mut per_app_node: std::collections::HashMap<(String, String), u64> = Default::default();
-        let apps = get("/v1/apps?limit=1000")?;
-        for a in apps["apps"].as_array().cloned().unwrap_or_default() {
-            let name = a["name"].as_str().context("app name")?;
-            let d = get(&format!("/v1/apps/{name}"))?;
-            let instances = d["instances"].as_array().cloned().unwrap_or_default();
-            let rev = d["revision"]["number"].as_i64();
-            let started = d["state"] == "started";
-            let memory: std::collections::HashMap<&str, u64> = d["processes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|p| Some((p["process_type"].as_str()?, p["memory_mb"].as_u64()?)))
-                .collect();
-            if !started || rev.is_none() {
-                if !instances.is_empty() {
+        let mut per_node: HashMap<String, (u32, u64)> = HashMap::new();
+        let mut per_app_node: HashMap<(String, String), u64> = HashMap::new();
+        let apps: AppList = get(&client, format!("{api}/v1/apps?limit=1000"), token)?;
+        for a in apps.apps {
+            let name = a.name;
+            let d: AppDetail = get(&client, format!("{api}/v1/apps/{name}"), token)?;
+            let rev = d.revision.as_ref().map(|r| r.number);
+            if d.state != AppState::Started || rev.is_none() {
+                if !d.instances.is_empty() {
                     bail!(
                         "{name} is stopped or unpushed but has {} instances",
-                        instances.len()
+                        d.instances.len()
                     );
                 }
                 continue;
             }
-            let mut want: std::collections::HashMap<String, u64> = d["processes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|p| {
-                    Some((
-                        p["process_type"].as_str()?.to_string(),
-                        p["instances"].as_u64()?,
-                    ))
-                })
+            let mut want: HashMap<&str, u32> = d
+                .processes
+                .iter()
+                .map(|p| (p.process_type.as_str(), p.instances))
                 .collect();
-            for i in &instances {
-                let ptype = i["process_type"].as_str().unwrap_or("web");
-                let state = i["state"].as_str().unwrap_or("?");
-                let node = i["node"].as_str();
-                if i["revision"].as_i64() != rev
-                    || !matches!(state, "running" | "crashed")
-                    || node.is_none()
+            for i in &d.instances {
+                let ptype = i.process_type.as_str();
+                let Some(node) = i.node.as_deref() else {
+                    bail!(
+                        "{name}: {ptype} #{} is not placed ({:?})",
+                        i.index,
+                        i.placement_error
+                    );
+                };
+                if i.revision != rev
+                    || !matches!(i.state, InstanceState::Running | InstanceState::Crashed)
                 {
                     bail!(
-                        "{name}: {ptype} #{} of revision {:?} (current {rev:?}) is {state} on {node:?}",
-                        i["index"],
-                        i["revision"]
+                        "{name}: {ptype} #{} of revision {:?} (current {rev:?}) is {} on {node}",
+                        i.index,
+                        i.revision,
+                        i.state.as_str()
                     );
                 }
-                let left = want.entry(ptype.to_string()).or_insert(0);
+                let left = want.entry(ptype).or_insert(0);
                 if *left == 0 {
                     bail!("{name}: more {ptype} instances than desired");
                 }
                 *left -= 1;
-                let node = node.unwrap_or_default().to_string();
-                let e = per_node.entry(node.clone()).or_default();
+                let memory = d
+                    .processes
+                    .iter()
+                    .find(|p| p.process_type == ptype)
+                    .map_or(0, |p| p.memory_mb);
+                let e = per_node.entry(node.to_string()).or_default();
                 e.0 += 1;
-                e.1 += memory.get(ptype).copied().unwrap_or(0);
-                *per_app_node.entry((node, name.to_string())).or_default() += 1;
+                e.1 += memory;
+                *per_app_node
+                    .entry((node.to_string(), name.clone()))
+                    .or_default() += 1;
             }
             if let Some((t, n)) = want.iter().find(|(_, n)| **n > 0) {
                 bail!("{name}: {n} {t} instance(s) missing");
             }
         }
-        for n in &nodes {
-            let name = n["name"].as_str().unwrap_or_default();
-            if !live.contains(&name) {
-                continue;
-            }
+        for n in nodes.nodes.iter().filter(|n| n.state != "lost") {
+            let name = n.name.as_str();
             let (rows, mem) = per_node.get(name).copied().unwrap_or_default();
-            if n["instances"].as_u64() != Some(rows) || n["memory_used_mb"].as_u64() != Some(mem) {
+            if (n.instances, n.memory_used_mb) != (rows, mem) {
                 bail!(
                     "node {name} reserves {} instances / {} MB, its rows ask {rows} / {mem} MB",
-                    n["instances"],
-                    n["memory_used_mb"]
+                    n.instances,
+                    n.memory_used_mb
                 );
             }
             // Containers of instances on the engine, by app (staging containers carry no
@@ -653,23 +648,23 @@ impl Platform {
                 .args(["--filter", "label=paas.instance"])
                 .args(["--format", "{{.Label \"paas.app\"}}"])
                 .output()?;
-            let mut on_engine: std::collections::HashMap<String, u64> = Default::default();
+            let mut on_engine: HashMap<String, u64> = HashMap::new();
             for app in String::from_utf8_lossy(&out.stdout).split_whitespace() {
                 *on_engine.entry(app.to_string()).or_default() += 1;
             }
-            let mut apps: Vec<&String> = on_engine.keys().collect();
+            let mut apps: Vec<String> = on_engine.keys().cloned().collect();
             apps.extend(
                 per_app_node
                     .keys()
                     .filter(|(n, _)| n == name)
-                    .map(|(_, a)| a),
+                    .map(|(_, a)| a.clone()),
             );
             for app in apps {
                 let rows = per_app_node
                     .get(&(name.to_string(), app.clone()))
                     .copied()
                     .unwrap_or(0);
-                let containers = on_engine.get(app).copied().unwrap_or(0);
+                let containers = on_engine.get(&app).copied().unwrap_or(0);
                 if rows != containers {
                     bail!("node {name}: {app} has {rows} rows and {containers} containers");
                 }
