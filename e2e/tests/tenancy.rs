@@ -84,8 +84,9 @@ fn roles_and_spaces() {
     let out = p.cli_as(home2.path(), &[], &["apps", "--json"]);
     assert!(out.ok(), "{out:?}");
     assert!(!out.stdout.contains(&a), "{out:?}");
+    // An app outside the caller's reach is answered as one that does not exist.
     let out = p.cli_as(home2.path(), &[], &["app", &a]);
-    assert!(out.stderr.contains("(forbidden)"), "{out:?}");
+    assert!(out.stderr.contains("(app_not_found)"), "{out:?}");
     let out = p.cli_as(home2.path(), &[], &["target", "acme/prod"]);
     assert!(out.ok(), "{out:?}");
     let c = unique("app-c");
@@ -142,13 +143,13 @@ fn ci_tokens_are_scoped_and_revocable() {
     assert!(token_a.split('.').count() == 3, "a JWT on stdout: {out:?}");
     assert_eq!(api_push(&p, &token_a, &a).0, 201);
     let (status, body) = api_push(&p, &token_a, &b);
-    assert_eq!(status, 403, "{body}");
-    assert_eq!(body["code"], "forbidden");
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["code"], "app_not_found");
     let ci_home = tempfile::tempdir().unwrap();
     let env = [("PAAS_API", p.api_url()), ("PAAS_TOKEN", token_a.clone())];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let out = p.cli_as(ci_home.path(), &env, &["app", &b]);
-    assert!(out.stderr.contains("(forbidden)"), "{out:?}");
+    assert!(out.stderr.contains("(app_not_found)"), "{out:?}");
     let out = p.cli_as(ci_home.path(), &env, &["app", &a, "--json"]);
     assert!(out.ok(), "{out:?}");
     let out = p.cli_as(ci_home.path(), &env, &["apps", "--json"]);

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use super::apps::find_app;
 use super::Ctx;
 use crate::auth::AuthUser;
+use crate::authz::{AppAccess, Developer};
 use crate::error::{ApiResult, Error};
 use crate::store::{AppRecord, AppUpdate, Event, StoreError};
 
@@ -243,10 +244,10 @@ fn event(user: &AuthUser, app: &AppRecord, kind: &str, message: String) -> Event
 pub async fn update(
     ctx: Ctx,
     user: AuthUser,
-    name: web::Path<String>,
+    app: AppAccess<Developer>,
     body: web::Json<AppUpdateRequest>,
 ) -> ApiResult<web::Json<AppSettings>> {
-    let app = find_app(&ctx, &name).await?;
+    let app = app.into_app();
     let req = body.into_inner();
     if let Some(p) = req.process.as_deref().filter(|p| *p != "web") {
         return super::processes::scale(&ctx, &user, &app, p, &req).await;
@@ -369,10 +370,10 @@ pub async fn update(
 pub async fn restart(
     ctx: Ctx,
     user: AuthUser,
-    name: web::Path<String>,
+    app: AppAccess<Developer>,
     body: Option<web::Json<RestartRequest>>,
 ) -> ApiResult<web::Json<AppSettings>> {
-    let app = find_app(&ctx, &name).await?;
+    let app = app.into_app();
     if app.state != AppState::Started {
         return Err(Error::api(
             ErrorCode::AppStopped,
@@ -418,10 +419,9 @@ pub async fn restart(
 async fn set_state(
     ctx: Ctx,
     user: AuthUser,
-    name: &str,
+    app: AppRecord,
     state: AppState,
 ) -> ApiResult<web::Json<AppSettings>> {
-    let app = find_app(&ctx, name).await?;
     let kind = if state == AppState::Started {
         "app.start"
     } else {
@@ -460,9 +460,9 @@ async fn set_state(
 pub async fn stop(
     ctx: Ctx,
     user: AuthUser,
-    name: web::Path<String>,
+    app: AppAccess<Developer>,
 ) -> ApiResult<web::Json<AppSettings>> {
-    set_state(ctx, user, &name, AppState::Stopped).await
+    set_state(ctx, user, app.into_app(), AppState::Stopped).await
 }
 
 /// `POST /v1/apps/{name}/start`.
@@ -470,9 +470,9 @@ pub async fn stop(
 pub async fn start(
     ctx: Ctx,
     user: AuthUser,
-    name: web::Path<String>,
+    app: AppAccess<Developer>,
 ) -> ApiResult<web::Json<AppSettings>> {
-    set_state(ctx, user, &name, AppState::Started).await
+    set_state(ctx, user, app.into_app(), AppState::Started).await
 }
 
 /// Which process type's instance `POST /v1/apps/{name}/instances/{index}/restart` replaces.
@@ -489,12 +489,13 @@ pub struct RestartInstanceQuery {
 pub async fn restart_instance(
     ctx: Ctx,
     user: AuthUser,
+    app: AppAccess<Developer>,
     path: web::Path<(String, u32)>,
     query: web::Query<RestartInstanceQuery>,
 ) -> ApiResult<web::Json<AppSettings>> {
-    let (name, index) = path.into_inner();
+    let (_, index) = path.into_inner();
     let process = query.into_inner().process.unwrap_or_else(|| "web".into());
-    let app = find_app(&ctx, &name).await?;
+    let app = app.into_app();
     if app.state != AppState::Started {
         return Err(Error::api(
             ErrorCode::AppStopped,

@@ -79,6 +79,14 @@ pub async fn create_token(
     })?;
     if let Some(app) = &body.app {
         AppName::parse(app).map_err(|m| Error::api(ErrorCode::InvalidName, m))?;
+        // A token for an app (and its event in that app's log) needs a role on the app; one
+        // outside the caller's reach is answered as if it did not exist.
+        let not_found = || Error::api(ErrorCode::AppNotFound, format!("app {app:?} not found"));
+        let rec = ctx.store.app_by_name(app).await?.ok_or_else(not_found)?;
+        let space = ctx.store.app_space(&rec.id).await?;
+        if !who.can_see(app, space.as_deref()) {
+            return Err(not_found());
+        }
     }
     let lifetime = match &body.expires_in {
         Some(s) => parse_lifetime(s).map_err(|m| Error::api(ErrorCode::BadRequest, m))?,
@@ -326,14 +334,16 @@ pub async fn set_role(
     Ok(web::Json(user_info(&ctx, &user, &spaces).await?))
 }
 
-#[utoipa::path(get, path = "/v1/spaces", tag = "spaces", summary = "Orgs and spaces", params(crate::api::page::PageParams), responses((status = 200, body = paas_common::api::SpaceList, headers(("Link" = String, description = "`<URL>; rel=\"next\"` when there is a next page"), ("X-Total-Count" = u64, description = "Items across all pages"))), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
-pub async fn list_spaces(ctx: Ctx, req: HttpRequest) -> ApiResult<HttpResponse> {
+#[utoipa::path(get, path = "/v1/spaces", tag = "spaces", summary = "The orgs and spaces the caller has a role in (operators: all)", params(crate::api::page::PageParams), responses((status = 200, body = paas_common::api::SpaceList, headers(("Link" = String, description = "`<URL>; rel=\"next\"` when there is a next page"), ("X-Total-Count" = u64, description = "Items across all pages"))), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
+pub async fn list_spaces(ctx: Ctx, who: Principal, req: HttpRequest) -> ApiResult<HttpResponse> {
     let page = Page::from_request(&req)?;
+    // The spaces the caller has a role in; operators see all.
     let mut spaces: Vec<SpaceInfo> = ctx
         .store
         .list_spaces()
         .await?
         .into_iter()
+        .filter(|s| who.is_operator() || who.role_in(&s.id).is_some())
         .map(|s| SpaceInfo {
             org: s.org,
             name: s.name,

@@ -1,0 +1,150 @@
+//! The store's half of issue 18 on a real SQLite file: an app is created with its space in one
+//! transaction and cannot exist without one, a host belongs to one space, and the base image
+//! allow-list.
+
+use chrono::Utc;
+use paas_common::api::AppState;
+use paas_server::store::{AppRecord, Event, SqliteStore, Store, StoreError};
+
+async fn open() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("paas.db"))
+        .await
+        .unwrap();
+    (dir, store)
+}
+
+fn ev(kind: &str) -> Event {
+    Event {
+        app_name: None,
+        actor: "t".into(),
+        kind: kind.into(),
+        message: kind.into(),
+    }
+}
+
+fn app(id: &str, name: &str) -> AppRecord {
+    let now = Utc::now();
+    AppRecord {
+        id: id.into(),
+        name: name.into(),
+        state: AppState::Started,
+        desired_instances: 1,
+        memory_mb: 64,
+        disk_mb: 256,
+        current_revision: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+#[tokio::test]
+async fn an_app_is_created_in_its_space_or_not_at_all() {
+    let (_d, store) = open().await;
+    // The migration made the default space, so every app from before has one to go to.
+    let default = store.space("default", "default", false).await.unwrap();
+    let space = store.space("acme", "prod", true).await.unwrap().unwrap();
+    store
+        .create_app(&app("a1", "shop"), &space.id, &ev("app.create"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.app_space("a1").await.unwrap().as_deref(),
+        Some(space.id.as_str())
+    );
+    assert!(default.is_some());
+    // A space that does not exist is refused, and no app row is left behind.
+    let err = store
+        .create_app(&app("a2", "cart"), "no-such-space", &ev("app.create"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Db(_)), "{err:?}");
+    assert!(store.app_by_name("cart").await.unwrap().is_none());
+    // The name is platform-wide.
+    let err = store
+        .create_app(&app("a3", "shop"), &space.id, &ev("app.create"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_host_belongs_to_the_space_that_maps_it_first() {
+    let (_d, store) = open().await;
+    let a = store.space("acme", "a", true).await.unwrap().unwrap();
+    let b = store.space("acme", "b", true).await.unwrap().unwrap();
+    store
+        .create_app(&app("a1", "shop"), &a.id, &ev("app.create"))
+        .await
+        .unwrap();
+    store
+        .create_app(&app("a2", "shop2"), &a.id, &ev("app.create"))
+        .await
+        .unwrap();
+    store
+        .create_app(&app("b1", "evil"), &b.id, &ev("app.create"))
+        .await
+        .unwrap();
+    store
+        .add_route("a1", "shop.example.com", "", &ev("route.map"))
+        .await
+        .unwrap();
+    // Another app of the same space may map a path under it ...
+    store
+        .add_route("a2", "shop.example.com", "/api", &ev("route.map"))
+        .await
+        .unwrap();
+    // ... another space may not, whole or in part.
+    for path in ["", "/checkout"] {
+        let err = store
+            .add_route("b1", "shop.example.com", path, &ev("route.map"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{path}: {err:?}");
+    }
+    // Once the host is free again, anyone may take it.
+    store
+        .delete_route("a1", "shop.example.com", "", &ev("route.unmap"))
+        .await
+        .unwrap();
+    store
+        .delete_route("a2", "shop.example.com", "/api", &ev("route.unmap"))
+        .await
+        .unwrap();
+    store
+        .add_route("b1", "shop.example.com", "/checkout", &ev("route.map"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn base_images_are_allowed_and_disallowed_by_name() {
+    let (_d, store) = open().await;
+    store
+        .add_base_image("alpine:3.20", "admin", &ev("base_image.allow"))
+        .await
+        .unwrap();
+    // Allowing twice is harmless.
+    store
+        .add_base_image("alpine:3.20", "admin", &ev("base_image.allow"))
+        .await
+        .unwrap();
+    let names: Vec<String> = store
+        .list_base_images()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    assert_eq!(names, ["alpine:3.20"]);
+    store
+        .delete_base_image("alpine:3.20", &ev("base_image.disallow"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .delete_base_image("alpine:3.20", &ev("base_image.disallow"))
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+}
