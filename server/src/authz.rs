@@ -16,7 +16,6 @@ use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest, ResponseError};
 use chrono::Utc;
-use futures_util::future::LocalBoxFuture;
 use paas_common::domain::AppName;
 use paas_common::ErrorCode;
 use std::collections::HashMap;
@@ -178,8 +177,11 @@ enum Need {
     /// Agent endpoints check the node credential themselves.
     Agent,
     Authenticated,
-    /// Any user here; the handler must take [`AppAccess`] or [`PushTarget`], which decide.
-    App,
+    /// A route on one app: resolved and checked here before any body is read, then confirmed
+    /// by the handler's [`AppAccess`] / [`PushTarget`] on the handler's own `{name}`.
+    App {
+        push: bool,
+    },
     Operator,
     /// Managing one's own API tokens: a login, or an admin-scoped token.
     OwnTokens,
@@ -219,17 +221,22 @@ fn classify(method: &actix_web::http::Method, path: &str) -> Need {
         {
             Need::Authenticated
         }
-        (["apps", _], Method::GET | Method::HEAD | Method::PATCH | Method::DELETE) => Need::App,
-        (["apps", _, "push" | "rollback" | "restart" | "stop" | "start"], Method::POST) => {
-            Need::App
+        (["apps", _], Method::GET | Method::HEAD | Method::PATCH | Method::DELETE) => {
+            Need::App { push: false }
         }
-        (["apps", _, "logs" | "events" | "revisions"], _) if read => Need::App,
-        (["apps", _, "logs", "stream"], _) if read => Need::App,
-        (["apps", _, "env"], _) if read => Need::App,
-        (["apps", _, "env"], Method::PATCH) => Need::App,
-        (["apps", _, "routes" | "log-drains"], _) if read => Need::App,
-        (["apps", _, "routes" | "log-drains"], Method::POST | Method::DELETE) => Need::App,
-        (["apps", _, "instances", _, "restart"], Method::POST) => Need::App,
+        (["apps", _, "push"], Method::POST) => Need::App { push: true },
+        (["apps", _, "rollback" | "restart" | "stop" | "start"], Method::POST) => {
+            Need::App { push: false }
+        }
+        (["apps", _, "logs" | "events" | "revisions"], _) if read => Need::App { push: false },
+        (["apps", _, "logs", "stream"], _) if read => Need::App { push: false },
+        (["apps", _, "env"], _) if read => Need::App { push: false },
+        (["apps", _, "env"], Method::PATCH) => Need::App { push: false },
+        (["apps", _, "routes" | "log-drains"], _) if read => Need::App { push: false },
+        (["apps", _, "routes" | "log-drains"], Method::POST | Method::DELETE) => {
+            Need::App { push: false }
+        }
+        (["apps", _, "instances", _, "restart"], Method::POST) => Need::App { push: false },
         (["tokens"], Method::GET | Method::POST) => Need::OwnTokens,
         (["tokens", _], Method::DELETE) => Need::OwnTokens,
         (["users"], Method::GET | Method::POST) => Need::Operator,
@@ -420,7 +427,23 @@ pub async fn middleware(
     };
     let principal = resolve(&ctx, &token).await.map_err(denied)?;
     match &need {
-        Need::Public | Need::Agent | Need::Authenticated | Need::App => {}
+        Need::Public | Need::Agent | Need::Authenticated => {}
+        // Decided before the handler's other extractors run (they are polled together, and a
+        // body error must not answer before the app check does).
+        Need::App { push } => {
+            let name = app_segment(req.match_info().get_ref().path());
+            let resolved = if *push {
+                push_target(&ctx, req.request(), &principal, &name)
+                    .await
+                    .map(Resolved::Push)
+            } else {
+                resolve_app(&ctx, &principal, &name)
+                    .await
+                    .map(Resolved::App)
+            }
+            .map_err(denied)?;
+            req.extensions_mut().insert(resolved);
+        }
         Need::Unknown => {
             return Err(denied(Error::api(
                 ErrorCode::NotFound,
@@ -446,7 +469,7 @@ pub async fn middleware(
     }
     req.extensions_mut().insert(principal);
     let res = next.call(req).await?;
-    if need == Need::App
+    if matches!(need, Need::App { .. })
         && res.status().is_success()
         && res.request().extensions().get::<AppChecked>().is_none()
     {
@@ -476,55 +499,59 @@ impl MinRole for Developer {
     const ROLE: Role = Role::Developer;
 }
 
-/// The app named by the matched `{name}` of the route, looked up in the caller's reach, with the
-/// caller's role in its space checked. A handler that takes one acts on exactly the app that was
-/// authorized. An app the caller cannot reach (another space, a token for another app) is
-/// answered like one that does not exist: 404 `app_not_found`.
-pub struct AppAccess<R> {
-    pub app: AppRecord,
-    pub space_id: String,
-    pub principal: Principal,
-    /// The caller's role in the app's space (after its token's scope).
-    pub role: Role,
-    _min: PhantomData<fn() -> R>,
+/// An app the caller reaches, as the middleware resolved it.
+#[derive(Clone)]
+pub struct ReachedApp {
+    /// The decoded name it was resolved by.
+    name: String,
+    app: AppRecord,
+    space_id: String,
+    role: Role,
 }
 
-impl<R> AppAccess<R> {
-    pub fn into_app(self) -> AppRecord {
-        self.app
+/// What the middleware resolved for an app route, for the handler's extractor to confirm.
+#[derive(Clone)]
+enum Resolved {
+    App(ReachedApp),
+    Push(PushTarget),
+}
+
+/// The app segment of an app route's routing path, decoded as `web::Path` decodes parameters.
+fn app_segment(routing_path: &str) -> String {
+    let seg = routing_path
+        .strip_prefix("/v1/apps/")
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_default();
+    percent_decode(seg)
+}
+
+/// Full percent-decoding (what actix's path deserializer does to a parameter); a malformed
+/// escape stays as it is, and bytes that are not UTF-8 are replaced.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
     }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The `{name}` path parameter decoded exactly as `web::Path<String>` decodes it for handlers.
-fn name_param(req: &HttpRequest) -> Result<String, Error> {
-    #[derive(serde::Deserialize)]
-    struct P {
-        name: String,
-    }
-    web::Path::<P>::extract(req)
-        .into_inner()
-        .map(|p| p.into_inner().name)
-        .map_err(|_| Error::api(ErrorCode::NotFound, "no such API endpoint"))
-}
-
-fn principal_of(req: &HttpRequest) -> Result<Principal, Error> {
-    req.extensions().get::<Principal>().cloned().ok_or_else(|| {
-        Error::api(
-            ErrorCode::Unauthorized,
-            "missing bearer token; log in first",
-        )
-    })
-}
-
-async fn authorize_app(
-    req: &HttpRequest,
-    min: Role,
-) -> Result<(AppRecord, String, Principal, Role), Error> {
-    let ctx = ctx_of(req)?;
-    let principal = principal_of(req)?;
-    let raw = name_param(req)?;
+/// The app `name` in the caller's reach with the caller's role in its space. Anything outside
+/// the reach (no such app, another space, a token for another app, a spelling that is not a
+/// name) is the same 404.
+async fn resolve_app(ctx: &AppCtx, principal: &Principal, raw: &str) -> Result<ReachedApp, Error> {
     // Every spelling is parsed by the same rules; one that is not a name names no app.
-    let name = AppName::parse(&raw).map_err(|_| app_not_found(&raw))?;
+    let name = AppName::parse(raw).map_err(|_| app_not_found(raw))?;
     let name = name.as_str();
     if principal
         .token
@@ -539,47 +566,101 @@ async fn authorize_app(
         .app_by_name(name)
         .await?
         .ok_or_else(|| app_not_found(name))?;
-    let space = ctx
+    let space_id = ctx
         .store
         .app_space(&app.id)
         .await?
         .ok_or_else(|| app_not_found(name))?;
     let role = principal
-        .role_in(&space)
+        .role_in(&space_id)
         .ok_or_else(|| app_not_found(name))?;
-    if role < min {
+    Ok(ReachedApp {
+        name: raw.to_string(),
+        app,
+        space_id,
+        role,
+    })
+}
+
+/// The matched `{name}` path parameter, decoded exactly as `web::Path<String>` decodes it for
+/// handlers.
+fn name_param(req: &HttpRequest) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct P {
+        name: String,
+    }
+    web::Path::<P>::extract(req)
+        .into_inner()
+        .ok()
+        .map(|p| p.into_inner().name)
+}
+
+/// The resolution for this request, if it was made for the very name the handler is given.
+fn resolved_for_handler(req: &HttpRequest) -> Result<Resolved, Error> {
+    req.extensions_mut().insert(AppChecked);
+    let resolved = req.extensions().get::<Resolved>().cloned();
+    let param = name_param(req);
+    let resolved_name = match &resolved {
+        Some(Resolved::App(r)) => Some(r.name.clone()),
+        Some(Resolved::Push(t)) => Some(t.raw_name.clone()),
+        None => None,
+    };
+    match (resolved, param) {
+        (Some(r), Some(p)) if resolved_name.as_deref() == Some(p.as_str()) => Ok(r),
+        // Never act on a name other than the one authorized (or on none).
+        (_, p) => {
+            tracing::error!(param = ?p, resolved = ?resolved_name, "app route resolved for another name");
+            Err(app_not_found(p.as_deref().unwrap_or_default()))
+        }
+    }
+}
+
+/// The app named by the matched `{name}` of the route, in the caller's reach, with the caller's
+/// role in its space at least `R`. A handler that takes one acts on exactly the app that was
+/// authorized. An app the caller cannot reach (another space, a token for another app) is
+/// answered like one that does not exist: 404 `app_not_found`.
+pub struct AppAccess<R> {
+    pub app: AppRecord,
+    pub space_id: String,
+    /// The caller's role in the app's space (after its token's scope).
+    pub role: Role,
+    _min: PhantomData<fn() -> R>,
+}
+
+impl<R> AppAccess<R> {
+    pub fn into_app(self) -> AppRecord {
+        self.app
+    }
+}
+
+fn app_access<R: MinRole>(req: &HttpRequest) -> Result<AppAccess<R>, Error> {
+    let Resolved::App(r) = resolved_for_handler(req)? else {
+        return Err(Error::internal("an app handler on a push route"));
+    };
+    if r.role < R::ROLE {
         return Err(forbidden(&format!(
             "a {} cannot change apps in this space",
-            role.as_str()
+            r.role.as_str()
         )));
     }
-    Ok((app, space, principal, role))
+    Ok(AppAccess {
+        app: r.app,
+        space_id: r.space_id,
+        role: r.role,
+        _min: PhantomData,
+    })
 }
 
 impl<R: MinRole> FromRequest for AppAccess<R> {
     type Error = Error;
-    type Future = LocalBoxFuture<'static, Result<Self, Error>>;
+    type Future = std::future::Ready<Result<Self, Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        Box::pin(async move {
-            req.extensions_mut().insert(AppChecked);
-            match authorize_app(&req, R::ROLE).await {
-                Ok((app, space_id, principal, role)) => Ok(AppAccess {
-                    app,
-                    space_id,
-                    principal,
-                    role,
-                    _min: PhantomData,
-                }),
-                Err(e) => {
-                    if let Ok(ctx) = ctx_of(&req) {
-                        count_denied(&ctx, &e);
-                    }
-                    Err(e)
-                }
-            }
-        })
+        let res = app_access::<R>(req);
+        if let (Err(e), Ok(ctx)) = (&res, ctx_of(req)) {
+            count_denied(ctx.get_ref(), e);
+        }
+        std::future::ready(res)
     }
 }
 
@@ -587,10 +668,12 @@ impl<R: MinRole> FromRequest for AppAccess<R> {
 /// caller's target space (`X-Paas-Space`, default `default/default`) when the caller is a
 /// developer there. App names are platform-wide, so a name another space holds is
 /// `app_name_taken`.
+#[derive(Clone)]
 pub struct PushTarget {
     pub name: AppName,
     pub space_id: String,
     pub existing: Option<AppRecord>,
+    raw_name: String,
 }
 
 fn explicit_space(req: &HttpRequest) -> bool {
@@ -600,11 +683,13 @@ fn explicit_space(req: &HttpRequest) -> bool {
         .is_some_and(|s| !s.trim().is_empty())
 }
 
-async fn push_target(req: &HttpRequest) -> Result<PushTarget, Error> {
-    let ctx = ctx_of(req)?;
-    let principal = principal_of(req)?;
-    let raw = name_param(req)?;
-    let name = AppName::parse(&raw).map_err(|m| Error::api(ErrorCode::InvalidName, m))?;
+async fn push_target(
+    ctx: &AppCtx,
+    req: &HttpRequest,
+    principal: &Principal,
+    raw: &str,
+) -> Result<PushTarget, Error> {
+    let name = AppName::parse(raw).map_err(|m| Error::api(ErrorCode::InvalidName, m))?;
     if principal
         .token
         .as_ref()
@@ -638,7 +723,7 @@ async fn push_target(req: &HttpRequest) -> Result<PushTarget, Error> {
             return Err(taken());
         };
         // A push aimed at another space must not deploy over an app of this one.
-        if explicit_space(req) && target_space(&ctx, req).await?.id != space {
+        if explicit_space(req) && target_space(ctx, req).await?.id != space {
             return Err(Error::api(
                 ErrorCode::AppNameTaken,
                 format!("app {name} exists in another space of yours: target that space or push with another name"),
@@ -649,14 +734,15 @@ async fn push_target(req: &HttpRequest) -> Result<PushTarget, Error> {
             name,
             space_id: space,
             existing: Some(app),
+            raw_name: raw.to_string(),
         });
     }
-    let space = target_space(&ctx, req).await?;
+    let space = target_space(ctx, req).await?;
     let label = format!("{}/{}", space.org, space.name);
     need_developer(principal.role_in(&space.id), &label)?;
     // The new app's default route must not be a host another space already serves paths on.
     let host = format!("{name}.{}", ctx.settings.apps_domain);
-    if host_owner(&ctx, &host)
+    if host_owner(ctx, &host)
         .await?
         .is_some_and(|owner| owner != space.id)
     {
@@ -669,23 +755,21 @@ async fn push_target(req: &HttpRequest) -> Result<PushTarget, Error> {
         name,
         space_id: space.id,
         existing: None,
+        raw_name: raw.to_string(),
     })
 }
 
 impl FromRequest for PushTarget {
     type Error = Error;
-    type Future = LocalBoxFuture<'static, Result<Self, Error>>;
+    type Future = std::future::Ready<Result<Self, Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        Box::pin(async move {
-            req.extensions_mut().insert(AppChecked);
-            let res = push_target(&req).await;
-            if let (Err(e), Ok(ctx)) = (&res, ctx_of(&req)) {
-                count_denied(&ctx, e);
-            }
-            res
-        })
+        let res = match resolved_for_handler(req) {
+            Ok(Resolved::Push(t)) => Ok(t),
+            Ok(Resolved::App(_)) => Err(Error::internal("a push handler on an app route")),
+            Err(e) => Err(e),
+        };
+        std::future::ready(res)
     }
 }
 
@@ -727,11 +811,17 @@ mod tests {
         assert_eq!(c(Method::POST, "/v1/resources/match"), Authenticated);
         assert_eq!(c(Method::GET, "/v1/apps"), Authenticated);
         assert_eq!(c(Method::GET, "/v1/routes"), Authenticated);
-        assert_eq!(c(Method::POST, "/v1/apps/web/push"), App);
-        assert_eq!(c(Method::GET, "/v1/apps/web/logs"), App);
-        assert_eq!(c(Method::GET, "/v1/apps/web/logs/stream"), App);
-        assert_eq!(c(Method::DELETE, "/v1/apps/web"), App);
-        assert_eq!(c(Method::POST, "/v1/apps/web/instances/0/restart"), App);
+        assert_eq!(c(Method::POST, "/v1/apps/web/push"), App { push: true });
+        assert_eq!(c(Method::GET, "/v1/apps/web/logs"), App { push: false });
+        assert_eq!(
+            c(Method::GET, "/v1/apps/web/logs/stream"),
+            App { push: false }
+        );
+        assert_eq!(c(Method::DELETE, "/v1/apps/web"), App { push: false });
+        assert_eq!(
+            c(Method::POST, "/v1/apps/web/instances/0/restart"),
+            App { push: false }
+        );
         assert_eq!(c(Method::PUT, "/v1/apps/web/env"), Unknown);
         assert_eq!(c(Method::POST, "/v1/nodes/n1/drain"), Operator);
         assert_eq!(c(Method::GET, "/v1/nodes"), Authenticated);
@@ -747,6 +837,20 @@ mod tests {
         assert_eq!(c(Method::GET, "/v1//apps/web"), Unknown);
         assert_eq!(c(Method::GET, "/v1/apps//env"), Unknown);
         assert_eq!(c(Method::GET, "/v2/apps"), Unknown);
+    }
+
+    #[test]
+    fn app_segments_decode_like_path_parameters() {
+        let seg = |raw: &str| {
+            let uri: actix_web::http::Uri = raw.parse().unwrap();
+            app_segment(actix_web::dev::Url::new(uri).path())
+        };
+        assert_eq!(seg("/v1/apps/sh%6Fp/env"), "shop");
+        assert_eq!(seg("/v1/apps/sh%6fp"), "shop");
+        assert_eq!(seg("/v1/apps/a%2Fb/env"), "a/b");
+        assert_eq!(seg("/v1/apps/a%25"), "a%");
+        assert_eq!(seg("/v1/apps/bad%zz"), "bad%zz");
+        assert_eq!(seg("/v1/apps/end%6"), "end%6");
     }
 
     /// The middleware classifies the path actix routes on: `%61dmin` must be `admin`.
