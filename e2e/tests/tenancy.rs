@@ -714,6 +714,9 @@ fn lists_tokens_and_events_stay_inside_the_callers_reach() {
     let (_, spaces) = call(&t.p, &t.admin, Method::GET, "/v1/spaces", None, None);
     assert!(spaces["spaces"].as_array().unwrap().len() >= 3, "{spaces}");
 
+    // A token "for" the victim's app is made like one for an app that does not exist yet (CI
+    // creates its token before the first push), writes nothing into the victim's audit log and
+    // reaches nothing.
     let (s, b) = call(
         &t.p,
         &t.attacker,
@@ -722,7 +725,16 @@ fn lists_tokens_and_events_stay_inside_the_callers_reach() {
         Some(serde_json::json!({"name": "mine", "scope": "deploy", "app": shop})),
         None,
     );
-    assert_eq!((s, b["code"].as_str()), (404, Some("app_not_found")), "{b}");
+    assert_eq!(s, 201, "{b}");
+    let stolen = b["token"].as_str().unwrap().to_string();
+    for path in [format!("/v1/apps/{shop}"), format!("/v1/apps/{shop}/env")] {
+        let (s, b) = call(&t.p, &stolen, Method::GET, &path, None, None);
+        assert_eq!(
+            (s, b["code"].as_str()),
+            (404, Some("app_not_found")),
+            "{path}: {b}"
+        );
+    }
     let (_, events) = call(
         &t.p,
         &t.victim,

@@ -77,15 +77,18 @@ pub async fn create_token(
             format!("invalid scope {:?}: use read, deploy or admin", body.scope),
         )
     })?;
+    // The event goes into the app's audit log only when the caller may act on the app. A token
+    // for an app that does not exist yet is how CI starts (its first push creates the app); one
+    // for an app out of the caller's reach is made the same way, so the answer tells nothing,
+    // and it reaches nothing: the token's app restriction only narrows its owner's roles.
+    let mut event_app = None;
     if let Some(app) = &body.app {
         AppName::parse(app).map_err(|m| Error::api(ErrorCode::InvalidName, m))?;
-        // A token for an app (and its event in that app's log) needs a role on the app; one
-        // outside the caller's reach is answered as if it did not exist.
-        let not_found = || Error::api(ErrorCode::AppNotFound, format!("app {app:?} not found"));
-        let rec = ctx.store.app_by_name(app).await?.ok_or_else(not_found)?;
-        let space = ctx.store.app_space(&rec.id).await?;
-        if !who.can_see(app, space.as_deref()) {
-            return Err(not_found());
+        if let Some(rec) = ctx.store.app_by_name(app).await? {
+            let space = ctx.store.app_space(&rec.id).await?;
+            if who.can_see(app, space.as_deref()) {
+                event_app = Some(rec.name);
+            }
         }
     }
     let lifetime = match &body.expires_in {
@@ -118,10 +121,16 @@ pub async fn create_token(
     ctx.store.insert_token(&rec).await?;
     ctx.store
         .add_event(&Event {
-            app_name: rec.app_name.clone(),
+            app_name: event_app,
             actor: who.actor(),
             kind: "token.create".into(),
-            message: format!("created API token {:?} ({} scope)", rec.name, rec.scope),
+            message: match &rec.app_name {
+                Some(app) => format!(
+                    "created API token {:?} ({} scope, app {app})",
+                    rec.name, rec.scope
+                ),
+                None => format!("created API token {:?} ({} scope)", rec.name, rec.scope),
+            },
         })
         .await?;
     Ok(HttpResponse::Created().json(TokenCreated {
