@@ -148,3 +148,75 @@ async fn base_images_are_allowed_and_disallowed_by_name() {
         Err(StoreError::NotFound(_))
     ));
 }
+
+/// Migration 0019 on a database from before it: an app without a space (a failed or streamed
+/// first push) goes to `default/default` with an event, and no row without a space can be
+/// written any more.
+#[tokio::test]
+async fn the_migration_places_spaceless_apps_and_then_refuses_them() {
+    use sqlx::sqlite::SqliteConnectOptions;
+    use std::str::FromStr;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("paas.db");
+    let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+        .unwrap()
+        .create_if_missing(true);
+    let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+    let mut before = sqlx::migrate::Migrator::new(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations/sqlite"),
+    )
+    .await
+    .unwrap();
+    before.migrations = before
+        .migrations
+        .iter()
+        .filter(|m| m.version < 19)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    before.run(&pool).await.unwrap();
+    sqlx::query(
+        "INSERT INTO apps (id, name, state, desired_instances, memory_mb, disk_mb, created_at, updated_at)
+         VALUES ('orphan-1', 'orphan', 'started', 1, 64, 256, '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    let default = store
+        .space("default", "default", false)
+        .await
+        .unwrap()
+        .expect("the migration made the default space");
+    assert_eq!(
+        store.app_space("orphan-1").await.unwrap().as_deref(),
+        Some(default.id.as_str())
+    );
+    let events = store.recent_events("orphan", 10).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|(_, e)| e.kind == "app.space" && e.message.contains("default/default")),
+        "{events:?}"
+    );
+    drop(store);
+
+    // Nothing writes a row without a space from now on.
+    let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display())).unwrap();
+    let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+    let err = sqlx::query(
+        "INSERT INTO apps (id, name, state, desired_instances, memory_mb, disk_mb, created_at, updated_at)
+         VALUES ('orphan-2', 'orphan2', 'started', 1, 64, 256, '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("an app needs a space"), "{err}");
+    let err = sqlx::query("UPDATE apps SET space_id = NULL WHERE id = 'orphan-1'")
+        .execute(&pool)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("an app needs a space"), "{err}");
+}
