@@ -758,4 +758,70 @@ fn lists_tokens_and_events_stay_inside_the_callers_reach() {
     );
     assert_eq!(s, 404, "{b}");
     assert!(b.contains("space_not_found"), "{b}");
+
+    // Squatting a name: the attacker creates an app with a drain to its own sink and deletes
+    // it; the victim's later app of that name gets neither the drain nor the attacker's history.
+    let squat = unique("squat");
+    assert_eq!(
+        push_files(
+            &t.p,
+            &t.attacker,
+            &squat,
+            &t.attacker_space,
+            PLAIN_APP,
+            false
+        )
+        .0,
+        201
+    );
+    let (s, _) = call(
+        &t.p,
+        &t.attacker,
+        Method::POST,
+        &format!("/v1/apps/{squat}/log-drains"),
+        Some(serde_json::json!({"url": "syslog://127.0.0.1:9"})),
+        None,
+    );
+    assert_eq!(s, 201);
+    let (s, _) = call(
+        &t.p,
+        &t.attacker,
+        Method::DELETE,
+        &format!("/v1/apps/{squat}"),
+        None,
+        None,
+    );
+    assert_eq!(s, 204);
+    assert_eq!(
+        push_files(&t.p, &t.victim, &squat, &t.victim_space, PLAIN_APP, false).0,
+        201
+    );
+    let (_, drains) = call(
+        &t.p,
+        &t.victim,
+        Method::GET,
+        &format!("/v1/apps/{squat}/log-drains"),
+        None,
+        None,
+    );
+    assert_eq!(drains["drains"], serde_json::json!([]), "{drains}");
+    let (_, events) = call(
+        &t.p,
+        &t.victim,
+        Method::GET,
+        &format!("/v1/apps/{squat}/events"),
+        None,
+        None,
+    );
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"app.create"), "{events}");
+    assert!(
+        !kinds.contains(&"app.log_drain.add") && !kinds.contains(&"app.delete"),
+        "{events}"
+    );
 }

@@ -24,6 +24,10 @@ UPDATE apps SET space_id = (
     WHERE o.name = 'default' AND s.name = 'default'
 ) WHERE space_id IS NULL;
 
+-- Drains of deleted apps (kept by name before): they would forward the logs of the next app of
+-- that name, whichever space creates it, to the old app's sink.
+DELETE FROM log_drains WHERE app_name NOT IN (SELECT name FROM apps);
+
 -- SQLite cannot add NOT NULL to an existing column without rebuilding the table (and every table
 -- referencing it); triggers refuse the same rows.
 CREATE TRIGGER apps_space_required_insert BEFORE INSERT ON apps

@@ -220,3 +220,46 @@ async fn the_migration_places_spaceless_apps_and_then_refuses_them() {
         .unwrap_err();
     assert!(err.to_string().contains("an app needs a space"), "{err}");
 }
+
+/// A name another space used before starts a new history: its drains went with the old app
+/// (they would forward the new app's logs to the old owner's sink), and its event list starts at
+/// the new `app.create`.
+#[tokio::test]
+async fn a_recreated_name_inherits_no_drains_and_no_events() {
+    use paas_server::store::{AuthStore, EventFilter};
+    let (_d, store) = open().await;
+    let a = store.space("acme", "a", true).await.unwrap().unwrap();
+    let b = store.space("acme", "b", true).await.unwrap().unwrap();
+    let app_ev = |kind: &str| Event {
+        app_name: Some("shop".into()),
+        ..ev(kind)
+    };
+    store
+        .create_app(&app("a1", "shop"), &a.id, &app_ev("app.create"))
+        .await
+        .unwrap();
+    store
+        .add_log_drain("shop", "syslog://sink.a:514", &app_ev("app.log_drain.add"))
+        .await
+        .unwrap();
+    store.delete_app("a1", &app_ev("app.delete")).await.unwrap();
+    assert!(store.list_log_drains().await.unwrap().is_empty());
+    store
+        .create_app(&app("b1", "shop"), &b.id, &app_ev("app.create"))
+        .await
+        .unwrap();
+    let filter = EventFilter {
+        app_name: Some("shop".into()),
+        actor: None,
+        since_id: store.app_created_event("shop").await.unwrap(),
+    };
+    let kinds: Vec<String> = store
+        .list_events(&filter, None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event.kind)
+        .collect();
+    assert_eq!(kinds, ["app.create"]);
+    assert_eq!(store.count_events(&filter).await.unwrap(), 1);
+}

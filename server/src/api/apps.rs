@@ -167,6 +167,7 @@ pub async fn events(ctx: Ctx, app: AppAccess<Viewer>, req: HttpRequest) -> ApiRe
     let page = Page::from_request(&req)?;
     let app = app.into_app();
     let filter = EventFilter {
+        since_id: ctx.store.app_created_event(&app.name).await?,
         app_name: Some(app.name.clone()),
         actor: None,
     };
@@ -234,6 +235,7 @@ pub async fn all_events(
     let filter = EventFilter {
         app_name: None,
         actor,
+        since_id: None,
     };
     event_page(&ctx, &req, &page, &filter).await
 }

@@ -535,6 +535,12 @@ impl Store for SqliteStore {
             .bind(&name)
             .execute(&mut *tx)
             .await?;
+        // Drains are keyed by name: one left behind would send the logs of the next app of that
+        // name, perhaps another space's, to this app's sink.
+        sqlx::query("DELETE FROM log_drains WHERE app_name = ?")
+            .bind(&name)
+            .execute(&mut *tx)
+            .await?;
         insert_event(&mut *tx, event).await?;
         tx.commit().await?;
         Ok(())
