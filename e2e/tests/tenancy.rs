@@ -266,6 +266,7 @@ fn hostile_jwts_are_refused() {
 #[test]
 fn login_attempts_are_rate_limited() {
     let p = Platform::start_server(Options::default()).expect("server");
+    let earlier = p.admin_token().unwrap();
     let client = reqwest::blocking::Client::new();
     let login = |password: &str| {
         client
@@ -284,6 +285,41 @@ fn login_attempts_are_rate_limited() {
         login(&p.admin_password),
         429,
         "locked out even with the right password for a while"
+    );
+    // The lockout is an event of the account.
+    let (s, events) = api_get(&p, &earlier, "/v1/events?actor=admin");
+    assert_eq!(s, 200);
+    assert!(events.to_string().contains("login.locked"), "{events}");
+}
+
+/// Issue 18: one source spraying many accounts is held back too, with the stable code.
+#[test]
+fn one_source_guessing_many_accounts_is_rate_limited() {
+    let p = Platform::start_server(Options::default()).expect("server");
+    let client = reqwest::blocking::Client::new();
+    let login = |user: &str| {
+        let res = client
+            .post(format!("{}/v1/auth/login", p.api_url()))
+            .json(&serde_json::json!({"username": user, "password": "guess"}))
+            .send()
+            .unwrap();
+        let status = res.status().as_u16();
+        let body: serde_json::Value = res.json().unwrap_or_default();
+        (
+            status,
+            body["code"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+    // Fewer than the per-account limit on each account, 20 in all from this source.
+    for i in 0..5 {
+        let user = unique(&format!("u{i}"));
+        for _ in 0..4 {
+            assert_eq!(login(&user).0, 401);
+        }
+    }
+    assert_eq!(
+        login(&unique("fresh")),
+        (429, "too_many_requests".to_string())
     );
 }
 
