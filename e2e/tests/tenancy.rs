@@ -861,3 +861,91 @@ fn lists_tokens_and_events_stay_inside_the_callers_reach() {
         "{events}"
     );
 }
+
+/// Issue 18 basics: the dashboard's cookies are HttpOnly and SameSite=Strict, and Secure when
+/// the request came over TLS (not over plain HTTP, where the browser would drop a Secure one).
+#[test]
+fn session_cookies_are_httponly_strict_and_secure_behind_tls() {
+    let certs = tempfile::tempdir().unwrap();
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(
+        certs.path().join("localhost.key"),
+        c.key_pair.serialize_pem(),
+    )
+    .unwrap();
+    std::fs::write(certs.path().join("localhost.crt"), c.cert.pem()).unwrap();
+    let p = Platform::start_server_env(
+        Options::default(),
+        &[
+            ("PAAS_TLS_LISTEN", "127.0.0.1:0"),
+            ("PAAS_TLS_CERT_DIR", certs.path().to_str().unwrap()),
+        ],
+    )
+    .expect("server");
+    let tls_addr: std::net::SocketAddr =
+        wait_for(Duration::from_secs(10), "the TLS listener", || {
+            std::fs::read_to_string(p.data_dir().join("tls-listen-addr"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap();
+    let https = reqwest::blocking::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(c.cert.pem().as_bytes()).unwrap())
+        .resolve("localhost", tls_addr)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let http = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let cookie = |res: &reqwest::blocking::Response, name: &str| -> String {
+        res.headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name} cookie: {:?}", res.headers()))
+            .to_string()
+    };
+    for (base, client, tls) in [
+        (
+            format!("https://localhost:{}", tls_addr.port()),
+            &https,
+            true,
+        ),
+        (p.api_url(), &http, false),
+    ] {
+        let form = client.get(format!("{base}/login")).send().unwrap();
+        assert_eq!(form.status().as_u16(), 200);
+        let csrf_cookie = cookie(&form, "paas_login_csrf");
+        let html = form.text().unwrap();
+        let csrf = html
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .expect("the form's csrf")
+            .to_string();
+        let res = client
+            .post(format!("{base}/login"))
+            .header("cookie", csrf_cookie.split(';').next().unwrap().to_string())
+            .form(&[
+                ("username", "admin"),
+                ("password", p.admin_password.as_str()),
+                ("csrf", csrf.as_str()),
+            ])
+            .send()
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 303, "{base}");
+        let session = cookie(&res, "paas_session");
+        for c in [&csrf_cookie, &session] {
+            assert!(c.contains("HttpOnly"), "{c}");
+            assert!(c.contains("SameSite=Strict"), "{c}");
+            assert_eq!(c.contains("Secure"), tls, "{base}: {c}");
+        }
+    }
+}
