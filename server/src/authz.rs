@@ -398,14 +398,20 @@ fn count_denied(ctx: &AppCtx, e: &Error) {
     let code = e.wire().code;
     if matches!(
         code.as_str(),
-        "unauthorized" | "forbidden" | "app_not_found" | "space_not_found" | "not_found"
+        "unauthorized"
+            | "forbidden"
+            | "app_not_found"
+            | "space_not_found"
+            | "not_found"
+            | "app_name_taken"
     ) {
         ctx.metrics.authz_denied(&code);
     }
 }
 
-/// The `/v1` authorization middleware: authentication and the coarse classes (public, agent,
-/// operator, own tokens). App routes are decided after routing by [`AppAccess`].
+/// The `/v1` authorization middleware: authentication, the coarse classes (public, agent,
+/// operator, own tokens), and for app routes the resolution of the app in the caller's reach,
+/// which the handler's [`AppAccess`] / [`PushTarget`] confirm on the handler's own `{name}`.
 pub async fn middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -672,7 +678,6 @@ impl<R: MinRole> FromRequest for AppAccess<R> {
 pub struct PushTarget {
     pub name: AppName,
     pub space_id: String,
-    pub existing: Option<AppRecord>,
     raw_name: String,
 }
 
@@ -733,7 +738,6 @@ async fn push_target(
         return Ok(PushTarget {
             name,
             space_id: space,
-            existing: Some(app),
             raw_name: raw.to_string(),
         });
     }
@@ -754,7 +758,6 @@ async fn push_target(
     Ok(PushTarget {
         name,
         space_id: space.id,
-        existing: None,
         raw_name: raw.to_string(),
     })
 }

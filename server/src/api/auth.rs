@@ -165,8 +165,6 @@ pub async fn rotate_keys(ctx: Ctx, who: Principal) -> ApiResult<HttpResponse> {
 }
 
 const MAX_FAILURES: u32 = 5;
-/// Failures per account (from any source) and per source (for any account) within the window.
-const MAX_FAILURES_PER_KEY: u32 = 20;
 const FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Checks a username and password for the API and the dashboard alike: rate-limited per client
@@ -183,8 +181,11 @@ pub async fn check_credentials(
     // spraying many accounts: each is held back on its own.
     let keys = [
         (format!("pair|{ip}|{user_key}"), MAX_FAILURES),
-        (format!("user|{user_key}"), MAX_FAILURES_PER_KEY),
-        (format!("ip|{ip}"), MAX_FAILURES_PER_KEY),
+        (
+            format!("user|{user_key}"),
+            ctx.settings.login_failures_per_key,
+        ),
+        (format!("ip|{ip}"), ctx.settings.login_failures_per_key),
     ];
     if let Some(wait) = keys
         .iter()

@@ -309,8 +309,6 @@ pub trait Store: AuthStore + Send + Sync + 'static {
     /// Sets (or with `None` removes) a user's role in a space.
     async fn set_role(&self, user_id: &str, space_id: &str, role: Option<&str>) -> StoreResult<()>;
     async fn app_space(&self, app_id: &str) -> StoreResult<Option<String>>;
-    /// Puts apps that have no space into `space_id` (apps from before tenancy).
-    async fn adopt_spaceless_apps(&self, space_id: &str) -> StoreResult<u64>;
     async fn insert_token(&self, t: &TokenRecord) -> StoreResult<()>;
     async fn token(&self, id: &str) -> StoreResult<Option<TokenRecord>>;
     async fn list_tokens(&self, user_id: &str) -> StoreResult<Vec<TokenRecord>>;

@@ -1221,14 +1221,6 @@ impl Store for SqliteStore {
             .flatten())
     }
 
-    async fn adopt_spaceless_apps(&self, space_id: &str) -> StoreResult<u64> {
-        let r = sqlx::query("UPDATE apps SET space_id = ? WHERE space_id IS NULL")
-            .bind(space_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(r.rows_affected())
-    }
-
     async fn insert_token(&self, t: &TokenRecord) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO api_tokens (id, user_id, name, scope, app_name, token_hash, created_at, expires_at, last_used_at, revoked_at, kid)
