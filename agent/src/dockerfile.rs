@@ -12,6 +12,7 @@ use bollard::image::{BuildImageOptions, RemoveImageOptions};
 use chrono::Utc;
 use futures_util::StreamExt;
 use paas_common::agent::{AgentLogLine, BuildAssignment, BuildResult, DropletImage, LogBatch};
+use paas_common::domain::ImageName;
 use paas_common::labels;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
@@ -30,6 +31,9 @@ pub const UNPRIVILEGED_USER: &str = "2000:2000";
 /// with a build argument, `ADD` of a URL), so a build never reaches outside the node.
 pub fn base_images(dockerfile: &str) -> Result<Vec<String>, String> {
     let mut stages: Vec<String> = Vec::new();
+    // How many FROMs came before: `COPY --from=N` names a stage only for N below it; any other
+    // number is an image reference to the engine (a short id prefix).
+    let mut froms = 0usize;
     let mut bases: Vec<String> = Vec::new();
     let mut logical = String::new();
     let mut instructions = Vec::new();
@@ -51,9 +55,12 @@ pub fn base_images(dockerfile: &str) -> Result<Vec<String>, String> {
     if !logical.is_empty() {
         instructions.push(logical);
     }
-    let add_base = |image: &str, stages: &[String], bases: &mut Vec<String>| {
+    let add_base = |image: &str, stages: &[String], froms: usize, bases: &mut Vec<String>| {
         let lower = image.to_ascii_lowercase();
-        if lower == "scratch" || stages.contains(&lower) || image.parse::<u32>().is_ok() {
+        if lower == "scratch"
+            || stages.contains(&lower)
+            || image.parse::<usize>().is_ok_and(|n| n < froms)
+        {
             return Ok(());
         }
         if image.contains('$') {
@@ -82,7 +89,8 @@ pub fn base_images(dockerfile: &str) -> Result<Vec<String>, String> {
                 let Some(image) = rest.first() else {
                     return Err("a FROM line names no image".into());
                 };
-                add_base(image, &stages, &mut bases)?;
+                add_base(image, &stages, 0, &mut bases)?;
+                froms += 1;
                 if rest.len() >= 3 && rest[1].eq_ignore_ascii_case("as") {
                     stages.push(rest[2].to_ascii_lowercase());
                 }
@@ -90,7 +98,7 @@ pub fn base_images(dockerfile: &str) -> Result<Vec<String>, String> {
             "COPY" | "ADD" => {
                 for a in &args {
                     if let Some(from) = a.strip_prefix("--from=") {
-                        add_base(from, &stages, &mut bases)?;
+                        add_base(from, &stages, froms, &mut bases)?;
                     }
                 }
                 let remote = args.iter().any(|a| {
@@ -117,6 +125,29 @@ pub fn base_images(dockerfile: &str) -> Result<Vec<String>, String> {
         return Err("the Dockerfile has no FROM line".into());
     }
     Ok(bases)
+}
+
+/// Refuses every base image that is not the stack image or one an operator allowed, by name
+/// (issue 18). One message for all, whether or not the engine holds such an image, so a refusal
+/// tells nothing about another tenant's images.
+pub fn check_allowed(
+    bases: &[String],
+    stack_image: &str,
+    allowed: &[String],
+) -> Result<(), String> {
+    let named = |s: &str| ImageName::parse(s).ok();
+    let stack = named(stack_image);
+    for base in bases {
+        let ok = named(base).is_some_and(|n| {
+            Some(&n) == stack.as_ref() || allowed.iter().any(|a| named(a).as_ref() == Some(&n))
+        });
+        if !ok {
+            return Err(format!(
+                "base image {base} is not allowed: a Dockerfile builds FROM the stack image ({stack_image}) or an image an operator allowed by name (paas allow-base-image)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `args` as one `/bin/sh -c` command line that runs exactly them (each word single-quoted
@@ -389,9 +420,24 @@ pub async fn build(
         Ok(b) => b,
         Err(why) => return Ok(stg.fail(why).await),
     };
+    let stack_image = &runtime.settings().stack_image;
+    if let Err(why) = check_allowed(&bases, stack_image, &b.allowed_base_images) {
+        return Ok(stg.fail(why).await);
+    }
     for base in &bases {
         match docker.inspect_image(base).await {
-            Ok(_) => {}
+            // The engine falls back to an id prefix when no image has the name: only an image
+            // found under the name itself is the one that was allowed.
+            Ok(img) if resolved_by_name(base, img.repo_tags.as_deref().unwrap_or_default()) => {}
+            Ok(_) => {
+                return Ok(stg
+                    .fail(format!(
+                        "base image {base} is not on node {}: a Dockerfile builds FROM local images only (e.g. {}), nothing is pulled",
+                        runtime.settings().node_name,
+                        runtime.settings().stack_image
+                    ))
+                    .await);
+            }
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => {
@@ -603,9 +649,47 @@ pub async fn remove_collected(runtime: &Runtime, collected: &[String], done: &mu
     }
 }
 
+/// Whether an inspected image carries `base` among its tags (`alpine` is `alpine:latest`).
+fn resolved_by_name(base: &str, repo_tags: &[String]) -> bool {
+    let Ok(want) = ImageName::parse(base) else {
+        return false;
+    };
+    repo_tags
+        .iter()
+        .any(|t| ImageName::parse(t).is_ok_and(|t| t == want))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_stack_and_allowed_names_are_built_on() {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let stack = "paas-stack:bookworm";
+        let allowed = v(&["alpine:3.20", "debian"]);
+        assert!(check_allowed(&v(&["paas-stack:bookworm"]), stack, &allowed).is_ok());
+        assert!(check_allowed(&v(&["alpine:3.20", "debian:latest"]), stack, &allowed).is_ok());
+        for bad in [
+            "b6",
+            "sha256:b6",
+            "paas-stack@sha256:00",
+            "alpine",
+            "ubuntu:24.04",
+        ] {
+            let e = check_allowed(&v(&[bad]), stack, &allowed).unwrap_err();
+            assert!(e.contains("is not allowed"), "{bad}: {e}");
+        }
+        // A number beyond the stages is an image reference (an id prefix) to the engine.
+        assert_eq!(
+            base_images("FROM paas-stack:bookworm\nCOPY --from=0 /a /b\nCOPY --from=1 /a /b\n")
+                .unwrap(),
+            ["paas-stack:bookworm", "1"]
+        );
+        assert_eq!(base_images("FROM 12\n").unwrap(), ["12"]);
+        assert!(resolved_by_name("alpine", &v(&["alpine:latest"])));
+        assert!(!resolved_by_name("alpine", &v(&["other:1"])));
+    }
 
     #[test]
     fn base_images_are_froms_that_are_not_stages() {

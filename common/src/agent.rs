@@ -152,6 +152,10 @@ pub struct BuildAssignment {
     /// instead of running buildpacks; the image becomes the droplet.
     #[serde(default)]
     pub dockerfile: bool,
+    /// Base images a Dockerfile may name besides the node's stack image, by name with tag
+    /// (`paas allow-base-image`); anything else is refused before the build (issue 18).
+    #[serde(default)]
+    pub allowed_base_images: Vec<String>,
 }
 
 /// An operator-added buildpack as a build assignment names it.

@@ -714,6 +714,30 @@ pub struct BuildpackList {
     pub buildpacks: Vec<BuildpackInfo>,
 }
 
+/// A base image an operator allowed for Dockerfile builds (`GET /v1/base-images`, issue 18).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BaseImageInfo {
+    /// An image reference by name (`alpine:3.20`, `registry.example/team/base:1`).
+    pub name: String,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BaseImageList {
+    /// Besides these, a node's own stack image is always allowed.
+    pub base_images: Vec<BaseImageInfo>,
+}
+
+/// `POST /v1/base-images`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AllowBaseImage {
+    pub name: String,
+}
+
 /// One line of a streamed push (`POST /v1/apps/NAME/push` with `Accept: application/x-ndjson`):
 /// newline-delimited JSON, each line one of these, tagged by `type`. The last line is always a
 /// `result`; its `status` says whether the push succeeded, since the HTTP status (200) is sent

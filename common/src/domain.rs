@@ -47,6 +47,79 @@ impl fmt::Display for AppName {
     }
 }
 
+/// An image reference by name, as a Dockerfile's `FROM` may name a base image (issue 18):
+/// `[HOST[:PORT]/]PATH[:TAG]`, lowercase path components, no digest. An id, an id prefix or a
+/// digest is refused: the engine resolves a short hex string to any local image whose id starts
+/// with it, so only names that an operator allowed may be built on. A name without a tag is
+/// `:latest`, as the engine reads it; [`ImageName::as_str`] always has the tag.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ImageName(String);
+
+impl ImageName {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("invalid image name {s:?}: name an image as REPOSITORY[:TAG] (no id or digest)")
+        };
+        let s = s.trim();
+        if s.is_empty() || s.len() > 255 || s.contains('@') || s.starts_with("sha256:") {
+            return Err(bad());
+        }
+        // A tag follows the last ':' that comes after the last '/' (a registry port does not).
+        let last_slash = s.rfind('/').map_or(0, |i| i + 1);
+        let (repo, tag) = match s[last_slash..].rfind(':') {
+            Some(i) => (&s[..last_slash + i], &s[last_slash + i + 1..]),
+            None => (s, "latest"),
+        };
+        let tag_ok = !tag.is_empty()
+            && tag.len() <= 128
+            && tag
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+            && tag
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        let mut parts: Vec<&str> = repo.split('/').collect();
+        // A first component with a '.' or ':' (or `localhost`) is a registry host.
+        if parts.len() > 1 && (parts[0].contains(['.', ':']) || parts[0] == "localhost") {
+            let host = parts.remove(0);
+            if !host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-:".contains(c))
+                || !host.starts_with(|c: char| c.is_ascii_alphanumeric())
+                || host.contains("..")
+            {
+                return Err(bad());
+            }
+        }
+        let component_ok = |c: &str| {
+            !c.is_empty()
+                && c.chars()
+                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch))
+                && c.starts_with(|ch: char| ch.is_ascii_alphanumeric())
+                && c.ends_with(|ch: char| ch.is_ascii_alphanumeric())
+        };
+        if !tag_ok || parts.is_empty() || !parts.iter().all(|c| component_ok(c)) {
+            return Err(bad());
+        }
+        // A lone hex word is what an id prefix looks like: the engine may resolve it to an id.
+        if parts.len() == 1 && parts[0].chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        Ok(Self(format!("{repo}:{tag}")))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ImageName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Parses a memory size as Cloud Foundry does: `256M`, `256MB`, `1G`, `1GB`, or a bare number of
 /// megabytes. Returns megabytes. Bounds: 16 MB to 64 GB.
 pub fn parse_memory_mb(s: &str) -> Result<u64, String> {
@@ -119,6 +192,34 @@ pub fn format_log_rate_limit(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_names_are_names_never_ids() {
+        let ok = |s: &str| ImageName::parse(s).map(|n| n.to_string());
+        assert_eq!(ok("alpine").unwrap(), "alpine:latest");
+        assert_eq!(ok("paas-stack:bookworm").unwrap(), "paas-stack:bookworm");
+        assert_eq!(
+            ok("registry.example:5000/team/base:1.2").unwrap(),
+            "registry.example:5000/team/base:1.2"
+        );
+        assert_eq!(ok("library/debian:12").unwrap(), "library/debian:12");
+        for bad in [
+            "b6",
+            "B6",
+            "deadbeef",
+            "sha256:0123abcd",
+            "alpine@sha256:0123",
+            "Alpine",
+            "$BASE",
+            "",
+            "a:",
+            "a::b",
+            "../x",
+            "a b",
+        ] {
+            assert!(ImageName::parse(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
 
     #[test]
     fn app_names() {

@@ -77,6 +77,10 @@ pub enum ErrorCode {
     StartFailed,
     /// A log rate limit that does not parse or is out of bounds (issue 6).
     InvalidLogRateLimit,
+    /// App names are platform-wide: a push of a name another space holds (issue 18).
+    AppNameTaken,
+    /// A host (or an app's default route) that belongs to another space (issue 18).
+    RouteTaken,
 }
 
 impl ErrorCode {
@@ -116,6 +120,8 @@ impl ErrorCode {
             ErrorCode::InvalidPageToken => "invalid_page_token",
             ErrorCode::StartFailed => "start_failed",
             ErrorCode::InvalidLogRateLimit => "invalid_log_rate_limit",
+            ErrorCode::AppNameTaken => "app_name_taken",
+            ErrorCode::RouteTaken => "route_taken",
         }
     }
 
@@ -153,6 +159,7 @@ impl ErrorCode {
             ErrorCode::InvalidLimit | ErrorCode::InvalidPageToken => 400,
             ErrorCode::StartFailed => 422,
             ErrorCode::InvalidLogRateLimit => 400,
+            ErrorCode::AppNameTaken | ErrorCode::RouteTaken => 409,
         }
     }
 }

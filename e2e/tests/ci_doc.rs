@@ -54,11 +54,11 @@ fn documented_ci_deploy_works_with_a_scoped_token() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{app} is running")));
     assert_eq!(p.get_app(&app, "/").unwrap().0, 200);
-    // The same token cannot deploy another app.
+    // The same token cannot deploy another app: to it, no other app exists.
     let out = run(&unique("other"));
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("forbidden"),
+        String::from_utf8_lossy(&out.stdout).contains("app_not_found"),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );

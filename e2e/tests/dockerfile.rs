@@ -151,8 +151,9 @@ fn a_dockerfile_app_is_built_on_the_node_and_reloaded_from_the_blobstore() {
         "{cell:?}"
     );
 
-    // A base image the node does not have: the push fails with its STG lines, nothing pulled,
-    // and revision 1 keeps serving.
+    // A base image no operator allowed is refused before the build (issue 18); once allowed,
+    // one the node does not have fails the push with its STG lines, nothing pulled, and
+    // revision 1 keeps serving.
     let bad = tempfile::tempdir().unwrap();
     let missing = format!("paas-no-such-base-{}:1", &app[app.len() - 8..]);
     std::fs::write(
@@ -164,12 +165,23 @@ fn a_dockerfile_app_is_built_on_the_node_and_reloaded_from_the_blobstore() {
     assert!(!out.ok(), "{out:?}");
     let shown = format!("{}{}", out.stdout, out.stderr);
     assert!(
+        shown.contains(&format!("base image {missing} is not allowed")),
+        "{shown}"
+    );
+    let out = p.cli(&["allow-base-image", &missing]);
+    assert!(out.ok(), "{out:?}");
+    let out = p.cli(&["push", &app, "-p", bad.path().to_str().unwrap()]);
+    assert!(!out.ok(), "{out:?}");
+    let shown = format!("{}{}", out.stdout, out.stderr);
+    assert!(
         shown.contains(&format!("base image {missing} is not on node"))
             && shown.contains("nothing is pulled"),
         "{shown}"
     );
     let (ok, _) = docker(&["image", "inspect", &missing]);
     assert!(!ok, "nothing was pulled");
+    let out = p.cli(&["disallow-base-image", &missing]);
+    assert!(out.ok(), "{out:?}");
     let revisions = p.cli(&["revisions", &app, "--json"]);
     let v: serde_json::Value = serde_json::from_str(&revisions.stdout).unwrap();
     assert_eq!(v["revisions"].as_array().unwrap().len(), 1, "{v}");
@@ -278,4 +290,105 @@ fn a_dockerfile_build_over_the_time_limit_is_stopped() {
     )
     .unwrap();
     assert!(images_of(&app).is_empty(), "no image from a stopped build");
+}
+
+/// Issue 18, finding 4: a Dockerfile of another space names a prefix of a tenant's droplet image
+/// id (`FROM b6`): the engine would resolve it to that image, built with the tenant's code. It is
+/// refused before the build with the same words as a prefix nothing has, so the refusal is no
+/// oracle; an operator cannot allow an id either, only names.
+#[test]
+fn a_dockerfile_cannot_build_on_another_tenants_image_by_id() {
+    let p = Platform::start().expect("platform");
+    let victim = unique("dockervictim");
+    let _cleanup = Images(victim.clone());
+    let out = p.cli(&[
+        "push",
+        &victim,
+        "-p",
+        example("dockerfile-app").to_str().unwrap(),
+    ]);
+    assert!(out.ok(), "push: {out:?}{}", p.logs());
+    let id = images_of(&victim)
+        .first()
+        .cloned()
+        .expect("the victim's droplet image");
+    let prefix = id.trim_start_matches("sha256:")[..4].to_string();
+    let (ok, _) = docker(&["image", "inspect", &prefix]);
+    assert!(
+        ok,
+        "the engine resolves the prefix {prefix}: the attack would work"
+    );
+
+    // The attacker: a developer of another space, logged in with its own home.
+    assert!(p.cli(&["create-space", "attackers/dev"]).ok());
+    let user = unique("attacker");
+    assert!(p.cli(&["add-user", &user, "-p", "attacker-password"]).ok());
+    assert!(p
+        .cli(&["set-role", &user, "developer", "--space", "attackers/dev"])
+        .ok());
+    let home = tempfile::tempdir().unwrap();
+    let out = p.cli_as(
+        home.path(),
+        &[],
+        &[
+            "login",
+            &p.api_url(),
+            "-u",
+            &user,
+            "-p",
+            "attacker-password",
+        ],
+    );
+    assert!(out.ok(), "{out:?}");
+    assert!(p
+        .cli_as(home.path(), &[], &["target", "attackers/dev"])
+        .ok());
+
+    // A prefix of a real image, a hex word no image starts with, and COPY --from by id.
+    let nothing = if prefix.starts_with('0') {
+        "ffff"
+    } else {
+        "0000"
+    };
+    let mut messages = Vec::new();
+    for dockerfile in [
+        format!("FROM {prefix}\nCMD [\"true\"]\n"),
+        format!("FROM {nothing}\nCMD [\"true\"]\n"),
+        format!("FROM paas-stack:bookworm\nCOPY --from={prefix} /srv /srv\nCMD [\"true\"]\n"),
+        format!("FROM {id}\nCMD [\"true\"]\n"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Dockerfile"), &dockerfile).unwrap();
+        let app = unique("thief");
+        let _cleanup = Images(app.clone());
+        let out = p.cli_as(
+            home.path(),
+            &[],
+            &["push", &app, "-p", dir.path().to_str().unwrap()],
+        );
+        assert!(!out.ok(), "{dockerfile}: {out:?}");
+        let shown = format!("{}{}", out.stdout, out.stderr);
+        // From "base image" on: the line's time differs.
+        let line = shown
+            .lines()
+            .find_map(|l| l.find("base image ").map(|i| l[i..].to_string()))
+            .filter(|l| l.contains("is not allowed"))
+            .unwrap_or_else(|| panic!("{dockerfile}: {shown}"));
+        assert!(!shown.contains("Step 1/"), "nothing was built: {shown}");
+        assert!(images_of(&app).is_empty());
+        messages.push(
+            line.replace(&id, "IMAGE")
+                .replace(&prefix, "IMAGE")
+                .replace(nothing, "IMAGE"),
+        );
+    }
+    assert!(
+        messages.windows(2).all(|w| w[0] == w[1]),
+        "one message whether or not the image exists: {messages:#?}"
+    );
+    // Ids and digests cannot be allowed, only names.
+    for name in [prefix.as_str(), id.as_str()] {
+        let out = p.cli(&["allow-base-image", name]);
+        assert!(out.stderr.contains("(invalid_name)"), "{out:?}");
+    }
 }

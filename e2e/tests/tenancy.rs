@@ -1,8 +1,9 @@
 //! Tenancy, roles and CI tokens against the real server and CLI: each row of issue 7's access
 //! checklist is an assertion here. No agent is needed: pushes are accepted (and stay pending).
 
-use paas_e2e::{example, unique, zip_of, Options, Platform};
+use paas_e2e::{example, unique, wait_for, zip_of, Options, Platform};
 use std::path::Path;
+use std::time::Duration;
 
 fn api_push(p: &Platform, token: &str, app: &str) -> (u16, serde_json::Value) {
     let zip = zip_of(&[("app.py", b"print('hi')", 0o644)]);
@@ -84,8 +85,9 @@ fn roles_and_spaces() {
     let out = p.cli_as(home2.path(), &[], &["apps", "--json"]);
     assert!(out.ok(), "{out:?}");
     assert!(!out.stdout.contains(&a), "{out:?}");
+    // An app outside the caller's reach is answered as one that does not exist.
     let out = p.cli_as(home2.path(), &[], &["app", &a]);
-    assert!(out.stderr.contains("(forbidden)"), "{out:?}");
+    assert!(out.stderr.contains("(app_not_found)"), "{out:?}");
     let out = p.cli_as(home2.path(), &[], &["target", "acme/prod"]);
     assert!(out.ok(), "{out:?}");
     let c = unique("app-c");
@@ -142,13 +144,13 @@ fn ci_tokens_are_scoped_and_revocable() {
     assert!(token_a.split('.').count() == 3, "a JWT on stdout: {out:?}");
     assert_eq!(api_push(&p, &token_a, &a).0, 201);
     let (status, body) = api_push(&p, &token_a, &b);
-    assert_eq!(status, 403, "{body}");
-    assert_eq!(body["code"], "forbidden");
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["code"], "app_not_found");
     let ci_home = tempfile::tempdir().unwrap();
     let env = [("PAAS_API", p.api_url()), ("PAAS_TOKEN", token_a.clone())];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let out = p.cli_as(ci_home.path(), &env, &["app", &b]);
-    assert!(out.stderr.contains("(forbidden)"), "{out:?}");
+    assert!(out.stderr.contains("(app_not_found)"), "{out:?}");
     let out = p.cli_as(ci_home.path(), &env, &["app", &a, "--json"]);
     assert!(out.ok(), "{out:?}");
     let out = p.cli_as(ci_home.path(), &env, &["apps", "--json"]);
@@ -264,6 +266,7 @@ fn hostile_jwts_are_refused() {
 #[test]
 fn login_attempts_are_rate_limited() {
     let p = Platform::start_server(Options::default()).expect("server");
+    let earlier = p.admin_token().unwrap();
     let client = reqwest::blocking::Client::new();
     let login = |password: &str| {
         client
@@ -283,4 +286,668 @@ fn login_attempts_are_rate_limited() {
         429,
         "locked out even with the right password for a while"
     );
+    // The lockout is an event of the account.
+    let (s, events) = api_get(&p, &earlier, "/v1/events?actor=admin");
+    assert_eq!(s, 200);
+    assert!(events.to_string().contains("login.locked"), "{events}");
+}
+
+/// Issue 18: one source spraying many accounts is held back too, with the stable code.
+#[test]
+fn one_source_guessing_many_accounts_is_rate_limited() {
+    // A small limit, so the failures fit in the minute even with slow (debug) password hashing.
+    let p = Platform::start_server_env(Options::default(), &[("PAAS_LOGIN_FAILURES_PER_KEY", "6")])
+        .expect("server");
+    let client = reqwest::blocking::Client::new();
+    let login = |user: &str| {
+        let res = client
+            .post(format!("{}/v1/auth/login", p.api_url()))
+            .json(&serde_json::json!({"username": user, "password": "guess"}))
+            .send()
+            .unwrap();
+        let status = res.status().as_u16();
+        let body: serde_json::Value = res.json().unwrap_or_default();
+        (
+            status,
+            body["code"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+    // Fewer than any per-account limit on each account, 6 in all from this source.
+    for i in 0..2 {
+        let user = unique(&format!("u{i}"));
+        for _ in 0..3 {
+            assert_eq!(login(&user).0, 401);
+        }
+    }
+    assert_eq!(
+        login(&unique("fresh")),
+        (429, "too_many_requests".to_string())
+    );
+}
+
+// --- Issue 18: a developer of another space attacks, and every attack is refused. ---
+
+/// A REST call with an optional target space; answers the status and the JSON body.
+fn call(
+    p: &Platform,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+    space: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut rb = reqwest::blocking::Client::new()
+        .request(method, format!("{}{path}", p.api_url()))
+        .bearer_auth(token);
+    if let Some(b) = body {
+        rb = rb.json(&b);
+    }
+    if let Some(s) = space {
+        rb = rb.header("X-Paas-Space", s);
+    }
+    let res = rb.send().unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().unwrap_or_default())
+}
+
+/// A push of `files`; `stream` asks for the NDJSON answer. Answers the status and the body text.
+fn push_files(
+    p: &Platform,
+    token: &str,
+    app: &str,
+    space: &str,
+    files: &[(&str, &[u8], u32)],
+    stream: bool,
+) -> (u16, String) {
+    let form = reqwest::blocking::multipart::Form::new().part(
+        "archive",
+        reqwest::blocking::multipart::Part::bytes(zip_of(files)).file_name("app.zip"),
+    );
+    let mut rb = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/apps/{app}/push", p.api_url()))
+        .bearer_auth(token)
+        .header("X-Paas-Space", space)
+        .multipart(form);
+    if stream {
+        rb = rb.header("Accept", "application/x-ndjson");
+    }
+    let res = rb.send().unwrap();
+    let status = res.status().as_u16();
+    // A streamed push runs on after its client goes (with no node it waits for instances up to
+    // the start timeout): its status is the answer.
+    if stream && status == 200 {
+        return (status, String::new());
+    }
+    (status, res.text().unwrap())
+}
+
+/// Two spaces, a developer in each (logged in through the API), and the operator's token.
+struct Tenants {
+    p: Platform,
+    admin: String,
+    victim_space: String,
+    victim: String,
+    attacker_space: String,
+    attacker: String,
+}
+
+fn tenants() -> Tenants {
+    use reqwest::Method;
+    let p = Platform::start_server(Options::default()).expect("server");
+    let admin = p.admin_token().unwrap();
+    let victim_space = format!("{}/prod", unique("victim"));
+    let attacker_space = format!("{}/dev", unique("attacker"));
+    let mut tokens = Vec::new();
+    for space in [&victim_space, &attacker_space] {
+        let (org, name) = space.split_once('/').unwrap();
+        let (s, b) = call(
+            &p,
+            &admin,
+            Method::POST,
+            "/v1/spaces",
+            Some(serde_json::json!({"org": org, "name": name})),
+            None,
+        );
+        assert_eq!(s, 201, "{b}");
+        let user = unique("dev");
+        let (s, b) = call(
+            &p,
+            &admin,
+            Method::POST,
+            "/v1/users",
+            Some(serde_json::json!({"username": user, "password": "password-123"})),
+            None,
+        );
+        assert_eq!(s, 201, "{b}");
+        let (s, b) = call(
+            &p,
+            &admin,
+            Method::PUT,
+            &format!("/v1/users/{user}/roles"),
+            Some(serde_json::json!({"space": space, "role": "developer"})),
+            None,
+        );
+        assert_eq!(s, 200, "{b}");
+        let res: serde_json::Value = reqwest::blocking::Client::new()
+            .post(format!("{}/v1/auth/login", p.api_url()))
+            .json(&serde_json::json!({"username": user, "password": "password-123"}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        tokens.push(res["token"].as_str().unwrap().to_string());
+    }
+    let attacker = tokens.pop().unwrap();
+    let victim = tokens.pop().unwrap();
+    Tenants {
+        p,
+        admin,
+        victim_space,
+        victim,
+        attacker_space,
+        attacker,
+    }
+}
+
+const PLAIN_APP: &[(&str, &[u8], u32)] = &[("app.py", b"print('hi')", 0o644)];
+
+/// Finding 1: a name spelled with percent-escapes is the same app to the authorizer as to the
+/// handler, so another space's developer reads, changes and pushes to nothing.
+#[test]
+fn encoded_names_reach_nothing_outside_the_callers_space() {
+    use reqwest::Method;
+    let t = tenants();
+    let app = unique("shop");
+    assert_eq!(
+        push_files(&t.p, &t.victim, &app, &t.victim_space, PLAIN_APP, false).0,
+        201
+    );
+    let (s, _) = call(
+        &t.p,
+        &t.victim,
+        Method::PATCH,
+        &format!("/v1/apps/{app}/env"),
+        Some(serde_json::json!({"set": {"DB_PASSWORD": "hunter2"}, "secret": ["DB_PASSWORD"]})),
+        None,
+    );
+    assert_eq!(s, 200);
+    let i = app.find('o').unwrap();
+    for hex in ["6f", "6F"] {
+        let spelled = format!("{}%{hex}{}", &app[..i], &app[i + 1..]);
+        let attacks: Vec<(Method, String, Option<serde_json::Value>)> = vec![
+            (
+                Method::GET,
+                format!("/v1/apps/{spelled}/env?reveal=true"),
+                None,
+            ),
+            (Method::GET, format!("/v1/apps/{spelled}/logs"), None),
+            (
+                Method::PATCH,
+                format!("/v1/apps/{spelled}/env"),
+                Some(serde_json::json!({"set": {"EVIL": "1"}})),
+            ),
+            (Method::POST, format!("/v1/apps/{spelled}/restart"), None),
+            (
+                Method::POST,
+                format!("/v1/apps/{spelled}/log-drains"),
+                Some(serde_json::json!({"url": "syslog://127.0.0.1:9"})),
+            ),
+            (Method::DELETE, format!("/v1/apps/{spelled}"), None),
+        ];
+        for (m, path, body) in attacks {
+            let (s, b) = call(&t.p, &t.attacker, m.clone(), &path, body, None);
+            assert_eq!(
+                (s, b["code"].as_str()),
+                (404, Some("app_not_found")),
+                "{m} {path}: {b}"
+            );
+        }
+        // Pushing its own code into the victim's app.
+        let (s, b) = push_files(
+            &t.p,
+            &t.attacker,
+            &spelled,
+            &t.attacker_space,
+            PLAIN_APP,
+            false,
+        );
+        assert_eq!(s, 409, "{b}");
+        assert!(b.contains("app_name_taken"), "{b}");
+    }
+    // The victim's app is as it was: one push, one env change, no drain, nothing from the attacker.
+    let (_, env) = call(
+        &t.p,
+        &t.victim,
+        Method::GET,
+        &format!("/v1/apps/{app}/env"),
+        None,
+        None,
+    );
+    assert!(env["env"].get("EVIL").is_none(), "{env}");
+    let (_, revs) = call(
+        &t.p,
+        &t.victim,
+        Method::GET,
+        &format!("/v1/apps/{app}/revisions"),
+        None,
+        None,
+    );
+    assert_eq!(revs["revisions"].as_array().unwrap().len(), 2, "{revs}");
+    let (_, drains) = call(
+        &t.p,
+        &t.victim,
+        Method::GET,
+        &format!("/v1/apps/{app}/log-drains"),
+        None,
+        None,
+    );
+    assert_eq!(drains["drains"], serde_json::json!([]), "{drains}");
+    // The same spelling from the app's own developer reaches it.
+    let (s, _) = call(
+        &t.p,
+        &t.victim,
+        Method::GET,
+        &format!("/v1/apps/{}%6F{}", &app[..i], &app[i + 1..]),
+        None,
+        None,
+    );
+    assert_eq!(s, 200);
+}
+
+/// Finding 2: an app is in its space from the moment it exists. A first push that fails after
+/// the app was created (a Dockerfile with no node to build it) and a streamed push both leave an
+/// app only its own space reaches.
+#[test]
+fn apps_from_failed_and_streamed_first_pushes_belong_to_their_space() {
+    use reqwest::Method;
+    let t = tenants();
+    let failed = unique("failed");
+    let (s, b) = push_files(
+        &t.p,
+        &t.victim,
+        &failed,
+        &t.victim_space,
+        &[("Dockerfile", b"FROM paas-stack:bookworm\n", 0o644)],
+        false,
+    );
+    assert_eq!(s, 422, "the build cannot run without a node: {b}");
+    assert!(b.contains("staging_failed"), "{b}");
+    let streamed = unique("streamed");
+    let (s, b) = push_files(&t.p, &t.victim, &streamed, &t.victim_space, PLAIN_APP, true);
+    assert_eq!(s, 200, "{b}");
+    // The answer began before the task created the app: wait until it exists.
+    wait_for(Duration::from_secs(30), "the streamed push's app", || {
+        let (s, _) = call(
+            &t.p,
+            &t.admin,
+            Method::GET,
+            &format!("/v1/apps/{streamed}"),
+            None,
+            None,
+        );
+        (s == 200).then_some(())
+    })
+    .unwrap();
+
+    for app in [&failed, &streamed] {
+        // The owner's space has it ...
+        let (s, b) = call(
+            &t.p,
+            &t.victim,
+            Method::GET,
+            &format!("/v1/apps/{app}"),
+            None,
+            None,
+        );
+        assert_eq!(s, 200, "{app}: {b}");
+        // ... and nobody else reaches it.
+        for (m, path) in [
+            (Method::GET, format!("/v1/apps/{app}")),
+            (Method::GET, format!("/v1/apps/{app}/env")),
+            (Method::POST, format!("/v1/apps/{app}/stop")),
+            (Method::DELETE, format!("/v1/apps/{app}")),
+        ] {
+            let (s, b) = call(&t.p, &t.attacker, m.clone(), &path, None, None);
+            assert_eq!(
+                (s, b["code"].as_str()),
+                (404, Some("app_not_found")),
+                "{m} {path}: {b}"
+            );
+        }
+        let (s, b) = push_files(&t.p, &t.attacker, app, &t.attacker_space, PLAIN_APP, false);
+        assert_eq!(s, 409, "{b}");
+        let (_, list) = call(&t.p, &t.attacker, Method::GET, "/v1/apps", None, None);
+        assert!(!list.to_string().contains(app.as_str()), "{list}");
+        let (_, list) = call(&t.p, &t.victim, Method::GET, "/v1/apps", None, None);
+        assert!(list.to_string().contains(app.as_str()), "{list}");
+    }
+}
+
+/// Finding 3: a host belongs to one space. Another space maps neither a path under an app's
+/// default host nor anything under a custom host someone else serves, and cannot push an app
+/// whose default host another space already serves paths on.
+#[test]
+fn hosts_and_paths_under_them_belong_to_one_space() {
+    use reqwest::Method;
+    let t = tenants();
+    let shop = unique("shop");
+    let evil = unique("evil");
+    assert_eq!(
+        push_files(&t.p, &t.victim, &shop, &t.victim_space, PLAIN_APP, false).0,
+        201
+    );
+    assert_eq!(
+        push_files(
+            &t.p,
+            &t.attacker,
+            &evil,
+            &t.attacker_space,
+            PLAIN_APP,
+            false
+        )
+        .0,
+        201
+    );
+    let custom = format!("{}.example.com", unique("pay"));
+    let (s, b) = call(
+        &t.p,
+        &t.victim,
+        Method::POST,
+        &format!("/v1/apps/{shop}/routes"),
+        Some(serde_json::json!({"route": custom})),
+        None,
+    );
+    assert_eq!(s, 201, "{b}");
+    let future = unique("future");
+    let (s, b) = call(
+        &t.p,
+        &t.victim,
+        Method::POST,
+        &format!("/v1/apps/{shop}/routes"),
+        Some(serde_json::json!({"route": format!("{future}.localhost/api")})),
+        None,
+    );
+    assert_eq!(s, 201, "a host nobody serves yet is first come: {b}");
+    for route in [
+        format!("{shop}.localhost/checkout"),
+        custom.clone(),
+        format!("{custom}/admin"),
+        format!("{future}.localhost/"),
+        format!("{future}.localhost/other"),
+    ] {
+        let (s, b) = call(
+            &t.p,
+            &t.attacker,
+            Method::POST,
+            &format!("/v1/apps/{evil}/routes"),
+            Some(serde_json::json!({"route": route})),
+            None,
+        );
+        assert_eq!(
+            (s, b["code"].as_str()),
+            (409, Some("route_taken")),
+            "{route}: {b}"
+        );
+    }
+    // A new app whose default route another space serves paths on is refused with a clear error.
+    let (s, b) = push_files(
+        &t.p,
+        &t.attacker,
+        &future,
+        &t.attacker_space,
+        PLAIN_APP,
+        false,
+    );
+    assert_eq!(s, 409, "{b}");
+    assert!(
+        b.contains("route_taken") && b.contains("another space"),
+        "{b}"
+    );
+    // The owner's space maps under its own host.
+    let (s, b) = call(
+        &t.p,
+        &t.victim,
+        Method::POST,
+        &format!("/v1/apps/{shop}/routes"),
+        Some(serde_json::json!({"route": format!("{shop}.localhost/checkout")})),
+        None,
+    );
+    assert_eq!(s, 201, "{b}");
+    // Finding 5: the route list shows only the caller's own.
+    let (_, routes) = call(&t.p, &t.attacker, Method::GET, "/v1/routes", None, None);
+    let text = routes.to_string();
+    assert!(
+        text.contains(&evil) && !text.contains(&shop) && !text.contains(&custom),
+        "{text}"
+    );
+    let (_, routes) = call(&t.p, &t.admin, Method::GET, "/v1/routes", None, None);
+    assert!(
+        routes.to_string().contains(&custom),
+        "operators see every route"
+    );
+}
+
+/// Finding 5: spaces and events are scoped; an app token (and its event) needs a role on the
+/// app.
+#[test]
+fn lists_tokens_and_events_stay_inside_the_callers_reach() {
+    use reqwest::Method;
+    let t = tenants();
+    let shop = unique("shop");
+    assert_eq!(
+        push_files(&t.p, &t.victim, &shop, &t.victim_space, PLAIN_APP, false).0,
+        201
+    );
+    let (_, spaces) = call(&t.p, &t.attacker, Method::GET, "/v1/spaces", None, None);
+    let list = spaces["spaces"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{spaces}");
+    assert_eq!(
+        format!(
+            "{}/{}",
+            list[0]["org"].as_str().unwrap(),
+            list[0]["name"].as_str().unwrap()
+        ),
+        t.attacker_space
+    );
+    let (_, spaces) = call(&t.p, &t.admin, Method::GET, "/v1/spaces", None, None);
+    assert!(spaces["spaces"].as_array().unwrap().len() >= 3, "{spaces}");
+
+    // A token "for" the victim's app is made like one for an app that does not exist yet (CI
+    // creates its token before the first push), writes nothing into the victim's audit log and
+    // reaches nothing.
+    let (s, b) = call(
+        &t.p,
+        &t.attacker,
+        Method::POST,
+        "/v1/tokens",
+        Some(serde_json::json!({"name": "mine", "scope": "deploy", "app": shop})),
+        None,
+    );
+    assert_eq!(s, 201, "{b}");
+    let stolen = b["token"].as_str().unwrap().to_string();
+    for path in [format!("/v1/apps/{shop}"), format!("/v1/apps/{shop}/env")] {
+        let (s, b) = call(&t.p, &stolen, Method::GET, &path, None, None);
+        assert_eq!(
+            (s, b["code"].as_str()),
+            (404, Some("app_not_found")),
+            "{path}: {b}"
+        );
+    }
+    let (_, events) = call(
+        &t.p,
+        &t.victim,
+        Method::GET,
+        &format!("/v1/apps/{shop}/events"),
+        None,
+        None,
+    );
+    assert!(
+        !events.to_string().contains("token.create"),
+        "no event of the attacker in the victim's app: {events}"
+    );
+    // A push into a space the caller has no role in is a space that does not exist for it.
+    let (s, b) = push_files(
+        &t.p,
+        &t.attacker,
+        &unique("x"),
+        &t.victim_space,
+        PLAIN_APP,
+        false,
+    );
+    assert_eq!(s, 404, "{b}");
+    assert!(b.contains("space_not_found"), "{b}");
+
+    // Squatting a name: the attacker creates an app with a drain to its own sink and deletes
+    // it; the victim's later app of that name gets neither the drain nor the attacker's history.
+    let squat = unique("squat");
+    assert_eq!(
+        push_files(
+            &t.p,
+            &t.attacker,
+            &squat,
+            &t.attacker_space,
+            PLAIN_APP,
+            false
+        )
+        .0,
+        201
+    );
+    let (s, _) = call(
+        &t.p,
+        &t.attacker,
+        Method::POST,
+        &format!("/v1/apps/{squat}/log-drains"),
+        Some(serde_json::json!({"url": "syslog://127.0.0.1:9"})),
+        None,
+    );
+    assert_eq!(s, 201);
+    let (s, _) = call(
+        &t.p,
+        &t.attacker,
+        Method::DELETE,
+        &format!("/v1/apps/{squat}"),
+        None,
+        None,
+    );
+    assert_eq!(s, 204);
+    assert_eq!(
+        push_files(&t.p, &t.victim, &squat, &t.victim_space, PLAIN_APP, false).0,
+        201
+    );
+    let (_, drains) = call(
+        &t.p,
+        &t.victim,
+        Method::GET,
+        &format!("/v1/apps/{squat}/log-drains"),
+        None,
+        None,
+    );
+    assert_eq!(drains["drains"], serde_json::json!([]), "{drains}");
+    let (_, events) = call(
+        &t.p,
+        &t.victim,
+        Method::GET,
+        &format!("/v1/apps/{squat}/events"),
+        None,
+        None,
+    );
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"app.create"), "{events}");
+    assert!(
+        !kinds.contains(&"app.log_drain.add") && !kinds.contains(&"app.delete"),
+        "{events}"
+    );
+}
+
+/// Issue 18 basics: the dashboard's cookies are HttpOnly and SameSite=Strict, and Secure when
+/// the request came over TLS (not over plain HTTP, where the browser would drop a Secure one).
+#[test]
+fn session_cookies_are_httponly_strict_and_secure_behind_tls() {
+    let certs = tempfile::tempdir().unwrap();
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(
+        certs.path().join("localhost.key"),
+        c.key_pair.serialize_pem(),
+    )
+    .unwrap();
+    std::fs::write(certs.path().join("localhost.crt"), c.cert.pem()).unwrap();
+    let p = Platform::start_server_env(
+        Options::default(),
+        &[
+            ("PAAS_TLS_LISTEN", "127.0.0.1:0"),
+            ("PAAS_TLS_CERT_DIR", certs.path().to_str().unwrap()),
+        ],
+    )
+    .expect("server");
+    let tls_addr: std::net::SocketAddr =
+        wait_for(Duration::from_secs(10), "the TLS listener", || {
+            std::fs::read_to_string(p.data_dir().join("tls-listen-addr"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap();
+    let https = reqwest::blocking::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(c.cert.pem().as_bytes()).unwrap())
+        .resolve("localhost", tls_addr)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let http = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let cookie = |res: &reqwest::blocking::Response, name: &str| -> String {
+        res.headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name} cookie: {:?}", res.headers()))
+            .to_string()
+    };
+    for (base, client, tls) in [
+        (
+            format!("https://localhost:{}", tls_addr.port()),
+            &https,
+            true,
+        ),
+        (p.api_url(), &http, false),
+    ] {
+        let form = client.get(format!("{base}/login")).send().unwrap();
+        assert_eq!(form.status().as_u16(), 200);
+        let csrf_cookie = cookie(&form, "paas_login_csrf");
+        let html = form.text().unwrap();
+        let csrf = html
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .expect("the form's csrf")
+            .to_string();
+        let res = client
+            .post(format!("{base}/login"))
+            .header("cookie", csrf_cookie.split(';').next().unwrap().to_string())
+            .form(&[
+                ("username", "admin"),
+                ("password", p.admin_password.as_str()),
+                ("csrf", csrf.as_str()),
+            ])
+            .send()
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 303, "{base}");
+        let session = cookie(&res, "paas_session");
+        for c in [&csrf_cookie, &session] {
+            assert!(c.contains("HttpOnly"), "{c}");
+            assert!(c.contains("SameSite=Strict"), "{c}");
+            assert_eq!(c.contains("Secure"), tls, "{base}: {c}");
+        }
+    }
 }

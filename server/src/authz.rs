@@ -1,24 +1,30 @@
-//! Authorization, in one place: a middleware on `/v1` resolves the caller (login JWT or API token)
-//! into a [`Principal`], decides from the method and path what the request needs (public, agent,
-//! any user, a role in the app's space, operator), and refuses with 401/403 before any handler
-//! runs. Handlers only see callers that may do what they ask.
+//! Authorization, in two halves that cannot disagree. A middleware on `/v1` resolves the caller
+//! (login JWT, API token or session cookie) into a [`Principal`] and classifies the request by the
+//! route it will reach (public, agent, any user, an app route, operator, own tokens); a route it
+//! does not know is refused. For app routes the decision is made after routing by [`AppAccess`]
+//! (and [`PushTarget`] for a push): an extractor that reads the matched, decoded `{name}`,
+//! resolves the app in the caller's reach, checks the role and hands the handler the record it
+//! checked. An app outside the caller's reach is answered as one that does not exist.
 //!
 //! Roles per space: viewer (read), developer (read + deploy), admin (everything in the space).
-//! Operators manage nodes, buildpacks, users and spaces, and act as admin everywhere. An API token
-//! is capped by its scope (read -> viewer, deploy -> developer, admin -> the owner's roles) and may
-//! be restricted to one app.
+//! Operators manage nodes, buildpacks, base images, users and spaces, and act as admin
+//! everywhere. An API token is capped by its scope (read -> viewer, deploy -> developer, admin ->
+//! the owner's roles) and may be restricted to one app.
 
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
-use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest, ResponseError};
 use chrono::Utc;
+use paas_common::domain::AppName;
 use paas_common::ErrorCode;
 use std::collections::HashMap;
+use std::marker::PhantomData;
 
 use crate::auth::{bearer, sha256_hex};
 use crate::error::Error;
 use crate::state::AppCtx;
+use crate::store::AppRecord;
 
 /// The space a push creates its app in when the caller names none.
 pub const DEFAULT_ORG: &str = "default";
@@ -162,55 +168,86 @@ pub fn actor_with_token(username: &str, token_name: &str) -> String {
     format!("{username} (token {token_name})")
 }
 
-/// What a request needs, from its method and path.
+/// What a request needs, from its method and the route it will be routed to. This is the coarse
+/// half of authorization: the app-level half is [`AppAccess`] / [`PushTarget`], which decide on
+/// the matched, decoded `{name}` the handler acts on.
 #[derive(Debug, PartialEq, Eq)]
 enum Need {
     Public,
     /// Agent endpoints check the node credential themselves.
     Agent,
     Authenticated,
-    /// A role in the app's space; `creates` when the request may create the app (push).
+    /// A route on one app: resolved and checked here before any body is read, then confirmed
+    /// by the handler's [`AppAccess`] / [`PushTarget`] on the handler's own `{name}`.
     App {
-        name: String,
-        min: Role,
-        creates: bool,
+        push: bool,
     },
     Operator,
     /// Managing one's own API tokens: a login, or an admin-scoped token.
     OwnTokens,
+    /// A route this table does not know: refused, whoever asks.
+    Unknown,
 }
 
+/// Classifies the path actix routes on (percent-decoded except `%2F`, `%25` and `%2B`), split
+/// exactly as the router splits it, so the class is that of the route the request reaches: an
+/// encoded `%61dmin` is `admin` here too, and an empty segment or trailing slash matches no route
+/// here as it matches none there.
 fn classify(method: &actix_web::http::Method, path: &str) -> Need {
-    let read = method == actix_web::http::Method::GET || method == actix_web::http::Method::HEAD;
-    let rest = path.strip_prefix("/v1").unwrap_or(path);
-    let segs: Vec<&str> = rest
-        .trim_matches('/')
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .collect();
-    match segs.as_slice() {
+    use actix_web::http::Method;
+    let read = method == Method::GET || method == Method::HEAD;
+    let Some(rest) = path.strip_prefix("/v1/") else {
+        return Need::Unknown;
+    };
+    let segs: Vec<&str> = rest.split('/').collect();
+    if segs.iter().any(|s| s.is_empty()) {
+        return Need::Unknown;
+    }
+    let m = method.clone();
+    match (segs.as_slice(), m) {
         // The refresh token in the body is the credential of refresh and logout.
-        ["auth", "login" | "refresh" | "logout"] => Need::Public,
-        ["admin", ..] => Need::Operator,
+        (["auth", "login" | "refresh" | "logout"], Method::POST) => Need::Public,
         // The API description: CI tools fetch it before they have a token.
-        ["openapi.json"] if read => Need::Public,
+        (["openapi.json"], _) if read => Need::Public,
         // Agents and standalone routers authenticate with their own credentials.
-        ["agent", ..] | ["router", ..] => Need::Agent,
+        (["agent", ..] | ["router", ..], _) => Need::Agent,
+        (["admin", "keys"], _) if read => Need::Operator,
+        (["admin", "keys", "rotate"], Method::POST) => Need::Operator,
         // Incremental upload: any user asks which of their files the controller holds.
-        ["resources", "match"] => Need::Authenticated,
-        ["apps"] if read => Need::Authenticated,
-        // Everyone sees their own events; operators see all (the handler filters).
-        ["events"] if read => Need::Authenticated,
-        ["apps", name, tail @ ..] => Need::App {
-            name: (*name).to_string(),
-            min: if read { Role::Viewer } else { Role::Developer },
-            creates: !read && tail == ["push"],
-        },
-        ["tokens", ..] => Need::OwnTokens,
-        ["spaces"] if read => Need::Authenticated,
-        ["nodes", ..] | ["buildpacks", ..] if read => Need::Authenticated,
-        _ if read && !matches!(segs.first(), Some(&"users")) => Need::Authenticated,
-        _ => Need::Operator,
+        (["resources", "match"], Method::POST) => Need::Authenticated,
+        // Lists: the handlers show only what the caller's roles reach.
+        (["apps"] | ["events"] | ["spaces"] | ["routes"] | ["nodes"] | ["buildpacks"], _)
+            if read =>
+        {
+            Need::Authenticated
+        }
+        (["apps", _], Method::GET | Method::HEAD | Method::PATCH | Method::DELETE) => {
+            Need::App { push: false }
+        }
+        (["apps", _, "push"], Method::POST) => Need::App { push: true },
+        (["apps", _, "rollback" | "restart" | "stop" | "start"], Method::POST) => {
+            Need::App { push: false }
+        }
+        (["apps", _, "logs" | "events" | "revisions"], _) if read => Need::App { push: false },
+        (["apps", _, "logs", "stream"], _) if read => Need::App { push: false },
+        (["apps", _, "env"], _) if read => Need::App { push: false },
+        (["apps", _, "env"], Method::PATCH) => Need::App { push: false },
+        (["apps", _, "routes" | "log-drains"], _) if read => Need::App { push: false },
+        (["apps", _, "routes" | "log-drains"], Method::POST | Method::DELETE) => {
+            Need::App { push: false }
+        }
+        (["apps", _, "instances", _, "restart"], Method::POST) => Need::App { push: false },
+        (["tokens"], Method::GET | Method::POST) => Need::OwnTokens,
+        (["tokens", _], Method::DELETE) => Need::OwnTokens,
+        (["users"], Method::GET | Method::POST) => Need::Operator,
+        (["users", _, "roles"], Method::PUT) => Need::Operator,
+        (["spaces"], Method::POST) => Need::Operator,
+        (["nodes", _, "drain"], Method::POST) => Need::Operator,
+        (["buildpacks"], Method::POST) => Need::Operator,
+        (["buildpacks", _], Method::DELETE) => Need::Operator,
+        (["base-images"], Method::GET | Method::HEAD | Method::POST) => Need::Operator,
+        (["base-images", _], Method::DELETE) => Need::Operator,
+        _ => Need::Unknown,
     }
 }
 
@@ -342,34 +379,86 @@ fn forbidden(what: &str) -> Error {
     Error::api(ErrorCode::Forbidden, format!("not allowed: {what}"))
 }
 
-/// The `/v1` authorization middleware.
+fn app_not_found(name: &str) -> Error {
+    Error::api(ErrorCode::AppNotFound, format!("app {name:?} not found"))
+}
+
+/// Set by [`AppAccess`] and [`PushTarget`] when they ran, so the middleware can refuse an app
+/// route whose handler forgot to take one.
+#[derive(Clone, Copy)]
+struct AppChecked;
+
+fn ctx_of(req: &HttpRequest) -> Result<web::Data<AppCtx>, Error> {
+    req.app_data::<web::Data<AppCtx>>()
+        .cloned()
+        .ok_or_else(|| Error::internal("application state missing"))
+}
+
+fn count_denied(ctx: &AppCtx, e: &Error) {
+    let code = e.wire().code;
+    if matches!(
+        code.as_str(),
+        "unauthorized"
+            | "forbidden"
+            | "app_not_found"
+            | "space_not_found"
+            | "not_found"
+            | "app_name_taken"
+    ) {
+        ctx.metrics.authz_denied(&code);
+    }
+}
+
+/// The `/v1` authorization middleware: authentication, the coarse classes (public, agent,
+/// operator, own tokens), and for app routes the resolution of the app in the caller's reach,
+/// which the handler's [`AppAccess`] / [`PushTarget`] confirm on the handler's own `{name}`.
 pub async fn middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let need = classify(req.method(), req.path());
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let ctx = ctx_of(req.request())?;
+    let need = classify(req.method(), req.match_info().get_ref().path());
+    let denied = |e: Error| -> actix_web::Error {
+        count_denied(&ctx, &e);
+        e.into()
+    };
     if matches!(need, Need::Public | Need::Agent) {
-        return next.call(req).await;
+        return Ok(next.call(req).await?.map_into_left_body());
     }
-    let ctx = req
-        .app_data::<web::Data<AppCtx>>()
-        .cloned()
-        .ok_or_else(|| Error::internal("application state missing"))?;
     let token = match bearer(req.request()) {
         Some(t) => t,
         // The dashboard calls the API with its session cookie; then every change must carry the
         // session's CSRF token, which a cross-site page cannot read.
-        None => session_token(&ctx, req.request())?,
+        None => session_token(&ctx, req.request()).map_err(denied)?,
     };
-    let principal = resolve(&ctx, &token).await?;
-
-    // An app created by this request goes into the caller's target space once the handler made it.
-    let mut adopt_into: Option<(String, String)> = None;
+    let principal = resolve(&ctx, &token).await.map_err(denied)?;
     match &need {
         Need::Public | Need::Agent | Need::Authenticated => {}
+        // Decided before the handler's other extractors run (they are polled together, and a
+        // body error must not answer before the app check does).
+        Need::App { push } => {
+            let name = app_segment(req.match_info().get_ref().path());
+            let resolved = if *push {
+                push_target(&ctx, req.request(), &principal, &name)
+                    .await
+                    .map(Resolved::Push)
+            } else {
+                resolve_app(&ctx, &principal, &name)
+                    .await
+                    .map(Resolved::App)
+            }
+            .map_err(denied)?;
+            req.extensions_mut().insert(resolved);
+        }
+        Need::Unknown => {
+            return Err(denied(Error::api(
+                ErrorCode::NotFound,
+                "no such API endpoint",
+            )))
+        }
         Need::Operator => {
             if !principal.is_operator() {
-                return Err(forbidden("this needs an operator").into());
+                return Err(denied(forbidden("this needs an operator")));
             }
         }
         Need::OwnTokens => {
@@ -378,64 +467,329 @@ pub async fn middleware(
                 .as_ref()
                 .is_some_and(|t| t.scope != Scope::Admin || t.app.is_some())
             {
-                return Err(forbidden(
+                return Err(denied(forbidden(
                     "API tokens can only be managed with a login or an admin token",
-                )
-                .into());
-            }
-        }
-        Need::App { name, min, creates } => {
-            if let Some(only) = principal.token.as_ref().and_then(|t| t.app.as_deref()) {
-                if only != name {
-                    return Err(forbidden(&format!("this token is for app {only:?} only")).into());
-                }
-            }
-            let space = match ctx.store.app_by_name(name).await.map_err(Error::from)? {
-                Some(app) => ctx.store.app_space(&app.id).await.map_err(Error::from)?,
-                None if *creates => {
-                    let space = target_space(&ctx, req.request()).await?;
-                    adopt_into = Some((name.clone(), space.id.clone()));
-                    Some(space.id)
-                }
-                // The handler answers app_not_found.
-                None => None,
-            };
-            if let Some(space) = space {
-                match principal.role_in(&space) {
-                    Some(role) if role >= *min => {}
-                    Some(role) => {
-                        return Err(forbidden(&format!(
-                            "a {} cannot change apps in this space",
-                            role.as_str()
-                        ))
-                        .into())
-                    }
-                    None => return Err(forbidden("you have no role in this app's space").into()),
-                }
+                )));
             }
         }
     }
     req.extensions_mut().insert(principal);
     let res = next.call(req).await?;
-    if let Some((name, space)) = adopt_into {
-        if res.status().is_success() {
-            if let Some(app) = ctx.store.app_by_name(&name).await.map_err(Error::from)? {
-                if ctx
-                    .store
-                    .app_space(&app.id)
-                    .await
-                    .map_err(Error::from)?
-                    .is_none()
-                {
-                    ctx.store
-                        .set_app_space(&app.id, &space)
-                        .await
-                        .map_err(Error::from)?;
-                }
+    if matches!(need, Need::App { .. })
+        && res.status().is_success()
+        && res.request().extensions().get::<AppChecked>().is_none()
+    {
+        // Fail closed: an app route whose handler decided nothing about the app answers nothing.
+        tracing::error!(path = %res.request().path(), "app route without an app check");
+        let (req, _) = res.into_parts();
+        let e = Error::internal("app route without an app check");
+        return Ok(ServiceResponse::new(req, e.error_response()).map_into_right_body());
+    }
+    Ok(res.map_into_left_body())
+}
+
+/// The minimum role a handler needs on its app.
+pub trait MinRole {
+    const ROLE: Role;
+}
+
+/// Reading an app: its detail, logs, events, env (secrets masked), routes, drains, revisions.
+pub enum Viewer {}
+impl MinRole for Viewer {
+    const ROLE: Role = Role::Viewer;
+}
+
+/// Changing an app: deploy, scale, env, routes, drains, restart, delete.
+pub enum Developer {}
+impl MinRole for Developer {
+    const ROLE: Role = Role::Developer;
+}
+
+/// An app the caller reaches, as the middleware resolved it.
+#[derive(Clone)]
+pub struct ReachedApp {
+    /// The decoded name it was resolved by.
+    name: String,
+    app: AppRecord,
+    space_id: String,
+    role: Role,
+}
+
+/// What the middleware resolved for an app route, for the handler's extractor to confirm.
+#[derive(Clone)]
+enum Resolved {
+    App(ReachedApp),
+    Push(PushTarget),
+}
+
+/// The app segment of an app route's routing path, decoded as `web::Path` decodes parameters.
+fn app_segment(routing_path: &str) -> String {
+    let seg = routing_path
+        .strip_prefix("/v1/apps/")
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_default();
+    percent_decode(seg)
+}
+
+/// Full percent-decoding (what actix's path deserializer does to a parameter); a malformed
+/// escape stays as it is, and bytes that are not UTF-8 are replaced.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
             }
         }
+        out.push(b[i]);
+        i += 1;
     }
-    Ok(res)
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The app `name` in the caller's reach with the caller's role in its space. Anything outside
+/// the reach (no such app, another space, a token for another app, a spelling that is not a
+/// name) is the same 404.
+async fn resolve_app(ctx: &AppCtx, principal: &Principal, raw: &str) -> Result<ReachedApp, Error> {
+    // Every spelling is parsed by the same rules; one that is not a name names no app.
+    let name = AppName::parse(raw).map_err(|_| app_not_found(raw))?;
+    let name = name.as_str();
+    if principal
+        .token
+        .as_ref()
+        .and_then(|t| t.app.as_deref())
+        .is_some_and(|only| only != name)
+    {
+        return Err(app_not_found(name));
+    }
+    let app = ctx
+        .store
+        .app_by_name(name)
+        .await?
+        .ok_or_else(|| app_not_found(name))?;
+    let space_id = ctx
+        .store
+        .app_space(&app.id)
+        .await?
+        .ok_or_else(|| app_not_found(name))?;
+    let role = principal
+        .role_in(&space_id)
+        .ok_or_else(|| app_not_found(name))?;
+    Ok(ReachedApp {
+        name: raw.to_string(),
+        app,
+        space_id,
+        role,
+    })
+}
+
+/// The matched `{name}` path parameter, decoded exactly as `web::Path<String>` decodes it for
+/// handlers.
+fn name_param(req: &HttpRequest) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct P {
+        name: String,
+    }
+    web::Path::<P>::extract(req)
+        .into_inner()
+        .ok()
+        .map(|p| p.into_inner().name)
+}
+
+/// The resolution for this request, if it was made for the very name the handler is given.
+fn resolved_for_handler(req: &HttpRequest) -> Result<Resolved, Error> {
+    req.extensions_mut().insert(AppChecked);
+    let resolved = req.extensions().get::<Resolved>().cloned();
+    let param = name_param(req);
+    let resolved_name = match &resolved {
+        Some(Resolved::App(r)) => Some(r.name.clone()),
+        Some(Resolved::Push(t)) => Some(t.raw_name.clone()),
+        None => None,
+    };
+    match (resolved, param) {
+        (Some(r), Some(p)) if resolved_name.as_deref() == Some(p.as_str()) => Ok(r),
+        // Never act on a name other than the one authorized (or on none).
+        (_, p) => {
+            tracing::error!(param = ?p, resolved = ?resolved_name, "app route resolved for another name");
+            Err(app_not_found(p.as_deref().unwrap_or_default()))
+        }
+    }
+}
+
+/// The app named by the matched `{name}` of the route, in the caller's reach, with the caller's
+/// role in its space at least `R`. A handler that takes one acts on exactly the app that was
+/// authorized. An app the caller cannot reach (another space, a token for another app) is
+/// answered like one that does not exist: 404 `app_not_found`.
+pub struct AppAccess<R> {
+    pub app: AppRecord,
+    pub space_id: String,
+    /// The caller's role in the app's space (after its token's scope).
+    pub role: Role,
+    _min: PhantomData<fn() -> R>,
+}
+
+impl<R> AppAccess<R> {
+    pub fn into_app(self) -> AppRecord {
+        self.app
+    }
+}
+
+fn app_access<R: MinRole>(req: &HttpRequest) -> Result<AppAccess<R>, Error> {
+    let Resolved::App(r) = resolved_for_handler(req)? else {
+        return Err(Error::internal("an app handler on a push route"));
+    };
+    if r.role < R::ROLE {
+        return Err(forbidden(&format!(
+            "a {} cannot change apps in this space",
+            r.role.as_str()
+        )));
+    }
+    Ok(AppAccess {
+        app: r.app,
+        space_id: r.space_id,
+        role: r.role,
+        _min: PhantomData,
+    })
+}
+
+impl<R: MinRole> FromRequest for AppAccess<R> {
+    type Error = Error;
+    type Future = std::future::Ready<Result<Self, Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let res = app_access::<R>(req);
+        if let (Err(e), Ok(ctx)) = (&res, ctx_of(req)) {
+            count_denied(ctx.get_ref(), e);
+        }
+        std::future::ready(res)
+    }
+}
+
+/// Where a push goes: the app of that name when the caller may deploy it, or a new app in the
+/// caller's target space (`X-Paas-Space`, default `default/default`) when the caller is a
+/// developer there. App names are platform-wide, so a name another space holds is
+/// `app_name_taken`.
+#[derive(Clone)]
+pub struct PushTarget {
+    pub name: AppName,
+    pub space_id: String,
+    raw_name: String,
+}
+
+fn explicit_space(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(SPACE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|s| !s.trim().is_empty())
+}
+
+async fn push_target(
+    ctx: &AppCtx,
+    req: &HttpRequest,
+    principal: &Principal,
+    raw: &str,
+) -> Result<PushTarget, Error> {
+    let name = AppName::parse(raw).map_err(|m| Error::api(ErrorCode::InvalidName, m))?;
+    if principal
+        .token
+        .as_ref()
+        .and_then(|t| t.app.as_deref())
+        .is_some_and(|only| only != name.as_str())
+    {
+        return Err(app_not_found(name.as_str()));
+    }
+    let need_developer = |role: Option<Role>, space: &str| match role {
+        Some(r) if r >= Role::Developer => Ok(()),
+        Some(r) => Err(forbidden(&format!(
+            "a {} cannot push to space {space}",
+            r.as_str()
+        ))),
+        None => Err(Error::api(
+            ErrorCode::SpaceNotFound,
+            format!("space {space} not found"),
+        )),
+    };
+    let taken = || {
+        Error::api(
+            ErrorCode::AppNameTaken,
+            format!(
+                "the app name {name} is taken (app names are platform-wide): push with another name"
+            ),
+        )
+    };
+    if let Some(app) = ctx.store.app_by_name(name.as_str()).await? {
+        let space = ctx.store.app_space(&app.id).await?.ok_or_else(taken)?;
+        let Some(role) = principal.role_in(&space) else {
+            return Err(taken());
+        };
+        // A push aimed at another space must not deploy over an app of this one.
+        if explicit_space(req) && target_space(ctx, req).await?.id != space {
+            return Err(Error::api(
+                ErrorCode::AppNameTaken,
+                format!("app {name} exists in another space of yours: target that space or push with another name"),
+            ));
+        }
+        need_developer(Some(role), "of this app")?;
+        return Ok(PushTarget {
+            name,
+            space_id: space,
+            raw_name: raw.to_string(),
+        });
+    }
+    let space = target_space(ctx, req).await?;
+    let label = format!("{}/{}", space.org, space.name);
+    need_developer(principal.role_in(&space.id), &label)?;
+    // The new app's default route must not be a host another space already serves paths on.
+    let host = format!("{name}.{}", ctx.settings.apps_domain);
+    if host_owner(ctx, &host)
+        .await?
+        .is_some_and(|owner| owner != space.id)
+    {
+        return Err(Error::api(
+            ErrorCode::RouteTaken,
+            format!("the default route {host} of a new app {name} belongs to another space: push with another name"),
+        ));
+    }
+    Ok(PushTarget {
+        name,
+        space_id: space.id,
+        raw_name: raw.to_string(),
+    })
+}
+
+impl FromRequest for PushTarget {
+    type Error = Error;
+    type Future = std::future::Ready<Result<Self, Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let res = match resolved_for_handler(req) {
+            Ok(Resolved::Push(t)) => Ok(t),
+            Ok(Resolved::App(_)) => Err(Error::internal("a push handler on an app route")),
+            Err(e) => Err(e),
+        };
+        std::future::ready(res)
+    }
+}
+
+/// The space a host belongs to: an app's default host (`NAME.<apps domain>`) is its app's
+/// space's; any other host is the space of the apps its mapped routes lead to (one space, the
+/// store sees to it); a host nobody serves belongs to nobody yet.
+pub async fn host_owner(ctx: &AppCtx, host: &str) -> Result<Option<String>, Error> {
+    if let Some(name) = crate::router::app_for_host(host, &ctx.settings.apps_domain) {
+        if let Some(app) = ctx.store.app_by_name(&name).await? {
+            return Ok(ctx.store.app_space(&app.id).await?);
+        }
+    }
+    let routes = ctx.store.list_routes().await?;
+    let Some(route) = routes.iter().find(|r| r.host.eq_ignore_ascii_case(host)) else {
+        return Ok(None);
+    };
+    Ok(ctx.store.app_space(&route.app_id).await?)
 }
 
 #[cfg(test)]
@@ -445,56 +799,72 @@ mod tests {
 
     #[test]
     fn classifies_routes() {
-        assert_eq!(classify(&Method::POST, "/v1/auth/login"), Need::Public);
-        assert_eq!(classify(&Method::POST, "/v1/auth/refresh"), Need::Public);
-        assert_eq!(classify(&Method::POST, "/v1/auth/logout"), Need::Public);
-        assert_eq!(classify(&Method::GET, "/v1/admin/keys"), Need::Operator);
+        use Need::*;
+        let c = |m: Method, p: &str| classify(&m, p);
+        assert_eq!(c(Method::POST, "/v1/auth/login"), Public);
+        assert_eq!(c(Method::POST, "/v1/auth/refresh"), Public);
+        assert_eq!(c(Method::POST, "/v1/auth/logout"), Public);
+        assert_eq!(c(Method::GET, "/v1/openapi.json"), Public);
+        assert_eq!(c(Method::GET, "/v1/admin/keys"), Operator);
+        assert_eq!(c(Method::POST, "/v1/admin/keys/rotate"), Operator);
+        assert_eq!(c(Method::GET, "/v1/events"), Authenticated);
+        assert_eq!(c(Method::DELETE, "/v1/events"), Unknown);
+        assert_eq!(c(Method::POST, "/v1/agent/heartbeat"), Agent);
+        assert_eq!(c(Method::GET, "/v1/router/table"), Agent);
+        assert_eq!(c(Method::POST, "/v1/resources/match"), Authenticated);
+        assert_eq!(c(Method::GET, "/v1/apps"), Authenticated);
+        assert_eq!(c(Method::GET, "/v1/routes"), Authenticated);
+        assert_eq!(c(Method::POST, "/v1/apps/web/push"), App { push: true });
+        assert_eq!(c(Method::GET, "/v1/apps/web/logs"), App { push: false });
         assert_eq!(
-            classify(&Method::POST, "/v1/admin/keys/rotate"),
-            Need::Operator
+            c(Method::GET, "/v1/apps/web/logs/stream"),
+            App { push: false }
         );
-        assert_eq!(classify(&Method::GET, "/v1/events"), Need::Authenticated);
-        assert_eq!(classify(&Method::DELETE, "/v1/events"), Need::Operator);
-        assert_eq!(classify(&Method::POST, "/v1/agent/heartbeat"), Need::Agent);
-        assert_eq!(classify(&Method::GET, "/v1/router/table"), Need::Agent);
+        assert_eq!(c(Method::DELETE, "/v1/apps/web"), App { push: false });
         assert_eq!(
-            classify(&Method::POST, "/v1/resources/match"),
-            Need::Authenticated
+            c(Method::POST, "/v1/apps/web/instances/0/restart"),
+            App { push: false }
         );
-        assert_eq!(classify(&Method::GET, "/v1/apps"), Need::Authenticated);
-        assert_eq!(
-            classify(&Method::POST, "/v1/apps/web/push"),
-            Need::App {
-                name: "web".into(),
-                min: Role::Developer,
-                creates: true
-            }
-        );
-        assert_eq!(
-            classify(&Method::GET, "/v1/apps/web/logs"),
-            Need::App {
-                name: "web".into(),
-                min: Role::Viewer,
-                creates: false
-            }
-        );
-        assert_eq!(
-            classify(&Method::DELETE, "/v1/apps/web"),
-            Need::App {
-                name: "web".into(),
-                min: Role::Developer,
-                creates: false
-            }
-        );
-        assert_eq!(
-            classify(&Method::POST, "/v1/nodes/n1/drain"),
-            Need::Operator
-        );
-        assert_eq!(classify(&Method::GET, "/v1/nodes"), Need::Authenticated);
-        assert_eq!(classify(&Method::GET, "/v1/users"), Need::Operator);
-        assert_eq!(classify(&Method::POST, "/v1/users"), Need::Operator);
-        assert_eq!(classify(&Method::POST, "/v1/tokens"), Need::OwnTokens);
-        assert_eq!(classify(&Method::POST, "/v1/something-new"), Need::Operator);
+        assert_eq!(c(Method::PUT, "/v1/apps/web/env"), Unknown);
+        assert_eq!(c(Method::POST, "/v1/nodes/n1/drain"), Operator);
+        assert_eq!(c(Method::GET, "/v1/nodes"), Authenticated);
+        assert_eq!(c(Method::GET, "/v1/users"), Operator);
+        assert_eq!(c(Method::POST, "/v1/users"), Operator);
+        assert_eq!(c(Method::POST, "/v1/tokens"), OwnTokens);
+        assert_eq!(c(Method::GET, "/v1/base-images"), Operator);
+        assert_eq!(c(Method::DELETE, "/v1/base-images/alpine"), Operator);
+        assert_eq!(c(Method::POST, "/v1/something-new"), Unknown);
+        assert_eq!(c(Method::GET, "/v1/something-new"), Unknown);
+        // Spellings the router would not match are not guessed at either.
+        assert_eq!(c(Method::GET, "/v1/apps/web/"), Unknown);
+        assert_eq!(c(Method::GET, "/v1//apps/web"), Unknown);
+        assert_eq!(c(Method::GET, "/v1/apps//env"), Unknown);
+        assert_eq!(c(Method::GET, "/v2/apps"), Unknown);
+    }
+
+    #[test]
+    fn app_segments_decode_like_path_parameters() {
+        let seg = |raw: &str| {
+            let uri: actix_web::http::Uri = raw.parse().unwrap();
+            app_segment(actix_web::dev::Url::new(uri).path())
+        };
+        assert_eq!(seg("/v1/apps/sh%6Fp/env"), "shop");
+        assert_eq!(seg("/v1/apps/sh%6fp"), "shop");
+        assert_eq!(seg("/v1/apps/a%2Fb/env"), "a/b");
+        assert_eq!(seg("/v1/apps/a%25"), "a%");
+        assert_eq!(seg("/v1/apps/bad%zz"), "bad%zz");
+        assert_eq!(seg("/v1/apps/end%6"), "end%6");
+    }
+
+    /// The middleware classifies the path actix routes on: `%61dmin` must be `admin`.
+    #[test]
+    fn classifies_the_decoded_path() {
+        let uri: actix_web::http::Uri = "/v1/%61dmin/keys".parse().unwrap();
+        let url = actix_web::dev::Url::new(uri);
+        assert_eq!(classify(&Method::GET, url.path()), Need::Operator);
+        let uri: actix_web::http::Uri = "/v1/us%65rs".parse().unwrap();
+        let url = actix_web::dev::Url::new(uri);
+        assert_eq!(classify(&Method::GET, url.path()), Need::Operator);
     }
 
     fn principal(

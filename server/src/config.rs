@@ -83,6 +83,11 @@ pub struct Settings {
     /// `failed` (`PAAS_PUSH_START_TIMEOUT_SECS`).
     #[serde(default = "default_push_start_timeout")]
     pub push_start_timeout_secs: u64,
+    /// Failed logins per account (from any source) and per source (for any account) within a
+    /// minute before logins are refused (`PAAS_LOGIN_FAILURES_PER_KEY`); a source guessing one
+    /// account is held back after 5.
+    #[serde(default = "default_login_failures_per_key")]
+    pub login_failures_per_key: u32,
     /// Largest accepted upload body.
     pub max_upload_mb: u64,
     /// Largest total size an archive may unpack to.
@@ -172,6 +177,10 @@ fn default_push_start_timeout() -> u64 {
     180
 }
 
+fn default_login_failures_per_key() -> u32 {
+    20
+}
+
 fn default_controller() -> String {
     "http://127.0.0.1:8080".into()
 }
@@ -225,6 +234,7 @@ impl Default for Settings {
             access_token_ttl_secs: default_access_token_ttl(),
             refresh_token_ttl_secs: default_refresh_token_ttl(),
             push_start_timeout_secs: default_push_start_timeout(),
+            login_failures_per_key: default_login_failures_per_key(),
             max_upload_mb: 1024,
             max_unpacked_mb: 2048,
             max_archive_entries: 100_000,

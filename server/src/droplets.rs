@@ -179,7 +179,12 @@ mod tests {
             kind: "k".into(),
             message: "m".into(),
         };
-        store.create_app(&app, &ev).await.unwrap();
+        let space = store
+            .space("default", "default", true)
+            .await
+            .unwrap()
+            .unwrap();
+        store.create_app(&app, &space.id, &ev).await.unwrap();
         // A file that is not a blob must survive any collection.
         std::fs::write(dir.path().join("blobs").join("README"), "not a blob").unwrap();
         let mut shas = Vec::new();

@@ -39,6 +39,12 @@ pub struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeniedLabels {
+    /// The error code answered: `unauthorized`, `forbidden`, `app_not_found`, ...
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PlacementLabels {
     /// `placed` or `unplaced`.
     pub placement: String,
@@ -51,6 +57,7 @@ pub struct Metrics {
     instances: Family<StateLabels, Gauge>,
     placements: Family<PlacementLabels, Gauge>,
     nodes: Family<StateLabels, Gauge>,
+    authz_denied: Family<DeniedLabels, Counter>,
     hub: Arc<HubCounters>,
 }
 
@@ -81,6 +88,12 @@ impl Metrics {
             placements.clone(),
         );
         registry.register("nodes", "Nodes by state", nodes.clone());
+        let authz_denied = Family::<DeniedLabels, Counter>::default();
+        registry.register(
+            "authz_denied",
+            "Requests refused by authentication or authorization, by error code",
+            authz_denied.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             requests,
@@ -88,8 +101,16 @@ impl Metrics {
             instances,
             placements,
             nodes,
+            authz_denied,
             hub,
         }
+    }
+
+    /// Counts a request refused by `authz` (a probe shows up here before anywhere else).
+    pub fn authz_denied(&self, code: &str) {
+        self.authz_denied
+            .get_or_create(&DeniedLabels { code: code.into() })
+            .inc();
     }
 
     fn observe(&self, labels: RequestLabels, secs: f64) {

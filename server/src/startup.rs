@@ -237,15 +237,14 @@ async fn readyz(ctx: web::Data<AppCtx>) -> actix_web::HttpResponse {
     }
 }
 
-/// The default org and space, so a single user never has to think about them; apps from before
-/// tenancy go there, and the bootstrap admin is its admin.
+/// The default org and space, so a single user never has to think about them (migration 0019
+/// put apps without a space there), and the bootstrap admin is its admin.
 async fn bootstrap_tenancy(store: &SqliteStore) -> anyhow::Result<()> {
     use crate::authz::{DEFAULT_ORG, DEFAULT_SPACE};
     let space = store
         .space(DEFAULT_ORG, DEFAULT_SPACE, true)
         .await?
         .context("creating the default space")?;
-    store.adopt_spaceless_apps(&space.id).await?;
     if let Some(admin) = store.user_by_name("admin").await? {
         if store.user_roles(&admin.id).await?.is_empty() {
             store.set_role(&admin.id, &space.id, Some("admin")).await?;

@@ -157,7 +157,18 @@ impl World {
                     kind: "app.create".into(),
                     message: "created".into(),
                 };
-                self.ctx.store.create_app(&rec, &ev).await.expect("create");
+                let space = self
+                    .ctx
+                    .store
+                    .space("default", "default", true)
+                    .await
+                    .expect("space")
+                    .expect("the default space");
+                self.ctx
+                    .store
+                    .create_app(&rec, &space.id, &ev)
+                    .await
+                    .expect("create");
                 rec
             }
         };

@@ -181,6 +181,7 @@ async fn events_filter_by_app_and_actor_and_page_by_id() {
     let web = EventFilter {
         app_name: Some("web".into()),
         actor: None,
+        since_id: None,
     };
     assert_eq!(store.count_events(&web).await.unwrap(), 5);
     let first = store.list_events(&web, None, 2).await.unwrap();
@@ -194,6 +195,7 @@ async fn events_filter_by_app_and_actor_and_page_by_id() {
     let mine = EventFilter {
         app_name: None,
         actor: Some("a_b".into()),
+        since_id: None,
     };
     let rows = store.list_events(&mine, None, 100).await.unwrap();
     assert_eq!(rows.len(), 7, "{:?}", kinds(&rows));

@@ -35,7 +35,15 @@ async fn setup() -> (tempfile::TempDir, SqliteStore, AppRecord) {
         created_at: now,
         updated_at: now,
     };
-    store.create_app(&app, &ev("app.create")).await.unwrap();
+    let space = store
+        .space("default", "default", true)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .create_app(&app, &space.id, &ev("app.create"))
+        .await
+        .unwrap();
     for i in 0..2u32 {
         store
             .insert_instance(&InstanceRecord {

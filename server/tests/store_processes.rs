@@ -59,7 +59,12 @@ async fn process_settings_roll_only_their_type_and_buildpacks_keep_order_and_blo
         created_at: now,
         updated_at: now,
     };
-    store.create_app(&app, &ev()).await.unwrap();
+    let space = store
+        .space("default", "default", true)
+        .await
+        .unwrap()
+        .unwrap();
+    store.create_app(&app, &space.id, &ev()).await.unwrap();
     store.insert_instance(&row("w", "web")).await.unwrap();
     store.insert_instance(&row("k", "worker")).await.unwrap();
 

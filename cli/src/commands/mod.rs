@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod apps;
+pub mod base_images;
 pub mod buildpacks;
 pub mod delete;
 pub mod env;
@@ -123,6 +124,12 @@ pub enum Command {
     CreateBuildpack(buildpacks::CreateArgs),
     /// Remove an added buildpack (operators).
     DeleteBuildpack(buildpacks::DeleteArgs),
+    /// List the base images a Dockerfile may build on besides the stack image (operators).
+    BaseImages(base_images::ListArgs),
+    /// Allow a Dockerfile to build FROM an image, by name (operators).
+    AllowBaseImage(base_images::NameArgs),
+    /// Stop allowing a base image (operators).
+    DisallowBaseImage(base_images::NameArgs),
 }
 
 /// Runs one command. Every command but `login` needs a saved login or PAAS_API + PAAS_TOKEN.
@@ -178,6 +185,9 @@ pub fn dispatch(cli: Cli, env: &Env) -> anyhow::Result<()> {
         Command::Buildpacks(args) => buildpacks::list(args, &client),
         Command::CreateBuildpack(args) => buildpacks::create(args, &client),
         Command::DeleteBuildpack(args) => buildpacks::delete(args, &client),
+        Command::BaseImages(args) => base_images::list(args, &client),
+        Command::AllowBaseImage(args) => base_images::allow(args, &client),
+        Command::DisallowBaseImage(args) => base_images::disallow(args, &client),
     }
 }
 

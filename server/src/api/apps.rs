@@ -15,13 +15,10 @@ use super::push_stream::Progress;
 use super::Ctx;
 use crate::archive::Limits;
 use crate::auth::AuthUser;
+use crate::authz::{AppAccess, Developer, PushTarget, Viewer};
 use crate::error::{ApiResult, Error};
 use crate::staging;
 use crate::store::{AppRecord, Event, EventFilter, NewRevision};
-
-fn parse_name(s: &str) -> ApiResult<AppName> {
-    AppName::parse(s).map_err(|m| Error::api(ErrorCode::InvalidName, m))
-}
 
 pub(crate) async fn find_app(ctx: &Ctx, name: &str) -> ApiResult<AppRecord> {
     ctx.store
@@ -137,32 +134,28 @@ pub async fn list(
 }
 
 #[utoipa::path(get, path = "/v1/apps/{name}", tag = "apps", summary = "One app with its instances", params(("name" = String, Path, description = "The app's name")), responses((status = 200, body = paas_common::api::AppDetail), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
-pub async fn get(
-    ctx: Ctx,
-    _user: AuthUser,
-    name: web::Path<String>,
-) -> ApiResult<web::Json<AppDetail>> {
-    let app = find_app(&ctx, &name).await?;
+pub async fn get(ctx: Ctx, app: AppAccess<Viewer>) -> ApiResult<web::Json<AppDetail>> {
+    let app = app.into_app();
     Ok(web::Json(detail(&ctx, &app).await?))
 }
 
 #[utoipa::path(delete, path = "/v1/apps/{name}", tag = "apps", summary = "Delete an app, its instances and routes", params(("name" = String, Path, description = "The app's name")), responses((status = 204, description = "Deleted"), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
-pub async fn delete(ctx: Ctx, user: AuthUser, name: web::Path<String>) -> ApiResult<HttpResponse> {
-    let app = find_app(&ctx, &name).await?;
+pub async fn delete(
+    ctx: Ctx,
+    user: AuthUser,
+    app: AppAccess<Developer>,
+) -> ApiResult<HttpResponse> {
+    let app = app.into_app();
     crate::deploy::delete_app(&ctx, &crate::deploy::Actor::from(&user), &app).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 #[utoipa::path(get, path = "/v1/apps/{name}/events", tag = "events", summary = "The app's audit events", params(crate::api::page::PageParams, ("name" = String, Path, description = "The app's name")), responses((status = 200, body = paas_common::api::EventList, headers(("Link" = String, description = "`<URL>; rel=\"next\"` when there is a next page"), ("X-Total-Count" = u64, description = "Items across all pages"))), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
-pub async fn events(
-    ctx: Ctx,
-    _user: AuthUser,
-    name: web::Path<String>,
-    req: HttpRequest,
-) -> ApiResult<HttpResponse> {
+pub async fn events(ctx: Ctx, app: AppAccess<Viewer>, req: HttpRequest) -> ApiResult<HttpResponse> {
     let page = Page::from_request(&req)?;
-    let app = find_app(&ctx, &name).await?;
+    let app = app.into_app();
     let filter = EventFilter {
+        since_id: ctx.store.app_created_event(&app.name).await?,
         app_name: Some(app.name.clone()),
         actor: None,
     };
@@ -230,6 +223,7 @@ pub async fn all_events(
     let filter = EventFilter {
         app_name: None,
         actor,
+        since_id: None,
     };
     event_page(&ctx, &req, &page, &filter).await
 }
@@ -252,11 +246,11 @@ pub(crate) async fn log_platform(ctx: &Ctx, app: &str, source: &str, message: St
 pub async fn push(
     ctx: Ctx,
     user: AuthUser,
-    name: web::Path<String>,
+    target: PushTarget,
     req: HttpRequest,
     mut payload: Multipart,
 ) -> ApiResult<HttpResponse> {
-    let name = parse_name(&name)?;
+    let name = target.name;
     let max_upload = ctx.settings.max_upload_mb * 1024 * 1024;
     let too_large = || {
         Error::api(
@@ -471,6 +465,7 @@ pub async fn push(
 
     let prep = Prepared {
         name,
+        space_id: target.space_id,
         package_sha,
         package_size,
         droplet_sha,
@@ -495,6 +490,8 @@ pub async fn push(
 /// A push whose upload and archive passed every check: what staging and deploying need.
 pub(crate) struct Prepared {
     pub name: AppName,
+    /// The space a new app is created in (checked by `PushTarget`).
+    space_id: String,
     pub package_sha: String,
     pub package_size: u64,
     droplet_sha: String,
@@ -520,6 +517,7 @@ pub(crate) async fn deploy(
 ) -> ApiResult<AppRecord> {
     let Prepared {
         name,
+        space_id,
         package_sha,
         package_size,
         droplet_sha,
@@ -554,7 +552,7 @@ pub(crate) async fn deploy(
                 kind: "app.create".into(),
                 message: format!("created app {}", rec.name),
             };
-            match ctx.store.create_app(&rec, &ev).await {
+            match ctx.store.create_app(&rec, &space_id, &ev).await {
                 Ok(()) => rec,
                 // Another push created it meanwhile.
                 Err(crate::store::StoreError::Conflict(_)) => find_app(ctx, name.as_str()).await?,
@@ -562,6 +560,16 @@ pub(crate) async fn deploy(
             }
         }
     };
+    // The app found or created since `PushTarget` checked must still be in the space it
+    // checked (a delete and a re-create by another space in between).
+    if ctx.store.app_space(&app.id).await?.as_deref() != Some(space_id.as_str()) {
+        return Err(Error::api(
+            ErrorCode::AppNameTaken,
+            format!(
+                "the app name {name} is taken (app names are platform-wide): push with another name"
+            ),
+        ));
+    }
     // Issue 3: buildpacks run on a node (after the app exists, so its STG lines can be read
     // while staging runs); the checked app tar above is their source. With no
     // ready node, the tar itself is the droplet and the detected command runs it (the fallback).

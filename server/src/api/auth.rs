@@ -175,12 +175,23 @@ pub async fn check_credentials(
     username: &str,
     password: &str,
 ) -> ApiResult<()> {
-    let key = format!(
-        "{}|{}",
-        crate::router::server::client_ip(req),
-        username.to_lowercase()
-    );
-    if let Some(wait) = locked_out(ctx, &key) {
+    let ip = crate::router::server::client_ip(req);
+    let user_key = username.to_lowercase();
+    // One source guessing one account, one account guessed from many sources, and one source
+    // spraying many accounts: each is held back on its own.
+    let keys = [
+        (format!("pair|{ip}|{user_key}"), MAX_FAILURES),
+        (
+            format!("user|{user_key}"),
+            ctx.settings.login_failures_per_key,
+        ),
+        (format!("ip|{ip}"), ctx.settings.login_failures_per_key),
+    ];
+    if let Some(wait) = keys
+        .iter()
+        .filter_map(|(k, max)| locked_out(ctx, k, *max))
+        .max()
+    {
         return Err(Error::api(
             ErrorCode::TooManyRequests,
             format!(
@@ -202,20 +213,36 @@ pub async fn check_credentials(
     .await
     .map_err(Error::internal)?;
     if !ok {
-        record_failure(ctx, &key);
+        let mut locked = false;
+        for (k, max) in &keys {
+            locked |= record_failure(ctx, k) == *max;
+        }
+        if locked {
+            ctx.store
+                .add_event(&Event {
+                    app_name: None,
+                    actor: username.to_string(),
+                    kind: "login.locked".into(),
+                    message: format!(
+                        "too many failed logins (from {ip}): held back for {} s",
+                        FAILURE_WINDOW.as_secs()
+                    ),
+                })
+                .await?;
+        }
         return Err(Error::api(
             ErrorCode::InvalidCredentials,
             "wrong username or password",
         ));
     }
     if let Ok(mut f) = ctx.login_failures.lock() {
-        f.remove(&key);
+        f.remove(&keys[0].0);
     }
     Ok(())
 }
 
 /// How long `key` must still wait, if it failed too often within the window.
-fn locked_out(ctx: &AppCtx, key: &str) -> Option<std::time::Duration> {
+fn locked_out(ctx: &AppCtx, key: &str, max: u32) -> Option<std::time::Duration> {
     let mut failures = ctx.login_failures.lock().ok()?;
     let (count, since) = *failures.get(key)?;
     let elapsed = since.elapsed();
@@ -223,12 +250,13 @@ fn locked_out(ctx: &AppCtx, key: &str) -> Option<std::time::Duration> {
         failures.remove(key);
         return None;
     }
-    (count >= MAX_FAILURES).then(|| FAILURE_WINDOW - elapsed)
+    (count >= max).then(|| FAILURE_WINDOW - elapsed)
 }
 
-fn record_failure(ctx: &AppCtx, key: &str) {
+/// Counts a failure of `key`; returns the count within the window (0 if it could not count).
+fn record_failure(ctx: &AppCtx, key: &str) -> u32 {
     let Ok(mut failures) = ctx.login_failures.lock() else {
-        return;
+        return 0;
     };
     // Bound the map: a flood of distinct keys only costs memory up to this size.
     if failures.len() > 100_000 {
@@ -241,4 +269,5 @@ fn record_failure(ctx: &AppCtx, key: &str) {
         *entry = (0, std::time::Instant::now());
     }
     entry.0 += 1;
+    entry.0
 }

@@ -149,10 +149,18 @@ pub(crate) async fn stage_on_node(
         .iter()
         .map(|c| format!("{}={}", c.name, c.sha256))
         .collect();
+    // A Dockerfile build depends on what it may build on: a droplet built before an image was
+    // disallowed must not be reused after.
+    let allowed_bases = if dockerfile {
+        super::base_images::allowed(ctx).await?
+    } else {
+        Vec::new()
+    };
     let key = format!(
-        "{tree} {} {} {dockerfile}",
+        "{tree} {} {} {dockerfile} {}",
         buildpacks.join(","),
-        custom_key.join(",")
+        custom_key.join(","),
+        allowed_bases.join(",")
     );
     if let Some(hit) = ctx
         .builds
@@ -200,6 +208,7 @@ pub(crate) async fn stage_on_node(
         timeout_secs: timeout,
         custom_buildpacks: custom,
         dockerfile,
+        allowed_base_images: allowed_bases,
     };
     let rx = ctx.builds.start(&node.name, source, assignment);
     ctx.bump_assignments();

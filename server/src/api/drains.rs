@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::page::{self, Page};
 use super::Ctx;
 use crate::auth::AuthUser;
+use crate::authz::{AppAccess, Developer, Viewer};
 use crate::drains::parse_drain;
 use crate::error::{ApiResult, Error};
 use crate::store::Event;
@@ -25,11 +26,11 @@ pub struct DrainList {
 pub async fn list(
     ctx: Ctx,
     _user: AuthUser,
-    name: web::Path<String>,
+    app: AppAccess<Viewer>,
     req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
     let page = Page::from_request(&req)?;
-    let app = super::apps::find_app(&ctx, &name).await?;
+    let app = app.into_app();
     let mut drains: Vec<String> = ctx
         .store
         .list_log_drains()
@@ -54,10 +55,10 @@ pub async fn list(
 pub async fn add(
     ctx: Ctx,
     user: AuthUser,
-    name: web::Path<String>,
+    app: AppAccess<Developer>,
     body: web::Json<DrainBody>,
 ) -> ApiResult<HttpResponse> {
-    let app = super::apps::find_app(&ctx, &name).await?;
+    let app = app.into_app();
     parse_drain(&body.url).map_err(|m| Error::api(ErrorCode::BadRequest, m))?;
     let event = Event {
         app_name: Some(app.name.clone()),
@@ -77,10 +78,10 @@ pub async fn add(
 pub async fn remove(
     ctx: Ctx,
     user: AuthUser,
-    name: web::Path<String>,
+    app: AppAccess<Developer>,
     body: web::Json<DrainBody>,
 ) -> ApiResult<HttpResponse> {
-    let app = super::apps::find_app(&ctx, &name).await?;
+    let app = app.into_app();
     let event = Event {
         app_name: Some(app.name.clone()),
         actor: user.actor,

@@ -10,6 +10,7 @@ use paas_common::api::{
 use super::apps::find_app;
 use super::Ctx;
 use crate::auth::AuthUser;
+use crate::authz::{AppAccess, Developer};
 use crate::deploy::{self, lifecycle as ops, Actor};
 use crate::error::ApiResult;
 use crate::store::AppRecord;
@@ -40,10 +41,10 @@ pub(super) async fn settings(ctx: &Ctx, app: &AppRecord, rolling: bool) -> ApiRe
 pub async fn update(
     ctx: Ctx,
     user: AuthUser,
-    name: web::Path<String>,
+    app: AppAccess<Developer>,
     body: web::Json<AppUpdateRequest>,
 ) -> ApiResult<web::Json<AppSettings>> {
-    let app = find_app(&ctx, &name).await?;
+    let app = app.into_app();
     let rolling = ops::update(&ctx, &Actor::from(&user), &app, body.into_inner()).await?;
     Ok(web::Json(settings(&ctx, &app, rolling).await?))
 }
@@ -53,10 +54,10 @@ pub async fn update(
 pub async fn restart(
     ctx: Ctx,
     user: AuthUser,
-    name: web::Path<String>,
+    app: AppAccess<Developer>,
     body: Option<web::Json<RestartRequest>>,
 ) -> ApiResult<web::Json<AppSettings>> {
-    let app = find_app(&ctx, &name).await?;
+    let app = app.into_app();
     let k = body.and_then(|b| b.into_inner().max_in_flight);
     let rolling = ops::restart(&ctx, &Actor::from(&user), &app, k).await?;
     Ok(web::Json(settings(&ctx, &app, rolling).await?))
@@ -65,10 +66,9 @@ pub async fn restart(
 async fn set_state(
     ctx: Ctx,
     user: AuthUser,
-    name: &str,
+    app: AppRecord,
     state: AppState,
 ) -> ApiResult<web::Json<AppSettings>> {
-    let app = find_app(&ctx, name).await?;
     ops::set_state(&ctx, &Actor::from(&user), &app, state).await?;
     Ok(web::Json(settings(&ctx, &app, false).await?))
 }
@@ -78,9 +78,9 @@ async fn set_state(
 pub async fn stop(
     ctx: Ctx,
     user: AuthUser,
-    name: web::Path<String>,
+    app: AppAccess<Developer>,
 ) -> ApiResult<web::Json<AppSettings>> {
-    set_state(ctx, user, &name, AppState::Stopped).await
+    set_state(ctx, user, app.into_app(), AppState::Stopped).await
 }
 
 /// `POST /v1/apps/{name}/start`.
@@ -88,9 +88,9 @@ pub async fn stop(
 pub async fn start(
     ctx: Ctx,
     user: AuthUser,
-    name: web::Path<String>,
+    app: AppAccess<Developer>,
 ) -> ApiResult<web::Json<AppSettings>> {
-    set_state(ctx, user, &name, AppState::Started).await
+    set_state(ctx, user, app.into_app(), AppState::Started).await
 }
 
 /// Which process type's instance `POST /v1/apps/{name}/instances/{index}/restart` replaces.
@@ -107,12 +107,13 @@ pub struct RestartInstanceQuery {
 pub async fn restart_instance(
     ctx: Ctx,
     user: AuthUser,
+    app: AppAccess<Developer>,
     path: web::Path<(String, u32)>,
     query: web::Query<RestartInstanceQuery>,
 ) -> ApiResult<web::Json<AppSettings>> {
-    let (name, index) = path.into_inner();
+    let (_, index) = path.into_inner();
     let process = query.into_inner().process.unwrap_or_else(|| "web".into());
-    let app = find_app(&ctx, &name).await?;
+    let app = app.into_app();
     let rolling = ops::restart_instance(&ctx, &Actor::from(&user), &app, &process, index).await?;
     Ok(web::Json(settings(&ctx, &app, rolling).await?))
 }

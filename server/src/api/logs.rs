@@ -20,6 +20,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::Ctx;
 use crate::auth::AuthUser;
+use crate::authz::{AppAccess, Viewer};
 use crate::error::{ApiResult, Error};
 use crate::loghub::parse_since;
 use crate::store::LogQuery;
@@ -73,13 +74,13 @@ impl LogParams {
 pub async fn recent(
     ctx: Ctx,
     user: AuthUser,
-    name: web::Path<String>,
+    app: AppAccess<Viewer>,
     q: web::Query<LogParams>,
 ) -> ApiResult<HttpResponse> {
     if q.follow == Some(true) {
-        return stream(ctx, user, name, q).await;
+        return stream(ctx, user, app, q).await;
     }
-    let app = super::apps::find_app(&ctx, &name).await?;
+    let app = app.into_app();
     let _ = q.recent;
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
     let lines = ctx.logs.recent(&app.name, &q.query()?, limit).await?;
@@ -90,10 +91,10 @@ pub async fn recent(
 pub async fn stream(
     ctx: Ctx,
     _user: AuthUser,
-    name: web::Path<String>,
+    app: AppAccess<Viewer>,
     q: web::Query<LogParams>,
 ) -> ApiResult<HttpResponse> {
-    let app = super::apps::find_app(&ctx, &name).await?;
+    let app = app.into_app();
     let filter = q.query()?;
     let limit = q.limit.unwrap_or(100).clamp(0, 10_000);
     // Subscribe before reading the recent lines, so nothing falls between the two; ids drop

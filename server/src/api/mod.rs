@@ -4,6 +4,7 @@
 mod agent;
 mod apps;
 pub(crate) mod auth;
+pub(crate) mod base_images;
 mod buildpacks;
 mod builds;
 mod drains;
@@ -96,6 +97,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(
                 "/agent/buildpacks/{sha}",
                 web::get().to(buildpacks::agent_fetch),
+            )
+            .route("/base-images", web::get().to(base_images::list))
+            .route("/base-images", web::post().to(base_images::allow))
+            .route(
+                "/base-images/{name}",
+                web::delete().to(base_images::disallow),
             )
             .route("/openapi.json", web::get().to(openapi::serve))
             .default_service(web::to(not_found)),

@@ -8,7 +8,9 @@ use std::sync::OnceLock;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{apps, auth, drains, lifecycle, logs, nodes, resources, revisions, routes, tenancy};
+use super::{
+    apps, auth, base_images, drains, lifecycle, logs, nodes, resources, revisions, routes, tenancy,
+};
 
 /// The push form: the zip as `archive`, and the optional settings the handler reads.
 #[derive(ToSchema)]
@@ -72,6 +74,7 @@ impl Modify for BearerAuth {
         nodes::list,
         drains::list, drains::add, drains::remove,
         resources::match_files,
+        base_images::list, base_images::allow, base_images::disallow,
     ),
     components(schemas(paas_common::ApiError, PushForm))
 )]

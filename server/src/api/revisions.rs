@@ -10,6 +10,7 @@ use super::apps::{detail, find_app};
 use super::page::{self, Page};
 use super::Ctx;
 use crate::auth::AuthUser;
+use crate::authz::{AppAccess, Developer, Viewer};
 use crate::deploy::{revisions as ops, Actor};
 use crate::error::{ApiResult, Error};
 use crate::store::{AppRecord, RevisionRecord};
@@ -38,19 +39,17 @@ fn summary(ctx: &Ctx, app: &AppRecord, r: RevisionRecord) -> RevisionSummary {
 #[utoipa::path(get, path = "/v1/apps/{name}/env", tag = "env", summary = "The app's environment; secret values as `***` unless `reveal=true` (developer)", params(("name" = String, Path, description = "The app's name"), EnvQuery), responses((status = 200, body = paas_common::api::AppEnv), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn get_env(
     ctx: Ctx,
-    who: crate::authz::Principal,
-    name: web::Path<String>,
+    app: AppAccess<Viewer>,
     q: web::Query<EnvQuery>,
 ) -> ApiResult<web::Json<AppEnv>> {
-    let app = find_app(&ctx, &name).await?;
+    let role = app.role;
+    let app = app.into_app();
     let rev = current(&ctx, &app).await?;
     let mut env = rev.as_ref().map(|r| r.env.clone()).unwrap_or_default();
     let reveal = q.reveal.unwrap_or(false);
     if reveal {
         // Secrets are for those who may change the app: a viewer (or a read token) sees `***`.
-        let space = ctx.store.app_space(&app.id).await?;
-        let role = space.as_deref().and_then(|s| who.role_in(s));
-        if role.is_none_or(|r| r < crate::authz::Role::Developer) {
+        if role < crate::authz::Role::Developer {
             return Err(Error::api(
                 ErrorCode::Forbidden,
                 "revealing secret env values needs the developer role",
@@ -87,10 +86,10 @@ pub struct EnvQuery {
 pub async fn update_env(
     ctx: Ctx,
     user: AuthUser,
-    name: web::Path<String>,
+    app: AppAccess<Developer>,
     body: web::Json<EnvUpdate>,
 ) -> ApiResult<HttpResponse> {
-    let app = find_app(&ctx, &name).await?;
+    let app = app.into_app();
     ops::update_env(&ctx, &Actor::from(&user), &app, &body.into_inner()).await?;
     let app = find_app(&ctx, &app.name).await?;
     Ok(HttpResponse::Ok().json(detail(&ctx, &app).await?))
@@ -101,11 +100,11 @@ pub async fn update_env(
 pub async fn list(
     ctx: Ctx,
     _user: AuthUser,
-    name: web::Path<String>,
+    app: AppAccess<Viewer>,
     req: actix_web::HttpRequest,
 ) -> ApiResult<HttpResponse> {
     let page = Page::from_request(&req)?;
-    let app = find_app(&ctx, &name).await?;
+    let app = app.into_app();
     let mut all = ctx.store.app_revisions(&app.id).await?;
     all.sort_by_key(|r| std::cmp::Reverse(r.number));
     let total = all.len() as u64;
@@ -125,10 +124,10 @@ pub async fn list(
 pub async fn rollback(
     ctx: Ctx,
     user: AuthUser,
-    name: web::Path<String>,
+    app: AppAccess<Developer>,
     body: web::Json<RollbackRequest>,
 ) -> ApiResult<HttpResponse> {
-    let app = find_app(&ctx, &name).await?;
+    let app = app.into_app();
     ops::rollback(&ctx, &Actor::from(&user), &app, body.to).await?;
     let app = find_app(&ctx, &app.name).await?;
     Ok(HttpResponse::Ok().json(detail(&ctx, &app).await?))

@@ -7,19 +7,30 @@ use paas_common::ErrorCode;
 use serde::Deserialize;
 use std::time::Duration;
 
-use super::apps::find_app;
 use super::page::{self, Page};
 use super::Ctx;
 use crate::auth::{secure_eq, AuthUser};
+use crate::authz::{AppAccess, Developer, Principal, Viewer};
 use crate::error::{ApiResult, Error};
 use crate::store::Event;
 
 const LONG_POLL: Duration = Duration::from_secs(25);
 
-#[utoipa::path(get, path = "/v1/routes", tag = "routes", summary = "Every route", params(crate::api::page::PageParams), responses((status = 200, body = paas_common::route::RouteList, headers(("Link" = String, description = "`<URL>; rel=\"next\"` when there is a next page"), ("X-Total-Count" = u64, description = "Items across all pages"))), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
-pub async fn list(ctx: Ctx, _user: AuthUser, req: HttpRequest) -> ApiResult<HttpResponse> {
+#[utoipa::path(get, path = "/v1/routes", tag = "routes", summary = "The routes of the apps the caller can see", params(crate::api::page::PageParams), responses((status = 200, body = paas_common::route::RouteList, headers(("Link" = String, description = "`<URL>; rel=\"next\"` when there is a next page"), ("X-Total-Count" = u64, description = "Items across all pages"))), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
+pub async fn list(ctx: Ctx, who: Principal, req: HttpRequest) -> ApiResult<HttpResponse> {
     let page = Page::from_request(&req)?;
+    // Only the routes of apps the caller can see: another tenant's hosts are its business.
+    let spaces = ctx.store.app_spaces().await?;
+    let visible: std::collections::HashSet<String> = ctx
+        .store
+        .list_apps()
+        .await?
+        .into_iter()
+        .filter(|a| who.can_see(&a.name, spaces.get(&a.id).map(String::as_str)))
+        .map(|a| a.name)
+        .collect();
     let mut routes = crate::router::build(&ctx).await?.routes;
+    routes.retain(|r| visible.contains(&r.app));
     routes.sort_by(|a, b| (&a.app, &a.host, &a.path).cmp(&(&b.app, &b.host, &b.path)));
     let total = routes.len() as u64;
     // NUL cannot occur in app names, hosts or paths, so the key orders like the tuple.
@@ -40,11 +51,11 @@ pub async fn list(ctx: Ctx, _user: AuthUser, req: HttpRequest) -> ApiResult<Http
 pub async fn list_for_app(
     ctx: Ctx,
     _user: AuthUser,
-    name: web::Path<String>,
+    app: AppAccess<Viewer>,
     req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
     let page = Page::from_request(&req)?;
-    let app = find_app(&ctx, &name).await?;
+    let app = app.into_app();
     let mut routes: Vec<RouteInfo> = crate::router::build(&ctx)
         .await?
         .routes
@@ -75,10 +86,11 @@ pub async fn map(
     ctx: Ctx,
     user: AuthUser,
     req: HttpRequest,
-    name: web::Path<String>,
+    app: AppAccess<Developer>,
     body: web::Json<MapRoute>,
 ) -> ApiResult<HttpResponse> {
-    let app = find_app(&ctx, &name).await?;
+    let space_id = app.space_id.clone();
+    let app = app.into_app();
     let spec = parse(&body.route)?;
     // The router sees a mapped host before the API does: a route on the controller's own host
     // would take the API and dashboard away from everyone.
@@ -91,6 +103,20 @@ pub async fn map(
         return Err(Error::api(
             ErrorCode::Conflict,
             format!("{} is the controller's own host", spec.host),
+        ));
+    }
+    // A host belongs to one space (its app's, for a default host; else the first to map it):
+    // another space may map neither the host nor any path under it.
+    if crate::authz::host_owner(&ctx, &spec.host)
+        .await?
+        .is_some_and(|owner| owner != space_id)
+    {
+        return Err(Error::api(
+            ErrorCode::RouteTaken,
+            format!(
+                "{} belongs to another space: map a route under a host of your own",
+                spec.host
+            ),
         ));
     }
     // A host under the apps domain whose first label names an app is that app's default route
@@ -134,10 +160,10 @@ pub struct RouteQuery {
 pub async fn unmap(
     ctx: Ctx,
     user: AuthUser,
-    name: web::Path<String>,
+    app: AppAccess<Developer>,
     q: web::Query<RouteQuery>,
 ) -> ApiResult<HttpResponse> {
-    let app = find_app(&ctx, &name).await?;
+    let app = app.into_app();
     let spec = parse(&q.route)?;
     let event = Event {
         app_name: Some(app.name.clone()),

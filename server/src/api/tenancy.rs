@@ -77,8 +77,19 @@ pub async fn create_token(
             format!("invalid scope {:?}: use read, deploy or admin", body.scope),
         )
     })?;
+    // The event goes into the app's audit log only when the caller may act on the app. A token
+    // for an app that does not exist yet is how CI starts (its first push creates the app); one
+    // for an app out of the caller's reach is made the same way, so the answer tells nothing,
+    // and it reaches nothing: the token's app restriction only narrows its owner's roles.
+    let mut event_app = None;
     if let Some(app) = &body.app {
         AppName::parse(app).map_err(|m| Error::api(ErrorCode::InvalidName, m))?;
+        if let Some(rec) = ctx.store.app_by_name(app).await? {
+            let space = ctx.store.app_space(&rec.id).await?;
+            if who.can_see(app, space.as_deref()) {
+                event_app = Some(rec.name);
+            }
+        }
     }
     let lifetime = match &body.expires_in {
         Some(s) => parse_lifetime(s).map_err(|m| Error::api(ErrorCode::BadRequest, m))?,
@@ -110,10 +121,16 @@ pub async fn create_token(
     ctx.store.insert_token(&rec).await?;
     ctx.store
         .add_event(&Event {
-            app_name: rec.app_name.clone(),
+            app_name: event_app,
             actor: who.actor(),
             kind: "token.create".into(),
-            message: format!("created API token {:?} ({} scope)", rec.name, rec.scope),
+            message: match &rec.app_name {
+                Some(app) => format!(
+                    "created API token {:?} ({} scope, app {app})",
+                    rec.name, rec.scope
+                ),
+                None => format!("created API token {:?} ({} scope)", rec.name, rec.scope),
+            },
         })
         .await?;
     Ok(HttpResponse::Created().json(TokenCreated {
@@ -326,14 +343,16 @@ pub async fn set_role(
     Ok(web::Json(user_info(&ctx, &user, &spaces).await?))
 }
 
-#[utoipa::path(get, path = "/v1/spaces", tag = "spaces", summary = "Orgs and spaces", params(crate::api::page::PageParams), responses((status = 200, body = paas_common::api::SpaceList, headers(("Link" = String, description = "`<URL>; rel=\"next\"` when there is a next page"), ("X-Total-Count" = u64, description = "Items across all pages"))), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
-pub async fn list_spaces(ctx: Ctx, req: HttpRequest) -> ApiResult<HttpResponse> {
+#[utoipa::path(get, path = "/v1/spaces", tag = "spaces", summary = "The orgs and spaces the caller has a role in (operators: all)", params(crate::api::page::PageParams), responses((status = 200, body = paas_common::api::SpaceList, headers(("Link" = String, description = "`<URL>; rel=\"next\"` when there is a next page"), ("X-Total-Count" = u64, description = "Items across all pages"))), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
+pub async fn list_spaces(ctx: Ctx, who: Principal, req: HttpRequest) -> ApiResult<HttpResponse> {
     let page = Page::from_request(&req)?;
+    // The spaces the caller has a role in; operators see all.
     let mut spaces: Vec<SpaceInfo> = ctx
         .store
         .list_spaces()
         .await?
         .into_iter()
+        .filter(|s| who.is_operator() || who.role_in(&s.id).is_some())
         .map(|s| SpaceInfo {
             org: s.org,
             name: s.name,

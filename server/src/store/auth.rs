@@ -40,6 +40,9 @@ pub struct EventFilter {
     /// Events whose actor is this user, directly or through one of their API tokens
     /// (`USER (token NAME)`): logins, token use, their changes.
     pub actor: Option<String>,
+    /// Only events from this id on: an app's own history starts at its `app.create`, so an app
+    /// created again under a name another space used before does not show that space's events.
+    pub since_id: Option<i64>,
 }
 
 /// A stored event with its id (the list's cursor) and time.
@@ -85,6 +88,9 @@ pub trait AuthStore: Send + Sync + 'static {
         limit: i64,
     ) -> StoreResult<Vec<EventRow>>;
     async fn count_events(&self, filter: &EventFilter) -> StoreResult<u64>;
+    /// The id of the newest `app.create` event of `app_name`: where the current app's history
+    /// starts.
+    async fn app_created_event(&self, app_name: &str) -> StoreResult<Option<i64>>;
 }
 
 fn key_from_row(r: &SqliteRow) -> StoreResult<SigningKeyRecord> {
@@ -126,6 +132,9 @@ fn event_where(filter: &EventFilter) -> String {
     }
     if filter.actor.is_some() {
         w.push("(actor = ? OR actor LIKE ? ESCAPE '\\')");
+    }
+    if filter.since_id.is_some() {
+        w.push("id >= ?");
     }
     w.join(" AND ")
 }
@@ -280,6 +289,9 @@ impl AuthStore for SqliteStore {
         if let Some(a) = &filter.actor {
             q = q.bind(a).bind(token_actor_pattern(a));
         }
+        if let Some(id) = filter.since_id {
+            q = q.bind(id);
+        }
         let rows = q
             .bind(after_id.unwrap_or(0))
             .bind(limit)
@@ -301,6 +313,15 @@ impl AuthStore for SqliteStore {
             .collect()
     }
 
+    async fn app_created_event(&self, app_name: &str) -> StoreResult<Option<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT MAX(id) FROM events WHERE app_name = ? AND kind = 'app.create'",
+        )
+        .bind(app_name)
+        .fetch_one(self.pool())
+        .await?)
+    }
+
     async fn count_events(&self, filter: &EventFilter) -> StoreResult<u64> {
         let sql = format!("SELECT COUNT(*) FROM events WHERE {}", event_where(filter));
         let mut q = sqlx::query_scalar::<_, i64>(&sql);
@@ -309,6 +330,9 @@ impl AuthStore for SqliteStore {
         }
         if let Some(a) = &filter.actor {
             q = q.bind(a).bind(token_actor_pattern(a));
+        }
+        if let Some(id) = filter.since_id {
+            q = q.bind(id);
         }
         Ok(q.fetch_one(self.pool()).await? as u64)
     }

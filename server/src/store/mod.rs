@@ -244,7 +244,9 @@ pub trait Store: AuthStore + Send + Sync + 'static {
 
     async fn app_by_name(&self, name: &str) -> StoreResult<Option<AppRecord>>;
     async fn list_apps(&self) -> StoreResult<Vec<AppRecord>>;
-    async fn create_app(&self, app: &AppRecord, event: &Event) -> StoreResult<()>;
+    /// Creates the app in its space with its event, in one transaction: an app never exists
+    /// without a space (issue 18). `Conflict` if the name is taken (in any space).
+    async fn create_app(&self, app: &AppRecord, space_id: &str, event: &Event) -> StoreResult<()>;
     /// Deletes the app with its revisions, instances and logs.
     async fn delete_app(&self, app_id: &str, event: &Event) -> StoreResult<()>;
 
@@ -307,9 +309,6 @@ pub trait Store: AuthStore + Send + Sync + 'static {
     /// Sets (or with `None` removes) a user's role in a space.
     async fn set_role(&self, user_id: &str, space_id: &str, role: Option<&str>) -> StoreResult<()>;
     async fn app_space(&self, app_id: &str) -> StoreResult<Option<String>>;
-    async fn set_app_space(&self, app_id: &str, space_id: &str) -> StoreResult<()>;
-    /// Puts apps that have no space into `space_id` (apps from before tenancy).
-    async fn adopt_spaceless_apps(&self, space_id: &str) -> StoreResult<u64>;
     async fn insert_token(&self, t: &TokenRecord) -> StoreResult<()>;
     async fn token(&self, id: &str) -> StoreResult<Option<TokenRecord>>;
     async fn list_tokens(&self, user_id: &str) -> StoreResult<Vec<TokenRecord>>;
@@ -342,7 +341,8 @@ pub trait Store: AuthStore + Send + Sync + 'static {
     async fn set_node_state(&self, name: &str, state: &str, event: &Event) -> StoreResult<()>;
     /// Every stored route (default routes are implicit), with its app's name.
     async fn list_routes(&self) -> StoreResult<Vec<RouteRecord>>;
-    /// Maps `host` + `path` to the app; `Conflict` if that route is taken (by any app).
+    /// Maps `host` + `path` to the app; `Conflict` if that route is taken (by any app), or if
+    /// the host already has routes of an app in another space (a host belongs to one space).
     async fn add_route(
         &self,
         app_id: &str,
@@ -446,6 +446,20 @@ pub trait Store: AuthStore + Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// Removes a buildpack; `NotFound` if there is none of that name.
     async fn delete_buildpack(&self, name: &str, event: &Event) -> StoreResult<()>;
+    /// Base images a Dockerfile may name besides the stack image, by name, sorted.
+    async fn list_base_images(&self) -> StoreResult<Vec<BaseImageRecord>>;
+    /// Allows a base image (idempotent) and records the event.
+    async fn add_base_image(&self, name: &str, created_by: &str, event: &Event) -> StoreResult<()>;
+    /// Disallows a base image; `NotFound` if it was not allowed.
+    async fn delete_base_image(&self, name: &str, event: &Event) -> StoreResult<()>;
+}
+
+/// A base image an operator allowed for Dockerfile builds (`migrations/sqlite/0019_*.sql`).
+#[derive(Debug, Clone)]
+pub struct BaseImageRecord {
+    pub name: String,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
 }
 
 /// An operator-added buildpack (`migrations/sqlite/0009_issue3b.sql`).

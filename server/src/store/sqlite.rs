@@ -498,11 +498,11 @@ impl Store for SqliteStore {
         rows.iter().map(app_from_row).collect()
     }
 
-    async fn create_app(&self, a: &AppRecord, event: &Event) -> StoreResult<()> {
+    async fn create_app(&self, a: &AppRecord, space_id: &str, event: &Event) -> StoreResult<()> {
         let mut tx = self.write_tx().await?;
         let res = sqlx::query(
-            "INSERT INTO apps (id, name, state, desired_instances, memory_mb, disk_mb, current_revision, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO NOTHING",
+            "INSERT INTO apps (id, name, state, desired_instances, memory_mb, disk_mb, current_revision, created_at, updated_at, space_id)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO NOTHING",
         )
         .bind(&a.id)
         .bind(&a.name)
@@ -513,6 +513,7 @@ impl Store for SqliteStore {
         .bind(a.current_revision)
         .bind(a.created_at)
         .bind(a.updated_at)
+        .bind(space_id)
         .execute(&mut *tx)
         .await?;
         if res.rows_affected() == 0 {
@@ -537,6 +538,12 @@ impl Store for SqliteStore {
             return Err(StoreError::NotFound("app".into()));
         };
         sqlx::query("DELETE FROM log_entries WHERE app_name = ?")
+            .bind(&name)
+            .execute(&mut *tx)
+            .await?;
+        // Drains are keyed by name: one left behind would send the logs of the next app of that
+        // name, perhaps another space's, to this app's sink.
+        sqlx::query("DELETE FROM log_drains WHERE app_name = ?")
             .bind(&name)
             .execute(&mut *tx)
             .await?;
@@ -1220,23 +1227,6 @@ impl Store for SqliteStore {
             .flatten())
     }
 
-    async fn set_app_space(&self, app_id: &str, space_id: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE apps SET space_id = ? WHERE id = ?")
-            .bind(space_id)
-            .bind(app_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn adopt_spaceless_apps(&self, space_id: &str) -> StoreResult<u64> {
-        let r = sqlx::query("UPDATE apps SET space_id = ? WHERE space_id IS NULL")
-            .bind(space_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(r.rows_affected())
-    }
-
     async fn insert_token(&self, t: &TokenRecord) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO api_tokens (id, user_id, name, scope, app_name, token_hash, created_at, expires_at, last_used_at, revoked_at, kid)
@@ -1456,6 +1446,20 @@ impl Store for SqliteStore {
         event: &Event,
     ) -> StoreResult<()> {
         let mut tx = self.write_tx().await?;
+        // Checked in the transaction that inserts, so two spaces cannot both claim a free host.
+        let foreign: Option<String> = sqlx::query_scalar(
+            "SELECT a.name FROM routes r JOIN apps a ON a.id = r.app_id
+             WHERE r.host = ? AND a.space_id IS NOT (SELECT space_id FROM apps WHERE id = ?) LIMIT 1",
+        )
+        .bind(host)
+        .bind(app_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if foreign.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "host {host} belongs to another space: map a route under a host of your own"
+            )));
+        }
         let done = sqlx::query("INSERT INTO routes (host, path, app_id, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING")
             .bind(host)
             .bind(path)
@@ -1685,6 +1689,55 @@ impl Store for SqliteStore {
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("no buildpack named {name:?}")));
+        }
+        insert_event(&mut *tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_base_images(&self) -> StoreResult<Vec<BaseImageRecord>> {
+        let rows =
+            sqlx::query("SELECT name, created_by, created_at FROM base_images ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(BaseImageRecord {
+                    name: r.try_get("name")?,
+                    created_by: r.try_get("created_by")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn add_base_image(&self, name: &str, created_by: &str, event: &Event) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(
+            "INSERT INTO base_images (name, created_by, created_at) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(created_by)
+        .bind(Utc::now())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() > 0 {
+            insert_event(&mut *tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_base_image(&self, name: &str, event: &Event) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query("DELETE FROM base_images WHERE name = ?")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!(
+                "base image {name:?} is not allowed"
+            )));
         }
         insert_event(&mut *tx, event).await?;
         tx.commit().await?;

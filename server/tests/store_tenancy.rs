@@ -1,0 +1,265 @@
+//! The store's half of issue 18 on a real SQLite file: an app is created with its space in one
+//! transaction and cannot exist without one, a host belongs to one space, and the base image
+//! allow-list.
+
+use chrono::Utc;
+use paas_common::api::AppState;
+use paas_server::store::{AppRecord, Event, SqliteStore, Store, StoreError};
+
+async fn open() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("paas.db"))
+        .await
+        .unwrap();
+    (dir, store)
+}
+
+fn ev(kind: &str) -> Event {
+    Event {
+        app_name: None,
+        actor: "t".into(),
+        kind: kind.into(),
+        message: kind.into(),
+    }
+}
+
+fn app(id: &str, name: &str) -> AppRecord {
+    let now = Utc::now();
+    AppRecord {
+        id: id.into(),
+        name: name.into(),
+        state: AppState::Started,
+        desired_instances: 1,
+        memory_mb: 64,
+        disk_mb: 256,
+        current_revision: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+#[tokio::test]
+async fn an_app_is_created_in_its_space_or_not_at_all() {
+    let (_d, store) = open().await;
+    // The migration made the default space, so every app from before has one to go to.
+    let default = store.space("default", "default", false).await.unwrap();
+    let space = store.space("acme", "prod", true).await.unwrap().unwrap();
+    store
+        .create_app(&app("a1", "shop"), &space.id, &ev("app.create"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.app_space("a1").await.unwrap().as_deref(),
+        Some(space.id.as_str())
+    );
+    assert!(default.is_some());
+    // A space that does not exist is refused, and no app row is left behind.
+    let err = store
+        .create_app(&app("a2", "cart"), "no-such-space", &ev("app.create"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Db(_)), "{err:?}");
+    assert!(store.app_by_name("cart").await.unwrap().is_none());
+    // The name is platform-wide.
+    let err = store
+        .create_app(&app("a3", "shop"), &space.id, &ev("app.create"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_host_belongs_to_the_space_that_maps_it_first() {
+    let (_d, store) = open().await;
+    let a = store.space("acme", "a", true).await.unwrap().unwrap();
+    let b = store.space("acme", "b", true).await.unwrap().unwrap();
+    store
+        .create_app(&app("a1", "shop"), &a.id, &ev("app.create"))
+        .await
+        .unwrap();
+    store
+        .create_app(&app("a2", "shop2"), &a.id, &ev("app.create"))
+        .await
+        .unwrap();
+    store
+        .create_app(&app("b1", "evil"), &b.id, &ev("app.create"))
+        .await
+        .unwrap();
+    store
+        .add_route("a1", "shop.example.com", "", &ev("route.map"))
+        .await
+        .unwrap();
+    // Another app of the same space may map a path under it ...
+    store
+        .add_route("a2", "shop.example.com", "/api", &ev("route.map"))
+        .await
+        .unwrap();
+    // ... another space may not, whole or in part.
+    for path in ["", "/checkout"] {
+        let err = store
+            .add_route("b1", "shop.example.com", path, &ev("route.map"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{path}: {err:?}");
+    }
+    // Once the host is free again, anyone may take it.
+    store
+        .delete_route("a1", "shop.example.com", "", &ev("route.unmap"))
+        .await
+        .unwrap();
+    store
+        .delete_route("a2", "shop.example.com", "/api", &ev("route.unmap"))
+        .await
+        .unwrap();
+    store
+        .add_route("b1", "shop.example.com", "/checkout", &ev("route.map"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn base_images_are_allowed_and_disallowed_by_name() {
+    let (_d, store) = open().await;
+    store
+        .add_base_image("alpine:3.20", "admin", &ev("base_image.allow"))
+        .await
+        .unwrap();
+    // Allowing twice is harmless.
+    store
+        .add_base_image("alpine:3.20", "admin", &ev("base_image.allow"))
+        .await
+        .unwrap();
+    let names: Vec<String> = store
+        .list_base_images()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    assert_eq!(names, ["alpine:3.20"]);
+    store
+        .delete_base_image("alpine:3.20", &ev("base_image.disallow"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .delete_base_image("alpine:3.20", &ev("base_image.disallow"))
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+/// Migration 0019 on a database from before it: an app without a space (a failed or streamed
+/// first push) goes to `default/default` with an event, and no row without a space can be
+/// written any more.
+#[tokio::test]
+async fn the_migration_places_spaceless_apps_and_then_refuses_them() {
+    use sqlx::sqlite::SqliteConnectOptions;
+    use std::str::FromStr;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("paas.db");
+    let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+        .unwrap()
+        .create_if_missing(true);
+    let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+    let mut before = sqlx::migrate::Migrator::new(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations/sqlite"),
+    )
+    .await
+    .unwrap();
+    before.migrations = before
+        .migrations
+        .iter()
+        .filter(|m| m.version < 19)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    before.run(&pool).await.unwrap();
+    sqlx::query(
+        "INSERT INTO apps (id, name, state, desired_instances, memory_mb, disk_mb, created_at, updated_at)
+         VALUES ('orphan-1', 'orphan', 'started', 1, 64, 256, '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    let default = store
+        .space("default", "default", false)
+        .await
+        .unwrap()
+        .expect("the migration made the default space");
+    assert_eq!(
+        store.app_space("orphan-1").await.unwrap().as_deref(),
+        Some(default.id.as_str())
+    );
+    let events = store.recent_events("orphan", 10).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|(_, e)| e.kind == "app.space" && e.message.contains("default/default")),
+        "{events:?}"
+    );
+    drop(store);
+
+    // Nothing writes a row without a space from now on.
+    let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display())).unwrap();
+    let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+    let err = sqlx::query(
+        "INSERT INTO apps (id, name, state, desired_instances, memory_mb, disk_mb, created_at, updated_at)
+         VALUES ('orphan-2', 'orphan2', 'started', 1, 64, 256, '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("an app needs a space"), "{err}");
+    let err = sqlx::query("UPDATE apps SET space_id = NULL WHERE id = 'orphan-1'")
+        .execute(&pool)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("an app needs a space"), "{err}");
+}
+
+/// A name another space used before starts a new history: its drains went with the old app
+/// (they would forward the new app's logs to the old owner's sink), and its event list starts at
+/// the new `app.create`.
+#[tokio::test]
+async fn a_recreated_name_inherits_no_drains_and_no_events() {
+    use paas_server::store::{AuthStore, EventFilter};
+    let (_d, store) = open().await;
+    let a = store.space("acme", "a", true).await.unwrap().unwrap();
+    let b = store.space("acme", "b", true).await.unwrap().unwrap();
+    let app_ev = |kind: &str| Event {
+        app_name: Some("shop".into()),
+        ..ev(kind)
+    };
+    store
+        .create_app(&app("a1", "shop"), &a.id, &app_ev("app.create"))
+        .await
+        .unwrap();
+    store
+        .add_log_drain("shop", "syslog://sink.a:514", &app_ev("app.log_drain.add"))
+        .await
+        .unwrap();
+    store.delete_app("a1", &app_ev("app.delete")).await.unwrap();
+    assert!(store.list_log_drains().await.unwrap().is_empty());
+    store
+        .create_app(&app("b1", "shop"), &b.id, &app_ev("app.create"))
+        .await
+        .unwrap();
+    let filter = EventFilter {
+        app_name: Some("shop".into()),
+        actor: None,
+        since_id: store.app_created_event("shop").await.unwrap(),
+    };
+    let kinds: Vec<String> = store
+        .list_events(&filter, None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event.kind)
+        .collect();
+    assert_eq!(kinds, ["app.create"]);
+    assert_eq!(store.count_events(&filter).await.unwrap(), 1);
+}
