@@ -741,6 +741,17 @@ pub enum PushProgress {
         desired: u32,
         placed: u32,
     },
+    /// One instance of the new revision changed: its state, its node once placed, and why it
+    /// waits when no node takes it (the scheduler's reason). Indices count per process type.
+    Instance {
+        process_type: String,
+        index: u32,
+        state: InstanceState,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// The last line.
     Result(PushResult),
 }

@@ -590,6 +590,7 @@ pub(crate) async fn deploy(
         &tree,
         &extra.buildpacks,
         dockerfile,
+        extra.placement_labels.as_ref(),
     )
     .await?
     {

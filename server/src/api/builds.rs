@@ -7,7 +7,9 @@ use futures_util::StreamExt;
 use paas_common::agent::{BuildResult, DropletUploaded, LogBatch};
 use paas_common::api::LogLine;
 use paas_common::ErrorCode;
+use std::collections::BTreeMap;
 use std::io::Write;
+use std::time::{Duration, Instant};
 
 use super::Ctx;
 use crate::auth::AgentNode;
@@ -131,8 +133,10 @@ pub(crate) struct Built {
     pub image: Option<paas_common::agent::DropletImage>,
 }
 
-/// Stages `source` (a tar blob) for `app` on the least busy ready node and waits for the result.
-/// `Ok(None)` when no node is ready (the caller falls back to the source as droplet).
+/// Stages `source` (a tar blob) for `app` on a node that fits the build (see
+/// [`crate::builds::place_build`]) and waits for the result. `placement` is the push's own
+/// placement labels, when it gives some (else the app's apply). `Ok(None)` when no node is
+/// ready at all (the caller falls back to the source as droplet).
 pub(crate) async fn stage_on_node(
     ctx: &Ctx,
     app: &str,
@@ -140,6 +144,7 @@ pub(crate) async fn stage_on_node(
     tree: &str,
     buildpacks: &[String],
     dockerfile: bool,
+    placement: Option<&BTreeMap<String, String>>,
 ) -> ApiResult<Option<Built>> {
     // The same files with the same buildpacks stage to the same droplet: reuse it (an unchanged
     // re-push then costs no build and its node already has the droplet's image).
@@ -181,14 +186,6 @@ pub(crate) async fn stage_on_node(
             image: hit.image,
         }));
     }
-    let nodes = ctx.store.list_nodes().await?;
-    let Some(node) = nodes
-        .iter()
-        .filter(|n| n.state == "ready")
-        .min_by_key(|n| (ctx.builds.count_on(&n.name), n.name.clone()))
-    else {
-        return Ok(None);
-    };
     let build_id = uuid::Uuid::new_v4().to_string();
     let timeout = ctx.settings.staging_timeout_secs;
     let assignment = paas_common::agent::BuildAssignment {
@@ -201,13 +198,16 @@ pub(crate) async fn stage_on_node(
         custom_buildpacks: custom,
         dockerfile,
     };
-    let rx = ctx.builds.start(&node.name, source, assignment);
+    let Some(node) = wait_for_node(ctx, app, placement, &assignment).await? else {
+        return Ok(None);
+    };
+    let rx = ctx.builds.start(&node, source, assignment);
     ctx.bump_assignments();
     super::apps::log_platform(
         ctx,
         app,
         "STG",
-        format!("Staging on node {} (build {})", node.name, &build_id[..8]),
+        format!("Staging on node {node} (build {})", &build_id[..8]),
     )
     .await;
     // The node enforces the time limit; the margin covers fetching the source and uploading.
@@ -253,4 +253,105 @@ pub(crate) async fn stage_on_node(
         processes: result.processes,
         image: result.image,
     }))
+}
+
+/// The node to run `build` on: at once when one fits, else after waiting (with an `STG` line
+/// saying why, again whenever the reason changes) until one does, at most the push's start
+/// timeout. `None` when no node is ready at all: there is nothing to wait for, and the caller
+/// has a fallback.
+async fn wait_for_node(
+    ctx: &Ctx,
+    app: &str,
+    placement: Option<&BTreeMap<String, String>>,
+    build: &paas_common::agent::BuildAssignment,
+) -> ApiResult<Option<String>> {
+    use crate::scheduler::PlacementError;
+    let labels = match placement {
+        Some(l) => l.clone(),
+        None => app_labels(ctx, app).await?,
+    };
+    let ask = crate::scheduler::Ask {
+        memory_mb: build.memory_mb,
+        disk_mb: build.disk_mb,
+        labels: &labels,
+    };
+    let limit = Duration::from_secs(ctx.settings.push_start_timeout_secs);
+    let started = Instant::now();
+    let mut changes = ctx.assignments.subscribe();
+    let mut said: Option<String> = None;
+    loop {
+        let nodes = ctx.store.list_nodes().await?;
+        let mut reserved = instance_reservations(ctx).await?;
+        reserved.extend(ctx.builds.reservations());
+        let reason = match crate::builds::place_build(&nodes, &reserved, &ask) {
+            Ok(node) => {
+                if said.is_some() {
+                    super::apps::log_platform(ctx, app, "STG", format!("Node {node} fits now"))
+                        .await;
+                }
+                return Ok(Some(node));
+            }
+            Err(PlacementError::NoNodes | PlacementError::NoReadyNodes) => return Ok(None),
+            Err(e) => e.to_string(),
+        };
+        if started.elapsed() >= limit {
+            let message = format!(
+                "no node could take the build within {} s: {reason}",
+                limit.as_secs()
+            );
+            super::apps::log_platform(ctx, app, "STG", format!("Staging failed: {message}")).await;
+            return Err(Error::api(ErrorCode::NoNodeAvailable, message));
+        }
+        if said.as_deref() != Some(reason.as_str()) {
+            super::apps::log_platform(
+                ctx,
+                app,
+                "STG",
+                format!("Waiting for a node to stage on: {reason}"),
+            )
+            .await;
+            said = Some(reason);
+        }
+        // A finished build or a removed instance bumps the assignments; a node that joins or
+        // frees room otherwise is seen by the next look.
+        let _ = tokio::time::timeout(Duration::from_secs(2), changes.changed()).await;
+    }
+}
+
+/// The app's stored placement labels (none for an app without any, or not created yet).
+async fn app_labels(ctx: &Ctx, app: &str) -> ApiResult<BTreeMap<String, String>> {
+    let Some(record) = ctx.store.app_by_name(app).await? else {
+        return Ok(BTreeMap::new());
+    };
+    Ok(ctx
+        .store
+        .app_lifecycles()
+        .await?
+        .remove(&record.id)
+        .map(|l| l.placement_labels)
+        .unwrap_or_default())
+}
+
+/// What placed instances hold on their nodes, counted as convergence counts them for the
+/// scheduler: the process type's memory and the app's disk, stale rows included (they run).
+async fn instance_reservations(ctx: &Ctx) -> ApiResult<Vec<crate::builds::Reservation>> {
+    let apps = ctx.store.list_apps().await?;
+    let specs = crate::processes::specs(ctx.store.as_ref(), &apps).await?;
+    let by_id: std::collections::HashMap<&str, &crate::store::AppRecord> =
+        apps.iter().map(|a| (a.id.as_str(), a)).collect();
+    Ok(ctx
+        .store
+        .list_instances()
+        .await?
+        .into_iter()
+        .filter_map(|i| {
+            let app = by_id.get(i.app_id.as_str())?;
+            Some(crate::builds::Reservation {
+                node: i.node_name.clone()?,
+                memory_mb: crate::processes::memory_of(&specs, app, &i.process_type),
+                disk_mb: app.disk_mb,
+                build: false,
+            })
+        })
+        .collect())
 }
