@@ -5,6 +5,7 @@ pub mod app;
 pub mod apps;
 pub mod buildpacks;
 pub mod delete;
+pub mod deployment;
 pub mod env;
 pub mod events;
 pub mod lifecycle;
