@@ -282,6 +282,9 @@ pub struct NodeInfo {
     pub state: String,
     pub memory_mb: u64,
     pub memory_used_mb: u64,
+    /// Disk the node offers (its agent's `PAAS_NODE_DISK_MB`, else the free space it found).
+    #[serde(default)]
+    pub disk_mb: u64,
     pub instance_slots: u32,
     pub instances: u32,
     pub last_heartbeat: DateTime<Utc>,

@@ -43,6 +43,7 @@ pub async fn list(ctx: Ctx, _user: AuthUser, req: HttpRequest) -> ApiResult<Http
                 state: n.state,
                 memory_mb: n.capacity.memory_mb,
                 memory_used_mb,
+                disk_mb: n.capacity.disk_mb,
                 instance_slots: n.capacity.instance_slots,
                 instances,
                 last_heartbeat: n.last_heartbeat,
