@@ -535,7 +535,9 @@ fn push_follows_the_event_stream() {
     let app = app_json("running", "").replace('\n', "");
     let lines = vec![
         r#"{"type":"upload","bytes":10}"#.to_string(),
+        r#"{"type":"staging","waiting":"no node is available with the placement labels gpu=yes"}"#.to_string(),
         r#"{"type":"log","source":"STG","message":"Waiting for a node to stage on: no node is available with the placement labels gpu=yes"}"#.to_string(),
+        r#"{"type":"staging","node":"node-1"}"#.to_string(),
         r#"{"type":"log","source":"STG","message":"-----> python buildpack"}"#.to_string(),
         r#"{"type":"droplet","sha256":"abc","bytes":2048,"buildpack":"python"}"#.to_string(),
         r#"{"type":"revision","number":1}"#.to_string(),

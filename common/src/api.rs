@@ -730,6 +730,14 @@ pub enum PushProgress {
     },
     /// A log line while staging (`STG`), as it is written.
     Log { source: String, message: String },
+    /// Where the build stands: `waiting` says why no node takes it yet (it starts once one
+    /// fits), `node` that it started there.
+    Staging {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        waiting: Option<String>,
+    },
     /// Staging produced the droplet.
     Droplet {
         sha256: String,

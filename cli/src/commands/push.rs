@@ -351,8 +351,9 @@ fn stop_following(cell: &Option<StopFlag>) {
     }
 }
 
-/// Prints the push's events as they come until its `result`. The `timeout` counts from the new
-/// revision (staging has the controller's own limits), as polling did.
+/// Prints the push's events as they come until its `result`. The `timeout` counts while the push
+/// waits: for a node to stage on, and from the new revision on; a running build has the
+/// controller's own limit.
 fn follow_stream(
     client: &Client,
     name: &AppName,
@@ -393,6 +394,18 @@ fn follow_stream(
             PushProgress::Log { source, message } => {
                 println!("[{source}] {}", message.trim_end_matches(['\n', '\r']));
             }
+            // Waiting for a node counts against the timeout; a running build does not (the
+            // controller bounds it). Its `STG` lines already say the same to the reader.
+            PushProgress::Staging { node, waiting } => match (node, waiting) {
+                (None, Some(why)) => {
+                    deadline.get_or_insert_with(|| Instant::now() + timeout);
+                    seen.unplaced = Some(format!("waiting for a node to stage on: {why}"));
+                }
+                _ => {
+                    deadline = None;
+                    seen.unplaced = None;
+                }
+            },
             PushProgress::Droplet {
                 bytes, buildpack, ..
             } => println!("Staged with {buildpack}: droplet of {}", human_size(bytes)),

@@ -591,6 +591,7 @@ pub(crate) async fn deploy(
         &extra.buildpacks,
         dockerfile,
         extra.placement_labels.as_ref(),
+        progress,
     )
     .await?
     {

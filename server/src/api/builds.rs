@@ -5,7 +5,7 @@ use actix_web::{web, HttpResponse};
 use chrono::Utc;
 use futures_util::StreamExt;
 use paas_common::agent::{BuildResult, DropletUploaded, LogBatch};
-use paas_common::api::LogLine;
+use paas_common::api::{LogLine, PushProgress};
 use paas_common::ErrorCode;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -145,6 +145,7 @@ pub(crate) async fn stage_on_node(
     buildpacks: &[String],
     dockerfile: bool,
     placement: Option<&BTreeMap<String, String>>,
+    progress: &super::push_stream::Progress,
 ) -> ApiResult<Option<Built>> {
     // The same files with the same buildpacks stage to the same droplet: reuse it (an unchanged
     // re-push then costs no build and its node already has the droplet's image).
@@ -198,9 +199,13 @@ pub(crate) async fn stage_on_node(
         custom_buildpacks: custom,
         dockerfile,
     };
-    let Some(node) = wait_for_node(ctx, app, placement, &assignment).await? else {
+    let Some(node) = wait_for_node(ctx, app, placement, &assignment, progress).await? else {
         return Ok(None);
     };
+    progress.send(PushProgress::Staging {
+        node: Some(node.clone()),
+        waiting: None,
+    });
     let rx = ctx.builds.start(&node, source, assignment);
     ctx.bump_assignments();
     super::apps::log_platform(
@@ -264,6 +269,7 @@ async fn wait_for_node(
     app: &str,
     placement: Option<&BTreeMap<String, String>>,
     build: &paas_common::agent::BuildAssignment,
+    progress: &super::push_stream::Progress,
 ) -> ApiResult<Option<String>> {
     use crate::scheduler::PlacementError;
     let labels = match placement {
@@ -303,6 +309,10 @@ async fn wait_for_node(
             return Err(Error::api(ErrorCode::NoNodeAvailable, message));
         }
         if said.as_deref() != Some(reason.as_str()) {
+            progress.send(PushProgress::Staging {
+                node: None,
+                waiting: Some(reason.clone()),
+            });
             super::apps::log_platform(
                 ctx,
                 app,
