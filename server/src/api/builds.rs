@@ -137,6 +137,8 @@ pub(crate) struct Built {
 /// [`crate::builds::place_build`]) and waits for the result. `placement` is the push's own
 /// placement labels, when it gives some (else the app's apply). `Ok(None)` when no node is
 /// ready at all (the caller falls back to the source as droplet).
+// The push's own settings, one argument each, so its single call site reads as the push does.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn stage_on_node(
     ctx: &Ctx,
     app: &str,
