@@ -500,8 +500,49 @@ pub async fn push(
         let app = deploy(&ctx, &user, prep, &Progress::none()).await?;
         return Ok(HttpResponse::Created().json(detail(&ctx, &app).await?));
     }
+    // The stream answers before the deploy runs: the app must exist by then, so that a new app
+    // is adopted into the caller's space when this answer succeeds (see `authz`).
+    find_or_create_app(&ctx, &user, &prep.name).await?;
     // From here on the answer is a stream: errors become its last line.
     Ok(super::push_stream::respond(ctx, user, prep))
+}
+
+/// The app named `name`, created (started, one instance, default memory and disk) when it does
+/// not exist yet.
+pub(crate) async fn find_or_create_app(
+    ctx: &Ctx,
+    user: &AuthUser,
+    name: &AppName,
+) -> ApiResult<AppRecord> {
+    Ok(match ctx.store.app_by_name(name.as_str()).await? {
+        Some(a) => a,
+        None => {
+            let now = Utc::now();
+            let rec = AppRecord {
+                id: uuid::Uuid::new_v4().to_string(),
+                name: name.to_string(),
+                state: AppState::Started,
+                desired_instances: 1,
+                memory_mb: ctx.settings.default_memory_mb,
+                disk_mb: ctx.settings.default_disk_mb,
+                current_revision: None,
+                created_at: now,
+                updated_at: now,
+            };
+            let ev = Event {
+                app_name: Some(rec.name.clone()),
+                actor: user.actor.clone(),
+                kind: "app.create".into(),
+                message: format!("created app {}", rec.name),
+            };
+            match ctx.store.create_app(&rec, &ev).await {
+                Ok(()) => rec,
+                // Another push created it meanwhile.
+                Err(crate::store::StoreError::Conflict(_)) => find_app(ctx, name.as_str()).await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    })
 }
 
 /// A push whose upload and archive passed every check: what staging and deploying need.
@@ -545,35 +586,7 @@ pub(crate) async fn deploy(
         staged,
         dockerfile,
     } = prep;
-    let app = match ctx.store.app_by_name(name.as_str()).await? {
-        Some(a) => a,
-        None => {
-            let now = Utc::now();
-            let rec = AppRecord {
-                id: uuid::Uuid::new_v4().to_string(),
-                name: name.to_string(),
-                state: AppState::Started,
-                desired_instances: 1,
-                memory_mb: ctx.settings.default_memory_mb,
-                disk_mb: ctx.settings.default_disk_mb,
-                current_revision: None,
-                created_at: now,
-                updated_at: now,
-            };
-            let ev = Event {
-                app_name: Some(rec.name.clone()),
-                actor: user.actor.clone(),
-                kind: "app.create".into(),
-                message: format!("created app {}", rec.name),
-            };
-            match ctx.store.create_app(&rec, &ev).await {
-                Ok(()) => rec,
-                // Another push created it meanwhile.
-                Err(crate::store::StoreError::Conflict(_)) => find_app(ctx, name.as_str()).await?,
-                Err(e) => return Err(e.into()),
-            }
-        }
-    };
+    let app = find_or_create_app(ctx, user, &name).await?;
     // Issue 3: buildpacks run on a node (after the app exists, so its STG lines can be read
     // while staging runs); the checked app tar above is their source. With no
     // ready node, the tar itself is the droplet and the detected command runs it (the fallback).
