@@ -569,11 +569,10 @@ fn push_follows_the_event_stream() {
     assert_eq!(push.headers["accept"], "application/x-ndjson");
     let shown: Vec<&str> = stdout.lines().skip(1).collect();
     assert_eq!(
-        shown[..6],
+        shown[..5],
         [
             "[STG] Waiting for a node to stage on: no node is available with the placement labels gpu=yes",
             "[STG] -----> python buildpack",
-            "Staged with python: droplet of 2.0 KiB",
             "Revision 1 is current: starting its instances",
             "web #0: starting on node-1",
             "web #0: running on node-1",
@@ -581,7 +580,7 @@ fn push_follows_the_event_stream() {
         "{stdout}"
     );
     assert!(
-        shown[6].starts_with("web is running at http://web.localhost:8080 (revision 1, "),
+        shown[5].starts_with("web is running at http://web.localhost:8080 (revision 1, "),
         "{stdout}"
     );
     assert_eq!(text(&out.stderr), "");

@@ -101,7 +101,8 @@ fn a_push_larger_than_any_node_fails_at_once_naming_memory() {
         "the reason names memory and what would fit: {out:?}"
     );
     assert!(
-        out.stdout.contains("web #0: pending: no node is available"),
+        out.stdout.contains("Revision 1 is current")
+            && out.stdout.contains("web #0: pending: no node is available"),
         "{out:?}"
     );
     let v = p.app_json(&app).unwrap();

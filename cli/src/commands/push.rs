@@ -406,9 +406,8 @@ fn follow_stream(
                     seen.unplaced = None;
                 }
             },
-            PushProgress::Droplet {
-                bytes, buildpack, ..
-            } => println!("Staged with {buildpack}: droplet of {}", human_size(bytes)),
+            // The `STG` line after it says the same with the start command.
+            PushProgress::Droplet { .. } => {}
             PushProgress::Revision { number } => {
                 println!("Revision {number} is current: starting its instances");
                 deadline = Some(Instant::now() + timeout);
