@@ -15,7 +15,7 @@
 use crate::scheduler::{self, Ask, NodeView, PlacementError, Spread};
 use crate::store::NodeRecord;
 use paas_common::agent::{BuildAssignment, BuildResult};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use tokio::sync::oneshot;
 
@@ -54,26 +54,6 @@ impl Builds {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a build of the `source` tar blob on `node`; the receiver gets its result.
-    pub fn start(
-        &self,
-        node: &str,
-        source: &str,
-        assignment: BuildAssignment,
-    ) -> oneshot::Receiver<BuildResult> {
-        let (tx, rx) = oneshot::channel();
-        self.lock().insert(
-            assignment.build_id.clone(),
-            Build {
-                node: node.to_string(),
-                source: source.to_string(),
-                assignment,
-                done: tx,
-            },
-        );
-        rx
-    }
-
     pub fn for_node(&self, node: &str) -> Vec<BuildAssignment> {
         let mut out: Vec<BuildAssignment> = self
             .lock()
@@ -87,8 +67,11 @@ impl Builds {
 
     /// What the builds in flight hold on their nodes.
     pub fn reservations(&self) -> Vec<Reservation> {
-        self.lock()
-            .values()
+        Self::held(&self.lock())
+    }
+
+    fn held(map: &HashMap<String, Build>) -> Vec<Reservation> {
+        map.values()
             .map(|b| Reservation {
                 node: b.node.clone(),
                 memory_mb: b.assignment.memory_mb,
@@ -96,6 +79,39 @@ impl Builds {
                 build: true,
             })
             .collect()
+    }
+
+    /// Places `assignment` ([`place_build`], counting `instances` and the builds in flight) and
+    /// registers it on the chosen node, in one step: pushes staged at the same moment each see
+    /// the builds placed before them, so they spread instead of all taking the same node.
+    pub fn place_and_start(
+        &self,
+        nodes: &[NodeRecord],
+        instances: &[Reservation],
+        source: &str,
+        assignment: &BuildAssignment,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(String, oneshot::Receiver<BuildResult>), PlacementError> {
+        let mut map = self.lock();
+        let mut reserved = Self::held(&map);
+        reserved.extend_from_slice(instances);
+        let ask = Ask {
+            memory_mb: assignment.memory_mb,
+            disk_mb: assignment.disk_mb,
+            labels,
+        };
+        let node = place_build(nodes, &reserved, &ask)?;
+        let (tx, rx) = oneshot::channel();
+        map.insert(
+            assignment.build_id.clone(),
+            Build {
+                node: node.clone(),
+                source: source.to_string(),
+                assignment: assignment.clone(),
+                done: tx,
+            },
+        );
+        Ok((node, rx))
     }
 
     /// The source blob and app of build `id`, if it is assigned to `node`.
@@ -310,6 +326,38 @@ mod tests {
     }
 
     #[test]
+    fn builds_placed_one_after_another_spread() {
+        let b = Builds::default();
+        let nodes = [node("a", "z", 8192), node("b", "z", 8192)];
+        let build = |id: &str| BuildAssignment {
+            build_id: id.into(),
+            app: "web".into(),
+            buildpacks: vec![],
+            memory_mb: 3000,
+            disk_mb: 4096,
+            timeout_secs: 60,
+            custom_buildpacks: vec![],
+            dockerfile: false,
+        };
+        let mut placed = Vec::new();
+        let mut receivers = Vec::new();
+        for i in 0..4 {
+            let (node, rx) = b
+                .place_and_start(&nodes, &[], "src", &build(&format!("b{i}")), NO_LABELS)
+                .unwrap();
+            placed.push(node);
+            receivers.push(rx);
+        }
+        assert_eq!(placed, ["a", "b", "a", "b"]);
+        // Two builds of 3000 MB fill each node: the fifth does not fit.
+        let err = b
+            .place_and_start(&nodes, &[], "src", &build("b4"), NO_LABELS)
+            .unwrap_err();
+        assert!(err.to_string().contains("needs 3000 MB of memory"), "{err}");
+        assert_eq!(b.for_node("a").len(), 2);
+    }
+
+    #[test]
     fn builds_in_flight_are_reserved() {
         let b = Builds::default();
         let assignment = BuildAssignment {
@@ -322,7 +370,9 @@ mod tests {
             custom_buildpacks: vec![],
             dockerfile: false,
         };
-        let _rx = b.start("n1", "src", assignment);
+        let (_, _rx) = b
+            .place_and_start(&[node("n1", "z", 4096)], &[], "src", &assignment, NO_LABELS)
+            .unwrap();
         assert_eq!(
             b.reservations(),
             [Reservation {

@@ -201,14 +201,15 @@ pub(crate) async fn stage_on_node(
         custom_buildpacks: custom,
         dockerfile,
     };
-    let Some(node) = wait_for_node(ctx, app, placement, &assignment, progress).await? else {
+    let Some((node, rx)) =
+        start_when_a_node_fits(ctx, app, placement, source, &assignment, progress).await?
+    else {
         return Ok(None);
     };
     progress.send(PushProgress::Staging {
         node: Some(node.clone()),
         waiting: None,
     });
-    let rx = ctx.builds.start(&node, source, assignment);
     ctx.bump_assignments();
     super::apps::log_platform(
         ctx,
@@ -262,26 +263,27 @@ pub(crate) async fn stage_on_node(
     }))
 }
 
-/// The node to run `build` on: at once when one fits, else after waiting (with an `STG` line
-/// saying why, again whenever the reason changes) until one does, at most the push's start
-/// timeout. `None` when no node is ready at all: there is nothing to wait for, and the caller
-/// has a fallback.
-async fn wait_for_node(
+/// Starts `build` on a node that fits it: at once when one does, else after waiting (with an
+/// `STG` line saying why, again whenever the reason changes) until one does, at most the push's
+/// start timeout. `None` when no node is ready at all: there is nothing to wait for, and the
+/// caller has a fallback.
+async fn start_when_a_node_fits(
     ctx: &Ctx,
     app: &str,
     placement: Option<&BTreeMap<String, String>>,
+    source: &str,
     build: &paas_common::agent::BuildAssignment,
     progress: &super::push_stream::Progress,
-) -> ApiResult<Option<String>> {
+) -> ApiResult<
+    Option<(
+        String,
+        tokio::sync::oneshot::Receiver<paas_common::agent::BuildResult>,
+    )>,
+> {
     use crate::scheduler::PlacementError;
     let labels = match placement {
         Some(l) => l.clone(),
         None => app_labels(ctx, app).await?,
-    };
-    let ask = crate::scheduler::Ask {
-        memory_mb: build.memory_mb,
-        disk_mb: build.disk_mb,
-        labels: &labels,
     };
     let limit = Duration::from_secs(ctx.settings.push_start_timeout_secs);
     let started = Instant::now();
@@ -289,15 +291,17 @@ async fn wait_for_node(
     let mut said: Option<String> = None;
     loop {
         let nodes = ctx.store.list_nodes().await?;
-        let mut reserved = instance_reservations(ctx).await?;
-        reserved.extend(ctx.builds.reservations());
-        let reason = match crate::builds::place_build(&nodes, &reserved, &ask) {
-            Ok(node) => {
+        let instances = instance_reservations(ctx).await?;
+        let reason = match ctx
+            .builds
+            .place_and_start(&nodes, &instances, source, build, &labels)
+        {
+            Ok(started) => {
                 if said.is_some() {
-                    super::apps::log_platform(ctx, app, "STG", format!("Node {node} fits now"))
-                        .await;
+                    let msg = format!("Node {} fits now", started.0);
+                    super::apps::log_platform(ctx, app, "STG", msg).await;
                 }
-                return Ok(Some(node));
+                return Ok(Some(started));
             }
             Err(PlacementError::NoNodes | PlacementError::NoReadyNodes) => return Ok(None),
             Err(e) => e.to_string(),
