@@ -1,12 +1,13 @@
 //! Issue 17: nodes offer what they have, and a push that no node can hold says so at once.
 //! An agent without capacity settings advertises the machine's memory (less a reserve) and the
 //! free disk of the engine's data root; a push asking more memory than any node has ends with
-//! `no_node_available` and a reason naming memory, without waiting for its start timeout.
+//! `no_node_available` and a reason naming memory, without waiting for its start timeout; a build
+//! no node can take waits, saying why, and starts when a node that fits joins.
 
-use paas_e2e::{example, unique, Options, Platform};
+use paas_e2e::{bin, example, unique, wait_for, Options, Platform};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn node(p: &Platform, name: &str) -> Value {
@@ -120,6 +121,56 @@ fn a_push_larger_than_any_node_fails_at_once_naming_memory() {
         "failed after {took:?}, not at once: {out:?}"
     );
 
+    let out = p.cli(&["delete", &app, "-f"]);
+    assert!(out.ok(), "{out:?}");
+}
+
+#[test]
+fn a_build_waits_for_a_node_that_fits_and_starts_when_one_joins() {
+    let mut p = Platform::start().expect("platform");
+    let app = unique("gpuapp");
+    let dir = example("python-app");
+    // The push runs beside the test, as a user's would while an operator adds the node.
+    let home = tempfile::tempdir().unwrap();
+    let push = Command::new(bin("paas"))
+        .args(["push", &app, "-p", dir.to_str().unwrap()])
+        .args(["--placement", "gpu=yes", "--timeout", "120"])
+        .env("PAAS_HOME", home.path())
+        .env("PAAS_API", p.api_url())
+        .env("PAAS_TOKEN", p.admin_token().unwrap())
+        .env_remove("PAAS_SPACE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run paas push");
+    let waiting =
+        "Waiting for a node to stage on: no node is available with the placement labels gpu=yes";
+    wait_for(
+        Duration::from_secs(60),
+        "the build to wait for a gpu node",
+        || {
+            let out = p.cli(&["logs", &app, "--recent", "--source", "STG"]);
+            out.stdout.contains(waiting).then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", p.logs()));
+
+    let gpu = unique("e2e-gpu");
+    p.start_agent_with(&gpu, "zone-b", &[("PAAS_NODE_LABELS", "gpu=yes")])
+        .unwrap();
+    let out = push.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}{}", p.logs());
+    assert!(stdout.contains(&format!("[STG] {waiting}")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("[STG] Node {gpu} fits now"))
+            && stdout.contains(&format!("[STG] Staging on node {gpu}"))
+            && stdout.contains(&format!("web #0: running on {gpu}"))
+            && stdout.contains(&format!("{app} is running at")),
+        "{stdout}"
+    );
     let out = p.cli(&["delete", &app, "-f"]);
     assert!(out.ok(), "{out:?}");
 }
