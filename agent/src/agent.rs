@@ -69,13 +69,26 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         RuntimeSettings::from_settings(&settings),
     ));
     runtime.ensure_network().await?;
+    let detected = crate::capacity::detect(
+        &settings,
+        &crate::capacity::engine_info(runtime.docker()).await,
+    );
+    let capacity = detected.capacity.clone();
+    tracing::info!(
+        memory_mb = capacity.memory_mb,
+        memory_from = %detected.memory_from,
+        disk_mb = capacity.disk_mb,
+        disk_from = %detected.disk_from,
+        instance_slots = capacity.instance_slots,
+        "capacity offered to the scheduler"
+    );
 
     let request = RegisterRequest {
         node_name: settings.node_name.clone(),
         address: settings.node_address.clone(),
         zone: settings.zone.clone(),
         labels: settings.labels.clone(),
-        capacity: settings.capacity(),
+        capacity: capacity.clone(),
     };
     let client = Arc::new(ControllerClient::new(
         &settings.controller,
@@ -128,7 +141,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
     tokio::select! {
         () = poll_assignments(client.clone(), assignments_tx, refetch.clone()) => Err(AgentError::LoopEnded("assignments")),
         () = reconcile_loop(reconciler, assignments_rx.clone(), reports_tx) => Err(AgentError::LoopEnded("reconcile")),
-        () = heartbeat_loop(client.clone(), settings.capacity(), interval, reports_rx, assignments_rx, refetch, usage) => Err(AgentError::LoopEnded("heartbeat")),
+        () = heartbeat_loop(client.clone(), capacity, interval, reports_rx, assignments_rx, refetch, usage) => Err(AgentError::LoopEnded("heartbeat")),
         () = logs::ship_counted(&mut log_rx, client.clone(), counters, spool) => Err(AgentError::LoopEnded("log shipping")),
         () = crate::staging::run_builds(runtime.clone(), client.clone(), build_assignments) => Err(AgentError::LoopEnded("staging")),
         () = remove_collected_images(runtime.clone(), image_assignments) => Err(AgentError::LoopEnded("image collection")),

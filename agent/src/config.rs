@@ -63,11 +63,15 @@ pub struct Settings {
     pub node_address: String,
     pub stack_image: String,
     pub docker_network: String,
-    /// Capacity offered to the scheduler; read from `PAAS_NODE_MEMORY_MB`.
-    pub memory_mb: u64,
-    pub disk_mb: u64,
-    /// Read from `PAAS_NODE_INSTANCE_SLOTS`.
-    pub instance_slots: u32,
+    /// Capacity offered to the scheduler (`PAAS_NODE_MEMORY_MB`, `PAAS_NODE_DISK_MB`,
+    /// `PAAS_NODE_INSTANCE_SLOTS`); each one unset is read from the machine at startup (see
+    /// `capacity`).
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
+    #[serde(default)]
+    pub disk_mb: Option<u64>,
+    #[serde(default)]
+    pub instance_slots: Option<u32>,
     pub heartbeat_interval_ms: u64,
     /// Debian mirror debootstrap uses to build the stack image.
     pub debian_mirror: String,
@@ -143,9 +147,9 @@ impl Default for Settings {
             node_address: "127.0.0.1".into(),
             stack_image: crate::stack::DEFAULT_STACK_IMAGE.into(),
             docker_network: "paas-sandbox".into(),
-            memory_mb: host_memory_mb().unwrap_or(4096),
-            disk_mb: 10240,
-            instance_slots: 64,
+            memory_mb: None,
+            disk_mb: None,
+            instance_slots: None,
             heartbeat_interval_ms: 2000,
             debian_mirror: default_debian_mirror(),
             log_rate_limit_lines: default_log_rate_lines(),
@@ -215,14 +219,6 @@ impl Settings {
         }
         Ok(Secret::new(token))
     }
-
-    pub fn capacity(&self) -> paas_common::agent::NodeCapacity {
-        paas_common::agent::NodeCapacity {
-            memory_mb: self.memory_mb,
-            disk_mb: self.disk_mb,
-            instance_slots: self.instance_slots,
-        }
-    }
 }
 
 /// Labels as a table, or as `KEY=VALUE` pairs separated by commas (the environment's form).
@@ -258,17 +254,6 @@ fn default_hostname() -> String {
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "localhost".into())
-}
-
-fn host_memory_mb() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    parse_meminfo_total_mb(&meminfo)
-}
-
-fn parse_meminfo_total_mb(meminfo: &str) -> Option<u64> {
-    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024)
 }
 
 const FALLBACK_MIRROR: &str = "http://deb.debian.org/debian";
@@ -335,14 +320,35 @@ mod tests {
             assert_eq!(settings.controller, "http://ctl:9000");
             assert_eq!(settings.node_name, "from-env");
             assert_eq!(settings.zone, "z1");
-            assert_eq!(settings.memory_mb, 2048);
-            assert_eq!(settings.instance_slots, 8);
+            assert_eq!(settings.memory_mb, Some(2048));
+            assert_eq!(settings.instance_slots, Some(8));
+            // Unset: read from the machine at startup.
+            assert_eq!(settings.disk_mb, None);
             assert_eq!(settings.stack_image, "paas-stack:bookworm");
             assert_eq!(settings.docker_network, "paas-sandbox");
             assert_eq!(settings.heartbeat_interval_ms, 2000);
             assert_eq!(settings.resolve_join_token().unwrap().expose(), "s3cret");
             assert!(!format!("{settings:?}").contains("s3cret"));
             assert!(settings.labels.is_empty());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn capacity_keys_from_file_then_env() {
+        Jail::expect_with(|jail| {
+            jail.create_file("agent.toml", "memory_mb = 1024\ndisk_mb = 5000\n")?;
+            let settings =
+                Settings::from_figment(Settings::figment(Some(Path::new("agent.toml")))).unwrap();
+            assert_eq!(
+                (settings.memory_mb, settings.disk_mb),
+                (Some(1024), Some(5000))
+            );
+            jail.set_env("PAAS_NODE_DISK_MB", "7000");
+            let settings =
+                Settings::from_figment(Settings::figment(Some(Path::new("agent.toml")))).unwrap();
+            assert_eq!(settings.disk_mb, Some(7000));
+            assert_eq!(settings.instance_slots, None);
             Ok(())
         });
     }
@@ -412,9 +418,5 @@ mod tests {
             Some("http://ftp.de.debian.org/debian")
         );
         assert_eq!(mirror_from_sources_list(""), None);
-        assert_eq!(
-            parse_meminfo_total_mb("MemTotal:       8048640 kB\n"),
-            Some(7860)
-        );
     }
 }

@@ -3,7 +3,8 @@
 //! `paas_common::agent`), running each instance in a sandboxed container, checking its health,
 //! restarting it with backoff when it crashes, and shipping its logs and state back.
 //!
-//! Code map: `config` (settings), `stack` (the base image, built with debootstrap), `runtime`
+//! Code map: `config` (settings), `capacity` (what the node offers, read from the machine unless
+//! set), `stack` (the base image, built with debootstrap), `runtime`
 //! (everything that talks to Docker), `reconcile` (the per-instance state machine), `health`
 //! (one check attempt), `backoff` (the crash restart schedule), `crashes` (restart counts kept
 //! across agent restarts), `logfile` (the collector reading json-file logs directly across
@@ -15,6 +16,7 @@
 
 pub mod agent;
 pub mod backoff;
+pub mod capacity;
 pub mod client;
 pub mod config;
 pub mod crashes;

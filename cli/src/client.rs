@@ -6,8 +6,8 @@
 
 use paas_common::api::{
     AppDetail, AppEnv, AppList, EnvUpdate, EventList, LogLine, LogList, LoginRequest,
-    LoginResponse, NodeList, PushSettings, ResourceMatch, ResourceMatchResult, RevisionList,
-    RollbackRequest,
+    LoginResponse, NodeList, PushProgress, PushSettings, ResourceMatch, ResourceMatchResult,
+    RevisionList, RollbackRequest,
 };
 use paas_common::ApiError;
 use reqwest::blocking::{multipart, RequestBuilder, Response};
@@ -22,6 +22,80 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const UPLOAD_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 const STREAM_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const NDJSON: &str = "application/x-ndjson";
+
+/// What a push answered: its event stream, or (from a server without the stream) the app.
+pub enum PushAnswer {
+    Stream(Box<PushLines>),
+    Plain(Box<AppDetail>),
+}
+
+/// The lines of a streamed push, decoded; ends after the `result` line. Lines of a type this
+/// client does not know (a newer server) are skipped.
+pub struct PushLines {
+    api: String,
+    reader: std::io::BufReader<Response>,
+    ended: bool,
+}
+
+impl Iterator for PushLines {
+    type Item = Result<PushProgress, ClientError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        use std::io::BufRead;
+        let mut line = String::new();
+        while !self.ended {
+            line.clear();
+            match self.reader.read_line(&mut line) {
+                Ok(0) => {
+                    self.ended = true;
+                    return Some(Err(ClientError::Decode {
+                        api: self.api.clone(),
+                        cause: "the push stream ended without a result".into(),
+                    }));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.ended = true;
+                    return Some(Err(ClientError::Transport {
+                        api: self.api.clone(),
+                        cause: e.to_string(),
+                    }));
+                }
+            }
+            let text = line.trim();
+            if text.is_empty() {
+                continue;
+            }
+            match decode_progress(text) {
+                Ok(Some(p)) => {
+                    self.ended = matches!(p, PushProgress::Result(_));
+                    return Some(Ok(p));
+                }
+                Ok(None) => continue,
+                Err(cause) => {
+                    self.ended = true;
+                    return Some(Err(ClientError::Decode {
+                        api: self.api.clone(),
+                        cause,
+                    }));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// One stream line: `None` for a well-formed line of a type this client does not know.
+fn decode_progress(text: &str) -> Result<Option<PushProgress>, String> {
+    match serde_json::from_str::<PushProgress>(text) {
+        Ok(p) => Ok(Some(p)),
+        Err(e) => match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(v) if v.get("type").is_some_and(|t| t != "result") => Ok(None),
+            _ => Err(format!("{e}: {}", excerpt(text))),
+        },
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -311,6 +385,47 @@ impl Client {
         len: u64,
         settings: &PushSettings,
     ) -> Result<AppDetail, ClientError> {
+        let rb = self.push_request(name, archive, len, settings)?;
+        self.json(self.send(rb)?)
+    }
+
+    /// The same push asking for the event stream (`Accept: application/x-ndjson`): its lines as
+    /// they come, or the app when the server answers with one JSON document (a server without
+    /// the stream).
+    pub fn push_streamed<R: Read + Send + 'static>(
+        &self,
+        name: &str,
+        archive: R,
+        len: u64,
+        settings: &PushSettings,
+    ) -> Result<PushAnswer, ClientError> {
+        let rb = self
+            .push_request(name, archive, len, settings)?
+            .header(reqwest::header::ACCEPT, NDJSON);
+        let resp = self.send(rb)?;
+        let streamed = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with(NDJSON));
+        if streamed {
+            Ok(PushAnswer::Stream(Box::new(PushLines {
+                api: self.api.clone(),
+                reader: std::io::BufReader::new(resp),
+                ended: false,
+            })))
+        } else {
+            Ok(PushAnswer::Plain(Box::new(self.json(resp)?)))
+        }
+    }
+
+    fn push_request<R: Read + Send + 'static>(
+        &self,
+        name: &str,
+        archive: R,
+        len: u64,
+        settings: &PushSettings,
+    ) -> Result<RequestBuilder, ClientError> {
         let part = multipart::Part::reader_with_length(archive, len)
             .file_name("app.zip")
             .mime_str("application/zip")
@@ -326,14 +441,13 @@ impl Client {
             form = form.text("command", cmd.clone());
         }
         form = push_extra_fields(form, settings)?;
-        let rb = self
+        Ok(self
             .authed(
                 self.http
                     .post(self.url(&format!("/v1/apps/{}/push", seg(name)))),
             )
             .timeout(UPLOAD_TIMEOUT)
-            .multipart(form);
-        self.json(self.send(rb)?)
+            .multipart(form))
     }
 
     /// `POST /v1/resources/match`: which files the server already holds for us.
@@ -859,6 +973,23 @@ mod tests {
         let link = next_link(&h).unwrap();
         assert_eq!(path_and_query(&link), "/v1/apps?limit=2&page_token=p1.61");
         assert!(next_link(&reqwest::header::HeaderMap::new()).is_none());
+    }
+
+    #[test]
+    fn stream_lines_decode_and_unknown_types_are_skipped() {
+        let p = decode_progress(r#"{"type":"log","source":"STG","message":"hi"}"#).unwrap();
+        assert!(matches!(p, Some(PushProgress::Log { message, .. }) if message == "hi"));
+        let p = decode_progress(
+            r#"{"type":"instance","process_type":"web","index":0,"state":"starting","node":"n1"}"#,
+        )
+        .unwrap();
+        assert!(matches!(p, Some(PushProgress::Instance { index: 0, .. })));
+        assert!(decode_progress(r#"{"type":"from_the_future","x":1}"#)
+            .unwrap()
+            .is_none());
+        // A result this client cannot read is an error, never skipped.
+        assert!(decode_progress(r#"{"type":"result","status":"maybe"}"#).is_err());
+        assert!(decode_progress("not json").is_err());
     }
 
     #[test]

@@ -105,7 +105,14 @@ fn serve(stream: TcpStream, handler: &Handler, recorded: &Mutex<Vec<Request>>) {
         _ => "Whatever",
     };
     let mut out = stream;
-    let ctype = if resp_body.starts_with('{') {
+    // A handler answers a streamed push by starting its body with this marker.
+    let (ndjson, resp_body) = match resp_body.strip_prefix("NDJSON\n") {
+        Some(rest) => (true, rest.to_string()),
+        None => (false, resp_body),
+    };
+    let ctype = if ndjson {
+        "application/x-ndjson"
+    } else if resp_body.starts_with('{') {
         "application/json"
     } else {
         "text/html"
@@ -510,4 +517,118 @@ fn push_refuses_a_file_or_an_empty_folder_at_once() {
     );
     assert!(text(&out.stderr).contains("is not a directory"));
     assert!(server.requests().is_empty());
+}
+
+/// The lines a streamed push answers, with the marker the canned server turns into the
+/// `application/x-ndjson` content type.
+fn stream(lines: &[String]) -> String {
+    let mut body = String::from("NDJSON\n");
+    for l in lines {
+        body.push_str(l);
+        body.push('\n');
+    }
+    body
+}
+
+#[test]
+fn push_follows_the_event_stream() {
+    let app = app_json("running", "").replace('\n', "");
+    let lines = vec![
+        r#"{"type":"upload","bytes":10}"#.to_string(),
+        r#"{"type":"staging","waiting":"no node is available with the placement labels gpu=yes"}"#.to_string(),
+        r#"{"type":"log","source":"STG","message":"Waiting for a node to stage on: no node is available with the placement labels gpu=yes"}"#.to_string(),
+        r#"{"type":"staging","node":"node-1"}"#.to_string(),
+        r#"{"type":"log","source":"STG","message":"-----> python buildpack"}"#.to_string(),
+        r#"{"type":"droplet","sha256":"abc","bytes":2048,"buildpack":"python"}"#.to_string(),
+        r#"{"type":"revision","number":1}"#.to_string(),
+        r#"{"type":"instance","process_type":"web","index":0,"state":"starting","node":"node-1"}"#.to_string(),
+        r#"{"type":"some_future_line","x":1}"#.to_string(),
+        r#"{"type":"instance","process_type":"web","index":0,"state":"running","node":"node-1"}"#.to_string(),
+        format!(r#"{{"type":"result","status":"succeeded","app":{app}}}"#),
+    ];
+    let body = stream(&lines);
+    let server = Server::start(move |req| match (req.method.as_str(), req.path.as_str()) {
+        ("POST", "/v1/apps/web/push") => (200, body.clone()),
+        _ => (404, APP_NOT_FOUND.into()),
+    });
+    let home = tempfile::tempdir().unwrap();
+    let dir = app_dir();
+    let out = paas(
+        Some(&server.url),
+        home.path(),
+        &["push", "web", "-p", dir.path().to_str().unwrap()],
+        "",
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}{stdout}", text(&out.stderr));
+    let push = server
+        .requests()
+        .into_iter()
+        .find(|r| r.path.ends_with("/push"))
+        .unwrap();
+    assert_eq!(push.headers["accept"], "application/x-ndjson");
+    let shown: Vec<&str> = stdout.lines().skip(1).collect();
+    assert_eq!(
+        shown[..5],
+        [
+            "[STG] Waiting for a node to stage on: no node is available with the placement labels gpu=yes",
+            "[STG] -----> python buildpack",
+            "Revision 1 is current: starting its instances",
+            "web #0: starting on node-1",
+            "web #0: running on node-1",
+        ],
+        "{stdout}"
+    );
+    assert!(
+        shown[5].starts_with("web is running at http://web.localhost:8080 (revision 1, "),
+        "{stdout}"
+    );
+    assert_eq!(text(&out.stderr), "");
+}
+
+#[test]
+fn a_streamed_push_that_fails_prints_the_reason_on_one_line() {
+    let body = stream(&[
+        r#"{"type":"revision","number":2}"#.to_string(),
+        r#"{"type":"instance","process_type":"web","index":0,"state":"pending","reason":"no node is available: needs 9000 MB of memory, the most free on a ready node is 900 MB: lower the memory (-m) or add a node"}"#.to_string(),
+        r#"{"type":"result","status":"failed","code":"no_node_available","message":"web #0 of revision 2 cannot be placed: no node is available: needs 9000 MB of memory"}"#.to_string(),
+    ]);
+    let server = Server::start(move |req| match (req.method.as_str(), req.path.as_str()) {
+        ("POST", "/v1/apps/web/push") => (200, body.clone()),
+        _ => (404, APP_NOT_FOUND.into()),
+    });
+    let home = tempfile::tempdir().unwrap();
+    let dir = app_dir();
+    let out = paas(
+        Some(&server.url),
+        home.path(),
+        &["push", "web", "-p", dir.path().to_str().unwrap()],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "error: web #0 of revision 2 cannot be placed: no node is available: needs 9000 MB of memory (no_node_available)\n"
+    );
+    assert!(
+        text(&out.stdout).contains("web #0: pending: no node is available: needs 9000 MB"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // A stream cut before its result is an error too, not a success.
+    let cut = stream(&[r#"{"type":"revision","number":2}"#.to_string()]);
+    let server = Server::start(move |_| (200, cut.clone()));
+    let out = paas(
+        Some(&server.url),
+        home.path(),
+        &["push", "web", "-p", dir.path().to_str().unwrap()],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("the push stream ended without a result"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -283,8 +283,10 @@ pub struct NodeInfo {
     pub memory_mb: u64,
     /// Reserved by the instances placed here, as the scheduler counts it.
     pub memory_used_mb: u64,
+    /// Disk the node offers (its agent's `PAAS_NODE_DISK_MB`, else the free space it found).
     #[serde(default)]
     pub disk_mb: u64,
+    /// Reserved by the instances placed here, as the scheduler counts it.
     #[serde(default)]
     pub disk_used_mb: u64,
     pub instance_slots: u32,
@@ -756,6 +758,14 @@ pub enum PushProgress {
     },
     /// A log line while staging (`STG`), as it is written.
     Log { source: String, message: String },
+    /// Where the build stands: `waiting` says why no node takes it yet (it starts once one
+    /// fits), `node` that it started there.
+    Staging {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        waiting: Option<String>,
+    },
     /// Staging produced the droplet.
     Droplet {
         sha256: String,
@@ -769,6 +779,17 @@ pub enum PushProgress {
         running: u32,
         desired: u32,
         placed: u32,
+    },
+    /// One instance of the new revision changed: its state, its node once placed, and why it
+    /// waits when no node takes it (the scheduler's reason). Indices count per process type.
+    Instance {
+        process_type: String,
+        index: u32,
+        state: InstanceState,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// The last line.
     Result(PushResult),

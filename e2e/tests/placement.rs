@@ -1,7 +1,8 @@
 //! Placement labels end to end: two real agents with different node labels
 //! (`PAAS_NODE_LABELS`). An app pushed with `--placement disk=ssd` runs only on the ssd node; an
-//! app whose manifest asks for a label no node has stays pending with the reason, in the push's
-//! error and in `paas app`; pushing it again with a label a node has places it there.
+//! app whose manifest asks for a label no node has waits for such a node to stage on, and the
+//! push says why; an instance asking for it stays pending with the reason, in the push's error
+//! and in `paas app`; pushing again with a label a node has places it there.
 
 use paas_e2e::{example, unique, wait_for, Options, Platform};
 use serde_json::Value;
@@ -64,7 +65,8 @@ fn instances_land_only_on_nodes_with_the_app_s_labels() {
     let text = p.cli(&["app", &app]).stdout;
     assert!(text.contains("placement:  disk=ssd"), "{text}");
 
-    // A manifest asking for a label no node has: pending, with the reason.
+    // A manifest asking for a label no node has: its build waits for such a node, saying why,
+    // and the push gives up after its timeout with the reason.
     let lonely = unique("unplaced");
     let mdir = tempfile::tempdir().unwrap();
     std::fs::copy(dir.join("app.py"), mdir.path().join("app.py")).unwrap();
@@ -75,18 +77,52 @@ fn instances_land_only_on_nodes_with_the_app_s_labels() {
     .unwrap();
     let out = p.cli_in(&["push", "--timeout", "8"], Some(mdir.path()));
     assert!(!out.ok(), "nothing can run it: {out:?}");
-    let reason = "no node is available with the placement labels";
-    assert!(out.stderr.contains(reason), "{out:?}");
-    let list = instances(&p, &lonely);
-    assert_eq!(list.len(), 1, "{list:?}");
-    assert_eq!(list[0]["state"], "pending");
+    let reason = "no node is available with the placement labels gpu=yes";
     assert!(
-        list[0]["placement_error"]
+        out.stderr.contains(&format!(
+            "did not start within 8 s: waiting for a node to stage on: {reason}"
+        )),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout
+            .contains(&format!("[STG] Waiting for a node to stage on: {reason}")),
+        "{out:?}"
+    );
+    assert!(
+        instances(&p, &lonely).is_empty(),
+        "nothing staged, nothing placed"
+    );
+
+    // An app whose droplet exists (no build) asking for that label: its new instance cannot be
+    // placed, and the push says so at once with the scheduler's reason; the old instances serve.
+    let out = p.cli(&[
+        "push",
+        &app,
+        "-p",
+        dir.to_str().unwrap(),
+        "--placement",
+        "gpu=yes",
+    ]);
+    assert!(!out.ok(), "{out:?}");
+    assert!(
+        out.stderr.contains(reason) && out.stderr.contains("(no_node_available)"),
+        "{out:?}"
+    );
+    let list = instances(&p, &app);
+    let pending: Vec<&Value> = list.iter().filter(|i| i["state"] == "pending").collect();
+    assert!(
+        pending.iter().any(|i| i["placement_error"]
             .as_str()
-            .is_some_and(|e| e.contains(reason) && e.contains("gpu")),
+            .is_some_and(|e| e.contains(reason))),
         "{list:?}"
     );
-    let text = p.cli(&["app", &lonely]).stdout;
+    assert_eq!(
+        list.iter().filter(|i| i["state"] == "running").count(),
+        3,
+        "the previous revision keeps serving: {list:?}"
+    );
+    let text = p.cli(&["app", &app]).stdout;
     assert!(text.contains(reason), "{text}");
 
     // The flag overrides the manifest: with a label the hdd node has, it runs there.

@@ -72,9 +72,10 @@ fn kinds(lines: &[(f64, Value)]) -> Vec<String> {
 
 #[test]
 fn a_push_that_cannot_start_streams_its_steps_and_ends_failed() {
-    // No node: the revision is made, nothing is placed; the stream gives up after 2 s.
+    // No node: the revision is made, nothing is placed; the stream says so as soon as the
+    // scheduler does, well before its start timeout.
     let p = Platform::start_server(Options {
-        server_env: vec![("PAAS_PUSH_START_TIMEOUT_SECS".into(), "2".into())],
+        server_env: vec![("PAAS_PUSH_START_TIMEOUT_SECS".into(), "120".into())],
         ..Options::default()
     })
     .expect("server");
@@ -88,19 +89,37 @@ fn a_push_that_cannot_start_streams_its_steps_and_ends_failed() {
     let k = kinds(&lines);
     assert_eq!(k.first().map(String::as_str), Some("upload"), "{lines:?}");
     assert_eq!(lines[0].1["bytes"], size);
-    for want in ["archive", "droplet", "revision", "instances"] {
+    for want in ["archive", "droplet", "revision", "instances", "instance"] {
         assert!(k.iter().any(|x| x == want), "{want} missing: {lines:?}");
     }
     let last = &lines.last().unwrap().1;
     assert_eq!(last["type"], "result", "{lines:?}");
     assert_eq!(last["status"], "failed");
-    assert_eq!(last["code"], "start_failed");
+    assert_eq!(last["code"], "no_node_available");
+    let message = last["message"].as_str().unwrap();
     assert!(
-        last["message"]
-            .as_str()
-            .unwrap()
-            .contains("0 of 1 instances running"),
+        message.contains("web #0 of revision 1 cannot be placed")
+            && message.contains("no node has registered"),
         "{last}"
+    );
+    assert!(
+        lines.last().unwrap().0 < 60.0,
+        "not after the start timeout: {lines:?}"
+    );
+    // The row may be seen once before the scheduler has looked at it: the line with a reason.
+    let pending = lines
+        .iter()
+        .find(|(_, v)| v["type"] == "instance" && v["reason"].is_string())
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| panic!("an instance line with the reason: {lines:?}"));
+    assert_eq!(pending["process_type"], "web");
+    assert_eq!(pending["index"], 0);
+    assert_eq!(pending["state"], "pending");
+    assert!(
+        pending["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("no node is available")),
+        "{pending}"
     );
     assert_eq!(last["app"]["name"], app.as_str());
 

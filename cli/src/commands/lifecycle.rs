@@ -1,6 +1,7 @@
 //! App and node lifecycle: `paas scale`, `restart`, `stop`, `start`, `restart-instance` and
-//! `node drain`. Each records intent with the controller and returns at once; the controller
-//! replaces instances (new one running first, old one removed after). Follow with `paas app NAME`.
+//! `node drain`. Each records intent with the controller, which replaces instances (new one
+//! running first, old one removed after); `restart` then follows the replacement until it is
+//! done (unless `--no-wait`), the others return at once (follow with `paas app NAME`).
 
 use crate::client::Client;
 use crate::output::memory;
@@ -53,6 +54,12 @@ pub struct RestartArgs {
     /// Instances replaced at once (kept as the app's setting)
     #[arg(long)]
     pub max_in_flight: Option<u32>,
+    /// Return once the restart is recorded instead of following it
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Seconds to wait for every instance to be replaced
+    #[arg(long, default_value_t = 180)]
+    pub timeout: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -169,6 +176,10 @@ pub fn scale(args: ScaleArgs, client: &Client) -> anyhow::Result<()> {
 }
 
 pub fn restart(args: RestartArgs, client: &Client) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let before = (!args.no_wait)
+        .then(|| client.get_app(&args.name))
+        .transpose()?;
     let s = client.app_action(
         &args.name,
         "restart",
@@ -176,11 +187,21 @@ pub fn restart(args: RestartArgs, client: &Client) -> anyhow::Result<()> {
             max_in_flight: args.max_in_flight,
         },
     )?;
-    println!(
-        "Restarting {} ({} at a time); follow with `paas app {}`",
-        s.name, s.max_in_flight, s.name
-    );
-    Ok(())
+    let Some(before) = before else {
+        println!(
+            "Restarting {} ({} at a time); follow with `paas app {}`",
+            s.name, s.max_in_flight, s.name
+        );
+        return Ok(());
+    };
+    println!("Restarting {} ({} at a time)", s.name, s.max_in_flight);
+    super::deployment::follow(
+        client,
+        &s.name,
+        super::deployment::Deployment::before(&before),
+        started,
+        std::time::Duration::from_secs(args.timeout),
+    )
 }
 
 pub fn stop(args: NameArgs, client: &Client) -> anyhow::Result<()> {

@@ -6,6 +6,7 @@ pub mod apps;
 pub mod base_images;
 pub mod buildpacks;
 pub mod delete;
+pub mod deployment;
 pub mod env;
 pub mod events;
 pub mod lifecycle;

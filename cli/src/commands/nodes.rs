@@ -32,6 +32,7 @@ pub fn run(args: Args, client: &Client) -> anyhow::Result<()> {
                 n.address.clone(),
                 n.zone.clone(),
                 format!("{}/{}", memory(n.memory_used_mb), memory(n.memory_mb)),
+                memory(n.disk_mb),
                 format!("{}/{}", n.instances, n.instance_slots),
                 format!("{} ago", age(n.last_heartbeat, now)),
                 if n.labels.is_empty() {
@@ -55,6 +56,7 @@ pub fn run(args: Args, client: &Client) -> anyhow::Result<()> {
                 "ADDRESS",
                 "ZONE",
                 "MEMORY",
+                "DISK",
                 "INSTANCES",
                 "HEARTBEAT",
                 "LABELS"

@@ -1,20 +1,25 @@
 //! `paas push [NAME] [-p PATH] [-i N] [-m MEM] [-c CMD] [--timeout SECS]`.
 //!
-//! Zips the folder ([`crate::archive`]), uploads it as multipart `POST /v1/apps/NAME/push`, then
-//! polls `GET /v1/apps/NAME` every 150 ms until all desired instances run, one crashes, or the
-//! timeout passes. On failure it prints each instance's state and why, the last 20 log lines
-//! (`GET /v1/apps/NAME/logs?recent=true&limit=20`), and one `error:` line.
+//! Zips the folder ([`crate::archive`]) and uploads it as multipart `POST /v1/apps/NAME/push`
+//! asking for the push's event stream (`application/x-ndjson`): staging lines as they are
+//! written, then each instance's progress (`web #0: starting on NODE` ... `running`), then the
+//! URL and the time it took, or the result's reason as one `error:` line. A crash also prints
+//! each instance's state and the last 20 log lines
+//! (`GET /v1/apps/NAME/logs?recent=true&limit=20`). A server that answers with one JSON document
+//! instead is followed by polling `GET /v1/apps/NAME` every 150 ms, as before the stream.
 
 use crate::archive;
-use crate::client::Client;
+use crate::client::{Client, PushAnswer, PushLines};
 use crate::output::{human_size, log_line};
 use anyhow::{anyhow, bail, Context};
 use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 use paas_common::api::{
-    AppDetail, FileHash, InstanceInfo, InstanceState, PushResource, PushSettings, ResourceMatch,
+    AppDetail, FileHash, InstanceInfo, InstanceState, PushProgress, PushResource, PushResult,
+    PushSettings, PushStatus, ResourceMatch,
 };
 use paas_common::domain::{parse_memory_mb, AppName};
+use paas_common::ApiError;
 use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -50,7 +55,7 @@ pub struct Args {
     /// Ignore any manifest in the folder
     #[arg(long, conflicts_with = "manifest")]
     pub no_manifest: bool,
-    /// Seconds to wait, after the upload, for all instances to run
+    /// Seconds to wait, once staged, for all instances to run
     #[arg(long, default_value_t = 180)]
     pub timeout: u64,
     /// Run only on nodes carrying this label (KEY=VALUE, repeatable; replaces the app's labels
@@ -306,18 +311,18 @@ fn push_one(client: &Client, plan: Plan, timeout: Duration) -> anyhow::Result<()
         archive.files,
     );
     let bar = progress_bar(archive.size);
-    let staging = StagingLines::follow(client, &name);
-    let pushed = client.push(
+    let answer = client.push_streamed(
         name.as_str(),
         bar.wrap_read(archive.file),
         archive.size,
         &settings,
     );
     bar.finish_and_clear();
-    staging.stop();
-    let pushed = pushed?;
-    // Cell lines (crashes, health) of this push, live while we wait; staging lines were shown
-    // while the push request ran.
+    let pushed = match answer? {
+        PushAnswer::Stream(lines) => return follow_stream(client, &name, *lines, started, timeout),
+        PushAnswer::Plain(app) => *app,
+    };
+    // Cell lines (crashes, health) of this push, live while we wait.
     let stop = super::logs::spawn_follow(client, name.as_str(), "CELL", chrono::Utc::now());
     let result = wait_until_running(client, &name, pushed, started, timeout);
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -329,53 +334,214 @@ fn tracing_free_warning(e: &crate::client::ClientError) {
     eprintln!("warning: cannot match files with the server ({e}); uploading everything");
 }
 
-/// Prints the app's `STG` lines while the push request stages it on a node: the controller
-/// answers only when staging is over, so a second connection polls the recent logs.
-struct StagingLines {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+/// What the stream told so far that a timeout message needs.
+#[derive(Debug, Default)]
+struct Seen {
+    running: u32,
+    desired: u32,
+    /// Why an instance waits for a node, as the scheduler said last.
+    unplaced: Option<String>,
 }
 
-impl StagingLines {
-    fn follow(client: &Client, name: &AppName) -> Self {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let since = Utc::now() - chrono::Duration::seconds(1);
-        let thread = Client::new(client.api(), client.token().map(str::to_string))
-            .ok()
-            .map(|c| {
-                let (stop, name) = (stop.clone(), name.as_str().to_string());
-                std::thread::spawn(move || {
-                    let mut seen: std::collections::HashSet<(DateTime<Utc>, String)> =
-                        Default::default();
-                    loop {
-                        let last = stop.load(std::sync::atomic::Ordering::SeqCst);
-                        if let Ok(list) = c.recent_logs(&name, 200) {
-                            for l in list
-                                .lines
-                                .iter()
-                                .filter(|l| l.source == "STG" && l.timestamp >= since)
-                            {
-                                if seen.insert((l.timestamp, l.message.clone())) {
-                                    println!("{}", log_line(l));
-                                }
-                            }
-                        }
-                        if last {
-                            return;
-                        }
-                        std::thread::sleep(Duration::from_millis(300));
-                    }
-                })
-            });
-        Self { stop, thread }
-    }
+type StopFlag = std::sync::Arc<std::sync::atomic::AtomicBool>;
 
-    /// Prints what is left and ends the poller.
-    fn stop(mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+fn stop_following(cell: &Option<StopFlag>) {
+    if let Some(c) = cell {
+        c.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Prints the push's events as they come until its `result`. The `timeout` counts while the push
+/// waits: for a node to stage on, and from the new revision on; a running build has the
+/// controller's own limit.
+fn follow_stream(
+    client: &Client,
+    name: &AppName,
+    lines: PushLines,
+    started: Instant,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    // The stream is read on its own thread so the wait for the next line can have a deadline.
+    std::thread::spawn(move || {
+        for item in lines {
+            if tx.send(item).is_err() {
+                return;
+            }
         }
+    });
+    let mut deadline: Option<Instant> = None;
+    let mut cell: Option<StopFlag> = None;
+    let mut seen = Seen::default();
+    let outcome = loop {
+        let next = match deadline {
+            None => rx.recv().ok(),
+            Some(d) => match rx.recv_timeout(d.saturating_duration_since(Instant::now())) {
+                Ok(item) => Some(item),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    break Err(anyhow!(stream_timeout_message(name, &seen, timeout)));
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
+            },
+        };
+        let progress = match next {
+            Some(Ok(p)) => p,
+            Some(Err(e)) => break Err(e.into()),
+            None => break Err(anyhow!("the push stream ended without a result")),
+        };
+        match progress {
+            PushProgress::Upload { .. } | PushProgress::Archive { .. } => {}
+            PushProgress::Log { source, message } => {
+                println!("[{source}] {}", message.trim_end_matches(['\n', '\r']));
+            }
+            // Waiting for a node counts against the timeout; a running build does not (the
+            // controller bounds it). Its `STG` lines already say the same to the reader.
+            PushProgress::Staging { node, waiting } => match (node, waiting) {
+                (None, Some(why)) => {
+                    deadline.get_or_insert_with(|| Instant::now() + timeout);
+                    seen.unplaced = Some(format!("waiting for a node to stage on: {why}"));
+                }
+                _ => {
+                    deadline = None;
+                    seen.unplaced = None;
+                }
+            },
+            // The `STG` line after it says the same with the start command.
+            PushProgress::Droplet { .. } => {}
+            PushProgress::Revision { number } => {
+                println!("Revision {number} is current: starting its instances");
+                deadline = Some(Instant::now() + timeout);
+                // Cell lines (crashes, health) of this push, live while it starts.
+                cell = Some(super::logs::spawn_follow(
+                    client,
+                    name.as_str(),
+                    "CELL",
+                    chrono::Utc::now(),
+                ));
+            }
+            PushProgress::Instances {
+                running, desired, ..
+            } => {
+                seen.running = running;
+                seen.desired = desired;
+            }
+            PushProgress::Instance {
+                process_type,
+                index,
+                state,
+                node,
+                reason,
+            } => {
+                if node.is_none() {
+                    seen.unplaced.clone_from(&reason);
+                }
+                println!(
+                    "{}",
+                    instance_line(
+                        &process_type,
+                        index,
+                        state,
+                        node.as_deref(),
+                        reason.as_deref()
+                    )
+                );
+            }
+            PushProgress::Result(result) => break Ok(result),
+        }
+    };
+    stop_following(&cell);
+    finish(client, name, outcome?, started)
+}
+
+/// `web #0: starting on node-a`, `web #1: pending: no node is available ...`.
+pub(crate) fn instance_line(
+    process_type: &str,
+    index: u32,
+    state: InstanceState,
+    node: Option<&str>,
+    reason: Option<&str>,
+) -> String {
+    let mut line = format!("{process_type} #{index}: {}", state.as_str());
+    if let Some(n) = node {
+        line.push_str(&format!(" on {n}"));
+    }
+    if let Some(r) = reason {
+        line.push_str(&format!(": {r}"));
+    }
+    line
+}
+
+fn stream_timeout_message(name: &AppName, seen: &Seen, timeout: Duration) -> String {
+    let secs = timeout.as_secs();
+    match &seen.unplaced {
+        Some(why) => format!("{name} did not start within {secs} s: {why}"),
+        None => format!(
+            "{name} did not start within {secs} s: {}/{} instances running",
+            seen.running, seen.desired
+        ),
+    }
+}
+
+/// The push's outcome: the URL and time, or its reason as the one error line (a crash also
+/// shows the instances and the recent logs, as polling did).
+fn finish(
+    client: &Client,
+    name: &AppName,
+    result: PushResult,
+    started: Instant,
+) -> anyhow::Result<()> {
+    match (result.status, result.app) {
+        (PushStatus::Succeeded, Some(detail)) => {
+            print_running(name, &detail, started);
+            Ok(())
+        }
+        (PushStatus::Succeeded, None) => {
+            println!(
+                "{name} is running ({:.1} s)",
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        (PushStatus::Failed, app) => {
+            let msg = ApiError {
+                code: result.code.unwrap_or_else(|| "push_failed".into()),
+                message: result
+                    .message
+                    .unwrap_or_else(|| "the push failed and the server gave no reason".into()),
+            }
+            .to_string();
+            match app {
+                Some(detail)
+                    if detail
+                        .instances
+                        .iter()
+                        .any(|i| i.state == InstanceState::Crashed || i.restarts > 0) =>
+                {
+                    fail(client, &detail, msg)
+                }
+                _ => bail!(msg),
+            }
+        }
+    }
+}
+
+fn print_running(name: &AppName, detail: &AppDetail, started: Instant) {
+    let secs = started.elapsed().as_secs_f64();
+    match &detail.revision {
+        Some(r) => println!(
+            "{name} is running at {} (revision {}, {secs:.1} s)",
+            detail.url, r.number
+        ),
+        None => println!("{name} is running at {} ({secs:.1} s)", detail.url),
+    }
+    let unready = detail
+        .instances
+        .iter()
+        .filter(|i| i.state == InstanceState::Running && !i.ready)
+        .count();
+    if unready > 0 {
+        // Running, but its readiness check does not pass yet: it gets no traffic.
+        println!("{unready} instance(s) not ready yet: out of the routes until their readiness check passes");
     }
 }
 
@@ -559,23 +725,7 @@ pub(crate) fn wait_until_running(
     loop {
         match assess(&detail, fresh_after) {
             Progress::Running => {
-                let secs = started.elapsed().as_secs_f64();
-                match &detail.revision {
-                    Some(r) => println!(
-                        "{name} is running at {} (revision {}, {secs:.1} s)",
-                        detail.url, r.number
-                    ),
-                    None => println!("{name} is running at {} ({secs:.1} s)", detail.url),
-                }
-                let unready = detail
-                    .instances
-                    .iter()
-                    .filter(|i| i.state == InstanceState::Running && !i.ready)
-                    .count();
-                if unready > 0 {
-                    // Running, but its readiness check does not pass yet: it gets no traffic.
-                    println!("{unready} instance(s) not ready yet: out of the routes until their readiness check passes");
-                }
+                print_running(name, &detail, started);
                 return Ok(());
             }
             Progress::Crashed(msg) => return fail(client, &detail, msg),
@@ -596,7 +746,7 @@ pub(crate) fn wait_until_running(
 }
 
 /// Prints why (to stdout, so stderr keeps its one `error:` line), then the recent logs.
-fn fail(client: &Client, d: &AppDetail, msg: String) -> anyhow::Result<()> {
+pub(crate) fn fail(client: &Client, d: &AppDetail, msg: String) -> anyhow::Result<()> {
     println!("Instances of {}:", d.name);
     for line in instance_report(d) {
         println!("{line}");

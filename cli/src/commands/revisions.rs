@@ -1,5 +1,6 @@
 //! `paas revisions NAME` and `paas rollback NAME [--to N]`. A rollback makes a new revision with
-//! an earlier revision's droplet, command and env (nothing is rebuilt) and waits until it runs.
+//! an earlier revision's droplet, command and env (nothing is rebuilt) and follows its deployment
+//! until every instance runs it and none from before is left (unless `--no-wait`).
 
 use crate::client::Client;
 use crate::output::{age, table};
@@ -28,6 +29,9 @@ pub struct RollbackArgs {
     /// Seconds to wait for the new revision's instances to run
     #[arg(long, default_value_t = 180)]
     pub timeout: u64,
+    /// Return once the new revision is made instead of following its deployment
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 pub fn run(args: Args, client: &Client) -> anyhow::Result<()> {
@@ -81,6 +85,9 @@ pub fn run(args: Args, client: &Client) -> anyhow::Result<()> {
 
 pub fn run_rollback(args: RollbackArgs, client: &Client) -> anyhow::Result<()> {
     let started = Instant::now();
+    let before = (!args.no_wait)
+        .then(|| client.get_app(args.name.as_str()))
+        .transpose()?;
     let detail = client.rollback(args.name.as_str(), &RollbackRequest { to: args.to })?;
     if let Some(r) = &detail.revision {
         println!(
@@ -89,10 +96,13 @@ pub fn run_rollback(args: RollbackArgs, client: &Client) -> anyhow::Result<()> {
             r.number
         );
     }
-    super::push::wait_until_running(
+    let Some(before) = before else {
+        return Ok(());
+    };
+    super::deployment::follow(
         client,
-        &args.name,
-        detail,
+        args.name.as_str(),
+        super::deployment::Deployment::before(&before),
         started,
         Duration::from_secs(args.timeout),
     )

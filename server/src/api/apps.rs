@@ -3,8 +3,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use futures_util::StreamExt;
 use paas_common::api::{
-    AppDetail, AppList, AppState, AppSummary, EventInfo, EventList, InstanceInfo, InstanceState,
-    LogLine, PushProgress, RevisionInfo,
+    AppDetail, AppList, AppSummary, EventInfo, EventList, InstanceInfo, InstanceState, LogLine,
+    PushProgress, RevisionInfo,
 };
 use paas_common::domain::{parse_memory_mb, AppName};
 use paas_common::ErrorCode;
@@ -18,7 +18,7 @@ use crate::auth::AuthUser;
 use crate::authz::{AppAccess, Developer, PushTarget, Viewer};
 use crate::error::{ApiResult, Error};
 use crate::staging;
-use crate::store::{AppRecord, Event, EventFilter, NewRevision};
+use crate::store::{AppRecord, EventFilter, NewRevision};
 
 pub(crate) async fn find_app(ctx: &Ctx, name: &str) -> ApiResult<AppRecord> {
     ctx.store
@@ -483,6 +483,15 @@ pub async fn push(
         let app = deploy(&ctx, &user, prep, &Progress::none()).await?;
         return Ok(HttpResponse::Created().json(detail(&ctx, &app).await?));
     }
+    // The stream answers before the deploy runs: the app must exist by then, so that a new app
+    // is adopted into the caller's space when this answer succeeds (see `authz`).
+    crate::deploy::find_or_create_app(
+        &ctx,
+        &crate::deploy::Actor::from(&user),
+        &prep.name,
+        &prep.space_id,
+    )
+    .await?;
     // From here on the answer is a stream: errors become its last line.
     Ok(super::push_stream::respond(ctx, user, prep))
 }
@@ -531,45 +540,9 @@ pub(crate) async fn deploy(
         staged,
         dockerfile,
     } = prep;
-    let app = match ctx.store.app_by_name(name.as_str()).await? {
-        Some(a) => a,
-        None => {
-            let now = Utc::now();
-            let rec = AppRecord {
-                id: uuid::Uuid::new_v4().to_string(),
-                name: name.to_string(),
-                state: AppState::Started,
-                desired_instances: 1,
-                memory_mb: ctx.settings.default_memory_mb,
-                disk_mb: ctx.settings.default_disk_mb,
-                current_revision: None,
-                created_at: now,
-                updated_at: now,
-            };
-            let ev = Event {
-                app_name: Some(rec.name.clone()),
-                actor: user.actor.clone(),
-                kind: "app.create".into(),
-                message: format!("created app {}", rec.name),
-            };
-            match ctx.store.create_app(&rec, &space_id, &ev).await {
-                Ok(()) => rec,
-                // Another push created it meanwhile.
-                Err(crate::store::StoreError::Conflict(_)) => find_app(ctx, name.as_str()).await?,
-                Err(e) => return Err(e.into()),
-            }
-        }
-    };
-    // The app found or created since `PushTarget` checked must still be in the space it
-    // checked (a delete and a re-create by another space in between).
-    if ctx.store.app_space(&app.id).await?.as_deref() != Some(space_id.as_str()) {
-        return Err(Error::api(
-            ErrorCode::AppNameTaken,
-            format!(
-                "the app name {name} is taken (app names are platform-wide): push with another name"
-            ),
-        ));
-    }
+    let app =
+        crate::deploy::find_or_create_app(ctx, &crate::deploy::Actor::from(user), &name, &space_id)
+            .await?;
     // Issue 3: buildpacks run on a node (after the app exists, so its STG lines can be read
     // while staging runs); the checked app tar above is their source. With no
     // ready node, the tar itself is the droplet and the detected command runs it (the fallback).
@@ -586,6 +559,8 @@ pub(crate) async fn deploy(
         &tree,
         &extra.buildpacks,
         dockerfile,
+        extra.placement_labels.as_ref(),
+        progress,
     )
     .await?
     {

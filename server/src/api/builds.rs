@@ -5,9 +5,11 @@ use actix_web::{web, HttpResponse};
 use chrono::Utc;
 use futures_util::StreamExt;
 use paas_common::agent::{BuildResult, DropletUploaded, LogBatch};
-use paas_common::api::LogLine;
+use paas_common::api::{LogLine, PushProgress};
 use paas_common::ErrorCode;
+use std::collections::BTreeMap;
 use std::io::Write;
+use std::time::{Duration, Instant};
 
 use super::Ctx;
 use crate::auth::AgentNode;
@@ -131,8 +133,12 @@ pub(crate) struct Built {
     pub image: Option<paas_common::agent::DropletImage>,
 }
 
-/// Stages `source` (a tar blob) for `app` on the least busy ready node and waits for the result.
-/// `Ok(None)` when no node is ready (the caller falls back to the source as droplet).
+/// Stages `source` (a tar blob) for `app` on a node that fits the build (see
+/// [`crate::builds::place_build`]) and waits for the result. `placement` is the push's own
+/// placement labels, when it gives some (else the app's apply). `Ok(None)` when no node is
+/// ready at all (the caller falls back to the source as droplet).
+// The push's own settings, one argument each, so its single call site reads as the push does.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn stage_on_node(
     ctx: &Ctx,
     app: &str,
@@ -140,6 +146,8 @@ pub(crate) async fn stage_on_node(
     tree: &str,
     buildpacks: &[String],
     dockerfile: bool,
+    placement: Option<&BTreeMap<String, String>>,
+    progress: &super::push_stream::Progress,
 ) -> ApiResult<Option<Built>> {
     // The same files with the same buildpacks stage to the same droplet: reuse it (an unchanged
     // re-push then costs no build and its node already has the droplet's image).
@@ -189,14 +197,6 @@ pub(crate) async fn stage_on_node(
             image: hit.image,
         }));
     }
-    let nodes = ctx.store.list_nodes().await?;
-    let Some(node) = nodes
-        .iter()
-        .filter(|n| n.state == "ready")
-        .min_by_key(|n| (ctx.builds.count_on(&n.name), n.name.clone()))
-    else {
-        return Ok(None);
-    };
     let build_id = uuid::Uuid::new_v4().to_string();
     let timeout = ctx.settings.staging_timeout_secs;
     let assignment = paas_common::agent::BuildAssignment {
@@ -210,13 +210,21 @@ pub(crate) async fn stage_on_node(
         dockerfile,
         allowed_base_images: allowed_bases,
     };
-    let rx = ctx.builds.start(&node.name, source, assignment);
+    let Some((node, rx)) =
+        start_when_a_node_fits(ctx, app, placement, source, &assignment, progress).await?
+    else {
+        return Ok(None);
+    };
+    progress.send(PushProgress::Staging {
+        node: Some(node.clone()),
+        waiting: None,
+    });
     ctx.bump_assignments();
     super::apps::log_platform(
         ctx,
         app,
         "STG",
-        format!("Staging on node {} (build {})", node.name, &build_id[..8]),
+        format!("Staging on node {node} (build {})", &build_id[..8]),
     )
     .await;
     // The node enforces the time limit; the margin covers fetching the source and uploading.
@@ -262,4 +270,107 @@ pub(crate) async fn stage_on_node(
         processes: result.processes,
         image: result.image,
     }))
+}
+
+/// Starts `build` on a node that fits it: at once when one does, else after waiting (with an
+/// `STG` line saying why, again whenever the reason changes) until one does, at most the push's
+/// start timeout. `None` when no node is ready at all: there is nothing to wait for, and the
+/// caller has a fallback.
+async fn start_when_a_node_fits(
+    ctx: &Ctx,
+    app: &str,
+    placement: Option<&BTreeMap<String, String>>,
+    source: &str,
+    build: &paas_common::agent::BuildAssignment,
+    progress: &super::push_stream::Progress,
+) -> ApiResult<
+    Option<(
+        String,
+        tokio::sync::oneshot::Receiver<paas_common::agent::BuildResult>,
+    )>,
+> {
+    use crate::control::scheduler::PlacementError;
+    let labels = match placement {
+        Some(l) => l.clone(),
+        None => app_labels(ctx, app).await?,
+    };
+    let limit = Duration::from_secs(ctx.settings.push_start_timeout_secs);
+    let started = Instant::now();
+    let mut changes = ctx.assignments.subscribe();
+    let mut said: Option<String> = None;
+    loop {
+        let nodes = ctx.store.list_nodes().await?;
+        let instances = instance_reservations(ctx).await?;
+        let reason = match ctx
+            .builds
+            .place_and_start(&nodes, &instances, source, build, &labels)
+        {
+            Ok(started) => {
+                if said.is_some() {
+                    let msg = format!("Node {} fits now", started.0);
+                    super::apps::log_platform(ctx, app, "STG", msg).await;
+                }
+                return Ok(Some(started));
+            }
+            Err(PlacementError::NoNodes | PlacementError::NoReadyNodes) => return Ok(None),
+            Err(e) => e.to_string(),
+        };
+        if started.elapsed() >= limit {
+            let message = format!(
+                "no node could take the build within {} s: {reason}",
+                limit.as_secs()
+            );
+            super::apps::log_platform(ctx, app, "STG", format!("Staging failed: {message}")).await;
+            return Err(Error::api(ErrorCode::NoNodeAvailable, message));
+        }
+        if said.as_deref() != Some(reason.as_str()) {
+            progress.send(PushProgress::Staging {
+                node: None,
+                waiting: Some(reason.clone()),
+            });
+            super::apps::log_platform(
+                ctx,
+                app,
+                "STG",
+                format!("Waiting for a node to stage on: {reason}"),
+            )
+            .await;
+            said = Some(reason);
+        }
+        // A finished build or a removed instance bumps the assignments; a node that joins or
+        // frees room otherwise is seen by the next look.
+        let _ = tokio::time::timeout(Duration::from_secs(2), changes.changed()).await;
+    }
+}
+
+/// The app's stored placement labels (none for an app without any, or not created yet).
+async fn app_labels(ctx: &Ctx, app: &str) -> ApiResult<BTreeMap<String, String>> {
+    let Some(record) = ctx.store.app_by_name(app).await? else {
+        return Ok(BTreeMap::new());
+    };
+    Ok(ctx
+        .store
+        .app_lifecycles()
+        .await?
+        .remove(&record.id)
+        .map(|l| l.placement_labels)
+        .unwrap_or_default())
+}
+
+/// What placed instances hold on their nodes: the scheduler's own reservations
+/// (`convergence::node_reservations`), so staging and instances are placed on one count.
+async fn instance_reservations(ctx: &Ctx) -> ApiResult<Vec<crate::builds::Reservation>> {
+    Ok(
+        crate::control::convergence::node_reservations(ctx.store.as_ref())
+            .await?
+            .into_values()
+            .map(|v| crate::builds::Reservation {
+                node: v.name,
+                memory_mb: v.used_memory_mb,
+                disk_mb: v.used_disk_mb,
+                slots: v.used_slots,
+                build: false,
+            })
+            .collect(),
+    )
 }

@@ -1,9 +1,10 @@
 //! The streamed push: `POST /v1/apps/NAME/push` with `Accept: application/x-ndjson` answers 200
 //! once the upload and archive passed their checks (until then errors are the usual 4xx JSON),
 //! then one JSON line per step ([`PushProgress`]): upload, archive, live `STG` lines, droplet,
-//! revision, instance counts, and always last a `result` line whose `status` is `succeeded`
-//! (every desired instance of the new revision runs) or `failed` with a stable `code`
-//! (`staging_failed`, `start_failed`, ...). A CI job thus sees staging live and can still tell
+//! revision, instance counts and each instance's changes, and always last a `result` line whose
+//! `status` is `succeeded` (every desired instance of the new revision runs) or `failed` with a
+//! stable `code` (`staging_failed`, `start_failed`, `no_node_available` when the first instance
+//! cannot be placed, ...). A CI job thus sees staging live and can still tell
 //! success from failure, although the HTTP status was sent before the outcome was known.
 //!
 //! The deploy runs in its own task: a client that disconnects does not cancel a push that was
@@ -12,6 +13,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use paas_common::api::{AppState, InstanceState, PushProgress, PushResult, PushStatus};
 use paas_common::{ApiError, ErrorCode};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
 
@@ -134,12 +136,14 @@ async fn run(ctx: Ctx, user: AuthUser, prep: Prepared, progress: Progress) {
     progress.send(last);
 }
 
-/// Follows the new revision's web instances until all desired ones run (succeeded), one
-/// crashes, or the start timeout passes (failed, `start_failed`).
+/// Follows the new revision's instances until all desired web ones run (succeeded), one
+/// crashes, the first cannot be placed, or the start timeout passes (failed). Each instance's
+/// change of state is a line of its own.
 async fn wait_until_running(ctx: &Ctx, name: &str, progress: &Progress) -> PushProgress {
     let timeout = Duration::from_secs(ctx.settings.push_start_timeout_secs);
     let deadline = Instant::now() + timeout;
     let mut shown = None;
+    let mut states: HashMap<(String, u32), InstanceLine> = HashMap::new();
     loop {
         let step = async {
             let app = find_app(ctx, name).await?;
@@ -150,10 +154,20 @@ async fn wait_until_running(ctx: &Ctx, name: &str, progress: &Progress) -> PushP
             Ok(v) => v,
             Err(e) => return failed(e.wire(), None),
         };
-        let fresh: Vec<_> = instances
+        let mut current: Vec<_> = instances
             .iter()
-            .filter(|i| Some(i.revision) == app.current_revision && i.process_type == "web")
+            .filter(|i| Some(i.revision) == app.current_revision)
             .collect();
+        current.sort_by(|a, b| (&a.process_type, a.index).cmp(&(&b.process_type, b.index)));
+        for i in &current {
+            let line = InstanceLine::of(i);
+            let key = (i.process_type.clone(), i.index);
+            if states.get(&key) != Some(&line) {
+                progress.send(line.progress(i));
+                states.insert(key, line);
+            }
+        }
+        let fresh: Vec<_> = current.iter().filter(|i| i.process_type == "web").collect();
         let desired = if app.state == AppState::Stopped {
             0
         } else {
@@ -175,23 +189,45 @@ async fn wait_until_running(ctx: &Ctx, name: &str, progress: &Progress) -> PushP
         let crashed = fresh
             .iter()
             .find(|i| i.state == InstanceState::Crashed || i.restarts > 0);
+        // The first instance found no node for a reason that does not pass by itself (memory,
+        // disk, labels, no ready node): waiting for the timeout would only delay saying so.
+        let unplaceable = fresh
+            .iter()
+            .filter(|i| i.index == 0 && i.node_name.is_none())
+            .find_map(|i| i.placement_error.as_deref())
+            .filter(|e| !crate::control::scheduler::is_transient(e));
         let outcome = if let Some(c) = crashed {
-            Some(Err(format!(
-                "instance {} crashed: {}",
-                c.index,
-                c.last_exit.as_deref().unwrap_or("no exit reason reported")
+            Some(Err(ApiError::new(
+                ErrorCode::StartFailed,
+                format!(
+                    "instance {} crashed: {}",
+                    c.index,
+                    c.last_exit.as_deref().unwrap_or("no exit reason reported")
+                ),
             )))
         } else if running >= desired {
             Some(Ok(()))
+        } else if let Some(reason) = unplaceable {
+            Some(Err(ApiError::new(
+                ErrorCode::NoNodeAvailable,
+                format!(
+                    "web #0 of revision {} cannot be placed: {reason} (it stays pending and \
+                     starts once a node fits)",
+                    app.current_revision.unwrap_or_default()
+                ),
+            )))
         } else if Instant::now() >= deadline {
             let why = fresh
                 .iter()
                 .find_map(|i| i.placement_error.clone())
                 .map(|e| format!(": {e}"))
                 .unwrap_or_default();
-            Some(Err(format!(
-                "{running} of {desired} instances running after {} s{why}",
-                timeout.as_secs()
+            Some(Err(ApiError::new(
+                ErrorCode::StartFailed,
+                format!(
+                    "{running} of {desired} instances running after {} s{why}",
+                    timeout.as_secs()
+                ),
             )))
         } else {
             None
@@ -205,9 +241,43 @@ async fn wait_until_running(ctx: &Ctx, name: &str, progress: &Progress) -> PushP
                     message: None,
                     app: detail.map(Box::new),
                 }),
-                Err(message) => failed(ApiError::new(ErrorCode::StartFailed, message), detail),
+                Err(error) => failed(error, detail),
             };
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// What an `instance` line shows of one instance; a new line only when this changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct InstanceLine {
+    state: InstanceState,
+    node: Option<String>,
+    reason: Option<String>,
+}
+
+impl InstanceLine {
+    fn of(i: &crate::store::InstanceRecord) -> Self {
+        Self {
+            state: i.state,
+            node: i.node_name.clone(),
+            reason: if i.node_name.is_none() {
+                i.placement_error.clone()
+            } else {
+                i.last_exit
+                    .clone()
+                    .filter(|_| i.state == InstanceState::Crashed)
+            },
+        }
+    }
+
+    fn progress(&self, i: &crate::store::InstanceRecord) -> PushProgress {
+        PushProgress::Instance {
+            process_type: i.process_type.clone(),
+            index: i.index,
+            state: self.state,
+            node: self.node.clone(),
+            reason: self.reason.clone(),
+        }
     }
 }

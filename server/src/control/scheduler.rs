@@ -89,18 +89,106 @@ impl Spread {
 /// Starts in flight per node by default.
 pub const DEFAULT_MAX_STARTING: u32 = 8;
 
+/// How every `PlacementError` begins, so a reason stored on an instance reads the same
+/// whichever filter refused it.
+const NOT_AVAILABLE: &str = "no node is available";
+/// How a refusal that resolves by itself begins (see [`is_transient`]).
+const BUSY: &str = "no node is available right now";
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlacementError {
-    #[error("no node is available: no node has registered")]
+    #[error("{NOT_AVAILABLE}: no node has registered")]
     NoNodes,
-    #[error("no node is available: every node is lost, draining or drained")]
+    #[error("{NOT_AVAILABLE}: every node is lost, draining or drained")]
     NoReadyNodes,
-    #[error("no node is available with the placement labels {0}")]
+    #[error("{NOT_AVAILABLE} with the placement labels {0}")]
     NoMatchingLabels(String),
-    #[error("no node is available with {0} MB of free memory, {1} MB of free disk and a free instance slot")]
-    NoCapacity(u64, u64),
-    #[error("no node is available right now: every node that fits is busy starting {0} instances")]
+    #[error("{NOT_AVAILABLE}: {0}")]
+    NoCapacity(Shortfall),
+    #[error("{BUSY}: every node that fits is busy starting {0} instances")]
     Busy(u32),
+}
+
+/// Whether a stored placement error goes away without anyone acting (nodes busy starting
+/// instances), as opposed to one that needs a change (a smaller ask, a node, a label).
+pub fn is_transient(reason: &str) -> bool {
+    reason.starts_with(BUSY)
+}
+
+/// What an instance asked for and the most any ready node with the labels had free, so the
+/// error can say what would make it fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shortfall {
+    pub memory_mb: u64,
+    pub disk_mb: u64,
+    /// The most free memory on one such node.
+    pub free_memory_mb: u64,
+    /// The most free disk on one such node.
+    pub free_disk_mb: u64,
+    /// Whether any such node has an instance slot free.
+    pub free_slot: bool,
+}
+
+impl Shortfall {
+    fn new(ask: &Ask<'_>) -> Self {
+        Self {
+            memory_mb: ask.memory_mb,
+            disk_mb: ask.disk_mb,
+            free_memory_mb: 0,
+            free_disk_mb: 0,
+            free_slot: false,
+        }
+    }
+
+    fn count(&mut self, n: &NodeView) {
+        self.free_memory_mb = self
+            .free_memory_mb
+            .max(n.memory_mb.saturating_sub(n.used_memory_mb));
+        self.free_disk_mb = self
+            .free_disk_mb
+            .max(n.disk_mb.saturating_sub(n.used_disk_mb));
+        self.free_slot |= n.used_slots < n.slots;
+    }
+}
+
+impl std::fmt::Display for Shortfall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let memory = self.memory_mb > self.free_memory_mb;
+        let disk = self.disk_mb > self.free_disk_mb;
+        let (m, d, fm, fd) = (
+            self.memory_mb,
+            self.disk_mb,
+            self.free_memory_mb,
+            self.free_disk_mb,
+        );
+        match (memory, disk) {
+            (true, false) => write!(
+                f,
+                "needs {m} MB of memory, the most free on a ready node is {fm} MB: \
+                 lower the memory (-m) or add a node"
+            ),
+            (false, true) => write!(
+                f,
+                "needs {d} MB of disk, the most free on a ready node is {fd} MB: \
+                 lower the disk quota or add a node"
+            ),
+            (true, true) => write!(
+                f,
+                "needs {m} MB of memory and {d} MB of disk, the most free on a ready node is \
+                 {fm} MB of memory and {fd} MB of disk: lower them or add a node"
+            ),
+            (false, false) if !self.free_slot => write!(
+                f,
+                "every ready node's instance slots are taken: add a node or raise \
+                 PAAS_NODE_INSTANCE_SLOTS"
+            ),
+            (false, false) => write!(
+                f,
+                "no ready node has {m} MB of memory, {d} MB of disk and an instance slot free \
+                 at once (the most free: {fm} MB of memory, {fd} MB of disk): add a node"
+            ),
+        }
+    }
 }
 
 /// Picks the node (its index in `nodes`) for one instance.
@@ -115,6 +203,7 @@ pub fn place(
     }
     // One pass that remembers the furthest filter any node got through, for the error.
     let mut furthest = 0u8;
+    let mut shortfall = Shortfall::new(ask);
     let mut best: Option<(usize, (u32, u32, u64))> = None;
     for (i, n) in nodes.iter().enumerate() {
         if !n.ready {
@@ -125,6 +214,7 @@ pub fn place(
             continue;
         }
         furthest = furthest.max(2);
+        shortfall.count(n);
         let fits = n.used_slots < n.slots
             && n.used_memory_mb + ask.memory_mb <= n.memory_mb
             && n.used_disk_mb + ask.disk_mb <= n.disk_mb;
@@ -155,7 +245,7 @@ pub fn place(
                 .collect::<Vec<_>>()
                 .join(","),
         )),
-        (None, 2) => Err(PlacementError::NoCapacity(ask.memory_mb, ask.disk_mb)),
+        (None, 2) => Err(PlacementError::NoCapacity(shortfall)),
         (None, _) => Err(PlacementError::Busy(max_starting)),
     }
 }
@@ -213,9 +303,24 @@ mod tests {
         no_slot.used_slots = 10;
         let spread = Spread::new(4);
         let nodes = [low_mem.clone(), low_disk.clone(), no_slot.clone()];
+        let err = place(&nodes, &ask(256), &spread, 8).unwrap_err();
         assert_eq!(
-            place(&nodes, &ask(256), &spread, 8).unwrap_err(),
-            PlacementError::NoCapacity(256, 512)
+            err,
+            PlacementError::NoCapacity(Shortfall {
+                memory_mb: 256,
+                disk_mb: 512,
+                free_memory_mb: 1024,
+                free_disk_mb: 4096,
+                free_slot: true,
+            })
+        );
+        // Each node lacks something else: no one node has it all.
+        assert!(
+            err.to_string().starts_with(
+                "no node is available: no ready node has 256 MB of memory, 512 MB of disk and \
+                 an instance slot free at once"
+            ),
+            "{err}"
         );
         let nodes = [low_mem, low_disk, no_slot, node("d", "z")];
         assert_eq!(place(&nodes, &ask(256), &spread, 8).unwrap(), 3);
@@ -223,6 +328,66 @@ mod tests {
         let mut exact = node("e", "z");
         exact.used_memory_mb = 768;
         assert_eq!(place(&[exact], &ask(256), &Spread::new(1), 8).unwrap(), 0);
+    }
+
+    #[test]
+    fn capacity_errors_say_what_would_fit() {
+        let mut a = node("a", "z");
+        a.used_memory_mb = 924;
+        let mut b = node("b", "z");
+        b.used_memory_mb = 1000;
+        let msg = |nodes: &[NodeView], ask: &Ask<'_>| {
+            place(nodes, ask, &Spread::new(nodes.len()), 8)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            msg(&[a.clone(), b.clone()], &ask(256)),
+            "no node is available: needs 256 MB of memory, the most free on a ready node is \
+             100 MB: lower the memory (-m) or add a node"
+        );
+        let big_disk = Ask {
+            memory_mb: 64,
+            disk_mb: 5000,
+            labels: NO_LABELS,
+        };
+        assert_eq!(
+            msg(std::slice::from_ref(&a), &big_disk),
+            "no node is available: needs 5000 MB of disk, the most free on a ready node is \
+             4096 MB: lower the disk quota or add a node"
+        );
+        let both = Ask {
+            memory_mb: 4096,
+            disk_mb: 5000,
+            labels: NO_LABELS,
+        };
+        assert!(msg(std::slice::from_ref(&a), &both)
+            .contains("needs 4096 MB of memory and 5000 MB of disk"));
+        let mut full = node("c", "z");
+        full.used_slots = 10;
+        assert_eq!(
+            msg(&[full], &ask(64)),
+            "no node is available: every ready node's instance slots are taken: add a node or \
+             raise PAAS_NODE_INSTANCE_SLOTS"
+        );
+        // Unready nodes do not count as room.
+        let mut roomy = node("d", "z");
+        roomy.ready = false;
+        assert!(msg(&[roomy, b], &ask(256)).contains("the most free on a ready node is 24 MB"));
+    }
+
+    #[test]
+    fn only_busy_is_transient() {
+        assert!(is_transient(&PlacementError::Busy(8).to_string()));
+        for e in [
+            PlacementError::NoNodes,
+            PlacementError::NoReadyNodes,
+            PlacementError::NoMatchingLabels("gpu=yes".into()),
+            PlacementError::NoCapacity(Shortfall::new(&ask(1))),
+        ] {
+            assert!(!is_transient(&e.to_string()), "{e}");
+            assert!(e.to_string().starts_with("no node is available"), "{e}");
+        }
     }
 
     #[test]

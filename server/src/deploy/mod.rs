@@ -155,3 +155,58 @@ pub async fn delete_app(ctx: &AppCtx, actor: &Actor, app: &AppRecord) -> DeployR
     ctx.converge.notify_one();
     Ok(())
 }
+
+/// The app named `name`, created in `space_id` (started, one instance, default memory and disk)
+/// together with its space in one transaction when it does not exist yet. An existing app must
+/// be in that space: `app_name_taken` otherwise (names are platform-wide).
+pub async fn find_or_create_app(
+    ctx: &AppCtx,
+    actor: &Actor,
+    name: &paas_common::domain::AppName,
+    space_id: &str,
+) -> DeployResult<AppRecord> {
+    let app = match ctx.store.app_by_name(name.as_str()).await? {
+        Some(a) => a,
+        None => {
+            let now = chrono::Utc::now();
+            let rec = AppRecord {
+                id: uuid::Uuid::new_v4().to_string(),
+                name: name.to_string(),
+                state: paas_common::api::AppState::Started,
+                desired_instances: 1,
+                memory_mb: ctx.settings.default_memory_mb,
+                disk_mb: ctx.settings.default_disk_mb,
+                current_revision: None,
+                created_at: now,
+                updated_at: now,
+            };
+            let ev = event(
+                actor,
+                &rec,
+                "app.create",
+                format!("created app {}", rec.name),
+            );
+            match ctx.store.create_app(&rec, space_id, &ev).await {
+                Ok(()) => rec,
+                // Another push created it meanwhile.
+                Err(StoreError::Conflict(_)) => ctx
+                    .store
+                    .app_by_name(name.as_str())
+                    .await?
+                    .ok_or_else(|| DeployError::AppNotFound(name.to_string()))?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    // The app found or created since the caller's space was checked must still be in that
+    // space (a delete and a re-create by another space in between).
+    if ctx.store.app_space(&app.id).await?.as_deref() != Some(space_id) {
+        return Err(DeployError::invalid(
+            ErrorCode::AppNameTaken,
+            format!(
+                "the app name {name} is taken (app names are platform-wide): push with another name"
+            ),
+        ));
+    }
+    Ok(app)
+}
