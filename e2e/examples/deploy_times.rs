@@ -75,7 +75,7 @@ fn running(p: &Platform, app: &str) -> Result<(usize, HashSet<String>)> {
 fn restart_once(p: &Platform, app: &str, n: u32) -> Result<f64> {
     let (_, before) = running(p, app)?;
     let t = Instant::now();
-    let out = p.cli(&["restart", app]);
+    let out = p.cli(&["restart", app, "--no-wait"]);
     if !out.ok() {
         bail!("restart: {out:?}");
     }
@@ -97,14 +97,14 @@ fn burst_once(p: &Platform) -> Result<f64> {
     let t = Instant::now();
     for args in [
         vec!["set-env", &app, "A", "1"],
-        vec!["restart", &app],
+        vec!["restart", &app, "--no-wait"],
         vec!["set-env", &app, "B", "2"],
-        vec!["restart", &app],
+        vec!["restart", &app, "--no-wait"],
         vec!["scale", &app, "-i", "3"],
         vec!["scale", &app, "-m", "96M"],
-        vec!["rollback", &app],
+        vec!["rollback", &app, "--no-wait"],
         vec!["set-env", &app, "C", "3"],
-        vec!["restart", &app],
+        vec!["restart", &app, "--no-wait"],
         vec!["scale", &app, "-i", "2"],
         vec!["set-env", &app, "D", "4"],
     ] {
