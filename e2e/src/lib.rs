@@ -599,6 +599,29 @@ impl Platform {
                         i.placement_error
                     );
                 };
+                // As in Cloud Foundry, an old instance keeps serving while its replacement of a
+                // deployment that fails (it crashes) cannot take over: allowed only then.
+                let old_serving_a_failed_deploy = i.revision != rev
+                    && i.state == InstanceState::Running
+                    && d.instances.iter().any(|c| {
+                        c.revision == rev
+                            && c.process_type == i.process_type
+                            && c.index == i.index
+                            && c.state == InstanceState::Crashed
+                    });
+                if old_serving_a_failed_deploy {
+                    let e = per_node.entry(node.to_string()).or_default();
+                    e.0 += 1;
+                    e.1 += d
+                        .processes
+                        .iter()
+                        .find(|p| p.process_type == ptype)
+                        .map_or(0, |p| p.memory_mb);
+                    *per_app_node
+                        .entry((node.to_string(), name.clone()))
+                        .or_default() += 1;
+                    continue;
+                }
                 if i.revision != rev
                     || !matches!(i.state, InstanceState::Running | InstanceState::Crashed)
                 {
