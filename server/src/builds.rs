@@ -186,23 +186,7 @@ pub fn place_build(
     reserved: &[Reservation],
     ask: &Ask<'_>,
 ) -> Result<String, PlacementError> {
-    let mut views: Vec<NodeView> = nodes
-        .iter()
-        .map(|n| NodeView {
-            name: n.name.clone(),
-            zone: n.zone.clone(),
-            ready: n.state == "ready",
-            labels: n.labels.clone(),
-            memory_mb: n.capacity.memory_mb,
-            used_memory_mb: 0,
-            disk_mb: n.capacity.disk_mb,
-            used_disk_mb: 0,
-            slots: n.capacity.instance_slots,
-            used_slots: 0,
-            // Builds do not wait for instance starts: the push waits on the build itself.
-            starting: 0,
-        })
-        .collect();
+    let mut views: Vec<NodeView> = nodes.iter().map(NodeView::from_record).collect();
     // Builds spread as an app's instances do: by zone, then by node.
     let mut spread = Spread::new(views.len());
     for r in reserved {

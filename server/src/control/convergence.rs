@@ -535,22 +535,7 @@ pub fn reservations(
         .iter()
         .map(|a| (a.id.as_str(), a))
         .collect();
-    let mut views: Vec<NodeView> = nodes
-        .iter()
-        .map(|n| NodeView {
-            name: n.name.clone(),
-            zone: n.zone.clone(),
-            ready: n.state == "ready",
-            labels: n.labels.clone(),
-            memory_mb: n.capacity.memory_mb,
-            used_memory_mb: 0,
-            disk_mb: n.capacity.disk_mb,
-            used_disk_mb: 0,
-            slots: n.capacity.instance_slots,
-            used_slots: 0,
-            starting: 0,
-        })
-        .collect();
+    let mut views: Vec<NodeView> = nodes.iter().map(NodeView::from_record).collect();
     let node_idx: HashMap<String, usize> = views
         .iter()
         .enumerate()

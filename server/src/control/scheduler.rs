@@ -33,6 +33,23 @@ pub struct NodeView {
 }
 
 impl NodeView {
+    /// A node as its record offers it, with nothing reserved yet.
+    pub fn from_record(n: &crate::store::NodeRecord) -> Self {
+        NodeView {
+            name: n.name.clone(),
+            zone: n.zone.clone(),
+            ready: n.state == "ready",
+            labels: n.labels.clone(),
+            memory_mb: n.capacity.memory_mb,
+            used_memory_mb: 0,
+            disk_mb: n.capacity.disk_mb,
+            used_disk_mb: 0,
+            slots: n.capacity.instance_slots,
+            used_slots: 0,
+            starting: 0,
+        }
+    }
+
     /// The node's most used resource, in thousandths.
     fn load(&self) -> u64 {
         let share = |used: u64, cap: u64| used.saturating_mul(1000) / cap.max(1);

@@ -254,6 +254,20 @@ async fn configured(
         .unwrap_or_else(|| ProcessRecord::default_for(process_type)))
 }
 
+/// The instance count and memory a request asks for, within the platform's bounds.
+fn check_size(req: &AppUpdateRequest) -> DeployResult<()> {
+    if req.instances.is_some_and(|n| n > MAX_INSTANCES) {
+        return Err(bad(format!("instances must be from 0 to {MAX_INSTANCES}")));
+    }
+    if req
+        .memory_mb
+        .is_some_and(|m| !(16..=64 * 1024).contains(&m))
+    {
+        return Err(bad("memory must be from 16 MB to 64 GB"));
+    }
+    Ok(())
+}
+
 /// Changes an app's settings (`PATCH /v1/apps/{name}`): instances, memory, rollout width, health
 /// check, placement labels, log rate limit; with `process` other than `web`, that type's.
 /// Returns whether the instances are being replaced (a rolling deploy).
@@ -266,15 +280,7 @@ pub async fn update(
     if let Some(p) = req.process.as_deref().filter(|p| *p != "web") {
         return scale_process(ctx, actor, app, p, &req).await;
     }
-    if req.instances.is_some_and(|n| n > MAX_INSTANCES) {
-        return Err(bad(format!("instances must be from 0 to {MAX_INSTANCES}")));
-    }
-    if req
-        .memory_mb
-        .is_some_and(|m| !(16..=64 * 1024).contains(&m))
-    {
-        return Err(bad("memory must be from 16 MB to 64 GB"));
-    }
+    check_size(&req)?;
     if req
         .max_in_flight
         .is_some_and(|k| !(1..=MAX_IN_FLIGHT).contains(&k))
@@ -385,15 +391,7 @@ async fn scale_process(
             "max_in_flight, placement_labels and log_rate_limit apply to the whole app: leave out `process`",
         ));
     }
-    if req.instances.is_some_and(|n| n > MAX_INSTANCES) {
-        return Err(bad(format!("instances must be from 0 to {MAX_INSTANCES}")));
-    }
-    if req
-        .memory_mb
-        .is_some_and(|m| !(16..=64 * 1024).contains(&m))
-    {
-        return Err(bad("memory must be from 16 MB to 64 GB"));
-    }
+    check_size(req)?;
     let health = req.health_check.as_ref().map(health_settings).transpose()?;
     let mut rec = configured(ctx, app, process_type).await?;
     let mut what = Vec::new();
