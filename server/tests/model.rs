@@ -646,11 +646,12 @@ async fn deployments_converge_exactly() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1000);
     let base: u64 = rand::random::<u32>() as u64;
-    // Two sequences at a time: each has its own store and controller state.
+    // Four sequences at a time (they wait on SQLite threads as much as they compute): each has
+    // its own store and controller state.
     let mut failures = Vec::new();
     let mut seeds = (base..base + cases).peekable();
     while seeds.peek().is_some() {
-        let batch: Vec<u64> = seeds.by_ref().take(2).collect();
+        let batch: Vec<u64> = seeds.by_ref().take(4).collect();
         let handles: Vec<_> = batch
             .iter()
             .map(|&s| tokio::spawn(async move { (s, run_case(s).await) }))
