@@ -27,6 +27,7 @@ impl From<crate::deploy::DeployError> for Error {
     fn from(e: crate::deploy::DeployError) -> Self {
         match (e.code(), e) {
             (_, crate::deploy::DeployError::Store(s)) => Error::Store(s),
+            (_, crate::deploy::DeployError::Blob(b)) => Error::Blob(b),
             (Some(code), e) => Error::api(code, e.to_string()),
             (None, e) => Error::internal(e),
         }

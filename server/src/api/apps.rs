@@ -1,24 +1,21 @@
 use actix_multipart::Multipart;
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::Utc;
 use futures_util::StreamExt;
 use paas_common::api::{
-    AppDetail, AppList, AppSummary, EventInfo, EventList, InstanceInfo, InstanceState, LogLine,
-    PushProgress, RevisionInfo,
+    AppDetail, AppList, AppSummary, EventInfo, EventList, InstanceInfo, InstanceState, RevisionInfo,
 };
-use paas_common::domain::{parse_memory_mb, AppName};
+use paas_common::domain::parse_memory_mb;
 use paas_common::ErrorCode;
 use std::io::Write;
 
 use super::page::{self, Page};
-use super::push_stream::Progress;
 use super::Ctx;
 use crate::archive::Limits;
 use crate::auth::AuthUser;
 use crate::authz::{AppAccess, Developer, PushTarget, Viewer};
 use crate::error::{ApiResult, Error};
 use crate::staging;
-use crate::store::{AppRecord, EventFilter, NewRevision};
+use crate::store::{AppRecord, EventFilter};
 
 pub(crate) async fn find_app(ctx: &Ctx, name: &str) -> ApiResult<AppRecord> {
     ctx.store
@@ -226,17 +223,6 @@ pub async fn all_events(
         since_id: None,
     };
     event_page(&ctx, &req, &page, &filter).await
-}
-
-pub(crate) async fn log_platform(ctx: &Ctx, app: &str, source: &str, message: String) {
-    let line = LogLine {
-        timestamp: Utc::now(),
-        source: source.into(),
-        stream: "out".into(),
-        message,
-        id: 0,
-    };
-    ctx.logs.publish(app, line).await;
 }
 
 /// `POST /v1/apps/{name}/push`: multipart with the zip as `archive` and optional text fields
@@ -463,7 +449,7 @@ pub async fn push(
             .await
             .map_err(Error::internal)??;
 
-    let prep = Prepared {
+    let prep = crate::deploy::push::Prepared {
         name,
         space_id: target.space_id,
         package_sha,
@@ -480,7 +466,13 @@ pub async fn push(
         dockerfile,
     };
     if !super::push_stream::wanted(&req) {
-        let app = deploy(&ctx, &user, prep, &Progress::none()).await?;
+        let app = crate::deploy::push::deploy(
+            &ctx,
+            &crate::deploy::Actor::from(&user),
+            prep,
+            &crate::deploy::push::Progress::none(),
+        )
+        .await?;
         return Ok(HttpResponse::Created().json(detail(&ctx, &app).await?));
     }
     // The stream answers before the deploy runs: the app must exist by then, so that a new app
@@ -494,227 +486,4 @@ pub async fn push(
     .await?;
     // From here on the answer is a stream: errors become its last line.
     Ok(super::push_stream::respond(ctx, user, prep))
-}
-
-/// A push whose upload and archive passed every check: what staging and deploying need.
-pub(crate) struct Prepared {
-    pub name: AppName,
-    /// The space a new app is created in (checked by `PushTarget`).
-    space_id: String,
-    pub package_sha: String,
-    pub package_size: u64,
-    droplet_sha: String,
-    droplet_size: u64,
-    pub unpacked: crate::archive::Unpacked,
-    tree: String,
-    extra: paas_common::api::PushSettings,
-    instances: Option<u32>,
-    memory_mb: Option<u64>,
-    command: Option<String>,
-    pub staged: staging::Staged,
-    /// Build the app's Dockerfile on the node instead of running buildpacks.
-    dockerfile: bool,
-}
-
-/// Stages (on a node, or the fallback) and deploys a checked push as a new revision; returns the
-/// app. Progress goes to `progress` (a streamed push) as it happens.
-pub(crate) async fn deploy(
-    ctx: &Ctx,
-    user: &AuthUser,
-    prep: Prepared,
-    progress: &Progress,
-) -> ApiResult<AppRecord> {
-    let Prepared {
-        name,
-        space_id,
-        package_sha,
-        package_size,
-        droplet_sha,
-        droplet_size,
-        unpacked,
-        tree,
-        mut extra,
-        instances,
-        memory_mb,
-        command,
-        staged,
-        dockerfile,
-    } = prep;
-    let app =
-        crate::deploy::find_or_create_app(ctx, &crate::deploy::Actor::from(user), &name, &space_id)
-            .await?;
-    // Issue 3: buildpacks run on a node (after the app exists, so its STG lines can be read
-    // while staging runs); the checked app tar above is their source. With no
-    // ready node, the tar itself is the droplet and the detected command runs it (the fallback).
-    let mut image = None;
-    let mut declared = unpacked
-        .procfile
-        .as_deref()
-        .map(|p| crate::staging::parse_procfile(p).into_iter().collect())
-        .unwrap_or_default();
-    let (droplet_sha, droplet_size, staged) = match super::builds::stage_on_node(
-        ctx,
-        name.as_str(),
-        &droplet_sha,
-        &tree,
-        &extra.buildpacks,
-        dockerfile,
-        extra.placement_labels.as_ref(),
-        progress,
-    )
-    .await?
-    {
-        Some(built) => {
-            declared = built.processes.clone();
-            image = built.image.clone();
-            let command = command
-                .clone()
-                .or_else(|| built.processes.get("web").cloned())
-                .ok_or_else(|| {
-                    Error::api(
-                        ErrorCode::StagingFailed,
-                        format!(
-                            "staging found no `web` process (found: {})",
-                            built
-                                .processes
-                                .keys()
-                                .cloned()
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    )
-                })?;
-            (
-                built.droplet,
-                built.size,
-                staging::Staged {
-                    detected: built.buildpack,
-                    command,
-                },
-            )
-        }
-        None if dockerfile => {
-            return Err(Error::api(
-                ErrorCode::StagingFailed,
-                "a Dockerfile is built on a node's engine and no node is ready: try again when one is",
-            ));
-        }
-        // Only a node runs added buildpacks: without one, an app only they detect cannot run.
-        None if staged.command.is_empty() => {
-            return Err(Error::api(
-                ErrorCode::NotAnApp,
-                "no built-in detects this app and no node is ready to try the added buildpacks",
-            ));
-        }
-        None => (droplet_sha, droplet_size, staged),
-    };
-    progress.send(PushProgress::Droplet {
-        sha256: droplet_sha.clone(),
-        bytes: droplet_size,
-        buildpack: staged.detected.clone(),
-    });
-    let desired = instances.unwrap_or(app.desired_instances);
-    let memory = memory_mb.unwrap_or(app.memory_mb);
-    log_platform(
-        ctx,
-        &app.name,
-        "STG",
-        format!(
-            "Staged {} files ({} bytes) with {}: web: {} (droplet {} bytes)",
-            unpacked.files, unpacked.bytes, staged.detected, staged.command, droplet_size
-        ),
-    )
-    .await;
-    // Env carries over from the current revision (like Heroku config vars); the push's own
-    // `env` field is applied on top.
-    let mut env = match app.current_revision {
-        Some(n) => ctx
-            .store
-            .revision(&app.id, n)
-            .await?
-            .map(|r| r.env)
-            .unwrap_or_default(),
-        None => Default::default(),
-    };
-    env.extend(std::mem::take(&mut extra.env));
-    let stored = super::push_settings::stored_json(&extra)?;
-    // The manifest's health (liveness and readiness) applies on top of the app's current check.
-    let health = match &extra.health {
-        Some(h) => {
-            let current = ctx
-                .store
-                .app_lifecycles()
-                .await?
-                .remove(&app.id)
-                .and_then(|l| l.health)
-                .unwrap_or_default();
-            Some(crate::deploy::lifecycle::manifest_health(&current, h)?)
-        }
-        None => None,
-    };
-    let log_rate_limit = extra
-        .log_rate_limit
-        .as_deref()
-        .map(crate::deploy::lifecycle::log_rate_limit)
-        .transpose()?;
-    // Process types: the droplet's commands first, so no revision runs without them.
-    ctx.store
-        .set_droplet_processes(&droplet_sha, &declared)
-        .await?;
-    if let Some(image) = &image {
-        ctx.store.set_droplet_image(&droplet_sha, image).await?;
-    }
-    crate::deploy::lifecycle::apply_manifest_processes(
-        ctx,
-        &app,
-        &crate::deploy::Actor::from(user),
-        &extra.processes,
-    )
-    .await?;
-    let number = crate::deploy::revisions::deploy_revision(
-        ctx,
-        &crate::deploy::Actor::from(user),
-        &app,
-        &NewRevision {
-            package: package_sha.clone(),
-            droplet: droplet_sha,
-            command: staged.command.clone(),
-            detected: staged.detected.clone(),
-            desired_instances: desired,
-            memory_mb: memory,
-        },
-        &crate::store::RevisionExtra {
-            env,
-            created_by: user.username.clone(),
-            description: "push".into(),
-            disk_mb: extra.disk_mb,
-            push_settings: Some(stored),
-            health,
-            placement_labels: extra.placement_labels.clone(),
-            log_rate_limit,
-        },
-        "app.push",
-        format!(
-            "pushed package {} ({package_size} bytes)",
-            &package_sha[..12]
-        ),
-    )
-    .await?;
-    progress.send(PushProgress::Revision { number });
-    log_platform(
-        ctx,
-        &app.name,
-        "API",
-        format!(
-            "{} pushed revision {number}: {desired} instance(s) of {memory} MB{}",
-            user.username,
-            log_rate_limit.map_or_else(String::new, |l| format!(
-                ", log rate limit {}",
-                crate::deploy::lifecycle::describe_log_rate_limit(l)
-            ))
-        ),
-    )
-    .await;
-    ctx.converge.notify_one();
-    find_app(ctx, name.as_str()).await
 }

@@ -16,17 +16,6 @@ use crate::auth::AuthUser;
 use crate::error::{ApiResult, Error};
 use crate::store::Event;
 
-/// The allowed names as a build assignment carries them.
-pub(crate) async fn allowed(ctx: &Ctx) -> ApiResult<Vec<String>> {
-    Ok(ctx
-        .store
-        .list_base_images()
-        .await?
-        .into_iter()
-        .map(|b| b.name)
-        .collect())
-}
-
 fn parse(name: &str) -> ApiResult<ImageName> {
     ImageName::parse(name).map_err(|m| Error::api(ErrorCode::InvalidName, m))
 }

@@ -8,7 +8,6 @@
 use actix_multipart::Multipart;
 use actix_web::{web, HttpResponse};
 use futures_util::StreamExt;
-use paas_common::agent::CustomBuildpack;
 use paas_common::api::{BuildpackInfo, BuildpackList};
 use paas_common::ErrorCode;
 use std::collections::HashSet;
@@ -27,20 +26,6 @@ const MAX_BUILDPACK_MB: u64 = 64;
 
 fn bad(msg: impl Into<String>) -> Error {
     Error::api(ErrorCode::BadRequest, msg)
-}
-
-/// Added buildpacks as a build assignment names them.
-pub(crate) async fn custom(ctx: &Ctx) -> ApiResult<Vec<CustomBuildpack>> {
-    Ok(ctx
-        .store
-        .list_buildpacks()
-        .await?
-        .into_iter()
-        .map(|b| CustomBuildpack {
-            name: b.name,
-            sha256: b.blob,
-        })
-        .collect())
 }
 
 pub async fn list(

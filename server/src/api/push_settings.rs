@@ -72,14 +72,3 @@ pub fn apply_field(s: &mut PushSettings, name: &str, text: &str) -> ApiResult<()
     }
     Ok(())
 }
-
-/// The settings stored on the app for later work (buildpacks, routes, health, processes).
-pub fn stored_json(s: &PushSettings) -> ApiResult<String> {
-    serde_json::to_string(&serde_json::json!({
-        "buildpacks": s.buildpacks,
-        "routes": s.routes,
-        "health": s.health,
-        "processes": s.processes,
-    }))
-    .map_err(Error::internal)
-}

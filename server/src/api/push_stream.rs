@@ -17,9 +17,11 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
 
-use super::apps::{deploy, detail, find_app, Prepared};
+use super::apps::{detail, find_app};
 use super::Ctx;
 use crate::auth::AuthUser;
+use crate::deploy::push::{deploy, Prepared, Progress};
+use crate::deploy::Actor;
 use crate::error::Error;
 
 pub const NDJSON: &str = "application/x-ndjson";
@@ -32,28 +34,9 @@ pub fn wanted(req: &HttpRequest) -> bool {
         .any(|v| v.split(',').any(|t| t.trim().starts_with(NDJSON)))
 }
 
-/// Where a push reports its steps; `none()` for the plain (one JSON answer) push.
-#[derive(Clone)]
-pub struct Progress {
-    tx: Option<mpsc::UnboundedSender<PushProgress>>,
-}
-
-impl Progress {
-    pub fn none() -> Self {
-        Self { tx: None }
-    }
-
-    pub fn send(&self, p: PushProgress) {
-        if let Some(tx) = &self.tx {
-            // A client that went away no longer reads; the push goes on.
-            let _ = tx.send(p);
-        }
-    }
-}
-
 pub fn respond(ctx: Ctx, user: AuthUser, prep: Prepared) -> HttpResponse {
     let (tx, rx) = mpsc::unbounded_channel();
-    let progress = Progress { tx: Some(tx) };
+    let progress = Progress::to(tx);
     progress.send(PushProgress::Upload {
         bytes: prep.package_size,
     });
@@ -115,8 +98,9 @@ fn failed(error: ApiError, app: Option<paas_common::api::AppDetail>) -> PushProg
 async fn run(ctx: Ctx, user: AuthUser, prep: Prepared, progress: Progress) {
     let name = prep.name.to_string();
     let mut logs = ctx.logs.subscribe(&name).await;
+    let actor = Actor::from(&user);
     let deployed = tokio::select! {
-        r = deploy(&ctx, &user, prep, &progress) => r,
+        r = deploy(&ctx, &actor, prep, &progress) => r.map_err(Error::from),
         () = forward_staging(&mut logs, &progress) => Err(Error::internal("the log feed ended")),
     };
     // Lines published just before staging ended.

@@ -9,7 +9,9 @@
 //! rolling, and a newer change supersedes one still in flight (its unrouted rows go at once).
 
 pub mod lifecycle;
+pub mod push;
 pub mod revisions;
+pub mod staging;
 
 use paas_common::ErrorCode;
 
@@ -45,6 +47,8 @@ pub enum DeployError {
     Invalid { code: ErrorCode, message: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Blob(#[from] crate::blobstore::BlobError),
 }
 
 pub type DeployResult<T> = Result<T, DeployError>;
@@ -74,7 +78,7 @@ impl DeployError {
             DeployError::NodeNotFound(_) => ErrorCode::NodeNotFound,
             DeployError::RevisionNotFound(_) => ErrorCode::RevisionNotFound,
             DeployError::Invalid { code, .. } => *code,
-            DeployError::Store(_) => return None,
+            DeployError::Store(_) | DeployError::Blob(_) => return None,
         })
     }
 }

@@ -1,0 +1,264 @@
+//! A push's deploy steps once its upload passed every check (`api/apps` reads and checks the
+//! upload into a [`Prepared`]): the app found or created in its space, staging on a node (or the
+//! server-side fallback when no node is ready), the droplet's process commands and image, the
+//! manifest's settings, and the new revision. The plain push and the streamed push run the same
+//! [`deploy`]; the streamed one hears each step through [`Progress`].
+
+use paas_common::api::PushProgress;
+use paas_common::domain::AppName;
+use paas_common::ErrorCode;
+use tokio::sync::mpsc;
+
+use super::{Actor, DeployError, DeployResult};
+use crate::state::AppCtx;
+use crate::store::{AppRecord, NewRevision};
+
+/// Where a push reports its steps; `none()` for the plain (one JSON answer) push.
+#[derive(Clone)]
+pub struct Progress {
+    tx: Option<mpsc::UnboundedSender<PushProgress>>,
+}
+
+impl Progress {
+    pub fn none() -> Self {
+        Self { tx: None }
+    }
+
+    /// Steps go to `tx` (the streamed push's answer).
+    pub fn to(tx: mpsc::UnboundedSender<PushProgress>) -> Self {
+        Self { tx: Some(tx) }
+    }
+
+    pub fn send(&self, p: PushProgress) {
+        if let Some(tx) = &self.tx {
+            // A client that went away no longer reads; the push goes on.
+            let _ = tx.send(p);
+        }
+    }
+}
+
+/// The settings stored on the app for later work (buildpacks, routes, health, processes).
+pub fn stored_json(s: &paas_common::api::PushSettings) -> String {
+    serde_json::json!({
+        "buildpacks": s.buildpacks,
+        "routes": s.routes,
+        "health": s.health,
+        "processes": s.processes,
+    })
+    .to_string()
+}
+
+/// A push whose upload and archive passed every check: what staging and deploying need.
+pub struct Prepared {
+    pub name: AppName,
+    /// The space a new app is created in (checked by `PushTarget`).
+    pub space_id: String,
+    pub package_sha: String,
+    pub package_size: u64,
+    pub droplet_sha: String,
+    pub droplet_size: u64,
+    pub unpacked: crate::archive::Unpacked,
+    pub tree: String,
+    pub extra: paas_common::api::PushSettings,
+    pub instances: Option<u32>,
+    pub memory_mb: Option<u64>,
+    pub command: Option<String>,
+    pub staged: crate::staging::Staged,
+    /// Build the app's Dockerfile on the node instead of running buildpacks.
+    pub dockerfile: bool,
+}
+
+/// Stages (on a node, or the fallback) and deploys a checked push as a new revision; returns the
+/// app. Progress goes to `progress` (a streamed push) as it happens.
+pub async fn deploy(
+    ctx: &AppCtx,
+    actor: &Actor,
+    prep: Prepared,
+    progress: &Progress,
+) -> DeployResult<AppRecord> {
+    let Prepared {
+        name,
+        space_id,
+        package_sha,
+        package_size,
+        droplet_sha,
+        droplet_size,
+        unpacked,
+        tree,
+        mut extra,
+        instances,
+        memory_mb,
+        command,
+        staged,
+        dockerfile,
+    } = prep;
+    let app = super::find_or_create_app(ctx, actor, &name, &space_id).await?;
+    // Issue 3: buildpacks run on a node (after the app exists, so its STG lines can be read
+    // while staging runs); the checked app tar above is their source. With no
+    // ready node, the tar itself is the droplet and the detected command runs it (the fallback).
+    let mut image = None;
+    let mut declared = unpacked
+        .procfile
+        .as_deref()
+        .map(|p| crate::staging::parse_procfile(p).into_iter().collect())
+        .unwrap_or_default();
+    let (droplet_sha, droplet_size, staged) = match super::staging::stage_on_node(
+        ctx,
+        name.as_str(),
+        &droplet_sha,
+        &tree,
+        &extra.buildpacks,
+        dockerfile,
+        extra.placement_labels.as_ref(),
+        progress,
+    )
+    .await?
+    {
+        Some(built) => {
+            declared = built.processes.clone();
+            image = built.image.clone();
+            let command = command
+                .clone()
+                .or_else(|| built.processes.get("web").cloned())
+                .ok_or_else(|| {
+                    DeployError::invalid(
+                        ErrorCode::StagingFailed,
+                        format!(
+                            "staging found no `web` process (found: {})",
+                            built
+                                .processes
+                                .keys()
+                                .cloned()
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    )
+                })?;
+            (
+                built.droplet,
+                built.size,
+                crate::staging::Staged {
+                    detected: built.buildpack,
+                    command,
+                },
+            )
+        }
+        None if dockerfile => {
+            return Err(DeployError::invalid(
+                ErrorCode::StagingFailed,
+                "a Dockerfile is built on a node's engine and no node is ready: try again when one is",
+            ));
+        }
+        // Only a node runs added buildpacks: without one, an app only they detect cannot run.
+        None if staged.command.is_empty() => {
+            return Err(DeployError::invalid(
+                ErrorCode::NotAnApp,
+                "no built-in detects this app and no node is ready to try the added buildpacks",
+            ));
+        }
+        None => (droplet_sha, droplet_size, staged),
+    };
+    progress.send(PushProgress::Droplet {
+        sha256: droplet_sha.clone(),
+        bytes: droplet_size,
+        buildpack: staged.detected.clone(),
+    });
+    let desired = instances.unwrap_or(app.desired_instances);
+    let memory = memory_mb.unwrap_or(app.memory_mb);
+    super::log_platform(
+        ctx,
+        &app.name,
+        "STG",
+        format!(
+            "Staged {} files ({} bytes) with {}: web: {} (droplet {} bytes)",
+            unpacked.files, unpacked.bytes, staged.detected, staged.command, droplet_size
+        ),
+    )
+    .await;
+    // Env carries over from the current revision (like Heroku config vars); the push's own
+    // `env` field is applied on top.
+    let mut env = match app.current_revision {
+        Some(n) => ctx
+            .store
+            .revision(&app.id, n)
+            .await?
+            .map(|r| r.env)
+            .unwrap_or_default(),
+        None => Default::default(),
+    };
+    env.extend(std::mem::take(&mut extra.env));
+    let stored = stored_json(&extra);
+    // The manifest's health (liveness and readiness) applies on top of the app's current check.
+    let health = match &extra.health {
+        Some(h) => {
+            let current = ctx
+                .store
+                .app_lifecycles()
+                .await?
+                .remove(&app.id)
+                .and_then(|l| l.health)
+                .unwrap_or_default();
+            Some(super::lifecycle::manifest_health(&current, h)?)
+        }
+        None => None,
+    };
+    let log_rate_limit = extra
+        .log_rate_limit
+        .as_deref()
+        .map(super::lifecycle::log_rate_limit)
+        .transpose()?;
+    // Process types: the droplet's commands first, so no revision runs without them.
+    ctx.store
+        .set_droplet_processes(&droplet_sha, &declared)
+        .await?;
+    if let Some(image) = &image {
+        ctx.store.set_droplet_image(&droplet_sha, image).await?;
+    }
+    super::lifecycle::apply_manifest_processes(ctx, &app, actor, &extra.processes).await?;
+    let number = super::revisions::deploy_revision(
+        ctx,
+        actor,
+        &app,
+        &NewRevision {
+            package: package_sha.clone(),
+            droplet: droplet_sha,
+            command: staged.command.clone(),
+            detected: staged.detected.clone(),
+            desired_instances: desired,
+            memory_mb: memory,
+        },
+        &crate::store::RevisionExtra {
+            env,
+            created_by: actor.username.clone(),
+            description: "push".into(),
+            disk_mb: extra.disk_mb,
+            push_settings: Some(stored),
+            health,
+            placement_labels: extra.placement_labels.clone(),
+            log_rate_limit,
+        },
+        "app.push",
+        format!(
+            "pushed package {} ({package_size} bytes)",
+            &package_sha[..12]
+        ),
+    )
+    .await?;
+    progress.send(PushProgress::Revision { number });
+    super::log_platform(
+        ctx,
+        &app.name,
+        "API",
+        format!(
+            "{} pushed revision {number}: {desired} instance(s) of {memory} MB{}",
+            actor.username,
+            log_rate_limit.map_or_else(String::new, |l| format!(
+                ", log rate limit {}",
+                super::lifecycle::describe_log_rate_limit(l)
+            ))
+        ),
+    )
+    .await;
+    ctx.converge.notify_one();
+    super::reload(ctx, &app).await
+}
