@@ -609,34 +609,24 @@ impl Platform {
                             && c.index == i.index
                             && c.state == InstanceState::Crashed
                     });
-                if old_serving_a_failed_deploy {
-                    let e = per_node.entry(node.to_string()).or_default();
-                    e.0 += 1;
-                    e.1 += d
-                        .processes
-                        .iter()
-                        .find(|p| p.process_type == ptype)
-                        .map_or(0, |p| p.memory_mb);
-                    *per_app_node
-                        .entry((node.to_string(), name.clone()))
-                        .or_default() += 1;
-                    continue;
+                if !old_serving_a_failed_deploy {
+                    if i.revision != rev
+                        || !matches!(i.state, InstanceState::Running | InstanceState::Crashed)
+                    {
+                        bail!(
+                            "{name}: {ptype} #{} of revision {:?} (current {rev:?}) is {} on {node}",
+                            i.index,
+                            i.revision,
+                            i.state.as_str()
+                        );
+                    }
+                    let left = want.entry(ptype).or_insert(0);
+                    if *left == 0 {
+                        bail!("{name}: more {ptype} instances than desired");
+                    }
+                    *left -= 1;
                 }
-                if i.revision != rev
-                    || !matches!(i.state, InstanceState::Running | InstanceState::Crashed)
-                {
-                    bail!(
-                        "{name}: {ptype} #{} of revision {:?} (current {rev:?}) is {} on {node}",
-                        i.index,
-                        i.revision,
-                        i.state.as_str()
-                    );
-                }
-                let left = want.entry(ptype).or_insert(0);
-                if *left == 0 {
-                    bail!("{name}: more {ptype} instances than desired");
-                }
-                *left -= 1;
+                // Every placed row, the old one serving too, reserves on its node.
                 let memory = d
                     .processes
                     .iter()

@@ -6,10 +6,12 @@
 //! **Replacement first, removal after.** A row is never changed in app, revision or node; a row
 //! that should run somewhere else or differently is *stale*: an old revision, marked `retire`
 //! (restart, restart-instance, memory change), or on a node that is not ready (draining, drained,
-//! lost). For each index the loop keeps one *fresh* row; while the index has only stale rows it
-//! creates a fresh one, and it removes the stale rows only once the fresh one reports `running`.
-//! Replacing a still-serving row is a rolling step, at most `max_in_flight` indices of an app at
-//! a time; replacing a row that does not serve (lost node, crashed, never started) happens at once.
+//! lost). For each index the loop keeps one *fresh* row; while the index has no fresh row it
+//! creates one. A stale row that is routed keeps serving until the fresh one is routed; a stale
+//! row that carries no traffic (superseded while starting, crashed, unplaced, not ready) is
+//! removed at once, so a burst of changes never piles up rows and reservations; a row on a lost
+//! node waits for its replacement. Replacing a still-serving row is a rolling step, at most
+//! `max_in_flight` indices of an app at a time; replacing one that does not serve happens at once.
 //!
 //! **Routes before stops.** A removed row leaves the route table (`router::refresh`) before the
 //! assignment version is bumped, which is what tells the row's agent to stop the container, so

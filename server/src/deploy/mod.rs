@@ -91,16 +91,6 @@ pub struct Actor {
     pub actor: String,
 }
 
-impl Actor {
-    /// The platform itself (convergence, tests).
-    pub fn platform() -> Self {
-        Actor {
-            username: "platform".into(),
-            actor: "platform".into(),
-        }
-    }
-}
-
 impl From<&crate::auth::AuthUser> for Actor {
     fn from(u: &crate::auth::AuthUser) -> Self {
         Actor {
