@@ -727,6 +727,22 @@ fn push_extra_fields(
     if !s.resources.is_empty() {
         form = form.text("resources", enc(serde_json::to_string(&s.resources))?);
     }
+    if let Some(h) = &s.hostname {
+        form = form.text("hostname", h.clone());
+    }
+    if let Some(st) = &s.stack {
+        form = form.text("stack", st.clone());
+    }
+    for (field, on) in [
+        ("random_route", s.random_route),
+        ("no_route", s.no_route),
+        ("no_cache", s.no_cache),
+        ("dockerfile", s.dockerfile),
+    ] {
+        if on {
+            form = form.text(field, "true");
+        }
+    }
     Ok(form)
 }
 

@@ -364,6 +364,26 @@ pub struct PushSettings {
     /// platform default); absent: the app keeps its limit.
     #[serde(default)]
     pub log_rate_limit: Option<String>,
+    /// The default route's host label instead of one derived from the app name (multipart
+    /// `hostname`, `cf push --hostname`).
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// A generated default route host (multipart `random_route`, "true"; manifest `random-route`).
+    #[serde(default)]
+    pub random_route: bool,
+    /// No default route (multipart `no_route`, "true"; manifest `no-route`).
+    #[serde(default)]
+    pub no_route: bool,
+    /// The stack to stage and run on by name (multipart `stack`; manifest `stack:`, `-s`).
+    #[serde(default)]
+    pub stack: Option<String>,
+    /// Stage without the dependency cache (multipart `no_cache`, "true"; `paas push --no-cache`).
+    #[serde(default)]
+    pub no_cache: bool,
+    /// Build from the app's Dockerfile even if a buildpack detects the app (multipart
+    /// `dockerfile`, "true"; `paas push --dockerfile`).
+    #[serde(default)]
+    pub dockerfile: bool,
 }
 
 /// Health-check settings as a manifest states them; every field optional (server defaults apply).

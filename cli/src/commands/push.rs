@@ -228,6 +228,7 @@ fn plans(args: &Args) -> anyhow::Result<Vec<Plan>> {
                     .log_rate_limit
                     .clone()
                     .or_else(|| a.log_rate_limit_per_second.clone()),
+                ..Default::default()
             };
             Plan {
                 name: a.name.clone(),

@@ -342,7 +342,8 @@ pub async fn push(
                     })?;
                 }
                 "env" | "disk_mb" | "disk_quota" | "buildpacks" | "routes" | "health"
-                | "processes" | "placement_labels" | "log_rate_limit" => {
+                | "processes" | "placement_labels" | "log_rate_limit" | "hostname"
+                | "random_route" | "no_route" | "stack" | "no_cache" | "dockerfile" => {
                     super::push_settings::apply_field(&mut extra, &fname, &text)?;
                 }
                 other => {

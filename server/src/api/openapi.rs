@@ -42,6 +42,18 @@ pub struct PushForm {
     /// Log bytes per second per instance (`1K`, `16M`, `-1` for the platform default); absent:
     /// the app keeps its limit.
     log_rate_limit: Option<String>,
+    /// The default route's host label (`--hostname`).
+    hostname: Option<String>,
+    /// `true`: a generated default route host (`--random-route`).
+    random_route: Option<bool>,
+    /// `true`: no default route (`--no-route`).
+    no_route: Option<bool>,
+    /// The stack by name (`-s`).
+    stack: Option<String>,
+    /// `true`: stage without the dependency cache (`--no-cache`).
+    no_cache: Option<bool>,
+    /// `true`: build from the Dockerfile even if a buildpack detects the app (`--dockerfile`).
+    dockerfile: Option<bool>,
 }
 
 /// Adds the bearer-JWT scheme every operation but login requires.

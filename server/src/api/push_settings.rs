@@ -13,6 +13,17 @@ fn json<T: serde::de::DeserializeOwned>(field: &str, text: &str) -> ApiResult<T>
         .map_err(|e| Error::api(ErrorCode::BadRequest, format!("field {field:?}: {e}")))
 }
 
+fn flag(field: &str, text: &str) -> ApiResult<bool> {
+    match text {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(Error::api(
+            ErrorCode::BadRequest,
+            format!("field {field:?} must be true or false, not {text:?}"),
+        )),
+    }
+}
+
 /// Parses field `name` into `s`.
 pub fn apply_field(s: &mut PushSettings, name: &str, text: &str) -> ApiResult<()> {
     match name {
@@ -63,6 +74,12 @@ pub fn apply_field(s: &mut PushSettings, name: &str, text: &str) -> ApiResult<()
             crate::deploy::lifecycle::log_rate_limit(text)?;
             s.log_rate_limit = Some(text.to_string());
         }
+        "hostname" => s.hostname = Some(text.to_string()),
+        "random_route" => s.random_route = flag(name, text)?,
+        "no_route" => s.no_route = flag(name, text)?,
+        "stack" => s.stack = Some(text.to_string()),
+        "no_cache" => s.no_cache = flag(name, text)?,
+        "dockerfile" => s.dockerfile = flag(name, text)?,
         _ => {
             return Err(Error::api(
                 ErrorCode::BadRequest,
