@@ -5,8 +5,9 @@
 //! A new operation without a row in [`class_of`] fails the test, so the matrix grows with the API.
 //!
 //! The oracle: a denial is exactly the status and stable code the caller's class gets (401
-//! `unauthorized`, 403 `forbidden`, 404 `app_not_found`, or for a push of a name another space
-//! holds 409 `app_name_taken`); an allowed request gets none of those codes. Request bodies are
+//! `unauthorized`, 403 `forbidden`, 404 `app_not_found`, or for a push by a caller who reaches no
+//! app of that name and has no role in the space it would be created in, 404 `space_not_found`);
+//! an allowed request gets none of those codes. Request bodies are
 //! deliberately minimal (`{}`), so an allowed request may well fail its own validation: that
 //! still shows the authorizer let it through.
 
@@ -23,7 +24,8 @@ enum Class {
     AnyUser,
     AppViewer,
     AppDeveloper,
-    /// A push: like AppDeveloper, but a name another space holds is `app_name_taken`.
+    /// A push: like AppDeveloper; a caller who reaches no app of that name would create one in
+    /// the target space (the default one here, where they hold no role).
     Push,
     Operator,
     /// Managing one's own API tokens: a login or an unrestricted admin token.
@@ -139,8 +141,9 @@ fn expected(class: Class, who: Who) -> Option<(u16, &'static str)> {
             Operator | SpaceAdmin | Developer => None,
             Viewer => FORBIDDEN,
             TokenForOtherApp => NOT_FOUND,
-            // App names are platform-wide: a push cannot pretend the name is free.
-            _ => Some((409, "app_name_taken")),
+            // Names are per space: another space's app is not seen; the push would create an
+            // app in the default space, where these callers have no role.
+            _ => Some((404, "space_not_found")),
         },
         Class::Operator => match who {
             Operator => None,
@@ -157,7 +160,7 @@ const DENY_CODES: &[&str] = &[
     "unauthorized",
     "forbidden",
     "app_not_found",
-    "app_name_taken",
+    "space_not_found",
 ];
 
 struct World {

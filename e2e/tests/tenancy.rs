@@ -359,10 +359,26 @@ fn push_files(
     files: &[(&str, &[u8], u32)],
     stream: bool,
 ) -> (u16, String) {
-    let form = reqwest::blocking::multipart::Form::new().part(
+    push_with(p, token, app, space, files, stream, &[])
+}
+
+/// [`push_files`] with extra form fields (`random_route`, `hostname`, ...).
+fn push_with(
+    p: &Platform,
+    token: &str,
+    app: &str,
+    space: &str,
+    files: &[(&str, &[u8], u32)],
+    stream: bool,
+    fields: &[(&str, &str)],
+) -> (u16, String) {
+    let mut form = reqwest::blocking::multipart::Form::new().part(
         "archive",
         reqwest::blocking::multipart::Part::bytes(zip_of(files)).file_name("app.zip"),
     );
+    for (k, v) in fields {
+        form = form.text(k.to_string(), v.to_string());
+    }
     let mut rb = reqwest::blocking::Client::new()
         .post(format!("{}/v1/apps/{app}/push", p.api_url()))
         .bearer_auth(token)
@@ -511,8 +527,10 @@ fn encoded_names_reach_nothing_outside_the_callers_space() {
             PLAIN_APP,
             false,
         );
+        // Names are per space: the push would make the attacker's own app of that name, whose
+        // default route the victim's app holds.
         assert_eq!(s, 409, "{b}");
-        assert!(b.contains("app_name_taken"), "{b}");
+        assert!(b.contains("route_taken"), "{b}");
     }
     // The victim's app is as it was: one push, one env change, no drain, nothing from the attacker.
     let (_, env) = call(
@@ -950,4 +968,226 @@ fn session_cookies_are_httponly_strict_and_secure_behind_tls() {
             assert_eq!(c.contains("Secure"), tls, "{base}: {c}");
         }
     }
+}
+
+/// Spaces own their names, as in Cloud Foundry: two spaces each have an app called the same; the
+/// target space says which one a request means, each keeps its own env, events and default
+/// route, and a default route that is taken asks for `--hostname` or `--random-route`.
+#[test]
+fn app_names_belong_to_their_space() {
+    use reqwest::Method;
+    let t = tenants();
+    let app = unique("web");
+    let (s, b) = push_files(&t.p, &t.victim, &app, &t.victim_space, PLAIN_APP, false);
+    assert_eq!(s, 201, "{b}");
+    let victims: serde_json::Value = serde_json::from_str(&b).unwrap();
+    assert!(
+        victims["url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("http://{app}.localhost")),
+        "{victims}"
+    );
+    // The same name in another space: its default route is taken, and the error says what to do.
+    let (s, b) = push_files(&t.p, &t.attacker, &app, &t.attacker_space, PLAIN_APP, false);
+    assert_eq!(s, 409, "{b}");
+    assert!(
+        b.contains("route_taken") && b.contains("--hostname") && b.contains("--random-route"),
+        "{b}"
+    );
+    // Nothing was made by the refused push.
+    let (s, _) = call(
+        &t.p,
+        &t.attacker,
+        Method::GET,
+        &format!("/v1/apps/{app}"),
+        None,
+        None,
+    );
+    assert_eq!(s, 404);
+    let (s, b) = push_with(
+        &t.p,
+        &t.attacker,
+        &app,
+        &t.attacker_space,
+        PLAIN_APP,
+        false,
+        &[("random_route", "true")],
+    );
+    assert_eq!(s, 201, "{b}");
+    let mine: serde_json::Value = serde_json::from_str(&b).unwrap();
+    let url = mine["url"].as_str().unwrap();
+    assert!(url.starts_with(&format!("http://{app}-")), "{mine}");
+    assert_ne!(url, victims["url"].as_str().unwrap());
+
+    // Each developer reaches their own app, with or without naming the space.
+    for (who, space, want) in [
+        (&t.victim, &t.victim_space, &victims),
+        (&t.attacker, &t.attacker_space, &mine),
+    ] {
+        for named in [None, Some(space.as_str())] {
+            let (s, b) = call(
+                &t.p,
+                who,
+                Method::GET,
+                &format!("/v1/apps/{app}"),
+                None,
+                named,
+            );
+            assert_eq!(s, 200, "{b}");
+            assert_eq!(b["url"], want["url"], "{b}");
+        }
+    }
+    // A change to one is not a change to the other.
+    let (s, b) = call(
+        &t.p,
+        &t.attacker,
+        Method::PATCH,
+        &format!("/v1/apps/{app}/env"),
+        Some(serde_json::json!({"set": {"MINE": "1"}})),
+        None,
+    );
+    assert!(s < 300, "{s} {b}");
+    let (_, env) = call(
+        &t.p,
+        &t.victim,
+        Method::GET,
+        &format!("/v1/apps/{app}/env"),
+        None,
+        None,
+    );
+    assert!(env["env"].get("MINE").is_none(), "{env}");
+    let (_, ev) = call(
+        &t.p,
+        &t.victim,
+        Method::GET,
+        &format!("/v1/apps/{app}/events"),
+        None,
+        None,
+    );
+    assert!(!ev.to_string().contains("MINE"), "{ev}");
+    assert!(
+        !ev.to_string().contains(&mine["url"].as_str().unwrap()[7..]),
+        "{ev}"
+    );
+
+    // The operator reaches both: the name alone is ambiguous and says where to look.
+    let (s, b) = call(
+        &t.p,
+        &t.admin,
+        Method::GET,
+        &format!("/v1/apps/{app}"),
+        None,
+        None,
+    );
+    assert_eq!((s, b["code"].as_str()), (409, Some("ambiguous_app")), "{b}");
+    assert!(
+        b["message"].as_str().unwrap().contains(&t.victim_space)
+            && b["message"].as_str().unwrap().contains(&t.attacker_space),
+        "{b}"
+    );
+    let (s, b) = call(
+        &t.p,
+        &t.admin,
+        Method::GET,
+        &format!("/v1/apps/{app}"),
+        None,
+        Some(&t.attacker_space),
+    );
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["url"], mine["url"]);
+    let (_, list) = call(&t.p, &t.admin, Method::GET, "/v1/apps", None, None);
+    let named = list["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["name"] == app.as_str())
+        .count();
+    assert_eq!(named, 2, "{list}");
+
+    // A token made for the app is pinned to the creator's app.
+    let (s, b) = call(
+        &t.p,
+        &t.attacker,
+        Method::POST,
+        "/v1/tokens",
+        Some(serde_json::json!({"name": "ci", "scope": "deploy", "app": app})),
+        None,
+    );
+    assert_eq!(s, 201, "{b}");
+    let token = b["token"].as_str().unwrap().to_string();
+    let (s, b) = call(
+        &t.p,
+        &token,
+        Method::GET,
+        &format!("/v1/apps/{app}"),
+        None,
+        None,
+    );
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["url"], mine["url"]);
+
+    // Deleting one leaves the other.
+    let (s, _) = call(
+        &t.p,
+        &t.attacker,
+        Method::DELETE,
+        &format!("/v1/apps/{app}"),
+        None,
+        None,
+    );
+    assert_eq!(s, 204);
+    let (s, b) = call(
+        &t.p,
+        &t.victim,
+        Method::GET,
+        &format!("/v1/apps/{app}"),
+        None,
+        None,
+    );
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["url"], victims["url"]);
+    // The pinned token does not reach an app made later under the same name.
+    let (s, b) = call(
+        &t.p,
+        &token,
+        Method::GET,
+        &format!("/v1/apps/{app}"),
+        None,
+        None,
+    );
+    assert_eq!((s, b["code"].as_str()), (404, Some("app_not_found")), "{b}");
+    let (s, b) = push_with(
+        &t.p,
+        &token,
+        &app,
+        &t.attacker_space,
+        PLAIN_APP,
+        false,
+        &[("hostname", &format!("{app}-again"))],
+    );
+    assert_eq!(s, 404, "a token for a deleted app creates nothing: {b}");
+    // A hostname of one's own works for a new app; a bad one is refused with the field named.
+    let (s, b) = push_with(
+        &t.p,
+        &t.attacker,
+        &app,
+        &t.attacker_space,
+        PLAIN_APP,
+        false,
+        &[("hostname", "Not A Label")],
+    );
+    assert_eq!(s, 400, "{b}");
+    assert!(b.contains("invalid hostname"), "{b}");
+    let (s, b) = push_with(
+        &t.p,
+        &t.attacker,
+        &app,
+        &t.attacker_space,
+        PLAIN_APP,
+        false,
+        &[("hostname", &format!("{app}-again"))],
+    );
+    assert_eq!(s, 201, "{b}");
+    assert!(b.contains(&format!("http://{app}-again.localhost")), "{b}");
 }

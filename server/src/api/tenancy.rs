@@ -16,7 +16,7 @@ use super::Ctx;
 use crate::auth::{hash_password, sha256_hex};
 use crate::authz::{Principal, Role, Scope};
 use crate::error::{ApiResult, Error};
-use crate::store::{Event, TokenRecord, User};
+use crate::store::{AppRecord, Event, TokenRecord, User};
 
 const MAX_TOKEN_DAYS: i64 = 365;
 
@@ -62,6 +62,7 @@ fn token_info(t: &TokenRecord) -> TokenInfo {
 pub async fn create_token(
     ctx: Ctx,
     who: Principal,
+    req: HttpRequest,
     body: web::Json<TokenCreateRequest>,
 ) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
@@ -77,19 +78,17 @@ pub async fn create_token(
             format!("invalid scope {:?}: use read, deploy or admin", body.scope),
         )
     })?;
-    // The event goes into the app's audit log only when the caller may act on the app. A token
-    // for an app that does not exist yet is how CI starts (its first push creates the app); one
-    // for an app out of the caller's reach is made the same way, so the answer tells nothing,
-    // and it reaches nothing: the token's app restriction only narrows its owner's roles.
-    let mut event_app = None;
+    // A token for an app in reach is pinned to it (by id) and its creation goes into that app's
+    // audit log. A token for an app that does not exist yet is how CI starts (its first push
+    // creates the app); one for an app out of the caller's reach is made the same way, so the
+    // answer tells nothing, and it reaches nothing: the token's app restriction only narrows
+    // its owner's roles. Its event goes to the caller's own history, never to that app's.
+    let mut pinned: Option<AppRecord> = None;
     if let Some(app) = &body.app {
-        AppName::parse(app).map_err(|m| Error::api(ErrorCode::InvalidName, m))?;
-        if let Some(rec) = ctx.store.app_by_name(app).await? {
-            let space = ctx.store.app_space(&rec.id).await?;
-            if who.can_see(app, space.as_deref()) {
-                event_app = Some(rec.name);
-            }
-        }
+        let name = AppName::parse(app).map_err(|m| Error::api(ErrorCode::InvalidName, m))?;
+        pinned = crate::authz::reachable_app(&ctx, &req, &who, &name)
+            .await?
+            .map(|(rec, _)| rec);
     }
     let lifetime = match &body.expires_in {
         Some(s) => parse_lifetime(s).map_err(|m| Error::api(ErrorCode::BadRequest, m))?,
@@ -111,6 +110,7 @@ pub async fn create_token(
         name: body.name.trim().to_string(),
         scope: body.scope,
         app_name: body.app,
+        app_id: pinned.as_ref().map(|a| a.id.clone()),
         token_hash: sha256_hex(&token),
         created_at: now,
         expires_at,
@@ -121,7 +121,8 @@ pub async fn create_token(
     ctx.store.insert_token(&rec).await?;
     ctx.store
         .add_event(&Event {
-            app_name: event_app,
+            app_name: pinned.as_ref().map(|a| a.name.clone()),
+            app_id: pinned.as_ref().map(|a| a.id.clone()),
             actor: who.actor(),
             kind: "token.create".into(),
             message: match &rec.app_name {
@@ -177,6 +178,7 @@ pub async fn revoke_token(
     ctx.store
         .add_event(&Event {
             app_name: None,
+            app_id: None,
             actor: who.actor(),
             kind: "token.revoke".into(),
             message: format!("revoked API token {id}"),
@@ -278,6 +280,7 @@ pub async fn create_user(
     ctx.store
         .add_event(&Event {
             app_name: None,
+            app_id: None,
             actor: who.actor(),
             kind: "user.create".into(),
             message: format!(
@@ -329,6 +332,7 @@ pub async fn set_role(
     ctx.store
         .add_event(&Event {
             app_name: None,
+            app_id: None,
             actor: who.actor(),
             kind: "user.role".into(),
             message: format!(
@@ -393,6 +397,7 @@ pub async fn create_space(
     ctx.store
         .add_event(&Event {
             app_name: None,
+            app_id: None,
             actor: who.actor(),
             kind: "space.create".into(),
             message: format!("created space {}/{}", space.org, space.name),
