@@ -28,6 +28,8 @@ enum Class {
     /// the target space (the default one here, where they hold no role).
     Push,
     Operator,
+    /// Spaces and roles: operators, and managers of the org (the handler checks which org).
+    OrgAdmin,
     /// Managing one's own API tokens: a login or an unrestricted admin token.
     OwnTokens,
 }
@@ -69,8 +71,8 @@ fn class_of(method: &str, path: &str) -> Option<Class> {
             AppDeveloper
         }
         ("get" | "post", "/v1/tokens") | ("delete", "/v1/tokens/{id}") => OwnTokens,
-        ("get" | "post", "/v1/users") | ("put", "/v1/users/{name}/roles") => Operator,
-        ("post", "/v1/spaces") => Operator,
+        ("get" | "post", "/v1/users") => Operator,
+        ("put", "/v1/users/{name}/roles") | ("post", "/v1/spaces") => OrgAdmin,
         ("post", "/v1/nodes/{name}/drain") => Operator,
         ("post", "/v1/buildpacks") | ("delete", "/v1/buildpacks/{name}") => Operator,
         ("get" | "post", "/v1/base-images") | ("delete", "/v1/base-images/{name}") => Operator,
@@ -89,6 +91,10 @@ const UNDOCUMENTED: &[(&str, &str)] = &[
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Who {
     Operator,
+    /// Manager of the victim space's org (admin in each of its spaces).
+    OrgManager,
+    /// Auditor of the victim space's org (viewer in each of its spaces).
+    OrgAuditor,
     SpaceAdmin,
     Developer,
     Viewer,
@@ -101,8 +107,10 @@ enum Who {
     Anonymous,
 }
 
-const EVERYONE: [Who; 10] = [
+const EVERYONE: [Who; 12] = [
     Who::Operator,
+    Who::OrgManager,
+    Who::OrgAuditor,
     Who::SpaceAdmin,
     Who::Developer,
     Who::Viewer,
@@ -129,17 +137,17 @@ fn expected(class: Class, who: Who) -> Option<(u16, &'static str)> {
     match class {
         Class::Public | Class::AnyUser => None,
         Class::AppViewer => match who {
-            Operator | SpaceAdmin | Developer | Viewer => None,
+            Operator | OrgManager | OrgAuditor | SpaceAdmin | Developer | Viewer => None,
             _ => NOT_FOUND,
         },
         Class::AppDeveloper => match who {
-            Operator | SpaceAdmin | Developer => None,
-            Viewer => FORBIDDEN,
+            Operator | OrgManager | SpaceAdmin | Developer => None,
+            Viewer | OrgAuditor => FORBIDDEN,
             _ => NOT_FOUND,
         },
         Class::Push => match who {
-            Operator | SpaceAdmin | Developer => None,
-            Viewer => FORBIDDEN,
+            Operator | OrgManager | SpaceAdmin | Developer => None,
+            Viewer | OrgAuditor => FORBIDDEN,
             TokenForOtherApp => NOT_FOUND,
             // Names are per space: another space's app is not seen; the push would create an
             // app in the default space, where these callers have no role.
@@ -147,6 +155,10 @@ fn expected(class: Class, who: Who) -> Option<(u16, &'static str)> {
         },
         Class::Operator => match who {
             Operator => None,
+            _ => FORBIDDEN,
+        },
+        Class::OrgAdmin => match who {
+            Operator | OrgManager => None,
             _ => FORBIDDEN,
         },
         Class::OwnTokens => match who {
@@ -282,6 +294,8 @@ fn setup() -> World {
         ("Viewer", Some("viewer"), &space),
         ("OtherSpaceDeveloper", Some("developer"), &other),
         ("NoRole", None, &space),
+        ("OrgManager", Some("manager"), &space),
+        ("OrgAuditor", Some("auditor"), &space),
     ] {
         let name = unique(&who.to_lowercase());
         admin_call(
@@ -291,14 +305,26 @@ fn setup() -> World {
             "/v1/users",
             json!({"username": name, "password": "password-123", "operator": false}),
         );
-        if let Some(role) = role {
-            admin_call(
-                &p,
-                &admin,
-                Method::PUT,
-                &format!("/v1/users/{name}/roles"),
-                json!({"space": in_space, "role": role}),
-            );
+        match role {
+            Some(role @ ("manager" | "auditor")) => {
+                admin_call(
+                    &p,
+                    &admin,
+                    Method::PUT,
+                    &format!("/v1/users/{name}/roles"),
+                    json!({"org": in_space.split_once('/').unwrap().0, "role": role}),
+                );
+            }
+            Some(role) => {
+                admin_call(
+                    &p,
+                    &admin,
+                    Method::PUT,
+                    &format!("/v1/users/{name}/roles"),
+                    json!({"space": in_space, "role": role}),
+                );
+            }
+            None => {}
         }
         users.insert(who, login(&p, &name, "password-123"));
     }

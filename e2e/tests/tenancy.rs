@@ -1191,3 +1191,158 @@ fn app_names_belong_to_their_space() {
     assert_eq!(s, 201, "{b}");
     assert!(b.contains(&format!("http://{app}-again.localhost")), "{b}");
 }
+
+/// Cloud Foundry's org roles: a manager makes spaces in its org and gives roles there, and is
+/// admin in each of its spaces (those made later too); an auditor reads them; neither reaches
+/// another org.
+#[test]
+fn org_managers_run_their_org_and_nothing_else() {
+    use reqwest::Method;
+    let t = tenants();
+    let (org, _) = t.victim_space.split_once('/').unwrap();
+    let (other_org, _) = t.attacker_space.split_once('/').unwrap();
+    let mut users = Vec::new();
+    for role in ["manager", "auditor"] {
+        let user = unique(role);
+        let (s, b) = call(
+            &t.p,
+            &t.admin,
+            Method::POST,
+            "/v1/users",
+            Some(serde_json::json!({"username": user, "password": "password-123"})),
+            None,
+        );
+        assert_eq!(s, 201, "{b}");
+        let (s, b) = call(
+            &t.p,
+            &t.admin,
+            Method::PUT,
+            &format!("/v1/users/{user}/roles"),
+            Some(serde_json::json!({"org": org, "role": role})),
+            None,
+        );
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(b["org_roles"][0]["role"], role, "{b}");
+        let res: serde_json::Value = reqwest::blocking::Client::new()
+            .post(format!("{}/v1/auth/login", t.p.api_url()))
+            .json(&serde_json::json!({"username": user, "password": "password-123"}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        users.push((user, res["token"].as_str().unwrap().to_string()));
+    }
+    let (manager, auditor) = (&users[0].1, &users[1].1);
+    let auditor_name = users[1].0.clone();
+    // A space made later in the org: the manager makes it and is admin there.
+    let (s, b) = call(
+        &t.p,
+        manager,
+        Method::POST,
+        "/v1/spaces",
+        Some(serde_json::json!({"org": org, "name": "staging"})),
+        None,
+    );
+    assert_eq!(s, 201, "{b}");
+    let staging = format!("{org}/staging");
+    let app = unique("web");
+    let (s, b) = push_files(&t.p, manager, &app, &staging, PLAIN_APP, false);
+    assert_eq!(s, 201, "{b}");
+    // The auditor reads it and changes nothing.
+    let (s, b) = call(
+        &t.p,
+        auditor,
+        Method::GET,
+        &format!("/v1/apps/{app}"),
+        None,
+        None,
+    );
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = call(
+        &t.p,
+        auditor,
+        Method::POST,
+        &format!("/v1/apps/{app}/restart"),
+        None,
+        None,
+    );
+    assert_eq!((s, b["code"].as_str()), (403, Some("forbidden")), "{b}");
+    let (_, spaces) = call(&t.p, auditor, Method::GET, "/v1/spaces", None, None);
+    assert!(spaces.to_string().contains("staging"), "{spaces}");
+    assert!(!spaces.to_string().contains(other_org), "{spaces}");
+    // The manager gives roles in its org's spaces, not elsewhere, and makes no space elsewhere.
+    let (s, b) = call(
+        &t.p,
+        manager,
+        Method::PUT,
+        &format!("/v1/users/{auditor_name}/roles"),
+        Some(serde_json::json!({"space": staging, "role": "developer"})),
+        None,
+    );
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = call(
+        &t.p,
+        auditor,
+        Method::POST,
+        &format!("/v1/apps/{app}/restart"),
+        None,
+        None,
+    );
+    assert_ne!(s, 403, "a developer of the space now: {b}");
+    for (path, body) in [
+        (
+            format!("/v1/users/{auditor_name}/roles"),
+            serde_json::json!({"space": t.attacker_space, "role": "developer"}),
+        ),
+        (
+            format!("/v1/users/{auditor_name}/roles"),
+            serde_json::json!({"org": other_org, "role": "manager"}),
+        ),
+    ] {
+        let (s, b) = call(&t.p, manager, Method::PUT, &path, Some(body), None);
+        assert_eq!(
+            (s, b["code"].as_str()),
+            (403, Some("forbidden")),
+            "{path}: {b}"
+        );
+    }
+    let (s, b) = call(
+        &t.p,
+        manager,
+        Method::POST,
+        "/v1/spaces",
+        Some(serde_json::json!({"org": other_org, "name": "mine"})),
+        None,
+    );
+    assert_eq!((s, b["code"].as_str()), (403, Some("forbidden")), "{b}");
+    // The other org's apps stay out of reach.
+    let other_app = unique("api");
+    let (s, b) = push_files(
+        &t.p,
+        &t.attacker,
+        &other_app,
+        &t.attacker_space,
+        PLAIN_APP,
+        false,
+    );
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = call(
+        &t.p,
+        manager,
+        Method::GET,
+        &format!("/v1/apps/{other_app}"),
+        None,
+        None,
+    );
+    assert_eq!((s, b["code"].as_str()), (404, Some("app_not_found")), "{b}");
+    // An auditor cannot make spaces even in its own org.
+    let (s, b) = call(
+        &t.p,
+        auditor,
+        Method::POST,
+        "/v1/spaces",
+        Some(serde_json::json!({"org": org, "name": "nope"})),
+        None,
+    );
+    assert_eq!((s, b["code"].as_str()), (403, Some("forbidden")), "{b}");
+}

@@ -26,6 +26,11 @@ use crate::error::Error;
 use crate::state::AppCtx;
 use crate::store::AppRecord;
 
+/// Org roles, as Cloud Foundry's: a manager is admin in every space of the org and may make
+/// spaces and give roles there; an auditor reads every space of the org.
+pub const ORG_MANAGER: &str = "manager";
+pub const ORG_AUDITOR: &str = "auditor";
+
 /// The space a push creates its app in when the caller names none.
 pub const DEFAULT_ORG: &str = "default";
 pub const DEFAULT_SPACE: &str = "default";
@@ -112,8 +117,11 @@ pub struct Principal {
     pub user_id: String,
     pub username: String,
     pub operator: bool,
-    /// Space id -> role.
+    /// Space id -> role, org roles included (an org manager is admin in each of its spaces).
     pub roles: HashMap<String, Role>,
+    /// Orgs the caller manages (Cloud Foundry's org manager): it makes spaces and gives roles
+    /// there.
+    pub managed_orgs: std::collections::HashSet<String>,
     /// Set when the caller used an API token rather than a login.
     pub token: Option<TokenGrant>,
 }
@@ -144,6 +152,18 @@ impl Principal {
     /// Whether the caller may see an app at all (for lists).
     pub fn can_see(&self, app: &AppRecord) -> bool {
         self.token.as_ref().is_none_or(|t| t.allows(app)) && self.role_in(&app.space_id).is_some()
+    }
+
+    /// Whether the caller may make spaces and give roles in `org`: an operator, or a manager of
+    /// the org through a login or an unrestricted admin token.
+    pub fn manages_org(&self, org: &str) -> bool {
+        self.is_operator() || (self.unrestricted_admin() && self.managed_orgs.contains(org))
+    }
+
+    fn unrestricted_admin(&self) -> bool {
+        self.token
+            .as_ref()
+            .is_none_or(|t| t.scope == Scope::Admin && t.app.is_none())
     }
 
     /// Platform-wide administration: operators, through a login or an unrestricted admin token.
@@ -190,6 +210,8 @@ enum Need {
         push: bool,
     },
     Operator,
+    /// Spaces and roles: operators, and org managers (the handler checks the org).
+    OrgManager,
     /// Managing one's own API tokens: a login, or an admin-scoped token.
     OwnTokens,
     /// A route this table does not know: refused, whoever asks.
@@ -247,8 +269,8 @@ fn classify(method: &actix_web::http::Method, path: &str) -> Need {
         (["tokens"], Method::GET | Method::POST) => Need::OwnTokens,
         (["tokens", _], Method::DELETE) => Need::OwnTokens,
         (["users"], Method::GET | Method::POST) => Need::Operator,
-        (["users", _, "roles"], Method::PUT) => Need::Operator,
-        (["spaces"], Method::POST) => Need::Operator,
+        (["users", _, "roles"], Method::PUT) => Need::OrgManager,
+        (["spaces"], Method::POST) => Need::OrgManager,
         (["nodes", _, "drain"], Method::POST) => Need::Operator,
         (["buildpacks"], Method::POST) => Need::Operator,
         (["buildpacks", _], Method::DELETE) => Need::Operator,
@@ -301,18 +323,43 @@ pub async fn resolve(ctx: &AppCtx, token: &str) -> Result<Principal, Error> {
         .user_by_name(&claims.sub)
         .await?
         .ok_or_else(unauthorized)?;
-    let roles = ctx
+    let mut roles: HashMap<String, Role> = ctx
         .store
         .user_roles(&user.id)
         .await?
         .into_iter()
         .filter_map(|(space, role)| Role::parse(&role).map(|r| (space, r)))
         .collect();
+    // Org roles reach every space of the org, those made later too: expanded on each request.
+    let org_roles: HashMap<String, String> = ctx
+        .store
+        .user_org_roles(&user.id)
+        .await?
+        .into_iter()
+        .collect();
+    let mut managed_orgs = std::collections::HashSet::new();
+    if !org_roles.is_empty() {
+        for s in ctx.store.list_spaces().await? {
+            let derived = match org_roles.get(&s.org).map(String::as_str) {
+                Some(ORG_MANAGER) => Role::Admin,
+                Some(ORG_AUDITOR) => Role::Viewer,
+                _ => continue,
+            };
+            let r = roles.entry(s.id).or_insert(derived);
+            *r = (*r).max(derived);
+        }
+        managed_orgs = org_roles
+            .into_iter()
+            .filter(|(_, r)| r == ORG_MANAGER)
+            .map(|(o, _)| o)
+            .collect();
+    }
     Ok(Principal {
         user_id: user.id,
         username: user.username,
         operator: user.operator,
         roles,
+        managed_orgs,
         token: grant,
     })
 }
@@ -480,6 +527,15 @@ pub async fn middleware(
         Need::Operator => {
             if !principal.is_operator() {
                 return Err(denied(forbidden("this needs an operator")));
+            }
+        }
+        Need::OrgManager => {
+            if !principal.is_operator()
+                && !(principal.unrestricted_admin() && !principal.managed_orgs.is_empty())
+            {
+                return Err(denied(forbidden(
+                    "this needs an operator or an org manager",
+                )));
             }
         }
         Need::OwnTokens => {
@@ -965,6 +1021,7 @@ mod tests {
             roles: role
                 .map(|r| HashMap::from([("s1".to_string(), r)]))
                 .unwrap_or_default(),
+            managed_orgs: Default::default(),
             token: token.map(|(scope, app)| TokenGrant {
                 id: "t".into(),
                 name: "ci".into(),

@@ -324,6 +324,10 @@ pub trait Store: AuthStore + Send + Sync + 'static {
     async fn user_roles(&self, user_id: &str) -> StoreResult<Vec<(String, String)>>;
     /// Sets (or with `None` removes) a user's role in a space.
     async fn set_role(&self, user_id: &str, space_id: &str, role: Option<&str>) -> StoreResult<()>;
+    /// Every org role of a user: (org name, role: manager | auditor).
+    async fn user_org_roles(&self, user_id: &str) -> StoreResult<Vec<(String, String)>>;
+    /// Sets (or with `None` removes) a user's role in an org; `NotFound` if there is no such org.
+    async fn set_org_role(&self, user_id: &str, org: &str, role: Option<&str>) -> StoreResult<()>;
     async fn app_space(&self, app_id: &str) -> StoreResult<Option<String>>;
     async fn insert_token(&self, t: &TokenRecord) -> StoreResult<()>;
     async fn token(&self, id: &str) -> StoreResult<Option<TokenRecord>>;

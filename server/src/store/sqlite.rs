@@ -1316,6 +1316,49 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn user_org_roles(&self, user_id: &str) -> StoreResult<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT o.name, r.role FROM org_roles r JOIN orgs o ON o.id = r.org_id WHERE r.user_id = ?",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    async fn set_org_role(&self, user_id: &str, org: &str, role: Option<&str>) -> StoreResult<()> {
+        let org_id: Option<String> = sqlx::query_scalar("SELECT id FROM orgs WHERE name = ?")
+            .bind(org)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(org_id) = org_id else {
+            return Err(StoreError::NotFound(format!("org {org} not found")));
+        };
+        match role {
+            Some(role) => {
+                sqlx::query(
+                    "INSERT INTO org_roles (user_id, org_id, role) VALUES (?, ?, ?)
+                     ON CONFLICT(user_id, org_id) DO UPDATE SET role = excluded.role",
+                )
+                .bind(user_id)
+                .bind(&org_id)
+                .bind(role)
+                .execute(&self.pool)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM org_roles WHERE user_id = ? AND org_id = ?")
+                    .bind(user_id)
+                    .bind(&org_id)
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn app_space(&self, app_id: &str) -> StoreResult<Option<String>> {
         Ok(sqlx::query_scalar("SELECT space_id FROM apps WHERE id = ?")
             .bind(app_id)
