@@ -52,6 +52,7 @@ fn class_of(method: &str, path: &str) -> Option<Class> {
             | "/v1/apps/{name}/logs"
             | "/v1/apps/{name}/logs/stream"
             | "/v1/apps/{name}/events"
+            | "/v1/apps/{name}/metrics"
             | "/v1/apps/{name}/env"
             | "/v1/apps/{name}/revisions"
             | "/v1/apps/{name}/routes"
