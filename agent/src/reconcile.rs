@@ -18,7 +18,7 @@ use crate::logs::{self, FollowFrom, LastSeen, LogSink};
 use crate::runtime::{ContainerStatus, DropletSource, Runtime, RuntimeError, APP_PORT};
 use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
-use paas_common::agent::{Assignment, InstanceReport};
+use paas_common::agent::{Assignment, HealthCheck, InstanceReport};
 use paas_common::api::InstanceState;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -761,17 +761,36 @@ impl Instance {
     }
 
     async fn health_failed(&mut self, ctx: &Ctx<'_>, error: &health::HealthError, now: Instant) {
+        // What the instance's own network namespace shows, read before the kill: a reason the
+        // user can act on ("listens on 127.0.0.1 only") rather than a refused connection.
+        let port = self.assignment.image.as_ref().map_or(APP_PORT, |i| i.port);
+        let seen = match (&self.assignment.health.check, error) {
+            (HealthCheck::Process, _) | (_, health::HealthError::NotRunning) => None,
+            _ => ctx
+                .runtime
+                .listeners(&self.container_id)
+                .await
+                .and_then(|l| crate::runtime::diagnose_listeners(port, &l)),
+        };
+        let reason = match &seen {
+            Some(why) => format!("{HEALTH_CHECK_FAILED}: {why}"),
+            None => format!("{HEALTH_CHECK_FAILED}: {error}"),
+        };
         let a = &self.assignment;
         tracing::info!(instance = %a.instance_id, error = %error, "health check failed");
         ctx.logs.cell(
             &a.instance_id,
-            format!("Instance {} failed its health check: {error}", a.index),
+            format!(
+                "Instance {} failed its health check: {}",
+                a.index,
+                seen.as_deref().unwrap_or(&error.to_string())
+            ),
         );
         if let Err(e) = ctx.runtime.kill(&self.container_id).await {
             tracing::warn!(container = %self.container_id, error = %e, "cannot kill unhealthy instance");
         }
         wait_not_running(ctx.runtime, &self.container_id).await;
-        self.crash(ctx, HEALTH_CHECK_FAILED.into(), now);
+        self.crash(ctx, reason, now);
     }
 
     fn crash(&mut self, ctx: &Ctx<'_>, reason: String, now: Instant) {
