@@ -76,10 +76,6 @@ pub struct AppManifest {
     /// No route at all (`no-route: true`), e.g. for a worker.
     #[serde(default, rename = "no-route", deserialize_with = "no_route")]
     pub no_route: bool,
-    /// The stack to stage and run on by name (`stack: cflinuxfs4` style names are the
-    /// platform's to map).
-    #[serde(default)]
-    pub stack: Option<String>,
     #[serde(default, deserialize_with = "env_map")]
     pub env: BTreeMap<String, String>,
     #[serde(default)]
@@ -703,8 +699,10 @@ applications:
         let labels = m.applications[1].placement_labels.clone().unwrap();
         assert_eq!(labels["disk"], "ssd");
         assert_eq!(labels["rack"], "7");
-        assert_eq!(a.stack.as_deref(), Some("cflinuxfs4"));
-        assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+        assert_eq!(
+            m.warnings,
+            vec!["unknown field applications[0].stack ignored".to_string()]
+        );
     }
 
     fn err(text: &str) -> ManifestError {

@@ -100,12 +100,6 @@ pub struct Args {
     /// A YAML file of values for the manifest's `((NAME))` variables (repeatable; `--var` wins)
     #[arg(long = "vars-file", value_name = "FILE")]
     pub vars_files: Vec<PathBuf>,
-    /// The stack to stage and run on (the manifest's `stack`)
-    #[arg(short = 's', long, value_name = "STACK")]
-    pub stack: Option<String>,
-    /// Stage without the dependency cache
-    #[arg(long)]
-    pub no_cache: bool,
 }
 
 fn parse_var(s: &str) -> Result<(String, String), String> {
@@ -253,8 +247,6 @@ fn plans(args: &Args) -> anyhow::Result<Vec<Plan>> {
         no_route: args.no_route,
         dockerfile: args.dockerfile,
         no_start: args.no_start,
-        stack: args.stack.clone(),
-        no_cache: args.no_cache,
         ..Default::default()
     };
     let Some(file) = find_manifest(args) else {
@@ -317,7 +309,6 @@ fn plans(args: &Args) -> anyhow::Result<Vec<Plan>> {
         || flags.random_route
         || flags.no_route
         || flags.dockerfile
-        || flags.stack.is_some()
         || args.path.is_some() && args.manifest.is_some();
     if apps.len() > 1 && has_flags {
         bail!(
@@ -383,8 +374,7 @@ fn plans(args: &Args) -> anyhow::Result<Vec<Plan>> {
                 },
                 dockerfile: flags.dockerfile,
                 no_start: flags.no_start,
-                stack: flags.stack.clone().or_else(|| a.stack.clone()),
-                no_cache: flags.no_cache,
+                ..Default::default()
             };
             Ok(Plan {
                 name,
