@@ -30,8 +30,8 @@ const APP_USER: &str = "2000:2000";
 const STOP_GRACE_SECS: i64 = 10;
 /// Open files per instance, Cloud Foundry's default.
 pub const FDS_LIMIT: i64 = 16384;
-/// Where a buildpack droplet's instances write: `HOME` is the app's own volume, `TMPDIR` the
-/// tmpfs (the root file system is read-only).
+/// Where instances write besides a buildpack droplet's `/app` volume: the tmpfs (`TMPDIR`, and
+/// `HOME` of an image that names none); the root file system is read-only.
 const TMP_DIR: &str = "/tmp";
 
 /// Runs a buildpack droplet's start command the way Cloud Foundry's launcher does: the
@@ -60,7 +60,7 @@ pub fn contract_env(
     port: u16,
     host_port: Option<u16>,
     node_address: &str,
-    buildpack: bool,
+    home: Option<&str>,
 ) -> Vec<String> {
     let c = a.context.clone().unwrap_or_default();
     let mut vcap = serde_json::json!({
@@ -102,8 +102,8 @@ pub fn contract_env(
         env.push(format!("CF_INSTANCE_PORT={p}"));
         env.push(format!("CF_INSTANCE_ADDR={node_address}:{p}"));
     }
-    if buildpack {
-        env.push(format!("HOME={APP_DIR}"));
+    if let Some(h) = home {
+        env.push(format!("HOME={h}"));
     }
     env.extend([
         format!("PAAS_APP={}", a.app),
@@ -475,7 +475,16 @@ impl Runtime {
         // The host port is chosen here rather than by the engine so that the instance can be
         // told it (`CF_INSTANCE_PORT`); when none can be reserved the engine picks one.
         let host_port = free_host_port(&s.node_address);
-        let env = contract_env(a, port, host_port, &s.node_address, built.is_none());
+        // A writable HOME: the app's volume, or for an image that names none, the tmpfs (its
+        // root file system is read-only like every instance's).
+        let home = match built {
+            None => Some(APP_DIR),
+            Some((_, ic)) => {
+                let own = ic.env.iter().flatten().any(|e| e.starts_with("HOME="));
+                (!own).then_some(TMP_DIR)
+            }
+        };
+        let env = contract_env(a, port, host_port, &s.node_address, home);
         let container_labels = HashMap::from([
             (labels::MANAGED.to_string(), "true".to_string()),
             (labels::APP.to_string(), a.app.clone()),
@@ -880,7 +889,7 @@ mod tests {
                 revision: 3,
             }),
         };
-        let env = contract_env(&a, 8080, Some(40000), "127.0.0.1", true);
+        let env = contract_env(&a, 8080, Some(40000), "127.0.0.1", Some("/app"));
         let get = |k: &str| {
             env.iter()
                 .find_map(|e| e.strip_prefix(&format!("{k}=")))

@@ -247,14 +247,15 @@ fn a_push_says_why_an_app_is_not_up() {
     );
     assert!(text.contains("0.0.0.0"), "{out:?}");
 
-    // Exits: the code and its last lines, in the push output itself.
+    // Exits: the code and its last lines, in the push output itself. Its display name has a
+    // space, which goes through the client's and the server's path encoding.
     let dir = tempfile::tempdir().unwrap();
     write(
         dir.path(),
         "Procfile",
         "web: echo 'config missing: DATABASE_URL' && echo 'giving up' >&2 && exit 3\n",
     );
-    let out = p.cli(&["push", "exits", "-p", dir.path().to_str().unwrap()]);
+    let out = p.cli(&["push", "Exits Badly", "-p", dir.path().to_str().unwrap()]);
     assert!(!out.ok(), "{out:?}");
     let text = combined(&out);
     assert!(
@@ -282,7 +283,9 @@ fn a_push_says_why_an_app_is_not_up() {
         "{out:?}"
     );
     p.cli(&["delete", "loopback", "-f"]);
-    p.cli(&["delete", "exits", "-f"]);
+    assert_eq!(p.app_json("Exits Badly").unwrap()["name"], "Exits Badly");
+    let out = p.cli(&["delete", "Exits Badly", "-f"]);
+    assert!(out.ok(), "{out:?}");
 }
 
 const NODE_SERVER: &str = r#"const http = require("http");

@@ -804,8 +804,8 @@ pub fn assess(d: &AppDetail, fresh_after: Option<DateTime<Utc>>) -> Progress {
             .clone()
             .unwrap_or_else(|| format!("restarted {} times", i.restarts));
         return Progress::Crashed(format!(
-            "{} failed to start: instance {} crashed ({why})",
-            d.name, i.index
+            "{} failed to start: instance {} ({}) crashed ({why})",
+            d.name, i.index, i.process_type
         ));
     }
     let desired = d.desired_instances;
@@ -1051,7 +1051,7 @@ mod tests {
         assert_eq!(
             assess(&d, None),
             Progress::Crashed(
-                "web failed to start: instance 1 crashed (exited with code 1)".into()
+                "web failed to start: instance 1 (web) crashed (exited with code 1)".into()
             )
         );
         c.last_exit = None;
