@@ -693,6 +693,11 @@ impl Instance {
         }
     }
 
+    /// The port the app listens on inside its container: 8080, or a Dockerfile image's own.
+    fn app_port(&self) -> u16 {
+        self.assignment.image.as_ref().map_or(APP_PORT, |i| i.port)
+    }
+
     async fn check(&self, ctx: &Ctx<'_>, running: bool) -> Result<(), health::HealthError> {
         let h = &self.assignment.health;
         health::check(
@@ -701,10 +706,7 @@ impl Instance {
             health::Target {
                 address: &ctx.runtime.settings().node_address,
                 host_port: self.host_port,
-                container: self.container_ip.as_deref().map(|ip| {
-                    let port = self.assignment.image.as_ref().map_or(APP_PORT, |i| i.port);
-                    (ip, port)
-                }),
+                container: self.container_ip.as_deref().map(|ip| (ip, self.app_port())),
             },
             running,
             secs(h.invocation_timeout_secs),
@@ -763,7 +765,7 @@ impl Instance {
     async fn health_failed(&mut self, ctx: &Ctx<'_>, error: &health::HealthError, now: Instant) {
         // What the instance's own network namespace shows, read before the kill: a reason the
         // user can act on ("listens on 127.0.0.1 only") rather than a refused connection.
-        let port = self.assignment.image.as_ref().map_or(APP_PORT, |i| i.port);
+        let port = self.app_port();
         let seen = match (&self.assignment.health.check, error) {
             (HealthCheck::Process, _) | (_, health::HealthError::NotRunning) => None,
             _ => ctx

@@ -64,8 +64,14 @@ impl fmt::Display for AppName {
 /// `My App_2` -> `my-app-2`. Every name that was valid before display names (a lowercase DNS
 /// label) maps to itself, so existing routes keep their host.
 pub fn route_host_for(name: &AppName) -> String {
-    let mut host = String::with_capacity(name.as_str().len());
-    for c in name.as_str().chars() {
+    host_label(name.as_str())
+}
+
+/// [`route_host_for`] of any text (empty when it holds no ASCII letter or digit), e.g. a
+/// folder's name.
+pub fn host_label(text: &str) -> String {
+    let mut host = String::with_capacity(text.len());
+    for c in text.chars() {
         let c = c.to_ascii_lowercase();
         let c = if c.is_ascii_lowercase() || c.is_ascii_digit() {
             c

@@ -580,18 +580,26 @@ fn size_mb<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     }
 }
 
-fn check_type<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    let s = Option::<String>::deserialize(d)?;
-    match s.as_deref() {
-        None => Ok(None),
-        // CF's older names for the same checks.
-        Some("port" | "none") => Ok(Some("port".into())),
-        Some("http") => Ok(Some("http".into())),
-        Some("process") => Ok(Some("process".into())),
-        Some(other) => Err(de::Error::custom(format!(
-            "health-check-type: unknown health check type {other:?}: use port, http or process"
-        ))),
+/// A health check type as Cloud Foundry spells it (`none` is its older name for `port`), for
+/// the manifest and `paas push -u` alike.
+pub fn health_check_type(s: &str) -> Result<&'static str, String> {
+    match s {
+        "port" | "none" => Ok("port"),
+        "http" => Ok("http"),
+        "process" => Ok("process"),
+        other => Err(format!(
+            "unknown health check type {other:?}: use port, http or process"
+        )),
     }
+}
+
+fn check_type<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let Some(s) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    health_check_type(&s)
+        .map(|t| Some(t.to_string()))
+        .map_err(|m| de::Error::custom(format!("health-check-type: {m}")))
 }
 
 fn buildpacks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {

@@ -30,7 +30,8 @@ const FAILURE_LOG_LINES: u32 = 20;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// App name (default: the folder's name, lowercased, other characters turned into '-'); with
+    /// App name, e.g. `GetStartedPython` or 'My App' (default: the folder's name as a route host,
+    /// lowercased, other characters turned into '-'); with
     /// a manifest, pushes only that app of it
     #[arg(value_parser = parse_name)]
     pub name: Option<AppName>,
@@ -110,13 +111,7 @@ fn parse_var(s: &str) -> Result<(String, String), String> {
 }
 
 fn parse_check_type(s: &str) -> Result<String, String> {
-    match s {
-        "port" | "none" => Ok("port".into()),
-        "http" | "process" => Ok(s.into()),
-        other => Err(format!(
-            "unknown health check type {other:?}: use port, http or process"
-        )),
-    }
+    paas_common::manifest::health_check_type(s).map(str::to_string)
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -727,7 +722,7 @@ fn print_running(name: &AppName, detail: &AppDetail, started: Instant) {
     }
 }
 
-/// The folder's name, lowercased, with every character an app name cannot hold turned into '-'.
+/// The app name a folder gives: its name as a route host label ([`name_from_folder`]).
 pub fn derive_name(path: &Path) -> anyhow::Result<AppName> {
     let abs =
         std::fs::canonicalize(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -745,18 +740,10 @@ pub fn derive_name(path: &Path) -> anyhow::Result<AppName> {
         .map_err(|e| anyhow!("cannot use folder name {folder:?} as the app name: {e}; give NAME"))
 }
 
+/// The folder's name as a route host label would be (`My_App.v2` -> `my-app-v2`), so the app's
+/// host is its name.
 fn name_from_folder(folder: &str) -> String {
-    folder
-        .chars()
-        .map(|c| c.to_ascii_lowercase())
-        .map(|c| {
-            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect()
+    paas_common::domain::host_label(folder)
 }
 
 /// A byte progress bar on stderr, or a hidden one when stderr is not a terminal.
