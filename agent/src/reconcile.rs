@@ -531,7 +531,12 @@ impl Reconciler {
         };
         self.logs
             .cell(&a.instance_id, format!("Starting instance {}", a.index));
-        self.runtime.start(&id).await?;
+        if let Err(e) = self.runtime.start(&id).await {
+            // E.g. the host port the agent chose was taken meanwhile: the next pass creates a
+            // new container, with another port, rather than retrying this one.
+            let _ = self.runtime.stop_and_remove(&id).await;
+            return Err(e);
+        }
         let status = self.runtime.inspect(&id).await?;
         tracing::info!(instance = %a.instance_id, app = %a.app, index = a.index, container = %id, host_port = ?status.host_port, "started instance");
         let mut instance = Instance::new(a.clone(), id, &status, Instant::now());

@@ -153,11 +153,15 @@ pub async fn deploy(
                 "a Dockerfile is built on a node's engine and no node is ready: try again when one is",
             ));
         }
-        // Only a node runs added buildpacks: without one, an app only they detect cannot run.
+        // Only a node runs buildpacks: without one, an app that has no command before staging
+        // (only added buildpacks detect it, or a buildpack must install it first) cannot run.
         None if staged.command.is_empty() => {
             return Err(DeployError::invalid(
                 ErrorCode::NotAnApp,
-                "no built-in detects this app and no node is ready to try the added buildpacks",
+                format!(
+                    "this app needs staging on a node ({}) and no node is ready: try again when one is",
+                    staged.detected
+                ),
             ));
         }
         None => (droplet_sha, droplet_size, staged),
