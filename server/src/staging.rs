@@ -55,9 +55,17 @@ pub fn detect_languages(top_level: &[String]) -> Vec<(&'static str, &'static str
     out
 }
 
-/// Whether this platform's buildpacks stage `lang` (`procfile` runs the command as it is).
+/// The built-in buildpack that stages `lang`, if any (a lone Procfile: `binary`).
+fn buildpack_of(lang: &str) -> Option<&'static str> {
+    if lang == "procfile" {
+        Some("binary")
+    } else {
+        paas_common::manifest::buildpack_name(lang)
+    }
+}
+
 fn supported(lang: &str) -> bool {
-    lang == "procfile" || paas_common::manifest::buildpack_name(lang).is_some()
+    buildpack_of(lang).is_some()
 }
 
 /// How a push is built and why, for the push output.
@@ -110,9 +118,13 @@ pub fn choose_build(
         });
     }
     let found = detect_languages(top_level);
-    if let Some((lang, file)) = found.iter().find(|(l, _)| supported(l)) {
+    // The buildpack the node will pick: the first built-in, in detection order, with evidence.
+    let chosen = paas_common::manifest::BUILTIN_BUILDPACKS
+        .iter()
+        .find_map(|bp| found.iter().find(|(l, _)| buildpack_of(l) == Some(*bp)));
+    if let Some((lang, file)) = chosen {
         let what = if *lang == "procfile" {
-            "the Procfile's command".to_string()
+            "the Procfile's command (buildpack binary)".to_string()
         } else {
             format!("buildpack {lang}")
         };
@@ -316,6 +328,12 @@ mod tests {
         let java = choose_build(&files(&["Dockerfile", "pom.xml"]), &[], false, false).unwrap();
         assert!(java.dockerfile && java.why.contains("java"), "{java:?}");
         assert!(choose_build(&files(&["package.json"]), &[], true, false).is_err());
+        // The node picks buildpacks in their detection order; a Procfile only sets the command.
+        let py = choose_build(&files(&["Procfile", "requirements.txt"]), &[], false, false);
+        assert_eq!(
+            py.unwrap().why,
+            "staging with buildpack python (requirements.txt found)"
+        );
     }
 
     #[test]
