@@ -123,14 +123,10 @@ pub fn choose_build(
         .iter()
         .find_map(|bp| found.iter().find(|(l, _)| buildpack_of(l) == Some(*bp)));
     if let Some((lang, file)) = chosen {
-        let what = if *lang == "procfile" {
-            "the Procfile's command (buildpack binary)".to_string()
-        } else {
-            format!("buildpack {lang}")
-        };
+        let bp = buildpack_of(lang).unwrap_or(lang);
         return Ok(BuildChoice {
             dockerfile: false,
-            why: format!("staging with {what} ({file} found){ignored}"),
+            why: format!("staging with buildpack {bp} ({file} found){ignored}"),
         });
     }
     if has_dockerfile {
