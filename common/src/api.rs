@@ -431,6 +431,10 @@ pub struct PushSettings {
     /// `dockerfile`, "true"; `paas push --dockerfile`).
     #[serde(default)]
     pub dockerfile: bool,
+    /// Stage and record the new revision but leave the app stopped (multipart `no_start`,
+    /// "true"; `paas push --no-start`).
+    #[serde(default)]
+    pub no_start: bool,
 }
 
 /// Health-check settings as a manifest states them; every field optional (server defaults apply).

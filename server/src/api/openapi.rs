@@ -55,6 +55,8 @@ pub struct PushForm {
     no_cache: Option<bool>,
     /// `true`: build from the Dockerfile even if a buildpack detects the app (`--dockerfile`).
     dockerfile: Option<bool>,
+    /// `true`: stage and record the revision but leave the app stopped (`--no-start`).
+    no_start: Option<bool>,
 }
 
 /// Adds the bearer-JWT scheme every operation but login requires.
