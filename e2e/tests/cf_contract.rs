@@ -160,8 +160,11 @@ fn a_cf_manifest_as_written_and_the_runtime_contract() {
     assert_eq!(vcap["application_id"], app_id.as_str(), "{vcap}");
     assert_eq!(vcap["application_name"], name);
     assert_eq!(vcap["name"], name);
-    let uris = serde_json::json!(["getstartedpython.localhost"]);
-    assert_eq!(vcap["application_uris"], uris, "host derived from the name");
+    // `random-route: true`: a generated host under the label derived from the display name.
+    let host = sqlite(&p, &format!("SELECT host FROM apps WHERE id = '{app_id}'"));
+    assert!(host.starts_with("getstartedpython-"), "{host}");
+    let uris = serde_json::json!([format!("{host}.localhost")]);
+    assert_eq!(vcap["application_uris"], uris, "the app's own route");
     assert_eq!(vcap["uris"], uris);
     assert_eq!(vcap["space_id"], space_id.as_str());
     assert_eq!(vcap["space_name"], space_name.as_str());
