@@ -366,3 +366,150 @@ async fn dashboard_login_deploy_watch_delete() {
     c.close().await.unwrap();
     tokio::task::spawn_blocking(move || drop(p)).await.unwrap();
 }
+
+/// The charts' `data-max` of one series on the page as it is now (live-refreshed by the page's
+/// script, not reloaded here).
+async fn series_max(c: &Client, series: &str) -> f64 {
+    let Ok(e) = c
+        .find(Locator::Css(&format!(
+            "#charts polyline[data-series={series}]"
+        )))
+        .await
+    else {
+        return 0.0;
+    };
+    e.attr("data-max")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn wait_series(c: &Client, series: &str, what: &str) {
+    let start = Instant::now();
+    while series_max(c, series).await <= 0.0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "the {series} chart never drew {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Issue 26: traffic through the router becomes points on the app page's request chart, the
+/// nodes' samples points on its memory chart, and 5xx answers make the error line rise while the
+/// page is open; the same points come from `GET /v1/apps/{name}/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn charts_draw_requests_memory_and_a_rising_error_line() {
+    let p = tokio::task::spawn_blocking(Platform::start)
+        .await
+        .unwrap()
+        .expect("platform");
+    let app = unique("charts");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("app.py"),
+        r#"import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        code = 500 if self.path == "/boom" else 200
+        self.send_response(code)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
+"#,
+    )
+    .unwrap();
+    let p = tokio::task::spawn_blocking(move || {
+        let out = p.cli(&["push", &app, "-p", dir.path().to_str().unwrap()]);
+        assert!(out.ok(), "{out:?}");
+        (p, app)
+    })
+    .await
+    .unwrap();
+    let (p, app) = p;
+    let base = p.api_url();
+    let (_driver, c) = browser().await;
+    c.goto(&format!("{base}/login")).await.unwrap();
+    c.find(Locator::Id("username"))
+        .await
+        .unwrap()
+        .send_keys("admin")
+        .await
+        .unwrap();
+    c.find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys(&p.admin_password)
+        .await
+        .unwrap();
+    c.find(Locator::Css("form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_path(&c, "/").await;
+    c.goto(&format!("{base}/apps/{app}?window=15m"))
+        .await
+        .unwrap();
+    wait_text(&c, "#charts-h", "Metrics", Duration::from_secs(10)).await;
+
+    // Traffic, then points: requests and memory.
+    let p = std::sync::Arc::new(p);
+    let traffic = |path: &'static str, n: usize| {
+        let (p, app) = (p.clone(), app.clone());
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..n {
+                let _ = p.get_app(&app, path);
+            }
+        })
+    };
+    traffic("/", 40).await.unwrap();
+    wait_series(&c, "requests", "the requests").await;
+    wait_series(&c, "memory", "the instance's memory").await;
+    assert_eq!(series_max(&c, "errors").await, 0.0, "no 5xx yet");
+    shot(&c, "app-charts").await;
+
+    // 5xx answers: the error line rises on the open page.
+    traffic("/boom", 30).await.unwrap();
+    wait_series(&c, "errors", "the 5xx answers").await;
+
+    // The API serves the same points.
+    let url = format!("{base}/v1/apps/{app}/metrics?window=15m");
+    let pp = p.clone();
+    let m: serde_json::Value = tokio::task::spawn_blocking(move || {
+        reqwest::blocking::Client::new()
+            .get(url)
+            .bearer_auth(pp.admin_token().unwrap())
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    c.close().await.unwrap();
+    // The platform's teardown blocks (it stops processes and checks the engine).
+    tokio::task::spawn_blocking(move || drop(p)).await.unwrap();
+    let points = m["points"].as_array().unwrap();
+    let sum = |k: &str| {
+        points
+            .iter()
+            .map(|p| p[k].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
+    assert!(sum("requests") >= 70, "{m}");
+    assert!(sum("errors") >= 30, "{m}");
+    assert!(
+        m["marks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kind"] == "deploy"),
+        "the push is marked: {m}"
+    );
+}
