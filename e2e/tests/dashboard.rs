@@ -513,3 +513,131 @@ ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
         "the push is marked: {m}"
     );
 }
+
+/// Issue 26: the list page flags a crash-looping app, and the space switcher limits the list to
+/// one space.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_flags_a_crash_loop_and_the_space_switcher_limits_it() {
+    let p = tokio::task::spawn_blocking(Platform::start)
+        .await
+        .unwrap()
+        .expect("platform");
+    let crashing = unique("crashy");
+    let other = unique("elsewhere");
+    let space = format!("{}/dev", unique("org"));
+    let (p, crashing, other, space) = tokio::task::spawn_blocking(move || {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("Procfile"),
+            "web: echo starting && exit 1\n",
+        )
+        .unwrap();
+        let out = p.cli(&[
+            "push",
+            &crashing,
+            "-p",
+            dir.path().to_str().unwrap(),
+            "-t",
+            "5",
+        ]);
+        assert!(!out.ok(), "a crashing app's push fails: {out:?}");
+        assert!(p.cli(&["create-space", &space]).ok());
+        assert!(p.cli(&["target", &space]).ok());
+        let ok = p.cli(&[
+            "push",
+            &other,
+            "-p",
+            example("python-app").to_str().unwrap(),
+        ]);
+        assert!(ok.ok(), "{ok:?}");
+        (p, crashing, other, space)
+    })
+    .await
+    .unwrap();
+    let base = p.api_url();
+    let (_driver, c) = browser().await;
+    c.goto(&format!("{base}/login")).await.unwrap();
+    c.find(Locator::Id("username"))
+        .await
+        .unwrap()
+        .send_keys("admin")
+        .await
+        .unwrap();
+    c.find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys(&p.admin_password)
+        .await
+        .unwrap();
+    c.find(Locator::Css("form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_path(&c, "/").await;
+    // The crash loop is flagged (the list is server-rendered: reload until it shows).
+    let start = Instant::now();
+    loop {
+        c.goto(&format!("{base}/")).await.unwrap();
+        let flagged = c
+            .find(Locator::Css(&format!(
+                "tr[data-app=\"{crashing}\"].row-bad .flag-bad"
+            )))
+            .await;
+        if let Ok(f) = flagged {
+            let t = f.text().await.unwrap();
+            assert!(t.contains("crash"), "{t}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the crashing app was never flagged"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        c.find(Locator::Css(&format!("tr[data-app=\"{other}\"].row-bad")))
+            .await
+            .is_err(),
+        "a healthy app is not flagged"
+    );
+    shot(&c, "apps-flagged").await;
+    // The switcher: choosing the space reloads the list with that space's apps only.
+    c.find(Locator::Id("space-select"))
+        .await
+        .unwrap()
+        .select_by_value(&space)
+        .await
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let url = c.current_url().await.unwrap();
+        if url.query().is_some_and(|q| q.contains("space=")) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the switcher did not reload"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_text(&c, "#apps tbody", &other, Duration::from_secs(10)).await;
+    let body = c
+        .find(Locator::Css("#apps tbody"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!body.contains(&crashing), "{body}");
+    c.close().await.unwrap();
+    tokio::task::spawn_blocking(move || {
+        let mut p = p;
+        // The crashing app is crashing on purpose.
+        p.expect_unconverged("an app that crashes by design");
+        drop(p)
+    })
+    .await
+    .unwrap();
+}

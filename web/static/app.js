@@ -447,3 +447,6 @@ document.addEventListener("DOMContentLoaded", () => {
   setupApp();
   setupTokens();
 });
+
+// The list's space switcher reloads the list for the chosen space (a plain form without JS).
+document.getElementById("space-select")?.addEventListener("change", (e) => e.target.form.submit());

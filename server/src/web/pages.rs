@@ -102,6 +102,9 @@ pub struct AppRow {
     pub name: String,
     /// `ORG/SPACE`: names are unique per space, so links carry it.
     pub space: String,
+    /// What is wrong, in words (crash loop, unplaceable, more running than desired, a node that
+    /// stopped reporting); empty when nothing is.
+    pub problems: Vec<String>,
     pub state: String,
     pub running: u32,
     pub desired: u32,
@@ -117,6 +120,54 @@ struct AppsPage {
     layout: Layout,
     apps: Vec<AppRow>,
     can_deploy: bool,
+    /// The spaces in reach, for the switcher, and the one shown (`""`: all).
+    spaces: Vec<String>,
+    space: String,
+}
+
+/// What looks wrong with an app, from its instances and their nodes.
+fn problems(
+    app: &AppRecord,
+    instances: &[&crate::store::InstanceRecord],
+    lost_nodes: &[String],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let crashing = instances
+        .iter()
+        .filter(|i| i.state == InstanceState::Crashed)
+        .count();
+    let gave_up = instances
+        .iter()
+        .filter(|i| paas_common::agent::gave_up(i.state, i.last_exit.as_deref()))
+        .count();
+    if gave_up > 0 {
+        out.push(format!("crash loop: {gave_up} instance(s) gave up"));
+    } else if crashing > 0 {
+        out.push(format!("crashing: {crashing} instance(s)"));
+    }
+    if let Some(why) = instances.iter().find_map(|i| {
+        i.placement_error
+            .as_deref()
+            .filter(|_| i.node_name.is_none())
+    }) {
+        out.push(format!("not placed: {why}"));
+    }
+    let web_running = instances
+        .iter()
+        .filter(|i| i.process_type == "web" && i.state == InstanceState::Running)
+        .count() as u32;
+    if app.state == paas_common::api::AppState::Started && web_running > app.desired_instances {
+        out.push(format!(
+            "{web_running} web instances running, {} desired",
+            app.desired_instances
+        ));
+    }
+    for n in lost_nodes {
+        if instances.iter().any(|i| i.node_name.as_deref() == Some(n)) {
+            out.push(format!("node {n} stopped reporting"));
+        }
+    }
+    out
 }
 
 macro_rules! session_or_login {
@@ -130,9 +181,21 @@ macro_rules! session_or_login {
 
 pub async fn apps(ctx: web::Data<AppCtx>, req: HttpRequest) -> HttpResponse {
     let s = session_or_login!(ctx, req);
-    let result: Result<Vec<AppRow>, crate::store::StoreError> = async {
+    let wanted = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, _)| k == "space")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    let result: Result<(Vec<AppRow>, Vec<String>), crate::store::StoreError> = async {
         let now = Utc::now();
         let instances = ctx.store.list_instances().await?;
+        let lost: Vec<String> = ctx
+            .store
+            .list_nodes()
+            .await?
+            .into_iter()
+            .filter(|n| n.state == "lost")
+            .map(|n| n.name)
+            .collect();
         let mut running: HashMap<&str, u32> = HashMap::new();
         for i in instances
             .iter()
@@ -142,12 +205,22 @@ pub async fn apps(ctx: web::Data<AppCtx>, req: HttpRequest) -> HttpResponse {
         }
         let spaces = space_labels(&ctx).await?;
         let mut rows = Vec::new();
+        let mut reach: Vec<String> = spaces
+            .iter()
+            .filter(|(id, _)| s.principal.role_in(id).is_some())
+            .map(|(_, label)| label.clone())
+            .collect();
+        reach.sort();
         for a in ctx.store.list_apps().await? {
-            if !s.principal.can_see(&a) {
+            let label = spaces.get(&a.space_id).cloned().unwrap_or_default();
+            if !s.principal.can_see(&a) || (!wanted.is_empty() && label != wanted) {
                 continue;
             }
+            let mine: Vec<&crate::store::InstanceRecord> =
+                instances.iter().filter(|i| i.app_id == a.id).collect();
             rows.push(AppRow {
-                space: spaces.get(&a.space_id).cloned().unwrap_or_default(),
+                problems: problems(&a, &mine, &lost),
+                space: label,
                 running: running.get(a.id.as_str()).copied().unwrap_or(0),
                 url: ctx.app_url(&a),
                 state: a.state.as_str().to_string(),
@@ -158,17 +231,19 @@ pub async fn apps(ctx: web::Data<AppCtx>, req: HttpRequest) -> HttpResponse {
                 name: a.name,
             });
         }
-        Ok(rows)
+        Ok((rows, reach))
     }
     .await;
     match result {
-        Ok(apps) => {
+        Ok((apps, spaces)) => {
             let can_deploy = s.principal.is_operator()
                 || s.principal.roles.values().any(|r| *r >= Role::Developer);
             html(AppsPage {
                 layout: Layout::of(&s, "apps"),
                 apps,
                 can_deploy,
+                spaces,
+                space: wanted,
             })
         }
         Err(e) => internal(e),
@@ -440,6 +515,7 @@ pub async fn app(
             app: AppRow {
                 name: app.name.clone(),
                 space: space_label.clone(),
+                problems: Vec::new(),
                 state: app.state.as_str().to_string(),
                 running,
                 desired: app.desired_instances,
@@ -615,6 +691,7 @@ mod tests {
             app: AppRow {
                 name: "shop".into(),
                 space: "default/default".into(),
+                problems: Vec::new(),
                 state: "started".into(),
                 running: 2,
                 desired: 2,
