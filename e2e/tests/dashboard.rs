@@ -478,6 +478,36 @@ ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
     traffic("/boom", 30).await.unwrap();
     wait_series(&c, "errors", "the 5xx answers").await;
 
+    // A line found by searching the retained logs.
+    c.find(Locator::Id("log-grep"))
+        .await
+        .unwrap()
+        .send_keys("/boom")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#log-search button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(
+        &c,
+        "#log-search-status",
+        "line(s) found",
+        Duration::from_secs(10),
+    )
+    .await;
+    let found = c
+        .find(Locator::Id("logs"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(found.contains("\"GET /boom\" 500"), "{found}");
+    assert!(!found.contains("\"GET / "), "only matching lines: {found}");
+
     // The API serves the same points.
     let url = format!("{base}/v1/apps/{app}/metrics?window=15m");
     let pp = p.clone();

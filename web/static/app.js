@@ -195,6 +195,7 @@ function setupApp() {
   }
 
   source.addEventListener("change", applyFilter);
+  setupLogSearch(base, logs, applyFilter);
   logs.scrollTop = logs.scrollHeight;
   setInterval(refreshApp, 2000);
   followLogs(base, logs, applyFilter, refreshLogs);
@@ -219,6 +220,7 @@ function setupApp() {
 }
 
 function appendLog(logs, l) {
+  if (logs.dataset.searching) return el("span");
   const atBottom = logs.scrollTop + logs.clientHeight >= logs.scrollHeight - 8;
   const s = el("span", l.timestamp.substring(11, 23) + " [" + l.source + "] " + l.message + "\n", "log");
   s.dataset.source = l.source;
@@ -450,3 +452,53 @@ document.addEventListener("DOMContentLoaded", () => {
 
 // The list's space switcher reloads the list for the chosen space (a plain form without JS).
 document.getElementById("space-select")?.addEventListener("change", (e) => e.target.form.submit());
+
+// Log search: the retained history (the API's grep, since and source filters) in place of the
+// live view until "Back to live"; Download saves what the filters select as a text file.
+function setupLogSearch(base, logs, applyFilter) {
+  const form = document.getElementById("log-search");
+  if (!form) return;
+  const status = document.getElementById("log-search-status");
+  const back = document.getElementById("log-back");
+  const query = () => {
+    const q = new URLSearchParams({ limit: "1000" });
+    const grep = document.getElementById("log-grep").value.trim();
+    const since = document.getElementById("log-since").value.trim();
+    const src = document.getElementById("log-source").value;
+    if (grep) q.set("grep", grep);
+    if (since) q.set("since", since);
+    if (src) q.set("source", src);
+    return q;
+  };
+  const line = (l) => l.timestamp + " [" + l.source + "] " + l.message + "\n";
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      const list = await api("GET", base + "/logs?" + query().toString());
+      logs.dataset.searching = "1";
+      logs.replaceChildren(...list.lines.map((l) => {
+        const s = el("span", line(l), "log");
+        s.dataset.source = l.source;
+        return s;
+      }));
+      status.textContent = list.lines.length + " line(s) found";
+      back.hidden = false;
+    } catch (e) {
+      status.textContent = "Search failed: " + e.message;
+    }
+  });
+  back.addEventListener("click", () => location.reload());
+  document.getElementById("log-download").addEventListener("click", async () => {
+    try {
+      const list = await api("GET", base + "/logs?" + query().toString());
+      const blob = new Blob(list.lines.map(line), { type: "text/plain" });
+      const a = el("a");
+      a.href = URL.createObjectURL(blob);
+      a.download = (document.getElementById("app").dataset.app || "app") + "-logs.txt";
+      a.click();
+      URL.revokeObjectURL(a.href);
+    } catch (e) {
+      status.textContent = "Download failed: " + e.message;
+    }
+  });
+}
