@@ -177,7 +177,7 @@ async fn packed_runs_read_back_line_by_line() {
     ))
     .await
     .unwrap();
-    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM log_entries WHERE app_name = 'a'")
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM log_entries WHERE app_id = 'a'")
         .fetch_one(&db)
         .await
         .unwrap();
