@@ -579,6 +579,9 @@ pub struct UserInfo {
     pub username: String,
     pub operator: bool,
     pub roles: Vec<SpaceRole>,
+    /// Roles per organization (Cloud Foundry's org manager and org auditor).
+    #[serde(default)]
+    pub org_roles: Vec<OrgRole>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -601,9 +604,21 @@ pub struct CreateUserRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SetRoleRequest {
-    /// `ORG/SPACE`
+    /// `ORG/SPACE`: a role in one space (admin | developer | viewer).
+    #[serde(default)]
     pub space: String,
+    /// `ORG` instead of `space`: a role in the organization (manager | auditor).
+    #[serde(default)]
+    pub org: Option<String>,
     pub role: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OrgRole {
+    pub org: String,
+    /// manager | auditor
+    pub role: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

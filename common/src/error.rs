@@ -81,6 +81,9 @@ pub enum ErrorCode {
     AppNameTaken,
     /// A host (or an app's default route) that belongs to another space (issue 18).
     RouteTaken,
+    /// Several spaces the caller reaches have an app of that name and the request names no
+    /// space (`X-Paas-Space`, `paas target`) (issue 18).
+    AmbiguousApp,
 }
 
 impl ErrorCode {
@@ -122,6 +125,7 @@ impl ErrorCode {
             ErrorCode::InvalidLogRateLimit => "invalid_log_rate_limit",
             ErrorCode::AppNameTaken => "app_name_taken",
             ErrorCode::RouteTaken => "route_taken",
+            ErrorCode::AmbiguousApp => "ambiguous_app",
         }
     }
 
@@ -159,7 +163,7 @@ impl ErrorCode {
             ErrorCode::InvalidLimit | ErrorCode::InvalidPageToken => 400,
             ErrorCode::StartFailed => 422,
             ErrorCode::InvalidLogRateLimit => 400,
-            ErrorCode::AppNameTaken | ErrorCode::RouteTaken => 409,
+            ErrorCode::AppNameTaken | ErrorCode::RouteTaken | ErrorCode::AmbiguousApp => 409,
         }
     }
 }

@@ -113,7 +113,10 @@ pub struct RouteInfo {
     #[serde(default)]
     pub path: String,
     pub app: String,
-    /// The implicit `NAME.<apps domain>` route (cannot be unmapped).
+    /// The app's id: names are unique per space only, so the router keys apps by id.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub app_id: String,
+    /// The app's default route `HOST.<apps domain>` (cannot be unmapped).
     #[serde(default)]
     pub default: bool,
 }
@@ -148,7 +151,7 @@ pub struct RouterTable {
     pub version: u64,
     /// Every route (default ones included).
     pub routes: Vec<RouteInfo>,
-    /// App name -> its ready instances (an app with none is listed with an empty list).
+    /// App id -> its ready instances (an app with none is listed with an empty list).
     pub apps: BTreeMap<String, Vec<RouterBackend>>,
 }
 

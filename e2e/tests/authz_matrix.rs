@@ -5,8 +5,9 @@
 //! A new operation without a row in [`class_of`] fails the test, so the matrix grows with the API.
 //!
 //! The oracle: a denial is exactly the status and stable code the caller's class gets (401
-//! `unauthorized`, 403 `forbidden`, 404 `app_not_found`, or for a push of a name another space
-//! holds 409 `app_name_taken`); an allowed request gets none of those codes. Request bodies are
+//! `unauthorized`, 403 `forbidden`, 404 `app_not_found`, or for a push by a caller who reaches no
+//! app of that name and has no role in the space it would be created in, 404 `space_not_found`);
+//! an allowed request gets none of those codes. Request bodies are
 //! deliberately minimal (`{}`), so an allowed request may well fail its own validation: that
 //! still shows the authorizer let it through.
 
@@ -23,9 +24,12 @@ enum Class {
     AnyUser,
     AppViewer,
     AppDeveloper,
-    /// A push: like AppDeveloper, but a name another space holds is `app_name_taken`.
+    /// A push: like AppDeveloper; a caller who reaches no app of that name would create one in
+    /// the target space (the default one here, where they hold no role).
     Push,
     Operator,
+    /// Spaces and roles: operators, and managers of the org (the handler checks which org).
+    OrgAdmin,
     /// Managing one's own API tokens: a login or an unrestricted admin token.
     OwnTokens,
 }
@@ -67,8 +71,8 @@ fn class_of(method: &str, path: &str) -> Option<Class> {
             AppDeveloper
         }
         ("get" | "post", "/v1/tokens") | ("delete", "/v1/tokens/{id}") => OwnTokens,
-        ("get" | "post", "/v1/users") | ("put", "/v1/users/{name}/roles") => Operator,
-        ("post", "/v1/spaces") => Operator,
+        ("get" | "post", "/v1/users") => Operator,
+        ("put", "/v1/users/{name}/roles") | ("post", "/v1/spaces") => OrgAdmin,
         ("post", "/v1/nodes/{name}/drain") => Operator,
         ("post", "/v1/buildpacks") | ("delete", "/v1/buildpacks/{name}") => Operator,
         ("get" | "post", "/v1/base-images") | ("delete", "/v1/base-images/{name}") => Operator,
@@ -87,6 +91,10 @@ const UNDOCUMENTED: &[(&str, &str)] = &[
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Who {
     Operator,
+    /// Manager of the victim space's org (admin in each of its spaces).
+    OrgManager,
+    /// Auditor of the victim space's org (viewer in each of its spaces).
+    OrgAuditor,
     SpaceAdmin,
     Developer,
     Viewer,
@@ -99,8 +107,10 @@ enum Who {
     Anonymous,
 }
 
-const EVERYONE: [Who; 10] = [
+const EVERYONE: [Who; 12] = [
     Who::Operator,
+    Who::OrgManager,
+    Who::OrgAuditor,
     Who::SpaceAdmin,
     Who::Developer,
     Who::Viewer,
@@ -127,23 +137,28 @@ fn expected(class: Class, who: Who) -> Option<(u16, &'static str)> {
     match class {
         Class::Public | Class::AnyUser => None,
         Class::AppViewer => match who {
-            Operator | SpaceAdmin | Developer | Viewer => None,
+            Operator | OrgManager | OrgAuditor | SpaceAdmin | Developer | Viewer => None,
             _ => NOT_FOUND,
         },
         Class::AppDeveloper => match who {
-            Operator | SpaceAdmin | Developer => None,
-            Viewer => FORBIDDEN,
+            Operator | OrgManager | SpaceAdmin | Developer => None,
+            Viewer | OrgAuditor => FORBIDDEN,
             _ => NOT_FOUND,
         },
         Class::Push => match who {
-            Operator | SpaceAdmin | Developer => None,
-            Viewer => FORBIDDEN,
+            Operator | OrgManager | SpaceAdmin | Developer => None,
+            Viewer | OrgAuditor => FORBIDDEN,
             TokenForOtherApp => NOT_FOUND,
-            // App names are platform-wide: a push cannot pretend the name is free.
-            _ => Some((409, "app_name_taken")),
+            // Names are per space: another space's app is not seen; the push would create an
+            // app in the default space, where these callers have no role.
+            _ => Some((404, "space_not_found")),
         },
         Class::Operator => match who {
             Operator => None,
+            _ => FORBIDDEN,
+        },
+        Class::OrgAdmin => match who {
+            Operator | OrgManager => None,
             _ => FORBIDDEN,
         },
         Class::OwnTokens => match who {
@@ -157,7 +172,7 @@ const DENY_CODES: &[&str] = &[
     "unauthorized",
     "forbidden",
     "app_not_found",
-    "app_name_taken",
+    "space_not_found",
 ];
 
 struct World {
@@ -279,6 +294,8 @@ fn setup() -> World {
         ("Viewer", Some("viewer"), &space),
         ("OtherSpaceDeveloper", Some("developer"), &other),
         ("NoRole", None, &space),
+        ("OrgManager", Some("manager"), &space),
+        ("OrgAuditor", Some("auditor"), &space),
     ] {
         let name = unique(&who.to_lowercase());
         admin_call(
@@ -288,14 +305,26 @@ fn setup() -> World {
             "/v1/users",
             json!({"username": name, "password": "password-123", "operator": false}),
         );
-        if let Some(role) = role {
-            admin_call(
-                &p,
-                &admin,
-                Method::PUT,
-                &format!("/v1/users/{name}/roles"),
-                json!({"space": in_space, "role": role}),
-            );
+        match role {
+            Some(role @ ("manager" | "auditor")) => {
+                admin_call(
+                    &p,
+                    &admin,
+                    Method::PUT,
+                    &format!("/v1/users/{name}/roles"),
+                    json!({"org": in_space.split_once('/').unwrap().0, "role": role}),
+                );
+            }
+            Some(role) => {
+                admin_call(
+                    &p,
+                    &admin,
+                    Method::PUT,
+                    &format!("/v1/users/{name}/roles"),
+                    json!({"space": in_space, "role": role}),
+                );
+            }
+            None => {}
         }
         users.insert(who, login(&p, &name, "password-123"));
     }

@@ -359,10 +359,26 @@ fn push_files(
     files: &[(&str, &[u8], u32)],
     stream: bool,
 ) -> (u16, String) {
-    let form = reqwest::blocking::multipart::Form::new().part(
+    push_with(p, token, app, space, files, stream, &[])
+}
+
+/// [`push_files`] with extra form fields (`random_route`, `hostname`, ...).
+fn push_with(
+    p: &Platform,
+    token: &str,
+    app: &str,
+    space: &str,
+    files: &[(&str, &[u8], u32)],
+    stream: bool,
+    fields: &[(&str, &str)],
+) -> (u16, String) {
+    let mut form = reqwest::blocking::multipart::Form::new().part(
         "archive",
         reqwest::blocking::multipart::Part::bytes(zip_of(files)).file_name("app.zip"),
     );
+    for (k, v) in fields {
+        form = form.text(k.to_string(), v.to_string());
+    }
     let mut rb = reqwest::blocking::Client::new()
         .post(format!("{}/v1/apps/{app}/push", p.api_url()))
         .bearer_auth(token)
@@ -511,8 +527,10 @@ fn encoded_names_reach_nothing_outside_the_callers_space() {
             PLAIN_APP,
             false,
         );
+        // Names are per space: the push would make the attacker's own app of that name, whose
+        // default route the victim's app holds.
         assert_eq!(s, 409, "{b}");
-        assert!(b.contains("app_name_taken"), "{b}");
+        assert!(b.contains("route_taken"), "{b}");
     }
     // The victim's app is as it was: one push, one env change, no drain, nothing from the attacker.
     let (_, env) = call(
@@ -950,4 +968,381 @@ fn session_cookies_are_httponly_strict_and_secure_behind_tls() {
             assert_eq!(c.contains("Secure"), tls, "{base}: {c}");
         }
     }
+}
+
+/// Spaces own their names, as in Cloud Foundry: two spaces each have an app called the same; the
+/// target space says which one a request means, each keeps its own env, events and default
+/// route, and a default route that is taken asks for `--hostname` or `--random-route`.
+#[test]
+fn app_names_belong_to_their_space() {
+    use reqwest::Method;
+    let t = tenants();
+    let app = unique("web");
+    let (s, b) = push_files(&t.p, &t.victim, &app, &t.victim_space, PLAIN_APP, false);
+    assert_eq!(s, 201, "{b}");
+    let victims: serde_json::Value = serde_json::from_str(&b).unwrap();
+    assert!(
+        victims["url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("http://{app}.localhost")),
+        "{victims}"
+    );
+    // The same name in another space: its default route is taken, and the error says what to do.
+    let (s, b) = push_files(&t.p, &t.attacker, &app, &t.attacker_space, PLAIN_APP, false);
+    assert_eq!(s, 409, "{b}");
+    assert!(
+        b.contains("route_taken") && b.contains("--hostname") && b.contains("--random-route"),
+        "{b}"
+    );
+    // Nothing was made by the refused push.
+    let (s, _) = call(
+        &t.p,
+        &t.attacker,
+        Method::GET,
+        &format!("/v1/apps/{app}"),
+        None,
+        None,
+    );
+    assert_eq!(s, 404);
+    let (s, b) = push_with(
+        &t.p,
+        &t.attacker,
+        &app,
+        &t.attacker_space,
+        PLAIN_APP,
+        false,
+        &[("random_route", "true")],
+    );
+    assert_eq!(s, 201, "{b}");
+    let mine: serde_json::Value = serde_json::from_str(&b).unwrap();
+    let url = mine["url"].as_str().unwrap();
+    assert!(url.starts_with(&format!("http://{app}-")), "{mine}");
+    assert_ne!(url, victims["url"].as_str().unwrap());
+
+    // Each developer reaches their own app, with or without naming the space.
+    for (who, space, want) in [
+        (&t.victim, &t.victim_space, &victims),
+        (&t.attacker, &t.attacker_space, &mine),
+    ] {
+        for named in [None, Some(space.as_str())] {
+            let (s, b) = call(
+                &t.p,
+                who,
+                Method::GET,
+                &format!("/v1/apps/{app}"),
+                None,
+                named,
+            );
+            assert_eq!(s, 200, "{b}");
+            assert_eq!(b["url"], want["url"], "{b}");
+        }
+    }
+    // A change to one is not a change to the other.
+    let (s, b) = call(
+        &t.p,
+        &t.attacker,
+        Method::PATCH,
+        &format!("/v1/apps/{app}/env"),
+        Some(serde_json::json!({"set": {"MINE": "1"}})),
+        None,
+    );
+    assert!(s < 300, "{s} {b}");
+    let (_, env) = call(
+        &t.p,
+        &t.victim,
+        Method::GET,
+        &format!("/v1/apps/{app}/env"),
+        None,
+        None,
+    );
+    assert!(env["env"].get("MINE").is_none(), "{env}");
+    let (_, ev) = call(
+        &t.p,
+        &t.victim,
+        Method::GET,
+        &format!("/v1/apps/{app}/events"),
+        None,
+        None,
+    );
+    assert!(!ev.to_string().contains("MINE"), "{ev}");
+    assert!(
+        !ev.to_string().contains(&mine["url"].as_str().unwrap()[7..]),
+        "{ev}"
+    );
+
+    // The operator reaches both: the name alone is ambiguous and says where to look.
+    let (s, b) = call(
+        &t.p,
+        &t.admin,
+        Method::GET,
+        &format!("/v1/apps/{app}"),
+        None,
+        None,
+    );
+    assert_eq!((s, b["code"].as_str()), (409, Some("ambiguous_app")), "{b}");
+    assert!(
+        b["message"].as_str().unwrap().contains(&t.victim_space)
+            && b["message"].as_str().unwrap().contains(&t.attacker_space),
+        "{b}"
+    );
+    let (s, b) = call(
+        &t.p,
+        &t.admin,
+        Method::GET,
+        &format!("/v1/apps/{app}"),
+        None,
+        Some(&t.attacker_space),
+    );
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["url"], mine["url"]);
+    let (_, list) = call(&t.p, &t.admin, Method::GET, "/v1/apps", None, None);
+    let named = list["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["name"] == app.as_str())
+        .count();
+    assert_eq!(named, 2, "{list}");
+
+    // A token made for the app is pinned to the creator's app.
+    let (s, b) = call(
+        &t.p,
+        &t.attacker,
+        Method::POST,
+        "/v1/tokens",
+        Some(serde_json::json!({"name": "ci", "scope": "deploy", "app": app})),
+        None,
+    );
+    assert_eq!(s, 201, "{b}");
+    let token = b["token"].as_str().unwrap().to_string();
+    let (s, b) = call(
+        &t.p,
+        &token,
+        Method::GET,
+        &format!("/v1/apps/{app}"),
+        None,
+        None,
+    );
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["url"], mine["url"]);
+
+    // Deleting one leaves the other.
+    let (s, _) = call(
+        &t.p,
+        &t.attacker,
+        Method::DELETE,
+        &format!("/v1/apps/{app}"),
+        None,
+        None,
+    );
+    assert_eq!(s, 204);
+    let (s, b) = call(
+        &t.p,
+        &t.victim,
+        Method::GET,
+        &format!("/v1/apps/{app}"),
+        None,
+        None,
+    );
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["url"], victims["url"]);
+    // The pinned token does not reach an app made later under the same name.
+    let (s, b) = call(
+        &t.p,
+        &token,
+        Method::GET,
+        &format!("/v1/apps/{app}"),
+        None,
+        None,
+    );
+    assert_eq!((s, b["code"].as_str()), (404, Some("app_not_found")), "{b}");
+    let (s, b) = push_with(
+        &t.p,
+        &token,
+        &app,
+        &t.attacker_space,
+        PLAIN_APP,
+        false,
+        &[("hostname", &format!("{app}-again"))],
+    );
+    assert_eq!(s, 404, "a token for a deleted app creates nothing: {b}");
+    // A hostname of one's own works for a new app; a bad one is refused with the field named.
+    let (s, b) = push_with(
+        &t.p,
+        &t.attacker,
+        &app,
+        &t.attacker_space,
+        PLAIN_APP,
+        false,
+        &[("hostname", "Not A Label")],
+    );
+    assert_eq!(s, 400, "{b}");
+    assert!(b.contains("invalid hostname"), "{b}");
+    let (s, b) = push_with(
+        &t.p,
+        &t.attacker,
+        &app,
+        &t.attacker_space,
+        PLAIN_APP,
+        false,
+        &[("hostname", &format!("{app}-again"))],
+    );
+    assert_eq!(s, 201, "{b}");
+    assert!(b.contains(&format!("http://{app}-again.localhost")), "{b}");
+}
+
+/// Cloud Foundry's org roles: a manager makes spaces in its org and gives roles there, and is
+/// admin in each of its spaces (those made later too); an auditor reads them; neither reaches
+/// another org.
+#[test]
+fn org_managers_run_their_org_and_nothing_else() {
+    use reqwest::Method;
+    let t = tenants();
+    let (org, _) = t.victim_space.split_once('/').unwrap();
+    let (other_org, _) = t.attacker_space.split_once('/').unwrap();
+    let mut users = Vec::new();
+    for role in ["manager", "auditor"] {
+        let user = unique(role);
+        let (s, b) = call(
+            &t.p,
+            &t.admin,
+            Method::POST,
+            "/v1/users",
+            Some(serde_json::json!({"username": user, "password": "password-123"})),
+            None,
+        );
+        assert_eq!(s, 201, "{b}");
+        let (s, b) = call(
+            &t.p,
+            &t.admin,
+            Method::PUT,
+            &format!("/v1/users/{user}/roles"),
+            Some(serde_json::json!({"org": org, "role": role})),
+            None,
+        );
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(b["org_roles"][0]["role"], role, "{b}");
+        let res: serde_json::Value = reqwest::blocking::Client::new()
+            .post(format!("{}/v1/auth/login", t.p.api_url()))
+            .json(&serde_json::json!({"username": user, "password": "password-123"}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        users.push((user, res["token"].as_str().unwrap().to_string()));
+    }
+    let (manager, auditor) = (&users[0].1, &users[1].1);
+    let auditor_name = users[1].0.clone();
+    // A space made later in the org: the manager makes it and is admin there.
+    let (s, b) = call(
+        &t.p,
+        manager,
+        Method::POST,
+        "/v1/spaces",
+        Some(serde_json::json!({"org": org, "name": "staging"})),
+        None,
+    );
+    assert_eq!(s, 201, "{b}");
+    let staging = format!("{org}/staging");
+    let app = unique("web");
+    let (s, b) = push_files(&t.p, manager, &app, &staging, PLAIN_APP, false);
+    assert_eq!(s, 201, "{b}");
+    // The auditor reads it and changes nothing.
+    let (s, b) = call(
+        &t.p,
+        auditor,
+        Method::GET,
+        &format!("/v1/apps/{app}"),
+        None,
+        None,
+    );
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = call(
+        &t.p,
+        auditor,
+        Method::POST,
+        &format!("/v1/apps/{app}/restart"),
+        None,
+        None,
+    );
+    assert_eq!((s, b["code"].as_str()), (403, Some("forbidden")), "{b}");
+    let (_, spaces) = call(&t.p, auditor, Method::GET, "/v1/spaces", None, None);
+    assert!(spaces.to_string().contains("staging"), "{spaces}");
+    assert!(!spaces.to_string().contains(other_org), "{spaces}");
+    // The manager gives roles in its org's spaces, not elsewhere, and makes no space elsewhere.
+    let (s, b) = call(
+        &t.p,
+        manager,
+        Method::PUT,
+        &format!("/v1/users/{auditor_name}/roles"),
+        Some(serde_json::json!({"space": staging, "role": "developer"})),
+        None,
+    );
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = call(
+        &t.p,
+        auditor,
+        Method::POST,
+        &format!("/v1/apps/{app}/restart"),
+        None,
+        None,
+    );
+    assert_ne!(s, 403, "a developer of the space now: {b}");
+    for (path, body) in [
+        (
+            format!("/v1/users/{auditor_name}/roles"),
+            serde_json::json!({"space": t.attacker_space, "role": "developer"}),
+        ),
+        (
+            format!("/v1/users/{auditor_name}/roles"),
+            serde_json::json!({"org": other_org, "role": "manager"}),
+        ),
+    ] {
+        let (s, b) = call(&t.p, manager, Method::PUT, &path, Some(body), None);
+        assert_eq!(
+            (s, b["code"].as_str()),
+            (403, Some("forbidden")),
+            "{path}: {b}"
+        );
+    }
+    let (s, b) = call(
+        &t.p,
+        manager,
+        Method::POST,
+        "/v1/spaces",
+        Some(serde_json::json!({"org": other_org, "name": "mine"})),
+        None,
+    );
+    assert_eq!((s, b["code"].as_str()), (403, Some("forbidden")), "{b}");
+    // The other org's apps stay out of reach.
+    let other_app = unique("api");
+    let (s, b) = push_files(
+        &t.p,
+        &t.attacker,
+        &other_app,
+        &t.attacker_space,
+        PLAIN_APP,
+        false,
+    );
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = call(
+        &t.p,
+        manager,
+        Method::GET,
+        &format!("/v1/apps/{other_app}"),
+        None,
+        None,
+    );
+    assert_eq!((s, b["code"].as_str()), (404, Some("app_not_found")), "{b}");
+    // An auditor cannot make spaces even in its own org.
+    let (s, b) = call(
+        &t.p,
+        auditor,
+        Method::POST,
+        "/v1/spaces",
+        Some(serde_json::json!({"org": org, "name": "nope"})),
+        None,
+    );
+    assert_eq!((s, b["code"].as_str()), (403, Some("forbidden")), "{b}");
 }

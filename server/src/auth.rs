@@ -288,6 +288,7 @@ pub async fn load_keys(
                 },
                 &crate::store::Event {
                     app_name: None,
+                    app_id: None,
                     actor: "platform".into(),
                     kind: "key.create".into(),
                     message: format!("first signing key {kid}"),
@@ -336,6 +337,7 @@ pub async fn rotate_keys(ctx: &AppCtx, actor: &str) -> Result<String, Error> {
             },
             &crate::store::Event {
                 app_name: None,
+                app_id: None,
                 actor: actor.to_string(),
                 kind: "key.rotate".into(),
                 message: format!("rotated the signing key: {previous} -> {kid}"),

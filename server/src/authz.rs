@@ -26,6 +26,11 @@ use crate::error::Error;
 use crate::state::AppCtx;
 use crate::store::AppRecord;
 
+/// Org roles, as Cloud Foundry's: a manager is admin in every space of the org and may make
+/// spaces and give roles there; an auditor reads every space of the org.
+pub const ORG_MANAGER: &str = "manager";
+pub const ORG_AUDITOR: &str = "auditor";
+
 /// The space a push creates its app in when the caller names none.
 pub const DEFAULT_ORG: &str = "default";
 pub const DEFAULT_SPACE: &str = "default";
@@ -91,7 +96,19 @@ pub struct TokenGrant {
     /// The name its owner gave it, shown in the events of what it did.
     pub name: String,
     pub scope: Scope,
+    /// The one app the token may act on, by name as it was made for.
     pub app: Option<String>,
+    /// That app's id when it existed and was in reach when the token was made: then only that
+    /// app, not a later one of the same name elsewhere.
+    pub app_id: Option<String>,
+}
+
+impl TokenGrant {
+    /// Whether the token's app restriction lets it act on `app`.
+    pub fn allows(&self, app: &AppRecord) -> bool {
+        self.app.as_deref().is_none_or(|n| n == app.name)
+            && self.app_id.as_deref().is_none_or(|id| id == app.id)
+    }
 }
 
 /// Who is calling, and what they may do.
@@ -100,8 +117,11 @@ pub struct Principal {
     pub user_id: String,
     pub username: String,
     pub operator: bool,
-    /// Space id -> role.
+    /// Space id -> role, org roles included (an org manager is admin in each of its spaces).
     pub roles: HashMap<String, Role>,
+    /// Orgs the caller manages (Cloud Foundry's org manager): it makes spaces and gives roles
+    /// there.
+    pub managed_orgs: std::collections::HashSet<String>,
     /// Set when the caller used an API token rather than a login.
     pub token: Option<TokenGrant>,
 }
@@ -130,13 +150,20 @@ impl Principal {
     }
 
     /// Whether the caller may see an app at all (for lists).
-    pub fn can_see(&self, app_name: &str, space_id: Option<&str>) -> bool {
-        let app_ok = self
-            .token
+    pub fn can_see(&self, app: &AppRecord) -> bool {
+        self.token.as_ref().is_none_or(|t| t.allows(app)) && self.role_in(&app.space_id).is_some()
+    }
+
+    /// Whether the caller may make spaces and give roles in `org`: an operator, or a manager of
+    /// the org through a login or an unrestricted admin token.
+    pub fn manages_org(&self, org: &str) -> bool {
+        self.is_operator() || (self.unrestricted_admin() && self.managed_orgs.contains(org))
+    }
+
+    fn unrestricted_admin(&self) -> bool {
+        self.token
             .as_ref()
-            .and_then(|t| t.app.as_deref())
-            .is_none_or(|a| a == app_name);
-        app_ok && space_id.is_some_and(|s| self.role_in(s).is_some())
+            .is_none_or(|t| t.scope == Scope::Admin && t.app.is_none())
     }
 
     /// Platform-wide administration: operators, through a login or an unrestricted admin token.
@@ -183,6 +210,8 @@ enum Need {
         push: bool,
     },
     Operator,
+    /// Spaces and roles: operators, and org managers (the handler checks the org).
+    OrgManager,
     /// Managing one's own API tokens: a login, or an admin-scoped token.
     OwnTokens,
     /// A route this table does not know: refused, whoever asks.
@@ -240,8 +269,8 @@ fn classify(method: &actix_web::http::Method, path: &str) -> Need {
         (["tokens"], Method::GET | Method::POST) => Need::OwnTokens,
         (["tokens", _], Method::DELETE) => Need::OwnTokens,
         (["users"], Method::GET | Method::POST) => Need::Operator,
-        (["users", _, "roles"], Method::PUT) => Need::Operator,
-        (["spaces"], Method::POST) => Need::Operator,
+        (["users", _, "roles"], Method::PUT) => Need::OrgManager,
+        (["spaces"], Method::POST) => Need::OrgManager,
         (["nodes", _, "drain"], Method::POST) => Need::Operator,
         (["buildpacks"], Method::POST) => Need::Operator,
         (["buildpacks", _], Method::DELETE) => Need::Operator,
@@ -284,6 +313,7 @@ pub async fn resolve(ctx: &AppCtx, token: &str) -> Result<Principal, Error> {
             name: rec.name,
             scope,
             app: rec.app_name,
+            app_id: rec.app_id,
         })
     } else {
         None
@@ -293,34 +323,72 @@ pub async fn resolve(ctx: &AppCtx, token: &str) -> Result<Principal, Error> {
         .user_by_name(&claims.sub)
         .await?
         .ok_or_else(unauthorized)?;
-    let roles = ctx
+    let mut roles: HashMap<String, Role> = ctx
         .store
         .user_roles(&user.id)
         .await?
         .into_iter()
         .filter_map(|(space, role)| Role::parse(&role).map(|r| (space, r)))
         .collect();
+    // Org roles reach every space of the org, those made later too: expanded on each request.
+    let org_roles: HashMap<String, String> = ctx
+        .store
+        .user_org_roles(&user.id)
+        .await?
+        .into_iter()
+        .collect();
+    let mut managed_orgs = std::collections::HashSet::new();
+    if !org_roles.is_empty() {
+        for s in ctx.store.list_spaces().await? {
+            let derived = match org_roles.get(&s.org).map(String::as_str) {
+                Some(ORG_MANAGER) => Role::Admin,
+                Some(ORG_AUDITOR) => Role::Viewer,
+                _ => continue,
+            };
+            let r = roles.entry(s.id).or_insert(derived);
+            *r = (*r).max(derived);
+        }
+        managed_orgs = org_roles
+            .into_iter()
+            .filter(|(_, r)| r == ORG_MANAGER)
+            .map(|(o, _)| o)
+            .collect();
+    }
     Ok(Principal {
         user_id: user.id,
         username: user.username,
         operator: user.operator,
         roles,
+        managed_orgs,
         token: grant,
     })
 }
 
 /// The space named by the `X-Paas-Space` header, or the default one.
-pub async fn target_space(
-    ctx: &AppCtx,
-    req: &HttpRequest,
-) -> Result<crate::store::SpaceRecord, Error> {
-    let named = req
+/// The space a request names: the `X-Paas-Space` header, else a `space` query parameter (what
+/// a browser's EventSource can send), `ORG/SPACE`.
+fn space_named(req: &HttpRequest) -> Option<String> {
+    let header = req
         .headers()
         .get(SPACE_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
-        .filter(|s| !s.is_empty());
-    let (org, space) = match named {
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    header.or_else(|| {
+        url::form_urlencoded::parse(req.query_string().as_bytes())
+            .find(|(k, _)| k == "space")
+            .map(|(_, v)| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    })
+}
+
+pub async fn target_space(
+    ctx: &AppCtx,
+    req: &HttpRequest,
+) -> Result<crate::store::SpaceRecord, Error> {
+    let named = space_named(req);
+    let (org, space) = match named.as_deref() {
         Some(s) => s.split_once('/').ok_or_else(|| {
             Error::api(
                 ErrorCode::BadRequest,
@@ -443,7 +511,7 @@ pub async fn middleware(
                     .await
                     .map(Resolved::Push)
             } else {
-                resolve_app(&ctx, &principal, &name)
+                resolve_app(&ctx, req.request(), &principal, &name)
                     .await
                     .map(Resolved::App)
             }
@@ -459,6 +527,15 @@ pub async fn middleware(
         Need::Operator => {
             if !principal.is_operator() {
                 return Err(denied(forbidden("this needs an operator")));
+            }
+        }
+        Need::OrgManager => {
+            if !principal.is_operator()
+                && !(principal.unrestricted_admin() && !principal.managed_orgs.is_empty())
+            {
+                return Err(denied(forbidden(
+                    "this needs an operator or an org manager",
+                )));
             }
         }
         Need::OwnTokens => {
@@ -555,41 +632,126 @@ fn percent_decode(s: &str) -> String {
 /// The app `name` in the caller's reach with the caller's role in its space. Anything outside
 /// the reach (no such app, another space, a token for another app, a spelling that is not a
 /// name) is the same 404.
-async fn resolve_app(ctx: &AppCtx, principal: &Principal, raw: &str) -> Result<ReachedApp, Error> {
+async fn resolve_app(
+    ctx: &AppCtx,
+    req: &HttpRequest,
+    principal: &Principal,
+    raw: &str,
+) -> Result<ReachedApp, Error> {
     // Every spelling is parsed by the same rules; one that is not a name names no app.
     let name = AppName::parse(raw).map_err(|_| app_not_found(raw))?;
-    let name = name.as_str();
-    if principal
-        .token
-        .as_ref()
-        .and_then(|t| t.app.as_deref())
-        .is_some_and(|only| only != name)
-    {
-        return Err(app_not_found(name));
-    }
-    let app = ctx
-        .store
-        .app_by_name(name)
-        .await?
-        .ok_or_else(|| app_not_found(name))?;
-    let space_id = ctx
-        .store
-        .app_space(&app.id)
-        .await?
-        .ok_or_else(|| app_not_found(name))?;
-    let role = principal
-        .role_in(&space_id)
-        .ok_or_else(|| app_not_found(name))?;
+    let (app, role) = match find_reachable(ctx, req, principal, &name).await? {
+        Found::One(app, role) => (app, role),
+        Found::None => return Err(app_not_found(name.as_str())),
+        Found::Several(spaces) => return Err(ambiguous(&name, &spaces)),
+    };
     Ok(ReachedApp {
         name: raw.to_string(),
+        space_id: app.space_id.clone(),
         app,
-        space_id,
         role,
     })
 }
 
-/// The matched `{name}` path parameter, decoded exactly as `web::Path<String>` decodes it for
-/// handlers.
+/// What a name finds among the apps the caller reaches.
+enum Found {
+    None,
+    One(AppRecord, Role),
+    /// `ORG/SPACE` of each app of that name in reach, when the request named no space.
+    Several(Vec<String>),
+}
+
+/// The app `name` the caller means, as in Cloud Foundry where the target space selects which
+/// `web` you mean: the one in the space the request names (`X-Paas-Space`, `paas target`); with
+/// none named, the one app of that name the caller's roles reach. Apps out of reach are not
+/// looked at, so the answer is the same whether or not another space has such an app.
+async fn find_reachable(
+    ctx: &AppCtx,
+    req: &HttpRequest,
+    principal: &Principal,
+    name: &AppName,
+) -> Result<Found, Error> {
+    let in_reach = |app: AppRecord| {
+        let allowed = principal.token.as_ref().is_none_or(|t| t.allows(&app));
+        let role = principal.role_in(&app.space_id).filter(|_| allowed)?;
+        Some((app, role))
+    };
+    if explicit_space(req) {
+        let Some(space) = named_space(ctx, req, principal).await? else {
+            return Ok(Found::None);
+        };
+        let app = ctx.store.app_in_space(&space.id, name.as_str()).await?;
+        return Ok(match app.and_then(in_reach) {
+            Some((app, role)) => Found::One(app, role),
+            None => Found::None,
+        });
+    }
+    let mut found: Vec<(AppRecord, Role)> = ctx
+        .store
+        .apps_named(name.as_str())
+        .await?
+        .into_iter()
+        .filter_map(in_reach)
+        .collect();
+    match found.len() {
+        0 => Ok(Found::None),
+        1 => {
+            let (app, role) = found.remove(0);
+            Ok(Found::One(app, role))
+        }
+        _ => {
+            let spaces = ctx.store.list_spaces().await?;
+            Ok(Found::Several(
+                found
+                    .iter()
+                    .filter_map(|(a, _)| spaces.iter().find(|s| s.id == a.space_id))
+                    .map(|s| format!("{}/{}", s.org, s.name))
+                    .collect(),
+            ))
+        }
+    }
+}
+
+/// The app `name` the caller means and reaches, as app routes resolve it (`None` when there is
+/// none in reach; an error when several spaces have one and the request names none).
+pub async fn reachable_app(
+    ctx: &AppCtx,
+    req: &HttpRequest,
+    principal: &Principal,
+    name: &AppName,
+) -> Result<Option<(AppRecord, Role)>, Error> {
+    match find_reachable(ctx, req, principal, name).await? {
+        Found::None => Ok(None),
+        Found::One(app, role) => Ok(Some((app, role))),
+        Found::Several(spaces) => Err(ambiguous(name, &spaces)),
+    }
+}
+
+fn ambiguous(name: &AppName, spaces: &[String]) -> Error {
+    Error::api(
+        ErrorCode::AmbiguousApp,
+        format!(
+            "there is an app {name} in each of {}: name the space (paas target ORG/SPACE, or the X-Paas-Space header)",
+            spaces.join(", ")
+        ),
+    )
+}
+
+/// The space the request names, when the caller has a role there; a space out of reach is
+/// answered like a missing one.
+async fn named_space(
+    ctx: &AppCtx,
+    req: &HttpRequest,
+    principal: &Principal,
+) -> Result<Option<crate::store::SpaceRecord>, Error> {
+    match target_space(ctx, req).await {
+        Ok(space) if principal.role_in(&space.id).is_some() => Ok(Some(space)),
+        Ok(_) => Ok(None),
+        Err(e) if e.wire().code == ErrorCode::SpaceNotFound.as_str() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn name_param(req: &HttpRequest) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct P {
@@ -682,10 +844,7 @@ pub struct PushTarget {
 }
 
 fn explicit_space(req: &HttpRequest) -> bool {
-    req.headers()
-        .get(SPACE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|s| !s.trim().is_empty())
+    space_named(req).is_some()
 }
 
 async fn push_target(
@@ -714,46 +873,27 @@ async fn push_target(
             format!("space {space} not found"),
         )),
     };
-    let taken = || {
-        Error::api(
-            ErrorCode::AppNameTaken,
-            format!(
-                "the app name {name} is taken (app names are platform-wide): push with another name"
-            ),
-        )
-    };
-    if let Some(app) = ctx.store.app_by_name(name.as_str()).await? {
-        let space = ctx.store.app_space(&app.id).await?.ok_or_else(taken)?;
-        let Some(role) = principal.role_in(&space) else {
-            return Err(taken());
-        };
-        // A push aimed at another space must not deploy over an app of this one.
-        if explicit_space(req) && target_space(ctx, req).await?.id != space {
-            return Err(Error::api(
-                ErrorCode::AppNameTaken,
-                format!("app {name} exists in another space of yours: target that space or push with another name"),
-            ));
+    // An app of that name in reach (in the named space, or the only one) is pushed to; else a
+    // new app is made in the target space (the default space when none is named).
+    match find_reachable(ctx, req, principal, &name).await? {
+        Found::One(app, role) => {
+            need_developer(Some(role), "of this app")?;
+            return Ok(PushTarget {
+                name,
+                space_id: app.space_id,
+                raw_name: raw.to_string(),
+            });
         }
-        need_developer(Some(role), "of this app")?;
-        return Ok(PushTarget {
-            name,
-            space_id: space,
-            raw_name: raw.to_string(),
-        });
+        Found::Several(spaces) => return Err(ambiguous(&name, &spaces)),
+        Found::None => {}
     }
     let space = target_space(ctx, req).await?;
     let label = format!("{}/{}", space.org, space.name);
     need_developer(principal.role_in(&space.id), &label)?;
-    // The new app's default route must not be a host another space already serves paths on.
-    let host = format!("{name}.{}", ctx.settings.apps_domain);
-    if host_owner(ctx, &host)
-        .await?
-        .is_some_and(|owner| owner != space.id)
-    {
-        return Err(Error::api(
-            ErrorCode::RouteTaken,
-            format!("the default route {host} of a new app {name} belongs to another space: push with another name"),
-        ));
+    if let Some(t) = principal.token.as_ref().filter(|t| t.app_id.is_some()) {
+        // A token made for one existing app does not create another of its name.
+        tracing::debug!(token = %t.name, "app token for an app that is gone");
+        return Err(app_not_found(name.as_str()));
     }
     Ok(PushTarget {
         name,
@@ -779,10 +919,12 @@ impl FromRequest for PushTarget {
 /// The space a host belongs to: an app's default host (`NAME.<apps domain>`) is its app's
 /// space's; any other host is the space of the apps its mapped routes lead to (one space, the
 /// store sees to it); a host nobody serves belongs to nobody yet.
+/// The space that owns `host` (a full host name): the space of the app whose default route it
+/// is, else of the apps with routes mapped on it; `None` when nobody serves it.
 pub async fn host_owner(ctx: &AppCtx, host: &str) -> Result<Option<String>, Error> {
-    if let Some(name) = crate::router::app_for_host(host, &ctx.settings.apps_domain) {
-        if let Some(app) = ctx.store.app_by_name(&name).await? {
-            return Ok(ctx.store.app_space(&app.id).await?);
+    if let Some(label) = crate::router::app_for_host(host, &ctx.settings.apps_domain) {
+        if let Some(app) = ctx.store.app_by_host(&label).await? {
+            return Ok(Some(app.space_id));
         }
     }
     let routes = ctx.store.list_routes().await?;
@@ -879,11 +1021,13 @@ mod tests {
             roles: role
                 .map(|r| HashMap::from([("s1".to_string(), r)]))
                 .unwrap_or_default(),
+            managed_orgs: Default::default(),
             token: token.map(|(scope, app)| TokenGrant {
                 id: "t".into(),
                 name: "ci".into(),
                 scope,
                 app: app.map(str::to_string),
+                app_id: None,
             }),
         }
     }
@@ -920,8 +1064,30 @@ mod tests {
             Some(Role::Developer),
             Some((Scope::Deploy, Some("a"))),
         );
-        assert!(p.can_see("a", Some("s1")));
-        assert!(!p.can_see("b", Some("s1")));
-        assert!(!principal(false, Some(Role::Developer), None).can_see("a", Some("s2")));
+        let app = |name: &str, space: &str| AppRecord {
+            id: format!("id-{name}-{space}"),
+            name: name.into(),
+            state: paas_common::api::AppState::Started,
+            desired_instances: 1,
+            memory_mb: 256,
+            disk_mb: 1024,
+            current_revision: None,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+            space_id: space.into(),
+            host: Some(name.into()),
+        };
+        assert!(p.can_see(&app("a", "s1")));
+        assert!(!p.can_see(&app("b", "s1")));
+        assert!(!principal(false, Some(Role::Developer), None).can_see(&app("a", "s2")));
+        // A token made for one app of that name does not reach a later one elsewhere.
+        let mut pinned = p.clone();
+        if let Some(t) = pinned.token.as_mut() {
+            t.app_id = Some("id-a-s1".into());
+        }
+        assert!(pinned.can_see(&app("a", "s1")));
+        let mut other = app("a", "s1");
+        other.id = "another".into();
+        assert!(!pinned.can_see(&other));
     }
 }

@@ -21,6 +21,8 @@ use tokio::sync::oneshot;
 
 struct Build {
     node: String,
+    /// The app's id: its STG lines go to that app's log stream.
+    app_id: String,
     source: String,
     assignment: BuildAssignment,
     done: oneshot::Sender<BuildResult>,
@@ -89,6 +91,7 @@ impl Builds {
         &self,
         nodes: &[NodeRecord],
         instances: &[Reservation],
+        app_id: &str,
         source: &str,
         assignment: &BuildAssignment,
         labels: &BTreeMap<String, String>,
@@ -107,6 +110,7 @@ impl Builds {
             assignment.build_id.clone(),
             Build {
                 node: node.clone(),
+                app_id: app_id.to_string(),
                 source: source.to_string(),
                 assignment: assignment.clone(),
                 done: tx,
@@ -120,7 +124,7 @@ impl Builds {
         self.lock()
             .get(id)
             .filter(|b| b.node == node)
-            .map(|b| (b.source.clone(), b.assignment.app.clone()))
+            .map(|b| (b.source.clone(), b.app_id.clone()))
     }
 
     /// Ends build `id` of `node` with `result`; false if there is no such build (any more).
@@ -332,7 +336,14 @@ mod tests {
         let mut receivers = Vec::new();
         for i in 0..4 {
             let (node, rx) = b
-                .place_and_start(&nodes, &[], "src", &build(&format!("b{i}")), NO_LABELS)
+                .place_and_start(
+                    &nodes,
+                    &[],
+                    "app",
+                    "src",
+                    &build(&format!("b{i}")),
+                    NO_LABELS,
+                )
                 .unwrap();
             placed.push(node);
             receivers.push(rx);
@@ -340,7 +351,7 @@ mod tests {
         assert_eq!(placed, ["a", "b", "a", "b"]);
         // Two builds of 3000 MB fill each node: the fifth does not fit.
         let err = b
-            .place_and_start(&nodes, &[], "src", &build("b4"), NO_LABELS)
+            .place_and_start(&nodes, &[], "app", "src", &build("b4"), NO_LABELS)
             .unwrap_err();
         assert!(err.to_string().contains("needs 3000 MB of memory"), "{err}");
         assert_eq!(b.for_node("a").len(), 2);
@@ -361,7 +372,14 @@ mod tests {
             allowed_base_images: vec![],
         };
         let (_, _rx) = b
-            .place_and_start(&[node("n1", "z", 4096)], &[], "src", &assignment, NO_LABELS)
+            .place_and_start(
+                &[node("n1", "z", 4096)],
+                &[],
+                "app",
+                "src",
+                &assignment,
+                NO_LABELS,
+            )
             .unwrap();
         assert_eq!(
             b.reservations(),

@@ -93,8 +93,18 @@ pub async fn run(ctx: Arc<AppCtx>) {
     let http = http_client(ctx.settings.drain_ca_file.as_deref());
     let mut running: HashMap<(String, String), JoinHandle<()>> = HashMap::new();
     loop {
-        match ctx.store.list_log_drains().await {
-            Ok(list) => {
+        let listed = async {
+            let names: std::collections::HashMap<String, String> = ctx
+                .store
+                .list_apps()
+                .await?
+                .into_iter()
+                .map(|a| (a.id, a.name))
+                .collect();
+            Ok::<_, crate::store::StoreError>((ctx.store.list_log_drains().await?, names))
+        };
+        match listed.await {
+            Ok((list, names)) => {
                 let want: HashSet<(String, String)> = list.into_iter().collect();
                 running.retain(|k, h| {
                     let keep = want.contains(k) && !h.is_finished();
@@ -111,9 +121,13 @@ pub async fn run(ctx: Arc<AppCtx>) {
                         tracing::warn!(app = %app, url = %url, "ignoring an invalid drain");
                         continue;
                     };
+                    // Lines are keyed by the app's id; the sink sees its name.
+                    let Some(name) = names.get(&app).cloned() else {
+                        continue;
+                    };
                     let live = ctx.logs.subscribe(&app).await;
-                    tracing::info!(app = %app, url = %url, "log drain started");
-                    let h = tokio::spawn(forward(http.clone(), app.clone(), target, live));
+                    tracing::info!(app = %name, url = %url, "log drain started");
+                    let h = tokio::spawn(forward(http.clone(), name, target, live));
                     running.insert((app, url), h);
                 }
             }

@@ -187,9 +187,12 @@ mod tests {
             current_revision: None,
             created_at: now,
             updated_at: now,
+            space_id: String::new(),
+            host: None,
         };
         let ev = Event {
             app_name: Some("gc".into()),
+            app_id: None,
             actor: "t".into(),
             kind: "k".into(),
             message: "m".into(),
@@ -199,7 +202,16 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        store.create_app(&app, &space.id, &ev).await.unwrap();
+        store
+            .create_app(
+                &AppRecord {
+                    space_id: space.id.clone(),
+                    ..app.clone()
+                },
+                &ev,
+            )
+            .await
+            .unwrap();
         // A file that is not a blob must survive any collection.
         std::fs::write(dir.path().join("blobs").join("README"), "not a blob").unwrap();
         let mut shas = Vec::new();

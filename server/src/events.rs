@@ -24,6 +24,7 @@ fn crashes(restarts: u32, state: InstanceState) -> u32 {
 pub fn events_for(node: &str, report: &InstanceReport, before: &ReportedBefore) -> Vec<Event> {
     let event = |kind: &str, message: String| Event {
         app_name: Some(before.app_name.clone()),
+        app_id: Some(before.app_id.clone()),
         actor: format!("node:{node}"),
         kind: kind.into(),
         message,
@@ -80,6 +81,7 @@ mod tests {
 
     fn before(state: InstanceState, restarts: u32, ready: bool) -> ReportedBefore {
         ReportedBefore {
+            app_id: "id-a".into(),
             app_name: "a".into(),
             index: 1,
             state,

@@ -98,12 +98,16 @@ impl AppCtx {
             .unwrap_or_default()
     }
 
-    pub fn app_url(&self, name: &str) -> String {
+    /// The URL of the app's default route; empty for an app without one (`--no-route`).
+    pub fn app_url(&self, app: &crate::store::AppRecord) -> String {
+        let Some(host) = &app.host else {
+            return String::new();
+        };
         if self.public_port == 80 {
-            format!("http://{name}.{}", self.settings.apps_domain)
+            format!("http://{host}.{}", self.settings.apps_domain)
         } else {
             format!(
-                "http://{name}.{}:{}",
+                "http://{host}.{}:{}",
                 self.settings.apps_domain, self.public_port
             )
         }

@@ -131,7 +131,13 @@ impl World {
     }
 
     async fn app(&self, name: &str) -> Option<AppRecord> {
-        self.ctx.store.app_by_name(name).await.expect("app")
+        self.ctx
+            .store
+            .apps_named(name)
+            .await
+            .expect("app")
+            .into_iter()
+            .next()
     }
 
     /// A push: the app (created when missing) gets a new revision of a new droplet.
@@ -150,9 +156,12 @@ impl World {
                     current_revision: None,
                     created_at: now,
                     updated_at: now,
+                    space_id: String::new(),
+                    host: None,
                 };
                 let ev = Event {
                     app_name: Some(name.into()),
+                    app_id: None,
                     actor: "dev".into(),
                     kind: "app.create".into(),
                     message: "created".into(),
@@ -166,7 +175,13 @@ impl World {
                     .expect("the default space");
                 self.ctx
                     .store
-                    .create_app(&rec, &space.id, &ev)
+                    .create_app(
+                        &AppRecord {
+                            space_id: space.id.clone(),
+                            ..rec.clone()
+                        },
+                        &ev,
+                    )
                     .await
                     .expect("create");
                 rec

@@ -19,6 +19,7 @@ async fn open() -> (tempfile::TempDir, SqliteStore) {
 fn ev(app: Option<&str>, actor: &str, kind: &str) -> Event {
     Event {
         app_name: app.map(str::to_string),
+        app_id: app.map(|a| format!("id-{a}")),
         actor: actor.into(),
         kind: kind.into(),
         message: kind.into(),
@@ -72,6 +73,7 @@ async fn keys_retire_on_rotation_and_drop_only_when_no_live_token_needs_them() {
         name: "ci".into(),
         scope: "deploy".into(),
         app_name: None,
+        app_id: None,
         token_hash: "h".into(),
         created_at: t0,
         expires_at: now + Duration::days(1),
@@ -179,7 +181,7 @@ async fn events_filter_by_app_and_actor_and_page_by_id() {
     store.add_event(&ev(None, "a_b", "login")).await.unwrap();
 
     let web = EventFilter {
-        app_name: Some("web".into()),
+        app_id: Some("id-web".into()),
         actor: None,
         since_id: None,
     };
@@ -193,7 +195,7 @@ async fn events_filter_by_app_and_actor_and_page_by_id() {
     assert_eq!(kinds(&second), vec!["web.2", "web.3"]);
 
     let mine = EventFilter {
-        app_name: None,
+        app_id: None,
         actor: Some("a_b".into()),
         since_id: None,
     };

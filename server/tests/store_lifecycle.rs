@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 fn ev(kind: &str) -> Event {
     Event {
         app_name: Some("web".into()),
+        app_id: Some("app-1".into()),
         actor: "admin".into(),
         kind: kind.into(),
         message: kind.into(),
@@ -34,6 +35,8 @@ async fn setup() -> (tempfile::TempDir, SqliteStore, AppRecord) {
         current_revision: Some(1),
         created_at: now,
         updated_at: now,
+        space_id: String::new(),
+        host: None,
     };
     let space = store
         .space("default", "default", true)
@@ -41,7 +44,13 @@ async fn setup() -> (tempfile::TempDir, SqliteStore, AppRecord) {
         .unwrap()
         .unwrap();
     store
-        .create_app(&app, &space.id, &ev("app.create"))
+        .create_app(
+            &AppRecord {
+                space_id: space.id.clone(),
+                ..app.clone()
+            },
+            &ev("app.create"),
+        )
         .await
         .unwrap();
     for i in 0..2u32 {
@@ -95,7 +104,7 @@ async fn scaling_keeps_instances_and_memory_or_health_changes_roll() {
     assert!(store.retiring_instances().await.unwrap().is_empty());
     assert_eq!(
         store
-            .app_by_name("web")
+            .app_by_id(&app.id)
             .await
             .unwrap()
             .unwrap()
@@ -159,7 +168,7 @@ async fn scaling_keeps_instances_and_memory_or_health_changes_roll() {
         (lc.max_in_flight, lc.health, lc.placement_labels),
         (2, Some(health), labels)
     );
-    let events = store.recent_events("web", 100).await.unwrap();
+    let events = store.recent_events("app-1", 100).await.unwrap();
     assert_eq!(
         events
             .iter()

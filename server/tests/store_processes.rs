@@ -14,6 +14,7 @@ use std::io::Write;
 fn ev() -> Event {
     Event {
         app_name: Some("web".into()),
+        app_id: None,
         actor: "admin".into(),
         kind: "k".into(),
         message: "m".into(),
@@ -58,13 +59,24 @@ async fn process_settings_roll_only_their_type_and_buildpacks_keep_order_and_blo
         current_revision: None,
         created_at: now,
         updated_at: now,
+        space_id: String::new(),
+        host: None,
     };
     let space = store
         .space("default", "default", true)
         .await
         .unwrap()
         .unwrap();
-    store.create_app(&app, &space.id, &ev()).await.unwrap();
+    store
+        .create_app(
+            &AppRecord {
+                space_id: space.id.clone(),
+                ..app.clone()
+            },
+            &ev(),
+        )
+        .await
+        .unwrap();
     store.insert_instance(&row("w", "web")).await.unwrap();
     store.insert_instance(&row("k", "worker")).await.unwrap();
 

@@ -17,6 +17,7 @@ async fn open() -> (tempfile::TempDir, SqliteStore) {
 fn ev(kind: &str) -> Event {
     Event {
         app_name: None,
+        app_id: None,
         actor: "t".into(),
         kind: kind.into(),
         message: kind.into(),
@@ -35,6 +36,8 @@ fn app(id: &str, name: &str) -> AppRecord {
         current_revision: None,
         created_at: now,
         updated_at: now,
+        space_id: String::new(),
+        host: Some(name.into()),
     }
 }
 
@@ -45,7 +48,13 @@ async fn an_app_is_created_in_its_space_or_not_at_all() {
     let default = store.space("default", "default", false).await.unwrap();
     let space = store.space("acme", "prod", true).await.unwrap().unwrap();
     store
-        .create_app(&app("a1", "shop"), &space.id, &ev("app.create"))
+        .create_app(
+            &AppRecord {
+                space_id: space.id.clone(),
+                ..app("a1", "shop").clone()
+            },
+            &ev("app.create"),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -55,17 +64,77 @@ async fn an_app_is_created_in_its_space_or_not_at_all() {
     assert!(default.is_some());
     // A space that does not exist is refused, and no app row is left behind.
     let err = store
-        .create_app(&app("a2", "cart"), "no-such-space", &ev("app.create"))
+        .create_app(
+            &AppRecord {
+                space_id: "no-such-space".to_string(),
+                ..app("a2", "cart").clone()
+            },
+            &ev("app.create"),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Db(_)), "{err:?}");
-    assert!(store.app_by_name("cart").await.unwrap().is_none());
-    // The name is platform-wide.
+    assert!(store.apps_named("cart").await.unwrap().is_empty());
+    // A name is unique within its space ...
     let err = store
-        .create_app(&app("a3", "shop"), &space.id, &ev("app.create"))
+        .create_app(
+            &AppRecord {
+                space_id: space.id.clone(),
+                host: None,
+                ..app("a3", "shop")
+            },
+            &ev("app.create"),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    // ... and another space may have its own app of that name, with another default host.
+    let other = store.space("acme", "dev", true).await.unwrap().unwrap();
+    let err = store
+        .create_app(
+            &AppRecord {
+                space_id: other.id.clone(),
+                host: Some("shop".into()),
+                ..app("a4", "shop")
+            },
+            &ev("app.create"),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(_)),
+        "a default host is taken once: {err:?}"
+    );
+    store
+        .create_app(
+            &AppRecord {
+                space_id: other.id.clone(),
+                host: Some("shop-dev".into()),
+                ..app("a4", "shop")
+            },
+            &ev("app.create"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.apps_named("shop").await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .app_in_space(&other.id, "shop")
+            .await
+            .unwrap()
+            .map(|a| a.id)
+            .as_deref(),
+        Some("a4")
+    );
+    assert_eq!(
+        store
+            .app_by_host("shop")
+            .await
+            .unwrap()
+            .map(|a| a.id)
+            .as_deref(),
+        Some("a1")
+    );
 }
 
 #[tokio::test]
@@ -74,15 +143,33 @@ async fn a_host_belongs_to_the_space_that_maps_it_first() {
     let a = store.space("acme", "a", true).await.unwrap().unwrap();
     let b = store.space("acme", "b", true).await.unwrap().unwrap();
     store
-        .create_app(&app("a1", "shop"), &a.id, &ev("app.create"))
+        .create_app(
+            &AppRecord {
+                space_id: a.id.clone(),
+                ..app("a1", "shop").clone()
+            },
+            &ev("app.create"),
+        )
         .await
         .unwrap();
     store
-        .create_app(&app("a2", "shop2"), &a.id, &ev("app.create"))
+        .create_app(
+            &AppRecord {
+                space_id: a.id.clone(),
+                ..app("a2", "shop2").clone()
+            },
+            &ev("app.create"),
+        )
         .await
         .unwrap();
     store
-        .create_app(&app("b1", "evil"), &b.id, &ev("app.create"))
+        .create_app(
+            &AppRecord {
+                space_id: b.id.clone(),
+                ..app("b1", "evil").clone()
+            },
+            &ev("app.create"),
+        )
         .await
         .unwrap();
     store
@@ -175,13 +262,19 @@ async fn the_migration_places_spaceless_apps_and_then_refuses_them() {
         .collect::<Vec<_>>()
         .into();
     before.run(&pool).await.unwrap();
-    sqlx::query(
+    for sql in [
         "INSERT INTO apps (id, name, state, desired_instances, memory_mb, disk_mb, created_at, updated_at)
          VALUES ('orphan-1', 'orphan', 'started', 1, 64, 256, '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+        // What hangs off the app must survive the rebuild of the apps table (migration 0020).
+        "INSERT INTO revisions (app_id, number, package, droplet, command, detected, created_at)
+         VALUES ('orphan-1', 1, 'p', 'd', 'c', 'x', '2026-01-01T00:00:00Z')",
+        "INSERT INTO log_entries (app_name, id, ts, source, stream, message)
+         VALUES ('orphan', 1, 1, 'APP/web/0', 'out', 'hello'), ('gone', 2, 1, 'APP', 'out', 'x')",
+        "INSERT INTO log_drains (app_name, url, created_at)
+         VALUES ('orphan', 'syslog://sink:514', '2026-01-01T00:00:00Z')",
+    ] {
+        sqlx::query(sql).execute(&pool).await.unwrap();
+    }
     pool.close().await;
 
     let store = SqliteStore::open(&path).await.unwrap();
@@ -194,14 +287,33 @@ async fn the_migration_places_spaceless_apps_and_then_refuses_them() {
         store.app_space("orphan-1").await.unwrap().as_deref(),
         Some(default.id.as_str())
     );
-    let events = store.recent_events("orphan", 10).await.unwrap();
+    let events = store.recent_events("orphan-1", 10).await.unwrap();
     assert!(
         events
             .iter()
             .any(|(_, e)| e.kind == "app.space" && e.message.contains("default/default")),
         "{events:?}"
     );
-    drop(store);
+    // Migration 0020: the table was rebuilt without losing what hangs off it; lines and drains
+    // follow the app's id; its default host is its name.
+    assert!(store.revision("orphan-1", 1).await.unwrap().is_some());
+    let app = store.app_by_id("orphan-1").await.unwrap().unwrap();
+    assert_eq!(app.host.as_deref(), Some("orphan"));
+    assert_eq!(app.space_id, default.id);
+    let lines = store.recent_logs("orphan-1", 10).await.unwrap();
+    assert_eq!(
+        lines.iter().map(|l| l.message.as_str()).collect::<Vec<_>>(),
+        ["hello"]
+    );
+    assert_eq!(
+        store.list_log_drains().await.unwrap(),
+        [("orphan-1".to_string(), "syslog://sink:514".to_string())]
+    );
+    store.close().await;
+    // Opening again finds nothing left to rebuild.
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert!(store.revision("orphan-1", 1).await.unwrap().is_some());
+    store.close().await;
 
     // Nothing writes a row without a space from now on.
     let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display())).unwrap();
@@ -213,12 +325,12 @@ async fn the_migration_places_spaceless_apps_and_then_refuses_them() {
     .execute(&pool)
     .await
     .unwrap_err();
-    assert!(err.to_string().contains("an app needs a space"), "{err}");
+    assert!(err.to_string().contains("NOT NULL"), "{err}");
     let err = sqlx::query("UPDATE apps SET space_id = NULL WHERE id = 'orphan-1'")
         .execute(&pool)
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("an app needs a space"), "{err}");
+    assert!(err.to_string().contains("NOT NULL"), "{err}");
 }
 
 /// A name another space used before starts a new history: its drains went with the old app
@@ -230,28 +342,48 @@ async fn a_recreated_name_inherits_no_drains_and_no_events() {
     let (_d, store) = open().await;
     let a = store.space("acme", "a", true).await.unwrap().unwrap();
     let b = store.space("acme", "b", true).await.unwrap().unwrap();
-    let app_ev = |kind: &str| Event {
+    let app_ev = |id: &str, kind: &str| Event {
         app_name: Some("shop".into()),
+        app_id: Some(id.into()),
         ..ev(kind)
     };
     store
-        .create_app(&app("a1", "shop"), &a.id, &app_ev("app.create"))
+        .create_app(
+            &AppRecord {
+                space_id: a.id.clone(),
+                ..app("a1", "shop").clone()
+            },
+            &app_ev("a1", "app.create"),
+        )
         .await
         .unwrap();
     store
-        .add_log_drain("shop", "syslog://sink.a:514", &app_ev("app.log_drain.add"))
+        .add_log_drain(
+            "a1",
+            "syslog://sink.a:514",
+            &app_ev("a1", "app.log_drain.add"),
+        )
         .await
         .unwrap();
-    store.delete_app("a1", &app_ev("app.delete")).await.unwrap();
+    store
+        .delete_app("a1", &app_ev("a1", "app.delete"))
+        .await
+        .unwrap();
     assert!(store.list_log_drains().await.unwrap().is_empty());
     store
-        .create_app(&app("b1", "shop"), &b.id, &app_ev("app.create"))
+        .create_app(
+            &AppRecord {
+                space_id: b.id.clone(),
+                ..app("b1", "shop").clone()
+            },
+            &app_ev("b1", "app.create"),
+        )
         .await
         .unwrap();
     let filter = EventFilter {
-        app_name: Some("shop".into()),
+        app_id: Some("b1".into()),
         actor: None,
-        since_id: store.app_created_event("shop").await.unwrap(),
+        since_id: store.app_created_event("b1").await.unwrap(),
     };
     let kinds: Vec<String> = store
         .list_events(&filter, None, 100)

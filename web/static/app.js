@@ -12,8 +12,12 @@ function toast(msg) {
   toast.timer = setTimeout(() => { t.textContent = ""; }, 6000);
 }
 
+// The app page's space (`ORG/SPACE`): app names are unique per space, so its calls name it.
+const pageSpace = () => document.getElementById("app")?.dataset.space || "";
+
 async function api(method, path, body) {
   const opts = { method, credentials: "same-origin", headers: { "X-CSRF-Token": csrf() } };
+  if (pageSpace()) opts.headers["X-Paas-Space"] = pageSpace();
   if (body !== undefined) {
     opts.headers["Content-Type"] = "application/json";
     opts.body = JSON.stringify(body);
@@ -218,7 +222,7 @@ function followLogs(base, logs, applyFilter, refreshLogs) {
     return;
   }
   let opened = false;
-  const es = new EventSource(base + "/logs/stream?recent=false");
+  const es = new EventSource(base + "/logs/stream?recent=false&space=" + encodeURIComponent(pageSpace()));
   es.onopen = () => { opened = true; live.textContent = "live"; };
   es.onmessage = (ev) => {
     try {

@@ -73,17 +73,21 @@ pub enum Command {
         #[arg(long)]
         operator: bool,
     },
-    /// Give a user a role in a space: admin, developer, viewer, or none.
+    /// Give a user a role in a space (admin, developer, viewer) or with --org in an
+    /// organization (manager, auditor); `none` takes it away.
     SetRole {
         username: String,
         role: String,
         /// ORG/SPACE (default: default/default)
-        #[arg(long)]
+        #[arg(long, conflicts_with = "org")]
         space: Option<String>,
+        /// ORG: a role in the whole organization, its later spaces included
+        #[arg(long)]
+        org: Option<String>,
     },
     /// List spaces.
     Spaces,
-    /// Create a space ORG/SPACE (operators only).
+    /// Create a space ORG/SPACE (operators; managers of the org).
     CreateSpace { space: String },
     /// Show or set the space that commands act in (ORG/SPACE).
     Target { space: Option<String> },
@@ -164,7 +168,8 @@ pub fn dispatch(cli: Cli, env: &Env) -> anyhow::Result<()> {
             username,
             role,
             space,
-        } => tenancy::set_role(username, role, space, &client),
+            org,
+        } => tenancy::set_role(username, role, space, org, &client),
         Command::Spaces => tenancy::spaces(&client),
         Command::CreateSpace { space } => tenancy::create_space(space, &client),
         Command::Scale(args) => lifecycle::scale(args, &client),

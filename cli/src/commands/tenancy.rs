@@ -182,17 +182,26 @@ pub fn set_role(
     username: String,
     role: String,
     space: Option<String>,
+    org: Option<String>,
     client: &Client,
 ) -> anyhow::Result<()> {
-    let space = space.unwrap_or_else(|| "default/default".into());
     let role = (role != "none").then_some(role);
+    let (space, where_) = match &org {
+        Some(o) => (String::new(), format!("org {o}")),
+        None => {
+            let s = space.unwrap_or_else(|| "default/default".into());
+            (s.clone(), s)
+        }
+    };
     let u: UserInfo = client.put_json(
         &format!("/v1/users/{username}/roles"),
         &SetRoleRequest {
-            space: space.clone(),
+            space,
+            org,
             role: role.clone(),
         },
     )?;
+    let space = where_;
     match role {
         Some(r) => println!("{} is now {r} in {space}", u.username),
         None => println!("{} has no role in {space} any more", u.username),

@@ -65,6 +65,7 @@ pub async fn register(
     ctx.store
         .add_event(&Event {
             app_name: None,
+            app_id: None,
             actor: format!("node:{}", body.node_name),
             kind: "node.register".into(),
             message: format!("node {} registered", body.node_name),
@@ -201,10 +202,7 @@ pub async fn logs(
     let mut lines = Vec::with_capacity(batch.len());
     for l in batch {
         if !app_of.contains_key(l.instance_id) {
-            let app = ctx
-                .store
-                .app_name_of_instance(l.instance_id, &node.name)
-                .await?;
+            let app = ctx.store.app_of_instance(l.instance_id, &node.name).await?;
             app_of.insert(l.instance_id, app);
         }
         let Some(Some(app)) = app_of.get(l.instance_id) else {

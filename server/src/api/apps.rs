@@ -17,11 +17,12 @@ use crate::error::{ApiResult, Error};
 use crate::staging;
 use crate::store::{AppRecord, EventFilter};
 
-pub(crate) async fn find_app(ctx: &Ctx, name: &str) -> ApiResult<AppRecord> {
+/// The app by id, re-read (after a change, or while following one).
+pub(crate) async fn find_app(ctx: &Ctx, id: &str) -> ApiResult<AppRecord> {
     ctx.store
-        .app_by_name(name)
+        .app_by_id(id)
         .await?
-        .ok_or_else(|| Error::api(ErrorCode::AppNotFound, format!("app {name:?} not found")))
+        .ok_or_else(|| Error::api(ErrorCode::AppNotFound, "the app was deleted"))
 }
 
 pub(crate) async fn detail(ctx: &Ctx, app: &AppRecord) -> ApiResult<AppDetail> {
@@ -79,7 +80,7 @@ pub(crate) async fn detail(ctx: &Ctx, app: &AppRecord) -> ApiResult<AppDetail> {
     Ok(AppDetail {
         name: app.name.clone(),
         state: app.state,
-        url: ctx.app_url(&app.name),
+        url: ctx.app_url(app),
         desired_instances: app.desired_instances,
         memory_mb: app.memory_mb,
         revision,
@@ -99,13 +100,12 @@ pub async fn list(
     req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
     let page = Page::from_request(&req)?;
-    let spaces = ctx.store.app_spaces().await?;
     let mut apps: Vec<_> = ctx
         .store
         .list_apps()
         .await?
         .into_iter()
-        .filter(|a| who.can_see(&a.name, spaces.get(&a.id).map(String::as_str)))
+        .filter(|a| who.can_see(a))
         .collect();
     apps.sort_by(|a, b| a.name.cmp(&b.name));
     let total = apps.len() as u64;
@@ -118,7 +118,7 @@ pub async fn list(
                 .iter()
                 .filter(|i| i.app_id == a.id && i.state == InstanceState::Running)
                 .count() as u32,
-            url: ctx.app_url(&a.name),
+            url: ctx.app_url(&a),
             name: a.name,
             state: a.state,
             desired_instances: a.desired_instances,
@@ -152,8 +152,8 @@ pub async fn events(ctx: Ctx, app: AppAccess<Viewer>, req: HttpRequest) -> ApiRe
     let page = Page::from_request(&req)?;
     let app = app.into_app();
     let filter = EventFilter {
-        since_id: ctx.store.app_created_event(&app.name).await?,
-        app_name: Some(app.name.clone()),
+        since_id: ctx.store.app_created_event(&app.id).await?,
+        app_id: Some(app.id.clone()),
         actor: None,
     };
     event_page(&ctx, &req, &page, &filter).await
@@ -218,7 +218,7 @@ pub async fn all_events(
         Some(who.username.clone())
     };
     let filter = EventFilter {
-        app_name: None,
+        app_id: None,
         actor,
         since_id: None,
     };
@@ -478,13 +478,14 @@ pub async fn push(
     }
     // The stream answers before the deploy runs: the app must exist by then, so that a new app
     // is adopted into the caller's space when this answer succeeds (see `authz`).
-    crate::deploy::find_or_create_app(
+    let app = crate::deploy::find_or_create_app(
         &ctx,
         &crate::deploy::Actor::from(&user),
         &prep.name,
         &prep.space_id,
+        &(&prep.extra).into(),
     )
     .await?;
     // From here on the answer is a stream: errors become its last line.
-    Ok(super::push_stream::respond(ctx, user, prep))
+    Ok(super::push_stream::respond(ctx, user, prep, app.id))
 }

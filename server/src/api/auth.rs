@@ -31,6 +31,7 @@ pub async fn login(
     ctx.store
         .add_event(&Event {
             app_name: None,
+            app_id: None,
             actor: body.username.clone(),
             kind: "login".into(),
             message: "logged in".into(),
@@ -95,6 +96,7 @@ pub async fn refresh(
         ctx.store
             .add_event(&Event {
                 app_name: None,
+                app_id: None,
                 actor: user
                     .map(|u| u.username)
                     .unwrap_or_else(|| rec.user_id.clone()),
@@ -128,6 +130,7 @@ pub async fn logout(ctx: Ctx, body: web::Json<RefreshRequest>) -> ApiResult<Http
         ctx.store
             .add_event(&Event {
                 app_name: None,
+                app_id: None,
                 actor: user.username,
                 kind: "logout".into(),
                 message: "logged out (refresh token revoked)".into(),
@@ -221,6 +224,7 @@ pub async fn check_credentials(
             ctx.store
                 .add_event(&Event {
                     app_name: None,
+                    app_id: None,
                     actor: username.to_string(),
                     kind: "login.locked".into(),
                     message: format!(

@@ -53,6 +53,7 @@ pub async fn allow(
     let name = parse(&body.name)?;
     let ev = Event {
         app_name: None,
+        app_id: None,
         actor: user.actor.clone(),
         kind: "base_image.allow".into(),
         message: format!("{} allowed base image {name}", user.username),
@@ -83,6 +84,7 @@ pub async fn disallow(
     let name = parse(&name)?;
     let ev = Event {
         app_name: None,
+        app_id: None,
         actor: user.actor.clone(),
         kind: "base_image.disallow".into(),
         message: format!("{} disallowed base image {name}", user.username),

@@ -181,6 +181,7 @@ pub async fn create(ctx: Ctx, user: AuthUser, mut payload: Multipart) -> ApiResu
     .map_err(Error::internal)??;
     let ev = Event {
         app_name: None,
+        app_id: None,
         actor: user.actor.clone(),
         kind: "buildpack.create".into(),
         message: format!("{} added buildpack {name} ({})", user.username, &sha[..12]),
@@ -202,6 +203,7 @@ pub async fn delete(ctx: Ctx, user: AuthUser, name: web::Path<String>) -> ApiRes
     }
     let ev = Event {
         app_name: None,
+        app_id: None,
         actor: user.actor.clone(),
         kind: "buildpack.delete".into(),
         message: format!("{} deleted buildpack {name}", user.username),

@@ -36,7 +36,7 @@ pub async fn list(
         .list_log_drains()
         .await?
         .into_iter()
-        .filter(|(a, _)| *a == app.name)
+        .filter(|(a, _)| *a == app.id)
         .map(|(_, u)| u)
         .collect();
     drains.sort();
@@ -62,13 +62,12 @@ pub async fn add(
     parse_drain(&body.url).map_err(|m| Error::api(ErrorCode::BadRequest, m))?;
     let event = Event {
         app_name: Some(app.name.clone()),
+        app_id: Some(app.id.clone()),
         actor: user.actor,
         kind: "app.log_drain.add".into(),
         message: format!("added log drain {}", body.url),
     };
-    ctx.store
-        .add_log_drain(&app.name, &body.url, &event)
-        .await?;
+    ctx.store.add_log_drain(&app.id, &body.url, &event).await?;
     Ok(HttpResponse::Created().json(DrainBody {
         url: body.url.clone(),
     }))
@@ -84,13 +83,14 @@ pub async fn remove(
     let app = app.into_app();
     let event = Event {
         app_name: Some(app.name.clone()),
+        app_id: Some(app.id.clone()),
         actor: user.actor,
         kind: "app.log_drain.remove".into(),
         message: format!("removed log drain {}", body.url),
     };
     if !ctx
         .store
-        .remove_log_drain(&app.name, &body.url, &event)
+        .remove_log_drain(&app.id, &body.url, &event)
         .await?
     {
         return Err(Error::api(

@@ -16,7 +16,7 @@ use crate::error::ApiResult;
 use crate::store::AppRecord;
 
 pub(super) async fn settings(ctx: &Ctx, app: &AppRecord, rolling: bool) -> ApiResult<AppSettings> {
-    let app = find_app(ctx, &app.name).await?;
+    let app = find_app(ctx, &app.id).await?;
     let lc = ctx
         .store
         .app_lifecycles()

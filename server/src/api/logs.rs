@@ -83,7 +83,7 @@ pub async fn recent(
     let app = app.into_app();
     let _ = q.recent;
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
-    let lines = ctx.logs.recent(&app.name, &q.query()?, limit).await?;
+    let lines = ctx.logs.recent(&app.id, &q.query()?, limit).await?;
     Ok(HttpResponse::Ok().json(LogList { lines }))
 }
 
@@ -99,9 +99,9 @@ pub async fn stream(
     let limit = q.limit.unwrap_or(100).clamp(0, 10_000);
     // Subscribe before reading the recent lines, so nothing falls between the two; ids drop
     // the overlap.
-    let live = ctx.logs.subscribe(&app.name).await;
+    let live = ctx.logs.subscribe(&app.id).await;
     let recent = if limit > 0 {
-        ctx.logs.recent(&app.name, &filter, limit).await?
+        ctx.logs.recent(&app.id, &filter, limit).await?
     } else {
         Vec::new()
     };

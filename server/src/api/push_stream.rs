@@ -34,7 +34,7 @@ pub fn wanted(req: &HttpRequest) -> bool {
         .any(|v| v.split(',').any(|t| t.trim().starts_with(NDJSON)))
 }
 
-pub fn respond(ctx: Ctx, user: AuthUser, prep: Prepared) -> HttpResponse {
+pub fn respond(ctx: Ctx, user: AuthUser, prep: Prepared, app_id: String) -> HttpResponse {
     let (tx, rx) = mpsc::unbounded_channel();
     let progress = Progress::to(tx);
     progress.send(PushProgress::Upload {
@@ -45,7 +45,7 @@ pub fn respond(ctx: Ctx, user: AuthUser, prep: Prepared) -> HttpResponse {
         bytes: prep.unpacked.bytes,
         detected: prep.staged.detected.clone(),
     });
-    actix_web::rt::spawn(run(ctx, user, prep, progress));
+    actix_web::rt::spawn(run(ctx, user, prep, app_id, progress));
     let lines = futures_util::stream::unfold(rx, |mut rx| async move {
         let p = rx.recv().await?;
         let mut line = serde_json::to_vec(&p).unwrap_or_default();
@@ -95,9 +95,9 @@ fn failed(error: ApiError, app: Option<paas_common::api::AppDetail>) -> PushProg
     })
 }
 
-async fn run(ctx: Ctx, user: AuthUser, prep: Prepared, progress: Progress) {
+async fn run(ctx: Ctx, user: AuthUser, prep: Prepared, app_id: String, progress: Progress) {
     let name = prep.name.to_string();
-    let mut logs = ctx.logs.subscribe(&name).await;
+    let mut logs = ctx.logs.subscribe(&app_id).await;
     let actor = Actor::from(&user);
     let deployed = tokio::select! {
         r = deploy(&ctx, &actor, prep, &progress) => r.map_err(Error::from),
@@ -109,7 +109,7 @@ async fn run(ctx: Ctx, user: AuthUser, prep: Prepared, progress: Progress) {
     }
     drop(logs);
     let last = match deployed {
-        Ok(_) => wait_until_running(&ctx, &name, &progress).await,
+        Ok(_) => wait_until_running(&ctx, &app_id, &progress).await,
         Err(e) => {
             if matches!(e, Error::Internal(_) | Error::Store(_) | Error::Blob(_)) {
                 tracing::error!(error = %e, app = %name, "streamed push failed");
@@ -123,14 +123,14 @@ async fn run(ctx: Ctx, user: AuthUser, prep: Prepared, progress: Progress) {
 /// Follows the new revision's instances until all desired web ones run (succeeded), one
 /// crashes, the first cannot be placed, or the start timeout passes (failed). Each instance's
 /// change of state is a line of its own.
-async fn wait_until_running(ctx: &Ctx, name: &str, progress: &Progress) -> PushProgress {
+async fn wait_until_running(ctx: &Ctx, app_id: &str, progress: &Progress) -> PushProgress {
     let timeout = Duration::from_secs(ctx.settings.push_start_timeout_secs);
     let deadline = Instant::now() + timeout;
     let mut shown = None;
     let mut states: HashMap<(String, u32), InstanceLine> = HashMap::new();
     loop {
         let step = async {
-            let app = find_app(ctx, name).await?;
+            let app = find_app(ctx, app_id).await?;
             let instances = ctx.store.app_instances(&app.id).await?;
             Ok::<_, Error>((app, instances))
         };

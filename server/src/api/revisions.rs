@@ -91,7 +91,7 @@ pub async fn update_env(
 ) -> ApiResult<HttpResponse> {
     let app = app.into_app();
     ops::update_env(&ctx, &Actor::from(&user), &app, &body.into_inner()).await?;
-    let app = find_app(&ctx, &app.name).await?;
+    let app = find_app(&ctx, &app.id).await?;
     Ok(HttpResponse::Ok().json(detail(&ctx, &app).await?))
 }
 
@@ -129,6 +129,6 @@ pub async fn rollback(
 ) -> ApiResult<HttpResponse> {
     let app = app.into_app();
     ops::rollback(&ctx, &Actor::from(&user), &app, body.to).await?;
-    let app = find_app(&ctx, &app.name).await?;
+    let app = find_app(&ctx, &app.id).await?;
     Ok(HttpResponse::Ok().json(detail(&ctx, &app).await?))
 }

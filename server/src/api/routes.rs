@@ -20,17 +20,16 @@ const LONG_POLL: Duration = Duration::from_secs(25);
 pub async fn list(ctx: Ctx, who: Principal, req: HttpRequest) -> ApiResult<HttpResponse> {
     let page = Page::from_request(&req)?;
     // Only the routes of apps the caller can see: another tenant's hosts are its business.
-    let spaces = ctx.store.app_spaces().await?;
     let visible: std::collections::HashSet<String> = ctx
         .store
         .list_apps()
         .await?
         .into_iter()
-        .filter(|a| who.can_see(&a.name, spaces.get(&a.id).map(String::as_str)))
-        .map(|a| a.name)
+        .filter(|a| who.can_see(a))
+        .map(|a| a.id)
         .collect();
     let mut routes = crate::router::build(&ctx).await?.routes;
-    routes.retain(|r| visible.contains(&r.app));
+    routes.retain(|r| visible.contains(&r.app_id));
     routes.sort_by(|a, b| (&a.app, &a.host, &a.path).cmp(&(&b.app, &b.host, &b.path)));
     let total = routes.len() as u64;
     // NUL cannot occur in app names, hosts or paths, so the key orders like the tuple.
@@ -60,7 +59,7 @@ pub async fn list_for_app(
         .await?
         .routes
         .into_iter()
-        .filter(|r| r.app == app.name)
+        .filter(|r| r.app_id == app.id)
         .collect();
     routes.sort_by(|a, b| (!a.default, &a.host, &a.path).cmp(&(!b.default, &b.host, &b.path)));
     let total = routes.len() as u64;
@@ -119,21 +118,23 @@ pub async fn map(
             ),
         ));
     }
-    // A host under the apps domain whose first label names an app is that app's default route
-    // (and a future app of that name would get it): only a longer path may be mapped there.
+    // An app's default route: only a longer path may be mapped there (by its own space).
     if spec.path.is_empty() {
-        if let Some(owner) = crate::router::app_for_host(&spec.host, &ctx.settings.apps_domain) {
-            return Err(Error::api(
-                ErrorCode::Conflict,
-                format!(
-                    "{} is the default route of app {owner:?}; map a path under it or another host",
-                    spec.host
-                ),
-            ));
+        if let Some(label) = crate::router::app_for_host(&spec.host, &ctx.settings.apps_domain) {
+            if let Some(owner) = ctx.store.app_by_host(&label).await? {
+                return Err(Error::api(
+                    ErrorCode::Conflict,
+                    format!(
+                        "{} is the default route of app {:?}; map a path under it or another host",
+                        spec.host, owner.name
+                    ),
+                ));
+            }
         }
     }
     let event = Event {
         app_name: Some(app.name.clone()),
+        app_id: Some(app.id.clone()),
         actor: user.actor,
         kind: "route.map".into(),
         message: format!("mapped route {spec} to {}", app.name),
@@ -146,6 +147,7 @@ pub async fn map(
         host: spec.host,
         path: spec.path,
         app: app.name,
+        app_id: app.id,
         default: false,
     }))
 }
@@ -167,6 +169,7 @@ pub async fn unmap(
     let spec = parse(&q.route)?;
     let event = Event {
         app_name: Some(app.name.clone()),
+        app_id: Some(app.id.clone()),
         actor: user.actor,
         kind: "route.unmap".into(),
         message: format!("unmapped route {spec} from {}", app.name),

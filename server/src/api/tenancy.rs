@@ -4,8 +4,8 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{Duration, Utc};
 use paas_common::api::{
-    CreateSpaceRequest, CreateUserRequest, SetRoleRequest, SpaceInfo, SpaceList, SpaceRole,
-    TokenCreateRequest, TokenCreated, TokenInfo, TokenList, UserInfo, UserList,
+    CreateSpaceRequest, CreateUserRequest, OrgRole, SetRoleRequest, SpaceInfo, SpaceList,
+    SpaceRole, TokenCreateRequest, TokenCreated, TokenInfo, TokenList, UserInfo, UserList,
 };
 use paas_common::domain::AppName;
 use paas_common::ErrorCode;
@@ -16,7 +16,7 @@ use super::Ctx;
 use crate::auth::{hash_password, sha256_hex};
 use crate::authz::{Principal, Role, Scope};
 use crate::error::{ApiResult, Error};
-use crate::store::{Event, TokenRecord, User};
+use crate::store::{AppRecord, Event, TokenRecord, User};
 
 const MAX_TOKEN_DAYS: i64 = 365;
 
@@ -62,6 +62,7 @@ fn token_info(t: &TokenRecord) -> TokenInfo {
 pub async fn create_token(
     ctx: Ctx,
     who: Principal,
+    req: HttpRequest,
     body: web::Json<TokenCreateRequest>,
 ) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
@@ -77,19 +78,17 @@ pub async fn create_token(
             format!("invalid scope {:?}: use read, deploy or admin", body.scope),
         )
     })?;
-    // The event goes into the app's audit log only when the caller may act on the app. A token
-    // for an app that does not exist yet is how CI starts (its first push creates the app); one
-    // for an app out of the caller's reach is made the same way, so the answer tells nothing,
-    // and it reaches nothing: the token's app restriction only narrows its owner's roles.
-    let mut event_app = None;
+    // A token for an app in reach is pinned to it (by id) and its creation goes into that app's
+    // audit log. A token for an app that does not exist yet is how CI starts (its first push
+    // creates the app); one for an app out of the caller's reach is made the same way, so the
+    // answer tells nothing, and it reaches nothing: the token's app restriction only narrows
+    // its owner's roles. Its event goes to the caller's own history, never to that app's.
+    let mut pinned: Option<AppRecord> = None;
     if let Some(app) = &body.app {
-        AppName::parse(app).map_err(|m| Error::api(ErrorCode::InvalidName, m))?;
-        if let Some(rec) = ctx.store.app_by_name(app).await? {
-            let space = ctx.store.app_space(&rec.id).await?;
-            if who.can_see(app, space.as_deref()) {
-                event_app = Some(rec.name);
-            }
-        }
+        let name = AppName::parse(app).map_err(|m| Error::api(ErrorCode::InvalidName, m))?;
+        pinned = crate::authz::reachable_app(&ctx, &req, &who, &name)
+            .await?
+            .map(|(rec, _)| rec);
     }
     let lifetime = match &body.expires_in {
         Some(s) => parse_lifetime(s).map_err(|m| Error::api(ErrorCode::BadRequest, m))?,
@@ -111,6 +110,7 @@ pub async fn create_token(
         name: body.name.trim().to_string(),
         scope: body.scope,
         app_name: body.app,
+        app_id: pinned.as_ref().map(|a| a.id.clone()),
         token_hash: sha256_hex(&token),
         created_at: now,
         expires_at,
@@ -121,7 +121,8 @@ pub async fn create_token(
     ctx.store.insert_token(&rec).await?;
     ctx.store
         .add_event(&Event {
-            app_name: event_app,
+            app_name: pinned.as_ref().map(|a| a.name.clone()),
+            app_id: pinned.as_ref().map(|a| a.id.clone()),
             actor: who.actor(),
             kind: "token.create".into(),
             message: match &rec.app_name {
@@ -177,6 +178,7 @@ pub async fn revoke_token(
     ctx.store
         .add_event(&Event {
             app_name: None,
+            app_id: None,
             actor: who.actor(),
             kind: "token.revoke".into(),
             message: format!("revoked API token {id}"),
@@ -209,10 +211,19 @@ async fn user_info(ctx: &Ctx, u: &User, spaces: &HashMap<String, String>) -> Api
         })
         .collect();
     roles.sort_by(|a, b| a.space.cmp(&b.space));
+    let mut org_roles: Vec<OrgRole> = ctx
+        .store
+        .user_org_roles(&u.id)
+        .await?
+        .into_iter()
+        .map(|(org, role)| OrgRole { org, role })
+        .collect();
+    org_roles.sort_by(|a, b| a.org.cmp(&b.org));
     Ok(UserInfo {
         username: u.username.clone(),
         operator: u.operator,
         roles,
+        org_roles,
         created_at: u.created_at,
     })
 }
@@ -278,6 +289,7 @@ pub async fn create_user(
     ctx.store
         .add_event(&Event {
             app_name: None,
+            app_id: None,
             actor: who.actor(),
             kind: "user.create".into(),
             message: format!(
@@ -291,7 +303,7 @@ pub async fn create_user(
     Ok(HttpResponse::Created().json(user_info(&ctx, &user, &spaces).await?))
 }
 
-#[utoipa::path(put, path = "/v1/users/{name}/roles", tag = "users", summary = "Set a user's role in a space (operator)", params(("name" = String, Path, description = "Username")), request_body = paas_common::api::SetRoleRequest, responses((status = 200, body = paas_common::api::UserInfo), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
+#[utoipa::path(put, path = "/v1/users/{name}/roles", tag = "users", summary = "Set a user's role in a space, or in an org with `org` (operators; org managers in their org)", params(("name" = String, Path, description = "Username")), request_body = paas_common::api::SetRoleRequest, responses((status = 200, body = paas_common::api::UserInfo), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn set_role(
     ctx: Ctx,
     who: Principal,
@@ -302,12 +314,63 @@ pub async fn set_role(
         ctx.store.user_by_name(&name).await?.ok_or_else(|| {
             Error::api(ErrorCode::UserNotFound, format!("user {name:?} not found"))
         })?;
+    if let Some(org) = body.org.as_deref().filter(|_| body.space.is_empty()) {
+        if !who.manages_org(org) {
+            return Err(Error::api(
+                ErrorCode::Forbidden,
+                format!(
+                    "not allowed: only an operator or a manager of org {org} gives roles in it"
+                ),
+            ));
+        }
+        let role = match body.role.as_deref() {
+            None | Some("none") => None,
+            Some(r @ (crate::authz::ORG_MANAGER | crate::authz::ORG_AUDITOR)) => Some(r),
+            Some(r) => {
+                return Err(Error::api(
+                    ErrorCode::BadRequest,
+                    format!("invalid org role {r:?}: use manager or auditor"),
+                ))
+            }
+        };
+        ctx.store
+            .set_org_role(&user.id, org, role)
+            .await
+            .map_err(|e| match e {
+                crate::store::StoreError::NotFound(m) => Error::api(ErrorCode::NotFound, m),
+                e => e.into(),
+            })?;
+        ctx.store
+            .add_event(&Event {
+                app_name: None,
+                app_id: None,
+                actor: who.actor(),
+                kind: "user.role".into(),
+                message: format!(
+                    "{} is now {} of org {org}",
+                    user.username,
+                    role.unwrap_or("nothing")
+                ),
+            })
+            .await?;
+        let spaces = space_names(&ctx).await?;
+        return Ok(web::Json(user_info(&ctx, &user, &spaces).await?));
+    }
     let (org, space) = body.space.split_once('/').ok_or_else(|| {
         Error::api(
             ErrorCode::BadRequest,
-            format!("space {:?} must be ORG/SPACE", body.space),
+            format!(
+                "space {:?} must be ORG/SPACE (or give an org role with `org`)",
+                body.space
+            ),
         )
     })?;
+    if !who.manages_org(org) {
+        return Err(Error::api(
+            ErrorCode::Forbidden,
+            format!("not allowed: only an operator or a manager of org {org} gives roles in it"),
+        ));
+    }
     let space = ctx.store.space(org, space, false).await?.ok_or_else(|| {
         Error::api(
             ErrorCode::SpaceNotFound,
@@ -329,6 +392,7 @@ pub async fn set_role(
     ctx.store
         .add_event(&Event {
             app_name: None,
+            app_id: None,
             actor: who.actor(),
             kind: "user.role".into(),
             message: format!(
@@ -371,12 +435,21 @@ pub async fn list_spaces(ctx: Ctx, who: Principal, req: HttpRequest) -> ApiResul
     ))
 }
 
-#[utoipa::path(post, path = "/v1/spaces", tag = "spaces", summary = "Create a space (operator)", request_body = paas_common::api::CreateSpaceRequest, responses((status = 201, body = paas_common::api::SpaceInfo), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
+#[utoipa::path(post, path = "/v1/spaces", tag = "spaces", summary = "Create a space (operators; org managers in their org)", request_body = paas_common::api::CreateSpaceRequest, responses((status = 201, body = paas_common::api::SpaceInfo), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn create_space(
     ctx: Ctx,
     who: Principal,
     body: web::Json<CreateSpaceRequest>,
 ) -> ApiResult<HttpResponse> {
+    if !who.manages_org(&body.org) {
+        return Err(Error::api(
+            ErrorCode::Forbidden,
+            format!(
+                "not allowed: only an operator or a manager of org {} makes spaces in it",
+                body.org
+            ),
+        ));
+    }
     for n in [&body.org, &body.name] {
         AppName::parse(n).map_err(|_| {
             Error::api(
@@ -393,6 +466,7 @@ pub async fn create_space(
     ctx.store
         .add_event(&Event {
             app_name: None,
+            app_id: None,
             actor: who.actor(),
             kind: "space.create".into(),
             message: format!("created space {}/{}", space.org, space.name),

@@ -330,6 +330,7 @@ pub async fn converge_once(ctx: &AppCtx) -> StoreResult<bool> {
         store
             .add_event(&Event {
                 app_name: None,
+                app_id: None,
                 actor: "platform".into(),
                 kind: "node.lost".into(),
                 message: format!(
@@ -390,6 +391,7 @@ pub async fn converge_once(ctx: &AppCtx) -> StoreResult<bool> {
         store
             .add_event(&Event {
                 app_name: app_name(&inst.app_id),
+                app_id: Some(inst.app_id.clone()),
                 actor: "platform".into(),
                 kind: "instance.remove".into(),
                 message: format!(
@@ -432,6 +434,7 @@ pub async fn converge_once(ctx: &AppCtx) -> StoreResult<bool> {
         store
             .add_event(&Event {
                 app_name: Some(app.name.clone()),
+                app_id: Some(app.id.clone()),
                 actor: "platform".into(),
                 kind: "instance.create".into(),
                 message: format!("new {ptype} instance {idx} (revision {rev}): {why}"),
@@ -493,6 +496,7 @@ pub async fn converge_once(ctx: &AppCtx) -> StoreResult<bool> {
         {
             let ev = Event {
                 app_name: None,
+                app_id: None,
                 actor: "platform".into(),
                 kind: "node.drained".into(),
                 message: format!("node {} is drained: every instance runs elsewhere", n.name),
@@ -593,6 +597,8 @@ mod tests {
             current_revision: Some(rev),
             created_at: now,
             updated_at: now,
+            space_id: String::new(),
+            host: None,
         }
     }
 

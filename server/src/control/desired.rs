@@ -290,6 +290,8 @@ mod tests {
             current_revision: Some(1),
             created_at: now,
             updated_at: now,
+            space_id: String::new(),
+            host: None,
         }
     }
 

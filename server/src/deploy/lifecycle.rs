@@ -366,7 +366,7 @@ pub async fn update(
         ctx.bump_assignments();
         log_platform(
             ctx,
-            &app.name,
+            app,
             "API",
             format!("{} changed the {change}", actor.username),
         )
@@ -579,6 +579,7 @@ pub async fn restart_instance(
 pub async fn drain_node(ctx: &AppCtx, actor: &Actor, name: &str) -> DeployResult<()> {
     let ev = Event {
         app_name: None,
+        app_id: None,
         actor: actor.actor.clone(),
         kind: "node.drain".into(),
         message: format!("{} is draining node {name}", actor.username),

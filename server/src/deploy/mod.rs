@@ -103,6 +103,7 @@ impl From<&crate::auth::AuthUser> for Actor {
 pub(crate) fn event(actor: &Actor, app: &AppRecord, kind: &str, message: String) -> Event {
     Event {
         app_name: Some(app.name.clone()),
+        app_id: Some(app.id.clone()),
         actor: actor.actor.clone(),
         kind: kind.into(),
         message,
@@ -110,10 +111,10 @@ pub(crate) fn event(actor: &Actor, app: &AppRecord, kind: &str, message: String)
 }
 
 /// A platform line in the app's log stream (source `API`, `STG`, ...).
-pub async fn log_platform(ctx: &AppCtx, app: &str, source: &str, message: String) {
+pub async fn log_platform(ctx: &AppCtx, app: &AppRecord, source: &str, message: String) {
     ctx.logs
         .publish(
-            app,
+            &app.id,
             paas_common::api::LogLine {
                 timestamp: chrono::Utc::now(),
                 source: source.into(),
@@ -125,10 +126,10 @@ pub async fn log_platform(ctx: &AppCtx, app: &str, source: &str, message: String
         .await;
 }
 
-/// The app named `name`, re-read (after a change, for the answer).
+/// The app, re-read (after a change, for the answer).
 pub async fn reload(ctx: &AppCtx, app: &AppRecord) -> DeployResult<AppRecord> {
     ctx.store
-        .app_by_name(&app.name)
+        .app_by_id(&app.id)
         .await?
         .ok_or_else(|| DeployError::AppNotFound(app.name.clone()))
 }
@@ -143,64 +144,201 @@ pub async fn delete_app(ctx: &AppCtx, actor: &Actor, app: &AppRecord) -> DeployR
         format!("deleted app {}", app.name),
     );
     ctx.store.delete_app(&app.id, &ev).await?;
-    ctx.logs.forget(&app.name).await;
+    ctx.logs.forget(&app.id).await;
     crate::router::refresh(ctx).await?;
     ctx.bump_assignments();
     ctx.converge.notify_one();
     Ok(())
 }
 
-/// The app named `name`, created in `space_id` (started, one instance, default memory and disk)
-/// together with its space in one transaction when it does not exist yet. An existing app must
-/// be in that space: `app_name_taken` otherwise (names are platform-wide).
+/// How a new app's default route is chosen (`cf push --hostname`, `--random-route`,
+/// `--no-route`); an existing app keeps its own.
+#[derive(Debug, Clone, Default)]
+pub struct DefaultRoute {
+    pub hostname: Option<String>,
+    pub random: bool,
+    pub none: bool,
+}
+
+impl From<&paas_common::api::PushSettings> for DefaultRoute {
+    fn from(s: &paas_common::api::PushSettings) -> Self {
+        DefaultRoute {
+            hostname: s.hostname.clone(),
+            random: s.random_route,
+            none: s.no_route,
+        }
+    }
+}
+
+/// The host label Cloud Foundry derives from an app name: lower-case, anything but letters and
+/// digits becomes `-`, no `-` at either end.
+pub fn host_label_for(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let trimmed = out.trim_matches('-');
+    trimmed
+        .chars()
+        .take(63)
+        .collect::<String>()
+        .trim_end_matches('-')
+        .to_string()
+}
+
+/// Checks a `--hostname`: one DNS label.
+pub fn check_host_label(label: &str) -> DeployResult<()> {
+    let ok = !label.is_empty()
+        && label.len() <= 63
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !label.starts_with('-')
+        && !label.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(DeployError::invalid(
+            ErrorCode::InvalidRoute,
+            format!("invalid hostname {label:?}: use 1 to 63 lowercase letters, digits and '-'"),
+        ))
+    }
+}
+
+/// A generated host label, `NAME-xxxxxx`, as `--random-route` asks.
+fn random_label(name: &str) -> String {
+    use rand::Rng;
+    let base: String = host_label_for(name).chars().take(50).collect();
+    let suffix: String = rand::thread_rng()
+        .sample_iter(rand::distributions::Alphanumeric)
+        .take(6)
+        .map(|c| (c as char).to_ascii_lowercase())
+        .collect();
+    if base.is_empty() {
+        format!("app-{suffix}")
+    } else {
+        format!("{base}-{suffix}")
+    }
+}
+
+/// Why `label`'s default route is not free for an app of `space_id`: another app has it, or
+/// another space serves paths on that host; `None` when it is free.
+async fn host_taken(
+    ctx: &AppCtx,
+    label: &str,
+    space_id: &str,
+) -> DeployResult<Option<&'static str>> {
+    if ctx.store.app_by_host(label).await?.is_some() {
+        return Ok(Some("is the default route of another app"));
+    }
+    let host = format!("{label}.{}", ctx.settings.apps_domain);
+    let routes = ctx.store.list_routes().await?;
+    let mut on_host = routes
+        .iter()
+        .filter(|r| r.host.eq_ignore_ascii_case(&host))
+        .peekable();
+    if on_host.peek().is_none() {
+        return Ok(None);
+    }
+    let spaces = ctx.store.app_spaces().await?;
+    if on_host.all(|r| spaces.get(&r.app_id).map(String::as_str) == Some(space_id)) {
+        Ok(None)
+    } else {
+        Ok(Some("belongs to another space"))
+    }
+}
+
+/// The default route's host label a new app gets.
+async fn choose_host(
+    ctx: &AppCtx,
+    name: &paas_common::domain::AppName,
+    space_id: &str,
+    route: &DefaultRoute,
+) -> DeployResult<Option<String>> {
+    if route.none {
+        return Ok(None);
+    }
+    if route.random {
+        for _ in 0..5 {
+            let label = random_label(name.as_str());
+            if host_taken(ctx, &label, space_id).await?.is_none() {
+                return Ok(Some(label));
+            }
+        }
+        return Err(DeployError::invalid(
+            ErrorCode::RouteTaken,
+            "no free random route found: try again",
+        ));
+    }
+    let label = match &route.hostname {
+        Some(h) => {
+            check_host_label(h)?;
+            h.clone()
+        }
+        None => host_label_for(name.as_str()),
+    };
+    let Some(why) = host_taken(ctx, &label, space_id).await? else {
+        return Ok(Some(label));
+    };
+    Err(DeployError::invalid(
+        ErrorCode::RouteTaken,
+        format!(
+            "the route {label}.{} {why}: push with --hostname NAME, --random-route or --no-route",
+            ctx.settings.apps_domain
+        ),
+    ))
+}
+
+/// The app `name` of space `space_id`, created there (started, one instance, default memory and
+/// disk, its default route chosen by `route`) together with its space in one transaction when
+/// it does not exist yet.
 pub async fn find_or_create_app(
     ctx: &AppCtx,
     actor: &Actor,
     name: &paas_common::domain::AppName,
     space_id: &str,
+    route: &DefaultRoute,
 ) -> DeployResult<AppRecord> {
-    let app = match ctx.store.app_by_name(name.as_str()).await? {
-        Some(a) => a,
-        None => {
-            let now = chrono::Utc::now();
-            let rec = AppRecord {
-                id: uuid::Uuid::new_v4().to_string(),
-                name: name.to_string(),
-                state: paas_common::api::AppState::Started,
-                desired_instances: 1,
-                memory_mb: ctx.settings.default_memory_mb,
-                disk_mb: ctx.settings.default_disk_mb,
-                current_revision: None,
-                created_at: now,
-                updated_at: now,
-            };
-            let ev = event(
-                actor,
-                &rec,
-                "app.create",
-                format!("created app {}", rec.name),
-            );
-            match ctx.store.create_app(&rec, space_id, &ev).await {
-                Ok(()) => rec,
-                // Another push created it meanwhile.
-                Err(StoreError::Conflict(_)) => ctx
-                    .store
-                    .app_by_name(name.as_str())
-                    .await?
-                    .ok_or_else(|| DeployError::AppNotFound(name.to_string()))?,
-                Err(e) => return Err(e.into()),
+    if let Some(app) = ctx.store.app_in_space(space_id, name.as_str()).await? {
+        return Ok(app);
+    }
+    let host = choose_host(ctx, name, space_id, route).await?;
+    let now = chrono::Utc::now();
+    let rec = AppRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        name: name.to_string(),
+        state: paas_common::api::AppState::Started,
+        desired_instances: 1,
+        memory_mb: ctx.settings.default_memory_mb,
+        disk_mb: ctx.settings.default_disk_mb,
+        current_revision: None,
+        created_at: now,
+        updated_at: now,
+        space_id: space_id.to_string(),
+        host,
+    };
+    let ev = event(
+        actor,
+        &rec,
+        "app.create",
+        format!("created app {}", rec.name),
+    );
+    match ctx.store.create_app(&rec, &ev).await {
+        Ok(()) => Ok(rec),
+        Err(StoreError::Conflict(m)) => {
+            // Another push created it meanwhile, or took its host.
+            match ctx.store.app_in_space(space_id, name.as_str()).await? {
+                Some(app) => Ok(app),
+                None => Err(DeployError::invalid(
+                    ErrorCode::RouteTaken,
+                    format!("{m}: push with --hostname NAME, --random-route or --no-route"),
+                )),
             }
         }
-    };
-    // The app found or created since the caller's space was checked must still be in that
-    // space (a delete and a re-create by another space in between).
-    if ctx.store.app_space(&app.id).await?.as_deref() != Some(space_id) {
-        return Err(DeployError::invalid(
-            ErrorCode::AppNameTaken,
-            format!(
-                "the app name {name} is taken (app names are platform-wide): push with another name"
-            ),
-        ));
+        Err(e) => Err(e.into()),
     }
-    Ok(app)
 }

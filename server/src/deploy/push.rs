@@ -92,7 +92,7 @@ pub async fn deploy(
         staged,
         dockerfile,
     } = prep;
-    let app = super::find_or_create_app(ctx, actor, &name, &space_id).await?;
+    let app = super::find_or_create_app(ctx, actor, &name, &space_id, &(&extra).into()).await?;
     // Issue 3: buildpacks run on a node (after the app exists, so its STG lines can be read
     // while staging runs); the checked app tar above is their source. With no
     // ready node, the tar itself is the droplet and the detected command runs it (the fallback).
@@ -104,7 +104,7 @@ pub async fn deploy(
         .unwrap_or_default();
     let (droplet_sha, droplet_size, staged) = match super::staging::stage_on_node(
         ctx,
-        name.as_str(),
+        &app,
         &droplet_sha,
         &tree,
         &extra.buildpacks,
@@ -167,7 +167,7 @@ pub async fn deploy(
     let memory = memory_mb.unwrap_or(app.memory_mb);
     super::log_platform(
         ctx,
-        &app.name,
+        &app,
         "STG",
         format!(
             "Staged {} files ({} bytes) with {}: web: {} (droplet {} bytes)",
@@ -247,7 +247,7 @@ pub async fn deploy(
     progress.send(PushProgress::Revision { number });
     super::log_platform(
         ctx,
-        &app.name,
+        &app,
         "API",
         format!(
             "{} pushed revision {number}: {desired} instance(s) of {memory} MB{}",

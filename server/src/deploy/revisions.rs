@@ -102,7 +102,7 @@ async fn redeploy(
     let number = deploy_revision(ctx, actor, app, &rev, &extra, kind, description.clone()).await?;
     log_platform(
         ctx,
-        &app.name,
+        app,
         "API",
         format!("{} made revision {number}: {description}", actor.username),
     )

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::{DeployError, DeployResult};
 use crate::state::AppCtx;
+use crate::store::AppRecord;
 
 /// Operator buildpacks, in detection order: part of what a build depends on.
 async fn custom_buildpacks(ctx: &AppCtx) -> DeployResult<Vec<paas_common::agent::CustomBuildpack>> {
@@ -55,7 +56,7 @@ pub struct Built {
 #[allow(clippy::too_many_arguments)]
 pub async fn stage_on_node(
     ctx: &AppCtx,
-    app: &str,
+    app: &AppRecord,
     source: &str,
     tree: &str,
     buildpacks: &[String],
@@ -115,7 +116,7 @@ pub async fn stage_on_node(
     let timeout = ctx.settings.staging_timeout_secs;
     let assignment = paas_common::agent::BuildAssignment {
         build_id: build_id.clone(),
-        app: app.to_string(),
+        app: app.name.clone(),
         buildpacks: buildpacks.to_vec(),
         memory_mb: ctx.settings.staging_memory_mb,
         disk_mb: ctx.settings.default_disk_mb * 4,
@@ -192,7 +193,7 @@ pub async fn stage_on_node(
 /// caller has a fallback.
 async fn start_when_a_node_fits(
     ctx: &AppCtx,
-    app: &str,
+    app: &AppRecord,
     placement: Option<&BTreeMap<String, String>>,
     source: &str,
     build: &paas_common::agent::BuildAssignment,
@@ -217,7 +218,7 @@ async fn start_when_a_node_fits(
         let instances = instance_reservations(ctx).await?;
         let reason = match ctx
             .builds
-            .place_and_start(&nodes, &instances, source, build, &labels)
+            .place_and_start(&nodes, &instances, &app.id, source, build, &labels)
         {
             Ok(started) => {
                 if said.is_some() {
@@ -258,15 +259,12 @@ async fn start_when_a_node_fits(
 }
 
 /// The app's stored placement labels (none for an app without any, or not created yet).
-async fn app_labels(ctx: &AppCtx, app: &str) -> DeployResult<BTreeMap<String, String>> {
-    let Some(record) = ctx.store.app_by_name(app).await? else {
-        return Ok(BTreeMap::new());
-    };
+async fn app_labels(ctx: &AppCtx, app: &AppRecord) -> DeployResult<BTreeMap<String, String>> {
     Ok(ctx
         .store
         .app_lifecycles()
         .await?
-        .remove(&record.id)
+        .remove(&app.id)
         .map(|l| l.placement_labels)
         .unwrap_or_default())
 }

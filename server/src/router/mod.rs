@@ -100,6 +100,8 @@ impl Backend {
 /// One app's ready instances, as the request path finds them from a host.
 #[derive(Debug)]
 pub struct AppRoutes {
+    /// The app's id: the table's key (names are unique per space only).
+    pub key: Arc<str>,
     pub name: Arc<str>,
     /// `name` as the `X-Paas-App` header value, made once per table rebuild.
     pub(crate) name_header: Option<http::HeaderValue>,
@@ -108,8 +110,9 @@ pub struct AppRoutes {
 }
 
 impl AppRoutes {
-    pub fn new(name: &str, backends: Vec<Arc<Backend>>) -> Self {
+    pub fn new(key: &str, name: &str, backends: Vec<Arc<Backend>>) -> Self {
         Self {
+            key: key.into(),
             name: name.into(),
             name_header: http::HeaderValue::from_str(name).ok(),
             backends,
@@ -235,10 +238,17 @@ impl RouteTable {
             .flat_map(|r| r.backends.iter())
             .map(|b| (b.address.as_str(), &b.inflight))
             .collect();
+        let names: HashMap<&str, &str> = table
+            .routes
+            .iter()
+            .map(|r| (r.app_id.as_str(), r.app.as_str()))
+            .collect();
         let mut apps = HashMap::with_capacity(table.apps.len());
         for (app, list) in &table.apps {
+            let name = names.get(app.as_str()).copied().unwrap_or_default();
             let same = inner.apps.get(app).filter(|old| {
-                old.backends.len() == list.len()
+                *old.name == *name
+                    && old.backends.len() == list.len()
                     && old
                         .backends
                         .iter()
@@ -257,7 +267,7 @@ impl RouteTable {
                             Arc::new(Backend::new(b.address.clone(), b.index, inflight))
                         })
                         .collect();
-                    Arc::new(AppRoutes::new(app, backends))
+                    Arc::new(AppRoutes::new(app, name, backends))
                 }
             };
             apps.insert(app.clone(), routes);
@@ -290,9 +300,9 @@ impl RouteTable {
             // A route to an app the table does not list (a store mid-change) routes to no
             // instance: 503, as for an app with none ready.
             let app = apps
-                .get(&r.app)
+                .get(&r.app_id)
                 .cloned()
-                .unwrap_or_else(|| Arc::new(AppRoutes::new(&r.app, Vec::new())));
+                .unwrap_or_else(|| Arc::new(AppRoutes::new(&r.app_id, &r.app, Vec::new())));
             hosts
                 .entry(r.host.clone())
                 .or_default()
@@ -343,25 +353,25 @@ pub async fn build(ctx: &AppCtx) -> StoreResult<RouterTable> {
         .filter(|n| n.state != "lost")
         .map(|n| (n.name.as_str(), n.address.as_str()))
         .collect();
-    let names: HashMap<&str, &str> = apps
-        .iter()
-        .map(|a| (a.id.as_str(), a.name.as_str()))
-        .collect();
     let mut table = RouterTable::default();
     for a in &apps {
-        table.apps.insert(a.name.clone(), Vec::new());
-        table.routes.push(RouteInfo {
-            host: format!("{}.{}", a.name, ctx.settings.apps_domain),
-            path: String::new(),
-            app: a.name.clone(),
-            default: true,
-        });
+        table.apps.insert(a.id.clone(), Vec::new());
+        if let Some(host) = &a.host {
+            table.routes.push(RouteInfo {
+                host: format!("{host}.{}", ctx.settings.apps_domain),
+                path: String::new(),
+                app: a.name.clone(),
+                app_id: a.id.clone(),
+                default: true,
+            });
+        }
     }
     for r in mapped {
         table.routes.push(RouteInfo {
             host: r.host,
             path: r.path,
             app: r.app_name,
+            app_id: r.app_id,
             default: false,
         });
     }
@@ -371,15 +381,13 @@ pub async fn build(ctx: &AppCtx) -> StoreResult<RouterTable> {
         .iter()
         .filter(|i| i.state == InstanceState::Running && i.ready && i.process_type == "web")
     {
-        let (Some(node), Some(port), Some(app)) =
-            (&i.node_name, i.host_port, names.get(i.app_id.as_str()))
-        else {
+        let (Some(node), Some(port)) = (&i.node_name, i.host_port) else {
             continue;
         };
         let Some(addr) = node_addr.get(node.as_str()) else {
             continue;
         };
-        if let Some(list) = table.apps.get_mut(*app) {
+        if let Some(list) = table.apps.get_mut(&i.app_id) {
             list.push(RouterBackend {
                 address: backend_address(addr, port),
                 index: i.index,
@@ -455,6 +463,7 @@ mod tests {
                 host: "a.localhost".into(),
                 path: String::new(),
                 app: "a".into(),
+                app_id: "a".into(),
                 default: true,
             }],
             apps: [(
@@ -483,6 +492,7 @@ mod tests {
             host: host.into(),
             path: path.into(),
             app: app.into(),
+            app_id: app.into(),
             default: false,
         };
         t.replace(RouterTable {

@@ -278,8 +278,10 @@ impl Peer {
 /// What the router knows of a request, for headers, errors and the access log. Header values
 /// are kept as such: each is cloned (a reference count) into the headers that carry it.
 pub(super) struct Meta {
-    /// Empty when no route names the host.
+    /// The app's name; empty when no route names the host.
     pub(super) app: Arc<str>,
+    /// The app's id, which its log stream is keyed by.
+    pub(super) app_key: Arc<str>,
     /// `Host`, or an HTTP/2 request's authority.
     pub(super) host: HeaderValue,
     pub(super) method: Method,
@@ -359,6 +361,9 @@ pub async fn proxy(
         app: app
             .as_ref()
             .map_or_else(|| Arc::from(""), |a| a.name.clone()),
+        app_key: app
+            .as_ref()
+            .map_or_else(|| Arc::from(""), |a| a.key.clone()),
         host,
         method: req.method().clone(),
         path: req
@@ -527,14 +532,14 @@ pub(super) async fn next_backend(
     // pick at once, skips the watch channel's bookkeeping).
     let mut rx: Option<tokio::sync::watch::Receiver<u64>> = None;
     let mut routes = if retrying {
-        ctx.table.get(&app.name)?
+        ctx.table.get(&app.key)?
     } else {
         app.clone()
     };
     loop {
         if let Some(rx) = rx.as_mut() {
             rx.borrow_and_update();
-            routes = ctx.table.get(&app.name)?;
+            routes = ctx.table.get(&app.key)?;
         }
         let pick = match target {
             Some(i) => routes.by_index(i, tried),
@@ -884,7 +889,7 @@ pub(super) fn fail(
         access_log::record(
             table,
             Entry {
-                app: &meta.app,
+                app: &meta.app_key,
                 method: meta.method.as_str(),
                 path: meta.path.as_str(),
                 status: res.status().as_u16(),
@@ -1036,7 +1041,7 @@ impl Done {
         access_log::record(
             &self.table,
             Entry {
-                app: &self.meta.app,
+                app: &self.meta.app_key,
                 method: self.meta.method.as_str(),
                 path: self.meta.path.as_str(),
                 status: self.status,
@@ -1057,6 +1062,7 @@ mod tests {
     fn meta() -> Meta {
         Meta {
             app: "a".into(),
+            app_key: "id-a".into(),
             host: HeaderValue::from_static("a.localhost:8080"),
             method: Method::GET,
             path: PathAndQuery::from_static("/"),

@@ -36,7 +36,8 @@ pub struct RefreshRecord {
 /// Which events to list.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
-    pub app_name: Option<String>,
+    /// One app's events, by id.
+    pub app_id: Option<String>,
     /// Events whose actor is this user, directly or through one of their API tokens
     /// (`USER (token NAME)`): logins, token use, their changes.
     pub actor: Option<String>,
@@ -90,7 +91,7 @@ pub trait AuthStore: Send + Sync + 'static {
     async fn count_events(&self, filter: &EventFilter) -> StoreResult<u64>;
     /// The id of the newest `app.create` event of `app_name`: where the current app's history
     /// starts.
-    async fn app_created_event(&self, app_name: &str) -> StoreResult<Option<i64>>;
+    async fn app_created_event(&self, app_id: &str) -> StoreResult<Option<i64>>;
 }
 
 fn key_from_row(r: &SqliteRow) -> StoreResult<SigningKeyRecord> {
@@ -127,8 +128,8 @@ fn token_actor_pattern(username: &str) -> String {
 /// `WHERE` clause of an event filter; binds follow in the order app, actor, actor pattern.
 fn event_where(filter: &EventFilter) -> String {
     let mut w = vec!["1 = 1"];
-    if filter.app_name.is_some() {
-        w.push("app_name = ?");
+    if filter.app_id.is_some() {
+        w.push("app_id = ?");
     }
     if filter.actor.is_some() {
         w.push("(actor = ? OR actor LIKE ? ESCAPE '\\')");
@@ -283,7 +284,7 @@ impl AuthStore for SqliteStore {
             event_where(filter)
         );
         let mut q = sqlx::query(&sql);
-        if let Some(a) = &filter.app_name {
+        if let Some(a) = &filter.app_id {
             q = q.bind(a);
         }
         if let Some(a) = &filter.actor {
@@ -304,6 +305,7 @@ impl AuthStore for SqliteStore {
                     time: r.try_get("created_at")?,
                     event: Event {
                         app_name: r.try_get("app_name")?,
+                        app_id: r.try_get("app_id")?,
                         actor: r.try_get("actor")?,
                         kind: r.try_get("kind")?,
                         message: r.try_get("message")?,
@@ -313,11 +315,11 @@ impl AuthStore for SqliteStore {
             .collect()
     }
 
-    async fn app_created_event(&self, app_name: &str) -> StoreResult<Option<i64>> {
+    async fn app_created_event(&self, app_id: &str) -> StoreResult<Option<i64>> {
         Ok(sqlx::query_scalar(
-            "SELECT MAX(id) FROM events WHERE app_name = ? AND kind = 'app.create'",
+            "SELECT MAX(id) FROM events WHERE app_id = ? AND kind = 'app.create'",
         )
-        .bind(app_name)
+        .bind(app_id)
         .fetch_one(self.pool())
         .await?)
     }
@@ -325,7 +327,7 @@ impl AuthStore for SqliteStore {
     async fn count_events(&self, filter: &EventFilter) -> StoreResult<u64> {
         let sql = format!("SELECT COUNT(*) FROM events WHERE {}", event_where(filter));
         let mut q = sqlx::query_scalar::<_, i64>(&sql);
-        if let Some(a) = &filter.app_name {
+        if let Some(a) = &filter.app_id {
             q = q.bind(a);
         }
         if let Some(a) = &filter.actor {

@@ -54,7 +54,10 @@ pub struct TokenRecord {
     pub user_id: String,
     pub name: String,
     pub scope: String,
+    /// The app's name when the token was made, for display.
     pub app_name: Option<String>,
+    /// The one app the token may act on, by id (`Some("")`: its app is gone, it reaches none).
+    pub app_id: Option<String>,
     pub token_hash: String,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
@@ -89,6 +92,11 @@ pub struct AppRecord {
     pub current_revision: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The space that owns the app and its name (names are unique per space).
+    pub space_id: String,
+    /// The default route's host label (`HOST.<apps domain>`), unique platform-wide; `None`: the
+    /// app has no default route (`--no-route`).
+    pub host: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -159,6 +167,7 @@ pub struct InstanceRecord {
 /// An instance row as it was before a node's report replaced it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReportedBefore {
+    pub app_id: String,
     pub app_name: String,
     pub index: u32,
     pub state: InstanceState,
@@ -177,7 +186,10 @@ impl ReportedBefore {
 
 #[derive(Debug, Clone)]
 pub struct Event {
+    /// The app's name as it was, for display (history outlives the app).
     pub app_name: Option<String>,
+    /// The app it is about: who may read it follows from the app's space.
+    pub app_id: Option<String>,
     pub actor: String,
     pub kind: String,
     pub message: String,
@@ -242,11 +254,18 @@ pub trait Store: AuthStore + Send + Sync + 'static {
     /// Marks ready nodes silent since `before` as lost; returns their names.
     async fn mark_lost_nodes(&self, before: DateTime<Utc>) -> StoreResult<Vec<String>>;
 
-    async fn app_by_name(&self, name: &str) -> StoreResult<Option<AppRecord>>;
+    /// The app `name` of a space (app names are unique per space, issue 18).
+    async fn app_in_space(&self, space_id: &str, name: &str) -> StoreResult<Option<AppRecord>>;
+    /// Every app called `name`, whatever its space.
+    async fn apps_named(&self, name: &str) -> StoreResult<Vec<AppRecord>>;
+    async fn app_by_id(&self, id: &str) -> StoreResult<Option<AppRecord>>;
+    /// The app whose default route's host label is `host`.
+    async fn app_by_host(&self, host: &str) -> StoreResult<Option<AppRecord>>;
     async fn list_apps(&self) -> StoreResult<Vec<AppRecord>>;
-    /// Creates the app in its space with its event, in one transaction: an app never exists
-    /// without a space (issue 18). `Conflict` if the name is taken (in any space).
-    async fn create_app(&self, app: &AppRecord, space_id: &str, event: &Event) -> StoreResult<()>;
+    /// Creates the app in its space (`app.space_id`) with its event, in one transaction: an app
+    /// never exists without a space (issue 18). `Conflict` if its space has an app of that name
+    /// or another app has its default host.
+    async fn create_app(&self, app: &AppRecord, event: &Event) -> StoreResult<()>;
     /// Deletes the app with its revisions, instances and logs.
     async fn delete_app(&self, app_id: &str, event: &Event) -> StoreResult<()>;
 
@@ -283,18 +302,15 @@ pub trait Store: AuthStore + Send + Sync + 'static {
     async fn add_event(&self, event: &Event) -> StoreResult<()>;
     async fn recent_events(
         &self,
-        app_name: &str,
+        app_id: &str,
         limit: i64,
     ) -> StoreResult<Vec<(DateTime<Utc>, Event)>>;
 
-    /// The app of an instance assigned to `node`.
-    async fn app_name_of_instance(
-        &self,
-        instance_id: &str,
-        node: &str,
-    ) -> StoreResult<Option<String>>;
+    /// The app (id) of an instance assigned to `node`.
+    async fn app_of_instance(&self, instance_id: &str, node: &str) -> StoreResult<Option<String>>;
+    /// Stores lines, each with its app's id.
     async fn append_logs(&self, lines: &[(String, std::sync::Arc<LogLine>)]) -> StoreResult<()>;
-    async fn recent_logs(&self, app_name: &str, limit: i64) -> StoreResult<Vec<LogLine>>;
+    async fn recent_logs(&self, app_id: &str, limit: i64) -> StoreResult<Vec<LogLine>>;
     /// Keeps the newest `keep` lines of each app.
     async fn trim_logs(&self, keep: i64) -> StoreResult<()>;
 
@@ -308,6 +324,10 @@ pub trait Store: AuthStore + Send + Sync + 'static {
     async fn user_roles(&self, user_id: &str) -> StoreResult<Vec<(String, String)>>;
     /// Sets (or with `None` removes) a user's role in a space.
     async fn set_role(&self, user_id: &str, space_id: &str, role: Option<&str>) -> StoreResult<()>;
+    /// Every org role of a user: (org name, role: manager | auditor).
+    async fn user_org_roles(&self, user_id: &str) -> StoreResult<Vec<(String, String)>>;
+    /// Sets (or with `None` removes) a user's role in an org; `NotFound` if there is no such org.
+    async fn set_org_role(&self, user_id: &str, org: &str, role: Option<&str>) -> StoreResult<()>;
     async fn app_space(&self, app_id: &str) -> StoreResult<Option<String>>;
     async fn insert_token(&self, t: &TokenRecord) -> StoreResult<()>;
     async fn token(&self, id: &str) -> StoreResult<Option<TokenRecord>>;
@@ -361,7 +381,7 @@ pub trait Store: AuthStore + Send + Sync + 'static {
     /// Lines of one app matching `filter`, oldest first, at most the newest `limit`.
     async fn query_logs(
         &self,
-        app_name: &str,
+        app_id: &str,
         filter: &LogQuery,
         limit: i64,
     ) -> StoreResult<Vec<LogLine>>;
@@ -381,11 +401,10 @@ pub trait Store: AuthStore + Send + Sync + 'static {
     /// The last resource samples of an app's instances, by instance id.
     async fn app_usage(&self, app_id: &str) -> StoreResult<HashMap<String, InstanceUsage>>;
     /// Adds a log drain (idempotent) and records the event.
-    async fn add_log_drain(&self, app_name: &str, url: &str, event: &Event) -> StoreResult<()>;
+    async fn add_log_drain(&self, app_id: &str, url: &str, event: &Event) -> StoreResult<()>;
     /// Removes a log drain; returns whether it existed.
-    async fn remove_log_drain(&self, app_name: &str, url: &str, event: &Event)
-        -> StoreResult<bool>;
-    /// Every drain as (app name, url).
+    async fn remove_log_drain(&self, app_id: &str, url: &str, event: &Event) -> StoreResult<bool>;
+    /// Every drain as (app id, url).
     async fn list_log_drains(&self) -> StoreResult<Vec<(String, String)>>;
     /// [`Store::deploy_revision`] with an env, provenance and optional stored settings: every
     /// push, env change and rollback goes through here (issue 3).

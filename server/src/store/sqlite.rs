@@ -54,6 +54,7 @@ impl SqliteStore {
             .connect_with(opts.clone())
             .await?;
         MIGRATOR.run(&pool).await?;
+        rebuild_apps(opts.clone()).await?;
         let log_writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -67,6 +68,72 @@ impl SqliteStore {
         self.pool.close().await;
         self.log_writer.close().await;
     }
+}
+
+/// Drops the platform-wide UNIQUE of `apps.name` (issue 18: names are unique per space, which
+/// `apps_space_name` enforces) by rebuilding the table, once: SQLite cannot drop a column
+/// constraint otherwise. It runs on a connection of its own with foreign keys off, which a
+/// migration cannot do (sqlx wraps each in a transaction, where the pragma is ignored); with
+/// them on, dropping the old table would delete every revision, instance and route with it.
+async fn rebuild_apps(opts: SqliteConnectOptions) -> StoreResult<()> {
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect_with(&opts.foreign_keys(false)).await?;
+    let old: Option<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'apps' AND name LIKE 'sqlite_autoindex_apps_%'
+         AND EXISTS (SELECT 1 FROM pragma_index_info(sqlite_master.name) WHERE name = 'name')",
+    )
+    .fetch_optional(&mut conn)
+    .await?;
+    if old.is_none() {
+        conn.close().await?;
+        return Ok(());
+    }
+    tracing::info!("rebuilding the apps table: app names become unique per space (issue 18)");
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    for sql in [
+        "CREATE TABLE apps_new (
+            id                TEXT PRIMARY KEY,
+            name              TEXT NOT NULL,
+            state             TEXT NOT NULL,
+            desired_instances INTEGER NOT NULL,
+            memory_mb         INTEGER NOT NULL,
+            disk_mb           INTEGER NOT NULL,
+            current_revision  INTEGER,
+            created_at        TEXT NOT NULL,
+            updated_at        TEXT NOT NULL,
+            max_in_flight     INTEGER NOT NULL DEFAULT 1,
+            health            TEXT,
+            placement_labels  TEXT NOT NULL DEFAULT '{}',
+            push_settings     TEXT NOT NULL DEFAULT '{}',
+            space_id          TEXT NOT NULL REFERENCES spaces(id),
+            log_rate_limit    INTEGER NOT NULL DEFAULT -1,
+            host              TEXT
+        )",
+        "INSERT INTO apps_new (id, name, state, desired_instances, memory_mb, disk_mb,
+            current_revision, created_at, updated_at, max_in_flight, health, placement_labels,
+            push_settings, space_id, log_rate_limit, host)
+         SELECT id, name, state, desired_instances, memory_mb, disk_mb, current_revision,
+            created_at, updated_at, max_in_flight, health, placement_labels, push_settings,
+            space_id, log_rate_limit, host FROM apps",
+        "DROP TABLE apps",
+        "ALTER TABLE apps_new RENAME TO apps",
+        "CREATE UNIQUE INDEX apps_host ON apps (host) WHERE host IS NOT NULL",
+        "CREATE UNIQUE INDEX apps_space_name ON apps (space_id, name)",
+    ] {
+        sqlx::query(sql).execute(&mut *tx).await?;
+    }
+    let broken: Vec<SqliteRow> = sqlx::query("PRAGMA foreign_key_check")
+        .fetch_all(&mut *tx)
+        .await?;
+    if !broken.is_empty() {
+        return Err(StoreError::Corrupt(format!(
+            "{} rows lost their app while rebuilding the apps table",
+            broken.len()
+        )));
+    }
+    tx.commit().await?;
+    conn.close().await?;
+    Ok(())
 }
 
 fn app_state(s: &str) -> StoreResult<AppState> {
@@ -110,6 +177,8 @@ fn app_from_row(r: &SqliteRow) -> StoreResult<AppRecord> {
         current_revision: r.try_get("current_revision")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
+        space_id: r.try_get("space_id")?,
+        host: r.try_get("host")?,
     })
 }
 
@@ -175,6 +244,7 @@ fn token_from_row(r: &SqliteRow) -> StoreResult<TokenRecord> {
         name: r.try_get("name")?,
         scope: r.try_get("scope")?,
         app_name: r.try_get("app_name")?,
+        app_id: r.try_get("app_id")?,
         token_hash: r.try_get("token_hash")?,
         created_at: r.try_get("created_at")?,
         expires_at: r.try_get("expires_at")?,
@@ -195,18 +265,18 @@ fn log_from_row(r: &SqliteRow) -> StoreResult<LogLine> {
 }
 
 impl SqliteStore {
-    /// One page of `app_name`'s rows that may hold lines matching `f`, newest first, older than
+    /// One page of `app_id`'s rows that may hold lines matching `f`, newest first, older than
     /// id `before` if given.
     async fn query_log_rows(
         &self,
-        app_name: &str,
+        app_id: &str,
         f: &LogQuery,
         before: Option<i64>,
         limit: i64,
     ) -> StoreResult<Vec<SqliteRow>> {
         let mut q =
-            sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!("{LOG_COLUMNS} WHERE app_name = "));
-        q.push_bind(app_name);
+            sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!("{LOG_COLUMNS} WHERE app_id = "));
+        q.push_bind(app_id);
         if let Some(id) = before {
             q.push(" AND id < ").push_bind(id);
         }
@@ -358,9 +428,9 @@ const LOG_COLUMNS: &str = "SELECT id, ts, source, stream, message, lines FROM lo
 /// The apps with stored lines, by hopping through the primary key from one name to the next (a
 /// few lookups per app; `SELECT DISTINCT` would read every line's key).
 const LOG_APPS: &str = "WITH RECURSIVE a(name) AS (
-       SELECT MIN(app_name) FROM log_entries
+       SELECT MIN(app_id) FROM log_entries
        UNION ALL
-       SELECT (SELECT MIN(app_name) FROM log_entries WHERE app_name > a.name) FROM a
+       SELECT (SELECT MIN(app_id) FROM log_entries WHERE app_id > a.name) FROM a
        WHERE a.name IS NOT NULL)";
 
 /// Rows per INSERT statement: fewer statements per batch cost less (each is a round trip to the
@@ -372,9 +442,10 @@ pub(super) async fn insert_event<'c, E: sqlx::Executor<'c, Database = sqlx::Sqli
     ev: &Event,
 ) -> StoreResult<()> {
     sqlx::query(
-        "INSERT INTO events (app_name, actor, kind, message, created_at) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO events (app_name, app_id, actor, kind, message, created_at) VALUES (?, ?, ?, ?, ?, ?)",
     )
     .bind(&ev.app_name)
+    .bind(&ev.app_id)
     .bind(&ev.actor)
     .bind(&ev.kind)
     .bind(&ev.message)
@@ -483,9 +554,34 @@ impl Store for SqliteStore {
         rows.iter().map(|r| Ok(r.try_get("name")?)).collect()
     }
 
-    async fn app_by_name(&self, name: &str) -> StoreResult<Option<AppRecord>> {
-        let row = sqlx::query("SELECT * FROM apps WHERE name = ?")
+    async fn app_in_space(&self, space_id: &str, name: &str) -> StoreResult<Option<AppRecord>> {
+        let row = sqlx::query("SELECT * FROM apps WHERE space_id = ? AND name = ?")
+            .bind(space_id)
             .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(app_from_row).transpose()
+    }
+
+    async fn apps_named(&self, name: &str) -> StoreResult<Vec<AppRecord>> {
+        let rows = sqlx::query("SELECT * FROM apps WHERE name = ? ORDER BY created_at, id")
+            .bind(name)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(app_from_row).collect()
+    }
+
+    async fn app_by_id(&self, id: &str) -> StoreResult<Option<AppRecord>> {
+        let row = sqlx::query("SELECT * FROM apps WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(app_from_row).transpose()
+    }
+
+    async fn app_by_host(&self, host: &str) -> StoreResult<Option<AppRecord>> {
+        let row = sqlx::query("SELECT * FROM apps WHERE host = ?")
+            .bind(host)
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(app_from_row).transpose()
@@ -498,11 +594,21 @@ impl Store for SqliteStore {
         rows.iter().map(app_from_row).collect()
     }
 
-    async fn create_app(&self, a: &AppRecord, space_id: &str, event: &Event) -> StoreResult<()> {
+    async fn create_app(&self, a: &AppRecord, event: &Event) -> StoreResult<()> {
         let mut tx = self.write_tx().await?;
+        if let Some(host) = &a.host {
+            // Mapped routes on that host are the deploy layer's check (it knows the domain).
+            let taken: Option<String> = sqlx::query_scalar("SELECT name FROM apps WHERE host = ?")
+                .bind(host)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if taken.is_some() {
+                return Err(StoreError::Conflict(format!("the host {host} is taken")));
+            }
+        }
         let res = sqlx::query(
-            "INSERT INTO apps (id, name, state, desired_instances, memory_mb, disk_mb, current_revision, created_at, updated_at, space_id)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO NOTHING",
+            "INSERT INTO apps (id, name, state, desired_instances, memory_mb, disk_mb, current_revision, created_at, updated_at, space_id, host)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(space_id, name) DO NOTHING",
         )
         .bind(&a.id)
         .bind(&a.name)
@@ -513,12 +619,13 @@ impl Store for SqliteStore {
         .bind(a.current_revision)
         .bind(a.created_at)
         .bind(a.updated_at)
-        .bind(space_id)
+        .bind(&a.space_id)
+        .bind(&a.host)
         .execute(&mut *tx)
         .await?;
         if res.rows_affected() == 0 {
             return Err(StoreError::Conflict(format!(
-                "app {} already exists",
+                "app {} already exists in its space",
                 a.name
             )));
         }
@@ -529,22 +636,19 @@ impl Store for SqliteStore {
 
     async fn delete_app(&self, app_id: &str, event: &Event) -> StoreResult<()> {
         let mut tx = self.write_tx().await?;
-        let name: Option<String> =
-            sqlx::query_scalar("DELETE FROM apps WHERE id = ? RETURNING name")
-                .bind(app_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some(name) = name else {
-            return Err(StoreError::NotFound("app".into()));
-        };
-        sqlx::query("DELETE FROM log_entries WHERE app_name = ?")
-            .bind(&name)
+        let gone = sqlx::query("DELETE FROM apps WHERE id = ?")
+            .bind(app_id)
             .execute(&mut *tx)
             .await?;
-        // Drains are keyed by name: one left behind would send the logs of the next app of that
-        // name, perhaps another space's, to this app's sink.
-        sqlx::query("DELETE FROM log_drains WHERE app_name = ?")
-            .bind(&name)
+        if gone.rows_affected() == 0 {
+            return Err(StoreError::NotFound("app".into()));
+        }
+        sqlx::query("DELETE FROM log_entries WHERE app_id = ?")
+            .bind(app_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM log_drains WHERE app_id = ?")
+            .bind(app_id)
             .execute(&mut *tx)
             .await?;
         insert_event(&mut *tx, event).await?;
@@ -679,7 +783,7 @@ impl Store for SqliteStore {
         r: &InstanceReport,
     ) -> StoreResult<Option<ReportedBefore>> {
         let before = sqlx::query(
-            "SELECT i.state, i.host_port, i.restarts, i.last_exit, i.ready, i.idx, a.name AS app_name
+            "SELECT i.state, i.host_port, i.restarts, i.last_exit, i.ready, i.idx, i.app_id, a.name AS app_name
              FROM instances i JOIN apps a ON a.id = i.app_id WHERE i.id = ? AND i.node_name = ?",
         )
         .bind(&r.instance_id)
@@ -691,6 +795,7 @@ impl Store for SqliteStore {
         };
         let state: String = before.try_get("state")?;
         let before = ReportedBefore {
+            app_id: before.try_get("app_id")?,
             app_name: before.try_get("app_name")?,
             index: before.try_get::<i64, _>("idx")? as u32,
             state: InstanceState::parse(&state)
@@ -725,11 +830,11 @@ impl Store for SqliteStore {
 
     async fn recent_events(
         &self,
-        app_name: &str,
+        app_id: &str,
         limit: i64,
     ) -> StoreResult<Vec<(DateTime<Utc>, Event)>> {
-        let rows = sqlx::query("SELECT * FROM events WHERE app_name = ? ORDER BY id DESC LIMIT ?")
-            .bind(app_name)
+        let rows = sqlx::query("SELECT * FROM events WHERE app_id = ? ORDER BY id DESC LIMIT ?")
+            .bind(app_id)
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
@@ -740,6 +845,7 @@ impl Store for SqliteStore {
                     r.try_get("created_at")?,
                     Event {
                         app_name: r.try_get("app_name")?,
+                        app_id: r.try_get("app_id")?,
                         actor: r.try_get("actor")?,
                         kind: r.try_get("kind")?,
                         message: r.try_get("message")?,
@@ -751,16 +857,14 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    async fn app_name_of_instance(
-        &self,
-        instance_id: &str,
-        node: &str,
-    ) -> StoreResult<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT a.name FROM instances i JOIN apps a ON a.id = i.app_id WHERE i.id = ? AND i.node_name = ?")
-            .bind(instance_id)
-            .bind(node)
-            .fetch_optional(&self.pool)
-            .await?)
+    async fn app_of_instance(&self, instance_id: &str, node: &str) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT app_id FROM instances WHERE id = ? AND node_name = ?")
+                .bind(instance_id)
+                .bind(node)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     async fn append_logs(&self, lines: &[(String, std::sync::Arc<LogLine>)]) -> StoreResult<()> {
@@ -769,7 +873,7 @@ impl Store for SqliteStore {
         let mut tx = self.log_writer.begin_with("BEGIN IMMEDIATE").await?;
         for chunk in rows.chunks(LOG_INSERT_ROWS) {
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO log_entries (app_name, id, ts, source, stream, message, instance_index, lines) ",
+                "INSERT INTO log_entries (app_id, id, ts, source, stream, message, instance_index, lines) ",
             );
             q.push_values(chunk, |mut b, r| {
                 let (_, index) = crate::loghub::split_app_source(&r.first.source);
@@ -788,11 +892,11 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn recent_logs(&self, app_name: &str, limit: i64) -> StoreResult<Vec<LogLine>> {
+    async fn recent_logs(&self, app_id: &str, limit: i64) -> StoreResult<Vec<LogLine>> {
         let rows = sqlx::query(&format!(
-            "{LOG_COLUMNS} WHERE app_name = ? ORDER BY id DESC LIMIT ?"
+            "{LOG_COLUMNS} WHERE app_id = ? ORDER BY id DESC LIMIT ?"
         ))
-        .bind(app_name)
+        .bind(app_id)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
@@ -808,7 +912,7 @@ impl Store for SqliteStore {
     }
 
     async fn trim_logs(&self, keep: i64) -> StoreResult<()> {
-        // Per app, through the (app_name, id) key: find the newest line beyond `keep` and delete
+        // Per app, through the (app_id, id) key: find the newest line beyond `keep` and delete
         // it and everything older. A window function over the whole table instead read and sorted
         // every stored line while holding the write lock, stalling log inserts for as long.
         let apps: Vec<String> = sqlx::query_scalar(&format!(
@@ -821,10 +925,10 @@ impl Store for SqliteStore {
             // straddles the line is kept whole), and every older row. Every row holds a line at
             // least, so that row is among the newest `keep + 1`: only those are read.
             sqlx::query(
-                "DELETE FROM log_entries WHERE app_name = ?1 AND id <= (
+                "DELETE FROM log_entries WHERE app_id = ?1 AND id <= (
                    SELECT id FROM (
                      SELECT id, lines, SUM(lines) OVER (ORDER BY id DESC) AS newer
-                     FROM (SELECT id, lines FROM log_entries WHERE app_name = ?1
+                     FROM (SELECT id, lines FROM log_entries WHERE app_id = ?1
                            ORDER BY id DESC LIMIT ?2 + 1))
                    WHERE newer - lines >= ?2 ORDER BY id DESC LIMIT 1)",
             )
@@ -965,7 +1069,7 @@ impl Store for SqliteStore {
 
     async fn query_logs(
         &self,
-        app_name: &str,
+        app_id: &str,
         f: &LogQuery,
         limit: i64,
     ) -> StoreResult<Vec<LogLine>> {
@@ -977,7 +1081,7 @@ impl Store for SqliteStore {
         let mut newest_first: Vec<LogLine> = Vec::new();
         let mut before: Option<i64> = None;
         while (newest_first.len() as i64) < limit {
-            let rows = self.query_log_rows(app_name, f, before, limit).await?;
+            let rows = self.query_log_rows(app_id, f, before, limit).await?;
             let mut page = Vec::new();
             for r in &rows {
                 let start = page.len();
@@ -999,7 +1103,7 @@ impl Store for SqliteStore {
         // The newest id of each app through the key: the table has no index on id alone. A
         // packed row's last line is its id + lines - 1.
         let id: Option<i64> = sqlx::query_scalar(&format!(
-            "{LOG_APPS} SELECT MAX((SELECT id + lines - 1 FROM log_entries WHERE app_name = a.name
+            "{LOG_APPS} SELECT MAX((SELECT id + lines - 1 FROM log_entries WHERE app_id = a.name
                                     ORDER BY id DESC LIMIT 1))
              FROM a WHERE name IS NOT NULL"
         ))
@@ -1018,7 +1122,7 @@ impl Store for SqliteStore {
         // retention bounds it meanwhile.
         let before = log_ts(&before);
         let first_kept: Option<i64> = sqlx::query_scalar(&format!(
-            "{LOG_APPS} SELECT MIN((SELECT id FROM log_entries WHERE app_name = a.name AND ts >= ?1
+            "{LOG_APPS} SELECT MIN((SELECT id FROM log_entries WHERE app_id = a.name AND ts >= ?1
                                      ORDER BY id LIMIT 1))
              FROM a WHERE name IS NOT NULL"
         ))
@@ -1029,7 +1133,7 @@ impl Store for SqliteStore {
             Some(id) => {
                 sqlx::query(&format!(
                     "{LOG_APPS}, d(name) AS (SELECT name FROM a WHERE name IS NOT NULL)
-                     DELETE FROM log_entries WHERE app_name IN (SELECT name FROM d) AND id < ?1"
+                     DELETE FROM log_entries WHERE app_id IN (SELECT name FROM d) AND id < ?1"
                 ))
                 .bind(id)
                 .execute(&self.log_writer)
@@ -1077,30 +1181,23 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    async fn add_log_drain(&self, app_name: &str, url: &str, event: &Event) -> StoreResult<()> {
+    async fn add_log_drain(&self, app_id: &str, url: &str, event: &Event) -> StoreResult<()> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query(
-            "INSERT OR IGNORE INTO log_drains (app_name, url, created_at) VALUES (?, ?, ?)",
-        )
-        .bind(app_name)
-        .bind(url)
-        .bind(Utc::now())
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("INSERT OR IGNORE INTO log_drains (app_id, url, created_at) VALUES (?, ?, ?)")
+            .bind(app_id)
+            .bind(url)
+            .bind(Utc::now())
+            .execute(&mut *tx)
+            .await?;
         insert_event(&mut *tx, event).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn remove_log_drain(
-        &self,
-        app_name: &str,
-        url: &str,
-        event: &Event,
-    ) -> StoreResult<bool> {
+    async fn remove_log_drain(&self, app_id: &str, url: &str, event: &Event) -> StoreResult<bool> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let r = sqlx::query("DELETE FROM log_drains WHERE app_name = ? AND url = ?")
-            .bind(app_name)
+        let r = sqlx::query("DELETE FROM log_drains WHERE app_id = ? AND url = ?")
+            .bind(app_id)
             .bind(url)
             .execute(&mut *tx)
             .await?;
@@ -1112,11 +1209,11 @@ impl Store for SqliteStore {
     }
 
     async fn list_log_drains(&self) -> StoreResult<Vec<(String, String)>> {
-        let rows = sqlx::query("SELECT app_name, url FROM log_drains ORDER BY app_name, url")
+        let rows = sqlx::query("SELECT app_id, url FROM log_drains ORDER BY app_id, url")
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("app_name")?, r.try_get("url")?)))
+            .map(|r| Ok((r.try_get("app_id")?, r.try_get("url")?)))
             .collect()
     }
 
@@ -1219,6 +1316,49 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn user_org_roles(&self, user_id: &str) -> StoreResult<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT o.name, r.role FROM org_roles r JOIN orgs o ON o.id = r.org_id WHERE r.user_id = ?",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    async fn set_org_role(&self, user_id: &str, org: &str, role: Option<&str>) -> StoreResult<()> {
+        let org_id: Option<String> = sqlx::query_scalar("SELECT id FROM orgs WHERE name = ?")
+            .bind(org)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(org_id) = org_id else {
+            return Err(StoreError::NotFound(format!("org {org} not found")));
+        };
+        match role {
+            Some(role) => {
+                sqlx::query(
+                    "INSERT INTO org_roles (user_id, org_id, role) VALUES (?, ?, ?)
+                     ON CONFLICT(user_id, org_id) DO UPDATE SET role = excluded.role",
+                )
+                .bind(user_id)
+                .bind(&org_id)
+                .bind(role)
+                .execute(&self.pool)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM org_roles WHERE user_id = ? AND org_id = ?")
+                    .bind(user_id)
+                    .bind(&org_id)
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn app_space(&self, app_id: &str) -> StoreResult<Option<String>> {
         Ok(sqlx::query_scalar("SELECT space_id FROM apps WHERE id = ?")
             .bind(app_id)
@@ -1229,14 +1369,15 @@ impl Store for SqliteStore {
 
     async fn insert_token(&self, t: &TokenRecord) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO api_tokens (id, user_id, name, scope, app_name, token_hash, created_at, expires_at, last_used_at, revoked_at, kid)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO api_tokens (id, user_id, name, scope, app_name, app_id, token_hash, created_at, expires_at, last_used_at, revoked_at, kid)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&t.id)
         .bind(&t.user_id)
         .bind(&t.name)
         .bind(&t.scope)
         .bind(&t.app_name)
+        .bind(&t.app_id)
         .bind(&t.token_hash)
         .bind(t.created_at)
         .bind(t.expires_at)

@@ -42,6 +42,17 @@ struct ErrorPage<'a> {
 }
 
 /// An error page in the dashboard's style; never a stack trace.
+/// `ORG/SPACE` of every space, by space id.
+async fn space_labels(ctx: &AppCtx) -> Result<HashMap<String, String>, crate::store::StoreError> {
+    Ok(ctx
+        .store
+        .list_spaces()
+        .await?
+        .into_iter()
+        .map(|s| (s.id, format!("{}/{}", s.org, s.name)))
+        .collect())
+}
+
 pub fn error_page(status: StatusCode, title: &str, message: &str) -> HttpResponse {
     let html = ErrorPage {
         status: status.as_u16(),
@@ -88,6 +99,8 @@ impl Layout {
 
 pub struct AppRow {
     pub name: String,
+    /// `ORG/SPACE`: names are unique per space, so links carry it.
+    pub space: String,
     pub state: String,
     pub running: u32,
     pub desired: u32,
@@ -126,18 +139,16 @@ pub async fn apps(ctx: web::Data<AppCtx>, req: HttpRequest) -> HttpResponse {
         {
             *running.entry(i.app_id.as_str()).or_default() += 1;
         }
-        let spaces = ctx.store.app_spaces().await?;
+        let spaces = space_labels(&ctx).await?;
         let mut rows = Vec::new();
         for a in ctx.store.list_apps().await? {
-            if !s
-                .principal
-                .can_see(&a.name, spaces.get(&a.id).map(String::as_str))
-            {
+            if !s.principal.can_see(&a) {
                 continue;
             }
             rows.push(AppRow {
+                space: spaces.get(&a.space_id).cloned().unwrap_or_default(),
                 running: running.get(a.id.as_str()).copied().unwrap_or(0),
-                url: ctx.app_url(&a.name),
+                url: ctx.app_url(&a),
                 state: a.state.as_str().to_string(),
                 desired: a.desired_instances,
                 revision: a.current_revision.map_or("-".into(), |r| r.to_string()),
@@ -226,21 +237,48 @@ pub async fn app(
             &format!("There is no app named {name:?} that you can see."),
         )
     };
-    let app = match ctx.store.app_by_name(&name).await {
-        Ok(Some(a)) => a,
-        Ok(None) => return not_found(),
-        Err(e) => return internal(e),
-    };
-    let space = match ctx.store.app_space(&app.id).await {
-        Ok(sp) => sp,
-        Err(e) => return internal(e),
-    };
-    if !s.principal.can_see(&app.name, space.as_deref()) {
-        return not_found();
+    // Names are unique per space: `?space=ORG/SPACE` picks one when several spaces in reach
+    // have an app of this name.
+    let wanted = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, _)| k == "space")
+        .map(|(_, v)| v.into_owned());
+    let (apps, spaces) = match async {
+        Ok::<_, crate::store::StoreError>((
+            ctx.store.apps_named(&name).await?,
+            space_labels(&ctx).await?,
+        ))
     }
-    let can_write = space
-        .as_deref()
-        .and_then(|sp| s.principal.role_in(sp))
+    .await
+    {
+        Ok(v) => v,
+        Err(e) => return internal(e),
+    };
+    let mut apps: Vec<_> = apps
+        .into_iter()
+        .filter(|a| s.principal.can_see(a))
+        .filter(|a| wanted.is_none() || spaces.get(&a.space_id) == wanted.as_ref())
+        .collect();
+    let app = match apps.len() {
+        0 => return not_found(),
+        1 => apps.remove(0),
+        _ => {
+            return error_page(
+                StatusCode::CONFLICT,
+                "Which app?",
+                &format!(
+                    "There is an app named {name:?} in each of {}: open it from the list of apps.",
+                    apps.iter()
+                        .filter_map(|a| spaces.get(&a.space_id).cloned())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        }
+    };
+    let space_label = spaces.get(&app.space_id).cloned().unwrap_or_default();
+    let can_write = s
+        .principal
+        .role_in(&app.space_id)
         .is_some_and(|r| r >= Role::Developer);
     let result: Result<AppPage, crate::store::StoreError> = async {
         let now = Utc::now();
@@ -317,7 +355,7 @@ pub async fn app(
             .collect();
         let events = ctx
             .store
-            .recent_events(&app.name, 30)
+            .recent_events(&app.id, 30)
             .await?
             .into_iter()
             .rev()
@@ -330,7 +368,7 @@ pub async fn app(
             .collect();
         let logs = ctx
             .store
-            .recent_logs(&app.name, 100)
+            .recent_logs(&app.id, 100)
             .await?
             .into_iter()
             .map(|l| LogRow {
@@ -345,11 +383,12 @@ pub async fn app(
             detected: rev.as_ref().map(|r| r.detected.clone()).unwrap_or_default(),
             app: AppRow {
                 name: app.name.clone(),
+                space: space_label.clone(),
                 state: app.state.as_str().to_string(),
                 running,
                 desired: app.desired_instances,
                 revision: app.current_revision.map_or("-".into(), |r| r.to_string()),
-                url: ctx.app_url(&app.name),
+                url: ctx.app_url(&app),
                 updated: ago(app.updated_at, now),
                 memory_mb: app.memory_mb,
             },
@@ -506,6 +545,7 @@ mod tests {
             },
             app: AppRow {
                 name: "shop".into(),
+                space: "default/default".into(),
                 state: "started".into(),
                 running: 2,
                 desired: 2,

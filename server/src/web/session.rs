@@ -185,6 +185,7 @@ pub async fn login(
         .store
         .add_event(&Event {
             app_name: None,
+            app_id: None,
             actor: form.username.clone(),
             kind: "login".into(),
             message: "logged in to the dashboard".into(),
