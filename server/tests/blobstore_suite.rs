@@ -264,6 +264,7 @@ fn collection_keeps_referenced_blobs(b: Backend) {
         let unreferenced = put(&b.blobs, b"an old droplet");
         let ev = Event {
             app_name: None,
+            app_id: None,
             actor: "admin".into(),
             kind: "k".into(),
             message: "m".into(),
