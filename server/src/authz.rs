@@ -530,9 +530,8 @@ pub async fn middleware(
             }
         }
         Need::OrgManager => {
-            if !principal.is_operator()
-                && !(principal.unrestricted_admin() && !principal.managed_orgs.is_empty())
-            {
+            let manages_some = principal.unrestricted_admin() && !principal.managed_orgs.is_empty();
+            if !(principal.is_operator() || manages_some) {
                 return Err(denied(forbidden(
                     "this needs an operator or an org manager",
                 )));
