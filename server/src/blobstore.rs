@@ -200,18 +200,21 @@ impl Blobstore {
         file.flush()?;
         let sha = hex::encode(hasher.finalize());
         let dest = self.path_of(&sha)?;
-        if dest.exists() {
-            return Ok((sha, size, false));
-        }
-        let mut new = true;
-        if let Some(remote) = &self.remote {
-            if remote.exists(&sha)? {
-                new = false;
-            } else {
+        let new = match &self.remote {
+            None if dest.exists() => return Ok((sha, size, false)),
+            None => true,
+            // The bucket decides, not this controller's cache: another controller may have
+            // collected the blob since it was cached here, and a file-cache row must never name
+            // a blob the other controllers cannot fetch.
+            Some(remote) if remote.exists(&sha)? => false,
+            Some(remote) => {
                 remote.upload(&sha, file.path())?;
+                true
             }
+        };
+        if !dest.exists() {
+            self.persist(file, &dest, false)?;
         }
-        self.persist(file, &dest, false)?;
         Ok((sha, size, new))
     }
 

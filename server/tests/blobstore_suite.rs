@@ -327,6 +327,26 @@ fn s3_controllers_share_one_bucket() {
 }
 
 #[test]
+fn s3_file_cache_commit_asks_the_bucket_not_the_cache() {
+    let b = Backend::s3();
+    let (other, _dir) = b.second_controller();
+    let commit = |blobs: &Blobstore| {
+        let mut w = blobs.writer().unwrap();
+        w.write_all(b"static/app.css").unwrap();
+        blobs.commit_unsynced_new(w).unwrap()
+    };
+    let (sha, _, new) = commit(&b.blobs);
+    assert!(new);
+    // Another controller collects it; this one still has it cached.
+    other.delete(&sha).unwrap();
+    assert!(b.blobs.path(&sha).is_ok());
+    // Uploaded again (and said to be new), so the other controller can fetch it.
+    let (_, _, new) = commit(&b.blobs);
+    assert!(new);
+    assert_eq!(read(&other, &sha), b"static/app.css");
+}
+
+#[test]
 fn s3_download_is_checked_against_its_name() {
     use sha2::{Digest, Sha256};
     let b = Backend::s3();
