@@ -18,7 +18,7 @@ use crate::logs::{self, FollowFrom, LastSeen, LogSink};
 use crate::runtime::{ContainerStatus, DropletSource, Runtime, RuntimeError, APP_PORT};
 use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
-use paas_common::agent::{Assignment, InstanceReport};
+use paas_common::agent::{Assignment, HealthCheck, InstanceReport};
 use paas_common::api::InstanceState;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -531,7 +531,12 @@ impl Reconciler {
         };
         self.logs
             .cell(&a.instance_id, format!("Starting instance {}", a.index));
-        self.runtime.start(&id).await?;
+        if let Err(e) = self.runtime.start(&id).await {
+            // E.g. the host port the agent chose was taken meanwhile: the next pass creates a
+            // new container, with another port, rather than retrying this one.
+            let _ = self.runtime.stop_and_remove(&id).await;
+            return Err(e);
+        }
         let status = self.runtime.inspect(&id).await?;
         tracing::info!(instance = %a.instance_id, app = %a.app, index = a.index, container = %id, host_port = ?status.host_port, "started instance");
         let mut instance = Instance::new(a.clone(), id, &status, Instant::now());
@@ -693,6 +698,11 @@ impl Instance {
         }
     }
 
+    /// The port the app listens on inside its container: 8080, or a Dockerfile image's own.
+    fn app_port(&self) -> u16 {
+        self.assignment.image.as_ref().map_or(APP_PORT, |i| i.port)
+    }
+
     async fn check(&self, ctx: &Ctx<'_>, running: bool) -> Result<(), health::HealthError> {
         let h = &self.assignment.health;
         health::check(
@@ -701,10 +711,7 @@ impl Instance {
             health::Target {
                 address: &ctx.runtime.settings().node_address,
                 host_port: self.host_port,
-                container: self.container_ip.as_deref().map(|ip| {
-                    let port = self.assignment.image.as_ref().map_or(APP_PORT, |i| i.port);
-                    (ip, port)
-                }),
+                container: self.container_ip.as_deref().map(|ip| (ip, self.app_port())),
             },
             running,
             secs(h.invocation_timeout_secs),
@@ -761,17 +768,36 @@ impl Instance {
     }
 
     async fn health_failed(&mut self, ctx: &Ctx<'_>, error: &health::HealthError, now: Instant) {
+        // What the instance's own network namespace shows, read before the kill: a reason the
+        // user can act on ("listens on 127.0.0.1 only") rather than a refused connection.
+        let port = self.app_port();
+        let seen = match (&self.assignment.health.check, error) {
+            (HealthCheck::Process, _) | (_, health::HealthError::NotRunning) => None,
+            _ => ctx
+                .runtime
+                .listeners(&self.container_id)
+                .await
+                .and_then(|l| crate::runtime::diagnose_listeners(port, &l)),
+        };
+        let reason = match &seen {
+            Some(why) => format!("{HEALTH_CHECK_FAILED}: {why}"),
+            None => format!("{HEALTH_CHECK_FAILED}: {error}"),
+        };
         let a = &self.assignment;
         tracing::info!(instance = %a.instance_id, error = %error, "health check failed");
         ctx.logs.cell(
             &a.instance_id,
-            format!("Instance {} failed its health check: {error}", a.index),
+            format!(
+                "Instance {} failed its health check: {}",
+                a.index,
+                seen.as_deref().unwrap_or(&error.to_string())
+            ),
         );
         if let Err(e) = ctx.runtime.kill(&self.container_id).await {
             tracing::warn!(container = %self.container_id, error = %e, "cannot kill unhealthy instance");
         }
         wait_not_running(ctx.runtime, &self.container_id).await;
-        self.crash(ctx, HEALTH_CHECK_FAILED.into(), now);
+        self.crash(ctx, reason, now);
     }
 
     fn crash(&mut self, ctx: &Ctx<'_>, reason: String, now: Instant) {

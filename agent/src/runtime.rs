@@ -9,8 +9,8 @@ use bollard::container::{
     RemoveContainerOptions, StartContainerOptions, StopContainerOptions, UploadToContainerOptions,
 };
 use bollard::models::{
-    HostConfig, HostConfigLogConfig, Mount, MountTypeEnum, PortBinding, RestartPolicy,
-    RestartPolicyNameEnum,
+    HostConfig, HostConfigLogConfig, Mount, MountTypeEnum, PortBinding, ResourcesUlimits,
+    RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::network::CreateNetworkOptions;
 use bollard::Docker;
@@ -28,6 +28,90 @@ const APP_DIR: &str = "/app";
 const APP_USER: &str = "2000:2000";
 /// Grace period between SIGTERM and SIGKILL when an instance is stopped.
 const STOP_GRACE_SECS: i64 = 10;
+/// Open files per instance, Cloud Foundry's default.
+pub const FDS_LIMIT: i64 = 16384;
+/// Where instances write besides a buildpack droplet's `/app` volume: the tmpfs (`TMPDIR`, and
+/// `HOME` of an image that names none); the root file system is read-only.
+const TMP_DIR: &str = "/tmp";
+
+/// Runs a buildpack droplet's start command the way Cloud Foundry's launcher does: the
+/// buildpacks' `.profile.d/*.sh` and then the app's own `.profile` are sourced first (in the app
+/// folder, so they can set `PATH` or export settings), then the command (`$1`) replaces the
+/// shell, so it is the process the engine signals.
+const LAUNCHER: &str = r#"cd /app || exit 1
+for f in /app/.profile.d/*.sh; do if [ -f "$f" ]; then . "$f"; fi; done
+if [ -f /app/.profile ]; then . /app/.profile; fi
+exec /bin/sh -c "$1""#;
+
+/// A free port on the node address, for an instance to be published on; `None` when the agent
+/// cannot bind there (the engine then picks one).
+fn free_host_port(address: &str) -> Option<u16> {
+    std::net::TcpListener::bind((address, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .ok()
+}
+
+/// Cloud Foundry's runtime contract: `PORT`, `VCAP_APP_HOST`/`VCAP_APP_PORT`, `VCAP_APPLICATION`,
+/// `VCAP_SERVICES`, `CF_INSTANCE_*`, `MEMORY_LIMIT`, a writable `HOME` and `TMPDIR`; then the
+/// platform's own `PAAS_*` and the app's env, which may override any of them.
+pub fn contract_env(
+    a: &Assignment,
+    port: u16,
+    host_port: Option<u16>,
+    node_address: &str,
+    home: Option<&str>,
+) -> Vec<String> {
+    let c = a.context.clone().unwrap_or_default();
+    let mut vcap = serde_json::json!({
+        "application_id": c.app_id,
+        "application_name": a.app,
+        "application_uris": c.uris,
+        "application_version": c.revision.to_string(),
+        "name": a.app,
+        "uris": c.uris,
+        "version": c.revision.to_string(),
+        "space_id": c.space_id,
+        "space_name": c.space_name,
+        "organization_id": c.org_id,
+        "organization_name": c.org_name,
+        "instance_id": a.instance_id,
+        "instance_index": a.index,
+        "process_id": c.app_id,
+        "process_type": a.process_type,
+        "host": "0.0.0.0",
+        "port": port,
+        "limits": {"mem": a.memory_mb, "disk": a.disk_mb, "fds": FDS_LIMIT},
+    });
+    if let Some(p) = host_port {
+        vcap["instance_port"] = p.into();
+    }
+    let mut env = vec![
+        format!("PORT={port}"),
+        format!("VCAP_APP_PORT={port}"),
+        "VCAP_APP_HOST=0.0.0.0".to_string(),
+        format!("VCAP_APPLICATION={vcap}"),
+        "VCAP_SERVICES={}".to_string(),
+        format!("MEMORY_LIMIT={}m", a.memory_mb),
+        format!("CF_INSTANCE_INDEX={}", a.index),
+        format!("CF_INSTANCE_GUID={}", a.instance_id),
+        format!("CF_INSTANCE_IP={node_address}"),
+        format!("TMPDIR={TMP_DIR}"),
+    ];
+    if let Some(p) = host_port {
+        env.push(format!("CF_INSTANCE_PORT={p}"));
+        env.push(format!("CF_INSTANCE_ADDR={node_address}:{p}"));
+    }
+    if let Some(h) = home {
+        env.push(format!("HOME={h}"));
+    }
+    env.extend([
+        format!("PAAS_APP={}", a.app),
+        format!("PAAS_INSTANCE_INDEX={}", a.index),
+    ]);
+    env.extend(a.env.iter().map(|(k, v)| format!("{k}={v}")));
+    env
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -388,16 +472,19 @@ impl Runtime {
         let built = a.image.as_ref().zip(image_config);
         let port = built.map_or(APP_PORT, |(i, _)| i.port);
         let port_key = format!("{port}/tcp");
-        let mut env = vec![format!("PORT={port}")];
-        if built.is_none() {
-            env.push(format!("HOME={APP_DIR}"));
-        }
-        env.extend([
-            format!("PAAS_APP={}", a.app),
-            format!("PAAS_INSTANCE_INDEX={}", a.index),
-            format!("CF_INSTANCE_INDEX={}", a.index),
-        ]);
-        env.extend(a.env.iter().map(|(k, v)| format!("{k}={v}")));
+        // The host port is chosen here rather than by the engine so that the instance can be
+        // told it (`CF_INSTANCE_PORT`); when none can be reserved the engine picks one.
+        let host_port = free_host_port(&s.node_address);
+        // A writable HOME: the app's volume, or for an image that names none, the tmpfs (its
+        // root file system is read-only like every instance's).
+        let home = match built {
+            None => Some(APP_DIR),
+            Some((_, ic)) => {
+                let own = ic.env.iter().flatten().any(|e| e.starts_with("HOME="));
+                (!own).then_some(TMP_DIR)
+            }
+        };
+        let env = contract_env(a, port, host_port, &s.node_address, home);
         let container_labels = HashMap::from([
             (labels::MANAGED.to_string(), "true".to_string()),
             (labels::APP.to_string(), a.app.clone()),
@@ -414,7 +501,7 @@ impl Runtime {
                 Some(vec![PortBinding {
                     host_ip: Some(s.node_address.clone()),
                     // Empty: the engine picks a free port; read back with `inspect`.
-                    host_port: Some(String::new()),
+                    host_port: Some(host_port.map(|p| p.to_string()).unwrap_or_default()),
                 }]),
             )])),
             cap_drop: Some(vec!["ALL".into()]),
@@ -423,6 +510,12 @@ impl Runtime {
             memory_swap: Some(memory),
             cpu_shares: Some(i64::try_from(a.cpu_shares).unwrap_or(i64::MAX)),
             pids_limit: Some(a.pids_limit),
+            // Cloud Foundry's file descriptor limit, which `VCAP_APPLICATION` states.
+            ulimits: Some(vec![ResourcesUlimits {
+                name: Some("nofile".into()),
+                soft: Some(FDS_LIMIT),
+                hard: Some(FDS_LIMIT),
+            }]),
             readonly_rootfs: Some(true),
             tmpfs: Some(HashMap::from([(
                 "/tmp".into(),
@@ -456,7 +549,13 @@ impl Runtime {
         };
         let mut config = Config {
             image: Some(image.to_string()),
-            cmd: Some(vec!["/bin/sh".into(), "-c".into(), a.command.clone()]),
+            cmd: Some(vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                LAUNCHER.into(),
+                "launcher".into(),
+                a.command.clone(),
+            ]),
             working_dir: Some(APP_DIR.into()),
             user: Some(APP_USER.into()),
             env: Some(env),
@@ -602,5 +701,212 @@ impl Runtime {
             }) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// A listening TCP socket inside an instance's network namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listener {
+    pub ip: std::net::IpAddr,
+    pub port: u16,
+}
+
+impl Runtime {
+    /// The TCP sockets listening inside a running container, read from the host's view of its
+    /// network namespace (`/proc/<init pid>/net/tcp{,6}`): no exec into the container, which
+    /// may have no tools. `None` when the engine gives no pid or the files cannot be read.
+    pub async fn listeners(&self, id: &str) -> Option<Vec<Listener>> {
+        let info = self.docker.inspect_container(id, None).await.ok()?;
+        let pid = info.state?.pid.filter(|p| *p > 0)?;
+        let mut out = Vec::new();
+        let mut any = false;
+        for file in ["tcp", "tcp6"] {
+            if let Ok(text) = tokio::fs::read_to_string(format!("/proc/{pid}/net/{file}")).await {
+                any = true;
+                out.extend(parse_listeners(&text));
+            }
+        }
+        any.then_some(out)
+    }
+}
+
+/// The `LISTEN` sockets of a `/proc/net/tcp` or `tcp6` table. Addresses are printed as the
+/// kernel holds them in memory (network order bytes as native words), hence `to_ne_bytes`.
+pub fn parse_listeners(text: &str) -> Vec<Listener> {
+    const LISTEN: &str = "0A";
+    let mut out = Vec::new();
+    for line in text.lines().skip(1) {
+        let mut fields = line.split_whitespace();
+        let (Some(local), Some(_remote), Some(state)) =
+            (fields.nth(1), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        if state != LISTEN {
+            continue;
+        }
+        let Some((addr, port)) = local.split_once(':') else {
+            continue;
+        };
+        let Ok(port) = u16::from_str_radix(port, 16) else {
+            continue;
+        };
+        let words: Option<Vec<[u8; 4]>> = (0..addr.len() / 8)
+            .map(|i| {
+                u32::from_str_radix(&addr[i * 8..i * 8 + 8], 16)
+                    .ok()
+                    .map(u32::to_ne_bytes)
+            })
+            .collect();
+        let ip = match words.as_deref() {
+            Some([w]) => std::net::IpAddr::from(*w),
+            Some([a, b, c, d]) => {
+                let mut bytes = [0u8; 16];
+                for (i, w) in [a, b, c, d].iter().enumerate() {
+                    bytes[i * 4..i * 4 + 4].copy_from_slice(*w);
+                }
+                std::net::IpAddr::from(bytes)
+            }
+            _ => continue,
+        };
+        out.push(Listener { ip, port });
+    }
+    out
+}
+
+/// What the platform sees when an instance does not answer on its port, for the user: `None`
+/// when something listens on `port` on every address (the failure is elsewhere).
+pub fn diagnose_listeners(port: u16, listeners: &[Listener]) -> Option<String> {
+    let loopback_only = |ip: &std::net::IpAddr| match ip {
+        std::net::IpAddr::V4(v4) => v4.is_loopback(),
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    };
+    let on_port: Vec<&Listener> = listeners.iter().filter(|l| l.port == port).collect();
+    if on_port.iter().any(|l| !loopback_only(&l.ip)) {
+        return None;
+    }
+    if let Some(l) = on_port.first() {
+        return Some(format!(
+            "the app listens on {} only, which the platform cannot reach: listen on 0.0.0.0 ($VCAP_APP_HOST) port {port} ($PORT)",
+            show(l)
+        ));
+    }
+    let mut others: Vec<String> = listeners.iter().map(show).collect();
+    others.sort();
+    others.dedup();
+    Some(if others.is_empty() {
+        format!("nothing listens on port {port} ($PORT)")
+    } else {
+        format!(
+            "nothing listens on port {port} ($PORT); the app listens on {} instead: listen on $PORT",
+            others.join(", ")
+        )
+    })
+}
+
+fn show(l: &Listener) -> String {
+    match l.ip {
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("{v4}:{}", l.port),
+            None => format!("[{v6}]:{}", l.port),
+        },
+        std::net::IpAddr::V4(v4) => format!("{v4}:{}", l.port),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  2000        0 1 1 0 100 0 0 10 0
+   1: 020011AC:1F90 0200A8C0:D431 01 00000000:00000000 00:00000000 00000000  2000        0 0 1 0 20 4 30 10 -1
+";
+    const TCP6: &str = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000000000000000000000000000:1388 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  2000        0 1 1 0 100 0 0 10 0
+";
+
+    #[test]
+    fn listeners_from_proc_tables() {
+        let l = parse_listeners(TCP);
+        assert_eq!(
+            l,
+            vec![Listener {
+                ip: "127.0.0.1".parse().unwrap(),
+                port: 8080
+            }],
+            "only LISTEN rows count"
+        );
+        let l6 = parse_listeners(TCP6);
+        assert_eq!(l6[0].port, 5000);
+        assert!(l6[0].ip.is_unspecified());
+    }
+
+    #[test]
+    fn diagnoses() {
+        let lo = parse_listeners(TCP);
+        let msg = diagnose_listeners(8080, &lo).unwrap();
+        assert!(msg.contains("127.0.0.1:8080 only"), "{msg}");
+        let any6 = parse_listeners(TCP6);
+        let msg = diagnose_listeners(8080, &any6).unwrap();
+        assert!(
+            msg.contains("nothing listens on port 8080") && msg.contains("[::]:5000"),
+            "{msg}"
+        );
+        assert_eq!(diagnose_listeners(5000, &any6), None);
+        assert_eq!(
+            diagnose_listeners(8080, &[]).unwrap(),
+            "nothing listens on port 8080 ($PORT)"
+        );
+    }
+
+    #[test]
+    fn the_contract_env() {
+        let a = Assignment {
+            instance_id: "i-1".into(),
+            app: "My App".into(),
+            process_type: "web".into(),
+            index: 2,
+            droplet: "d".into(),
+            command: "run".into(),
+            env: [("GREETING".to_string(), "hi".to_string())].into(),
+            memory_mb: 256,
+            disk_mb: 1024,
+            cpu_shares: 256,
+            pids_limit: 64,
+            health: Default::default(),
+            image: None,
+            log_rate_limit_bytes: None,
+            context: Some(paas_common::agent::AppContext {
+                app_id: "app-id".into(),
+                space_id: "space-id".into(),
+                space_name: "dev".into(),
+                org_id: "org-id".into(),
+                org_name: "acme".into(),
+                uris: vec!["my-app.localhost".into()],
+                revision: 3,
+            }),
+        };
+        let env = contract_env(&a, 8080, Some(40000), "127.0.0.1", Some("/app"));
+        let get = |k: &str| {
+            env.iter()
+                .find_map(|e| e.strip_prefix(&format!("{k}=")))
+                .unwrap_or_else(|| panic!("{k} missing: {env:?}"))
+                .to_string()
+        };
+        assert_eq!(get("PORT"), "8080");
+        assert_eq!(get("VCAP_APP_HOST"), "0.0.0.0");
+        assert_eq!(get("MEMORY_LIMIT"), "256m");
+        assert_eq!(get("CF_INSTANCE_ADDR"), "127.0.0.1:40000");
+        assert_eq!(get("HOME"), "/app");
+        assert_eq!(get("VCAP_SERVICES"), "{}");
+        let v: serde_json::Value = serde_json::from_str(&get("VCAP_APPLICATION")).unwrap();
+        assert_eq!(v["application_name"], "My App");
+        assert_eq!(v["organization_name"], "acme");
+        assert_eq!(v["limits"]["mem"], 256);
+        assert_eq!(v["instance_index"], 2);
+        assert_eq!(v["application_uris"][0], "my-app.localhost");
     }
 }

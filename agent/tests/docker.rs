@@ -234,6 +234,7 @@ fn assignment(
         health,
         image: None,
         log_rate_limit_bytes: None,
+        context: None,
     }
 }
 

@@ -738,6 +738,7 @@ fn push_extra_fields(
         ("no_route", s.no_route),
         ("no_cache", s.no_cache),
         ("dockerfile", s.dockerfile),
+        ("no_start", s.no_start),
     ] {
         if on {
             form = form.text(field, "true");
@@ -808,7 +809,7 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
-/// Percent-encodes a path segment; app names are DNS labels, but a user can type anything.
+/// Percent-encodes a path segment: app names may hold spaces (`My App` -> `My%20App`).
 pub(crate) fn seg(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {

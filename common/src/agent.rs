@@ -280,6 +280,26 @@ pub struct Assignment {
     /// needs no new instance.
     #[serde(default)]
     pub log_rate_limit_bytes: Option<u64>,
+    /// What Cloud Foundry's runtime contract tells an instance about its app (the agent builds
+    /// `VCAP_APPLICATION` and the `CF_INSTANCE_*` variables from it). Absent from an older
+    /// controller: the agent fills in what it knows (the name).
+    #[serde(default)]
+    pub context: Option<AppContext>,
+}
+
+/// The app an instance belongs to, as `VCAP_APPLICATION` describes it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AppContext {
+    pub app_id: String,
+    pub space_id: String,
+    pub space_name: String,
+    /// Orgs have no id of their own: a stable one derived from the org's name.
+    pub org_id: String,
+    pub org_name: String,
+    /// The app's routes as `host[/path]`, its default one first.
+    pub uris: Vec<String>,
+    /// The revision the instance runs (`application_version`, `version`).
+    pub revision: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -177,6 +177,53 @@ pub struct InstanceUsage {
     pub sampled_at: Option<DateTime<Utc>>,
 }
 
+/// One app's metrics over a window (`GET /v1/apps/{name}/metrics`, issue 26).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AppMetrics {
+    /// Seconds each point covers.
+    pub resolution_secs: u32,
+    pub points: Vec<MetricPoint>,
+    /// Deploys, restarts, rollbacks and crashes in the window, for the time axis.
+    pub marks: Vec<MetricMark>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MetricPoint {
+    /// The start of the interval.
+    pub time: DateTime<Utc>,
+    /// Requests the router answered in the interval.
+    pub requests: u64,
+    /// Of those, 5xx answers.
+    pub errors: u64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    /// All instances' memory at the end of the interval.
+    pub memory_bytes: u64,
+    pub cpu_percent: f64,
+    /// Restarts of the app's instances so far.
+    pub restarts: u64,
+    pub instances: Vec<InstanceMetric>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct InstanceMetric {
+    pub index: u32,
+    pub memory_bytes: u64,
+    pub cpu_percent: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MetricMark {
+    pub time: DateTime<Utc>,
+    /// `deploy` or `crash`.
+    pub kind: String,
+    pub message: String,
+}
+
 /// One entry of the audit trail (`GET /v1/apps/NAME/events`, `GET /v1/events`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -384,6 +431,10 @@ pub struct PushSettings {
     /// `dockerfile`, "true"; `paas push --dockerfile`).
     #[serde(default)]
     pub dockerfile: bool,
+    /// Stage and record the new revision but leave the app stopped (multipart `no_start`,
+    /// "true"; `paas push --no-start`).
+    #[serde(default)]
+    pub no_start: bool,
 }
 
 /// Health-check settings as a manifest states them; every field optional (server defaults apply).

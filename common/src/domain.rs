@@ -3,21 +3,32 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// An app name: a DNS label (it becomes `NAME.<apps domain>`), 1 to 63 characters of
-/// lowercase letters, digits and `-`, starting with a letter and not ending with `-`.
+/// An app name as Cloud Foundry takes it: a display name such as `GetStartedPython` or
+/// `My App`, 1 to 100 characters of ASCII letters, digits, spaces and `-_.`, with at least one
+/// letter or digit and no space at either end. The app's route host is derived from it by
+/// [`route_host_for`], so a name need not be a DNS label itself.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct AppName(String);
+
+/// The longest app name: names travel in URL paths, container labels and log sources.
+pub const MAX_APP_NAME: usize = 100;
 
 impl AppName {
     pub fn parse(s: &str) -> Result<Self, String> {
         let ok_chars = s
             .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-        let starts = s.chars().next().is_some_and(|c| c.is_ascii_lowercase());
-        if s.is_empty() || s.len() > 63 || !ok_chars || !starts || s.ends_with('-') {
+            .all(|c| c.is_ascii_alphanumeric() || " -_.".contains(c));
+        let has_alnum = s.chars().any(|c| c.is_ascii_alphanumeric());
+        if s.is_empty()
+            || s.len() > MAX_APP_NAME
+            || !ok_chars
+            || !has_alnum
+            || s.trim() != s
+            || s.contains("  ")
+        {
             return Err(format!(
-                "invalid app name {s:?}: use 1 to 63 lowercase letters, digits and '-', starting with a letter"
+                "invalid app name {s:?}: use 1 to {MAX_APP_NAME} letters, digits, spaces, '-', '_' and '.', with at least one letter or digit"
             ));
         }
         Ok(Self(s.to_string()))
@@ -45,6 +56,38 @@ impl fmt::Display for AppName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// The route host label Cloud Foundry derives from an app's display name: lowercase, every
+/// character a DNS label cannot hold (spaces, `_`, `.`) turned into `-`, runs of `-` made one,
+/// no `-` at either end, at most 63 characters. `GetStartedPython` -> `getstartedpython`,
+/// `My App_2` -> `my-app-2`. Every name that was valid before display names (a lowercase DNS
+/// label) maps to itself, so existing routes keep their host.
+pub fn route_host_for(name: &AppName) -> String {
+    host_label(name.as_str())
+}
+
+/// [`route_host_for`] of any text (empty when it holds no ASCII letter or digit), e.g. a
+/// folder's name.
+pub fn host_label(text: &str) -> String {
+    let mut host = String::with_capacity(text.len());
+    for c in text.chars() {
+        let c = c.to_ascii_lowercase();
+        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            c
+        } else {
+            '-'
+        };
+        if c == '-' && (host.is_empty() || host.ends_with('-')) {
+            continue;
+        }
+        host.push(c);
+    }
+    host.truncate(63);
+    while host.ends_with('-') {
+        host.pop();
+    }
+    host
 }
 
 /// An image reference by name, as a Dockerfile's `FROM` may name a base image (issue 18):
@@ -223,10 +266,45 @@ mod tests {
 
     #[test]
     fn app_names() {
-        assert!(AppName::parse("my-app1").is_ok());
-        for bad in ["", "My", "1app", "app-", "a_b", "a.b", &"a".repeat(64)] {
+        for ok in [
+            "my-app1",
+            "GetStartedPython",
+            "My App",
+            "1app",
+            "app-",
+            "a_b",
+            "a.b",
+            &"a".repeat(100),
+        ] {
+            assert!(AppName::parse(ok).is_ok(), "{ok:?} should be accepted");
+        }
+        for bad in [
+            "",
+            " app",
+            "app ",
+            "a  b",
+            "---",
+            "a/b",
+            "a%20b",
+            "a?b",
+            "caf\u{e9}",
+            "a\tb",
+            &"a".repeat(101),
+        ] {
             assert!(AppName::parse(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn route_hosts_from_display_names() {
+        let host = |s: &str| route_host_for(&AppName::parse(s).unwrap());
+        assert_eq!(host("GetStartedPython"), "getstartedpython");
+        assert_eq!(host("My App_2"), "my-app-2");
+        assert_eq!(host("my-app1"), "my-app1");
+        assert_eq!(host("-a- -b.-"), "a-b");
+        assert_eq!(host("v1.2"), "v1-2");
+        assert_eq!(host(&"Ab".repeat(50)).len(), 63);
+        assert!(!host(&format!("{}-x", "a".repeat(62))).ends_with('-'));
     }
 
     #[test]

@@ -54,8 +54,9 @@ pub struct Manifest {
 /// One entry of `applications`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct AppManifest {
-    #[serde(deserialize_with = "app_name")]
-    pub name: AppName,
+    /// Absent only in a manifest of one app pushed with NAME on the command line.
+    #[serde(default, deserialize_with = "app_name")]
+    pub name: Option<AppName>,
     #[serde(default, deserialize_with = "count")]
     pub instances: Option<u32>,
     #[serde(default, deserialize_with = "memory")]
@@ -66,6 +67,15 @@ pub struct AppManifest {
     pub command: Option<String>,
     #[serde(default, deserialize_with = "buildpacks")]
     pub buildpacks: Vec<String>,
+    /// Cloud Foundry's older single `buildpack:`; `buildpacks:` wins when both are given.
+    #[serde(default, deserialize_with = "one_buildpack")]
+    pub buildpack: Option<String>,
+    /// A generated route host instead of one derived from the name (`random-route: true`).
+    #[serde(default, rename = "random-route", deserialize_with = "random_route")]
+    pub random_route: bool,
+    /// No route at all (`no-route: true`), e.g. for a worker.
+    #[serde(default, rename = "no-route", deserialize_with = "no_route")]
+    pub no_route: bool,
     #[serde(default, deserialize_with = "env_map")]
     pub env: BTreeMap<String, String>,
     #[serde(default)]
@@ -121,12 +131,6 @@ pub struct AppManifest {
     pub log_rate_limit_per_second: Option<String>,
 }
 
-impl Default for AppName {
-    fn default() -> Self {
-        AppName::parse("app").unwrap_or_else(|_| unreachable!("\"app\" is a valid name"))
-    }
-}
-
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct RouteEntry {
     pub route: String,
@@ -165,6 +169,20 @@ macro_rules! health_of {
 impl AppManifest {
     pub fn health(&self) -> HealthFields {
         health_of!(self)
+    }
+
+    /// The buildpacks to stage with: `buildpacks:`, else the single `buildpack:`.
+    pub fn all_buildpacks(&self) -> Vec<String> {
+        if self.buildpacks.is_empty() {
+            self.buildpack.iter().cloned().collect()
+        } else {
+            self.buildpacks.clone()
+        }
+    }
+
+    /// The name to push under: the manifest's, else `given` (NAME on the command line).
+    pub fn name_or(&self, given: Option<&AppName>) -> Option<AppName> {
+        self.name.clone().or_else(|| given.cloned())
     }
 }
 
@@ -278,11 +296,30 @@ pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
         });
     }
     let mut seen = std::collections::HashSet::new();
-    for a in &top.applications {
-        if !seen.insert(a.name.as_str().to_string()) {
+    let several = top.applications.len() > 1;
+    for (i, a) in top.applications.iter().enumerate() {
+        let name = match &a.name {
+            Some(n) => n.as_str().to_string(),
+            None if several => {
+                return Err(ManifestError {
+                    line: None,
+                    message: format!(
+                        "applications[{i}]: name: missing (a manifest of several apps names each)"
+                    ),
+                })
+            }
+            None => String::new(),
+        };
+        if !seen.insert(name.clone()) {
             return Err(ManifestError {
-                line: line_of(text, a.name.as_str()),
-                message: format!("application {} is listed twice", a.name.as_str()),
+                line: line_of(text, &name),
+                message: format!("application {name} is listed twice"),
+            });
+        }
+        if a.random_route && a.no_route {
+            return Err(ManifestError {
+                line: line_of(text, "random-route"),
+                message: format!("applications[{i}]: random-route and no-route exclude each other"),
             });
         }
         let mut types = std::collections::HashSet::new();
@@ -291,8 +328,7 @@ pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
                 return Err(ManifestError {
                     line: line_of(text, &p.process_type),
                     message: format!(
-                        "applications.{}.processes: process type {:?} is empty or listed twice",
-                        a.name.as_str(),
+                        "applications.{name}.processes: process type {:?} is empty or listed twice",
                         p.process_type
                     ),
                 });
@@ -384,9 +420,110 @@ impl Scalar {
     }
 }
 
-fn app_name<'de, D: Deserializer<'de>>(d: D) -> Result<AppName, D::Error> {
-    let s = String::deserialize(d)?;
-    AppName::parse(&s).map_err(|m| de::Error::custom(format!("name: {m}")))
+fn app_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<AppName>, D::Error> {
+    let Some(s) = Option::<Scalar>::deserialize(d)? else {
+        return Ok(None);
+    };
+    AppName::parse(&s.text())
+        .map(Some)
+        .map_err(|m| de::Error::custom(format!("name: {m}")))
+}
+
+fn flag<'de, D: Deserializer<'de>>(d: D, key: &str) -> Result<bool, D::Error> {
+    match Option::<Scalar>::deserialize(d)? {
+        None => Ok(false),
+        Some(Scalar::B(b)) => Ok(b),
+        Some(Scalar::S(s)) if s == "true" || s == "false" => Ok(s == "true"),
+        Some(other) => Err(de::Error::custom(format!(
+            "{key}: must be true or false, not {:?}",
+            other.text()
+        ))),
+    }
+}
+
+fn random_route<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    flag(d, "random-route")
+}
+
+fn no_route<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    flag(d, "no-route")
+}
+
+fn one_buildpack<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let Some(n) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    buildpack_name(&n)
+        .map(|b| Some(b.to_string()))
+        .ok_or_else(|| {
+            de::Error::custom(format!(
+                "buildpack: unknown buildpack {n:?}: known are {}",
+                BUILTIN_BUILDPACKS.join(", ")
+            ))
+        })
+}
+
+/// Replaces Cloud Foundry's `((name))` variables in manifest text with `vars` (from `--var
+/// k=v` and `--vars-file`), before it is parsed. A variable without a value is an error naming
+/// it and its line, as `cf push` refuses such a manifest.
+pub fn interpolate(text: &str, vars: &BTreeMap<String, String>) -> Result<String, ManifestError> {
+    let mut out = String::with_capacity(text.len());
+    let mut missing: Vec<(usize, String)> = Vec::new();
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        let mut rest = line;
+        while let Some(start) = rest.find("((") {
+            let Some(len) = rest[start + 2..].find("))") else {
+                break;
+            };
+            let name = &rest[start + 2..start + 2 + len];
+            let valid = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-./".contains(c));
+            out.push_str(&rest[..start]);
+            match vars.get(name.trim()) {
+                Some(v) if valid => out.push_str(v),
+                _ if !valid => out.push_str(&rest[start..start + 4 + len]),
+                _ => {
+                    missing.push((n + 1, name.to_string()));
+                    out.push_str(&rest[start..start + 4 + len]);
+                }
+            }
+            rest = &rest[start + 4 + len..];
+        }
+        out.push_str(rest);
+    }
+    match missing.first() {
+        None => Ok(out),
+        Some((line, _)) => Err(ManifestError {
+            line: Some(*line),
+            message: format!(
+                "no value for {}: give it with --var NAME=VALUE or --vars-file",
+                missing
+                    .iter()
+                    .map(|(_, n)| format!("(({n}))"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }),
+    }
+}
+
+/// A `--vars-file`: a YAML mapping of names to scalar values.
+pub fn parse_vars(text: &str) -> Result<BTreeMap<String, String>, ManifestError> {
+    let map: Option<BTreeMap<String, Scalar>> =
+        serde_norway::from_str(text).map_err(|e| ManifestError {
+            line: e.location().map(|l| l.line()),
+            message: format!(
+                "a vars file is a mapping of names to values: {}",
+                strip_location(&e.to_string())
+            ),
+        })?;
+    Ok(map
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.text()))
+        .collect())
 }
 
 fn count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
@@ -443,18 +580,26 @@ fn size_mb<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     }
 }
 
-fn check_type<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    let s = Option::<String>::deserialize(d)?;
-    match s.as_deref() {
-        None => Ok(None),
-        // CF's older names for the same checks.
-        Some("port" | "none") => Ok(Some("port".into())),
-        Some("http") => Ok(Some("http".into())),
-        Some("process") => Ok(Some("process".into())),
-        Some(other) => Err(de::Error::custom(format!(
-            "health-check-type: unknown health check type {other:?}: use port, http or process"
-        ))),
+/// A health check type as Cloud Foundry spells it (`none` is its older name for `port`), for
+/// the manifest and `paas push -u` alike.
+pub fn health_check_type(s: &str) -> Result<&'static str, String> {
+    match s {
+        "port" | "none" => Ok("port"),
+        "http" => Ok("http"),
+        "process" => Ok("process"),
+        other => Err(format!(
+            "unknown health check type {other:?}: use port, http or process"
+        )),
     }
+}
+
+fn check_type<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let Some(s) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    health_check_type(&s)
+        .map(|t| Some(t.to_string()))
+        .map_err(|m| de::Error::custom(format!("health-check-type: {m}")))
 }
 
 fn buildpacks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -532,7 +677,7 @@ applications:
         let m = parse(CF).unwrap();
         assert_eq!(m.applications.len(), 2);
         let a = &m.applications[0];
-        assert_eq!(a.name.as_str(), "web-one");
+        assert_eq!(a.name.as_ref().unwrap().as_str(), "web-one");
         assert_eq!(a.instances, Some(2));
         assert_eq!(a.memory, Some(256));
         assert_eq!(a.disk_quota, Some(1024));
@@ -637,15 +782,15 @@ applications:
 
     #[test]
     fn bad_names_and_values() {
-        let e = err("applications:\n- name: Bad_Name\n");
+        let e = err("applications:\n- name: Bad/Name\n");
         assert_eq!(e.line, Some(2), "{e}");
         assert!(e.message.contains("invalid app name"), "{e}");
         let e = err("applications:\n- name: a\n  health-check-type: ping\n");
         assert!(e.message.contains("health check type"), "{e}");
         let e = err("applications:\n- name: a\n  timeout: 0\n");
         assert!(e.message.contains("timeout"), "{e}");
-        let e = err("applications:\n- instances: 1\n");
-        assert!(e.message.contains("name"), "{e}");
+        let e = err("applications:\n- instances: 1\n- name: b\n");
+        assert!(e.message.contains("name: missing"), "{e}");
         assert!(err("applications: []\n")
             .message
             .contains("no `applications`"));
@@ -661,5 +806,70 @@ applications:
         assert_eq!(buildpack_name("staticfile_buildpack"), Some("staticfile"));
         assert_eq!(buildpack_name("binary"), Some("binary"));
         assert_eq!(buildpack_name("cobol"), None);
+    }
+
+    /// A Cloud Foundry sample's manifest as written: a display name with capitals, a random
+    /// route, the older single `buildpack:`, and keys this platform does not use.
+    #[test]
+    fn a_cf_sample_manifest_as_written() {
+        let m = parse(
+            "---\napplications:\n- name: GetStartedPython\n  random-route: true\n  memory: 128M\n  buildpack: python_buildpack\n  services:\n  - mydb\n  timeout: 120\n  health-check-invocation-timeout: 3\n",
+        )
+        .unwrap();
+        let a = &m.applications[0];
+        assert_eq!(a.name.as_ref().unwrap().as_str(), "GetStartedPython");
+        assert!(a.random_route && !a.no_route);
+        assert_eq!(a.all_buildpacks(), vec!["python".to_string()]);
+        let h = a.health().to_settings().unwrap();
+        assert_eq!(h.start_timeout_secs, Some(120));
+        assert_eq!(h.invocation_timeout_secs, Some(3));
+        assert_eq!(
+            m.warnings,
+            vec!["unknown field applications[0].services ignored".to_string()]
+        );
+    }
+
+    #[test]
+    fn one_app_without_a_name_takes_the_command_lines() {
+        let m = parse("applications:\n- memory: 64M\n  no-route: true\n").unwrap();
+        let a = &m.applications[0];
+        assert_eq!(a.name, None);
+        assert!(a.no_route);
+        let given = AppName::parse("worker").unwrap();
+        assert_eq!(a.name_or(Some(&given)), Some(given));
+    }
+
+    #[test]
+    fn route_flags_name_their_key() {
+        let e = err("applications:\n- name: a\n  random-route: maybe\n");
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(
+            e.message.contains("random-route") && e.message.contains("maybe"),
+            "{e}"
+        );
+        let e = err("applications:\n- name: a\n  no-route: 1\n");
+        assert!(e.message.contains("no-route"), "{e}");
+        let e = err("applications:\n- name: a\n  random-route: true\n  no-route: true\n");
+        assert!(e.message.contains("exclude"), "{e}");
+        let e = err("applications:\n- name: a\n  buildpack: cobol\n");
+        assert!(e.message.contains("buildpack: unknown"), "{e}");
+    }
+
+    #[test]
+    fn vars_are_interpolated_before_parsing() {
+        let text = "applications:\n- name: ((app))\n  instances: ((count))\n  env:\n    URL: https://((host))/x\n";
+        let vars: BTreeMap<String, String> =
+            parse_vars("app: My App\ncount: 2\nhost: db.example\n").unwrap();
+        let m = parse(&interpolate(text, &vars).unwrap()).unwrap();
+        let a = &m.applications[0];
+        assert_eq!(a.name.as_ref().unwrap().as_str(), "My App");
+        assert_eq!(a.instances, Some(2));
+        assert_eq!(a.env["URL"], "https://db.example/x");
+        let mut partial = vars.clone();
+        partial.remove("host");
+        let e = interpolate(text, &partial).unwrap_err();
+        assert_eq!(e.line, Some(5), "{e}");
+        assert!(e.message.contains("((host))"), "{e}");
+        assert!(parse_vars("- a\n- b\n").is_err());
     }
 }

@@ -257,7 +257,9 @@ fn classify(method: &actix_web::http::Method, path: &str) -> Need {
         (["apps", _, "rollback" | "restart" | "stop" | "start"], Method::POST) => {
             Need::App { push: false }
         }
-        (["apps", _, "logs" | "events" | "revisions"], _) if read => Need::App { push: false },
+        (["apps", _, "logs" | "events" | "revisions" | "metrics"], _) if read => {
+            Need::App { push: false }
+        }
         (["apps", _, "logs", "stream"], _) if read => Need::App { push: false },
         (["apps", _, "env"], _) if read => Need::App { push: false },
         (["apps", _, "env"], Method::PATCH) => Need::App { push: false },

@@ -62,6 +62,12 @@ pub fn syslog_frame(app: &str, l: &LogLine) -> Vec<u8> {
     let ts = l
         .timestamp
         .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    // APP-NAME holds no spaces (RFC 5424): a display name goes as its route host label.
+    let app = if app.contains(' ') {
+        std::borrow::Cow::Owned(paas_common::domain::host_label(app))
+    } else {
+        std::borrow::Cow::Borrowed(app)
+    };
     let msg = format!("<{pri}>1 {ts} paas {app} [{}] - - {}", l.source, l.message);
     let mut out = format!("{} ", msg.len()).into_bytes();
     out.extend_from_slice(msg.as_bytes());
@@ -272,6 +278,8 @@ mod tests {
             msg,
             "<11>1 2026-01-02T03:04:05.000000Z paas shop [APP/web/0] - - boom"
         );
+        let f = String::from_utf8(syslog_frame("My Shop", &l)).unwrap();
+        assert!(f.contains(" paas my-shop [APP/web/0] "), "{f}");
     }
     use chrono::Utc;
 }

@@ -22,4 +22,5 @@ pub mod staging;
 pub mod startup;
 pub mod state;
 pub mod store;
+pub mod timeseries;
 pub mod web;

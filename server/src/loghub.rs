@@ -83,6 +83,8 @@ pub struct LogHub {
     store: Arc<dyn Store>,
     settings: HubSettings,
     pub counters: Arc<HubCounters>,
+    /// Requests, errors and latency per app from the RTR lines that pass (issue 26's charts).
+    pub series: crate::timeseries::Collector,
 }
 
 /// Splits `APP/<process>/<index>` into its process and index; other sources have neither.
@@ -110,6 +112,7 @@ impl LogHub {
             store: store.clone(),
             settings: settings.clone(),
             counters: counters.clone(),
+            series: Default::default(),
         });
         tokio::spawn(write_loop(
             rx,
@@ -131,6 +134,7 @@ impl LogHub {
         if lines.is_empty() {
             return;
         }
+        self.series.observe(&lines);
         // One lock for id assignment, fan-out and the hand-off to the writer keeps ids, stream
         // order and storage order the same.
         let mut st = self.state.lock().await;

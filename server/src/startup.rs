@@ -113,6 +113,7 @@ impl Application {
             router::access_log::HubSink(self.ctx.logs.clone()),
         ));
         tokio::spawn(crate::drains::run(self.ctx.clone()));
+        tokio::spawn(crate::timeseries::run(self.ctx.clone()));
         tokio::spawn(crate::auth::prune_loop(self.ctx.clone()));
         let mut server = tokio::spawn(server);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

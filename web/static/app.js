@@ -113,6 +113,20 @@ function setupApp() {
   const logs = document.getElementById("logs");
   const source = document.getElementById("log-source");
 
+  // Charts: the server draws them; every 10 s (the metrics' resolution) the fragment is fetched
+  // again and swapped in.
+  const charts = document.getElementById("charts");
+  async function refreshCharts() {
+    if (!charts) return;
+    try {
+      const url = "/apps/" + encodeURIComponent(name) + "/charts?space=" +
+        encodeURIComponent(pageSpace()) + "&window=" + encodeURIComponent(charts.dataset.window || "1h");
+      const res = await fetch(url, { credentials: "same-origin" });
+      if (res.ok) charts.innerHTML = await res.text();
+    } catch (_) {}
+  }
+  if (charts) setInterval(refreshCharts, 10000);
+
   async function refreshApp() {
     try {
       const a = await api("GET", base);

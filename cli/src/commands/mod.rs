@@ -241,7 +241,41 @@ mod tests {
         assert_eq!(a.memory, Some(1024));
         assert_eq!(a.instances, Some(2));
         assert_eq!(a.timeout, 5);
-        assert!(Cli::try_parse_from(["paas", "push", "Bad_Name"]).is_err());
+        assert!(Cli::try_parse_from(["paas", "push", "Bad/Name"]).is_err());
+        // Cloud Foundry's flags as written.
+        let cli = Cli::try_parse_from([
+            "paas",
+            "push",
+            "GetStarted Python",
+            "-k",
+            "1G",
+            "--no-start",
+            "-u",
+            "http",
+            "--endpoint",
+            "/health",
+            "-t",
+            "90",
+            "--random-route",
+            "--var",
+            "a=b=c",
+            "--vars-file",
+            "vars.yml",
+            "--dockerfile",
+        ])
+        .unwrap();
+        let Command::Push(a) = cli.command else {
+            panic!("not push")
+        };
+        assert_eq!(a.name.unwrap().as_str(), "GetStarted Python");
+        assert_eq!(a.disk, Some(1024));
+        assert!(a.no_start && a.random_route && a.dockerfile && !a.no_route);
+        assert_eq!(a.health_check_type.as_deref(), Some("http"));
+        assert_eq!(a.app_start_timeout, Some(90));
+        assert_eq!(a.vars, vec![("a".to_string(), "b=c".to_string())]);
+        assert!(Cli::try_parse_from(["paas", "push", "-u", "ping"]).is_err());
+        assert!(Cli::try_parse_from(["paas", "push", "--random-route", "--no-route"]).is_err());
+        assert!(Cli::try_parse_from(["paas", "push", "-b", "node", "--dockerfile"]).is_err());
         assert!(Cli::try_parse_from(["paas", "push", "-m", "lots"]).is_err());
     }
 

@@ -15,8 +15,8 @@ use anyhow::{anyhow, bail, Context};
 use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 use paas_common::api::{
-    AppDetail, FileHash, InstanceInfo, InstanceState, PushProgress, PushResource, PushResult,
-    PushSettings, PushStatus, ResourceMatch,
+    AppDetail, FileHash, HealthCheckSettings, InstanceInfo, InstanceState, PushProgress,
+    PushResource, PushResult, PushSettings, PushStatus, ResourceMatch,
 };
 use paas_common::domain::{parse_memory_mb, AppName};
 use paas_common::ApiError;
@@ -30,7 +30,8 @@ const FAILURE_LOG_LINES: u32 = 20;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// App name (default: the folder's name, lowercased, other characters turned into '-'); with
+    /// App name, e.g. `GetStartedPython` or 'My App' (default: the folder's name as a route host,
+    /// lowercased, other characters turned into '-'); with
     /// a manifest, pushes only that app of it
     #[arg(value_parser = parse_name)]
     pub name: Option<AppName>,
@@ -66,6 +67,51 @@ pub struct Args {
     /// default (replaces the manifest's `log-rate-limit-per-second`)
     #[arg(short = 'l', long, value_name = "BYTES", allow_hyphen_values = true)]
     pub log_rate_limit: Option<String>,
+    /// Disk per instance, e.g. 512M or 1G (replaces the manifest's `disk_quota`)
+    #[arg(short = 'k', long = "disk", value_name = "DISK", value_parser = parse_memory_mb)]
+    pub disk: Option<u64>,
+    /// Stage and record the new revision but leave the app stopped (`paas start` runs it)
+    #[arg(long)]
+    pub no_start: bool,
+    /// Health check type: port, http or process (`none` is port, as in Cloud Foundry)
+    #[arg(short = 'u', long = "health-check-type", value_name = "TYPE", value_parser = parse_check_type)]
+    pub health_check_type: Option<String>,
+    /// The path an http health check asks, e.g. /health
+    #[arg(long = "endpoint", value_name = "PATH")]
+    pub endpoint: Option<String>,
+    /// Seconds an instance may take from start to its first passing health check (the
+    /// manifest's `timeout`)
+    #[arg(short = 't', long = "app-start-timeout", value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub app_start_timeout: Option<u64>,
+    /// The default route's host label instead of the one derived from the app name
+    #[arg(short = 'n', long, value_name = "HOST", conflicts_with_all = ["random_route", "no_route"])]
+    pub hostname: Option<String>,
+    /// A generated default route host (the manifest's `random-route: true`)
+    #[arg(long, conflicts_with = "no_route")]
+    pub random_route: bool,
+    /// No route at all (the manifest's `no-route: true`)
+    #[arg(long)]
+    pub no_route: bool,
+    /// Build from the folder's Dockerfile even when a buildpack detects the app
+    #[arg(long, conflicts_with = "buildpack")]
+    pub dockerfile: bool,
+    /// A value for a `((NAME))` variable of the manifest (repeatable)
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+    pub vars: Vec<(String, String)>,
+    /// A YAML file of values for the manifest's `((NAME))` variables (repeatable; `--var` wins)
+    #[arg(long = "vars-file", value_name = "FILE")]
+    pub vars_files: Vec<PathBuf>,
+}
+
+fn parse_var(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("expected NAME=VALUE, not {s:?}")),
+    }
+}
+
+fn parse_check_type(s: &str) -> Result<String, String> {
+    paas_common::manifest::health_check_type(s).map(str::to_string)
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -125,6 +171,55 @@ fn find_manifest(args: &Args) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The health settings the flags state (`-u`, `--endpoint`, `-t`), on top of the manifest's.
+fn health_flags(
+    args: &Args,
+    manifest: Option<HealthCheckSettings>,
+) -> anyhow::Result<Option<HealthCheckSettings>> {
+    if args.health_check_type.is_none()
+        && args.endpoint.is_none()
+        && args.app_start_timeout.is_none()
+    {
+        return Ok(manifest);
+    }
+    let mut h = manifest.unwrap_or_default();
+    if let Some(t) = &args.health_check_type {
+        h.check_type = Some(t.clone());
+    }
+    if let Some(e) = &args.endpoint {
+        h.http_endpoint = Some(e.clone());
+        // An endpoint alone means an http check, as `cf push --endpoint` does.
+        if args.health_check_type.is_none() && h.check_type.is_none() {
+            h.check_type = Some("http".into());
+        }
+    }
+    if h.check_type.as_deref() == Some("http") && h.http_endpoint.is_none() {
+        h.http_endpoint = Some("/".into());
+    }
+    if h.check_type.as_deref() != Some("http") && args.endpoint.is_some() {
+        bail!("--endpoint needs the http health check type (-u http)");
+    }
+    if let Some(t) = args.app_start_timeout {
+        h.start_timeout_secs = Some(t);
+    }
+    Ok(Some(h))
+}
+
+/// The `((NAME))` values: every `--vars-file` in order, then `--var`, later ones winning.
+fn manifest_vars(args: &Args) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let mut vars = std::collections::BTreeMap::new();
+    for f in &args.vars_files {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read the vars file {}", f.display()))?;
+        vars.extend(
+            paas_common::manifest::parse_vars(&text)
+                .map_err(|e| anyhow!("{}: {e}", f.display()))?,
+        );
+    }
+    vars.extend(args.vars.iter().cloned());
+    Ok(vars)
+}
+
 /// What to push: the manifest's apps (or the one named), with command-line flags on top; or the
 /// one folder without a manifest.
 fn plans(args: &Args) -> anyhow::Result<Vec<Plan>> {
@@ -140,9 +235,19 @@ fn plans(args: &Args) -> anyhow::Result<Vec<Plan>> {
         buildpacks: args.buildpack.iter().cloned().collect(),
         placement_labels: (!args.placement.is_empty())
             .then(|| args.placement.iter().cloned().collect()),
+        disk_mb: args.disk,
+        health: health_flags(args, None)?,
+        hostname: args.hostname.clone(),
+        random_route: args.random_route,
+        no_route: args.no_route,
+        dockerfile: args.dockerfile,
+        no_start: args.no_start,
         ..Default::default()
     };
     let Some(file) = find_manifest(args) else {
+        if !args.vars.is_empty() || !args.vars_files.is_empty() {
+            bail!("--var and --vars-file fill a manifest's ((NAME)) variables, and there is no manifest");
+        }
         let path = args.path.clone().unwrap_or_else(|| PathBuf::from("."));
         let name = match &args.name {
             Some(n) => n.clone(),
@@ -154,8 +259,10 @@ fn plans(args: &Args) -> anyhow::Result<Vec<Plan>> {
             settings: flags,
         }]);
     };
-    let text = std::fs::read_to_string(&file)
+    let raw = std::fs::read_to_string(&file)
         .with_context(|| format!("cannot read the manifest {}", file.display()))?;
+    let text = paas_common::manifest::interpolate(&raw, &manifest_vars(args)?)
+        .map_err(|e| anyhow!("{}: {e}", file.display()))?;
     let manifest =
         paas_common::manifest::parse(&text).map_err(|e| anyhow!("{}: {e}", file.display()))?;
     for w in &manifest.warnings {
@@ -163,11 +270,15 @@ fn plans(args: &Args) -> anyhow::Result<Vec<Plan>> {
     }
     let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
     let apps: Vec<_> = match &args.name {
+        // One app without a name in the manifest: NAME names it, as `cf push NAME` does.
+        Some(_) if manifest.applications.len() == 1 && manifest.applications[0].name.is_none() => {
+            manifest.applications.iter().collect()
+        }
         Some(n) => {
             let found: Vec<_> = manifest
                 .applications
                 .iter()
-                .filter(|a| &a.name == n)
+                .filter(|a| a.name.as_ref() == Some(n))
                 .collect();
             if found.is_empty() {
                 bail!(
@@ -187,6 +298,12 @@ fn plans(args: &Args) -> anyhow::Result<Vec<Plan>> {
         || !flags.buildpacks.is_empty()
         || flags.placement_labels.is_some()
         || flags.log_rate_limit.is_some()
+        || flags.disk_mb.is_some()
+        || flags.health.is_some()
+        || flags.hostname.is_some()
+        || flags.random_route
+        || flags.no_route
+        || flags.dockerfile
         || args.path.is_some() && args.manifest.is_some();
     if apps.len() > 1 && has_flags {
         bail!(
@@ -196,28 +313,39 @@ fn plans(args: &Args) -> anyhow::Result<Vec<Plan>> {
             names(&manifest)
         );
     }
-    Ok(apps
-        .into_iter()
+    apps.into_iter()
         .map(|a| {
+            let name = a.name_or(args.name.as_ref()).ok_or_else(|| {
+                anyhow!(
+                    "{}: the application has no `name`: give NAME (`paas push NAME`)",
+                    file.display()
+                )
+            })?;
             let path = match (&args.path, &a.path) {
                 (Some(p), _) if args.manifest.is_some() => p.clone(),
                 (_, Some(rel)) => base.join(rel),
                 (Some(p), None) => p.clone(),
                 (None, None) => base.clone(),
             };
+            let buildpacks = if !flags.buildpacks.is_empty() {
+                flags.buildpacks.clone()
+            } else if flags.dockerfile {
+                // `--dockerfile` on the command line replaces the manifest's buildpacks.
+                Vec::new()
+            } else {
+                a.all_buildpacks()
+            };
+            // A route flag replaces the manifest's route keys, as in `cf push`.
+            let route_flag = flags.hostname.is_some() || flags.random_route || flags.no_route;
             let settings = PushSettings {
                 instances: flags.instances.or(a.instances),
                 memory_mb: flags.memory_mb.or(a.memory),
                 command: flags.command.clone().or_else(|| a.command.clone()),
                 env: a.env.clone(),
-                disk_mb: a.disk_quota,
-                buildpacks: if flags.buildpacks.is_empty() {
-                    a.buildpacks.clone()
-                } else {
-                    flags.buildpacks.clone()
-                },
+                disk_mb: flags.disk_mb.or(a.disk_quota),
+                buildpacks,
                 routes: a.routes.iter().map(|r| r.route.clone()).collect(),
-                health: a.health().to_settings(),
+                health: health_flags(args, a.health().to_settings())?,
                 processes: a.processes.iter().map(|p| p.to_settings()).collect(),
                 resources: Vec::new(),
                 placement_labels: flags
@@ -228,21 +356,34 @@ fn plans(args: &Args) -> anyhow::Result<Vec<Plan>> {
                     .log_rate_limit
                     .clone()
                     .or_else(|| a.log_rate_limit_per_second.clone()),
+                hostname: flags.hostname.clone(),
+                random_route: if route_flag {
+                    flags.random_route
+                } else {
+                    a.random_route
+                },
+                no_route: if route_flag {
+                    flags.no_route
+                } else {
+                    a.no_route
+                },
+                dockerfile: flags.dockerfile,
+                no_start: flags.no_start,
                 ..Default::default()
             };
-            Plan {
-                name: a.name.clone(),
+            Ok(Plan {
+                name,
                 path,
                 settings,
-            }
+            })
         })
-        .collect())
+        .collect()
 }
 
 fn names(m: &paas_common::manifest::Manifest) -> String {
     m.applications
         .iter()
-        .map(|a| a.name.as_str())
+        .map(|a| a.name.as_ref().map_or("(no name)", |n| n.as_str()))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -319,10 +460,17 @@ fn push_one(client: &Client, plan: Plan, timeout: Duration) -> anyhow::Result<()
         &settings,
     );
     bar.finish_and_clear();
+    let no_start = settings.no_start;
     let pushed = match answer? {
-        PushAnswer::Stream(lines) => return follow_stream(client, &name, *lines, started, timeout),
+        PushAnswer::Stream(lines) => {
+            return follow_stream(client, &name, *lines, started, timeout, no_start)
+        }
         PushAnswer::Plain(app) => *app,
     };
+    if no_start {
+        print_not_started(&name, &pushed);
+        return Ok(());
+    }
     // Cell lines (crashes, health) of this push, live while we wait.
     let stop = super::logs::spawn_follow(client, name.as_str(), "CELL", chrono::Utc::now());
     let result = wait_until_running(client, &name, pushed, started, timeout);
@@ -361,6 +509,7 @@ fn follow_stream(
     lines: PushLines,
     started: Instant,
     timeout: Duration,
+    no_start: bool,
 ) -> anyhow::Result<()> {
     let (tx, rx) = std::sync::mpsc::channel();
     // The stream is read on its own thread so the wait for the next line can have a deadline.
@@ -451,7 +600,7 @@ fn follow_stream(
         }
     };
     stop_following(&cell);
-    finish(client, name, outcome?, started)
+    finish(client, name, outcome?, started, no_start)
 }
 
 /// `web #0: starting on node-a`, `web #1: pending: no node is available ...`.
@@ -490,8 +639,13 @@ fn finish(
     name: &AppName,
     result: PushResult,
     started: Instant,
+    no_start: bool,
 ) -> anyhow::Result<()> {
     match (result.status, result.app) {
+        (PushStatus::Succeeded, Some(detail)) if no_start => {
+            print_not_started(name, &detail);
+            Ok(())
+        }
         (PushStatus::Succeeded, Some(detail)) => {
             print_running(name, &detail, started);
             Ok(())
@@ -526,6 +680,28 @@ fn finish(
     }
 }
 
+/// `--no-start`: staged and recorded, not running.
+fn print_not_started(name: &AppName, detail: &AppDetail) {
+    let revision = detail
+        .revision
+        .as_ref()
+        .map(|r| format!(" as revision {}", r.number))
+        .unwrap_or_default();
+    println!(
+        "{name} is staged{revision} and stopped (--no-start): `paas start {}` runs it",
+        shell_word(name.as_str())
+    );
+}
+
+/// A name as one shell word, quoted when it holds a space.
+fn shell_word(s: &str) -> String {
+    if s.contains(' ') {
+        format!("'{s}'")
+    } else {
+        s.to_string()
+    }
+}
+
 fn print_running(name: &AppName, detail: &AppDetail, started: Instant) {
     let secs = started.elapsed().as_secs_f64();
     match &detail.revision {
@@ -546,7 +722,7 @@ fn print_running(name: &AppName, detail: &AppDetail, started: Instant) {
     }
 }
 
-/// The folder's name, lowercased, with every character an app name cannot hold turned into '-'.
+/// The app name a folder gives: its name as a route host label ([`name_from_folder`]).
 pub fn derive_name(path: &Path) -> anyhow::Result<AppName> {
     let abs =
         std::fs::canonicalize(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -564,18 +740,10 @@ pub fn derive_name(path: &Path) -> anyhow::Result<AppName> {
         .map_err(|e| anyhow!("cannot use folder name {folder:?} as the app name: {e}; give NAME"))
 }
 
+/// The folder's name as a route host label would be (`My_App.v2` -> `my-app-v2`), so the app's
+/// host is its name.
 fn name_from_folder(folder: &str) -> String {
-    folder
-        .chars()
-        .map(|c| c.to_ascii_lowercase())
-        .map(|c| {
-            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect()
+    paas_common::domain::host_label(folder)
 }
 
 /// A byte progress bar on stderr, or a hidden one when stderr is not a terminal.
@@ -623,8 +791,8 @@ pub fn assess(d: &AppDetail, fresh_after: Option<DateTime<Utc>>) -> Progress {
             .clone()
             .unwrap_or_else(|| format!("restarted {} times", i.restarts));
         return Progress::Crashed(format!(
-            "{} failed to start: instance {} crashed ({why})",
-            d.name, i.index
+            "{} failed to start: instance {} ({}) crashed ({why})",
+            d.name, i.index, i.process_type
         ));
     }
     let desired = d.desired_instances;
@@ -695,7 +863,12 @@ pub fn instance_report(d: &AppDetail) -> Vec<String> {
     d.instances
         .iter()
         .map(|i| {
-            let mut s = format!("  instance {}: {}", i.index, i.state.as_str());
+            let mut s = format!(
+                "  instance {} ({}): {}",
+                i.index,
+                i.process_type,
+                i.state.as_str()
+            );
             if let Some(node) = &i.node {
                 s.push_str(&format!(" on {node}"));
             }
@@ -820,7 +993,7 @@ mod tests {
         let p = d.path().join("Hello World");
         std::fs::create_dir(&p).unwrap();
         assert_eq!(derive_name(&p).unwrap().as_str(), "hello-world");
-        let bad = d.path().join("1app");
+        let bad = d.path().join("___");
         std::fs::create_dir(&bad).unwrap();
         let msg = derive_name(&bad).unwrap_err().to_string();
         assert!(msg.contains("give NAME"), "{msg}");
@@ -865,7 +1038,7 @@ mod tests {
         assert_eq!(
             assess(&d, None),
             Progress::Crashed(
-                "web failed to start: instance 1 crashed (exited with code 1)".into()
+                "web failed to start: instance 1 (web) crashed (exited with code 1)".into()
             )
         );
         c.last_exit = None;
@@ -898,7 +1071,7 @@ mod tests {
         );
         assert_eq!(
             instance_report(&d),
-            ["  instance 0: pending: no node is available with 256 MB free"]
+            ["  instance 0 (web): pending: no node is available with 256 MB free"]
         );
         let d = app(
             2,
@@ -911,5 +1084,84 @@ mod tests {
             timeout_message(&d, Duration::from_secs(180)),
             "web did not start within 180 s: 1/2 instances running"
         );
+    }
+
+    fn args(list: &[&str]) -> Args {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct T {
+            #[command(flatten)]
+            a: Args,
+        }
+        T::try_parse_from(std::iter::once("push").chain(list.iter().copied()))
+            .unwrap()
+            .a
+    }
+
+    #[test]
+    fn a_cf_manifest_as_written_with_vars_and_flags() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("manifest.yml"),
+            "applications:\n- name: ((name))\n  random-route: true\n  instances: ((n))\n  buildpacks: [python_buildpack]\n  timeout: 30\n",
+        )
+        .unwrap();
+        std::fs::write(d.path().join("vars.yml"), "name: GetStartedPython\nn: 1\n").unwrap();
+        let dir = d.path().to_str().unwrap();
+        let vars = d.path().join("vars.yml");
+        let p = plans(&args(&[
+            "-p",
+            dir,
+            "--vars-file",
+            vars.to_str().unwrap(),
+            "--var",
+            "n=3",
+            "-k",
+            "2G",
+            "--no-start",
+        ]))
+        .unwrap();
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].name.as_str(), "GetStartedPython");
+        let s = &p[0].settings;
+        assert_eq!(s.instances, Some(3), "--var wins over the vars file");
+        assert!(s.random_route && !s.no_route && s.no_start);
+        assert_eq!(s.disk_mb, Some(2048));
+        assert_eq!(s.buildpacks, vec!["python".to_string()]);
+        assert_eq!(s.health.as_ref().unwrap().start_timeout_secs, Some(30));
+        // A route flag replaces the manifest's route keys; -t the manifest's timeout.
+        let p = plans(&args(&[
+            "-p",
+            dir,
+            "--vars-file",
+            vars.to_str().unwrap(),
+            "--no-route",
+            "-t",
+            "5",
+        ]))
+        .unwrap();
+        assert!(p[0].settings.no_route && !p[0].settings.random_route);
+        assert_eq!(
+            p[0].settings.health.as_ref().unwrap().start_timeout_secs,
+            Some(5)
+        );
+        let e = plans(&args(&["-p", dir])).err().unwrap().to_string();
+        assert!(e.contains("((name))") && e.contains("--var"), "{e}");
+    }
+
+    #[test]
+    fn a_manifest_without_a_name_takes_name() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("manifest.yml"),
+            "applications:\n- memory: 64M\n",
+        )
+        .unwrap();
+        let dir = d.path().to_str().unwrap();
+        let p = plans(&args(&["My App", "-p", dir])).unwrap();
+        assert_eq!(p[0].name.as_str(), "My App");
+        assert_eq!(p[0].settings.memory_mb, Some(64));
+        let e = plans(&args(&["-p", dir])).err().unwrap().to_string();
+        assert!(e.contains("no `name`"), "{e}");
     }
 }

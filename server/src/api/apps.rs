@@ -343,7 +343,8 @@ pub async fn push(
                 }
                 "env" | "disk_mb" | "disk_quota" | "buildpacks" | "routes" | "health"
                 | "processes" | "placement_labels" | "log_rate_limit" | "hostname"
-                | "random_route" | "no_route" | "stack" | "no_cache" | "dockerfile" => {
+                | "random_route" | "no_route" | "stack" | "no_cache" | "dockerfile"
+                | "no_start" => {
                     super::push_settings::apply_field(&mut extra, &fname, &text)?;
                 }
                 other => {
@@ -417,9 +418,22 @@ pub async fn push(
             Error::internal(e)
         }
     })?;
-    // Issue 3: a Dockerfile is the app's own build, unless a buildpack is named explicitly.
-    let dockerfile =
-        extra.buildpacks.is_empty() && unpacked.top_level.iter().any(|f| f == "Dockerfile");
+    // Buildpacks unless the push asks for the Dockerfile or no buildpack would detect the app
+    // (Cloud Foundry's order); an app nothing can build is refused here, before staging.
+    let added_buildpacks = !ctx.store.list_buildpacks().await?.is_empty();
+    let choice = staging::choose_build(
+        &unpacked.top_level,
+        &extra.buildpacks,
+        extra.dockerfile,
+        added_buildpacks,
+    )
+    .map_err(|e| match e {
+        staging::StagingError::NotAnApp | staging::StagingError::Unsupported(_) => {
+            Error::api(ErrorCode::NotAnApp, e.to_string())
+        }
+        other => Error::api(ErrorCode::BadRequest, other.to_string()),
+    })?;
+    let dockerfile = choice.dockerfile;
     let staged = match staging::detect(
         unpacked.procfile.as_deref(),
         &unpacked.top_level,
@@ -436,7 +450,7 @@ pub async fn push(
             command: String::new(),
         },
         // An operator-added buildpack may detect what the built-ins do not: the node decides.
-        Err(_) if !ctx.store.list_buildpacks().await?.is_empty() => staging::Staged {
+        Err(_) if added_buildpacks => staging::Staged {
             detected: "(added buildpacks)".into(),
             command: String::new(),
         },
@@ -465,6 +479,7 @@ pub async fn push(
         command,
         staged,
         dockerfile,
+        build_choice: choice.why,
     };
     if !super::push_stream::wanted(&req) {
         let app = crate::deploy::push::deploy(

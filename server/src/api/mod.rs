@@ -10,6 +10,7 @@ mod builds;
 mod drains;
 mod lifecycle;
 mod logs;
+mod metrics;
 pub(crate) mod nodes;
 pub(crate) mod openapi;
 pub(crate) mod page;
@@ -42,6 +43,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/apps/{name}/push", web::post().to(apps::push))
             .route("/apps/{name}/logs", web::get().to(logs::recent))
             .route("/apps/{name}/events", web::get().to(apps::events))
+            .route("/apps/{name}/metrics", web::get().to(metrics::app_metrics))
             .route("/events", web::get().to(apps::all_events))
             .route("/nodes", web::get().to(nodes::list))
             .route("/agent/register", web::post().to(agent::register))

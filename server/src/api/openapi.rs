@@ -9,7 +9,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::{
-    apps, auth, base_images, drains, lifecycle, logs, nodes, resources, revisions, routes, tenancy,
+    apps, auth, base_images, drains, lifecycle, logs, metrics, nodes, resources, revisions, routes,
+    tenancy,
 };
 
 /// The push form: the zip as `archive`, and the optional settings the handler reads.
@@ -54,6 +55,8 @@ pub struct PushForm {
     no_cache: Option<bool>,
     /// `true`: build from the Dockerfile even if a buildpack detects the app (`--dockerfile`).
     dockerfile: Option<bool>,
+    /// `true`: stage and record the revision but leave the app stopped (`--no-start`).
+    no_start: Option<bool>,
 }
 
 /// Adds the bearer-JWT scheme every operation but login requires.
@@ -76,6 +79,7 @@ impl Modify for BearerAuth {
     paths(
         auth::login, auth::refresh, auth::logout, auth::list_keys, auth::rotate_keys,
         apps::list, apps::get, apps::delete, apps::push, apps::events, apps::all_events,
+        metrics::app_metrics,
         logs::recent, logs::stream,
         lifecycle::update, lifecycle::restart, lifecycle::stop, lifecycle::start, lifecycle::restart_instance, lifecycle::drain,
         revisions::get_env, revisions::update_env, revisions::list, revisions::rollback,

@@ -80,6 +80,7 @@ pub fn apply_field(s: &mut PushSettings, name: &str, text: &str) -> ApiResult<()
         "stack" => s.stack = Some(text.to_string()),
         "no_cache" => s.no_cache = flag(name, text)?,
         "dockerfile" => s.dockerfile = flag(name, text)?,
+        "no_start" => s.no_start = flag(name, text)?,
         _ => {
             return Err(Error::api(
                 ErrorCode::BadRequest,

@@ -183,11 +183,7 @@ async fn wait_until_running(ctx: &Ctx, app_id: &str, progress: &Progress) -> Pus
         let outcome = if let Some(c) = crashed {
             Some(Err(ApiError::new(
                 ErrorCode::StartFailed,
-                format!(
-                    "instance {} crashed: {}",
-                    c.index,
-                    c.last_exit.as_deref().unwrap_or("no exit reason reported")
-                ),
+                crash_message(ctx, &app.name, c).await,
             )))
         } else if running >= desired {
             Some(Ok(()))
@@ -201,11 +197,31 @@ async fn wait_until_running(ctx: &Ctx, app_id: &str, progress: &Progress) -> Pus
                 ),
             )))
         } else if Instant::now() >= deadline {
-            let why = fresh
+            // Per instance not running, what the platform saw: where it waits, or why its last
+            // run ended.
+            let seen: Vec<String> = fresh
                 .iter()
-                .find_map(|i| i.placement_error.clone())
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default();
+                .filter(|i| i.state != InstanceState::Running)
+                .map(|i| {
+                    let why = i
+                        .placement_error
+                        .as_deref()
+                        .filter(|_| i.node_name.is_none())
+                        .or(i.last_exit.as_deref());
+                    format!(
+                        "instance {} ({}): {}{}",
+                        i.index,
+                        i.process_type,
+                        i.state.as_str(),
+                        why.map(|w| format!(": {w}")).unwrap_or_default()
+                    )
+                })
+                .collect();
+            let why = if seen.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", seen.join("; "))
+            };
             Some(Err(ApiError::new(
                 ErrorCode::StartFailed,
                 format!(
@@ -230,6 +246,40 @@ async fn wait_until_running(ctx: &Ctx, app_id: &str, progress: &Progress) -> Pus
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Lines of a crashed instance's last output shown with the reason.
+const CRASH_LOG_LINES: i64 = 5;
+
+/// `instance 0 (web) crashed: exited with code 3; last output: ...`: the exit the node reported
+/// and the instance's own last lines, so the reason is in the push output itself.
+async fn crash_message(ctx: &Ctx, app: &str, i: &crate::store::InstanceRecord) -> String {
+    let exit = i.last_exit.as_deref().unwrap_or("no exit reason reported");
+    let mut msg = format!("instance {} ({}) crashed: {exit}", i.index, i.process_type);
+    let q = crate::store::LogQuery {
+        sources: vec![format!("APP/{}", i.process_type)],
+        instance: Some(i.index),
+        ..Default::default()
+    };
+    // The node ships output and reports the crash separately: give the lines a moment.
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut recent = ctx.logs.recent(app, &q, CRASH_LOG_LINES).await;
+    while matches!(&recent, Ok(l) if l.is_empty()) && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        recent = ctx.logs.recent(app, &q, CRASH_LOG_LINES).await;
+    }
+    match recent {
+        Ok(lines) if !lines.is_empty() => {
+            msg.push_str("; last output:");
+            for l in lines {
+                msg.push_str("\n  ");
+                msg.push_str(l.message.trim_end());
+            }
+        }
+        Ok(_) => msg.push_str("; it printed nothing"),
+        Err(e) => tracing::warn!(error = %e, app, "cannot read a crashed instance's last lines"),
+    }
+    msg
 }
 
 /// What an `instance` line shows of one instance; a new line only when this changes.

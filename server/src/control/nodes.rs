@@ -4,7 +4,8 @@
 //! only authenticate the node and call these; the model test's in-process agent calls them too.
 
 use chrono::Utc;
-use paas_common::agent::{Assignment, Heartbeat};
+use paas_common::agent::{AppContext, Assignment, Heartbeat};
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 
 use crate::control::desired::DesiredState;
@@ -46,6 +47,7 @@ pub async fn assignments_for(ctx: &AppCtx, node: &str) -> StoreResult<Vec<Assign
         .map(|a| (a.id.as_str(), a))
         .collect();
     let mut revisions: HashMap<(String, i64), Option<RevisionRecord>> = HashMap::new();
+    let contexts = AppContexts::load(ctx).await?;
     let mut out = Vec::new();
     // Retired instances still finishing requests stay on their node until they are done.
     let retired = ctx.retired_on(node);
@@ -96,7 +98,78 @@ pub async fn assignments_for(ctx: &AppCtx, node: &str) -> StoreResult<Vec<Assign
             health: process.health,
             image: desired.image(&rev.droplet).cloned(),
             log_rate_limit_bytes: desired.lifecycle(&app.id).log_rate_limit_bytes,
+            context: Some(contexts.of(app, rev.number)),
         });
     }
     Ok(out)
+}
+
+/// What `VCAP_APPLICATION` says about each app: its space and org, its routes.
+struct AppContexts {
+    spaces: HashMap<String, crate::store::SpaceRecord>,
+    app_space: HashMap<String, String>,
+    routes: HashMap<String, Vec<String>>,
+    domain: String,
+}
+
+impl AppContexts {
+    async fn load(ctx: &AppCtx) -> StoreResult<Self> {
+        let spaces = ctx
+            .store
+            .list_spaces()
+            .await?
+            .into_iter()
+            .map(|s| (s.id.clone(), s))
+            .collect();
+        let mut routes: HashMap<String, Vec<String>> = HashMap::new();
+        for r in ctx.store.list_routes().await? {
+            routes
+                .entry(r.app_id)
+                .or_default()
+                .push(format!("{}{}", r.host, r.path));
+        }
+        Ok(Self {
+            spaces,
+            app_space: ctx.store.app_spaces().await?,
+            routes,
+            domain: ctx.settings.apps_domain.clone(),
+        })
+    }
+
+    fn of(&self, app: &AppRecord, revision: i64) -> AppContext {
+        let space = self
+            .app_space
+            .get(&app.id)
+            .and_then(|id| self.spaces.get(id));
+        let org_name = space.map(|s| s.org.clone()).unwrap_or_default();
+        // The default route (none for `--no-route`), then the mapped ones.
+        let mut uris: Vec<String> = app
+            .host
+            .iter()
+            .map(|h| format!("{h}.{}", self.domain))
+            .collect();
+        uris.extend(self.routes.get(&app.id).into_iter().flatten().cloned());
+        AppContext {
+            app_id: app.id.clone(),
+            space_id: space.map(|s| s.id.clone()).unwrap_or_default(),
+            space_name: space.map(|s| s.name.clone()).unwrap_or_default(),
+            org_id: org_id(&org_name),
+            org_name,
+            uris,
+            revision,
+        }
+    }
+}
+
+/// A stable, GUID-shaped id for an org, which the store knows by name only.
+fn org_id(org: &str) -> String {
+    let h = hex::encode(Sha256::digest(format!("paas-org:{org}").as_bytes()));
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }

@@ -170,26 +170,6 @@ impl From<&paas_common::api::PushSettings> for DefaultRoute {
     }
 }
 
-/// The host label Cloud Foundry derives from an app name: lower-case, anything but letters and
-/// digits becomes `-`, no `-` at either end.
-pub fn host_label_for(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for c in name.chars() {
-        if c.is_ascii_alphanumeric() {
-            out.push(c.to_ascii_lowercase());
-        } else if !out.ends_with('-') {
-            out.push('-');
-        }
-    }
-    let trimmed = out.trim_matches('-');
-    trimmed
-        .chars()
-        .take(63)
-        .collect::<String>()
-        .trim_end_matches('-')
-        .to_string()
-}
-
 /// Checks a `--hostname`: one DNS label.
 pub fn check_host_label(label: &str) -> DeployResult<()> {
     let ok = !label.is_empty()
@@ -212,7 +192,10 @@ pub fn check_host_label(label: &str) -> DeployResult<()> {
 /// A generated host label, `NAME-xxxxxx`, as `--random-route` asks.
 fn random_label(name: &str) -> String {
     use rand::Rng;
-    let base: String = host_label_for(name).chars().take(50).collect();
+    let base: String = paas_common::domain::host_label(name)
+        .chars()
+        .take(50)
+        .collect();
     let suffix: String = rand::thread_rng()
         .sample_iter(rand::distributions::Alphanumeric)
         .take(6)
@@ -279,7 +262,7 @@ async fn choose_host(
             check_host_label(h)?;
             h.clone()
         }
-        None => host_label_for(name.as_str()),
+        None => paas_common::domain::route_host_for(name),
     };
     let Some(why) = host_taken(ctx, &label, space_id).await? else {
         return Ok(Some(label));

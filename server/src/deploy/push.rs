@@ -66,6 +66,8 @@ pub struct Prepared {
     pub staged: crate::staging::Staged,
     /// Build the app's Dockerfile on the node instead of running buildpacks.
     pub dockerfile: bool,
+    /// How the app is built and why, for the push output (`staging::choose_build`).
+    pub build_choice: String,
 }
 
 /// Stages (on a node, or the fallback) and deploys a checked push as a new revision; returns the
@@ -91,8 +93,10 @@ pub async fn deploy(
         command,
         staged,
         dockerfile,
+        build_choice,
     } = prep;
     let app = super::find_or_create_app(ctx, actor, &name, &space_id, &(&extra).into()).await?;
+    super::log_platform(ctx, &app, "STG", build_choice).await;
     // Issue 3: buildpacks run on a node (after the app exists, so its STG lines can be read
     // while staging runs); the checked app tar above is their source. With no
     // ready node, the tar itself is the droplet and the detected command runs it (the fallback).
@@ -149,11 +153,15 @@ pub async fn deploy(
                 "a Dockerfile is built on a node's engine and no node is ready: try again when one is",
             ));
         }
-        // Only a node runs added buildpacks: without one, an app only they detect cannot run.
+        // Only a node runs buildpacks: without one, an app that has no command before staging
+        // (only added buildpacks detect it, or a buildpack must install it first) cannot run.
         None if staged.command.is_empty() => {
             return Err(DeployError::invalid(
                 ErrorCode::NotAnApp,
-                "no built-in detects this app and no node is ready to try the added buildpacks",
+                format!(
+                    "this app needs staging on a node ({}) and no node is ready: try again when one is",
+                    staged.detected
+                ),
             ));
         }
         None => (droplet_sha, droplet_size, staged),
@@ -244,6 +252,12 @@ pub async fn deploy(
         ),
     )
     .await?;
+    // `--no-start`: the store starts the app with every new revision, so it is stopped again
+    // at once; `paas start` runs the revision. (A convergence pass in between may place an
+    // instance that the next pass removes: the store would need the state with the revision.)
+    if extra.no_start {
+        super::lifecycle::set_state(ctx, actor, &app, paas_common::api::AppState::Stopped).await?;
+    }
     progress.send(PushProgress::Revision { number });
     super::log_platform(
         ctx,

@@ -471,6 +471,29 @@ pub trait Store: AuthStore + Send + Sync + 'static {
     async fn add_base_image(&self, name: &str, created_by: &str, event: &Event) -> StoreResult<()>;
     /// Disallows a base image; `NotFound` if it was not allowed.
     async fn delete_base_image(&self, name: &str, event: &Event) -> StoreResult<()>;
+    /// Stores metric rows (a row already stored for that app and time is replaced).
+    async fn add_app_metrics(&self, rows: &[MetricRow]) -> StoreResult<()>;
+    /// One app's rows from `since` (unix seconds) on, oldest first.
+    async fn app_metrics(&self, app_id: &str, since: i64) -> StoreResult<Vec<MetricRow>>;
+    /// Deletes rows older than `before` (unix seconds); returns how many.
+    async fn trim_app_metrics(&self, before: i64) -> StoreResult<u64>;
+}
+
+/// One app's metrics over one interval (`migrations/sqlite/0022_app_metrics.sql`, issue 26).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricRow {
+    pub app_id: String,
+    /// The interval's start, unix seconds.
+    pub ts: i64,
+    pub requests: u64,
+    pub errors: u64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub memory_bytes: u64,
+    pub cpu_percent: f64,
+    pub restarts: u64,
+    /// (index, memory bytes, CPU percent) per instance.
+    pub instances: Vec<(u32, u64, f64)>,
 }
 
 /// A base image an operator allowed for Dockerfile builds (`migrations/sqlite/0019_*.sql`).

@@ -651,6 +651,10 @@ impl Store for SqliteStore {
             .bind(app_id)
             .execute(&mut *tx)
             .await?;
+        sqlx::query("DELETE FROM app_metrics WHERE app_id = ?")
+            .bind(app_id)
+            .execute(&mut *tx)
+            .await?;
         insert_event(&mut *tx, event).await?;
         tx.commit().await?;
         Ok(())
@@ -1883,6 +1887,70 @@ impl Store for SqliteStore {
         insert_event(&mut *tx, event).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn add_app_metrics(&self, rows: &[MetricRow]) -> StoreResult<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write_tx().await?;
+        // 10 columns per row, far below SQLite's bound-variable limit per statement.
+        for chunk in rows.chunks(500) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT OR REPLACE INTO app_metrics (app_id, ts, requests, errors, p50_ms, p99_ms, memory_bytes, cpu_percent, restarts, instances) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                let instances = serde_json::to_string(&r.instances).unwrap_or_else(|_| "[]".into());
+                b.push_bind(&r.app_id)
+                    .push_bind(r.ts)
+                    .push_bind(r.requests as i64)
+                    .push_bind(r.errors as i64)
+                    .push_bind(r.p50_ms)
+                    .push_bind(r.p99_ms)
+                    .push_bind(r.memory_bytes as i64)
+                    .push_bind(r.cpu_percent)
+                    .push_bind(r.restarts as i64)
+                    .push_bind(instances);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn app_metrics(&self, app_id: &str, since: i64) -> StoreResult<Vec<MetricRow>> {
+        let rows =
+            sqlx::query("SELECT * FROM app_metrics WHERE app_id = ? AND ts >= ? ORDER BY ts")
+                .bind(app_id)
+                .bind(since)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                let instances: String = r.try_get("instances")?;
+                Ok(MetricRow {
+                    app_id: r.try_get("app_id")?,
+                    ts: r.try_get("ts")?,
+                    requests: r.try_get::<i64, _>("requests")? as u64,
+                    errors: r.try_get::<i64, _>("errors")? as u64,
+                    p50_ms: r.try_get("p50_ms")?,
+                    p99_ms: r.try_get("p99_ms")?,
+                    memory_bytes: r.try_get::<i64, _>("memory_bytes")? as u64,
+                    cpu_percent: r.try_get("cpu_percent")?,
+                    restarts: r.try_get::<i64, _>("restarts")? as u64,
+                    instances: serde_json::from_str(&instances)
+                        .map_err(|e| StoreError::Corrupt(format!("metric instances: {e}")))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn trim_app_metrics(&self, before: i64) -> StoreResult<u64> {
+        let r = sqlx::query("DELETE FROM app_metrics WHERE ts < ?")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
     }
 }
 

@@ -4,6 +4,7 @@
 //! call the same `/v1` API as the CLI with that cookie plus the session's CSRF token, so the
 //! dashboard can do nothing the API would not let the same user do.
 
+mod charts;
 mod pages;
 mod session;
 
@@ -17,6 +18,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/login", web::post().to(session::login))
         .route("/logout", web::post().to(session::logout))
         .route("/apps/{name}", web::get().to(pages::app))
+        .route("/apps/{name}/charts", web::get().to(pages::charts))
         .route("/nodes", web::get().to(pages::nodes))
         .route("/tokens", web::get().to(pages::tokens))
         .route("/static/app.css", web::get().to(static_css))

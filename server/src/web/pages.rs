@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use super::session::{to_login, Session};
 use crate::authz::Role;
 use crate::state::AppCtx;
+use crate::store::AppRecord;
 
 /// "3s", "5m", "2h", "4d".
 pub fn ago(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
@@ -222,14 +223,26 @@ struct AppPage {
     events: Vec<EventRow>,
     logs: Vec<LogRow>,
     can_write: bool,
+    /// The charts, drawn on the server (`web::charts`).
+    charts: String,
+    /// The chart window (`1h`, `1d`, ...).
+    window: String,
+    windows: Vec<WindowLink>,
 }
 
-pub async fn app(
-    ctx: web::Data<AppCtx>,
-    req: HttpRequest,
-    name: web::Path<String>,
-) -> HttpResponse {
-    let s = session_or_login!(ctx, req);
+struct WindowLink {
+    name: &'static str,
+    current: bool,
+}
+
+/// The app a page names (`/apps/{name}?space=ORG/SPACE`) among those the session reaches, with
+/// the `ORG/SPACE` label of every space; or the error page to answer.
+async fn page_app(
+    ctx: &AppCtx,
+    s: &Session,
+    req: &HttpRequest,
+    name: &str,
+) -> Result<(AppRecord, HashMap<String, String>), HttpResponse> {
     let not_found = || {
         error_page(
             StatusCode::NOT_FOUND,
@@ -241,40 +254,83 @@ pub async fn app(
     // have an app of this name.
     let wanted = url::form_urlencoded::parse(req.query_string().as_bytes())
         .find(|(k, _)| k == "space")
-        .map(|(_, v)| v.into_owned());
+        .map(|(_, v)| v.into_owned())
+        .filter(|v| !v.is_empty());
     let (apps, spaces) = match async {
         Ok::<_, crate::store::StoreError>((
-            ctx.store.apps_named(&name).await?,
-            space_labels(&ctx).await?,
+            ctx.store.apps_named(name).await?,
+            space_labels(ctx).await?,
         ))
     }
     .await
     {
         Ok(v) => v,
-        Err(e) => return internal(e),
+        Err(e) => return Err(internal(e)),
     };
     let mut apps: Vec<_> = apps
         .into_iter()
         .filter(|a| s.principal.can_see(a))
         .filter(|a| wanted.is_none() || spaces.get(&a.space_id) == wanted.as_ref())
         .collect();
-    let app = match apps.len() {
-        0 => return not_found(),
-        1 => apps.remove(0),
-        _ => {
-            return error_page(
-                StatusCode::CONFLICT,
-                "Which app?",
-                &format!(
-                    "There is an app named {name:?} in each of {}: open it from the list of apps.",
-                    apps.iter()
-                        .filter_map(|a| spaces.get(&a.space_id).cloned())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )
-        }
+    match apps.len() {
+        0 => Err(not_found()),
+        1 => Ok((apps.remove(0), spaces)),
+        _ => Err(error_page(
+            StatusCode::CONFLICT,
+            "Which app?",
+            &format!(
+                "There is an app named {name:?} in each of {}: open it from the list of apps.",
+                apps.iter()
+                    .filter_map(|a| spaces.get(&a.space_id).cloned())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+    }
+}
+
+/// The chart window a page asks for (`?window=1h`), an hour by default.
+fn chart_window(req: &HttpRequest) -> (i64, String) {
+    let w = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, _)| k == "window")
+        .map(|(_, v)| v.into_owned())
+        .filter(|w| crate::timeseries::parse_window(w).is_some())
+        .unwrap_or_else(|| "1h".into());
+    (crate::timeseries::parse_window(&w).unwrap_or(3600), w)
+}
+
+/// `GET /apps/{name}/charts`: the app page's charts alone, for its live refresh.
+pub async fn charts(
+    ctx: web::Data<AppCtx>,
+    req: HttpRequest,
+    name: web::Path<String>,
+) -> HttpResponse {
+    let s = session_or_login!(ctx, req);
+    let (app, _) = match page_app(&ctx, &s, &req, &name).await {
+        Ok(v) => v,
+        Err(page) => return page,
     };
+    let (secs, _) = chart_window(&req);
+    match crate::timeseries::window(&ctx, &app.id, secs).await {
+        Ok(m) => HttpResponse::Ok()
+            .content_type("text/html; charset=utf-8")
+            .insert_header(("cache-control", "no-store"))
+            .body(super::charts::render(&m, secs, Utc::now())),
+        Err(e) => internal(e),
+    }
+}
+
+pub async fn app(
+    ctx: web::Data<AppCtx>,
+    req: HttpRequest,
+    name: web::Path<String>,
+) -> HttpResponse {
+    let s = session_or_login!(ctx, req);
+    let (app, spaces) = match page_app(&ctx, &s, &req, &name).await {
+        Ok(v) => v,
+        Err(page) => return page,
+    };
+    let (window_secs, window) = chart_window(&req);
     let space_label = spaces.get(&app.space_id).cloned().unwrap_or_default();
     let can_write = s
         .principal
@@ -397,6 +453,19 @@ pub async fn app(
             events,
             logs,
             can_write,
+            charts: super::charts::render(
+                &crate::timeseries::window(&ctx, &app.id, window_secs).await?,
+                window_secs,
+                now,
+            ),
+            windows: ["15m", "1h", "6h", "1d"]
+                .into_iter()
+                .map(|w| WindowLink {
+                    name: w,
+                    current: w == window,
+                })
+                .collect(),
+            window: window.clone(),
         })
     }
     .await;
@@ -564,6 +633,9 @@ mod tests {
             events: Vec::new(),
             logs: Vec::new(),
             can_write: false,
+            charts: String::new(),
+            window: "1h".into(),
+            windows: Vec::new(),
         };
         let html = page.render().unwrap();
         assert!(

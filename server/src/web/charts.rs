@@ -1,0 +1,320 @@
+//! The app page's charts (issue 26), drawn on the server as inline SVG from the app's metrics
+//! (`crate::timeseries`): readable without JavaScript, refreshed by fetching this fragment again
+//! (`GET /apps/{name}/charts`). Each chart is an `<svg role="img">` with a title and a text
+//! summary of its latest values; deploys (blue) and crashes (red) are marked on the time axis.
+
+use chrono::{DateTime, Utc};
+use paas_common::api::AppMetrics;
+use std::fmt::Write;
+
+const W: f64 = 600.0;
+const H: f64 = 120.0;
+/// Colours that keep a 3:1 contrast on white, told apart by dash pattern too.
+const COLOURS: [&str; 6] = [
+    "#1d4ed8", "#b91c1c", "#047857", "#7c3aed", "#b45309", "#0e7490",
+];
+
+struct Series {
+    name: String,
+    key: &'static str,
+    /// (time, value); `None` values leave a gap.
+    points: Vec<(DateTime<Utc>, Option<f64>)>,
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn fmt_num(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// A rounded top for the y axis: 1, 2 or 5 times a power of ten.
+fn nice_max(v: f64) -> f64 {
+    if v <= 0.0 || !v.is_finite() {
+        return 1.0;
+    }
+    let p = 10f64.powf(v.log10().floor());
+    for m in [1.0, 2.0, 5.0, 10.0] {
+        if v <= m * p {
+            return m * p;
+        }
+    }
+    10.0 * p
+}
+
+/// What every chart of one render shares: the metrics (for the marks) and the time axis.
+struct Frame<'a> {
+    m: &'a AppMetrics,
+    t0: DateTime<Utc>,
+    t1: DateTime<Utc>,
+}
+
+fn chart(out: &mut String, id: &str, title: &str, unit: &str, series: &[Series], f: &Frame<'_>) {
+    let (m, t0, t1) = (f.m, f.t0, f.t1);
+    let span = (t1 - t0).num_milliseconds().max(1) as f64;
+    let x = |t: DateTime<Utc>| ((t - t0).num_milliseconds() as f64 / span * W).clamp(0.0, W);
+    let max = series
+        .iter()
+        .flat_map(|s| s.points.iter().filter_map(|p| p.1))
+        .fold(0.0f64, f64::max);
+    let top = nice_max(max);
+    let y = |v: f64| H - (v / top * H).clamp(0.0, H);
+    let latest: Vec<String> = series
+        .iter()
+        .map(|s| {
+            let last = s.points.iter().rev().find_map(|p| p.1);
+            format!(
+                "{}: {}",
+                s.name,
+                last.map_or("no data".into(), |v| format!("{} {unit}", fmt_num(v)))
+            )
+        })
+        .collect();
+    let _ = write!(
+        out,
+        r#"<figure class="chart" id="chart-{id}"><figcaption id="chart-{id}-t">{title} <span class="muted">({unit})</span></figcaption><svg viewBox="-40 -8 {vw} {vh}" role="img" aria-labelledby="chart-{id}-t chart-{id}-d" preserveAspectRatio="none"><desc id="chart-{id}-d">Latest: {desc}</desc>"#,
+        vw = W + 48.0,
+        vh = H + 28.0,
+        desc = esc(&latest.join("; ")),
+    );
+    // Axes and grid.
+    for frac in [0.0, 0.5, 1.0] {
+        let gy = H - frac * H;
+        let _ = write!(
+            out,
+            r##"<line class="grid" x1="0" x2="{W}" y1="{gy}" y2="{gy}"/><text class="tick" x="-4" y="{ty}" text-anchor="end">{label}</text>"##,
+            ty = gy + 4.0,
+            label = fmt_num(top * frac),
+        );
+    }
+    let _ = write!(
+        out,
+        r#"<text class="tick" x="0" y="{ty}">{start}</text><text class="tick" x="{W}" y="{ty}" text-anchor="end">{end}</text>"#,
+        ty = H + 16.0,
+        start = t0.format("%H:%M"),
+        end = t1.format("%H:%M"),
+    );
+    for mark in &m.marks {
+        let mx = x(mark.time);
+        let _ = write!(
+            out,
+            r#"<line class="mark mark-{kind}" x1="{mx:.1}" x2="{mx:.1}" y1="0" y2="{H}"><title>{msg}</title></line>"#,
+            kind = esc(&mark.kind),
+            msg = esc(&format!(
+                "{} {}",
+                mark.time.format("%H:%M:%S"),
+                mark.message
+            )),
+        );
+    }
+    for (i, s) in series.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        let dash = if i % 2 == 1 {
+            r#" stroke-dasharray="5 3""#
+        } else {
+            ""
+        };
+        let mut pts = String::new();
+        let mut n = 0;
+        let mut smax = 0.0f64;
+        for (t, v) in &s.points {
+            if let Some(v) = v {
+                let _ = write!(pts, "{:.1},{:.1} ", x(*t), y(*v));
+                n += 1;
+                smax = smax.max(*v);
+            }
+        }
+        let _ = write!(
+            out,
+            r#"<polyline class="series" data-series="{key}" data-points="{n}" data-max="{smax}" fill="none" stroke="{colour}" stroke-width="2"{dash} points="{pts}"><title>{name}</title></polyline>"#,
+            key = s.key,
+            name = esc(&s.name),
+            pts = pts.trim_end(),
+        );
+    }
+    out.push_str("</svg><ul class=\"legend\">");
+    for (i, s) in series.iter().enumerate() {
+        let _ = write!(
+            out,
+            r#"<li><span class="swatch" style="background:{}"></span>{}</li>"#,
+            COLOURS[i % COLOURS.len()],
+            esc(&s.name)
+        );
+    }
+    out.push_str("</ul></figure>");
+}
+
+/// The charts of one app's window as an HTML fragment.
+pub fn render(m: &AppMetrics, window_secs: i64, now: DateTime<Utc>) -> String {
+    let t1 = now;
+    let t0 = now - chrono::Duration::seconds(window_secs);
+    let res = f64::from(m.resolution_secs.max(1));
+    let per = |f: &dyn Fn(&paas_common::api::MetricPoint) -> Option<f64>| -> Vec<(DateTime<Utc>, Option<f64>)> {
+        m.points.iter().map(|p| (p.time, f(p))).collect()
+    };
+    let frame = Frame { m, t0, t1 };
+    let mut out = String::new();
+    if m.points.is_empty() {
+        out.push_str(
+            r#"<p class="muted" id="charts-empty">No metrics yet: points arrive every 10 seconds once the app is deployed.</p>"#,
+        );
+    }
+    chart(
+        &mut out,
+        "requests",
+        "Requests",
+        "per second",
+        &[Series {
+            name: "requests/s".into(),
+            key: "requests",
+            points: per(&|p| Some(p.requests as f64 / res)),
+        }],
+        &frame,
+    );
+    chart(
+        &mut out,
+        "errors",
+        "Server errors (5xx)",
+        "per second",
+        &[Series {
+            name: "5xx/s".into(),
+            key: "errors",
+            points: per(&|p| Some(p.errors as f64 / res)),
+        }],
+        &frame,
+    );
+    chart(
+        &mut out,
+        "latency",
+        "Latency",
+        "ms",
+        &[
+            Series {
+                name: "p50".into(),
+                key: "p50",
+                points: per(&|p| p.p50_ms),
+            },
+            Series {
+                name: "p99".into(),
+                key: "p99",
+                points: per(&|p| p.p99_ms),
+            },
+        ],
+        &frame,
+    );
+    let mut indices: Vec<u32> = m
+        .points
+        .iter()
+        .flat_map(|p| p.instances.iter().map(|i| i.index))
+        .collect();
+    indices.sort_unstable();
+    indices.dedup();
+    let per_instance = |f: fn(&paas_common::api::InstanceMetric) -> f64, key: &'static str| {
+        indices
+            .iter()
+            .map(|&idx| Series {
+                name: format!("instance {idx}"),
+                key,
+                points: per(&|p| p.instances.iter().find(|i| i.index == idx).map(f)),
+            })
+            .collect::<Vec<_>>()
+    };
+    chart(
+        &mut out,
+        "memory",
+        "Memory per instance",
+        "MB",
+        &per_instance(|i| i.memory_bytes as f64 / 1048576.0, "memory"),
+        &frame,
+    );
+    chart(
+        &mut out,
+        "cpu",
+        "CPU per instance",
+        "% of a core",
+        &per_instance(|i| i.cpu_percent, "cpu"),
+        &frame,
+    );
+    chart(
+        &mut out,
+        "restarts",
+        "Restarts",
+        "total",
+        &[Series {
+            name: "restarts".into(),
+            key: "restarts",
+            points: per(&|p| Some(p.restarts as f64)),
+        }],
+        &frame,
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use paas_common::api::{InstanceMetric, MetricMark, MetricPoint};
+
+    #[test]
+    fn charts_draw_points_marks_and_escape_text() {
+        let now = Utc::now();
+        let m = AppMetrics {
+            resolution_secs: 10,
+            points: (0..3)
+                .map(|i| MetricPoint {
+                    time: now - chrono::Duration::seconds(30 - i * 10),
+                    requests: 100,
+                    errors: i as u64,
+                    p50_ms: Some(2.0),
+                    p99_ms: None,
+                    memory_bytes: 0,
+                    cpu_percent: 0.0,
+                    restarts: 0,
+                    instances: vec![InstanceMetric {
+                        index: 0,
+                        memory_bytes: 64 << 20,
+                        cpu_percent: 1.5,
+                    }],
+                })
+                .collect(),
+            marks: vec![MetricMark {
+                time: now - chrono::Duration::seconds(15),
+                kind: "deploy".into(),
+                message: "pushed <b>".into(),
+            }],
+        };
+        let html = render(&m, 3600, now);
+        assert!(
+            html.contains(r#"data-series="requests" data-points="3" data-max="10""#),
+            "{html}"
+        );
+        assert!(html.contains(r#"data-series="errors" data-points="3" data-max="0.2""#));
+        assert!(
+            html.contains(r#"data-series="p99" data-points="0""#),
+            "a missing value is a gap"
+        );
+        assert!(html.contains(r#"data-series="memory" data-points="3" data-max="64""#));
+        assert!(html.contains("mark-deploy"));
+        assert!(html.contains("pushed &lt;b&gt;") && !html.contains("<b>"));
+        assert!(html.contains("role=\"img\""));
+        assert!(!render(&AppMetrics::default(), 3600, now).contains("data-points=\"1\""));
+    }
+
+    #[test]
+    fn axis_tops_are_round() {
+        assert_eq!(nice_max(0.0), 1.0);
+        assert_eq!(nice_max(7.0), 10.0);
+        assert_eq!(nice_max(120.0), 200.0);
+        assert_eq!(nice_max(0.3), 0.5);
+    }
+}
