@@ -288,6 +288,36 @@ impl Blobstore {
         }
     }
 
+    /// Which of `shas` this store holds, in their order, for async handlers (the upload
+    /// resource match): off the server's threads, and with S3 the blobs not cached here are
+    /// asked of the bucket 16 at a time. A blob the bucket cannot be asked about counts as
+    /// missing: the client then uploads it again, which is always safe.
+    pub async fn existing(&self, shas: Vec<String>) -> Vec<String> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.existing_blocking(shas))
+            .await
+            .unwrap_or_default()
+    }
+
+    fn existing_blocking(&self, shas: Vec<String>) -> Vec<String> {
+        let cached = |sha: &String| self.path_of(sha).is_ok_and(|p| p.exists());
+        let Some(remote) = &self.remote else {
+            return shas.into_iter().filter(cached).collect();
+        };
+        let ask: Vec<String> = shas
+            .iter()
+            .filter(|s| check_id(s).is_ok() && !cached(s))
+            .cloned()
+            .collect();
+        let found = remote.existing(ask).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "checking blobs in S3 failed");
+            HashSet::new()
+        });
+        shas.into_iter()
+            .filter(|s| found.contains(s) || cached(s))
+            .collect()
+    }
+
     /// Every blob this store holds, with its last modification time: only blobs named by a
     /// sha256 at their place (`<2 hex>/<sha256>`), so nothing else is ever touched.
     pub fn list(&self) -> Result<Vec<(String, SystemTime)>, BlobError> {
@@ -504,6 +534,29 @@ impl Remote {
                 Err(e) => Err(e.into()),
             }
         })?
+    }
+
+    fn existing(&self, shas: Vec<String>) -> Result<HashSet<String>, BlobError> {
+        let store = self.store.clone();
+        let keys: Vec<(String, ObjectPath)> = shas
+            .into_iter()
+            .map(|s| {
+                let key = self.key(&s);
+                (s, key)
+            })
+            .collect();
+        self.run(async move {
+            use futures_util::StreamExt;
+            futures_util::stream::iter(keys)
+                .map(|(sha, key)| {
+                    let store = store.clone();
+                    async move { store.head(&key).await.is_ok().then_some(sha) }
+                })
+                .buffer_unordered(16)
+                .filter_map(std::future::ready)
+                .collect::<HashSet<String>>()
+                .await
+        })
     }
 
     fn list(&self) -> Result<Vec<(String, SystemTime)>, BlobError> {

@@ -301,6 +301,14 @@ fn async_path_for_handlers(b: Backend) {
     assert_eq!(std::fs::read(path).unwrap(), b"droplet");
     // The blocking interface works inside a runtime too (handlers call `exists`).
     assert!(rt.block_on(async { other.exists(&sha) }));
+    // A controller that has cached nothing asks the bucket (the upload resource match).
+    let (fresh, _fresh_dir) = b.second_controller();
+    let missing = "0".repeat(64);
+    let asked = vec![missing, sha.clone(), "../x".into(), sha.clone()];
+    assert_eq!(
+        rt.block_on(fresh.existing(asked)),
+        vec![sha.clone(), sha.clone()]
+    );
 }
 
 #[test]
