@@ -8,7 +8,7 @@ T=$(cd "$(dirname "$0")/.." && pwd)/target/debug
 D=$(mktemp -d /tmp/paas-bench-XXXX)
 PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill $p 2>/dev/null || true; done; sleep 1; docker ps -aq --filter label=paas.node=bench-blobs-$mode | xargs -r docker rm -f >/dev/null 2>&1 || true; }
+cleanup() { for p in "${pids[@]}"; do kill $p 2>/dev/null || true; done; sleep 1; docker ps -aq --filter label=paas.node=bench-blobs-$mode | xargs -r docker rm -f >/dev/null 2>&1 || true; rm -rf "$D"; }
 trap cleanup EXIT
 if [ $mode = s3 ]; then
   python3 -m moto.server -H 127.0.0.1 -p $PORT >/dev/null 2>&1 & pids+=($!)
