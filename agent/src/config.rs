@@ -59,7 +59,10 @@ pub struct Settings {
     /// `[labels]` table in the file, or `PAAS_NODE_LABELS="disk=ssd,gpu=yes"`.
     #[serde(default, deserialize_with = "labels")]
     pub labels: BTreeMap<String, String>,
-    /// The address instances are published on; the router and health checks connect here.
+    /// The address instances are published on and advertised to the controller; routers and
+    /// health checks connect here: `PAAS_ADVERTISE_ADDR` (or its older name
+    /// `PAAS_NODE_ADDRESS`). An address of this host that routers on other hosts can reach;
+    /// the default, 127.0.0.1, suits one machine only.
     pub node_address: String,
     pub stack_image: String,
     pub docker_network: String,
@@ -185,6 +188,7 @@ impl Settings {
                 "node_memory_mb" => "memory_mb".into(),
                 "node_instance_slots" => "instance_slots".into(),
                 "node_disk_mb" => "disk_mb".into(),
+                "advertise_addr" => "node_address".into(),
                 _ => key.into(),
             }
         }))
@@ -390,6 +394,18 @@ mod tests {
                 settings.resolve_join_token().unwrap().expose(),
                 "tok-from-file"
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn advertise_address_from_env() {
+        Jail::expect_with(|jail| {
+            let settings = Settings::from_figment(Settings::figment(None)).unwrap();
+            assert_eq!(settings.node_address, "127.0.0.1");
+            jail.set_env("PAAS_ADVERTISE_ADDR", "10.0.0.7");
+            let settings = Settings::from_figment(Settings::figment(None)).unwrap();
+            assert_eq!(settings.node_address, "10.0.0.7");
             Ok(())
         });
     }

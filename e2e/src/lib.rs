@@ -856,3 +856,168 @@ impl Drop for RequestLoop {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// A real S3-compatible server of this test's own (moto's, from PyPI: `pip install
+/// 'moto[server]'`) on a free port, with one bucket; stopped on drop.
+pub struct S3Server {
+    child: Child,
+    pub port: u16,
+    pub bucket: String,
+}
+
+impl S3Server {
+    pub fn start() -> Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting moto_server (pip install 'moto[server]')")?;
+        let mut s3 = S3Server {
+            child,
+            port,
+            bucket: unique("paas"),
+        };
+        if let Err(e) = wait_for(Duration::from_secs(30), "moto_server to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        }) {
+            let _ = s3.child.kill();
+            return Err(e);
+        }
+        let status = reqwest::blocking::Client::new()
+            .put(format!("{}/{}", s3.endpoint(), s3.bucket))
+            .send()?
+            .status();
+        if !status.is_success() {
+            let _ = s3.child.kill();
+            bail!("creating the bucket: {status}");
+        }
+        Ok(s3)
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The controller's environment for a blobstore in this bucket under `prefix`.
+    pub fn server_env(&self, prefix: &str) -> Vec<(String, String)> {
+        vec![
+            (
+                "PAAS_BLOBSTORE_URL".into(),
+                format!(
+                    "s3://{}/{prefix}?endpoint={}&region=us-east-1",
+                    self.bucket,
+                    self.endpoint()
+                ),
+            ),
+            ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
+        ]
+    }
+
+    /// Every key in the bucket (one listing page: tests hold fewer than 1,000 objects).
+    pub fn keys(&self) -> Result<Vec<String>> {
+        let xml =
+            reqwest::blocking::get(format!("{}/{}?list-type=2", self.endpoint(), self.bucket))?
+                .text()?;
+        Ok(xml
+            .split("<Key>")
+            .skip(1)
+            .filter_map(|s| s.split("</Key>").next())
+            .map(str::to_string)
+            .collect())
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `paas-server router` process following `controllers` (comma-separated), killed on drop.
+pub struct StandaloneRouter {
+    child: Child,
+    pub addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl StandaloneRouter {
+    pub fn start(p: &Platform, controllers: &str) -> Self {
+        let dir = p.dir.path().join(unique("router"));
+        let log = dir.with_extension("log");
+        let f = std::fs::File::create(&log).expect("router log");
+        let child = Command::new(bin("paas-server"))
+            .arg("router")
+            .env("PAAS_LISTEN", "127.0.0.1:0")
+            .env("PAAS_DATA_DIR", &dir)
+            .env("PAAS_CONTROLLER", controllers)
+            .env("PAAS_JOIN_TOKEN_FILE", p.data_dir().join("join-token"))
+            .env("RUST_LOG", "info")
+            .stdout(f.try_clone().expect("router log"))
+            .stderr(f)
+            .spawn()
+            .expect("starting the standalone router");
+        let addr_file = dir.join("listen-addr");
+        let addr = wait_for(
+            Duration::from_secs(20),
+            "the standalone router to listen",
+            || {
+                std::fs::read_to_string(&addr_file)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+            },
+        )
+        .expect("the standalone router listens");
+        Self { child, addr, log }
+    }
+
+    /// `GET http://HOST:PORT/PATH` through this router: (status, `x-paas-app`, `x-paas-instance`).
+    pub fn get(&self, host: &str, path: &str) -> Option<(u16, String, String)> {
+        let c = reqwest::blocking::Client::builder()
+            .resolve(host, self.addr)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .ok()?;
+        let r = c
+            .get(format!("http://{host}:{}{path}", self.addr.port()))
+            .send()
+            .ok()?;
+        let header = |name: &str| {
+            r.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        Some((
+            r.status().as_u16(),
+            header("x-paas-app"),
+            header("x-paas-instance"),
+        ))
+    }
+}
+
+impl Drop for StandaloneRouter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "===== standalone router\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+    }
+}

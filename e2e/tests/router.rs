@@ -2,7 +2,7 @@
 //! instance targeting, errors, request bodies, the RTR access log, WebSockets, and zero failed
 //! requests while an instance is killed or the app is redeployed smaller under load.
 
-use paas_e2e::{unique, wait_for, Options, Platform};
+use paas_e2e::{unique, wait_for, Options, Platform, StandaloneRouter};
 use std::collections::BTreeSet;
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -516,68 +516,9 @@ fn routes_map_unmap_and_longest_prefix_wins() {
     assert_eq!(app_of("/").1, "");
 }
 
-/// A `paas-server router` process, killed on drop.
-struct StandaloneRouter {
-    child: std::process::Child,
-    addr: std::net::SocketAddr,
-    log: PathBuf,
-}
-
-impl StandaloneRouter {
-    fn start(p: &Platform) -> Self {
-        let dir = p.dir.path().join("router");
-        let log = p.dir.path().join("router.log");
-        let f = std::fs::File::create(&log).unwrap();
-        let child = std::process::Command::new(paas_e2e::bin("paas-server"))
-            .arg("router")
-            .env("PAAS_LISTEN", "127.0.0.1:0")
-            .env("PAAS_DATA_DIR", &dir)
-            .env("PAAS_CONTROLLER", p.api_url())
-            .env("PAAS_JOIN_TOKEN_FILE", p.data_dir().join("join-token"))
-            .env("RUST_LOG", "info")
-            .stdout(f.try_clone().unwrap())
-            .stderr(f)
-            .spawn()
-            .unwrap();
-        let addr_file = dir.join("listen-addr");
-        let addr = wait_for(
-            Duration::from_secs(20),
-            "the standalone router to listen",
-            || {
-                std::fs::read_to_string(&addr_file)
-                    .ok()
-                    .and_then(|s| s.trim().parse().ok())
-            },
-        )
-        .unwrap();
-        Self { child, addr, log }
-    }
-
-    fn get(&self, host: &str, path: &str) -> Option<(u16, String)> {
-        let c = reqwest::blocking::Client::builder()
-            .resolve(host, self.addr)
-            .timeout(Duration::from_secs(10))
-            .build()
-            .ok()?;
-        let r = c
-            .get(format!("http://{host}:{}{path}", self.addr.port()))
-            .send()
-            .ok()?;
-        Some((r.status().as_u16(), header(&r, "x-paas-app")))
-    }
-}
-
-impl Drop for StandaloneRouter {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if thread::panicking() {
-            eprintln!(
-                "===== standalone router\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
-    }
+/// The app a standalone router's response came from: (status, `x-paas-app`).
+fn via(router: &StandaloneRouter, host: &str) -> Option<(u16, String)> {
+    router.get(host, "/").map(|(status, app, _)| (status, app))
 }
 
 #[test]
@@ -585,12 +526,12 @@ fn standalone_router_follows_the_controller_and_outlives_it() {
     let mut p = Platform::start().expect("platform");
     let app = unique("solo");
     push(&p, &app, 2);
-    let router = StandaloneRouter::start(&p);
+    let router = StandaloneRouter::start(&p, &p.api_url());
     let default_host = format!("{app}.localhost");
     wait_for(
         Duration::from_secs(20),
         "the standalone router to serve the app",
-        || (router.get(&default_host, "/")? == (200, app.clone())).then_some(()),
+        || (via(&router, &default_host)? == (200, app.clone())).then_some(()),
     )
     .unwrap();
 
@@ -601,7 +542,7 @@ fn standalone_router_follows_the_controller_and_outlives_it() {
     wait_for(
         Duration::from_secs(5),
         "the mapped route on the standalone router",
-        || (router.get(&host, "/")? == (200, app.clone())).then_some(()),
+        || (via(&router, &host)? == (200, app.clone())).then_some(()),
     )
     .unwrap();
 
@@ -624,11 +565,11 @@ fn standalone_router_follows_the_controller_and_outlives_it() {
         "the controller is down"
     );
     for _ in 0..40 {
-        assert_eq!(router.get(&default_host, "/"), Some((200, app.clone())));
-        assert_eq!(router.get(&host, "/"), Some((200, app.clone())));
+        assert_eq!(via(&router, &default_host), Some((200, app.clone())));
+        assert_eq!(via(&router, &host), Some((200, app.clone())));
     }
     let other = format!("{}.localhost", unique("nope"));
-    assert_eq!(router.get(&other, "/").map(|r| r.0), Some(404));
+    assert_eq!(via(&router, &other).map(|r| r.0), Some(404));
 }
 
 /// A self-signed certificate for `names`: (cert PEM, key PEM, cert DER).

@@ -127,7 +127,8 @@ pub struct Settings {
     /// (`PAAS_ROUTER_DRAIN_SECS`).
     #[serde(default = "default_router_drain_secs")]
     pub router_drain_secs: u64,
-    /// Standalone router (`paas-server router`) only: the controller to follow.
+    /// Standalone router (`paas-server router`) only: the controller to follow, or several,
+    /// comma-separated (the first that answers is followed).
     #[serde(default = "default_controller")]
     pub controller: String,
     /// Standalone router only: the router credential (the controller's join token), inline or
@@ -163,6 +164,19 @@ pub struct Settings {
     /// `*.DOMAIN`, `default` for the rest), re-read when they change: `PAAS_TLS_CERT_DIR`.
     #[serde(default)]
     pub tls_cert_dir: Option<PathBuf>,
+    /// Where packages, droplets and buildpacks live: unset for `DATA_DIR/blobs`, or an
+    /// S3-compatible bucket, `s3://BUCKET/PREFIX?endpoint=URL&region=REGION`
+    /// (`PAAS_BLOBSTORE_URL`). Several controllers must share one bucket.
+    #[serde(default)]
+    pub blobstore_url: Option<String>,
+    /// The S3 blobstore's credentials, from the standard `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN` variables (or the config file).
+    #[serde(default)]
+    pub aws_access_key_id: Option<Secret>,
+    #[serde(default)]
+    pub aws_secret_access_key: Option<Secret>,
+    #[serde(default)]
+    pub aws_session_token: Option<Secret>,
 }
 
 fn default_access_token_ttl() -> u64 {
@@ -261,18 +275,37 @@ impl Default for Settings {
             staging_memory_mb: default_staging_memory(),
             tls_listen: None,
             tls_cert_dir: None,
+            blobstore_url: None,
+            aws_access_key_id: None,
+            aws_secret_access_key: None,
+            aws_session_token: None,
         }
     }
 }
 
 impl Settings {
+    pub fn blobstore(&self) -> crate::blobstore::BlobstoreConfig {
+        let expose = |s: &Option<Secret>| s.as_ref().map(|s| s.expose().to_string());
+        crate::blobstore::BlobstoreConfig {
+            url: self.blobstore_url.clone(),
+            access_key_id: expose(&self.aws_access_key_id),
+            secret_access_key: expose(&self.aws_secret_access_key),
+            session_token: expose(&self.aws_session_token),
+        }
+    }
+
     pub fn load() -> Result<Self, Box<figment::Error>> {
         let mut fig = Figment::from(Serialized::defaults(Settings::default()));
         if let Ok(path) = std::env::var("PAAS_CONFIG") {
             fig = fig.merge(Toml::file(path));
         }
-        fig.merge(Env::prefixed("PAAS_"))
-            .extract()
-            .map_err(Box::new)
+        fig.merge(Env::raw().only(&[
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+        ]))
+        .merge(Env::prefixed("PAAS_"))
+        .extract()
+        .map_err(Box::new)
     }
 }

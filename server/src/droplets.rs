@@ -3,8 +3,9 @@
 //! the blobstore older than a grace period is collected. The grace period protects a push in
 //! flight, whose blobs are committed a moment before the revision that names them.
 //!
-//! Only the controller's own blobstore is walked (files named by their sha256 under
-//! `blobs/<2 hex>/`); nothing outside it is ever removed here. Engine images are the nodes'
+//! Only the controller's own blobstore is walked (blobs named by their sha256 under
+//! `<2 hex>/`, in `blobs/` or the S3 bucket's prefix); nothing outside it is ever removed here.
+//! With S3, the local cache of each controller is trimmed the same way. Engine images are the nodes'
 //! business: a Dockerfile droplet's image is listed to every node by [`collected_images`] once
 //! its droplet blob is collected, and a node removes it only if it carries the platform's image
 //! label and no container uses it.
@@ -75,6 +76,26 @@ pub async fn collect(
     grace: Duration,
 ) -> Result<GcReport, GcError> {
     let kept = kept_blobs(store, keep).await?;
+    // The S3 backend blocks on its requests: keep them off the async threads.
+    let blobs = blobs.clone();
+    let report = tokio::task::spawn_blocking(move || sweep(&blobs, &kept, grace))
+        .await
+        .map_err(|_| BlobError::Stopped)??;
+    if !report.deleted.is_empty() {
+        tracing::info!(
+            deleted = report.deleted.len(),
+            kept = report.kept,
+            "collected old droplets and packages"
+        );
+    }
+    Ok(report)
+}
+
+fn sweep(
+    blobs: &Blobstore,
+    kept: &HashSet<String>,
+    grace: Duration,
+) -> Result<GcReport, BlobError> {
     let now = SystemTime::now();
     let mut report = GcReport {
         kept: kept.len(),
@@ -91,13 +112,7 @@ pub async fn collect(
         blobs.delete(&sha)?;
         report.deleted.push(sha);
     }
-    if !report.deleted.is_empty() {
-        tracing::info!(
-            deleted = report.deleted.len(),
-            kept = report.kept,
-            "collected old droplets and packages"
-        );
-    }
+    blobs.evict_cache(kept, grace)?;
     Ok(report)
 }
 

@@ -153,7 +153,9 @@ pub async fn context(
     store: Arc<dyn Store>,
     public_port: u16,
 ) -> anyhow::Result<Arc<AppCtx>> {
-    let blobs = Blobstore::open(&settings.data_dir).context("opening the blobstore")?;
+    let blobs = Blobstore::connect(&settings.data_dir, &settings.blobstore())
+        .context("opening the blobstore")?;
+    tracing::info!(kind = blobs.kind(), "blobstore ready");
     let jwt_secret = auth::load_or_create_secret(&settings.data_dir.join("jwt-secret"), || {
         auth::random_token(64)
     })?;

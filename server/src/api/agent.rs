@@ -134,7 +134,7 @@ pub async fn droplet(ctx: Ctx, node: AgentNode, sha: web::Path<String>) -> ApiRe
             "no such droplet assigned to this node",
         ));
     }
-    let path = ctx.blobs.path(&sha).map_err(|_| {
+    let path = ctx.blobs.path_async(&sha).await.map_err(|_| {
         Error::api(
             ErrorCode::DropletNotFound,
             format!("droplet {sha} not found"),

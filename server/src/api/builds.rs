@@ -26,7 +26,7 @@ pub async fn source(ctx: Ctx, node: AgentNode, id: web::Path<String>) -> ApiResu
         .builds
         .source_of(&id, &node.name)
         .ok_or_else(|| not_found(&id))?;
-    let path = ctx.blobs.path(&sha)?;
+    let path = ctx.blobs.path_async(&sha).await?;
     let bytes = tokio::fs::read(&path).await.map_err(Error::internal)?;
     Ok(HttpResponse::Ok()
         .content_type("application/x-tar")

@@ -29,12 +29,7 @@ pub async fn match_files(
         ));
     }
     // Only what this user uploaded, and only while the blob is really there.
-    let known = ctx
-        .store
-        .known_files(&user.username, &files)
-        .await?
-        .into_iter()
-        .filter(|sha| ctx.blobs.exists(sha))
-        .collect();
+    let listed = ctx.store.known_files(&user.username, &files).await?;
+    let known = ctx.blobs.existing(listed).await;
     Ok(web::Json(ResourceMatchResult { known }))
 }

@@ -1,7 +1,10 @@
 //! `paas-server router`: the router alone, for scale-out. It serves every Host on its listener
 //! with the same listener and proxy as the controller's, follows the controller's route table by long-polling
 //! `GET /v1/router/table?after=VERSION` (join token as bearer), and keeps serving the last table it
-//! had while the controller is unreachable. The table is also saved to
+//! had while the controller is unreachable. `PAAS_CONTROLLER` may list several controllers
+//! (comma-separated): the router stays with the one that answers and moves on to the next when it
+//! stops answering. A version from one controller never equals another's (each starts its count
+//! at its start time), so the first poll after a switch returns the new controller's whole table. The table is also saved to
 //! `$PAAS_DATA_DIR/router-table.json` (temp + rename), so a router restarted during a controller
 //! outage serves the last known routes too. RTR lines go to the controller in batches
 //! (`POST /v1/router/logs`); while the controller is down they are dropped (counted).
@@ -21,17 +24,69 @@ use crate::config::Settings;
 /// Longer than the controller's 25 s hold, so a quiet long-poll is not mistaken for an outage.
 const POLL_TIMEOUT: Duration = Duration::from_secs(35);
 
+/// A controller that accepts no connection within this is skipped for the next one.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
 struct Controller {
     http: reqwest::Client,
-    base: String,
+    /// Base URLs in the configured order; `current` indexes the one that answered last.
+    bases: Vec<String>,
+    current: std::sync::atomic::AtomicUsize,
     token: String,
 }
 
 impl Controller {
+    fn new(list: &str, token: String) -> anyhow::Result<Self> {
+        let bases: Vec<String> = list
+            .split(',')
+            .map(|b| b.trim().trim_end_matches('/').to_string())
+            .filter(|b| !b.is_empty())
+            .collect();
+        anyhow::ensure!(!bases.is_empty(), "PAAS_CONTROLLER names no controller");
+        Ok(Self {
+            http: reqwest::Client::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .build()?,
+            bases,
+            current: Default::default(),
+            token,
+        })
+    }
+
+    fn base(&self) -> &str {
+        let i = self.current.load(std::sync::atomic::Ordering::Relaxed);
+        &self.bases[i % self.bases.len()]
+    }
+
+    /// The table from the current controller or, if it fails, from the next ones in turn; the
+    /// first that answers becomes current. Only when none answers is this an error.
     async fn table(&self, after: Option<u64>) -> anyhow::Result<RouterTable> {
+        let start = self.current.load(std::sync::atomic::Ordering::Relaxed);
+        let mut last = None;
+        for k in 0..self.bases.len() {
+            let i = (start + k) % self.bases.len();
+            let base = &self.bases[i];
+            match self.table_from(base, after).await {
+                Ok(t) => {
+                    if i != start % self.bases.len() {
+                        tracing::info!(controller = %base, "following another controller");
+                        self.current.store(i, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    return Ok(t);
+                }
+                Err(e) => {
+                    tracing::debug!(controller = %base, error = %e, "controller did not answer");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("no controller")))
+    }
+
+    async fn table_from(&self, base: &str, after: Option<u64>) -> anyhow::Result<RouterTable> {
         let mut rb = self
             .http
-            .get(format!("{}/v1/router/table", self.base))
+            .get(format!("{base}/v1/router/table"))
             .bearer_auth(&self.token)
             .timeout(POLL_TIMEOUT);
         if let Some(v) = after {
@@ -60,7 +115,7 @@ impl Sink for Arc<Controller> {
         };
         let res = self
             .http
-            .post(format!("{}/v1/router/logs", self.base))
+            .post(format!("{}/v1/router/logs", self.base()))
             .bearer_auth(&self.token)
             .timeout(Duration::from_secs(10))
             .json(&body)
@@ -106,7 +161,7 @@ async fn follow(
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "cannot reach the controller; serving the last route table");
+                tracing::warn!(error = %e, retry_in = ?backoff, "cannot reach any controller; serving the last route table");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
@@ -124,11 +179,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }
         _ => anyhow::bail!("the router needs PAAS_JOIN_TOKEN or PAAS_JOIN_TOKEN_FILE (the controller's join token)"),
     };
-    let ctl = Arc::new(Controller {
-        http: reqwest::Client::new(),
-        base: settings.controller.trim_end_matches('/').to_string(),
-        token,
-    });
+    let ctl = Arc::new(Controller::new(&settings.controller, token)?);
     let table = Arc::new(RouteTable::default());
     let saved = settings.data_dir.join("router-table.json");
     let mut version = None;
