@@ -244,6 +244,8 @@ pub async fn deploy(
             health,
             placement_labels: extra.placement_labels.clone(),
             log_rate_limit,
+            // `--no-start`: the revision is made with the app stopped; `paas start` runs it.
+            no_start: extra.no_start,
         },
         "app.push",
         format!(
@@ -252,12 +254,6 @@ pub async fn deploy(
         ),
     )
     .await?;
-    // `--no-start`: the store starts the app with every new revision, so it is stopped again
-    // at once; `paas start` runs the revision. (A convergence pass in between may place an
-    // instance that the next pass removes: the store would need the state with the revision.)
-    if extra.no_start {
-        super::lifecycle::set_state(ctx, actor, &app, paas_common::api::AppState::Stopped).await?;
-    }
     progress.send(PushProgress::Revision { number });
     super::log_platform(
         ctx,

@@ -131,6 +131,9 @@ pub struct RevisionExtra {
     pub placement_labels: Option<BTreeMap<String, String>>,
     /// Log rate limit to apply to the app, when given (`Some(None)`: the platform default).
     pub log_rate_limit: Option<Option<u64>>,
+    /// Leave the app stopped with this revision (`paas push --no-start`) rather than start it,
+    /// in the same transaction, so no convergence pass starts an instance in between.
+    pub no_start: bool,
 }
 
 /// A revision about to be made, with the process settings it starts with.

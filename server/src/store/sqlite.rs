@@ -983,7 +983,7 @@ impl Store for SqliteStore {
             "UPDATE apps SET current_revision = ?, desired_instances = ?, memory_mb = ?, disk_mb = COALESCE(?, disk_mb),
              push_settings = COALESCE(?, push_settings), health = COALESCE(?, health),
              placement_labels = COALESCE(?, placement_labels), log_rate_limit = COALESCE(?, log_rate_limit),
-             state = 'started', updated_at = ? WHERE id = ?",
+             state = ?, updated_at = ? WHERE id = ?",
         )
         .bind(number)
         .bind(rev.desired_instances as i64)
@@ -993,6 +993,7 @@ impl Store for SqliteStore {
         .bind(health)
         .bind(labels)
         .bind(extra.log_rate_limit.map(log_rate_column))
+        .bind(if extra.no_start { "stopped" } else { "started" })
         .bind(now)
         .bind(app_id)
         .execute(&mut *tx)
