@@ -66,6 +66,19 @@ pub struct Args {
     /// default (replaces the manifest's `log-rate-limit-per-second`)
     #[arg(short = 'l', long, value_name = "BYTES", allow_hyphen_values = true)]
     pub log_rate_limit: Option<String>,
+    /// Stack to stage and run on: trixie (default) or bookworm (cflinuxfs4/cflinuxfs3 mean the
+    /// same); replaces the manifest's `stack`
+    #[arg(short = 's', long, value_parser = parse_stack)]
+    pub stack: Option<String>,
+    /// Stage without the dependency cache: every dependency is downloaded and built again
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+fn parse_stack(s: &str) -> Result<String, String> {
+    paas_common::stack::resolve(s)
+        .map(str::to_string)
+        .map_err(|e| e.to_string())
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -140,6 +153,8 @@ fn plans(args: &Args) -> anyhow::Result<Vec<Plan>> {
         buildpacks: args.buildpack.iter().cloned().collect(),
         placement_labels: (!args.placement.is_empty())
             .then(|| args.placement.iter().cloned().collect()),
+        stack: args.stack.clone(),
+        no_cache: args.no_cache,
         ..Default::default()
     };
     let Some(file) = find_manifest(args) else {
@@ -228,6 +243,8 @@ fn plans(args: &Args) -> anyhow::Result<Vec<Plan>> {
                     .log_rate_limit
                     .clone()
                     .or_else(|| a.log_rate_limit_per_second.clone()),
+                stack: flags.stack.clone().or_else(|| a.stack.clone()),
+                no_cache: flags.no_cache,
                 ..Default::default()
             };
             Plan {
