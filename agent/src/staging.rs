@@ -269,6 +269,16 @@ impl StagingSettings {
         };
         set("PIP_INDEX_URL", &self.pip_index_url);
         set("UV_INDEX_URL", &self.pip_index_url);
+        // pip ignores a plain-HTTP index unless its host is trusted; an operator who names
+        // one (a mirror on the node's own network) means it.
+        let trusted = self
+            .pip_index_url
+            .as_deref()
+            .and_then(|u| u.strip_prefix("http://"))
+            .and_then(|rest| rest.split(['/', ':']).next())
+            .filter(|h| !h.is_empty())
+            .map(str::to_string);
+        set("PIP_TRUSTED_HOST", &trusted);
         set("npm_config_registry", &self.npm_registry);
         set("PAAS_GEM_SOURCE", &self.gem_source);
         set("GOPROXY", &self.goproxy);

@@ -15,7 +15,7 @@ pub struct Staged {
 pub enum StagingError {
     #[error("the Procfile has no `web:` process")]
     NoWebProcess,
-    #[error("this folder is not an app: no Procfile with a web process, app.py, index.html or package.json (nothing to run)")]
+    #[error("this folder is not an app: no Procfile with a web process, app.py, index.html, package.json, requirements.txt, pyproject.toml, Gemfile, config.ru or go.mod (nothing to run)")]
     NotAnApp,
 }
 
@@ -42,6 +42,20 @@ pub fn detect(
     // Issue 3: the built-in buildpacks' detections, so an app any of them stages is an app.
     let has_static = has("index.html") || has("Staticfile");
     let has_node = has("package.json");
+    // Issue 19: what the dependency-installing buildpacks detect; their commands come from
+    // staging on a node (the fallback below runs the files as they are).
+    let has_python = [
+        "requirements.txt",
+        "pyproject.toml",
+        "Pipfile",
+        "Pipfile.lock",
+        "setup.py",
+        "manage.py",
+    ]
+    .iter()
+    .any(|f| has(f));
+    let has_ruby = has("Gemfile") || has("config.ru");
+    let has_go = has("go.mod");
     let detected = if procfile.is_some() {
         "procfile"
     } else if has_app_py {
@@ -50,6 +64,12 @@ pub fn detect(
         "staticfile"
     } else if has_node {
         "node"
+    } else if has_python {
+        "python"
+    } else if has_ruby {
+        "ruby"
+    } else if has_go {
+        "go"
     } else {
         "command"
     };
@@ -87,6 +107,18 @@ pub fn detect(
             detected: detected.into(),
             command: "exec sh -c \"$(node -p 'require(\\\"./package.json\\\").scripts.start')\""
                 .into(),
+        });
+    }
+    let fallback = match detected {
+        "python" => Some("python3 app.py"),
+        "ruby" => Some("exec rackup config.ru -p \"$PORT\" -o 0.0.0.0"),
+        "go" => Some("exec /app/bin/app"),
+        _ => None,
+    };
+    if let Some(command) = fallback {
+        return Ok(Staged {
+            detected: detected.into(),
+            command: command.into(),
         });
     }
     Err(StagingError::NotAnApp)
