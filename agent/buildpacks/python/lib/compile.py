@@ -232,7 +232,7 @@ def main():
     web = django()
     if web is None:
         if os.path.isfile(path("app.py")):
-            web = "exec python app.py"
+            web = "exec python3 app.py"
         elif os.path.isfile(path("Procfile")):
             web = ""
         else:
