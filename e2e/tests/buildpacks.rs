@@ -88,7 +88,7 @@ fn each_builtin_buildpack_stages_its_example() {
     assert!(out.ok(), "{out:?}{}", p.logs());
     assert!(
         out.stdout
-            .contains("Installed greetlib-1.0-py3-none-any.whl"),
+            .contains("Successfully installed greetlib-1.0"),
         "{out:?}"
     );
     assert_eq!(detected(&p, &app), "python");

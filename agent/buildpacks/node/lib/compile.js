@@ -84,8 +84,17 @@ function npm(args) {
   const lines = out.split("\n").filter((l) => l.trim());
   for (const l of lines.slice(-12)) say(l);
   if (r.status !== 0) {
-    const errs = lines.filter((l) => l.startsWith("npm error") || l.startsWith("npm ERR!"));
-    fail(`npm ${args[0]} failed: ` + (errs.slice(0, 3).map((l) => l.replace(/^npm (error|ERR!) /, "")).join("; ") || `exit ${r.status}`));
+    // npm's own reason: its error lines without the code/syscall/log boilerplate.
+    const errs = lines
+      .filter((l) => /^npm (error|ERR!)/.test(l))
+      .map((l) => l.replace(/^npm (error|ERR!) ?/, "").trim());
+    const code = (errs.find((l) => l.startsWith("code ")) || "").slice(5);
+    const why = errs.filter(
+      (l) => l && !/^(code|syscall|errno) /.test(l) && !/complete log|^\//.test(l) &&
+        !(l.startsWith("network ") && !l.startsWith("network request to")),
+    );
+    const reason = why.slice(0, 2).map((l) => l.replace(/^network /, "")).join("; ");
+    fail(`npm ${args[0]} failed${code ? " (" + code + ")" : ""}: ` + (reason || `exit ${r.status}`));
   }
 }
 
