@@ -87,8 +87,7 @@ fn each_builtin_buildpack_stages_its_example() {
     let out = push(&p, &app, "python-wheels", &[]);
     assert!(out.ok(), "{out:?}{}", p.logs());
     assert!(
-        out.stdout
-            .contains("Successfully installed greetlib-1.0"),
+        out.stdout.contains("Successfully installed greetlib-1.0"),
         "{out:?}"
     );
     assert_eq!(detected(&p, &app), "python");
