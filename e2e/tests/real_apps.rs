@@ -474,3 +474,68 @@ fn an_unknown_stack_is_refused_naming_the_known_ones_and_bookworm_stays_selectab
         "instances never run a build image: {images}"
     );
 }
+
+/// A gem packed by `gem build` in the stack's build image (rubygems.org is not reachable): the
+/// hand-made gem a `vendor/cache` holds.
+fn build_gem(dir: &Path) -> Vec<u8> {
+    write(
+        dir,
+        &[
+            (
+                "paas-greeter.gemspec",
+                "Gem::Specification.new do |s|\n  s.name = 'paas-greeter'\n  s.version = '1.0.0'\n  s.summary = 'Greets'\n  s.authors = ['e2e']\n  s.license = 'MIT'\n  s.files = ['lib/paas_greeter.rb']\nend\n",
+            ),
+            (
+                "lib/paas_greeter.rb",
+                "module PaasGreeter\n  def self.hello(who) = \"Hello from #{who}, bundled\"\nend\n",
+            ),
+        ],
+    );
+    let out = Command::new("docker")
+        .args(["run", "--rm", "--network", "none", "-v"])
+        .arg(format!("{}:/w", dir.display()))
+        .args([
+            "-w",
+            "/w",
+            "-e",
+            "HOME=/tmp",
+            "paas-stack:trixie-build",
+            "gem",
+            "build",
+            "paas-greeter.gemspec",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    std::fs::read(dir.join("paas-greeter-1.0.0.gem")).unwrap()
+}
+
+#[test]
+fn a_ruby_app_bundles_its_vendored_gems_and_serves() {
+    let p = Platform::start().unwrap();
+    let gem_dir = tempfile::tempdir().unwrap();
+    let gem = build_gem(gem_dir.path());
+    let app = unique("ruby");
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        &[
+            ("Gemfile", "source 'https://rubygems.org'\ngem 'paas-greeter'\n"),
+            (
+                "Gemfile.lock",
+                "GEM\n  remote: https://rubygems.org/\n  specs:\n    paas-greeter (1.0.0)\n\nPLATFORMS\n  ruby\n\nDEPENDENCIES\n  paas-greeter\n\nBUNDLED WITH\n   2.6.7\n",
+            ),
+            (
+                "app.rb",
+                "require 'socket'\nrequire 'paas_greeter'\nserver = TCPServer.new('0.0.0.0', Integer(ENV.fetch('PORT')))\nloop do\n  c = server.accept\n  while (l = c.gets) && l != \"\\r\\n\"; end\n  body = PaasGreeter.hello('Ruby')\n  c.write \"HTTP/1.1 200 OK\\r\\nContent-Length: #{body.bytesize}\\r\\nConnection: close\\r\\n\\r\\n#{body}\"\n  c.close\nend\n",
+            ),
+            ("Procfile", "web: bundle exec ruby app.rb\n"),
+        ],
+    );
+    std::fs::create_dir_all(dir.path().join("vendor/cache")).unwrap();
+    std::fs::write(dir.path().join("vendor/cache/paas-greeter-1.0.0.gem"), gem).unwrap();
+    let (out, _) = push(&p, &app, dir.path(), &[]);
+    assert!(out.ok(), "{out:?}{}", p.logs());
+    assert!(out.stdout.contains("-----> ruby buildpack"), "{out:?}");
+    serves(&p, &app, "/", "Hello from Ruby, bundled");
+}
