@@ -793,7 +793,7 @@ mod tests {
             }
             names.push(p);
         }
-        for bp in ["staticfile", "python", "node", "binary"] {
+        for bp in ["staticfile", "python", "node", "ruby", "go", "binary"] {
             for step in ["detect", "compile", "release"] {
                 assert!(
                     names.contains(&format!("buildpacks/{bp}/bin/{step}")),
@@ -801,6 +801,49 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn staging_gets_the_operators_sources_and_proxy_and_nothing_else() {
+        let none = StagingSettings {
+            pip_index_url: None,
+            npm_registry: None,
+            gem_source: None,
+            goproxy: None,
+            ca_file: None,
+            proxy: None,
+            cache: crate::depcache::DepCache::new("/nonexistent".into(), 1),
+        };
+        assert!(none.env().is_empty());
+        let s = StagingSettings {
+            pip_index_url: Some("http://10.0.0.5:3141/simple/".into()),
+            npm_registry: Some("https://npm.example/".into()),
+            gem_source: Some("https://gems.example".into()),
+            goproxy: Some("https://proxy.golang.example".into()),
+            proxy: Some("http://proxy:3128".into()),
+            ..none
+        };
+        let env = s.env();
+        for want in [
+            "PIP_INDEX_URL=http://10.0.0.5:3141/simple/",
+            "PIP_TRUSTED_HOST=10.0.0.5",
+            "npm_config_registry=https://npm.example/",
+            "PAAS_GEM_SOURCE=https://gems.example",
+            "GOPROXY=https://proxy.golang.example",
+            "HTTPS_PROXY=http://proxy:3128",
+            "https_proxy=http://proxy:3128",
+            "npm_config_https_proxy=http://proxy:3128",
+        ] {
+            assert!(env.iter().any(|e| e == want), "{want}: {env:?}");
+        }
+        let https_only = StagingSettings {
+            pip_index_url: Some("https://pypi.example/simple/".into()),
+            ..s
+        };
+        assert!(!https_only
+            .env()
+            .iter()
+            .any(|e| e.starts_with("PIP_TRUSTED_HOST")));
     }
 
     #[test]
