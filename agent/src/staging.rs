@@ -440,14 +440,19 @@ async fn stage(
         cache_key,
     };
     let outcome = run_in(runtime, client, b, &id, source, ctx).await;
-    let remove = RemoveContainerOptions {
-        force: true,
-        v: true,
-        ..Default::default()
-    };
-    if let Err(e) = docker.remove_container(&id, Some(remove)).await {
-        tracing::warn!(container = %id, error = %e, "could not remove a staging container");
-    }
+    // Removing a container with a large writable layer takes seconds on some storage drivers:
+    // the result does not wait for it.
+    let docker = docker.clone();
+    tokio::spawn(async move {
+        let remove = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        if let Err(e) = docker.remove_container(&id, Some(remove)).await {
+            tracing::warn!(container = %id, error = %e, "could not remove a staging container");
+        }
+    });
     outcome
 }
 

@@ -104,7 +104,12 @@ const deps = Object.keys(pkg.dependencies || {}).length + Object.keys(pkg.devDep
 if (deps > 0) {
   if (fs.existsSync(path.join(cached, ".complete"))) {
     fs.rmSync(modules, { recursive: true, force: true });
-    fs.cpSync(cached, modules, { recursive: true, verbatimSymlinks: true });
+    // This build's own copy of the entry: moved, not copied, and not stored again.
+    try {
+      fs.renameSync(cached, modules);
+    } catch (e) {
+      fs.cpSync(cached, modules, { recursive: true, verbatimSymlinks: true });
+    }
     fs.rmSync(path.join(modules, ".complete"));
     say("Restored node_modules from the cache");
   } else {

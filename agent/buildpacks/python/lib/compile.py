@@ -182,7 +182,12 @@ def install():
         say("No dependencies declared")
         return
     if os.path.isfile(os.path.join(CACHED, ".complete")):
-        shutil.copytree(CACHED, VENV, symlinks=True)
+        # The restored entry is this build's own copy: moved, not copied (a venv is thousands
+        # of files), and not stored again.
+        try:
+            os.rename(CACHED, VENV)
+        except OSError:
+            shutil.copytree(CACHED, VENV, symlinks=True)
         os.remove(os.path.join(VENV, ".complete"))
         say(f"Restored the dependencies of {source} from the cache")
         return
