@@ -6,11 +6,23 @@
 # buildpack's default_process_types. Results go to /app/.paas/{buildpack,processes}.
 set -u
 APP=/app
-CACHE=/tmp/cache
+# The dependency cache the node restored (issue 19); a stack image without it gets a scratch one.
+CACHE=/cache
+[ -d "$CACHE" ] && [ -w "$CACHE" ] || CACHE=/tmp/cache
 mkdir -p "$CACHE" "$APP/.paas"
+echo "${PAAS_STACK:-}" > "$APP/.paas/stack"
+# The operator's extra CAs (PAAS_STAGING_CA_FILE) on top of Debian's, for every installer.
+if [ -f /etc/paas/staging-ca.pem ]; then
+  cat /etc/ssl/certs/ca-certificates.crt /etc/paas/staging-ca.pem > /tmp/ca-bundle.pem
+  export SSL_CERT_FILE=/tmp/ca-bundle.pem PIP_CERT=/tmp/ca-bundle.pem REQUESTS_CA_BUNDLE=/tmp/ca-bundle.pem
+  export NODE_EXTRA_CA_CERTS=/etc/paas/staging-ca.pem npm_config_cafile=/tmp/ca-bundle.pem
+fi
+# Installers keep their caches out of the droplet (HOME is /app).
+export PIP_CACHE_DIR=/tmp/pip-cache npm_config_cache=/tmp/npm-cache npm_config_update_notifier=false
+export npm_config_fund=false npm_config_audit=false XDG_CACHE_HOME=/tmp/xdg-cache
 # Buildpacks named by the user still run bin/detect (as Heroku does): a named buildpack that
 # cannot run the app fails here with a clear line instead of deploying something broken.
-list="${PAAS_BUILDPACKS:-staticfile python node binary}"
+list="${PAAS_BUILDPACKS:-staticfile python node ruby go binary}"
 chosen=""
 for bp in $list; do
   dir="/buildpacks/$bp"
@@ -29,7 +41,7 @@ if [ -z "$chosen" ]; then
 fi
 echo "-----> $chosen buildpack"
 # On failure the buildpack's own last line is the reason the node reports (exit 224 / 225).
-if ! "$dir/bin/compile" "$APP" "$CACHE"; then
+if ! "$dir/bin/compile" "$APP" "$CACHE" 2>&1; then
   exit 224
 fi
 if ! "$dir/bin/release" "$APP" > /tmp/release.yml; then

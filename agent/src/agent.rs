@@ -37,19 +37,25 @@ pub enum AgentError {
     LoopEnded(&'static str),
 }
 
-/// Builds the stack image (only), for `paas-agent stack build` and CI.
-pub async fn build_stack(
+/// Builds the stack images (only), for `paas-agent stack build` and CI: every stack, or the one
+/// named.
+pub async fn build_stacks(
     settings: &Settings,
+    only: Option<&str>,
     force: bool,
-) -> Result<stack::StackOutcome, AgentError> {
+) -> Result<Vec<(&'static str, stack::StackOutcome)>, AgentError> {
     let docker = runtime::connect_docker().await?;
-    Ok(stack::ensure_stack_image(
-        &docker,
-        &settings.stack_image,
-        &settings.debian_mirror,
-        force,
-    )
-    .await?)
+    let mut out = Vec::new();
+    for s in stack::STACKS {
+        if only.is_some_and(|o| o != s.name) {
+            continue;
+        }
+        out.push((
+            s.name,
+            stack::ensure_stack(&docker, s, &settings.debian_mirror, force).await?,
+        ));
+    }
+    Ok(out)
 }
 
 /// Runs the agent until one of its loops fails; the caller races this against shutdown signals.
@@ -57,18 +63,15 @@ pub async fn build_stack(
 pub async fn run(settings: Settings) -> Result<(), AgentError> {
     let join_token = settings.resolve_join_token()?;
     let docker = runtime::connect_docker().await?;
-    stack::ensure_stack_image(
-        &docker,
-        &settings.stack_image,
-        &settings.debian_mirror,
-        false,
-    )
-    .await?;
+    for s in stack::STACKS {
+        stack::ensure_stack(&docker, s, &settings.debian_mirror, false).await?;
+    }
     let runtime = Arc::new(Runtime::new(
         docker,
         RuntimeSettings::from_settings(&settings),
     ));
     runtime.ensure_network().await?;
+    let staging = Arc::new(crate::staging::StagingSettings::from_settings(&settings));
     let detected = crate::capacity::detect(
         &settings,
         &crate::capacity::engine_info(runtime.docker()).await,
@@ -143,7 +146,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         () = reconcile_loop(reconciler, assignments_rx.clone(), reports_tx) => Err(AgentError::LoopEnded("reconcile")),
         () = heartbeat_loop(client.clone(), capacity, interval, reports_rx, assignments_rx, refetch, usage) => Err(AgentError::LoopEnded("heartbeat")),
         () = logs::ship_counted(&mut log_rx, client.clone(), counters, spool) => Err(AgentError::LoopEnded("log shipping")),
-        () = crate::staging::run_builds(runtime.clone(), client.clone(), build_assignments) => Err(AgentError::LoopEnded("staging")),
+        () = crate::staging::run_builds(runtime.clone(), client.clone(), staging, build_assignments) => Err(AgentError::LoopEnded("staging")),
         () = remove_collected_images(runtime.clone(), image_assignments) => Err(AgentError::LoopEnded("image collection")),
     }
 }

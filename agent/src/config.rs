@@ -64,8 +64,36 @@ pub struct Settings {
     /// `PAAS_NODE_ADDRESS`). An address of this host that routers on other hosts can reach;
     /// the default, 127.0.0.1, suits one machine only.
     pub node_address: String,
-    pub stack_image: String,
     pub docker_network: String,
+    /// The bridge network staging containers join (`PAAS_STAGING_NETWORK`), created when
+    /// missing: staging alone reaches out, and only to what the settings below name.
+    #[serde(default = "default_staging_network")]
+    pub staging_network: String,
+    /// The Python package index staging installs from (`PAAS_PIP_INDEX_URL`, a PEP 503 URL);
+    /// unset: pip's own default (PyPI).
+    #[serde(default)]
+    pub pip_index_url: Option<String>,
+    /// The npm registry staging installs from (`PAAS_NPM_REGISTRY`).
+    #[serde(default)]
+    pub npm_registry: Option<String>,
+    /// The gem source bundler installs from (`PAAS_GEM_SOURCE`), in place of rubygems.org.
+    #[serde(default)]
+    pub gem_source: Option<String>,
+    /// The Go module proxy (`PAAS_GOPROXY`); unset with no vendored modules, `go build` fails
+    /// with Go's own message.
+    #[serde(default)]
+    pub goproxy: Option<String>,
+    /// A PEM bundle of extra CAs staging trusts besides Debian's (`PAAS_STAGING_CA_FILE`), for
+    /// a mirror behind a private CA.
+    #[serde(default)]
+    pub staging_ca_file: Option<PathBuf>,
+    /// The HTTP(S) proxy staging's installers use (`PAAS_STAGING_PROXY`).
+    #[serde(default)]
+    pub staging_proxy: Option<String>,
+    /// Bound of the dependency cache on this node (`PAAS_STAGING_CACHE_MB`); the least recently
+    /// used entries go first.
+    #[serde(default = "default_staging_cache_mb")]
+    pub staging_cache_mb: u64,
     /// Capacity offered to the scheduler (`PAAS_NODE_MEMORY_MB`, `PAAS_NODE_DISK_MB`,
     /// `PAAS_NODE_INSTANCE_SLOTS`); each one unset is read from the machine at startup (see
     /// `capacity`).
@@ -113,6 +141,14 @@ pub struct Settings {
     pub log_read_files: bool,
 }
 
+fn default_staging_network() -> String {
+    "paas-staging".into()
+}
+
+fn default_staging_cache_mb() -> u64 {
+    4096
+}
+
 fn default_log_file_max_size() -> String {
     "10m".into()
 }
@@ -148,8 +184,15 @@ impl Default for Settings {
             zone: "default".into(),
             labels: BTreeMap::new(),
             node_address: "127.0.0.1".into(),
-            stack_image: crate::stack::DEFAULT_STACK_IMAGE.into(),
             docker_network: "paas-sandbox".into(),
+            staging_network: default_staging_network(),
+            pip_index_url: None,
+            npm_registry: None,
+            gem_source: None,
+            goproxy: None,
+            staging_ca_file: None,
+            staging_proxy: None,
+            staging_cache_mb: default_staging_cache_mb(),
             memory_mb: None,
             disk_mb: None,
             instance_slots: None,
@@ -328,7 +371,8 @@ mod tests {
             assert_eq!(settings.instance_slots, Some(8));
             // Unset: read from the machine at startup.
             assert_eq!(settings.disk_mb, None);
-            assert_eq!(settings.stack_image, "paas-stack:bookworm");
+            assert_eq!(settings.staging_network, "paas-staging");
+            assert_eq!(settings.pip_index_url, None);
             assert_eq!(settings.docker_network, "paas-sandbox");
             assert_eq!(settings.heartbeat_interval_ms, 2000);
             assert_eq!(settings.resolve_join_token().unwrap().expose(), "s3cret");

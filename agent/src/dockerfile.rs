@@ -136,10 +136,18 @@ pub fn check_allowed(
     allowed: &[String],
 ) -> Result<(), String> {
     let named = |s: &str| ImageName::parse(s).ok();
-    let stack = named(stack_image);
+    // Every stack's run image is the platform's own, whichever the node calls its default.
+    let stacks: Vec<_> = std::iter::once(stack_image.to_string())
+        .chain(
+            paas_common::stack::KNOWN
+                .iter()
+                .map(|k| paas_common::stack::run_image(k)),
+        )
+        .filter_map(|s| named(&s))
+        .collect();
     for base in bases {
         let ok = named(base).is_some_and(|n| {
-            Some(&n) == stack.as_ref() || allowed.iter().any(|a| named(a).as_ref() == Some(&n))
+            stacks.contains(&n) || allowed.iter().any(|a| named(a).as_ref() == Some(&n))
         });
         if !ok {
             return Err(format!(

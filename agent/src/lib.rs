@@ -20,6 +20,7 @@ pub mod capacity;
 pub mod client;
 pub mod config;
 pub mod crashes;
+pub mod depcache;
 pub mod dockerfile;
 pub mod health;
 pub mod logfile;

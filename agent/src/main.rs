@@ -25,12 +25,21 @@ enum Command {
 
 #[derive(Subcommand)]
 enum StackCommand {
-    /// Build the stack image with debootstrap unless the engine already has it.
+    /// Build every stack's run and build images with debootstrap unless the engine has them.
     Build {
-        /// Rebuild even if the image exists.
+        /// Rebuild even if the images exist.
         #[arg(long)]
         force: bool,
+        /// Only this stack (trixie, bookworm).
+        #[arg(long, value_parser = parse_stack)]
+        stack: Option<String>,
     },
+}
+
+fn parse_stack(s: &str) -> Result<String, String> {
+    paas_common::stack::resolve(s)
+        .map(str::to_string)
+        .map_err(|e| e.to_string())
 }
 
 #[tokio::main]
@@ -45,10 +54,13 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings::load().context("loading settings")?;
     match cli.command.unwrap_or(Command::Run) {
         Command::Stack {
-            command: StackCommand::Build { force },
+            command: StackCommand::Build { force, stack },
         } => {
-            let outcome = agent::build_stack(&settings, force).await?;
-            tracing::info!(image = %settings.stack_image, ?outcome, "stack image ready");
+            let started = std::time::Instant::now();
+            for (name, outcome) in agent::build_stacks(&settings, stack.as_deref(), force).await? {
+                tracing::info!(stack = name, ?outcome, "stack images ready");
+            }
+            tracing::info!(elapsed_s = started.elapsed().as_secs(), "stacks ready");
             Ok(())
         }
         Command::Run => {

@@ -520,7 +520,8 @@ impl Reconciler {
                 .runtime
                 .droplet_tar(&a.droplet, self.droplets.as_ref())
                 .await?;
-            let stack = self.runtime.settings().stack_image.clone();
+            // The run image of the stack the droplet was staged on: no build tools.
+            let stack = paas_common::stack::run_image(crate::stack::droplet_stack(&tar));
             let id = self.runtime.create_instance(a, &stack, None).await?;
             if let Err(e) = self.runtime.install_droplet(&id, tar).await {
                 // A created container without its app must not linger: the next pass tries again.

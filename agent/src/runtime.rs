@@ -139,7 +139,10 @@ pub struct RuntimeSettings {
     /// Host IP instance ports are published on.
     pub node_address: String,
     pub network: String,
+    /// The default stack's run image: what a Dockerfile names first.
     pub stack_image: String,
+    /// The bridge network staging containers join.
+    pub staging_network: String,
     /// The json-file driver's rotation of each instance's output (`max-size`, `max-file`).
     pub log_max_size: String,
     pub log_max_files: u32,
@@ -153,7 +156,8 @@ impl RuntimeSettings {
             node_name: settings.node_name.clone(),
             node_address: settings.node_address.clone(),
             network: settings.docker_network.clone(),
-            stack_image: settings.stack_image.clone(),
+            stack_image: paas_common::stack::run_image(paas_common::stack::DEFAULT),
+            staging_network: settings.staging_network.clone(),
             log_max_size: settings.log_file_max_size.clone(),
             log_max_files: settings.log_file_max_files.max(1),
             read_log_files: settings.log_read_files,
@@ -235,7 +239,14 @@ impl Runtime {
     /// Creates the instance network with inter-container traffic disabled, so apps reach each
     /// other only through the router.
     pub async fn ensure_network(&self) -> Result<(), RuntimeError> {
-        let name = self.settings.network.as_str();
+        self.ensure_bridge(&self.settings.network, "instance")
+            .await?;
+        // Staging's own bridge: a build reaches package indexes, never an instance.
+        self.ensure_bridge(&self.settings.staging_network, "staging")
+            .await
+    }
+
+    async fn ensure_bridge(&self, name: &str, purpose: &str) -> Result<(), RuntimeError> {
         match self.docker.inspect_network::<String>(name, None).await {
             Ok(_) => return Ok(()),
             Err(bollard::errors::Error::DockerResponseServerError {
@@ -253,7 +264,7 @@ impl Runtime {
         };
         match self.docker.create_network(options).await {
             Ok(_) => {
-                tracing::info!(network = name, "created instance network");
+                tracing::info!(network = name, purpose, "created network");
                 Ok(())
             }
             // Another agent created it first.

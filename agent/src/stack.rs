@@ -1,23 +1,81 @@
-//! The stack image: the Debian root file system every droplet runs on. No registry is reachable
-//! from a node, so the agent builds it itself with debootstrap when the engine lacks it. A file
-//! lock makes parallel agents and test processes on one machine build it at most once.
+//! The stack images (issue 19): per Debian release, a run image (the runtime instances run on:
+//! interpreters, no build tools) and a build image (the run image plus compilers and package
+//! managers, only ever used for staging). No registry is reachable from a node, so the agent
+//! builds both itself: debootstrap the run packages, import that tree, then install the build
+//! packages into the same tree with apt in a chroot and import it again, which costs one
+//! debootstrap per release. A file lock makes parallel agents and test processes on one machine
+//! build each at most once.
 
 use bollard::image::CreateImageOptions;
 use bollard::Docker;
 use fs4::fs_std::FileExt;
 use futures_util::TryStreamExt;
+use paas_common::stack::{build_image, run_image};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Instant;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
-pub const DEFAULT_STACK_IMAGE: &str = "paas-stack:bookworm";
 const LOCK_PATH: &str = "/tmp/paas-stack-build.lock";
-const PATH_ENV: &str = "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Console scripts a buildpack installs (a Python venv, node's `.bin`, Go and Ruby binaries)
+/// are on PATH for every command, the Procfile's included, as Heroku's `.profile.d` puts them.
+const PATH_ENV: &str = "ENV PATH=/app/.venv/bin:/app/node_modules/.bin:/app/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const MANAGED_LABEL: &str = "LABEL paas.managed=true";
 /// The unprivileged user app processes run as; its home is the app dir.
 pub const APP_UID: u32 = 2000;
+/// Where a droplet records the stack it was staged on; a droplet without it predates stacks by
+/// name and was staged on [`LEGACY_STACK`].
+pub const DROPLET_STACK_FILE: &str = ".paas/stack";
+pub const LEGACY_STACK: &str = "bookworm";
+
+/// One Debian release as a stack: what its run image holds and what staging adds.
+pub struct StackDef {
+    pub name: &'static str,
+    /// debootstrap's suite.
+    suite: &'static str,
+    run_packages: &'static [&'static str],
+    build_packages: &'static [&'static str],
+}
+
+/// Every stack a node provides. bookworm keeps exactly its earlier run image, so droplets staged
+/// before stacks had names run unchanged.
+pub const STACKS: &[StackDef] = &[
+    StackDef {
+        name: "trixie",
+        suite: "trixie",
+        run_packages: &[
+            "python3",
+            "python-is-python3",
+            "nodejs",
+            "ruby",
+            "ca-certificates",
+        ],
+        build_packages: &[
+            "python3-pip",
+            "python3-venv",
+            "python3-dev",
+            "npm",
+            "ruby-dev",
+            "ruby-bundler",
+            "golang-go",
+            "gcc",
+            "make",
+            "libc6-dev",
+            "git",
+        ],
+    },
+    StackDef {
+        name: "bookworm",
+        suite: "bookworm",
+        run_packages: &["python3", "nodejs", "ca-certificates"],
+        build_packages: &["python3-pip", "python3-venv", "npm"],
+    },
+];
+
+pub fn stack_def(name: &str) -> Option<&'static StackDef> {
+    STACKS.iter().find(|s| s.name == name)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {
@@ -43,7 +101,7 @@ pub enum StackError {
     BadName(String),
 }
 
-/// What [`ensure_stack_image`] did.
+/// What [`ensure_stack`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StackOutcome {
     AlreadyPresent,
@@ -60,23 +118,32 @@ pub async fn image_exists(docker: &Docker, image: &str) -> Result<bool, bollard:
     }
 }
 
-/// Makes sure `image` exists, building it when missing (or always with `force`).
-pub async fn ensure_stack_image(
+async fn both_exist(docker: &Docker, stack: &StackDef) -> Result<bool, bollard::errors::Error> {
+    Ok(image_exists(docker, &run_image(stack.name)).await?
+        && image_exists(docker, &build_image(stack.name)).await?)
+}
+
+/// Makes sure the run and build images of `stack` exist, building both when either is missing
+/// (or always with `force`).
+pub async fn ensure_stack(
     docker: &Docker,
-    image: &str,
+    stack: &StackDef,
     mirror: &str,
     force: bool,
 ) -> Result<StackOutcome, StackError> {
-    if !force && image_exists(docker, image).await? {
+    if !force && both_exist(docker, stack).await? {
         return Ok(StackOutcome::AlreadyPresent);
     }
     let _lock = lock_exclusive(Path::new(LOCK_PATH)).await?;
     // Someone else may have built it while we waited for the lock.
-    if !force && image_exists(docker, image).await? {
-        tracing::info!(image, "stack image was built by another process");
+    if !force && both_exist(docker, stack).await? {
+        tracing::info!(
+            stack = stack.name,
+            "stack images were built by another process"
+        );
         return Ok(StackOutcome::AlreadyPresent);
     }
-    build(docker, image, mirror).await?;
+    build(docker, stack, mirror).await?;
     Ok(StackOutcome::Built)
 }
 
@@ -109,15 +176,12 @@ async fn lock_exclusive(path: &Path) -> Result<LockGuard, StackError> {
     .map_err(|e| StackError::Io { step: "lock task", source: std::io::Error::other(e) })?
 }
 
-async fn build(docker: &Docker, image: &str, mirror: &str) -> Result<(), StackError> {
-    let (repo, tag) = image
-        .rsplit_once(':')
-        .ok_or_else(|| StackError::BadName(image.into()))?;
+async fn build(docker: &Docker, stack: &StackDef, mirror: &str) -> Result<(), StackError> {
     let started = Instant::now();
     tracing::info!(
-        image,
+        stack = stack.name,
         mirror,
-        "building stack image with debootstrap, about a minute..."
+        "building the stack's run and build images with debootstrap, a minute or two..."
     );
     let rootfs = tempfile::Builder::new()
         .prefix("paas-stack-")
@@ -129,12 +193,13 @@ async fn build(docker: &Docker, image: &str, mirror: &str) -> Result<(), StackEr
     let dir = rootfs.path();
 
     let dir_arg = dir.to_string_lossy().into_owned();
+    let include = format!("--include={}", stack.run_packages.join(","));
     run(
         "debootstrap",
         Command::new("debootstrap").args([
             "--variant=minbase",
-            "--include=python3,nodejs,ca-certificates",
-            "bookworm",
+            &include,
+            stack.suite,
             &dir_arg,
             mirror,
         ]),
@@ -144,12 +209,72 @@ async fn build(docker: &Docker, image: &str, mirror: &str) -> Result<(), StackEr
         step: "add app user",
         source,
     })?;
+    clean_apt(dir).map_err(|source| StackError::Io {
+        step: "clean apt",
+        source,
+    })?;
     tracing::info!(
-        image,
+        stack = stack.name,
         elapsed_s = started.elapsed().as_secs(),
-        "root file system ready, importing"
+        "run root file system ready, importing"
     );
+    import(docker, dir, &run_image(stack.name)).await?;
 
+    // The build image: the same tree plus the build tools, from the same mirror (the sources
+    // debootstrap wrote), so staging and instances share every runtime file.
+    std::fs::copy("/etc/resolv.conf", dir.join("etc/resolv.conf")).map_err(|source| {
+        StackError::Io {
+            step: "copy resolv.conf",
+            source,
+        }
+    })?;
+    run(
+        "apt-get update",
+        Command::new("chroot")
+            .arg(dir)
+            .args(["apt-get", "update", "-q"]),
+    )
+    .await?;
+    run(
+        "apt-get install",
+        Command::new("chroot")
+            .arg(dir)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["apt-get", "install", "-y", "-q", "--no-install-recommends"])
+            .args(stack.build_packages),
+    )
+    .await?;
+    let _ = std::fs::remove_file(dir.join("etc/resolv.conf"));
+    clean_apt(dir).map_err(|source| StackError::Io {
+        step: "clean apt",
+        source,
+    })?;
+    // Restored dependency caches are unpacked here before staging starts (see `staging`):
+    // outside the tmpfs, which an upload cannot reach, and owned by the app user.
+    let cache = dir.join("cache");
+    std::fs::create_dir_all(&cache)
+        .and_then(|()| std::os::unix::fs::chown(&cache, Some(APP_UID), Some(APP_UID)))
+        .map_err(|source| StackError::Io {
+            step: "create /cache",
+            source,
+        })?;
+    import(docker, dir, &build_image(stack.name)).await?;
+    // The temp dir holds root-owned files; TempDir's drop removes it, but say so if it cannot.
+    if let Err(e) = rootfs.close() {
+        tracing::warn!(error = %e, "could not remove the stack build dir");
+    }
+    tracing::info!(
+        stack = stack.name,
+        elapsed_s = started.elapsed().as_secs(),
+        "stack images built"
+    );
+    Ok(())
+}
+
+async fn import(docker: &Docker, dir: &Path, image: &str) -> Result<(), StackError> {
+    let (repo, tag) = image
+        .rsplit_once(':')
+        .ok_or_else(|| StackError::BadName(image.into()))?;
     let rootfs_tar = tar_dir(dir).await?;
     let options = CreateImageOptions {
         from_src: "-",
@@ -162,15 +287,21 @@ async fn build(docker: &Docker, image: &str, mirror: &str) -> Result<(), StackEr
         .create_image(Some(options), Some(rootfs_tar), None)
         .try_collect::<Vec<_>>()
         .await?;
-    // The temp dir holds root-owned files; TempDir's drop removes it, but say so if it cannot.
-    if let Err(e) = rootfs.close() {
-        tracing::warn!(error = %e, "could not remove the stack build dir");
+    Ok(())
+}
+
+/// Downloaded packages and indexes are not part of a stack: they would only make it larger.
+fn clean_apt(root: &Path) -> std::io::Result<()> {
+    for cache in ["var/cache/apt/archives", "var/lib/apt/lists"] {
+        let Ok(entries) = std::fs::read_dir(root.join(cache)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
     }
-    tracing::info!(
-        image,
-        elapsed_s = started.elapsed().as_secs(),
-        "stack image built"
-    );
     Ok(())
 }
 
@@ -190,22 +321,12 @@ fn add_app_user(root: &Path) -> std::io::Result<()> {
     append("etc/group", &format!("paas:x:{APP_UID}:\n"))?;
     let app = root.join("app");
     std::fs::create_dir_all(&app)?;
-    std::os::unix::fs::chown(&app, Some(APP_UID), Some(APP_UID))?;
-    for cache in ["var/cache/apt/archives", "var/lib/apt/lists"] {
-        let Ok(entries) = std::fs::read_dir(root.join(cache)) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            if entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
-                std::fs::remove_file(entry.path())?;
-            }
-        }
-    }
-    Ok(())
+    std::os::unix::fs::chown(&app, Some(APP_UID), Some(APP_UID))
 }
 
 /// The root file system as a tar held in memory: bollard 0.18 sends an import body only as one
-/// buffer (its streaming import is `docker load`, a different format). About 250 MB, once.
+/// buffer (its streaming import is `docker load`, a different format). About 250 MB for a run
+/// image and 1.5 GB for a build image, once per stack.
 async fn tar_dir(dir: &Path) -> Result<bytes::Bytes, StackError> {
     let mut child = Command::new("tar")
         .arg("-C")
@@ -270,4 +391,55 @@ async fn run(step: &'static str, cmd: &mut Command) -> Result<(), StackError> {
         });
     }
     Ok(())
+}
+
+/// The stack a droplet was staged on, from its `.paas/stack`; [`LEGACY_STACK`] for a droplet
+/// without one (staged before stacks had names) or naming a stack this node does not know.
+pub fn droplet_stack(droplet: &[u8]) -> &'static str {
+    let found = || -> Option<&'static str> {
+        let mut archive = tar::Archive::new(droplet);
+        for entry in archive.entries().ok()? {
+            let mut entry = entry.ok()?;
+            let path = entry.path().ok()?;
+            if path.strip_prefix(".").unwrap_or(&path) != Path::new(DROPLET_STACK_FILE) {
+                continue;
+            }
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut text).ok()?;
+            return stack_def(text.trim()).map(|s| s.name);
+        }
+        None
+    };
+    found().unwrap_or(LEGACY_STACK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn droplet(files: &[(&str, &str)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (p, body) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            h.set_size(body.len() as u64);
+            b.append_data(&mut h, p, body.as_bytes()).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn a_droplet_names_its_stack_and_an_old_one_is_bookworm() {
+        let d = droplet(&[("app.py", "x"), (".paas/stack", "trixie\n")]);
+        assert_eq!(droplet_stack(&d), "trixie");
+        assert_eq!(droplet_stack(&droplet(&[("app.py", "x")])), "bookworm");
+        assert_eq!(
+            droplet_stack(&droplet(&[(".paas/stack", "sid")])),
+            "bookworm"
+        );
+        assert!(STACKS
+            .iter()
+            .all(|s| paas_common::stack::KNOWN.contains(&s.name)));
+        assert_eq!(STACKS.len(), paas_common::stack::KNOWN.len());
+    }
 }

@@ -1,5 +1,7 @@
 //! Staging on this node (issue 3): runs the builds the controller assigns, each in a sandboxed
-//! stack container (no network, no capabilities, memory, pids and time limits, the app user),
+//! container of the stack's build image (no capabilities, memory, pids and time limits, the app
+//! user; issue 19: on the staging bridge, with only the operator's package sources, CA and proxy
+//! as settings, and the dependency cache of `depcache` restored into `/cache`),
 //! with the built-in buildpacks (`agent/buildpacks/`, compiled into the agent) following the
 //! Heroku / Cloud Foundry contract. Output goes to the controller live as `STG` lines; the
 //! result is `/app` as the droplet tar plus the start command per process type.
@@ -82,6 +84,46 @@ const FILES: &[(&str, u32, &[u8])] = &[
         "node/bin/release",
         0o755,
         include_bytes!("../buildpacks/node/bin/release"),
+    ),
+    (
+        "python/lib/compile.py",
+        0o644,
+        include_bytes!("../buildpacks/python/lib/compile.py"),
+    ),
+    (
+        "node/lib/compile.js",
+        0o644,
+        include_bytes!("../buildpacks/node/lib/compile.js"),
+    ),
+    (
+        "ruby/bin/detect",
+        0o755,
+        include_bytes!("../buildpacks/ruby/bin/detect"),
+    ),
+    (
+        "ruby/bin/compile",
+        0o755,
+        include_bytes!("../buildpacks/ruby/bin/compile"),
+    ),
+    (
+        "ruby/bin/release",
+        0o755,
+        include_bytes!("../buildpacks/ruby/bin/release"),
+    ),
+    (
+        "go/bin/detect",
+        0o755,
+        include_bytes!("../buildpacks/go/bin/detect"),
+    ),
+    (
+        "go/bin/compile",
+        0o755,
+        include_bytes!("../buildpacks/go/bin/compile"),
+    ),
+    (
+        "go/bin/release",
+        0o755,
+        include_bytes!("../buildpacks/go/bin/release"),
     ),
     (
         "binary/bin/detect",
@@ -185,10 +227,79 @@ pub fn buildpacks_tar_with(custom: &[(String, bytes::Bytes)]) -> Result<Vec<u8>,
     b.into_inner()
 }
 
+/// The built-in buildpacks in detection order.
+pub const BUILTIN_ORDER: &str = "staticfile python node ruby go binary";
+
+/// What staging gets from the operator (issue 19) and nothing else: package sources, an extra
+/// CA bundle, a proxy; and the node's dependency cache.
+#[derive(Debug, Clone)]
+pub struct StagingSettings {
+    pub pip_index_url: Option<String>,
+    pub npm_registry: Option<String>,
+    pub gem_source: Option<String>,
+    pub goproxy: Option<String>,
+    pub ca_file: Option<std::path::PathBuf>,
+    pub proxy: Option<String>,
+    pub cache: crate::depcache::DepCache,
+}
+
+impl StagingSettings {
+    pub fn from_settings(s: &crate::config::Settings) -> Self {
+        Self {
+            pip_index_url: s.pip_index_url.clone(),
+            npm_registry: s.npm_registry.clone(),
+            gem_source: s.gem_source.clone(),
+            goproxy: s.goproxy.clone(),
+            ca_file: s.staging_ca_file.clone(),
+            proxy: s.staging_proxy.clone(),
+            cache: crate::depcache::DepCache::new(
+                s.data_dir.join("staging-cache"),
+                s.staging_cache_mb,
+            ),
+        }
+    }
+
+    /// The installers' own variables for the operator's settings.
+    fn env(&self) -> Vec<String> {
+        let mut env = Vec::new();
+        let mut set = |k: &str, v: &Option<String>| {
+            if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
+                env.push(format!("{k}={v}"));
+            }
+        };
+        set("PIP_INDEX_URL", &self.pip_index_url);
+        set("UV_INDEX_URL", &self.pip_index_url);
+        // pip ignores a plain-HTTP index unless its host is trusted; an operator who names
+        // one (a mirror on the node's own network) means it.
+        let trusted = self
+            .pip_index_url
+            .as_deref()
+            .and_then(|u| u.strip_prefix("http://"))
+            .and_then(|rest| rest.split(['/', ':']).next())
+            .filter(|h| !h.is_empty())
+            .map(str::to_string);
+        set("PIP_TRUSTED_HOST", &trusted);
+        set("npm_config_registry", &self.npm_registry);
+        set("PAAS_GEM_SOURCE", &self.gem_source);
+        set("GOPROXY", &self.goproxy);
+        for k in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+            set(k, &self.proxy);
+        }
+        if let Some(proxy) = self.proxy.as_deref().filter(|v| !v.is_empty()) {
+            // A package index on the node itself is reached directly.
+            env.push("NO_PROXY=localhost,127.0.0.1".into());
+            env.push(format!("npm_config_proxy={proxy}"));
+            env.push(format!("npm_config_https_proxy={proxy}"));
+        }
+        env
+    }
+}
+
 /// Runs every assigned build once; forgets builds no longer listed (so a re-listed one reruns).
 pub async fn run_builds(
     runtime: Arc<Runtime>,
     client: Arc<ControllerClient>,
+    staging: Arc<StagingSettings>,
     mut assignments: watch::Receiver<Option<Assignments>>,
 ) {
     let mut running: HashSet<String> = HashSet::new();
@@ -204,11 +315,11 @@ pub async fn run_builds(
             if !running.insert(b.build_id.clone()) {
                 continue;
             }
-            let (runtime, client) = (runtime.clone(), client.clone());
+            let (runtime, client, staging) = (runtime.clone(), client.clone(), staging.clone());
             tokio::spawn(async move {
                 let id = b.build_id.clone();
-                tracing::info!(build = %id, app = %b.app, "staging");
-                let result = match stage(&runtime, &client, &b).await {
+                tracing::info!(build = %id, app = %b.app, stack = %b.stack, "staging");
+                let result = match stage(&runtime, &client, &staging, &b).await {
                     Ok(r) => r,
                     Err(e) => {
                         tracing::warn!(build = %id, error = %e, "staging failed on this node");
@@ -237,6 +348,7 @@ fn failed(why: String) -> BuildResult {
 async fn stage(
     runtime: &Runtime,
     client: &Arc<ControllerClient>,
+    staging: &StagingSettings,
     b: &BuildAssignment,
 ) -> Result<BuildResult, StagingError> {
     let docker = runtime.docker();
@@ -249,20 +361,35 @@ async fn stage(
     for c in &b.custom_buildpacks {
         custom.push((c.name.clone(), client.buildpack(&c.sha256).await?));
     }
+    let stack = if b.stack.is_empty() {
+        paas_common::stack::DEFAULT
+    } else {
+        match paas_common::stack::resolve(&b.stack) {
+            Ok(s) => s,
+            Err(e) => return Ok(failed(e.to_string())),
+        }
+    };
     let memory = i64::try_from(b.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX);
-    let mut env = vec!["HOME=/app".to_string(), format!("PAAS_APP={}", b.app)];
+    let mut env = vec![
+        "HOME=/app".to_string(),
+        format!("PAAS_APP={}", b.app),
+        format!("PAAS_STACK={stack}"),
+    ];
+    env.extend(staging.env());
     if !b.buildpacks.is_empty() {
         env.push(format!("PAAS_BUILDPACKS={}", b.buildpacks.join(" ")));
     } else if !custom.is_empty() {
         // Detection order: the built-ins, then the added ones in the operator's order.
         let names: Vec<&str> = custom.iter().map(|(n, _)| n.as_str()).collect();
         env.push(format!(
-            "PAAS_BUILDPACKS=staticfile python node binary {}",
+            "PAAS_BUILDPACKS={BUILTIN_ORDER} {}",
             names.join(" ")
         ));
     }
+    let buildpacks = buildpacks_tar_with(&custom)?;
+    let cache_key = crate::depcache::DepCache::key(stack, &buildpacks, &source);
     let config = Config {
-        image: Some(s.stack_image.clone()),
+        image: Some(paas_common::stack::build_image(stack)),
         cmd: Some(vec!["/bin/sh".into(), "/buildpacks/stage.sh".into()]),
         user: Some(APP_USER.into()),
         working_dir: Some("/app".into()),
@@ -274,8 +401,9 @@ async fn stage(
             (LABEL_BUILD.to_string(), b.build_id.clone()),
         ])),
         host_config: Some(HostConfig {
-            // Buildpacks work offline; without a network a build cannot reach anything.
-            network_mode: Some("none".into()),
+            // The staging bridge: package sources the operator named, never an instance (the
+            // instances' own network is another bridge).
+            network_mode: Some(s.staging_network.clone()),
             cap_drop: Some(vec!["ALL".into()]),
             security_opt: Some(vec!["no-new-privileges".into()]),
             memory: Some(memory),
@@ -306,16 +434,34 @@ async fn stage(
         )
         .await?
         .id;
-    let outcome = run_in(runtime, client, b, &id, source, &custom).await;
-    let remove = RemoveContainerOptions {
-        force: true,
-        v: true,
-        ..Default::default()
+    let ctx = RunCtx {
+        staging,
+        buildpacks,
+        cache_key,
     };
-    if let Err(e) = docker.remove_container(&id, Some(remove)).await {
-        tracing::warn!(container = %id, error = %e, "could not remove a staging container");
-    }
+    let outcome = run_in(runtime, client, b, &id, source, ctx).await;
+    // Removing a container with a large writable layer takes seconds on some storage drivers:
+    // the result does not wait for it.
+    let docker = docker.clone();
+    tokio::spawn(async move {
+        let remove = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        if let Err(e) = docker.remove_container(&id, Some(remove)).await {
+            tracing::warn!(container = %id, error = %e, "could not remove a staging container");
+        }
+    });
     outcome
+}
+
+/// What one staging run carries besides the assignment.
+struct RunCtx<'a> {
+    staging: &'a StagingSettings,
+    buildpacks: Vec<u8>,
+    /// `None`: the app declares no dependencies, nothing to cache.
+    cache_key: Option<String>,
 }
 
 async fn run_in(
@@ -324,9 +470,11 @@ async fn run_in(
     b: &BuildAssignment,
     id: &str,
     source: bytes::Bytes,
-    custom: &[(String, bytes::Bytes)],
+    ctx: RunCtx<'_>,
 ) -> Result<BuildResult, StagingError> {
     let docker = runtime.docker();
+    let cache = &ctx.staging.cache;
+    let scope = b.cache_scope.as_str();
     docker
         .upload_to_container(
             id,
@@ -344,9 +492,42 @@ async fn run_in(
                 path: "/",
                 ..Default::default()
             }),
-            buildpacks_tar_with(custom)?.into(),
+            ctx.buildpacks.into(),
         )
         .await?;
+    if let Some(ca) = &ctx.staging.ca_file {
+        let pem = std::fs::read(ca)?;
+        docker
+            .upload_to_container(
+                id,
+                Some(UploadToContainerOptions {
+                    path: "/",
+                    ..Default::default()
+                }),
+                single_file_tar("etc/paas/staging-ca.pem", &pem)?.into(),
+            )
+            .await?;
+    }
+    let mut restored = false;
+    if let Some(key) = ctx.cache_key.as_deref().filter(|_| !b.no_cache) {
+        let (c, s, k) = (cache.clone(), scope.to_string(), key.to_string());
+        let entry = tokio::task::spawn_blocking(move || c.get(&s, &k))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        if let Some(entry) = entry {
+            docker
+                .upload_to_container(
+                    id,
+                    Some(UploadToContainerOptions {
+                        path: "/",
+                        ..Default::default()
+                    }),
+                    entry.into(),
+                )
+                .await?;
+            restored = true;
+        }
+    }
     docker
         .start_container(id, None::<StartContainerOptions<String>>)
         .await?;
@@ -425,6 +606,9 @@ async fn run_in(
     let (droplet, processes, buildpack) = tokio::task::spawn_blocking(move || reroot(&raw))
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))??;
+    if let Some(key) = ctx.cache_key.as_deref().filter(|_| !restored) {
+        save_cache(docker, id, cache, scope, key).await;
+    }
     let up = client.upload_build_droplet(&b.build_id, droplet).await?;
     Ok(BuildResult {
         buildpack,
@@ -433,6 +617,58 @@ async fn run_in(
         error: None,
         image: None,
     })
+}
+
+/// Keeps what the buildpack left in `/cache` under `key`; a failure only costs the next build
+/// its shortcut.
+async fn save_cache(
+    docker: &bollard::Docker,
+    id: &str,
+    cache: &crate::depcache::DepCache,
+    scope: &str,
+    key: &str,
+) {
+    let mut raw = Vec::new();
+    let mut stream =
+        docker.download_from_container(id, Some(DownloadFromContainerOptions { path: "/cache" }));
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(c) => raw.extend_from_slice(&c),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the dependency cache of a build");
+                return;
+            }
+        }
+    }
+    let (c, s, k) = (cache.clone(), scope.to_string(), key.to_string());
+    let stored = tokio::task::spawn_blocking(move || {
+        // An empty `/cache` (a buildpack that caches nothing) is not worth an entry.
+        let has_files = tar::Archive::new(raw.as_slice())
+            .entries()?
+            .filter_map(Result::ok)
+            .any(|e| e.header().entry_type().is_file());
+        if has_files {
+            c.put(&s, &k, &raw)?;
+        }
+        Ok::<_, std::io::Error>(has_files)
+    })
+    .await;
+    match stored {
+        Ok(Ok(true)) => tracing::info!(key, "stored a dependency cache entry"),
+        Ok(Ok(false)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not store a dependency cache entry"),
+        Err(e) => tracing::warn!(error = %e, "dependency cache task failed"),
+    }
+}
+
+fn single_file_tar(path: &str, data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(data.len() as u64);
+    h.set_mtime(0);
+    b.append_data(&mut h, path, data)?;
+    b.into_inner()
 }
 
 /// Sends the container's output as `STG` lines, one batch per chunk the engine hands over.
@@ -562,7 +798,7 @@ mod tests {
             }
             names.push(p);
         }
-        for bp in ["staticfile", "python", "node", "binary"] {
+        for bp in ["staticfile", "python", "node", "ruby", "go", "binary"] {
             for step in ["detect", "compile", "release"] {
                 assert!(
                     names.contains(&format!("buildpacks/{bp}/bin/{step}")),
@@ -570,6 +806,49 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn staging_gets_the_operators_sources_and_proxy_and_nothing_else() {
+        let none = StagingSettings {
+            pip_index_url: None,
+            npm_registry: None,
+            gem_source: None,
+            goproxy: None,
+            ca_file: None,
+            proxy: None,
+            cache: crate::depcache::DepCache::new("/nonexistent".into(), 1),
+        };
+        assert!(none.env().is_empty());
+        let s = StagingSettings {
+            pip_index_url: Some("http://10.0.0.5:3141/simple/".into()),
+            npm_registry: Some("https://npm.example/".into()),
+            gem_source: Some("https://gems.example".into()),
+            goproxy: Some("https://proxy.golang.example".into()),
+            proxy: Some("http://proxy:3128".into()),
+            ..none
+        };
+        let env = s.env();
+        for want in [
+            "PIP_INDEX_URL=http://10.0.0.5:3141/simple/",
+            "PIP_TRUSTED_HOST=10.0.0.5",
+            "npm_config_registry=https://npm.example/",
+            "PAAS_GEM_SOURCE=https://gems.example",
+            "GOPROXY=https://proxy.golang.example",
+            "HTTPS_PROXY=http://proxy:3128",
+            "https_proxy=http://proxy:3128",
+            "npm_config_https_proxy=http://proxy:3128",
+        ] {
+            assert!(env.iter().any(|e| e == want), "{want}: {env:?}");
+        }
+        let https_only = StagingSettings {
+            pip_index_url: Some("https://pypi.example/simple/".into()),
+            ..s
+        };
+        assert!(!https_only
+            .env()
+            .iter()
+            .any(|e| e.starts_with("PIP_TRUSTED_HOST")));
     }
 
     #[test]

@@ -80,13 +80,9 @@ impl TestNode {
         init_tracing();
         let settings = Settings::default();
         let docker = connect_docker().await?;
-        stack::ensure_stack_image(
-            &docker,
-            &settings.stack_image,
-            &settings.debian_mirror,
-            false,
-        )
-        .await?;
+        // These droplets carry no `.paas/stack`: they run on the legacy stack.
+        let legacy = stack::stack_def(stack::LEGACY_STACK).context("legacy stack")?;
+        stack::ensure_stack(&docker, legacy, &settings.debian_mirror, false).await?;
         let node = format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
         let runtime = Arc::new(Runtime::new(
             docker,
@@ -94,7 +90,8 @@ impl TestNode {
                 node_name: node.clone(),
                 node_address: "127.0.0.1".into(),
                 network: settings.docker_network.clone(),
-                stack_image: settings.stack_image.clone(),
+                stack_image: paas_common::stack::run_image(stack::LEGACY_STACK),
+                staging_network: settings.staging_network.clone(),
                 log_max_size: "10m".into(),
                 log_max_files: 2,
                 read_log_files: true,
@@ -279,27 +276,18 @@ http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).s
 async fn stack_image_is_ensured() -> Result<()> {
     let settings = Settings::default();
     let docker = connect_docker().await?;
-    let outcome = stack::ensure_stack_image(
-        &docker,
-        &settings.stack_image,
-        &settings.debian_mirror,
-        false,
-    )
-    .await?;
-    assert!(matches!(
-        outcome,
-        StackOutcome::AlreadyPresent | StackOutcome::Built
-    ));
-    assert!(stack::image_exists(&docker, &settings.stack_image).await?);
-    // Present now, so a second call is a cheap no-op.
-    let again = stack::ensure_stack_image(
-        &docker,
-        &settings.stack_image,
-        &settings.debian_mirror,
-        false,
-    )
-    .await?;
-    assert_eq!(again, StackOutcome::AlreadyPresent);
+    for s in stack::STACKS {
+        let outcome = stack::ensure_stack(&docker, s, &settings.debian_mirror, false).await?;
+        assert!(matches!(
+            outcome,
+            StackOutcome::AlreadyPresent | StackOutcome::Built
+        ));
+        assert!(stack::image_exists(&docker, &paas_common::stack::run_image(s.name)).await?);
+        assert!(stack::image_exists(&docker, &paas_common::stack::build_image(s.name)).await?);
+        // Present now, so a second call is a cheap no-op.
+        let again = stack::ensure_stack(&docker, s, &settings.debian_mirror, false).await?;
+        assert_eq!(again, StackOutcome::AlreadyPresent);
+    }
     Ok(())
 }
 

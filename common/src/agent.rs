@@ -156,6 +156,18 @@ pub struct BuildAssignment {
     /// (`paas allow-base-image`); anything else is refused before the build (issue 18).
     #[serde(default)]
     pub allowed_base_images: Vec<String>,
+    /// The stack to stage on (a name from [`crate::stack::KNOWN`]); empty: the node's default.
+    /// The droplet records it (`.paas/stack`), so its instances run the same stack's run image.
+    #[serde(default)]
+    pub stack: String,
+    /// Stage without restoring the dependency cache (`paas push --no-cache`); the fresh result
+    /// still replaces the cached one.
+    #[serde(default)]
+    pub no_cache: bool,
+    /// Who shares dependency cache entries (the app's space): apps in one space with the same
+    /// lockfile on the same stack reuse one entry; other spaces never see it.
+    #[serde(default)]
+    pub cache_scope: String,
 }
 
 /// An operator-added buildpack as a build assignment names it.

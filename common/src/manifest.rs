@@ -13,7 +13,15 @@ use crate::api::{HealthCheckSettings, ProcessSettings};
 use crate::domain::{parse_memory_mb, AppName};
 
 /// Buildpacks the platform ships; Cloud Foundry's `<name>_buildpack` spellings are accepted too.
-pub const BUILTIN_BUILDPACKS: &[&str] = &["staticfile", "python", "node", "binary", "procfile"];
+pub const BUILTIN_BUILDPACKS: &[&str] = &[
+    "staticfile",
+    "python",
+    "node",
+    "ruby",
+    "go",
+    "binary",
+    "procfile",
+];
 
 /// The platform name of buildpack `name` (`python_buildpack` -> `python`), if it is known.
 pub fn buildpack_name(name: &str) -> Option<&'static str> {
@@ -129,6 +137,19 @@ pub struct AppManifest {
         deserialize_with = "log_rate_limit"
     )]
     pub log_rate_limit_per_second: Option<String>,
+    /// The stack by name (`trixie`, `bookworm`, or Cloud Foundry's `cflinuxfs4`/`cflinuxfs3`),
+    /// kept as its canonical name; an unknown one is an error naming the known ones.
+    #[serde(default, deserialize_with = "stack")]
+    pub stack: Option<String>,
+}
+
+fn stack<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let Some(name) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    crate::stack::resolve(&name)
+        .map(|s| Some(s.to_string()))
+        .map_err(|e| de::Error::custom(format!("stack: {e}")))
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -707,9 +728,13 @@ applications:
         let labels = m.applications[1].placement_labels.clone().unwrap();
         assert_eq!(labels["disk"], "ssd");
         assert_eq!(labels["rack"], "7");
-        assert_eq!(
-            m.warnings,
-            vec!["unknown field applications[0].stack ignored".to_string()]
+        assert_eq!(a.stack.as_deref(), Some("trixie"), "cflinuxfs4 is trixie");
+        assert_eq!(m.applications[1].stack, None);
+        assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+        let e = err("applications:\n- name: a\n  stack: windows2016\n").to_string();
+        assert!(
+            e.contains("stack: unknown stack") && e.contains("bookworm"),
+            "{e}"
         );
     }
 

@@ -6,6 +6,8 @@
 //!
 //! The binaries must be built first (`cargo build --workspace --bins`); `scripts/test` does that.
 
+pub mod pkgserver;
+
 use anyhow::{bail, Context, Result};
 use rand::Rng;
 use std::net::SocketAddr;

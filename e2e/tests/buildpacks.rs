@@ -87,8 +87,7 @@ fn each_builtin_buildpack_stages_its_example() {
     let out = push(&p, &app, "python-wheels", &[]);
     assert!(out.ok(), "{out:?}{}", p.logs());
     assert!(
-        out.stdout
-            .contains("Installed greetlib-1.0-py3-none-any.whl"),
+        out.stdout.contains("Successfully installed greetlib-1.0"),
         "{out:?}"
     );
     assert_eq!(detected(&p, &app), "python");
@@ -144,7 +143,7 @@ fn failed_staging_shows_why_and_keeps_the_running_revision() {
     })
     .unwrap();
 
-    // A node app whose dependency is not vendored: compile fails, offline by design.
+    // A node app whose dependency no registry this node may reach has: npm's own failure.
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("package.json"),
@@ -165,7 +164,7 @@ fn failed_staging_shows_why_and_keeps_the_running_revision() {
         "the error says why: {out:?}"
     );
     assert!(
-        out.stdout.contains("[STG]") && out.stdout.contains("node_modules lacks it"),
+        out.stdout.contains("[STG]") && out.stdout.contains("npm install failed"),
         "STG lines shown: {out:?}"
     );
 

@@ -331,6 +331,9 @@ mod tests {
             custom_buildpacks: vec![],
             dockerfile: false,
             allowed_base_images: vec![],
+            stack: String::new(),
+            no_cache: false,
+            cache_scope: String::new(),
         };
         let mut placed = Vec::new();
         let mut receivers = Vec::new();
@@ -370,6 +373,9 @@ mod tests {
             custom_buildpacks: vec![],
             dockerfile: false,
             allowed_base_images: vec![],
+            stack: String::new(),
+            no_cache: false,
+            cache_scope: String::new(),
         };
         let (_, _rx) = b
             .place_and_start(

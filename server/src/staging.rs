@@ -15,7 +15,7 @@ pub struct Staged {
 pub enum StagingError {
     #[error("the Procfile has no `web:` process")]
     NoWebProcess,
-    #[error("this folder is not an app: no Procfile with a web process, app.py, index.html or package.json (nothing to run)")]
+    #[error("this folder is not an app: no Procfile with a web process, app.py, index.html, package.json, requirements.txt, pyproject.toml, Gemfile, config.ru or go.mod (nothing to run)")]
     NotAnApp,
     /// What the folder is (a language no buildpack of this stack stages), and what is.
     #[error("{0}")]
@@ -196,6 +196,20 @@ pub fn detect(
     // Issue 3: the built-in buildpacks' detections, so an app any of them stages is an app.
     let has_static = has("index.html") || has("Staticfile");
     let has_node = has("package.json");
+    // Issue 19: what the dependency-installing buildpacks detect; their commands come from
+    // staging on a node.
+    let has_python = [
+        "requirements.txt",
+        "pyproject.toml",
+        "Pipfile",
+        "Pipfile.lock",
+        "setup.py",
+        "manage.py",
+    ]
+    .iter()
+    .any(|f| has(f));
+    let has_ruby = has("Gemfile") || has("config.ru");
+    let has_go = has("go.mod");
     let detected = if procfile.is_some() {
         "procfile"
     } else if has_app_py {
@@ -204,6 +218,12 @@ pub fn detect(
         "staticfile"
     } else if has_node {
         "node"
+    } else if has_python {
+        "python"
+    } else if has_ruby {
+        "ruby"
+    } else if has_go {
+        "go"
     } else {
         "command"
     };

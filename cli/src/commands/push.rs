@@ -101,6 +101,13 @@ pub struct Args {
     /// A YAML file of values for the manifest's `((NAME))` variables (repeatable; `--var` wins)
     #[arg(long = "vars-file", value_name = "FILE")]
     pub vars_files: Vec<PathBuf>,
+    /// Stack to stage and run on: trixie (default) or bookworm (cflinuxfs4/cflinuxfs3 mean the
+    /// same); replaces the manifest's `stack`
+    #[arg(short = 's', long, value_parser = parse_stack)]
+    pub stack: Option<String>,
+    /// Stage without the dependency cache: every dependency is downloaded and built again
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 fn parse_var(s: &str) -> Result<(String, String), String> {
@@ -112,6 +119,12 @@ fn parse_var(s: &str) -> Result<(String, String), String> {
 
 fn parse_check_type(s: &str) -> Result<String, String> {
     paas_common::manifest::health_check_type(s).map(str::to_string)
+}
+
+fn parse_stack(s: &str) -> Result<String, String> {
+    paas_common::stack::resolve(s)
+        .map(str::to_string)
+        .map_err(|e| e.to_string())
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -242,6 +255,8 @@ fn plans(args: &Args) -> anyhow::Result<Vec<Plan>> {
         no_route: args.no_route,
         dockerfile: args.dockerfile,
         no_start: args.no_start,
+        stack: args.stack.clone(),
+        no_cache: args.no_cache,
         ..Default::default()
     };
     let Some(file) = find_manifest(args) else {
@@ -369,7 +384,8 @@ fn plans(args: &Args) -> anyhow::Result<Vec<Plan>> {
                 },
                 dockerfile: flags.dockerfile,
                 no_start: flags.no_start,
-                ..Default::default()
+                stack: flags.stack.clone().or_else(|| a.stack.clone()),
+                no_cache: flags.no_cache,
             };
             Ok(Plan {
                 name,

@@ -77,7 +77,12 @@ pub fn apply_field(s: &mut PushSettings, name: &str, text: &str) -> ApiResult<()
         "hostname" => s.hostname = Some(text.to_string()),
         "random_route" => s.random_route = flag(name, text)?,
         "no_route" => s.no_route = flag(name, text)?,
-        "stack" => s.stack = Some(text.to_string()),
+        "stack" => {
+            // Refused here, before the upload is staged; stored as the canonical name.
+            let stack = paas_common::stack::resolve(text)
+                .map_err(|e| Error::api(ErrorCode::BadRequest, format!("stack: {e}")))?;
+            s.stack = Some(stack.to_string());
+        }
         "no_cache" => s.no_cache = flag(name, text)?,
         "dockerfile" => s.dockerfile = flag(name, text)?,
         "no_start" => s.no_start = flag(name, text)?,

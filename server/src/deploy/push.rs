@@ -114,6 +114,14 @@ pub async fn deploy(
         &extra.buildpacks,
         dockerfile,
         extra.placement_labels.as_ref(),
+        super::staging::StageOptions {
+            stack: extra
+                .stack
+                .as_deref()
+                .unwrap_or(paas_common::stack::DEFAULT),
+            no_cache: extra.no_cache,
+            cache_scope: &space_id,
+        },
         progress,
     )
     .await?

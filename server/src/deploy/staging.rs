@@ -48,6 +48,16 @@ pub struct Built {
     pub image: Option<paas_common::agent::DropletImage>,
 }
 
+/// What a push asks of staging beyond its files (issue 19).
+pub struct StageOptions<'a> {
+    /// A name from [`paas_common::stack::KNOWN`], already checked.
+    pub stack: &'a str,
+    /// Neither the droplet of an unchanged tree nor the node's dependency cache is reused.
+    pub no_cache: bool,
+    /// Who shares dependency cache entries: the app's space.
+    pub cache_scope: &'a str,
+}
+
 /// Stages `source` (a tar blob) for `app` on a node that fits the build (see
 /// [`crate::builds::place_build`]) and waits for the result. `placement` is the push's own
 /// placement labels, when it gives some (else the app's apply). `Ok(None)` when no node is
@@ -62,6 +72,7 @@ pub async fn stage_on_node(
     buildpacks: &[String],
     dockerfile: bool,
     placement: Option<&BTreeMap<String, String>>,
+    options: StageOptions<'_>,
     progress: &super::push::Progress,
 ) -> DeployResult<Option<Built>> {
     // The same files with the same buildpacks stage to the same droplet: reuse it (an unchanged
@@ -80,14 +91,16 @@ pub async fn stage_on_node(
         Vec::new()
     };
     let key = format!(
-        "{tree} {} {} {dockerfile} {}",
+        "{tree} {} {} {dockerfile} {} {}",
         buildpacks.join(","),
         custom_key.join(","),
-        allowed_bases.join(",")
+        allowed_bases.join(","),
+        options.stack
     );
     if let Some(hit) = ctx
         .builds
         .cached(&key)
+        .filter(|_| !options.no_cache)
         .filter(|h| ctx.blobs.exists(&h.droplet))
     {
         super::log_platform(
@@ -124,6 +137,9 @@ pub async fn stage_on_node(
         custom_buildpacks: custom,
         dockerfile,
         allowed_base_images: allowed_bases,
+        stack: options.stack.to_string(),
+        no_cache: options.no_cache,
+        cache_scope: options.cache_scope.to_string(),
     };
     let Some((node, rx)) =
         start_when_a_node_fits(ctx, app, placement, source, &assignment, progress).await?
