@@ -15,9 +15,12 @@ fuzz_target!(|data: &[u8]| {
             assert!(!m.applications.is_empty(), "an accepted manifest names at least one app");
             let mut names = std::collections::HashSet::new();
             for app in &m.applications {
-                // The parsed name went through the same check the API applies.
-                assert!(AppName::parse(app.name.as_str()).is_ok(), "{:?}", app.name.as_str());
-                assert!(names.insert(app.name.as_str().to_string()), "duplicate app accepted");
+                // A name (optional: `paas push NAME` may give it) went through the same check the
+                // API applies, and names no other app of the manifest.
+                if let Some(name) = &app.name {
+                    assert!(AppName::parse(name.as_str()).is_ok(), "{:?}", name.as_str());
+                    assert!(names.insert(name.as_str().to_string()), "duplicate app accepted");
+                }
                 let _ = app.health().to_settings();
                 let mut types = std::collections::HashSet::new();
                 for p in &app.processes {
