@@ -671,3 +671,138 @@ async fn the_list_flags_a_crash_loop_and_the_space_switcher_limits_it() {
     .await
     .unwrap();
 }
+
+async fn login(c: &Client, base: &str, password: &str) {
+    c.goto(&format!("{base}/login")).await.unwrap();
+    c.find(Locator::Id("username"))
+        .await
+        .unwrap()
+        .send_keys("admin")
+        .await
+        .unwrap();
+    c.find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys(password)
+        .await
+        .unwrap();
+    c.find(Locator::Css("form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_path(c, "/").await;
+}
+
+/// The deployment panel's (old, new) instance counts as the page's script shows them now.
+async fn deploy_counts(c: &Client) -> (u32, u32) {
+    let count = |id: &'static str| async move {
+        c.find(Locator::Id(id))
+            .await
+            .ok()?
+            .attr("data-count")
+            .await
+            .ok()??
+            .parse::<u32>()
+            .ok()
+    };
+    (
+        count("deploy-old").await.unwrap_or(0),
+        count("deploy-new").await.unwrap_or(0),
+    )
+}
+
+/// Issue 26: a rolling restart of a two-instance app shows its progress live on the app page:
+/// old instances go as new ones come, step by step, until all are new; the timeline records it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_shows_old_and_new_counts_until_all_are_new() {
+    let p = tokio::task::spawn_blocking(Platform::start)
+        .await
+        .unwrap()
+        .expect("platform");
+    let app = unique("rolling");
+    let (p, app) = tokio::task::spawn_blocking(move || {
+        let out = p.cli(&[
+            "push",
+            &app,
+            "-p",
+            example("python-app").to_str().unwrap(),
+            "-i",
+            "2",
+        ]);
+        assert!(out.ok(), "{out:?}");
+        (p, app)
+    })
+    .await
+    .unwrap();
+    let base = p.api_url();
+    let (_driver, c) = browser().await;
+    login(&c, &base, &p.admin_password).await;
+    c.goto(&format!("{base}/apps/{app}")).await.unwrap();
+    wait_text(
+        &c,
+        "#deploy-step",
+        "Up to date: 2/2",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(deploy_counts(&c).await, (0, 2));
+
+    c.find(Locator::Id("restart"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    // Every distinct (old, new) pair the page shows, until it is up to date again.
+    let mut seen: Vec<(u32, u32)> = Vec::new();
+    let mut steps: Vec<String> = Vec::new();
+    let start = Instant::now();
+    loop {
+        let pair = deploy_counts(&c).await;
+        if seen.last() != Some(&pair) {
+            seen.push(pair);
+        }
+        let step = c
+            .find(Locator::Id("deploy-step"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if step.starts_with("Deploying") && steps.last() != Some(&step) {
+            if steps.is_empty() {
+                shot(&c, "app-rolling").await;
+            }
+            steps.push(step.clone());
+        }
+        if pair.0 == 0 && seen.iter().any(|(old, _)| *old > 0) && step.starts_with("Up to date") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the restart never finished on the page: counts {seen:?}, steps {steps:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(seen.last(), Some(&(0, 2)), "{seen:?}");
+    // Old instances went while new ones came: the old count fell and the new one rose from
+    // below two back to two.
+    assert!(seen.iter().any(|(old, _)| *old >= 1), "{seen:?}");
+    assert!(
+        seen.iter().any(|(old, new)| *old >= 1 && *new >= 1),
+        "old and new side by side: {seen:?}"
+    );
+    assert!(
+        steps.iter().any(|s| s.contains("step 1 of 2"))
+            || steps.iter().any(|s| s.contains("step 2 of 2")),
+        "{steps:?}"
+    );
+    // The timeline has who asked for it; the page lists it after a reload.
+    c.goto(&format!("{base}/apps/{app}")).await.unwrap();
+    let t = wait_text(&c, "#timeline", "app.restart", Duration::from_secs(10)).await;
+    assert!(t.contains("by admin"), "{t}");
+    c.close().await.unwrap();
+    tokio::task::spawn_blocking(move || drop(p)).await.unwrap();
+}
