@@ -806,3 +806,109 @@ async fn a_rolling_restart_shows_old_and_new_counts_until_all_are_new() {
     c.close().await.unwrap();
     tokio::task::spawn_blocking(move || drop(p)).await.unwrap();
 }
+
+/// Issue 26: the nodes page shows what each node runs (app, process, index, state) and flags a
+/// node whose agent stopped reporting; the pages stay usable at phone width.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nodes_page_lists_instances_and_flags_a_silent_node() {
+    let mut p = tokio::task::spawn_blocking(Platform::start)
+        .await
+        .unwrap()
+        .expect("platform");
+    let app = unique("placed");
+    let silent = unique("silent-node");
+    // The app is placed before the second node exists, so killing that node moves nothing.
+    let (mut p, app, silent, idx) = tokio::task::spawn_blocking(move || {
+        let out = p.cli(&["push", &app, "-p", example("python-app").to_str().unwrap()]);
+        assert!(out.ok(), "{out:?}");
+        let idx = p.start_agent(&silent, "z2").unwrap();
+        (p, app, silent, idx)
+    })
+    .await
+    .unwrap();
+    let base = p.api_url();
+    let first = p.node_names()[0].clone();
+    let (_driver, c) = browser().await;
+    login(&c, &base, &p.admin_password).await;
+    c.goto(&format!("{base}/nodes")).await.unwrap();
+    let placed = wait_text(
+        &c,
+        &format!("section[id=\"placed-{first}\"]"),
+        &app,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        placed.contains("web") && placed.contains("running"),
+        "{placed}"
+    );
+    let row = wait_text(
+        &c,
+        &format!("tr[data-node=\"{silent}\"]"),
+        "ready",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(!row.contains("stopped reporting"), "{row}");
+    assert!(
+        c.find(Locator::Css(&format!(
+            "tr[data-node=\"{silent}\"] button.drain"
+        )))
+        .await
+        .is_ok(),
+        "an operator can drain a ready node"
+    );
+
+    p = tokio::task::spawn_blocking(move || {
+        p.kill_agent(idx);
+        p
+    })
+    .await
+    .unwrap();
+    // Server-rendered: reload until the flag shows (the grace in tests is 10 s).
+    let start = Instant::now();
+    loop {
+        c.goto(&format!("{base}/nodes")).await.unwrap();
+        if let Ok(f) = c
+            .find(Locator::Css(&format!(
+                "tr[data-node=\"{silent}\"].row-bad .flag-bad"
+            )))
+            .await
+        {
+            assert_eq!(f.text().await.unwrap(), "stopped reporting");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the killed node was never flagged"
+        );
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    assert!(
+        c.find(Locator::Css(&format!("tr[data-node=\"{first}\"].row-bad")))
+            .await
+            .is_err(),
+        "the live node is not flagged"
+    );
+    shot(&c, "nodes").await;
+
+    // Phone width: the pages reflow (tables scroll inside their own box, not the page).
+    c.set_window_size(390, 844).await.unwrap();
+    c.goto(&format!("{base}/apps/{app}")).await.unwrap();
+    wait_text(&c, "#deploy-step", "Up to date", Duration::from_secs(30)).await;
+    let overflow: bool = c
+        .execute(
+            "return document.documentElement.scrollWidth > window.innerWidth + 1;",
+            vec![],
+        )
+        .await
+        .unwrap()
+        .as_bool()
+        .unwrap();
+    shot(&c, "app-phone").await;
+    assert!(!overflow, "the app page scrolls sideways at 390px");
+    c.goto(&format!("{base}/nodes")).await.unwrap();
+    shot(&c, "nodes-phone").await;
+    c.close().await.unwrap();
+    tokio::task::spawn_blocking(move || drop(p)).await.unwrap();
+}
