@@ -5,7 +5,7 @@
 //! (docs/screenshots is made that way).
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use paas_e2e::{example, unique, zip_of, Platform};
+use paas_e2e::{example, unique, zip_of, Options, Platform};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -673,11 +673,15 @@ async fn the_list_flags_a_crash_loop_and_the_space_switcher_limits_it() {
 }
 
 async fn login(c: &Client, base: &str, password: &str) {
+    login_as(c, base, "admin", password).await
+}
+
+async fn login_as(c: &Client, base: &str, user: &str, password: &str) {
     c.goto(&format!("{base}/login")).await.unwrap();
     c.find(Locator::Id("username"))
         .await
         .unwrap()
-        .send_keys("admin")
+        .send_keys(user)
         .await
         .unwrap();
     c.find(Locator::Id("password"))
@@ -909,6 +913,100 @@ async fn the_nodes_page_lists_instances_and_flags_a_silent_node() {
     assert!(!overflow, "the app page scrolls sideways at 390px");
     c.goto(&format!("{base}/nodes")).await.unwrap();
     shot(&c, "nodes-phone").await;
+    c.close().await.unwrap();
+    tokio::task::spawn_blocking(move || drop(p)).await.unwrap();
+}
+
+/// Issue 26: a space's admin sees who holds which role in it (and nothing of other spaces); a
+/// developer sees no membership at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_space_admin_sees_the_members_of_their_space_only() {
+    let p = tokio::task::spawn_blocking(|| Platform::start_server(Options::default()))
+        .await
+        .unwrap()
+        .expect("server");
+    let org = unique("org");
+    let space = format!("{org}/dev");
+    let boss = unique("boss");
+    let dev = unique("dev");
+    let outsider = unique("viewer");
+    let p = {
+        let (space, boss, dev, outsider) =
+            (space.clone(), boss.clone(), dev.clone(), outsider.clone());
+        tokio::task::spawn_blocking(move || {
+            p.login().unwrap();
+            assert!(p.cli(&["create-space", &space]).ok());
+            for (user, role, sp) in [
+                (&boss, "admin", space.as_str()),
+                (&dev, "developer", space.as_str()),
+                (&outsider, "viewer", "default/default"),
+            ] {
+                assert!(p.cli(&["add-user", user, "-p", "a-long-password"]).ok());
+                let out = p.cli(&["set-role", user, role, "--space", sp]);
+                assert!(out.ok(), "{out:?}");
+            }
+            p
+        })
+        .await
+        .unwrap()
+    };
+    let base = p.api_url();
+    let (_driver, c) = browser().await;
+    login_as(&c, &base, &boss, "a-long-password").await;
+    c.find(Locator::Css("nav a[href='/spaces']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_path(&c, "/spaces").await;
+    let section = wait_text(
+        &c,
+        &format!("section[data-space=\"{space}\"]"),
+        &dev,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(section.contains(&format!("{boss} admin")), "{section}");
+    assert!(section.contains(&format!("{dev} developer")), "{section}");
+    let main = c
+        .find(Locator::Css("main"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !main.contains("default/default"),
+        "not the admin's space: {main}"
+    );
+    assert!(!main.contains(&outsider), "{main}");
+    shot(&c, "spaces").await;
+    c.find(Locator::Css("form.logout button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_path(&c, "/login").await;
+
+    login_as(&c, &base, &dev, "a-long-password").await;
+    c.goto(&format!("{base}/spaces")).await.unwrap();
+    wait_text(
+        &c,
+        "#no-spaces",
+        "You administer no space",
+        Duration::from_secs(10),
+    )
+    .await;
+    let main = c
+        .find(Locator::Css("main"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!main.contains(&boss), "{main}");
     c.close().await.unwrap();
     tokio::task::spawn_blocking(move || drop(p)).await.unwrap();
 }

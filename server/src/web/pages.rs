@@ -716,6 +716,77 @@ pub async fn nodes(ctx: web::Data<AppCtx>, req: HttpRequest) -> HttpResponse {
     }
 }
 
+pub struct MemberRow {
+    pub username: String,
+    pub role: String,
+}
+
+pub struct SpaceMembers {
+    /// `ORG/SPACE`.
+    pub label: String,
+    pub members: Vec<MemberRow>,
+}
+
+#[derive(Template)]
+#[template(path = "spaces.html")]
+struct SpacesPage {
+    layout: Layout,
+    spaces: Vec<SpaceMembers>,
+    operators: Vec<String>,
+}
+
+/// `GET /spaces`: who holds which role in each space the viewer administers (a space admin, a
+/// manager of its org, an operator). Others see no space here: membership is the admins' business.
+pub async fn spaces(ctx: web::Data<AppCtx>, req: HttpRequest) -> HttpResponse {
+    let s = session_or_login!(ctx, req);
+    let result: Result<(Vec<SpaceMembers>, Vec<String>), crate::store::StoreError> = async {
+        let mut spaces: Vec<SpaceMembers> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut all = ctx.store.list_spaces().await?;
+        all.sort_by(|a, b| (&a.org, &a.name).cmp(&(&b.org, &b.name)));
+        for sp in all {
+            if s.principal.manages_org(&sp.org) || s.principal.role_in(&sp.id) == Some(Role::Admin)
+            {
+                index.insert(sp.id.clone(), spaces.len());
+                spaces.push(SpaceMembers {
+                    label: format!("{}/{}", sp.org, sp.name),
+                    members: Vec::new(),
+                });
+            }
+        }
+        let mut operators = Vec::new();
+        if !spaces.is_empty() {
+            for u in ctx.store.list_users().await? {
+                if u.operator {
+                    operators.push(u.username.clone());
+                }
+                for (space_id, role) in ctx.store.user_roles(&u.id).await? {
+                    if let Some(&i) = index.get(&space_id) {
+                        spaces[i].members.push(MemberRow {
+                            username: u.username.clone(),
+                            role,
+                        });
+                    }
+                }
+            }
+        }
+        for sp in &mut spaces {
+            sp.members.sort_by(|a, b| a.username.cmp(&b.username));
+        }
+        operators.sort();
+        Ok((spaces, operators))
+    }
+    .await;
+    match result {
+        Ok((spaces, operators)) => html(SpacesPage {
+            layout: Layout::of(&s, "spaces"),
+            spaces,
+            operators,
+        }),
+        Err(e) => internal(e),
+    }
+}
+
 pub struct TokenRow {
     pub id: String,
     pub name: String,
