@@ -777,6 +777,13 @@ async fn a_rolling_restart_shows_old_and_new_counts_until_all_are_new() {
             .unwrap();
         if step.starts_with("Deploying") && steps.last() != Some(&step) {
             if steps.is_empty() {
+                // Clicking the button scrolled away from the panel the screenshot is about.
+                c.execute(
+                    "document.getElementById('deployment').scrollIntoView();",
+                    vec![],
+                )
+                .await
+                .unwrap();
                 shot(&c, "app-rolling").await;
             }
             steps.push(step.clone());
