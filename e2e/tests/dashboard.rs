@@ -919,7 +919,25 @@ async fn the_nodes_page_lists_instances_and_flags_a_silent_node() {
     shot(&c, "app-phone").await;
     assert!(!overflow, "the app page scrolls sideways at 390px");
     c.goto(&format!("{base}/nodes")).await.unwrap();
+    wait_text(&c, "#nodes", &first, Duration::from_secs(10)).await;
     shot(&c, "nodes-phone").await;
+    // What sticks out of the page (tables scroll inside their own box, so they do not count).
+    let wide = c
+        .execute(
+            "return [...document.querySelectorAll('body *')]
+               .filter(e => !e.closest('.table-wrap') && e.getBoundingClientRect().right > window.innerWidth + 1)
+               .map(e => e.tagName + '#' + e.id + '.' + e.className).join(' ')
+               + (document.documentElement.scrollWidth > window.innerWidth + 1
+                  ? ' page ' + document.documentElement.scrollWidth + ' > ' + window.innerWidth : '');",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        wide.as_str(),
+        Some(""),
+        "the nodes page scrolls sideways at 390px"
+    );
     c.close().await.unwrap();
     tokio::task::spawn_blocking(move || drop(p)).await.unwrap();
 }
