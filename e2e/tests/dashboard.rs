@@ -281,14 +281,13 @@ async fn dashboard_login_deploy_watch_delete() {
     .await
     .unwrap();
     shot(&c, "app").await;
-    c.find(Locator::Css(
-        "#revisions tr[data-revision='1'] button.rollback",
-    ))
-    .await
-    .unwrap()
-    .click()
-    .await
-    .unwrap();
+    // From the timeline: revision 1's entry rolls back to it.
+    c.find(Locator::Css("#timeline button.rollback[data-revision='1']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     wait_text(&c, "#revisions", "3 (current)", Duration::from_secs(30)).await;
     let app4 = app.clone();
     let p = tokio::task::spawn_blocking(move || {
