@@ -139,6 +139,10 @@ pub struct InstanceInfo {
     /// is not restarted; it is out of the routes until its readiness check passes again.
     #[serde(default = "yes")]
     pub ready: bool,
+    /// Being replaced: a rolling restart (or drain) started its successor and stops it once the
+    /// successor runs. Its revision may be the current one, so only this tells old from new.
+    #[serde(default)]
+    pub retiring: bool,
 }
 
 fn web_process() -> String {

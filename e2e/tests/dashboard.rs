@@ -5,7 +5,7 @@
 //! (docs/screenshots is made that way).
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use paas_e2e::{example, unique, zip_of, Platform};
+use paas_e2e::{example, unique, zip_of, Options, Platform};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -281,14 +281,13 @@ async fn dashboard_login_deploy_watch_delete() {
     .await
     .unwrap();
     shot(&c, "app").await;
-    c.find(Locator::Css(
-        "#revisions tr[data-revision='1'] button.rollback",
-    ))
-    .await
-    .unwrap()
-    .click()
-    .await
-    .unwrap();
+    // From the timeline: revision 1's entry rolls back to it.
+    c.find(Locator::Css("#timeline button.rollback[data-revision='1']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     wait_text(&c, "#revisions", "3 (current)", Duration::from_secs(30)).await;
     let app4 = app.clone();
     let p = tokio::task::spawn_blocking(move || {
@@ -670,4 +669,368 @@ async fn the_list_flags_a_crash_loop_and_the_space_switcher_limits_it() {
     })
     .await
     .unwrap();
+}
+
+async fn login(c: &Client, base: &str, password: &str) {
+    login_as(c, base, "admin", password).await
+}
+
+async fn login_as(c: &Client, base: &str, user: &str, password: &str) {
+    c.goto(&format!("{base}/login")).await.unwrap();
+    c.find(Locator::Id("username"))
+        .await
+        .unwrap()
+        .send_keys(user)
+        .await
+        .unwrap();
+    c.find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys(password)
+        .await
+        .unwrap();
+    c.find(Locator::Css("form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_path(c, "/").await;
+}
+
+/// The deployment panel's (old, new) instance counts as the page's script shows them now.
+async fn deploy_counts(c: &Client) -> (u32, u32) {
+    let count = |id: &'static str| async move {
+        c.find(Locator::Id(id))
+            .await
+            .ok()?
+            .attr("data-count")
+            .await
+            .ok()??
+            .parse::<u32>()
+            .ok()
+    };
+    (
+        count("deploy-old").await.unwrap_or(0),
+        count("deploy-new").await.unwrap_or(0),
+    )
+}
+
+/// Issue 26: a rolling restart of a two-instance app shows its progress live on the app page:
+/// old instances go as new ones come, step by step, until all are new; the timeline records it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_shows_old_and_new_counts_until_all_are_new() {
+    let p = tokio::task::spawn_blocking(Platform::start)
+        .await
+        .unwrap()
+        .expect("platform");
+    let app = unique("rolling");
+    let (p, app) = tokio::task::spawn_blocking(move || {
+        let out = p.cli(&[
+            "push",
+            &app,
+            "-p",
+            example("python-app").to_str().unwrap(),
+            "-i",
+            "2",
+        ]);
+        assert!(out.ok(), "{out:?}");
+        (p, app)
+    })
+    .await
+    .unwrap();
+    let base = p.api_url();
+    let (_driver, c) = browser().await;
+    login(&c, &base, &p.admin_password).await;
+    c.goto(&format!("{base}/apps/{app}")).await.unwrap();
+    wait_text(
+        &c,
+        "#deploy-step",
+        "Up to date: 2/2",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(deploy_counts(&c).await, (0, 2));
+
+    c.find(Locator::Id("restart"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    // Every distinct (old, new) pair the page shows, until it is up to date again.
+    let mut seen: Vec<(u32, u32)> = Vec::new();
+    let mut steps: Vec<String> = Vec::new();
+    let start = Instant::now();
+    loop {
+        let pair = deploy_counts(&c).await;
+        if seen.last() != Some(&pair) {
+            seen.push(pair);
+        }
+        let step = c
+            .find(Locator::Id("deploy-step"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if step.starts_with("Deploying") && steps.last() != Some(&step) {
+            if steps.is_empty() {
+                // Clicking the button scrolled away from the panel the screenshot is about.
+                c.execute(
+                    "document.getElementById('deployment').scrollIntoView();",
+                    vec![],
+                )
+                .await
+                .unwrap();
+                shot(&c, "app-rolling").await;
+            }
+            steps.push(step.clone());
+        }
+        if pair.0 == 0 && seen.iter().any(|(old, _)| *old > 0) && step.starts_with("Up to date") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the restart never finished on the page: counts {seen:?}, steps {steps:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(seen.last(), Some(&(0, 2)), "{seen:?}");
+    // Old instances went while new ones came: the old count fell and the new one rose from
+    // below two back to two.
+    assert!(seen.iter().any(|(old, _)| *old >= 1), "{seen:?}");
+    assert!(
+        seen.iter().any(|(old, new)| *old >= 1 && *new >= 1),
+        "old and new side by side: {seen:?}"
+    );
+    assert!(
+        steps.iter().any(|s| s.contains("step 1 of 2"))
+            || steps.iter().any(|s| s.contains("step 2 of 2")),
+        "{steps:?}"
+    );
+    // The timeline has who asked for it; the page lists it after a reload.
+    c.goto(&format!("{base}/apps/{app}")).await.unwrap();
+    let t = wait_text(&c, "#timeline", "app.restart", Duration::from_secs(10)).await;
+    assert!(t.contains("by admin"), "{t}");
+    c.close().await.unwrap();
+    tokio::task::spawn_blocking(move || drop(p)).await.unwrap();
+}
+
+/// Issue 26: the nodes page shows what each node runs (app, process, index, state) and flags a
+/// node whose agent stopped reporting; the pages stay usable at phone width.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nodes_page_lists_instances_and_flags_a_silent_node() {
+    let mut p = tokio::task::spawn_blocking(Platform::start)
+        .await
+        .unwrap()
+        .expect("platform");
+    let app = unique("placed");
+    let silent = unique("silent-node");
+    // The app is placed before the second node exists, so killing that node moves nothing.
+    let (mut p, app, silent, idx) = tokio::task::spawn_blocking(move || {
+        let out = p.cli(&["push", &app, "-p", example("python-app").to_str().unwrap()]);
+        assert!(out.ok(), "{out:?}");
+        let idx = p.start_agent(&silent, "z2").unwrap();
+        (p, app, silent, idx)
+    })
+    .await
+    .unwrap();
+    let base = p.api_url();
+    let first = p.node_names()[0].clone();
+    let (_driver, c) = browser().await;
+    login(&c, &base, &p.admin_password).await;
+    c.goto(&format!("{base}/nodes")).await.unwrap();
+    let placed = wait_text(
+        &c,
+        &format!("section[id=\"placed-{first}\"]"),
+        &app,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        placed.contains("web") && placed.contains("running"),
+        "{placed}"
+    );
+    let row = wait_text(
+        &c,
+        &format!("tr[data-node=\"{silent}\"]"),
+        "ready",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(!row.contains("stopped reporting"), "{row}");
+    assert!(
+        c.find(Locator::Css(&format!(
+            "tr[data-node=\"{silent}\"] button.drain"
+        )))
+        .await
+        .is_ok(),
+        "an operator can drain a ready node"
+    );
+
+    p = tokio::task::spawn_blocking(move || {
+        p.kill_agent(idx);
+        p
+    })
+    .await
+    .unwrap();
+    // Server-rendered: reload until the flag shows (the grace in tests is 10 s).
+    let start = Instant::now();
+    loop {
+        c.goto(&format!("{base}/nodes")).await.unwrap();
+        if let Ok(f) = c
+            .find(Locator::Css(&format!(
+                "tr[data-node=\"{silent}\"].row-bad .flag-bad"
+            )))
+            .await
+        {
+            assert_eq!(f.text().await.unwrap(), "stopped reporting");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the killed node was never flagged"
+        );
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    assert!(
+        c.find(Locator::Css(&format!("tr[data-node=\"{first}\"].row-bad")))
+            .await
+            .is_err(),
+        "the live node is not flagged"
+    );
+    shot(&c, "nodes").await;
+
+    // Phone width: the pages reflow (tables scroll inside their own box, not the page).
+    c.set_window_size(390, 844).await.unwrap();
+    c.goto(&format!("{base}/apps/{app}")).await.unwrap();
+    wait_text(&c, "#deploy-step", "Up to date", Duration::from_secs(30)).await;
+    let overflow: bool = c
+        .execute(
+            "return document.documentElement.scrollWidth > window.innerWidth + 1;",
+            vec![],
+        )
+        .await
+        .unwrap()
+        .as_bool()
+        .unwrap();
+    shot(&c, "app-phone").await;
+    assert!(!overflow, "the app page scrolls sideways at 390px");
+    c.goto(&format!("{base}/nodes")).await.unwrap();
+    wait_text(&c, "#nodes", &first, Duration::from_secs(10)).await;
+    shot(&c, "nodes-phone").await;
+    // What sticks out of the page (tables scroll inside their own box, so they do not count).
+    let wide = c
+        .execute(
+            "return [...document.querySelectorAll('body *')]
+               .filter(e => !e.closest('.table-wrap') && e.getBoundingClientRect().right > window.innerWidth + 1)
+               .map(e => e.tagName + '#' + e.id + '.' + e.className).join(' ')
+               + (document.documentElement.scrollWidth > window.innerWidth + 1
+                  ? ' page ' + document.documentElement.scrollWidth + ' > ' + window.innerWidth : '');",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        wide.as_str(),
+        Some(""),
+        "the nodes page scrolls sideways at 390px"
+    );
+    c.close().await.unwrap();
+    tokio::task::spawn_blocking(move || drop(p)).await.unwrap();
+}
+
+/// Issue 26: a space's admin sees who holds which role in it (and nothing of other spaces); a
+/// developer sees no membership at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_space_admin_sees_the_members_of_their_space_only() {
+    let p = tokio::task::spawn_blocking(|| Platform::start_server(Options::default()))
+        .await
+        .unwrap()
+        .expect("server");
+    let org = unique("org");
+    let space = format!("{org}/dev");
+    let boss = unique("boss");
+    let dev = unique("dev");
+    let outsider = unique("viewer");
+    let p = {
+        let (space, boss, dev, outsider) =
+            (space.clone(), boss.clone(), dev.clone(), outsider.clone());
+        tokio::task::spawn_blocking(move || {
+            p.login().unwrap();
+            assert!(p.cli(&["create-space", &space]).ok());
+            for (user, role, sp) in [
+                (&boss, "admin", space.as_str()),
+                (&dev, "developer", space.as_str()),
+                (&outsider, "viewer", "default/default"),
+            ] {
+                assert!(p.cli(&["add-user", user, "-p", "a-long-password"]).ok());
+                let out = p.cli(&["set-role", user, role, "--space", sp]);
+                assert!(out.ok(), "{out:?}");
+            }
+            p
+        })
+        .await
+        .unwrap()
+    };
+    let base = p.api_url();
+    let (_driver, c) = browser().await;
+    login_as(&c, &base, &boss, "a-long-password").await;
+    c.find(Locator::Css("nav a[href='/spaces']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_path(&c, "/spaces").await;
+    let section = wait_text(
+        &c,
+        &format!("section[data-space=\"{space}\"]"),
+        &dev,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(section.contains(&format!("{boss} admin")), "{section}");
+    assert!(section.contains(&format!("{dev} developer")), "{section}");
+    let main = c
+        .find(Locator::Css("main"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !main.contains("default/default"),
+        "not the admin's space: {main}"
+    );
+    assert!(!main.contains(&outsider), "{main}");
+    shot(&c, "spaces").await;
+    c.find(Locator::Css("form.logout button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_path(&c, "/login").await;
+
+    login_as(&c, &base, &dev, "a-long-password").await;
+    c.goto(&format!("{base}/spaces")).await.unwrap();
+    wait_text(
+        &c,
+        "#no-spaces",
+        "You administer no space",
+        Duration::from_secs(10),
+    )
+    .await;
+    let main = c
+        .find(Locator::Css("main"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!main.contains(&boss), "{main}");
+    c.close().await.unwrap();
+    tokio::task::spawn_blocking(move || drop(p)).await.unwrap();
 }

@@ -148,6 +148,7 @@ function setupApp() {
         }));
       }
       if (a.revision) document.getElementById("app-revision").textContent = a.revision.number;
+      showDeployment(a);
       tbody.replaceChildren(...a.instances.map((i) => {
         const tr = el("tr");
         tr.append(el("td", i.process_type || "web"), el("td", i.index));
@@ -197,9 +198,11 @@ function setupApp() {
   source.addEventListener("change", applyFilter);
   setupLogSearch(base, logs, applyFilter);
   logs.scrollTop = logs.scrollHeight;
+  refreshApp();
   setInterval(refreshApp, 2000);
   followLogs(base, logs, applyFilter, refreshLogs);
   setupAppActions(name, base, refreshApp);
+  setupTimeline(base);
 
   const del = document.getElementById("delete");
   if (del) {
@@ -215,6 +218,63 @@ function setupApp() {
       } catch (e) {
         toast("Delete failed: " + e.message);
       }
+    });
+  }
+}
+
+// The current deployment: old instances (retiring, or of an earlier revision) against new ones
+// (the current revision), each by state, and the step reached. A rolling restart keeps the
+// revision, so "retiring" is what marks its old instances.
+function showDeployment(a) {
+  const step = document.getElementById("deploy-step");
+  if (!step) return;
+  const current = a.revision ? a.revision.number : null;
+  const isOld = (i) => i.retiring || (current !== null && i.revision != null && i.revision !== current);
+  const old = a.instances.filter(isOld);
+  const fresh = a.instances.filter((i) => !isOld(i));
+  const desired = a.state === "stopped" ? 0
+    : (a.processes && a.processes.length ? a.processes.reduce((n, p) => n + p.instances, 0) : a.desired_instances);
+  const byState = (list) => {
+    const n = {};
+    for (const i of list) n[i.state] = (n[i.state] || 0) + 1;
+    return Object.entries(n).map(([k, v]) => v + " " + k).join(", ");
+  };
+  const show = (id, list) => {
+    const dd = document.getElementById(id);
+    dd.dataset.count = list.length;
+    dd.textContent = list.length + (list.length ? " (" + byState(list) + ")" : "");
+  };
+  show("deploy-old", old);
+  show("deploy-new", fresh);
+  const running = fresh.filter((i) => i.state === "running").length;
+  const bar = document.getElementById("deploy-bar");
+  bar.max = Math.max(desired, 1);
+  bar.value = Math.min(running, desired);
+  const rev = current === null ? "-" : current;
+  const crashed = fresh.filter((i) => i.state === "crashed").length;
+  let text;
+  if (old.length === 0 && running >= desired) {
+    text = "Up to date: " + running + "/" + desired + " instance(s) run revision " + rev + ".";
+    step.dataset.phase = "done";
+  } else {
+    text = "Deploying revision " + rev + ": step " + Math.min(running + 1, Math.max(desired, 1)) + " of " +
+      Math.max(desired, 1) + " (" + running + " new running, " + old.length + " old left)";
+    if (crashed) text += "; " + crashed + " new instance(s) crashed";
+    text += ".";
+    step.dataset.phase = crashed ? "failing" : "rolling";
+  }
+  if (step.textContent !== text) step.textContent = text;
+}
+
+// Timeline entries of earlier revisions roll back to them.
+function setupTimeline(base) {
+  for (const b of document.querySelectorAll("#timeline button.rollback")) {
+    b.addEventListener("click", async () => {
+      try {
+        await api("POST", base + "/rollback", { to: parseInt(b.dataset.revision, 10) });
+        toast("Rolling back to revision " + b.dataset.revision + " …");
+        setTimeout(() => location.reload(), 500);
+      } catch (e) { toast("Rollback failed: " + e.message); }
     });
   }
 }

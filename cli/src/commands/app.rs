@@ -199,6 +199,7 @@ mod tests {
             instances: vec![
                 InstanceInfo {
                     ready: true,
+                    retiring: false,
                     process_type: "web".into(),
                     revision: None,
                     index: 0,
@@ -220,6 +221,7 @@ mod tests {
                 },
                 InstanceInfo {
                     ready: true,
+                    retiring: false,
                     process_type: "web".into(),
                     revision: None,
                     index: 1,
@@ -276,6 +278,7 @@ mod tests {
             since: Some(now),
             usage: None,
             ready,
+            retiring: false,
         };
         let d = AppDetail {
             name: "a".into(),
@@ -307,6 +310,7 @@ mod tests {
         let now = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
         let inst = |t: &str, index: u32| InstanceInfo {
             ready: true,
+            retiring: false,
             process_type: t.into(),
             index,
             revision: Some(1),

@@ -194,6 +194,7 @@ mod tests {
     fn inst(index: u32, state: InstanceState, node: &str, since: i64, rev: i64) -> InstanceInfo {
         InstanceInfo {
             ready: true,
+            retiring: false,
             process_type: "web".into(),
             index,
             revision: Some(rev),

@@ -963,6 +963,7 @@ mod tests {
     fn inst(index: u32, state: InstanceState) -> InstanceInfo {
         InstanceInfo {
             ready: true,
+            retiring: false,
             process_type: "web".into(),
             index,
             revision: None,

@@ -44,6 +44,7 @@ pub(crate) async fn detail(ctx: &Ctx, app: &AppRecord) -> ApiResult<AppDetail> {
         .map(|n| (n.name, n.address))
         .collect();
     let mut usage = ctx.store.app_usage(&app.id).await?;
+    let retiring = ctx.store.retiring_instances().await?;
     let instances = ctx
         .store
         .app_instances(&app.id)
@@ -68,6 +69,7 @@ pub(crate) async fn detail(ctx: &Ctx, app: &AppRecord) -> ApiResult<AppDetail> {
                 .filter(|_| i.state == InstanceState::Running),
             process_type: i.process_type,
             ready: i.state == InstanceState::Running && i.ready,
+            retiring: retiring.contains(&i.id),
         })
         .collect();
     let lifecycle = ctx

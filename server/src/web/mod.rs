@@ -21,6 +21,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/apps/{name}/charts", web::get().to(pages::charts))
         .route("/nodes", web::get().to(pages::nodes))
         .route("/tokens", web::get().to(pages::tokens))
+        .route("/spaces", web::get().to(pages::spaces))
         .route("/static/app.css", web::get().to(static_css))
         .route("/static/app.js", web::get().to(static_js));
 }

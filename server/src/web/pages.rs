@@ -273,11 +273,18 @@ pub struct ProcessRow {
     pub health_check: String,
 }
 
+/// One entry of the app page's timeline: an event, or the making of a revision (which a
+/// developer can roll back to from there).
 pub struct EventRow {
     pub time: String,
+    /// RFC 3339, for `<time datetime>` and the tooltip.
+    pub at: String,
     pub actor: String,
     pub kind: String,
     pub message: String,
+    /// The revision this entry made, when rolling back to it is possible (not current, its
+    /// droplet kept, and the viewer may deploy).
+    pub rollback: Option<i64>,
 }
 
 pub struct LogRow {
@@ -484,19 +491,49 @@ pub async fn app(
                 health_check: p.health_check,
             })
             .collect();
-        let events = ctx
+        let mut timeline: Vec<(DateTime<Utc>, EventRow)> = ctx
             .store
             .recent_events(&app.id, 30)
             .await?
             .into_iter()
-            .rev()
-            .map(|(t, e)| EventRow {
-                time: ago(t, now),
-                actor: e.actor,
-                kind: e.kind,
-                message: e.message,
+            .map(|(t, e)| {
+                let row = EventRow {
+                    time: ago(t, now),
+                    at: t.to_rfc3339(),
+                    actor: e.actor,
+                    kind: e.kind,
+                    message: e.message,
+                    rollback: None,
+                };
+                (t, row)
             })
             .collect();
+        for r in ctx.store.app_revisions(&app.id).await? {
+            let current = app.current_revision == Some(r.number);
+            let rollback =
+                (can_write && !current && ctx.blobs.exists(&r.droplet)).then_some(r.number);
+            timeline.push((
+                r.created_at,
+                EventRow {
+                    time: ago(r.created_at, now),
+                    at: r.created_at.to_rfc3339(),
+                    actor: if r.created_by.is_empty() {
+                        "-".into()
+                    } else {
+                        r.created_by
+                    },
+                    kind: format!(
+                        "revision {}{}",
+                        r.number,
+                        if current { " (current)" } else { "" }
+                    ),
+                    message: r.description,
+                    rollback,
+                },
+            ));
+        }
+        timeline.sort_by_key(|e| std::cmp::Reverse(e.0));
+        let events: Vec<EventRow> = timeline.into_iter().map(|(_, e)| e).take(50).collect();
         let logs = ctx
             .store
             .recent_logs(&app.id, 100)
@@ -556,12 +593,31 @@ pub struct NodeRow {
     pub zone: String,
     pub state: String,
     pub address: String,
+    pub labels: String,
     pub memory_used_mb: u64,
     pub memory_mb: u64,
     pub memory_pct: u64,
+    pub disk_used_mb: u64,
+    pub disk_mb: u64,
     pub instances: u32,
     pub slots: u32,
+    /// Placed here and not yet running.
+    pub starting: u32,
     pub heartbeat: String,
+    /// Lost, or silent for longer than the controller's grace: what it runs is unknown.
+    pub silent: bool,
+    pub placed: Vec<PlacedRow>,
+}
+
+/// One instance on a node, as the nodes page lists it.
+pub struct PlacedRow {
+    pub app: String,
+    /// `ORG/SPACE`, for the link to the app page.
+    pub space: String,
+    pub process: String,
+    pub index: u32,
+    pub state: String,
+    pub retiring: bool,
 }
 
 #[derive(Template)]
@@ -569,33 +625,79 @@ pub struct NodeRow {
 struct NodesPage {
     layout: Layout,
     nodes: Vec<NodeRow>,
+    grace_secs: u64,
+}
+
+/// Whether a node has stopped reporting: the controller marked it lost, or its last heartbeat
+/// is older than the grace after which it will.
+fn silent(state: &str, last_heartbeat: DateTime<Utc>, now: DateTime<Utc>, grace: u64) -> bool {
+    state == "lost" || (now - last_heartbeat).num_seconds() > grace as i64
 }
 
 pub async fn nodes(ctx: web::Data<AppCtx>, req: HttpRequest) -> HttpResponse {
     let s = session_or_login!(ctx, req);
+    let grace = ctx.settings.node_grace_secs;
     let result: Result<Vec<NodeRow>, crate::store::StoreError> = async {
         let now = Utc::now();
         let used = crate::control::convergence::node_reservations(ctx.store.as_ref()).await?;
+        let spaces = space_labels(&ctx).await?;
+        // Only apps the viewer may see are named: the page is open to every user.
+        let apps: HashMap<String, AppRecord> = ctx
+            .store
+            .list_apps()
+            .await?
+            .into_iter()
+            .filter(|a| s.principal.can_see(a))
+            .map(|a| (a.id.clone(), a))
+            .collect();
+        let retiring = ctx.store.retiring_instances().await?;
+        let mut placed: HashMap<String, Vec<PlacedRow>> = HashMap::new();
+        for i in ctx.store.list_instances().await? {
+            let (Some(node), Some(app)) = (i.node_name.clone(), apps.get(&i.app_id)) else {
+                continue;
+            };
+            placed.entry(node).or_default().push(PlacedRow {
+                app: app.name.clone(),
+                space: spaces.get(&app.space_id).cloned().unwrap_or_default(),
+                process: i.process_type.clone(),
+                index: i.index,
+                state: i.state.as_str().to_string(),
+                retiring: retiring.contains(&i.id),
+            });
+        }
+        for list in placed.values_mut() {
+            list.sort_by(|a, b| (&a.app, &a.process, a.index).cmp(&(&b.app, &b.process, b.index)));
+        }
         Ok(ctx
             .store
             .list_nodes()
             .await?
             .into_iter()
             .map(|n| {
-                let (mem, count) = used
-                    .get(&n.name)
-                    .map_or((0, 0), |v| (v.used_memory_mb, v.used_slots));
+                let v = used.get(&n.name);
+                let mem = v.map_or(0, |v| v.used_memory_mb);
                 NodeRow {
                     memory_pct: (mem * 100)
                         .checked_div(n.capacity.memory_mb)
                         .unwrap_or(0)
                         .min(100),
+                    silent: silent(&n.state, n.last_heartbeat, now, grace),
+                    placed: placed.remove(&n.name).unwrap_or_default(),
+                    labels: n
+                        .labels
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     zone: n.zone,
                     state: n.state,
                     address: n.address,
                     memory_used_mb: mem,
                     memory_mb: n.capacity.memory_mb,
-                    instances: count,
+                    disk_used_mb: v.map_or(0, |v| v.used_disk_mb),
+                    disk_mb: n.capacity.disk_mb,
+                    instances: v.map_or(0, |v| v.used_slots),
+                    starting: v.map_or(0, |v| v.starting),
                     slots: n.capacity.instance_slots,
                     heartbeat: ago(n.last_heartbeat, now),
                     name: n.name,
@@ -608,6 +710,78 @@ pub async fn nodes(ctx: web::Data<AppCtx>, req: HttpRequest) -> HttpResponse {
         Ok(nodes) => html(NodesPage {
             layout: Layout::of(&s, "nodes"),
             nodes,
+            grace_secs: grace,
+        }),
+        Err(e) => internal(e),
+    }
+}
+
+pub struct MemberRow {
+    pub username: String,
+    pub role: String,
+}
+
+pub struct SpaceMembers {
+    /// `ORG/SPACE`.
+    pub label: String,
+    pub members: Vec<MemberRow>,
+}
+
+#[derive(Template)]
+#[template(path = "spaces.html")]
+struct SpacesPage {
+    layout: Layout,
+    spaces: Vec<SpaceMembers>,
+    operators: Vec<String>,
+}
+
+/// `GET /spaces`: who holds which role in each space the viewer administers (a space admin, a
+/// manager of its org, an operator). Others see no space here: membership is the admins' business.
+pub async fn spaces(ctx: web::Data<AppCtx>, req: HttpRequest) -> HttpResponse {
+    let s = session_or_login!(ctx, req);
+    let result: Result<(Vec<SpaceMembers>, Vec<String>), crate::store::StoreError> = async {
+        let mut spaces: Vec<SpaceMembers> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut all = ctx.store.list_spaces().await?;
+        all.sort_by(|a, b| (&a.org, &a.name).cmp(&(&b.org, &b.name)));
+        for sp in all {
+            if s.principal.manages_org(&sp.org) || s.principal.role_in(&sp.id) == Some(Role::Admin)
+            {
+                index.insert(sp.id.clone(), spaces.len());
+                spaces.push(SpaceMembers {
+                    label: format!("{}/{}", sp.org, sp.name),
+                    members: Vec::new(),
+                });
+            }
+        }
+        let mut operators = Vec::new();
+        if !spaces.is_empty() {
+            for u in ctx.store.list_users().await? {
+                if u.operator {
+                    operators.push(u.username.clone());
+                }
+                for (space_id, role) in ctx.store.user_roles(&u.id).await? {
+                    if let Some(&i) = index.get(&space_id) {
+                        spaces[i].members.push(MemberRow {
+                            username: u.username.clone(),
+                            role,
+                        });
+                    }
+                }
+            }
+        }
+        for sp in &mut spaces {
+            sp.members.sort_by(|a, b| a.username.cmp(&b.username));
+        }
+        operators.sort();
+        Ok((spaces, operators))
+    }
+    .await;
+    match result {
+        Ok((spaces, operators)) => html(SpacesPage {
+            layout: Layout::of(&s, "spaces"),
+            spaces,
+            operators,
         }),
         Err(e) => internal(e),
     }
@@ -720,6 +894,15 @@ mod tests {
             "{html}"
         );
         assert!(html.contains("2/2 running</td><td>128M</td><td>http /health</td>"));
+    }
+
+    #[test]
+    fn a_node_is_silent_once_lost_or_past_its_grace() {
+        let now = Utc::now();
+        let at = |s| now - chrono::Duration::seconds(s);
+        assert!(!silent("ready", at(3), now, 10));
+        assert!(silent("ready", at(11), now, 10));
+        assert!(silent("lost", at(1), now, 10));
     }
 
     #[test]
