@@ -448,10 +448,10 @@ fn push_reports_a_crash_with_logs() {
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert_eq!(
         text(&out.stderr),
-        "error: web failed to start: instance 0 crashed (exited with code 1)\n"
+        "error: web failed to start: instance 0 (web) crashed (exited with code 1)\n"
     );
     assert!(
-        stdout.contains("  instance 0: crashed on node-1, 1 restart: exited with code 1\n"),
+        stdout.contains("  instance 0 (web): crashed on node-1, 1 restart: exited with code 1\n"),
         "{stdout}"
     );
     assert!(
@@ -491,7 +491,9 @@ fn push_times_out_saying_no_node_is_available() {
         text(&out.stderr),
         "error: web did not start within 1 s: no node is available (0 ready nodes)\n"
     );
-    assert!(text(&out.stdout).contains("  instance 0: pending on node-1: no node is available"));
+    assert!(
+        text(&out.stdout).contains("  instance 0 (web): pending on node-1: no node is available")
+    );
 }
 
 #[test]
