@@ -159,7 +159,9 @@ pub async fn run(ctx: std::sync::Arc<AppCtx>) {
 
 /// A window length like `15m`, `1h`, `6h`, `1d` (at most a day).
 pub fn parse_window(s: &str) -> Option<i64> {
-    let (n, unit) = s.split_at(s.len().checked_sub(1)?);
+    // The unit is the last character (any text may arrive here: split on a char boundary).
+    let unit_at = s.char_indices().last()?.0;
+    let (n, unit) = s.split_at(unit_at);
     let n: i64 = n.parse().ok()?;
     let secs = match unit {
         "m" => n * 60,
@@ -305,5 +307,8 @@ mod tests {
         assert_eq!(parse_window("2d"), None);
         assert_eq!(parse_window("h"), None);
         assert_eq!(parse_window(""), None);
+        assert_eq!(parse_window("1é"), None);
+        assert_eq!(parse_window("é"), None);
+        assert_eq!(parse_window("-5m"), None);
     }
 }
