@@ -39,7 +39,14 @@ fn backends(p: &Platform, app: &str) -> usize {
         .send()
         .and_then(|r| r.json())
         .expect("route table");
-    table["apps"][app].as_array().map_or(0, Vec::len)
+    // The table is keyed by app id (names are unique per space only); a route names both.
+    let id = table["routes"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["app"] == app))
+        .and_then(|r| r["app_id"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    table["apps"][id.as_str()].as_array().map_or(0, Vec::len)
 }
 
 #[test]
