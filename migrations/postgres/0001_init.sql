@@ -1,9 +1,10 @@
 -- The PostgreSQL store's schema (issue 20): the same tables, columns, keys and indexes as the
--- SQLite store after its migration 0021 (per-space app names, app-id keyed logs, org roles), in
--- one migration because no PostgreSQL deployment predates it. Types are PostgreSQL's own where the
+-- SQLite store after its migration 0022 (per-space app names, app-id keyed logs, org roles, app
+-- metrics), in one migration because no PostgreSQL deployment predates it. Types are PostgreSQL's own where the
 -- Rust side already has them: times are TIMESTAMPTZ (chrono's DateTime<Utc>), counts BIGINT (i64),
 -- flags BOOLEAN; JSON documents stay TEXT, as the store serialises them itself on both backends.
--- Not used yet: server/src/store/postgres.rs, which will apply it, is the next step.
+-- Applied by server/src/store/postgres.rs at open; the SQL that reads and writes it is shared with
+-- SQLite (server/src/store/sql.rs), so a column added on one side must be added on the other.
 
 CREATE TABLE users (
     id            TEXT PRIMARY KEY,
@@ -235,3 +236,24 @@ CREATE TABLE droplet_images (
     -- Numeric uid:gid the instances run as (the image's USER resolved at build; never root).
     run_user TEXT NOT NULL DEFAULT ''
 );
+
+CREATE TABLE app_metrics (
+    app_id       TEXT NOT NULL,
+    ts           BIGINT NOT NULL,   -- the bucket's start, unix seconds
+    requests     BIGINT NOT NULL,
+    errors       BIGINT NOT NULL,   -- 5xx responses
+    p50_ms       DOUBLE PRECISION,
+    p99_ms       DOUBLE PRECISION,
+    memory_bytes BIGINT NOT NULL,
+    cpu_percent  DOUBLE PRECISION NOT NULL,
+    restarts     BIGINT NOT NULL,
+    instances    TEXT NOT NULL DEFAULT '[]',  -- [[index, memory_bytes, cpu_percent], ...]
+    PRIMARY KEY (app_id, ts)
+);
+CREATE INDEX app_metrics_ts ON app_metrics (ts);
+
+-- The default org and space (SQLite's migration 0019), where apps go when nobody names a space.
+INSERT INTO orgs (id, name, created_at)
+VALUES (replace(gen_random_uuid()::text, '-', ''), 'default', now());
+INSERT INTO spaces (id, org_id, name, created_at)
+SELECT replace(gen_random_uuid()::text, '-', ''), id, 'default', now() FROM orgs WHERE name = 'default';

@@ -12,7 +12,8 @@
 
 use chrono::Utc;
 use paas_common::api::LogLine;
-use paas_server::store::{MetricRow, SqliteStore, Store};
+use paas_server::store::prelude::*;
+use paas_server::store::{MetricRow, SqliteStore};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::Arc;

@@ -169,6 +169,11 @@ pub struct Settings {
     /// (`PAAS_BLOBSTORE_URL`). Several controllers must share one bucket.
     #[serde(default)]
     pub blobstore_url: Option<String>,
+    /// The database: unset for SQLite at `DATA_DIR/paas.db`, `sqlite://PATH`, or PostgreSQL,
+    /// `postgres://USER:PASSWORD@HOST:PORT/DB` (`PAAS_DATABASE_URL`). A secret: the URL may hold
+    /// a password.
+    #[serde(default)]
+    pub database_url: Option<Secret>,
     /// The S3 blobstore's credentials, from the standard `AWS_ACCESS_KEY_ID`,
     /// `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN` variables (or the config file).
     #[serde(default)]
@@ -276,6 +281,7 @@ impl Default for Settings {
             tls_listen: None,
             tls_cert_dir: None,
             blobstore_url: None,
+            database_url: None,
             aws_access_key_id: None,
             aws_secret_access_key: None,
             aws_session_token: None,
@@ -291,6 +297,15 @@ impl Settings {
             access_key_id: expose(&self.aws_access_key_id),
             secret_access_key: expose(&self.aws_secret_access_key),
             session_token: expose(&self.aws_session_token),
+        }
+    }
+
+    /// The database URL [`crate::store::open`] takes: `PAAS_DATABASE_URL`, else SQLite in the
+    /// data dir.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(u) if !u.expose().is_empty() => u.expose().to_string(),
+            _ => format!("sqlite://{}", self.data_dir.join("paas.db").display()),
         }
     }
 

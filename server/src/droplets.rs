@@ -158,6 +158,7 @@ pub fn collect_soon(ctx: &crate::state::AppCtx) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::prelude::*;
     use crate::store::{AppRecord, Event, NewRevision, RevisionExtra, SqliteStore};
     use chrono::Utc;
     use paas_common::api::AppState;

@@ -219,7 +219,8 @@ mod tests {
 
     #[tokio::test]
     async fn file_matches_never_cross_owners() {
-        use crate::store::{SqliteStore, Store};
+        use crate::store::prelude::*;
+        use crate::store::SqliteStore;
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("db.sqlite"))
             .await

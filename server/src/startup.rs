@@ -16,7 +16,7 @@ use crate::loghub::{HubSettings, LogHub};
 use crate::metrics::Metrics;
 use crate::router::{self, RouteTable};
 use crate::state::AppCtx;
-use crate::store::{SqliteStore, Store, User};
+use crate::store::{Store, User};
 
 pub struct Application {
     listener: TcpListener,
@@ -28,11 +28,11 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
-        let store = SqliteStore::open(&settings.data_dir.join("paas.db"))
+        let store = crate::store::open(&settings.database_url())
             .await
             .context("opening the database")?;
-        bootstrap_admin(&store, &settings).await?;
-        bootstrap_tenancy(&store).await?;
+        bootstrap_admin(store.as_ref(), &settings).await?;
+        bootstrap_tenancy(store.as_ref()).await?;
 
         let listener = TcpListener::bind(&settings.listen)
             .with_context(|| format!("binding {}", settings.listen))?;
@@ -43,7 +43,7 @@ impl Application {
         std::fs::write(&tmp, format!("{addr}\n"))?;
         std::fs::rename(&tmp, settings.data_dir.join("listen-addr"))?;
         let public_port = settings.public_port.unwrap_or(port);
-        let ctx = context(settings, Arc::new(store), public_port).await?;
+        let ctx = context(settings, store, public_port).await?;
         Ok(Self {
             listener,
             port,
@@ -242,7 +242,7 @@ async fn readyz(ctx: web::Data<AppCtx>) -> actix_web::HttpResponse {
 
 /// The default org and space, so a single user never has to think about them (migration 0019
 /// put apps without a space there), and the bootstrap admin is its admin.
-async fn bootstrap_tenancy(store: &SqliteStore) -> anyhow::Result<()> {
+async fn bootstrap_tenancy(store: &dyn Store) -> anyhow::Result<()> {
     use crate::authz::{DEFAULT_ORG, DEFAULT_SPACE};
     let space = store
         .space(DEFAULT_ORG, DEFAULT_SPACE, true)
@@ -256,7 +256,7 @@ async fn bootstrap_tenancy(store: &SqliteStore) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn bootstrap_admin(store: &SqliteStore, settings: &Settings) -> anyhow::Result<()> {
+async fn bootstrap_admin(store: &dyn Store, settings: &Settings) -> anyhow::Result<()> {
     if store.user_by_name("admin").await?.is_some() {
         return Ok(());
     }

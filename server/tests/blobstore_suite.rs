@@ -5,7 +5,8 @@
 
 use paas_server::blobstore::{BlobError, Blobstore, BlobstoreConfig};
 use paas_server::droplets;
-use paas_server::store::{Event, SqliteStore, Store};
+use paas_server::store::prelude::*;
+use paas_server::store::{Event, SqliteStore};
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::Path;

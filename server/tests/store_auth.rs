@@ -2,19 +2,18 @@
 //! only when nothing live needs them), refresh tokens (single use, families), and the event list
 //! (filters, actor through a token, keyset pages).
 
-use chrono::{Duration, Utc};
+use chrono::{Duration, SubsecRound, Utc};
 use paas_server::store::{
-    AuthStore, Event, EventFilter, RefreshRecord, SigningKeyRecord, SqliteStore, Store,
-    TokenRecord, User,
+    Event, EventFilter, RefreshRecord, SigningKeyRecord, Store, TokenRecord, User,
 };
 
-async fn open() -> (tempfile::TempDir, SqliteStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("paas.db"))
-        .await
-        .unwrap();
-    (dir, store)
-}
+mod store_support;
+
+store_suite!(
+    keys_retire_on_rotation_and_drop_only_when_no_live_token_needs_them,
+    refresh_tokens_are_used_once_and_revoked_by_family,
+    events_filter_by_app_and_actor_and_page_by_id,
+);
 
 fn ev(app: Option<&str>, actor: &str, kind: &str) -> Event {
     Event {
@@ -26,7 +25,7 @@ fn ev(app: Option<&str>, actor: &str, kind: &str) -> Event {
     }
 }
 
-async fn user(store: &SqliteStore, name: &str) -> User {
+async fn user(store: &dyn Store, name: &str) -> User {
     let u = User {
         id: format!("u-{name}"),
         username: name.into(),
@@ -47,11 +46,10 @@ fn key(kid: &str, at: chrono::DateTime<Utc>) -> SigningKeyRecord {
     }
 }
 
-#[tokio::test]
-async fn keys_retire_on_rotation_and_drop_only_when_no_live_token_needs_them() {
-    let (_d, store) = open().await;
-    let alice = user(&store, "alice").await;
-    let t0 = Utc::now() - Duration::hours(3);
+async fn keys_retire_on_rotation_and_drop_only_when_no_live_token_needs_them(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    // Microseconds: what PostgreSQL keeps of a time.
+    let t0 = Utc::now().trunc_subsecs(6) - Duration::hours(3);
     store
         .add_signing_key(&key("k1", t0), &ev(None, "platform", "key.create"))
         .await
@@ -66,7 +64,7 @@ async fn keys_retire_on_rotation_and_drop_only_when_no_live_token_needs_them() {
     assert_eq!(keys[0].retired_at, Some(t1), "k1 retired when k2 came");
     assert!(keys[1].retired_at.is_none());
     // A live CI token signed by k1 keeps it.
-    let now = Utc::now();
+    let now = Utc::now().trunc_subsecs(6);
     let token = TokenRecord {
         id: "jti-1".into(),
         user_id: alice.id.clone(),
@@ -108,11 +106,9 @@ async fn keys_retire_on_rotation_and_drop_only_when_no_live_token_needs_them() {
     assert_eq!(store.signing_keys().await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn refresh_tokens_are_used_once_and_revoked_by_family() {
-    let (_d, store) = open().await;
-    let alice = user(&store, "alice").await;
-    let now = Utc::now();
+async fn refresh_tokens_are_used_once_and_revoked_by_family(store: &dyn Store) {
+    let alice = user(store, "alice").await;
+    let now = Utc::now().trunc_subsecs(6);
     let rec = |id: &str, family: &str, expires| RefreshRecord {
         id: id.into(),
         family: family.into(),
@@ -160,9 +156,7 @@ async fn refresh_tokens_are_used_once_and_revoked_by_family() {
     assert!(store.refresh_token_by_hash("nope").await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn events_filter_by_app_and_actor_and_page_by_id() {
-    let (_d, store) = open().await;
+async fn events_filter_by_app_and_actor_and_page_by_id(store: &dyn Store) {
     for i in 0..5 {
         store
             .add_event(&ev(Some("web"), "a_b", &format!("web.{i}")))

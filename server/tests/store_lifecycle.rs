@@ -5,9 +5,17 @@ use chrono::Utc;
 use paas_common::agent::{HealthCheck, HealthSettings, NodeCapacity};
 use paas_common::api::{AppState, InstanceState};
 use paas_server::store::{
-    AppRecord, AppUpdate, Event, InstanceRecord, NodeRecord, SqliteStore, Store, StoreError,
+    AppRecord, AppUpdate, Event, InstanceRecord, NodeRecord, Store, StoreError,
 };
 use std::collections::BTreeMap;
+
+mod store_support;
+
+store_suite!(
+    scaling_keeps_instances_and_memory_or_health_changes_roll,
+    restart_marks_rows_and_draining_survives_heartbeats,
+    new_placement_labels_roll_and_reports_keep_readiness,
+);
 
 fn ev(kind: &str) -> Event {
     Event {
@@ -19,11 +27,7 @@ fn ev(kind: &str) -> Event {
     }
 }
 
-async fn setup() -> (tempfile::TempDir, SqliteStore, AppRecord) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("paas.db"))
-        .await
-        .unwrap();
+async fn setup(store: &dyn Store) -> AppRecord {
     let now = Utc::now();
     let app = AppRecord {
         id: "app-1".into(),
@@ -75,12 +79,11 @@ async fn setup() -> (tempfile::TempDir, SqliteStore, AppRecord) {
             .await
             .unwrap();
     }
-    (dir, store, app)
+    app
 }
 
-#[tokio::test]
-async fn scaling_keeps_instances_and_memory_or_health_changes_roll() {
-    let (_dir, store, app) = setup().await;
+async fn scaling_keeps_instances_and_memory_or_health_changes_roll(store: &dyn Store) {
+    let app = setup(store).await;
     let lc = store
         .app_lifecycles()
         .await
@@ -183,9 +186,8 @@ async fn scaling_keeps_instances_and_memory_or_health_changes_roll() {
     assert!(matches!(missing, Err(StoreError::NotFound(_))));
 }
 
-#[tokio::test]
-async fn restart_marks_rows_and_draining_survives_heartbeats() {
-    let (_dir, store, app) = setup().await;
+async fn restart_marks_rows_and_draining_survives_heartbeats(store: &dyn Store) {
+    let app = setup(store).await;
     // A worker with the same index as a web row: restarting web 1 must leave it alone.
     let now = Utc::now();
     store
@@ -208,18 +210,15 @@ async fn restart_marks_rows_and_draining_survives_heartbeats() {
         })
         .await
         .unwrap();
-    let retiring = |store: &SqliteStore| {
-        let store = store.clone();
-        async move {
-            let mut ids: Vec<String> = store
-                .retiring_instances()
-                .await
-                .unwrap()
-                .into_iter()
-                .collect();
-            ids.sort();
-            ids
-        }
+    let retiring = || async move {
+        let mut ids: Vec<String> = store
+            .retiring_instances()
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+        ids.sort();
+        ids
     };
     assert_eq!(
         store
@@ -228,7 +227,7 @@ async fn restart_marks_rows_and_draining_survives_heartbeats() {
             .unwrap(),
         1
     );
-    assert_eq!(retiring(&store).await, ["i1"]);
+    assert_eq!(retiring().await, ["i1"]);
     assert_eq!(
         store
             .retire_instances(&app.id, Some(("worker", 1)), &ev("instance.restart"))
@@ -236,7 +235,7 @@ async fn restart_marks_rows_and_draining_survives_heartbeats() {
             .unwrap(),
         1
     );
-    assert_eq!(retiring(&store).await, ["i1", "w1"]);
+    assert_eq!(retiring().await, ["i1", "w1"]);
     assert_eq!(
         store
             .retire_instances(&app.id, Some(("clock", 0)), &ev("instance.restart"))
@@ -302,9 +301,8 @@ async fn restart_marks_rows_and_draining_survives_heartbeats() {
     ));
 }
 
-#[tokio::test]
-async fn new_placement_labels_roll_and_reports_keep_readiness() {
-    let (_dir, store, app) = setup().await;
+async fn new_placement_labels_roll_and_reports_keep_readiness(store: &dyn Store) {
+    let app = setup(store).await;
     let labels = |v: &str| -> BTreeMap<String, String> { [("disk".to_string(), v.into())].into() };
     let u = |v: &str| AppUpdate {
         placement_labels: Some(labels(v)),

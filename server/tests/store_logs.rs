@@ -3,8 +3,19 @@
 
 use chrono::Utc;
 use paas_common::api::LogLine;
-use paas_server::store::{LogQuery, SqliteStore, Store};
+use paas_server::store::prelude::*;
+use paas_server::store::{LogQuery, SqliteStore};
 use std::sync::Arc;
+
+mod store_support;
+
+store_suite!(
+    trim_keeps_each_apps_newest_lines,
+    instance_filter_finds_its_lines,
+    age_trim_deletes_the_expired_lines_in_arrival_order,
+    the_largest_id_is_found_across_apps_and_filters_by_time,
+    packed_runs_read_back_line_by_line,
+);
 
 fn line(id: i64, source: &str) -> Arc<LogLine> {
     Arc::new(LogLine {
@@ -16,12 +27,7 @@ fn line(id: i64, source: &str) -> Arc<LogLine> {
     })
 }
 
-#[tokio::test]
-async fn trim_keeps_each_apps_newest_lines() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("paas.db"))
-        .await
-        .unwrap();
+async fn trim_keeps_each_apps_newest_lines(store: &dyn Store) {
     // Interleaved apps: a has 30 lines, b 5; ids rise across both, as the hub assigns them.
     let mut lines = Vec::new();
     for i in 1..=35 {
@@ -49,12 +55,7 @@ async fn trim_keeps_each_apps_newest_lines() {
     assert!(store.recent_logs("b", 100).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn instance_filter_finds_its_lines() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("paas.db"))
-        .await
-        .unwrap();
+async fn instance_filter_finds_its_lines(store: &dyn Store) {
     let lines: Vec<(String, Arc<LogLine>)> = (1..=20)
         .map(|i| ("a".to_string(), line(i, &format!("APP/web/{}", i % 3))))
         .collect();
@@ -70,12 +71,7 @@ async fn instance_filter_finds_its_lines() {
     );
 }
 
-#[tokio::test]
-async fn age_trim_deletes_the_expired_lines_in_arrival_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("paas.db"))
-        .await
-        .unwrap();
+async fn age_trim_deletes_the_expired_lines_in_arrival_order(store: &dyn Store) {
     let now = Utc::now();
     let at = |id: i64, mins_ago: i64, app: &str| {
         let mut l = (*line(id, "APP/web/0")).clone();
@@ -104,12 +100,7 @@ async fn age_trim_deletes_the_expired_lines_in_arrival_order() {
     assert!(store.recent_logs("b", 10).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn the_largest_id_is_found_across_apps_and_filters_by_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("paas.db"))
-        .await
-        .unwrap();
+async fn the_largest_id_is_found_across_apps_and_filters_by_time(store: &dyn Store) {
     // An empty table: the hub starts at 1.
     assert_eq!(store.max_log_id().await.unwrap(), 0);
     let now = Utc::now();
@@ -136,12 +127,8 @@ async fn the_largest_id_is_found_across_apps_and_filters_by_time() {
 /// Runs of lines (same app, source and stream, consecutive ids), as the router's RTR lines
 /// arrive, are stored packed into one row each, and every read gives them back line by line:
 /// ids, times to the nanosecond and texts, under each filter, limit and retention.
-#[tokio::test]
-async fn packed_runs_read_back_line_by_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("paas.db"))
-        .await
-        .unwrap();
+/// Router lines of two apps, interleaved, with runs that pack and lines that break them.
+fn packed_sample() -> Vec<(String, Arc<LogLine>)> {
     let t0 = Utc::now();
     let mk = |id: i64, app: &str, source: &str, text: &str| {
         (
@@ -169,19 +156,14 @@ async fn packed_runs_read_back_line_by_line() {
     lines.push(mk(13, "a", "RTR", "two\nrows"));
     lines.push(mk(14, "a", "RTR", "\"GET /x14\" 200"));
     lines.push(mk(15, "a", "RTR", "\"GET /x15\" 200"));
+    lines
+}
+
+async fn packed_runs_read_back_line_by_line(store: &dyn Store) {
+    let lines = packed_sample();
+    // Line N is N * 100_000_007 ns after t0.
+    let t0 = lines[0].1.timestamp - chrono::Duration::nanoseconds(100_000_007);
     store.append_logs(&lines).await.unwrap();
-    // a's 13 lines are 5 rows: 1-6, 7 (not the router's), 10-12, 13 (a line break), 14-15.
-    let db = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        dir.path().join("paas.db").display()
-    ))
-    .await
-    .unwrap();
-    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM log_entries WHERE app_id = 'a'")
-        .fetch_one(&db)
-        .await
-        .unwrap();
-    assert_eq!(rows, 5);
 
     let of = |app: &str| -> Vec<LogLine> {
         lines
@@ -216,10 +198,8 @@ async fn packed_runs_read_back_line_by_line() {
     );
     assert_eq!(store.max_log_id().await.unwrap(), 15);
 
-    let query = |f: LogQuery, limit: i64| {
-        let store = &store;
-        async move { store.query_logs("a", &f, limit).await.unwrap() }
-    };
+    let query =
+        |f: LogQuery, limit: i64| async move { store.query_logs("a", &f, limit).await.unwrap() };
     let want = |f: &LogQuery, limit: usize| {
         let v: Vec<LogLine> = a.iter().filter(|l| f.matches(l)).cloned().collect();
         v[v.len().saturating_sub(limit)..].to_vec()
@@ -269,4 +249,28 @@ async fn packed_runs_read_back_line_by_line() {
     store.trim_logs(1).await.unwrap();
     let kept = store.recent_logs("a", 100).await.unwrap();
     assert_eq!(kept.iter().map(|l| l.id).collect::<Vec<_>>(), vec![14, 15]);
+}
+
+/// On SQLite, where row counts are what packing is for: the run above is stored as 5 rows.
+#[tokio::test]
+async fn sqlite_stores_packed_runs_as_one_row_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("paas.db"))
+        .await
+        .unwrap();
+    store.append_logs(&packed_sample()).await.unwrap();
+    // a's 13 lines are 5 rows: 1-6, 7 (not the router's), 10-12, 13 (a line break), 14-15.
+    let db = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("paas.db").display()
+    ))
+    .await
+    .unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM log_entries WHERE app_id = 'a'")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(rows, 5);
+    db.close().await;
+    store.close().await;
 }

@@ -5,11 +5,13 @@
 use chrono::Utc;
 use paas_common::api::{AppState, InstanceState};
 use paas_server::blobstore::Blobstore;
-use paas_server::store::{
-    AppRecord, Event, InstanceRecord, ProcessRecord, SqliteStore, Store, StoreError,
-};
+use paas_server::store::{AppRecord, Event, InstanceRecord, ProcessRecord, Store, StoreError};
 use std::collections::BTreeMap;
 use std::io::Write;
+
+mod store_support;
+
+store_suite!(process_settings_roll_only_their_type_and_buildpacks_keep_order_and_blobs,);
 
 fn ev() -> Event {
     Event {
@@ -42,12 +44,9 @@ fn row(id: &str, process_type: &str) -> InstanceRecord {
     }
 }
 
-#[tokio::test]
-async fn process_settings_roll_only_their_type_and_buildpacks_keep_order_and_blobs() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("paas.db"))
-        .await
-        .unwrap();
+async fn process_settings_roll_only_their_type_and_buildpacks_keep_order_and_blobs(
+    store: &dyn Store,
+) {
     let now = Utc::now();
     let app = AppRecord {
         id: "app-1".into(),
@@ -109,6 +108,7 @@ async fn process_settings_roll_only_their_type_and_buildpacks_keep_order_and_blo
     assert_eq!(store.droplet_processes().await.unwrap()["d1"], cmds);
 
     // Buildpacks: in the order added; a name once; blobs kept by collection.
+    let dir = tempfile::tempdir().unwrap();
     let blobs = Blobstore::open(dir.path()).unwrap();
     let mut w = blobs.writer().unwrap();
     w.write_all(b"a buildpack tar").unwrap();
@@ -133,7 +133,7 @@ async fn process_settings_roll_only_their_type_and_buildpacks_keep_order_and_blo
         .map(|b| b.name)
         .collect();
     assert_eq!(names, ["zeta", "alpha"]);
-    let r = paas_server::droplets::collect(&store, &blobs, 1, std::time::Duration::ZERO)
+    let r = paas_server::droplets::collect(store, &blobs, 1, std::time::Duration::ZERO)
         .await
         .unwrap();
     assert!(blobs.exists(&sha), "{r:?}");

@@ -4,15 +4,17 @@
 
 use chrono::Utc;
 use paas_common::api::AppState;
-use paas_server::store::{AppRecord, Event, SqliteStore, Store, StoreError};
+use paas_server::store::prelude::*;
+use paas_server::store::{AppRecord, Event, SqliteStore, StoreError};
 
-async fn open() -> (tempfile::TempDir, SqliteStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("paas.db"))
-        .await
-        .unwrap();
-    (dir, store)
-}
+mod store_support;
+
+store_suite!(
+    an_app_is_created_in_its_space_or_not_at_all,
+    a_host_belongs_to_the_space_that_maps_it_first,
+    base_images_are_allowed_and_disallowed_by_name,
+    a_recreated_name_inherits_no_drains_and_no_events,
+);
 
 fn ev(kind: &str) -> Event {
     Event {
@@ -41,9 +43,7 @@ fn app(id: &str, name: &str) -> AppRecord {
     }
 }
 
-#[tokio::test]
-async fn an_app_is_created_in_its_space_or_not_at_all() {
-    let (_d, store) = open().await;
+async fn an_app_is_created_in_its_space_or_not_at_all(store: &dyn Store) {
     // The migration made the default space, so every app from before has one to go to.
     let default = store.space("default", "default", false).await.unwrap();
     let space = store.space("acme", "prod", true).await.unwrap().unwrap();
@@ -137,9 +137,7 @@ async fn an_app_is_created_in_its_space_or_not_at_all() {
     );
 }
 
-#[tokio::test]
-async fn a_host_belongs_to_the_space_that_maps_it_first() {
-    let (_d, store) = open().await;
+async fn a_host_belongs_to_the_space_that_maps_it_first(store: &dyn Store) {
     let a = store.space("acme", "a", true).await.unwrap().unwrap();
     let b = store.space("acme", "b", true).await.unwrap().unwrap();
     store
@@ -204,9 +202,7 @@ async fn a_host_belongs_to_the_space_that_maps_it_first() {
         .unwrap();
 }
 
-#[tokio::test]
-async fn base_images_are_allowed_and_disallowed_by_name() {
-    let (_d, store) = open().await;
+async fn base_images_are_allowed_and_disallowed_by_name(store: &dyn Store) {
     store
         .add_base_image("alpine:3.20", "admin", &ev("base_image.allow"))
         .await
@@ -336,10 +332,8 @@ async fn the_migration_places_spaceless_apps_and_then_refuses_them() {
 /// A name another space used before starts a new history: its drains went with the old app
 /// (they would forward the new app's logs to the old owner's sink), and its event list starts at
 /// the new `app.create`.
-#[tokio::test]
-async fn a_recreated_name_inherits_no_drains_and_no_events() {
-    use paas_server::store::{AuthStore, EventFilter};
-    let (_d, store) = open().await;
+async fn a_recreated_name_inherits_no_drains_and_no_events(store: &dyn Store) {
+    use paas_server::store::EventFilter;
     let a = store.space("acme", "a", true).await.unwrap().unwrap();
     let b = store.space("acme", "b", true).await.unwrap().unwrap();
     let app_ev = |id: &str, kind: &str| Event {

@@ -1,11 +1,14 @@
-//! The store interface: every read and write of controller state goes through [`Store`], so a
-//! PostgreSQL implementation can join the SQLite one without touching handlers. A state change and
-//! the event that records it are written in one transaction.
+//! The store: every read and write of controller state goes through [`Store`], the umbrella of
+//! one role trait per resource family ([`AppStore`], [`NodeStore`], ...). Two backends implement
+//! them with one shared body of SQL ([`sql`]): SQLite, the default, and PostgreSQL, chosen by
+//! `PAAS_DATABASE_URL` ([`open`]). A state change and the event that records it are written in one
+//! transaction.
 
-mod auth;
+mod postgres;
+mod sql;
 mod sqlite;
 
-pub use auth::{AuthStore, EventFilter, EventRow, RefreshRecord, SigningKeyRecord};
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -26,9 +29,57 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    #[error("database configuration: {0}")]
+    Config(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A JWT signing key (`migrations/sqlite/0012_keys_refresh.sql`).
+#[derive(Debug, Clone)]
+pub struct SigningKeyRecord {
+    pub kid: String,
+    /// Sealed with the secret-env key.
+    pub secret: String,
+    pub created_at: DateTime<Utc>,
+    /// `None` for the active key.
+    pub retired_at: Option<DateTime<Utc>>,
+}
+
+/// A refresh token; only its sha256 is stored.
+#[derive(Debug, Clone)]
+pub struct RefreshRecord {
+    pub id: String,
+    /// Every token descended from one login shares the family; a replay revokes all of them.
+    pub family: String,
+    pub user_id: String,
+    pub token_hash: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Which events to list.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// One app's events, by id.
+    pub app_id: Option<String>,
+    /// Events whose actor is this user, directly or through one of their API tokens
+    /// (`USER (token NAME)`): logins, token use, their changes.
+    pub actor: Option<String>,
+    /// Only events from this id on: an app's own history starts at its `app.create`, so an app
+    /// created again under a name another space used before does not show that space's events.
+    pub since_id: Option<i64>,
+}
+
+/// A stored event with its id (the list's cursor) and time.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub id: i64,
+    pub time: DateTime<Utc>,
+    pub event: Event,
+}
 
 #[derive(Debug, Clone)]
 pub struct User {
@@ -235,14 +286,63 @@ pub struct AppUpdate {
     pub log_rate_limit: Option<Option<u64>>,
 }
 
+/// Users, their API tokens, refresh tokens and JWT signing keys.
 #[async_trait]
-pub trait Store: AuthStore + Send + Sync + 'static {
-    async fn ping(&self) -> StoreResult<()>;
-
+pub trait AuthStore: Send + Sync + 'static {
     async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>>;
     /// Creates the user unless one of that name exists; returns whether it was created.
     async fn create_user_if_missing(&self, user: &User) -> StoreResult<bool>;
+    async fn list_users(&self) -> StoreResult<Vec<User>>;
+    async fn set_operator(&self, user_id: &str, operator: bool) -> StoreResult<()>;
+    async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>>;
+    async fn insert_token(&self, t: &TokenRecord) -> StoreResult<()>;
+    async fn token(&self, id: &str) -> StoreResult<Option<TokenRecord>>;
+    async fn list_tokens(&self, user_id: &str) -> StoreResult<Vec<TokenRecord>>;
+    async fn revoke_token(&self, id: &str, user_id: &str) -> StoreResult<bool>;
+    async fn touch_token(&self, id: &str, at: DateTime<Utc>) -> StoreResult<()>;
+    async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>>;
+    /// Retires the active key (at `key.created_at`), makes `key` the active one and records the
+    /// event, in one transaction.
+    async fn add_signing_key(&self, key: &SigningKeyRecord, event: &Event) -> StoreResult<()>;
+    /// Deletes keys retired before `retired_before` that no live CI token (unrevoked, expiring
+    /// after `now`) names; returns their kids.
+    async fn drop_signing_keys(
+        &self,
+        retired_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<String>>;
+    /// Names `kid` as the signer of CI tokens from before keys had ids.
+    async fn backfill_token_kids(&self, kid: &str) -> StoreResult<u64>;
+    async fn insert_refresh_token(&self, t: &RefreshRecord) -> StoreResult<()>;
+    async fn refresh_token_by_hash(&self, token_hash: &str) -> StoreResult<Option<RefreshRecord>>;
+    /// Marks the token used unless it already was (or is revoked); returns whether this call did.
+    async fn use_refresh_token(&self, id: &str, at: DateTime<Utc>) -> StoreResult<bool>;
+    /// Revokes every token of the family; returns how many were still unrevoked.
+    async fn revoke_refresh_family(&self, family: &str, at: DateTime<Utc>) -> StoreResult<u64>;
+    /// Forgets refresh tokens expired before `before` (used ones are kept until then, to
+    /// recognise a replay); returns how many.
+    async fn delete_expired_refresh_tokens(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+}
 
+/// Orgs, spaces and the roles users hold in them.
+#[async_trait]
+pub trait SpaceStore: Send + Sync + 'static {
+    /// The space `org/name`, created (with its org) if `create` and missing.
+    async fn space(&self, org: &str, name: &str, create: bool) -> StoreResult<Option<SpaceRecord>>;
+    async fn list_spaces(&self) -> StoreResult<Vec<SpaceRecord>>;
+    /// Every space role of a user: (space id, role).
+    async fn user_roles(&self, user_id: &str) -> StoreResult<Vec<(String, String)>>;
+    /// Sets (or with `None` removes) a user's role in a space.
+    async fn set_role(&self, user_id: &str, space_id: &str, role: Option<&str>) -> StoreResult<()>;
+    /// Every org role of a user: (org name, role: manager | auditor).
+    async fn user_org_roles(&self, user_id: &str) -> StoreResult<Vec<(String, String)>>;
+    /// Sets (or with `None` removes) a user's role in an org; `NotFound` if there is no such org.
+    async fn set_org_role(&self, user_id: &str, org: &str, role: Option<&str>) -> StoreResult<()>;
+}
+
+/// Nodes: registration, heartbeats, state.
+#[async_trait]
+pub trait NodeStore: Send + Sync + 'static {
     /// Registers a node or re-registers it with a new credential.
     async fn upsert_node(&self, node: &NodeRecord) -> StoreResult<()>;
     async fn node_by_token_hash(&self, token_hash: &str) -> StoreResult<Option<NodeRecord>>;
@@ -256,7 +356,14 @@ pub trait Store: AuthStore + Send + Sync + 'static {
     async fn list_nodes(&self) -> StoreResult<Vec<NodeRecord>>;
     /// Marks ready nodes silent since `before` as lost; returns their names.
     async fn mark_lost_nodes(&self, before: DateTime<Utc>) -> StoreResult<Vec<String>>;
+    /// Sets a node's state (ready | draining | drained | lost) with its event; NotFound if unknown.
+    async fn set_node_state(&self, name: &str, state: &str, event: &Event) -> StoreResult<()>;
+}
 
+/// Apps and their settings (web on the app, other process types beside it).
+#[async_trait]
+pub trait AppStore: Send + Sync + 'static {
+    async fn ping(&self) -> StoreResult<()>;
     /// The app `name` of a space (app names are unique per space, issue 18).
     async fn app_in_space(&self, space_id: &str, name: &str) -> StoreResult<Option<AppRecord>>;
     /// Every app called `name`, whatever its space.
@@ -271,7 +378,37 @@ pub trait Store: AuthStore + Send + Sync + 'static {
     async fn create_app(&self, app: &AppRecord, event: &Event) -> StoreResult<()>;
     /// Deletes the app with its revisions, instances and logs.
     async fn delete_app(&self, app_id: &str, event: &Event) -> StoreResult<()>;
+    async fn app_space(&self, app_id: &str) -> StoreResult<Option<String>>;
+    /// Every app's space: app id -> space id (apps without a space are absent).
+    async fn app_spaces(&self) -> StoreResult<HashMap<String, String>>;
+    /// Lifecycle settings of every app, by app id (apps without a row here have the defaults).
+    async fn app_lifecycles(&self) -> StoreResult<HashMap<String, AppLifecycle>>;
+    /// Applies `update` and records `event` in one transaction. A memory or health check change
+    /// marks every instance of the app for replacement (a rolling deploy), since a running
+    /// container's limit and its check are fixed at start. Returns whether it did.
+    async fn update_app(
+        &self,
+        app_id: &str,
+        update: &AppUpdate,
+        event: &Event,
+    ) -> StoreResult<bool>;
+    /// The push settings JSON stored on the app (`{}` when none).
+    async fn app_push_settings(&self, app_id: &str) -> StoreResult<String>;
+    /// Settings of every app's non-web process types, by app id.
+    async fn app_processes(&self) -> StoreResult<HashMap<String, Vec<ProcessRecord>>>;
+    /// Creates or replaces one non-web process type's settings and records `event`. A memory or
+    /// health change marks that type's instances for rolling replacement; returns whether it did.
+    async fn upsert_process(
+        &self,
+        app_id: &str,
+        p: &ProcessRecord,
+        event: &Event,
+    ) -> StoreResult<bool>;
+}
 
+/// Revisions: what each deploy ran.
+#[async_trait]
+pub trait RevisionStore: Send + Sync + 'static {
     /// Stores a new revision, makes it current, applies the process settings and records the
     /// event, in one transaction. Returns the revision number.
     async fn deploy_revision(
@@ -280,9 +417,24 @@ pub trait Store: AuthStore + Send + Sync + 'static {
         rev: &NewRevision,
         event: &Event,
     ) -> StoreResult<i64>;
+    /// [`Store::deploy_revision`] with an env, provenance and optional stored settings: every
+    /// push, env change and rollback goes through here (issue 3).
+    async fn deploy_revision_with(
+        &self,
+        app_id: &str,
+        rev: &NewRevision,
+        extra: &RevisionExtra,
+        event: &Event,
+    ) -> StoreResult<i64>;
     async fn revision(&self, app_id: &str, number: i64) -> StoreResult<Option<RevisionRecord>>;
     async fn list_revisions(&self) -> StoreResult<Vec<RevisionRecord>>;
+    /// The app's revisions, newest first.
+    async fn app_revisions(&self, app_id: &str) -> StoreResult<Vec<RevisionRecord>>;
+}
 
+/// Instances: desired placement and what nodes report of them.
+#[async_trait]
+pub trait InstanceStore: Send + Sync + 'static {
     async fn list_instances(&self) -> StoreResult<Vec<InstanceRecord>>;
     async fn app_instances(&self, app_id: &str) -> StoreResult<Vec<InstanceRecord>>;
     async fn insert_instance(&self, inst: &InstanceRecord) -> StoreResult<()>;
@@ -301,55 +453,8 @@ pub trait Store: AuthStore + Send + Sync + 'static {
         node: &str,
         report: &InstanceReport,
     ) -> StoreResult<Option<ReportedBefore>>;
-
-    async fn add_event(&self, event: &Event) -> StoreResult<()>;
-    async fn recent_events(
-        &self,
-        app_id: &str,
-        limit: i64,
-    ) -> StoreResult<Vec<(DateTime<Utc>, Event)>>;
-
     /// The app (id) of an instance assigned to `node`.
     async fn app_of_instance(&self, instance_id: &str, node: &str) -> StoreResult<Option<String>>;
-    /// Stores lines, each with its app's id.
-    async fn append_logs(&self, lines: &[(String, std::sync::Arc<LogLine>)]) -> StoreResult<()>;
-    async fn recent_logs(&self, app_id: &str, limit: i64) -> StoreResult<Vec<LogLine>>;
-    /// Keeps the newest `keep` lines of each app.
-    async fn trim_logs(&self, keep: i64) -> StoreResult<()>;
-
-    // --- tenancy and tokens ---
-    async fn list_users(&self) -> StoreResult<Vec<User>>;
-    async fn set_operator(&self, user_id: &str, operator: bool) -> StoreResult<()>;
-    /// The space `org/name`, created (with its org) if `create` and missing.
-    async fn space(&self, org: &str, name: &str, create: bool) -> StoreResult<Option<SpaceRecord>>;
-    async fn list_spaces(&self) -> StoreResult<Vec<SpaceRecord>>;
-    /// Every space role of a user: (space id, role).
-    async fn user_roles(&self, user_id: &str) -> StoreResult<Vec<(String, String)>>;
-    /// Sets (or with `None` removes) a user's role in a space.
-    async fn set_role(&self, user_id: &str, space_id: &str, role: Option<&str>) -> StoreResult<()>;
-    /// Every org role of a user: (org name, role: manager | auditor).
-    async fn user_org_roles(&self, user_id: &str) -> StoreResult<Vec<(String, String)>>;
-    /// Sets (or with `None` removes) a user's role in an org; `NotFound` if there is no such org.
-    async fn set_org_role(&self, user_id: &str, org: &str, role: Option<&str>) -> StoreResult<()>;
-    async fn app_space(&self, app_id: &str) -> StoreResult<Option<String>>;
-    async fn insert_token(&self, t: &TokenRecord) -> StoreResult<()>;
-    async fn token(&self, id: &str) -> StoreResult<Option<TokenRecord>>;
-    async fn list_tokens(&self, user_id: &str) -> StoreResult<Vec<TokenRecord>>;
-    async fn revoke_token(&self, id: &str, user_id: &str) -> StoreResult<bool>;
-    async fn touch_token(&self, id: &str, at: DateTime<Utc>) -> StoreResult<()>;
-    /// Every app's space: app id -> space id (apps without a space are absent).
-    async fn app_spaces(&self) -> StoreResult<HashMap<String, String>>;
-    /// Lifecycle settings of every app, by app id (apps without a row here have the defaults).
-    async fn app_lifecycles(&self) -> StoreResult<HashMap<String, AppLifecycle>>;
-    /// Applies `update` and records `event` in one transaction. A memory or health check change
-    /// marks every instance of the app for replacement (a rolling deploy), since a running
-    /// container's limit and its check are fixed at start. Returns whether it did.
-    async fn update_app(
-        &self,
-        app_id: &str,
-        update: &AppUpdate,
-        event: &Event,
-    ) -> StoreResult<bool>;
     /// Marks the app's instances (or those of one process type's index) for rolling replacement;
     /// returns how many.
     async fn retire_instances(
@@ -360,8 +465,71 @@ pub trait Store: AuthStore + Send + Sync + 'static {
     ) -> StoreResult<u64>;
     /// Ids of instance rows marked for replacement.
     async fn retiring_instances(&self) -> StoreResult<HashSet<String>>;
-    /// Sets a node's state (ready | draining | drained | lost) with its event; NotFound if unknown.
-    async fn set_node_state(&self, name: &str, state: &str, event: &Event) -> StoreResult<()>;
+    /// Keeps the node's last resource sample of an instance assigned to it.
+    async fn record_usage(
+        &self,
+        node: &str,
+        instance_id: &str,
+        usage: &InstanceUsage,
+    ) -> StoreResult<()>;
+    /// The last resource samples of an app's instances, by instance id.
+    async fn app_usage(&self, app_id: &str) -> StoreResult<HashMap<String, InstanceUsage>>;
+}
+
+/// The event history.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    async fn add_event(&self, event: &Event) -> StoreResult<()>;
+    async fn recent_events(
+        &self,
+        app_id: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<(DateTime<Utc>, Event)>>;
+    /// Events matching `filter`, oldest first, with ids above `after_id`, at most `limit`.
+    async fn list_events(
+        &self,
+        filter: &EventFilter,
+        after_id: Option<i64>,
+        limit: i64,
+    ) -> StoreResult<Vec<EventRow>>;
+    async fn count_events(&self, filter: &EventFilter) -> StoreResult<u64>;
+    /// The id of the newest `app.create` event of `app_name`: where the current app's history
+    /// starts.
+    async fn app_created_event(&self, app_id: &str) -> StoreResult<Option<i64>>;
+}
+
+/// Stored log lines and log drains.
+#[async_trait]
+pub trait LogStore: Send + Sync + 'static {
+    /// Stores lines, each with its app's id.
+    async fn append_logs(&self, lines: &[(String, std::sync::Arc<LogLine>)]) -> StoreResult<()>;
+    async fn recent_logs(&self, app_id: &str, limit: i64) -> StoreResult<Vec<LogLine>>;
+    /// Keeps the newest `keep` lines of each app.
+    async fn trim_logs(&self, keep: i64) -> StoreResult<()>;
+    /// Lines of one app matching `filter`, oldest first, at most the newest `limit`.
+    async fn query_logs(
+        &self,
+        app_id: &str,
+        filter: &LogQuery,
+        limit: i64,
+    ) -> StoreResult<Vec<LogLine>>;
+    /// The highest log line id stored (0 when none), so the hub's ids keep increasing across
+    /// restarts.
+    async fn max_log_id(&self) -> StoreResult<i64>;
+    /// Retention by age: deletes the lines older than `before` that arrived before every line
+    /// still inside the window (in arrival order, as they were appended); returns how many.
+    async fn trim_logs_before(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+    /// Adds a log drain (idempotent) and records the event.
+    async fn add_log_drain(&self, app_id: &str, url: &str, event: &Event) -> StoreResult<()>;
+    /// Removes a log drain; returns whether it existed.
+    async fn remove_log_drain(&self, app_id: &str, url: &str, event: &Event) -> StoreResult<bool>;
+    /// Every drain as (app id, url).
+    async fn list_log_drains(&self) -> StoreResult<Vec<(String, String)>>;
+}
+
+/// Routes mapped beside the implicit default ones.
+#[async_trait]
+pub trait RouteStore: Send + Sync + 'static {
     /// Every stored route (default routes are implicit), with its app's name.
     async fn list_routes(&self) -> StoreResult<Vec<RouteRecord>>;
     /// Maps `host` + `path` to the app; `Conflict` if that route is taken (by any app), or if
@@ -381,81 +549,11 @@ pub trait Store: AuthStore + Send + Sync + 'static {
         path: &str,
         event: &Event,
     ) -> StoreResult<()>;
-    /// Lines of one app matching `filter`, oldest first, at most the newest `limit`.
-    async fn query_logs(
-        &self,
-        app_id: &str,
-        filter: &LogQuery,
-        limit: i64,
-    ) -> StoreResult<Vec<LogLine>>;
-    /// The highest log line id stored (0 when none), so the hub's ids keep increasing across
-    /// restarts.
-    async fn max_log_id(&self) -> StoreResult<i64>;
-    /// Retention by age: deletes the lines older than `before` that arrived before every line
-    /// still inside the window (in arrival order, as they were appended); returns how many.
-    async fn trim_logs_before(&self, before: DateTime<Utc>) -> StoreResult<u64>;
-    /// Keeps the node's last resource sample of an instance assigned to it.
-    async fn record_usage(
-        &self,
-        node: &str,
-        instance_id: &str,
-        usage: &InstanceUsage,
-    ) -> StoreResult<()>;
-    /// The last resource samples of an app's instances, by instance id.
-    async fn app_usage(&self, app_id: &str) -> StoreResult<HashMap<String, InstanceUsage>>;
-    /// Adds a log drain (idempotent) and records the event.
-    async fn add_log_drain(&self, app_id: &str, url: &str, event: &Event) -> StoreResult<()>;
-    /// Removes a log drain; returns whether it existed.
-    async fn remove_log_drain(&self, app_id: &str, url: &str, event: &Event) -> StoreResult<bool>;
-    /// Every drain as (app id, url).
-    async fn list_log_drains(&self) -> StoreResult<Vec<(String, String)>>;
-    /// [`Store::deploy_revision`] with an env, provenance and optional stored settings: every
-    /// push, env change and rollback goes through here (issue 3).
-    async fn deploy_revision_with(
-        &self,
-        app_id: &str,
-        rev: &NewRevision,
-        extra: &RevisionExtra,
-        event: &Event,
-    ) -> StoreResult<i64>;
-    /// The app's revisions, newest first.
-    async fn app_revisions(&self, app_id: &str) -> StoreResult<Vec<RevisionRecord>>;
-    /// The push settings JSON stored on the app (`{}` when none).
-    async fn app_push_settings(&self, app_id: &str) -> StoreResult<String>;
-    /// Of `files`, those `owner` has uploaded before (incremental upload).
-    async fn known_files(&self, owner: &str, files: &[(String, u64)]) -> StoreResult<Vec<String>>;
-    /// Records files `owner` uploaded.
-    async fn remember_files(&self, owner: &str, files: &[(String, u64)]) -> StoreResult<()>;
-    /// Every cached file's blob, so collection keeps them.
-    async fn cached_file_blobs(&self) -> StoreResult<Vec<String>>;
-    /// Records the start command per process type of a droplet (issue 3, processes).
-    async fn set_droplet_processes(
-        &self,
-        droplet: &str,
-        processes: &BTreeMap<String, String>,
-    ) -> StoreResult<()>;
-    /// Start commands per process type of every droplet that has them, by droplet sha256.
-    async fn droplet_processes(&self) -> StoreResult<HashMap<String, BTreeMap<String, String>>>;
-    /// Records that a droplet is an image built from a Dockerfile (issue 3).
-    async fn set_droplet_image(
-        &self,
-        droplet: &str,
-        image: &paas_common::agent::DropletImage,
-    ) -> StoreResult<()>;
-    /// Every droplet that is an image, by droplet sha256.
-    async fn droplet_images(
-        &self,
-    ) -> StoreResult<HashMap<String, paas_common::agent::DropletImage>>;
-    /// Settings of every app's non-web process types, by app id.
-    async fn app_processes(&self) -> StoreResult<HashMap<String, Vec<ProcessRecord>>>;
-    /// Creates or replaces one non-web process type's settings and records `event`. A memory or
-    /// health change marks that type's instances for rolling replacement; returns whether it did.
-    async fn upsert_process(
-        &self,
-        app_id: &str,
-        p: &ProcessRecord,
-        event: &Event,
-    ) -> StoreResult<bool>;
+}
+
+/// What builds use: buildpacks, allowed base images, droplets' process types and images, the upload file cache.
+#[async_trait]
+pub trait BuildStore: Send + Sync + 'static {
     /// Operator-added buildpacks in detection order.
     async fn list_buildpacks(&self) -> StoreResult<Vec<BuildpackRecord>>;
     /// Adds a buildpack last in order; `Conflict` if the name is taken.
@@ -474,12 +572,81 @@ pub trait Store: AuthStore + Send + Sync + 'static {
     async fn add_base_image(&self, name: &str, created_by: &str, event: &Event) -> StoreResult<()>;
     /// Disallows a base image; `NotFound` if it was not allowed.
     async fn delete_base_image(&self, name: &str, event: &Event) -> StoreResult<()>;
+    /// Records the start command per process type of a droplet (issue 3, processes).
+    async fn set_droplet_processes(
+        &self,
+        droplet: &str,
+        processes: &BTreeMap<String, String>,
+    ) -> StoreResult<()>;
+    /// Start commands per process type of every droplet that has them, by droplet sha256.
+    async fn droplet_processes(&self) -> StoreResult<HashMap<String, BTreeMap<String, String>>>;
+    /// Records that a droplet is an image built from a Dockerfile (issue 3).
+    async fn set_droplet_image(
+        &self,
+        droplet: &str,
+        image: &paas_common::agent::DropletImage,
+    ) -> StoreResult<()>;
+    /// Every droplet that is an image, by droplet sha256.
+    async fn droplet_images(
+        &self,
+    ) -> StoreResult<HashMap<String, paas_common::agent::DropletImage>>;
+    /// Of `files`, those `owner` has uploaded before (incremental upload).
+    async fn known_files(&self, owner: &str, files: &[(String, u64)]) -> StoreResult<Vec<String>>;
+    /// Records files `owner` uploaded.
+    async fn remember_files(&self, owner: &str, files: &[(String, u64)]) -> StoreResult<()>;
+    /// Every cached file's blob, so collection keeps them.
+    async fn cached_file_blobs(&self) -> StoreResult<Vec<String>>;
+}
+
+/// Per-app metrics over time.
+#[async_trait]
+pub trait MetricStore: Send + Sync + 'static {
     /// Stores metric rows (a row already stored for that app and time is replaced).
     async fn add_app_metrics(&self, rows: &[MetricRow]) -> StoreResult<()>;
     /// One app's rows from `since` (unix seconds) on, oldest first.
     async fn app_metrics(&self, app_id: &str, since: i64) -> StoreResult<Vec<MetricRow>>;
     /// Deletes rows older than `before` (unix seconds); returns how many.
     async fn trim_app_metrics(&self, before: i64) -> StoreResult<u64>;
+}
+
+/// Every role: what handlers hold (`Arc<dyn Store>`). Implemented for anything that implements
+/// all the roles, so a backend only implements those.
+pub trait Store:
+    AuthStore
+    + SpaceStore
+    + NodeStore
+    + AppStore
+    + RevisionStore
+    + InstanceStore
+    + EventStore
+    + LogStore
+    + RouteStore
+    + BuildStore
+    + MetricStore
+{
+}
+
+impl<T> Store for T where
+    T: AuthStore
+        + SpaceStore
+        + NodeStore
+        + AppStore
+        + RevisionStore
+        + InstanceStore
+        + EventStore
+        + LogStore
+        + RouteStore
+        + BuildStore
+        + MetricStore
+{
+}
+
+/// The role traits, for calling store methods on a concrete backend (`dyn Store` needs none).
+pub mod prelude {
+    pub use super::{
+        AppStore, AuthStore, BuildStore, EventStore, InstanceStore, LogStore, MetricStore,
+        NodeStore, RevisionStore, RouteStore, SpaceStore, Store,
+    };
 }
 
 /// One app's metrics over one interval (`migrations/sqlite/0022_app_metrics.sql`, issue 26).
@@ -588,5 +755,20 @@ impl LogQuery {
                 .grep
                 .as_ref()
                 .is_none_or(|g| l.message.contains(g.as_str()))
+    }
+}
+
+/// Opens the store `url` names: `sqlite://PATH` or `postgres://...` (`postgresql://` too).
+pub async fn open(url: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        Ok(std::sync::Arc::new(
+            SqliteStore::open(std::path::Path::new(path)).await?,
+        ))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(PgStore::open(url).await?))
+    } else {
+        Err(StoreError::Config(
+            "PAAS_DATABASE_URL must start with sqlite:// or postgres://".into(),
+        ))
     }
 }
