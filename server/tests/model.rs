@@ -21,7 +21,6 @@ use paas_server::config::Settings;
 use paas_server::control::{convergence, desired::DesiredState, nodes};
 use paas_server::deploy::{self, lifecycle, revisions, Actor};
 use paas_server::state::AppCtx;
-use paas_server::store::prelude::*;
 use paas_server::store::{AppRecord, Event, NewRevision, NodeRecord, RevisionExtra, SqliteStore};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

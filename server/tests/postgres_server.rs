@@ -40,17 +40,19 @@ impl Server {
             addr: "0.0.0.0:0".parse().unwrap(),
             log,
         };
+        // Read on every try: after a restart the previous run's file is there until the new
+        // server writes its own.
         let addr_file = data.join("listen-addr");
-        s.addr = s.wait("the server to listen", || {
-            std::fs::read_to_string(&addr_file)
-                .ok()
-                .and_then(|a| a.trim().parse().ok())
-        });
-        let ready = format!("http://{}/readyz", s.addr);
-        s.wait("the server to be ready", || {
-            reqwest::blocking::get(&ready)
+        s.addr = s.wait("the server to be ready", || {
+            let addr: SocketAddr = std::fs::read_to_string(&addr_file)
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            reqwest::blocking::get(format!("http://{addr}/readyz"))
                 .ok()
                 .filter(|r| r.status().is_success())
+                .map(|_| addr)
         });
         s
     }
