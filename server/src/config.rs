@@ -324,3 +324,24 @@ impl Settings {
         .map_err(Box::new)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_database_defaults_to_sqlite_in_the_data_dir() {
+        let s = Settings {
+            data_dir: PathBuf::from("/var/lib/paas"),
+            ..Settings::default()
+        };
+        assert_eq!(s.database_url(), "sqlite:///var/lib/paas/paas.db");
+        let s = Settings {
+            database_url: Some(Secret::new("postgres://paas:pw@db/paas")),
+            ..s
+        };
+        assert_eq!(s.database_url(), "postgres://paas:pw@db/paas");
+        // The password never reaches a log line.
+        assert!(!format!("{s:?}").contains("pw@"));
+    }
+}

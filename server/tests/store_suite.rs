@@ -765,3 +765,24 @@ async fn build_records_round_trip(store: &dyn Store) {
         .unwrap();
     assert_eq!(store.list_base_images().await.unwrap().len(), 1);
 }
+
+/// `PAAS_DATABASE_URL` names one of the two backends; anything else is refused at start with a
+/// message saying what is accepted, and a `sqlite://` URL opens (and creates) that file.
+#[tokio::test]
+async fn the_url_picks_the_backend() {
+    let err = paas_server::store::open("mysql://localhost/paas")
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string().contains("sqlite:// or postgres://"),
+        "{err}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chosen.db");
+    let store = paas_server::store::open(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    store.ping().await.unwrap();
+    assert!(path.exists());
+}

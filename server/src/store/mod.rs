@@ -417,7 +417,7 @@ pub trait RevisionStore: Send + Sync + 'static {
         rev: &NewRevision,
         event: &Event,
     ) -> StoreResult<i64>;
-    /// [`Store::deploy_revision`] with an env, provenance and optional stored settings: every
+    /// [`RevisionStore::deploy_revision`] with an env, provenance and optional stored settings: every
     /// push, env change and rollback goes through here (issue 3).
     async fn deploy_revision_with(
         &self,
