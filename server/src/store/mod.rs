@@ -551,7 +551,8 @@ pub trait RouteStore: Send + Sync + 'static {
     ) -> StoreResult<()>;
 }
 
-/// What builds use: buildpacks, allowed base images, droplets' process types and images, the upload file cache.
+/// What builds use: buildpacks, allowed base images, droplets' process types and images, the
+/// upload file cache.
 #[async_trait]
 pub trait BuildStore: Send + Sync + 'static {
     /// Operator-added buildpacks in detection order.
