@@ -3,9 +3,15 @@
 //! the event that records it are written in one transaction.
 
 mod auth;
+mod node_metrics;
+mod quotas;
+mod rollups;
 mod sqlite;
 
 pub use auth::{AuthStore, EventFilter, EventRow, RefreshRecord, SigningKeyRecord};
+pub use node_metrics::{NodeMetricRow, NodeMetricStore};
+pub use quotas::QuotaStore;
+pub use rollups::RollupStore;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -236,7 +242,8 @@ pub struct AppUpdate {
 }
 
 #[async_trait]
-pub trait Store: AuthStore + Send + Sync + 'static {
+pub trait Store:
+    AuthStore + QuotaStore + RollupStore + NodeMetricStore + Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
 
     async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>>;
