@@ -3,7 +3,10 @@
 
 use chrono::Utc;
 use paas_common::api::{AppState, SpaceQuota};
-use paas_server::store::{AppRecord, Event, MetricRow, NodeMetricRow, SqliteStore, Store, StoreError};
+use paas_server::store::{
+    AppRecord, Event, MetricRow, NodeMetricRow, NodeMetricStore, QuotaStore, RollupStore,
+    SqliteStore, Store, StoreError,
+};
 
 fn ev(kind: &str) -> Event {
     Event {
