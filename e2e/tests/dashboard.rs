@@ -978,7 +978,11 @@ async fn a_space_admin_sees_the_members_of_their_space_only() {
                 reqwest::blocking::multipart::Part::bytes(zip).file_name("app.zip"),
             );
             let res = reqwest::blocking::Client::new()
-                .post(format!("{}/v1/apps/{}/push", p.api_url(), unique("quota-app")))
+                .post(format!(
+                    "{}/v1/apps/{}/push",
+                    p.api_url(),
+                    unique("quota-app")
+                ))
                 .bearer_auth(p.admin_token().unwrap())
                 .header("X-Paas-Space", &space)
                 .multipart(form)
@@ -1016,7 +1020,10 @@ async fn a_space_admin_sees_the_members_of_their_space_only() {
         Duration::from_secs(10),
     )
     .await;
-    assert!(memory.contains("256 MB"), "in use beside the quota: {memory}");
+    assert!(
+        memory.contains("256 MB"),
+        "in use beside the quota: {memory}"
+    );
     let apps = wait_text(
         &c,
         &format!("section[data-space=\"{space}\"] tr[data-resource=\"apps\"]"),

@@ -154,7 +154,10 @@ pub fn rollup(rows: &[MetricRow]) -> Vec<MetricRow> {
     let mut groups: std::collections::BTreeMap<(&str, i64), Vec<&MetricRow>> = Default::default();
     for r in rows {
         groups
-            .entry((r.app_id.as_str(), r.ts.div_euclid(ROLLUP_SECS) * ROLLUP_SECS))
+            .entry((
+                r.app_id.as_str(),
+                r.ts.div_euclid(ROLLUP_SECS) * ROLLUP_SECS,
+            ))
             .or_default()
             .push(r);
     }
@@ -472,7 +475,11 @@ mod tests {
         let mut rows: Vec<MetricRow> = (0..12)
             .map(|i| {
                 let ts = 600 + i * 10;
-                let (p50, p99) = if i == 1 { (None, None) } else { (Some(i as f64), Some(100.0 + i as f64)) };
+                let (p50, p99) = if i == 1 {
+                    (None, None)
+                } else {
+                    (Some(i as f64), Some(100.0 + i as f64))
+                };
                 row("a", ts, 10 * (i as u64 + 1), p50, p99)
             })
             .collect();
@@ -493,7 +500,11 @@ mod tests {
         assert_eq!(a0.memory_bytes, 1000 + 650, "the peak memory");
         assert!((a0.cpu_percent - (0.0 + 10.0 + 20.0 + 30.0 + 40.0 + 50.0) / 6.0).abs() < 1e-9);
         assert_eq!(a0.restarts, 65, "the restart total at the minute's end");
-        assert_eq!(a0.instances, vec![(0, 650, 1.0)], "the minute's last instances");
+        assert_eq!(
+            a0.instances,
+            vec![(0, 650, 1.0)],
+            "the minute's last instances"
+        );
         let a1 = &out[1];
         assert_eq!((a1.ts, a1.requests), (660, 70 + 80 + 90 + 100 + 110 + 120));
         let b = &out[2];

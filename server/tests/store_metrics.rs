@@ -31,14 +31,20 @@ async fn quotas_are_set_replaced_and_unset() {
     let (_dir, store) = open().await;
     let space = store.space("org", "dev", true).await.unwrap().unwrap();
     let other = store.space("org", "prod", true).await.unwrap().unwrap();
-    assert_eq!(store.space_quota(&space.id).await.unwrap(), SpaceQuota::default());
+    assert_eq!(
+        store.space_quota(&space.id).await.unwrap(),
+        SpaceQuota::default()
+    );
     let q = SpaceQuota {
         memory_mb: Some(2048),
         instances: Some(10),
         apps: None,
         routes: Some(3),
     };
-    store.set_space_quota(&space.id, &q, &ev("space.quota")).await.unwrap();
+    store
+        .set_space_quota(&space.id, &q, &ev("space.quota"))
+        .await
+        .unwrap();
     assert_eq!(store.space_quota(&space.id).await.unwrap(), q);
     assert_eq!(
         store.space_quota(&other.id).await.unwrap(),
@@ -49,8 +55,15 @@ async fn quotas_are_set_replaced_and_unset() {
         apps: Some(1),
         ..Default::default()
     };
-    store.set_space_quota(&space.id, &q2, &ev("space.quota")).await.unwrap();
-    assert_eq!(store.space_quota(&space.id).await.unwrap(), q2, "replaced whole");
+    store
+        .set_space_quota(&space.id, &q2, &ev("space.quota"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.space_quota(&space.id).await.unwrap(),
+        q2,
+        "replaced whole"
+    );
     match store
         .set_space_quota("no-such-space", &q, &ev("space.quota"))
         .await
@@ -102,7 +115,11 @@ async fn rollups_are_read_back_replaced_and_trimmed() {
     }
     store.add_app_metrics(&rows).await.unwrap();
     let between = store.app_metrics_between(base, base + 60).await.unwrap();
-    assert_eq!(between.len(), 12, "the first minute of both apps: {between:?}");
+    assert_eq!(
+        between.len(),
+        12,
+        "the first minute of both apps: {between:?}"
+    );
     let rolled = paas_server::timeseries::rollup(&between);
     assert_eq!(rolled.len(), 2);
     store.add_app_rollups(&rolled).await.unwrap();
@@ -119,7 +136,14 @@ async fn rollups_are_read_back_replaced_and_trimmed() {
     );
     assert_eq!(kept[1].p99_ms, Some(16.0));
     assert_eq!(kept[0].instances, vec![(0, 10_000, 10.0)]);
-    assert_eq!(store.app_rollups("app-kept", base + 60).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .app_rollups("app-kept", base + 60)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     // Trim: rows before the bound go, and every row of an app that is gone.
     let n = store.trim_app_rollups(base + 60).await.unwrap();
     assert_eq!(n, 3, "kept's first minute and both of the gone app's");
@@ -157,7 +181,11 @@ async fn node_rows_keep_the_longest_lag_of_their_minute() {
         .unwrap();
     let rows = store.node_metrics(0).await.unwrap();
     assert_eq!(rows.len(), 2, "{rows:?}");
-    assert_eq!(rows[0], sample(600, 9.5, 768, "lost"), "the longest lag, the latest rest");
+    assert_eq!(
+        rows[0],
+        sample(600, 9.5, 768, "lost"),
+        "the longest lag, the latest rest"
+    );
     assert_eq!(rows[1], sample(660, 0.5, 768, "ready"));
     assert_eq!(store.trim_node_metrics(660).await.unwrap(), 1);
     assert_eq!(store.node_metrics(0).await.unwrap().len(), 1);

@@ -7,8 +7,7 @@ use crate::output::table;
 use anyhow::{bail, Context};
 use paas_common::api::{
     CreateSpaceRequest, CreateUserRequest, SetRoleRequest, SigningKeyList, SpaceInfo, SpaceList,
-    SpaceQuota, SpaceQuotaInfo,
-    TokenCreateRequest, TokenCreated, TokenList, UserInfo, UserList,
+    SpaceQuota, SpaceQuotaInfo, TokenCreateRequest, TokenCreated, TokenList, UserInfo, UserList,
 };
 
 #[derive(Debug, clap::Subcommand)]
@@ -340,7 +339,11 @@ pub struct QuotaArgs {
 }
 
 /// A limit from the command line: `None` for `unlimited`.
-fn limit(flag: &str, v: &str, parse: impl Fn(&str) -> Result<u64, String>) -> anyhow::Result<Option<u64>> {
+fn limit(
+    flag: &str,
+    v: &str,
+    parse: impl Fn(&str) -> Result<u64, String>,
+) -> anyhow::Result<Option<u64>> {
     if v.eq_ignore_ascii_case("unlimited") {
         return Ok(None);
     }
@@ -394,12 +397,30 @@ pub fn space_quota(args: QuotaArgs, client: &Client) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&info)?);
         return Ok(());
     }
-    let shown = |v: Option<u64>, unit: &str| v.map_or_else(|| "unlimited".to_string(), |n| format!("{n}{unit}"));
+    let shown = |v: Option<u64>, unit: &str| {
+        v.map_or_else(|| "unlimited".to_string(), |n| format!("{n}{unit}"))
+    };
     let rows = vec![
-        vec!["memory".to_string(), format!("{} MB", info.usage.memory_mb), shown(info.quota.memory_mb, " MB")],
-        vec!["instances".to_string(), info.usage.instances.to_string(), shown(info.quota.instances, "")],
-        vec!["apps".to_string(), info.usage.apps.to_string(), shown(info.quota.apps, "")],
-        vec!["routes".to_string(), info.usage.routes.to_string(), shown(info.quota.routes, "")],
+        vec![
+            "memory".to_string(),
+            format!("{} MB", info.usage.memory_mb),
+            shown(info.quota.memory_mb, " MB"),
+        ],
+        vec![
+            "instances".to_string(),
+            info.usage.instances.to_string(),
+            shown(info.quota.instances, ""),
+        ],
+        vec![
+            "apps".to_string(),
+            info.usage.apps.to_string(),
+            shown(info.quota.apps, ""),
+        ],
+        vec![
+            "routes".to_string(),
+            info.usage.routes.to_string(),
+            shown(info.quota.routes, ""),
+        ],
     ];
     println!("Space {}", info.space);
     print!("{}", table(&["RESOURCE", "IN USE", "QUOTA"], &rows));

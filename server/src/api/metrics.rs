@@ -20,7 +20,9 @@ pub(crate) fn window_of(req: &HttpRequest) -> ApiResult<i64> {
         Some(w) => crate::timeseries::parse_window(&w).ok_or_else(|| {
             Error::api(
                 ErrorCode::BadRequest,
-                format!("window {w:?}: use minutes, hours or days up to a week, like 15m, 1h, 1d, 7d"),
+                format!(
+                    "window {w:?}: use minutes, hours or days up to a week, like 15m, 1h, 1d, 7d"
+                ),
             )
         }),
     }

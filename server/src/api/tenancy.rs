@@ -5,7 +5,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{Duration, Utc};
 use paas_common::api::{
     CreateSpaceRequest, CreateUserRequest, OrgRole, SetRoleRequest, SpaceInfo, SpaceList,
-    SpaceQuota, SpaceQuotaInfo, SpaceRole, TokenCreateRequest, TokenCreated, TokenInfo, TokenList, UserInfo, UserList,
+    SpaceQuota, SpaceQuotaInfo, SpaceRole, TokenCreateRequest, TokenCreated, TokenInfo, TokenList,
+    UserInfo, UserList,
 };
 use paas_common::domain::AppName;
 use paas_common::ErrorCode;

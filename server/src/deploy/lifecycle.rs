@@ -428,12 +428,9 @@ async fn scale_process(
             "nothing to change: give instances, memory_mb or health_check",
         ));
     }
-    let footprint = super::quota::footprint_with(
-        ctx,
-        app,
-        Some((process_type, req.instances, req.memory_mb)),
-    )
-    .await?;
+    let footprint =
+        super::quota::footprint_with(ctx, app, Some((process_type, req.instances, req.memory_mb)))
+            .await?;
     super::quota::check(
         ctx,
         &app.space_id,

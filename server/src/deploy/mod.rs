@@ -47,7 +47,9 @@ pub enum DeployError {
     #[error("{message}")]
     Invalid { code: ErrorCode, message: String },
     /// The change would take the space past a limit of its quota (`quota_exceeded`).
-    #[error("space {space}: {what} quota {limit}{unit}, in use {in_use}{unit}, asked {asked}{unit}")]
+    #[error(
+        "space {space}: {what} quota {limit}{unit}, in use {in_use}{unit}, asked {asked}{unit}"
+    )]
     QuotaExceeded {
         space: String,
         what: &'static str,

@@ -36,27 +36,28 @@ pub async fn footprint_with(
     if app.state != AppState::Started {
         return Ok(Footprint::default());
     }
-    let mut sizes: Vec<(String, u32, u64)> = match DesiredState::of_app(ctx.store.as_ref(), app)
-        .await?
-    {
-        Some(d) => d
-            .processes
-            .into_iter()
-            .map(|p| (p.process_type, p.instances, p.memory_mb))
-            .collect(),
-        // Not staged yet: its web instances are what it will start.
-        None => vec![("web".into(), app.desired_instances, app.memory_mb)],
-    };
+    let mut sizes: Vec<(String, u32, u64)> =
+        match DesiredState::of_app(ctx.store.as_ref(), app).await? {
+            Some(d) => d
+                .processes
+                .into_iter()
+                .map(|p| (p.process_type, p.instances, p.memory_mb))
+                .collect(),
+            // Not staged yet: its web instances are what it will start.
+            None => vec![("web".into(), app.desired_instances, app.memory_mb)],
+        };
     if let Some((ty, n, m)) = process {
         if let Some(s) = sizes.iter_mut().find(|s| s.0 == ty) {
             s.1 = n.unwrap_or(s.1);
             s.2 = m.unwrap_or(s.2);
         }
     }
-    Ok(sizes.iter().fold(Footprint::default(), |f, (_, n, m)| Footprint {
-        memory_mb: f.memory_mb + u64::from(*n) * m,
-        instances: f.instances + u64::from(*n),
-    }))
+    Ok(sizes
+        .iter()
+        .fold(Footprint::default(), |f, (_, n, m)| Footprint {
+            memory_mb: f.memory_mb + u64::from(*n) * m,
+            instances: f.instances + u64::from(*n),
+        }))
 }
 
 /// What the space uses now, and the footprint of each of its apps by id.
@@ -158,7 +159,9 @@ pub async fn check(ctx: &AppCtx, space_id: &str, change: &Change<'_>) -> DeployR
 
 /// A quota as people read it: `memory 2048 MB, instances 10, apps unlimited, routes 10`.
 pub fn describe(q: &SpaceQuota) -> String {
-    let one = |v: Option<u64>, unit: &str| v.map_or_else(|| "unlimited".to_string(), |n| format!("{n}{unit}"));
+    let one = |v: Option<u64>, unit: &str| {
+        v.map_or_else(|| "unlimited".to_string(), |n| format!("{n}{unit}"))
+    };
     format!(
         "memory {}, instances {}, apps {}, routes {}",
         one(q.memory_mb, " MB"),

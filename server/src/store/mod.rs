@@ -243,7 +243,8 @@ pub struct AppUpdate {
 
 #[async_trait]
 pub trait Store:
-    AuthStore + QuotaStore + RollupStore + NodeMetricStore + Send + Sync + 'static {
+    AuthStore + QuotaStore + RollupStore + NodeMetricStore + Send + Sync + 'static
+{
     async fn ping(&self) -> StoreResult<()>;
 
     async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>>;

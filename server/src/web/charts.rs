@@ -342,7 +342,10 @@ pub fn render_nodes(m: &NodeMetrics, window_secs: i64, now: DateTime<Utc>) -> St
             time_format: time_format(window_secs),
         };
         let per = |f: &dyn Fn(&paas_common::api::NodeMetricPoint) -> f64| {
-            n.points.iter().map(|p| (p.time, Some(f(p)))).collect::<Vec<_>>()
+            n.points
+                .iter()
+                .map(|p| (p.time, Some(f(p))))
+                .collect::<Vec<_>>()
         };
         let _ = write!(
             out,
@@ -506,16 +509,27 @@ mod tests {
             resolution_secs: 60,
             nodes: vec![NodeSeries {
                 name: "n<1>".into(),
-                points: vec![point(0, "ready"), point(1, "ready"), point(2, "lost"), point(3, "ready")],
+                points: vec![
+                    point(0, "ready"),
+                    point(1, "ready"),
+                    point(2, "lost"),
+                    point(3, "ready"),
+                ],
             }],
         };
         let html = render_nodes(&m, 3600, now);
         assert!(html.contains(r#"data-node="n&lt;1&gt;""#), "{html}");
-        assert!(html.contains(r#"data-series="lag" data-points="4" data-max="3""#), "{html}");
+        assert!(
+            html.contains(r#"data-series="lag" data-points="4" data-max="3""#),
+            "{html}"
+        );
         assert!(html.contains(r#"data-series="reserved" data-points="4" data-max="768""#));
         assert!(html.contains(r#"data-series="capacity" data-points="4" data-max="4096""#));
         assert!(html.contains(r#"data-series="instances" data-points="4""#));
-        assert!(html.contains("became lost") && html.contains("mark-crash"), "{html}");
+        assert!(
+            html.contains("became lost") && html.contains("mark-crash"),
+            "{html}"
+        );
         assert!(html.contains("mark-deploy"), "back to ready is marked too");
         assert!(render_nodes(&NodeMetrics::default(), 3600, now).contains("node-health-empty"));
     }

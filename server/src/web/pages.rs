@@ -236,13 +236,16 @@ macro_rules! session_or_login {
     };
 }
 
+/// The apps page's rows, the spaces in reach, and the quota of the space shown.
+type AppsData = (Vec<AppRow>, Vec<String>, Vec<QuotaRow>);
+
 pub async fn apps(ctx: web::Data<AppCtx>, req: HttpRequest) -> HttpResponse {
     let s = session_or_login!(ctx, req);
     let wanted = url::form_urlencoded::parse(req.query_string().as_bytes())
         .find(|(k, _)| k == "space")
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default();
-    let result: Result<(Vec<AppRow>, Vec<String>, Vec<QuotaRow>), crate::store::StoreError> = async {
+    let result: Result<AppsData, crate::store::StoreError> = async {
         let now = Utc::now();
         let instances = ctx.store.list_instances().await?;
         let lost: Vec<String> = ctx
