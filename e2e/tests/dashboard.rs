@@ -900,6 +900,25 @@ async fn the_nodes_page_lists_instances_and_flags_a_silent_node() {
             .is_err(),
         "the live node is not flagged"
     );
+    // Operators see each node's health over time, a point per minute since it heartbeated.
+    for (node, series) in [
+        (&first, "lag"),
+        (&first, "reserved"),
+        (&silent, "instances"),
+    ] {
+        let css = format!(
+            "#node-health section[data-node=\"{node}\"] polyline[data-series=\"{series}\"]"
+        );
+        let line = c.find(Locator::Css(&css)).await.expect(&css);
+        let points: u32 = line
+            .attr("data-points")
+            .await
+            .unwrap()
+            .unwrap_or_default()
+            .parse()
+            .unwrap();
+        assert!(points >= 1, "{css} has no point");
+    }
     shot(&c, "nodes").await;
 
     // Phone width: the pages reflow (tables scroll inside their own box, not the page).
