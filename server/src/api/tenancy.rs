@@ -496,7 +496,8 @@ mod tests {
 }
 
 /// The space `{org}/{space}` names, when the caller may read it (anyone with a role there, its
-/// org's managers, operators); one out of reach answers like a missing one.
+/// org's managers, operators; not through a token made for one app, which reaches that app
+/// only); one out of reach answers like a missing one.
 async fn readable_space(
     ctx: &Ctx,
     who: &Principal,
@@ -506,7 +507,11 @@ async fn readable_space(
     ctx.store
         .space(org, space, false)
         .await?
-        .filter(|s| who.manages_org(org) || who.role_in(&s.id).is_some())
+        .filter(|s| {
+            who.manages_org(org)
+                || (who.token.as_ref().is_none_or(|t| t.app.is_none())
+                    && who.role_in(&s.id).is_some())
+        })
         .ok_or_else(|| {
             Error::api(
                 ErrorCode::SpaceNotFound,
@@ -544,13 +549,13 @@ pub async fn set_quota(
     body: web::Json<SpaceQuota>,
 ) -> ApiResult<web::Json<SpaceQuotaInfo>> {
     let (org, name) = path.into_inner();
-    let space = readable_space(&ctx, &who, &org, &name).await?;
     if !who.manages_org(&org) {
         return Err(Error::api(
             ErrorCode::Forbidden,
             format!("not allowed: only an operator or a manager of org {org} sets its quotas"),
         ));
     }
+    let space = readable_space(&ctx, &who, &org, &name).await?;
     let quota = body.into_inner();
     let event = Event {
         app_name: None,
