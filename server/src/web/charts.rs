@@ -156,6 +156,15 @@ fn chart(out: &mut String, id: &str, title: &str, unit: &str, series: &[Series],
             name = esc(&s.name),
             pts = pts.trim_end(),
         );
+        // A line of one point draws nothing: a new series (the first minute of a node's
+        // health) shows as a dot until its second point.
+        if let [(px, v)] = drawn.as_slice() {
+            let _ = write!(
+                out,
+                r#"<circle class="dot" cx="{px:.1}" cy="{cy:.1}" r="3" fill="{colour}"/>"#,
+                cy = y(*v),
+            );
+        }
     }
     out.push_str("</svg><ul class=\"legend\">");
     for (i, s) in series.iter().enumerate() {
@@ -532,5 +541,21 @@ mod tests {
         );
         assert!(html.contains("mark-deploy"), "back to ready is marked too");
         assert!(render_nodes(&NodeMetrics::default(), 3600, now).contains("node-health-empty"));
+        assert!(
+            !html.contains("<circle"),
+            "lines of several points need no dot"
+        );
+        let one = NodeMetrics {
+            resolution_secs: 60,
+            nodes: vec![NodeSeries {
+                name: "n1".into(),
+                points: vec![point(1, "ready")],
+            }],
+        };
+        assert_eq!(
+            render_nodes(&one, 3600, now).matches("<circle").count(),
+            4,
+            "a dot per series"
+        );
     }
 }
