@@ -1083,6 +1083,7 @@ async fn a_space_admin_sees_the_members_of_their_space_only() {
         Duration::from_secs(10),
     )
     .await;
+    shot(&c, "apps-space").await;
     c.find(Locator::Css("form.logout button"))
         .await
         .unwrap()
