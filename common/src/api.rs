@@ -228,6 +228,38 @@ pub struct MetricMark {
     pub message: String,
 }
 
+/// `GET /v1/nodes/metrics`: each node's health over a window, one point per minute.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NodeMetrics {
+    /// Seconds each point covers.
+    pub resolution_secs: u32,
+    pub nodes: Vec<NodeSeries>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NodeSeries {
+    pub name: String,
+    pub points: Vec<NodeMetricPoint>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NodeMetricPoint {
+    /// The start of the minute.
+    pub time: DateTime<Utc>,
+    /// ready | draining | drained | lost, as last seen in the minute.
+    pub state: String,
+    /// The longest time since the node's last heartbeat seen during the minute, seconds.
+    pub lag_secs: f64,
+    /// Memory the scheduler reserved there, MB.
+    pub reserved_mb: u64,
+    pub capacity_mb: u64,
+    /// Instances placed there.
+    pub instances: u64,
+}
+
 /// One entry of the audit trail (`GET /v1/apps/NAME/events`, `GET /v1/events`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -695,6 +727,45 @@ pub struct SpaceList {
 pub struct CreateSpaceRequest {
     pub org: String,
     pub name: String,
+}
+
+/// A space's limits (Cloud Foundry's space quota); an absent limit is unlimited. The body of
+/// `PUT /v1/spaces/{org}/{space}/quota`, which replaces the whole quota.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SpaceQuota {
+    /// Memory of every started instance together, MB.
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
+    /// Started instances, every process type counted.
+    #[serde(default)]
+    pub instances: Option<u64>,
+    /// Apps, started or stopped.
+    #[serde(default)]
+    pub apps: Option<u64>,
+    /// Routes: default routes and mapped ones.
+    #[serde(default)]
+    pub routes: Option<u64>,
+}
+
+/// What a space uses of what its quota counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SpaceUsage {
+    pub memory_mb: u64,
+    pub instances: u64,
+    pub apps: u64,
+    pub routes: u64,
+}
+
+/// `GET /v1/spaces/{org}/{space}/quota`: the quota with the current usage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SpaceQuotaInfo {
+    /// `ORG/SPACE`
+    pub space: String,
+    pub quota: SpaceQuota,
+    pub usage: SpaceUsage,
 }
 
 /// `PATCH /v1/apps/{name}`: change an app's settings; absent fields keep their value. Changing

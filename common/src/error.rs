@@ -84,6 +84,9 @@ pub enum ErrorCode {
     /// Several spaces the caller reaches have an app of that name and the request names no
     /// space (`X-Paas-Space`, `paas target`) (issue 18).
     AmbiguousApp,
+    /// A change that would take a space past its quota (memory, instances, apps or routes)
+    /// (issue 26).
+    QuotaExceeded,
 }
 
 impl ErrorCode {
@@ -126,6 +129,7 @@ impl ErrorCode {
             ErrorCode::AppNameTaken => "app_name_taken",
             ErrorCode::RouteTaken => "route_taken",
             ErrorCode::AmbiguousApp => "ambiguous_app",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
         }
     }
 
@@ -164,6 +168,7 @@ impl ErrorCode {
             ErrorCode::StartFailed => 422,
             ErrorCode::InvalidLogRateLimit => 400,
             ErrorCode::AppNameTaken | ErrorCode::RouteTaken | ErrorCode::AmbiguousApp => 409,
+            ErrorCode::QuotaExceeded => 422,
         }
     }
 }

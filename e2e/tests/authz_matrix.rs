@@ -32,6 +32,9 @@ enum Class {
     OrgAdmin,
     /// Managing one's own API tokens: a login or an unrestricted admin token.
     OwnTokens,
+    /// Reading a space's own settings (its quota): a role there (not through a token made for
+    /// one app), its org's managers and auditors, operators; others do not learn it exists.
+    SpaceReader,
 }
 
 /// Every documented operation's class. Adding an operation to the API without a row here fails
@@ -75,6 +78,9 @@ fn class_of(method: &str, path: &str) -> Option<Class> {
         ("get" | "post", "/v1/users") => Operator,
         ("put", "/v1/users/{name}/roles") | ("post", "/v1/spaces") => OrgAdmin,
         ("post", "/v1/nodes/{name}/drain") => Operator,
+        ("get", "/v1/nodes/metrics") => Operator,
+        ("get", "/v1/spaces/{org}/{space}/quota") => SpaceReader,
+        ("put", "/v1/spaces/{org}/{space}/quota") => OrgAdmin,
         ("post", "/v1/buildpacks") | ("delete", "/v1/buildpacks/{name}") => Operator,
         ("get" | "post", "/v1/base-images") | ("delete", "/v1/base-images/{name}") => Operator,
         _ => return None,
@@ -165,6 +171,10 @@ fn expected(class: Class, who: Who) -> Option<(u16, &'static str)> {
         Class::OwnTokens => match who {
             TokenForOtherApp => FORBIDDEN,
             _ => None,
+        },
+        Class::SpaceReader => match who {
+            Operator | OrgManager | OrgAuditor | SpaceAdmin | Developer | Viewer => None,
+            _ => Some((404, "space_not_found")),
         },
     }
 }
@@ -428,7 +438,8 @@ fn encode_static(path: &str) -> String {
 fn concrete(w: &World, template: &str, name: &str) -> String {
     let path = template
         .replace("{index}", "0")
-        .replace("{id}", "no-such-token");
+        .replace("{id}", "no-such-token")
+        .replace("{org}/{space}", &w.space);
     let path = if template.starts_with("/v1/apps/{name}") {
         path.replace("{name}", name)
     } else if template.starts_with("/v1/users/") {

@@ -900,6 +900,25 @@ async fn the_nodes_page_lists_instances_and_flags_a_silent_node() {
             .is_err(),
         "the live node is not flagged"
     );
+    // Operators see each node's health over time, a point per minute since it heartbeated.
+    for (node, series) in [
+        (&first, "lag"),
+        (&first, "reserved"),
+        (&silent, "instances"),
+    ] {
+        let css = format!(
+            "#node-health section[data-node=\"{node}\"] polyline[data-series=\"{series}\"]"
+        );
+        let line = c.find(Locator::Css(&css)).await.expect(&css);
+        let points: u32 = line
+            .attr("data-points")
+            .await
+            .unwrap()
+            .unwrap_or_default()
+            .parse()
+            .unwrap();
+        assert!(points >= 1, "{css} has no point");
+    }
     shot(&c, "nodes").await;
 
     // Phone width: the pages reflow (tables scroll inside their own box, not the page).
@@ -941,8 +960,8 @@ async fn the_nodes_page_lists_instances_and_flags_a_silent_node() {
     tokio::task::spawn_blocking(move || drop(p)).await.unwrap();
 }
 
-/// Issue 26: a space's admin sees who holds which role in it (and nothing of other spaces); a
-/// developer sees no membership at all.
+/// Issue 26: a space's admin sees who holds which role in it (and nothing of other spaces) and
+/// its quota beside what it uses, as the list of its apps does; a developer sees no membership.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_space_admin_sees_the_members_of_their_space_only() {
     let p = tokio::task::spawn_blocking(|| Platform::start_server(Options::default()))
@@ -969,6 +988,26 @@ async fn a_space_admin_sees_the_members_of_their_space_only() {
                 let out = p.cli(&["set-role", user, role, "--space", sp]);
                 assert!(out.ok(), "{out:?}");
             }
+            let out = p.cli(&["space-quota", &space, "--memory", "1G", "--apps", "3"]);
+            assert!(out.ok(), "{out:?}");
+            // One app (1 x 256 MB, staged by the server with no node) uses part of it.
+            let zip = zip_of(&[("app.py", b"print('hi')", 0o644)]);
+            let form = reqwest::blocking::multipart::Form::new().part(
+                "archive",
+                reqwest::blocking::multipart::Part::bytes(zip).file_name("app.zip"),
+            );
+            let res = reqwest::blocking::Client::new()
+                .post(format!(
+                    "{}/v1/apps/{}/push",
+                    p.api_url(),
+                    unique("quota-app")
+                ))
+                .bearer_auth(p.admin_token().unwrap())
+                .header("X-Paas-Space", &space)
+                .multipart(form)
+                .send()
+                .unwrap();
+            assert_eq!(res.status().as_u16(), 201);
             p
         })
         .await
@@ -993,6 +1032,33 @@ async fn a_space_admin_sees_the_members_of_their_space_only() {
     .await;
     assert!(section.contains(&format!("{boss} admin")), "{section}");
     assert!(section.contains(&format!("{dev} developer")), "{section}");
+    let memory = wait_text(
+        &c,
+        &format!("section[data-space=\"{space}\"] tr[data-resource=\"memory\"]"),
+        "1024 MB",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        memory.contains("256 MB"),
+        "in use beside the quota: {memory}"
+    );
+    let apps = wait_text(
+        &c,
+        &format!("section[data-space=\"{space}\"] tr[data-resource=\"apps\"]"),
+        "3",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(apps.starts_with("apps 1 3"), "{apps}");
+    let routes = wait_text(
+        &c,
+        &format!("section[data-space=\"{space}\"] tr[data-resource=\"routes\"]"),
+        "unlimited",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(routes.starts_with("routes 1"), "{routes}");
     let main = c
         .find(Locator::Css("main"))
         .await
@@ -1006,6 +1072,18 @@ async fn a_space_admin_sees_the_members_of_their_space_only() {
     );
     assert!(!main.contains(&outsider), "{main}");
     shot(&c, "spaces").await;
+    // The list of the space's apps shows the same quota and usage.
+    c.goto(&format!("{base}/?space={}", space.replace('/', "%2F")))
+        .await
+        .unwrap();
+    wait_text(
+        &c,
+        "section[data-space] tr[data-resource=\"memory\"]",
+        "256 MB",
+        Duration::from_secs(10),
+    )
+    .await;
+    shot(&c, "apps-space").await;
     c.find(Locator::Css("form.logout button"))
         .await
         .unwrap()

@@ -24,6 +24,8 @@ fn openapi_is_public_and_every_documented_operation_exists() {
             path.replace("{name}", "x")
                 .replace("{index}", "0")
                 .replace("{id}", "x")
+                .replace("{org}", "x")
+                .replace("{space}", "x")
         );
         for (method, op) in ops.as_object().unwrap() {
             let public = op

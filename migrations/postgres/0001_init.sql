@@ -257,3 +257,42 @@ INSERT INTO orgs (id, name, created_at)
 VALUES (replace(gen_random_uuid()::text, '-', ''), 'default', now());
 INSERT INTO spaces (id, org_id, name, created_at)
 SELECT replace(gen_random_uuid()::text, '-', ''), id, 'default', now() FROM orgs WHERE name = 'default';
+
+-- Issue 26: a space's quota; a missing row or a NULL limit is unlimited.
+CREATE TABLE space_quotas (
+    space_id   TEXT PRIMARY KEY REFERENCES spaces(id) ON DELETE CASCADE,
+    memory_mb  BIGINT,
+    instances  BIGINT,
+    apps       BIGINT,
+    routes     BIGINT,
+    updated_at TIMESTAMPTZ NOT NULL
+);
+
+-- Issue 26: each app's metrics at 1-minute resolution, kept for a week.
+CREATE TABLE app_metrics_1m (
+    app_id       TEXT NOT NULL,
+    ts           BIGINT NOT NULL,
+    requests     BIGINT NOT NULL,
+    errors       BIGINT NOT NULL,
+    p50_ms       DOUBLE PRECISION,
+    p99_ms       DOUBLE PRECISION,
+    memory_bytes BIGINT NOT NULL,
+    cpu_percent  DOUBLE PRECISION NOT NULL,
+    restarts     BIGINT NOT NULL,
+    instances    TEXT NOT NULL DEFAULT '[]',
+    PRIMARY KEY (app_id, ts)
+);
+CREATE INDEX app_metrics_1m_ts ON app_metrics_1m (ts);
+
+-- Issue 26: each node's health over time, one row per node and minute, kept for a day.
+CREATE TABLE node_metrics (
+    node_name   TEXT NOT NULL,
+    ts          BIGINT NOT NULL,
+    state       TEXT NOT NULL,
+    lag_secs    DOUBLE PRECISION NOT NULL,
+    reserved_mb BIGINT NOT NULL,
+    capacity_mb BIGINT NOT NULL,
+    instances   BIGINT NOT NULL,
+    PRIMARY KEY (node_name, ts)
+);
+CREATE INDEX node_metrics_ts ON node_metrics (ts);

@@ -245,6 +245,7 @@ fn classify(method: &actix_web::http::Method, path: &str) -> Need {
         // Incremental upload: any user asks which of their files the controller holds.
         (["resources", "match"], Method::POST) => Need::Authenticated,
         // Lists: the handlers show only what the caller's roles reach.
+        (["nodes", "metrics"], _) if read => Need::Operator,
         (["apps"] | ["events"] | ["spaces"] | ["routes"] | ["nodes"] | ["buildpacks"], _)
             if read =>
         {
@@ -273,6 +274,9 @@ fn classify(method: &actix_web::http::Method, path: &str) -> Need {
         (["users"], Method::GET | Method::POST) => Need::Operator,
         (["users", _, "roles"], Method::PUT) => Need::OrgManager,
         (["spaces"], Method::POST) => Need::OrgManager,
+        // The handlers check the role in that space (read) and the org (write).
+        (["spaces", _, _, "quota"], _) if read => Need::Authenticated,
+        (["spaces", _, _, "quota"], Method::PUT) => Need::OrgManager,
         (["nodes", _, "drain"], Method::POST) => Need::Operator,
         (["buildpacks"], Method::POST) => Need::Operator,
         (["buildpacks", _], Method::DELETE) => Need::Operator,
@@ -971,9 +975,13 @@ mod tests {
         assert_eq!(c(Method::PUT, "/v1/apps/web/env"), Unknown);
         assert_eq!(c(Method::POST, "/v1/nodes/n1/drain"), Operator);
         assert_eq!(c(Method::GET, "/v1/nodes"), Authenticated);
+        assert_eq!(c(Method::GET, "/v1/nodes/metrics"), Operator);
         assert_eq!(c(Method::GET, "/v1/users"), Operator);
         assert_eq!(c(Method::POST, "/v1/users"), Operator);
         assert_eq!(c(Method::POST, "/v1/tokens"), OwnTokens);
+        assert_eq!(c(Method::GET, "/v1/spaces/o/s/quota"), Authenticated);
+        assert_eq!(c(Method::PUT, "/v1/spaces/o/s/quota"), OrgManager);
+        assert_eq!(c(Method::DELETE, "/v1/spaces/o/s/quota"), Unknown);
         assert_eq!(c(Method::GET, "/v1/base-images"), Operator);
         assert_eq!(c(Method::DELETE, "/v1/base-images/alpine"), Operator);
         assert_eq!(c(Method::POST, "/v1/something-new"), Unknown);

@@ -91,6 +91,8 @@ pub enum Command {
     CreateSpace { space: String },
     /// Show or set the space that commands act in (ORG/SPACE).
     Target { space: Option<String> },
+    /// Show a space's quota and usage, or set its limits (operators; managers of the org).
+    SpaceQuota(tenancy::QuotaArgs),
     /// Change an app's instances, memory, rolling width or health check.
     Scale(lifecycle::ScaleArgs),
     /// Restart an app's instances one at a time (or --max-in-flight K at a time).
@@ -172,6 +174,7 @@ pub fn dispatch(cli: Cli, env: &Env) -> anyhow::Result<()> {
         } => tenancy::set_role(username, role, space, org, &client),
         Command::Spaces => tenancy::spaces(&client),
         Command::CreateSpace { space } => tenancy::create_space(space, &client),
+        Command::SpaceQuota(args) => tenancy::space_quota(args, &client),
         Command::Scale(args) => lifecycle::scale(args, &client),
         Command::Restart(args) => lifecycle::restart(args, &client),
         Command::Stop(args) => lifecycle::stop(args, &client),

@@ -1,5 +1,5 @@
 //! Tenancy and CI tokens: `paas tokens create|list|revoke`, `paas users`, `paas add-user`,
-//! `paas set-role`, `paas spaces`, `paas create-space`, `paas target`.
+//! `paas set-role`, `paas spaces`, `paas create-space`, `paas space-quota`, `paas target`.
 
 use crate::client::Client;
 use crate::config::{Config, Env};
@@ -7,7 +7,7 @@ use crate::output::table;
 use anyhow::{bail, Context};
 use paas_common::api::{
     CreateSpaceRequest, CreateUserRequest, SetRoleRequest, SigningKeyList, SpaceInfo, SpaceList,
-    TokenCreateRequest, TokenCreated, TokenList, UserInfo, UserList,
+    SpaceQuota, SpaceQuotaInfo, TokenCreateRequest, TokenCreated, TokenList, UserInfo, UserList,
 };
 
 #[derive(Debug, clap::Subcommand)]
@@ -312,5 +312,117 @@ pub fn keys(cmd: KeysCmd, client: &Client) -> anyhow::Result<()> {
         })
         .collect();
     print!("{}", table(&["KID", "STATE", "CREATED", "RETIRED"], &rows));
+    Ok(())
+}
+
+/// `paas space-quota ORG/SPACE [--memory 2G] [--instances 10] [--apps 5] [--routes 10]`: with
+/// no limit given, shows the quota and usage; each limit given replaces that one (`unlimited`
+/// removes it), the others stay.
+#[derive(Debug, clap::Args)]
+pub struct QuotaArgs {
+    /// ORG/SPACE
+    pub space: String,
+    /// Memory of all started instances together, e.g. 2G or 512M, or unlimited
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// Started instances (every process type), or unlimited
+    #[arg(long)]
+    pub instances: Option<String>,
+    /// Apps, started or stopped, or unlimited
+    #[arg(long)]
+    pub apps: Option<String>,
+    /// Routes (default and mapped), or unlimited
+    #[arg(long)]
+    pub routes: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A limit from the command line: `None` for `unlimited`.
+fn limit(
+    flag: &str,
+    v: &str,
+    parse: impl Fn(&str) -> Result<u64, String>,
+) -> anyhow::Result<Option<u64>> {
+    if v.eq_ignore_ascii_case("unlimited") {
+        return Ok(None);
+    }
+    parse(v)
+        .map(Some)
+        .map_err(|m| anyhow::anyhow!("--{flag} {v:?}: {m} (or unlimited)"))
+}
+
+fn count(v: &str) -> Result<u64, String> {
+    v.trim()
+        .parse()
+        .map_err(|_| "not a whole number".to_string())
+}
+
+pub fn space_quota(args: QuotaArgs, client: &Client) -> anyhow::Result<()> {
+    if args
+        .space
+        .split_once('/')
+        .is_none_or(|(o, s)| o.is_empty() || s.is_empty())
+    {
+        bail!("name the space as ORG/SPACE");
+    }
+    let path = format!("/v1/spaces/{}/quota", args.space);
+    let mut info: SpaceQuotaInfo = client.get_json(&path)?;
+    let changes = [
+        ("memory", &args.memory),
+        ("instances", &args.instances),
+        ("apps", &args.apps),
+        ("routes", &args.routes),
+    ];
+    if changes.iter().any(|(_, v)| v.is_some()) {
+        let mut q: SpaceQuota = info.quota.clone();
+        if let Some(v) = &args.memory {
+            q.memory_mb = limit("memory", v, paas_common::domain::parse_memory_mb)?;
+        }
+        if let Some(v) = &args.instances {
+            q.instances = limit("instances", v, count)?;
+        }
+        if let Some(v) = &args.apps {
+            q.apps = limit("apps", v, count)?;
+        }
+        if let Some(v) = &args.routes {
+            q.routes = limit("routes", v, count)?;
+        }
+        info = client.put_json(&path, &q)?;
+        if !args.json {
+            println!("Set the quota of {}", info.space);
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+        return Ok(());
+    }
+    let shown = |v: Option<u64>, unit: &str| {
+        v.map_or_else(|| "unlimited".to_string(), |n| format!("{n}{unit}"))
+    };
+    let rows = vec![
+        vec![
+            "memory".to_string(),
+            format!("{} MB", info.usage.memory_mb),
+            shown(info.quota.memory_mb, " MB"),
+        ],
+        vec![
+            "instances".to_string(),
+            info.usage.instances.to_string(),
+            shown(info.quota.instances, ""),
+        ],
+        vec![
+            "apps".to_string(),
+            info.usage.apps.to_string(),
+            shown(info.quota.apps, ""),
+        ],
+        vec![
+            "routes".to_string(),
+            info.usage.routes.to_string(),
+            shown(info.quota.routes, ""),
+        ],
+    ];
+    println!("Space {}", info.space);
+    print!("{}", table(&["RESOURCE", "IN USE", "QUOTA"], &rows));
     Ok(())
 }

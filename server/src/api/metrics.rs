@@ -3,7 +3,7 @@
 //! charts draw the same data).
 
 use actix_web::{web, HttpRequest};
-use paas_common::api::AppMetrics;
+use paas_common::api::{AppMetrics, NodeMetrics};
 use paas_common::ErrorCode;
 
 use super::Ctx;
@@ -20,13 +20,15 @@ pub(crate) fn window_of(req: &HttpRequest) -> ApiResult<i64> {
         Some(w) => crate::timeseries::parse_window(&w).ok_or_else(|| {
             Error::api(
                 ErrorCode::BadRequest,
-                format!("window {w:?}: use minutes, hours or days up to a day, like 15m, 1h, 1d"),
+                format!(
+                    "window {w:?}: use minutes, hours or days up to a week, like 15m, 1h, 1d, 7d"
+                ),
             )
         }),
     }
 }
 
-#[utoipa::path(get, path = "/v1/apps/{name}/metrics", tag = "apps", summary = "The app's metrics over a window: requests, 5xx, p50/p99 latency, memory and CPU per instance, restarts, with deploys and crashes", params(("name" = String, Path, description = "The app's name"), ("window" = Option<String>, Query, description = "How far back: 15m, 1h (default), 6h, 1d")), responses((status = 200, body = paas_common::api::AppMetrics), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
+#[utoipa::path(get, path = "/v1/apps/{name}/metrics", tag = "apps", summary = "The app's metrics over a window: requests, 5xx, p50/p99 latency, memory and CPU per instance, restarts, with deploys and crashes", params(("name" = String, Path, description = "The app's name"), ("window" = Option<String>, Query, description = "How far back: 15m, 1h (default), 6h, 1d (10 s points), up to 7d (1-minute points)")), responses((status = 200, body = paas_common::api::AppMetrics), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn app_metrics(
     ctx: Ctx,
     app: AppAccess<Viewer>,
@@ -37,4 +39,16 @@ pub async fn app_metrics(
     Ok(web::Json(
         crate::timeseries::window(&ctx, &app.id, secs).await?,
     ))
+}
+
+#[utoipa::path(get, path = "/v1/nodes/metrics", tag = "nodes", summary = "Each node's health over a window, a point per minute: time since its last heartbeat, state, reserved memory against capacity, instances (operators)", params(("window" = Option<String>, Query, description = "How far back: 15m, 1h (default), 6h, up to 1d")), responses((status = 200, body = paas_common::api::NodeMetrics), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
+pub async fn node_metrics(ctx: Ctx, req: HttpRequest) -> ApiResult<web::Json<NodeMetrics>> {
+    let secs = window_of(&req)?;
+    if secs > crate::timeseries::NODE_RETENTION_SECS {
+        return Err(Error::api(
+            ErrorCode::BadRequest,
+            "node health is kept for a day: use a window up to 1d",
+        ));
+    }
+    Ok(web::Json(crate::timeseries::node_window(&ctx, secs).await?))
 }

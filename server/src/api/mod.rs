@@ -46,6 +46,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/apps/{name}/metrics", web::get().to(metrics::app_metrics))
             .route("/events", web::get().to(apps::all_events))
             .route("/nodes", web::get().to(nodes::list))
+            .route("/nodes/metrics", web::get().to(metrics::node_metrics))
             .route("/agent/register", web::post().to(agent::register))
             .route("/agent/heartbeat", web::post().to(agent::heartbeat))
             .route("/agent/assignments", web::get().to(agent::assignments))
@@ -65,6 +66,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/users/{name}/roles", web::put().to(tenancy::set_role))
             .route("/spaces", web::get().to(tenancy::list_spaces))
             .route("/spaces", web::post().to(tenancy::create_space))
+            .route(
+                "/spaces/{org}/{space}/quota",
+                web::get().to(tenancy::get_quota),
+            )
+            .route(
+                "/spaces/{org}/{space}/quota",
+                web::put().to(tenancy::set_quota),
+            )
             .route("/apps/{name}", web::patch().to(lifecycle::update))
             .route("/apps/{name}/restart", web::post().to(lifecycle::restart))
             .route("/apps/{name}/stop", web::post().to(lifecycle::stop))

@@ -132,6 +132,15 @@ pub async fn map(
             }
         }
     }
+    crate::deploy::quota::check(
+        &ctx,
+        &space_id,
+        &crate::deploy::quota::Change {
+            new_routes: 1,
+            ..Default::default()
+        },
+    )
+    .await?;
     let event = Event {
         app_name: Some(app.name.clone()),
         app_id: Some(app.id.clone()),

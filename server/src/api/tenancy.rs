@@ -5,7 +5,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{Duration, Utc};
 use paas_common::api::{
     CreateSpaceRequest, CreateUserRequest, OrgRole, SetRoleRequest, SpaceInfo, SpaceList,
-    SpaceRole, TokenCreateRequest, TokenCreated, TokenInfo, TokenList, UserInfo, UserList,
+    SpaceQuota, SpaceQuotaInfo, SpaceRole, TokenCreateRequest, TokenCreated, TokenInfo, TokenList,
+    UserInfo, UserList,
 };
 use paas_common::domain::AppName;
 use paas_common::ErrorCode;
@@ -492,4 +493,81 @@ mod tests {
         assert!(parse_lifetime("soon").is_err());
         assert!(parse_lifetime("-5d").is_err());
     }
+}
+
+/// The space `{org}/{space}` names, when the caller may read it (anyone with a role there, its
+/// org's managers, operators; not through a token made for one app, which reaches that app
+/// only); one out of reach answers like a missing one.
+async fn readable_space(
+    ctx: &Ctx,
+    who: &Principal,
+    org: &str,
+    space: &str,
+) -> ApiResult<crate::store::SpaceRecord> {
+    ctx.store
+        .space(org, space, false)
+        .await?
+        .filter(|s| {
+            who.manages_org(org)
+                || (who.token.as_ref().is_none_or(|t| t.app.is_none())
+                    && who.role_in(&s.id).is_some())
+        })
+        .ok_or_else(|| {
+            Error::api(
+                ErrorCode::SpaceNotFound,
+                format!("space {org}/{space} not found"),
+            )
+        })
+}
+
+async fn quota_info(ctx: &Ctx, space: &crate::store::SpaceRecord) -> ApiResult<SpaceQuotaInfo> {
+    let quota = ctx.store.space_quota(&space.id).await?;
+    let (usage, _) = crate::deploy::quota::usage(ctx, &space.id).await?;
+    Ok(SpaceQuotaInfo {
+        space: format!("{}/{}", space.org, space.name),
+        quota,
+        usage,
+    })
+}
+
+#[utoipa::path(get, path = "/v1/spaces/{org}/{space}/quota", tag = "spaces", summary = "A space's quota and what it uses (anyone with a role in the space)", params(("org" = String, Path, description = "Organization"), ("space" = String, Path, description = "Space")), responses((status = 200, body = paas_common::api::SpaceQuotaInfo), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
+pub async fn get_quota(
+    ctx: Ctx,
+    who: Principal,
+    path: web::Path<(String, String)>,
+) -> ApiResult<web::Json<SpaceQuotaInfo>> {
+    let (org, space) = path.into_inner();
+    let space = readable_space(&ctx, &who, &org, &space).await?;
+    Ok(web::Json(quota_info(&ctx, &space).await?))
+}
+
+#[utoipa::path(put, path = "/v1/spaces/{org}/{space}/quota", tag = "spaces", summary = "Set a space's quota; an absent limit is unlimited (operators; org managers in their org)", params(("org" = String, Path, description = "Organization"), ("space" = String, Path, description = "Space")), request_body = paas_common::api::SpaceQuota, responses((status = 200, body = paas_common::api::SpaceQuotaInfo), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
+pub async fn set_quota(
+    ctx: Ctx,
+    who: Principal,
+    path: web::Path<(String, String)>,
+    body: web::Json<SpaceQuota>,
+) -> ApiResult<web::Json<SpaceQuotaInfo>> {
+    let (org, name) = path.into_inner();
+    if !who.manages_org(&org) {
+        return Err(Error::api(
+            ErrorCode::Forbidden,
+            format!("not allowed: only an operator or a manager of org {org} sets its quotas"),
+        ));
+    }
+    let space = readable_space(&ctx, &who, &org, &name).await?;
+    let quota = body.into_inner();
+    let event = Event {
+        app_name: None,
+        app_id: None,
+        actor: who.actor(),
+        kind: "space.quota".into(),
+        message: format!(
+            "set the quota of {org}/{name}: {}",
+            crate::deploy::quota::describe(&quota)
+        ),
+    };
+    ctx.store.set_space_quota(&space.id, &quota, &event).await?;
+    tracing::info!(space = %format!("{org}/{name}"), quota = %crate::deploy::quota::describe(&quota), "space quota set");
+    Ok(web::Json(quota_info(&ctx, &space).await?))
 }

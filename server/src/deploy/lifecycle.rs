@@ -343,6 +343,22 @@ pub async fn update(
     if what.is_empty() {
         return Err(bad("nothing to change: give instances, memory_mb, max_in_flight, health_check, placement_labels or log_rate_limit"));
     }
+    if req.instances.is_some() || req.memory_mb.is_some() {
+        let mut after = app.clone();
+        after.desired_instances = req.instances.unwrap_or(app.desired_instances);
+        after.memory_mb = req.memory_mb.unwrap_or(app.memory_mb);
+        let footprint = super::quota::footprint(ctx, &after).await?;
+        super::quota::check(
+            ctx,
+            &app.space_id,
+            &super::quota::Change {
+                app_id: Some(&app.id),
+                footprint,
+                ..Default::default()
+            },
+        )
+        .await?;
+    }
     let update = AppUpdate {
         desired_instances: req.instances,
         memory_mb: req.memory_mb,
@@ -412,6 +428,19 @@ async fn scale_process(
             "nothing to change: give instances, memory_mb or health_check",
         ));
     }
+    let footprint =
+        super::quota::footprint_with(ctx, app, Some((process_type, req.instances, req.memory_mb)))
+            .await?;
+    super::quota::check(
+        ctx,
+        &app.space_id,
+        &super::quota::Change {
+            app_id: Some(&app.id),
+            footprint,
+            ..Default::default()
+        },
+    )
+    .await?;
     let ev = event(
         actor,
         app,
@@ -517,6 +546,21 @@ pub async fn set_state(
     } else {
         ("app.stop", "stopped")
     };
+    if state == AppState::Started && app.state != AppState::Started {
+        let mut after = app.clone();
+        after.state = AppState::Started;
+        let footprint = super::quota::footprint(ctx, &after).await?;
+        super::quota::check(
+            ctx,
+            &app.space_id,
+            &super::quota::Change {
+                app_id: Some(&app.id),
+                footprint,
+                ..Default::default()
+            },
+        )
+        .await?;
+    }
     let ev = event(
         actor,
         app,

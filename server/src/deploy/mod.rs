@@ -10,6 +10,7 @@
 
 pub mod lifecycle;
 pub mod push;
+pub mod quota;
 pub mod revisions;
 pub mod staging;
 
@@ -45,6 +46,18 @@ pub enum DeployError {
     /// The request itself is wrong; `code` says how (`bad_request`, `invalid_env`, ...).
     #[error("{message}")]
     Invalid { code: ErrorCode, message: String },
+    /// The change would take the space past a limit of its quota (`quota_exceeded`).
+    #[error(
+        "space {space}: {what} quota {limit}{unit}, in use {in_use}{unit}, asked {asked}{unit}"
+    )]
+    QuotaExceeded {
+        space: String,
+        what: &'static str,
+        unit: &'static str,
+        limit: u64,
+        in_use: u64,
+        asked: u64,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -78,6 +91,7 @@ impl DeployError {
             DeployError::NodeNotFound(_) => ErrorCode::NodeNotFound,
             DeployError::RevisionNotFound(_) => ErrorCode::RevisionNotFound,
             DeployError::Invalid { code, .. } => *code,
+            DeployError::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
             DeployError::Store(_) | DeployError::Blob(_) => return None,
         })
     }

@@ -4,7 +4,7 @@
 //! manifest's settings, and the new revision. The plain push and the streamed push run the same
 //! [`deploy`]; the streamed one hears each step through [`Progress`].
 
-use paas_common::api::PushProgress;
+use paas_common::api::{AppState, PushProgress};
 use paas_common::domain::AppName;
 use paas_common::ErrorCode;
 use tokio::sync::mpsc;
@@ -95,6 +95,7 @@ pub async fn deploy(
         dockerfile,
         build_choice,
     } = prep;
+    check_quota(ctx, &name, &space_id, &extra, instances, memory_mb).await?;
     let app = super::find_or_create_app(ctx, actor, &name, &space_id, &(&extra).into()).await?;
     super::log_platform(ctx, &app, "STG", build_choice).await;
     // Issue 3: buildpacks run on a node (after the app exists, so its STG lines can be read
@@ -279,4 +280,50 @@ pub async fn deploy(
     .await;
     ctx.converge.notify_one();
     super::reload(ctx, &app).await
+}
+
+/// Refuses a push that would take its space past its quota, before anything is staged: the app
+/// it makes (and its default route), or the instances and memory it gives an existing one.
+async fn check_quota(
+    ctx: &AppCtx,
+    name: &AppName,
+    space_id: &str,
+    extra: &paas_common::api::PushSettings,
+    instances: Option<u32>,
+    memory_mb: Option<u64>,
+) -> DeployResult<()> {
+    let existing = ctx.store.app_in_space(space_id, name.as_str()).await?;
+    let mut after = existing.clone().unwrap_or_else(|| AppRecord {
+        id: String::new(),
+        name: name.to_string(),
+        state: AppState::Started,
+        desired_instances: 1,
+        memory_mb: ctx.settings.default_memory_mb,
+        disk_mb: ctx.settings.default_disk_mb,
+        current_revision: None,
+        created_at: chrono::Utc::now(),
+        updated_at: chrono::Utc::now(),
+        space_id: space_id.to_string(),
+        host: None,
+    });
+    after.desired_instances = instances.unwrap_or(after.desired_instances);
+    after.memory_mb = memory_mb.unwrap_or(after.memory_mb);
+    after.state = if extra.no_start {
+        AppState::Stopped
+    } else {
+        AppState::Started
+    };
+    let footprint = super::quota::footprint(ctx, &after).await?;
+    let new = u64::from(existing.is_none());
+    super::quota::check(
+        ctx,
+        space_id,
+        &super::quota::Change {
+            app_id: existing.as_ref().map(|a| a.id.as_str()),
+            footprint,
+            new_apps: new,
+            new_routes: if extra.no_route { 0 } else { new },
+        },
+    )
+    .await
 }

@@ -4,11 +4,17 @@
 //! `PAAS_DATABASE_URL` ([`open`]). A state change and the event that records it are written in one
 //! transaction.
 
+mod node_metrics;
 mod postgres;
+mod quotas;
+mod rollups;
 mod sql;
 mod sqlite;
 
+pub use node_metrics::{NodeMetricRow, NodeMetricStore};
 pub use postgres::PgStore;
+pub use quotas::QuotaStore;
+pub use rollups::RollupStore;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -624,6 +630,9 @@ pub trait Store:
     + RouteStore
     + BuildStore
     + MetricStore
+    + RollupStore
+    + NodeMetricStore
+    + QuotaStore
 {
 }
 
@@ -639,6 +648,9 @@ impl<T> Store for T where
         + RouteStore
         + BuildStore
         + MetricStore
+        + RollupStore
+        + NodeMetricStore
+        + QuotaStore
 {
 }
 
@@ -646,7 +658,8 @@ impl<T> Store for T where
 pub mod prelude {
     pub use super::{
         AppStore, AuthStore, BuildStore, EventStore, InstanceStore, LogStore, MetricStore,
-        NodeStore, RevisionStore, RouteStore, SpaceStore, Store,
+        NodeMetricStore, NodeStore, QuotaStore, RevisionStore, RollupStore, RouteStore, SpaceStore,
+        Store,
     };
 }
 

@@ -21,7 +21,7 @@ const WRITE_LOCK: i64 = 0x7061_6173;
 
 #[derive(Debug, Clone)]
 pub struct PgStore {
-    pool: PgPool,
+    pub(super) pool: PgPool,
 }
 
 impl Dialect for PgStore {

@@ -417,7 +417,7 @@ fn refresh_from_row(r: &$row) -> StoreResult<RefreshRecord> {
         revoked_at: r.try_get("revoked_at")?,
     })
 }
-async fn insert_event<'c, E: sqlx::Executor<'c, Database = $db>>(
+pub(crate) async fn insert_event<'c, E: sqlx::Executor<'c, Database = $db>>(
     ex: E,
     ev: &Event,
 ) -> StoreResult<()> {

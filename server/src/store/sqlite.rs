@@ -21,7 +21,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite"
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
     /// One connection that writes (and trims) log lines, with a page cache big enough for the
     /// pages those writes touch. Through the shared pool each batch took whichever connection
     /// was free, with a cold 2 MiB cache, and read its pages back from disk every time.

@@ -4,7 +4,7 @@
 //! summary of its latest values; deploys (blue) and crashes (red) are marked on the time axis.
 
 use chrono::{DateTime, Utc};
-use paas_common::api::AppMetrics;
+use paas_common::api::{AppMetrics, MetricMark, NodeMetrics};
 use std::fmt::Write;
 
 const W: f64 = 600.0;
@@ -54,13 +54,23 @@ fn nice_max(v: f64) -> f64 {
 
 /// What every chart of one render shares: the metrics (for the marks) and the time axis.
 struct Frame<'a> {
-    m: &'a AppMetrics,
+    marks: &'a [MetricMark],
     t0: DateTime<Utc>,
     t1: DateTime<Utc>,
+    /// How the axis names its ends: the hour, or the day too when the window spans days.
+    time_format: &'static str,
+}
+
+fn time_format(window_secs: i64) -> &'static str {
+    if window_secs > 86400 {
+        "%b %d %H:%M"
+    } else {
+        "%H:%M"
+    }
 }
 
 fn chart(out: &mut String, id: &str, title: &str, unit: &str, series: &[Series], f: &Frame<'_>) {
-    let (m, t0, t1) = (f.m, f.t0, f.t1);
+    let (t0, t1) = (f.t0, f.t1);
     let span = (t1 - t0).num_milliseconds().max(1) as f64;
     let x = |t: DateTime<Utc>| ((t - t0).num_milliseconds() as f64 / span * W).clamp(0.0, W);
     let max = series
@@ -101,10 +111,10 @@ fn chart(out: &mut String, id: &str, title: &str, unit: &str, series: &[Series],
         out,
         r#"<text class="tick" x="0" y="{ty}">{start}</text><text class="tick" x="{W}" y="{ty}" text-anchor="end">{end}</text>"#,
         ty = H + 16.0,
-        start = t0.format("%H:%M"),
-        end = t1.format("%H:%M"),
+        start = t0.format(f.time_format),
+        end = t1.format(f.time_format),
     );
-    for mark in &m.marks {
+    for mark in f.marks {
         let mx = x(mark.time);
         let _ = write!(
             out,
@@ -146,6 +156,15 @@ fn chart(out: &mut String, id: &str, title: &str, unit: &str, series: &[Series],
             name = esc(&s.name),
             pts = pts.trim_end(),
         );
+        // A line of one point draws nothing: a new series (the first minute of a node's
+        // health) shows as a dot until its second point.
+        if let [(px, v)] = drawn.as_slice() {
+            let _ = write!(
+                out,
+                r#"<circle class="dot" cx="{px:.1}" cy="{cy:.1}" r="3" fill="{colour}"/>"#,
+                cy = y(*v),
+            );
+        }
     }
     out.push_str("</svg><ul class=\"legend\">");
     for (i, s) in series.iter().enumerate() {
@@ -198,7 +217,12 @@ pub fn render(m: &AppMetrics, window_secs: i64, now: DateTime<Utc>) -> String {
     let per = |f: &dyn Fn(&paas_common::api::MetricPoint) -> Option<f64>| -> Vec<(DateTime<Utc>, Option<f64>)> {
         m.points.iter().map(|p| (p.time, f(p))).collect()
     };
-    let frame = Frame { m, t0, t1 };
+    let frame = Frame {
+        marks: &m.marks,
+        t0,
+        t1,
+        time_format: time_format(window_secs),
+    };
     let mut out = String::new();
     if m.points.is_empty() {
         out.push_str(
@@ -296,6 +320,95 @@ pub fn render(m: &AppMetrics, window_secs: i64, now: DateTime<Utc>) -> String {
     out
 }
 
+/// The nodes page's health charts (operators): per node, the time since its last heartbeat,
+/// reserved memory against capacity and instances, with its state changes marked on the time
+/// axis (red when it went lost, blue otherwise).
+pub fn render_nodes(m: &NodeMetrics, window_secs: i64, now: DateTime<Utc>) -> String {
+    let t0 = now - chrono::Duration::seconds(window_secs);
+    let mut out = String::new();
+    if m.nodes.is_empty() {
+        out.push_str(
+            r#"<p class="muted" id="node-health-empty">No node health yet: a point per minute arrives once a node heartbeats.</p>"#,
+        );
+    }
+    for (i, n) in m.nodes.iter().enumerate() {
+        let mut marks = Vec::new();
+        let mut prev: Option<&str> = None;
+        for p in &n.points {
+            if prev.is_some_and(|s| s != p.state) {
+                marks.push(MetricMark {
+                    time: p.time,
+                    kind: if p.state == "lost" { "crash" } else { "deploy" }.into(),
+                    message: format!("{} became {}", n.name, p.state),
+                });
+            }
+            prev = Some(&p.state);
+        }
+        let frame = Frame {
+            marks: &marks,
+            t0,
+            t1: now,
+            time_format: time_format(window_secs),
+        };
+        let per = |f: &dyn Fn(&paas_common::api::NodeMetricPoint) -> f64| {
+            n.points
+                .iter()
+                .map(|p| (p.time, Some(f(p))))
+                .collect::<Vec<_>>()
+        };
+        let _ = write!(
+            out,
+            r#"<section class="node-health" data-node="{name}" aria-labelledby="node-health-{i}"><h3 id="node-health-{i}">{name}</h3><div class="charts">"#,
+            name = esc(&n.name),
+        );
+        chart(
+            &mut out,
+            &format!("node-{i}-lag"),
+            "Since last heartbeat",
+            "s",
+            &[Series {
+                name: "heartbeat lag".into(),
+                key: "lag",
+                points: per(&|p| p.lag_secs),
+            }],
+            &frame,
+        );
+        chart(
+            &mut out,
+            &format!("node-{i}-memory"),
+            "Memory reserved",
+            "MB",
+            &[
+                Series {
+                    name: "reserved".into(),
+                    key: "reserved",
+                    points: per(&|p| p.reserved_mb as f64),
+                },
+                Series {
+                    name: "capacity".into(),
+                    key: "capacity",
+                    points: per(&|p| p.capacity_mb as f64),
+                },
+            ],
+            &frame,
+        );
+        chart(
+            &mut out,
+            &format!("node-{i}-instances"),
+            "Instances",
+            "count",
+            &[Series {
+                name: "instances".into(),
+                key: "instances",
+                points: per(&|p| p.instances as f64),
+            }],
+            &frame,
+        );
+        out.push_str("</div></section>");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,5 +500,62 @@ mod tests {
         assert_eq!(nice_max(7.0), 10.0);
         assert_eq!(nice_max(120.0), 200.0);
         assert_eq!(nice_max(0.3), 0.5);
+    }
+
+    #[test]
+    fn node_charts_draw_lag_memory_instances_and_state_changes() {
+        use paas_common::api::{NodeMetricPoint, NodeSeries};
+        let now = Utc::now();
+        let point = |i: i64, state: &str| NodeMetricPoint {
+            time: now - chrono::Duration::seconds(300 - i * 60),
+            state: state.into(),
+            lag_secs: i as f64,
+            reserved_mb: 256 * i as u64,
+            capacity_mb: 4096,
+            instances: i as u64,
+        };
+        let m = NodeMetrics {
+            resolution_secs: 60,
+            nodes: vec![NodeSeries {
+                name: "n<1>".into(),
+                points: vec![
+                    point(0, "ready"),
+                    point(1, "ready"),
+                    point(2, "lost"),
+                    point(3, "ready"),
+                ],
+            }],
+        };
+        let html = render_nodes(&m, 3600, now);
+        assert!(html.contains(r#"data-node="n&lt;1&gt;""#), "{html}");
+        assert!(
+            html.contains(r#"data-series="lag" data-points="4" data-max="3""#),
+            "{html}"
+        );
+        assert!(html.contains(r#"data-series="reserved" data-points="4" data-max="768""#));
+        assert!(html.contains(r#"data-series="capacity" data-points="4" data-max="4096""#));
+        assert!(html.contains(r#"data-series="instances" data-points="4""#));
+        assert!(
+            html.contains("became lost") && html.contains("mark-crash"),
+            "{html}"
+        );
+        assert!(html.contains("mark-deploy"), "back to ready is marked too");
+        assert!(render_nodes(&NodeMetrics::default(), 3600, now).contains("node-health-empty"));
+        assert!(
+            !html.contains("<circle"),
+            "lines of several points need no dot"
+        );
+        let one = NodeMetrics {
+            resolution_secs: 60,
+            nodes: vec![NodeSeries {
+                name: "n1".into(),
+                points: vec![point(1, "ready")],
+            }],
+        };
+        assert_eq!(
+            render_nodes(&one, 3600, now).matches("<circle").count(),
+            4,
+            "a dot per series"
+        );
     }
 }

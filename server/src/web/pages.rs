@@ -114,6 +114,61 @@ pub struct AppRow {
     pub memory_mb: u64,
 }
 
+/// One limit of a space's quota beside what the space uses, for the dashboard.
+pub struct QuotaRow {
+    pub what: &'static str,
+    pub used: u64,
+    /// `None`: unlimited.
+    pub limit: Option<u64>,
+    pub unit: &'static str,
+}
+
+impl QuotaRow {
+    pub fn over(&self) -> bool {
+        self.limit.is_some_and(|l| self.used > l)
+    }
+
+    /// For the `<meter>`: the limit, or the usage when unlimited (a full bar then says nothing).
+    pub fn max(&self) -> u64 {
+        self.limit.unwrap_or(self.used).max(1)
+    }
+}
+
+/// The quota of a space with its usage, one row per limit.
+async fn quota_rows(
+    ctx: &AppCtx,
+    space_id: &str,
+) -> Result<Vec<QuotaRow>, crate::store::StoreError> {
+    let q = ctx.store.space_quota(space_id).await?;
+    let (u, _) = crate::deploy::quota::usage(ctx, space_id).await?;
+    Ok(vec![
+        QuotaRow {
+            what: "memory",
+            used: u.memory_mb,
+            limit: q.memory_mb,
+            unit: " MB",
+        },
+        QuotaRow {
+            what: "instances",
+            used: u.instances,
+            limit: q.instances,
+            unit: "",
+        },
+        QuotaRow {
+            what: "apps",
+            used: u.apps,
+            limit: q.apps,
+            unit: "",
+        },
+        QuotaRow {
+            what: "routes",
+            used: u.routes,
+            limit: q.routes,
+            unit: "",
+        },
+    ])
+}
+
 #[derive(Template)]
 #[template(path = "apps.html")]
 struct AppsPage {
@@ -123,6 +178,8 @@ struct AppsPage {
     /// The spaces in reach, for the switcher, and the one shown (`""`: all).
     spaces: Vec<String>,
     space: String,
+    /// The quota and usage of the space shown (empty: all spaces are shown).
+    quota: Vec<QuotaRow>,
 }
 
 /// What looks wrong with an app, from its instances and their nodes.
@@ -179,13 +236,16 @@ macro_rules! session_or_login {
     };
 }
 
+/// The apps page's rows, the spaces in reach, and the quota of the space shown.
+type AppsData = (Vec<AppRow>, Vec<String>, Vec<QuotaRow>);
+
 pub async fn apps(ctx: web::Data<AppCtx>, req: HttpRequest) -> HttpResponse {
     let s = session_or_login!(ctx, req);
     let wanted = url::form_urlencoded::parse(req.query_string().as_bytes())
         .find(|(k, _)| k == "space")
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default();
-    let result: Result<(Vec<AppRow>, Vec<String>), crate::store::StoreError> = async {
+    let result: Result<AppsData, crate::store::StoreError> = async {
         let now = Utc::now();
         let instances = ctx.store.list_instances().await?;
         let lost: Vec<String> = ctx
@@ -231,11 +291,18 @@ pub async fn apps(ctx: web::Data<AppCtx>, req: HttpRequest) -> HttpResponse {
                 name: a.name,
             });
         }
-        Ok((rows, reach))
+        let quota = match spaces
+            .iter()
+            .find(|(id, label)| **label == wanted && s.principal.role_in(id).is_some())
+        {
+            Some((id, _)) => quota_rows(&ctx, id).await?,
+            None => Vec::new(),
+        };
+        Ok((rows, reach, quota))
     }
     .await;
     match result {
-        Ok((apps, spaces)) => {
+        Ok((apps, spaces, quota)) => {
             let can_deploy = s.principal.is_operator()
                 || s.principal.roles.values().any(|r| *r >= Role::Developer);
             html(AppsPage {
@@ -244,6 +311,7 @@ pub async fn apps(ctx: web::Data<AppCtx>, req: HttpRequest) -> HttpResponse {
                 can_deploy,
                 spaces,
                 space: wanted,
+                quota,
             })
         }
         Err(e) => internal(e),
@@ -571,7 +639,7 @@ pub async fn app(
                 window_secs,
                 now,
             ),
-            windows: ["15m", "1h", "6h", "1d"]
+            windows: ["15m", "1h", "6h", "1d", "7d"]
                 .into_iter()
                 .map(|w| WindowLink {
                     name: w,
@@ -626,6 +694,10 @@ struct NodesPage {
     layout: Layout,
     nodes: Vec<NodeRow>,
     grace_secs: u64,
+    /// Operators: each node's health over the window, as SVG charts (empty for others).
+    health: String,
+    window: String,
+    windows: Vec<WindowLink>,
 }
 
 /// Whether a node has stopped reporting: the controller marked it lost, or its last heartbeat
@@ -706,11 +778,35 @@ pub async fn nodes(ctx: web::Data<AppCtx>, req: HttpRequest) -> HttpResponse {
             .collect())
     }
     .await;
+    // Node health over time is the operators' business, as draining is.
+    let (secs, window) = chart_window(&req);
+    let (secs, window) = if secs > crate::timeseries::NODE_RETENTION_SECS {
+        (3600, "1h".to_string())
+    } else {
+        (secs, window)
+    };
+    let health = if s.principal.is_operator() {
+        match crate::timeseries::node_window(&ctx, secs).await {
+            Ok(m) => super::charts::render_nodes(&m, secs, Utc::now()),
+            Err(e) => return internal(e),
+        }
+    } else {
+        String::new()
+    };
     match result {
         Ok(nodes) => html(NodesPage {
             layout: Layout::of(&s, "nodes"),
             nodes,
             grace_secs: grace,
+            health,
+            windows: ["1h", "6h", "1d"]
+                .into_iter()
+                .map(|w| WindowLink {
+                    name: w,
+                    current: w == window,
+                })
+                .collect(),
+            window,
         }),
         Err(e) => internal(e),
     }
@@ -725,6 +821,7 @@ pub struct SpaceMembers {
     /// `ORG/SPACE`.
     pub label: String,
     pub members: Vec<MemberRow>,
+    pub quota: Vec<QuotaRow>,
 }
 
 #[derive(Template)]
@@ -751,6 +848,7 @@ pub async fn spaces(ctx: web::Data<AppCtx>, req: HttpRequest) -> HttpResponse {
                 spaces.push(SpaceMembers {
                     label: format!("{}/{}", sp.org, sp.name),
                     members: Vec::new(),
+                    quota: quota_rows(&ctx, &sp.id).await?,
                 });
             }
         }
