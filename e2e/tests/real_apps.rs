@@ -431,16 +431,20 @@ fn node_and_go_apps_stage_from_a_local_registry_and_vendored_modules() {
 }
 
 #[test]
-fn an_unknown_stack_is_refused_naming_the_known_ones_and_bookworm_stays_selectable() {
+fn an_unknown_stack_is_refused_and_an_app_keeps_the_stack_it_was_pushed_with() {
     let p = Platform::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
+    // The body names the push (mark.txt) and the stack's Python, so each check sees the new
+    // revision rather than the previous one still serving.
+    let mark = |m: &str| std::fs::write(dir.path().join("mark.txt"), m).unwrap();
     write(
         dir.path(),
         &[(
             "app.py",
-            "import os, sys, http.server\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        self.send_response(200); self.end_headers(); self.wfile.write(sys.version.encode())\nhttp.server.HTTPServer(('0.0.0.0', int(os.environ['PORT'])), H).serve_forever()\n",
+            "import os, sys, http.server\nMARK = open('mark.txt').read()\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        self.send_response(200); self.end_headers(); self.wfile.write((MARK + ' ' + sys.version).encode())\nhttp.server.HTTPServer(('0.0.0.0', int(os.environ['PORT'])), H).serve_forever()\n",
         )],
     );
+    mark("v1");
     let app = unique("stacks");
     let (out, _) = push(&p, &app, dir.path(), &["-s", "windows2016"]);
     assert_eq!(
@@ -454,10 +458,40 @@ fn an_unknown_stack_is_refused_naming_the_known_ones_and_bookworm_stays_selectab
 
     let (out, _) = push(&p, &app, dir.path(), &[]);
     assert!(out.ok(), "{out:?}{}", p.logs());
-    serves(&p, &app, "/", "3.13.");
+    serves(&p, &app, "/", "v1 3.13.");
+    assert_eq!(p.app_json(&app).unwrap()["stack"], "trixie");
+    mark("v2");
     let (out, _) = push(&p, &app, dir.path(), &["--stack", "bookworm"]);
     assert!(out.ok(), "{out:?}{}", p.logs());
-    serves(&p, &app, "/", "3.11.");
+    serves(&p, &app, "/", "v2 3.11.");
+    assert_eq!(p.app_json(&app).unwrap()["stack"], "bookworm");
+
+    // The app keeps its stack: a push that names none stages on bookworm again.
+    mark("v3");
+    let (out, _) = push(&p, &app, dir.path(), &[]);
+    assert!(out.ok(), "{out:?}{}", p.logs());
+    serves(&p, &app, "/", "v3 3.11.");
+    assert_eq!(p.app_json(&app).unwrap()["stack"], "bookworm");
+    let shown = p.cli(&["app", &app]);
+    assert!(shown.stdout.contains("stack:      bookworm\n"), "{shown:?}");
+
+    // A manifest's `stack:` (Cloud Foundry's name for trixie) moves it, and that is kept too.
+    mark("v4");
+    std::fs::write(
+        dir.path().join("manifest.yml"),
+        format!("applications:\n- name: {app}\n  stack: cflinuxfs4\n"),
+    )
+    .unwrap();
+    let (out, _) = push(&p, &app, dir.path(), &[]);
+    assert!(out.ok(), "{out:?}{}", p.logs());
+    serves(&p, &app, "/", "v4 3.13.");
+    assert_eq!(p.app_json(&app).unwrap()["stack"], "trixie");
+    std::fs::remove_file(dir.path().join("manifest.yml")).unwrap();
+
+    mark("v5");
+    let (out, _) = push(&p, &app, dir.path(), &["-s", "bookworm"]);
+    assert!(out.ok(), "{out:?}{}", p.logs());
+    serves(&p, &app, "/", "v5 3.11.");
 
     // Instances run the run image: no compilers or package managers.
     let ids = p.containers_of(&app);
@@ -538,4 +572,92 @@ fn a_ruby_app_bundles_its_vendored_gems_and_serves() {
     assert!(out.ok(), "{out:?}{}", p.logs());
     assert!(out.stdout.contains("-----> ruby buildpack"), "{out:?}");
     serves(&p, &app, "/", "Hello from Ruby, bundled");
+}
+
+/// Resolves `dir`'s Gemfile against its `vendor/cache` as a developer's `bundle lock --local`
+/// does, in the stack's build image with no network, and returns the Gemfile.lock.
+fn bundle_lock(dir: &Path) -> String {
+    let out = Command::new("docker")
+        .args(["run", "--rm", "--network", "none", "-v"])
+        .arg(format!("{}:/w", dir.display()))
+        .args([
+            "-w",
+            "/w",
+            "-e",
+            "HOME=/tmp",
+            "paas-stack:trixie-build",
+            "bundle",
+            "lock",
+            "--local",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    std::fs::read_to_string(dir.join("Gemfile.lock")).unwrap()
+}
+
+#[test]
+fn a_sinatra_app_bundles_its_vendor_cache_serves_with_rackup_and_reuses_its_gems() {
+    let p = Platform::start().unwrap();
+    let app = unique("sinatra");
+    let dir = tempfile::tempdir().unwrap();
+    // A classic Sinatra app as Cloud Foundry's samples write it: Gemfile, config.ru, no
+    // Procfile, the gems in vendor/cache as `bundle package` leaves them.
+    let app_rb = |greeting: &str| {
+        format!(
+            "require 'sinatra'\n\nget '/' do\n  \"{greeting} from Sinatra #{{Sinatra::VERSION}} in #{{settings.environment}}\"\nend\n\nget '/hi/:name' do\n  \"Hi, #{{params[:name]}}\"\nend\n"
+        )
+    };
+    write(
+        dir.path(),
+        &[
+            (
+                "Gemfile",
+                "source 'https://rubygems.org'\n\ngem 'sinatra'\ngem 'rackup'\n",
+            ),
+            ("config.ru", "require './app'\nrun Sinatra::Application\n"),
+            ("app.rb", &app_rb("Hello")),
+        ],
+    );
+    let cache = dir.path().join("vendor/cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    for gem in paas_e2e::pkgserver::gem_files() {
+        std::fs::copy(&gem, cache.join(gem.file_name().unwrap())).unwrap();
+    }
+    let lock = bundle_lock(dir.path());
+    assert!(
+        lock.contains("    sinatra (4.") && lock.contains("    rackup ("),
+        "{lock}"
+    );
+
+    let (out, first) = push(&p, &app, dir.path(), &[]);
+    assert!(out.ok(), "{out:?}{}", p.logs());
+    assert!(
+        out.stdout.contains("-----> ruby buildpack") && out.stdout.contains("Bundle complete"),
+        "{out:?}"
+    );
+    // Production, as Cloud Foundry runs Rack apps: development would answer only localhost.
+    serves(&p, &app, "/", "Hello from Sinatra 4.");
+    serves(&p, &app, "/", "in production");
+    serves(&p, &app, "/hi/paas", "Hi, paas");
+    let v = p.app_json(&app).unwrap();
+    assert_eq!(v["revision"]["detected"], "ruby", "{v}");
+    let command = v["revision"]["command"].as_str().unwrap_or_default();
+    assert!(
+        command.contains("bundle exec rackup config.ru"),
+        "config.ru means rackup: {v}"
+    );
+
+    // Same Gemfile.lock, new code: the installed gems come from the dependency cache.
+    std::fs::write(dir.path().join("app.rb"), app_rb("Changed")).unwrap();
+    let (out, again) = push(&p, &app, dir.path(), &[]);
+    assert!(out.ok(), "{out:?}{}", p.logs());
+    assert!(
+        out.stdout
+            .contains("Restored the gems of Gemfile.lock from the cache")
+            && !out.stdout.contains("Bundle complete"),
+        "{out:?}"
+    );
+    serves(&p, &app, "/", "Changed from Sinatra 4.");
+    eprintln!("sinatra push: first {first:?}, re-push {again:?}");
 }
