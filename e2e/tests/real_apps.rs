@@ -574,8 +574,9 @@ fn a_ruby_app_bundles_its_vendored_gems_and_serves() {
     serves(&p, &app, "/", "Hello from Ruby, bundled");
 }
 
-/// Resolves `dir`'s Gemfile against its `vendor/cache` as a developer's `bundle lock --local`
-/// does, in the stack's build image with no network, and returns the Gemfile.lock.
+/// Resolves `dir`'s Gemfile against its `vendor/cache` as a developer's `bundle install` does
+/// before `bundle cache` (`bundle lock --local` reads installed gems only), in the stack's build
+/// image with no network and the gems installed outside `dir`; returns the Gemfile.lock.
 fn bundle_lock(dir: &Path) -> String {
     let out = Command::new("docker")
         .args(["run", "--rm", "--network", "none", "-v"])
@@ -585,10 +586,17 @@ fn bundle_lock(dir: &Path) -> String {
             "/w",
             "-e",
             "HOME=/tmp",
+            "-e",
+            "BUNDLE_PATH=/tmp/bundle",
+            "-e",
+            "BUNDLE_SILENCE_ROOT_WARNING=1",
             "paas-stack:trixie-build",
             "bundle",
-            "lock",
+            "install",
             "--local",
+            // vendor/cache stays as the test packed it: logger, a default gem of the stack's Ruby,
+            // has no .gem file to add (from rubygems.org, `bundle cache` would fetch one).
+            "--no-cache",
         ])
         .output()
         .unwrap();
