@@ -2,11 +2,15 @@
 //! starts itself, never the outside network: a PEP 503 index served from a folder of wheels
 //! (fetched once at CI set-up by `scripts/e2e-wheels`) and a minimal npm registry serving
 //! packuments and tarballs the test packs. The staging container reaches them over its own bridge
-//! network, whose gateway is this machine; instances never do.
+//! network, whose gateway is this machine; instances never do. Gems come from a folder too
+//! (`scripts/e2e-gems` re-packs Debian's at CI set-up), vendored in the app's `vendor/cache` as
+//! Cloud Foundry apps do, so staging needs no gem server at all.
 //!
 //! Apps: Django with `requirements.txt`, gunicorn and a Procfile; Flask with `pyproject.toml` +
 //! `uv.lock`; an express-style node app with `package-lock.json` and a transitive dependency; a
-//! node app with a Procfile and no `scripts.start`; a Go app with vendored modules. Each serves.
+//! node app with a Procfile and no `scripts.start`; a Go app with vendored modules; a classic
+//! Sinatra app with `config.ru` run by rackup. Each serves. An app keeps the stack it was pushed
+//! with until a push names another.
 //! A missing package fails staging with pip's own message while the previous revision serves;
 //! a re-push with the same lockfile sends the index no request and is faster; `--no-cache`
 //! downloads again.
