@@ -576,6 +576,21 @@ fn a_ruby_app_bundles_its_vendored_gems_and_serves() {
     assert!(out.ok(), "{out:?}{}", p.logs());
     assert!(out.stdout.contains("-----> ruby buildpack"), "{out:?}");
     serves(&p, &app, "/", "Hello from Ruby, bundled");
+
+    // A config.ru and no Gemfile: the stack has no rack gem, so staging says so rather than
+    // the instance crashing on a missing rackup.
+    let bare = tempfile::tempdir().unwrap();
+    write(
+        bare.path(),
+        &[("config.ru", "run ->(env) { [200, {}, ['never served']] }\n")],
+    );
+    let (out, _) = push(&p, &unique("rackbare"), bare.path(), &[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("a config.ru needs a Gemfile that lists rack and rackup"),
+        "{out:?}"
+    );
 }
 
 /// Resolves `dir`'s Gemfile against its `vendor/cache` as a developer's `bundle install` does

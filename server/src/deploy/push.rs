@@ -300,3 +300,24 @@ pub async fn deploy(
     ctx.converge.notify_one();
     super::reload(ctx, &app).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stored_stack_is_read_back_from_the_push_settings() {
+        let settings = paas_common::api::PushSettings {
+            stack: Some("bookworm".into()),
+            ..Default::default()
+        };
+        assert_eq!(stored_stack(&stored_json(&settings)), Some("bookworm"));
+        // Settings stored before stacks were kept, or by no push at all.
+        assert_eq!(stored_stack(&stored_json(&Default::default())), None);
+        assert_eq!(stored_stack("{}"), None);
+        assert_eq!(stored_stack("not json"), None);
+        // A stack no longer offered is not used again.
+        assert_eq!(stored_stack(r#"{"stack":"windows2016"}"#), None);
+        assert_eq!(stored_stack(r#"{"stack":"cflinuxfs3"}"#), Some("bookworm"));
+    }
+}
