@@ -326,6 +326,10 @@ pub struct AppDetail {
     /// default (each node's `PAAS_LOG_RATE_LIMIT_*`).
     #[serde(default)]
     pub log_rate_limit_bytes: Option<u64>,
+    /// The stack the app stages and runs on: the last one a push named (`-s`, manifest
+    /// `stack:`), kept until a push names another, as Cloud Foundry keeps an app's stack.
+    #[serde(default)]
+    pub stack: String,
 }
 
 /// A log rate limit as a request gives it, like Cloud Foundry's `log-rate-limit-per-second`:

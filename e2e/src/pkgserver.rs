@@ -110,15 +110,43 @@ impl Drop for StagingNet {
     }
 }
 
+/// `$VAR`, else `NAME` in the target dir: where a set-up script left what a test serves.
+fn fixture_dir(var: &str, name: &str) -> PathBuf {
+    std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+        target.join(name)
+    })
+}
+
 pub fn wheels_dir() -> PathBuf {
-    std::env::var_os("PAAS_E2E_WHEELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-            target.join("e2e-wheels")
-        })
+    fixture_dir("PAAS_E2E_WHEELS", "e2e-wheels")
+}
+
+/// The `.gem` files `scripts/e2e-gems` packed from Debian's packages (Sinatra, rackup and their
+/// dependencies), which a test app vendors in `vendor/cache`.
+pub fn gem_files() -> Vec<PathBuf> {
+    let dir = fixture_dir("PAAS_E2E_GEMS", "e2e-gems");
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}: run scripts/e2e-gems first (CI does)",
+            dir.display()
+        )
+    });
+    let gems: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "gem"))
+        .collect();
+    assert!(
+        gems.iter().any(|g| g
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("sinatra-"))),
+        "{}: no sinatra gem: run scripts/e2e-gems first",
+        dir.display()
+    );
+    gems
 }
 
 /// PEP 503: `/simple/NAME/` lists each wheel of NAME (normalized) with its sha256.

@@ -2,11 +2,15 @@
 //! starts itself, never the outside network: a PEP 503 index served from a folder of wheels
 //! (fetched once at CI set-up by `scripts/e2e-wheels`) and a minimal npm registry serving
 //! packuments and tarballs the test packs. The staging container reaches them over its own bridge
-//! network, whose gateway is this machine; instances never do.
+//! network, whose gateway is this machine; instances never do. Gems come from a folder too
+//! (`scripts/e2e-gems` re-packs Debian's at CI set-up), vendored in the app's `vendor/cache` as
+//! Cloud Foundry apps do, so staging needs no gem server at all.
 //!
 //! Apps: Django with `requirements.txt`, gunicorn and a Procfile; Flask with `pyproject.toml` +
 //! `uv.lock`; an express-style node app with `package-lock.json` and a transitive dependency; a
-//! node app with a Procfile and no `scripts.start`; a Go app with vendored modules. Each serves.
+//! node app with a Procfile and no `scripts.start`; a Go app with vendored modules; a classic
+//! Sinatra app with `config.ru` run by rackup. Each serves. An app keeps the stack it was pushed
+//! with until a push names another.
 //! A missing package fails staging with pip's own message while the previous revision serves;
 //! a re-push with the same lockfile sends the index no request and is faster; `--no-cache`
 //! downloads again.
@@ -431,16 +435,20 @@ fn node_and_go_apps_stage_from_a_local_registry_and_vendored_modules() {
 }
 
 #[test]
-fn an_unknown_stack_is_refused_naming_the_known_ones_and_bookworm_stays_selectable() {
+fn an_unknown_stack_is_refused_and_an_app_keeps_the_stack_it_was_pushed_with() {
     let p = Platform::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
+    // The body names the push (mark.txt) and the stack's Python, so each check sees the new
+    // revision rather than the previous one still serving.
+    let mark = |m: &str| std::fs::write(dir.path().join("mark.txt"), m).unwrap();
     write(
         dir.path(),
         &[(
             "app.py",
-            "import os, sys, http.server\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        self.send_response(200); self.end_headers(); self.wfile.write(sys.version.encode())\nhttp.server.HTTPServer(('0.0.0.0', int(os.environ['PORT'])), H).serve_forever()\n",
+            "import os, sys, http.server\nMARK = open('mark.txt').read()\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        self.send_response(200); self.end_headers(); self.wfile.write((MARK + ' ' + sys.version).encode())\nhttp.server.HTTPServer(('0.0.0.0', int(os.environ['PORT'])), H).serve_forever()\n",
         )],
     );
+    mark("v1");
     let app = unique("stacks");
     let (out, _) = push(&p, &app, dir.path(), &["-s", "windows2016"]);
     assert_eq!(
@@ -454,10 +462,40 @@ fn an_unknown_stack_is_refused_naming_the_known_ones_and_bookworm_stays_selectab
 
     let (out, _) = push(&p, &app, dir.path(), &[]);
     assert!(out.ok(), "{out:?}{}", p.logs());
-    serves(&p, &app, "/", "3.13.");
+    serves(&p, &app, "/", "v1 3.13.");
+    assert_eq!(p.app_json(&app).unwrap()["stack"], "trixie");
+    mark("v2");
     let (out, _) = push(&p, &app, dir.path(), &["--stack", "bookworm"]);
     assert!(out.ok(), "{out:?}{}", p.logs());
-    serves(&p, &app, "/", "3.11.");
+    serves(&p, &app, "/", "v2 3.11.");
+    assert_eq!(p.app_json(&app).unwrap()["stack"], "bookworm");
+
+    // The app keeps its stack: a push that names none stages on bookworm again.
+    mark("v3");
+    let (out, _) = push(&p, &app, dir.path(), &[]);
+    assert!(out.ok(), "{out:?}{}", p.logs());
+    serves(&p, &app, "/", "v3 3.11.");
+    assert_eq!(p.app_json(&app).unwrap()["stack"], "bookworm");
+    let shown = p.cli(&["app", &app]);
+    assert!(shown.stdout.contains("stack:      bookworm\n"), "{shown:?}");
+
+    // A manifest's `stack:` (Cloud Foundry's name for trixie) moves it, and that is kept too.
+    mark("v4");
+    std::fs::write(
+        dir.path().join("manifest.yml"),
+        format!("applications:\n- name: {app}\n  stack: cflinuxfs4\n"),
+    )
+    .unwrap();
+    let (out, _) = push(&p, &app, dir.path(), &[]);
+    assert!(out.ok(), "{out:?}{}", p.logs());
+    serves(&p, &app, "/", "v4 3.13.");
+    assert_eq!(p.app_json(&app).unwrap()["stack"], "trixie");
+    std::fs::remove_file(dir.path().join("manifest.yml")).unwrap();
+
+    mark("v5");
+    let (out, _) = push(&p, &app, dir.path(), &["-s", "bookworm"]);
+    assert!(out.ok(), "{out:?}{}", p.logs());
+    serves(&p, &app, "/", "v5 3.11.");
 
     // Instances run the run image: no compilers or package managers.
     let ids = p.containers_of(&app);
@@ -538,4 +576,115 @@ fn a_ruby_app_bundles_its_vendored_gems_and_serves() {
     assert!(out.ok(), "{out:?}{}", p.logs());
     assert!(out.stdout.contains("-----> ruby buildpack"), "{out:?}");
     serves(&p, &app, "/", "Hello from Ruby, bundled");
+
+    // A config.ru and no Gemfile: the stack has no rack gem, so staging says so rather than
+    // the instance crashing on a missing rackup.
+    let bare = tempfile::tempdir().unwrap();
+    write(
+        bare.path(),
+        &[("config.ru", "run ->(env) { [200, {}, ['never served']] }\n")],
+    );
+    let (out, _) = push(&p, &unique("rackbare"), bare.path(), &[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("a config.ru needs a Gemfile that lists rack and rackup"),
+        "{out:?}"
+    );
+}
+
+/// Resolves `dir`'s Gemfile against its `vendor/cache` as a developer's `bundle install` does
+/// before `bundle cache` (`bundle lock --local` reads installed gems only), in the stack's build
+/// image with no network and the gems installed outside `dir`; returns the Gemfile.lock.
+fn bundle_lock(dir: &Path) -> String {
+    let out = Command::new("docker")
+        .args(["run", "--rm", "--network", "none", "-v"])
+        .arg(format!("{}:/w", dir.display()))
+        .args([
+            "-w",
+            "/w",
+            "-e",
+            "HOME=/tmp",
+            "-e",
+            "BUNDLE_PATH=/tmp/bundle",
+            "-e",
+            "BUNDLE_SILENCE_ROOT_WARNING=1",
+            "paas-stack:trixie-build",
+            "bundle",
+            "install",
+            "--local",
+            // vendor/cache stays as the test packed it: logger, a default gem of the stack's Ruby,
+            // has no .gem file to add (from rubygems.org, `bundle cache` would fetch one).
+            "--no-cache",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    std::fs::read_to_string(dir.join("Gemfile.lock")).unwrap()
+}
+
+#[test]
+fn a_sinatra_app_bundles_its_vendor_cache_serves_with_rackup_and_reuses_its_gems() {
+    let p = Platform::start().unwrap();
+    let app = unique("sinatra");
+    let dir = tempfile::tempdir().unwrap();
+    // A classic Sinatra app as Cloud Foundry's samples write it: Gemfile, config.ru, no
+    // Procfile, the gems in vendor/cache as `bundle package` leaves them.
+    let app_rb = |greeting: &str| {
+        format!(
+            "require 'sinatra'\n\nget '/' do\n  \"{greeting} from Sinatra #{{Sinatra::VERSION}} in #{{settings.environment}}\"\nend\n\nget '/hi/:name' do\n  \"Hi, #{{params[:name]}}\"\nend\n"
+        )
+    };
+    write(
+        dir.path(),
+        &[
+            (
+                "Gemfile",
+                "source 'https://rubygems.org'\n\ngem 'sinatra'\ngem 'rackup'\n",
+            ),
+            ("config.ru", "require './app'\nrun Sinatra::Application\n"),
+            ("app.rb", &app_rb("Hello")),
+        ],
+    );
+    let cache = dir.path().join("vendor/cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    for gem in paas_e2e::pkgserver::gem_files() {
+        std::fs::copy(&gem, cache.join(gem.file_name().unwrap())).unwrap();
+    }
+    let lock = bundle_lock(dir.path());
+    assert!(
+        lock.contains("    sinatra (4.") && lock.contains("    rackup ("),
+        "{lock}"
+    );
+
+    let (out, first) = push(&p, &app, dir.path(), &[]);
+    assert!(out.ok(), "{out:?}{}", p.logs());
+    assert!(
+        out.stdout.contains("-----> ruby buildpack") && out.stdout.contains("Bundle complete"),
+        "{out:?}"
+    );
+    // Production, as Cloud Foundry runs Rack apps: development would answer only localhost.
+    serves(&p, &app, "/", "Hello from Sinatra 4.");
+    serves(&p, &app, "/", "in production");
+    serves(&p, &app, "/hi/paas", "Hi, paas");
+    let v = p.app_json(&app).unwrap();
+    assert_eq!(v["revision"]["detected"], "ruby", "{v}");
+    let command = v["revision"]["command"].as_str().unwrap_or_default();
+    assert!(
+        command.contains("bundle exec rackup config.ru"),
+        "config.ru means rackup: {v}"
+    );
+
+    // Same Gemfile.lock, new code: the installed gems come from the dependency cache.
+    std::fs::write(dir.path().join("app.rb"), app_rb("Changed")).unwrap();
+    let (out, again) = push(&p, &app, dir.path(), &[]);
+    assert!(out.ok(), "{out:?}{}", p.logs());
+    assert!(
+        out.stdout
+            .contains("Restored the gems of Gemfile.lock from the cache")
+            && !out.stdout.contains("Bundle complete"),
+        "{out:?}"
+    );
+    serves(&p, &app, "/", "Changed from Sinatra 4.");
+    eprintln!("sinatra push: first {first:?}, re-push {again:?}");
 }

@@ -42,6 +42,10 @@ pub fn render(d: &AppDetail, now: DateTime<Utc>) -> String {
     out.push_str(&format!("url:        {}\n", d.url));
     out.push_str(&format!("revision:   {revision}\n"));
     out.push_str(&format!("memory:     {}\n", memory(d.memory_mb)));
+    // Empty from a server that predates stacks by name.
+    if !d.stack.is_empty() {
+        out.push_str(&format!("stack:      {}\n", d.stack));
+    }
     out.push_str(&format!(
         "log rate:   {}\n",
         d.log_rate_limit_bytes.map_or_else(
@@ -183,6 +187,7 @@ mod tests {
         let d = AppDetail {
             placement_labels: Default::default(),
             log_rate_limit_bytes: None,
+            stack: "trixie".into(),
             name: "web".into(),
             state: AppState::Started,
             url: "http://web.localhost:8080".into(),
@@ -243,6 +248,7 @@ mod tests {
             text.contains("revision:   3 (python, command: python app.py)"),
             "{text}"
         );
+        assert!(text.contains("stack:      trixie\n"), "{text}");
         assert!(text.contains("instances:  1/2 running"));
         assert!(
             text.contains(
@@ -293,6 +299,7 @@ mod tests {
             processes: Vec::new(),
             placement_labels: [("disk".to_string(), "ssd".to_string())].into(),
             log_rate_limit_bytes: Some(16 << 20),
+            stack: "trixie".into(),
         };
         let out = render(&d, now);
         assert!(out.contains("placement:  disk=ssd\n"), "{out}");
@@ -333,6 +340,7 @@ mod tests {
         let d = AppDetail {
             placement_labels: Default::default(),
             log_rate_limit_bytes: None,
+            stack: "trixie".into(),
             name: "a".into(),
             state: AppState::Started,
             url: "http://a.localhost".into(),

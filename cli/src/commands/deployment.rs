@@ -213,6 +213,7 @@ mod tests {
         AppDetail {
             placement_labels: Default::default(),
             log_rate_limit_bytes: None,
+            stack: "trixie".into(),
             processes: Vec::new(),
             name: "web".into(),
             state: AppState::Started,

@@ -79,6 +79,7 @@ pub(crate) async fn detail(ctx: &Ctx, app: &AppRecord) -> ApiResult<AppDetail> {
         .remove(&app.id)
         .unwrap_or_default();
     let processes = super::processes::infos(ctx, app).await?;
+    let push_settings = ctx.store.app_push_settings(&app.id).await?;
     Ok(AppDetail {
         name: app.name.clone(),
         state: app.state,
@@ -92,6 +93,10 @@ pub(crate) async fn detail(ctx: &Ctx, app: &AppRecord) -> ApiResult<AppDetail> {
         processes,
         placement_labels: lifecycle.placement_labels,
         log_rate_limit_bytes: lifecycle.log_rate_limit_bytes,
+        // An app no push has given a stack since stacks were kept stages on the default next.
+        stack: crate::deploy::push::stored_stack(&push_settings)
+            .unwrap_or(paas_common::stack::DEFAULT)
+            .to_string(),
     })
 }
 

@@ -44,8 +44,28 @@ pub fn stored_json(s: &paas_common::api::PushSettings) -> String {
         "routes": s.routes,
         "health": s.health,
         "processes": s.processes,
+        "stack": s.stack,
     })
     .to_string()
+}
+
+/// The stack stored with the app's push settings (see [`stored_json`]), if a push recorded one
+/// that is still known.
+pub fn stored_stack(push_settings: &str) -> Option<&'static str> {
+    let v: serde_json::Value = serde_json::from_str(push_settings).ok()?;
+    paas_common::stack::resolve(v.get("stack")?.as_str()?).ok()
+}
+
+/// The stack a push stages on: the one it names, else the app's own (Cloud Foundry keeps an
+/// app's stack until a push names another), else the default for a new app.
+async fn push_stack(ctx: &AppCtx, app: &AppRecord, named: Option<&str>) -> DeployResult<String> {
+    if let Some(named) = named {
+        return Ok(named.to_string());
+    }
+    let stored = ctx.store.app_push_settings(&app.id).await?;
+    Ok(stored_stack(&stored)
+        .unwrap_or(paas_common::stack::DEFAULT)
+        .to_string())
 }
 
 /// A push whose upload and archive passed every check: what staging and deploying need.
@@ -98,6 +118,9 @@ pub async fn deploy(
     check_quota(ctx, &name, &space_id, &extra, instances, memory_mb).await?;
     let app = super::find_or_create_app(ctx, actor, &name, &space_id, &(&extra).into()).await?;
     super::log_platform(ctx, &app, "STG", build_choice).await;
+    // Stored with the app's settings below, so the next push without a stack keeps it.
+    let stack = push_stack(ctx, &app, extra.stack.as_deref()).await?;
+    extra.stack = Some(stack.clone());
     // Issue 3: buildpacks run on a node (after the app exists, so its STG lines can be read
     // while staging runs); the checked app tar above is their source. With no
     // ready node, the tar itself is the droplet and the detected command runs it (the fallback).
@@ -116,10 +139,7 @@ pub async fn deploy(
         dockerfile,
         extra.placement_labels.as_ref(),
         super::staging::StageOptions {
-            stack: extra
-                .stack
-                .as_deref()
-                .unwrap_or(paas_common::stack::DEFAULT),
+            stack: &stack,
             no_cache: extra.no_cache,
             cache_scope: &space_id,
         },
@@ -326,4 +346,25 @@ async fn check_quota(
         },
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stored_stack_is_read_back_from_the_push_settings() {
+        let settings = paas_common::api::PushSettings {
+            stack: Some("bookworm".into()),
+            ..Default::default()
+        };
+        assert_eq!(stored_stack(&stored_json(&settings)), Some("bookworm"));
+        // Settings stored before stacks were kept, or by no push at all.
+        assert_eq!(stored_stack(&stored_json(&Default::default())), None);
+        assert_eq!(stored_stack("{}"), None);
+        assert_eq!(stored_stack("not json"), None);
+        // A stack no longer offered is not used again.
+        assert_eq!(stored_stack(r#"{"stack":"windows2016"}"#), None);
+        assert_eq!(stored_stack(r#"{"stack":"cflinuxfs3"}"#), Some("bookworm"));
+    }
 }
