@@ -2275,6 +2275,9 @@ async fn insert_event<'c, E: sqlx::Executor<'c, Database = $db>>(
              RETURNING name, holder, epoch, expires_at"
         );
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+        // Under the writer lock: a fenced write checks the lease with a plain read and writes
+        // after it, so a takeover must not commit between the two; holding the same lock, it
+        // waits for that write's commit.
         let mut tx = self.write_tx().await?;
         let row = sqlx::query(&sql)
             .bind(name)
