@@ -359,6 +359,16 @@ pub struct AppList {
     pub apps: Vec<AppSummary>,
 }
 
+/// `GET /v1/info`: which controller answered and whether it runs the scheduler (issue 20).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ControllerInfo {
+    /// The controller's random id for this run (the scheduler lease's holder).
+    pub controller: String,
+    /// Whether it holds the scheduler lease now (always true for the only controller on SQLite).
+    pub leader: bool,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeInfo {

@@ -432,26 +432,7 @@ ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
     let (p, app) = p;
     let base = p.api_url();
     let (_driver, c) = browser().await;
-    c.goto(&format!("{base}/login")).await.unwrap();
-    c.find(Locator::Id("username"))
-        .await
-        .unwrap()
-        .send_keys("admin")
-        .await
-        .unwrap();
-    c.find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys(&p.admin_password)
-        .await
-        .unwrap();
-    c.find(Locator::Css("form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    wait_path(&c, "/").await;
+    login(&c, &base, &p.admin_password).await;
     c.goto(&format!("{base}/apps/{app}?window=15m"))
         .await
         .unwrap();
@@ -585,26 +566,7 @@ async fn the_list_flags_a_crash_loop_and_the_space_switcher_limits_it() {
     .unwrap();
     let base = p.api_url();
     let (_driver, c) = browser().await;
-    c.goto(&format!("{base}/login")).await.unwrap();
-    c.find(Locator::Id("username"))
-        .await
-        .unwrap()
-        .send_keys("admin")
-        .await
-        .unwrap();
-    c.find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys(&p.admin_password)
-        .await
-        .unwrap();
-    c.find(Locator::Css("form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    wait_path(&c, "/").await;
+    login(&c, &base, &p.admin_password).await;
     // The crash loop is flagged (the list is server-rendered: reload until it shows).
     let start = Instant::now();
     loop {

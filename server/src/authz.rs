@@ -238,6 +238,8 @@ fn classify(method: &actix_web::http::Method, path: &str) -> Need {
         (["auth", "login" | "refresh" | "logout"], Method::POST) => Need::Public,
         // The API description: CI tools fetch it before they have a token.
         (["openapi.json"], _) if read => Need::Public,
+        // Which controller leads: load balancers and operators ask without a token.
+        (["info"], _) if read => Need::Public,
         // Agents and standalone routers authenticate with their own credentials.
         (["agent", ..] | ["router", ..], _) => Need::Agent,
         (["admin", "keys"], _) if read => Need::Operator,
@@ -952,6 +954,7 @@ mod tests {
         assert_eq!(c(Method::POST, "/v1/auth/refresh"), Public);
         assert_eq!(c(Method::POST, "/v1/auth/logout"), Public);
         assert_eq!(c(Method::GET, "/v1/openapi.json"), Public);
+        assert_eq!(c(Method::GET, "/v1/info"), Public);
         assert_eq!(c(Method::GET, "/v1/admin/keys"), Operator);
         assert_eq!(c(Method::POST, "/v1/admin/keys/rotate"), Operator);
         assert_eq!(c(Method::GET, "/v1/events"), Authenticated);

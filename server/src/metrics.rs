@@ -58,6 +58,7 @@ pub struct Metrics {
     placements: Family<PlacementLabels, Gauge>,
     nodes: Family<StateLabels, Gauge>,
     authz_denied: Family<DeniedLabels, Counter>,
+    leader: Gauge,
     hub: Arc<HubCounters>,
 }
 
@@ -94,6 +95,12 @@ impl Metrics {
             "Requests refused by authentication or authorization, by error code",
             authz_denied.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this controller holds the scheduler lease (runs the scheduler), else 0",
+            leader.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             requests,
@@ -102,6 +109,7 @@ impl Metrics {
             placements,
             nodes,
             authz_denied,
+            leader,
             hub,
         }
     }
@@ -153,6 +161,7 @@ impl Metrics {
                 .get_or_create(&StateLabels { state: s.into() })
                 .set(n as i64);
         }
+        self.leader.set(i64::from(ctx.leadership.is_leader()));
         let mut out = String::new();
         {
             let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());

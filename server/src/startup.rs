@@ -106,6 +106,7 @@ impl Application {
         });
         let mut front = router::server::start(front, self.listener, tls)?;
         tracing::info!(port = self.port, "paas-server listening");
+        tokio::spawn(crate::control::lease::run(self.ctx.clone()));
         let converge = tokio::spawn(crate::control::convergence::run(self.ctx.clone()));
         tokio::spawn(crate::control::convergence::drain_watch(self.ctx.clone()));
         let access_log = tokio::spawn(router::access_log::run(
@@ -186,6 +187,7 @@ pub async fn context(
     auth::load_keys(store.as_ref(), &secrets, &keys, jwt_secret.as_bytes())
         .await
         .map_err(|e| anyhow::anyhow!("loading the signing keys: {e}"))?;
+    let leadership = crate::control::lease::Leadership::new(store.shared());
     let ctx = Arc::new(AppCtx {
         keys,
         settings,
@@ -203,6 +205,7 @@ pub async fn context(
         secrets,
         retired: Default::default(),
         stopping: Default::default(),
+        leadership,
     });
     router::refresh(&ctx)
         .await

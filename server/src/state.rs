@@ -44,6 +44,8 @@ pub struct AppCtx {
     /// Cancelled when a graceful stop begins: long-polls answer at once and log streams end, so
     /// the listener's wait for requests in flight is not a wait for idle clients.
     pub stopping: tokio_util::sync::CancellationToken,
+    /// Whether this controller runs the scheduler now (the lease, on a shared database).
+    pub leadership: crate::control::lease::Leadership,
 }
 
 /// A removed instance row kept for its node while its in-flight requests finish.

@@ -116,6 +116,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::delete().to(base_images::disallow),
             )
             .route("/openapi.json", web::get().to(openapi::serve))
+            .route("/info", web::get().to(info))
             .default_service(web::to(not_found)),
     )
     .app_data(
@@ -131,6 +132,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .app_data(web::PathConfig::default().error_handler(|err, _| {
         Error::api(ErrorCode::BadRequest, format!("invalid path: {err}")).into()
     }));
+}
+
+/// Which controller answered and whether it leads: public, like `/healthz`, for load balancers
+/// and operators choosing where to look.
+#[utoipa::path(get, path = "/v1/info", tag = "controller", summary = "This controller's id and whether it runs the scheduler", security(()), responses((status = 200, body = paas_common::api::ControllerInfo)))]
+pub(crate) async fn info(ctx: Ctx) -> web::Json<paas_common::api::ControllerInfo> {
+    web::Json(paas_common::api::ControllerInfo {
+        controller: ctx.leadership.holder.clone(),
+        leader: ctx.leadership.is_leader(),
+    })
 }
 
 async fn not_found() -> ApiResult<&'static str> {

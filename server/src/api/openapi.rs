@@ -91,6 +91,7 @@ impl Modify for BearerAuth {
         drains::list, drains::add, drains::remove,
         resources::match_files,
         base_images::list, base_images::allow, base_images::disallow,
+        crate::api::info,
     ),
     components(schemas(paas_common::ApiError, PushForm))
 )]
@@ -140,6 +141,7 @@ mod tests {
             "/v1/admin/keys",
             "/v1/admin/keys/rotate",
             "/v1/events",
+            "/v1/info",
         ] {
             assert!(paths.contains_key(p), "{p} missing");
         }

@@ -19,6 +19,12 @@
 //! row that still has requests in flight stays in its node's assignments (`AppCtx::retired`)
 //! until they have finished (at most `router_drain_secs`), so a stop never cuts a request short.
 //! The wait is per instance: the loop goes on, and other apps' changes reach their nodes at once.
+//!
+//! **One leader.** With several controllers on one database only the holder of the scheduler
+//! lease ([`super::lease`]) runs passes, and its writes carry the lease's fence. The others
+//! follow: each tick they rebuild their route table from the store and, when the placements
+//! changed (a hash of every row's id and node), bump their own assignment version, so agents
+//! long-polling a follower learn of the leader's placements within a tick.
 
 use chrono::{Duration, Utc};
 use paas_common::api::{AppState, InstanceState};
@@ -26,17 +32,25 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration as StdDuration;
 
 use crate::control::desired::DesiredState;
+use crate::control::lease::Role;
 use crate::control::scheduler::{self, Ask, NodeView, Spread};
 use crate::state::AppCtx;
-use crate::store::{AppLifecycle, AppRecord, Event, InstanceRecord, StoreResult};
+use crate::store::{
+    AppLifecycle, AppRecord, Event, Fence, InstanceRecord, Store, StoreError, StoreResult,
+};
 
 const TICK: StdDuration = StdDuration::from_secs(1);
 
 /// Runs forever; each pass is also triggered early by `ctx.converge`.
 pub async fn run(ctx: std::sync::Arc<AppCtx>) {
     loop {
-        if let Err(e) = pass(&ctx).await {
-            tracing::error!(error = %e, "convergence pass failed");
+        match pass(&ctx).await {
+            Ok(_) => {}
+            Err(StoreError::Fenced(why)) => {
+                tracing::warn!(%why, "a convergence write was fenced off: this controller no longer leads");
+                ctx.leadership.lost();
+            }
+            Err(e) => tracing::error!(error = %e, "convergence pass failed"),
         }
         tokio::select! {
             _ = ctx.converge.notified() => {}
@@ -46,9 +60,14 @@ pub async fn run(ctx: std::sync::Arc<AppCtx>) {
 }
 
 /// One whole pass: converge the rows, refresh the route table, tell the nodes. Returns whether
-/// any placement changed.
+/// any placement changed. On a follower, only follows the leader's placements.
 pub async fn pass(ctx: &AppCtx) -> StoreResult<bool> {
-    let changed = converge_once(ctx).await?;
+    let fence = match ctx.leadership.role() {
+        Role::Sole => None,
+        Role::Leader(f) => Some(f),
+        Role::Follower => return follow(ctx).await,
+    };
+    let changed = converge_once(ctx, fence).await?;
     // Routes first: a removed instance must be out of the table before its agent learns
     // (through the version bump) that it should stop it. Graceful drain, per instance: a
     // removed instance still serving requests stays in its node's assignments (see
@@ -64,6 +83,76 @@ pub async fn pass(ctx: &AppCtx) -> StoreResult<bool> {
         ctx.bump_assignments();
     }
     Ok(changed)
+}
+
+/// A follower's tick: the route table and the agents follow the placements the leader writes.
+async fn follow(ctx: &AppCtx) -> StoreResult<bool> {
+    if let Err(e) = crate::router::refresh(ctx).await {
+        tracing::warn!(error = %e, "route table refresh failed");
+    }
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for i in ctx.store.list_instances().await? {
+        (i.id, i.node_name).hash(&mut h);
+    }
+    let seen = h.finish();
+    let before = ctx
+        .leadership
+        .placements_seen
+        .swap(seen, std::sync::atomic::Ordering::Relaxed);
+    if before != seen {
+        ctx.bump_assignments();
+    }
+    Ok(before != seen)
+}
+
+/// The scheduler's writes: fenced by the lease when there is one (several controllers), plain
+/// on the only controller.
+struct Writes<'a> {
+    store: &'a dyn Store,
+    fence: Option<Fence>,
+}
+
+impl Writes<'_> {
+    async fn mark_lost_nodes(&self, before: chrono::DateTime<Utc>) -> StoreResult<Vec<String>> {
+        match &self.fence {
+            Some(f) => self.store.fenced_mark_lost_nodes(f, before).await,
+            None => self.store.mark_lost_nodes(before).await,
+        }
+    }
+
+    async fn delete_instance(&self, id: &str) -> StoreResult<()> {
+        match &self.fence {
+            Some(f) => self.store.fenced_delete_instance(f, id).await,
+            None => self.store.delete_instance(id).await,
+        }
+    }
+
+    async fn insert_instance(&self, i: &InstanceRecord) -> StoreResult<()> {
+        match &self.fence {
+            Some(f) => self.store.fenced_insert_instance(f, i).await,
+            None => self.store.insert_instance(i).await,
+        }
+    }
+
+    async fn place_instance(
+        &self,
+        id: &str,
+        node: Option<&str>,
+        error: Option<&str>,
+    ) -> StoreResult<()> {
+        match &self.fence {
+            Some(f) => self.store.fenced_place_instance(f, id, node, error).await,
+            None => self.store.place_instance(id, node, error).await,
+        }
+    }
+
+    async fn set_node_state(&self, name: &str, state: &str, ev: &Event) -> StoreResult<()> {
+        match &self.fence {
+            Some(f) => self.store.fenced_set_node_state(f, name, state, ev).await,
+            None => self.store.set_node_state(name, state, ev).await,
+        }
+    }
 }
 
 /// Tells nodes to stop retired instances as soon as their in-flight requests have ended. Polled:
@@ -321,11 +410,16 @@ fn stale_reason(
     }
 }
 
-/// One pass. Returns whether any placement changed (agents must be told).
-pub async fn converge_once(ctx: &AppCtx) -> StoreResult<bool> {
+/// One pass, its writes fenced by `fence` when given. Returns whether any placement changed
+/// (agents must be told).
+pub async fn converge_once(ctx: &AppCtx, fence: Option<Fence>) -> StoreResult<bool> {
     let store = &ctx.store;
+    let writes = Writes {
+        store: store.as_ref(),
+        fence,
+    };
     let grace = Duration::seconds(ctx.settings.node_grace_secs as i64);
-    for lost in store.mark_lost_nodes(Utc::now() - grace).await? {
+    for lost in writes.mark_lost_nodes(Utc::now() - grace).await? {
         tracing::warn!(node = %lost, "node lost: no heartbeat within the grace period");
         store
             .add_event(&Event {
@@ -370,7 +464,7 @@ pub async fn converge_once(ctx: &AppCtx) -> StoreResult<bool> {
     let drain_until =
         std::time::Instant::now() + StdDuration::from_secs(ctx.settings.router_drain_secs);
     for (inst, why) in &decided.remove {
-        store.delete_instance(&inst.id).await?;
+        writes.delete_instance(&inst.id).await?;
         // A routed instance may have requests in flight: keep it for its node until they end
         // (the next route refresh decides; one that serves nothing is forgotten at once).
         if let (Some(node), Some(port), InstanceState::Running) =
@@ -430,7 +524,7 @@ pub async fn converge_once(ctx: &AppCtx) -> StoreResult<bool> {
             // Not routed before its node says it runs and is ready.
             ready: false,
         };
-        store.insert_instance(&row).await?;
+        writes.insert_instance(&row).await?;
         store
             .add_event(&Event {
                 app_name: Some(app.name.clone()),
@@ -471,7 +565,7 @@ pub async fn converge_once(ctx: &AppCtx) -> StoreResult<bool> {
         match scheduler::place(&views, &ask, spread, scheduler::DEFAULT_MAX_STARTING) {
             Ok(vi) => {
                 let node = views[vi].name.clone();
-                store.place_instance(&inst.id, Some(&node), None).await?;
+                writes.place_instance(&inst.id, Some(&node), None).await?;
                 views[vi].book(&ask);
                 spread.add(&views, vi);
                 tracing::info!(app = %app.name, index = inst.index, node = %node, "placed instance");
@@ -481,7 +575,7 @@ pub async fn converge_once(ctx: &AppCtx) -> StoreResult<bool> {
             Err(e) => {
                 let msg = e.to_string();
                 if inst.placement_error.as_deref() != Some(msg.as_str()) {
-                    store.place_instance(&inst.id, None, Some(&msg)).await?;
+                    writes.place_instance(&inst.id, None, Some(&msg)).await?;
                     inst.placement_error = Some(msg);
                 }
             }
@@ -501,7 +595,7 @@ pub async fn converge_once(ctx: &AppCtx) -> StoreResult<bool> {
                 kind: "node.drained".into(),
                 message: format!("node {} is drained: every instance runs elsewhere", n.name),
             };
-            store.set_node_state(&n.name, "drained", &ev).await?;
+            writes.set_node_state(&n.name, "drained", &ev).await?;
             tracing::info!(node = %n.name, "node drained");
         }
     }

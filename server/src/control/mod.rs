@@ -4,5 +4,6 @@
 
 pub mod convergence;
 pub mod desired;
+pub mod lease;
 pub mod nodes;
 pub mod scheduler;

@@ -37,6 +37,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("database configuration: {0}")]
     Config(String),
+    /// A scheduler write refused because its lease moved on (another controller leads now, or
+    /// the lease expired): nothing of it was written.
+    #[error("fenced: {0}")]
+    Fenced(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -616,6 +620,84 @@ pub trait MetricStore: Send + Sync + 'static {
     async fn trim_app_metrics(&self, before: i64) -> StoreResult<u64>;
 }
 
+/// A lease as stored: who holds it, at which epoch, until when (database clock).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub name: String,
+    pub holder: String,
+    /// One more at every change of holder.
+    pub epoch: i64,
+    /// Milliseconds since the Unix epoch, by the database's clock.
+    pub expires_at_ms: i64,
+}
+
+/// What a fenced write carries: it is applied only while `holder` still holds lease `name` at
+/// `epoch`, unexpired, checked inside the write's own transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub name: String,
+    pub holder: String,
+    pub epoch: i64,
+}
+
+impl From<&Lease> for Fence {
+    fn from(l: &Lease) -> Self {
+        Self {
+            name: l.name.clone(),
+            holder: l.holder.clone(),
+            epoch: l.epoch,
+        }
+    }
+}
+
+/// Leader leases and the scheduler's fenced writes (several controllers on one database).
+#[async_trait]
+pub trait LeaseStore: Send + Sync + 'static {
+    /// Whether several controllers may share this database (PostgreSQL), so the scheduler must
+    /// hold the lease; SQLite has one controller, which always leads.
+    fn shared(&self) -> bool;
+    /// Takes lease `name` for `holder` when it is free or expired (the epoch grows by one when
+    /// the holder changes), or renews it when `holder` has it; one statement. `Some`: `holder`
+    /// now holds it until `ttl` from now; `None`: someone else does.
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> StoreResult<Option<Lease>>;
+    /// Lets the lease go at once if `holder` has it (a graceful stop), keeping its epoch.
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<bool>;
+    /// The lease as stored, expired or not.
+    async fn lease(&self, name: &str) -> StoreResult<Option<Lease>>;
+    /// [`NodeStore::mark_lost_nodes`], fenced.
+    async fn fenced_mark_lost_nodes(
+        &self,
+        fence: &Fence,
+        before: DateTime<Utc>,
+    ) -> StoreResult<Vec<String>>;
+    /// [`NodeStore::set_node_state`], fenced.
+    async fn fenced_set_node_state(
+        &self,
+        fence: &Fence,
+        name: &str,
+        state: &str,
+        event: &Event,
+    ) -> StoreResult<()>;
+    /// [`InstanceStore::insert_instance`], fenced.
+    async fn fenced_insert_instance(&self, fence: &Fence, inst: &InstanceRecord)
+        -> StoreResult<()>;
+    /// [`InstanceStore::delete_instance`], fenced.
+    async fn fenced_delete_instance(&self, fence: &Fence, id: &str) -> StoreResult<()>;
+    /// [`InstanceStore::place_instance`], fenced.
+    async fn fenced_place_instance(
+        &self,
+        fence: &Fence,
+        id: &str,
+        node: Option<&str>,
+        placement_error: Option<&str>,
+    ) -> StoreResult<()>;
+}
+
 /// Every role: what handlers hold (`Arc<dyn Store>`). Implemented for anything that implements
 /// all the roles, so a backend only implements those.
 pub trait Store:
@@ -633,6 +715,7 @@ pub trait Store:
     + RollupStore
     + NodeMetricStore
     + QuotaStore
+    + LeaseStore
 {
 }
 
@@ -651,15 +734,16 @@ impl<T> Store for T where
         + RollupStore
         + NodeMetricStore
         + QuotaStore
+        + LeaseStore
 {
 }
 
 /// The role traits, for calling store methods on a concrete backend (`dyn Store` needs none).
 pub mod prelude {
     pub use super::{
-        AppStore, AuthStore, BuildStore, EventStore, InstanceStore, LogStore, MetricStore,
-        NodeMetricStore, NodeStore, QuotaStore, RevisionStore, RollupStore, RouteStore, SpaceStore,
-        Store,
+        AppStore, AuthStore, BuildStore, EventStore, InstanceStore, LeaseStore, LogStore,
+        MetricStore, NodeMetricStore, NodeStore, QuotaStore, RevisionStore, RollupStore,
+        RouteStore, SpaceStore, Store,
     };
 }
 

@@ -27,6 +27,8 @@ pub struct PgStore {
 impl Dialect for PgStore {
     type Db = sqlx::Postgres;
     const CONTAINS: &'static str = "strpos";
+    const NOW_MS: &'static str = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)";
+    const SHARED: bool = true;
 
     fn log_pool(&self) -> &PgPool {
         &self.pool

@@ -21,6 +21,10 @@ pub(crate) trait Dialect {
     type Db: sqlx::Database;
     /// The position of a substring in a string, 0 when absent: `instr` / `strpos`.
     const CONTAINS: &'static str;
+    /// The database clock's now, in milliseconds since the Unix epoch (lease times).
+    const NOW_MS: &'static str;
+    /// Whether several controllers may share the database ([`super::LeaseStore::shared`]).
+    const SHARED: bool;
     /// The pool log lines are written and trimmed through.
     fn log_pool(&self) -> &sqlx::Pool<Self::Db>;
     /// A transaction that holds the store's single writer lock from its start, so a
@@ -417,6 +421,120 @@ fn refresh_from_row(r: &$row) -> StoreResult<RefreshRecord> {
         revoked_at: r.try_get("revoked_at")?,
     })
 }
+async fn insert_instance_on<'c, E: sqlx::Executor<'c, Database = $db>>(
+    ex: E,
+    i: &InstanceRecord,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO instances (id, app_id, revision, process_type, idx, node_name, state, container_id, host_port, restarts, last_exit, placement_error, since, created_at, ready)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+    )
+    .bind(&i.id)
+    .bind(&i.app_id)
+    .bind(i.revision)
+    .bind(&i.process_type)
+    .bind(i.index as i64)
+    .bind(&i.node_name)
+    .bind(i.state.as_str())
+    .bind(&i.container_id)
+    .bind(i.host_port.map(i64::from))
+    .bind(i.restarts as i64)
+    .bind(&i.last_exit)
+    .bind(&i.placement_error)
+    .bind(i.since)
+    .bind(i.created_at)
+    .bind(i.ready)
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
+async fn delete_instance_on<'c, E: sqlx::Executor<'c, Database = $db>>(
+    ex: E,
+    id: &str,
+) -> StoreResult<()> {
+    sqlx::query("DELETE FROM instances WHERE id = $1")
+        .bind(id)
+        .execute(ex)
+        .await?;
+    Ok(())
+}
+
+async fn place_instance_on<'c, E: sqlx::Executor<'c, Database = $db>>(
+    ex: E,
+    id: &str,
+    node: Option<&str>,
+    placement_error: Option<&str>,
+) -> StoreResult<()> {
+    sqlx::query("UPDATE instances SET node_name = $1, placement_error = $2, state = 'pending', since = $3 WHERE id = $4")
+        .bind(node)
+        .bind(placement_error)
+        .bind(Utc::now())
+        .bind(id)
+        .execute(ex)
+        .await?;
+    Ok(())
+}
+
+async fn mark_lost_nodes_on<'c, E: sqlx::Executor<'c, Database = $db>>(
+    ex: E,
+    before: DateTime<Utc>,
+) -> StoreResult<Vec<String>> {
+    let rows = sqlx::query("UPDATE nodes SET state = 'lost' WHERE state = 'ready' AND last_heartbeat < $1 RETURNING name")
+        .bind(before)
+        .fetch_all(ex)
+        .await?;
+    rows.iter().map(|r| Ok(r.try_get("name")?)).collect()
+}
+
+async fn set_node_state_on(
+    tx: &mut sqlx::Transaction<'static, $db>,
+    name: &str,
+    state: &str,
+    event: &Event,
+) -> StoreResult<()> {
+    let res = sqlx::query("UPDATE nodes SET state = $1 WHERE name = $2")
+        .bind(state)
+        .bind(name)
+        .execute(&mut **tx)
+        .await?;
+    if res.rows_affected() == 0 {
+        return Err(StoreError::NotFound(format!("node {name:?} not found")));
+    }
+    insert_event(&mut **tx, event).await
+}
+
+fn lease_from_row(r: &$row) -> StoreResult<Lease> {
+    Ok(Lease {
+        name: r.try_get("name")?,
+        holder: r.try_get("holder")?,
+        epoch: r.try_get("epoch")?,
+        expires_at_ms: r.try_get("expires_at")?,
+    })
+}
+
+/// Refuses the write in `tx` unless `fence` still holds: run inside the write transaction,
+/// after its single-writer lock, so no takeover can commit between the check and the write.
+async fn check_fence(tx: &mut sqlx::Transaction<'static, $db>, f: &Fence) -> StoreResult<()> {
+    let sql = format!(
+        "SELECT 1 AS held FROM leases WHERE name = $1 AND holder = $2 AND epoch = $3 AND expires_at > {}",
+        <$store as Dialect>::NOW_MS
+    );
+    let held = sqlx::query(&sql)
+        .bind(&f.name)
+        .bind(&f.holder)
+        .bind(f.epoch)
+        .fetch_optional(&mut **tx)
+        .await?;
+    if held.is_none() {
+        return Err(StoreError::Fenced(format!(
+            "lease {:?} is no longer held by {} at epoch {}",
+            f.name, f.holder, f.epoch
+        )));
+    }
+    Ok(())
+}
+
 pub(crate) async fn insert_event<'c, E: sqlx::Executor<'c, Database = $db>>(
     ex: E,
     ev: &Event,
@@ -860,24 +978,12 @@ pub(crate) async fn insert_event<'c, E: sqlx::Executor<'c, Database = $db>>(
     }
 
     async fn mark_lost_nodes(&self, before: DateTime<Utc>) -> StoreResult<Vec<String>> {
-        let rows = sqlx::query("UPDATE nodes SET state = 'lost' WHERE state = 'ready' AND last_heartbeat < $1 RETURNING name")
-            .bind(before)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| Ok(r.try_get("name")?)).collect()
+        mark_lost_nodes_on(&self.pool, before).await
     }
 
     async fn set_node_state(&self, name: &str, state: &str, event: &Event) -> StoreResult<()> {
         let mut tx = self.write_tx().await?;
-        let res = sqlx::query("UPDATE nodes SET state = $1 WHERE name = $2")
-            .bind(state)
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        if res.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("node {name:?} not found")));
-        }
-        insert_event(&mut *tx, event).await?;
+        set_node_state_on(&mut tx, name, state, event).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1319,36 +1425,11 @@ pub(crate) async fn insert_event<'c, E: sqlx::Executor<'c, Database = $db>>(
     }
 
     async fn insert_instance(&self, i: &InstanceRecord) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO instances (id, app_id, revision, process_type, idx, node_name, state, container_id, host_port, restarts, last_exit, placement_error, since, created_at, ready)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-        )
-        .bind(&i.id)
-        .bind(&i.app_id)
-        .bind(i.revision)
-        .bind(&i.process_type)
-        .bind(i.index as i64)
-        .bind(&i.node_name)
-        .bind(i.state.as_str())
-        .bind(&i.container_id)
-        .bind(i.host_port.map(i64::from))
-        .bind(i.restarts as i64)
-        .bind(&i.last_exit)
-        .bind(&i.placement_error)
-        .bind(i.since)
-        .bind(i.created_at)
-        .bind(i.ready)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        insert_instance_on(&self.pool, i).await
     }
 
     async fn delete_instance(&self, id: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM instances WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        delete_instance_on(&self.pool, id).await
     }
 
     async fn place_instance(
@@ -1357,14 +1438,7 @@ pub(crate) async fn insert_event<'c, E: sqlx::Executor<'c, Database = $db>>(
         node: Option<&str>,
         placement_error: Option<&str>,
     ) -> StoreResult<()> {
-        sqlx::query("UPDATE instances SET node_name = $1, placement_error = $2, state = 'pending', since = $3 WHERE id = $4")
-            .bind(node)
-            .bind(placement_error)
-            .bind(Utc::now())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        place_instance_on(&self.pool, id, node, placement_error).await
     }
 
     async fn report_instance(
@@ -2173,6 +2247,123 @@ pub(crate) async fn insert_event<'c, E: sqlx::Executor<'c, Database = $db>>(
             .execute(&self.pool)
             .await?;
         Ok(r.rows_affected())
+    }
+        }
+
+        #[async_trait]
+        impl LeaseStore for $store {
+    fn shared(&self) -> bool {
+        <$store as Dialect>::SHARED
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> StoreResult<Option<Lease>> {
+        let now = <$store as Dialect>::NOW_MS;
+        // One statement: insert it, or take it over when expired (next epoch), or renew it when
+        // ours (same epoch); when none applies the WHERE leaves the row alone and nothing returns.
+        let sql = format!(
+            "INSERT INTO leases (name, holder, epoch, expires_at) VALUES ($1, $2, 1, {now} + $3)
+             ON CONFLICT (name) DO UPDATE SET
+                 epoch = CASE WHEN leases.holder = excluded.holder THEN leases.epoch ELSE leases.epoch + 1 END,
+                 holder = excluded.holder,
+                 expires_at = excluded.expires_at
+             WHERE leases.holder = excluded.holder OR leases.expires_at <= {now}
+             RETURNING name, holder, epoch, expires_at"
+        );
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+        // Under the writer lock: a fenced write checks the lease with a plain read and writes
+        // after it, so a takeover must not commit between the two; holding the same lock, it
+        // waits for that write's commit.
+        let mut tx = self.write_tx().await?;
+        let row = sqlx::query(&sql)
+            .bind(name)
+            .bind(holder)
+            .bind(ttl_ms)
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        row.as_ref().map(lease_from_row).transpose()
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<bool> {
+        let res = sqlx::query("UPDATE leases SET expires_at = 0 WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    async fn lease(&self, name: &str) -> StoreResult<Option<Lease>> {
+        let row = sqlx::query("SELECT * FROM leases WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(lease_from_row).transpose()
+    }
+
+    async fn fenced_mark_lost_nodes(
+        &self,
+        fence: &Fence,
+        before: DateTime<Utc>,
+    ) -> StoreResult<Vec<String>> {
+        let mut tx = self.write_tx().await?;
+        check_fence(&mut tx, fence).await?;
+        let lost = mark_lost_nodes_on(&mut *tx, before).await?;
+        tx.commit().await?;
+        Ok(lost)
+    }
+
+    async fn fenced_set_node_state(
+        &self,
+        fence: &Fence,
+        name: &str,
+        state: &str,
+        event: &Event,
+    ) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        check_fence(&mut tx, fence).await?;
+        set_node_state_on(&mut tx, name, state, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn fenced_insert_instance(
+        &self,
+        fence: &Fence,
+        inst: &InstanceRecord,
+    ) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        check_fence(&mut tx, fence).await?;
+        insert_instance_on(&mut *tx, inst).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn fenced_delete_instance(&self, fence: &Fence, id: &str) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        check_fence(&mut tx, fence).await?;
+        delete_instance_on(&mut *tx, id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn fenced_place_instance(
+        &self,
+        fence: &Fence,
+        id: &str,
+        node: Option<&str>,
+        placement_error: Option<&str>,
+    ) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        check_fence(&mut tx, fence).await?;
+        place_instance_on(&mut *tx, id, node, placement_error).await?;
+        tx.commit().await?;
+        Ok(())
     }
         }
 

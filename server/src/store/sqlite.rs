@@ -31,6 +31,8 @@ pub struct SqliteStore {
 impl Dialect for SqliteStore {
     type Db = sqlx::Sqlite;
     const CONTAINS: &'static str = "instr";
+    const NOW_MS: &'static str = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
+    const SHARED: bool = false;
 
     fn log_pool(&self) -> &SqlitePool {
         &self.log_writer
