@@ -45,17 +45,15 @@ pub async fn build_stacks(
     force: bool,
 ) -> Result<Vec<(&'static str, stack::StackOutcome)>, AgentError> {
     let docker = runtime::connect_docker().await?;
-    let mut out = Vec::new();
-    for s in stack::STACKS {
-        if only.is_some_and(|o| o != s.name) {
-            continue;
-        }
-        out.push((
-            s.name,
-            stack::ensure_stack(&docker, s, &settings.debian_mirror, force).await?,
-        ));
-    }
-    Ok(out)
+    // Every stack at once: each has its own lock and temp tree, and the time goes to the mirror.
+    let builds = stack::STACKS
+        .iter()
+        .filter(|s| only.is_none_or(|o| o == s.name))
+        .map(|s| async {
+            let outcome = stack::ensure_stack(&docker, s, &settings.debian_mirror, force).await?;
+            Ok::<_, AgentError>((s.name, outcome))
+        });
+    futures_util::future::try_join_all(builds).await
 }
 
 /// Runs the agent until one of its loops fails; the caller races this against shutdown signals.
@@ -63,9 +61,12 @@ pub async fn build_stacks(
 pub async fn run(settings: Settings) -> Result<(), AgentError> {
     let join_token = settings.resolve_join_token()?;
     let docker = runtime::connect_docker().await?;
-    for s in stack::STACKS {
-        stack::ensure_stack(&docker, s, &settings.debian_mirror, false).await?;
-    }
+    futures_util::future::try_join_all(
+        stack::STACKS
+            .iter()
+            .map(|s| stack::ensure_stack(&docker, s, &settings.debian_mirror, false)),
+    )
+    .await?;
     let runtime = Arc::new(Runtime::new(
         docker,
         RuntimeSettings::from_settings(&settings),

@@ -3,8 +3,9 @@
 //! managers, only ever used for staging). No registry is reachable from a node, so the agent
 //! builds both itself: debootstrap the run packages, import that tree, then install the build
 //! packages into the same tree with apt in a chroot and import it again, which costs one
-//! debootstrap per release. A file lock makes parallel agents and test processes on one machine
-//! build each at most once.
+//! debootstrap per release. A file lock per stack makes parallel agents and test processes on one
+//! machine build each at most once, while different stacks build side by side (debootstrap and
+//! apt mostly wait on the mirror).
 
 use bollard::image::CreateImageOptions;
 use bollard::Docker;
@@ -17,7 +18,6 @@ use std::time::Instant;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
-const LOCK_PATH: &str = "/tmp/paas-stack-build.lock";
 /// Console scripts a buildpack installs (a Python venv, node's `.bin`, Go and Ruby binaries)
 /// are on PATH for every command, the Procfile's included, as Heroku's `.profile.d` puts them.
 const PATH_ENV: &str = "ENV PATH=/app/.venv/bin:/app/node_modules/.bin:/app/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -134,7 +134,7 @@ pub async fn ensure_stack(
     if !force && both_exist(docker, stack).await? {
         return Ok(StackOutcome::AlreadyPresent);
     }
-    let _lock = lock_exclusive(Path::new(LOCK_PATH)).await?;
+    let _lock = lock_exclusive(&lock_path(stack.name)).await?;
     // Someone else may have built it while we waited for the lock.
     if !force && both_exist(docker, stack).await? {
         tracing::info!(
@@ -145,6 +145,10 @@ pub async fn ensure_stack(
     }
     build(docker, stack, mirror).await?;
     Ok(StackOutcome::Built)
+}
+
+fn lock_path(stack: &str) -> PathBuf {
+    PathBuf::from(format!("/tmp/paas-stack-build-{stack}.lock"))
 }
 
 /// Held while building; the OS releases the lock when the file closes, even on a crash.
