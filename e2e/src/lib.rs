@@ -1023,3 +1023,26 @@ impl Drop for StandaloneRouter {
         }
     }
 }
+
+/// A REST call as `token` with an optional target space; answers the status and the JSON body.
+pub fn call(
+    p: &Platform,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+    space: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut rb = reqwest::blocking::Client::new()
+        .request(method, format!("{}{path}", p.api_url()))
+        .bearer_auth(token);
+    if let Some(b) = body {
+        rb = rb.json(&b);
+    }
+    if let Some(s) = space {
+        rb = rb.header("X-Paas-Space", s);
+    }
+    let res = rb.send().unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().unwrap_or_default())
+}

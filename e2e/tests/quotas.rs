@@ -3,32 +3,9 @@
 //! `422 quota_exceeded` naming the limit and the usage, nothing changed), the week of 1-minute
 //! metrics (`?window=7d`), and node health over time recorded while an agent heartbeats.
 
-use paas_e2e::{unique, wait_for, zip_of, Options, Platform};
+use paas_e2e::{call, unique, wait_for, zip_of, Options, Platform};
 use serde_json::json;
 use std::time::Duration;
-
-/// A REST call with an optional target space; answers the status and the JSON body.
-fn call(
-    p: &Platform,
-    token: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<serde_json::Value>,
-    space: Option<&str>,
-) -> (u16, serde_json::Value) {
-    let mut rb = reqwest::blocking::Client::new()
-        .request(method, format!("{}{path}", p.api_url()))
-        .bearer_auth(token);
-    if let Some(b) = body {
-        rb = rb.json(&b);
-    }
-    if let Some(s) = space {
-        rb = rb.header("X-Paas-Space", s);
-    }
-    let res = rb.send().unwrap();
-    let status = res.status().as_u16();
-    (status, res.json().unwrap_or_default())
-}
 
 /// A push into `space` with extra form fields (`instances`, `memory`, ...).
 fn push(

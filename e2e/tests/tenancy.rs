@@ -1,7 +1,7 @@
 //! Tenancy, roles and CI tokens against the real server and CLI: each row of issue 7's access
 //! checklist is an assertion here. No agent is needed: pushes are accepted (and stay pending).
 
-use paas_e2e::{example, unique, wait_for, zip_of, Options, Platform};
+use paas_e2e::{call, example, unique, wait_for, zip_of, Options, Platform};
 use std::path::Path;
 use std::time::Duration;
 
@@ -326,29 +326,6 @@ fn one_source_guessing_many_accounts_is_rate_limited() {
 }
 
 // --- Issue 18: a developer of another space attacks, and every attack is refused. ---
-
-/// A REST call with an optional target space; answers the status and the JSON body.
-fn call(
-    p: &Platform,
-    token: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<serde_json::Value>,
-    space: Option<&str>,
-) -> (u16, serde_json::Value) {
-    let mut rb = reqwest::blocking::Client::new()
-        .request(method, format!("{}{path}", p.api_url()))
-        .bearer_auth(token);
-    if let Some(b) = body {
-        rb = rb.json(&b);
-    }
-    if let Some(s) = space {
-        rb = rb.header("X-Paas-Space", s);
-    }
-    let res = rb.send().unwrap();
-    let status = res.status().as_u16();
-    (status, res.json().unwrap_or_default())
-}
 
 /// A push of `files`; `stream` asks for the NDJSON answer. Answers the status and the body text.
 fn push_files(
