@@ -44,6 +44,8 @@ fn class_of(method: &str, path: &str) -> Option<Class> {
     Some(match (method, path) {
         ("post", "/v1/auth/login" | "/v1/auth/refresh" | "/v1/auth/logout") => Public,
         ("get", "/v1/openapi.json") => Public,
+        // Which controller this is and whether it leads the scheduler (issue 20).
+        ("get", "/v1/info") => Public,
         ("get", "/v1/admin/keys") | ("post", "/v1/admin/keys/rotate") => Operator,
         ("get", "/v1/apps" | "/v1/events" | "/v1/nodes" | "/v1/routes" | "/v1/spaces") => AnyUser,
         ("get", "/v1/buildpacks") => AnyUser,
