@@ -83,6 +83,10 @@ impl Application {
                 .configure(crate::web::configure)
                 .default_service(web::to(crate::web::not_found))
         })
+        // The only client is the public listener's pool, whose idle connections close after
+        // 30 s (router::server): the server must not close first, or a request sent on a
+        // connection it is closing fails as a 502 (actix's default keep-alive is 5 s).
+        .keep_alive(std::time::Duration::from_secs(75))
         // Signals are this function's: the public listener must stop first (see below).
         .disable_signals()
         .shutdown_timeout(self.ctx.settings.router_drain_secs)
