@@ -488,17 +488,32 @@ ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
     assert!(found.contains("\"GET /boom\" 500"), "{found}");
     assert!(!found.contains("\"GET / "), "only matching lines: {found}");
 
-    // The API serves the same points.
+    // The API serves the same points, every request once its 10 s interval has closed (the
+    // chart above may have drawn the first of them while the rest were still in an open one).
     let url = format!("{base}/v1/apps/{app}/metrics?window=15m");
     let pp = p.clone();
     let m: serde_json::Value = tokio::task::spawn_blocking(move || {
-        reqwest::blocking::Client::new()
-            .get(url)
-            .bearer_auth(pp.admin_token().unwrap())
-            .send()
-            .unwrap()
-            .json()
-            .unwrap()
+        let sum = |m: &serde_json::Value, k: &str| {
+            m["points"].as_array().map_or(0, |pts| {
+                pts.iter().map(|p| p[k].as_u64().unwrap_or(0)).sum::<u64>()
+            })
+        };
+        let start = Instant::now();
+        loop {
+            let m: serde_json::Value = reqwest::blocking::Client::new()
+                .get(&url)
+                .bearer_auth(pp.admin_token().unwrap())
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            if (sum(&m, "requests") >= 70 && sum(&m, "errors") >= 30)
+                || start.elapsed() > Duration::from_secs(45)
+            {
+                break m;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
     })
     .await
     .unwrap();
