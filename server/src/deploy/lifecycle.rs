@@ -347,17 +347,7 @@ pub async fn update(
         let mut after = app.clone();
         after.desired_instances = req.instances.unwrap_or(app.desired_instances);
         after.memory_mb = req.memory_mb.unwrap_or(app.memory_mb);
-        let footprint = super::quota::footprint(ctx, &after).await?;
-        super::quota::check(
-            ctx,
-            &app.space_id,
-            &super::quota::Change {
-                app_id: Some(&app.id),
-                footprint,
-                ..Default::default()
-            },
-        )
-        .await?;
+        super::quota::check_app(ctx, &after).await?;
     }
     let update = AppUpdate {
         desired_instances: req.instances,
@@ -549,17 +539,7 @@ pub async fn set_state(
     if state == AppState::Started && app.state != AppState::Started {
         let mut after = app.clone();
         after.state = AppState::Started;
-        let footprint = super::quota::footprint(ctx, &after).await?;
-        super::quota::check(
-            ctx,
-            &app.space_id,
-            &super::quota::Change {
-                app_id: Some(&app.id),
-                footprint,
-                ..Default::default()
-            },
-        )
-        .await?;
+        super::quota::check_app(ctx, &after).await?;
     }
     let ev = event(
         actor,

@@ -104,6 +104,22 @@ pub struct Change<'a> {
     pub new_routes: u64,
 }
 
+/// Refuses an existing app's change to `after` (its instances, memory or state) when it would
+/// take the app's space past its quota.
+pub async fn check_app(ctx: &AppCtx, after: &AppRecord) -> DeployResult<()> {
+    let footprint = footprint(ctx, after).await?;
+    check(
+        ctx,
+        &after.space_id,
+        &Change {
+            app_id: Some(&after.id),
+            footprint,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
 /// Refuses `change` with [`DeployError::QuotaExceeded`] when it would take the space past a
 /// limit of its quota.
 pub async fn check(ctx: &AppCtx, space_id: &str, change: &Change<'_>) -> DeployResult<()> {
