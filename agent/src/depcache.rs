@@ -149,17 +149,7 @@ impl DepCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tar_of(files: &[(&str, &str)]) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for (p, body) in files {
-            let mut h = tar::Header::new_gnu();
-            h.set_mode(0o644);
-            h.set_size(body.len() as u64);
-            b.append_data(&mut h, p, body.as_bytes()).unwrap();
-        }
-        b.into_inner().unwrap()
-    }
+    use crate::test_tar as tar_of;
 
     #[test]
     fn the_key_follows_the_lockfile_and_stack_not_the_code() {

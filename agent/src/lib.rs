@@ -34,3 +34,16 @@ pub mod staging;
 pub mod stats;
 
 pub use config::Settings;
+
+/// A tar of small files (mode 0644), for unit tests that read droplets and app sources.
+#[cfg(test)]
+pub(crate) fn test_tar(files: &[(&str, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (p, body) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(body.len() as u64);
+        b.append_data(&mut h, p, body.as_bytes()).unwrap();
+    }
+    b.into_inner().unwrap()
+}

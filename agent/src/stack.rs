@@ -420,17 +420,7 @@ pub fn droplet_stack(droplet: &[u8]) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn droplet(files: &[(&str, &str)]) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for (p, body) in files {
-            let mut h = tar::Header::new_gnu();
-            h.set_mode(0o644);
-            h.set_size(body.len() as u64);
-            b.append_data(&mut h, p, body.as_bytes()).unwrap();
-        }
-        b.into_inner().unwrap()
-    }
+    use crate::test_tar as droplet;
 
     #[test]
     fn a_droplet_names_its_stack_and_an_old_one_is_bookworm() {
