@@ -3,7 +3,7 @@
 
 use chrono::{TimeDelta, Utc};
 use paas_common::agent::NodeCapacity;
-use paas_common::api::{AppState, InstanceState};
+use paas_common::api::AppState;
 use paas_server::store::{AppRecord, Event, Fence, InstanceRecord, NodeRecord, Store, StoreError};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -99,24 +99,7 @@ fn ev(kind: &str) -> Event {
 }
 
 fn instance(id: &str, index: u32) -> InstanceRecord {
-    let now = Utc::now();
-    InstanceRecord {
-        id: id.into(),
-        app_id: "app-l".into(),
-        revision: 1,
-        process_type: "web".into(),
-        index,
-        node_name: None,
-        state: InstanceState::Pending,
-        container_id: None,
-        host_port: None,
-        restarts: 0,
-        last_exit: None,
-        placement_error: None,
-        since: now,
-        created_at: now,
-        ready: false,
-    }
+    InstanceRecord::pending(id.into(), "app-l".into(), 1, "web".into(), index)
 }
 
 async fn a_stale_holders_fenced_writes_are_refused_and_write_nothing(store: &dyn Store) {

@@ -3,7 +3,7 @@
 //! buildpacks in order, with their blobs kept by collection.
 
 use chrono::Utc;
-use paas_common::api::{AppState, InstanceState};
+use paas_common::api::AppState;
 use paas_server::blobstore::Blobstore;
 use paas_server::store::{AppRecord, Event, InstanceRecord, ProcessRecord, Store, StoreError};
 use std::collections::BTreeMap;
@@ -26,21 +26,10 @@ fn ev() -> Event {
 fn row(id: &str, process_type: &str) -> InstanceRecord {
     let now = Utc::now();
     InstanceRecord {
-        id: id.into(),
-        app_id: "app-1".into(),
-        revision: 1,
-        process_type: process_type.into(),
-        index: 0,
-        node_name: None,
-        state: InstanceState::Pending,
-        container_id: None,
-        host_port: None,
-        restarts: 0,
-        last_exit: None,
-        placement_error: None,
         since: now,
         created_at: now,
         ready: true,
+        ..InstanceRecord::pending(id.into(), "app-1".into(), 1, process_type.into(), 0)
     }
 }
 

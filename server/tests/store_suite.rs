@@ -77,21 +77,10 @@ fn rev(droplet: &str) -> NewRevision {
 fn instance(app: &AppRecord, id: &str, index: u32) -> InstanceRecord {
     let now = Utc::now().trunc_subsecs(0);
     InstanceRecord {
-        id: id.into(),
-        app_id: app.id.clone(),
-        revision: 1,
-        process_type: "web".into(),
-        index,
-        node_name: None,
-        state: InstanceState::Pending,
-        container_id: None,
-        host_port: None,
-        restarts: 0,
-        last_exit: None,
-        placement_error: None,
         since: now,
         created_at: now,
         ready: true,
+        ..InstanceRecord::pending(id.into(), app.id.clone(), 1, "web".into(), index)
     }
 }
 

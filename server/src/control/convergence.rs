@@ -505,25 +505,13 @@ pub async fn converge_once(ctx: &AppCtx, fence: Option<Fence>) -> StoreResult<bo
         let Some(rev) = app.current_revision else {
             continue;
         };
-        let now = Utc::now();
-        let row = InstanceRecord {
-            id: uuid::Uuid::new_v4().to_string(),
-            app_id: app.id.clone(),
-            revision: rev,
-            process_type: ptype.clone(),
-            index: *idx,
-            node_name: None,
-            state: InstanceState::Pending,
-            container_id: None,
-            host_port: None,
-            restarts: 0,
-            last_exit: None,
-            placement_error: None,
-            since: now,
-            created_at: now,
-            // Not routed before its node says it runs and is ready.
-            ready: false,
-        };
+        let row = InstanceRecord::pending(
+            uuid::Uuid::new_v4().to_string(),
+            app.id.clone(),
+            rev,
+            ptype.clone(),
+            *idx,
+        );
         writes.insert_instance(&row).await?;
         store
             .add_event(&Event {

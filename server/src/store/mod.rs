@@ -228,6 +228,37 @@ pub struct InstanceRecord {
     pub ready: bool,
 }
 
+impl InstanceRecord {
+    /// A row the scheduler has just decided on: pending on no node, never run, not ready (not
+    /// routed before its node says it runs and is ready).
+    pub fn pending(
+        id: String,
+        app_id: String,
+        revision: i64,
+        process_type: String,
+        index: u32,
+    ) -> Self {
+        let now = Utc::now();
+        Self {
+            id,
+            app_id,
+            revision,
+            process_type,
+            index,
+            node_name: None,
+            state: InstanceState::Pending,
+            container_id: None,
+            host_port: None,
+            restarts: 0,
+            last_exit: None,
+            placement_error: None,
+            since: now,
+            created_at: now,
+            ready: false,
+        }
+    }
+}
+
 /// An instance row as it was before a node's report replaced it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReportedBefore {
