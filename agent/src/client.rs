@@ -11,6 +11,7 @@ use paas_common::agent::{
 };
 use paas_common::ApiError;
 use reqwest::{RequestBuilder, Response, StatusCode};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::{Mutex, RwLock};
 
@@ -45,7 +46,12 @@ impl ClientError {
 
 pub struct ControllerClient {
     http: reqwest::Client,
-    base: String,
+    /// Every controller this node may talk to (`PAAS_CONTROLLER=http://a,http://b`): calls go to
+    /// the current one and move to the next when it cannot be reached, so a node follows the
+    /// surviving controllers when one dies. Any controller on the shared database accepts the
+    /// node's credential.
+    bases: Vec<String>,
+    current: AtomicUsize,
     join_token: Secret,
     request: RegisterRequest,
     node_token: RwLock<Option<Secret>>,
@@ -58,9 +64,19 @@ impl ControllerClient {
         join_token: Secret,
         request: RegisterRequest,
     ) -> Result<Self, ClientError> {
-        let base = controller.trim_end_matches('/').to_string();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(ClientError::Url(base));
+        let bases: Vec<String> = controller
+            .split(',')
+            .map(|b| b.trim().trim_end_matches('/').to_string())
+            .filter(|b| !b.is_empty())
+            .collect();
+        if bases.is_empty() {
+            return Err(ClientError::Url(controller.to_string()));
+        }
+        if let Some(bad) = bases
+            .iter()
+            .find(|b| !(b.starts_with("http://") || b.starts_with("https://")))
+        {
+            return Err(ClientError::Url(bad.clone()));
         }
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
@@ -69,7 +85,8 @@ impl ControllerClient {
             .build()?;
         Ok(Self {
             http,
-            base,
+            bases,
+            current: AtomicUsize::new(0),
             join_token,
             request,
             node_token: RwLock::new(None),
@@ -77,8 +94,56 @@ impl ControllerClient {
         })
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}/v1/agent{path}", self.base)
+    fn base(&self) -> &str {
+        &self.bases[self.current.load(Ordering::Relaxed) % self.bases.len()]
+    }
+
+    /// After a call to `failed` could not reach it, the next controller in the list takes over
+    /// (once per failure, however many loops saw it fail).
+    fn fail_over(&self, failed: usize) -> bool {
+        if self.bases.len() < 2 {
+            return false;
+        }
+        let next = (failed + 1) % self.bases.len();
+        if self
+            .current
+            .compare_exchange(failed, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            tracing::warn!(from = %self.bases[failed], to = %self.bases[next], "controller unreachable, moving to the next one");
+        }
+        true
+    }
+
+    /// Sends `build(url)` to the current controller, moving on to the next ones in turn while a
+    /// controller cannot be reached (refused or timed-out connection).
+    async fn send_any(
+        &self,
+        path: &str,
+        build: impl Fn(&reqwest::Client, &str) -> RequestBuilder,
+        token: Option<&Secret>,
+    ) -> Result<Response, ClientError> {
+        let mut tries = 0;
+        loop {
+            let at = self.current.load(Ordering::Relaxed) % self.bases.len();
+            let url = format!("{}/v1/agent{path}", self.bases[at]);
+            let mut req = build(&self.http, &url);
+            if let Some(t) = token {
+                req = req.bearer_auth(t.expose());
+            }
+            match req.send().await {
+                Err(e) if e.is_connect() && tries + 1 < self.bases.len() && self.fail_over(at) => {
+                    tries += 1;
+                }
+                Err(e) => {
+                    if e.is_connect() {
+                        self.fail_over(at);
+                    }
+                    return Err(e.into());
+                }
+                Ok(r) => return Ok(r),
+            }
+        }
     }
 
     /// Registers, retrying with backoff for as long as the controller is unreachable or failing.
@@ -104,35 +169,36 @@ impl ControllerClient {
 
     pub async fn register(&self) -> Result<RegisterResponse, ClientError> {
         let resp = self
-            .http
-            .post(self.url("/register"))
-            .bearer_auth(self.join_token.expose())
-            .json(&self.request)
-            .send()
+            .send_any(
+                "/register",
+                |http, url| http.post(url).json(&self.request),
+                Some(&self.join_token),
+            )
             .await?;
         let resp: RegisterResponse = check(resp).await?.json().await?;
         *self.node_token.write().await = Some(Secret::new(resp.node_token.clone()));
-        tracing::info!(node = %resp.node_name, controller = %self.base, "registered with the controller");
+        tracing::info!(node = %resp.node_name, controller = %self.base(), "registered with the controller");
         Ok(resp)
     }
 
     /// Sends an authenticated request; on 401 registers once more and retries once.
     async fn send(
         &self,
-        build: impl Fn(&reqwest::Client) -> RequestBuilder,
+        path: &str,
+        build: impl Fn(&reqwest::Client, &str) -> RequestBuilder,
     ) -> Result<Response, ClientError> {
         let current = self.node_token.read().await.clone();
         let token = match current {
             Some(t) => t,
             None => self.refresh_token(None).await?,
         };
-        let resp = build(&self.http).bearer_auth(token.expose()).send().await?;
+        let resp = self.send_any(path, &build, Some(&token)).await?;
         if resp.status() != StatusCode::UNAUTHORIZED {
             return check(resp).await;
         }
         tracing::warn!("controller rejected the node token, registering again");
         let fresh = self.refresh_token(Some(&token)).await?;
-        check(build(&self.http).bearer_auth(fresh.expose()).send().await?).await
+        check(self.send_any(path, &build, Some(&fresh)).await?).await
     }
 
     /// Registers unless another task already replaced the `stale` token: the loops share one
@@ -148,9 +214,9 @@ impl ControllerClient {
     }
 
     pub async fn heartbeat(&self, heartbeat: &Heartbeat) -> Result<HeartbeatResponse, ClientError> {
-        let url = self.url("/heartbeat");
+        let path = "/heartbeat";
         Ok(self
-            .send(|http| http.post(&url).json(heartbeat))
+            .send(path, |http, url| http.post(url).json(heartbeat))
             .await?
             .json()
             .await?)
@@ -158,33 +224,50 @@ impl ControllerClient {
 
     /// Long-polls the assignment list; `after: None` asks for the current list at once.
     pub async fn assignments(&self, after: Option<u64>) -> Result<Assignments, ClientError> {
-        let url = match after {
-            Some(v) => self.url(&format!("/assignments?after={v}")),
-            None => self.url("/assignments"),
+        let path = match after {
+            Some(v) => format!("/assignments?after={v}"),
+            None => "/assignments".to_string(),
         };
-        Ok(self.send(|http| http.get(&url)).await?.json().await?)
+        Ok(self
+            .send(&path, |http, url| http.get(url))
+            .await?
+            .json()
+            .await?)
     }
 
     pub async fn droplet(&self, sha256: &str) -> Result<bytes::Bytes, ClientError> {
-        let url = self.url(&format!("/droplets/{sha256}"));
-        Ok(self.send(|http| http.get(&url)).await?.bytes().await?)
+        let path = format!("/droplets/{sha256}");
+        Ok(self
+            .send(&path, |http, url| http.get(url))
+            .await?
+            .bytes()
+            .await?)
     }
 
     /// The tar of an operator-added buildpack a build names.
     pub async fn buildpack(&self, sha256: &str) -> Result<bytes::Bytes, ClientError> {
-        let url = self.url(&format!("/buildpacks/{sha256}"));
-        Ok(self.send(|http| http.get(&url)).await?.bytes().await?)
+        let path = format!("/buildpacks/{sha256}");
+        Ok(self
+            .send(&path, |http, url| http.get(url))
+            .await?
+            .bytes()
+            .await?)
     }
 
     /// The source tar of a build assigned to this node.
     pub async fn build_source(&self, build_id: &str) -> Result<bytes::Bytes, ClientError> {
-        let url = self.url(&format!("/builds/{build_id}/source"));
-        Ok(self.send(|http| http.get(&url)).await?.bytes().await?)
+        let path = format!("/builds/{build_id}/source");
+        Ok(self
+            .send(&path, |http, url| http.get(url))
+            .await?
+            .bytes()
+            .await?)
     }
 
     pub async fn build_logs(&self, build_id: &str, batch: &LogBatch) -> Result<(), ClientError> {
-        let url = self.url(&format!("/builds/{build_id}/logs"));
-        self.send(|http| http.post(&url).json(batch)).await?;
+        let path = format!("/builds/{build_id}/logs");
+        self.send(&path, |http, url| http.post(url).json(batch))
+            .await?;
         Ok(())
     }
 
@@ -193,11 +276,11 @@ impl ControllerClient {
         build_id: &str,
         tar: Vec<u8>,
     ) -> Result<DropletUploaded, ClientError> {
-        let url = self.url(&format!("/builds/{build_id}/droplet"));
+        let path = format!("/builds/{build_id}/droplet");
         let body = bytes::Bytes::from(tar);
         Ok(self
-            .send(|http| {
-                http.put(&url)
+            .send(&path, |http, url| {
+                http.put(url)
                     .timeout(Duration::from_secs(600))
                     .body(body.clone())
             })
@@ -211,20 +294,21 @@ impl ControllerClient {
         build_id: &str,
         result: &BuildResult,
     ) -> Result<(), ClientError> {
-        let url = self.url(&format!("/builds/{build_id}/result"));
-        self.send(|http| http.post(&url).json(result)).await?;
+        let path = format!("/builds/{build_id}/result");
+        self.send(&path, |http, url| http.post(url).json(result))
+            .await?;
         Ok(())
     }
 
     /// Sends lines in the compact framing of [`paas_common::logwire`], encoded once however many
     /// attempts it takes.
     pub async fn upload_logs(&self, lines: &[AgentLogLine]) -> Result<(), ClientError> {
-        let url = self.url("/logs");
+        let path = "/logs";
         let mut body = Vec::new();
         paas_common::logwire::encode_batch(lines, &mut body);
         let body = bytes::Bytes::from(body);
-        self.send(|http| {
-            http.post(&url)
+        self.send(path, |http, url| {
+            http.post(url)
                 .header(
                     reqwest::header::CONTENT_TYPE,
                     paas_common::logwire::LOG_BATCH_CONTENT_TYPE,

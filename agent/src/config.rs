@@ -47,7 +47,8 @@ impl fmt::Debug for Secret {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Settings {
-    /// Base URL of the controller.
+    /// Base URL of the controller, or several separated by commas (`PAAS_CONTROLLER=http://a:8080,http://b:8080`):
+    /// the node talks to one at a time and moves to the next when it cannot reach it.
     pub controller: String,
     pub join_token: Option<Secret>,
     pub join_token_file: Option<PathBuf>,

@@ -22,6 +22,7 @@ pub mod config;
 pub mod crashes;
 pub mod depcache;
 pub mod dockerfile;
+pub mod filelock;
 pub mod health;
 pub mod logfile;
 pub mod logs;

@@ -20,6 +20,7 @@ use paas_common::agent::Assignment;
 use paas_common::labels;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 /// The port every app listens on inside its container (`PORT`).
@@ -125,6 +126,8 @@ pub enum RuntimeError {
     NoState(String),
     #[error("loading the image of droplet {sha}: {message}")]
     ImageLoad { sha: String, message: String },
+    #[error("{0}")]
+    Network(String),
 }
 
 /// Where droplet tars come from: the controller in production, a map in tests.
@@ -247,11 +250,25 @@ impl Runtime {
     }
 
     async fn ensure_bridge(&self, name: &str, purpose: &str) -> Result<(), RuntimeError> {
+        // The engine does not refuse a second network of the same name: agents starting side by
+        // side on one engine take turns, or both would create one and every later lookup by
+        // name would be ambiguous.
+        let _turn = crate::filelock::exclusive(
+            Path::new(&format!("/tmp/paas-network-{name}.lock")),
+            "waiting for another agent creating the network",
+        )
+        .await
+        .map_err(|e| RuntimeError::Network(format!("network lock: {e}")))?;
         match self.docker.inspect_network::<String>(name, None).await {
             Ok(_) => return Ok(()),
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => {}
+            // Two of that name already (made before this lock existed): keep the oldest.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 400,
+                message,
+            }) if message.contains("ambiguous") => return self.dedupe_network(name).await,
             Err(e) => return Err(e.into()),
         }
         let options = CreateNetworkOptions {
@@ -273,6 +290,30 @@ impl Runtime {
             }) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Removes all but the oldest network named `name` (those with containers stay: the engine
+    /// refuses to remove them, and they go with their containers).
+    async fn dedupe_network(&self, name: &str) -> Result<(), RuntimeError> {
+        let filters = HashMap::from([("name", vec![name])]);
+        let mut found: Vec<_> = self
+            .docker
+            .list_networks(Some(bollard::network::ListNetworksOptions { filters }))
+            .await?
+            .into_iter()
+            .filter(|n| n.name.as_deref() == Some(name))
+            .collect();
+        found.sort_by(|a, b| (&a.created, &a.id).cmp(&(&b.created, &b.id)));
+        for extra in found.iter().skip(1) {
+            let Some(id) = &extra.id else { continue };
+            match self.docker.remove_network(id).await {
+                Ok(()) => tracing::warn!(network = name, id, "removed a duplicate network"),
+                Err(e) => {
+                    tracing::warn!(network = name, id, error = %e, "cannot remove a duplicate network")
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The droplet tar, fetched from the controller once per node and checked against its digest.

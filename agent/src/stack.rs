@@ -9,7 +9,6 @@
 
 use bollard::image::CreateImageOptions;
 use bollard::Docker;
-use fs4::fs_std::FileExt;
 use futures_util::TryStreamExt;
 use paas_common::stack::{build_image, run_image};
 use std::path::{Path, PathBuf};
@@ -151,33 +150,13 @@ fn lock_path(stack: &str) -> PathBuf {
     PathBuf::from(format!("/tmp/paas-stack-build-{stack}.lock"))
 }
 
-/// Held while building; the OS releases the lock when the file closes, even on a crash.
-struct LockGuard(std::fs::File);
-
-impl Drop for LockGuard {
-    fn drop(&mut self) {
-        let _ = FileExt::unlock(&self.0);
-    }
-}
-
-async fn lock_exclusive(path: &Path) -> Result<LockGuard, StackError> {
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let lock_err = |source| StackError::Lock { path: path.clone(), source };
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(lock_err)?;
-        if !file.try_lock_exclusive().map_err(lock_err)? {
-            tracing::info!(path = %path.display(), "waiting for another process building the stack image");
-            file.lock_exclusive().map_err(lock_err)?;
-        }
-        Ok(LockGuard(file))
-    })
-    .await
-    .map_err(|e| StackError::Io { step: "lock task", source: std::io::Error::other(e) })?
+async fn lock_exclusive(path: &Path) -> Result<crate::filelock::FileLock, StackError> {
+    crate::filelock::exclusive(path, "waiting for another process building the stack image")
+        .await
+        .map_err(|source| StackError::Lock {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 async fn build(docker: &Docker, stack: &StackDef, mirror: &str) -> Result<(), StackError> {

@@ -1,8 +1,9 @@
 //! Builds in flight: a push whose staging runs on a node. The push handler registers a build and
 //! waits for its result; the build is listed in its node's assignments until the node reports the
 //! result (level-triggered like instances: an agent that restarts sees it again). Builds live in
-//! memory only, because the push request that waits for one does not outlive the controller
-//! either; a push that found no build result within its time limit cancels its build. Finished
+//! the store (`stagings`), so the node may talk to another controller than the one whose push
+//! waits (issue 20); a push that found no build result within its time limit cancels its build,
+//! and rows a dead controller's push left behind are swept after a day. Finished
 //! builds are remembered by source tree and buildpacks, so pushing the same files again reuses
 //! the droplet instead of staging it again.
 //!
@@ -13,20 +14,11 @@
 //! cannot hold it.
 
 use crate::control::scheduler::{self, Ask, NodeView, PlacementError, Spread};
-use crate::store::NodeRecord;
+use crate::store::{NodeRecord, StagingRecord, Store, StoreError, StoreResult};
 use paas_common::agent::{BuildAssignment, BuildResult};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
-use tokio::sync::oneshot;
-
-struct Build {
-    node: String,
-    /// The app's id: its STG lines go to that app's log stream.
-    app_id: String,
-    source: String,
-    assignment: BuildAssignment,
-    done: oneshot::Sender<BuildResult>,
-}
+use std::time::Duration;
 
 /// A finished build, kept to skip rebuilding the same files with the same buildpacks.
 #[derive(Debug, Clone)]
@@ -40,106 +32,171 @@ pub struct CachedBuild {
 /// Most finished builds remembered; the oldest is forgotten first (a forgotten one is rebuilt).
 const CACHE_ENTRIES: usize = 256;
 
+/// How often a waiting push looks for a result another controller recorded (one that arrives
+/// here wakes it at once).
+const RESULT_POLL: Duration = Duration::from_millis(250);
+
 #[derive(Default)]
 pub struct Builds {
-    inner: Mutex<HashMap<String, Build>>,
+    /// Placement reads the builds in flight and adds one: one at a time on this controller, so
+    /// pushes staged at the same moment each see the builds placed before them.
+    placing: tokio::sync::Mutex<()>,
+    /// Woken when a node reports a result through this controller.
+    finished: tokio::sync::Notify,
     done: Mutex<(
         HashMap<String, CachedBuild>,
         std::collections::VecDeque<String>,
     )>,
 }
 
-impl Builds {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Build>> {
-        // A panic while holding this lock cannot leave the map half-changed: every change is
-        // one insert or remove.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
+fn assignment_of(s: &StagingRecord) -> StoreResult<BuildAssignment> {
+    serde_json::from_str(&s.assignment)
+        .map_err(|e| StoreError::Corrupt(format!("build {} assignment: {e}", s.build_id)))
+}
 
-    pub fn for_node(&self, node: &str) -> Vec<BuildAssignment> {
-        let mut out: Vec<BuildAssignment> = self
-            .lock()
-            .values()
-            .filter(|b| b.node == node)
-            .map(|b| b.assignment.clone())
-            .collect();
+/// What a build in flight holds on its node.
+fn held(s: &StagingRecord) -> StoreResult<Reservation> {
+    let a = assignment_of(s)?;
+    Ok(Reservation {
+        node: s.node.clone(),
+        memory_mb: a.memory_mb,
+        disk_mb: a.disk_mb,
+        slots: 1,
+        build: true,
+    })
+}
+
+impl Builds {
+    /// The builds a node should run: level-triggered like instances (a restarted agent sees
+    /// them again).
+    pub async fn for_node(
+        &self,
+        store: &dyn Store,
+        node: &str,
+    ) -> StoreResult<Vec<BuildAssignment>> {
+        let mut out = store
+            .stagings_in_flight(Some(node))
+            .await?
+            .iter()
+            .map(assignment_of)
+            .collect::<StoreResult<Vec<_>>>()?;
         out.sort_by(|a, b| a.build_id.cmp(&b.build_id));
-        out
+        Ok(out)
     }
 
     /// What the builds in flight hold on their nodes.
-    pub fn reservations(&self) -> Vec<Reservation> {
-        Self::held(&self.lock())
-    }
-
-    fn held(map: &HashMap<String, Build>) -> Vec<Reservation> {
-        map.values()
-            .map(|b| Reservation {
-                node: b.node.clone(),
-                memory_mb: b.assignment.memory_mb,
-                disk_mb: b.assignment.disk_mb,
-                slots: 1,
-                build: true,
-            })
+    pub async fn reservations(&self, store: &dyn Store) -> StoreResult<Vec<Reservation>> {
+        store
+            .stagings_in_flight(None)
+            .await?
+            .iter()
+            .map(held)
             .collect()
     }
 
     /// Places `assignment` ([`place_build`], counting `instances` and the builds in flight) and
-    /// registers it on the chosen node, in one step: pushes staged at the same moment each see
-    /// the builds placed before them, so they spread instead of all taking the same node.
-    pub fn place_and_start(
+    /// records it on the chosen node, in one step on this controller. Two controllers placing
+    /// at the same instant may both count without the other's build: the node's own limits
+    /// still hold, and the next build sees both.
+    // One argument per part of the build, as its single caller has them.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn place_and_start(
         &self,
+        store: &dyn Store,
         nodes: &[NodeRecord],
         instances: &[Reservation],
         app_id: &str,
         source: &str,
         assignment: &BuildAssignment,
         labels: &BTreeMap<String, String>,
-    ) -> Result<(String, oneshot::Receiver<BuildResult>), PlacementError> {
-        let mut map = self.lock();
-        let mut reserved = Self::held(&map);
+    ) -> StoreResult<Result<String, PlacementError>> {
+        let _one = self.placing.lock().await;
+        // Builds whose push died with its controller would hold their node for ever.
+        store
+            .sweep_stagings(chrono::Utc::now() - chrono::Duration::days(1))
+            .await?;
+        let mut reserved = self.reservations(store).await?;
         reserved.extend_from_slice(instances);
         let ask = Ask {
             memory_mb: assignment.memory_mb,
             disk_mb: assignment.disk_mb,
             labels,
         };
-        let node = place_build(nodes, &reserved, &ask)?;
-        let (tx, rx) = oneshot::channel();
-        map.insert(
-            assignment.build_id.clone(),
-            Build {
+        let node = match place_build(nodes, &reserved, &ask) {
+            Ok(n) => n,
+            Err(e) => return Ok(Err(e)),
+        };
+        store
+            .insert_staging(&StagingRecord {
+                build_id: assignment.build_id.clone(),
                 node: node.clone(),
                 app_id: app_id.to_string(),
                 source: source.to_string(),
-                assignment: assignment.clone(),
-                done: tx,
-            },
-        );
-        Ok((node, rx))
+                assignment: serde_json::to_string(assignment)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                result: None,
+                created_at: chrono::Utc::now(),
+            })
+            .await?;
+        Ok(Ok(node))
     }
 
-    /// The source blob and app of build `id`, if it is assigned to `node`.
-    pub fn source_of(&self, id: &str, node: &str) -> Option<(String, String)> {
-        self.lock()
-            .get(id)
-            .filter(|b| b.node == node)
-            .map(|b| (b.source.clone(), b.app_id.clone()))
+    /// The source blob and app of build `id`, if it is in flight on `node`.
+    pub async fn source_of(
+        &self,
+        store: &dyn Store,
+        id: &str,
+        node: &str,
+    ) -> StoreResult<Option<(String, String)>> {
+        Ok(store
+            .staging(id)
+            .await?
+            .filter(|s| s.node == node && s.result.is_none())
+            .map(|s| (s.source, s.app_id)))
     }
 
     /// Ends build `id` of `node` with `result`; false if there is no such build (any more).
-    pub fn finish(&self, id: &str, node: &str, result: BuildResult) -> bool {
-        let mut map = self.lock();
-        if map.get(id).is_none_or(|b| b.node != node) {
-            return false;
+    pub async fn finish(
+        &self,
+        store: &dyn Store,
+        id: &str,
+        node: &str,
+        result: &BuildResult,
+    ) -> StoreResult<bool> {
+        let json = serde_json::to_string(result).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let done = store.finish_staging(id, node, &json).await?;
+        if done {
+            self.finished.notify_waiters();
         }
-        match map.remove(id) {
-            Some(b) => {
-                // The waiting push may have given up meanwhile; nothing else to tell.
-                let _ = b.done.send(result);
-                true
+        Ok(done)
+    }
+
+    /// Waits up to `limit` for build `id`'s result, whichever controller the node reported it
+    /// to, then forgets the build. `None` when none came (the build is cancelled).
+    pub async fn wait(
+        &self,
+        store: &dyn Store,
+        id: &str,
+        limit: Duration,
+    ) -> StoreResult<Option<BuildResult>> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            // Registered before the look, so a result recorded in between still wakes us.
+            let woken = self.finished.notified();
+            let Some(s) = store.staging(id).await? else {
+                return Ok(None);
+            };
+            if let Some(r) = &s.result {
+                store.delete_staging(id).await?;
+                let r = serde_json::from_str(r)
+                    .map_err(|e| StoreError::Corrupt(format!("build {id} result: {e}")))?;
+                return Ok(Some(r));
             }
-            None => false,
+            if tokio::time::Instant::now() >= deadline {
+                store.delete_staging(id).await?;
+                return Ok(None);
+            }
+            let _ = tokio::time::timeout(RESULT_POLL, woken).await;
         }
     }
 
@@ -163,11 +220,6 @@ impl Builds {
                 done.0.remove(&old);
             }
         }
-    }
-
-    /// Forgets build `id` (its push gave up).
-    pub fn cancel(&self, id: &str) {
-        self.lock().remove(id);
     }
 }
 
@@ -319,85 +371,24 @@ mod tests {
 
     #[test]
     fn builds_placed_one_after_another_spread() {
-        let b = Builds::default();
+        // What `Builds::place_and_start` does under its lock: each build counts those before.
         let nodes = [node("a", "z", 8192), node("b", "z", 8192)];
-        let build = |id: &str| BuildAssignment {
-            build_id: id.into(),
-            app: "web".into(),
-            buildpacks: vec![],
-            memory_mb: 3000,
-            disk_mb: 4096,
-            timeout_secs: 60,
-            custom_buildpacks: vec![],
-            dockerfile: false,
-            allowed_base_images: vec![],
-            stack: String::new(),
-            no_cache: false,
-            cache_scope: String::new(),
-        };
+        let mut reserved = Vec::new();
         let mut placed = Vec::new();
-        let mut receivers = Vec::new();
-        for i in 0..4 {
-            let (node, rx) = b
-                .place_and_start(
-                    &nodes,
-                    &[],
-                    "app",
-                    "src",
-                    &build(&format!("b{i}")),
-                    NO_LABELS,
-                )
-                .unwrap();
-            placed.push(node);
-            receivers.push(rx);
+        for _ in 0..4 {
+            let n = place_build(&nodes, &reserved, &ask(3000)).unwrap();
+            reserved.push(Reservation {
+                node: n.clone(),
+                memory_mb: 3000,
+                disk_mb: 4096,
+                slots: 1,
+                build: true,
+            });
+            placed.push(n);
         }
         assert_eq!(placed, ["a", "b", "a", "b"]);
         // Two builds of 3000 MB fill each node: the fifth does not fit.
-        let err = b
-            .place_and_start(&nodes, &[], "app", "src", &build("b4"), NO_LABELS)
-            .unwrap_err();
+        let err = place_build(&nodes, &reserved, &ask(3000)).unwrap_err();
         assert!(err.to_string().contains("needs 3000 MB of memory"), "{err}");
-        assert_eq!(b.for_node("a").len(), 2);
-    }
-
-    #[test]
-    fn builds_in_flight_are_reserved() {
-        let b = Builds::default();
-        let assignment = BuildAssignment {
-            build_id: "b1".into(),
-            app: "web".into(),
-            buildpacks: vec![],
-            memory_mb: 1024,
-            disk_mb: 4096,
-            timeout_secs: 60,
-            custom_buildpacks: vec![],
-            dockerfile: false,
-            allowed_base_images: vec![],
-            stack: String::new(),
-            no_cache: false,
-            cache_scope: String::new(),
-        };
-        let (_, _rx) = b
-            .place_and_start(
-                &[node("n1", "z", 4096)],
-                &[],
-                "app",
-                "src",
-                &assignment,
-                NO_LABELS,
-            )
-            .unwrap();
-        assert_eq!(
-            b.reservations(),
-            [Reservation {
-                node: "n1".into(),
-                memory_mb: 1024,
-                disk_mb: 4096,
-                slots: 1,
-                build: true
-            }]
-        );
-        b.cancel("b1");
-        assert!(b.reservations().is_empty());
     }
 }

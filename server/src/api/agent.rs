@@ -112,7 +112,7 @@ pub async fn assignments(
     Ok(web::Json(Assignments {
         version,
         instances: crate::control::nodes::assignments_for(&ctx, &node.name).await?,
-        builds: ctx.builds.for_node(&node.name),
+        builds: ctx.builds.for_node(ctx.store.as_ref(), &node.name).await?,
         collected_images: collected_images(&ctx).await?,
     }))
 }

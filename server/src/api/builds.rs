@@ -24,7 +24,8 @@ fn not_found(id: &str) -> Error {
 pub async fn source(ctx: Ctx, node: AgentNode, id: web::Path<String>) -> ApiResult<HttpResponse> {
     let (sha, _) = ctx
         .builds
-        .source_of(&id, &node.name)
+        .source_of(ctx.store.as_ref(), &id, &node.name)
+        .await?
         .ok_or_else(|| not_found(&id))?;
     let path = ctx.blobs.path_async(&sha).await?;
     let bytes = tokio::fs::read(&path).await.map_err(Error::internal)?;
@@ -42,7 +43,8 @@ pub async fn logs(
 ) -> ApiResult<HttpResponse> {
     let (_, app) = ctx
         .builds
-        .source_of(&id, &node.name)
+        .source_of(ctx.store.as_ref(), &id, &node.name)
+        .await?
         .ok_or_else(|| not_found(&id))?;
     let lines: Vec<(String, LogLine)> = body
         .lines
@@ -75,7 +77,8 @@ pub async fn droplet(
     mut body: web::Payload,
 ) -> ApiResult<web::Json<DropletUploaded>> {
     ctx.builds
-        .source_of(&id, &node.name)
+        .source_of(ctx.store.as_ref(), &id, &node.name)
+        .await?
         .ok_or_else(|| not_found(&id))?;
     let max = ctx.settings.max_unpacked_mb * 1024 * 1024 * 2;
     let mut w = ctx.blobs.writer()?;
@@ -113,7 +116,11 @@ pub async fn result(
             ));
         }
     }
-    if !ctx.builds.finish(&id, &node.name, result) {
+    if !ctx
+        .builds
+        .finish(ctx.store.as_ref(), &id, &node.name, &result)
+        .await?
+    {
         return Err(not_found(&id));
     }
     tracing::info!(build = %id, node = %node.name, at = %Utc::now(), "build finished");

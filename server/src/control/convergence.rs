@@ -79,10 +79,31 @@ pub async fn pass(ctx: &AppCtx) -> StoreResult<bool> {
         }
         Err(e) => tracing::warn!(error = %e, "route table refresh failed"),
     }
-    if changed {
+    let builds_changed = builds_seen_changed(ctx).await?;
+    if changed || builds_changed {
         ctx.bump_assignments();
     }
     Ok(changed)
+}
+
+/// Whether the builds in flight changed since the last pass: another controller may have
+/// placed one (or its push ended) for a node that long-polls this one.
+async fn builds_seen_changed(ctx: &AppCtx) -> StoreResult<bool> {
+    if !ctx.store.shared() {
+        // One controller: every change to a build bumps where it happens.
+        return Ok(false);
+    }
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for s in ctx.store.stagings_in_flight(None).await? {
+        (s.build_id, s.node).hash(&mut h);
+    }
+    let seen = h.finish();
+    let before = ctx
+        .leadership
+        .builds_seen
+        .swap(seen, std::sync::atomic::Ordering::Relaxed);
+    Ok(before != seen)
 }
 
 /// A follower's tick: the route table and the agents follow the placements the leader writes.
@@ -100,7 +121,8 @@ async fn follow(ctx: &AppCtx) -> StoreResult<bool> {
         .leadership
         .placements_seen
         .swap(seen, std::sync::atomic::Ordering::Relaxed);
-    if before != seen {
+    let builds_changed = builds_seen_changed(ctx).await?;
+    if before != seen || builds_changed {
         ctx.bump_assignments();
     }
     Ok(before != seen)

@@ -48,6 +48,8 @@ pub struct Leadership {
     /// What a follower last saw of the placements (a hash), to wake its agents when the leader
     /// changes them.
     pub(crate) placements_seen: AtomicU64,
+    /// The same for the builds in flight, which any controller may place.
+    pub(crate) builds_seen: AtomicU64,
 }
 
 impl Leadership {
@@ -59,6 +61,7 @@ impl Leadership {
             shared,
             held: Mutex::new(None),
             placements_seen: AtomicU64::new(0),
+            builds_seen: AtomicU64::new(0),
         }
     }
 

@@ -141,7 +141,7 @@ pub async fn stage_on_node(
         no_cache: options.no_cache,
         cache_scope: options.cache_scope.to_string(),
     };
-    let Some((node, rx)) =
+    let Some(node) =
         start_when_a_node_fits(ctx, app, placement, source, &assignment, progress).await?
     else {
         return Ok(None);
@@ -159,11 +159,17 @@ pub async fn stage_on_node(
     )
     .await;
     // The node enforces the time limit; the margin covers fetching the source and uploading.
-    let waited = tokio::time::timeout(std::time::Duration::from_secs(timeout + 60), rx).await;
+    let waited = ctx
+        .builds
+        .wait(
+            ctx.store.as_ref(),
+            &build_id,
+            Duration::from_secs(timeout + 60),
+        )
+        .await?;
     let result = match waited {
-        Ok(Ok(r)) => r,
-        Ok(Err(_)) | Err(_) => {
-            ctx.builds.cancel(&build_id);
+        Some(r) => r,
+        None => {
             ctx.bump_assignments();
             return Err(DeployError::invalid(
                 ErrorCode::StagingFailed,
@@ -214,12 +220,7 @@ async fn start_when_a_node_fits(
     source: &str,
     build: &paas_common::agent::BuildAssignment,
     progress: &super::push::Progress,
-) -> DeployResult<
-    Option<(
-        String,
-        tokio::sync::oneshot::Receiver<paas_common::agent::BuildResult>,
-    )>,
-> {
+) -> DeployResult<Option<String>> {
     use crate::control::scheduler::PlacementError;
     let labels = match placement {
         Some(l) => l.clone(),
@@ -234,11 +235,20 @@ async fn start_when_a_node_fits(
         let instances = instance_reservations(ctx).await?;
         let reason = match ctx
             .builds
-            .place_and_start(&nodes, &instances, &app.id, source, build, &labels)
+            .place_and_start(
+                ctx.store.as_ref(),
+                &nodes,
+                &instances,
+                &app.id,
+                source,
+                build,
+                &labels,
+            )
+            .await?
         {
             Ok(started) => {
                 if said.is_some() {
-                    let msg = format!("Node {} fits now", started.0);
+                    let msg = format!("Node {started} fits now");
                     super::log_platform(ctx, app, "STG", msg).await;
                 }
                 return Ok(Some(started));
