@@ -1046,3 +1046,131 @@ pub fn call(
     let status = res.status().as_u16();
     (status, res.json().unwrap_or_default())
 }
+
+/// A database of this test's own on the PostgreSQL server `PAAS_TEST_DATABASE_URL` names
+/// (`scripts/postgres` starts one), dropped on drop. Made with `psql`, which the PostgreSQL
+/// packages the tests need bring.
+pub struct PgDatabase {
+    admin: String,
+    pub name: String,
+    pub url: String,
+}
+
+fn psql() -> PathBuf {
+    let installed = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin/psql"))
+        .find(|p| p.exists());
+    installed.unwrap_or_else(|| PathBuf::from("psql"))
+}
+
+impl PgDatabase {
+    pub fn create() -> Result<Self> {
+        let admin = std::env::var("PAAS_TEST_DATABASE_URL").context(
+            "PAAS_TEST_DATABASE_URL is not set: run `export PAAS_TEST_DATABASE_URL=$(scripts/postgres)`",
+        )?;
+        let name = format!("paas_e_{}", unique("db").replace('-', "_"));
+        let out = Command::new(psql())
+            .arg(&admin)
+            .args(["-v", "ON_ERROR_STOP=1", "-qc"])
+            .arg(format!("CREATE DATABASE {name}"))
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "creating database {name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        // The admin URL's path is its database: swap it for ours, keeping any query.
+        let (base, query) = admin.split_once('?').unwrap_or((&admin, ""));
+        let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
+        let mut url = format!("{base}/{name}");
+        if !query.is_empty() {
+            url = format!("{url}?{query}");
+        }
+        Ok(Self { admin, name, url })
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let _ = Command::new(psql())
+            .arg(&self.admin)
+            .arg("-qc")
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .output();
+    }
+}
+
+/// Another controller beside a platform's own, on the same database and blobstore (`env`), with
+/// the platform controller's secrets (the key sealing the signing keys, the JWT secret, the join
+/// token), as docs/DEPLOY.md says to deploy one; killed on drop.
+pub struct Controller {
+    child: Child,
+    pub addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl Controller {
+    pub fn start(p: &Platform, env: &[(String, String)]) -> Result<Self> {
+        let data = p.dir.path().join(unique("controller"));
+        std::fs::create_dir_all(&data)?;
+        for f in ["secret-key", "jwt-secret", "join-token"] {
+            std::fs::copy(p.data_dir().join(f), data.join(f))?;
+        }
+        let log = data.with_extension("log");
+        let f = std::fs::File::create(&log)?;
+        let child = Command::new(bin("paas-server"))
+            .env("PAAS_DATA_DIR", &data)
+            .env("PAAS_LISTEN", "127.0.0.1:0")
+            .env("PAAS_ADMIN_PASSWORD", &p.admin_password)
+            .env("PAAS_NODE_GRACE_SECS", p.node_grace_secs.to_string())
+            .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(f.try_clone()?)
+            .stderr(f)
+            .spawn()?;
+        let addr_file = data.join("listen-addr");
+        let mut c = Self {
+            child,
+            addr: "127.0.0.1:0".parse()?,
+            log,
+        };
+        c.addr = wait_for(Duration::from_secs(60), "the second controller", || {
+            let addr: SocketAddr = std::fs::read_to_string(&addr_file)
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            reqwest::blocking::get(format!("http://{addr}/readyz"))
+                .ok()
+                .filter(|r| r.status().is_success())
+                .map(|_| addr)
+        })
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", c.logs()))?;
+        Ok(c)
+    }
+
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("===== second controller\n{}", self.logs());
+        }
+    }
+}

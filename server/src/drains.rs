@@ -131,7 +131,7 @@ pub async fn run(ctx: Arc<AppCtx>) {
                     let Some(name) = names.get(&app).cloned() else {
                         continue;
                     };
-                    let live = ctx.logs.subscribe(&app).await;
+                    let live = ctx.logs.subscribe_local(&app).await;
                     tracing::info!(app = %name, url = %url, "log drain started");
                     let h = tokio::spawn(forward(http.clone(), name, target, live));
                     running.insert((app, url), h);

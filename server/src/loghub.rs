@@ -61,8 +61,20 @@ pub struct HubCounters {
 #[derive(Default)]
 struct AppLog {
     ring: VecDeque<Arc<LogLine>>,
-    /// Only while someone listens: the channel's buffer is allocated whole.
+    /// The lines this controller received, for who must see each line once across controllers
+    /// (drains). Only while someone listens: the channel's buffer is allocated whole.
     tx: Option<broadcast::Sender<Arc<LogLine>>>,
+    /// Every line of the app, also those other controllers received (users' live views).
+    all_tx: Option<broadcast::Sender<Arc<LogLine>>>,
+}
+
+fn live(
+    tx: &mut Option<broadcast::Sender<Arc<LogLine>>>,
+) -> Option<&broadcast::Sender<Arc<LogLine>>> {
+    if tx.as_ref().is_some_and(|t| t.receiver_count() == 0) {
+        *tx = None;
+    }
+    tx.as_ref()
 }
 
 struct HubState {
@@ -120,6 +132,9 @@ impl LogHub {
             counters.clone(),
             settings.retention_lines,
         ));
+        if let Some(runs) = store.follow_logs().await? {
+            tokio::spawn(follow_peers(Arc::downgrade(&hub), runs));
+        }
         tokio::spawn(retention_loop(store, settings, counters));
         Ok(hub)
     }
@@ -139,6 +154,13 @@ impl LogHub {
         // order and storage order the same.
         let mut st = self.state.lock().await;
         let st = &mut *st;
+        // Several controllers share one id counter; alone, this one counts by itself. A
+        // database that cannot be reached stores nothing either: count on from the last id.
+        match self.store.reserve_log_ids(lines.len() as i64).await {
+            Ok(Some(first)) => st.next_id = first,
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot reserve log ids"),
+        }
         let mut bytes = 0u64;
         let memory_lines = self.settings.memory_lines.max(1);
         // One allocation per line, shared by the ring, every subscriber and the writer.
@@ -151,9 +173,8 @@ impl LogHub {
             bytes += line.message.len() as u64;
             if current.as_ref().is_none_or(|(a, _)| *a != app) {
                 let entry = st.apps.entry(app.clone()).or_default();
-                if entry.tx.as_ref().is_some_and(|tx| tx.receiver_count() == 0) {
-                    entry.tx = None;
-                }
+                live(&mut entry.tx);
+                live(&mut entry.all_tx);
                 current = Some((app.clone(), entry));
             }
             let Some((_, entry)) = current.as_mut() else {
@@ -164,8 +185,11 @@ impl LogHub {
                 entry.ring.pop_front();
             }
             entry.ring.push_back(shared.clone());
+            // Err only when the last subscriber just left.
             if let Some(tx) = &entry.tx {
-                // Err only when the last subscriber just left.
+                let _ = tx.send(shared.clone());
+            }
+            if let Some(tx) = &entry.all_tx {
                 let _ = tx.send(shared.clone());
             }
             shared_lines.push((app, shared));
@@ -191,8 +215,22 @@ impl LogHub {
         }
     }
 
-    /// A live feed of `app`'s lines from now on.
+    /// A live feed of `app`'s lines from now on, whichever controller received them (lines
+    /// from other controllers come once stored, so a little later and possibly between newer
+    /// ids of this one's).
     pub async fn subscribe(&self, app: &str) -> broadcast::Receiver<Arc<LogLine>> {
+        let mut st = self.state.lock().await;
+        st.apps
+            .entry(app.to_string())
+            .or_default()
+            .all_tx
+            .get_or_insert_with(|| broadcast::channel(SUBSCRIBER_BUFFER).0)
+            .subscribe()
+    }
+
+    /// A live feed of the lines of `app` this controller receives: each line reaches exactly
+    /// one controller's local feed (drains forward from there, so once).
+    pub async fn subscribe_local(&self, app: &str) -> broadcast::Receiver<Arc<LogLine>> {
         let mut st = self.state.lock().await;
         st.apps
             .entry(app.to_string())
@@ -200,6 +238,37 @@ impl LogHub {
             .tx
             .get_or_insert_with(|| broadcast::channel(SUBSCRIBER_BUFFER).0)
             .subscribe()
+    }
+
+    /// Hands the lines of a run another controller stored to this one's live viewers of the
+    /// app, if it has any.
+    async fn deliver_peer_run(&self, run: &crate::store::LogRun) {
+        {
+            let mut st = self.state.lock().await;
+            let Some(entry) = st.apps.get_mut(&run.app_id) else {
+                return;
+            };
+            if live(&mut entry.all_tx).is_none() {
+                return;
+            }
+        }
+        let lines = match self.store.logs_in_range(&run.app_id, run.lo, run.hi).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, app = %run.app_id, "cannot read another controller's lines");
+                return;
+            }
+        };
+        let mut st = self.state.lock().await;
+        if let Some(tx) = st
+            .apps
+            .get_mut(&run.app_id)
+            .and_then(|e| live(&mut e.all_tx))
+        {
+            for l in lines {
+                let _ = tx.send(Arc::new(l));
+            }
+        }
     }
 
     /// The newest `limit` lines of `app` matching `q`, oldest first: stored lines, plus the ones
@@ -233,6 +302,17 @@ impl LogHub {
         self.counters
             .lines_subscriber_lagged
             .fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Follows the runs other controllers announce, for as long as the hub lives.
+async fn follow_peers(
+    hub: std::sync::Weak<LogHub>,
+    mut runs: mpsc::Receiver<crate::store::LogRun>,
+) {
+    while let Some(run) = runs.recv().await {
+        let Some(hub) = hub.upgrade() else { return };
+        hub.deliver_peer_run(&run).await;
     }
 }
 
@@ -285,6 +365,10 @@ async fn store_lines(
         match store.append_logs(&lines).await {
             Ok(()) => {
                 counters.lines_stored.fetch_add(n, Ordering::Relaxed);
+                let runs = crate::store::LogRun::of(lines.iter().map(|(a, l)| (a.as_str(), l.id)));
+                if let Err(e) = store.announce_logs(&runs).await {
+                    tracing::warn!(error = %e, "cannot announce stored log lines");
+                }
                 break;
             }
             Err(e) if attempt < 3 => {

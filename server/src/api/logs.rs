@@ -97,8 +97,8 @@ pub async fn stream(
     let app = app.into_app();
     let filter = q.query()?;
     let limit = q.limit.unwrap_or(100).clamp(0, 10_000);
-    // Subscribe before reading the recent lines, so nothing falls between the two; ids drop
-    // the overlap.
+    // Subscribe before reading the recent lines, so nothing falls between the two; `pump`
+    // drops the overlap.
     let live = ctx.logs.subscribe(&app.id).await;
     let recent = if limit > 0 {
         ctx.logs.recent(&app.id, &filter, limit).await?
@@ -141,10 +141,12 @@ async fn pump(
     filter: LogQuery,
     tx: mpsc::Sender<Bytes>,
 ) {
-    let mut last = 0;
+    // The live feed began before `recent` was read: a line in both is sent once. Not an id
+    // bound: with several controllers, a line another one received comes once stored, after
+    // newer ids of this one's.
+    let mut sent: std::collections::HashSet<i64> = recent.iter().map(|l| l.id).collect();
     let mut out = b": paas log stream\n\n".to_vec();
     for l in &recent {
-        last = l.id;
         frame(&mut out, l);
     }
     if tx.send(Bytes::from(out)).await.is_err() {
@@ -161,8 +163,7 @@ async fn pump(
                 while let Some(r) = next.take() {
                     match r {
                         Ok(l) => {
-                            if l.id > last && filter.matches(&l) {
-                                last = l.id;
+                            if !sent.remove(&l.id) && filter.matches(&l) {
                                 frame(&mut out, &l);
                             }
                         }

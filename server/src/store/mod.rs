@@ -4,6 +4,7 @@
 //! `PAAS_DATABASE_URL` ([`open`]). A state change and the event that records it are written in one
 //! transaction.
 
+mod logfeed;
 mod node_metrics;
 mod postgres;
 mod quotas;
@@ -12,6 +13,7 @@ mod sql;
 mod sqlite;
 mod stagings;
 
+pub use logfeed::{LogFeedStore, LogRun};
 pub use node_metrics::{NodeMetricRow, NodeMetricStore};
 pub use postgres::PgStore;
 pub use quotas::QuotaStore;
@@ -547,6 +549,9 @@ pub trait LogStore: Send + Sync + 'static {
     /// Stores lines, each with its app's id.
     async fn append_logs(&self, lines: &[(String, std::sync::Arc<LogLine>)]) -> StoreResult<()>;
     async fn recent_logs(&self, app_id: &str, limit: i64) -> StoreResult<Vec<LogLine>>;
+    /// The lines of one app with ids from `lo` to `hi`, oldest first: a run another controller
+    /// announced (see [`LogFeedStore`]).
+    async fn logs_in_range(&self, app_id: &str, lo: i64, hi: i64) -> StoreResult<Vec<LogLine>>;
     /// Keeps the newest `keep` lines of each app.
     async fn trim_logs(&self, keep: i64) -> StoreResult<()>;
     /// Lines of one app matching `filter`, oldest first, at most the newest `limit`.
@@ -749,6 +754,7 @@ pub trait Store:
     + NodeMetricStore
     + QuotaStore
     + StagingStore
+    + LogFeedStore
     + LeaseStore
 {
 }
@@ -769,6 +775,7 @@ impl<T> Store for T where
         + NodeMetricStore
         + QuotaStore
         + StagingStore
+        + LogFeedStore
         + LeaseStore
 {
 }
@@ -776,8 +783,8 @@ impl<T> Store for T where
 /// The role traits, for calling store methods on a concrete backend (`dyn Store` needs none).
 pub mod prelude {
     pub use super::{
-        AppStore, AuthStore, BuildStore, EventStore, InstanceStore, LeaseStore, LogStore,
-        MetricStore, NodeMetricStore, NodeStore, QuotaStore, RevisionStore, RollupStore,
+        AppStore, AuthStore, BuildStore, EventStore, InstanceStore, LeaseStore, LogFeedStore,
+        LogStore, MetricStore, NodeMetricStore, NodeStore, QuotaStore, RevisionStore, RollupStore,
         RouteStore, SpaceStore, StagingStore, Store,
     };
 }

@@ -22,6 +22,8 @@ const WRITE_LOCK: i64 = 0x7061_6173;
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pub(super) pool: PgPool,
+    /// This store's own id among the controllers (log announcements skip their own).
+    pub(super) origin: String,
 }
 
 impl Dialect for PgStore {
@@ -62,7 +64,10 @@ impl PgStore {
             .connect_with(opts)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            origin: uuid::Uuid::new_v4().simple().to_string(),
+        })
     }
 
     /// Closes the pool; later calls fail.

@@ -1692,6 +1692,22 @@ pub(crate) async fn insert_event<'c, E: sqlx::Executor<'c, Database = $db>>(
         Ok(())
     }
 
+    async fn logs_in_range(&self, app_id: &str, lo: i64, hi: i64) -> StoreResult<Vec<LogLine>> {
+        let rows = sqlx::query(&format!(
+            "{LOG_COLUMNS} WHERE app_id = $1 AND id >= $2 AND id <= $3 ORDER BY id"
+        ))
+        .bind(app_id)
+        .bind(lo)
+        .bind(hi)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::new();
+        for r in &rows {
+            logs_from_row(r, None, &mut out)?;
+        }
+        Ok(out)
+    }
+
     async fn recent_logs(&self, app_id: &str, limit: i64) -> StoreResult<Vec<LogLine>> {
         let rows = sqlx::query(&format!(
             "{LOG_COLUMNS} WHERE app_id = $1 ORDER BY id DESC LIMIT $2"
