@@ -15,7 +15,7 @@ use store_support::PgDatabase;
 
 /// The lease's TTL plus a follower's retry period and slack for a loaded machine: a takeover
 /// later than this is a bug (server/src/control/lease.rs).
-const TAKEOVER_BOUND: Duration = Duration::from_secs(15 + 1 + 4);
+const TAKEOVER_BOUND: Duration = Duration::from_millis(14_500 + 4_000);
 
 /// `GET /v1/info`: (controller id, leader).
 fn info(s: &Server) -> (String, bool) {

@@ -1,8 +1,8 @@
 //! Leader election for several controllers on one database (issue 20): whoever holds the
 //! `scheduler` lease runs the scheduler and convergence; the others serve the API, agents and
 //! router and follow the leader's placements (see [`super::convergence`]). Modelled on Cloud
-//! Foundry's Locket lock for the BBS: a 15 s TTL, renewed every 5 s, so a dead leader is replaced
-//! 10 to 16 s after its death (its last renewal plus the TTL, plus a follower's retry period).
+//! Foundry's Locket lock for the BBS: a 15 s TTL; here 14 s, renewed every 5 s, so a dead leader is replaced
+//! 9 to 14.5 s after its death, within Locket's 15 s (its last renewal plus the TTL, plus a follower's retry period).
 //!
 //! The lease alone cannot stop a leader that stalled (a long GC-like pause, a partition) and
 //! still believes it leads; so every scheduler write carries the lease's epoch and holder (a
@@ -21,12 +21,13 @@ use crate::store::Fence;
 
 /// The lease the scheduler runs under.
 pub const SCHEDULER: &str = "scheduler";
-/// How long a lease lasts unless renewed.
-pub const TTL: Duration = Duration::from_secs(15);
+/// How long a lease lasts unless renewed: with a follower's retry, a dead leader is replaced
+/// within 14.5 s of its last renewal, so within 15 s of its death (Cloud Foundry's Locket: 15 s).
+pub const TTL: Duration = Duration::from_secs(14);
 /// How often the leader renews it: two renewals may fail before it expires.
 pub const RENEW_EVERY: Duration = Duration::from_secs(5);
 /// How often a follower tries to take it: the takeover comes at most this long after expiry.
-pub const RETRY_EVERY: Duration = Duration::from_secs(1);
+pub const RETRY_EVERY: Duration = Duration::from_millis(500);
 
 /// What this controller may do now.
 #[derive(Debug, Clone, PartialEq, Eq)]
