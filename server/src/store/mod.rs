@@ -4,6 +4,7 @@
 //! `PAAS_DATABASE_URL` ([`open`]). A state change and the event that records it are written in one
 //! transaction.
 
+mod domains;
 mod node_metrics;
 mod postgres;
 mod quotas;
@@ -11,6 +12,7 @@ mod rollups;
 mod sql;
 mod sqlite;
 
+pub use domains::{DomainRecord, DomainStore, NewCertificate};
 pub use node_metrics::{NodeMetricRow, NodeMetricStore};
 pub use postgres::PgStore;
 pub use quotas::QuotaStore;
@@ -746,6 +748,7 @@ pub trait Store:
     + RollupStore
     + NodeMetricStore
     + QuotaStore
+    + DomainStore
     + LeaseStore
 {
 }
@@ -765,6 +768,7 @@ impl<T> Store for T where
         + RollupStore
         + NodeMetricStore
         + QuotaStore
+        + DomainStore
         + LeaseStore
 {
 }
@@ -772,8 +776,8 @@ impl<T> Store for T where
 /// The role traits, for calling store methods on a concrete backend (`dyn Store` needs none).
 pub mod prelude {
     pub use super::{
-        AppStore, AuthStore, BuildStore, EventStore, InstanceStore, LeaseStore, LogStore,
-        MetricStore, NodeMetricStore, NodeStore, QuotaStore, RevisionStore, RollupStore,
+        AppStore, AuthStore, BuildStore, DomainStore, EventStore, InstanceStore, LeaseStore,
+        LogStore, MetricStore, NodeMetricStore, NodeStore, QuotaStore, RevisionStore, RollupStore,
         RouteStore, SpaceStore, Store,
     };
 }
@@ -855,6 +859,8 @@ pub struct RouteRecord {
     pub path: String,
     pub app_id: String,
     pub app_name: String,
+    pub https_redirect: bool,
+    pub hsts: bool,
 }
 
 /// Filters of a log query, parsed once from the API's query string.
