@@ -475,6 +475,23 @@ fn https_by_api_certificate_manifest_routes_redirect_and_hsts() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 200);
+    // Mapping it again with other options changes them; with the same ones is a conflict.
+    let out = p.cli(&["map-route", &app, &www, "--https-redirect"]);
+    assert!(out.ok(), "{out:?}");
+    let r = plain
+        .get(format!("http://{www}:{}/", p.addr.port()))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 308);
+    let out = p.cli(&["map-route", &app, &www, "--https-redirect"]);
+    assert!(!out.ok() && out.stderr.contains("(conflict)"), "{out:?}");
+    // A push keeps a route's options.
+    push_dir(&p, dir.path());
+    let r = plain
+        .get(format!("http://{www}:{}/", p.addr.port()))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 308);
 
     // random-route: a generated default host, kept by the next push.
     let rnd = unique("rnd");

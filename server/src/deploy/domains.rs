@@ -200,15 +200,15 @@ fn taken(spec: &RouteSpec) -> DeployError {
 }
 
 /// What a mapped route does beyond routing.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RouteOptions {
     pub https_redirect: bool,
     pub hsts: bool,
 }
 
-/// Maps `spec` to the app (checked by [`check_route`] first); mapping a route the app already
-/// has only sets its options (`None` keeps them), so a push may map its manifest's routes every
-/// time.
+/// Maps `spec` to the app (checked by [`check_route`] first). A route the app already has: a
+/// push (`options` `None`) keeps it as it is, so it may map its manifest's routes every time;
+/// the API changes its options, or refuses (`conflict`) when they are the same.
 pub async fn map_route(
     ctx: &AppCtx,
     actor: &Actor,
@@ -219,10 +219,26 @@ pub async fn map_route(
 ) -> DeployResult<RouteInfo> {
     check_route(ctx, &app.space_id, spec, api_host).await?;
     let routes = ctx.store.list_routes().await?;
-    let mine = routes
+    let existing = routes
         .iter()
-        .any(|r| r.host == spec.host && r.path == spec.path && r.app_id == app.id);
-    if !mine {
+        .find(|r| r.host == spec.host && r.path == spec.path && r.app_id == app.id)
+        .map(|r| RouteOptions {
+            https_redirect: r.https_redirect,
+            hsts: r.hsts,
+        });
+    let options = match (existing, options) {
+        // Mapping again through the API changes the options, or is refused as before.
+        (Some(had), Some(o)) if had == o => {
+            return Err(DeployError::invalid(
+                ErrorCode::Conflict,
+                format!("route {spec} is already mapped to {}", app.name),
+            ))
+        }
+        // A push keeps what the app has.
+        (Some(had), None) => had,
+        (_, o) => o.unwrap_or_default(),
+    };
+    if existing.is_none() {
         super::quota::check(
             ctx,
             &app.space_id,
@@ -249,25 +265,17 @@ pub async fn map_route(
                 e => e.into(),
             })?;
     }
-    if let Some(o) = options {
+    if existing != Some(options) {
         ctx.store
-            .set_route_options(&app.id, &spec.host, &spec.path, o.https_redirect, o.hsts)
+            .set_route_options(
+                &app.id,
+                &spec.host,
+                &spec.path,
+                options.https_redirect,
+                options.hsts,
+            )
             .await?;
     }
-    let options = match options {
-        Some(o) => o,
-        None => ctx
-            .store
-            .list_routes()
-            .await?
-            .iter()
-            .find(|r| r.host == spec.host && r.path == spec.path && r.app_id == app.id)
-            .map(|r| RouteOptions {
-                https_redirect: r.https_redirect,
-                hsts: r.hsts,
-            })
-            .unwrap_or_default(),
-    };
     crate::router::refresh(ctx).await?;
     Ok(RouteInfo {
         host: spec.host.clone(),
