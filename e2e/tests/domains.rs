@@ -4,7 +4,7 @@
 //! `routes:`, `random-route` and `no-route` shape an app's routes on push; a route can redirect
 //! plain HTTP to HTTPS and send HSTS.
 
-use paas_e2e::{call, unique, wait_for, zip_of, Options, Platform};
+use paas_e2e::{call, unique, wait_for, zip_of, Options, Platform, StandaloneRouter};
 use reqwest::Method;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -431,7 +431,48 @@ fn https_by_api_certificate_manifest_routes_redirect_and_hsts() {
         .get(format!("https://{api}:{}/v1/x", tls_addr.port()))
         .send()
         .unwrap();
-    assert_eq!((r.status().as_u16(), served(&r)), (200, Some(leaf_der)));
+    assert_eq!(
+        (r.status().as_u16(), served(&r)),
+        (200, Some(leaf_der.clone()))
+    );
+    // A standalone router serves the same certificate, from its table follow (no file).
+    let router =
+        StandaloneRouter::start_env(&p, &p.api_url(), &[("PAAS_TLS_LISTEN", "127.0.0.1:0")]);
+    let router_tls: std::net::SocketAddr = wait_for(
+        Duration::from_secs(20),
+        "the standalone router's TLS listener",
+        || {
+            std::fs::read_to_string(router.data_dir().join("tls-listen-addr"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        },
+    )
+    .unwrap();
+    let via_router = reqwest::blocking::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
+        .tls_info(true)
+        .resolve(&www, router_tls)
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let r = wait_for(
+        Duration::from_secs(30),
+        "HTTPS through the standalone router",
+        || {
+            let r = via_router
+                .get(format!("https://{www}:{}/", router_tls.port()))
+                .send()
+                .ok()?;
+            (r.status() == 200).then_some(r)
+        },
+    )
+    .unwrap();
+    assert_eq!(served(&r), Some(leaf_der.clone()));
+    drop(router);
     // A name no certificate covers fails the handshake.
     let none = format!("{}.localhost", app);
     assert!(https(&none)
