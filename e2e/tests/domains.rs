@@ -145,6 +145,48 @@ fn private_domains_belong_to_their_space() {
     let (s, b) = create(&t.them, &t.theirs, "a.localhost");
     assert_eq!((s, code(&b)), (409, Some("domain_not_owned")), "{b}");
 
+    // A viewer of the owning space sees the domain but may not change it.
+    let viewer = unique("viewer");
+    let (s, b) = call(
+        &t.p,
+        &t.admin,
+        Method::POST,
+        "/v1/users",
+        Some(serde_json::json!({"username": viewer, "password": "password-123"})),
+        None,
+    );
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = call(
+        &t.p,
+        &t.admin,
+        Method::PUT,
+        &format!("/v1/users/{viewer}/roles"),
+        Some(serde_json::json!({"space": t.mine, "role": "viewer"})),
+        None,
+    );
+    assert_eq!(s, 200, "{b}");
+    let viewer_token: serde_json::Value = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/auth/login", t.p.api_url()))
+        .json(&serde_json::json!({"username": viewer, "password": "password-123"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let viewer_token = viewer_token["token"].as_str().unwrap();
+    let (_, list) = call(&t.p, viewer_token, Method::GET, "/v1/domains", None, None);
+    assert!(list.to_string().contains(&domain), "{list}");
+    let (s, b) = call(
+        &t.p,
+        viewer_token,
+        Method::DELETE,
+        &format!("/v1/domains/{domain}"),
+        None,
+        None,
+    );
+    assert_eq!((s, code(&b)), (403, Some("forbidden")), "{b}");
+    let (s, b) = create(viewer_token, &t.mine, &format!("v-{domain}"));
+    assert_eq!((s, code(&b)), (403, Some("forbidden")), "{b}");
+
     // Lists: the shared domain and the caller's own.
     let (_, list) = call(&t.p, &t.them, Method::GET, "/v1/domains", None, None);
     assert!(!list.to_string().contains(&domain), "{list}");
