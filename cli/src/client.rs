@@ -508,6 +508,14 @@ impl Client {
         self.json(self.send(rb)?)
     }
 
+    /// The same client, acting in another space (`ORG/SPACE`).
+    pub fn in_space(&self, space: &str) -> Client {
+        Client {
+            space: Some(space.to_string()),
+            ..self.clone()
+        }
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.api)
     }
@@ -666,9 +674,13 @@ impl Client {
         &self,
         app: &str,
         route: &str,
+        https_redirect: bool,
+        hsts: bool,
     ) -> Result<paas_common::route::RouteInfo, ClientError> {
         let body = paas_common::route::MapRoute {
             route: route.to_string(),
+            https_redirect,
+            hsts,
         };
         let rb = self.authed(
             self.http

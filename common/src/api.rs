@@ -440,8 +440,9 @@ pub struct PushSettings {
     /// Buildpack names in order (multipart `buildpacks`, a JSON list); stored for staging.
     #[serde(default)]
     pub buildpacks: Vec<String>,
-    /// Manifest `routes` (multipart `routes`, a JSON list of hostnames/paths); stored on the app
-    /// for the routes work (issue 5), which makes them effective.
+    /// Manifest `routes` (multipart `routes`, a JSON list of `HOST[/PATH]`): checked before the
+    /// push changes anything (a private domain must be the space's) and mapped to the app after
+    /// its revision (issue 22).
     #[serde(default)]
     pub routes: Vec<String>,
     /// Manifest health settings (multipart `health`, JSON); stored for issue 4.

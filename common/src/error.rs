@@ -87,6 +87,12 @@ pub enum ErrorCode {
     /// A change that would take a space past its quota (memory, instances, apps or routes)
     /// (issue 26).
     QuotaExceeded,
+    /// A route under a private domain another space owns, or a domain that would take hosts
+    /// another space serves (issue 22).
+    DomainNotOwned,
+    /// A certificate that does not parse, whose key does not match, or whose names do not cover
+    /// its domain (issue 22).
+    InvalidCertificate,
 }
 
 impl ErrorCode {
@@ -130,6 +136,8 @@ impl ErrorCode {
             ErrorCode::RouteTaken => "route_taken",
             ErrorCode::AmbiguousApp => "ambiguous_app",
             ErrorCode::QuotaExceeded => "quota_exceeded",
+            ErrorCode::DomainNotOwned => "domain_not_owned",
+            ErrorCode::InvalidCertificate => "invalid_certificate",
         }
     }
 
@@ -169,6 +177,8 @@ impl ErrorCode {
             ErrorCode::InvalidLogRateLimit => 400,
             ErrorCode::AppNameTaken | ErrorCode::RouteTaken | ErrorCode::AmbiguousApp => 409,
             ErrorCode::QuotaExceeded => 422,
+            ErrorCode::DomainNotOwned => 409,
+            ErrorCode::InvalidCertificate => 400,
         }
     }
 }

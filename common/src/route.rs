@@ -119,6 +119,12 @@ pub struct RouteInfo {
     /// The app's default route `HOST.<apps domain>` (cannot be unmapped).
     #[serde(default)]
     pub default: bool,
+    /// A plain HTTP request is answered with a 308 to the same URL over HTTPS.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub https_redirect: bool,
+    /// Answers over HTTPS carry `Strict-Transport-Security` (opt-in: it binds browsers for a year).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hsts: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -133,6 +139,67 @@ pub struct RouteList {
 pub struct MapRoute {
     /// `HOST[/PATH]`.
     pub route: String,
+    /// Redirect plain HTTP to HTTPS (308). Mapping a route the app already has updates this.
+    #[serde(default)]
+    pub https_redirect: bool,
+    /// Send `Strict-Transport-Security` on HTTPS answers.
+    #[serde(default)]
+    pub hsts: bool,
+}
+
+/// A domain apps are served under: the platform's shared apps domain (every app's default
+/// route), or a private domain a space created; only that space maps hosts under it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DomainInfo {
+    pub name: String,
+    /// `ORG/SPACE` of a private domain; `None` for the shared domain.
+    #[serde(default)]
+    pub space: Option<String>,
+    #[serde(default)]
+    pub shared: bool,
+    /// The certificate set through the API, if any.
+    #[serde(default)]
+    pub certificate: Option<CertificateInfo>,
+}
+
+/// What the API tells of a stored certificate (never its key).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CertificateInfo {
+    /// Which of `DOMAIN` and `*.DOMAIN` the leaf is valid for.
+    pub covers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DomainList {
+    pub domains: Vec<DomainInfo>,
+}
+
+/// Body of `POST /v1/domains` (the space: `X-Paas-Space`, default `default/default`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreateDomain {
+    pub name: String,
+}
+
+/// Body of `PUT /v1/domains/{domain}/certificate`: PEM texts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SetCertificate {
+    /// The chain, leaf first.
+    pub certificate: String,
+    pub private_key: String,
+}
+
+/// A domain's certificate as routers get it (the table follow, authenticated by the join token).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RouterCertificate {
+    pub domain: String,
+    pub certificate: String,
+    pub private_key: String,
 }
 
 /// One ready instance in a [`RouterTable`].
@@ -153,6 +220,17 @@ pub struct RouterTable {
     pub routes: Vec<RouteInfo>,
     /// App id -> its ready instances (an app with none is listed with an empty list).
     pub apps: BTreeMap<String, Vec<RouterBackend>>,
+    /// Certificates set through the API, served by SNI for their domain and the hosts under it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<RouterCertificate>,
+}
+
+/// Whether `host` is `domain` or a name under it.
+pub fn host_in_domain(host: &str, domain: &str) -> bool {
+    host == domain
+        || host
+            .strip_suffix(domain)
+            .is_some_and(|rest| rest.ends_with('.'))
 }
 
 /// Body of `POST /v1/router/logs`: RTR lines a standalone router wrote, for the apps' streams.

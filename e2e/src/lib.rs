@@ -953,15 +953,22 @@ pub struct StandaloneRouter {
     child: Child,
     pub addr: SocketAddr,
     log: PathBuf,
+    dir: PathBuf,
 }
 
 impl StandaloneRouter {
     pub fn start(p: &Platform, controllers: &str) -> Self {
+        Self::start_env(p, controllers, &[])
+    }
+
+    /// [`Self::start`] with extra environment (e.g. `PAAS_TLS_LISTEN`).
+    pub fn start_env(p: &Platform, controllers: &str, env: &[(&str, &str)]) -> Self {
         let dir = p.dir.path().join(unique("router"));
         let log = dir.with_extension("log");
         let f = std::fs::File::create(&log).expect("router log");
         let child = Command::new(bin("paas-server"))
             .arg("router")
+            .envs(env.iter().copied())
             .env("PAAS_LISTEN", "127.0.0.1:0")
             .env("PAAS_DATA_DIR", &dir)
             .env("PAAS_CONTROLLER", controllers)
@@ -982,7 +989,17 @@ impl StandaloneRouter {
             },
         )
         .expect("the standalone router listens");
-        Self { child, addr, log }
+        Self {
+            child,
+            addr,
+            log,
+            dir,
+        }
+    }
+
+    /// Its data dir (`listen-addr`, `tls-listen-addr`).
+    pub fn data_dir(&self) -> &Path {
+        &self.dir
     }
 
     /// `GET http://HOST:PORT/PATH` through this router: (status, `x-paas-app`, `x-paas-instance`).

@@ -248,11 +248,20 @@ fn classify(method: &actix_web::http::Method, path: &str) -> Need {
         (["resources", "match"], Method::POST) => Need::Authenticated,
         // Lists: the handlers show only what the caller's roles reach.
         (["nodes", "metrics"], _) if read => Need::Operator,
-        (["apps"] | ["events"] | ["spaces"] | ["routes"] | ["nodes"] | ["buildpacks"], _)
-            if read =>
-        {
-            Need::Authenticated
-        }
+        (
+            ["apps"]
+            | ["events"]
+            | ["spaces"]
+            | ["routes"]
+            | ["nodes"]
+            | ["buildpacks"]
+            | ["domains"],
+            _,
+        ) if read => Need::Authenticated,
+        // The handlers check the role in the domain's space (issue 22).
+        (["domains"], Method::POST) => Need::Authenticated,
+        (["domains", _], Method::DELETE) => Need::Authenticated,
+        (["domains", _, "certificate"], Method::PUT) => Need::Authenticated,
         (["apps", _], Method::GET | Method::HEAD | Method::PATCH | Method::DELETE) => {
             Need::App { push: false }
         }
@@ -923,24 +932,6 @@ impl FromRequest for PushTarget {
     }
 }
 
-/// The space a host belongs to: an app's default host (`NAME.<apps domain>`) is its app's
-/// space's; any other host is the space of the apps its mapped routes lead to (one space, the
-/// store sees to it); a host nobody serves belongs to nobody yet.
-/// The space that owns `host` (a full host name): the space of the app whose default route it
-/// is, else of the apps with routes mapped on it; `None` when nobody serves it.
-pub async fn host_owner(ctx: &AppCtx, host: &str) -> Result<Option<String>, Error> {
-    if let Some(label) = crate::router::app_for_host(host, &ctx.settings.apps_domain) {
-        if let Some(app) = ctx.store.app_by_host(&label).await? {
-            return Ok(Some(app.space_id));
-        }
-    }
-    let routes = ctx.store.list_routes().await?;
-    let Some(route) = routes.iter().find(|r| r.host.eq_ignore_ascii_case(host)) else {
-        return Ok(None);
-    };
-    Ok(ctx.store.app_space(&route.app_id).await?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -955,6 +946,14 @@ mod tests {
         assert_eq!(c(Method::POST, "/v1/auth/logout"), Public);
         assert_eq!(c(Method::GET, "/v1/openapi.json"), Public);
         assert_eq!(c(Method::GET, "/v1/info"), Public);
+        assert_eq!(c(Method::GET, "/v1/domains"), Authenticated);
+        assert_eq!(c(Method::POST, "/v1/domains"), Authenticated);
+        assert_eq!(c(Method::DELETE, "/v1/domains/example.com"), Authenticated);
+        assert_eq!(
+            c(Method::PUT, "/v1/domains/example.com/certificate"),
+            Authenticated
+        );
+        assert_eq!(c(Method::DELETE, "/v1/domains"), Unknown);
         assert_eq!(c(Method::GET, "/v1/admin/keys"), Operator);
         assert_eq!(c(Method::POST, "/v1/admin/keys/rotate"), Operator);
         assert_eq!(c(Method::GET, "/v1/events"), Authenticated);

@@ -93,15 +93,18 @@ impl Application {
         .listen_uds(api_listener)?
         .run();
         let api = server.handle();
-        let tls = router::tls::bind(&self.ctx.settings)?;
+        let tls = router::tls::bind(&self.ctx.settings, self.ctx.routes.clone())?;
         if let Some((_, certs)) = &tls {
             tokio::spawn(certs.clone().watch());
         }
         let front = Arc::new(router::server::Front {
-            router: Arc::new(router::Router::new(
-                self.ctx.routes.clone(),
-                &self.ctx.settings,
-            )),
+            router: Arc::new(
+                router::Router::new(self.ctx.routes.clone(), &self.ctx.settings).with_https_port(
+                    tls.as_ref()
+                        .and_then(|(l, _)| l.local_addr().ok())
+                        .map(|a| a.port()),
+                ),
+            ),
             api: Some(router::server::Api {
                 socket: api_socket,
                 domain: self.ctx.settings.apps_domain.clone(),

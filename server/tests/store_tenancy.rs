@@ -14,6 +14,7 @@ store_suite!(
     a_host_belongs_to_the_space_that_maps_it_first,
     base_images_are_allowed_and_disallowed_by_name,
     a_recreated_name_inherits_no_drains_and_no_events,
+    a_private_domain_keeps_other_spaces_out,
 );
 
 fn ev(kind: &str) -> Event {
@@ -200,6 +201,117 @@ async fn a_host_belongs_to_the_space_that_maps_it_first(store: &dyn Store) {
         .add_route("b1", "shop.example.com", "/checkout", &ev("route.map"))
         .await
         .unwrap();
+}
+
+async fn a_private_domain_keeps_other_spaces_out(store: &dyn Store) {
+    let a = store.space("acme", "prod", true).await.unwrap().unwrap();
+    let b = store.space("evil", "dev", true).await.unwrap().unwrap();
+    for (id, name, space) in [("a1", "shop", &a), ("b1", "evil", &b)] {
+        store
+            .create_app(
+                &AppRecord {
+                    space_id: space.id.clone(),
+                    ..app(id, name)
+                },
+                &ev("app.create"),
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .create_domain("example.com", &a.id, &ev("domain.create"))
+        .await
+        .unwrap();
+    // The same domain, one above or below it: not for another space; below it for its own.
+    for name in ["example.com", "api.example.com", "com.example.com"] {
+        let err = store
+            .create_domain(name, &b.id, &ev("domain.create"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{name}: {err:?}");
+    }
+    store
+        .create_domain("eu.example.com", &a.id, &ev("domain.create"))
+        .await
+        .unwrap();
+    // Only the owner's apps map hosts under it (the host itself too); a name that merely ends
+    // the same way is another domain.
+    for host in ["example.com", "www.example.com", "x.eu.example.com"] {
+        let err = store
+            .add_route("b1", host, "/x", &ev("route.map"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{host}: {err:?}");
+    }
+    store
+        .add_route("b1", "badexample.com", "", &ev("route.map"))
+        .await
+        .unwrap();
+    store
+        .add_route("a1", "www.example.com", "", &ev("route.map"))
+        .await
+        .unwrap();
+    store
+        .set_route_options("a1", "www.example.com", "", true, true)
+        .await
+        .unwrap();
+    let r = store
+        .list_routes()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.host == "www.example.com")
+        .unwrap();
+    assert!(r.https_redirect && r.hsts);
+    // In use: not deleted.
+    let err = store
+        .delete_domain("example.com", &ev("domain.delete"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    // A certificate is kept with its domain.
+    store
+        .set_domain_certificate(
+            "example.com",
+            &paas_server::store::NewCertificate {
+                chain_pem: "PEM".into(),
+                sealed_key: "sealed".into(),
+                names: vec!["*.example.com".into()],
+            },
+            &ev("domain.certificate"),
+        )
+        .await
+        .unwrap();
+    let d = store.list_domains().await.unwrap();
+    assert_eq!(
+        d.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+        ["eu.example.com", "example.com"]
+    );
+    assert_eq!(d[1].space, "acme/prod");
+    assert_eq!(d[1].certificate.as_deref(), Some("PEM"));
+    assert_eq!(d[1].private_key.as_deref(), Some("sealed"));
+    assert_eq!(d[1].cert_names, ["*.example.com"]);
+    // Another space already serving a host under a name: that name cannot become a domain.
+    let err = store
+        .create_domain("badexample.com", &a.id, &ev("domain.create"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    store
+        .delete_route("a1", "www.example.com", "", &ev("route.unmap"))
+        .await
+        .unwrap();
+    store
+        .delete_domain("example.com", &ev("domain.delete"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .delete_domain("example.com", &ev("domain.delete"))
+            .await
+            .unwrap_err(),
+        StoreError::NotFound(_)
+    ));
 }
 
 async fn base_images_are_allowed_and_disallowed_by_name(store: &dyn Store) {

@@ -7,6 +7,7 @@ pub mod base_images;
 pub mod buildpacks;
 pub mod delete;
 pub mod deployment;
+pub mod domains;
 pub mod env;
 pub mod events;
 pub mod lifecycle;
@@ -108,9 +109,17 @@ pub enum Command {
     /// List routes (all apps, or one with --app).
     Routes(routes::ListArgs),
     /// Send requests for HOST[/PATH] to an app (the longest matching path prefix wins).
-    MapRoute(routes::MapArgs),
+    MapRoute(routes::MapRouteArgs),
     /// Stop sending requests for HOST[/PATH] to an app.
     UnmapRoute(routes::MapArgs),
+    /// List domains: the shared apps domain and your spaces' private domains.
+    Domains(domains::ListArgs),
+    /// Create a private domain: only its space maps hosts under it.
+    CreateDomain(domains::CreateArgs),
+    /// Delete a private domain (refused while a route uses it).
+    DeleteDomain(domains::DeleteArgs),
+    /// Set a domain's TLS certificate (PEM chain and key); every router serves it by SNI.
+    SetCert(domains::CertArgs),
     /// Show an app's audit trail: who did what, and what the platform did (crashes, reschedules).
     Events(events::Args),
     /// List, add or remove an app's log drains (syslog:// or http://).
@@ -184,6 +193,10 @@ pub fn dispatch(cli: Cli, env: &Env) -> anyhow::Result<()> {
         Command::Routes(args) => routes::list(args, &client),
         Command::MapRoute(args) => routes::map(args, &client),
         Command::UnmapRoute(args) => routes::unmap(args, &client),
+        Command::Domains(args) => domains::list(args, &client),
+        Command::CreateDomain(args) => domains::create(args, &client),
+        Command::DeleteDomain(args) => domains::delete(args, &client),
+        Command::SetCert(args) => domains::set_cert(args, &client),
         Command::Events(args) => events::run(args, &client),
         Command::LogDrain(args) => log_drain::run(args, &client),
         Command::Env(args) => env::run(args, &client),

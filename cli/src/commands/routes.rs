@@ -22,6 +22,18 @@ pub struct MapArgs {
     pub route: String,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct MapRouteArgs {
+    #[command(flatten)]
+    pub route: MapArgs,
+    /// Answer plain HTTP with a 308 redirect to HTTPS (mapping again changes it)
+    #[arg(long)]
+    pub https_redirect: bool,
+    /// Send Strict-Transport-Security on HTTPS answers (browsers then refuse plain HTTP for a year)
+    #[arg(long)]
+    pub hsts: bool,
+}
+
 pub fn list(args: ListArgs, client: &Client) -> anyhow::Result<()> {
     let list = client.list_routes(args.app.as_deref())?;
     if args.json {
@@ -45,10 +57,14 @@ pub fn list(args: ListArgs, client: &Client) -> anyhow::Result<()> {
                 r.host.clone(),
                 path,
                 r.app.clone(),
-                if r.default {
-                    "default".into()
-                } else {
-                    "mapped".into()
+                match (r.default, r.https_redirect, r.hsts) {
+                    (true, _, _) => "default".into(),
+                    (false, false, false) => "mapped".into(),
+                    (false, redirect, hsts) => format!(
+                        "mapped{}{}",
+                        if redirect { ", https redirect" } else { "" },
+                        if hsts { ", hsts" } else { "" }
+                    ),
                 },
             ]
         })
@@ -57,9 +73,31 @@ pub fn list(args: ListArgs, client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn map(args: MapArgs, client: &Client) -> anyhow::Result<()> {
-    let r = client.map_route(&args.name, &args.route)?;
-    println!("Mapped {}{} to {}", r.host, r.path, r.app);
+pub fn map(args: MapRouteArgs, client: &Client) -> anyhow::Result<()> {
+    let r = client.map_route(
+        &args.route.name,
+        &args.route.route,
+        args.https_redirect,
+        args.hsts,
+    )?;
+    let extras: Vec<&str> = [
+        r.https_redirect.then_some("HTTPS redirect"),
+        r.hsts.then_some("HSTS"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if extras.is_empty() {
+        println!("Mapped {}{} to {}", r.host, r.path, r.app);
+    } else {
+        println!(
+            "Mapped {}{} to {} ({})",
+            r.host,
+            r.path,
+            r.app,
+            extras.join(", ")
+        );
+    }
     Ok(())
 }
 

@@ -499,7 +499,15 @@ pub async fn push(
         return Ok(HttpResponse::Created().json(detail(&ctx, &app).await?));
     }
     // The stream answers before the deploy runs: the app must exist by then, so that a new app
-    // is adopted into the caller's space when this answer succeeds (see `authz`).
+    // is adopted into the caller's space when this answer succeeds (see `authz`). A manifest
+    // route the space may not map refuses the push before that.
+    crate::deploy::push::check_manifest_routes(
+        &ctx,
+        &prep.space_id,
+        &prep.name,
+        &prep.extra.routes,
+    )
+    .await?;
     let app = crate::deploy::find_or_create_app(
         &ctx,
         &crate::deploy::Actor::from(&user),

@@ -7,6 +7,7 @@ pub(crate) mod auth;
 pub(crate) mod base_images;
 mod buildpacks;
 mod builds;
+mod domains;
 mod drains;
 mod lifecycle;
 mod logs;
@@ -84,6 +85,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             )
             .route("/nodes/{name}/drain", web::post().to(lifecycle::drain))
             .route("/routes", web::get().to(routes::list))
+            .route("/domains", web::get().to(domains::list))
+            .route("/domains", web::post().to(domains::create))
+            .route("/domains/{domain}", web::delete().to(domains::delete))
+            .route(
+                "/domains/{domain}/certificate",
+                web::put().to(domains::set_certificate),
+            )
             .route("/apps/{name}/routes", web::get().to(routes::list_for_app))
             .route("/apps/{name}/routes", web::post().to(routes::map))
             .route("/apps/{name}/routes", web::delete().to(routes::unmap))

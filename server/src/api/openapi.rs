@@ -9,8 +9,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::{
-    apps, auth, base_images, drains, lifecycle, logs, metrics, nodes, resources, revisions, routes,
-    tenancy,
+    apps, auth, base_images, domains, drains, lifecycle, logs, metrics, nodes, resources,
+    revisions, routes, tenancy,
 };
 
 /// The push form: the zip as `archive`, and the optional settings the handler reads.
@@ -84,6 +84,7 @@ impl Modify for BearerAuth {
         lifecycle::update, lifecycle::restart, lifecycle::stop, lifecycle::start, lifecycle::restart_instance, lifecycle::drain,
         revisions::get_env, revisions::update_env, revisions::list, revisions::rollback,
         routes::list, routes::list_for_app, routes::map, routes::unmap,
+        domains::list, domains::create, domains::delete, domains::set_certificate,
         tenancy::create_token, tenancy::list_tokens, tenancy::revoke_token,
         tenancy::list_users, tenancy::create_user, tenancy::set_role,
         tenancy::list_spaces, tenancy::create_space, tenancy::get_quota, tenancy::set_quota,

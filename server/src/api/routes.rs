@@ -88,7 +88,6 @@ pub async fn map(
     app: AppAccess<Developer>,
     body: web::Json<MapRoute>,
 ) -> ApiResult<HttpResponse> {
-    let space_id = app.space_id.clone();
     let app = app.into_app();
     let spec = parse(&body.route)?;
     // The router sees a mapped host before the API does: a route on the controller's own host
@@ -98,67 +97,19 @@ pub async fn map(
         .get(actix_web::http::header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(|h| h.rsplit_once(':').map_or(h, |(h, _)| h));
-    if api_host.is_some_and(|h| h.trim_end_matches('.').eq_ignore_ascii_case(&spec.host)) {
-        return Err(Error::api(
-            ErrorCode::Conflict,
-            format!("{} is the controller's own host", spec.host),
-        ));
-    }
-    // A host belongs to one space (its app's, for a default host; else the first to map it):
-    // another space may map neither the host nor any path under it.
-    if crate::authz::host_owner(&ctx, &spec.host)
-        .await?
-        .is_some_and(|owner| owner != space_id)
-    {
-        return Err(Error::api(
-            ErrorCode::RouteTaken,
-            format!(
-                "{} belongs to another space: map a route under a host of your own",
-                spec.host
-            ),
-        ));
-    }
-    // An app's default route: only a longer path may be mapped there (by its own space).
-    if spec.path.is_empty() {
-        if let Some(label) = crate::router::app_for_host(&spec.host, &ctx.settings.apps_domain) {
-            if let Some(owner) = ctx.store.app_by_host(&label).await? {
-                return Err(Error::api(
-                    ErrorCode::Conflict,
-                    format!(
-                        "{} is the default route of app {:?}; map a path under it or another host",
-                        spec.host, owner.name
-                    ),
-                ));
-            }
-        }
-    }
-    crate::deploy::quota::check(
+    let info = crate::deploy::domains::map_route(
         &ctx,
-        &space_id,
-        &crate::deploy::quota::Change {
-            new_routes: 1,
-            ..Default::default()
-        },
+        &(&user).into(),
+        &app,
+        &spec,
+        Some(crate::deploy::domains::RouteOptions {
+            https_redirect: body.https_redirect,
+            hsts: body.hsts,
+        }),
+        api_host,
     )
     .await?;
-    let event = Event {
-        app_name: Some(app.name.clone()),
-        app_id: Some(app.id.clone()),
-        actor: user.actor,
-        kind: "route.map".into(),
-        message: format!("mapped route {spec} to {}", app.name),
-    };
-    ctx.store
-        .add_route(&app.id, &spec.host, &spec.path, &event)
-        .await?;
-    crate::router::refresh(&ctx).await?;
-    Ok(HttpResponse::Created().json(RouteInfo {
-        host: spec.host,
-        path: spec.path,
-        app: app.name,
-        app_id: app.id,
-        default: false,
-    }))
+    Ok(HttpResponse::Created().json(info))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -6,6 +6,7 @@
 
 use paas_common::api::{AppState, PushProgress};
 use paas_common::domain::AppName;
+use paas_common::route::RouteSpec;
 use paas_common::ErrorCode;
 use tokio::sync::mpsc;
 
@@ -68,6 +69,71 @@ async fn push_stack(ctx: &AppCtx, app: &AppRecord, named: Option<&str>) -> Deplo
         .to_string())
 }
 
+/// Whether `spec` is the app's own default route (a manifest may list it; it is implicit).
+fn is_default_of(ctx: &AppCtx, app: Option<&AppRecord>, spec: &RouteSpec) -> bool {
+    spec.path.is_empty()
+        && app.and_then(|a| a.host.as_deref()).is_some_and(|h| {
+            spec.host
+                .strip_suffix(ctx.settings.apps_domain.as_str())
+                .and_then(|l| l.strip_suffix('.'))
+                == Some(h)
+        })
+}
+
+/// The manifest's `routes:`, parsed and checked for the space (its domain, its host), each
+/// refusal naming the route.
+pub async fn check_manifest_routes(
+    ctx: &AppCtx,
+    space_id: &str,
+    name: &AppName,
+    routes: &[String],
+) -> DeployResult<Vec<RouteSpec>> {
+    if routes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let app = ctx.store.app_in_space(space_id, name.as_str()).await?;
+    let mut out = Vec::with_capacity(routes.len());
+    for r in routes {
+        let spec = RouteSpec::parse(r).map_err(|e| {
+            DeployError::invalid(ErrorCode::InvalidRoute, format!("manifest routes: {e}"))
+        })?;
+        if !is_default_of(ctx, app.as_ref(), &spec) {
+            super::domains::check_route(ctx, space_id, &spec, None).await?;
+        }
+        out.push(spec);
+    }
+    Ok(out)
+}
+
+/// Maps the manifest's routes to the app after its revision (a route it already has keeps its
+/// options), and drops the default route of an existing app pushed with `no-route: true`.
+async fn apply_routes(
+    ctx: &AppCtx,
+    actor: &Actor,
+    app: &AppRecord,
+    routes: &[RouteSpec],
+    no_route: bool,
+) -> DeployResult<()> {
+    if no_route && app.host.is_some() {
+        let ev = crate::store::Event {
+            app_name: Some(app.name.clone()),
+            app_id: Some(app.id.clone()),
+            actor: actor.actor.clone(),
+            kind: "route.unmap".into(),
+            message: format!("removed the default route of {} (no-route)", app.name),
+        };
+        ctx.store.clear_app_host(&app.id, &ev).await?;
+        crate::router::refresh(ctx).await?;
+    }
+    for spec in routes {
+        if !no_route && is_default_of(ctx, Some(app), spec) {
+            continue;
+        }
+        super::domains::map_route(ctx, actor, app, spec, None, None).await?;
+    }
+    Ok(())
+}
+
 /// A push whose upload and archive passed every check: what staging and deploying need.
 pub struct Prepared {
     pub name: AppName,
@@ -115,6 +181,9 @@ pub async fn deploy(
         dockerfile,
         build_choice,
     } = prep;
+    // The manifest's routes are checked before anything changes, so a route under another
+    // space's domain refuses the whole push.
+    let routes = check_manifest_routes(ctx, &space_id, &name, &extra.routes).await?;
     check_quota(ctx, &name, &space_id, &extra, instances, memory_mb).await?;
     let app = super::find_or_create_app(ctx, actor, &name, &space_id, &(&extra).into()).await?;
     super::log_platform(ctx, &app, "STG", build_choice).await;
@@ -284,6 +353,7 @@ pub async fn deploy(
     )
     .await?;
     progress.send(PushProgress::Revision { number });
+    apply_routes(ctx, actor, &app, &routes, extra.no_route).await?;
     super::log_platform(
         ctx,
         &app,

@@ -41,6 +41,9 @@ pub struct Router {
     /// How long a request waits for a ready instance.
     pub wait: std::time::Duration,
     pub balance: Balance,
+    /// The HTTPS listener's port, for the redirect of a route that asks for HTTPS (`None`: no
+    /// TLS listener, so no redirect).
+    pub https_port: Option<u16>,
 }
 
 impl Router {
@@ -49,8 +52,23 @@ impl Router {
             table,
             wait: std::time::Duration::from_millis(settings.router_wait_ms),
             balance: settings.router_balance,
+            https_port: None,
         }
     }
+
+    pub fn with_https_port(mut self, port: Option<u16>) -> Self {
+        self.https_port = port;
+        self
+    }
+}
+
+/// What a mapped route asks of the router beyond choosing the app.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RouteFlags {
+    /// Plain HTTP gets a 308 to HTTPS.
+    pub https_redirect: bool,
+    /// HTTPS answers carry `Strict-Transport-Security`.
+    pub hsts: bool,
 }
 
 /// How the router spreads requests over an app's ready instances.
@@ -162,9 +180,11 @@ pub struct RouteTable {
 
 #[derive(Default)]
 struct Tables {
-    /// Host -> (path prefix, app), longest prefix first.
-    hosts: HashMap<String, Vec<(String, Arc<AppRoutes>)>>,
+    /// Host -> (path prefix, app, flags), longest prefix first.
+    hosts: HashMap<String, Vec<(String, Arc<AppRoutes>, RouteFlags)>>,
     apps: HashMap<String, Arc<AppRoutes>>,
+    /// The table's certificates, parsed once per change of them.
+    certs: Arc<tls::TableCerts>,
     /// The same table in wire form, for `GET /v1/router/table`.
     wire: Arc<RouterTable>,
 }
@@ -191,13 +211,23 @@ impl RouteTable {
     /// The app a request for `host` (a Host header, port allowed) and `path` goes to (the route
     /// on that host with the longest matching path prefix), with its ready instances as of now.
     pub fn resolve(&self, host: &str, path: &str) -> Option<Arc<AppRoutes>> {
+        self.resolve_route(host, path).map(|(app, _)| app)
+    }
+
+    /// [`Self::resolve`], with the matched route's flags.
+    pub fn resolve_route(&self, host: &str, path: &str) -> Option<(Arc<AppRoutes>, RouteFlags)> {
         let host = normalize_host(host);
         let inner = self.inner.read().ok()?;
         let routes = inner.hosts.get(host.as_ref())?;
         routes
             .iter()
-            .find(|(prefix, _)| RouteSpec::matches_path(prefix, path))
-            .map(|(_, app)| app.clone())
+            .find(|(prefix, _, _)| RouteSpec::matches_path(prefix, path))
+            .map(|(_, app, flags)| (app.clone(), *flags))
+    }
+
+    /// The certificate set through the API for a TLS server name, if any.
+    pub fn certificate_for(&self, sni: &str) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.inner.read().ok()?.certs.lookup(sni)
     }
 
     /// The whole table in wire form, and its version.
@@ -295,7 +325,7 @@ impl RouteTable {
                 d.extend(leaving);
             }
         }
-        let mut hosts: HashMap<String, Vec<(String, Arc<AppRoutes>)>> = HashMap::new();
+        let mut hosts: HashMap<String, Vec<(String, Arc<AppRoutes>, RouteFlags)>> = HashMap::new();
         for r in &table.routes {
             // A route to an app the table does not list (a store mid-change) routes to no
             // instance: 503, as for an app with none ready.
@@ -303,14 +333,23 @@ impl RouteTable {
                 .get(&r.app_id)
                 .cloned()
                 .unwrap_or_else(|| Arc::new(AppRoutes::new(&r.app_id, &r.app, Vec::new())));
-            hosts
-                .entry(r.host.clone())
-                .or_default()
-                .push((r.path.clone(), app));
+            hosts.entry(r.host.clone()).or_default().push((
+                r.path.clone(),
+                app,
+                RouteFlags {
+                    https_redirect: r.https_redirect,
+                    hsts: r.hsts,
+                },
+            ));
         }
         for list in hosts.values_mut() {
             list.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
         }
+        let certs = if table.certificates == inner.wire.certificates {
+            inner.certs.clone()
+        } else {
+            Arc::new(tls::TableCerts::load(&table.certificates))
+        };
         let version = *self.version.borrow() + 1;
         if table.version == 0 {
             table.version = version;
@@ -318,6 +357,7 @@ impl RouteTable {
         *inner = Tables {
             hosts,
             apps,
+            certs,
             wire: Arc::new(table),
         };
         drop(inner);
@@ -363,6 +403,8 @@ pub async fn build(ctx: &AppCtx) -> StoreResult<RouterTable> {
                 app: a.name.clone(),
                 app_id: a.id.clone(),
                 default: true,
+                https_redirect: false,
+                hsts: false,
             });
         }
     }
@@ -373,7 +415,30 @@ pub async fn build(ctx: &AppCtx) -> StoreResult<RouterTable> {
             app: r.app_name,
             app_id: r.app_id,
             default: false,
+            https_redirect: r.https_redirect,
+            hsts: r.hsts,
         });
+    }
+    // Certificates set through the API, keys opened here: routers hold them in memory only.
+    for d in ctx.store.list_domains().await? {
+        let (Some(chain), Some(sealed)) = (d.certificate, d.private_key) else {
+            continue;
+        };
+        match ctx
+            .secrets
+            .open(&crate::deploy::domains::key_aad(&d.name), &sealed)
+        {
+            Ok(key) => table
+                .certificates
+                .push(paas_common::route::RouterCertificate {
+                    domain: d.name,
+                    certificate: chain,
+                    private_key: key,
+                }),
+            Err(e) => {
+                tracing::error!(domain = %d.name, error = %e, "a domain's certificate key does not open; not served")
+            }
+        }
     }
     // Only `web` instances serve HTTP; a worker is never routed. A running instance whose
     // readiness check fails keeps running but gets no traffic until it passes again.
@@ -465,6 +530,8 @@ mod tests {
                 app: "a".into(),
                 app_id: "a".into(),
                 default: true,
+                https_redirect: false,
+                hsts: false,
             }],
             apps: [(
                 "a".to_string(),
@@ -476,6 +543,7 @@ mod tests {
                     .collect(),
             )]
             .into(),
+            certificates: Vec::new(),
         }
     }
 
@@ -494,6 +562,8 @@ mod tests {
             app: app.into(),
             app_id: app.into(),
             default: false,
+            https_redirect: false,
+            hsts: false,
         };
         t.replace(RouterTable {
             version: 0,
@@ -503,6 +573,7 @@ mod tests {
                 r("shop.example.com", "/api/v2", "api2"),
             ],
             apps: Default::default(),
+            certificates: Vec::new(),
         });
         assert_eq!(
             t.resolve("Shop.Example.com:8080", "/")

@@ -416,8 +416,21 @@ async fn serve<I>(
 async fn handle(req: Request<Incoming>, w: &Worker, peer: Peer) -> Response<RespBody> {
     let router = &w.front.router;
     let host = super::request_host(&req).unwrap_or_default();
-    match router.table.resolve(host, req.uri().path()) {
-        Some(app) => proxy::proxy(req, Some(app), router, &w.clients, peer).await,
+    match router.table.resolve_route(host, req.uri().path()) {
+        Some((_, flags)) if flags.https_redirect && peer.proto == "http" => {
+            redirect_to_https(&req, host, router.https_port)
+        }
+        Some((app, flags)) => {
+            let https = peer.proto == "https";
+            let mut res = proxy::proxy(req, Some(app), router, &w.clients, peer).await;
+            if flags.hsts && https {
+                res.headers_mut().insert(
+                    http::header::STRICT_TRANSPORT_SECURITY,
+                    HeaderValue::from_static("max-age=31536000"),
+                );
+            }
+            res
+        }
         None => match (&w.front.api, &w.api) {
             (Some(api), Some(client)) if super::app_for_host(host, &api.domain).is_none() => {
                 forward(req, client, peer).await
@@ -426,6 +439,38 @@ async fn handle(req: Request<Incoming>, w: &Worker, peer: Peer) -> Response<Resp
             _ => proxy::proxy(req, None, router, &w.clients, peer).await,
         },
     }
+}
+
+/// A route that asks for HTTPS answers plain HTTP with a 308 to the same URL on the HTTPS
+/// listener (308 keeps the method and body, unlike 301); with no HTTPS listener there is no
+/// redirect target, so the request is refused rather than looped.
+fn redirect_to_https<B>(
+    req: &Request<B>,
+    host: &str,
+    https_port: Option<u16>,
+) -> Response<RespBody> {
+    let Some(port) = https_port else {
+        return proxy::json_error(
+            ErrorCode::NotFound,
+            "this route is served over HTTPS only, and this router has no HTTPS listener".into(),
+        );
+    };
+    let name = host
+        .rsplit_once(':')
+        .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(host, |(h, _)| h);
+    let port = if port == 443 {
+        String::new()
+    } else {
+        format!(":{port}")
+    };
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let mut res = Response::new(RespBody::Full(None));
+    *res.status_mut() = http::StatusCode::PERMANENT_REDIRECT;
+    if let Ok(v) = HeaderValue::from_str(&format!("https://{name}{port}{path}")) {
+        res.headers_mut().insert(http::header::LOCATION, v);
+    }
+    res
 }
 
 /// Passes a request to the API's server and its answer back, streaming both ways.

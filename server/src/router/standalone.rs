@@ -206,12 +206,18 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 
     tokio::spawn(follow(table.clone(), ctl.clone(), saved, version));
     let access_log = tokio::spawn(access_log::run(table.clone(), ctl));
-    let tls = super::tls::bind(&settings)?;
+    let tls = super::tls::bind(&settings, table.clone())?;
     if let Some((_, certs)) = &tls {
         tokio::spawn(certs.clone().watch());
     }
     let front = Arc::new(super::server::Front {
-        router: Arc::new(Router::new(table.clone(), &settings)),
+        router: Arc::new(
+            Router::new(table.clone(), &settings).with_https_port(
+                tls.as_ref()
+                    .and_then(|(l, _)| l.local_addr().ok())
+                    .map(|a| a.port()),
+            ),
+        ),
         api: None,
         settings: settings.clone(),
     });

@@ -8,6 +8,12 @@
 //! no restart. A folder that fails to load keeps the previous set (and says why in the log), so
 //! a half-copied renewal never takes HTTPS down.
 //!
+//! Certificates set through the API (`PUT /v1/domains/{domain}/certificate`) come with the route
+//! table ([`TableCerts`]: the controller's own, or the one a standalone router follows), so
+//! every router serves them without files; the folder is then optional. A handshake's name
+//! picks, in order: the folder's exact pair, the API certificate of the longest domain the name
+//! is (or is under), the folder's wildcard, the folder's default.
+//!
 //! ALPN offers `h2` and `http/1.1` (actix-http adds them), so clients get HTTP/2 over TLS; the
 //! router speaks HTTP/1.1 to instances either way.
 
@@ -63,30 +69,121 @@ impl Certs {
         self.default.clone()
     }
 
+    fn exact(&self, sni: &str) -> Option<Arc<CertifiedKey>> {
+        self.exact
+            .get(&sni.trim_end_matches('.').to_ascii_lowercase())
+            .cloned()
+    }
+
     fn len(&self) -> usize {
         self.exact.len() + self.wildcard.len() + usize::from(self.default.is_some())
     }
 }
 
+/// The certificates of a route table, by domain: a domain's certificate answers the domain and
+/// every name under it (the client checks the names; `set-cert` checked they cover the domain
+/// or `*.DOMAIN`).
+#[derive(Default)]
+pub struct TableCerts {
+    by_domain: HashMap<String, Arc<CertifiedKey>>,
+}
+
+impl std::fmt::Debug for TableCerts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableCerts")
+            .field("domains", &self.by_domain.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl TableCerts {
+    /// Parses the table's certificates; one that does not load is left out (and logged), so one
+    /// bad entry never takes the others down.
+    pub fn load(list: &[paas_common::route::RouterCertificate]) -> Self {
+        let mut by_domain = HashMap::new();
+        for c in list {
+            match parse_pair(c.certificate.as_bytes(), c.private_key.as_bytes()) {
+                Ok(key) => {
+                    by_domain.insert(c.domain.to_ascii_lowercase(), key);
+                }
+                Err(e) => {
+                    tracing::warn!(domain = %c.domain, error = %e, "a domain's certificate does not load; not served")
+                }
+            }
+        }
+        Self { by_domain }
+    }
+
+    /// The certificate of the longest domain `name` is, or is under.
+    pub fn lookup(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        if self.by_domain.is_empty() {
+            return None;
+        }
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        let mut rest = name.as_str();
+        loop {
+            if let Some(c) = self.by_domain.get(rest) {
+                return Some(c.clone());
+            }
+            rest = rest.split_once('.')?.1;
+        }
+    }
+}
+
+fn parse_pair(chain: &[u8], key: &[u8]) -> Result<Arc<CertifiedKey>, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain)
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    if chain.is_empty() {
+        return Err("no CERTIFICATE block".into());
+    }
+    let der = PrivateKeyDer::from_pem_slice(key).map_err(|e| e.to_string())?;
+    let signing =
+        rustls::crypto::ring::sign::any_supported_type(&der).map_err(|e| e.to_string())?;
+    Ok(Arc::new(CertifiedKey::new(chain, signing)))
+}
+
 /// Picks the certificate for each handshake by SNI from the current set; [`CertStore::reload`]
-/// swaps the set under it.
-#[derive(Debug)]
+/// swaps the folder's set under it; the route table's certificates follow the table.
 pub struct CertStore {
-    dir: PathBuf,
+    /// The operator's folder, if any.
+    dir: Option<PathBuf>,
+    table: Option<Arc<super::RouteTable>>,
     certs: RwLock<Arc<Certs>>,
     /// What the folder looked like at the last load (names, sizes, times).
     stamp: RwLock<Vec<(PathBuf, u64, Option<SystemTime>)>>,
+}
+
+impl std::fmt::Debug for CertStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertStore").field("dir", &self.dir).finish()
+    }
 }
 
 impl CertStore {
     /// Loads the folder once; an error here (unlike on reload) stops start-up, since the operator
     /// asked for TLS and would otherwise get a listener that fails every handshake.
     pub fn open(dir: &Path) -> Result<Arc<Self>, TlsError> {
-        let stamp = stamp(dir)?;
-        let certs = load(dir)?;
-        tracing::info!(dir = %dir.display(), certificates = certs.len(), "TLS certificates loaded");
+        Self::with_table(Some(dir), None)
+    }
+
+    /// The folder's certificates (if a folder is given) and the route table's.
+    pub fn with_table(
+        dir: Option<&Path>,
+        table: Option<Arc<super::RouteTable>>,
+    ) -> Result<Arc<Self>, TlsError> {
+        let (stamp, certs) = match dir {
+            Some(dir) => {
+                let stamp = stamp(dir)?;
+                let certs = load(dir)?;
+                tracing::info!(dir = %dir.display(), certificates = certs.len(), "TLS certificates loaded");
+                (stamp, certs)
+            }
+            None => Default::default(),
+        };
         Ok(Arc::new(Self {
-            dir: dir.to_path_buf(),
+            dir: dir.map(Path::to_path_buf),
+            table,
             certs: RwLock::new(Arc::new(certs)),
             stamp: RwLock::new(stamp),
         }))
@@ -94,7 +191,10 @@ impl CertStore {
 
     /// Re-reads the folder if anything in it changed. Returns whether a new set is in use.
     pub fn reload(&self) -> bool {
-        let Ok(now) = stamp(&self.dir) else {
+        let Some(dir) = &self.dir else {
+            return false;
+        };
+        let Ok(now) = stamp(dir) else {
             return false;
         };
         if self.stamp.read().is_ok_and(|s| *s == now) {
@@ -105,9 +205,9 @@ impl CertStore {
         if let Ok(mut s) = self.stamp.write() {
             *s = now;
         }
-        match load(&self.dir) {
+        match load(dir) {
             Ok(certs) => {
-                tracing::info!(dir = %self.dir.display(), certificates = certs.len(), "TLS certificates reloaded");
+                tracing::info!(dir = %dir.display(), certificates = certs.len(), "TLS certificates reloaded");
                 if let Ok(mut c) = self.certs.write() {
                     *c = Arc::new(certs);
                 }
@@ -131,6 +231,9 @@ impl CertStore {
 
     /// Polls the folder until the process ends.
     pub async fn watch(self: Arc<Self>) {
+        if self.dir.is_none() {
+            return;
+        }
         let mut tick = tokio::time::interval(RELOAD_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -145,7 +248,17 @@ impl CertStore {
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let certs = self.certs.read().ok()?.clone();
-        certs.lookup(hello.server_name())
+        let sni = hello.server_name();
+        if let Some(c) = sni.and_then(|n| certs.exact(n)) {
+            return Some(c);
+        }
+        if let Some(c) = sni
+            .zip(self.table.as_ref())
+            .and_then(|(n, t)| t.certificate_for(n))
+        {
+            return Some(c);
+        }
+        certs.lookup(sni)
     }
 }
 
@@ -228,16 +341,15 @@ fn certified_key(crt: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> 
 /// `PAAS_TLS_LISTEN` is unset.
 pub fn bind(
     settings: &crate::config::Settings,
+    table: Arc<super::RouteTable>,
 ) -> anyhow::Result<Option<(std::net::TcpListener, Arc<CertStore>)>> {
     use anyhow::Context;
     let Some(listen) = &settings.tls_listen else {
         return Ok(None);
     };
-    let dir = settings
-        .tls_cert_dir
-        .clone()
-        .context("PAAS_TLS_LISTEN is set but PAAS_TLS_CERT_DIR is not")?;
-    let store = CertStore::open(&dir).context("loading TLS certificates")?;
+    // Without a folder, only certificates set through the API are served.
+    let store = CertStore::with_table(settings.tls_cert_dir.as_deref(), Some(table))
+        .context("loading TLS certificates")?;
     let listener =
         std::net::TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;

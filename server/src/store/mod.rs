@@ -4,6 +4,7 @@
 //! `PAAS_DATABASE_URL` ([`open`]). A state change and the event that records it are written in one
 //! transaction.
 
+mod domains;
 mod logfeed;
 mod node_metrics;
 mod postgres;
@@ -13,6 +14,7 @@ mod sql;
 mod sqlite;
 mod stagings;
 
+pub use domains::{DomainRecord, DomainStore, NewCertificate};
 pub use logfeed::{LogFeedStore, LogRun};
 pub use node_metrics::{NodeMetricRow, NodeMetricStore};
 pub use postgres::PgStore;
@@ -755,6 +757,7 @@ pub trait Store:
     + QuotaStore
     + StagingStore
     + LogFeedStore
+    + DomainStore
     + LeaseStore
 {
 }
@@ -776,6 +779,7 @@ impl<T> Store for T where
         + QuotaStore
         + StagingStore
         + LogFeedStore
+        + DomainStore
         + LeaseStore
 {
 }
@@ -783,9 +787,9 @@ impl<T> Store for T where
 /// The role traits, for calling store methods on a concrete backend (`dyn Store` needs none).
 pub mod prelude {
     pub use super::{
-        AppStore, AuthStore, BuildStore, EventStore, InstanceStore, LeaseStore, LogFeedStore,
-        LogStore, MetricStore, NodeMetricStore, NodeStore, QuotaStore, RevisionStore, RollupStore,
-        RouteStore, SpaceStore, StagingStore, Store,
+        AppStore, AuthStore, BuildStore, DomainStore, EventStore, InstanceStore, LeaseStore,
+        LogFeedStore, LogStore, MetricStore, NodeMetricStore, NodeStore, QuotaStore, RevisionStore,
+        RollupStore, RouteStore, SpaceStore, StagingStore, Store,
     };
 }
 
@@ -866,6 +870,8 @@ pub struct RouteRecord {
     pub path: String,
     pub app_id: String,
     pub app_name: String,
+    pub https_redirect: bool,
+    pub hsts: bool,
 }
 
 /// Filters of a log query, parsed once from the API's query string.

@@ -1879,7 +1879,7 @@ pub(crate) async fn insert_event<'c, E: sqlx::Executor<'c, Database = $db>>(
         impl RouteStore for $store {
     async fn list_routes(&self) -> StoreResult<Vec<RouteRecord>> {
         let rows = sqlx::query(
-            "SELECT r.host, r.path, r.app_id, a.name FROM routes r JOIN apps a ON a.id = r.app_id ORDER BY r.host, r.path",
+            "SELECT r.host, r.path, r.app_id, a.name, r.https_redirect, r.hsts FROM routes r JOIN apps a ON a.id = r.app_id ORDER BY r.host, r.path",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -1890,6 +1890,8 @@ pub(crate) async fn insert_event<'c, E: sqlx::Executor<'c, Database = $db>>(
                     path: r.try_get(1)?,
                     app_id: r.try_get(2)?,
                     app_name: r.try_get(3)?,
+                    https_redirect: r.try_get(4)?,
+                    hsts: r.try_get(5)?,
                 })
             })
             .collect()
@@ -1915,6 +1917,22 @@ pub(crate) async fn insert_event<'c, E: sqlx::Executor<'c, Database = $db>>(
         if foreign.is_some() {
             return Err(StoreError::Conflict(format!(
                 "host {host} belongs to another space: map a route under a host of your own"
+            )));
+        }
+        // A private domain's hosts are its space's only (issue 22); checked again here, after
+        // the writer lock, so a domain created meanwhile cannot be crossed.
+        let domain: Option<String> = sqlx::query_scalar(
+            "SELECT d.name FROM domains d
+             WHERE ($1 = d.name OR $1 LIKE ('%.' || d.name))
+               AND d.space_id IS DISTINCT FROM (SELECT space_id FROM apps WHERE id = $2) LIMIT 1",
+        )
+        .bind(host)
+        .bind(app_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(d) = domain {
+            return Err(StoreError::Conflict(format!(
+                "domain {d} belongs to another space: route {host}{path} cannot be mapped here"
             )));
         }
         let done = sqlx::query("INSERT INTO routes (host, path, app_id, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
