@@ -87,6 +87,11 @@ pub enum ErrorCode {
     /// A change that would take a space past its quota (memory, instances, apps or routes)
     /// (issue 26).
     QuotaExceeded,
+    /// ssh is turned off for the app or its space (issue 21).
+    SshDisabled,
+    /// No node took up an ssh session in time, or the instance has no running container
+    /// (issue 21).
+    SshUnavailable,
 }
 
 impl ErrorCode {
@@ -130,6 +135,8 @@ impl ErrorCode {
             ErrorCode::RouteTaken => "route_taken",
             ErrorCode::AmbiguousApp => "ambiguous_app",
             ErrorCode::QuotaExceeded => "quota_exceeded",
+            ErrorCode::SshDisabled => "ssh_disabled",
+            ErrorCode::SshUnavailable => "ssh_unavailable",
         }
     }
 
@@ -169,6 +176,8 @@ impl ErrorCode {
             ErrorCode::InvalidLogRateLimit => 400,
             ErrorCode::AppNameTaken | ErrorCode::RouteTaken | ErrorCode::AmbiguousApp => 409,
             ErrorCode::QuotaExceeded => 422,
+            ErrorCode::SshDisabled => 403,
+            ErrorCode::SshUnavailable => 503,
         }
     }
 }
