@@ -165,6 +165,30 @@ impl ControllerClient {
         Ok(self.send(|http| http.get(&url)).await?.json().await?)
     }
 
+    /// Long-polls the ssh sessions waiting for this node (`paas_common::ssh`).
+    pub async fn ssh_sessions(&self) -> Result<paas_common::ssh::SessionOffers, ClientError> {
+        let url = self.url("/sessions");
+        Ok(self.send(|http| http.get(&url)).await?.json().await?)
+    }
+
+    /// The WebSocket URL of a session's dial-back on this client's controller.
+    pub fn ssh_url(&self, session_id: &str) -> String {
+        let url = self.url(&format!("/ssh/{session_id}"));
+        match url.strip_prefix("https://") {
+            Some(rest) => format!("wss://{rest}"),
+            None => format!("ws://{}", url.trim_start_matches("http://")),
+        }
+    }
+
+    /// The node credential, registering first when there is none yet.
+    pub async fn node_token(&self) -> Result<Secret, ClientError> {
+        let current = self.node_token.read().await.clone();
+        match current {
+            Some(t) => Ok(t),
+            None => self.refresh_token(None).await,
+        }
+    }
+
     pub async fn droplet(&self, sha256: &str) -> Result<bytes::Bytes, ClientError> {
         let url = self.url(&format!("/droplets/{sha256}"));
         Ok(self.send(|http| http.get(&url)).await?.bytes().await?)
