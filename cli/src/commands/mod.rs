@@ -17,6 +17,7 @@ pub mod nodes;
 pub mod push;
 pub mod revisions;
 pub mod routes;
+pub mod ssh;
 pub mod tenancy;
 
 use crate::client::Client;
@@ -111,6 +112,18 @@ pub enum Command {
     MapRoute(routes::MapArgs),
     /// Stop sending requests for HOST[/PATH] to an app.
     UnmapRoute(routes::MapArgs),
+    /// Open a shell (or run one command with -c) in a running instance, with the app's env.
+    Ssh(ssh::Args),
+    /// Allow ssh to an app (space admins, operators).
+    EnableSsh(ssh::NameArgs),
+    /// Forbid ssh to an app (space admins, operators).
+    DisableSsh(ssh::NameArgs),
+    /// Show whether ssh to an app is allowed.
+    SshEnabled(ssh::NameArgs),
+    /// Allow ssh in a space ORG/SPACE (operators, org managers, space admins).
+    AllowSpaceSsh(ssh::SpaceArgs),
+    /// Forbid ssh in a space ORG/SPACE, whatever its apps say.
+    DisallowSpaceSsh(ssh::SpaceArgs),
     /// Show an app's audit trail: who did what, and what the platform did (crashes, reschedules).
     Events(events::Args),
     /// List, add or remove an app's log drains (syslog:// or http://).
@@ -184,6 +197,12 @@ pub fn dispatch(cli: Cli, env: &Env) -> anyhow::Result<()> {
         Command::Routes(args) => routes::list(args, &client),
         Command::MapRoute(args) => routes::map(args, &client),
         Command::UnmapRoute(args) => routes::unmap(args, &client),
+        Command::Ssh(args) => ssh::run(args, &client),
+        Command::EnableSsh(args) => ssh::set_app(args, true, &client),
+        Command::DisableSsh(args) => ssh::set_app(args, false, &client),
+        Command::SshEnabled(args) => ssh::status(args, &client),
+        Command::AllowSpaceSsh(args) => ssh::set_space(args, true, &client),
+        Command::DisallowSpaceSsh(args) => ssh::set_space(args, false, &client),
         Command::Events(args) => events::run(args, &client),
         Command::LogDrain(args) => log_drain::run(args, &client),
         Command::Env(args) => env::run(args, &client),
