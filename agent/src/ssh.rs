@@ -189,7 +189,7 @@ async fn serve(
                 message: format!("{e:#}"),
             };
             tx.send(Message::Text(msg.to_text())).await?;
-            let _ = tx.close().await;
+            close(tx, rx).await;
             return Err(e);
         }
     };
@@ -241,9 +241,24 @@ async fn serve(
     if client_open {
         tx.send(Message::Text(Control::Exit { code }.to_text()))
             .await?;
-        let _ = tx.close().await;
+        close(tx, rx).await;
     }
     Ok(())
+}
+
+/// The closing handshake: our close frame, then the controller's, before the TCP connection
+/// goes. Dropping the connection right after the last frames loses them: the controller's
+/// WebSocket reader (actix-ws) reports an early end of a connection as an error and drops what
+/// it had buffered but not yet decoded.
+async fn close(
+    mut tx: futures_util::stream::SplitSink<Ws, Message>,
+    mut rx: futures_util::stream::SplitStream<Ws>,
+) {
+    let _ = tx.close().await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(_)) = rx.next().await {}
+    })
+    .await;
 }
 
 /// The exec's exit status once the engine has it; a process killed with its container (the app

@@ -274,7 +274,14 @@ pub async fn agent_dial(
             .max_frame_size(MAX_FRAME)
             .aggregate_continuations()
             .max_continuation_size(MAX_FRAME);
-        while let Some(Ok(m)) = stream.next().await {
+        while let Some(m) = stream.next().await {
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::debug!(error = %e, "an ssh node socket ended with an error");
+                    break;
+                }
+            };
             let sent = match m {
                 AggregatedMessage::Binary(b) => ftx.send(FromNode::Binary(b)).await,
                 AggregatedMessage::Text(t) => ftx.send(FromNode::Text(t.to_string())).await,
@@ -297,6 +304,13 @@ pub async fn agent_dial(
         ));
     }
     Ok(resp)
+}
+
+/// The body of a settings change, read only once the caller passed the role check (a malformed
+/// body must not tell a caller without the role more than a refusal does).
+fn setting(body: &[u8]) -> ApiResult<SshSetting> {
+    serde_json::from_slice(body)
+        .map_err(|e| Error::api(ErrorCode::BadRequest, format!("invalid JSON body: {e}")))
 }
 
 fn status(app_on: bool, space_on: bool) -> SshStatus {
@@ -322,10 +336,10 @@ pub async fn set_app(
     ctx: Ctx,
     user: AuthUser,
     app: AppAccess<Admin>,
-    body: web::Json<SshSetting>,
+    body: web::Bytes,
 ) -> ApiResult<web::Json<SshStatus>> {
     let app = app.into_app();
-    let enabled = body.enabled;
+    let enabled = setting(&body)?.enabled;
     let event = Event {
         app_name: Some(app.name.clone()),
         app_id: Some(app.id.clone()),
@@ -362,7 +376,7 @@ pub async fn set_space(
     ctx: Ctx,
     who: Principal,
     path: web::Path<(String, String)>,
-    body: web::Json<SshSetting>,
+    body: web::Bytes,
 ) -> ApiResult<web::Json<SshSetting>> {
     let (org, name) = path.into_inner();
     let space = super::tenancy::readable_space(&ctx, &who, &org, &name).await?;
@@ -375,7 +389,7 @@ pub async fn set_space(
             format!("not allowed: only an operator, an org manager or a space admin of {org}/{name} changes its ssh setting"),
         ));
     }
-    let allowed = body.enabled;
+    let allowed = setting(&body)?.enabled;
     let event = Event {
         app_name: None,
         app_id: None,
