@@ -273,3 +273,29 @@ fn ssh_into_an_instance() {
     .unwrap();
     assert!(p.cli(&["delete", &app, "-f"]).ok());
 }
+
+/// A session whose node never dials back (its agent is dead) fails after the pickup time with
+/// `ssh_unavailable`, before any upgrade.
+#[test]
+fn a_session_no_node_takes_up_fails_clearly() {
+    let mut p = Platform::start().expect("platform");
+    let app = unique("ssh-gone");
+    let dir = tempfile::tempdir().unwrap();
+    app_dir(dir.path(), &app);
+    let out = p.cli_in(&["push"], Some(dir.path()));
+    assert!(out.ok(), "push: {out:?}{}", p.logs());
+    let node = p.node_names()[0].clone();
+    p.kill_agent(0);
+    let started = std::time::Instant::now();
+    let out = p.cli(&["ssh", &app, "-c", "true"]);
+    let took = started.elapsed();
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("ssh_unavailable"), "{out:?}");
+    assert!(out.stderr.contains(&node), "{out:?}");
+    assert!(
+        took >= Duration::from_secs(9) && took < Duration::from_secs(30),
+        "{took:?}"
+    );
+    p.remove_node_containers(&node);
+    p.expect_unconverged("the only node's agent was killed");
+}

@@ -121,3 +121,70 @@ impl SshHub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer(id: &str) -> SessionOffer {
+        SessionOffer {
+            session_id: id.into(),
+            instance_id: "i-1".into(),
+            dial: None,
+            command: None,
+            tty: false,
+            cols: None,
+            rows: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_offer_goes_once_to_its_node_only() {
+        let hub = SshHub::default();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let hold = Duration::from_millis(50);
+        let _rx = hub.offer("n1", offer("s1"));
+        assert!(hub.wait_offers("n2", hold, &stop).await.is_empty());
+        let got = hub.wait_offers("n1", hold, &stop).await;
+        assert_eq!(got, vec![offer("s1")]);
+        assert!(
+            hub.wait_offers("n1", hold, &stop).await.is_empty(),
+            "handed out once"
+        );
+        assert!(
+            hub.claim("n2", "s1").is_none(),
+            "another node cannot claim it"
+        );
+        assert!(hub.claim("n1", "s1").is_some());
+        assert!(hub.claim("n1", "s1").is_none(), "claimed once");
+    }
+
+    #[tokio::test]
+    async fn a_waiting_node_is_woken_by_a_new_offer() {
+        let hub = std::sync::Arc::new(SshHub::default());
+        let stop = tokio_util::sync::CancellationToken::new();
+        let waiter = {
+            let hub = hub.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move { hub.wait_offers("n1", Duration::from_secs(20), &stop).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let _rx = hub.offer("n1", offer("s2"));
+        let got = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken at once")
+            .unwrap();
+        assert_eq!(got, vec![offer("s2")]);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_or_abandoned_session_is_not_offered() {
+        let hub = SshHub::default();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let hold = Duration::from_millis(20);
+        let _rx = hub.offer("n1", offer("s3"));
+        hub.cancel("s3");
+        drop(hub.offer("n1", offer("s4")));
+        assert!(hub.wait_offers("n1", hold, &stop).await.is_empty());
+    }
+}
