@@ -302,6 +302,42 @@ mod tests {
     }
 
     #[test]
+    fn parses_ssh_commands() {
+        let cli = Cli::try_parse_from([
+            "paas",
+            "ssh",
+            "web",
+            "-i",
+            "2",
+            "--process",
+            "worker",
+            "-c",
+            "echo $X",
+        ])
+        .unwrap();
+        let Command::Ssh(a) = cli.command else {
+            panic!("not ssh")
+        };
+        assert_eq!((a.index, a.process.as_str()), (2, "worker"));
+        assert_eq!(a.command.as_deref(), Some("echo $X"));
+        assert!(!a.tty && !a.no_tty);
+        let cli = Cli::try_parse_from(["paas", "ssh", "web"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Ssh(a) if a.index == 0 && a.process == "web" && a.command.is_none())
+        );
+        assert!(Cli::try_parse_from(["paas", "ssh", "web", "-t", "-T"]).is_err());
+        for cmd in ["enable-ssh", "disable-ssh", "ssh-enabled"] {
+            assert!(Cli::try_parse_from(["paas", cmd, "web"]).is_ok(), "{cmd}");
+        }
+        for cmd in ["allow-space-ssh", "disallow-space-ssh"] {
+            assert!(
+                Cli::try_parse_from(["paas", cmd, "acme/dev"]).is_ok(),
+                "{cmd}"
+            );
+        }
+    }
+
+    #[test]
     fn parses_lifecycle_commands() {
         let cli = Cli::try_parse_from([
             "paas",
