@@ -149,6 +149,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         () = logs::ship_counted(&mut log_rx, client.clone(), counters, spool) => Err(AgentError::LoopEnded("log shipping")),
         () = crate::staging::run_builds(runtime.clone(), client.clone(), staging, build_assignments) => Err(AgentError::LoopEnded("staging")),
         () = remove_collected_images(runtime.clone(), image_assignments) => Err(AgentError::LoopEnded("image collection")),
+        () = crate::ssh::run(client.clone(), runtime.docker().clone(), settings.node_name.clone()) => Err(AgentError::LoopEnded("ssh sessions")),
     }
 }
 

@@ -235,6 +235,33 @@ impl ControllerClient {
             .await?)
     }
 
+    /// Long-polls the ssh sessions waiting for this node (`paas_common::ssh`).
+    pub async fn ssh_sessions(&self) -> Result<paas_common::ssh::SessionOffers, ClientError> {
+        Ok(self
+            .send("/sessions", |http, url| http.get(url))
+            .await?
+            .json()
+            .await?)
+    }
+
+    /// The WebSocket URL of a session's dial-back on this client's controller.
+    pub fn ssh_url(&self, session_id: &str) -> String {
+        let url = format!("{}/v1/agent/ssh/{session_id}", self.base());
+        match url.strip_prefix("https://") {
+            Some(rest) => format!("wss://{rest}"),
+            None => format!("ws://{}", url.trim_start_matches("http://")),
+        }
+    }
+
+    /// The node credential, registering first when there is none yet.
+    pub async fn node_token(&self) -> Result<Secret, ClientError> {
+        let current = self.node_token.read().await.clone();
+        match current {
+            Some(t) => Ok(t),
+            None => self.refresh_token(None).await,
+        }
+    }
+
     pub async fn droplet(&self, sha256: &str) -> Result<bytes::Bytes, ClientError> {
         let path = format!("/droplets/{sha256}");
         Ok(self

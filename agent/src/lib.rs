@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod reconcile;
 pub mod runtime;
 pub mod spool;
+pub mod ssh;
 pub mod stack;
 pub mod staging;
 pub mod stats;

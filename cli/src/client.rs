@@ -190,6 +190,11 @@ impl Client {
         self.token.as_deref()
     }
 
+    /// The target space (`ORG/SPACE`) sent with each request, if any.
+    pub fn space(&self) -> Option<&str> {
+        self.space.as_deref()
+    }
+
     /// `POST /v1/auth/login`.
     pub fn login(&self, req: &LoginRequest) -> Result<LoginResponse, ClientError> {
         let rb = self.http.post(self.url("/v1/auth/login")).json(req);

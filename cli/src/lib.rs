@@ -18,6 +18,10 @@ pub fn run(cli: Cli, env: config::Env) -> ExitCode {
     match commands::dispatch(cli, &env) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // `paas ssh`: the remote command's status, as ssh passes it on.
+            if let Some(commands::ssh::RemoteExit(code)) = e.downcast_ref() {
+                return ExitCode::from((*code & 0xff) as u8);
+            }
             eprintln!("error: {}", output::one_line(&format!("{e:#}")));
             ExitCode::FAILURE
         }

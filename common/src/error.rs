@@ -93,6 +93,11 @@ pub enum ErrorCode {
     /// A certificate that does not parse, whose key does not match, or whose names do not cover
     /// its domain (issue 22).
     InvalidCertificate,
+    /// ssh is turned off for the app or its space (issue 21).
+    SshDisabled,
+    /// No node took up an ssh session in time, or the instance has no running container
+    /// (issue 21).
+    SshUnavailable,
 }
 
 impl ErrorCode {
@@ -138,6 +143,8 @@ impl ErrorCode {
             ErrorCode::QuotaExceeded => "quota_exceeded",
             ErrorCode::DomainNotOwned => "domain_not_owned",
             ErrorCode::InvalidCertificate => "invalid_certificate",
+            ErrorCode::SshDisabled => "ssh_disabled",
+            ErrorCode::SshUnavailable => "ssh_unavailable",
         }
     }
 
@@ -179,6 +186,8 @@ impl ErrorCode {
             ErrorCode::QuotaExceeded => 422,
             ErrorCode::DomainNotOwned => 409,
             ErrorCode::InvalidCertificate => 400,
+            ErrorCode::SshDisabled => 403,
+            ErrorCode::SshUnavailable => 503,
         }
     }
 }

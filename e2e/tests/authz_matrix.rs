@@ -35,6 +35,12 @@ enum Class {
     /// Reading a space's own settings (its quota): a role there (not through a token made for
     /// one app), its org's managers and auditors, operators; others do not learn it exists.
     SpaceReader,
+    /// An app's settings only its space's admins change (ssh): operators, org managers, space
+    /// admins.
+    AppAdmin,
+    /// A space's settings its admins change (ssh): operators, org managers, space admins; others
+    /// with a role there are refused, the rest do not learn it exists.
+    SpaceAdmin,
 }
 
 /// Every documented operation's class. Adding an operation to the API without a row here fails
@@ -73,6 +79,12 @@ fn class_of(method: &str, path: &str) -> Option<Class> {
             | "/v1/apps/{name}/rollback"
             | "/v1/apps/{name}/instances/{index}/restart",
         ) => AppDeveloper,
+        // ssh (issue 21): a WebSocket upgrade, refused like any app change before it.
+        ("get", "/v1/apps/{name}/ssh") => AppDeveloper,
+        ("get", "/v1/apps/{name}/ssh-enabled") => AppViewer,
+        ("put", "/v1/apps/{name}/ssh-enabled") => AppAdmin,
+        ("get", "/v1/spaces/{org}/{space}/ssh-allowed") => SpaceReader,
+        ("put", "/v1/spaces/{org}/{space}/ssh-allowed") => SpaceAdmin,
         ("post" | "delete", "/v1/apps/{name}/routes" | "/v1/apps/{name}/log-drains") => {
             AppDeveloper
         }
@@ -181,6 +193,16 @@ fn expected(class: Class, who: Who) -> Option<(u16, &'static str)> {
         },
         Class::SpaceReader => match who {
             Operator | OrgManager | OrgAuditor | SpaceAdmin | Developer | Viewer => None,
+            _ => Some((404, "space_not_found")),
+        },
+        Class::AppAdmin => match who {
+            Operator | OrgManager | SpaceAdmin => None,
+            Developer | Viewer | OrgAuditor => FORBIDDEN,
+            _ => NOT_FOUND,
+        },
+        Class::SpaceAdmin => match who {
+            Operator | OrgManager | SpaceAdmin => None,
+            Developer | Viewer | OrgAuditor => FORBIDDEN,
             _ => Some((404, "space_not_found")),
         },
     }

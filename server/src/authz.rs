@@ -280,6 +280,13 @@ fn classify(method: &actix_web::http::Method, path: &str) -> Need {
             Need::App { push: false }
         }
         (["apps", _, "instances", _, "restart"], Method::POST) => Need::App { push: false },
+        // A WebSocket upgrade; the handler needs a developer and checks the ssh settings.
+        (["apps", _, "ssh"], Method::GET) => Need::App { push: false },
+        (["apps", _, "ssh-enabled"], _) if read => Need::App { push: false },
+        (["apps", _, "ssh-enabled"], Method::PUT) => Need::App { push: false },
+        // The handlers check the role in that space (read) and admin or org manager (write).
+        (["spaces", _, _, "ssh-allowed"], _) if read => Need::Authenticated,
+        (["spaces", _, _, "ssh-allowed"], Method::PUT) => Need::Authenticated,
         (["tokens"], Method::GET | Method::POST) => Need::OwnTokens,
         (["tokens", _], Method::DELETE) => Need::OwnTokens,
         (["users"], Method::GET | Method::POST) => Need::Operator,
@@ -596,6 +603,12 @@ impl MinRole for Viewer {
 pub enum Developer {}
 impl MinRole for Developer {
     const ROLE: Role = Role::Developer;
+}
+
+/// Settings only a space's admins (managers) and operators change: whether ssh is allowed.
+pub enum Admin {}
+impl MinRole for Admin {
+    const ROLE: Role = Role::Admin;
 }
 
 /// An app the caller reaches, as the middleware resolved it.

@@ -182,6 +182,12 @@ pub struct Settings {
     pub aws_secret_access_key: Option<Secret>,
     #[serde(default)]
     pub aws_session_token: Option<Secret>,
+    /// This controller's own API URL as agents reach it, e.g. `http://10.0.0.5:8080`
+    /// (`PAAS_ADVERTISE_URL`). With several controllers, an ssh session offer names it so the
+    /// node dials back to the controller holding the client's socket; unset, the node dials its
+    /// own controller (right with one controller).
+    #[serde(default)]
+    pub advertise_url: Option<String>,
 }
 
 fn default_access_token_ttl() -> u64 {
@@ -282,6 +288,7 @@ impl Default for Settings {
             tls_cert_dir: None,
             blobstore_url: None,
             database_url: None,
+            advertise_url: None,
             aws_access_key_id: None,
             aws_secret_access_key: None,
             aws_session_token: None,

@@ -213,6 +213,7 @@ pub async fn context(
         retired: Default::default(),
         stopping: Default::default(),
         leadership,
+        ssh: Default::default(),
     });
     router::refresh(&ctx)
         .await

@@ -46,6 +46,8 @@ pub struct AppCtx {
     pub stopping: tokio_util::sync::CancellationToken,
     /// Whether this controller runs the scheduler now (the lease, on a shared database).
     pub leadership: crate::control::lease::Leadership,
+    /// `paas ssh` sessions waiting for their node to dial back.
+    pub ssh: crate::ssh::SshHub,
 }
 
 /// A removed instance row kept for its node while its in-flight requests finish.

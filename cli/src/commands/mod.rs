@@ -18,6 +18,7 @@ pub mod nodes;
 pub mod push;
 pub mod revisions;
 pub mod routes;
+pub mod ssh;
 pub mod tenancy;
 
 use crate::client::Client;
@@ -120,6 +121,18 @@ pub enum Command {
     DeleteDomain(domains::DeleteArgs),
     /// Set a domain's TLS certificate (PEM chain and key); every router serves it by SNI.
     SetCert(domains::CertArgs),
+    /// Open a shell (or run one command with -c) in a running instance, with the app's env.
+    Ssh(ssh::Args),
+    /// Allow ssh to an app (space admins, operators).
+    EnableSsh(ssh::NameArgs),
+    /// Forbid ssh to an app (space admins, operators).
+    DisableSsh(ssh::NameArgs),
+    /// Show whether ssh to an app is allowed.
+    SshEnabled(ssh::NameArgs),
+    /// Allow ssh in a space ORG/SPACE (operators, org managers, space admins).
+    AllowSpaceSsh(ssh::SpaceArgs),
+    /// Forbid ssh in a space ORG/SPACE, whatever its apps say.
+    DisallowSpaceSsh(ssh::SpaceArgs),
     /// Show an app's audit trail: who did what, and what the platform did (crashes, reschedules).
     Events(events::Args),
     /// List, add or remove an app's log drains (syslog:// or http://).
@@ -197,6 +210,12 @@ pub fn dispatch(cli: Cli, env: &Env) -> anyhow::Result<()> {
         Command::CreateDomain(args) => domains::create(args, &client),
         Command::DeleteDomain(args) => domains::delete(args, &client),
         Command::SetCert(args) => domains::set_cert(args, &client),
+        Command::Ssh(args) => ssh::run(args, &client),
+        Command::EnableSsh(args) => ssh::set_app(args, true, &client),
+        Command::DisableSsh(args) => ssh::set_app(args, false, &client),
+        Command::SshEnabled(args) => ssh::status(args, &client),
+        Command::AllowSpaceSsh(args) => ssh::set_space(args, true, &client),
+        Command::DisallowSpaceSsh(args) => ssh::set_space(args, false, &client),
         Command::Events(args) => events::run(args, &client),
         Command::LogDrain(args) => log_drain::run(args, &client),
         Command::Env(args) => env::run(args, &client),
@@ -293,6 +312,42 @@ mod tests {
         assert!(Cli::try_parse_from(["paas", "push", "--random-route", "--no-route"]).is_err());
         assert!(Cli::try_parse_from(["paas", "push", "-b", "node", "--dockerfile"]).is_err());
         assert!(Cli::try_parse_from(["paas", "push", "-m", "lots"]).is_err());
+    }
+
+    #[test]
+    fn parses_ssh_commands() {
+        let cli = Cli::try_parse_from([
+            "paas",
+            "ssh",
+            "web",
+            "-i",
+            "2",
+            "--process",
+            "worker",
+            "-c",
+            "echo $X",
+        ])
+        .unwrap();
+        let Command::Ssh(a) = cli.command else {
+            panic!("not ssh")
+        };
+        assert_eq!((a.index, a.process.as_str()), (2, "worker"));
+        assert_eq!(a.command.as_deref(), Some("echo $X"));
+        assert!(!a.tty && !a.no_tty);
+        let cli = Cli::try_parse_from(["paas", "ssh", "web"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Ssh(a) if a.index == 0 && a.process == "web" && a.command.is_none())
+        );
+        assert!(Cli::try_parse_from(["paas", "ssh", "web", "-t", "-T"]).is_err());
+        for cmd in ["enable-ssh", "disable-ssh", "ssh-enabled"] {
+            assert!(Cli::try_parse_from(["paas", cmd, "web"]).is_ok(), "{cmd}");
+        }
+        for cmd in ["allow-space-ssh", "disallow-space-ssh"] {
+            assert!(
+                Cli::try_parse_from(["paas", cmd, "acme/dev"]).is_ok(),
+                "{cmd}"
+            );
+        }
     }
 
     #[test]

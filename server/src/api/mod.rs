@@ -21,6 +21,7 @@ pub(crate) mod push_stream;
 mod resources;
 mod revisions;
 mod routes;
+mod ssh;
 mod tenancy;
 
 use actix_web::web;
@@ -123,6 +124,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 "/base-images/{name}",
                 web::delete().to(base_images::disallow),
             )
+            .route("/apps/{name}/ssh", web::get().to(ssh::open))
+            .route("/apps/{name}/ssh-enabled", web::get().to(ssh::get_app))
+            .route("/apps/{name}/ssh-enabled", web::put().to(ssh::set_app))
+            .route(
+                "/spaces/{org}/{space}/ssh-allowed",
+                web::get().to(ssh::get_space),
+            )
+            .route(
+                "/spaces/{org}/{space}/ssh-allowed",
+                web::put().to(ssh::set_space),
+            )
+            .route("/agent/sessions", web::get().to(ssh::agent_sessions))
+            .route("/agent/ssh/{id}", web::get().to(ssh::agent_dial))
             .route("/openapi.json", web::get().to(openapi::serve))
             .route("/info", web::get().to(info))
             .default_service(web::to(not_found)),

@@ -10,7 +10,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::{
     apps, auth, base_images, domains, drains, lifecycle, logs, metrics, nodes, resources,
-    revisions, routes, tenancy,
+    revisions, routes, ssh, tenancy,
 };
 
 /// The push form: the zip as `archive`, and the optional settings the handler reads.
@@ -92,6 +92,7 @@ impl Modify for BearerAuth {
         drains::list, drains::add, drains::remove,
         resources::match_files,
         base_images::list, base_images::allow, base_images::disallow,
+        ssh::open, ssh::get_app, ssh::set_app, ssh::get_space, ssh::set_space,
         crate::api::info,
     ),
     components(schemas(paas_common::ApiError, PushForm))

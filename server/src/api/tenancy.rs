@@ -498,7 +498,7 @@ mod tests {
 /// The space `{org}/{space}` names, when the caller may read it (anyone with a role there, its
 /// org's managers, operators; not through a token made for one app, which reaches that app
 /// only); one out of reach answers like a missing one.
-async fn readable_space(
+pub(super) async fn readable_space(
     ctx: &Ctx,
     who: &Principal,
     org: &str,

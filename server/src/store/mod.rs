@@ -12,6 +12,7 @@ mod quotas;
 mod rollups;
 mod sql;
 mod sqlite;
+mod ssh;
 mod stagings;
 
 pub use domains::{DomainRecord, DomainStore, NewCertificate};
@@ -21,6 +22,7 @@ pub use postgres::PgStore;
 pub use quotas::QuotaStore;
 pub use rollups::RollupStore;
 pub use sqlite::SqliteStore;
+pub use ssh::SshStore;
 pub use stagings::{StagingRecord, StagingStore};
 
 use async_trait::async_trait;
@@ -758,6 +760,7 @@ pub trait Store:
     + StagingStore
     + LogFeedStore
     + DomainStore
+    + SshStore
     + LeaseStore
 {
 }
@@ -780,6 +783,7 @@ impl<T> Store for T where
         + StagingStore
         + LogFeedStore
         + DomainStore
+        + SshStore
         + LeaseStore
 {
 }
@@ -789,7 +793,7 @@ pub mod prelude {
     pub use super::{
         AppStore, AuthStore, BuildStore, DomainStore, EventStore, InstanceStore, LeaseStore,
         LogFeedStore, LogStore, MetricStore, NodeMetricStore, NodeStore, QuotaStore, RevisionStore,
-        RollupStore, RouteStore, SpaceStore, StagingStore, Store,
+        RollupStore, RouteStore, SpaceStore, SshStore, StagingStore, Store,
     };
 }
 
