@@ -57,10 +57,10 @@ type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn dial(client: &ControllerClient, offer: &SessionOffer) -> anyhow::Result<Ws> {
-    let url = offer
-        .dial
-        .clone()
-        .unwrap_or_else(|| client.ssh_url(&offer.session_id));
+    let url = match &offer.dial {
+        Some(u) => ws_url(u),
+        None => client.ssh_url(&offer.session_id),
+    };
     let mut req = url.as_str().into_client_request()?;
     let token = client.node_token().await?;
     req.headers_mut().insert(
@@ -69,6 +69,17 @@ async fn dial(client: &ControllerClient, offer: &SessionOffer) -> anyhow::Result
     );
     let (ws, _) = tokio_tungstenite::connect_async(req).await?;
     Ok(ws)
+}
+
+/// A controller's `http(s)://` URL as the WebSocket scheme the dial-back needs.
+fn ws_url(url: &str) -> String {
+    if let Some(rest) = url.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        url.to_string()
+    }
 }
 
 /// The running container of `instance` on this node.

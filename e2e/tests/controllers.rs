@@ -3,7 +3,8 @@
 //! loopback addresses (as two hosts would), each talking to a different controller first, and a
 //! standalone router following both. A push through one controller stages on a node that talks
 //! to the other (staging and its live lines cross controllers), both controllers' live log
-//! streams carry the lines of both nodes, and after `kill -9` of the leader the survivor takes
+//! streams carry the lines of both nodes, `paas ssh` through one controller reaches an instance
+//! whose node talks to the other, and after `kill -9` of the leader the survivor takes
 //! over: a scale through it is placed, reached and served, with every instance placed once.
 
 use paas_e2e::{
@@ -220,6 +221,25 @@ fn two_controllers_share_push_logs_and_placement_and_the_survivor_takes_over_aft
         BTreeSet::from(["127.0.0.2", "127.0.0.3"]),
         "{on_b:?}"
     );
+
+    // ssh through A into the instance on node 1, whose agent long-polls B: the offer goes
+    // through the database, the node dials A back.
+    p.login().unwrap();
+    let on_n1 = on_b
+        .iter()
+        .find(|(_, node, _)| *node == n1)
+        .expect("an instance on node 1");
+    let index = on_n1.0.to_string();
+    let out = p.cli(&[
+        "ssh",
+        &app,
+        "-i",
+        &index,
+        "-c",
+        "echo via-$PAAS_INSTANCE_INDEX; exit 4",
+    ]);
+    assert_eq!(out.code, 4, "{out:?}");
+    assert!(out.stdout.contains(&format!("via-{index}")), "{out:?}");
 
     // Both controllers' live streams carry the lines of both instances: each node ships its
     // lines to a different controller.

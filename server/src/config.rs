@@ -185,7 +185,8 @@ pub struct Settings {
     /// This controller's own API URL as agents reach it, e.g. `http://10.0.0.5:8080`
     /// (`PAAS_ADVERTISE_URL`). With several controllers, an ssh session offer names it so the
     /// node dials back to the controller holding the client's socket; unset, the node dials its
-    /// own controller (right with one controller).
+    /// own controller (right with one controller). Unset and `listen` a specific address: that
+    /// address.
     #[serde(default)]
     pub advertise_url: Option<String>,
 }

@@ -2,8 +2,9 @@
 //! node's dial-back. The agent never listens, so a session waits here ([`SshHub::offer`]) until
 //! the instance's node long-polls it (`GET /v1/agent/sessions`) and dials
 //! `GET /v1/agent/ssh/{id}`; that socket is handed to the client's handler, which splices the
-//! two. Pending sessions live in this process only: with several controllers an offer names the
-//! controller to dial back (`advertise_url`, see docs/DEPLOY.md). Wire protocol:
+//! two. The client's socket waits in this process; with several controllers the offer also goes
+//! through the database (`ssh_offers`), so the controller the node long-polls hands it over, and
+//! it names this controller's URL to dial back (`advertise_url`). Wire protocol:
 //! `paas_common::ssh`.
 
 use paas_common::ssh::SessionOffer;
@@ -62,6 +63,11 @@ impl SshHub {
         }
         self.version.send_modify(|v| *v += 1);
         rx
+    }
+
+    /// Woken on every new offer of this controller.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
     }
 
     /// Forgets a session (the client gave up or it timed out).

@@ -43,6 +43,12 @@ impl Application {
         std::fs::write(&tmp, format!("{addr}\n"))?;
         std::fs::rename(&tmp, settings.data_dir.join("listen-addr"))?;
         let public_port = settings.public_port.unwrap_or(port);
+        let mut settings = settings;
+        // Where nodes dial this controller back (ssh): a specific bound address is one they
+        // reach as it is; a wildcard one needs PAAS_ADVERTISE_URL.
+        if settings.advertise_url.is_none() && !addr.ip().is_unspecified() {
+            settings.advertise_url = Some(format!("http://{addr}"));
+        }
         let ctx = context(settings, store, public_port).await?;
         Ok(Self {
             listener,

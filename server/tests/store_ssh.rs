@@ -1,11 +1,14 @@
 //! Issue 21's store part, on both backends (see `store_support`): whether an app and its space
-//! allow `paas ssh`.
+//! allow `paas ssh`, and the session offers relayed between controllers.
 
 use paas_server::store::{Event, Store};
 
 mod store_support;
 
-store_suite!(ssh_switches_are_per_app_and_per_space);
+store_suite!(
+    ssh_switches_are_per_app_and_per_space,
+    a_relayed_offer_goes_to_its_node_once,
+);
 
 fn ev(kind: &str) -> Event {
     Event {
@@ -64,4 +67,18 @@ async fn ssh_switches_are_per_app_and_per_space(store: &dyn Store) {
         store.ssh_settings("app-1", &space.id).await.unwrap(),
         (true, true)
     );
+}
+
+async fn a_relayed_offer_goes_to_its_node_once(store: &dyn Store) {
+    store.add_ssh_offer("s1", "n1", "{\"a\":1}").await.unwrap();
+    store.add_ssh_offer("s2", "n1", "{\"b\":2}").await.unwrap();
+    store.add_ssh_offer("s3", "n2", "{\"c\":3}").await.unwrap();
+    assert!(store.take_ssh_offers("n9").await.unwrap().is_empty());
+    let mut got = store.take_ssh_offers("n1").await.unwrap();
+    got.sort();
+    assert_eq!(got, ["{\"a\":1}", "{\"b\":2}"]);
+    assert!(store.take_ssh_offers("n1").await.unwrap().is_empty(), "taken once");
+    // A withdrawn offer (the client gave up) is never handed out.
+    store.delete_ssh_offer("s3").await.unwrap();
+    assert!(store.take_ssh_offers("n2").await.unwrap().is_empty());
 }

@@ -19,6 +19,8 @@ use crate::ssh::{FromNode, NodeLeg};
 use crate::store::{AppRecord, Event, InstanceRecord};
 
 const LONG_POLL: Duration = Duration::from_secs(25);
+/// How often a node's long-poll looks for offers other controllers relayed.
+const RELAY_POLL: Duration = Duration::from_millis(250);
 /// Data frames are small (a terminal's output); a megabyte leaves room for a burst.
 const MAX_FRAME: usize = 1 << 20;
 
@@ -62,12 +64,20 @@ pub async fn open(
         cols: q.cols,
         rows: q.rows,
     };
+    let relayed = ctx.store.shared().then(|| serde_json::to_string(&offer));
     let leg = ctx.ssh.offer(&node, offer);
+    if let Some(json) = relayed {
+        let json = json.map_err(Error::internal)?;
+        ctx.store.add_ssh_offer(&session_id, &node, &json).await?;
+    }
     let pickup = Duration::from_secs(paas_common::ssh::PICKUP_TIMEOUT_SECS);
     let leg = match tokio::time::timeout(pickup, leg).await {
         Ok(Ok(leg)) => leg,
         _ => {
             ctx.ssh.cancel(&session_id);
+            if let Err(e) = ctx.store.delete_ssh_offer(&session_id).await {
+                tracing::warn!(error = %e, "cannot withdraw an ssh offer");
+            }
             return Err(Error::api(
                 ErrorCode::SshUnavailable,
                 format!(
@@ -238,11 +248,38 @@ async fn splice(
 
 /// `GET /v1/agent/sessions`: the ssh sessions waiting for the calling node (long-poll).
 pub async fn agent_sessions(ctx: Ctx, node: AgentNode) -> ApiResult<web::Json<SessionOffers>> {
-    let sessions = ctx
-        .ssh
-        .wait_offers(&node.name, LONG_POLL, &ctx.stopping)
-        .await;
+    let sessions = if ctx.store.shared() {
+        relayed_offers(&ctx, &node.name).await?
+    } else {
+        ctx.ssh
+            .wait_offers(&node.name, LONG_POLL, &ctx.stopping)
+            .await
+    };
     Ok(web::Json(SessionOffers { sessions }))
+}
+
+/// Several controllers: the offers for `node` made on any of them, from the database; this
+/// controller's own wake the poll at once, the others' are seen within [`RELAY_POLL`].
+async fn relayed_offers(ctx: &Ctx, node: &str) -> ApiResult<Vec<SessionOffer>> {
+    let deadline = tokio::time::Instant::now() + LONG_POLL;
+    let mut woken = ctx.ssh.subscribe();
+    loop {
+        woken.borrow_and_update();
+        let offers = ctx.store.take_ssh_offers(node).await?;
+        if !offers.is_empty() {
+            return offers
+                .iter()
+                .map(|o| serde_json::from_str(o).map_err(Error::internal))
+                .collect();
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(Vec::new());
+        }
+        tokio::select! {
+            _ = tokio::time::timeout(RELAY_POLL, woken.changed()) => {}
+            () = ctx.stopping.cancelled() => return Ok(Vec::new()),
+        }
+    }
 }
 
 /// `GET /v1/agent/ssh/{id}`: the node's WebSocket for a session it was offered.

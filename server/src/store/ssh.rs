@@ -16,6 +16,13 @@ pub trait SshStore: Send + Sync + 'static {
     async fn set_app_ssh(&self, app_id: &str, enabled: bool, event: &Event) -> StoreResult<()>;
     /// Sets the space's setting and records `event` in the same transaction.
     async fn set_space_ssh(&self, space_id: &str, allowed: bool, event: &Event) -> StoreResult<()>;
+    /// Relays a session offer to `node` through the database, for whichever controller the node
+    /// long-polls (several controllers).
+    async fn add_ssh_offer(&self, session_id: &str, node: &str, offer: &str) -> StoreResult<()>;
+    /// Takes (deletes and answers) the offers waiting for `node`: each goes to one long-poll.
+    /// Offers older than a minute are dropped unanswered.
+    async fn take_ssh_offers(&self, node: &str) -> StoreResult<Vec<String>>;
+    async fn delete_ssh_offer(&self, session_id: &str) -> StoreResult<()>;
 }
 
 macro_rules! ssh_store {
@@ -25,6 +32,47 @@ macro_rules! ssh_store {
 
             #[async_trait]
             impl SshStore for $store {
+                async fn add_ssh_offer(
+                    &self,
+                    session_id: &str,
+                    node: &str,
+                    offer: &str,
+                ) -> StoreResult<()> {
+                    sqlx::query(
+                        "INSERT INTO ssh_offers (session_id, node, offer, created_at)
+                         VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(session_id)
+                    .bind(node)
+                    .bind(offer)
+                    .bind(chrono::Utc::now())
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(())
+                }
+
+                async fn take_ssh_offers(&self, node: &str) -> StoreResult<Vec<String>> {
+                    sqlx::query("DELETE FROM ssh_offers WHERE created_at < $1")
+                        .bind(chrono::Utc::now() - chrono::Duration::seconds(60))
+                        .execute(&self.pool)
+                        .await?;
+                    let rows = sqlx::query("DELETE FROM ssh_offers WHERE node = $1 RETURNING offer")
+                        .bind(node)
+                        .fetch_all(&self.pool)
+                        .await?;
+                    rows.iter()
+                        .map(|r| Ok(r.try_get::<String, _>("offer")?))
+                        .collect()
+                }
+
+                async fn delete_ssh_offer(&self, session_id: &str) -> StoreResult<()> {
+                    sqlx::query("DELETE FROM ssh_offers WHERE session_id = $1")
+                        .bind(session_id)
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(())
+                }
+
                 async fn ssh_settings(
                     &self,
                     app_id: &str,
