@@ -366,6 +366,7 @@ mod tests {
         Heartbeat {
             capacity: request().capacity,
             instances: vec![],
+            tasks: vec![],
         }
     }
 

@@ -87,6 +87,11 @@ pub enum ErrorCode {
     /// A change that would take a space past its quota (memory, instances, apps or routes)
     /// (issue 26).
     QuotaExceeded,
+    /// No task of that id in the app (issue 21).
+    TaskNotFound,
+    /// The droplet's `release:` process failed: the deploy stopped and the previous revision
+    /// keeps serving (issue 21).
+    ReleaseFailed,
 }
 
 impl ErrorCode {
@@ -130,6 +135,8 @@ impl ErrorCode {
             ErrorCode::RouteTaken => "route_taken",
             ErrorCode::AmbiguousApp => "ambiguous_app",
             ErrorCode::QuotaExceeded => "quota_exceeded",
+            ErrorCode::TaskNotFound => "task_not_found",
+            ErrorCode::ReleaseFailed => "release_failed",
         }
     }
 
@@ -169,6 +176,8 @@ impl ErrorCode {
             ErrorCode::InvalidLogRateLimit => 400,
             ErrorCode::AppNameTaken | ErrorCode::RouteTaken | ErrorCode::AmbiguousApp => 409,
             ErrorCode::QuotaExceeded => 422,
+            ErrorCode::TaskNotFound => 404,
+            ErrorCode::ReleaseFailed => 422,
         }
     }
 }

@@ -271,6 +271,9 @@ fn classify(method: &actix_web::http::Method, path: &str) -> Need {
             Need::App { push: false }
         }
         (["apps", _, "instances", _, "restart"], Method::POST) => Need::App { push: false },
+        (["apps", _, "tasks"] | ["apps", _, "tasks", _], _) if read => Need::App { push: false },
+        (["apps", _, "tasks"], Method::POST) => Need::App { push: false },
+        (["apps", _, "tasks", _, "cancel"], Method::POST) => Need::App { push: false },
         (["tokens"], Method::GET | Method::POST) => Need::OwnTokens,
         (["tokens", _], Method::DELETE) => Need::OwnTokens,
         (["users"], Method::GET | Method::POST) => Need::Operator,
@@ -976,6 +979,13 @@ mod tests {
             App { push: false }
         );
         assert_eq!(c(Method::PUT, "/v1/apps/web/env"), Unknown);
+        assert_eq!(c(Method::POST, "/v1/apps/web/tasks"), App { push: false });
+        assert_eq!(c(Method::GET, "/v1/apps/web/tasks/3"), App { push: false });
+        assert_eq!(
+            c(Method::POST, "/v1/apps/web/tasks/3/cancel"),
+            App { push: false }
+        );
+        assert_eq!(c(Method::DELETE, "/v1/apps/web/tasks/3"), Unknown);
         assert_eq!(c(Method::POST, "/v1/nodes/n1/drain"), Operator);
         assert_eq!(c(Method::GET, "/v1/nodes"), Authenticated);
         assert_eq!(c(Method::GET, "/v1/nodes/metrics"), Operator);

@@ -17,6 +17,7 @@ pub mod nodes;
 pub mod push;
 pub mod revisions;
 pub mod routes;
+pub mod tasks;
 pub mod tenancy;
 
 use crate::client::Client;
@@ -125,6 +126,12 @@ pub enum Command {
     Revisions(revisions::Args),
     /// Redeploy an earlier revision's droplet and env as a new revision (default: the previous).
     Rollback(revisions::RollbackArgs),
+    /// Run a one-off task once on the app's current droplet with its env.
+    RunTask(tasks::RunArgs),
+    /// List an app's tasks with their state and exit code.
+    Tasks(tasks::ListArgs),
+    /// Terminate a task that has not ended (it ends FAILED "terminated").
+    TerminateTask(tasks::TerminateArgs),
     /// List buildpacks in detection order: the built-ins, then those an operator added.
     Buildpacks(buildpacks::ListArgs),
     /// Add a buildpack (operators): a folder or zip with bin/detect, bin/compile, bin/release.
@@ -191,6 +198,9 @@ pub fn dispatch(cli: Cli, env: &Env) -> anyhow::Result<()> {
         Command::UnsetEnv(args) => env::run_unset(args, &client),
         Command::Revisions(args) => revisions::run(args, &client),
         Command::Rollback(args) => revisions::run_rollback(args, &client),
+        Command::RunTask(args) => tasks::run(args, &client),
+        Command::Tasks(args) => tasks::list(args, &client),
+        Command::TerminateTask(args) => tasks::terminate(args, &client),
         Command::Buildpacks(args) => buildpacks::list(args, &client),
         Command::CreateBuildpack(args) => buildpacks::create(args, &client),
         Command::DeleteBuildpack(args) => buildpacks::delete(args, &client),

@@ -612,6 +612,19 @@ fn follow_stream(
                     )
                 );
             }
+            PushProgress::Release {
+                task,
+                state,
+                exit_code,
+                reason,
+            } => {
+                let end = match (exit_code, reason) {
+                    (_, Some(why)) => format!(": {why}"),
+                    (Some(code), None) => format!(" (exit code {code})"),
+                    (None, None) => String::new(),
+                };
+                println!("Release phase (task {task}): {state}{end}");
+            }
             PushProgress::Result(result) => break Ok(result),
         }
     };

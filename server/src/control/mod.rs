@@ -7,3 +7,4 @@ pub mod desired;
 pub mod lease;
 pub mod nodes;
 pub mod scheduler;
+pub mod tasks;

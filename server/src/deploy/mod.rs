@@ -13,6 +13,7 @@ pub mod push;
 pub mod quota;
 pub mod revisions;
 pub mod staging;
+pub mod tasks;
 
 use paas_common::ErrorCode;
 

@@ -10,12 +10,14 @@ mod quotas;
 mod rollups;
 mod sql;
 mod sqlite;
+mod tasks;
 
 pub use node_metrics::{NodeMetricRow, NodeMetricStore};
 pub use postgres::PgStore;
 pub use quotas::QuotaStore;
 pub use rollups::RollupStore;
 pub use sqlite::SqliteStore;
+pub use tasks::{NewTask, TaskRecord, TaskStore, KIND_RELEASE, KIND_TASK};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -746,6 +748,7 @@ pub trait Store:
     + RollupStore
     + NodeMetricStore
     + QuotaStore
+    + TaskStore
     + LeaseStore
 {
 }
@@ -765,6 +768,7 @@ impl<T> Store for T where
         + RollupStore
         + NodeMetricStore
         + QuotaStore
+        + TaskStore
         + LeaseStore
 {
 }
@@ -774,7 +778,7 @@ pub mod prelude {
     pub use super::{
         AppStore, AuthStore, BuildStore, EventStore, InstanceStore, LeaseStore, LogStore,
         MetricStore, NodeMetricStore, NodeStore, QuotaStore, RevisionStore, RollupStore,
-        RouteStore, SpaceStore, Store,
+        RouteStore, SpaceStore, Store, TaskStore,
     };
 }
 
