@@ -61,7 +61,9 @@ fn class_of(method: &str, path: &str) -> Option<Class> {
             | "/v1/apps/{name}/env"
             | "/v1/apps/{name}/revisions"
             | "/v1/apps/{name}/routes"
-            | "/v1/apps/{name}/log-drains",
+            | "/v1/apps/{name}/log-drains"
+            | "/v1/apps/{name}/tasks"
+            | "/v1/apps/{name}/tasks/{id}",
         ) => AppViewer,
         ("delete" | "patch", "/v1/apps/{name}") => AppDeveloper,
         ("patch", "/v1/apps/{name}/env") => AppDeveloper,
@@ -71,7 +73,9 @@ fn class_of(method: &str, path: &str) -> Option<Class> {
             | "/v1/apps/{name}/stop"
             | "/v1/apps/{name}/start"
             | "/v1/apps/{name}/rollback"
-            | "/v1/apps/{name}/instances/{index}/restart",
+            | "/v1/apps/{name}/instances/{index}/restart"
+            | "/v1/apps/{name}/tasks"
+            | "/v1/apps/{name}/tasks/{id}/cancel",
         ) => AppDeveloper,
         ("post" | "delete", "/v1/apps/{name}/routes" | "/v1/apps/{name}/log-drains") => {
             AppDeveloper
