@@ -354,15 +354,20 @@ macro_rules! task_store {
                     node: &str,
                     report: &TaskReport,
                 ) -> StoreResult<Option<TaskRecord>> {
-                    let mut tx = self.write_tx().await?;
-                    let placed: Option<Option<String>> = sqlx::query_scalar("SELECT node_name FROM tasks WHERE id = $1")
-                        .bind(&report.task_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    if placed.flatten().as_deref() != Some(node) {
+                    let (state, code, reason) = reported_state(report);
+                    // Every heartbeat repeats the report: a plain read settles the usual case
+                    // (nothing new) without the writer lock.
+                    let current = one(&self.pool, &report.task_id).await?;
+                    let Some((current, _)) = current else {
+                        return Ok(None);
+                    };
+                    if current.node_name.as_deref() != Some(node)
+                        || current.state.finished()
+                        || current.state == state
+                    {
                         return Ok(None);
                     }
-                    let (state, code, reason) = reported_state(report);
+                    let mut tx = self.write_tx().await?;
                     let after = finish(&mut tx, &report.task_id, state, code, reason.as_deref(), &format!("node:{node}")).await?;
                     tx.commit().await?;
                     Ok(after)
