@@ -1092,3 +1092,31 @@ pub struct TaskInfo {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
+
+/// `POST /v1/apps/{name}/cron`: run `command` as a task on `schedule` (issue 21).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AddCronRequest {
+    /// Five fields (`*/5 * * * *`), or six with seconds first (`*/10 * * * * *`), or `@hourly`.
+    pub schedule: String,
+    pub command: String,
+}
+
+/// One cron entry of an app, with its last and next runs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CronEntry {
+    /// The app's sequence number for entries (what `paas cron NAME remove ID` takes).
+    pub id: u64,
+    pub schedule: String,
+    pub command: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run_at: Option<DateTime<Utc>>,
+    /// The task of the last run (`paas tasks`), and where it stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_task: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_state: Option<TaskState>,
+    pub next_run_at: DateTime<Utc>,
+    pub created_by: String,
+}

@@ -63,7 +63,8 @@ fn class_of(method: &str, path: &str) -> Option<Class> {
             | "/v1/apps/{name}/routes"
             | "/v1/apps/{name}/log-drains"
             | "/v1/apps/{name}/tasks"
-            | "/v1/apps/{name}/tasks/{id}",
+            | "/v1/apps/{name}/tasks/{id}"
+            | "/v1/apps/{name}/cron",
         ) => AppViewer,
         ("delete" | "patch", "/v1/apps/{name}") => AppDeveloper,
         ("patch", "/v1/apps/{name}/env") => AppDeveloper,
@@ -75,8 +76,10 @@ fn class_of(method: &str, path: &str) -> Option<Class> {
             | "/v1/apps/{name}/rollback"
             | "/v1/apps/{name}/instances/{index}/restart"
             | "/v1/apps/{name}/tasks"
-            | "/v1/apps/{name}/tasks/{id}/cancel",
+            | "/v1/apps/{name}/tasks/{id}/cancel"
+            | "/v1/apps/{name}/cron",
         ) => AppDeveloper,
+        ("delete", "/v1/apps/{name}/cron/{id}") => AppDeveloper,
         ("post" | "delete", "/v1/apps/{name}/routes" | "/v1/apps/{name}/log-drains") => {
             AppDeveloper
         }

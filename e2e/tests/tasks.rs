@@ -299,3 +299,61 @@ fn a_failing_release_phase_keeps_the_old_revision_serving() {
         "{d}"
     );
 }
+
+#[test]
+fn cron_runs_on_schedule_and_never_twice_at_once() {
+    let p = Platform::start().expect("platform");
+    let dir = tempfile::tempdir().unwrap();
+    write_app(dir.path(), "v1\n", "");
+    let app = unique("cron");
+    let out = p.cli(&["push", &app, "-p", dir.path().to_str().unwrap()]);
+    assert!(out.ok(), "{out:?}");
+
+    let out = p.cli(&["cron", &app, "add", "*/2 * * * * *", "echo cron-tick"]);
+    assert!(out.ok(), "{out:?}");
+    let out = p.cli(&["cron", &app, "add", "every day", "echo never"]);
+    assert!(
+        !out.ok() && out.stderr.contains("invalid schedule"),
+        "{out:?}"
+    );
+    let runs = |name: &str, state: Option<&str>| {
+        tasks(&p, &app)
+            .into_iter()
+            .filter(|t| t["kind"] == "cron" && t["name"] == name)
+            .filter(|t| state.is_none_or(|s| t["state"] == s))
+            .count()
+    };
+    wait_for(Duration::from_secs(90), "two cron runs to succeed", || {
+        (runs("cron-1", Some("SUCCEEDED")) >= 2).then_some(())
+    })
+    .map_err(|e| format!("{e}: {:?}\n{}", tasks(&p, &app), p.logs()))
+    .unwrap();
+    let listed: Value = serde_json::from_str(&p.cli(&["cron", &app, "--json"]).stdout).unwrap();
+    assert_eq!(listed[0]["schedule"], "*/2 * * * * *", "{listed}");
+    assert!(listed[0]["last_run_at"].is_string(), "{listed}");
+    assert!(listed[0]["next_run_at"].is_string(), "{listed}");
+    let out = p.cli(&["cron", &app, "remove", "1"]);
+    assert!(out.ok(), "{out:?}");
+    assert!(log_lines(&p, &app, "TASK").contains("cron-tick"));
+
+    // Every second, each run taking 4: a run still going is never started again.
+    let out = p.cli(&["cron", &app, "add", "* * * * * *", "sleep 4"]);
+    assert!(out.ok(), "{out:?}");
+    wait_for(Duration::from_secs(90), "a long cron run to finish", || {
+        let going = runs("cron-2", None) - runs("cron-2", Some("SUCCEEDED"));
+        assert!(going <= 1, "two runs at once: {:?}", tasks(&p, &app));
+        (runs("cron-2", Some("SUCCEEDED")) >= 1).then_some(())
+    })
+    .unwrap();
+    let out = p.cli(&["cron", &app, "remove", "2"]);
+    assert!(out.ok(), "{out:?}");
+    // Nothing runs at the end (the teardown checks every node's reservations).
+    wait_for(Duration::from_secs(60), "every cron run to end", || {
+        let all = tasks(&p, &app);
+        (all.iter()
+            .all(|t| t["state"] == "SUCCEEDED" || t["state"] == "FAILED")
+            && task_containers(&app) == 0)
+            .then_some(())
+    })
+    .unwrap();
+}

@@ -5,6 +5,7 @@ pub mod app;
 pub mod apps;
 pub mod base_images;
 pub mod buildpacks;
+pub mod cron;
 pub mod delete;
 pub mod deployment;
 pub mod env;
@@ -132,6 +133,8 @@ pub enum Command {
     Tasks(tasks::ListArgs),
     /// Terminate a task that has not ended (it ends FAILED "terminated").
     TerminateTask(tasks::TerminateArgs),
+    /// List an app's cron entries with their last and next runs, or add or remove one.
+    Cron(cron::Args),
     /// List buildpacks in detection order: the built-ins, then those an operator added.
     Buildpacks(buildpacks::ListArgs),
     /// Add a buildpack (operators): a folder or zip with bin/detect, bin/compile, bin/release.
@@ -201,6 +204,7 @@ pub fn dispatch(cli: Cli, env: &Env) -> anyhow::Result<()> {
         Command::RunTask(args) => tasks::run(args, &client),
         Command::Tasks(args) => tasks::list(args, &client),
         Command::TerminateTask(args) => tasks::terminate(args, &client),
+        Command::Cron(args) => cron::run(args, &client),
         Command::Buildpacks(args) => buildpacks::list(args, &client),
         Command::CreateBuildpack(args) => buildpacks::create(args, &client),
         Command::DeleteBuildpack(args) => buildpacks::delete(args, &client),

@@ -530,6 +530,8 @@ pub async fn converge_once(ctx: &AppCtx, fence: Option<Fence>) -> StoreResult<bo
     }
 
     let (mut views, mut spreads) = reservations(&nodes, &desired, &instances, &retiring);
+    // Cron runs become tasks first, so this pass places them.
+    super::cron::tick(ctx, writes.fence.as_ref(), apps).await?;
     let tasks = store.active_tasks().await?;
     super::tasks::book(&mut views, &tasks);
 

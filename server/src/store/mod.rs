@@ -4,6 +4,7 @@
 //! `PAAS_DATABASE_URL` ([`open`]). A state change and the event that records it are written in one
 //! transaction.
 
+mod cron;
 mod node_metrics;
 mod postgres;
 mod quotas;
@@ -12,6 +13,7 @@ mod sql;
 mod sqlite;
 mod tasks;
 
+pub use cron::{CronRecord, CronStore};
 pub use node_metrics::{NodeMetricRow, NodeMetricStore};
 pub use postgres::PgStore;
 pub use quotas::QuotaStore;
@@ -749,6 +751,7 @@ pub trait Store:
     + NodeMetricStore
     + QuotaStore
     + TaskStore
+    + CronStore
     + LeaseStore
 {
 }
@@ -769,6 +772,7 @@ impl<T> Store for T where
         + NodeMetricStore
         + QuotaStore
         + TaskStore
+        + CronStore
         + LeaseStore
 {
 }
@@ -776,8 +780,8 @@ impl<T> Store for T where
 /// The role traits, for calling store methods on a concrete backend (`dyn Store` needs none).
 pub mod prelude {
     pub use super::{
-        AppStore, AuthStore, BuildStore, EventStore, InstanceStore, LeaseStore, LogStore,
-        MetricStore, NodeMetricStore, NodeStore, QuotaStore, RevisionStore, RollupStore,
+        AppStore, AuthStore, BuildStore, CronStore, EventStore, InstanceStore, LeaseStore,
+        LogStore, MetricStore, NodeMetricStore, NodeStore, QuotaStore, RevisionStore, RollupStore,
         RouteStore, SpaceStore, Store, TaskStore,
     };
 }
