@@ -305,9 +305,25 @@ fn cron_runs_on_schedule_and_never_twice_at_once() {
     let p = Platform::start().expect("platform");
     let dir = tempfile::tempdir().unwrap();
     write_app(dir.path(), "v1\n", "");
+    // Dokku's app.json `cron` entries are added by the push.
+    std::fs::write(
+        dir.path().join("app.json"),
+        r#"{"name": "x", "cron": [{"command": "echo yearly", "schedule": "@yearly"}]}"#,
+    )
+    .unwrap();
     let app = unique("cron");
     let out = p.cli(&["push", &app, "-p", dir.path().to_str().unwrap()]);
     assert!(out.ok(), "{out:?}");
+    let listed: Value = serde_json::from_str(&p.cli(&["cron", &app, "--json"]).stdout).unwrap();
+    assert_eq!(
+        (
+            &listed[0]["id"],
+            &listed[0]["schedule"],
+            &listed[0]["command"]
+        ),
+        (&1.into(), &"@yearly".into(), &"echo yearly".into()),
+        "{listed}"
+    );
 
     let out = p.cli(&["cron", &app, "add", "*/2 * * * * *", "echo cron-tick"]);
     assert!(out.ok(), "{out:?}");
@@ -324,15 +340,15 @@ fn cron_runs_on_schedule_and_never_twice_at_once() {
             .count()
     };
     wait_for(Duration::from_secs(90), "two cron runs to succeed", || {
-        (runs("cron-1", Some("SUCCEEDED")) >= 2).then_some(())
+        (runs("cron-2", Some("SUCCEEDED")) >= 2).then_some(())
     })
     .map_err(|e| format!("{e}: {:?}\n{}", tasks(&p, &app), p.logs()))
     .unwrap();
     let listed: Value = serde_json::from_str(&p.cli(&["cron", &app, "--json"]).stdout).unwrap();
-    assert_eq!(listed[0]["schedule"], "*/2 * * * * *", "{listed}");
-    assert!(listed[0]["last_run_at"].is_string(), "{listed}");
-    assert!(listed[0]["next_run_at"].is_string(), "{listed}");
-    let out = p.cli(&["cron", &app, "remove", "1"]);
+    assert_eq!(listed[1]["schedule"], "*/2 * * * * *", "{listed}");
+    assert!(listed[1]["last_run_at"].is_string(), "{listed}");
+    assert!(listed[1]["next_run_at"].is_string(), "{listed}");
+    let out = p.cli(&["cron", &app, "remove", "2"]);
     assert!(out.ok(), "{out:?}");
     assert!(log_lines(&p, &app, "TASK").contains("cron-tick"));
 
@@ -340,12 +356,12 @@ fn cron_runs_on_schedule_and_never_twice_at_once() {
     let out = p.cli(&["cron", &app, "add", "* * * * * *", "sleep 4"]);
     assert!(out.ok(), "{out:?}");
     wait_for(Duration::from_secs(90), "a long cron run to finish", || {
-        let going = runs("cron-2", None) - runs("cron-2", Some("SUCCEEDED"));
+        let going = runs("cron-3", None) - runs("cron-3", Some("SUCCEEDED"));
         assert!(going <= 1, "two runs at once: {:?}", tasks(&p, &app));
-        (runs("cron-2", Some("SUCCEEDED")) >= 1).then_some(())
+        (runs("cron-3", Some("SUCCEEDED")) >= 1).then_some(())
     })
     .unwrap();
-    let out = p.cli(&["cron", &app, "remove", "2"]);
+    let out = p.cli(&["cron", &app, "remove", "3"]);
     assert!(out.ok(), "{out:?}");
     // Nothing runs at the end (the teardown checks every node's reservations).
     wait_for(Duration::from_secs(60), "every cron run to end", || {
