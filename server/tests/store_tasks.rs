@@ -9,7 +9,10 @@ use paas_server::store::{AppRecord, Event, Fence, NewTask, Store, StoreError};
 
 mod store_support;
 
-store_suite!(tasks_are_numbered_placed_once_and_end_once,);
+store_suite!(
+    tasks_are_numbered_placed_once_and_end_once,
+    cron_entries_are_due_recorded_and_never_renumbered,
+);
 
 fn ev(kind: &str) -> Event {
     Event {
@@ -202,4 +205,106 @@ async fn tasks_are_numbered_placed_once_and_end_once(store: &dyn Store) {
     assert_eq!(kinds.iter().filter(|k| *k == "task.create").count(), 2);
     assert_eq!(kinds.iter().filter(|k| *k == "task.failed").count(), 2);
     assert_eq!(store.app_tasks("app-1").await.unwrap().len(), 2);
+}
+
+async fn cron_entries_are_due_recorded_and_never_renumbered(store: &dyn Store) {
+    let now = Utc::now();
+    let space = store
+        .space("default", "default", true)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .create_app(
+            &AppRecord {
+                id: "app-1".into(),
+                name: "web".into(),
+                state: AppState::Started,
+                desired_instances: 1,
+                memory_mb: 128,
+                disk_mb: 256,
+                current_revision: None,
+                created_at: now,
+                updated_at: now,
+                space_id: space.id.clone(),
+                host: None,
+            },
+            &ev("app.create"),
+        )
+        .await
+        .unwrap();
+    let soon = now + chrono::Duration::seconds(1);
+    let later = now + chrono::Duration::hours(1);
+    let a = store
+        .add_cron(
+            "app-1",
+            "* * * * * *",
+            "echo a",
+            soon,
+            "admin",
+            &ev("cron.add"),
+        )
+        .await
+        .unwrap();
+    let b = store
+        .add_cron(
+            "app-1",
+            "@hourly",
+            "echo b",
+            later,
+            "admin",
+            &ev("cron.add"),
+        )
+        .await
+        .unwrap();
+    assert_eq!((a.sequence, b.sequence), (1, 2));
+    let due: Vec<u64> = store
+        .due_crons(now + chrono::Duration::seconds(2))
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.sequence)
+        .collect();
+    assert_eq!(due, [1]);
+    store
+        .record_cron_run(None, &a.id, Some("task-1"), soon, later)
+        .await
+        .unwrap();
+    let read = &store.app_crons("app-1").await.unwrap()[0];
+    assert_eq!(read.last_task_id.as_deref(), Some("task-1"));
+    assert_eq!(read.next_run_at.timestamp(), later.timestamp());
+    let stale = Fence {
+        name: "scheduler".into(),
+        holder: "gone".into(),
+        epoch: 7,
+    };
+    assert!(matches!(
+        store
+            .record_cron_run(Some(&stale), &a.id, None, now, now)
+            .await,
+        Err(StoreError::Fenced(_))
+    ));
+
+    // Removed: no longer listed nor due, and its number is not given again.
+    assert!(store
+        .remove_cron("app-1", 2, &ev("cron.remove"))
+        .await
+        .unwrap());
+    assert!(!store
+        .remove_cron("app-1", 2, &ev("cron.remove"))
+        .await
+        .unwrap());
+    let c = store
+        .add_cron("app-1", "@daily", "echo c", later, "admin", &ev("cron.add"))
+        .await
+        .unwrap();
+    assert_eq!(c.sequence, 3);
+    let listed: Vec<u64> = store
+        .app_crons("app-1")
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.sequence)
+        .collect();
+    assert_eq!(listed, [1, 3]);
 }
