@@ -2,7 +2,8 @@
 //! succeeds and one that fails with their exit codes and `TASK/<id>` output in the logs, a
 //! terminated one whose container goes, a task on a node lost mid-run that ends FAILED `node lost`
 //! and never runs again, and a push whose `release:` process fails (the old revision keeps
-//! serving, no request fails) or passes (it runs before the new instances start).
+//! serving, no request fails) or passes (it runs before the new instances start), a controller
+//! restart mid-task, and cron entries (on schedule, never two runs of one entry at once).
 
 use paas_e2e::{unique, wait_for, Options, Platform, RequestLoop};
 use serde_json::Value;
@@ -209,6 +210,28 @@ fn a_task_on_a_lost_node_fails_and_never_runs_twice() {
     assert!(event_kinds(&p, &app)
         .iter()
         .any(|(k, m)| k == "task.failed" && m.contains("node lost")));
+}
+
+#[test]
+fn a_controller_restart_mid_task_loses_nothing_and_runs_nothing_twice() {
+    let mut p = Platform::start().expect("platform");
+    let dir = tempfile::tempdir().unwrap();
+    write_app(dir.path(), "v1\n", "");
+    let app = unique("tasks-restart");
+    let out = p.cli(&["push", &app, "-p", dir.path().to_str().unwrap()]);
+    assert!(out.ok(), "{out:?}");
+    let id = run_task(&p, &app, "echo once-only; sleep 6; exit 5");
+    wait_task(&p, &app, id, "RUNNING", 120);
+    // The task's state is in the store and the node reports it again: it ends as it would have.
+    p.restart_server().unwrap();
+    let t = wait_task(&p, &app, id, "FAILED", 60);
+    assert_eq!(t["exit_code"], 5, "{t}");
+    let lines = log_lines(&p, &app, &format!("TASK/{id}"));
+    assert_eq!(lines.matches("Starting task").count(), 1, "{lines}");
+    wait_for(Duration::from_secs(60), "no task container left", || {
+        (task_containers(&app) == 0).then_some(())
+    })
+    .unwrap();
 }
 
 #[test]
