@@ -10,7 +10,7 @@ use crate::reconcile::Reconciler;
 use crate::runtime::{self, Runtime, RuntimeError, RuntimeSettings};
 use crate::stack::{self, StackError};
 use futures_util::StreamExt;
-use paas_common::agent::{Assignments, Heartbeat, InstanceReport, RegisterRequest};
+use paas_common::agent::{Assignments, Heartbeat, InstanceReport, RegisterRequest, TaskReport};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
@@ -115,6 +115,13 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
     });
     let sink = sink.with_app_ceiling(settings.log_rate_limit_max_bytes);
     let counters = sink.counters.clone();
+    let task_runner = crate::tasks::TaskRunner::new(
+        runtime.clone(),
+        client.clone(),
+        sink.clone(),
+        &settings.data_dir.join("tasks-started.json"),
+    );
+    let (task_reports_tx, task_reports_rx) = watch::channel(Vec::<TaskReport>::new());
     let reconciler = Reconciler::new(runtime.clone(), client.clone(), sink)
         .with_crash_ledger(&settings.data_dir.join("crashes.json"))
         .with_log_positions(&settings.data_dir.join("log-positions.json"));
@@ -144,8 +151,8 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
     let image_assignments = assignments_rx.clone();
     tokio::select! {
         () = poll_assignments(client.clone(), assignments_tx, refetch.clone()) => Err(AgentError::LoopEnded("assignments")),
-        () = reconcile_loop(reconciler, assignments_rx.clone(), reports_tx) => Err(AgentError::LoopEnded("reconcile")),
-        () = heartbeat_loop(client.clone(), capacity, interval, reports_rx, assignments_rx, refetch, usage) => Err(AgentError::LoopEnded("heartbeat")),
+        () = reconcile_loop(reconciler, task_runner, assignments_rx.clone(), reports_tx, task_reports_tx) => Err(AgentError::LoopEnded("reconcile")),
+        () = heartbeat_loop(client.clone(), capacity, interval, (reports_rx, task_reports_rx), assignments_rx, refetch, usage) => Err(AgentError::LoopEnded("heartbeat")),
         () = logs::ship_counted(&mut log_rx, client.clone(), counters, spool) => Err(AgentError::LoopEnded("log shipping")),
         () = crate::staging::run_builds(runtime.clone(), client.clone(), staging, build_assignments) => Err(AgentError::LoopEnded("staging")),
         () = remove_collected_images(runtime.clone(), image_assignments) => Err(AgentError::LoopEnded("image collection")),
@@ -218,8 +225,10 @@ async fn poll_assignments(
 
 async fn reconcile_loop(
     mut reconciler: Reconciler,
+    mut tasks: crate::tasks::TaskRunner,
     mut assignments: watch::Receiver<Option<Assignments>>,
     reports: watch::Sender<Vec<InstanceReport>>,
+    task_reports: watch::Sender<Vec<TaskReport>>,
 ) {
     let mut exits = Box::pin(reconciler.runtime().exit_events());
     let mut events_alive = true;
@@ -234,6 +243,15 @@ async fn reconcile_loop(
             let fresh = reconciler.reports();
             reports.send_if_modified(|current| {
                 let changed = !same_reports(current, &fresh);
+                *current = fresh;
+                changed
+            });
+            if let Err(e) = tasks.reconcile(&desired.tasks).await {
+                tracing::warn!(error = %e, "task pass failed");
+            }
+            let fresh = tasks.reports();
+            task_reports.send_if_modified(|current| {
+                let changed = *current != fresh;
                 *current = fresh;
                 changed
             });
@@ -276,7 +294,10 @@ async fn heartbeat_loop(
     client: Arc<ControllerClient>,
     capacity: paas_common::agent::NodeCapacity,
     interval: Duration,
-    mut reports: watch::Receiver<Vec<InstanceReport>>,
+    (mut reports, mut task_reports): (
+        watch::Receiver<Vec<InstanceReport>>,
+        watch::Receiver<Vec<TaskReport>>,
+    ),
     assignments: watch::Receiver<Option<Assignments>>,
     refetch: Arc<Notify>,
     usage: crate::stats::UsageMap,
@@ -288,8 +309,10 @@ async fn heartbeat_loop(
         tokio::select! {
             _ = ticker.tick() => {}
             changed = reports.changed() => if changed.is_err() { return },
+            changed = task_reports.changed() => if changed.is_err() { return },
         }
         let mut instances = reports.borrow_and_update().clone();
+        let tasks = task_reports.borrow_and_update().clone();
         {
             let usage = usage.lock().unwrap_or_else(|p| p.into_inner());
             for r in &mut instances {
@@ -299,6 +322,7 @@ async fn heartbeat_loop(
         let heartbeat = Heartbeat {
             capacity: capacity.clone(),
             instances,
+            tasks,
         };
         match client.heartbeat(&heartbeat).await {
             Ok(resp) => {

@@ -477,6 +477,7 @@ mod tests {
         Heartbeat {
             capacity: request().capacity,
             instances: vec![],
+            tasks: vec![],
         }
     }
 

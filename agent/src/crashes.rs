@@ -57,6 +57,10 @@ impl<T: Serialize + DeserializeOwned + PartialEq> Ledger<T> {
         self
     }
 
+    pub fn records(&self) -> &BTreeMap<String, T> {
+        &self.records
+    }
+
     pub fn get(&self, instance_id: &str) -> Option<&T> {
         self.records.get(instance_id)
     }

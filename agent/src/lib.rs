@@ -12,7 +12,8 @@
 //! shipper's bounded disk overflow), `stats` (resource samples for the heartbeat), `metrics`
 //! (`/metrics`), `client` (the controller API), `staging` (buildpack builds in sandboxed
 //! containers), `dockerfile` (Dockerfile builds whose image is the droplet, and removal of
-//! collected droplets' images), `agent` (startup and the loops that tie them together).
+//! collected droplets' images), `tasks` (one-off tasks, each
+//! started at most once), `agent` (startup and the loops that tie them together).
 
 pub mod agent;
 pub mod backoff;
@@ -34,6 +35,7 @@ pub mod ssh;
 pub mod stack;
 pub mod staging;
 pub mod stats;
+pub mod tasks;
 
 pub use config::Settings;
 

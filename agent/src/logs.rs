@@ -368,6 +368,13 @@ impl LogSink {
         }
     }
 
+    /// A platform line about one instance or task under its own source (`TASK/<id>`).
+    pub fn platform(&self, instance_id: &str, source: &str, message: impl Into<String>) {
+        let mut line = cell_line(instance_id, message.into());
+        line.source = source.to_string();
+        self.send(line);
+    }
+
     /// A platform line about one instance.
     pub fn cell(&self, instance_id: &str, message: impl Into<String>) {
         self.send(cell_line(instance_id, message.into()));

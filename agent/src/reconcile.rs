@@ -492,44 +492,8 @@ impl Reconciler {
     }
 
     async fn launch(&self, a: &Assignment) -> Result<Instance, RuntimeError> {
-        let id = if let Some(image) = &a.image {
-            let (config, loaded) = self
-                .runtime
-                .ensure_image(&a.droplet, image, self.droplets.as_ref())
-                .await?;
-            if let Some(bytes) = loaded {
-                self.logs.cell(
-                    &a.instance_id,
-                    format!(
-                        "Loaded image {} from droplet {} ({} MB): this engine did not have it",
-                        image
-                            .id
-                            .trim_start_matches("sha256:")
-                            .get(..12)
-                            .unwrap_or(&image.id),
-                        a.droplet.get(..12).unwrap_or(&a.droplet),
-                        bytes >> 20
-                    ),
-                );
-            }
-            self.runtime
-                .create_instance(a, &image.id, Some(&config))
-                .await?
-        } else {
-            let tar = self
-                .runtime
-                .droplet_tar(&a.droplet, self.droplets.as_ref())
-                .await?;
-            // The run image of the stack the droplet was staged on: no build tools.
-            let stack = paas_common::stack::run_image(crate::stack::droplet_stack(&tar));
-            let id = self.runtime.create_instance(a, &stack, None).await?;
-            if let Err(e) = self.runtime.install_droplet(&id, tar).await {
-                // A created container without its app must not linger: the next pass tries again.
-                let _ = self.runtime.stop_and_remove(&id).await;
-                return Err(e);
-            }
-            id
-        };
+        let id =
+            create_container(&self.runtime, self.droplets.as_ref(), &self.logs, a, false).await?;
         self.logs
             .cell(&a.instance_id, format!("Starting instance {}", a.index));
         if let Err(e) = self.runtime.start(&id).await {
@@ -544,6 +508,49 @@ impl Reconciler {
         instance.follow(&self.runtime, &self.logs, FollowFrom::Beginning);
         Ok(instance)
     }
+}
+
+/// Creates (does not start) the sandboxed container of an instance or, with `task`, of a
+/// one-off task: from the droplet's image, or the stack's run image with the droplet unpacked
+/// into `/app`. The one creation path of every app container.
+pub(crate) async fn create_container(
+    runtime: &Runtime,
+    droplets: &dyn DropletSource,
+    logs: &LogSink,
+    a: &Assignment,
+    task: bool,
+) -> Result<String, RuntimeError> {
+    let id = if let Some(image) = &a.image {
+        let (config, loaded) = runtime.ensure_image(&a.droplet, image, droplets).await?;
+        if let Some(bytes) = loaded {
+            logs.cell(
+                &a.instance_id,
+                format!(
+                    "Loaded image {} from droplet {} ({} MB): this engine did not have it",
+                    image
+                        .id
+                        .trim_start_matches("sha256:")
+                        .get(..12)
+                        .unwrap_or(&image.id),
+                    a.droplet.get(..12).unwrap_or(&a.droplet),
+                    bytes >> 20
+                ),
+            );
+        }
+        runtime.create(a, &image.id, Some(&config), task).await?
+    } else {
+        let tar = runtime.droplet_tar(&a.droplet, droplets).await?;
+        // The run image of the stack the droplet was staged on: no build tools.
+        let stack = paas_common::stack::run_image(crate::stack::droplet_stack(&tar));
+        let id = runtime.create(a, &stack, None, task).await?;
+        if let Err(e) = runtime.install_droplet(&id, tar).await {
+            // A created container without its app must not linger: the next pass tries again.
+            let _ = runtime.stop_and_remove(&id).await;
+            return Err(e);
+        }
+        id
+    };
+    Ok(id)
 }
 
 fn abort_follower(instance: Instance) {

@@ -460,8 +460,17 @@ impl Runtime {
         Ok(())
     }
 
-    /// This node's instance containers, running or not.
+    /// This node's instance containers, running or not (not its tasks').
     pub async fn list_owned(&self) -> Result<Vec<OwnedContainer>, RuntimeError> {
+        self.list(false).await
+    }
+
+    /// This node's task containers, running or ended; `instance_id` is the task's id.
+    pub async fn list_tasks(&self) -> Result<Vec<OwnedContainer>, RuntimeError> {
+        self.list(true).await
+    }
+
+    async fn list(&self, tasks: bool) -> Result<Vec<OwnedContainer>, RuntimeError> {
         let filters = HashMap::from([(
             "label".to_string(),
             vec![
@@ -481,6 +490,10 @@ impl Runtime {
                 let labels = c.labels.unwrap_or_default();
                 // Defence in depth: the engine filtered already, but never act on a stranger.
                 if labels.get(labels::NODE) != Some(&self.settings.node_name) {
+                    return None;
+                }
+                // Tasks and instances have separate owners in the agent.
+                if labels.contains_key(labels::TASK) != tasks {
                     return None;
                 }
                 Some(OwnedContainer {
@@ -520,6 +533,18 @@ impl Runtime {
         image: &str,
         image_config: Option<&bollard::models::ImageConfig>,
     ) -> Result<String, RuntimeError> {
+        self.create(a, image, image_config, false).await
+    }
+
+    /// Creates (does not start) a one-off task's container: the same sandbox as an instance's,
+    /// labelled as a task (its id in [`labels::TASK`]) so instance reconciliation leaves it alone.
+    pub async fn create(
+        &self,
+        a: &Assignment,
+        image: &str,
+        image_config: Option<&bollard::models::ImageConfig>,
+        task: bool,
+    ) -> Result<String, RuntimeError> {
         let s = &self.settings;
         let built = a.image.as_ref().zip(image_config);
         let port = built.map_or(APP_PORT, |(i, _)| i.port);
@@ -537,7 +562,7 @@ impl Runtime {
             }
         };
         let env = contract_env(a, port, host_port, &s.node_address, home);
-        let container_labels = HashMap::from([
+        let mut container_labels = HashMap::from([
             (labels::MANAGED.to_string(), "true".to_string()),
             (labels::APP.to_string(), a.app.clone()),
             (labels::INSTANCE.to_string(), a.instance_id.clone()),
@@ -546,6 +571,9 @@ impl Runtime {
             (labels::PROCESS.to_string(), a.process_type.clone()),
             (labels::DROPLET.to_string(), a.droplet.clone()),
         ]);
+        if task {
+            container_labels.insert(labels::TASK.to_string(), a.instance_id.clone());
+        }
         let memory = i64::try_from(a.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX);
         let host_config = HostConfig {
             port_bindings: Some(HashMap::from([(

@@ -67,6 +67,9 @@ pub struct Heartbeat {
     /// Every instance the agent owns, in any state. An assigned instance missing from this list
     /// is one the agent has not started yet.
     pub instances: Vec<InstanceReport>,
+    /// Every task assigned to the node that it started (running or ended, until unassigned).
+    #[serde(default)]
+    pub tasks: Vec<TaskReport>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -116,6 +119,33 @@ pub struct Assignments {
     /// so an engine shared with anything else never loses an image it did not get from us.
     #[serde(default)]
     pub collected_images: Vec<String>,
+    /// One-off tasks placed on this node that have not finished (issue 21). A task is listed
+    /// until the controller has its end; the node starts each at most once, ever.
+    #[serde(default)]
+    pub tasks: Vec<TaskAssignment>,
+}
+
+/// One task to run once on this node: `run` says what and how, exactly as an instance (its
+/// `instance_id` is the task's id, `process_type` is `task`), in the same sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TaskAssignment {
+    /// The app's sequence number: the log source is `TASK/<sequence>`.
+    pub sequence: u64,
+    pub name: String,
+    pub run: Assignment,
+}
+
+/// What a node knows of a task it was assigned.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TaskReport {
+    pub task_id: String,
+    /// `None` while it runs.
+    #[serde(default)]
+    pub exit_code: Option<i64>,
+    /// Why it ended without an exit code of its own (`lost`: started before, container gone),
+    /// or what ended it (`OOM-killed`).
+    #[serde(default)]
+    pub failure: Option<String>,
 }
 
 /// A droplet built from the app's Dockerfile: the droplet blob is the image's `docker save` tar.

@@ -967,6 +967,16 @@ pub enum PushProgress {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// The droplet's `release:` process, run once as a task before the new revision becomes
+    /// current (issue 21): each state it reaches, with the exit code once it ended.
+    Release {
+        task: u64,
+        state: TaskState,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// The last line.
     Result(PushResult),
 }
@@ -993,4 +1003,121 @@ pub struct PushResult {
 pub enum PushStatus {
     Succeeded,
     Failed,
+}
+
+/// Where a one-off task stands (Cloud Foundry v3 tasks). Only `PENDING -> RUNNING ->
+/// SUCCEEDED | FAILED`, or straight to `FAILED` (terminated, node lost); a finished task never
+/// runs again.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TaskState {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl TaskState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Pending => "PENDING",
+            TaskState::Running => "RUNNING",
+            TaskState::Succeeded => "SUCCEEDED",
+            TaskState::Failed => "FAILED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "PENDING" => TaskState::Pending,
+            "RUNNING" => TaskState::Running,
+            "SUCCEEDED" => TaskState::Succeeded,
+            "FAILED" => TaskState::Failed,
+            _ => return None,
+        })
+    }
+
+    /// Succeeded or failed: nothing about it changes any more.
+    pub fn finished(self) -> bool {
+        matches!(self, TaskState::Succeeded | TaskState::Failed)
+    }
+}
+
+impl std::fmt::Display for TaskState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `POST /v1/apps/{name}/tasks`: run `command` once on the app's current droplet.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RunTaskRequest {
+    pub command: String,
+    /// A name for people; default: the task's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Memory (`256M`, `1G`); default: the app's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    /// Disk (`512M`, `1G`); default: the app's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<String>,
+}
+
+/// One task of an app.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TaskInfo {
+    /// The app's sequence number: the id users see (`TASK/<id>` in the logs).
+    pub id: u64,
+    pub name: String,
+    pub command: String,
+    pub state: TaskState,
+    /// The revision whose droplet and env it runs.
+    pub revision: i64,
+    pub memory_mb: u64,
+    pub disk_mb: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    /// Why it failed (`exited with code 3`, `terminated`, `node lost`), or why it waits for a
+    /// node while pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// `release` for a push's release phase, else `task`.
+    pub kind: String,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `POST /v1/apps/{name}/cron`: run `command` as a task on `schedule` (issue 21).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AddCronRequest {
+    /// Five fields (`*/5 * * * *`), or six with seconds first (`*/10 * * * * *`), or `@hourly`.
+    pub schedule: String,
+    pub command: String,
+}
+
+/// One cron entry of an app, with its last and next runs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CronEntry {
+    /// The app's sequence number for entries (what `paas cron NAME remove ID` takes).
+    pub id: u64,
+    pub schedule: String,
+    pub command: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run_at: Option<DateTime<Utc>>,
+    /// The task of the last run (`paas tasks`), and where it stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_task: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_state: Option<TaskState>,
+    pub next_run_at: DateTime<Utc>,
+    pub created_by: String,
 }

@@ -98,6 +98,11 @@ pub enum ErrorCode {
     /// No node took up an ssh session in time, or the instance has no running container
     /// (issue 21).
     SshUnavailable,
+    /// No task of that id in the app (issue 21).
+    TaskNotFound,
+    /// The droplet's `release:` process failed: the deploy stopped and the previous revision
+    /// keeps serving (issue 21).
+    ReleaseFailed,
 }
 
 impl ErrorCode {
@@ -145,6 +150,8 @@ impl ErrorCode {
             ErrorCode::InvalidCertificate => "invalid_certificate",
             ErrorCode::SshDisabled => "ssh_disabled",
             ErrorCode::SshUnavailable => "ssh_unavailable",
+            ErrorCode::TaskNotFound => "task_not_found",
+            ErrorCode::ReleaseFailed => "release_failed",
         }
     }
 
@@ -188,6 +195,8 @@ impl ErrorCode {
             ErrorCode::InvalidCertificate => 400,
             ErrorCode::SshDisabled => 403,
             ErrorCode::SshUnavailable => 503,
+            ErrorCode::TaskNotFound => 404,
+            ErrorCode::ReleaseFailed => 422,
         }
     }
 }

@@ -25,6 +25,9 @@ pub mod labels {
     pub const NODE: &str = "paas.node";
     pub const PROCESS: &str = "paas.process";
     pub const DROPLET: &str = "paas.droplet";
+    /// On a one-off task's container (its task id, the same as [`INSTANCE`]): instance
+    /// reconciliation leaves these alone, the task runner owns them (issue 21).
+    pub const TASK: &str = "paas.task";
     /// On images the platform built from an app's Dockerfile (value [`IMAGE_DROPLET`]): the only
     /// images a node ever removes.
     pub const IMAGE: &str = "paas.image";

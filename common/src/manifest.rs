@@ -125,6 +125,10 @@ pub struct AppManifest {
     pub readiness_health_check_interval: Option<u64>,
     #[serde(default)]
     pub processes: Vec<ProcessManifest>,
+    /// Scheduled tasks (`cron: [{schedule: "*/5 * * * *", command: ...}]`, Dokku's `app.json`
+    /// shape); a platform field. A push adds the ones the app does not have yet.
+    #[serde(default)]
+    pub cron: Vec<CronManifest>,
     /// Labels a node must carry to run the app (`placement-labels: {disk: ssd}`); a platform
     /// field, not Cloud Foundry's. Absent: the app keeps the labels it has.
     #[serde(default, rename = "placement-labels", deserialize_with = "label_map")]
@@ -222,6 +226,26 @@ impl HealthFields {
         };
         (s != HealthCheckSettings::default()).then_some(s)
     }
+}
+
+/// One entry of `cron` (the manifest's, or `app.json`'s as Dokku reads it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct CronManifest {
+    pub schedule: String,
+    pub command: String,
+}
+
+/// The `cron` entries of a Dokku `app.json` (`{"cron": [{"command": .., "schedule": ..}]}`);
+/// other fields are not read.
+pub fn app_json_cron(text: &str) -> Result<Vec<CronManifest>, String> {
+    #[derive(Deserialize)]
+    struct AppJson {
+        #[serde(default)]
+        cron: Vec<CronManifest>,
+    }
+    serde_json::from_str::<AppJson>(text)
+        .map(|a| a.cron)
+        .map_err(|e| format!("app.json: {e}"))
 }
 
 /// One entry of `processes`.
@@ -793,6 +817,30 @@ applications:
         assert_eq!(e.line, Some(5), "{e}");
         let e = err("applications: yes\n");
         assert_eq!(e.line, Some(1), "{e}");
+    }
+
+    #[test]
+    fn cron_entries_from_the_manifest_and_app_json() {
+        let m = parse(
+            "applications:\n- name: a\n  cron:\n  - schedule: \"*/5 * * * *\"\n    command: ./report\n",
+        )
+        .unwrap();
+        assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+        assert_eq!(
+            m.applications[0].cron,
+            vec![CronManifest {
+                schedule: "*/5 * * * *".into(),
+                command: "./report".into()
+            }]
+        );
+        let c = app_json_cron(r#"{"name": "x", "cron": [{"command": "a", "schedule": "@daily"}]}"#)
+            .unwrap();
+        assert_eq!(
+            (c[0].command.as_str(), c[0].schedule.as_str()),
+            ("a", "@daily")
+        );
+        assert!(app_json_cron("{}").unwrap().is_empty());
+        assert!(app_json_cron("not json").is_err());
     }
 
     #[test]

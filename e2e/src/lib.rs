@@ -656,16 +656,24 @@ impl Platform {
                 );
             }
             // Containers of instances on the engine, by app (staging containers carry no
-            // instance label).
+            // instance label; a one-off task's carries `paas.task` and has no row).
             let out = Command::new("docker")
                 .args(["ps", "-a", "--filter"])
                 .arg(format!("label=paas.node={name}"))
                 .args(["--filter", "label=paas.instance"])
-                .args(["--format", "{{.Label \"paas.app\"}}"])
+                .args([
+                    "--format",
+                    "{{.Label \"paas.app\"}} task={{.Label \"paas.task\"}}",
+                ])
                 .output()?;
             let mut on_engine: HashMap<String, u64> = HashMap::new();
-            for app in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                *on_engine.entry(app.to_string()).or_default() += 1;
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                let Some((app, task)) = line.rsplit_once(' ') else {
+                    continue;
+                };
+                if task == "task=" {
+                    *on_engine.entry(app.to_string()).or_default() += 1;
+                }
             }
             let mut apps: Vec<String> = on_engine.keys().cloned().collect();
             apps.extend(

@@ -67,7 +67,10 @@ fn class_of(method: &str, path: &str) -> Option<Class> {
             | "/v1/apps/{name}/env"
             | "/v1/apps/{name}/revisions"
             | "/v1/apps/{name}/routes"
-            | "/v1/apps/{name}/log-drains",
+            | "/v1/apps/{name}/log-drains"
+            | "/v1/apps/{name}/tasks"
+            | "/v1/apps/{name}/tasks/{id}"
+            | "/v1/apps/{name}/cron",
         ) => AppViewer,
         ("delete" | "patch", "/v1/apps/{name}") => AppDeveloper,
         ("patch", "/v1/apps/{name}/env") => AppDeveloper,
@@ -77,7 +80,10 @@ fn class_of(method: &str, path: &str) -> Option<Class> {
             | "/v1/apps/{name}/stop"
             | "/v1/apps/{name}/start"
             | "/v1/apps/{name}/rollback"
-            | "/v1/apps/{name}/instances/{index}/restart",
+            | "/v1/apps/{name}/instances/{index}/restart"
+            | "/v1/apps/{name}/tasks"
+            | "/v1/apps/{name}/tasks/{id}/cancel"
+            | "/v1/apps/{name}/cron",
         ) => AppDeveloper,
         // ssh (issue 21): a WebSocket upgrade, refused like any app change before it.
         ("get", "/v1/apps/{name}/ssh") => AppDeveloper,
@@ -85,6 +91,7 @@ fn class_of(method: &str, path: &str) -> Option<Class> {
         ("put", "/v1/apps/{name}/ssh-enabled") => AppAdmin,
         ("get", "/v1/spaces/{org}/{space}/ssh-allowed") => SpaceReader,
         ("put", "/v1/spaces/{org}/{space}/ssh-allowed") => SpaceAdmin,
+        ("delete", "/v1/apps/{name}/cron/{id}") => AppDeveloper,
         ("post" | "delete", "/v1/apps/{name}/routes" | "/v1/apps/{name}/log-drains") => {
             AppDeveloper
         }

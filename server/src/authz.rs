@@ -287,6 +287,12 @@ fn classify(method: &actix_web::http::Method, path: &str) -> Need {
         // The handlers check the role in that space (read) and admin or org manager (write).
         (["spaces", _, _, "ssh-allowed"], _) if read => Need::Authenticated,
         (["spaces", _, _, "ssh-allowed"], Method::PUT) => Need::Authenticated,
+        (["apps", _, "tasks"] | ["apps", _, "tasks", _], _) if read => Need::App { push: false },
+        (["apps", _, "tasks"], Method::POST) => Need::App { push: false },
+        (["apps", _, "tasks", _, "cancel"], Method::POST) => Need::App { push: false },
+        (["apps", _, "cron"], _) if read => Need::App { push: false },
+        (["apps", _, "cron"], Method::POST) => Need::App { push: false },
+        (["apps", _, "cron", _], Method::DELETE) => Need::App { push: false },
         (["tokens"], Method::GET | Method::POST) => Need::OwnTokens,
         (["tokens", _], Method::DELETE) => Need::OwnTokens,
         (["users"], Method::GET | Method::POST) => Need::Operator,
@@ -988,6 +994,13 @@ mod tests {
             App { push: false }
         );
         assert_eq!(c(Method::PUT, "/v1/apps/web/env"), Unknown);
+        assert_eq!(c(Method::POST, "/v1/apps/web/tasks"), App { push: false });
+        assert_eq!(c(Method::GET, "/v1/apps/web/tasks/3"), App { push: false });
+        assert_eq!(
+            c(Method::POST, "/v1/apps/web/tasks/3/cancel"),
+            App { push: false }
+        );
+        assert_eq!(c(Method::DELETE, "/v1/apps/web/tasks/3"), Unknown);
         assert_eq!(c(Method::POST, "/v1/nodes/n1/drain"), Operator);
         assert_eq!(c(Method::GET, "/v1/nodes"), Authenticated);
         assert_eq!(c(Method::GET, "/v1/nodes/metrics"), Operator);

@@ -389,6 +389,7 @@ impl World {
             }
             node.reported = Some(report);
             let hb = Heartbeat {
+                tasks: Vec::new(),
                 capacity: capacity(),
                 instances: node
                     .containers

@@ -77,7 +77,10 @@ async fn a_relayed_offer_goes_to_its_node_once(store: &dyn Store) {
     let mut got = store.take_ssh_offers("n1").await.unwrap();
     got.sort();
     assert_eq!(got, ["{\"a\":1}", "{\"b\":2}"]);
-    assert!(store.take_ssh_offers("n1").await.unwrap().is_empty(), "taken once");
+    assert!(
+        store.take_ssh_offers("n1").await.unwrap().is_empty(),
+        "taken once"
+    );
     // A withdrawn offer (the client gave up) is never handed out.
     store.delete_ssh_offer("s3").await.unwrap();
     assert!(store.take_ssh_offers("n2").await.unwrap().is_empty());

@@ -21,7 +21,7 @@ pub struct Args {
     /// How many recent lines to print first
     #[arg(long, default_value_t = 100)]
     pub limit: u32,
-    /// Only these sources, comma separated: APP, APP/web/0, STG, RTR, API, CELL
+    /// Only these sources, comma separated: APP, APP/web/0, STG, RTR, API, CELL, TASK, TASK/3
     #[arg(long)]
     pub source: Option<String>,
     /// Only this instance index

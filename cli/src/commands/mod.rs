@@ -5,6 +5,7 @@ pub mod app;
 pub mod apps;
 pub mod base_images;
 pub mod buildpacks;
+pub mod cron;
 pub mod delete;
 pub mod deployment;
 pub mod domains;
@@ -19,6 +20,7 @@ pub mod push;
 pub mod revisions;
 pub mod routes;
 pub mod ssh;
+pub mod tasks;
 pub mod tenancy;
 
 use crate::client::Client;
@@ -147,6 +149,14 @@ pub enum Command {
     Revisions(revisions::Args),
     /// Redeploy an earlier revision's droplet and env as a new revision (default: the previous).
     Rollback(revisions::RollbackArgs),
+    /// Run a one-off task once on the app's current droplet with its env.
+    RunTask(tasks::RunArgs),
+    /// List an app's tasks with their state and exit code.
+    Tasks(tasks::ListArgs),
+    /// Terminate a task that has not ended (it ends FAILED "terminated").
+    TerminateTask(tasks::TerminateArgs),
+    /// List an app's cron entries with their last and next runs, or add or remove one.
+    Cron(cron::Args),
     /// List buildpacks in detection order: the built-ins, then those an operator added.
     Buildpacks(buildpacks::ListArgs),
     /// Add a buildpack (operators): a folder or zip with bin/detect, bin/compile, bin/release.
@@ -223,6 +233,10 @@ pub fn dispatch(cli: Cli, env: &Env) -> anyhow::Result<()> {
         Command::UnsetEnv(args) => env::run_unset(args, &client),
         Command::Revisions(args) => revisions::run(args, &client),
         Command::Rollback(args) => revisions::run_rollback(args, &client),
+        Command::RunTask(args) => tasks::run(args, &client),
+        Command::Tasks(args) => tasks::list(args, &client),
+        Command::TerminateTask(args) => tasks::terminate(args, &client),
+        Command::Cron(args) => cron::run(args, &client),
         Command::Buildpacks(args) => buildpacks::list(args, &client),
         Command::CreateBuildpack(args) => buildpacks::create(args, &client),
         Command::DeleteBuildpack(args) => buildpacks::delete(args, &client),

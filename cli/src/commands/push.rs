@@ -159,6 +159,8 @@ struct Plan {
     name: AppName,
     path: PathBuf,
     settings: PushSettings,
+    /// The manifest's `cron` entries (with the folder's `app.json` ones).
+    cron: Vec<paas_common::manifest::CronManifest>,
 }
 
 pub fn run(args: Args, client: &Client) -> anyhow::Result<()> {
@@ -270,6 +272,7 @@ fn plans(args: &Args) -> anyhow::Result<Vec<Plan>> {
         };
         return Ok(vec![Plan {
             name,
+            cron: app_json_cron(&path)?,
             path,
             settings: flags,
         }]);
@@ -387,10 +390,13 @@ fn plans(args: &Args) -> anyhow::Result<Vec<Plan>> {
                 stack: flags.stack.clone().or_else(|| a.stack.clone()),
                 no_cache: flags.no_cache,
             };
+            let mut cron = a.cron.clone();
+            cron.extend(app_json_cron(&path)?);
             Ok(Plan {
                 name,
                 path,
                 settings,
+                cron,
             })
         })
         .collect()
@@ -404,13 +410,63 @@ fn names(m: &paas_common::manifest::Manifest) -> String {
         .join(", ")
 }
 
+/// The `cron` entries of the folder's Dokku `app.json`, if it has one.
+fn app_json_cron(dir: &Path) -> anyhow::Result<Vec<paas_common::manifest::CronManifest>> {
+    match std::fs::read_to_string(dir.join("app.json")) {
+        Ok(text) => paas_common::manifest::app_json_cron(&text).map_err(anyhow::Error::msg),
+        Err(_) => Ok(Vec::new()),
+    }
+}
+
+/// Adds the declared cron entries the app does not have yet (same schedule and command).
+fn sync_cron(
+    client: &Client,
+    name: &AppName,
+    declared: &[paas_common::manifest::CronManifest],
+) -> anyhow::Result<()> {
+    if declared.is_empty() {
+        return Ok(());
+    }
+    let path = format!("/v1/apps/{}/cron", crate::client::seg(name.as_str()));
+    let have: Vec<paas_common::api::CronEntry> = client.get_json(&path)?;
+    for c in declared {
+        if have
+            .iter()
+            .any(|h| h.schedule == c.schedule.trim() && h.command == c.command.trim())
+        {
+            continue;
+        }
+        let e: paas_common::api::CronEntry = client.post_json(
+            &path,
+            &paas_common::api::AddCronRequest {
+                schedule: c.schedule.clone(),
+                command: c.command.clone(),
+            },
+        )?;
+        println!("Cron {}: {:?} at {:?}", e.id, e.command, e.schedule);
+    }
+    Ok(())
+}
+
 fn push_one(client: &Client, plan: Plan, timeout: Duration) -> anyhow::Result<()> {
-    let started = Instant::now();
     let Plan {
         name,
         path,
-        mut settings,
+        settings,
+        cron,
     } = plan;
+    push_folder(client, &name, path, settings, timeout)?;
+    sync_cron(client, &name, &cron)
+}
+
+fn push_folder(
+    client: &Client,
+    name: &AppName,
+    path: PathBuf,
+    mut settings: PushSettings,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
     archive::check_root(&path)?;
     // Incremental upload: send hashes first, then only the files the server lacks. A server
     // that cannot match (or fails to) just gets everything.
@@ -479,17 +535,17 @@ fn push_one(client: &Client, plan: Plan, timeout: Duration) -> anyhow::Result<()
     let no_start = settings.no_start;
     let pushed = match answer? {
         PushAnswer::Stream(lines) => {
-            return follow_stream(client, &name, *lines, started, timeout, no_start)
+            return follow_stream(client, name, *lines, started, timeout, no_start)
         }
         PushAnswer::Plain(app) => *app,
     };
     if no_start {
-        print_not_started(&name, &pushed);
+        print_not_started(name, &pushed);
         return Ok(());
     }
     // Cell lines (crashes, health) of this push, live while we wait.
     let stop = super::logs::spawn_follow(client, name.as_str(), "CELL", chrono::Utc::now());
-    let result = wait_until_running(client, &name, pushed, started, timeout);
+    let result = wait_until_running(client, name, pushed, started, timeout);
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     result
 }
@@ -611,6 +667,19 @@ fn follow_stream(
                         reason.as_deref()
                     )
                 );
+            }
+            PushProgress::Release {
+                task,
+                state,
+                exit_code,
+                reason,
+            } => {
+                let end = match (exit_code, reason) {
+                    (_, Some(why)) => format!(": {why}"),
+                    (Some(code), None) => format!(" (exit code {code})"),
+                    (None, None) => String::new(),
+                };
+                println!("Release phase (task {task}): {state}{end}");
             }
             PushProgress::Result(result) => break Ok(result),
         }

@@ -114,6 +114,7 @@ pub async fn assignments(
         instances: crate::control::nodes::assignments_for(&ctx, &node.name).await?,
         builds: ctx.builds.for_node(ctx.store.as_ref(), &node.name).await?,
         collected_images: collected_images(&ctx).await?,
+        tasks: crate::control::nodes::task_assignments_for(&ctx, &node.name).await?,
     }))
 }
 
@@ -127,7 +128,11 @@ pub async fn droplet(ctx: Ctx, node: AgentNode, sha: web::Path<String>) -> ApiRe
     let assigned = crate::control::nodes::assignments_for(&ctx, &node.name)
         .await?
         .iter()
-        .any(|a| a.droplet == *sha);
+        .any(|a| a.droplet == *sha)
+        || crate::control::nodes::task_assignments_for(&ctx, &node.name)
+            .await?
+            .iter()
+            .any(|t| t.run.droplet == *sha);
     if !assigned {
         return Err(Error::api(
             ErrorCode::DropletNotFound,
@@ -202,13 +207,20 @@ pub async fn logs(
     let mut lines = Vec::with_capacity(batch.len());
     for l in batch {
         if !app_of.contains_key(l.instance_id) {
-            let app = ctx.store.app_of_instance(l.instance_id, &node.name).await?;
+            let mut app = ctx.store.app_of_instance(l.instance_id, &node.name).await?;
+            if app.is_none() {
+                // A task's lines: its id stands where an instance's would.
+                app = ctx.store.app_of_task(l.instance_id, &node.name).await?;
+            }
             app_of.insert(l.instance_id, app);
         }
         let Some(Some(app)) = app_of.get(l.instance_id) else {
             continue;
         };
-        let source = if l.source == "CELL" || l.source.starts_with("APP/") {
+        let source = if l.source == "CELL"
+            || l.source.starts_with("APP/")
+            || l.source.starts_with("TASK/")
+        {
             l.source
         } else {
             "APP"

@@ -7,6 +7,7 @@ pub(crate) mod auth;
 pub(crate) mod base_images;
 mod buildpacks;
 mod builds;
+mod cron;
 mod domains;
 mod drains;
 mod lifecycle;
@@ -22,6 +23,7 @@ mod resources;
 mod revisions;
 mod routes;
 mod ssh;
+mod tasks;
 mod tenancy;
 
 use actix_web::web;
@@ -106,6 +108,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/apps/{name}/env", web::patch().to(revisions::update_env))
             .route("/apps/{name}/revisions", web::get().to(revisions::list))
             .route("/apps/{name}/rollback", web::post().to(revisions::rollback))
+            .route("/apps/{name}/cron", web::get().to(cron::list))
+            .route("/apps/{name}/cron", web::post().to(cron::add))
+            .route("/apps/{name}/cron/{id}", web::delete().to(cron::remove))
+            .route("/apps/{name}/tasks", web::post().to(tasks::run))
+            .route("/apps/{name}/tasks", web::get().to(tasks::list))
+            .route("/apps/{name}/tasks/{id}", web::get().to(tasks::get))
+            .route(
+                "/apps/{name}/tasks/{id}/cancel",
+                web::post().to(tasks::cancel),
+            )
             .route("/agent/builds/{id}/source", web::get().to(builds::source))
             .route("/agent/builds/{id}/logs", web::post().to(builds::logs))
             .route("/agent/builds/{id}/droplet", web::put().to(builds::droplet))

@@ -9,8 +9,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::{
-    apps, auth, base_images, domains, drains, lifecycle, logs, metrics, nodes, resources,
-    revisions, routes, ssh, tenancy,
+    apps, auth, base_images, cron, domains, drains, lifecycle, logs, metrics, nodes, resources,
+    revisions, routes, ssh, tasks, tenancy,
 };
 
 /// The push form: the zip as `archive`, and the optional settings the handler reads.
@@ -83,6 +83,7 @@ impl Modify for BearerAuth {
         logs::recent, logs::stream,
         lifecycle::update, lifecycle::restart, lifecycle::stop, lifecycle::start, lifecycle::restart_instance, lifecycle::drain,
         revisions::get_env, revisions::update_env, revisions::list, revisions::rollback,
+        tasks::list, tasks::run, tasks::get, tasks::cancel, cron::list, cron::add, cron::remove,
         routes::list, routes::list_for_app, routes::map, routes::unmap,
         domains::list, domains::create, domains::delete, domains::set_certificate,
         tenancy::create_token, tenancy::list_tokens, tenancy::revoke_token,

@@ -60,8 +60,9 @@ pub fn respond(ctx: Ctx, user: AuthUser, prep: Prepared, app_id: String) -> Http
         .streaming(lines)
 }
 
+/// Staging's lines, and a release phase's output (its task's lines) while the push waits for it.
 fn stg_line(progress: &Progress, line: &paas_common::api::LogLine) {
-    if line.source == "STG" {
+    if line.source == "STG" || line.source.starts_with("TASK/") {
         progress.send(PushProgress::Log {
             source: line.source.clone(),
             message: line.message.clone(),

@@ -116,6 +116,10 @@ async fn follow(ctx: &AppCtx) -> StoreResult<bool> {
     for i in ctx.store.list_instances().await? {
         (i.id, i.node_name).hash(&mut h);
     }
+    // Tasks the leader placed or ended change nodes' lists too.
+    for t in ctx.store.active_tasks().await? {
+        (t.id, t.node_name).hash(&mut h);
+    }
     let seen = h.finish();
     let before = ctx
         .leadership
@@ -548,6 +552,10 @@ pub async fn converge_once(ctx: &AppCtx, fence: Option<Fence>) -> StoreResult<bo
     }
 
     let (mut views, mut spreads) = reservations(&nodes, &desired, &instances, &retiring);
+    // Cron runs become tasks first, so this pass places them.
+    super::cron::tick(ctx, writes.fence.as_ref(), apps).await?;
+    let tasks = store.active_tasks().await?;
+    super::tasks::book(&mut views, &tasks);
 
     // Place every unplaced row (new ones and ones that found no node before); instance 0 of
     // every app before further instances, so one app cannot starve another.
@@ -592,6 +600,16 @@ pub async fn converge_once(ctx: &AppCtx, fence: Option<Fence>) -> StoreResult<bo
         }
     }
 
+    changed |= super::tasks::converge(
+        ctx,
+        writes.fence.as_ref(),
+        &nodes,
+        &desired,
+        &tasks,
+        &mut views,
+    )
+    .await?;
+
     // A draining node with nothing left on it is drained.
     for n in nodes.iter().filter(|n| n.state == "draining") {
         if !instances
@@ -621,7 +639,8 @@ pub async fn node_reservations(
     let desired = DesiredState::load(store).await?;
     let instances = store.list_instances().await?;
     let retiring = store.retiring_instances().await?;
-    let (views, _) = reservations(&nodes, &desired, &instances, &retiring);
+    let (mut views, _) = reservations(&nodes, &desired, &instances, &retiring);
+    super::tasks::book(&mut views, &store.active_tasks().await?);
     Ok(views.into_iter().map(|v| (v.name.clone(), v)).collect())
 }
 

@@ -211,6 +211,10 @@ impl DesiredState {
     }
 }
 
+/// The Procfile's release phase (Heroku's contract): run once per push as a task, never as
+/// instances.
+pub const RELEASE_PROCESS: &str = "release";
+
 /// The process types of an app running revision `rev`, `web` first. `declared` are the droplet's
 /// commands per type (Procfile or the buildpack's `bin/release`), `configured` the app's settings
 /// per type (manifest `processes`, `paas scale -p`). `web` takes the app's own instances, memory
@@ -243,25 +247,30 @@ pub fn resolve(
     );
     types.sort_unstable();
     types.dedup();
-    out.extend(types.into_iter().filter(|t| *t != "web").filter_map(|t| {
-        let rec = configured
-            .iter()
-            .find(|p| p.process_type == t)
-            .cloned()
-            .unwrap_or_else(|| ProcessRecord::default_for(t));
-        let command = rec
-            .command
-            .clone()
-            .or_else(|| declared.and_then(|d| d.get(t).cloned()))?;
-        Some(ProcessDesired {
-            process_type: t.to_string(),
-            instances: rec.instances,
-            memory_mb: rec.memory_mb.unwrap_or(app.memory_mb),
-            disk_mb: app.disk_mb,
-            health: rec.health_or_default(),
-            command,
-        })
-    }));
+    out.extend(
+        types
+            .into_iter()
+            .filter(|t| *t != "web" && *t != RELEASE_PROCESS)
+            .filter_map(|t| {
+                let rec = configured
+                    .iter()
+                    .find(|p| p.process_type == t)
+                    .cloned()
+                    .unwrap_or_else(|| ProcessRecord::default_for(t));
+                let command = rec
+                    .command
+                    .clone()
+                    .or_else(|| declared.and_then(|d| d.get(t).cloned()))?;
+                Some(ProcessDesired {
+                    process_type: t.to_string(),
+                    instances: rec.instances,
+                    memory_mb: rec.memory_mb.unwrap_or(app.memory_mb),
+                    disk_mb: app.disk_mb,
+                    health: rec.health_or_default(),
+                    command,
+                })
+            }),
+    );
     out
 }
 

@@ -3,7 +3,9 @@
 //! layer and the API only record intent in the store and wake the loop.
 
 pub mod convergence;
+pub mod cron;
 pub mod desired;
 pub mod lease;
 pub mod nodes;
 pub mod scheduler;
+pub mod tasks;

@@ -33,7 +33,7 @@ pub async fn heartbeat(ctx: &AppCtx, node: &str, hb: &Heartbeat) -> StoreResult<
     if changed {
         crate::router::refresh(ctx).await?;
     }
-    Ok(())
+    super::tasks::heartbeat(ctx, node, &hb.tasks).await
 }
 
 /// The instances assigned to `node`, each with everything its agent needs to run it: what its
@@ -104,8 +104,18 @@ pub async fn assignments_for(ctx: &AppCtx, node: &str) -> StoreResult<Vec<Assign
     Ok(out)
 }
 
+/// The unfinished tasks placed on `node`, resolved like its instances.
+pub async fn task_assignments_for(
+    ctx: &AppCtx,
+    node: &str,
+) -> StoreResult<Vec<paas_common::agent::TaskAssignment>> {
+    let desired = DesiredState::load(ctx.store.as_ref()).await?;
+    let contexts = AppContexts::load(ctx).await?;
+    super::tasks::assignments_for(ctx, node, &desired, &contexts).await
+}
+
 /// What `VCAP_APPLICATION` says about each app: its space and org, its routes.
-struct AppContexts {
+pub(super) struct AppContexts {
     spaces: HashMap<String, crate::store::SpaceRecord>,
     app_space: HashMap<String, String>,
     routes: HashMap<String, Vec<String>>,
@@ -113,7 +123,7 @@ struct AppContexts {
 }
 
 impl AppContexts {
-    async fn load(ctx: &AppCtx) -> StoreResult<Self> {
+    pub(super) async fn load(ctx: &AppCtx) -> StoreResult<Self> {
         let spaces = ctx
             .store
             .list_spaces()
@@ -136,7 +146,7 @@ impl AppContexts {
         })
     }
 
-    fn of(&self, app: &AppRecord, revision: i64) -> AppContext {
+    pub(super) fn of(&self, app: &AppRecord, revision: i64) -> AppContext {
         let space = self
             .app_space
             .get(&app.id)

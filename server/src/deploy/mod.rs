@@ -8,12 +8,14 @@
 //! check or command change) makes the instances of the app *stale*; convergence replaces them
 //! rolling, and a newer change supersedes one still in flight (its unrouted rows go at once).
 
+pub mod cron;
 pub mod domains;
 pub mod lifecycle;
 pub mod push;
 pub mod quota;
 pub mod revisions;
 pub mod staging;
+pub mod tasks;
 
 use paas_common::ErrorCode;
 

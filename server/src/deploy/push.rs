@@ -313,6 +313,24 @@ pub async fn deploy(
         .as_deref()
         .map(super::lifecycle::log_rate_limit)
         .transpose()?;
+    // Heroku's release phase: once, on the new droplet with the new env, before any instance
+    // of it exists; if it fails nothing of this push becomes current.
+    if let Some(release) = declared.get(crate::control::desired::RELEASE_PROCESS) {
+        super::tasks::run_release(
+            ctx,
+            actor,
+            &app,
+            &super::tasks::Release {
+                droplet: &droplet_sha,
+                command: release,
+                env: &env,
+                revision: app.current_revision.unwrap_or(0) + 1,
+            },
+            progress,
+            std::time::Duration::from_secs(ctx.settings.staging_timeout_secs.max(60)),
+        )
+        .await?;
+    }
     // Process types: the droplet's commands first, so no revision runs without them.
     ctx.store
         .set_droplet_processes(&droplet_sha, &declared)

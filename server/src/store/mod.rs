@@ -4,6 +4,7 @@
 //! `PAAS_DATABASE_URL` ([`open`]). A state change and the event that records it are written in one
 //! transaction.
 
+mod cron;
 mod domains;
 mod logfeed;
 mod node_metrics;
@@ -17,6 +18,9 @@ mod stagings;
 
 pub use domains::{DomainRecord, DomainStore, NewCertificate};
 pub use logfeed::{LogFeedStore, LogRun};
+mod tasks;
+
+pub use cron::{CronRecord, CronStore};
 pub use node_metrics::{NodeMetricRow, NodeMetricStore};
 pub use postgres::PgStore;
 pub use quotas::QuotaStore;
@@ -24,6 +28,7 @@ pub use rollups::RollupStore;
 pub use sqlite::SqliteStore;
 pub use ssh::SshStore;
 pub use stagings::{StagingRecord, StagingStore};
+pub use tasks::{NewTask, TaskRecord, TaskStore, KIND_RELEASE, KIND_TASK};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -761,6 +766,8 @@ pub trait Store:
     + LogFeedStore
     + DomainStore
     + SshStore
+    + TaskStore
+    + CronStore
     + LeaseStore
 {
 }
@@ -784,6 +791,8 @@ impl<T> Store for T where
         + LogFeedStore
         + DomainStore
         + SshStore
+        + TaskStore
+        + CronStore
         + LeaseStore
 {
 }
@@ -791,9 +800,10 @@ impl<T> Store for T where
 /// The role traits, for calling store methods on a concrete backend (`dyn Store` needs none).
 pub mod prelude {
     pub use super::{
-        AppStore, AuthStore, BuildStore, DomainStore, EventStore, InstanceStore, LeaseStore,
-        LogFeedStore, LogStore, MetricStore, NodeMetricStore, NodeStore, QuotaStore, RevisionStore,
-        RollupStore, RouteStore, SpaceStore, SshStore, StagingStore, Store,
+        AppStore, AuthStore, BuildStore, CronStore, DomainStore, EventStore, InstanceStore,
+        LeaseStore, LogFeedStore, LogStore, MetricStore, NodeMetricStore, NodeStore, QuotaStore,
+        RevisionStore, RollupStore, RouteStore, SpaceStore, SshStore, StagingStore, Store,
+        TaskStore,
     };
 }
 

@@ -515,7 +515,7 @@ fn lease_from_row(r: &$row) -> StoreResult<Lease> {
 
 /// Refuses the write in `tx` unless `fence` still holds: run inside the write transaction,
 /// after its single-writer lock, so no takeover can commit between the check and the write.
-async fn check_fence(tx: &mut sqlx::Transaction<'static, $db>, f: &Fence) -> StoreResult<()> {
+pub(crate) async fn check_fence(tx: &mut sqlx::Transaction<'static, $db>, f: &Fence) -> StoreResult<()> {
     let sql = format!(
         "SELECT 1 AS held FROM leases WHERE name = $1 AND holder = $2 AND epoch = $3 AND expires_at > {}",
         <$store as Dialect>::NOW_MS
