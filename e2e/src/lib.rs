@@ -417,6 +417,49 @@ impl Platform {
         Ok(res["token"].as_str().context("token")?.to_string())
     }
 
+    /// `GET path` of the dashboard as the admin, logged in through the login form (its CSRF
+    /// cookie and field): (status, HTML).
+    pub fn dashboard_get(&self, path: &str) -> Result<(u16, String)> {
+        let client = reqwest::blocking::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        let base = self.api_url();
+        let cookie = |res: &reqwest::blocking::Response, name: &str| -> Result<String> {
+            let v = res
+                .headers()
+                .get_all("set-cookie")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find(|v| v.starts_with(&format!("{name}=")))
+                .with_context(|| format!("no {name} cookie"))?;
+            Ok(v.split(';').next().unwrap_or_default().to_string())
+        };
+        let form = client.get(format!("{base}/login")).send()?;
+        let csrf_cookie = cookie(&form, "paas_login_csrf")?;
+        let html = form.text()?;
+        let csrf = html
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .context("the login form's csrf field")?
+            .to_string();
+        let res = client
+            .post(format!("{base}/login"))
+            .header("cookie", &csrf_cookie)
+            .form(&[
+                ("username", "admin"),
+                ("password", self.admin_password.as_str()),
+                ("csrf", csrf.as_str()),
+            ])
+            .send()?;
+        let session = cookie(&res, "paas_session")?;
+        let page = client
+            .get(format!("{base}{path}"))
+            .header("cookie", session)
+            .send()?;
+        Ok((page.status().as_u16(), page.text()?))
+    }
+
     /// Runs the real CLI with this platform's home and no inherited PAAS_API/PAAS_TOKEN.
     pub fn cli(&self, args: &[&str]) -> CliOutput {
         self.cli_in(args, None)

@@ -144,6 +144,27 @@ fn tasks_succeed_fail_and_terminate() {
         "{out:?}"
     );
 
+    // The app page lists them with their states and exits.
+    let (status, html) = p.dashboard_get(&format!("/apps/{app}")).unwrap();
+    assert_eq!(status, 200);
+    let table = html
+        .split("id=\"tasks\"")
+        .nth(1)
+        .and_then(|t| t.split("</table>").next())
+        .unwrap_or_else(|| panic!("no task table on the app page:\n{html}"));
+    for want in [
+        "SUCCEEDED",
+        "FAILED",
+        "3: exited with code 3",
+        "terminated",
+        "sleep 300",
+    ] {
+        assert!(
+            table.contains(want),
+            "{want:?} not in the task table:\n{table}"
+        );
+    }
+
     let kinds = event_kinds(&p, &app);
     let count = |k: &str| kinds.iter().filter(|(kind, _)| kind == k).count();
     assert_eq!(count("task.create"), 3, "{kinds:?}");

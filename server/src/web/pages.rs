@@ -361,6 +361,27 @@ pub struct LogRow {
     pub message: String,
 }
 
+/// A one-off task (or release phase) on the app page (issue 21).
+pub struct TaskRow {
+    pub id: u64,
+    pub name: String,
+    pub kind: String,
+    pub command: String,
+    pub state: String,
+    pub exit: String,
+    pub node: String,
+    pub created: String,
+}
+
+/// A cron entry on the app page, with its last and next runs.
+pub struct CronRow {
+    pub id: u64,
+    pub schedule: String,
+    pub command: String,
+    pub last: String,
+    pub next: String,
+}
+
 #[derive(Template)]
 #[template(path = "app.html")]
 struct AppPage {
@@ -372,6 +393,9 @@ struct AppPage {
     instances: Vec<InstanceRow>,
     events: Vec<EventRow>,
     logs: Vec<LogRow>,
+    /// The newest tasks first (at most 20), and the cron entries.
+    tasks: Vec<TaskRow>,
+    crons: Vec<CronRow>,
     can_write: bool,
     /// The charts, drawn on the server (`web::charts`).
     charts: String,
@@ -613,8 +637,44 @@ pub async fn app(
                 message: l.message,
             })
             .collect();
+        let mut tasks = ctx.store.app_tasks(&app.id).await?;
+        tasks.sort_by_key(|t| std::cmp::Reverse(t.sequence));
+        let tasks = tasks
+            .into_iter()
+            .take(20)
+            .map(|t| TaskRow {
+                id: t.sequence,
+                name: t.name,
+                kind: t.kind,
+                command: t.command,
+                state: t.state.as_str().to_string(),
+                exit: match (t.exit_code, t.reason) {
+                    (Some(c), Some(r)) => format!("{c}: {r}"),
+                    (Some(c), None) => c.to_string(),
+                    (None, Some(r)) => r,
+                    (None, None) => String::new(),
+                },
+                node: t.node_name.unwrap_or_default(),
+                created: ago(t.created_at, now),
+            })
+            .collect();
+        let crons = ctx
+            .store
+            .app_crons(&app.id)
+            .await?
+            .into_iter()
+            .map(|c| CronRow {
+                id: c.sequence,
+                schedule: c.schedule,
+                command: c.command,
+                last: c.last_run_at.map_or("never".into(), |t| ago(t, now)),
+                next: c.next_run_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+            })
+            .collect();
         Ok(AppPage {
             layout: Layout::of(&s, "apps"),
+            tasks,
+            crons,
             command: rev.as_ref().map(|r| r.command.clone()).unwrap_or_default(),
             detected: rev.as_ref().map(|r| r.detected.clone()).unwrap_or_default(),
             app: AppRow {
