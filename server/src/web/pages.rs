@@ -1034,6 +1034,23 @@ mod tests {
             },
             command: "python3 app.py".into(),
             detected: "python".into(),
+            tasks: vec![TaskRow {
+                id: 4,
+                name: "migrate".into(),
+                kind: "release".into(),
+                command: "python3 manage.py migrate".into(),
+                state: "FAILED".into(),
+                exit: "7: exited with code 7".into(),
+                node: "n1".into(),
+                created: "2m".into(),
+            }],
+            crons: vec![CronRow {
+                id: 1,
+                schedule: "*/5 * * * *".into(),
+                command: "python3 report.py".into(),
+                last: "never".into(),
+                next: "2026-12-06 16:00:00 UTC".into(),
+            }],
             processes: vec![
                 row("web", "python3 app.py", 2, 2, "http /health"),
                 row("worker", "python3 <work>.py", 0, 1, "process"),
@@ -1052,6 +1069,13 @@ mod tests {
             "{html}"
         );
         assert!(html.contains("2/2 running</td><td>128M</td><td>http /health</td>"));
+        // Tasks with their state and exit; the release phase says what it is; cron's next run.
+        assert!(
+            html.contains("migrate <span class=\"muted\">(release phase)</span>"),
+            "{html}"
+        );
+        assert!(html.contains("<span class=\"state state-failed\">FAILED</span></td><td>7: exited with code 7</td>"), "{html}");
+        assert!(html.contains("<td><code>*/5 * * * *</code></td><td><code>python3 report.py</code></td><td>never</td><td>2026-12-06 16:00:00 UTC</td>"), "{html}");
     }
 
     #[test]
