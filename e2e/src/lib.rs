@@ -1092,6 +1092,58 @@ impl Drop for StandaloneRouter {
     }
 }
 
+/// A space `ORG/NAME` made by the admin.
+pub fn create_space(p: &Platform, admin: &str, space: &str) {
+    let (org, name) = space.split_once('/').expect("ORG/NAME");
+    let (s, b) = call(
+        p,
+        admin,
+        reqwest::Method::POST,
+        "/v1/spaces",
+        Some(serde_json::json!({"org": org, "name": name})),
+        None,
+    );
+    assert_eq!(s, 201, "{b}");
+}
+
+/// A new user (named `prefix-…`) given `role` (a body of `PUT /v1/users/{name}/roles`, e.g.
+/// `{"space": "o/s", "role": "developer"}`), logged in: (name, token, the roles answer).
+pub fn user_with_role(
+    p: &Platform,
+    admin: &str,
+    prefix: &str,
+    role: serde_json::Value,
+) -> (String, String, serde_json::Value) {
+    let user = unique(prefix);
+    let (s, b) = call(
+        p,
+        admin,
+        reqwest::Method::POST,
+        "/v1/users",
+        Some(serde_json::json!({"username": user, "password": "password-123"})),
+        None,
+    );
+    assert_eq!(s, 201, "{b}");
+    let (s, roles) = call(
+        p,
+        admin,
+        reqwest::Method::PUT,
+        &format!("/v1/users/{user}/roles"),
+        Some(role),
+        None,
+    );
+    assert_eq!(s, 200, "{roles}");
+    let res: serde_json::Value = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/auth/login", p.api_url()))
+        .json(&serde_json::json!({"username": user, "password": "password-123"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let token = res["token"].as_str().expect("a token").to_string();
+    (user, token, roles)
+}
+
 /// A REST call as `token` with an optional target space; answers the status and the JSON body.
 pub fn call(
     p: &Platform,

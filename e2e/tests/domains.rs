@@ -4,7 +4,10 @@
 //! `routes:`, `random-route` and `no-route` shape an app's routes on push; a route can redirect
 //! plain HTTP to HTTPS and send HSTS.
 
-use paas_e2e::{call, unique, wait_for, zip_of, Options, Platform, StandaloneRouter};
+use paas_e2e::{
+    call, create_space, unique, user_with_role, wait_for, zip_of, Options, Platform,
+    StandaloneRouter,
+};
 use reqwest::Method;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -26,43 +29,10 @@ fn tenants(p: Platform) -> Tenants {
     let mut out = Vec::new();
     for prefix in ["mine", "theirs"] {
         let space = format!("{}/prod", unique(prefix));
-        let (org, name) = space.split_once('/').unwrap();
-        let (s, b) = call(
-            &p,
-            &admin,
-            Method::POST,
-            "/v1/spaces",
-            Some(serde_json::json!({"org": org, "name": name})),
-            None,
-        );
-        assert_eq!(s, 201, "{b}");
-        let user = unique("dev");
-        let (s, b) = call(
-            &p,
-            &admin,
-            Method::POST,
-            "/v1/users",
-            Some(serde_json::json!({"username": user, "password": "password-123"})),
-            None,
-        );
-        assert_eq!(s, 201, "{b}");
-        let (s, b) = call(
-            &p,
-            &admin,
-            Method::PUT,
-            &format!("/v1/users/{user}/roles"),
-            Some(serde_json::json!({"space": space, "role": "developer"})),
-            None,
-        );
-        assert_eq!(s, 200, "{b}");
-        let res: serde_json::Value = reqwest::blocking::Client::new()
-            .post(format!("{}/v1/auth/login", p.api_url()))
-            .json(&serde_json::json!({"username": user, "password": "password-123"}))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        out.push((space, res["token"].as_str().unwrap().to_string()));
+        create_space(&p, &admin, &space);
+        let role = serde_json::json!({"space": space, "role": "developer"});
+        let (_, token, _) = user_with_role(&p, &admin, "dev", role);
+        out.push((space, token));
     }
     let (theirs, them) = out.pop().unwrap();
     let (mine, me) = out.pop().unwrap();
@@ -146,33 +116,9 @@ fn private_domains_belong_to_their_space() {
     assert_eq!((s, code(&b)), (409, Some("domain_not_owned")), "{b}");
 
     // A viewer of the owning space sees the domain but may not change it.
-    let viewer = unique("viewer");
-    let (s, b) = call(
-        &t.p,
-        &t.admin,
-        Method::POST,
-        "/v1/users",
-        Some(serde_json::json!({"username": viewer, "password": "password-123"})),
-        None,
-    );
-    assert_eq!(s, 201, "{b}");
-    let (s, b) = call(
-        &t.p,
-        &t.admin,
-        Method::PUT,
-        &format!("/v1/users/{viewer}/roles"),
-        Some(serde_json::json!({"space": t.mine, "role": "viewer"})),
-        None,
-    );
-    assert_eq!(s, 200, "{b}");
-    let viewer_token: serde_json::Value = reqwest::blocking::Client::new()
-        .post(format!("{}/v1/auth/login", t.p.api_url()))
-        .json(&serde_json::json!({"username": viewer, "password": "password-123"}))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let viewer_token = viewer_token["token"].as_str().unwrap();
+    let role = serde_json::json!({"space": t.mine, "role": "viewer"});
+    let (_, viewer_token, _) = user_with_role(&t.p, &t.admin, "viewer", role);
+    let viewer_token = viewer_token.as_str();
     let (_, list) = call(&t.p, viewer_token, Method::GET, "/v1/domains", None, None);
     assert!(list.to_string().contains(&domain), "{list}");
     let (s, b) = call(

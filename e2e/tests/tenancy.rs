@@ -1,7 +1,9 @@
 //! Tenancy, roles and CI tokens against the real server and CLI: each row of issue 7's access
 //! checklist is an assertion here. No agent is needed: pushes are accepted (and stay pending).
 
-use paas_e2e::{call, example, unique, wait_for, zip_of, Options, Platform};
+use paas_e2e::{
+    call, create_space, example, unique, user_with_role, wait_for, zip_of, Options, Platform,
+};
 use std::path::Path;
 use std::time::Duration;
 
@@ -385,50 +387,15 @@ struct Tenants {
 }
 
 fn tenants() -> Tenants {
-    use reqwest::Method;
     let p = Platform::start_server(Options::default()).expect("server");
     let admin = p.admin_token().unwrap();
     let victim_space = format!("{}/prod", unique("victim"));
     let attacker_space = format!("{}/dev", unique("attacker"));
     let mut tokens = Vec::new();
     for space in [&victim_space, &attacker_space] {
-        let (org, name) = space.split_once('/').unwrap();
-        let (s, b) = call(
-            &p,
-            &admin,
-            Method::POST,
-            "/v1/spaces",
-            Some(serde_json::json!({"org": org, "name": name})),
-            None,
-        );
-        assert_eq!(s, 201, "{b}");
-        let user = unique("dev");
-        let (s, b) = call(
-            &p,
-            &admin,
-            Method::POST,
-            "/v1/users",
-            Some(serde_json::json!({"username": user, "password": "password-123"})),
-            None,
-        );
-        assert_eq!(s, 201, "{b}");
-        let (s, b) = call(
-            &p,
-            &admin,
-            Method::PUT,
-            &format!("/v1/users/{user}/roles"),
-            Some(serde_json::json!({"space": space, "role": "developer"})),
-            None,
-        );
-        assert_eq!(s, 200, "{b}");
-        let res: serde_json::Value = reqwest::blocking::Client::new()
-            .post(format!("{}/v1/auth/login", p.api_url()))
-            .json(&serde_json::json!({"username": user, "password": "password-123"}))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        tokens.push(res["token"].as_str().unwrap().to_string());
+        create_space(&p, &admin, space);
+        let role = serde_json::json!({"space": space, "role": "developer"});
+        tokens.push(user_with_role(&p, &admin, "dev", role).1);
     }
     let attacker = tokens.pop().unwrap();
     let victim = tokens.pop().unwrap();
@@ -1180,34 +1147,14 @@ fn org_managers_run_their_org_and_nothing_else() {
     let (other_org, _) = t.attacker_space.split_once('/').unwrap();
     let mut users = Vec::new();
     for role in ["manager", "auditor"] {
-        let user = unique(role);
-        let (s, b) = call(
+        let (user, token, roles) = user_with_role(
             &t.p,
             &t.admin,
-            Method::POST,
-            "/v1/users",
-            Some(serde_json::json!({"username": user, "password": "password-123"})),
-            None,
+            role,
+            serde_json::json!({"org": org, "role": role}),
         );
-        assert_eq!(s, 201, "{b}");
-        let (s, b) = call(
-            &t.p,
-            &t.admin,
-            Method::PUT,
-            &format!("/v1/users/{user}/roles"),
-            Some(serde_json::json!({"org": org, "role": role})),
-            None,
-        );
-        assert_eq!(s, 200, "{b}");
-        assert_eq!(b["org_roles"][0]["role"], role, "{b}");
-        let res: serde_json::Value = reqwest::blocking::Client::new()
-            .post(format!("{}/v1/auth/login", t.p.api_url()))
-            .json(&serde_json::json!({"username": user, "password": "password-123"}))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        users.push((user, res["token"].as_str().unwrap().to_string()));
+        assert_eq!(roles["org_roles"][0]["role"], role, "{roles}");
+        users.push((user, token));
     }
     let (manager, auditor) = (&users[0].1, &users[1].1);
     let auditor_name = users[1].0.clone();
