@@ -141,10 +141,18 @@ async fn pump(
     filter: LogQuery,
     tx: mpsc::Sender<Bytes>,
 ) {
-    // The live feed began before `recent` was read: a line in both is sent once. Not an id
-    // bound: with several controllers, a line another one received comes once stored, after
-    // newer ids of this one's.
-    let mut sent: std::collections::HashSet<i64> = recent.iter().map(|l| l.id).collect();
+    // The live feed began before `recent` was read, so it may repeat lines of it, and hold
+    // lines older than the newest `limit` that `recent` left out on purpose: one controller
+    // drops every live line up to the last one sent. With several, a line another controller
+    // received comes once stored, after newer ids of this one's, so only the lines `recent`
+    // sent are dropped.
+    let shared = ctx.store.shared();
+    let last = recent.last().map_or(0, |l| l.id);
+    let mut sent: std::collections::HashSet<i64> = if shared {
+        recent.iter().map(|l| l.id).collect()
+    } else {
+        Default::default()
+    };
     let mut out = b": paas log stream\n\n".to_vec();
     for l in &recent {
         frame(&mut out, l);
@@ -163,7 +171,8 @@ async fn pump(
                 while let Some(r) = next.take() {
                     match r {
                         Ok(l) => {
-                            if !sent.remove(&l.id) && filter.matches(&l) {
+                            let repeat = if shared { sent.remove(&l.id) } else { l.id <= last };
+                            if !repeat && filter.matches(&l) {
                                 frame(&mut out, &l);
                             }
                         }
