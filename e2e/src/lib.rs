@@ -815,6 +815,25 @@ pub fn example(name: &str) -> PathBuf {
 }
 
 /// Builds a zip in memory from (name, bytes, unix mode) entries, for hostile-input tests.
+/// A zip of the files directly in `dir` (mode 0644), as the CLI would upload them.
+pub fn zip_dir(dir: &Path) -> Vec<u8> {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            files.push((
+                e.file_name().to_string_lossy().to_string(),
+                std::fs::read(e.path()).unwrap(),
+            ));
+        }
+    }
+    let entries: Vec<(&str, &[u8], u32)> = files
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.as_slice(), 0o644))
+        .collect();
+    zip_of(&entries)
+}
+
 pub fn zip_of(entries: &[(&str, &[u8], u32)]) -> Vec<u8> {
     use std::io::Write;
     let mut buf = std::io::Cursor::new(Vec::new());

@@ -8,7 +8,7 @@
 //! over: a scale through it is placed, reached and served, with every instance placed once.
 
 use paas_e2e::{
-    example, unique, wait_for, Controller, Options, PgDatabase, Platform, S3Server,
+    example, unique, wait_for, zip_dir, Controller, Options, PgDatabase, Platform, S3Server,
     StandaloneRouter,
 };
 use serde_json::Value;
@@ -98,23 +98,6 @@ fn streamed_push(base: &str, token: &str, app: &str, zip: Vec<u8>) -> Vec<Value>
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(&l).unwrap())
         .collect()
-}
-
-fn zip_dir(dir: &std::path::Path) -> Vec<u8> {
-    let mut entries = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        if e.path().is_file() {
-            entries.push((
-                e.file_name().to_string_lossy().to_string(),
-                std::fs::read(e.path()).unwrap(),
-            ));
-        }
-    }
-    let refs: Vec<(&str, &[u8], u32)> = entries
-        .iter()
-        .map(|(n, b)| (n.as_str(), b.as_slice(), 0o644))
-        .collect();
-    paas_e2e::zip_of(&refs)
 }
 
 /// (index, node, address) of the app's running instances as `base` shows them, once `n` run.

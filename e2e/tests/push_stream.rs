@@ -2,7 +2,7 @@
 //! and ends with a `result` line that tells success from failure; errors found before the stream
 //! starts stay ordinary 4xx JSON.
 
-use paas_e2e::{example, unique, zip_of, Options, Platform};
+use paas_e2e::{example, unique, zip_dir, zip_of, Options, Platform};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::time::Instant;
@@ -43,24 +43,6 @@ fn stream_push(
         lines.push((started.elapsed().as_secs_f64(), v));
     }
     (status, ctype, lines)
-}
-
-fn zip_dir(dir: &std::path::Path) -> Vec<u8> {
-    let mut files = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_file() {
-            files.push((
-                e.file_name().to_string_lossy().to_string(),
-                std::fs::read(e.path()).unwrap(),
-            ));
-        }
-    }
-    let entries: Vec<(&str, &[u8], u32)> = files
-        .iter()
-        .map(|(n, d)| (n.as_str(), d.as_slice(), 0o644))
-        .collect();
-    zip_of(&entries)
 }
 
 fn kinds(lines: &[(f64, Value)]) -> Vec<String> {

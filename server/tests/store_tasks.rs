@@ -47,8 +47,8 @@ fn report(id: &str, exit_code: Option<i64>) -> TaskReport {
     }
 }
 
-async fn tasks_are_numbered_placed_once_and_end_once(store: &dyn Store) {
-    let now = Utc::now();
+/// App `app-1` ("web") in the default space, which both tests' rows belong to.
+async fn create_app(store: &dyn Store, now: chrono::DateTime<Utc>) {
     let space = store
         .space("default", "default", true)
         .await
@@ -73,6 +73,11 @@ async fn tasks_are_numbered_placed_once_and_end_once(store: &dyn Store) {
         )
         .await
         .unwrap();
+}
+
+async fn tasks_are_numbered_placed_once_and_end_once(store: &dyn Store) {
+    let now = Utc::now();
+    create_app(store, now).await;
 
     let a = store
         .create_task(&new_task("echo a"), &ev("task.create"))
@@ -209,30 +214,7 @@ async fn tasks_are_numbered_placed_once_and_end_once(store: &dyn Store) {
 
 async fn cron_entries_are_due_recorded_and_never_renumbered(store: &dyn Store) {
     let now = Utc::now();
-    let space = store
-        .space("default", "default", true)
-        .await
-        .unwrap()
-        .unwrap();
-    store
-        .create_app(
-            &AppRecord {
-                id: "app-1".into(),
-                name: "web".into(),
-                state: AppState::Started,
-                desired_instances: 1,
-                memory_mb: 128,
-                disk_mb: 256,
-                current_revision: None,
-                created_at: now,
-                updated_at: now,
-                space_id: space.id.clone(),
-                host: None,
-            },
-            &ev("app.create"),
-        )
-        .await
-        .unwrap();
+    create_app(store, now).await;
     let soon = now + chrono::Duration::seconds(1);
     let later = now + chrono::Duration::hours(1);
     let a = store
