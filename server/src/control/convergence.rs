@@ -93,17 +93,25 @@ async fn builds_seen_changed(ctx: &AppCtx) -> StoreResult<bool> {
         // One controller: every change to a build bumps where it happens.
         return Ok(false);
     }
-    use std::hash::{Hash, Hasher};
+    let builds = ctx.store.stagings_in_flight(None).await?;
+    Ok(seen_changed(
+        &ctx.leadership.builds_seen,
+        builds.into_iter().map(|s| (s.build_id, s.node)),
+    ))
+}
+
+/// Records a hash of `items` in `seen`; whether it differs from the one recorded before.
+fn seen_changed<T: std::hash::Hash>(
+    seen: &std::sync::atomic::AtomicU64,
+    items: impl IntoIterator<Item = T>,
+) -> bool {
+    use std::hash::Hasher;
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    for s in ctx.store.stagings_in_flight(None).await? {
-        (s.build_id, s.node).hash(&mut h);
+    for i in items {
+        i.hash(&mut h);
     }
-    let seen = h.finish();
-    let before = ctx
-        .leadership
-        .builds_seen
-        .swap(seen, std::sync::atomic::Ordering::Relaxed);
-    Ok(before != seen)
+    let now = h.finish();
+    seen.swap(now, std::sync::atomic::Ordering::Relaxed) != now
 }
 
 /// A follower's tick: the route table and the agents follow the placements the leader writes.
@@ -111,25 +119,21 @@ async fn follow(ctx: &AppCtx) -> StoreResult<bool> {
     if let Err(e) = crate::router::refresh(ctx).await {
         tracing::warn!(error = %e, "route table refresh failed");
     }
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for i in ctx.store.list_instances().await? {
-        (i.id, i.node_name).hash(&mut h);
-    }
+    let instances = ctx.store.list_instances().await?;
     // Tasks the leader placed or ended change nodes' lists too.
-    for t in ctx.store.active_tasks().await? {
-        (t.id, t.node_name).hash(&mut h);
-    }
-    let seen = h.finish();
-    let before = ctx
-        .leadership
-        .placements_seen
-        .swap(seen, std::sync::atomic::Ordering::Relaxed);
+    let tasks = ctx.store.active_tasks().await?;
+    let placed = seen_changed(
+        &ctx.leadership.placements_seen,
+        instances
+            .into_iter()
+            .map(|i| (i.id, i.node_name))
+            .chain(tasks.into_iter().map(|t| (t.id, t.node_name))),
+    );
     let builds_changed = builds_seen_changed(ctx).await?;
-    if before != seen || builds_changed {
+    if placed || builds_changed {
         ctx.bump_assignments();
     }
-    Ok(before != seen)
+    Ok(placed)
 }
 
 /// The scheduler's writes: fenced by the lease when there is one (several controllers), plain
