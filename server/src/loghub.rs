@@ -154,12 +154,15 @@ impl LogHub {
         // order and storage order the same.
         let mut st = self.state.lock().await;
         let st = &mut *st;
-        // Several controllers share one id counter; alone, this one counts by itself. A
-        // database that cannot be reached stores nothing either: count on from the last id.
-        match self.store.reserve_log_ids(lines.len() as i64).await {
-            Ok(Some(first)) => st.next_id = first,
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot reserve log ids"),
+        // Several controllers share one id counter; alone, this one counts by itself (no call
+        // on the hot path). A database that cannot be reached stores nothing either: count on
+        // from the last id.
+        if self.store.shared() {
+            match self.store.reserve_log_ids(lines.len() as i64).await {
+                Ok(Some(first)) => st.next_id = first,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot reserve log ids"),
+            }
         }
         let mut bytes = 0u64;
         let memory_lines = self.settings.memory_lines.max(1);
@@ -365,9 +368,13 @@ async fn store_lines(
         match store.append_logs(&lines).await {
             Ok(()) => {
                 counters.lines_stored.fetch_add(n, Ordering::Relaxed);
-                let runs = crate::store::LogRun::of(lines.iter().map(|(a, l)| (a.as_str(), l.id)));
-                if let Err(e) = store.announce_logs(&runs).await {
-                    tracing::warn!(error = %e, "cannot announce stored log lines");
+                // Only other controllers listen: alone, the runs are not even worked out.
+                if store.shared() {
+                    let runs =
+                        crate::store::LogRun::of(lines.iter().map(|(a, l)| (a.as_str(), l.id)));
+                    if let Err(e) = store.announce_logs(&runs).await {
+                        tracing::warn!(error = %e, "cannot announce stored log lines");
+                    }
                 }
                 break;
             }
