@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod resources;
 pub mod router;
 pub mod secrets;
+pub mod services;
 pub mod ssh;
 pub mod staging;
 pub mod startup;
