@@ -1121,3 +1121,55 @@ pub struct CronEntry {
     pub next_run_at: DateTime<Utc>,
     pub created_by: String,
 }
+
+/// `PUT /v1/apps/{name}/autoscale`: scale the app's `web` instances on load (issue 23). Each
+/// rule given proposes a count; the largest wins, clamped to `[min_instances, max_instances]`
+/// and to the space's quota. With no rule given, `cpu_percent` 70 applies.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AutoscaleRequest {
+    pub min_instances: u32,
+    pub max_instances: u32,
+    /// Target mean CPU per instance, in percent of one core.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<u32>,
+    /// Target requests per second per instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rps_per_instance: Option<u32>,
+    /// Target p99 latency: above it, one more instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99_ms: Option<u32>,
+    /// Least time between two scale-outs (default 60 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_out_cooldown_secs: Option<u32>,
+    /// Least time after any scaling before a scale-in (default 300 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_in_cooldown_secs: Option<u32>,
+}
+
+/// An app's autoscaling policy with what the autoscaler last did.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AutoscaleStatus {
+    pub min_instances: u32,
+    pub max_instances: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rps_per_instance: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99_ms: Option<u32>,
+    pub scale_out_cooldown_secs: u32,
+    pub scale_in_cooldown_secs: u32,
+    /// The app's desired `web` instances now.
+    pub instances: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_out_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_in_at: Option<DateTime<Utc>>,
+    /// The last decision that changed the count, with its reason (as its `app.autoscale` event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_decision: Option<String>,
+    pub updated_by: String,
+    pub updated_at: DateTime<Utc>,
+}

@@ -293,6 +293,8 @@ fn classify(method: &actix_web::http::Method, path: &str) -> Need {
         (["apps", _, "cron"], _) if read => Need::App { push: false },
         (["apps", _, "cron"], Method::POST) => Need::App { push: false },
         (["apps", _, "cron", _], Method::DELETE) => Need::App { push: false },
+        (["apps", _, "autoscale"], _) if read => Need::App { push: false },
+        (["apps", _, "autoscale"], Method::PUT | Method::DELETE) => Need::App { push: false },
         (["tokens"], Method::GET | Method::POST) => Need::OwnTokens,
         (["tokens", _], Method::DELETE) => Need::OwnTokens,
         (["users"], Method::GET | Method::POST) => Need::Operator,

@@ -127,6 +127,14 @@ pub struct Settings {
     /// (`PAAS_ROUTER_DRAIN_SECS`).
     #[serde(default = "default_router_drain_secs")]
     pub router_drain_secs: u64,
+    /// How often the leader's autoscaler looks at apps with a policy
+    /// (`PAAS_AUTOSCALE_INTERVAL_SECS`, default 5).
+    #[serde(default = "default_autoscale_interval_secs")]
+    pub autoscale_interval_secs: u64,
+    /// The metric window the autoscaler reads (`PAAS_AUTOSCALE_WINDOW_SECS`, default 30): the
+    /// mean requests per second and the highest p99 of the 10 s intervals closed in it.
+    #[serde(default = "default_autoscale_window_secs")]
+    pub autoscale_window_secs: u64,
     /// Standalone router (`paas-server router`) only: the controller to follow, or several,
     /// comma-separated (the first that answers is followed).
     #[serde(default = "default_controller")]
@@ -215,6 +223,14 @@ fn default_router_drain_secs() -> u64 {
     10
 }
 
+fn default_autoscale_interval_secs() -> u64 {
+    5
+}
+
+fn default_autoscale_window_secs() -> u64 {
+    30
+}
+
 fn default_router_wait_ms() -> u64 {
     5000
 }
@@ -276,6 +292,8 @@ impl Default for Settings {
             router_balance: crate::router::Balance::default(),
             router_threads: 0,
             router_drain_secs: default_router_drain_secs(),
+            autoscale_interval_secs: default_autoscale_interval_secs(),
+            autoscale_window_secs: default_autoscale_window_secs(),
             controller: default_controller(),
             join_token: None,
             join_token_file: None,

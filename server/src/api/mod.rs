@@ -7,6 +7,7 @@ pub(crate) mod auth;
 pub(crate) mod base_images;
 mod buildpacks;
 mod builds;
+mod autoscale;
 mod cron;
 mod domains;
 mod drains;
@@ -111,6 +112,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/apps/{name}/cron", web::get().to(cron::list))
             .route("/apps/{name}/cron", web::post().to(cron::add))
             .route("/apps/{name}/cron/{id}", web::delete().to(cron::remove))
+            .route("/apps/{name}/autoscale", web::get().to(autoscale::get))
+            .route("/apps/{name}/autoscale", web::put().to(autoscale::set))
+            .route("/apps/{name}/autoscale", web::delete().to(autoscale::remove))
             .route("/apps/{name}/tasks", web::post().to(tasks::run))
             .route("/apps/{name}/tasks", web::get().to(tasks::list))
             .route("/apps/{name}/tasks/{id}", web::get().to(tasks::get))

@@ -186,3 +186,48 @@ pub fn describe(q: &SpaceQuota) -> String {
         one(q.routes, "")
     )
 }
+
+/// The most `web` instances `app` may have under its space's quota, everything else in the
+/// space as it is (`None`: no instance or memory limit), with the limit that binds as people
+/// read it (`instance quota 2`). The autoscaler never asks for more.
+pub async fn web_instances_allowed(
+    ctx: &AppCtx,
+    app: &AppRecord,
+) -> StoreResult<Option<(u32, String)>> {
+    let quota = ctx.store.space_quota(&app.space_id).await?;
+    if quota.instances.is_none() && quota.memory_mb.is_none() {
+        return Ok(None);
+    }
+    let (used, each) = usage(ctx, &app.space_id).await?;
+    let mine = each
+        .iter()
+        .find(|(id, _)| *id == app.id)
+        .map(|(_, f)| *f)
+        .unwrap_or_default();
+    let mut started = app.clone();
+    started.state = AppState::Started;
+    // What the app uses besides its web instances, then what the rest of the space uses.
+    let without_web = footprint_with(ctx, &started, Some(("web", Some(0), None))).await?;
+    let others_instances = used.instances.saturating_sub(mine.instances) + without_web.instances;
+    let others_memory = used.memory_mb.saturating_sub(mine.memory_mb) + without_web.memory_mb;
+    let mut best: Option<(u32, String)> = None;
+    let mut consider = |n: u64, why: String| {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        if best.as_ref().is_none_or(|b| n < b.0) {
+            best = Some((n, why));
+        }
+    };
+    if let Some(limit) = quota.instances {
+        consider(
+            limit.saturating_sub(others_instances),
+            format!("instance quota {limit}"),
+        );
+    }
+    if let (Some(limit), true) = (quota.memory_mb, app.memory_mb > 0) {
+        consider(
+            limit.saturating_sub(others_memory) / app.memory_mb,
+            format!("memory quota {limit} MB"),
+        );
+    }
+    Ok(best)
+}

@@ -4,6 +4,7 @@
 //! `PAAS_DATABASE_URL` ([`open`]). A state change and the event that records it are written in one
 //! transaction.
 
+mod autoscale;
 mod cron;
 mod domains;
 mod logfeed;
@@ -20,6 +21,7 @@ pub use domains::{DomainRecord, DomainStore, NewCertificate};
 pub use logfeed::{LogFeedStore, LogRun};
 mod tasks;
 
+pub use autoscale::{AutoscaleRecord, AutoscaleStore, ScaleDirection};
 pub use cron::{CronRecord, CronStore};
 pub use node_metrics::{NodeMetricRow, NodeMetricStore};
 pub use postgres::PgStore;
@@ -768,6 +770,7 @@ pub trait Store:
     + SshStore
     + TaskStore
     + CronStore
+    + AutoscaleStore
     + LeaseStore
 {
 }
@@ -793,6 +796,7 @@ impl<T> Store for T where
         + SshStore
         + TaskStore
         + CronStore
+        + AutoscaleStore
         + LeaseStore
 {
 }
@@ -800,7 +804,7 @@ impl<T> Store for T where
 /// The role traits, for calling store methods on a concrete backend (`dyn Store` needs none).
 pub mod prelude {
     pub use super::{
-        AppStore, AuthStore, BuildStore, CronStore, DomainStore, EventStore, InstanceStore,
+        AppStore, AuthStore, AutoscaleStore, BuildStore, CronStore, DomainStore, EventStore, InstanceStore,
         LeaseStore, LogFeedStore, LogStore, MetricStore, NodeMetricStore, NodeStore, QuotaStore,
         RevisionStore, RollupStore, RouteStore, SpaceStore, SshStore, StagingStore, Store,
         TaskStore,
