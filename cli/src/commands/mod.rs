@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod apps;
+pub mod autoscale;
 pub mod base_images;
 pub mod buildpacks;
 pub mod cron;
@@ -157,6 +158,9 @@ pub enum Command {
     TerminateTask(tasks::TerminateArgs),
     /// List an app's cron entries with their last and next runs, or add or remove one.
     Cron(cron::Args),
+    /// Scale an app's web instances on load between --min and --max (CPU, requests per
+    /// instance, p99), turn it --off, or show the policy and its last decision.
+    Autoscale(autoscale::Args),
     /// List buildpacks in detection order: the built-ins, then those an operator added.
     Buildpacks(buildpacks::ListArgs),
     /// Add a buildpack (operators): a folder or zip with bin/detect, bin/compile, bin/release.
@@ -237,6 +241,7 @@ pub fn dispatch(cli: Cli, env: &Env) -> anyhow::Result<()> {
         Command::Tasks(args) => tasks::list(args, &client),
         Command::TerminateTask(args) => tasks::terminate(args, &client),
         Command::Cron(args) => cron::run(args, &client),
+        Command::Autoscale(args) => autoscale::run(args, &client),
         Command::Buildpacks(args) => buildpacks::list(args, &client),
         Command::CreateBuildpack(args) => buildpacks::create(args, &client),
         Command::DeleteBuildpack(args) => buildpacks::delete(args, &client),
