@@ -867,6 +867,12 @@ pub struct RequestLoop {
 
 impl RequestLoop {
     pub fn start(addr: SocketAddr, app: &str) -> Self {
+        Self::start_every(addr, app, Duration::from_millis(20))
+    }
+
+    /// A loop that pauses `pause` after each request: a bounded load (e.g. 500 ms: under 2
+    /// requests a second), for tests that need a known rate rather than availability.
+    pub fn start_every(addr: SocketAddr, app: &str, pause: Duration) -> Self {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         let host = format!("{app}.localhost");
@@ -904,7 +910,7 @@ impl RequestLoop {
                     }
                 }
                 // Pace the loop so it measures availability without hogging the shared cores.
-                std::thread::sleep(Duration::from_millis(20));
+                std::thread::sleep(pause);
             }
             r
         });

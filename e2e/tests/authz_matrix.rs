@@ -70,7 +70,8 @@ fn class_of(method: &str, path: &str) -> Option<Class> {
             | "/v1/apps/{name}/log-drains"
             | "/v1/apps/{name}/tasks"
             | "/v1/apps/{name}/tasks/{id}"
-            | "/v1/apps/{name}/cron",
+            | "/v1/apps/{name}/cron"
+            | "/v1/apps/{name}/autoscale",
         ) => AppViewer,
         ("delete" | "patch", "/v1/apps/{name}") => AppDeveloper,
         ("patch", "/v1/apps/{name}/env") => AppDeveloper,
@@ -92,6 +93,8 @@ fn class_of(method: &str, path: &str) -> Option<Class> {
         ("get", "/v1/spaces/{org}/{space}/ssh-allowed") => SpaceReader,
         ("put", "/v1/spaces/{org}/{space}/ssh-allowed") => SpaceAdmin,
         ("delete", "/v1/apps/{name}/cron/{id}") => AppDeveloper,
+        // Autoscaling (issue 23): a developer sets or removes the policy.
+        ("put" | "delete", "/v1/apps/{name}/autoscale") => AppDeveloper,
         ("post" | "delete", "/v1/apps/{name}/routes" | "/v1/apps/{name}/log-drains") => {
             AppDeveloper
         }

@@ -66,6 +66,9 @@ pub enum Decision {
     Keep,
     /// The count should change but a cooldown holds it.
     Wait(String),
+    /// The rules want more instances than the space's quota leaves: the count stays (an event
+    /// once, not every pass).
+    Held { at: u32, reason: String },
     Scale {
         from: u32,
         to: u32,
@@ -150,6 +153,15 @@ pub fn decide(
     if let Some((allowed, why)) = quota {
         let cap = (*allowed).max(current);
         if to > current && to > cap {
+            if cap == current {
+                return Decision::Held {
+                    at: current,
+                    reason: format!(
+                        "held at {current} by the space's {why}: {}",
+                        notes.join(", ")
+                    ),
+                };
+            }
             to = cap;
             notes.push(format!("capped at {cap} by the space's {why}"));
         }
@@ -291,6 +303,22 @@ pub async fn pass(ctx: &AppCtx, fence: Option<&Fence>) -> Result<usize, Autoscal
         match decide(&p, app.desired_instances, &seen, quota.as_ref(), now) {
             Decision::Keep => {}
             Decision::Wait(why) => tracing::debug!(app = %app.name, %why, "autoscaler waits"),
+            Decision::Held { at, reason } => {
+                // Said once while it lasts, not once a pass.
+                let prefix = format!("held at {at} ");
+                if p
+                    .last_decision
+                    .as_deref()
+                    .is_some_and(|d| d.starts_with(&prefix))
+                {
+                    continue;
+                }
+                ctx.store
+                    .record_autoscale(fence, &app.id, None, now, &decision_event(&app, &reason))
+                    .await?;
+                tracing::info!(app = %app.name, %reason, "autoscaler held by the quota");
+                deploy::log_platform(ctx, &app, "API", format!("autoscaler {reason}")).await;
+            }
             Decision::Scale {
                 to,
                 direction,
@@ -311,15 +339,14 @@ pub async fn pass(ctx: &AppCtx, fence: Option<&Fence>) -> Result<usize, Autoscal
                     tracing::warn!(app = %app.name, error = %e, %reason, "autoscaling failed");
                     continue;
                 }
-                let event = Event {
-                    app_name: Some(app.name.clone()),
-                    app_id: Some(app.id.clone()),
-                    actor: ACTOR.into(),
-                    kind: "app.autoscale".into(),
-                    message: reason.clone(),
-                };
                 ctx.store
-                    .record_autoscale(fence, &app.id, direction, now, &event)
+                    .record_autoscale(
+                        fence,
+                        &app.id,
+                        Some(direction),
+                        now,
+                        &decision_event(&app, &reason),
+                    )
                     .await?;
                 tracing::info!(app = %app.name, %reason, "autoscaled");
                 deploy::log_platform(ctx, &app, "API", format!("autoscaler {reason}")).await;
@@ -328,6 +355,16 @@ pub async fn pass(ctx: &AppCtx, fence: Option<&Fence>) -> Result<usize, Autoscal
         }
     }
     Ok(scaled)
+}
+
+fn decision_event(app: &AppRecord, reason: &str) -> Event {
+    Event {
+        app_name: Some(app.name.clone()),
+        app_id: Some(app.id.clone()),
+        actor: ACTOR.into(),
+        kind: "app.autoscale".into(),
+        message: reason.to_string(),
+    }
 }
 
 /// Runs [`pass`] every `autoscale_interval_secs` while this controller leads.
@@ -435,10 +472,20 @@ mod tests {
             format!("{d:?}").contains("capped at 2 by the space's instance quota 2"),
             "{d:?}"
         );
-        // At the quota already: nothing to do, and a quota below the count never scales in.
-        assert_eq!(decide(&policy(), 2, &rps(1000.0), Some(&q), now), Decision::Keep);
+        // At the quota already: held there, saying why; a quota below the count never scales
+        // in.
+        let d = decide(&policy(), 2, &rps(1000.0), Some(&q), now);
+        assert!(
+            matches!(&d, Decision::Held { at: 2, reason } if reason.starts_with("held at 2 by the space's instance quota 2: requests 1000.0/s")),
+            "{d:?}"
+        );
         let q0 = (0, "instance quota 1".to_string());
-        assert_eq!(decide(&policy(), 2, &rps(1000.0), Some(&q0), now), Decision::Keep);
+        assert!(matches!(
+            decide(&policy(), 2, &rps(1000.0), Some(&q0), now),
+            Decision::Held { at: 2, .. }
+        ));
+        // Wanting no more than the quota allows: no word of it.
+        assert_eq!(decide(&policy(), 2, &rps(150.0), Some(&q), now), Decision::Keep);
     }
 
     #[test]

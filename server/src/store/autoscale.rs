@@ -43,13 +43,13 @@ pub trait AutoscaleStore: Send + Sync + 'static {
     async fn autoscale_policies(&self) -> StoreResult<Vec<AutoscaleRecord>>;
     /// Removes the app's policy with `event`; false when it had none.
     async fn remove_autoscale(&self, app_id: &str, event: &Event) -> StoreResult<bool>;
-    /// Records a decision that changed the count (its time on the clock of `direction`, its
-    /// reason) with its `app.autoscale` event; fenced by the lease when given.
+    /// Records a decision (its time on the clock of `direction` when it scaled, its reason)
+    /// with its `app.autoscale` event; fenced by the lease when given.
     async fn record_autoscale(
         &self,
         fence: Option<&Fence>,
         app_id: &str,
-        direction: ScaleDirection,
+        direction: Option<ScaleDirection>,
         at: DateTime<Utc>,
         event: &Event,
     ) -> StoreResult<()>;
@@ -160,7 +160,7 @@ macro_rules! autoscale_store {
                     &self,
                     fence: Option<&Fence>,
                     app_id: &str,
-                    direction: ScaleDirection,
+                    direction: Option<ScaleDirection>,
                     at: DateTime<Utc>,
                     event: &Event,
                 ) -> StoreResult<()> {
@@ -168,16 +168,17 @@ macro_rules! autoscale_store {
                     if let Some(f) = fence {
                         crate::store::$backend::check_fence(&mut tx, f).await?;
                     }
-                    let sql = match direction {
-                        ScaleDirection::Out => "UPDATE app_autoscale SET last_scale_out_at = $2, last_decision = $3 WHERE app_id = $1",
-                        ScaleDirection::In => "UPDATE app_autoscale SET last_scale_in_at = $2, last_decision = $3 WHERE app_id = $1",
+                    let clock = match direction {
+                        Some(ScaleDirection::Out) => ", last_scale_out_at = $3",
+                        Some(ScaleDirection::In) => ", last_scale_in_at = $3",
+                        None => "",
                     };
-                    sqlx::query(sql)
-                        .bind(app_id)
-                        .bind(at)
-                        .bind(&event.message)
-                        .execute(&mut *tx)
-                        .await?;
+                    let sql = format!("UPDATE app_autoscale SET last_decision = $2{clock} WHERE app_id = $1");
+                    let mut q = sqlx::query(&sql).bind(app_id).bind(&event.message);
+                    if direction.is_some() {
+                        q = q.bind(at);
+                    }
+                    q.execute(&mut *tx).await?;
                     crate::store::$backend::insert_event(&mut *tx, event).await?;
                     tx.commit().await?;
                     Ok(())
