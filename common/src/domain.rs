@@ -163,6 +163,43 @@ impl fmt::Display for ImageName {
     }
 }
 
+/// Parses a duration: `300ms`, `1.5s`, `2m`, `1h`, or a plain number of `default_unit_ms`
+/// milliseconds. Returns milliseconds (at most about 31 years).
+pub fn parse_duration_ms(s: &str, default_unit_ms: f64) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 300ms, 60s or 5m"))?;
+    let per = match unit.trim() {
+        "" => default_unit_ms,
+        "ms" => 1.0,
+        "s" => 1000.0,
+        "m" => 60_000.0,
+        "h" => 3_600_000.0,
+        u => return Err(format!("unknown unit {u:?} in {s:?}: use ms, s, m or h")),
+    };
+    let ms = n * per;
+    if !ms.is_finite() || !(0.0..=1e12).contains(&ms) {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(ms.round() as u64)
+}
+
+/// [`parse_duration_ms`] in whole milliseconds as a `u32` (a plain number is milliseconds).
+pub fn parse_millis(s: &str) -> Result<u32, String> {
+    u32::try_from(parse_duration_ms(s, 1.0)?).map_err(|_| format!("{s:?} is too long"))
+}
+
+/// [`parse_duration_ms`] in seconds, rounded up (a plain number is seconds).
+pub fn parse_secs(s: &str) -> Result<u32, String> {
+    u32::try_from(parse_duration_ms(s, 1000.0)?.div_ceil(1000))
+        .map_err(|_| format!("{s:?} is too long"))
+}
+
 /// Parses a memory size as Cloud Foundry does: `256M`, `256MB`, `1G`, `1GB`, or a bare number of
 /// megabytes. Returns megabytes. Bounds: 16 MB to 64 GB.
 pub fn parse_memory_mb(s: &str) -> Result<u64, String> {

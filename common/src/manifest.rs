@@ -129,6 +129,10 @@ pub struct AppManifest {
     /// shape); a platform field. A push adds the ones the app does not have yet.
     #[serde(default)]
     pub cron: Vec<CronManifest>,
+    /// Autoscaling (`autoscale: {min: 1, max: 10, rps-per-instance: 200, p99: 300ms}`); a
+    /// platform field. A push sets it as the app's policy after the push.
+    #[serde(default)]
+    pub autoscale: Option<AutoscaleManifest>,
     /// Labels a node must carry to run the app (`placement-labels: {disk: ssd}`); a platform
     /// field, not Cloud Foundry's. Absent: the app keeps the labels it has.
     #[serde(default, rename = "placement-labels", deserialize_with = "label_map")]
@@ -233,6 +237,66 @@ impl HealthFields {
 pub struct CronManifest {
     pub schedule: String,
     pub command: String,
+}
+
+/// `autoscale:` of an application, as `paas autoscale` takes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct AutoscaleManifest {
+    pub min: u32,
+    pub max: u32,
+    #[serde(default)]
+    pub cpu: Option<u32>,
+    #[serde(default)]
+    pub rps_per_instance: Option<u32>,
+    /// `300ms`, `1s`, or a number of milliseconds.
+    #[serde(default, deserialize_with = "duration_millis")]
+    pub p99: Option<u32>,
+    /// `60s`, `2m`, or a number of seconds.
+    #[serde(default, deserialize_with = "duration_secs")]
+    pub scale_out_cooldown: Option<u32>,
+    #[serde(default, deserialize_with = "duration_secs")]
+    pub scale_in_cooldown: Option<u32>,
+}
+
+impl AutoscaleManifest {
+    pub fn request(&self) -> crate::api::AutoscaleRequest {
+        crate::api::AutoscaleRequest {
+            min_instances: self.min,
+            max_instances: self.max,
+            cpu_percent: self.cpu,
+            rps_per_instance: self.rps_per_instance,
+            p99_ms: self.p99,
+            scale_out_cooldown_secs: self.scale_out_cooldown,
+            scale_in_cooldown_secs: self.scale_in_cooldown,
+        }
+    }
+}
+
+/// A duration written as text (`300ms`) or a bare number.
+fn duration_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumOrText {
+        Num(f64),
+        Text(String),
+    }
+    Ok(Option::<NumOrText>::deserialize(d)?.map(|v| match v {
+        NumOrText::Num(n) => n.to_string(),
+        NumOrText::Text(t) => t,
+    }))
+}
+
+fn duration_millis<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    duration_text(d)?
+        .map(|t| crate::domain::parse_millis(&t).map_err(de::Error::custom))
+        .transpose()
+}
+
+fn duration_secs<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    duration_text(d)?
+        .map(|t| crate::domain::parse_secs(&t).map_err(de::Error::custom))
+        .transpose()
 }
 
 /// The `cron` entries of a Dokku `app.json` (`{"cron": [{"command": .., "schedule": ..}]}`);
@@ -817,6 +881,25 @@ applications:
         assert_eq!(e.line, Some(5), "{e}");
         let e = err("applications: yes\n");
         assert_eq!(e.line, Some(1), "{e}");
+    }
+
+    #[test]
+    fn autoscale_with_durations_as_text_or_numbers() {
+        let m = parse(
+            "applications:\n- name: a\n  autoscale:\n    min: 1\n    max: 5\n    rps-per-instance: 200\n    p99: 300ms\n    scale-out-cooldown: 30\n    scale-in-cooldown: 5m\n",
+        )
+        .unwrap();
+        let r = m.applications[0].autoscale.as_ref().unwrap().request();
+        assert_eq!(
+            (r.min_instances, r.max_instances, r.rps_per_instance, r.p99_ms),
+            (1, 5, Some(200), Some(300))
+        );
+        assert_eq!(
+            (r.scale_out_cooldown_secs, r.scale_in_cooldown_secs, r.cpu_percent),
+            (Some(30), Some(300), None)
+        );
+        let bad = parse("applications:\n- name: a\n  autoscale:\n    min: 1\n    max: 5\n    p99: soon\n");
+        assert!(bad.is_err());
     }
 
     #[test]

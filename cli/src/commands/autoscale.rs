@@ -39,38 +39,12 @@ pub struct Args {
     pub json: bool,
 }
 
-/// A duration in milliseconds: `300ms`, `1.5s`, `2m`, or a plain number of `default_unit`.
-fn parse_duration_ms(s: &str, default_unit_ms: f64) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 300ms, 60s or 5m"))?;
-    let per = match unit.trim() {
-        "" => default_unit_ms,
-        "ms" => 1.0,
-        "s" => 1000.0,
-        "m" => 60_000.0,
-        "h" => 3_600_000.0,
-        u => return Err(format!("unknown unit {u:?}: use ms, s, m or h")),
-    };
-    let ms = n * per;
-    if !ms.is_finite() || ms < 0.0 || ms > 1e12 {
-        return Err(format!("{s:?} is out of range"));
-    }
-    Ok(ms.round() as u64)
-}
-
 fn parse_ms(s: &str) -> Result<u32, String> {
-    u32::try_from(parse_duration_ms(s, 1.0)?).map_err(|_| format!("{s:?} is too long"))
+    paas_common::domain::parse_millis(s)
 }
 
 fn parse_secs(s: &str) -> Result<u32, String> {
-    let ms = parse_duration_ms(s, 1000.0)?;
-    u32::try_from(ms.div_ceil(1000)).map_err(|_| format!("{s:?} is too long"))
+    paas_common::domain::parse_secs(s)
 }
 
 pub fn run(args: Args, client: &Client) -> anyhow::Result<()> {

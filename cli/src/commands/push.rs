@@ -161,6 +161,8 @@ struct Plan {
     settings: PushSettings,
     /// The manifest's `cron` entries (with the folder's `app.json` ones).
     cron: Vec<paas_common::manifest::CronManifest>,
+    /// The manifest's `autoscale`, set as the app's policy after the push.
+    autoscale: Option<paas_common::manifest::AutoscaleManifest>,
 }
 
 pub fn run(args: Args, client: &Client) -> anyhow::Result<()> {
@@ -273,6 +275,7 @@ fn plans(args: &Args) -> anyhow::Result<Vec<Plan>> {
         return Ok(vec![Plan {
             name,
             cron: app_json_cron(&path)?,
+            autoscale: None,
             path,
             settings: flags,
         }]);
@@ -397,6 +400,7 @@ fn plans(args: &Args) -> anyhow::Result<Vec<Plan>> {
                 path,
                 settings,
                 cron,
+                autoscale: a.autoscale.clone(),
             })
         })
         .collect()
@@ -454,9 +458,19 @@ fn push_one(client: &Client, plan: Plan, timeout: Duration) -> anyhow::Result<()
         path,
         settings,
         cron,
+        autoscale,
     } = plan;
     push_folder(client, &name, path, settings, timeout)?;
-    sync_cron(client, &name, &cron)
+    sync_cron(client, &name, &cron)?;
+    if let Some(a) = autoscale {
+        let path = format!("/v1/apps/{}/autoscale", crate::client::seg(name.as_str()));
+        let s: paas_common::api::AutoscaleStatus = client.put_json(&path, &a.request())?;
+        println!(
+            "Autoscaling {name}: {} to {} web instances",
+            s.min_instances, s.max_instances
+        );
+    }
+    Ok(())
 }
 
 fn push_folder(
