@@ -42,11 +42,36 @@ fn load_scales_out_and_back_in_within_the_cooldowns_and_the_quota() {
     p.start_agent(&unique("e2e-as"), "zone-a").unwrap();
     p.login().unwrap();
     let app = unique("auto");
-    let dir = example("python-app");
-    let out = p.cli(&["push", &app, "-p", dir.to_str().unwrap(), "-m", "64M"]);
+    // The manifest's `autoscale` becomes the app's policy after the push.
+    let dir = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(example("python-app")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), dir.path().join(f.file_name())).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("paas.yml"),
+        format!(
+            "applications:\n- name: {app}\n  memory: 64M\n  autoscale:\n    min: 1\n    max: 2\n    cpu: 50\n    p99: 1.5s\n    scale-in-cooldown: 2m\n"
+        ),
+    )
+    .unwrap();
+    let out = p.cli_in(&["push"], Some(dir.path()));
     assert!(out.ok(), "push failed: {out:?}{}", p.logs());
+    assert!(
+        out.stdout.contains(&format!("Autoscaling {app}: 1 to 2 web instances")),
+        "{out:?}"
+    );
+    let out = p.cli(&["autoscale", &app]);
+    assert!(out.ok(), "{out:?}");
+    assert!(
+        out.stdout.contains("1 to 2 web instances on cpu 50%, p99 1500ms")
+            && out.stdout.contains("scale-out 60s, scale-in 120s"),
+        "{out:?}"
+    );
+    let out = p.cli(&["autoscale", &app, "--off"]);
+    assert!(out.ok(), "{out:?}");
 
-    // No policy yet: a one-line error, non-zero.
+    // No policy now: a one-line error, non-zero.
     let out = p.cli(&["autoscale", &app]);
     assert!(!out.ok() && out.stderr.contains("no autoscaling policy"), "{out:?}");
     let out = p.cli(&["autoscale", &app, "--min", "0", "--max", "3"]);
@@ -169,4 +194,5 @@ fn load_scales_out_and_back_in_within_the_cooldowns_and_the_quota() {
     assert_eq!(counts(&p, &app).0, 2);
     let out = p.cli(&["autoscale", &app]);
     assert!(!out.ok() && out.stderr.contains("no autoscaling policy"), "{out:?}");
+    eprintln!("decisions: {:#?}", decisions(&p, &app));
 }
