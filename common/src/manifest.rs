@@ -891,14 +891,25 @@ applications:
         .unwrap();
         let r = m.applications[0].autoscale.as_ref().unwrap().request();
         assert_eq!(
-            (r.min_instances, r.max_instances, r.rps_per_instance, r.p99_ms),
+            (
+                r.min_instances,
+                r.max_instances,
+                r.rps_per_instance,
+                r.p99_ms
+            ),
             (1, 5, Some(200), Some(300))
         );
         assert_eq!(
-            (r.scale_out_cooldown_secs, r.scale_in_cooldown_secs, r.cpu_percent),
+            (
+                r.scale_out_cooldown_secs,
+                r.scale_in_cooldown_secs,
+                r.cpu_percent
+            ),
             (Some(30), Some(300), None)
         );
-        let bad = parse("applications:\n- name: a\n  autoscale:\n    min: 1\n    max: 5\n    p99: soon\n");
+        let bad = parse(
+            "applications:\n- name: a\n  autoscale:\n    min: 1\n    max: 5\n    p99: soon\n",
+        );
         assert!(bad.is_err());
     }
 

@@ -22,7 +22,11 @@ fn counts(p: &Platform, app: &str) -> (u64, usize) {
 fn decisions(p: &Platform, app: &str) -> Vec<String> {
     let out = p.cli(&["events", app, "--json"]);
     let v: Value = serde_json::from_str(&out.stdout).unwrap_or_default();
-    let list = v["events"].as_array().or(v.as_array()).cloned().unwrap_or_default();
+    let list = v["events"]
+        .as_array()
+        .or(v.as_array())
+        .cloned()
+        .unwrap_or_default();
     list.iter()
         .filter(|e| e["kind"] == "app.autoscale")
         .map(|e| e["message"].as_str().unwrap_or_default().to_string())
@@ -58,13 +62,15 @@ fn load_scales_out_and_back_in_within_the_cooldowns_and_the_quota() {
     let out = p.cli_in(&["push"], Some(dir.path()));
     assert!(out.ok(), "push failed: {out:?}{}", p.logs());
     assert!(
-        out.stdout.contains(&format!("Autoscaling {app}: 1 to 2 web instances")),
+        out.stdout
+            .contains(&format!("Autoscaling {app}: 1 to 2 web instances")),
         "{out:?}"
     );
     let out = p.cli(&["autoscale", &app]);
     assert!(out.ok(), "{out:?}");
     assert!(
-        out.stdout.contains("1 to 2 web instances on cpu 50%, p99 1500ms")
+        out.stdout
+            .contains("1 to 2 web instances on cpu 50%, p99 1500ms")
             && out.stdout.contains("scale-out 60s, scale-in 120s"),
         "{out:?}"
     );
@@ -73,7 +79,10 @@ fn load_scales_out_and_back_in_within_the_cooldowns_and_the_quota() {
 
     // No policy now: a one-line error, non-zero.
     let out = p.cli(&["autoscale", &app]);
-    assert!(!out.ok() && out.stderr.contains("no autoscaling policy"), "{out:?}");
+    assert!(
+        !out.ok() && out.stderr.contains("no autoscaling policy"),
+        "{out:?}"
+    );
     let out = p.cli(&["autoscale", &app, "--min", "0", "--max", "3"]);
     assert!(!out.ok() && out.stderr.contains("min (0)"), "{out:?}");
 
@@ -93,7 +102,8 @@ fn load_scales_out_and_back_in_within_the_cooldowns_and_the_quota() {
     ]);
     assert!(out.ok(), "{out:?}");
     assert!(
-        out.stdout.contains("1 to 3 web instances on 5 requests/s per instance"),
+        out.stdout
+            .contains("1 to 3 web instances on 5 requests/s per instance"),
         "{out:?}"
     );
     let out = p.cli(&["autoscale", &app, "--json"]);
@@ -104,9 +114,11 @@ fn load_scales_out_and_back_in_within_the_cooldowns_and_the_quota() {
 
     // Load well above 5 requests/s: the autoscaler adds instances, up to its max of 3.
     let heavy = RequestLoop::start(p.addr, &app);
-    wait_for(Duration::from_secs(120), "more than one running instance", || {
-        (counts(&p, &app).1 > 1).then_some(())
-    })
+    wait_for(
+        Duration::from_secs(120),
+        "more than one running instance",
+        || (counts(&p, &app).1 > 1).then_some(()),
+    )
     .unwrap();
     wait_for(Duration::from_secs(120), "3 running instances", || {
         (counts(&p, &app) == (3, 3)).then_some(())
@@ -155,11 +167,15 @@ fn load_scales_out_and_back_in_within_the_cooldowns_and_the_quota() {
     let out = p.cli(&["space-quota", "default/default", "--instances", "2"]);
     assert!(out.ok(), "{out:?}");
     let heavy = RequestLoop::start(p.addr, &app);
-    let capped = wait_for(Duration::from_secs(120), "a scale-out capped by the quota", || {
-        decisions(&p, &app)
-            .into_iter()
-            .find(|m| m.contains("by the space's instance quota 2"))
-    })
+    let capped = wait_for(
+        Duration::from_secs(120),
+        "a scale-out capped by the quota",
+        || {
+            decisions(&p, &app)
+                .into_iter()
+                .find(|m| m.contains("by the space's instance quota 2"))
+        },
+    )
     .unwrap();
     assert!(
         capped.starts_with("scaled out 1 -> 2") || capped.starts_with("held at 2 by"),
@@ -170,15 +186,19 @@ fn load_scales_out_and_back_in_within_the_cooldowns_and_the_quota() {
     })
     .unwrap();
     // Held there while the load lasts: said once, and no scale-out past it.
-    let held = wait_for(Duration::from_secs(60), "the autoscaler held at the quota", || {
-        let all = decisions(&p, &app);
-        let from = all.iter().position(|m| m.contains("quota"))?;
-        let after = all[from..].to_vec();
-        after
-            .iter()
-            .any(|m| m.starts_with("held at 2 by the space's instance quota 2"))
-            .then_some(after)
-    })
+    let held = wait_for(
+        Duration::from_secs(60),
+        "the autoscaler held at the quota",
+        || {
+            let all = decisions(&p, &app);
+            let from = all.iter().position(|m| m.contains("quota"))?;
+            let after = all[from..].to_vec();
+            after
+                .iter()
+                .any(|m| m.starts_with("held at 2 by the space's instance quota 2"))
+                .then_some(after)
+        },
+    )
     .unwrap();
     assert!(held.iter().all(|m| !m.contains("-> 3")), "{held:?}");
     assert_eq!(
@@ -193,6 +213,9 @@ fn load_scales_out_and_back_in_within_the_cooldowns_and_the_quota() {
     assert!(seen.failed.is_empty(), "failed requests: {:?}", seen.failed);
     assert_eq!(counts(&p, &app).0, 2);
     let out = p.cli(&["autoscale", &app]);
-    assert!(!out.ok() && out.stderr.contains("no autoscaling policy"), "{out:?}");
+    assert!(
+        !out.ok() && out.stderr.contains("no autoscaling policy"),
+        "{out:?}"
+    );
     eprintln!("decisions: {:#?}", decisions(&p, &app));
 }

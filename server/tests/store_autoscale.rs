@@ -136,7 +136,12 @@ async fn policies_keep_their_clocks_and_record_decisions(store: &dyn Store) {
         Err(StoreError::Fenced(_))
     ));
     assert_eq!(
-        store.autoscale("app-1").await.unwrap().unwrap().last_scale_in_at,
+        store
+            .autoscale("app-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_scale_in_at,
         None
     );
 

@@ -4,10 +4,10 @@
 mod agent;
 mod apps;
 pub(crate) mod auth;
+mod autoscale;
 pub(crate) mod base_images;
 mod buildpacks;
 mod builds;
-mod autoscale;
 mod cron;
 mod domains;
 mod drains;
@@ -114,7 +114,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/apps/{name}/cron/{id}", web::delete().to(cron::remove))
             .route("/apps/{name}/autoscale", web::get().to(autoscale::get))
             .route("/apps/{name}/autoscale", web::put().to(autoscale::set))
-            .route("/apps/{name}/autoscale", web::delete().to(autoscale::remove))
+            .route(
+                "/apps/{name}/autoscale",
+                web::delete().to(autoscale::remove),
+            )
             .route("/apps/{name}/tasks", web::post().to(tasks::run))
             .route("/apps/{name}/tasks", web::get().to(tasks::list))
             .route("/apps/{name}/tasks/{id}", web::get().to(tasks::get))

@@ -178,9 +178,7 @@ pub fn decide(
         // Below the policy's minimum, no cooldown holds it.
         ScaleDirection::Out if current >= p.min_instances => {
             if let Some(left) = cooling(p.last_scale_out_at, p.scale_out_cooldown_secs, now) {
-                return Decision::Wait(format!(
-                    "scale-out to {to} waits {left} s of its cooldown"
-                ));
+                return Decision::Wait(format!("scale-out to {to} waits {left} s of its cooldown"));
             }
         }
         // Above the policy's maximum (a lowered maximum), no cooldown or step holds it.
@@ -306,8 +304,7 @@ pub async fn pass(ctx: &AppCtx, fence: Option<&Fence>) -> Result<usize, Autoscal
             Decision::Held { at, reason } => {
                 // Said once while it lasts, not once a pass.
                 let prefix = format!("held at {at} ");
-                if p
-                    .last_decision
+                if p.last_decision
                     .as_deref()
                     .is_some_and(|d| d.starts_with(&prefix))
                 {
@@ -459,7 +456,10 @@ mod tests {
         // Below min or above max with no metric at all: the bounds alone move it.
         assert_eq!(to(&decide(&p, 1, &Observed::default(), None, now)), Some(2));
         assert_eq!(to(&decide(&p, 7, &Observed::default(), None, now)), Some(4));
-        assert_eq!(decide(&p, 3, &Observed::default(), None, now), Decision::Keep);
+        assert_eq!(
+            decide(&p, 3, &Observed::default(), None, now),
+            Decision::Keep
+        );
     }
 
     #[test]
@@ -485,7 +485,10 @@ mod tests {
             Decision::Held { at: 2, .. }
         ));
         // Wanting no more than the quota allows: no word of it.
-        assert_eq!(decide(&policy(), 2, &rps(150.0), Some(&q), now), Decision::Keep);
+        assert_eq!(
+            decide(&policy(), 2, &rps(150.0), Some(&q), now),
+            Decision::Keep
+        );
     }
 
     #[test]

@@ -49,7 +49,8 @@ pub async fn set(
     if out > MAX_COOLDOWN_SECS || inn > MAX_COOLDOWN_SECS {
         return bad(format!("a cooldown is at most {MAX_COOLDOWN_SECS} s"));
     }
-    let no_rule = req.cpu_percent.is_none() && req.rps_per_instance.is_none() && req.p99_ms.is_none();
+    let no_rule =
+        req.cpu_percent.is_none() && req.rps_per_instance.is_none() && req.p99_ms.is_none();
     let rec = AutoscaleRecord {
         app_id: app.id.clone(),
         min_instances: req.min_instances,
