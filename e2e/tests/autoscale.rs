@@ -217,5 +217,4 @@ fn load_scales_out_and_back_in_within_the_cooldowns_and_the_quota() {
         !out.ok() && out.stderr.contains("no autoscaling policy"),
         "{out:?}"
     );
-    eprintln!("decisions: {:#?}", decisions(&p, &app));
 }
