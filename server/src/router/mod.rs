@@ -225,6 +225,19 @@ impl RouteTable {
             .map(|(_, app, flags)| (app.clone(), *flags))
     }
 
+    /// The key authorization of a pending ACME HTTP-01 challenge for `host` (a Host header) and
+    /// `token`, if the leader published one.
+    pub fn acme_answer(&self, host: &str, token: &str) -> Option<String> {
+        let host = normalize_host(host);
+        let inner = self.inner.read().ok()?;
+        inner
+            .wire
+            .acme_challenges
+            .iter()
+            .find(|c| c.token == token && c.host == host.as_ref())
+            .map(|c| c.key_authorization.clone())
+    }
+
     /// The certificate set through the API for a TLS server name, if any.
     pub fn certificate_for(&self, sni: &str) -> Option<Arc<rustls::sign::CertifiedKey>> {
         self.inner.read().ok()?.certs.lookup(sni)
@@ -440,6 +453,8 @@ pub async fn build(ctx: &AppCtx) -> StoreResult<RouterTable> {
             }
         }
     }
+    // ACME HTTP-01 answers the leader published: every router answers them on plain HTTP.
+    table.acme_challenges = ctx.store.list_acme_challenges().await?;
     // Only `web` instances serve HTTP; a worker is never routed. A running instance whose
     // readiness check fails keeps running but gets no traffic until it passes again.
     for i in instances
@@ -544,6 +559,7 @@ mod tests {
             )]
             .into(),
             certificates: Vec::new(),
+            acme_challenges: Vec::new(),
         }
     }
 
@@ -574,6 +590,7 @@ mod tests {
             ],
             apps: Default::default(),
             certificates: Vec::new(),
+            acme_challenges: Vec::new(),
         });
         assert_eq!(
             t.resolve("Shop.Example.com:8080", "/")
