@@ -33,8 +33,9 @@ pub struct AcmeServer {
 
 struct Shared {
     base: String,
-    /// Where HTTP-01 validations connect (the platform's plain HTTP listener).
-    router: SocketAddr,
+    /// Where HTTP-01 validations connect (the platform's plain HTTP listener), set once the
+    /// platform (which needs this server's URL to start) is up.
+    router: Mutex<Option<SocketAddr>>,
     lifetime: Duration,
     ca: rcgen::Certificate,
     ca_key: rcgen::KeyPair,
@@ -109,8 +110,9 @@ fn problem(status: StatusCode, kind: &str, detail: &str) -> (StatusCode, Value) 
 }
 
 impl AcmeServer {
-    /// Starts the server; validations connect to `router`, certificates live `cert_lifetime`.
-    pub fn start(router: SocketAddr, cert_lifetime: Duration) -> anyhow::Result<Self> {
+    /// Starts the server; certificates live `cert_lifetime`. Validations fail until
+    /// [`Self::set_router`] says where to connect.
+    pub fn start(cert_lifetime: Duration) -> anyhow::Result<Self> {
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         ca_params
@@ -140,7 +142,7 @@ impl AcmeServer {
 
         let state = Arc::new(Shared {
             base: base.clone(),
-            router,
+            router: Mutex::new(None),
             lifetime: cert_lifetime,
             ca,
             ca_key,
@@ -195,6 +197,11 @@ impl AcmeServer {
             ca_file,
             state,
         })
+    }
+
+    /// Where validations connect: the router's plain HTTP address.
+    pub fn set_router(&self, addr: SocketAddr) {
+        *self.state.router.lock().unwrap() = Some(addr);
     }
 
     pub fn directory_url(&self) -> String {
@@ -627,16 +634,21 @@ fn authz_json(b: &str, id: &str, a: &Authz) -> Value {
 
 /// HTTP-01: GET `http://HOST/.well-known/acme-challenge/TOKEN`, connecting to the router.
 async fn validate(s: &Shared, host: &str, token: &str, expected: &str) -> Result<(), String> {
+    let router = s
+        .router
+        .lock()
+        .unwrap()
+        .ok_or("the test server does not know the router yet")?;
     let client = reqwest::Client::builder()
         .no_proxy()
-        .resolve(host, s.router)
+        .resolve(host, router)
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(10))
         .build()
         .map_err(|e| e.to_string())?;
     let url = format!(
         "http://{host}:{}/.well-known/acme-challenge/{token}",
-        s.router.port()
+        router.port()
     );
     let rsp = client.get(&url).send().await.map_err(|e| e.to_string())?;
     let status = rsp.status();
