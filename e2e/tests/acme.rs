@@ -2,10 +2,11 @@
 //! server (`paas_e2e::acme_server`: HTTPS with its own CA, JWS checked, the challenge fetched
 //! from the router): a space's domain opts in, a host mapped under it gets a certificate the
 //! router serves by SNI; a host no route maps is never ordered; a failed validation backs off and
-//! succeeds on a later try; a short-lived certificate is renewed.
+//! succeeds on a later try; a short-lived certificate is renewed, validated through a standalone
+//! router this time.
 
 use paas_e2e::acme_server::AcmeServer;
-use paas_e2e::{call, unique, wait_for, Options, Platform};
+use paas_e2e::{call, unique, wait_for, Options, Platform, StandaloneRouter};
 use reqwest::Method;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -153,13 +154,21 @@ fn acme_certificates_for_mapped_hosts_with_backoff_and_renewal() {
         "{orders:?}"
     );
 
-    // Renewal: with a third of the 60 s left, a new certificate is ordered and served.
+    // Renewal: with a third of the 60 s left, a new certificate is ordered and served. The CA
+    // now validates through a standalone router, which answers from its table follow.
+    let router = StandaloneRouter::start(&p, &p.api_url());
+    acme.set_router(router.addr);
     wait_for(Duration::from_secs(120), "the renewed certificate", || {
         (acme.issued().len() >= 2).then_some(())
     })
     .unwrap();
     let renewed = leaf_of(&acme.issued().last().unwrap().1);
     assert_ne!(renewed, first_leaf);
+    assert_eq!(
+        acme.validations().last(),
+        Some(&(www.clone(), true)),
+        "validated through the standalone router"
+    );
     wait_for(Duration::from_secs(30), "the renewed certificate served", || {
         let r = https()
             .get(format!("https://{www}:{}/", tls_addr.port()))

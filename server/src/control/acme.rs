@@ -32,6 +32,9 @@ use paas_common::route::AcmeChallenge;
 use crate::state::AppCtx;
 use crate::store::{DomainRecord, Event, NewCertificate, CERT_ACME};
 
+/// How long a published challenge answer is given to reach every router before the CA is told.
+const PROPAGATION: Duration = Duration::from_secs(2);
+
 /// Why an attempt failed (stored on the domain and in its event).
 #[derive(Debug, thiserror::Error)]
 pub enum AcmeError {
@@ -260,11 +263,10 @@ async fn issue(
         };
         ctx.store.put_acme_challenge(&d.name, &answer).await?;
         crate::router::refresh(ctx).await?;
-        if ctx.store.shared() {
-            // Other controllers pick the answer up at their next follower pass (every second)
-            // and standalone routers right after through the table follow.
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
+        // The CA may validate at once, through any router: standalone ones get the answer
+        // within moments through the table follow, other controllers at their next follower
+        // pass (every second). Orders are rare; waiting costs nothing.
+        tokio::time::sleep(PROPAGATION).await;
         challenge.set_ready().await?;
     }
     let retries = RetryPolicy::new()

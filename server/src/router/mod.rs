@@ -624,6 +624,26 @@ mod tests {
     }
 
     #[test]
+    fn acme_answers_only_for_their_host_and_token() {
+        let t = RouteTable::default();
+        let mut w = wire(&[]);
+        w.acme_challenges = vec![paas_common::route::AcmeChallenge {
+            host: "www.shop.test".into(),
+            token: "tok".into(),
+            key_authorization: "tok.thumb".into(),
+        }];
+        t.replace(w);
+        assert_eq!(
+            t.acme_answer("WWW.shop.test:80", "tok").as_deref(),
+            Some("tok.thumb")
+        );
+        assert!(t.acme_answer("api.shop.test", "tok").is_none());
+        assert!(t.acme_answer("www.shop.test", "other").is_none());
+        // A standalone router gets them in the wire table it follows.
+        assert_eq!(t.snapshot().acme_challenges.len(), 1);
+    }
+
+    #[test]
     fn round_robin_visits_every_backend_and_skips_refused_ones() {
         let t = table(&[("h:1", 0), ("h:2", 1), ("h:3", 2)]);
         let r = t.get("a").unwrap();
