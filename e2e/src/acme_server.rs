@@ -579,7 +579,11 @@ async fn post(s: &Shared, path: &str, body: &[u8]) -> Answer {
                 .ok_or_else(|| problem(StatusCode::NOT_FOUND, "malformed", "no such cert"))?;
             Ok((StatusCode::OK, Value::String(pem), None))
         }
-        _ => Err(problem(StatusCode::NOT_FOUND, "malformed", "no such resource")),
+        _ => Err(problem(
+            StatusCode::NOT_FOUND,
+            "malformed",
+            "no such resource",
+        )),
     }
 }
 
@@ -657,7 +661,9 @@ async fn validate(s: &Shared, host: &str, token: &str, expected: &str) -> Result
         return Err(format!("{url} answered {status}"));
     }
     if body.trim() != expected {
-        return Err(format!("{url} answered {body:?}, not the key authorization"));
+        return Err(format!(
+            "{url} answered {body:?}, not the key authorization"
+        ));
     }
     Ok(())
 }

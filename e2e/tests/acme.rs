@@ -135,13 +135,17 @@ fn acme_certificates_for_mapped_hosts_with_backoff_and_renewal() {
     };
     let leaf_of = leaf_der;
     let first_leaf = leaf_of(&acme.issued().last().unwrap().1);
-    let r = wait_for(Duration::from_secs(60), "HTTPS with the ACME certificate", || {
-        let r = https()
-            .get(format!("https://{www}:{}/", tls_addr.port()))
-            .send()
-            .ok()?;
-        (r.status() == 200).then_some(r)
-    })
+    let r = wait_for(
+        Duration::from_secs(60),
+        "HTTPS with the ACME certificate",
+        || {
+            let r = https()
+                .get(format!("https://{www}:{}/", tls_addr.port()))
+                .send()
+                .ok()?;
+            (r.status() == 200).then_some(r)
+        },
+    )
     .unwrap();
     assert_eq!(served(&r), Some(first_leaf.clone()));
     assert_eq!(r.headers()["x-paas-app"], app.as_str());
@@ -149,10 +153,7 @@ fn acme_certificates_for_mapped_hosts_with_backoff_and_renewal() {
     // Only the mapped host was ever ordered: nothing under the idle domain, nothing else under
     // the used one.
     let orders = acme.orders();
-    assert!(
-        orders.iter().all(|o| o == &vec![www.clone()]),
-        "{orders:?}"
-    );
+    assert!(orders.iter().all(|o| o == &vec![www.clone()]), "{orders:?}");
 
     // Renewal: with a third of the 60 s left, a new certificate is ordered and served. The CA
     // now validates through a standalone router, which answers from its table follow.
@@ -169,13 +170,17 @@ fn acme_certificates_for_mapped_hosts_with_backoff_and_renewal() {
         Some(&(www.clone(), true)),
         "validated through the standalone router"
     );
-    wait_for(Duration::from_secs(30), "the renewed certificate served", || {
-        let r = https()
-            .get(format!("https://{www}:{}/", tls_addr.port()))
-            .send()
-            .ok()?;
-        (served(&r) == Some(renewed.clone())).then_some(())
-    })
+    wait_for(
+        Duration::from_secs(30),
+        "the renewed certificate served",
+        || {
+            let r = https()
+                .get(format!("https://{www}:{}/", tls_addr.port()))
+                .send()
+                .ok()?;
+            (served(&r) == Some(renewed.clone())).then_some(())
+        },
+    )
     .unwrap();
     assert!(acme.orders().iter().all(|o| o == &vec![www.clone()]));
 

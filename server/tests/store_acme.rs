@@ -129,7 +129,10 @@ async fn challenges_and_accounts(store: &dyn Store) {
     let dir = "https://acme.test/directory";
     assert!(store.acme_account(dir).await.unwrap().is_none());
     assert_eq!(store.put_acme_account(dir, "first").await.unwrap(), "first");
-    assert_eq!(store.put_acme_account(dir, "second").await.unwrap(), "first");
+    assert_eq!(
+        store.put_acme_account(dir, "second").await.unwrap(),
+        "first"
+    );
     assert_eq!(
         store.acme_account(dir).await.unwrap().as_deref(),
         Some("first")

@@ -78,7 +78,11 @@ pub fn list(args: ListArgs, client: &Client) -> anyhow::Result<()> {
                 d.certificate.as_ref().map_or_else(
                     || "-".into(),
                     |c| {
-                        let source = if c.source.is_empty() { "manual" } else { &c.source };
+                        let source = if c.source.is_empty() {
+                            "manual"
+                        } else {
+                            &c.source
+                        };
                         match &c.not_after {
                             Some(t) => format!("{} ({source}, until {t})", c.covers.join(", ")),
                             None => format!("{} ({source})", c.covers.join(", ")),

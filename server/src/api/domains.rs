@@ -122,6 +122,9 @@ pub async fn create(
         ));
     }
     let name = crate::deploy::domains::parse_domain(&body.name)?;
+    if body.acme {
+        crate::deploy::domains::acme_available(&ctx)?;
+    }
     crate::deploy::domains::create(&ctx, &actor(&who), &space.id, &name).await?;
     tracing::info!(domain = %name, space = %label, "domain created");
     if body.acme {

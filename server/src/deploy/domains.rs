@@ -383,6 +383,9 @@ pub async fn set_acme(
     domain: &DomainRecord,
     enabled: bool,
 ) -> DeployResult<()> {
+    if enabled {
+        acme_available(ctx)?;
+    }
     let event = Event {
         app_name: None,
         app_id: None,
@@ -399,6 +402,17 @@ pub async fn set_acme(
         .await?;
     ctx.acme.notify_one();
     Ok(())
+}
+
+/// Refuses to turn ACME on where it cannot work, rather than wait silently forever.
+pub fn acme_available(ctx: &AppCtx) -> DeployResult<()> {
+    match ctx.settings.acme_directory.as_deref() {
+        Some(d) if !d.is_empty() => Ok(()),
+        _ => Err(DeployError::invalid(
+            ErrorCode::Conflict,
+            "ACME is off on this platform (the operator sets PAAS_ACME_DIRECTORY)",
+        )),
+    }
 }
 
 /// What the API shows of a stored certificate: its leaf's validity and issuer.
