@@ -423,6 +423,76 @@ impl HttpClient for Http {
 mod tests {
     use super::*;
 
+    /// A certificate for `names` valid from `age` ago for `lifetime`.
+    fn cert(names: &[&str], age: i64, lifetime: i64) -> String {
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let now = rcgen::date_time_ymd(2000, 1, 1)
+            + std::time::Duration::from_secs(
+                u64::try_from(Utc::now().timestamp()).unwrap() - 946_684_800,
+            );
+        params.not_before = now - std::time::Duration::from_secs(age.unsigned_abs());
+        params.not_after =
+            params.not_before + std::time::Duration::from_secs(lifetime.unsigned_abs());
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().pem()
+    }
+
+    #[test]
+    fn a_certificate_is_due_for_a_new_host_a_manual_source_or_its_renewal() {
+        let day = 86_400;
+        let hosts: BTreeSet<String> = ["www.shop.test".to_string()].into();
+        let record = |source: &str, names: &[&str], pem: String| DomainRecord {
+            name: "shop.test".into(),
+            acme: true,
+            cert_source: Some(source.into()),
+            cert_names: names.iter().map(|n| n.to_string()).collect(),
+            certificate: Some(pem),
+            ..Default::default()
+        };
+        let window = chrono::Duration::days(30);
+        let fresh = cert(&["www.shop.test"], day, 90 * day);
+        assert!(!due(
+            &record(CERT_ACME, &["www.shop.test"], fresh.clone()),
+            &hosts,
+            window
+        ));
+        // A host mapped since, a certificate set by hand, none at all: ordered.
+        let more: BTreeSet<String> = ["www.shop.test".into(), "api.shop.test".into()].into();
+        assert!(due(
+            &record(CERT_ACME, &["www.shop.test"], fresh.clone()),
+            &more,
+            window
+        ));
+        assert!(due(
+            &record(crate::store::CERT_MANUAL, &["www.shop.test"], fresh),
+            &hosts,
+            window
+        ));
+        assert!(due(&DomainRecord::default(), &hosts, window));
+        // 61 days into 90: 29 left, inside the 30-day window.
+        let old = cert(&["www.shop.test"], 61 * day, 90 * day);
+        assert!(due(
+            &record(CERT_ACME, &["www.shop.test"], old),
+            &hosts,
+            window
+        ));
+        // A 2-minute certificate 30 s old is not due (a third is 40 s); 90 s old it is.
+        let short = cert(&["www.shop.test"], 30, 120);
+        assert!(!due(
+            &record(CERT_ACME, &["www.shop.test"], short),
+            &hosts,
+            window
+        ));
+        let short = cert(&["www.shop.test"], 90, 120);
+        assert!(due(
+            &record(CERT_ACME, &["www.shop.test"], short),
+            &hosts,
+            window
+        ));
+    }
+
     #[test]
     fn backoff_doubles_and_is_capped() {
         assert_eq!(backoff(60, 3600, 1), Duration::from_secs(60));
