@@ -158,17 +158,54 @@ pub struct DomainInfo {
     pub space: Option<String>,
     #[serde(default)]
     pub shared: bool,
-    /// The certificate set through the API, if any.
+    /// The certificate set through the API or obtained by ACME, if any.
     #[serde(default)]
     pub certificate: Option<CertificateInfo>,
+    /// Certificates for the hosts mapped under this domain are obtained by ACME (HTTP-01).
+    #[serde(default)]
+    pub acme: bool,
+    /// The last ACME failure (the CA's problem or the client's error), until one succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acme_error: Option<String>,
+    /// When ACME is tried again after a failure (RFC 3339; exponential backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acme_retry_at: Option<String>,
 }
 
 /// What the API tells of a stored certificate (never its key).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CertificateInfo {
-    /// Which of `DOMAIN` and `*.DOMAIN` the leaf is valid for.
+    /// Which of `DOMAIN` and `*.DOMAIN` the leaf is valid for (set through the API), or the
+    /// hosts it was issued for (ACME).
     pub covers: Vec<String>,
+    /// `manual` (`PUT .../certificate`) or `acme`.
+    #[serde(default)]
+    pub source: String,
+    /// The leaf's `notAfter` (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<String>,
+    /// The leaf's issuer (distinguished name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+}
+
+/// Body of `PUT /v1/domains/{domain}/acme`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SetAcme {
+    /// Obtain (and renew) a certificate by ACME HTTP-01 for every host mapped under the domain.
+    pub enabled: bool,
+}
+
+/// A pending ACME HTTP-01 challenge: the router answers
+/// `GET http://HOST/.well-known/acme-challenge/TOKEN` with the key authorization.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AcmeChallenge {
+    pub host: String,
+    pub token: String,
+    pub key_authorization: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -182,6 +219,9 @@ pub struct DomainList {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateDomain {
     pub name: String,
+    /// Obtain certificates by ACME for the hosts mapped under it (`PUT .../acme` later too).
+    #[serde(default)]
+    pub acme: bool,
 }
 
 /// Body of `PUT /v1/domains/{domain}/certificate`: PEM texts.
@@ -223,6 +263,9 @@ pub struct RouterTable {
     /// Certificates set through the API, served by SNI for their domain and the hosts under it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<RouterCertificate>,
+    /// Pending ACME HTTP-01 challenges, answered by every router on plain HTTP.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acme_challenges: Vec<AcmeChallenge>,
 }
 
 /// Whether `host` is `domain` or a name under it.

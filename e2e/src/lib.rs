@@ -6,6 +6,7 @@
 //!
 //! The binaries must be built first (`cargo build --workspace --bins`); `scripts/test` does that.
 
+pub mod acme_server;
 pub mod pkgserver;
 
 use anyhow::{bail, Context, Result};

@@ -112,6 +112,7 @@ fn class_of(method: &str, path: &str) -> Option<Class> {
         // 404 `not_found`, as a missing one (e2e/tests/domains.rs).
         ("get" | "post", "/v1/domains") => AnyUser,
         ("delete", "/v1/domains/{domain}") | ("put", "/v1/domains/{domain}/certificate") => AnyUser,
+        ("put", "/v1/domains/{domain}/acme") => AnyUser,
         _ => return None,
     })
 }

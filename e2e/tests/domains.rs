@@ -132,6 +132,37 @@ fn private_domains_belong_to_their_space() {
     assert_eq!((s, code(&b)), (403, Some("forbidden")), "{b}");
     let (s, b) = create(viewer_token, &t.mine, &format!("v-{domain}"));
     assert_eq!((s, code(&b)), (403, Some("forbidden")), "{b}");
+    // ACME cannot be turned on where the operator has not configured it (e2e/tests/acme.rs has
+    // the rest): refused with the reason, not left waiting silently.
+    let acme = serde_json::json!({"enabled": true});
+    let acme_path = format!("/v1/domains/{domain}/acme");
+    let (s, b) = call(
+        &t.p,
+        viewer_token,
+        Method::PUT,
+        &acme_path,
+        Some(acme.clone()),
+        None,
+    );
+    assert_eq!((s, code(&b)), (403, Some("forbidden")), "{b}");
+    let (s, b) = call(
+        &t.p,
+        &t.them,
+        Method::PUT,
+        &acme_path,
+        Some(acme.clone()),
+        None,
+    );
+    assert_eq!((s, code(&b)), (404, Some("not_found")), "{b}");
+    let (s, b) = call(&t.p, &t.me, Method::PUT, &acme_path, Some(acme), None);
+    assert_eq!((s, code(&b)), (409, Some("conflict")), "{b}");
+    assert!(
+        b["message"]
+            .as_str()
+            .unwrap()
+            .contains("PAAS_ACME_DIRECTORY"),
+        "{b}"
+    );
 
     // Lists: the shared domain and the caller's own.
     let (_, list) = call(&t.p, &t.them, Method::GET, "/v1/domains", None, None);

@@ -262,6 +262,7 @@ fn classify(method: &actix_web::http::Method, path: &str) -> Need {
         (["domains"], Method::POST) => Need::Authenticated,
         (["domains", _], Method::DELETE) => Need::Authenticated,
         (["domains", _, "certificate"], Method::PUT) => Need::Authenticated,
+        (["domains", _, "acme"], Method::PUT) => Need::Authenticated,
         (["apps", _], Method::GET | Method::HEAD | Method::PATCH | Method::DELETE) => {
             Need::App { push: false }
         }
@@ -972,6 +973,10 @@ mod tests {
         assert_eq!(c(Method::DELETE, "/v1/domains/example.com"), Authenticated);
         assert_eq!(
             c(Method::PUT, "/v1/domains/example.com/certificate"),
+            Authenticated
+        );
+        assert_eq!(
+            c(Method::PUT, "/v1/domains/example.com/acme"),
             Authenticated
         );
         assert_eq!(c(Method::DELETE, "/v1/domains"), Unknown);

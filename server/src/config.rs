@@ -197,6 +197,48 @@ pub struct Settings {
     /// address.
     #[serde(default)]
     pub advertise_url: Option<String>,
+    /// The ACME directory certificates are ordered from, e.g.
+    /// `https://acme-v02.api.letsencrypt.org/directory` (`PAAS_ACME_DIRECTORY`). Unset: ACME
+    /// is off (domains may still opt in; nothing is ordered).
+    #[serde(default)]
+    pub acme_directory: Option<String>,
+    /// The account's contact (`PAAS_ACME_EMAIL`), sent as `mailto:` when the account is made.
+    #[serde(default)]
+    pub acme_email: Option<String>,
+    /// A CA bundle (PEM) the directory's HTTPS is checked against instead of the public roots
+    /// (`PAAS_ACME_CA_FILE`), for a private or test CA.
+    #[serde(default)]
+    pub acme_ca_file: Option<PathBuf>,
+    /// A certificate is renewed when less than this many days are left, or a third of its
+    /// lifetime, whichever is shorter (`PAAS_ACME_RENEW_BEFORE_DAYS`, default 30).
+    #[serde(default = "default_acme_renew_before_days")]
+    pub acme_renew_before_days: u64,
+    /// After a failure, the first retry waits this long, doubling per failure in a row
+    /// (`PAAS_ACME_BACKOFF_SECS`, default 60) up to `PAAS_ACME_BACKOFF_MAX_SECS` (default a day).
+    #[serde(default = "default_acme_backoff_secs")]
+    pub acme_backoff_secs: u64,
+    #[serde(default = "default_acme_backoff_max_secs")]
+    pub acme_backoff_max_secs: u64,
+    /// How often the leader looks for hosts needing a certificate (`PAAS_ACME_CHECK_SECS`,
+    /// default 30; a domain's change wakes it at once).
+    #[serde(default = "default_acme_check_secs")]
+    pub acme_check_secs: u64,
+}
+
+fn default_acme_renew_before_days() -> u64 {
+    30
+}
+
+fn default_acme_backoff_secs() -> u64 {
+    60
+}
+
+fn default_acme_backoff_max_secs() -> u64 {
+    24 * 3600
+}
+
+fn default_acme_check_secs() -> u64 {
+    30
 }
 
 fn default_access_token_ttl() -> u64 {
@@ -311,6 +353,13 @@ impl Default for Settings {
             aws_access_key_id: None,
             aws_secret_access_key: None,
             aws_session_token: None,
+            acme_directory: None,
+            acme_email: None,
+            acme_ca_file: None,
+            acme_renew_before_days: default_acme_renew_before_days(),
+            acme_backoff_secs: default_acme_backoff_secs(),
+            acme_backoff_max_secs: default_acme_backoff_max_secs(),
+            acme_check_secs: default_acme_check_secs(),
         }
     }
 }

@@ -129,6 +129,7 @@ impl Application {
         tokio::spawn(crate::drains::run(self.ctx.clone()));
         tokio::spawn(crate::timeseries::run(self.ctx.clone()));
         tokio::spawn(crate::control::autoscale::run(self.ctx.clone()));
+        tokio::spawn(crate::control::acme::run(self.ctx.clone()));
         tokio::spawn(crate::auth::prune_loop(self.ctx.clone()));
         let mut server = tokio::spawn(server);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -221,6 +222,7 @@ pub async fn context(
         stopping: Default::default(),
         leadership,
         ssh: Default::default(),
+        acme: tokio::sync::Notify::new(),
     });
     router::refresh(&ctx)
         .await

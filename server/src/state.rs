@@ -48,6 +48,8 @@ pub struct AppCtx {
     pub leadership: crate::control::lease::Leadership,
     /// `paas ssh` sessions waiting for their node to dial back.
     pub ssh: crate::ssh::SshHub,
+    /// Wakes the leader's ACME loop (a domain opted in, a route was mapped under one).
+    pub acme: Notify,
 }
 
 /// A removed instance row kept for its node while its in-flight requests finish.

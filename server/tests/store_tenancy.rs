@@ -277,6 +277,7 @@ async fn a_private_domain_keeps_other_spaces_out(store: &dyn Store) {
                 chain_pem: "PEM".into(),
                 sealed_key: "sealed".into(),
                 names: vec!["*.example.com".into()],
+                source: paas_server::store::CERT_MANUAL,
             },
             &ev("domain.certificate"),
         )

@@ -1,11 +1,12 @@
 //! `paas domains`, `paas create-domain DOMAIN [--space ORG/SPACE]`, `paas delete-domain DOMAIN`,
 //! `paas set-cert DOMAIN --cert FILE --key FILE` (issue 22): private domains owned by a space,
-//! and the certificate every router serves for them.
+//! and the certificate every router serves for them; `paas domain-acme DOMAIN on|off` (or
+//! `create-domain --acme`): certificates by ACME for the hosts mapped under the domain.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use paas_common::route::{CreateDomain, DomainInfo, DomainList, SetCertificate};
+use paas_common::route::{CreateDomain, DomainInfo, DomainList, SetAcme, SetCertificate};
 
 use crate::client::{seg, Client};
 use crate::output::table;
@@ -24,6 +25,18 @@ pub struct CreateArgs {
     /// The owning space, ORG/SPACE (default: the target space, `paas target`)
     #[arg(long, value_name = "ORG/SPACE")]
     pub space: Option<String>,
+    /// Obtain certificates by ACME (HTTP-01) for the hosts mapped under it, and renew them
+    #[arg(long)]
+    pub acme: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AcmeArgs {
+    /// The domain
+    pub domain: String,
+    /// `on`: certificates by ACME for every host mapped under the domain; `off`: no more orders
+    #[arg(value_parser = ["on", "off"])]
+    pub state: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -62,13 +75,35 @@ pub fn list(args: ListArgs, client: &Client) -> anyhow::Result<()> {
                 } else {
                     d.space.clone().unwrap_or_default()
                 },
-                d.certificate
-                    .as_ref()
-                    .map_or_else(|| "-".into(), |c| c.covers.join(", ")),
+                d.certificate.as_ref().map_or_else(
+                    || "-".into(),
+                    |c| {
+                        let source = if c.source.is_empty() {
+                            "manual"
+                        } else {
+                            &c.source
+                        };
+                        match &c.not_after {
+                            Some(t) => format!("{} ({source}, until {t})", c.covers.join(", ")),
+                            None => format!("{} ({source})", c.covers.join(", ")),
+                        }
+                    },
+                ),
+                match (d.acme, &d.acme_error) {
+                    (false, _) => "-".into(),
+                    (true, None) => "on".into(),
+                    (true, Some(e)) => format!(
+                        "on, failing (retry {}): {e}",
+                        d.acme_retry_at.as_deref().unwrap_or("soon")
+                    ),
+                },
             ]
         })
         .collect();
-    print!("{}", table(&["DOMAIN", "OWNER", "CERTIFICATE"], &rows));
+    print!(
+        "{}",
+        table(&["DOMAIN", "OWNER", "CERTIFICATE", "ACME"], &rows)
+    );
     Ok(())
 }
 
@@ -81,13 +116,36 @@ pub fn create(args: CreateArgs, client: &Client) -> anyhow::Result<()> {
         "/v1/domains",
         &CreateDomain {
             name: args.domain.clone(),
+            acme: args.acme,
         },
     )?;
     println!(
-        "Created domain {} in {}",
+        "Created domain {} in {}{}",
         d.name,
-        d.space.unwrap_or_default()
+        d.space.unwrap_or_default(),
+        if d.acme {
+            " (certificates by ACME for its mapped hosts)"
+        } else {
+            ""
+        }
     );
+    Ok(())
+}
+
+pub fn acme(args: AcmeArgs, client: &Client) -> anyhow::Result<()> {
+    let enabled = args.state == "on";
+    let d: DomainInfo = client.put_json(
+        &format!("/v1/domains/{}/acme", seg(&args.domain)),
+        &SetAcme { enabled },
+    )?;
+    if enabled {
+        println!(
+            "ACME on for {}: every host mapped under it gets a certificate",
+            d.name
+        );
+    } else {
+        println!("ACME off for {}", d.name);
+    }
     Ok(())
 }
 

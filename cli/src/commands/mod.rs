@@ -124,6 +124,8 @@ pub enum Command {
     DeleteDomain(domains::DeleteArgs),
     /// Set a domain's TLS certificate (PEM chain and key); every router serves it by SNI.
     SetCert(domains::CertArgs),
+    /// Turn automatic certificates (ACME HTTP-01) on or off for the hosts mapped under a domain
+    DomainAcme(domains::AcmeArgs),
     /// Open a shell (or run one command with -c) in a running instance, with the app's env.
     Ssh(ssh::Args),
     /// Allow ssh to an app (space admins, operators).
@@ -224,6 +226,7 @@ pub fn dispatch(cli: Cli, env: &Env) -> anyhow::Result<()> {
         Command::CreateDomain(args) => domains::create(args, &client),
         Command::DeleteDomain(args) => domains::delete(args, &client),
         Command::SetCert(args) => domains::set_cert(args, &client),
+        Command::DomainAcme(args) => domains::acme(args, &client),
         Command::Ssh(args) => ssh::run(args, &client),
         Command::EnableSsh(args) => ssh::set_app(args, true, &client),
         Command::DisableSsh(args) => ssh::set_app(args, false, &client),

@@ -1,11 +1,14 @@
 //! Domains (issue 22): `GET /v1/domains` (the shared one and the private ones the caller's roles
 //! reach), `POST /v1/domains` (in the target space, `X-Paas-Space`), `DELETE
-//! /v1/domains/{domain}` and `PUT /v1/domains/{domain}/certificate`. A private domain is
+//! /v1/domains/{domain}`, `PUT /v1/domains/{domain}/certificate` and `PUT
+//! /v1/domains/{domain}/acme` (certificates by ACME for the hosts mapped under it). A private domain is
 //! managed by a developer or better of its space (or an operator); for anyone else it does not
 //! exist (404), so names of other tenants' domains do not leak through these routes.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use paas_common::route::{CertificateInfo, CreateDomain, DomainInfo, DomainList, SetCertificate};
+use paas_common::route::{
+    CertificateInfo, CreateDomain, DomainInfo, DomainList, SetAcme, SetCertificate,
+};
 use paas_common::ErrorCode;
 
 use super::Ctx;
@@ -32,9 +35,21 @@ fn info(d: &DomainRecord) -> DomainInfo {
         name: d.name.clone(),
         space: Some(d.space.clone()),
         shared: false,
-        certificate: d.certificate.as_ref().map(|_| CertificateInfo {
-            covers: d.cert_names.clone(),
+        certificate: d.certificate.as_ref().map(|chain| {
+            let meta = crate::deploy::domains::cert_meta(chain);
+            CertificateInfo {
+                covers: d.cert_names.clone(),
+                source: d
+                    .cert_source
+                    .clone()
+                    .unwrap_or_else(|| crate::store::CERT_MANUAL.into()),
+                not_after: meta.as_ref().map(|m| m.not_after.to_rfc3339()),
+                issuer: meta.map(|m| m.issuer),
+            }
         }),
+        acme: d.acme,
+        acme_error: d.acme_error.clone(),
+        acme_retry_at: d.acme_retry_at.map(|t| t.to_rfc3339()),
     }
 }
 
@@ -70,6 +85,9 @@ pub async fn list(ctx: Ctx, who: Principal) -> ApiResult<web::Json<DomainList>> 
         space: None,
         shared: true,
         certificate: None,
+        acme: false,
+        acme_error: None,
+        acme_retry_at: None,
     }];
     domains.extend(
         ctx.store
@@ -104,13 +122,23 @@ pub async fn create(
         ));
     }
     let name = crate::deploy::domains::parse_domain(&body.name)?;
+    if body.acme {
+        crate::deploy::domains::acme_available(&ctx)?;
+    }
     crate::deploy::domains::create(&ctx, &actor(&who), &space.id, &name).await?;
     tracing::info!(domain = %name, space = %label, "domain created");
+    if body.acme {
+        let created = managed(&ctx, &who, &name).await?;
+        crate::deploy::domains::set_acme(&ctx, &actor(&who), &created, true).await?;
+    }
     Ok(HttpResponse::Created().json(DomainInfo {
         name,
         space: Some(label),
         shared: false,
         certificate: None,
+        acme: body.acme,
+        acme_error: None,
+        acme_retry_at: None,
     }))
 }
 
@@ -138,8 +166,21 @@ pub async fn set_certificate(
     )
     .await?;
     tracing::info!(domain = %domain.name, covers = %covers.join(","), "certificate set");
-    Ok(web::Json(DomainInfo {
-        certificate: Some(CertificateInfo { covers }),
-        ..info(&domain)
-    }))
+    let domain = managed(&ctx, &who, &domain.name).await?;
+    tracing::info!(covers = %covers.join(","), "certificate stored");
+    Ok(web::Json(info(&domain)))
+}
+
+#[utoipa::path(put, path = "/v1/domains/{domain}/acme", tag = "domains", summary = "Turn automatic certificates (ACME HTTP-01) on or off for the hosts mapped under the domain; a certificate set through the API turns it off", params(("domain" = String, Path, description = "The domain")), request_body = paas_common::route::SetAcme, responses((status = 200, body = paas_common::route::DomainInfo), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
+pub async fn set_acme(
+    ctx: Ctx,
+    who: Principal,
+    path: web::Path<String>,
+    body: web::Json<SetAcme>,
+) -> ApiResult<web::Json<DomainInfo>> {
+    let domain = managed(&ctx, &who, &path).await?;
+    crate::deploy::domains::set_acme(&ctx, &actor(&who), &domain, body.enabled).await?;
+    tracing::info!(domain = %domain.name, enabled = body.enabled, "ACME set");
+    let domain = managed(&ctx, &who, &domain.name).await?;
+    Ok(web::Json(info(&domain)))
 }

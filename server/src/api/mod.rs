@@ -96,6 +96,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 "/domains/{domain}/certificate",
                 web::put().to(domains::set_certificate),
             )
+            .route("/domains/{domain}/acme", web::put().to(domains::set_acme))
             .route("/apps/{name}/routes", web::get().to(routes::list_for_app))
             .route("/apps/{name}/routes", web::post().to(routes::map))
             .route("/apps/{name}/routes", web::delete().to(routes::unmap))

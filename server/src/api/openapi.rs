@@ -86,7 +86,7 @@ impl Modify for BearerAuth {
         tasks::list, tasks::run, tasks::get, tasks::cancel, cron::list, cron::add, cron::remove,
         autoscale::get, autoscale::set, autoscale::remove,
         routes::list, routes::list_for_app, routes::map, routes::unmap,
-        domains::list, domains::create, domains::delete, domains::set_certificate,
+        domains::list, domains::create, domains::delete, domains::set_certificate, domains::set_acme,
         tenancy::create_token, tenancy::list_tokens, tenancy::revoke_token,
         tenancy::list_users, tenancy::create_user, tenancy::set_role,
         tenancy::list_spaces, tenancy::create_space, tenancy::get_quota, tenancy::set_quota,

@@ -2,6 +2,7 @@
 //! that makes the instance rows match ([`convergence`]). Nothing here speaks HTTP; the deploy
 //! layer and the API only record intent in the store and wake the loop.
 
+pub mod acme;
 pub mod autoscale;
 pub mod convergence;
 pub mod cron;

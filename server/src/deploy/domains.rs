@@ -277,6 +277,8 @@ pub async fn map_route(
             .await?;
     }
     crate::router::refresh(ctx).await?;
+    // A new host under an ACME domain needs a certificate that names it.
+    ctx.acme.notify_one();
     Ok(RouteInfo {
         host: spec.host.clone(),
         path: spec.path.clone(),
@@ -353,6 +355,7 @@ pub async fn set_certificate(
         chain_pem: chain.to_string(),
         sealed_key: ctx.secrets.seal(&key_aad(&domain.name), key),
         names: covers.clone(),
+        source: crate::store::CERT_MANUAL,
     };
     let event = Event {
         app_name: None,
@@ -370,6 +373,71 @@ pub async fn set_certificate(
         .await?;
     crate::router::refresh(ctx).await?;
     Ok(covers)
+}
+
+/// Turns ACME on or off for a domain. A certificate set through the API turns it off again (the
+/// user's certificate wins); a certificate ACME got stays served until it is replaced.
+pub async fn set_acme(
+    ctx: &AppCtx,
+    actor: &Actor,
+    domain: &DomainRecord,
+    enabled: bool,
+) -> DeployResult<()> {
+    if enabled {
+        acme_available(ctx)?;
+    }
+    let event = Event {
+        app_name: None,
+        app_id: None,
+        actor: actor.actor.clone(),
+        kind: "domain.acme".into(),
+        message: format!(
+            "{} ACME certificates for the hosts of domain {}",
+            if enabled { "enabled" } else { "disabled" },
+            domain.name
+        ),
+    };
+    ctx.store
+        .set_domain_acme(&domain.name, enabled, &event)
+        .await?;
+    ctx.acme.notify_one();
+    Ok(())
+}
+
+/// Refuses to turn ACME on where it cannot work, rather than wait silently forever.
+pub fn acme_available(ctx: &AppCtx) -> DeployResult<()> {
+    match ctx.settings.acme_directory.as_deref() {
+        Some(d) if !d.is_empty() => Ok(()),
+        _ => Err(DeployError::invalid(
+            ErrorCode::Conflict,
+            "ACME is off on this platform (the operator sets PAAS_ACME_DIRECTORY)",
+        )),
+    }
+}
+
+/// What the API shows of a stored certificate: its leaf's validity and issuer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertMeta {
+    pub not_before: chrono::DateTime<chrono::Utc>,
+    pub not_after: chrono::DateTime<chrono::Utc>,
+    pub issuer: String,
+}
+
+/// The leaf's validity and issuer, from a PEM chain (leaf first); `None` when it does not parse.
+pub fn cert_meta(chain_pem: &str) -> Option<CertMeta> {
+    let der = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .next()?
+        .ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    let v = cert.validity();
+    let at = |t: &x509_parser::time::ASN1Time| {
+        chrono::DateTime::<chrono::Utc>::from_timestamp(t.timestamp(), 0)
+    };
+    Some(CertMeta {
+        not_before: at(&v.not_before)?,
+        not_after: at(&v.not_after)?,
+        issuer: cert.issuer().to_string(),
+    })
 }
 
 /// The associated data a domain's key is sealed with: a sealed key copied to another domain (or
@@ -415,14 +483,28 @@ mod tests {
     }
 
     #[test]
+    fn certificate_validity_and_issuer_are_read() {
+        let mut params = rcgen::CertificateParams::new(vec!["a.example.test".into()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(2030, 1, 2);
+        params.not_after = rcgen::date_time_ymd(2030, 4, 2);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Test Issuer");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let m = cert_meta(&cert.pem()).unwrap();
+        assert_eq!(m.not_before.to_rfc3339(), "2030-01-02T00:00:00+00:00");
+        assert_eq!(m.not_after.to_rfc3339(), "2030-04-02T00:00:00+00:00");
+        assert!(m.issuer.contains("Test Issuer"), "{}", m.issuer);
+        assert!(cert_meta("junk").is_none());
+    }
+
+    #[test]
     fn hosts_find_their_longest_domain() {
         let d = |name: &str, space: &str| DomainRecord {
             name: name.into(),
             space_id: space.into(),
-            space: String::new(),
-            certificate: None,
-            private_key: None,
-            cert_names: Vec::new(),
+            ..Default::default()
         };
         let list = [d("example.com", "a"), d("shop.example.com", "a")];
         assert_eq!(

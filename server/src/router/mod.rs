@@ -225,6 +225,19 @@ impl RouteTable {
             .map(|(_, app, flags)| (app.clone(), *flags))
     }
 
+    /// The key authorization of a pending ACME HTTP-01 challenge for `host` (a Host header) and
+    /// `token`, if the leader published one.
+    pub fn acme_answer(&self, host: &str, token: &str) -> Option<String> {
+        let host = normalize_host(host);
+        let inner = self.inner.read().ok()?;
+        inner
+            .wire
+            .acme_challenges
+            .iter()
+            .find(|c| c.token == token && c.host == host.as_ref())
+            .map(|c| c.key_authorization.clone())
+    }
+
     /// The certificate set through the API for a TLS server name, if any.
     pub fn certificate_for(&self, sni: &str) -> Option<Arc<rustls::sign::CertifiedKey>> {
         self.inner.read().ok()?.certs.lookup(sni)
@@ -440,6 +453,8 @@ pub async fn build(ctx: &AppCtx) -> StoreResult<RouterTable> {
             }
         }
     }
+    // ACME HTTP-01 answers the leader published: every router answers them on plain HTTP.
+    table.acme_challenges = ctx.store.list_acme_challenges().await?;
     // Only `web` instances serve HTTP; a worker is never routed. A running instance whose
     // readiness check fails keeps running but gets no traffic until it passes again.
     for i in instances
@@ -544,6 +559,7 @@ mod tests {
             )]
             .into(),
             certificates: Vec::new(),
+            acme_challenges: Vec::new(),
         }
     }
 
@@ -574,6 +590,7 @@ mod tests {
             ],
             apps: Default::default(),
             certificates: Vec::new(),
+            acme_challenges: Vec::new(),
         });
         assert_eq!(
             t.resolve("Shop.Example.com:8080", "/")
@@ -604,6 +621,26 @@ mod tests {
             t.resolve("shop.example.com:80", "/").is_some()
                 && t.resolve("example.com", "/").is_none()
         );
+    }
+
+    #[test]
+    fn acme_answers_only_for_their_host_and_token() {
+        let t = RouteTable::default();
+        let mut w = wire(&[]);
+        w.acme_challenges = vec![paas_common::route::AcmeChallenge {
+            host: "www.shop.test".into(),
+            token: "tok".into(),
+            key_authorization: "tok.thumb".into(),
+        }];
+        t.replace(w);
+        assert_eq!(
+            t.acme_answer("WWW.shop.test:80", "tok").as_deref(),
+            Some("tok.thumb")
+        );
+        assert!(t.acme_answer("api.shop.test", "tok").is_none());
+        assert!(t.acme_answer("www.shop.test", "other").is_none());
+        // A standalone router gets them in the wire table it follows.
+        assert_eq!(t.snapshot().acme_challenges.len(), 1);
     }
 
     #[test]

@@ -416,6 +416,20 @@ async fn serve<I>(
 async fn handle(req: Request<Incoming>, w: &Worker, peer: Peer) -> Response<RespBody> {
     let router = &w.front.router;
     let host = super::request_host(&req).unwrap_or_default();
+    // ACME HTTP-01 (RFC 8555 8.3): answered before routing, so it works for a host whose app is
+    // down or that redirects to HTTPS; only for a challenge the leader published for this host.
+    if peer.proto == "http" && req.method() == http::Method::GET {
+        if let Some(token) = req.uri().path().strip_prefix(ACME_CHALLENGE_PREFIX) {
+            if let Some(answer) = router.table.acme_answer(host, token) {
+                let mut res = Response::new(RespBody::Full(Some(answer.into())));
+                res.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+                return res;
+            }
+        }
+    }
     match router.table.resolve_route(host, req.uri().path()) {
         Some((_, flags)) if flags.https_redirect && peer.proto == "http" => {
             redirect_to_https(&req, host, router.https_port)
@@ -440,6 +454,9 @@ async fn handle(req: Request<Incoming>, w: &Worker, peer: Peer) -> Response<Resp
         },
     }
 }
+
+/// Where HTTP-01 challenges are fetched (RFC 8555 8.3).
+const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 
 /// A route that asks for HTTPS answers plain HTTP with a 308 to the same URL on the HTTPS
 /// listener (308 keeps the method and body, unlike 301); with no HTTPS listener there is no

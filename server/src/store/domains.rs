@@ -9,8 +9,8 @@ use sqlx::Row;
 use super::sql::Dialect;
 use super::{Event, PgStore, SqliteStore, StoreError, StoreResult};
 
-/// A private domain (`migrations/sqlite/0027_domains.sql`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A private domain (`migrations/sqlite/0028_domains.sql`, ACME: `0034_acme.sql`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DomainRecord {
     pub name: String,
     pub space_id: String,
@@ -20,9 +20,24 @@ pub struct DomainRecord {
     pub certificate: Option<String>,
     /// The key, sealed (`crate::secrets`, the domain as associated data).
     pub private_key: Option<String>,
-    /// Which of `DOMAIN` and `*.DOMAIN` the certificate is valid for.
+    /// Which of `DOMAIN` and `*.DOMAIN` the certificate is valid for (manual), or the hosts it
+    /// was issued for (ACME).
     pub cert_names: Vec<String>,
+    /// `manual` or `acme` (`None` for a certificate set before ACME existed: manual).
+    pub cert_source: Option<String>,
+    /// The hosts mapped under this domain get certificates by ACME.
+    pub acme: bool,
+    /// The last ACME failure, until one succeeds.
+    pub acme_error: Option<String>,
+    /// Failures in a row (the backoff's exponent).
+    pub acme_failures: i64,
+    /// No ACME attempt before this time (backoff after a failure).
+    pub acme_retry_at: Option<chrono::DateTime<chrono::Utc>>,
 }
+
+/// Where a stored certificate came from.
+pub const CERT_MANUAL: &str = "manual";
+pub const CERT_ACME: &str = "acme";
 
 /// A certificate checked and ready to store.
 #[derive(Debug, Clone)]
@@ -30,6 +45,9 @@ pub struct NewCertificate {
     pub chain_pem: String,
     pub sealed_key: String,
     pub names: Vec<String>,
+    /// [`CERT_MANUAL`] (which also turns ACME off for the domain: the user's certificate wins)
+    /// or [`CERT_ACME`] (which clears the ACME failure state).
+    pub source: &'static str,
 }
 
 #[async_trait]
@@ -48,6 +66,33 @@ pub trait DomainStore: Send + Sync + 'static {
         cert: &NewCertificate,
         event: &Event,
     ) -> StoreResult<()>;
+    /// Turns ACME on or off for a domain (either way the failure state is cleared, so turning
+    /// it on again tries at once); `NotFound` when there is no such domain.
+    async fn set_domain_acme(&self, name: &str, enabled: bool, event: &Event) -> StoreResult<()>;
+    /// Records a failed ACME attempt: the error, the failures in a row and the next attempt.
+    async fn record_acme_failure(
+        &self,
+        name: &str,
+        error: &str,
+        failures: i64,
+        retry_at: chrono::DateTime<chrono::Utc>,
+        event: &Event,
+    ) -> StoreResult<()>;
+    /// Publishes a pending HTTP-01 challenge (replacing one with the same token).
+    async fn put_acme_challenge(
+        &self,
+        domain: &str,
+        challenge: &paas_common::route::AcmeChallenge,
+    ) -> StoreResult<()>;
+    /// Drops a domain's pending challenges (its order ended, either way).
+    async fn delete_acme_challenges(&self, domain: &str) -> StoreResult<()>;
+    /// Every pending challenge, for the route table.
+    async fn list_acme_challenges(&self) -> StoreResult<Vec<paas_common::route::AcmeChallenge>>;
+    /// The stored ACME account of a directory (sealed credentials), if any.
+    async fn acme_account(&self, directory: &str) -> StoreResult<Option<String>>;
+    /// Stores the account of a directory; the first one stored wins (answered back), so two
+    /// leaders in turn end up using one account.
+    async fn put_acme_account(&self, directory: &str, sealed: &str) -> StoreResult<String>;
     /// Sets a mapped route's HTTPS redirect and HSTS flags; `NotFound` when the app has no such
     /// route.
     async fn set_route_options(
@@ -79,6 +124,11 @@ macro_rules! domain_store {
                     ),
                     certificate: r.try_get("certificate")?,
                     private_key: r.try_get("private_key")?,
+                    cert_source: r.try_get("cert_source")?,
+                    acme: r.try_get("acme")?,
+                    acme_error: r.try_get("acme_error")?,
+                    acme_failures: r.try_get("acme_failures")?,
+                    acme_retry_at: r.try_get("acme_retry_at")?,
                     cert_names: names
                         .map(|n| serde_json::from_str(&n))
                         .transpose()
@@ -92,7 +142,8 @@ macro_rules! domain_store {
                 async fn list_domains(&self) -> StoreResult<Vec<DomainRecord>> {
                     let rows = sqlx::query(
                         "SELECT d.name, d.space_id, o.name AS org_name, s.name AS space_name,
-                                d.certificate, d.private_key, d.cert_names
+                                d.certificate, d.private_key, d.cert_names, d.cert_source,
+                                d.acme, d.acme_error, d.acme_failures, d.acme_retry_at
                          FROM domains d JOIN spaces s ON s.id = d.space_id JOIN orgs o ON o.id = s.org_id
                          ORDER BY d.name",
                     )
@@ -191,14 +242,19 @@ macro_rules! domain_store {
                     let mut tx = self.write_tx().await?;
                     let names = serde_json::to_string(&cert.names)
                         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    let manual = cert.source != CERT_ACME;
                     let done = sqlx::query(
-                        "UPDATE domains SET certificate = $2, private_key = $3, cert_names = $4
+                        "UPDATE domains SET certificate = $2, private_key = $3, cert_names = $4,
+                                cert_source = $5, acme = (acme AND NOT $6), acme_error = NULL,
+                                acme_failures = 0, acme_retry_at = NULL
                          WHERE name = $1",
                     )
                     .bind(name)
                     .bind(&cert.chain_pem)
                     .bind(&cert.sealed_key)
                     .bind(names)
+                    .bind(cert.source)
+                    .bind(manual)
                     .execute(&mut *tx)
                     .await?;
                     if done.rows_affected() == 0 {
@@ -207,6 +263,131 @@ macro_rules! domain_store {
                     crate::store::$backend::insert_event(&mut *tx, event).await?;
                     tx.commit().await?;
                     Ok(())
+                }
+
+                async fn set_domain_acme(
+                    &self,
+                    name: &str,
+                    enabled: bool,
+                    event: &Event,
+                ) -> StoreResult<()> {
+                    let mut tx = self.write_tx().await?;
+                    let done = sqlx::query(
+                        "UPDATE domains SET acme = $2, acme_error = NULL, acme_failures = 0,
+                                acme_retry_at = NULL
+                         WHERE name = $1",
+                    )
+                    .bind(name)
+                    .bind(enabled)
+                    .execute(&mut *tx)
+                    .await?;
+                    if done.rows_affected() == 0 {
+                        return Err(StoreError::NotFound(format!("domain {name} not found")));
+                    }
+                    crate::store::$backend::insert_event(&mut *tx, event).await?;
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn record_acme_failure(
+                    &self,
+                    name: &str,
+                    error: &str,
+                    failures: i64,
+                    retry_at: chrono::DateTime<chrono::Utc>,
+                    event: &Event,
+                ) -> StoreResult<()> {
+                    let mut tx = self.write_tx().await?;
+                    sqlx::query(
+                        "UPDATE domains SET acme_error = $2, acme_failures = $3, acme_retry_at = $4
+                         WHERE name = $1",
+                    )
+                    .bind(name)
+                    .bind(error)
+                    .bind(failures)
+                    .bind(retry_at)
+                    .execute(&mut *tx)
+                    .await?;
+                    crate::store::$backend::insert_event(&mut *tx, event).await?;
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn put_acme_challenge(
+                    &self,
+                    domain: &str,
+                    c: &paas_common::route::AcmeChallenge,
+                ) -> StoreResult<()> {
+                    sqlx::query(
+                        "INSERT INTO acme_challenges (token, domain, host, key_authorization, created_at)
+                         VALUES ($1, $2, $3, $4, $5)
+                         ON CONFLICT (token) DO UPDATE SET domain = $2, host = $3,
+                             key_authorization = $4, created_at = $5",
+                    )
+                    .bind(&c.token)
+                    .bind(domain)
+                    .bind(&c.host)
+                    .bind(&c.key_authorization)
+                    .bind(chrono::Utc::now())
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(())
+                }
+
+                async fn delete_acme_challenges(&self, domain: &str) -> StoreResult<()> {
+                    sqlx::query("DELETE FROM acme_challenges WHERE domain = $1")
+                        .bind(domain)
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(())
+                }
+
+                async fn list_acme_challenges(
+                    &self,
+                ) -> StoreResult<Vec<paas_common::route::AcmeChallenge>> {
+                    let rows: Vec<(String, String, String)> = sqlx::query_as(
+                        "SELECT host, token, key_authorization FROM acme_challenges ORDER BY token",
+                    )
+                    .fetch_all(&self.pool)
+                    .await?;
+                    Ok(rows
+                        .into_iter()
+                        .map(|(host, token, key_authorization)| paas_common::route::AcmeChallenge {
+                            host,
+                            token,
+                            key_authorization,
+                        })
+                        .collect())
+                }
+
+                async fn acme_account(&self, directory: &str) -> StoreResult<Option<String>> {
+                    Ok(sqlx::query_scalar(
+                        "SELECT credentials FROM acme_accounts WHERE directory = $1",
+                    )
+                    .bind(directory)
+                    .fetch_optional(&self.pool)
+                    .await?)
+                }
+
+                async fn put_acme_account(&self, directory: &str, sealed: &str) -> StoreResult<String> {
+                    let mut tx = self.write_tx().await?;
+                    sqlx::query(
+                        "INSERT INTO acme_accounts (directory, credentials, created_at)
+                         VALUES ($1, $2, $3) ON CONFLICT (directory) DO NOTHING",
+                    )
+                    .bind(directory)
+                    .bind(sealed)
+                    .bind(chrono::Utc::now())
+                    .execute(&mut *tx)
+                    .await?;
+                    let kept: String = sqlx::query_scalar(
+                        "SELECT credentials FROM acme_accounts WHERE directory = $1",
+                    )
+                    .bind(directory)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(kept)
                 }
 
                 async fn set_route_options(

@@ -17,7 +17,7 @@ mod sqlite;
 mod ssh;
 mod stagings;
 
-pub use domains::{DomainRecord, DomainStore, NewCertificate};
+pub use domains::{DomainRecord, DomainStore, NewCertificate, CERT_ACME, CERT_MANUAL};
 pub use logfeed::{LogFeedStore, LogRun};
 mod tasks;
 
