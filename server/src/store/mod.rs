@@ -6,6 +6,7 @@
 
 mod cron;
 mod domains;
+mod services;
 mod logfeed;
 mod node_metrics;
 mod postgres;
@@ -17,6 +18,10 @@ mod ssh;
 mod stagings;
 
 pub use domains::{DomainRecord, DomainStore, NewCertificate};
+pub use services::{
+    binding_aad, broker_aad, instance_aad, state as service_state, BindingRecord, BrokerRecord,
+    ServiceInstanceRecord, ServiceStore, KIND_MANAGED, KIND_USER_PROVIDED,
+};
 pub use logfeed::{LogFeedStore, LogRun};
 mod tasks;
 
@@ -765,6 +770,7 @@ pub trait Store:
     + StagingStore
     + LogFeedStore
     + DomainStore
+    + ServiceStore
     + SshStore
     + TaskStore
     + CronStore
@@ -790,6 +796,7 @@ impl<T> Store for T where
         + StagingStore
         + LogFeedStore
         + DomainStore
+        + ServiceStore
         + SshStore
         + TaskStore
         + CronStore
@@ -802,8 +809,8 @@ pub mod prelude {
     pub use super::{
         AppStore, AuthStore, BuildStore, CronStore, DomainStore, EventStore, InstanceStore,
         LeaseStore, LogFeedStore, LogStore, MetricStore, NodeMetricStore, NodeStore, QuotaStore,
-        RevisionStore, RollupStore, RouteStore, SpaceStore, SshStore, StagingStore, Store,
-        TaskStore,
+        RevisionStore, RollupStore, RouteStore, ServiceStore, SpaceStore, SshStore, StagingStore,
+        Store, TaskStore,
     };
 }
 
