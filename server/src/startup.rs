@@ -220,6 +220,7 @@ pub async fn context(
         stopping: Default::default(),
         leadership,
         ssh: Default::default(),
+        services: Default::default(),
     });
     router::refresh(&ctx)
         .await

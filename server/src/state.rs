@@ -48,6 +48,9 @@ pub struct AppCtx {
     pub leadership: crate::control::lease::Leadership,
     /// `paas ssh` sessions waiting for their node to dial back.
     pub ssh: crate::ssh::SshHub,
+    /// Service brokers: built-in ones registered at startup, registered ones by their row
+    /// (issue 22).
+    pub services: crate::services::Registry,
 }
 
 /// A removed instance row kept for its node while its in-flight requests finish.

@@ -14,6 +14,7 @@ pub mod lifecycle;
 pub mod push;
 pub mod quota;
 pub mod revisions;
+pub mod services;
 pub mod staging;
 pub mod tasks;
 
