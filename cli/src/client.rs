@@ -729,6 +729,9 @@ fn push_extra_fields(
     if !s.routes.is_empty() {
         form = form.text("routes", enc(serde_json::to_string(&s.routes))?);
     }
+    if !s.services.is_empty() {
+        form = form.text("services", enc(serde_json::to_string(&s.services))?);
+    }
     if let Some(h) = &s.health {
         form = form.text("health", enc(serde_json::to_string(h))?);
     }

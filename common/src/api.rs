@@ -445,6 +445,10 @@ pub struct PushSettings {
     /// its revision (issue 22).
     #[serde(default)]
     pub routes: Vec<String>,
+    /// Manifest `services` (multipart `services`, a JSON list of service instance names): each
+    /// must exist in the space before the push changes anything; bound on push (issue 22).
+    #[serde(default)]
+    pub services: Vec<String>,
     /// Manifest health settings (multipart `health`, JSON); stored for issue 4.
     #[serde(default)]
     pub health: Option<HealthCheckSettings>,

@@ -129,6 +129,8 @@ impl Application {
         tokio::spawn(crate::drains::run(self.ctx.clone()));
         tokio::spawn(crate::timeseries::run(self.ctx.clone()));
         tokio::spawn(crate::auth::prune_loop(self.ctx.clone()));
+        // Asynchronous service creates and deletes: the brokers' last_operation (issue 22).
+        tokio::spawn(crate::deploy::services::run_poller(self.ctx.clone()));
         let mut server = tokio::spawn(server);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let why = tokio::select! {

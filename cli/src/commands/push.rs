@@ -363,6 +363,7 @@ fn plans(args: &Args) -> anyhow::Result<Vec<Plan>> {
                 disk_mb: flags.disk_mb.or(a.disk_quota),
                 buildpacks,
                 routes: a.routes.iter().map(|r| r.route.clone()).collect(),
+                services: a.services.iter().map(|s| s.name().to_string()).collect(),
                 health: health_flags(args, a.health().to_settings())?,
                 processes: a.processes.iter().map(|p| p.to_settings()).collect(),
                 resources: Vec::new(),

@@ -348,7 +348,7 @@ pub async fn push(
                         Error::api(ErrorCode::BadRequest, format!("field \"resources\": {e}"))
                     })?;
                 }
-                "env" | "disk_mb" | "disk_quota" | "buildpacks" | "routes" | "health"
+                "env" | "disk_mb" | "disk_quota" | "buildpacks" | "routes" | "services" | "health"
                 | "processes" | "placement_labels" | "log_rate_limit" | "hostname"
                 | "random_route" | "no_route" | "stack" | "no_cache" | "dockerfile"
                 | "no_start" => {
