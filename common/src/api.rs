@@ -330,6 +330,9 @@ pub struct AppDetail {
     /// `stack:`), kept until a push names another, as Cloud Foundry keeps an app's stack.
     #[serde(default)]
     pub stack: String,
+    /// The service instances bound to the app, by name (issue 22).
+    #[serde(default)]
+    pub services: Vec<String>,
 }
 
 /// A log rate limit as a request gives it, like Cloud Foundry's `log-rate-limit-per-second`:

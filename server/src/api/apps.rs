@@ -97,6 +97,7 @@ pub(crate) async fn detail(ctx: &Ctx, app: &AppRecord) -> ApiResult<AppDetail> {
         stack: crate::deploy::push::stored_stack(&push_settings)
             .unwrap_or(paas_common::stack::DEFAULT)
             .to_string(),
+        services: super::services::bound_names(ctx, &app.id).await?,
     })
 }
 
@@ -348,8 +349,8 @@ pub async fn push(
                         Error::api(ErrorCode::BadRequest, format!("field \"resources\": {e}"))
                     })?;
                 }
-                "env" | "disk_mb" | "disk_quota" | "buildpacks" | "routes" | "services" | "health"
-                | "processes" | "placement_labels" | "log_rate_limit" | "hostname"
+                "env" | "disk_mb" | "disk_quota" | "buildpacks" | "routes" | "services"
+                | "health" | "processes" | "placement_labels" | "log_rate_limit" | "hostname"
                 | "random_route" | "no_route" | "stack" | "no_cache" | "dockerfile"
                 | "no_start" => {
                     super::push_settings::apply_field(&mut extra, &fname, &text)?;

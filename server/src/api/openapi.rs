@@ -10,7 +10,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::{
     apps, auth, base_images, cron, domains, drains, lifecycle, logs, metrics, nodes, resources,
-    revisions, routes, ssh, tasks, tenancy,
+    revisions, routes, services, ssh, tasks, tenancy,
 };
 
 /// The push form: the zip as `archive`, and the optional settings the handler reads.
@@ -86,6 +86,9 @@ impl Modify for BearerAuth {
         tasks::list, tasks::run, tasks::get, tasks::cancel, cron::list, cron::add, cron::remove,
         routes::list, routes::list_for_app, routes::map, routes::unmap,
         domains::list, domains::create, domains::delete, domains::set_certificate,
+        services::list_brokers, services::create_broker, services::delete_broker, services::marketplace,
+        services::list, services::create, services::get, services::update, services::delete,
+        services::list_bindings, services::bind, services::unbind,
         tenancy::create_token, tenancy::list_tokens, tenancy::revoke_token,
         tenancy::list_users, tenancy::create_user, tenancy::set_role,
         tenancy::list_spaces, tenancy::create_space, tenancy::get_quota, tenancy::set_quota,

@@ -29,8 +29,7 @@ use crate::services::ServiceBroker;
 use crate::state::AppCtx;
 use crate::store::{
     binding_aad, broker_aad, instance_aad, service_state as state, AppRecord, BindingRecord,
-    BrokerRecord, ServiceInstanceRecord, SpaceRecord, StoreError, KIND_MANAGED,
-    KIND_USER_PROVIDED,
+    BrokerRecord, ServiceInstanceRecord, SpaceRecord, StoreError, KIND_MANAGED, KIND_USER_PROVIDED,
 };
 
 /// Lists the env keys the platform set from bindings (see the module doc).
@@ -70,7 +69,9 @@ fn check_name(what: &str, name: &str, max: usize) -> DeployResult<()> {
     } else {
         Err(DeployError::invalid(
             ErrorCode::InvalidName,
-            format!("invalid {what} name {name:?}: use 1 to {max} letters, digits, '-', '_' or '.'"),
+            format!(
+                "invalid {what} name {name:?}: use 1 to {max} letters, digits, '-', '_' or '.'"
+            ),
         ))
     }
 }
@@ -277,8 +278,8 @@ pub async fn create_service(
         .plan
         .as_deref()
         .ok_or_else(|| DeployError::bad("give the plan of the offering"))?;
-    let (broker_name, service) = find_offering(ctx, &space.id, offering, req.broker.as_deref())
-        .await?;
+    let (broker_name, service) =
+        find_offering(ctx, &space.id, offering, req.broker.as_deref()).await?;
     let plan = service
         .plans
         .iter()
@@ -558,12 +559,7 @@ pub async fn poll_once(ctx: &AppCtx) -> DeployResult<()> {
                 }
                 (OperationState::Failed, false) => {
                     ctx.store
-                        .set_service_state(
-                            &inst.id,
-                            state::FAILED,
-                            None,
-                            op.description.as_deref(),
-                        )
+                        .set_service_state(&inst.id, state::FAILED, None, op.description.as_deref())
                         .await?;
                     tracing::warn!(service = %inst.name, description = ?op.description, "service instance create failed");
                 }

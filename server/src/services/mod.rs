@@ -52,7 +52,11 @@ impl Registry {
         secrets: &SecretBox,
     ) -> Result<Arc<dyn ServiceBroker>, crate::secrets::SecretError> {
         let password = secrets.open(&broker_aad(&row.name), &row.password)?;
-        Ok(Arc::new(self.http_plain(&row.url, &row.username, &password)))
+        Ok(Arc::new(self.http_plain(
+            &row.url,
+            &row.username,
+            &password,
+        )))
     }
 
     /// An HTTP broker from plain credentials (registration, before a row exists).

@@ -6,23 +6,23 @@
 
 mod cron;
 mod domains;
-mod services;
 mod logfeed;
 mod node_metrics;
 mod postgres;
 mod quotas;
 mod rollups;
+mod services;
 mod sql;
 mod sqlite;
 mod ssh;
 mod stagings;
 
 pub use domains::{DomainRecord, DomainStore, NewCertificate};
+pub use logfeed::{LogFeedStore, LogRun};
 pub use services::{
     binding_aad, broker_aad, instance_aad, state as service_state, BindingRecord, BrokerRecord,
     ServiceInstanceRecord, ServiceStore, KIND_MANAGED, KIND_USER_PROVIDED,
 };
-pub use logfeed::{LogFeedStore, LogRun};
 mod tasks;
 
 pub use cron::{CronRecord, CronStore};
