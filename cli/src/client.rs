@@ -612,6 +612,16 @@ impl Client {
         self.json(self.send(rb)?)
     }
 
+    /// `PATCH path` with a JSON body, decoded.
+    pub fn patch_json<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let rb = self.authed(self.http.patch(self.url(path))).json(body);
+        self.json(self.send(rb)?)
+    }
+
     /// `DELETE path`, expecting any 2xx.
     pub fn delete_path(&self, path: &str) -> Result<(), ClientError> {
         let rb = self.authed(self.http.delete(self.url(path)));

@@ -75,6 +75,7 @@ pub struct Marketplace {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateService {
+    #[serde(default)]
     pub name: String,
     #[serde(default)]
     pub offering: Option<String>,
@@ -146,6 +147,7 @@ pub struct ServiceList {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateBinding {
+    #[serde(default)]
     pub service: String,
 }
 

@@ -7,6 +7,7 @@
 //! The binaries must be built first (`cargo build --workspace --bins`); `scripts/test` does that.
 
 pub mod pkgserver;
+pub mod test_broker;
 
 use anyhow::{bail, Context, Result};
 use rand::Rng;

@@ -28,8 +28,8 @@ fn actor(who: &Principal) -> Actor {
     }
 }
 
-/// The target space, if the caller has a role there (else it does not exist for them); with
-/// `change`, a developer or better whose token is not scoped to one app.
+/// The target space, if the caller has a role there not through a token made for one app (else
+/// it does not exist for them); with `change`, a developer or better.
 async fn space(
     ctx: &Ctx,
     who: &Principal,
@@ -38,13 +38,17 @@ async fn space(
 ) -> ApiResult<SpaceRecord> {
     let space = crate::authz::target_space(ctx, req).await?;
     let label = format!("{}/{}", space.org, space.name);
-    let Some(role) = who.role_in(&space.id) else {
+    // A token made for one app reaches that app, not its space's services.
+    let role = who
+        .role_in(&space.id)
+        .filter(|_| who.token.as_ref().is_none_or(|t| t.app.is_none()));
+    let Some(role) = role else {
         return Err(Error::api(
             ErrorCode::SpaceNotFound,
             format!("space {label} not found"),
         ));
     };
-    if change && (role < Role::Developer || who.token.as_ref().is_some_and(|t| t.app.is_some())) {
+    if change && role < Role::Developer {
         return Err(Error::api(
             ErrorCode::Forbidden,
             format!("not allowed: only a developer of {label} changes its services"),
