@@ -501,7 +501,7 @@ pub async fn push(
     }
     // The stream answers before the deploy runs: the app must exist by then, so that a new app
     // is adopted into the caller's space when this answer succeeds (see `authz`). A manifest
-    // route the space may not map refuses the push before that.
+    // route the space may not map, or a service it does not have, refuses the push before that.
     crate::deploy::push::check_manifest_routes(
         &ctx,
         &prep.space_id,
@@ -509,6 +509,9 @@ pub async fn push(
         &prep.extra.routes,
     )
     .await?;
+    // So does a manifest service the space does not have (issue 22).
+    crate::deploy::services::check_manifest_services(&ctx, &prep.space_id, &prep.extra.services)
+        .await?;
     let app = crate::deploy::find_or_create_app(
         &ctx,
         &crate::deploy::Actor::from(&user),
