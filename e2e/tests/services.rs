@@ -277,6 +277,26 @@ fn external_broker_provisions_binds_unbinds_and_deprovisions() {
     assert!(vcap.get("user-provided").is_some(), "{vcap}");
     assert!(db.is_null(), "{db}");
 
+    // Bound again, then the app is deleted: its binding goes with it, revoked at the broker.
+    let out = p.cli(&["bind-service", &app, &svc]);
+    assert!(out.ok(), "bind-service again: {out:?}{}", p.logs());
+    let (_, again) = broker
+        .bindings()
+        .pop()
+        .expect("the new binding at the broker");
+    assert_ne!(
+        again, binding_id,
+        "each binding has its own id and credentials"
+    );
+    let out = p.cli(&["delete", &app, "-f"]);
+    assert!(out.ok(), "delete: {out:?}{}", p.logs());
+    assert!(
+        broker.saw(&format!("unbind {instance_id} {again}")),
+        "{:?}",
+        broker.calls()
+    );
+    assert!(broker.bindings().is_empty());
+
     // Deleted now: deprovisioned at the broker.
     let out = p.cli(&["delete-service", &svc]);
     assert!(out.ok(), "delete-service: {out:?}{}", p.logs());

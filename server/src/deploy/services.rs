@@ -734,6 +734,30 @@ pub async fn unbind(
     .await
 }
 
+/// Unbinds every binding of an app that is being deleted (no redeploy). A broker that fails is
+/// logged and the binding dropped all the same, so a broken broker never keeps an app alive.
+pub async fn revoke_bindings(ctx: &AppCtx, app: &AppRecord) -> DeployResult<()> {
+    for binding in ctx.store.bindings_of_app(&app.id).await? {
+        let Some(inst) = ctx.store.service_instance(&binding.instance_id).await? else {
+            continue;
+        };
+        if inst.kind == KIND_MANAGED {
+            let revoked = match broker(ctx, inst.broker.as_deref().unwrap_or_default()).await {
+                Ok(b) => b
+                    .unbind(&inst.id, &binding.id, &plan_of(&inst))
+                    .await
+                    .map_err(broker_error),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = revoked {
+                tracing::warn!(app = %app.name, service = %inst.name, error = %e, "unbind of a deleted app failed; its binding is dropped");
+            }
+        }
+        ctx.store.delete_binding(&binding.id).await?;
+    }
+    Ok(())
+}
+
 /// A new revision of the app's current one with the service env of its bindings now; `None`
 /// when the app has no revision yet (its first push computes the env).
 pub async fn apply_env(
