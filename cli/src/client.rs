@@ -612,6 +612,16 @@ impl Client {
         self.json(self.send(rb)?)
     }
 
+    /// `PATCH path` with a JSON body, decoded.
+    pub fn patch_json<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let rb = self.authed(self.http.patch(self.url(path))).json(body);
+        self.json(self.send(rb)?)
+    }
+
     /// `DELETE path`, expecting any 2xx.
     pub fn delete_path(&self, path: &str) -> Result<(), ClientError> {
         let rb = self.authed(self.http.delete(self.url(path)));
@@ -728,6 +738,9 @@ fn push_extra_fields(
     }
     if !s.routes.is_empty() {
         form = form.text("routes", enc(serde_json::to_string(&s.routes))?);
+    }
+    if !s.services.is_empty() {
+        form = form.text("services", enc(serde_json::to_string(&s.services))?);
     }
     if let Some(h) = &s.health {
         form = form.text("health", enc(serde_json::to_string(h))?);

@@ -330,6 +330,9 @@ pub struct AppDetail {
     /// `stack:`), kept until a push names another, as Cloud Foundry keeps an app's stack.
     #[serde(default)]
     pub stack: String,
+    /// The service instances bound to the app, by name (issue 22).
+    #[serde(default)]
+    pub services: Vec<String>,
 }
 
 /// A log rate limit as a request gives it, like Cloud Foundry's `log-rate-limit-per-second`:
@@ -445,6 +448,10 @@ pub struct PushSettings {
     /// its revision (issue 22).
     #[serde(default)]
     pub routes: Vec<String>,
+    /// Manifest `services` (multipart `services`, a JSON list of service instance names): each
+    /// must exist in the space before the push changes anything; bound on push (issue 22).
+    #[serde(default)]
+    pub services: Vec<String>,
     /// Manifest health settings (multipart `health`, JSON); stored for issue 4.
     #[serde(default)]
     pub health: Option<HealthCheckSettings>,

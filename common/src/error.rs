@@ -103,6 +103,18 @@ pub enum ErrorCode {
     /// The droplet's `release:` process failed: the deploy stopped and the previous revision
     /// keeps serving (issue 21).
     ReleaseFailed,
+    /// No service instance of that name in the space (issue 22).
+    ServiceNotFound,
+    /// A service instance that apps are bound to cannot be deleted (issue 22).
+    ServiceBound,
+    /// A service broker failed or refused (its description in the message) (issue 22).
+    BrokerError,
+    /// No offering of that name in the marketplace (issue 22).
+    OfferingNotFound,
+    /// The offering has no plan of that name (issue 22).
+    PlanNotFound,
+    /// No service broker of that name (issue 22).
+    BrokerNotFound,
 }
 
 impl ErrorCode {
@@ -152,6 +164,12 @@ impl ErrorCode {
             ErrorCode::SshUnavailable => "ssh_unavailable",
             ErrorCode::TaskNotFound => "task_not_found",
             ErrorCode::ReleaseFailed => "release_failed",
+            ErrorCode::ServiceNotFound => "service_not_found",
+            ErrorCode::ServiceBound => "service_bound",
+            ErrorCode::BrokerError => "broker_error",
+            ErrorCode::OfferingNotFound => "offering_not_found",
+            ErrorCode::PlanNotFound => "plan_not_found",
+            ErrorCode::BrokerNotFound => "broker_not_found",
         }
     }
 
@@ -197,6 +215,12 @@ impl ErrorCode {
             ErrorCode::SshUnavailable => 503,
             ErrorCode::TaskNotFound => 404,
             ErrorCode::ReleaseFailed => 422,
+            ErrorCode::ServiceNotFound
+            | ErrorCode::OfferingNotFound
+            | ErrorCode::PlanNotFound
+            | ErrorCode::BrokerNotFound => 404,
+            ErrorCode::ServiceBound => 409,
+            ErrorCode::BrokerError => 502,
         }
     }
 }

@@ -88,6 +88,9 @@ pub struct AppManifest {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub routes: Vec<RouteEntry>,
+    /// Service instances bound on push (Cloud Foundry's `services:`, names or `{name: ...}`).
+    #[serde(default)]
+    pub services: Vec<ServiceEntry>,
     /// Relative to the manifest's folder.
     #[serde(default)]
     pub path: Option<PathBuf>,
@@ -163,6 +166,22 @@ fn stack<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct RouteEntry {
     pub route: String,
+}
+
+/// One entry of `services:`: a service instance's name, or Cloud Foundry's `{name: NAME}` form.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum ServiceEntry {
+    Name(String),
+    Object { name: String },
+}
+
+impl ServiceEntry {
+    pub fn name(&self) -> &str {
+        match self {
+            ServiceEntry::Name(n) | ServiceEntry::Object { name: n } => n,
+        }
+    }
 }
 
 /// The health-check fields an app or a process may state, in Cloud Foundry's spelling. Inlined
@@ -990,10 +1009,8 @@ applications:
         let h = a.health().to_settings().unwrap();
         assert_eq!(h.start_timeout_secs, Some(120));
         assert_eq!(h.invocation_timeout_secs, Some(3));
-        assert_eq!(
-            m.warnings,
-            vec!["unknown field applications[0].services ignored".to_string()]
-        );
+        assert_eq!(a.services, vec![ServiceEntry::Name("mydb".into())]);
+        assert!(m.warnings.is_empty(), "{:?}", m.warnings);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod acme_server;
 pub mod pkgserver;
+pub mod test_broker;
 
 use anyhow::{bail, Context, Result};
 use rand::Rng;

@@ -41,6 +41,10 @@ enum Class {
     /// A space's settings its admins change (ssh): operators, org managers, space admins; others
     /// with a role there are refused, the rest do not learn it exists.
     SpaceAdmin,
+    /// A space's resources its developers change (service instances): operators, org managers,
+    /// space admins and developers; viewers and auditors are refused, the rest do not learn the
+    /// space exists.
+    SpaceDeveloper,
 }
 
 /// Every documented operation's class. Adding an operation to the API without a row here fails
@@ -113,6 +117,17 @@ fn class_of(method: &str, path: &str) -> Option<Class> {
         ("get" | "post", "/v1/domains") => AnyUser,
         ("delete", "/v1/domains/{domain}") | ("put", "/v1/domains/{domain}/certificate") => AnyUser,
         ("put", "/v1/domains/{domain}/acme") => AnyUser,
+        // Services (issue 22): brokers are the operators'; the marketplace and instances are the
+        // target space's (`?space=`), bindings the app's (e2e/tests/services.rs).
+        ("get" | "post", "/v1/service-brokers") | ("delete", "/v1/service-brokers/{broker}") => {
+            Operator
+        }
+        ("get", "/v1/marketplace" | "/v1/services" | "/v1/services/{service}") => SpaceReader,
+        ("post", "/v1/services") | ("patch" | "delete", "/v1/services/{service}") => SpaceDeveloper,
+        ("get", "/v1/apps/{name}/bindings") => AppViewer,
+        ("post", "/v1/apps/{name}/bindings") | ("delete", "/v1/apps/{name}/bindings/{service}") => {
+            AppDeveloper
+        }
         _ => return None,
     })
 }
@@ -214,6 +229,11 @@ fn expected(class: Class, who: Who) -> Option<(u16, &'static str)> {
         Class::SpaceAdmin => match who {
             Operator | OrgManager | SpaceAdmin => None,
             Developer | Viewer | OrgAuditor => FORBIDDEN,
+            _ => Some((404, "space_not_found")),
+        },
+        Class::SpaceDeveloper => match who {
+            Operator | OrgManager | SpaceAdmin | Developer => None,
+            Viewer | OrgAuditor => FORBIDDEN,
             _ => Some((404, "space_not_found")),
         },
     }
@@ -480,6 +500,8 @@ fn concrete(w: &World, template: &str, name: &str) -> String {
         .replace("{index}", "0")
         .replace("{id}", "no-such-token")
         .replace("{domain}", "no-such-domain.example")
+        .replace("{broker}", "no-such-broker")
+        .replace("{service}", "no-such-service")
         .replace("{org}/{space}", &w.space);
     let path = if template.starts_with("/v1/apps/{name}") {
         path.replace("{name}", name)
@@ -490,6 +512,10 @@ fn concrete(w: &World, template: &str, name: &str) -> String {
     } else {
         path.replace("{name}", "no-such-thing")
     };
+    // Service instances and the marketplace are the target space's.
+    if template.starts_with("/v1/services") || template == "/v1/marketplace" {
+        return format!("{path}?space={}", w.space);
+    }
     // The unmap route takes the route in the query.
     if template == "/v1/apps/{name}/routes" {
         return format!("{path}?route=nothing-here.{}.example", w.app);

@@ -263,6 +263,19 @@ fn classify(method: &actix_web::http::Method, path: &str) -> Need {
         (["domains", _], Method::DELETE) => Need::Authenticated,
         (["domains", _, "certificate"], Method::PUT) => Need::Authenticated,
         (["domains", _, "acme"], Method::PUT) => Need::Authenticated,
+        // Services (issue 22): brokers are the operators'; the marketplace and instances are the
+        // target space's, checked by the handlers (a role there reads, a developer changes).
+        (["service-brokers"], Method::GET | Method::HEAD | Method::POST) => Need::Operator,
+        (["service-brokers", _], Method::DELETE) => Need::Operator,
+        (["marketplace"], _) if read => Need::Authenticated,
+        (["services"], Method::GET | Method::HEAD | Method::POST) => Need::Authenticated,
+        (["services", _], Method::GET | Method::HEAD | Method::PATCH | Method::DELETE) => {
+            Need::Authenticated
+        }
+        (["apps", _, "bindings"], Method::GET | Method::HEAD | Method::POST) => {
+            Need::App { push: false }
+        }
+        (["apps", _, "bindings", _], Method::DELETE) => Need::App { push: false },
         (["apps", _], Method::GET | Method::HEAD | Method::PATCH | Method::DELETE) => {
             Need::App { push: false }
         }
@@ -980,6 +993,21 @@ mod tests {
             Authenticated
         );
         assert_eq!(c(Method::DELETE, "/v1/domains"), Unknown);
+        assert_eq!(c(Method::GET, "/v1/service-brokers"), Operator);
+        assert_eq!(c(Method::POST, "/v1/service-brokers"), Operator);
+        assert_eq!(c(Method::DELETE, "/v1/service-brokers/b"), Operator);
+        assert_eq!(c(Method::GET, "/v1/marketplace"), Authenticated);
+        assert_eq!(c(Method::POST, "/v1/services"), Authenticated);
+        assert_eq!(c(Method::PATCH, "/v1/services/db"), Authenticated);
+        assert_eq!(c(Method::PUT, "/v1/services/db"), Unknown);
+        assert_eq!(
+            c(Method::POST, "/v1/apps/web/bindings"),
+            App { push: false }
+        );
+        assert_eq!(
+            c(Method::DELETE, "/v1/apps/web/bindings/db"),
+            App { push: false }
+        );
         assert_eq!(c(Method::GET, "/v1/admin/keys"), Operator);
         assert_eq!(c(Method::POST, "/v1/admin/keys/rotate"), Operator);
         assert_eq!(c(Method::GET, "/v1/events"), Authenticated);

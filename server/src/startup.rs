@@ -131,6 +131,8 @@ impl Application {
         tokio::spawn(crate::control::autoscale::run(self.ctx.clone()));
         tokio::spawn(crate::control::acme::run(self.ctx.clone()));
         tokio::spawn(crate::auth::prune_loop(self.ctx.clone()));
+        // Asynchronous service creates and deletes: the brokers' last_operation (issue 22).
+        tokio::spawn(crate::deploy::services::run_poller(self.ctx.clone()));
         let mut server = tokio::spawn(server);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let why = tokio::select! {
@@ -223,6 +225,7 @@ pub async fn context(
         leadership,
         ssh: Default::default(),
         acme: tokio::sync::Notify::new(),
+        services: Default::default(),
     });
     router::refresh(&ctx)
         .await

@@ -50,6 +50,9 @@ pub struct AppCtx {
     pub ssh: crate::ssh::SshHub,
     /// Wakes the leader's ACME loop (a domain opted in, a route was mapped under one).
     pub acme: Notify,
+    /// Service brokers: built-in ones registered at startup, registered ones by their row
+    /// (issue 22).
+    pub services: crate::services::Registry,
 }
 
 /// A removed instance row kept for its node while its in-flight requests finish.

@@ -46,6 +46,9 @@ pub fn render(d: &AppDetail, now: DateTime<Utc>) -> String {
     if !d.stack.is_empty() {
         out.push_str(&format!("stack:      {}\n", d.stack));
     }
+    if !d.services.is_empty() {
+        out.push_str(&format!("services:   {}\n", d.services.join(", ")));
+    }
     out.push_str(&format!(
         "log rate:   {}\n",
         d.log_rate_limit_bytes.map_or_else(
@@ -188,6 +191,7 @@ mod tests {
             placement_labels: Default::default(),
             log_rate_limit_bytes: None,
             stack: "trixie".into(),
+            services: vec![],
             name: "web".into(),
             state: AppState::Started,
             url: "http://web.localhost:8080".into(),
@@ -300,6 +304,7 @@ mod tests {
             placement_labels: [("disk".to_string(), "ssd".to_string())].into(),
             log_rate_limit_bytes: Some(16 << 20),
             stack: "trixie".into(),
+            services: vec![],
         };
         let out = render(&d, now);
         assert!(out.contains("placement:  disk=ssd\n"), "{out}");
@@ -341,6 +346,7 @@ mod tests {
             placement_labels: Default::default(),
             log_rate_limit_bytes: None,
             stack: "trixie".into(),
+            services: vec![],
             name: "a".into(),
             state: AppState::Started,
             url: "http://a.localhost".into(),

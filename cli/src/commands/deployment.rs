@@ -214,6 +214,7 @@ mod tests {
             placement_labels: Default::default(),
             log_rate_limit_bytes: None,
             stack: "trixie".into(),
+            services: vec![],
             processes: Vec::new(),
             name: "web".into(),
             state: AppState::Started,

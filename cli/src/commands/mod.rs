@@ -20,6 +20,7 @@ pub mod nodes;
 pub mod push;
 pub mod revisions;
 pub mod routes;
+pub mod services;
 pub mod ssh;
 pub mod tasks;
 pub mod tenancy;
@@ -126,6 +127,32 @@ pub enum Command {
     SetCert(domains::CertArgs),
     /// Turn automatic certificates (ACME HTTP-01) on or off for the hosts mapped under a domain
     DomainAcme(domains::AcmeArgs),
+    /// Register an Open Service Broker API broker (operators).
+    CreateServiceBroker(services::CreateBrokerArgs),
+    /// List service brokers, built-in and registered (operators).
+    ServiceBrokers(services::ListArgs),
+    /// Remove a registered service broker (operators).
+    DeleteServiceBroker(services::NameArgs),
+    /// List the service offerings and plans of the target space's brokers.
+    Marketplace(services::ListArgs),
+    /// Create a service instance of an offering's plan in the target space.
+    CreateService(services::CreateArgs),
+    /// Create a user-provided service instance with credentials.
+    #[command(alias = "create-user-provided-service")]
+    Cups(services::CupsArgs),
+    /// Update a user-provided service instance's credentials (bound apps redeploy).
+    #[command(alias = "uups")]
+    UpdateUserProvidedService(services::CupsArgs),
+    /// List the service instances of the target space.
+    Services(services::ListArgs),
+    /// Show one service instance: state, plan, bound apps.
+    Service(services::ShowArgs),
+    /// Delete a service instance (refused while apps are bound to it).
+    DeleteService(services::NameArgs),
+    /// Bind a service instance to an app (the app redeploys with VCAP_SERVICES).
+    BindService(services::BindArgs),
+    /// Unbind a service instance from an app (the app redeploys without it).
+    UnbindService(services::BindArgs),
     /// Open a shell (or run one command with -c) in a running instance, with the app's env.
     Ssh(ssh::Args),
     /// Allow ssh to an app (space admins, operators).
@@ -227,6 +254,18 @@ pub fn dispatch(cli: Cli, env: &Env) -> anyhow::Result<()> {
         Command::DeleteDomain(args) => domains::delete(args, &client),
         Command::SetCert(args) => domains::set_cert(args, &client),
         Command::DomainAcme(args) => domains::acme(args, &client),
+        Command::CreateServiceBroker(args) => services::create_broker(args, &client),
+        Command::ServiceBrokers(args) => services::brokers(args, &client),
+        Command::DeleteServiceBroker(args) => services::delete_broker(args, &client),
+        Command::Marketplace(args) => services::marketplace(args, &client),
+        Command::CreateService(args) => services::create(args, &client),
+        Command::Cups(args) => services::cups(args, false, &client),
+        Command::UpdateUserProvidedService(args) => services::cups(args, true, &client),
+        Command::Services(args) => services::list(args, &client),
+        Command::Service(args) => services::show(args, &client),
+        Command::DeleteService(args) => services::delete(args, &client),
+        Command::BindService(args) => services::bind(args, &client),
+        Command::UnbindService(args) => services::unbind(args, &client),
         Command::Ssh(args) => ssh::run(args, &client),
         Command::EnableSsh(args) => ssh::set_app(args, true, &client),
         Command::DisableSsh(args) => ssh::set_app(args, false, &client),

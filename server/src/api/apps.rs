@@ -97,6 +97,7 @@ pub(crate) async fn detail(ctx: &Ctx, app: &AppRecord) -> ApiResult<AppDetail> {
         stack: crate::deploy::push::stored_stack(&push_settings)
             .unwrap_or(paas_common::stack::DEFAULT)
             .to_string(),
+        services: super::services::bound_names(ctx, &app.id).await?,
     })
 }
 
@@ -348,8 +349,8 @@ pub async fn push(
                         Error::api(ErrorCode::BadRequest, format!("field \"resources\": {e}"))
                     })?;
                 }
-                "env" | "disk_mb" | "disk_quota" | "buildpacks" | "routes" | "health"
-                | "processes" | "placement_labels" | "log_rate_limit" | "hostname"
+                "env" | "disk_mb" | "disk_quota" | "buildpacks" | "routes" | "services"
+                | "health" | "processes" | "placement_labels" | "log_rate_limit" | "hostname"
                 | "random_route" | "no_route" | "stack" | "no_cache" | "dockerfile"
                 | "no_start" => {
                     super::push_settings::apply_field(&mut extra, &fname, &text)?;
@@ -500,7 +501,7 @@ pub async fn push(
     }
     // The stream answers before the deploy runs: the app must exist by then, so that a new app
     // is adopted into the caller's space when this answer succeeds (see `authz`). A manifest
-    // route the space may not map refuses the push before that.
+    // route the space may not map, or a service it does not have, refuses the push before that.
     crate::deploy::push::check_manifest_routes(
         &ctx,
         &prep.space_id,
@@ -508,6 +509,9 @@ pub async fn push(
         &prep.extra.routes,
     )
     .await?;
+    // So does a manifest service the space does not have (issue 22).
+    crate::deploy::services::check_manifest_services(&ctx, &prep.space_id, &prep.extra.services)
+        .await?;
     let app = crate::deploy::find_or_create_app(
         &ctx,
         &crate::deploy::Actor::from(&user),

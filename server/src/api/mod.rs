@@ -23,6 +23,7 @@ pub(crate) mod push_stream;
 mod resources;
 mod revisions;
 mod routes;
+mod services;
 mod ssh;
 mod tasks;
 mod tenancy;
@@ -110,6 +111,27 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/apps/{name}/env", web::patch().to(revisions::update_env))
             .route("/apps/{name}/revisions", web::get().to(revisions::list))
             .route("/apps/{name}/rollback", web::post().to(revisions::rollback))
+            .route("/service-brokers", web::get().to(services::list_brokers))
+            .route("/service-brokers", web::post().to(services::create_broker))
+            .route(
+                "/service-brokers/{broker}",
+                web::delete().to(services::delete_broker),
+            )
+            .route("/marketplace", web::get().to(services::marketplace))
+            .route("/services", web::get().to(services::list))
+            .route("/services", web::post().to(services::create))
+            .route("/services/{service}", web::get().to(services::get))
+            .route("/services/{service}", web::patch().to(services::update))
+            .route("/services/{service}", web::delete().to(services::delete))
+            .route(
+                "/apps/{name}/bindings",
+                web::get().to(services::list_bindings),
+            )
+            .route("/apps/{name}/bindings", web::post().to(services::bind))
+            .route(
+                "/apps/{name}/bindings/{service}",
+                web::delete().to(services::unbind),
+            )
             .route("/apps/{name}/cron", web::get().to(cron::list))
             .route("/apps/{name}/cron", web::post().to(cron::add))
             .route("/apps/{name}/cron/{id}", web::delete().to(cron::remove))

@@ -10,7 +10,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::{
     apps, auth, autoscale, base_images, cron, domains, drains, lifecycle, logs, metrics, nodes,
-    resources, revisions, routes, ssh, tasks, tenancy,
+    resources, revisions, routes, services, ssh, tasks, tenancy,
 };
 
 /// The push form: the zip as `archive`, and the optional settings the handler reads.
@@ -87,6 +87,9 @@ impl Modify for BearerAuth {
         autoscale::get, autoscale::set, autoscale::remove,
         routes::list, routes::list_for_app, routes::map, routes::unmap,
         domains::list, domains::create, domains::delete, domains::set_certificate, domains::set_acme,
+        services::list_brokers, services::create_broker, services::delete_broker, services::marketplace,
+        services::list, services::create, services::get, services::update, services::delete,
+        services::list_bindings, services::bind, services::unbind,
         tenancy::create_token, tenancy::list_tokens, tenancy::revoke_token,
         tenancy::list_users, tenancy::create_user, tenancy::set_role,
         tenancy::list_spaces, tenancy::create_space, tenancy::get_quota, tenancy::set_quota,

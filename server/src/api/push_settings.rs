@@ -56,6 +56,7 @@ pub fn apply_field(s: &mut PushSettings, name: &str, text: &str) -> ApiResult<()
             s.buildpacks = names;
         }
         "routes" => s.routes = json(name, text)?,
+        "services" => s.services = json(name, text)?,
         "health" => {
             let h = json::<HealthCheckSettings>(name, text)?;
             // Refused here, before the upload is staged; applied on top of the app's settings

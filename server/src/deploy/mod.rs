@@ -15,6 +15,7 @@ pub mod lifecycle;
 pub mod push;
 pub mod quota;
 pub mod revisions;
+pub mod services;
 pub mod staging;
 pub mod tasks;
 
@@ -161,6 +162,8 @@ pub async fn delete_app(ctx: &AppCtx, actor: &Actor, app: &AppRecord) -> DeployR
         "app.delete",
         format!("deleted app {}", app.name),
     );
+    // Its bindings go with it: the brokers revoke their credentials first.
+    services::revoke_bindings(ctx, app).await?;
     ctx.store.delete_app(&app.id, &ev).await?;
     ctx.logs.forget(&app.id).await;
     crate::router::refresh(ctx).await?;

@@ -184,6 +184,9 @@ pub async fn deploy(
     // The manifest's routes are checked before anything changes, so a route under another
     // space's domain refuses the whole push.
     let routes = check_manifest_routes(ctx, &space_id, &name, &extra.routes).await?;
+    // So are its services: an unknown one refuses the push, naming it.
+    let services =
+        super::services::check_manifest_services(ctx, &space_id, &extra.services).await?;
     check_quota(ctx, &name, &space_id, &extra, instances, memory_mb).await?;
     let app = super::find_or_create_app(ctx, actor, &name, &space_id, &(&extra).into()).await?;
     super::log_platform(ctx, &app, "STG", build_choice).await;
@@ -293,6 +296,10 @@ pub async fn deploy(
         None => Default::default(),
     };
     env.extend(std::mem::take(&mut extra.env));
+    // The manifest's services are bound now (the broker's bind; no revision of their own), and
+    // this revision carries the env of every binding the app has.
+    super::services::bind_manifest_services(ctx, &app, &services).await?;
+    super::services::overlay_env(ctx, &app.id, &mut env).await?;
     let stored = stored_json(&extra);
     // The manifest's health (liveness and readiness) applies on top of the app's current check.
     let health = match &extra.health {

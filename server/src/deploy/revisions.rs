@@ -76,7 +76,7 @@ pub async fn deploy_revision(
 }
 
 /// A new revision of `base`'s droplet with `env`.
-async fn redeploy(
+pub(crate) async fn redeploy(
     ctx: &AppCtx,
     actor: &Actor,
     app: &AppRecord,
@@ -194,7 +194,10 @@ pub async fn rollback(
             ),
         ));
     }
-    let env = target.env.clone();
+    // Code and env come back, but service bindings are as they are now: an older revision's
+    // credentials may have been revoked since.
+    let mut env = target.env.clone();
+    super::services::overlay_env(ctx, &app.id, &mut env).await?;
     redeploy(
         ctx,
         actor,

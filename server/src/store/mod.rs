@@ -12,6 +12,7 @@ mod node_metrics;
 mod postgres;
 mod quotas;
 mod rollups;
+mod services;
 mod sql;
 mod sqlite;
 mod ssh;
@@ -19,6 +20,10 @@ mod stagings;
 
 pub use domains::{DomainRecord, DomainStore, NewCertificate, CERT_ACME, CERT_MANUAL};
 pub use logfeed::{LogFeedStore, LogRun};
+pub use services::{
+    binding_aad, broker_aad, instance_aad, state as service_state, BindingRecord, BrokerRecord,
+    ServiceInstanceRecord, ServiceStore, KIND_MANAGED, KIND_USER_PROVIDED,
+};
 mod tasks;
 
 pub use autoscale::{AutoscaleRecord, AutoscaleStore, ScaleDirection};
@@ -767,6 +772,7 @@ pub trait Store:
     + StagingStore
     + LogFeedStore
     + DomainStore
+    + ServiceStore
     + SshStore
     + TaskStore
     + CronStore
@@ -793,6 +799,7 @@ impl<T> Store for T where
         + StagingStore
         + LogFeedStore
         + DomainStore
+        + ServiceStore
         + SshStore
         + TaskStore
         + CronStore
@@ -806,7 +813,8 @@ pub mod prelude {
     pub use super::{
         AppStore, AuthStore, AutoscaleStore, BuildStore, CronStore, DomainStore, EventStore,
         InstanceStore, LeaseStore, LogFeedStore, LogStore, MetricStore, NodeMetricStore, NodeStore,
-        QuotaStore, RevisionStore, RollupStore, RouteStore, SpaceStore, SshStore, StagingStore,
+        QuotaStore, RevisionStore, RollupStore, RouteStore, ServiceStore, SpaceStore, SshStore,
+        StagingStore,
         Store, TaskStore,
     };
 }
