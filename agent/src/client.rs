@@ -478,6 +478,7 @@ mod tests {
             capacity: request().capacity,
             instances: vec![],
             tasks: vec![],
+            services: vec![],
         }
     }
 
