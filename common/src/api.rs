@@ -387,7 +387,16 @@ pub struct NodeInfo {
     #[serde(default)]
     pub disk_used_mb: u64,
     pub instance_slots: u32,
+    /// Slots taken: instances, unfinished tasks and service containers.
     pub instances: u32,
+    /// Of those, built-in service containers (issue 22), each reserving its plan's memory and
+    /// disk in `memory_used_mb` and `disk_used_mb`.
+    #[serde(default)]
+    pub services: u32,
+    #[serde(default)]
+    pub services_memory_mb: u64,
+    #[serde(default)]
+    pub services_disk_mb: u64,
     pub last_heartbeat: DateTime<Utc>,
     /// What apps can require with placement labels (the agent's `PAAS_NODE_LABELS`).
     #[serde(default)]

@@ -7,6 +7,7 @@
 mod cron;
 mod domains;
 mod logfeed;
+mod builtin_services;
 mod node_metrics;
 mod postgres;
 mod quotas;
@@ -20,6 +21,9 @@ pub use domains::{DomainRecord, DomainStore, NewCertificate};
 pub use logfeed::{LogFeedStore, LogRun};
 mod tasks;
 
+pub use builtin_services::{
+    BuiltinBindingRecord, BuiltinInstanceRecord, BuiltinJobRecord, BuiltinServiceStore,
+};
 pub use cron::{CronRecord, CronStore};
 pub use node_metrics::{NodeMetricRow, NodeMetricStore};
 pub use postgres::PgStore;
@@ -769,6 +773,7 @@ pub trait Store:
     + TaskStore
     + CronStore
     + LeaseStore
+    + BuiltinServiceStore
 {
 }
 
@@ -794,13 +799,14 @@ impl<T> Store for T where
         + TaskStore
         + CronStore
         + LeaseStore
+        + BuiltinServiceStore
 {
 }
 
 /// The role traits, for calling store methods on a concrete backend (`dyn Store` needs none).
 pub mod prelude {
     pub use super::{
-        AppStore, AuthStore, BuildStore, CronStore, DomainStore, EventStore, InstanceStore,
+        AppStore, AuthStore, BuildStore, BuiltinServiceStore, CronStore, DomainStore, EventStore, InstanceStore,
         LeaseStore, LogFeedStore, LogStore, MetricStore, NodeMetricStore, NodeStore, QuotaStore,
         RevisionStore, RollupStore, RouteStore, SpaceStore, SshStore, StagingStore, Store,
         TaskStore,
