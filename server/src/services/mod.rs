@@ -4,3 +4,4 @@
 //! and one an operator registers the same way.
 
 pub mod broker;
+pub mod builtin;

@@ -1,0 +1,1 @@
+//! PostgreSQL backups and restores of built-in service instances (added below).
