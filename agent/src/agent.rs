@@ -157,7 +157,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
     };
 
     let (service_reports_tx, service_reports_rx) = watch::channel(Vec::<ServiceReport>::new());
-    let services = crate::services::ServiceRunner::new(runtime.clone());
+    let services = crate::services::ServiceRunner::new(runtime.clone(), client.clone());
     let service_assignments = assignments_rx.clone();
     let build_assignments = assignments_rx.clone();
     let image_assignments = assignments_rx.clone();

@@ -22,6 +22,7 @@ use paas_common::agent::{ServiceAssignment, ServiceReport};
 use paas_common::labels;
 use std::collections::{BTreeMap, HashMap};
 
+use crate::client::ControllerClient;
 use crate::runtime::{Runtime, RuntimeError};
 use crate::service_image::PG_BIN;
 
@@ -61,15 +62,24 @@ exec redis-server --bind 0.0.0.0 --port 6379 --protected-mode no --dir /var/lib/
 /// Runs this node's service containers.
 pub struct ServiceRunner {
     runtime: std::sync::Arc<Runtime>,
+    client: std::sync::Arc<ControllerClient>,
+    /// Backup and restore jobs started by this process (each runs once per agent life; one
+    /// run again after an agent restart is harmless: a second dump, the same restore).
+    jobs_started: std::collections::HashSet<String>,
     /// Per service: starts after the first, and why its last run ended.
     restarts: HashMap<String, (u32, Option<String>)>,
     reports: Vec<ServiceReport>,
 }
 
 impl ServiceRunner {
-    pub fn new(runtime: std::sync::Arc<Runtime>) -> Self {
+    pub fn new(
+        runtime: std::sync::Arc<Runtime>,
+        client: std::sync::Arc<ControllerClient>,
+    ) -> Self {
         Self {
             runtime,
+            client,
+            jobs_started: Default::default(),
             restarts: HashMap::new(),
             reports: Vec::new(),
         }
@@ -149,6 +159,7 @@ impl ServiceRunner {
         }
         // A volume or network left behind by a removal that failed half way.
         self.remove_leftovers(&wanted).await;
+        self.start_jobs(assigned, &owned).await;
         self.reports = reports;
         Ok(())
     }
@@ -371,4 +382,152 @@ impl ServiceRunner {
             self.remove_volume_and_network(s).await;
         }
     }
+}
+
+/// What a backup or restore runs in the service container, as the `postgres` user over the
+/// container's own socket.
+fn job_command(kind: &str) -> Vec<String> {
+    let base = |tool: &str| format!("{PG_BIN}/{tool}");
+    let conn = ["-h", "/tmp", "-U", "paas_admin", "-d", "db"].map(String::from);
+    match kind {
+        "restore" => [base("pg_restore"), "--clean".into(), "--if-exists".into()]
+            .into_iter()
+            .chain(conn)
+            .collect(),
+        _ => [base("pg_dump"), "-Fc".into()].into_iter().chain(conn).collect(),
+    }
+}
+
+impl ServiceRunner {
+    /// Starts each listed job this process has not started, in the background: a dump can take
+    /// long and must not hold the other services' passes.
+    async fn start_jobs(
+        &mut self,
+        assigned: &[ServiceAssignment],
+        owned: &HashMap<String, (String, bool)>,
+    ) {
+        let listed: std::collections::HashSet<&str> = assigned
+            .iter()
+            .flat_map(|s| s.jobs.iter().map(|j| j.id.as_str()))
+            .collect();
+        self.jobs_started.retain(|j| listed.contains(j.as_str()));
+        for s in assigned {
+            let Some((container, true)) = owned.get(&s.service_id) else {
+                continue;
+            };
+            for job in &s.jobs {
+                if !self.jobs_started.insert(job.id.clone()) {
+                    continue;
+                }
+                let docker = self.runtime.docker().clone();
+                let client = self.client.clone();
+                let (container, job, password) =
+                    (container.clone(), job.clone(), s.admin_password.clone());
+                tokio::spawn(async move {
+                    let outcome = run_job(&docker, &client, &container, &job, &password).await;
+                    let result = paas_common::agent::ServiceJobResult {
+                        error: outcome.err(),
+                    };
+                    if let Some(e) = &result.error {
+                        tracing::warn!(job = %job.id, kind = %job.kind, error = %e, "service job failed");
+                    }
+                    // A backup that uploaded is done already; the result is for the rest.
+                    if let Err(e) = client.service_job_result(&job.id, &result).await {
+                        tracing::debug!(job = %job.id, error = %e, "service job result not taken");
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn run_job(
+    docker: &bollard::Docker,
+    client: &ControllerClient,
+    container: &str,
+    job: &paas_common::agent::ServiceJob,
+    password: &str,
+) -> Result<(), String> {
+    use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let restore = job.kind == "restore";
+    let input = if restore {
+        Some(client.service_dump(&job.id).await.map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let exec = docker
+        .create_exec(
+            container,
+            CreateExecOptions {
+                attach_stdin: Some(restore),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                cmd: Some(job_command(&job.kind)),
+                env: Some(vec![format!("PGPASSWORD={password}")]),
+                user: Some("postgres".to_string()),
+                privileged: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let started = docker
+        .start_exec(&exec.id, Some(StartExecOptions::default()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let StartExecResults::Attached {
+        mut output,
+        input: mut stdin,
+    } = started
+    else {
+        return Err("the engine detached the exec".into());
+    };
+    let feed = async {
+        // Only a restore attaches stdin; its end is the dump's end.
+        if let Some(data) = input {
+            stdin.write_all(&data).await?;
+            stdin.shutdown().await?;
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let read = async {
+        while let Some(chunk) = output.next().await {
+            match chunk {
+                Ok(bollard::container::LogOutput::StdOut { message }) => {
+                    out.extend_from_slice(&message)
+                }
+                Ok(bollard::container::LogOutput::StdErr { message }) => {
+                    err.extend_from_slice(&message)
+                }
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(())
+    };
+    let (fed, read) = tokio::join!(feed, read);
+    read?;
+    fed.map_err(|e| format!("feeding the dump: {e}"))?;
+    let code = docker
+        .inspect_exec(&exec.id)
+        .await
+        .map_err(|e| e.to_string())?
+        .exit_code
+        .unwrap_or(-1);
+    if code != 0 {
+        let tail: String = String::from_utf8_lossy(&err).chars().rev().take(2000).collect::<Vec<_>>().into_iter().rev().collect();
+        return Err(format!("{} exited with {code}: {tail}", job.kind));
+    }
+    if !restore {
+        client
+            .upload_service_dump(&job.id, out)
+            .await
+            .map_err(|e| format!("uploading the dump: {e}"))?;
+    }
+    tracing::info!(job = %job.id, kind = %job.kind, "service job done");
+    Ok(())
 }

@@ -146,6 +146,27 @@ pub struct ServiceAssignment {
     /// The password of the service's administrator (`paas_admin` / Redis `default`), set the
     /// first time the data volume is initialised.
     pub admin_password: String,
+    /// Backups and restores to run in the service container (PostgreSQL), each until the
+    /// controller has its result: a backup uploads `pg_dump -Fc` of the database to
+    /// `PUT /v1/agent/service-jobs/{id}/dump`; a restore feeds `GET` of the same path to
+    /// `pg_restore --clean`; both then `POST /v1/agent/service-jobs/{id}/result`.
+    #[serde(default)]
+    pub jobs: Vec<ServiceJob>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServiceJob {
+    pub id: String,
+    /// `backup` or `restore`.
+    pub kind: String,
+}
+
+/// How a service job ended on the node.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServiceJobResult {
+    /// Why it failed; `None`: it succeeded.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 impl ServiceAssignment {

@@ -1130,3 +1130,29 @@ pub struct CronEntry {
     pub next_run_at: DateTime<Utc>,
     pub created_by: String,
 }
+
+/// A backup of a built-in PostgreSQL service instance (`pg_dump -Fc` of its database in the
+/// blobstore), or a restore of one (issue 22).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServiceBackup {
+    pub id: String,
+    /// `backup` or `restore`.
+    pub kind: String,
+    /// `pending`, `done` or `failed`.
+    pub state: String,
+    /// For a restore: the backup it restores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// `POST /v1/services/{name}/restore`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RestoreRequest {
+    /// The backup's id.
+    pub backup: String,
+}

@@ -4,7 +4,7 @@
 //! in `Assignments::services`, and reported back in heartbeats. A service is never moved: its
 //! data lives on its node's volume, so a lost node's service waits for that node to return.
 
-use paas_common::agent::{ServiceAssignment, ServiceReport};
+use paas_common::agent::{ServiceAssignment, ServiceJob, ServiceReport};
 use std::collections::BTreeMap;
 
 use crate::control::scheduler::{self, Ask, NodeView, Spread};
@@ -77,6 +77,7 @@ pub async fn converge(
 /// The service containers `node` should run.
 pub async fn assignments_for(ctx: &AppCtx, node: &str) -> StoreResult<Vec<ServiceAssignment>> {
     let mut out = Vec::new();
+    let jobs = ctx.store.pending_builtin_jobs().await?;
     for s in ctx.store.builtin_instances().await? {
         if !booked(&s) || s.node_name.as_deref() != Some(node) {
             continue;
@@ -88,12 +89,21 @@ pub async fn assignments_for(ctx: &AppCtx, node: &str) -> StoreResult<Vec<Servic
                 continue;
             }
         };
+        let jobs = jobs
+            .iter()
+            .filter(|j| j.instance_id == s.id)
+            .map(|j| ServiceJob {
+                id: j.id.clone(),
+                kind: j.kind.clone(),
+            })
+            .collect();
         out.push(ServiceAssignment {
             service_id: s.id,
             kind: s.service,
             memory_mb: s.memory_mb,
             disk_mb: s.disk_mb,
             admin_password,
+            jobs,
         });
     }
     Ok(out)

@@ -1,6 +1,8 @@
 //! The built-in broker over the Open Service Broker API v2.17 at `/broker/v2/...` on the
 //! controller (outside `/v1`: a broker's clients are platforms, which authenticate with HTTP
-//! basic auth as the specification says, not with platform tokens). The username is
+//! basic auth as the specification says, not with platform tokens). It also serves backups and restores of PostgreSQL instances
+//! (`.../service_instances/{id}/backups`, `.../restore`), an extension outside the
+//! specification. The username is
 //! `PAAS_BUILTIN_BROKER_USERNAME` (default `broker`), the password
 //! `PAAS_BUILTIN_BROKER_PASSWORD`, else one generated once into
 //! `$PAAS_DATA_DIR/builtin-broker-password`. Every answer is the same [`BuiltinBroker`] the
@@ -41,6 +43,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(
                 "/service_instances/{id}/service_bindings/{binding}",
                 web::delete().to(unbind),
+            )
+            // Not OSB: backups of a PostgreSQL instance by its id, until the platform's
+            // `/v1/services/{name}/backups` resolves names to ids.
+            .route(
+                "/service_instances/{id}/backups",
+                web::post().to(start_backup),
+            )
+            .route("/service_instances/{id}/backups", web::get().to(list_backups))
+            .route(
+                "/service_instances/{id}/restore",
+                web::post().to(start_restore),
             ),
     );
 }
@@ -244,4 +257,48 @@ async fn unbind(
         .await
         .map_err(broker_error)?;
     Ok(HttpResponse::Ok().json(json!({})))
+}
+
+fn backup_error(e: super::backup::BackupError) -> actix_web::Error {
+    use super::backup::BackupError as E;
+    let status = match &e {
+        E::InstanceNotFound(_) | E::BackupNotFound(_) => StatusCode::NOT_FOUND,
+        E::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        E::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    osb_error(status, None, &e.to_string())
+}
+
+async fn start_backup(
+    ctx: Ctx,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> actix_web::Result<HttpResponse> {
+    authorize(&ctx, &req)?;
+    let job = super::backup::backup(&ctx, &id).await.map_err(backup_error)?;
+    Ok(HttpResponse::Accepted().json(super::backup::to_wire(&job)))
+}
+
+async fn list_backups(
+    ctx: Ctx,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> actix_web::Result<HttpResponse> {
+    authorize(&ctx, &req)?;
+    let jobs = super::backup::jobs(&ctx, &id).await.map_err(backup_error)?;
+    let list: Vec<_> = jobs.iter().map(super::backup::to_wire).collect();
+    Ok(HttpResponse::Ok().json(list))
+}
+
+async fn start_restore(
+    ctx: Ctx,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: web::Json<paas_common::api::RestoreRequest>,
+) -> actix_web::Result<HttpResponse> {
+    authorize(&ctx, &req)?;
+    let job = super::backup::restore(&ctx, &id, &body.backup)
+        .await
+        .map_err(backup_error)?;
+    Ok(HttpResponse::Accepted().json(super::backup::to_wire(&job)))
 }

@@ -41,7 +41,7 @@ use crate::store::{BuiltinBindingRecord, BuiltinInstanceRecord, StoreError};
 pub const POSTGRESQL: &str = "postgresql";
 pub const REDIS: &str = "redis";
 const PROVISIONING: &str = "provisioning";
-const READY: &str = "ready";
+pub(crate) const READY: &str = "ready";
 /// The operation names [`ServiceBroker::last_operation`] is asked about.
 pub const OP_PROVISION: &str = "provision";
 pub const OP_DEPROVISION: &str = "deprovision";
@@ -147,9 +147,6 @@ impl BuiltinBroker {
         Self { ctx }
     }
 
-    pub(crate) fn ctx(&self) -> &AppCtx {
-        &self.ctx
-    }
 
     async fn instance(&self, id: &str) -> Result<BuiltinInstanceRecord, BrokerError> {
         self.ctx
