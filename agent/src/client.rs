@@ -333,7 +333,9 @@ impl ControllerClient {
     pub async fn service_dump(&self, job: &str) -> Result<bytes::Bytes, ClientError> {
         let path = format!("/service-jobs/{job}/dump");
         Ok(self
-            .send(&path, |http, url| http.get(url).timeout(Duration::from_secs(600)))
+            .send(&path, |http, url| {
+                http.get(url).timeout(Duration::from_secs(600))
+            })
             .await?
             .bytes()
             .await?)

@@ -28,12 +28,15 @@ pub async fn ensure(docker: &Docker, force: bool) -> Result<StackOutcome, StackE
         return Ok(StackOutcome::AlreadyPresent);
     }
     let lock = Path::new("/tmp/paas-service-image-build.lock");
-    let _lock = crate::filelock::exclusive(lock, "waiting for another process building the service image")
-        .await
-        .map_err(|source| StackError::Lock {
-            path: lock.to_path_buf(),
-            source,
-        })?;
+    let _lock = crate::filelock::exclusive(
+        lock,
+        "waiting for another process building the service image",
+    )
+    .await
+    .map_err(|source| StackError::Lock {
+        path: lock.to_path_buf(),
+        source,
+    })?;
     if !force && stack::image_exists(docker, SERVICE_IMAGE).await? {
         return Ok(StackOutcome::AlreadyPresent);
     }
@@ -68,10 +71,13 @@ async fn build(docker: &Docker) -> Result<(), StackError> {
     std::fs::create_dir_all(&conf_d).map_err(io("create createcluster.d"))?;
     std::fs::write(conf_d.join("paas.conf"), "create_main_cluster = false\n")
         .map_err(io("write createcluster.conf"))?;
-    std::fs::copy("/etc/resolv.conf", dir.join("etc/resolv.conf")).map_err(io("copy resolv.conf"))?;
+    std::fs::copy("/etc/resolv.conf", dir.join("etc/resolv.conf"))
+        .map_err(io("copy resolv.conf"))?;
     stack::run(
         "apt-get update",
-        Command::new("chroot").arg(dir).args(["apt-get", "update", "-q"]),
+        Command::new("chroot")
+            .arg(dir)
+            .args(["apt-get", "update", "-q"]),
     )
     .await?;
     stack::run(
@@ -102,7 +108,10 @@ async fn build(docker: &Docker) -> Result<(), StackError> {
         .map_err(io("link postgresql"))?;
     // The volumes mount at these (empty, so the engine copies owner and mode into a new volume):
     // each service owns its data directory and nobody else reads it.
-    for (path, owner) in [("var/lib/postgresql", "postgres"), ("var/lib/redis", "redis")] {
+    for (path, owner) in [
+        ("var/lib/postgresql", "postgres"),
+        ("var/lib/redis", "redis"),
+    ] {
         let (uid, gid) = user_ids(dir, owner).map_err(io("read passwd"))?;
         let p = dir.join(path);
         std::fs::create_dir_all(&p).map_err(io("create data dir"))?;
@@ -114,7 +123,10 @@ async fn build(docker: &Docker) -> Result<(), StackError> {
     if let Err(e) = tree.close() {
         tracing::warn!(error = %e, "could not remove the service image build dir");
     }
-    tracing::info!(elapsed_s = started.elapsed().as_secs(), "service image built");
+    tracing::info!(
+        elapsed_s = started.elapsed().as_secs(),
+        "service image built"
+    );
     Ok(())
 }
 

@@ -15,7 +15,9 @@
 //! `/tmp`; it writes only its volume.
 
 use bollard::container::{Config, CreateContainerOptions, ListContainersOptions};
-use bollard::models::{HostConfig, Mount, MountTypeEnum, PortBinding, RestartPolicy, RestartPolicyNameEnum};
+use bollard::models::{
+    HostConfig, Mount, MountTypeEnum, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+};
 use bollard::network::CreateNetworkOptions;
 use bollard::volume::CreateVolumeOptions;
 use paas_common::agent::{ServiceAssignment, ServiceReport};
@@ -72,10 +74,7 @@ pub struct ServiceRunner {
 }
 
 impl ServiceRunner {
-    pub fn new(
-        runtime: std::sync::Arc<Runtime>,
-        client: std::sync::Arc<ControllerClient>,
-    ) -> Self {
+    pub fn new(runtime: std::sync::Arc<Runtime>, client: std::sync::Arc<ControllerClient>) -> Self {
         Self {
             runtime,
             client,
@@ -151,7 +150,10 @@ impl ServiceRunner {
             assigned.iter().map(|s| s.service_id.as_str()).collect();
         for (service, (id, _)) in &owned {
             if !wanted.contains(service.as_str()) {
-                tracing::info!(service, "removing a deprovisioned service container and its data");
+                tracing::info!(
+                    service,
+                    "removing a deprovisioned service container and its data"
+                );
                 self.runtime.stop_and_remove(id).await?;
                 self.remove_volume_and_network(service).await;
                 self.restarts.remove(service);
@@ -190,7 +192,11 @@ impl ServiceRunner {
             }
         };
         let status = self.runtime.inspect(&id).await?;
-        let (restarts, last_exit) = self.restarts.get(&s.service_id).cloned().unwrap_or_default();
+        let (restarts, last_exit) = self
+            .restarts
+            .get(&s.service_id)
+            .cloned()
+            .unwrap_or_default();
         Ok(ServiceReport {
             service_id: s.service_id.clone(),
             running: status.running,
@@ -210,9 +216,16 @@ impl ServiceRunner {
 
     async fn ensure_network(&self, s: &ServiceAssignment) -> Result<(), RuntimeError> {
         let name = s.network();
-        match self.runtime.docker().inspect_network::<String>(&name, None).await {
+        match self
+            .runtime
+            .docker()
+            .inspect_network::<String>(&name, None)
+            .await
+        {
             Ok(_) => return Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
             Err(e) => return Err(e.into()),
         }
         let labels = self.labels(s);
@@ -220,12 +233,17 @@ impl ServiceRunner {
             name: name.as_str(),
             check_duplicate: true,
             driver: "bridge",
-            labels: labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
             ..Default::default()
         };
         match self.runtime.docker().create_network(options).await {
             Ok(_) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
@@ -314,7 +332,13 @@ impl ServiceRunner {
             s.service_id.chars().take(12).collect::<String>()
         )
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect::<String>();
         let id = self
             .runtime
@@ -394,7 +418,10 @@ fn job_command(kind: &str) -> Vec<String> {
             .into_iter()
             .chain(conn)
             .collect(),
-        _ => [base("pg_dump"), "-Fc".into()].into_iter().chain(conn).collect(),
+        _ => [base("pg_dump"), "-Fc".into()]
+            .into_iter()
+            .chain(conn)
+            .collect(),
     }
 }
 
@@ -453,7 +480,12 @@ async fn run_job(
     use tokio::io::AsyncWriteExt;
     let restore = job.kind == "restore";
     let input = if restore {
-        Some(client.service_dump(&job.id).await.map_err(|e| e.to_string())?)
+        Some(
+            client
+                .service_dump(&job.id)
+                .await
+                .map_err(|e| e.to_string())?,
+        )
     } else {
         None
     };
@@ -519,7 +551,14 @@ async fn run_job(
         .exit_code
         .unwrap_or(-1);
     if code != 0 {
-        let tail: String = String::from_utf8_lossy(&err).chars().rev().take(2000).collect::<Vec<_>>().into_iter().rev().collect();
+        let tail: String = String::from_utf8_lossy(&err)
+            .chars()
+            .rev()
+            .take(2000)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
         return Err(format!("{} exited with {code}: {tail}", job.kind));
     }
     if !restore {

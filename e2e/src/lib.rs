@@ -818,7 +818,10 @@ impl Drop for Platform {
                         .map(str::to_string)
                         .collect();
                     if !ids.is_empty() {
-                        let _ = Command::new("docker").args([kind, "rm"]).args(&ids).output();
+                        let _ = Command::new("docker")
+                            .args([kind, "rm"])
+                            .args(&ids)
+                            .output();
                     }
                 }
             }
@@ -870,7 +873,10 @@ impl OsbClient {
         let res = req.send()?;
         let status = res.status().as_u16();
         let text = res.text()?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)))
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        ))
     }
 
     /// Polls `last_operation` until it is no longer `in progress`: the final state, or `gone`

@@ -5,7 +5,7 @@
 //! removing container and volume.
 
 use anyhow::{bail, Context, Result};
-use paas_e2e::{unique, wait_for, OsbClient, Options, Platform};
+use paas_e2e::{unique, wait_for, Options, OsbClient, Platform};
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
@@ -139,7 +139,10 @@ fn postgresql_provision_bind_unbind_survive_restarts_and_deprovision() -> Result
     let (status, catalog) = osb.call(Method::GET, "/catalog", None)?;
     assert_eq!(status, 200, "{catalog}");
     let services = catalog["services"].as_array().context("services")?;
-    let pg = services.iter().find(|s| s["name"] == "postgresql").context("postgresql")?;
+    let pg = services
+        .iter()
+        .find(|s| s["name"] == "postgresql")
+        .context("postgresql")?;
     let plans: Vec<&str> = pg["plans"]
         .as_array()
         .context("plans")?
@@ -148,7 +151,10 @@ fn postgresql_provision_bind_unbind_survive_restarts_and_deprovision() -> Result
         .collect();
     assert_eq!(plans, ["small", "medium"]);
     assert!(services.iter().any(|s| s["name"] == "redis"));
-    let (service_id, plan_id) = (pg["id"].as_str().unwrap(), pg["plans"][0]["id"].as_str().unwrap());
+    let (service_id, plan_id) = (
+        pg["id"].as_str().unwrap(),
+        pg["plans"][0]["id"].as_str().unwrap(),
+    );
 
     // Synchronous provisioning is refused: this broker is asynchronous.
     let id = uuid();
@@ -157,7 +163,10 @@ fn postgresql_provision_bind_unbind_survive_restarts_and_deprovision() -> Result
         &format!("/service_instances/{id}"),
         Some(json!({"service_id": service_id, "plan_id": plan_id, "organization_guid": "o", "space_guid": "s"})),
     )?;
-    assert_eq!((status, body["error"].as_str()), (422, Some("AsyncRequired")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (422, Some("AsyncRequired"))
+    );
 
     provision(&osb, &id, service_id, plan_id)?;
 
@@ -176,7 +185,10 @@ fn postgresql_provision_bind_unbind_survive_restarts_and_deprovision() -> Result
     ]);
     assert_eq!(
         inspect,
-        format!("postgres true [ALL] [no-new-privileges] {}", 256 * 1024 * 1024)
+        format!(
+            "postgres true [ALL] [no-new-privileges] {}",
+            256 * 1024 * 1024
+        )
     );
 
     // Two bindings, two roles, one shared database.
@@ -186,11 +198,23 @@ fn postgresql_provision_bind_unbind_survive_restarts_and_deprovision() -> Result
     assert_ne!(c1["username"], c2["username"]);
     assert_ne!(c1["password"], c2["password"]);
     let uri = c1["uri"].as_str().unwrap_or_default();
-    assert!(uri.starts_with("postgres://") && uri.ends_with("/db"), "{uri}");
-    assert!(c1["jdbcUrl"].as_str().unwrap_or_default().starts_with("jdbc:postgresql://"));
-    psql(&c1, "CREATE TABLE notes (v text); INSERT INTO notes VALUES ('hello')")
-        .map_err(anyhow::Error::msg)?;
-    assert_eq!(psql(&c2, "SELECT v FROM notes").map_err(anyhow::Error::msg)?, "hello");
+    assert!(
+        uri.starts_with("postgres://") && uri.ends_with("/db"),
+        "{uri}"
+    );
+    assert!(c1["jdbcUrl"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("jdbc:postgresql://"));
+    psql(
+        &c1,
+        "CREATE TABLE notes (v text); INSERT INTO notes VALUES ('hello')",
+    )
+    .map_err(anyhow::Error::msg)?;
+    assert_eq!(
+        psql(&c2, "SELECT v FROM notes").map_err(anyhow::Error::msg)?,
+        "hello"
+    );
     psql(&c2, "INSERT INTO notes VALUES ('world')").map_err(anyhow::Error::msg)?;
 
     // Unbind: the first binding's login is refused, the second still works.
@@ -215,24 +239,106 @@ fn postgresql_provision_bind_unbind_survive_restarts_and_deprovision() -> Result
     // The container crashes: the agent starts it again, the data is on its volume.
     docker(&["kill", &container]);
     wait_for(Duration::from_secs(60), "the row after a crash", || {
-        psql(&c2, "SELECT count(*) FROM notes").ok().filter(|n| n == "2")
+        psql(&c2, "SELECT count(*) FROM notes")
+            .ok()
+            .filter(|n| n == "2")
     })?;
     // The agent restarts: the same container keeps running with the same data.
     p.restart_agent(0)?;
-    wait_for(Duration::from_secs(60), "the row after an agent restart", || {
-        psql(&c2, "SELECT count(*) FROM notes").ok().filter(|n| n == "2")
-    })?;
+    wait_for(
+        Duration::from_secs(60),
+        "the row after an agent restart",
+        || {
+            psql(&c2, "SELECT count(*) FROM notes")
+                .ok()
+                .filter(|n| n == "2")
+        },
+    )?;
     assert_eq!(service_container(&id), container);
+
+    // Backup, drop the table, restore: the rows are back.
+    let backup = run_job(&osb, &id, "backups", None)?;
+    psql(&c2, "DROP TABLE notes").map_err(anyhow::Error::msg)?;
+    assert!(psql(&c2, "SELECT 1 FROM notes").is_err());
+    run_job(&osb, &id, "restore", Some(json!({ "backup": backup })))?;
+    assert_eq!(
+        psql(&c2, "SELECT string_agg(v, ',' ORDER BY v) FROM notes").map_err(anyhow::Error::msg)?,
+        "hello,world"
+    );
+    let (status, list) = osb.call(
+        Method::GET,
+        &format!("/service_instances/{id}/backups"),
+        None,
+    )?;
+    assert_eq!(status, 200);
+    let kinds: Vec<(&str, &str)> = list
+        .as_array()
+        .context("jobs")?
+        .iter()
+        .map(|j| {
+            (
+                j["kind"].as_str().unwrap_or(""),
+                j["state"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(kinds, [("backup", "done"), ("restore", "done")]);
 
     // Deprovision: container, then volume, go; the node no longer reserves anything for it.
     deprovision(&osb, &id)?;
-    wait_for(Duration::from_secs(30), "the container and volume to go", || {
-        let volumes = docker(&["volume", "ls", "-q", "--filter", &format!("name=paas-svc-{id}")]);
-        (service_container(&id).is_empty() && volumes.is_empty()).then_some(())
-    })?;
+    wait_for(
+        Duration::from_secs(30),
+        "the container and volume to go",
+        || {
+            let volumes = docker(&[
+                "volume",
+                "ls",
+                "-q",
+                "--filter",
+                &format!("name=paas-svc-{id}"),
+            ]);
+            (service_container(&id).is_empty() && volumes.is_empty()).then_some(())
+        },
+    )?;
     let info = node_info(&p, &node)?;
-    assert_eq!((info["services"].as_u64(), info["memory_used_mb"].as_u64()), (Some(0), Some(0)), "{info}");
+    assert_eq!(
+        (info["services"].as_u64(), info["memory_used_mb"].as_u64()),
+        (Some(0), Some(0)),
+        "{info}"
+    );
     Ok(())
+}
+
+/// Starts a backup or restore and waits for it to be done; its id.
+fn run_job(osb: &OsbClient, id: &str, what: &str, body: Option<Value>) -> Result<String> {
+    let (status, job) = osb.call(
+        Method::POST,
+        &format!("/service_instances/{id}/{what}"),
+        body,
+    )?;
+    if status != 202 {
+        bail!("{what} answered {status} {job}");
+    }
+    let job_id = job["id"].as_str().context("job id")?.to_string();
+    let state = wait_for(Duration::from_secs(120), "the service job", || {
+        let (_, list) = osb
+            .call(
+                Method::GET,
+                &format!("/service_instances/{id}/backups"),
+                None,
+            )
+            .ok()?;
+        let j = list
+            .as_array()?
+            .iter()
+            .find(|j| j["id"] == job_id.as_str())?
+            .clone();
+        (j["state"] != "pending").then_some(j)
+    })?;
+    if state["state"] != "done" {
+        bail!("{what} ended {state}");
+    }
+    Ok(job_id)
 }
 
 /// One RESP command; the reply's first line.
@@ -281,13 +387,23 @@ fn redis_provision_bind_set_get_unbind_and_deprovision() -> Result<()> {
     let id = uuid();
     provision(&osb, &id, "redis", "small")?;
     let info = node_info(&p, &node)?;
-    assert_eq!((info["services"].as_u64(), info["services_memory_mb"].as_u64()), (Some(1), Some(128)), "{info}");
+    assert_eq!(
+        (
+            info["services"].as_u64(),
+            info["services_memory_mb"].as_u64()
+        ),
+        (Some(1), Some(128)),
+        "{info}"
+    );
 
     let (b1, b2) = (uuid(), uuid());
     let c1 = bind(&osb, &id, &b1)?;
     let c2 = bind(&osb, &id, &b2)?;
     assert_ne!(c1["username"], c2["username"]);
-    assert!(c1["uri"].as_str().unwrap_or_default().starts_with("redis://"));
+    assert!(c1["uri"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("redis://"));
     let (mut conn, auth) = redis_login(&c1)?;
     assert_eq!(auth, "+OK");
     assert_eq!(redis_cmd(&mut conn, &["SET", "greeting", "hello"])?, "+OK");
@@ -304,9 +420,19 @@ fn redis_provision_bind_set_get_unbind_and_deprovision() -> Result<()> {
     assert_eq!(redis_cmd(&mut other, &["GET", "greeting"])?, "hello");
 
     deprovision(&osb, &id)?;
-    wait_for(Duration::from_secs(30), "the container and volume to go", || {
-        let volumes = docker(&["volume", "ls", "-q", "--filter", &format!("name=paas-svc-{id}")]);
-        (service_container(&id).is_empty() && volumes.is_empty()).then_some(())
-    })?;
+    wait_for(
+        Duration::from_secs(30),
+        "the container and volume to go",
+        || {
+            let volumes = docker(&[
+                "volume",
+                "ls",
+                "-q",
+                "--filter",
+                &format!("name=paas-svc-{id}"),
+            ]);
+            (service_container(&id).is_empty() && volumes.is_empty()).then_some(())
+        },
+    )?;
     Ok(())
 }

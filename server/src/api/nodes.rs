@@ -27,7 +27,9 @@ pub async fn list(ctx: Ctx, _user: AuthUser, req: HttpRequest) -> ApiResult<Http
                     && s.node_name.as_deref() == Some(n.name.as_str())
             });
             let (services, services_memory_mb, services_disk_mb) = mine
-                .fold((0, 0, 0), |(c, m, d), s| (c + 1, m + s.memory_mb, d + s.disk_mb));
+                .fold((0, 0, 0), |(c, m, d), s| {
+                    (c + 1, m + s.memory_mb, d + s.disk_mb)
+                });
             NodeInfo {
                 services,
                 services_memory_mb,

@@ -17,7 +17,12 @@ use crate::store::BuiltinJobRecord;
 async fn job(ctx: &Ctx, node: &AgentNode, id: &str) -> ApiResult<BuiltinJobRecord> {
     backup::job_on_node(ctx, id, &node.name)
         .await?
-        .ok_or_else(|| Error::api(ErrorCode::NotFound, format!("no pending service job {id} on this node")))
+        .ok_or_else(|| {
+            Error::api(
+                ErrorCode::NotFound,
+                format!("no pending service job {id} on this node"),
+            )
+        })
 }
 
 /// `PUT /v1/agent/service-jobs/{id}/dump`: a backup's `pg_dump -Fc`, into the blobstore.
@@ -29,7 +34,10 @@ pub async fn upload(
 ) -> ApiResult<HttpResponse> {
     let j = job(&ctx, &node, &id).await?;
     if j.kind != BACKUP {
-        return Err(Error::api(ErrorCode::BadRequest, "only a backup uploads a dump"));
+        return Err(Error::api(
+            ErrorCode::BadRequest,
+            "only a backup uploads a dump",
+        ));
     }
     let mut w = ctx.blobs.writer()?;
     while let Some(chunk) = body.next().await {
@@ -56,13 +64,15 @@ pub async fn upload(
 pub async fn download(ctx: Ctx, node: AgentNode, id: web::Path<String>) -> ApiResult<HttpResponse> {
     let j = job(&ctx, &node, &id).await?;
     let (RESTORE, Some(blob)) = (j.kind.as_str(), &j.blob) else {
-        return Err(Error::api(ErrorCode::BadRequest, "only a restore downloads a dump"));
+        return Err(Error::api(
+            ErrorCode::BadRequest,
+            "only a restore downloads a dump",
+        ));
     };
-    let path = ctx
-        .blobs
-        .path_async(blob)
-        .await
-        .map_err(|_| Error::api(ErrorCode::NotFound, format!("backup blob {blob} not found")))?;
+    let path =
+        ctx.blobs.path_async(blob).await.map_err(|_| {
+            Error::api(ErrorCode::NotFound, format!("backup blob {blob} not found"))
+        })?;
     let bytes = tokio::fs::read(&path).await.map_err(Error::internal)?;
     Ok(HttpResponse::Ok()
         .content_type("application/octet-stream")
@@ -82,7 +92,11 @@ pub async fn result(
         None if j.kind == RESTORE => (DONE, None),
         None => (FAILED, Some("the backup ended without uploading its dump")),
     };
-    if ctx.store.finish_builtin_job(&j.id, state, None, error).await? {
+    if ctx
+        .store
+        .finish_builtin_job(&j.id, state, None, error)
+        .await?
+    {
         tracing::info!(service = %j.instance_id, job = %j.id, state, error, "service job ended");
         ctx.bump_assignments();
     }

@@ -615,8 +615,7 @@ pub async fn converge_once(ctx: &AppCtx, fence: Option<Fence>) -> StoreResult<bo
         &mut views,
     )
     .await?;
-    changed |=
-        super::services::converge(ctx, writes.fence.as_ref(), &services, &mut views).await?;
+    changed |= super::services::converge(ctx, writes.fence.as_ref(), &services, &mut views).await?;
 
     // A draining node with nothing left on it is drained.
     for n in nodes.iter().filter(|n| n.state == "draining") {

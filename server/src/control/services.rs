@@ -41,7 +41,10 @@ pub async fn converge(
 ) -> StoreResult<bool> {
     let mut changed = false;
     let no_labels = BTreeMap::new();
-    for s in services.iter().filter(|s| booked(s) && s.node_name.is_none()) {
+    for s in services
+        .iter()
+        .filter(|s| booked(s) && s.node_name.is_none())
+    {
         let ask = Ask {
             memory_mb: s.memory_mb,
             disk_mb: s.disk_mb,

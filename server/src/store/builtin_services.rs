@@ -77,7 +77,8 @@ pub trait BuiltinServiceStore: Send + Sync + 'static {
     ) -> StoreResult<bool>;
     async fn set_builtin_instance_state(&self, id: &str, state: &str) -> StoreResult<()>;
     /// Applies `node`'s report of a service container placed on it; true when it changed.
-    async fn report_builtin_service(&self, node: &str, report: &ServiceReport) -> StoreResult<bool>;
+    async fn report_builtin_service(&self, node: &str, report: &ServiceReport)
+        -> StoreResult<bool>;
     /// Removes the instance with its bindings and jobs.
     async fn delete_builtin_instance(&self, id: &str) -> StoreResult<()>;
     /// False when the id exists already.

@@ -4,10 +4,10 @@
 //! `PAAS_DATABASE_URL` ([`open`]). A state change and the event that records it are written in one
 //! transaction.
 
+mod builtin_services;
 mod cron;
 mod domains;
 mod logfeed;
-mod builtin_services;
 mod node_metrics;
 mod postgres;
 mod quotas;
@@ -806,10 +806,10 @@ impl<T> Store for T where
 /// The role traits, for calling store methods on a concrete backend (`dyn Store` needs none).
 pub mod prelude {
     pub use super::{
-        AppStore, AuthStore, BuildStore, BuiltinServiceStore, CronStore, DomainStore, EventStore, InstanceStore,
-        LeaseStore, LogFeedStore, LogStore, MetricStore, NodeMetricStore, NodeStore, QuotaStore,
-        RevisionStore, RollupStore, RouteStore, SpaceStore, SshStore, StagingStore, Store,
-        TaskStore,
+        AppStore, AuthStore, BuildStore, BuiltinServiceStore, CronStore, DomainStore, EventStore,
+        InstanceStore, LeaseStore, LogFeedStore, LogStore, MetricStore, NodeMetricStore, NodeStore,
+        QuotaStore, RevisionStore, RollupStore, RouteStore, SpaceStore, SshStore, StagingStore,
+        Store, TaskStore,
     };
 }
 

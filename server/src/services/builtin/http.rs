@@ -50,7 +50,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 "/service_instances/{id}/backups",
                 web::post().to(start_backup),
             )
-            .route("/service_instances/{id}/backups", web::get().to(list_backups))
+            .route(
+                "/service_instances/{id}/backups",
+                web::get().to(list_backups),
+            )
             .route(
                 "/service_instances/{id}/restore",
                 web::post().to(start_restore),
@@ -84,10 +87,11 @@ fn osb_error(status: StatusCode, error: Option<&str>, description: &str) -> acti
 
 fn broker_error(e: BrokerError) -> actix_web::Error {
     match e {
-        BrokerError::Gone(what) => {
-            actix_web::error::InternalError::from_response(what, HttpResponse::Gone().json(json!({})))
-                .into()
-        }
+        BrokerError::Gone(what) => actix_web::error::InternalError::from_response(
+            what,
+            HttpResponse::Gone().json(json!({})),
+        )
+        .into(),
         BrokerError::Refused {
             status,
             error,
@@ -119,12 +123,15 @@ fn authorize(ctx: &Ctx, req: &HttpRequest) -> Result<BuiltinBroker, actix_web::E
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
         .and_then(|b| String::from_utf8(b).ok());
     let expected = format!("{user}:{password}");
-    let ok = given.is_some_and(|g| {
-        crate::auth::sha256_hex(&g) == crate::auth::sha256_hex(&expected)
-    });
+    let ok =
+        given.is_some_and(|g| crate::auth::sha256_hex(&g) == crate::auth::sha256_hex(&expected));
     if !ok {
         return Err(actix_web::error::InternalError::from_response(
             "unauthorized",
@@ -236,7 +243,10 @@ async fn bind(
 ) -> actix_web::Result<HttpResponse> {
     let broker = authorize(&ctx, &req)?;
     let (id, binding) = path.into_inner();
-    let r = broker.bind(&id, &binding, &body).await.map_err(broker_error)?;
+    let r = broker
+        .bind(&id, &binding, &body)
+        .await
+        .map_err(broker_error)?;
     Ok(HttpResponse::Created().json(r))
 }
 
@@ -275,7 +285,9 @@ async fn start_backup(
     id: web::Path<String>,
 ) -> actix_web::Result<HttpResponse> {
     authorize(&ctx, &req)?;
-    let job = super::backup::backup(&ctx, &id).await.map_err(backup_error)?;
+    let job = super::backup::backup(&ctx, &id)
+        .await
+        .map_err(backup_error)?;
     Ok(HttpResponse::Accepted().json(super::backup::to_wire(&job)))
 }
 

@@ -147,7 +147,6 @@ impl BuiltinBroker {
         Self { ctx }
     }
 
-
     async fn instance(&self, id: &str) -> Result<BuiltinInstanceRecord, BrokerError> {
         self.ctx
             .store
@@ -170,7 +169,12 @@ impl BuiltinBroker {
                 None => format!("starting on node {node}"),
             });
         };
-        let nodes = self.ctx.store.list_nodes().await.map_err(|e| e.to_string())?;
+        let nodes = self
+            .ctx
+            .store
+            .list_nodes()
+            .await
+            .map_err(|e| e.to_string())?;
         let Some(n) = nodes.iter().find(|n| &n.name == node) else {
             return Err(format!("node {node} is not registered"));
         };
@@ -307,7 +311,10 @@ impl ServiceBroker for BuiltinBroker {
             ),
             _ => match self.try_ready(&s).await {
                 Ok(()) => {
-                    self.ctx.store.set_builtin_instance_state(&s.id, READY).await?;
+                    self.ctx
+                        .store
+                        .set_builtin_instance_state(&s.id, READY)
+                        .await?;
                     tracing::info!(service = %s.id, kind = %s.service, "built-in service ready");
                     (OperationState::Succeeded, None)
                 }
@@ -357,16 +364,17 @@ impl ServiceBroker for BuiltinBroker {
                 format!("service instance {instance_id} is {}", s.state),
             ));
         }
-        let ep = self
-            .endpoint(&s)
-            .await
-            .map_err(|e| refused(503, None, e))?;
+        let ep = self.endpoint(&s).await.map_err(|e| refused(503, None, e))?;
         // The row first: a role made and then forgotten could never be dropped.
         let username = format!("b_{}", binding_id.replace('-', "").to_ascii_lowercase());
         let rec = BuiltinBindingRecord {
             id: binding_id.to_string(),
             instance_id: instance_id.to_string(),
-            username: username.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(63).collect(),
+            username: username
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .take(63)
+                .collect(),
             password: self.ctx.secrets.seal(instance_id, &password()),
         };
         self.ctx.store.insert_builtin_binding(&rec).await?;
@@ -377,7 +385,11 @@ impl ServiceBroker for BuiltinBroker {
             .await?
             .ok_or_else(|| internal("binding vanished"))?;
         if rec.instance_id != instance_id {
-            return Err(refused(409, None, format!("binding {binding_id} belongs to another instance")));
+            return Err(refused(
+                409,
+                None,
+                format!("binding {binding_id} belongs to another instance"),
+            ));
         }
         let pw = self
             .ctx
@@ -411,10 +423,7 @@ impl ServiceBroker for BuiltinBroker {
             return Err(BrokerError::Gone(format!("service binding {binding_id}")));
         };
         let s = self.instance(instance_id).await?;
-        let ep = self
-            .endpoint(&s)
-            .await
-            .map_err(|e| refused(503, None, e))?;
+        let ep = self.endpoint(&s).await.map_err(|e| refused(503, None, e))?;
         match s.service.as_str() {
             REDIS => redis::remove_user(&ep, &rec.username).await,
             _ => postgres::remove_role(&ep, &rec.username).await,
@@ -451,7 +460,10 @@ fn credentials(
         _ => {
             let db = postgres::DATABASE;
             put("name", db.into());
-            put("uri", format!("postgres://{user}:{pw}@{host}:{port}/{db}").into());
+            put(
+                "uri",
+                format!("postgres://{user}:{pw}@{host}:{port}/{db}").into(),
+            );
             put(
                 "jdbcUrl",
                 format!("jdbc:postgresql://{host}:{port}/{db}?user={user}&password={pw}").into(),

@@ -94,7 +94,11 @@ pub(super) async fn add_role(ep: &Endpoint, user: &str, password: &str) -> Resul
         .map_err(|e| e.to_string())?
         .is_some();
     if exists {
-        exec(&conn, &format!("ALTER ROLE {user} LOGIN PASSWORD '{password}'")).await?;
+        exec(
+            &conn,
+            &format!("ALTER ROLE {user} LOGIN PASSWORD '{password}'"),
+        )
+        .await?;
     } else {
         exec(
             &conn,
@@ -146,4 +150,3 @@ pub(super) async fn remove_role(ep: &Endpoint, user: &str) -> Result<(), String>
     conn.close().await;
     Ok(())
 }
-

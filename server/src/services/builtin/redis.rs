@@ -87,7 +87,16 @@ pub(super) async fn add_user(ep: &Endpoint, user: &str, password: &str) -> Resul
     let mut c = Conn::open(ep).await?;
     let pw = format!(">{password}");
     c.ok(&[
-        "ACL", "SETUSER", user, "reset", "on", &pw, "~*", "&*", "+@all", "-@admin",
+        "ACL",
+        "SETUSER",
+        user,
+        "reset",
+        "on",
+        &pw,
+        "~*",
+        "&*",
+        "+@all",
+        "-@admin",
         "-@dangerous",
     ])
     .await?;
