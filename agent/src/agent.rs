@@ -331,15 +331,19 @@ fn same_reports(a: &[InstanceReport], b: &[InstanceReport]) -> bool {
         })
 }
 
+/// What the heartbeat sends: instances, tasks and service containers, each as its loop last
+/// saw them.
+type ReportReceivers = (
+    watch::Receiver<Vec<InstanceReport>>,
+    watch::Receiver<Vec<TaskReport>>,
+    watch::Receiver<Vec<ServiceReport>>,
+);
+
 async fn heartbeat_loop(
     client: Arc<ControllerClient>,
     capacity: paas_common::agent::NodeCapacity,
     interval: Duration,
-    (mut reports, mut task_reports, mut service_reports): (
-        watch::Receiver<Vec<InstanceReport>>,
-        watch::Receiver<Vec<TaskReport>>,
-        watch::Receiver<Vec<ServiceReport>>,
-    ),
+    (mut reports, mut task_reports, mut service_reports): ReportReceivers,
     assignments: watch::Receiver<Option<Assignments>>,
     refetch: Arc<Notify>,
     usage: crate::stats::UsageMap,

@@ -29,9 +29,18 @@ fn instance(id: &str) -> BuiltinInstanceRecord {
 }
 
 async fn instances_bindings_and_jobs(store: &dyn Store) {
-    assert!(store.insert_builtin_instance(&instance("s1")).await.unwrap());
-    assert!(!store.insert_builtin_instance(&instance("s1")).await.unwrap());
-    assert_eq!(store.builtin_instance("s1").await.unwrap(), Some(instance("s1")));
+    assert!(store
+        .insert_builtin_instance(&instance("s1"))
+        .await
+        .unwrap());
+    assert!(!store
+        .insert_builtin_instance(&instance("s1"))
+        .await
+        .unwrap());
+    assert_eq!(
+        store.builtin_instance("s1").await.unwrap(),
+        Some(instance("s1"))
+    );
 
     // No node: the reason is kept, and it is still unplaced.
     assert!(!store
@@ -64,7 +73,10 @@ async fn instances_bindings_and_jobs(store: &dyn Store) {
         (s.node_name.as_deref(), s.host_port, s.running, s.restarts),
         (Some("n1"), Some(40000), true, 1)
     );
-    store.set_builtin_instance_state("s1", "ready").await.unwrap();
+    store
+        .set_builtin_instance_state("s1", "ready")
+        .await
+        .unwrap();
 
     let binding = BuiltinBindingRecord {
         id: "b1".into(),
@@ -98,7 +110,10 @@ async fn instances_bindings_and_jobs(store: &dyn Store) {
         .await
         .unwrap());
     let done = store.builtin_job("j1").await.unwrap().unwrap();
-    assert_eq!((done.state.as_str(), done.blob.as_deref()), ("done", Some("sha")));
+    assert_eq!(
+        (done.state.as_str(), done.blob.as_deref()),
+        ("done", Some("sha"))
+    );
     assert!(store.pending_builtin_jobs().await.unwrap().is_empty());
     assert_eq!(store.builtin_jobs("s1").await.unwrap().len(), 1);
 

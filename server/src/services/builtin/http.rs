@@ -26,9 +26,11 @@ pub const PASSWORD_FILE: &str = "builtin-broker-password";
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/broker/v2")
-            .app_data(web::JsonConfig::default().error_handler(|err, _| {
-                osb_error(StatusCode::BAD_REQUEST, None, &err.to_string()).into()
-            }))
+            .app_data(
+                web::JsonConfig::default().error_handler(|err, _| {
+                    osb_error(StatusCode::BAD_REQUEST, None, &err.to_string())
+                }),
+            )
             .route("/catalog", web::get().to(catalog))
             .route("/service_instances/{id}", web::put().to(provision))
             .route("/service_instances/{id}", web::delete().to(deprovision))
