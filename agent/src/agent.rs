@@ -75,7 +75,11 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
             .map(|s| stack::ensure_stack(&docker, s, &settings.debian_mirror, false)),
     )
     .await?;
-    crate::service_image::ensure(&docker, false).await?;
+    // Without the service image the node still runs apps; a service placed here reports why
+    // its container does not start.
+    if let Err(e) = crate::service_image::ensure(&docker, false).await {
+        tracing::warn!(error = %e, "no service image: built-in service containers cannot start on this node");
+    }
     let runtime = Arc::new(Runtime::new(
         docker,
         RuntimeSettings::from_settings(&settings),
