@@ -10,7 +10,9 @@ use crate::reconcile::Reconciler;
 use crate::runtime::{self, Runtime, RuntimeError, RuntimeSettings};
 use crate::stack::{self, StackError};
 use futures_util::StreamExt;
-use paas_common::agent::{Assignments, Heartbeat, InstanceReport, RegisterRequest, TaskReport};
+use paas_common::agent::{
+    Assignments, Heartbeat, InstanceReport, RegisterRequest, ServiceReport, TaskReport,
+};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
@@ -53,7 +55,13 @@ pub async fn build_stacks(
             let outcome = stack::ensure_stack(&docker, s, &settings.debian_mirror, force).await?;
             Ok::<_, AgentError>((s.name, outcome))
         });
-    futures_util::future::try_join_all(builds).await
+    let mut built = futures_util::future::try_join_all(builds).await?;
+    // The service image starts from the trixie run image, so it comes after the stacks.
+    if only.is_none() {
+        let outcome = crate::service_image::ensure(&docker, force).await?;
+        built.push(("service", outcome));
+    }
+    Ok(built)
 }
 
 /// Runs the agent until one of its loops fails; the caller races this against shutdown signals.
@@ -67,6 +75,11 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
             .map(|s| stack::ensure_stack(&docker, s, &settings.debian_mirror, false)),
     )
     .await?;
+    // Without the service image the node still runs apps; a service placed here reports why
+    // its container does not start.
+    if let Err(e) = crate::service_image::ensure(&docker, false).await {
+        tracing::warn!(error = %e, "no service image: built-in service containers cannot start on this node");
+    }
     let runtime = Arc::new(Runtime::new(
         docker,
         RuntimeSettings::from_settings(&settings),
@@ -147,14 +160,18 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         }
     };
 
+    let (service_reports_tx, service_reports_rx) = watch::channel(Vec::<ServiceReport>::new());
+    let services = crate::services::ServiceRunner::new(runtime.clone(), client.clone());
+    let service_assignments = assignments_rx.clone();
     let build_assignments = assignments_rx.clone();
     let image_assignments = assignments_rx.clone();
     tokio::select! {
         () = poll_assignments(client.clone(), assignments_tx, refetch.clone()) => Err(AgentError::LoopEnded("assignments")),
         () = reconcile_loop(reconciler, task_runner, assignments_rx.clone(), reports_tx, task_reports_tx) => Err(AgentError::LoopEnded("reconcile")),
-        () = heartbeat_loop(client.clone(), capacity, interval, (reports_rx, task_reports_rx), assignments_rx, refetch, usage) => Err(AgentError::LoopEnded("heartbeat")),
+        () = heartbeat_loop(client.clone(), capacity, interval, (reports_rx, task_reports_rx, service_reports_rx), assignments_rx, refetch, usage) => Err(AgentError::LoopEnded("heartbeat")),
         () = logs::ship_counted(&mut log_rx, client.clone(), counters, spool) => Err(AgentError::LoopEnded("log shipping")),
         () = crate::staging::run_builds(runtime.clone(), client.clone(), staging, build_assignments) => Err(AgentError::LoopEnded("staging")),
+        () = services_loop(services, service_assignments, service_reports_tx) => Err(AgentError::LoopEnded("services")),
         () = remove_collected_images(runtime.clone(), image_assignments) => Err(AgentError::LoopEnded("image collection")),
         () = crate::ssh::run(client.clone(), runtime.docker().clone(), settings.node_name.clone()) => Err(AgentError::LoopEnded("ssh sessions")),
     }
@@ -177,6 +194,34 @@ async fn remove_collected_images(
         crate::dockerfile::remove_collected(&runtime, &collected, &mut done).await;
         if assignments.changed().await.is_err() {
             return;
+        }
+    }
+}
+
+/// Keeps the node's built-in service containers as the assignment list says (issue 22): at
+/// once on a new list, and every few seconds to restart one that exited.
+async fn services_loop(
+    mut runner: crate::services::ServiceRunner,
+    mut assignments: watch::Receiver<Option<Assignments>>,
+    reports: watch::Sender<Vec<ServiceReport>>,
+) {
+    loop {
+        // Nothing before the first list: an empty guess would remove every service's data.
+        let desired = assignments.borrow_and_update().clone();
+        if let Some(desired) = desired {
+            if let Err(e) = runner.reconcile(&desired.services).await {
+                tracing::warn!(error = %e, "service pass failed");
+            }
+            let fresh = runner.reports();
+            reports.send_if_modified(|current| {
+                let changed = *current != fresh;
+                *current = fresh;
+                changed
+            });
+        }
+        tokio::select! {
+            changed = assignments.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(RECONCILE_TICK) => {}
         }
     }
 }
@@ -290,14 +335,19 @@ fn same_reports(a: &[InstanceReport], b: &[InstanceReport]) -> bool {
         })
 }
 
+/// What the heartbeat sends: instances, tasks and service containers, each as its loop last
+/// saw them.
+type ReportReceivers = (
+    watch::Receiver<Vec<InstanceReport>>,
+    watch::Receiver<Vec<TaskReport>>,
+    watch::Receiver<Vec<ServiceReport>>,
+);
+
 async fn heartbeat_loop(
     client: Arc<ControllerClient>,
     capacity: paas_common::agent::NodeCapacity,
     interval: Duration,
-    (mut reports, mut task_reports): (
-        watch::Receiver<Vec<InstanceReport>>,
-        watch::Receiver<Vec<TaskReport>>,
-    ),
+    (mut reports, mut task_reports, mut service_reports): ReportReceivers,
     assignments: watch::Receiver<Option<Assignments>>,
     refetch: Arc<Notify>,
     usage: crate::stats::UsageMap,
@@ -310,9 +360,11 @@ async fn heartbeat_loop(
             _ = ticker.tick() => {}
             changed = reports.changed() => if changed.is_err() { return },
             changed = task_reports.changed() => if changed.is_err() { return },
+            changed = service_reports.changed() => if changed.is_err() { return },
         }
         let mut instances = reports.borrow_and_update().clone();
         let tasks = task_reports.borrow_and_update().clone();
+        let services = service_reports.borrow_and_update().clone();
         {
             let usage = usage.lock().unwrap_or_else(|p| p.into_inner());
             for r in &mut instances {
@@ -323,6 +375,7 @@ async fn heartbeat_loop(
             capacity: capacity.clone(),
             instances,
             tasks,
+            services,
         };
         match client.heartbeat(&heartbeat).await {
             Ok(resp) => {

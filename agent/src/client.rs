@@ -316,6 +316,42 @@ impl ControllerClient {
             .await?)
     }
 
+    /// A service backup's dump (issue 22).
+    pub async fn upload_service_dump(&self, job: &str, dump: Vec<u8>) -> Result<(), ClientError> {
+        let path = format!("/service-jobs/{job}/dump");
+        let body = bytes::Bytes::from(dump);
+        self.send(&path, |http, url| {
+            http.put(url)
+                .timeout(Duration::from_secs(600))
+                .body(body.clone())
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// The dump a service restore feeds to `pg_restore`.
+    pub async fn service_dump(&self, job: &str) -> Result<bytes::Bytes, ClientError> {
+        let path = format!("/service-jobs/{job}/dump");
+        Ok(self
+            .send(&path, |http, url| {
+                http.get(url).timeout(Duration::from_secs(600))
+            })
+            .await?
+            .bytes()
+            .await?)
+    }
+
+    pub async fn service_job_result(
+        &self,
+        job: &str,
+        result: &paas_common::agent::ServiceJobResult,
+    ) -> Result<(), ClientError> {
+        let path = format!("/service-jobs/{job}/result");
+        self.send(&path, |http, url| http.post(url).json(result))
+            .await?;
+        Ok(())
+    }
+
     pub async fn build_result(
         &self,
         build_id: &str,
@@ -478,6 +514,7 @@ mod tests {
             capacity: request().capacity,
             instances: vec![],
             tasks: vec![],
+            services: vec![],
         }
     }
 

@@ -30,6 +30,8 @@ pub mod logs;
 pub mod metrics;
 pub mod reconcile;
 pub mod runtime;
+pub mod service_image;
+pub mod services;
 pub mod spool;
 pub mod ssh;
 pub mod stack;

@@ -46,7 +46,7 @@ exec /bin/sh -c "$1""#;
 
 /// A free port on the node address, for an instance to be published on; `None` when the agent
 /// cannot bind there (the engine then picks one).
-fn free_host_port(address: &str) -> Option<u16> {
+pub(crate) fn free_host_port(address: &str) -> Option<u16> {
     std::net::TcpListener::bind((address, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

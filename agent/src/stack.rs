@@ -254,7 +254,7 @@ async fn build(docker: &Docker, stack: &StackDef, mirror: &str) -> Result<(), St
     Ok(())
 }
 
-async fn import(docker: &Docker, dir: &Path, image: &str) -> Result<(), StackError> {
+pub(crate) async fn import(docker: &Docker, dir: &Path, image: &str) -> Result<(), StackError> {
     let (repo, tag) = image
         .rsplit_once(':')
         .ok_or_else(|| StackError::BadName(image.into()))?;
@@ -274,7 +274,7 @@ async fn import(docker: &Docker, dir: &Path, image: &str) -> Result<(), StackErr
 }
 
 /// Downloaded packages and indexes are not part of a stack: they would only make it larger.
-fn clean_apt(root: &Path) -> std::io::Result<()> {
+pub(crate) fn clean_apt(root: &Path) -> std::io::Result<()> {
     for cache in ["var/cache/apt/archives", "var/lib/apt/lists"] {
         let Ok(entries) = std::fs::read_dir(root.join(cache)) else {
             continue;
@@ -347,7 +347,7 @@ async fn tar_dir(dir: &Path) -> Result<bytes::Bytes, StackError> {
     Ok(bytes::Bytes::from(buf))
 }
 
-async fn run(step: &'static str, cmd: &mut Command) -> Result<(), StackError> {
+pub(crate) async fn run(step: &'static str, cmd: &mut Command) -> Result<(), StackError> {
     let output = cmd
         .stdin(Stdio::null())
         .output()

@@ -70,6 +70,9 @@ pub struct Heartbeat {
     /// Every task assigned to the node that it started (running or ended, until unassigned).
     #[serde(default)]
     pub tasks: Vec<TaskReport>,
+    /// Every built-in service container assigned to the node (issue 22).
+    #[serde(default)]
+    pub services: Vec<ServiceReport>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -123,6 +126,89 @@ pub struct Assignments {
     /// until the controller has its end; the node starts each at most once, ever.
     #[serde(default)]
     pub tasks: Vec<TaskAssignment>,
+    /// Containers of the built-in service brokers (issue 22) placed on this node: each runs
+    /// until it leaves the list, which is its deprovision (container, then its data volume, go).
+    #[serde(default)]
+    pub services: Vec<ServiceAssignment>,
+}
+
+/// One built-in service instance (PostgreSQL or Redis) to keep running on this node, its data on
+/// the named volume [`ServiceAssignment::volume`], reachable by the controller on a port
+/// published on the node address and by bound apps on the service's own network.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServiceAssignment {
+    /// The platform's service instance id.
+    pub service_id: String,
+    /// `postgresql` or `redis`.
+    pub kind: String,
+    pub memory_mb: u64,
+    pub disk_mb: u64,
+    /// The password of the service's administrator (`paas_admin` / Redis `default`), set the
+    /// first time the data volume is initialised.
+    pub admin_password: String,
+    /// Backups and restores to run in the service container (PostgreSQL), each until the
+    /// controller has its result: a backup uploads `pg_dump -Fc` of the database to
+    /// `PUT /v1/agent/service-jobs/{id}/dump`; a restore feeds `GET` of the same path to
+    /// `pg_restore --clean`; both then `POST /v1/agent/service-jobs/{id}/result`.
+    #[serde(default)]
+    pub jobs: Vec<ServiceJob>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServiceJob {
+    pub id: String,
+    /// `backup` or `restore`.
+    pub kind: String,
+}
+
+/// How a service job ended on the node.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServiceJobResult {
+    /// Why it failed; `None`: it succeeded.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl ServiceAssignment {
+    /// The named volume holding the service's data; removed only on deprovision.
+    pub fn volume(&self) -> String {
+        format!("paas-svc-{}", self.service_id)
+    }
+
+    /// The service's own bridge: the service container and the containers of apps bound to it,
+    /// nothing else (app instances are on an ICC-less bridge and cannot reach it otherwise).
+    pub fn network(&self) -> String {
+        format!("paas-svc-{}", self.service_id)
+    }
+
+    /// The service's host name on [`Self::network`].
+    pub fn alias(&self) -> String {
+        format!("svc-{}", self.service_id)
+    }
+
+    /// The port the service listens on inside its container (and on its network).
+    pub fn port(&self) -> u16 {
+        match self.kind.as_str() {
+            "redis" => 6379,
+            _ => 5432,
+        }
+    }
+}
+
+/// What a node knows of one service container.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServiceReport {
+    pub service_id: String,
+    /// Whether its container runs now.
+    pub running: bool,
+    /// The port published on the node address, once the container started.
+    #[serde(default)]
+    pub host_port: Option<u16>,
+    /// Starts after the first (crashes the engine or the agent restarted).
+    #[serde(default)]
+    pub restarts: u32,
+    #[serde(default)]
+    pub last_exit: Option<String>,
 }
 
 /// One task to run once on this node: `run` says what and how, exactly as an instance (its

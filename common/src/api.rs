@@ -390,7 +390,16 @@ pub struct NodeInfo {
     #[serde(default)]
     pub disk_used_mb: u64,
     pub instance_slots: u32,
+    /// Slots taken: instances, unfinished tasks and service containers.
     pub instances: u32,
+    /// Of those, built-in service containers (issue 22), each reserving its plan's memory and
+    /// disk in `memory_used_mb` and `disk_used_mb`.
+    #[serde(default)]
+    pub services: u32,
+    #[serde(default)]
+    pub services_memory_mb: u64,
+    #[serde(default)]
+    pub services_disk_mb: u64,
     pub last_heartbeat: DateTime<Utc>,
     /// What apps can require with placement labels (the agent's `PAAS_NODE_LABELS`).
     #[serde(default)]
@@ -1179,4 +1188,28 @@ pub struct AutoscaleStatus {
     pub last_decision: Option<String>,
     pub updated_by: String,
     pub updated_at: DateTime<Utc>,
+/// A backup of a built-in PostgreSQL service instance (`pg_dump -Fc` of its database in the
+/// blobstore), or a restore of one (issue 22).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServiceBackup {
+    pub id: String,
+    /// `backup` or `restore`.
+    pub kind: String,
+    /// `pending`, `done` or `failed`.
+    pub state: String,
+    /// For a restore: the backup it restores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// `POST /v1/services/{name}/restore`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RestoreRequest {
+    /// The backup's id.
+    pub backup: String,
 }

@@ -33,4 +33,7 @@ pub mod labels {
     /// images a node ever removes.
     pub const IMAGE: &str = "paas.image";
     pub const IMAGE_DROPLET: &str = "droplet";
+    /// On a built-in service's container, network and volume (its service instance id): the
+    /// agent's service runner owns these, instance reconciliation never sees them (issue 22).
+    pub const SERVICE: &str = "paas.service";
 }

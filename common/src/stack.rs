@@ -55,6 +55,10 @@ pub fn build_image(stack: &str) -> String {
     format!("paas-stack:{stack}-build")
 }
 
+/// The image built-in service containers run (issue 22): the trixie run image plus Debian's
+/// `postgresql` and `redis-server`, built on each node like the stacks.
+pub const SERVICE_IMAGE: &str = "paas-service:trixie";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -693,7 +693,12 @@ impl Platform {
         for n in nodes.nodes.iter().filter(|n| n.state != "lost") {
             let name = n.name.as_str();
             let (rows, mem) = per_node.get(name).copied().unwrap_or_default();
-            if (n.instances, n.memory_used_mb) != (rows, mem) {
+            // Built-in service containers reserve a slot and their plan's memory too (issue 22).
+            let (instances, memory) = (
+                n.instances.saturating_sub(n.services),
+                n.memory_used_mb.saturating_sub(n.services_memory_mb),
+            );
+            if (instances, memory) != (rows, mem) {
                 bail!(
                     "node {name} reserves {} instances / {} MB, its rows ask {rows} / {mem} MB",
                     n.instances,
@@ -801,10 +806,103 @@ impl Drop for Platform {
                 std::thread::sleep(Duration::from_millis(250));
             }
         }
+        // Built-in service volumes and networks of these nodes (issue 22), now their containers
+        // are gone.
+        for node in &self.node_names {
+            let label = format!("label=paas.node={node}");
+            for kind in ["volume", "network"] {
+                let out = Command::new("docker")
+                    .args([kind, "ls", "-q", "--filter", &label])
+                    .output();
+                if let Ok(o) = out {
+                    let ids: Vec<String> = String::from_utf8_lossy(&o.stdout)
+                        .split_whitespace()
+                        .map(str::to_string)
+                        .collect();
+                    if !ids.is_empty() {
+                        let _ = Command::new("docker")
+                            .args([kind, "rm"])
+                            .args(&ids)
+                            .output();
+                    }
+                }
+            }
+        }
         if let Some(e) = failed {
             eprintln!("{}", self.logs());
             panic!("teardown: {e:#}");
         }
+    }
+}
+
+/// A client of the controller's built-in service broker over the Open Service Broker API
+/// (`/broker/v2`, basic auth), as a platform speaks to it (issue 22).
+pub struct OsbClient {
+    pub base: String,
+    pub user: String,
+    pub password: String,
+    client: reqwest::blocking::Client,
+}
+
+impl OsbClient {
+    pub fn new(p: &Platform, user: &str, password: &str) -> Self {
+        Self {
+            base: format!("{}/broker/v2", p.api_url()),
+            user: user.into(),
+            password: password.into(),
+            client: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("http client"),
+        }
+    }
+
+    /// (status, JSON body or `null`).
+    pub fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(u16, serde_json::Value)> {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .basic_auth(&self.user, Some(&self.password))
+            .header("X-Broker-API-Version", "2.17");
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send()?;
+        let status = res.status().as_u16();
+        let text = res.text()?;
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        ))
+    }
+
+    /// Polls `last_operation` until it is no longer `in progress`: the final state, or `gone`
+    /// when the broker answers 410 (a finished deprovision).
+    pub fn wait_operation(&self, instance: &str, timeout: Duration) -> Result<String> {
+        let mut last = serde_json::Value::Null;
+        let r = wait_for(timeout, "the service broker's operation", || {
+            let (status, body) = self
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/service_instances/{instance}/last_operation"),
+                    None,
+                )
+                .ok()?;
+            last = body.clone();
+            match status {
+                410 => Some("gone".to_string()),
+                200 if body["state"] != "in progress" => {
+                    Some(body["state"].as_str().unwrap_or_default().to_string())
+                }
+                _ => None,
+            }
+        });
+        r.map_err(|e| anyhow::anyhow!("{e}; last answer {last}"))
     }
 }
 

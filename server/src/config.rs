@@ -65,6 +65,14 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Password of the bootstrap `admin` user; generated into `data_dir/admin-password` if unset.
     pub admin_password: Option<Secret>,
+    /// Basic-auth username of the built-in service broker's OSB endpoint (`/broker/v2`):
+    /// `PAAS_BUILTIN_BROKER_USERNAME`, default `broker` (issue 22).
+    #[serde(default = "default_builtin_broker_username")]
+    pub builtin_broker_username: String,
+    /// Its password: `PAAS_BUILTIN_BROKER_PASSWORD`; generated into
+    /// `data_dir/builtin-broker-password` if unset.
+    #[serde(default)]
+    pub builtin_broker_password: Option<Secret>,
     /// Apps are served at `NAME.<apps_domain>`: `PAAS_APPS_DOMAIN`.
     pub apps_domain: String,
     /// Scheme and port used when printing app URLs; defaults to the listener's port.
@@ -306,12 +314,18 @@ fn default_keep_droplets() -> usize {
     5
 }
 
+fn default_builtin_broker_username() -> String {
+    "broker".into()
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".into(),
             data_dir: PathBuf::from(".paas-data"),
             admin_password: None,
+            builtin_broker_username: default_builtin_broker_username(),
+            builtin_broker_password: None,
             apps_domain: "localhost".into(),
             public_port: None,
             token_ttl_secs: 12 * 3600,

@@ -86,6 +86,7 @@ impl Application {
                 .route("/readyz", web::get().to(readyz))
                 .route("/metrics", web::get().to(crate::metrics::serve))
                 .configure(crate::api::configure)
+                .configure(crate::services::builtin::http::configure)
                 .configure(crate::web::configure)
                 .default_service(web::to(crate::web::not_found))
         })

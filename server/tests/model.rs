@@ -390,6 +390,7 @@ impl World {
             node.reported = Some(report);
             let hb = Heartbeat {
                 tasks: Vec::new(),
+                services: Vec::new(),
                 capacity: capacity(),
                 instances: node
                     .containers

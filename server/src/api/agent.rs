@@ -115,6 +115,7 @@ pub async fn assignments(
         builds: ctx.builds.for_node(ctx.store.as_ref(), &node.name).await?,
         collected_images: collected_images(&ctx).await?,
         tasks: crate::control::nodes::task_assignments_for(&ctx, &node.name).await?,
+        services: crate::control::services::assignments_for(&ctx, &node.name).await?,
     }))
 }
 

@@ -24,6 +24,7 @@ mod resources;
 mod revisions;
 mod routes;
 mod services;
+mod service_jobs;
 mod ssh;
 mod tasks;
 mod tenancy;
@@ -152,6 +153,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/agent/builds/{id}/logs", web::post().to(builds::logs))
             .route("/agent/builds/{id}/droplet", web::put().to(builds::droplet))
             .route("/agent/builds/{id}/result", web::post().to(builds::result))
+            .route(
+                "/agent/service-jobs/{id}/dump",
+                web::put().to(service_jobs::upload),
+            )
+            .route(
+                "/agent/service-jobs/{id}/dump",
+                web::get().to(service_jobs::download),
+            )
+            .route(
+                "/agent/service-jobs/{id}/result",
+                web::post().to(service_jobs::result),
+            )
             .route("/resources/match", web::post().to(resources::match_files))
             .route("/buildpacks", web::get().to(buildpacks::list))
             .route("/buildpacks", web::post().to(buildpacks::create))

@@ -14,6 +14,7 @@ pub async fn list(ctx: Ctx, _user: AuthUser, req: HttpRequest) -> ApiResult<Http
     let total = nodes.len() as u64;
     let (nodes, next) = page.slice(nodes, |n| n.name.clone(), false);
     let used = crate::control::convergence::node_reservations(ctx.store.as_ref()).await?;
+    let services = ctx.store.builtin_instances().await?;
     let nodes = nodes
         .into_iter()
         .map(|n| {
@@ -21,7 +22,18 @@ pub async fn list(ctx: Ctx, _user: AuthUser, req: HttpRequest) -> ApiResult<Http
                 used.get(&n.name).map_or((0, 0, 0), |v| {
                     (v.used_memory_mb, v.used_disk_mb, v.used_slots)
                 });
+            let mine = services.iter().filter(|s| {
+                s.state != crate::control::services::DEPROVISIONING
+                    && s.node_name.as_deref() == Some(n.name.as_str())
+            });
+            let (services, services_memory_mb, services_disk_mb) = mine
+                .fold((0, 0, 0), |(c, m, d), s| {
+                    (c + 1, m + s.memory_mb, d + s.disk_mb)
+                });
             NodeInfo {
+                services,
+                services_memory_mb,
+                services_disk_mb,
                 name: n.name,
                 address: n.address,
                 zone: n.zone,

@@ -560,6 +560,8 @@ pub async fn converge_once(ctx: &AppCtx, fence: Option<Fence>) -> StoreResult<bo
     super::cron::tick(ctx, writes.fence.as_ref(), apps).await?;
     let tasks = store.active_tasks().await?;
     super::tasks::book(&mut views, &tasks);
+    let services = store.builtin_instances().await?;
+    super::services::book(&mut views, &services);
 
     // Place every unplaced row (new ones and ones that found no node before); instance 0 of
     // every app before further instances, so one app cannot starve another.
@@ -613,6 +615,7 @@ pub async fn converge_once(ctx: &AppCtx, fence: Option<Fence>) -> StoreResult<bo
         &mut views,
     )
     .await?;
+    changed |= super::services::converge(ctx, writes.fence.as_ref(), &services, &mut views).await?;
 
     // A draining node with nothing left on it is drained.
     for n in nodes.iter().filter(|n| n.state == "draining") {
@@ -645,6 +648,7 @@ pub async fn node_reservations(
     let retiring = store.retiring_instances().await?;
     let (mut views, _) = reservations(&nodes, &desired, &instances, &retiring);
     super::tasks::book(&mut views, &store.active_tasks().await?);
+    super::services::book(&mut views, &store.builtin_instances().await?);
     Ok(views.into_iter().map(|v| (v.name.clone(), v)).collect())
 }
 

@@ -10,4 +10,5 @@ pub mod desired;
 pub mod lease;
 pub mod nodes;
 pub mod scheduler;
+pub mod services;
 pub mod tasks;

@@ -33,7 +33,8 @@ pub async fn heartbeat(ctx: &AppCtx, node: &str, hb: &Heartbeat) -> StoreResult<
     if changed {
         crate::router::refresh(ctx).await?;
     }
-    super::tasks::heartbeat(ctx, node, &hb.tasks).await
+    super::tasks::heartbeat(ctx, node, &hb.tasks).await?;
+    super::services::heartbeat(ctx, node, &hb.services).await
 }
 
 /// The instances assigned to `node`, each with everything its agent needs to run it: what its

@@ -6,6 +6,7 @@
 //! over the `service_brokers` row of that name.
 
 pub mod broker;
+pub mod builtin;
 pub mod http;
 
 use std::collections::BTreeMap;

@@ -5,6 +5,7 @@
 //! transaction.
 
 mod autoscale;
+mod builtin_services;
 mod cron;
 mod domains;
 mod logfeed;
@@ -27,6 +28,9 @@ pub use services::{
 mod tasks;
 
 pub use autoscale::{AutoscaleRecord, AutoscaleStore, ScaleDirection};
+pub use builtin_services::{
+    BuiltinBindingRecord, BuiltinInstanceRecord, BuiltinJobRecord, BuiltinServiceStore,
+};
 pub use cron::{CronRecord, CronStore};
 pub use node_metrics::{NodeMetricRow, NodeMetricStore};
 pub use postgres::PgStore;
@@ -778,6 +782,7 @@ pub trait Store:
     + CronStore
     + AutoscaleStore
     + LeaseStore
+    + BuiltinServiceStore
 {
 }
 
@@ -805,16 +810,17 @@ impl<T> Store for T where
         + CronStore
         + AutoscaleStore
         + LeaseStore
+        + BuiltinServiceStore
 {
 }
 
 /// The role traits, for calling store methods on a concrete backend (`dyn Store` needs none).
 pub mod prelude {
     pub use super::{
-        AppStore, AuthStore, AutoscaleStore, BuildStore, CronStore, DomainStore, EventStore,
-        InstanceStore, LeaseStore, LogFeedStore, LogStore, MetricStore, NodeMetricStore, NodeStore,
-        QuotaStore, RevisionStore, RollupStore, RouteStore, ServiceStore, SpaceStore, SshStore,
-        StagingStore,
+        AppStore, AuthStore, AutoscaleStore, BuildStore, BuiltinServiceStore, CronStore,
+        DomainStore, EventStore, InstanceStore, LeaseStore, LogFeedStore, LogStore, MetricStore,
+        NodeMetricStore, NodeStore, QuotaStore, RevisionStore, RollupStore, RouteStore,
+        ServiceStore, SpaceStore, SshStore, StagingStore,
         Store, TaskStore,
     };
 }
