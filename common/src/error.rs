@@ -103,6 +103,10 @@ pub enum ErrorCode {
     /// The droplet's `release:` process failed: the deploy stopped and the previous revision
     /// keeps serving (issue 21).
     ReleaseFailed,
+    /// The app has no canary or blue-green deployment (issue 23).
+    DeploymentNotFound,
+    /// A deployment strategy or one of its settings that does not parse (issue 23).
+    InvalidStrategy,
 }
 
 impl ErrorCode {
@@ -152,6 +156,8 @@ impl ErrorCode {
             ErrorCode::SshUnavailable => "ssh_unavailable",
             ErrorCode::TaskNotFound => "task_not_found",
             ErrorCode::ReleaseFailed => "release_failed",
+            ErrorCode::DeploymentNotFound => "deployment_not_found",
+            ErrorCode::InvalidStrategy => "invalid_strategy",
         }
     }
 
@@ -197,6 +203,8 @@ impl ErrorCode {
             ErrorCode::SshUnavailable => 503,
             ErrorCode::TaskNotFound => 404,
             ErrorCode::ReleaseFailed => 422,
+            ErrorCode::DeploymentNotFound => 404,
+            ErrorCode::InvalidStrategy => 400,
         }
     }
 }

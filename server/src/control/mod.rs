@@ -4,6 +4,7 @@
 
 pub mod convergence;
 pub mod cron;
+pub mod deployments;
 pub mod desired;
 pub mod lease;
 pub mod nodes;

@@ -5,6 +5,7 @@
 //! transaction.
 
 mod cron;
+mod deployments;
 mod domains;
 mod logfeed;
 mod node_metrics;
@@ -21,6 +22,7 @@ pub use logfeed::{LogFeedStore, LogRun};
 mod tasks;
 
 pub use cron::{CronRecord, CronStore};
+pub use deployments::{DeploymentChange, DeploymentRecord, DeploymentStore};
 pub use node_metrics::{NodeMetricRow, NodeMetricStore};
 pub use postgres::PgStore;
 pub use quotas::QuotaStore;
@@ -768,6 +770,7 @@ pub trait Store:
     + SshStore
     + TaskStore
     + CronStore
+    + DeploymentStore
     + LeaseStore
 {
 }
@@ -793,6 +796,7 @@ impl<T> Store for T where
         + SshStore
         + TaskStore
         + CronStore
+        + DeploymentStore
         + LeaseStore
 {
 }
@@ -800,7 +804,7 @@ impl<T> Store for T where
 /// The role traits, for calling store methods on a concrete backend (`dyn Store` needs none).
 pub mod prelude {
     pub use super::{
-        AppStore, AuthStore, BuildStore, CronStore, DomainStore, EventStore, InstanceStore,
+        AppStore, AuthStore, BuildStore, CronStore, DeploymentStore, DomainStore, EventStore, InstanceStore,
         LeaseStore, LogFeedStore, LogStore, MetricStore, NodeMetricStore, NodeStore, QuotaStore,
         RevisionStore, RollupStore, RouteStore, SpaceStore, SshStore, StagingStore, Store,
         TaskStore,
