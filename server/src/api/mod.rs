@@ -8,6 +8,7 @@ pub(crate) mod base_images;
 mod buildpacks;
 mod builds;
 mod cron;
+mod deployments;
 mod domains;
 mod drains;
 mod lifecycle;
@@ -108,6 +109,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/apps/{name}/env", web::patch().to(revisions::update_env))
             .route("/apps/{name}/revisions", web::get().to(revisions::list))
             .route("/apps/{name}/rollback", web::post().to(revisions::rollback))
+            .route("/apps/{name}/deployment", web::get().to(deployments::show))
+            .route(
+                "/apps/{name}/deployment/continue",
+                web::post().to(deployments::resume),
+            )
+            .route(
+                "/apps/{name}/deployment/cancel",
+                web::post().to(deployments::cancel),
+            )
             .route("/apps/{name}/cron", web::get().to(cron::list))
             .route("/apps/{name}/cron", web::post().to(cron::add))
             .route("/apps/{name}/cron/{id}", web::delete().to(cron::remove))

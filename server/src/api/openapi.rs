@@ -9,7 +9,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::{
-    apps, auth, base_images, cron, domains, drains, lifecycle, logs, metrics, nodes, resources,
+    apps, auth, base_images, cron, deployments, domains, drains, lifecycle, logs, metrics, nodes, resources,
     revisions, routes, ssh, tasks, tenancy,
 };
 
@@ -57,6 +57,8 @@ pub struct PushForm {
     dockerfile: Option<bool>,
     /// `true`: stage and record the revision but leave the app stopped (`--no-start`).
     no_start: Option<bool>,
+    /// JSON `DeployStrategy`: a canary or blue-green deployment (`--strategy`, issue 23).
+    strategy: Option<String>,
 }
 
 /// Adds the bearer-JWT scheme every operation but login requires.
@@ -84,6 +86,7 @@ impl Modify for BearerAuth {
         lifecycle::update, lifecycle::restart, lifecycle::stop, lifecycle::start, lifecycle::restart_instance, lifecycle::drain,
         revisions::get_env, revisions::update_env, revisions::list, revisions::rollback,
         tasks::list, tasks::run, tasks::get, tasks::cancel, cron::list, cron::add, cron::remove,
+        deployments::show, deployments::resume, deployments::cancel,
         routes::list, routes::list_for_app, routes::map, routes::unmap,
         domains::list, domains::create, domains::delete, domains::set_certificate,
         tenancy::create_token, tenancy::list_tokens, tenancy::revoke_token,

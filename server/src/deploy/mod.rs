@@ -9,6 +9,7 @@
 //! rolling, and a newer change supersedes one still in flight (its unrouted rows go at once).
 
 pub mod cron;
+pub mod deployments;
 pub mod domains;
 pub mod lifecycle;
 pub mod push;
