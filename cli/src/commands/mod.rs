@@ -5,6 +5,7 @@ pub mod app;
 pub mod apps;
 pub mod base_images;
 pub mod buildpacks;
+pub mod canary;
 pub mod cron;
 pub mod delete;
 pub mod deployment;
@@ -149,6 +150,9 @@ pub enum Command {
     Revisions(revisions::Args),
     /// Redeploy an earlier revision's droplet and env as a new revision (default: the previous).
     Rollback(revisions::RollbackArgs),
+    /// Show an app's canary or blue-green deployment with the live comparison of the two
+    /// revisions; `continue` moves it to its next step, `cancel` goes back to the old revision.
+    Deployment(canary::Args),
     /// Run a one-off task once on the app's current droplet with its env.
     RunTask(tasks::RunArgs),
     /// List an app's tasks with their state and exit code.
@@ -233,6 +237,7 @@ pub fn dispatch(cli: Cli, env: &Env) -> anyhow::Result<()> {
         Command::UnsetEnv(args) => env::run_unset(args, &client),
         Command::Revisions(args) => revisions::run(args, &client),
         Command::Rollback(args) => revisions::run_rollback(args, &client),
+        Command::Deployment(args) => canary::run(args, &client),
         Command::RunTask(args) => tasks::run(args, &client),
         Command::Tasks(args) => tasks::list(args, &client),
         Command::TerminateTask(args) => tasks::terminate(args, &client),
