@@ -845,6 +845,77 @@ mod tests {
     use InstanceState::*;
 
     #[test]
+    fn a_canary_keeps_the_old_set_beside_a_whole_new_one() {
+        let a = app(2, 2);
+        let old = [row("o0", 0, 1, "n1", Running), row("o1", 1, 1, "n1", Running)];
+        let keep: HashMap<String, i64> = [("app".to_string(), 1)].into();
+        let ready: HashSet<&str> = ["n1"].into();
+        let lc = HashMap::new();
+        let p = plan_with(
+            std::slice::from_ref(&a),
+            &HashMap::new(),
+            &lc,
+            &old,
+            &HashSet::new(),
+            &ready,
+            &HashSet::new(),
+            &keep,
+        );
+        // Every new index at once (nothing of the new revision serves yet), nothing old removed.
+        let mut new: Vec<(&str, u32)> = p
+            .create
+            .iter()
+            .map(|(_, t, i, _)| (t.as_str(), *i))
+            .collect();
+        new.sort();
+        assert_eq!(new, [("web", 0), ("web", 1)]);
+        assert!(p.remove.is_empty(), "{:?}", p.remove);
+        // Both sets running (a crashed one is its node's to restart): nothing changes.
+        let both = [
+            row("o0", 0, 1, "n1", Running),
+            row("o1", 1, 1, "n1", Crashed),
+            row("n0", 0, 2, "n1", Running),
+            row("n1", 1, 2, "n1", Running),
+        ];
+        let p = plan_with(
+            std::slice::from_ref(&a),
+            &HashMap::new(),
+            &lc,
+            &both,
+            &HashSet::new(),
+            &ready,
+            &HashSet::new(),
+            &keep,
+        );
+        assert!(p.remove.is_empty() && p.create.is_empty(), "{p:?}");
+        // An old instance on a node that went away is replaced as an old one.
+        let moved = [
+            row("o0", 0, 1, "n1", Running),
+            row("o1", 1, 1, "gone", Running),
+            row("n0", 0, 2, "n1", Running),
+            row("n1", 1, 2, "n1", Running),
+        ];
+        let p = plan_with(
+            std::slice::from_ref(&a),
+            &HashMap::new(),
+            &lc,
+            &moved,
+            &HashSet::new(),
+            &ready,
+            &HashSet::new(),
+            &keep,
+        );
+        assert_eq!(
+            p.create.iter().map(|(_, t, i, _)| (t.as_str(), *i)).collect::<Vec<_>>(),
+            [(OLD_WEB, 1)]
+        );
+        // Once it ends (promoted: no old set kept), the old rows are replaced ones.
+        let p = run_plan(&a, &both, &[], &["n1"], &[]);
+        assert_eq!(removed(&p), ["o0", "o1"]);
+        assert!(p.create.is_empty());
+    }
+
+    #[test]
     fn new_revision_rolls_one_index_at_a_time() {
         let a = app(3, 2);
         let old = [

@@ -776,6 +776,66 @@ mod tests {
         assert!(r.by_index(1, &["h:2".to_string()]).is_none());
     }
 
+    #[test]
+    fn a_split_sends_each_revision_its_share_and_pinned_requests_count() {
+        let mut w = wire(&[("h:1", 0), ("h:2", 1), ("n:1", 0), ("n:2", 1)]);
+        for b in w.apps.get_mut("a").unwrap() {
+            b.revision = if b.address.starts_with('n') { 2 } else { 1 };
+            b.id = b.address.clone();
+        }
+        w.splits.insert(
+            "a".into(),
+            RouterSplit {
+                revision: 2,
+                percent: 20,
+            },
+        );
+        let t = RouteTable::default();
+        t.replace(w.clone());
+        let r = t.get("a").unwrap();
+        let new = (0..100)
+            .filter(|_| r.pick(Balance::RoundRobin, &[]).unwrap().revision == 2)
+            .count();
+        assert_eq!(new, 20);
+        // Within a revision the usual balance: both new instances served.
+        let mut seen: Vec<String> = (0..200)
+            .map(|_| r.pick(Balance::RoundRobin, &[]).unwrap())
+            .filter(|b| b.revision == 2)
+            .map(|b| b.address.clone())
+            .collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen, ["n:1", "n:2"]);
+        // Sticky requests to the new revision count for it: the others go to the old one until
+        // the shares are right again.
+        let t = RouteTable::default();
+        t.replace(w.clone());
+        let r = t.get("a").unwrap();
+        for _ in 0..20 {
+            assert_eq!(r.by_id("n:1", &[]).unwrap().revision, 2);
+        }
+        let new = (0..80)
+            .filter(|_| r.pick(Balance::RoundRobin, &[]).unwrap().revision == 2)
+            .count();
+        assert_eq!(new, 0);
+        // A revision without an instance left falls back to the other.
+        let all_new: Vec<String> = ["n:1", "n:2"].map(String::from).into();
+        assert_eq!(r.pick(Balance::RoundRobin, &all_new).unwrap().revision, 1);
+        // Index targeting prefers the revision the split serves.
+        assert_eq!(r.by_index(1, &[]).unwrap().address, "n:2");
+        w.splits.insert(
+            "a".into(),
+            RouterSplit {
+                revision: 2,
+                percent: 0,
+            },
+        );
+        t.replace(w);
+        let r = t.get("a").unwrap();
+        assert!((0..20).all(|_| r.pick(Balance::RoundRobin, &[]).unwrap().revision == 1));
+        assert_eq!(r.by_index(1, &[]).unwrap().address, "h:2");
+    }
+
     #[tokio::test]
     async fn waiters_see_rebuilds() {
         let t = table(&[]);
