@@ -137,7 +137,7 @@ fn a_failing_canary_is_rolled_back_by_itself_while_the_old_revision_serves() {
         events(&p, &app)
     );
     // The log says which number crossed which threshold.
-    let out = p.cli(&["logs", &app]);
+    let out = p.cli(&["logs", &app, "--recent", "--source", "API"]);
     assert!(out.stdout.contains("rolled back to revision 1"), "{out:?}");
 }
 
