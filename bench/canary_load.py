@@ -10,7 +10,8 @@ import time
 
 addr, host, rate = sys.argv[1], sys.argv[2], float(sys.argv[3])
 h, p = addr.rsplit(":", 1)
-THREADS = max(1, min(16, int(rate // 60) + 1))
+# Latency-bound threads: enough that each waits on its pace, not on the answers.
+THREADS = max(2, min(64, int(rate // 10)))
 stop = threading.Event()
 counts = {}
 lock = threading.Lock()

@@ -180,11 +180,7 @@ fn scalar<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
         Scalar::S(s) => s,
         Scalar::N(n) => n.to_string(),
         Scalar::F(f) => f.to_string(),
-        Scalar::L(l) => l
-            .iter()
-            .map(u64::to_string)
-            .collect::<Vec<_>>()
-            .join(","),
+        Scalar::L(l) => l.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
     }))
 }
 

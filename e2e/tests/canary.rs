@@ -54,9 +54,10 @@ fn wait_serving(p: &Platform, app: &str, revision: i64, greeting: &str) {
         &format!("{app} to run only revision {revision}"),
         || {
             let a = p.app_json(app).ok()?;
-            let all = a["instances"].as_array()?.iter().all(|i| {
-                i["revision"] == revision && i["state"] == "running"
-            });
+            let all = a["instances"]
+                .as_array()?
+                .iter()
+                .all(|i| i["revision"] == revision && i["state"] == "running");
             (all && a["revision"]["number"] == revision).then_some(())
         },
     )
@@ -171,7 +172,10 @@ fn a_healthy_canary_reaches_all_requests_and_a_bluegreen_switch_fails_none() {
         (d["state"] == "promoted" || d["new"]["requests"].as_u64().unwrap_or(0) > 0).then_some(d)
     })
     .unwrap();
-    assert!(live["state"] == "promoted" || live["weight"].as_u64().unwrap_or(0) > 0, "{live}");
+    assert!(
+        live["state"] == "promoted" || live["weight"].as_u64().unwrap_or(0) > 0,
+        "{live}"
+    );
     let d = wait_state(&p, &app, "promoted", 120);
     assert_eq!(d["new_revision"], 2, "{d}");
     wait_serving(&p, &app, 2, "v2");
@@ -236,8 +240,7 @@ fn sticky_sessions_and_x_cf_app_instance_pick_the_instance() {
 
     // X-Cf-App-Instance: APP_GUID:INDEX pins the instance; another app's guid is refused.
     for index in [0, 1, 1, 0] {
-        let (status, body, header) =
-            env(Some(("X-Cf-App-Instance", format!("{app_id}:{index}"))));
+        let (status, body, header) = env(Some(("X-Cf-App-Instance", format!("{app_id}:{index}"))));
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["instance"], index.to_string(), "{body}");
         assert_eq!(header, index.to_string());
@@ -255,8 +258,14 @@ fn sticky_sessions_and_x_cf_app_instance_pick_the_instance() {
         .iter()
         .filter_map(|v| v.to_str().ok().map(String::from))
         .collect();
-    let index = res.headers()["x-paas-instance"].to_str().unwrap().to_string();
-    assert!(cookies.iter().any(|c| c.starts_with("JSESSIONID=")), "{cookies:?}");
+    let index = res.headers()["x-paas-instance"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        cookies.iter().any(|c| c.starts_with("JSESSIONID=")),
+        "{cookies:?}"
+    );
     let vcap = cookies
         .iter()
         .find_map(|c| c.strip_prefix("__VCAP_ID__="))

@@ -80,7 +80,9 @@ pub fn describe(d: &DeploymentInfo) -> String {
     );
     if d.state.running() {
         match (d.strategy.kind, d.step_started_at) {
-            (_, None) => out.push_str("waiting for every new instance to be ready (0% of requests)\n"),
+            (_, None) => {
+                out.push_str("waiting for every new instance to be ready (0% of requests)\n")
+            }
             (StrategyKind::Canary, Some(t)) => out.push_str(&format!(
                 "step {} of {} since {}: {}% of requests to revision {}\n",
                 d.step + 1,

@@ -9,8 +9,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::{
-    apps, auth, base_images, cron, deployments, domains, drains, lifecycle, logs, metrics, nodes, resources,
-    revisions, routes, ssh, tasks, tenancy,
+    apps, auth, base_images, cron, deployments, domains, drains, lifecycle, logs, metrics, nodes,
+    resources, revisions, routes, ssh, tasks, tenancy,
 };
 
 /// The push form: the zip as `archive`, and the optional settings the handler reads.

@@ -847,7 +847,10 @@ mod tests {
     #[test]
     fn a_canary_keeps_the_old_set_beside_a_whole_new_one() {
         let a = app(2, 2);
-        let old = [row("o0", 0, 1, "n1", Running), row("o1", 1, 1, "n1", Running)];
+        let old = [
+            row("o0", 0, 1, "n1", Running),
+            row("o1", 1, 1, "n1", Running),
+        ];
         let keep: HashMap<String, i64> = [("app".to_string(), 1)].into();
         let ready: HashSet<&str> = ["n1"].into();
         let lc = HashMap::new();
@@ -906,7 +909,10 @@ mod tests {
             &keep,
         );
         assert_eq!(
-            p.create.iter().map(|(_, t, i, _)| (t.as_str(), *i)).collect::<Vec<_>>(),
+            p.create
+                .iter()
+                .map(|(_, t, i, _)| (t.as_str(), *i))
+                .collect::<Vec<_>>(),
             [(OLD_WEB, 1)]
         );
         // Once it ends (promoted: no old set kept), the old rows are replaced ones.

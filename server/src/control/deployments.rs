@@ -20,9 +20,7 @@
 
 use chrono::{DateTime, Utc};
 use paas_common::api::{InstanceState, LogLine};
-use paas_common::deployment::{
-    DeploymentInfo, DeploymentState, RevisionTraffic, StrategyKind,
-};
+use paas_common::deployment::{DeploymentInfo, DeploymentState, RevisionTraffic, StrategyKind};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 
@@ -199,7 +197,12 @@ pub fn weight(d: &DeploymentRecord) -> u32 {
         return 0;
     }
     match d.strategy.kind {
-        StrategyKind::Canary => d.strategy.steps.get(d.step as usize).copied().unwrap_or(100),
+        StrategyKind::Canary => d
+            .strategy
+            .steps
+            .get(d.step as usize)
+            .copied()
+            .unwrap_or(100),
         _ => 100,
     }
 }
@@ -312,7 +315,11 @@ pub async fn tick(ctx: &AppCtx, fence: Option<&Fence>) -> StoreResult<()> {
                 "superseded: revision {} is current",
                 app.current_revision.unwrap_or(0)
             ));
-            let ev = event(app, "deployment.cancel", ended.reason.clone().unwrap_or_default());
+            let ev = event(
+                app,
+                "deployment.cancel",
+                ended.reason.clone().unwrap_or_default(),
+            );
             ctx.store
                 .update_deployment(
                     fence,
@@ -362,7 +369,10 @@ fn observe(
             .count() as u32,
         desired: app.desired_instances,
         health_failure,
-        old: ctx.logs.canary.window(&d.app_id, d.old_revision, d.created_at),
+        old: ctx
+            .logs
+            .canary
+            .window(&d.app_id, d.old_revision, d.created_at),
         new: ctx.logs.canary.window(
             &d.app_id,
             d.new_revision,
@@ -443,10 +453,7 @@ async fn apply(
         Decision::RollBack(why) => {
             next.state = DeploymentState::RolledBack;
             next.reason = Some(why.clone());
-            let msg = format!(
-                "{kind}: rolled back to revision {}: {why}",
-                d.old_revision
-            );
+            let msg = format!("{kind}: rolled back to revision {}: {why}", d.old_revision);
             tracing::warn!(app = %app.name, deployment = %d.id, reason = %why, "deployment rolled back");
             (
                 event(app, "deployment.rollback", msg.clone()),
@@ -490,11 +497,17 @@ pub fn info(ctx: &AppCtx, app: &AppRecord, d: &DeploymentRecord) -> DeploymentIn
         reason: d.reason.clone(),
         created_at: d.created_at,
         updated_at: d.updated_at,
-        old: live.then(|| ctx.logs.canary.window(&d.app_id, d.old_revision, d.created_at)),
-        new: live.then(|| {
+        old: live.then(|| {
             ctx.logs
                 .canary
-                .window(&d.app_id, d.new_revision, d.step_started_at.unwrap_or(now_far()))
+                .window(&d.app_id, d.old_revision, d.created_at)
+        }),
+        new: live.then(|| {
+            ctx.logs.canary.window(
+                &d.app_id,
+                d.new_revision,
+                d.step_started_at.unwrap_or(now_far()),
+            )
         }),
     }
 }
@@ -568,7 +581,10 @@ mod tests {
         let now = Utc::now();
         d.step_started_at = Some(now);
         // Below the minimum requests nothing is judged.
-        assert_eq!(decide(&d, &seen(traffic(2, 19, 19, 20.0)), now), Decision::Wait);
+        assert_eq!(
+            decide(&d, &seen(traffic(2, 19, 19, 20.0)), now),
+            Decision::Wait
+        );
         match decide(&d, &seen(traffic(2, 40, 8, 20.0)), now) {
             Decision::RollBack(why) => {
                 assert!(why.contains("error rate 20.0%"), "{why}");
@@ -577,7 +593,10 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // Within the allowance (0.2% + 5 points) it is not.
-        assert_eq!(decide(&d, &seen(traffic(2, 40, 2, 20.0)), now), Decision::Wait);
+        assert_eq!(
+            decide(&d, &seen(traffic(2, 40, 2, 20.0)), now),
+            Decision::Wait
+        );
     }
 
     #[test]
@@ -601,14 +620,21 @@ mod tests {
         let t0 = Utc::now();
         d.step_started_at = Some(t0);
         let ok = seen(traffic(2, 50, 0, 20.0));
-        assert_eq!(decide(&d, &ok, t0 + chrono::Duration::seconds(9)), Decision::Wait);
+        assert_eq!(
+            decide(&d, &ok, t0 + chrono::Duration::seconds(9)),
+            Decision::Wait
+        );
         assert_eq!(
             decide(&d, &ok, t0 + chrono::Duration::seconds(10)),
             Decision::Advance(1)
         );
         // Without enough requests the step waits even after its time.
         assert_eq!(
-            decide(&d, &seen(traffic(2, 3, 0, 20.0)), t0 + chrono::Duration::seconds(60)),
+            decide(
+                &d,
+                &seen(traffic(2, 3, 0, 20.0)),
+                t0 + chrono::Duration::seconds(60)
+            ),
             Decision::Wait
         );
         d.step = 1;
@@ -630,7 +656,10 @@ mod tests {
             Decision::Pause(_)
         ));
         d.state = DeploymentState::Paused;
-        assert_eq!(decide(&d, &seen(traffic(2, 50, 0, 20.0)), now), Decision::Wait);
+        assert_eq!(
+            decide(&d, &seen(traffic(2, 50, 0, 20.0)), now),
+            Decision::Wait
+        );
         assert!(matches!(
             decide(&d, &seen(traffic(2, 50, 25, 20.0)), now),
             Decision::RollBack(_)
@@ -643,7 +672,9 @@ mod tests {
         let d = dep(StrategyKind::Bluegreen);
         let mut o = seen(traffic(2, 0, 0, 0.0));
         o.health_failure = Some("instance 0 of revision 2 crashed".into());
-        assert!(matches!(decide(&d, &o, Utc::now()), Decision::RollBack(w) if w.starts_with("health")));
+        assert!(
+            matches!(decide(&d, &o, Utc::now()), Decision::RollBack(w) if w.starts_with("health"))
+        );
     }
 
     #[test]
@@ -653,7 +684,10 @@ mod tests {
         d.step_started_at = Some(t0);
         assert_eq!(weight(&d), 100);
         let o = seen(traffic(2, 0, 0, 0.0));
-        assert_eq!(decide(&d, &o, t0 + chrono::Duration::seconds(29)), Decision::Wait);
+        assert_eq!(
+            decide(&d, &o, t0 + chrono::Duration::seconds(29)),
+            Decision::Wait
+        );
         assert_eq!(
             decide(&d, &o, t0 + chrono::Duration::seconds(30)),
             Decision::Promote
@@ -689,7 +723,11 @@ mod tests {
         assert_eq!(w.error_rate, 1.0);
         assert_eq!(w.p99_ms, Some(90.0));
         assert_eq!(t.window("a", 1, since).requests, 1);
-        assert_eq!(t.window("b", 2, since).requests, 0, "unwatched apps are not counted");
+        assert_eq!(
+            t.window("b", 2, since).requests,
+            0,
+            "unwatched apps are not counted"
+        );
         assert_eq!(rtr_revision("x rev=12"), Some(12));
         assert_eq!(rtr_revision("x peer=p"), None);
     }

@@ -22,8 +22,7 @@ pub async fn start(
     let Some(old) = before.current_revision else {
         return Ok(None);
     };
-    if strategy.kind == StrategyKind::Rolling
-        || before.state != paas_common::api::AppState::Started
+    if strategy.kind == StrategyKind::Rolling || before.state != paas_common::api::AppState::Started
     {
         return Ok(None);
     }
@@ -80,10 +79,7 @@ fn describe(s: &DeployStrategy) -> String {
 fn not_found(app: &AppRecord) -> DeployError {
     DeployError::invalid(
         ErrorCode::DeploymentNotFound,
-        format!(
-            "app {:?} has no canary or blue-green deployment",
-            app.name
-        ),
+        format!("app {:?} has no canary or blue-green deployment", app.name),
     )
 }
 

@@ -191,9 +191,7 @@ impl AppRoutes {
                 .filter(|b| want.is_none_or(|w| self.is_new(b) == w));
             match balance {
                 Balance::RoundRobin => candidates.into_iter().next().cloned(),
-                Balance::LeastConnections => {
-                    candidates.min_by_key(|b| b.inflight.get()).cloned()
-                }
+                Balance::LeastConnections => candidates.min_by_key(|b| b.inflight.get()).cloned(),
             }
         };
         let Some(split) = self.split else {

@@ -435,35 +435,30 @@ pub async fn proxy(
     let mut last: Option<Failure> = None;
 
     loop {
-        let backend = match next_backend(
-            ctx,
-            &app,
-            target.clone(),
-            &tried,
-            deadline,
-            last.is_some(),
-        )
-        .await
-        {
-            Some(b) => b,
-            None => {
-                let f = last.unwrap_or_else(|| match &target {
-                    Some(Target::Index(i)) => Failure {
-                        code: ErrorCode::InstanceNotFound,
-                        reason: "instance_not_found",
-                        message: format!("app {:?} has no ready instance {i}", meta.app),
-                        retry: false,
-                    },
-                    _ => Failure {
-                        code: ErrorCode::NoHealthyInstance,
-                        reason: "no_healthy_instance",
-                        message: format!("app {:?} has no healthy instance right now", meta.app),
-                        retry: false,
-                    },
-                });
-                return fail(&ctx.table, &meta, f.code, f.reason, f.message);
-            }
-        };
+        let backend =
+            match next_backend(ctx, &app, target.clone(), &tried, deadline, last.is_some()).await {
+                Some(b) => b,
+                None => {
+                    let f = last.unwrap_or_else(|| match &target {
+                        Some(Target::Index(i)) => Failure {
+                            code: ErrorCode::InstanceNotFound,
+                            reason: "instance_not_found",
+                            message: format!("app {:?} has no ready instance {i}", meta.app),
+                            retry: false,
+                        },
+                        _ => Failure {
+                            code: ErrorCode::NoHealthyInstance,
+                            reason: "no_healthy_instance",
+                            message: format!(
+                                "app {:?} has no healthy instance right now",
+                                meta.app
+                            ),
+                            retry: false,
+                        },
+                    });
+                    return fail(&ctx.table, &meta, f.code, f.reason, f.message);
+                }
+            };
         meta.revision = Some(backend.revision);
         let guard = InFlight::new(backend.clone());
         let mut out = Request::new(body.as_ref().map_or(ReqBody::Empty, Lendable::lend));

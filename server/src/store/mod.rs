@@ -804,10 +804,10 @@ impl<T> Store for T where
 /// The role traits, for calling store methods on a concrete backend (`dyn Store` needs none).
 pub mod prelude {
     pub use super::{
-        AppStore, AuthStore, BuildStore, CronStore, DeploymentStore, DomainStore, EventStore, InstanceStore,
-        LeaseStore, LogFeedStore, LogStore, MetricStore, NodeMetricStore, NodeStore, QuotaStore,
-        RevisionStore, RollupStore, RouteStore, SpaceStore, SshStore, StagingStore, Store,
-        TaskStore,
+        AppStore, AuthStore, BuildStore, CronStore, DeploymentStore, DomainStore, EventStore,
+        InstanceStore, LeaseStore, LogFeedStore, LogStore, MetricStore, NodeMetricStore, NodeStore,
+        QuotaStore, RevisionStore, RollupStore, RouteStore, SpaceStore, SshStore, StagingStore,
+        Store, TaskStore,
     };
 }
 
