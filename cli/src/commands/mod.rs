@@ -46,7 +46,7 @@ pub enum Command {
     /// Revoke the saved login's refresh token and forget the login.
     Logout,
     /// Upload a folder as an app, then wait until all its instances run.
-    Push(push::Args),
+    Push(Box<push::Args>),
     /// List apps.
     Apps(apps::Args),
     /// Show one app and its instances.
@@ -189,7 +189,7 @@ pub fn dispatch(cli: Cli, env: &Env) -> anyhow::Result<()> {
             unreachable!("handled above")
         }
         Command::Keys(cmd) => tenancy::keys(cmd, &client),
-        Command::Push(args) => push::run(args, &client),
+        Command::Push(args) => push::run(*args, &client),
         Command::Apps(args) => apps::run(args, &client),
         Command::App(args) => app::run(args, &client),
         Command::Delete(args) => delete::run(args, &client),
