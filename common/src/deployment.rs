@@ -58,7 +58,8 @@ pub struct DeployStrategy {
     /// Percentage points the new revision's error rate may exceed the old one's.
     #[serde(default = "default_error_rate")]
     pub max_error_rate: f64,
-    /// Percent the new revision's p99 latency may exceed the old one's.
+    /// Percent the new revision's p99 latency may exceed the old one's (judged once the step has
+    /// 100 requests of the new revision).
     #[serde(default = "default_p99")]
     pub max_p99_increase: f64,
     /// Requests the new revision must have served in a step before it is judged (or advanced).

@@ -41,6 +41,8 @@ fn wait_state(p: &Platform, app: &str, state: &str, secs: u64) -> Value {
         &format!("the deployment of {app} to be {state}"),
         || {
             let d = deployment(p, app);
+            let ended = ["promoted", "rolled_back", "cancelled"].contains(&d["state"].as_str()?);
+            assert!(d["state"] == state || !ended, "ended otherwise: {d}");
             (d["state"] == state).then_some(d)
         },
     )
@@ -192,6 +194,52 @@ fn a_healthy_canary_reaches_all_requests_and_a_bluegreen_switch_fails_none() {
     let d = wait_state(&p, &app, "promoted", 120);
     assert_eq!(d["strategy"]["kind"], "bluegreen", "{d}");
     wait_serving(&p, &app, 3, "v3");
+
+    // A step wait of `pause` waits for `deployment continue` (the next step is 100: promoted).
+    write_app(dir.path(), &app, "v4", 0, 2);
+    push(
+        &p,
+        dir.path(),
+        &[
+            "--strategy",
+            "canary",
+            "--steps",
+            "50,100",
+            "--step-wait",
+            "pause",
+        ],
+    );
+    let d = wait_state(&p, &app, "paused", 60);
+    assert_eq!(d["weight"], 50, "{d}");
+    let out = p.cli(&["deployment", "continue", &app, "--json"]);
+    assert!(out.ok(), "{out:?}");
+    let d: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(d["state"], "promoted", "{d}");
+    wait_serving(&p, &app, 4, "v4");
+
+    // Cancel within a blue-green grace switches back to the old set, which never stopped.
+    write_app(dir.path(), &app, "v5", 0, 2);
+    push(
+        &p,
+        dir.path(),
+        &["--strategy", "bluegreen", "--grace", "10m"],
+    );
+    wait_for(Duration::from_secs(60), "the switch to revision 5", || {
+        (deployment(&p, &app)["weight"] == 100).then_some(())
+    })
+    .unwrap();
+    let (_, body) = p.get_app(&app, "/").unwrap();
+    assert!(body.contains("v5"), "{body}");
+    let out = p.cli(&["deployment", "cancel", &app]);
+    assert!(out.ok() && out.stdout.contains("cancelled"), "{out:?}");
+    wait_serving(&p, &app, 4, "v4");
+    // Nothing left to continue.
+    let out = p.cli(&["deployment", "continue", &app]);
+    assert!(
+        !out.ok() && out.stderr.contains("deployment_not_found"),
+        "{out:?}"
+    );
+
     let seen = requests.stop();
     assert!(seen.ok > 50, "{seen:?}");
     assert!(seen.failed.is_empty(), "{seen:?}");

@@ -36,6 +36,9 @@ const SAMPLES_PER_SECOND: usize = 200;
 const KEEP_SECS: i64 = 3_600;
 /// A p99 increase smaller than this (ms) is noise, whatever the ratio.
 const P99_FLOOR_MS: f64 = 5.0;
+/// Requests of the new revision in a step before its p99 is compared (below 100 it is the
+/// slowest request, and a first request to a fresh process is often that).
+const P99_MIN_REQUESTS: u64 = 100;
 
 #[derive(Default)]
 struct Second {
@@ -243,7 +246,9 @@ pub fn decide(d: &DeploymentRecord, o: &Observed, now: DateTime<Utc>) -> Decisio
                 s.max_error_rate
             ));
         }
-        if let (Some(new), Some(old)) = (o.new.p99_ms, o.old.p99_ms) {
+        // A p99 of fewer than 100 requests is their maximum: one cold request would decide.
+        let p99_meaningful = o.new.requests >= P99_MIN_REQUESTS;
+        if let (true, Some(new), Some(old)) = (p99_meaningful, o.new.p99_ms, o.old.p99_ms) {
             if new > old * (1.0 + s.max_p99_increase / 100.0) && new - old > P99_FLOOR_MS {
                 return Decision::RollBack(format!(
                     "p99 latency {new:.1} ms of revision {} exceeds revision {}'s {old:.1} ms by more than max-p99-increase {}%",
@@ -608,6 +613,11 @@ mod tests {
             Decision::RollBack(why) => assert!(why.contains("max-p99-increase 50%"), "{why}"),
             other => panic!("{other:?}"),
         }
+        // Fewer than 100 requests: the p99 would be the slowest one, not judged.
+        assert_eq!(
+            decide(&d, &seen(traffic(2, 99, 0, 45.0)), now),
+            Decision::Wait
+        );
         // 50% above a 2 ms baseline is under the noise floor.
         let mut o = seen(traffic(2, 100, 0, 4.0));
         o.old.p99_ms = Some(2.0);
