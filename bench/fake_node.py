@@ -3,7 +3,10 @@
 protocol and reports every instance assigned to it as running on one fixed port (the benchmark's
 upstream server), so the router is measured in front of an upstream that costs next to nothing.
 
-    fake_node.py CONTROLLER_URL JOIN_TOKEN NODE_NAME UPSTREAM_PORT
+    fake_node.py CONTROLLER_URL JOIN_TOKEN NODE_NAME UPSTREAM_PORT [BAD_PORT]
+
+With BAD_PORT, instances whose env has BENCH_BAD=1 are reported on that port instead (the bad
+revision of bench/canary.sh).
 """
 import datetime
 import io
@@ -14,6 +17,7 @@ import time
 import urllib.request
 
 base, join_token, name, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+bad_port = int(sys.argv[5]) if len(sys.argv) > 5 else port
 capacity = {"memory_mb": 65536, "disk_mb": 65536, "instance_slots": 100}
 
 
@@ -43,7 +47,7 @@ while True:
         call("POST", f"/v1/agent/builds/{b['build_id']}/result", token,
              {"droplet": up["sha256"], "processes": {"web": "true"}})
     assigned = got["instances"]
-    reports = [{"instance_id": a["instance_id"], "state": "running", "container_id": "bench", "host_port": port,
+    reports = [{"instance_id": a["instance_id"], "state": "running", "container_id": "bench", "host_port": bad_port if a.get("env", {}).get("BENCH_BAD") == "1" else port,
                 "restarts": 0, "last_exit": None, "since": since} for a in assigned]
     call("POST", "/v1/agent/heartbeat", token, {"capacity": capacity, "instances": reports})
     time.sleep(0.5)

@@ -763,6 +763,9 @@ fn push_extra_fields(
     if let Some(st) = &s.stack {
         form = form.text("stack", st.clone());
     }
+    if let Some(st) = &s.strategy {
+        form = form.text("strategy", enc(serde_json::to_string(st))?);
+    }
     for (field, on) in [
         ("random_route", s.random_route),
         ("no_route", s.no_route),

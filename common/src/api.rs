@@ -502,6 +502,10 @@ pub struct PushSettings {
     /// "true"; `paas push --no-start`).
     #[serde(default)]
     pub no_start: bool,
+    /// A canary or blue-green deployment instead of the rolling one (multipart `strategy`, a
+    /// JSON [`crate::deployment::DeployStrategy`]; issue 23).
+    #[serde(default)]
+    pub strategy: Option<crate::deployment::DeployStrategy>,
 }
 
 /// Health-check settings as a manifest states them; every field optional (server defaults apply).

@@ -115,6 +115,10 @@ pub enum ErrorCode {
     PlanNotFound,
     /// No service broker of that name (issue 22).
     BrokerNotFound,
+    /// The app has no canary or blue-green deployment (issue 23).
+    DeploymentNotFound,
+    /// A deployment strategy or one of its settings that does not parse (issue 23).
+    InvalidStrategy,
 }
 
 impl ErrorCode {
@@ -170,6 +174,8 @@ impl ErrorCode {
             ErrorCode::OfferingNotFound => "offering_not_found",
             ErrorCode::PlanNotFound => "plan_not_found",
             ErrorCode::BrokerNotFound => "broker_not_found",
+            ErrorCode::DeploymentNotFound => "deployment_not_found",
+            ErrorCode::InvalidStrategy => "invalid_strategy",
         }
     }
 
@@ -221,6 +227,8 @@ impl ErrorCode {
             | ErrorCode::BrokerNotFound => 404,
             ErrorCode::ServiceBound => 409,
             ErrorCode::BrokerError => 502,
+            ErrorCode::DeploymentNotFound => 404,
+            ErrorCode::InvalidStrategy => 400,
         }
     }
 }

@@ -152,6 +152,43 @@ pub struct AppManifest {
     /// kept as its canonical name; an unknown one is an error naming the known ones.
     #[serde(default, deserialize_with = "stack")]
     pub stack: Option<String>,
+    /// Issue 23: `strategy: canary|bluegreen|rolling` and its settings (`steps: [10, 50, 100]`
+    /// or `"10,50,100"`, `step-wait: 60s` or `pause`, `max-error-rate: 5%`,
+    /// `max-p99-increase: 50%`, `min-requests: 50`, `grace: 60s`), platform fields, parsed by
+    /// [`crate::deployment::StrategyInput`] (see [`AppManifest::strategy_input`]).
+    #[serde(default, deserialize_with = "scalar")]
+    pub strategy: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    pub steps: Option<String>,
+    #[serde(default, rename = "step-wait", deserialize_with = "scalar")]
+    pub step_wait: Option<String>,
+    #[serde(default, rename = "max-error-rate", deserialize_with = "scalar")]
+    pub max_error_rate: Option<String>,
+    #[serde(default, rename = "max-p99-increase", deserialize_with = "scalar")]
+    pub max_p99_increase: Option<String>,
+    #[serde(default, rename = "min-requests", deserialize_with = "scalar")]
+    pub min_requests: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    pub grace: Option<String>,
+}
+
+/// A scalar (or a list of numbers, joined by commas) as text: the strategy fields accept
+/// `60s` and `60`, `[10, 50, 100]` and `"10,50,100"`.
+fn scalar<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        S(String),
+        N(u64),
+        F(f64),
+        L(Vec<u64>),
+    }
+    Ok(Option::<Scalar>::deserialize(d)?.map(|v| match v {
+        Scalar::S(s) => s,
+        Scalar::N(n) => n.to_string(),
+        Scalar::F(f) => f.to_string(),
+        Scalar::L(l) => l.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
+    }))
 }
 
 fn stack<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -215,6 +252,19 @@ macro_rules! health_of {
 }
 
 impl AppManifest {
+    /// The strategy fields as written, for [`crate::deployment::StrategyInput::parse`].
+    pub fn strategy_input(&self) -> crate::deployment::StrategyInput {
+        crate::deployment::StrategyInput {
+            strategy: self.strategy.clone(),
+            steps: self.steps.clone(),
+            step_wait: self.step_wait.clone(),
+            max_error_rate: self.max_error_rate.clone(),
+            max_p99_increase: self.max_p99_increase.clone(),
+            min_requests: self.min_requests.clone(),
+            grace: self.grace.clone(),
+        }
+    }
+
     pub fn health(&self) -> HealthFields {
         health_of!(self)
     }

@@ -248,6 +248,22 @@ pub struct RouterCertificate {
 pub struct RouterBackend {
     pub address: String,
     pub index: u32,
+    /// The revision the instance runs: a canary or blue-green split sends each request to a
+    /// revision first (issue 23).
+    #[serde(default)]
+    pub revision: i64,
+    /// The instance's id: the `__VCAP_ID__` sticky-session cookie names it (issue 23).
+    #[serde(default)]
+    pub id: String,
+}
+
+/// An app's traffic split during a canary or blue-green deployment: `percent` of its requests
+/// go to `revision`'s instances, the rest to the others (issue 23).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RouterSplit {
+    pub revision: i64,
+    pub percent: u32,
 }
 
 /// The whole route table, as `GET /v1/router/table` hands it to standalone routers.
@@ -266,6 +282,9 @@ pub struct RouterTable {
     /// Pending ACME HTTP-01 challenges, answered by every router on plain HTTP.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub acme_challenges: Vec<AcmeChallenge>,
+    /// App id -> its traffic split, for apps in a canary or blue-green deployment (issue 23).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub splits: BTreeMap<String, RouterSplit>,
 }
 
 /// Whether `host` is `domain` or a name under it.

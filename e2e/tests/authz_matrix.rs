@@ -76,6 +76,7 @@ fn class_of(method: &str, path: &str) -> Option<Class> {
             | "/v1/apps/{name}/tasks/{id}"
             | "/v1/apps/{name}/cron"
             | "/v1/apps/{name}/autoscale",
+            | "/v1/apps/{name}/deployment",
         ) => AppViewer,
         ("delete" | "patch", "/v1/apps/{name}") => AppDeveloper,
         ("patch", "/v1/apps/{name}/env") => AppDeveloper,
@@ -88,7 +89,9 @@ fn class_of(method: &str, path: &str) -> Option<Class> {
             | "/v1/apps/{name}/instances/{index}/restart"
             | "/v1/apps/{name}/tasks"
             | "/v1/apps/{name}/tasks/{id}/cancel"
-            | "/v1/apps/{name}/cron",
+            | "/v1/apps/{name}/cron"
+            | "/v1/apps/{name}/deployment/continue"
+            | "/v1/apps/{name}/deployment/cancel",
         ) => AppDeveloper,
         // ssh (issue 21): a WebSocket upgrade, refused like any app change before it.
         ("get", "/v1/apps/{name}/ssh") => AppDeveloper,

@@ -304,6 +304,10 @@ fn classify(method: &actix_web::http::Method, path: &str) -> Need {
         (["apps", _, "tasks"] | ["apps", _, "tasks", _], _) if read => Need::App { push: false },
         (["apps", _, "tasks"], Method::POST) => Need::App { push: false },
         (["apps", _, "tasks", _, "cancel"], Method::POST) => Need::App { push: false },
+        (["apps", _, "deployment"], _) if read => Need::App { push: false },
+        (["apps", _, "deployment", "continue" | "cancel"], Method::POST) => {
+            Need::App { push: false }
+        }
         (["apps", _, "cron"], _) if read => Need::App { push: false },
         (["apps", _, "cron"], Method::POST) => Need::App { push: false },
         (["apps", _, "cron", _], Method::DELETE) => Need::App { push: false },

@@ -97,6 +97,8 @@ pub struct LogHub {
     pub counters: Arc<HubCounters>,
     /// Requests, errors and latency per app from the RTR lines that pass (issue 26's charts).
     pub series: crate::timeseries::Collector,
+    /// Per-revision traffic of apps in a canary or blue-green deployment (issue 23).
+    pub canary: crate::control::deployments::Traffic,
 }
 
 /// Splits `APP/<process>/<index>` into its process and index; other sources have neither.
@@ -125,6 +127,7 @@ impl LogHub {
             settings: settings.clone(),
             counters: counters.clone(),
             series: Default::default(),
+            canary: Default::default(),
         });
         tokio::spawn(write_loop(
             rx,
@@ -150,6 +153,7 @@ impl LogHub {
             return;
         }
         self.series.observe(&lines);
+        self.canary.observe(&lines);
         // One lock for id assignment, fan-out and the hand-off to the writer keeps ids, stream
         // order and storage order the same.
         let mut st = self.state.lock().await;

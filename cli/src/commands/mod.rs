@@ -6,6 +6,7 @@ pub mod apps;
 pub mod autoscale;
 pub mod base_images;
 pub mod buildpacks;
+pub mod canary;
 pub mod cron;
 pub mod delete;
 pub mod deployment;
@@ -47,7 +48,7 @@ pub enum Command {
     /// Revoke the saved login's refresh token and forget the login.
     Logout,
     /// Upload a folder as an app, then wait until all its instances run.
-    Push(push::Args),
+    Push(Box<push::Args>),
     /// List apps.
     Apps(apps::Args),
     /// Show one app and its instances.
@@ -179,6 +180,9 @@ pub enum Command {
     Revisions(revisions::Args),
     /// Redeploy an earlier revision's droplet and env as a new revision (default: the previous).
     Rollback(revisions::RollbackArgs),
+    /// Show an app's canary or blue-green deployment with the live comparison of the two
+    /// revisions; `continue` moves it to its next step, `cancel` goes back to the old revision.
+    Deployment(canary::Args),
     /// Run a one-off task once on the app's current droplet with its env.
     RunTask(tasks::RunArgs),
     /// List an app's tasks with their state and exit code.
@@ -218,7 +222,7 @@ pub fn dispatch(cli: Cli, env: &Env) -> anyhow::Result<()> {
             unreachable!("handled above")
         }
         Command::Keys(cmd) => tenancy::keys(cmd, &client),
-        Command::Push(args) => push::run(args, &client),
+        Command::Push(args) => push::run(*args, &client),
         Command::Apps(args) => apps::run(args, &client),
         Command::App(args) => app::run(args, &client),
         Command::Delete(args) => delete::run(args, &client),
@@ -279,6 +283,7 @@ pub fn dispatch(cli: Cli, env: &Env) -> anyhow::Result<()> {
         Command::UnsetEnv(args) => env::run_unset(args, &client),
         Command::Revisions(args) => revisions::run(args, &client),
         Command::Rollback(args) => revisions::run_rollback(args, &client),
+        Command::Deployment(args) => canary::run(args, &client),
         Command::RunTask(args) => tasks::run(args, &client),
         Command::Tasks(args) => tasks::list(args, &client),
         Command::TerminateTask(args) => tasks::terminate(args, &client),

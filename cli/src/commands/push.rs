@@ -73,6 +73,27 @@ pub struct Args {
     /// Stage and record the new revision but leave the app stopped (`paas start` runs it)
     #[arg(long)]
     pub no_start: bool,
+    /// How the new revision replaces the old one: rolling (default), canary or bluegreen
+    #[arg(long, value_name = "STRATEGY")]
+    pub strategy: Option<String>,
+    /// Canary: the new revision's share of requests per step, e.g. 10,50,100
+    #[arg(long, value_name = "PERCENTS")]
+    pub steps: Option<String>,
+    /// Canary: how long each step lasts, e.g. 60s; 0 or `pause` waits for `paas deployment continue`
+    #[arg(long, value_name = "DURATION")]
+    pub step_wait: Option<String>,
+    /// Canary: roll back when the new revision's error rate is this many points above the old one's
+    #[arg(long, value_name = "PERCENT")]
+    pub max_error_rate: Option<String>,
+    /// Canary: roll back when the new revision's p99 latency is this much above the old one's
+    #[arg(long, value_name = "PERCENT")]
+    pub max_p99_increase: Option<String>,
+    /// Canary: requests the new revision must serve in a step before it is judged
+    #[arg(long, value_name = "N")]
+    pub min_requests: Option<String>,
+    /// Blue-green: how long the old instances stay warm after the switch, e.g. 60s
+    #[arg(long, value_name = "DURATION")]
+    pub grace: Option<String>,
     /// Health check type: port, http or process (`none` is port, as in Cloud Foundry)
     #[arg(short = 'u', long = "health-check-type", value_name = "TYPE", value_parser = parse_check_type)]
     pub health_check_type: Option<String>,
@@ -244,7 +265,17 @@ fn plans(args: &Args) -> anyhow::Result<Vec<Plan>> {
     if let Some(l) = &args.log_rate_limit {
         paas_common::domain::parse_log_rate_limit(l).map_err(anyhow::Error::msg)?;
     }
+    let strategy_flags = paas_common::deployment::StrategyInput {
+        strategy: args.strategy.clone(),
+        steps: args.steps.clone(),
+        step_wait: args.step_wait.clone(),
+        max_error_rate: args.max_error_rate.clone(),
+        max_p99_increase: args.max_p99_increase.clone(),
+        min_requests: args.min_requests.clone(),
+        grace: args.grace.clone(),
+    };
     let flags = PushSettings {
+        strategy: strategy_flags.parse().map_err(anyhow::Error::msg)?,
         log_rate_limit: args.log_rate_limit.clone(),
         instances: args.instances,
         memory_mb: args.memory,
@@ -393,6 +424,12 @@ fn plans(args: &Args) -> anyhow::Result<Vec<Plan>> {
                 no_start: flags.no_start,
                 stack: flags.stack.clone().or_else(|| a.stack.clone()),
                 no_cache: flags.no_cache,
+                // Flags win field by field over the manifest's strategy settings.
+                strategy: strategy_flags
+                    .clone()
+                    .or(a.strategy_input())
+                    .parse()
+                    .map_err(|e| anyhow!("{}: {e}", file.display()))?,
             };
             let mut cron = a.cron.clone();
             cron.extend(app_json_cron(&path)?);
@@ -534,6 +571,12 @@ fn push_folder(
             human_size(held_bytes)
         )
     };
+    if let Some(s) = &settings.strategy {
+        println!(
+            "Deploying {name} as {}: `paas deployment {name}` follows it",
+            s.kind.as_str()
+        );
+    }
     println!(
         "Uploading {name} ({}, {} files{already})",
         human_size(archive.size),

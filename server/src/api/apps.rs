@@ -352,7 +352,7 @@ pub async fn push(
                 "env" | "disk_mb" | "disk_quota" | "buildpacks" | "routes" | "services"
                 | "health" | "processes" | "placement_labels" | "log_rate_limit" | "hostname"
                 | "random_route" | "no_route" | "stack" | "no_cache" | "dockerfile"
-                | "no_start" => {
+                | "no_start" | "strategy" => {
                     super::push_settings::apply_field(&mut extra, &fname, &text)?;
                 }
                 other => {

@@ -9,6 +9,7 @@ pub(crate) mod base_images;
 mod buildpacks;
 mod builds;
 mod cron;
+mod deployments;
 mod domains;
 mod drains;
 mod lifecycle;
@@ -132,6 +133,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(
                 "/apps/{name}/bindings/{service}",
                 web::delete().to(services::unbind),
+            )
+            .route("/apps/{name}/deployment", web::get().to(deployments::show))
+            .route(
+                "/apps/{name}/deployment/continue",
+                web::post().to(deployments::resume),
+            )
+            .route(
+                "/apps/{name}/deployment/cancel",
+                web::post().to(deployments::cancel),
             )
             .route("/apps/{name}/cron", web::get().to(cron::list))
             .route("/apps/{name}/cron", web::post().to(cron::add))

@@ -9,8 +9,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::{
-    apps, auth, autoscale, base_images, cron, domains, drains, lifecycle, logs, metrics, nodes,
-    resources, revisions, routes, services, ssh, tasks, tenancy,
+    apps, auth, autoscale, base_images, cron, deployments, domains, drains, lifecycle, logs,
+    metrics, nodes, resources, revisions, routes, services, ssh, tasks, tenancy,
 };
 
 /// The push form: the zip as `archive`, and the optional settings the handler reads.
@@ -57,6 +57,8 @@ pub struct PushForm {
     dockerfile: Option<bool>,
     /// `true`: stage and record the revision but leave the app stopped (`--no-start`).
     no_start: Option<bool>,
+    /// JSON `DeployStrategy`: a canary or blue-green deployment (`--strategy`, issue 23).
+    strategy: Option<String>,
 }
 
 /// Adds the bearer-JWT scheme every operation but login requires.
@@ -85,6 +87,7 @@ impl Modify for BearerAuth {
         revisions::get_env, revisions::update_env, revisions::list, revisions::rollback,
         tasks::list, tasks::run, tasks::get, tasks::cancel, cron::list, cron::add, cron::remove,
         autoscale::get, autoscale::set, autoscale::remove,
+        deployments::show, deployments::resume, deployments::cancel,
         routes::list, routes::list_for_app, routes::map, routes::unmap,
         domains::list, domains::create, domains::delete, domains::set_certificate, domains::set_acme,
         services::list_brokers, services::create_broker, services::delete_broker, services::marketplace,

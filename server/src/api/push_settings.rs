@@ -87,6 +87,13 @@ pub fn apply_field(s: &mut PushSettings, name: &str, text: &str) -> ApiResult<()
         "no_cache" => s.no_cache = flag(name, text)?,
         "dockerfile" => s.dockerfile = flag(name, text)?,
         "no_start" => s.no_start = flag(name, text)?,
+        "strategy" => {
+            let strategy: paas_common::deployment::DeployStrategy = json(name, text)?;
+            strategy
+                .check()
+                .map_err(|m| Error::api(ErrorCode::InvalidStrategy, m))?;
+            s.strategy = Some(strategy);
+        }
         _ => {
             return Err(Error::api(
                 ErrorCode::BadRequest,

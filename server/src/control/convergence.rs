@@ -67,6 +67,8 @@ pub async fn pass(ctx: &AppCtx) -> StoreResult<bool> {
         Role::Leader(f) => Some(f),
         Role::Follower => return follow(ctx).await,
     };
+    // Canary and blue-green steps first: a rollback's revision change is converged this pass.
+    super::deployments::tick(ctx, fence.as_ref()).await?;
     let changed = converge_once(ctx, fence).await?;
     // Routes first: a removed instance must be out of the table before its agent learns
     // (through the version bump) that it should stop it. Graceful drain, per instance: a
@@ -222,6 +224,10 @@ fn is_fresh(
         && i.node_name.as_deref().is_none_or(|n| ready.contains(n))
 }
 
+/// The pseudo process type under which a running canary or blue-green deployment's old web
+/// instances are planned (their own indices and replacements, beside the current revision's).
+pub const OLD_WEB: &str = "web (old revision)";
+
 /// Decides which rows to create and remove. Pure, so the rolling rules are unit-tested.
 pub fn plan(
     apps: &[AppRecord],
@@ -231,6 +237,32 @@ pub fn plan(
     retiring: &HashSet<String>,
     ready: &HashSet<&str>,
     lost: &HashSet<&str>,
+) -> Plan {
+    plan_with(
+        apps,
+        procs,
+        lifecycles,
+        instances,
+        retiring,
+        ready,
+        lost,
+        &HashMap::new(),
+    )
+}
+
+/// [`plan`], keeping for each app in `keep_old` (app id -> old revision: a canary or blue-green
+/// deployment runs) a full set of that revision's web instances beside the current one's, as if
+/// they were a process type of their own ([`OLD_WEB`]).
+#[allow(clippy::too_many_arguments)]
+pub fn plan_with(
+    apps: &[AppRecord],
+    procs: &ProcessCounts,
+    lifecycles: &HashMap<String, AppLifecycle>,
+    instances: &[InstanceRecord],
+    retiring: &HashSet<String>,
+    ready: &HashSet<&str>,
+    lost: &HashSet<&str>,
+    keep_old: &HashMap<String, i64>,
 ) -> Plan {
     let mut out = Plan::default();
     let app_by_id: HashMap<&str, &AppRecord> = apps.iter().map(|a| (a.id.as_str(), a)).collect();
@@ -246,8 +278,13 @@ pub fn plan(
             })
             .is_some();
         if wanted {
+            let ptype = if i.process_type == "web" && keep_old.get(&i.app_id) == Some(&i.revision) {
+                OLD_WEB
+            } else {
+                i.process_type.as_str()
+            };
             by_app
-                .entry((i.app_id.as_str(), i.process_type.as_str()))
+                .entry((i.app_id.as_str(), ptype))
                 .or_default()
                 .entry(i.index)
                 .or_default()
@@ -265,6 +302,10 @@ pub fn plan(
             .get(&app.id)
             .map_or(1, |l| l.max_in_flight.max(1)) as usize;
         let mut wanted: Vec<(&str, u32)> = vec![("web", app.desired_instances)];
+        let old_rev = keep_old.get(&app.id).copied();
+        if old_rev.is_some() {
+            wanted.push((OLD_WEB, app.desired_instances));
+        }
         wanted.extend(
             procs
                 .get(&app.id)
@@ -287,7 +328,11 @@ pub fn plan(
                 app,
                 ptype,
                 desired,
-                rev,
+                if ptype == OLD_WEB {
+                    old_rev.unwrap_or(rev)
+                } else {
+                    rev
+                },
                 max_in_flight,
                 by_app.get(&(app.id.as_str(), ptype)),
                 retiring,
@@ -487,8 +532,10 @@ pub async fn converge_once(ctx: &AppCtx, fence: Option<Fence>) -> StoreResult<bo
     let mut changed = false;
 
     let counts: ProcessCounts = desired.process_counts();
-    let decided = plan(
-        apps, &counts, lifecycles, &instances, &retiring, &ready, &lost,
+    let running = store.running_deployments().await?;
+    let keep_old = super::deployments::keep_old(&running, apps);
+    let decided = plan_with(
+        apps, &counts, lifecycles, &instances, &retiring, &ready, &lost, &keep_old,
     );
     let removed: HashSet<String> = decided.remove.iter().map(|(i, _)| i.id.clone()).collect();
     let drain_until =
@@ -532,9 +579,17 @@ pub async fn converge_once(ctx: &AppCtx, fence: Option<Fence>) -> StoreResult<bo
         let Some(app) = app_by_id.get(app_id.as_str()) else {
             continue;
         };
-        let Some(rev) = app.current_revision else {
+        let Some(mut rev) = app.current_revision else {
             continue;
         };
+        let mut ptype = ptype.clone();
+        if ptype == OLD_WEB {
+            let Some(old) = keep_old.get(app_id) else {
+                continue;
+            };
+            rev = *old;
+            ptype = "web".into();
+        }
         let row = InstanceRecord::pending(
             uuid::Uuid::new_v4().to_string(),
             app.id.clone(),
@@ -792,6 +847,83 @@ mod tests {
     }
 
     use InstanceState::*;
+
+    #[test]
+    fn a_canary_keeps_the_old_set_beside_a_whole_new_one() {
+        let a = app(2, 2);
+        let old = [
+            row("o0", 0, 1, "n1", Running),
+            row("o1", 1, 1, "n1", Running),
+        ];
+        let keep: HashMap<String, i64> = [("app".to_string(), 1)].into();
+        let ready: HashSet<&str> = ["n1"].into();
+        let lc = HashMap::new();
+        let p = plan_with(
+            std::slice::from_ref(&a),
+            &HashMap::new(),
+            &lc,
+            &old,
+            &HashSet::new(),
+            &ready,
+            &HashSet::new(),
+            &keep,
+        );
+        // Every new index at once (nothing of the new revision serves yet), nothing old removed.
+        let mut new: Vec<(&str, u32)> = p
+            .create
+            .iter()
+            .map(|(_, t, i, _)| (t.as_str(), *i))
+            .collect();
+        new.sort();
+        assert_eq!(new, [("web", 0), ("web", 1)]);
+        assert!(p.remove.is_empty(), "{:?}", p.remove);
+        // Both sets running (a crashed one is its node's to restart): nothing changes.
+        let both = [
+            row("o0", 0, 1, "n1", Running),
+            row("o1", 1, 1, "n1", Crashed),
+            row("n0", 0, 2, "n1", Running),
+            row("n1", 1, 2, "n1", Running),
+        ];
+        let p = plan_with(
+            std::slice::from_ref(&a),
+            &HashMap::new(),
+            &lc,
+            &both,
+            &HashSet::new(),
+            &ready,
+            &HashSet::new(),
+            &keep,
+        );
+        assert!(p.remove.is_empty() && p.create.is_empty(), "{p:?}");
+        // An old instance on a node that went away is replaced as an old one.
+        let moved = [
+            row("o0", 0, 1, "n1", Running),
+            row("o1", 1, 1, "gone", Running),
+            row("n0", 0, 2, "n1", Running),
+            row("n1", 1, 2, "n1", Running),
+        ];
+        let p = plan_with(
+            std::slice::from_ref(&a),
+            &HashMap::new(),
+            &lc,
+            &moved,
+            &HashSet::new(),
+            &ready,
+            &HashSet::new(),
+            &keep,
+        );
+        assert_eq!(
+            p.create
+                .iter()
+                .map(|(_, t, i, _)| (t.as_str(), *i))
+                .collect::<Vec<_>>(),
+            [(OLD_WEB, 1)]
+        );
+        // Once it ends (promoted: no old set kept), the old rows are replaced ones.
+        let p = run_plan(&a, &both, &[], &["n1"], &[]);
+        assert_eq!(removed(&p), ["o0", "o1"]);
+        assert!(p.create.is_empty());
+    }
 
     #[test]
     fn new_revision_rolls_one_index_at_a_time() {

@@ -6,6 +6,7 @@ pub mod acme;
 pub mod autoscale;
 pub mod convergence;
 pub mod cron;
+pub mod deployments;
 pub mod desired;
 pub mod lease;
 pub mod nodes;

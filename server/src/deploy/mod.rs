@@ -10,6 +10,7 @@
 
 pub mod autoscale;
 pub mod cron;
+pub mod deployments;
 pub mod domains;
 pub mod lifecycle;
 pub mod push;

@@ -378,6 +378,12 @@ pub async fn deploy(
     )
     .await?;
     progress.send(PushProgress::Revision { number });
+    // Issue 23: a canary or blue-green push keeps the old revision serving beside this one.
+    if let Some(strategy) = &extra.strategy {
+        if !extra.no_start {
+            super::deployments::start(ctx, &app, number, strategy).await?;
+        }
+    }
     apply_routes(ctx, actor, &app, &routes, extra.no_route).await?;
     super::log_platform(
         ctx,

@@ -102,6 +102,9 @@ pub struct Entry<'a> {
     pub instance: Option<(u32, &'a str)>,
     pub request_id: &'a str,
     pub peer: &'a str,
+    /// The revision of the instance the request went to (or was meant for): canary analysis
+    /// reads it back (`rev=N`, issue 23).
+    pub revision: Option<i64>,
 }
 
 /// Queues one RTR line; never waits. Runs on the proxy's threads once per request, so the
@@ -125,6 +128,9 @@ pub fn record(table: &RouteTable, e: Entry<'_>) {
         None => write!(message, "-"),
     };
     let _ = write!(message, " request_id={} peer={}", e.request_id, e.peer);
+    if let Some(r) = e.revision.filter(|r| *r > 0) {
+        let _ = write!(message, " rev={r}");
+    }
     let line = LogLine {
         id: 0,
         timestamp: Utc::now(),
@@ -241,6 +247,7 @@ mod tests {
             instance: Some((2, "10.0.0.5:40001")),
             request_id: "rid-1",
             peer: "10.1.2.3",
+            revision: None,
         };
         record(&table, entry());
         record(
@@ -250,6 +257,7 @@ mod tests {
                 bytes: 0,
                 duration: Duration::from_micros(7),
                 instance: None,
+                revision: Some(7),
                 ..entry()
             },
         );
@@ -263,7 +271,7 @@ mod tests {
         let (_, line) = rx.try_recv().unwrap().remove(0);
         assert_eq!(
             line.message,
-            "\"POST /cart?x=1\" 503 bytes=0 duration_ms=0.007 instance=- request_id=rid-1 peer=10.1.2.3"
+            "\"POST /cart?x=1\" 503 bytes=0 duration_ms=0.007 instance=- request_id=rid-1 peer=10.1.2.3 rev=7"
         );
     }
 
@@ -281,6 +289,7 @@ mod tests {
             instance: None,
             request_id: "r",
             peer: "p",
+            revision: None,
         };
         std::thread::scope(|t| {
             t.spawn(|| {

@@ -22,7 +22,7 @@ pub mod stats;
 pub mod tls;
 
 use paas_common::api::InstanceState;
-use paas_common::route::{RouteInfo, RouteSpec, RouterBackend, RouterTable};
+use paas_common::route::{RouteInfo, RouteSpec, RouterBackend, RouterSplit, RouterTable};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -85,6 +85,10 @@ pub enum Balance {
 pub struct Backend {
     pub address: String,
     pub index: u32,
+    /// The revision it runs (a canary split picks a revision first).
+    pub revision: i64,
+    /// The instance id, which the `__VCAP_ID__` sticky cookie names.
+    pub id: String,
     /// Requests in flight to this instance (until their response body ends); kept across table
     /// rebuilds for the same address so least-connections sees the truth.
     pub inflight: Arc<stats::Gauge>,
@@ -96,10 +100,22 @@ pub struct Backend {
 
 impl Backend {
     pub fn new(address: String, index: u32, inflight: Arc<stats::Gauge>) -> Self {
+        Self::of(address, index, 0, String::new(), inflight)
+    }
+
+    pub fn of(
+        address: String,
+        index: u32,
+        revision: i64,
+        id: String,
+        inflight: Arc<stats::Gauge>,
+    ) -> Self {
         Self {
             authority: address.parse().ok(),
             address,
             index,
+            revision,
+            id,
             inflight,
             index_header: http::HeaderValue::from(index),
         }
@@ -125,42 +141,121 @@ pub struct AppRoutes {
     pub(crate) name_header: Option<http::HeaderValue>,
     pub backends: Vec<Arc<Backend>>,
     next: stats::Turns,
+    /// A canary or blue-green deployment's split: this share of requests goes to that revision.
+    pub split: Option<RouterSplit>,
+    /// Requests sent under the split (all, and to the split's revision), sticky and targeted
+    /// ones included: the next request goes to whichever revision is behind its share, so the
+    /// shares stay exact whatever pins some requests.
+    sent: std::sync::atomic::AtomicU64,
+    sent_new: std::sync::atomic::AtomicU64,
 }
 
 impl AppRoutes {
     pub fn new(key: &str, name: &str, backends: Vec<Arc<Backend>>) -> Self {
+        Self::with_split(key, name, backends, None)
+    }
+
+    pub fn with_split(
+        key: &str,
+        name: &str,
+        backends: Vec<Arc<Backend>>,
+        split: Option<RouterSplit>,
+    ) -> Self {
         Self {
             key: key.into(),
             name: name.into(),
             name_header: http::HeaderValue::from_str(name).ok(),
             backends,
             next: stats::Turns::default(),
+            split,
+            sent: Default::default(),
+            sent_new: Default::default(),
         }
     }
 
     /// The next backend whose address is not in `skip` (instances that already refused this
-    /// request), or `None`.
+    /// request), or `None`. Under a split the revision is chosen first (the one behind its
+    /// share), then the usual balance within it; a revision with no instance left falls back to
+    /// the other.
     pub fn pick(&self, balance: Balance, skip: &[String]) -> Option<Arc<Backend>> {
         let n = self.backends.len();
         if n == 0 {
             return None;
         }
         let start = self.next.next();
-        let candidates = (0..n)
-            .map(|k| &self.backends[(start + k) % n])
-            .filter(|b| !skip.contains(&b.address));
-        match balance {
-            Balance::RoundRobin => candidates.into_iter().next().cloned(),
-            Balance::LeastConnections => candidates.min_by_key(|b| b.inflight.get()).cloned(),
+        let usable = |b: &&Arc<Backend>| !skip.contains(&b.address);
+        let choose = |want: Option<bool>| {
+            let candidates = (0..n)
+                .map(|k| &self.backends[(start + k) % n])
+                .filter(usable)
+                .filter(|b| want.is_none_or(|w| self.is_new(b) == w));
+            match balance {
+                Balance::RoundRobin => candidates.into_iter().next().cloned(),
+                Balance::LeastConnections => candidates.min_by_key(|b| b.inflight.get()).cloned(),
+            }
+        };
+        let Some(split) = self.split else {
+            return choose(None);
+        };
+        use std::sync::atomic::Ordering::Relaxed;
+        let total = self.sent.load(Relaxed) + 1;
+        let new = self.sent_new.load(Relaxed);
+        let want_new = new * 100 < u64::from(split.percent) * total;
+        let pick = choose(Some(want_new)).or_else(|| choose(None))?;
+        self.count(&pick);
+        Some(pick)
+    }
+
+    fn is_new(&self, b: &Backend) -> bool {
+        self.split.is_some_and(|s| s.revision == b.revision)
+    }
+
+    /// Counts a request sent to `b` in the split's shares (a pinned request counts for its
+    /// revision too).
+    pub fn count(&self, b: &Backend) {
+        if self.split.is_none() {
+            return;
+        }
+        use std::sync::atomic::Ordering::Relaxed;
+        self.sent.fetch_add(1, Relaxed);
+        if self.is_new(b) {
+            self.sent_new.fetch_add(1, Relaxed);
         }
     }
 
-    /// The backend with this instance index (`X-Paas-App-Instance`).
-    pub fn by_index(&self, index: u32, skip: &[String]) -> Option<Arc<Backend>> {
-        self.backends
+    /// The routed instance with this id (the `__VCAP_ID__` sticky cookie), if any.
+    pub fn by_id(&self, id: &str, skip: &[String]) -> Option<Arc<Backend>> {
+        let b = self
+            .backends
             .iter()
-            .find(|b| b.index == index && !skip.contains(&b.address))
-            .cloned()
+            .find(|b| b.id == id && !skip.contains(&b.address))
+            .cloned()?;
+        self.count(&b);
+        Some(b)
+    }
+
+    /// The backend with this instance index (`X-Paas-App-Instance`, `X-Cf-App-Instance`); during
+    /// a deployment, the new revision's first when it serves, else the old one's.
+    pub fn by_index(&self, index: u32, skip: &[String]) -> Option<Arc<Backend>> {
+        let mut found = self
+            .backends
+            .iter()
+            .filter(|b| b.index == index && !skip.contains(&b.address));
+        let first = found.next()?;
+        let b = match self.split {
+            Some(s) if s.percent > 0 => std::iter::once(first)
+                .chain(found)
+                .find(|b| b.revision == s.revision)
+                .unwrap_or(first),
+            Some(s) => std::iter::once(first)
+                .chain(found)
+                .find(|b| b.revision != s.revision)
+                .unwrap_or(first),
+            None => first,
+        }
+        .clone();
+        self.count(&b);
+        Some(b)
     }
 }
 
@@ -289,14 +384,17 @@ impl RouteTable {
         let mut apps = HashMap::with_capacity(table.apps.len());
         for (app, list) in &table.apps {
             let name = names.get(app.as_str()).copied().unwrap_or_default();
+            let split = table.splits.get(app).copied();
             let same = inner.apps.get(app).filter(|old| {
                 *old.name == *name
+                    && old.split == split
                     && old.backends.len() == list.len()
-                    && old
-                        .backends
-                        .iter()
-                        .zip(list)
-                        .all(|(a, b)| a.address == b.address && a.index == b.index)
+                    && old.backends.iter().zip(list).all(|(a, b)| {
+                        a.address == b.address
+                            && a.index == b.index
+                            && a.revision == b.revision
+                            && a.id == b.id
+                    })
             });
             let routes = match same {
                 Some(old) => old.clone(),
@@ -307,10 +405,16 @@ impl RouteTable {
                             let inflight = old_inflight
                                 .get(b.address.as_str())
                                 .map_or_else(Default::default, |c| (*c).clone());
-                            Arc::new(Backend::new(b.address.clone(), b.index, inflight))
+                            Arc::new(Backend::of(
+                                b.address.clone(),
+                                b.index,
+                                b.revision,
+                                b.id.clone(),
+                                inflight,
+                            ))
                         })
                         .collect();
-                    Arc::new(AppRoutes::new(app, name, backends))
+                    Arc::new(AppRoutes::with_split(app, name, backends, split))
                 }
             };
             apps.insert(app.clone(), routes);
@@ -471,11 +575,28 @@ pub async fn build(ctx: &AppCtx) -> StoreResult<RouterTable> {
             list.push(RouterBackend {
                 address: backend_address(addr, port),
                 index: i.index,
+                revision: i.revision,
+                id: i.id.clone(),
             });
         }
     }
     for list in table.apps.values_mut() {
-        list.sort_by_key(|b| b.index);
+        list.sort_by_key(|b| (b.index, b.revision));
+    }
+    // Canary and blue-green splits (issue 23): only while the deployment's revision is current.
+    for d in ctx.store.running_deployments().await? {
+        let current = apps
+            .iter()
+            .any(|a| a.id == d.app_id && a.current_revision == Some(d.new_revision));
+        if current {
+            table.splits.insert(
+                d.app_id.clone(),
+                paas_common::route::RouterSplit {
+                    revision: d.new_revision,
+                    percent: crate::control::deployments::weight(&d),
+                },
+            );
+        }
     }
     Ok(table)
 }
@@ -554,12 +675,15 @@ mod tests {
                     .map(|(a, i)| RouterBackend {
                         address: a.to_string(),
                         index: *i,
+                        revision: 0,
+                        id: String::new(),
                     })
                     .collect(),
             )]
             .into(),
             certificates: Vec::new(),
             acme_challenges: Vec::new(),
+            splits: Default::default(),
         }
     }
 
@@ -591,6 +715,7 @@ mod tests {
             apps: Default::default(),
             certificates: Vec::new(),
             acme_challenges: Vec::new(),
+            splits: Default::default(),
         });
         assert_eq!(
             t.resolve("Shop.Example.com:8080", "/")
@@ -684,6 +809,66 @@ mod tests {
         assert_eq!(r.by_index(1, &[]).unwrap().address, "h:2");
         assert!(r.by_index(2, &[]).is_none());
         assert!(r.by_index(1, &["h:2".to_string()]).is_none());
+    }
+
+    #[test]
+    fn a_split_sends_each_revision_its_share_and_pinned_requests_count() {
+        let mut w = wire(&[("h:1", 0), ("h:2", 1), ("n:1", 0), ("n:2", 1)]);
+        for b in w.apps.get_mut("a").unwrap() {
+            b.revision = if b.address.starts_with('n') { 2 } else { 1 };
+            b.id = b.address.clone();
+        }
+        w.splits.insert(
+            "a".into(),
+            RouterSplit {
+                revision: 2,
+                percent: 20,
+            },
+        );
+        let t = RouteTable::default();
+        t.replace(w.clone());
+        let r = t.get("a").unwrap();
+        let new = (0..100)
+            .filter(|_| r.pick(Balance::RoundRobin, &[]).unwrap().revision == 2)
+            .count();
+        assert_eq!(new, 20);
+        // Within a revision the usual balance: both new instances served.
+        let mut seen: Vec<String> = (0..200)
+            .map(|_| r.pick(Balance::RoundRobin, &[]).unwrap())
+            .filter(|b| b.revision == 2)
+            .map(|b| b.address.clone())
+            .collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen, ["n:1", "n:2"]);
+        // Sticky requests to the new revision count for it: the others go to the old one until
+        // the shares are right again.
+        let t = RouteTable::default();
+        t.replace(w.clone());
+        let r = t.get("a").unwrap();
+        for _ in 0..20 {
+            assert_eq!(r.by_id("n:1", &[]).unwrap().revision, 2);
+        }
+        let new = (0..80)
+            .filter(|_| r.pick(Balance::RoundRobin, &[]).unwrap().revision == 2)
+            .count();
+        assert_eq!(new, 0);
+        // A revision without an instance left falls back to the other.
+        let all_new: Vec<String> = ["n:1", "n:2"].map(String::from).into();
+        assert_eq!(r.pick(Balance::RoundRobin, &all_new).unwrap().revision, 1);
+        // Index targeting prefers the revision the split serves.
+        assert_eq!(r.by_index(1, &[]).unwrap().address, "n:2");
+        w.splits.insert(
+            "a".into(),
+            RouterSplit {
+                revision: 2,
+                percent: 0,
+            },
+        );
+        t.replace(w);
+        let r = t.get("a").unwrap();
+        assert!((0..20).all(|_| r.pick(Balance::RoundRobin, &[]).unwrap().revision == 1));
+        assert_eq!(r.by_index(1, &[]).unwrap().address, "h:2");
     }
 
     #[tokio::test]

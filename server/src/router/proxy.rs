@@ -61,6 +61,7 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const X_PAAS_APP: HeaderName = HeaderName::from_static("x-paas-app");
 const X_PAAS_INSTANCE: HeaderName = HeaderName::from_static("x-paas-instance");
 const X_PAAS_APP_INSTANCE: HeaderName = HeaderName::from_static("x-paas-app-instance");
+const X_CF_APP_INSTANCE: HeaderName = HeaderName::from_static("x-cf-app-instance");
 const X_PAAS_ROUTER_ERROR: HeaderName = HeaderName::from_static("x-paas-router-error");
 
 /// How the proxy reaches instances, one per listener thread: HTTP/1.1 connections kept alive in
@@ -290,6 +291,9 @@ pub(super) struct Meta {
     pub(super) peer: HeaderValue,
     pub(super) proto: &'static str,
     pub(super) started: Instant,
+    /// The revision of the instance last tried: a router error after a failed attempt counts
+    /// against it in a canary's comparison.
+    pub(super) revision: Option<i64>,
 }
 
 /// A header value as text for a log line or message (ours are always visible ASCII).
@@ -357,7 +361,7 @@ pub async fn proxy(
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
             .unwrap_or_else(|| HeaderValue::from_static("")),
     };
-    let meta = Meta {
+    let mut meta = Meta {
         app: app
             .as_ref()
             .map_or_else(|| Arc::from(""), |a| a.name.clone()),
@@ -375,6 +379,7 @@ pub async fn proxy(
         peer: peer.ip,
         proto: peer.proto,
         started: Instant::now(),
+        revision: None,
     };
     let Some(app) = app else {
         let msg = format!(
@@ -391,14 +396,19 @@ pub async fn proxy(
         );
     };
 
-    // `X-Paas-App-Instance: NAME:INDEX` pins the request to one instance of this host's app.
+    // `X-Paas-App-Instance: NAME:INDEX` (or Cloud Foundry's `X-Cf-App-Instance: APP_GUID:INDEX`)
+    // pins the request to one instance of this host's app.
     let target = match req
         .headers()
         .get(X_PAAS_APP_INSTANCE)
         .map(|v| parse_target(v, &meta.app))
-    {
-        None => None,
-        Some(Ok(i)) => Some(i),
+        .or_else(|| {
+            req.headers()
+                .get(X_CF_APP_INSTANCE)
+                .map(|v| parse_cf_target(v, &meta.app_key))
+        }) {
+        None => sticky_id(req.headers()).map(Target::Sticky),
+        Some(Ok(i)) => Some(Target::Index(i)),
         Some(Err(msg)) => {
             return fail(
                 &ctx.table,
@@ -425,27 +435,31 @@ pub async fn proxy(
     let mut last: Option<Failure> = None;
 
     loop {
-        let backend = match next_backend(ctx, &app, target, &tried, deadline, last.is_some()).await
-        {
-            Some(b) => b,
-            None => {
-                let f = last.unwrap_or_else(|| match target {
-                    Some(i) => Failure {
-                        code: ErrorCode::InstanceNotFound,
-                        reason: "instance_not_found",
-                        message: format!("app {:?} has no ready instance {i}", meta.app),
-                        retry: false,
-                    },
-                    None => Failure {
-                        code: ErrorCode::NoHealthyInstance,
-                        reason: "no_healthy_instance",
-                        message: format!("app {:?} has no healthy instance right now", meta.app),
-                        retry: false,
-                    },
-                });
-                return fail(&ctx.table, &meta, f.code, f.reason, f.message);
-            }
-        };
+        let backend =
+            match next_backend(ctx, &app, target.clone(), &tried, deadline, last.is_some()).await {
+                Some(b) => b,
+                None => {
+                    let f = last.unwrap_or_else(|| match &target {
+                        Some(Target::Index(i)) => Failure {
+                            code: ErrorCode::InstanceNotFound,
+                            reason: "instance_not_found",
+                            message: format!("app {:?} has no ready instance {i}", meta.app),
+                            retry: false,
+                        },
+                        _ => Failure {
+                            code: ErrorCode::NoHealthyInstance,
+                            reason: "no_healthy_instance",
+                            message: format!(
+                                "app {:?} has no healthy instance right now",
+                                meta.app
+                            ),
+                            retry: false,
+                        },
+                    });
+                    return fail(&ctx.table, &meta, f.code, f.reason, f.message);
+                }
+            };
+        meta.revision = Some(backend.revision);
         let guard = InFlight::new(backend.clone());
         let mut out = Request::new(body.as_ref().map_or(ReqBody::Empty, Lendable::lend));
         *out.method_mut() = meta.method.clone();
@@ -523,7 +537,7 @@ pub async fn proxy(
 pub(super) async fn next_backend(
     ctx: &Router,
     app: &Arc<AppRoutes>,
-    target: Option<u32>,
+    target: Option<Target>,
     tried: &[String],
     deadline: Instant,
     retrying: bool,
@@ -541,8 +555,12 @@ pub(super) async fn next_backend(
             rx.borrow_and_update();
             routes = ctx.table.get(&app.key)?;
         }
-        let pick = match target {
-            Some(i) => routes.by_index(i, tried),
+        let pick = match &target {
+            Some(Target::Index(i)) => routes.by_index(*i, tried),
+            // A sticky session goes back to its instance while it is routed, else anywhere.
+            Some(Target::Sticky(id)) => routes
+                .by_id(id, tried)
+                .or_else(|| routes.pick(ctx.balance, tried)),
             None => routes.pick(ctx.balance, tried),
         };
         if pick.is_some() {
@@ -575,6 +593,54 @@ fn new_request_id() -> HeaderValue {
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
     HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf))
         .unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+/// Where a request must go, when it says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Target {
+    /// `X-Paas-App-Instance` / `X-Cf-App-Instance`: that instance or an error.
+    Index(u32),
+    /// The `__VCAP_ID__` cookie: that instance while it is routed, else any.
+    Sticky(String),
+}
+
+/// The sticky-session cookie Cloud Foundry's router sets beside an app's `JSESSIONID`.
+const VCAP_ID: &str = "__VCAP_ID__";
+
+/// The instance id a request's `__VCAP_ID__` cookie names.
+fn sticky_id(h: &HeaderMap) -> Option<String> {
+    h.get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == VCAP_ID)
+        .map(|(_, v)| v.trim_matches('"').to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// Whether a response sets a `JSESSIONID` cookie (then the router adds `__VCAP_ID__`).
+fn sets_session(h: &HeaderMap) -> bool {
+    h.get_all(http::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.trim_start().starts_with("JSESSIONID="))
+}
+
+/// `X-Cf-App-Instance: APP_GUID:INDEX` (the app's id).
+fn parse_cf_target(v: &HeaderValue, app_id: &str) -> Result<u32, String> {
+    let s = v.to_str().unwrap_or_default().trim();
+    let (guid, index) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("X-Cf-App-Instance must be APP_GUID:INDEX, got {s:?}"))?;
+    if !guid.eq_ignore_ascii_case(app_id) {
+        return Err(format!(
+            "X-Cf-App-Instance names app {guid:?}, which this host does not route to"
+        ));
+    }
+    index
+        .parse()
+        .map_err(|_| format!("X-Cf-App-Instance index {index:?} is not a number"))
 }
 
 fn parse_target(v: &HeaderValue, app: &str) -> Result<u32, String> {
@@ -647,6 +713,7 @@ pub(super) fn append_forwarded_for(h: &mut HeaderMap, peer: &HeaderValue) {
 fn prepare_headers(h: &mut HeaderMap, meta: &Meta, upgrade: bool) {
     strip_hop_by_hop(h, upgrade);
     h.remove(X_PAAS_APP_INSTANCE);
+    h.remove(X_CF_APP_INSTANCE);
     append_forwarded_for(h, &meta.peer);
     h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(meta.proto));
     if !meta.host.is_empty() {
@@ -679,6 +746,16 @@ fn respond(
         h.insert(X_PAAS_APP, v.clone());
     }
     h.insert(X_PAAS_INSTANCE, backend.index_header.clone());
+    // Cloud Foundry's sticky sessions: an app that starts a Java-style session gets the
+    // instance named beside it, so the client's next requests come back here.
+    if !backend.id.is_empty() && sets_session(h) {
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "{VCAP_ID}={}; Path=/; HttpOnly; SameSite=Lax",
+            backend.id
+        )) {
+            h.append(http::header::SET_COOKIE, v);
+        }
+    }
     table.stats.count_status(status.as_u16());
     let done = Done {
         table: table.clone(),
@@ -898,6 +975,7 @@ pub(super) fn fail(
                 instance: None,
                 request_id: text(&meta.request_id),
                 peer: text(&meta.peer),
+                revision: meta.revision,
             },
         );
     }
@@ -1050,6 +1128,7 @@ impl Done {
                 instance: Some((self.backend.index, &self.backend.address)),
                 request_id: text(&self.meta.request_id),
                 peer: text(&self.meta.peer),
+                revision: Some(self.backend.revision),
             },
         );
     }
@@ -1070,6 +1149,7 @@ mod tests {
             peer: HeaderValue::from_static("10.0.0.9"),
             proto: "http",
             started: Instant::now(),
+            revision: None,
         }
     }
 

@@ -7,6 +7,7 @@
 mod autoscale;
 mod builtin_services;
 mod cron;
+mod deployments;
 mod domains;
 mod logfeed;
 mod node_metrics;
@@ -32,6 +33,7 @@ pub use builtin_services::{
     BuiltinBindingRecord, BuiltinInstanceRecord, BuiltinJobRecord, BuiltinServiceStore,
 };
 pub use cron::{CronRecord, CronStore};
+pub use deployments::{DeploymentChange, DeploymentRecord, DeploymentStore};
 pub use node_metrics::{NodeMetricRow, NodeMetricStore};
 pub use postgres::PgStore;
 pub use quotas::QuotaStore;
@@ -781,6 +783,7 @@ pub trait Store:
     + TaskStore
     + CronStore
     + AutoscaleStore
+    + DeploymentStore
     + LeaseStore
     + BuiltinServiceStore
 {
@@ -809,6 +812,7 @@ impl<T> Store for T where
         + TaskStore
         + CronStore
         + AutoscaleStore
+        + DeploymentStore
         + LeaseStore
         + BuiltinServiceStore
 {
@@ -818,9 +822,9 @@ impl<T> Store for T where
 pub mod prelude {
     pub use super::{
         AppStore, AuthStore, AutoscaleStore, BuildStore, BuiltinServiceStore, CronStore,
-        DomainStore, EventStore, InstanceStore, LeaseStore, LogFeedStore, LogStore, MetricStore,
-        NodeMetricStore, NodeStore, QuotaStore, RevisionStore, RollupStore, RouteStore,
-        ServiceStore, SpaceStore, SshStore, StagingStore,
+        DeploymentStore, DomainStore, EventStore, InstanceStore, LeaseStore, LogFeedStore,
+        LogStore, MetricStore, NodeMetricStore, NodeStore, QuotaStore, RevisionStore, RollupStore,
+        RouteStore, ServiceStore, SpaceStore, SshStore, StagingStore,
         Store, TaskStore,
     };
 }
