@@ -673,6 +673,18 @@ impl Runtime {
             .await?
             .id;
         tracing::debug!(container = %id, %name, "created instance container");
+        // The networks of the built-in services the app is bound to: it reaches each by its
+        // alias there, and nothing else (issue 22). A service on another node's engine has no
+        // network here: the app uses the credentials' external address then.
+        for net in &a.networks {
+            let connect = bollard::network::ConnectNetworkOptions {
+                container: id.clone(),
+                endpoint_config: Default::default(),
+            };
+            if let Err(e) = self.docker.connect_network(net, connect).await {
+                tracing::warn!(container = %id, network = %net, error = %e, "cannot join a bound service's network");
+            }
+        }
         Ok(id)
     }
 
@@ -968,6 +980,7 @@ mod tests {
                 uris: vec!["my-app.localhost".into()],
                 revision: 3,
             }),
+            networks: Vec::new(),
         };
         let env = contract_env(&a, 8080, Some(40000), "127.0.0.1", Some("/app"));
         let get = |k: &str| {

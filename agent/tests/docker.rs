@@ -232,6 +232,7 @@ fn assignment(
         image: None,
         log_rate_limit_bytes: None,
         context: None,
+        networks: Vec::new(),
     }
 }
 

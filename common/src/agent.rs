@@ -178,7 +178,7 @@ impl ServiceAssignment {
     /// The service's own bridge: the service container and the containers of apps bound to it,
     /// nothing else (app instances are on an ICC-less bridge and cannot reach it otherwise).
     pub fn network(&self) -> String {
-        format!("paas-svc-{}", self.service_id)
+        service_network(&self.service_id)
     }
 
     /// The service's host name on [`Self::network`].
@@ -413,6 +413,18 @@ pub struct Assignment {
     /// controller: the agent fills in what it knows (the name).
     #[serde(default)]
     pub context: Option<AppContext>,
+    /// Docker networks of built-in service instances the app is bound to (issue 22): the
+    /// instance's container joins each, beside its ICC-less bridge, so it reaches those services
+    /// (by their alias) and nothing else. Derived from the revision's bindings, so it never
+    /// changes for a running instance.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<String>,
+}
+
+/// The Docker network of a built-in service instance: its container and the containers of the
+/// apps bound to it.
+pub fn service_network(service_id: &str) -> String {
+    format!("paas-svc-{service_id}")
 }
 
 /// The app an instance belongs to, as `VCAP_APPLICATION` describes it.

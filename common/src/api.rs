@@ -1192,6 +1192,8 @@ pub struct AutoscaleStatus {
     pub last_decision: Option<String>,
     pub updated_by: String,
     pub updated_at: DateTime<Utc>,
+}
+
 /// A backup of a built-in PostgreSQL service instance (`pg_dump -Fc` of its database in the
 /// blobstore), or a restore of one (issue 22).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -75,7 +75,7 @@ fn class_of(method: &str, path: &str) -> Option<Class> {
             | "/v1/apps/{name}/tasks"
             | "/v1/apps/{name}/tasks/{id}"
             | "/v1/apps/{name}/cron"
-            | "/v1/apps/{name}/autoscale",
+            | "/v1/apps/{name}/autoscale"
             | "/v1/apps/{name}/deployment",
         ) => AppViewer,
         ("delete" | "patch", "/v1/apps/{name}") => AppDeveloper,
@@ -126,7 +126,11 @@ fn class_of(method: &str, path: &str) -> Option<Class> {
             Operator
         }
         ("get", "/v1/marketplace" | "/v1/services" | "/v1/services/{service}") => SpaceReader,
+        ("get", "/v1/services/{service}/backups") => SpaceReader,
         ("post", "/v1/services") | ("patch" | "delete", "/v1/services/{service}") => SpaceDeveloper,
+        ("post", "/v1/services/{service}/backups" | "/v1/services/{service}/restore") => {
+            SpaceDeveloper
+        }
         ("get", "/v1/apps/{name}/bindings") => AppViewer,
         ("post", "/v1/apps/{name}/bindings") | ("delete", "/v1/apps/{name}/bindings/{service}") => {
             AppDeveloper

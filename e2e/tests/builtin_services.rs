@@ -93,8 +93,8 @@ fn psql(creds: &Value, sql: &str) -> std::result::Result<String, String> {
         .env("PGPASSWORD", creds["password"].as_str().unwrap_or_default())
         .env("PGCONNECT_TIMEOUT", "5")
         .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1"])
-        .args(["-h", creds["hostname"].as_str().unwrap_or_default()])
-        .args(["-p", &creds["port"].to_string()])
+        .args(["-h", creds["external_hostname"].as_str().unwrap_or_default()])
+        .args(["-p", &creds["external_port"].to_string()])
         .args(["-U", creds["username"].as_str().unwrap_or_default()])
         .args(["-d", creds["name"].as_str().unwrap_or_default()])
         .args(["-c", sql])
@@ -364,8 +364,8 @@ fn redis_cmd(conn: &mut BufReader<std::net::TcpStream>, args: &[&str]) -> Result
 fn redis_login(creds: &Value) -> Result<(BufReader<std::net::TcpStream>, String)> {
     let addr = format!(
         "{}:{}",
-        creds["hostname"].as_str().unwrap_or_default(),
-        creds["port"]
+        creds["external_hostname"].as_str().unwrap_or_default(),
+        creds["external_port"]
     );
     let stream = std::net::TcpStream::connect(&addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;

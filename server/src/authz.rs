@@ -272,6 +272,10 @@ fn classify(method: &actix_web::http::Method, path: &str) -> Need {
         (["services", _], Method::GET | Method::HEAD | Method::PATCH | Method::DELETE) => {
             Need::Authenticated
         }
+        (["services", _, "backups"], Method::GET | Method::HEAD | Method::POST) => {
+            Need::Authenticated
+        }
+        (["services", _, "restore"], Method::POST) => Need::Authenticated,
         (["apps", _, "bindings"], Method::GET | Method::HEAD | Method::POST) => {
             Need::App { push: false }
         }

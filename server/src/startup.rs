@@ -228,6 +228,12 @@ pub async fn context(
         acme: tokio::sync::Notify::new(),
         services: Default::default(),
     });
+    // The platform's own PostgreSQL and Redis broker is in every space's marketplace (issue 22).
+    // It holds the context for as long as the process lives, as the registry in it does.
+    ctx.services.register_builtin(
+        crate::services::builtin::BROKER_NAME,
+        Arc::new(crate::services::builtin::BuiltinBroker::new(ctx.clone())),
+    );
     router::refresh(&ctx)
         .await
         .context("loading the route table")?;

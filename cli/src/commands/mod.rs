@@ -154,6 +154,12 @@ pub enum Command {
     BindService(services::BindArgs),
     /// Unbind a service instance from an app (the app redeploys without it).
     UnbindService(services::BindArgs),
+    /// Back up a built-in PostgreSQL service instance (pg_dump format, kept in the blobstore).
+    ServiceBackup(services::BackupArgs),
+    /// List a built-in PostgreSQL service instance's backups and restores.
+    ServiceBackups(services::ShowArgs),
+    /// Restore a backup over a built-in PostgreSQL service instance's database.
+    ServiceRestore(services::RestoreArgs),
     /// Open a shell (or run one command with -c) in a running instance, with the app's env.
     Ssh(ssh::Args),
     /// Allow ssh to an app (space admins, operators).
@@ -270,6 +276,9 @@ pub fn dispatch(cli: Cli, env: &Env) -> anyhow::Result<()> {
         Command::DeleteService(args) => services::delete(args, &client),
         Command::BindService(args) => services::bind(args, &client),
         Command::UnbindService(args) => services::unbind(args, &client),
+        Command::ServiceBackup(args) => services::backup(args, &client),
+        Command::ServiceBackups(args) => services::backups(args, &client),
+        Command::ServiceRestore(args) => services::restore(args, &client),
         Command::Ssh(args) => ssh::run(args, &client),
         Command::EnableSsh(args) => ssh::set_app(args, true, &client),
         Command::DisableSsh(args) => ssh::set_app(args, false, &client),

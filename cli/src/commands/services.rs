@@ -347,3 +347,94 @@ pub fn unbind(args: BindArgs, client: &Client) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[derive(Debug, clap::Args)]
+pub struct BackupArgs {
+    /// The built-in PostgreSQL service instance
+    pub name: String,
+    /// Return once the backup started instead of waiting for it to finish
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// The built-in PostgreSQL service instance
+    pub name: String,
+    /// The backup's id (`paas service-backups NAME`)
+    pub backup: String,
+    /// Return once the restore started instead of waiting for it to finish
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+/// Waits until the job `id` of the service is `done` (or says why it failed), up to 10 minutes.
+fn wait_job(client: &Client, name: &str, id: &str) -> anyhow::Result<()> {
+    let path = format!("/v1/services/{}/backups", seg(name));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    loop {
+        let jobs: Vec<paas_common::api::ServiceBackup> = client.get_json(&path)?;
+        match jobs.iter().find(|j| j.id == id) {
+            Some(j) if j.state == "done" => return Ok(()),
+            Some(j) if j.state == "failed" => anyhow::bail!(
+                "{} {id} failed: {}",
+                j.kind,
+                j.error.as_deref().unwrap_or("no reason given")
+            ),
+            Some(_) => {}
+            None => anyhow::bail!("{id} is no longer listed for service {name}"),
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("{id} of service {name} has not finished after 10 minutes");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+pub fn backup(args: BackupArgs, client: &Client) -> anyhow::Result<()> {
+    let job: paas_common::api::ServiceBackup = client.post_json(
+        &format!("/v1/services/{}/backups", seg(&args.name)),
+        &serde_json::json!({}),
+    )?;
+    if !args.no_wait {
+        wait_job(client, &args.name, &job.id)?;
+    }
+    let state = if args.no_wait { "started" } else { "done" };
+    println!("Backup {} of {}: {state}", job.id, args.name);
+    Ok(())
+}
+
+pub fn backups(args: ShowArgs, client: &Client) -> anyhow::Result<()> {
+    let path = format!("/v1/services/{}/backups", seg(&args.name));
+    let jobs: Vec<paas_common::api::ServiceBackup> = client.get_json(&path)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&jobs)?);
+        return Ok(());
+    }
+    println!("{:<38} {:<8} {:<8} CREATED", "ID", "KIND", "STATE");
+    for j in jobs {
+        println!(
+            "{:<38} {:<8} {:<8} {}",
+            j.id,
+            j.kind,
+            j.state,
+            j.created_at.format("%Y-%m-%d %H:%M:%S")
+        );
+    }
+    Ok(())
+}
+
+pub fn restore(args: RestoreArgs, client: &Client) -> anyhow::Result<()> {
+    let job: paas_common::api::ServiceBackup = client.post_json(
+        &format!("/v1/services/{}/restore", seg(&args.name)),
+        &paas_common::api::RestoreRequest {
+            backup: args.backup.clone(),
+        },
+    )?;
+    if !args.no_wait {
+        wait_job(client, &args.name, &job.id)?;
+    }
+    let state = if args.no_wait { "started" } else { "done" };
+    println!("Restore of backup {} into {}: {state}", args.backup, args.name);
+    Ok(())
+}

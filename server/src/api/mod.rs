@@ -126,6 +126,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/services/{service}", web::patch().to(services::update))
             .route("/services/{service}", web::delete().to(services::delete))
             .route(
+                "/services/{service}/backups",
+                web::get().to(services::list_backups),
+            )
+            .route(
+                "/services/{service}/backups",
+                web::post().to(services::start_backup),
+            )
+            .route(
+                "/services/{service}/restore",
+                web::post().to(services::start_restore),
+            )
+            .route(
                 "/apps/{name}/bindings",
                 web::get().to(services::list_bindings),
             )

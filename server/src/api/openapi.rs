@@ -93,6 +93,7 @@ impl Modify for BearerAuth {
         services::list_brokers, services::create_broker, services::delete_broker, services::marketplace,
         services::list, services::create, services::get, services::update, services::delete,
         services::list_bindings, services::bind, services::unbind,
+        services::start_backup, services::list_backups, services::start_restore,
         tenancy::create_token, tenancy::list_tokens, tenancy::revoke_token,
         tenancy::list_users, tenancy::create_user, tenancy::set_role,
         tenancy::list_spaces, tenancy::create_space, tenancy::get_quota, tenancy::set_quota,

@@ -210,6 +210,74 @@ pub async fn update(
     Ok(web::Json(info(&ctx, &i, &label(&space)).await?))
 }
 
+/// A backup error as the API says it: an instance the built-in broker does not run (an external
+/// broker's, user-provided) has no backups.
+fn backup_error(name: &str, e: crate::services::builtin::backup::BackupError) -> Error {
+    use crate::services::builtin::backup::BackupError as B;
+    match e {
+        B::InstanceNotFound(_) => Error::api(
+            ErrorCode::BadRequest,
+            format!("service {name} is not one of the platform's own PostgreSQL instances: it has no backups"),
+        ),
+        B::BackupNotFound(id) => Error::api(
+            ErrorCode::NotFound,
+            format!("no backup {id} of service {name}"),
+        ),
+        B::Invalid(m) => Error::api(ErrorCode::Conflict, m),
+        B::Store(e) => e.into(),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/services/{service}/backups", tag = "services", summary = "Start a backup of a built-in PostgreSQL service instance (pg_dump format, stored in the blobstore); poll the list until it is `done`", params(("service" = String, Path, description = "The service instance's name")), responses((status = 202, body = paas_common::api::ServiceBackup), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
+pub async fn start_backup(
+    ctx: Ctx,
+    who: Principal,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let space = space(&ctx, &who, &req, true).await?;
+    let i = ops::instance_named(&ctx, &space.id, &path).await?;
+    let job = crate::services::builtin::backup::backup(&ctx, &i.id)
+        .await
+        .map_err(|e| backup_error(&path, e))?;
+    Ok(HttpResponse::Accepted().json(crate::services::builtin::backup::to_wire(&job)))
+}
+
+#[utoipa::path(get, path = "/v1/services/{service}/backups", tag = "services", summary = "The backups and restores of a built-in PostgreSQL service instance, oldest first", params(("service" = String, Path, description = "The service instance's name")), responses((status = 200, body = Vec<paas_common::api::ServiceBackup>), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
+pub async fn list_backups(
+    ctx: Ctx,
+    who: Principal,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> ApiResult<web::Json<Vec<paas_common::api::ServiceBackup>>> {
+    let space = space(&ctx, &who, &req, false).await?;
+    let i = ops::instance_named(&ctx, &space.id, &path).await?;
+    let jobs = crate::services::builtin::backup::jobs(&ctx, &i.id)
+        .await
+        .map_err(|e| backup_error(&path, e))?;
+    Ok(web::Json(
+        jobs.iter()
+            .map(crate::services::builtin::backup::to_wire)
+            .collect(),
+    ))
+}
+
+#[utoipa::path(post, path = "/v1/services/{service}/restore", tag = "services", summary = "Restore a finished backup over the instance's database (objects in the dump are dropped and recreated); poll the list until it is `done`", params(("service" = String, Path, description = "The service instance's name")), request_body = paas_common::api::RestoreRequest, responses((status = 202, body = paas_common::api::ServiceBackup), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
+pub async fn start_restore(
+    ctx: Ctx,
+    who: Principal,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Json<paas_common::api::RestoreRequest>,
+) -> ApiResult<HttpResponse> {
+    let space = space(&ctx, &who, &req, true).await?;
+    let i = ops::instance_named(&ctx, &space.id, &path).await?;
+    let job = crate::services::builtin::backup::restore(&ctx, &i.id, &body.backup)
+        .await
+        .map_err(|e| backup_error(&path, e))?;
+    Ok(HttpResponse::Accepted().json(crate::services::builtin::backup::to_wire(&job)))
+}
+
 #[utoipa::path(delete, path = "/v1/services/{service}", tag = "services", summary = "Delete a service instance (refused with `service_bound` while apps are bound); 202 while its broker deprovisions", params(("service" = String, Path, description = "The service instance's name")), responses((status = 204, description = "Deleted"), (status = 202, description = "Being deleted by its broker", body = paas_common::service::ServiceInfo), (status = "4XX", description = "A client error; `code` says which", body = paas_common::ApiError), (status = "5XX", description = "A server error", body = paas_common::ApiError)))]
 pub async fn delete(
     ctx: Ctx,

@@ -48,6 +48,7 @@ pub async fn assignments_for(ctx: &AppCtx, node: &str) -> StoreResult<Vec<Assign
         .map(|a| (a.id.as_str(), a))
         .collect();
     let mut revisions: HashMap<(String, i64), Option<RevisionRecord>> = HashMap::new();
+    let mut networks: HashMap<String, Vec<String>> = HashMap::new();
     let contexts = AppContexts::load(ctx).await?;
     let mut out = Vec::new();
     // Retired instances still finishing requests stay on their node until they are done.
@@ -83,6 +84,9 @@ pub async fn assignments_for(ctx: &AppCtx, node: &str) -> StoreResult<Vec<Assign
             }
         }
         env.insert("PAAS_APP_REVISION".into(), rev.number.to_string());
+        if !networks.contains_key(&app.id) {
+            networks.insert(app.id.clone(), service_networks(ctx, &app.id).await?);
+        }
         let memory_mb = process.memory_mb;
         out.push(Assignment {
             instance_id: inst.id,
@@ -100,8 +104,24 @@ pub async fn assignments_for(ctx: &AppCtx, node: &str) -> StoreResult<Vec<Assign
             image: desired.image(&rev.droplet).cloned(),
             log_rate_limit_bytes: desired.lifecycle(&app.id).log_rate_limit_bytes,
             context: Some(contexts.of(app, rev.number)),
+            networks: networks.get(&app.id).cloned().unwrap_or_default(),
         });
     }
+    Ok(out)
+}
+
+/// The networks of the built-in service instances an app is bound to (issue 22), from the
+/// bindings in the store, never from the app's env (a user-provided service's credentials are
+/// the user's words and must not choose a network to join).
+pub(super) async fn service_networks(ctx: &AppCtx, app_id: &str) -> StoreResult<Vec<String>> {
+    let mut out = Vec::new();
+    for b in ctx.store.bindings_of_app(app_id).await? {
+        if let Some(s) = ctx.store.builtin_instance(&b.instance_id).await? {
+            out.push(paas_common::agent::service_network(&s.id));
+        }
+    }
+    out.sort();
+    out.dedup();
     Ok(out)
 }
 

@@ -213,6 +213,8 @@ pub(super) async fn assignments_for(
                 image: desired.image(&t.droplet).cloned(),
                 log_rate_limit_bytes: desired.lifecycle(&app.id).log_rate_limit_bytes,
                 context: Some(contexts.of(app, t.revision)),
+                // A release phase or a migration task needs the app's databases.
+                networks: super::nodes::service_networks(ctx, &app.id).await?,
             },
         });
     }

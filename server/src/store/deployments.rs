@@ -1,5 +1,5 @@
 //! The store's part for canary and blue-green deployments (issue 23,
-//! `migrations/sqlite/0033_deployments.sql`): a role trait of its own, expanded once per backend
+//! `migrations/sqlite/0037_deployments.sql`): a role trait of its own, expanded once per backend
 //! like [`super::cron`].
 
 use async_trait::async_trait;

@@ -14,11 +14,11 @@
 //! - **Deprovision** takes the instance out of its node's list: the node removes the container,
 //!   then its volume, and the row goes once the node no longer reports it.
 //!
-//! Apps reach the service at the node's address and published port (in the credentials): the
-//! one address both the controller and app containers on any node can route to in a real
-//! deployment. Each service also has its own Docker network (alias `svc-<id>`, port 5432/6379)
-//! that a bound app's containers can join on the service's node; the credentials name it in
-//! `internal_hostname`.
+//! Each service has its own Docker network; a bound app's containers join it (the control plane
+//! lists it in their assignments from the app's bindings), so the credentials' `uri`, `hostname`
+//! and `port` are the service's alias there (`svc-<id>`, 5432/6379): reachable by bound apps and
+//! nothing else on the tenant bridge. `external_*` is the node's address and published port, which
+//! the controller uses and clients that are not bound containers on the service's engine may.
 
 pub mod backup;
 pub mod http;
@@ -136,7 +136,10 @@ pub(crate) struct Endpoint {
     pub admin_password: String,
 }
 
-/// The built-in broker, in process. The merger registers it beside the HTTP brokers; the same
+/// The name the built-in broker has in the marketplace and `/v1/service-brokers`.
+pub const BROKER_NAME: &str = "paas";
+
+/// The built-in broker, in process, registered at startup beside the HTTP brokers; the same
 /// broker is also served over OSB HTTP at `/broker/v2` ([`http`]).
 pub struct BuiltinBroker {
     ctx: Arc<AppCtx>,
@@ -434,14 +437,19 @@ impl ServiceBroker for BuiltinBroker {
     }
 }
 
-/// What a binding's app sees in `VCAP_SERVICES`.
+/// What a binding's app sees in `VCAP_SERVICES`. The app's own address of the service is its
+/// alias on the service's network, which the app's containers join (`Assignment::networks`):
+/// `uri`, `hostname`, `port`. `external_*` is the node's published port, for clients that are not
+/// bound containers on the service's engine (an operator, the controller, another host).
 fn credentials(
     s: &BuiltinInstanceRecord,
     ep: &Endpoint,
     user: &str,
     pw: &str,
 ) -> BTreeMap<String, Value> {
-    let (host, port) = (&ep.host, ep.port);
+    let (ext_host, ext_port) = (&ep.host, ep.port);
+    let host = format!("svc-{}", s.id);
+    let port: u16 = if s.service == REDIS { 6379 } else { 5432 };
     let mut c = BTreeMap::new();
     let mut put = |k: &str, v: Value| {
         c.insert(k.to_string(), v);
@@ -451,11 +459,15 @@ fn credentials(
     put("port", port.into());
     put("username", user.into());
     put("password", pw.into());
-    put("internal_hostname", format!("svc-{}", s.id).into());
+    put("external_hostname", ext_host.clone().into());
+    put("external_port", ext_port.into());
     match s.service.as_str() {
         REDIS => {
             put("uri", format!("redis://{user}:{pw}@{host}:{port}").into());
-            put("internal_port", 6379.into());
+            put(
+                "external_uri",
+                format!("redis://{user}:{pw}@{ext_host}:{ext_port}").into(),
+            );
         }
         _ => {
             let db = postgres::DATABASE;
@@ -465,10 +477,13 @@ fn credentials(
                 format!("postgres://{user}:{pw}@{host}:{port}/{db}").into(),
             );
             put(
+                "external_uri",
+                format!("postgres://{user}:{pw}@{ext_host}:{ext_port}/{db}").into(),
+            );
+            put(
                 "jdbcUrl",
                 format!("jdbc:postgresql://{host}:{port}/{db}?user={user}&password={pw}").into(),
             );
-            put("internal_port", 5432.into());
         }
     }
     c
