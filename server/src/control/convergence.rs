@@ -44,7 +44,11 @@ const TICK: StdDuration = StdDuration::from_secs(1);
 /// Runs forever; each pass is also triggered early by `ctx.converge`.
 pub async fn run(ctx: std::sync::Arc<AppCtx>) {
     loop {
-        match pass(&ctx).await {
+        let started = std::time::Instant::now();
+        let result = pass(&ctx).await;
+        ctx.metrics
+            .convergence_pass(started.elapsed().as_secs_f64());
+        match result {
             Ok(_) => {}
             Err(StoreError::Fenced(why)) => {
                 tracing::warn!(%why, "a convergence write was fenced off: this controller no longer leads");
