@@ -261,6 +261,12 @@ pub fn plan(
                 .push((i.clone(), "app stopped or deleted".into()));
         }
     }
+    // Each app's process types with rows, so the loop below visits only its own (scanning every
+    // app's rows for each app was quadratic in apps).
+    let mut types_of: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (app_id, ptype) in by_app.keys() {
+        types_of.entry(app_id).or_default().push(ptype);
+    }
     for app in apps {
         let (AppState::Started, Some(rev)) = (app.state, app.current_revision) else {
             continue;
@@ -277,9 +283,9 @@ pub fn plan(
                 .map(|(t, n)| (t.as_str(), *n)),
         );
         // Rows of a process type the current droplet no longer has.
-        for ((app_id, ptype), rows) in &by_app {
-            if *app_id == app.id && !wanted.iter().any(|(t, _)| t == ptype) {
-                for i in rows.values().flatten() {
+        for ptype in types_of.get(app.id.as_str()).into_iter().flatten() {
+            if !wanted.iter().any(|(t, _)| t == ptype) {
+                for i in by_app[&(app.id.as_str(), *ptype)].values().flatten() {
                     out.remove
                         .push(((*i).clone(), format!("process type {ptype} is gone")));
                 }
