@@ -482,6 +482,8 @@ pub trait RevisionStore: Send + Sync + 'static {
     ) -> StoreResult<i64>;
     async fn revision(&self, app_id: &str, number: i64) -> StoreResult<Option<RevisionRecord>>;
     async fn list_revisions(&self) -> StoreResult<Vec<RevisionRecord>>;
+    /// Every app's current revision, in one query (the desired state reads them every pass).
+    async fn current_revisions(&self) -> StoreResult<Vec<RevisionRecord>>;
     /// The app's revisions, newest first.
     async fn app_revisions(&self, app_id: &str) -> StoreResult<Vec<RevisionRecord>>;
 }
