@@ -492,6 +492,8 @@ pub trait RevisionStore: Send + Sync + 'static {
 #[async_trait]
 pub trait InstanceStore: Send + Sync + 'static {
     async fn list_instances(&self) -> StoreResult<Vec<InstanceRecord>>;
+    /// The rows placed on one node (its assignments), by the `instances_node` index.
+    async fn node_instances(&self, node: &str) -> StoreResult<Vec<InstanceRecord>>;
     async fn app_instances(&self, app_id: &str) -> StoreResult<Vec<InstanceRecord>>;
     async fn insert_instance(&self, inst: &InstanceRecord) -> StoreResult<()>;
     async fn delete_instance(&self, id: &str) -> StoreResult<()>;

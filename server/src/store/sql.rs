@@ -1425,6 +1425,16 @@ pub(crate) async fn insert_event<'c, E: sqlx::Executor<'c, Database = $db>>(
         rows.iter().map(instance_from_row).collect()
     }
 
+    async fn node_instances(&self, node: &str) -> StoreResult<Vec<InstanceRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM instances WHERE node_name = $1 ORDER BY app_id, idx, created_at",
+        )
+        .bind(node)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(instance_from_row).collect()
+    }
+
     async fn app_instances(&self, app_id: &str) -> StoreResult<Vec<InstanceRecord>> {
         let rows = sqlx::query("SELECT * FROM instances WHERE app_id = $1 ORDER BY idx, created_at")
             .bind(app_id)
