@@ -288,14 +288,16 @@ async fn fake_node(
     };
     let token = reg.node_token;
     let interval = Duration::from_secs(reg.heartbeat_interval_secs.max(1));
-    // (instance id, when it started): reports keep their `since`.
-    let assigned: Arc<Mutex<Vec<(String, chrono::DateTime<Utc>)>>> = Arc::default();
+    // (instance id, when it started, its port): reports keep their `since` and port, as a real
+    // node's do (a changed port would change routing and refresh the route table).
+    let assigned: Arc<Mutex<Vec<(String, chrono::DateTime<Utc>, u16)>>> = Arc::default();
     let changed = Arc::new(tokio::sync::Notify::new());
     {
         let (http, base, token, fleet) = (http.clone(), base.clone(), token.clone(), fleet.clone());
         let (assigned, changed) = (assigned.clone(), changed.clone());
         tokio::spawn(async move {
             let mut version: Option<u64> = None;
+            let mut next_port: u16 = 20000;
             while !fleet.stop.load(Ordering::Relaxed) {
                 let url = match version {
                     Some(v) => format!("{base}/v1/agent/assignments?after={v}"),
@@ -315,10 +317,17 @@ async fn fake_node(
                 let now = Utc::now();
                 {
                     let mut list = assigned.lock().unwrap();
-                    let before: BTreeMap<String, chrono::DateTime<Utc>> = list.drain(..).collect();
+                    let before: BTreeMap<String, (chrono::DateTime<Utc>, u16)> = list
+                        .drain(..)
+                        .map(|(id, since, port)| (id, (since, port)))
+                        .collect();
                     list.extend(got.instances.iter().map(|a| {
-                        let since = before.get(&a.instance_id).copied().unwrap_or(now);
-                        (a.instance_id.clone(), since)
+                        let (since, port) =
+                            before.get(&a.instance_id).copied().unwrap_or_else(|| {
+                                next_port = next_port.checked_add(1).unwrap_or(20000);
+                                (now, next_port)
+                            });
+                        (a.instance_id.clone(), since, port)
                     }));
                 }
                 changed.notify_one();
@@ -332,13 +341,13 @@ async fn fake_node(
             .lock()
             .unwrap()
             .iter()
-            .map(|(id, since)| {
+            .map(|(id, since, port)| {
                 n = n.wrapping_add(1);
                 InstanceReport {
                     instance_id: id.clone(),
                     state: InstanceState::Running,
                     container_id: Some(format!("fake-{}", &id[..8.min(id.len())])),
-                    host_port: Some(40000 + (n % 20000) as u16),
+                    host_port: Some(*port),
                     restarts: 0,
                     last_exit: None,
                     since: *since,
