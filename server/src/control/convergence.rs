@@ -503,6 +503,8 @@ pub async fn converge_once(ctx: &AppCtx, fence: Option<Fence>) -> StoreResult<bo
     let removed: HashSet<String> = decided.remove.iter().map(|(i, _)| i.id.clone()).collect();
     let drain_until =
         std::time::Instant::now() + StdDuration::from_secs(ctx.settings.router_drain_secs);
+    let node_by_name: HashMap<&str, &crate::store::NodeRecord> =
+        nodes.iter().map(|n| (n.name.as_str(), n)).collect();
     for (inst, why) in &decided.remove {
         writes.delete_instance(&inst.id).await?;
         // A routed instance may have requests in flight: keep it for its node until they end
@@ -510,7 +512,7 @@ pub async fn converge_once(ctx: &AppCtx, fence: Option<Fence>) -> StoreResult<bo
         if let (Some(node), Some(port), InstanceState::Running) =
             (&inst.node_name, inst.host_port, inst.state)
         {
-            if let Some(n) = nodes.iter().find(|n| &n.name == node) {
+            if let Some(n) = node_by_name.get(node.as_str()) {
                 if let Ok(mut list) = ctx.retired.lock() {
                     list.push(crate::state::Retired {
                         record: inst.clone(),
@@ -624,12 +626,14 @@ pub async fn converge_once(ctx: &AppCtx, fence: Option<Fence>) -> StoreResult<bo
     )
     .await?;
 
-    // A draining node with nothing left on it is drained.
+    // A draining node with nothing left on it is drained. The occupied nodes are gathered once
+    // (a walk of every row per draining node was nodes x instances when many drain).
+    let occupied: HashSet<&str> = instances
+        .iter()
+        .filter_map(|i| i.node_name.as_deref())
+        .collect();
     for n in nodes.iter().filter(|n| n.state == "draining") {
-        if !instances
-            .iter()
-            .any(|i| i.node_name.as_deref() == Some(n.name.as_str()))
-        {
+        if !occupied.contains(n.name.as_str()) {
             let ev = Event {
                 app_name: None,
                 app_id: None,
