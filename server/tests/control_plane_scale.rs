@@ -41,6 +41,8 @@ struct Measured {
     /// Writing the rows, and one heartbeat from every node reporting them.
     seeding: Duration,
     heartbeats: Duration,
+    /// Every node's assignment list, fetched once.
+    assignments: Duration,
     /// Median pass at rest.
     pass: Duration,
 }
@@ -170,11 +172,23 @@ async fn measure(node_count: usize, apps: usize) -> Measured {
         }
     }
     times.sort();
+    // What one change costs the nodes: every node fetches its whole assignment list.
+    let t = Instant::now();
+    let mut assigned = 0;
+    for n in &names {
+        assigned += nodes::assignments_for(&ctx, n)
+            .await
+            .expect("assignments")
+            .len();
+    }
+    let assignments = t.elapsed();
+    assert_eq!(assigned, instances, "every row is assigned to its node");
     sqlite.close().await;
     Measured {
         instances,
         seeding,
         heartbeats,
+        assignments,
         pass: times[times.len() / 2],
     }
 }
@@ -260,17 +274,19 @@ async fn a_convergence_pass_at_10000_instances_stays_within_10x_of_its_baseline(
     for m in [&small, &large] {
         println!(
             "{} instances: rows written in {:.0} ms, a heartbeat from every node in {:.0} ms, \
-             one pass at rest {:.1} ms",
+             every node's assignments in {:.0} ms, one pass at rest {:.1} ms",
             m.instances,
             ms(m.seeding),
             ms(m.heartbeats),
+            ms(m.assignments),
             ms(m.pass)
         );
     }
     println!(
-        "growth at 10x the instances: pass {:.1}x, heartbeats {:.1}x",
+        "growth at 10x the instances: pass {:.1}x, heartbeats {:.1}x, assignments {:.1}x",
         ms(large.pass) / ms(small.pass),
-        ms(large.heartbeats) / ms(small.heartbeats)
+        ms(large.heartbeats) / ms(small.heartbeats),
+        ms(large.assignments) / ms(small.assignments)
     );
     let file = baseline_file();
     let text = std::fs::read_to_string(&file).unwrap_or_default();
