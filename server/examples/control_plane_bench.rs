@@ -255,6 +255,9 @@ fn capacity() -> NodeCapacity {
     }
 }
 
+/// An instance a fake node runs: its id, when it started, its port.
+type Assigned = (String, chrono::DateTime<Utc>, u16);
+
 /// One simulated node: registers, then long-polls its assignments and heartbeats them all as
 /// running and ready.
 async fn fake_node(
@@ -290,7 +293,7 @@ async fn fake_node(
     let interval = Duration::from_secs(reg.heartbeat_interval_secs.max(1));
     // (instance id, when it started, its port): reports keep their `since` and port, as a real
     // node's do (a changed port would change routing and refresh the route table).
-    let assigned: Arc<Mutex<Vec<(String, chrono::DateTime<Utc>, u16)>>> = Arc::default();
+    let assigned: Arc<Mutex<Vec<Assigned>>> = Arc::default();
     let changed = Arc::new(tokio::sync::Notify::new());
     {
         let (http, base, token, fleet) = (http.clone(), base.clone(), token.clone(), fleet.clone());
