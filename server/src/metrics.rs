@@ -59,6 +59,11 @@ pub struct Metrics {
     nodes: Family<StateLabels, Gauge>,
     authz_denied: Family<DeniedLabels, Counter>,
     leader: Gauge,
+    /// Duration of each convergence pass (converge or follow, route refresh, assignment bump): the
+    /// control plane's cost per tick, which must stay near-linear in apps and instances.
+    convergence_pass: Histogram,
+    /// The last pass's duration, so a benchmark can sample single passes.
+    convergence_last_pass: Gauge<f64, std::sync::atomic::AtomicU64>,
     hub: Arc<HubCounters>,
 }
 
@@ -101,8 +106,22 @@ impl Metrics {
             "1 while this controller holds the scheduler lease (runs the scheduler), else 0",
             leader.clone(),
         );
+        let convergence_pass = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register(
+            "convergence_pass_duration_seconds",
+            "Time one convergence pass took (converge or follow, route refresh, assignment bump)",
+            convergence_pass.clone(),
+        );
+        let convergence_last_pass = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "convergence_last_pass_seconds",
+            "Time the last convergence pass took",
+            convergence_last_pass.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
+            convergence_pass,
+            convergence_last_pass,
             requests,
             latency,
             instances,
@@ -119,6 +138,12 @@ impl Metrics {
         self.authz_denied
             .get_or_create(&DeniedLabels { code: code.into() })
             .inc();
+    }
+
+    /// Records one convergence pass's duration.
+    pub fn convergence_pass(&self, secs: f64) {
+        self.convergence_pass.observe(secs);
+        self.convergence_last_pass.set(secs);
     }
 
     fn observe(&self, labels: RequestLabels, secs: f64) {

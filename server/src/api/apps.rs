@@ -118,14 +118,17 @@ pub async fn list(
     apps.sort_by(|a, b| a.name.cmp(&b.name));
     let total = apps.len() as u64;
     let (apps, next) = page.slice(apps, |a| a.name.clone(), false);
-    let instances = ctx.store.list_instances().await?;
+    // Running rows counted per app in one walk (a walk per app was pages x instances).
+    let mut running: std::collections::HashMap<String, u32> = Default::default();
+    for i in ctx.store.list_instances().await? {
+        if i.state == InstanceState::Running {
+            *running.entry(i.app_id).or_default() += 1;
+        }
+    }
     let apps = apps
         .into_iter()
         .map(|a| AppSummary {
-            running_instances: instances
-                .iter()
-                .filter(|i| i.app_id == a.id && i.state == InstanceState::Running)
-                .count() as u32,
+            running_instances: running.get(&a.id).copied().unwrap_or(0),
             url: ctx.app_url(&a),
             name: a.name,
             state: a.state,

@@ -44,7 +44,11 @@ const TICK: StdDuration = StdDuration::from_secs(1);
 /// Runs forever; each pass is also triggered early by `ctx.converge`.
 pub async fn run(ctx: std::sync::Arc<AppCtx>) {
     loop {
-        match pass(&ctx).await {
+        let started = std::time::Instant::now();
+        let result = pass(&ctx).await;
+        ctx.metrics
+            .convergence_pass(started.elapsed().as_secs_f64());
+        match result {
             Ok(_) => {}
             Err(StoreError::Fenced(why)) => {
                 tracing::warn!(%why, "a convergence write was fenced off: this controller no longer leads");
@@ -294,6 +298,12 @@ pub fn plan_with(
                 .push((i.clone(), "app stopped or deleted".into()));
         }
     }
+    // Each app's process types with rows, so the loop below visits only its own (scanning every
+    // app's rows for each app was quadratic in apps).
+    let mut types_of: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (app_id, ptype) in by_app.keys() {
+        types_of.entry(app_id).or_default().push(ptype);
+    }
     for app in apps {
         let (AppState::Started, Some(rev)) = (app.state, app.current_revision) else {
             continue;
@@ -314,9 +324,9 @@ pub fn plan_with(
                 .map(|(t, n)| (t.as_str(), *n)),
         );
         // Rows of a process type the current droplet no longer has.
-        for ((app_id, ptype), rows) in &by_app {
-            if *app_id == app.id && !wanted.iter().any(|(t, _)| t == ptype) {
-                for i in rows.values().flatten() {
+        for ptype in types_of.get(app.id.as_str()).into_iter().flatten() {
+            if !wanted.iter().any(|(t, _)| t == ptype) {
+                for i in by_app[&(app.id.as_str(), *ptype)].values().flatten() {
                     out.remove
                         .push(((*i).clone(), format!("process type {ptype} is gone")));
                 }
@@ -540,6 +550,8 @@ pub async fn converge_once(ctx: &AppCtx, fence: Option<Fence>) -> StoreResult<bo
     let removed: HashSet<String> = decided.remove.iter().map(|(i, _)| i.id.clone()).collect();
     let drain_until =
         std::time::Instant::now() + StdDuration::from_secs(ctx.settings.router_drain_secs);
+    let node_by_name: HashMap<&str, &crate::store::NodeRecord> =
+        nodes.iter().map(|n| (n.name.as_str(), n)).collect();
     for (inst, why) in &decided.remove {
         writes.delete_instance(&inst.id).await?;
         // A routed instance may have requests in flight: keep it for its node until they end
@@ -547,7 +559,7 @@ pub async fn converge_once(ctx: &AppCtx, fence: Option<Fence>) -> StoreResult<bo
         if let (Some(node), Some(port), InstanceState::Running) =
             (&inst.node_name, inst.host_port, inst.state)
         {
-            if let Some(n) = nodes.iter().find(|n| &n.name == node) {
+            if let Some(n) = node_by_name.get(node.as_str()) {
                 if let Ok(mut list) = ctx.retired.lock() {
                     list.push(crate::state::Retired {
                         record: inst.clone(),
@@ -672,12 +684,14 @@ pub async fn converge_once(ctx: &AppCtx, fence: Option<Fence>) -> StoreResult<bo
     .await?;
     changed |= super::services::converge(ctx, writes.fence.as_ref(), &services, &mut views).await?;
 
-    // A draining node with nothing left on it is drained.
+    // A draining node with nothing left on it is drained. The occupied nodes are gathered once
+    // (a walk of every row per draining node was nodes x instances when many drain).
+    let occupied: HashSet<&str> = instances
+        .iter()
+        .filter_map(|i| i.node_name.as_deref())
+        .collect();
     for n in nodes.iter().filter(|n| n.state == "draining") {
-        if !instances
-            .iter()
-            .any(|i| i.node_name.as_deref() == Some(n.name.as_str()))
-        {
+        if !occupied.contains(n.name.as_str()) {
             let ev = Event {
                 app_name: None,
                 app_id: None,

@@ -83,11 +83,29 @@ impl DesiredState {
     /// Reads every app's desired state.
     pub async fn load(store: &dyn Store) -> StoreResult<Self> {
         let apps = store.list_apps().await?;
-        Self::load_for(store, apps).await
+        // One query for every current revision rather than one per app: the passes, and each
+        // node's assignments, read this for all apps.
+        let mut current: HashMap<(String, i64), RevisionRecord> = store
+            .current_revisions()
+            .await?
+            .into_iter()
+            .map(|r| ((r.app_id.clone(), r.number), r))
+            .collect();
+        Self::load_with(store, apps, &mut current).await
     }
 
     /// Reads the desired state of `apps` only (an API view of one app).
     pub async fn load_for(store: &dyn Store, apps: Vec<AppRecord>) -> StoreResult<Self> {
+        Self::load_with(store, apps, &mut HashMap::new()).await
+    }
+
+    /// `current` holds revisions read ahead; one missing there (none read ahead, or the app
+    /// got a new revision in between) is read on its own.
+    async fn load_with(
+        store: &dyn Store,
+        apps: Vec<AppRecord>,
+        current: &mut HashMap<(String, i64), RevisionRecord>,
+    ) -> StoreResult<Self> {
         let mut out = DesiredState {
             declared: store.droplet_processes().await?,
             configured: store.app_processes().await?,
@@ -99,8 +117,12 @@ impl DesiredState {
             let Some(n) = app.current_revision else {
                 continue;
             };
-            let Some(rev) = store.revision(&app.id, n).await? else {
-                continue;
+            let rev = match current.remove(&(app.id.clone(), n)) {
+                Some(r) => r,
+                None => match store.revision(&app.id, n).await? {
+                    Some(r) => r,
+                    None => continue,
+                },
             };
             let lifecycle = out.lifecycle(&app.id);
             let processes = out.resolve_for(app, &lifecycle, &rev);

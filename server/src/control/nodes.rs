@@ -53,20 +53,34 @@ pub async fn assignments_for(ctx: &AppCtx, node: &str) -> StoreResult<Vec<Assign
     let mut out = Vec::new();
     // Retired instances still finishing requests stay on their node until they are done.
     let retired = ctx.retired_on(node);
-    for inst in ctx.store.list_instances().await?.into_iter().chain(retired) {
+    // Only this node's rows: every node long-polls after each change, so reading every row for
+    // each one was nodes x instances per change.
+    let rows = ctx.store.node_instances(node).await?;
+    for inst in rows.into_iter().chain(retired) {
         if inst.node_name.as_deref() != Some(node) {
             continue;
         }
         let Some(app) = apps.get(inst.app_id.as_str()).copied() else {
             continue;
         };
-        let key = (app.id.clone(), inst.revision);
-        if !revisions.contains_key(&key) {
-            let rev = ctx.store.revision(&app.id, inst.revision).await?;
-            revisions.insert(key.clone(), rev);
-        }
-        let Some(Some(rev)) = revisions.get(&key) else {
-            continue;
+        // The current revision is in the desired state already; an older one is read once.
+        let current = desired
+            .app(&app.id)
+            .map(|d| &d.revision)
+            .filter(|r| r.number == inst.revision);
+        let rev = match current {
+            Some(r) => r,
+            None => {
+                let key = (app.id.clone(), inst.revision);
+                if !revisions.contains_key(&key) {
+                    let rev = ctx.store.revision(&app.id, inst.revision).await?;
+                    revisions.insert(key.clone(), rev);
+                }
+                match revisions.get(&key) {
+                    Some(Some(r)) => r,
+                    _ => continue,
+                }
+            }
         };
         let Some(process) = desired.process_for(app, rev, &inst.process_type) else {
             continue;

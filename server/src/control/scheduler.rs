@@ -76,26 +76,24 @@ pub struct Ask<'a> {
     pub labels: &'a BTreeMap<String, String>,
 }
 
-/// Where the app being placed already runs: instances per node (indexed like the node slice)
-/// and per zone.
+/// Where the app being placed already runs: instances per node (by index in the node slice)
+/// and per zone. Sparse: a pass holds one per app, and a dense row per app was apps x nodes.
 #[derive(Debug, Clone, Default)]
 pub struct Spread {
-    pub per_node: Vec<u32>,
+    pub per_node: HashMap<usize, u32>,
     pub per_zone: HashMap<String, u32>,
 }
 
 impl Spread {
-    pub fn new(node_count: usize) -> Self {
-        Self {
-            per_node: vec![0; node_count],
-            per_zone: HashMap::new(),
-        }
+    /// An empty spread over `node_count` nodes (only a node index below it is ever counted).
+    pub fn new(_node_count: usize) -> Self {
+        Self::default()
     }
 
     /// Counts an instance of the app on node `i`.
     pub fn add(&mut self, nodes: &[NodeView], i: usize) {
-        if let Some(n) = self.per_node.get_mut(i) {
-            *n += 1;
+        if i < nodes.len() {
+            *self.per_node.entry(i).or_insert(0) += 1;
         }
         if let Some(node) = nodes.get(i) {
             *self.per_zone.entry(node.zone.clone()).or_insert(0) += 1;
@@ -243,7 +241,11 @@ pub fn place(
             continue;
         }
         let zone = spread.per_zone.get(&n.zone).copied().unwrap_or(0);
-        let score = (zone, spread.per_node.get(i).copied().unwrap_or(0), n.load());
+        let score = (
+            zone,
+            spread.per_node.get(&i).copied().unwrap_or(0),
+            n.load(),
+        );
         let better = match &best {
             None => true,
             Some((j, s)) => (score, &n.name) < (*s, &nodes[*j].name),

@@ -495,6 +495,8 @@ pub trait RevisionStore: Send + Sync + 'static {
     ) -> StoreResult<i64>;
     async fn revision(&self, app_id: &str, number: i64) -> StoreResult<Option<RevisionRecord>>;
     async fn list_revisions(&self) -> StoreResult<Vec<RevisionRecord>>;
+    /// Every app's current revision, in one query (the desired state reads them every pass).
+    async fn current_revisions(&self) -> StoreResult<Vec<RevisionRecord>>;
     /// The app's revisions, newest first.
     async fn app_revisions(&self, app_id: &str) -> StoreResult<Vec<RevisionRecord>>;
 }
@@ -503,6 +505,8 @@ pub trait RevisionStore: Send + Sync + 'static {
 #[async_trait]
 pub trait InstanceStore: Send + Sync + 'static {
     async fn list_instances(&self) -> StoreResult<Vec<InstanceRecord>>;
+    /// The rows placed on one node (its assignments), by the `instances_node` index.
+    async fn node_instances(&self, node: &str) -> StoreResult<Vec<InstanceRecord>>;
     async fn app_instances(&self, app_id: &str) -> StoreResult<Vec<InstanceRecord>>;
     async fn insert_instance(&self, inst: &InstanceRecord) -> StoreResult<()>;
     async fn delete_instance(&self, id: &str) -> StoreResult<()>;

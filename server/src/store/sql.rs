@@ -1398,6 +1398,15 @@ pub(crate) async fn insert_event<'c, E: sqlx::Executor<'c, Database = $db>>(
         rows.iter().map(revision_from_row).collect()
     }
 
+    async fn current_revisions(&self) -> StoreResult<Vec<RevisionRecord>> {
+        let rows = sqlx::query(
+            "SELECT r.* FROM revisions r JOIN apps a ON a.id = r.app_id AND a.current_revision = r.number",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(revision_from_row).collect()
+    }
+
     async fn app_revisions(&self, app_id: &str) -> StoreResult<Vec<RevisionRecord>> {
         let rows = sqlx::query("SELECT * FROM revisions WHERE app_id = $1 ORDER BY number DESC")
             .bind(app_id)
@@ -1413,6 +1422,16 @@ pub(crate) async fn insert_event<'c, E: sqlx::Executor<'c, Database = $db>>(
         let rows = sqlx::query("SELECT * FROM instances ORDER BY app_id, idx, created_at")
             .fetch_all(&self.pool)
             .await?;
+        rows.iter().map(instance_from_row).collect()
+    }
+
+    async fn node_instances(&self, node: &str) -> StoreResult<Vec<InstanceRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM instances WHERE node_name = $1 ORDER BY app_id, idx, created_at",
+        )
+        .bind(node)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(instance_from_row).collect()
     }
 

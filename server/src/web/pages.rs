@@ -257,11 +257,13 @@ pub async fn apps(ctx: web::Data<AppCtx>, req: HttpRequest) -> HttpResponse {
             .map(|n| n.name)
             .collect();
         let mut running: HashMap<&str, u32> = HashMap::new();
-        for i in instances
-            .iter()
-            .filter(|i| i.state == InstanceState::Running)
-        {
-            *running.entry(i.app_id.as_str()).or_default() += 1;
+        // Each app's rows, grouped once (filtering every row for each app was apps x instances).
+        let mut rows_of: HashMap<&str, Vec<&crate::store::InstanceRecord>> = HashMap::new();
+        for i in &instances {
+            if i.state == InstanceState::Running {
+                *running.entry(i.app_id.as_str()).or_default() += 1;
+            }
+            rows_of.entry(i.app_id.as_str()).or_default().push(i);
         }
         let spaces = space_labels(&ctx).await?;
         let mut rows = Vec::new();
@@ -276,8 +278,7 @@ pub async fn apps(ctx: web::Data<AppCtx>, req: HttpRequest) -> HttpResponse {
             if !s.principal.can_see(&a) || (!wanted.is_empty() && label != wanted) {
                 continue;
             }
-            let mine: Vec<&crate::store::InstanceRecord> =
-                instances.iter().filter(|i| i.app_id == a.id).collect();
+            let mine = rows_of.remove(a.id.as_str()).unwrap_or_default();
             rows.push(AppRow {
                 problems: problems(&a, &mine, &lost),
                 space: label,
