@@ -1216,6 +1216,8 @@ pub struct ServiceBackup {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RestoreRequest {
-    /// The backup's id.
+    /// The backup's id. Defaulted so a caller without a role is told so before its body is
+    /// judged (an empty id is no backup: 404).
+    #[serde(default)]
     pub backup: String,
 }

@@ -110,12 +110,16 @@ fn credentials(p: &Platform, app: &str, label: &str) -> Value {
 }
 
 fn wait_created(p: &Platform, name: &str) {
-    wait_for(Duration::from_secs(180), "the service to be created", || {
-        let out = p.cli(&["service", name, "--json"]);
-        let v: Value = serde_json::from_str(&out.stdout).ok()?;
-        assert_ne!(v["state"], "failed", "{v}{}", p.logs());
-        (v["state"] == "succeeded").then_some(())
-    })
+    wait_for(
+        Duration::from_secs(180),
+        "the service to be created",
+        || {
+            let out = p.cli(&["service", name, "--json"]);
+            let v: Value = serde_json::from_str(&out.stdout).ok()?;
+            assert_ne!(v["state"], "failed", "{v}{}", p.logs());
+            (v["state"] == "succeeded").then_some(())
+        },
+    )
     .unwrap_or_else(|e| panic!("{e}{}", p.logs()));
 }
 
@@ -125,7 +129,10 @@ fn psql(creds: &Value, sql: &str) -> Result<String, String> {
         .env("PGPASSWORD", creds["password"].as_str().unwrap_or_default())
         .env("PGCONNECT_TIMEOUT", "5")
         .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1"])
-        .args(["-h", creds["external_hostname"].as_str().unwrap_or_default()])
+        .args([
+            "-h",
+            creds["external_hostname"].as_str().unwrap_or_default(),
+        ])
         .args(["-p", &creds["external_port"].to_string()])
         .args(["-U", creds["username"].as_str().unwrap_or_default()])
         .args(["-d", creds["name"].as_str().unwrap_or_default()])
@@ -191,13 +198,17 @@ fn apps_bound_to_builtin_postgres_and_redis_keep_their_data_and_their_own_creden
     assert!(body.contains("database_url"), "{body}");
 
     // The app writes through its binding, from inside its sandbox.
-    get_when(&p, &a, "/pg/write?v=kept", "a row written", |b| b == "written");
+    get_when(&p, &a, "/pg/write?v=kept", "a row written", |b| {
+        b == "written"
+    });
     get_when(&p, &a, "/pg/read", "the row", |b| b.contains("kept"));
     let set = get_when(&p, &a, "/redis/set?k=greeting&v=hello", "SET", |b| {
         b.contains("OK")
     });
     assert!(set.starts_with("+OK"), "{set}");
-    get_when(&p, &a, "/redis/get?k=greeting", "GET", |b| b.ends_with("hello"));
+    get_when(&p, &a, "/redis/get?k=greeting", "GET", |b| {
+        b.ends_with("hello")
+    });
 
     // The app restarts, then the service containers: the row is still there.
     let out = p.cli(&["restart", &a]);
@@ -221,9 +232,13 @@ fn apps_bound_to_builtin_postgres_and_redis_keep_their_data_and_their_own_creden
     get_when(&p, &a, "/pg/read", "the row after the restarts", |b| {
         b.contains("kept")
     });
-    get_when(&p, &a, "/redis/get?k=greeting", "the key after the restarts", |b| {
-        b.ends_with("hello")
-    });
+    get_when(
+        &p,
+        &a,
+        "/redis/get?k=greeting",
+        "the key after the restarts",
+        |b| b.ends_with("hello"),
+    );
 
     // A second app's binding has credentials of its own; once unbound they are refused by the
     // database while the first app's still work.
@@ -262,5 +277,7 @@ fn apps_bound_to_builtin_postgres_and_redis_keep_their_data_and_their_own_creden
     psql(&creds_a, "DROP TABLE items").unwrap();
     let out = p.cli(&["service-restore", &db, &backup]);
     assert!(out.ok(), "service-restore: {out:?}{}", p.logs());
-    get_when(&p, &a, "/pg/read", "the restored row", |b| b.contains("kept"));
+    get_when(&p, &a, "/pg/read", "the restored row", |b| {
+        b.contains("kept")
+    });
 }

@@ -93,7 +93,10 @@ fn psql(creds: &Value, sql: &str) -> std::result::Result<String, String> {
         .env("PGPASSWORD", creds["password"].as_str().unwrap_or_default())
         .env("PGCONNECT_TIMEOUT", "5")
         .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1"])
-        .args(["-h", creds["external_hostname"].as_str().unwrap_or_default()])
+        .args([
+            "-h",
+            creds["external_hostname"].as_str().unwrap_or_default(),
+        ])
         .args(["-p", &creds["external_port"].to_string()])
         .args(["-U", creds["username"].as_str().unwrap_or_default()])
         .args(["-d", creds["name"].as_str().unwrap_or_default()])

@@ -370,6 +370,7 @@ async fn fake_node(
             capacity: capacity(),
             instances,
             tasks: Vec::new(),
+            services: Vec::new(),
         };
         match http
             .post(format!("{base}/v1/agent/heartbeat"))

@@ -141,6 +141,7 @@ async fn measure(node_count: usize, apps: usize) -> Measured {
             capacity: capacity(),
             instances: by_node.remove(n).unwrap_or_default(),
             tasks: Vec::new(),
+            services: Vec::new(),
         };
         nodes::heartbeat(&ctx, n, &hb).await.expect("heartbeat");
     }

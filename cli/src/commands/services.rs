@@ -435,6 +435,9 @@ pub fn restore(args: RestoreArgs, client: &Client) -> anyhow::Result<()> {
         wait_job(client, &args.name, &job.id)?;
     }
     let state = if args.no_wait { "started" } else { "done" };
-    println!("Restore of backup {} into {}: {state}", args.backup, args.name);
+    println!(
+        "Restore of backup {} into {}: {state}",
+        args.backup, args.name
+    );
     Ok(())
 }

@@ -828,8 +828,7 @@ pub mod prelude {
         AppStore, AuthStore, AutoscaleStore, BuildStore, BuiltinServiceStore, CronStore,
         DeploymentStore, DomainStore, EventStore, InstanceStore, LeaseStore, LogFeedStore,
         LogStore, MetricStore, NodeMetricStore, NodeStore, QuotaStore, RevisionStore, RollupStore,
-        RouteStore, ServiceStore, SpaceStore, SshStore, StagingStore,
-        Store, TaskStore,
+        RouteStore, ServiceStore, SpaceStore, SshStore, StagingStore, Store, TaskStore,
     };
 }
 
