@@ -1419,3 +1419,27 @@ impl Drop for Controller {
         }
     }
 }
+
+/// `psql` from the host with a built-in PostgreSQL binding's credentials, at the node's published
+/// address (`external_hostname`, `external_port`): stdout on success, the error text on failure.
+pub fn psql_binding(creds: &serde_json::Value, sql: &str) -> std::result::Result<String, String> {
+    let out = Command::new(psql())
+        .env("PGPASSWORD", creds["password"].as_str().unwrap_or_default())
+        .env("PGCONNECT_TIMEOUT", "5")
+        .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1"])
+        .args([
+            "-h",
+            creds["external_hostname"].as_str().unwrap_or_default(),
+        ])
+        .args(["-p", &creds["external_port"].to_string()])
+        .args(["-U", creds["username"].as_str().unwrap_or_default()])
+        .args(["-d", creds["name"].as_str().unwrap_or_default()])
+        .args(["-c", sql])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}

@@ -6,7 +6,7 @@
 //! unbound one is refused by the database; a backup restores a dropped table.
 
 use paas_e2e::pkgserver::{add_index, wheels_dir, PackageServer, Routes, StagingNet};
-use paas_e2e::{unique, wait_for, Platform};
+use paas_e2e::{psql_binding as psql, unique, wait_for, Platform};
 use serde_json::Value;
 use std::process::Command;
 use std::sync::Arc;
@@ -121,29 +121,6 @@ fn wait_created(p: &Platform, name: &str) {
         },
     )
     .unwrap_or_else(|e| panic!("{e}{}", p.logs()));
-}
-
-/// `psql` from the host with a binding's external address: stdout, or the error.
-fn psql(creds: &Value, sql: &str) -> Result<String, String> {
-    let out = Command::new("psql")
-        .env("PGPASSWORD", creds["password"].as_str().unwrap_or_default())
-        .env("PGCONNECT_TIMEOUT", "5")
-        .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1"])
-        .args([
-            "-h",
-            creds["external_hostname"].as_str().unwrap_or_default(),
-        ])
-        .args(["-p", &creds["external_port"].to_string()])
-        .args(["-U", creds["username"].as_str().unwrap_or_default()])
-        .args(["-d", creds["name"].as_str().unwrap_or_default()])
-        .args(["-c", sql])
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).to_string())
-    }
 }
 
 #[test]

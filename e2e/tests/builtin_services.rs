@@ -5,7 +5,7 @@
 //! removing container and volume.
 
 use anyhow::{bail, Context, Result};
-use paas_e2e::{unique, wait_for, Options, OsbClient, Platform};
+use paas_e2e::{psql_binding as psql, unique, wait_for, Options, OsbClient, Platform};
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
@@ -85,29 +85,6 @@ fn deprovision(osb: &OsbClient, id: &str) -> Result<()> {
     }
     assert_eq!(osb.wait_operation(id, Duration::from_secs(90))?, "gone");
     Ok(())
-}
-
-/// `psql` with a binding's credentials: stdout on success, the error text on failure.
-fn psql(creds: &Value, sql: &str) -> std::result::Result<String, String> {
-    let out = Command::new("psql")
-        .env("PGPASSWORD", creds["password"].as_str().unwrap_or_default())
-        .env("PGCONNECT_TIMEOUT", "5")
-        .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1"])
-        .args([
-            "-h",
-            creds["external_hostname"].as_str().unwrap_or_default(),
-        ])
-        .args(["-p", &creds["external_port"].to_string()])
-        .args(["-U", creds["username"].as_str().unwrap_or_default()])
-        .args(["-d", creds["name"].as_str().unwrap_or_default()])
-        .args(["-c", sql])
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
 }
 
 fn docker(args: &[&str]) -> String {
