@@ -62,8 +62,8 @@ fn is_guid(s: &str) -> bool {
 }
 
 /// A Cloud Foundry manifest as written (a capitalised display name from `((vars))`,
-/// `random-route`, the older `buildpack:`, a key this platform does not use) pushes, and its
-/// instance sees the whole runtime contract.
+/// `random-route`, the older `buildpack:`, `services:`) pushes, and its instance sees the whole
+/// runtime contract.
 #[test]
 fn a_cf_manifest_as_written_and_the_runtime_contract() {
     let p = Platform::start().expect("platform");
@@ -87,6 +87,14 @@ fn a_cf_manifest_as_written_and_the_runtime_contract() {
         "---\napplications:\n- name: ((app_name))\n  memory: 128M\n  random-route: true\n  buildpack: python_buildpack\n  services:\n  - a-database\n  env:\n    GREETING: ((greeting))\n",
     );
     write(d, "vars.yml", "app_name: GetStartedPython\n");
+    // The manifest's `services:` are bound on push (issue 22): here a user-provided one.
+    let ups = p.cli(&[
+        "cups",
+        "a-database",
+        "-p",
+        r#"{"uri":"postgres://u:p@db.example:5432/app"}"#,
+    ]);
+    assert!(ups.ok(), "cups: {ups:?}");
     let out = p.cli_in(
         &[
             "push",
@@ -100,11 +108,7 @@ fn a_cf_manifest_as_written_and_the_runtime_contract() {
         Some(d),
     );
     assert!(out.ok(), "push failed: {out:?}{}", p.logs());
-    assert!(
-        out.stderr
-            .contains("unknown field applications[0].services ignored"),
-        "{out:?}"
-    );
+    assert!(!out.stderr.contains("services ignored"), "{out:?}");
     assert!(
         out.stdout
             .contains("staging with buildpack python (named by the push)"),
@@ -189,7 +193,17 @@ fn a_cf_manifest_as_written_and_the_runtime_contract() {
     assert_eq!(seen["PORT"], "8080");
     assert_eq!(seen["VCAP_APP_PORT"], "8080");
     assert_eq!(seen["VCAP_APP_HOST"], "0.0.0.0");
-    assert_eq!(seen["VCAP_SERVICES"], "{}");
+    let services: serde_json::Value =
+        serde_json::from_str(seen["VCAP_SERVICES"].as_str().unwrap_or_default())
+            .expect("VCAP_SERVICES is JSON");
+    assert_eq!(
+        services["user-provided"][0]["name"], "a-database",
+        "{services}"
+    );
+    assert_eq!(
+        services["user-provided"][0]["credentials"]["uri"],
+        "postgres://u:p@db.example:5432/app"
+    );
     assert_eq!(seen["MEMORY_LIMIT"], "128m");
     assert_eq!(seen["CF_INSTANCE_INDEX"], "0");
     assert_eq!(seen["CF_INSTANCE_GUID"], instance_id.as_str());
