@@ -153,6 +153,26 @@ macro_rules! service_store {
         mod $m {
             use super::*;
 
+            /// A bound instance is neither deleted nor marked for deletion: decided inside the
+            /// caller's write transaction, so a bind cannot slip in between.
+            async fn refuse_if_bound(
+                tx: &mut sqlx::Transaction<'_, <$row as sqlx::Row>::Database>,
+                id: &str,
+            ) -> StoreResult<()> {
+                let bound: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM service_bindings WHERE instance_id = $1",
+                )
+                .bind(id)
+                .fetch_one(&mut **tx)
+                .await?;
+                if bound > 0 {
+                    return Err(StoreError::Conflict(format!(
+                        "the service instance is bound to {bound} app(s): unbind them first"
+                    )));
+                }
+                Ok(())
+            }
+
             fn broker(r: &$row) -> StoreResult<BrokerRecord> {
                 Ok(BrokerRecord {
                     name: r.try_get("name")?,
@@ -412,17 +432,7 @@ macro_rules! service_store {
 
                 async fn begin_service_delete(&self, id: &str) -> StoreResult<()> {
                     let mut tx = self.write_tx().await?;
-                    let bound: i64 = sqlx::query_scalar(
-                        "SELECT COUNT(*) FROM service_bindings WHERE instance_id = $1",
-                    )
-                    .bind(id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    if bound > 0 {
-                        return Err(StoreError::Conflict(format!(
-                            "the service instance is bound to {bound} app(s): unbind them first"
-                        )));
-                    }
+                    refuse_if_bound(&mut tx, id).await?;
                     let done = sqlx::query(
                         "UPDATE service_instances
                          SET state = $2, operation = NULL, description = NULL, updated_at = $3
@@ -442,17 +452,7 @@ macro_rules! service_store {
 
                 async fn delete_service_instance(&self, id: &str) -> StoreResult<()> {
                     let mut tx = self.write_tx().await?;
-                    let bound: i64 = sqlx::query_scalar(
-                        "SELECT COUNT(*) FROM service_bindings WHERE instance_id = $1",
-                    )
-                    .bind(id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    if bound > 0 {
-                        return Err(StoreError::Conflict(format!(
-                            "the service instance is bound to {bound} app(s): unbind them first"
-                        )));
-                    }
+                    refuse_if_bound(&mut tx, id).await?;
                     sqlx::query("DELETE FROM service_instances WHERE id = $1")
                         .bind(id)
                         .execute(&mut *tx)
