@@ -6,7 +6,7 @@
 use chrono::Utc;
 use paas_common::agent::{AppContext, Assignment, Heartbeat};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::control::desired::DesiredState;
 use crate::state::AppCtx;
@@ -49,6 +49,7 @@ pub async fn assignments_for(ctx: &AppCtx, node: &str) -> StoreResult<Vec<Assign
         .collect();
     let mut revisions: HashMap<(String, i64), Option<RevisionRecord>> = HashMap::new();
     let mut networks: HashMap<String, Vec<String>> = HashMap::new();
+    let builtin = builtin_services(ctx).await?;
     let contexts = AppContexts::load(ctx).await?;
     let mut out = Vec::new();
     // Retired instances still finishing requests stay on their node until they are done.
@@ -99,7 +100,8 @@ pub async fn assignments_for(ctx: &AppCtx, node: &str) -> StoreResult<Vec<Assign
         }
         env.insert("PAAS_APP_REVISION".into(), rev.number.to_string());
         if !networks.contains_key(&app.id) {
-            networks.insert(app.id.clone(), service_networks(ctx, &app.id).await?);
+            let nets = service_networks(ctx, &builtin, &app.id).await?;
+            networks.insert(app.id.clone(), nets);
         }
         let memory_mb = process.memory_mb;
         out.push(Assignment {
@@ -124,16 +126,37 @@ pub async fn assignments_for(ctx: &AppCtx, node: &str) -> StoreResult<Vec<Assign
     Ok(out)
 }
 
+/// The ids of the built-in service instances: read once per assignment list, so a platform
+/// without any spends no query per app on the nodes' long-polls.
+pub(super) async fn builtin_services(ctx: &AppCtx) -> StoreResult<HashSet<String>> {
+    Ok(ctx
+        .store
+        .builtin_instances()
+        .await?
+        .into_iter()
+        .map(|s| s.id)
+        .collect())
+}
+
 /// The networks of the built-in service instances an app is bound to (issue 22), from the
 /// bindings in the store, never from the app's env (a user-provided service's credentials are
 /// the user's words and must not choose a network to join).
-pub(super) async fn service_networks(ctx: &AppCtx, app_id: &str) -> StoreResult<Vec<String>> {
-    let mut out = Vec::new();
-    for b in ctx.store.bindings_of_app(app_id).await? {
-        if let Some(s) = ctx.store.builtin_instance(&b.instance_id).await? {
-            out.push(paas_common::agent::service_network(&s.id));
-        }
+pub(super) async fn service_networks(
+    ctx: &AppCtx,
+    builtin: &HashSet<String>,
+    app_id: &str,
+) -> StoreResult<Vec<String>> {
+    if builtin.is_empty() {
+        return Ok(Vec::new());
     }
+    let mut out: Vec<String> = ctx
+        .store
+        .bindings_of_app(app_id)
+        .await?
+        .into_iter()
+        .filter(|b| builtin.contains(&b.instance_id))
+        .map(|b| paas_common::agent::service_network(&b.instance_id))
+        .collect();
     out.sort();
     out.dedup();
     Ok(out)

@@ -163,6 +163,7 @@ pub(super) async fn assignments_for(
     desired: &DesiredState,
     contexts: &super::nodes::AppContexts,
 ) -> StoreResult<Vec<TaskAssignment>> {
+    let builtin = super::nodes::builtin_services(ctx).await?;
     let apps: HashMap<&str, &AppRecord> = desired
         .all_apps
         .iter()
@@ -214,7 +215,7 @@ pub(super) async fn assignments_for(
                 log_rate_limit_bytes: desired.lifecycle(&app.id).log_rate_limit_bytes,
                 context: Some(contexts.of(app, t.revision)),
                 // A release phase or a migration task needs the app's databases.
-                networks: super::nodes::service_networks(ctx, &app.id).await?,
+                networks: super::nodes::service_networks(ctx, &builtin, &app.id).await?,
             },
         });
     }
