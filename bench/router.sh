@@ -12,6 +12,8 @@
 #   PAAS_SERVER=/path/to/paas-server bench/router.sh ...   (measure another build, e.g. a baseline)
 #   PERF_DATA=/tmp/rtr.perf bench/router.sh 1              (profile the router while it is measured)
 #   SYSCALLS=1 bench/router.sh 1                           (system calls per request, nginx and router)
+#   IDLE=10000 bench/router.sh 5                           (memory held per idle keep-alive client
+#                                                           connection, nginx and router, no wrk)
 #
 # CPU time per 10k requests is the proxy's own utime+stime from /proc/PID/stat (all nginx
 # processes of that instance; the whole paas-server process, controller included).
@@ -29,6 +31,10 @@ CLI=$BIN/paas
 [ -x "$CLI" ] || CLI=$ROOT/target/debug/paas
 [ -x "$CLI" ] || { echo "build the CLI first: cargo build -p paas" >&2; exit 1; }
 command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "needs wrk and nginx (Debian: wrk nginx-light)" >&2; exit 1; }
+
+# Idle connections need a descriptor each in the client and the proxy.
+[ -z "${IDLE:-}" ] || ulimit -n 65536 || { echo "IDLE needs ulimit -n 65536 (run as root)" >&2; exit 1; }
+WORKER_CONNS=$(( ${IDLE:-0} + 4096 ))
 
 WORK=$(mktemp -d /tmp/paas-rtr-bench.XXXX)
 chmod 755 "$WORK"
@@ -66,7 +72,7 @@ worker_processes $(nproc);
 daemon off;
 pid $WORK/ng/nginx.pid;
 error_log $WORK/ng/error.log;
-events { worker_connections 4096; }
+events { worker_connections $WORKER_CONNS; }
 http {
   $common_http
   access_log $WORK/ng/access.log combined buffer=64k flush=1s;
@@ -124,6 +130,56 @@ ticks() { # total utime+stime of the given pids and their children (nginx worker
 }
 
 RESULTS=$WORK/results.tsv
+
+# IDLE=N: how much memory each proxy holds per idle keep-alive client connection. Per round and
+# proxy (alternating): RSS of the proxy's processes, then N connections each make one request and
+# stay open, RSS again; then one more request on each connection shows they were all kept.
+if [ -n "${IDLE:-}" ]; then
+  rss_kib() { # total VmRSS of the given pids and their children (nginx workers)
+    local t=0 p
+    for p in "$@" $(for q in "$@"; do pgrep -P "$q" || true; done); do
+      t=$((t + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status")))
+    done
+    echo "$t"
+  }
+  idle() { # NAME PORT HOST PIDS...
+    local name=$1 port=$2 host=$3; shift 3
+    local before after alive
+    rm -f "$WORK/idle.in" "$WORK/idle.out"
+    mkfifo "$WORK/idle.in"
+    before=$(rss_kib "$@")
+    python3 bench/idle_conns.py 127.0.0.1 "$port" "$host" "$IDLE" <"$WORK/idle.in" >"$WORK/idle.out" &
+    local client=$!
+    exec 7>"$WORK/idle.in"
+    for _ in $(seq 1 1200); do grep -q '^ready' "$WORK/idle.out" 2>/dev/null && break; kill -0 $client 2>/dev/null || break; sleep 0.1; done
+    grep -q '^ready' "$WORK/idle.out" || { echo "$name: the idle connections did not all open" >&2; exec 7>&-; exit 1; }
+    after=$(rss_kib "$@")
+    exec 7>&-
+    wait $client
+    alive=$(sed -n 's/^alive //p' "$WORK/idle.out")
+    printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$before" "$after" "$(( (after - before) * 1024 / IDLE ))" "$alive" | tee -a "$RESULTS"
+  }
+  echo "# $IDLE idle keep-alive connections, $ROUNDS rounds, $(nproc) cores"
+  printf 'proxy\trss_before_kib\trss_with_idle_kib\tbytes_per_conn\tstill_open\n'
+  for r in $(seq 1 "$ROUNDS"); do
+    idle nginx "$NG" "bench.localhost" "$NG_PID"
+    idle router "${ADDR##*:}" "bench.localhost" "$SRV_PID"
+  done
+  python3 - "$RESULTS" <<'EOF'
+import statistics, sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
+print("\n| proxy | bytes per idle connection, median (min-max) | kept open |")
+print("| --- | --- | --- |")
+med = {}
+for name in ("nginx", "router"):
+    b = [int(r[3]) for r in rows if r[0] == name]
+    med[name] = statistics.median(b)
+    kept = min(int(r[4]) for r in rows if r[0] == name)
+    print(f"| {name} | {med[name]:,.0f} ({min(b):,}-{max(b):,}) | {kept} of each round's connections |")
+print(f"\nrouter/nginx bytes per idle connection: {med['router'] / med['nginx']:.2f}x")
+EOF
+  exit 0
+fi
 run() { # NAME URL HOST PIDS...
   local name=$1 url=$2 host=$3; shift 3
   local t0 t1 out
