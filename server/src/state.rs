@@ -53,6 +53,8 @@ pub struct AppCtx {
     /// Service brokers: built-in ones registered at startup, registered ones by their row
     /// (issue 22).
     pub services: crate::services::Registry,
+    /// The instances' last resource samples, written to the store once per interval.
+    pub usage: crate::control::usage::UsageSamples,
 }
 
 /// A removed instance row kept for its node while its in-flight requests finish.

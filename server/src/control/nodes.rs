@@ -4,32 +4,40 @@
 //! only authenticate the node and call these; the model test's in-process agent calls them too.
 
 use chrono::Utc;
-use paas_common::agent::{AppContext, Assignment, Heartbeat};
+use paas_common::agent::{AppContext, Assignment, Heartbeat, InstanceReport};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::control::desired::DesiredState;
+use crate::events;
 use crate::state::AppCtx;
-use crate::store::{AppRecord, RevisionRecord, StoreResult};
+use crate::store::{AppRecord, NodeHeartbeat, ReportedBefore, RevisionRecord, StoreResult};
 
 /// Records a node's heartbeat: its capacity and each instance's reported state (with the events
-/// a change means); the route table follows at once when routing changed.
+/// a change means), in one write transaction that writes only the rows a report changes; the
+/// usage samples go to memory ([`super::usage`]). The route table follows at once when routing
+/// changed.
 pub async fn heartbeat(ctx: &AppCtx, node: &str, hb: &Heartbeat) -> StoreResult<()> {
-    ctx.store
-        .heartbeat_node(node, &hb.capacity, Utc::now())
+    let flush = ctx.usage.flush_due(node);
+    let events = |r: &InstanceReport, before: &ReportedBefore| events::events_for(node, r, before);
+    let applied = ctx
+        .store
+        .apply_heartbeat(
+            node,
+            &NodeHeartbeat {
+                capacity: &hb.capacity,
+                at: Utc::now(),
+                reports: &hb.instances,
+                write_usage: flush,
+            },
+            &events,
+        )
         .await?;
-    let mut changed = false;
-    for report in &hb.instances {
-        if let Some(before) = ctx.store.report_instance(node, report).await? {
-            changed |= before.routing_changed(report);
-            crate::events::record(ctx, node, report, &before).await;
-        }
-        if let Some(usage) = &report.usage {
-            ctx.store
-                .record_usage(node, &report.instance_id, usage)
-                .await?;
-        }
-    }
+    ctx.usage.record(node, &hb.instances, &applied.apps, flush);
+    let changed = applied
+        .changed
+        .iter()
+        .any(|(k, before)| before.routing_changed(&hb.instances[*k]));
     if changed {
         crate::router::refresh(ctx).await?;
     }

@@ -449,6 +449,126 @@ async fn insert_instance_on<'c, E: sqlx::Executor<'c, Database = $db>>(
     Ok(())
 }
 
+async fn heartbeat_node_on<'c, E: sqlx::Executor<'c, Database = $db>>(
+    ex: E,
+    name: &str,
+    c: &NodeCapacity,
+    at: DateTime<Utc>,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE nodes SET memory_mb = $1, disk_mb = $2, instance_slots = $3, last_heartbeat = $4,
+           state = CASE WHEN state = 'lost' THEN 'ready' ELSE state END WHERE name = $5",
+    )
+    .bind(c.memory_mb as i64)
+    .bind(c.disk_mb as i64)
+    .bind(c.instance_slots as i64)
+    .bind(at)
+    .bind(name)
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
+/// An instance row as a heartbeat compares it with the node's report.
+struct ReportedRow {
+    before: ReportedBefore,
+    container_id: Option<String>,
+    since: DateTime<Utc>,
+}
+
+fn reported_row(r: &$row) -> StoreResult<(String, ReportedRow)> {
+    let state: String = r.try_get("state")?;
+    let before = ReportedBefore {
+        app_id: r.try_get("app_id")?,
+        app_name: r.try_get("app_name")?,
+        index: r.try_get::<i64, _>("idx")? as u32,
+        state: InstanceState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("instance state {state:?}")))?,
+        host_port: r.try_get::<Option<i64>, _>("host_port")?.map(|p| p as u16),
+        restarts: r.try_get::<i64, _>("restarts")? as u32,
+        last_exit: r.try_get("last_exit")?,
+        ready: r.try_get("ready")?,
+    };
+    Ok((
+        r.try_get("id")?,
+        ReportedRow {
+            before,
+            container_id: r.try_get("container_id")?,
+            since: r.try_get("since")?,
+        },
+    ))
+}
+
+impl ReportedRow {
+    /// Whether writing `r` would change the row. `since` is compared to the microsecond, what
+    /// PostgreSQL keeps of a time.
+    fn changed_by(&self, r: &InstanceReport) -> bool {
+        let b = &self.before;
+        b.state != r.state
+            || b.host_port != r.host_port
+            || b.restarts != r.restarts
+            || b.last_exit != r.last_exit
+            || b.ready != r.ready
+            || self.container_id != r.container_id
+            || self.since.timestamp_micros() != r.since.timestamp_micros()
+    }
+}
+
+async fn update_reported_on<'c, E: sqlx::Executor<'c, Database = $db>>(
+    ex: E,
+    node: &str,
+    r: &InstanceReport,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE instances SET state = $1, container_id = $2, host_port = $3, restarts = $4, last_exit = $5, since = $6, ready = $7 WHERE id = $8 AND node_name = $9",
+    )
+    .bind(r.state.as_str())
+    .bind(&r.container_id)
+    .bind(r.host_port.map(i64::from))
+    .bind(r.restarts as i64)
+    .bind(&r.last_exit)
+    .bind(r.since)
+    .bind(r.ready)
+    .bind(&r.instance_id)
+    .bind(node)
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
+/// Usage samples per statement: 2 values each, far below either backend's bound-value limit.
+const USAGE_ROWS: usize = 400;
+
+/// Writes the usage samples of a node's instances, [`USAGE_ROWS`] rows per statement (one
+/// `CASE` over the ids); returns the rows written.
+async fn write_usage_on(
+    tx: &mut sqlx::Transaction<'static, $db>,
+    node: &str,
+    samples: &[(&str, String)],
+) -> StoreResult<u64> {
+    let mut written = 0;
+    for chunk in samples.chunks(USAGE_ROWS) {
+        let mut sql = String::from("UPDATE instances SET usage = CASE id");
+        for k in 0..chunk.len() {
+            sql.push_str(&format!(" WHEN ${} THEN ${}", 2 * k + 1, 2 * k + 2));
+        }
+        sql.push_str(&format!(" END WHERE node_name = ${} AND id IN (", 2 * chunk.len() + 1));
+        for k in 0..chunk.len() {
+            if k > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", 2 * k + 1));
+        }
+        sql.push(')');
+        let mut q = sqlx::query(&sql);
+        for (id, json) in chunk {
+            q = q.bind(*id).bind(json.as_str());
+        }
+        written += q.bind(node).execute(&mut **tx).await?.rows_affected();
+    }
+    Ok(written)
+}
+
 async fn delete_instance_on<'c, E: sqlx::Executor<'c, Database = $db>>(
     ex: E,
     id: &str,
@@ -956,18 +1076,7 @@ pub(crate) async fn insert_event<'c, E: sqlx::Executor<'c, Database = $db>>(
         c: &NodeCapacity,
         at: DateTime<Utc>,
     ) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE nodes SET memory_mb = $1, disk_mb = $2, instance_slots = $3, last_heartbeat = $4,
-               state = CASE WHEN state = 'lost' THEN 'ready' ELSE state END WHERE name = $5",
-        )
-        .bind(c.memory_mb as i64)
-        .bind(c.disk_mb as i64)
-        .bind(c.instance_slots as i64)
-        .bind(at)
-        .bind(name)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        heartbeat_node_on(&self.pool, name, c, at).await
     }
 
     async fn list_nodes(&self) -> StoreResult<Vec<NodeRecord>> {
@@ -1505,6 +1614,59 @@ pub(crate) async fn insert_event<'c, E: sqlx::Executor<'c, Database = $db>>(
         .execute(&self.pool)
         .await?;
         Ok(Some(before))
+    }
+
+    async fn apply_heartbeat(
+        &self,
+        node: &str,
+        hb: &NodeHeartbeat<'_>,
+        events: ReportEvents<'_>,
+    ) -> StoreResult<HeartbeatApplied> {
+        let mut tx = self.write_tx().await?;
+        heartbeat_node_on(&mut *tx, node, hb.capacity, hb.at).await?;
+        let rows = sqlx::query(
+            "SELECT i.id, i.state, i.container_id, i.host_port, i.restarts, i.last_exit, i.since, i.ready, i.idx, i.app_id, a.name AS app_name
+             FROM instances i JOIN apps a ON a.id = i.app_id WHERE i.node_name = $1",
+        )
+        .bind(node)
+        .fetch_all(&mut *tx)
+        .await?;
+        let rows: HashMap<String, ReportedRow> =
+            rows.iter().map(reported_row).collect::<StoreResult<_>>()?;
+        let mut out = HeartbeatApplied {
+            apps: Vec::with_capacity(hb.reports.len()),
+            ..Default::default()
+        };
+        let mut usage: Vec<(&str, String)> = Vec::new();
+        for (k, r) in hb.reports.iter().enumerate() {
+            let Some(row) = rows.get(&r.instance_id) else {
+                out.apps.push(None);
+                continue;
+            };
+            out.apps.push(Some(row.before.app_id.clone()));
+            if hb.write_usage {
+                if let Some(u) = &r.usage {
+                    let json =
+                        serde_json::to_string(u).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    usage.push((r.instance_id.as_str(), json));
+                }
+            }
+            if !row.changed_by(r) {
+                continue;
+            }
+            update_reported_on(&mut *tx, node, r).await?;
+            out.rows_written += 1;
+            for ev in events(r, &row.before) {
+                insert_event(&mut *tx, &ev).await?;
+                out.rows_written += 1;
+            }
+            out.changed.push((k, row.before.clone()));
+        }
+        if !usage.is_empty() {
+            out.rows_written += write_usage_on(&mut tx, node, &usage).await?;
+        }
+        tx.commit().await?;
+        Ok(out)
     }
 
     async fn app_of_instance(&self, instance_id: &str, node: &str) -> StoreResult<Option<String>> {
