@@ -227,6 +227,7 @@ pub async fn context(
         ssh: Default::default(),
         acme: tokio::sync::Notify::new(),
         services: Default::default(),
+        start_slot_wanted: Default::default(),
         usage: Default::default(),
     });
     // The platform's own PostgreSQL and Redis broker is in every space's marketplace (issue 22).

@@ -53,6 +53,10 @@ pub struct AppCtx {
     /// Service brokers: built-in ones registered at startup, registered ones by their row
     /// (issue 22).
     pub services: crate::services::Registry,
+    /// Set by a convergence pass that left rows unplaced because every node that fits was busy
+    /// starting instances: a heartbeat reporting a start finished then wakes the next pass at
+    /// once rather than at the next tick.
+    pub start_slot_wanted: std::sync::atomic::AtomicBool,
     /// The instances' last resource samples, written to the store once per interval.
     pub usage: crate::control::usage::UsageSamples,
 }

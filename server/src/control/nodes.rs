@@ -5,8 +5,10 @@
 
 use chrono::Utc;
 use paas_common::agent::{AppContext, Assignment, Heartbeat, InstanceReport};
+use paas_common::api::InstanceState;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::Ordering;
 
 use crate::control::desired::DesiredState;
 use crate::events;
@@ -40,6 +42,14 @@ pub async fn heartbeat(ctx: &AppCtx, node: &str, hb: &Heartbeat) -> StoreResult<
         .any(|(k, before)| before.routing_changed(&hb.instances[*k]));
     if changed {
         crate::router::refresh(ctx).await?;
+    }
+    let starting = |s| matches!(s, InstanceState::Pending | InstanceState::Starting);
+    let start_ended = applied
+        .changed
+        .iter()
+        .any(|(k, before)| starting(before.state) && !starting(hb.instances[*k].state));
+    if start_ended && ctx.start_slot_wanted.load(Ordering::Relaxed) {
+        ctx.converge.notify_one();
     }
     super::tasks::heartbeat(ctx, node, &hb.tasks).await?;
     super::services::heartbeat(ctx, node, &hb.services).await

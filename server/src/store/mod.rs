@@ -332,6 +332,27 @@ pub struct HeartbeatApplied {
     pub rows_written: u64,
 }
 
+/// What one convergence pass writes, in one transaction ([`InstanceStore::write_pass`]).
+#[derive(Debug, Default)]
+pub struct PassWrites {
+    /// Rows removed.
+    pub delete: Vec<String>,
+    /// New rows, placed already (or with their placement error) when the pass decided.
+    pub insert: Vec<InstanceRecord>,
+    /// Existing rows placed on a node, or left unplaced with a new reason: (id, node, error).
+    pub place: Vec<(String, Option<String>, Option<String>)>,
+    pub events: Vec<Event>,
+}
+
+impl PassWrites {
+    pub fn is_empty(&self) -> bool {
+        self.delete.is_empty()
+            && self.insert.is_empty()
+            && self.place.is_empty()
+            && self.events.is_empty()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Event {
     /// The app's name as it was, for display (history outlives the app).
@@ -551,6 +572,10 @@ pub trait InstanceStore: Send + Sync + 'static {
         node: &str,
         report: &InstanceReport,
     ) -> StoreResult<Option<ReportedBefore>>;
+    /// A convergence pass's removals, new rows, placements and their events, in one write
+    /// transaction (rows and events in multi-row statements), fenced by `fence` when given: all
+    /// of it is written, or nothing.
+    async fn write_pass(&self, fence: Option<&Fence>, writes: &PassWrites) -> StoreResult<()>;
     /// A node's whole heartbeat in one write transaction: its capacity and last-seen time, then
     /// its rows read once and only those a report changes (state, container, port, restarts,
     /// last exit, since, readiness) written, with the events `events` gives for each; the usage

@@ -536,6 +536,78 @@ async fn update_reported_on<'c, E: sqlx::Executor<'c, Database = $db>>(
     Ok(())
 }
 
+/// Rows per multi-row statement of a pass: 15 values each for an instance, far below either
+/// backend's bound-value limit.
+const PASS_ROWS: usize = 500;
+
+async fn insert_instances_on(
+    tx: &mut sqlx::Transaction<'static, $db>,
+    rows: &[InstanceRecord],
+) -> StoreResult<()> {
+    for chunk in rows.chunks(PASS_ROWS) {
+        let mut q = sqlx::QueryBuilder::<$db>::new(
+            "INSERT INTO instances (id, app_id, revision, process_type, idx, node_name, state, container_id, host_port, restarts, last_exit, placement_error, since, created_at, ready) ",
+        );
+        q.push_values(chunk, |mut b, i| {
+            b.push_bind(i.id.clone())
+                .push_bind(i.app_id.clone())
+                .push_bind(i.revision)
+                .push_bind(i.process_type.clone())
+                .push_bind(i.index as i64)
+                .push_bind(i.node_name.clone())
+                .push_bind(i.state.as_str())
+                .push_bind(i.container_id.clone())
+                .push_bind(i.host_port.map(i64::from))
+                .push_bind(i.restarts as i64)
+                .push_bind(i.last_exit.clone())
+                .push_bind(i.placement_error.clone())
+                .push_bind(i.since)
+                .push_bind(i.created_at)
+                .push_bind(i.ready);
+        });
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+async fn delete_instances_on(
+    tx: &mut sqlx::Transaction<'static, $db>,
+    ids: &[String],
+) -> StoreResult<()> {
+    for chunk in ids.chunks(PASS_ROWS) {
+        let mut q = sqlx::QueryBuilder::<$db>::new("DELETE FROM instances WHERE id IN (");
+        let mut list = q.separated(", ");
+        for id in chunk {
+            list.push_bind(id.clone());
+        }
+        q.push(")");
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+async fn insert_events_on(
+    tx: &mut sqlx::Transaction<'static, $db>,
+    events: &[Event],
+) -> StoreResult<()> {
+    let now = Utc::now();
+    for chunk in events.chunks(PASS_ROWS) {
+        let mut q = sqlx::QueryBuilder::<$db>::new(
+            "INSERT INTO events (app_name, app_id, actor, kind, message, created_at) ",
+        );
+        q.push_values(chunk, |mut b, ev| {
+            b.push_bind(ev.app_name.clone())
+                .push_bind(ev.app_id.clone())
+                .push_bind(ev.actor.clone())
+                .push_bind(ev.kind.clone())
+                .push_bind(ev.message.clone())
+                .push_bind(now);
+        });
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 /// Usage samples per statement: 2 values each, far below either backend's bound-value limit.
 const USAGE_ROWS: usize = 400;
 
@@ -1614,6 +1686,24 @@ pub(crate) async fn insert_event<'c, E: sqlx::Executor<'c, Database = $db>>(
         .execute(&self.pool)
         .await?;
         Ok(Some(before))
+    }
+
+    async fn write_pass(&self, fence: Option<&Fence>, w: &PassWrites) -> StoreResult<()> {
+        if w.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write_tx().await?;
+        if let Some(f) = fence {
+            check_fence(&mut tx, f).await?;
+        }
+        delete_instances_on(&mut tx, &w.delete).await?;
+        insert_instances_on(&mut tx, &w.insert).await?;
+        for (id, node, error) in &w.place {
+            place_instance_on(&mut *tx, id, node.as_deref(), error.as_deref()).await?;
+        }
+        insert_events_on(&mut tx, &w.events).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn apply_heartbeat(
