@@ -229,6 +229,7 @@ pub async fn context(
         services: Default::default(),
         start_slot_wanted: Default::default(),
         usage: Default::default(),
+        snapshots: Default::default(),
     });
     // The platform's own PostgreSQL and Redis broker is in every space's marketplace (issue 22).
     // It holds the context for as long as the process lives, as the registry in it does.

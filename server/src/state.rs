@@ -57,6 +57,8 @@ pub struct AppCtx {
     /// starting instances: a heartbeat reporting a start finished then wakes the next pass at
     /// once rather than at the next tick.
     pub start_slot_wanted: std::sync::atomic::AtomicBool,
+    /// The desired state every node's assignment list is resolved against, one per version.
+    pub snapshots: crate::control::nodes::Snapshots,
     /// The instances' last resource samples, written to the store once per interval.
     pub usage: crate::control::usage::UsageSamples,
 }
