@@ -12,7 +12,6 @@
 use paas_common::agent::InstanceReport;
 use paas_common::api::InstanceState;
 
-use crate::state::AppCtx;
 use crate::store::{Event, ReportedBefore};
 
 /// Crashes so far of an instance with these counts.
@@ -62,16 +61,6 @@ pub fn events_for(node: &str, report: &InstanceReport, before: &ReportedBefore) 
         });
     }
     out
-}
-
-/// Records the events of one report (see the module doc); a failure is logged, never fatal to
-/// the heartbeat.
-pub async fn record(ctx: &AppCtx, node: &str, report: &InstanceReport, before: &ReportedBefore) {
-    for event in events_for(node, report, before) {
-        if let Err(e) = ctx.store.add_event(&event).await {
-            tracing::warn!(error = %e, kind = %event.kind, "could not record an event");
-        }
-    }
 }
 
 #[cfg(test)]

@@ -53,6 +53,14 @@ pub struct AppCtx {
     /// Service brokers: built-in ones registered at startup, registered ones by their row
     /// (issue 22).
     pub services: crate::services::Registry,
+    /// Set by a convergence pass that left rows unplaced because every node that fits was busy
+    /// starting instances: a heartbeat reporting a start finished then wakes the next pass at
+    /// once rather than at the next tick.
+    pub start_slot_wanted: std::sync::atomic::AtomicBool,
+    /// The desired state every node's assignment list is resolved against, one per version.
+    pub snapshots: crate::control::nodes::Snapshots,
+    /// The instances' last resource samples, written to the store once per interval.
+    pub usage: crate::control::usage::UsageSamples,
 }
 
 /// A removed instance row kept for its node while its in-flight requests finish.

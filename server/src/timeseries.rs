@@ -119,7 +119,7 @@ pub async fn flush(ctx: &AppCtx, ts: i64) -> StoreResult<usize> {
         let bucket = open.remove(&app.id).unwrap_or_default();
         let mut lat = bucket.latencies_ms;
         lat.sort_by(f64::total_cmp);
-        let usage = ctx.store.app_usage(&app.id).await?;
+        let usage = crate::control::usage::app_usage(ctx, &app.id).await?;
         let mut per_instance: Vec<(u32, u64, f64)> = Vec::new();
         let mut restarts = 0u64;
         for i in instances.iter().filter(|i| i.app_id == app.id) {

@@ -6,8 +6,8 @@ use chrono::{SubsecRound, TimeDelta, Utc};
 use paas_common::agent::{DropletImage, InstanceReport, NodeCapacity};
 use paas_common::api::{AppState, InstanceState, InstanceUsage, LogLine};
 use paas_server::store::{
-    AppRecord, Event, EventFilter, InstanceRecord, LogQuery, MetricRow, NewRevision, NodeRecord,
-    RevisionExtra, Store, StoreError, TokenRecord, User,
+    AppRecord, Event, EventFilter, InstanceRecord, LogQuery, MetricRow, NewRevision, NodeHeartbeat,
+    NodeRecord, ReportedBefore, RevisionExtra, Store, StoreError, TokenRecord, User,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,6 +19,7 @@ store_suite!(
     revisions_number_up_per_app_and_carry_env_and_settings,
     concurrent_deploys_never_share_a_revision_number,
     instances_are_placed_reported_and_retired,
+    a_heartbeat_writes_only_what_changed_in_one_transaction,
     nodes_register_heartbeat_get_lost_and_keep_drain_states,
     events_list_newest_last_and_count_by_filter,
     logs_filter_by_source_instance_time_and_text_and_drains_are_idempotent,
@@ -343,6 +344,159 @@ async fn instances_are_placed_reported_and_retired(store: &dyn Store) {
     assert_eq!(
         store.retiring_instances().await.unwrap(),
         ["i0".to_string()].into()
+    );
+}
+
+async fn a_heartbeat_writes_only_what_changed_in_one_transaction(store: &dyn Store) {
+    let a = app(store, "dev", "web").await;
+    store.upsert_node(&node("n1", "tok1")).await.unwrap();
+    store.upsert_node(&node("n2", "tok2")).await.unwrap();
+    for (id, idx, n) in [("i0", 0, "n1"), ("i1", 1, "n1"), ("i2", 2, "n2")] {
+        store.insert_instance(&instance(&a, id, idx)).await.unwrap();
+        store.place_instance(id, Some(n), None).await.unwrap();
+    }
+    // Microseconds: what PostgreSQL keeps of a time (the comparison is to the microsecond).
+    let since = Utc::now().trunc_subsecs(6);
+    let usage = |cpu: f64| InstanceUsage {
+        cpu_percent: cpu,
+        memory_bytes: 1 << 20,
+        memory_limit_bytes: 1 << 28,
+        disk_bytes: 10,
+        uptime_secs: 3,
+        sampled_at: None,
+    };
+    let report = |id: &str, state: InstanceState, restarts: u32, cpu: f64| InstanceReport {
+        instance_id: id.into(),
+        state,
+        container_id: Some(format!("c-{id}")),
+        host_port: Some(40000),
+        restarts,
+        last_exit: None,
+        since,
+        usage: Some(usage(cpu)),
+        ready: true,
+    };
+    let cap = NodeCapacity {
+        memory_mb: 1024,
+        disk_mb: 1,
+        instance_slots: 3,
+    };
+    // One event per changed row, so the test sees which rows the store compared as changed.
+    let events = |r: &InstanceReport, b: &ReportedBefore| {
+        vec![Event {
+            app_name: Some(b.app_name.clone()),
+            app_id: Some(b.app_id.clone()),
+            actor: "node:n1".into(),
+            kind: "test.report".into(),
+            message: format!(
+                "{} {} -> {}",
+                r.instance_id,
+                b.state.as_str(),
+                r.state.as_str()
+            ),
+        }]
+    };
+    let reports = vec![
+        report("i0", InstanceState::Running, 0, 1.0),
+        report("i1", InstanceState::Starting, 0, 2.0),
+        // Another node's row: ignored.
+        report("i2", InstanceState::Crashed, 5, 3.0),
+    ];
+    let at = (Utc::now() + TimeDelta::seconds(5)).trunc_subsecs(0);
+    let hb = |reports, write_usage| NodeHeartbeat {
+        capacity: &cap,
+        at,
+        reports,
+        write_usage,
+    };
+    let applied = store
+        .apply_heartbeat("n1", &hb(&reports, true), &events)
+        .await
+        .unwrap();
+    assert_eq!(
+        applied.apps,
+        [Some(a.id.clone()), Some(a.id.clone()), None],
+        "a row of another node is not this node's to report"
+    );
+    let changed: Vec<usize> = applied.changed.iter().map(|(k, _)| *k).collect();
+    assert_eq!(changed, [0, 1]);
+    assert_eq!(applied.changed[0].1.state, InstanceState::Pending);
+    // Two rows, their two events, two usage samples.
+    assert_eq!(applied.rows_written, 6);
+    let rows = store.app_instances(&a.id).await.unwrap();
+    let by_id = |id: &str| rows.iter().find(|i| i.id == id).unwrap().clone();
+    assert_eq!(
+        (
+            by_id("i0").state,
+            by_id("i0").container_id,
+            by_id("i0").since
+        ),
+        (InstanceState::Running, Some("c-i0".to_string()), since)
+    );
+    assert_eq!(by_id("i1").state, InstanceState::Starting);
+    assert_eq!(
+        by_id("i2").state,
+        InstanceState::Pending,
+        "n1 cannot report it"
+    );
+    let u = store.app_usage(&a.id).await.unwrap();
+    assert_eq!((u.len(), u["i0"].cpu_percent), (2, 1.0));
+    let n1 = store
+        .list_nodes()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|n| n.name == "n1")
+        .unwrap();
+    assert_eq!((n1.capacity.instance_slots, n1.last_heartbeat), (3, at));
+
+    // The same states again, new usage not due: nothing but the node's row is written.
+    let same = vec![
+        report("i0", InstanceState::Running, 0, 7.0),
+        report("i1", InstanceState::Starting, 0, 8.0),
+    ];
+    let applied = store
+        .apply_heartbeat("n1", &hb(&same, false), &events)
+        .await
+        .unwrap();
+    assert!(applied.changed.is_empty(), "{:?}", applied.changed);
+    assert_eq!(applied.rows_written, 0);
+    assert_eq!(store.app_usage(&a.id).await.unwrap()["i0"].cpu_percent, 1.0);
+
+    // One row changes (i1 runs, restarted once): only it is written, with its event; usage
+    // due: both samples in one statement.
+    let next = vec![
+        report("i0", InstanceState::Running, 0, 7.0),
+        report("i1", InstanceState::Running, 1, 8.0),
+    ];
+    let applied = store
+        .apply_heartbeat("n1", &hb(&next, true), &events)
+        .await
+        .unwrap();
+    let changed: Vec<usize> = applied.changed.iter().map(|(k, _)| *k).collect();
+    assert_eq!(changed, [1]);
+    assert_eq!(
+        (applied.changed[0].1.state, applied.changed[0].1.restarts),
+        (InstanceState::Starting, 0)
+    );
+    assert_eq!(applied.rows_written, 1 + 1 + 2);
+    let u = store.app_usage(&a.id).await.unwrap();
+    assert_eq!((u["i0"].cpu_percent, u["i1"].cpu_percent), (7.0, 8.0));
+    let reported: Vec<String> = store
+        .list_events(&EventFilter::default(), None, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event.kind == "test.report")
+        .map(|e| e.event.message)
+        .collect();
+    assert_eq!(
+        reported,
+        [
+            "i0 pending -> running",
+            "i1 pending -> starting",
+            "i1 starting -> running"
+        ]
     );
 }
 

@@ -113,15 +113,13 @@ pub async fn assignments(
         version,
         instances: crate::control::nodes::assignments_for(&ctx, &node.name).await?,
         builds: ctx.builds.for_node(ctx.store.as_ref(), &node.name).await?,
-        collected_images: collected_images(&ctx).await?,
+        collected_images: crate::control::nodes::snapshot(&ctx)
+            .await?
+            .collected_images
+            .clone(),
         tasks: crate::control::nodes::task_assignments_for(&ctx, &node.name).await?,
         services: crate::control::services::assignments_for(&ctx, &node.name).await?,
     }))
-}
-
-/// Images of Dockerfile droplets retention collected, for nodes to remove.
-async fn collected_images(ctx: &Ctx) -> ApiResult<Vec<String>> {
-    Ok(crate::droplets::collected_images(ctx.store.as_ref(), &ctx.blobs).await?)
 }
 
 pub async fn droplet(ctx: Ctx, node: AgentNode, sha: web::Path<String>) -> ApiResult<HttpResponse> {

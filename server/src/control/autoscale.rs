@@ -265,7 +265,7 @@ pub async fn observe(
             / (rows.len() as f64 * RESOLUTION_SECS as f64)
     });
     let p99_ms = rows.iter().filter_map(|r| r.p99_ms).reduce(f64::max);
-    let usage = ctx.store.app_usage(&app.id).await?;
+    let usage = super::usage::app_usage(ctx, &app.id).await?;
     let (mut sum, mut n) = (0.0, 0u32);
     for i in ctx.store.app_instances(&app.id).await? {
         let current = app.current_revision == Some(i.revision);

@@ -13,3 +13,4 @@ pub mod nodes;
 pub mod scheduler;
 pub mod services;
 pub mod tasks;
+pub mod usage;

@@ -4,53 +4,135 @@
 //! only authenticate the node and call these; the model test's in-process agent calls them too.
 
 use chrono::Utc;
-use paas_common::agent::{AppContext, Assignment, Heartbeat};
+use paas_common::agent::{AppContext, Assignment, Heartbeat, InstanceReport};
+use paas_common::api::InstanceState;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use crate::control::desired::DesiredState;
+use crate::events;
 use crate::state::AppCtx;
-use crate::store::{AppRecord, RevisionRecord, StoreResult};
+use crate::store::{AppRecord, NodeHeartbeat, ReportedBefore, RevisionRecord, StoreResult};
 
 /// Records a node's heartbeat: its capacity and each instance's reported state (with the events
-/// a change means); the route table follows at once when routing changed.
+/// a change means), in one write transaction that writes only the rows a report changes; the
+/// usage samples go to memory ([`super::usage`]). The route table follows at once when routing
+/// changed.
 pub async fn heartbeat(ctx: &AppCtx, node: &str, hb: &Heartbeat) -> StoreResult<()> {
-    ctx.store
-        .heartbeat_node(node, &hb.capacity, Utc::now())
+    let flush = ctx.usage.flush_due(node);
+    let events = |r: &InstanceReport, before: &ReportedBefore| events::events_for(node, r, before);
+    let applied = ctx
+        .store
+        .apply_heartbeat(
+            node,
+            &NodeHeartbeat {
+                capacity: &hb.capacity,
+                at: Utc::now(),
+                reports: &hb.instances,
+                write_usage: flush,
+            },
+            &events,
+        )
         .await?;
-    let mut changed = false;
-    for report in &hb.instances {
-        if let Some(before) = ctx.store.report_instance(node, report).await? {
-            changed |= before.routing_changed(report);
-            crate::events::record(ctx, node, report, &before).await;
-        }
-        if let Some(usage) = &report.usage {
-            ctx.store
-                .record_usage(node, &report.instance_id, usage)
-                .await?;
-        }
-    }
+    ctx.usage.record(node, &hb.instances, &applied.apps, flush);
+    let changed = applied
+        .changed
+        .iter()
+        .any(|(k, before)| before.routing_changed(&hb.instances[*k]));
     if changed {
         crate::router::refresh(ctx).await?;
     }
+    let starting = |s| matches!(s, InstanceState::Pending | InstanceState::Starting);
+    let start_ended = applied
+        .changed
+        .iter()
+        .any(|(k, before)| starting(before.state) && !starting(hb.instances[*k].state));
+    if start_ended && ctx.start_slot_wanted.load(Ordering::Relaxed) {
+        ctx.converge.notify_one();
+    }
     super::tasks::heartbeat(ctx, node, &hb.tasks).await?;
     super::services::heartbeat(ctx, node, &hb.services).await
+}
+
+/// What every node's assignment list is resolved against: the desired state, the apps'
+/// contexts, the built-in services, the images to collect. Every node long-polls its whole list
+/// after each change, so each one loading these was nodes x apps per change; one is loaded per
+/// assignment version and shared ([`snapshot`]).
+pub struct Snapshot {
+    pub(super) desired: DesiredState,
+    pub(super) contexts: AppContexts,
+    pub(super) builtin: HashSet<String>,
+    /// Images of Dockerfile droplets retention collected, for nodes to remove.
+    pub collected_images: Vec<String>,
+    /// Index of each app in `desired.all_apps`, by id.
+    apps: HashMap<String, usize>,
+}
+
+impl Snapshot {
+    async fn load(ctx: &AppCtx) -> StoreResult<Self> {
+        let desired = DesiredState::load(ctx.store.as_ref()).await?;
+        let apps = desired
+            .all_apps
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.id.clone(), i))
+            .collect();
+        Ok(Self {
+            contexts: AppContexts::load(ctx).await?,
+            builtin: builtin_services(ctx).await?,
+            collected_images: crate::droplets::collected_images(ctx.store.as_ref(), &ctx.blobs)
+                .await?,
+            desired,
+            apps,
+        })
+    }
+
+    pub fn app(&self, id: &str) -> Option<&AppRecord> {
+        self.apps.get(id).map(|&i| &self.desired.all_apps[i])
+    }
+}
+
+/// How long a snapshot serves its assignment version: the long-polls that answer together
+/// after a bump share one. A change that bumps no version (a route mapped, a log rate limit)
+/// reaches the nodes' next lists as before, at most this much later.
+const SNAPSHOT_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The snapshot of the current assignment version (see [`Snapshot`]).
+#[derive(Default)]
+pub struct Snapshots {
+    /// Held while one loads, so the long-polls woken together wait for it rather than each
+    /// loading its own.
+    slot: tokio::sync::Mutex<Option<(u64, std::time::Instant, Arc<Snapshot>)>>,
+}
+
+/// The snapshot for the current assignment version: loaded once, shared by every node's
+/// assignment list until the version moves (or [`SNAPSHOT_TTL`] passes). The version is read
+/// before loading, so a snapshot is never older than the change that made its version.
+pub async fn snapshot(ctx: &AppCtx) -> StoreResult<Arc<Snapshot>> {
+    let version = *ctx.assignments.borrow();
+    let mut slot = ctx.snapshots.slot.lock().await;
+    if let Some((v, at, snap)) = slot.as_ref() {
+        if *v == version && at.elapsed() < SNAPSHOT_TTL {
+            return Ok(snap.clone());
+        }
+    }
+    let snap = Arc::new(Snapshot::load(ctx).await?);
+    *slot = Some((version, std::time::Instant::now(), snap.clone()));
+    Ok(snap)
 }
 
 /// The instances assigned to `node`, each with everything its agent needs to run it: what its
 /// row's revision resolves to in the desired state, env with secrets opened.
 pub async fn assignments_for(ctx: &AppCtx, node: &str) -> StoreResult<Vec<Assignment>> {
     // The same desired state convergence reads: a row runs what its revision resolves to.
-    let desired = DesiredState::load(ctx.store.as_ref()).await?;
-    let apps: HashMap<&str, &AppRecord> = desired
-        .all_apps
-        .iter()
-        .map(|a| (a.id.as_str(), a))
-        .collect();
+    let snap = snapshot(ctx).await?;
+    let desired = &snap.desired;
+    let contexts = &snap.contexts;
+    let builtin = &snap.builtin;
     let mut revisions: HashMap<(String, i64), Option<RevisionRecord>> = HashMap::new();
     let mut networks: HashMap<String, Vec<String>> = HashMap::new();
-    let builtin = builtin_services(ctx).await?;
-    let contexts = AppContexts::load(ctx).await?;
     let mut out = Vec::new();
     // Retired instances still finishing requests stay on their node until they are done.
     let retired = ctx.retired_on(node);
@@ -61,7 +143,7 @@ pub async fn assignments_for(ctx: &AppCtx, node: &str) -> StoreResult<Vec<Assign
         if inst.node_name.as_deref() != Some(node) {
             continue;
         }
-        let Some(app) = apps.get(inst.app_id.as_str()).copied() else {
+        let Some(app) = snap.app(&inst.app_id) else {
             continue;
         };
         // The current revision is in the desired state already; an older one is read once.
@@ -100,7 +182,7 @@ pub async fn assignments_for(ctx: &AppCtx, node: &str) -> StoreResult<Vec<Assign
         }
         env.insert("PAAS_APP_REVISION".into(), rev.number.to_string());
         if !networks.contains_key(&app.id) {
-            let nets = service_networks(ctx, &builtin, &app.id).await?;
+            let nets = service_networks(ctx, builtin, &app.id).await?;
             networks.insert(app.id.clone(), nets);
         }
         let memory_mb = process.memory_mb;
@@ -167,9 +249,8 @@ pub async fn task_assignments_for(
     ctx: &AppCtx,
     node: &str,
 ) -> StoreResult<Vec<paas_common::agent::TaskAssignment>> {
-    let desired = DesiredState::load(ctx.store.as_ref()).await?;
-    let contexts = AppContexts::load(ctx).await?;
-    super::tasks::assignments_for(ctx, node, &desired, &contexts).await
+    let snap = snapshot(ctx).await?;
+    super::tasks::assignments_for(ctx, node, &snap).await
 }
 
 /// What `VCAP_APPLICATION` says about each app: its space and org, its routes.

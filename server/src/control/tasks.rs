@@ -160,21 +160,15 @@ pub async fn log(ctx: &AppCtx, t: &TaskRecord, message: String) {
 pub(super) async fn assignments_for(
     ctx: &AppCtx,
     node: &str,
-    desired: &DesiredState,
-    contexts: &super::nodes::AppContexts,
+    snap: &super::nodes::Snapshot,
 ) -> StoreResult<Vec<TaskAssignment>> {
-    let builtin = super::nodes::builtin_services(ctx).await?;
-    let apps: HashMap<&str, &AppRecord> = desired
-        .all_apps
-        .iter()
-        .map(|a| (a.id.as_str(), a))
-        .collect();
+    let (desired, contexts, builtin) = (&snap.desired, &snap.contexts, &snap.builtin);
     let mut out = Vec::new();
     for t in ctx.store.active_tasks().await? {
         if t.node_name.as_deref() != Some(node) {
             continue;
         }
-        let Some(app) = apps.get(t.app_id.as_str()).copied() else {
+        let Some(app) = snap.app(&t.app_id) else {
             continue;
         };
         let mut env = BTreeMap::new();
@@ -215,7 +209,7 @@ pub(super) async fn assignments_for(
                 log_rate_limit_bytes: desired.lifecycle(&app.id).log_rate_limit_bytes,
                 context: Some(contexts.of(app, t.revision)),
                 // A release phase or a migration task needs the app's databases.
-                networks: super::nodes::service_networks(ctx, &builtin, &app.id).await?,
+                networks: super::nodes::service_networks(ctx, builtin, &app.id).await?,
             },
         });
     }

@@ -305,6 +305,54 @@ impl ReportedBefore {
     }
 }
 
+/// A node's heartbeat as [`InstanceStore::apply_heartbeat`] writes it.
+pub struct NodeHeartbeat<'a> {
+    pub capacity: &'a NodeCapacity,
+    pub at: DateTime<Utc>,
+    pub reports: &'a [InstanceReport],
+    /// Whether to write the reports' usage samples as well (one statement); between two such
+    /// heartbeats the caller keeps them in memory, since they change with every report.
+    pub write_usage: bool,
+}
+
+/// The events one report calls for, given the row it replaces (`events::events_for`): written
+/// in the heartbeat's transaction.
+pub type ReportEvents<'a> =
+    &'a (dyn Fn(&InstanceReport, &ReportedBefore) -> Vec<Event> + Send + Sync);
+
+/// What [`InstanceStore::apply_heartbeat`] found and wrote.
+#[derive(Debug, Default)]
+pub struct HeartbeatApplied {
+    /// Per report, in order: the app of its row when the row is assigned to the node; `None`
+    /// for a report the store ignored.
+    pub apps: Vec<Option<String>>,
+    /// The reports that changed their row (index in the reports, the row as it was).
+    pub changed: Vec<(usize, ReportedBefore)>,
+    /// Instance rows updated (state or usage) and events inserted, besides the node's row.
+    pub rows_written: u64,
+}
+
+/// What one convergence pass writes, in one transaction ([`InstanceStore::write_pass`]).
+#[derive(Debug, Default)]
+pub struct PassWrites {
+    /// Rows removed.
+    pub delete: Vec<String>,
+    /// New rows, placed already (or with their placement error) when the pass decided.
+    pub insert: Vec<InstanceRecord>,
+    /// Existing rows placed on a node, or left unplaced with a new reason: (id, node, error).
+    pub place: Vec<(String, Option<String>, Option<String>)>,
+    pub events: Vec<Event>,
+}
+
+impl PassWrites {
+    pub fn is_empty(&self) -> bool {
+        self.delete.is_empty()
+            && self.insert.is_empty()
+            && self.place.is_empty()
+            && self.events.is_empty()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Event {
     /// The app's name as it was, for display (history outlives the app).
@@ -524,6 +572,21 @@ pub trait InstanceStore: Send + Sync + 'static {
         node: &str,
         report: &InstanceReport,
     ) -> StoreResult<Option<ReportedBefore>>;
+    /// A convergence pass's removals, new rows, placements and their events, in one write
+    /// transaction (rows and events in multi-row statements), fenced by `fence` when given: all
+    /// of it is written, or nothing.
+    async fn write_pass(&self, fence: Option<&Fence>, writes: &PassWrites) -> StoreResult<()>;
+    /// A node's whole heartbeat in one write transaction: its capacity and last-seen time, then
+    /// its rows read once and only those a report changes (state, container, port, restarts,
+    /// last exit, since, readiness) written, with the events `events` gives for each; the usage
+    /// samples only when `hb.write_usage`. Reports of rows not assigned to `node` are ignored.
+    /// An unchanged heartbeat writes the node's row only.
+    async fn apply_heartbeat(
+        &self,
+        node: &str,
+        hb: &NodeHeartbeat<'_>,
+        events: ReportEvents<'_>,
+    ) -> StoreResult<HeartbeatApplied>;
     /// The app (id) of an instance assigned to `node`.
     async fn app_of_instance(&self, instance_id: &str, node: &str) -> StoreResult<Option<String>>;
     /// Marks the app's instances (or those of one process type's index) for rolling replacement;

@@ -449,6 +449,198 @@ async fn insert_instance_on<'c, E: sqlx::Executor<'c, Database = $db>>(
     Ok(())
 }
 
+async fn heartbeat_node_on<'c, E: sqlx::Executor<'c, Database = $db>>(
+    ex: E,
+    name: &str,
+    c: &NodeCapacity,
+    at: DateTime<Utc>,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE nodes SET memory_mb = $1, disk_mb = $2, instance_slots = $3, last_heartbeat = $4,
+           state = CASE WHEN state = 'lost' THEN 'ready' ELSE state END WHERE name = $5",
+    )
+    .bind(c.memory_mb as i64)
+    .bind(c.disk_mb as i64)
+    .bind(c.instance_slots as i64)
+    .bind(at)
+    .bind(name)
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
+/// An instance row as a heartbeat compares it with the node's report.
+struct ReportedRow {
+    before: ReportedBefore,
+    container_id: Option<String>,
+    since: DateTime<Utc>,
+}
+
+fn reported_row(r: &$row) -> StoreResult<(String, ReportedRow)> {
+    let state: String = r.try_get("state")?;
+    let before = ReportedBefore {
+        app_id: r.try_get("app_id")?,
+        app_name: r.try_get("app_name")?,
+        index: r.try_get::<i64, _>("idx")? as u32,
+        state: InstanceState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("instance state {state:?}")))?,
+        host_port: r.try_get::<Option<i64>, _>("host_port")?.map(|p| p as u16),
+        restarts: r.try_get::<i64, _>("restarts")? as u32,
+        last_exit: r.try_get("last_exit")?,
+        ready: r.try_get("ready")?,
+    };
+    Ok((
+        r.try_get("id")?,
+        ReportedRow {
+            before,
+            container_id: r.try_get("container_id")?,
+            since: r.try_get("since")?,
+        },
+    ))
+}
+
+impl ReportedRow {
+    /// Whether writing `r` would change the row. `since` is compared to the microsecond, what
+    /// PostgreSQL keeps of a time.
+    fn changed_by(&self, r: &InstanceReport) -> bool {
+        let b = &self.before;
+        b.state != r.state
+            || b.host_port != r.host_port
+            || b.restarts != r.restarts
+            || b.last_exit != r.last_exit
+            || b.ready != r.ready
+            || self.container_id != r.container_id
+            || self.since.timestamp_micros() != r.since.timestamp_micros()
+    }
+}
+
+async fn update_reported_on<'c, E: sqlx::Executor<'c, Database = $db>>(
+    ex: E,
+    node: &str,
+    r: &InstanceReport,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE instances SET state = $1, container_id = $2, host_port = $3, restarts = $4, last_exit = $5, since = $6, ready = $7 WHERE id = $8 AND node_name = $9",
+    )
+    .bind(r.state.as_str())
+    .bind(&r.container_id)
+    .bind(r.host_port.map(i64::from))
+    .bind(r.restarts as i64)
+    .bind(&r.last_exit)
+    .bind(r.since)
+    .bind(r.ready)
+    .bind(&r.instance_id)
+    .bind(node)
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
+/// Rows per multi-row statement of a pass: 15 values each for an instance, far below either
+/// backend's bound-value limit.
+const PASS_ROWS: usize = 500;
+
+async fn insert_instances_on(
+    tx: &mut sqlx::Transaction<'static, $db>,
+    rows: &[InstanceRecord],
+) -> StoreResult<()> {
+    for chunk in rows.chunks(PASS_ROWS) {
+        let mut q = sqlx::QueryBuilder::<$db>::new(
+            "INSERT INTO instances (id, app_id, revision, process_type, idx, node_name, state, container_id, host_port, restarts, last_exit, placement_error, since, created_at, ready) ",
+        );
+        q.push_values(chunk, |mut b, i| {
+            b.push_bind(i.id.clone())
+                .push_bind(i.app_id.clone())
+                .push_bind(i.revision)
+                .push_bind(i.process_type.clone())
+                .push_bind(i.index as i64)
+                .push_bind(i.node_name.clone())
+                .push_bind(i.state.as_str())
+                .push_bind(i.container_id.clone())
+                .push_bind(i.host_port.map(i64::from))
+                .push_bind(i.restarts as i64)
+                .push_bind(i.last_exit.clone())
+                .push_bind(i.placement_error.clone())
+                .push_bind(i.since)
+                .push_bind(i.created_at)
+                .push_bind(i.ready);
+        });
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+async fn delete_instances_on(
+    tx: &mut sqlx::Transaction<'static, $db>,
+    ids: &[String],
+) -> StoreResult<()> {
+    for chunk in ids.chunks(PASS_ROWS) {
+        let mut q = sqlx::QueryBuilder::<$db>::new("DELETE FROM instances WHERE id IN (");
+        let mut list = q.separated(", ");
+        for id in chunk {
+            list.push_bind(id.clone());
+        }
+        q.push(")");
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+async fn insert_events_on(
+    tx: &mut sqlx::Transaction<'static, $db>,
+    events: &[Event],
+) -> StoreResult<()> {
+    let now = Utc::now();
+    for chunk in events.chunks(PASS_ROWS) {
+        let mut q = sqlx::QueryBuilder::<$db>::new(
+            "INSERT INTO events (app_name, app_id, actor, kind, message, created_at) ",
+        );
+        q.push_values(chunk, |mut b, ev| {
+            b.push_bind(ev.app_name.clone())
+                .push_bind(ev.app_id.clone())
+                .push_bind(ev.actor.clone())
+                .push_bind(ev.kind.clone())
+                .push_bind(ev.message.clone())
+                .push_bind(now);
+        });
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Usage samples per statement: 2 values each, far below either backend's bound-value limit.
+const USAGE_ROWS: usize = 400;
+
+/// Writes the usage samples of a node's instances, [`USAGE_ROWS`] rows per statement (one
+/// `CASE` over the ids); returns the rows written.
+async fn write_usage_on(
+    tx: &mut sqlx::Transaction<'static, $db>,
+    node: &str,
+    samples: &[(&str, String)],
+) -> StoreResult<u64> {
+    let mut written = 0;
+    for chunk in samples.chunks(USAGE_ROWS) {
+        let mut sql = String::from("UPDATE instances SET usage = CASE id");
+        for k in 0..chunk.len() {
+            sql.push_str(&format!(" WHEN ${} THEN ${}", 2 * k + 1, 2 * k + 2));
+        }
+        sql.push_str(&format!(" END WHERE node_name = ${} AND id IN (", 2 * chunk.len() + 1));
+        for k in 0..chunk.len() {
+            if k > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", 2 * k + 1));
+        }
+        sql.push(')');
+        let mut q = sqlx::query(&sql);
+        for (id, json) in chunk {
+            q = q.bind(*id).bind(json.as_str());
+        }
+        written += q.bind(node).execute(&mut **tx).await?.rows_affected();
+    }
+    Ok(written)
+}
+
 async fn delete_instance_on<'c, E: sqlx::Executor<'c, Database = $db>>(
     ex: E,
     id: &str,
@@ -956,18 +1148,7 @@ pub(crate) async fn insert_event<'c, E: sqlx::Executor<'c, Database = $db>>(
         c: &NodeCapacity,
         at: DateTime<Utc>,
     ) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE nodes SET memory_mb = $1, disk_mb = $2, instance_slots = $3, last_heartbeat = $4,
-               state = CASE WHEN state = 'lost' THEN 'ready' ELSE state END WHERE name = $5",
-        )
-        .bind(c.memory_mb as i64)
-        .bind(c.disk_mb as i64)
-        .bind(c.instance_slots as i64)
-        .bind(at)
-        .bind(name)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        heartbeat_node_on(&self.pool, name, c, at).await
     }
 
     async fn list_nodes(&self) -> StoreResult<Vec<NodeRecord>> {
@@ -1505,6 +1686,77 @@ pub(crate) async fn insert_event<'c, E: sqlx::Executor<'c, Database = $db>>(
         .execute(&self.pool)
         .await?;
         Ok(Some(before))
+    }
+
+    async fn write_pass(&self, fence: Option<&Fence>, w: &PassWrites) -> StoreResult<()> {
+        if w.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write_tx().await?;
+        if let Some(f) = fence {
+            check_fence(&mut tx, f).await?;
+        }
+        delete_instances_on(&mut tx, &w.delete).await?;
+        insert_instances_on(&mut tx, &w.insert).await?;
+        for (id, node, error) in &w.place {
+            place_instance_on(&mut *tx, id, node.as_deref(), error.as_deref()).await?;
+        }
+        insert_events_on(&mut tx, &w.events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn apply_heartbeat(
+        &self,
+        node: &str,
+        hb: &NodeHeartbeat<'_>,
+        events: ReportEvents<'_>,
+    ) -> StoreResult<HeartbeatApplied> {
+        let mut tx = self.write_tx().await?;
+        heartbeat_node_on(&mut *tx, node, hb.capacity, hb.at).await?;
+        let rows = sqlx::query(
+            "SELECT i.id, i.state, i.container_id, i.host_port, i.restarts, i.last_exit, i.since, i.ready, i.idx, i.app_id, a.name AS app_name
+             FROM instances i JOIN apps a ON a.id = i.app_id WHERE i.node_name = $1",
+        )
+        .bind(node)
+        .fetch_all(&mut *tx)
+        .await?;
+        let rows: HashMap<String, ReportedRow> =
+            rows.iter().map(reported_row).collect::<StoreResult<_>>()?;
+        let mut out = HeartbeatApplied {
+            apps: Vec::with_capacity(hb.reports.len()),
+            ..Default::default()
+        };
+        let mut usage: Vec<(&str, String)> = Vec::new();
+        for (k, r) in hb.reports.iter().enumerate() {
+            let Some(row) = rows.get(&r.instance_id) else {
+                out.apps.push(None);
+                continue;
+            };
+            out.apps.push(Some(row.before.app_id.clone()));
+            if hb.write_usage {
+                if let Some(u) = &r.usage {
+                    let json =
+                        serde_json::to_string(u).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    usage.push((r.instance_id.as_str(), json));
+                }
+            }
+            if !row.changed_by(r) {
+                continue;
+            }
+            update_reported_on(&mut *tx, node, r).await?;
+            out.rows_written += 1;
+            for ev in events(r, &row.before) {
+                insert_event(&mut *tx, &ev).await?;
+                out.rows_written += 1;
+            }
+            out.changed.push((k, row.before.clone()));
+        }
+        if !usage.is_empty() {
+            out.rows_written += write_usage_on(&mut tx, node, &usage).await?;
+        }
+        tx.commit().await?;
+        Ok(out)
     }
 
     async fn app_of_instance(&self, instance_id: &str, node: &str) -> StoreResult<Option<String>> {

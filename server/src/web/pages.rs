@@ -520,7 +520,7 @@ pub async fn app(
             .into_iter()
             .map(|n| (n.name, n.address))
             .collect();
-        let usage = ctx.store.app_usage(&app.id).await?;
+        let usage = crate::control::usage::app_usage(&ctx, &app.id).await?;
         let rev = match app.current_revision {
             Some(n) => ctx.store.revision(&app.id, n).await?,
             None => None,
