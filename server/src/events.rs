@@ -103,6 +103,7 @@ mod tests {
             since: Utc::now(),
             usage: None,
             ready,
+            ip: None,
         }
     }
 

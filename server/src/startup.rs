@@ -227,6 +227,7 @@ pub async fn context(
         ssh: Default::default(),
         acme: tokio::sync::Notify::new(),
         services: Default::default(),
+        network: Default::default(),
     });
     // The platform's own PostgreSQL and Redis broker is in every space's marketplace (issue 22).
     // It holds the context for as long as the process lives, as the registry in it does.

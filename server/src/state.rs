@@ -53,6 +53,9 @@ pub struct AppCtx {
     /// Service brokers: built-in ones registered at startup, registered ones by their row
     /// (issue 22).
     pub services: crate::services::Registry,
+    /// The internal DNS table and resolved network policies (issue 25), computed once per pass
+    /// by [`crate::control::network::refresh`]; each node's assignment list reads its part.
+    pub network: std::sync::RwLock<Arc<crate::control::network::NetTable>>,
 }
 
 /// A removed instance row kept for its node while its in-flight requests finish.
