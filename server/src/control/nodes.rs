@@ -22,11 +22,6 @@ pub async fn heartbeat(ctx: &AppCtx, node: &str, hb: &Heartbeat) -> StoreResult<
     for report in &hb.instances {
         if let Some(before) = ctx.store.report_instance(node, report).await? {
             changed |= before.routing_changed(report);
-            // Before the refresh below reads it: a started instance's address comes with its
-            // `running` report.
-            ctx.store
-                .set_instance_ip(node, &report.instance_id, report.ip.as_deref())
-                .await?;
             crate::events::record(ctx, node, report, &before).await;
         }
         if let Some(usage) = &report.usage {

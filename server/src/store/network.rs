@@ -1,5 +1,6 @@
 //! The store's part for app-to-app networking (issue 25, `migrations/sqlite/0038_network.sql`):
-//! network policies, the instance addresses nodes report and the nodes' instance subnets. A role
+//! network policies, the instance addresses nodes report (written with the rest of each report,
+//! `InstanceStore::report_instance`) and the nodes' instance subnets. A role
 //! trait of its own, expanded once per backend like [`super::cron`].
 
 use async_trait::async_trait;
@@ -40,13 +41,6 @@ pub trait NetworkStore: Send + Sync + 'static {
     async fn list_policies(&self) -> StoreResult<Vec<PolicyRecord>>;
     /// Instance id -> the address its node reported on its instance network.
     async fn instance_ips(&self) -> StoreResult<HashMap<String, String>>;
-    /// Records the address a node reported for one of its instances (`None`: it has none now).
-    async fn set_instance_ip(
-        &self,
-        node: &str,
-        instance_id: &str,
-        ip: Option<&str>,
-    ) -> StoreResult<()>;
     /// Records a node's instance subnet (CIDR) as it registered.
     async fn set_node_subnet(&self, node: &str, subnet: Option<&str>) -> StoreResult<()>;
     /// Node name -> its instance subnet, for nodes that reported one.
@@ -143,23 +137,6 @@ macro_rules! network_store {
                     rows.iter()
                         .map(|r| Ok((r.try_get("id")?, r.try_get("ip")?)))
                         .collect()
-                }
-
-                async fn set_instance_ip(
-                    &self,
-                    node: &str,
-                    instance_id: &str,
-                    ip: Option<&str>,
-                ) -> StoreResult<()> {
-                    sqlx::query(
-                        "UPDATE instances SET ip = $1 WHERE id = $2 AND node_name = $3 AND ip IS DISTINCT FROM $1",
-                    )
-                    .bind(ip)
-                    .bind(instance_id)
-                    .bind(node)
-                    .execute(&self.pool)
-                    .await?;
-                    Ok(())
                 }
 
                 async fn set_node_subnet(&self, node: &str, subnet: Option<&str>) -> StoreResult<()> {

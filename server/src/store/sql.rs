@@ -1491,7 +1491,7 @@ pub(crate) async fn insert_event<'c, E: sqlx::Executor<'c, Database = $db>>(
             ready: before.try_get("ready")?,
         };
         sqlx::query(
-            "UPDATE instances SET state = $1, container_id = $2, host_port = $3, restarts = $4, last_exit = $5, since = $6, ready = $7 WHERE id = $8 AND node_name = $9",
+            "UPDATE instances SET state = $1, container_id = $2, host_port = $3, restarts = $4, last_exit = $5, since = $6, ready = $7, ip = $10 WHERE id = $8 AND node_name = $9",
         )
         .bind(r.state.as_str())
         .bind(&r.container_id)
@@ -1502,6 +1502,7 @@ pub(crate) async fn insert_event<'c, E: sqlx::Executor<'c, Database = $db>>(
         .bind(r.ready)
         .bind(&r.instance_id)
         .bind(node)
+        .bind(&r.ip)
         .execute(&self.pool)
         .await?;
         Ok(Some(before))
