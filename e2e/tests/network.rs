@@ -64,9 +64,18 @@ fn resolved(p: &Platform, app: &str, host: &str) -> Option<BTreeSet<String>> {
     })
 }
 
-/// (index, node, ip) of the app's instances once `n` run and each has an address.
-fn running(p: &Platform, app: &str, n: usize) -> Option<Vec<(u64, String, String)>> {
-    let v = p.app_json(app).ok()?;
+/// (index, node, ip) of the app's instances in `space` once `n` run and each has an address.
+fn running(p: &Platform, space: &str, app: &str, n: usize) -> Option<Vec<(u64, String, String)>> {
+    let token = p.admin_token().ok()?;
+    let (status, v) = call(
+        p,
+        &token,
+        reqwest::Method::GET,
+        &format!("/v1/apps/{app}"),
+        None,
+        Some(space),
+    );
+    (status == 200).then_some(())?;
     let list = v["instances"].as_array()?;
     let out: Vec<(u64, String, String)> = list
         .iter()
@@ -137,15 +146,17 @@ fn apps_reach_each_other_by_internal_name_only_where_a_policy_allows() {
     let b_instances = wait_for(
         Duration::from_secs(90),
         "B's 2 instances with addresses",
-        || running(&p, &b, 2),
+        || running(&p, &space_b, &b, 2),
     )
     .unwrap();
     assert!(
         b_instances.iter().all(|(_, node, _)| *node == node_b),
         "B runs on node b only: {b_instances:?}"
     );
-    let a_instances =
-        wait_for(Duration::from_secs(90), "A running", || running(&p, &a, 1)).unwrap();
+    let a_instances = wait_for(Duration::from_secs(90), "A running", || {
+        running(&p, "default/default", &a, 1)
+    })
+    .unwrap();
     assert_eq!(a_instances[0].1, node_a, "A on the other node");
     let b_ips: BTreeSet<String> = b_instances.iter().map(|(_, _, ip)| ip.clone()).collect();
     assert_eq!(b_ips.len(), 2, "two addresses: {b_instances:?}");
@@ -180,8 +191,22 @@ fn apps_reach_each_other_by_internal_name_only_where_a_policy_allows() {
     .unwrap();
     assert_eq!(missing["ok"], false, "an unknown internal name: {missing}");
     // The public router never serves an internal route.
-    let (status, _) = p.get_host(&host, "/").unwrap();
-    assert_eq!(status, 404, "the router does not serve {host}");
+    // The public router never serves an internal route: the host gets what any host no route
+    // names gets (the controller's own pages), never B.
+    let (status, body) = p.get_host(&host, "/").unwrap();
+    let (unknown_status, _) = p
+        .get_host(&format!("{}.example", unique("none")), "/")
+        .unwrap();
+    assert_eq!(status, unknown_status, "{host}: {body}");
+    assert!(
+        !body.contains("Hello from paas"),
+        "B answered {host}: {body}"
+    );
+    let (status, body) = p.get_app(&b, "/").unwrap();
+    assert!(
+        status == 200 && body.contains("Hello from paas"),
+        "B's public route: {body}"
+    );
 
     // Deny by default: A cannot connect to B (another node, another subnet).
     assert_eq!(can_connect(&p, &a, &host), Some(false), "no policy yet");
@@ -247,7 +272,15 @@ fn apps_reach_each_other_by_internal_name_only_where_a_policy_allows() {
     );
 
     // A policy opens exactly that: A -> B on 8080.
-    let out = p.cli(&["add-network-policy", &a, &b, "--port", "8080"]);
+    let out = p.cli(&[
+        "add-network-policy",
+        &a,
+        &b,
+        "--port",
+        "8080",
+        "--destination-space",
+        &space_b,
+    ]);
     assert!(out.ok(), "add-network-policy: {out:?}");
     let list = p.cli(&["network-policies", "--json"]);
     let v: Value = serde_json::from_str(&list.stdout).unwrap();
@@ -274,7 +307,15 @@ fn apps_reach_each_other_by_internal_name_only_where_a_policy_allows() {
     // Only that direction and port: B's instances' other ports stay closed.
     let other_port = ask(&p, &a, &format!("/connect?host={host}&port=8081")).unwrap();
     assert_eq!(other_port["ok"], false, "{other_port}");
-    let again = p.cli(&["add-network-policy", &a, &b, "--port", "8080"]);
+    let again = p.cli(&[
+        "add-network-policy",
+        &a,
+        &b,
+        "--port",
+        "8080",
+        "--destination-space",
+        &space_b,
+    ]);
     assert!(
         !again.ok() && again.stderr.contains("conflict"),
         "{again:?}"
@@ -291,11 +332,18 @@ fn apps_reach_each_other_by_internal_name_only_where_a_policy_allows() {
     .unwrap();
     let empty = p.cli(&["network-policies"]);
     assert!(empty.stdout.contains("No network policies"), "{empty:?}");
-    let events = p.cli(&["events", &b]);
+    let (_, events) = call(
+        &p,
+        &admin,
+        reqwest::Method::GET,
+        &format!("/v1/apps/{b}/events"),
+        None,
+        Some(&space_b),
+    );
+    let text = events.to_string();
     assert!(
-        events.stdout.contains("network_policy.add")
-            && events.stdout.contains("network_policy.remove"),
-        "{events:?}"
+        text.contains("network_policy.add") && text.contains("network_policy.remove"),
+        "{text}"
     );
 
     // Unmapped: the name no longer resolves.
