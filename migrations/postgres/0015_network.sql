@@ -10,8 +10,8 @@ CREATE TABLE network_policies (
     source_app_id      TEXT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
     destination_app_id TEXT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
     protocol           TEXT NOT NULL,
-    start_port         INTEGER NOT NULL,
-    end_port           INTEGER NOT NULL,
+    start_port         BIGINT NOT NULL,
+    end_port           BIGINT NOT NULL,
     created_by         TEXT NOT NULL,
     created_at         TIMESTAMPTZ NOT NULL,
     UNIQUE (source_app_id, destination_app_id, protocol, start_port, end_port)
