@@ -106,6 +106,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         zone: settings.zone.clone(),
         labels: settings.labels.clone(),
         capacity: capacity.clone(),
+        subnet: runtime.instance_net().map(|n| n.subnet.clone()),
     };
     let client = Arc::new(ControllerClient::new(
         &settings.controller,
@@ -165,6 +166,15 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
     let service_assignments = assignments_rx.clone();
     let build_assignments = assignments_rx.clone();
     let image_assignments = assignments_rx.clone();
+    // App-to-app networking (issue 25): the resolver instances use, and the policy rules.
+    if let Some(net) = runtime.instance_net().cloned() {
+        tokio::spawn(crate::dns::serve(net.gateway, assignments_rx.clone()));
+        tokio::spawn(crate::netpolicy::keep(
+            settings.node_name.clone(),
+            net.subnet,
+            assignments_rx.clone(),
+        ));
+    }
     tokio::select! {
         () = poll_assignments(client.clone(), assignments_tx, refetch.clone()) => Err(AgentError::LoopEnded("assignments")),
         () = reconcile_loop(reconciler, task_runner, assignments_rx.clone(), reports_tx, task_reports_tx) => Err(AgentError::LoopEnded("reconcile")),
@@ -332,6 +342,7 @@ fn same_reports(a: &[InstanceReport], b: &[InstanceReport]) -> bool {
                 && x.last_exit == y.last_exit
                 && x.since == y.since
                 && x.ready == y.ready
+                && x.ip == y.ip
         })
 }
 

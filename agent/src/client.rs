@@ -506,6 +506,7 @@ mod tests {
                 disk_mb: 1,
                 instance_slots: 1,
             },
+            subnet: None,
         }
     }
 

@@ -13,7 +13,8 @@
 //! (`/metrics`), `client` (the controller API), `staging` (buildpack builds in sandboxed
 //! containers), `dockerfile` (Dockerfile builds whose image is the droplet, and removal of
 //! collected droplets' images), `tasks` (one-off tasks, each
-//! started at most once), `agent` (startup and the loops that tie them together).
+//! started at most once), `dns` (the node's resolver for `*.apps.internal`), `netpolicy`
+//! (network policies as iptables rules), `agent` (startup and the loops that tie them together).
 
 pub mod agent;
 pub mod backoff;
@@ -22,12 +23,14 @@ pub mod client;
 pub mod config;
 pub mod crashes;
 pub mod depcache;
+pub mod dns;
 pub mod dockerfile;
 pub mod filelock;
 pub mod health;
 pub mod logfile;
 pub mod logs;
 pub mod metrics;
+pub mod netpolicy;
 pub mod reconcile;
 pub mod runtime;
 pub mod service_image;

@@ -65,10 +65,14 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Run => {
             tracing::info!(node = %settings.node_name, controller = %settings.controller, "starting agent");
+            let node = settings.node_name.clone();
             tokio::select! {
                 result = agent::run(settings) => result.context("agent stopped"),
                 () = shutdown_signal() => {
-                    // Containers keep running; the next agent process re-adopts them.
+                    // Containers keep running; the next agent process re-adopts them. The
+                    // network rules go: nothing keeps them current any more (the next agent
+                    // rebuilds them at start, nothing open until its first assignment list).
+                    paas_agent::netpolicy::remove(&node);
                     tracing::info!("shutting down, leaving instances running");
                     Ok(())
                 }

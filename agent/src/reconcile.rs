@@ -365,6 +365,7 @@ impl Reconciler {
                 since: i.since,
                 usage: None,
                 ready: i.routable(),
+                ip: i.container_ip.clone(),
             })
             // A duplicate being stopped is not news to the controller: its instance is reported.
             .chain(
@@ -381,6 +382,7 @@ impl Reconciler {
                         since: s.since,
                         usage: None,
                         ready: false,
+                        ip: None,
                     }),
             )
             .collect();

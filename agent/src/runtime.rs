@@ -208,6 +208,17 @@ pub struct Runtime {
     droplet_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Droplets this node fetched, newest last, bounded by [`DROPLET_CACHE_BYTES`].
     droplet_cache: Mutex<Vec<(String, bytes::Bytes)>>,
+    /// The instance network's subnet and gateway, read once it exists (issue 25): instances
+    /// resolve names through the node's resolver on the gateway.
+    instance_net: std::sync::OnceLock<InstanceNet>,
+}
+
+/// The instance network's addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceNet {
+    /// CIDR, e.g. `172.18.0.0/16`.
+    pub subnet: String,
+    pub gateway: std::net::Ipv4Addr,
 }
 
 /// Droplets kept in memory per node; an evicted one is fetched again when next needed.
@@ -228,6 +239,7 @@ impl Runtime {
             settings,
             droplet_locks: Mutex::default(),
             droplet_cache: Mutex::default(),
+            instance_net: std::sync::OnceLock::new(),
         }
     }
 
@@ -239,11 +251,41 @@ impl Runtime {
         &self.settings
     }
 
+    /// The instance network's subnet and gateway, once [`Self::ensure_network`] read them.
+    pub fn instance_net(&self) -> Option<&InstanceNet> {
+        self.instance_net.get()
+    }
+
     /// Creates the instance network with inter-container traffic disabled, so apps reach each
     /// other only through the router.
     pub async fn ensure_network(&self) -> Result<(), RuntimeError> {
         self.ensure_bridge(&self.settings.network, "instance")
             .await?;
+        let net = self
+            .docker
+            .inspect_network::<String>(&self.settings.network, None)
+            .await?;
+        let ipv4 = net
+            .ipam
+            .and_then(|i| i.config)
+            .into_iter()
+            .flatten()
+            .find_map(|c| {
+                let gateway = c.gateway?.parse().ok()?;
+                Some(InstanceNet {
+                    subnet: c.subnet?,
+                    gateway,
+                })
+            });
+        match ipv4 {
+            Some(n) => {
+                tracing::info!(network = %self.settings.network, subnet = %n.subnet, gateway = %n.gateway, "instance network");
+                let _ = self.instance_net.set(n);
+            }
+            None => {
+                tracing::warn!(network = %self.settings.network, "the instance network has no IPv4 subnet: no internal routes or policies")
+            }
+        }
         // Staging's own bridge: a build reaches package indexes, never an instance.
         self.ensure_bridge(&self.settings.staging_network, "staging")
             .await
@@ -613,6 +655,10 @@ impl Runtime {
             }),
             init: Some(true),
             network_mode: Some(s.network.clone()),
+            // The engine's embedded resolver answers container names and forwards the rest
+            // here: the node's resolver on the gateway answers `*.apps.internal` and forwards
+            // other names to the host's resolvers (issue 25).
+            dns: self.instance_net.get().map(|n| vec![n.gateway.to_string()]),
             privileged: Some(false),
             restart_policy: Some(RestartPolicy {
                 name: Some(RestartPolicyNameEnum::NO),

@@ -51,6 +51,10 @@ pub struct RegisterRequest {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     pub capacity: NodeCapacity,
+    /// The node's instance network's subnet (CIDR), for the other nodes' routes to it
+    /// (issue 25). Absent from an older agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -103,6 +107,10 @@ pub struct InstanceReport {
     /// agent, which has no readiness checks: ready.
     #[serde(default = "ready_by_default")]
     pub ready: bool,
+    /// The container's IPv4 address on the node's instance network (issue 25): what
+    /// `NAME.apps.internal` resolves to and what network policies name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
 }
 
 fn ready_by_default() -> bool {
@@ -130,6 +138,10 @@ pub struct Assignments {
     /// until it leaves the list, which is its deprovision (container, then its data volume, go).
     #[serde(default)]
     pub services: Vec<ServiceAssignment>,
+    /// App-to-app networking (issue 25): the internal DNS table and the network policies this
+    /// node enforces. Absent from an older controller: nothing resolves, nothing is open.
+    #[serde(default)]
+    pub network: crate::network::NodeNetwork,
 }
 
 /// One built-in service instance (PostgreSQL or Redis) to keep running on this node, its data on

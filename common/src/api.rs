@@ -121,6 +121,10 @@ pub struct InstanceInfo {
     pub node: Option<String>,
     /// `host:port` the instance is published on, once started.
     pub address: Option<String>,
+    /// The instance's IPv4 address on its node's instance network, once started: what
+    /// `NAME.apps.internal` resolves to (issue 25).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
     pub restarts: u32,
     /// Why the last run ended: "exited with code 1", "OOM-killed", "health check failed".
     pub last_exit: Option<String>,

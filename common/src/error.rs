@@ -119,6 +119,8 @@ pub enum ErrorCode {
     DeploymentNotFound,
     /// A deployment strategy or one of its settings that does not parse (issue 23).
     InvalidStrategy,
+    /// A network policy's ports or protocol do not parse, or it names an app twice (issue 25).
+    InvalidNetworkPolicy,
 }
 
 impl ErrorCode {
@@ -176,6 +178,7 @@ impl ErrorCode {
             ErrorCode::BrokerNotFound => "broker_not_found",
             ErrorCode::DeploymentNotFound => "deployment_not_found",
             ErrorCode::InvalidStrategy => "invalid_strategy",
+            ErrorCode::InvalidNetworkPolicy => "invalid_network_policy",
         }
     }
 
@@ -228,7 +231,7 @@ impl ErrorCode {
             ErrorCode::ServiceBound => 409,
             ErrorCode::BrokerError => 502,
             ErrorCode::DeploymentNotFound => 404,
-            ErrorCode::InvalidStrategy => 400,
+            ErrorCode::InvalidStrategy | ErrorCode::InvalidNetworkPolicy => 400,
         }
     }
 }

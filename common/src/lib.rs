@@ -10,6 +10,7 @@ pub mod domain;
 pub mod error;
 pub mod logwire;
 pub mod manifest;
+pub mod network;
 pub mod route;
 pub mod service;
 pub mod ssh;

@@ -124,6 +124,8 @@ pub struct Platform {
     /// Why this test leaves the platform unconverged on purpose; `None`: the teardown checks the
     /// invariants of issue 17 before it stops anything.
     unconverged: Option<String>,
+    /// Instance networks of agents started with one of their own, removed at teardown.
+    networks: Vec<String>,
 }
 
 fn spawn(cmd: &mut Command, log: &Path) -> Result<Child> {
@@ -197,6 +199,7 @@ impl Platform {
             cli_home,
             node_grace_secs: opts.node_grace_secs,
             unconverged: None,
+            networks: Vec::new(),
         };
         let url = format!("{}/readyz", p.api_url());
         wait_for(Duration::from_secs(30), "paas-server to be ready", || {
@@ -253,6 +256,21 @@ impl Platform {
         let idx = self.agents.len() - 1;
         self.wait_node_ready(name)?;
         Ok(idx)
+    }
+
+    /// An agent with an instance network of its own (`paas-net-NAME`, its own subnet), as a
+    /// node on another host has (issue 25); the network goes at teardown.
+    pub fn start_agent_own_network(
+        &mut self,
+        name: &str,
+        zone: &str,
+        env: &[(&str, &str)],
+    ) -> Result<usize> {
+        let network = format!("paas-net-{name}");
+        self.networks.push(network.clone());
+        let mut env = env.to_vec();
+        env.push(("PAAS_DOCKER_NETWORK", &network));
+        self.start_agent_with(name, zone, &env)
     }
 
     /// `kill -9` of agent `idx`, then the same agent (name, zone, data dir) again; waits until
@@ -510,9 +528,13 @@ impl Platform {
 
     /// GET http://APP.localhost:PORT/PATH through the router, resolving the name to the server.
     pub fn get_app(&self, app: &str, path: &str) -> Result<(u16, String)> {
-        let host = format!("{app}.localhost");
+        self.get_host(&format!("{app}.localhost"), path)
+    }
+
+    /// GET http://HOST:PORT/PATH through the router, resolving any host name to the server.
+    pub fn get_host(&self, host: &str, path: &str) -> Result<(u16, String)> {
         let client = reqwest::blocking::Client::builder()
-            .resolve(&host, self.addr)
+            .resolve(host, self.addr)
             .timeout(Duration::from_secs(10))
             .build()?;
         let res = client
@@ -805,6 +827,32 @@ impl Drop for Platform {
             if quiet < 2 {
                 std::thread::sleep(Duration::from_millis(250));
             }
+        }
+        // The killed agents' network policy chains and jumps (issue 25): a clean stop removes
+        // them, `kill -9` cannot.
+        for node in &self.node_names {
+            let chain = paas_common::network::chain_name(node);
+            for (table, parent) in [("filter", "DOCKER-USER"), ("nat", "POSTROUTING")] {
+                for _ in 0..10 {
+                    let gone = Command::new("iptables")
+                        .args(["-w", "5", "-t", table, "-D", parent, "-j", &chain])
+                        .output()
+                        .map_or(true, |o| !o.status.success());
+                    if gone {
+                        break;
+                    }
+                }
+                for op in ["-F", "-X"] {
+                    let _ = Command::new("iptables")
+                        .args(["-w", "5", "-t", table, op, &chain])
+                        .output();
+                }
+            }
+        }
+        for network in &self.networks {
+            let _ = Command::new("docker")
+                .args(["network", "rm", network])
+                .output();
         }
         // Built-in service volumes and networks of these nodes (issue 22), now their containers
         // are gone.

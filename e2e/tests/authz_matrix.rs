@@ -120,6 +120,11 @@ fn class_of(method: &str, path: &str) -> Option<Class> {
         ("get" | "post", "/v1/domains") => AnyUser,
         ("delete", "/v1/domains/{domain}") | ("put", "/v1/domains/{domain}/certificate") => AnyUser,
         ("put", "/v1/domains/{domain}/acme") => AnyUser,
+        // Network policies (issue 25): the list shows what the caller sees; the handlers need a
+        // developer of both apps' spaces to change one (e2e/tests/network.rs).
+        ("get" | "post", "/v1/network-policies") | ("delete", "/v1/network-policies/{id}") => {
+            AnyUser
+        }
         // Services (issue 22): brokers are the operators'; the marketplace and instances are the
         // target space's (`?space=`), bindings the app's (e2e/tests/services.rs).
         ("get" | "post", "/v1/service-brokers") | ("delete", "/v1/service-brokers/{broker}") => {

@@ -277,6 +277,7 @@ async fn fake_node(
                 zone: format!("z{}", name.len() % 3),
                 labels: BTreeMap::new(),
                 capacity: capacity(),
+                subnet: None,
             })
             .send()
             .await;
@@ -363,6 +364,7 @@ async fn fake_node(
                         sampled_at: Some(now),
                     }),
                     ready: true,
+                    ip: None,
                 }
             })
             .collect();

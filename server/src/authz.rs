@@ -263,6 +263,10 @@ fn classify(method: &actix_web::http::Method, path: &str) -> Need {
         (["domains", _], Method::DELETE) => Need::Authenticated,
         (["domains", _, "certificate"], Method::PUT) => Need::Authenticated,
         (["domains", _, "acme"], Method::PUT) => Need::Authenticated,
+        // Network policies (issue 25): the handlers check a developer of both apps' spaces
+        // (a change) or a role in either (the list).
+        (["network-policies"], Method::GET | Method::HEAD | Method::POST) => Need::Authenticated,
+        (["network-policies", _], Method::DELETE) => Need::Authenticated,
         // Services (issue 22): brokers are the operators'; the marketplace and instances are the
         // target space's, checked by the handlers (a role there reads, a developer changes).
         (["service-brokers"], Method::GET | Method::HEAD | Method::POST) => Need::Operator,

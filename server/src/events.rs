@@ -92,6 +92,7 @@ mod tests {
             since: Utc::now(),
             usage: None,
             ready,
+            ip: None,
         }
     }
 

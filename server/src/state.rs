@@ -61,6 +61,9 @@ pub struct AppCtx {
     pub snapshots: crate::control::nodes::Snapshots,
     /// The instances' last resource samples, written to the store once per interval.
     pub usage: crate::control::usage::UsageSamples,
+    /// The internal DNS table and resolved network policies (issue 25), computed once per pass
+    /// by [`crate::control::network::refresh`]; each node's assignment list reads its part.
+    pub network: std::sync::RwLock<Arc<crate::control::network::NetTable>>,
 }
 
 /// A removed instance row kept for its node while its in-flight requests finish.

@@ -133,6 +133,7 @@ async fn measure(node_count: usize, apps: usize) -> Measured {
                 since: r.since,
                 usage: None,
                 ready: true,
+                ip: None,
             });
     }
     let t = Instant::now();

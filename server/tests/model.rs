@@ -405,6 +405,7 @@ impl World {
                         since: Utc::now(),
                         usage: None,
                         ready: true,
+                        ip: None,
                     })
                     .collect(),
             };

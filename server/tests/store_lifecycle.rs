@@ -332,6 +332,7 @@ async fn new_placement_labels_roll_and_reports_keep_readiness(store: &dyn Store)
         since: Utc::now(),
         usage: None,
         ready: false,
+        ip: None,
     };
     let before = store.report_instance("n1", &report).await.unwrap().unwrap();
     assert_eq!(

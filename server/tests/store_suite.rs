@@ -277,6 +277,7 @@ async fn instances_are_placed_reported_and_retired(store: &dyn Store) {
         since,
         usage: None,
         ready: false,
+        ip: None,
     };
     // Only the node it is assigned to may report it.
     assert!(store

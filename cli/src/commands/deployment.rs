@@ -201,6 +201,7 @@ mod tests {
             state,
             node: Some(node.into()),
             address: None,
+            ip: None,
             restarts: 0,
             last_exit: None,
             placement_error: None,

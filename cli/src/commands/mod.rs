@@ -17,6 +17,7 @@ pub mod lifecycle;
 pub mod log_drain;
 pub mod login;
 pub mod logs;
+pub mod network;
 pub mod nodes;
 pub mod push;
 pub mod revisions;
@@ -118,6 +119,13 @@ pub enum Command {
     MapRoute(routes::MapRouteArgs),
     /// Stop sending requests for HOST[/PATH] to an app.
     UnmapRoute(routes::MapArgs),
+    /// Let SOURCE's instances connect to DESTINATION's (deny by default; developers of both
+    /// spaces). DESTINATION is found at NAME.apps.internal once mapped there.
+    AddNetworkPolicy(network::PolicyArgs),
+    /// Remove a network policy: SOURCE can no longer connect to DESTINATION on those ports.
+    RemoveNetworkPolicy(network::PolicyArgs),
+    /// List the network policies of the apps you see.
+    NetworkPolicies(network::ListArgs),
     /// List domains: the shared apps domain and your spaces' private domains.
     Domains(domains::ListArgs),
     /// Create a private domain: only its space maps hosts under it.
@@ -259,6 +267,9 @@ pub fn dispatch(cli: Cli, env: &Env) -> anyhow::Result<()> {
         Command::Routes(args) => routes::list(args, &client),
         Command::MapRoute(args) => routes::map(args, &client),
         Command::UnmapRoute(args) => routes::unmap(args, &client),
+        Command::AddNetworkPolicy(args) => network::add(args, &client),
+        Command::RemoveNetworkPolicy(args) => network::remove(args, &client),
+        Command::NetworkPolicies(args) => network::list(args, &client),
         Command::Domains(args) => domains::list(args, &client),
         Command::CreateDomain(args) => domains::create(args, &client),
         Command::DeleteDomain(args) => domains::delete(args, &client),

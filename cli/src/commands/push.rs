@@ -1097,6 +1097,7 @@ mod tests {
             state,
             node: None,
             address: None,
+            ip: None,
             restarts: 0,
             last_exit: None,
             placement_error: None,

@@ -1,5 +1,7 @@
 //! `paas routes [--app NAME] [--json]`, `paas map-route NAME HOST[/PATH]`,
-//! `paas unmap-route NAME HOST[/PATH]`: the routes that send requests to apps.
+//! `paas unmap-route NAME HOST[/PATH]`: the routes that send requests to apps. With
+//! `--hostname H` the route is `H.DOMAIN`, as Cloud Foundry's (`paas map-route b apps.internal
+//! --hostname b`: an internal route, resolved only by other apps' instances).
 
 use crate::client::Client;
 use crate::output::table;
@@ -18,8 +20,23 @@ pub struct ListArgs {
 pub struct MapArgs {
     /// App name
     pub name: String,
-    /// HOST or HOST/PATH, e.g. shop.example.com/api
+    /// HOST or HOST/PATH, e.g. shop.example.com/api; with --hostname, the DOMAIN
     pub route: String,
+    /// The host label under the domain given as the route: `--hostname b` with `apps.internal`
+    /// is the internal route `b.apps.internal`, which only other apps' instances resolve (to
+    /// the app's instance addresses) and the public router never serves
+    #[arg(long, short = 'n')]
+    pub hostname: Option<String>,
+}
+
+impl MapArgs {
+    /// The route as the API takes it: `HOSTNAME.DOMAIN` when a hostname is given.
+    pub fn full_route(&self) -> String {
+        match &self.hostname {
+            Some(h) => format!("{h}.{}", self.route),
+            None => self.route.clone(),
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -76,7 +93,7 @@ pub fn list(args: ListArgs, client: &Client) -> anyhow::Result<()> {
 pub fn map(args: MapRouteArgs, client: &Client) -> anyhow::Result<()> {
     let r = client.map_route(
         &args.route.name,
-        &args.route.route,
+        &args.route.full_route(),
         args.https_redirect,
         args.hsts,
     )?;
@@ -102,7 +119,8 @@ pub fn map(args: MapRouteArgs, client: &Client) -> anyhow::Result<()> {
 }
 
 pub fn unmap(args: MapArgs, client: &Client) -> anyhow::Result<()> {
-    client.unmap_route(&args.name, &args.route)?;
-    println!("Unmapped {} from {}", args.route, args.name);
+    let route = args.full_route();
+    client.unmap_route(&args.name, &route)?;
+    println!("Unmapped {route} from {}", args.name);
     Ok(())
 }

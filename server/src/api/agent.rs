@@ -52,7 +52,7 @@ pub async fn register(
     ctx.store
         .upsert_node(&NodeRecord {
             name: body.node_name.clone(),
-            address: body.address,
+            address: body.address.clone(),
             zone: body.zone,
             labels: body.labels,
             capacity: body.capacity,
@@ -61,6 +61,9 @@ pub async fn register(
             last_heartbeat: now,
             registered_at: now,
         })
+        .await?;
+    ctx.store
+        .set_node_subnet(&body.node_name, body.subnet.as_deref())
         .await?;
     ctx.store
         .add_event(&Event {
@@ -119,6 +122,11 @@ pub async fn assignments(
             .clone(),
         tasks: crate::control::nodes::task_assignments_for(&ctx, &node.name).await?,
         services: crate::control::services::assignments_for(&ctx, &node.name).await?,
+        network: ctx
+            .network
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .for_node(&node.name),
     }))
 }
 

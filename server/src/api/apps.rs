@@ -45,6 +45,7 @@ pub(crate) async fn detail(ctx: &Ctx, app: &AppRecord) -> ApiResult<AppDetail> {
         .collect();
     let mut usage = crate::control::usage::app_usage(&ctx, &app.id).await?;
     let retiring = ctx.store.retiring_instances().await?;
+    let mut ips = ctx.store.instance_ips().await?;
     let instances = ctx
         .store
         .app_instances(&app.id)
@@ -58,6 +59,7 @@ pub(crate) async fn detail(ctx: &Ctx, app: &AppRecord) -> ApiResult<AppDetail> {
                 (Some(port), Some(addr)) => Some(format!("{addr}:{port}")),
                 _ => None,
             },
+            ip: ips.remove(&i.id),
             node: i.node_name,
             restarts: i.restarts,
             last_exit: i.last_exit,

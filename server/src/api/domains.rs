@@ -89,6 +89,17 @@ pub async fn list(ctx: Ctx, who: Principal) -> ApiResult<web::Json<DomainList>> 
         acme_error: None,
         acme_retry_at: None,
     }];
+    // Issue 25: mapped with `map-route APP apps.internal --hostname NAME`, resolved by
+    // instances only.
+    domains.push(DomainInfo {
+        name: paas_common::network::INTERNAL_DOMAIN.into(),
+        space: None,
+        shared: true,
+        certificate: None,
+        acme: false,
+        acme_error: None,
+        acme_retry_at: None,
+    });
     domains.extend(
         ctx.store
             .list_domains()

@@ -15,6 +15,7 @@ mod drains;
 mod lifecycle;
 mod logs;
 mod metrics;
+mod network;
 pub(crate) mod nodes;
 pub(crate) mod openapi;
 pub(crate) mod page;
@@ -100,6 +101,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::put().to(domains::set_certificate),
             )
             .route("/domains/{domain}/acme", web::put().to(domains::set_acme))
+            .route("/network-policies", web::get().to(network::list))
+            .route("/network-policies", web::post().to(network::add))
+            .route("/network-policies/{id}", web::delete().to(network::remove))
             .route("/apps/{name}/routes", web::get().to(routes::list_for_app))
             .route("/apps/{name}/routes", web::post().to(routes::map))
             .route("/apps/{name}/routes", web::delete().to(routes::unmap))

@@ -10,7 +10,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::{
     apps, auth, autoscale, base_images, cron, deployments, domains, drains, lifecycle, logs,
-    metrics, nodes, resources, revisions, routes, services, ssh, tasks, tenancy,
+    metrics, network, nodes, resources, revisions, routes, services, ssh, tasks, tenancy,
 };
 
 /// The push form: the zip as `archive`, and the optional settings the handler reads.
@@ -90,6 +90,7 @@ impl Modify for BearerAuth {
         deployments::show, deployments::resume, deployments::cancel,
         routes::list, routes::list_for_app, routes::map, routes::unmap,
         domains::list, domains::create, domains::delete, domains::set_certificate, domains::set_acme,
+        network::list, network::add, network::remove,
         services::list_brokers, services::create_broker, services::delete_broker, services::marketplace,
         services::list, services::create, services::get, services::update, services::delete,
         services::list_bindings, services::bind, services::unbind,
@@ -153,6 +154,8 @@ mod tests {
             "/v1/admin/keys/rotate",
             "/v1/events",
             "/v1/info",
+            "/v1/network-policies",
+            "/v1/network-policies/{id}",
         ] {
             assert!(paths.contains_key(p), "{p} missing");
         }

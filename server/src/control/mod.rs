@@ -9,6 +9,7 @@ pub mod cron;
 pub mod deployments;
 pub mod desired;
 pub mod lease;
+pub mod network;
 pub mod nodes;
 pub mod scheduler;
 pub mod services;

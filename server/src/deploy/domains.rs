@@ -43,6 +43,13 @@ pub fn domain_of<'a>(domains: &'a [DomainRecord], host: &str) -> Option<&'a Doma
 pub async fn create(ctx: &AppCtx, actor: &Actor, space_id: &str, name: &str) -> DeployResult<()> {
     let name = parse_domain(name)?;
     let shared = ctx.settings.apps_domain.as_str();
+    let internal = paas_common::network::INTERNAL_DOMAIN;
+    if host_in_domain(&name, internal) || host_in_domain(internal, &name) {
+        return Err(DeployError::invalid(
+            ErrorCode::DomainNotOwned,
+            format!("domain {name} overlaps the built-in internal domain {internal}"),
+        ));
+    }
     if host_in_domain(&name, shared) || host_in_domain(shared, &name) {
         return Err(DeployError::invalid(
             ErrorCode::DomainNotOwned,
@@ -146,6 +153,9 @@ pub async fn check_route(
             format!("route {spec}: {} is the controller's own host", spec.host),
         ));
     }
+    if paas_common::network::is_internal(&spec.host) {
+        check_internal(spec)?;
+    }
     let domains = ctx.store.list_domains().await?;
     if let Some(d) = domain_of(&domains, &spec.host) {
         if d.space_id != space_id {
@@ -189,6 +199,32 @@ pub async fn check_route(
     Ok(())
 }
 
+/// An internal route is `NAME.apps.internal`, one DNS label that is not a number (a number
+/// is an instance index: `0.NAME.apps.internal`), without a path: it names addresses, not
+/// HTTP routes (issue 25).
+fn check_internal(spec: &RouteSpec) -> DeployResult<()> {
+    let internal = paas_common::network::INTERNAL_DOMAIN;
+    let label = spec
+        .host
+        .strip_suffix(internal)
+        .and_then(|l| l.strip_suffix('.'))
+        .unwrap_or_default();
+    let ok = !label.is_empty()
+        && label.len() <= 63
+        && !label.contains('.')
+        && !label.bytes().all(|b| b.is_ascii_digit())
+        && spec.path.is_empty();
+    if ok {
+        return Ok(());
+    }
+    Err(DeployError::invalid(
+        ErrorCode::InvalidRoute,
+        format!(
+            "route {spec}: an internal route is NAME.{internal}, one label that is not a number, without a path"
+        ),
+    ))
+}
+
 fn taken(spec: &RouteSpec) -> DeployError {
     DeployError::invalid(
         ErrorCode::RouteTaken,
@@ -218,6 +254,14 @@ pub async fn map_route(
     api_host: Option<&str>,
 ) -> DeployResult<RouteInfo> {
     check_route(ctx, &app.space_id, spec, api_host).await?;
+    if paas_common::network::is_internal(&spec.host)
+        && options.is_some_and(|o| o.https_redirect || o.hsts)
+    {
+        return Err(DeployError::invalid(
+            ErrorCode::InvalidRoute,
+            format!("route {spec}: an internal route carries no HTTPS settings"),
+        ));
+    }
     let routes = ctx.store.list_routes().await?;
     let existing = routes
         .iter()

@@ -13,6 +13,7 @@ pub mod cron;
 pub mod deployments;
 pub mod domains;
 pub mod lifecycle;
+pub mod network;
 pub mod push;
 pub mod quota;
 pub mod revisions;

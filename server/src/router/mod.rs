@@ -525,7 +525,12 @@ pub async fn build(ctx: &AppCtx) -> StoreResult<RouterTable> {
             });
         }
     }
-    for r in mapped {
+    // Internal routes (`NAME.apps.internal`) are resolved by the nodes' DNS only: the public
+    // router never serves them.
+    for r in mapped
+        .into_iter()
+        .filter(|r| !paas_common::network::is_internal(&r.host))
+    {
         table.routes.push(RouteInfo {
             host: r.host,
             path: r.path,
@@ -611,7 +616,8 @@ pub fn backend_address(node_address: &str, port: u16) -> String {
 pub async fn refresh(ctx: &AppCtx) -> StoreResult<()> {
     let table = build(ctx).await?;
     ctx.routes.replace(table);
-    Ok(())
+    // The internal network follows the same changes (instances came or went, routes moved).
+    crate::control::network::refresh(ctx).await
 }
 
 /// The app name a Host header addresses, if it is `NAME.<domain>` (any port).

@@ -10,6 +10,7 @@ mod cron;
 mod deployments;
 mod domains;
 mod logfeed;
+mod network;
 mod node_metrics;
 mod postgres;
 mod quotas;
@@ -34,6 +35,7 @@ pub use builtin_services::{
 };
 pub use cron::{CronRecord, CronStore};
 pub use deployments::{DeploymentChange, DeploymentRecord, DeploymentStore};
+pub use network::{NetworkStore, PolicyRecord};
 pub use node_metrics::{NodeMetricRow, NodeMetricStore};
 pub use postgres::PgStore;
 pub use quotas::QuotaStore;
@@ -853,6 +855,7 @@ pub trait Store:
     + DeploymentStore
     + LeaseStore
     + BuiltinServiceStore
+    + NetworkStore
 {
 }
 
@@ -882,6 +885,7 @@ impl<T> Store for T where
         + DeploymentStore
         + LeaseStore
         + BuiltinServiceStore
+        + NetworkStore
 {
 }
 
@@ -890,8 +894,9 @@ pub mod prelude {
     pub use super::{
         AppStore, AuthStore, AutoscaleStore, BuildStore, BuiltinServiceStore, CronStore,
         DeploymentStore, DomainStore, EventStore, InstanceStore, LeaseStore, LogFeedStore,
-        LogStore, MetricStore, NodeMetricStore, NodeStore, QuotaStore, RevisionStore, RollupStore,
-        RouteStore, ServiceStore, SpaceStore, SshStore, StagingStore, Store, TaskStore,
+        LogStore, MetricStore, NetworkStore, NodeMetricStore, NodeStore, QuotaStore, RevisionStore,
+        RollupStore, RouteStore, ServiceStore, SpaceStore, SshStore, StagingStore, Store,
+        TaskStore,
     };
 }
 

@@ -474,6 +474,7 @@ struct ReportedRow {
     before: ReportedBefore,
     container_id: Option<String>,
     since: DateTime<Utc>,
+    ip: Option<String>,
 }
 
 fn reported_row(r: &$row) -> StoreResult<(String, ReportedRow)> {
@@ -495,6 +496,7 @@ fn reported_row(r: &$row) -> StoreResult<(String, ReportedRow)> {
             before,
             container_id: r.try_get("container_id")?,
             since: r.try_get("since")?,
+            ip: r.try_get("ip")?,
         },
     ))
 }
@@ -511,6 +513,7 @@ impl ReportedRow {
             || b.ready != r.ready
             || self.container_id != r.container_id
             || self.since.timestamp_micros() != r.since.timestamp_micros()
+            || self.ip != r.ip
     }
 }
 
@@ -520,7 +523,7 @@ async fn update_reported_on<'c, E: sqlx::Executor<'c, Database = $db>>(
     r: &InstanceReport,
 ) -> StoreResult<()> {
     sqlx::query(
-        "UPDATE instances SET state = $1, container_id = $2, host_port = $3, restarts = $4, last_exit = $5, since = $6, ready = $7 WHERE id = $8 AND node_name = $9",
+        "UPDATE instances SET state = $1, container_id = $2, host_port = $3, restarts = $4, last_exit = $5, since = $6, ready = $7, ip = $10 WHERE id = $8 AND node_name = $9",
     )
     .bind(r.state.as_str())
     .bind(&r.container_id)
@@ -531,6 +534,7 @@ async fn update_reported_on<'c, E: sqlx::Executor<'c, Database = $db>>(
     .bind(r.ready)
     .bind(&r.instance_id)
     .bind(node)
+    .bind(&r.ip)
     .execute(ex)
     .await?;
     Ok(())
@@ -1672,7 +1676,7 @@ pub(crate) async fn insert_event<'c, E: sqlx::Executor<'c, Database = $db>>(
             ready: before.try_get("ready")?,
         };
         sqlx::query(
-            "UPDATE instances SET state = $1, container_id = $2, host_port = $3, restarts = $4, last_exit = $5, since = $6, ready = $7 WHERE id = $8 AND node_name = $9",
+            "UPDATE instances SET state = $1, container_id = $2, host_port = $3, restarts = $4, last_exit = $5, since = $6, ready = $7, ip = $10 WHERE id = $8 AND node_name = $9",
         )
         .bind(r.state.as_str())
         .bind(&r.container_id)
@@ -1683,6 +1687,7 @@ pub(crate) async fn insert_event<'c, E: sqlx::Executor<'c, Database = $db>>(
         .bind(r.ready)
         .bind(&r.instance_id)
         .bind(node)
+        .bind(&r.ip)
         .execute(&self.pool)
         .await?;
         Ok(Some(before))
@@ -1715,7 +1720,7 @@ pub(crate) async fn insert_event<'c, E: sqlx::Executor<'c, Database = $db>>(
         let mut tx = self.write_tx().await?;
         heartbeat_node_on(&mut *tx, node, hb.capacity, hb.at).await?;
         let rows = sqlx::query(
-            "SELECT i.id, i.state, i.container_id, i.host_port, i.restarts, i.last_exit, i.since, i.ready, i.idx, i.app_id, a.name AS app_name
+            "SELECT i.id, i.state, i.container_id, i.host_port, i.restarts, i.last_exit, i.since, i.ready, i.ip, i.idx, i.app_id, a.name AS app_name
              FROM instances i JOIN apps a ON a.id = i.app_id WHERE i.node_name = $1",
         )
         .bind(node)
