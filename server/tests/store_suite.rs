@@ -376,6 +376,7 @@ async fn a_heartbeat_writes_only_what_changed_in_one_transaction(store: &dyn Sto
         since,
         usage: Some(usage(cpu)),
         ready: true,
+        ip: None,
     };
     let cap = NodeCapacity {
         memory_mb: 1024,

@@ -134,6 +134,7 @@ mod tests {
             restarts: 0,
             last_exit: None,
             since: Utc::now(),
+            ip: None,
             usage: Some(InstanceUsage {
                 cpu_percent: cpu,
                 memory_bytes: 1,
