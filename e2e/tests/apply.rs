@@ -21,7 +21,8 @@ struct Names {
     creds: String,
 }
 
-fn document(n: &Names, web_instances: u32, api_greeting: Option<&str>) -> String {
+/// The file: `web` with `web_instances`, and `api` (when `api` gives its greeting and memory).
+fn document(n: &Names, web_instances: u32, api: Option<(&str, u32)>) -> String {
     let mut doc = format!(
         "space: default/default
 applications:
@@ -34,11 +35,11 @@ applications:
 ",
         web = n.web
     );
-    if let Some(greeting) = api_greeting {
+    if let Some((greeting, memory)) = api {
         doc.push_str(&format!(
             "- name: {api}
   path: api
-  memory: 96M
+  memory: {memory}M
   env:
     GREETING: {greeting}
   services: [{creds}]
@@ -110,7 +111,7 @@ fn apply_twice_makes_one_deployment_then_dry_run_then_prune() {
     copy_example(&dir.path().join("api"));
     let file = dir.path().join("platform.yml");
     let file_arg = file.to_str().unwrap();
-    std::fs::write(&file, document(&n, 2, Some("Hi from api"))).unwrap();
+    std::fs::write(&file, document(&n, 2, Some(("Hi from api", 96)))).unwrap();
 
     // First apply: the service, then both apps pushed with every setting of the file.
     let out = p.cli(&["apply", "-f", file_arg]);
@@ -153,23 +154,26 @@ fn apply_twice_makes_one_deployment_then_dry_run_then_prune() {
     assert_eq!(running(&p, &n.api, 1), api_before);
     assert_eq!(p.containers_of(&n.web), web_containers);
 
-    // An edit: web 2 -> 3 instances, a new greeting for api. The dry run lists exactly that
-    // and changes nothing.
-    std::fs::write(&file, document(&n, 3, Some("Hello again"))).unwrap();
+    // An edit: web 2 -> 3 instances, a new greeting and more memory for api. The dry run lists
+    // exactly that and changes nothing.
+    std::fs::write(&file, document(&n, 3, Some(("Hello again", 112)))).unwrap();
     let out = p.cli(&["apply", "-f", file_arg, "--dry-run", "--json"]);
     assert!(out.ok(), "{out:?}");
     let plan = plan_json(&out);
     let changes = plan["changes"].as_array().unwrap();
-    assert_eq!(changes.len(), 2, "{plan}");
+    assert_eq!(changes.len(), 3, "{plan}");
     assert_eq!(changes[0]["kind"], "scale");
     assert_eq!(changes[0]["app"], n.web.as_str());
     assert_eq!(
         (changes[0]["before"].clone(), changes[0]["after"].clone()),
         ("2".into(), "3".into())
     );
-    assert_eq!(changes[1]["kind"], "set_env");
-    assert_eq!(changes[1]["target"], "GREETING");
-    assert_eq!(changes[1]["after"], "Hello again");
+    assert_eq!(changes[1]["kind"], "set_memory");
+    assert_eq!(changes[1]["app"], n.api.as_str());
+    assert_eq!(changes[1]["after"], "112 MB");
+    assert_eq!(changes[2]["kind"], "set_env");
+    assert_eq!(changes[2]["target"], "GREETING");
+    assert_eq!(changes[2]["after"], "Hello again");
     assert!(changes.iter().all(|c| c["applied"] == false), "{plan}");
     let out = p.cli(&["apply", "-f", file_arg, "--dry-run"]);
     assert!(
@@ -179,8 +183,9 @@ fn apply_twice_makes_one_deployment_then_dry_run_then_prune() {
     );
     assert_eq!(p.app_json(&n.web).unwrap()["desired_instances"], 2);
     assert_eq!(revision(&p, &n.api), api_rev);
+    assert_eq!(p.app_json(&n.api).unwrap()["memory_mb"], 96);
 
-    // Applied: one scale (no new revision of web), one new revision of api.
+    // Applied: one scale (no new revision of web), one new revision of api for both fields.
     let out = p.cli(&["apply", "-f", file_arg, "--json"]);
     assert!(out.ok(), "{out:?}{}", p.logs());
     let plan = plan_json(&out);
@@ -196,6 +201,12 @@ fn apply_twice_makes_one_deployment_then_dry_run_then_prune() {
     assert_eq!(revision(&p, &n.web), web_rev);
     assert_eq!(revision(&p, &n.api), api_rev + 1);
     serves(&p, &n.api, "Hello again");
+    assert_eq!(p.app_json(&n.api).unwrap()["memory_mb"], 112);
+    running(&p, &n.api, 1);
+    // And the edited file applied again is no change either.
+    let out = p.cli(&["apply", "-f", file_arg, "--json"]);
+    assert_eq!(plan_json(&out)["changes"], serde_json::json!([]), "{out:?}");
+    assert_eq!(revision(&p, &n.api), api_rev + 1);
 
     // The file no longer names api: `--prune` refuses without a terminal or --yes, then
     // deletes it, listing it in the plan.
