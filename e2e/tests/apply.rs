@@ -3,7 +3,8 @@
 //! creates) makes both, serving; applying it again changes nothing (no revision, no container
 //! replaced); an edit shows as exactly that change in `--dry-run` (which changes nothing) and
 //! then makes one scale and one revision; `--prune` asks first and then deletes the app the file
-//! no longer names; a bad document changes nothing; a viewer of the space cannot apply.
+//! no longer names; a changed folder is pushed again, an unchanged one never; a bad document
+//! changes nothing; a viewer of the space cannot apply.
 
 use paas_e2e::{call, example, unique, user_with_role, wait_for, Platform};
 use serde_json::Value;
@@ -233,6 +234,28 @@ fn apply_twice_makes_one_deployment_then_dry_run_then_prune() {
     let out = p.cli(&["apply", "-f", file_arg, "--prune", "--json"]);
     assert_eq!(plan_json(&out)["changes"], serde_json::json!([]), "{out:?}");
 
+    // A changed folder is pushed again (and only then): one new revision of web.
+    let app_py = dir.path().join("web").join("app.py");
+    let mut code = std::fs::read_to_string(&app_py).unwrap();
+    code.push_str("\n# changed by the apply test\n");
+    std::fs::write(&app_py, code).unwrap();
+    let out = p.cli(&["apply", "-f", file_arg, "--dry-run", "--json"]);
+    let plan = plan_json(&out);
+    assert_eq!(plan["push"], serde_json::json!([n.web]), "{plan}");
+    assert_eq!(plan["changes"].as_array().unwrap().len(), 1, "{plan}");
+    assert_eq!(plan["changes"][0]["kind"], "push", "{plan}");
+    assert_eq!(revision(&p, &n.web), web_rev);
+    let out = p.cli(&["apply", "-f", file_arg]);
+    assert!(out.ok(), "{out:?}{}", p.logs());
+    assert!(
+        out.stdout.contains(&format!("~ push {} source", n.web)),
+        "{out:?}"
+    );
+    assert_eq!(revision(&p, &n.web), web_rev + 1);
+    running(&p, &n.web, 3);
+    let out = p.cli(&["apply", "-f", file_arg, "--json"]);
+    assert_eq!(plan_json(&out)["changes"], serde_json::json!([]), "{out:?}");
+
     // A bad document is refused with the field and the line, and changes nothing.
     let bad = dir.path().join("bad.yml");
     std::fs::write(
@@ -261,6 +284,7 @@ fn apply_twice_makes_one_deployment_then_dry_run_then_prune() {
     assert_eq!(b["code"], "bad_request", "{b}");
     assert!(b["message"].as_str().unwrap().contains("instances"), "{b}");
     assert_eq!(p.app_json(&n.web).unwrap()["desired_instances"], 3);
+    assert_eq!(revision(&p, &n.web), web_rev + 1);
 
     // A viewer of the space reads it but cannot apply to it.
     let (_, viewer, _) = user_with_role(
