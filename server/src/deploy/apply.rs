@@ -13,6 +13,12 @@
 //!
 //! `prune` deletes the space's apps the document does not name, and unmaps routes of the
 //! document's apps that their `routes:` no longer list (the default route stays).
+//!
+//! Diffed for an existing app: web instances and memory, disk, env keys the document names
+//! (others are left alone: bindings add some), the health check, other process types'
+//! instances and memory, routes and bindings to add. The rest of a manifest entry (commands,
+//! buildpacks, stack, placement, log rate limit, cron, autoscale, route flags) takes effect
+//! when the app is pushed, i.e. when it is new or its folder changed.
 
 use paas_common::api::AppUpdateRequest;
 use paas_common::apply::{ApplyDocument, ApplyPlan, ChangeKind, PlannedChange};
