@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod apply;
 pub mod deployment;
 pub mod domain;
 pub mod error;

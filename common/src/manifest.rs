@@ -454,9 +454,28 @@ struct Top {
 
 /// Parses manifest text. Errors carry the line; warnings list every field that was ignored.
 pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
+    let (top, warnings): (Top, _) = deserialize_with_warnings(text)?;
+    if top.applications.is_empty() {
+        return Err(ManifestError {
+            line: None,
+            message: "the manifest lists no `applications`".into(),
+        });
+    }
+    check_applications(text, &top.applications, top.applications.len() > 1)?;
+    Ok(Manifest {
+        applications: top.applications,
+        warnings,
+    })
+}
+
+/// Deserializes YAML (or JSON, which YAML reads too) into `T`: an error carries the line of the
+/// offending value; every field `T` does not know is a warning, by its path.
+pub(crate) fn deserialize_with_warnings<T: serde::de::DeserializeOwned>(
+    text: &str,
+) -> Result<(T, Vec<String>), ManifestError> {
     let mut warnings = Vec::new();
     let de = serde_norway::Deserializer::from_str(text);
-    let top: Top = serde_ignored::deserialize(de, |path| {
+    let value: T = serde_ignored::deserialize(de, |path| {
         warnings.push(format!(
             "unknown field {} ignored",
             cf_path(&path.to_string())
@@ -467,18 +486,21 @@ pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
         let line = e.location().map(|l| refine_line(text, l.line(), &message));
         ManifestError { line, message }
     })?;
-    if top.applications.is_empty() {
-        return Err(ManifestError {
-            line: None,
-            message: "the manifest lists no `applications`".into(),
-        });
-    }
+    Ok((value, warnings))
+}
+
+/// The checks serde cannot make on a list of applications: unique names (every app named when
+/// `need_names`), route flags that exclude each other, process types unique and not empty.
+pub(crate) fn check_applications(
+    text: &str,
+    applications: &[AppManifest],
+    need_names: bool,
+) -> Result<(), ManifestError> {
     let mut seen = std::collections::HashSet::new();
-    let several = top.applications.len() > 1;
-    for (i, a) in top.applications.iter().enumerate() {
+    for (i, a) in applications.iter().enumerate() {
         let name = match &a.name {
             Some(n) => n.as_str().to_string(),
-            None if several => {
+            None if need_names => {
                 return Err(ManifestError {
                     line: None,
                     message: format!(
@@ -513,10 +535,7 @@ pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
             }
         }
     }
-    Ok(Manifest {
-        applications: top.applications,
-        warnings,
-    })
+    Ok(())
 }
 
 /// serde_ignored's `applications.0.stack` as `applications[0].stack`.

@@ -112,6 +112,8 @@ fn class_of(method: &str, path: &str) -> Option<Class> {
         ("get", "/v1/nodes/metrics") => Operator,
         ("get", "/v1/spaces/{org}/{space}/quota") => SpaceReader,
         ("put", "/v1/spaces/{org}/{space}/quota") => OrgAdmin,
+        // `paas apply` (issue 25): a document changes the space's apps and services.
+        ("post", "/v1/spaces/{org}/{space}/apply") => SpaceDeveloper,
         ("post", "/v1/buildpacks") | ("delete", "/v1/buildpacks/{name}") => Operator,
         ("get" | "post", "/v1/base-images") | ("delete", "/v1/base-images/{name}") => Operator,
         // Domains (issue 22): the list shows what the caller's roles reach; the handlers decide

@@ -329,6 +329,8 @@ fn classify(method: &actix_web::http::Method, path: &str) -> Need {
         // The handlers check the role in that space (read) and the org (write).
         (["spaces", _, _, "quota"], _) if read => Need::Authenticated,
         (["spaces", _, _, "quota"], Method::PUT) => Need::OrgManager,
+        // `paas apply` (issue 25): the handler needs a developer of that space.
+        (["spaces", _, _, "apply"], Method::POST) => Need::Authenticated,
         (["nodes", _, "drain"], Method::POST) => Need::Operator,
         (["buildpacks"], Method::POST) => Need::Operator,
         (["buildpacks", _], Method::DELETE) => Need::Operator,

@@ -116,15 +116,14 @@ fn build_source_tar_inner<W: Write>(
         return Err(ArchiveError::Empty);
     }
     tar.into_inner()?.flush()?;
-    tree.sort();
-    let mut h = Sha256::new();
-    for (name, sha, exec) in &tree {
-        h.update(format!("{} {sha} {name}\n", u8::from(*exec)));
-    }
+    let tree = paas_common::apply::source_digest(
+        tree.iter()
+            .map(|(name, sha, exec)| (name.as_str(), sha.as_str(), *exec)),
+    );
     Ok(Source {
         unpacked: found,
         cached,
-        tree: hex::encode(h.finalize()),
+        tree,
     })
 }
 

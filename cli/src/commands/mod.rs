@@ -2,6 +2,7 @@
 //! per subcommand with its `Args` and a `run` that returns `anyhow::Result`.
 
 pub mod app;
+pub mod apply;
 pub mod apps;
 pub mod autoscale;
 pub mod base_images;
@@ -50,6 +51,9 @@ pub enum Command {
     Logout,
     /// Upload a folder as an app, then wait until all its instances run.
     Push(Box<push::Args>),
+    /// Make a space match a file of apps, processes, env, routes and services (`--dry-run`
+    /// prints the diff; `--prune` deletes the apps the file no longer names).
+    Apply(apply::Args),
     /// List apps.
     Apps(apps::Args),
     /// Show one app and its instances.
@@ -237,6 +241,7 @@ pub fn dispatch(cli: Cli, env: &Env) -> anyhow::Result<()> {
         }
         Command::Keys(cmd) => tenancy::keys(cmd, &client),
         Command::Push(args) => push::run(*args, &client),
+        Command::Apply(args) => apply::run(args, &client),
         Command::Apps(args) => apps::run(args, &client),
         Command::App(args) => app::run(args, &client),
         Command::Delete(args) => delete::run(args, &client),

@@ -19,6 +19,7 @@ use paas_common::api::{
     PushResource, PushResult, PushSettings, PushStatus, ResourceMatch,
 };
 use paas_common::domain::{parse_memory_mb, AppName};
+use paas_common::manifest::AppManifest;
 use paas_common::ApiError;
 use std::collections::HashSet;
 use std::io::IsTerminal;
@@ -379,50 +380,45 @@ fn plans(args: &Args) -> anyhow::Result<Vec<Plan>> {
                 (Some(p), None) => p.clone(),
                 (None, None) => base.clone(),
             };
+            let m = manifest_settings(a).map_err(|e| anyhow!("{}: {e}", file.display()))?;
             let buildpacks = if !flags.buildpacks.is_empty() {
                 flags.buildpacks.clone()
             } else if flags.dockerfile {
                 // `--dockerfile` on the command line replaces the manifest's buildpacks.
                 Vec::new()
             } else {
-                a.all_buildpacks()
+                m.buildpacks
             };
             // A route flag replaces the manifest's route keys, as in `cf push`.
             let route_flag = flags.hostname.is_some() || flags.random_route || flags.no_route;
             let settings = PushSettings {
-                instances: flags.instances.or(a.instances),
-                memory_mb: flags.memory_mb.or(a.memory),
-                command: flags.command.clone().or_else(|| a.command.clone()),
-                env: a.env.clone(),
-                disk_mb: flags.disk_mb.or(a.disk_quota),
+                instances: flags.instances.or(m.instances),
+                memory_mb: flags.memory_mb.or(m.memory_mb),
+                command: flags.command.clone().or(m.command),
+                env: m.env,
+                disk_mb: flags.disk_mb.or(m.disk_mb),
                 buildpacks,
-                routes: a.routes.iter().map(|r| r.route.clone()).collect(),
-                services: a.services.iter().map(|s| s.name().to_string()).collect(),
-                health: health_flags(args, a.health().to_settings())?,
-                processes: a.processes.iter().map(|p| p.to_settings()).collect(),
+                routes: m.routes,
+                services: m.services,
+                health: health_flags(args, m.health)?,
+                processes: m.processes,
                 resources: Vec::new(),
-                placement_labels: flags
-                    .placement_labels
-                    .clone()
-                    .or_else(|| a.placement_labels.clone()),
-                log_rate_limit: flags
-                    .log_rate_limit
-                    .clone()
-                    .or_else(|| a.log_rate_limit_per_second.clone()),
+                placement_labels: flags.placement_labels.clone().or(m.placement_labels),
+                log_rate_limit: flags.log_rate_limit.clone().or(m.log_rate_limit),
                 hostname: flags.hostname.clone(),
                 random_route: if route_flag {
                     flags.random_route
                 } else {
-                    a.random_route
+                    m.random_route
                 },
                 no_route: if route_flag {
                     flags.no_route
                 } else {
-                    a.no_route
+                    m.no_route
                 },
                 dockerfile: flags.dockerfile,
                 no_start: flags.no_start,
-                stack: flags.stack.clone().or_else(|| a.stack.clone()),
+                stack: flags.stack.clone().or(m.stack),
                 no_cache: flags.no_cache,
                 // Flags win field by field over the manifest's strategy settings.
                 strategy: strategy_flags
@@ -442,6 +438,54 @@ fn plans(args: &Args) -> anyhow::Result<Vec<Plan>> {
             })
         })
         .collect()
+}
+
+/// The push settings one manifest entry states, with no command-line flag on top (`paas apply`
+/// pushes a document's app with these; `paas push` lays its flags over them).
+pub(crate) fn manifest_settings(a: &AppManifest) -> anyhow::Result<PushSettings> {
+    Ok(PushSettings {
+        instances: a.instances,
+        memory_mb: a.memory,
+        command: a.command.clone(),
+        env: a.env.clone(),
+        disk_mb: a.disk_quota,
+        buildpacks: a.all_buildpacks(),
+        routes: a.routes.iter().map(|r| r.route.clone()).collect(),
+        services: a.services.iter().map(|s| s.name().to_string()).collect(),
+        health: a.health().to_settings(),
+        processes: a.processes.iter().map(|p| p.to_settings()).collect(),
+        placement_labels: a.placement_labels.clone(),
+        log_rate_limit: a.log_rate_limit_per_second.clone(),
+        random_route: a.random_route,
+        no_route: a.no_route,
+        stack: a.stack.clone(),
+        strategy: a.strategy_input().parse().map_err(anyhow::Error::msg)?,
+        ..Default::default()
+    })
+}
+
+/// Pushes one app of an apply document: its folder with its manifest settings, then its cron
+/// entries and autoscaling, as `paas push` does for a manifest's app.
+pub(crate) fn push_manifest_app(
+    client: &Client,
+    a: &AppManifest,
+    name: AppName,
+    path: PathBuf,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let mut cron = a.cron.clone();
+    cron.extend(app_json_cron(&path)?);
+    push_one(
+        client,
+        Plan {
+            name,
+            settings: manifest_settings(a)?,
+            path,
+            cron,
+            autoscale: a.autoscale.clone(),
+        },
+        timeout,
+    )
 }
 
 fn names(m: &paas_common::manifest::Manifest) -> String {

@@ -2,6 +2,7 @@
 //! `paas_common::api`. Errors go through `crate::error::Error`, mapped to HTTP in one place.
 
 mod agent;
+mod apply;
 mod apps;
 pub(crate) mod auth;
 mod autoscale;
@@ -75,6 +76,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/users/{name}/roles", web::put().to(tenancy::set_role))
             .route("/spaces", web::get().to(tenancy::list_spaces))
             .route("/spaces", web::post().to(tenancy::create_space))
+            .route("/spaces/{org}/{space}/apply", web::post().to(apply::apply))
             .route(
                 "/spaces/{org}/{space}/quota",
                 web::get().to(tenancy::get_quota),

@@ -9,7 +9,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::{
-    apps, auth, autoscale, base_images, cron, deployments, domains, drains, lifecycle, logs,
+    apply, apps, auth, autoscale, base_images, cron, deployments, domains, drains, lifecycle, logs,
     metrics, network, nodes, resources, revisions, routes, services, ssh, tasks, tenancy,
 };
 
@@ -98,6 +98,7 @@ impl Modify for BearerAuth {
         tenancy::create_token, tenancy::list_tokens, tenancy::revoke_token,
         tenancy::list_users, tenancy::create_user, tenancy::set_role,
         tenancy::list_spaces, tenancy::create_space, tenancy::get_quota, tenancy::set_quota,
+        apply::apply,
         nodes::list,
         drains::list, drains::add, drains::remove,
         resources::match_files,

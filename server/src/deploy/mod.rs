@@ -8,6 +8,7 @@
 //! check or command change) makes the instances of the app *stale*; convergence replaces them
 //! rolling, and a newer change supersedes one still in flight (its unrouted rows go at once).
 
+pub mod apply;
 pub mod autoscale;
 pub mod cron;
 pub mod deployments;

@@ -70,7 +70,7 @@ async fn push_stack(ctx: &AppCtx, app: &AppRecord, named: Option<&str>) -> Deplo
 }
 
 /// Whether `spec` is the app's own default route (a manifest may list it; it is implicit).
-fn is_default_of(ctx: &AppCtx, app: Option<&AppRecord>, spec: &RouteSpec) -> bool {
+pub(crate) fn is_default_of(ctx: &AppCtx, app: Option<&AppRecord>, spec: &RouteSpec) -> bool {
     spec.path.is_empty()
         && app.and_then(|a| a.host.as_deref()).is_some_and(|h| {
             spec.host
@@ -272,6 +272,8 @@ pub async fn deploy(
         bytes: droplet_size,
         buildpack: staged.detected.clone(),
     });
+    // `paas apply` compares an app's folder with this digest to push only what changed.
+    ctx.store.set_droplet_tree(&droplet_sha, &tree).await?;
     let desired = instances.unwrap_or(app.desired_instances);
     let memory = memory_mb.unwrap_or(app.memory_mb);
     super::log_platform(

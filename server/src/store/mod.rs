@@ -730,6 +730,10 @@ pub trait BuildStore: Send + Sync + 'static {
     async fn droplet_images(
         &self,
     ) -> StoreResult<HashMap<String, paas_common::agent::DropletImage>>;
+    /// Records the source digest a droplet was staged from (`paas apply`).
+    async fn set_droplet_tree(&self, droplet: &str, tree: &str) -> StoreResult<()>;
+    /// The source digest a droplet was staged from, if its push recorded one.
+    async fn droplet_tree(&self, droplet: &str) -> StoreResult<Option<String>>;
     /// Of `files`, those `owner` has uploaded before (incremental upload).
     async fn known_files(&self, owner: &str, files: &[(String, u64)]) -> StoreResult<Vec<String>>;
     /// Records files `owner` uploaded.

@@ -2430,6 +2430,26 @@ pub(crate) async fn insert_event<'c, E: sqlx::Executor<'c, Database = $db>>(
             .collect()
     }
 
+    async fn set_droplet_tree(&self, droplet: &str, tree: &str) -> StoreResult<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("INSERT INTO droplet_trees (droplet, tree) VALUES ($1, $2) ON CONFLICT (droplet) DO UPDATE SET tree = excluded.tree")
+            .bind(droplet)
+            .bind(tree)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn droplet_tree(&self, droplet: &str) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT tree FROM droplet_trees WHERE droplet = $1")
+                .bind(droplet)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
     async fn known_files(&self, owner: &str, files: &[(String, u64)]) -> StoreResult<Vec<String>> {
         let mut known = Vec::new();
         // Chunks keep each statement under SQLite's bound-parameter limit.
