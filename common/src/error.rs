@@ -119,6 +119,9 @@ pub enum ErrorCode {
     DeploymentNotFound,
     /// A deployment strategy or one of its settings that does not parse (issue 23).
     InvalidStrategy,
+    /// Manifest `sidecars:` that are malformed, name a process type the app lacks, or leave
+    /// their process no memory (issue 25).
+    InvalidSidecar,
 }
 
 impl ErrorCode {
@@ -176,6 +179,7 @@ impl ErrorCode {
             ErrorCode::BrokerNotFound => "broker_not_found",
             ErrorCode::DeploymentNotFound => "deployment_not_found",
             ErrorCode::InvalidStrategy => "invalid_strategy",
+            ErrorCode::InvalidSidecar => "invalid_sidecar",
         }
     }
 
@@ -229,6 +233,7 @@ impl ErrorCode {
             ErrorCode::BrokerError => 502,
             ErrorCode::DeploymentNotFound => 404,
             ErrorCode::InvalidStrategy => 400,
+            ErrorCode::InvalidSidecar => 400,
         }
     }
 }
