@@ -109,7 +109,7 @@ fn recent_logs(p: &Platform, app: &str) -> String {
 
 #[test]
 fn a_sidecar_shares_localhost_logs_as_itself_and_counts_in_memory() {
-    let p = Platform::start().expect("platform");
+    let mut p = Platform::start().expect("platform");
     let app = unique("sidecar");
     let dir = tempfile::tempdir().unwrap();
     write_app(dir.path(), &manifest(&app, "192M", "64M", "web"));
@@ -199,6 +199,38 @@ fn a_sidecar_shares_localhost_logs_as_itself_and_counts_in_memory() {
         p.app_json(&app).unwrap()["instances"][0]["restarts"],
         restarts
     );
+
+    // The instance's container crashes: restarted in place with a new network namespace, and
+    // the sidecar with it, in the new one.
+    let out = std::process::Command::new("docker")
+        .args(["kill", &web[0]])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    wait_for(Duration::from_secs(60), "the instance's restart", || {
+        let v = p.app_json(&app).ok()?;
+        (v["instances"][0]["restarts"].as_u64()? > restarts.as_u64()?
+            && v["instances"][0]["state"] == "running")
+            .then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", p.logs()));
+    assert_eq!(
+        serves_via_sidecar(&p, &app),
+        "via sidecar: hello from helper"
+    );
+    assert_eq!(
+        running_sidecar(&p, &app),
+        sidecar,
+        "the same sidecar container"
+    );
+
+    // A restarted agent adopts the running sidecar rather than start a second one.
+    p.restart_agent(0).unwrap();
+    assert_eq!(
+        serves_via_sidecar(&p, &app),
+        "via sidecar: hello from helper"
+    );
+    assert_eq!(running_sidecar(&p, &app), sidecar, "adopted");
 
     // `paas restart`: a new instance, with a new sidecar in its namespace; the old one goes.
     let out = p.cli(&["restart", &app]);
