@@ -465,7 +465,7 @@ pub struct AppContext {
 pub struct AgentLogLine {
     pub instance_id: String,
     pub timestamp: DateTime<Utc>,
-    /// `APP/<process>/<index>` or `CELL`.
+    /// `APP/<process>/<index>` (a sidecar's: `.../SIDECAR/<name>`) or `CELL`.
     pub source: String,
     /// `stdout`, `stderr`, or `out` for platform lines.
     pub stream: String,

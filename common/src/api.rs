@@ -537,7 +537,8 @@ pub struct LogLine {
     // Every streamed and listed line formats its time: chrono's formatter was a visible share.
     #[serde(serialize_with = "crate::logwire::serialize_timestamp")]
     pub timestamp: DateTime<Utc>,
-    /// `APP/<process>/<index>`, `STG`, `RTR`, `API` or `CELL`.
+    /// `APP/<process>/<index>` (a sidecar's: `APP/<process>/<index>/SIDECAR/<name>`), `STG`,
+    /// `RTR`, `API` or `CELL`.
     pub source: String,
     /// `stdout` or `stderr` for app lines, `out` otherwise.
     pub stream: String,
