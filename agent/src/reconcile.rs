@@ -10,12 +10,22 @@
 //! health check): its result only says whether the instance is routed. A failing readiness check
 //! never kills, restarts or counts a crash; it is reported as `ready: false` and the controller
 //! takes the instance out of the route table until the check passes again.
+//!
+//! Sidecars (manifest `sidecars:`) run in containers of their own that join the instance
+//! container's network namespace, so they start after it and are started again after each of its
+//! restarts (the namespace is new each time). A sidecar that exits on its own restarts alone with
+//! the same backoff as an instance, each crash a `CELL` line; it does not crash its instance,
+//! whose own health check decides whether it serves (Cloud Foundry restarts the whole instance
+//! instead; here the app keeps serving what it can while its helper comes back). A sidecar
+//! container whose instance container is gone, or replaced, is removed.
 
 use crate::backoff;
 use crate::crashes::{CrashLedger, CrashRecord, Ledger};
 use crate::health;
 use crate::logs::{self, FollowFrom, LastSeen, LogSink};
-use crate::runtime::{ContainerStatus, DropletSource, Runtime, RuntimeError, APP_PORT};
+use crate::runtime::{
+    ContainerStatus, DropletSource, OwnedSidecar, Runtime, RuntimeError, APP_PORT,
+};
 use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
 use paas_common::agent::{Assignment, HealthCheck, InstanceReport};
@@ -86,6 +96,44 @@ struct Instance {
     follower: Option<JoinHandle<()>>,
     /// The engine's json-file log of the container, read directly by the collector.
     log_path: Option<std::path::PathBuf>,
+    /// Its sidecars' containers, by sidecar name.
+    sidecars: HashMap<String, SidecarRun>,
+}
+
+/// One sidecar container of an instance.
+struct SidecarRun {
+    container_id: String,
+    /// Consecutive crashes, for the backoff; forgiven after a healthy stretch.
+    crash_count: u32,
+    /// When it last started (to forgive earlier crashes).
+    started: Instant,
+    /// Set while it waits out its backoff after a crash.
+    restart_at: Option<Instant>,
+    /// Stopped because its instance's container is down: started again, not counted as a
+    /// crash, when the instance's container runs again.
+    held: bool,
+    last_seen: LastSeen,
+    follower: Option<JoinHandle<()>>,
+}
+
+impl SidecarRun {
+    fn new(container_id: String) -> Self {
+        Self {
+            container_id,
+            crash_count: 0,
+            started: Instant::now(),
+            restart_at: None,
+            held: false,
+            last_seen: LastSeen::default(),
+            follower: None,
+        }
+    }
+
+    fn abort(&mut self) {
+        if let Some(f) = self.follower.take() {
+            f.abort();
+        }
+    }
 }
 
 struct Stopping {
@@ -114,6 +162,8 @@ pub struct Reconciler {
     /// Recent passes' log positions, newest last: what is saved is the newest one at least
     /// [`SAVE_LAG`] old (see [`LogPosition`]).
     position_history: std::collections::VecDeque<(Instant, HashMap<String, LogPosition>)>,
+    /// Removals of sidecar containers whose instance container is gone, by container id.
+    sidecar_removals: HashMap<String, JoinHandle<Result<(), RuntimeError>>>,
 }
 
 /// How old a log position must be before it is saved. A line is queued for upload when it is
@@ -244,6 +294,7 @@ impl Reconciler {
             ledger: None,
             positions: None,
             position_history: Default::default(),
+            sidecar_removals: HashMap::new(),
         }
     }
 
@@ -340,6 +391,7 @@ impl Reconciler {
             (exited || instance.next_due() <= now).then(|| instance.step(&ctx, running))
         }))
         .await;
+        self.tend_sidecars().await;
         self.sync_ledger();
         self.sync_positions();
         Ok(())
@@ -390,6 +442,62 @@ impl Reconciler {
         reports
     }
 
+    /// Runs every instance's sidecars beside its running container (started, restarted after a
+    /// crash, held while the instance's container is down), and removes sidecar containers of
+    /// no tracked instance container.
+    async fn tend_sidecars(&mut self) {
+        self.sidecar_removals.retain(|_, t| !t.is_finished());
+        let any_wanted = self
+            .instances
+            .values()
+            .any(|i| !i.assignment.sidecars.is_empty() || !i.sidecars.is_empty());
+        let listed = match self.runtime.list_sidecars().await {
+            Ok(l) => l,
+            Err(e) => {
+                if any_wanted {
+                    tracing::warn!(error = %e, "cannot list sidecar containers");
+                }
+                return;
+            }
+        };
+        let mut of: HashMap<&str, Vec<&OwnedSidecar>> = HashMap::new();
+        for c in &listed {
+            let owner = self
+                .instances
+                .get(&c.instance_id)
+                .filter(|i| i.container_id == c.of)
+                .filter(|i| i.assignment.sidecars.iter().any(|s| s.name == c.name));
+            let being_stopped = self.stopping.values().any(|s| s.container_id == c.of);
+            if owner.is_some() {
+                of.entry(c.of.as_str()).or_default().push(c);
+            } else if !being_stopped && !self.sidecar_removals.contains_key(&c.id) {
+                tracing::info!(container = %c.id, instance = %c.instance_id, sidecar = %c.name, "removing a sidecar of no running instance");
+                let runtime = self.runtime.clone();
+                let id = c.id.clone();
+                self.sidecar_removals.insert(
+                    c.id.clone(),
+                    tokio::spawn(async move { runtime.stop_and_remove(&id).await }),
+                );
+            }
+        }
+        let ctx = Ctx {
+            runtime: &self.runtime,
+            http: &self.http,
+            logs: &self.logs,
+        };
+        let now = Instant::now();
+        join_all(
+            self.instances
+                .values_mut()
+                .filter(|i| !i.assignment.sidecars.is_empty())
+                .map(|i| {
+                    let mine = of.get(i.container_id.as_str()).cloned().unwrap_or_default();
+                    i.tend_sidecars(&ctx, mine, now)
+                }),
+        )
+        .await;
+    }
+
     /// Waits for every stop in progress to finish (used by tests and tools).
     pub async fn wait_stopped(&mut self) {
         for (id, s) in self.stopping.drain() {
@@ -438,7 +546,7 @@ impl Reconciler {
         }
         let runtime = self.runtime.clone();
         let id = container_id.to_string();
-        let task = tokio::spawn(async move { runtime.stop_and_remove(&id).await });
+        let task = tokio::spawn(async move { runtime.stop_and_remove_instance(&id).await });
         // A duplicate's stop is keyed by its container so it does not hide the real instance.
         let key = if self.instances.contains_key(instance_id) {
             container_id
@@ -555,9 +663,12 @@ pub(crate) async fn create_container(
     Ok(id)
 }
 
-fn abort_follower(instance: Instance) {
+fn abort_follower(mut instance: Instance) {
     if let Some(f) = instance.follower {
         f.abort();
+    }
+    for run in instance.sidecars.values_mut() {
+        run.abort();
     }
 }
 
@@ -567,9 +678,15 @@ impl Instance {
         matches!(self.phase, Phase::Running { .. }) && self.ready
     }
 
-    /// The earliest moment this instance needs attention: its phase's, or a readiness check.
+    /// The earliest moment this instance needs attention: its phase's, a readiness check, or a
+    /// sidecar's restart.
     fn next_due(&self) -> Instant {
         let due = self.phase.next_due();
+        let due = self
+            .sidecars
+            .values()
+            .filter_map(|r| r.restart_at)
+            .fold(due, Instant::min);
         match (&self.phase, &self.assignment.health.readiness) {
             (Phase::Running { .. }, Some(_)) => {
                 self.next_ready_check.map_or(Instant::now(), |r| r.min(due))
@@ -603,6 +720,168 @@ impl Instance {
             last_seen: LastSeen::default(),
             follower: None,
             log_path: status.log_path.clone(),
+            sidecars: HashMap::new(),
+        }
+    }
+
+    /// One pass over this instance's sidecars; `listed` are the containers of them the engine
+    /// has for this instance's container.
+    async fn tend_sidecars(&mut self, ctx: &Ctx<'_>, listed: Vec<&OwnedSidecar>, now: Instant) {
+        // The process's container runs (or is being checked): its network namespace exists.
+        let app_up = !matches!(self.phase, Phase::Crashed { .. });
+        let index = self.assignment.index;
+        let instance_id = self.assignment.instance_id.clone();
+        for s in self.assignment.sidecars.clone() {
+            let found = listed.iter().find(|c| c.name == s.name);
+            let source = sidecar_source(&self.assignment, &s.name);
+            let Some(c) = found else {
+                // Never created, or removed behind our back: (re)created while the app runs.
+                if let Some(mut old) = self.sidecars.remove(&s.name) {
+                    old.abort();
+                }
+                if !app_up {
+                    continue;
+                }
+                let started = async {
+                    let id = ctx
+                        .runtime
+                        .create_sidecar(&self.assignment, &s, &self.container_id)
+                        .await?;
+                    if let Err(e) = ctx.runtime.start(&id).await {
+                        let _ = ctx.runtime.stop_and_remove(&id).await;
+                        return Err(e);
+                    }
+                    Ok::<_, RuntimeError>(id)
+                }
+                .await;
+                match started {
+                    Ok(id) => {
+                        ctx.logs.cell(
+                            &instance_id,
+                            format!("Started sidecar {} of instance {index}", s.name),
+                        );
+                        let mut run = SidecarRun::new(id);
+                        follow_sidecar(
+                            ctx,
+                            &mut run,
+                            &instance_id,
+                            &self.assignment,
+                            source,
+                            FollowFrom::Beginning,
+                        )
+                        .await;
+                        self.sidecars.insert(s.name.clone(), run);
+                    }
+                    Err(e) => {
+                        tracing::warn!(instance = %instance_id, sidecar = %s.name, error = %e, "cannot start sidecar");
+                        ctx.logs.cell(
+                            &instance_id,
+                            format!("Cannot start sidecar {} of instance {index}: {e}", s.name),
+                        );
+                    }
+                }
+                continue;
+            };
+            let adopted = match self.sidecars.get(&s.name) {
+                Some(run) => run.container_id != c.id,
+                None => true,
+            };
+            if adopted {
+                // A container of an earlier agent process: kept, its output followed from now.
+                if let Some(mut old) = self.sidecars.remove(&s.name) {
+                    old.abort();
+                }
+                let mut run = SidecarRun::new(c.id.clone());
+                if c.running {
+                    follow_sidecar(
+                        ctx,
+                        &mut run,
+                        &instance_id,
+                        &self.assignment,
+                        source.clone(),
+                        FollowFrom::Now,
+                    )
+                    .await;
+                }
+                self.sidecars.insert(s.name.clone(), run);
+            }
+            let Some(run) = self.sidecars.get_mut(&s.name) else {
+                continue;
+            };
+            if !app_up {
+                // Its network namespace went with the instance's container: it waits for the
+                // instance to run again.
+                if c.running {
+                    if let Err(e) = ctx.runtime.kill(&run.container_id).await {
+                        tracing::warn!(container = %run.container_id, error = %e, "cannot stop a sidecar");
+                    }
+                }
+                run.held = true;
+                run.restart_at = None;
+                continue;
+            }
+            if c.running {
+                if run.crash_count > 0 && now.duration_since(run.started) >= backoff::RESET_AFTER {
+                    run.crash_count = 0;
+                }
+                continue;
+            }
+            let start_now = if run.held {
+                true
+            } else {
+                match run.restart_at {
+                    None => {
+                        let reason = match ctx.runtime.inspect(&run.container_id).await {
+                            Ok(status) => status.exit_reason(),
+                            Err(e) => format!("unknown exit ({e})"),
+                        };
+                        run.crash_count = run.crash_count.saturating_add(1);
+                        let delay = backoff::restart_delay(run.crash_count);
+                        tracing::info!(instance = %instance_id, sidecar = %s.name, %reason, crashes = run.crash_count, delay_s = delay.as_secs(), "sidecar crashed");
+                        ctx.logs.cell(
+                            &instance_id,
+                            format!(
+                                "Sidecar {} of instance {index} crashed: {reason}{}",
+                                s.name,
+                                if delay.is_zero() {
+                                    String::new()
+                                } else {
+                                    format!("; restarting it in {} s", delay.as_secs())
+                                }
+                            ),
+                        );
+                        run.restart_at = Some(now + delay);
+                        delay.is_zero()
+                    }
+                    Some(at) => at <= now,
+                }
+            };
+            if !start_now {
+                continue;
+            }
+            match ctx.runtime.start(&run.container_id).await {
+                Ok(()) => {
+                    run.held = false;
+                    run.restart_at = None;
+                    run.started = now;
+                    ctx.logs.cell(
+                        &instance_id,
+                        format!("Started sidecar {} of instance {index}", s.name),
+                    );
+                    follow_sidecar(
+                        ctx,
+                        run,
+                        &instance_id,
+                        &self.assignment,
+                        source,
+                        FollowFrom::Continue,
+                    )
+                    .await;
+                }
+                Err(e) => {
+                    tracing::warn!(instance = %instance_id, sidecar = %s.name, error = %e, "cannot restart sidecar, retrying on the next pass");
+                }
+            }
         }
     }
 
@@ -872,6 +1151,39 @@ impl Instance {
             }
         }
     }
+}
+
+/// A sidecar's log source: its instance's (`APP/web/0`) and `SIDECAR/<name>`, so filtering on
+/// an instance shows its sidecars' lines too.
+fn sidecar_source(a: &Assignment, name: &str) -> String {
+    format!("APP/{}/{}/SIDECAR/{name}", a.process_type, a.index)
+}
+
+/// Follows a sidecar container's output (replacing an earlier follower of it).
+async fn follow_sidecar(
+    ctx: &Ctx<'_>,
+    run: &mut SidecarRun,
+    instance_id: &str,
+    a: &Assignment,
+    source: String,
+    from: FollowFrom,
+) {
+    run.abort();
+    let log_path = match ctx.runtime.inspect(&run.container_id).await {
+        Ok(status) => status.log_path,
+        Err(_) => None,
+    };
+    run.follower = Some(tokio::spawn(logs::follow(logs::Follow {
+        docker: ctx.runtime.docker().clone(),
+        container_id: run.container_id.clone(),
+        log_path: log_path.filter(|_| ctx.runtime.settings().read_log_files),
+        instance_id: instance_id.to_string(),
+        app: a.app.clone(),
+        source,
+        from,
+        progress: run.last_seen.clone(),
+        sink: ctx.logs.clone(),
+    })));
 }
 
 async fn wait_not_running(runtime: &Runtime, container_id: &str) {

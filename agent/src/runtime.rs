@@ -82,7 +82,7 @@ pub fn contract_env(
         "process_type": a.process_type,
         "host": "0.0.0.0",
         "port": port,
-        "limits": {"mem": a.memory_mb, "disk": a.disk_mb, "fds": FDS_LIMIT},
+        "limits": {"mem": a.process_memory_mb(), "disk": a.disk_mb, "fds": FDS_LIMIT},
     });
     if let Some(p) = host_port {
         vcap["instance_port"] = p.into();
@@ -93,7 +93,8 @@ pub fn contract_env(
         "VCAP_APP_HOST=0.0.0.0".to_string(),
         format!("VCAP_APPLICATION={vcap}"),
         "VCAP_SERVICES={}".to_string(),
-        format!("MEMORY_LIMIT={}m", a.memory_mb),
+        // The process's own container: the instance's memory less its sidecars'.
+        format!("MEMORY_LIMIT={}m", a.process_memory_mb()),
         format!("CF_INSTANCE_INDEX={}", a.index),
         format!("CF_INSTANCE_GUID={}", a.instance_id),
         format!("CF_INSTANCE_IP={node_address}"),
@@ -173,6 +174,18 @@ impl RuntimeSettings {
 pub struct OwnedContainer {
     pub id: String,
     pub instance_id: String,
+    pub running: bool,
+}
+
+/// One of this node's sidecar containers, as listed by the engine.
+#[derive(Debug, Clone)]
+pub struct OwnedSidecar {
+    pub id: String,
+    pub instance_id: String,
+    /// The sidecar's name.
+    pub name: String,
+    /// The instance container whose network namespace it shares.
+    pub of: String,
     pub running: bool,
 }
 
@@ -534,8 +547,11 @@ impl Runtime {
                 if labels.get(labels::NODE) != Some(&self.settings.node_name) {
                     return None;
                 }
-                // Tasks and instances have separate owners in the agent.
-                if labels.contains_key(labels::TASK) != tasks {
+                // Tasks and instances have separate owners in the agent; sidecars are listed
+                // apart ([`Runtime::list_sidecars`]).
+                if labels.contains_key(labels::TASK) != tasks
+                    || labels.contains_key(labels::SIDECAR)
+                {
                     return None;
                 }
                 Some(OwnedContainer {
@@ -545,6 +561,178 @@ impl Runtime {
                 })
             })
             .collect())
+    }
+
+    /// This node's sidecar containers, running or not.
+    pub async fn list_sidecars(&self) -> Result<Vec<OwnedSidecar>, RuntimeError> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("{}=true", labels::MANAGED),
+                format!("{}={}", labels::NODE, self.settings.node_name),
+                labels::SIDECAR.to_string(),
+            ],
+        )]);
+        let options = ListContainersOptions {
+            all: true,
+            filters,
+            ..Default::default()
+        };
+        let containers = self.docker.list_containers(Some(options)).await?;
+        Ok(containers
+            .into_iter()
+            .filter_map(|c| {
+                let labels = c.labels.unwrap_or_default();
+                if labels.get(labels::NODE) != Some(&self.settings.node_name) {
+                    return None;
+                }
+                Some(OwnedSidecar {
+                    id: c.id?,
+                    instance_id: labels.get(labels::INSTANCE)?.clone(),
+                    name: labels.get(labels::SIDECAR)?.clone(),
+                    of: labels.get(labels::SIDECAR_OF).cloned().unwrap_or_default(),
+                    running: c.state.as_deref() == Some("running"),
+                })
+            })
+            .collect())
+    }
+
+    /// Creates (does not start) sidecar `s` of the instance whose (created) container is
+    /// `app_container`: the same image, user, env and `/app` volume, the same sandbox with its
+    /// own memory limit, and the app container's network namespace (`localhost` is shared; no
+    /// port of its own is published). The app container must run when this one starts, since
+    /// the engine joins its network namespace at start.
+    pub async fn create_sidecar(
+        &self,
+        a: &Assignment,
+        s: &paas_common::api::Sidecar,
+        app_container: &str,
+    ) -> Result<String, RuntimeError> {
+        let app = self.docker.inspect_container(app_container, None).await?;
+        let app_config = app.config.unwrap_or_default();
+        let image = app
+            .image
+            .or(app_config.image.clone())
+            .ok_or_else(|| RuntimeError::NoState(app_container.into()))?;
+        let memory = i64::try_from(s.reserved_mb().saturating_mul(1024 * 1024)).unwrap_or(i64::MAX);
+        let mut env: Vec<String> = app_config
+            .env
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| !e.starts_with("MEMORY_LIMIT="))
+            .collect();
+        env.push(format!("MEMORY_LIMIT={}m", s.reserved_mb()));
+        env.push(format!("CF_SIDECAR_NAME={}", s.name));
+        let container_labels = HashMap::from([
+            (labels::MANAGED.to_string(), "true".to_string()),
+            (labels::APP.to_string(), a.app.clone()),
+            (labels::INSTANCE.to_string(), a.instance_id.clone()),
+            (labels::INDEX.to_string(), a.index.to_string()),
+            (labels::NODE.to_string(), self.settings.node_name.clone()),
+            (labels::PROCESS.to_string(), a.process_type.clone()),
+            (labels::DROPLET.to_string(), a.droplet.clone()),
+            (labels::SIDECAR.to_string(), s.name.clone()),
+            (labels::SIDECAR_OF.to_string(), app_container.to_string()),
+        ]);
+        let host_config = HostConfig {
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            memory: Some(memory),
+            memory_swap: Some(memory),
+            cpu_shares: Some(i64::try_from(a.cpu_shares).unwrap_or(i64::MAX)),
+            pids_limit: Some(a.pids_limit),
+            ulimits: Some(vec![ResourcesUlimits {
+                name: Some("nofile".into()),
+                soft: Some(FDS_LIMIT),
+                hard: Some(FDS_LIMIT),
+            }]),
+            readonly_rootfs: Some(true),
+            tmpfs: Some(HashMap::from([(
+                "/tmp".into(),
+                "rw,noexec,nosuid,size=64m".into(),
+            )])),
+            // The droplet as the app has it: its `/app` volume (nothing for an image droplet,
+            // whose files are in the image).
+            volumes_from: Some(vec![app_container.to_string()]),
+            init: Some(true),
+            network_mode: Some(format!("container:{app_container}")),
+            privileged: Some(false),
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::NO),
+                maximum_retry_count: None,
+            }),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(HashMap::from([
+                    ("max-size".into(), self.settings.log_max_size.clone()),
+                    ("max-file".into(), self.settings.log_max_files.to_string()),
+                ])),
+            }),
+            ..Default::default()
+        };
+        let (entrypoint, cmd) = if a.image.is_none() {
+            // The launcher, as for the app: `.profile.d` and `.profile` first.
+            (
+                None,
+                vec![
+                    "/bin/sh".into(),
+                    "-c".into(),
+                    LAUNCHER.into(),
+                    "launcher".into(),
+                    s.command.clone(),
+                ],
+            )
+        } else {
+            (
+                Some(vec!["/bin/sh".to_string(), "-c".to_string()]),
+                vec![s.command.clone()],
+            )
+        };
+        let config = Config {
+            image: Some(image),
+            entrypoint,
+            cmd: Some(cmd),
+            working_dir: app_config.working_dir.filter(|w| !w.is_empty()),
+            // The app container's user, which `create` made sure is never root.
+            user: app_config
+                .user
+                .filter(|u| !u.is_empty())
+                .or(Some(APP_USER.into())),
+            env: Some(env),
+            labels: Some(container_labels),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let name = format!(
+            "{}-{}-{}",
+            app.name
+                .as_deref()
+                .unwrap_or_default()
+                .trim_start_matches('/'),
+            s.name,
+            app_container.chars().take(6).collect::<String>()
+        );
+        let name: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        let options = CreateContainerOptions {
+            name: name.as_str(),
+            platform: None,
+        };
+        let id = self
+            .docker
+            .create_container(Some(options), config)
+            .await?
+            .id;
+        tracing::debug!(container = %id, %name, sidecar = %s.name, "created sidecar container");
+        Ok(id)
     }
 
     pub fn container_name(&self, a: &Assignment) -> String {
@@ -616,7 +804,10 @@ impl Runtime {
         if task {
             container_labels.insert(labels::TASK.to_string(), a.instance_id.clone());
         }
-        let memory = i64::try_from(a.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX);
+        // Sidecars have their own containers and limits, carved out of the instance's memory,
+        // so the instance as a whole never uses more than the app's memory.
+        let memory =
+            i64::try_from(a.process_memory_mb().saturating_mul(1024 * 1024)).unwrap_or(i64::MAX);
         let host_config = HostConfig {
             port_bindings: Some(HashMap::from([(
                 port_key.clone(),
@@ -810,6 +1001,42 @@ impl Runtime {
             }) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Stops an instance's container and its sidecars' side by side (one grace period), then
+    /// removes the sidecars before the instance's: they use its `/app` volume, which the engine
+    /// would leave behind if it were still in use when the instance's container goes.
+    pub async fn stop_and_remove_instance(&self, id: &str) -> Result<(), RuntimeError> {
+        let sidecars: Vec<String> = self
+            .list_sidecars()
+            .await?
+            .into_iter()
+            .filter(|s| s.of == id)
+            .map(|s| s.id)
+            .collect();
+        if !sidecars.is_empty() {
+            let own = id.to_string();
+            let stops =
+                futures_util::future::join_all(sidecars.iter().chain(std::iter::once(&own)).map(
+                    |c| async move {
+                        match self
+                            .docker
+                            .stop_container(c, Some(StopContainerOptions { t: STOP_GRACE_SECS }))
+                            .await
+                        {
+                            Ok(()) => {}
+                            Err(e) => {
+                                tracing::debug!(container = %c, error = %e, "stop before removal")
+                            }
+                        }
+                    },
+                ));
+            stops.await;
+            for s in &sidecars {
+                self.stop_and_remove(s).await?;
+            }
+        }
+        self.stop_and_remove(id).await
     }
 
     /// SIGTERM with a grace period, then removal with the container's anonymous volumes.
@@ -1027,6 +1254,7 @@ mod tests {
                 revision: 3,
             }),
             networks: Vec::new(),
+            sidecars: Vec::new(),
         };
         let env = contract_env(&a, 8080, Some(40000), "127.0.0.1", Some("/app"));
         let get = |k: &str| {

@@ -98,7 +98,13 @@ async fn container_of(docker: &Docker, node: &str, instance: &str) -> anyhow::Re
             ..Default::default()
         }))
         .await?;
+    // The instance's own container, not one of its sidecars (they carry its instance label too).
     list.into_iter()
+        .filter(|c| {
+            !c.labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(labels::SIDECAR))
+        })
         .find_map(|c| c.id)
         .ok_or_else(|| anyhow::anyhow!("instance {instance} has no running container on this node"))
 }

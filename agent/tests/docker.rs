@@ -217,6 +217,7 @@ fn assignment(
     health: HealthSettings,
 ) -> Assignment {
     Assignment {
+        sidecars: Vec::new(),
         instance_id: instance_id.into(),
         app: "testapp".into(),
         process_type: "web".into(),

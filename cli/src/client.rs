@@ -766,6 +766,9 @@ fn push_extra_fields(
     if let Some(st) = &s.strategy {
         form = form.text("strategy", enc(serde_json::to_string(st))?);
     }
+    if let Some(sc) = &s.sidecars {
+        form = form.text("sidecars", enc(serde_json::to_string(sc))?);
+    }
     for (field, on) in [
         ("random_route", s.random_route),
         ("no_route", s.no_route),

@@ -431,6 +431,25 @@ pub struct Assignment {
     /// changes for a running instance.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<String>,
+    /// The revision's sidecars for this process type: each runs in its own container in the
+    /// instance's network namespace, its memory carved out of `memory_mb` (see
+    /// [`Assignment::process_memory_mb`]). Part of the revision, so it never changes for a
+    /// running instance.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sidecars: Vec<crate::api::Sidecar>,
+}
+
+impl Assignment {
+    /// The memory of the process's own container: the instance's memory less its sidecars'
+    /// (the controller refuses sidecars that leave nothing; never below 1 MB here).
+    pub fn process_memory_mb(&self) -> u64 {
+        let taken: u64 = self
+            .sidecars
+            .iter()
+            .map(crate::api::Sidecar::reserved_mb)
+            .sum();
+        self.memory_mb.saturating_sub(taken).max(1)
+    }
 }
 
 /// The Docker network of a built-in service instance: its container and the containers of the
@@ -458,7 +477,7 @@ pub struct AppContext {
 pub struct AgentLogLine {
     pub instance_id: String,
     pub timestamp: DateTime<Utc>,
-    /// `APP/<process>/<index>` or `CELL`.
+    /// `APP/<process>/<index>` (a sidecar's: `.../SIDECAR/<name>`) or `CELL`.
     pub source: String,
     /// `stdout`, `stderr`, or `out` for platform lines.
     pub stream: String,

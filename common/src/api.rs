@@ -306,6 +306,125 @@ pub struct RevisionInfo {
     pub command: String,
     pub detected: String,
     pub created_at: DateTime<Utc>,
+    /// The revision's sidecars (manifest `sidecars:`), which a rollback brings back with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sidecars: Vec<Sidecar>,
+}
+
+/// Memory a sidecar without `memory:` is given, carved out of its process's memory like a
+/// stated one: each sidecar runs in its own container with its own limit, so one without a
+/// limit could take the instance past the app's memory.
+pub const DEFAULT_SIDECAR_MEMORY_MB: u64 = 64;
+
+/// A sidecar (Cloud Foundry's manifest `sidecars:`): a helper process that runs beside each
+/// instance of the named process types, from the same droplet with the same env, in the same
+/// network namespace (its `localhost` is the app's), its memory counted in the instance's.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Sidecar {
+    pub name: String,
+    /// The process types it runs beside (`[web]` when the manifest names none).
+    pub process_types: Vec<String>,
+    /// Run with `/bin/sh -c` in `/app`, like the app's own command.
+    pub command: String,
+    /// Its memory limit; `None`: [`DEFAULT_SIDECAR_MEMORY_MB`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+}
+
+impl Sidecar {
+    /// The memory its container is limited to, carved out of the instance's.
+    pub fn reserved_mb(&self) -> u64 {
+        self.memory_mb.unwrap_or(DEFAULT_SIDECAR_MEMORY_MB)
+    }
+
+    pub fn runs_with(&self, process_type: &str) -> bool {
+        self.process_types.iter().any(|t| t == process_type)
+    }
+}
+
+/// The memory the sidecars of `process_type` take out of each of its instances.
+pub fn sidecar_memory_mb(sidecars: &[Sidecar], process_type: &str) -> u64 {
+    sidecars
+        .iter()
+        .filter(|s| s.runs_with(process_type))
+        .map(Sidecar::reserved_mb)
+        .sum()
+}
+
+/// Checks sidecars on their own: names (unique; letters, digits, `-`, `_`, `.`; they name a
+/// container and a log source), non-empty commands and process types.
+pub fn check_sidecars(sidecars: &[Sidecar]) -> Result<(), String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for s in sidecars {
+        let valid = !s.name.is_empty()
+            && s.name.len() <= 63
+            && s.name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !valid {
+            return Err(format!(
+                "sidecar name {:?}: use 1 to 63 letters, digits, '-', '_' or '.'",
+                s.name
+            ));
+        }
+        if !seen.insert(s.name.as_str()) {
+            return Err(format!("sidecar {} is listed twice", s.name));
+        }
+        if s.command.trim().is_empty() {
+            return Err(format!("sidecar {}: command: must not be empty", s.name));
+        }
+        if s.process_types.is_empty() || s.process_types.iter().any(|t| t.trim().is_empty()) {
+            return Err(format!(
+                "sidecar {}: process_types: name at least one process type",
+                s.name
+            ));
+        }
+        if s.memory_mb == Some(0) {
+            return Err(format!("sidecar {}: memory: must be more than 0", s.name));
+        }
+    }
+    Ok(())
+}
+
+/// Checks sidecars against the app: each process type they name must be one of `known`, and the
+/// sidecars of each process type must leave its process some memory (`memory_of` gives a type's
+/// memory per instance, when known).
+pub fn check_sidecars_fit(
+    sidecars: &[Sidecar],
+    known: &[&str],
+    memory_of: impl Fn(&str) -> Option<u64>,
+) -> Result<(), String> {
+    check_sidecars(sidecars)?;
+    for s in sidecars {
+        if let Some(t) = s
+            .process_types
+            .iter()
+            .find(|t| !known.contains(&t.as_str()))
+        {
+            return Err(format!(
+                "sidecar {}: process_types: unknown process type {t:?} (the app has {})",
+                s.name,
+                known.join(", ")
+            ));
+        }
+    }
+    let mut types: Vec<&str> = sidecars
+        .iter()
+        .flat_map(|s| s.process_types.iter().map(String::as_str))
+        .collect();
+    types.sort_unstable();
+    types.dedup();
+    for t in types {
+        let Some(memory) = memory_of(t) else { continue };
+        let taken = sidecar_memory_mb(sidecars, t);
+        if taken >= memory {
+            return Err(format!(
+                "the sidecars of process type {t} take {taken} MB of its {memory} MB per instance, which leaves the process nothing: give the sidecars less memory or the process more (a sidecar without `memory` takes {DEFAULT_SIDECAR_MEMORY_MB} MB)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -422,7 +541,8 @@ pub struct LogLine {
     // Every streamed and listed line formats its time: chrono's formatter was a visible share.
     #[serde(serialize_with = "crate::logwire::serialize_timestamp")]
     pub timestamp: DateTime<Utc>,
-    /// `APP/<process>/<index>`, `STG`, `RTR`, `API` or `CELL`.
+    /// `APP/<process>/<index>` (a sidecar's: `APP/<process>/<index>/SIDECAR/<name>`), `STG`,
+    /// `RTR`, `API` or `CELL`.
     pub source: String,
     /// `stdout` or `stderr` for app lines, `out` otherwise.
     pub stream: String,
@@ -510,6 +630,10 @@ pub struct PushSettings {
     /// JSON [`crate::deployment::DeployStrategy`]; issue 23).
     #[serde(default)]
     pub strategy: Option<crate::deployment::DeployStrategy>,
+    /// Manifest `sidecars:` (multipart `sidecars`, a JSON list of [`Sidecar`]): the new
+    /// revision's sidecars; absent: the current revision's are kept.
+    #[serde(default)]
+    pub sidecars: Option<Vec<Sidecar>>,
 }
 
 /// Health-check settings as a manifest states them; every field optional (server defaults apply).
@@ -594,6 +718,9 @@ pub struct RevisionSummary {
     pub description: String,
     /// Whether this is the app's current revision.
     pub current: bool,
+    /// Its sidecars (manifest `sidecars:`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sidecars: Vec<Sidecar>,
     /// False once the droplet was garbage-collected: a rollback to it is refused.
     pub droplet_available: bool,
 }

@@ -121,6 +121,9 @@ pub enum ErrorCode {
     InvalidStrategy,
     /// A network policy's ports or protocol do not parse, or it names an app twice (issue 25).
     InvalidNetworkPolicy,
+    /// Manifest `sidecars:` that are malformed, name a process type the app lacks, or leave
+    /// their process no memory (issue 25).
+    InvalidSidecar,
 }
 
 impl ErrorCode {
@@ -179,6 +182,7 @@ impl ErrorCode {
             ErrorCode::DeploymentNotFound => "deployment_not_found",
             ErrorCode::InvalidStrategy => "invalid_strategy",
             ErrorCode::InvalidNetworkPolicy => "invalid_network_policy",
+            ErrorCode::InvalidSidecar => "invalid_sidecar",
         }
     }
 
@@ -232,6 +236,7 @@ impl ErrorCode {
             ErrorCode::BrokerError => 502,
             ErrorCode::DeploymentNotFound => 404,
             ErrorCode::InvalidStrategy | ErrorCode::InvalidNetworkPolicy => 400,
+            ErrorCode::InvalidSidecar => 400,
         }
     }
 }

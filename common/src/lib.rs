@@ -39,4 +39,10 @@ pub mod labels {
     /// On a built-in service's container, network and volume (its service instance id): the
     /// agent's service runner owns these, instance reconciliation never sees them (issue 22).
     pub const SERVICE: &str = "paas.service";
+    /// On a sidecar's container (its name), beside [`INSTANCE`] naming its instance: instance
+    /// reconciliation lists these apart and removes them with their instance.
+    pub const SIDECAR: &str = "paas.sidecar";
+    /// On a sidecar's container: the id of the instance container whose network namespace it
+    /// shares, so a sidecar left from an earlier run of an instance (or a duplicate) is told apart.
+    pub const SIDECAR_OF: &str = "paas.sidecar-of";
 }

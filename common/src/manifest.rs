@@ -170,6 +170,38 @@ pub struct AppManifest {
     pub min_requests: Option<String>,
     #[serde(default, deserialize_with = "scalar")]
     pub grace: Option<String>,
+    /// Cloud Foundry's `sidecars:` (name, process_types, command, memory). Absent: a push keeps
+    /// the app's current sidecars; `[]` removes them.
+    #[serde(default)]
+    pub sidecars: Option<Vec<SidecarManifest>>,
+}
+
+/// One entry of `sidecars:`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct SidecarManifest {
+    pub name: String,
+    /// Default `[web]`.
+    #[serde(default)]
+    pub process_types: Vec<String>,
+    #[serde(default)]
+    pub command: String,
+    #[serde(default, deserialize_with = "memory")]
+    pub memory: Option<u64>,
+}
+
+impl SidecarManifest {
+    pub fn to_sidecar(&self) -> crate::api::Sidecar {
+        crate::api::Sidecar {
+            name: self.name.clone(),
+            process_types: if self.process_types.is_empty() {
+                vec!["web".into()]
+            } else {
+                self.process_types.clone()
+            },
+            command: self.command.clone(),
+            memory_mb: self.memory,
+        }
+    }
 }
 
 /// A scalar (or a list of numbers, joined by commas) as text: the strategy fields accept
@@ -276,6 +308,13 @@ impl AppManifest {
         } else {
             self.buildpacks.clone()
         }
+    }
+
+    /// The sidecars as the push sends them (`None`: the manifest says nothing about sidecars).
+    pub fn sidecar_list(&self) -> Option<Vec<crate::api::Sidecar>> {
+        self.sidecars
+            .as_ref()
+            .map(|l| l.iter().map(SidecarManifest::to_sidecar).collect())
     }
 
     /// The name to push under: the manifest's, else `given` (NAME on the command line).
@@ -532,6 +571,68 @@ pub(crate) fn check_applications(
                         p.process_type
                     ),
                 });
+            }
+        }
+        check_manifest_sidecars(text, &name, a)?;
+    }
+    Ok(())
+}
+
+/// An app's `sidecars:` checked on their own and against what the manifest itself says about
+/// the app's memory. Process types are checked by the controller, which knows the droplet's
+/// Procfile too.
+fn check_manifest_sidecars(text: &str, name: &str, a: &AppManifest) -> Result<(), ManifestError> {
+    let Some(list) = a.sidecar_list() else {
+        return Ok(());
+    };
+    let at = |needle: &str| {
+        text.lines()
+            .position(|l| l.trim_start().starts_with("sidecars:"))
+            .and_then(|start| {
+                text.lines()
+                    .enumerate()
+                    .skip(start)
+                    .find(|(_, l)| {
+                        let t = l.trim_start().trim_start_matches("- ").trim_end();
+                        t == format!("name: {needle}")
+                    })
+                    .map(|(i, _)| i + 1)
+            })
+            .or_else(|| line_of(text, "sidecars:"))
+    };
+    let fail = |needle: &str, m: String| ManifestError {
+        line: at(needle),
+        message: format!("applications.{name}.sidecars: {m}"),
+    };
+    if let Err(m) = crate::api::check_sidecars(&list) {
+        let who = list
+            .iter()
+            .find(|s| m.contains(&format!("sidecar {}", s.name)))
+            .map(|s| s.name.clone())
+            .unwrap_or_else(|| "sidecars:".into());
+        return Err(fail(&who, m));
+    }
+    let memory_of = |t: &str| {
+        if t == "web" {
+            return a.memory;
+        }
+        a.processes
+            .iter()
+            .find(|p| p.process_type == t)
+            .and_then(|p| p.memory)
+            .or(a.memory)
+    };
+    for s in &list {
+        for t in &s.process_types {
+            let Some(memory) = memory_of(t) else { continue };
+            let taken = crate::api::sidecar_memory_mb(&list, t);
+            if taken >= memory {
+                return Err(fail(
+                    &s.name,
+                    format!(
+                        "the sidecars of process type {t} take {taken} MB of its {memory} MB per instance, which leaves the process nothing: give the sidecars less memory or the process more"
+                    ),
+                ));
             }
         }
     }
@@ -1053,6 +1154,38 @@ applications:
             .message
             .contains("twice"));
         assert!(err(": : :\n  - [").line.is_some());
+    }
+
+    #[test]
+    fn sidecars_are_read_and_checked_with_their_line() {
+        let m = parse(
+            "applications:\n- name: a\n  memory: 256M\n  sidecars:\n  - name: config-server\n    process_types: [web]\n    command: ./config-server\n    memory: 64M\n  - name: helper\n    command: ./helper\n",
+        )
+        .unwrap();
+        assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+        let s = m.applications[0].sidecar_list().unwrap();
+        assert_eq!(s[0].name, "config-server");
+        assert_eq!(s[0].memory_mb, Some(64));
+        assert_eq!(
+            s[1].process_types,
+            vec!["web".to_string()],
+            "web by default"
+        );
+        assert_eq!(s[1].memory_mb, None);
+        assert_eq!(
+            parse("applications:\n- name: a\n").unwrap().applications[0].sidecar_list(),
+            None
+        );
+        let e = err("applications:\n- name: a\n  memory: 128M\n  sidecars:\n  - name: big\n    command: x\n    memory: 128M\n");
+        assert_eq!(e.line, Some(5), "{e}");
+        assert!(e.message.contains("take 128 MB of its 128 MB"), "{e}");
+        let e = err("applications:\n- name: a\n  sidecars:\n  - name: s\n    command: x\n  - name: s\n    command: y\n");
+        assert!(e.message.contains("listed twice"), "{e}");
+        let e = err("applications:\n- name: a\n  sidecars:\n  - name: s\n    command: ''\n");
+        assert!(e.message.contains("command"), "{e}");
+        assert_eq!(e.line, Some(4), "{e}");
+        let e = err("applications:\n- name: a\n  sidecars:\n  - name: s\n    command: x\n    memory: lots\n");
+        assert_eq!(e.line, Some(6), "{e}");
     }
 
     #[test]

@@ -34,6 +34,15 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{n:08x}")
 }
 
+/// `docker inspect -f FORMAT ID`, trimmed (empty when the container is gone).
+pub fn docker_inspect(id: &str, format: &str) -> String {
+    Command::new("docker")
+        .args(["inspect", "-f", format, id])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
 /// Polls `f` every 200 ms until it returns `Some`, or fails after `timeout` with `what`.
 pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> Result<T> {
     let start = Instant::now();
@@ -319,22 +328,7 @@ impl Platform {
 
     /// Removes every container of node `name` from the engine (as when a machine dies).
     pub fn remove_node_containers(&self, name: &str) {
-        let out = Command::new("docker")
-            .args(["ps", "-aq", "--filter"])
-            .arg(format!("label=paas.node={name}"))
-            .output();
-        if let Ok(o) = out {
-            let ids: Vec<String> = String::from_utf8_lossy(&o.stdout)
-                .split_whitespace()
-                .map(str::to_string)
-                .collect();
-            if !ids.is_empty() {
-                let _ = Command::new("docker")
-                    .args(["rm", "-f", "-v"])
-                    .args(&ids)
-                    .output();
-            }
-        }
+        rm_node_containers(name);
     }
 
     fn wait_node_ready(&self, name: &str) -> Result<()> {
@@ -573,6 +567,20 @@ impl Platform {
         ids
     }
 
+    /// The app's instance containers (`sidecars` false) or its sidecars' containers (true) on
+    /// this platform's nodes, running or not.
+    pub fn app_containers(&self, app: &str, sidecars: bool) -> Vec<String> {
+        self.containers_of(app)
+            .into_iter()
+            .filter(|id| {
+                let label = docker_inspect(id, "{{index .Config.Labels \"paas.sidecar\"}}");
+                // A task's container is neither.
+                let task = docker_inspect(id, "{{index .Config.Labels \"paas.task\"}}");
+                task.is_empty() && (label.is_empty() != sidecars)
+            })
+            .collect()
+    }
+
     /// The tail of every process log, for failure messages.
     pub fn logs(&self) -> String {
         let mut s = String::new();
@@ -735,15 +743,19 @@ impl Platform {
                 .args(["--filter", "label=paas.instance"])
                 .args([
                     "--format",
-                    "{{.Label \"paas.app\"}} task={{.Label \"paas.task\"}}",
+                    "{{.Label \"paas.app\"}} task={{.Label \"paas.task\"}} sidecar={{.Label \"paas.sidecar\"}}",
                 ])
                 .output()?;
             let mut on_engine: HashMap<String, u64> = HashMap::new();
             for line in String::from_utf8_lossy(&out.stdout).lines() {
-                let Some((app, task)) = line.rsplit_once(' ') else {
+                // A sidecar's container goes with its instance's (issue 25): not a row's own.
+                let Some((rest, sidecar)) = line.rsplit_once(' ') else {
                     continue;
                 };
-                if task == "task=" {
+                let Some((app, task)) = rest.rsplit_once(' ') else {
+                    continue;
+                };
+                if task == "task=" && sidecar == "sidecar=" {
                     *on_engine.entry(app.to_string()).or_default() += 1;
                 }
             }
@@ -805,23 +817,7 @@ impl Drop for Platform {
         while quiet < 2 && Instant::now() < deadline {
             let mut found = false;
             for node in &self.node_names {
-                let out = Command::new("docker")
-                    .args(["ps", "-aq", "--filter"])
-                    .arg(format!("label=paas.node={node}"))
-                    .output();
-                if let Ok(o) = out {
-                    let ids: Vec<String> = String::from_utf8_lossy(&o.stdout)
-                        .split_whitespace()
-                        .map(str::to_string)
-                        .collect();
-                    if !ids.is_empty() {
-                        found = true;
-                        let _ = Command::new("docker")
-                            .args(["rm", "-f", "-v"])
-                            .args(&ids)
-                            .output();
-                    }
-                }
+                found |= rm_node_containers(node);
             }
             quiet = if found { 0 } else { quiet + 1 };
             if quiet < 2 {
@@ -881,6 +877,37 @@ impl Drop for Platform {
             panic!("teardown: {e:#}");
         }
     }
+}
+
+/// Removes node `node`'s containers with their anonymous volumes, sidecars first: they use their
+/// instance's `/app` volume, which the engine keeps while a container still uses it. Returns
+/// whether there were any.
+fn rm_node_containers(node: &str) -> bool {
+    let ids = |extra: &[&str]| -> Vec<String> {
+        Command::new("docker")
+            .args(["ps", "-aq", "--filter"])
+            .arg(format!("label=paas.node={node}"))
+            .args(extra)
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut found = false;
+    for batch in [ids(&["--filter", "label=paas.sidecar"]), ids(&[])] {
+        if !batch.is_empty() {
+            found = true;
+            let _ = Command::new("docker")
+                .args(["rm", "-f", "-v"])
+                .args(&batch)
+                .output();
+        }
+    }
+    found
 }
 
 /// A client of the controller's built-in service broker over the Open Service Broker API

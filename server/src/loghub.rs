@@ -105,7 +105,10 @@ pub struct LogHub {
 pub fn split_app_source(source: &str) -> (Option<&str>, Option<u32>) {
     let mut parts = source.splitn(3, '/');
     match (parts.next(), parts.next(), parts.next()) {
-        (Some("APP"), Some(p), Some(i)) => (Some(p), i.parse().ok()),
+        // A sidecar's lines (`APP/web/0/SIDECAR/NAME`) belong to their instance.
+        (Some("APP"), Some(p), Some(i)) => {
+            (Some(p), i.split('/').next().and_then(|i| i.parse().ok()))
+        }
         (Some("APP"), Some(p), None) => (Some(p), None),
         _ => (None, None),
     }
@@ -475,6 +478,10 @@ mod tests {
     #[test]
     fn splits_app_sources() {
         assert_eq!(split_app_source("APP/web/3"), (Some("web"), Some(3)));
+        assert_eq!(
+            split_app_source("APP/web/3/SIDECAR/config-server"),
+            (Some("web"), Some(3))
+        );
         assert_eq!(split_app_source("APP/worker"), (Some("worker"), None));
         assert_eq!(split_app_source("STG"), (None, None));
         assert_eq!(split_app_source("RTR"), (None, None));

@@ -199,6 +199,12 @@ async fn revisions_number_up_per_app_and_carry_env_and_settings(store: &dyn Stor
         push_settings: Some(r#"{"buildpacks":["python"]}"#.into()),
         log_rate_limit: Some(Some(4096)),
         no_start: true,
+        sidecars: vec![paas_common::api::Sidecar {
+            name: "helper".into(),
+            process_types: vec!["web".into()],
+            command: "./helper".into(),
+            memory_mb: Some(64),
+        }],
         ..Default::default()
     };
     let n = store
@@ -208,6 +214,10 @@ async fn revisions_number_up_per_app_and_carry_env_and_settings(store: &dyn Stor
     assert_eq!(n, 2);
     let r = store.revision(&a.id, 2).await.unwrap().unwrap();
     assert_eq!((r.droplet.as_str(), r.env["K"].as_str()), ("d2", "v"));
+    // Sidecars are the revision's own: stored with it, none on the one before.
+    assert_eq!(r.sidecars, extra.sidecars);
+    let first = store.revision(&a.id, 1).await.unwrap().unwrap();
+    assert!(first.sidecars.is_empty());
     assert_eq!(
         (r.created_by.as_str(), r.description.as_str()),
         ("alice", "set-env K")

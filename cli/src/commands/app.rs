@@ -49,6 +49,15 @@ pub fn render(d: &AppDetail, now: DateTime<Utc>) -> String {
     if !d.services.is_empty() {
         out.push_str(&format!("services:   {}\n", d.services.join(", ")));
     }
+    for s in d.revision.iter().flat_map(|r| &r.sidecars) {
+        out.push_str(&format!(
+            "sidecar:    {} ({}, {}): {}\n",
+            s.name,
+            s.process_types.join(", "),
+            memory(s.reserved_mb()),
+            s.command
+        ));
+    }
     out.push_str(&format!(
         "log rate:   {}\n",
         d.log_rate_limit_bytes.map_or_else(
@@ -204,6 +213,12 @@ mod tests {
                 command: "python app.py".into(),
                 detected: "python".into(),
                 created_at: now,
+                sidecars: vec![paas_common::api::Sidecar {
+                    name: "config-server".into(),
+                    process_types: vec!["web".into()],
+                    command: "./config-server".into(),
+                    memory_mb: Some(64),
+                }],
             }),
             instances: vec![
                 InstanceInfo {
@@ -252,6 +267,10 @@ mod tests {
         let text = render(&d, now);
         assert!(
             text.contains("revision:   3 (python, command: python app.py)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sidecar:    config-server (web, 64M): ./config-server"),
             "{text}"
         );
         assert!(text.contains("stack:      trixie\n"), "{text}");

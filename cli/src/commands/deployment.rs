@@ -228,6 +228,7 @@ mod tests {
                 command: "c".into(),
                 detected: "python".into(),
                 created_at: at(0),
+                sidecars: Vec::new(),
             }),
             instances,
             created_at: at(0),

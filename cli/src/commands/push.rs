@@ -426,6 +426,7 @@ fn plans(args: &Args) -> anyhow::Result<Vec<Plan>> {
                     .or(a.strategy_input())
                     .parse()
                     .map_err(|e| anyhow!("{}: {e}", file.display()))?,
+                sidecars: a.sidecar_list(),
             };
             let mut cron = a.cron.clone();
             cron.extend(app_json_cron(&path)?);
@@ -1169,6 +1170,7 @@ mod tests {
                 command: "c".into(),
                 detected: "python".into(),
                 created_at: t,
+                sidecars: Vec::new(),
             }),
             instances,
             created_at: t,

@@ -33,6 +33,7 @@ pub(crate) async fn detail(ctx: &Ctx, app: &AppRecord) -> ApiResult<AppDetail> {
             command: r.command,
             detected: r.detected,
             created_at: r.created_at,
+            sidecars: r.sidecars,
         }),
         None => None,
     };
@@ -357,7 +358,7 @@ pub async fn push(
                 "env" | "disk_mb" | "disk_quota" | "buildpacks" | "routes" | "services"
                 | "health" | "processes" | "placement_labels" | "log_rate_limit" | "hostname"
                 | "random_route" | "no_route" | "stack" | "no_cache" | "dockerfile"
-                | "no_start" | "strategy" => {
+                | "no_start" | "strategy" | "sidecars" => {
                     super::push_settings::apply_field(&mut extra, &fname, &text)?;
                 }
                 other => {

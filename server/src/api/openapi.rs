@@ -59,6 +59,9 @@ pub struct PushForm {
     no_start: Option<bool>,
     /// JSON `DeployStrategy`: a canary or blue-green deployment (`--strategy`, issue 23).
     strategy: Option<String>,
+    /// JSON list of `Sidecar` (manifest `sidecars:`, issue 25): the new revision's sidecars;
+    /// absent: the current revision's are kept, `[]` removes them.
+    sidecars: Option<String>,
 }
 
 /// Adds the bearer-JWT scheme every operation but login requires.
@@ -106,7 +109,7 @@ impl Modify for BearerAuth {
         ssh::open, ssh::get_app, ssh::set_app, ssh::get_space, ssh::set_space,
         crate::api::info,
     ),
-    components(schemas(paas_common::ApiError, PushForm))
+    components(schemas(paas_common::ApiError, PushForm, paas_common::api::Sidecar))
 )]
 pub struct ApiDoc;
 

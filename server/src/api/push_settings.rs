@@ -87,6 +87,14 @@ pub fn apply_field(s: &mut PushSettings, name: &str, text: &str) -> ApiResult<()
         "no_cache" => s.no_cache = flag(name, text)?,
         "dockerfile" => s.dockerfile = flag(name, text)?,
         "no_start" => s.no_start = flag(name, text)?,
+        "sidecars" => {
+            let sidecars: Vec<paas_common::api::Sidecar> = json(name, text)?;
+            // Refused here, before the upload is staged; checked against the app's process
+            // types and memory once the app is known (`deploy::push`).
+            paas_common::api::check_sidecars(&sidecars)
+                .map_err(|m| Error::api(ErrorCode::InvalidSidecar, m))?;
+            s.sidecars = Some(sidecars);
+        }
         "strategy" => {
             let strategy: paas_common::deployment::DeployStrategy = json(name, text)?;
             strategy

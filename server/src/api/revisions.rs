@@ -32,6 +32,7 @@ fn summary(ctx: &Ctx, app: &AppRecord, r: RevisionRecord) -> RevisionSummary {
         created_at: r.created_at,
         created_by: r.created_by,
         description: r.description,
+        sidecars: r.sidecars,
     }
 }
 

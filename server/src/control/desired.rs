@@ -338,6 +338,7 @@ mod tests {
             created_at: Utc::now(),
             created_by: "u".into(),
             description: "push".into(),
+            sidecars: Vec::new(),
         }
     }
 

@@ -186,6 +186,12 @@ pub async fn assignments_for(ctx: &AppCtx, node: &str) -> StoreResult<Vec<Assign
             networks.insert(app.id.clone(), nets);
         }
         let memory_mb = process.memory_mb;
+        let sidecars = rev
+            .sidecars
+            .iter()
+            .filter(|s| s.runs_with(&inst.process_type))
+            .cloned()
+            .collect();
         out.push(Assignment {
             instance_id: inst.id,
             app: app.name.clone(),
@@ -203,6 +209,7 @@ pub async fn assignments_for(ctx: &AppCtx, node: &str) -> StoreResult<Vec<Assign
             log_rate_limit_bytes: desired.lifecycle(&app.id).log_rate_limit_bytes,
             context: Some(contexts.of(app, rev.number)),
             networks: networks.get(&app.id).cloned().unwrap_or_default(),
+            sidecars,
         });
     }
     Ok(out)

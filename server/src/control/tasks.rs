@@ -210,6 +210,8 @@ pub(super) async fn assignments_for(
                 context: Some(contexts.of(app, t.revision)),
                 // A release phase or a migration task needs the app's databases.
                 networks: super::nodes::service_networks(ctx, builtin, &app.id).await?,
+                // A task runs its command alone, as Cloud Foundry's tasks do by default.
+                sidecars: Vec::new(),
             },
         });
     }

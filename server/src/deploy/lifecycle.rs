@@ -281,6 +281,7 @@ pub async fn update(
         return scale_process(ctx, actor, app, p, &req).await;
     }
     check_size(&req)?;
+    check_sidecar_room(ctx, app, "web", req.memory_mb).await?;
     if req
         .max_in_flight
         .is_some_and(|k| !(1..=MAX_IN_FLIGHT).contains(&k))
@@ -382,6 +383,32 @@ pub async fn update(
     Ok(rolling)
 }
 
+/// Refuses memory for `process_type` that would leave its process nothing beside the current
+/// revision's sidecars.
+async fn check_sidecar_room(
+    ctx: &AppCtx,
+    app: &AppRecord,
+    process_type: &str,
+    memory_mb: Option<u64>,
+) -> DeployResult<()> {
+    let Some(memory) = memory_mb else {
+        return Ok(());
+    };
+    let Some(rev) = super::revisions::current(ctx, app).await? else {
+        return Ok(());
+    };
+    let taken = paas_common::api::sidecar_memory_mb(&rev.sidecars, process_type);
+    if taken > 0 && taken >= memory {
+        return Err(DeployError::invalid(
+            ErrorCode::InvalidSidecar,
+            format!(
+                "the sidecars of process type {process_type} take {taken} MB: give it more than that (asked {memory} MB)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Scales one non-web process type: instances, memory and health check.
 async fn scale_process(
     ctx: &AppCtx,
@@ -398,6 +425,7 @@ async fn scale_process(
         ));
     }
     check_size(req)?;
+    check_sidecar_room(ctx, app, process_type, req.memory_mb).await?;
     let health = req.health_check.as_ref().map(health_settings).transpose()?;
     let mut rec = configured(ctx, app, process_type).await?;
     let mut what = Vec::new();

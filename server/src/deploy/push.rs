@@ -188,6 +188,15 @@ pub async fn deploy(
     let services =
         super::services::check_manifest_services(ctx, &space_id, &extra.services).await?;
     check_quota(ctx, &name, &space_id, &extra, instances, memory_mb).await?;
+    let sidecars = push_sidecars(
+        ctx,
+        &space_id,
+        &name,
+        &extra,
+        memory_mb,
+        unpacked.procfile.as_deref(),
+    )
+    .await?;
     let app = super::find_or_create_app(ctx, actor, &name, &space_id, &(&extra).into()).await?;
     super::log_platform(ctx, &app, "STG", build_choice).await;
     // Stored with the app's settings below, so the next push without a stack keeps it.
@@ -371,6 +380,7 @@ pub async fn deploy(
             log_rate_limit,
             // `--no-start`: the revision is made with the app stopped; `paas start` runs it.
             no_start: extra.no_start,
+            sidecars,
         },
         "app.push",
         format!(
@@ -403,6 +413,60 @@ pub async fn deploy(
     .await;
     ctx.converge.notify_one();
     super::reload(ctx, &app).await
+}
+
+/// The sidecars of the push's revision: the manifest's, else the current revision's. Checked
+/// before anything changes against the process types the app will have (`web`, the uploaded
+/// Procfile's, the manifest's `processes`) and the memory each will run with.
+async fn push_sidecars(
+    ctx: &AppCtx,
+    space_id: &str,
+    name: &AppName,
+    extra: &paas_common::api::PushSettings,
+    memory_mb: Option<u64>,
+    procfile: Option<&str>,
+) -> DeployResult<Vec<paas_common::api::Sidecar>> {
+    let existing = ctx.store.app_in_space(space_id, name.as_str()).await?;
+    let sidecars = match (&extra.sidecars, &existing) {
+        (Some(s), _) => s.clone(),
+        (None, Some(app)) => match app.current_revision {
+            Some(n) => ctx
+                .store
+                .revision(&app.id, n)
+                .await?
+                .map(|r| r.sidecars)
+                .unwrap_or_default(),
+            None => Vec::new(),
+        },
+        (None, None) => Vec::new(),
+    };
+    if sidecars.is_empty() {
+        return Ok(sidecars);
+    }
+    let procfile: Vec<String> = procfile
+        .map(crate::staging::parse_procfile)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    let mut known: Vec<&str> = vec!["web"];
+    known.extend(procfile.iter().map(String::as_str));
+    known.extend(extra.processes.iter().map(|p| p.process_type.as_str()));
+    let web = memory_mb
+        .or(existing.as_ref().map(|a| a.memory_mb))
+        .unwrap_or(ctx.settings.default_memory_mb);
+    paas_common::api::check_sidecars_fit(&sidecars, &known, |t| {
+        Some(
+            extra
+                .processes
+                .iter()
+                .find(|p| p.process_type == t)
+                .and_then(|p| p.memory_mb)
+                .unwrap_or(web),
+        )
+    })
+    .map_err(|m| DeployError::invalid(ErrorCode::InvalidSidecar, m))?;
+    Ok(sidecars)
 }
 
 /// Refuses a push that would take its space past its quota, before anything is staged: the app

@@ -97,6 +97,9 @@ pub(crate) async fn redeploy(
         env,
         created_by: actor.username.clone(),
         description: description.clone(),
+        // An env change keeps the current revision's sidecars; a rollback brings back those of
+        // the revision it returns to.
+        sidecars: base.sidecars.clone(),
         ..Default::default()
     };
     let number = deploy_revision(ctx, actor, app, &rev, &extra, kind, description.clone()).await?;

@@ -202,6 +202,8 @@ pub struct RevisionRecord {
     pub created_by: String,
     /// What made it: "push", "set-env KEY", "rollback to N".
     pub description: String,
+    /// The sidecars its instances run beside their processes.
+    pub sidecars: Vec<paas_common::api::Sidecar>,
 }
 
 /// What a revision records beyond [`NewRevision`]: its env and its provenance.
@@ -223,6 +225,8 @@ pub struct RevisionExtra {
     /// Leave the app stopped with this revision (`paas push --no-start`) rather than start it,
     /// in the same transaction, so no convergence pass starts an instance in between.
     pub no_start: bool,
+    /// The revision's sidecars (stored with it, never on the app).
+    pub sidecars: Vec<paas_common::api::Sidecar>,
 }
 
 /// A revision about to be made, with the process settings it starts with.

@@ -247,6 +247,8 @@ fn revision_from_row(r: &$row) -> StoreResult<RevisionRecord> {
         created_at: r.try_get("created_at")?,
         created_by: r.try_get("created_by")?,
         description: r.try_get("description")?,
+        sidecars: serde_json::from_str(r.try_get("sidecars")?)
+            .map_err(|e| StoreError::Corrupt(format!("revision sidecars: {e}")))?,
     })
 }
 
@@ -1519,6 +1521,8 @@ pub(crate) async fn insert_event<'c, E: sqlx::Executor<'c, Database = $db>>(
             serde_json::to_string(&extra.env).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let health = opt_json(extra.health.as_ref())?;
         let labels = opt_json(extra.placement_labels.as_ref())?;
+        let sidecars = serde_json::to_string(&extra.sidecars)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut tx = self.write_tx().await?;
         let number: i64 = sqlx::query_scalar(
             "SELECT COALESCE(MAX(number), 0) + 1 FROM revisions WHERE app_id = $1",
@@ -1528,8 +1532,8 @@ pub(crate) async fn insert_event<'c, E: sqlx::Executor<'c, Database = $db>>(
         .await?;
         let now = Utc::now();
         sqlx::query(
-            "INSERT INTO revisions (app_id, number, package, droplet, command, detected, env, created_at, created_by, description)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO revisions (app_id, number, package, droplet, command, detected, env, created_at, created_by, description, sidecars)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(app_id)
         .bind(number)
@@ -1541,6 +1545,7 @@ pub(crate) async fn insert_event<'c, E: sqlx::Executor<'c, Database = $db>>(
         .bind(now)
         .bind(&extra.created_by)
         .bind(&extra.description)
+        .bind(&sidecars)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
