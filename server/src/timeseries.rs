@@ -113,7 +113,12 @@ fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
 pub async fn flush(ctx: &AppCtx, ts: i64) -> StoreResult<usize> {
     let mut open = ctx.logs.series.take();
     let apps = ctx.store.list_apps().await?;
-    let instances = ctx.store.list_instances().await?;
+    // Grouped once: filtering every row for each app was apps x instances per flush.
+    let mut instances: std::collections::HashMap<String, Vec<crate::store::InstanceRecord>> =
+        Default::default();
+    for i in ctx.store.list_instances().await? {
+        instances.entry(i.app_id.clone()).or_default().push(i);
+    }
     let mut rows = Vec::new();
     for app in apps.iter().filter(|a| a.current_revision.is_some()) {
         let bucket = open.remove(&app.id).unwrap_or_default();
@@ -122,7 +127,7 @@ pub async fn flush(ctx: &AppCtx, ts: i64) -> StoreResult<usize> {
         let usage = crate::control::usage::app_usage(ctx, &app.id).await?;
         let mut per_instance: Vec<(u32, u64, f64)> = Vec::new();
         let mut restarts = 0u64;
-        for i in instances.iter().filter(|i| i.app_id == app.id) {
+        for i in instances.get(&app.id).into_iter().flatten() {
             restarts += u64::from(i.restarts);
             if let Some(u) = usage.get(&i.id) {
                 per_instance.push((i.index, u.memory_bytes, u.cpu_percent));

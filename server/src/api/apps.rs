@@ -44,7 +44,7 @@ pub(crate) async fn detail(ctx: &Ctx, app: &AppRecord) -> ApiResult<AppDetail> {
         .into_iter()
         .map(|n| (n.name, n.address))
         .collect();
-    let mut usage = crate::control::usage::app_usage(&ctx, &app.id).await?;
+    let mut usage = crate::control::usage::app_usage(ctx, &app.id).await?;
     let retiring = ctx.store.retiring_instances().await?;
     let mut ips = ctx.store.instance_ips().await?;
     let instances = ctx
