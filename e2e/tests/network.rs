@@ -3,8 +3,9 @@
 //! resolves and connects on request) runs on one node, app B (two instances, another space) on
 //! the other. B mapped at `NAME.apps.internal` resolves, inside A, to exactly B's instance
 //! addresses (`0.NAME.apps.internal` to instance 0's); A cannot connect to B before a policy,
-//! can after `add-network-policy A B --port 8080`, cannot again after its removal. A developer of
-//! only one of the spaces is refused; the public router never serves the internal name.
+//! can after `add-network-policy A B --port 8080`, cannot again after its removal; the same for
+//! C beside B on one node. A developer of only one of the spaces is refused; the public router
+//! never serves the internal name.
 
 use paas_e2e::{call, create_space, example, unique, user_with_role, wait_for, Options, Platform};
 use serde_json::{json, Value};
@@ -345,6 +346,42 @@ fn apps_reach_each_other_by_internal_name_only_where_a_policy_allows() {
         text.contains("network_policy.add") && text.contains("network_policy.remove"),
         "{text}"
     );
+
+    // The same on one node: C beside B on node b's bridge is refused until a policy names it,
+    // and A's stays refused by C's policy.
+    let c = unique("neighbour");
+    let out = p.cli(&[
+        "push",
+        &c,
+        "-p",
+        dir.path().to_str().unwrap(),
+        "--placement",
+        "side=b",
+    ]);
+    assert!(out.ok(), "push C: {out:?}{}", p.logs());
+    let c_instances = wait_for(Duration::from_secs(90), "C running", || {
+        running(&p, "default/default", &c, 1)
+    })
+    .unwrap();
+    assert_eq!(c_instances[0].1, node_b, "C on B's node");
+    assert_eq!(can_connect(&p, &c, &host), Some(false), "no policy for C");
+    let out = p.cli(&[
+        "add-network-policy",
+        &c,
+        &b,
+        "--port",
+        "8080",
+        "--destination-space",
+        &space_b,
+    ]);
+    assert!(out.ok(), "add-network-policy C: {out:?}");
+    wait_for(
+        Duration::from_secs(30),
+        "C to reach B on the same bridge",
+        || can_connect(&p, &c, &host).filter(|ok| *ok),
+    )
+    .unwrap();
+    assert_eq!(can_connect(&p, &a, &host), Some(false), "A still has none");
 
     // Unmapped: the name no longer resolves.
     assert!(p.cli(&["target", &space_b]).ok());
