@@ -3,8 +3,9 @@
 //! resolves and connects on request) runs on one node, app B (two instances, another space) on
 //! the other. B mapped at `NAME.apps.internal` resolves, inside A, to exactly B's instance
 //! addresses (`0.NAME.apps.internal` to instance 0's); A cannot connect to B before a policy,
-//! can after `add-network-policy A B --port 8080`, cannot again after its removal. A developer of
-//! only one of the spaces is refused; the public router never serves the internal name.
+//! can after `add-network-policy A B --port 8080`, cannot again after its removal; the same for
+//! C beside B on one node. A developer of only one of the spaces is refused; the public router
+//! never serves the internal name.
 
 use paas_e2e::{call, create_space, example, unique, user_with_role, wait_for, Options, Platform};
 use serde_json::{json, Value};
@@ -161,8 +162,8 @@ fn apps_reach_each_other_by_internal_name_only_where_a_policy_allows() {
     let b_ips: BTreeSet<String> = b_instances.iter().map(|(_, _, ip)| ip.clone()).collect();
     assert_eq!(b_ips.len(), 2, "two addresses: {b_instances:?}");
     assert_ne!(
-        subnet16(&a_instances[0].2),
-        subnet16(b_ips.iter().next().unwrap()),
+        subnet_of(&format!("paas-net-{node_a}")),
+        subnet_of(&format!("paas-net-{node_b}")),
         "each node has its own instance subnet"
     );
 
@@ -346,6 +347,42 @@ fn apps_reach_each_other_by_internal_name_only_where_a_policy_allows() {
         "{text}"
     );
 
+    // The same on one node: C beside B on node b's bridge is refused until a policy names it,
+    // and A's stays refused by C's policy.
+    let c = unique("neighbour");
+    let out = p.cli(&[
+        "push",
+        &c,
+        "-p",
+        dir.path().to_str().unwrap(),
+        "--placement",
+        "side=b",
+    ]);
+    assert!(out.ok(), "push C: {out:?}{}", p.logs());
+    let c_instances = wait_for(Duration::from_secs(90), "C running", || {
+        running(&p, "default/default", &c, 1)
+    })
+    .unwrap();
+    assert_eq!(c_instances[0].1, node_b, "C on B's node");
+    assert_eq!(can_connect(&p, &c, &host), Some(false), "no policy for C");
+    let out = p.cli(&[
+        "add-network-policy",
+        &c,
+        &b,
+        "--port",
+        "8080",
+        "--destination-space",
+        &space_b,
+    ]);
+    assert!(out.ok(), "add-network-policy C: {out:?}");
+    wait_for(
+        Duration::from_secs(30),
+        "C to reach B on the same bridge",
+        || can_connect(&p, &c, &host).filter(|ok| *ok),
+    )
+    .unwrap();
+    assert_eq!(can_connect(&p, &a, &host), Some(false), "A still has none");
+
     // Unmapped: the name no longer resolves.
     assert!(p.cli(&["target", &space_b]).ok());
     let out = p.cli(&["unmap-route", &b, "apps.internal", "--hostname", &name]);
@@ -357,7 +394,17 @@ fn apps_reach_each_other_by_internal_name_only_where_a_policy_allows() {
     .unwrap();
 }
 
-/// The first two octets: agents' own networks get distinct /16s from the engine's pools.
-fn subnet16(ip: &str) -> String {
-    ip.split('.').take(2).collect::<Vec<_>>().join(".")
+/// The subnet of a Docker network, as the engine's IPAM gave it.
+fn subnet_of(network: &str) -> String {
+    let out = std::process::Command::new("docker")
+        .args([
+            "network",
+            "inspect",
+            "-f",
+            "{{(index .IPAM.Config 0).Subnet}}",
+            network,
+        ])
+        .output()
+        .expect("docker network inspect");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
