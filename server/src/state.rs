@@ -53,6 +53,8 @@ pub struct AppCtx {
     /// Service brokers: built-in ones registered at startup, registered ones by their row
     /// (issue 22).
     pub services: crate::services::Registry,
+    /// The platform CA of instance identity (issue 25).
+    pub identity: Arc<crate::identity::PlatformCa>,
 }
 
 /// A removed instance row kept for its node while its in-flight requests finish.

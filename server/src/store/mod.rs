@@ -9,6 +9,7 @@ mod builtin_services;
 mod cron;
 mod deployments;
 mod domains;
+mod identity;
 mod logfeed;
 mod node_metrics;
 mod postgres;
@@ -34,6 +35,7 @@ pub use builtin_services::{
 };
 pub use cron::{CronRecord, CronStore};
 pub use deployments::{DeploymentChange, DeploymentRecord, DeploymentStore};
+pub use identity::{CaRecord, IdentityStore};
 pub use node_metrics::{NodeMetricRow, NodeMetricStore};
 pub use postgres::PgStore;
 pub use quotas::QuotaStore;
@@ -784,6 +786,7 @@ pub trait Store:
     + DomainStore
     + ServiceStore
     + SshStore
+    + IdentityStore
     + TaskStore
     + CronStore
     + AutoscaleStore
@@ -813,6 +816,7 @@ impl<T> Store for T where
         + DomainStore
         + ServiceStore
         + SshStore
+        + IdentityStore
         + TaskStore
         + CronStore
         + AutoscaleStore
@@ -826,9 +830,10 @@ impl<T> Store for T where
 pub mod prelude {
     pub use super::{
         AppStore, AuthStore, AutoscaleStore, BuildStore, BuiltinServiceStore, CronStore,
-        DeploymentStore, DomainStore, EventStore, InstanceStore, LeaseStore, LogFeedStore,
-        LogStore, MetricStore, NodeMetricStore, NodeStore, QuotaStore, RevisionStore, RollupStore,
-        RouteStore, ServiceStore, SpaceStore, SshStore, StagingStore, Store, TaskStore,
+        DeploymentStore, DomainStore, EventStore, IdentityStore, InstanceStore, LeaseStore,
+        LogFeedStore, LogStore, MetricStore, NodeMetricStore, NodeStore, QuotaStore, RevisionStore,
+        RollupStore, RouteStore, ServiceStore, SpaceStore, SshStore, StagingStore, Store,
+        TaskStore,
     };
 }
 
