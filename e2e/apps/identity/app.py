@@ -111,6 +111,7 @@ class Handler(BaseHTTPRequestHandler):
                 "key_owner": owner,
                 "uid": os.getuid(),
                 "instance_guid": GUID,
+                "vcap": json.loads(os.environ.get("VCAP_APPLICATION", "{}")),
             }
         elif url.path == "/headers":
             body = {k.lower(): v for k, v in self.headers.items()}
