@@ -205,20 +205,21 @@ fn instances_get_rotated_identity_certificates_the_router_forwards() {
     let tls_addr = p.tls_addr().unwrap();
     let mut identity_pem = id["key"].as_str().unwrap().to_string();
     identity_pem.push_str(id["cert"].as_str().unwrap());
-    let https = |identity: Option<&str>| {
+    let https_at = |addr: std::net::SocketAddr, identity: Option<&str>| {
         let mut b = reqwest::blocking::Client::builder()
             .use_rustls_tls()
             .tls_built_in_root_certs(false)
             .add_root_certificate(
                 reqwest::Certificate::from_pem(server_cert.cert.pem().as_bytes()).unwrap(),
             )
-            .resolve(&host, tls_addr)
+            .resolve(&host, addr)
             .timeout(Duration::from_secs(20));
         if let Some(pem) = identity {
             b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
         }
         b.build().unwrap()
     };
+    let https = |identity: Option<&str>| https_at(tls_addr, identity);
     let url = format!("https://{host}:{}/headers", tls_addr.port());
     use base64::Engine;
     let expected = base64::engine::general_purpose::STANDARD.encode(first[0].as_ref());
@@ -291,6 +292,51 @@ fn instances_get_rotated_identity_certificates_the_router_forwards() {
     // The renewed files work for mutual TLS at once.
     let m = get_json(&p, &app, "/mtls").expect("mtls answer");
     assert_eq!(m["ok"], true, "{m}");
+
+    // A standalone router learns the CA with the route table and forwards the same way.
+    let router = StandaloneRouter::start_env(
+        &p,
+        &p.api_url(),
+        &[
+            ("PAAS_TLS_LISTEN", "127.0.0.1:0"),
+            ("PAAS_TLS_CERT_DIR", certs.path().to_str().unwrap()),
+        ],
+    );
+    let router_tls: std::net::SocketAddr = wait_for(
+        Duration::from_secs(20),
+        "the standalone router's TLS listener",
+        || {
+            std::fs::read_to_string(router.data_dir().join("tls-listen-addr"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        },
+    )
+    .unwrap();
+    let j = get_json(&p, &app, "/identity").expect("identity");
+    let current = chain(j["cert"].as_str().unwrap());
+    let pem = format!(
+        "{}{}",
+        j["key"].as_str().unwrap(),
+        j["cert"].as_str().unwrap()
+    );
+    let expected = base64::engine::general_purpose::STANDARD.encode(current[0].as_ref());
+    wait_for(
+        Duration::from_secs(30),
+        "X-Forwarded-Client-Cert from the standalone router",
+        || {
+            let h: serde_json::Value = https_at(router_tls, Some(&pem))
+                .get(format!("https://{host}:{}/headers", router_tls.port()))
+                .send()
+                .ok()?
+                .json()
+                .ok()?;
+            (h["x-forwarded-client-cert"].as_str() == Some(expected.as_str())).then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}{}", p.logs()));
+    drop(router);
 
     // The folder goes with the instance.
     let agent_dir = p.dir.path().join(format!("agent-{}", p.node_names()[0]));
