@@ -37,6 +37,8 @@ pub enum AgentError {
     Metrics(#[from] crate::metrics::MetricsError),
     #[error("{0} loop ended unexpectedly")]
     LoopEnded(&'static str),
+    #[error("instance identity folder: {0}")]
+    Identity(String),
 }
 
 /// Builds the stack images (only), for `paas-agent stack build` and CI: every stack, or the one
@@ -136,7 +138,12 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         &settings.data_dir.join("tasks-started.json"),
     );
     let (task_reports_tx, task_reports_rx) = watch::channel(Vec::<TaskReport>::new());
+    let identity = Arc::new(
+        crate::identity::Identity::new(settings.data_dir.join("identity"), client.clone())
+            .map_err(|e| AgentError::Identity(e.to_string()))?,
+    );
     let reconciler = Reconciler::new(runtime.clone(), client.clone(), sink)
+        .with_identity(identity.clone())
         .with_crash_ledger(&settings.data_dir.join("crashes.json"))
         .with_log_positions(&settings.data_dir.join("log-positions.json"));
     let usage = crate::stats::UsageMap::default();
@@ -175,6 +182,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
             assignments_rx.clone(),
         ));
     }
+    let identity_assignments = assignments_rx.clone();
     tokio::select! {
         () = poll_assignments(client.clone(), assignments_tx, refetch.clone()) => Err(AgentError::LoopEnded("assignments")),
         () = reconcile_loop(reconciler, task_runner, assignments_rx.clone(), reports_tx, task_reports_tx) => Err(AgentError::LoopEnded("reconcile")),
@@ -182,6 +190,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         () = logs::ship_counted(&mut log_rx, client.clone(), counters, spool) => Err(AgentError::LoopEnded("log shipping")),
         () = crate::staging::run_builds(runtime.clone(), client.clone(), staging, build_assignments) => Err(AgentError::LoopEnded("staging")),
         () = services_loop(services, service_assignments, service_reports_tx) => Err(AgentError::LoopEnded("services")),
+        () = crate::identity::run(identity, identity_assignments) => Err(AgentError::LoopEnded("instance identity")),
         () = remove_collected_images(runtime.clone(), image_assignments) => Err(AgentError::LoopEnded("image collection")),
         () = crate::ssh::run(client.clone(), runtime.docker().clone(), settings.node_name.clone()) => Err(AgentError::LoopEnded("ssh sessions")),
     }

@@ -235,6 +235,24 @@ impl ControllerClient {
             .await?)
     }
 
+    /// Has the controller sign an identity certificate for an instance assigned to this node
+    /// (issue 25), on the key of `csr_pem`.
+    pub async fn instance_identity(
+        &self,
+        instance_id: &str,
+        csr_pem: &str,
+    ) -> Result<paas_common::agent::IdentityResponse, ClientError> {
+        let path = format!("/instances/{instance_id}/identity");
+        let body = paas_common::agent::IdentityRequest {
+            csr_pem: csr_pem.to_string(),
+        };
+        Ok(self
+            .send(&path, |http, url| http.post(url).json(&body))
+            .await?
+            .json()
+            .await?)
+    }
+
     /// Long-polls the ssh sessions waiting for this node (`paas_common::ssh`).
     pub async fn ssh_sessions(&self) -> Result<paas_common::ssh::SessionOffers, ClientError> {
         Ok(self

@@ -12,7 +12,8 @@
 //! shipper's bounded disk overflow), `stats` (resource samples for the heartbeat), `metrics`
 //! (`/metrics`), `client` (the controller API), `staging` (buildpack builds in sandboxed
 //! containers), `dockerfile` (Dockerfile builds whose image is the droplet, and removal of
-//! collected droplets' images), `tasks` (one-off tasks, each
+//! collected droplets' images), `identity` (each instance's identity certificate and key, made
+//! and renewed on the node, issue 25), `tasks` (one-off tasks, each
 //! started at most once), `dns` (the node's resolver for `*.apps.internal`), `netpolicy`
 //! (network policies as iptables rules), `agent` (startup and the loops that tie them together).
 
@@ -27,6 +28,7 @@ pub mod dns;
 pub mod dockerfile;
 pub mod filelock;
 pub mod health;
+pub mod identity;
 pub mod logfile;
 pub mod logs;
 pub mod metrics;

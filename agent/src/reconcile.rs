@@ -164,6 +164,8 @@ pub struct Reconciler {
     position_history: std::collections::VecDeque<(Instant, HashMap<String, LogPosition>)>,
     /// Removals of sidecar containers whose instance container is gone, by container id.
     sidecar_removals: HashMap<String, JoinHandle<Result<(), RuntimeError>>>,
+    /// Instance identity credentials (issue 25); `None` in tests that run without a controller.
+    identity: Option<Arc<crate::identity::Identity>>,
 }
 
 /// How old a log position must be before it is saved. A line is queued for upload when it is
@@ -188,6 +190,12 @@ impl Reconciler {
     /// Keeps restart counts in the ledger file at `path`, so they survive an agent restart.
     pub fn with_crash_ledger(mut self, path: &std::path::Path) -> Self {
         self.ledger = Some(CrashLedger::load(path));
+        self
+    }
+
+    /// Gives each instance an identity certificate (issue 25) before its container is made.
+    pub fn with_identity(mut self, identity: Arc<crate::identity::Identity>) -> Self {
+        self.identity = Some(identity);
         self
     }
 
@@ -295,6 +303,7 @@ impl Reconciler {
             positions: None,
             position_history: Default::default(),
             sidecar_removals: HashMap::new(),
+            identity: None,
         }
     }
 
@@ -602,8 +611,15 @@ impl Reconciler {
     }
 
     async fn launch(&self, a: &Assignment) -> Result<Instance, RuntimeError> {
-        let id =
-            create_container(&self.runtime, self.droplets.as_ref(), &self.logs, a, false).await?;
+        let id = create_container(
+            &self.runtime,
+            self.droplets.as_ref(),
+            &self.logs,
+            a,
+            false,
+            self.identity.as_deref(),
+        )
+        .await?;
         self.logs
             .cell(&a.instance_id, format!("Starting instance {}", a.index));
         if let Err(e) = self.runtime.start(&id).await {
@@ -622,14 +638,32 @@ impl Reconciler {
 
 /// Creates (does not start) the sandboxed container of an instance or, with `task`, of a
 /// one-off task: from the droplet's image, or the stack's run image with the droplet unpacked
-/// into `/app`. The one creation path of every app container.
+/// into `/app`. The one creation path of every app container. With `identity`, the instance's
+/// identity credentials are made (or kept) first and mounted into it.
 pub(crate) async fn create_container(
     runtime: &Runtime,
     droplets: &dyn DropletSource,
     logs: &LogSink,
     a: &Assignment,
     task: bool,
+    identity: Option<&crate::identity::Identity>,
 ) -> Result<String, RuntimeError> {
+    let credentials = |config: Option<&bollard::models::ImageConfig>| {
+        let user = crate::runtime::instance_user(a, config);
+        async move {
+            let identity = identity?;
+            let (dir, r) = identity.prepare(&a.instance_id, &user).await;
+            if let Err(e) = r {
+                // The instance starts all the same; the renewal loop keeps asking.
+                tracing::warn!(instance = %a.instance_id, error = %e, "no identity certificate yet");
+                logs.cell(
+                    &a.instance_id,
+                    format!("Instance identity certificate not issued yet: {e}"),
+                );
+            }
+            Some(dir)
+        }
+    };
     let id = if let Some(image) = &a.image {
         let (config, loaded) = runtime.ensure_image(&a.droplet, image, droplets).await?;
         if let Some(bytes) = loaded {
@@ -647,12 +681,18 @@ pub(crate) async fn create_container(
                 ),
             );
         }
-        runtime.create(a, &image.id, Some(&config), task).await?
+        let creds = credentials(Some(&config)).await;
+        runtime
+            .create(a, &image.id, Some(&config), task, creds.as_deref())
+            .await?
     } else {
         let tar = runtime.droplet_tar(&a.droplet, droplets).await?;
         // The run image of the stack the droplet was staged on: no build tools.
         let stack = paas_common::stack::run_image(crate::stack::droplet_stack(&tar));
-        let id = runtime.create(a, &stack, None, task).await?;
+        let creds = credentials(None).await;
+        let id = runtime
+            .create(a, &stack, None, task, creds.as_deref())
+            .await?;
         if let Err(e) = runtime.install_droplet(&id, tar).await {
             // A created container without its app must not linger: the next pass tries again.
             let _ = runtime.stop_and_remove(&id).await;

@@ -17,6 +17,7 @@ use bollard::Docker;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use paas_common::agent::Assignment;
+use paas_common::agent::{INSTANCE_CERT_FILE, INSTANCE_CREDENTIALS_DIR, INSTANCE_KEY_FILE};
 use paas_common::labels;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -43,6 +44,20 @@ const LAUNCHER: &str = r#"cd /app || exit 1
 for f in /app/.profile.d/*.sh; do if [ -f "$f" ]; then . "$f"; fi; done
 if [ -f /app/.profile ]; then . /app/.profile; fi
 exec /bin/sh -c "$1""#;
+
+/// The `uid:gid` an instance's processes run as: the platform's unprivileged user, or for a
+/// Dockerfile droplet the numeric user resolved at build (`run_user` again, so root never gets
+/// through).
+pub fn instance_user(
+    a: &Assignment,
+    image_config: Option<&bollard::models::ImageConfig>,
+) -> String {
+    match a.image.as_ref().zip(image_config) {
+        None => APP_USER.into(),
+        Some((i, ic)) if i.user.is_empty() => crate::dockerfile::run_user(ic.user.as_deref()),
+        Some((i, _)) => crate::dockerfile::run_user(Some(&i.user)),
+    }
+}
 
 /// A free port on the node address, for an instance to be published on; `None` when the agent
 /// cannot bind there (the engine then picks one).
@@ -763,17 +778,20 @@ impl Runtime {
         image: &str,
         image_config: Option<&bollard::models::ImageConfig>,
     ) -> Result<String, RuntimeError> {
-        self.create(a, image, image_config, false).await
+        self.create(a, image, image_config, false, None).await
     }
 
     /// Creates (does not start) a one-off task's container: the same sandbox as an instance's,
     /// labelled as a task (its id in [`labels::TASK`]) so instance reconciliation leaves it alone.
+    /// `identity`: the host folder of the instance's identity credentials (issue 25), mounted
+    /// read-only at [`INSTANCE_CREDENTIALS_DIR`] and named by `CF_INSTANCE_CERT`/`_KEY`.
     pub async fn create(
         &self,
         a: &Assignment,
         image: &str,
         image_config: Option<&bollard::models::ImageConfig>,
         task: bool,
+        identity: Option<&Path>,
     ) -> Result<String, RuntimeError> {
         let s = &self.settings;
         let built = a.image.as_ref().zip(image_config);
@@ -791,7 +809,35 @@ impl Runtime {
                 (!own).then_some(TMP_DIR)
             }
         };
-        let env = contract_env(a, port, host_port, &s.node_address, home);
+        let mut env = contract_env(a, port, host_port, &s.node_address, home);
+        if identity.is_some() {
+            env.extend([
+                format!("CF_INSTANCE_CERT={INSTANCE_CREDENTIALS_DIR}/{INSTANCE_CERT_FILE}"),
+                format!("CF_INSTANCE_KEY={INSTANCE_CREDENTIALS_DIR}/{INSTANCE_KEY_FILE}"),
+            ]);
+        }
+        let mut mounts = Vec::new();
+        if built.is_none() {
+            // Anonymous volume: writable, filled from the image's /app on first start. An image
+            // droplet has its files in its layers and writes only to /tmp.
+            mounts.push(Mount {
+                target: Some(APP_DIR.into()),
+                typ: Some(MountTypeEnum::VOLUME),
+                read_only: Some(false),
+                ..Default::default()
+            });
+        }
+        if let Some(dir) = identity {
+            // A folder, not files: the agent replaces the credentials by renaming inside it,
+            // which a file bind mount would not show.
+            mounts.push(Mount {
+                target: Some(INSTANCE_CREDENTIALS_DIR.into()),
+                source: Some(dir.display().to_string()),
+                typ: Some(MountTypeEnum::BIND),
+                read_only: Some(true),
+                ..Default::default()
+            });
+        }
         let mut container_labels = HashMap::from([
             (labels::MANAGED.to_string(), "true".to_string()),
             (labels::APP.to_string(), a.app.clone()),
@@ -834,16 +880,7 @@ impl Runtime {
                 "/tmp".into(),
                 "rw,noexec,nosuid,size=64m".into(),
             )])),
-            // Anonymous volume: writable, filled from the image's /app on first start. An image
-            // droplet has its files in its layers and writes only to /tmp.
-            mounts: built.is_none().then(|| {
-                vec![Mount {
-                    target: Some(APP_DIR.into()),
-                    typ: Some(MountTypeEnum::VOLUME),
-                    read_only: Some(false),
-                    ..Default::default()
-                }]
-            }),
+            mounts: (!mounts.is_empty()).then_some(mounts),
             init: Some(true),
             network_mode: Some(s.network.clone()),
             // The engine's embedded resolver answers container names and forwards the rest
@@ -881,15 +918,9 @@ impl Runtime {
             host_config: Some(host_config),
             ..Default::default()
         };
+        config.user = Some(instance_user(a, image_config));
         if let Some((_, ic)) = built {
             config.working_dir = None;
-            let img = a.image.as_ref().map(|i| i.user.as_str()).unwrap_or("");
-            // The numeric user resolved at build; `run_user` again, so root never gets through.
-            config.user = Some(if img.is_empty() {
-                crate::dockerfile::run_user(ic.user.as_deref())
-            } else {
-                crate::dockerfile::run_user(Some(img))
-            });
             if a.command == crate::dockerfile::start_command(ic) {
                 // The image's own ENTRYPOINT and CMD, exactly as its Dockerfile says.
                 config.cmd = None;

@@ -149,6 +149,7 @@ impl TaskRunner {
             &self.logs,
             a,
             true,
+            None,
         )
         .await?;
         // On disk before the start: whatever happens next, this node never starts it again.

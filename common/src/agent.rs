@@ -15,6 +15,9 @@
 //! - `PUT /builds/{id}/droplet` the droplet tar -> [`DropletUploaded`]
 //! - `POST /builds/{id}/result` [`BuildResult`]: the build is over (staged or failed)
 //! - `GET /buildpacks/{sha256}` -> the tar of an operator-added buildpack a build names
+//! - `POST /instances/{id}/identity` [`IdentityRequest`] (a CSR for a key the node made) ->
+//!   [`IdentityResponse`]: the instance's identity certificate (issue 25), signed by the platform
+//!   CA, only for an instance assigned to the calling node
 //!
 //! A droplet is either a tar of `/app` (buildpacks) or, for an app with a Dockerfile, the
 //! `docker save` tar of the image built from it ([`DropletImage`]); a node that lacks that image
@@ -487,4 +490,36 @@ pub struct AgentLogLine {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LogBatch {
     pub lines: Vec<AgentLogLine>,
+}
+
+/// Where an instance finds its identity certificate and key (issue 25), as in Cloud Foundry:
+/// a read-only folder whose files are replaced (never rewritten in place) before they expire.
+pub const INSTANCE_CREDENTIALS_DIR: &str = "/etc/cf-instance-credentials";
+/// The instance's certificate, then the platform CA's (`CF_INSTANCE_CERT`).
+pub const INSTANCE_CERT_FILE: &str = "instance.crt";
+/// The instance's private key, PKCS#8 PEM (`CF_INSTANCE_KEY`).
+pub const INSTANCE_KEY_FILE: &str = "instance.key";
+/// The platform CA alone, the trust anchor for verifying another instance's certificate.
+pub const INSTANCE_CA_FILE: &str = "ca.crt";
+
+/// A node asks for an instance's identity certificate: the key stays on the node, only this
+/// certificate signing request (PEM) travels. The controller takes the public key from it and
+/// decides every name in the certificate itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdentityRequest {
+    pub csr_pem: String,
+}
+
+/// An instance identity certificate: CN the instance id, OUs `app:`, `space:` and
+/// `organization:` with their ids (Cloud Foundry's form), a SPIFFE URI
+/// `spiffe://paas/space/<space_id>/app/<app_id>` and a DNS name of the instance id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdentityResponse {
+    /// The leaf, then the platform CA.
+    pub certificate_chain_pem: String,
+    pub ca_pem: String,
+    /// Hex serial number of the leaf.
+    pub serial: String,
+    pub not_before: DateTime<Utc>,
+    pub not_after: DateTime<Utc>,
 }

@@ -285,6 +285,10 @@ pub struct RouterTable {
     /// App id -> its traffic split, for apps in a canary or blue-green deployment (issue 23).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub splits: BTreeMap<String, RouterSplit>,
+    /// The platform CA of instance identity (PEM, issue 25): the TLS listener accepts client
+    /// certificates it signed and passes them on as `X-Forwarded-Client-Cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_ca: Option<String>,
 }
 
 /// Whether `host` is `domain` or a name under it.

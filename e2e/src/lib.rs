@@ -240,6 +240,43 @@ impl Platform {
         self.dir.path().join("server")
     }
 
+    /// The address of the controller's TLS listener (started with `PAAS_TLS_LISTEN`).
+    pub fn tls_addr(&self) -> Result<SocketAddr> {
+        let file = self.data_dir().join("tls-listen-addr");
+        wait_for(
+            Duration::from_secs(10),
+            "the TLS listener's address",
+            || std::fs::read_to_string(&file).ok()?.trim().parse().ok(),
+        )
+    }
+
+    /// Registers a node that runs no agent (no capacity, so nothing is placed on it) and
+    /// answers its node credential: a caller of the agent API that owns no instance.
+    pub fn register_bare_node(&self, name: &str) -> Result<String> {
+        let join = std::fs::read_to_string(self.data_dir().join("join-token"))?;
+        let res = reqwest::blocking::Client::new()
+            .post(format!("{}/v1/agent/register", self.api_url()))
+            .bearer_auth(join.trim())
+            .json(&paas_common::agent::RegisterRequest {
+                node_name: name.to_string(),
+                address: "127.0.0.1".into(),
+                zone: "nowhere".into(),
+                labels: Default::default(),
+                capacity: paas_common::agent::NodeCapacity {
+                    memory_mb: 0,
+                    disk_mb: 0,
+                    instance_slots: 0,
+                },
+            })
+            .send()?;
+        if !res.status().is_success() {
+            bail!("registering {name}: {}", res.text()?);
+        }
+        Ok(res
+            .json::<paas_common::agent::RegisterResponse>()?
+            .node_token)
+    }
+
     pub fn node_names(&self) -> &[String] {
         &self.node_names
     }

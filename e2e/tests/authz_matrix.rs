@@ -59,6 +59,8 @@ fn class_of(method: &str, path: &str) -> Option<Class> {
         ("get", "/v1/admin/keys") | ("post", "/v1/admin/keys/rotate") => Operator,
         ("get", "/v1/apps" | "/v1/events" | "/v1/nodes" | "/v1/routes" | "/v1/spaces") => AnyUser,
         ("get", "/v1/buildpacks") => AnyUser,
+        // The platform CA of instance identity certificates (issue 25): public material.
+        ("get", "/v1/instance-identity/ca.pem") => AnyUser,
         ("post", "/v1/resources/match") => AnyUser,
         ("post", "/v1/apps/{name}/push") => Push,
         (

@@ -79,10 +79,23 @@ fn tenants_are_sandboxed() {
         .next(),
         Some("paas-sandbox")
     );
+    // The app's volume, and one bind mount: the instance's own identity credentials folder,
+    // read-only (issue 25). Nothing else of the host.
+    let mut mounts: Vec<String> = docker_inspect(
+        &ca,
+        "{{range .Mounts}}{{.Type}}:{{.Destination}}:{{.RW}} {{end}}",
+    )
+    .split_whitespace()
+    .map(str::to_string)
+    .collect();
+    mounts.sort();
     assert_eq!(
-        docker_inspect(&ca, "{{range .Mounts}}{{.Type}} {{end}}").trim(),
-        "volume",
-        "no bind mounts"
+        mounts,
+        [
+            "bind:/etc/cf-instance-credentials:false",
+            "volume:/app:true"
+        ],
+        "no other bind mounts"
     );
 
     // Another tenant's container is not reachable directly: not on the shared network (no

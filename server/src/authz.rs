@@ -244,6 +244,8 @@ fn classify(method: &actix_web::http::Method, path: &str) -> Need {
         (["agent", ..] | ["router", ..], _) => Need::Agent,
         (["admin", "keys"], _) if read => Need::Operator,
         (["admin", "keys", "rotate"], Method::POST) => Need::Operator,
+        // The platform CA of instance identity (issue 25): public material any user may pin.
+        (["instance-identity", "ca.pem"], _) if read => Need::Authenticated,
         // Incremental upload: any user asks which of their files the controller holds.
         (["resources", "match"], Method::POST) => Need::Authenticated,
         // Lists: the handlers show only what the caller's roles reach.
@@ -1027,6 +1029,12 @@ mod tests {
         assert_eq!(c(Method::GET, "/v1/events"), Authenticated);
         assert_eq!(c(Method::DELETE, "/v1/events"), Unknown);
         assert_eq!(c(Method::POST, "/v1/agent/heartbeat"), Agent);
+        assert_eq!(c(Method::POST, "/v1/agent/instances/i1/identity"), Agent);
+        assert_eq!(
+            c(Method::GET, "/v1/instance-identity/ca.pem"),
+            Authenticated
+        );
+        assert_eq!(c(Method::POST, "/v1/instance-identity/ca.pem"), Unknown);
         assert_eq!(c(Method::GET, "/v1/router/table"), Agent);
         assert_eq!(c(Method::POST, "/v1/resources/match"), Authenticated);
         assert_eq!(c(Method::GET, "/v1/apps"), Authenticated);

@@ -57,6 +57,21 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// `PAAS_ROUTER_CLIENT_CERT` (issue 25).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientCertMode {
+    /// Ask for a client certificate; a client may present none.
+    #[default]
+    Request,
+    /// Never ask.
+    Off,
+}
+
+fn default_instance_cert_ttl() -> u64 {
+    24 * 3600
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Settings {
     /// Address of the API, dashboard and (by default) router: `PAAS_LISTEN`.
@@ -180,6 +195,16 @@ pub struct Settings {
     /// `*.DOMAIN`, `default` for the rest), re-read when they change: `PAAS_TLS_CERT_DIR`.
     #[serde(default)]
     pub tls_cert_dir: Option<PathBuf>,
+    /// Lifetime of an instance identity certificate (issue 25): `PAAS_INSTANCE_CERT_TTL_SECS`,
+    /// default 24 h. Nodes renew at two thirds of it.
+    #[serde(default = "default_instance_cert_ttl")]
+    pub instance_cert_ttl_secs: u64,
+    /// Whether the TLS listener asks clients for a certificate (issue 25):
+    /// `PAAS_ROUTER_CLIENT_CERT`, `request` (default: asked, never required; one the platform
+    /// CA did not sign fails the handshake) or `off`. A verified client certificate reaches the
+    /// app as `X-Forwarded-Client-Cert`.
+    #[serde(default)]
+    pub router_client_cert: ClientCertMode,
     /// Where packages, droplets and buildpacks live: unset for `DATA_DIR/blobs`, or an
     /// S3-compatible bucket, `s3://BUCKET/PREFIX?endpoint=URL&region=REGION`
     /// (`PAAS_BLOBSTORE_URL`). Several controllers must share one bucket.
@@ -361,6 +386,8 @@ impl Default for Settings {
             staging_memory_mb: default_staging_memory(),
             tls_listen: None,
             tls_cert_dir: None,
+            instance_cert_ttl_secs: default_instance_cert_ttl(),
+            router_client_cert: ClientCertMode::default(),
             blobstore_url: None,
             database_url: None,
             advertise_url: None,

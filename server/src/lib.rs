@@ -13,6 +13,7 @@ pub mod drains;
 pub mod droplets;
 pub mod error;
 pub mod events;
+pub mod identity;
 pub mod loghub;
 pub mod metrics;
 pub mod resources;

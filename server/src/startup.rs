@@ -205,8 +205,12 @@ pub async fn context(
     auth::load_keys(store.as_ref(), &secrets, &keys, jwt_secret.as_bytes())
         .await
         .map_err(|e| anyhow::anyhow!("loading the signing keys: {e}"))?;
+    let identity = crate::identity::PlatformCa::load_or_create(store.as_ref(), &secrets)
+        .await
+        .context("loading the platform CA of instance identity")?;
     let leadership = crate::control::lease::Leadership::new(store.shared());
     let ctx = Arc::new(AppCtx {
+        identity: Arc::new(identity),
         keys,
         settings,
         store,

@@ -64,6 +64,8 @@ pub struct AppCtx {
     /// The internal DNS table and resolved network policies (issue 25), computed once per pass
     /// by [`crate::control::network::refresh`]; each node's assignment list reads its part.
     pub network: std::sync::RwLock<Arc<crate::control::network::NetTable>>,
+    /// The platform CA of instance identity (issue 25).
+    pub identity: Arc<crate::identity::PlatformCa>,
 }
 
 /// A removed instance row kept for its node while its in-flight requests finish.

@@ -13,6 +13,7 @@ mod cron;
 mod deployments;
 mod domains;
 mod drains;
+mod identity;
 mod lifecycle;
 mod logs;
 mod metrics;
@@ -220,6 +221,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             )
             .route("/agent/sessions", web::get().to(ssh::agent_sessions))
             .route("/agent/ssh/{id}", web::get().to(ssh::agent_dial))
+            .route("/instance-identity/ca.pem", web::get().to(identity::ca))
+            .route(
+                "/agent/instances/{id}/identity",
+                web::post().to(identity::issue),
+            )
             .route("/openapi.json", web::get().to(openapi::serve))
             .route("/info", web::get().to(info))
             .default_service(web::to(not_found)),

@@ -9,8 +9,9 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::{
-    apply, apps, auth, autoscale, base_images, cron, deployments, domains, drains, lifecycle, logs,
-    metrics, network, nodes, resources, revisions, routes, services, ssh, tasks, tenancy,
+    apply, apps, auth, autoscale, base_images, cron, deployments, domains, drains, identity,
+    lifecycle, logs, metrics, network, nodes, resources, revisions, routes, services, ssh, tasks,
+    tenancy,
 };
 
 /// The push form: the zip as `archive`, and the optional settings the handler reads.
@@ -107,6 +108,7 @@ impl Modify for BearerAuth {
         resources::match_files,
         base_images::list, base_images::allow, base_images::disallow,
         ssh::open, ssh::get_app, ssh::set_app, ssh::get_space, ssh::set_space,
+        identity::ca,
         crate::api::info,
     ),
     components(schemas(paas_common::ApiError, PushForm, paas_common::api::Sidecar))

@@ -317,6 +317,33 @@ impl AppContexts {
     }
 }
 
+/// Who an instance assigned to `node` is, as its identity certificate names it (issue 25);
+/// `None` when the instance is not assigned to `node`, so a node never gets another node's.
+pub async fn identity_subject(
+    ctx: &AppCtx,
+    instance_id: &str,
+    node: &str,
+) -> StoreResult<Option<crate::identity::InstanceSubject>> {
+    let Some(app_id) = ctx.store.app_of_instance(instance_id, node).await? else {
+        return Ok(None);
+    };
+    let space_id = ctx.store.app_space(&app_id).await?.unwrap_or_default();
+    let org = ctx
+        .store
+        .list_spaces()
+        .await?
+        .into_iter()
+        .find(|s| s.id == space_id)
+        .map(|s| s.org)
+        .unwrap_or_default();
+    Ok(Some(crate::identity::InstanceSubject {
+        instance_id: instance_id.to_string(),
+        app_id,
+        space_id,
+        org_id: org_id(&org),
+    }))
+}
+
 /// A stable, GUID-shaped id for an org, which the store knows by name only.
 fn org_id(org: &str) -> String {
     let h = hex::encode(Sha256::digest(format!("paas-org:{org}").as_bytes()));

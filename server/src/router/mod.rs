@@ -271,6 +271,8 @@ pub struct RouteTable {
     version: watch::Sender<u64>,
     pub stats: RouterStats,
     pub access_log: access_log::AccessLog,
+    /// The client certificates the TLS listener accepts (issue 25), from the table's CA.
+    pub client_ca: Arc<tls::ClientCa>,
 }
 
 #[derive(Default)]
@@ -294,6 +296,7 @@ impl Default for RouteTable {
             version: watch::channel(chrono::Utc::now().timestamp_millis().unsigned_abs()).0,
             stats: RouterStats::default(),
             access_log: access_log::AccessLog::new(),
+            client_ca: Default::default(),
         }
     }
 }
@@ -367,6 +370,9 @@ impl RouteTable {
     /// Replaces the table. Unchanged apps keep their round-robin position; in-flight counts
     /// follow their address.
     pub fn replace(&self, mut table: RouterTable) {
+        if let Some(ca) = &table.instance_ca {
+            self.client_ca.set(ca);
+        }
         let Ok(mut inner) = self.inner.write() else {
             return;
         };
@@ -510,7 +516,10 @@ pub async fn build(ctx: &AppCtx) -> StoreResult<RouterTable> {
         .filter(|n| n.state != "lost")
         .map(|n| (n.name.as_str(), n.address.as_str()))
         .collect();
-    let mut table = RouterTable::default();
+    let mut table = RouterTable {
+        instance_ca: Some(ctx.identity.pem().to_string()),
+        ..Default::default()
+    };
     for a in &apps {
         table.apps.insert(a.id.clone(), Vec::new());
         if let Some(host) = &a.host {
@@ -690,6 +699,7 @@ mod tests {
             certificates: Vec::new(),
             acme_challenges: Vec::new(),
             splits: Default::default(),
+            instance_ca: None,
         }
     }
 
@@ -722,6 +732,7 @@ mod tests {
             certificates: Vec::new(),
             acme_challenges: Vec::new(),
             splits: Default::default(),
+            instance_ca: None,
         });
         assert_eq!(
             t.resolve("Shop.Example.com:8080", "/")

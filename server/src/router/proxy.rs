@@ -58,6 +58,7 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 const X_PAAS_APP: HeaderName = HeaderName::from_static("x-paas-app");
 const X_PAAS_INSTANCE: HeaderName = HeaderName::from_static("x-paas-instance");
 const X_PAAS_APP_INSTANCE: HeaderName = HeaderName::from_static("x-paas-app-instance");
@@ -263,6 +264,9 @@ pub struct Peer {
     pub proto: &'static str,
     /// The client's IP address, made once per connection (`X-Forwarded-For`, the RTR line).
     pub ip: HeaderValue,
+    /// The client certificate the TLS handshake verified against the platform CA, as
+    /// `X-Forwarded-Client-Cert` carries it (issue 25).
+    pub client_cert: Option<HeaderValue>,
 }
 
 impl Peer {
@@ -272,6 +276,7 @@ impl Peer {
             proto,
             ip: HeaderValue::from_str(&addr.ip().to_string())
                 .unwrap_or_else(|_| HeaderValue::from_static("-")),
+            client_cert: None,
         }
     }
 }
@@ -290,6 +295,8 @@ pub(super) struct Meta {
     pub(super) request_id: HeaderValue,
     pub(super) peer: HeaderValue,
     pub(super) proto: &'static str,
+    /// `X-Forwarded-Client-Cert` of a verified client certificate (issue 25).
+    pub(super) client_cert: Option<HeaderValue>,
     pub(super) started: Instant,
     /// The revision of the instance last tried: a router error after a failed attempt counts
     /// against it in a canary's comparison.
@@ -378,6 +385,7 @@ pub async fn proxy(
         request_id,
         peer: peer.ip,
         proto: peer.proto,
+        client_cert: peer.client_cert,
         started: Instant::now(),
         revision: None,
     };
@@ -714,6 +722,12 @@ fn prepare_headers(h: &mut HeaderMap, meta: &Meta, upgrade: bool) {
     strip_hop_by_hop(h, upgrade);
     h.remove(X_PAAS_APP_INSTANCE);
     h.remove(X_CF_APP_INSTANCE);
+    // Only the router says who the client is (gorouter's `sanitize_set`): a client's own
+    // header is dropped, on plain HTTP too.
+    h.remove(X_FORWARDED_CLIENT_CERT);
+    if let Some(c) = &meta.client_cert {
+        h.insert(X_FORWARDED_CLIENT_CERT, c.clone());
+    }
     append_forwarded_for(h, &meta.peer);
     h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(meta.proto));
     if !meta.host.is_empty() {
@@ -1148,6 +1162,7 @@ mod tests {
             request_id: HeaderValue::from_static("rid"),
             peer: HeaderValue::from_static("10.0.0.9"),
             proto: "http",
+            client_cert: None,
             started: Instant::now(),
             revision: None,
         }
@@ -1169,8 +1184,18 @@ mod tests {
             ("x-secret", "s"),
             ("x-keep", "k"),
             ("x-paas-app-instance", "a:1"),
+            ("x-forwarded-client-cert", "forged"),
         ]);
         prepare_headers(&mut h, &meta(), false);
+        assert!(
+            h.get("x-forwarded-client-cert").is_none(),
+            "a client's own is dropped"
+        );
+        let mut m = meta();
+        m.client_cert = Some(HeaderValue::from_static("MIIB"));
+        let mut verified = headers(&[("x-forwarded-client-cert", "forged")]);
+        prepare_headers(&mut verified, &m, false);
+        assert_eq!(verified["x-forwarded-client-cert"], "MIIB");
         let get = |n: &str| h.get(n).map(|v| v.to_str().unwrap().to_string());
         assert_eq!(get("x-forwarded-for").as_deref(), Some("1.2.3.4, 10.0.0.9"));
         assert_eq!(get("x-forwarded-host").as_deref(), Some("a.localhost:8080"));

@@ -124,7 +124,10 @@ pub fn start(
     let tls = match tls {
         Some((l, certs)) => {
             l.set_nonblocking(true)?;
-            let mut config = certs.server_config();
+            let client_ca = (front.settings.router_client_cert
+                == crate::config::ClientCertMode::Request)
+                .then(|| front.router.table.client_ca.clone());
+            let mut config = certs.server_config(client_ca);
             config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
             Some((l, TlsAcceptor::from(Arc::new(config))))
         }
@@ -332,7 +335,15 @@ fn work(
                                 .await;
                         match hs {
                             Ok(Ok(tls)) => {
-                                serve(worker, tls, Peer::new(addr, "https"), watcher).await
+                                let mut peer = Peer::new(addr, "https");
+                                // Verified against the platform CA in the handshake.
+                                peer.client_cert = tls
+                                    .get_ref()
+                                    .1
+                                    .peer_certificates()
+                                    .and_then(|c| c.first())
+                                    .and_then(|c| super::tls::forwarded_client_cert(c));
+                                serve(worker, tls, peer, watcher).await
                             }
                             Ok(Err(e)) => {
                                 tracing::debug!(%addr, error = %e, "TLS handshake failed")

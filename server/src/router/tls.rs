@@ -17,6 +17,8 @@
 //! ALPN offers `h2` and `http/1.1` (actix-http adds them), so clients get HTTP/2 over TLS; the
 //! router speaks HTTP/1.1 to instances either way.
 
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
@@ -220,13 +222,18 @@ impl CertStore {
         }
     }
 
-    /// The rustls config for a listener: no client auth, certificates from this store.
-    pub fn server_config(self: &Arc<Self>) -> ServerConfig {
-        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default TLS versions")
-            .with_no_client_auth()
-            .with_cert_resolver(self.clone())
+    /// The rustls config for a listener: certificates from this store; with `client_ca`, a
+    /// client certificate is asked for (never required) and verified against it.
+    pub fn server_config(self: &Arc<Self>, client_ca: Option<Arc<ClientCa>>) -> ServerConfig {
+        let builder =
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default TLS versions");
+        match client_ca {
+            Some(ca) => builder.with_client_cert_verifier(ca),
+            None => builder.with_no_client_auth(),
+        }
+        .with_cert_resolver(self.clone())
     }
 
     /// Polls the folder until the process ends.
@@ -260,6 +267,131 @@ impl ResolvesServerCert for CertStore {
         }
         certs.lookup(sni)
     }
+}
+
+/// The client certificates the TLS listener accepts (issue 25): those the platform CA of
+/// instance identity signed, as the route table carries it (so a standalone router learns it
+/// from the controller, and a listener that started before it knows none). A client may present
+/// none (ordinary browsers); one the CA did not sign fails the handshake, so whatever reaches an
+/// app as `X-Forwarded-Client-Cert` was verified.
+#[derive(Default)]
+pub struct ClientCa {
+    /// (the CA's PEM, its verifier)
+    inner: RwLock<Option<(String, Arc<dyn ClientCertVerifier>)>>,
+}
+
+impl std::fmt::Debug for ClientCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCa").finish_non_exhaustive()
+    }
+}
+
+impl ClientCa {
+    /// Trusts `pem` from the next handshake on; the same PEM again changes nothing.
+    pub fn set(&self, pem: &str) {
+        if self
+            .inner
+            .read()
+            .is_ok_and(|i| i.as_ref().is_some_and(|(p, _)| p == pem))
+        {
+            return;
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        for der in CertificateDer::pem_slice_iter(pem.as_bytes()).flatten() {
+            if let Err(e) = roots.add(der) {
+                tracing::warn!(error = %e, "the instance identity CA does not load");
+            }
+        }
+        let built = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .allow_unauthenticated()
+        .build();
+        match built {
+            Ok(v) => {
+                if let Ok(mut i) = self.inner.write() {
+                    *i = Some((pem.to_string(), v));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "no client certificate verifier"),
+        }
+    }
+
+    fn current(&self) -> Option<Arc<dyn ClientCertVerifier>> {
+        self.inner.read().ok()?.as_ref().map(|(_, v)| v.clone())
+    }
+}
+
+impl ClientCertVerifier for ClientCa {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    /// No hints: a client offers whatever certificate it has, and browsers are not prompted to
+    /// pick among theirs for a CA they never heard of.
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        match self.current() {
+            Some(v) => v.verify_client_cert(end_entity, intermediates, now),
+            None => Err(rustls::Error::General(
+                "no instance identity CA known yet".into(),
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// `X-Forwarded-Client-Cert` for a verified client certificate: its DER in base64, as Cloud
+/// Foundry's gorouter forwards it (the PEM body without its lines and armour).
+pub fn forwarded_client_cert(der: &[u8]) -> Option<http::HeaderValue> {
+    use base64::Engine;
+    http::HeaderValue::from_str(&base64::engine::general_purpose::STANDARD.encode(der)).ok()
 }
 
 fn stamp(dir: &Path) -> Result<Vec<(PathBuf, u64, Option<SystemTime>)>, TlsError> {

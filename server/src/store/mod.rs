@@ -9,6 +9,7 @@ mod builtin_services;
 mod cron;
 mod deployments;
 mod domains;
+mod identity;
 mod logfeed;
 mod network;
 mod node_metrics;
@@ -36,6 +37,7 @@ pub use builtin_services::{
 pub use cron::{CronRecord, CronStore};
 pub use deployments::{DeploymentChange, DeploymentRecord, DeploymentStore};
 pub use network::{NetworkStore, PolicyRecord};
+pub use identity::{CaRecord, IdentityStore};
 pub use node_metrics::{NodeMetricRow, NodeMetricStore};
 pub use postgres::PgStore;
 pub use quotas::QuotaStore;
@@ -857,6 +859,7 @@ pub trait Store:
     + DomainStore
     + ServiceStore
     + SshStore
+    + IdentityStore
     + TaskStore
     + CronStore
     + AutoscaleStore
@@ -887,6 +890,7 @@ impl<T> Store for T where
         + DomainStore
         + ServiceStore
         + SshStore
+        + IdentityStore
         + TaskStore
         + CronStore
         + AutoscaleStore
@@ -901,8 +905,9 @@ impl<T> Store for T where
 pub mod prelude {
     pub use super::{
         AppStore, AuthStore, AutoscaleStore, BuildStore, BuiltinServiceStore, CronStore,
-        DeploymentStore, DomainStore, EventStore, InstanceStore, LeaseStore, LogFeedStore,
-        LogStore, MetricStore, NetworkStore, NodeMetricStore, NodeStore, QuotaStore, RevisionStore,
+        DeploymentStore, DomainStore, EventStore, IdentityStore, InstanceStore, LeaseStore,
+        LogFeedStore, LogStore, MetricStore, NetworkStore, NodeMetricStore, NodeStore, QuotaStore,
+        RevisionStore,
         RollupStore, RouteStore, ServiceStore, SpaceStore, SshStore, StagingStore, Store,
         TaskStore,
     };
