@@ -267,6 +267,7 @@ impl Platform {
                     disk_mb: 0,
                     instance_slots: 0,
                 },
+                subnet: None,
             })
             .send()?;
         if !res.status().is_success() {
