@@ -36,8 +36,8 @@ pub use builtin_services::{
 };
 pub use cron::{CronRecord, CronStore};
 pub use deployments::{DeploymentChange, DeploymentRecord, DeploymentStore};
-pub use network::{NetworkStore, PolicyRecord};
 pub use identity::{CaRecord, IdentityStore};
+pub use network::{NetworkStore, PolicyRecord};
 pub use node_metrics::{NodeMetricRow, NodeMetricStore};
 pub use postgres::PgStore;
 pub use quotas::QuotaStore;
@@ -907,9 +907,8 @@ pub mod prelude {
         AppStore, AuthStore, AutoscaleStore, BuildStore, BuiltinServiceStore, CronStore,
         DeploymentStore, DomainStore, EventStore, IdentityStore, InstanceStore, LeaseStore,
         LogFeedStore, LogStore, MetricStore, NetworkStore, NodeMetricStore, NodeStore, QuotaStore,
-        RevisionStore,
-        RollupStore, RouteStore, ServiceStore, SpaceStore, SshStore, StagingStore, Store,
-        TaskStore,
+        RevisionStore, RollupStore, RouteStore, ServiceStore, SpaceStore, SshStore, StagingStore,
+        Store, TaskStore,
     };
 }
 
