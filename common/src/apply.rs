@@ -4,14 +4,17 @@
 //! same document as JSON (YAML reads JSON too, so both go through [`parse`]).
 //!
 //! An app entry is a manifest's (`applications:` as in `manifest.yml`, [`AppManifest`]); a
-//! service entry is what `paas create-service` sends ([`CreateService`]). What a document does
-//! not know is a warning, as in a manifest: `network_policies:` is one until the policies of
-//! issue 25 land, when it becomes a field of [`ApplyDocument`] and a section of the plan.
+//! service entry is what `paas create-service` sends ([`CreateService`]); a network policy entry
+//! what `paas add-network-policy` sends ([`NetworkPolicySpec`]), between two apps of the
+//! document's space (a policy into another space needs a developer of that space too, so it is
+//! made with `add-network-policy`). What a document does not know is a warning, as in a
+//! manifest.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use crate::manifest::{AppManifest, ManifestError};
+use crate::network::NetworkPolicySpec;
 use crate::service::CreateService;
 
 /// A parsed apply document.
@@ -31,8 +34,11 @@ pub struct ApplyDocument {
     /// from.
     #[serde(default)]
     pub sources: BTreeMap<String, String>,
-    // Issue 25's `network_policies:` goes here (and into `deploy::apply`'s diff) once policies
-    // exist; until then the key is reported as unknown like any other.
+    /// Network policies between the space's apps (`source`, `destination`, `ports`,
+    /// `protocol`); with prune, the space's policies between its own apps the document does not
+    /// list are removed.
+    #[serde(default)]
+    pub network_policies: Vec<NetworkPolicySpec>,
 }
 
 /// A document and the warnings it raised (unknown fields, by path).
@@ -70,6 +76,24 @@ pub fn parse(text: &str) -> Result<Parsed, ManifestError> {
                 ),
             });
         }
+    }
+    for (i, np) in document.network_policies.iter().enumerate() {
+        let at = |m: String| ManifestError {
+            line: None,
+            message: format!("network_policies[{i}]: {m}"),
+        };
+        if np.source.trim().is_empty() || np.destination.trim().is_empty() {
+            return Err(at("source and destination are app names".into()));
+        }
+        if let (Some(d), Some(s)) = (&np.destination_space, &document.space) {
+            if d != s {
+                return Err(at(format!(
+                    "destination_space {d}: a document's policies stay in its space; use paas add-network-policy across spaces"
+                )));
+            }
+        }
+        crate::network::parse_protocol(&np.protocol).map_err(at)?;
+        crate::network::parse_ports(&np.ports).map_err(at)?;
     }
     if let Some(space) = &document.space {
         if space
@@ -144,6 +168,8 @@ pub enum ChangeKind {
     UnmapRoute,
     Bind,
     DeleteApp,
+    AddPolicy,
+    RemovePolicy,
 }
 
 impl ChangeKind {
@@ -153,8 +179,9 @@ impl ChangeKind {
             ChangeKind::CreateService
             | ChangeKind::CreateApp
             | ChangeKind::MapRoute
-            | ChangeKind::Bind => '+',
-            ChangeKind::UnmapRoute | ChangeKind::DeleteApp => '-',
+            | ChangeKind::Bind
+            | ChangeKind::AddPolicy => '+',
+            ChangeKind::UnmapRoute | ChangeKind::DeleteApp | ChangeKind::RemovePolicy => '-',
             _ => '~',
         }
     }
@@ -174,6 +201,8 @@ impl ChangeKind {
             ChangeKind::UnmapRoute => "unmap route",
             ChangeKind::Bind => "bind",
             ChangeKind::DeleteApp => "delete app",
+            ChangeKind::AddPolicy => "add network policy",
+            ChangeKind::RemovePolicy => "remove network policy",
         }
     }
 }
@@ -253,14 +282,23 @@ applications:
 services:
 - name: creds
   credentials: {user: u}
-network_policies: []
+network_policies:
+- {source: web, destination: worker, ports: 8080-8081}
 ",
         )
         .unwrap();
         assert_eq!(p.document.space.as_deref(), Some("acme/prod"));
         assert_eq!(p.document.applications.len(), 2);
         assert_eq!(p.document.services[0].name, "creds");
-        assert_eq!(p.warnings, vec!["unknown field network_policies ignored"]);
+        let np = &p.document.network_policies[0];
+        assert_eq!(
+            (np.protocol.as_str(), np.ports.as_str()),
+            ("tcp", "8080-8081")
+        );
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        let e =
+            parse("network_policies:\n- {source: a, destination: b, ports: http}\n").unwrap_err();
+        assert!(e.message.contains("network_policies[0]"), "{e}");
     }
 
     #[test]

@@ -97,10 +97,19 @@ fn two_apps_on_two_nodes_verify_each_other_by_instance_certificates() {
         .collect();
     let (a_id, b_id, b_guid) = (ids[0].0.clone(), ids[1].0.clone(), ids[1].1.clone());
 
-    let mtls = format!("/mtls?addr={name}.apps.internal:8443&name={b_guid}");
+    let mtls = format!("/mtls?addr={name}.apps.internal:8443&name={b_guid}&timeout=3");
     // Deny by default: without a policy A does not reach B's mTLS port at all.
-    let before = get_json(&p, &a, &mtls).expect("A answers");
-    assert_eq!(before["ok"], false, "no policy yet: {before}");
+    // (Once the name resolves on A's node: the connect itself times out, dropped.)
+    wait_for(
+        Duration::from_secs(30),
+        "A's handshake to time out without a policy",
+        || {
+            get_json(&p, &a, &mtls).filter(|v| {
+                v["ok"] == false && v["error"].as_str().is_some_and(|e| e.contains("timed out"))
+            })
+        },
+    )
+    .unwrap();
 
     let out = p.cli(&["add-network-policy", &a, &b, "--port", "8443"]);
     assert!(out.ok(), "add-network-policy: {out:?}");
@@ -135,7 +144,9 @@ fn two_apps_on_two_nodes_verify_each_other_by_instance_certificates() {
     let out = p.cli(&["remove-network-policy", &a, &b, "--port", "8443"]);
     assert!(out.ok(), "remove-network-policy: {out:?}");
     wait_for(Duration::from_secs(30), "A refused again", || {
-        get_json(&p, &a, &mtls).filter(|v| v["ok"] == false)
+        get_json(&p, &a, &mtls).filter(|v| {
+            v["ok"] == false && v["error"].as_str().is_some_and(|e| e.contains("timed out"))
+        })
     })
     .unwrap();
 }

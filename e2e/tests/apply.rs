@@ -56,6 +56,15 @@ applications:
 ",
         creds = n.creds
     ));
+    if api.is_some() {
+        doc.push_str(&format!(
+            "network_policies:
+- {{source: {web}, destination: {api}, ports: 8080}}
+",
+            web = n.web,
+            api = n.api
+        ));
+    }
     doc
 }
 
@@ -135,6 +144,24 @@ fn apply_twice_makes_one_deployment_then_dry_run_then_prune() {
     serves(&p, &n.web, "Hello from paas");
     serves(&p, &format!("{}-alt", n.web), "Hello from paas");
     serves(&p, &n.api, "Hi from api");
+    // The policy between two apps this apply created waits for their pushes, then the CLI's
+    // second apply adds it.
+    let policy = format!("{} -> {} tcp 8080", n.web, n.api);
+    assert!(
+        out.stdout
+            .contains(&format!("+ add network policy {policy}")),
+        "{out:?}"
+    );
+    let list = p.cli(&["network-policies", "--json"]);
+    let v: Value = serde_json::from_str(&list.stdout).unwrap();
+    assert!(
+        v["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["source"] == n.web.as_str() && x["destination"] == n.api.as_str()),
+        "{v}"
+    );
     let api = p.app_json(&n.api).unwrap();
     assert_eq!(api["services"], serde_json::json!([n.creds]), "{api}");
     assert_eq!(api["memory_mb"], 96);
@@ -225,6 +252,11 @@ fn apply_twice_makes_one_deployment_then_dry_run_then_prune() {
     );
     let out = p.cli(&["apply", "-f", file_arg, "--prune", "--yes"]);
     assert!(out.ok(), "{out:?}");
+    assert!(
+        out.stdout
+            .contains(&format!("- remove network policy {policy}")),
+        "{out:?}"
+    );
     assert!(
         out.stdout.contains(&format!("- delete app {}", n.api)),
         "{out:?}"

@@ -11,7 +11,7 @@
 use crate::archive;
 use crate::client::{seg, Client};
 use anyhow::{anyhow, bail, Context};
-use paas_common::apply::ApplyPlan;
+use paas_common::apply::{ApplyPlan, ChangeKind};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -123,6 +123,21 @@ pub fn run(args: Args, client: &Client) -> anyhow::Result<()> {
             continue;
         };
         super::push::push_manifest_app(&client, a, name, path.clone(), timeout)?;
+    }
+    // Policies naming an app this apply created wait for its push: applying again adds them
+    // (and changes nothing else, the rest being done).
+    let waiting = plan
+        .changes
+        .iter()
+        .any(|c| c.kind == ChangeKind::AddPolicy && !c.applied);
+    if waiting {
+        let then: ApplyPlan = client.post_json(&url(false), &body)?;
+        if then.changes.is_empty() {
+        } else if args.json {
+            println!("{}", serde_json::to_string_pretty(&then)?);
+        } else {
+            print_plan(&then);
+        }
     }
     Ok(())
 }

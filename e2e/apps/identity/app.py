@@ -7,9 +7,10 @@ GET /mtls     -> JSON: a mutual TLS handshake made with the instance's own crede
                  sides verifying the other's certificate with the platform CA; by default with
                  this instance's own mTLS server (MTLS_PORT, on 127.0.0.1), or with
                  `?addr=HOST:PORT&name=INSTANCE_GUID` another instance's (apps reaching each
-                 other directly). The client checks the server's certificate names `name` (the
-                 instance guid is a DNS name in every instance certificate); the answer says
-                 what each side saw of the other (subject and SAN URIs).
+                 other directly); `&timeout=SECS` bounds the connect (default 10). The client
+                 checks the server's certificate names `name` (the instance guid is a DNS name
+                 in every instance certificate); the answer says what each side saw of the
+                 other (subject and SAN URIs).
 
 The mTLS server loads the credentials again for every connection, so renewed files are used at
 once, as an app that follows rotation should.
@@ -73,11 +74,11 @@ def serve_one(conn):
         conn.close()
 
 
-def mtls_client(addr, name):
+def mtls_client(addr, name, timeout=10.0):
     host, port = addr.rsplit(":", 1)
     try:
         ctx = context("client")
-        with socket.create_connection((host, int(port)), timeout=10) as raw:
+        with socket.create_connection((host, int(port)), timeout=timeout) as raw:
             with ctx.wrap_socket(raw, server_hostname=name) as tls:
                 server = describe(tls.getpeercert())
                 data = b""
@@ -119,7 +120,7 @@ class Handler(BaseHTTPRequestHandler):
             q = parse_qs(url.query)
             addr = q.get("addr", [f"127.0.0.1:{MTLS_PORT}"])[0]
             name = q.get("name", [GUID])[0]
-            body = mtls_client(addr, name)
+            body = mtls_client(addr, name, float(q.get("timeout", ["10"])[0]))
         else:
             body = {"hello": GUID}
         data = json.dumps(body).encode()

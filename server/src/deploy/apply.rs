@@ -14,6 +14,11 @@
 //! `prune` deletes the space's apps the document does not name, and unmaps routes of the
 //! document's apps that their `routes:` no longer list (the default route stays).
 //!
+//! `network_policies:` between the space's apps are added when missing (prune removes the
+//! space's policies between its own apps the document does not list). A policy naming an app
+//! this apply creates is listed but waits for that app: the client applies the document again
+//! once its pushes are done, which adds it.
+//!
 //! Diffed for an existing app: web instances and memory, disk, env keys the document names
 //! (others are left alone: bindings add some), the health check, other process types'
 //! instances and memory, routes and bindings to add. The rest of a manifest entry (commands,
@@ -26,7 +31,7 @@ use paas_common::domain::AppName;
 use paas_common::manifest::AppManifest;
 use paas_common::route::RouteSpec;
 use paas_common::ErrorCode;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::{Actor, DeployError, DeployResult};
 use crate::state::AppCtx;
@@ -194,6 +199,7 @@ pub async fn apply(
             prune.push(app);
         }
     }
+    let policies = plan_policies(ctx, space, doc, opts, &mut plan).await?;
     if opts.dry_run {
         return Ok(plan);
     }
@@ -208,16 +214,136 @@ pub async fn apply(
             apply_app(ctx, actor, space, &app, *changes).await?;
         }
     }
+    // A pruned app's policies go with it: the ones to remove go first.
+    for (src, dst, t) in &policies.remove {
+        super::network::remove(ctx, actor, src, dst, t).await?;
+    }
     for app in &prune {
         super::delete_app(ctx, actor, app).await?;
     }
+    for (src, dst, t) in &policies.add {
+        super::network::add(ctx, actor, src, dst, t).await?;
+    }
     for c in &mut plan.changes {
-        c.applied = !matches!(c.kind, ChangeKind::CreateApp | ChangeKind::Push);
+        c.applied = !matches!(c.kind, ChangeKind::CreateApp | ChangeKind::Push)
+            && !(c.kind == ChangeKind::AddPolicy && c.after.as_deref() == Some(WAITS_FOR_PUSH));
     }
     if !plan.changes.is_empty() {
         tracing::info!(space = %plan.space, changes = plan.changes.len(), pushes = plan.push.len(), "applied a document");
     }
     Ok(plan)
+}
+
+/// The `after` of a policy that names an app this apply creates: added by the client's second
+/// apply, once the pushes are done.
+const WAITS_FOR_PUSH: &str = "once its apps are pushed";
+
+/// The network policies to add and (with prune) remove.
+#[derive(Default)]
+struct PolicySteps {
+    add: Vec<(AppRecord, AppRecord, super::network::PolicyTarget)>,
+    remove: Vec<(AppRecord, AppRecord, super::network::PolicyTarget)>,
+}
+
+fn policy_label(src: &str, dst: &str, t: &super::network::PolicyTarget) -> String {
+    let ports = if t.ports.0 == t.ports.1 {
+        t.ports.0.to_string()
+    } else {
+        format!("{}-{}", t.ports.0, t.ports.1)
+    };
+    format!("{src} -> {dst} {} {ports}", t.protocol)
+}
+
+/// Diffs `network_policies:` against the policies between the space's apps.
+async fn plan_policies(
+    ctx: &AppCtx,
+    space: &SpaceRecord,
+    doc: &ApplyDocument,
+    opts: Options,
+    plan: &mut ApplyPlan,
+) -> DeployResult<PolicySteps> {
+    let mut steps = PolicySteps::default();
+    if doc.network_policies.is_empty() && !opts.prune {
+        return Ok(steps);
+    }
+    let apps: HashMap<String, AppRecord> = ctx
+        .store
+        .list_apps()
+        .await?
+        .into_iter()
+        .filter(|a| a.space_id == space.id)
+        .map(|a| (a.id.clone(), a))
+        .collect();
+    let by_name: HashMap<&str, &AppRecord> = apps.values().map(|a| (a.name.as_str(), a)).collect();
+    let documented: BTreeSet<&str> = doc
+        .applications
+        .iter()
+        .filter_map(|a| a.name.as_ref().map(|n| n.as_str()))
+        .collect();
+    let existing: Vec<_> = ctx
+        .store
+        .list_policies()
+        .await?
+        .into_iter()
+        .filter(|p| apps.contains_key(&p.source_app_id) && apps.contains_key(&p.destination_app_id))
+        .collect();
+    let mut wanted = BTreeSet::new();
+    for np in &doc.network_policies {
+        let t = super::network::parse(&np.protocol, &np.ports)?;
+        for n in [&np.source, &np.destination] {
+            if !by_name.contains_key(n.as_str()) && !documented.contains(n.as_str()) {
+                return Err(DeployError::invalid(
+                    ErrorCode::AppNotFound,
+                    format!(
+                        "network_policies: app {n} is neither in the space nor in the document"
+                    ),
+                ));
+            }
+        }
+        let label = policy_label(&np.source, &np.destination, &t);
+        if !wanted.insert(label.clone()) {
+            continue;
+        }
+        let src = by_name.get(np.source.as_str());
+        let dst = by_name.get(np.destination.as_str());
+        let (Some(src), Some(dst)) = (src, dst) else {
+            plan.changes.push(change(
+                ChangeKind::AddPolicy,
+                None,
+                label,
+                None,
+                Some(WAITS_FOR_PUSH.into()),
+            ));
+            continue;
+        };
+        let exists = existing.iter().any(|p| {
+            p.source_app_id == src.id
+                && p.destination_app_id == dst.id
+                && p.protocol == t.protocol
+                && (p.start_port, p.end_port) == t.ports
+        });
+        if !exists {
+            plan.changes
+                .push(change(ChangeKind::AddPolicy, None, label, None, None));
+            steps.add.push(((*src).clone(), (*dst).clone(), t));
+        }
+    }
+    if opts.prune {
+        for p in &existing {
+            let (src, dst) = (&apps[&p.source_app_id], &apps[&p.destination_app_id]);
+            let t = super::network::PolicyTarget {
+                protocol: p.protocol.clone(),
+                ports: (p.start_port, p.end_port),
+            };
+            let label = policy_label(&src.name, &dst.name, &t);
+            if !wanted.contains(&label) {
+                plan.changes
+                    .push(change(ChangeKind::RemovePolicy, None, label, None, None));
+                steps.remove.push((src.clone(), dst.clone(), t));
+            }
+        }
+    }
+    Ok(steps)
 }
 
 /// The bounds a scale would check, refused before anything changes.
