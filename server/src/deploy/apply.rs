@@ -225,8 +225,9 @@ pub async fn apply(
         super::network::add(ctx, actor, src, dst, t).await?;
     }
     for c in &mut plan.changes {
-        c.applied = !matches!(c.kind, ChangeKind::CreateApp | ChangeKind::Push)
-            && !(c.kind == ChangeKind::AddPolicy && c.after.as_deref() == Some(WAITS_FOR_PUSH));
+        let left_to_client = matches!(c.kind, ChangeKind::CreateApp | ChangeKind::Push);
+        let waits = c.kind == ChangeKind::AddPolicy && c.after.as_deref() == Some(WAITS_FOR_PUSH);
+        c.applied = !left_to_client && !waits;
     }
     if !plan.changes.is_empty() {
         tracing::info!(space = %plan.space, changes = plan.changes.len(), pushes = plan.push.len(), "applied a document");
