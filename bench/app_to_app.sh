@@ -9,7 +9,7 @@
 #   (c) far    - the same caller reaching a callee on the OTHER node (its own bridge and subnet:
 #                routed between bridges, source kept by the nat RETURN rule)
 # Each measurement runs bench/app_to_app/client.py inside the caller's container (docker exec)
-# against bench/app_to_app/server.py: keep-alive request p50/p99, new connection (resolve +
+# against bench/app_to_app/app.py: keep-alive request p50/p99, new connection (resolve +
 # connect + request) p50/p99, and MiB/s of 3 x 64 MiB bodies.
 #
 #   bench/app_to_app.sh [ROUNDS] [REQUESTS]      (defaults: 5 rounds, 2000 requests; run as root:
@@ -55,7 +55,7 @@ export PAAS_HOME=$WORK/cli
 for _ in $(seq 1 300); do [ "$("$BIN/paas" nodes 2>/dev/null | grep -c ' ready')" = 2 ] && break; sleep 0.1; done
 
 push() { # APP SIDE
-  "$BIN/paas" push "$1" -p bench/app_to_app -b python -c "python3 server.py" -m 256M --placement "side=$2" >/dev/null
+  "$BIN/paas" push "$1" -p bench/app_to_app -m 256M --placement "side=$2" >/dev/null
 }
 push caller a
 push near a
@@ -70,7 +70,7 @@ CALLER=$(docker ps -q --filter "label=paas.node=$NODE_A" --filter "label=paas.ap
 # The peer: the same programs, same image, on a plain bridge.
 docker network create "$TAG-bridge" >/dev/null
 docker run -d --name "$TAG-srv" --label "paas-bench=$TAG" --network "$TAG-bridge" -e PORT=8080 \
-  -v "$ROOT/bench/app_to_app:/app:ro" -w /app "$STACK" python3 server.py >/dev/null
+  -v "$ROOT/bench/app_to_app:/app:ro" -w /app "$STACK" python3 app.py >/dev/null
 docker run -d --name "$TAG-cli" --label "paas-bench=$TAG" --network "$TAG-bridge" "$STACK" sleep infinity >/dev/null
 
 measure() { # NAME CONTAINER HOST

@@ -9,6 +9,9 @@ CHUNK = b"\0" * 65536
 
 class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: with Nagle on, the second waits for the client's
+    # delayed ACK (40 ms a request), which would hide the network path being measured.
+    disable_nagle_algorithm = True
 
     def log_message(self, *args):
         pass
