@@ -1680,21 +1680,7 @@ pub(crate) async fn insert_event<'c, E: sqlx::Executor<'c, Database = $db>>(
             last_exit: before.try_get("last_exit")?,
             ready: before.try_get("ready")?,
         };
-        sqlx::query(
-            "UPDATE instances SET state = $1, container_id = $2, host_port = $3, restarts = $4, last_exit = $5, since = $6, ready = $7, ip = $10 WHERE id = $8 AND node_name = $9",
-        )
-        .bind(r.state.as_str())
-        .bind(&r.container_id)
-        .bind(r.host_port.map(i64::from))
-        .bind(r.restarts as i64)
-        .bind(&r.last_exit)
-        .bind(r.since)
-        .bind(r.ready)
-        .bind(&r.instance_id)
-        .bind(node)
-        .bind(&r.ip)
-        .execute(&self.pool)
-        .await?;
+        update_reported_on(&self.pool, node, r).await?;
         Ok(Some(before))
     }
 
