@@ -612,6 +612,47 @@ impl Runtime {
             .collect())
     }
 
+    /// The sandbox every container of an instance runs in, the app's and each sidecar's: no
+    /// capabilities, no new privileges, its memory (swap included), CPU shares, pids and open
+    /// files limited, a read-only root with a small no-exec `/tmp`, an init, no restart by the
+    /// engine (the agent restarts, with backoff) and bounded json-file logs. Callers add the
+    /// network, mounts and ports.
+    fn sandbox(&self, a: &Assignment, memory: i64) -> HostConfig {
+        HostConfig {
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            memory: Some(memory),
+            memory_swap: Some(memory),
+            cpu_shares: Some(i64::try_from(a.cpu_shares).unwrap_or(i64::MAX)),
+            pids_limit: Some(a.pids_limit),
+            // Cloud Foundry's file descriptor limit, which `VCAP_APPLICATION` states.
+            ulimits: Some(vec![ResourcesUlimits {
+                name: Some("nofile".into()),
+                soft: Some(FDS_LIMIT),
+                hard: Some(FDS_LIMIT),
+            }]),
+            readonly_rootfs: Some(true),
+            tmpfs: Some(HashMap::from([(
+                "/tmp".into(),
+                "rw,noexec,nosuid,size=64m".into(),
+            )])),
+            init: Some(true),
+            privileged: Some(false),
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::NO),
+                maximum_retry_count: None,
+            }),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(HashMap::from([
+                    ("max-size".into(), self.settings.log_max_size.clone()),
+                    ("max-file".into(), self.settings.log_max_files.to_string()),
+                ])),
+            }),
+            ..Default::default()
+        }
+    }
+
     /// Creates (does not start) sidecar `s` of the instance whose (created) container is
     /// `app_container`: the same image, user, env and `/app` volume, the same sandbox with its
     /// own memory limit, and the app container's network namespace (`localhost` is shared; no
@@ -638,52 +679,15 @@ impl Runtime {
             .collect();
         env.push(format!("MEMORY_LIMIT={}m", s.reserved_mb()));
         env.push(format!("CF_SIDECAR_NAME={}", s.name));
-        let container_labels = HashMap::from([
-            (labels::MANAGED.to_string(), "true".to_string()),
-            (labels::APP.to_string(), a.app.clone()),
-            (labels::INSTANCE.to_string(), a.instance_id.clone()),
-            (labels::INDEX.to_string(), a.index.to_string()),
-            (labels::NODE.to_string(), self.settings.node_name.clone()),
-            (labels::PROCESS.to_string(), a.process_type.clone()),
-            (labels::DROPLET.to_string(), a.droplet.clone()),
-            (labels::SIDECAR.to_string(), s.name.clone()),
-            (labels::SIDECAR_OF.to_string(), app_container.to_string()),
-        ]);
+        let mut container_labels = instance_labels(a, &self.settings.node_name);
+        container_labels.insert(labels::SIDECAR.to_string(), s.name.clone());
+        container_labels.insert(labels::SIDECAR_OF.to_string(), app_container.to_string());
         let host_config = HostConfig {
-            cap_drop: Some(vec!["ALL".into()]),
-            security_opt: Some(vec!["no-new-privileges".into()]),
-            memory: Some(memory),
-            memory_swap: Some(memory),
-            cpu_shares: Some(i64::try_from(a.cpu_shares).unwrap_or(i64::MAX)),
-            pids_limit: Some(a.pids_limit),
-            ulimits: Some(vec![ResourcesUlimits {
-                name: Some("nofile".into()),
-                soft: Some(FDS_LIMIT),
-                hard: Some(FDS_LIMIT),
-            }]),
-            readonly_rootfs: Some(true),
-            tmpfs: Some(HashMap::from([(
-                "/tmp".into(),
-                "rw,noexec,nosuid,size=64m".into(),
-            )])),
             // The droplet as the app has it: its `/app` volume (nothing for an image droplet,
             // whose files are in the image).
             volumes_from: Some(vec![app_container.to_string()]),
-            init: Some(true),
             network_mode: Some(format!("container:{app_container}")),
-            privileged: Some(false),
-            restart_policy: Some(RestartPolicy {
-                name: Some(RestartPolicyNameEnum::NO),
-                maximum_retry_count: None,
-            }),
-            log_config: Some(HostConfigLogConfig {
-                typ: Some("json-file".into()),
-                config: Some(HashMap::from([
-                    ("max-size".into(), self.settings.log_max_size.clone()),
-                    ("max-file".into(), self.settings.log_max_files.to_string()),
-                ])),
-            }),
-            ..Default::default()
+            ..self.sandbox(a, memory)
         };
         let (entrypoint, cmd) = if a.image.is_none() {
             // The launcher, as for the app: `.profile.d` and `.profile` first.
@@ -838,15 +842,7 @@ impl Runtime {
                 ..Default::default()
             });
         }
-        let mut container_labels = HashMap::from([
-            (labels::MANAGED.to_string(), "true".to_string()),
-            (labels::APP.to_string(), a.app.clone()),
-            (labels::INSTANCE.to_string(), a.instance_id.clone()),
-            (labels::INDEX.to_string(), a.index.to_string()),
-            (labels::NODE.to_string(), s.node_name.clone()),
-            (labels::PROCESS.to_string(), a.process_type.clone()),
-            (labels::DROPLET.to_string(), a.droplet.clone()),
-        ]);
+        let mut container_labels = instance_labels(a, &s.node_name);
         if task {
             container_labels.insert(labels::TASK.to_string(), a.instance_id.clone());
         }
@@ -863,43 +859,13 @@ impl Runtime {
                     host_port: Some(host_port.map(|p| p.to_string()).unwrap_or_default()),
                 }]),
             )])),
-            cap_drop: Some(vec!["ALL".into()]),
-            security_opt: Some(vec!["no-new-privileges".into()]),
-            memory: Some(memory),
-            memory_swap: Some(memory),
-            cpu_shares: Some(i64::try_from(a.cpu_shares).unwrap_or(i64::MAX)),
-            pids_limit: Some(a.pids_limit),
-            // Cloud Foundry's file descriptor limit, which `VCAP_APPLICATION` states.
-            ulimits: Some(vec![ResourcesUlimits {
-                name: Some("nofile".into()),
-                soft: Some(FDS_LIMIT),
-                hard: Some(FDS_LIMIT),
-            }]),
-            readonly_rootfs: Some(true),
-            tmpfs: Some(HashMap::from([(
-                "/tmp".into(),
-                "rw,noexec,nosuid,size=64m".into(),
-            )])),
             mounts: (!mounts.is_empty()).then_some(mounts),
-            init: Some(true),
             network_mode: Some(s.network.clone()),
             // The engine's embedded resolver answers container names and forwards the rest
             // here: the node's resolver on the gateway answers `*.apps.internal` and forwards
             // other names to the host's resolvers (issue 25).
             dns: self.instance_net.get().map(|n| vec![n.gateway.to_string()]),
-            privileged: Some(false),
-            restart_policy: Some(RestartPolicy {
-                name: Some(RestartPolicyNameEnum::NO),
-                maximum_retry_count: None,
-            }),
-            log_config: Some(HostConfigLogConfig {
-                typ: Some("json-file".into()),
-                config: Some(HashMap::from([
-                    ("max-size".into(), self.settings.log_max_size.clone()),
-                    ("max-file".into(), self.settings.log_max_files.to_string()),
-                ])),
-            }),
-            ..Default::default()
+            ..self.sandbox(a, memory)
         };
         let mut config = Config {
             image: Some(image.to_string()),
@@ -1210,6 +1176,20 @@ fn show(l: &Listener) -> String {
         },
         std::net::IpAddr::V4(v4) => format!("{v4}:{}", l.port),
     }
+}
+
+/// The labels of an instance's containers (its sidecars add theirs): how the agent finds and
+/// re-adopts them, and never touches another node's.
+fn instance_labels(a: &Assignment, node: &str) -> HashMap<String, String> {
+    HashMap::from([
+        (labels::MANAGED.to_string(), "true".to_string()),
+        (labels::APP.to_string(), a.app.clone()),
+        (labels::INSTANCE.to_string(), a.instance_id.clone()),
+        (labels::INDEX.to_string(), a.index.to_string()),
+        (labels::NODE.to_string(), node.to_string()),
+        (labels::PROCESS.to_string(), a.process_type.clone()),
+        (labels::DROPLET.to_string(), a.droplet.clone()),
+    ])
 }
 
 #[cfg(test)]
