@@ -235,6 +235,7 @@ pub async fn context(
         usage: Default::default(),
         snapshots: Default::default(),
         network: Default::default(),
+        refresher: Default::default(),
     });
     // The platform's own PostgreSQL and Redis broker is in every space's marketplace (issue 22).
     // It holds the context for as long as the process lives, as the registry in it does.

@@ -66,6 +66,8 @@ pub struct AppCtx {
     pub network: std::sync::RwLock<Arc<crate::control::network::NetTable>>,
     /// The platform CA of instance identity (issue 25).
     pub identity: Arc<crate::identity::PlatformCa>,
+    /// Coalesces route table rebuilds ([`crate::router::refresh`]).
+    pub refresher: crate::router::Refresher,
 }
 
 /// A removed instance row kept for its node while its in-flight requests finish.

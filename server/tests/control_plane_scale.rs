@@ -326,3 +326,92 @@ async fn a_convergence_pass_at_10000_instances_stays_within_10x_of_its_baseline(
         file.display()
     );
 }
+
+/// Route table rebuilds are coalesced (`router::refresh`): refreshes asked for together share
+/// rebuilds (at most one runs, one more covers every request that came during it), and a
+/// refresh that returns has seen the store as it was when it was called, even with a rebuild
+/// already in flight that read it earlier: a row removed before the call is never routed after
+/// it (the ordering invariant of `router/mod.rs`: routes before stops).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_refreshes_coalesce_and_never_answer_with_a_table_read_before_the_call() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::Builder::new()
+        .prefix("paas-cp-refresh-")
+        .tempdir()
+        .expect("temp dir");
+    let settings = Settings {
+        data_dir: dir.path().to_path_buf(),
+        ..Settings::default()
+    };
+    let sqlite = Arc::new(
+        SqliteStore::open(&dir.path().join("paas.db"))
+            .await
+            .expect("store"),
+    );
+    let ctx = Arc::new(
+        paas_server::startup::context(settings, sqlite.clone(), 8080)
+            .await
+            .expect("context"),
+    );
+    ctx.store
+        .upsert_node(&NodeRecord {
+            name: "refresh-node".into(),
+            address: "127.0.0.1".into(),
+            zone: "z".into(),
+            labels: BTreeMap::new(),
+            capacity: capacity(),
+            token_hash: "hash-refresh-node".into(),
+            state: "ready".into(),
+            last_heartbeat: Utc::now(),
+            registered_at: Utc::now(),
+        })
+        .await
+        .expect("node");
+    let (app_id, revision) = seed(&ctx, 1).await.remove(0);
+    let routed = |ctx: &AppCtx| ctx.routes.get(&app_id).map_or(0, |a| a.backends.len());
+
+    let before = ctx.refresher.rebuilds.load(Ordering::SeqCst);
+    let calls: Vec<_> = (0..20)
+        .map(|_| paas_server::router::refresh(&ctx))
+        .collect();
+    for r in futures_util::future::join_all(calls).await {
+        r.expect("refresh");
+    }
+    let rebuilds = ctx.refresher.rebuilds.load(Ordering::SeqCst) - before;
+    assert!(
+        (1..=2).contains(&rebuilds),
+        "20 refreshes asked for together took {rebuilds} rebuilds"
+    );
+
+    for round in 0..30u16 {
+        let mut row = InstanceRecord::pending(
+            uuid::Uuid::new_v4().to_string(),
+            app_id.clone(),
+            revision,
+            "web".into(),
+            0,
+        );
+        row.node_name = Some("refresh-node".into());
+        row.state = InstanceState::Running;
+        row.host_port = Some(31000 + round);
+        row.ready = true;
+        ctx.store.insert_instance(&row).await.expect("row");
+        paas_server::router::refresh(&ctx).await.expect("refresh");
+        assert_eq!(routed(&ctx), 1, "round {round}: the new row is routed");
+        // A rebuild in flight, which may read the rows before or after the removal below.
+        let in_flight = {
+            let ctx = ctx.clone();
+            tokio::spawn(async move { paas_server::router::refresh(&ctx).await })
+        };
+        tokio::task::yield_now().await;
+        ctx.store.delete_instance(&row.id).await.expect("delete");
+        paas_server::router::refresh(&ctx).await.expect("refresh");
+        assert_eq!(
+            routed(&ctx),
+            0,
+            "round {round}: a refresh after the removal still routes the removed row"
+        );
+        in_flight.await.expect("join").expect("refresh");
+    }
+    sqlite.close().await;
+}

@@ -415,11 +415,13 @@ async fn a_heartbeat_writes_only_what_changed_in_one_transaction(store: &dyn Sto
         report("i2", InstanceState::Crashed, 5, 3.0),
     ];
     let at = (Utc::now() + TimeDelta::seconds(5)).trunc_subsecs(0);
+    let seen_every = TimeDelta::seconds(5);
     let hb = |reports, write_usage| NodeHeartbeat {
         capacity: &cap,
         at,
         reports,
         write_usage,
+        seen_every,
     };
     let applied = store
         .apply_heartbeat("n1", &hb(&reports, true), &events)
@@ -462,7 +464,8 @@ async fn a_heartbeat_writes_only_what_changed_in_one_transaction(store: &dyn Sto
         .unwrap();
     assert_eq!((n1.capacity.instance_slots, n1.last_heartbeat), (3, at));
 
-    // The same states again, new usage not due: nothing but the node's row is written.
+    // The same states again, new usage not due, the node seen just now: nothing is written,
+    // not even the node's row (no write transaction).
     let same = vec![
         report("i0", InstanceState::Running, 0, 7.0),
         report("i1", InstanceState::Starting, 0, 8.0),
@@ -473,7 +476,73 @@ async fn a_heartbeat_writes_only_what_changed_in_one_transaction(store: &dyn Sto
         .unwrap();
     assert!(applied.changed.is_empty(), "{:?}", applied.changed);
     assert_eq!(applied.rows_written, 0);
+    assert!(!applied.node_written);
+    assert_eq!(applied.apps, [Some(a.id.clone()), Some(a.id.clone())]);
     assert_eq!(store.app_usage(&a.id).await.unwrap()["i0"].cpu_percent, 1.0);
+    async fn last_seen(store: &dyn Store) -> (chrono::DateTime<Utc>, String) {
+        let n = store.list_nodes().await.unwrap();
+        let n1 = n.into_iter().find(|n| n.name == "n1").unwrap();
+        (n1.last_heartbeat, n1.state)
+    }
+    let unchanged_at = |secs: i64| NodeHeartbeat {
+        at: at + TimeDelta::seconds(secs),
+        ..hb(&same, false)
+    };
+    let applied = store
+        .apply_heartbeat("n1", &unchanged_at(4), &events)
+        .await
+        .unwrap();
+    assert!(!applied.node_written, "seen 4 s ago: not due yet");
+    assert_eq!(last_seen(store).await, (at, "ready".to_string()));
+    // Once `seen_every` has passed, an unchanged heartbeat writes the node's last-seen time,
+    // so a node at rest is never judged lost.
+    let applied = store
+        .apply_heartbeat("n1", &unchanged_at(5), &events)
+        .await
+        .unwrap();
+    assert!(applied.node_written);
+    assert_eq!(applied.rows_written, 0);
+    let seen = at + TimeDelta::seconds(5);
+    assert_eq!(last_seen(store).await, (seen, "ready".to_string()));
+    let lost = store
+        .mark_lost_nodes(seen - TimeDelta::seconds(1))
+        .await
+        .unwrap();
+    assert!(!lost.contains(&"n1".to_string()), "{lost:?}");
+    // A lost node's unchanged heartbeat writes at once (it brings the node back), as does one
+    // with another capacity.
+    let lost = store
+        .mark_lost_nodes(seen + TimeDelta::seconds(1))
+        .await
+        .unwrap();
+    assert!(lost.contains(&"n1".to_string()), "{lost:?}");
+    let applied = store
+        .apply_heartbeat("n1", &unchanged_at(6), &events)
+        .await
+        .unwrap();
+    assert!(applied.node_written);
+    assert_eq!(last_seen(store).await.1, "ready");
+    let bigger = NodeCapacity {
+        instance_slots: 4,
+        ..cap.clone()
+    };
+    let applied = store
+        .apply_heartbeat(
+            "n1",
+            &NodeHeartbeat {
+                capacity: &bigger,
+                ..unchanged_at(6)
+            },
+            &events,
+        )
+        .await
+        .unwrap();
+    assert!(applied.node_written);
+    let applied = store
+        .apply_heartbeat("n1", &unchanged_at(6), &events)
+        .await
+        .unwrap();
+    assert!(applied.node_written, "back to the first capacity");
 
     // One row changes (i1 runs, restarted once): only it is written, with its event; usage
     // due: both samples in one statement.
@@ -494,6 +563,18 @@ async fn a_heartbeat_writes_only_what_changed_in_one_transaction(store: &dyn Sto
     assert_eq!(applied.rows_written, 1 + 1 + 2);
     let u = store.app_usage(&a.id).await.unwrap();
     assert_eq!((u["i0"].cpu_percent, u["i1"].cpu_percent), (7.0, 8.0));
+    let all = store.all_usage().await.unwrap();
+    assert_eq!(
+        (all.len(), all["i0"].cpu_percent, all["i1"].cpu_percent),
+        (2, 7.0, 8.0),
+        "every sample in one read (i2 was never written)"
+    );
+    let running = store.running_counts().await.unwrap();
+    assert_eq!(
+        running.into_iter().collect::<Vec<_>>(),
+        [(a.id.clone(), 2)],
+        "i0 and i1 run, i2 is pending"
+    );
     let reported: Vec<String> = store
         .list_events(&EventFilter::default(), None, 1000)
         .await

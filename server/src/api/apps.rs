@@ -121,13 +121,9 @@ pub async fn list(
     apps.sort_by(|a, b| a.name.cmp(&b.name));
     let total = apps.len() as u64;
     let (apps, next) = page.slice(apps, |a| a.name.clone(), false);
-    // Running rows counted per app in one walk (a walk per app was pages x instances).
-    let mut running: std::collections::HashMap<String, u32> = Default::default();
-    for i in ctx.store.list_instances().await? {
-        if i.state == InstanceState::Running {
-            *running.entry(i.app_id).or_default() += 1;
-        }
-    }
+    // Counted by the database: decoding every instance row for one page of apps was most of
+    // this request's time at 10,000 rows.
+    let running = ctx.store.running_counts().await?;
     let apps = apps
         .into_iter()
         .map(|a| AppSummary {

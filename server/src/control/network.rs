@@ -59,7 +59,12 @@ impl NetTable {
 
 /// Recomputes the table; bumps the assignment version when it changed.
 pub async fn refresh(ctx: &AppCtx) -> StoreResult<()> {
-    let table = build(ctx).await?;
+    refresh_from(ctx, &crate::router::Rows::read(ctx).await?).await
+}
+
+/// [`refresh`] from rows the route table's rebuild read already.
+pub async fn refresh_from(ctx: &AppCtx, rows: &crate::router::Rows) -> StoreResult<()> {
+    let table = build(ctx, rows).await?;
     let changed = {
         let mut current = ctx.network.write().unwrap_or_else(|p| p.into_inner());
         if **current == table {
@@ -82,10 +87,9 @@ fn internal_name(host: &str) -> Option<&str> {
     (!name.is_empty() && !name.contains('.')).then_some(name)
 }
 
-async fn build(ctx: &AppCtx) -> StoreResult<NetTable> {
-    let instances = ctx.store.list_instances().await?;
+async fn build(ctx: &AppCtx, rows: &crate::router::Rows) -> StoreResult<NetTable> {
+    let (instances, nodes) = (&rows.instances, &rows.nodes);
     let ips = ctx.store.instance_ips().await?;
-    let nodes = ctx.store.list_nodes().await?;
     let live: HashMap<&str, &str> = nodes
         .iter()
         .filter(|n| n.state != "lost")
@@ -95,7 +99,7 @@ async fn build(ctx: &AppCtx) -> StoreResult<NetTable> {
     // a worker may listen on the internal network too (Cloud Foundry routes internal routes to
     // the process the route is mapped to; here an app's internal name covers all of them).
     let mut running: HashMap<&str, Vec<(u32, &str, &str)>> = HashMap::new();
-    for i in &instances {
+    for i in instances {
         if i.state != InstanceState::Running {
             continue;
         }
@@ -114,7 +118,7 @@ async fn build(ctx: &AppCtx) -> StoreResult<NetTable> {
         list.sort();
     }
     let mut dns: DnsTable = BTreeMap::new();
-    for r in ctx.store.list_routes().await? {
+    for r in &rows.routes {
         let Some(name) = internal_name(&r.host) else {
             continue;
         };

@@ -17,9 +17,9 @@ use crate::state::AppCtx;
 use crate::store::{AppRecord, NodeHeartbeat, ReportedBefore, RevisionRecord, StoreResult};
 
 /// Records a node's heartbeat: its capacity and each instance's reported state (with the events
-/// a change means), in one write transaction that writes only the rows a report changes; the
-/// usage samples go to memory ([`super::usage`]). The route table follows at once when routing
-/// changed.
+/// a change means), in one write transaction that writes only the rows a report changes, or in
+/// none when nothing changed and the node's last-seen time is recent enough; the usage samples
+/// go to memory ([`super::usage`]). The route table follows at once when routing changed.
 pub async fn heartbeat(ctx: &AppCtx, node: &str, hb: &Heartbeat) -> StoreResult<()> {
     let flush = ctx.usage.flush_due(node);
     let events = |r: &InstanceReport, before: &ReportedBefore| events::events_for(node, r, before);
@@ -32,6 +32,10 @@ pub async fn heartbeat(ctx: &AppCtx, node: &str, hb: &Heartbeat) -> StoreResult<
                 at: Utc::now(),
                 reports: &hb.instances,
                 write_usage: flush,
+                // Half the grace: a node heartbeating on time is never near being judged lost.
+                seen_every: chrono::TimeDelta::milliseconds(
+                    (ctx.settings.node_grace_secs * 500) as i64,
+                ),
             },
             &events,
         )

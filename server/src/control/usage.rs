@@ -99,6 +99,18 @@ impl UsageSamples {
         }
     }
 
+    /// Puts this controller's fresh samples of every app over `stored` (the store's).
+    pub fn overlay_all(&self, stored: &mut HashMap<String, InstanceUsage>) {
+        let Ok(inner) = self.inner.lock() else {
+            return;
+        };
+        for (id, (usage, at)) in inner.by_app.values().flatten() {
+            if at.elapsed() < FRESH {
+                stored.insert(id.clone(), usage.clone());
+            }
+        }
+    }
+
     /// Puts this controller's fresh samples of the app over `stored` (the store's).
     pub fn overlay(&self, app_id: &str, stored: &mut HashMap<String, InstanceUsage>) {
         let Ok(inner) = self.inner.lock() else {
@@ -116,6 +128,13 @@ impl UsageSamples {
 pub async fn app_usage(ctx: &AppCtx, app_id: &str) -> StoreResult<HashMap<String, InstanceUsage>> {
     let mut usage = ctx.store.app_usage(app_id).await?;
     ctx.usage.overlay(app_id, &mut usage);
+    Ok(usage)
+}
+
+/// The last resource samples of every instance, by instance id (one read of the store).
+pub async fn all_usage(ctx: &AppCtx) -> StoreResult<HashMap<String, InstanceUsage>> {
+    let mut usage = ctx.store.all_usage().await?;
+    ctx.usage.overlay_all(&mut usage);
     Ok(usage)
 }
 
@@ -158,6 +177,9 @@ mod tests {
         u.overlay("a", &mut m);
         assert_eq!(m["i1"].cpu_percent, 1.0);
         assert_eq!(m.len(), 1, "a report of a row not on the node is ignored");
+        let mut all = HashMap::new();
+        u.overlay_all(&mut all);
+        assert_eq!(all.keys().collect::<Vec<_>>(), ["i1"]);
         // The next heartbeat no longer lists i1: its sample goes; the store's stays under it.
         u.record("n1", &[report("i2", 2.0)], &[Some("a".into())], false);
         let mut m: HashMap<String, InstanceUsage> =

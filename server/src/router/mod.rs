@@ -506,10 +506,13 @@ fn normalize_host(host: &str) -> std::borrow::Cow<'_, str> {
 /// The table as the store says it is now: every app's default route `NAME.<apps domain>` and
 /// its mapped routes, and its running, ready instances at their node's address.
 pub async fn build(ctx: &AppCtx) -> StoreResult<RouterTable> {
+    build_from(ctx, &Rows::read(ctx).await?).await
+}
+
+async fn build_from(ctx: &AppCtx, rows: &Rows) -> StoreResult<RouterTable> {
     let apps = ctx.store.list_apps().await?;
-    let nodes = ctx.store.list_nodes().await?;
-    let instances = ctx.store.list_instances().await?;
-    let mapped = ctx.store.list_routes().await?;
+    let (nodes, instances) = (&rows.nodes, &rows.instances);
+    let mapped = rows.routes.iter().cloned();
     // A lost node's instances are not reported any more and probably gone: no traffic there.
     let node_addr: HashMap<&str, &str> = nodes
         .iter()
@@ -536,10 +539,7 @@ pub async fn build(ctx: &AppCtx) -> StoreResult<RouterTable> {
     }
     // Internal routes (`NAME.apps.internal`) are resolved by the nodes' DNS only: the public
     // router never serves them.
-    for r in mapped
-        .into_iter()
-        .filter(|r| !paas_common::network::is_internal(&r.host))
-    {
+    for r in mapped.filter(|r| !paas_common::network::is_internal(&r.host)) {
         table.routes.push(RouteInfo {
             host: r.host,
             path: r.path,
@@ -621,12 +621,69 @@ pub fn backend_address(node_address: &str, port: u16) -> String {
     format!("{node_address}:{port}")
 }
 
-/// Rebuilds the route table from the store.
+/// Coalesces route table rebuilds. Every heartbeat that changes routing, every pass and every
+/// route change asks for one, and each reads every instance row: during a mass placement 100
+/// nodes reporting their new instances ready asked for 100-200 whole rebuilds a second, one
+/// after another behind the store. Now at most one rebuild runs; the requests that arrive while
+/// it runs are all answered by the next one.
+#[derive(Default)]
+pub struct Refresher {
+    /// Generation of the newest request.
+    requested: std::sync::atomic::AtomicU64,
+    /// Held while a rebuild runs (a fair lock: callers queue in order); the newest generation a
+    /// completed rebuild covers.
+    done: tokio::sync::Mutex<u64>,
+    /// Rebuilds completed (the tests count them).
+    pub rebuilds: std::sync::atomic::AtomicU64,
+}
+
+/// Rebuilds the route table (and the internal network table) from the store, or waits for a
+/// rebuild that covers this call: when it returns, a rebuild that read the store after the call
+/// began has completed. That is what the ordering invariant needs (a removed instance is out
+/// of the table before its agent is told to stop it), and concurrent callers share rebuilds.
 pub async fn refresh(ctx: &AppCtx) -> StoreResult<()> {
-    let table = build(ctx).await?;
+    use std::sync::atomic::Ordering::SeqCst;
+    let r = &ctx.refresher;
+    let want = r.requested.fetch_add(1, SeqCst) + 1;
+    let mut done = r.done.lock().await;
+    if *done >= want {
+        // A rebuild that started after this call (it took the lock after `want` was counted)
+        // has completed.
+        return Ok(());
+    }
+    // Every request counted so far began before this rebuild reads the store: it covers them.
+    let covers = r.requested.load(SeqCst);
+    rebuild(ctx).await?;
+    *done = covers;
+    r.rebuilds.fetch_add(1, SeqCst);
+    Ok(())
+}
+
+/// One rebuild of both tables from one read of the rows they share.
+async fn rebuild(ctx: &AppCtx) -> StoreResult<()> {
+    let rows = Rows::read(ctx).await?;
+    let table = build_from(ctx, &rows).await?;
     ctx.routes.replace(table);
     // The internal network follows the same changes (instances came or went, routes moved).
-    crate::control::network::refresh(ctx).await
+    crate::control::network::refresh_from(ctx, &rows).await
+}
+
+/// What the route table and the internal network table are both built from, read once per
+/// rebuild: each reading every instance row itself was two whole reads per refresh.
+pub struct Rows {
+    pub nodes: Vec<crate::store::NodeRecord>,
+    pub instances: Vec<crate::store::InstanceRecord>,
+    pub routes: Vec<crate::store::RouteRecord>,
+}
+
+impl Rows {
+    pub async fn read(ctx: &AppCtx) -> StoreResult<Self> {
+        Ok(Self {
+            nodes: ctx.store.list_nodes().await?,
+            instances: ctx.store.list_instances().await?,
+            routes: ctx.store.list_routes().await?,
+        })
+    }
 }
 
 /// The app name a Host header addresses, if it is `NAME.<domain>` (any port).

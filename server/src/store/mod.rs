@@ -321,6 +321,12 @@ pub struct NodeHeartbeat<'a> {
     /// Whether to write the reports' usage samples as well (one statement); between two such
     /// heartbeats the caller keeps them in memory, since they change with every report.
     pub write_usage: bool,
+    /// How old the node's stored last-seen time may get before a heartbeat that changes
+    /// nothing else writes it anyway: a heartbeat that changes nothing (no report, capacity or
+    /// state, no usage due) takes no write transaction, so 100 nodes at rest do not queue on
+    /// SQLite's one writer; the node's row then moves at least this often, which must stay well
+    /// under the grace after which a node counts as lost.
+    pub seen_every: chrono::TimeDelta,
 }
 
 /// The events one report calls for, given the row it replaces (`events::events_for`): written
@@ -338,6 +344,8 @@ pub struct HeartbeatApplied {
     pub changed: Vec<(usize, ReportedBefore)>,
     /// Instance rows updated (state or usage) and events inserted, besides the node's row.
     pub rows_written: u64,
+    /// Whether the heartbeat took a write transaction (the node's row is written in each).
+    pub node_written: bool,
 }
 
 /// What one convergence pass writes, in one transaction ([`InstanceStore::write_pass`]).
@@ -561,6 +569,9 @@ pub trait RevisionStore: Send + Sync + 'static {
 #[async_trait]
 pub trait InstanceStore: Send + Sync + 'static {
     async fn list_instances(&self) -> StoreResult<Vec<InstanceRecord>>;
+    /// How many rows of each app run (state `running`), by app id: counted by the database, so
+    /// a page of the app list does not decode every instance row.
+    async fn running_counts(&self) -> StoreResult<HashMap<String, u32>>;
     /// The rows placed on one node (its assignments), by the `instances_node` index.
     async fn node_instances(&self, node: &str) -> StoreResult<Vec<InstanceRecord>>;
     async fn app_instances(&self, app_id: &str) -> StoreResult<Vec<InstanceRecord>>;
@@ -616,6 +627,9 @@ pub trait InstanceStore: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// The last resource samples of an app's instances, by instance id.
     async fn app_usage(&self, app_id: &str) -> StoreResult<HashMap<String, InstanceUsage>>;
+    /// The last resource samples of every instance, by instance id: one read for the metrics
+    /// flush, which asking per app made 1,000 queries every 10 s at 1,000 apps.
+    async fn all_usage(&self) -> StoreResult<HashMap<String, InstanceUsage>>;
 }
 
 /// The event history.

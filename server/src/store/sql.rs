@@ -479,6 +479,69 @@ struct ReportedRow {
     ip: Option<String>,
 }
 
+/// What a heartbeat that would write nothing finds, read without a write transaction: `None`
+/// when it must write (the node's row is missing, lost, of another capacity or last seen
+/// `seen_every` ago or more; or a report changes its row). The write path reads again inside its
+/// transaction, so a row changed between the two reads is compared there.
+async fn heartbeat_unchanged_on(
+    pool: &sqlx::Pool<$db>,
+    node: &str,
+    hb: &NodeHeartbeat<'_>,
+) -> StoreResult<Option<HeartbeatApplied>> {
+    let Some(row) = sqlx::query("SELECT * FROM nodes WHERE name = $1")
+        .bind(node)
+        .fetch_optional(pool)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let n = node_from_row(&row)?;
+    if n.state == "lost" || n.capacity != *hb.capacity || hb.at - n.last_heartbeat >= hb.seen_every
+    {
+        return Ok(None);
+    }
+    let rows = reported_rows_on(pool, node).await?;
+    let mut out = HeartbeatApplied {
+        apps: Vec::with_capacity(hb.reports.len()),
+        ..Default::default()
+    };
+    for r in hb.reports {
+        match rows.get(&r.instance_id) {
+            None => out.apps.push(None),
+            Some(row) if row.changed_by(r) => return Ok(None),
+            Some(row) => out.apps.push(Some(row.before.app_id.clone())),
+        }
+    }
+    Ok(Some(out))
+}
+
+/// The node's instance rows as a heartbeat compares them with its reports, by id.
+async fn reported_rows_on<'c, E: sqlx::Executor<'c, Database = $db>>(
+    ex: E,
+    node: &str,
+) -> StoreResult<HashMap<String, ReportedRow>> {
+    let rows = sqlx::query(
+        "SELECT i.id, i.state, i.container_id, i.host_port, i.restarts, i.last_exit, i.since, i.ready, i.ip, i.idx, i.app_id, a.name AS app_name
+         FROM instances i JOIN apps a ON a.id = i.app_id WHERE i.node_name = $1",
+    )
+    .bind(node)
+    .fetch_all(ex)
+    .await?;
+    rows.iter().map(reported_row).collect()
+}
+
+/// Stored usage samples by instance id; a sample that no longer parses is left out.
+fn usage_by_id(rows: &[$row]) -> StoreResult<HashMap<String, InstanceUsage>> {
+    let mut out = HashMap::new();
+    for r in rows {
+        let json: String = r.try_get("usage")?;
+        if let Ok(u) = serde_json::from_str(&json) {
+            out.insert(r.try_get("id")?, u);
+        }
+    }
+    Ok(out)
+}
+
 fn reported_row(r: &$row) -> StoreResult<(String, ReportedRow)> {
     let state: String = r.try_get("state")?;
     let before = ReportedBefore {
@@ -1615,6 +1678,17 @@ pub(crate) async fn insert_event<'c, E: sqlx::Executor<'c, Database = $db>>(
         rows.iter().map(instance_from_row).collect()
     }
 
+    async fn running_counts(&self) -> StoreResult<HashMap<String, u32>> {
+        let rows = sqlx::query(
+            "SELECT app_id, COUNT(*) AS n FROM instances WHERE state = 'running' GROUP BY app_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("app_id")?, r.try_get::<i64, _>("n")? as u32)))
+            .collect()
+    }
+
     async fn node_instances(&self, node: &str) -> StoreResult<Vec<InstanceRecord>> {
         let rows = sqlx::query(
             "SELECT * FROM instances WHERE node_name = $1 ORDER BY app_id, idx, created_at",
@@ -1708,19 +1782,17 @@ pub(crate) async fn insert_event<'c, E: sqlx::Executor<'c, Database = $db>>(
         hb: &NodeHeartbeat<'_>,
         events: ReportEvents<'_>,
     ) -> StoreResult<HeartbeatApplied> {
+        if !hb.write_usage {
+            if let Some(out) = heartbeat_unchanged_on(&self.pool, node, hb).await? {
+                return Ok(out);
+            }
+        }
         let mut tx = self.write_tx().await?;
         heartbeat_node_on(&mut *tx, node, hb.capacity, hb.at).await?;
-        let rows = sqlx::query(
-            "SELECT i.id, i.state, i.container_id, i.host_port, i.restarts, i.last_exit, i.since, i.ready, i.ip, i.idx, i.app_id, a.name AS app_name
-             FROM instances i JOIN apps a ON a.id = i.app_id WHERE i.node_name = $1",
-        )
-        .bind(node)
-        .fetch_all(&mut *tx)
-        .await?;
-        let rows: HashMap<String, ReportedRow> =
-            rows.iter().map(reported_row).collect::<StoreResult<_>>()?;
+        let rows = reported_rows_on(&mut *tx, node).await?;
         let mut out = HeartbeatApplied {
             apps: Vec::with_capacity(hb.reports.len()),
+            node_written: true,
             ..Default::default()
         };
         let mut usage: Vec<(&str, String)> = Vec::new();
@@ -1817,14 +1889,14 @@ pub(crate) async fn insert_event<'c, E: sqlx::Executor<'c, Database = $db>>(
                 .bind(app_id)
                 .fetch_all(&self.pool)
                 .await?;
-        let mut out = HashMap::new();
-        for r in rows {
-            let json: String = r.try_get("usage")?;
-            if let Ok(u) = serde_json::from_str(&json) {
-                out.insert(r.try_get("id")?, u);
-            }
-        }
-        Ok(out)
+        usage_by_id(&rows)
+    }
+
+    async fn all_usage(&self) -> StoreResult<HashMap<String, InstanceUsage>> {
+        let rows = sqlx::query("SELECT id, usage FROM instances WHERE usage IS NOT NULL")
+            .fetch_all(&self.pool)
+            .await?;
+        usage_by_id(&rows)
     }
         }
 
