@@ -602,6 +602,7 @@ pub async fn build(
         processes,
         error: None,
         image: Some(DropletImage { id, port, user }),
+        dependencies_restored: false,
     })
 }
 

@@ -616,6 +616,7 @@ async fn run_in(
         processes,
         error: None,
         image: None,
+        dependencies_restored: restored,
     })
 }
 

@@ -332,6 +332,10 @@ pub struct BuildResult {
     /// Set when the droplet is an image built from a Dockerfile.
     #[serde(default)]
     pub image: Option<DropletImage>,
+    /// The dependency layer came from the node's cache (same dependency files): the push's
+    /// phases say so (issue 24).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dependencies_restored: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

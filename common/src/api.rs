@@ -1146,6 +1146,34 @@ pub struct PushResult {
     /// When succeeded (and when the revision was made but did not start): the app.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app: Option<Box<AppDetail>>,
+    /// When succeeded: how long each step took, as the controller saw it (issue 24), so the
+    /// slow one is visible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phases: Option<PushPhases>,
+}
+
+/// A push's steps in milliseconds, each from the end of the one before, as the controller
+/// measured them: their sum is the time from the upload's first byte to the last new instance
+/// routed. A step that did not happen (`--no-start`) is 0.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PushPhases {
+    /// The archive received, stored and checked.
+    pub upload_ms: u64,
+    /// Staging on a node (or the build cache's droplet) until the new revision is current.
+    pub stage_ms: u64,
+    /// Placement, the droplet on the node, and the container created and started: until every
+    /// new web instance was reported starting.
+    pub start_ms: u64,
+    /// Until every new web instance passed its health check (reported running).
+    pub health_ms: u64,
+    /// Until every new running, ready web instance is in the route table.
+    pub route_ms: u64,
+    /// Whether staging reused earlier work: `droplet` (the build cache: same files, same
+    /// buildpacks, nothing staged), `dependencies` (staged, with the dependency layer restored
+    /// from the node's cache) or `none`.
+    #[serde(default)]
+    pub reused: String,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

@@ -20,6 +20,15 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
+/// The push's `Phases:` line (upload, stage, start, health, route as the controller measured
+/// them), which also says what staging reused.
+fn phases(stdout: &str) -> &str {
+    stdout
+        .lines()
+        .find(|l| l.starts_with("Phases: upload "))
+        .unwrap_or_else(|| panic!("no Phases line in {stdout}"))
+}
+
 #[test]
 fn incremental_upload_and_hostile_archives() {
     // One test in this binary, so this setting reaches only its own server.
@@ -41,6 +50,10 @@ fn incremental_upload_and_hostile_archives() {
         out.stdout.contains(" 4 files)") && !out.stdout.contains("already"),
         "{out:?}"
     );
+    assert!(
+        !phases(&out.stdout).contains("reused"),
+        "a first push stages: {out:?}"
+    );
 
     // Unchanged: every file is matched, the zip carries directories only.
     let out = p.cli(&["push", &app, "-p", path]);
@@ -60,6 +73,8 @@ fn incremental_upload_and_hostile_archives() {
         line.contains(" B, 0 files;"),
         "only a few hundred bytes of zip go up: {line}"
     );
+    // Nothing staged again: the push's phases say the build cache gave the droplet (issue 24).
+    assert!(phases(&out.stdout).contains("(droplet reused)"), "{out:?}");
 
     // One changed file is the only one uploaded, and the app runs the new code with the old files.
     let code = std::fs::read_to_string(dir.path().join("app.py"))
@@ -69,6 +84,12 @@ fn incremental_upload_and_hostile_archives() {
     let out = p.cli(&["push", &app, "-p", path]);
     assert!(out.ok(), "{out:?}{}", p.logs());
     assert!(out.stdout.contains("1 files; 3 files,"), "{out:?}");
+    // Staged again, with the same requirements.txt: the dependency layer is the node's cached
+    // one (buildpacks' cache layers), not installed anew.
+    assert!(
+        phases(&out.stdout).contains("(dependencies reused)"),
+        "{out:?}"
+    );
     wait_for(Duration::from_secs(30), "the changed app to serve", || {
         let (s, b) = p.get_app(&app, "/").ok()?;
         (s == 200 && b.contains("Greetings, again, from a vendored wheel")).then_some(())

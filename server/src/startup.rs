@@ -218,6 +218,7 @@ pub async fn context(
         join_token,
         routes: Arc::new(RouteTable::default()),
         assignments,
+        reported: tokio::sync::watch::Sender::new(0),
         converge: tokio::sync::Notify::new(),
         public_port,
         login_failures: Default::default(),

@@ -21,6 +21,9 @@ pub struct AppCtx {
     pub routes: Arc<RouteTable>,
     /// Version of the assignment lists; bumped on every placement change. Agents long-poll it.
     pub assignments: watch::Sender<u64>,
+    /// Bumped whenever a heartbeat changed an instance's reported state: a streamed push
+    /// follows its instances on it instead of polling the store.
+    pub reported: watch::Sender<u64>,
     /// Wakes the convergence loop early (after a push, delete, scale or a node report).
     pub converge: Notify,
     /// Port shown in app URLs.

@@ -246,6 +246,8 @@ pub async fn push(
     req: HttpRequest,
     mut payload: Multipart,
 ) -> ApiResult<HttpResponse> {
+    // The push's `upload` phase starts here (issue 24): the body is read below.
+    let received = std::time::Instant::now();
     let name = target.name;
     let max_upload = ctx.settings.max_upload_mb * 1024 * 1024;
     let too_large = || {
@@ -523,5 +525,7 @@ pub async fn push(
     )
     .await?;
     // From here on the answer is a stream: errors become its last line.
-    Ok(super::push_stream::respond(ctx, user, prep, app.id))
+    Ok(super::push_stream::respond(
+        ctx, user, prep, app.id, received,
+    ))
 }

@@ -11,7 +11,7 @@
 //! accepted.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use paas_common::api::{AppState, InstanceState, PushProgress, PushResult, PushStatus};
+use paas_common::api::{AppState, InstanceState, PushPhases, PushProgress, PushResult, PushStatus};
 use paas_common::{ApiError, ErrorCode};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -34,7 +34,18 @@ pub fn wanted(req: &HttpRequest) -> bool {
         .any(|v| v.split(',').any(|t| t.trim().starts_with(NDJSON)))
 }
 
-pub fn respond(ctx: Ctx, user: AuthUser, prep: Prepared, app_id: String) -> HttpResponse {
+/// `received`: when the push request arrived (the upload phase's start).
+pub fn respond(
+    ctx: Ctx,
+    user: AuthUser,
+    prep: Prepared,
+    app_id: String,
+    received: Instant,
+) -> HttpResponse {
+    let clock = Clock {
+        received,
+        checked: Instant::now(),
+    };
     let (tx, rx) = mpsc::unbounded_channel();
     let progress = Progress::to(tx);
     progress.send(PushProgress::Upload {
@@ -45,7 +56,7 @@ pub fn respond(ctx: Ctx, user: AuthUser, prep: Prepared, app_id: String) -> Http
         bytes: prep.unpacked.bytes,
         detected: prep.staged.detected.clone(),
     });
-    actix_web::rt::spawn(run(ctx, user, prep, app_id, progress));
+    actix_web::rt::spawn(run(ctx, user, prep, app_id, progress, clock));
     let lines = futures_util::stream::unfold(rx, |mut rx| async move {
         let p = rx.recv().await?;
         let mut line = serde_json::to_vec(&p).unwrap_or_default();
@@ -93,10 +104,53 @@ fn failed(error: ApiError, app: Option<paas_common::api::AppDetail>) -> PushProg
         code: Some(error.code),
         message: Some(error.message),
         app: app.map(Box::new),
+        phases: None,
     })
 }
 
-async fn run(ctx: Ctx, user: AuthUser, prep: Prepared, app_id: String, progress: Progress) {
+/// When the push arrived and when its upload had passed every check.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    received: Instant,
+    checked: Instant,
+}
+
+/// The controller's view of a push's steps, each ending when it first saw the condition (a
+/// heartbeat wakes the wait, so that is within a few milliseconds of the node's report).
+#[derive(Debug, Default)]
+struct Ends {
+    started: Option<Instant>,
+    healthy: Option<Instant>,
+}
+
+fn ms(from: Instant, to: Instant) -> u64 {
+    to.saturating_duration_since(from).as_millis() as u64
+}
+
+impl Clock {
+    fn phases(&self, progress: &Progress, ends: &Ends, routed: Instant) -> PushPhases {
+        let revision = progress.revision_at().unwrap_or(routed);
+        let healthy = ends.healthy.unwrap_or(routed);
+        let started = ends.started.unwrap_or(healthy);
+        PushPhases {
+            upload_ms: ms(self.received, self.checked),
+            stage_ms: ms(self.checked, revision),
+            start_ms: ms(revision, started),
+            health_ms: ms(started, healthy),
+            route_ms: ms(healthy, routed),
+            reused: progress.reused().to_string(),
+        }
+    }
+}
+
+async fn run(
+    ctx: Ctx,
+    user: AuthUser,
+    prep: Prepared,
+    app_id: String,
+    progress: Progress,
+    clock: Clock,
+) {
     let name = prep.name.to_string();
     let mut logs = ctx.logs.subscribe(&app_id).await;
     let actor = Actor::from(&user);
@@ -110,7 +164,7 @@ async fn run(ctx: Ctx, user: AuthUser, prep: Prepared, app_id: String, progress:
     }
     drop(logs);
     let last = match deployed {
-        Ok(_) => wait_until_running(&ctx, &app_id, &progress).await,
+        Ok(_) => wait_until_running(&ctx, &app_id, &progress, clock).await,
         Err(e) => {
             if matches!(e, Error::Internal(_) | Error::Store(_) | Error::Blob(_)) {
                 tracing::error!(error = %e, app = %name, "streamed push failed");
@@ -124,12 +178,23 @@ async fn run(ctx: Ctx, user: AuthUser, prep: Prepared, app_id: String, progress:
 /// Follows the new revision's instances until all desired web ones run (succeeded), one
 /// crashes, the first cannot be placed, or the start timeout passes (failed). Each instance's
 /// change of state is a line of its own.
-async fn wait_until_running(ctx: &Ctx, app_id: &str, progress: &Progress) -> PushProgress {
+async fn wait_until_running(
+    ctx: &Ctx,
+    app_id: &str,
+    progress: &Progress,
+    clock: Clock,
+) -> PushProgress {
     let timeout = Duration::from_secs(ctx.settings.push_start_timeout_secs);
     let deadline = Instant::now() + timeout;
     let mut shown = None;
     let mut states: HashMap<(String, u32), InstanceLine> = HashMap::new();
+    let mut ends = Ends::default();
+    // Subscribed before each look, so a change between the look and the wait still wakes it.
+    let mut reported = ctx.reported.subscribe();
+    let mut placed_changes = ctx.assignments.subscribe();
     loop {
+        reported.borrow_and_update();
+        placed_changes.borrow_and_update();
         let step = async {
             let app = find_app(ctx, app_id).await?;
             let instances = ctx.store.app_instances(&app.id).await?;
@@ -163,6 +228,17 @@ async fn wait_until_running(ctx: &Ctx, app_id: &str, progress: &Progress) -> Pus
             .filter(|i| i.state == InstanceState::Running)
             .count() as u32;
         let placed = fresh.iter().filter(|i| i.node_name.is_some()).count() as u32;
+        let now = Instant::now();
+        let began = fresh
+            .iter()
+            .filter(|i| matches!(i.state, InstanceState::Starting | InstanceState::Running))
+            .count() as u32;
+        if ends.started.is_none() && began >= desired {
+            ends.started = Some(now);
+        }
+        if ends.healthy.is_none() && running >= desired {
+            ends.healthy = Some(now);
+        }
         if shown != Some((running, placed, desired)) {
             shown = Some((running, placed, desired));
             progress.send(PushProgress::Instances {
@@ -234,6 +310,17 @@ async fn wait_until_running(ctx: &Ctx, app_id: &str, progress: &Progress) -> Pus
             None
         };
         if let Some(outcome) = outcome {
+            let routed = match outcome {
+                Ok(()) => {
+                    let routable: Vec<&str> = fresh
+                        .iter()
+                        .filter(|i| i.state == InstanceState::Running && i.ready)
+                        .map(|i| i.id.as_str())
+                        .collect();
+                    wait_routed(ctx, &app.id, &routable).await
+                }
+                Err(_) => Instant::now(),
+            };
             let detail = detail(ctx, &app).await.ok();
             return match outcome {
                 Ok(()) => PushProgress::Result(PushResult {
@@ -241,11 +328,46 @@ async fn wait_until_running(ctx: &Ctx, app_id: &str, progress: &Progress) -> Pus
                     code: None,
                     message: None,
                     app: detail.map(Box::new),
+                    phases: Some(clock.phases(progress, &ends, routed)),
                 }),
                 Err(error) => failed(error, detail),
             };
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // A heartbeat that changed an instance, or a placement, wakes the look at once; the
+        // timer covers a heartbeat that went to another controller (they share the store).
+        tokio::select! {
+            _ = reported.changed() => {}
+            _ = placed_changes.changed() => {}
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+/// The longest a push waits for its running instances to show in the route table: the
+/// heartbeat that reported them refreshes it at once, so this only bounds a controller whose
+/// refresh failed.
+const ROUTE_WAIT: Duration = Duration::from_secs(5);
+
+/// Waits until every instance of `ids` is in this controller's route table (a push that
+/// answers "running" is then reachable through the router), at most [`ROUTE_WAIT`]; returns
+/// when it was.
+async fn wait_routed(ctx: &Ctx, app_id: &str, ids: &[&str]) -> Instant {
+    let until = Instant::now() + ROUTE_WAIT;
+    let mut versions = ctx.routes.subscribe();
+    loop {
+        versions.borrow_and_update();
+        let table = ctx.routes.snapshot();
+        let routed = table.apps.get(app_id).is_some_and(|backends| {
+            ids.iter()
+                .all(|id| backends.iter().any(|b| b.id.as_str() == *id))
+        });
+        if routed {
+            return Instant::now();
+        }
+        match tokio::time::timeout_at(until.into(), versions.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => return Instant::now(),
+        }
     }
 }
 

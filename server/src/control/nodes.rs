@@ -41,6 +41,9 @@ pub async fn heartbeat(ctx: &AppCtx, node: &str, hb: &Heartbeat) -> StoreResult<
         )
         .await?;
     ctx.usage.record(node, &hb.instances, &applied.apps, flush);
+    if !applied.changed.is_empty() {
+        ctx.reported.send_modify(|v| *v = v.wrapping_add(1));
+    }
     let changed = applied
         .changed
         .iter()

@@ -8,6 +8,8 @@ use paas_common::api::{AppState, PushProgress};
 use paas_common::domain::AppName;
 use paas_common::route::RouteSpec;
 use paas_common::ErrorCode;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tokio::sync::mpsc;
 
 use super::{Actor, DeployError, DeployResult};
@@ -18,23 +20,60 @@ use crate::store::{AppRecord, NewRevision};
 #[derive(Clone)]
 pub struct Progress {
     tx: Option<mpsc::UnboundedSender<PushProgress>>,
+    marks: Arc<Mutex<Marks>>,
+}
+
+/// What the streamed push's phases (issue 24) need from the deploy steps.
+#[derive(Debug, Default)]
+struct Marks {
+    /// When the new revision became current: the end of the `stage` phase.
+    revision: Option<Instant>,
+    reused: Option<&'static str>,
 }
 
 impl Progress {
     pub fn none() -> Self {
-        Self { tx: None }
+        Self {
+            tx: None,
+            marks: Arc::default(),
+        }
     }
 
     /// Steps go to `tx` (the streamed push's answer).
     pub fn to(tx: mpsc::UnboundedSender<PushProgress>) -> Self {
-        Self { tx: Some(tx) }
+        Self {
+            tx: Some(tx),
+            marks: Arc::default(),
+        }
     }
 
     pub fn send(&self, p: PushProgress) {
         if let Some(tx) = &self.tx {
+            if matches!(p, PushProgress::Revision { .. }) {
+                self.marks().revision = Some(Instant::now());
+            }
             // A client that went away no longer reads; the push goes on.
             let _ = tx.send(p);
         }
+    }
+
+    fn marks(&self) -> std::sync::MutexGuard<'_, Marks> {
+        self.marks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Staging reused earlier work (see [`super::staging::Built::reused`]).
+    pub fn note_reused(&self, what: &'static str) {
+        self.marks().reused = Some(what);
+    }
+
+    /// When the revision became current, if it did.
+    pub fn revision_at(&self) -> Option<Instant> {
+        self.marks().revision
+    }
+
+    /// `droplet`, `dependencies` or `none`.
+    pub fn reused(&self) -> &'static str {
+        self.marks().reused.unwrap_or("none")
     }
 }
 
@@ -229,6 +268,7 @@ pub async fn deploy(
     .await?
     {
         Some(built) => {
+            progress.note_reused(built.reused);
             declared = built.processes.clone();
             image = built.image.clone();
             let command = command

@@ -46,6 +46,9 @@ pub struct Built {
     pub processes: std::collections::BTreeMap<String, String>,
     /// Set when the droplet is an image built from a Dockerfile.
     pub image: Option<paas_common::agent::DropletImage>,
+    /// What earlier work it reused: `droplet` (the build cache), `dependencies` (the node's
+    /// dependency cache) or `none`; shown in the push's phases.
+    pub reused: &'static str,
 }
 
 /// What a push asks of staging beyond its files (issue 19).
@@ -123,6 +126,7 @@ pub async fn stage_on_node(
             buildpack: hit.buildpack,
             processes: hit.processes,
             image: hit.image,
+            reused: "droplet",
         }));
     }
     let build_id = uuid::Uuid::new_v4().to_string();
@@ -206,6 +210,11 @@ pub async fn stage_on_node(
         buildpack,
         processes: result.processes,
         image: result.image,
+        reused: if result.dependencies_restored {
+            "dependencies"
+        } else {
+            "none"
+        },
     }))
 }
 
