@@ -1201,6 +1201,28 @@ mod tests {
     }
 
     #[test]
+    fn phases_show_seconds_and_what_was_reused() {
+        let p = PushPhases {
+            upload_ms: 40,
+            stage_ms: 8380,
+            start_ms: 1170,
+            health_ms: 520,
+            route_ms: 0,
+            reused: "dependencies".into(),
+        };
+        assert_eq!(
+            phases_line(&p),
+            "Phases: upload 0.04 s, stage 8.38 s (dependencies reused), start 1.17 s, \
+             health 0.52 s, route 0.00 s"
+        );
+        let none = PushPhases {
+            reused: "none".into(),
+            ..p
+        };
+        assert!(!phases_line(&none).contains("reused"));
+    }
+
+    #[test]
     fn names_from_folders() {
         assert_eq!(name_from_folder("My_App.v2"), "my-app-v2");
         assert_eq!(name_from_folder("web"), "web");
