@@ -117,7 +117,8 @@ PAAS_DATA_DIR=$WORK/server PAAS_LISTEN=127.0.0.1:0 PAAS_ADMIN_PASSWORD=bench RUS
   "$SERVER" >"$WORK/server.log" 2>&1 &
 PIDS+=($!)
 SRV_PID=$!
-for _ in $(seq 1 200); do [ -f "$WORK/server/listen-addr" ] && break; sleep 0.05; done
+# Both files appear during startup, the join token last; on a loaded machine that can take seconds.
+for _ in $(seq 1 600); do [ -f "$WORK/server/listen-addr" ] && [ -f "$WORK/server/join-token" ] && break; sleep 0.05; done
 ADDR=$(cat "$WORK/server/listen-addr")
 python3 bench/fake_node.py "http://$ADDR" "$(cat "$WORK/server/join-token")" "bench-$$" "$UP" >"$WORK/node.log" 2>&1 &
 PIDS+=($!)
