@@ -450,7 +450,13 @@ async fn serve<I>(
     let svc = hyper::service::service_fn(move |req| {
         let w = w.clone();
         let peer = peer.clone();
-        async move { Ok::<_, Infallible>(handle(req, &w, peer).await) }
+        // Boxed: hyper's HTTP/1 connection keeps room for one request's future for as long as
+        // the connection is open, so an unboxed one (the whole proxy path, retries and connect
+        // included) would be held by every idle keep-alive connection; a box is one allocation
+        // per request instead.
+        let fut: Pin<Box<dyn Future<Output = Result<Response<RespBody>, Infallible>> + Send>> =
+            Box::pin(async move { Ok(handle(req, &w, peer).await) });
+        fut
     });
     let conn = worker
         .http
