@@ -276,7 +276,6 @@ fn work(
             .tls
             .map(tokio::net::TcpListener::from_std)
             .transpose()?;
-        let mut listening = Some((plain, tls));
         let mut http = auto::Builder::new(TokioExecutor::new());
         // The timer bounds how long a client may take to send a request's headers (slowloris).
         http.http1().timer(TokioTimer::new());
@@ -309,9 +308,6 @@ fn work(
         };
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         loop {
-            let Some((plain, tls)) = listening.as_ref() else {
-                break;
-            };
             let (stream, addr, is_tls) = tokio::select! {
                 _ = stopping.wait_for(|s| *s) => break,
                 c = conns.recv() => match c {
@@ -338,7 +334,7 @@ fn work(
                         continue;
                     }
                 },
-                r = accept_on(tls) => match r {
+                r = accept_on(&tls) => match r {
                     Ok((s, a)) => match hand_over(&lanes, me, s, a, true) {
                         Some(s) => (s, a, true),
                         None => continue,
@@ -391,7 +387,8 @@ fn work(
         }
         // New connections are refused from here on (once every worker has closed its
         // descriptors of the listening sockets).
-        drop(listening.take());
+        drop(plain);
+        drop(tls);
         let busy = graceful.count();
         if tokio::time::timeout(grace, graceful.shutdown())
             .await
