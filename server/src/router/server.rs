@@ -418,7 +418,8 @@ thread_local! {
 
 /// Counts one more open connection on this worker thread until dropped: an upgraded
 /// connection's tunnel outlives the HTTP connection it came from, and a worker busy with long
-/// WebSockets must not look empty to the other workers when they balance. `None` off the worker threads.
+/// WebSockets must not look empty to the other workers when they balance. `None` off the
+/// worker threads.
 pub(super) fn hold_open() -> Option<Open> {
     HOLDS_OPEN.with(|h| {
         h.borrow().as_ref().map(|c| {
