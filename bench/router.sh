@@ -7,10 +7,16 @@
 # the real way: the app is pushed to a real controller, and a stand-in node (bench/fake_node.py,
 # the real agent protocol) reports the instance running on the upstream's port.
 #
-#   cargo build --release -p paas-server && bench/router.sh [ROUNDS] [DURATION] [CONNECTIONS]
-#   (defaults: 3 rounds, 10s, 64 connections; wrk with 2 threads)
+#   cargo build --release -p paas-server -p paas && bench/router.sh [ROUNDS] [DURATION] [CONNECTIONS]
+#   (defaults: 3 rounds, 5s, connections "1 8 64 256"; wrk with 2 threads, 1 for 1 connection)
+#   Every connection count is measured twice: keep-alive, and a new connection per request
+#   (wrk with `Connection: close`, which both proxies answer by closing); MODES="keepalive" or
+#   MODES="close" measures one of them. Per cell: req/s, added p50/p99 (against the upstream
+#   directly), CPU per request, and the router/nginx ratios (median and min-max of the rounds).
 #   PAAS_SERVER=/path/to/paas-server bench/router.sh ...   (measure another build, e.g. a baseline)
-#   PERF_DATA=/tmp/rtr.perf bench/router.sh 1              (profile the router while it is measured)
+#   PERF_DATA=/tmp/rtr.perf MODES=keepalive bench/router.sh 1 5s 8
+#                                                          (profile the router while it is measured;
+#                                                           PERF_CALLGRAPH=dwarf for call graphs)
 #   SYSCALLS=1 bench/router.sh 1                           (system calls per request, nginx and router)
 #   IDLE=10000 bench/router.sh 5                           (memory held per idle keep-alive client
 #                                                           connection, nginx and router, no wrk)
@@ -21,8 +27,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 ROUNDS=${1:-3}
-DUR=${2:-10s}
-CONNS=${3:-64}
+DUR=${2:-5s}
+CONNS=${3:-1 8 64 256}
+CONNS=${CONNS//,/ }
+MODES=${MODES:-keepalive close}
 THREADS=2
 BIN=$ROOT/target/release
 SERVER=${PAAS_SERVER:-$BIN/paas-server}
@@ -109,7 +117,8 @@ PAAS_DATA_DIR=$WORK/server PAAS_LISTEN=127.0.0.1:0 PAAS_ADMIN_PASSWORD=bench RUS
   "$SERVER" >"$WORK/server.log" 2>&1 &
 PIDS+=($!)
 SRV_PID=$!
-for _ in $(seq 1 200); do [ -f "$WORK/server/listen-addr" ] && break; sleep 0.05; done
+# Both files appear during startup, the join token last; on a loaded machine that can take seconds.
+for _ in $(seq 1 600); do [ -f "$WORK/server/listen-addr" ] && [ -f "$WORK/server/join-token" ] && break; sleep 0.05; done
 ADDR=$(cat "$WORK/server/listen-addr")
 python3 bench/fake_node.py "http://$ADDR" "$(cat "$WORK/server/join-token")" "bench-$$" "$UP" >"$WORK/node.log" 2>&1 &
 PIDS+=($!)
@@ -189,15 +198,20 @@ print(f"\nrouter/nginx bytes per idle connection (first round): {first['router']
 EOF
   exit 0
 fi
-run() { # NAME URL HOST PIDS...
-  local name=$1 url=$2 host=$3; shift 3
-  local t0 t1 out
+run() { # MODE CONNS NAME URL HOST PIDS...
+  local mode=$1 conns=$2 name=$3 url=$4 host=$5; shift 5
+  local t0 t1 out threads=$THREADS close=()
+  [ "$conns" -ge "$threads" ] || threads=$conns
+  [ "$mode" = close ] && close=(-H 'Connection: close')
   t0=$(ticks "$@")
   # PERF_DATA=FILE: also sample the router's CPU (flat profile by symbol) during its runs, to see
   # where the time goes (`perf report -i FILE --no-children --sort dso,sym`). Slows it a little.
+  # With more than one cell, each cell's profile is FILE-MODE-CONNS (the last round's).
   local perf_pid=""
   if [ -n "${PERF_DATA:-}" ] && [ "$name" = router ]; then
-    perf record -q -F 997 -p "$1" -o "$PERF_DATA" -- sleep "${DUR%s}" >/dev/null 2>&1 &
+    local pf=$PERF_DATA
+    [ "$NCELLS" = 1 ] || pf=$PERF_DATA-$mode-$conns
+    perf record -q -F 997 ${PERF_CALLGRAPH:+--call-graph $PERF_CALLGRAPH} -p "$1" -o "$pf" -- sleep "${DUR%s}" >/dev/null 2>&1 &
     perf_pid=$!
   fi
   # SYSCALLS=1: also count the proxy's system calls by kind (per request, in syscalls.tsv), to
@@ -209,18 +223,18 @@ run() { # NAME URL HOST PIDS...
     perf stat -x, -e 'syscalls:sys_enter_*' -p "$pids" -o "$WORK/sc-$name.txt" -- sleep "${DUR%s}" >/dev/null 2>&1 &
     sc_pid=$!
   fi
-  out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DUR" --latency -H "Host: $host" "$url")
+  out=$(wrk -t"$threads" -c"$conns" -d"$DUR" --latency -H "Host: $host" "${close[@]}" "$url")
   t1=$(ticks "$@")
   [ -z "$perf_pid" ] || wait "$perf_pid" || true
   if [ -n "$sc_pid" ]; then
     wait "$sc_pid" || true
     reqs=$(echo "$out" | sed -n 's/^ *\([0-9]*\) requests in.*/\1/p')
-    awk -F, -v n="$name" -v r="$reqs" '$1 ~ /^[0-9]+$/ && $1 > r/100 {sub("syscalls:sys_enter_", "", $3); printf "%s\t%s\t%.2f\n", n, $3, $1 / r}' \
-      "$WORK/sc-$name.txt" | sort -k3 -rn >>"$WORK/syscalls.tsv"
+    awk -F, -v n="$name" -v c="$mode/$conns" -v r="$reqs" '$1 ~ /^[0-9]+$/ && $1 > r/100 {sub("syscalls:sys_enter_", "", $3); printf "%s\t%s\t%s\t%.2f\n", c, n, $3, $1 / r}' \
+      "$WORK/sc-$name.txt" | sort -k4 -rn >>"$WORK/syscalls.tsv"
   fi
   echo "$out" | python3 -c '
 import re, sys
-name, ticks, clk = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+mode, conns, name, ticks, clk = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 text = sys.stdin.read()
 def ms(v):
     n, u = re.match(r"([\d.]+)(us|ms|s)", v).groups()
@@ -231,42 +245,66 @@ p50 = ms(re.search(r"\s50%\s+(\S+)", text).group(1))
 p99 = ms(re.search(r"\s99%\s+(\S+)", text).group(1))
 errs = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
 sock = re.search(r"Socket errors: (.*)", text)
-cpu = ticks / clk / reqs * 10000
+cpu = ticks / clk / max(reqs, 1) * 10000
 non2xx = errs.group(1) if errs else "0"
-sockerr = sock.group(1) if sock else "-"
-print("\t".join([name, f"{rps:.0f}", f"{p50:.3f}", f"{p99:.3f}", f"{cpu:.3f}", non2xx, sockerr]))
-' "$name" "$((t1 - t0))" "$(getconf CLK_TCK)" | tee -a "$RESULTS"
+sockerr = sock.group(1).replace(" ", "") if sock else "-"
+print("\t".join([mode, conns, name, f"{rps:.0f}", f"{p50:.3f}", f"{p99:.3f}", f"{cpu:.3f}", non2xx, sockerr]))
+' "$mode" "$conns" "$name" "$((t1 - t0))" "$(getconf CLK_TCK)" | tee -a "$RESULTS"
 }
 
-echo "# wrk -t$THREADS -c$CONNS -d$DUR, $ROUNDS rounds, $(nproc) cores"
-printf 'target\treq/s\tp50_ms\tp99_ms\tcpu_s_per_10k\tnon2xx\tsocket_errors\n'
+# Every cell (connection count x keep-alive or a new connection per request) in every round;
+# nginx and the router swap places round by round, so neither always runs on a machine the
+# other just warmed (or heated). `direct` runs first in each cell: the baseline for added latency.
+CELLS=()
+for mode in $MODES; do for c in $CONNS; do CELLS+=("$mode $c"); done; done
+NCELLS=${#CELLS[@]}
+echo "# wrk -t$THREADS -c{$CONNS} -d$DUR, modes: $MODES, $ROUNDS rounds, $(nproc) cores; $(uptime)"
+printf 'mode\tconns\ttarget\treq/s\tp50_ms\tp99_ms\tcpu_s_per_10k\tnon2xx\tsocket_errors\n'
 for r in $(seq 1 "$ROUNDS"); do
-  run direct "http://127.0.0.1:$UP/" "127.0.0.1" "$UP_PID"
-  run nginx "http://127.0.0.1:$NG/" "bench.localhost" "$NG_PID"
-  run router "http://$ADDR/" "bench.localhost" "$SRV_PID"
+  for cell in "${CELLS[@]}"; do
+    set -- $cell
+    run "$1" "$2" direct "http://127.0.0.1:$UP/" "127.0.0.1" "$UP_PID"
+    if [ $((r % 2)) = 1 ]; then
+      run "$1" "$2" nginx "http://127.0.0.1:$NG/" "bench.localhost" "$NG_PID"
+      run "$1" "$2" router "http://$ADDR/" "bench.localhost" "$SRV_PID"
+    else
+      run "$1" "$2" router "http://$ADDR/" "bench.localhost" "$SRV_PID"
+      run "$1" "$2" nginx "http://127.0.0.1:$NG/" "bench.localhost" "$NG_PID"
+    fi
+  done
 done
+echo "# load at the end: $(uptime)"
 
 if [ -n "${SYSCALLS:-}" ]; then
-  echo "# system calls per request (over 1 in 100 requests), last round"
+  echo "# system calls per request (over 1 in 100 requests), per cell, every round"
   cat "$WORK/syscalls.tsv"
 fi
 
 python3 - "$RESULTS" <<'EOF'
 import statistics, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
-med = {}
-for name in ("direct", "nginx", "router"):
-    rs = [r for r in rows if r[0] == name]
-    med[name] = [statistics.median(float(r[i]) for r in rs) for i in (1, 2, 3, 4)]
-d, n, r = med["direct"], med["nginx"], med["router"]
-print("\n| target | req/s | p50 ms | p99 ms | CPU s per 10k req |")
-print("| --- | --- | --- | --- | --- |")
-for name in ("direct", "nginx", "router"):
-    m = med[name]
-    print(f"| {name} | {m[0]:.0f} | {m[1]:.3f} | {m[2]:.3f} | {m[3]:.3f} |")
-print()
-print(f"router/nginx throughput: {r[0] / n[0]:.2f}")
-print(f"added p50 (vs direct): router {r[1] - d[1]:.3f} ms, nginx {n[1] - d[1]:.3f} ms")
-print(f"added p99 (vs direct): router {r[2] - d[2]:.3f} ms, nginx {n[2] - d[2]:.3f} ms")
-print(f"router/nginx CPU per 10k requests: {r[3] / n[3]:.2f}")
+cells = []
+for r in rows:
+    if (r[0], r[1]) not in cells:
+        cells.append((r[0], r[1]))
+med = statistics.median
+def col(mode, conns, name, i):
+    return [float(r[i]) for r in rows if (r[0], r[1], r[2]) == (mode, conns, name)]
+def spread(xs, f="{:.0f}"):
+    return f"{f.format(med(xs))} ({f.format(min(xs))}-{f.format(max(xs))})"
+print("\nMedian (min-max) over the rounds; added latency = target's median minus direct's; ratios are")
+print("router/nginx per round (the two ran back to back), their median (min-max).")
+print("\n| mode | conns | nginx req/s | router req/s | router/nginx req/s | added p50 nginx / router ms "
+      "| added p99 nginx / router ms | CPU s/10k nginx / router | router/nginx CPU | errors |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+for mode, conns in cells:
+    d = {n: [col(mode, conns, n, i) for i in (3, 4, 5, 6)] for n in ("direct", "nginx", "router")}
+    rps_ratio = [a / b for a, b in zip(d["router"][0], d["nginx"][0])]
+    cpu_ratio = [a / b for a, b in zip(d["router"][3], d["nginx"][3])]
+    add = lambda n, i: med(d[n][i]) - med(d["direct"][i])
+    errs = [r for r in rows if (r[0], r[1]) == (mode, conns) and r[2] != "direct" and (r[7] != "0" or r[8] != "-")]
+    err = "; ".join(f"{r[2]} non2xx={r[7]} sock={r[8]}" for r in errs) or "none"
+    print(f"| {mode} | {conns} | {spread(d['nginx'][0])} | {spread(d['router'][0])} | {spread(rps_ratio, '{:.2f}')} "
+          f"| {add('nginx', 1):.3f} / {add('router', 1):.3f} | {add('nginx', 2):.3f} / {add('router', 2):.3f} "
+          f"| {med(d['nginx'][3]):.3f} / {med(d['router'][3]):.3f} | {spread(cpu_ratio, '{:.2f}')} | {err} |")
 EOF

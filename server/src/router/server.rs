@@ -1,8 +1,9 @@
 //! The platform's public listener, on hyper: HTTP/1.1 (and HTTP/2 by prior knowledge or, with
 //! TLS, by ALPN), served by one worker thread per core (`PAAS_ROUTER_THREADS`), each with its own
-//! single-threaded runtime and its own client pools; an acceptor thread hands each new connection
-//! to the worker with the fewest. That is nginx's shape (a worker per core, nothing shared on the
-//! request path but the route table).
+//! single-threaded runtime and its own client pools, each accepting from the shared listening
+//! socket itself; a worker that finds itself ahead of the least busy one by more than one
+//! connection hands what it accepted over to it. That is nginx's shape (a worker per core,
+//! nothing shared on the request path but the route table).
 //!
 //! A request whose Host (and path) a route names is proxied ([`super::proxy`]). In the
 //! controller every other request is the API's or the dashboard's: it is passed, streaming and
@@ -74,7 +75,7 @@ impl Listener {
         self.died.recv().await
     }
 
-    /// A graceful stop: the acceptor closes the listening sockets at once (new connections are
+    /// A graceful stop: the workers close the listening sockets at once (new connections are
     /// refused); each worker tells its clients' connections to close once their request in
     /// flight is answered (keep-alive connections at rest close now), and ends when they have,
     /// or after `grace`, whichever comes first. Tunnels (upgraded connections) are not waited
@@ -92,7 +93,7 @@ impl Listener {
     }
 }
 
-/// A connection the acceptor hands to a worker thread.
+/// A connection one worker accepted and hands to another.
 struct Accepted {
     stream: std::net::TcpStream,
     addr: std::net::SocketAddr,
@@ -105,12 +106,13 @@ struct Lane {
     open: Arc<AtomicUsize>,
 }
 
-/// Starts the listener on `plain` (and `tls`, with its certificates): one acceptor thread that
-/// hands each new connection to the worker thread with the fewest open, and the worker threads
-/// (one per core by default), each serving its connections on its own single-threaded runtime.
-/// Workers that accepted from the shared socket themselves ended up uneven (a woken thread
-/// drains the accept queue: 45 of 64 keep-alive connections on one thread was typical), which
-/// left one core's worth of work on one thread while the other idled.
+/// Starts the listener on `plain` (and `tls`, with its certificates): the worker threads (one
+/// per core by default), each accepting from the listening sockets and serving its connections
+/// on its own single-threaded runtime. A new connection is served where it was accepted unless
+/// that worker has more than one connection more than the least busy one, which then gets it:
+/// workers that only accepted ended up uneven (a woken thread drains the accept queue: 45 of 64
+/// keep-alive connections on one thread was typical), and a separate acceptor thread that handed
+/// every connection over cost a thread wake-up and two more system calls per connection.
 pub fn start(
     front: Arc<Front>,
     plain: TcpListener,
@@ -135,17 +137,26 @@ pub fn start(
     };
     let (died_tx, died) = tokio::sync::mpsc::unbounded_channel();
     let (stop, stopping) = tokio::sync::watch::channel(false);
-    let mut handles = Vec::with_capacity(threads + 1);
+    let mut receivers = Vec::with_capacity(threads);
     let mut lanes = Vec::with_capacity(threads);
-    for i in 0..threads {
+    for _ in 0..threads {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let open = Arc::new(AtomicUsize::new(0));
+        receivers.push(rx);
         lanes.push(Lane {
             tx,
-            open: open.clone(),
+            open: Arc::new(AtomicUsize::new(0)),
         });
+    }
+    let lanes: Arc<[Lane]> = lanes.into();
+    let mut handles = Vec::with_capacity(threads);
+    for (i, rx) in receivers.into_iter().enumerate() {
         let front = front.clone();
+        let sockets = Sockets {
+            plain: plain.try_clone()?,
+            tls: tls.as_ref().map(|(l, _)| l.try_clone()).transpose()?,
+        };
         let acceptor = tls.as_ref().map(|(_, a)| a.clone());
+        let lanes = lanes.clone();
         let died = died_tx.clone();
         let stopping = stopping.clone();
         handles.push(
@@ -153,22 +164,16 @@ pub fn start(
                 .name(format!("paas-router-{i}"))
                 .spawn(move || {
                     super::stats::use_shard(i + 1);
-                    if let Err(e) = work(front, rx, open, acceptor, stopping) {
+                    if let Err(e) = work(front, i, lanes, rx, sockets, acceptor, stopping) {
                         let _ = died.send(format!("router thread {i}: {e:#}"));
                     }
                 })?,
         );
     }
-    let tls = tls.map(|(l, _)| l);
-    handles.push(
-        std::thread::Builder::new()
-            .name("paas-router-accept".into())
-            .spawn(move || {
-                if let Err(e) = accept(plain, tls, lanes, stopping) {
-                    let _ = died_tx.send(format!("router acceptor: {e:#}"));
-                }
-            })?,
-    );
+    // The workers hold their own descriptors of the listening sockets; the last to stop closes
+    // them.
+    drop(plain);
+    drop(tls);
     Ok(Listener {
         died,
         stop,
@@ -176,63 +181,57 @@ pub fn start(
     })
 }
 
-/// The acceptor thread: until `stopping`, takes new connections and gives each to the lane with
-/// the fewest open. Its listening sockets close when it returns.
-fn accept(
+/// One worker's descriptors of the shared listening sockets.
+struct Sockets {
     plain: TcpListener,
     tls: Option<TcpListener>,
-    lanes: Vec<Lane>,
-    mut stopping: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        let plain = tokio::net::TcpListener::from_std(plain)?;
-        let tls = tls.map(tokio::net::TcpListener::from_std).transpose()?;
-        let mut next = 0usize;
-        loop {
-            let (r, is_tls) = tokio::select! {
-                _ = stopping.wait_for(|s| *s) => return Ok(()),
-                r = plain.accept() => (r, false),
-                r = accept_on(&tls) => (r, true),
-            };
-            let (stream, addr) = match r {
-                Ok(c) => c,
-                Err(e) => {
-                    accept_failed(e).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            // Fewest open; among equals, the next in turn.
-            next = next.wrapping_add(1);
-            let n = lanes.len();
-            let lane = (0..n)
-                .map(|k| &lanes[(next + k) % n])
-                .min_by_key(|l| l.open.load(Ordering::Relaxed))
-                .ok_or_else(|| anyhow::anyhow!("no worker threads"))?;
-            let stream = match stream.into_std() {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(%addr, error = %e, "handing over an accepted connection failed");
-                    continue;
-                }
-            };
-            lane.open.fetch_add(1, Ordering::Relaxed);
-            if lane
-                .tx
-                .send(Accepted {
-                    stream,
-                    addr,
-                    tls: is_tls,
-                })
-                .is_err()
-            {
-                anyhow::bail!("a worker thread is gone");
-            }
+}
+
+/// Where a connection this worker (`me`) just accepted is served: here, unless this worker has
+/// more than one connection more than the least busy one.
+fn lane_for(lanes: &[Lane], me: usize) -> usize {
+    let mine = lanes[me].open.load(Ordering::Relaxed);
+    let (least, fewest) = lanes
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i, l.open.load(Ordering::Relaxed)))
+        .min_by_key(|&(_, n)| n)
+        .unwrap_or((me, mine));
+    if mine > fewest + 1 {
+        least
+    } else {
+        me
+    }
+}
+
+/// A connection this worker accepted: kept (and counted) here, or handed to the least busy
+/// worker (`None`).
+fn hand_over(
+    lanes: &[Lane],
+    me: usize,
+    stream: tokio::net::TcpStream,
+    addr: std::net::SocketAddr,
+    tls: bool,
+) -> Option<tokio::net::TcpStream> {
+    let _ = stream.set_nodelay(true);
+    let to = lane_for(lanes, me);
+    if to == me {
+        lanes[me].open.fetch_add(1, Ordering::Relaxed);
+        return Some(stream);
+    }
+    let stream = match stream.into_std() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "handing over an accepted connection failed");
+            return None;
         }
-    })
+    };
+    lanes[to].open.fetch_add(1, Ordering::Relaxed);
+    if lanes[to].tx.send(Accepted { stream, addr, tls }).is_err() {
+        // That worker has stopped (the listener is stopping): the connection is closed.
+        lanes[to].open.fetch_sub(1, Ordering::Relaxed);
+    }
+    None
 }
 
 async fn accept_on(
@@ -253,15 +252,18 @@ impl Drop for Open {
     }
 }
 
-/// One worker thread: serves the connections the acceptor gives it until `stopping` turns true,
-/// then lets them finish (up to the drain time).
+/// One worker thread (`me`): accepts and serves connections (and those another worker hands
+/// it) until `stopping` turns true, then lets them finish (up to the drain time).
 fn work(
     front: Arc<Front>,
+    me: usize,
+    lanes: Arc<[Lane]>,
     mut conns: tokio::sync::mpsc::UnboundedReceiver<Accepted>,
-    open: Arc<AtomicUsize>,
+    sockets: Sockets,
     acceptor: Option<TlsAcceptor>,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let open = lanes[me].open.clone();
     let grace = Duration::from_secs(front.settings.router_drain_secs);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -269,6 +271,11 @@ fn work(
     let table = front.router.table.clone();
     HOLDS_OPEN.with(|h| *h.borrow_mut() = Some(open.clone()));
     let r = rt.block_on(async move {
+        let plain = tokio::net::TcpListener::from_std(sockets.plain)?;
+        let tls = sockets
+            .tls
+            .map(tokio::net::TcpListener::from_std)
+            .transpose()?;
         let mut http = auto::Builder::new(TokioExecutor::new());
         // The timer bounds how long a client may take to send a request's headers (slowloris).
         http.http1().timer(TokioTimer::new());
@@ -301,25 +308,47 @@ fn work(
         };
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         loop {
-            let c = tokio::select! {
+            let (stream, addr, is_tls) = tokio::select! {
                 _ = stopping.wait_for(|s| *s) => break,
                 c = conns.recv() => match c {
-                    Some(c) => c,
+                    Some(c) => match tokio::net::TcpStream::from_std(c.stream) {
+                        Ok(s) => {
+                            // Counted by the worker that handed it over.
+                            (s, c.addr, c.tls)
+                        }
+                        Err(e) => {
+                            open.fetch_sub(1, Ordering::Relaxed);
+                            tracing::warn!(error = %e, "taking over an accepted connection failed");
+                            continue;
+                        }
+                    },
                     None => break,
+                },
+                r = plain.accept() => match r {
+                    Ok((s, a)) => match hand_over(&lanes, me, s, a, false) {
+                        Some(s) => (s, a, false),
+                        None => continue,
+                    },
+                    Err(e) => {
+                        accept_failed(e).await;
+                        continue;
+                    }
+                },
+                r = accept_on(&tls) => match r {
+                    Ok((s, a)) => match hand_over(&lanes, me, s, a, true) {
+                        Some(s) => (s, a, true),
+                        None => continue,
+                    },
+                    Err(e) => {
+                        accept_failed(e).await;
+                        continue;
+                    }
                 },
             };
             let guard = Open(open.clone());
-            let stream = match tokio::net::TcpStream::from_std(c.stream) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "taking over an accepted connection failed");
-                    continue;
-                }
-            };
-            let addr = c.addr;
             let watcher = graceful.watcher();
             let worker = worker.clone();
-            match (c.tls, &acceptor) {
+            match (is_tls, &acceptor) {
                 (false, _) => {
                     tokio::spawn(async move {
                         serve(worker, stream, Peer::new(addr, "http"), watcher).await;
@@ -356,6 +385,10 @@ fn work(
                 (true, None) => {}
             }
         }
+        // New connections are refused from here on (once every worker has closed its
+        // descriptors of the listening sockets).
+        drop(plain);
+        drop(tls);
         let busy = graceful.count();
         if tokio::time::timeout(grace, graceful.shutdown())
             .await
@@ -368,7 +401,7 @@ fn work(
             );
         }
         flusher.abort();
-        Ok(())
+        Ok::<_, anyhow::Error>(())
     });
     // Dropping the runtime drops what the grace period cut (connections, tunnels); their RTR
     // lines are recorded as they go, so this thread's last lines are handed over after it.
@@ -385,7 +418,8 @@ thread_local! {
 
 /// Counts one more open connection on this worker thread until dropped: an upgraded
 /// connection's tunnel outlives the HTTP connection it came from, and a worker busy with long
-/// WebSockets must not look empty to the acceptor. `None` off the worker threads.
+/// WebSockets must not look empty to the other workers when they balance. `None` off the
+/// worker threads.
 pub(super) fn hold_open() -> Option<Open> {
     HOLDS_OPEN.with(|h| {
         h.borrow().as_ref().map(|c| {
@@ -414,7 +448,13 @@ async fn serve<I>(
     let svc = hyper::service::service_fn(move |req| {
         let w = w.clone();
         let peer = peer.clone();
-        async move { Ok::<_, Infallible>(handle(req, &w, peer).await) }
+        // Boxed: hyper's HTTP/1 connection keeps room for one request's future for as long as
+        // the connection is open, so an unboxed one (the whole proxy path, retries and connect
+        // included) would be held by every idle keep-alive connection; a box is one allocation
+        // per request instead.
+        let fut: Pin<Box<dyn Future<Output = Result<Response<RespBody>, Infallible>> + Send>> =
+            Box::pin(async move { Ok(handle(req, &w, peer).await) });
+        fut
     });
     let conn = worker
         .http
