@@ -320,6 +320,45 @@ impl Platform {
         self.start_agent_with(name, zone, &env)
     }
 
+    /// Two agents with instance networks of their own (two hosts, as far as the platform can
+    /// tell), in zones `zone-a` and `zone-b`, labelled `side=a` and `side=b` for `--placement`;
+    /// answers their node names.
+    pub fn start_two_sides(&mut self, prefix: &str) -> Result<(String, String)> {
+        let a = unique(&format!("{prefix}-a"));
+        let b = unique(&format!("{prefix}-b"));
+        self.start_agent_own_network(&a, "zone-a", &[("PAAS_NODE_LABELS", "side=a")])?;
+        self.start_agent_own_network(&b, "zone-b", &[("PAAS_NODE_LABELS", "side=b")])?;
+        Ok((a, b))
+    }
+
+    /// (index, node, address) of `app`'s instances in `space` (the admin's target when `None`)
+    /// once exactly `n` are listed and each runs with an address; `None` until then, for
+    /// [`wait_for`].
+    pub fn running_instances(
+        &self,
+        space: Option<&str>,
+        app: &str,
+        n: usize,
+    ) -> Option<Vec<(u64, String, String)>> {
+        let token = self.admin_token().ok()?;
+        let path = format!("/v1/apps/{app}");
+        let (status, v) = call(self, &token, reqwest::Method::GET, &path, None, space);
+        (status == 200).then_some(())?;
+        let list = v["instances"].as_array()?;
+        let out: Vec<(u64, String, String)> = list
+            .iter()
+            .filter(|i| i["state"] == "running")
+            .filter_map(|i| {
+                Some((
+                    i["index"].as_u64()?,
+                    i["node"].as_str()?.to_string(),
+                    i["ip"].as_str()?.to_string(),
+                ))
+            })
+            .collect();
+        (list.len() == n && out.len() == n).then_some(out)
+    }
+
     /// `kill -9` of agent `idx`, then the same agent (name, zone, data dir) again; waits until
     /// the controller lists it ready.
     pub fn restart_agent(&mut self, idx: usize) -> Result<()> {

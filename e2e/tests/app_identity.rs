@@ -5,7 +5,7 @@
 //! instance guid, B requires and checks A's; each side reports the other's app in its SAN URI.
 //! Before the policy the same handshake cannot even connect.
 
-use paas_e2e::{call, unique, wait_for, Options, Platform};
+use paas_e2e::{unique, wait_for, Options, Platform};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -21,23 +21,6 @@ fn get_json(p: &Platform, app: &str, path: &str) -> Option<Value> {
     (status == 200).then(|| serde_json::from_str(&body).ok())?
 }
 
-/// The node of the app's one instance, once it runs with an address.
-fn running(p: &Platform, app: &str) -> Option<String> {
-    let token = p.admin_token().ok()?;
-    let (status, v) = call(
-        p,
-        &token,
-        reqwest::Method::GET,
-        &format!("/v1/apps/{app}"),
-        None,
-        None,
-    );
-    (status == 200).then_some(())?;
-    let i = v["instances"].as_array()?.first()?;
-    (i["state"] == "running" && i["ip"].is_string()).then_some(())?;
-    Some(i["node"].as_str()?.to_string())
-}
-
 fn sans(side: &Value) -> Vec<String> {
     side["san"]
         .as_array()
@@ -50,12 +33,7 @@ fn sans(side: &Value) -> Vec<String> {
 #[test]
 fn two_apps_on_two_nodes_verify_each_other_by_instance_certificates() {
     let mut p = Platform::start_server(Options::default()).expect("server");
-    let node_a = unique("e2e-mtls-a");
-    let node_b = unique("e2e-mtls-b");
-    p.start_agent_own_network(&node_a, "zone-a", &[("PAAS_NODE_LABELS", "side=a")])
-        .unwrap();
-    p.start_agent_own_network(&node_b, "zone-b", &[("PAAS_NODE_LABELS", "side=b")])
-        .unwrap();
+    let (node_a, node_b) = p.start_two_sides("e2e-mtls").unwrap();
     p.login().unwrap();
 
     let a = unique("mtls-a");
@@ -77,8 +55,9 @@ fn two_apps_on_two_nodes_verify_each_other_by_instance_certificates() {
     let out = p.cli(&["map-route", &b, "apps.internal", "--hostname", &name]);
     assert!(out.ok(), "map-route: {out:?}");
 
-    let a_node = wait_for(Duration::from_secs(90), "A running", || running(&p, &a)).unwrap();
-    let b_node = wait_for(Duration::from_secs(90), "B running", || running(&p, &b)).unwrap();
+    let node_of = |app: &str| p.running_instances(None, app, 1).map(|i| i[0].1.clone());
+    let a_node = wait_for(Duration::from_secs(90), "A running", || node_of(&a)).unwrap();
+    let b_node = wait_for(Duration::from_secs(90), "B running", || node_of(&b)).unwrap();
     assert_eq!((a_node, b_node), (node_a, node_b), "one app per node");
     // Both have their credentials before anything is asked of them; each names its app (the
     // id `VCAP_APPLICATION` gives) and instance.

@@ -65,42 +65,10 @@ fn resolved(p: &Platform, app: &str, host: &str) -> Option<BTreeSet<String>> {
     })
 }
 
-/// (index, node, ip) of the app's instances in `space` once `n` run and each has an address.
-fn running(p: &Platform, space: &str, app: &str, n: usize) -> Option<Vec<(u64, String, String)>> {
-    let token = p.admin_token().ok()?;
-    let (status, v) = call(
-        p,
-        &token,
-        reqwest::Method::GET,
-        &format!("/v1/apps/{app}"),
-        None,
-        Some(space),
-    );
-    (status == 200).then_some(())?;
-    let list = v["instances"].as_array()?;
-    let out: Vec<(u64, String, String)> = list
-        .iter()
-        .filter(|i| i["state"] == "running")
-        .filter_map(|i| {
-            Some((
-                i["index"].as_u64()?,
-                i["node"].as_str()?.to_string(),
-                i["ip"].as_str()?.to_string(),
-            ))
-        })
-        .collect();
-    (list.len() == n && out.len() == n).then_some(out)
-}
-
 #[test]
 fn apps_reach_each_other_by_internal_name_only_where_a_policy_allows() {
     let mut p = Platform::start_server(Options::default()).expect("server");
-    let node_a = unique("e2e-net-a");
-    let node_b = unique("e2e-net-b");
-    p.start_agent_own_network(&node_a, "zone-a", &[("PAAS_NODE_LABELS", "side=a")])
-        .unwrap();
-    p.start_agent_own_network(&node_b, "zone-b", &[("PAAS_NODE_LABELS", "side=b")])
-        .unwrap();
+    let (node_a, node_b) = p.start_two_sides("e2e-net").unwrap();
     p.login().unwrap();
     let admin = p.admin_token().unwrap();
 
@@ -147,7 +115,7 @@ fn apps_reach_each_other_by_internal_name_only_where_a_policy_allows() {
     let b_instances = wait_for(
         Duration::from_secs(90),
         "B's 2 instances with addresses",
-        || running(&p, &space_b, &b, 2),
+        || p.running_instances(Some(&space_b), &b, 2),
     )
     .unwrap();
     assert!(
@@ -155,7 +123,7 @@ fn apps_reach_each_other_by_internal_name_only_where_a_policy_allows() {
         "B runs on node b only: {b_instances:?}"
     );
     let a_instances = wait_for(Duration::from_secs(90), "A running", || {
-        running(&p, "default/default", &a, 1)
+        p.running_instances(Some("default/default"), &a, 1)
     })
     .unwrap();
     assert_eq!(a_instances[0].1, node_a, "A on the other node");
@@ -360,7 +328,7 @@ fn apps_reach_each_other_by_internal_name_only_where_a_policy_allows() {
     ]);
     assert!(out.ok(), "push C: {out:?}{}", p.logs());
     let c_instances = wait_for(Duration::from_secs(90), "C running", || {
-        running(&p, "default/default", &c, 1)
+        p.running_instances(Some("default/default"), &c, 1)
     })
     .unwrap();
     assert_eq!(c_instances[0].1, node_b, "C on B's node");
