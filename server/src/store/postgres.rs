@@ -31,6 +31,7 @@ impl Dialect for PgStore {
     const CONTAINS: &'static str = "strpos";
     const NOW_MS: &'static str = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)";
     const SHARED: bool = true;
+    const JSON_ROWS: (&'static str, &'static str) = ("json_agg", "json_build_array");
 
     fn log_pool(&self) -> &PgPool {
         &self.pool

@@ -33,6 +33,7 @@ impl Dialect for SqliteStore {
     const CONTAINS: &'static str = "instr";
     const NOW_MS: &'static str = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
     const SHARED: bool = false;
+    const JSON_ROWS: (&'static str, &'static str) = ("json_group_array", "json_array");
 
     fn log_pool(&self) -> &SqlitePool {
         &self.log_writer
