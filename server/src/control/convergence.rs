@@ -41,6 +41,9 @@ use crate::store::{
 };
 
 const TICK: StdDuration = StdDuration::from_secs(1);
+/// The longest a leader's route table goes without a rebuild from the store when its passes
+/// change nothing (see [`pass`]).
+pub const REBUILD_EVERY: StdDuration = StdDuration::from_secs(5);
 
 /// Runs forever; each pass is also triggered early by `ctx.converge`.
 pub async fn run(ctx: std::sync::Arc<AppCtx>) {
@@ -73,18 +76,32 @@ pub async fn pass(ctx: &AppCtx) -> StoreResult<bool> {
         Role::Follower => return follow(ctx).await,
     };
     // Canary and blue-green steps first: a rollback's revision change is converged this pass.
-    super::deployments::tick(ctx, fence.as_ref()).await?;
+    let deploying = super::deployments::tick(ctx, fence.as_ref()).await?;
     let changed = converge_once(ctx, fence).await?;
     // Routes first: a removed instance must be out of the table before its agent learns
     // (through the version bump) that it should stop it. Graceful drain, per instance: a
     // removed instance still serving requests stays in its node's assignments (see
     // `AppCtx::retired`) until they end, bounded by `PAAS_ROUTER_DRAIN_SECS`; `drain_watch`
     // bumps again when it may stop.
-    match crate::router::refresh(ctx).await {
-        Ok(()) => {
-            ctx.prune_retired(true);
-        }
-        Err(e) => tracing::warn!(error = %e, "route table refresh failed"),
+    //
+    // A pass that wrote nothing skips the rebuild (it read every instance row a second time:
+    // half of a pass at rest at 10,000 rows). Every other writer of what the table shows
+    // refreshes it itself (heartbeats, route and domain changes, pushes, deletes); a running
+    // deployment moves its split with time; and a rebuild at least every `REBUILD_EVERY` keeps
+    // the table level-triggered against a writer that forgot.
+    let due =
+        changed || deploying || ctx.has_retired() || !ctx.refresher.rebuilt_within(REBUILD_EVERY);
+    let refreshed = due
+        && match crate::router::refresh(ctx).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "route table refresh failed");
+                false
+            }
+        };
+    if refreshed || !due {
+        // Rows routed out before stay routed out: their drain can end without a rebuild.
+        ctx.prune_retired(refreshed);
     }
     let builds_changed = builds_seen_changed(ctx).await?;
     if changed || builds_changed {
@@ -479,7 +496,10 @@ pub async fn converge_once(ctx: &AppCtx, fence: Option<Fence>) -> StoreResult<bo
         fence,
     };
     let grace = Duration::seconds(ctx.settings.node_grace_secs as i64);
-    for lost in writes.mark_lost_nodes(Utc::now() - grace).await? {
+    let newly_lost = writes.mark_lost_nodes(Utc::now() - grace).await?;
+    // A lost node's instances leave the route table even where nothing can replace them.
+    let mut changed = !newly_lost.is_empty();
+    for lost in newly_lost {
         tracing::warn!(node = %lost, "node lost: no heartbeat within the grace period");
         store
             .add_event(&Event {
@@ -514,7 +534,6 @@ pub async fn converge_once(ctx: &AppCtx, fence: Option<Fence>) -> StoreResult<bo
         .collect();
     let app_by_id: HashMap<&str, &AppRecord> = apps.iter().map(|a| (a.id.as_str(), a)).collect();
     let app_name = |id: &str| app_by_id.get(id).map(|a| a.name.clone());
-    let mut changed = false;
 
     let counts: ProcessCounts = desired.process_counts();
     let running = store.running_deployments().await?;

@@ -296,13 +296,15 @@ pub fn keep_old(running: &[DeploymentRecord], apps: &[AppRecord]) -> HashMap<Str
 }
 
 /// One look at every running deployment (leader only): decides and writes each one's move.
-pub async fn tick(ctx: &AppCtx, fence: Option<&Fence>) -> StoreResult<()> {
+/// Returns whether any was running: its traffic split may have moved, so the route table is
+/// rebuilt this pass.
+pub async fn tick(ctx: &AppCtx, fence: Option<&Fence>) -> StoreResult<bool> {
     let running = ctx.store.running_deployments().await?;
     ctx.logs
         .canary
         .watch(running.iter().map(|d| d.app_id.clone()).collect());
     if running.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     let apps = ctx.store.list_apps().await?;
     let instances = ctx.store.list_instances().await?;
@@ -341,7 +343,7 @@ pub async fn tick(ctx: &AppCtx, fence: Option<&Fence>) -> StoreResult<()> {
         let decision = decide(&d, &o, now);
         apply(ctx, fence, d, app, decision, &o).await?;
     }
-    Ok(())
+    Ok(true)
 }
 
 fn observe(

@@ -635,6 +635,18 @@ pub struct Refresher {
     done: tokio::sync::Mutex<u64>,
     /// Rebuilds completed (the tests count them).
     pub rebuilds: std::sync::atomic::AtomicU64,
+    /// When the last rebuild completed.
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Refresher {
+    /// Whether a rebuild completed less than `d` ago.
+    pub fn rebuilt_within(&self, d: std::time::Duration) -> bool {
+        self.last
+            .lock()
+            .map(|l| l.is_some_and(|t| t.elapsed() < d))
+            .unwrap_or(false)
+    }
 }
 
 /// Rebuilds the route table (and the internal network table) from the store, or waits for a
@@ -656,6 +668,9 @@ pub async fn refresh(ctx: &AppCtx) -> StoreResult<()> {
     rebuild(ctx).await?;
     *done = covers;
     r.rebuilds.fetch_add(1, SeqCst);
+    if let Ok(mut last) = r.last.lock() {
+        *last = Some(std::time::Instant::now());
+    }
     Ok(())
 }
 
