@@ -609,6 +609,38 @@ async fn the_list_flags_a_crash_loop_and_the_space_switcher_limits_it() {
         "a healthy app is not flagged"
     );
     shot(&c, "apps-flagged").await;
+    // Pages: one app per page (`limit` as the API's; 100 by default), sorted by name, a link to
+    // the next page and from a later one back to the first.
+    assert!(crashing < other, "{crashing} sorts before {other}");
+    c.goto(&format!("{base}/?limit=1")).await.unwrap();
+    let rows = c.find_all(Locator::Css("#apps tbody tr")).await.unwrap();
+    assert_eq!(rows.len(), 1, "one app per page");
+    assert!(rows[0].text().await.unwrap().contains(&crashing));
+    let head = c.find(Locator::Css(".head .muted")).await.unwrap();
+    assert_eq!(head.text().await.unwrap(), "2 app(s), 1–1 shown");
+    assert!(c.find(Locator::Css("a[rel=\"first\"]")).await.is_err());
+    c.find(Locator::Css("a[rel=\"next\"]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&c, "#apps tbody", &other, Duration::from_secs(10)).await;
+    let rows = c.find_all(Locator::Css("#apps tbody tr")).await.unwrap();
+    assert_eq!(rows.len(), 1, "the second page holds the other app only");
+    let head = c.find(Locator::Css(".head .muted")).await.unwrap();
+    assert_eq!(head.text().await.unwrap(), "2 app(s), 2–2 shown");
+    assert!(
+        c.find(Locator::Css("a[rel=\"next\"]")).await.is_err(),
+        "the last page has no next"
+    );
+    c.find(Locator::Css("a[rel=\"first\"]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&c, "#apps tbody", &crashing, Duration::from_secs(10)).await;
     // The switcher: choosing the space reloads the list with that space's apps only.
     c.find(Locator::Id("space-select"))
         .await

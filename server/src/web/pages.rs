@@ -180,7 +180,19 @@ struct AppsPage {
     space: String,
     /// The quota and usage of the space shown (empty: all spaces are shown).
     quota: Vec<QuotaRow>,
+    /// Apps shown on every page together, and where this page starts in them (1-based).
+    total: usize,
+    first: usize,
+    /// The link to the next page (`?after=` its last app), when there is one; whether this is
+    /// a later page (a link back to the first).
+    next: Option<String>,
+    later: bool,
 }
+
+/// Apps per page of the dashboard's list by default (`?limit=` as the API's), as the API's
+/// default page: at 1,000 apps the whole list (every app's instance rows read, a 500 KB page)
+/// took half a second.
+const APPS_PAGE: usize = 100;
 
 /// What looks wrong with an app, from its instances and their nodes.
 fn problems(
@@ -236,18 +248,35 @@ macro_rules! session_or_login {
     };
 }
 
-/// The apps page's rows, the spaces in reach, and the quota of the space shown.
-type AppsData = (Vec<AppRow>, Vec<String>, Vec<QuotaRow>);
+/// The apps page's rows, the spaces in reach, the quota of the space shown, and the paging.
+type AppsData = (Vec<AppRow>, Vec<String>, Vec<QuotaRow>, Paging);
+
+/// Where a page of the apps list sits in the whole list.
+struct Paging {
+    total: usize,
+    first: usize,
+    next: Option<String>,
+}
 
 pub async fn apps(ctx: web::Data<AppCtx>, req: HttpRequest) -> HttpResponse {
     let s = session_or_login!(ctx, req);
-    let wanted = url::form_urlencoded::parse(req.query_string().as_bytes())
-        .find(|(k, _)| k == "space")
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default();
+    let query: Vec<(String, String)> = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .into_owned()
+        .collect();
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let (wanted, after) = (param("space"), param("after"));
+    // `limit` as the API's: 1 to 1000 apps per page.
+    let limit = param("limit")
+        .parse::<usize>()
+        .map_or(APPS_PAGE, |l| l.clamp(1, 1000));
     let result: Result<AppsData, crate::store::StoreError> = async {
         let now = Utc::now();
-        let instances = ctx.store.list_instances().await?;
         let lost: Vec<String> = ctx
             .store
             .list_nodes()
@@ -256,33 +285,44 @@ pub async fn apps(ctx: web::Data<AppCtx>, req: HttpRequest) -> HttpResponse {
             .filter(|n| n.state == "lost")
             .map(|n| n.name)
             .collect();
-        let mut running: HashMap<&str, u32> = HashMap::new();
-        // Each app's rows, grouped once (filtering every row for each app was apps x instances).
-        let mut rows_of: HashMap<&str, Vec<&crate::store::InstanceRecord>> = HashMap::new();
-        for i in &instances {
-            if i.state == InstanceState::Running {
-                *running.entry(i.app_id.as_str()).or_default() += 1;
-            }
-            rows_of.entry(i.app_id.as_str()).or_default().push(i);
-        }
         let spaces = space_labels(&ctx).await?;
-        let mut rows = Vec::new();
         let mut reach: Vec<String> = spaces
             .iter()
             .filter(|(id, _)| s.principal.role_in(id).is_some())
             .map(|(_, label)| label.clone())
             .collect();
         reach.sort();
-        for a in ctx.store.list_apps().await? {
-            let label = spaces.get(&a.space_id).cloned().unwrap_or_default();
-            if !s.principal.can_see(&a) || (!wanted.is_empty() && label != wanted) {
-                continue;
-            }
-            let mine = rows_of.remove(a.id.as_str()).unwrap_or_default();
+        // Sorted by name (the store's order), so `after` pages like the API's page token.
+        let visible: Vec<AppRecord> = ctx
+            .store
+            .list_apps()
+            .await?
+            .into_iter()
+            .filter(|a| {
+                s.principal.can_see(a)
+                    && (wanted.is_empty() || spaces.get(&a.space_id).is_some_and(|l| *l == wanted))
+            })
+            .collect();
+        let total = visible.len();
+        let skip = if after.is_empty() {
+            0
+        } else {
+            visible.partition_point(|a| a.name.as_str() <= after.as_str())
+        };
+        let more = total > skip + limit;
+        let mut rows = Vec::new();
+        // Only the shown apps' instance rows: one indexed read each, not every row.
+        for a in visible.into_iter().skip(skip).take(limit) {
+            let instances = ctx.store.app_instances(&a.id).await?;
+            let mine: Vec<&crate::store::InstanceRecord> = instances.iter().collect();
+            let running = mine
+                .iter()
+                .filter(|i| i.state == InstanceState::Running)
+                .count() as u32;
             rows.push(AppRow {
                 problems: problems(&a, &mine, &lost),
-                space: label,
-                running: running.get(a.id.as_str()).copied().unwrap_or(0),
+                space: spaces.get(&a.space_id).cloned().unwrap_or_default(),
+                running,
                 url: ctx.app_url(&a),
                 state: a.state.as_str().to_string(),
                 desired: a.desired_instances,
@@ -292,6 +332,20 @@ pub async fn apps(ctx: web::Data<AppCtx>, req: HttpRequest) -> HttpResponse {
                 name: a.name,
             });
         }
+        let next = match rows.last() {
+            Some(last) if more => {
+                let mut q = url::form_urlencoded::Serializer::new(String::new());
+                if !wanted.is_empty() {
+                    q.append_pair("space", &wanted);
+                }
+                if limit != APPS_PAGE {
+                    q.append_pair("limit", &limit.to_string());
+                }
+                q.append_pair("after", &last.name);
+                Some(format!("/?{}", q.finish()))
+            }
+            _ => None,
+        };
         let quota = match spaces
             .iter()
             .find(|(id, label)| **label == wanted && s.principal.role_in(id).is_some())
@@ -299,11 +353,16 @@ pub async fn apps(ctx: web::Data<AppCtx>, req: HttpRequest) -> HttpResponse {
             Some((id, _)) => quota_rows(&ctx, id).await?,
             None => Vec::new(),
         };
-        Ok((rows, reach, quota))
+        let paging = Paging {
+            total,
+            first: skip + 1,
+            next,
+        };
+        Ok((rows, reach, quota, paging))
     }
     .await;
     match result {
-        Ok((apps, spaces, quota)) => {
+        Ok((apps, spaces, quota, paging)) => {
             let can_deploy = s.principal.is_operator()
                 || s.principal.roles.values().any(|r| *r >= Role::Developer);
             html(AppsPage {
@@ -313,6 +372,10 @@ pub async fn apps(ctx: web::Data<AppCtx>, req: HttpRequest) -> HttpResponse {
                 spaces,
                 space: wanted,
                 quota,
+                total: paging.total,
+                first: paging.first,
+                next: paging.next,
+                later: !after.is_empty(),
             })
         }
         Err(e) => internal(e),
