@@ -410,7 +410,7 @@ async fn stage(
         None
     };
     if let Some(key) = layers_key.as_deref().filter(|_| !b.no_cache) {
-        match reuse_layers(client, staging, b, &source, key).await {
+        match reuse_layers(runtime, client, staging, b, &source, key).await {
             Ok(Some(result)) => return Ok(result),
             Ok(None) => {}
             Err(e) => {
@@ -501,6 +501,7 @@ struct RunCtx<'a> {
 /// The droplet of a re-push that changed only the app's code, from the staged layers kept
 /// under `key`: `None` when there are none (or they no longer fit), and the caller stages.
 async fn reuse_layers(
+    runtime: &Runtime,
     client: &Arc<ControllerClient>,
     staging: &StagingSettings,
     b: &BuildAssignment,
@@ -547,7 +548,11 @@ async fn reuse_layers(
     if let Err(e) = client.build_logs(&b.build_id, &batch).await {
         tracing::debug!(build = %b.build_id, error = %e, "could not send staging lines");
     }
-    let up = client.upload_build_droplet(&b.build_id, droplet).await?;
+    let droplet = bytes::Bytes::from(droplet);
+    let up = client
+        .upload_build_droplet(&b.build_id, droplet.clone())
+        .await?;
+    runtime.keep_droplet(&up.sha256, droplet).await;
     Ok(Some(BuildResult {
         buildpack: Some(buildpack),
         droplet: Some(up.sha256),
@@ -767,7 +772,12 @@ async fn run_in(
             Err(e) => tracing::warn!(error = %e, "staged layers task failed"),
         }
     }
-    let up = client.upload_build_droplet(&b.build_id, droplet).await?;
+    // Kept here too: an instance of it on this node starts without fetching it back.
+    let droplet = bytes::Bytes::from(droplet);
+    let up = client
+        .upload_build_droplet(&b.build_id, droplet.clone())
+        .await?;
+    runtime.keep_droplet(&up.sha256, droplet).await;
     Ok(BuildResult {
         buildpack,
         droplet: Some(up.sha256),
