@@ -424,15 +424,9 @@ impl Runtime {
     }
 
     /// Keeps a droplet this node staged (issue 24), so its instances here start without
-    /// fetching it back from the controller: only when `tar` hashes to `sha256`, the digest
-    /// the controller stored it under.
-    pub async fn keep_droplet(&self, sha256: &str, tar: bytes::Bytes) {
-        let hashed = tar.clone();
-        let Ok(actual) =
-            tokio::task::spawn_blocking(move || hex::encode(Sha256::digest(&hashed))).await
-        else {
-            return;
-        };
+    /// fetching it back from the controller: only when `actual`, the digest of `tar` computed
+    /// here, is `sha256`, the digest the controller stored it under.
+    pub fn keep_droplet(&self, sha256: &str, actual: &str, tar: bytes::Bytes) {
         if actual.eq_ignore_ascii_case(sha256) && self.cached_droplet(sha256).is_none() {
             self.cache_droplet(sha256, tar);
         }

@@ -548,11 +548,7 @@ async fn reuse_layers(
     if let Err(e) = client.build_logs(&b.build_id, &batch).await {
         tracing::debug!(build = %b.build_id, error = %e, "could not send staging lines");
     }
-    let droplet = bytes::Bytes::from(droplet);
-    let up = client
-        .upload_build_droplet(&b.build_id, droplet.clone())
-        .await?;
-    runtime.keep_droplet(&up.sha256, droplet).await;
+    let up = upload_and_keep(runtime, client, &b.build_id, droplet).await?;
     Ok(Some(BuildResult {
         buildpack: Some(buildpack),
         droplet: Some(up.sha256),
@@ -562,6 +558,29 @@ async fn reuse_layers(
         dependencies_restored: false,
         layers_reused: true,
     }))
+}
+
+/// Uploads a staged droplet and keeps it on this node (`Runtime::keep_droplet`), its digest
+/// computed while it is uploaded.
+async fn upload_and_keep(
+    runtime: &Runtime,
+    client: &ControllerClient,
+    build_id: &str,
+    droplet: Vec<u8>,
+) -> Result<paas_common::agent::DropletUploaded, StagingError> {
+    let droplet = bytes::Bytes::from(droplet);
+    let hashed = droplet.clone();
+    let digest = tokio::task::spawn_blocking(move || {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&hashed))
+    });
+    let up = client
+        .upload_build_droplet(build_id, droplet.clone())
+        .await?;
+    if let Ok(actual) = digest.await {
+        runtime.keep_droplet(&up.sha256, &actual, droplet);
+    }
+    Ok(up)
 }
 
 /// The process types and buildpack a droplet's `.paas/` records.
@@ -773,11 +792,7 @@ async fn run_in(
         }
     }
     // Kept here too: an instance of it on this node starts without fetching it back.
-    let droplet = bytes::Bytes::from(droplet);
-    let up = client
-        .upload_build_droplet(&b.build_id, droplet.clone())
-        .await?;
-    runtime.keep_droplet(&up.sha256, droplet).await;
+    let up = upload_and_keep(runtime, client, &b.build_id, droplet).await?;
     Ok(BuildResult {
         buildpack,
         droplet: Some(up.sha256),
