@@ -6,8 +6,9 @@
 #   B  paas push of that unchanged app under a new name (the build cache reuses its droplet)
 #   A2 docker run of examples/python-wheels, its one dependency unpacked beside it (PYTHONPATH)
 #   C  paas re-push of examples/python-wheels with app.py changed (its greeting), same
-#      requirements.txt: staged again, the dependency layer from the node's cache; timed until
-#      the router answers with the new text
+#      requirements.txt: only app code changed, so the node puts it on the layers staged
+#      before, no staging container ("staged layers reused"); timed until the router answers
+#      with the new text
 # Prints each series' median and min-max, the ratios B/A and C/A2, and the phases the controller
 # measured for B and C (`Phases:` line of `paas push`: upload, stage, start, health, route).
 #   bench/push_to_200.sh [RUNS]      (default 5; uses target/release if built, else target/debug)
@@ -65,7 +66,7 @@ greet warm
 
 # `Phases: upload 0.04 s, stage 0.21 s (droplet reused), start ...` -> "0.04 0.21 ..."
 phases_of() { { grep '^Phases:' "$1" || true; } | sed -E 's/ \([a-z ]+\)//; s/[^0-9. ]//g; s/  +/ /g; s/^ //'; }
-reused_of() { grep '^Phases:' "$1" | grep -oE '\((droplet|dependencies) reused\)' || { grep -q '^Phases:' "$1" && echo '(nothing reused)' || echo '(no Phases line)'; }; }
+reused_of() { grep '^Phases:' "$1" | grep -oE '\((droplet|staged layers|dependencies) reused\)' || { grep -q '^Phases:' "$1" && echo '(nothing reused)' || echo '(no Phases line)'; }; }
 
 a=(); b=(); a2=(); c=(); b_phases=(); c_phases=()
 for i in $(seq 1 "$RUNS"); do

@@ -319,10 +319,10 @@ impl ControllerClient {
     pub async fn upload_build_droplet(
         &self,
         build_id: &str,
-        tar: Vec<u8>,
+        tar: impl Into<bytes::Bytes>,
     ) -> Result<DropletUploaded, ClientError> {
         let path = format!("/builds/{build_id}/droplet");
-        let body = bytes::Bytes::from(tar);
+        let body: bytes::Bytes = tar.into();
         Ok(self
             .send(&path, |http, url| {
                 http.put(url)

@@ -8,7 +8,7 @@
 //! entries (hundreds of MB for a venv) never fill the controller's disk, and losing one only
 //! costs a slower build. A push staged on another node misses once. The bound is per node
 //! (`PAAS_STAGING_CACHE_MB`) with least-recently-used eviction by file mtime, which a hit
-//! refreshes.
+//! refreshes. The staged layers of `layers` share the folder and the bound (keys `layers-...`).
 
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -30,6 +30,11 @@ const DEPENDENCY_FILES: &[&str] = &[
     "go.mod",
     "go.sum",
 ];
+
+/// Whether `path` (relative to the app's top) is one of [`DEPENDENCY_FILES`].
+pub fn is_dependency_file(path: &str) -> bool {
+    DEPENDENCY_FILES.contains(&path)
+}
 
 #[derive(Debug, Clone)]
 pub struct DepCache {
@@ -57,7 +62,7 @@ impl DepCache {
                 continue;
             };
             let path = path.strip_prefix(".").unwrap_or(&path).to_path_buf();
-            let Some(name) = path.to_str().filter(|n| DEPENDENCY_FILES.contains(n)) else {
+            let Some(name) = path.to_str().filter(|n| is_dependency_file(n)) else {
                 continue;
             };
             let mut data = Vec::new();

@@ -603,6 +603,7 @@ pub async fn build(
         error: None,
         image: Some(DropletImage { id, port, user }),
         dependencies_restored: false,
+        layers_reused: false,
     })
 }
 

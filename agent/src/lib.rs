@@ -11,7 +11,8 @@
 //! rotation), `logs` (followers with the per-app rate limit, and the shipper), `spool` (the
 //! shipper's bounded disk overflow), `stats` (resource samples for the heartbeat), `metrics`
 //! (`/metrics`), `client` (the controller API), `staging` (buildpack builds in sandboxed
-//! containers), `dockerfile` (Dockerfile builds whose image is the droplet, and removal of
+//! containers), `layers` (a re-push that changed only app code: the droplet from the new source
+//! and the previous staging's additions, no container), `dockerfile` (Dockerfile builds whose image is the droplet, and removal of
 //! collected droplets' images), `identity` (each instance's identity certificate and key, made
 //! and renewed on the node, issue 25), `tasks` (one-off tasks, each
 //! started at most once), `dns` (the node's resolver for `*.apps.internal`), `netpolicy`
@@ -29,6 +30,7 @@ pub mod dockerfile;
 pub mod filelock;
 pub mod health;
 pub mod identity;
+pub mod layers;
 pub mod logfile;
 pub mod logs;
 pub mod metrics;

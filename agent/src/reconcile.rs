@@ -622,6 +622,7 @@ impl Reconciler {
         .await?;
         self.logs
             .cell(&a.instance_id, format!("Starting instance {}", a.index));
+        let t0 = std::time::Instant::now();
         if let Err(e) = self.runtime.start(&id).await {
             // E.g. the host port the agent chose was taken meanwhile: the next pass creates a
             // new container, with another port, rather than retrying this one.
@@ -629,7 +630,7 @@ impl Reconciler {
             return Err(e);
         }
         let status = self.runtime.inspect(&id).await?;
-        tracing::info!(instance = %a.instance_id, app = %a.app, index = a.index, container = %id, host_port = ?status.host_port, "started instance");
+        tracing::info!(instance = %a.instance_id, app = %a.app, index = a.index, container = %id, host_port = ?status.host_port, start_ms = t0.elapsed().as_millis(), "started instance");
         let mut instance = Instance::new(a.clone(), id, &status, Instant::now());
         instance.follow(&self.runtime, &self.logs, FollowFrom::Beginning);
         Ok(instance)
@@ -686,21 +687,44 @@ pub(crate) async fn create_container(
             .create(a, &image.id, Some(&config), task, creds.as_deref())
             .await?
     } else {
-        let tar = runtime.droplet_tar(&a.droplet, droplets).await?;
+        // The droplet and the identity credentials side by side (each may wait on the
+        // controller); per-step times in the log say where an instance's start went (issue 24).
+        let t0 = std::time::Instant::now();
+        let ((tar, fetch_ms), (creds, creds_ms)) = tokio::join!(
+            timed(t0, runtime.droplet_tar(&a.droplet, droplets)),
+            timed(t0, credentials(None))
+        );
+        let tar = tar?;
         // The run image of the stack the droplet was staged on: no build tools.
         let stack = paas_common::stack::run_image(crate::stack::droplet_stack(&tar));
-        let creds = credentials(None).await;
+        let t1 = std::time::Instant::now();
         let id = runtime
             .create(a, &stack, None, task, creds.as_deref())
             .await?;
+        let create_ms = t1.elapsed().as_millis();
+        let t2 = std::time::Instant::now();
         if let Err(e) = runtime.install_droplet(&id, tar).await {
             // A created container without its app must not linger: the next pass tries again.
             let _ = runtime.stop_and_remove(&id).await;
             return Err(e);
         }
+        tracing::info!(
+            instance = %a.instance_id,
+            fetch_ms,
+            creds_ms,
+            create_ms,
+            unpack_ms = t2.elapsed().as_millis(),
+            "instance container made"
+        );
         id
     };
     Ok(id)
+}
+
+/// `f`'s output and the milliseconds from `t0` until it was ready.
+async fn timed<T>(t0: std::time::Instant, f: impl std::future::Future<Output = T>) -> (T, u128) {
+    let r = f.await;
+    (r, t0.elapsed().as_millis())
 }
 
 fn abort_follower(mut instance: Instance) {

@@ -419,14 +419,27 @@ impl Runtime {
             });
         }
         tracing::info!(droplet = sha256, bytes = tar.len(), "fetched droplet");
+        self.cache_droplet(sha256, tar.clone());
+        Ok(tar)
+    }
+
+    /// Keeps a droplet this node staged (issue 24), so its instances here start without
+    /// fetching it back from the controller: only when `actual`, the digest of `tar` computed
+    /// here, is `sha256`, the digest the controller stored it under.
+    pub fn keep_droplet(&self, sha256: &str, actual: &str, tar: bytes::Bytes) {
+        if actual.eq_ignore_ascii_case(sha256) && self.cached_droplet(sha256).is_none() {
+            self.cache_droplet(sha256, tar);
+        }
+    }
+
+    fn cache_droplet(&self, sha256: &str, tar: bytes::Bytes) {
         let mut cache = self.droplet_cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache.push((sha256.to_string(), tar.clone()));
+        cache.push((sha256.to_string(), tar));
         while cache.len() > 1
             && cache.iter().map(|(_, t)| t.len()).sum::<usize>() > DROPLET_CACHE_BYTES
         {
             cache.remove(0);
         }
-        Ok(tar)
     }
 
     fn cached_droplet(&self, sha256: &str) -> Option<bytes::Bytes> {

@@ -388,6 +388,36 @@ async fn stage(
     }
     let buildpacks = buildpacks_tar_with(&custom)?;
     let cache_key = crate::depcache::DepCache::key(stack, &buildpacks, &source);
+    // Staged layers (issue 24): built-in buildpacks only, whose additive marker is trusted.
+    let layers_key = if custom.is_empty() {
+        let ca = match &staging.ca_file {
+            Some(p) => Some(std::fs::read(p)?),
+            None => None,
+        };
+        let (src, bp, env, stack) = (
+            source.clone(),
+            buildpacks.clone(),
+            env.clone(),
+            stack.to_string(),
+        );
+        tokio::task::spawn_blocking(move || {
+            crate::layers::fast_key(&stack, &bp, &src, &env, ca.as_deref())
+        })
+        .await
+        .ok()
+        .flatten()
+    } else {
+        None
+    };
+    if let Some(key) = layers_key.as_deref().filter(|_| !b.no_cache) {
+        match reuse_layers(runtime, client, staging, b, &source, key).await {
+            Ok(Some(result)) => return Ok(result),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(build = %b.build_id, error = %e, "could not reuse the staged layers: staging in full");
+            }
+        }
+    }
     let config = Config {
         image: Some(paas_common::stack::build_image(stack)),
         cmd: Some(vec!["/bin/sh".into(), "/buildpacks/stage.sh".into()]),
@@ -438,6 +468,7 @@ async fn stage(
         staging,
         buildpacks,
         cache_key,
+        layers_key,
     };
     let outcome = run_in(runtime, client, b, &id, source, ctx).await;
     // Removing a container with a large writable layer takes seconds on some storage drivers:
@@ -462,6 +493,136 @@ struct RunCtx<'a> {
     buildpacks: Vec<u8>,
     /// `None`: the app declares no dependencies, nothing to cache.
     cache_key: Option<String>,
+    /// The key the staged layers are kept under when the staging is additive (`layers`);
+    /// `None` with a custom buildpack.
+    layers_key: Option<String>,
+}
+
+/// The droplet of a re-push that changed only the app's code, from the staged layers kept
+/// under `key`: `None` when there are none (or they no longer fit), and the caller stages.
+async fn reuse_layers(
+    runtime: &Runtime,
+    client: &Arc<ControllerClient>,
+    staging: &StagingSettings,
+    b: &BuildAssignment,
+    source: &bytes::Bytes,
+    key: &str,
+) -> Result<Option<BuildResult>, StagingError> {
+    let (cache, scope, k, src) = (
+        staging.cache.clone(),
+        b.cache_scope.clone(),
+        key.to_string(),
+        source.clone(),
+    );
+    let limit = b.disk_mb.saturating_mul(1024 * 1024) as usize;
+    let built = tokio::task::spawn_blocking(move || {
+        let Some(additions) = cache.get(&scope, &k) else {
+            return Ok(None);
+        };
+        let Some(droplet) = crate::layers::assemble(&src, &additions)? else {
+            return Ok(None);
+        };
+        if droplet.len() > limit {
+            return Ok(None);
+        }
+        let (processes, buildpack) = droplet_meta(&droplet)?;
+        Ok::<_, std::io::Error>(buildpack.map(|bp| (droplet, processes, bp)))
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))??;
+    let Some((droplet, processes, buildpack)) = built else {
+        return Ok(None);
+    };
+    tracing::info!(build = %b.build_id, key, "reusing the staged layers");
+    let line = AgentLogLine {
+        instance_id: b.build_id.clone(),
+        timestamp: Utc::now(),
+        source: "STG".into(),
+        stream: "stdout".into(),
+        message: format!(
+            "-----> Only the app's code changed: reused the layers the {buildpack} buildpack \
+             staged before (no staging container)"
+        ),
+    };
+    let batch = LogBatch { lines: vec![line] };
+    if let Err(e) = client.build_logs(&b.build_id, &batch).await {
+        tracing::debug!(build = %b.build_id, error = %e, "could not send staging lines");
+    }
+    let up = upload_and_keep(runtime, client, &b.build_id, droplet).await?;
+    Ok(Some(BuildResult {
+        buildpack: Some(buildpack),
+        droplet: Some(up.sha256),
+        processes,
+        error: None,
+        image: None,
+        dependencies_restored: false,
+        layers_reused: true,
+    }))
+}
+
+/// Uploads a staged droplet and keeps it on this node (`Runtime::keep_droplet`), its digest
+/// computed while it is uploaded.
+async fn upload_and_keep(
+    runtime: &Runtime,
+    client: &ControllerClient,
+    build_id: &str,
+    droplet: Vec<u8>,
+) -> Result<paas_common::agent::DropletUploaded, StagingError> {
+    let droplet = bytes::Bytes::from(droplet);
+    let hashed = droplet.clone();
+    let digest = tokio::task::spawn_blocking(move || {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&hashed))
+    });
+    let up = client
+        .upload_build_droplet(build_id, droplet.clone())
+        .await?;
+    if let Ok(actual) = digest.await {
+        runtime.keep_droplet(&up.sha256, &actual, droplet);
+    }
+    Ok(up)
+}
+
+/// The process types and buildpack a droplet's `.paas/` records.
+#[allow(clippy::type_complexity)]
+fn droplet_meta(droplet: &[u8]) -> std::io::Result<(BTreeMap<String, String>, Option<String>)> {
+    let mut processes = BTreeMap::new();
+    let mut buildpack = None;
+    for entry in tar::Archive::new(droplet).entries()? {
+        let mut entry = entry?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let rel = entry.path()?.into_owned();
+        if rel == std::path::Path::new(".paas/processes")
+            || rel == std::path::Path::new(".paas/buildpack")
+        {
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data)?;
+            read_meta(&rel, &data, &mut processes, &mut buildpack);
+        }
+    }
+    Ok((processes, buildpack))
+}
+
+/// Reads `.paas/processes` or `.paas/buildpack` (what the staging driver recorded).
+fn read_meta(
+    rel: &std::path::Path,
+    data: &[u8],
+    processes: &mut BTreeMap<String, String>,
+    buildpack: &mut Option<String>,
+) {
+    if rel == std::path::Path::new(".paas/processes") {
+        for line in String::from_utf8_lossy(data).lines() {
+            if let Some((t, c)) = line.split_once(':') {
+                processes
+                    .entry(t.trim().to_string())
+                    .or_insert_with(|| c.trim().to_string());
+            }
+        }
+    } else if rel == std::path::Path::new(".paas/buildpack") {
+        *buildpack = Some(String::from_utf8_lossy(data).trim().to_string());
+    }
 }
 
 async fn run_in(
@@ -475,6 +636,7 @@ async fn run_in(
     let docker = runtime.docker();
     let cache = &ctx.staging.cache;
     let scope = b.cache_scope.as_str();
+    let layers_source = ctx.layers_key.as_ref().map(|_| source.clone());
     docker
         .upload_to_container(
             id,
@@ -603,13 +765,34 @@ async fn run_in(
             )));
         }
     }
-    let (droplet, processes, buildpack) = tokio::task::spawn_blocking(move || reroot(&raw))
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))??;
+    let (droplet, processes, buildpack, additions) = tokio::task::spawn_blocking(move || {
+        let (droplet, processes, buildpack) = reroot(&raw)?;
+        // What the buildpack added, when the staging was additive (`layers`); a failure only
+        // costs the next re-push its shortcut.
+        let additions = layers_source.and_then(|src| {
+            crate::layers::additions(&src, &droplet).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "could not compare the droplet with its source");
+                None
+            })
+        });
+        Ok::<_, std::io::Error>((droplet, processes, buildpack, additions))
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))??;
     if let Some(key) = ctx.cache_key.as_deref().filter(|_| !restored) {
         save_cache(docker, id, cache, scope, key).await;
     }
-    let up = client.upload_build_droplet(&b.build_id, droplet).await?;
+    if let (Some(key), Some(additions)) = (ctx.layers_key.clone(), additions) {
+        let (c, s) = (cache.clone(), scope.to_string());
+        let stored = tokio::task::spawn_blocking(move || c.put(&s, &key, &additions)).await;
+        match stored {
+            Ok(Ok(())) => tracing::info!(build = %b.build_id, "kept the staged layers"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not keep the staged layers"),
+            Err(e) => tracing::warn!(error = %e, "staged layers task failed"),
+        }
+    }
+    // Kept here too: an instance of it on this node starts without fetching it back.
+    let up = upload_and_keep(runtime, client, &b.build_id, droplet).await?;
     Ok(BuildResult {
         buildpack,
         droplet: Some(up.sha256),
@@ -617,6 +800,7 @@ async fn run_in(
         error: None,
         image: None,
         dependencies_restored: restored,
+        layers_reused: false,
     })
 }
 
@@ -753,17 +937,7 @@ fn reroot(
         if entry.header().entry_type().is_file() {
             let mut data = Vec::new();
             entry.read_to_end(&mut data)?;
-            if rel == std::path::Path::new(".paas/processes") {
-                for line in String::from_utf8_lossy(&data).lines() {
-                    if let Some((t, c)) = line.split_once(':') {
-                        processes
-                            .entry(t.trim().to_string())
-                            .or_insert_with(|| c.trim().to_string());
-                    }
-                }
-            } else if rel == std::path::Path::new(".paas/buildpack") {
-                buildpack = Some(String::from_utf8_lossy(&data).trim().to_string());
-            }
+            read_meta(&rel, &data, &mut processes, &mut buildpack);
             out.append_data(&mut header, &rel, data.as_slice())?;
         } else if entry.header().entry_type().is_symlink()
             || entry.header().entry_type().is_hard_link()

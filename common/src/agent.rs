@@ -336,6 +336,10 @@ pub struct BuildResult {
     /// phases say so (issue 24).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dependencies_restored: bool,
+    /// No staging container ran: the app's code alone changed since an additive staging, and the
+    /// droplet is the new source plus the layers that staging added (issue 24).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub layers_reused: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -1170,8 +1170,9 @@ pub struct PushPhases {
     /// Until every new running, ready web instance is in the route table.
     pub route_ms: u64,
     /// Whether staging reused earlier work: `droplet` (the build cache: same files, same
-    /// buildpacks, nothing staged), `dependencies` (staged, with the dependency layer restored
-    /// from the node's cache) or `none`.
+    /// buildpacks, nothing staged), `layers` (only the app's code changed: the node put the new
+    /// files on the layers an earlier staging added, no staging container), `dependencies`
+    /// (staged, with the dependency layer restored from the node's cache) or `none`.
     #[serde(default)]
     pub reused: String,
 }

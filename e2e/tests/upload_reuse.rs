@@ -1,6 +1,8 @@
 //! Incremental upload and hostile archives, with the real CLI and server: an unchanged re-push
 //! uploads no file content, a one-file change uploads one file, and links out of the tree, zip
-//! bombs and file lists naming files the caller never uploaded are refused with clear errors.
+//! bombs and file lists naming files the caller never uploaded are refused with clear errors; a
+//! re-push that changed only app code reuses the staged layers (issue 24), one that adds a file,
+//! a Procfile or changes requirements.txt stages in full.
 
 use paas_e2e::{example, unique, wait_for, zip_of, Platform};
 use sha2::{Digest, Sha256};
@@ -84,15 +86,86 @@ fn incremental_upload_and_hostile_archives() {
     let out = p.cli(&["push", &app, "-p", path]);
     assert!(out.ok(), "{out:?}{}", p.logs());
     assert!(out.stdout.contains("1 files; 3 files,"), "{out:?}");
-    // Staged again, with the same requirements.txt: the dependency layer is the node's cached
-    // one (buildpacks' cache layers), not installed anew.
+    // Only the app's code changed since an additive staging (issue 24): the node put the new
+    // files on the layers that staging added, and no staging container ran (its driver's
+    // "-----> python buildpack" line is the first thing a staging container prints).
     assert!(
-        phases(&out.stdout).contains("(dependencies reused)"),
+        phases(&out.stdout).contains("(staged layers reused)"),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout
+            .contains("reused the layers the python buildpack staged before")
+            && !out.stdout.contains("-----> python buildpack"),
         "{out:?}"
     );
     wait_for(Duration::from_secs(30), "the changed app to serve", || {
         let (s, b) = p.get_app(&app, "/").ok()?;
         (s == 200 && b.contains("Greetings, again, from a vendored wheel")).then_some(())
+    })
+    .unwrap();
+    let v = p.app_json(&app).unwrap();
+    assert_eq!(v["revision"]["detected"], "python", "{v}");
+
+    // A file added changes what the buildpack may see: staged again, with the same
+    // requirements.txt, so the dependency layer is the node's cached one, not installed anew.
+    std::fs::write(dir.path().join("notes.txt"), "more\n").unwrap();
+    let out = p.cli(&["push", &app, "-p", path]);
+    assert!(out.ok(), "{out:?}{}", p.logs());
+    assert!(
+        phases(&out.stdout).contains("(dependencies reused)")
+            && out.stdout.contains("-----> python buildpack"),
+        "{out:?}"
+    );
+    // ... after which a code change reuses the layers of that staging.
+    let code = std::fs::read_to_string(dir.path().join("app.py"))
+        .unwrap()
+        .replace("greetlib.greet(\"again\")", "greetlib.greet(\"layers\")");
+    std::fs::write(dir.path().join("app.py"), code).unwrap();
+    let out = p.cli(&["push", &app, "-p", path]);
+    assert!(out.ok(), "{out:?}{}", p.logs());
+    assert!(
+        phases(&out.stdout).contains("(staged layers reused)"),
+        "{out:?}"
+    );
+    wait_for(
+        Duration::from_secs(30),
+        "the re-layered app to serve",
+        || {
+            let (s, b) = p.get_app(&app, "/").ok()?;
+            (s == 200 && b.contains("Greetings, layers, from a vendored wheel")).then_some(())
+        },
+    )
+    .unwrap();
+
+    // A Procfile decides the processes: staged in full.
+    std::fs::write(dir.path().join("Procfile"), "web: exec python3 app.py\n").unwrap();
+    let out = p.cli(&["push", &app, "-p", path]);
+    assert!(out.ok(), "{out:?}{}", p.logs());
+    assert!(
+        !phases(&out.stdout).contains("(staged layers reused)")
+            && out.stdout.contains("-----> python buildpack"),
+        "{out:?}"
+    );
+    // Changed dependencies: staged in full, installed anew (from the vendored wheel).
+    let reqs = std::fs::read_to_string(dir.path().join("requirements.txt")).unwrap();
+    std::fs::write(
+        dir.path().join("requirements.txt"),
+        format!("{reqs}# changed\n"),
+    )
+    .unwrap();
+    let out = p.cli(&["push", &app, "-p", path]);
+    assert!(out.ok(), "{out:?}{}", p.logs());
+    assert!(
+        !phases(&out.stdout).contains("reused")
+            && out
+                .stdout
+                .contains("Installing dependencies from requirements.txt"),
+        "{out:?}"
+    );
+    wait_for(Duration::from_secs(30), "the restaged app to serve", || {
+        let (s, b) = p.get_app(&app, "/").ok()?;
+        (s == 200 && b.contains("Greetings, layers, from a vendored wheel")).then_some(())
     })
     .unwrap();
 

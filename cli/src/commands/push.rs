@@ -877,6 +877,7 @@ pub(crate) fn phases_line(p: &PushPhases) -> String {
     let s = |ms: u64| format!("{:.2} s", ms as f64 / 1000.0);
     let reused = match p.reused.as_str() {
         "droplet" => " (droplet reused)",
+        "layers" => " (staged layers reused)",
         "dependencies" => " (dependencies reused)",
         _ => "",
     };
@@ -1215,6 +1216,11 @@ mod tests {
             "Phases: upload 0.04 s, stage 8.38 s (dependencies reused), start 1.17 s, \
              health 0.52 s, route 0.00 s"
         );
+        let layers = PushPhases {
+            reused: "layers".into(),
+            ..p.clone()
+        };
+        assert!(phases_line(&layers).contains("stage 8.38 s (staged layers reused), start"));
         let none = PushPhases {
             reused: "none".into(),
             ..p

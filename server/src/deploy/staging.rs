@@ -46,8 +46,9 @@ pub struct Built {
     pub processes: std::collections::BTreeMap<String, String>,
     /// Set when the droplet is an image built from a Dockerfile.
     pub image: Option<paas_common::agent::DropletImage>,
-    /// What earlier work it reused: `droplet` (the build cache), `dependencies` (the node's
-    /// dependency cache) or `none`; shown in the push's phases.
+    /// What earlier work it reused: `droplet` (the build cache), `layers` (the node's staged
+    /// layers, no container), `dependencies` (the node's dependency cache) or `none`; shown in
+    /// the push's phases.
     pub reused: &'static str,
 }
 
@@ -210,7 +211,9 @@ pub async fn stage_on_node(
         buildpack,
         processes: result.processes,
         image: result.image,
-        reused: if result.dependencies_restored {
+        reused: if result.layers_reused {
+            "layers"
+        } else if result.dependencies_restored {
             "dependencies"
         } else {
             "none"

@@ -138,3 +138,11 @@ if (!start && !procfileWeb) {
 fs.mkdirSync(path.join(app, ".paas"), { recursive: true });
 fs.writeFileSync(path.join(app, ".paas/node-start"), start + "\n");
 if (start) say("Start command: " + start);
+// Additive (issue 24): with no build step, no install script of the app's own and no local
+// dependency, what this step added depends only on package.json, the lockfile and the app's
+// paths, so the node may reuse it when only the code changes.
+const own = ["preinstall", "install", "postinstall", "prepare", "prepublish"].some((s) => scripts[s]);
+const local = Object.values({ ...(pkg.dependencies || {}), ...(pkg.devDependencies || {}) }).some(
+  (v) => typeof v !== "string" || /^(file:|link:|\.|\/|~)/.test(v)
+);
+if (!build && !own && !local) fs.writeFileSync(path.join(app, ".paas/additive"), "");

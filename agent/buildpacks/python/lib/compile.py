@@ -2,7 +2,10 @@
 for against the stack's, installs the locked dependencies (requirements.txt, uv.lock,
 Pipfile.lock, or pyproject's dependencies) with pip into /app/.venv, runs Django's collectstatic
 and picks the default web command. The venv is restored from the dependency cache when the
-lockfile is unchanged (the node keys the cache on it): nothing is downloaded or built then."""
+lockfile is unchanged (the node keys the cache on it): nothing is downloaded or built then.
+Without collectstatic and with no dependency on the app's own files, what it adds depends only on
+the lockfile and the app's paths: it writes .paas/additive and the node may reuse the staged
+layers when only the code changes (issue 24)."""
 import glob
 import json
 import os
@@ -209,11 +212,36 @@ def venv_has(module):
     return r.returncode == 0
 
 
+COLLECTED = False
+
+
+def local_dependencies():
+    """Whether the declared dependencies read the app's own files (a path, an editable install,
+    another requirements or constraints file): the venv then depends on more than the files
+    the node keys its caches on."""
+    if os.path.isfile(path("requirements.txt")):
+        for line in read("requirements.txt").splitlines():
+            line = line.split(" #")[0].strip()
+            if line.startswith(("-e", "--editable", "-r", "--requirement", "-c", "--constraint",
+                                ".", "/", "file:")) or "file:" in line:
+                return True
+        return False
+    if os.path.isfile(path("uv.lock")) or os.path.isfile(path("Pipfile.lock")):
+        # Registry pins only (uv_locked, pipfile_locked).
+        return False
+    if os.path.isfile(path("pyproject.toml")):
+        deps = pyproject().get("project", {}).get("dependencies", [])
+        return any("file:" in d for d in deps)
+    return False
+
+
 def django():
     """Heroku's Django support: collectstatic at staging, gunicorn on the project's WSGI app."""
     if not os.path.isfile(path("manage.py")) or not venv_has("django"):
         return None
     if os.environ.get("DISABLE_COLLECTSTATIC") != "1":
+        global COLLECTED
+        COLLECTED = True
         say("Running python manage.py collectstatic --noinput")
         r = subprocess.run(
             [os.path.join(VENV, "bin", "python"), "manage.py", "collectstatic", "--noinput"],
@@ -247,6 +275,8 @@ def main():
         f.write(web + "\n")
     if web:
         say("Default web command: " + web)
+    if not COLLECTED and not local_dependencies():
+        open(path(".paas/additive"), "w").close()
 
 
 main()
