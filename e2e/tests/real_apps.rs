@@ -355,13 +355,15 @@ fn node_and_go_apps_stage_from_a_local_registry_and_vendored_modules() {
         "the transitive dependency was fetched"
     );
 
-    // Same lock, new code: node_modules from the cache, no request to the registry.
+    // Same lock, new code and a new file (so staging runs again): node_modules from the
+    // cache, no request to the registry.
     let before = server.requests.lock().unwrap().len();
     std::fs::write(
         dir.path().join("index.js"),
         "const app = require('paas-router-lite')();\napp.get('/', (q, r) => r.end('Changed'));\napp.listen(process.env.PORT);\n",
     )
     .unwrap();
+    std::fs::write(dir.path().join("NOTES.txt"), "a new file\n").unwrap();
     let (out, again) = push(&p, &app, dir.path(), &[]);
     assert!(out.ok(), "{out:?}{}", p.logs());
     assert!(
@@ -371,6 +373,22 @@ fn node_and_go_apps_stage_from_a_local_registry_and_vendored_modules() {
     serves(&p, &app, "/", "Changed");
     assert_eq!(server.requests.lock().unwrap().len(), before);
     eprintln!("node push: first {first:?}, re-push {again:?}");
+    // Only the code changed: the layers that staging added are reused, no staging container.
+    std::fs::write(
+        dir.path().join("index.js"),
+        "const app = require('paas-router-lite')();\napp.get('/', (q, r) => r.end('Changed again'));\napp.listen(process.env.PORT);\n",
+    )
+    .unwrap();
+    let (out, _) = push(&p, &app, dir.path(), &[]);
+    assert!(out.ok(), "{out:?}{}", p.logs());
+    assert!(
+        out.stdout
+            .contains("reused the layers the node buildpack staged before"),
+        "{out:?}"
+    );
+    assert!(!out.stdout.contains("-----> node buildpack"), "{out:?}");
+    serves(&p, &app, "/", "Changed again");
+    assert_eq!(server.requests.lock().unwrap().len(), before);
 
     // A dependency the registry lacks: npm's own message, the running revision stays.
     std::fs::write(

@@ -116,12 +116,19 @@ pub(super) struct InstanceJson(
     JsonBool,
 );
 
+/// The rows of a [`json_rows_sql`] answer, each as `T` (a tuple struct of its columns).
+pub(super) fn json_rows<T: serde::de::DeserializeOwned>(
+    text: &str,
+    what: &str,
+) -> StoreResult<Vec<T>> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what} rows: {e}")))
+}
+
 /// Decodes the JSON text of [`json_rows_sql`] over [`INSTANCE_JSON_COLUMNS`].
 pub(super) fn instances_from_json(text: &str) -> StoreResult<Vec<super::InstanceRecord>> {
     use paas_common::api::InstanceState;
-    let rows: Vec<InstanceJson> = serde_json::from_str(text)
-        .map_err(|e| StoreError::Corrupt(format!("instance rows: {e}")))?;
-    rows.into_iter()
+    json_rows::<InstanceJson>(text, "instance")?
+        .into_iter()
         .map(|r| {
             let InstanceJson(
                 id,
@@ -685,9 +692,8 @@ async fn reported_rows_on<'c, E: sqlx::Executor<'c, Database = $db>>(
         String,
         String,
     );
-    let rows: Vec<Reported> = serde_json::from_str(&text)
-        .map_err(|e| StoreError::Corrupt(format!("reported rows: {e}")))?;
-    rows.into_iter()
+    json_rows::<Reported>(&text, "reported")?
+        .into_iter()
         .map(|r| {
             let Reported(
                 id,
@@ -1453,10 +1459,46 @@ pub(crate) async fn insert_event<'c, E: sqlx::Executor<'c, Database = $db>>(
     }
 
     async fn list_apps(&self) -> StoreResult<Vec<AppRecord>> {
-        let rows = sqlx::query("SELECT * FROM apps ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(app_from_row).collect()
+        // As one JSON text (see `json_rows_sql`): every pass, route rebuild and list reads it.
+        let sql = json_rows_sql(
+            <$store as Dialect>::JSON_ROWS,
+            "id, name, state, desired_instances, memory_mb, disk_mb, current_revision, created_at, updated_at, space_id, host",
+            "apps",
+            "name",
+        );
+        let text: String = sqlx::query_scalar(&sql).fetch_one(&self.pool).await?;
+        #[derive(serde::Deserialize)]
+        struct App(
+            String,
+            String,
+            String,
+            i64,
+            i64,
+            i64,
+            Option<i64>,
+            String,
+            String,
+            String,
+            Option<String>,
+        );
+        json_rows::<App>(&text, "app")?
+            .into_iter()
+            .map(|App(id, name, state, desired, memory, disk, current, created, updated, space_id, host)| {
+                Ok(AppRecord {
+                    id,
+                    name,
+                    state: app_state(&state)?,
+                    desired_instances: desired as u32,
+                    memory_mb: memory as u64,
+                    disk_mb: disk as u64,
+                    current_revision: current,
+                    created_at: json_time(&created)?,
+                    updated_at: json_time(&updated)?,
+                    space_id,
+                    host,
+                })
+            })
+            .collect()
     }
 
     async fn create_app(&self, a: &AppRecord, event: &Event) -> StoreResult<()> {
