@@ -89,14 +89,14 @@ impl AppCtx {
         self.assignments.send_modify(|v| *v += 1);
     }
 
-    /// Forgets retired instances that serve nothing any more (or whose drain time is over);
-    /// whether any was forgotten, i.e. whether a node should now stop something. `refreshed`:
-    /// the route table was just rebuilt without the instances retired so far.
     /// Whether any removed instance is still waiting to be stopped.
     pub fn has_retired(&self) -> bool {
         self.retired.lock().map(|l| !l.is_empty()).unwrap_or(true)
     }
 
+    /// Forgets retired instances that serve nothing any more (or whose drain time is over);
+    /// whether any was forgotten, i.e. whether a node should now stop something. `refreshed`:
+    /// the route table was just rebuilt without the instances retired so far.
     pub fn prune_retired(&self, refreshed: bool) -> bool {
         let Ok(mut list) = self.retired.lock() else {
             return false;

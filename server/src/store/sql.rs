@@ -116,57 +116,45 @@ pub(super) struct InstanceJson(
     JsonBool,
 );
 
-/// The rows of a [`json_rows_sql`] answer, each as `T` (a tuple struct of its columns).
-pub(super) fn json_rows<T: serde::de::DeserializeOwned>(
-    text: &str,
-    what: &str,
-) -> StoreResult<Vec<T>> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what} rows: {e}")))
-}
-
-/// Decodes the JSON text of [`json_rows_sql`] over [`INSTANCE_JSON_COLUMNS`].
-pub(super) fn instances_from_json(text: &str) -> StoreResult<Vec<super::InstanceRecord>> {
-    use paas_common::api::InstanceState;
-    json_rows::<InstanceJson>(text, "instance")?
-        .into_iter()
-        .map(|r| {
-            let InstanceJson(
-                id,
-                app_id,
-                revision,
-                process_type,
-                idx,
-                node_name,
-                state,
-                container_id,
-                host_port,
-                restarts,
-                last_exit,
-                placement_error,
-                since,
-                created_at,
-                ready,
-            ) = r;
-            Ok(super::InstanceRecord {
-                state: InstanceState::parse(&state)
-                    .ok_or_else(|| StoreError::Corrupt(format!("instance state {state:?}")))?,
-                id,
-                app_id,
-                revision,
-                process_type,
-                index: idx as u32,
-                node_name,
-                container_id,
-                host_port: host_port.map(|p| p as u16),
-                restarts: restarts as u32,
-                last_exit,
-                placement_error,
-                since: json_time(&since)?,
-                created_at: json_time(&created_at)?,
-                ready: ready.0,
-            })
+impl InstanceJson {
+    pub(super) fn record(self) -> StoreResult<super::InstanceRecord> {
+        use paas_common::api::InstanceState;
+        let InstanceJson(
+            id,
+            app_id,
+            revision,
+            process_type,
+            idx,
+            node_name,
+            state,
+            container_id,
+            host_port,
+            restarts,
+            last_exit,
+            placement_error,
+            since,
+            created_at,
+            ready,
+        ) = self;
+        Ok(super::InstanceRecord {
+            state: InstanceState::parse(&state)
+                .ok_or_else(|| StoreError::Corrupt(format!("instance state {state:?}")))?,
+            id,
+            app_id,
+            revision,
+            process_type,
+            index: idx as u32,
+            node_name,
+            container_id,
+            host_port: host_port.map(|p| p as u16),
+            restarts: restarts as u32,
+            last_exit,
+            placement_error,
+            since: json_time(&since)?,
+            created_at: json_time(&created_at)?,
+            ready: ready.0,
         })
-        .collect()
+    }
 }
 
 pub(super) fn app_state(s: &str) -> StoreResult<AppState> {
@@ -456,17 +444,14 @@ impl $store {
         from_where: &str,
         bind: Option<&str>,
     ) -> StoreResult<Vec<InstanceRecord>> {
-        let sql = json_rows_sql(
-            <$store as Dialect>::JSON_ROWS,
-            INSTANCE_JSON_COLUMNS,
-            from_where,
-            "app_id, idx, created_at",
-        );
-        let mut q = sqlx::query_scalar::<_, String>(&sql);
-        if let Some(b) = bind {
-            q = q.bind(b);
-        }
-        instances_from_json(&q.fetch_one(&self.pool).await?)
+        let rows: Vec<InstanceJson> = fetch_json_rows(
+            &self.pool,
+            (INSTANCE_JSON_COLUMNS, from_where, "app_id, idx, created_at"),
+            bind,
+            "instance",
+        )
+        .await?;
+        rows.into_iter().map(InstanceJson::record).collect()
     }
 
     /// One page of `app_id`'s rows that may hold lines matching `f`, newest first, older than
@@ -665,18 +650,32 @@ async fn heartbeat_unchanged_on(
 }
 
 /// The node's instance rows as a heartbeat compares them with its reports, by id.
+/// Every row of `from_where` (with `bind` as its `$1`) as one JSON text ([`json_rows_sql`]),
+/// each decoded as `T`, a tuple struct of `columns`.
+async fn fetch_json_rows<'c, E, T>(
+    ex: E,
+    (columns, from_where, order): (&str, &str, &str),
+    bind: Option<&str>,
+    what: &str,
+) -> StoreResult<Vec<T>>
+where
+    E: sqlx::Executor<'c, Database = $db>,
+    T: serde::de::DeserializeOwned,
+{
+    let sql = json_rows_sql(<$store as Dialect>::JSON_ROWS, columns, from_where, order);
+    let mut q = sqlx::query_scalar::<_, String>(&sql);
+    if let Some(b) = bind {
+        q = q.bind(b);
+    }
+    serde_json::from_str(&q.fetch_one(ex).await?)
+        .map_err(|e| StoreError::Corrupt(format!("{what} rows: {e}")))
+}
+
 async fn reported_rows_on<'c, E: sqlx::Executor<'c, Database = $db>>(
     ex: E,
     node: &str,
 ) -> StoreResult<HashMap<String, ReportedRow>> {
     // As one JSON text (see `json_rows_sql`): every heartbeat reads its node's rows.
-    let sql = json_rows_sql(
-        <$store as Dialect>::JSON_ROWS,
-        "i.id, i.state, i.container_id, i.host_port, i.restarts, i.last_exit, i.since, i.ready, i.ip, i.idx, i.app_id, a.name",
-        "instances i JOIN apps a ON a.id = i.app_id WHERE i.node_name = $1",
-        "i.id",
-    );
-    let text: String = sqlx::query_scalar(&sql).bind(node).fetch_one(ex).await?;
     #[derive(serde::Deserialize)]
     struct Reported(
         String,
@@ -692,8 +691,18 @@ async fn reported_rows_on<'c, E: sqlx::Executor<'c, Database = $db>>(
         String,
         String,
     );
-    json_rows::<Reported>(&text, "reported")?
-        .into_iter()
+    let rows: Vec<Reported> = fetch_json_rows(
+        ex,
+        (
+            "i.id, i.state, i.container_id, i.host_port, i.restarts, i.last_exit, i.since, i.ready, i.ip, i.idx, i.app_id, a.name",
+            "instances i JOIN apps a ON a.id = i.app_id WHERE i.node_name = $1",
+            "i.id",
+        ),
+        Some(node),
+        "reported",
+    )
+    .await?;
+    rows.into_iter()
         .map(|r| {
             let Reported(
                 id,
@@ -1460,13 +1469,6 @@ pub(crate) async fn insert_event<'c, E: sqlx::Executor<'c, Database = $db>>(
 
     async fn list_apps(&self) -> StoreResult<Vec<AppRecord>> {
         // As one JSON text (see `json_rows_sql`): every pass, route rebuild and list reads it.
-        let sql = json_rows_sql(
-            <$store as Dialect>::JSON_ROWS,
-            "id, name, state, desired_instances, memory_mb, disk_mb, current_revision, created_at, updated_at, space_id, host",
-            "apps",
-            "name",
-        );
-        let text: String = sqlx::query_scalar(&sql).fetch_one(&self.pool).await?;
         #[derive(serde::Deserialize)]
         struct App(
             String,
@@ -1481,8 +1483,18 @@ pub(crate) async fn insert_event<'c, E: sqlx::Executor<'c, Database = $db>>(
             String,
             Option<String>,
         );
-        json_rows::<App>(&text, "app")?
-            .into_iter()
+        let rows: Vec<App> = fetch_json_rows(
+            &self.pool,
+            (
+                "id, name, state, desired_instances, memory_mb, disk_mb, current_revision, created_at, updated_at, space_id, host",
+                "apps",
+                "name",
+            ),
+            None,
+            "app",
+        )
+        .await?;
+        rows.into_iter()
             .map(|App(id, name, state, desired, memory, disk, current, created, updated, space_id, host)| {
                 Ok(AppRecord {
                     id,

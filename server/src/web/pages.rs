@@ -10,6 +10,7 @@ use paas_common::api::InstanceState;
 use std::collections::HashMap;
 
 use super::session::{to_login, Session};
+use crate::api::page::{DEFAULT_LIMIT, MAX_LIMIT};
 use crate::authz::Role;
 use crate::state::AppCtx;
 use crate::store::AppRecord;
@@ -189,10 +190,10 @@ struct AppsPage {
     later: bool,
 }
 
-/// Apps per page of the dashboard's list by default (`?limit=` as the API's), as the API's
-/// default page: at 1,000 apps the whole list (every app's instance rows read, a 500 KB page)
+/// Apps per page of the dashboard's list by default (`?limit=` as the API's, up to its
+/// [`MAX_LIMIT`]): at 1,000 apps the whole list (every app's instance rows read, a 500 KB page)
 /// took half a second.
-const APPS_PAGE: usize = 100;
+const APPS_PAGE: usize = DEFAULT_LIMIT;
 
 /// What looks wrong with an app, from its instances and their nodes.
 fn problems(
@@ -271,10 +272,10 @@ pub async fn apps(ctx: web::Data<AppCtx>, req: HttpRequest) -> HttpResponse {
             .unwrap_or_default()
     };
     let (wanted, after) = (param("space"), param("after"));
-    // `limit` as the API's: 1 to 1000 apps per page.
+    // `limit` as the API's: 1 to `MAX_LIMIT` apps per page.
     let limit = param("limit")
         .parse::<usize>()
-        .map_or(APPS_PAGE, |l| l.clamp(1, 1000));
+        .map_or(APPS_PAGE, |l| l.clamp(1, MAX_LIMIT));
     let result: Result<AppsData, crate::store::StoreError> = async {
         let now = Utc::now();
         let lost: Vec<String> = ctx
